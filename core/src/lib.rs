@@ -1,0 +1,15 @@
+//! Tessera's provider agent core.
+//!
+//! The core speaks the provider protocol (`docs/PROTOCOL.md`), runs the provider
+//! state machine and signs what the device is and what it computed. It is
+//! `no_std`, never allocates, never reads a clock and never panics on input:
+//! time and bytes come in, bytes and events go out. Hosted builds add the
+//! Vulkan dispatcher (feature `vulkan`) and the network runtime (feature `net`),
+//! which drive this same core.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod time;
+
+pub use time::{Duration, Instant};
