@@ -10,6 +10,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attest;
+pub mod limits;
+pub mod merkle;
 pub mod time;
+pub mod wire;
 
 pub use time::{Duration, Instant};

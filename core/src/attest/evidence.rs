@@ -1,0 +1,234 @@
+//! Device evidence: who the device is and what it can do, signed over the
+//! coordinator's challenge so it cannot be replayed from an earlier session.
+
+use super::cose::{self, sign1_len};
+use super::{Reader, SignError, Signer, VerifyError, Writer, EVIDENCE_DOMAIN};
+use crate::wire::{Digest, Nonce};
+
+/// Bytes of the evidence payload.
+pub const EVIDENCE_PAYLOAD_LEN: usize = 1 + 32 + 32 + 6 + 16 + 8 + CAPABILITIES_LEN;
+/// Bytes of signed evidence (COSE_Sign1).
+pub const EVIDENCE_LEN: usize = sign1_len(EVIDENCE_PAYLOAD_LEN);
+const CAPABILITIES_LEN: usize = 64 + 4 * 4 + 1 + 4 + 8 + 8 + 12 + 12 + 4 + 4 + 8 + 4 + 4 + 4;
+const EVIDENCE_VERSION: u8 = 1;
+
+/// Kind of device, as Vulkan reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DeviceType {
+    /// Unknown or other.
+    #[default]
+    Other = 0,
+    /// A GPU sharing memory with the host.
+    IntegratedGpu = 1,
+    /// A GPU with its own memory.
+    DiscreteGpu = 2,
+    /// A GPU in a virtual machine.
+    VirtualGpu = 3,
+    /// A CPU implementation (lavapipe, say).
+    Cpu = 4,
+}
+
+impl DeviceType {
+    fn from_u8(v: u8) -> Option<DeviceType> {
+        Some(match v {
+            0 => DeviceType::Other,
+            1 => DeviceType::IntegratedGpu,
+            2 => DeviceType::DiscreteGpu,
+            3 => DeviceType::VirtualGpu,
+            4 => DeviceType::Cpu,
+            _ => return None,
+        })
+    }
+}
+
+/// What the device is and can do; filled by the Vulkan dispatcher.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCapabilities {
+    /// Device name, UTF-8, at most 64 bytes.
+    pub name: heapless::String<64>,
+    /// PCI vendor id.
+    pub vendor_id: u32,
+    /// Vendor's device id.
+    pub device_id: u32,
+    /// Driver version, vendor-encoded.
+    pub driver_version: u32,
+    /// Vulkan API version the device supports.
+    pub api_version: u32,
+    /// Kind of device.
+    pub device_type: DeviceType,
+    /// Feature bits ([`crate::wire::features`]).
+    pub features: u32,
+    /// Bytes of device-local memory (largest device-local heap).
+    pub device_local_bytes: u64,
+    /// Bytes of host-visible memory (largest host-visible heap).
+    pub host_visible_bytes: u64,
+    /// Largest workgroup size in x, y, z.
+    pub max_workgroup_size: [u32; 3],
+    /// Most workgroups in one dispatch in x, y, z.
+    pub max_workgroup_count: [u32; 3],
+    /// Most invocations in one workgroup.
+    pub max_invocations: u32,
+    /// Bytes of workgroup shared memory.
+    pub max_shared_memory: u32,
+    /// Largest storage buffer binding, in bytes.
+    pub max_storage_buffer_range: u64,
+    /// Subgroup size.
+    pub subgroup_size: u32,
+    /// Measured copy-kernel bandwidth, MB/s (0: not measured).
+    pub copy_mbps: u32,
+    /// Measured FMA throughput, MFLOP/s (0: not measured).
+    pub fma_mflops: u32,
+}
+
+/// Device evidence, the signed payload's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// The coordinator's challenge this evidence answers.
+    pub challenge: Nonce,
+    /// The device's Ed25519 public key (it also signs this evidence).
+    pub public_key: [u8; 32],
+    /// Agent software version: major, minor, patch.
+    pub agent_version: [u16; 3],
+    /// Random id chosen at each boot of the agent.
+    pub boot_id: [u8; 16],
+    /// When the evidence was made, microseconds in the host's time base.
+    pub issued_at: u64,
+    /// The device's capabilities.
+    pub capabilities: DeviceCapabilities,
+}
+
+impl Evidence {
+    /// The fixed-width payload (`docs/PROTOCOL.md`, "Evidence").
+    pub fn encode_payload(&self) -> [u8; EVIDENCE_PAYLOAD_LEN] {
+        let mut buf = [0u8; EVIDENCE_PAYLOAD_LEN];
+        let mut w = Writer::new(&mut buf);
+        w.u8(EVIDENCE_VERSION);
+        w.bytes(&self.challenge);
+        w.bytes(&self.public_key);
+        for v in self.agent_version {
+            w.u16(v);
+        }
+        w.bytes(&self.boot_id);
+        w.u64(self.issued_at);
+        let c = &self.capabilities;
+        let mut name = [0u8; 64];
+        name[..c.name.len()].copy_from_slice(c.name.as_bytes());
+        w.bytes(&name);
+        w.u32(c.vendor_id);
+        w.u32(c.device_id);
+        w.u32(c.driver_version);
+        w.u32(c.api_version);
+        w.u8(c.device_type as u8);
+        w.u32(c.features);
+        w.u64(c.device_local_bytes);
+        w.u64(c.host_visible_bytes);
+        for v in c
+            .max_workgroup_size
+            .iter()
+            .chain(c.max_workgroup_count.iter())
+        {
+            w.u32(*v);
+        }
+        w.u32(c.max_invocations);
+        w.u32(c.max_shared_memory);
+        w.u64(c.max_storage_buffer_range);
+        w.u32(c.subgroup_size);
+        w.u32(c.copy_mbps);
+        w.u32(c.fma_mflops);
+        debug_assert_eq!(w.pos, EVIDENCE_PAYLOAD_LEN);
+        buf
+    }
+
+    /// Parses a payload; `Malformed` on a wrong length, version, device type
+    /// or a name that is not UTF-8.
+    pub fn decode_payload(payload: &[u8]) -> Result<Evidence, VerifyError> {
+        if payload.len() != EVIDENCE_PAYLOAD_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let mut r = Reader::new(payload);
+        if r.u8() != EVIDENCE_VERSION {
+            return Err(VerifyError::Malformed);
+        }
+        let challenge = r.take();
+        let public_key = r.take();
+        let agent_version = [r.u16(), r.u16(), r.u16()];
+        let boot_id = r.take();
+        let issued_at = r.u64();
+        let raw_name: [u8; 64] = r.take();
+        let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(64);
+        if raw_name[name_len..].iter().any(|&b| b != 0) {
+            return Err(VerifyError::Malformed);
+        }
+        let name_str =
+            core::str::from_utf8(&raw_name[..name_len]).map_err(|_| VerifyError::Malformed)?;
+        let mut name = heapless::String::new();
+        name.push_str(name_str)
+            .map_err(|_| VerifyError::Malformed)?;
+        let vendor_id = r.u32();
+        let device_id = r.u32();
+        let driver_version = r.u32();
+        let api_version = r.u32();
+        let device_type = DeviceType::from_u8(r.u8()).ok_or(VerifyError::Malformed)?;
+        let features = r.u32();
+        let device_local_bytes = r.u64();
+        let host_visible_bytes = r.u64();
+        let max_workgroup_size = [r.u32(), r.u32(), r.u32()];
+        let max_workgroup_count = [r.u32(), r.u32(), r.u32()];
+        let capabilities = DeviceCapabilities {
+            name,
+            vendor_id,
+            device_id,
+            driver_version,
+            api_version,
+            device_type,
+            features,
+            device_local_bytes,
+            host_visible_bytes,
+            max_workgroup_size,
+            max_workgroup_count,
+            max_invocations: r.u32(),
+            max_shared_memory: r.u32(),
+            max_storage_buffer_range: r.u64(),
+            subgroup_size: r.u32(),
+            copy_mbps: r.u32(),
+            fma_mflops: r.u32(),
+        };
+        Ok(Evidence {
+            challenge,
+            public_key,
+            agent_version,
+            boot_id,
+            issued_at,
+            capabilities,
+        })
+    }
+
+    /// Signs the evidence with `signer` into `out` (at least [`EVIDENCE_LEN`]
+    /// bytes); returns the length written. The signer's public key must be
+    /// `self.public_key`.
+    pub fn sign<S: Signer + ?Sized>(
+        &self,
+        signer: &mut S,
+        out: &mut [u8],
+    ) -> Result<usize, SignError> {
+        cose::sign(signer, EVIDENCE_DOMAIN, &self.encode_payload(), out)
+    }
+
+    /// Verifies signed evidence: well-formed, signed by the public key it
+    /// carries, and answering `challenge`. Returns the evidence.
+    pub fn verify(bytes: &[u8], challenge: &Nonce) -> Result<Evidence, VerifyError> {
+        let sign1 = cose::parse(bytes, EVIDENCE_PAYLOAD_LEN)?;
+        let evidence = Evidence::decode_payload(sign1.payload)?;
+        cose::verify(&sign1, EVIDENCE_DOMAIN, &evidence.public_key)?;
+        if &evidence.challenge != challenge {
+            return Err(VerifyError::WrongNonce);
+        }
+        Ok(evidence)
+    }
+
+    /// The evidence hash bound into receipts: SHA-256 of the signed bytes.
+    pub fn hash(signed: &[u8]) -> Digest {
+        super::sha256(signed)
+    }
+}

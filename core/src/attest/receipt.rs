@@ -1,0 +1,313 @@
+//! Job receipts: one signed record per job binding what was run, on what, what
+//! came out, what it cost, and its place in the device's receipt chain.
+
+use super::cose::{self, sign1_len};
+use super::{
+    sha256, sha256_parts, Reader, SignError, Signer, VerifyError, Writer, KERNEL_DOMAIN,
+    RECEIPT_DOMAIN, RESULT_DOMAIN, SEAL_DOMAIN,
+};
+use crate::wire::{Digest, FailReason, JobId, KeyId, Nonce, Usage};
+
+/// Bytes of the receipt payload.
+pub const RECEIPT_PAYLOAD_LEN: usize =
+    1 + 1 + 8 + 32 + 32 + 32 + 32 + 8 + 32 + 32 + 8 + 4 + 8 + 8 + 8 + 8 + 8 + 32 + 16 + 8 + 32;
+/// Bytes of a signed receipt (COSE_Sign1).
+pub const RECEIPT_LEN: usize = sign1_len(RECEIPT_PAYLOAD_LEN);
+const RECEIPT_VERSION: u8 = 1;
+
+/// How the job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// The kernel ran and its outputs were returned.
+    Completed,
+    /// The job failed; no outputs.
+    Failed(FailReason),
+}
+
+impl ReceiptStatus {
+    /// Wire code: 0 for completed, else the [`FailReason`] code.
+    pub fn code(self) -> u8 {
+        match self {
+            ReceiptStatus::Completed => 0,
+            ReceiptStatus::Failed(r) => r as u8,
+        }
+    }
+
+    /// The status for a wire code.
+    pub fn from_code(code: u8) -> Option<ReceiptStatus> {
+        use FailReason as F;
+        Some(match code {
+            0 => ReceiptStatus::Completed,
+            1 => ReceiptStatus::Failed(F::KernelRejected),
+            2 => ReceiptStatus::Failed(F::Timeout),
+            3 => ReceiptStatus::Failed(F::DeadlineExceeded),
+            4 => ReceiptStatus::Failed(F::DeviceLost),
+            5 => ReceiptStatus::Failed(F::OutOfMemory),
+            6 => ReceiptStatus::Failed(F::InputIntegrity),
+            7 => ReceiptStatus::Failed(F::Host),
+            _ => return None,
+        })
+    }
+}
+
+/// A job receipt, the signed payload's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// How the job ended.
+    pub status: ReceiptStatus,
+    /// The job.
+    pub job: JobId,
+    /// The requester's nonce from the assignment.
+    pub requester_nonce: Nonce,
+    /// [`kernel_hash`] of what was dispatched.
+    pub kernel_hash: Digest,
+    /// Merkle root over the input buffers' chunks.
+    pub input_root: Digest,
+    /// Merkle root over the output buffers' chunks.
+    pub output_root: Digest,
+    /// Total output bytes.
+    pub output_len: u64,
+    /// [`result_hash`]: the same on every honest replica.
+    pub result_hash: Digest,
+    /// [`result_seal`]: unique to this device's key.
+    pub result_seal: Digest,
+    /// Metered usage.
+    pub usage: Usage,
+    /// Price charged, in the network's smallest unit.
+    pub price: u64,
+    /// When the job started, microseconds in the host's time base.
+    pub started_at: u64,
+    /// When the job ended, microseconds in the host's time base.
+    pub ended_at: u64,
+    /// SHA-256 of the signed evidence in force when the job ran.
+    pub evidence_hash: Digest,
+    /// The signing key's id.
+    pub key_id: KeyId,
+    /// Position in this key's receipt chain, starting at 1.
+    pub sequence: u64,
+    /// SHA-256 of the previous signed receipt of this key (zeros for the first).
+    pub prev_hash: Digest,
+}
+
+/// Hash of everything that defines a dispatch: SHA-256 of the domain tag, the
+/// SPIR-V Merkle root, the entry point (length-prefixed), the specialization
+/// constants, the push constants (length-prefixed) and the grid.
+pub fn kernel_hash(
+    spirv_root: &Digest,
+    entry_point: &str,
+    specialization: &[(u32, u32)],
+    push_constants: &[u8],
+    grid: [u32; 3],
+) -> Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(KERNEL_DOMAIN);
+    ctx.update(spirv_root);
+    ctx.update(&(entry_point.len() as u32).to_le_bytes());
+    ctx.update(entry_point.as_bytes());
+    ctx.update(&(specialization.len() as u32).to_le_bytes());
+    for (id, value) in specialization {
+        ctx.update(&id.to_le_bytes());
+        ctx.update(&value.to_le_bytes());
+    }
+    ctx.update(&(push_constants.len() as u32).to_le_bytes());
+    ctx.update(push_constants);
+    for g in grid {
+        ctx.update(&g.to_le_bytes());
+    }
+    let mut d = [0u8; 32];
+    d.copy_from_slice(ctx.finish().as_ref());
+    d
+}
+
+/// The result hash, identical on every honest replica of a job:
+/// SHA-256(domain ‖ kernel hash ‖ input root ‖ output root ‖ output length).
+pub fn result_hash(
+    kernel: &Digest,
+    input_root: &Digest,
+    output_root: &Digest,
+    output_len: u64,
+) -> Digest {
+    sha256_parts(&[
+        RESULT_DOMAIN,
+        kernel,
+        input_root,
+        output_root,
+        &output_len.to_le_bytes(),
+    ])
+}
+
+/// The result seal, unique to one device: SHA-256(domain ‖ public key ‖ job ‖
+/// result hash). A provider cannot present another's result as its own.
+pub fn result_seal(public_key: &[u8; 32], job: JobId, result: &Digest) -> Digest {
+    sha256_parts(&[SEAL_DOMAIN, public_key, &job.to_le_bytes(), result])
+}
+
+impl Receipt {
+    /// The fixed-width payload (`docs/PROTOCOL.md`, "Receipts").
+    pub fn encode_payload(&self) -> [u8; RECEIPT_PAYLOAD_LEN] {
+        let mut buf = [0u8; RECEIPT_PAYLOAD_LEN];
+        let mut w = Writer::new(&mut buf);
+        w.u8(RECEIPT_VERSION);
+        w.u8(self.status.code());
+        w.u64(self.job);
+        w.bytes(&self.requester_nonce);
+        w.bytes(&self.kernel_hash);
+        w.bytes(&self.input_root);
+        w.bytes(&self.output_root);
+        w.u64(self.output_len);
+        w.bytes(&self.result_hash);
+        w.bytes(&self.result_seal);
+        w.u64(self.usage.gpu_time_us);
+        w.u32(self.usage.dispatches);
+        w.u64(self.usage.bytes_in);
+        w.u64(self.usage.bytes_out);
+        w.u64(self.price);
+        w.u64(self.started_at);
+        w.u64(self.ended_at);
+        w.bytes(&self.evidence_hash);
+        w.bytes(&self.key_id);
+        w.u64(self.sequence);
+        w.bytes(&self.prev_hash);
+        debug_assert_eq!(w.pos, RECEIPT_PAYLOAD_LEN);
+        buf
+    }
+
+    /// Parses a payload; `Malformed` on a wrong length, version or status.
+    pub fn decode_payload(payload: &[u8]) -> Result<Receipt, VerifyError> {
+        if payload.len() != RECEIPT_PAYLOAD_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let mut r = Reader::new(payload);
+        if r.u8() != RECEIPT_VERSION {
+            return Err(VerifyError::Malformed);
+        }
+        let status = ReceiptStatus::from_code(r.u8()).ok_or(VerifyError::Malformed)?;
+        Ok(Receipt {
+            status,
+            job: r.u64(),
+            requester_nonce: r.take(),
+            kernel_hash: r.take(),
+            input_root: r.take(),
+            output_root: r.take(),
+            output_len: r.u64(),
+            result_hash: r.take(),
+            result_seal: r.take(),
+            usage: Usage {
+                gpu_time_us: r.u64(),
+                dispatches: r.u32(),
+                bytes_in: r.u64(),
+                bytes_out: r.u64(),
+            },
+            price: r.u64(),
+            started_at: r.u64(),
+            ended_at: r.u64(),
+            evidence_hash: r.take(),
+            key_id: r.take(),
+            sequence: r.u64(),
+            prev_hash: r.take(),
+        })
+    }
+
+    /// Signs the receipt into `out` (at least [`RECEIPT_LEN`] bytes); returns
+    /// the length written. `self.key_id` must be the signer's.
+    pub fn sign<S: Signer + ?Sized>(
+        &self,
+        signer: &mut S,
+        out: &mut [u8],
+    ) -> Result<usize, SignError> {
+        cose::sign(signer, RECEIPT_DOMAIN, &self.encode_payload(), out)
+    }
+
+    /// Verifies a signed receipt's form and signature under `public_key`, and
+    /// that its payload names the same key id as its header. Chain and nonce
+    /// checks are [`ReceiptVerifier`]'s.
+    pub fn verify(bytes: &[u8], public_key: &[u8; 32]) -> Result<Receipt, VerifyError> {
+        let sign1 = cose::parse(bytes, RECEIPT_PAYLOAD_LEN)?;
+        cose::verify(&sign1, RECEIPT_DOMAIN, public_key)?;
+        let receipt = Receipt::decode_payload(sign1.payload)?;
+        if receipt.key_id != sign1.key_id {
+            return Err(VerifyError::UnknownKey);
+        }
+        Ok(receipt)
+    }
+
+    /// The hash the next receipt in the chain names: SHA-256 of the signed bytes.
+    pub fn hash(signed: &[u8]) -> Digest {
+        sha256(signed)
+    }
+}
+
+/// A key's receipt chain: the next sequence number and the last receipt's hash.
+/// The agent keeps it (and persists it across restarts); a verifier keeps one
+/// per provider key to detect dropped, replayed or reordered receipts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainState {
+    /// Sequence number of the next receipt (the first is 1).
+    pub next_sequence: u64,
+    /// Hash of the last signed receipt (zeros before the first).
+    pub prev_hash: Digest,
+}
+
+impl Default for ChainState {
+    fn default() -> Self {
+        ChainState {
+            next_sequence: 1,
+            prev_hash: [0; 32],
+        }
+    }
+}
+
+impl ChainState {
+    /// Advances past a receipt whose signed bytes hash to `hash`.
+    pub fn advance(&mut self, hash: Digest) {
+        self.next_sequence = self.next_sequence.saturating_add(1);
+        self.prev_hash = hash;
+    }
+}
+
+/// Verifies one provider's receipts in order: signature, key, chain and
+/// (optionally) the requester nonce of each.
+#[derive(Clone, Debug)]
+pub struct ReceiptVerifier {
+    public_key: [u8; 32],
+    chain: ChainState,
+}
+
+impl ReceiptVerifier {
+    /// A verifier for `public_key` (from verified evidence) expecting the chain
+    /// to continue from `chain` (`ChainState::default()` for a new key).
+    pub fn new(public_key: [u8; 32], chain: ChainState) -> Self {
+        ReceiptVerifier { public_key, chain }
+    }
+
+    /// The chain position after the receipts verified so far.
+    pub fn chain(&self) -> ChainState {
+        self.chain
+    }
+
+    /// Verifies the next receipt; on success the chain advances. When
+    /// `expected_nonce` is given, the receipt must carry it.
+    pub fn verify_next(
+        &mut self,
+        bytes: &[u8],
+        expected_nonce: Option<&Nonce>,
+    ) -> Result<Receipt, VerifyError> {
+        let receipt = Receipt::verify(bytes, &self.public_key)?;
+        if receipt.sequence < self.chain.next_sequence {
+            return Err(VerifyError::Replayed);
+        }
+        if receipt.sequence > self.chain.next_sequence {
+            return Err(VerifyError::OutOfOrder);
+        }
+        if receipt.prev_hash != self.chain.prev_hash {
+            return Err(VerifyError::BrokenChain);
+        }
+        if let Some(nonce) = expected_nonce {
+            if &receipt.requester_nonce != nonce {
+                return Err(VerifyError::WrongNonce);
+            }
+        }
+        self.chain.advance(Receipt::hash(bytes));
+        Ok(receipt)
+    }
+}

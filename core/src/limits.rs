@@ -1,0 +1,30 @@
+//! Compile-time capacities. Every buffer in the core is sized by one of these,
+//! so the agent's memory is fixed and known (`ci/bench` prints `size_of`).
+
+/// Jobs the agent tracks at once: offered-and-accepted, transferring, running,
+/// or completed and waiting for the coordinator's acknowledgement.
+pub const MAX_JOBS: usize = 4;
+/// Storage buffers a job may bind (descriptor set 0, bindings `0..MAX_BUFFERS`).
+pub const MAX_BUFFERS: usize = 8;
+/// Specialization constants a job may set.
+pub const MAX_SPEC_CONSTANTS: usize = 16;
+/// Bytes of push constants a job may set (the Vulkan guaranteed minimum).
+pub const MAX_PUSH_CONSTANTS: usize = 128;
+/// Bytes of a kernel entry point name.
+pub const MAX_ENTRY_POINT: usize = 64;
+/// Bytes of data in one transfer chunk; also the Merkle leaf size.
+pub const CHUNK_SIZE: usize = 8192;
+/// Bytes of a frame header.
+pub const HEADER_LEN: usize = 8;
+/// Bytes of the largest frame, header included. Larger frames are refused.
+pub const MAX_FRAME: usize = 8448;
+/// Bytes of the largest frame body.
+pub const MAX_BODY: usize = MAX_FRAME - HEADER_LEN;
+/// Bytes of the largest signed blob (evidence or receipt) the agent keeps.
+pub const MAX_SIGNED: usize = 1024;
+/// Bytes of queued outgoing frames.
+pub const TX_CAPACITY: usize = 2 * MAX_FRAME;
+/// Events queued for the host before the agent stops reading input.
+pub const MAX_EVENTS: usize = 16;
+/// Size in bytes of the largest kernel (SPIR-V module) a job may carry.
+pub const MAX_KERNEL_BYTES: u64 = 4 << 20;

@@ -1,0 +1,685 @@
+//! The wire format: frames and messages (`docs/PROTOCOL.md`, "Frames").
+//!
+//! A frame is an 8-byte header followed by a postcard-encoded body:
+//!
+//! | offset | size | field                                          |
+//! |--------|------|------------------------------------------------|
+//! | 0      | 2    | magic `"TS"` (0x54 0x53)                       |
+//! | 2      | 1    | wire version, [`WIRE_VERSION`]                  |
+//! | 3      | 1    | message type, [`MessageType`]                   |
+//! | 4      | 4    | body length, u32 little-endian, ≤ [`MAX_BODY`]  |
+//!
+//! Decoding borrows chunk data and blobs from the input, so it never copies or
+//! allocates.
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{
+    HEADER_LEN, MAX_BODY, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_PUSH_CONSTANTS,
+    MAX_SPEC_CONSTANTS,
+};
+
+/// Frame magic, the ASCII letters "TS".
+pub const MAGIC: [u8; 2] = *b"TS";
+/// Version of the frame layer. A frame with another version is refused.
+pub const WIRE_VERSION: u8 = 1;
+/// Protocol versions this agent speaks (negotiated in `Hello`/`Welcome`).
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
+/// Highest protocol version this agent speaks.
+pub const PROTOCOL_VERSION_MAX: u16 = 1;
+
+/// A job's identifier, chosen by the coordinator and unique per provider session.
+pub type JobId = u64;
+/// A SHA-256 digest.
+pub type Digest = [u8; 32];
+/// A 32-byte random challenge or requester nonce.
+pub type Nonce = [u8; 32];
+/// A key identifier: the first 16 bytes of SHA-256 over a domain tag and the
+/// public key (see `attest::key_id`).
+pub type KeyId = [u8; 16];
+
+/// Why a frame or message could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the header announces; wait for more.
+    Incomplete,
+    /// The first two bytes are not `"TS"`: the stream is not Tessera, or lost sync.
+    BadMagic,
+    /// The frame layer version is not [`WIRE_VERSION`].
+    UnsupportedVersion(u8),
+    /// The header announces a body larger than [`MAX_BODY`].
+    FrameTooLarge(u32),
+    /// The message type byte names no message.
+    UnknownType(u8),
+    /// The body does not decode as the message its type names, or has
+    /// trailing bytes, or breaks a field limit.
+    Malformed(MessageType),
+}
+
+/// Why a message could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is smaller than the frame.
+    BufferTooSmall,
+    /// The message is larger than [`MAX_FRAME`] (a chunk over `CHUNK_SIZE`, say).
+    TooLarge,
+}
+
+/// A frame header, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The message type byte (not yet checked against [`MessageType`]).
+    pub kind: u8,
+    /// Body length in bytes.
+    pub body_len: u32,
+}
+
+impl Header {
+    /// Decodes a header from the first [`HEADER_LEN`] bytes of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Header, DecodeError> {
+        let head = bytes.get(..HEADER_LEN).ok_or(DecodeError::Incomplete)?;
+        if head[0..2] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if head[2] != WIRE_VERSION {
+            return Err(DecodeError::UnsupportedVersion(head[2]));
+        }
+        let body_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if body_len as usize > MAX_BODY {
+            return Err(DecodeError::FrameTooLarge(body_len));
+        }
+        Ok(Header {
+            kind: head[3],
+            body_len,
+        })
+    }
+
+    /// Total frame length, header included.
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + self.body_len as usize
+    }
+}
+
+macro_rules! message_types {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, $dir:ident;)*) => {
+        /// The message type byte of a frame header.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum MessageType {
+            $($(#[$doc])* $name = $code,)*
+        }
+
+        impl MessageType {
+            /// The type for a header byte, if it names one.
+            pub fn from_u8(code: u8) -> Option<MessageType> {
+                match code {
+                    $($code => Some(MessageType::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// Who may send this message.
+            pub fn direction(self) -> Direction {
+                match self {
+                    $(MessageType::$name => Direction::$dir,)*
+                }
+            }
+        }
+    };
+}
+
+message_types! {
+    /// Provider opens the session.
+    Hello = 0x01, ToCoordinator;
+    /// Coordinator picks the version and sends the challenge.
+    Welcome = 0x02, ToProvider;
+    /// Provider's signed device evidence.
+    Evidence = 0x03, ToCoordinator;
+    /// Coordinator verified the evidence; the provider may take jobs.
+    Ready = 0x04, ToProvider;
+    /// A job offer.
+    JobOffer = 0x10, ToProvider;
+    /// Provider accepts an offer at a price.
+    OfferAccept = 0x11, ToCoordinator;
+    /// Provider declines an offer, with a reason.
+    OfferDecline = 0x12, ToCoordinator;
+    /// The accepted job's kernel, parameters and buffer layout.
+    JobAssign = 0x13, ToProvider;
+    /// A chunk of the kernel or of an input buffer.
+    InputChunk = 0x14, ToProvider;
+    /// Provider started the kernel.
+    Started = 0x15, ToCoordinator;
+    /// Provider's progress on a running job.
+    Progress = 0x16, ToCoordinator;
+    /// A chunk of an output buffer.
+    OutputChunk = 0x17, ToCoordinator;
+    /// Provider finished the job; outputs have been sent.
+    Completed = 0x18, ToCoordinator;
+    /// Provider could not run the job.
+    Failed = 0x19, ToCoordinator;
+    /// Metered usage and the price charged.
+    UsageReport = 0x1A, ToCoordinator;
+    /// The job's signed receipt.
+    Receipt = 0x1B, ToCoordinator;
+    /// Coordinator holds the outputs and receipt; the provider may forget them.
+    ResultAck = 0x1C, ToProvider;
+    /// Coordinator withdraws a job.
+    Cancel = 0x1D, ToProvider;
+    /// Liveness, with the provider's load.
+    Heartbeat = 0x30, Both;
+    /// From the coordinator: please drain. From the provider: draining now.
+    Drain = 0x31, Both;
+    /// The sender is closing the session.
+    Goodbye = 0x32, Both;
+    /// The sender refused a frame or hit a protocol error.
+    Error = 0x3F, Both;
+}
+
+/// Which peer may send a message type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Coordinator to provider only.
+    ToProvider,
+    /// Provider to coordinator only.
+    ToCoordinator,
+    /// Either peer.
+    Both,
+}
+
+/// Provider's opening message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Lowest protocol version the provider speaks.
+    pub min_version: u16,
+    /// Highest protocol version the provider speaks.
+    pub max_version: u16,
+    /// Agent software version: major, minor, patch.
+    pub agent_version: [u16; 3],
+    /// The provider's signing key identifier.
+    pub key_id: KeyId,
+}
+
+/// Coordinator's answer to `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The chosen protocol version, within the provider's range.
+    pub version: u16,
+    /// Fresh random nonce the provider's evidence must be signed over.
+    pub challenge: Nonce,
+    /// Heartbeat interval the coordinator asks for, in milliseconds (0: the
+    /// provider's own setting).
+    pub heartbeat_ms: u32,
+}
+
+/// A signed blob (evidence or receipt), borrowed from the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob<'a> {
+    /// The COSE_Sign1 bytes (`docs/PROTOCOL.md`, "Attestation").
+    #[serde(borrow)]
+    pub bytes: &'a [u8],
+}
+
+/// A message that names only a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    /// The job.
+    pub job: JobId,
+}
+
+/// What a job needs from the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// Device memory the job needs, in MiB.
+    pub memory_mib: u32,
+    /// Device features the job needs: a set of [`features`] bits.
+    pub features: u32,
+}
+
+/// Device feature bits used in [`Requirements::features`] and in evidence.
+pub mod features {
+    /// 16-bit floats in shaders.
+    pub const FLOAT16: u32 = 1 << 0;
+    /// 64-bit floats in shaders.
+    pub const FLOAT64: u32 = 1 << 1;
+    /// 8-bit integers in shaders.
+    pub const INT8: u32 = 1 << 2;
+    /// 64-bit integers in shaders.
+    pub const INT64: u32 = 1 << 3;
+    /// Subgroup arithmetic in compute shaders.
+    pub const SUBGROUP_ARITHMETIC: u32 = 1 << 4;
+    /// Robust buffer access (out-of-bounds accesses are contained).
+    pub const ROBUST_BUFFER_ACCESS: u32 = 1 << 5;
+    /// VK_EXT_robustness2 robustBufferAccess2.
+    pub const ROBUST_BUFFER_ACCESS_2: u32 = 1 << 6;
+}
+
+/// A job offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOffer {
+    /// The job.
+    pub job: JobId,
+    /// What the job needs from the device.
+    pub requirements: Requirements,
+    /// The requester's estimate of GPU time, in milliseconds.
+    pub est_gpu_ms: u32,
+    /// Bytes the provider will receive (kernel and inputs).
+    pub bytes_in: u64,
+    /// Bytes the provider will return (outputs).
+    pub bytes_out: u64,
+    /// The most the requester pays, in the network's smallest price unit.
+    pub max_price: u64,
+    /// Time from the offer until the result is due, in milliseconds.
+    pub deadline_ms: u32,
+}
+
+/// Provider accepts an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferAccept {
+    /// The job.
+    pub job: JobId,
+    /// The provider's price for the job (≤ the offer's `max_price`).
+    pub price: u64,
+}
+
+/// Why a provider declines an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum DeclineReason {
+    /// The offer's `max_price` is below the provider's price.
+    PriceTooLow = 1,
+    /// The provider is running as many jobs as it takes.
+    AtCapacity = 2,
+    /// The device lacks a feature or the memory the job needs.
+    Unsupported = 3,
+    /// The deadline is shorter than the estimated GPU time.
+    DeadlineTooShort = 4,
+    /// The provider is draining and takes no new jobs.
+    Draining = 5,
+    /// The transfer sizes exceed what the provider takes.
+    TooLarge = 6,
+    /// The job id is already in use on this provider.
+    DuplicateJob = 7,
+}
+
+/// Provider declines an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferDecline {
+    /// The job.
+    pub job: JobId,
+    /// Why.
+    pub reason: DeclineReason,
+}
+
+/// A kernel: SPIR-V module length and Merkle root, and how to dispatch it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSpec {
+    /// SPIR-V module length in bytes.
+    pub len: u32,
+    /// Merkle root of the SPIR-V bytes (`docs/PROTOCOL.md`, "Merkle trees").
+    pub root: Digest,
+    /// Name of the GLCompute entry point.
+    pub entry_point: String<MAX_ENTRY_POINT>,
+    /// Specialization constants: (constant id, 32-bit value).
+    pub specialization: Vec<(u32, u32), MAX_SPEC_CONSTANTS>,
+    /// Push constant bytes.
+    pub push_constants: Vec<u8, MAX_PUSH_CONSTANTS>,
+    /// Workgroup counts in x, y, z.
+    pub grid: [u32; 3],
+}
+
+/// A storage buffer bound at descriptor set 0, binding = its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferSpec {
+    /// Buffer size in bytes.
+    pub len: u64,
+    /// Bytes of initial contents sent as input (≤ `len`; the rest is zero).
+    pub init_len: u64,
+    /// Whether the buffer is returned as an output after the run.
+    pub readback: bool,
+}
+
+/// The accepted job's kernel, parameters and buffer layout. Input chunks follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAssign {
+    /// The job.
+    pub job: JobId,
+    /// The requester's nonce, bound into the receipt.
+    pub requester_nonce: Nonce,
+    /// The kernel (stream 0).
+    pub kernel: KernelSpec,
+    /// The buffers; buffer `i` with `init_len > 0` is input stream `i + 1`.
+    pub buffers: Vec<BufferSpec, MAX_BUFFERS>,
+    /// Merkle root over the chunks of every input buffer, in buffer order.
+    pub inputs_root: Digest,
+}
+
+/// A chunk of a transfer stream, borrowed from the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk<'a> {
+    /// The job.
+    pub job: JobId,
+    /// Input: 0 is the kernel, `i + 1` is buffer `i`. Output: buffer index.
+    pub stream: u8,
+    /// Chunk index within the stream; data starts at `index * CHUNK_SIZE`.
+    pub index: u32,
+    /// Merkle leaf hash of `data`: SHA-256(0x00 ‖ data).
+    pub digest: Digest,
+    /// `CHUNK_SIZE` bytes, fewer only for a stream's last chunk.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// Provider's progress on a running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The job.
+    pub job: JobId,
+    /// Progress in thousandths (0..=1000).
+    pub permille: u16,
+}
+
+/// Provider finished the job and sent its outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The job.
+    pub job: JobId,
+    /// Total output bytes (all read-back buffers).
+    pub output_len: u64,
+    /// Merkle root over the chunks of every read-back buffer, in buffer order.
+    pub output_root: Digest,
+}
+
+/// Why a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum FailReason {
+    /// The kernel failed validation; `detail` holds the rejection code.
+    KernelRejected = 1,
+    /// The kernel ran past its time limit.
+    Timeout = 2,
+    /// The job's deadline passed before it completed.
+    DeadlineExceeded = 3,
+    /// The GPU was lost while running the job.
+    DeviceLost = 4,
+    /// The device ran out of memory.
+    OutOfMemory = 5,
+    /// An input chunk or root did not match its digest.
+    InputIntegrity = 6,
+    /// The provider's host failed for another reason; `detail` is host-specific.
+    Host = 7,
+}
+
+/// Provider could not run the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// The job.
+    pub job: JobId,
+    /// Why.
+    pub reason: FailReason,
+    /// A reason-specific code (the kernel rejection code, say).
+    pub detail: u32,
+}
+
+/// Metered usage of one job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// GPU time, in microseconds, measured by GPU timestamps.
+    pub gpu_time_us: u64,
+    /// Dispatch commands submitted.
+    pub dispatches: u32,
+    /// Bytes received (kernel and inputs).
+    pub bytes_in: u64,
+    /// Bytes returned (outputs).
+    pub bytes_out: u64,
+}
+
+/// Metered usage and the price charged for a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The job.
+    pub job: JobId,
+    /// What the job used.
+    pub usage: Usage,
+    /// The price charged, by the provider's price schedule.
+    pub price: u64,
+}
+
+/// A job signed receipt, borrowed from the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptMsg<'a> {
+    /// The job.
+    pub job: JobId,
+    /// The COSE_Sign1 receipt (`docs/PROTOCOL.md`, "Receipts").
+    #[serde(borrow)]
+    pub bytes: &'a [u8],
+}
+
+/// Why the coordinator cancels a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The job.
+    pub job: JobId,
+    /// A coordinator-defined reason code, passed to the host.
+    pub reason: u16,
+}
+
+/// Liveness, with the sender's load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Jobs in flight on the sender (0 from a coordinator).
+    pub active_jobs: u8,
+    /// Jobs the sender takes at once (0 from a coordinator).
+    pub capacity: u8,
+}
+
+/// Why a peer says goodbye.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum GoodbyeReason {
+    /// Drained: nothing is in flight.
+    Drained = 1,
+    /// Shutting down.
+    Shutdown = 2,
+    /// A protocol error ended the session.
+    ProtocolError = 3,
+}
+
+/// The sender is closing the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: GoodbyeReason,
+}
+
+/// The sender refused a frame or hit a protocol error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// An [`crate::error::ErrorCode`] value.
+    pub code: u16,
+    /// The job concerned, or 0.
+    pub job: JobId,
+}
+
+/// Any protocol message.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    Hello(Hello),
+    Welcome(Welcome),
+    Evidence(Blob<'a>),
+    Ready,
+    JobOffer(JobOffer),
+    OfferAccept(OfferAccept),
+    OfferDecline(OfferDecline),
+    JobAssign(JobAssign),
+    InputChunk(Chunk<'a>),
+    Started(JobRef),
+    Progress(Progress),
+    OutputChunk(Chunk<'a>),
+    Completed(Completed),
+    Failed(Failed),
+    UsageReport(UsageReport),
+    Receipt(ReceiptMsg<'a>),
+    ResultAck(JobRef),
+    Cancel(Cancel),
+    Heartbeat(Heartbeat),
+    Drain,
+    Goodbye(Goodbye),
+    Error(ErrorMsg),
+}
+
+fn body<'a, T: Deserialize<'a>>(kind: MessageType, bytes: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        _ => Err(DecodeError::Malformed(kind)),
+    }
+}
+
+fn empty(kind: MessageType, bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::Malformed(kind))
+    }
+}
+
+impl<'a> Message<'a> {
+    /// The message's type byte.
+    pub fn kind(&self) -> MessageType {
+        match self {
+            Message::Hello(_) => MessageType::Hello,
+            Message::Welcome(_) => MessageType::Welcome,
+            Message::Evidence(_) => MessageType::Evidence,
+            Message::Ready => MessageType::Ready,
+            Message::JobOffer(_) => MessageType::JobOffer,
+            Message::OfferAccept(_) => MessageType::OfferAccept,
+            Message::OfferDecline(_) => MessageType::OfferDecline,
+            Message::JobAssign(_) => MessageType::JobAssign,
+            Message::InputChunk(_) => MessageType::InputChunk,
+            Message::Started(_) => MessageType::Started,
+            Message::Progress(_) => MessageType::Progress,
+            Message::OutputChunk(_) => MessageType::OutputChunk,
+            Message::Completed(_) => MessageType::Completed,
+            Message::Failed(_) => MessageType::Failed,
+            Message::UsageReport(_) => MessageType::UsageReport,
+            Message::Receipt(_) => MessageType::Receipt,
+            Message::ResultAck(_) => MessageType::ResultAck,
+            Message::Cancel(_) => MessageType::Cancel,
+            Message::Heartbeat(_) => MessageType::Heartbeat,
+            Message::Drain => MessageType::Drain,
+            Message::Goodbye(_) => MessageType::Goodbye,
+            Message::Error(_) => MessageType::Error,
+        }
+    }
+
+    /// Decodes one whole frame: `bytes` must hold exactly the header and body.
+    pub fn decode(bytes: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        let header = Header::decode(bytes)?;
+        if bytes.len() < header.frame_len() {
+            return Err(DecodeError::Incomplete);
+        }
+        let kind =
+            MessageType::from_u8(header.kind).ok_or(DecodeError::UnknownType(header.kind))?;
+        if bytes.len() > header.frame_len() {
+            return Err(DecodeError::Malformed(kind));
+        }
+        Self::decode_body(kind, &bytes[HEADER_LEN..])
+    }
+
+    /// Decodes a body of the given type.
+    pub fn decode_body(kind: MessageType, b: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        use MessageType as T;
+        let message = match kind {
+            T::Hello => Message::Hello(body(kind, b)?),
+            T::Welcome => Message::Welcome(body(kind, b)?),
+            T::Evidence => Message::Evidence(body(kind, b)?),
+            T::Ready => {
+                empty(kind, b)?;
+                Message::Ready
+            }
+            T::JobOffer => Message::JobOffer(body(kind, b)?),
+            T::OfferAccept => Message::OfferAccept(body(kind, b)?),
+            T::OfferDecline => Message::OfferDecline(body(kind, b)?),
+            T::JobAssign => Message::JobAssign(body(kind, b)?),
+            T::InputChunk => Message::InputChunk(chunk(kind, b)?),
+            T::Started => Message::Started(body(kind, b)?),
+            T::Progress => Message::Progress(body(kind, b)?),
+            T::OutputChunk => Message::OutputChunk(chunk(kind, b)?),
+            T::Completed => Message::Completed(body(kind, b)?),
+            T::Failed => Message::Failed(body(kind, b)?),
+            T::UsageReport => Message::UsageReport(body(kind, b)?),
+            T::Receipt => Message::Receipt(body(kind, b)?),
+            T::ResultAck => Message::ResultAck(body(kind, b)?),
+            T::Cancel => Message::Cancel(body(kind, b)?),
+            T::Heartbeat => Message::Heartbeat(body(kind, b)?),
+            T::Drain => {
+                empty(kind, b)?;
+                Message::Drain
+            }
+            T::Goodbye => Message::Goodbye(body(kind, b)?),
+            T::Error => Message::Error(body(kind, b)?),
+        };
+        Ok(message)
+    }
+
+    /// Encodes the message as one frame into `out`; returns the frame length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if out.len() < HEADER_LEN {
+            return Err(EncodeError::BufferTooSmall);
+        }
+        let room = (out.len() - HEADER_LEN).min(MAX_BODY);
+        let (head, rest) = out.split_at_mut(HEADER_LEN);
+        let rest = &mut rest[..room];
+        let body_len = match self {
+            Message::Hello(m) => ser(m, rest)?,
+            Message::Welcome(m) => ser(m, rest)?,
+            Message::Evidence(m) => ser(m, rest)?,
+            Message::Ready | Message::Drain => 0,
+            Message::JobOffer(m) => ser(m, rest)?,
+            Message::OfferAccept(m) => ser(m, rest)?,
+            Message::OfferDecline(m) => ser(m, rest)?,
+            Message::JobAssign(m) => ser(m, rest)?,
+            Message::InputChunk(m) | Message::OutputChunk(m) => {
+                if m.data.len() > crate::limits::CHUNK_SIZE {
+                    return Err(EncodeError::TooLarge);
+                }
+                ser(m, rest)?
+            }
+            Message::Started(m) | Message::ResultAck(m) => ser(m, rest)?,
+            Message::Progress(m) => ser(m, rest)?,
+            Message::Completed(m) => ser(m, rest)?,
+            Message::Failed(m) => ser(m, rest)?,
+            Message::UsageReport(m) => ser(m, rest)?,
+            Message::Receipt(m) => ser(m, rest)?,
+            Message::Cancel(m) => ser(m, rest)?,
+            Message::Heartbeat(m) => ser(m, rest)?,
+            Message::Goodbye(m) => ser(m, rest)?,
+            Message::Error(m) => ser(m, rest)?,
+        };
+        head[0..2].copy_from_slice(&MAGIC);
+        head[2] = WIRE_VERSION;
+        head[3] = self.kind() as u8;
+        head[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
+        Ok(HEADER_LEN + body_len)
+    }
+}
+
+fn chunk<'a>(kind: MessageType, b: &'a [u8]) -> Result<Chunk<'a>, DecodeError> {
+    let c: Chunk<'a> = body(kind, b)?;
+    if c.data.len() > crate::limits::CHUNK_SIZE {
+        return Err(DecodeError::Malformed(kind));
+    }
+    Ok(c)
+}
+
+fn ser<T: Serialize>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let room = out.len();
+    match postcard::to_slice(value, out) {
+        Ok(written) => Ok(written.len()),
+        Err(_) if room >= MAX_BODY => Err(EncodeError::TooLarge),
+        Err(_) => Err(EncodeError::BufferTooSmall),
+    }
+}
+
+const _: () = assert!(MAX_FRAME > crate::limits::CHUNK_SIZE + 64);
