@@ -10,10 +10,18 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod attest;
+pub mod error;
 pub mod limits;
 pub mod merkle;
+pub mod policy;
+#[cfg(feature = "std")]
+pub mod testkit;
 pub mod time;
 pub mod wire;
 
+pub use agent::{Agent, Config, ConnState, Event, JobState};
+pub use error::{Error, ErrorCode, InputError};
+pub use policy::{LinearPrice, Policy};
 pub use time::{Duration, Instant};

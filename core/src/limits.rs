@@ -25,6 +25,6 @@ pub const MAX_SIGNED: usize = 1024;
 /// Bytes of queued outgoing frames.
 pub const TX_CAPACITY: usize = 2 * MAX_FRAME;
 /// Events queued for the host before the agent stops reading input.
-pub const MAX_EVENTS: usize = 16;
+pub const MAX_EVENTS: usize = 32;
 /// Size in bytes of the largest kernel (SPIR-V module) a job may carry.
 pub const MAX_KERNEL_BYTES: u64 = 4 << 20;

@@ -501,8 +501,9 @@ pub struct ErrorMsg {
     pub job: JobId,
 }
 
-/// Any protocol message.
-#[allow(missing_docs)]
+/// Any protocol message. (`JobAssign` is the large one; without an allocator
+/// it cannot be boxed, and messages live on the stack only briefly.)
+#[allow(missing_docs, clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
     Hello(Hello),
@@ -531,7 +532,7 @@ pub enum Message<'a> {
 
 fn body<'a, T: Deserialize<'a>>(kind: MessageType, bytes: &'a [u8]) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        Ok((value, [])) => Ok(value),
         _ => Err(DecodeError::Malformed(kind)),
     }
 }

@@ -1,0 +1,1499 @@
+//! The provider agent: a sans-IO state machine (`docs/PROTOCOL.md`,
+//! "Connection states" and "Jobs").
+//!
+//! The host owns the transport and the clock. It feeds received bytes to
+//! [`Agent::handle_input`], then drains, in this order, [`Agent::poll_transmit`]
+//! (bytes to send), [`Agent::poll_event`] (what the host must do) and
+//! [`Agent::poll_timeout`] (when to call [`Agent::handle_timeout`]). Each call
+//! does a bounded amount of work and never blocks, allocates or panics on input.
+//!
+//! The host runs jobs: on [`Event::RunJob`] it reads [`Agent::job_spec`],
+//! dispatches the kernel with the buffers it stored from [`Event::JobData`],
+//! then writes outputs with [`Agent::send_output`] and ends with
+//! [`Agent::finish_job`] (or [`Agent::fail_job`]). The host keeps a job's
+//! outputs until [`Event::ResultAcknowledged`]: after a reconnect the agent
+//! asks for them again with [`Event::ResendOutputs`], so nothing is lost.
+
+use heapless::{Deque, Vec};
+
+use crate::attest::{
+    kernel_hash, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt,
+    ReceiptStatus, Signer, EVIDENCE_LEN, RECEIPT_LEN,
+};
+use crate::error::{Error, ErrorCode, InputError};
+use crate::limits::{
+    CHUNK_SIZE, HEADER_LEN, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES, TX_CAPACITY,
+};
+use crate::merkle::RootBuilder;
+use crate::policy::Policy;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    Blob, Chunk, Completed, Digest, Direction, ErrorMsg, FailReason, Failed, Goodbye,
+    GoodbyeReason, Header, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message,
+    MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Usage, UsageReport, Welcome,
+    PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+
+/// Free event slots `handle_input` keeps before reading another frame, so that
+/// timers and disconnects can always queue their events.
+const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
+/// Free outgoing bytes `handle_input` keeps before reading another frame: room
+/// for the replies one frame can cause.
+const TX_RESERVE: usize = 256;
+
+/// What the agent is, for evidence and `Hello`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Agent software version: major, minor, patch.
+    pub agent_version: [u16; 3],
+    /// Random id chosen at each boot (the host supplies the randomness).
+    pub boot_id: [u8; 16],
+    /// The device's capabilities, signed into the evidence.
+    pub capabilities: DeviceCapabilities,
+    /// Which offers to take, what to charge, and the session timers.
+    pub policy: Policy,
+}
+
+/// The connection's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// No transport. Jobs that run keep running; results wait.
+    Disconnected,
+    /// `Hello` sent; waiting for `Welcome`.
+    AwaitingWelcome,
+    /// Evidence sent; waiting for `Ready`.
+    AwaitingReady,
+    /// Session established: offers are taken (unless draining).
+    Ready,
+    /// Goodbye exchanged. `connect` starts a new session.
+    Closed,
+}
+
+/// A job's state on the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Offer accepted; waiting for the assignment.
+    Accepted,
+    /// Assignment received; kernel and inputs arriving.
+    Receiving,
+    /// Inputs verified; the host runs the kernel.
+    Running,
+    /// The host is writing outputs (also after a reconnect, to send them again).
+    Uploading,
+    /// Outcome signed and sent (or waiting for a connection); waiting for the
+    /// coordinator's acknowledgement.
+    AwaitingAck,
+}
+
+/// Why the host must stop a job and drop its buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The coordinator cancelled it (its code is passed on).
+    Requested(u16),
+    /// The job's deadline passed.
+    Deadline,
+    /// The connection dropped before the inputs were complete.
+    Disconnected,
+    /// An input chunk or root did not match its digest.
+    InputIntegrity,
+}
+
+/// Why the host must close the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Nothing heard from the coordinator within the peer timeout.
+    PeerSilent,
+    /// The peer broke the protocol beyond recovery.
+    ProtocolViolation,
+    /// The coordinator refused the session (evidence rejected, say): its code.
+    Refused(u16),
+    /// The coordinator said goodbye.
+    PeerGoodbye,
+    /// The agent drained and said goodbye.
+    Drained,
+}
+
+/// What the host must do. Returned by [`Agent::poll_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The session is established: the coordinator accepted the evidence.
+    Ready,
+    /// A job was assigned: prepare its buffers ([`Agent::job_spec`]).
+    JobAssigned {
+        /// The job.
+        job: JobId,
+    },
+    /// Verified bytes of the kernel (stream 0) or of input buffer `stream - 1`
+    /// at `offset`. `data` stays valid until the next call on the agent.
+    JobData {
+        /// The job.
+        job: JobId,
+        /// 0 for the kernel, `i + 1` for buffer `i`.
+        stream: u8,
+        /// Byte offset in the stream.
+        offset: u64,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// All inputs arrived and verified: run the kernel.
+    RunJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Stop the job and drop its buffers.
+    CancelJob {
+        /// The job.
+        job: JobId,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// The connection was re-established: write this job's outputs again with
+    /// `send_output`, then call `finish_job` (the signed receipt is reused).
+    ResendOutputs {
+        /// The job.
+        job: JobId,
+    },
+    /// The coordinator holds the job's outputs and receipt: the host may drop them.
+    ResultAcknowledged {
+        /// The job.
+        job: JobId,
+    },
+    /// The coordinator reported an error.
+    PeerError {
+        /// Its [`ErrorCode`] value.
+        code: u16,
+        /// The job concerned, or 0.
+        job: JobId,
+    },
+    /// Close the transport; the agent is now disconnected (or closed).
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventRecord {
+    Ready,
+    JobAssigned(JobId),
+    JobData {
+        job: JobId,
+        stream: u8,
+        offset: u64,
+        len: usize,
+    },
+    RunJob(JobId),
+    CancelJob(JobId, CancelReason),
+    ResendOutputs(JobId),
+    ResultAcknowledged(JobId),
+    PeerError(u16, JobId),
+    Disconnect(DisconnectReason),
+}
+
+/// How a job ended, kept until acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Completed {
+        output_len: u64,
+        output_root: Digest,
+    },
+    Failed {
+        reason: FailReason,
+        detail: u32,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Job {
+    id: JobId,
+    state: JobState,
+    max_price: u64,
+    /// The offer's transfer sizes, which the assignment must keep to.
+    bytes_in: u64,
+    bytes_out: u64,
+    deadline: Instant,
+    /// Present from `Receiving` on.
+    spec: Option<JobAssign>,
+    /// Input: current stream. Output: current read-back buffer.
+    stream: u8,
+    /// Next chunk index (input) or next byte offset in the buffer (output).
+    cursor: u64,
+    builder: RootBuilder,
+    started_at: Instant,
+    /// Connection epoch the current output upload started on.
+    upload_epoch: u32,
+    /// Whether this upload repeats one already signed.
+    resend: bool,
+    outcome: Option<Outcome>,
+    usage: Usage,
+    price: u64,
+    /// The outcome messages still have to be sent on the current connection.
+    unsent: bool,
+    receipt: Vec<u8, RECEIPT_LEN>,
+}
+
+impl Job {
+    fn new(offer: &JobOffer, deadline: Instant) -> Self {
+        Job {
+            id: offer.job,
+            state: JobState::Accepted,
+            max_price: offer.max_price,
+            bytes_in: offer.bytes_in,
+            bytes_out: offer.bytes_out,
+            deadline,
+            spec: None,
+            stream: 0,
+            cursor: 0,
+            builder: RootBuilder::new(),
+            started_at: Instant::ZERO,
+            upload_epoch: 0,
+            resend: false,
+            outcome: None,
+            usage: Usage::default(),
+            price: 0,
+            unsent: false,
+            receipt: Vec::new(),
+        }
+    }
+
+    fn host_knows(&self) -> bool {
+        self.state != JobState::Accepted
+    }
+
+    fn has_deadline(&self) -> bool {
+        matches!(
+            self.state,
+            JobState::Accepted | JobState::Receiving | JobState::Running
+        ) || (self.state == JobState::Uploading && !self.resend)
+    }
+}
+
+/// Counters an operator reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Offers accepted.
+    pub offers_accepted: u64,
+    /// Offers declined.
+    pub offers_declined: u64,
+    /// Jobs completed and acknowledged.
+    pub jobs_completed: u64,
+    /// Jobs failed (acknowledged).
+    pub jobs_failed: u64,
+    /// Sum of prices of acknowledged completed jobs.
+    pub earnings: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// Frames refused (decode or protocol errors).
+    pub frames_refused: u64,
+}
+
+/// The provider agent. Generic over the [`Signer`] holding the device key.
+///
+/// Its size is fixed by [`crate::limits`]; nothing in it allocates. `&mut`
+/// methods must be called from one thread at a time.
+pub struct Agent<S: Signer> {
+    config: Config,
+    signer: S,
+    key_id: KeyId,
+    conn: ConnState,
+    epoch: u32,
+    draining: bool,
+    heartbeat_interval: Duration,
+    last_rx: Instant,
+    next_heartbeat: Instant,
+    rx: [u8; MAX_FRAME],
+    rx_len: usize,
+    /// A queued `JobData` event borrows the frame in `rx`.
+    rx_held: bool,
+    tx: [u8; TX_CAPACITY],
+    tx_start: usize,
+    tx_end: usize,
+    events: Deque<EventRecord, MAX_EVENTS>,
+    jobs: Vec<Job, MAX_JOBS>,
+    chain: ChainState,
+    evidence_hash: Digest,
+    stats: Stats,
+}
+
+impl<S: Signer> Agent<S> {
+    /// A disconnected agent. `chain` continues the device's receipt chain
+    /// (`ChainState::default()` for a new key; the persisted state after a
+    /// restart).
+    pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
+        let p = &config.policy;
+        if p.max_concurrent == 0 || p.heartbeat_interval.micros == 0 || p.peer_timeout.micros == 0 {
+            return Err(Error::InvalidConfig);
+        }
+        let key_id = signer.key_id();
+        Ok(Agent {
+            heartbeat_interval: p.heartbeat_interval,
+            config,
+            signer,
+            key_id,
+            conn: ConnState::Disconnected,
+            epoch: 0,
+            draining: false,
+            last_rx: Instant::ZERO,
+            next_heartbeat: Instant::ZERO,
+            rx: [0; MAX_FRAME],
+            rx_len: 0,
+            rx_held: false,
+            tx: [0; TX_CAPACITY],
+            tx_start: 0,
+            tx_end: 0,
+            events: Deque::new(),
+            jobs: Vec::new(),
+            chain,
+            evidence_hash: [0; 32],
+            stats: Stats::default(),
+        })
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> ConnState {
+        self.conn
+    }
+
+    /// Whether the agent is draining (accepting no new jobs).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Counters for an operator.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The receipt chain position, to persist so that it survives restarts.
+    pub fn chain(&self) -> ChainState {
+        self.chain
+    }
+
+    /// The device key's id.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Jobs the agent holds, in any state.
+    pub fn active_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// A job's state, if the agent holds it.
+    pub fn job_state(&self, job: JobId) -> Option<JobState> {
+        self.find(job).map(|i| self.jobs[i].state)
+    }
+
+    /// A job's assignment (kernel, parameters, buffers), once assigned.
+    pub fn job_spec(&self, job: JobId) -> Option<&JobAssign> {
+        self.find(job).and_then(|i| self.jobs[i].spec.as_ref())
+    }
+
+    /// The signed receipt of a job that has ended, until it is acknowledged.
+    pub fn job_receipt(&self, job: JobId) -> Option<&[u8]> {
+        self.find(job)
+            .map(|i| &self.jobs[i].receipt[..])
+            .filter(|r| !r.is_empty())
+    }
+
+    fn find(&self, job: JobId) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == job)
+    }
+
+    // ----- connection -------------------------------------------------------
+
+    /// The host opened a transport to the coordinator: the agent queues `Hello`.
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        if !matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
+            return Err(Error::AlreadyConnected);
+        }
+        if MAX_EVENTS - self.events.len() < EVENT_RESERVE {
+            // Events must be drained first, so none can be lost.
+            return Err(Error::WouldBlock);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        self.reset_input();
+        self.tx_start = 0;
+        self.tx_end = 0;
+        self.conn = ConnState::AwaitingWelcome;
+        self.last_rx = now;
+        let hello = Message::Hello(Hello {
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION_MAX,
+            agent_version: self.config.agent_version,
+            key_id: self.key_id,
+        });
+        self.enqueue(&hello)
+    }
+
+    /// The host's transport closed or failed. Jobs still receiving inputs are
+    /// cancelled; running jobs go on; results wait for the next session.
+    pub fn disconnected(&mut self, _now: Instant) {
+        if matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
+            return;
+        }
+        self.drop_connection();
+    }
+
+    /// Forgets partial input. Queued output stays, so that a final `Error` or
+    /// `Goodbye` can still be flushed before the host closes the transport;
+    /// `connect` clears it.
+    fn reset_input(&mut self) {
+        self.rx_len = 0;
+        if self.rx_held {
+            self.rx_held = false;
+            let n = self.events.len();
+            for _ in 0..n {
+                if let Some(e) = self.events.pop_front() {
+                    if !matches!(e, EventRecord::JobData { .. }) {
+                        let _ = self.events.push_back(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_connection(&mut self) {
+        self.reset_input();
+        self.conn = ConnState::Disconnected;
+        let mut i = 0;
+        while i < self.jobs.len() {
+            match self.jobs[i].state {
+                JobState::Accepted => {
+                    self.jobs.swap_remove(i);
+                    continue;
+                }
+                JobState::Receiving => {
+                    let id = self.jobs[i].id;
+                    self.jobs.swap_remove(i);
+                    self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    continue;
+                }
+                JobState::AwaitingAck => self.jobs[i].unsent = true,
+                JobState::Running | JobState::Uploading => {}
+            }
+            i += 1;
+        }
+    }
+
+    /// Ends the connection because of `reason`: tells the host to close it.
+    fn disconnect(&mut self, reason: DisconnectReason) {
+        self.drop_connection();
+        self.push_event(EventRecord::Disconnect(reason));
+    }
+
+    /// Stop taking jobs, finish those in flight, then say goodbye. Called by
+    /// the host (operator shutdown) or on the coordinator's `Drain`.
+    pub fn drain(&mut self, _now: Instant) -> Result<(), Error> {
+        if self.draining {
+            return Ok(());
+        }
+        self.draining = true;
+        if self.conn == ConnState::Ready {
+            self.enqueue(&Message::Drain)?;
+            self.check_drained()?;
+        }
+        Ok(())
+    }
+
+    fn check_drained(&mut self) -> Result<(), Error> {
+        if self.draining && self.conn == ConnState::Ready && self.jobs.is_empty() {
+            self.enqueue(&Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Drained,
+            }))?;
+            self.conn = ConnState::Closed;
+            self.push_event(EventRecord::Disconnect(DisconnectReason::Drained));
+        }
+        Ok(())
+    }
+
+    // ----- input ------------------------------------------------------------
+
+    /// Feeds bytes received from the coordinator. Returns how many were
+    /// consumed: fewer than given when the event or outgoing queue needs
+    /// draining first (drain `poll_transmit` and `poll_event`, then pass the
+    /// rest again). On error, `InputError::consumed` says how many bytes were
+    /// used up, the offending frame included; an `Error` frame was queued for
+    /// the peer, and for fatal errors the connection is ended with
+    /// [`Event::Disconnect`].
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, InputError> {
+        if !self.is_connected() {
+            return Err(InputError {
+                consumed: 0,
+                error: Error::NotConnected,
+            });
+        }
+        if self.rx_held {
+            if self.data_event_queued() {
+                return Ok(0);
+            }
+            self.rx_held = false;
+            self.rx_len = 0;
+        }
+        if !bytes.is_empty() {
+            self.last_rx = now;
+        }
+        let mut consumed = 0;
+        while consumed < bytes.len() {
+            if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx_free() < TX_RESERVE {
+                break;
+            }
+            let want = if self.rx_len < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                match Header::decode(&self.rx[..self.rx_len]) {
+                    Ok(h) => h.frame_len(),
+                    Err(_) => HEADER_LEN,
+                }
+            };
+            let take = (want - self.rx_len).min(bytes.len() - consumed);
+            self.rx[self.rx_len..self.rx_len + take]
+                .copy_from_slice(&bytes[consumed..consumed + take]);
+            self.rx_len += take;
+            consumed += take;
+            if self.rx_len < HEADER_LEN {
+                break;
+            }
+            let header = match Header::decode(&self.rx[..HEADER_LEN]) {
+                Ok(h) => h,
+                Err(e) => {
+                    let error = Error::Decode(e);
+                    self.refuse(&error, 0);
+                    return Err(InputError { consumed, error });
+                }
+            };
+            if self.rx_len < header.frame_len() {
+                continue;
+            }
+            self.stats.frames_in += 1;
+            let result = self.process_frame(now, header);
+            if !self.rx_held {
+                self.rx_len = 0;
+            }
+            if let Err((error, job)) = result {
+                self.refuse(&error, job);
+                return Err(InputError { consumed, error });
+            }
+            if self.rx_held || !self.is_connected() {
+                break;
+            }
+        }
+        Ok(consumed)
+    }
+
+    fn is_connected(&self) -> bool {
+        matches!(
+            self.conn,
+            ConnState::AwaitingWelcome | ConnState::AwaitingReady | ConnState::Ready
+        )
+    }
+
+    fn data_event_queued(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, EventRecord::JobData { .. }))
+    }
+
+    /// Reports a peer error back: an `Error` frame, and for fatal errors the
+    /// end of the connection.
+    fn refuse(&mut self, error: &Error, job: JobId) {
+        self.stats.frames_refused += 1;
+        if let Some(code) = error.code() {
+            let _ = self.enqueue(&Message::Error(ErrorMsg {
+                code: code as u16,
+                job,
+            }));
+        }
+        if error.is_fatal() {
+            self.disconnect(DisconnectReason::ProtocolViolation);
+        }
+    }
+
+    fn process_frame(&mut self, now: Instant, header: Header) -> Result<(), (Error, JobId)> {
+        let frame_len = header.frame_len();
+        // Decode from a copy of the indices so `self` stays borrowable; chunk
+        // data is re-sliced from `rx` when the event is polled.
+        let rx = &self.rx[..frame_len];
+        let msg = Message::decode(rx).map_err(|e| (Error::Decode(e), 0))?;
+        if msg.kind().direction() == Direction::ToCoordinator {
+            return Err((Error::UnexpectedMessage(msg.kind()), 0));
+        }
+        match msg {
+            Message::Welcome(w) => self.on_welcome(now, w).map_err(|e| (e, 0)),
+            Message::Ready => self.on_ready(now).map_err(|e| (e, 0)),
+            Message::JobOffer(o) => self.on_offer(now, o),
+            Message::JobAssign(a) => self.on_assign(a),
+            Message::InputChunk(c) => {
+                let data_at = frame_len - c.data.len();
+                let (job, stream, index, digest, len) =
+                    (c.job, c.stream, c.index, c.digest, c.data.len());
+                self.on_chunk(now, job, stream, index, digest, data_at, len)
+            }
+            Message::ResultAck(r) => self.on_ack(r.job),
+            Message::Cancel(c) => self.on_cancel(c.job, c.reason),
+            Message::Heartbeat(_) => Ok(()),
+            Message::Drain => {
+                self.require_ready(MessageType::Drain)?;
+                self.drain(now).map_err(|e| (e, 0))
+            }
+            Message::Goodbye(_) => {
+                self.disconnect(DisconnectReason::PeerGoodbye);
+                self.conn = ConnState::Closed;
+                Ok(())
+            }
+            Message::Error(e) => {
+                if self.conn == ConnState::Ready {
+                    self.push_event(EventRecord::PeerError(e.code, e.job));
+                } else {
+                    self.disconnect(DisconnectReason::Refused(e.code));
+                }
+                Ok(())
+            }
+            other => Err((Error::UnexpectedMessage(other.kind()), 0)),
+        }
+    }
+
+    fn require_ready(&self, kind: MessageType) -> Result<(), (Error, JobId)> {
+        if self.conn == ConnState::Ready {
+            Ok(())
+        } else {
+            Err((Error::UnexpectedMessage(kind), 0))
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: Welcome) -> Result<(), Error> {
+        if self.conn != ConnState::AwaitingWelcome {
+            return Err(Error::UnexpectedMessage(MessageType::Welcome));
+        }
+        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
+            return Err(Error::UnsupportedVersion(w.version));
+        }
+        if w.heartbeat_ms > 0 {
+            self.heartbeat_interval = Duration::from_millis(w.heartbeat_ms as u64);
+        }
+        let evidence = Evidence {
+            challenge: w.challenge,
+            public_key: self.signer.public_key(),
+            agent_version: self.config.agent_version,
+            boot_id: self.config.boot_id,
+            issued_at: now.micros,
+            capabilities: self.config.capabilities.clone(),
+        };
+        let mut signed = [0u8; EVIDENCE_LEN];
+        let n = evidence
+            .sign(&mut self.signer, &mut signed)
+            .map_err(Error::Signer)?;
+        self.evidence_hash = Evidence::hash(&signed[..n]);
+        self.enqueue(&Message::Evidence(Blob {
+            bytes: &signed[..n],
+        }))?;
+        self.conn = ConnState::AwaitingReady;
+        Ok(())
+    }
+
+    fn on_ready(&mut self, now: Instant) -> Result<(), Error> {
+        if self.conn != ConnState::AwaitingReady {
+            return Err(Error::UnexpectedMessage(MessageType::Ready));
+        }
+        self.conn = ConnState::Ready;
+        self.next_heartbeat = now + self.heartbeat_interval;
+        self.push_event(EventRecord::Ready);
+        for i in 0..self.jobs.len() {
+            let job = &mut self.jobs[i];
+            if job.state == JobState::AwaitingAck && job.unsent {
+                match job.outcome {
+                    Some(Outcome::Completed { output_len, .. }) if output_len > 0 => {
+                        job.state = JobState::Uploading;
+                        job.resend = true;
+                        job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
+                        job.cursor = 0;
+                        job.builder = RootBuilder::new();
+                        job.upload_epoch = self.epoch;
+                        let id = job.id;
+                        self.push_event(EventRecord::ResendOutputs(id));
+                    }
+                    // No outputs to upload: sent from `flush_outcomes`.
+                    _ => {}
+                }
+            }
+        }
+        if self.draining {
+            self.enqueue(&Message::Drain)?;
+        }
+        self.flush_outcomes();
+        self.check_drained()
+    }
+
+    fn on_offer(&mut self, now: Instant, offer: JobOffer) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::JobOffer)?;
+        let decision = if self.find(offer.job).is_some() {
+            Err(crate::wire::DeclineReason::DuplicateJob)
+        } else {
+            self.config.policy.evaluate(
+                &offer,
+                &self.config.capabilities,
+                self.jobs.len(),
+                self.draining,
+            )
+        };
+        let reply = match decision {
+            Ok(price) => {
+                let deadline = now + Duration::from_millis(offer.deadline_ms as u64);
+                if self.jobs.push(Job::new(&offer, deadline)).is_err() {
+                    // Policy already bounds this by MAX_JOBS.
+                    Message::OfferDecline(OfferDecline {
+                        job: offer.job,
+                        reason: crate::wire::DeclineReason::AtCapacity,
+                    })
+                } else {
+                    self.stats.offers_accepted += 1;
+                    Message::OfferAccept(OfferAccept {
+                        job: offer.job,
+                        price,
+                    })
+                }
+            }
+            Err(reason) => {
+                self.stats.offers_declined += 1;
+                Message::OfferDecline(OfferDecline {
+                    job: offer.job,
+                    reason,
+                })
+            }
+        };
+        self.enqueue(&reply).map_err(|e| (e, offer.job))
+    }
+
+    fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::JobAssign)?;
+        let id = a.job;
+        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        if self.jobs[i].state != JobState::Accepted {
+            return Err((Error::UnexpectedMessage(MessageType::JobAssign), id));
+        }
+        if !assignment_is_sane(&a, self.jobs[i].bytes_in, self.jobs[i].bytes_out) {
+            self.jobs.swap_remove(i);
+            return Err((Error::BadAssignment(id), id));
+        }
+        let job = &mut self.jobs[i];
+        job.state = JobState::Receiving;
+        job.stream = 0;
+        job.cursor = 0;
+        job.builder = RootBuilder::new();
+        job.usage.bytes_in =
+            a.kernel.len as u64 + a.buffers.iter().map(|b| b.init_len).sum::<u64>();
+        job.spec = Some(a);
+        self.push_event(EventRecord::JobAssigned(id));
+        // A kernel is never empty, so inputs always follow.
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_chunk(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        stream: u8,
+        index: u32,
+        digest: Digest,
+        data_at: usize,
+        len: usize,
+    ) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::InputChunk)?;
+        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        if self.jobs[i].state != JobState::Receiving {
+            return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
+        }
+        let job = &self.jobs[i];
+        let Some(spec) = job.spec.as_ref() else {
+            return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
+        };
+        let stream_len = stream_len(spec, job.stream);
+        let offset = job.cursor * CHUNK_SIZE as u64;
+        let expected_len = (stream_len - offset).min(CHUNK_SIZE as u64) as usize;
+        if stream != job.stream || index as u64 != job.cursor || len != expected_len {
+            return Err((Error::ChunkOutOfOrder(id), id));
+        }
+        let data = &self.rx[data_at..data_at + len];
+        let leaf = crate::merkle::leaf_hash(data);
+        if leaf != digest {
+            self.fail_inputs(now, i, ErrorCode::ChunkDigestMismatch);
+            return Ok(());
+        }
+        let job = &mut self.jobs[i];
+        job.builder.push_leaf(leaf);
+        job.cursor += 1;
+        self.rx_held = true;
+        self.push_event(EventRecord::JobData {
+            job: id,
+            stream,
+            offset,
+            len,
+        });
+        // Stream complete?
+        let job = &mut self.jobs[i];
+        if job.cursor * CHUNK_SIZE as u64 >= stream_len {
+            let Some(spec) = job.spec.as_ref() else {
+                return Ok(());
+            };
+            if job.stream == 0 {
+                if job.builder.root() != spec.kernel.root {
+                    self.fail_inputs(now, i, ErrorCode::RootMismatch);
+                    return Ok(());
+                }
+                job.builder = RootBuilder::new();
+            }
+            match next_input_stream(spec, job.stream) {
+                Some(s) => {
+                    job.stream = s;
+                    job.cursor = 0;
+                }
+                None => {
+                    if job.builder.root() != spec.inputs_root {
+                        self.fail_inputs(now, i, ErrorCode::RootMismatch);
+                        return Ok(());
+                    }
+                    job.state = JobState::Running;
+                    job.started_at = now;
+                    job.builder = RootBuilder::new();
+                    self.push_event(EventRecord::RunJob(id));
+                    self.enqueue(&Message::Started(JobRef { job: id }))
+                        .map_err(|e| (e, id))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An input failed its digest or root: tell the peer, cancel on the host,
+    /// and end the job with a signed failure.
+    fn fail_inputs(&mut self, now: Instant, i: usize, code: ErrorCode) {
+        let id = self.jobs[i].id;
+        let _ = self.enqueue(&Message::Error(ErrorMsg {
+            code: code as u16,
+            job: id,
+        }));
+        self.push_event(EventRecord::CancelJob(id, CancelReason::InputIntegrity));
+        self.end_failed(
+            now,
+            i,
+            FailReason::InputIntegrity,
+            code as u32,
+            Usage {
+                bytes_in: self.jobs[i].usage.bytes_in,
+                ..Usage::default()
+            },
+        );
+    }
+
+    fn on_ack(&mut self, id: JobId) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::ResultAck)?;
+        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let job = &self.jobs[i];
+        if job.state != JobState::AwaitingAck || job.unsent {
+            return Err((Error::UnexpectedMessage(MessageType::ResultAck), id));
+        }
+        match job.outcome {
+            Some(Outcome::Completed { .. }) => {
+                self.stats.jobs_completed += 1;
+                self.stats.earnings = self.stats.earnings.saturating_add(job.price);
+            }
+            _ => self.stats.jobs_failed += 1,
+        }
+        self.jobs.swap_remove(i);
+        self.push_event(EventRecord::ResultAcknowledged(id));
+        self.check_drained().map_err(|e| (e, id))
+    }
+
+    fn on_cancel(&mut self, id: JobId, reason: u16) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::Cancel)?;
+        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let job = &self.jobs[i];
+        if job.outcome.is_some() {
+            // The result exists and is signed: it must be acknowledged, not lost.
+            return Err((Error::UnexpectedMessage(MessageType::Cancel), id));
+        }
+        let knows = job.host_knows();
+        self.jobs.swap_remove(i);
+        if knows {
+            self.push_event(EventRecord::CancelJob(id, CancelReason::Requested(reason)));
+        }
+        self.check_drained().map_err(|e| (e, id))
+    }
+
+    // ----- host calls for jobs ---------------------------------------------
+
+    fn job_index(&self, id: JobId) -> Result<usize, Error> {
+        self.find(id).ok_or(Error::UnknownJob(id))
+    }
+
+    /// Reports a running job's progress, in thousandths.
+    pub fn report_progress(
+        &mut self,
+        _now: Instant,
+        id: JobId,
+        permille: u16,
+    ) -> Result<(), Error> {
+        let i = self.job_index(id)?;
+        if self.jobs[i].state != JobState::Running {
+            return Err(Error::InvalidJobState(id));
+        }
+        if self.conn != ConnState::Ready {
+            return Ok(());
+        }
+        self.enqueue(&Message::Progress(Progress {
+            job: id,
+            permille: permille.min(1000),
+        }))
+    }
+
+    /// Where the next `send_output` call for a job must start: the read-back
+    /// buffer index and the byte offset in it.
+    pub fn output_cursor(&self, id: JobId) -> Option<(u8, u64)> {
+        let job = &self.jobs[self.find(id)?];
+        match job.state {
+            JobState::Running => Some((first_readback(job.spec.as_ref())?, 0)),
+            JobState::Uploading => Some((job.stream, job.cursor)),
+            _ => None,
+        }
+    }
+
+    /// Writes output bytes of read-back buffer `buffer`, continuing where the
+    /// last call stopped. Returns how many bytes were taken (whole chunks, or
+    /// the buffer's tail): 0 when the outgoing queue is full, in which case
+    /// drain `poll_transmit` and call again with the same bytes. Bytes beyond
+    /// the buffer's end are not taken.
+    pub fn send_output(
+        &mut self,
+        _now: Instant,
+        id: JobId,
+        buffer: u8,
+        data: &[u8],
+    ) -> Result<usize, Error> {
+        let i = self.job_index(id)?;
+        let epoch = self.epoch;
+        let connected = self.conn == ConnState::Ready;
+        let job = &mut self.jobs[i];
+        if job.state == JobState::Running {
+            job.state = JobState::Uploading;
+            job.stream = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            job.cursor = 0;
+            job.builder = RootBuilder::new();
+            job.upload_epoch = epoch;
+        }
+        if job.state != JobState::Uploading {
+            return Err(Error::InvalidJobState(id));
+        }
+        let Some(spec) = job.spec.as_ref() else {
+            return Err(Error::InvalidJobState(id));
+        };
+        let total = spec
+            .buffers
+            .get(job.stream as usize)
+            .map(|b| b.len)
+            .unwrap_or(0);
+        if buffer != job.stream || job.cursor >= total {
+            return Err(Error::OutputOutOfOrder(id));
+        }
+        let send = connected && job.upload_epoch == epoch;
+        let mut taken = 0usize;
+        loop {
+            let job = &self.jobs[i];
+            let remaining = total - job.cursor;
+            if remaining == 0 {
+                break;
+            }
+            let want = remaining.min(CHUNK_SIZE as u64) as usize;
+            if data.len() - taken < want {
+                break;
+            }
+            if send && self.tx_free() < want + TX_RESERVE {
+                break;
+            }
+            let chunk = &data[taken..taken + want];
+            let digest = crate::merkle::leaf_hash(chunk);
+            if send {
+                let msg = Message::OutputChunk(Chunk {
+                    job: id,
+                    stream: job.stream,
+                    index: (job.cursor / CHUNK_SIZE as u64) as u32,
+                    digest,
+                    data: chunk,
+                });
+                match self.enqueue(&msg) {
+                    Ok(()) => {}
+                    Err(Error::WouldBlock) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let job = &mut self.jobs[i];
+            job.builder.push_leaf(digest);
+            job.cursor += want as u64;
+            taken += want;
+        }
+        // Move to the next read-back buffer once this one is complete.
+        let job = &mut self.jobs[i];
+        if job.cursor >= total {
+            if let Some(next) = job.spec.as_ref().and_then(|s| next_readback(s, job.stream)) {
+                job.stream = next;
+                job.cursor = 0;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Ends a job whose outputs were all written: signs its receipt over the
+    /// metered `usage` and sends the outcome. After a reconnect
+    /// ([`Event::ResendOutputs`]) it checks the outputs are the same and sends
+    /// the receipt signed the first time (`usage` is then ignored).
+    pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
+        let i = self.job_index(id)?;
+        let job = &self.jobs[i];
+        if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
+            // A job without read-back buffers has nothing to upload.
+        } else if job.state != JobState::Uploading {
+            return Err(Error::InvalidJobState(id));
+        }
+        let Some(spec) = job.spec.as_ref() else {
+            return Err(Error::InvalidJobState(id));
+        };
+        if job.state == JobState::Uploading {
+            let len = spec
+                .buffers
+                .get(job.stream as usize)
+                .map(|b| b.len)
+                .unwrap_or(0);
+            if job.cursor < len || next_readback(spec, job.stream).is_some() {
+                return Err(Error::OutputIncomplete(id));
+            }
+        }
+        let output_root = job.builder.root();
+        let output_len: u64 = spec
+            .buffers
+            .iter()
+            .filter(|b| b.readback)
+            .map(|b| b.len)
+            .sum();
+        let fresh_connection = job.upload_epoch == self.epoch && self.conn == ConnState::Ready;
+        if job.resend {
+            let Some(Outcome::Completed {
+                output_root: first, ..
+            }) = job.outcome
+            else {
+                return Err(Error::InvalidJobState(id));
+            };
+            if first != output_root {
+                // Restart the upload: the host must write the original outputs.
+                let job = &mut self.jobs[i];
+                job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
+                job.cursor = 0;
+                job.builder = RootBuilder::new();
+                return Err(Error::OutputMismatch(id));
+            }
+        } else {
+            let mut usage = usage;
+            usage.bytes_in = job.usage.bytes_in;
+            usage.bytes_out = output_len;
+            let outcome = Outcome::Completed {
+                output_len,
+                output_root,
+            };
+            self.sign_outcome(now, i, outcome, usage)?;
+        }
+        let job = &mut self.jobs[i];
+        job.state = JobState::AwaitingAck;
+        job.resend = false;
+        job.unsent = true;
+        if fresh_connection || output_len == 0 {
+            self.flush_outcomes();
+        } else if self.conn == ConnState::Ready {
+            // Part of the upload went to an earlier connection: send it again.
+            let job = &mut self.jobs[i];
+            job.state = JobState::Uploading;
+            job.resend = true;
+            job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
+            job.cursor = 0;
+            job.builder = RootBuilder::new();
+            job.upload_epoch = self.epoch;
+            self.push_event(EventRecord::ResendOutputs(id));
+        }
+        Ok(())
+    }
+
+    /// Ends a running job that could not complete: signs a failure receipt over
+    /// the metered `usage` and sends it.
+    pub fn fail_job(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        reason: FailReason,
+        detail: u32,
+        usage: Usage,
+    ) -> Result<(), Error> {
+        let i = self.job_index(id)?;
+        if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
+            || self.jobs[i].resend
+        {
+            return Err(Error::InvalidJobState(id));
+        }
+        self.end_failed(now, i, reason, detail, usage);
+        Ok(())
+    }
+
+    /// Signs and sends a failure. If the signer fails, the job is left as it
+    /// is and retried a second later (a busy secure element, say).
+    fn end_failed(
+        &mut self,
+        now: Instant,
+        i: usize,
+        reason: FailReason,
+        detail: u32,
+        usage: Usage,
+    ) {
+        let mut usage = usage;
+        usage.bytes_in = self.jobs[i].usage.bytes_in;
+        usage.bytes_out = 0;
+        if self
+            .sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)
+            .is_ok()
+        {
+            let job = &mut self.jobs[i];
+            job.state = JobState::AwaitingAck;
+            job.resend = false;
+            job.unsent = true;
+            self.flush_outcomes();
+        } else {
+            self.jobs[i].deadline = now + Duration::from_secs(1);
+        }
+    }
+
+    fn sign_outcome(
+        &mut self,
+        now: Instant,
+        i: usize,
+        outcome: Outcome,
+        usage: Usage,
+    ) -> Result<(), Error> {
+        let job = &self.jobs[i];
+        let Some(spec) = job.spec.as_ref() else {
+            return Err(Error::InvalidJobState(job.id));
+        };
+        let k = &spec.kernel;
+        let khash = kernel_hash(
+            &k.root,
+            &k.entry_point,
+            &k.specialization,
+            &k.push_constants,
+            k.grid,
+        );
+        let (status, output_root, output_len) = match outcome {
+            Outcome::Completed {
+                output_len,
+                output_root,
+            } => (ReceiptStatus::Completed, output_root, output_len),
+            Outcome::Failed { reason, .. } => (
+                ReceiptStatus::Failed(reason),
+                crate::merkle::empty_root(),
+                0,
+            ),
+        };
+        let price = match status {
+            ReceiptStatus::Completed => self.config.policy.charge(&usage, job.max_price),
+            ReceiptStatus::Failed(_) => 0,
+        };
+        let rhash = result_hash(&khash, &spec.inputs_root, &output_root, output_len);
+        let receipt = Receipt {
+            status,
+            job: job.id,
+            requester_nonce: spec.requester_nonce,
+            kernel_hash: khash,
+            input_root: spec.inputs_root,
+            output_root,
+            output_len,
+            result_hash: rhash,
+            result_seal: result_seal(&self.signer.public_key(), job.id, &rhash),
+            usage,
+            price,
+            started_at: job.started_at.micros,
+            ended_at: now.micros,
+            evidence_hash: self.evidence_hash,
+            key_id: self.key_id,
+            sequence: self.chain.next_sequence,
+            prev_hash: self.chain.prev_hash,
+        };
+        let mut signed = [0u8; RECEIPT_LEN];
+        let n = receipt
+            .sign(&mut self.signer, &mut signed)
+            .map_err(Error::Signer)?;
+        self.chain.advance(Receipt::hash(&signed[..n]));
+        let job = &mut self.jobs[i];
+        job.receipt.clear();
+        // RECEIPT_LEN is the capacity, so this cannot fail.
+        let _ = job.receipt.extend_from_slice(&signed[..n]);
+        job.outcome = Some(outcome);
+        job.usage = usage;
+        job.price = price;
+        Ok(())
+    }
+
+    /// Sends the outcome messages of ended jobs whose results have not gone out
+    /// on this connection, as far as the outgoing queue allows.
+    fn flush_outcomes(&mut self) {
+        if self.conn != ConnState::Ready {
+            return;
+        }
+        for i in 0..self.jobs.len() {
+            let job = &self.jobs[i];
+            if job.state != JobState::AwaitingAck || !job.unsent {
+                continue;
+            }
+            if self.tx_free() < MAX_OUTCOME_BYTES {
+                return;
+            }
+            let (id, usage, price) = (job.id, job.usage, job.price);
+            let first = match job.outcome {
+                Some(Outcome::Completed {
+                    output_len,
+                    output_root,
+                }) => Message::Completed(Completed {
+                    job: id,
+                    output_len,
+                    output_root,
+                }),
+                Some(Outcome::Failed { reason, detail }) => Message::Failed(Failed {
+                    job: id,
+                    reason,
+                    detail,
+                }),
+                None => continue,
+            };
+            let mut receipt = [0u8; RECEIPT_LEN];
+            let n = job.receipt.len();
+            receipt[..n].copy_from_slice(&job.receipt);
+            // Room was checked above, so these do not fail.
+            let _ = self.enqueue(&first);
+            let _ = self.enqueue(&Message::UsageReport(UsageReport {
+                job: id,
+                usage,
+                price,
+            }));
+            let _ = self.enqueue(&Message::Receipt(ReceiptMsg {
+                job: id,
+                bytes: &receipt[..n],
+            }));
+            self.jobs[i].unsent = false;
+        }
+    }
+
+    // ----- output -----------------------------------------------------------
+
+    fn tx_free(&self) -> usize {
+        TX_CAPACITY - (self.tx_end - self.tx_start)
+    }
+
+    fn enqueue(&mut self, msg: &Message<'_>) -> Result<(), Error> {
+        if TX_CAPACITY - self.tx_end < MAX_FRAME && self.tx_start > 0 {
+            self.tx.copy_within(self.tx_start..self.tx_end, 0);
+            self.tx_end -= self.tx_start;
+            self.tx_start = 0;
+        }
+        match msg.encode(&mut self.tx[self.tx_end..]) {
+            Ok(n) => {
+                self.tx_end += n;
+                self.stats.frames_out += 1;
+                Ok(())
+            }
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Copies queued outgoing bytes into `out`; returns how many, or `None`
+    /// when nothing is queued. Call until `None` after every other call.
+    pub fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<usize> {
+        self.flush_outcomes();
+        let n = (self.tx_end - self.tx_start).min(out.len());
+        if n == 0 {
+            return None;
+        }
+        out[..n].copy_from_slice(&self.tx[self.tx_start..self.tx_start + n]);
+        self.tx_start += n;
+        if self.tx_start == self.tx_end {
+            self.tx_start = 0;
+            self.tx_end = 0;
+        }
+        Some(n)
+    }
+
+    /// Bytes waiting in the outgoing queue.
+    pub fn pending_transmit(&self) -> usize {
+        self.tx_end - self.tx_start
+    }
+
+    /// The next thing the host must do, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        let record = self.events.pop_front()?;
+        Some(match record {
+            EventRecord::Ready => Event::Ready,
+            EventRecord::JobAssigned(job) => Event::JobAssigned { job },
+            EventRecord::JobData {
+                job,
+                stream,
+                offset,
+                len,
+            } => {
+                let start = self.rx_len - len;
+                Event::JobData {
+                    job,
+                    stream,
+                    offset,
+                    data: &self.rx[start..self.rx_len],
+                }
+            }
+            EventRecord::RunJob(job) => Event::RunJob { job },
+            EventRecord::CancelJob(job, reason) => Event::CancelJob { job, reason },
+            EventRecord::ResendOutputs(job) => Event::ResendOutputs { job },
+            EventRecord::ResultAcknowledged(job) => Event::ResultAcknowledged { job },
+            EventRecord::PeerError(code, job) => Event::PeerError { code, job },
+            EventRecord::Disconnect(reason) => Event::Disconnect { reason },
+        })
+    }
+
+    fn push_event(&mut self, e: EventRecord) {
+        // EVENT_RESERVE keeps room for every event a timer or disconnect can
+        // queue; see the capacity notes in `limits`.
+        let pushed = self.events.push_back(e);
+        debug_assert!(pushed.is_ok(), "event queue sized too small");
+    }
+
+    // ----- time -------------------------------------------------------------
+
+    /// When the host must next call `handle_timeout`, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        if self.is_connected() {
+            consider(self.last_rx + self.config.policy.peer_timeout);
+        }
+        if self.conn == ConnState::Ready {
+            consider(self.next_heartbeat);
+        }
+        for job in self.jobs.iter().filter(|j| j.has_deadline()) {
+            consider(job.deadline);
+        }
+        next
+    }
+
+    /// Runs the timers due at `now`: heartbeats, peer silence, job deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.jobs.len() {
+            let job = &self.jobs[i];
+            if !job.has_deadline() || now < job.deadline {
+                i += 1;
+                continue;
+            }
+            let id = job.id;
+            if job.state == JobState::Accepted {
+                // Never assigned: nothing to sign, the host never saw it.
+                self.jobs.swap_remove(i);
+                continue;
+            }
+            self.push_event(EventRecord::CancelJob(id, CancelReason::Deadline));
+            let usage = self.jobs[i].usage;
+            self.end_failed(now, i, FailReason::DeadlineExceeded, 0, usage);
+            i += 1;
+        }
+        if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {
+            self.disconnect(DisconnectReason::PeerSilent);
+            return;
+        }
+        if self.conn == ConnState::Ready && now >= self.next_heartbeat {
+            let hb = Message::Heartbeat(Heartbeat {
+                active_jobs: self.jobs.len() as u8,
+                capacity: self.config.policy.max_concurrent,
+            });
+            // A full queue already tells the peer we are alive.
+            let _ = self.enqueue(&hb);
+            self.next_heartbeat = now + self.heartbeat_interval;
+        }
+        let _ = self.check_drained();
+    }
+}
+
+/// Bytes of the three outcome frames (outcome, usage, receipt) of one job.
+const MAX_OUTCOME_BYTES: usize = 3 * HEADER_LEN + 64 + 64 + 16 + RECEIPT_LEN;
+
+fn stream_len(spec: &JobAssign, stream: u8) -> u64 {
+    if stream == 0 {
+        spec.kernel.len as u64
+    } else {
+        spec.buffers
+            .get(stream as usize - 1)
+            .map(|b| b.init_len)
+            .unwrap_or(0)
+    }
+}
+
+fn next_input_stream(spec: &JobAssign, after: u8) -> Option<u8> {
+    spec.buffers
+        .iter()
+        .enumerate()
+        .skip(after as usize)
+        .find(|(_, b)| b.init_len > 0)
+        .map(|(i, _)| i as u8 + 1)
+}
+
+fn first_readback(spec: Option<&JobAssign>) -> Option<u8> {
+    spec?
+        .buffers
+        .iter()
+        .position(|b| b.readback)
+        .map(|i| i as u8)
+}
+
+fn next_readback(spec: &JobAssign, after: u8) -> Option<u8> {
+    spec.buffers
+        .iter()
+        .enumerate()
+        .skip(after as usize + 1)
+        .find(|(_, b)| b.readback)
+        .map(|(i, _)| i as u8)
+}
+
+/// Whether an assignment keeps to its offer's sizes and the agent's limits.
+fn assignment_is_sane(a: &JobAssign, bytes_in: u64, bytes_out: u64) -> bool {
+    let k = &a.kernel;
+    let mut sent = k.len as u64;
+    let mut returned = 0u64;
+    for b in a.buffers.iter() {
+        if b.len == 0 || b.init_len > b.len {
+            return false;
+        }
+        sent = sent.saturating_add(b.init_len);
+        if b.readback {
+            returned = returned.saturating_add(b.len);
+        }
+    }
+    k.len > 0
+        && (k.len as u64) <= MAX_KERNEL_BYTES
+        && k.len % 4 == 0
+        && k.grid.iter().all(|&g| g > 0)
+        && !k.entry_point.is_empty()
+        && sent <= bytes_in
+        && returned <= bytes_out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_size_is_bounded() {
+        let size = core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>();
+        assert!(size < 64 * 1024, "agent is {size} bytes");
+    }
+}

@@ -1,0 +1,458 @@
+//! An in-memory coordinator and host for driving an [`Agent`] in virtual time:
+//! lifecycle tests, the in-memory demo, fuzzing and benchmarks use it. Whole
+//! job lifecycles run in microseconds, since time only moves when told to.
+//!
+//! The host here runs jobs with a CPU function given by the caller instead of
+//! a GPU, so the protocol can be exercised without one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::vec::Vec;
+
+use crate::agent::{Agent, Event};
+use crate::attest::{Ed25519Signer, Signer};
+use crate::limits::{CHUNK_SIZE, HEADER_LEN, MAX_FRAME};
+use crate::merkle::{leaf_hash, root_of, root_of_buffers};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    BufferSpec, Chunk, FailReason, Header, JobAssign, JobId, JobOffer, KernelSpec, Message, Nonce,
+    Requirements, Usage,
+};
+
+/// A job as a requester describes it.
+#[derive(Clone, Debug)]
+pub struct JobDescription {
+    /// SPIR-V bytes (any bytes, length a multiple of 4, for CPU-run tests).
+    pub kernel: Vec<u8>,
+    /// Entry point name.
+    pub entry_point: String,
+    /// Workgroup counts.
+    pub grid: [u32; 3],
+    /// Push constants.
+    pub push_constants: Vec<u8>,
+    /// Buffers: initial contents (may be empty), size, and whether returned.
+    pub buffers: Vec<(Vec<u8>, u64, bool)>,
+    /// Requester's nonce.
+    pub nonce: Nonce,
+}
+
+impl JobDescription {
+    /// The offer for this job with the given price ceiling and deadline.
+    pub fn offer(&self, job: JobId, max_price: u64, deadline_ms: u32) -> JobOffer {
+        JobOffer {
+            job,
+            requirements: Requirements::default(),
+            est_gpu_ms: 1,
+            bytes_in: self.kernel.len() as u64
+                + self.buffers.iter().map(|b| b.0.len() as u64).sum::<u64>(),
+            bytes_out: self.buffers.iter().filter(|b| b.2).map(|b| b.1).sum(),
+            max_price,
+            deadline_ms,
+        }
+    }
+
+    /// The assignment message.
+    pub fn assign(&self, job: JobId) -> JobAssign {
+        let mut entry_point = heapless::String::new();
+        let _ = entry_point.push_str(&self.entry_point);
+        JobAssign {
+            job,
+            requester_nonce: self.nonce,
+            kernel: KernelSpec {
+                len: self.kernel.len() as u32,
+                root: root_of(&self.kernel),
+                entry_point,
+                specialization: heapless::Vec::new(),
+                push_constants: heapless::Vec::from_slice(&self.push_constants).unwrap_or_default(),
+                grid: self.grid,
+            },
+            buffers: self
+                .buffers
+                .iter()
+                .map(|(init, len, readback)| BufferSpec {
+                    len: *len,
+                    init_len: init.len() as u64,
+                    readback: *readback,
+                })
+                .collect(),
+            inputs_root: root_of_buffers(self.buffers.iter().map(|b| &b.0[..])),
+        }
+    }
+
+    /// Every input chunk frame, in order (kernel first).
+    pub fn input_frames(&self, job: JobId) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut streams = vec![(0u8, &self.kernel[..])];
+        for (i, b) in self.buffers.iter().enumerate() {
+            if !b.0.is_empty() {
+                streams.push((i as u8 + 1, &b.0[..]));
+            }
+        }
+        for (stream, data) in streams {
+            for (index, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
+                frames.push(encode(&Message::InputChunk(Chunk {
+                    job,
+                    stream,
+                    index: index as u32,
+                    digest: leaf_hash(chunk),
+                    data: chunk,
+                })));
+            }
+        }
+        frames
+    }
+}
+
+/// Encodes a message into a new frame.
+pub fn encode(msg: &Message<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_FRAME];
+    // Messages built by the test kit always fit one frame.
+    let n = msg.encode(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// Splits a byte stream into frames.
+#[derive(Default, Debug)]
+pub struct FrameSplitter {
+    buf: Vec<u8>,
+}
+
+impl FrameSplitter {
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if any. A bad header yields the rest as one frame.
+    pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+        if self.buf.len() < HEADER_LEN {
+            return None;
+        }
+        let len = match Header::decode(&self.buf) {
+            Ok(h) => h.frame_len(),
+            Err(_) => self.buf.len(),
+        };
+        if self.buf.len() < len {
+            return None;
+        }
+        let rest = self.buf.split_off(len);
+        Some(std::mem::replace(&mut self.buf, rest))
+    }
+}
+
+/// What the in-memory host does when told to run a job: returns the read-back
+/// buffers' contents (in order) and the usage, or a failure.
+pub type RunFn = fn(&JobAssign, &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason>;
+
+/// A host job: the buffers received for it.
+#[derive(Clone, Debug, Default)]
+pub struct HostJob {
+    /// Kernel bytes.
+    pub kernel: Vec<u8>,
+    /// Buffer contents (initial data, zero-extended at run time).
+    pub buffers: Vec<Vec<u8>>,
+    /// Outputs, once run; kept until acknowledged.
+    pub outputs: Option<Vec<Vec<u8>>>,
+    /// Usage metered by the run.
+    pub usage: Usage,
+}
+
+/// A host that stores job data, runs jobs with a CPU function and uploads
+/// outputs, keeping them until the coordinator acknowledges them.
+pub struct Host {
+    /// Jobs held by the host.
+    pub jobs: BTreeMap<JobId, HostJob>,
+    /// Every event seen, as text, for assertions and the demo.
+    pub log: Vec<String>,
+    /// Jobs to run at the next `step`.
+    pub to_run: VecDeque<JobId>,
+    /// Jobs whose outputs must be (re)sent.
+    pub to_upload: VecDeque<JobId>,
+    /// Whether the agent asked to close the transport.
+    pub disconnect_requested: bool,
+    /// The job runner.
+    pub run: RunFn,
+    /// When false, jobs told to run are left running (to test deadlines).
+    pub auto_run: bool,
+}
+
+impl Host {
+    /// A host running jobs with `run`.
+    pub fn new(run: RunFn) -> Self {
+        Host {
+            jobs: BTreeMap::new(),
+            log: Vec::new(),
+            to_run: VecDeque::new(),
+            to_upload: VecDeque::new(),
+            disconnect_requested: false,
+            run,
+            auto_run: true,
+        }
+    }
+
+    /// Handles every queued agent event.
+    pub fn drain_events<S: Signer>(&mut self, agent: &mut Agent<S>) {
+        while let Some(event) = agent.poll_event() {
+            match event {
+                Event::JobData {
+                    job,
+                    stream,
+                    offset,
+                    data,
+                } => {
+                    let hj = self.jobs.entry(job).or_default();
+                    let target = if stream == 0 {
+                        &mut hj.kernel
+                    } else {
+                        let idx = stream as usize - 1;
+                        if hj.buffers.len() <= idx {
+                            hj.buffers.resize(idx + 1, Vec::new());
+                        }
+                        &mut hj.buffers[idx]
+                    };
+                    let end = offset as usize + data.len();
+                    if target.len() < end {
+                        target.resize(end, 0);
+                    }
+                    target[offset as usize..end].copy_from_slice(data);
+                    continue;
+                }
+                Event::JobAssigned { job } => {
+                    self.jobs.insert(job, HostJob::default());
+                }
+                Event::RunJob { job } => {
+                    if self.auto_run {
+                        self.to_run.push_back(job);
+                    }
+                }
+                Event::CancelJob { job, .. } => {
+                    self.jobs.remove(&job);
+                    self.to_run.retain(|j| *j != job);
+                    self.to_upload.retain(|j| *j != job);
+                }
+                Event::ResendOutputs { job } => self.to_upload.push_back(job),
+                Event::ResultAcknowledged { job } => {
+                    self.jobs.remove(&job);
+                }
+                Event::Disconnect { .. } => self.disconnect_requested = true,
+                Event::Ready | Event::PeerError { .. } => {}
+            }
+            self.log.push(format!("{event:?}"));
+        }
+    }
+
+    /// Runs queued jobs and uploads outputs as far as the agent's queue allows.
+    /// Returns whether anything was done.
+    pub fn work<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>) -> bool {
+        let mut did = false;
+        while let Some(job) = self.to_run.pop_front() {
+            let Some(spec) = agent.job_spec(job).cloned() else {
+                continue;
+            };
+            let Some(hj) = self.jobs.get_mut(&job) else {
+                continue;
+            };
+            let mut buffers = hj.buffers.clone();
+            buffers.resize(spec.buffers.len(), Vec::new());
+            for (b, s) in buffers.iter_mut().zip(spec.buffers.iter()) {
+                b.resize(s.len as usize, 0);
+            }
+            match (self.run)(&spec, &buffers) {
+                Ok((outputs, usage)) => {
+                    hj.outputs = Some(outputs);
+                    hj.usage = usage;
+                    self.to_upload.push_back(job);
+                }
+                Err(reason) => {
+                    let r = agent.fail_job(now, job, reason, 0, Usage::default());
+                    self.log.push(format!("fail_job({job}) -> {r:?}"));
+                }
+            }
+            did = true;
+        }
+        while let Some(&job) = self.to_upload.front() {
+            if !self.upload(now, agent, job) {
+                break;
+            }
+            self.to_upload.pop_front();
+            did = true;
+        }
+        did
+    }
+
+    /// Writes a job's outputs from the agent's cursor on; returns true once the
+    /// job is finished (or cannot be), false when the agent's queue is full.
+    fn upload<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>, job: JobId) -> bool {
+        let Some(hj) = self.jobs.get(&job) else {
+            return true;
+        };
+        let Some(outputs) = hj.outputs.as_ref() else {
+            return true;
+        };
+        let Some(spec) = agent.job_spec(job) else {
+            return true;
+        };
+        let readback: Vec<usize> = spec
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.readback)
+            .map(|(i, _)| i)
+            .collect();
+        while let Some((buffer, offset)) = agent.output_cursor(job) {
+            let Some(pos) = readback.iter().position(|&b| b == buffer as usize) else {
+                break;
+            };
+            let data = &outputs[pos];
+            if offset as usize >= data.len() {
+                break;
+            }
+            match agent.send_output(now, job, buffer, &data[offset as usize..]) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) => {
+                    self.log.push(format!("send_output({job}) -> {e:?}"));
+                    return true;
+                }
+            }
+        }
+        let r = agent.finish_job(now, job, hj.usage);
+        self.log.push(format!("finish_job({job}) -> {r:?}"));
+        true
+    }
+}
+
+/// A CPU job runner for tests: every read-back buffer gets the bytes of input
+/// buffer 0, each incremented by one (wrapping), over its length.
+pub fn increment_run(
+    spec: &JobAssign,
+    buffers: &[Vec<u8>],
+) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
+    let input = buffers.first().cloned().unwrap_or_default();
+    let outputs = spec
+        .buffers
+        .iter()
+        .filter(|b| b.readback)
+        .map(|b| {
+            (0..b.len as usize)
+                .map(|i| input.get(i).copied().unwrap_or(0).wrapping_add(1))
+                .collect()
+        })
+        .collect();
+    Ok((
+        outputs,
+        Usage {
+            gpu_time_us: 1500,
+            dispatches: 1,
+            ..Usage::default()
+        },
+    ))
+}
+
+/// The agent, its host, and the coordinator's end of the pipe, in virtual time.
+pub struct Harness<S: Signer = Ed25519Signer> {
+    /// Virtual now.
+    pub now: Instant,
+    /// The agent under test.
+    pub agent: Agent<S>,
+    /// Its host.
+    pub host: Host,
+    /// Bytes the coordinator sent and the agent has not consumed.
+    pub to_agent: VecDeque<u8>,
+    /// Frames the agent sent, split.
+    pub from_agent: FrameSplitter,
+    /// Errors `handle_input` returned.
+    pub input_errors: Vec<crate::error::InputError>,
+}
+
+impl<S: Signer> Harness<S> {
+    /// A harness around `agent`, whose host runs jobs with `run`.
+    pub fn new(agent: Agent<S>, run: RunFn) -> Self {
+        Harness {
+            now: Instant::from_millis(1),
+            agent,
+            host: Host::new(run),
+            to_agent: VecDeque::new(),
+            from_agent: FrameSplitter::default(),
+            input_errors: Vec::new(),
+        }
+    }
+
+    /// Queues a message from the coordinator.
+    pub fn send(&mut self, msg: &Message<'_>) {
+        self.to_agent.extend(encode(msg));
+    }
+
+    /// Queues raw bytes from the coordinator.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.to_agent.extend(bytes.iter().copied());
+    }
+
+    /// Moves bytes and events until nothing changes; returns the frames the
+    /// agent sent meanwhile.
+    pub fn pump(&mut self) -> Vec<Vec<u8>> {
+        let mut out = [0u8; 4096];
+        let mut frames = Vec::new();
+        for _ in 0..100_000 {
+            let mut progressed = false;
+            while let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
+                self.from_agent.push(&out[..n]);
+                progressed = true;
+            }
+            while let Some(f) = self.from_agent.next_frame() {
+                frames.push(f);
+            }
+            self.host.drain_events(&mut self.agent);
+            if self.host.work(self.now, &mut self.agent) || self.agent.pending_transmit() > 0 {
+                progressed = true;
+            }
+            if !self.to_agent.is_empty() && self.agent.state() != crate::ConnState::Disconnected {
+                let (a, b) = self.to_agent.as_slices();
+                let slice = if a.is_empty() { b } else { a };
+                let take = slice.len().min(3000);
+                let piece: Vec<u8> = slice[..take].to_vec();
+                match self.agent.handle_input(self.now, &piece) {
+                    Ok(n) => {
+                        self.to_agent.drain(..n);
+                        progressed |= n > 0;
+                    }
+                    Err(e) => {
+                        self.to_agent.drain(..e.consumed);
+                        self.input_errors.push(e);
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        frames
+    }
+
+    /// Jumps virtual time to the agent's next timer (if before `limit`) and
+    /// runs it; returns whether a timer ran.
+    pub fn advance(&mut self, limit: Duration) -> bool {
+        let until = self.now + limit;
+        match self.agent.poll_timeout() {
+            Some(t) if t <= until => {
+                self.now = self.now.max(t);
+                self.agent.handle_timeout(self.now);
+                true
+            }
+            _ => {
+                self.now = until;
+                false
+            }
+        }
+    }
+}
+
+/// Decodes a frame the agent sent (test convenience: panics on bad frames,
+/// which would be an agent bug).
+pub fn decode(frame: &[u8]) -> Message<'_> {
+    match Message::decode(frame) {
+        Ok(m) => m,
+        Err(e) => panic!("agent sent an undecodable frame: {e:?}"),
+    }
+}

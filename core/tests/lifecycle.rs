@@ -1,0 +1,498 @@
+//! Whole job lifecycles between an agent and a scripted coordinator, in
+//! virtual time: each test runs in microseconds of real time.
+
+use tessera_core::agent::{CancelReason, DisconnectReason, JobState};
+use tessera_core::attest::{
+    ChainState, DeviceCapabilities, Ed25519Signer, Evidence, Receipt, ReceiptStatus,
+    ReceiptVerifier,
+};
+use tessera_core::merkle::root_of_buffers;
+use tessera_core::testkit::{decode, increment_run, Harness, JobDescription};
+use tessera_core::wire::{
+    features, Cancel, DeclineReason, FailReason, JobRef, Message, MessageType, Requirements,
+    Welcome,
+};
+use tessera_core::{Agent, Config, ConnState, Duration, LinearPrice, Policy};
+
+const SEED: [u8; 32] = [7; 32];
+const CHALLENGE: [u8; 32] = [0xC4; 32];
+
+fn config() -> Config {
+    let mut capabilities = DeviceCapabilities {
+        features: features::FLOAT16 | features::ROBUST_BUFFER_ACCESS,
+        device_local_bytes: 1 << 30,
+        ..DeviceCapabilities::default()
+    };
+    let _ = capabilities.name.push_str("test device");
+    Config {
+        agent_version: [0, 1, 0],
+        boot_id: [1; 16],
+        capabilities,
+        policy: Policy {
+            max_concurrent: 2,
+            price: LinearPrice {
+                base: 100,
+                per_gpu_ms: 10,
+                per_mib_in: 1,
+                per_mib_out: 1,
+            },
+            floor: 150,
+            heartbeat_interval: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(20),
+            ..Policy::default()
+        },
+    }
+}
+
+fn harness() -> Harness {
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(config(), signer, ChainState::default()).unwrap();
+    Harness::new(agent, increment_run)
+}
+
+fn kinds(frames: &[Vec<u8>]) -> Vec<MessageType> {
+    frames.iter().map(|f| decode(f).kind()).collect()
+}
+
+/// Connects and completes the handshake; returns the agent's public key.
+fn handshake(h: &mut Harness) -> [u8; 32] {
+    h.agent.connect(h.now).unwrap();
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Hello]);
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: CHALLENGE,
+        heartbeat_ms: 0,
+    }));
+    let frames = h.pump();
+    let Message::Evidence(blob) = decode(&frames[0]) else {
+        panic!("expected evidence")
+    };
+    let evidence = Evidence::verify(blob.bytes, &CHALLENGE).expect("evidence verifies");
+    assert_eq!(evidence.capabilities.name.as_str(), "test device");
+    h.send(&Message::Ready);
+    assert_eq!(h.agent.state(), ConnState::AwaitingReady);
+    evidence.public_key
+}
+
+/// Lets the handshake's `Ready` through; returns what the agent sent then.
+fn ready(h: &mut Harness) -> Vec<Vec<u8>> {
+    let frames = h.pump();
+    assert_eq!(h.agent.state(), ConnState::Ready);
+    frames
+}
+
+fn job(nonce: u8, input_len: usize) -> JobDescription {
+    JobDescription {
+        kernel: (0..4096u32).flat_map(|i| i.to_le_bytes()).collect(),
+        entry_point: "main".into(),
+        grid: [4, 1, 1],
+        push_constants: vec![1, 2, 3, 4],
+        buffers: vec![
+            (
+                (0..input_len).map(|i| (i % 251) as u8).collect(),
+                input_len as u64,
+                false,
+            ),
+            (Vec::new(), input_len as u64, true),
+        ],
+        nonce: [nonce; 32],
+    }
+}
+
+/// Offers, assigns and sends the job; returns the frames the agent sent.
+fn submit(h: &mut Harness, id: u64, j: &JobDescription) -> Vec<Vec<u8>> {
+    h.send(&Message::JobOffer(j.offer(id, 10_000, 60_000)));
+    let mut frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::OfferAccept]);
+    h.send(&Message::JobAssign(j.assign(id)));
+    for f in j.input_frames(id) {
+        h.send_raw(&f);
+    }
+    frames.extend(h.pump());
+    frames
+}
+
+struct Outcome {
+    outputs: Vec<Vec<u8>>,
+    receipt: Vec<u8>,
+}
+
+fn collect(frames: &[Vec<u8>], id: u64) -> Outcome {
+    let mut outputs: Vec<Vec<u8>> = Vec::new();
+    let mut receipt = Vec::new();
+    for f in frames {
+        match decode(f) {
+            Message::OutputChunk(c) if c.job == id => {
+                let s = c.stream as usize;
+                if outputs.len() <= s {
+                    outputs.resize(s + 1, Vec::new());
+                }
+                outputs[s].extend_from_slice(c.data);
+            }
+            Message::Receipt(r) if r.job == id => receipt = r.bytes.to_vec(),
+            _ => {}
+        }
+    }
+    outputs.retain(|o| !o.is_empty());
+    Outcome { outputs, receipt }
+}
+
+#[test]
+fn happy_path_returns_outputs_and_a_verifiable_receipt() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(9, 20_000);
+    let frames = submit(&mut h, 1, &j);
+    let k = kinds(&frames);
+    assert!(k.contains(&MessageType::Started));
+    let tail: Vec<_> = k.iter().rev().take(3).rev().copied().collect();
+    assert_eq!(
+        tail,
+        vec![
+            MessageType::Completed,
+            MessageType::UsageReport,
+            MessageType::Receipt
+        ]
+    );
+    let out = collect(&frames, 1);
+    let expected: Vec<u8> = j.buffers[0].0.iter().map(|b| b.wrapping_add(1)).collect();
+    assert_eq!(out.outputs, vec![expected.clone()]);
+
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    let receipt = verifier.verify_next(&out.receipt, Some(&[9; 32])).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Completed);
+    assert_eq!(receipt.output_root, root_of_buffers([&expected[..]]));
+    assert_eq!(receipt.output_len, 20_000);
+    assert_eq!(receipt.usage.gpu_time_us, 1500);
+    // base 100 + 2 ms * 10 + 1 MiB in + 1 MiB out = 122, raised to the floor.
+    assert_eq!(receipt.price, 150);
+    assert_eq!(receipt.sequence, 1);
+
+    assert_eq!(h.agent.job_state(1), Some(JobState::AwaitingAck));
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(1), None);
+    assert!(h.host.log.iter().any(|l| l.contains("ResultAcknowledged")));
+    assert_eq!(h.agent.stats().jobs_completed, 1);
+    assert_eq!(h.agent.stats().earnings, 150);
+}
+
+#[test]
+fn offers_are_declined_by_price_capability_and_capacity() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    let j = job(1, 100);
+    let decline = |h: &mut Harness, offer| {
+        h.send(&Message::JobOffer(offer));
+        let frames = h.pump();
+        match decode(&frames[0]) {
+            Message::OfferDecline(d) => d.reason,
+            other => panic!("expected a decline, got {other:?}"),
+        }
+    };
+    let cheap = j.offer(1, 149, 60_000);
+    assert_eq!(decline(&mut h, cheap), DeclineReason::PriceTooLow);
+    let mut needs_f64 = j.offer(2, 10_000, 60_000);
+    needs_f64.requirements = Requirements {
+        memory_mib: 1,
+        features: features::FLOAT64,
+    };
+    assert_eq!(decline(&mut h, needs_f64), DeclineReason::Unsupported);
+    let mut too_much_memory = j.offer(3, 10_000, 60_000);
+    too_much_memory.requirements.memory_mib = 4096;
+    assert_eq!(decline(&mut h, too_much_memory), DeclineReason::Unsupported);
+    let mut rushed = j.offer(4, 10_000, 5);
+    rushed.est_gpu_ms = 10;
+    assert_eq!(decline(&mut h, rushed), DeclineReason::DeadlineTooShort);
+
+    // Capacity is two jobs.
+    for id in [10, 11] {
+        h.send(&Message::JobOffer(j.offer(id, 10_000, 60_000)));
+        assert_eq!(kinds(&h.pump()), vec![MessageType::OfferAccept]);
+    }
+    assert_eq!(
+        decline(&mut h, j.offer(12, 10_000, 60_000)),
+        DeclineReason::AtCapacity
+    );
+    assert_eq!(
+        decline(&mut h, j.offer(10, 10_000, 60_000)),
+        DeclineReason::DuplicateJob
+    );
+}
+
+#[test]
+fn cancel_during_transfer_and_during_run() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    let j = job(1, 40_000);
+    // During transfer: send the assignment and only two chunks.
+    h.send(&Message::JobOffer(j.offer(1, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1).into_iter().take(2) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(1), Some(JobState::Receiving));
+    h.send(&Message::Cancel(Cancel { job: 1, reason: 42 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(1), None);
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", CancelReason::Requested(42)))));
+    assert!(!h.host.jobs.contains_key(&1));
+
+    // During the run: the host does not run jobs on its own.
+    h.host.auto_run = false;
+    submit(&mut h, 2, &j);
+    assert_eq!(h.agent.job_state(2), Some(JobState::Running));
+    h.send(&Message::Cancel(Cancel { job: 2, reason: 1 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(2), None);
+    // Late host calls for the cancelled job get a typed error.
+    assert_eq!(
+        h.agent.finish_job(h.now, 2, Default::default()),
+        Err(tessera_core::Error::UnknownJob(2))
+    );
+    // The agent keeps serving.
+    h.host.auto_run = true;
+    let frames = submit(&mut h, 3, &j);
+    assert!(kinds(&frames).contains(&MessageType::Receipt));
+}
+
+#[test]
+fn deadline_expiry_fails_the_job_with_a_signed_receipt() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(5, 1000);
+    submit(&mut h, 1, &j);
+    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    // Keep the coordinator talking so only the deadline fires.
+    let mut frames = Vec::new();
+    while h.agent.job_state(1) == Some(JobState::Running) {
+        h.send(&Message::Heartbeat(Default::default()));
+        frames.extend(h.pump());
+        assert!(h.advance(Duration::from_secs(10)));
+        frames.extend(h.pump());
+    }
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", CancelReason::Deadline))));
+    let failed = frames
+        .iter()
+        .find_map(|f| match decode(f) {
+            Message::Failed(x) => Some(x),
+            _ => None,
+        })
+        .expect("a Failed message");
+    assert_eq!(failed.reason, FailReason::DeadlineExceeded);
+    let receipt_bytes = collect(&frames, 1).receipt;
+    let receipt = Receipt::verify(&receipt_bytes, &pk).unwrap();
+    assert_eq!(
+        receipt.status,
+        ReceiptStatus::Failed(FailReason::DeadlineExceeded)
+    );
+    assert_eq!(receipt.price, 0);
+    assert!(h.now.micros >= 60_000_000, "the deadline was 60 s");
+}
+
+#[test]
+fn peer_silence_disconnects_and_heartbeats_flow() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    // 5 s heartbeats while the peer is silent, then the 20 s timeout.
+    let mut heartbeats = 0;
+    for _ in 0..10 {
+        if !h.advance(Duration::from_secs(30)) {
+            break;
+        }
+        heartbeats += kinds(&h.pump())
+            .iter()
+            .filter(|k| **k == MessageType::Heartbeat)
+            .count();
+        if h.agent.state() == ConnState::Disconnected {
+            break;
+        }
+    }
+    assert_eq!(h.agent.state(), ConnState::Disconnected);
+    assert!(heartbeats >= 3, "saw {heartbeats} heartbeats");
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", DisconnectReason::PeerSilent))));
+    // The agent reconnects fine.
+    handshake(&mut h);
+    ready(&mut h);
+}
+
+#[test]
+fn reconnect_offers_an_unacknowledged_result_again() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(3, 30_000);
+    let frames = submit(&mut h, 7, &j);
+    let first = collect(&frames, 7);
+    assert!(!first.receipt.is_empty());
+    // The connection drops before the coordinator acknowledges.
+    h.agent.disconnected(h.now);
+    assert_eq!(h.agent.job_state(7), Some(JobState::AwaitingAck));
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    let again = collect(&frames, 7);
+    assert_eq!(again.outputs, first.outputs, "the outputs are sent again");
+    assert_eq!(again.receipt, first.receipt, "the same signed receipt");
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    verifier
+        .verify_next(&again.receipt, Some(&[3; 32]))
+        .unwrap();
+    h.send(&Message::ResultAck(JobRef { job: 7 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(7), None);
+}
+
+#[test]
+fn job_finishing_while_disconnected_is_delivered_after_reconnect() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(4, 10_000);
+    submit(&mut h, 8, &j);
+    h.agent.disconnected(h.now);
+    // The host finishes the job while offline.
+    h.host.to_run.push_back(8);
+    h.pump();
+    assert_eq!(h.agent.job_state(8), Some(JobState::AwaitingAck));
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    let out = collect(&frames, 8);
+    assert_eq!(out.outputs.len(), 1);
+    let receipt = Receipt::verify(&out.receipt, &pk).unwrap();
+    assert_eq!(receipt.output_root, root_of_buffers([&out.outputs[0][..]]));
+}
+
+#[test]
+fn receipts_form_a_chain_across_jobs() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    for id in 1..=5u64 {
+        let j = job(id as u8, 3000 + id as usize);
+        let frames = submit(&mut h, id, &j);
+        let r = verifier
+            .verify_next(&collect(&frames, id).receipt, Some(&[id as u8; 32]))
+            .unwrap();
+        assert_eq!(r.sequence, id);
+        h.send(&Message::ResultAck(JobRef { job: id }));
+        h.pump();
+    }
+    assert_eq!(h.agent.chain(), verifier.chain());
+}
+
+#[test]
+fn drain_finishes_running_work_then_says_goodbye() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(2, 5000);
+    submit(&mut h, 1, &j);
+    h.agent.drain(h.now).unwrap();
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Drain]);
+    // New offers are declined while draining.
+    h.send(&Message::JobOffer(j.offer(2, 10_000, 60_000)));
+    let frames = h.pump();
+    assert!(matches!(
+        decode(&frames[0]),
+        Message::OfferDecline(d) if d.reason == DeclineReason::Draining
+    ));
+    // The running job completes and is acknowledged; then goodbye.
+    h.host.to_run.push_back(1);
+    let frames = h.pump();
+    assert!(kinds(&frames).contains(&MessageType::Receipt));
+    assert_eq!(h.agent.state(), ConnState::Ready);
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Goodbye]);
+    assert_eq!(h.agent.state(), ConnState::Closed);
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", DisconnectReason::Drained))));
+}
+
+#[test]
+fn corrupted_input_chunk_fails_the_job_and_the_agent_keeps_serving() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(6, 9000);
+    h.send(&Message::JobOffer(j.offer(1, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(1)));
+    let mut frames = j.input_frames(1);
+    let last = frames.len() - 1;
+    let n = frames[last].len();
+    frames[last][n - 1] ^= 0xFF; // flip a data byte; its digest no longer matches
+    for f in frames {
+        h.send_raw(&f);
+    }
+    let out = h.pump();
+    let failed = out.iter().find_map(|f| match decode(f) {
+        Message::Failed(x) => Some(x),
+        _ => None,
+    });
+    assert_eq!(failed.map(|f| f.reason), Some(FailReason::InputIntegrity));
+    let receipt = Receipt::verify(&collect(&out, 1).receipt, &pk).unwrap();
+    assert_eq!(
+        receipt.status,
+        ReceiptStatus::Failed(FailReason::InputIntegrity)
+    );
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    h.pump();
+    let frames = submit(&mut h, 2, &j);
+    assert!(kinds(&frames).contains(&MessageType::Receipt));
+}
+
+#[test]
+fn bad_frames_get_typed_errors_and_error_frames() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    // Unknown message type: recoverable.
+    h.send_raw(&[b'T', b'S', 1, 0x77, 0, 0, 0, 0]);
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Error]);
+    assert_eq!(h.agent.state(), ConnState::Ready);
+    // A provider-only message from the coordinator: recoverable.
+    h.send(&Message::Started(JobRef { job: 1 }));
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Error]);
+    // Truncated body: recoverable.
+    h.send_raw(&[b'T', b'S', 1, MessageType::Cancel as u8, 1, 0, 0, 0, 0x80]);
+    assert_eq!(kinds(&h.pump()), vec![MessageType::Error]);
+    assert_eq!(h.agent.state(), ConnState::Ready);
+    // Oversized frame: fatal for the connection, not for the agent.
+    h.send_raw(&[b'T', b'S', 1, MessageType::Cancel as u8, 0xFF, 0xFF, 0, 0]);
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Error]);
+    assert_eq!(h.agent.state(), ConnState::Disconnected);
+    assert_eq!(h.input_errors.len(), 4);
+    h.to_agent.clear();
+    handshake(&mut h);
+    ready(&mut h);
+}
