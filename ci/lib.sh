@@ -1,0 +1,33 @@
+# Shared helpers for the ci/ scripts. Source it; it changes nothing by itself.
+
+# Installs Debian packages that are not installed yet (apt-get update runs only
+# when something is missing, so a prepared machine is not slowed down).
+need_debs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "ci: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Adds rustup targets that are not installed yet.
+need_targets() {
+  local installed
+  installed=$(rustup target list --installed)
+  for t in "$@"; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t"
+  done
+}
+
+# Installs Python packages with pip when an import fails.
+need_py() {
+  local module=$1 package=$2
+  python3 -c "import $module" 2>/dev/null || python3 -m pip install -q "$package"
+}
+
+step() { printf '\n== %s\n' "$*"; }

@@ -1,0 +1,141 @@
+//! Protocol benchmarks. Prints one JSON object per line:
+//! `protocol.handle_rate` (frames decoded and handled per second by the agent,
+//! replies drained) beside `postcard_decode` (the same frames decoded by
+//! postcard alone, the floor), and `protocol.agent_bytes` (size of the agent).
+
+use std::hint::black_box;
+use std::time::Instant as Clock;
+
+use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer};
+use tessera_core::limits::HEADER_LEN;
+use tessera_core::testkit::encode;
+use tessera_core::wire::{Heartbeat, JobOffer, Message, MessageType, Requirements, Welcome};
+use tessera_core::{Agent, Config, Instant, LinearPrice, Policy};
+
+fn agent() -> Agent<Ed25519Signer> {
+    let signer = Ed25519Signer::from_seed(&[1; 32]).expect("fixed seed");
+    let config = Config {
+        capabilities: DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..Default::default()
+        },
+        policy: Policy {
+            price: LinearPrice {
+                base: 1000,
+                ..Default::default()
+            },
+            ..Policy::default()
+        },
+        ..Config::default()
+    };
+    Agent::new(config, signer, ChainState::default()).expect("valid config")
+}
+
+/// A ready agent: handshake done.
+fn ready_agent(now: Instant) -> Agent<Ed25519Signer> {
+    let mut a = agent();
+    a.connect(now).expect("fresh agent");
+    let mut sink = [0u8; 4096];
+    for msg in [
+        Message::Welcome(Welcome {
+            version: 1,
+            challenge: [3; 32],
+            heartbeat_ms: 0,
+        }),
+        Message::Ready,
+    ] {
+        let f = encode(&msg);
+        a.handle_input(now, &f).expect("handshake frame");
+        while a.poll_transmit(now, &mut sink).is_some() {}
+        while a.poll_event().is_some() {}
+    }
+    a
+}
+
+/// The workload: offers the agent declines on price (decode, policy, encode a
+/// reply) alternating with heartbeats (decode only).
+fn stream(frames: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in 0..frames {
+        let msg = if i % 2 == 0 {
+            Message::JobOffer(JobOffer {
+                job: i as u64,
+                requirements: Requirements::default(),
+                est_gpu_ms: 250,
+                bytes_in: 1 << 20,
+                bytes_out: 1 << 20,
+                max_price: 10,
+                deadline_ms: 60_000,
+            })
+        } else {
+            Message::Heartbeat(Heartbeat::default())
+        };
+        bytes.extend(encode(&msg));
+    }
+    bytes
+}
+
+fn handle_rate(bytes: &[u8], frames: usize) -> f64 {
+    let now = Instant::from_millis(1);
+    let mut a = ready_agent(now);
+    let mut sink = [0u8; 16 * 1024];
+    let start = Clock::now();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = a.handle_input(now, rest).expect("valid stream");
+        rest = &rest[n..];
+        while let Some(n) = a.poll_transmit(now, &mut sink) {
+            black_box(&sink[..n]);
+        }
+        while a.poll_event().is_some() {}
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(a.stats().offers_declined as usize, frames / 2);
+    frames as f64 / secs
+}
+
+fn postcard_rate(bytes: &[u8], frames: usize) -> f64 {
+    let start = Clock::now();
+    let mut at = 0;
+    let mut count = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
+            as usize;
+        let body = &bytes[at + HEADER_LEN..at + HEADER_LEN + len];
+        if bytes[at + 3] == MessageType::JobOffer as u8 {
+            black_box(postcard::from_bytes::<JobOffer>(body).expect("valid offer"));
+        } else {
+            black_box(postcard::from_bytes::<Heartbeat>(body).expect("valid heartbeat"));
+        }
+        at += HEADER_LEN + len;
+        count += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(count, frames);
+    frames as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let frames = 200_000;
+    let bytes = stream(frames);
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    for _ in 0..7 {
+        ours.push(handle_rate(&bytes, frames));
+        peer.push(postcard_rate(&bytes, frames));
+    }
+    println!(
+        "{{\"name\": \"protocol.handle_rate\", \"value\": {:.0}, \"unit\": \"frames/s\", \"peers\": {{\"postcard_decode\": {:.0}}}}}",
+        median(ours),
+        median(peer)
+    );
+    println!(
+        "{{\"name\": \"protocol.agent_bytes\", \"value\": {}, \"unit\": \"bytes\", \"peers\": {{}}}}",
+        std::mem::size_of::<Agent<Ed25519Signer>>()
+    );
+}
