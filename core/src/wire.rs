@@ -283,7 +283,7 @@ pub struct OfferAccept {
 }
 
 /// Why a provider declines an offer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DeclineReason {
     /// The offer's `max_price` is below the provider's price.
@@ -391,7 +391,7 @@ pub struct Completed {
 }
 
 /// Why a job failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FailReason {
     /// The kernel failed validation; `detail` holds the rejection code.
@@ -474,7 +474,7 @@ pub struct Heartbeat {
 }
 
 /// Why a peer says goodbye.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum GoodbyeReason {
     /// Drained: nothing is in flight.
@@ -529,6 +529,63 @@ pub enum Message<'a> {
     Goodbye(Goodbye),
     Error(ErrorMsg),
 }
+
+/// Codes that travel as one byte holding the documented value (not postcard's
+/// variant index), so the wire byte, the docs and receipts agree.
+macro_rules! wire_code {
+    ($name:ident { $($variant:ident = $code:literal),* $(,)? }) => {
+        impl $name {
+            /// The variant for a wire byte, if it names one.
+            pub fn from_u8(code: u8) -> Option<$name> {
+                match code {
+                    $($code => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+                s.serialize_u8(*self as u8)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let code = u8::deserialize(d)?;
+                $name::from_u8(code).ok_or_else(|| {
+                    <D::Error as serde::de::Error>::custom(concat!("unknown ", stringify!($name)))
+                })
+            }
+        }
+    };
+}
+
+wire_code!(DeclineReason {
+    PriceTooLow = 1,
+    AtCapacity = 2,
+    Unsupported = 3,
+    DeadlineTooShort = 4,
+    Draining = 5,
+    TooLarge = 6,
+    DuplicateJob = 7,
+});
+
+wire_code!(FailReason {
+    KernelRejected = 1,
+    Timeout = 2,
+    DeadlineExceeded = 3,
+    DeviceLost = 4,
+    OutOfMemory = 5,
+    InputIntegrity = 6,
+    Host = 7,
+});
+
+wire_code!(GoodbyeReason {
+    Drained = 1,
+    Shutdown = 2,
+    ProtocolError = 3,
+});
 
 fn body<'a, T: Deserialize<'a>>(kind: MessageType, bytes: &'a [u8]) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(bytes) {

@@ -496,3 +496,24 @@ fn bad_frames_get_typed_errors_and_error_frames() {
     handshake(&mut h);
     ready(&mut h);
 }
+
+/// Reason codes travel as the documented byte, the same value receipts use.
+#[test]
+fn reason_codes_travel_as_their_documented_byte() {
+    use tessera_core::testkit::encode;
+    use tessera_core::wire::{Failed, OfferDecline};
+    let f = encode(&Message::OfferDecline(OfferDecline {
+        job: 1,
+        reason: DeclineReason::TooLarge,
+    }));
+    assert_eq!(f[8..], [1, 6]);
+    let f = encode(&Message::Failed(Failed {
+        job: 2,
+        reason: FailReason::DeviceLost,
+        detail: 0,
+    }));
+    assert_eq!(f[8..], [2, 4, 0]);
+    let mut bad = f.clone();
+    bad[9] = 0;
+    assert!(Message::decode(&bad).is_err());
+}

@@ -35,18 +35,10 @@ impl ReceiptStatus {
 
     /// The status for a wire code.
     pub fn from_code(code: u8) -> Option<ReceiptStatus> {
-        use FailReason as F;
-        Some(match code {
-            0 => ReceiptStatus::Completed,
-            1 => ReceiptStatus::Failed(F::KernelRejected),
-            2 => ReceiptStatus::Failed(F::Timeout),
-            3 => ReceiptStatus::Failed(F::DeadlineExceeded),
-            4 => ReceiptStatus::Failed(F::DeviceLost),
-            5 => ReceiptStatus::Failed(F::OutOfMemory),
-            6 => ReceiptStatus::Failed(F::InputIntegrity),
-            7 => ReceiptStatus::Failed(F::Host),
-            _ => return None,
-        })
+        match code {
+            0 => Some(ReceiptStatus::Completed),
+            _ => FailReason::from_u8(code).map(ReceiptStatus::Failed),
+        }
     }
 }
 
