@@ -52,6 +52,12 @@ pub struct Config {
     pub capabilities: DeviceCapabilities,
     /// Which offers to take, what to charge, and the session timers.
     pub policy: Policy,
+    /// When true, a signed result is held back until the host has stored it
+    /// durably: the agent emits [`Event::PersistResult`] and sends nothing for
+    /// the job until [`Agent::confirm_persisted`]. Hosts that keep results
+    /// across restarts (the std runtime) set it, so that a receipt the
+    /// coordinator has seen is never lost in a crash and the chain never breaks.
+    pub persist_results: bool,
 }
 
 /// The connection's state.
@@ -153,6 +159,13 @@ pub enum Event<'a> {
         /// The job.
         job: JobId,
     },
+    /// The job's result is signed: store [`Agent::result_record`] (and the
+    /// outputs) durably, then call [`Agent::confirm_persisted`]. Only with
+    /// [`Config::persist_results`].
+    PersistResult {
+        /// The job.
+        job: JobId,
+    },
     /// The coordinator holds the job's outputs and receipt: the host may drop them.
     ResultAcknowledged {
         /// The job.
@@ -185,6 +198,7 @@ enum EventRecord {
     RunJob(JobId),
     CancelJob(JobId, CancelReason),
     ResendOutputs(JobId),
+    PersistResult(JobId),
     ResultAcknowledged(JobId),
     PeerError(u16, JobId),
     Disconnect(DisconnectReason),
@@ -229,6 +243,10 @@ struct Job {
     price: u64,
     /// The outcome messages still have to be sent on the current connection.
     unsent: bool,
+    /// The host stored the result (always true without `persist_results`).
+    persisted: bool,
+    /// The receipt chain right after this job's receipt.
+    chain_after: ChainState,
     receipt: Vec<u8, RECEIPT_LEN>,
 }
 
@@ -252,6 +270,8 @@ impl Job {
             usage: Usage::default(),
             price: 0,
             unsent: false,
+            persisted: true,
+            chain_after: ChainState::default(),
             receipt: Vec::new(),
         }
     }
@@ -1228,14 +1248,102 @@ impl<S: Signer> Agent<S> {
             .sign(&mut self.signer, &mut signed)
             .map_err(Error::Signer)?;
         self.chain.advance(Receipt::hash(&signed[..n]));
+        let persist = self.config.persist_results;
+        let chain_after = self.chain;
         let job = &mut self.jobs[i];
+        job.persisted = !persist;
+        job.chain_after = chain_after;
         job.receipt.clear();
         // RECEIPT_LEN is the capacity, so this cannot fail.
         let _ = job.receipt.extend_from_slice(&signed[..n]);
         job.outcome = Some(outcome);
         job.usage = usage;
         job.price = price;
+        if persist {
+            let id = job.id;
+            self.push_event(EventRecord::PersistResult(id));
+        }
         Ok(())
+    }
+
+    /// The host stored a job's result durably ([`Event::PersistResult`]): the
+    /// agent may now send it.
+    pub fn confirm_persisted(&mut self, _now: Instant, id: JobId) -> Result<(), Error> {
+        let i = self.job_index(id)?;
+        if self.jobs[i].outcome.is_none() {
+            return Err(Error::InvalidJobState(id));
+        }
+        self.jobs[i].persisted = true;
+        self.flush_outcomes();
+        Ok(())
+    }
+
+    /// Everything the agent needs to deliver an ended job's result after a
+    /// restart: store it on [`Event::PersistResult`], hand it back with
+    /// [`Agent::restore_result`].
+    pub fn result_record(&self, id: JobId) -> Option<ResultRecord> {
+        let job = &self.jobs[self.find(id)?];
+        let outcome = match job.outcome? {
+            Outcome::Completed {
+                output_len,
+                output_root,
+            } => RecordOutcome::Completed {
+                output_len,
+                output_root,
+            },
+            Outcome::Failed { reason, detail } => RecordOutcome::Failed { reason, detail },
+        };
+        Some(ResultRecord {
+            job: id,
+            spec: job.spec.clone()?,
+            outcome,
+            usage: job.usage,
+            price: job.price,
+            receipt: job.receipt.clone(),
+            next_sequence: job.chain_after.next_sequence,
+            prev_hash: job.chain_after.prev_hash,
+        })
+    }
+
+    /// Takes back a stored result after a restart. It is delivered at the
+    /// next `Ready` (outputs through [`Event::ResendOutputs`]), like any result
+    /// not yet acknowledged.
+    pub fn restore_result(&mut self, record: &ResultRecord) -> Result<(), Error> {
+        if self.find(record.job).is_some() {
+            return Err(Error::InvalidJobState(record.job));
+        }
+        let outcome = match record.outcome {
+            RecordOutcome::Completed {
+                output_len,
+                output_root,
+            } => Outcome::Completed {
+                output_len,
+                output_root,
+            },
+            RecordOutcome::Failed { reason, detail } => Outcome::Failed { reason, detail },
+        };
+        let offer = JobOffer {
+            job: record.job,
+            requirements: Default::default(),
+            est_gpu_ms: 0,
+            bytes_in: record.usage.bytes_in,
+            bytes_out: record.usage.bytes_out,
+            max_price: record.price,
+            deadline_ms: 0,
+        };
+        let mut job = Job::new(&offer, Instant::ZERO);
+        job.state = JobState::AwaitingAck;
+        job.spec = Some(record.spec.clone());
+        job.outcome = Some(outcome);
+        job.usage = record.usage;
+        job.price = record.price;
+        job.receipt = record.receipt.clone();
+        job.unsent = true;
+        job.chain_after = ChainState {
+            next_sequence: record.next_sequence,
+            prev_hash: record.prev_hash,
+        };
+        self.jobs.push(job).map_err(|_| Error::CapacityExceeded)
     }
 
     /// Sends the outcome messages of ended jobs whose results have not gone out
@@ -1246,7 +1354,7 @@ impl<S: Signer> Agent<S> {
         }
         for i in 0..self.jobs.len() {
             let job = &self.jobs[i];
-            if job.state != JobState::AwaitingAck || !job.unsent {
+            if job.state != JobState::AwaitingAck || !job.unsent || !job.persisted {
                 continue;
             }
             if self.tx_free() < MAX_OUTCOME_BYTES {
@@ -1354,6 +1462,7 @@ impl<S: Signer> Agent<S> {
             EventRecord::RunJob(job) => Event::RunJob { job },
             EventRecord::CancelJob(job, reason) => Event::CancelJob { job, reason },
             EventRecord::ResendOutputs(job) => Event::ResendOutputs { job },
+            EventRecord::PersistResult(job) => Event::PersistResult { job },
             EventRecord::ResultAcknowledged(job) => Event::ResultAcknowledged { job },
             EventRecord::PeerError(code, job) => Event::PeerError { code, job },
             EventRecord::Disconnect(reason) => Event::Disconnect { reason },
@@ -1423,6 +1532,75 @@ impl<S: Signer> Agent<S> {
         let _ = self.check_drained();
     }
 }
+
+/// How a stored job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RecordOutcome {
+    /// Completed with outputs.
+    Completed {
+        /// Total output bytes.
+        output_len: u64,
+        /// Merkle root of the outputs.
+        output_root: Digest,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        reason: FailReason,
+        /// Reason-specific code.
+        detail: u32,
+    },
+}
+
+/// An ended job's result as the host stores it until the coordinator
+/// acknowledges it: enough to send it again after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResultRecord {
+    /// The job.
+    pub job: JobId,
+    /// Its assignment (for the read-back buffer layout and the receipt).
+    pub spec: JobAssign,
+    /// How it ended.
+    pub outcome: RecordOutcome,
+    /// Metered usage.
+    pub usage: Usage,
+    /// Price charged.
+    pub price: u64,
+    /// The signed receipt.
+    pub receipt: Vec<u8, RECEIPT_LEN>,
+    /// The device's receipt chain right after this receipt: the next sequence.
+    pub next_sequence: u64,
+    /// The device's receipt chain right after this receipt: this receipt's hash.
+    pub prev_hash: Digest,
+}
+
+impl ResultRecord {
+    /// The chain state right after this record's receipt.
+    pub fn chain_after(&self) -> ChainState {
+        ChainState {
+            next_sequence: self.next_sequence,
+            prev_hash: self.prev_hash,
+        }
+    }
+
+    /// Encodes the record (postcard) into `out`; returns the length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, crate::wire::EncodeError> {
+        postcard::to_slice(self, out)
+            .map(|b| b.len())
+            .map_err(|_| crate::wire::EncodeError::BufferTooSmall)
+    }
+
+    /// Decodes a record written by [`ResultRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Option<ResultRecord> {
+        match postcard::take_from_bytes::<ResultRecord>(bytes) {
+            Ok((r, [])) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes of the largest encoded [`ResultRecord`].
+pub const MAX_RECORD_BYTES: usize = 2048;
 
 /// Bytes of the three outcome frames (outcome, usage, receipt) of one job.
 const MAX_OUTCOME_BYTES: usize = 3 * HEADER_LEN + 64 + 64 + 16 + RECEIPT_LEN;

@@ -94,6 +94,8 @@ pub enum Error {
     Signer(SignError),
     /// A configuration value is out of range.
     InvalidConfig,
+    /// The agent already holds as many jobs as it can.
+    CapacityExceeded,
 }
 
 impl Error {
@@ -156,6 +158,7 @@ impl core::fmt::Display for Error {
             Error::WouldBlock => f.write_str("outgoing queue full: drain poll_transmit first"),
             Error::Signer(e) => write!(f, "signer failed: {e:?}"),
             Error::InvalidConfig => f.write_str("configuration value out of range"),
+            Error::CapacityExceeded => f.write_str("the agent holds as many jobs as it can"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod limits;
 pub mod merkle;
 pub mod policy;
+pub mod store;
 #[cfg(feature = "std")]
 pub mod testkit;
 pub mod time;

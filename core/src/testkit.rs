@@ -174,6 +174,9 @@ pub struct Host {
     pub run: RunFn,
     /// When false, jobs told to run are left running (to test deadlines).
     pub auto_run: bool,
+    /// Result records stored on `PersistResult`, dropped on acknowledgement
+    /// (the outputs stay in `jobs`): what a restarted agent is given back.
+    pub stored: BTreeMap<JobId, crate::agent::ResultRecord>,
 }
 
 impl Host {
@@ -187,12 +190,16 @@ impl Host {
             disconnect_requested: false,
             run,
             auto_run: true,
+            stored: BTreeMap::new(),
         }
     }
 
     /// Handles every queued agent event.
     pub fn drain_events<S: Signer>(&mut self, agent: &mut Agent<S>) {
         while let Some(event) = agent.poll_event() {
+            if !matches!(event, Event::JobData { .. }) {
+                self.log.push(format!("{event:?}"));
+            }
             match event {
                 Event::JobData {
                     job,
@@ -215,7 +222,6 @@ impl Host {
                         target.resize(end, 0);
                     }
                     target[offset as usize..end].copy_from_slice(data);
-                    continue;
                 }
                 Event::JobAssigned { job } => {
                     self.jobs.insert(job, HostJob::default());
@@ -231,13 +237,22 @@ impl Host {
                     self.to_upload.retain(|j| *j != job);
                 }
                 Event::ResendOutputs { job } => self.to_upload.push_back(job),
+                Event::PersistResult { job } => {
+                    if let Some(record) = agent.result_record(job) {
+                        self.stored.insert(job, record);
+                    }
+                    let r = agent.confirm_persisted(Instant::ZERO, job);
+                    if r.is_err() {
+                        self.log.push(format!("confirm_persisted({job}) -> {r:?}"));
+                    }
+                }
                 Event::ResultAcknowledged { job } => {
                     self.jobs.remove(&job);
+                    self.stored.remove(&job);
                 }
                 Event::Disconnect { .. } => self.disconnect_requested = true,
                 Event::Ready | Event::PeerError { .. } => {}
             }
-            self.log.push(format!("{event:?}"));
         }
     }
 

@@ -41,6 +41,7 @@ fn config() -> Config {
             peer_timeout: Duration::from_secs(20),
             ..Policy::default()
         },
+        persist_results: false,
     }
 }
 
@@ -516,4 +517,96 @@ fn reason_codes_travel_as_their_documented_byte() {
     let mut bad = f.clone();
     bad[9] = 0;
     assert!(Message::decode(&bad).is_err());
+}
+
+/// A provider restarted while holding a completed, unacknowledged result
+/// delivers the same result and receipt after restart, and its receipt chain
+/// continues unbroken.
+#[test]
+fn restart_holding_an_unacknowledged_result_loses_nothing() {
+    use tessera_core::store::{MemoryStore, ResultStore};
+    let mut cfg = config();
+    cfg.persist_results = true;
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(cfg.clone(), signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(8, 12_000);
+    let frames = submit(&mut h, 21, &j);
+    let first = collect(&frames, 21);
+    assert!(h.host.log.iter().any(|l| l.contains("PersistResult")));
+    assert!(h.host.stored.contains_key(&21));
+
+    // The host's durable store, then a crash before the acknowledgement.
+    let mut store: MemoryStore<4> = MemoryStore::new();
+    for r in h.host.stored.values() {
+        store.save(r).unwrap();
+    }
+    let kept_jobs = std::mem::take(&mut h.host.jobs);
+    drop(h);
+
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let mut agent = Agent::new(cfg, signer, store.chain()).unwrap();
+    store
+        .for_each(&mut |r| agent.restore_result(r).unwrap())
+        .unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.host.jobs = kept_jobs;
+    handshake(&mut h);
+    let again = collect(&ready(&mut h), 21);
+    assert_eq!(again.outputs, first.outputs);
+    assert_eq!(again.receipt, first.receipt);
+    h.send(&Message::ResultAck(JobRef { job: 21 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(21), None);
+
+    // The chain continues from the stored position.
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    verifier
+        .verify_next(&first.receipt, Some(&[8; 32]))
+        .unwrap();
+    let frames = submit(&mut h, 22, &job(9, 500));
+    let next = verifier
+        .verify_next(&collect(&frames, 22).receipt, Some(&[9; 32]))
+        .unwrap();
+    assert_eq!(next.sequence, 2);
+}
+
+/// With `persist_results`, nothing about a result leaves the agent before the
+/// host confirms it is stored.
+#[test]
+fn results_wait_for_the_host_to_persist_them() {
+    let mut cfg = config();
+    cfg.persist_results = true;
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let mut agent = Agent::new(cfg, signer, ChainState::default()).unwrap();
+    assert_eq!(
+        agent.confirm_persisted(tessera_core::Instant::ZERO, 5),
+        Err(tessera_core::Error::UnknownJob(5))
+    );
+    let mut h = Harness::new(agent, increment_run);
+    handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(1, 100);
+    submit(&mut h, 1, &j);
+    // Run and upload by hand, without draining events (so no confirmation).
+    h.host.to_run.push_back(1);
+    assert!(h.host.work(h.now, &mut h.agent));
+    let mut out = [0u8; 65536];
+    let mut sent = Vec::new();
+    while let Some(n) = h.agent.poll_transmit(h.now, &mut out) {
+        sent.extend_from_slice(&out[..n]);
+    }
+    let mut split = tessera_core::testkit::FrameSplitter::default();
+    split.push(&sent);
+    let mut kinds_sent = Vec::new();
+    while let Some(f) = split.next_frame() {
+        kinds_sent.push(decode(&f).kind());
+    }
+    assert!(kinds_sent.contains(&MessageType::OutputChunk));
+    assert!(!kinds_sent.contains(&MessageType::Receipt));
+    h.agent.confirm_persisted(h.now, 1).unwrap();
+    assert!(kinds(&h.pump()).contains(&MessageType::Receipt));
 }

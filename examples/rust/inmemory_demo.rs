@@ -139,6 +139,7 @@ fn run() -> Result<(), String> {
             floor: 60,
             ..Policy::default()
         },
+        persist_results: false,
     };
     let agent = Agent::new(config, signer, ChainState::default()).map_err(|e| e.to_string())?;
     let mut h: Harness = Harness::new(agent, saxpy);
