@@ -411,6 +411,14 @@ impl<S: Signer> Agent<S> {
         self.find(job).and_then(|i| self.jobs[i].spec.as_ref())
     }
 
+    /// When a job's result is due, for jobs that still have a deadline.
+    pub fn job_deadline(&self, job: JobId) -> Option<Instant> {
+        self.find(job)
+            .map(|i| &self.jobs[i])
+            .filter(|j| j.has_deadline())
+            .map(|j| j.deadline)
+    }
+
     /// The signed receipt of a job that has ended, until it is acknowledged.
     pub fn job_receipt(&self, job: JobId) -> Option<&[u8]> {
         self.find(job)
@@ -1062,6 +1070,65 @@ impl<S: Signer> Agent<S> {
             }
         }
         Ok(taken)
+    }
+
+    /// Writes as much of a job's outputs as the outgoing queue takes,
+    /// continuing where the last call stopped: a convenience over
+    /// [`Agent::send_output`]. `outputs` holds every read-back buffer's
+    /// contents, in binding order. Returns `true` once everything is written
+    /// (then call [`Agent::finish_job`]), `false` when the queue is full (drain
+    /// `poll_transmit`, then call again).
+    pub fn send_outputs(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        outputs: &[&[u8]],
+    ) -> Result<bool, Error> {
+        let i = self.job_index(id)?;
+        let readback = self.jobs[i]
+            .spec
+            .as_ref()
+            .map(|s| s.buffers.iter().filter(|b| b.readback).count())
+            .unwrap_or(0);
+        if outputs.len() != readback {
+            return Err(Error::OutputOutOfOrder(id));
+        }
+        loop {
+            let job = &self.jobs[self.job_index(id)?];
+            let Some(spec) = job.spec.as_ref() else {
+                return Err(Error::InvalidJobState(id));
+            };
+            let (buffer, offset) = match job.state {
+                JobState::Running => match first_readback(Some(spec)) {
+                    Some(b) => (b, 0),
+                    None => return Ok(true),
+                },
+                JobState::Uploading => (job.stream, job.cursor),
+                _ => return Err(Error::InvalidJobState(id)),
+            };
+            let len = spec
+                .buffers
+                .get(buffer as usize)
+                .map(|b| b.len)
+                .unwrap_or(0);
+            if offset >= len && next_readback(spec, buffer).is_none() {
+                return Ok(true);
+            }
+            let position = spec
+                .buffers
+                .iter()
+                .take(buffer as usize)
+                .filter(|b| b.readback)
+                .count();
+            let data = outputs.get(position).copied().unwrap_or(&[]);
+            if data.len() as u64 != len {
+                return Err(Error::OutputOutOfOrder(id));
+            }
+            let n = self.send_output(now, id, buffer, &data[offset as usize..])?;
+            if n == 0 {
+                return Ok(false);
+            }
+        }
     }
 
     /// Ends a job whose outputs were all written: signs its receipt over the

@@ -295,8 +295,8 @@ impl Host {
         did
     }
 
-    /// Writes a job's outputs from the agent's cursor on; returns true once the
-    /// job is finished (or cannot be), false when the agent's queue is full.
+    /// Writes a job's outputs; returns true once the job is finished (or
+    /// cannot be), false when the agent's queue is full.
     fn upload<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>, job: JobId) -> bool {
         let Some(hj) = self.jobs.get(&job) else {
             return true;
@@ -304,31 +304,13 @@ impl Host {
         let Some(outputs) = hj.outputs.as_ref() else {
             return true;
         };
-        let Some(spec) = agent.job_spec(job) else {
-            return true;
-        };
-        let readback: Vec<usize> = spec
-            .buffers
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.readback)
-            .map(|(i, _)| i)
-            .collect();
-        while let Some((buffer, offset)) = agent.output_cursor(job) {
-            let Some(pos) = readback.iter().position(|&b| b == buffer as usize) else {
-                break;
-            };
-            let data = &outputs[pos];
-            if offset as usize >= data.len() {
-                break;
-            }
-            match agent.send_output(now, job, buffer, &data[offset as usize..]) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) => {
-                    self.log.push(format!("send_output({job}) -> {e:?}"));
-                    return true;
-                }
+        let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
+        match agent.send_outputs(now, job, &refs) {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(e) => {
+                self.log.push(format!("send_outputs({job}) -> {e:?}"));
+                return true;
             }
         }
         let r = agent.finish_job(now, job, hj.usage);
