@@ -29,7 +29,8 @@ pub const PROTOCOL_VERSION_MIN: u16 = 1;
 /// Highest protocol version this agent speaks.
 pub const PROTOCOL_VERSION_MAX: u16 = 1;
 
-/// A job's identifier, chosen by the coordinator and unique per provider session.
+/// A job's identifier, chosen by the coordinator and unique among the jobs a
+/// provider holds (jobs outlive a session).
 pub type JobId = u64;
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
@@ -283,6 +284,9 @@ pub struct OfferAccept {
 }
 
 /// Why a provider declines an offer.
+///
+/// On the wire it is one byte holding the `= n` value below (the same
+/// value receipts use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum DeclineReason {
@@ -391,6 +395,9 @@ pub struct Completed {
 }
 
 /// Why a job failed.
+///
+/// On the wire it is one byte holding the `= n` value below (the same
+/// value receipts use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FailReason {
@@ -450,7 +457,7 @@ pub struct UsageReport {
 pub struct ReceiptMsg<'a> {
     /// The job.
     pub job: JobId,
-    /// The COSE_Sign1 receipt (`docs/PROTOCOL.md`, "Receipts").
+    /// The COSE_Sign1 receipt (`docs/PROTOCOL.md`, "Attestation").
     #[serde(borrow)]
     pub bytes: &'a [u8],
 }
@@ -474,6 +481,9 @@ pub struct Heartbeat {
 }
 
 /// Why a peer says goodbye.
+///
+/// On the wire it is one byte holding the `= n` value below (the same
+/// value receipts use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum GoodbyeReason {
