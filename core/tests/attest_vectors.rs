@@ -904,18 +904,69 @@ fn vectors_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-/// Compares a rebuilt vector file with the committed one, or rewrites it
-/// under `TESSERA_BLESS=1`. Returns the committed vectors.
+/// Keys first in this order, the rest alphabetically, `hex` last: the name
+/// and what is tampered read first.
+fn key_rank(key: &str) -> (u8, &str) {
+    match key {
+        "name" => (0, ""),
+        "tamper" => (1, ""),
+        "expect_error" => (2, ""),
+        "hex" => (4, ""),
+        other => (3, other),
+    }
+}
+
+/// Pretty JSON with two-space indents, keys in `key_rank` order, and arrays
+/// of numbers on one line.
+fn write_json(v: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize| " ".repeat(n);
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| key_rank(k));
+            out.push_str("{\n");
+            for (i, k) in keys.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                out.push_str(&serde_json::to_string(k).expect("key"));
+                out.push_str(": ");
+                write_json(&map[k.as_str()], indent + 2, out);
+                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Value::Array(items) if items.iter().all(|x| x.is_number()) => {
+            out.push_str(&serde_json::to_string(v).expect("array").replace(',', ", "));
+        }
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (i, x) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                write_json(x, indent + 2, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        leaf => out.push_str(&serde_json::to_string(leaf).expect("leaf")),
+    }
+}
+
+/// Compares a rebuilt vector file with the committed one, byte for byte, or
+/// rewrites it under `TESSERA_BLESS=1`. Returns the committed vectors.
 fn committed(file: &str, rebuilt: Value) -> Value {
     let path = vectors_dir().join(file);
+    let mut text = String::new();
+    write_json(&rebuilt, 0, &mut text);
+    text.push('\n');
     if std::env::var_os("TESSERA_BLESS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(vectors_dir()).expect("mkdir");
-        let text = serde_json::to_string_pretty(&rebuilt).expect("json") + "\n";
-        std::fs::write(&path, text).expect("write");
+        std::fs::write(&path, &text).expect("write");
     }
-    let text = std::fs::read_to_string(&path)
+    let on_disk_text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (TESSERA_BLESS=1 writes it)", path.display()));
-    let on_disk: Value = serde_json::from_str(&text).expect("valid JSON");
+    let on_disk: Value = serde_json::from_str(&on_disk_text).expect("valid JSON");
     let names = |v: &Value| -> Vec<String> {
         v.as_array()
             .expect("array")
@@ -936,6 +987,10 @@ fn committed(file: &str, rebuilt: Value) -> Value {
             a["name"]
         );
     }
+    assert!(
+        on_disk_text == text,
+        "{file}: same vectors, other formatting (TESSERA_BLESS=1 rewrites it)"
+    );
     on_disk
 }
 
