@@ -395,6 +395,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn parallel_root_equals_root_of() {
         let data: std::vec::Vec<u8> = (0..70 * CHUNK_SIZE + 17)

@@ -206,6 +206,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn generated_key_round_trips_through_pkcs8() {
         let (mut a, pkcs8) = Ed25519Signer::generate().unwrap();
