@@ -109,6 +109,29 @@ impl RootBuilder {
         true
     }
 
+    /// Appends the root of a perfect subtree of `2^height` leaves, as if its
+    /// leaves were pushed one by one. Valid only where such a subtree starts:
+    /// when the leaves so far are a multiple of `2^height`.
+    #[cfg(feature = "std")]
+    fn push_subtree(&mut self, root: Digest, height: u8) -> bool {
+        let size = 1u64 << height;
+        if self.leaves % size != 0 || self.leaves + size > 1u64 << MAX_PROOF_LEN {
+            return false;
+        }
+        let mut hash = root;
+        let mut height = height;
+        while self.depth > 0 && self.heights[self.depth - 1] == height {
+            self.depth -= 1;
+            hash = node_hash(&self.stack[self.depth], &hash);
+            height += 1;
+        }
+        self.stack[self.depth] = hash;
+        self.heights[self.depth] = height;
+        self.depth += 1;
+        self.leaves += size;
+        true
+    }
+
     /// Hashes `data` as the next chunk and appends its leaf.
     pub fn push_chunk(&mut self, data: &[u8]) -> bool {
         self.push_leaf(leaf_hash(data))
@@ -134,6 +157,70 @@ pub fn root_of(data: &[u8]) -> Digest {
         b.push_chunk(chunk);
     }
     b.root()
+}
+
+/// The Merkle root of `data`, equal to [`root_of`], hashed on up to `threads`
+/// threads.
+///
+/// The leaves are cut into aligned blocks of a power-of-two number of leaves,
+/// each block the root of a perfect subtree; the threads hash contiguous runs
+/// of blocks while the calling thread hashes the leaves past the last whole
+/// block, and the block roots then fold like single leaves, one level up.
+#[cfg(feature = "std")]
+pub fn root_of_parallel(data: &[u8], threads: usize) -> Digest {
+    let leaves = data.len().div_ceil(CHUNK_SIZE);
+    let threads = threads.max(1);
+    // Enough blocks per thread (at least four) to even out the work.
+    if threads == 1 || leaves < 4 * threads {
+        return root_of(data);
+    }
+    let mut block = 1usize;
+    while block * 2 * 4 * threads <= leaves {
+        block *= 2;
+    }
+    let height = block.trailing_zeros() as u8;
+    let blocks = leaves / block;
+    let block_bytes = block * CHUNK_SIZE;
+    let whole = (blocks * block_bytes).min(data.len());
+    let (head, tail) = data.split_at(whole);
+
+    let mut builder = RootBuilder::new();
+    let mut tail_leaves = std::vec::Vec::with_capacity(tail.len().div_ceil(CHUNK_SIZE));
+    std::thread::scope(|scope| {
+        let parts: std::vec::Vec<_> = (0..threads)
+            .map(|t| {
+                let first = blocks * t / threads;
+                let last = blocks * (t + 1) / threads;
+                let part = &head[(first * block_bytes).min(whole)..(last * block_bytes).min(whole)];
+                scope.spawn(move || {
+                    part.chunks(block_bytes)
+                        .map(|b| {
+                            let mut sub = RootBuilder::new();
+                            for chunk in b.chunks(CHUNK_SIZE) {
+                                sub.push_chunk(chunk);
+                            }
+                            sub.root()
+                        })
+                        .collect::<std::vec::Vec<Digest>>()
+                })
+            })
+            .collect();
+        tail_leaves.extend(tail.chunks(CHUNK_SIZE).map(leaf_hash));
+        for part in parts {
+            // A hashing thread cannot panic but on a bug; pass it on then.
+            let roots = match part.join() {
+                Ok(roots) => roots,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            for root in roots {
+                builder.push_subtree(root, height);
+            }
+        }
+    });
+    for leaf in tail_leaves {
+        builder.push_leaf(leaf);
+    }
+    builder.root()
 }
 
 /// The Merkle root over several buffers, each cut into chunks separately,
@@ -303,6 +390,37 @@ mod tests {
                 assert_eq!(
                     verify_proof(&root, &other, &p),
                     Err(ProofError::RootMismatch)
+                );
+            }
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn parallel_root_equals_root_of() {
+        let data: std::vec::Vec<u8> = (0..70 * CHUNK_SIZE + 17)
+            .map(|i| (i * 31 + 7) as u8)
+            .collect();
+        let sizes = [
+            0,
+            1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            8 * CHUNK_SIZE,
+            8 * CHUNK_SIZE - 1,
+            13 * CHUNK_SIZE + 5,
+            32 * CHUNK_SIZE,
+            33 * CHUNK_SIZE,
+            64 * CHUNK_SIZE + 1,
+            data.len(),
+        ];
+        for len in sizes {
+            let expected = root_of(&data[..len]);
+            for threads in [0, 1, 2, 3, 4, 7, 16] {
+                assert_eq!(
+                    root_of_parallel(&data[..len], threads),
+                    expected,
+                    "len {len}, {threads} threads"
                 );
             }
         }

@@ -232,3 +232,152 @@ impl Evidence {
         super::sha256(signed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::attest::cose;
+
+    fn signed(s: &mut crate::attest::Ed25519Signer, e: &Evidence) -> [u8; EVIDENCE_LEN] {
+        let mut out = [0u8; EVIDENCE_LEN];
+        assert_eq!(e.sign(s, &mut out).unwrap(), EVIDENCE_LEN);
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut s = signer(1);
+        let e = evidence(s.public_key(), [0xC0; 32]);
+        assert_eq!(Evidence::decode_payload(&e.encode_payload()), Ok(e.clone()));
+        let bytes = signed(&mut s, &e);
+        assert_eq!(Evidence::verify(&bytes, &[0xC0; 32]), Ok(e));
+        assert_eq!(Evidence::hash(&bytes), crate::attest::sha256(&bytes));
+    }
+
+    #[test]
+    fn a_full_64_byte_name_and_an_empty_one_round_trip() {
+        let mut s = signer(1);
+        for name in [
+            "",
+            "0123456789012345678901234567890123456789012345678901234567890123",
+        ] {
+            let mut e = evidence(s.public_key(), [1; 32]);
+            e.capabilities.name.clear();
+            e.capabilities.name.push_str(name).unwrap();
+            let bytes = signed(&mut s, &e);
+            assert_eq!(Evidence::verify(&bytes, &[1; 32]), Ok(e));
+        }
+    }
+
+    #[test]
+    fn another_challenge_is_a_wrong_nonce() {
+        let mut s = signer(1);
+        let e = evidence(s.public_key(), [1; 32]);
+        let bytes = signed(&mut s, &e);
+        assert_eq!(
+            Evidence::verify(&bytes, &[2; 32]),
+            Err(VerifyError::WrongNonce)
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught_with_its_reason() {
+        let mut s = signer(1);
+        let e = evidence(s.public_key(), [1; 32]);
+        let bytes = signed(&mut s, &e);
+        let payload_at = 27;
+        let sig_at = payload_at + EVIDENCE_PAYLOAD_LEN;
+        let pk_at = payload_at + 33;
+        let name_at = payload_at + 1 + 32 + 32 + 6 + 16 + 8;
+        for i in 0..EVIDENCE_LEN {
+            let mut t = bytes;
+            t[i] ^= 0x01;
+            let got = Evidence::verify(&t, &[1; 32]);
+            let expected = if i < 9 || (25..payload_at).contains(&i) || i == payload_at {
+                // Fixed COSE bytes, or the payload's version.
+                VerifyError::Malformed
+            } else if i < 25 || (pk_at..pk_at + 32).contains(&i) {
+                // The header's key id, or the key the payload carries.
+                VerifyError::UnknownKey
+            } else if (name_at + 14..name_at + 64).contains(&i) {
+                // A byte after the name's terminating zero (a flip of the
+                // zero itself just lengthens the name).
+                VerifyError::Malformed
+            } else if i < sig_at {
+                VerifyError::BadSignature
+            } else if i < sig_at + 2 {
+                VerifyError::Malformed
+            } else {
+                VerifyError::BadSignature
+            };
+            assert_eq!(got, Err(expected), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_extended_is_malformed() {
+        let mut s = signer(1);
+        let e = evidence(s.public_key(), [1; 32]);
+        let bytes = signed(&mut s, &e);
+        for len in [0, 27, EVIDENCE_LEN - 1] {
+            assert_eq!(
+                Evidence::verify(&bytes[..len], &[1; 32]),
+                Err(VerifyError::Malformed)
+            );
+        }
+        let mut longer = [0u8; EVIDENCE_LEN + 1];
+        longer[..EVIDENCE_LEN].copy_from_slice(&bytes);
+        assert_eq!(
+            Evidence::verify(&longer, &[1; 32]),
+            Err(VerifyError::Malformed)
+        );
+    }
+
+    #[test]
+    fn evidence_signed_by_another_key_than_it_names_fails() {
+        let mut other = signer(2);
+        let e = evidence(signer(1).public_key(), [1; 32]);
+        let bytes = signed(&mut other, &e);
+        assert_eq!(
+            Evidence::verify(&bytes, &[1; 32]),
+            Err(VerifyError::UnknownKey)
+        );
+        // Same key id in the header, but the signature is another key's.
+        let mut payload_only = [0u8; EVIDENCE_LEN];
+        let mut pretender = signer(2);
+        cose::sign(
+            &mut pretender,
+            EVIDENCE_DOMAIN,
+            &e.encode_payload(),
+            &mut payload_only,
+        )
+        .unwrap();
+        payload_only[9..25].copy_from_slice(&crate::attest::key_id(&e.public_key));
+        assert_eq!(
+            Evidence::verify(&payload_only, &[1; 32]),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_bad_name_version_or_device_type_is_malformed_even_when_signed() {
+        let mut s = signer(1);
+        let e = evidence(s.public_key(), [1; 32]);
+        let name_at = 1 + 32 + 32 + 6 + 16 + 8;
+        for (at, value) in [(name_at, 0xFF), (0, 2), (name_at + 64 + 16, 5)] {
+            let mut payload = e.encode_payload();
+            payload[at] = value;
+            assert_eq!(
+                Evidence::decode_payload(&payload),
+                Err(VerifyError::Malformed)
+            );
+            let mut out = [0u8; EVIDENCE_LEN];
+            cose::sign(&mut s, EVIDENCE_DOMAIN, &payload, &mut out).unwrap();
+            assert_eq!(
+                Evidence::verify(&out, &[1; 32]),
+                Err(VerifyError::Malformed)
+            );
+        }
+    }
+}

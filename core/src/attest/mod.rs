@@ -75,11 +75,22 @@ pub fn sha256_parts(parts: &[&[u8]]) -> Digest {
 
 /// Checks that `chunk` is leaf `proof.index` of the output tree a receipt
 /// signed, so a verifier can spot-check one chunk without the whole output.
+///
+/// The proof's tree size must fit the receipt's output length: one leaf per
+/// [`CHUNK_SIZE`](crate::limits::CHUNK_SIZE) chunk, plus at most one short
+/// last chunk per further output buffer. Without that bound, a path for a
+/// leaf of the signed tree can also be read as a path for another index in a
+/// tree of another size, so the chunk's claimed position would not be proven.
 pub fn verify_output_chunk(
     receipt: &Receipt,
     chunk: &[u8],
     proof: &crate::merkle::Proof,
 ) -> Result<(), VerifyError> {
+    let least = crate::merkle::chunk_count(receipt.output_len);
+    let most = least.saturating_add(crate::limits::MAX_BUFFERS as u64 - 1);
+    if proof.tree_size < least || proof.tree_size > most {
+        return Err(VerifyError::ChunkProofMismatch);
+    }
     crate::merkle::verify_proof(
         &receipt.output_root,
         &crate::merkle::leaf_hash(chunk),
@@ -144,5 +155,258 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> u64 {
         u64::from_le_bytes(self.take())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Sample structures shared by the attestation tests.
+    use super::*;
+    use crate::wire::{features, Usage};
+
+    /// A signer from a seed whose bytes are all `b`.
+    pub fn signer(b: u8) -> Ed25519Signer {
+        Ed25519Signer::from_seed(&[b; 32]).unwrap()
+    }
+
+    /// Sample evidence for `public_key` answering `challenge`.
+    pub fn evidence(public_key: [u8; 32], challenge: crate::wire::Nonce) -> Evidence {
+        let mut name = heapless::String::new();
+        name.push_str("Test GPU 9000").unwrap();
+        Evidence {
+            challenge,
+            public_key,
+            agent_version: [0, 1, 0],
+            boot_id: [0xB0; 16],
+            issued_at: 1_700_000_000_000_000,
+            capabilities: DeviceCapabilities {
+                name,
+                vendor_id: 0x10DE,
+                device_id: 0x2684,
+                driver_version: 0x0220_0000,
+                api_version: (1 << 22) | (3 << 12),
+                device_type: DeviceType::DiscreteGpu,
+                features: features::FLOAT16 | features::INT8 | features::ROBUST_BUFFER_ACCESS,
+                device_local_bytes: 24 << 30,
+                host_visible_bytes: 256 << 20,
+                max_workgroup_size: [1024, 1024, 64],
+                max_workgroup_count: [65535, 65535, 65535],
+                max_invocations: 1024,
+                max_shared_memory: 49152,
+                max_storage_buffer_range: 1 << 32,
+                subgroup_size: 32,
+                copy_mbps: 900_000,
+                fma_mflops: 80_000_000,
+            },
+        }
+    }
+
+    /// A completed receipt of `signer`'s at `chain`'s position.
+    pub fn receipt(signer: &Ed25519Signer, chain: ChainState, job: u64) -> Receipt {
+        let kernel = kernel_hash(&[0x11; 32], "main", &[(0, 64)], &[1, 2, 3, 4], [16, 1, 1]);
+        let input_root = crate::merkle::root_of(&[5u8; 20_000]);
+        let output = [6u8; 9000];
+        let output_root = crate::merkle::root_of(&output);
+        let result = result_hash(&kernel, &input_root, &output_root, output.len() as u64);
+        Receipt {
+            status: ReceiptStatus::Completed,
+            job,
+            requester_nonce: [job as u8; 32],
+            kernel_hash: kernel,
+            input_root,
+            output_root,
+            output_len: output.len() as u64,
+            result_hash: result,
+            result_seal: result_seal(&signer.public_key(), job, &result),
+            usage: Usage {
+                gpu_time_us: 1234,
+                dispatches: 1,
+                bytes_in: 20_000,
+                bytes_out: 9000,
+            },
+            price: 42,
+            started_at: 1_000_000,
+            ended_at: 1_001_234,
+            evidence_hash: [0xEE; 32],
+            key_id: signer.key_id(),
+            sequence: chain.next_sequence,
+            prev_hash: chain.prev_hash,
+        }
+    }
+
+    /// Signs `r` and returns the signed bytes.
+    pub fn sign_receipt<S: Signer + ?Sized>(r: &Receipt, signer: &mut S) -> [u8; RECEIPT_LEN] {
+        let mut out = [0u8; RECEIPT_LEN];
+        assert_eq!(r.sign(signer, &mut out).unwrap(), RECEIPT_LEN);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::limits::CHUNK_SIZE;
+    use crate::merkle;
+
+    #[test]
+    fn sizes_are_the_documented_ones() {
+        assert_eq!(RECEIPT_PAYLOAD_LEN, 350);
+        assert_eq!(RECEIPT_LEN, 444);
+        assert_eq!(EVIDENCE_PAYLOAD_LEN, 248);
+        assert_eq!(EVIDENCE_LEN, 341);
+        const { assert!(RECEIPT_LEN <= crate::limits::MAX_SIGNED) };
+        const { assert!(EVIDENCE_LEN <= crate::limits::MAX_SIGNED) };
+    }
+
+    /// A secure element: holds the key, exposes only `public_key` and `sign`
+    /// (the key id comes from the trait's default), and counts what it signs.
+    struct SecureElement {
+        key: Ed25519Signer,
+        signatures: u32,
+        busy: bool,
+    }
+
+    impl Signer for SecureElement {
+        fn public_key(&self) -> [u8; 32] {
+            self.key.public_key()
+        }
+        fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
+            if self.busy {
+                return Err(SignError::Unavailable);
+            }
+            self.signatures += 1;
+            self.key.sign(message)
+        }
+    }
+
+    #[test]
+    fn a_secure_element_behind_the_trait_signs_everything() {
+        let mut se = SecureElement {
+            key: signer(7),
+            signatures: 0,
+            busy: false,
+        };
+        let pk = se.public_key();
+        let challenge = [0xC1; 32];
+        let mut ev = [0u8; EVIDENCE_LEN];
+        let n = evidence(pk, challenge).sign(&mut se, &mut ev).unwrap();
+        assert_eq!(n, EVIDENCE_LEN);
+        assert_eq!(Evidence::verify(&ev, &challenge).unwrap().public_key, pk);
+
+        let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+        let mut chain = ChainState::default();
+        for job in 1..=3 {
+            let r = receipt(&se.key, chain, job);
+            let signed = sign_receipt(&r, &mut se);
+            assert_eq!(verifier.verify_next(&signed, Some(&[job as u8; 32])), Ok(r));
+            chain.advance(Receipt::hash(&signed));
+        }
+        assert_eq!(se.signatures, 4);
+        // Same bytes as the in-memory signer: the trait is all signing needs.
+        let r = receipt(&se.key, chain, 4);
+        assert_eq!(sign_receipt(&r, &mut se), sign_receipt(&r, &mut signer(7)));
+
+        // A busy element: the error comes back and nothing is written.
+        se.busy = true;
+        let mut out = [0xAA; RECEIPT_LEN];
+        assert_eq!(r.sign(&mut se, &mut out), Err(SignError::Unavailable));
+        assert!(out.iter().all(|&b| b == 0xAA));
+        // Through `&mut S` as well (`dyn Signer` works too).
+        se.busy = false;
+        let dynamic: &mut dyn Signer = &mut se;
+        assert_eq!(r.sign(dynamic, &mut out), Ok(RECEIPT_LEN));
+    }
+
+    #[test]
+    fn too_small_an_output_buffer_is_an_error_not_a_panic() {
+        let s = signer(1);
+        let r = receipt(&s, ChainState::default(), 1);
+        let mut out = [0u8; RECEIPT_LEN - 1];
+        assert_eq!(r.sign(&mut signer(1), &mut out), Err(SignError::Failed(0)));
+    }
+
+    #[test]
+    fn structures_never_verify_as_one_another() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let challenge = [9; 32];
+        let mut ev = [0u8; EVIDENCE_LEN];
+        evidence(pk, challenge).sign(&mut s, &mut ev).unwrap();
+        let rc = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        assert_eq!(
+            Evidence::verify(&rc, &challenge),
+            Err(VerifyError::Malformed)
+        );
+        assert_eq!(Receipt::verify(&ev, &pk), Err(VerifyError::Malformed));
+
+        // The domain tag is the COSE external AAD: a signature over the same
+        // payload under another domain does not verify.
+        let payload = [0x42u8; 100];
+        let mut out = [0u8; crate::limits::MAX_SIGNED];
+        let n = cose::sign(&mut s, EVIDENCE_DOMAIN, &payload, &mut out).unwrap();
+        let parsed = cose::parse(&out[..n], payload.len()).unwrap();
+        assert_eq!(parsed.payload, &payload[..]);
+        assert_eq!(cose::verify(&parsed, EVIDENCE_DOMAIN, &pk), Ok(()));
+        assert_eq!(
+            cose::verify(&parsed, RECEIPT_DOMAIN, &pk),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn cose_shape_is_the_documented_one() {
+        let mut s = signer(1);
+        let kid = s.key_id();
+        let r = receipt(&s, ChainState::default(), 1);
+        let signed = sign_receipt(&r, &mut s);
+        assert_eq!(
+            signed[..9],
+            [0xD2, 0x84, 0x43, 0xA1, 0x01, 0x27, 0xA1, 0x04, 0x50]
+        );
+        assert_eq!(signed[9..25], kid);
+        assert_eq!(signed[25..28], [0x59, 0x01, 0x5E]);
+        assert_eq!(signed[28..378], r.encode_payload());
+        assert_eq!(signed[378..380], [0x58, 0x40]);
+        // 248-byte evidence payloads take the one-byte length form.
+        let mut ev = [0u8; EVIDENCE_LEN];
+        evidence(s.public_key(), [0; 32])
+            .sign(&mut s, &mut ev)
+            .unwrap();
+        assert_eq!(ev[25..27], [0x58, 0xF8]);
+        assert_eq!(ev[275..277], [0x58, 0x40]);
+    }
+
+    #[test]
+    fn output_chunks_are_proven_against_the_signed_root() {
+        let s = signer(1);
+        let output: std::vec::Vec<u8> = (0..4 * CHUNK_SIZE + 100).map(|i| i as u8).collect();
+        let leaves: std::vec::Vec<_> = output.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect();
+        let mut r = receipt(&s, ChainState::default(), 1);
+        r.output_root = merkle::root_of(&output);
+        r.output_len = output.len() as u64;
+        for (i, chunk) in output.chunks(CHUNK_SIZE).enumerate() {
+            let proof = merkle::prove(&leaves, i as u64).unwrap();
+            assert_eq!(verify_output_chunk(&r, chunk, &proof), Ok(()));
+            assert_eq!(
+                verify_output_chunk(&r, &chunk[1..], &proof),
+                Err(VerifyError::ChunkProofMismatch)
+            );
+        }
+        // The last leaf of 5 has the path [root of leaves 0..4]; the same
+        // path also reads as leaf 1 of a tree of 2. The Merkle check alone
+        // accepts that misplaced claim; the receipt's output length refuses it.
+        let mut forged = merkle::prove(&leaves, 4).unwrap();
+        assert_eq!(forged.path.len(), 1);
+        forged.index = 1;
+        forged.tree_size = 2;
+        assert_eq!(
+            merkle::verify_proof(&r.output_root, &leaves[4], &forged),
+            Ok(())
+        );
+        assert_eq!(
+            verify_output_chunk(&r, &output[4 * CHUNK_SIZE..], &forged),
+            Err(VerifyError::ChunkProofMismatch)
+        );
     }
 }

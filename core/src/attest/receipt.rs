@@ -303,3 +303,233 @@ impl ReceiptVerifier {
         Ok(receipt)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{cose, key_id, Ed25519Signer};
+    use super::*;
+    use crate::wire::FailReason;
+
+    #[test]
+    fn round_trip() {
+        let mut s = signer(1);
+        let r = receipt(&s, ChainState::default(), 7);
+        assert_eq!(Receipt::decode_payload(&r.encode_payload()), Ok(r));
+        let signed = sign_receipt(&r, &mut s);
+        assert_eq!(Receipt::verify(&signed, &s.public_key()), Ok(r));
+        // Deterministic: signing twice gives the same bytes.
+        assert_eq!(signed, sign_receipt(&r, &mut s));
+    }
+
+    #[test]
+    fn every_status_round_trips() {
+        use FailReason as F;
+        let mut s = signer(1);
+        for status in [
+            ReceiptStatus::Completed,
+            ReceiptStatus::Failed(F::KernelRejected),
+            ReceiptStatus::Failed(F::Timeout),
+            ReceiptStatus::Failed(F::DeadlineExceeded),
+            ReceiptStatus::Failed(F::DeviceLost),
+            ReceiptStatus::Failed(F::OutOfMemory),
+            ReceiptStatus::Failed(F::InputIntegrity),
+            ReceiptStatus::Failed(F::Host),
+        ] {
+            assert_eq!(ReceiptStatus::from_code(status.code()), Some(status));
+            let mut r = receipt(&s, ChainState::default(), 1);
+            r.status = status;
+            let signed = sign_receipt(&r, &mut s);
+            assert_eq!(Receipt::verify(&signed, &s.public_key()), Ok(r));
+        }
+        assert_eq!(ReceiptStatus::from_code(8), None);
+        assert_eq!(ReceiptStatus::from_code(255), None);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught_with_its_reason() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let signed = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        let payload_at = 28;
+        let sig_at = payload_at + RECEIPT_PAYLOAD_LEN;
+        for i in 0..RECEIPT_LEN {
+            let mut t = signed;
+            t[i] ^= 0x01;
+            let expected = if i < 9 || (25..payload_at).contains(&i) {
+                VerifyError::Malformed
+            } else if i < 25 {
+                VerifyError::UnknownKey
+            } else if i < sig_at {
+                VerifyError::BadSignature
+            } else if i < sig_at + 2 {
+                VerifyError::Malformed
+            } else {
+                VerifyError::BadSignature
+            };
+            assert_eq!(Receipt::verify(&t, &pk), Err(expected), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn wrong_length_is_malformed() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let signed = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        for len in [0, 1, 28, RECEIPT_LEN - 64, RECEIPT_LEN - 1] {
+            assert_eq!(
+                Receipt::verify(&signed[..len], &pk),
+                Err(VerifyError::Malformed)
+            );
+        }
+        let mut longer = [0u8; RECEIPT_LEN + 1];
+        longer[..RECEIPT_LEN].copy_from_slice(&signed);
+        assert_eq!(Receipt::verify(&longer, &pk), Err(VerifyError::Malformed));
+        assert_eq!(
+            Receipt::decode_payload(&[1u8; RECEIPT_PAYLOAD_LEN - 1]),
+            Err(VerifyError::Malformed)
+        );
+    }
+
+    #[test]
+    fn another_key_is_unknown() {
+        let mut s = signer(1);
+        let signed = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        assert_eq!(
+            Receipt::verify(&signed, &signer(2).public_key()),
+            Err(VerifyError::UnknownKey)
+        );
+        // A payload naming another key than the header's is refused too.
+        let mut r = receipt(&s, ChainState::default(), 1);
+        r.key_id = key_id(&signer(2).public_key());
+        let signed = sign_receipt(&r, &mut s);
+        assert_eq!(
+            Receipt::verify(&signed, &s.public_key()),
+            Err(VerifyError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_signed_payload_with_an_unknown_version_or_status_is_malformed() {
+        let mut s = signer(1);
+        let good = receipt(&s, ChainState::default(), 1).encode_payload();
+        for (at, value) in [(0usize, 2u8), (1, 8), (1, 0xFF)] {
+            let mut payload = good;
+            payload[at] = value;
+            let mut out = [0u8; RECEIPT_LEN];
+            cose::sign(&mut s, RECEIPT_DOMAIN, &payload, &mut out).unwrap();
+            assert_eq!(
+                Receipt::verify(&out, &s.public_key()),
+                Err(VerifyError::Malformed)
+            );
+        }
+    }
+
+    /// Three receipts of one key and the chain they form.
+    fn chain_of_three(s: &mut Ed25519Signer) -> [[u8; RECEIPT_LEN]; 3] {
+        let mut chain = ChainState::default();
+        let mut out = [[0u8; RECEIPT_LEN]; 3];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = sign_receipt(&receipt(s, chain, i as u64 + 1), s);
+            chain.advance(Receipt::hash(o));
+        }
+        out
+    }
+
+    #[test]
+    fn a_chain_verifies_in_order() {
+        let mut s = signer(1);
+        let rs = chain_of_three(&mut s);
+        let mut v = ReceiptVerifier::new(s.public_key(), ChainState::default());
+        for (i, r) in rs.iter().enumerate() {
+            let got = v.verify_next(r, Some(&[i as u8 + 1; 32])).unwrap();
+            assert_eq!(got.sequence, i as u64 + 1);
+            assert_eq!(v.chain().next_sequence, i as u64 + 2);
+            assert_eq!(v.chain().prev_hash, Receipt::hash(r));
+        }
+        // A verifier can pick the chain up where another left it.
+        let mut later = ReceiptVerifier::new(
+            s.public_key(),
+            ChainState {
+                next_sequence: 3,
+                prev_hash: Receipt::hash(&rs[1]),
+            },
+        );
+        assert!(later.verify_next(&rs[2], None).is_ok());
+    }
+
+    #[test]
+    fn replay_gap_break_and_nonce_are_told_apart_and_do_not_advance() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let rs = chain_of_three(&mut s);
+        let mut v = ReceiptVerifier::new(pk, ChainState::default());
+        // A gap: receipt 2 before receipt 1.
+        assert_eq!(v.verify_next(&rs[1], None), Err(VerifyError::OutOfOrder));
+        assert_eq!(v.chain(), ChainState::default());
+        // A wrong requester nonce.
+        assert_eq!(
+            v.verify_next(&rs[0], Some(&[0xFF; 32])),
+            Err(VerifyError::WrongNonce)
+        );
+        assert_eq!(v.chain(), ChainState::default());
+        v.verify_next(&rs[0], None).unwrap();
+        // A replay of receipt 1.
+        assert_eq!(v.verify_next(&rs[0], None), Err(VerifyError::Replayed));
+        // Sequence 2 whose prev hash is not receipt 1's.
+        let before = v.chain();
+        let forked = sign_receipt(
+            &receipt(
+                &s,
+                ChainState {
+                    next_sequence: 2,
+                    prev_hash: [0x99; 32],
+                },
+                2,
+            ),
+            &mut s,
+        );
+        assert_eq!(v.verify_next(&forked, None), Err(VerifyError::BrokenChain));
+        assert_eq!(v.chain(), before);
+        // A bad signature is reported before any chain check.
+        let mut flipped = rs[1];
+        flipped[100] ^= 0x80;
+        assert_eq!(
+            v.verify_next(&flipped, None),
+            Err(VerifyError::BadSignature)
+        );
+        // The genuine next one still verifies.
+        assert!(v.verify_next(&rs[1], None).is_ok());
+    }
+
+    #[test]
+    fn result_hash_is_shared_and_seal_is_per_key() {
+        let a = signer(1).public_key();
+        let b = signer(2).public_key();
+        let k = kernel_hash(&[1; 32], "main", &[], &[], [1, 1, 1]);
+        let r1 = result_hash(&k, &[2; 32], &[3; 32], 10);
+        assert_eq!(r1, result_hash(&k, &[2; 32], &[3; 32], 10));
+        assert_ne!(r1, result_hash(&k, &[2; 32], &[3; 32], 11));
+        assert_ne!(result_seal(&a, 1, &r1), result_seal(&b, 1, &r1));
+        assert_ne!(result_seal(&a, 1, &r1), result_seal(&a, 2, &r1));
+    }
+
+    #[test]
+    fn kernel_hash_separates_its_fields() {
+        let root = [1; 32];
+        let base = kernel_hash(&root, "main", &[(1, 2)], &[3], [4, 5, 6]);
+        // Moving a byte between the entry point and the push constants, or
+        // changing any field, changes the hash.
+        assert_ne!(
+            base,
+            kernel_hash(&root, "mai", &[(1, 2)], b"n\x03", [4, 5, 6])
+        );
+        assert_ne!(base, kernel_hash(&root, "main", &[(1, 3)], &[3], [4, 5, 6]));
+        assert_ne!(base, kernel_hash(&root, "main", &[], &[3], [4, 5, 6]));
+        assert_ne!(base, kernel_hash(&root, "main", &[(1, 2)], &[3], [4, 5, 7]));
+        assert_ne!(
+            base,
+            kernel_hash(&[2; 32], "main", &[(1, 2)], &[3], [4, 5, 6])
+        );
+    }
+}

@@ -78,12 +78,13 @@ pub fn verify_signature(
 pub struct Ed25519Signer {
     pair: Ed25519KeyPair,
     public: [u8; 32],
+    key_id: KeyId,
 }
 
 impl core::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Ed25519Signer")
-            .field("key_id", &key_id(&self.public))
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
@@ -92,7 +93,13 @@ impl Ed25519Signer {
     fn wrap(pair: Ed25519KeyPair) -> Self {
         let mut public = [0u8; 32];
         public.copy_from_slice(pair.public_key().as_ref());
-        Ed25519Signer { pair, public }
+        // Computed once: every signature's COSE header carries it.
+        let key_id = key_id(&public);
+        Ed25519Signer {
+            pair,
+            public,
+            key_id,
+        }
     }
 
     /// A signer from a 32-byte seed (the RFC 8032 private key).
@@ -135,10 +142,107 @@ impl Signer for Ed25519Signer {
         self.public
     }
 
+    fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
     fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
         let sig = self.pair.sign(message);
         let mut out = [0u8; 64];
         out.copy_from_slice(sig.as_ref());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex<const N: usize>(s: &str) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    /// RFC 8032 §7.1, test 1 (empty message).
+    #[test]
+    fn rfc8032_test_vector_one() {
+        let seed: [u8; 32] =
+            unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let public: [u8; 32] =
+            unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        let expected: [u8; 64] = unhex(
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+        );
+        let mut signer = Ed25519Signer::from_seed(&seed).unwrap();
+        assert_eq!(signer.public_key(), public);
+        let sig = signer.sign(b"").unwrap();
+        assert_eq!(sig, expected);
+        assert_eq!(verify_signature(&public, b"", &sig), Ok(()));
+        let mut bad = sig;
+        bad[0] ^= 1;
+        assert_eq!(
+            verify_signature(&public, b"", &bad),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify_signature(&public, b"x", &sig),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn seed_and_public_key_must_match() {
+        let seed = [1u8; 32];
+        let public = Ed25519Signer::from_seed(&seed).unwrap().public_key();
+        let ok = Ed25519Signer::from_seed_and_public_key(&seed, &public).unwrap();
+        assert_eq!(ok.public_key(), public);
+        let other = Ed25519Signer::from_seed(&[2u8; 32]).unwrap().public_key();
+        assert_eq!(
+            Ed25519Signer::from_seed_and_public_key(&seed, &other).unwrap_err(),
+            KeyError::Mismatch
+        );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn generated_key_round_trips_through_pkcs8() {
+        let (mut a, pkcs8) = Ed25519Signer::generate().unwrap();
+        let mut b = Ed25519Signer::from_pkcs8(&pkcs8).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        assert_eq!(a.key_id(), b.key_id());
+        // Ed25519 is deterministic: the same key signs the same bytes alike.
+        assert_eq!(a.sign(b"job").unwrap(), b.sign(b"job").unwrap());
+        let (c, _) = Ed25519Signer::generate().unwrap();
+        assert_ne!(a.public_key(), c.public_key());
+    }
+
+    #[test]
+    fn garbage_pkcs8_is_rejected() {
+        assert_eq!(
+            Ed25519Signer::from_pkcs8(&[0u8; 85]).unwrap_err(),
+            KeyError::Rejected
+        );
+        assert_eq!(
+            Ed25519Signer::from_pkcs8(&[]).unwrap_err(),
+            KeyError::Rejected
+        );
+    }
+
+    #[test]
+    fn key_id_is_domain_tagged_truncated_sha256() {
+        let signer = Ed25519Signer::from_seed(&[3u8; 32]).unwrap();
+        let pk = signer.public_key();
+        let full = crate::attest::sha256_parts(&[b"tessera/key-id/v1", &pk]);
+        assert_eq!(signer.key_id()[..], full[..16]);
+        assert_eq!(signer.key_id(), key_id(&pk));
+        // Through `&mut S` the cached id is the one used.
+        let mut s = signer;
+        let by_ref: &mut Ed25519Signer = &mut s;
+        assert_eq!(Signer::key_id(&by_ref), key_id(&pk));
+        let dbg = std::format!("{:?}", s);
+        assert!(dbg.starts_with("Ed25519Signer"));
     }
 }

@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""Independent checker of Tessera's attestation test vectors.
+
+Reads core/tests/vectors/{keys,evidence,receipts,merkle}.json and checks every
+vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
+Ed25519 signatures over the Sig_structure, key ids, every decoded field against
+the readable form, receipt chain links, kernel/result hashes and seals, Merkle
+roots (RFC 6962) and inclusion proofs (RFC 9162 verification). Each tampered
+vector must fail with its `expect_error`.
+
+Needs only the `cryptography` package (ci/python-deps.sh installs it) and the
+standard library. Usage: python3 ci/verify_vectors.py [vectors-dir]
+"""
+
+import hashlib
+import json
+import os
+import struct
+import sys
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+CHUNK_SIZE = 8192
+MAX_BUFFERS = 8
+EVIDENCE_DOMAIN = b"tessera/evidence/v1"
+RECEIPT_DOMAIN = b"tessera/receipt/v1"
+KEY_ID_DOMAIN = b"tessera/key-id/v1"
+KERNEL_DOMAIN = b"tessera/kernel/v1"
+RESULT_DOMAIN = b"tessera/result/v1"
+SEAL_DOMAIN = b"tessera/seal/v1"
+
+EVIDENCE_PAYLOAD_LEN = 248
+RECEIPT_PAYLOAD_LEN = 350
+STATUS_NAMES = {
+    0: "Completed",
+    1: "Failed(KernelRejected)",
+    2: "Failed(Timeout)",
+    3: "Failed(DeadlineExceeded)",
+    4: "Failed(DeviceLost)",
+    5: "Failed(OutOfMemory)",
+    6: "Failed(InputIntegrity)",
+    7: "Failed(Host)",
+}
+
+
+class Fail(Exception):
+    """A verification failure with its reason (a VerifyError variant name)."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sha256(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def gen(n):
+    """The vectors' data generator: byte i is (i * 31 + 7) mod 251."""
+    return bytes((i * 31 + 7) % 251 for i in range(n))
+
+
+def key_id(public_key):
+    return sha256(KEY_ID_DOMAIN, public_key)[:16]
+
+
+# ------------------------------------------------------------------ COSE --
+
+
+def bstr_head(n):
+    if n < 24:
+        return bytes([0x40 | n])
+    if n < 256:
+        return bytes([0x58, n])
+    return bytes([0x59]) + struct.pack(">H", n)
+
+
+PROTECTED = bytes([0x43, 0xA1, 0x01, 0x27])  # bstr(h'A10127') = {1: -8}
+
+
+def sig_structure(domain, payload):
+    """CBOR of ["Signature1", protected, external_aad, payload] (RFC 9052 §4.4)."""
+    return (
+        bytes([0x84, 0x6A])
+        + b"Signature1"
+        + PROTECTED
+        + bstr_head(len(domain))
+        + domain
+        + bstr_head(len(payload))
+        + payload
+    )
+
+
+def parse_sign1(b, payload_len):
+    """Returns (key id, payload, signature) of a COSE_Sign1 with a payload of
+    exactly payload_len bytes, or raises Malformed."""
+    head = bstr_head(payload_len)
+    total = 2 + 4 + 3 + 16 + len(head) + payload_len + 2 + 64
+    if len(b) != total:
+        raise Fail("Malformed")
+    if b[0:2] != b"\xd2\x84" or b[2:6] != PROTECTED or b[6:9] != b"\xa1\x04\x50":
+        raise Fail("Malformed")
+    at = 25 + len(head)
+    if b[25:at] != head or b[at + payload_len : at + payload_len + 2] != b"\x58\x40":
+        raise Fail("Malformed")
+    return b[9:25], b[at : at + payload_len], b[at + payload_len + 2 :]
+
+
+def check_signature(domain, kid, payload, signature, public_key):
+    if kid != key_id(public_key):
+        raise Fail("UnknownKey")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(
+            signature, sig_structure(domain, payload)
+        )
+    except (InvalidSignature, ValueError):
+        raise Fail("BadSignature")
+
+
+# --------------------------------------------------------------- readers --
+
+
+class Reader:
+    def __init__(self, b):
+        self.b, self.at = b, 0
+
+    def take(self, n):
+        v = self.b[self.at : self.at + n]
+        self.at += n
+        return v
+
+    def hex(self, n):
+        return self.take(n).hex()
+
+    def u(self, fmt):
+        (v,) = struct.unpack_from("<" + fmt, self.b, self.at)
+        self.at += struct.calcsize(fmt)
+        return v
+
+
+def decode_evidence(p):
+    r = Reader(p)
+    if r.u("B") != 1:
+        raise Fail("Malformed")
+    e = {"version": 1}
+    e["challenge"] = r.hex(32)
+    e["public_key"] = r.hex(32)
+    e["agent_version"] = [r.u("H") for _ in range(3)]
+    e["boot_id"] = r.hex(16)
+    e["issued_at"] = r.u("Q")
+    raw = r.take(64)
+    name = raw.split(b"\x00", 1)[0]
+    if any(raw[len(name) :]):
+        raise Fail("Malformed")
+    try:
+        name = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Fail("Malformed")
+    c = {"name": name}
+    for f in ("vendor_id", "device_id", "driver_version", "api_version"):
+        c[f] = r.u("I")
+    c["device_type"] = r.u("B")
+    if c["device_type"] > 4:
+        raise Fail("Malformed")
+    c["features"] = r.u("I")
+    c["device_local_bytes"] = r.u("Q")
+    c["host_visible_bytes"] = r.u("Q")
+    c["max_workgroup_size"] = [r.u("I") for _ in range(3)]
+    c["max_workgroup_count"] = [r.u("I") for _ in range(3)]
+    c["max_invocations"] = r.u("I")
+    c["max_shared_memory"] = r.u("I")
+    c["max_storage_buffer_range"] = r.u("Q")
+    c["subgroup_size"] = r.u("I")
+    c["copy_mbps"] = r.u("I")
+    c["fma_mflops"] = r.u("I")
+    assert r.at == EVIDENCE_PAYLOAD_LEN
+    e["capabilities"] = c
+    return e
+
+
+def decode_receipt(p):
+    r = Reader(p)
+    if r.u("B") != 1:
+        raise Fail("Malformed")
+    status = r.u("B")
+    if status not in STATUS_NAMES:
+        raise Fail("Malformed")
+    d = {"version": 1, "status": status, "status_name": STATUS_NAMES[status]}
+    d["job"] = r.u("Q")
+    for f in ("requester_nonce", "kernel_hash", "input_root", "output_root"):
+        d[f] = r.hex(32)
+    d["output_len"] = r.u("Q")
+    d["result_hash"] = r.hex(32)
+    d["result_seal"] = r.hex(32)
+    d["usage"] = {
+        "gpu_time_us": r.u("Q"),
+        "dispatches": r.u("I"),
+        "bytes_in": r.u("Q"),
+        "bytes_out": r.u("Q"),
+    }
+    d["price"] = r.u("Q")
+    d["started_at"] = r.u("Q")
+    d["ended_at"] = r.u("Q")
+    d["evidence_hash"] = r.hex(32)
+    d["key_id"] = r.hex(16)
+    d["sequence"] = r.u("Q")
+    d["prev_hash"] = r.hex(32)
+    assert r.at == RECEIPT_PAYLOAD_LEN
+    return d
+
+
+# -------------------------------------------------------------- verifiers --
+
+
+def verify_evidence(b, challenge):
+    kid, payload, sig = parse_sign1(b, EVIDENCE_PAYLOAD_LEN)
+    e = decode_evidence(payload)
+    check_signature(EVIDENCE_DOMAIN, kid, payload, sig, bytes.fromhex(e["public_key"]))
+    if e["challenge"] != challenge.hex():
+        raise Fail("WrongNonce")
+    return e
+
+
+def verify_receipt(b, public_key, next_sequence, prev_hash, nonce):
+    kid, payload, sig = parse_sign1(b, RECEIPT_PAYLOAD_LEN)
+    check_signature(RECEIPT_DOMAIN, kid, payload, sig, public_key)
+    d = decode_receipt(payload)
+    if d["key_id"] != kid.hex():
+        raise Fail("UnknownKey")
+    if d["sequence"] < next_sequence:
+        raise Fail("Replayed")
+    if d["sequence"] > next_sequence:
+        raise Fail("OutOfOrder")
+    if d["prev_hash"] != prev_hash.hex():
+        raise Fail("BrokenChain")
+    if nonce is not None and d["requester_nonce"] != nonce.hex():
+        raise Fail("WrongNonce")
+    return d
+
+
+# ---------------------------------------------------------------- merkle --
+
+
+def leaf_hash(chunk):
+    return sha256(b"\x00", chunk)
+
+
+def node_hash(left, right):
+    return sha256(b"\x01", left, right)
+
+
+def split_point(n):
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(leaves):
+    """RFC 6962 §2.1 Merkle Tree Hash over leaf hashes."""
+    if not leaves:
+        return sha256(b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = split_point(len(leaves))
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def audit_path(m, leaves):
+    """RFC 6962 §2.1.1 PATH(m, D[n]), leaf level first."""
+    if len(leaves) <= 1:
+        return []
+    k = split_point(len(leaves))
+    if m < k:
+        return audit_path(m, leaves[:k]) + [mth(leaves[k:])]
+    return audit_path(m - k, leaves[k:]) + [mth(leaves[:k])]
+
+
+def chunk_leaves(buffers):
+    return [
+        leaf_hash(buf[i : i + CHUNK_SIZE])
+        for buf in buffers
+        for i in range(0, len(buf), CHUNK_SIZE)
+    ]
+
+
+def root_of(data):
+    return mth(chunk_leaves([data]))
+
+
+def verify_inclusion(root, leaf, index, tree_size, path):
+    """RFC 9162 §2.1.3.2."""
+    if index >= tree_size:
+        return False
+    fn, sn, r = index, tree_size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_output_chunk(root, output_len, chunk, index, tree_size, path):
+    """A chunk of a receipt's output: the tree size must fit the output
+    length (one short last chunk per buffer at most), then RFC 9162."""
+    least = -(-output_len // CHUNK_SIZE)
+    if not least <= tree_size <= least + MAX_BUFFERS - 1:
+        raise Fail("ChunkProofMismatch")
+    if not verify_inclusion(root, leaf_hash(chunk), index, tree_size, path):
+        raise Fail("ChunkProofMismatch")
+
+
+# ----------------------------------------------------------------- checks --
+
+
+def kernel_hash(k):
+    h = hashlib.sha256()
+    h.update(KERNEL_DOMAIN)
+    h.update(bytes.fromhex(k["spirv_root"]))
+    entry = k["entry_point"].encode("utf-8")
+    h.update(struct.pack("<I", len(entry)) + entry)
+    h.update(struct.pack("<I", len(k["specialization"])))
+    for ident, value in k["specialization"]:
+        h.update(struct.pack("<II", ident, value))
+    push = bytes.fromhex(k["push_constants"])
+    h.update(struct.pack("<I", len(push)) + push)
+    h.update(struct.pack("<III", *k["grid"]))
+    return h.digest()
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def expect_fail(reason, fn, *args):
+    try:
+        fn(*args)
+    except Fail as f:
+        expect(f.reason == reason, "failed with %s, expected %s" % (f.reason, reason))
+        return
+    raise AssertionError("verified, expected %s" % reason)
+
+
+def check_key(v, ctx):
+    seed = bytes.fromhex(v["seed"])
+    pk = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    expect(pk.hex() == v["public_key"], "public key from seed")
+    expect(v["hex"] == v["public_key"], "hex is the public key")
+    expect(key_id(pk).hex() == v["key_id"], "key id")
+    ctx["keys"][v["name"]] = pk
+
+
+def check_evidence(v, ctx):
+    b = bytes.fromhex(v["hex"])
+    challenge = bytes.fromhex(v["challenge"])
+    if "expect_error" in v:
+        expect_fail(v["expect_error"], verify_evidence, b, challenge)
+    else:
+        e = verify_evidence(b, challenge)
+        expect(e == v["evidence"], "decoded fields differ from the readable form")
+        pk = ctx["keys"][v["key"]]
+        expect(e["public_key"] == pk.hex(), "evidence of the named key")
+        expect(b[9:25].hex() == v["key_id"] == key_id(pk).hex(), "header key id")
+        expect(b[-64:].hex() == v["signature"], "signature")
+        expect(sha256(b).hex() == v["hash"], "hash")
+        ctx["evidence"][v["name"]] = v["hash"]
+
+
+def check_receipt(v, ctx):
+    b = bytes.fromhex(v["hex"])
+    pk = bytes.fromhex(v["public_key"])
+    before = v["chain_before"]
+    nonce = v["expected_nonce"]
+    args = (
+        b,
+        pk,
+        before["next_sequence"],
+        bytes.fromhex(before["prev_hash"]),
+        None if nonce is None else bytes.fromhex(nonce),
+    )
+    if "expect_error" in v:
+        expect_fail(v["expect_error"], verify_receipt, *args)
+    else:
+        d = verify_receipt(*args)
+        r = v["receipt"]
+        expect(d == r, "decoded fields differ from the readable form")
+        expect(pk == ctx["keys"][v["key"]], "receipt of the named key")
+        expect(b[-64:].hex() == v["signature"], "signature")
+        expect(sha256(b).hex() == v["hash"], "hash")
+        # What the receipt binds, recomputed from its inputs.
+        k = v["kernel"]
+        expect(root_of(gen(k["spirv_len"])).hex() == k["spirv_root"], "SPIR-V root")
+        kh = kernel_hash(k)
+        expect(kh.hex() == r["kernel_hash"], "kernel hash")
+        in_root = root_of(gen(v["input_len"]))
+        out_root = root_of(gen(r["output_len"]))
+        expect(in_root.hex() == r["input_root"], "input root")
+        expect(out_root.hex() == r["output_root"], "output root")
+        result = sha256(
+            RESULT_DOMAIN, kh, in_root, out_root, struct.pack("<Q", r["output_len"])
+        )
+        expect(result.hex() == r["result_hash"], "result hash")
+        seal = sha256(SEAL_DOMAIN, pk, struct.pack("<Q", r["job"]), result)
+        expect(seal.hex() == r["result_seal"], "result seal")
+        expect(r["evidence_hash"] in ctx["evidence"].values(), "evidence hash")
+        ctx["chain"].append((b, pk, v["hash"]))
+
+
+def check_chain(ctx):
+    """The valid receipts, verified in a row, form one chain from sequence 1."""
+    next_sequence, prev = 1, bytes(32)
+    for b, pk, h in ctx["chain"]:
+        verify_receipt(b, pk, next_sequence, prev, None)
+        next_sequence, prev = next_sequence + 1, bytes.fromhex(h)
+    expect(len(ctx["chain"]) >= 3, "a chain of at least 3 receipts")
+
+
+def check_merkle(v, ctx):
+    data = gen(v["length"])
+    if "buffers" in v:
+        bufs, at = [], 0
+        for n in v["buffers"]:
+            bufs.append(data[at : at + n])
+            at += n
+        leaves = chunk_leaves(bufs)
+        expect([l.hex() for l in leaves] == v["leaves"], "leaf hashes")
+        root = mth(leaves)
+        expect(root.hex() == v["root"] == v["hex"], "root")
+        return
+    leaves = chunk_leaves([data])
+    root = mth(leaves)
+    expect(root.hex() == v["root"], "root")
+    path = [bytes.fromhex(p) for p in v["path"]]
+    expect(b"".join(path).hex() == v["hex"], "hex is the path")
+    ci = v["chunk_index"]
+    chunk = bytearray(data[ci * CHUNK_SIZE : (ci + 1) * CHUNK_SIZE])
+    if "chunk_flip" in v:
+        chunk[v["chunk_flip"]] ^= 0x01
+    args = (root, len(data), bytes(chunk), v["index"], v["tree_size"], path)
+    if "expect_error" in v:
+        expect_fail(v["expect_error"], verify_output_chunk, *args)
+    else:
+        expect(leaf_hash(chunk).hex() == v["leaf_hash"], "leaf hash")
+        expect(v["tree_size"] == len(leaves), "tree size")
+        expect(path == audit_path(v["index"], leaves), "path is RFC 6962 PATH")
+        verify_output_chunk(*args)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    default = os.path.join(here, "..", "core", "tests", "vectors")
+    directory = sys.argv[1] if len(sys.argv) > 1 else default
+    ctx = {"keys": {}, "evidence": {}, "chain": []}
+    passed = failed = 0
+
+    def run(label, fn, *args):
+        nonlocal passed, failed
+        try:
+            fn(*args)
+            passed += 1
+        except Exception as e:  # every failure is reported, none stops the run
+            failed += 1
+            print("FAIL %s: %s: %s" % (label, type(e).__name__, e))
+
+    for file, check in (
+        ("keys.json", check_key),
+        ("evidence.json", check_evidence),
+        ("receipts.json", check_receipt),
+        ("merkle.json", check_merkle),
+    ):
+        with open(os.path.join(directory, file)) as f:
+            vectors = json.load(f)
+        for v in vectors:
+            run("%s %s" % (file, v.get("name", "?")), check, v, ctx)
+        if file == "receipts.json":
+            run("receipts.json chain in a row", check_chain, ctx)
+    print("attest-vectors: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

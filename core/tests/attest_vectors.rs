@@ -1,0 +1,1030 @@
+//! The attestation test vectors in `tests/vectors/`: every vector is rebuilt
+//! here from fixed inputs and must equal the committed JSON, and every vector
+//! is then run, from its JSON alone, through the verifiers: the valid ones must
+//! verify to their readable form, the tampered ones must fail with their
+//! `expect_error`.
+//!
+//! `TESSERA_BLESS=1 cargo test -p tessera-core --test attest_vectors` rewrites
+//! the files after an intended change. `ci/verify_vectors.py` checks the same
+//! files with an independent implementation.
+#![cfg(feature = "std")]
+
+use serde_json::{json, Value};
+use tessera_core::attest::{
+    kernel_hash, result_hash, result_seal, sha256, verify_output_chunk, ChainState,
+    DeviceCapabilities, DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptStatus,
+    ReceiptVerifier, Signer, VerifyError, EVIDENCE_LEN, RECEIPT_LEN,
+};
+use tessera_core::limits::CHUNK_SIZE;
+use tessera_core::merkle;
+use tessera_core::wire::{features, Digest, FailReason, Usage};
+
+// ---------------------------------------------------------------- helpers --
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+fn unhex_n<const N: usize>(v: &Value) -> [u8; N] {
+    unhex(v.as_str().expect("hex string"))
+        .try_into()
+        .expect("hex of the right length")
+}
+
+fn error_name(e: VerifyError) -> &'static str {
+    match e {
+        VerifyError::Malformed => "Malformed",
+        VerifyError::BadSignature => "BadSignature",
+        VerifyError::UnknownKey => "UnknownKey",
+        VerifyError::WrongNonce => "WrongNonce",
+        VerifyError::Replayed => "Replayed",
+        VerifyError::OutOfOrder => "OutOfOrder",
+        VerifyError::BrokenChain => "BrokenChain",
+        VerifyError::ChunkProofMismatch => "ChunkProofMismatch",
+    }
+}
+
+/// The documented data generator: byte `i` is `(i * 31 + 7) mod 251`.
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+/// Key A's seed is the bytes 0, 1, .., 31; key B's is 32, 33, .., 63.
+fn seed(key: &str) -> [u8; 32] {
+    let base = match key {
+        "key-a" => 0u8,
+        "key-b" => 32,
+        _ => panic!("no key {key}"),
+    };
+    core::array::from_fn(|i| base + i as u8)
+}
+
+fn signer(key: &str) -> Ed25519Signer {
+    Ed25519Signer::from_seed(&seed(key)).expect("seed")
+}
+
+fn public_key(key: &str) -> [u8; 32] {
+    signer(key).public_key()
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    v[at] ^= 0x01;
+    v
+}
+
+fn chain_json(c: ChainState) -> Value {
+    json!({ "next_sequence": c.next_sequence, "prev_hash": hex(&c.prev_hash) })
+}
+
+fn chain_from(v: &Value) -> ChainState {
+    ChainState {
+        next_sequence: v["next_sequence"].as_u64().expect("next_sequence"),
+        prev_hash: unhex_n(&v["prev_hash"]),
+    }
+}
+
+// ------------------------------------------------------------------- keys --
+
+fn build_keys() -> Value {
+    let mut out = vec![];
+    for key in ["key-a", "key-b"] {
+        let s = signer(key);
+        out.push(json!({
+            "name": key,
+            "seed": hex(&seed(key)),
+            "public_key": hex(&s.public_key()),
+            "key_id": hex(&s.key_id()),
+            "hex": hex(&s.public_key()),
+        }));
+    }
+    Value::Array(out)
+}
+
+// --------------------------------------------------------------- evidence --
+
+const CHALLENGE: [u8; 32] = [0xC4; 32];
+
+fn sample_evidence(key: &str) -> Evidence {
+    let mut name = heapless::String::new();
+    name.push_str("Tessera Test GPU").expect("short name");
+    Evidence {
+        challenge: CHALLENGE,
+        public_key: public_key(key),
+        agent_version: [0, 1, 0],
+        boot_id: core::array::from_fn(|i| 0xB0 + i as u8),
+        issued_at: 1_764_000_000_000_000,
+        capabilities: DeviceCapabilities {
+            name,
+            vendor_id: 0x10DE,
+            device_id: 0x2684,
+            driver_version: 0x8C20_0000,
+            api_version: (1 << 22) | (3 << 12) | 280,
+            device_type: DeviceType::DiscreteGpu,
+            features: features::FLOAT16
+                | features::INT8
+                | features::INT64
+                | features::ROBUST_BUFFER_ACCESS,
+            device_local_bytes: 24 << 30,
+            host_visible_bytes: 256 << 20,
+            max_workgroup_size: [1024, 1024, 64],
+            max_workgroup_count: [2_147_483_647, 65535, 65535],
+            max_invocations: 1024,
+            max_shared_memory: 49152,
+            max_storage_buffer_range: 4_294_967_295,
+            subgroup_size: 32,
+            copy_mbps: 912_000,
+            fma_mflops: 82_600_000,
+        },
+    }
+}
+
+fn evidence_json(e: &Evidence) -> Value {
+    let c = &e.capabilities;
+    json!({
+        "version": 1,
+        "challenge": hex(&e.challenge),
+        "public_key": hex(&e.public_key),
+        "agent_version": e.agent_version,
+        "boot_id": hex(&e.boot_id),
+        "issued_at": e.issued_at,
+        "capabilities": {
+            "name": c.name.as_str(),
+            "vendor_id": c.vendor_id,
+            "device_id": c.device_id,
+            "driver_version": c.driver_version,
+            "api_version": c.api_version,
+            "device_type": c.device_type as u8,
+            "features": c.features,
+            "device_local_bytes": c.device_local_bytes,
+            "host_visible_bytes": c.host_visible_bytes,
+            "max_workgroup_size": c.max_workgroup_size,
+            "max_workgroup_count": c.max_workgroup_count,
+            "max_invocations": c.max_invocations,
+            "max_shared_memory": c.max_shared_memory,
+            "max_storage_buffer_range": c.max_storage_buffer_range,
+            "subgroup_size": c.subgroup_size,
+            "copy_mbps": c.copy_mbps,
+            "fma_mflops": c.fma_mflops,
+        },
+    })
+}
+
+fn sign_evidence(e: &Evidence, key: &str) -> Vec<u8> {
+    let mut out = [0u8; EVIDENCE_LEN];
+    let n = e.sign(&mut signer(key), &mut out).expect("sign");
+    out[..n].to_vec()
+}
+
+/// The signed evidence of key A that the receipts name.
+fn evidence_a() -> Vec<u8> {
+    sign_evidence(&sample_evidence("key-a"), "key-a")
+}
+
+fn build_evidence() -> Value {
+    let e = sample_evidence("key-a");
+    let good = evidence_a();
+    let sig: [u8; 64] = good[EVIDENCE_LEN - 64..].try_into().expect("64");
+    let mut out = vec![json!({
+        "name": "evidence-a",
+        "key": "key-a",
+        "challenge": hex(&CHALLENGE),
+        "evidence": evidence_json(&e),
+        "key_id": hex(&signer("key-a").key_id()),
+        "signature": hex(&sig),
+        "hash": hex(&sha256(&good)),
+        "hex": hex(&good),
+    })];
+    let e_b = sample_evidence("key-b");
+    let good_b = sign_evidence(&e_b, "key-b");
+    let sig_b: [u8; 64] = good_b[EVIDENCE_LEN - 64..].try_into().expect("64");
+    out.push(json!({
+        "name": "evidence-b",
+        "key": "key-b",
+        "challenge": hex(&CHALLENGE),
+        "evidence": evidence_json(&e_b),
+        "key_id": hex(&signer("key-b").key_id()),
+        "signature": hex(&sig_b),
+        "hash": hex(&sha256(&good_b)),
+        "hex": hex(&good_b),
+    }));
+
+    let mut tampered = |name: &str, tamper: &str, challenge: [u8; 32], bytes: &[u8], err| {
+        out.push(json!({
+            "name": name,
+            "tamper": tamper,
+            "challenge": hex(&challenge),
+            "hex": hex(bytes),
+            "expect_error": error_name(err),
+        }));
+    };
+    tampered(
+        "evidence-a-wrong-challenge",
+        "evidence-a checked against another challenge",
+        [0xC5; 32],
+        &good,
+        VerifyError::WrongNonce,
+    );
+    // Byte 27 + 87 is the first byte of issued_at.
+    tampered(
+        "evidence-a-flipped-issued-at",
+        "bit 0 of byte 114 (issued_at) flipped",
+        CHALLENGE,
+        &flip(&good, 114),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "evidence-a-flipped-signature",
+        "bit 0 of byte 300 (signature) flipped",
+        CHALLENGE,
+        &flip(&good, 300),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "evidence-a-truncated",
+        "last byte removed",
+        CHALLENGE,
+        &good[..EVIDENCE_LEN - 1],
+        VerifyError::Malformed,
+    );
+    tampered(
+        "evidence-a-flipped-public-key",
+        "bit 0 of byte 60 (the payload's public key) flipped",
+        CHALLENGE,
+        &flip(&good, 60),
+        VerifyError::UnknownKey,
+    );
+    let by_b = sign_evidence(&e, "key-b");
+    tampered(
+        "evidence-a-signed-by-key-b",
+        "key A's evidence signed by key B (header key id B)",
+        CHALLENGE,
+        &by_b,
+        VerifyError::UnknownKey,
+    );
+    let mut forged = by_b.clone();
+    forged[9..25].copy_from_slice(&signer("key-a").key_id());
+    tampered(
+        "evidence-a-signed-by-key-b-claiming-key-a",
+        "key A's evidence signed by key B, header key id rewritten to A's",
+        CHALLENGE,
+        &forged,
+        VerifyError::BadSignature,
+    );
+    let receipt = receipts().remove(0).1;
+    tampered(
+        "receipt-1-as-evidence",
+        "receipt-1 presented as evidence",
+        CHALLENGE,
+        &receipt,
+        VerifyError::Malformed,
+    );
+    Value::Array(out)
+}
+
+// --------------------------------------------------------------- receipts --
+
+/// What was dispatched, in the form `kernel_hash` takes.
+struct Kernel {
+    spirv_root: Digest,
+    entry_point: &'static str,
+    specialization: Vec<(u32, u32)>,
+    push_constants: Vec<u8>,
+    grid: [u32; 3],
+}
+
+impl Kernel {
+    fn sample(job: u64) -> Kernel {
+        Kernel {
+            spirv_root: merkle::root_of(&data(1000 + 4 * job as usize)),
+            entry_point: "main",
+            specialization: vec![(0, 256), (1, job as u32)],
+            push_constants: (0..16).map(|i| i * 3 + job as u8).collect(),
+            grid: [64, job as u32, 1],
+        }
+    }
+    fn hash(&self) -> Digest {
+        kernel_hash(
+            &self.spirv_root,
+            self.entry_point,
+            &self.specialization,
+            &self.push_constants,
+            self.grid,
+        )
+    }
+    fn json(&self) -> Value {
+        json!({
+            "spirv_len": 1000 + 4 * self.grid[1],
+            "spirv_root": hex(&self.spirv_root),
+            "entry_point": self.entry_point,
+            "specialization": self.specialization.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
+            "push_constants": hex(&self.push_constants),
+            "grid": self.grid,
+        })
+    }
+}
+
+/// A receipt of key A for `job`; input and output are the generator's first
+/// `input_len` and `output_len` bytes.
+fn sample_receipt(
+    job: u64,
+    status: ReceiptStatus,
+    input_len: usize,
+    output_len: usize,
+    chain: ChainState,
+) -> Receipt {
+    let key = signer("key-a");
+    let kernel = Kernel::sample(job).hash();
+    let input_root = merkle::root_of(&data(input_len));
+    let output_root = merkle::root_of(&data(output_len));
+    let result = result_hash(&kernel, &input_root, &output_root, output_len as u64);
+    Receipt {
+        status,
+        job,
+        requester_nonce: core::array::from_fn(|i| (job as u8).wrapping_mul(16) ^ i as u8),
+        kernel_hash: kernel,
+        input_root,
+        output_root,
+        output_len: output_len as u64,
+        result_hash: result,
+        result_seal: result_seal(&key.public_key(), job, &result),
+        usage: Usage {
+            gpu_time_us: 1500 * job,
+            dispatches: job as u32,
+            bytes_in: input_len as u64,
+            bytes_out: output_len as u64,
+        },
+        price: 7 * job + 3,
+        started_at: 1_764_000_001_000_000 + 10_000_000 * job,
+        ended_at: 1_764_000_001_000_000 + 10_000_000 * job + 1500 * job + 250,
+        evidence_hash: sha256(&evidence_a()),
+        key_id: key.key_id(),
+        sequence: chain.next_sequence,
+        prev_hash: chain.prev_hash,
+    }
+}
+
+fn status_name(s: ReceiptStatus) -> String {
+    match s {
+        ReceiptStatus::Completed => "Completed".into(),
+        ReceiptStatus::Failed(r) => format!("Failed({r:?})"),
+    }
+}
+
+fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "version": 1,
+        "status": r.status.code(),
+        "status_name": status_name(r.status),
+        "job": r.job,
+        "requester_nonce": hex(&r.requester_nonce),
+        "kernel_hash": hex(&r.kernel_hash),
+        "input_root": hex(&r.input_root),
+        "output_root": hex(&r.output_root),
+        "output_len": r.output_len,
+        "result_hash": hex(&r.result_hash),
+        "result_seal": hex(&r.result_seal),
+        "usage": {
+            "gpu_time_us": r.usage.gpu_time_us,
+            "dispatches": r.usage.dispatches,
+            "bytes_in": r.usage.bytes_in,
+            "bytes_out": r.usage.bytes_out,
+        },
+        "price": r.price,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "evidence_hash": hex(&r.evidence_hash),
+        "key_id": hex(&r.key_id),
+        "sequence": r.sequence,
+        "prev_hash": hex(&r.prev_hash),
+    })
+}
+
+fn sign_receipt(r: &Receipt, key: &str) -> Vec<u8> {
+    let mut out = [0u8; RECEIPT_LEN];
+    let n = r.sign(&mut signer(key), &mut out).expect("sign");
+    out[..n].to_vec()
+}
+
+/// Jobs of the valid chain: (job, status, input bytes, output bytes).
+const JOBS: [(u64, ReceiptStatus, usize, usize); 4] = [
+    (1, ReceiptStatus::Completed, 20_000, 3 * CHUNK_SIZE + 100),
+    (2, ReceiptStatus::Completed, CHUNK_SIZE, CHUNK_SIZE),
+    (3, ReceiptStatus::Completed, 100, 5 * CHUNK_SIZE),
+    (4, ReceiptStatus::Failed(FailReason::DeviceLost), 4096, 0),
+];
+
+/// The valid chain of key A: receipts 1, 2, 3 and the failed job 4, each with
+/// the chain state before it.
+fn receipts() -> Vec<(Receipt, Vec<u8>, ChainState)> {
+    let mut chain = ChainState::default();
+    let mut out = vec![];
+    for (job, status, input_len, output_len) in JOBS {
+        let r = sample_receipt(job, status, input_len, output_len, chain);
+        let signed = sign_receipt(&r, "key-a");
+        out.push((r, signed.clone(), chain));
+        chain.advance(Receipt::hash(&signed));
+    }
+    out
+}
+
+fn build_receipts() -> Value {
+    let chain = receipts();
+    let pk_a = hex(&public_key("key-a"));
+    let mut out = vec![];
+    for ((r, signed, before), (_, _, input_len, _)) in chain.iter().zip(JOBS) {
+        let name = match r.status {
+            ReceiptStatus::Completed => format!("receipt-{}", r.sequence),
+            ReceiptStatus::Failed(_) => format!("receipt-{}-failed-job", r.sequence),
+        };
+        let sig: [u8; 64] = signed[RECEIPT_LEN - 64..].try_into().expect("64");
+        out.push(json!({
+            "name": name,
+            "key": "key-a",
+            "public_key": pk_a,
+            "chain_before": chain_json(*before),
+            "expected_nonce": hex(&r.requester_nonce),
+            "input_len": input_len,
+            "kernel": Kernel::sample(r.job).json(),
+            "receipt": receipt_json(r),
+            "signature": hex(&sig),
+            "hash": hex(&Receipt::hash(signed)),
+            "hex": hex(signed),
+        }));
+    }
+    let after = |i: usize| {
+        let mut c = chain[i].2;
+        c.advance(Receipt::hash(&chain[i].1));
+        c
+    };
+    let mut tampered = |name: &str,
+                        tamper: &str,
+                        key: &str,
+                        before: ChainState,
+                        nonce: Option<[u8; 32]>,
+                        bytes: &[u8],
+                        err| {
+        out.push(json!({
+            "name": name,
+            "tamper": tamper,
+            "public_key": hex(&public_key(key)),
+            "chain_before": chain_json(before),
+            "expected_nonce": nonce.map(|n| hex(&n)),
+            "hex": hex(bytes),
+            "expect_error": error_name(err),
+        }));
+    };
+    let r1 = &chain[0].1;
+    let r2 = &chain[1].1;
+    let r3 = &chain[2].1;
+    tampered(
+        "receipt-2-flipped-payload-byte",
+        "bit 0 of byte 40 (requester nonce) flipped",
+        "key-a",
+        after(0),
+        None,
+        &flip(r2, 40),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "receipt-2-flipped-signature-byte",
+        "bit 0 of byte 443 (last signature byte) flipped",
+        "key-a",
+        after(0),
+        None,
+        &flip(r2, 443),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "receipt-1-wrong-key",
+        "receipt-1 checked against key B",
+        "key-b",
+        ChainState::default(),
+        None,
+        r1,
+        VerifyError::UnknownKey,
+    );
+    tampered(
+        "receipt-2-replayed",
+        "receipt-2 presented again after it",
+        "key-a",
+        after(1),
+        None,
+        r2,
+        VerifyError::Replayed,
+    );
+    tampered(
+        "receipt-3-gap",
+        "receipt-3 right after receipt-1 (receipt-2 missing)",
+        "key-a",
+        after(0),
+        None,
+        r3,
+        VerifyError::OutOfOrder,
+    );
+    let broken = sample_receipt(
+        2,
+        ReceiptStatus::Completed,
+        JOBS[1].2,
+        JOBS[1].3,
+        ChainState {
+            next_sequence: 2,
+            prev_hash: sha256(b"not receipt-1"),
+        },
+    );
+    tampered(
+        "receipt-2-broken-prev-hash",
+        "a validly signed sequence 2 whose prev hash is SHA-256(\"not receipt-1\")",
+        "key-a",
+        after(0),
+        None,
+        &sign_receipt(&broken, "key-a"),
+        VerifyError::BrokenChain,
+    );
+    tampered(
+        "receipt-2-wrong-requester-nonce",
+        "receipt-2 checked against another requester nonce",
+        "key-a",
+        after(0),
+        Some([0x77; 32]),
+        r2,
+        VerifyError::WrongNonce,
+    );
+    tampered(
+        "receipt-1-truncated",
+        "last byte removed",
+        "key-a",
+        ChainState::default(),
+        None,
+        &r1[..RECEIPT_LEN - 1],
+        VerifyError::Malformed,
+    );
+    let mut other_kid = chain[0].0;
+    other_kid.key_id = signer("key-b").key_id();
+    tampered(
+        "receipt-1-payload-names-key-b",
+        "signed by key A, payload key id is key B's",
+        "key-a",
+        ChainState::default(),
+        None,
+        &sign_receipt(&other_kid, "key-a"),
+        VerifyError::UnknownKey,
+    );
+    let mut by_b = sign_receipt(&chain[0].0, "key-b");
+    by_b[9..25].copy_from_slice(&signer("key-a").key_id());
+    tampered(
+        "receipt-1-signed-by-key-b-claiming-key-a",
+        "receipt-1's payload signed by key B, header key id rewritten to A's",
+        "key-a",
+        ChainState::default(),
+        None,
+        &by_b,
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "evidence-a-as-receipt",
+        "evidence-a presented as a receipt",
+        "key-a",
+        ChainState::default(),
+        None,
+        &evidence_a(),
+        VerifyError::Malformed,
+    );
+    Value::Array(out)
+}
+
+// ----------------------------------------------------------------- merkle --
+
+fn leaves(buffers: &[&[u8]]) -> Vec<Digest> {
+    buffers
+        .iter()
+        .flat_map(|b| b.chunks(CHUNK_SIZE).map(merkle::leaf_hash))
+        .collect()
+}
+
+fn build_merkle() -> Value {
+    let mut out = vec![];
+    let sizes: [(&str, Vec<usize>); 10] = [
+        ("root-0-chunks", vec![0]),
+        ("root-1-byte", vec![1]),
+        ("root-1-chunk", vec![CHUNK_SIZE]),
+        ("root-2-chunks", vec![2 * CHUNK_SIZE]),
+        ("root-3-chunks", vec![3 * CHUNK_SIZE]),
+        ("root-5-chunks", vec![5 * CHUNK_SIZE]),
+        ("root-8-chunks", vec![8 * CHUNK_SIZE]),
+        ("root-3-chunks-short-last", vec![2 * CHUNK_SIZE + 1000]),
+        ("root-4-chunks-short-last", vec![3 * CHUNK_SIZE + 100]),
+        ("root-two-buffers", vec![CHUNK_SIZE + 10, 3]),
+    ];
+    for (name, lens) in sizes {
+        let total: usize = lens.iter().sum();
+        let all = data(total);
+        let mut bufs: Vec<&[u8]> = vec![];
+        let mut at = 0;
+        for l in &lens {
+            bufs.push(&all[at..at + l]);
+            at += l;
+        }
+        let ls = leaves(&bufs);
+        let root = merkle::root_of_buffers(bufs.iter().copied());
+        if lens.len() == 1 {
+            assert_eq!(root, merkle::root_of(&all));
+        }
+        out.push(json!({
+            "name": name,
+            "length": total,
+            "buffers": lens,
+            "leaves": ls.iter().map(|l| hex(l)).collect::<Vec<_>>(),
+            "root": hex(&root),
+            "hex": hex(&root),
+        }));
+    }
+
+    let proof_json = |name: &str,
+                      len: usize,
+                      index: u64,
+                      p: &merkle::Proof,
+                      err: Option<VerifyError>,
+                      tamper: Option<&str>,
+                      chunk_flip: Option<usize>,
+                      chunk_index: u64| {
+        let all = data(len);
+        let ls = leaves(&[&all]);
+        let path: Vec<u8> = p.path.iter().flatten().copied().collect();
+        let mut v = json!({
+            "name": name,
+            "length": len,
+            "root": hex(&merkle::root_of(&all)),
+            "chunk_index": chunk_index,
+            "leaf_hash": hex(&ls[chunk_index as usize]),
+            "index": index,
+            "tree_size": p.tree_size,
+            "path": p.path.iter().map(|d| hex(d)).collect::<Vec<_>>(),
+            "hex": hex(&path),
+        });
+        if let Some(off) = chunk_flip {
+            v["chunk_flip"] = json!(off);
+            v.as_object_mut().expect("object").remove("leaf_hash");
+        }
+        if let Some(t) = tamper {
+            v["tamper"] = json!(t);
+        }
+        if let Some(e) = err {
+            v["expect_error"] = json!(error_name(e));
+        }
+        v
+    };
+    let cases: [(usize, u64); 9] = [
+        (CHUNK_SIZE, 0),
+        (5 * CHUNK_SIZE, 0),
+        (5 * CHUNK_SIZE, 2),
+        (5 * CHUNK_SIZE, 4),
+        (8 * CHUNK_SIZE, 3),
+        (8 * CHUNK_SIZE, 7),
+        (3 * CHUNK_SIZE + 100, 1),
+        (3 * CHUNK_SIZE + 100, 3),
+        (2 * CHUNK_SIZE + 1000, 2),
+    ];
+    for (len, index) in cases {
+        let all = data(len);
+        let ls = leaves(&[&all]);
+        let p = merkle::prove(&ls, index).expect("index in range");
+        let name = format!("proof-{}-of-{}-leaves-{}-bytes", index, ls.len(), len);
+        out.push(proof_json(&name, len, index, &p, None, None, None, index));
+    }
+
+    // Bad proofs, all ChunkProofMismatch.
+    let len = 5 * CHUNK_SIZE;
+    let ls = leaves(&[&data(len)]);
+    let good2 = merkle::prove(&ls, 2).expect("in range");
+    let mut flipped = good2.clone();
+    flipped.path[1][0] ^= 0x01;
+    let bad = Some(VerifyError::ChunkProofMismatch);
+    out.push(proof_json(
+        "bad-proof-flipped-path-byte",
+        len,
+        2,
+        &flipped,
+        bad,
+        Some("bit 0 of the first byte of path[1] flipped"),
+        None,
+        2,
+    ));
+    out.push(proof_json(
+        "bad-proof-wrong-chunk",
+        len,
+        2,
+        &good2,
+        bad,
+        Some("chunk 3 presented with chunk 2's proof"),
+        None,
+        3,
+    ));
+    out.push(proof_json(
+        "bad-proof-flipped-chunk-byte",
+        len,
+        2,
+        &good2,
+        bad,
+        Some("bit 0 of byte 100 of chunk 2 flipped"),
+        Some(100),
+        2,
+    ));
+    let mut wrong_index = good2.clone();
+    wrong_index.index = 3;
+    out.push(proof_json(
+        "bad-proof-wrong-index",
+        len,
+        3,
+        &wrong_index,
+        bad,
+        Some("chunk 2's proof claiming index 3"),
+        None,
+        2,
+    ));
+    let mut short = good2.clone();
+    short.path.pop();
+    out.push(proof_json(
+        "bad-proof-path-too-short",
+        len,
+        2,
+        &short,
+        bad,
+        Some("last path entry removed"),
+        None,
+        2,
+    ));
+    let mut misplaced = merkle::prove(&ls, 4).expect("in range");
+    misplaced.index = 1;
+    misplaced.tree_size = 2;
+    out.push(proof_json(
+        "bad-proof-misplaced-by-tree-size",
+        len,
+        1,
+        &misplaced,
+        bad,
+        Some("chunk 4's path (which alone leads to the root) read as leaf 1 of a 2-leaf tree"),
+        None,
+        4,
+    ));
+    Value::Array(out)
+}
+
+// ----------------------------------------------------- the vector runners --
+
+/// Runs each evidence vector through `Evidence::verify`.
+fn run_evidence(vectors: &Value) -> usize {
+    let mut n = 0;
+    for v in vectors.as_array().expect("array") {
+        let bytes = unhex(v["hex"].as_str().expect("hex"));
+        let challenge = unhex_n(&v["challenge"]);
+        let got = Evidence::verify(&bytes, &challenge);
+        match v.get("expect_error") {
+            Some(e) => {
+                assert_eq!(
+                    got.map(|_| ()).map_err(error_name),
+                    Err(e.as_str().expect("name")),
+                    "{}",
+                    v["name"]
+                );
+            }
+            None => {
+                let e = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
+                assert_eq!(evidence_json(&e), v["evidence"], "{}", v["name"]);
+                assert_eq!(hex(&Evidence::hash(&bytes)), v["hash"], "{}", v["name"]);
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Runs each receipt vector through a `ReceiptVerifier` at its chain state.
+fn run_receipts(vectors: &Value) -> usize {
+    let mut n = 0;
+    for v in vectors.as_array().expect("array") {
+        let bytes = unhex(v["hex"].as_str().expect("hex"));
+        let mut verifier =
+            ReceiptVerifier::new(unhex_n(&v["public_key"]), chain_from(&v["chain_before"]));
+        let nonce: Option<[u8; 32]> = v["expected_nonce"]
+            .as_str()
+            .map(|_| unhex_n(&v["expected_nonce"]));
+        let got = verifier.verify_next(&bytes, nonce.as_ref());
+        match v.get("expect_error") {
+            Some(e) => assert_eq!(
+                got.map(|_| ()).map_err(error_name),
+                Err(e.as_str().expect("name")),
+                "{}",
+                v["name"]
+            ),
+            None => {
+                let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
+                assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
+                assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Runs each Merkle vector: roots through `root_of_buffers`, proofs through
+/// `verify_output_chunk` against a receipt with that output.
+fn run_merkle(vectors: &Value) -> usize {
+    let mut n = 0;
+    for v in vectors.as_array().expect("array") {
+        let len = v["length"].as_u64().expect("length") as usize;
+        let all = data(len);
+        if let Some(lens) = v.get("buffers") {
+            let mut bufs = vec![];
+            let mut at = 0;
+            for l in lens.as_array().expect("array") {
+                let l = l.as_u64().expect("len") as usize;
+                bufs.push(&all[at..at + l]);
+                at += l;
+            }
+            let root = merkle::root_of_buffers(bufs.iter().copied());
+            assert_eq!(hex(&root), v["root"], "{}", v["name"]);
+            n += 1;
+            continue;
+        }
+        let mut receipt = receipts()[0].0;
+        receipt.output_root = unhex_n(&v["root"]);
+        receipt.output_len = len as u64;
+        let chunk_index = v["chunk_index"].as_u64().expect("chunk_index") as usize;
+        let mut chunk = all
+            .chunks(CHUNK_SIZE)
+            .nth(chunk_index)
+            .expect("chunk")
+            .to_vec();
+        if let Some(off) = v.get("chunk_flip") {
+            chunk[off.as_u64().expect("offset") as usize] ^= 0x01;
+        }
+        let mut path = heapless::Vec::new();
+        for d in v["path"].as_array().expect("path") {
+            path.push(unhex_n::<32>(d)).expect("path fits");
+        }
+        let proof = merkle::Proof {
+            index: v["index"].as_u64().expect("index"),
+            tree_size: v["tree_size"].as_u64().expect("tree_size"),
+            path,
+        };
+        let got = verify_output_chunk(&receipt, &chunk, &proof);
+        match v.get("expect_error") {
+            Some(e) => assert_eq!(
+                got.map_err(error_name),
+                Err(e.as_str().expect("name")),
+                "{}",
+                v["name"]
+            ),
+            None => assert_eq!(got, Ok(()), "{}", v["name"]),
+        }
+        n += 1;
+    }
+    n
+}
+
+// ------------------------------------------------------------------ tests --
+
+fn vectors_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
+
+/// Keys first in this order, the rest alphabetically, `hex` last: the name
+/// and what is tampered read first.
+fn key_rank(key: &str) -> (u8, &str) {
+    match key {
+        "name" => (0, ""),
+        "tamper" => (1, ""),
+        "expect_error" => (2, ""),
+        "hex" => (4, ""),
+        other => (3, other),
+    }
+}
+
+/// Pretty JSON with two-space indents, keys in `key_rank` order, and arrays
+/// of numbers on one line.
+fn write_json(v: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize| " ".repeat(n);
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| key_rank(k));
+            out.push_str("{\n");
+            for (i, k) in keys.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                out.push_str(&serde_json::to_string(k).expect("key"));
+                out.push_str(": ");
+                write_json(&map[k.as_str()], indent + 2, out);
+                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Value::Array(items) if items.iter().all(|x| x.is_number()) => {
+            out.push_str(&serde_json::to_string(v).expect("array").replace(',', ", "));
+        }
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (i, x) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 2));
+                write_json(x, indent + 2, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        leaf => out.push_str(&serde_json::to_string(leaf).expect("leaf")),
+    }
+}
+
+/// Compares a rebuilt vector file with the committed one, byte for byte, or
+/// rewrites it under `TESSERA_BLESS=1`. Returns the committed vectors.
+fn committed(file: &str, rebuilt: Value) -> Value {
+    let path = vectors_dir().join(file);
+    let mut text = String::new();
+    write_json(&rebuilt, 0, &mut text);
+    text.push('\n');
+    if std::env::var_os("TESSERA_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(vectors_dir()).expect("mkdir");
+        std::fs::write(&path, &text).expect("write");
+    }
+    let on_disk_text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (TESSERA_BLESS=1 writes it)", path.display()));
+    let on_disk: Value = serde_json::from_str(&on_disk_text).expect("valid JSON");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    assert_eq!(names(&on_disk), names(&rebuilt), "{file}: vector names");
+    for (a, b) in on_disk
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(rebuilt.as_array().unwrap())
+    {
+        assert_eq!(
+            a, b,
+            "{file}: vector {} differs from the rebuilt one",
+            a["name"]
+        );
+    }
+    assert!(
+        on_disk_text == text,
+        "{file}: same vectors, other formatting (TESSERA_BLESS=1 rewrites it)"
+    );
+    on_disk
+}
+
+#[test]
+fn key_vectors() {
+    let v = committed("keys.json", build_keys());
+    for k in v.as_array().unwrap() {
+        let seed: [u8; 32] = unhex_n(&k["seed"]);
+        let pk: [u8; 32] = unhex_n(&k["public_key"]);
+        let s = Ed25519Signer::from_seed_and_public_key(&seed, &pk).expect("matching key");
+        assert_eq!(hex(&s.key_id()), k["key_id"]);
+    }
+}
+
+#[test]
+fn evidence_vectors() {
+    let v = committed("evidence.json", build_evidence());
+    assert_eq!(run_evidence(&v), v.as_array().unwrap().len());
+}
+
+#[test]
+fn receipt_vectors() {
+    let v = committed("receipts.json", build_receipts());
+    assert_eq!(run_receipts(&v), v.as_array().unwrap().len());
+    // The valid ones form one chain when verified in a row.
+    let mut verifier = ReceiptVerifier::new(public_key("key-a"), ChainState::default());
+    for (_, signed, _) in receipts() {
+        verifier.verify_next(&signed, None).expect("chain");
+    }
+    assert_eq!(verifier.chain().next_sequence, 5);
+}
+
+#[test]
+fn merkle_vectors() {
+    let v = committed("merkle.json", build_merkle());
+    assert_eq!(run_merkle(&v), v.as_array().unwrap().len());
+}
