@@ -247,6 +247,9 @@ struct Job {
     persisted: bool,
     /// The receipt chain right after this job's receipt.
     chain_after: ChainState,
+    /// A failure the agent decided on (deadline, corrupt input) whose receipt
+    /// the signer could not sign yet; retried at `deadline`.
+    pending_failure: Option<(FailReason, u32, Usage)>,
     receipt: Vec<u8, RECEIPT_LEN>,
 }
 
@@ -272,6 +275,7 @@ impl Job {
             unsent: false,
             persisted: true,
             chain_after: ChainState::default(),
+            pending_failure: None,
             receipt: Vec::new(),
         }
     }
@@ -281,10 +285,17 @@ impl Job {
     }
 
     fn has_deadline(&self) -> bool {
-        matches!(
-            self.state,
-            JobState::Accepted | JobState::Receiving | JobState::Running
-        ) || (self.state == JobState::Uploading && !self.resend)
+        self.pending_failure.is_none()
+            && (matches!(
+                self.state,
+                JobState::Accepted | JobState::Receiving | JobState::Running
+            ) || (self.state == JobState::Uploading && !self.resend))
+    }
+
+    /// Whether the host may still act on the job (write outputs, fail it).
+    fn host_may_act(&self) -> bool {
+        self.pending_failure.is_none()
+            && matches!(self.state, JobState::Running | JobState::Uploading)
     }
 }
 
@@ -343,7 +354,11 @@ impl<S: Signer> Agent<S> {
     /// restart).
     pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
         let p = &config.policy;
-        if p.max_concurrent == 0 || p.heartbeat_interval.micros == 0 || p.peer_timeout.micros == 0 {
+        if p.max_concurrent == 0
+            || p.max_concurrent as usize > MAX_JOBS
+            || p.heartbeat_interval.micros == 0
+            || p.peer_timeout.micros == 0
+        {
             return Err(Error::InvalidConfig);
         }
         let key_id = signer.key_id();
@@ -441,6 +456,11 @@ impl<S: Signer> Agent<S> {
             // Events must be drained first, so none can be lost.
             return Err(Error::WouldBlock);
         }
+        if self.conn == ConnState::Closed {
+            // A new session after a goodbye: the drain is over.
+            self.draining = false;
+        }
+        self.heartbeat_interval = self.config.policy.heartbeat_interval;
         self.epoch = self.epoch.wrapping_add(1);
         self.reset_input();
         self.tx_start = 0;
@@ -553,15 +573,16 @@ impl<S: Signer> Agent<S> {
                 error: Error::NotConnected,
             });
         }
+        // Bytes arrived: the peer is alive, even if the host is slow to take them.
+        if !bytes.is_empty() {
+            self.last_rx = now;
+        }
         if self.rx_held {
             if self.data_event_queued() {
                 return Ok(0);
             }
             self.rx_held = false;
             self.rx_len = 0;
-        }
-        if !bytes.is_empty() {
-            self.last_rx = now;
         }
         let mut consumed = 0;
         while consumed < bytes.len() {
@@ -831,7 +852,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::InputChunk)?;
         let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
-        if self.jobs[i].state != JobState::Receiving {
+        if self.jobs[i].state != JobState::Receiving || self.jobs[i].pending_failure.is_some() {
             return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
         }
         let job = &self.jobs[i];
@@ -904,7 +925,7 @@ impl<S: Signer> Agent<S> {
             job: id,
         }));
         self.push_event(EventRecord::CancelJob(id, CancelReason::InputIntegrity));
-        self.end_failed(
+        self.end_failed_or_retry(
             now,
             i,
             FailReason::InputIntegrity,
@@ -965,7 +986,7 @@ impl<S: Signer> Agent<S> {
         permille: u16,
     ) -> Result<(), Error> {
         let i = self.job_index(id)?;
-        if self.jobs[i].state != JobState::Running {
+        if self.jobs[i].state != JobState::Running || self.jobs[i].pending_failure.is_some() {
             return Err(Error::InvalidJobState(id));
         }
         if self.conn != ConnState::Ready {
@@ -1004,6 +1025,9 @@ impl<S: Signer> Agent<S> {
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
         let job = &mut self.jobs[i];
+        if job.pending_failure.is_some() {
+            return Err(Error::InvalidJobState(id));
+        }
         if job.state == JobState::Running {
             job.state = JobState::Uploading;
             job.stream = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
@@ -1138,6 +1162,9 @@ impl<S: Signer> Agent<S> {
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
         let i = self.job_index(id)?;
         let job = &self.jobs[i];
+        if job.pending_failure.is_some() {
+            return Err(Error::InvalidJobState(id));
+        }
         if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
             // A job without read-back buffers has nothing to upload.
         } else if job.state != JobState::Uploading {
@@ -1220,17 +1247,14 @@ impl<S: Signer> Agent<S> {
         usage: Usage,
     ) -> Result<(), Error> {
         let i = self.job_index(id)?;
-        if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
-            || self.jobs[i].resend
-        {
+        if !self.jobs[i].host_may_act() || self.jobs[i].resend {
             return Err(Error::InvalidJobState(id));
         }
-        self.end_failed(now, i, reason, detail, usage);
-        Ok(())
+        // On a signer error the job is unchanged: the host may call again.
+        self.end_failed(now, i, reason, detail, usage)
     }
 
-    /// Signs and sends a failure. If the signer fails, the job is left as it
-    /// is and retried a second later (a busy secure element, say).
+    /// Signs and sends a failure.
     fn end_failed(
         &mut self,
         now: Instant,
@@ -1238,21 +1262,35 @@ impl<S: Signer> Agent<S> {
         reason: FailReason,
         detail: u32,
         usage: Usage,
-    ) {
+    ) -> Result<(), Error> {
         let mut usage = usage;
         usage.bytes_in = self.jobs[i].usage.bytes_in;
         usage.bytes_out = 0;
-        if self
-            .sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)
-            .is_ok()
-        {
+        self.sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)?;
+        let job = &mut self.jobs[i];
+        job.state = JobState::AwaitingAck;
+        job.resend = false;
+        job.unsent = true;
+        job.pending_failure = None;
+        self.flush_outcomes();
+        Ok(())
+    }
+
+    /// Ends a job with a failure the agent decided on. If the signer cannot
+    /// sign now (a busy secure element, say), the failure is kept, with its
+    /// reason, and retried every second; the job takes no more input.
+    fn end_failed_or_retry(
+        &mut self,
+        now: Instant,
+        i: usize,
+        reason: FailReason,
+        detail: u32,
+        usage: Usage,
+    ) {
+        if self.end_failed(now, i, reason, detail, usage).is_err() {
             let job = &mut self.jobs[i];
-            job.state = JobState::AwaitingAck;
-            job.resend = false;
-            job.unsent = true;
-            self.flush_outcomes();
-        } else {
-            self.jobs[i].deadline = now + Duration::from_secs(1);
+            job.pending_failure = Some((reason, detail, usage));
+            job.deadline = now + Duration::from_secs(1);
         }
     }
 
@@ -1557,7 +1595,11 @@ impl<S: Signer> Agent<S> {
         if self.conn == ConnState::Ready {
             consider(self.next_heartbeat);
         }
-        for job in self.jobs.iter().filter(|j| j.has_deadline()) {
+        for job in self
+            .jobs
+            .iter()
+            .filter(|j| j.has_deadline() || j.pending_failure.is_some())
+        {
             consider(job.deadline);
         }
         next
@@ -1568,6 +1610,13 @@ impl<S: Signer> Agent<S> {
         let mut i = 0;
         while i < self.jobs.len() {
             let job = &self.jobs[i];
+            if let Some((reason, detail, usage)) = job.pending_failure {
+                if now >= job.deadline {
+                    self.end_failed_or_retry(now, i, reason, detail, usage);
+                }
+                i += 1;
+                continue;
+            }
             if !job.has_deadline() || now < job.deadline {
                 i += 1;
                 continue;
@@ -1580,7 +1629,7 @@ impl<S: Signer> Agent<S> {
             }
             self.push_event(EventRecord::CancelJob(id, CancelReason::Deadline));
             let usage = self.jobs[i].usage;
-            self.end_failed(now, i, FailReason::DeadlineExceeded, 0, usage);
+            self.end_failed_or_retry(now, i, FailReason::DeadlineExceeded, 0, usage);
             i += 1;
         }
         if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {

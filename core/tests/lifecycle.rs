@@ -102,7 +102,11 @@ fn job(nonce: u8, input_len: usize) -> JobDescription {
 }
 
 /// Offers, assigns and sends the job; returns the frames the agent sent.
-fn submit(h: &mut Harness, id: u64, j: &JobDescription) -> Vec<Vec<u8>> {
+fn submit<S: tessera_core::attest::Signer>(
+    h: &mut Harness<S>,
+    id: u64,
+    j: &JobDescription,
+) -> Vec<Vec<u8>> {
     h.send(&Message::JobOffer(j.offer(id, 10_000, 60_000)));
     let mut frames = h.pump();
     assert_eq!(kinds(&frames), vec![MessageType::OfferAccept]);
@@ -609,4 +613,115 @@ fn results_wait_for_the_host_to_persist_them() {
     assert!(!kinds_sent.contains(&MessageType::Receipt));
     h.agent.confirm_persisted(h.now, 1).unwrap();
     assert!(kinds(&h.pump()).contains(&MessageType::Receipt));
+}
+
+/// A signer that can be switched off, as a busy secure element would be.
+struct FlakySigner {
+    inner: Ed25519Signer,
+    down: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl tessera_core::attest::Signer for FlakySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+    fn sign(&mut self, m: &[u8]) -> Result<[u8; 64], tessera_core::attest::SignError> {
+        if self.down.get() {
+            Err(tessera_core::attest::SignError::Unavailable)
+        } else {
+            self.inner.sign(m)
+        }
+    }
+}
+
+/// When the signer is unavailable, a failure keeps its reason until it can
+/// be signed, and the host's own calls get the signer error back to retry.
+#[test]
+fn signer_outage_keeps_the_failure_reason_and_retries() {
+    use tessera_core::attest::Signer as _;
+    let down = std::rc::Rc::new(std::cell::Cell::new(false));
+    let signer = FlakySigner {
+        inner: Ed25519Signer::from_seed(&SEED).unwrap(),
+        down: down.clone(),
+    };
+    let pk = signer.public_key();
+    let agent = Agent::new(config(), signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: CHALLENGE,
+        heartbeat_ms: 0,
+    }));
+    h.send(&Message::Ready);
+    h.pump();
+    h.host.auto_run = false;
+    let j = job(1, 100);
+    submit(&mut h, 1, &j);
+    down.set(true);
+    assert_eq!(
+        h.agent
+            .fail_job(h.now, 1, FailReason::Host, 77, Default::default()),
+        Err(tessera_core::Error::Signer(
+            tessera_core::attest::SignError::Unavailable
+        ))
+    );
+    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    // A corrupt input on a second job while the signer is down.
+    h.send(&Message::JobOffer(j.offer(2, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(2)));
+    let mut frames = j.input_frames(2);
+    let n = frames[0].len();
+    frames[0][n - 1] ^= 1;
+    for f in frames {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(2), Some(JobState::Receiving));
+    down.set(false);
+    h.send(&Message::Heartbeat(Default::default()));
+    h.pump();
+    assert!(h.advance(Duration::from_secs(2)));
+    let frames = h.pump();
+    let receipt = Receipt::verify(&collect(&frames, 2).receipt, &pk).unwrap();
+    assert_eq!(
+        receipt.status,
+        ReceiptStatus::Failed(FailReason::InputIntegrity)
+    );
+    h.agent
+        .fail_job(h.now, 1, FailReason::Host, 77, Default::default())
+        .unwrap();
+    let frames = h.pump();
+    let receipt = Receipt::verify(&collect(&frames, 1).receipt, &pk).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Failed(FailReason::Host));
+}
+
+/// A session after a drain starts afresh: not draining, and with the
+/// configured heartbeat interval rather than the last coordinator's.
+#[test]
+fn a_new_session_after_goodbye_starts_afresh() {
+    let mut h = harness();
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: CHALLENGE,
+        heartbeat_ms: 1000,
+    }));
+    h.send(&Message::Ready);
+    h.pump();
+    h.agent.drain(h.now).unwrap();
+    h.pump();
+    assert_eq!(h.agent.state(), ConnState::Closed);
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    assert!(!kinds(&frames).contains(&MessageType::Goodbye));
+    assert!(!h.agent.is_draining());
+    // The next heartbeat comes after the configured 5 s, not 1 s.
+    let before = h.now;
+    h.send(&Message::Heartbeat(Default::default()));
+    h.pump();
+    assert!(h.advance(Duration::from_secs(10)));
+    assert_eq!((h.now - before).as_millis(), 5000);
 }
