@@ -15,6 +15,8 @@ pub mod attest;
 pub mod error;
 pub mod limits;
 pub mod merkle;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod policy;
 pub mod store;
 #[cfg(feature = "std")]

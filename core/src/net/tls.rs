@@ -143,8 +143,15 @@ impl ServerCertVerifier for PinnedKeyVerifier {
     }
 }
 
-/// One DER element: (tag, whole element, contents), and the rest.
-fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element and what follows it.
+struct Der<'a> {
+    tag: u8,
+    whole: &'a [u8],
+    contents: &'a [u8],
+    rest: &'a [u8],
+}
+
+fn der_element(bytes: &[u8]) -> Option<Der<'_>> {
     let tag = *bytes.first()?;
     let first = *bytes.get(1)? as usize;
     let (len, head) = if first < 0x80 {
@@ -162,29 +169,28 @@ fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
     };
     let end = head.checked_add(len)?;
     let whole = bytes.get(..end)?;
-    Some((tag, whole, &whole[head..], &bytes[end..]))
+    Some(Der {
+        tag,
+        whole,
+        contents: &whole[head..],
+        rest: &bytes[end..],
+    })
 }
 
 /// The SubjectPublicKeyInfo element of an X.509 certificate (RFC 5280 §4.1).
 fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
-    let (0x30, _, cert_body, _) = der_element(cert)? else {
-        return None;
-    };
-    let (0x30, _, mut tbs, _) = der_element(cert_body)? else {
-        return None;
-    };
+    let sequence = |bytes| der_element(bytes).filter(|d| d.tag == 0x30);
+    let certificate = sequence(cert)?;
+    let mut tbs = sequence(certificate.contents)?.contents;
     // Optional explicit version [0].
     if tbs.first() == Some(&0xA0) {
-        tbs = der_element(tbs)?.3;
+        tbs = der_element(tbs)?.rest;
     }
     // serialNumber, signature, issuer, validity, subject.
     for _ in 0..5 {
-        tbs = der_element(tbs)?.3;
+        tbs = der_element(tbs)?.rest;
     }
-    let (0x30, spki, _, _) = der_element(tbs)? else {
-        return None;
-    };
-    Some(spki)
+    Some(sequence(tbs)?.whole)
 }
 
 #[cfg(test)]
@@ -193,7 +199,12 @@ mod tests {
 
     #[test]
     fn der_walker_refuses_garbage_without_panicking() {
-        for bytes in [&b""[..], &[0x30], &[0x30, 0x85, 1, 2, 3, 4, 5], &[0x30, 0x05, 1]] {
+        for bytes in [
+            &b""[..],
+            &[0x30],
+            &[0x30, 0x85, 1, 2, 3, 4, 5],
+            &[0x30, 0x05, 1],
+        ] {
             assert_eq!(spki_sha256(bytes), None);
         }
     }

@@ -1,0 +1,11 @@
+//! The network runtime (feature `net`): a mio event loop that drives the agent
+//! over TCP and TLS 1.3 (rustls), runs jobs through an [`Executor`], keeps
+//! results crash-safely until acknowledged and reconnects with backoff.
+
+pub mod executor;
+pub mod runtime;
+pub mod tls;
+
+pub use executor::{Executor, FnExecutor, JobFailure, JobOutputs, JobToRun};
+pub use runtime::{DrainHandle, NetConfig, Runtime, RuntimeError, Status};
+pub use tls::{client_config, spki_sha256, TlsError, Trust};

@@ -1,0 +1,903 @@
+//! The network runtime: a mio event loop that drives the sans-IO [`Agent`]
+//! over TCP and TLS 1.3, runs jobs on a worker thread through an
+//! [`Executor`], keeps results in a [`FileStore`] until they are acknowledged,
+//! and reconnects with exponential backoff and jitter.
+//!
+//! [`Runtime::run`] owns the thread until the agent has drained and said
+//! goodbye. A host with its own event loop (a render engine) calls
+//! [`Runtime::step`] with a zero timeout whenever the file descriptor from
+//! [`Runtime::as_raw_fd`] is readable, and at least by [`Runtime::next_wakeup`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+
+use super::executor::{Executor, JobFailure, JobOutputs, JobToRun};
+use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
+use crate::attest::{ChainState, Signer};
+use crate::error::Error;
+use crate::store::{FileStore, ResultStore};
+use crate::time::Instant;
+use crate::wire::{FailReason, JobId};
+
+const CONN: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Plaintext read from TLS but not yet taken by the agent, at most.
+const RX_LIMIT: usize = 256 * 1024;
+/// The longest the loop sleeps, so that a drain request is seen promptly.
+const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
+
+/// Where and how to reach the coordinator, and where to keep results.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// Coordinator address, `host:port`.
+    pub coordinator: String,
+    /// Name the coordinator's certificate must carry (with CA trust).
+    pub server_name: String,
+    /// TLS client configuration, from [`super::tls::client_config`].
+    pub tls: Arc<ClientConfig>,
+    /// Directory of the result store; `None` keeps results in memory only
+    /// (they survive reconnects, not restarts).
+    pub store_dir: Option<PathBuf>,
+    /// First reconnect delay; doubles after each failure.
+    pub reconnect_initial: StdDuration,
+    /// Longest reconnect delay.
+    pub reconnect_max: StdDuration,
+}
+
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("coordinator", &self.coordinator)
+            .field("server_name", &self.server_name)
+            .field("store_dir", &self.store_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetConfig {
+    /// A configuration with the default reconnect delays (200 ms to 30 s) and
+    /// no store.
+    pub fn new(
+        coordinator: impl Into<String>,
+        server_name: impl Into<String>,
+        tls: Arc<ClientConfig>,
+    ) -> Self {
+        NetConfig {
+            coordinator: coordinator.into(),
+            server_name: server_name.into(),
+            tls,
+            store_dir: None,
+            reconnect_initial: StdDuration::from_millis(200),
+            reconnect_max: StdDuration::from_secs(30),
+        }
+    }
+}
+
+/// Why the runtime could not start or go on.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// The event loop failed (the OS refused a poll or a registration).
+    Io(io::Error),
+    /// The result store could not be opened or read.
+    Store(io::Error),
+    /// The agent refused its configuration or a stored result.
+    Agent(Error),
+    /// The server name is not a valid DNS name or IP address.
+    BadServerName(String),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Io(e) => write!(f, "event loop failed: {e}"),
+            RuntimeError::Store(e) => write!(f, "result store: {e}"),
+            RuntimeError::Agent(e) => write!(f, "agent: {e}"),
+            RuntimeError::BadServerName(n) => write!(f, "invalid server name {n:?}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+/// What an operator sees: connection, device, work and earnings.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// The connection's state.
+    pub state: Option<ConnState>,
+    /// The coordinator's address.
+    pub coordinator: String,
+    /// The device's name.
+    pub device: String,
+    /// Jobs completed and acknowledged.
+    pub jobs_completed: u64,
+    /// Jobs failed (acknowledged).
+    pub jobs_failed: u64,
+    /// Jobs held now (running, transferring, or awaiting acknowledgement).
+    pub active_jobs: usize,
+    /// Sum of the prices of acknowledged jobs.
+    pub earnings: u64,
+    /// Sessions established since start.
+    pub sessions: u64,
+    /// The last connection or store error, if any.
+    pub last_error: Option<String>,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            Some(ConnState::Ready) => "connected",
+            Some(ConnState::AwaitingWelcome | ConnState::AwaitingReady) => "handshaking",
+            Some(ConnState::Closed) => "closed",
+            _ => "disconnected",
+        };
+        write!(
+            f,
+            "{state} to {} | device {} | jobs {} done, {} failed, {} active | earnings {} | sessions {}",
+            self.coordinator,
+            self.device,
+            self.jobs_completed,
+            self.jobs_failed,
+            self.active_jobs,
+            self.earnings,
+            self.sessions
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, " | last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A handle that asks the runtime to drain (finish what runs, take nothing
+/// new, say goodbye). Cheap to clone; usable from another thread or a signal
+/// handler's flag.
+#[derive(Clone, Debug)]
+pub struct DrainHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl DrainHandle {
+    /// Asks for a drain.
+    pub fn drain(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// The flag itself, for `signal_hook::flag::register`.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+}
+
+#[derive(Default)]
+struct HostJob {
+    kernel: Vec<u8>,
+    buffers: Vec<Vec<u8>>,
+    outputs: Option<Vec<Vec<u8>>>,
+    usage: crate::wire::Usage,
+}
+
+struct Conn {
+    stream: TcpStream,
+    tls: ClientConnection,
+    rx: Vec<u8>,
+}
+
+type Done = (JobId, Result<JobOutputs, JobFailure>);
+
+/// The provider's network runtime. See the module documentation.
+pub struct Runtime<S: Signer> {
+    agent: Agent<S>,
+    net: NetConfig,
+    server_name: ServerName<'static>,
+    poll: Poll,
+    events: Events,
+    waker: Arc<Waker>,
+    conn: Option<Conn>,
+    work: Option<Sender<JobToRun>>,
+    done: Receiver<Done>,
+    worker: Option<JoinHandle<()>>,
+    jobs: HashMap<JobId, HostJob>,
+    uploads: VecDeque<JobId>,
+    to_persist: VecDeque<JobId>,
+    store: Option<FileStore>,
+    origin: StdInstant,
+    origin_micros: u64,
+    reconnect_at: Option<StdInstant>,
+    failures: u32,
+    rng: u64,
+    drain: Arc<AtomicBool>,
+    drain_started: bool,
+    finished: bool,
+    status: Status,
+}
+
+impl<S: Signer> Runtime<S> {
+    /// Builds the runtime: opens the store (restoring its results and chain),
+    /// creates the agent and starts the executor's worker thread. It connects
+    /// on the first `step`.
+    pub fn new<E: Executor>(
+        config: Config,
+        signer: S,
+        executor: E,
+        net: NetConfig,
+    ) -> Result<Self, RuntimeError> {
+        let server_name = ServerName::try_from(net.server_name.clone())
+            .map_err(|_| RuntimeError::BadServerName(net.server_name.clone()))?;
+        let store = match &net.store_dir {
+            Some(dir) => Some(FileStore::open(dir).map_err(RuntimeError::Store)?),
+            None => None,
+        };
+        let mut config = config;
+        config.persist_results = store.is_some();
+        let device = config.capabilities.name.as_str().to_string();
+        let chain = store
+            .as_ref()
+            .map(|s| s.chain())
+            .unwrap_or_else(ChainState::default);
+        let mut agent = Agent::new(config, signer, chain).map_err(RuntimeError::Agent)?;
+        if let Some(store) = &store {
+            let mut failed = None;
+            store
+                .for_each(&mut |r| {
+                    if let Err(e) = agent.restore_result(r) {
+                        failed = Some(e);
+                    }
+                })
+                .map_err(RuntimeError::Store)?;
+            if let Some(e) = failed {
+                return Err(RuntimeError::Agent(e));
+            }
+        }
+        let poll = Poll::new().map_err(RuntimeError::Io)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(RuntimeError::Io)?);
+        let (work_tx, work_rx) = channel::<JobToRun>();
+        let (done_tx, done_rx) = channel::<Done>();
+        let worker = spawn_worker(executor, work_rx, done_tx, waker.clone())?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let status = Status {
+            coordinator: net.coordinator.clone(),
+            device,
+            ..Status::default()
+        };
+        Ok(Runtime {
+            agent,
+            server_name,
+            poll,
+            events: Events::with_capacity(64),
+            waker,
+            conn: None,
+            work: Some(work_tx),
+            done: done_rx,
+            worker: Some(worker),
+            jobs: HashMap::new(),
+            uploads: VecDeque::new(),
+            to_persist: VecDeque::new(),
+            store,
+            origin: StdInstant::now(),
+            origin_micros: now,
+            reconnect_at: Some(StdInstant::now()),
+            failures: 0,
+            rng: now | 1,
+            drain: Arc::new(AtomicBool::new(false)),
+            drain_started: false,
+            finished: false,
+            status,
+            net,
+        })
+    }
+
+    /// Agent time: microseconds since the Unix epoch, advancing monotonically.
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.origin_micros + self.origin.elapsed().as_micros() as u64)
+    }
+
+    fn std_at(&self, t: Instant) -> StdInstant {
+        self.origin + StdDuration::from_micros(t.micros.saturating_sub(self.origin_micros))
+    }
+
+    /// A handle to ask for a drain from elsewhere.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle {
+            flag: self.drain.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// The agent, for reading its state and counters.
+    pub fn agent(&self) -> &Agent<S> {
+        &self.agent
+    }
+
+    /// What an operator sees now.
+    pub fn status(&self) -> Status {
+        let stats = self.agent.stats();
+        Status {
+            state: Some(self.agent.state()),
+            jobs_completed: stats.jobs_completed,
+            jobs_failed: stats.jobs_failed,
+            active_jobs: self.agent.active_jobs(),
+            earnings: stats.earnings,
+            ..self.status.clone()
+        }
+    }
+
+    /// Whether the agent has drained and said goodbye.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The event loop's file descriptor, readable when `step` has work.
+    #[cfg(unix)]
+    pub fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
+    /// When `step` must run next at the latest.
+    pub fn next_wakeup(&self) -> Option<StdInstant> {
+        let agent = self.agent.poll_timeout().map(|t| self.std_at(t));
+        match (agent, self.reconnect_at.filter(|_| self.conn.is_none())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs until the agent has drained and said goodbye.
+    pub fn run(&mut self) -> Result<(), RuntimeError> {
+        while !self.finished {
+            self.step(None)?;
+        }
+        Ok(())
+    }
+
+    /// One turn of the loop: waits up to `max_wait` (`None`: until the next
+    /// timer) for I/O, then does all work that is ready.
+    pub fn step(&mut self, max_wait: Option<StdDuration>) -> Result<(), RuntimeError> {
+        if self.drain.load(Ordering::SeqCst) && !self.drain_started {
+            self.drain_started = true;
+            log::info!("draining: finishing jobs in flight, taking no new ones");
+            let now = self.now();
+            if let Err(e) = self.agent.drain(now) {
+                log::warn!("drain: {e}");
+            }
+        }
+        if self.conn.is_none() && !self.finished {
+            if self.drain_started && self.agent.active_jobs() == 0 {
+                self.finished = true;
+                return Ok(());
+            }
+            if self.reconnect_at.is_some_and(|t| t <= StdInstant::now()) {
+                self.start_connect();
+            }
+        }
+        let mut timeout = MAX_SLEEP;
+        if let Some(w) = max_wait {
+            timeout = timeout.min(w);
+        }
+        if let Some(t) = self.next_wakeup() {
+            timeout = timeout.min(t.saturating_duration_since(StdInstant::now()));
+        }
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RuntimeError::Io(e)),
+        }
+        let mut conn_ready = false;
+        for event in self.events.iter() {
+            if event.token() == CONN {
+                conn_ready = true;
+            }
+        }
+        if conn_ready {
+            self.read_tls();
+        }
+        self.collect_done();
+        let now = self.now();
+        if self.agent.poll_timeout().is_some_and(|t| t <= now) {
+            self.agent.handle_timeout(now);
+        }
+        self.pump();
+        self.update_interest();
+        Ok(())
+    }
+
+    fn start_connect(&mut self) {
+        self.reconnect_at = None;
+        let addr = match resolve(&self.net.coordinator) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.connection_failed(format!("resolve {}: {e}", self.net.coordinator))
+            }
+        };
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.connection_failed(format!("connect {addr}: {e}")),
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            CONN,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.connection_failed(format!("register: {e}"));
+        }
+        let _ = stream.set_nodelay(true);
+        let tls = match ClientConnection::new(self.net.tls.clone(), self.server_name.clone()) {
+            Ok(t) => t,
+            Err(e) => return self.connection_failed(format!("TLS: {e}")),
+        };
+        let now = self.now();
+        if let Err(e) = self.agent.connect(now) {
+            // Only if events were left undrained; drain them and retry soon.
+            log::warn!("agent refused to connect: {e}");
+            self.reconnect_at = Some(StdInstant::now() + StdDuration::from_millis(10));
+            return;
+        }
+        log::info!("connecting to {addr}");
+        self.conn = Some(Conn {
+            stream,
+            tls,
+            rx: Vec::new(),
+        });
+    }
+
+    /// Closes the connection (if any) and schedules a reconnect.
+    fn connection_failed(&mut self, why: String) {
+        log::warn!("connection: {why}");
+        self.status.last_error = Some(why);
+        self.close_conn(false);
+        let now = self.now();
+        self.agent.disconnected(now);
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let base = self.net.reconnect_initial.as_millis() as u64;
+        let max = self.net.reconnect_max.as_millis() as u64;
+        let delay = base
+            .saturating_mul(1u64 << self.failures.min(20))
+            .min(max)
+            .max(1);
+        // xorshift jitter: 75%..125% of the delay.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let jittered = delay * 3 / 4 + self.rng % (delay / 2 + 1);
+        self.failures = self.failures.saturating_add(1);
+        self.reconnect_at = Some(StdInstant::now() + StdDuration::from_millis(jittered));
+        log::debug!("reconnecting in {jittered} ms");
+    }
+
+    fn close_conn(&mut self, graceful: bool) {
+        if let Some(mut c) = self.conn.take() {
+            if graceful {
+                c.tls.send_close_notify();
+                let _ = c.tls.write_tls(&mut c.stream);
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// Reads what the socket has into the connection's plaintext buffer.
+    fn read_tls(&mut self) {
+        let Some(c) = self.conn.as_mut() else { return };
+        let mut failure = None;
+        while c.rx.len() < RX_LIMIT {
+            match c.tls.read_tls(&mut c.stream) {
+                Ok(0) => {
+                    failure = Some("the coordinator closed the connection".to_string());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(format!("read: {e}"));
+                    break;
+                }
+            }
+            match c.tls.process_new_packets() {
+                Ok(_) => {}
+                Err(e) => {
+                    // Tell the peer why, if we can.
+                    let _ = c.tls.write_tls(&mut c.stream);
+                    failure = Some(format!("TLS: {e}"));
+                    break;
+                }
+            }
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match c.tls.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => c.rx.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        failure = Some(format!("TLS read: {e}"));
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        // Let the agent see what arrived before dropping the connection.
+        self.pump();
+        if let Some(why) = failure {
+            if self.conn.is_some() {
+                self.connection_failed(why);
+            }
+        }
+    }
+
+    /// Moves bytes and events between the agent, the host side and TLS until
+    /// nothing more can move.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut progressed = false;
+            let now = self.now();
+            if let Some(c) = self.conn.as_mut() {
+                if !c.rx.is_empty() {
+                    match self.agent.handle_input(now, &c.rx) {
+                        Ok(n) => {
+                            c.rx.drain(..n);
+                            progressed |= n > 0;
+                        }
+                        Err(e) => {
+                            c.rx.drain(..e.consumed);
+                            log::warn!("from the coordinator: {}", e.error);
+                            progressed = true;
+                        }
+                    }
+                }
+            }
+            progressed |= self.handle_events();
+            progressed |= self.persist_pending();
+            progressed |= self.upload();
+            progressed |= self.flush();
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn handle_events(&mut self) -> bool {
+        let mut any = false;
+        let now = self.now();
+        while let Some(event) = self.agent.poll_event() {
+            any = true;
+            match event {
+                Event::Ready => {
+                    log::info!("session established with {}", self.net.coordinator);
+                    self.failures = 0;
+                    self.status.sessions += 1;
+                    self.status.last_error = None;
+                }
+                Event::JobAssigned { job } => {
+                    self.jobs.insert(job, HostJob::default());
+                }
+                Event::JobData {
+                    job,
+                    stream,
+                    offset,
+                    data,
+                } => {
+                    let Some(hj) = self.jobs.get_mut(&job) else {
+                        continue;
+                    };
+                    let target = if stream == 0 {
+                        &mut hj.kernel
+                    } else {
+                        let i = stream as usize - 1;
+                        if hj.buffers.len() <= i {
+                            hj.buffers.resize(i + 1, Vec::new());
+                        }
+                        &mut hj.buffers[i]
+                    };
+                    let end = offset as usize + data.len();
+                    if target.len() < end {
+                        target.resize(end, 0);
+                    }
+                    target[offset as usize..end].copy_from_slice(data);
+                }
+                Event::RunJob { job } => self.start_job(now, job),
+                Event::CancelJob { job, reason } => {
+                    log::info!("job {job} cancelled: {reason:?}");
+                    self.jobs.remove(&job);
+                    self.uploads.retain(|j| *j != job);
+                }
+                Event::ResendOutputs { job } => self.resend(job),
+                Event::PersistResult { job } => self.to_persist.push_back(job),
+                Event::ResultAcknowledged { job } => {
+                    self.jobs.remove(&job);
+                    if let Some(store) = self.store.as_mut() {
+                        if let Err(e) = store.remove(job) {
+                            log::warn!("store: cannot remove job {job}: {e}");
+                        }
+                    }
+                    log::info!("job {job} acknowledged");
+                }
+                Event::PeerError { code, job } => {
+                    log::warn!("coordinator reported error {code} (job {job})");
+                }
+                Event::Disconnect { reason } => {
+                    log::info!("session ended: {reason:?}");
+                    // Flush a final Goodbye or Error before closing.
+                    self.flush();
+                    self.close_conn(true);
+                    match reason {
+                        DisconnectReason::Drained => self.finished = true,
+                        DisconnectReason::PeerGoodbye if self.drain_started => self.finished = true,
+                        _ => self.schedule_reconnect(),
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    fn start_job(&mut self, now: Instant, job: JobId) {
+        let Some(spec) = self.agent.job_spec(job).cloned() else {
+            return;
+        };
+        let Some(hj) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let mut buffers = std::mem::take(&mut hj.buffers);
+        buffers.resize(spec.buffers.len(), Vec::new());
+        let timeout = self
+            .agent
+            .job_deadline(job)
+            .map(|d| StdDuration::from_micros(d.micros.saturating_sub(now.micros)))
+            .unwrap_or(StdDuration::from_secs(60));
+        let run = JobToRun {
+            id: job,
+            spec,
+            kernel: std::mem::take(&mut hj.kernel),
+            buffers,
+            timeout,
+        };
+        log::info!("job {job}: running");
+        if let Some(work) = &self.work {
+            if work.send(run).is_err() {
+                log::error!("the executor thread is gone");
+                let _ = self
+                    .agent
+                    .fail_job(now, job, FailReason::Host, 0, Default::default());
+            }
+        }
+    }
+
+    fn collect_done(&mut self) {
+        while let Ok((job, result)) = self.done.try_recv() {
+            let now = self.now();
+            match result {
+                Ok(out) => {
+                    if let Some(hj) = self.jobs.get_mut(&job) {
+                        hj.outputs = Some(out.outputs);
+                        hj.usage = out.usage;
+                        self.uploads.push_back(job);
+                    }
+                }
+                Err(f) => {
+                    log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
+                    match self
+                        .agent
+                        .fail_job(now, job, f.reason, f.detail, Default::default())
+                    {
+                        Ok(()) | Err(Error::UnknownJob(_)) => {}
+                        Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn resend(&mut self, job: JobId) {
+        let have = self.jobs.get(&job).is_some_and(|hj| hj.outputs.is_some());
+        if !have {
+            let loaded = self.store.as_ref().map(|s| s.load(job));
+            match loaded {
+                Some(Ok((_, outputs))) => {
+                    self.jobs.insert(
+                        job,
+                        HostJob {
+                            outputs: Some(outputs),
+                            ..HostJob::default()
+                        },
+                    );
+                }
+                Some(Err(e)) => {
+                    log::error!("job {job}: stored outputs unreadable: {e}");
+                    self.status.last_error = Some(format!("store: {e}"));
+                    return;
+                }
+                None => {
+                    log::error!("job {job}: outputs asked again but not kept");
+                    return;
+                }
+            }
+        }
+        self.uploads.push_back(job);
+    }
+
+    fn persist_pending(&mut self) -> bool {
+        let mut any = false;
+        while let Some(&job) = self.to_persist.front() {
+            let now = self.now();
+            let Some(record) = self.agent.result_record(job) else {
+                self.to_persist.pop_front();
+                continue;
+            };
+            if let Some(store) = self.store.as_mut() {
+                let outputs: Vec<&[u8]> = self
+                    .jobs
+                    .get(&job)
+                    .and_then(|hj| hj.outputs.as_ref())
+                    .map(|o| o.iter().map(|v| &v[..]).collect())
+                    .unwrap_or_default();
+                if let Err(e) = store.save_with_outputs(&record, &outputs) {
+                    // Keep the result held back and try again on the next turn.
+                    log::error!("store: cannot save job {job}: {e}");
+                    self.status.last_error = Some(format!("store: {e}"));
+                    return any;
+                }
+            }
+            let _ = self.agent.confirm_persisted(now, job);
+            self.to_persist.pop_front();
+            any = true;
+        }
+        any
+    }
+
+    /// Writes outputs while TLS has caught up with the socket.
+    fn upload(&mut self) -> bool {
+        let mut any = false;
+        while let Some(&job) = self.uploads.front() {
+            if self.conn.as_ref().is_some_and(|c| c.tls.wants_write()) {
+                return any;
+            }
+            let now = self.now();
+            let Some(hj) = self.jobs.get(&job) else {
+                self.uploads.pop_front();
+                continue;
+            };
+            let Some(outputs) = hj.outputs.as_ref() else {
+                self.uploads.pop_front();
+                continue;
+            };
+            let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
+            match self.agent.send_outputs(now, job, &refs) {
+                Ok(false) => {
+                    any |= self.flush();
+                    if self.conn.is_none() || self.agent.pending_transmit() > 0 {
+                        return any;
+                    }
+                    continue;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    log::warn!("job {job}: outputs refused: {e}");
+                    self.uploads.pop_front();
+                    continue;
+                }
+            }
+            let usage = hj.usage;
+            match self.agent.finish_job(now, job, usage) {
+                Ok(()) => log::info!("job {job}: outputs sent"),
+                Err(e) => log::warn!("job {job}: cannot finish: {e}"),
+            }
+            self.uploads.pop_front();
+            any = true;
+        }
+        any
+    }
+
+    /// Moves the agent's outgoing bytes into TLS and TLS records to the socket.
+    fn flush(&mut self) -> bool {
+        let now = self.now();
+        let Some(c) = self.conn.as_mut() else {
+            // Nothing can be sent; drop what the agent queued for a dead link.
+            let mut sink = [0u8; 4096];
+            while self.agent.poll_transmit(now, &mut sink).is_some() {}
+            return false;
+        };
+        let mut any = false;
+        let mut buf = [0u8; 16 * 1024];
+        while let Some(n) = self.agent.poll_transmit(now, &mut buf) {
+            // rustls buffers plaintext, also before the handshake completes.
+            if let Err(e) = c.tls.writer().write_all(&buf[..n]) {
+                log::warn!("TLS write: {e}");
+            }
+            any = true;
+        }
+        let mut failure = None;
+        while c.tls.wants_write() {
+            match c.tls.write_tls(&mut c.stream) {
+                Ok(0) => break,
+                Ok(_) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(format!("write: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            self.connection_failed(why);
+        }
+        any
+    }
+
+    fn update_interest(&mut self) {
+        let Some(c) = self.conn.as_mut() else { return };
+        let interest = if c.tls.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .reregister(&mut c.stream, CONN, interest)
+        {
+            let why = format!("reregister: {e}");
+            self.connection_failed(why);
+        }
+    }
+}
+
+impl<S: Signer> Drop for Runtime<S> {
+    fn drop(&mut self) {
+        self.close_conn(true);
+        // Closing the channel ends the worker after its current job.
+        self.work = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+}
+
+fn spawn_worker<E: Executor>(
+    mut executor: E,
+    work: Receiver<JobToRun>,
+    done: Sender<Done>,
+    waker: Arc<Waker>,
+) -> Result<JoinHandle<()>, RuntimeError> {
+    std::thread::Builder::new()
+        .name("tessera-executor".into())
+        .spawn(move || {
+            while let Ok(job) = work.recv() {
+                let result = executor.run(&job);
+                if done.send((job.id, result)).is_err() {
+                    break;
+                }
+                let _ = waker.wake();
+            }
+        })
+        .map_err(RuntimeError::Io)
+}

@@ -1,0 +1,332 @@
+//! The network runtime against a scripted TLS coordinator on loopback: a job
+//! over TLS 1.3 with a verified receipt, a pinned key that does not match
+//! (refused), a connection killed before the acknowledgement, and a restart
+//! holding an unacknowledged result.
+#![cfg(feature = "net")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use tessera_core::attest::{
+    ChainState, DeviceCapabilities, Ed25519Signer, Evidence, ReceiptVerifier,
+};
+use tessera_core::net::{
+    client_config, spki_sha256, FnExecutor, JobOutputs, JobToRun, NetConfig, Runtime, Trust,
+};
+use tessera_core::testkit::{encode, FrameSplitter, JobDescription};
+use tessera_core::wire::{JobRef, Message, Usage, Welcome};
+use tessera_core::{Config, Policy};
+
+type Tls = StreamOwned<ServerConnection, TcpStream>;
+
+struct Server {
+    config: Arc<ServerConfig>,
+    spki: [u8; 32],
+}
+
+fn server() -> Server {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+    let spki = spki_sha256(&cert).unwrap();
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+    Server {
+        config: Arc::new(config),
+        spki,
+    }
+}
+
+/// The coordinator's end of one session.
+struct Session {
+    tls: Tls,
+    split: FrameSplitter,
+}
+
+impl Session {
+    fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> Session {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let conn = ServerConnection::new(config.clone()).unwrap();
+        Session {
+            tls: StreamOwned::new(conn, sock),
+            split: FrameSplitter::default(),
+        }
+    }
+
+    fn send(&mut self, m: &Message<'_>) {
+        self.tls.write_all(&encode(m)).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    fn next(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(f) = self.split.next_frame() {
+                return f;
+            }
+            let mut buf = [0u8; 16384];
+            let n = self.tls.read(&mut buf).unwrap();
+            assert!(n > 0, "provider closed the connection");
+            self.split.push(&buf[..n]);
+        }
+    }
+
+    /// Handshake; returns the provider's public key.
+    fn handshake(&mut self) -> [u8; 32] {
+        assert!(matches!(
+            Message::decode(&self.next()),
+            Ok(Message::Hello(_))
+        ));
+        let challenge = [0x3c; 32];
+        self.send(&Message::Welcome(Welcome {
+            version: 1,
+            challenge,
+            heartbeat_ms: 0,
+        }));
+        let f = self.next();
+        let Ok(Message::Evidence(b)) = Message::decode(&f) else {
+            panic!("expected evidence")
+        };
+        let evidence = Evidence::verify(b.bytes, &challenge).unwrap();
+        self.send(&Message::Ready);
+        evidence.public_key
+    }
+
+    /// Frames until (and with) the receipt of `job`; returns outputs and receipt.
+    fn collect(&mut self, job: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut out = Vec::new();
+        loop {
+            let f = self.next();
+            match Message::decode(&f).unwrap() {
+                Message::OutputChunk(c) if c.job == job => {
+                    if c.index == 0 {
+                        out.clear();
+                    }
+                    out.extend_from_slice(c.data)
+                }
+                Message::Receipt(r) if r.job == job => return (out, r.bytes.to_vec()),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn job() -> JobDescription {
+    JobDescription {
+        kernel: vec![0x03, 0x02, 0x23, 0x07, 0, 0, 0, 0],
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: vec![],
+        buffers: vec![
+            ((0..30_000u32).map(|i| i as u8).collect(), 30_000, false),
+            (Vec::new(), 30_000, true),
+        ],
+        nonce: [0x11; 32],
+    }
+}
+
+fn increment(job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+    let input = &job.buffers[0];
+    Ok(JobOutputs {
+        outputs: vec![input.iter().map(|b| b.wrapping_add(1)).collect()],
+        usage: Usage {
+            gpu_time_us: 10,
+            dispatches: 1,
+            ..Usage::default()
+        },
+    })
+}
+
+fn config() -> Config {
+    Config {
+        capabilities: DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..DeviceCapabilities::default()
+        },
+        policy: Policy::default(),
+        ..Config::default()
+    }
+}
+
+fn runtime(port: u16, trust: Trust, store: Option<std::path::PathBuf>) -> Runtime<Ed25519Signer> {
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let mut net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&trust).unwrap(),
+    );
+    net.store_dir = store;
+    net.reconnect_initial = Duration::from_millis(20);
+    net.reconnect_max = Duration::from_millis(200);
+    Runtime::new(config(), signer, FnExecutor(increment), net).unwrap()
+}
+
+fn expected() -> Vec<u8> {
+    (0..30_000u32).map(|i| (i as u8).wrapping_add(1)).collect()
+}
+
+struct Running {
+    handle: thread::JoinHandle<Runtime<Ed25519Signer>>,
+    drain: tessera_core::net::DrainHandle,
+    /// Stops the loop abruptly, as a crash would.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs a runtime on its own thread until it finishes or is stopped.
+fn spawn(mut rt: Runtime<Ed25519Signer>) -> Running {
+    let drain = rt.drain_handle();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !rt.is_finished()
+            && !stop2.load(std::sync::atomic::Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            rt.step(Some(Duration::from_millis(50))).unwrap();
+        }
+        rt
+    });
+    Running {
+        handle,
+        drain,
+        stop,
+    }
+}
+
+#[test]
+fn a_job_over_tls_returns_outputs_and_a_verified_receipt_then_drains() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let Running { handle, drain, .. } = spawn(runtime(port, Trust::PinnedKey(srv.spki), None));
+
+    let mut s = Session::accept(&listener, &srv.config);
+    let pk = s.handshake();
+    let j = job();
+    s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
+    assert!(matches!(
+        Message::decode(&s.next()),
+        Ok(Message::OfferAccept(_))
+    ));
+    s.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1) {
+        s.tls.write_all(&f).unwrap();
+    }
+    let (out, receipt) = s.collect(1);
+    assert_eq!(out, expected());
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    let r = verifier.verify_next(&receipt, Some(&j.nonce)).unwrap();
+    assert_eq!(r.usage.gpu_time_us, 10);
+    s.send(&Message::ResultAck(JobRef { job: 1 }));
+
+    drain.drain();
+    loop {
+        match Message::decode(&s.next()).unwrap() {
+            Message::Goodbye(_) => break,
+            _ => continue,
+        }
+    }
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+    assert_eq!(rt.status().jobs_completed, 1);
+    assert!(rt.status().to_string().contains("1 done"));
+}
+
+#[test]
+fn a_coordinator_with_another_key_is_refused() {
+    let srv = server();
+    let other = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut rt = runtime(port, Trust::PinnedKey(other.spki), None);
+    let accept = thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut conn = ServerConnection::new(srv.config.clone()).unwrap();
+        let mut sock = sock;
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The handshake fails on the provider's side; it never sends a frame.
+        let mut got_app_data = false;
+        while conn.complete_io(&mut sock).is_ok() {
+            let mut b = [0u8; 64];
+            if let Ok(n) = conn.reader().read(&mut b) {
+                got_app_data |= n > 0;
+            }
+            if !conn.is_handshaking() {
+                break;
+            }
+        }
+        got_app_data
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rt.status().last_error.is_none() && std::time::Instant::now() < deadline {
+        rt.step(Some(Duration::from_millis(20))).unwrap();
+    }
+    let err = rt.status().last_error.unwrap_or_default();
+    assert!(err.contains("TLS"), "last error: {err}");
+    assert!(!accept.join().unwrap(), "no application data may flow");
+}
+
+#[test]
+fn a_result_survives_a_killed_connection_and_a_restart() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("tessera-net-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = spawn(runtime(port, Trust::PinnedKey(srv.spki), Some(dir.clone())));
+
+    let mut s = Session::accept(&listener, &srv.config);
+    let pk = s.handshake();
+    let j = job();
+    s.send(&Message::JobOffer(j.offer(7, 1_000_000, 60_000)));
+    s.next();
+    s.send(&Message::JobAssign(j.assign(7)));
+    for f in j.input_frames(7) {
+        s.tls.write_all(&f).unwrap();
+    }
+    let (_, first_receipt) = s.collect(7);
+    // Kill the connection before acknowledging; the provider reconnects.
+    drop(s);
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let (out, receipt) = s.collect(7);
+    assert_eq!(out, expected());
+    assert_eq!(receipt, first_receipt);
+    // The provider crashes before the acknowledgement; a new one starts.
+    first.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(first.handle.join().unwrap());
+    drop(s);
+
+    let Running { handle, drain, .. } =
+        spawn(runtime(port, Trust::PinnedKey(srv.spki), Some(dir.clone())));
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let (out, receipt) = s.collect(7);
+    assert_eq!(out, expected(), "outputs come back from the store");
+    assert_eq!(receipt, first_receipt);
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    verifier.verify_next(&receipt, Some(&j.nonce)).unwrap();
+    s.send(&Message::ResultAck(JobRef { job: 7 }));
+    drain.drain();
+    loop {
+        if let Ok(Message::Goodbye(_)) = Message::decode(&s.next()) {
+            break;
+        }
+    }
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+    assert_eq!(rt.agent().chain().next_sequence, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
