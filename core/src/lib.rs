@@ -13,3 +13,7 @@
 pub mod time;
 
 pub use time::{Duration, Instant};
+
+#[cfg(feature = "vulkan")]
+#[allow(unsafe_code)]
+pub mod vulkan;

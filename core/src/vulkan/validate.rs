@@ -1,0 +1,629 @@
+//! SPIR-V validation of untrusted kernels, run before any shader module is
+//! created. The rules are in docs/VULKAN.md; this module only accepts what it
+//! understands and rejects everything else with a [`KernelRejection`].
+
+use super::error::{KernelRejection, Malformed};
+use rspirv::dr::{Instruction, Module, Operand};
+use rspirv::spirv::{
+    AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel, MemoryModel,
+    Op, StorageClass,
+};
+use std::collections::{HashMap, HashSet};
+
+/// Largest id bound accepted (keeps every id-indexed table small).
+const MAX_ID_BOUND: u32 = 1 << 22;
+/// Deepest type nesting followed when sizing variables.
+const MAX_TYPE_DEPTH: u32 = 32;
+
+/// SPIR-V extensions a kernel may declare.
+const ALLOWED_EXTENSIONS: &[&str] = &[
+    "SPV_KHR_storage_buffer_storage_class",
+    "SPV_KHR_16bit_storage",
+    "SPV_KHR_8bit_storage",
+    "SPV_KHR_variable_pointers",
+    "SPV_KHR_shader_draw_parameters",
+];
+
+/// What the device and configuration allow; built once per dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    /// Capabilities a kernel may declare on this device.
+    pub allowed: HashSet<u32>,
+    /// Capabilities allowed in general but missing on this device.
+    pub known_unsupported: HashSet<u32>,
+    /// Highest accepted SPIR-V version word (`major << 16 | minor << 8`).
+    pub max_version: u32,
+    pub max_kernel_bytes: u64,
+    pub max_workgroup_size: [u32; 3],
+    pub max_invocations: u32,
+    pub max_shared_bytes: u64,
+    pub max_private_bytes: u64,
+}
+
+/// What the validator learnt about an accepted kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KernelInfo {
+    /// Workgroup size after specialization.
+    pub local_size: [u32; 3],
+    /// Bytes of the push-constant block (0 if none), rounded up to 4.
+    pub push_constant_bytes: u32,
+    /// Number of storage-buffer bindings (0..n at set 0).
+    pub bindings: u32,
+    /// The kernel reads `NumWorkgroups`, so its grid must not be split.
+    pub reads_num_workgroups: bool,
+    /// Specialization entries to pass: (constant id, byte size, value).
+    pub specialization: Vec<(u32, u8, u32)>,
+}
+
+/// Validates `spirv` for a job with `buffers` storage buffers, `push_len`
+/// push-constant bytes and the given specialization.
+pub(crate) fn validate(
+    spirv: &[u8],
+    entry_point: &str,
+    specialization: &[(u32, u32)],
+    buffers: u32,
+    push_len: u32,
+    rules: &Rules,
+) -> Result<KernelInfo, KernelRejection> {
+    let module = parse(spirv, rules)?;
+    let v = Validator::new(&module)?;
+    v.check_module_level(rules)?;
+    v.check_entry_point(entry_point)?;
+    let spec = v.check_specialization(specialization)?;
+    let local_size = v.workgroup_size(specialization)?;
+    let [x, y, z] = local_size;
+    let total = u64::from(x) * u64::from(y) * u64::from(z);
+    if x == 0
+        || y == 0
+        || z == 0
+        || x > rules.max_workgroup_size[0]
+        || y > rules.max_workgroup_size[1]
+        || z > rules.max_workgroup_size[2]
+        || total > u64::from(rules.max_invocations)
+    {
+        return Err(KernelRejection::WorkgroupTooLarge { size: local_size });
+    }
+    let vars = v.check_variables(specialization, buffers, rules)?;
+    if vars.push_constant_bytes > push_len {
+        return Err(KernelRejection::PushConstantsTooSmall {
+            kernel: vars.push_constant_bytes,
+            job: push_len,
+        });
+    }
+    Ok(KernelInfo {
+        local_size,
+        push_constant_bytes: vars.push_constant_bytes,
+        bindings: buffers,
+        reads_num_workgroups: v.builtin_used(BuiltIn::NumWorkgroups),
+        specialization: spec,
+    })
+}
+
+fn parse(spirv: &[u8], rules: &Rules) -> Result<Module, KernelRejection> {
+    let len = spirv.len() as u64;
+    if len > rules.max_kernel_bytes {
+        return Err(KernelRejection::KernelTooLarge {
+            len,
+            max: rules.max_kernel_bytes,
+        });
+    }
+    if spirv.len() < 20 {
+        return Err(KernelRejection::Malformed(Malformed::TooShort));
+    }
+    if spirv.len() % 4 != 0 {
+        return Err(KernelRejection::Malformed(Malformed::NotWordAligned));
+    }
+    let words: Vec<u32> = spirv
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if words[0] != rspirv::spirv::MAGIC_NUMBER {
+        return Err(KernelRejection::Malformed(Malformed::BadMagic));
+    }
+    let version = words[1];
+    if version >> 16 != 1 || version & 0xff00_00ff != 0x0001_0000 || version > rules.max_version {
+        return Err(KernelRejection::Malformed(Malformed::UnsupportedVersion(
+            version,
+        )));
+    }
+    if words[3] == 0 || words[3] > MAX_ID_BOUND {
+        return Err(KernelRejection::Malformed(Malformed::IdOutOfBounds));
+    }
+    // The parser is third-party code fed hostile bytes: a panic in it must
+    // reject the kernel, not take the agent down.
+    let parsed = std::panic::catch_unwind(|| rspirv::dr::load_words(&words));
+    match parsed {
+        Ok(Ok(module)) => Ok(module),
+        _ => Err(KernelRejection::Malformed(Malformed::Unparsable)),
+    }
+}
+
+/// Variables summary.
+struct Vars {
+    push_constant_bytes: u32,
+}
+
+struct Validator<'m> {
+    module: &'m Module,
+    /// Types, constants and global variables by result id.
+    defs: HashMap<u32, &'m Instruction>,
+    /// Decorations by target id.
+    decorations: HashMap<u32, Vec<(Decoration, Option<u32>)>>,
+    /// Member offsets by (struct id, member index).
+    offsets: HashMap<(u32, u32), u32>,
+}
+
+fn lit(op: Option<&Operand>) -> Option<u32> {
+    match op {
+        Some(Operand::LiteralBit32(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn id(op: Option<&Operand>) -> Option<u32> {
+    match op {
+        Some(Operand::IdRef(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn bad_type() -> KernelRejection {
+    KernelRejection::Malformed(Malformed::BadType)
+}
+
+impl<'m> Validator<'m> {
+    fn new(module: &'m Module) -> Result<Self, KernelRejection> {
+        let bound = module.header.as_ref().map(|h| h.bound).unwrap_or(0);
+        let mut defs = HashMap::new();
+        let mut decorations: HashMap<u32, Vec<(Decoration, Option<u32>)>> = HashMap::new();
+        let mut offsets = HashMap::new();
+        for inst in module.all_inst_iter() {
+            if let Some(r) = inst.result_id {
+                if r >= bound {
+                    return Err(KernelRejection::Malformed(Malformed::IdOutOfBounds));
+                }
+            }
+            if let Some(t) = inst.result_type {
+                if t >= bound {
+                    return Err(KernelRejection::Malformed(Malformed::IdOutOfBounds));
+                }
+            }
+            for op in &inst.operands {
+                if let Operand::IdRef(i) | Operand::IdScope(i) | Operand::IdMemorySemantics(i) = op
+                {
+                    if *i >= bound {
+                        return Err(KernelRejection::Malformed(Malformed::IdOutOfBounds));
+                    }
+                }
+            }
+        }
+        for inst in &module.types_global_values {
+            if let Some(r) = inst.result_id {
+                defs.insert(r, inst);
+            }
+        }
+        for inst in &module.annotations {
+            match inst.class.opcode {
+                Op::Decorate => {
+                    if let (Some(target), Some(Operand::Decoration(d))) =
+                        (id(inst.operands.first()), inst.operands.get(1))
+                    {
+                        let value = match inst.operands.get(2) {
+                            Some(Operand::LiteralBit32(v)) => Some(*v),
+                            Some(Operand::BuiltIn(b)) => Some(*b as u32),
+                            _ => None,
+                        };
+                        decorations.entry(target).or_default().push((*d, value));
+                    }
+                }
+                Op::MemberDecorate => {
+                    if let (
+                        Some(target),
+                        Some(member),
+                        Some(Operand::Decoration(Decoration::Offset)),
+                        Some(off),
+                    ) = (
+                        id(inst.operands.first()),
+                        lit(inst.operands.get(1)),
+                        inst.operands.get(2),
+                        lit(inst.operands.get(3)),
+                    ) {
+                        offsets.insert((target, member), off);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Validator {
+            module,
+            defs,
+            decorations,
+            offsets,
+        })
+    }
+
+    fn decoration(&self, target: u32, wanted: Decoration) -> Option<Option<u32>> {
+        self.decorations
+            .get(&target)?
+            .iter()
+            .find(|(d, _)| *d == wanted)
+            .map(|(_, v)| *v)
+    }
+
+    fn builtin_used(&self, builtin: BuiltIn) -> bool {
+        self.decorations
+            .values()
+            .flatten()
+            .any(|(d, v)| *d == Decoration::BuiltIn && *v == Some(builtin as u32))
+    }
+
+    fn check_module_level(&self, rules: &Rules) -> Result<(), KernelRejection> {
+        for inst in &self.module.capabilities {
+            if let Some(Operand::Capability(c)) = inst.operands.first() {
+                let c = *c as u32;
+                if rules.known_unsupported.contains(&c) {
+                    return Err(KernelRejection::UnsupportedCapability(c));
+                }
+                if !rules.allowed.contains(&c) {
+                    return Err(KernelRejection::ForbiddenCapability(c));
+                }
+            } else {
+                return Err(KernelRejection::Malformed(Malformed::Unparsable));
+            }
+        }
+        for inst in &self.module.extensions {
+            let name = match inst.operands.first() {
+                Some(Operand::LiteralString(s)) => s.clone(),
+                _ => String::new(),
+            };
+            if !ALLOWED_EXTENSIONS.contains(&name.as_str()) {
+                return Err(KernelRejection::ForbiddenExtension(name));
+            }
+        }
+        for inst in &self.module.ext_inst_imports {
+            let name = match inst.operands.first() {
+                Some(Operand::LiteralString(s)) => s.clone(),
+                _ => String::new(),
+            };
+            if name != "GLSL.std.450" {
+                return Err(KernelRejection::ForbiddenExtInstSet(name));
+            }
+        }
+        let mm = self
+            .module
+            .memory_model
+            .as_ref()
+            .ok_or(KernelRejection::Malformed(Malformed::NoMemoryModel))?;
+        match (mm.operands.first(), mm.operands.get(1)) {
+            (Some(Operand::AddressingModel(a)), Some(Operand::MemoryModel(m))) => {
+                if *a != AddressingModel::Logical || *m != MemoryModel::GLSL450 {
+                    return Err(KernelRejection::ForbiddenMemoryModel {
+                        addressing: *a as u32,
+                        memory: *m as u32,
+                    });
+                }
+            }
+            _ => return Err(KernelRejection::Malformed(Malformed::NoMemoryModel)),
+        }
+        Ok(())
+    }
+
+    fn check_entry_point(&self, name: &str) -> Result<(), KernelRejection> {
+        let eps = &self.module.entry_points;
+        match eps.len() {
+            0 => return Err(KernelRejection::NoEntryPoint),
+            1 => {}
+            n => return Err(KernelRejection::MultipleEntryPoints(n as u32)),
+        }
+        let ep = &eps[0];
+        match ep.operands.first() {
+            Some(Operand::ExecutionModel(ExecutionModel::GLCompute)) => {}
+            Some(Operand::ExecutionModel(m)) => {
+                return Err(KernelRejection::WrongExecutionModel(*m as u32))
+            }
+            _ => return Err(KernelRejection::Malformed(Malformed::Unparsable)),
+        }
+        match ep.operands.get(2) {
+            Some(Operand::LiteralString(s)) if s == name => Ok(()),
+            _ => Err(KernelRejection::NoEntryPoint),
+        }
+    }
+
+    /// Spec ids the module declares, with the byte width of each constant.
+    fn spec_widths(&self) -> HashMap<u32, Result<u8, ()>> {
+        let mut out = HashMap::new();
+        for (target, decos) in &self.decorations {
+            for (d, v) in decos {
+                if *d != Decoration::SpecId {
+                    continue;
+                }
+                let Some(spec_id) = v else { continue };
+                let width = self
+                    .defs
+                    .get(target)
+                    .and_then(|c| c.result_type)
+                    .and_then(|t| self.defs.get(&t))
+                    .map(|t| match t.class.opcode {
+                        Op::TypeBool => Ok(4),
+                        Op::TypeInt | Op::TypeFloat => match lit(t.operands.first()) {
+                            Some(8) => Ok(1),
+                            Some(16) => Ok(2),
+                            Some(32) => Ok(4),
+                            _ => Err(()),
+                        },
+                        _ => Err(()),
+                    })
+                    .unwrap_or(Err(()));
+                out.insert(*spec_id, width);
+            }
+        }
+        out
+    }
+
+    fn check_specialization(
+        &self,
+        spec: &[(u32, u32)],
+    ) -> Result<Vec<(u32, u8, u32)>, KernelRejection> {
+        let widths = self.spec_widths();
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(spec.len());
+        for &(constant_id, value) in spec {
+            if !seen.insert(constant_id) {
+                return Err(KernelRejection::BadSpecialization { constant_id });
+            }
+            match widths.get(&constant_id) {
+                // Ids the kernel does not declare are ignored, as Vulkan does.
+                None => {}
+                Some(Ok(w)) => out.push((constant_id, *w, value)),
+                Some(Err(())) => return Err(KernelRejection::BadSpecialization { constant_id }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Value of a 32-bit integer constant after specialization.
+    fn const_u32(&self, cid: u32, spec: &[(u32, u32)]) -> Result<u32, KernelRejection> {
+        let inst = self.defs.get(&cid).ok_or_else(bad_type)?;
+        match inst.class.opcode {
+            Op::Constant => lit(inst.operands.first()).ok_or(KernelRejection::UnresolvableSize),
+            Op::SpecConstant => {
+                if let Some(Some(spec_id)) = self.decoration(cid, Decoration::SpecId) {
+                    if let Some(&(_, v)) = spec.iter().find(|(i, _)| *i == spec_id) {
+                        return Ok(v);
+                    }
+                }
+                lit(inst.operands.first()).ok_or(KernelRejection::UnresolvableSize)
+            }
+            _ => Err(KernelRejection::UnresolvableSize),
+        }
+    }
+
+    fn workgroup_size(&self, spec: &[(u32, u32)]) -> Result<[u32; 3], KernelRejection> {
+        // A constant decorated BuiltIn WorkgroupSize overrides the execution mode.
+        for (target, decos) in &self.decorations {
+            if decos.iter().any(|(d, v)| {
+                *d == Decoration::BuiltIn && *v == Some(BuiltIn::WorkgroupSize as u32)
+            }) {
+                let inst = self.defs.get(target).ok_or_else(bad_type)?;
+                if !matches!(
+                    inst.class.opcode,
+                    Op::ConstantComposite | Op::SpecConstantComposite
+                ) || inst.operands.len() != 3
+                {
+                    return Err(KernelRejection::UnresolvableSize);
+                }
+                let mut size = [0u32; 3];
+                for (i, s) in size.iter_mut().enumerate() {
+                    let c = id(inst.operands.get(i)).ok_or_else(bad_type)?;
+                    *s = self.const_u32(c, spec)?;
+                }
+                return Ok(size);
+            }
+        }
+        for inst in &self.module.execution_modes {
+            match inst.operands.get(1) {
+                Some(Operand::ExecutionMode(ExecutionMode::LocalSize)) => {
+                    let mut size = [0u32; 3];
+                    for (i, s) in size.iter_mut().enumerate() {
+                        *s = lit(inst.operands.get(2 + i)).ok_or_else(bad_type)?;
+                    }
+                    return Ok(size);
+                }
+                Some(Operand::ExecutionMode(ExecutionMode::LocalSizeId)) => {
+                    let mut size = [0u32; 3];
+                    for (i, s) in size.iter_mut().enumerate() {
+                        let c = id(inst.operands.get(2 + i)).ok_or_else(bad_type)?;
+                        *s = self.const_u32(c, spec)?;
+                    }
+                    return Ok(size);
+                }
+                _ => {}
+            }
+        }
+        Err(KernelRejection::MissingWorkgroupSize)
+    }
+
+    /// Byte size of a type, following `Offset` decorations for explicitly
+    /// laid-out structs. Runtime arrays count as zero.
+    fn type_size(&self, tid: u32, spec: &[(u32, u32)], depth: u32) -> Result<u64, KernelRejection> {
+        if depth > MAX_TYPE_DEPTH {
+            return Err(bad_type());
+        }
+        let t = self.defs.get(&tid).ok_or_else(bad_type)?;
+        let sub = |op: Option<&Operand>| -> Result<u64, KernelRejection> {
+            let inner = id(op).ok_or_else(bad_type)?;
+            self.type_size(inner, spec, depth + 1)
+        };
+        Ok(match t.class.opcode {
+            Op::TypeBool => 4,
+            Op::TypeInt | Op::TypeFloat => {
+                u64::from(lit(t.operands.first()).ok_or_else(bad_type)?).div_ceil(8)
+            }
+            Op::TypeVector | Op::TypeMatrix => {
+                let n = u64::from(lit(t.operands.get(1)).ok_or_else(bad_type)?);
+                let elem = sub(t.operands.first())?;
+                // vec3 occupies the space of vec4 in every layout.
+                let n = if n == 3 { 4 } else { n };
+                elem.saturating_mul(n)
+            }
+            Op::TypeArray => {
+                let len_id = id(t.operands.get(1)).ok_or_else(bad_type)?;
+                let len = u64::from(self.const_u32(len_id, spec)?);
+                let elem = match self.decoration(tid, Decoration::ArrayStride) {
+                    Some(Some(stride)) => u64::from(stride),
+                    _ => sub(t.operands.first())?,
+                };
+                elem.saturating_mul(len)
+            }
+            Op::TypeRuntimeArray => 0,
+            Op::TypeStruct => {
+                let mut total = 0u64;
+                for (i, m) in t.operands.iter().enumerate() {
+                    let size = sub(Some(m))?;
+                    total = match self.offsets.get(&(tid, i as u32)) {
+                        Some(off) => total.max(u64::from(*off).saturating_add(size)),
+                        None => total.saturating_add(size),
+                    };
+                }
+                total
+            }
+            Op::TypePointer => 8,
+            _ => return Err(bad_type()),
+        })
+    }
+
+    /// Storage class and pointee type of a pointer type.
+    fn pointer(&self, ptr_type: u32) -> Result<(StorageClass, u32), KernelRejection> {
+        let t = self.defs.get(&ptr_type).ok_or_else(bad_type)?;
+        if t.class.opcode != Op::TypePointer {
+            return Err(bad_type());
+        }
+        match (t.operands.first(), id(t.operands.get(1))) {
+            (Some(Operand::StorageClass(sc)), Some(pointee)) => Ok((*sc, pointee)),
+            _ => Err(bad_type()),
+        }
+    }
+
+    fn check_variables(
+        &self,
+        spec: &[(u32, u32)],
+        buffers: u32,
+        rules: &Rules,
+    ) -> Result<Vars, KernelRejection> {
+        let mut shared = 0u64;
+        let mut private = 0u64;
+        let mut push = 0u64;
+        let mut seen = vec![false; buffers as usize];
+        for inst in &self.module.types_global_values {
+            if inst.class.opcode != Op::Variable {
+                continue;
+            }
+            let var = inst.result_id.ok_or_else(bad_type)?;
+            let (class, pointee) = self.pointer(inst.result_type.ok_or_else(bad_type)?)?;
+            let binding = match self.decoration(var, Decoration::Binding) {
+                Some(Some(b)) => Some(b),
+                _ => None,
+            };
+            match class {
+                StorageClass::Input => {}
+                StorageClass::Workgroup => {
+                    shared = shared.saturating_add(self.type_size(pointee, spec, 0)?)
+                }
+                StorageClass::Private => {
+                    private = private.saturating_add(self.type_size(pointee, spec, 0)?)
+                }
+                StorageClass::PushConstant => {
+                    push = push.max(self.type_size(pointee, spec, 0)?);
+                }
+                StorageClass::StorageBuffer | StorageClass::Uniform => {
+                    let is_storage = class == StorageClass::StorageBuffer
+                        || self.decoration(pointee, Decoration::BufferBlock).is_some();
+                    let b = binding
+                        .ok_or(KernelRejection::ForbiddenDescriptorType { binding: u32::MAX })?;
+                    if !is_storage {
+                        return Err(KernelRejection::ForbiddenDescriptorType { binding: b });
+                    }
+                    let set = match self.decoration(var, Decoration::DescriptorSet) {
+                        Some(Some(s)) => s,
+                        _ => 0,
+                    };
+                    if set != 0 || b >= buffers {
+                        return Err(KernelRejection::BindingMismatch {
+                            set,
+                            binding: b,
+                            job_buffers: buffers,
+                        });
+                    }
+                    seen[b as usize] = true;
+                }
+                StorageClass::UniformConstant => {
+                    return Err(KernelRejection::ForbiddenDescriptorType {
+                        binding: binding.unwrap_or(u32::MAX),
+                    })
+                }
+                other => return Err(KernelRejection::ForbiddenStorageClass(other as u32)),
+            }
+        }
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(KernelRejection::BindingMismatch {
+                set: 0,
+                binding: missing as u32,
+                job_buffers: buffers,
+            });
+        }
+        for f in &self.module.functions {
+            for block in &f.blocks {
+                for inst in &block.instructions {
+                    if inst.class.opcode == Op::Variable {
+                        let (_, pointee) = self.pointer(inst.result_type.ok_or_else(bad_type)?)?;
+                        private = private.saturating_add(self.type_size(pointee, spec, 0)?);
+                    }
+                }
+            }
+        }
+        if shared > rules.max_shared_bytes {
+            return Err(KernelRejection::SharedMemoryTooLarge {
+                bytes: shared,
+                max: rules.max_shared_bytes,
+            });
+        }
+        if private > rules.max_private_bytes {
+            return Err(KernelRejection::PrivateMemoryTooLarge {
+                bytes: private,
+                max: rules.max_private_bytes,
+            });
+        }
+        let push = u32::try_from(push.div_ceil(4) * 4).unwrap_or(u32::MAX);
+        Ok(Vars {
+            push_constant_bytes: push,
+        })
+    }
+}
+
+/// Capabilities always allowed for compute kernels.
+pub(crate) const BASE_CAPABILITIES: &[Capability] = &[Capability::Shader, Capability::Matrix];
+
+/// Capabilities allowed when the device feature behind each is present
+/// (the dispatcher decides which are present).
+pub(crate) const OPTIONAL_CAPABILITIES: &[Capability] = &[
+    Capability::Int8,
+    Capability::Int16,
+    Capability::Int64,
+    Capability::Float16,
+    Capability::Float64,
+    Capability::StorageBuffer16BitAccess,
+    Capability::UniformAndStorageBuffer16BitAccess,
+    Capability::StoragePushConstant16,
+    Capability::StorageBuffer8BitAccess,
+    Capability::UniformAndStorageBuffer8BitAccess,
+    Capability::StoragePushConstant8,
+    Capability::GroupNonUniform,
+    Capability::GroupNonUniformVote,
+    Capability::GroupNonUniformArithmetic,
+    Capability::GroupNonUniformBallot,
+    Capability::GroupNonUniformShuffle,
+    Capability::GroupNonUniformShuffleRelative,
+    Capability::GroupNonUniformClustered,
+    Capability::GroupNonUniformQuad,
+    Capability::VariablePointersStorageBuffer,
+];
