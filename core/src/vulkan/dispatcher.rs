@@ -4,7 +4,7 @@
 use super::caps::{self, Capabilities, DeviceBenchmark, Probe};
 use super::error::{JobError, KernelRejection, VulkanError};
 use super::gpu::{Gpu, Slot};
-use super::instance::{DeviceSelector, Instance, ValidationMessage, VkHandles};
+use super::instance::{DeviceInfo, DeviceSelector, Instance, ValidationMessage, VkHandles};
 use super::validate::{self, KernelInfo, Rules, BASE_CAPABILITIES, OPTIONAL_CAPABILITIES};
 use ash::vk;
 use rspirv::spirv::Capability;
@@ -121,9 +121,11 @@ pub struct JobOutput {
 /// its Vulkan instance, device, queue and pools.
 pub struct Dispatcher {
     gpu: Option<Gpu>,
-    /// Devices given up on after a timeout whose work has not finished yet.
-    graveyard: Vec<Gpu>,
+    /// Devices given up on after a timeout whose work has not finished yet,
+    /// each with the instance it came from (when that was replaced too).
+    graveyard: Vec<Abandoned>,
     pd: vk::PhysicalDevice,
+    device: DeviceInfo,
     probe: Probe,
     rules: Rules,
     config: DispatcherConfig,
@@ -231,6 +233,20 @@ fn capacity_for(len: u64) -> u64 {
     len.max(256).next_power_of_two()
 }
 
+/// A device whose last submission never completed, kept until it does.
+struct Abandoned {
+    gpu: Gpu,
+    handles: Option<VkHandles>,
+}
+
+impl Abandoned {
+    fn destroy(mut self) {
+        self.gpu.destroy();
+        // The instance (if any) is dropped after its device.
+        drop(self.handles);
+    }
+}
+
 struct Pipeline {
     pipeline: vk::Pipeline,
     layout: vk::PipelineLayout,
@@ -261,6 +277,7 @@ impl Dispatcher {
             gpu: Some(gpu),
             graveyard: Vec::new(),
             pd,
+            device: info,
             probe,
             rules,
             config,
@@ -403,22 +420,52 @@ impl Dispatcher {
     fn reap_graveyard(&mut self) {
         let mut i = 0;
         while i < self.graveyard.len() {
-            if self.graveyard[i].settled() {
-                let mut g = self.graveyard.swap_remove(i);
-                g.destroy();
+            if self.graveyard[i].gpu.settled() {
+                self.graveyard.swap_remove(i).destroy();
             } else {
                 i += 1;
             }
         }
     }
 
+    /// Gives up on the current device after a timeout or loss. A device
+    /// whose work is still running cannot be destroyed; it is parked with
+    /// its instance, and a fresh instance is opened: on CPU implementations
+    /// (lavapipe) the instance owns the worker threads, so only a new
+    /// instance gets threads that are not busy with the abandoned kernel.
     fn abandon(&mut self) {
-        if let Some(mut g) = self.gpu.take() {
-            if g.settled() {
-                g.destroy();
-            } else {
-                self.graveyard.push(g);
+        let Some(mut gpu) = self.gpu.take() else {
+            return;
+        };
+        if gpu.settled() {
+            gpu.destroy();
+            return;
+        }
+        let fresh = VkHandles::create_with_log(
+            self.handles.entry.clone(),
+            self.handles.validation,
+            self.handles.messages.clone(),
+        )
+        .and_then(|h| {
+            let (pd, info) = h.select(&DeviceSelector::Index(self.device.index))?;
+            if info.vendor_id != self.device.vendor_id
+                || info.device_id != self.device.device_id
+                || info.name != self.device.name
+            {
+                return Err(VulkanError::DeviceNotFound);
             }
+            Ok((h, pd))
+        });
+        match fresh {
+            Ok((h, pd)) => {
+                let old = std::mem::replace(&mut self.handles, h);
+                self.pd = pd;
+                self.graveyard.push(Abandoned {
+                    gpu,
+                    handles: Some(old),
+                });
+            }
+            Err(_) => self.graveyard.push(Abandoned { gpu, handles: None }),
         }
     }
 
@@ -876,18 +923,22 @@ impl Drop for Dispatcher {
             if !g.busy || g.settled() {
                 g.destroy();
             } else {
-                self.graveyard.push(g);
+                self.graveyard.push(Abandoned {
+                    gpu: g,
+                    handles: None,
+                });
             }
         }
         self.reap_graveyard();
-        if !self.graveyard.is_empty() {
-            // A kernel is still executing on an abandoned device: destroying
-            // it (or the instance) would be invalid and could block forever.
-            // Leak them; the process exit reclaims everything.
-            self.handles.leak = true;
-            for g in self.graveyard.drain(..) {
-                std::mem::forget(g);
+        // A kernel still executing on an abandoned device: destroying it (or
+        // its instance) would be invalid and could block forever. Leak them;
+        // process exit reclaims everything.
+        for a in self.graveyard.drain(..) {
+            match a.handles {
+                Some(mut h) => h.leak = true,
+                None => self.handles.leak = true,
             }
+            std::mem::forget(a.gpu);
         }
     }
 }

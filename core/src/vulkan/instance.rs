@@ -136,6 +136,7 @@ pub(crate) struct VkHandles {
     pub api_version: u32,
     debug: Option<(ash::ext::debug_utils::Instance, vk::DebugUtilsMessengerEXT)>,
     pub messages: MessageLog,
+    pub validation: bool,
     /// Set when a device could not be destroyed (a wedged queue): destroying
     /// the instance would then be invalid, so it is leaked.
     pub leak: bool,
@@ -143,15 +144,28 @@ pub(crate) struct VkHandles {
 
 const VALIDATION_LAYER: &CStr = c"VK_LAYER_KHRONOS_validation";
 
-pub(crate) fn load_entry() -> Result<ash::Entry, VulkanError> {
+pub(crate) fn load_entry(path: Option<&std::path::Path>) -> Result<ash::Entry, VulkanError> {
     // SAFETY: loading libvulkan runs its initialisers; the Vulkan loader is
     // designed to be opened this way, and ash keeps the library loaded for
     // as long as the Entry lives.
-    unsafe { ash::Entry::load() }.map_err(|_| VulkanError::LoaderUnavailable)
+    match path {
+        None => unsafe { ash::Entry::load() },
+        Some(p) => unsafe { ash::Entry::load_from(p) },
+    }
+    .map_err(|_| VulkanError::LoaderUnavailable)
 }
 
 impl VkHandles {
     pub(crate) fn create(entry: ash::Entry, validation: bool) -> Result<Self, VulkanError> {
+        Self::create_with_log(entry, validation, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    /// Creates an instance whose validation messages go to `messages`.
+    pub(crate) fn create_with_log(
+        entry: ash::Entry,
+        validation: bool,
+        messages: MessageLog,
+    ) -> Result<Self, VulkanError> {
         // SAFETY: plain query on a loaded entry.
         let loader_version = unsafe { entry.try_enumerate_instance_version() }
             .map_err(VulkanError::Vulkan)?
@@ -162,7 +176,6 @@ impl VkHandles {
             });
         }
         let api_version = loader_version.min(vk::API_VERSION_1_3);
-        let messages: MessageLog = Arc::new(Mutex::new(Vec::new()));
         let mut layers = Vec::new();
         let mut extensions = Vec::new();
         if validation {
@@ -232,6 +245,7 @@ impl VkHandles {
             api_version,
             debug,
             messages,
+            validation,
             leak: false,
         })
     }
@@ -303,7 +317,10 @@ impl Drop for VkHandles {
         if self.leak {
             // A device of this instance is still executing and cannot be
             // destroyed; the messenger's user data must then stay alive too.
+            // Keep the loader library mapped as well: the driver behind the
+            // leaked device still runs code from it.
             std::mem::forget(self.messages.clone());
+            std::mem::forget(self.entry.clone());
             return;
         }
         // SAFETY: every device created from this instance was destroyed
@@ -329,7 +346,16 @@ impl Instance {
     /// Opens the Vulkan loader at run time and creates an instance.
     /// A machine without libvulkan gets [`VulkanError::LoaderUnavailable`].
     pub fn load() -> Result<Instance, VulkanError> {
-        let entry = load_entry()?;
+        Self::from_entry(load_entry(None)?)
+    }
+
+    /// Like [`Instance::load`], but opens the loader library at `path`
+    /// (for hosts that ship their own libvulkan).
+    pub fn load_from(path: &std::path::Path) -> Result<Instance, VulkanError> {
+        Self::from_entry(load_entry(Some(path))?)
+    }
+
+    fn from_entry(entry: ash::Entry) -> Result<Instance, VulkanError> {
         Ok(Instance {
             handles: VkHandles::create(entry, false)?,
         })

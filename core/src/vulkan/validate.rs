@@ -121,7 +121,7 @@ fn parse(spirv: &[u8], rules: &Rules) -> Result<Module, KernelRejection> {
         return Err(KernelRejection::Malformed(Malformed::BadMagic));
     }
     let version = words[1];
-    if version >> 16 != 1 || version & 0xff00_00ff != 0x0001_0000 || version > rules.max_version {
+    if version >> 16 != 1 || version & 0xff00_00ff != 0 || version > rules.max_version {
         return Err(KernelRejection::Malformed(Malformed::UnsupportedVersion(
             version,
         )));
