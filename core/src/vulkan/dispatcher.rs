@@ -695,6 +695,7 @@ impl Dispatcher {
                     d.update_descriptor_sets(&writes, &[]);
                 }
 
+                d.reset_command_pool(gpu.cmd_pool, vk::CommandPoolResetFlags::empty())?;
                 d.begin_command_buffer(
                     cmd,
                     &vk::CommandBufferBeginInfo::default()

@@ -42,7 +42,7 @@ pub(crate) struct CachedPipeline {
 pub(crate) struct Gpu {
     pub device: ash::Device,
     pub queue: vk::Queue,
-    cmd_pool: vk::CommandPool,
+    pub cmd_pool: vk::CommandPool,
     pub cmd: vk::CommandBuffer,
     pub fence: vk::Fence,
     pub query_pool: Option<vk::QueryPool>,
