@@ -6,6 +6,10 @@ layout(std430, set = 0, binding = 0) buffer Victim { uint data[]; };
 layout(std430, set = 0, binding = 1) buffer Canary { uint canary[]; };
 void main() {
     uint i = gl_GlobalInvocationID.x;
+    // Declares the canary binding as used without writing it.
+    if (canary[i] == 0xFFFFFFFFu) {
+        return;
+    }
     for (uint k = 0u; k < 4096u; k++) {
         data[i + k * 64u] = 0xBADBAD00u + k;
     }

@@ -746,7 +746,9 @@ impl Dispatcher {
                     );
                 }
                 let [x, y, z] = job.grid;
-                let total = u64::from(x) * u64::from(y) * u64::from(z);
+                let total = u64::from(x)
+                    .saturating_mul(u64::from(y))
+                    .saturating_mul(u64::from(z));
                 if total > split_limit && x > 1 && !p.reads_num_workgroups {
                     let per_x = (split_limit / (u64::from(y) * u64::from(z))).max(1);
                     let chunk = u32::try_from(per_x).unwrap_or(u32::MAX);

@@ -68,11 +68,14 @@ pub(crate) fn validate(
     let module = parse(spirv, rules)?;
     let v = Validator::new(&module)?;
     v.check_module_level(rules)?;
+    check_structure(&module)?;
     v.check_entry_point(entry_point)?;
     let spec = v.check_specialization(specialization)?;
     let local_size = v.workgroup_size(specialization)?;
     let [x, y, z] = local_size;
-    let total = u64::from(x) * u64::from(y) * u64::from(z);
+    let total = u64::from(x)
+        .saturating_mul(u64::from(y))
+        .saturating_mul(u64::from(z));
     if x == 0
         || y == 0
         || z == 0
@@ -136,6 +139,247 @@ fn parse(spirv: &[u8], rules: &Rules) -> Result<Module, KernelRejection> {
         Ok(Ok(module)) => Ok(module),
         _ => Err(KernelRejection::Malformed(Malformed::Unparsable)),
     }
+}
+
+fn is_terminator(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Branch
+            | Op::BranchConditional
+            | Op::Switch
+            | Op::Return
+            | Op::ReturnValue
+            | Op::Kill
+            | Op::Unreachable
+            | Op::TerminateInvocation
+    )
+}
+
+/// Structural checks a driver's compiler relies on: every id is defined
+/// exactly once, every referenced id is defined, result types are types,
+/// scalar and vector shapes are ones Vulkan knows, every block ends in a
+/// terminator, and the entry point names a function of the module.
+fn check_structure(module: &Module) -> Result<(), KernelRejection> {
+    let malformed = || KernelRejection::Malformed(Malformed::BadType);
+    let mut defined = HashSet::new();
+    let mut types = HashSet::new();
+    for inst in module.all_inst_iter() {
+        if let Some(r) = inst.result_id {
+            if !defined.insert(r) {
+                return Err(malformed());
+            }
+        }
+    }
+    for inst in &module.types_global_values {
+        let op = inst.class.opcode;
+        let is_type = matches!(
+            op,
+            Op::TypeVoid
+                | Op::TypeBool
+                | Op::TypeInt
+                | Op::TypeFloat
+                | Op::TypeVector
+                | Op::TypeMatrix
+                | Op::TypeArray
+                | Op::TypeRuntimeArray
+                | Op::TypeStruct
+                | Op::TypePointer
+                | Op::TypeFunction
+        );
+        if inst.class.opname.starts_with("Type") && !is_type {
+            // Images, samplers, events, cooperative matrices, ...
+            return Err(malformed());
+        }
+        let ok = match op {
+            Op::TypeInt => matches!(lit(inst.operands.first()), Some(8 | 16 | 32 | 64)),
+            Op::TypeFloat => matches!(lit(inst.operands.first()), Some(16 | 32 | 64)),
+            Op::TypeVector => matches!(lit(inst.operands.get(1)), Some(2..=4)),
+            Op::TypeMatrix => matches!(lit(inst.operands.get(1)), Some(2..=4)),
+            _ => true,
+        };
+        if !ok {
+            return Err(malformed());
+        }
+        if is_type {
+            if let Some(r) = inst.result_id {
+                types.insert(r);
+            }
+        }
+    }
+    for inst in module.all_inst_iter() {
+        if let Some(t) = inst.result_type {
+            if !types.contains(&t) {
+                return Err(malformed());
+            }
+        }
+        for op in &inst.operands {
+            if let Operand::IdRef(i) | Operand::IdScope(i) | Operand::IdMemorySemantics(i) = op {
+                if !defined.contains(i) {
+                    return Err(malformed());
+                }
+            }
+        }
+    }
+    // Member decorations and names must name an existing member of a struct.
+    let members: HashMap<u32, usize> = module
+        .types_global_values
+        .iter()
+        .filter(|i| i.class.opcode == Op::TypeStruct)
+        .filter_map(|i| Some((i.result_id?, i.operands.len())))
+        .collect();
+    for inst in module.annotations.iter().chain(&module.debug_names) {
+        if matches!(inst.class.opcode, Op::MemberDecorate | Op::MemberName) {
+            let ok = match (id(inst.operands.first()), lit(inst.operands.get(1))) {
+                (Some(t), Some(m)) => members.get(&t).is_some_and(|n| (m as usize) < *n),
+                _ => false,
+            };
+            if !ok {
+                return Err(malformed());
+            }
+        }
+    }
+    // Only compute built-ins: a vertex or fragment built-in in a compute
+    // shader crashes some compilers.
+    for inst in &module.annotations {
+        let builtin = match (
+            inst.class.opcode,
+            inst.operands.get(1),
+            inst.operands.get(2),
+        ) {
+            (Op::Decorate, Some(Operand::Decoration(Decoration::BuiltIn)), Some(b)) => Some(b),
+            (Op::MemberDecorate, _, Some(Operand::Decoration(Decoration::BuiltIn))) => {
+                inst.operands.get(3)
+            }
+            _ => None,
+        };
+        if let Some(b) = builtin {
+            let ok = matches!(
+                b,
+                Operand::BuiltIn(
+                    BuiltIn::NumWorkgroups
+                        | BuiltIn::WorkgroupSize
+                        | BuiltIn::WorkgroupId
+                        | BuiltIn::LocalInvocationId
+                        | BuiltIn::GlobalInvocationId
+                        | BuiltIn::LocalInvocationIndex
+                        | BuiltIn::SubgroupSize
+                        | BuiltIn::SubgroupLocalInvocationId
+                        | BuiltIn::NumSubgroups
+                        | BuiltIn::SubgroupId
+                        | BuiltIn::SubgroupEqMask
+                        | BuiltIn::SubgroupGeMask
+                        | BuiltIn::SubgroupGtMask
+                        | BuiltIn::SubgroupLeMask
+                        | BuiltIn::SubgroupLtMask
+                )
+            );
+            if !ok {
+                return Err(malformed());
+            }
+        }
+    }
+    check_access_chains(module)?;
+    let mut functions = HashSet::new();
+    for f in &module.functions {
+        let def = f.def.as_ref().ok_or_else(malformed)?;
+        if f.end.is_none() || f.blocks.is_empty() {
+            return Err(malformed());
+        }
+        for block in &f.blocks {
+            match block.instructions.last() {
+                Some(last) if is_terminator(last.class.opcode) => {}
+                _ => return Err(malformed()),
+            }
+            if block.label.is_none() {
+                return Err(malformed());
+            }
+        }
+        if let Some(r) = def.result_id {
+            functions.insert(r);
+        }
+    }
+    for ep in &module.entry_points {
+        match id(ep.operands.get(1)) {
+            Some(f) if functions.contains(&f) => {}
+            _ => return Err(malformed()),
+        }
+    }
+    Ok(())
+}
+
+/// Access chains must index existing struct members with constants and
+/// step only through composite types (drivers index member tables with
+/// these values unchecked).
+fn check_access_chains(module: &Module) -> Result<(), KernelRejection> {
+    let malformed = || KernelRejection::Malformed(Malformed::BadType);
+    let defs: HashMap<u32, &Instruction> = module
+        .types_global_values
+        .iter()
+        .filter_map(|i| Some((i.result_id?, i)))
+        .collect();
+    let mut value_types: HashMap<u32, u32> = HashMap::new();
+    for inst in module.all_inst_iter() {
+        if let (Some(r), Some(t)) = (inst.result_id, inst.result_type) {
+            value_types.insert(r, t);
+        }
+    }
+    for inst in module.all_inst_iter() {
+        if inst.class.opcode == Op::Variable {
+            // The declared storage class must be the pointer type's.
+            let ptr = inst
+                .result_type
+                .and_then(|t| defs.get(&t))
+                .ok_or_else(malformed)?;
+            if ptr.class.opcode != Op::TypePointer || ptr.operands.first() != inst.operands.first()
+            {
+                return Err(malformed());
+            }
+        }
+    }
+    for f in &module.functions {
+        for block in &f.blocks {
+            for inst in &block.instructions {
+                if inst.class.opcode == Op::Variable
+                    && inst.operands.first() != Some(&Operand::StorageClass(StorageClass::Function))
+                {
+                    return Err(malformed());
+                }
+            }
+        }
+    }
+    for inst in module.all_inst_iter() {
+        match inst.class.opcode {
+            Op::AccessChain | Op::InBoundsAccessChain => {}
+            Op::PtrAccessChain | Op::InBoundsPtrAccessChain => return Err(malformed()),
+            _ => continue,
+        }
+        let base = id(inst.operands.first()).ok_or_else(malformed)?;
+        let ptr_type = value_types.get(&base).ok_or_else(malformed)?;
+        let ptr = defs.get(ptr_type).ok_or_else(malformed)?;
+        if ptr.class.opcode != Op::TypePointer {
+            return Err(malformed());
+        }
+        let mut current = id(ptr.operands.get(1)).ok_or_else(malformed)?;
+        for index in &inst.operands[1..] {
+            let index = id(Some(index)).ok_or_else(malformed)?;
+            let t = defs.get(&current).ok_or_else(malformed)?;
+            current = match t.class.opcode {
+                Op::TypeStruct => {
+                    let c = defs.get(&index).ok_or_else(malformed)?;
+                    if c.class.opcode != Op::Constant {
+                        return Err(malformed());
+                    }
+                    let member = lit(c.operands.first()).ok_or_else(malformed)?;
+                    id(t.operands.get(member as usize)).ok_or_else(malformed)?
+                }
+                Op::TypeArray | Op::TypeRuntimeArray | Op::TypeVector | Op::TypeMatrix => {
+                    id(t.operands.first()).ok_or_else(malformed)?
+                }
+                _ => return Err(malformed()),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// Variables summary.
@@ -525,7 +769,11 @@ impl<'m> Validator<'m> {
                 _ => None,
             };
             match class {
-                StorageClass::Input => {}
+                StorageClass::Input => {
+                    if self.decoration(var, Decoration::BuiltIn).is_none() {
+                        return Err(KernelRejection::ForbiddenStorageClass(class as u32));
+                    }
+                }
                 StorageClass::Workgroup => {
                     shared = shared.saturating_add(self.type_size(pointee, spec, 0)?)
                 }
