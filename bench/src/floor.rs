@@ -8,6 +8,13 @@ use std::time::Instant;
 
 const FENCE_TIMEOUT_NS: u64 = 10_000_000_000;
 
+/// Buffers and command buffer of a prepared round trip.
+pub struct RoundTrip {
+    a: usize,
+    b: usize,
+    cmd: vk::CommandBuffer,
+}
+
 struct Buf {
     buffer: vk::Buffer,
     memory: vk::DeviceMemory,
@@ -354,28 +361,26 @@ impl Floor {
         }
     }
 
-    /// Round-trip times in microseconds: write `input` (4 KiB), one
-    /// workgroup copies it, read it back.
-    pub fn roundtrip(&mut self, input: &[u8], iters: usize) -> R<Vec<f64>> {
-        let len = input.len();
+    /// Prepares the round trip for inputs of `len` bytes: two buffers and
+    /// a pre-recorded command buffer.
+    pub fn prepare_roundtrip(&mut self, len: usize) -> R<RoundTrip> {
         let a = self.buffer(len as u64)?;
         let b = self.buffer(len as u64)?;
         let cmd = self.record(self.pipeline, a, b, (len / 16) as u32, 1, false)?;
-        let mut out = vec![0u8; len];
-        let mut times = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t = Instant::now();
-            // SAFETY: the mappings cover `len` bytes and no work is pending.
-            unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), self.bufs[a].map, len) };
-            self.submit_wait(cmd)?;
-            // SAFETY: the submission completed; the barrier made it visible.
-            unsafe { std::ptr::copy_nonoverlapping(self.bufs[b].map, out.as_mut_ptr(), len) };
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        if out != input {
-            return Err("floor round trip returned wrong data".into());
-        }
-        Ok(times)
+        Ok(RoundTrip { a, b, cmd })
+    }
+
+    /// One round trip: write `input`, one workgroup copies it, read it
+    /// into `out`. Returns microseconds.
+    pub fn roundtrip(&self, rt: &RoundTrip, input: &[u8], out: &mut [u8]) -> R<f64> {
+        let len = input.len().min(out.len());
+        let t = Instant::now();
+        // SAFETY: the mappings cover `len` bytes and no work is pending.
+        unsafe { std::ptr::copy_nonoverlapping(input.as_ptr(), self.bufs[rt.a].map, len) };
+        self.submit_wait(rt.cmd)?;
+        // SAFETY: the submission completed; the barrier made it visible.
+        unsafe { std::ptr::copy_nonoverlapping(self.bufs[rt.b].map, out.as_mut_ptr(), len) };
+        Ok(t.elapsed().as_secs_f64() * 1e6)
     }
 
     /// Device copy rate in GB/s (bytes counted once, GPU timestamps).

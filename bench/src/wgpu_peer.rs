@@ -25,6 +25,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
 
 type R<T> = Result<T, String>;
 
+/// Buffers of a prepared wgpu round trip.
+pub struct RoundTrip {
+    a: wgpu::Buffer,
+    b: wgpu::Buffer,
+    read: wgpu::Buffer,
+    group: wgpu::BindGroup,
+    len: u64,
+}
+
 /// wgpu device, queue and the copy pipeline.
 pub struct WgpuPeer {
     device: wgpu::Device,
@@ -138,10 +147,8 @@ impl WgpuPeer {
             .map_err(|e| e.to_string())
     }
 
-    /// Round-trip times in microseconds: `write_buffer` of the input, one
-    /// workgroup, copy to a mappable buffer, map, read, unmap.
-    pub fn roundtrip(&self, input: &[u8], iters: usize) -> R<Vec<f64>> {
-        let len = input.len() as u64;
+    /// Prepares the round trip for inputs of `len` bytes.
+    pub fn prepare_roundtrip(&self, len: u64) -> RoundTrip {
         let a = self.storage(len, wgpu::BufferUsages::COPY_DST);
         let b = self.storage(len, wgpu::BufferUsages::COPY_SRC);
         let read = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -151,33 +158,37 @@ impl WgpuPeer {
             mapped_at_creation: false,
         });
         let group = self.bind(&a, &b);
-        let n = (len / 16) as u32;
-        let mut out = vec![0u8; input.len()];
-        let mut times = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t = Instant::now();
-            self.queue.write_buffer(&a, 0, input);
-            let mut enc = self.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&self.pipeline);
-                pass.set_bind_group(0, &group, &[]);
-                pass.set_push_constants(0, &n.to_le_bytes());
-                pass.dispatch_workgroups(1, 1, 1);
-            }
-            enc.copy_buffer_to_buffer(&b, 0, &read, 0, len);
-            self.queue.submit([enc.finish()]);
-            let slice = read.slice(..);
-            slice.map_async(wgpu::MapMode::Read, |_| {});
-            self.wait()?;
-            out.copy_from_slice(&slice.get_mapped_range());
-            read.unmap();
-            times.push(t.elapsed().as_secs_f64() * 1e6);
+        RoundTrip {
+            a,
+            b,
+            read,
+            group,
+            len,
         }
-        if out != input {
-            return Err("wgpu round trip returned wrong data".into());
+    }
+
+    /// One round trip: `write_buffer` of the input, one workgroup, copy to
+    /// a mappable buffer, map, read into `out`, unmap. Returns microseconds.
+    pub fn roundtrip(&self, rt: &RoundTrip, input: &[u8], out: &mut [u8]) -> R<f64> {
+        let n = (rt.len / 16) as u32;
+        let t = Instant::now();
+        self.queue.write_buffer(&rt.a, 0, input);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &rt.group, &[]);
+            pass.set_push_constants(0, &n.to_le_bytes());
+            pass.dispatch_workgroups(1, 1, 1);
         }
-        Ok(times)
+        enc.copy_buffer_to_buffer(&rt.b, 0, &rt.read, 0, rt.len);
+        self.queue.submit([enc.finish()]);
+        let slice = rt.read.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.wait()?;
+        out.copy_from_slice(&slice.get_mapped_range());
+        rt.read.unmap();
+        Ok(t.elapsed().as_secs_f64() * 1e6)
     }
 
     /// Device copy rate in GB/s: compute-pass timestamps when the adapter

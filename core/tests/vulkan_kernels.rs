@@ -428,3 +428,30 @@ fn dispatchers_run_concurrently_on_threads() {
         h.join().expect("thread");
     }
 }
+
+#[test]
+fn metering_clock_follows_the_config() {
+    for (metering, want) in [
+        (Metering::Timestamps, MeterClock::GpuTimestamps),
+        (Metering::HostClock, MeterClock::HostClock),
+    ] {
+        let mut d = dispatcher_with(DispatcherConfig {
+            metering,
+            ..DispatcherConfig::default()
+        });
+        let usage = check_saxpy(&mut d, 4096);
+        if d.capabilities().timestamps || want == MeterClock::HostClock {
+            assert_eq!(usage.clock, want);
+        }
+        assert!(usage.gpu_time_ns > 0);
+        assert_clean(&d);
+    }
+    let d = dispatcher();
+    let usage_auto_is_host = d.capabilities().device_type == DeviceType::Cpu;
+    let mut d = d;
+    let usage = check_saxpy(&mut d, 64);
+    assert_eq!(
+        usage.clock == MeterClock::HostClock,
+        usage_auto_is_host || !d.capabilities().timestamps
+    );
+}

@@ -42,6 +42,33 @@ pub struct DispatcherConfig {
     /// Use device-local buffers with host-visible staging copies even when
     /// device-local host-visible memory exists (exercises the discrete-GPU path).
     pub force_staging: bool,
+    /// How job time is metered.
+    pub metering: Metering,
+}
+
+/// How [`Usage::gpu_time_ns`] is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    /// GPU timestamps on GPUs; the host clock on CPU implementations, where
+    /// "GPU time" is host time anyway and timestamp queries are costly
+    /// (about 40 us per job on lavapipe, see docs/VULKAN.md).
+    #[default]
+    Auto,
+    /// Always GPU timestamp queries (when the queue supports them).
+    Timestamps,
+    /// Host monotonic clock from submission to fence signal (includes
+    /// submission latency, so it slightly overstates device time).
+    HostClock,
+}
+
+/// Which clock produced a job's [`Usage::gpu_time_ns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeterClock {
+    /// Device timestamps around the dispatches.
+    #[default]
+    GpuTimestamps,
+    /// Host clock from submit to fence signal.
+    HostClock,
 }
 
 impl Default for DispatcherConfig {
@@ -56,6 +83,7 @@ impl Default for DispatcherConfig {
             max_private_bytes: 16 << 10,
             max_workgroups_per_dispatch: 1 << 20,
             force_staging: false,
+            metering: Metering::Auto,
         }
     }
 }
@@ -101,6 +129,8 @@ pub struct Usage {
     pub bytes_in: u64,
     /// Bytes returned (sum of lengths of readback buffers).
     pub bytes_out: u64,
+    /// Which clock measured `gpu_time_ns`.
+    pub clock: MeterClock,
 }
 
 /// Result of a successful job.
@@ -211,6 +241,15 @@ fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
     }
 }
 
+fn use_timestamps(probe: &Probe, config: &DispatcherConfig) -> bool {
+    probe.caps.timestamps
+        && match config.metering {
+            Metering::Auto => probe.caps.device_type != super::DeviceType::Cpu,
+            Metering::Timestamps => true,
+            Metering::HostClock => false,
+        }
+}
+
 /// SHA-256 of everything that makes a pipeline distinct.
 fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -272,6 +311,7 @@ impl Dispatcher {
             &probe,
             config.max_buffers,
             config.force_staging,
+            use_timestamps(&probe, &config),
         )?;
         Ok(Dispatcher {
             gpu: Some(gpu),
@@ -476,6 +516,7 @@ impl Dispatcher {
             &self.probe,
             self.config.max_buffers,
             self.config.force_staging,
+            use_timestamps(&self.probe, &self.config),
         )
         .map_err(|e| match e {
             VulkanError::Vulkan(r) => JobError::from(r),
@@ -810,6 +851,7 @@ impl Dispatcher {
                 d.queue_submit(gpu.queue, &submit, gpu.fence)
             })()
         };
+        let submitted = Instant::now();
         if let Err(e) = recorded {
             // Nothing was submitted (queue_submit failing submits nothing).
             // SAFETY: the command buffer is not pending.
@@ -836,8 +878,10 @@ impl Dispatcher {
             Err(e) => return Err(e.into()),
         }
         gpu.busy = false;
+        let host_ns = u64::try_from(submitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
-        let mut gpu_time_ns = 0;
+        let mut gpu_time_ns = host_ns;
+        let mut clock = MeterClock::HostClock;
         if let Some(qp) = gpu.query_pool {
             let mut ts = [0u64; 2];
             // SAFETY: both queries were written by the completed submission.
@@ -846,6 +890,7 @@ impl Dispatcher {
             if r.is_ok() {
                 let ticks = ts[1].wrapping_sub(ts[0]) & self.probe.timestamp_mask;
                 gpu_time_ns = (ticks as f64 * self.probe.timestamp_period_ns) as u64;
+                clock = MeterClock::GpuTimestamps;
             }
         }
 
@@ -883,6 +928,7 @@ impl Dispatcher {
             dispatches,
             bytes_in,
             bytes_out,
+            clock,
         })
     }
 }

@@ -89,6 +89,7 @@ impl Gpu {
         probe: &Probe,
         max_buffers: u32,
         force_staging: bool,
+        timestamps: bool,
     ) -> Result<Gpu, VulkanError> {
         let caps = &probe.caps;
         let f = &caps.features;
@@ -175,7 +176,7 @@ impl Gpu {
             gpu.fault = Some(ash::ext::device_fault::Device::new(instance, &gpu.device));
         }
         // On failure `gpu` is dropped through `destroy` by the caller's error path.
-        match gpu.init(instance, pd, probe, max_buffers, force_staging) {
+        match gpu.init(instance, pd, probe, max_buffers, force_staging, timestamps) {
             Ok(()) => Ok(gpu),
             Err(e) => {
                 gpu.destroy();
@@ -191,6 +192,7 @@ impl Gpu {
         probe: &Probe,
         max_buffers: u32,
         force_staging: bool,
+        timestamps: bool,
     ) -> Result<(), VulkanError> {
         let d = &self.device;
         // SAFETY (whole block): plain object creation on a live device with
@@ -213,7 +215,7 @@ impl Gpu {
                 .copied()
                 .ok_or(VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN))?;
             self.fence = d.create_fence(&vk::FenceCreateInfo::default(), None)?;
-            if probe.caps.timestamps {
+            if timestamps {
                 self.query_pool = Some(
                     d.create_query_pool(
                         &vk::QueryPoolCreateInfo::default()

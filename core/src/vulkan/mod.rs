@@ -42,7 +42,8 @@ pub use caps::{
     MAX_MEMORY_HEAPS,
 };
 pub use dispatcher::{
-    BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, Usage, MAX_PUSH_CONSTANTS,
+    BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, MeterClock, Metering, Usage,
+    MAX_PUSH_CONSTANTS,
 };
 pub use error::{JobError, KernelRejection, Malformed, VulkanError};
 pub use instance::{
