@@ -15,6 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn num(v: Option<f64>) -> String {
     match v {
+        Some(x) if x.is_finite() && x.abs() < 10.0 => format!("{x:.2}"),
         Some(x) if x.is_finite() => format!("{x:.1}"),
         _ => "null".into(),
     }
@@ -184,10 +185,31 @@ fn main() {
         grid: [n / 256, 1, 1],
         buffers: &bufs,
     };
+    // The kernel's own throughput: GPU timestamps, as for the peers.
+    let mut timed = match Dispatcher::new(
+        &instance,
+        DeviceSelector::Default,
+        DispatcherConfig {
+            metering: Metering::Timestamps,
+            ..DispatcherConfig::default()
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("no dispatcher: {e}");
+            std::process::exit(1);
+        }
+    };
     let mut rates = Vec::new();
     for _ in 0..6 {
-        match d.run_into(&job, TIMEOUT, &mut outputs) {
-            Ok(u) => rates.push(bytes as f64 / u.gpu_time_ns.max(1) as f64),
+        match timed.run_into(&job, TIMEOUT, &mut outputs) {
+            Ok(u) if u.clock == MeterClock::GpuTimestamps => {
+                rates.push(bytes as f64 / u.gpu_time_ns.max(1) as f64)
+            }
+            Ok(_) => {
+                eprintln!("device has no timestamps: copy rate not measured");
+                std::process::exit(1);
+            }
             Err(e) => {
                 eprintln!("dispatcher copy failed: {e}");
                 std::process::exit(1);
@@ -195,6 +217,7 @@ fn main() {
         }
     }
     rates.remove(0);
+    drop(timed);
     let floor_rate = floor
         .as_mut()
         .and_then(|f| peer("ash_floor", f.copy_rate(bytes, 6)))
