@@ -859,6 +859,11 @@ impl Dispatcher {
             for s in slots {
                 gpu.release(s, pool_limit);
             }
+            if e == vk::Result::ERROR_DEVICE_LOST {
+                return Err(JobError::DeviceLost {
+                    fault: gpu.fault_description(),
+                });
+            }
             return Err(e.into());
         }
         gpu.busy = true;

@@ -132,6 +132,16 @@ fn parse(spirv: &[u8], rules: &Rules) -> Result<Module, KernelRejection> {
     if words[3] == 0 || words[3] > MAX_ID_BOUND {
         return Err(KernelRejection::Malformed(Malformed::IdOutOfBounds));
     }
+    // Every instruction's word count must be non-zero and stay inside the
+    // module (the parser would otherwise slice past the end and panic).
+    let mut at = 5;
+    while at < words.len() {
+        let count = (words[at] >> 16) as usize;
+        if count == 0 || count > words.len() - at {
+            return Err(KernelRejection::Malformed(Malformed::Unparsable));
+        }
+        at += count;
+    }
     // The parser is third-party code fed hostile bytes: a panic in it must
     // reject the kernel, not take the agent down.
     let parsed = std::panic::catch_unwind(|| rspirv::dr::load_words(&words));
