@@ -139,10 +139,10 @@ fn malformed_spirv_is_rejected() {
     assert_clean(&d);
 }
 
-/// Single-word corruptions of a real kernel: each is refused or runs, and
+/// Single-word corruptions of real kernels: each is refused or runs, and
 /// none crashes the process. (Without the validation layer: some accepted
-/// variants are invalid by spirv-val's stricter layout rules, which this
-/// test does not assert on; see docs/VULKAN.md.)
+/// variants are invalid by spirv-val's stricter rules, which this test does
+/// not assert on; see docs/VULKAN.md.)
 #[test]
 fn corrupted_words_never_crash() {
     let instance = Instance::load().expect("loader");
@@ -152,20 +152,60 @@ fn corrupted_words_never_crash() {
         DispatcherConfig::default(),
     )
     .expect("dispatcher");
-    let good = kernel("saxpy");
-    let bufs = two_buffers();
-    let mut accepted = 0;
-    for i in (20..good.len()).step_by(4) {
-        for word in [0xFFFF_FFFFu32, 0, 0x8000_0000, 7] {
-            let mut m = good.clone();
-            m[i..i + 4].copy_from_slice(&word.to_le_bytes());
-            if run_with(&mut d, &m, &bufs).is_ok() {
-                accepted += 1;
+    for (name, buffers) in [
+        ("saxpy", 2),
+        ("reduce", 2),
+        ("mandelbrot", 1),
+        ("matmul", 3),
+    ] {
+        let good = kernel(name);
+        let bufs = vec![
+            BufferSpec {
+                len: 4096,
+                init: None,
+                readback: true
+            };
+            buffers
+        ];
+        let mut accepted = 0;
+        for i in (20..good.len()).step_by(4) {
+            for word in [0xFFFF_FFFFu32, 0, 0x8000_0000, 7] {
+                let mut m = good.clone();
+                m[i..i + 4].copy_from_slice(&word.to_le_bytes());
+                if run_with(&mut d, &m, &bufs).is_ok() {
+                    accepted += 1;
+                }
             }
         }
+        eprintln!("{name}: {accepted} corrupted variants ran");
     }
-    eprintln!("{accepted} corrupted variants ran");
     still_serving(&mut d);
+}
+
+#[test]
+fn out_of_range_shared_and_private_indices_are_clamped() {
+    let mut d = dispatcher();
+    let spirv = kernel("hostile_shared_oob");
+    let bufs = [BufferSpec {
+        len: 256,
+        init: None,
+        readback: true,
+    }];
+    for index in [0u32, 63, 64, 1 << 20, u32::MAX] {
+        let push = index.to_le_bytes();
+        let job = KernelJob {
+            spirv: &spirv,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: &push,
+            grid: [1, 1, 1],
+            buffers: &bufs,
+        };
+        let out = d.run(&job, TIMEOUT).expect("runs with clamped indices");
+        assert_eq!(out.outputs[0].len(), 256);
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
 }
 
 #[test]

@@ -613,7 +613,7 @@ impl Dispatcher {
                 p
             }
             None => {
-                let info = validate::validate(
+                let (info, code) = validate::validate(
                     job.spirv,
                     job.entry_point,
                     job.specialization,
@@ -623,7 +623,7 @@ impl Dispatcher {
                 )?;
                 gpu.create_pipeline(
                     key,
-                    job.spirv,
+                    &code,
                     job.entry_point,
                     info,
                     self.config.pipeline_cache_capacity,

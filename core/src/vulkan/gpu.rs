@@ -462,16 +462,12 @@ impl Gpu {
     pub(crate) fn create_pipeline(
         &mut self,
         key: [u8; 32],
-        spirv: &[u8],
+        words: &[u32],
         entry_point: &str,
         info: KernelInfo,
         capacity: usize,
     ) -> Result<&CachedPipeline, JobError> {
         let (set_layout, layout) = self.layout(info.bindings, info.push_constant_bytes)?;
-        let words: Vec<u32> = spirv
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
         let entries: Vec<_> = info
             .specialization
             .iter()
@@ -498,7 +494,7 @@ impl Gpu {
         // module is destroyed right after pipeline creation, which is allowed.
         let pipeline = unsafe {
             let module =
-                d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)?;
+                d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(words), None)?;
             let mut stage = vk::PipelineShaderStageCreateInfo::default()
                 .stage(vk::ShaderStageFlags::COMPUTE)
                 .module(module)

@@ -56,7 +56,10 @@ pub(crate) struct KernelInfo {
 }
 
 /// Validates `spirv` for a job with `buffers` storage buffers, `push_len`
-/// push-constant bytes and the given specialization.
+/// push-constant bytes and the given specialization. Returns what was
+/// learnt and the module to hand to the driver: the kernel with every
+/// dynamic index into memory that robust buffer access does not cover
+/// (workgroup, private, function, push-constant) clamped into range.
 pub(crate) fn validate(
     spirv: &[u8],
     entry_point: &str,
@@ -64,11 +67,31 @@ pub(crate) fn validate(
     buffers: u32,
     push_len: u32,
     rules: &Rules,
+) -> Result<(KernelInfo, Vec<u32>), KernelRejection> {
+    let mut module = parse(spirv, rules)?;
+    let info = check(
+        &module,
+        entry_point,
+        specialization,
+        buffers,
+        push_len,
+        rules,
+    )?;
+    clamp_indices(&mut module, specialization)?;
+    Ok((info, rspirv::binary::Assemble::assemble(&module)))
+}
+
+fn check(
+    module: &Module,
+    entry_point: &str,
+    specialization: &[(u32, u32)],
+    buffers: u32,
+    push_len: u32,
+    rules: &Rules,
 ) -> Result<KernelInfo, KernelRejection> {
-    let module = parse(spirv, rules)?;
-    let v = Validator::new(&module)?;
+    let v = Validator::new(module)?;
     v.check_module_level(rules)?;
-    check_structure(&module)?;
+    check_structure(module)?;
     v.check_entry_point(entry_point)?;
     let spec = v.check_specialization(specialization)?;
     let local_size = v.workgroup_size(specialization)?;
@@ -149,6 +172,175 @@ fn parse(spirv: &[u8], rules: &Rules) -> Result<Module, KernelRejection> {
         Ok(Ok(module)) => Ok(module),
         _ => Err(KernelRejection::Malformed(Malformed::Unparsable)),
     }
+}
+
+/// GLSL.std.450 `UMin`.
+const GLSL_UMIN: u32 = 38;
+
+/// Rewrites every access chain whose base lives outside buffer memory so
+/// that each array, vector or matrix index is `UMin(index, len - 1)`.
+/// Robust buffer access covers storage buffers only; an out-of-range index
+/// into shared or private memory is undefined behaviour that crashes some
+/// drivers (lavapipe) and can read other workgroups' data on others.
+fn clamp_indices(module: &mut Module, spec: &[(u32, u32)]) -> Result<(), KernelRejection> {
+    let malformed = || KernelRejection::Malformed(Malformed::BadType);
+    let defs: HashMap<u32, Instruction> = module
+        .types_global_values
+        .iter()
+        .filter_map(|i| Some((i.result_id?, i.clone())))
+        .collect();
+    let spec_ids: HashMap<u32, u32> = module
+        .annotations
+        .iter()
+        .filter(|i| {
+            i.class.opcode == Op::Decorate
+                && i.operands.get(1) == Some(&Operand::Decoration(Decoration::SpecId))
+        })
+        .filter_map(|i| Some((id(i.operands.first())?, lit(i.operands.get(2))?)))
+        .collect();
+    let const_value = |cid: u32| -> Option<u32> {
+        let c = defs.get(&cid)?;
+        match c.class.opcode {
+            Op::Constant => lit(c.operands.first()),
+            Op::SpecConstant => spec_ids
+                .get(&cid)
+                .and_then(|sid| spec.iter().find(|(i, _)| i == sid).map(|(_, v)| *v))
+                .or_else(|| lit(c.operands.first())),
+            _ => None,
+        }
+    };
+    let mut value_types: HashMap<u32, u32> = HashMap::new();
+    for inst in module.all_inst_iter() {
+        if let (Some(r), Some(t)) = (inst.result_id, inst.result_type) {
+            value_types.insert(r, t);
+        }
+    }
+    let mut bound = module
+        .header
+        .as_ref()
+        .map(|h| h.bound)
+        .ok_or_else(malformed)?;
+    let mut fresh = || {
+        let id = bound;
+        bound += 1;
+        id
+    };
+    let glsl = match module.ext_inst_imports.first().and_then(|i| i.result_id) {
+        Some(g) => g,
+        None => {
+            let g = fresh();
+            module.ext_inst_imports.push(Instruction::new(
+                Op::ExtInstImport,
+                None,
+                Some(g),
+                vec![Operand::LiteralString("GLSL.std.450".into())],
+            ));
+            g
+        }
+    };
+    let mut new_constants: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut constant_insts = Vec::new();
+    for f in &mut module.functions {
+        for block in &mut f.blocks {
+            let mut out = Vec::with_capacity(block.instructions.len());
+            for mut inst in std::mem::take(&mut block.instructions) {
+                let op = inst.class.opcode;
+                if !matches!(op, Op::AccessChain | Op::InBoundsAccessChain) {
+                    out.push(inst);
+                    continue;
+                }
+                let base = id(inst.operands.first()).ok_or_else(malformed)?;
+                let ptr = value_types
+                    .get(&base)
+                    .and_then(|t| defs.get(t))
+                    .ok_or_else(malformed)?;
+                let class = match ptr.operands.first() {
+                    Some(Operand::StorageClass(c)) => *c,
+                    _ => return Err(malformed()),
+                };
+                if matches!(class, StorageClass::StorageBuffer | StorageClass::Uniform) {
+                    out.push(inst);
+                    continue;
+                }
+                let mut current = id(ptr.operands.get(1)).ok_or_else(malformed)?;
+                for k in 1..inst.operands.len() {
+                    let index = id(inst.operands.get(k)).ok_or_else(malformed)?;
+                    let t = defs.get(&current).ok_or_else(malformed)?;
+                    let (len, next) = match t.class.opcode {
+                        Op::TypeStruct => {
+                            let member = const_value(index).ok_or_else(malformed)?;
+                            current = id(t.operands.get(member as usize)).ok_or_else(malformed)?;
+                            continue;
+                        }
+                        Op::TypeArray => {
+                            let len_id = id(t.operands.get(1)).ok_or_else(malformed)?;
+                            let len =
+                                const_value(len_id).ok_or(KernelRejection::UnresolvableSize)?;
+                            (len, id(t.operands.first()).ok_or_else(malformed)?)
+                        }
+                        Op::TypeVector | Op::TypeMatrix => (
+                            lit(t.operands.get(1)).ok_or_else(malformed)?,
+                            id(t.operands.first()).ok_or_else(malformed)?,
+                        ),
+                        _ => return Err(malformed()),
+                    };
+                    current = next;
+                    if len == 0 {
+                        return Err(malformed());
+                    }
+                    if const_value(index).is_some_and(|v| v < len)
+                        && defs.get(&index).map(|c| c.class.opcode) == Some(Op::Constant)
+                    {
+                        continue;
+                    }
+                    let index_type = *value_types.get(&index).ok_or_else(malformed)?;
+                    let wide = defs
+                        .get(&index_type)
+                        .filter(|t| t.class.opcode == Op::TypeInt)
+                        .and_then(|t| lit(t.operands.first()))
+                        .ok_or_else(malformed)?
+                        == 64;
+                    let max = *new_constants
+                        .entry((index_type, len - 1))
+                        .or_insert_with(|| {
+                            let c = fresh();
+                            let value = if wide {
+                                Operand::LiteralBit64(u64::from(len - 1))
+                            } else {
+                                Operand::LiteralBit32(len - 1)
+                            };
+                            constant_insts.push(Instruction::new(
+                                Op::Constant,
+                                Some(index_type),
+                                Some(c),
+                                vec![value],
+                            ));
+                            c
+                        });
+                    let clamped = fresh();
+                    out.push(Instruction::new(
+                        Op::ExtInst,
+                        Some(index_type),
+                        Some(clamped),
+                        vec![
+                            Operand::IdRef(glsl),
+                            Operand::LiteralExtInstInteger(GLSL_UMIN),
+                            Operand::IdRef(index),
+                            Operand::IdRef(max),
+                        ],
+                    ));
+                    inst.operands[k] = Operand::IdRef(clamped);
+                }
+                out.push(inst);
+            }
+            block.instructions = out;
+        }
+    }
+    module.types_global_values.extend(constant_insts);
+    if let Some(h) = module.header.as_mut() {
+        h.bound = bound;
+    }
+    Ok(())
 }
 
 fn is_terminator(op: Op) -> bool {
