@@ -8,6 +8,12 @@ use std::time::Instant;
 
 const FENCE_TIMEOUT_NS: u64 = 10_000_000_000;
 
+/// Command buffer of a prepared copy.
+pub struct CopyRun {
+    cmd: vk::CommandBuffer,
+    bytes: u64,
+}
+
 /// Buffers and command buffer of a prepared round trip.
 pub struct RoundTrip {
     a: usize,
@@ -383,33 +389,30 @@ impl Floor {
         Ok(t.elapsed().as_secs_f64() * 1e6)
     }
 
-    /// Device copy rate in GB/s (bytes counted once, GPU timestamps).
-    pub fn copy_rate(&mut self, bytes: u64, runs: usize) -> R<Vec<f64>> {
+    /// Prepares a copy of `bytes` through the copy kernel, with a
+    /// timestamp pair around the dispatch.
+    pub fn prepare_copy(&mut self, bytes: u64) -> R<CopyRun> {
         let a = self.buffer(bytes)?;
         let b = self.buffer(bytes)?;
         // SAFETY: mapping covers `bytes`.
         unsafe { std::ptr::write_bytes(self.bufs[a].map, 0x5a, bytes as usize) };
         let n = (bytes / 16) as u32;
         let cmd = self.record(self.pipeline, a, b, n, n / 256, true)?;
-        let mut rates = Vec::new();
-        for _ in 0..runs {
-            self.submit_wait(cmd)?;
-            let mut ts = [0u64; 2];
-            // SAFETY: both queries were written by the completed submission.
-            unsafe {
-                self.device
-                    .get_query_pool_results(
-                        self.query_pool,
-                        0,
-                        &mut ts,
-                        vk::QueryResultFlags::TYPE_64,
-                    )
-                    .map_err(vkerr)?
-            };
-            let ns = (ts[1].wrapping_sub(ts[0])) as f64 * self.timestamp_period;
-            rates.push(bytes as f64 / ns);
-        }
-        Ok(rates)
+        Ok(CopyRun { cmd, bytes })
+    }
+
+    /// One copy; device copy rate in GB/s (bytes counted once).
+    pub fn copy_rate(&self, run: &CopyRun) -> R<f64> {
+        self.submit_wait(run.cmd)?;
+        let mut ts = [0u64; 2];
+        // SAFETY: both queries were written by the completed submission.
+        unsafe {
+            self.device
+                .get_query_pool_results(self.query_pool, 0, &mut ts, vk::QueryResultFlags::TYPE_64)
+                .map_err(vkerr)?
+        };
+        let ns = (ts[1].wrapping_sub(ts[0])) as f64 * self.timestamp_period;
+        Ok(run.bytes as f64 / ns)
     }
 
     /// Microseconds from a never-seen specialization to its first dispatch

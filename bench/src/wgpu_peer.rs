@@ -34,6 +34,17 @@ pub struct RoundTrip {
     len: u64,
 }
 
+/// Buffers and queries of a prepared copy.
+pub struct CopyRun {
+    _a: wgpu::Buffer,
+    _b: wgpu::Buffer,
+    group: wgpu::BindGroup,
+    qs: Option<wgpu::QuerySet>,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    bytes: u64,
+}
+
 /// wgpu device, queue and the copy pipeline.
 pub struct WgpuPeer {
     device: wgpu::Device,
@@ -191,15 +202,13 @@ impl WgpuPeer {
         Ok(t.elapsed().as_secs_f64() * 1e6)
     }
 
-    /// Device copy rate in GB/s: compute-pass timestamps when the adapter
-    /// has them, else wall time of submit-to-idle (returned flag says which).
-    pub fn copy_rate(&self, bytes: u64, runs: usize) -> R<(Vec<f64>, bool)> {
+    /// Prepares a copy of `bytes` through the copy kernel.
+    pub fn prepare_copy(&self, bytes: u64) -> R<CopyRun> {
         let a = self.storage(bytes, wgpu::BufferUsages::COPY_DST);
         let b = self.storage(bytes, wgpu::BufferUsages::empty());
         self.queue
             .write_buffer(&a, 0, &vec![0x5au8; bytes as usize]);
         let group = self.bind(&a, &b);
-        let n = (bytes / 16) as u32;
         let qs = self.timestamps.then(|| {
             self.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: None,
@@ -220,48 +229,64 @@ impl WgpuPeer {
             mapped_at_creation: false,
         });
         self.wait()?;
-        let mut rates = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let mut enc = self.device.create_command_encoder(&Default::default());
-            {
-                let writes = qs.as_ref().map(|qs| wgpu::ComputePassTimestampWrites {
-                    query_set: qs,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                });
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: None,
-                    timestamp_writes: writes,
-                });
-                pass.set_pipeline(&self.pipeline);
-                pass.set_bind_group(0, &group, &[]);
-                pass.set_push_constants(0, &n.to_le_bytes());
-                pass.dispatch_workgroups(n / 256, 1, 1);
-            }
-            if let Some(qs) = &qs {
-                enc.resolve_query_set(qs, 0..2, &resolve, 0);
-                enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
-            }
-            self.queue.submit([enc.finish()]);
-            self.wait()?;
-            let wall_ns = t.elapsed().as_secs_f64() * 1e9;
-            let ns = if qs.is_some() {
-                let slice = read.slice(..);
-                slice.map_async(wgpu::MapMode::Read, |_| {});
-                self.wait()?;
-                let ts: Vec<u64> = slice
-                    .get_mapped_range()
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect();
-                read.unmap();
-                ts[1].wrapping_sub(ts[0]) as f64 * f64::from(self.queue.get_timestamp_period())
-            } else {
-                wall_ns
-            };
-            rates.push(bytes as f64 / ns);
+        Ok(CopyRun {
+            _a: a,
+            _b: b,
+            group,
+            qs,
+            resolve,
+            read,
+            bytes,
+        })
+    }
+
+    /// Whether copy rates come from timestamps (else wall time of
+    /// submit-to-idle).
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
+    }
+
+    /// One copy; device copy rate in GB/s (bytes counted once).
+    pub fn copy_rate(&self, run: &CopyRun) -> R<f64> {
+        let n = (run.bytes / 16) as u32;
+        let t = Instant::now();
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let writes = run.qs.as_ref().map(|qs| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: writes,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &run.group, &[]);
+            pass.set_push_constants(0, &n.to_le_bytes());
+            pass.dispatch_workgroups(n / 256, 1, 1);
         }
-        Ok((rates, qs.is_some()))
+        if let Some(qs) = &run.qs {
+            enc.resolve_query_set(qs, 0..2, &run.resolve, 0);
+            enc.copy_buffer_to_buffer(&run.resolve, 0, &run.read, 0, 16);
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()?;
+        let wall_ns = t.elapsed().as_secs_f64() * 1e9;
+        let ns = if run.qs.is_some() {
+            let slice = run.read.slice(..);
+            slice.map_async(wgpu::MapMode::Read, |_| {});
+            self.wait()?;
+            let ts: Vec<u64> = slice
+                .get_mapped_range()
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            run.read.unmap();
+            ts[1].wrapping_sub(ts[0]) as f64 * f64::from(self.queue.get_timestamp_period())
+        } else {
+            wall_ns
+        };
+        Ok(run.bytes as f64 / ns)
     }
 }

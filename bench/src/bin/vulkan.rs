@@ -200,11 +200,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut rates = Vec::new();
-    for _ in 0..6 {
+    // Interleaved rounds; round 0 warms up and is not recorded.
+    let floor_copy = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.prepare_copy(bytes)));
+    let wgpu_copy = wgpu
+        .as_ref()
+        .and_then(|w| peer("wgpu", w.prepare_copy(bytes)));
+    if wgpu.as_ref().is_some_and(|w| !w.has_timestamps()) {
+        eprintln!("wgpu copy rate: wall time (no timestamp queries)");
+    }
+    let (mut rates, mut floor_rates, mut wgpu_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..6 {
         match timed.run_into(&job, TIMEOUT, &mut outputs) {
             Ok(u) if u.clock == MeterClock::GpuTimestamps => {
-                rates.push(bytes as f64 / u.gpu_time_ns.max(1) as f64)
+                if round > 0 {
+                    rates.push(bytes as f64 / u.gpu_time_ns.max(1) as f64);
+                }
             }
             Ok(_) => {
                 eprintln!("device has no timestamps: copy rate not measured");
@@ -215,26 +227,24 @@ fn main() {
                 std::process::exit(1);
             }
         }
-    }
-    rates.remove(0);
-    drop(timed);
-    let floor_rate = floor
-        .as_mut()
-        .and_then(|f| peer("ash_floor", f.copy_rate(bytes, 6)))
-        .map(|mut v| {
-            v.remove(0);
-            percentile(&v, 50.0)
-        });
-    let wgpu_rate = wgpu
-        .as_ref()
-        .and_then(|w| peer("wgpu", w.copy_rate(bytes, 6)))
-        .map(|(mut v, ts)| {
-            if !ts {
-                eprintln!("wgpu copy rate: wall time (no timestamp queries)");
+        if let (Some(f), Some(run)) = (floor.as_ref(), floor_copy.as_ref()) {
+            match f.copy_rate(run) {
+                Ok(r) if round > 0 => floor_rates.push(r),
+                Ok(_) => {}
+                Err(e) => eprintln!("ash_floor: {e}"),
             }
-            v.remove(0);
-            percentile(&v, 50.0)
-        });
+        }
+        if let (Some(w), Some(run)) = (wgpu.as_ref(), wgpu_copy.as_ref()) {
+            match w.copy_rate(run) {
+                Ok(r) if round > 0 => wgpu_rates.push(r),
+                Ok(_) => {}
+                Err(e) => eprintln!("wgpu: {e}"),
+            }
+        }
+    }
+    drop(timed);
+    let floor_rate = some(&floor_rates, 50.0);
+    let wgpu_rate = some(&wgpu_rates, 50.0);
     let mut dst = vec![0u8; bytes as usize];
     let mut memcpy = Vec::new();
     for _ in 0..5 {
