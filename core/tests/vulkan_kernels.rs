@@ -455,3 +455,48 @@ fn metering_clock_follows_the_config() {
         usage_auto_is_host || !d.capabilities().timestamps
     );
 }
+
+#[test]
+fn repeated_job_shapes_see_fresh_inputs_and_push_constants() {
+    for force_staging in [false, true] {
+        let mut d = dispatcher_with(DispatcherConfig {
+            force_staging,
+            ..DispatcherConfig::default()
+        });
+        let spirv = kernel("saxpy");
+        for round in 0..6u32 {
+            // Same shape every round (reuses the recorded command buffer),
+            // new data and a new push constant each time.
+            let a = round as f32;
+            let x = f32_bytes(&[1.0 + a; 64]);
+            let y = f32_bytes(&[a; 64]);
+            let push = saxpy_push(2.0 + a, if round % 3 == 2 { 32 } else { 64 });
+            let bufs = [
+                BufferSpec {
+                    len: 256,
+                    init: Some(&x),
+                    readback: false,
+                },
+                BufferSpec {
+                    len: 256,
+                    init: Some(&y),
+                    readback: true,
+                },
+            ];
+            let out = d
+                .run(&saxpy_job(&spirv, &push, &bufs, 1), TIMEOUT)
+                .expect("saxpy");
+            let got = f32s(&out.outputs[0]);
+            let n = if round % 3 == 2 { 32 } else { 64 };
+            for (i, v) in got.iter().enumerate() {
+                let want = if i < n {
+                    (2.0 + a).mul_add(1.0 + a, a)
+                } else {
+                    a
+                };
+                assert_eq!(*v, want, "round {round} element {i}");
+            }
+        }
+        assert_clean(&d);
+    }
+}

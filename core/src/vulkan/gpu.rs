@@ -59,6 +59,10 @@ pub(crate) struct Gpu {
     pub busy: bool,
     /// Buffers bound by the submission in flight.
     pub in_flight: Vec<Slot>,
+    /// Shape of the job recorded in `cmd` and its dispatch count; cleared
+    /// whenever a pipeline or buffer it may name is destroyed (handles can
+    /// be reused by new objects).
+    pub last_recording: Option<(super::dispatcher::RecordKey, u32)>,
 }
 
 fn pick_memory_type(
@@ -171,6 +175,7 @@ impl Gpu {
             tick: 0,
             busy: false,
             in_flight: Vec::new(),
+            last_recording: None,
         };
         if caps.robustness.device_fault {
             gpu.fault = Some(ash::ext::device_fault::Device::new(instance, &gpu.device));
@@ -377,6 +382,7 @@ impl Gpu {
             self.pooled_bytes += slot.capacity;
             self.free.entry(slot.capacity).or_default().push(slot);
         } else {
+            self.last_recording = None;
             self.free_slot(slot);
         }
     }
@@ -523,6 +529,7 @@ impl Gpu {
                 .min_by_key(|(_, p)| p.last_used)
                 .map(|(k, _)| *k)
             {
+                self.last_recording = None;
                 if let Some(p) = self.pipelines.remove(&old) {
                     // SAFETY: no submission is pending (run waits for its fence).
                     unsafe { self.device.destroy_pipeline(p.pipeline, None) };
@@ -569,6 +576,7 @@ impl Gpu {
     /// Destroys everything. Must only be called when no submission is
     /// pending (`busy == false` or `settled()`).
     pub(crate) fn destroy(&mut self) {
+        self.last_recording = None;
         // SAFETY: no work is pending (caller's contract), so every object
         // can be destroyed; each handle is destroyed once (maps are drained,
         // handles reset to null, and destroying a null handle is a no-op).
