@@ -39,8 +39,9 @@ pub struct ComputeLimits {
 /// Results of [`super::Dispatcher::run_startup_benchmark`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DeviceBenchmark {
-    /// Device-side copy throughput of a storage-buffer copy kernel, GB/s
-    /// (bytes copied counted once, GPU timestamps).
+    /// Copy throughput of a 16 MiB storage-buffer copy kernel, GB/s (bytes
+    /// copied counted once, timed by the dispatcher's metering clock: GPU
+    /// timestamps, or the host clock on CPU implementations).
     pub copy_gbps: f32,
     /// Single-precision fused multiply-add throughput, GFLOP/s (2 flops per FMA).
     pub fma_gflops: f32,
