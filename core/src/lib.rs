@@ -13,6 +13,10 @@
 pub mod agent;
 pub mod attest;
 pub mod error;
+#[cfg(feature = "vulkan")]
+pub mod gpu_host;
+#[cfg(feature = "std")]
+pub mod host;
 pub mod limits;
 pub mod merkle;
 #[cfg(feature = "net")]
@@ -28,3 +32,7 @@ pub use agent::{Agent, Config, ConnState, Event, JobState};
 pub use error::{Error, ErrorCode, InputError};
 pub use policy::{LinearPrice, Policy};
 pub use time::{Duration, Instant};
+
+#[cfg(feature = "vulkan")]
+#[allow(unsafe_code)]
+pub mod vulkan;

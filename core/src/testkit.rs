@@ -10,6 +10,7 @@ use std::vec::Vec;
 
 use crate::agent::{Agent, Event};
 use crate::attest::{Ed25519Signer, Signer};
+use crate::host::{JobFailure, JobInputs, JobOutputs};
 use crate::limits::{CHUNK_SIZE, HEADER_LEN, MAX_FRAME};
 use crate::merkle::{leaf_hash, root_of, root_of_buffers};
 use crate::time::{Duration, Instant};
@@ -140,17 +141,19 @@ impl FrameSplitter {
     }
 }
 
-/// What the in-memory host does when told to run a job: returns the read-back
-/// buffers' contents (in order) and the usage, or a failure.
+/// A CPU job runner: returns the read-back buffers' contents (in order) and
+/// the usage, or a failure. Buffers come zero-extended to their length.
 pub type RunFn = fn(&JobAssign, &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason>;
+
+/// Any job runner (a GPU, say): assignment, kernel bytes, buffers
+/// zero-extended to their length.
+pub type Runner = Box<dyn FnMut(&JobAssign, &[u8], &[Vec<u8>]) -> Result<JobOutputs, JobFailure>>;
 
 /// A host job: the buffers received for it.
 #[derive(Clone, Debug, Default)]
 pub struct HostJob {
-    /// Kernel bytes.
-    pub kernel: Vec<u8>,
-    /// Buffer contents (initial data, zero-extended at run time).
-    pub buffers: Vec<Vec<u8>>,
+    /// Kernel and input buffers as received.
+    pub inputs: JobInputs,
     /// Outputs, once run; kept until acknowledged.
     pub outputs: Option<Vec<Vec<u8>>>,
     /// Usage metered by the run.
@@ -171,7 +174,7 @@ pub struct Host {
     /// Whether the agent asked to close the transport.
     pub disconnect_requested: bool,
     /// The job runner.
-    pub run: RunFn,
+    pub run: Runner,
     /// When false, jobs told to run are left running (to test deadlines).
     pub auto_run: bool,
     /// Result records stored on `PersistResult`, dropped on acknowledgement
@@ -180,8 +183,17 @@ pub struct Host {
 }
 
 impl Host {
-    /// A host running jobs with `run`.
+    /// A host running jobs with a CPU function.
     pub fn new(run: RunFn) -> Self {
+        Self::with_runner(Box::new(move |spec, _kernel, buffers| {
+            run(spec, buffers)
+                .map(|(outputs, usage)| JobOutputs { outputs, usage })
+                .map_err(|reason| JobFailure { reason, detail: 0 })
+        }))
+    }
+
+    /// A host running jobs with any runner.
+    pub fn with_runner(run: Runner) -> Self {
         Host {
             jobs: BTreeMap::new(),
             log: Vec::new(),
@@ -207,21 +219,11 @@ impl Host {
                     offset,
                     data,
                 } => {
-                    let hj = self.jobs.entry(job).or_default();
-                    let target = if stream == 0 {
-                        &mut hj.kernel
-                    } else {
-                        let idx = stream as usize - 1;
-                        if hj.buffers.len() <= idx {
-                            hj.buffers.resize(idx + 1, Vec::new());
-                        }
-                        &mut hj.buffers[idx]
-                    };
-                    let end = offset as usize + data.len();
-                    if target.len() < end {
-                        target.resize(end, 0);
-                    }
-                    target[offset as usize..end].copy_from_slice(data);
+                    self.jobs
+                        .entry(job)
+                        .or_default()
+                        .inputs
+                        .write(stream, offset, data);
                 }
                 Event::JobAssigned { job } => {
                     self.jobs.insert(job, HostJob::default());
@@ -267,19 +269,19 @@ impl Host {
             let Some(hj) = self.jobs.get_mut(&job) else {
                 continue;
             };
-            let mut buffers = hj.buffers.clone();
+            let mut buffers = hj.inputs.buffers.clone();
             buffers.resize(spec.buffers.len(), Vec::new());
             for (b, s) in buffers.iter_mut().zip(spec.buffers.iter()) {
                 b.resize(s.len as usize, 0);
             }
-            match (self.run)(&spec, &buffers) {
-                Ok((outputs, usage)) => {
-                    hj.outputs = Some(outputs);
-                    hj.usage = usage;
+            match (self.run)(&spec, &hj.inputs.kernel, &buffers) {
+                Ok(out) => {
+                    hj.outputs = Some(out.outputs);
+                    hj.usage = out.usage;
                     self.to_upload.push_back(job);
                 }
-                Err(reason) => {
-                    let r = agent.fail_job(now, job, reason, 0, Usage::default());
+                Err(f) => {
+                    let r = agent.fail_job(now, job, f.reason, f.detail, Usage::default());
                     self.log.push(format!("fail_job({job}) -> {r:?}"));
                 }
             }
@@ -365,10 +367,15 @@ pub struct Harness<S: Signer = Ed25519Signer> {
 impl<S: Signer> Harness<S> {
     /// A harness around `agent`, whose host runs jobs with `run`.
     pub fn new(agent: Agent<S>, run: RunFn) -> Self {
+        Self::with_host(agent, Host::new(run))
+    }
+
+    /// A harness around `agent` and a host of the caller's.
+    pub fn with_host(agent: Agent<S>, host: Host) -> Self {
         Harness {
             now: Instant::from_millis(1),
             agent,
-            host: Host::new(run),
+            host,
             to_agent: VecDeque::new(),
             from_agent: FrameSplitter::default(),
             input_errors: Vec::new(),

@@ -1,21 +1,23 @@
 //! A whole provider job lifecycle in memory: a Tessera agent and a scripted
 //! coordinator exchange real protocol frames, the host runs the job (saxpy,
-//! y = a·x + y, on the CPU here), and the coordinator checks the outputs, the
-//! signed evidence and the signed receipt, spot-checking one output chunk with
-//! a Merkle proof. Every step is printed.
+//! y = a·x + y, a SPIR-V kernel) on a Vulkan device through the dispatcher,
+//! and the coordinator checks the outputs against a CPU reference, the signed
+//! evidence and the signed receipt, spot-checking one output chunk with a
+//! Merkle proof. Every step is printed.
 //!
 //! Run it with `ci/demo` or `cargo run -p tessera-examples --bin inmemory-demo`.
 
 use std::process::ExitCode;
 
 use tessera_core::attest::{
-    verify_output_chunk, ChainState, DeviceCapabilities, DeviceType, Ed25519Signer, Evidence,
-    ReceiptVerifier, Signer,
+    verify_output_chunk, ChainState, Ed25519Signer, Evidence, ReceiptVerifier, Signer,
 };
+use tessera_core::gpu_host::GpuHost;
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle::{leaf_hash, prove};
-use tessera_core::testkit::{Harness, JobDescription};
-use tessera_core::wire::{features, FailReason, JobAssign, JobRef, Message, Usage, Welcome};
+use tessera_core::testkit::{Harness, Host, JobDescription};
+use tessera_core::vulkan::DeviceSelector;
+use tessera_core::wire::{JobAssign, JobRef, Message, Welcome};
 use tessera_core::{Agent, Config, Duration, LinearPrice, Policy};
 
 const N: usize = 6000;
@@ -77,28 +79,9 @@ fn describe(m: &Message<'_>) -> String {
     }
 }
 
-/// The host's job runner: saxpy over buffer 0 (x) and buffer 1 (y), with `a`
-/// in the push constants. Returns y.
-fn saxpy(spec: &JobAssign, buffers: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
-    let pc = &spec.kernel.push_constants;
-    let a = f32::from_le_bytes([pc[0], pc[1], pc[2], pc[3]]);
-    let (x, y) = (&buffers[0], &buffers[1]);
-    let out: Vec<u8> = x
-        .chunks_exact(4)
-        .zip(y.chunks_exact(4))
-        .flat_map(|(xi, yi)| {
-            let xi = f32::from_le_bytes([xi[0], xi[1], xi[2], xi[3]]);
-            let yi = f32::from_le_bytes([yi[0], yi[1], yi[2], yi[3]]);
-            (a * xi + yi).to_le_bytes()
-        })
-        .collect();
-    let usage = Usage {
-        gpu_time_us: 850,
-        dispatches: 1,
-        ..Usage::default()
-    };
-    Ok((vec![out], usage))
-}
+/// The saxpy kernel (core/kernels/saxpy.comp): binding 0 is x, binding 1 is
+/// y, push constants are `a` (f32) and `n` (u32).
+const SAXPY: &[u8] = include_bytes!("../../core/kernels/saxpy.spv");
 
 fn floats(f: impl Fn(usize) -> f32) -> Vec<u8> {
     (0..N).flat_map(|i| f(i).to_le_bytes()).collect()
@@ -118,13 +101,16 @@ fn run() -> Result<(), String> {
     println!("== Tessera in-memory demo: one job, provider and coordinator in virtual time\n");
     let signer = Ed25519Signer::from_seed(&[42; 32]).map_err(|e| format!("{e:?}"))?;
     let public_key = signer.public_key();
-    let mut capabilities = DeviceCapabilities {
-        device_type: DeviceType::Cpu,
-        features: features::ROBUST_BUFFER_ACCESS,
-        device_local_bytes: 2 << 30,
-        ..DeviceCapabilities::default()
-    };
-    let _ = capabilities.name.push_str("CPU stand-in device");
+    let mut gpu = GpuHost::open(DeviceSelector::Default, false)
+        .map_err(|e| format!("no Vulkan device ({e}); ci/demo installs lavapipe"))?;
+    let capabilities = gpu.capabilities().clone();
+    println!(
+        "Device: {} ({:?}); start-up benchmark: copy {} MB/s, FMA {} MFLOP/s\n",
+        capabilities.name,
+        capabilities.device_type,
+        capabilities.copy_mbps,
+        capabilities.fma_mflops
+    );
     let config = Config {
         agent_version: [0, 1, 0],
         boot_id: [9; 16],
@@ -142,7 +128,12 @@ fn run() -> Result<(), String> {
         persist_results: false,
     };
     let agent = Agent::new(config, signer, ChainState::default()).map_err(|e| e.to_string())?;
-    let mut h: Harness = Harness::new(agent, saxpy);
+    let runner = Box::new(
+        move |spec: &JobAssign, kernel: &[u8], buffers: &[Vec<u8>]| {
+            gpu.run_job(spec, kernel, buffers, std::time::Duration::from_secs(10))
+        },
+    );
+    let mut h: Harness = Harness::with_host(agent, Host::with_runner(runner));
 
     let show = |h: &mut Harness| -> Vec<Vec<u8>> {
         let frames = h.pump();
@@ -194,15 +185,14 @@ fn run() -> Result<(), String> {
     let x = floats(|i| i as f32 * 0.5);
     let y = floats(|i| 1000.0 - i as f32);
     let job = JobDescription {
-        // Only the digest of the kernel matters to the CPU stand-in host.
-        kernel: 0x0723_0203u32
-            .to_le_bytes()
-            .into_iter()
-            .chain([0; 1020])
-            .collect(),
+        kernel: SAXPY.to_vec(),
         entry_point: "main".into(),
         grid: [(N as u32).div_ceil(64), 1, 1],
-        push_constants: A.to_le_bytes().to_vec(),
+        push_constants: A
+            .to_le_bytes()
+            .into_iter()
+            .chain((N as u32).to_le_bytes())
+            .collect(),
         buffers: vec![
             (x.clone(), x.len() as u64, false),
             (y.clone(), y.len() as u64, true),
@@ -233,7 +223,7 @@ fn run() -> Result<(), String> {
         }
     }
     let expected: Vec<u8> = (0..N)
-        .flat_map(|i| (A * (i as f32 * 0.5) + (1000.0 - i as f32)).to_le_bytes())
+        .flat_map(|i| A.mul_add(i as f32 * 0.5, 1000.0 - i as f32).to_le_bytes())
         .collect();
     if output != expected {
         return Err("outputs differ from the CPU reference".into());

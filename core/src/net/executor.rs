@@ -1,7 +1,8 @@
 //! What runs jobs for the network runtime: the Vulkan dispatcher, or any other
 //! engine behind the [`Executor`] trait (a CPU function in tests).
 
-use crate::wire::{FailReason, JobAssign, JobId, Usage};
+pub use crate::host::{JobFailure, JobOutputs};
+use crate::wire::{JobAssign, JobId};
 
 /// A job ready to run: its assignment, kernel bytes and initial buffer
 /// contents (each shorter than or equal to the buffer's length; the rest is
@@ -18,25 +19,6 @@ pub struct JobToRun {
     pub buffers: Vec<Vec<u8>>,
     /// How long the run may take before it must be abandoned.
     pub timeout: std::time::Duration,
-}
-
-/// Outputs of a run: one per read-back buffer, in binding order.
-#[derive(Clone, Debug, Default)]
-pub struct JobOutputs {
-    /// Read-back buffers' contents, each exactly the buffer's length.
-    pub outputs: Vec<Vec<u8>>,
-    /// Metered usage (GPU time, dispatches); transfer sizes are filled in by
-    /// the agent.
-    pub usage: Usage,
-}
-
-/// Why a run failed, as it goes on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobFailure {
-    /// The reason.
-    pub reason: FailReason,
-    /// A reason-specific code (the kernel rejection code, say).
-    pub detail: u32,
 }
 
 /// Runs jobs. Called on the runtime's worker thread, one job at a time.

@@ -28,6 +28,7 @@ use super::executor::{Executor, JobFailure, JobOutputs, JobToRun};
 use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
+use crate::host::JobInputs;
 use crate::store::{FileStore, ResultStore};
 use crate::time::Instant;
 use crate::wire::{FailReason, JobId};
@@ -185,8 +186,7 @@ impl DrainHandle {
 
 #[derive(Default)]
 struct HostJob {
-    kernel: Vec<u8>,
-    buffers: Vec<Vec<u8>>,
+    inputs: JobInputs,
     outputs: Option<Vec<Vec<u8>>>,
     usage: crate::wire::Usage,
 }
@@ -599,23 +599,9 @@ impl<S: Signer> Runtime<S> {
                     offset,
                     data,
                 } => {
-                    let Some(hj) = self.jobs.get_mut(&job) else {
-                        continue;
-                    };
-                    let target = if stream == 0 {
-                        &mut hj.kernel
-                    } else {
-                        let i = stream as usize - 1;
-                        if hj.buffers.len() <= i {
-                            hj.buffers.resize(i + 1, Vec::new());
-                        }
-                        &mut hj.buffers[i]
-                    };
-                    let end = offset as usize + data.len();
-                    if target.len() < end {
-                        target.resize(end, 0);
+                    if let Some(hj) = self.jobs.get_mut(&job) {
+                        hj.inputs.write(stream, offset, data);
                     }
-                    target[offset as usize..end].copy_from_slice(data);
                 }
                 Event::RunJob { job } => self.start_job(now, job),
                 Event::CancelJob { job, reason } => {
@@ -660,7 +646,10 @@ impl<S: Signer> Runtime<S> {
         let Some(hj) = self.jobs.get_mut(&job) else {
             return;
         };
-        let mut buffers = std::mem::take(&mut hj.buffers);
+        let JobInputs {
+            kernel,
+            mut buffers,
+        } = std::mem::take(&mut hj.inputs);
         buffers.resize(spec.buffers.len(), Vec::new());
         let timeout = self
             .agent
@@ -670,7 +659,7 @@ impl<S: Signer> Runtime<S> {
         let run = JobToRun {
             id: job,
             spec,
-            kernel: std::mem::take(&mut hj.kernel),
+            kernel,
             buffers,
             timeout,
         };

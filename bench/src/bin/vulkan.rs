@@ -1,0 +1,334 @@
+//! Benchmarks of the Vulkan dispatcher. Prints one JSON object per line:
+//! `{"name": ..., "value": ..., "unit": ..., "peers": {...}}`; every peer
+//! is measured in the same run, on the same device, with the same kernel
+//! (core/kernels/copy.spv). A peer that cannot run prints as null, with the
+//! reason on stderr.
+
+use std::time::{Duration, Instant};
+use tessera_bench::floor::Floor;
+use tessera_bench::percentile;
+use tessera_bench::wgpu_peer::WgpuPeer;
+use tessera_core::vulkan::*;
+
+const COPY_SPV: &[u8] = include_bytes!("../../../core/kernels/copy.spv");
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() && x.abs() < 10.0 => format!("{x:.2}"),
+        Some(x) if x.is_finite() => format!("{x:.1}"),
+        _ => "null".into(),
+    }
+}
+
+fn line(name: &str, value: f64, unit: &str, peers: &[(&str, Option<f64>)]) {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {}", num(*v)))
+        .collect();
+    println!(
+        "{{\"name\": \"{name}\", \"value\": {}, \"unit\": \"{unit}\", \"peers\": {{{}}}}}",
+        num(Some(value)),
+        peers.join(", ")
+    );
+}
+
+fn peer<T>(what: &str, r: Result<T, String>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("peer {what} unavailable: {e}");
+            None
+        }
+    }
+}
+
+fn main() {
+    let iters: usize = std::env::var("TESSERA_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let instance = match Instance::load() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("no Vulkan: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut d = match Dispatcher::new(
+        &instance,
+        DeviceSelector::Default,
+        DispatcherConfig::default(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("no dispatcher: {e}");
+            std::process::exit(1);
+        }
+    };
+    let name = d.capabilities().name.clone();
+    eprintln!("device: {name}");
+
+    let mut floor = peer("ash_floor", Floor::new(&name, COPY_SPV));
+    // wgpu reports API misuse by panicking; a broken peer must not stop the run.
+    let wgpu = peer(
+        "wgpu",
+        std::panic::catch_unwind(|| WgpuPeer::new(&name))
+            .unwrap_or_else(|_| Err("wgpu panicked during setup".into())),
+    );
+
+    // Round trip: 4 KiB in, one workgroup of the copy kernel, 4 KiB out.
+    let input: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let push = 256u32.to_le_bytes();
+    let bufs = [
+        BufferSpec {
+            len: 4096,
+            init: Some(&input),
+            readback: false,
+        },
+        BufferSpec {
+            len: 4096,
+            init: None,
+            readback: true,
+        },
+    ];
+    let job = KernelJob {
+        spirv: COPY_SPV,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &push,
+        grid: [1, 1, 1],
+        buffers: &bufs,
+    };
+    // Interleaved in rounds so that all three see the same machine load.
+    let mut outputs = Vec::new();
+    let floor_rt = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.prepare_roundtrip(4096)));
+    let wgpu_rt = wgpu.as_ref().map(|w| w.prepare_roundtrip(4096));
+    let mut out = vec![0u8; 4096];
+    let (mut ours, mut floor_t, mut wgpu_t) = (Vec::new(), Vec::new(), Vec::new());
+    let rounds = 20;
+    let per_round = (iters / rounds).max(1);
+    for round in 0..=rounds {
+        // Round 0 warms up and is not recorded.
+        for _ in 0..per_round {
+            let t = Instant::now();
+            if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
+                eprintln!("dispatcher failed: {e}");
+                std::process::exit(1);
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if round > 0 {
+                ours.push(us);
+            }
+        }
+        if let (Some(f), Some(rt)) = (floor.as_ref(), floor_rt.as_ref()) {
+            for _ in 0..per_round {
+                match f.roundtrip(rt, &input, &mut out) {
+                    Ok(us) if round > 0 => floor_t.push(us),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("ash_floor: {e}"),
+                }
+            }
+        }
+        if let (Some(w), Some(rt)) = (wgpu.as_ref(), wgpu_rt.as_ref()) {
+            for _ in 0..per_round {
+                match w.roundtrip(rt, &input, &mut out) {
+                    Ok(us) if round > 0 => wgpu_t.push(us),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("wgpu: {e}"),
+                }
+            }
+        }
+    }
+    assert_eq!(
+        outputs[0], input,
+        "dispatcher round trip returned wrong data"
+    );
+    let some = |v: &Vec<f64>, p: f64| (!v.is_empty()).then(|| percentile(v, p));
+    for (metric, p) in [
+        ("vulkan.roundtrip_p50", 50.0),
+        ("vulkan.roundtrip_p99", 99.0),
+    ] {
+        line(
+            metric,
+            percentile(&ours, p),
+            "us",
+            &[("ash_floor", some(&floor_t, p)), ("wgpu", some(&wgpu_t, p))],
+        );
+    }
+
+    // Copy rate: 64 MiB through the copy kernel, bytes counted once,
+    // GPU timestamps around the dispatch; median of 5 runs.
+    let bytes: u64 = 64 << 20;
+    let n = (bytes / 16) as u32;
+    let src = vec![0x5au8; bytes as usize];
+    let push = n.to_le_bytes();
+    let bufs = [
+        BufferSpec {
+            len: bytes,
+            init: Some(&src),
+            readback: false,
+        },
+        BufferSpec {
+            len: bytes,
+            init: None,
+            readback: false,
+        },
+    ];
+    let job = KernelJob {
+        spirv: COPY_SPV,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &push,
+        grid: [n / 256, 1, 1],
+        buffers: &bufs,
+    };
+    // The kernel's own throughput: GPU timestamps, as for the peers.
+    let mut timed = match Dispatcher::new(
+        &instance,
+        DeviceSelector::Default,
+        DispatcherConfig {
+            metering: Metering::Timestamps,
+            ..DispatcherConfig::default()
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("no dispatcher: {e}");
+            std::process::exit(1);
+        }
+    };
+    // Interleaved rounds; round 0 warms up and is not recorded.
+    let floor_copy = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.prepare_copy(bytes)));
+    let wgpu_copy = wgpu
+        .as_ref()
+        .and_then(|w| peer("wgpu", w.prepare_copy(bytes)));
+    if wgpu.as_ref().is_some_and(|w| !w.has_timestamps()) {
+        eprintln!("wgpu copy rate: wall time (no timestamp queries)");
+    }
+    let (mut rates, mut floor_rates, mut wgpu_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..6 {
+        match timed.run_into(&job, TIMEOUT, &mut outputs) {
+            Ok(u) if u.clock == MeterClock::GpuTimestamps => {
+                if round > 0 {
+                    rates.push(bytes as f64 / u.gpu_time_ns.max(1) as f64);
+                }
+            }
+            Ok(_) => {
+                eprintln!("device has no timestamps: copy rate not measured");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("dispatcher copy failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        if let (Some(f), Some(run)) = (floor.as_ref(), floor_copy.as_ref()) {
+            match f.copy_rate(run) {
+                Ok(r) if round > 0 => floor_rates.push(r),
+                Ok(_) => {}
+                Err(e) => eprintln!("ash_floor: {e}"),
+            }
+        }
+        if let (Some(w), Some(run)) = (wgpu.as_ref(), wgpu_copy.as_ref()) {
+            match w.copy_rate(run) {
+                Ok(r) if round > 0 => wgpu_rates.push(r),
+                Ok(_) => {}
+                Err(e) => eprintln!("wgpu: {e}"),
+            }
+        }
+    }
+    drop(timed);
+    let floor_rate = some(&floor_rates, 50.0);
+    let wgpu_rate = some(&wgpu_rates, 50.0);
+    let mut dst = vec![0u8; bytes as usize];
+    let mut memcpy = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        memcpy.push(bytes as f64 / (t.elapsed().as_secs_f64() * 1e9));
+        std::hint::black_box(&dst);
+    }
+    line(
+        "vulkan.copy_rate",
+        percentile(&rates, 50.0),
+        "GB/s",
+        &[
+            ("ash_floor", floor_rate),
+            ("wgpu", wgpu_rate),
+            ("memcpy", Some(percentile(&memcpy, 50.0))),
+        ],
+    );
+
+    // Pipelines: a never-seen specialization each time, then a cached one.
+    let small = [
+        BufferSpec {
+            len: 4096,
+            init: Some(&input),
+            readback: false,
+        },
+        BufferSpec {
+            len: 4096,
+            init: None,
+            readback: true,
+        },
+    ];
+    let push = 256u32.to_le_bytes();
+    let cold_iters = 20u32;
+    let mut cold = Vec::new();
+    for salt in 1..=cold_iters {
+        let spec = [(0u32, salt)];
+        let job = KernelJob {
+            spirv: COPY_SPV,
+            entry_point: "main",
+            specialization: &spec,
+            push_constants: &push,
+            grid: [1, 1, 1],
+            buffers: &small,
+        };
+        let t = Instant::now();
+        if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
+            eprintln!("dispatcher cold failed: {e}");
+            std::process::exit(1);
+        }
+        cold.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let floor_cold = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.pipeline_cold(1000..1000 + cold_iters)))
+        .map(|v| percentile(&v, 50.0));
+    line(
+        "vulkan.pipeline_cold",
+        percentile(&cold, 50.0),
+        "us",
+        &[("ash_floor", floor_cold)],
+    );
+    let spec = [(0u32, 1u32)];
+    let job = KernelJob {
+        spirv: COPY_SPV,
+        entry_point: "main",
+        specialization: &spec,
+        push_constants: &push,
+        grid: [1, 1, 1],
+        buffers: &small,
+    };
+    let mut cached = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
+            eprintln!("dispatcher cached failed: {e}");
+            std::process::exit(1);
+        }
+        cached.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    line(
+        "vulkan.pipeline_cached",
+        percentile(&cached, 50.0),
+        "us",
+        &[("ash_floor", some(&floor_t, 50.0))],
+    );
+}

@@ -1,0 +1,348 @@
+//! `tessera-agent`: the operator program. Reads a TOML configuration, loads
+//! (or creates) the device key, opens the GPU through Vulkan, and serves a
+//! coordinator until SIGTERM or SIGINT, which drain it: jobs in flight finish,
+//! nothing new is taken, then it says goodbye.
+//!
+//! ```text
+//! tessera-agent --config agent.toml
+//! ```
+//!
+//! A status line (connection, device, jobs, earnings) is logged periodically.
+//! Logs go to standard error; `TESSERA_LOG=debug` shows more.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tessera_core::attest::Ed25519Signer;
+use tessera_core::net::{client_config, NetConfig, Runtime, Trust};
+use tessera_core::{Config, LinearPrice, Policy};
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    /// Coordinator address, `host:port`.
+    coordinator: String,
+    /// Name on the coordinator's certificate (default: the host part).
+    server_name: Option<String>,
+    tls: TlsSection,
+    key: KeySection,
+    store: Option<StoreSection>,
+    #[serde(default)]
+    pricing: PricingSection,
+    #[serde(default)]
+    capacity: CapacitySection,
+    #[serde(default)]
+    device: DeviceSection,
+    #[serde(default)]
+    timers: TimersSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    /// PEM file of the CA that signs the coordinator's certificate.
+    ca_file: Option<PathBuf>,
+    /// Hex SHA-256 of the coordinator's SubjectPublicKeyInfo.
+    pinned_key_sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySection {
+    /// PKCS#8 file of the device's Ed25519 key; created if missing.
+    file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// Directory where results wait for acknowledgement.
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricingSection {
+    #[serde(default)]
+    base: u64,
+    #[serde(default)]
+    per_gpu_ms: u64,
+    #[serde(default)]
+    per_mib_in: u64,
+    #[serde(default)]
+    per_mib_out: u64,
+    #[serde(default)]
+    floor: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacitySection {
+    #[serde(default = "default_concurrent")]
+    max_concurrent: u8,
+    #[serde(default = "default_bytes")]
+    max_bytes_in: u64,
+    #[serde(default = "default_bytes")]
+    max_bytes_out: u64,
+}
+
+impl Default for CapacitySection {
+    fn default() -> Self {
+        CapacitySection {
+            max_concurrent: default_concurrent(),
+            max_bytes_in: default_bytes(),
+            max_bytes_out: default_bytes(),
+        }
+    }
+}
+
+fn default_concurrent() -> u8 {
+    2
+}
+
+fn default_bytes() -> u64 {
+    256 << 20
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceSection {
+    /// Vulkan device index.
+    index: Option<usize>,
+    /// Part of the Vulkan device name.
+    name: Option<String>,
+    /// Run the Khronos validation layer (slow; for debugging).
+    #[serde(default)]
+    validation: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimersSection {
+    #[serde(default = "default_heartbeat")]
+    heartbeat_ms: u64,
+    #[serde(default = "default_peer_timeout")]
+    peer_timeout_ms: u64,
+    #[serde(default = "default_status")]
+    status_interval_s: u64,
+}
+
+impl Default for TimersSection {
+    fn default() -> Self {
+        TimersSection {
+            heartbeat_ms: default_heartbeat(),
+            peer_timeout_ms: default_peer_timeout(),
+            status_interval_s: default_status(),
+        }
+    }
+}
+
+fn default_heartbeat() -> u64 {
+    5000
+}
+
+fn default_peer_timeout() -> u64 {
+    20_000
+}
+
+fn default_status() -> u64 {
+    30
+}
+
+/// A logger writing `level target: message` lines to standard error.
+struct StderrLogger(log::LevelFilter);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("{:<5} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn init_logging() {
+    let level = match std::env::var("TESSERA_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
+        Ok("warn") => log::LevelFilter::Warn,
+        Ok("error") => log::LevelFilter::Error,
+        _ => log::LevelFilter::Info,
+    };
+    let logger: &'static StderrLogger = Box::leak(Box::new(StderrLogger(level)));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+fn hex32(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return Err("pinned_key_sha256 must be 64 hex digits".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| "pinned_key_sha256 must be hex".to_string())?;
+    }
+    Ok(out)
+}
+
+/// Loads the device key, or creates it (mode 0600) when the file is absent.
+fn load_or_create_key(path: &Path) -> Result<Ed25519Signer, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ed25519Signer::from_pkcs8(&bytes)
+            .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (signer, pkcs8) =
+                Ed25519Signer::generate().map_err(|e| format!("generating a key: {e:?}"))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut f, &pkcs8)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            log::info!("created a new device key in {}", path.display());
+            Ok(signer)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> String {
+    "usage: tessera-agent --config FILE".into()
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let config_path = match (args.next().as_deref(), args.next()) {
+        (Some("--config"), Some(p)) => PathBuf::from(p),
+        _ => return Err(usage()),
+    };
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let file: File =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+
+    let trust = match (&file.tls.ca_file, &file.tls.pinned_key_sha256) {
+        (Some(ca), None) => Trust::ca_file(ca).map_err(|e| e.to_string())?,
+        (None, Some(pin)) => Trust::PinnedKey(hex32(pin)?),
+        _ => return Err("[tls] needs exactly one of ca_file or pinned_key_sha256".into()),
+    };
+    let tls = client_config(&trust).map_err(|e| e.to_string())?;
+    let signer = load_or_create_key(&file.key.file)?;
+
+    let selector = device_selector(&file.device);
+    let gpu = tessera_core::gpu_host::GpuHost::open(selector, file.device.validation)
+        .map_err(|e| format!("Vulkan: {e}"))?;
+    let capabilities = gpu.capabilities().clone();
+    log::info!(
+        "device: {} ({} MiB device memory)",
+        capabilities.name,
+        capabilities.device_local_bytes >> 20
+    );
+
+    let config = Config {
+        agent_version: agent_version(),
+        boot_id: boot_id(),
+        capabilities,
+        policy: Policy {
+            max_concurrent: file.capacity.max_concurrent,
+            price: LinearPrice {
+                base: file.pricing.base,
+                per_gpu_ms: file.pricing.per_gpu_ms,
+                per_mib_in: file.pricing.per_mib_in,
+                per_mib_out: file.pricing.per_mib_out,
+            },
+            floor: file.pricing.floor,
+            max_bytes_in: file.capacity.max_bytes_in,
+            max_bytes_out: file.capacity.max_bytes_out,
+            heartbeat_interval: tessera_core::Duration::from_millis(file.timers.heartbeat_ms),
+            peer_timeout: tessera_core::Duration::from_millis(file.timers.peer_timeout_ms),
+        },
+        persist_results: true,
+    };
+    let server_name = file.server_name.clone().unwrap_or_else(|| {
+        file.coordinator
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_else(|| file.coordinator.clone())
+    });
+    let mut net = NetConfig::new(file.coordinator.clone(), server_name, tls);
+    net.store_dir = file.store.as_ref().map(|s| s.dir.clone());
+    let mut runtime = Runtime::new(config, signer, gpu, net).map_err(|e| e.to_string())?;
+
+    let drain = runtime.drain_handle();
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, drain.flag())
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    let status_every = Duration::from_secs(file.timers.status_interval_s.max(1));
+    let mut next_status = Instant::now();
+    while !runtime.is_finished() {
+        runtime.step(None).map_err(|e| e.to_string())?;
+        if Instant::now() >= next_status {
+            log::info!("status: {}", runtime.status());
+            next_status = Instant::now() + status_every;
+        }
+    }
+    log::info!("drained; final status: {}", runtime.status());
+    Ok(())
+}
+
+fn agent_version() -> [u16; 3] {
+    let v = |s: &str| s.parse().unwrap_or(0);
+    [
+        v(env!("CARGO_PKG_VERSION_MAJOR")),
+        v(env!("CARGO_PKG_VERSION_MINOR")),
+        v(env!("CARGO_PKG_VERSION_PATCH")),
+    ]
+}
+
+/// A random id for this boot of the agent.
+fn boot_id() -> [u8; 16] {
+    use ring::rand::SecureRandom;
+    let mut id = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut id).is_err() {
+        // Fall back to the clock: unique enough to tell boots apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        id.copy_from_slice(&t.to_le_bytes());
+    }
+    id
+}
+
+fn device_selector(d: &DeviceSection) -> tessera_core::vulkan::DeviceSelector {
+    use tessera_core::vulkan::DeviceSelector;
+    match (&d.index, &d.name) {
+        (Some(i), _) => DeviceSelector::Index(*i),
+        (None, Some(n)) => DeviceSelector::Name(n.clone()),
+        (None, None) => DeviceSelector::Default,
+    }
+}

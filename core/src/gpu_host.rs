@@ -1,0 +1,211 @@
+//! The Vulkan dispatcher as the agent's job runner (features `vulkan`): maps a
+//! job's assignment onto a [`vulkan::KernelJob`], its outcome onto the wire's
+//! usage and failure reasons, and the dispatcher's capabilities onto the
+//! signed evidence.
+
+use std::time::Duration;
+
+use crate::attest::{DeviceCapabilities, DeviceType};
+use crate::host::{JobFailure, JobOutputs};
+use crate::vulkan::{
+    self, BufferSpec, Capabilities, DeviceSelector, Dispatcher, DispatcherConfig, Instance,
+    JobError, KernelJob, VulkanError,
+};
+use crate::wire::{features, FailReason, JobAssign, Usage};
+
+/// A Vulkan device ready to run jobs.
+pub struct GpuHost {
+    dispatcher: Dispatcher,
+    capabilities: DeviceCapabilities,
+}
+
+impl core::fmt::Debug for GpuHost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GpuHost")
+            .field("device", &self.capabilities.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The evidence's view of a device's capabilities.
+pub fn evidence_capabilities(caps: &Capabilities) -> DeviceCapabilities {
+    let mut name = heapless::String::new();
+    for c in caps.name.chars() {
+        if name.push(c).is_err() {
+            break;
+        }
+    }
+    let heaps =
+        &caps.memory_heaps[..(caps.memory_heap_count as usize).min(caps.memory_heaps.len())];
+    let device_local_bytes = heaps
+        .iter()
+        .filter(|h| h.device_local)
+        .map(|h| h.size)
+        .max()
+        .unwrap_or(0);
+    let host_visible_bytes = heaps
+        .iter()
+        .filter(|h| !h.device_local)
+        .map(|h| h.size)
+        .max()
+        .unwrap_or(device_local_bytes);
+    let mut bits = 0;
+    let f = &caps.features;
+    for (on, bit) in [
+        (f.float16, features::FLOAT16),
+        (f.float64, features::FLOAT64),
+        (f.int8, features::INT8),
+        (f.int64, features::INT64),
+        // VK_SUBGROUP_FEATURE_ARITHMETIC_BIT
+        (
+            f.subgroup_operations & 0x4 != 0,
+            features::SUBGROUP_ARITHMETIC,
+        ),
+        (
+            caps.robustness.robust_buffer_access,
+            features::ROBUST_BUFFER_ACCESS,
+        ),
+        (
+            caps.robustness.robust_buffer_access2,
+            features::ROBUST_BUFFER_ACCESS_2,
+        ),
+    ] {
+        if on {
+            bits |= bit;
+        }
+    }
+    let (copy_mbps, fma_mflops) = caps
+        .benchmark
+        .map(|b| {
+            (
+                (b.copy_gbps * 1000.0) as u32,
+                (b.fma_gflops * 1000.0) as u32,
+            )
+        })
+        .unwrap_or((0, 0));
+    DeviceCapabilities {
+        name,
+        vendor_id: caps.vendor_id,
+        device_id: caps.device_id,
+        driver_version: caps.driver_version,
+        api_version: caps.api_version,
+        device_type: match caps.device_type {
+            vulkan::DeviceType::Discrete => DeviceType::DiscreteGpu,
+            vulkan::DeviceType::Integrated => DeviceType::IntegratedGpu,
+            vulkan::DeviceType::Virtual => DeviceType::VirtualGpu,
+            vulkan::DeviceType::Cpu => DeviceType::Cpu,
+            vulkan::DeviceType::Other => DeviceType::Other,
+        },
+        features: bits,
+        device_local_bytes,
+        host_visible_bytes,
+        max_workgroup_size: caps.limits.max_workgroup_size,
+        max_workgroup_count: caps.limits.max_workgroup_count,
+        max_invocations: caps.limits.max_invocations,
+        max_shared_memory: caps.limits.max_shared_memory,
+        max_storage_buffer_range: caps.limits.max_storage_buffer_range as u64,
+        subgroup_size: caps.subgroup_size,
+        copy_mbps,
+        fma_mflops,
+    }
+}
+
+/// The wire's failure for a dispatcher error: the reason, and the
+/// dispatcher's stable code as detail.
+pub fn failure_of(e: &JobError) -> JobFailure {
+    let reason = match e {
+        JobError::Rejected(_) => FailReason::KernelRejected,
+        JobError::Timeout => FailReason::Timeout,
+        JobError::DeviceLost { .. } => FailReason::DeviceLost,
+        JobError::OutOfMemory => FailReason::OutOfMemory,
+        JobError::Vulkan(_) => FailReason::Host,
+    };
+    JobFailure {
+        reason,
+        detail: e.code() as u32,
+    }
+}
+
+impl GpuHost {
+    /// Opens the selected device, runs the start-up benchmark (its figures go
+    /// into the evidence) and returns the host with the evidence view of the
+    /// device.
+    pub fn open(selector: DeviceSelector, validation: bool) -> Result<GpuHost, VulkanError> {
+        let instance = Instance::load()?;
+        let config = DispatcherConfig {
+            validation,
+            ..DispatcherConfig::default()
+        };
+        let mut dispatcher = Dispatcher::new(&instance, selector, config)?;
+        if let Err(e) = dispatcher.run_startup_benchmark() {
+            log::warn!("start-up benchmark failed: {e}");
+        }
+        let capabilities = evidence_capabilities(dispatcher.capabilities());
+        Ok(GpuHost {
+            dispatcher,
+            capabilities,
+        })
+    }
+
+    /// The device's capabilities as signed into the evidence.
+    pub fn capabilities(&self) -> &DeviceCapabilities {
+        &self.capabilities
+    }
+
+    /// The dispatcher, for callers that need more than jobs.
+    pub fn dispatcher(&mut self) -> &mut Dispatcher {
+        &mut self.dispatcher
+    }
+
+    /// Runs one assigned job: `kernel` is its SPIR-V, `buffers` the initial
+    /// contents of each buffer (shorter than the buffer is fine). Returns the
+    /// read-back buffers and the metered usage, or the wire failure.
+    pub fn run_job(
+        &mut self,
+        spec: &JobAssign,
+        kernel: &[u8],
+        buffers: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<JobOutputs, JobFailure> {
+        let specs: Vec<BufferSpec<'_>> = spec
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BufferSpec {
+                len: b.len,
+                init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
+                readback: b.readback,
+            })
+            .collect();
+        let job = KernelJob {
+            spirv: kernel,
+            entry_point: &spec.kernel.entry_point,
+            specialization: &spec.kernel.specialization,
+            push_constants: &spec.kernel.push_constants,
+            grid: spec.kernel.grid,
+            buffers: &specs,
+        };
+        match self.dispatcher.run(&job, timeout) {
+            Ok(out) => Ok(JobOutputs {
+                outputs: out.outputs,
+                usage: Usage {
+                    gpu_time_us: out.usage.gpu_time_ns.div_ceil(1000),
+                    dispatches: out.usage.dispatches,
+                    bytes_in: out.usage.bytes_in,
+                    bytes_out: out.usage.bytes_out,
+                },
+            }),
+            Err(e) => {
+                log::info!("job failed on the GPU: {e}");
+                Err(failure_of(&e))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "net")]
+impl crate::net::Executor for GpuHost {
+    fn run(&mut self, job: &crate::net::JobToRun) -> Result<JobOutputs, JobFailure> {
+        self.run_job(&job.spec, &job.kernel, &job.buffers, job.timeout)
+    }
+}

@@ -1,0 +1,1036 @@
+//! The dispatcher: validates a job, runs it on its device with a deadline,
+//! meters it and returns its outputs.
+
+use super::caps::{self, Capabilities, DeviceBenchmark, Probe};
+use super::error::{JobError, KernelRejection, VulkanError};
+use super::gpu::{Gpu, Slot};
+use super::instance::{DeviceInfo, DeviceSelector, Instance, ValidationMessage, VkHandles};
+use super::validate::{self, KernelInfo, Rules, BASE_CAPABILITIES, OPTIONAL_CAPABILITIES};
+use ash::vk;
+use rspirv::spirv::Capability;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Most push-constant bytes a job may carry (the Vulkan guaranteed minimum).
+pub const MAX_PUSH_CONSTANTS: usize = 128;
+
+const COPY_SPV: &[u8] = include_bytes!("../../kernels/copy.spv");
+const FMA_SPV: &[u8] = include_bytes!("../../kernels/fma.spv");
+
+/// Settings of a [`Dispatcher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    /// Enable `VK_LAYER_KHRONOS_validation` and record its warnings and
+    /// errors (see [`Dispatcher::validation_messages`]). For tests; slow.
+    pub validation: bool,
+    /// Most bytes of job buffers one job may use (after rounding each buffer
+    /// up to its pool size, a power of two of at least 256 bytes).
+    pub memory_budget: u64,
+    /// Most bytes of idle buffers kept for reuse between jobs.
+    pub pool_bytes: u64,
+    /// Most compiled pipelines kept (least recently used is evicted).
+    pub pipeline_cache_capacity: usize,
+    /// Largest SPIR-V module accepted, in bytes.
+    pub max_kernel_bytes: u64,
+    /// Most buffers per job (also capped by the device limit).
+    pub max_buffers: u32,
+    /// Most private and function-local bytes per invocation a kernel may declare.
+    pub max_private_bytes: u64,
+    /// A grid with more workgroups than this is split along x into several
+    /// dispatches (`vkCmdDispatchBase`), unless the kernel reads `NumWorkgroups`.
+    pub max_workgroups_per_dispatch: u64,
+    /// Use device-local buffers with host-visible staging copies even when
+    /// device-local host-visible memory exists (exercises the discrete-GPU path).
+    pub force_staging: bool,
+    /// How job time is metered.
+    pub metering: Metering,
+}
+
+/// How [`Usage::gpu_time_ns`] is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    /// GPU timestamps on GPUs; the host clock on CPU implementations, where
+    /// "GPU time" is host time anyway and timestamp queries are costly
+    /// (about 40 us per job on lavapipe, see docs/VULKAN.md).
+    #[default]
+    Auto,
+    /// Always GPU timestamp queries (when the queue supports them).
+    Timestamps,
+    /// Host monotonic clock from submission to fence signal (includes
+    /// submission latency, so it slightly overstates device time).
+    HostClock,
+}
+
+/// Which clock produced a job's [`Usage::gpu_time_ns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeterClock {
+    /// Device timestamps around the dispatches.
+    #[default]
+    GpuTimestamps,
+    /// Host clock from submit to fence signal.
+    HostClock,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            validation: false,
+            memory_budget: 1 << 30,
+            pool_bytes: 256 << 20,
+            pipeline_cache_capacity: 64,
+            max_kernel_bytes: 1 << 20,
+            max_buffers: 16,
+            max_private_bytes: 16 << 10,
+            max_workgroups_per_dispatch: 1 << 20,
+            force_staging: false,
+            metering: Metering::Auto,
+        }
+    }
+}
+
+/// One storage buffer of a job: buffer i is bound at set 0, binding i.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSpec<'a> {
+    /// Length in bytes the kernel sees.
+    pub len: u64,
+    /// Initial contents (at most `len` bytes); the rest is zero.
+    pub init: Option<&'a [u8]>,
+    /// Whether the buffer's final contents are returned.
+    pub readback: bool,
+}
+
+/// A compute job: an untrusted SPIR-V kernel and its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelJob<'a> {
+    /// SPIR-V module bytes (little-endian words).
+    pub spirv: &'a [u8],
+    /// Name of the single `GLCompute` entry point.
+    pub entry_point: &'a str,
+    /// Specialization constants: (constant id, 32-bit value; narrower
+    /// constants take the low bytes).
+    pub specialization: &'a [(u32, u32)],
+    /// Push-constant bytes (at most [`MAX_PUSH_CONSTANTS`]).
+    pub push_constants: &'a [u8],
+    /// Workgroup counts in x, y, z.
+    pub grid: [u32; 3],
+    /// The storage buffers.
+    pub buffers: &'a [BufferSpec<'a>],
+}
+
+/// What a job consumed, for pricing and receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// GPU time between the timestamps around the dispatches, nanoseconds
+    /// (0 when the queue has no timestamps).
+    pub gpu_time_ns: u64,
+    /// Number of dispatch commands recorded (more than 1 when the grid was split).
+    pub dispatches: u32,
+    /// Bytes uploaded (sum of init lengths).
+    pub bytes_in: u64,
+    /// Bytes returned (sum of lengths of readback buffers).
+    pub bytes_out: u64,
+    /// Which clock measured `gpu_time_ns`.
+    pub clock: MeterClock,
+}
+
+/// Result of a successful job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobOutput {
+    /// One entry per buffer with `readback = true`, in buffer order.
+    pub outputs: Vec<Vec<u8>>,
+    /// Metered usage.
+    pub usage: Usage,
+}
+
+/// Runs untrusted compute kernels on one Vulkan device.
+///
+/// Thread safety: a `Dispatcher` is `Send` but not `Sync`: it may move
+/// between threads, and `run` takes `&mut self`, so one job runs at a time
+/// per dispatcher. Several dispatchers (one per device, or several on the
+/// same device) may run jobs concurrently from different threads; each owns
+/// its Vulkan instance, device, queue and pools.
+pub struct Dispatcher {
+    gpu: Option<Gpu>,
+    /// Devices given up on after a timeout whose work has not finished yet,
+    /// each with the instance it came from (when that was replaced too).
+    graveyard: Vec<Abandoned>,
+    pd: vk::PhysicalDevice,
+    device: DeviceInfo,
+    probe: Probe,
+    rules: Rules,
+    config: DispatcherConfig,
+    generation: u64,
+    // Dropped last: every device above must be gone before the instance.
+    handles: VkHandles,
+}
+
+// SAFETY: the raw pointers inside (host mappings of pooled buffers) are only
+// dereferenced through `&mut self`, so moving the dispatcher to another
+// thread cannot create shared access; Vulkan allows using a device and its
+// objects from any thread as long as access is externally synchronized,
+// which `&mut self` guarantees.
+unsafe impl Send for Dispatcher {}
+
+fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
+    let c = &probe.caps;
+    let f = &c.features;
+    let sg = vk::SubgroupFeatureFlags::from_raw(f.subgroup_operations);
+    let mut allowed: HashSet<u32> = BASE_CAPABILITIES.iter().map(|c| *c as u32).collect();
+    let mut supported = |cap: Capability, ok: bool| {
+        if ok {
+            allowed.insert(cap as u32);
+        }
+    };
+    supported(Capability::Int8, f.int8);
+    supported(Capability::Int16, f.int16);
+    supported(Capability::Int64, f.int64);
+    supported(Capability::Float16, f.float16);
+    supported(Capability::Float64, f.float64);
+    supported(Capability::StorageBuffer16BitAccess, f.storage_buffer_16bit);
+    supported(Capability::StorageBuffer8BitAccess, f.storage_buffer_8bit);
+    supported(
+        Capability::VariablePointersStorageBuffer,
+        f.variable_pointers,
+    );
+    supported(
+        Capability::GroupNonUniform,
+        sg.contains(vk::SubgroupFeatureFlags::BASIC),
+    );
+    supported(
+        Capability::GroupNonUniformVote,
+        sg.contains(vk::SubgroupFeatureFlags::VOTE),
+    );
+    supported(
+        Capability::GroupNonUniformArithmetic,
+        sg.contains(vk::SubgroupFeatureFlags::ARITHMETIC),
+    );
+    supported(
+        Capability::GroupNonUniformBallot,
+        sg.contains(vk::SubgroupFeatureFlags::BALLOT),
+    );
+    supported(
+        Capability::GroupNonUniformShuffle,
+        sg.contains(vk::SubgroupFeatureFlags::SHUFFLE),
+    );
+    supported(
+        Capability::GroupNonUniformShuffleRelative,
+        sg.contains(vk::SubgroupFeatureFlags::SHUFFLE_RELATIVE),
+    );
+    supported(
+        Capability::GroupNonUniformClustered,
+        sg.contains(vk::SubgroupFeatureFlags::CLUSTERED),
+    );
+    supported(
+        Capability::GroupNonUniformQuad,
+        sg.contains(vk::SubgroupFeatureFlags::QUAD),
+    );
+    let known_unsupported = OPTIONAL_CAPABILITIES
+        .iter()
+        .map(|c| *c as u32)
+        .filter(|c| !allowed.contains(c))
+        .collect();
+    Rules {
+        allowed,
+        known_unsupported,
+        max_version: probe.max_spirv_version,
+        max_kernel_bytes: config.max_kernel_bytes,
+        max_workgroup_size: c.limits.max_workgroup_size,
+        max_invocations: c.limits.max_invocations,
+        max_shared_bytes: u64::from(c.limits.max_shared_memory),
+        max_private_bytes: config.max_private_bytes,
+    }
+}
+
+fn use_timestamps(probe: &Probe, config: &DispatcherConfig) -> bool {
+    probe.caps.timestamps
+        && match config.metering {
+            Metering::Auto => probe.caps.device_type != super::DeviceType::Cpu,
+            Metering::Timestamps => true,
+            Metering::HostClock => false,
+        }
+}
+
+/// SHA-256 of everything that makes a pipeline distinct.
+fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&(job.spirv.len() as u64).to_le_bytes());
+    ctx.update(job.spirv);
+    ctx.update(&(job.entry_point.len() as u64).to_le_bytes());
+    ctx.update(job.entry_point.as_bytes());
+    ctx.update(&(job.specialization.len() as u64).to_le_bytes());
+    for (id, v) in job.specialization {
+        ctx.update(&id.to_le_bytes());
+        ctx.update(&v.to_le_bytes());
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
+
+/// Pool size class for a buffer of `len` bytes.
+fn capacity_for(len: u64) -> u64 {
+    len.max(256).next_power_of_two()
+}
+
+/// A device whose last submission never completed, kept until it does.
+struct Abandoned {
+    gpu: Gpu,
+    handles: Option<VkHandles>,
+}
+
+impl Abandoned {
+    fn destroy(mut self) {
+        self.gpu.destroy();
+        // The instance (if any) is dropped after its device.
+        drop(self.handles);
+    }
+}
+
+/// What a recorded command buffer depends on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RecordKey {
+    pipeline: vk::Pipeline,
+    /// (buffer, descriptor range, bytes uploaded when staged, read back).
+    buffers: Vec<(vk::Buffer, u64, u64, bool)>,
+    push: Vec<u8>,
+    grid: [u32; 3],
+}
+
+struct Pipeline {
+    pipeline: vk::Pipeline,
+    layout: vk::PipelineLayout,
+    set_layout: vk::DescriptorSetLayout,
+    push_bytes: u32,
+    reads_num_workgroups: bool,
+}
+
+impl Dispatcher {
+    /// Opens the selected device with robust buffer access enabled.
+    pub fn new(
+        instance: &Instance,
+        selector: DeviceSelector,
+        config: DispatcherConfig,
+    ) -> Result<Dispatcher, VulkanError> {
+        let handles = VkHandles::create(instance.handles.entry.clone(), config.validation)?;
+        let (pd, info) = handles.select(&selector)?;
+        let probe = caps::probe(&handles, pd, info.device_type)?;
+        let rules = build_rules(&probe, &config);
+        let gpu = Gpu::create(
+            &handles.instance,
+            pd,
+            &probe,
+            config.max_buffers,
+            config.force_staging,
+            use_timestamps(&probe, &config),
+        )?;
+        Ok(Dispatcher {
+            gpu: Some(gpu),
+            graveyard: Vec::new(),
+            pd,
+            device: info,
+            probe,
+            rules,
+            config,
+            generation: 0,
+            handles,
+        })
+    }
+
+    /// What the device is and can do (benchmark figures once
+    /// [`Dispatcher::run_startup_benchmark`] ran).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.probe.caps
+    }
+
+    /// How many times the logical device was replaced after a timeout or a
+    /// device loss.
+    pub fn device_generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of compiled pipelines currently cached.
+    pub fn cached_pipelines(&self) -> usize {
+        self.gpu.as_ref().map_or(0, Gpu::cached_pipelines)
+    }
+
+    /// Replaced devices whose last job has not finished yet (a kernel still
+    /// spinning on a CPU implementation, for example).
+    pub fn abandoned_devices(&self) -> usize {
+        self.graveyard.len()
+    }
+
+    /// Drains the validation-layer warnings and errors recorded so far
+    /// (always empty unless `DispatcherConfig::validation` is on).
+    pub fn validation_messages(&self) -> Vec<ValidationMessage> {
+        self.handles.take_messages()
+    }
+
+    /// Runs `job`, failing with [`JobError::Timeout`] if it has not finished
+    /// within `timeout` (validation and pipeline creation count too).
+    pub fn run(&mut self, job: &KernelJob<'_>, timeout: Duration) -> Result<JobOutput, JobError> {
+        let mut outputs = Vec::new();
+        let usage = self.run_into(job, timeout, &mut outputs)?;
+        Ok(JobOutput { outputs, usage })
+    }
+
+    /// Like [`Dispatcher::run`], but writes outputs into `outputs`, reusing
+    /// its vectors' allocations across jobs. On error `outputs` is left
+    /// with unspecified contents.
+    pub fn run_into(
+        &mut self,
+        job: &KernelJob<'_>,
+        timeout: Duration,
+        outputs: &mut Vec<Vec<u8>>,
+    ) -> Result<Usage, JobError> {
+        let start = Instant::now();
+        self.reap_graveyard();
+        let capacities = self.check_job(job)?;
+        if self.gpu.is_none() {
+            self.recreate()?;
+        }
+        let result = self.execute(job, &capacities, start, timeout, outputs);
+        match &result {
+            Err(JobError::Timeout) | Err(JobError::DeviceLost { .. }) => {
+                self.abandon();
+                // Failing here is not fatal: the next job tries again.
+                let _ = self.recreate();
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Measures copy bandwidth and FMA throughput with two short kernels and
+    /// stores them in [`Capabilities::benchmark`].
+    pub fn run_startup_benchmark(&mut self) -> Result<DeviceBenchmark, JobError> {
+        let timeout = Duration::from_secs(10);
+        // Copy: 16 MiB of uvec4, timed on the second run (the first compiles).
+        let elems: u32 = 1 << 20;
+        let bytes = u64::from(elems) * 16;
+        let push = elems.to_le_bytes();
+        let bufs = [
+            BufferSpec {
+                len: bytes,
+                init: None,
+                readback: false,
+            },
+            BufferSpec {
+                len: bytes,
+                init: None,
+                readback: false,
+            },
+        ];
+        let copy = KernelJob {
+            spirv: COPY_SPV,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: &push,
+            grid: [elems / 256, 1, 1],
+            buffers: &bufs,
+        };
+        let mut out = Vec::new();
+        self.run_into(&copy, timeout, &mut out)?;
+        let t = self.run_into(&copy, timeout, &mut out)?.gpu_time_ns.max(1);
+        let copy_gbps = bytes as f64 / t as f64;
+        // FMA: 256 workgroups x 64 invocations x iters x 8 vec4 FMAs x 2 flops.
+        let mut iters: u32 = 256;
+        let mut fma_gflops = 0.0;
+        for _ in 0..3 {
+            let push = iters.to_le_bytes();
+            let bufs = [BufferSpec {
+                len: 256 * 64 * 4,
+                init: None,
+                readback: false,
+            }];
+            let job = KernelJob {
+                spirv: FMA_SPV,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &push,
+                grid: [256, 1, 1],
+                buffers: &bufs,
+            };
+            let t = self.run_into(&job, timeout, &mut out)?.gpu_time_ns.max(1);
+            let flops = 256.0 * 64.0 * f64::from(iters) * 8.0 * 4.0 * 2.0;
+            fma_gflops = flops / t as f64;
+            // Too short to time well on a fast GPU: scale up and measure again.
+            if t > 2_000_000 {
+                break;
+            }
+            iters = iters.saturating_mul(16);
+        }
+        let bench = DeviceBenchmark {
+            copy_gbps: copy_gbps as f32,
+            fma_gflops: fma_gflops as f32,
+        };
+        self.probe.caps.benchmark = Some(bench);
+        Ok(bench)
+    }
+
+    fn reap_graveyard(&mut self) {
+        let mut i = 0;
+        while i < self.graveyard.len() {
+            if self.graveyard[i].gpu.settled() {
+                self.graveyard.swap_remove(i).destroy();
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Gives up on the current device after a timeout or loss. A device
+    /// whose work is still running cannot be destroyed; it is parked with
+    /// its instance, and a fresh instance is opened: on CPU implementations
+    /// (lavapipe) the instance owns the worker threads, so only a new
+    /// instance gets threads that are not busy with the abandoned kernel.
+    fn abandon(&mut self) {
+        let Some(mut gpu) = self.gpu.take() else {
+            return;
+        };
+        if gpu.settled() {
+            gpu.destroy();
+            return;
+        }
+        let fresh = VkHandles::create_with_log(
+            self.handles.entry.clone(),
+            self.handles.validation,
+            self.handles.messages.clone(),
+        )
+        .and_then(|h| {
+            let (pd, info) = h.select(&DeviceSelector::Index(self.device.index))?;
+            if info.vendor_id != self.device.vendor_id
+                || info.device_id != self.device.device_id
+                || info.name != self.device.name
+            {
+                return Err(VulkanError::DeviceNotFound);
+            }
+            Ok((h, pd))
+        });
+        match fresh {
+            Ok((h, pd)) => {
+                let old = std::mem::replace(&mut self.handles, h);
+                self.pd = pd;
+                self.graveyard.push(Abandoned {
+                    gpu,
+                    handles: Some(old),
+                });
+            }
+            Err(_) => self.graveyard.push(Abandoned { gpu, handles: None }),
+        }
+    }
+
+    fn recreate(&mut self) -> Result<(), JobError> {
+        let gpu = Gpu::create(
+            &self.handles.instance,
+            self.pd,
+            &self.probe,
+            self.config.max_buffers,
+            self.config.force_staging,
+            use_timestamps(&self.probe, &self.config),
+        )
+        .map_err(|e| match e {
+            VulkanError::Vulkan(r) => JobError::from(r),
+            _ => JobError::DeviceLost { fault: None },
+        })?;
+        self.gpu = Some(gpu);
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Job-level checks that need no parsing; returns each buffer's pool capacity.
+    fn check_job(&self, job: &KernelJob<'_>) -> Result<Vec<u64>, KernelRejection> {
+        let limits = &self.probe.caps.limits;
+        let max_push = MAX_PUSH_CONSTANTS.min(limits.max_push_constants as usize);
+        if job.push_constants.len() > max_push {
+            return Err(KernelRejection::PushConstantsTooLarge {
+                len: u32::try_from(job.push_constants.len()).unwrap_or(u32::MAX),
+                max: max_push as u32,
+            });
+        }
+        if job.grid.contains(&0) {
+            return Err(KernelRejection::EmptyGrid);
+        }
+        if job
+            .grid
+            .iter()
+            .zip(limits.max_workgroup_count)
+            .any(|(g, m)| *g > m)
+        {
+            return Err(KernelRejection::GridTooLarge { grid: job.grid });
+        }
+        let max_buffers = self.config.max_buffers.min(limits.max_storage_buffers);
+        if job.buffers.len() > max_buffers as usize {
+            return Err(KernelRejection::TooManyBuffers {
+                count: u32::try_from(job.buffers.len()).unwrap_or(u32::MAX),
+                max: max_buffers,
+            });
+        }
+        let mut total = 0u64;
+        let mut caps = Vec::with_capacity(job.buffers.len());
+        for (i, b) in job.buffers.iter().enumerate() {
+            let index = i as u32;
+            if b.len == 0 || b.init.is_some_and(|d| d.len() as u64 > b.len) {
+                return Err(KernelRejection::BadBuffer { index });
+            }
+            if b.len > u64::from(limits.max_storage_buffer_range) {
+                return Err(KernelRejection::BufferTooLarge {
+                    index,
+                    len: b.len,
+                    max: u64::from(limits.max_storage_buffer_range),
+                });
+            }
+            let c = capacity_for(b.len);
+            total = total.saturating_add(c);
+            caps.push(c);
+        }
+        if total > self.config.memory_budget {
+            return Err(KernelRejection::MemoryBudgetExceeded {
+                requested: total,
+                budget: self.config.memory_budget,
+            });
+        }
+        Ok(caps)
+    }
+
+    /// Finds or builds the pipeline for `job`.
+    fn pipeline(&mut self, job: &KernelJob<'_>) -> Result<Pipeline, JobError> {
+        let key = kernel_key(job);
+        let gpu = self
+            .gpu
+            .as_mut()
+            .ok_or(JobError::DeviceLost { fault: None })?;
+        let buffers = job.buffers.len() as u32;
+        let push_len = job.push_constants.len() as u32;
+        let check = |info: &KernelInfo| -> Result<(), KernelRejection> {
+            if info.bindings != buffers {
+                return Err(KernelRejection::BindingMismatch {
+                    set: 0,
+                    binding: info.bindings.min(buffers),
+                    job_buffers: buffers,
+                });
+            }
+            if info.push_constant_bytes > push_len {
+                return Err(KernelRejection::PushConstantsTooSmall {
+                    kernel: info.push_constant_bytes,
+                    job: push_len,
+                });
+            }
+            Ok(())
+        };
+        let p = match gpu.cached(&key) {
+            Some(p) => {
+                check(&p.info)?;
+                p
+            }
+            None => {
+                let (info, code) = validate::validate(
+                    job.spirv,
+                    job.entry_point,
+                    job.specialization,
+                    buffers,
+                    push_len,
+                    &self.rules,
+                )?;
+                gpu.create_pipeline(
+                    key,
+                    &code,
+                    job.entry_point,
+                    info,
+                    self.config.pipeline_cache_capacity,
+                )?
+            }
+        };
+        Ok(Pipeline {
+            pipeline: p.pipeline,
+            layout: p.layout,
+            set_layout: p.set_layout,
+            push_bytes: p.info.push_constant_bytes,
+            reads_num_workgroups: p.info.reads_num_workgroups,
+        })
+    }
+
+    fn execute(
+        &mut self,
+        job: &KernelJob<'_>,
+        capacities: &[u64],
+        start: Instant,
+        timeout: Duration,
+        outputs: &mut Vec<Vec<u8>>,
+    ) -> Result<Usage, JobError> {
+        let p = self.pipeline(job)?;
+        let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
+        let align = self.probe.storage_alignment;
+        let pool_limit = self.config.pool_bytes;
+        let split_limit = self.config.max_workgroups_per_dispatch.max(1);
+        let gpu = self
+            .gpu
+            .as_mut()
+            .ok_or(JobError::DeviceLost { fault: None })?;
+
+        // Buffers: from the pool, zeroed, inputs copied in.
+        let mut slots: Vec<Slot> = Vec::with_capacity(job.buffers.len());
+        let mut fill_lens: Vec<u64> = Vec::with_capacity(job.buffers.len());
+        for (spec, &cap) in job.buffers.iter().zip(capacities) {
+            let slot = match gpu.acquire(cap) {
+                Ok(s) => s,
+                Err(e) => {
+                    for s in slots {
+                        gpu.release(s, pool_limit);
+                    }
+                    return Err(e);
+                }
+            };
+            let init = spec.init.unwrap_or(&[]);
+            // Without robustBufferAccess2 an out-of-bounds read may return
+            // anything inside the VkBuffer, so the whole buffer is cleared.
+            let fill = if zero_all {
+                cap
+            } else {
+                spec.len.div_ceil(align).saturating_mul(align).min(cap)
+            };
+            // SAFETY: `map` points to a host-coherent mapping of at least
+            // `cap` bytes that no pending GPU work uses (the slot came from
+            // the pool or was just allocated); `init.len() <= len <= fill <= cap`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(init.as_ptr(), slot.map, init.len());
+                std::ptr::write_bytes(slot.map.add(init.len()), 0, (fill as usize) - init.len());
+            }
+            slots.push(slot);
+            fill_lens.push(fill);
+        }
+
+        let d = &gpu.device;
+        let cmd = gpu.cmd;
+        let staged = gpu.memory.staging_type.is_some();
+        let mut dispatches = 0u32;
+        // SAFETY (whole block): all handles belong to this live device; the
+        // previous submission completed (its fence was waited on or the
+        // device was replaced), so the command buffer, descriptor pool and
+        // query pool may be reset; buffer ranges lie within each buffer.
+        // A job shaped exactly like the previous one (same pipeline, same
+        // pooled buffers and ranges, push constants and grid) resubmits the
+        // command buffer recorded for it; the descriptor set is unchanged.
+        let shape = RecordKey {
+            pipeline: p.pipeline,
+            buffers: slots
+                .iter()
+                .zip(job.buffers)
+                .zip(&fill_lens)
+                .map(|((s, spec), fill)| (s.buffer, spec.len, *fill, spec.readback))
+                .collect(),
+            push: job.push_constants[..p.push_bytes as usize].to_vec(),
+            grid: job.grid,
+        };
+        let reuse = match &gpu.last_recording {
+            Some((k, n)) if *k == shape => {
+                dispatches = *n;
+                true
+            }
+            _ => false,
+        };
+        let recorded: Result<(), vk::Result> = unsafe {
+            (|| {
+                if reuse {
+                    d.reset_fences(&[gpu.fence])?;
+                    let cmds = [cmd];
+                    let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
+                    return d.queue_submit(gpu.queue, &submit, gpu.fence);
+                }
+                d.reset_descriptor_pool(gpu.desc_pool, vk::DescriptorPoolResetFlags::empty())?;
+                let layouts = [p.set_layout];
+                let set = d
+                    .allocate_descriptor_sets(
+                        &vk::DescriptorSetAllocateInfo::default()
+                            .descriptor_pool(gpu.desc_pool)
+                            .set_layouts(&layouts),
+                    )?
+                    .first()
+                    .copied()
+                    .ok_or(vk::Result::ERROR_UNKNOWN)?;
+                let infos: Vec<[vk::DescriptorBufferInfo; 1]> = slots
+                    .iter()
+                    .zip(job.buffers)
+                    .map(|(s, spec)| {
+                        [vk::DescriptorBufferInfo {
+                            buffer: s.buffer,
+                            offset: 0,
+                            range: spec.len,
+                        }]
+                    })
+                    .collect();
+                let writes: Vec<_> = infos
+                    .iter()
+                    .enumerate()
+                    .map(|(i, info)| {
+                        vk::WriteDescriptorSet::default()
+                            .dst_set(set)
+                            .dst_binding(i as u32)
+                            .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                            .buffer_info(info)
+                    })
+                    .collect();
+                if !writes.is_empty() {
+                    d.update_descriptor_sets(&writes, &[]);
+                }
+
+                d.reset_command_pool(gpu.cmd_pool, vk::CommandPoolResetFlags::empty())?;
+                d.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default())?;
+                if let Some(qp) = gpu.query_pool {
+                    d.cmd_reset_query_pool(cmd, qp, 0, 2);
+                }
+                if staged {
+                    for (s, fill) in slots.iter().zip(&fill_lens) {
+                        if let Some((sb, _)) = s.staging {
+                            let region = [vk::BufferCopy {
+                                src_offset: 0,
+                                dst_offset: 0,
+                                size: *fill,
+                            }];
+                            d.cmd_copy_buffer(cmd, sb, s.buffer, &region);
+                        }
+                    }
+                    barrier(
+                        d,
+                        cmd,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::AccessFlags::TRANSFER_WRITE,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
+                    );
+                }
+                if let Some(qp) = gpu.query_pool {
+                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::TOP_OF_PIPE, qp, 0);
+                }
+                d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, p.pipeline);
+                d.cmd_bind_descriptor_sets(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    p.layout,
+                    0,
+                    &[set],
+                    &[],
+                );
+                if p.push_bytes > 0 {
+                    d.cmd_push_constants(
+                        cmd,
+                        p.layout,
+                        vk::ShaderStageFlags::COMPUTE,
+                        0,
+                        &job.push_constants[..p.push_bytes as usize],
+                    );
+                }
+                let [x, y, z] = job.grid;
+                let total = u64::from(x)
+                    .saturating_mul(u64::from(y))
+                    .saturating_mul(u64::from(z));
+                if total > split_limit && x > 1 && !p.reads_num_workgroups {
+                    let per_x = (split_limit / (u64::from(y) * u64::from(z))).max(1);
+                    let chunk = u32::try_from(per_x).unwrap_or(u32::MAX);
+                    let mut base = 0u32;
+                    while base < x {
+                        let n = chunk.min(x - base);
+                        d.cmd_dispatch_base(cmd, base, 0, 0, n, y, z);
+                        dispatches += 1;
+                        base += n;
+                    }
+                } else {
+                    d.cmd_dispatch(cmd, x, y, z);
+                    dispatches = 1;
+                }
+                if let Some(qp) = gpu.query_pool {
+                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, qp, 1);
+                }
+                if staged {
+                    barrier(
+                        d,
+                        cmd,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::AccessFlags::SHADER_WRITE,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::AccessFlags::TRANSFER_READ,
+                    );
+                    for (s, spec) in slots.iter().zip(job.buffers) {
+                        if let (true, Some((sb, _))) = (spec.readback, s.staging) {
+                            let region = [vk::BufferCopy {
+                                src_offset: 0,
+                                dst_offset: 0,
+                                size: spec.len,
+                            }];
+                            d.cmd_copy_buffer(cmd, s.buffer, sb, &region);
+                        }
+                    }
+                    barrier(
+                        d,
+                        cmd,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::AccessFlags::TRANSFER_WRITE,
+                        vk::PipelineStageFlags::HOST,
+                        vk::AccessFlags::HOST_READ,
+                    );
+                } else {
+                    barrier(
+                        d,
+                        cmd,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::AccessFlags::SHADER_WRITE,
+                        vk::PipelineStageFlags::HOST,
+                        vk::AccessFlags::HOST_READ,
+                    );
+                }
+                d.end_command_buffer(cmd)?;
+                d.reset_fences(&[gpu.fence])?;
+                let cmds = [cmd];
+                let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
+                d.queue_submit(gpu.queue, &submit, gpu.fence)
+            })()
+        };
+        let submitted = Instant::now();
+        gpu.last_recording = match recorded {
+            Ok(()) => Some((shape, dispatches)),
+            Err(_) => None,
+        };
+        if let Err(e) = recorded {
+            // Nothing was submitted (queue_submit failing submits nothing).
+            // SAFETY: the command buffer is not pending.
+            let _ = unsafe { d.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty()) };
+            for s in slots {
+                gpu.release(s, pool_limit);
+            }
+            if e == vk::Result::ERROR_DEVICE_LOST {
+                return Err(JobError::DeviceLost {
+                    fault: gpu.fault_description(),
+                });
+            }
+            return Err(e.into());
+        }
+        gpu.busy = true;
+        gpu.in_flight = slots;
+
+        let remaining = timeout.saturating_sub(start.elapsed());
+        let wait_ns = u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the fence belongs to this device and was just submitted.
+        let waited = unsafe { d.wait_for_fences(&[gpu.fence], true, wait_ns) };
+        match waited {
+            Ok(()) => {}
+            Err(vk::Result::ERROR_DEVICE_LOST) => {
+                return Err(JobError::DeviceLost {
+                    fault: gpu.fault_description(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        gpu.busy = false;
+        let host_ns = u64::try_from(submitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
+
+        let mut gpu_time_ns = host_ns;
+        let mut clock = MeterClock::HostClock;
+        if let Some(qp) = gpu.query_pool {
+            let mut ts = [0u64; 2];
+            // SAFETY: both queries were written by the completed submission.
+            let r =
+                unsafe { d.get_query_pool_results(qp, 0, &mut ts, vk::QueryResultFlags::TYPE_64) };
+            if r.is_ok() {
+                let ticks = ts[1].wrapping_sub(ts[0]) & self.probe.timestamp_mask;
+                gpu_time_ns = (ticks as f64 * self.probe.timestamp_period_ns) as u64;
+                clock = MeterClock::GpuTimestamps;
+            }
+        }
+
+        let slots = std::mem::take(&mut gpu.in_flight);
+        let mut out_index = 0;
+        let mut bytes_out = 0;
+        for (s, spec) in slots.iter().zip(job.buffers) {
+            if !spec.readback {
+                continue;
+            }
+            if outputs.len() <= out_index {
+                outputs.push(Vec::new());
+            }
+            let out = &mut outputs[out_index];
+            out.clear();
+            // SAFETY: the submission completed and a barrier made its writes
+            // visible to the host; the mapping covers `len <= cap` bytes.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(slot_ptr(s), spec.len as usize)
+            });
+            bytes_out += spec.len;
+            out_index += 1;
+        }
+        outputs.truncate(out_index);
+        // Reverse order: the next job of the same shape gets the same buffers.
+        for s in slots.into_iter().rev() {
+            gpu.release(s, pool_limit);
+        }
+        let bytes_in = job
+            .buffers
+            .iter()
+            .map(|b| b.init.map_or(0, |d| d.len() as u64))
+            .sum();
+        Ok(Usage {
+            gpu_time_ns,
+            dispatches,
+            bytes_in,
+            bytes_out,
+            clock,
+        })
+    }
+}
+
+fn slot_ptr(s: &Slot) -> *const u8 {
+    s.map
+}
+
+/// Records a global memory barrier.
+///
+/// # Safety
+/// `cmd` must be a command buffer of `d` in the recording state.
+unsafe fn barrier(
+    d: &ash::Device,
+    cmd: vk::CommandBuffer,
+    src_stage: vk::PipelineStageFlags,
+    src: vk::AccessFlags,
+    dst_stage: vk::PipelineStageFlags,
+    dst: vk::AccessFlags,
+) {
+    let mb = [vk::MemoryBarrier::default()
+        .src_access_mask(src)
+        .dst_access_mask(dst)];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        d.cmd_pipeline_barrier(
+            cmd,
+            src_stage,
+            dst_stage,
+            vk::DependencyFlags::empty(),
+            &mb,
+            &[],
+            &[],
+        )
+    };
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if let Some(mut g) = self.gpu.take() {
+            if !g.busy || g.settled() {
+                g.destroy();
+            } else {
+                self.graveyard.push(Abandoned {
+                    gpu: g,
+                    handles: None,
+                });
+            }
+        }
+        self.reap_graveyard();
+        // A kernel still executing on an abandoned device: destroying it (or
+        // its instance) would be invalid and could block forever. Leak them;
+        // process exit reclaims everything.
+        for a in self.graveyard.drain(..) {
+            match a.handles {
+                Some(mut h) => h.leak = true,
+                None => self.handles.leak = true,
+            }
+            std::mem::forget(a.gpu);
+        }
+    }
+}

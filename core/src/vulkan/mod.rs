@@ -1,0 +1,55 @@
+//! Vulkan compute dispatcher for untrusted SPIR-V kernels (feature `vulkan`).
+//!
+//! A requester's kernel is parsed and validated (capabilities, extensions,
+//! entry point, workgroup and shared-memory sizes, bindings, push constants)
+//! before any driver sees it, then run with robust buffer access on zeroed
+//! pooled buffers, under a deadline, and metered with GPU timestamps.
+//! Binding model: buffer i of a job is the storage buffer at set 0, binding i.
+//! The rules, limits and error codes are documented in `docs/VULKAN.md`.
+//!
+//! ```no_run
+//! use tessera_core::vulkan::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let instance = Instance::load()?;
+//! let mut gpu = Dispatcher::new(&instance, DeviceSelector::Default, DispatcherConfig::default())?;
+//! # let spirv: &[u8] = &[];
+//! let input = [0u8; 1024];
+//! let job = KernelJob {
+//!     spirv,
+//!     entry_point: "main",
+//!     specialization: &[],
+//!     push_constants: &[],
+//!     grid: [4, 1, 1],
+//!     buffers: &[
+//!         BufferSpec { len: 1024, init: Some(&input), readback: false },
+//!         BufferSpec { len: 1024, init: None, readback: true },
+//!     ],
+//! };
+//! let out = gpu.run(&job, std::time::Duration::from_secs(2))?;
+//! println!("{} ns of GPU time", out.usage.gpu_time_ns);
+//! # Ok(()) }
+//! ```
+
+mod caps;
+mod dispatcher;
+mod error;
+mod gpu;
+mod instance;
+mod validate;
+
+pub use caps::{
+    Capabilities, ComputeLimits, DeviceBenchmark, MemoryHeap, Robustness, ShaderFeatures,
+    MAX_MEMORY_HEAPS,
+};
+pub use dispatcher::{
+    BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, MeterClock, Metering, Usage,
+    MAX_PUSH_CONSTANTS,
+};
+pub use error::{JobError, KernelRejection, Malformed, VulkanError};
+pub use instance::{
+    DeviceInfo, DeviceSelector, DeviceType, Instance, MessageSeverity, ValidationMessage,
+};
+
+/// Re-export of the Vulkan result type carried by [`JobError::Vulkan`] and
+/// [`VulkanError::Vulkan`].
+pub use ash::vk::Result as VkResult;

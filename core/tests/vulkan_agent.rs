@@ -1,0 +1,183 @@
+//! The dispatcher behind the agent: jobs arriving over the protocol run as real
+//! kernels on the Vulkan device (lavapipe in CI, validation layer on), their
+//! receipts carry the metered GPU time, and a hostile kernel ends in a signed
+//! failure whose detail is the dispatcher's rejection code.
+#![cfg(feature = "vulkan")]
+
+mod vulkan_support;
+
+use tessera_core::attest::{
+    ChainState, DeviceCapabilities, Ed25519Signer, Evidence, Receipt, ReceiptStatus,
+};
+use tessera_core::gpu_host::{evidence_capabilities, GpuHost};
+use tessera_core::host::{JobFailure, JobOutputs};
+use tessera_core::testkit::{decode, Harness, Host, JobDescription};
+use tessera_core::vulkan::{DeviceSelector, Dispatcher, DispatcherConfig, Instance};
+use tessera_core::wire::{FailReason, JobAssign, Message, Welcome};
+use tessera_core::{Agent, Config};
+use vulkan_support::{assert_clean, f32_bytes, f32s, kernel, TIMEOUT};
+
+fn gpu() -> GpuHost {
+    GpuHost::open(DeviceSelector::Default, true).expect("a Vulkan device")
+}
+
+/// An agent whose host runs jobs on the GPU; returns the harness and the key.
+fn harness(mut host: GpuHost) -> (Harness, [u8; 32], DeviceCapabilities) {
+    let signer = Ed25519Signer::from_seed(&[3; 32]).unwrap();
+    let caps = host.capabilities().clone();
+    let config = Config {
+        capabilities: caps.clone(),
+        ..Config::default()
+    };
+    let agent = Agent::new(config, signer, ChainState::default()).unwrap();
+    let runner = Box::new(
+        move |spec: &JobAssign, k: &[u8], b: &[Vec<u8>]| -> Result<JobOutputs, JobFailure> {
+            let out = host.run_job(spec, k, b, TIMEOUT);
+            assert_clean(host.dispatcher());
+            out
+        },
+    );
+    let mut h = Harness::with_host(agent, Host::with_runner(runner));
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    let frames = h.pump();
+    let Message::Evidence(b) = decode(&frames[0]) else {
+        panic!("expected evidence")
+    };
+    let ev = Evidence::verify(b.bytes, &[1; 32]).unwrap();
+    h.send(&Message::Ready);
+    h.pump();
+    (h, ev.public_key, ev.capabilities)
+}
+
+fn run(h: &mut Harness, id: u64, j: &JobDescription) -> (Vec<u8>, Vec<u8>, Option<FailReason>) {
+    h.send(&Message::JobOffer(j.offer(id, u64::MAX, 60_000)));
+    h.send(&Message::JobAssign(j.assign(id)));
+    for f in j.input_frames(id) {
+        h.send_raw(&f);
+    }
+    let mut out = Vec::new();
+    let mut receipt = Vec::new();
+    let mut failed = None;
+    for f in h.pump() {
+        match decode(&f) {
+            Message::OutputChunk(c) => out.extend_from_slice(c.data),
+            Message::Receipt(r) => receipt = r.bytes.to_vec(),
+            Message::Failed(x) => failed = Some(x.reason),
+            _ => {}
+        }
+    }
+    (out, receipt, failed)
+}
+
+#[test]
+fn protocol_jobs_run_on_the_gpu_with_metered_receipts() {
+    let (mut h, pk, caps) = harness(gpu());
+    assert!(!caps.name.is_empty());
+    assert!(
+        caps.copy_mbps > 0,
+        "the start-up benchmark enters the evidence"
+    );
+
+    // Matrix multiply, 48 x 40 by 40 x 32.
+    let (m, n, k) = (48u32, 32u32, 40u32);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+    let push: Vec<u8> = [m, n, k].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let j = JobDescription {
+        kernel: kernel("matmul"),
+        entry_point: "main".into(),
+        grid: [n.div_ceil(16), m.div_ceil(16), 1],
+        push_constants: push,
+        buffers: vec![
+            (f32_bytes(&a), (m * k * 4) as u64, false),
+            (f32_bytes(&b), (k * n * 4) as u64, false),
+            (Vec::new(), (m * n * 4) as u64, true),
+        ],
+        nonce: [9; 32],
+    };
+    let (out, receipt, failed) = run(&mut h, 1, &j);
+    assert_eq!(failed, None);
+    let c = f32s(&out);
+    for row in 0..m as usize {
+        for col in 0..n as usize {
+            let want: f32 = (0..k as usize)
+                .map(|i| a[row * k as usize + i] * b[i * n as usize + col])
+                .sum();
+            assert!((c[row * n as usize + col] - want).abs() < 1e-3);
+        }
+    }
+    let r = Receipt::verify(&receipt, &pk).unwrap();
+    assert_eq!(r.status, ReceiptStatus::Completed);
+    assert!(r.usage.gpu_time_us > 0, "GPU time is metered");
+    assert_eq!(r.usage.dispatches, 1);
+
+    // The same job again: bit-identical outputs, the same result hash.
+    h.send(&Message::ResultAck(tessera_core::wire::JobRef { job: 1 }));
+    h.pump();
+    let (out2, receipt2, _) = run(&mut h, 2, &j);
+    assert_eq!(out, out2);
+    let r2 = Receipt::verify(&receipt2, &pk).unwrap();
+    assert_eq!(r.result_hash, r2.result_hash);
+    assert_ne!(r.result_seal, r2.result_seal, "the seal binds the job id");
+}
+
+#[test]
+fn a_hostile_kernel_fails_with_its_rejection_code_and_the_agent_serves_on() {
+    let (mut h, pk, _) = harness(gpu());
+    let j = JobDescription {
+        kernel: kernel("hostile_bda"),
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: vec![0; 8],
+        buffers: vec![(Vec::new(), 256, true)],
+        nonce: [2; 32],
+    };
+    let (_, receipt, failed) = run(&mut h, 1, &j);
+    assert_eq!(failed, Some(FailReason::KernelRejected));
+    let r = Receipt::verify(&receipt, &pk).unwrap();
+    assert_eq!(r.status, ReceiptStatus::Failed(FailReason::KernelRejected));
+    h.send(&Message::ResultAck(tessera_core::wire::JobRef { job: 1 }));
+    h.pump();
+
+    let x = f32_bytes(&[1.0; 64]);
+    let y = f32_bytes(&[2.0; 64]);
+    let push: Vec<u8> = 3.0f32
+        .to_le_bytes()
+        .into_iter()
+        .chain(64u32.to_le_bytes())
+        .collect();
+    let saxpy = JobDescription {
+        kernel: kernel("saxpy"),
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: push,
+        buffers: vec![(x, 256, false), (y, 256, true)],
+        nonce: [3; 32],
+    };
+    let (out, _, failed) = run(&mut h, 2, &saxpy);
+    assert_eq!(failed, None);
+    assert_eq!(f32s(&out), vec![5.0; 64]);
+}
+
+#[test]
+fn evidence_capabilities_reflect_the_device() {
+    let instance = Instance::load().expect("Vulkan loader");
+    let d = Dispatcher::new(
+        &instance,
+        DeviceSelector::Default,
+        DispatcherConfig::default(),
+    )
+    .unwrap();
+    let caps = d.capabilities();
+    let ev = evidence_capabilities(caps);
+    assert_eq!(ev.vendor_id, caps.vendor_id);
+    assert_eq!(ev.max_workgroup_size, caps.limits.max_workgroup_size);
+    assert_eq!(ev.subgroup_size, caps.subgroup_size);
+    assert!(ev.device_local_bytes > 0);
+}
