@@ -283,27 +283,68 @@ pub struct OfferAccept {
     pub price: u64,
 }
 
-/// Why a provider declines an offer.
-///
-/// On the wire it is one byte holding the `= n` value below (the same
-/// value receipts use).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DeclineReason {
-    /// The offer's `max_price` is below the provider's price.
-    PriceTooLow = 1,
-    /// The provider is running as many jobs as it takes.
-    AtCapacity = 2,
-    /// The device lacks a feature or the memory the job needs.
-    Unsupported = 3,
-    /// The deadline is shorter than the estimated GPU time.
-    DeadlineTooShort = 4,
-    /// The provider is draining and takes no new jobs.
-    Draining = 5,
-    /// The transfer sizes exceed what the provider takes.
-    TooLarge = 6,
-    /// The job id is already in use on this provider.
-    DuplicateJob = 7,
+/// Defines a reason code: an enum that travels as one byte holding its
+/// documented value (not postcard's variant index), so that the wire byte, the
+/// docs and receipts agree; an unknown byte does not decode.
+macro_rules! wire_code {
+    ($(#[$doc:meta])* pub enum $name:ident {
+        $($(#[$vdoc:meta])* $variant:ident = $code:literal,)*
+    }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant = $code,)*
+        }
+
+        impl $name {
+            /// The variant for a wire byte, if it names one.
+            pub fn from_u8(code: u8) -> Option<$name> {
+                match code {
+                    $($code => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+                s.serialize_u8(*self as u8)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let code = u8::deserialize(d)?;
+                $name::from_u8(code).ok_or_else(|| {
+                    <D::Error as serde::de::Error>::custom(concat!("unknown ", stringify!($name)))
+                })
+            }
+        }
+    };
+}
+
+wire_code! {
+    /// Why a provider declines an offer.
+    ///
+    /// On the wire it is one byte holding the `= n` value below (the same
+    /// value receipts use).
+    pub enum DeclineReason {
+        /// The offer's `max_price` is below the provider's price.
+        PriceTooLow = 1,
+        /// The provider is running as many jobs as it takes.
+        AtCapacity = 2,
+        /// The device lacks a feature or the memory the job needs.
+        Unsupported = 3,
+        /// The deadline is shorter than the estimated GPU time.
+        DeadlineTooShort = 4,
+        /// The provider is draining and takes no new jobs.
+        Draining = 5,
+        /// The transfer sizes exceed what the provider takes.
+        TooLarge = 6,
+        /// The job id is already in use on this provider.
+        DuplicateJob = 7,
+    }
 }
 
 /// Provider declines an offer.
@@ -394,27 +435,27 @@ pub struct Completed {
     pub output_root: Digest,
 }
 
-/// Why a job failed.
-///
-/// On the wire it is one byte holding the `= n` value below (the same
-/// value receipts use).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum FailReason {
-    /// The kernel failed validation; `detail` holds the rejection code.
-    KernelRejected = 1,
-    /// The kernel ran past its time limit.
-    Timeout = 2,
-    /// The job's deadline passed before it completed.
-    DeadlineExceeded = 3,
-    /// The GPU was lost while running the job.
-    DeviceLost = 4,
-    /// The device ran out of memory.
-    OutOfMemory = 5,
-    /// An input chunk or root did not match its digest.
-    InputIntegrity = 6,
-    /// The provider's host failed for another reason; `detail` is host-specific.
-    Host = 7,
+wire_code! {
+    /// Why a job failed.
+    ///
+    /// On the wire it is one byte holding the `= n` value below (the same
+    /// value receipts use).
+    pub enum FailReason {
+        /// The kernel failed validation; `detail` holds the rejection code.
+        KernelRejected = 1,
+        /// The kernel ran past its time limit.
+        Timeout = 2,
+        /// The job's deadline passed before it completed.
+        DeadlineExceeded = 3,
+        /// The GPU was lost while running the job.
+        DeviceLost = 4,
+        /// The device ran out of memory.
+        OutOfMemory = 5,
+        /// An input chunk or root did not match its digest.
+        InputIntegrity = 6,
+        /// The provider's host failed for another reason; `detail` is host-specific.
+        Host = 7,
+    }
 }
 
 /// Provider could not run the job.
@@ -480,19 +521,19 @@ pub struct Heartbeat {
     pub capacity: u8,
 }
 
-/// Why a peer says goodbye.
-///
-/// On the wire it is one byte holding the `= n` value below (the same
-/// value receipts use).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum GoodbyeReason {
-    /// Drained: nothing is in flight.
-    Drained = 1,
-    /// Shutting down.
-    Shutdown = 2,
-    /// A protocol error ended the session.
-    ProtocolError = 3,
+wire_code! {
+    /// Why a peer says goodbye.
+    ///
+    /// On the wire it is one byte holding the `= n` value below (the same
+    /// value receipts use).
+    pub enum GoodbyeReason {
+        /// Drained: nothing is in flight.
+        Drained = 1,
+        /// Shutting down.
+        Shutdown = 2,
+        /// A protocol error ended the session.
+        ProtocolError = 3,
+    }
 }
 
 /// The sender is closing the session.
@@ -539,63 +580,6 @@ pub enum Message<'a> {
     Goodbye(Goodbye),
     Error(ErrorMsg),
 }
-
-/// Codes that travel as one byte holding the documented value (not postcard's
-/// variant index), so the wire byte, the docs and receipts agree.
-macro_rules! wire_code {
-    ($name:ident { $($variant:ident = $code:literal),* $(,)? }) => {
-        impl $name {
-            /// The variant for a wire byte, if it names one.
-            pub fn from_u8(code: u8) -> Option<$name> {
-                match code {
-                    $($code => Some($name::$variant),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-                s.serialize_u8(*self as u8)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                let code = u8::deserialize(d)?;
-                $name::from_u8(code).ok_or_else(|| {
-                    <D::Error as serde::de::Error>::custom(concat!("unknown ", stringify!($name)))
-                })
-            }
-        }
-    };
-}
-
-wire_code!(DeclineReason {
-    PriceTooLow = 1,
-    AtCapacity = 2,
-    Unsupported = 3,
-    DeadlineTooShort = 4,
-    Draining = 5,
-    TooLarge = 6,
-    DuplicateJob = 7,
-});
-
-wire_code!(FailReason {
-    KernelRejected = 1,
-    Timeout = 2,
-    DeadlineExceeded = 3,
-    DeviceLost = 4,
-    OutOfMemory = 5,
-    InputIntegrity = 6,
-    Host = 7,
-});
-
-wire_code!(GoodbyeReason {
-    Drained = 1,
-    Shutdown = 2,
-    ProtocolError = 3,
-});
 
 fn body<'a, T: Deserialize<'a>>(kind: MessageType, bytes: &'a [u8]) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(bytes) {
