@@ -15,4 +15,15 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+mod conn;
+mod engine;
+pub mod protocol;
+pub mod requester;
+mod server;
+pub mod state;
 pub mod tls;
+
+pub use engine::{ProviderInfo, PublicKey, Stats};
+pub use protocol::{BufferInit, FailureCode, JobFailure, JobResult, Request, Response, Submit};
+pub use requester::{submit, verify_result, RequesterError, ResultCheck, ResultCheckError};
+pub use server::{Config, Coordinator, CoordinatorError};
