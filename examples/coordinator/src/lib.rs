@@ -16,6 +16,7 @@
 
 pub mod certs;
 mod conn;
+pub mod demo;
 mod engine;
 pub mod protocol;
 pub mod requester;
