@@ -251,6 +251,37 @@ fn a_result_interrupted_before_its_receipt_is_delivered_after_reconnect() {
 }
 
 #[test]
+fn a_receipt_resent_after_a_lost_ack_is_acknowledged_without_advancing_the_chain() {
+    let coord = coordinator(|_| {});
+    let mut opts = ProviderOpts::new(13);
+    opts.drop_after_receipt_once = true;
+    let provider = TestProvider::start(coord.local_addr(), opts);
+    provider.wait_ready(1);
+    let job = increment_job(5, 20_000, 10_000);
+    let result = submit(coord.local_addr(), client_tls(), &job).expect("delivered");
+    expect_incremented(&job, &result);
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.stats().receipts_repeated == 0 {
+        assert!(
+            Instant::now() < until,
+            "the provider never resent its receipt"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let result = submit(
+        coord.local_addr(),
+        client_tls(),
+        &increment_job(6, 100, 10_000),
+    )
+    .expect("next job");
+    assert_eq!(sequence(&result), 2);
+    let stats = coord.stats();
+    assert_eq!((stats.receipts_verified, stats.receipts_repeated), (2, 1));
+    let report = provider.stop();
+    assert_eq!(report.stats.jobs_completed, 2, "both results acknowledged");
+}
+
+#[test]
 fn a_failed_job_comes_back_as_a_signed_failure() {
     fn out_of_memory(_: &JobAssign, _: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
         Err(FailReason::OutOfMemory)

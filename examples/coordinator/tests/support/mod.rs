@@ -62,6 +62,9 @@ pub struct ProviderOpts {
     pub tamper_receipt_once: bool,
     /// Close the connection right after sending the first `Completed`.
     pub drop_after_completed_once: bool,
+    /// Close the connection right after sending the first receipt, before
+    /// the acknowledgement can arrive.
+    pub drop_after_receipt_once: bool,
     /// Read timeout of its poll loop.
     pub poll: Duration,
     /// Hard bound on its life.
@@ -85,6 +88,7 @@ impl ProviderOpts {
             run: tessera_core::testkit::increment_run,
             tamper_receipt_once: false,
             drop_after_completed_once: false,
+            drop_after_receipt_once: false,
             poll: Duration::from_millis(5),
             max_life: Duration::from_secs(50),
             chain: ChainState::default(),
@@ -189,6 +193,7 @@ fn run(
     let mut host = Host::new(opts.run);
     let mut tamper = opts.tamper_receipt_once;
     let mut drop_after = opts.drop_after_completed_once;
+    let mut drop_after_receipt = opts.drop_after_receipt_once;
     let mut sessions = 0;
     let mut refused = false;
     let mut buf = vec![0u8; 16 * 1024];
@@ -235,8 +240,11 @@ fn run(
                         lost = true;
                         break;
                     }
-                    if drop_after && kind == Some(MessageType::Completed as u8) {
-                        drop_after = false;
+                    let completed = kind == Some(MessageType::Completed as u8);
+                    let receipt = kind == Some(MessageType::Receipt as u8);
+                    if (drop_after && completed) || (drop_after_receipt && receipt) {
+                        drop_after &= !completed;
+                        drop_after_receipt &= !receipt;
                         let _ = stream.flush();
                         lost = true;
                         break;
