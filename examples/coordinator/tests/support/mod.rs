@@ -115,10 +115,19 @@ pub struct TestProvider {
 
 impl TestProvider {
     pub fn start(addr: SocketAddr, opts: ProviderOpts) -> TestProvider {
+        Self::start_with(addr, client_tls(), opts)
+    }
+
+    /// Starts a provider trusting the coordinator as `tls` says.
+    pub fn start_with(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        opts: ProviderOpts,
+    ) -> TestProvider {
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicUsize::new(0));
         let (s, r) = (Arc::clone(&stop), Arc::clone(&ready));
-        let join = thread::spawn(move || run(addr, client_tls(), opts, s, r));
+        let join = thread::spawn(move || run(addr, tls, opts, s, r));
         TestProvider {
             stop,
             ready,
