@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rustls::ServerConnection;
 
-enum WriteCmd {
+pub(crate) enum WriteCmd {
     Frame(Vec<u8>),
     Flush,
     Close,
@@ -196,4 +196,22 @@ impl TlsReader {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "unknown peer".into())
     }
+}
+
+/// An outbox whose frames a test reads back instead of a socket.
+#[cfg(test)]
+pub(crate) fn test_outbox() -> (Outbox, Receiver<WriteCmd>) {
+    let (tx, rx) = mpsc::channel();
+    (Outbox { tx }, rx)
+}
+
+/// The frames queued on a test outbox so far.
+#[cfg(test)]
+pub(crate) fn queued_frames(rx: &Receiver<WriteCmd>) -> Vec<Vec<u8>> {
+    rx.try_iter()
+        .filter_map(|c| match c {
+            WriteCmd::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect()
 }

@@ -224,7 +224,11 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
         }
     }
     let len = parse_header(&header, max_body)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    // Grows as bytes arrive, so a header alone cannot reserve memory.
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     decode_body(&body)
 }

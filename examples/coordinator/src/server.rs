@@ -355,9 +355,21 @@ fn serve_requester(shared: &Shared, mut reader: TlsReader, outbox: Outbox, magic
                 break;
             }
         };
-        let mut body = vec![0u8; len];
-        if let Err(e) = reader.read_exact_or_eof(&mut body) {
-            log::debug!("requester {peer}: {e}");
+        // Grows as bytes arrive, so a header alone cannot reserve memory.
+        let mut body = Vec::with_capacity(len.min(1 << 20));
+        let mut piece = vec![0u8; 64 * 1024];
+        while body.len() < len {
+            let want = (len - body.len()).min(piece.len());
+            match reader.read_exact_or_eof(&mut piece[..want]) {
+                Ok(true) => body.extend_from_slice(&piece[..want]),
+                Ok(false) => break,
+                Err(e) => {
+                    log::debug!("requester {peer}: {e}");
+                    break;
+                }
+            }
+        }
+        if body.len() < len {
             break;
         }
         let response = match decode_body::<Request>(&body) {
