@@ -232,3 +232,69 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     }
     decode_body(&body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's description of the body, byte by byte.
+    #[test]
+    fn a_submit_frame_is_laid_out_as_documented() {
+        let submit = Submit {
+            kernel: vec![1, 2, 3, 4],
+            entry_point: "m".into(),
+            specialization: vec![(1, 2)],
+            push_constants: Vec::new(),
+            grid: [1, 2, 3],
+            buffers: vec![BufferInit {
+                init: Vec::new(),
+                len: 300,
+                readback: true,
+            }],
+            requirements: Requirements {
+                memory_mib: 0,
+                features: 0,
+            },
+            est_gpu_ms: 5,
+            max_price: 1000,
+            deadline_ms: 7,
+            nonce: [9; 32],
+        };
+        let frame = encode_frame(&Request::Submit(submit.clone())).expect("encodes");
+        let mut body = vec![
+            0x00, // Request::Submit
+            0x04, 1, 2, 3, 4, // kernel
+            0x01, b'm', // entry point
+            0x01, 0x01, 0x02, // one specialization constant (1, 2)
+            0x00, // no push constants
+            0x01, 0x02, 0x03, // grid
+            0x01, 0x00, 0xAC, 0x02, 0x01, // one buffer: no init, len 300, read back
+            0x00, 0x00, // requirements
+            0x05, // est_gpu_ms
+            0xE8, 0x07, // max_price 1000
+            0x07, // deadline_ms
+        ];
+        body.extend_from_slice(&[9; 32]);
+        let mut expected = b"TQ".to_vec();
+        expected.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        expected.extend_from_slice(&body);
+        assert_eq!(frame, expected);
+        let back: Request = read_frame(&mut &frame[..], 1 << 20).expect("decodes");
+        assert_eq!(back, Request::Submit(submit));
+    }
+
+    #[test]
+    fn oversized_and_foreign_frames_are_refused() {
+        let mut frame = b"TQ".to_vec();
+        frame.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            read_frame::<Request>(&mut &frame[..], 1 << 20),
+            Err(FrameError::TooLarge(_))
+        ));
+        let frame = b"TS\x01\x01\x00\x00\x00\x00".to_vec();
+        assert!(matches!(
+            read_frame::<Request>(&mut &frame[..], 1 << 20),
+            Err(FrameError::BadMagic(_))
+        ));
+    }
+}
