@@ -104,31 +104,69 @@ pub fn connect(
     Ok(stream)
 }
 
-/// Submits a job, waits for its result and verifies it
-/// ([`verify_result`]). A failure the coordinator reports comes back as
+/// A connection to a coordinator that submits jobs one after another,
+/// paying for the TLS handshake once.
+pub struct Requester {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    addr: SocketAddr,
+}
+
+impl fmt::Debug for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Requester")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Requester {
+    /// Connects and completes the TLS handshake.
+    pub fn connect(addr: SocketAddr, tls: Arc<ClientConfig>) -> Result<Requester, RequesterError> {
+        Ok(Requester {
+            stream: connect(addr, tls)?,
+            addr,
+        })
+    }
+
+    /// Submits a job, waits for its result and verifies it
+    /// ([`verify_result`]). A failure the coordinator reports comes back as
+    /// [`RequesterError::Failed`].
+    pub fn submit(&mut self, job: &Submit) -> Result<JobResult, RequesterError> {
+        let wait = Duration::from_millis(job.deadline_ms as u64) + Duration::from_secs(30);
+        self.stream
+            .sock
+            .set_read_timeout(Some(wait))
+            .map_err(|e| RequesterError::Connect(self.addr, e))?;
+        write_frame(&mut self.stream, &Request::Submit(job.clone()))?;
+        let response: Response = read_frame(&mut self.stream, DEFAULT_MAX_REQUEST_BODY)?;
+        match response {
+            Response::Result(result) => {
+                verify_result(job, &result).map_err(RequesterError::Verify)?;
+                Ok(result)
+            }
+            Response::Failed(f) => Err(RequesterError::Failed(f)),
+        }
+    }
+
+    /// Closes the connection cleanly.
+    pub fn close(mut self) {
+        self.stream.conn.send_close_notify();
+        let _ = self.stream.conn.complete_io(&mut self.stream.sock);
+    }
+}
+
+/// Submits one job on a new connection, waits for its result and verifies
+/// it ([`verify_result`]). A failure the coordinator reports comes back as
 /// [`RequesterError::Failed`].
 pub fn submit(
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
     job: &Submit,
 ) -> Result<JobResult, RequesterError> {
-    let mut stream = connect(addr, tls)?;
-    let wait = Duration::from_millis(job.deadline_ms as u64) + Duration::from_secs(30);
-    stream
-        .sock
-        .set_read_timeout(Some(wait))
-        .map_err(|e| RequesterError::Connect(addr, e))?;
-    write_frame(&mut stream, &Request::Submit(job.clone()))?;
-    let response: Response = read_frame(&mut stream, DEFAULT_MAX_REQUEST_BODY)?;
-    stream.conn.send_close_notify();
-    let _ = stream.conn.complete_io(&mut stream.sock);
-    match response {
-        Response::Result(result) => {
-            verify_result(job, &result).map_err(RequesterError::Verify)?;
-            Ok(result)
-        }
-        Response::Failed(f) => Err(RequesterError::Failed(f)),
-    }
+    let mut requester = Requester::connect(addr, tls)?;
+    let result = requester.submit(job);
+    requester.close();
+    result
 }
 
 /// Why a delivered result does not verify.

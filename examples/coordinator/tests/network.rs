@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::{client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_run, matmul_submit};
-use tessera_coordinator::requester::{self, RequesterError};
+use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::tls::{client_config, ServerTrust};
 use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, JobResult, Submit};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
@@ -282,6 +282,25 @@ fn a_receipt_resent_after_a_lost_ack_is_acknowledged_without_advancing_the_chain
 }
 
 #[test]
+fn a_provider_that_hangs_still_leaves_the_requester_an_answer() {
+    let coord = coordinator(|_| {});
+    let mut opts = ProviderOpts::new(14);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(coord.local_addr(), opts);
+    provider.wait_ready(1);
+    let mut job = increment_job(1, 100, 10_000);
+    job.deadline_ms = 300;
+    let started = Instant::now();
+    match submit(coord.local_addr(), client_tls(), &job) {
+        Err(RequesterError::Failed(f)) => assert_eq!(f.code, FailureCode::Timeout, "{}", f.reason),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // Deadline 300 ms plus the test coordinator's 500 ms grace.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(provider);
+}
+
+#[test]
 fn a_failed_job_comes_back_as_a_signed_failure() {
     fn out_of_memory(_: &JobAssign, _: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
         Err(FailReason::OutOfMemory)
@@ -346,15 +365,26 @@ fn twenty_sequential_jobs_extend_one_chain() {
     let coord = coordinator(|_| {});
     let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(10));
     provider.wait_ready(1);
+    let job_for = |i: u8| increment_job(i, 1000 + 700 * i as usize, 10_000);
     let started = Instant::now();
-    for i in 0..20u8 {
-        let job = increment_job(i, 1000 + 700 * i as usize, 10_000);
+    for i in 0..10u8 {
+        let job = job_for(i);
         let result = submit(coord.local_addr(), client_tls(), &job).expect("verified");
         expect_incremented(&job, &result);
         assert_eq!(sequence(&result), i as u64 + 1);
     }
+    let fresh = started.elapsed();
+    let started = Instant::now();
+    let mut requester = Requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    for i in 10..20u8 {
+        let job = job_for(i);
+        let result = requester.submit(&job).expect("verified");
+        expect_incremented(&job, &result);
+        assert_eq!(sequence(&result), i as u64 + 1);
+    }
+    requester.close();
     eprintln!(
-        "20 sequential jobs (new TLS connection each): {:?}",
+        "10 jobs on fresh TLS connections: {fresh:?}; 10 jobs on one connection: {:?}",
         started.elapsed()
     );
     let providers = coord.providers();

@@ -65,6 +65,8 @@ pub struct ProviderOpts {
     /// Close the connection right after sending the first receipt, before
     /// the acknowledgement can arrive.
     pub drop_after_receipt_once: bool,
+    /// Stop doing anything once it has accepted an offer (a hung device).
+    pub freeze_after_accept: bool,
     /// Read timeout of its poll loop.
     pub poll: Duration,
     /// Hard bound on its life.
@@ -89,6 +91,7 @@ impl ProviderOpts {
             tamper_receipt_once: false,
             drop_after_completed_once: false,
             drop_after_receipt_once: false,
+            freeze_after_accept: false,
             poll: Duration::from_millis(5),
             max_life: Duration::from_secs(50),
             chain: ChainState::default(),
@@ -248,6 +251,13 @@ fn run(
                     if stream.write_all(&f).is_err() {
                         lost = true;
                         break;
+                    }
+                    if opts.freeze_after_accept && kind == Some(MessageType::OfferAccept as u8) {
+                        let _ = stream.flush();
+                        while !stop.load(Ordering::SeqCst) && start.elapsed() < opts.max_life {
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                        break 'sessions;
                     }
                     let completed = kind == Some(MessageType::Completed as u8);
                     let receipt = kind == Some(MessageType::Receipt as u8);
