@@ -77,7 +77,9 @@ pub(crate) fn accept(
     while conn.wants_write() {
         conn.write_tls(&mut sock)?;
     }
-    sock.set_read_timeout(None)?;
+    // Writes that stall this long end the connection: a peer that stops
+    // reading cannot hold a writer thread forever. Reads are bounded by the
+    // caller (`TlsReader::set_read_timeout`).
     let write_sock = sock.try_clone()?;
     let conn = Arc::new(Mutex::new(conn));
     let (tx, rx) = mpsc::channel();
@@ -187,6 +189,12 @@ impl TlsReader {
             at += n;
         }
         Ok(true)
+    }
+
+    /// Bounds every blocking read (`None`: wait for ever; timers elsewhere
+    /// close idle connections).
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
     }
 
     /// The peer's address, for logs.

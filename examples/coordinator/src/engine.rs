@@ -29,6 +29,13 @@ use crate::protocol::{FailureCode, JobFailure, JobResult, Response, Submit};
 use crate::state::ChainStore;
 use crate::tls::hex;
 
+/// `Cancel` reason: the offer was withdrawn (answered too late).
+pub const CANCEL_OFFER_WITHDRAWN: u16 = 1;
+/// `Cancel` reason: the accepted price is over the requester's maximum.
+pub const CANCEL_PRICE_OVER_MAXIMUM: u16 = 2;
+/// `Cancel` reason: the job's deadline passed without a verified result.
+pub const CANCEL_DEADLINE: u16 = 3;
+
 /// A provider connection's id, unique within a coordinator process.
 pub(crate) type SessionId = u64;
 /// A provider's Ed25519 public key.
@@ -342,7 +349,14 @@ impl Engine {
             sessions: HashMap::new(),
             keys: HashMap::new(),
             jobs: HashMap::new(),
-            next_job: 1,
+            // Job ids start from the wall clock so that they do not repeat
+            // across coordinator restarts: a provider may still hold results
+            // of jobs from the previous run.
+            next_job: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1)
+                .max(1),
             next_session: 1,
             rotation: 0,
             store,
@@ -925,14 +939,26 @@ impl Engine {
         let Some(key) = self.offering(sid, id) else {
             // A late answer to an offer that timed out: withdraw it.
             log::debug!("session {sid}: acceptance of job {id} not on offer; cancelling");
-            self.send(sid, &Message::Cancel(Cancel { job: id, reason: 1 }));
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_OFFER_WITHDRAWN,
+                }),
+            );
             return;
         };
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         if price > job.offer.max_price || job.reply.is_none() {
-            self.send(sid, &Message::Cancel(Cancel { job: id, reason: 2 }));
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_PRICE_OVER_MAXIMUM,
+                }),
+            );
             self.on_decline(sid, id, format!("price {price} over the maximum"), now);
             return;
         }
@@ -1475,7 +1501,13 @@ impl Engine {
             }
         }
         for (id, sid) in offer_expired {
-            self.send(sid, &Message::Cancel(Cancel { job: id, reason: 1 }));
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_OFFER_WITHDRAWN,
+                }),
+            );
             self.on_decline(sid, id, "no answer to the offer".into(), now);
         }
         for id in overdue {
@@ -1485,11 +1517,23 @@ impl Engine {
             let key = job.assigned_key();
             let waited = now.saturating_duration_since(job.submitted).as_millis();
             if let Some(key) = key {
-                self.send_to_key(&key, &Message::Cancel(Cancel { job: id, reason: 3 }));
+                self.send_to_key(
+                    &key,
+                    &Message::Cancel(Cancel {
+                        job: id,
+                        reason: CANCEL_DEADLINE,
+                    }),
+                );
             }
             if let Some(job) = self.jobs.get_mut(&id) {
                 if let Stage::Offering { session, .. } = job.stage {
-                    self.send(session, &Message::Cancel(Cancel { job: id, reason: 3 }));
+                    self.send(
+                        session,
+                        &Message::Cancel(Cancel {
+                            job: id,
+                            reason: CANCEL_DEADLINE,
+                        }),
+                    );
                     // Nothing was assigned: nothing can come back.
                     forget.push(id);
                 }

@@ -24,7 +24,10 @@ mod server;
 pub mod state;
 pub mod tls;
 
-pub use engine::{ProviderInfo, PublicKey, Stats};
+pub use engine::{
+    ProviderInfo, PublicKey, Stats, CANCEL_DEADLINE, CANCEL_OFFER_WITHDRAWN,
+    CANCEL_PRICE_OVER_MAXIMUM,
+};
 pub use protocol::{BufferInit, FailureCode, JobFailure, JobResult, Request, Response, Submit};
 pub use requester::{submit, verify_result, RequesterError, ResultCheck, ResultCheckError};
 pub use server::{Config, Coordinator, CoordinatorError};

@@ -103,6 +103,9 @@ impl fmt::Display for CoordinatorError {
 
 impl std::error::Error for CoordinatorError {}
 
+/// How long a requester connection may sit idle between requests.
+const REQUESTER_IDLE: Duration = Duration::from_secs(120);
+
 struct Shared {
     engine: Mutex<Engine>,
     stop: AtomicBool,
@@ -274,6 +277,18 @@ fn serve(shared: Arc<Shared>, sock: TcpStream) {
             outbox.close();
             return;
         }
+    }
+    // Provider sessions are watched by the engine's timers; requesters may
+    // idle between jobs, within a bound.
+    let idle = if magic == MAGIC {
+        None
+    } else {
+        Some(REQUESTER_IDLE)
+    };
+    if let Err(e) = reader.set_read_timeout(idle) {
+        log::warn!("{peer}: {e}");
+        outbox.close();
+        return;
     }
     if magic == MAGIC {
         serve_provider(&shared, reader, outbox, magic);
