@@ -74,6 +74,7 @@ fn happy_path_delivers_a_verified_result() {
     assert_eq!(providers.len(), 1);
     assert_eq!(providers[0].chain.map(|c| c.next_sequence), Some(2));
     assert!(providers[0].last_quote.is_some());
+    provider.wait_acked(1);
     let report = provider.stop();
     assert_eq!(report.stats.jobs_completed, 1);
     assert_eq!(report.stats.earnings, result.price);
@@ -227,6 +228,7 @@ fn a_tampered_receipt_is_rejected_reported_and_the_chain_recovers() {
     let stats = coord.stats();
     assert_eq!(stats.receipts_rejected, 1);
     assert_eq!(stats.receipts_verified, 2);
+    provider.wait_acked(2);
     let report = provider.stop();
     assert_eq!(report.stats.jobs_completed, 2, "{:?}", report.log);
 }
@@ -246,6 +248,7 @@ fn a_result_interrupted_before_its_receipt_is_delivered_after_reconnect() {
     let job = increment_job(4, 100, 10_000);
     let result = submit(coord.local_addr(), client_tls(), &job).expect("next job");
     assert_eq!(sequence(&result), 2, "the chain is unbroken");
+    provider.wait_acked(2);
     let report = provider.stop();
     assert_eq!(report.stats.jobs_completed, 2);
 }
@@ -277,6 +280,7 @@ fn a_receipt_resent_after_a_lost_ack_is_acknowledged_without_advancing_the_chain
     assert_eq!(sequence(&result), 2);
     let stats = coord.stats();
     assert_eq!((stats.receipts_verified, stats.receipts_repeated), (2, 1));
+    provider.wait_acked(2);
     let report = provider.stop();
     assert_eq!(report.stats.jobs_completed, 2, "both results acknowledged");
 }
@@ -326,6 +330,7 @@ fn a_failed_job_comes_back_as_a_signed_failure() {
         }
         other => panic!("expected a signed failure, got {other:?}"),
     }
+    provider.wait_acked(1);
     let report = provider.stop();
     assert_eq!(
         report.stats.jobs_failed, 1,
@@ -389,6 +394,7 @@ fn twenty_sequential_jobs_extend_one_chain() {
     );
     let providers = coord.providers();
     assert_eq!(providers[0].chain.map(|c| c.next_sequence), Some(21));
+    provider.wait_acked(20);
     assert_eq!(provider.stop().stats.jobs_completed, 20);
 }
 

@@ -113,6 +113,7 @@ pub struct ProviderReport {
 pub struct TestProvider {
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
     join: Option<JoinHandle<ProviderReport>>,
 }
 
@@ -129,11 +130,13 @@ impl TestProvider {
     ) -> TestProvider {
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicUsize::new(0));
-        let (s, r) = (Arc::clone(&stop), Arc::clone(&ready));
-        let join = thread::spawn(move || run(addr, tls, opts, s, r));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let (s, r, a) = (Arc::clone(&stop), Arc::clone(&ready), Arc::clone(&acked));
+        let join = thread::spawn(move || run(addr, tls, opts, s, r, a));
         TestProvider {
             stop,
             ready,
+            acked,
             join: Some(join),
         }
     }
@@ -148,6 +151,15 @@ impl TestProvider {
         let until = Instant::now() + Duration::from_secs(10);
         while self.ready_sessions() < n {
             assert!(Instant::now() < until, "provider never became ready");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits (bounded) until the coordinator acknowledged `n` results.
+    pub fn wait_acked(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.acked.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < until, "results never acknowledged");
             thread::sleep(Duration::from_millis(5));
         }
     }
@@ -197,6 +209,7 @@ fn run(
     opts: ProviderOpts,
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
 ) -> ProviderReport {
     let start = Instant::now();
     let now = || tessera_core::Instant::from_micros(start.elapsed().as_micros() as u64 + 1);
@@ -288,6 +301,11 @@ fn run(
                 }
             }
             host.drain_events(&mut agent);
+            let stats = agent.stats();
+            acked.store(
+                (stats.jobs_completed + stats.jobs_failed) as usize,
+                Ordering::SeqCst,
+            );
             if !counted && agent.state() == tessera_core::ConnState::Ready {
                 counted = true;
                 ready.fetch_add(1, Ordering::SeqCst);
