@@ -305,6 +305,34 @@ fn a_provider_that_hangs_still_leaves_the_requester_an_answer() {
 }
 
 #[test]
+fn drained_providers_leave_and_take_no_new_jobs() {
+    let coord = coordinator(|_| {});
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(15));
+    provider.wait_ready(1);
+    coord.drain_providers();
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.providers().iter().any(|p| p.connected) {
+        assert!(Instant::now() < until, "the provider never left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match submit(
+        coord.local_addr(),
+        client_tls(),
+        &increment_job(1, 100, 10_000),
+    ) {
+        Err(RequesterError::Failed(f)) => assert_eq!(f.code, FailureCode::NoCapableProvider),
+        other => panic!("expected no provider, got {other:?}"),
+    }
+    let report = provider.stop();
+    assert_eq!(report.sessions, 1);
+    assert!(
+        report.log.iter().any(|l| l.contains("Drained")),
+        "{:?}",
+        report.log
+    );
+}
+
+#[test]
 fn a_failed_job_comes_back_as_a_signed_failure() {
     fn out_of_memory(_: &JobAssign, _: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
         Err(FailReason::OutOfMemory)

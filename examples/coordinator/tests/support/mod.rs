@@ -312,8 +312,9 @@ fn run(
             }
             if host.disconnect_requested {
                 refused |= host.log.iter().any(|l| l.contains("Refused"));
+                let drained = host.log.iter().any(|l| l.contains("Drained"));
                 let _ = stream.sock.shutdown(Shutdown::Both);
-                if refused {
+                if refused || drained {
                     break 'sessions;
                 }
                 thread::sleep(Duration::from_millis(20));
