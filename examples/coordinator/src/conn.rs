@@ -102,31 +102,45 @@ pub(crate) fn accept(
 
 fn write_loop(conn: Arc<Mutex<ServerConnection>>, mut sock: TcpStream, rx: Receiver<WriteCmd>) {
     let mut out = Vec::new();
-    while let Ok(cmd) = rx.recv() {
-        let closing = matches!(cmd, WriteCmd::Close);
-        {
-            let mut c = lock(&conn);
-            match cmd {
-                WriteCmd::Frame(frame) => {
-                    if c.writer().write_all(&frame).is_err() {
+    'commands: while let Ok(cmd) = rx.recv() {
+        let (frame, closing) = match cmd {
+            WriteCmd::Frame(frame) => (frame, false),
+            WriteCmd::Flush => (Vec::new(), false),
+            WriteCmd::Close => (Vec::new(), true),
+        };
+        // rustls takes plaintext up to its buffer limit at a time, so a large
+        // frame goes through in pieces, each sent before the next is taken.
+        let mut at = 0;
+        loop {
+            {
+                let mut c = lock(&conn);
+                if at < frame.len() {
+                    match c.writer().write(&frame[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) => {
+                            log::debug!("TLS refused plaintext: {e}");
+                            break 'commands;
+                        }
+                    }
+                } else if closing {
+                    c.send_close_notify();
+                }
+                while c.wants_write() {
+                    if c.write_tls(&mut out).is_err() {
                         break;
                     }
                 }
-                WriteCmd::Flush => {}
-                WriteCmd::Close => c.send_close_notify(),
             }
-            while c.wants_write() {
-                if c.write_tls(&mut out).is_err() {
-                    break;
+            if !out.is_empty() {
+                if let Err(e) = sock.write_all(&out) {
+                    log::debug!("write to peer failed: {e}");
+                    break 'commands;
                 }
+                out.clear();
             }
-        }
-        if !out.is_empty() {
-            if let Err(e) = sock.write_all(&out) {
-                log::debug!("write to peer failed: {e}");
+            if at >= frame.len() {
                 break;
             }
-            out.clear();
         }
         if closing {
             break;

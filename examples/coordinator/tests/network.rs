@@ -333,6 +333,18 @@ fn drained_providers_leave_and_take_no_new_jobs() {
 }
 
 #[test]
+fn a_large_job_streams_megabytes_both_ways() {
+    let coord = coordinator(|_| {});
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(16));
+    provider.wait_ready(1);
+    let job = increment_job(3, 3 << 20, 10_000);
+    let started = Instant::now();
+    let result = submit(coord.local_addr(), client_tls(), &job).expect("verified");
+    eprintln!("3 MiB in, 3 MiB out: {:?}", started.elapsed());
+    expect_incremented(&job, &result);
+}
+
+#[test]
 fn a_failed_job_comes_back_as_a_signed_failure() {
     fn out_of_memory(_: &JobAssign, _: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
         Err(FailReason::OutOfMemory)
