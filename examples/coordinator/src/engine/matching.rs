@@ -1,0 +1,278 @@
+//! Matching jobs to providers: candidates, offers, declines.
+
+use super::*;
+
+impl Engine {
+    /// Ready, non-draining providers whose device meets `req`, cheapest last
+    /// quote first (unknown quotes first of all, to learn them), rotating
+    /// among equals.
+    pub(super) fn capable(&mut self, req: &tessera_core::wire::Requirements) -> Vec<PublicKey> {
+        let mut found: Vec<(SessionId, PublicKey, u64)> = Vec::new();
+        for (sid, s) in &self.sessions {
+            let Phase::Ready { key } = s.phase else {
+                continue;
+            };
+            if s.draining {
+                continue;
+            }
+            let Some(rec) = self.keys.get(&key) else {
+                continue;
+            };
+            let caps = &rec.capabilities;
+            let memory = (req.memory_mib as u64) << 20;
+            if req.features & !caps.features != 0 || memory > caps.device_local_bytes {
+                continue;
+            }
+            if let Some(h) = s.load {
+                if h.capacity > 0 && h.active_jobs >= h.capacity {
+                    // Busy at its last heartbeat: last resort.
+                    found.push((*sid, key, u64::MAX));
+                    continue;
+                }
+            }
+            found.push((*sid, key, rec.last_quote.unwrap_or(0)));
+        }
+        found.sort_by_key(|(sid, _, _)| *sid);
+        if !found.is_empty() {
+            let n = found.len();
+            found.rotate_left(self.rotation % n);
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        found.sort_by_key(|(_, _, quote)| *quote);
+        found.into_iter().map(|(_, key, _)| key).collect()
+    }
+
+    /// Accepts a requester's job: validates it and offers it to the first
+    /// candidate. The answer comes on `reply`.
+    pub(crate) fn submit(&mut self, submit: Submit, reply: Sender<Response>, now: Instant) {
+        self.stats.jobs_submitted += 1;
+        if self.shut_down {
+            self.stats.jobs_failed += 1;
+            let _ = reply.send(Response::Failed(JobFailure {
+                job: 0,
+                code: FailureCode::Shutdown,
+                reason: "the coordinator is shutting down".into(),
+                receipt: None,
+            }));
+            return;
+        }
+        if let Err(reason) = validate(&submit) {
+            self.stats.jobs_failed += 1;
+            let _ = reply.send(Response::Failed(JobFailure {
+                job: 0,
+                code: FailureCode::Invalid,
+                reason,
+                receipt: None,
+            }));
+            return;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let assign = build_assign(id, &submit);
+        let k = &assign.kernel;
+        let khash = kernel_hash(
+            &k.root,
+            &k.entry_point,
+            &k.specialization,
+            &k.push_constants,
+            k.grid,
+        );
+        let readback: Vec<usize> = submit
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.readback)
+            .map(|(i, _)| i)
+            .collect();
+        let offer = JobOffer {
+            job: id,
+            requirements: submit.requirements,
+            est_gpu_ms: submit.est_gpu_ms,
+            bytes_in: submit.kernel.len() as u64
+                + submit
+                    .buffers
+                    .iter()
+                    .map(|b| b.init.len() as u64)
+                    .sum::<u64>(),
+            bytes_out: submit
+                .buffers
+                .iter()
+                .filter(|b| b.readback)
+                .map(|b| b.len)
+                .sum(),
+            max_price: submit.max_price,
+            deadline_ms: submit.deadline_ms,
+        };
+        let candidates: VecDeque<PublicKey> = self.capable(&submit.requirements).into();
+        let deadline =
+            now + Duration::from_millis(submit.deadline_ms as u64) + self.settings.deadline_grace;
+        log::info!(
+            "job {id}: submitted ({} B kernel, {} buffers, max price {}), {} candidate(s)",
+            submit.kernel.len(),
+            submit.buffers.len(),
+            submit.max_price,
+            candidates.len()
+        );
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                submit,
+                assign,
+                offer,
+                kernel_hash: khash,
+                readback,
+                submitted: now,
+                deadline,
+                reply: Some(reply),
+                answered_at: None,
+                // Replaced by `offer_next` before anyone looks.
+                stage: Stage::Offering {
+                    key: [0; 32],
+                    session: 0,
+                    since: now,
+                },
+                candidates,
+                excluded: HashSet::new(),
+                declines: Vec::new(),
+            },
+        );
+        self.offer_next(id, now);
+    }
+
+    /// Offers the job to its next candidate, or answers the requester that
+    /// nobody took it.
+    pub(super) fn offer_next(&mut self, id: JobId, now: Instant) {
+        loop {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
+            };
+            let Some(key) = job.candidates.pop_front() else {
+                break;
+            };
+            let Some(sid) = self.keys.get(&key).and_then(|r| r.session) else {
+                continue;
+            };
+            let Some(session) = self.sessions.get(&sid) else {
+                continue;
+            };
+            if session.draining || !matches!(session.phase, Phase::Ready { .. }) {
+                continue;
+            }
+            let elapsed = now.saturating_duration_since(job.submitted).as_millis() as u32;
+            let mut offer = job.offer;
+            offer.deadline_ms = job.submit.deadline_ms.saturating_sub(elapsed).max(1);
+            job.stage = Stage::Offering {
+                key,
+                session: sid,
+                since: now,
+            };
+            log::debug!("job {id}: offered to {}", short(&key));
+            self.send(sid, &Message::JobOffer(offer));
+            return;
+        }
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        let (code, reason) = if job.declines.is_empty() {
+            (
+                FailureCode::NoCapableProvider,
+                format!(
+                    "no connected provider meets the requirements (memory {} MiB, features {:#x})",
+                    job.submit.requirements.memory_mib, job.submit.requirements.features
+                ),
+            )
+        } else {
+            let list: Vec<String> = job
+                .declines
+                .iter()
+                .map(|(k, why)| format!("{}: {why}", hex(&k[..6])))
+                .collect();
+            (
+                FailureCode::AllDeclined,
+                format!("no provider took the job ({})", list.join("; ")),
+            )
+        };
+        log::info!("job {id}: {reason}");
+        self.stats.jobs_failed += 1;
+        if let Some(tx) = job.reply {
+            let _ = tx.send(Response::Failed(JobFailure {
+                job: id,
+                code,
+                reason,
+                receipt: None,
+            }));
+        }
+    }
+
+    pub(super) fn offering(&self, sid: SessionId, id: JobId) -> Option<PublicKey> {
+        match self.jobs.get(&id)?.stage {
+            Stage::Offering { key, session, .. } if session == sid => Some(key),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, sid: SessionId, id: JobId, price: u64, now: Instant) {
+        let Some(key) = self.offering(sid, id) else {
+            // A late answer to an offer that timed out: withdraw it.
+            log::debug!("session {sid}: acceptance of job {id} not on offer; cancelling");
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_OFFER_WITHDRAWN,
+                }),
+            );
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if price > job.offer.max_price || job.reply.is_none() {
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_PRICE_OVER_MAXIMUM,
+                }),
+            );
+            self.on_decline(sid, id, format!("price {price} over the maximum"), now);
+            return;
+        }
+        job.stage = Stage::Assigned(Box::new(Assigned {
+            key,
+            price,
+            started: false,
+            outputs: job.readback.iter().map(|_| Vec::new()).collect(),
+            cursor: (0, 0),
+            output_error: None,
+            completed: None,
+            failed: None,
+            usage: None,
+        }));
+        let assign = job.assign.clone();
+        let frames = input_frames(id, &job.submit);
+        if let Some(rec) = self.keys.get_mut(&key) {
+            rec.last_quote = Some(price);
+        }
+        log::info!("job {id}: accepted by {} at {price}", short(&key));
+        self.send(sid, &Message::JobAssign(assign));
+        if let Some(s) = self.sessions.get(&sid) {
+            for f in frames {
+                s.outbox.send(f);
+            }
+        }
+    }
+
+    pub(super) fn on_decline(&mut self, sid: SessionId, id: JobId, why: String, now: Instant) {
+        let Some(key) = self.offering(sid, id) else {
+            return;
+        };
+        if let Some(job) = self.jobs.get_mut(&id) {
+            log::info!("job {id}: declined by {}: {why}", short(&key));
+            job.excluded.insert(key);
+            job.declines.push((key_id(&key), why));
+        }
+        self.offer_next(id, now);
+    }
+}

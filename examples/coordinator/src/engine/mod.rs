@@ -1,0 +1,887 @@
+//! The coordinator's state: provider sessions, per-key records that outlive
+//! sessions (receipt chains, evidence, last quotes), and jobs from offer to
+//! verified result. Connection threads call in with the lock held; the
+//! engine only queues frames (it never blocks on a socket).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tessera_core::attest::{
+    kernel_hash, key_id, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence,
+    Receipt, ReceiptStatus, ReceiptVerifier, VerifyError,
+};
+use tessera_core::limits::{
+    CHUNK_SIZE, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES, MAX_PUSH_CONSTANTS,
+    MAX_SPEC_CONSTANTS,
+};
+use tessera_core::merkle::{empty_root, leaf_hash, root_of, root_of_buffers};
+use tessera_core::wire::{
+    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, Failed, Goodbye,
+    GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec, KeyId,
+    Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use tessera_core::ErrorCode;
+
+use crate::conn::Outbox;
+use crate::protocol::{FailureCode, JobFailure, JobResult, Response, Submit};
+use crate::state::ChainStore;
+use crate::tls::hex;
+
+mod matching;
+mod receipts;
+#[cfg(test)]
+mod tests;
+
+/// `Cancel` reason: the offer was withdrawn (answered too late).
+pub const CANCEL_OFFER_WITHDRAWN: u16 = 1;
+/// `Cancel` reason: the accepted price is over the requester's maximum.
+pub const CANCEL_PRICE_OVER_MAXIMUM: u16 = 2;
+/// `Cancel` reason: the job's deadline passed without a verified result.
+pub const CANCEL_DEADLINE: u16 = 3;
+
+/// A provider connection's id, unique within a coordinator process.
+pub(crate) type SessionId = u64;
+/// A provider's Ed25519 public key.
+pub type PublicKey = [u8; 32];
+
+/// Evidence documents kept per key, newest last (receipts name one of them).
+const EVIDENCE_KEPT: usize = 16;
+/// Out-of-order receipts held per key while an earlier one is missing.
+const MAX_PARKED: usize = 64;
+/// Settled receipts remembered per key, to recognise a resend after a
+/// reconnect.
+const DONE_KEPT: usize = 4096;
+/// How long a job stays known after its requester was answered, so a late
+/// receipt is still verified (and its chain followed).
+const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
+
+/// Timers and limits of the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub heartbeat_ms: u32,
+    pub offer_timeout: Duration,
+    pub deadline_grace: Duration,
+    pub handshake_timeout: Duration,
+    pub provider_silence: Duration,
+}
+
+/// What the coordinator knows of one provider key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderInfo {
+    /// The key's identifier.
+    pub key_id: KeyId,
+    /// The provider's Ed25519 public key.
+    pub public_key: PublicKey,
+    /// Device name from its latest evidence.
+    pub device_name: String,
+    /// Whether a session is established now.
+    pub connected: bool,
+    /// Whether it is draining (takes no new jobs).
+    pub draining: bool,
+    /// The last price it accepted a job at.
+    pub last_quote: Option<u64>,
+    /// Its last heartbeat: jobs in flight and capacity.
+    pub load: Option<(u8, u8)>,
+    /// Its receipt chain position as verified here (None before the first
+    /// receipt when no position was stored).
+    pub chain: Option<ChainState>,
+}
+
+/// Counters for an operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Jobs submitted by requesters.
+    pub jobs_submitted: u64,
+    /// Verified results delivered.
+    pub results_delivered: u64,
+    /// Jobs answered with a failure.
+    pub jobs_failed: u64,
+    /// Receipts verified (signature and chain).
+    pub receipts_verified: u64,
+    /// Receipts rejected.
+    pub receipts_rejected: u64,
+    /// Resent receipts recognised as already verified.
+    pub receipts_repeated: u64,
+    /// Provider sessions refused at the handshake.
+    pub sessions_refused: u64,
+}
+
+enum Phase {
+    AwaitingHello,
+    AwaitingEvidence { challenge: Nonce, key_id: KeyId },
+    Ready { key: PublicKey },
+}
+
+struct Session {
+    outbox: Outbox,
+    peer: String,
+    phase: Phase,
+    opened: Instant,
+    last_rx: Instant,
+    last_heartbeat_sent: Instant,
+    draining: bool,
+    load: Option<Heartbeat>,
+}
+
+struct EvidenceInfo {
+    hash: Digest,
+    bytes: Vec<u8>,
+    challenge: Nonce,
+}
+
+struct DoneEntry {
+    receipt_hash: Digest,
+    accepted: bool,
+}
+
+struct KeyRecord {
+    key_id: KeyId,
+    capabilities: DeviceCapabilities,
+    session: Option<SessionId>,
+    verifier: Option<ReceiptVerifier>,
+    last_quote: Option<u64>,
+    evidences: VecDeque<EvidenceInfo>,
+    parked: BTreeMap<u64, (JobId, Vec<u8>)>,
+    done: HashMap<JobId, DoneEntry>,
+    done_order: VecDeque<JobId>,
+}
+
+impl KeyRecord {
+    fn remember(&mut self, job: JobId, receipt_hash: Digest, accepted: bool) {
+        if self
+            .done
+            .insert(
+                job,
+                DoneEntry {
+                    receipt_hash,
+                    accepted,
+                },
+            )
+            .is_none()
+        {
+            self.done_order.push_back(job);
+        }
+        while self.done_order.len() > DONE_KEPT {
+            if let Some(old) = self.done_order.pop_front() {
+                self.done.remove(&old);
+            }
+        }
+    }
+}
+
+struct Assigned {
+    key: PublicKey,
+    price: u64,
+    started: bool,
+    /// One per read-back buffer, in buffer order.
+    outputs: Vec<Vec<u8>>,
+    /// Next expected output chunk: position in the read-back list, index.
+    cursor: (usize, u32),
+    output_error: Option<String>,
+    completed: Option<Completed>,
+    failed: Option<Failed>,
+    usage: Option<UsageReport>,
+}
+
+enum Stage {
+    Offering {
+        key: PublicKey,
+        session: SessionId,
+        since: Instant,
+    },
+    Assigned(Box<Assigned>),
+}
+
+struct Job {
+    id: JobId,
+    submit: Submit,
+    assign: JobAssign,
+    offer: JobOffer,
+    kernel_hash: Digest,
+    readback: Vec<usize>,
+    submitted: Instant,
+    deadline: Instant,
+    reply: Option<Sender<Response>>,
+    answered_at: Option<Instant>,
+    stage: Stage,
+    candidates: VecDeque<PublicKey>,
+    excluded: HashSet<PublicKey>,
+    declines: Vec<(KeyId, String)>,
+}
+
+impl Job {
+    fn assigned_key(&self) -> Option<PublicKey> {
+        match &self.stage {
+            Stage::Assigned(a) => Some(a.key),
+            Stage::Offering { .. } => None,
+        }
+    }
+}
+
+/// Why a submission was refused before any offer.
+fn validate(s: &Submit) -> Result<(), String> {
+    let k = s.kernel.len() as u64;
+    if k == 0 || k % 4 != 0 || k > MAX_KERNEL_BYTES {
+        return Err(format!(
+            "kernel must be 1..={MAX_KERNEL_BYTES} bytes and a multiple of 4 (got {k})"
+        ));
+    }
+    if s.entry_point.is_empty() || s.entry_point.len() > MAX_ENTRY_POINT {
+        return Err(format!("entry point must be 1..={MAX_ENTRY_POINT} bytes"));
+    }
+    if s.specialization.len() > MAX_SPEC_CONSTANTS {
+        return Err(format!(
+            "at most {MAX_SPEC_CONSTANTS} specialization constants"
+        ));
+    }
+    if s.push_constants.len() > MAX_PUSH_CONSTANTS {
+        return Err(format!(
+            "at most {MAX_PUSH_CONSTANTS} bytes of push constants"
+        ));
+    }
+    if s.grid.contains(&0) {
+        return Err("every grid dimension must be at least 1".into());
+    }
+    if s.buffers.is_empty() || s.buffers.len() > MAX_BUFFERS {
+        return Err(format!("a job binds 1..={MAX_BUFFERS} buffers"));
+    }
+    for (i, b) in s.buffers.iter().enumerate() {
+        if b.len == 0 || b.init.len() as u64 > b.len {
+            return Err(format!(
+                "buffer {i}: length must be at least 1 and at least its initial data"
+            ));
+        }
+    }
+    if s.deadline_ms == 0 {
+        return Err("deadline_ms must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn build_assign(id: JobId, s: &Submit) -> JobAssign {
+    let mut entry_point = heapless::String::new();
+    // Lengths were validated against the capacities.
+    let _ = entry_point.push_str(&s.entry_point);
+    let specialization = s.specialization.iter().copied().collect();
+    let push_constants = s.push_constants.iter().copied().collect();
+    JobAssign {
+        job: id,
+        requester_nonce: s.nonce,
+        kernel: KernelSpec {
+            len: s.kernel.len() as u32,
+            root: root_of(&s.kernel),
+            entry_point,
+            specialization,
+            push_constants,
+            grid: s.grid,
+        },
+        buffers: s
+            .buffers
+            .iter()
+            .map(|b| BufferSpec {
+                len: b.len,
+                init_len: b.init.len() as u64,
+                readback: b.readback,
+            })
+            .collect(),
+        inputs_root: root_of_buffers(s.buffers.iter().map(|b| &b.init[..])),
+    }
+}
+
+/// Encodes a provider-protocol message as a frame.
+pub(crate) fn frame(msg: &Message<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_FRAME];
+    match msg.encode(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            buf
+        }
+        Err(e) => {
+            // Every message built here keeps to the limits checked at submit.
+            log::error!("could not encode {:?}: {e:?}", msg.kind());
+            Vec::new()
+        }
+    }
+}
+
+fn input_frames(id: JobId, s: &Submit) -> Vec<Vec<u8>> {
+    let mut streams: Vec<(u8, &[u8])> = vec![(0, &s.kernel)];
+    for (i, b) in s.buffers.iter().enumerate() {
+        if !b.init.is_empty() {
+            streams.push((i as u8 + 1, &b.init));
+        }
+    }
+    let mut frames = Vec::new();
+    for (stream, data) in streams {
+        for (index, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
+            frames.push(frame(&Message::InputChunk(Chunk {
+                job: id,
+                stream,
+                index: index as u32,
+                digest: leaf_hash(chunk),
+                data: chunk,
+            })));
+        }
+    }
+    frames
+}
+
+fn short(key: &PublicKey) -> String {
+    hex(&key_id(key)[..6])
+}
+
+/// The coordinator's state machine.
+pub(crate) struct Engine {
+    settings: Settings,
+    sessions: HashMap<SessionId, Session>,
+    keys: HashMap<PublicKey, KeyRecord>,
+    jobs: HashMap<JobId, Job>,
+    next_job: JobId,
+    next_session: SessionId,
+    rotation: usize,
+    store: Option<ChainStore>,
+    rng: SystemRandom,
+    stats: Stats,
+    shut_down: bool,
+}
+
+impl Engine {
+    pub(crate) fn new(settings: Settings, store: Option<ChainStore>) -> Engine {
+        Engine {
+            settings,
+            sessions: HashMap::new(),
+            keys: HashMap::new(),
+            jobs: HashMap::new(),
+            // Job ids start from the wall clock so that they do not repeat
+            // across coordinator restarts: a provider may still hold results
+            // of jobs from the previous run.
+            next_job: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1)
+                .max(1),
+            next_session: 1,
+            rotation: 0,
+            store,
+            rng: SystemRandom::new(),
+            stats: Stats::default(),
+            shut_down: false,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub(crate) fn providers(&self) -> Vec<ProviderInfo> {
+        let mut out: Vec<ProviderInfo> = self
+            .keys
+            .iter()
+            .map(|(key, rec)| {
+                let session = rec.session.and_then(|s| self.sessions.get(&s));
+                ProviderInfo {
+                    key_id: rec.key_id,
+                    public_key: *key,
+                    device_name: rec.capabilities.name.as_str().to_string(),
+                    connected: session.is_some(),
+                    draining: session.is_some_and(|s| s.draining),
+                    last_quote: rec.last_quote,
+                    load: session
+                        .and_then(|s| s.load)
+                        .map(|h| (h.active_jobs, h.capacity)),
+                    chain: rec.verifier.as_ref().map(|v| v.chain()),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.key_id);
+        out
+    }
+
+    fn send(&self, sid: SessionId, msg: &Message<'_>) {
+        if let Some(s) = self.sessions.get(&sid) {
+            s.outbox.send(frame(msg));
+        }
+    }
+
+    fn send_to_key(&self, key: &PublicKey, msg: &Message<'_>) -> bool {
+        match self.keys.get(key).and_then(|r| r.session) {
+            Some(sid) if self.sessions.contains_key(&sid) => {
+                self.send(sid, msg);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn send_error(&self, sid: SessionId, code: ErrorCode, job: JobId) {
+        self.send(
+            sid,
+            &Message::Error(ErrorMsg {
+                code: code as u16,
+                job,
+            }),
+        );
+    }
+
+    fn session_key(&self, sid: SessionId) -> Option<PublicKey> {
+        match self.sessions.get(&sid)?.phase {
+            Phase::Ready { key } => Some(key),
+            _ => None,
+        }
+    }
+
+    // ----- sessions ---------------------------------------------------------
+
+    pub(crate) fn open_session(&mut self, outbox: Outbox, peer: String, now: Instant) -> SessionId {
+        let sid = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            sid,
+            Session {
+                outbox,
+                peer,
+                phase: Phase::AwaitingHello,
+                opened: now,
+                last_rx: now,
+                last_heartbeat_sent: now,
+                draining: false,
+                load: None,
+            },
+        );
+        sid
+    }
+
+    /// Ends a session from our side: queued frames go out, then the socket
+    /// closes and the connection thread reports `session_closed`.
+    fn close_session(&self, sid: SessionId) {
+        if let Some(s) = self.sessions.get(&sid) {
+            s.outbox.close();
+        }
+    }
+
+    fn goodbye(&self, sid: SessionId, reason: GoodbyeReason) {
+        self.send(sid, &Message::Goodbye(Goodbye { reason }));
+        self.close_session(sid);
+    }
+
+    /// The connection ended.
+    pub(crate) fn session_closed(&mut self, sid: SessionId, now: Instant) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        let Phase::Ready { key } = session.phase else {
+            log::debug!("session {sid} from {} closed before Ready", session.peer);
+            return;
+        };
+        log::info!("provider {} disconnected ({})", short(&key), session.peer);
+        if let Some(rec) = self.keys.get_mut(&key) {
+            if rec.session == Some(sid) {
+                rec.session = None;
+            }
+        }
+        // Offers to this session, and jobs it had not started, go elsewhere:
+        // the agent drops jobs whose inputs were incomplete.
+        let mut retry = Vec::new();
+        for job in self.jobs.values_mut() {
+            if job.reply.is_none() {
+                continue;
+            }
+            let lost = match &job.stage {
+                Stage::Offering { session, .. } => *session == sid,
+                Stage::Assigned(a) => a.key == key && !a.started,
+            };
+            if lost {
+                job.excluded.insert(key);
+                job.declines
+                    .push((key_id(&key), "disconnected before starting the job".into()));
+                retry.push(job.id);
+            }
+        }
+        for id in retry {
+            self.reoffer(id, now);
+        }
+    }
+
+    /// Recomputes a job's candidates (minus the keys it already tried) and
+    /// offers it again.
+    fn reoffer(&mut self, id: JobId, now: Instant) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let requirements = job.submit.requirements;
+        let excluded = job.excluded.clone();
+        let candidates: VecDeque<PublicKey> = self
+            .capable(&requirements)
+            .into_iter()
+            .filter(|k| !excluded.contains(k))
+            .collect();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.candidates = candidates;
+        }
+        self.offer_next(id, now);
+    }
+
+    /// A frame from the provider did not decode.
+    pub(crate) fn decode_error(&mut self, sid: SessionId, e: DecodeError) -> bool {
+        let (code, fatal) = match e {
+            DecodeError::BadMagic => (ErrorCode::BadMagic, true),
+            DecodeError::UnsupportedVersion(_) => (ErrorCode::UnsupportedVersion, true),
+            DecodeError::FrameTooLarge(_) => (ErrorCode::FrameTooLarge, true),
+            DecodeError::UnknownType(_) => (ErrorCode::UnknownMessageType, false),
+            DecodeError::Malformed(_) | DecodeError::Incomplete => (ErrorCode::Malformed, false),
+        };
+        log::warn!("session {sid}: undecodable frame: {e:?}");
+        self.send_error(sid, code, 0);
+        if fatal {
+            self.goodbye(sid, GoodbyeReason::ProtocolError);
+        }
+        fatal
+    }
+
+    /// A decoded frame from a provider.
+    pub(crate) fn on_message(&mut self, sid: SessionId, msg: Message<'_>, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.last_rx = now;
+        let ready = matches!(session.phase, Phase::Ready { .. });
+        match msg {
+            Message::Hello(h) => self.on_hello(sid, h),
+            Message::Evidence(blob) => self.on_evidence(sid, blob.bytes, now),
+            Message::Heartbeat(h) if ready => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.load = Some(h);
+                }
+            }
+            Message::Drain if ready => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.draining = true;
+                }
+                log::info!("session {sid}: provider is draining");
+            }
+            Message::Goodbye(g) => {
+                log::info!("session {sid}: provider says goodbye ({:?})", g.reason);
+                self.close_session(sid);
+            }
+            Message::Error(e) => {
+                log::warn!(
+                    "session {sid}: provider reports error {:?} (code {}) for job {}",
+                    ErrorCode::from_u16(e.code),
+                    e.code,
+                    e.job
+                );
+                if !ready {
+                    self.close_session(sid);
+                }
+            }
+            Message::OfferAccept(a) if ready => self.on_accept(sid, a.job, a.price, now),
+            Message::OfferDecline(d) if ready => {
+                self.on_decline(sid, d.job, format!("{:?}", d.reason), now)
+            }
+            Message::Started(r) if ready => self.with_assigned(sid, r.job, |a| a.started = true),
+            Message::Progress(_) if ready => {}
+            Message::OutputChunk(c) if ready => self.on_output(sid, &c),
+            Message::Completed(c) if ready => {
+                self.with_assigned(sid, c.job, |a| a.completed = Some(c))
+            }
+            Message::Failed(f) if ready => self.with_assigned(sid, f.job, |a| a.failed = Some(f)),
+            Message::UsageReport(u) if ready => {
+                self.with_assigned(sid, u.job, |a| a.usage = Some(u))
+            }
+            Message::Receipt(r) if ready => self.on_receipt(sid, r.job, r.bytes, now),
+            other => {
+                log::warn!(
+                    "session {sid}: unexpected {:?} from the provider",
+                    other.kind()
+                );
+                self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
+            }
+        }
+    }
+
+    fn on_hello(&mut self, sid: SessionId, h: Hello) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        if !matches!(session.phase, Phase::AwaitingHello) {
+            self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
+            return;
+        }
+        if h.min_version > PROTOCOL_VERSION_MAX
+            || h.max_version < PROTOCOL_VERSION_MIN
+            || h.min_version > h.max_version
+        {
+            log::warn!(
+                "session {sid}: provider speaks versions {}..={}, we speak {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}",
+                h.min_version,
+                h.max_version
+            );
+            self.stats.sessions_refused += 1;
+            self.send_error(sid, ErrorCode::UnsupportedVersion, 0);
+            self.close_session(sid);
+            return;
+        }
+        let mut challenge = [0u8; 32];
+        if self.rng.fill(&mut challenge).is_err() {
+            log::error!("system random source failed; refusing session {sid}");
+            self.close_session(sid);
+            return;
+        }
+        let version = h.max_version.min(PROTOCOL_VERSION_MAX);
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.phase = Phase::AwaitingEvidence {
+                challenge,
+                key_id: h.key_id,
+            };
+        }
+        self.send(
+            sid,
+            &Message::Welcome(Welcome {
+                version,
+                challenge,
+                heartbeat_ms: self.settings.heartbeat_ms,
+            }),
+        );
+    }
+
+    fn refuse_evidence(&mut self, sid: SessionId, why: &str) {
+        let peer = self
+            .sessions
+            .get(&sid)
+            .map(|s| s.peer.clone())
+            .unwrap_or_default();
+        log::warn!("session {sid} ({peer}): evidence rejected: {why}");
+        self.stats.sessions_refused += 1;
+        self.send_error(sid, ErrorCode::EvidenceRejected, 0);
+        self.close_session(sid);
+    }
+
+    fn on_evidence(&mut self, sid: SessionId, bytes: &[u8], now: Instant) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let Phase::AwaitingEvidence { challenge, key_id } = session.phase else {
+            self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
+            return;
+        };
+        let evidence = match Evidence::verify(bytes, &challenge) {
+            Ok(e) => e,
+            Err(e) => {
+                self.refuse_evidence(sid, &format!("{e:?}"));
+                return;
+            }
+        };
+        let key = evidence.public_key;
+        if tessera_core::attest::key_id(&key) != key_id {
+            self.refuse_evidence(sid, "the key differs from the one named in Hello");
+            return;
+        }
+        let store_chain = match &self.store {
+            Some(store) if !self.keys.contains_key(&key) => match store.load(&key) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("cannot read the stored chain of {}: {e}", short(&key));
+                    self.refuse_evidence(sid, "stored chain unreadable");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let rec = self.keys.entry(key).or_insert_with(|| KeyRecord {
+            key_id,
+            capabilities: evidence.capabilities.clone(),
+            session: None,
+            verifier: store_chain.map(|c| ReceiptVerifier::new(key, c)),
+            last_quote: None,
+            evidences: VecDeque::new(),
+            parked: BTreeMap::new(),
+            done: HashMap::new(),
+            done_order: VecDeque::new(),
+        });
+        let old = rec.session.replace(sid);
+        rec.capabilities = evidence.capabilities.clone();
+        rec.evidences.push_back(EvidenceInfo {
+            hash: Evidence::hash(bytes),
+            bytes: bytes.to_vec(),
+            challenge,
+        });
+        while rec.evidences.len() > EVIDENCE_KEPT {
+            rec.evidences.pop_front();
+        }
+        if let Some(old) = old.filter(|o| *o != sid) {
+            // The provider reconnected while its old transport lingers.
+            log::info!("provider {} replaced session {old}", short(&key));
+            self.close_session(old);
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.phase = Phase::Ready { key };
+            s.last_heartbeat_sent = now;
+        }
+        log::info!(
+            "provider {} ready: {:?}, {} MiB, features {:#x}",
+            short(&key),
+            evidence.capabilities.name.as_str(),
+            evidence.capabilities.device_local_bytes >> 20,
+            evidence.capabilities.features
+        );
+        self.send(sid, &Message::Ready);
+    }
+}
+
+impl Engine {
+    // ----- timers -----------------------------------------------------------
+
+    /// Heartbeats, silent peers, offer and job timeouts.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let hb = Duration::from_millis(self.settings.heartbeat_ms.max(1) as u64);
+        let mut to_close = Vec::new();
+        let mut beat = Vec::new();
+        for (sid, s) in self.sessions.iter_mut() {
+            match s.phase {
+                Phase::Ready { .. } => {
+                    if now.saturating_duration_since(s.last_rx) > self.settings.provider_silence {
+                        log::warn!("session {sid} ({}): provider silent; closing", s.peer);
+                        to_close.push(*sid);
+                    } else if now.saturating_duration_since(s.last_heartbeat_sent) >= hb {
+                        s.last_heartbeat_sent = now;
+                        beat.push(*sid);
+                    }
+                }
+                _ => {
+                    if now.saturating_duration_since(s.opened) > self.settings.handshake_timeout {
+                        log::warn!(
+                            "session {sid} ({}): handshake not finished; closing",
+                            s.peer
+                        );
+                        to_close.push(*sid);
+                    }
+                }
+            }
+        }
+        for sid in beat {
+            self.send(sid, &Message::Heartbeat(Heartbeat::default()));
+        }
+        for sid in to_close {
+            self.close_session(sid);
+        }
+
+        let mut offer_expired = Vec::new();
+        let mut overdue = Vec::new();
+        let mut forget = Vec::new();
+        for job in self.jobs.values() {
+            if let Some(at) = job.answered_at {
+                if now.saturating_duration_since(at) > ANSWERED_RETENTION {
+                    forget.push(job.id);
+                }
+                continue;
+            }
+            if now >= job.deadline {
+                overdue.push(job.id);
+            } else if let Stage::Offering { session, since, .. } = job.stage {
+                if now.saturating_duration_since(since) > self.settings.offer_timeout {
+                    offer_expired.push((job.id, session));
+                }
+            }
+        }
+        for (id, sid) in offer_expired {
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_OFFER_WITHDRAWN,
+                }),
+            );
+            self.on_decline(sid, id, "no answer to the offer".into(), now);
+        }
+        for id in overdue {
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            let key = job.assigned_key();
+            let waited = now.saturating_duration_since(job.submitted).as_millis();
+            if let Some(key) = key {
+                self.send_to_key(
+                    &key,
+                    &Message::Cancel(Cancel {
+                        job: id,
+                        reason: CANCEL_DEADLINE,
+                    }),
+                );
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                if let Stage::Offering { session, .. } = job.stage {
+                    self.send(
+                        session,
+                        &Message::Cancel(Cancel {
+                            job: id,
+                            reason: CANCEL_DEADLINE,
+                        }),
+                    );
+                    // Nothing was assigned: nothing can come back.
+                    forget.push(id);
+                }
+            }
+            let who = key
+                .map(|k| short(&k))
+                .unwrap_or_else(|| "no provider".into());
+            self.answer(
+                id,
+                Response::Failed(JobFailure {
+                    job: id,
+                    code: FailureCode::Timeout,
+                    reason: format!("no verified result within {waited} ms (provider: {who})"),
+                    receipt: None,
+                }),
+                now,
+            );
+        }
+        for id in forget {
+            self.jobs.remove(&id);
+        }
+    }
+
+    /// Asks every provider to drain: finish what it holds, take nothing new.
+    pub(crate) fn drain_all(&mut self) {
+        let ready: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Ready { .. }))
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in ready {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.draining = true;
+            }
+            self.send(sid, &Message::Drain);
+        }
+    }
+
+    /// Answers every waiting requester and says goodbye to every provider.
+    pub(crate) fn shutdown(&mut self, now: Instant) {
+        self.shut_down = true;
+        let waiting: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.reply.is_some())
+            .map(|j| j.id)
+            .collect();
+        for id in waiting {
+            self.answer(
+                id,
+                Response::Failed(JobFailure {
+                    job: id,
+                    code: FailureCode::Shutdown,
+                    reason: "the coordinator shut down before the result arrived".into(),
+                    receipt: None,
+                }),
+                now,
+            );
+        }
+        let all: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for sid in all {
+            self.goodbye(sid, GoodbyeReason::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Collecting outputs and verifying receipts: signature, chain, content.
+
+use super::*;
+
+impl Engine {
+    /// Applies `f` to a job assigned to this session's key; a job already
+    /// settled (a resend) is ignored, any other gets `Error{UnknownJob}`.
+    pub(super) fn with_assigned(
+        &mut self,
+        sid: SessionId,
+        id: JobId,
+        f: impl FnOnce(&mut Assigned),
+    ) {
+        let Some(key) = self.session_key(sid) else {
+            return;
+        };
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|r| r.done.contains_key(&id))
+        {
+            // A resend of a result already settled.
+            return;
+        }
+        match self.jobs.get_mut(&id).map(|j| &mut j.stage) {
+            Some(Stage::Assigned(a)) if a.key == key => f(a),
+            _ => self.send_error(sid, ErrorCode::UnknownJob, id),
+        }
+    }
+
+    pub(super) fn on_output(&mut self, sid: SessionId, c: &Chunk<'_>) {
+        let Some(key) = self.session_key(sid) else {
+            return;
+        };
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|r| r.done.contains_key(&c.job))
+        {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&c.job) else {
+            self.send_error(sid, ErrorCode::UnknownJob, c.job);
+            return;
+        };
+        let Stage::Assigned(a) = &mut job.stage else {
+            self.send_error(sid, ErrorCode::UnknownJob, c.job);
+            return;
+        };
+        if a.key != key {
+            self.send_error(sid, ErrorCode::UnknownJob, c.job);
+            return;
+        }
+        if c.index == 0 && job.readback.first() == Some(&(c.stream as usize)) {
+            // The upload starts (again, after a reconnect): collect afresh.
+            for o in a.outputs.iter_mut() {
+                o.clear();
+            }
+            a.cursor = (0, 0);
+            a.output_error = None;
+            a.completed = None;
+            a.failed = None;
+            a.usage = None;
+        }
+        if a.output_error.is_some() {
+            return;
+        }
+        let (pos, index) = a.cursor;
+        let problem = match job.readback.get(pos) {
+            None => Some((ErrorCode::ChunkOutOfOrder, "output past the last buffer")),
+            Some(&buffer) if buffer != c.stream as usize || index != c.index => {
+                Some((ErrorCode::ChunkOutOfOrder, "output chunk out of order"))
+            }
+            Some(&buffer) => {
+                let total = job.assign.buffers[buffer].len;
+                let have = a.outputs[pos].len() as u64;
+                let want = (total - have).min(CHUNK_SIZE as u64) as usize;
+                if c.data.len() != want {
+                    Some((
+                        ErrorCode::ChunkOutOfOrder,
+                        "output chunk of the wrong length",
+                    ))
+                } else if leaf_hash(c.data) != c.digest {
+                    Some((
+                        ErrorCode::ChunkDigestMismatch,
+                        "output chunk digest mismatch",
+                    ))
+                } else {
+                    a.outputs[pos].extend_from_slice(c.data);
+                    if a.outputs[pos].len() as u64 == total {
+                        a.cursor = (pos + 1, 0);
+                    } else {
+                        a.cursor = (pos, index + 1);
+                    }
+                    None
+                }
+            }
+        };
+        if let Some((code, why)) = problem {
+            log::warn!(
+                "job {}: {why} (stream {}, chunk {})",
+                c.job,
+                c.stream,
+                c.index
+            );
+            a.output_error = Some(format!("{why} (stream {}, chunk {})", c.stream, c.index));
+            self.send_error(sid, code, c.job);
+        }
+    }
+
+    pub(super) fn on_receipt(&mut self, sid: SessionId, id: JobId, bytes: &[u8], now: Instant) {
+        let Some(key) = self.session_key(sid) else {
+            return;
+        };
+        let hash = Receipt::hash(bytes);
+        if let Some(done) = self.keys.get(&key).and_then(|r| r.done.get(&id)) {
+            if done.receipt_hash == hash {
+                self.stats.receipts_repeated += 1;
+                if done.accepted {
+                    log::info!("job {id}: receipt resent after a reconnect; acknowledged again");
+                    self.send(sid, &Message::ResultAck(JobRef { job: id }));
+                } else {
+                    self.send_error(sid, ErrorCode::ReceiptRejected, id);
+                }
+            } else {
+                log::warn!("job {id}: a second, different receipt; rejected");
+                self.stats.receipts_rejected += 1;
+                self.send_error(sid, ErrorCode::ReceiptRejected, id);
+            }
+            return;
+        }
+        let receipt = match Receipt::verify(bytes, &key) {
+            Ok(r) if r.job == id => r,
+            Ok(r) => {
+                self.reject(
+                    key,
+                    id,
+                    format!("the receipt sent for job {id} names job {}", r.job),
+                    None,
+                    now,
+                );
+                return;
+            }
+            Err(e) => {
+                // Not the provider's signature: the stream cannot be trusted.
+                // Ending the session makes the provider send its unacknowledged
+                // results again on a new one, which keeps its chain whole.
+                self.reject(
+                    key,
+                    id,
+                    format!("the receipt does not verify under the provider's key ({e:?})"),
+                    None,
+                    now,
+                );
+                self.goodbye(sid, GoodbyeReason::ProtocolError);
+                return;
+            }
+        };
+        self.chain_step(key, id, bytes.to_vec(), receipt, now);
+    }
+
+    /// Advances the key's chain over a correctly signed receipt, then settles
+    /// it and any receipts that were waiting for it.
+    pub(super) fn chain_step(
+        &mut self,
+        key: PublicKey,
+        id: JobId,
+        bytes: Vec<u8>,
+        receipt: Receipt,
+        now: Instant,
+    ) {
+        let mut next = Some((id, bytes, receipt));
+        while let Some((id, bytes, receipt)) = next.take() {
+            // Another job of this key that ended here but whose receipt has
+            // not arrived may hold an earlier sequence number.
+            let predecessor_pending = receipt.sequence > 1
+                && self.jobs.values().any(|j| {
+                    j.id != id
+                        && matches!(&j.stage, Stage::Assigned(a)
+                            if a.key == key && (a.completed.is_some() || a.failed.is_some()))
+                });
+            let Some(rec) = self.keys.get_mut(&key) else {
+                return;
+            };
+            if rec.verifier.is_none() {
+                if predecessor_pending && rec.parked.len() < MAX_PARKED {
+                    rec.parked.insert(receipt.sequence, (id, bytes));
+                    continue;
+                }
+                // No stored position: the chain is taken from here on
+                // (trust on first use; `--state-dir` avoids it).
+                log::info!(
+                    "provider {}: no stored chain; anchoring at receipt #{}",
+                    short(&key),
+                    receipt.sequence
+                );
+                rec.verifier = Some(ReceiptVerifier::new(
+                    key,
+                    ChainState {
+                        next_sequence: receipt.sequence,
+                        prev_hash: receipt.prev_hash,
+                    },
+                ));
+            }
+            let Some(verifier) = rec.verifier.as_mut() else {
+                return;
+            };
+            match verifier.verify_next(&bytes, None) {
+                Ok(_) => {
+                    let chain = verifier.chain();
+                    self.stats.receipts_verified += 1;
+                    if let Some(store) = &self.store {
+                        if let Err(e) = store.save(&key, &chain) {
+                            log::error!("cannot store the chain of {}: {e}", short(&key));
+                        }
+                    }
+                    self.settle(key, id, &bytes, &receipt, now);
+                    if let Some(rec) = self.keys.get_mut(&key) {
+                        if let Some((pid, pbytes)) = rec.parked.remove(&chain.next_sequence) {
+                            if let Ok(r) = Receipt::verify(&pbytes, &key) {
+                                next = Some((pid, pbytes, r));
+                            }
+                        }
+                    }
+                }
+                Err(VerifyError::OutOfOrder) if rec.parked.len() < MAX_PARKED => {
+                    log::info!(
+                        "job {id}: receipt #{} waits for #{} of {}",
+                        receipt.sequence,
+                        verifier.chain().next_sequence,
+                        short(&key)
+                    );
+                    rec.parked.insert(receipt.sequence, (id, bytes));
+                }
+                Err(e) => {
+                    let at = verifier.chain().next_sequence;
+                    self.reject(
+                        key,
+                        id,
+                        format!(
+                            "receipt #{} breaks the provider's chain at #{at} ({e:?})",
+                            receipt.sequence
+                        ),
+                        Some(Receipt::hash(&bytes)),
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rejects a job's receipt: tells the provider, and the requester if it
+    /// is still waiting.
+    pub(super) fn reject(
+        &mut self,
+        key: PublicKey,
+        id: JobId,
+        reason: String,
+        remember: Option<Digest>,
+        now: Instant,
+    ) {
+        log::warn!("job {id}: receipt from {} rejected: {reason}", short(&key));
+        self.stats.receipts_rejected += 1;
+        self.send_to_key(
+            &key,
+            &Message::Error(ErrorMsg {
+                code: ErrorCode::ReceiptRejected as u16,
+                job: id,
+            }),
+        );
+        if let (Some(hash), Some(rec)) = (remember, self.keys.get_mut(&key)) {
+            rec.remember(id, hash, false);
+        }
+        let ours = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.assigned_key() == Some(key));
+        if ours {
+            self.answer(
+                id,
+                Response::Failed(JobFailure {
+                    job: id,
+                    code: FailureCode::ReceiptRejected,
+                    reason,
+                    receipt: None,
+                }),
+                now,
+            );
+        }
+    }
+
+    pub(super) fn answer(&mut self, id: JobId, response: Response, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if let Some(tx) = job.reply.take() {
+            match &response {
+                Response::Result(_) => self.stats.results_delivered += 1,
+                Response::Failed(_) => self.stats.jobs_failed += 1,
+            }
+            let _ = tx.send(response);
+            job.answered_at = Some(now);
+        }
+    }
+
+    /// A receipt whose signature and chain position verified: check it
+    /// against the job, then acknowledge and deliver, or reject.
+    pub(super) fn settle(
+        &mut self,
+        key: PublicKey,
+        id: JobId,
+        bytes: &[u8],
+        receipt: &Receipt,
+        now: Instant,
+    ) {
+        let hash = Receipt::hash(bytes);
+        let ours = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.assigned_key() == Some(key));
+        if !ours {
+            // Signed work we no longer track (taken elsewhere after a
+            // disconnect, or long answered): acknowledge so the provider can
+            // forget it; the chain has advanced over it.
+            log::warn!(
+                "job {id}: receipt from {} for a job not assigned to it now; acknowledged",
+                short(&key)
+            );
+            if let Some(rec) = self.keys.get_mut(&key) {
+                rec.remember(id, hash, true);
+            }
+            self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
+            return;
+        }
+        let checked = self.check_content(key, id, bytes, receipt);
+        match checked {
+            Ok(response) => {
+                if let Some(rec) = self.keys.get_mut(&key) {
+                    rec.remember(id, hash, true);
+                }
+                self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
+                let late = self.jobs.get(&id).is_some_and(|j| j.reply.is_none());
+                if late {
+                    log::warn!(
+                        "job {id}: verified result arrived after the requester was answered"
+                    );
+                } else {
+                    log::info!(
+                        "job {id}: receipt #{} verified; {}",
+                        receipt.sequence,
+                        match &response {
+                            Response::Result(_) => "result delivered",
+                            Response::Failed(_) => "failure reported",
+                        }
+                    );
+                }
+                self.answer(id, response, now);
+                self.jobs.remove(&id);
+            }
+            Err(reason) => {
+                self.reject(key, id, reason, Some(hash), now);
+                self.jobs.remove(&id);
+            }
+        }
+    }
+
+    pub(super) fn check_content(
+        &mut self,
+        key: PublicKey,
+        id: JobId,
+        bytes: &[u8],
+        r: &Receipt,
+    ) -> Result<Response, String> {
+        let evidence = self
+            .keys
+            .get(&key)
+            .and_then(|rec| rec.evidences.iter().find(|e| e.hash == r.evidence_hash))
+            .map(|e| (e.bytes.clone(), e.challenge))
+            .ok_or("the receipt names evidence this coordinator never verified")?;
+        let job = self.jobs.get_mut(&id).ok_or("unknown job")?;
+        let Stage::Assigned(a) = &mut job.stage else {
+            return Err("job not assigned".into());
+        };
+        let usage = a.usage.ok_or("no UsageReport arrived before the receipt")?;
+        if r.requester_nonce != job.submit.nonce {
+            return Err("the receipt carries another requester nonce".into());
+        }
+        if r.kernel_hash != job.kernel_hash {
+            return Err("the receipt's kernel hash is not that of the kernel sent".into());
+        }
+        if r.input_root != job.assign.inputs_root {
+            return Err("the receipt's input root is not that of the inputs sent".into());
+        }
+        if r.usage != usage.usage || r.price != usage.price {
+            return Err("the receipt's usage or price differs from the UsageReport".into());
+        }
+        let rh = result_hash(&r.kernel_hash, &r.input_root, &r.output_root, r.output_len);
+        if r.result_hash != rh || r.result_seal != result_seal(&key, id, &rh) {
+            return Err("the receipt's result hash or seal is inconsistent".into());
+        }
+        match r.status {
+            ReceiptStatus::Completed => {
+                let c = a
+                    .completed
+                    .ok_or("the receipt says completed but no Completed arrived")?;
+                if let Some(e) = &a.output_error {
+                    return Err(format!("outputs did not arrive intact: {e}"));
+                }
+                let expected: u64 = job
+                    .readback
+                    .iter()
+                    .map(|&b| job.assign.buffers[b].len)
+                    .sum();
+                let got: u64 = a.outputs.iter().map(|o| o.len() as u64).sum();
+                if got != expected {
+                    return Err(format!("outputs incomplete: {got} of {expected} bytes"));
+                }
+                let root = root_of_buffers(a.outputs.iter().map(|o| &o[..]));
+                if r.output_root != root || c.output_root != root {
+                    return Err(
+                        "the receipt's output root is not that of the outputs received".into(),
+                    );
+                }
+                if r.output_len != expected || c.output_len != expected {
+                    return Err("the receipt's output length is wrong".into());
+                }
+                log::debug!("job {id}: quoted {}, charged {}", a.price, r.price);
+                if r.price > job.offer.max_price {
+                    return Err(format!(
+                        "price {} is over the requester's maximum {}",
+                        r.price, job.offer.max_price
+                    ));
+                }
+                Ok(Response::Result(JobResult {
+                    job: id,
+                    outputs: std::mem::take(&mut a.outputs),
+                    receipt: bytes.to_vec(),
+                    provider_public_key: key,
+                    evidence: evidence.0,
+                    evidence_challenge: evidence.1,
+                    usage: r.usage,
+                    price: r.price,
+                }))
+            }
+            ReceiptStatus::Failed(reason) => {
+                let f = a
+                    .failed
+                    .ok_or("the receipt says failed but no Failed arrived")?;
+                if f.reason != reason || r.output_root != empty_root() || r.output_len != 0 {
+                    return Err("the failure receipt disagrees with the Failed message".into());
+                }
+                Ok(Response::Failed(JobFailure {
+                    job: id,
+                    code: FailureCode::JobFailed,
+                    reason: format!(
+                        "the provider reports {:?} (detail {}), signed in receipt #{}",
+                        f.reason, f.detail, r.sequence
+                    ),
+                    receipt: Some(bytes.to_vec()),
+                }))
+            }
+        }
+    }
+}
