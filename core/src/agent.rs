@@ -1457,12 +1457,25 @@ impl<S: Signer> Agent<S> {
         if self.conn != ConnState::Ready {
             return;
         }
-        for i in 0..self.jobs.len() {
+        // Outcomes go out in receipt-chain order: the oldest signed result not
+        // yet sent on this connection first, so that verifiers see sequence
+        // numbers in order. One still being uploaded again holds the later ones.
+        loop {
+            let next = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| {
+                    j.outcome.is_some() && (j.unsent || j.state == JobState::Uploading)
+                })
+                .min_by_key(|(_, j)| j.chain_after.next_sequence)
+                .map(|(i, _)| i);
+            let Some(i) = next else { return };
             let job = &self.jobs[i];
-            if job.state != JobState::AwaitingAck || !job.unsent || !job.persisted {
-                continue;
-            }
-            if self.tx_free() < MAX_OUTCOME_BYTES {
+            if job.state != JobState::AwaitingAck
+                || !job.persisted
+                || self.tx_free() < MAX_OUTCOME_BYTES
+            {
                 return;
             }
             let (id, usage, price) = (job.id, job.usage, job.price);
@@ -1480,7 +1493,7 @@ impl<S: Signer> Agent<S> {
                     reason,
                     detail,
                 }),
-                None => continue,
+                None => return,
             };
             let mut receipt = [0u8; RECEIPT_LEN];
             let n = job.receipt.len();

@@ -29,8 +29,8 @@ pub const PROTOCOL_VERSION_MIN: u16 = 1;
 /// Highest protocol version this agent speaks.
 pub const PROTOCOL_VERSION_MAX: u16 = 1;
 
-/// A job's identifier, chosen by the coordinator and unique among the jobs a
-/// provider holds (jobs outlive a session).
+/// A job's identifier, chosen by the coordinator. It must never repeat for a
+/// provider key: results outlive sessions and restarts, and receipts name it.
 pub type JobId = u64;
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];

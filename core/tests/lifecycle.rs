@@ -725,3 +725,33 @@ fn a_new_session_after_goodbye_starts_afresh() {
     assert!(h.advance(Duration::from_secs(10)));
     assert_eq!((h.now - before).as_millis(), 5000);
 }
+
+/// After a reconnect, held results go out in receipt-chain order, even when
+/// the older one must first upload its outputs again, so a strict verifier
+/// needs no reordering.
+#[test]
+fn held_results_are_resent_in_chain_order() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(1, 30_000);
+    submit(&mut h, 1, &j); // completed: receipt 1
+    h.host.auto_run = false;
+    submit(&mut h, 2, &job(2, 100));
+    h.agent
+        .fail_job(h.now, 2, FailReason::Host, 5, Default::default())
+        .unwrap(); // failed: receipt 2
+    h.pump();
+    h.agent.disconnected(h.now);
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    let mut jobs = Vec::new();
+    for f in &frames {
+        if let Message::Receipt(r) = decode(f) {
+            verifier.verify_next(r.bytes, None).unwrap();
+            jobs.push(r.job);
+        }
+    }
+    assert_eq!(jobs, vec![1, 2]);
+}

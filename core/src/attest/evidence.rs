@@ -218,12 +218,20 @@ impl Evidence {
     /// Verifies signed evidence: well-formed, signed by the public key it
     /// carries, and answering `challenge`. Returns the evidence.
     pub fn verify(bytes: &[u8], challenge: &Nonce) -> Result<Evidence, VerifyError> {
-        let sign1 = cose::parse(bytes, EVIDENCE_PAYLOAD_LEN)?;
-        let evidence = Evidence::decode_payload(sign1.payload)?;
-        cose::verify(&sign1, EVIDENCE_DOMAIN, &evidence.public_key)?;
+        let evidence = Evidence::open(bytes)?;
         if &evidence.challenge != challenge {
             return Err(VerifyError::WrongNonce);
         }
+        Ok(evidence)
+    }
+
+    /// Verifies signed evidence's form and signature only, for a third party
+    /// that did not issue the challenge: the returned evidence says which
+    /// challenge it answers, and a verifier decides whether that is fresh.
+    pub fn open(bytes: &[u8]) -> Result<Evidence, VerifyError> {
+        let sign1 = cose::parse(bytes, EVIDENCE_PAYLOAD_LEN)?;
+        let evidence = Evidence::decode_payload(sign1.payload)?;
+        cose::verify(&sign1, EVIDENCE_DOMAIN, &evidence.public_key)?;
         Ok(evidence)
     }
 
