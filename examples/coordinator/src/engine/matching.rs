@@ -135,6 +135,7 @@ impl Engine {
                 candidates,
                 excluded: HashSet::new(),
                 declines: Vec::new(),
+                lost: HashMap::new(),
             },
         );
         self.offer_next(id, now);
@@ -170,6 +171,16 @@ impl Engine {
             log::debug!("job {id}: offered to {}", short(&key));
             self.send(sid, &Message::JobOffer(offer));
             return;
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            let retry = job.lost.iter().any(|(k, _)| !job.excluded.contains(k));
+            if retry && now < job.deadline {
+                // Lost to a dropped connection: wait for a provider to come
+                // (back); the deadline still bounds the wait.
+                log::info!("job {id}: waiting for a provider to reconnect");
+                job.stage = Stage::Waiting;
+                return;
+            }
         }
         let Some(job) = self.jobs.remove(&id) else {
             return;

@@ -192,7 +192,14 @@ enum Stage {
         since: Instant,
     },
     Assigned(Box<Assigned>),
+    /// Its provider's connection dropped before the kernel started and no
+    /// other provider is free: waiting for one to (re)connect.
+    Waiting,
 }
+
+/// Times a job may lose its provider's connection before that provider is
+/// no longer offered the job.
+pub(super) const MAX_LOST_SESSIONS: u8 = 3;
 
 struct Job {
     id: JobId,
@@ -209,13 +216,15 @@ struct Job {
     candidates: VecDeque<PublicKey>,
     excluded: HashSet<PublicKey>,
     declines: Vec<(KeyId, String)>,
+    /// Connections lost before the kernel started, per provider.
+    lost: HashMap<PublicKey, u8>,
 }
 
 impl Job {
     fn assigned_key(&self) -> Option<PublicKey> {
         match &self.stage {
             Stage::Assigned(a) => Some(a.key),
-            Stage::Offering { .. } => None,
+            Stage::Offering { .. } | Stage::Waiting => None,
         }
     }
 }
@@ -491,11 +500,18 @@ impl Engine {
             let lost = match &job.stage {
                 Stage::Offering { session, .. } => *session == sid,
                 Stage::Assigned(a) => a.key == key && !a.started,
+                Stage::Waiting => false,
             };
             if lost {
-                job.excluded.insert(key);
-                job.declines
-                    .push((key_id(&key), "disconnected before starting the job".into()));
+                // A dropped connection is no refusal: the same provider may
+                // take the job again once it is back, a few times.
+                let n = job.lost.entry(key).or_insert(0);
+                *n += 1;
+                if *n >= MAX_LOST_SESSIONS {
+                    job.excluded.insert(key);
+                    job.declines
+                        .push((key_id(&key), "disconnected before starting the job".into()));
+                }
                 retry.push(job.id);
             }
         }
@@ -719,6 +735,12 @@ impl Engine {
             s.phase = Phase::Ready { key };
             s.last_heartbeat_sent = now;
         }
+        let waiting: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.stage, Stage::Waiting) && j.reply.is_some())
+            .map(|j| j.id)
+            .collect();
         log::info!(
             "provider {} ready: {:?}, {} MiB, features {:#x}",
             short(&key),
@@ -727,6 +749,9 @@ impl Engine {
             evidence.capabilities.features
         );
         self.send(sid, &Message::Ready);
+        for id in waiting {
+            self.reoffer(id, now);
+        }
     }
 }
 

@@ -205,6 +205,22 @@ impl Engine {
             let Some(verifier) = rec.verifier.as_mut() else {
                 return;
             };
+            let chain = verifier.chain();
+            if receipt.sequence.saturating_add(1) == chain.next_sequence
+                && Receipt::hash(&bytes) == chain.prev_hash
+            {
+                // The last receipt this key's chain accepted, sent again (the
+                // acknowledgement was lost, perhaps to a coordinator restart):
+                // acknowledge it without advancing the chain.
+                self.stats.receipts_repeated += 1;
+                log::info!(
+                    "job {id}: receipt #{} already verified; acknowledged again",
+                    receipt.sequence
+                );
+                rec.remember(id, chain.prev_hash, true);
+                self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
+                continue;
+            }
             match verifier.verify_next(&bytes, None) {
                 Ok(_) => {
                     let chain = verifier.chain();
