@@ -1,0 +1,356 @@
+//! End-to-end benchmarks over TLS on loopback. Prints one JSON object per line:
+//!
+//! - `e2e.job_p50`, `e2e.job_p99`: microseconds from a requester submitting a
+//!   tiny job (4 KiB in, the copy kernel, 4 KiB out) to holding its verified
+//!   result (the requester checks evidence, receipt and a Merkle spot check),
+//!   through the reference coordinator and a provider agent on the Vulkan
+//!   device; peer `dispatch_only`: the same kernel's dispatcher round trip
+//!   (upload, dispatch, read back), measured in the same run on the same device.
+//! - `e2e.jobs_per_s`: sequential jobs per second through one agent.
+//! - `e2e.coordinator_bytes_per_agent`: the coordinator process's resident
+//!   memory growth per connected agent, with 100 agents connected.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tessera_bench::percentile;
+use tessera_coordinator::requester::{new_nonce, Requester};
+use tessera_coordinator::tls::{client_config as requester_tls, ServerTrust};
+use tessera_coordinator::{verify_result, BufferInit, Submit};
+use tessera_core::attest::{DeviceCapabilities, Ed25519Signer};
+use tessera_core::gpu_host::GpuHost;
+use tessera_core::net::{
+    client_config, FnExecutor, JobOutputs, JobToRun, NetConfig, Runtime, Trust,
+};
+use tessera_core::vulkan::{
+    BufferSpec, DeviceSelector, Dispatcher, DispatcherConfig, Instance, KernelJob,
+};
+use tessera_core::wire::Requirements;
+use tessera_core::{Config, Policy};
+
+const COPY_SPV: &[u8] = include_bytes!("../../../core/kernels/copy.spv");
+const LEN: usize = 4096;
+
+fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v:.1}"))
+        .collect();
+    println!(
+        "{{\"name\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\", \"peers\": {{{}}}}}",
+        peers.join(", ")
+    );
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("e2e bench: {what}: {e}");
+    std::process::exit(1);
+}
+
+/// The tiny job: copy 4 KiB (256 uvec4), one workgroup.
+fn tiny_job() -> Submit {
+    Submit {
+        kernel: COPY_SPV.to_vec(),
+        entry_point: "main".into(),
+        specialization: Vec::new(),
+        push_constants: ((LEN / 16) as u32).to_le_bytes().to_vec(),
+        grid: [1, 1, 1],
+        buffers: vec![
+            BufferInit {
+                init: (0..LEN).map(|i| i as u8).collect(),
+                len: LEN as u64,
+                readback: false,
+            },
+            BufferInit {
+                init: Vec::new(),
+                len: LEN as u64,
+                readback: true,
+            },
+        ],
+        requirements: Requirements::default(),
+        est_gpu_ms: 1,
+        max_price: u64::MAX,
+        deadline_ms: 30_000,
+        nonce: [0; 32],
+    }
+}
+
+/// The coordinator as its own process, so its memory can be read.
+struct CoordinatorProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl CoordinatorProcess {
+    fn start(exe: &str, certs: &std::path::Path) -> CoordinatorProcess {
+        let mut child = Command::new(exe)
+            .args(["--listen", "127.0.0.1:0", "--certs"])
+            .arg(certs)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("starting {exe}"), e));
+        let out = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| fail("coordinator", "no stdout"));
+        let mut lines = BufReader::new(out);
+        let mut first = String::new();
+        lines
+            .read_line(&mut first)
+            .unwrap_or_else(|e| fail("coordinator output", e));
+        // Keep reading, so the coordinator never writes into a closed pipe.
+        thread::spawn(move || {
+            let mut sink = String::new();
+            while lines.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        let addr = first
+            .split_whitespace()
+            .last()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| fail("coordinator address", first.trim()));
+        CoordinatorProcess { child, addr }
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct AgentThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for AgentThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn agent<E: tessera_core::net::Executor>(
+    addr: SocketAddr,
+    ca: Vec<u8>,
+    seed: u8,
+    capabilities: DeviceCapabilities,
+    executor: E,
+) -> AgentThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = thread::spawn(move || {
+        let tls = client_config(&Trust::CaPem(ca)).unwrap_or_else(|e| fail("agent TLS", e));
+        let config = Config {
+            capabilities,
+            policy: Policy::default(),
+            ..Config::default()
+        };
+        let signer =
+            Ed25519Signer::from_seed(&[seed; 32]).unwrap_or_else(|e| fail("key", format!("{e:?}")));
+        let net = NetConfig::new(addr.to_string(), "localhost", tls);
+        let mut rt =
+            Runtime::new(config, signer, executor, net).unwrap_or_else(|e| fail("runtime", e));
+        while !s.load(Ordering::SeqCst) {
+            if let Err(e) = rt.step(Some(Duration::from_millis(50))) {
+                fail("agent loop", e);
+            }
+        }
+    });
+    AgentThread {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn main() {
+    let iters: usize = std::env::var("TESSERA_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let exe = std::env::var("TESSERA_COORDINATOR")
+        .unwrap_or_else(|_| "target/release/tessera-coordinator".into());
+    let certs_dir = std::env::temp_dir().join(format!("tessera-e2e-bench-{}", std::process::id()));
+    let bundle =
+        tessera_coordinator::certs::generate(&[]).unwrap_or_else(|e| fail("certificates", e));
+    bundle
+        .write_to(&certs_dir)
+        .unwrap_or_else(|e| fail("certificates", e));
+    let ca = bundle.ca_pem.clone().into_bytes();
+
+    // The dispatcher alone, same device and kernel: the floor under a job.
+    let instance = Instance::load().unwrap_or_else(|e| fail("Vulkan", e));
+    let mut d = Dispatcher::new(
+        &instance,
+        DeviceSelector::Default,
+        DispatcherConfig::default(),
+    )
+    .unwrap_or_else(|e| fail("dispatcher", e));
+    let job = tiny_job();
+    let input = job.buffers[0].init.clone();
+    let specs = [
+        BufferSpec {
+            len: LEN as u64,
+            init: Some(&input),
+            readback: false,
+        },
+        BufferSpec {
+            len: LEN as u64,
+            init: None,
+            readback: true,
+        },
+    ];
+    let kj = KernelJob {
+        spirv: COPY_SPV,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &job.push_constants,
+        grid: [1, 1, 1],
+        buffers: &specs,
+    };
+
+    let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
+    let caps = gpu.capabilities().clone();
+    let coordinator = CoordinatorProcess::start(&exe, &certs_dir);
+    let _agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
+    let tls = Arc::new(
+        requester_tls(&ServerTrust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e)),
+    );
+    let mut requester = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Wait for the agent to be admitted: the first job succeeds.
+    while requester.is_none() {
+        let mut r = Requester::connect(coordinator.addr, tls.clone())
+            .unwrap_or_else(|e| fail("requester", e));
+        let mut j = tiny_job();
+        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
+        if r.submit(&j).is_ok() {
+            requester = Some(r);
+        } else if Instant::now() > deadline {
+            fail("first job", "no provider admitted");
+        } else {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut requester = requester.unwrap_or_else(|| fail("requester", "none"));
+
+    let mut e2e = Vec::with_capacity(iters);
+    let mut floor = Vec::with_capacity(iters);
+    let started = Instant::now();
+    for i in 0..iters {
+        // Interleaved, so both see the same machine state.
+        let t = Instant::now();
+        let out = d
+            .run(&kj, Duration::from_secs(10))
+            .unwrap_or_else(|e| fail("dispatch", e));
+        floor.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(out);
+
+        let mut j = tiny_job();
+        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
+        let t = Instant::now();
+        let r = requester
+            .submit(&j)
+            .unwrap_or_else(|e| fail(&format!("job {i}"), e));
+        verify_result(&j, &r).unwrap_or_else(|e| fail("verify", format!("{e:?}")));
+        e2e.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let total = started.elapsed().as_secs_f64();
+    let floor_p50 = percentile(&floor, 50.0);
+    line(
+        "e2e.job_p50",
+        percentile(&e2e, 50.0),
+        "us",
+        &[("dispatch_only", floor_p50)],
+    );
+    line(
+        "e2e.job_p99",
+        percentile(&e2e, 99.0),
+        "us",
+        &[("dispatch_only", percentile(&floor, 99.0))],
+    );
+
+    // Throughput: jobs back to back, nothing else in the loop.
+    let n = iters.min(500);
+    let t = Instant::now();
+    for i in 0..n {
+        let mut j = tiny_job();
+        j.nonce = [i as u8; 32];
+        requester
+            .submit(&j)
+            .unwrap_or_else(|e| fail("throughput job", e));
+    }
+    line(
+        "e2e.jobs_per_s",
+        n as f64 / t.elapsed().as_secs_f64(),
+        "jobs/s",
+        &[],
+    );
+    eprintln!("({} timed jobs in {total:.1} s)", iters);
+
+    // Coordinator memory per agent: 100 CPU agents connect.
+    let before = coordinator.rss_bytes();
+    let cpu = |job: &JobToRun| {
+        Ok(JobOutputs {
+            outputs: job
+                .spec
+                .buffers
+                .iter()
+                .filter(|b| b.readback)
+                .map(|b| vec![0; b.len as usize])
+                .collect(),
+            usage: Default::default(),
+        })
+    };
+    let mut caps = DeviceCapabilities {
+        device_local_bytes: 1 << 30,
+        ..Default::default()
+    };
+    let _ = caps.name.push_str("cpu");
+    let agents: Vec<AgentThread> = (0..100u8)
+        .map(|i| {
+            agent(
+                coordinator.addr,
+                ca.clone(),
+                10 + i,
+                caps.clone(),
+                FnExecutor(cpu),
+            )
+        })
+        .collect();
+    // Let them all finish the handshake and a few heartbeats.
+    thread::sleep(Duration::from_secs(3));
+    let after = coordinator.rss_bytes();
+    line(
+        "e2e.coordinator_bytes_per_agent",
+        after.saturating_sub(before) as f64 / 100.0,
+        "bytes",
+        &[],
+    );
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&certs_dir);
+}
