@@ -977,8 +977,14 @@ impl<S: Signer> Agent<S> {
         let connected = self.conn == ConnState::Ready;
         let job = &mut self.jobs[i];
         if job.state == JobState::Running {
+            // Check the call before the job changes state: a refused call
+            // leaves the job running.
+            let first = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            if buffer != first {
+                return Err(Error::OutputOutOfOrder(id));
+            }
             job.state = JobState::Uploading;
-            job.stream = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            job.stream = first;
             job.cursor = 0;
             job.builder = RootBuilder::new();
             job.upload_epoch = epoch;

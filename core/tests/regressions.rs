@@ -1,0 +1,107 @@
+//! Cases the property tests (`properties.rs`) found, kept as plain tests so
+//! they run on every build whatever the random seed.
+
+use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, Signer};
+use tessera_core::testkit::{decode, increment_run, Harness, JobDescription};
+use tessera_core::wire::{JobRef, Message, MessageType, Usage, Welcome};
+use tessera_core::{Agent, Config, ConnState, Error, JobState, Policy};
+
+const SEED: [u8; 32] = [7; 32];
+
+fn agent() -> Agent<Ed25519Signer> {
+    let config = Config {
+        policy: Policy::default(),
+        ..Config::default()
+    };
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    Agent::new(config, signer, ChainState::default()).unwrap()
+}
+
+/// Connects a harness and completes the handshake.
+fn ready() -> Harness {
+    let mut h = Harness::new(agent(), increment_run);
+    h.agent.connect(h.now).unwrap();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    h.send(&Message::Ready);
+    h.pump();
+    assert_eq!(h.agent.state(), ConnState::Ready);
+    h
+}
+
+/// A job with one input buffer and nothing to read back.
+fn no_output_job() -> JobDescription {
+    JobDescription {
+        kernel: vec![3; 8],
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: Vec::new(),
+        buffers: vec![(vec![5; 100], 100, false)],
+        nonce: [3; 32],
+    }
+}
+
+/// A host that writes outputs for a job that has none gets a typed error and
+/// can still finish the job: the refused call leaves the job running.
+#[test]
+fn output_for_a_job_without_outputs_is_refused_without_side_effects() {
+    let mut h = ready();
+    h.host.auto_run = false;
+    let j = no_output_job();
+    h.send(&Message::JobOffer(j.offer(3, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(3)));
+    for f in j.input_frames(3) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(3), Some(JobState::Running));
+
+    let now = h.now;
+    assert_eq!(
+        h.agent.send_output(now, 3, 0, &[0; 10]),
+        Err(Error::OutputOutOfOrder(3))
+    );
+    assert_eq!(h.agent.job_state(3), Some(JobState::Running));
+    assert_eq!(h.agent.report_progress(now, 3, 500), Ok(()));
+    assert_eq!(h.agent.finish_job(now, 3, Usage::default()), Ok(()));
+    let frames = h.pump();
+    assert!(frames
+        .iter()
+        .any(|f| decode(f).kind() == MessageType::Receipt));
+}
+
+/// Writing outputs for the wrong buffer first is refused and leaves the job
+/// running, so progress reports still go out.
+#[test]
+fn output_for_the_wrong_buffer_first_leaves_the_job_running() {
+    let mut h = ready();
+    h.host.auto_run = false;
+    let mut j = no_output_job();
+    j.buffers.push((Vec::new(), 16, true));
+    h.send(&Message::JobOffer(j.offer(4, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(4)));
+    for f in j.input_frames(4) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    let now = h.now;
+    assert_eq!(
+        h.agent.send_output(now, 4, 0, &[0; 16]),
+        Err(Error::OutputOutOfOrder(4))
+    );
+    assert_eq!(h.agent.job_state(4), Some(JobState::Running));
+    assert_eq!(h.agent.send_output(now, 4, 1, &[0; 16]), Ok(16));
+    assert_eq!(h.agent.finish_job(now, 4, Usage::default()), Ok(()));
+    let pk = Ed25519Signer::from_seed(&SEED).unwrap().public_key();
+    let receipt = h.pump().iter().find_map(|f| match decode(f) {
+        Message::Receipt(r) => Some(r.bytes.to_vec()),
+        _ => None,
+    });
+    assert!(Receipt::verify(&receipt.unwrap(), &pk).is_ok());
+    h.send(&Message::ResultAck(JobRef { job: 4 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(4), None);
+}
