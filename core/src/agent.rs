@@ -38,8 +38,14 @@ use crate::wire::{
 /// timers and disconnects can always queue their events.
 const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
 /// Free outgoing bytes `handle_input` keeps before reading another frame: room
-/// for the replies one frame can cause.
-const TX_RESERVE: usize = 256;
+/// for the largest reply one frame can cause, the evidence frame answering
+/// `Welcome` (header, 2-byte length, signed evidence). With less, a frame
+/// would be consumed and its reply dropped.
+const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
+// `send_output` keeps the same reserve free; a second whole output chunk must
+// still fit behind the first (a chunk frame's fields other than its data take
+// at most 50 bytes).
+const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
 
 /// What the agent is, for evidence and `Hello`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

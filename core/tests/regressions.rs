@@ -2,9 +2,10 @@
 //! they run on every build whatever the random seed.
 
 use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, Signer};
+use tessera_core::limits::MAX_FRAME;
 use tessera_core::testkit::{decode, increment_run, Harness, JobDescription};
 use tessera_core::wire::{JobRef, Message, MessageType, Usage, Welcome};
-use tessera_core::{Agent, Config, ConnState, Error, JobState, Policy};
+use tessera_core::{Agent, Config, ConnState, Error, Instant, JobState, Policy};
 
 const SEED: [u8; 32] = [7; 32];
 
@@ -104,4 +105,48 @@ fn output_for_the_wrong_buffer_first_leaves_the_job_running() {
     h.send(&Message::ResultAck(JobRef { job: 4 }));
     h.pump();
     assert_eq!(h.agent.job_state(4), None);
+}
+
+fn encode(msg: &Message<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let n = msg.encode(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Under back-pressure (the host's socket takes only part of what is queued)
+/// the coordinator's `Welcome` is not lost: the agent either leaves it
+/// unread until there is room for the evidence, or answers it.
+#[test]
+fn welcome_is_not_lost_when_the_outgoing_queue_is_nearly_full() {
+    let mut a = agent();
+    let now = Instant::from_millis(1);
+    a.connect(now).unwrap();
+    // Frames the agent refuses, each answered with an `Error` frame, until
+    // it stops reading for lack of outgoing room.
+    let refused = encode(&Message::Started(JobRef { job: 0 }));
+    for _ in 0..10_000 {
+        match a.handle_input(now, &refused) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.error, Error::UnexpectedMessage(MessageType::Started)),
+        }
+    }
+    // The transport takes a little.
+    let mut some = [0u8; 60];
+    assert_eq!(a.poll_transmit(now, &mut some), Some(60));
+
+    let welcome = encode(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    let mut rest = &welcome[..];
+    let mut out = vec![0u8; 1 << 16];
+    while !rest.is_empty() {
+        let used = a.handle_input(now, rest).expect("the welcome is accepted");
+        rest = &rest[used..];
+        while a.poll_transmit(now, &mut out).is_some() {}
+    }
+    assert_eq!(a.state(), ConnState::AwaitingReady);
 }
