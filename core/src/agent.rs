@@ -496,11 +496,15 @@ impl<S: Signer> Agent<S> {
         if self.draining {
             return Ok(());
         }
-        self.draining = true;
         if self.conn == ConnState::Ready {
+            // Queue the notice before changing anything, so that a full queue
+            // leaves the call to be repeated.
             self.enqueue(&Message::Drain)?;
-            self.check_drained()?;
         }
+        self.draining = true;
+        // With no job left the goodbye goes now; if the queue is full it goes
+        // at the next timer (`handle_timeout` checks again).
+        let _ = self.check_drained();
         Ok(())
     }
 

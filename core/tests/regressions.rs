@@ -150,3 +150,32 @@ fn welcome_is_not_lost_when_the_outgoing_queue_is_nearly_full() {
     }
     assert_eq!(a.state(), ConnState::AwaitingReady);
 }
+
+/// A host that asks to drain while the outgoing queue is full is told to
+/// retry, and the retry does send `Drain` (and the goodbye, with no job left).
+#[test]
+fn drain_refused_for_a_full_queue_takes_effect_when_retried() {
+    let mut h = ready();
+    h.host.auto_run = false;
+    let j = no_output_job();
+    h.send(&Message::JobOffer(j.offer(5, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(5)));
+    for f in j.input_frames(5) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(5), Some(JobState::Running));
+    // Progress reports with a wide job id fill the queue to the last bytes.
+    let now = h.now;
+    while h.agent.report_progress(now, 5, 1) == Ok(()) {}
+    let free = tessera_core::limits::TX_CAPACITY - h.agent.pending_transmit();
+    assert!(free < 8, "{free} bytes still free");
+    assert_eq!(h.agent.drain(now), Err(Error::WouldBlock));
+    h.pump();
+    assert_eq!(h.agent.drain(now), Ok(()));
+    assert!(h.agent.is_draining());
+    let frames = h.pump();
+    assert!(frames
+        .iter()
+        .any(|f| decode(f).kind() == MessageType::Drain));
+}
