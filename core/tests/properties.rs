@@ -840,6 +840,10 @@ enum Op {
     Flood {
         id: JobId,
     },
+    /// The transport takes only part of the outgoing queue.
+    TransmitSome {
+        bytes: usize,
+    },
     HostDrain,
     Disconnected,
     Connect,
@@ -874,6 +878,7 @@ fn single_op() -> BoxedStrategy<Op> {
         1 => Just(Op::Ready),
         1 => (1..2_000usize).prop_map(|count| Op::Junk { count }),
         1 => id().prop_map(|id| Op::Flood { id }),
+        2 => (1..3_000usize).prop_map(|bytes| Op::TransmitSome { bytes }),
         8 => (
             id(),
             prop_oneof![Just(usize::MAX), 1..20_000usize],
@@ -1361,7 +1366,17 @@ impl Sim {
             }
             Op::Disconnected => {
                 self.agent.disconnected(self.now);
-                self.new_transport();
+                // What the agent still has queued goes out on the old
+                // transport, which the host flushes before closing.
+                self.to_agent.clear();
+            }
+            Op::TransmitSome { bytes } => {
+                let mut out = vec![0u8; bytes];
+                if let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
+                    prop_assert!(n > 0 && n <= bytes);
+                    self.from_agent.extend_from_slice(&out[..n]);
+                    self.check_frames()?;
+                }
             }
             Op::Connect => {
                 if self.host_call(0, |a, now| a.connect(now))?.is_some() {
