@@ -100,10 +100,7 @@ impl Host {
 
     /// Handles every queued event.
     fn events(&mut self, agent: &mut Agent<Ed25519Signer>) {
-        loop {
-            let Some(event) = counted!(agent.poll_event()) else {
-                break;
-            };
+        while let Some(event) = counted!(agent.poll_event()) {
             match event {
                 Event::JobData {
                     stream,
