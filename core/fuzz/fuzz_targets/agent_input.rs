@@ -91,12 +91,14 @@ impl Fuzz {
         )
     }
 
-    fn transmit(&mut self, max: usize) {
-        let mut out = vec![0u8; max.max(1)];
+    /// Takes queued bytes: once at most `max` of them, or all when `max` is
+    /// `None`; then checks every whole frame.
+    fn transmit(&mut self, max: Option<usize>) {
+        let mut out = vec![0u8; max.unwrap_or(4096).clamp(1, 4096)];
         while let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
             assert!(n > 0 && n <= out.len());
             self.sent.extend_from_slice(&out[..n]);
-            if max < 4096 {
+            if max.is_some() {
                 break;
             }
         }
@@ -128,7 +130,7 @@ impl Fuzz {
     }
 
     fn settle(&mut self) {
-        self.transmit(usize::MAX);
+        self.transmit(None);
         self.events();
     }
 
@@ -268,7 +270,7 @@ fuzz_target!(|script: Script| {
                 heartbeat_ms,
             })),
             Action::Ready => f.send(&Message::Ready),
-            Action::Transmit { max } => f.transmit(max as usize),
+            Action::Transmit { max } => f.transmit(Some(max as usize)),
             Action::Events => f.events(),
             Action::Output {
                 job: j,
