@@ -792,8 +792,12 @@ impl<S: Signer> Agent<S> {
         job.stream = 0;
         job.cursor = 0;
         job.builder = RootBuilder::new();
-        job.usage.bytes_in =
-            a.kernel.len as u64 + a.buffers.iter().map(|b| b.init_len).sum::<u64>();
+        // Saturating, as in `assignment_is_sane`: with no transfer limit
+        // configured, the sizes may add up past `u64::MAX`.
+        job.usage.bytes_in = a
+            .buffers
+            .iter()
+            .fold(a.kernel.len as u64, |sum, b| sum.saturating_add(b.init_len));
         job.spec = Some(a);
         self.push_event(EventRecord::JobAssigned(id));
         // A kernel is never empty, so inputs always follow.
@@ -1090,8 +1094,7 @@ impl<S: Signer> Agent<S> {
             .buffers
             .iter()
             .filter(|b| b.readback)
-            .map(|b| b.len)
-            .sum();
+            .fold(0, |sum, b| sum.saturating_add(b.len));
         let fresh_connection = job.upload_epoch == self.epoch && self.conn == ConnState::Ready;
         if job.resend {
             let Some(Outcome::Completed {

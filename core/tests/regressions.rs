@@ -179,3 +179,53 @@ fn drain_refused_for_a_full_queue_takes_effect_when_retried() {
         .iter()
         .any(|f| decode(f).kind() == MessageType::Drain));
 }
+
+/// With no transfer limit configured, an assignment whose input sizes add up
+/// past `u64::MAX` is taken without overflow (it panicked in a debug build).
+#[test]
+fn unlimited_policy_assignment_sizes_do_not_overflow() {
+    use tessera_core::wire::{BufferSpec, JobOffer, Requirements};
+    let config = Config {
+        policy: Policy {
+            max_bytes_in: u64::MAX,
+            max_bytes_out: u64::MAX,
+            ..Policy::default()
+        },
+        ..Config::default()
+    };
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(config, signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.agent.connect(h.now).unwrap();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    h.send(&Message::Ready);
+    h.pump();
+    let half = u64::MAX / 2 + 1;
+    h.send(&Message::JobOffer(JobOffer {
+        job: 9,
+        requirements: Requirements::default(),
+        est_gpu_ms: 1,
+        bytes_in: u64::MAX,
+        bytes_out: u64::MAX,
+        max_price: u64::MAX,
+        deadline_ms: 60_000,
+    }));
+    h.pump();
+    assert_eq!(h.agent.job_state(9), Some(JobState::Accepted));
+    let mut assign = no_output_job().assign(9);
+    assign.buffers.clear();
+    for _ in 0..2 {
+        let _ = assign.buffers.push(BufferSpec {
+            len: half,
+            init_len: half,
+            readback: true,
+        });
+    }
+    h.send(&Message::JobAssign(assign));
+    h.pump();
+    assert_eq!(h.agent.job_state(9), Some(JobState::Receiving));
+}
