@@ -411,12 +411,14 @@ impl<S: Signer> Agent<S> {
     // ----- connection -------------------------------------------------------
 
     /// The host opened a transport to the coordinator: the agent queues `Hello`.
+    /// `WouldBlock` while events wait to be read: drain `poll_event` first.
     pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
         if !matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
             return Err(Error::AlreadyConnected);
         }
-        if MAX_EVENTS - self.events.len() < EVENT_RESERVE {
-            // Events must be drained first, so none can be lost.
+        if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.data_event_queued() {
+            // Events must be drained first, so none can be lost (a queued
+            // `JobData` borrows the input buffer the new session reuses).
             return Err(Error::WouldBlock);
         }
         self.epoch = self.epoch.wrapping_add(1);
@@ -443,22 +445,18 @@ impl<S: Signer> Agent<S> {
         self.drop_connection();
     }
 
-    /// Forgets partial input. Queued output stays, so that a final `Error` or
-    /// `Goodbye` can still be flushed before the host closes the transport;
-    /// `connect` clears it.
+    /// Forgets partial input. A frame whose `JobData` event is still queued
+    /// is kept until the host reads the event: its job may go on running
+    /// (its last chunk completes the inputs), and must not run on partial
+    /// inputs. Queued output stays, so that a final `Error` or `Goodbye` can
+    /// still be flushed before the host closes the transport; `connect`
+    /// clears it.
     fn reset_input(&mut self) {
-        self.rx_len = 0;
-        if self.rx_held {
-            self.rx_held = false;
-            let n = self.events.len();
-            for _ in 0..n {
-                if let Some(e) = self.events.pop_front() {
-                    if !matches!(e, EventRecord::JobData { .. }) {
-                        let _ = self.events.push_back(e);
-                    }
-                }
-            }
+        if self.rx_held && self.data_event_queued() {
+            return;
         }
+        self.rx_held = false;
+        self.rx_len = 0;
     }
 
     fn drop_connection(&mut self) {

@@ -229,3 +229,42 @@ fn unlimited_policy_assignment_sizes_do_not_overflow() {
     h.pump();
     assert_eq!(h.agent.job_state(9), Some(JobState::Receiving));
 }
+
+/// The transport fails right after the last input chunk arrives, before the
+/// host has read the events (it drains `poll_transmit` first, the write
+/// fails, it reports the disconnect): the job still runs, so the host must
+/// still get that chunk's bytes before `RunJob`, not run on partial inputs.
+#[test]
+fn last_input_chunk_survives_a_disconnect_before_events_are_read() {
+    use tessera_core::agent::Event;
+    let mut h = ready();
+    h.host.auto_run = false;
+    let j = no_output_job();
+    h.send(&Message::JobOffer(j.offer(6, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(6)));
+    let mut frames = j.input_frames(6);
+    let last = frames.pop().unwrap();
+    for f in frames {
+        h.send_raw(&f);
+    }
+    h.pump();
+    let now = h.now;
+    assert_eq!(h.agent.handle_input(now, &last), Ok(last.len()));
+    h.agent.disconnected(now);
+    let mut got_data = false;
+    let mut run = false;
+    while let Some(e) = h.agent.poll_event() {
+        match e {
+            Event::JobData { job: 6, data, .. } => {
+                assert!(!run, "data after RunJob");
+                assert_eq!(data, &j.buffers[0].0[..]);
+                got_data = true;
+            }
+            Event::RunJob { job: 6 } => run = true,
+            _ => {}
+        }
+    }
+    assert!(run);
+    assert!(got_data, "the job runs without its last input chunk");
+    assert_eq!(h.agent.job_state(6), Some(JobState::Running));
+}
