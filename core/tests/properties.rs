@@ -10,7 +10,7 @@
 //! Case counts are modest so the file runs quickly in a debug build; set
 //! `PROPTEST_CASES` to run more.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -996,6 +996,8 @@ struct Sim {
     from_agent: Vec<u8>,
     /// Jobs the host was told about and not yet told to drop.
     host_jobs: BTreeSet<JobId>,
+    /// Input bytes the host received for each job.
+    received: BTreeMap<JobId, u64>,
     /// Receipts signed so far, as the agent holds them.
     signed: BTreeSet<Vec<u8>>,
     /// Checks the receipt chain.
@@ -1019,6 +1021,7 @@ impl Sim {
             to_agent: VecDeque::new(),
             from_agent: Vec::new(),
             host_jobs: BTreeSet::new(),
+            received: BTreeMap::new(),
             signed: BTreeSet::new(),
             verifier: ReceiptVerifier::new(public_key, ChainState::default()),
             split,
@@ -1158,6 +1161,7 @@ impl Sim {
             match event {
                 Event::JobAssigned { job } => {
                     prop_assert!(self.host_jobs.insert(job), "job {} assigned twice", job);
+                    self.received.insert(job, 0);
                 }
                 Event::JobData {
                     job,
@@ -1175,8 +1179,25 @@ impl Sim {
                     };
                     let at = offset as usize;
                     prop_assert_eq!(data, &source[at..at + data.len()], "unverified data");
+                    *self.received.entry(job).or_default() += data.len() as u64;
                 }
-                Event::RunJob { job } | Event::ResendOutputs { job } => {
+                Event::RunJob { job } => {
+                    prop_assert!(
+                        self.host_jobs.contains(&job),
+                        "{:?} for a dropped job",
+                        event
+                    );
+                    let j = describe(job);
+                    let inputs =
+                        j.kernel.len() + j.buffers.iter().map(|b| b.0.len()).sum::<usize>();
+                    prop_assert_eq!(
+                        self.received.get(&job).copied(),
+                        Some(inputs as u64),
+                        "job {} runs without all its inputs",
+                        job
+                    );
+                }
+                Event::ResendOutputs { job } => {
                     prop_assert!(
                         self.host_jobs.contains(&job),
                         "{:?} for a dropped job",
@@ -1451,8 +1472,9 @@ proptest! {
     /// the agent never panics, holds at most `MAX_JOBS` jobs, refuses bad
     /// calls without changing, emits only frames that decode and receipts
     /// that verify in one gap-free chain, hands the host only verified input
-    /// bytes, consumes all input once drained, and never drops a job the host
-    /// holds without a `CancelJob` or `ResultAcknowledged` event.
+    /// bytes and all of them before the job runs, consumes all input once
+    /// drained, and never drops a job the host holds without a `CancelJob`
+    /// or `ResultAcknowledged` event.
     #[test]
     fn any_interleaving_keeps_the_invariants(
         steps in steps(),
