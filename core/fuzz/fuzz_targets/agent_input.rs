@@ -12,41 +12,96 @@ use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, Signer};
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME, MAX_JOBS};
 use tessera_core::testkit::JobDescription;
 use tessera_core::wire::{
-    Cancel, ErrorMsg, FailReason, Goodbye, GoodbyeReason, Header, Heartbeat, JobRef, Message,
-    Usage, Welcome,
+    BufferSpec, Cancel, ErrorMsg, FailReason, Goodbye, GoodbyeReason, Header, Heartbeat, JobRef,
+    Message, Usage, Welcome,
 };
 use tessera_core::{Agent, Config, ConnState, Duration, Instant, Policy};
 
 #[derive(Arbitrary, Debug)]
 enum Action {
     /// The next `len` bytes of the raw stream arrive.
-    Raw { len: u16 },
-    Offer { job: u8, cheap: bool, deadline_ms: u32 },
-    Assign { job: u8, bad: bool },
-    Chunks { job: u8, corrupt: Option<u8> },
-    Cancel { job: u8, reason: u16 },
-    Ack { job: u8 },
+    Raw {
+        len: u16,
+    },
+    Offer {
+        job: u8,
+        cheap: bool,
+        deadline_ms: u32,
+    },
+    Assign {
+        job: u8,
+        bad: bool,
+    },
+    /// An offer with any sizes and times.
+    AnyOffer {
+        job: u8,
+        est_gpu_ms: u32,
+        bytes_in: u64,
+        bytes_out: u64,
+        deadline_ms: u32,
+    },
+    /// An assignment with any kernel length and buffer layout.
+    AnyAssign {
+        job: u8,
+        kernel_len: u32,
+        buffers: Vec<(u64, u64, bool)>,
+    },
+    Chunks {
+        job: u8,
+        corrupt: Option<u8>,
+    },
+    Cancel {
+        job: u8,
+        reason: u16,
+    },
+    Ack {
+        job: u8,
+    },
     Heartbeat,
     CoordinatorDrain,
     Goodbye,
-    PeerError { code: u16, job: u8 },
-    Welcome { version: u16, heartbeat_ms: u32 },
+    PeerError {
+        code: u16,
+        job: u8,
+    },
+    Welcome {
+        version: u16,
+        heartbeat_ms: u32,
+    },
     Ready,
     /// The transport takes at most `max` queued bytes.
-    Transmit { max: u16 },
+    Transmit {
+        max: u16,
+    },
     Events,
-    Output { job: u8, buffer: Option<u8>, len: u16 },
-    Finish { job: u8 },
-    Fail { job: u8, reason: u8 },
-    Progress { job: u8, permille: u16 },
+    Output {
+        job: u8,
+        buffer: Option<u8>,
+        len: u16,
+    },
+    Finish {
+        job: u8,
+    },
+    Fail {
+        job: u8,
+        reason: u8,
+    },
+    Progress {
+        job: u8,
+        permille: u16,
+    },
     HostDrain,
     Disconnected,
     Handshake,
-    Wait { millis: u32 },
+    Wait {
+        millis: u32,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
 struct Script {
+    /// No limit on transfer sizes (the policy's limits at `u64::MAX`).
+    unlimited: bool,
     actions: Vec<Action>,
     raw: Vec<u8>,
 }
@@ -195,11 +250,16 @@ fn fail_reason(r: u8) -> FailReason {
 fuzz_target!(|script: Script| {
     let signer = Ed25519Signer::from_seed(&[7; 32]).expect("seed");
     let public_key = signer.public_key();
+    let mut policy = Policy {
+        floor: 10,
+        ..Policy::default()
+    };
+    if script.unlimited {
+        policy.max_bytes_in = u64::MAX;
+        policy.max_bytes_out = u64::MAX;
+    }
     let config = Config {
-        policy: Policy {
-            floor: 10,
-            ..Policy::default()
-        },
+        policy,
         ..Config::default()
     };
     let agent = Agent::new(config, signer, ChainState::default()).expect("config");
@@ -236,6 +296,36 @@ fuzz_target!(|script: Script| {
                 }
                 f.send(&Message::JobAssign(a));
             }
+            Action::AnyOffer {
+                job: j,
+                est_gpu_ms,
+                bytes_in,
+                bytes_out,
+                deadline_ms,
+            } => {
+                let mut offer = describe(j).offer(job(j), u64::MAX, deadline_ms);
+                offer.est_gpu_ms = est_gpu_ms;
+                offer.bytes_in = bytes_in;
+                offer.bytes_out = bytes_out;
+                f.send(&Message::JobOffer(offer));
+            }
+            Action::AnyAssign {
+                job: j,
+                kernel_len,
+                ref buffers,
+            } => {
+                let mut a = describe(j).assign(job(j));
+                a.kernel.len = kernel_len;
+                a.buffers.clear();
+                for &(len, init_len, readback) in buffers {
+                    let _ = a.buffers.push(BufferSpec {
+                        len,
+                        init_len,
+                        readback,
+                    });
+                }
+                f.send(&Message::JobAssign(a));
+            }
             Action::Chunks { job: j, corrupt } => {
                 let mut frames = describe(j).input_frames(job(j));
                 if let Some(k) = corrupt {
@@ -257,10 +347,9 @@ fuzz_target!(|script: Script| {
             Action::Goodbye => f.send(&Message::Goodbye(Goodbye {
                 reason: GoodbyeReason::Shutdown,
             })),
-            Action::PeerError { code, job: j } => f.send(&Message::Error(ErrorMsg {
-                code,
-                job: job(j),
-            })),
+            Action::PeerError { code, job: j } => {
+                f.send(&Message::Error(ErrorMsg { code, job: job(j) }))
+            }
             Action::Welcome {
                 version,
                 heartbeat_ms,
