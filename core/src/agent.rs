@@ -236,6 +236,10 @@ struct Job {
     /// The outcome messages still have to be sent on the current connection.
     unsent: bool,
     receipt: Vec<u8, RECEIPT_LEN>,
+    /// A failure the host already knows of (it was told to cancel, or
+    /// reported it), whose receipt the signer could not sign yet: retried at
+    /// `deadline`, with no further event.
+    failure: Option<(FailReason, u32, Usage)>,
 }
 
 impl Job {
@@ -259,6 +263,7 @@ impl Job {
             price: 0,
             unsent: false,
             receipt: Vec::new(),
+            failure: None,
         }
     }
 
@@ -471,8 +476,11 @@ impl<S: Signer> Agent<S> {
                 }
                 JobState::Receiving => {
                     let id = self.jobs[i].id;
+                    let host_told = self.jobs[i].failure.is_some();
                     self.jobs.swap_remove(i);
-                    self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    if !host_told {
+                        self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    }
                     continue;
                 }
                 JobState::AwaitingAck => self.jobs[i].unsent = true,
@@ -815,7 +823,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::InputChunk)?;
         let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
-        if self.jobs[i].state != JobState::Receiving {
+        if self.jobs[i].state != JobState::Receiving || self.jobs[i].failure.is_some() {
             return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
         }
         let job = &self.jobs[i];
@@ -927,7 +935,8 @@ impl<S: Signer> Agent<S> {
             // The result exists and is signed: it must be acknowledged, not lost.
             return Err((Error::UnexpectedMessage(MessageType::Cancel), id));
         }
-        let knows = job.host_knows();
+        // A job whose failure the host knows of was dropped by the host already.
+        let knows = job.host_knows() && job.failure.is_none();
         self.jobs.swap_remove(i);
         if knows {
             self.push_event(EventRecord::CancelJob(id, CancelReason::Requested(reason)));
@@ -941,6 +950,16 @@ impl<S: Signer> Agent<S> {
         self.find(id).ok_or(Error::UnknownJob(id))
     }
 
+    /// A job the host may still work on: not ended by a failure whose
+    /// receipt waits for the signer.
+    fn live_job_index(&self, id: JobId) -> Result<usize, Error> {
+        let i = self.job_index(id)?;
+        if self.jobs[i].failure.is_some() {
+            return Err(Error::InvalidJobState(id));
+        }
+        Ok(i)
+    }
+
     /// Reports a running job's progress, in thousandths.
     pub fn report_progress(
         &mut self,
@@ -948,7 +967,7 @@ impl<S: Signer> Agent<S> {
         id: JobId,
         permille: u16,
     ) -> Result<(), Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         if self.jobs[i].state != JobState::Running {
             return Err(Error::InvalidJobState(id));
         }
@@ -984,7 +1003,7 @@ impl<S: Signer> Agent<S> {
         buffer: u8,
         data: &[u8],
     ) -> Result<usize, Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
         let job = &mut self.jobs[i];
@@ -1067,7 +1086,7 @@ impl<S: Signer> Agent<S> {
     /// ([`Event::ResendOutputs`]) it checks the outputs are the same and sends
     /// the receipt signed the first time (`usage` is then ignored).
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
         if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
             // A job without read-back buffers has nothing to upload.
@@ -1149,7 +1168,7 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
             || self.jobs[i].resend
         {
@@ -1159,8 +1178,9 @@ impl<S: Signer> Agent<S> {
         Ok(())
     }
 
-    /// Signs and sends a failure. If the signer fails, the job is left as it
-    /// is and retried a second later (a busy secure element, say).
+    /// Signs and sends a failure. If the signer fails, the job keeps its
+    /// state, takes no more input or host calls, and signing is retried a
+    /// second later (a busy secure element, say).
     fn end_failed(
         &mut self,
         now: Instant,
@@ -1180,9 +1200,12 @@ impl<S: Signer> Agent<S> {
             job.state = JobState::AwaitingAck;
             job.resend = false;
             job.unsent = true;
+            job.failure = None;
             self.flush_outcomes();
         } else {
-            self.jobs[i].deadline = now + Duration::from_secs(1);
+            let job = &mut self.jobs[i];
+            job.failure = Some((reason, detail, usage));
+            job.deadline = now + Duration::from_secs(1);
         }
     }
 
@@ -1410,6 +1433,12 @@ impl<S: Signer> Agent<S> {
         while i < self.jobs.len() {
             let job = &self.jobs[i];
             if !job.has_deadline() || now < job.deadline {
+                i += 1;
+                continue;
+            }
+            if let Some((reason, detail, usage)) = job.failure {
+                // The host knows already: only the signing is retried.
+                self.end_failed(now, i, reason, detail, usage);
                 i += 1;
                 continue;
             }

@@ -268,3 +268,104 @@ fn last_input_chunk_survives_a_disconnect_before_events_are_read() {
     assert!(got_data, "the job runs without its last input chunk");
     assert_eq!(h.agent.job_state(6), Some(JobState::Running));
 }
+
+/// A signer that refuses while `down` is set.
+struct FlakySigner {
+    inner: Ed25519Signer,
+    down: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Signer for FlakySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+
+    fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], tessera_core::attest::SignError> {
+        if self.down.get() {
+            Err(tessera_core::attest::SignError::Unavailable)
+        } else {
+            self.inner.sign(message)
+        }
+    }
+}
+
+/// When a job's deadline passes while the signer is unavailable, the host is
+/// told to cancel the job once, not again at every signing retry nor when
+/// the connection drops; the job takes no more host calls, and the failure
+/// receipt goes out once the signer is back.
+#[test]
+fn deadline_with_the_signer_down_cancels_once_and_signs_later() {
+    use tessera_core::agent::{CancelReason, Event};
+    use tessera_core::attest::ReceiptStatus;
+    use tessera_core::wire::{FailReason, Heartbeat};
+    let down = std::rc::Rc::new(std::cell::Cell::new(false));
+    let signer = FlakySigner {
+        inner: Ed25519Signer::from_seed(&SEED).unwrap(),
+        down: down.clone(),
+    };
+    let config = Config {
+        policy: Policy::default(),
+        ..Config::default()
+    };
+    let agent = Agent::new(config, signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.agent.connect(h.now).unwrap();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    h.send(&Message::Ready);
+    h.pump();
+    h.host.auto_run = false;
+    let j = no_output_job();
+    h.send(&Message::JobOffer(j.offer(7, 10_000, 2_000)));
+    h.send(&Message::JobAssign(j.assign(7)));
+    for f in j.input_frames(7) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(7), Some(JobState::Running));
+
+    down.set(true);
+    let mut cancels = 0;
+    let mut frames = Vec::new();
+    for _ in 0..6 {
+        h.send(&Message::Heartbeat(Heartbeat::default()));
+        h.pump();
+        let next = h.agent.poll_timeout().unwrap();
+        h.now = next;
+        h.agent.handle_timeout(next);
+        while let Some(e) = h.agent.poll_event() {
+            if let Event::CancelJob { job: 7, reason } = e {
+                assert_eq!(reason, CancelReason::Deadline);
+                cancels += 1;
+            }
+        }
+        frames.extend(h.pump());
+    }
+    assert_eq!(cancels, 1, "the host is told to cancel once");
+    assert_eq!(h.agent.job_state(7), Some(JobState::Running));
+    let now = h.now;
+    assert_eq!(
+        h.agent.finish_job(now, 7, Usage::default()),
+        Err(Error::InvalidJobState(7))
+    );
+
+    down.set(false);
+    let next = h.agent.poll_timeout().unwrap();
+    h.now = next;
+    h.agent.handle_timeout(next);
+    frames.extend(h.pump());
+    assert_eq!(h.agent.job_state(7), Some(JobState::AwaitingAck));
+    let receipt = frames.iter().find_map(|f| match decode(f) {
+        Message::Receipt(r) => Some(r.bytes.to_vec()),
+        _ => None,
+    });
+    let pk = Ed25519Signer::from_seed(&SEED).unwrap().public_key();
+    let receipt = Receipt::verify(&receipt.expect("a receipt"), &pk).unwrap();
+    assert_eq!(
+        receipt.status,
+        ReceiptStatus::Failed(FailReason::DeadlineExceeded)
+    );
+}
