@@ -10,7 +10,9 @@
 //! Case counts are modest so the file runs quickly in a debug build; set
 //! `PROPTEST_CASES` to run more.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -19,7 +21,7 @@ use proptest::test_runner::TestCaseError;
 
 use tessera_core::agent::Event;
 use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer, Receipt};
-use tessera_core::attest::{ReceiptVerifier, Signer};
+use tessera_core::attest::{ReceiptVerifier, SignError, Signer};
 use tessera_core::limits::{
     CHUNK_SIZE, HEADER_LEN, MAX_BODY, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_JOBS,
     MAX_PUSH_CONSTANTS, MAX_SIGNED, MAX_SPEC_CONSTANTS,
@@ -863,6 +865,10 @@ enum Op {
     Flood {
         id: JobId,
     },
+    /// The signer starts or stops refusing to sign.
+    Signer {
+        down: bool,
+    },
     /// The transport takes only part of the outgoing queue.
     TransmitSome {
         bytes: usize,
@@ -902,6 +908,7 @@ fn single_op() -> BoxedStrategy<Op> {
         1 => (1..2_000usize).prop_map(|count| Op::Junk { count }),
         1 => id().prop_map(|id| Op::Flood { id }),
         2 => (1..3_000usize).prop_map(|bytes| Op::TransmitSome { bytes }),
+        1 => any::<bool>().prop_map(|down| Op::Signer { down }),
         8 => (
             id(),
             prop_oneof![Just(usize::MAX), 1..20_000usize],
@@ -985,9 +992,32 @@ fn steps() -> impl Strategy<Value = Vec<(Op, bool)>> {
         })
 }
 
+/// A signer that refuses to sign while `down` is set, as a secure element
+/// that is busy or absent.
+struct FlakySigner {
+    inner: Ed25519Signer,
+    down: Rc<Cell<bool>>,
+}
+
+impl Signer for FlakySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+
+    fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
+        if self.down.get() {
+            Err(SignError::Unavailable)
+        } else {
+            self.inner.sign(message)
+        }
+    }
+}
+
 /// What the host and the coordinator know, to check the agent against.
 struct Sim {
-    agent: Agent<Ed25519Signer>,
+    agent: Agent<FlakySigner>,
+    /// Whether the signer is refusing to sign (a busy secure element).
+    signer_down: Rc<Cell<bool>>,
     public_key: [u8; 32],
     now: Instant,
     /// Coordinator frames not yet consumed by the agent (the first partly).
@@ -1010,12 +1040,18 @@ struct Sim {
 
 impl Sim {
     fn new(split: usize) -> Self {
-        let agent = new_agent();
+        let signer_down = Rc::new(Cell::new(false));
+        let signer = FlakySigner {
+            inner: Ed25519Signer::from_seed(&SEED).expect("seed"),
+            down: signer_down.clone(),
+        };
+        let agent = Agent::new(config(), signer, ChainState::default()).expect("config");
         let public_key = Ed25519Signer::from_seed(&SEED)
             .map(|s| s.public_key())
             .unwrap_or_default();
         Sim {
             agent,
+            signer_down,
             public_key,
             now: Instant::from_millis(1),
             to_agent: VecDeque::new(),
@@ -1033,7 +1069,7 @@ impl Sim {
     fn host_call<T>(
         &mut self,
         id: JobId,
-        call: impl FnOnce(&mut Agent<Ed25519Signer>, Instant) -> Result<T, Error>,
+        call: impl FnOnce(&mut Agent<FlakySigner>, Instant) -> Result<T, Error>,
     ) -> Result<Option<T>, TestCaseError> {
         let before = self.snapshot(id);
         let now = self.now;
@@ -1414,6 +1450,7 @@ impl Sim {
                 // transport, which the host flushes before closing.
                 self.to_agent.clear();
             }
+            Op::Signer { down } => self.signer_down.set(down),
             Op::TransmitSome { bytes } => {
                 let mut out = vec![0u8; bytes];
                 if let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
