@@ -5,10 +5,13 @@
 //! verify.
 #![no_main]
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tessera_core::agent::Event;
-use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, Signer};
+use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, SignError, Signer};
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME, MAX_JOBS};
 use tessera_core::testkit::JobDescription;
 use tessera_core::wire::{
@@ -91,6 +94,10 @@ enum Action {
         permille: u16,
     },
     HostDrain,
+    /// The signer starts or stops refusing to sign (a busy secure element).
+    Signer {
+        down: bool,
+    },
     Disconnected,
     Handshake,
     Wait {
@@ -131,8 +138,28 @@ fn encode(msg: &Message<'_>) -> Vec<u8> {
     buf
 }
 
+/// A signer that refuses while `down` is set.
+struct FlakySigner {
+    inner: Ed25519Signer,
+    down: Rc<Cell<bool>>,
+}
+
+impl Signer for FlakySigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+
+    fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
+        if self.down.get() {
+            Err(SignError::Unavailable)
+        } else {
+            self.inner.sign(message)
+        }
+    }
+}
+
 struct Fuzz {
-    agent: Agent<Ed25519Signer>,
+    agent: Agent<FlakySigner>,
     public_key: [u8; 32],
     now: Instant,
     sent: Vec<u8>,
@@ -248,8 +275,13 @@ fn fail_reason(r: u8) -> FailReason {
 }
 
 fuzz_target!(|script: Script| {
-    let signer = Ed25519Signer::from_seed(&[7; 32]).expect("seed");
-    let public_key = signer.public_key();
+    let inner = Ed25519Signer::from_seed(&[7; 32]).expect("seed");
+    let public_key = inner.public_key();
+    let down = Rc::new(Cell::new(false));
+    let signer = FlakySigner {
+        inner,
+        down: down.clone(),
+    };
     let mut policy = Policy {
         floor: 10,
         ..Policy::default()
@@ -393,6 +425,7 @@ fuzz_target!(|script: Script| {
                 let now = f.now;
                 let _ = f.agent.drain(now);
             }
+            Action::Signer { down: d } => down.set(d),
             Action::Disconnected => {
                 let now = f.now;
                 f.agent.disconnected(now);
