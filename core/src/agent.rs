@@ -686,9 +686,13 @@ impl<S: Signer> Agent<S> {
         if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
             return Err(Error::UnsupportedVersion(w.version));
         }
-        if w.heartbeat_ms > 0 {
-            self.heartbeat_interval = Duration::from_millis(w.heartbeat_ms as u64);
-        }
+        // Per session: 0 means the provider's own setting, whatever an
+        // earlier session's coordinator asked for.
+        self.heartbeat_interval = if w.heartbeat_ms > 0 {
+            Duration::from_millis(w.heartbeat_ms as u64)
+        } else {
+            self.config.policy.heartbeat_interval
+        };
         let evidence = Evidence {
             challenge: w.challenge,
             public_key: self.signer.public_key(),

@@ -1,5 +1,6 @@
-//! Cases the property tests (`properties.rs`) found, kept as plain tests so
-//! they run on every build whatever the random seed.
+//! Agent bugs found by the property tests (`properties.rs`) or by reading the
+//! code around them, each kept as a plain test that runs on every build
+//! whatever the random seed.
 
 use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, Signer};
 use tessera_core::limits::MAX_FRAME;
@@ -368,4 +369,33 @@ fn deadline_with_the_signer_down_cancels_once_and_signs_later() {
         receipt.status,
         ReceiptStatus::Failed(FailReason::DeadlineExceeded)
     );
+}
+
+/// A `Welcome` with `heartbeat_ms: 0` means the provider's own interval,
+/// also after an earlier session's coordinator asked for another one.
+#[test]
+fn heartbeat_interval_is_per_session() {
+    let mut h = Harness::new(agent(), increment_run);
+    let policy = Policy::default();
+    for heartbeat_ms in [1_000, 0] {
+        if h.agent.state() != ConnState::Disconnected {
+            h.agent.disconnected(h.now);
+            h.pump();
+        }
+        h.agent.connect(h.now).unwrap();
+        h.send(&Message::Welcome(Welcome {
+            version: 1,
+            challenge: [1; 32],
+            heartbeat_ms,
+        }));
+        h.send(&Message::Ready);
+        h.pump();
+        assert_eq!(h.agent.state(), ConnState::Ready);
+        let expected = if heartbeat_ms > 0 {
+            tessera_core::Duration::from_millis(heartbeat_ms as u64)
+        } else {
+            policy.heartbeat_interval
+        };
+        assert_eq!(h.agent.poll_timeout(), Some(h.now + expected));
+    }
 }
