@@ -38,8 +38,14 @@ use crate::wire::{
 /// timers and disconnects can always queue their events.
 const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
 /// Free outgoing bytes `handle_input` keeps before reading another frame: room
-/// for the replies one frame can cause.
-const TX_RESERVE: usize = 256;
+/// for the largest reply one frame can cause, the evidence frame answering
+/// `Welcome` (header, 2-byte length, signed evidence). With less, a frame
+/// would be consumed and its reply dropped.
+const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
+// `send_output` keeps the same reserve free; a second whole output chunk must
+// still fit behind the first (a chunk frame's fields other than its data take
+// at most 50 bytes).
+const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
 
 /// What the agent is, for evidence and `Hello`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -247,10 +253,11 @@ struct Job {
     persisted: bool,
     /// The receipt chain right after this job's receipt.
     chain_after: ChainState,
-    /// A failure the agent decided on (deadline, corrupt input) whose receipt
-    /// the signer could not sign yet; retried at `deadline`.
-    pending_failure: Option<(FailReason, u32, Usage)>,
     receipt: Vec<u8, RECEIPT_LEN>,
+    /// A failure the agent decided on (deadline, corrupt input), which the
+    /// host was told of, whose receipt the signer could not sign yet: retried
+    /// at `deadline`, with no further event; the job takes no more input.
+    failure: Option<(FailReason, u32, Usage)>,
 }
 
 impl Job {
@@ -275,8 +282,8 @@ impl Job {
             unsent: false,
             persisted: true,
             chain_after: ChainState::default(),
-            pending_failure: None,
             receipt: Vec::new(),
+            failure: None,
         }
     }
 
@@ -285,17 +292,11 @@ impl Job {
     }
 
     fn has_deadline(&self) -> bool {
-        self.pending_failure.is_none()
+        self.failure.is_none()
             && (matches!(
                 self.state,
                 JobState::Accepted | JobState::Receiving | JobState::Running
             ) || (self.state == JobState::Uploading && !self.resend))
-    }
-
-    /// Whether the host may still act on the job (write outputs, fail it).
-    fn host_may_act(&self) -> bool {
-        self.pending_failure.is_none()
-            && matches!(self.state, JobState::Running | JobState::Uploading)
     }
 }
 
@@ -448,12 +449,14 @@ impl<S: Signer> Agent<S> {
     // ----- connection -------------------------------------------------------
 
     /// The host opened a transport to the coordinator: the agent queues `Hello`.
+    /// `WouldBlock` while events wait to be read: drain `poll_event` first.
     pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
         if !matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
             return Err(Error::AlreadyConnected);
         }
-        if MAX_EVENTS - self.events.len() < EVENT_RESERVE {
-            // Events must be drained first, so none can be lost.
+        if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.data_event_queued() {
+            // Events must be drained first, so none can be lost (a queued
+            // `JobData` borrows the input buffer the new session reuses).
             return Err(Error::WouldBlock);
         }
         if self.conn == ConnState::Closed {
@@ -485,22 +488,18 @@ impl<S: Signer> Agent<S> {
         self.drop_connection();
     }
 
-    /// Forgets partial input. Queued output stays, so that a final `Error` or
-    /// `Goodbye` can still be flushed before the host closes the transport;
-    /// `connect` clears it.
+    /// Forgets partial input. A frame whose `JobData` event is still queued
+    /// is kept until the host reads the event: its job may go on running
+    /// (its last chunk completes the inputs), and must not run on partial
+    /// inputs. Queued output stays, so that a final `Error` or `Goodbye` can
+    /// still be flushed before the host closes the transport; `connect`
+    /// clears it.
     fn reset_input(&mut self) {
-        self.rx_len = 0;
-        if self.rx_held {
-            self.rx_held = false;
-            let n = self.events.len();
-            for _ in 0..n {
-                if let Some(e) = self.events.pop_front() {
-                    if !matches!(e, EventRecord::JobData { .. }) {
-                        let _ = self.events.push_back(e);
-                    }
-                }
-            }
+        if self.rx_held && self.data_event_queued() {
+            return;
         }
+        self.rx_held = false;
+        self.rx_len = 0;
     }
 
     fn drop_connection(&mut self) {
@@ -515,8 +514,11 @@ impl<S: Signer> Agent<S> {
                 }
                 JobState::Receiving => {
                     let id = self.jobs[i].id;
+                    let host_told = self.jobs[i].failure.is_some();
                     self.jobs.swap_remove(i);
-                    self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    if !host_told {
+                        self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    }
                     continue;
                 }
                 JobState::AwaitingAck => self.jobs[i].unsent = true,
@@ -538,11 +540,15 @@ impl<S: Signer> Agent<S> {
         if self.draining {
             return Ok(());
         }
-        self.draining = true;
         if self.conn == ConnState::Ready {
+            // Queue the notice before changing anything, so that a full queue
+            // leaves the call to be repeated.
             self.enqueue(&Message::Drain)?;
-            self.check_drained()?;
         }
+        self.draining = true;
+        // With no job left the goodbye goes now; if the queue is full it goes
+        // at the next timer (`handle_timeout` checks again).
+        let _ = self.check_drained();
         Ok(())
     }
 
@@ -719,9 +725,13 @@ impl<S: Signer> Agent<S> {
         if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
             return Err(Error::UnsupportedVersion(w.version));
         }
-        if w.heartbeat_ms > 0 {
-            self.heartbeat_interval = Duration::from_millis(w.heartbeat_ms as u64);
-        }
+        // Per session: 0 means the provider's own setting, whatever an
+        // earlier session's coordinator asked for.
+        self.heartbeat_interval = if w.heartbeat_ms > 0 {
+            Duration::from_millis(w.heartbeat_ms as u64)
+        } else {
+            self.config.policy.heartbeat_interval
+        };
         let evidence = Evidence {
             challenge: w.challenge,
             public_key: self.signer.public_key(),
@@ -831,8 +841,12 @@ impl<S: Signer> Agent<S> {
         job.stream = 0;
         job.cursor = 0;
         job.builder = RootBuilder::new();
-        job.usage.bytes_in =
-            a.kernel.len as u64 + a.buffers.iter().map(|b| b.init_len).sum::<u64>();
+        // Saturating, as in `assignment_is_sane`: with no transfer limit
+        // configured, the sizes may add up past `u64::MAX`.
+        job.usage.bytes_in = a
+            .buffers
+            .iter()
+            .fold(a.kernel.len as u64, |sum, b| sum.saturating_add(b.init_len));
         job.spec = Some(a);
         self.push_event(EventRecord::JobAssigned(id));
         // A kernel is never empty, so inputs always follow.
@@ -852,7 +866,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::InputChunk)?;
         let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
-        if self.jobs[i].state != JobState::Receiving || self.jobs[i].pending_failure.is_some() {
+        if self.jobs[i].state != JobState::Receiving || self.jobs[i].failure.is_some() {
             return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
         }
         let job = &self.jobs[i];
@@ -964,7 +978,8 @@ impl<S: Signer> Agent<S> {
             // The result exists and is signed: it must be acknowledged, not lost.
             return Err((Error::UnexpectedMessage(MessageType::Cancel), id));
         }
-        let knows = job.host_knows();
+        // A job whose failure the host knows of was dropped by the host already.
+        let knows = job.host_knows() && job.failure.is_none();
         self.jobs.swap_remove(i);
         if knows {
             self.push_event(EventRecord::CancelJob(id, CancelReason::Requested(reason)));
@@ -978,6 +993,16 @@ impl<S: Signer> Agent<S> {
         self.find(id).ok_or(Error::UnknownJob(id))
     }
 
+    /// A job the host may still work on: not ended by a failure whose
+    /// receipt waits for the signer.
+    fn live_job_index(&self, id: JobId) -> Result<usize, Error> {
+        let i = self.job_index(id)?;
+        if self.jobs[i].failure.is_some() {
+            return Err(Error::InvalidJobState(id));
+        }
+        Ok(i)
+    }
+
     /// Reports a running job's progress, in thousandths.
     pub fn report_progress(
         &mut self,
@@ -985,8 +1010,8 @@ impl<S: Signer> Agent<S> {
         id: JobId,
         permille: u16,
     ) -> Result<(), Error> {
-        let i = self.job_index(id)?;
-        if self.jobs[i].state != JobState::Running || self.jobs[i].pending_failure.is_some() {
+        let i = self.live_job_index(id)?;
+        if self.jobs[i].state != JobState::Running {
             return Err(Error::InvalidJobState(id));
         }
         if self.conn != ConnState::Ready {
@@ -1021,16 +1046,19 @@ impl<S: Signer> Agent<S> {
         buffer: u8,
         data: &[u8],
     ) -> Result<usize, Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
         let job = &mut self.jobs[i];
-        if job.pending_failure.is_some() {
-            return Err(Error::InvalidJobState(id));
-        }
         if job.state == JobState::Running {
+            // Check the call before the job changes state: a refused call
+            // leaves the job running.
+            let first = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            if buffer != first {
+                return Err(Error::OutputOutOfOrder(id));
+            }
             job.state = JobState::Uploading;
-            job.stream = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            job.stream = first;
             job.cursor = 0;
             job.builder = RootBuilder::new();
             job.upload_epoch = epoch;
@@ -1160,11 +1188,8 @@ impl<S: Signer> Agent<S> {
     /// ([`Event::ResendOutputs`]) it checks the outputs are the same and sends
     /// the receipt signed the first time (`usage` is then ignored).
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
-        let i = self.job_index(id)?;
+        let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
-        if job.pending_failure.is_some() {
-            return Err(Error::InvalidJobState(id));
-        }
         if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
             // A job without read-back buffers has nothing to upload.
         } else if job.state != JobState::Uploading {
@@ -1188,8 +1213,7 @@ impl<S: Signer> Agent<S> {
             .buffers
             .iter()
             .filter(|b| b.readback)
-            .map(|b| b.len)
-            .sum();
+            .fold(0, |sum, b| sum.saturating_add(b.len));
         let fresh_connection = job.upload_epoch == self.epoch && self.conn == ConnState::Ready;
         if job.resend {
             let Some(Outcome::Completed {
@@ -1246,8 +1270,10 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
-        let i = self.job_index(id)?;
-        if !self.jobs[i].host_may_act() || self.jobs[i].resend {
+        let i = self.live_job_index(id)?;
+        if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
+            || self.jobs[i].resend
+        {
             return Err(Error::InvalidJobState(id));
         }
         // On a signer error the job is unchanged: the host may call again.
@@ -1271,7 +1297,7 @@ impl<S: Signer> Agent<S> {
         job.state = JobState::AwaitingAck;
         job.resend = false;
         job.unsent = true;
-        job.pending_failure = None;
+        job.failure = None;
         self.flush_outcomes();
         Ok(())
     }
@@ -1289,7 +1315,7 @@ impl<S: Signer> Agent<S> {
     ) {
         if self.end_failed(now, i, reason, detail, usage).is_err() {
             let job = &mut self.jobs[i];
-            job.pending_failure = Some((reason, detail, usage));
+            job.failure = Some((reason, detail, usage));
             job.deadline = now + Duration::from_secs(1);
         }
     }
@@ -1611,7 +1637,7 @@ impl<S: Signer> Agent<S> {
         for job in self
             .jobs
             .iter()
-            .filter(|j| j.has_deadline() || j.pending_failure.is_some())
+            .filter(|j| j.has_deadline() || j.failure.is_some())
         {
             consider(job.deadline);
         }
@@ -1623,7 +1649,7 @@ impl<S: Signer> Agent<S> {
         let mut i = 0;
         while i < self.jobs.len() {
             let job = &self.jobs[i];
-            if let Some((reason, detail, usage)) = job.pending_failure {
+            if let Some((reason, detail, usage)) = job.failure {
                 if now >= job.deadline {
                     self.end_failed_or_retry(now, i, reason, detail, usage);
                 }
