@@ -17,8 +17,8 @@
 use heapless::{Deque, Vec};
 
 use crate::attest::{
-    kernel_hash, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt,
-    ReceiptStatus, Signer, EVIDENCE_LEN, RECEIPT_LEN,
+    result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt, ReceiptStatus,
+    Signer, EVIDENCE_LEN, RECEIPT_LEN,
 };
 use crate::error::{Error, ErrorCode, InputError};
 use crate::limits::{
@@ -208,19 +208,6 @@ enum EventRecord {
     ResultAcknowledged(JobId),
     PeerError(u16, JobId),
     Disconnect(DisconnectReason),
-}
-
-/// How a job ended, kept until acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Completed {
-        output_len: u64,
-        output_root: Digest,
-    },
-    Failed {
-        reason: FailReason,
-        detail: u32,
-    },
 }
 
 #[derive(Clone, Debug)]
@@ -1331,14 +1318,7 @@ impl<S: Signer> Agent<S> {
         let Some(spec) = job.spec.as_ref() else {
             return Err(Error::InvalidJobState(job.id));
         };
-        let k = &spec.kernel;
-        let khash = kernel_hash(
-            &k.root,
-            &k.entry_point,
-            &k.specialization,
-            &k.push_constants,
-            k.grid,
-        );
+        let khash = spec.kernel.hash();
         let (status, output_root, output_len) = match outcome {
             Outcome::Completed {
                 output_len,
@@ -1414,20 +1394,10 @@ impl<S: Signer> Agent<S> {
     /// [`Agent::restore_result`].
     pub fn result_record(&self, id: JobId) -> Option<ResultRecord> {
         let job = &self.jobs[self.find(id)?];
-        let outcome = match job.outcome? {
-            Outcome::Completed {
-                output_len,
-                output_root,
-            } => RecordOutcome::Completed {
-                output_len,
-                output_root,
-            },
-            Outcome::Failed { reason, detail } => RecordOutcome::Failed { reason, detail },
-        };
         Some(ResultRecord {
             job: id,
             spec: job.spec.clone()?,
-            outcome,
+            outcome: job.outcome?,
             usage: job.usage,
             price: job.price,
             receipt: job.receipt.clone(),
@@ -1443,16 +1413,6 @@ impl<S: Signer> Agent<S> {
         if self.find(record.job).is_some() {
             return Err(Error::InvalidJobState(record.job));
         }
-        let outcome = match record.outcome {
-            RecordOutcome::Completed {
-                output_len,
-                output_root,
-            } => Outcome::Completed {
-                output_len,
-                output_root,
-            },
-            RecordOutcome::Failed { reason, detail } => Outcome::Failed { reason, detail },
-        };
         let offer = JobOffer {
             job: record.job,
             requirements: Default::default(),
@@ -1465,7 +1425,7 @@ impl<S: Signer> Agent<S> {
         let mut job = Job::new(&offer, Instant::ZERO);
         job.state = JobState::AwaitingAck;
         job.spec = Some(record.spec.clone());
-        job.outcome = Some(outcome);
+        job.outcome = Some(record.outcome);
         job.usage = record.usage;
         job.price = record.price;
         job.receipt = record.receipt.clone();
@@ -1688,9 +1648,9 @@ impl<S: Signer> Agent<S> {
     }
 }
 
-/// How a stored job ended.
+/// How a job ended: kept until acknowledged, and stored in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RecordOutcome {
+pub enum Outcome {
     /// Completed with outputs.
     Completed {
         /// Total output bytes.
@@ -1716,7 +1676,7 @@ pub struct ResultRecord {
     /// Its assignment (for the read-back buffer layout and the receipt).
     pub spec: JobAssign,
     /// How it ended.
-    pub outcome: RecordOutcome,
+    pub outcome: Outcome,
     /// Metered usage.
     pub usage: Usage,
     /// Price charged.

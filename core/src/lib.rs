@@ -19,7 +19,7 @@ pub mod gpu_host;
 pub mod host;
 pub mod limits;
 pub mod merkle;
-#[cfg(feature = "net")]
+#[cfg(feature = "tls")]
 pub mod net;
 pub mod policy;
 pub mod store;

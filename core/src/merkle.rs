@@ -152,11 +152,7 @@ impl RootBuilder {
 
 /// The Merkle root of `data` cut into [`CHUNK_SIZE`] chunks.
 pub fn root_of(data: &[u8]) -> Digest {
-    let mut b = RootBuilder::new();
-    for chunk in data.chunks(CHUNK_SIZE) {
-        b.push_chunk(chunk);
-    }
-    b.root()
+    root_of_buffers([data])
 }
 
 /// The Merkle root of `data`, equal to [`root_of`], hashed on up to `threads`

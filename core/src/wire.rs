@@ -373,6 +373,19 @@ pub struct KernelSpec {
     pub grid: [u32; 3],
 }
 
+impl KernelSpec {
+    /// The kernel hash receipts bind ([`crate::attest::kernel_hash`]).
+    pub fn hash(&self) -> Digest {
+        crate::attest::kernel_hash(
+            &self.root,
+            &self.entry_point,
+            &self.specialization,
+            &self.push_constants,
+            self.grid,
+        )
+    }
+}
+
 /// A storage buffer bound at descriptor set 0, binding = its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferSpec {

@@ -2,7 +2,7 @@
 //! gives an error instead of a crash.
 #![cfg(feature = "std")]
 
-use tessera_core::agent::{RecordOutcome, ResultRecord};
+use tessera_core::agent::{Outcome, ResultRecord};
 use tessera_core::store::{FileStore, ResultStore};
 use tessera_core::testkit::JobDescription;
 
@@ -18,7 +18,7 @@ fn record(job: u64, seq: u64) -> ResultRecord {
     ResultRecord {
         job,
         spec: d.assign(job),
-        outcome: RecordOutcome::Completed {
+        outcome: Outcome::Completed {
             output_len: 10,
             output_root: [5; 32],
         },

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tessera_bench::percentile;
 use tessera_coordinator::requester::{new_nonce, Requester};
-use tessera_coordinator::tls::{client_config as requester_tls, ServerTrust};
+use tessera_coordinator::tls::client_config as requester_tls;
 use tessera_coordinator::{verify_result, BufferInit, Submit};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer};
 use tessera_core::gpu_host::GpuHost;
@@ -237,9 +237,7 @@ fn main() {
     let caps = gpu.capabilities().clone();
     let coordinator = CoordinatorProcess::start(&exe, &certs_dir);
     let _agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
-    let tls = Arc::new(
-        requester_tls(&ServerTrust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e)),
-    );
+    let tls = requester_tls(&Trust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e));
     let mut requester = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     // Wait for the agent to be admitted: the first job succeeds.

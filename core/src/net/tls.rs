@@ -9,6 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{ring as provider, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// How the provider decides the coordinator is the right one.
@@ -83,10 +84,12 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// SHA-256 of a DER certificate's SubjectPublicKeyInfo, the value to pin.
-pub fn spki_sha256(cert_der: &[u8]) -> Option<[u8; 32]> {
-    let spki = subject_public_key_info(cert_der)?;
-    Some(crate::attest::sha256(spki))
+/// SHA-256 of a certificate's SubjectPublicKeyInfo (DER), the value to pin.
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], rustls::Error> {
+    let parsed = ParsedCertificate::try_from(cert)?;
+    Ok(crate::attest::sha256(
+        parsed.subject_public_key_info().as_ref(),
+    ))
 }
 
 /// Accepts exactly the server whose certificate carries the pinned key; the
@@ -106,14 +109,13 @@ impl ServerCertVerifier for PinnedKeyVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match spki_sha256(end_entity) {
-            Some(h) if h == self.spki_sha256 => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(rustls::Error::InvalidCertificate(
+        // Not secret: a plain comparison is fine.
+        if spki_sha256(end_entity)? == self.spki_sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
-            )),
-            None => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::BadEncoding,
-            )),
+            ))
         }
     }
 
@@ -143,69 +145,19 @@ impl ServerCertVerifier for PinnedKeyVerifier {
     }
 }
 
-/// One DER element and what follows it.
-struct Der<'a> {
-    tag: u8,
-    whole: &'a [u8],
-    contents: &'a [u8],
-    rest: &'a [u8],
-}
-
-fn der_element(bytes: &[u8]) -> Option<Der<'_>> {
-    let tag = *bytes.first()?;
-    let first = *bytes.get(1)? as usize;
-    let (len, head) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7F;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *bytes.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = head.checked_add(len)?;
-    let whole = bytes.get(..end)?;
-    Some(Der {
-        tag,
-        whole,
-        contents: &whole[head..],
-        rest: &bytes[end..],
-    })
-}
-
-/// The SubjectPublicKeyInfo element of an X.509 certificate (RFC 5280 §4.1).
-fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
-    let sequence = |bytes| der_element(bytes).filter(|d| d.tag == 0x30);
-    let certificate = sequence(cert)?;
-    let mut tbs = sequence(certificate.contents)?.contents;
-    // Optional explicit version [0].
-    if tbs.first() == Some(&0xA0) {
-        tbs = der_element(tbs)?.rest;
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        tbs = der_element(tbs)?.rest;
-    }
-    Some(sequence(tbs)?.whole)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn der_walker_refuses_garbage_without_panicking() {
+    fn garbage_certificates_are_errors_not_panics() {
         for bytes in [
             &b""[..],
             &[0x30],
             &[0x30, 0x85, 1, 2, 3, 4, 5],
             &[0x30, 0x05, 1],
         ] {
-            assert_eq!(spki_sha256(bytes), None);
+            assert!(spki_sha256(&CertificateDer::from(bytes.to_vec())).is_err());
         }
     }
 

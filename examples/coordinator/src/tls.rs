@@ -9,12 +9,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+/// Clients (providers and requesters) trust the coordinator the same way the
+/// provider runtime does: `Trust::CaPem` or `Trust::PinnedKey`.
+pub use tessera_core::net::tls::{client_config, Trust};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug)]
@@ -42,17 +44,6 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// How a client decides to trust the coordinator.
-#[derive(Clone, Debug)]
-pub enum ServerTrust {
-    /// Certificates (PEM) of CAs, one of which must have issued the server's
-    /// certificate for the name the client dials.
-    CaPem(Vec<u8>),
-    /// SHA-256 of the server certificate's SubjectPublicKeyInfo (DER). The
-    /// certificate is not otherwise checked: the key is what is trusted.
-    PinnedSpkiSha256([u8; 32]),
-}
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -78,10 +69,7 @@ pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo: the value to pin.
 pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], TlsError> {
-    let parsed = ParsedCertificate::try_from(cert).map_err(TlsError::Rustls)?;
-    Ok(tessera_core::attest::sha256(
-        parsed.subject_public_key_info().as_ref(),
-    ))
+    tessera_core::net::tls::spki_sha256(cert).map_err(TlsError::Rustls)
 }
 
 /// A TLS 1.3-only server configuration from a certificate chain and key (PEM).
@@ -97,93 +85,6 @@ pub fn server_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<ServerConf
     // Sessions are long-lived; resumption buys nothing here.
     config.send_tls13_tickets = 0;
     Ok(config)
-}
-
-/// A TLS 1.3-only client configuration trusting the server as `trust` says.
-pub fn client_config(trust: &ServerTrust) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(TlsError::Rustls)?;
-    let config = match trust {
-        ServerTrust::CaPem(pem) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certs_from_pem(pem)? {
-                roots.add(cert).map_err(TlsError::BadCa)?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        ServerTrust::PinnedSpkiSha256(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedSpki {
-                pin: *pin,
-                provider: provider(),
-            }))
-            .with_no_client_auth(),
-    };
-    Ok(config)
-}
-
-/// Trusts exactly one server key, whatever certificate carries it.
-#[derive(Debug)]
-struct PinnedSpki {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedSpki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        let digest = tessera_core::attest::sha256(parsed.subject_public_key_info().as_ref());
-        // Not secret: a plain comparison is fine.
-        if digest == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Hex of bytes, lower case.

@@ -7,12 +7,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::{ProviderOpts, TestProvider};
 use tessera_coordinator::demo::matmul_run;
-use tessera_coordinator::tls::{client_config, ServerTrust};
+use tessera_coordinator::tls::{client_config, Trust};
 
 #[test]
 fn certs_coordinator_and_requester_programs_work_together() {
@@ -43,7 +42,7 @@ fn certs_coordinator_and_requester_programs_work_together() {
     let pin = pin_line.rsplit(' ').next().expect("pin").to_string();
 
     let ca = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
-    let tls = Arc::new(client_config(&ServerTrust::CaPem(ca)).expect("client config"));
+    let tls = client_config(&Trust::CaPem(ca)).expect("client config");
     let mut opts = ProviderOpts::new(40);
     opts.run = matmul_run;
     let provider = TestProvider::start_with(addr, tls, opts);

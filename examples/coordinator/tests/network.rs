@@ -3,13 +3,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_run, matmul_submit};
 use tessera_coordinator::requester::{self, Requester, RequesterError};
-use tessera_coordinator::tls::{client_config, ServerTrust};
+use tessera_coordinator::tls::{client_config, Trust};
 use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, JobResult, Submit};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::testkit::{encode, FrameSplitter};
@@ -382,16 +381,13 @@ fn a_failed_job_comes_back_as_a_signed_failure() {
 fn clients_with_the_wrong_ca_or_pin_are_refused_and_the_right_pin_works() {
     let coord = coordinator(|_| {});
     let other = tessera_coordinator::certs::generate(&[]).expect("other CA");
-    let wrong_ca =
-        Arc::new(client_config(&ServerTrust::CaPem(other.ca_pem.into_bytes())).expect("config"));
+    let wrong_ca = client_config(&Trust::CaPem(other.ca_pem.into_bytes())).expect("config");
     let job = increment_job(1, 100, 10_000);
     assert!(matches!(
         submit(coord.local_addr(), wrong_ca, &job),
         Err(RequesterError::Tls(_))
     ));
-    let wrong_pin = Arc::new(
-        client_config(&ServerTrust::PinnedSpkiSha256(other.server_spki_sha256)).expect("config"),
-    );
+    let wrong_pin = client_config(&Trust::PinnedKey(other.server_spki_sha256)).expect("config");
     assert!(matches!(
         submit(coord.local_addr(), wrong_pin, &job),
         Err(RequesterError::Tls(_))
@@ -399,8 +395,7 @@ fn clients_with_the_wrong_ca_or_pin_are_refused_and_the_right_pin_works() {
     let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(9));
     provider.wait_ready(1);
     let pin = support::bundle().server_spki_sha256;
-    let pinned =
-        Arc::new(client_config(&ServerTrust::PinnedSpkiSha256(pin)).expect("pinned config"));
+    let pinned = client_config(&Trust::PinnedKey(pin)).expect("pinned config");
     let result = submit(coord.local_addr(), pinned, &job).expect("pinned client works");
     expect_incremented(&job, &result);
 }

@@ -4,13 +4,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_submit, max_rel_error};
 use tessera_coordinator::requester::{new_nonce, submit, verify_result, ResultCheck};
-use tessera_coordinator::tls::{client_config, hex, parse_hex32, ServerTrust};
+use tessera_coordinator::tls::{client_config, hex, parse_hex32, Trust};
 use tessera_coordinator::{BufferInit, JobResult, Submit};
 use tessera_core::wire::Requirements;
 
@@ -43,7 +42,7 @@ options:
 #[derive(Default)]
 struct Args {
     coordinator: Option<SocketAddr>,
-    trust: Option<ServerTrust>,
+    trust: Option<Trust>,
     demo_n: Option<u32>,
     tile: u32,
     kernel: Option<PathBuf>,
@@ -115,12 +114,12 @@ fn parse() -> Result<Args, String> {
             "--ca" => {
                 let path = value()?;
                 let pem = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-                a.trust = Some(ServerTrust::CaPem(pem));
+                a.trust = Some(Trust::CaPem(pem));
             }
             "--pin" => {
                 let v = value()?;
                 let pin = parse_hex32(&v).ok_or("--pin: expected 64 hex digits")?;
-                a.trust = Some(ServerTrust::PinnedSpkiSha256(pin));
+                a.trust = Some(Trust::PinnedKey(pin));
             }
             "--demo-matmul" => a.demo_n = Some(num(&flag, &value()?)?),
             "--tile" => a.tile = num(&flag, &value()?)?,
@@ -244,7 +243,7 @@ fn run(a: Args) -> Result<bool, String> {
         .trust
         .clone()
         .ok_or("give --ca FILE (from tessera-certs) or --pin HEX")?;
-    let tls = Arc::new(client_config(&trust).map_err(|e| e.to_string())?);
+    let tls = client_config(&trust).map_err(|e| e.to_string())?;
     let nonce = new_nonce().map_err(|e| e.to_string())?;
     let mut matrices = None;
     let job = if let Some(n) = a.demo_n {

@@ -69,14 +69,7 @@ impl Engine {
         let id = self.next_job;
         self.next_job += 1;
         let assign = build_assign(id, &submit);
-        let k = &assign.kernel;
-        let khash = kernel_hash(
-            &k.root,
-            &k.entry_point,
-            &k.specialization,
-            &k.push_constants,
-            k.grid,
-        );
+        let khash = assign.kernel.hash();
         let readback: Vec<usize> = submit
             .buffers
             .iter()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tessera_core::attest::{
-    kernel_hash, key_id, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence,
-    Receipt, ReceiptStatus, ReceiptVerifier, VerifyError,
+    key_id, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt,
+    ReceiptStatus, ReceiptVerifier, VerifyError,
 };
 use tessera_core::limits::{
     CHUNK_SIZE, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES, MAX_PUSH_CONSTANTS,

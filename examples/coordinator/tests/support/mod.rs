@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use tessera_coordinator::certs::{self, CertBundle};
 use tessera_coordinator::requester;
-use tessera_coordinator::tls::{client_config, server_config, ServerTrust};
+use tessera_coordinator::tls::{client_config, server_config, Trust};
 use tessera_coordinator::{Config, Coordinator};
 use tessera_core::agent::Stats;
 use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer};
@@ -31,10 +31,7 @@ pub fn bundle() -> &'static CertBundle {
 
 /// A client configuration trusting the test CA.
 pub fn client_tls() -> Arc<ClientConfig> {
-    Arc::new(
-        client_config(&ServerTrust::CaPem(bundle().ca_pem.clone().into_bytes()))
-            .expect("client config"),
-    )
+    client_config(&Trust::CaPem(bundle().ca_pem.clone().into_bytes())).expect("client config")
 }
 
 /// A coordinator on 127.0.0.1:0 with short timers.
