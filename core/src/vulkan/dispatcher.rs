@@ -728,6 +728,10 @@ impl Dispatcher {
             }
             _ => false,
         };
+        // SAFETY (whole block): every handle used belongs to this live device;
+        // the command buffer, fence and descriptor pool are idle (the last
+        // submission's fence was waited on), and the buffers bound are the
+        // job's, alive until the fence signals.
         let recorded: Result<(), vk::Result> = unsafe {
             (|| {
                 if reuse {
