@@ -1,0 +1,140 @@
+//! The operator program: clear errors for bad configurations, a device key
+//! created on first start (readable by its owner only), and a clean drain on
+//! SIGTERM even while the coordinator cannot be reached.
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_tessera-agent")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tessera-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_with(config: &str, dir: &Path) -> Output {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(exe())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn usage_and_configuration_errors_are_clear() {
+    let o = Command::new(exe()).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("usage: tessera-agent --config FILE"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = temp("errors");
+    let o = run_with(
+        "coordinator = \"127.0.0.1:1\"\n[tls]\n[key]\nfile = \"k\"\nprice = 3\n",
+        &dir,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("price"),
+        "unknown field named: {}",
+        stderr(&o)
+    );
+
+    let o = run_with(
+        "coordinator = \"127.0.0.1:1\"\n[tls]\nca_file = \"a.pem\"\npinned_key_sha256 = \"00\"\n[key]\nfile = \"k\"\n",
+        &dir,
+    );
+    assert!(
+        stderr(&o).contains("exactly one of ca_file or pinned_key_sha256"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run_with(
+        "coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"xyz\"\n[key]\nfile = \"k\"\n",
+        &dir,
+    );
+    assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
+
+    let key = dir.join("bad.key");
+    std::fs::write(&key, b"not a key").unwrap();
+    let o = run_with(
+        &format!(
+            "coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"{}\"\n[key]\nfile = \"{}\"\n",
+            "ab".repeat(32),
+            key.display()
+        ),
+        &dir,
+    );
+    assert!(
+        stderr(&o).contains("not an Ed25519 PKCS#8 key"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn first_start_creates_the_key_and_sigterm_drains() {
+    let dir = temp("drain");
+    let key = dir.join("device.key");
+    let config = format!(
+        "coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"{}\"\n[key]\nfile = \"{}\"\n[store]\ndir = \"{}\"\n[timers]\nstatus_interval_s = 1\n",
+        "ab".repeat(32),
+        key.display(),
+        dir.join("results").display()
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(exe())
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !key.exists() {
+        assert!(Instant::now() < deadline, "no key was created");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give it time to open the device and try the (closed) coordinator.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("created a new device key"), "{log}");
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        log.contains("connection:"),
+        "the unreachable coordinator is reported: {log}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The same key loads on the next start.
+    assert!(tessera_core::attest::Ed25519Signer::from_pkcs8(&std::fs::read(&key).unwrap()).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
