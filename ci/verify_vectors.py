@@ -4,8 +4,9 @@
 Reads core/tests/vectors/{keys,evidence,receipts,merkle}.json and checks every
 vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
 Ed25519 signatures over the Sig_structure, key ids, every decoded field against
-the readable form, receipt chain links, kernel/result hashes and seals, Merkle
-roots (RFC 6962) and inclusion proofs (RFC 9162 verification). Each tampered
+the readable form, receipt chain links, kernel hashes (buffer layout included),
+result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
+verification, with the exact tree size a buffer layout gives). Each tampered
 vector must fail with its `expect_error`.
 
 Needs only the `cryptography` package (ci/python-deps.sh installs it) and the
@@ -25,11 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 CHUNK_SIZE = 8192
-MAX_BUFFERS = 8
 EVIDENCE_DOMAIN = b"tessera/evidence/v1"
 RECEIPT_DOMAIN = b"tessera/receipt/v1"
 KEY_ID_DOMAIN = b"tessera/key-id/v1"
-KERNEL_DOMAIN = b"tessera/kernel/v1"
+KERNEL_DOMAIN = b"tessera/kernel/v2"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
 
@@ -295,6 +295,25 @@ def root_of(data):
     return mth(chunk_leaves([data]))
 
 
+def split(data, lens):
+    """data cut into consecutive pieces of lens bytes."""
+    out, at = [], 0
+    for n in lens:
+        out.append(data[at : at + n])
+        at += n
+    expect(at == len(data), "buffer lengths add up to the data")
+    return out
+
+
+def chunk_count(n):
+    return -(-n // CHUNK_SIZE)
+
+
+def output_leaf_count(buffers):
+    """Leaves of a job's output tree: the chunks of each read-back buffer."""
+    return sum(chunk_count(b["len"]) for b in buffers if b["readback"])
+
+
 def verify_inclusion(root, leaf, index, tree_size, path):
     """RFC 9162 §2.1.3.2."""
     if index >= tree_size:
@@ -316,11 +335,10 @@ def verify_inclusion(root, leaf, index, tree_size, path):
     return sn == 0 and r == root
 
 
-def verify_output_chunk(root, output_len, chunk, index, tree_size, path):
-    """A chunk of a receipt's output: the tree size must fit the output
-    length (one short last chunk per buffer at most), then RFC 9162."""
-    least = -(-output_len // CHUNK_SIZE)
-    if not least <= tree_size <= least + MAX_BUFFERS - 1:
+def verify_output_chunk(root, leaf_count, chunk, index, tree_size, path):
+    """A chunk of a receipt's output: the proof's tree size must be exactly
+    the leaf count of the job's read-back buffers, then RFC 9162."""
+    if tree_size != leaf_count:
         raise Fail("ChunkProofMismatch")
     if not verify_inclusion(root, leaf_hash(chunk), index, tree_size, path):
         raise Fail("ChunkProofMismatch")
@@ -341,6 +359,9 @@ def kernel_hash(k):
     push = bytes.fromhex(k["push_constants"])
     h.update(struct.pack("<I", len(push)) + push)
     h.update(struct.pack("<III", *k["grid"]))
+    h.update(struct.pack("<I", len(k["buffers"])))
+    for b in k["buffers"]:
+        h.update(struct.pack("<QQB", b["len"], b["init_len"], int(b["readback"])))
     return h.digest()
 
 
@@ -409,8 +430,20 @@ def check_receipt(v, ctx):
         expect(root_of(gen(k["spirv_len"])).hex() == k["spirv_root"], "SPIR-V root")
         kh = kernel_hash(k)
         expect(kh.hex() == r["kernel_hash"], "kernel hash")
-        in_root = root_of(gen(v["input_len"]))
-        out_root = root_of(gen(r["output_len"]))
+        # Buffer contents: the generator's bytes, cut in buffer order, inputs
+        # by init_len and outputs (of a completed job) by len.
+        bufs = k["buffers"]
+        init_lens = [b["init_len"] for b in bufs]
+        expect(all(b["init_len"] <= b["len"] for b in bufs), "init_len <= len")
+        expect(v["input_len"] == sum(init_lens), "input length is the layout's")
+        in_root = mth(chunk_leaves(split(gen(v["input_len"]), init_lens)))
+        if r["status"] == 0:
+            out_lens = [b["len"] for b in bufs if b["readback"]]
+            expect(r["output_len"] == sum(out_lens), "output length is the layout's")
+        else:
+            out_lens = []
+            expect(r["output_len"] == 0, "no output for a failed job")
+        out_root = mth(chunk_leaves(split(gen(r["output_len"]), out_lens)))
         expect(in_root.hex() == r["input_root"], "input root")
         expect(out_root.hex() == r["output_root"], "output root")
         result = sha256(
@@ -434,26 +467,24 @@ def check_chain(ctx):
 
 def check_merkle(v, ctx):
     data = gen(v["length"])
-    if "buffers" in v:
-        bufs, at = [], 0
-        for n in v["buffers"]:
-            bufs.append(data[at : at + n])
-            at += n
-        leaves = chunk_leaves(bufs)
-        expect([l.hex() for l in leaves] == v["leaves"], "leaf hashes")
-        root = mth(leaves)
-        expect(root.hex() == v["root"] == v["hex"], "root")
-        return
-    leaves = chunk_leaves([data])
+    bufs = split(data, v["buffers"])
+    leaves = chunk_leaves(bufs)
     root = mth(leaves)
     expect(root.hex() == v["root"], "root")
+    if "path" not in v:
+        expect([l.hex() for l in leaves] == v["leaves"], "leaf hashes")
+        expect(root.hex() == v["hex"], "hex is the root")
+        return
+    # A proof vector: its buffers are a job's read-back buffers.
+    leaf_count = output_leaf_count([{"len": n, "readback": True} for n in v["buffers"]])
+    expect(leaf_count == len(leaves) == v["leaf_count"], "leaf count")
     path = [bytes.fromhex(p) for p in v["path"]]
     expect(b"".join(path).hex() == v["hex"], "hex is the path")
-    ci = v["chunk_index"]
-    chunk = bytearray(data[ci * CHUNK_SIZE : (ci + 1) * CHUNK_SIZE])
+    chunks = [b[i : i + CHUNK_SIZE] for b in bufs for i in range(0, len(b), CHUNK_SIZE)]
+    chunk = bytearray(chunks[v["chunk_index"]])
     if "chunk_flip" in v:
         chunk[v["chunk_flip"]] ^= 0x01
-    args = (root, len(data), bytes(chunk), v["index"], v["tree_size"], path)
+    args = (root, leaf_count, bytes(chunk), v["index"], v["tree_size"], path)
     if "expect_error" in v:
         expect_fail(v["expect_error"], verify_output_chunk, *args)
     else:

@@ -1318,7 +1318,7 @@ impl<S: Signer> Agent<S> {
         let Some(spec) = job.spec.as_ref() else {
             return Err(Error::InvalidJobState(job.id));
         };
-        let khash = spec.kernel.hash();
+        let khash = spec.kernel_hash();
         let (status, output_root, output_len) = match outcome {
             Outcome::Completed {
                 output_len,

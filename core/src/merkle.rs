@@ -16,7 +16,7 @@
 use ring::digest::{Context, SHA256};
 
 use crate::limits::CHUNK_SIZE;
-use crate::wire::Digest;
+use crate::wire::{BufferSpec, Digest};
 
 /// Longest audit path: trees have at most 2^32 leaves.
 pub const MAX_PROOF_LEN: usize = 32;
@@ -52,6 +52,17 @@ fn to_digest(bytes: &[u8]) -> Digest {
 /// Number of chunks (leaves) a buffer of `len` bytes is cut into.
 pub fn chunk_count(len: u64) -> u64 {
     len.div_ceil(CHUNK_SIZE as u64)
+}
+
+/// Number of leaves of a job's output tree: the chunks of every read-back
+/// buffer, each cut separately. This is the exact tree size a spot check of
+/// one output chunk requires ([`crate::attest::verify_output_chunk`]); the
+/// layout it is computed from is bound by the receipt's kernel hash.
+pub fn output_leaf_count(buffers: &[BufferSpec]) -> u64 {
+    buffers
+        .iter()
+        .filter(|b| b.readback)
+        .fold(0u64, |n, b| n.saturating_add(chunk_count(b.len)))
 }
 
 /// Computes a Merkle root from leaf hashes given in order, one at a time.
@@ -364,6 +375,32 @@ mod tests {
         (0..n)
             .map(|i| leaf_hash(&(i as u32).to_le_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn output_leaf_count_counts_read_back_chunks_per_buffer() {
+        let buf = |len, readback| BufferSpec {
+            len,
+            init_len: 0,
+            readback,
+        };
+        let c = CHUNK_SIZE as u64;
+        assert_eq!(output_leaf_count(&[]), 0);
+        assert_eq!(output_leaf_count(&[buf(0, true)]), 0);
+        assert_eq!(output_leaf_count(&[buf(1, true)]), 1);
+        assert_eq!(output_leaf_count(&[buf(c, true)]), 1);
+        assert_eq!(output_leaf_count(&[buf(c + 1, true)]), 2);
+        // Input-only buffers add nothing; each read-back buffer is cut
+        // separately, so two short buffers are two leaves.
+        assert_eq!(
+            output_leaf_count(&[buf(5 * c, false), buf(3, true), buf(4, true)]),
+            2
+        );
+        // The largest lengths do not overflow.
+        assert_eq!(
+            output_leaf_count(&[buf(u64::MAX, true); 3]),
+            3 * chunk_count(u64::MAX)
+        );
     }
 
     #[test]

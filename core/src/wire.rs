@@ -373,19 +373,6 @@ pub struct KernelSpec {
     pub grid: [u32; 3],
 }
 
-impl KernelSpec {
-    /// The kernel hash receipts bind ([`crate::attest::kernel_hash`]).
-    pub fn hash(&self) -> Digest {
-        crate::attest::kernel_hash(
-            &self.root,
-            &self.entry_point,
-            &self.specialization,
-            &self.push_constants,
-            self.grid,
-        )
-    }
-}
-
 /// A storage buffer bound at descriptor set 0, binding = its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferSpec {
@@ -410,6 +397,27 @@ pub struct JobAssign {
     pub buffers: Vec<BufferSpec, MAX_BUFFERS>,
     /// Merkle root over the chunks of every input buffer, in buffer order.
     pub inputs_root: Digest,
+}
+
+impl JobAssign {
+    /// The kernel hash receipts bind ([`crate::attest::kernel_hash`]): the
+    /// kernel, how it is dispatched, and the buffer layout it runs on.
+    pub fn kernel_hash(&self) -> Digest {
+        crate::attest::kernel_hash(
+            &self.kernel.root,
+            &self.kernel.entry_point,
+            &self.kernel.specialization,
+            &self.kernel.push_constants,
+            self.kernel.grid,
+            &self.buffers,
+        )
+    }
+
+    /// Number of leaves of this job's output tree
+    /// ([`crate::merkle::output_leaf_count`]).
+    pub fn output_leaf_count(&self) -> u64 {
+        crate::merkle::output_leaf_count(&self.buffers)
+    }
 }
 
 /// A chunk of a transfer stream, borrowed from the frame.

@@ -17,7 +17,7 @@ use tessera_core::attest::{
 };
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle;
-use tessera_core::wire::{features, Digest, FailReason, Usage};
+use tessera_core::wire::{features, BufferSpec, Digest, FailReason, Usage};
 
 // ---------------------------------------------------------------- helpers --
 
@@ -305,6 +305,7 @@ struct Kernel {
     specialization: Vec<(u32, u32)>,
     push_constants: Vec<u8>,
     grid: [u32; 3],
+    buffers: Vec<BufferSpec>,
 }
 
 impl Kernel {
@@ -315,6 +316,7 @@ impl Kernel {
             specialization: vec![(0, 256), (1, job as u32)],
             push_constants: (0..16).map(|i| i * 3 + job as u8).collect(),
             grid: [64, job as u32, 1],
+            buffers: layout(job),
         }
     }
     fn hash(&self) -> Digest {
@@ -324,6 +326,7 @@ impl Kernel {
             &self.specialization,
             &self.push_constants,
             self.grid,
+            &self.buffers,
         )
     }
     fn json(&self) -> Value {
@@ -334,23 +337,95 @@ impl Kernel {
             "specialization": self.specialization.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
             "push_constants": hex(&self.push_constants),
             "grid": self.grid,
+            "buffers": self.buffers.iter().map(|b| json!({
+                "len": b.len,
+                "init_len": b.init_len,
+                "readback": b.readback,
+            })).collect::<Vec<_>>(),
         })
+    }
+    /// Bytes sent as input: the buffers' `init_len`, summed.
+    fn input_len(&self) -> usize {
+        self.buffers.iter().map(|b| b.init_len as usize).sum()
+    }
+    /// Bytes read back: the read-back buffers' `len`, summed.
+    fn output_len(&self) -> usize {
+        self.buffers
+            .iter()
+            .filter(|b| b.readback)
+            .map(|b| b.len as usize)
+            .sum()
+    }
+    /// The input buffers' contents: the generator's first `input_len()`
+    /// bytes, cut by `init_len` in buffer order.
+    fn input_root(&self) -> Digest {
+        let all = data(self.input_len());
+        let lens: Vec<usize> = self.buffers.iter().map(|b| b.init_len as usize).collect();
+        merkle::root_of_buffers(split(&all, &lens))
+    }
+    /// The read-back buffers' contents: the generator's first `output_len()`
+    /// bytes, cut by `len` in buffer order.
+    fn output_root(&self) -> Digest {
+        let all = data(self.output_len());
+        let lens: Vec<usize> = self
+            .buffers
+            .iter()
+            .filter(|b| b.readback)
+            .map(|b| b.len as usize)
+            .collect();
+        merkle::root_of_buffers(split(&all, &lens))
     }
 }
 
-/// A receipt of key A for `job`; input and output are the generator's first
-/// `input_len` and `output_len` bytes.
-fn sample_receipt(
-    job: u64,
-    status: ReceiptStatus,
-    input_len: usize,
-    output_len: usize,
-    chain: ChainState,
-) -> Receipt {
+/// `all` cut into consecutive pieces of `lens` bytes.
+fn split<'a>(all: &'a [u8], lens: &[usize]) -> Vec<&'a [u8]> {
+    let mut at = 0;
+    lens.iter()
+        .map(|l| {
+            at += l;
+            &all[at - l..at]
+        })
+        .collect()
+}
+
+/// The buffer layout of each job of the chain: (len, init_len, readback).
+/// Job 1 has a partly initialized input and one output; job 2 one buffer
+/// updated in place; job 3 two outputs, the first with a short last chunk,
+/// so its output tree has more leaves than `output_len` has whole chunks.
+fn layout(job: u64) -> Vec<BufferSpec> {
+    const C: u64 = CHUNK_SIZE as u64;
+    let spec: &[(u64, u64, bool)] = match job {
+        1 => &[(32_768, 20_000, false), (3 * C + 100, 0, true)],
+        2 => &[(C, C, true)],
+        3 => &[
+            (100, 100, false),
+            (3 * C + 100, 0, true),
+            (2 * C - 100, 0, true),
+        ],
+        _ => &[(4096, 4096, false), (4096, 0, true)],
+    };
+    spec.iter()
+        .map(|&(len, init_len, readback)| BufferSpec {
+            len,
+            init_len,
+            readback,
+        })
+        .collect()
+}
+
+/// A receipt of key A for `job`; inputs and outputs come from the job's
+/// layout (`Kernel::input_root`, `Kernel::output_root`); a failed job has
+/// no output.
+fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt {
     let key = signer("key-a");
-    let kernel = Kernel::sample(job).hash();
-    let input_root = merkle::root_of(&data(input_len));
-    let output_root = merkle::root_of(&data(output_len));
+    let k = Kernel::sample(job);
+    let kernel = k.hash();
+    let input_len = k.input_len();
+    let input_root = k.input_root();
+    let (output_root, output_len) = match status {
+        ReceiptStatus::Completed => (k.output_root(), k.output_len()),
+        ReceiptStatus::Failed(_) => (merkle::empty_root(), 0),
+    };
     let result = result_hash(&kernel, &input_root, &output_root, output_len as u64);
     Receipt {
         status,
@@ -420,12 +495,12 @@ fn sign_receipt(r: &Receipt, key: &str) -> Vec<u8> {
     out[..n].to_vec()
 }
 
-/// Jobs of the valid chain: (job, status, input bytes, output bytes).
-const JOBS: [(u64, ReceiptStatus, usize, usize); 4] = [
-    (1, ReceiptStatus::Completed, 20_000, 3 * CHUNK_SIZE + 100),
-    (2, ReceiptStatus::Completed, CHUNK_SIZE, CHUNK_SIZE),
-    (3, ReceiptStatus::Completed, 100, 5 * CHUNK_SIZE),
-    (4, ReceiptStatus::Failed(FailReason::DeviceLost), 4096, 0),
+/// Jobs of the valid chain and how each ended; `layout` gives their buffers.
+const JOBS: [(u64, ReceiptStatus); 4] = [
+    (1, ReceiptStatus::Completed),
+    (2, ReceiptStatus::Completed),
+    (3, ReceiptStatus::Completed),
+    (4, ReceiptStatus::Failed(FailReason::DeviceLost)),
 ];
 
 /// The valid chain of key A: receipts 1, 2, 3 and the failed job 4, each with
@@ -433,8 +508,8 @@ const JOBS: [(u64, ReceiptStatus, usize, usize); 4] = [
 fn receipts() -> Vec<(Receipt, Vec<u8>, ChainState)> {
     let mut chain = ChainState::default();
     let mut out = vec![];
-    for (job, status, input_len, output_len) in JOBS {
-        let r = sample_receipt(job, status, input_len, output_len, chain);
+    for (job, status) in JOBS {
+        let r = sample_receipt(job, status, chain);
         let signed = sign_receipt(&r, "key-a");
         out.push((r, signed.clone(), chain));
         chain.advance(Receipt::hash(&signed));
@@ -446,7 +521,7 @@ fn build_receipts() -> Value {
     let chain = receipts();
     let pk_a = hex(&public_key("key-a"));
     let mut out = vec![];
-    for ((r, signed, before), (_, _, input_len, _)) in chain.iter().zip(JOBS) {
+    for (r, signed, before) in &chain {
         let name = match r.status {
             ReceiptStatus::Completed => format!("receipt-{}", r.sequence),
             ReceiptStatus::Failed(_) => format!("receipt-{}-failed-job", r.sequence),
@@ -458,7 +533,7 @@ fn build_receipts() -> Value {
             "public_key": pk_a,
             "chain_before": chain_json(*before),
             "expected_nonce": hex(&r.requester_nonce),
-            "input_len": input_len,
+            "input_len": Kernel::sample(r.job).input_len(),
             "kernel": Kernel::sample(r.job).json(),
             "receipt": receipt_json(r),
             "signature": hex(&sig),
@@ -539,8 +614,6 @@ fn build_receipts() -> Value {
     let broken = sample_receipt(
         2,
         ReceiptStatus::Completed,
-        JOBS[1].2,
-        JOBS[1].3,
         ChainState {
             next_sequence: 2,
             prev_hash: sha256(b"not receipt-1"),
@@ -633,12 +706,7 @@ fn build_merkle() -> Value {
     for (name, lens) in sizes {
         let total: usize = lens.iter().sum();
         let all = data(total);
-        let mut bufs: Vec<&[u8]> = vec![];
-        let mut at = 0;
-        for l in &lens {
-            bufs.push(&all[at..at + l]);
-            at += l;
-        }
+        let bufs = split(&all, &lens);
         let ls = leaves(&bufs);
         let root = merkle::root_of_buffers(bufs.iter().copied());
         if lens.len() == 1 {
@@ -654,21 +722,27 @@ fn build_merkle() -> Value {
         }));
     }
 
+    // Proofs: `buffers` are the read-back buffers' lengths (their contents
+    // the generator's bytes, cut in order); `leaf_count` is the exact tree
+    // size a verifier derives from that layout.
     let proof_json = |name: &str,
-                      len: usize,
+                      lens: &[usize],
                       index: u64,
                       p: &merkle::Proof,
                       err: Option<VerifyError>,
                       tamper: Option<&str>,
                       chunk_flip: Option<usize>,
                       chunk_index: u64| {
-        let all = data(len);
-        let ls = leaves(&[&all]);
+        let all = data(lens.iter().sum());
+        let bufs = split(&all, lens);
+        let ls = leaves(&bufs);
         let path: Vec<u8> = p.path.iter().flatten().copied().collect();
         let mut v = json!({
             "name": name,
-            "length": len,
-            "root": hex(&merkle::root_of(&all)),
+            "length": all.len(),
+            "buffers": lens,
+            "leaf_count": merkle::output_leaf_count(&readback_layout(lens)),
+            "root": hex(&merkle::root_of_buffers(bufs.iter().copied())),
             "chunk_index": chunk_index,
             "leaf_hash": hex(&ls[chunk_index as usize]),
             "index": index,
@@ -688,35 +762,46 @@ fn build_merkle() -> Value {
         }
         v
     };
-    let cases: [(usize, u64); 9] = [
-        (CHUNK_SIZE, 0),
-        (5 * CHUNK_SIZE, 0),
-        (5 * CHUNK_SIZE, 2),
-        (5 * CHUNK_SIZE, 4),
-        (8 * CHUNK_SIZE, 3),
-        (8 * CHUNK_SIZE, 7),
-        (3 * CHUNK_SIZE + 100, 1),
-        (3 * CHUNK_SIZE + 100, 3),
-        (2 * CHUNK_SIZE + 1000, 2),
+    let cases: [(&[usize], u64); 11] = [
+        (&[CHUNK_SIZE], 0),
+        (&[5 * CHUNK_SIZE], 0),
+        (&[5 * CHUNK_SIZE], 2),
+        (&[5 * CHUNK_SIZE], 4),
+        (&[8 * CHUNK_SIZE], 3),
+        (&[8 * CHUNK_SIZE], 7),
+        (&[3 * CHUNK_SIZE + 100], 1),
+        (&[3 * CHUNK_SIZE + 100], 3),
+        (&[2 * CHUNK_SIZE + 1000], 2),
+        (&[CHUNK_SIZE + 10, 3], 1),
+        (&[CHUNK_SIZE + 10, 3], 2),
     ];
-    for (len, index) in cases {
-        let all = data(len);
-        let ls = leaves(&[&all]);
+    for (lens, index) in cases {
+        let all = data(lens.iter().sum());
+        let ls = leaves(&split(&all, lens));
         let p = merkle::prove(&ls, index).expect("index in range");
-        let name = format!("proof-{}-of-{}-leaves-{}-bytes", index, ls.len(), len);
-        out.push(proof_json(&name, len, index, &p, None, None, None, index));
+        let name = if lens.len() == 1 {
+            format!("proof-{}-of-{}-leaves-{}-bytes", index, ls.len(), all.len())
+        } else {
+            format!(
+                "proof-{}-of-{}-leaves-{}-buffers",
+                index,
+                ls.len(),
+                lens.len()
+            )
+        };
+        out.push(proof_json(&name, lens, index, &p, None, None, None, index));
     }
 
     // Bad proofs, all ChunkProofMismatch.
-    let len = 5 * CHUNK_SIZE;
-    let ls = leaves(&[&data(len)]);
+    let lens = [5 * CHUNK_SIZE];
+    let ls = leaves(&[&data(lens[0])]);
     let good2 = merkle::prove(&ls, 2).expect("in range");
     let mut flipped = good2.clone();
     flipped.path[1][0] ^= 0x01;
     let bad = Some(VerifyError::ChunkProofMismatch);
     out.push(proof_json(
         "bad-proof-flipped-path-byte",
-        len,
+        &lens,
         2,
         &flipped,
         bad,
@@ -726,7 +811,7 @@ fn build_merkle() -> Value {
     ));
     out.push(proof_json(
         "bad-proof-wrong-chunk",
-        len,
+        &lens,
         2,
         &good2,
         bad,
@@ -736,7 +821,7 @@ fn build_merkle() -> Value {
     ));
     out.push(proof_json(
         "bad-proof-flipped-chunk-byte",
-        len,
+        &lens,
         2,
         &good2,
         bad,
@@ -748,7 +833,7 @@ fn build_merkle() -> Value {
     wrong_index.index = 3;
     out.push(proof_json(
         "bad-proof-wrong-index",
-        len,
+        &lens,
         3,
         &wrong_index,
         bad,
@@ -760,7 +845,7 @@ fn build_merkle() -> Value {
     short.path.pop();
     out.push(proof_json(
         "bad-proof-path-too-short",
-        len,
+        &lens,
         2,
         &short,
         bad,
@@ -773,7 +858,7 @@ fn build_merkle() -> Value {
     misplaced.tree_size = 2;
     out.push(proof_json(
         "bad-proof-misplaced-by-tree-size",
-        len,
+        &lens,
         1,
         &misplaced,
         bad,
@@ -781,7 +866,37 @@ fn build_merkle() -> Value {
         None,
         4,
     ));
+    // Two read-back buffers, 8202 and 3 bytes: three leaves, while 8205
+    // bytes in one buffer would be two. The last leaf's path also reads as
+    // leaf 1 of a 2-leaf tree; only the layout's exact count refuses it.
+    let lens = [CHUNK_SIZE + 10, 3];
+    let all = data(lens.iter().sum());
+    let ls = leaves(&split(&all, &lens));
+    let mut misplaced = merkle::prove(&ls, 2).expect("in range");
+    misplaced.index = 1;
+    misplaced.tree_size = 2;
+    out.push(proof_json(
+        "bad-proof-misplaced-across-buffers",
+        &lens,
+        1,
+        &misplaced,
+        bad,
+        Some("leaf 2 (buffer 1's only chunk) and its path read as leaf 1 of a 2-leaf tree, a size the output length alone allows"),
+        None,
+        2,
+    ));
     Value::Array(out)
+}
+
+/// A layout of read-back buffers of `lens` bytes.
+fn readback_layout(lens: &[usize]) -> Vec<BufferSpec> {
+    lens.iter()
+        .map(|&l| BufferSpec {
+            len: l as u64,
+            init_len: 0,
+            readback: true,
+        })
+        .collect()
 }
 
 // ----------------------------------------------------- the vector runners --
@@ -843,31 +958,35 @@ fn run_receipts(vectors: &Value) -> usize {
 }
 
 /// Runs each Merkle vector: roots through `root_of_buffers`, proofs through
-/// `verify_output_chunk` against a receipt with that output.
+/// `verify_output_chunk` against a receipt with that output, with the leaf
+/// count derived from the vector's buffer lengths.
 fn run_merkle(vectors: &Value) -> usize {
     let mut n = 0;
     for v in vectors.as_array().expect("array") {
         let len = v["length"].as_u64().expect("length") as usize;
         let all = data(len);
-        if let Some(lens) = v.get("buffers") {
-            let mut bufs = vec![];
-            let mut at = 0;
-            for l in lens.as_array().expect("array") {
-                let l = l.as_u64().expect("len") as usize;
-                bufs.push(&all[at..at + l]);
-                at += l;
-            }
-            let root = merkle::root_of_buffers(bufs.iter().copied());
-            assert_eq!(hex(&root), v["root"], "{}", v["name"]);
+        let lens: Vec<usize> = v["buffers"]
+            .as_array()
+            .expect("buffers")
+            .iter()
+            .map(|l| l.as_u64().expect("len") as usize)
+            .collect();
+        let bufs = split(&all, &lens);
+        let root = merkle::root_of_buffers(bufs.iter().copied());
+        assert_eq!(hex(&root), v["root"], "{}", v["name"]);
+        if v.get("path").is_none() {
             n += 1;
             continue;
         }
+        let leaf_count = merkle::output_leaf_count(&readback_layout(&lens));
+        assert_eq!(v["leaf_count"], leaf_count, "{}", v["name"]);
         let mut receipt = receipts()[0].0;
-        receipt.output_root = unhex_n(&v["root"]);
+        receipt.output_root = root;
         receipt.output_len = len as u64;
         let chunk_index = v["chunk_index"].as_u64().expect("chunk_index") as usize;
-        let mut chunk = all
-            .chunks(CHUNK_SIZE)
+        let mut chunk = bufs
+            .iter()
+            .flat_map(|b| b.chunks(CHUNK_SIZE))
             .nth(chunk_index)
             .expect("chunk")
             .to_vec();
@@ -883,7 +1002,7 @@ fn run_merkle(vectors: &Value) -> usize {
             tree_size: v["tree_size"].as_u64().expect("tree_size"),
             path,
         };
-        let got = verify_output_chunk(&receipt, &chunk, &proof);
+        let got = verify_output_chunk(&receipt, leaf_count, &chunk, &proof);
         match v.get("expect_error") {
             Some(e) => assert_eq!(
                 got.map_err(error_name),

@@ -170,6 +170,9 @@ fn happy_path_returns_outputs_and_a_verifiable_receipt() {
     assert_eq!(receipt.status, ReceiptStatus::Completed);
     assert_eq!(receipt.output_root, root_of_buffers([&expected[..]]));
     assert_eq!(receipt.output_len, 20_000);
+    // The kernel hash covers the kernel, its dispatch and the buffer layout
+    // that was assigned.
+    assert_eq!(receipt.kernel_hash, j.assign(1).kernel_hash());
     assert_eq!(receipt.usage.gpu_time_us, 1500);
     // base 100 + 2 ms * 10 + 1 MiB in + 1 MiB out = 122, raised to the floor.
     assert_eq!(receipt.price, 150);

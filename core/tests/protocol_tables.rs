@@ -121,7 +121,7 @@ fn receipt_table() -> String {
         ("status", "u8", "0 completed; else the failure reason: 1 kernel rejected, 2 timeout, 3 deadline exceeded, 4 device lost, 5 out of memory, 6 input integrity, 7 host. Others are malformed.", |r| r.status = ReceiptStatus::Failed(FailReason::Host)),
         ("job", "u64", "The job id from the assignment.", |r| r.job = u64::MAX),
         ("requester_nonce", "32 bytes", "The requester's nonce from the assignment.", |r| r.requester_nonce = [0xFF; 32]),
-        ("kernel_hash", "32 bytes", "Kernel hash of what was dispatched.", |r| r.kernel_hash = [0xFF; 32]),
+        ("kernel_hash", "32 bytes", "Kernel hash of what was dispatched, buffer layout included.", |r| r.kernel_hash = [0xFF; 32]),
         ("input_root", "32 bytes", "Merkle root over the chunks of every input buffer, in buffer order.", |r| r.input_root = [0xFF; 32]),
         ("output_root", "32 bytes", "Merkle root over the chunks of every output buffer, in buffer order (the empty root when there is no output).", |r| r.output_root = [0xFF; 32]),
         ("output_len", "u64", "Total output bytes.", |r| r.output_len = u64::MAX),

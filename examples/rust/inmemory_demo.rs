@@ -244,11 +244,24 @@ fn run() -> Result<(), String> {
         receipt.price,
         hex(&receipt.evidence_hash[..6])
     );
+    // The kernel hash binds the kernel, its dispatch and the buffer layout,
+    // so the layout the coordinator sent is the one the receipt speaks of,
+    // and it fixes the output tree's size for the spot check.
+    let assign = job.assign(1);
+    if receipt.kernel_hash != assign.kernel_hash() {
+        return Err("the receipt's kernel hash is not that of the job sent".into());
+    }
+    println!("  coordinator   kernel hash recomputed from the assignment, buffer layout included");
     let leaves: Vec<_> = output.chunks(CHUNK_SIZE).map(leaf_hash).collect();
     let spot = leaves.len() as u64 - 1;
     let proof = prove(&leaves, spot).map_err(|e| format!("{e:?}"))?;
-    verify_output_chunk(&receipt, &output[spot as usize * CHUNK_SIZE..], &proof)
-        .map_err(|e| format!("spot check: {e:?}"))?;
+    verify_output_chunk(
+        &receipt,
+        assign.output_leaf_count(),
+        &output[spot as usize * CHUNK_SIZE..],
+        &proof,
+    )
+    .map_err(|e| format!("spot check: {e:?}"))?;
     println!(
         "  coordinator   spot-checked output chunk {spot} with a {}-hash Merkle proof against the signed root",
         proof.path.len()

@@ -29,7 +29,7 @@ pub const RECEIPT_DOMAIN: &[u8] = b"tessera/receipt/v1";
 /// Domain tag of key identifiers.
 pub const KEY_ID_DOMAIN: &[u8] = b"tessera/key-id/v1";
 /// Domain tag of kernel hashes.
-pub const KERNEL_DOMAIN: &[u8] = b"tessera/kernel/v1";
+pub const KERNEL_DOMAIN: &[u8] = b"tessera/kernel/v2";
 /// Domain tag of result hashes.
 pub const RESULT_DOMAIN: &[u8] = b"tessera/result/v1";
 /// Domain tag of result seals.
@@ -76,19 +76,21 @@ pub fn sha256_parts(parts: &[&[u8]]) -> Digest {
 /// Checks that `chunk` is leaf `proof.index` of the output tree a receipt
 /// signed, so a verifier can spot-check one chunk without the whole output.
 ///
-/// The proof's tree size must fit the receipt's output length: one leaf per
-/// [`CHUNK_SIZE`](crate::limits::CHUNK_SIZE) chunk, plus at most one short
-/// last chunk per further output buffer. Without that bound, a path for a
-/// leaf of the signed tree can also be read as a path for another index in a
-/// tree of another size, so the chunk's claimed position would not be proven.
+/// `leaf_count` is the exact number of leaves of that tree:
+/// [`output_leaf_count`](crate::merkle::output_leaf_count) of the job's buffer
+/// layout, which the receipt's `kernel_hash` binds (recompute it with
+/// [`JobAssign::kernel_hash`](crate::wire::JobAssign::kernel_hash) or
+/// [`kernel_hash`] to trust the layout). The proof's tree size must equal it:
+/// a path for a leaf of the signed tree can also be read as a path for another
+/// index in a tree of another size, so without the exact size the chunk's
+/// claimed position would not be proven.
 pub fn verify_output_chunk(
     receipt: &Receipt,
+    leaf_count: u64,
     chunk: &[u8],
     proof: &crate::merkle::Proof,
 ) -> Result<(), VerifyError> {
-    let least = crate::merkle::chunk_count(receipt.output_len);
-    let most = least.saturating_add(crate::limits::MAX_BUFFERS as u64 - 1);
-    if proof.tree_size < least || proof.tree_size > most {
+    if proof.tree_size != leaf_count {
         return Err(VerifyError::ChunkProofMismatch);
     }
     crate::merkle::verify_proof(
@@ -203,7 +205,26 @@ pub(crate) mod testing {
 
     /// A completed receipt of `signer`'s at `chain`'s position.
     pub fn receipt(signer: &Ed25519Signer, chain: ChainState, job: u64) -> Receipt {
-        let kernel = kernel_hash(&[0x11; 32], "main", &[(0, 64)], &[1, 2, 3, 4], [16, 1, 1]);
+        let layout = [
+            crate::wire::BufferSpec {
+                len: 20_000,
+                init_len: 20_000,
+                readback: false,
+            },
+            crate::wire::BufferSpec {
+                len: 9000,
+                init_len: 0,
+                readback: true,
+            },
+        ];
+        let kernel = kernel_hash(
+            &[0x11; 32],
+            "main",
+            &[(0, 64)],
+            &[1, 2, 3, 4],
+            [16, 1, 1],
+            &layout,
+        );
         let input_root = crate::merkle::root_of(&[5u8; 20_000]);
         let output = [6u8; 9000];
         let output_root = crate::merkle::root_of(&output);
@@ -385,17 +406,23 @@ mod tests {
         let mut r = receipt(&s, ChainState::default(), 1);
         r.output_root = merkle::root_of(&output);
         r.output_len = output.len() as u64;
+        let count = leaves.len() as u64;
         for (i, chunk) in output.chunks(CHUNK_SIZE).enumerate() {
             let proof = merkle::prove(&leaves, i as u64).unwrap();
-            assert_eq!(verify_output_chunk(&r, chunk, &proof), Ok(()));
+            assert_eq!(verify_output_chunk(&r, count, chunk, &proof), Ok(()));
             assert_eq!(
-                verify_output_chunk(&r, &chunk[1..], &proof),
+                verify_output_chunk(&r, count, &chunk[1..], &proof),
+                Err(VerifyError::ChunkProofMismatch)
+            );
+            // A verifier expecting another tree size refuses a genuine proof.
+            assert_eq!(
+                verify_output_chunk(&r, count + 1, chunk, &proof),
                 Err(VerifyError::ChunkProofMismatch)
             );
         }
         // The last leaf of 5 has the path [root of leaves 0..4]; the same
         // path also reads as leaf 1 of a tree of 2. The Merkle check alone
-        // accepts that misplaced claim; the receipt's output length refuses it.
+        // accepts that misplaced claim; the exact leaf count refuses it.
         let mut forged = merkle::prove(&leaves, 4).unwrap();
         assert_eq!(forged.path.len(), 1);
         forged.index = 1;
@@ -405,7 +432,61 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            verify_output_chunk(&r, &output[4 * CHUNK_SIZE..], &forged),
+            verify_output_chunk(&r, count, &output[4 * CHUNK_SIZE..], &forged),
+            Err(VerifyError::ChunkProofMismatch)
+        );
+    }
+
+    #[test]
+    fn the_layout_pins_a_chunk_position_across_buffers() {
+        // Two read-back buffers: 8202 bytes (two leaves, the second short) and
+        // 3 bytes (one leaf). 8205 output bytes would be two chunks in one
+        // buffer, so the output length alone cannot tell a tree of 2 from 3.
+        let s = signer(1);
+        let a: std::vec::Vec<u8> = (0..CHUNK_SIZE + 10).map(|i| i as u8).collect();
+        let b = [0xB0u8, 0xB1, 0xB2];
+        let layout = [
+            crate::wire::BufferSpec {
+                len: a.len() as u64,
+                init_len: 0,
+                readback: true,
+            },
+            crate::wire::BufferSpec {
+                len: 4096,
+                init_len: 4096,
+                readback: false,
+            },
+            crate::wire::BufferSpec {
+                len: b.len() as u64,
+                init_len: 0,
+                readback: true,
+            },
+        ];
+        let count = merkle::output_leaf_count(&layout);
+        assert_eq!(count, 3);
+        let leaves: std::vec::Vec<_> = a
+            .chunks(CHUNK_SIZE)
+            .chain(b.chunks(CHUNK_SIZE))
+            .map(merkle::leaf_hash)
+            .collect();
+        let mut r = receipt(&s, ChainState::default(), 1);
+        r.output_root = merkle::root_of_buffers([&a[..], &b[..]]);
+        r.output_len = (a.len() + b.len()) as u64;
+        assert_eq!(merkle::chunk_count(r.output_len), 2);
+        let proof = merkle::prove(&leaves, 2).unwrap();
+        assert_eq!(verify_output_chunk(&r, count, &b, &proof), Ok(()));
+        // Leaf 2's path, [root of leaves 0..2], also reads as leaf 1 of a
+        // tree of 2, a size the output length allows. With the layout's exact
+        // count the claim that `b` is leaf 1 is refused.
+        let mut misplaced = proof.clone();
+        misplaced.index = 1;
+        misplaced.tree_size = 2;
+        assert_eq!(
+            merkle::verify_proof(&r.output_root, &leaves[2], &misplaced),
+            Ok(())
+        );
+        assert_eq!(
+            verify_output_chunk(&r, count, &b, &misplaced),
             Err(VerifyError::ChunkProofMismatch)
         );
     }

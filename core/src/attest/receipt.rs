@@ -6,7 +6,7 @@ use super::{
     sha256, sha256_parts, Reader, SignError, Signer, VerifyError, Writer, KERNEL_DOMAIN,
     RECEIPT_DOMAIN, RESULT_DOMAIN, SEAL_DOMAIN,
 };
-use crate::wire::{Digest, FailReason, JobId, KeyId, Nonce, Usage};
+use crate::wire::{BufferSpec, Digest, FailReason, JobId, KeyId, Nonce, Usage};
 
 /// Bytes of the receipt payload.
 pub const RECEIPT_PAYLOAD_LEN: usize =
@@ -83,13 +83,20 @@ pub struct Receipt {
 
 /// Hash of everything that defines a dispatch: SHA-256 of the domain tag, the
 /// SPIR-V Merkle root, the entry point (length-prefixed), the specialization
-/// constants, the push constants (length-prefixed) and the grid.
+/// constants, the push constants (length-prefixed), the grid and the buffer
+/// layout (count, then each buffer's `len`, `init_len` and `readback`).
+///
+/// Binding the layout makes a receipt say what buffer sizes the kernel ran
+/// on, and fixes the number of leaves of its output tree
+/// ([`crate::merkle::output_leaf_count`]). [`crate::wire::JobAssign::kernel_hash`]
+/// computes it from an assignment.
 pub fn kernel_hash(
     spirv_root: &Digest,
     entry_point: &str,
     specialization: &[(u32, u32)],
     push_constants: &[u8],
     grid: [u32; 3],
+    buffers: &[BufferSpec],
 ) -> Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(KERNEL_DOMAIN);
@@ -105,6 +112,12 @@ pub fn kernel_hash(
     ctx.update(push_constants);
     for g in grid {
         ctx.update(&g.to_le_bytes());
+    }
+    ctx.update(&(buffers.len() as u32).to_le_bytes());
+    for b in buffers {
+        ctx.update(&b.len.to_le_bytes());
+        ctx.update(&b.init_len.to_le_bytes());
+        ctx.update(&[u8::from(b.readback)]);
     }
     let mut d = [0u8; 32];
     d.copy_from_slice(ctx.finish().as_ref());
@@ -506,7 +519,7 @@ mod tests {
     fn result_hash_is_shared_and_seal_is_per_key() {
         let a = signer(1).public_key();
         let b = signer(2).public_key();
-        let k = kernel_hash(&[1; 32], "main", &[], &[], [1, 1, 1]);
+        let k = kernel_hash(&[1; 32], "main", &[], &[], [1, 1, 1], &[]);
         let r1 = result_hash(&k, &[2; 32], &[3; 32], 10);
         assert_eq!(r1, result_hash(&k, &[2; 32], &[3; 32], 10));
         assert_ne!(r1, result_hash(&k, &[2; 32], &[3; 32], 11));
@@ -517,19 +530,64 @@ mod tests {
     #[test]
     fn kernel_hash_separates_its_fields() {
         let root = [1; 32];
-        let base = kernel_hash(&root, "main", &[(1, 2)], &[3], [4, 5, 6]);
+        let buf = |len, init_len, readback| BufferSpec {
+            len,
+            init_len,
+            readback,
+        };
+        let layout = [buf(4096, 4096, false), buf(100, 0, true)];
+        let hash = |entry: &str, spec: &[(u32, u32)], push: &[u8], grid, bufs: &[BufferSpec]| {
+            kernel_hash(&root, entry, spec, push, grid, bufs)
+        };
+        let base = hash("main", &[(1, 2)], &[3], [4, 5, 6], &layout);
         // Moving a byte between the entry point and the push constants, or
         // changing any field, changes the hash.
+        assert_ne!(base, hash("mai", &[(1, 2)], b"n\x03", [4, 5, 6], &layout));
+        assert_ne!(base, hash("main", &[(1, 3)], &[3], [4, 5, 6], &layout));
+        assert_ne!(base, hash("main", &[], &[3], [4, 5, 6], &layout));
+        assert_ne!(base, hash("main", &[(1, 2)], &[3], [4, 5, 7], &layout));
         assert_ne!(
             base,
-            kernel_hash(&root, "mai", &[(1, 2)], b"n\x03", [4, 5, 6])
+            kernel_hash(&[2; 32], "main", &[(1, 2)], &[3], [4, 5, 6], &layout)
         );
-        assert_ne!(base, kernel_hash(&root, "main", &[(1, 3)], &[3], [4, 5, 6]));
-        assert_ne!(base, kernel_hash(&root, "main", &[], &[3], [4, 5, 6]));
-        assert_ne!(base, kernel_hash(&root, "main", &[(1, 2)], &[3], [4, 5, 7]));
-        assert_ne!(
-            base,
-            kernel_hash(&[2; 32], "main", &[(1, 2)], &[3], [4, 5, 6])
+        // The buffer layout is bound: each buffer's size, initial length and
+        // read-back flag, their order and their number.
+        for other in [
+            [buf(4097, 4096, false), buf(100, 0, true)],
+            [buf(4096, 4095, false), buf(100, 0, true)],
+            [buf(4096, 4096, true), buf(100, 0, true)],
+            [buf(4096, 4096, false), buf(100, 0, false)],
+            [buf(100, 0, true), buf(4096, 4096, false)],
+        ] {
+            assert_ne!(base, hash("main", &[(1, 2)], &[3], [4, 5, 6], &other));
+        }
+        assert_ne!(base, hash("main", &[(1, 2)], &[3], [4, 5, 6], &layout[..1]));
+        assert_ne!(base, hash("main", &[(1, 2)], &[3], [4, 5, 6], &[]));
+    }
+
+    #[test]
+    fn kernel_hash_matches_a_hand_computed_digest() {
+        // The documented byte sequence, spelled out.
+        let mut expected = std::vec::Vec::new();
+        expected.extend_from_slice(b"tessera/kernel/v2");
+        expected.extend_from_slice(&[7; 32]);
+        expected.extend_from_slice(&[2, 0, 0, 0]);
+        expected.extend_from_slice(b"go");
+        expected.extend_from_slice(&[1, 0, 0, 0, 5, 0, 0, 0, 9, 0, 0, 0]);
+        expected.extend_from_slice(&[1, 0, 0, 0, 0xAB]);
+        expected.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+        expected.extend_from_slice(&[1, 0, 0, 0]);
+        expected.extend_from_slice(&300u64.to_le_bytes());
+        expected.extend_from_slice(&12u64.to_le_bytes());
+        expected.push(1);
+        let layout = [BufferSpec {
+            len: 300,
+            init_len: 12,
+            readback: true,
+        }];
+        assert_eq!(
+            kernel_hash(&[7; 32], "go", &[(5, 9)], &[0xAB], [2, 1, 1], &layout),
+            sha256(&expected)
         );
     }
 }

@@ -17,8 +17,8 @@ use tessera_core::attest::{
     VerifyError,
 };
 use tessera_core::limits::CHUNK_SIZE;
-use tessera_core::merkle::{leaf_hash, prove, root_of, root_of_buffers};
-use tessera_core::wire::Nonce;
+use tessera_core::merkle::{leaf_hash, output_leaf_count, prove, root_of, root_of_buffers};
+use tessera_core::wire::{BufferSpec, Nonce};
 
 use crate::protocol::{
     read_frame, write_frame, FrameError, JobFailure, JobResult, Request, Response, Submit,
@@ -246,12 +246,22 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
     if receipt.requester_nonce != job.nonce {
         return Err(Field("requester_nonce"));
     }
+    let layout: Vec<BufferSpec> = job
+        .buffers
+        .iter()
+        .map(|b| BufferSpec {
+            len: b.len,
+            init_len: b.init.len() as u64,
+            readback: b.readback,
+        })
+        .collect();
     let khash = kernel_hash(
         &root_of(&job.kernel),
         &job.entry_point,
         &job.specialization,
         &job.push_constants,
         job.grid,
+        &layout,
     );
     if receipt.kernel_hash != khash {
         return Err(Field("kernel_hash"));
@@ -297,7 +307,12 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
     if receipt.usage != result.usage {
         return Err(Field("usage"));
     }
-    let spot_check = spot_check(&receipt, &result.outputs, &job.nonce)?;
+    let spot_check = spot_check(
+        &receipt,
+        output_leaf_count(&layout),
+        &result.outputs,
+        &job.nonce,
+    )?;
     Ok(ResultCheck {
         receipt,
         evidence,
@@ -306,9 +321,11 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
 }
 
 /// Checks one output chunk, chosen from the nonce, against the receipt's
-/// output root with a Merkle audit path built from the outputs' leaves.
+/// output root with a Merkle audit path built from the outputs' leaves, for a
+/// tree of exactly `leaf_count` leaves (from the layout the kernel hash binds).
 fn spot_check(
     receipt: &Receipt,
+    leaf_count: u64,
     outputs: &[Vec<u8>],
     seed: &Nonce,
 ) -> Result<(u64, u64, usize), ResultCheckError> {
@@ -322,7 +339,7 @@ fn spot_check(
     let index = u64::from_le_bytes(pick) % leaves.len() as u64;
     let proof = prove(&leaves, index)
         .map_err(|_| ResultCheckError::SpotCheck(VerifyError::ChunkProofMismatch))?;
-    verify_output_chunk(receipt, chunks[index as usize], &proof)
+    verify_output_chunk(receipt, leaf_count, chunks[index as usize], &proof)
         .map_err(ResultCheckError::SpotCheck)?;
     Ok((index, leaves.len() as u64, proof.path.len()))
 }

@@ -9,7 +9,9 @@ use support::{client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_run, matmul_submit};
 use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::tls::{client_config, Trust};
-use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, JobResult, Submit};
+use tessera_coordinator::{
+    submit, verify_result, BufferInit, FailureCode, JobResult, ResultCheckError, Submit,
+};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::testkit::{encode, FrameSplitter};
 use tessera_core::wire::{Blob, FailReason, Hello, JobAssign, Message, Requirements, Usage};
@@ -69,6 +71,14 @@ fn happy_path_delivers_a_verified_result() {
     assert_eq!(check.receipt.sequence, 1);
     assert_eq!(check.evidence.capabilities.name.as_str(), "cpu test device");
     assert_eq!(check.spot_check.1, 3, "20000 bytes are 3 chunks");
+    // The receipt binds the buffer layout: checked against a submission
+    // whose input buffer is one byte larger, the same result is not its own.
+    let mut larger = job.clone();
+    larger.buffers[0].len += 1;
+    assert!(matches!(
+        verify_result(&larger, &result),
+        Err(ResultCheckError::Field("kernel_hash"))
+    ));
     let providers = coord.providers();
     assert_eq!(providers.len(), 1);
     assert_eq!(providers[0].chain.map(|c| c.next_sequence), Some(2));

@@ -200,7 +200,10 @@ fn print_check(job: &Submit, result: &JobResult, check: &ResultCheck, elapsed_ms
         r.sequence, r.status
     );
     println!("    nonce           {} (ours)", hex(&job.nonce[..8]));
-    println!("    kernel hash     {} (recomputed)", hex(&r.kernel_hash));
+    println!(
+        "    kernel hash     {} (recomputed, buffer layout included)",
+        hex(&r.kernel_hash)
+    );
     println!("    input root      {} (recomputed)", hex(&r.input_root));
     println!(
         "    output root     {} over {} bytes (recomputed from the outputs)",

@@ -69,7 +69,7 @@ impl Engine {
         let id = self.next_job;
         self.next_job += 1;
         let assign = build_assign(id, &submit);
-        let khash = assign.kernel.hash();
+        let khash = assign.kernel_hash();
         let readback: Vec<usize> = submit
             .buffers
             .iter()
