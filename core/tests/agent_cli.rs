@@ -100,7 +100,7 @@ fn first_start_creates_the_key_and_sigterm_drains() {
     );
     let path = dir.join("agent.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(exe())
+    let child = Command::new(exe())
         .arg("--config")
         .arg(&path)
         .stderr(Stdio::piped())
