@@ -7,36 +7,6 @@ mod vulkan_support;
 use tessera_core::vulkan::*;
 use vulkan_support::*;
 
-/// A small job that must succeed; run after every failure.
-fn still_serving(d: &mut Dispatcher) {
-    let spirv = kernel("saxpy");
-    let x = f32_bytes(&[1.5; 64]);
-    let y = f32_bytes(&[0.5; 64]);
-    let push = saxpy_push(2.0, 64);
-    let bufs = [
-        BufferSpec {
-            len: 256,
-            init: Some(&x),
-            readback: false,
-        },
-        BufferSpec {
-            len: 256,
-            init: Some(&y),
-            readback: true,
-        },
-    ];
-    let job = KernelJob {
-        spirv: &spirv,
-        entry_point: "main",
-        specialization: &[],
-        push_constants: &push,
-        grid: [1, 1, 1],
-        buffers: &bufs,
-    };
-    let out = d.run(&job, TIMEOUT).expect("dispatcher still serves");
-    assert_eq!(f32s(&out.outputs[0]), vec![3.5; 64]);
-}
-
 fn two_buffers() -> [BufferSpec<'static>; 2] {
     [
         BufferSpec {

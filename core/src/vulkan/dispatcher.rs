@@ -192,38 +192,22 @@ fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
         Capability::VariablePointersStorageBuffer,
         f.variable_pointers,
     );
-    supported(
-        Capability::GroupNonUniform,
-        sg.contains(vk::SubgroupFeatureFlags::BASIC),
-    );
-    supported(
-        Capability::GroupNonUniformVote,
-        sg.contains(vk::SubgroupFeatureFlags::VOTE),
-    );
-    supported(
-        Capability::GroupNonUniformArithmetic,
-        sg.contains(vk::SubgroupFeatureFlags::ARITHMETIC),
-    );
-    supported(
-        Capability::GroupNonUniformBallot,
-        sg.contains(vk::SubgroupFeatureFlags::BALLOT),
-    );
-    supported(
-        Capability::GroupNonUniformShuffle,
-        sg.contains(vk::SubgroupFeatureFlags::SHUFFLE),
-    );
-    supported(
-        Capability::GroupNonUniformShuffleRelative,
-        sg.contains(vk::SubgroupFeatureFlags::SHUFFLE_RELATIVE),
-    );
-    supported(
-        Capability::GroupNonUniformClustered,
-        sg.contains(vk::SubgroupFeatureFlags::CLUSTERED),
-    );
-    supported(
-        Capability::GroupNonUniformQuad,
-        sg.contains(vk::SubgroupFeatureFlags::QUAD),
-    );
+    use vk::SubgroupFeatureFlags as Sg;
+    for (cap, flag) in [
+        (Capability::GroupNonUniform, Sg::BASIC),
+        (Capability::GroupNonUniformVote, Sg::VOTE),
+        (Capability::GroupNonUniformArithmetic, Sg::ARITHMETIC),
+        (Capability::GroupNonUniformBallot, Sg::BALLOT),
+        (Capability::GroupNonUniformShuffle, Sg::SHUFFLE),
+        (
+            Capability::GroupNonUniformShuffleRelative,
+            Sg::SHUFFLE_RELATIVE,
+        ),
+        (Capability::GroupNonUniformClustered, Sg::CLUSTERED),
+        (Capability::GroupNonUniformQuad, Sg::QUAD),
+    ] {
+        supported(cap, sg.contains(flag));
+    }
     let known_unsupported = OPTIONAL_CAPABILITIES
         .iter()
         .map(|c| *c as u32)
