@@ -172,6 +172,7 @@ impl GpuHost {
             .iter()
             .enumerate()
             .map(|(i, b)| BufferSpec {
+                binding: i as u32,
                 len: b.len,
                 init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
                 readback: b.readback,

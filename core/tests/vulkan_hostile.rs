@@ -10,11 +10,13 @@ use vulkan_support::*;
 fn two_buffers() -> [BufferSpec<'static>; 2] {
     [
         BufferSpec {
+            binding: 0,
             len: 256,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: None,
             readback: true,
@@ -129,14 +131,14 @@ fn corrupted_words_never_crash() {
         ("matmul", 3),
     ] {
         let good = kernel(name);
-        let bufs = vec![
-            BufferSpec {
+        let bufs: Vec<BufferSpec<'_>> = (0..buffers)
+            .map(|binding| BufferSpec {
+                binding,
                 len: 4096,
                 init: None,
-                readback: true
-            };
-            buffers
-        ];
+                readback: true,
+            })
+            .collect();
         let mut accepted = 0;
         for i in (20..good.len()).step_by(4) {
             for word in [0xFFFF_FFFFu32, 0, 0x8000_0000, 7] {
@@ -157,6 +159,7 @@ fn out_of_range_shared_and_private_indices_are_clamped() {
     let mut d = dispatcher();
     let spirv = kernel("hostile_shared_oob");
     let bufs = [BufferSpec {
+        binding: 0,
         len: 256,
         init: None,
         readback: true,
@@ -183,6 +186,7 @@ fn forbidden_capability_and_extension_are_rejected() {
     let mut d = dispatcher();
     let spirv = kernel("hostile_bda");
     let bufs = [BufferSpec {
+        binding: 0,
         len: 64,
         init: None,
         readback: true,
@@ -205,6 +209,7 @@ fn forbidden_capability_and_extension_are_rejected() {
 fn entry_point_rules() {
     let mut d = dispatcher();
     let bufs = [BufferSpec {
+        binding: 0,
         len: 64,
         init: None,
         readback: true,
@@ -238,16 +243,19 @@ fn bindings_must_match_buffers() {
     let spirv = kernel("saxpy");
     let three = [
         BufferSpec {
+            binding: 0,
             len: 256,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 2,
             len: 256,
             init: None,
             readback: false,
@@ -262,6 +270,7 @@ fn bindings_must_match_buffers() {
         }
     );
     let one = [BufferSpec {
+        binding: 0,
         len: 256,
         init: None,
         readback: false,
@@ -293,6 +302,7 @@ fn bindings_must_match_buffers() {
 fn size_limits_are_enforced() {
     let mut d = dispatcher();
     let bufs = [BufferSpec {
+        binding: 0,
         len: 4 * 4096,
         init: None,
         readback: true,
@@ -354,11 +364,13 @@ fn size_limits_are_enforced() {
     );
     let huge = [
         BufferSpec {
+            binding: 0,
             len: 1 << 40,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: None,
             readback: false,
@@ -373,11 +385,13 @@ fn size_limits_are_enforced() {
     ));
     let empty = [
         BufferSpec {
+            binding: 0,
             len: 0,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: None,
             readback: false,
@@ -390,11 +404,13 @@ fn size_limits_are_enforced() {
     let long_init = [0u8; 300];
     let overfull = [
         BufferSpec {
+            binding: 0,
             len: 256,
             init: Some(&long_init),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: None,
             readback: false,
@@ -405,6 +421,7 @@ fn size_limits_are_enforced() {
         Err(JobError::Rejected(KernelRejection::BadBuffer { index: 0 }))
     );
     let many = [BufferSpec {
+        binding: 0,
         len: 4,
         init: None,
         readback: false,
@@ -430,11 +447,13 @@ fn memory_budget_is_enforced() {
     let push = saxpy_push(1.0, 64);
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 600 << 10,
             init: None,
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 600 << 10,
             init: None,
             readback: false,
@@ -468,11 +487,13 @@ fn out_of_bounds_writes_do_not_touch_other_buffers() {
         .collect();
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 256,
             init: None,
             readback: true,
         },
         BufferSpec {
+            binding: 1,
             len: 4096,
             init: Some(&canary),
             readback: true,

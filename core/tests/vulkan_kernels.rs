@@ -31,11 +31,13 @@ fn check_saxpy(d: &mut Dispatcher, n: u32) -> Usage {
     let spirv = kernel("saxpy");
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: u64::from(n) * 4,
             init: Some(&xb),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: u64::from(n) * 4,
             init: Some(&yb),
             readback: true,
@@ -76,11 +78,13 @@ fn reduction_sums_a_million_integers() {
     let spirv = kernel("reduce");
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: u64::from(n) * 4,
             init: Some(&bytes),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 4,
             init: None,
             readback: true,
@@ -110,16 +114,19 @@ fn matmul(d: &mut Dispatcher, m: u32, n: u32, k: u32) -> (Vec<u8>, Vec<f32>) {
     let spirv = kernel("matmul");
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: ab.len() as u64,
             init: Some(&ab),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: bb.len() as u64,
             init: Some(&bb),
             readback: false,
         },
         BufferSpec {
+            binding: 2,
             len: u64::from(m * n) * 4,
             init: None,
             readback: true,
@@ -188,6 +195,7 @@ fn mandelbrot_matches_cpu_escape_counts() {
     }
     let spirv = kernel("mandelbrot");
     let bufs = [BufferSpec {
+        binding: 0,
         len: u64::from(w * h) * 4,
         init: None,
         readback: true,
@@ -251,6 +259,7 @@ fn workgroup_size_from_specialization_constant() {
     let mut d = dispatcher();
     let spirv = kernel("spec_workgroup");
     let bufs = [BufferSpec {
+        binding: 0,
         len: 4 * 96,
         init: None,
         readback: true,
@@ -299,11 +308,13 @@ fn pooled_buffers_never_leak_previous_contents() {
     let push = saxpy_push(1.0, 0);
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 4096,
             init: None,
             readback: true,
         },
         BufferSpec {
+            binding: 1,
             len: 4096,
             init: None,
             readback: true,
@@ -326,11 +337,13 @@ fn run_into_reuses_output_vectors() {
     let push = 256u32.to_le_bytes();
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 4096,
             init: Some(&input),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 4096,
             init: None,
             readback: true,
@@ -473,11 +486,13 @@ fn repeated_job_shapes_see_fresh_inputs_and_push_constants() {
             let push = saxpy_push(2.0 + a, if round % 3 == 2 { 32 } else { 64 });
             let bufs = [
                 BufferSpec {
+                    binding: 0,
                     len: 256,
                     init: Some(&x),
                     readback: false,
                 },
                 BufferSpec {
+                    binding: 1,
                     len: 256,
                     init: Some(&y),
                     readback: true,

@@ -12,6 +12,7 @@ fn infinite_loop_times_out_and_dispatcher_keeps_serving() {
     let mut d = dispatcher();
     let spirv = kernel("hostile_loop");
     let bufs = [BufferSpec {
+        binding: 0,
         len: 64,
         init: None,
         readback: true,

@@ -214,11 +214,13 @@ fn main() {
     let input = job.buffers[0].init.clone();
     let specs = [
         BufferSpec {
+            binding: 0,
             len: LEN as u64,
             init: Some(&input),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: LEN as u64,
             init: None,
             readback: true,

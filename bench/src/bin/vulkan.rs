@@ -82,11 +82,13 @@ fn main() {
     let push = 256u32.to_le_bytes();
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 4096,
             init: Some(&input),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 4096,
             init: None,
             readback: true,
@@ -167,11 +169,13 @@ fn main() {
     let push = n.to_le_bytes();
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: bytes,
             init: Some(&src),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: bytes,
             init: None,
             readback: false,
@@ -267,11 +271,13 @@ fn main() {
     // Pipelines: a never-seen specialization each time, then a cached one.
     let small = [
         BufferSpec {
+            binding: 0,
             len: 4096,
             init: Some(&input),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 4096,
             init: None,
             readback: true,

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// Most push-constant bytes a job may carry (the Vulkan guaranteed minimum).
 pub const MAX_PUSH_CONSTANTS: usize = 128;
 
+/// Binding numbers of a job's buffers are below this.
+pub const MAX_BINDINGS: u32 = 32;
+
 const COPY_SPV: &[u8] = include_bytes!("../../kernels/copy.spv");
 const FMA_SPV: &[u8] = include_bytes!("../../kernels/fma.spv");
 
@@ -88,9 +91,12 @@ impl Default for DispatcherConfig {
     }
 }
 
-/// One storage buffer of a job: buffer i is bound at set 0, binding i.
+/// One storage buffer of a job, bound at descriptor set 0, `binding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSpec<'a> {
+    /// The binding number in descriptor set 0 (below [`MAX_BINDINGS`],
+    /// distinct within a job).
+    pub binding: u32,
     /// Length in bytes the kernel sees.
     pub len: u64,
     /// Initial contents (at most `len` bytes); the rest is zero.
@@ -234,9 +240,19 @@ fn use_timestamps(probe: &Probe, config: &DispatcherConfig) -> bool {
         }
 }
 
-/// SHA-256 of everything that makes a pipeline distinct.
+/// The set of a job's binding numbers, one bit each (checked below
+/// [`MAX_BINDINGS`] by `check_job`).
+fn binding_mask(job: &KernelJob<'_>) -> u32 {
+    job.buffers
+        .iter()
+        .fold(0, |m, b| m | 1u32.checked_shl(b.binding).unwrap_or(0))
+}
+
+/// SHA-256 of everything that makes a pipeline distinct: the kernel, its
+/// specialization and the bindings its layout has.
 fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&binding_mask(job).to_le_bytes());
     ctx.update(&(job.spirv.len() as u64).to_le_bytes());
     ctx.update(job.spirv);
     ctx.update(&(job.entry_point.len() as u64).to_le_bytes());
@@ -394,11 +410,13 @@ impl Dispatcher {
         let push = elems.to_le_bytes();
         let bufs = [
             BufferSpec {
+                binding: 0,
                 len: bytes,
                 init: None,
                 readback: false,
             },
             BufferSpec {
+                binding: 1,
                 len: bytes,
                 init: None,
                 readback: false,
@@ -422,6 +440,7 @@ impl Dispatcher {
         for _ in 0..3 {
             let push = iters.to_le_bytes();
             let bufs = [BufferSpec {
+                binding: 0,
                 len: 256 * 64 * 4,
                 init: None,
                 readback: false,
@@ -551,8 +570,17 @@ impl Dispatcher {
         }
         let mut total = 0u64;
         let mut caps = Vec::with_capacity(job.buffers.len());
+        let mut seen = 0u32;
         for (i, b) in job.buffers.iter().enumerate() {
             let index = i as u32;
+            if b.binding >= MAX_BINDINGS || seen & (1 << b.binding) != 0 {
+                return Err(KernelRejection::BindingMismatch {
+                    set: 0,
+                    binding: b.binding,
+                    job_buffers: job.buffers.len() as u32,
+                });
+            }
+            seen |= 1 << b.binding;
             if b.len == 0 || b.init.is_some_and(|d| d.len() as u64 > b.len) {
                 return Err(KernelRejection::BadBuffer { index });
             }
@@ -583,16 +611,8 @@ impl Dispatcher {
             .gpu
             .as_mut()
             .ok_or(JobError::DeviceLost { fault: None })?;
-        let buffers = job.buffers.len() as u32;
         let push_len = job.push_constants.len() as u32;
         let check = |info: &KernelInfo| -> Result<(), KernelRejection> {
-            if info.bindings != buffers {
-                return Err(KernelRejection::BindingMismatch {
-                    set: 0,
-                    binding: info.bindings.min(buffers),
-                    job_buffers: buffers,
-                });
-            }
             if info.push_constant_bytes > push_len {
                 return Err(KernelRejection::PushConstantsTooSmall {
                     kernel: info.push_constant_bytes,
@@ -611,7 +631,7 @@ impl Dispatcher {
                     job.spirv,
                     job.entry_point,
                     job.specialization,
-                    buffers,
+                    binding_mask(job),
                     push_len,
                     &self.rules,
                 )?;
@@ -752,7 +772,7 @@ impl Dispatcher {
                     .map(|(i, info)| {
                         vk::WriteDescriptorSet::default()
                             .dst_set(set)
-                            .dst_binding(i as u32)
+                            .dst_binding(job.buffers[i].binding)
                             .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
                             .buffer_info(info)
                     })

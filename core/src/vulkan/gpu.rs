@@ -400,8 +400,9 @@ impl Gpu {
         }
     }
 
-    /// Descriptor-set and pipeline layouts for `bindings` buffers and
-    /// `push` push-constant bytes (cached).
+    /// Descriptor-set and pipeline layouts for storage buffers at the
+    /// `bindings` (a bit per binding number) and `push` push-constant bytes
+    /// (cached).
     fn layout(
         &mut self,
         bindings: u32,
@@ -410,7 +411,8 @@ impl Gpu {
         if let Some(l) = self.layouts.get(&(bindings, push)) {
             return Ok(*l);
         }
-        let binds: Vec<_> = (0..bindings)
+        let binds: Vec<_> = (0..32)
+            .filter(|i| bindings & (1 << i) != 0)
             .map(|i| {
                 vk::DescriptorSetLayoutBinding::default()
                     .binding(i)

@@ -43,7 +43,7 @@ pub use caps::{
 };
 pub use dispatcher::{
     BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, MeterClock, Metering, Usage,
-    MAX_PUSH_CONSTANTS,
+    MAX_BINDINGS, MAX_PUSH_CONSTANTS,
 };
 pub use error::{JobError, KernelRejection, Malformed, VulkanError};
 pub use instance::{

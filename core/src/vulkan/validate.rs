@@ -47,7 +47,7 @@ pub(crate) struct KernelInfo {
     pub local_size: [u32; 3],
     /// Bytes of the push-constant block (0 if none), rounded up to 4.
     pub push_constant_bytes: u32,
-    /// Number of storage-buffer bindings (0..n at set 0).
+    /// The job's bindings at set 0, one bit per binding number.
     pub bindings: u32,
     /// The kernel reads `NumWorkgroups`, so its grid must not be split.
     pub reads_num_workgroups: bool,
@@ -55,7 +55,8 @@ pub(crate) struct KernelInfo {
     pub specialization: Vec<(u32, u8, u32)>,
 }
 
-/// Validates `spirv` for a job with `buffers` storage buffers, `push_len`
+/// Validates `spirv` for a job with storage buffers at the `bindings` (a bit
+/// per binding number of set 0), `push_len`
 /// push-constant bytes and the given specialization. Returns what was
 /// learnt and the module to hand to the driver: the kernel with every
 /// dynamic index into memory that robust buffer access does not cover
@@ -64,7 +65,7 @@ pub(crate) fn validate(
     spirv: &[u8],
     entry_point: &str,
     specialization: &[(u32, u32)],
-    buffers: u32,
+    bindings: u32,
     push_len: u32,
     rules: &Rules,
 ) -> Result<(KernelInfo, Vec<u32>), KernelRejection> {
@@ -73,7 +74,7 @@ pub(crate) fn validate(
         &module,
         entry_point,
         specialization,
-        buffers,
+        bindings,
         push_len,
         rules,
     )?;
@@ -85,7 +86,7 @@ fn check(
     module: &Module,
     entry_point: &str,
     specialization: &[(u32, u32)],
-    buffers: u32,
+    bindings: u32,
     push_len: u32,
     rules: &Rules,
 ) -> Result<KernelInfo, KernelRejection> {
@@ -109,7 +110,7 @@ fn check(
     {
         return Err(KernelRejection::WorkgroupTooLarge { size: local_size });
     }
-    let vars = v.check_variables(specialization, buffers, rules)?;
+    let vars = v.check_variables(specialization, bindings, rules)?;
     if vars.push_constant_bytes > push_len {
         return Err(KernelRejection::PushConstantsTooSmall {
             kernel: vars.push_constant_bytes,
@@ -119,7 +120,7 @@ fn check(
     Ok(KernelInfo {
         local_size,
         push_constant_bytes: vars.push_constant_bytes,
-        bindings: buffers,
+        bindings,
         reads_num_workgroups: v.builtin_used(BuiltIn::NumWorkgroups),
         specialization: spec,
     })
@@ -953,13 +954,14 @@ impl<'m> Validator<'m> {
     fn check_variables(
         &self,
         spec: &[(u32, u32)],
-        buffers: u32,
+        bindings: u32,
         rules: &Rules,
     ) -> Result<Vars, KernelRejection> {
+        let job_buffers = bindings.count_ones();
         let mut shared = 0u64;
         let mut private = 0u64;
         let mut push = 0u64;
-        let mut seen = vec![false; buffers as usize];
+        let mut seen = 0u32;
         for inst in &self.module.types_global_values {
             if inst.class.opcode != Op::Variable {
                 continue;
@@ -997,14 +999,14 @@ impl<'m> Validator<'m> {
                         Some(Some(s)) => s,
                         _ => 0,
                     };
-                    if set != 0 || b >= buffers {
+                    if set != 0 || b >= 32 || bindings & (1 << b) == 0 {
                         return Err(KernelRejection::BindingMismatch {
                             set,
                             binding: b,
-                            job_buffers: buffers,
+                            job_buffers,
                         });
                     }
-                    seen[b as usize] = true;
+                    seen |= 1 << b;
                 }
                 StorageClass::UniformConstant => {
                     return Err(KernelRejection::ForbiddenDescriptorType {
@@ -1014,11 +1016,12 @@ impl<'m> Validator<'m> {
                 other => return Err(KernelRejection::ForbiddenStorageClass(other as u32)),
             }
         }
-        if let Some(missing) = seen.iter().position(|s| !s) {
+        let missing = bindings & !seen;
+        if missing != 0 {
             return Err(KernelRejection::BindingMismatch {
                 set: 0,
-                binding: missing as u32,
-                job_buffers: buffers,
+                binding: missing.trailing_zeros(),
+                job_buffers,
             });
         }
         for f in &self.module.functions {

@@ -78,11 +78,13 @@ pub fn still_serving(d: &mut Dispatcher) {
     let push = saxpy_push(2.0, 64);
     let bufs = [
         BufferSpec {
+            binding: 0,
             len: 256,
             init: Some(&x),
             readback: false,
         },
         BufferSpec {
+            binding: 1,
             len: 256,
             init: Some(&y),
             readback: true,
