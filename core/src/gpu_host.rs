@@ -118,7 +118,7 @@ pub fn failure_of(e: &JobError) -> JobFailure {
         JobError::Timeout => FailReason::Timeout,
         JobError::DeviceLost { .. } => FailReason::DeviceLost,
         JobError::OutOfMemory => FailReason::OutOfMemory,
-        JobError::Vulkan(_) => FailReason::Host,
+        JobError::Vulkan(_) | JobError::DeviceUnavailable { .. } => FailReason::Host,
     };
     JobFailure {
         reason,

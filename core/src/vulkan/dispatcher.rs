@@ -47,6 +47,12 @@ pub struct DispatcherConfig {
     pub force_staging: bool,
     /// How job time is metered.
     pub metering: Metering,
+    /// Most devices given up on after a timeout or loss whose work has not
+    /// finished yet. At this number the dispatcher refuses jobs
+    /// ([`JobError::DeviceUnavailable`]) until one is reclaimed
+    /// ([`Dispatcher::reclaim_abandoned`]), so endless kernels cannot pile
+    /// up devices and burn the machine.
+    pub max_abandoned_devices: usize,
 }
 
 /// How [`Usage::gpu_time_ns`] is measured.
@@ -87,6 +93,7 @@ impl Default for DispatcherConfig {
             max_workgroups_per_dispatch: 1 << 20,
             force_staging: false,
             metering: Metering::Auto,
+            max_abandoned_devices: 2,
         }
     }
 }
@@ -359,6 +366,23 @@ impl Dispatcher {
         self.graveyard.len()
     }
 
+    /// Destroys every abandoned device whose work has finished (each with
+    /// its Vulkan instance, which on CPU implementations owns the worker
+    /// threads) and returns how many are still abandoned. Cheap: one fence
+    /// status query per abandoned device. `run` calls it too; a host that
+    /// is refusing work calls it while idle.
+    pub fn reclaim_abandoned(&mut self) -> usize {
+        self.reap_graveyard();
+        self.graveyard.len()
+    }
+
+    /// Whether the dispatcher takes jobs now: fewer than
+    /// `max_abandoned_devices` devices are still running abandoned work.
+    /// Reclaims finished ones first.
+    pub fn accepting_jobs(&mut self) -> bool {
+        self.reclaim_abandoned() < self.config.max_abandoned_devices.max(1)
+    }
+
     /// Drains the validation-layer warnings and errors recorded so far
     /// (always empty unless `DispatcherConfig::validation` is on).
     pub fn validation_messages(&self) -> Vec<ValidationMessage> {
@@ -383,7 +407,11 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
     ) -> Result<Usage, JobError> {
         let start = Instant::now();
-        self.reap_graveyard();
+        if !self.accepting_jobs() {
+            return Err(JobError::DeviceUnavailable {
+                abandoned: self.graveyard.len() as u32,
+            });
+        }
         let capacities = self.check_job(job)?;
         if self.gpu.is_none() {
             self.recreate()?;

@@ -297,6 +297,13 @@ pub enum JobError {
     OutOfMemory,
     /// Another Vulkan call failed.
     Vulkan(vk::Result),
+    /// Too many devices are still running work abandoned after timeouts
+    /// (`DispatcherConfig::max_abandoned_devices`); nothing ran. The
+    /// dispatcher takes jobs again once one is reclaimed.
+    DeviceUnavailable {
+        /// Devices still running abandoned work.
+        abandoned: u32,
+    },
 }
 
 impl JobError {
@@ -308,6 +315,7 @@ impl JobError {
             JobError::DeviceLost { .. } => 2,
             JobError::OutOfMemory => 3,
             JobError::Vulkan(_) => 4,
+            JobError::DeviceUnavailable { .. } => 5,
             JobError::Rejected(r) => 100 + r.code(),
         }
     }
@@ -341,6 +349,10 @@ impl fmt::Display for JobError {
             JobError::DeviceLost { fault: None } => write!(f, "device lost"),
             JobError::OutOfMemory => write!(f, "out of memory"),
             JobError::Vulkan(r) => write!(f, "Vulkan call failed: {r}"),
+            JobError::DeviceUnavailable { abandoned } => write!(
+                f,
+                "device unavailable: {abandoned} devices still run abandoned work"
+            ),
         }
     }
 }
