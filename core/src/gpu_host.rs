@@ -110,19 +110,22 @@ pub fn evidence_capabilities(caps: &Capabilities) -> DeviceCapabilities {
     }
 }
 
-/// The wire's failure for a dispatcher error: the reason, and the
-/// dispatcher's stable code as detail.
+/// The wire's failure for a dispatcher error: the reason, and as detail the
+/// rejection's rule and argument (`tessera_core::reasons`) for a refused
+/// kernel, else the dispatcher's stable code.
 pub fn failure_of(e: &JobError) -> JobFailure {
     let reason = match e {
         JobError::Rejected(_) => FailReason::KernelRejected,
         JobError::Timeout => FailReason::Timeout,
         JobError::DeviceLost { .. } => FailReason::DeviceLost,
         JobError::OutOfMemory => FailReason::OutOfMemory,
-        JobError::Vulkan(_) | JobError::DeviceUnavailable { .. } => FailReason::Host,
+        JobError::Vulkan(_)
+        | JobError::DeviceUnavailable { .. }
+        | JobError::ValidatorUnavailable(_) => FailReason::Host,
     };
     JobFailure {
         reason,
-        detail: e.code() as u32,
+        detail: e.detail(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod merkle;
 #[cfg(feature = "tls")]
 pub mod net;
 pub mod policy;
+pub mod reasons;
 pub mod store;
 #[cfg(feature = "std")]
 pub mod testkit;

@@ -80,6 +80,11 @@ pub struct Robustness {
     pub robust_buffer_access2: bool,
     /// `VK_EXT_device_fault`: device-loss reasons are reported.
     pub device_fault: bool,
+    /// `shaderZeroInitializeWorkgroupMemory` (core in Vulkan 1.3, or
+    /// `VK_KHR_zero_initialize_workgroup_memory`): workgroup variables may
+    /// have null initializers, which the dispatcher gives them so that no
+    /// data moves between jobs through shared memory.
+    pub zero_initialize_workgroup_memory: bool,
 }
 
 /// What the dispatcher's device is and can do.
@@ -124,6 +129,7 @@ pub(crate) struct Probe {
     pub storage_alignment: u64,
     pub needs_ext_8bit: bool,
     pub needs_ext_f16i8: bool,
+    pub needs_ext_zero_initialize: bool,
     pub max_spirv_version: u32,
 }
 
@@ -149,6 +155,8 @@ pub(crate) fn probe(
     let core12 = api >= vk::API_VERSION_1_2;
     let has_8bit = core12 || has(ash::khr::_8bit_storage::NAME);
     let has_f16i8 = core12 || has(ash::khr::shader_float16_int8::NAME);
+    let core13 = api >= vk::API_VERSION_1_3;
+    let has_zero_init = core13 || has(ash::khr::zero_initialize_workgroup_memory::NAME);
 
     let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
     let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut subgroup);
@@ -161,9 +169,13 @@ pub(crate) fn probe(
     let mut vp = vk::PhysicalDeviceVariablePointersFeatures::default();
     let mut rb2 = vk::PhysicalDeviceRobustness2FeaturesEXT::default();
     let mut fault = vk::PhysicalDeviceFaultFeaturesEXT::default();
+    let mut zero_init = vk::PhysicalDeviceZeroInitializeWorkgroupMemoryFeatures::default();
     let mut feats2 = vk::PhysicalDeviceFeatures2::default()
         .push_next(&mut f16)
         .push_next(&mut vp);
+    if has_zero_init {
+        feats2 = feats2.push_next(&mut zero_init);
+    }
     if has_8bit {
         feats2 = feats2.push_next(&mut f8);
     }
@@ -256,11 +268,13 @@ pub(crate) fn probe(
             robust_buffer_access: base.robust_buffer_access == vk::TRUE,
             robust_buffer_access2: has_ext_robustness2 && rb2.robust_buffer_access2 == vk::TRUE,
             device_fault: has_ext_device_fault && fault.device_fault == vk::TRUE,
+            zero_initialize_workgroup_memory: has_zero_init
+                && zero_init.shader_zero_initialize_workgroup_memory == vk::TRUE,
         },
         timestamps,
         benchmark: None,
     };
-    let max_spirv_version = if api >= vk::API_VERSION_1_3 {
+    let max_spirv_version = if core13 {
         0x0001_0600
     } else if core12 {
         0x0001_0500
@@ -275,6 +289,7 @@ pub(crate) fn probe(
         storage_alignment: l.min_storage_buffer_offset_alignment.max(16),
         needs_ext_8bit: !core12 && has_8bit,
         needs_ext_f16i8: !core12 && has_f16i8,
+        needs_ext_zero_initialize: !core13 && has_zero_init,
         max_spirv_version,
     })
 }

@@ -5,7 +5,9 @@ use super::caps::{self, Capabilities, DeviceBenchmark, Probe};
 use super::error::{JobError, KernelRejection, VulkanError};
 use super::gpu::{Gpu, Slot};
 use super::instance::{DeviceInfo, DeviceSelector, Instance, ValidationMessage, VkHandles};
-use super::validate::{self, KernelInfo, Rules, BASE_CAPABILITIES, OPTIONAL_CAPABILITIES};
+use super::validate::{
+    self, KernelInfo, Rules, ZeroWorkgroup, BASE_CAPABILITIES, OPTIONAL_CAPABILITIES,
+};
 use ash::vk;
 use rspirv::spirv::Capability;
 use std::collections::HashSet;
@@ -45,6 +47,14 @@ pub struct DispatcherConfig {
     /// Use device-local buffers with host-visible staging copies even when
     /// device-local host-visible memory exists (exercises the discrete-GPU path).
     pub force_staging: bool,
+    /// Zero workgroup memory with code injected at the entry point even on
+    /// a device that null-initialises it (exercises the fallback path).
+    pub force_workgroup_zeroing_code: bool,
+    /// Invocations per second this device is taken to run at most, for the
+    /// bound on a job's total work (grid × workgroup size ≤ rate × time
+    /// limit). `None`: 16 times the rate the start-up benchmark's copy
+    /// kernel measured, or 2^40 per second before it ran.
+    pub max_invocations_per_second: Option<u64>,
     /// How job time is metered.
     pub metering: Metering,
     /// Most devices given up on after a timeout or loss whose work has not
@@ -92,6 +102,8 @@ impl Default for DispatcherConfig {
             max_private_bytes: 16 << 10,
             max_workgroups_per_dispatch: 1 << 20,
             force_staging: false,
+            force_workgroup_zeroing_code: false,
+            max_invocations_per_second: None,
             metering: Metering::Auto,
             max_abandoned_devices: 2,
         }
@@ -173,6 +185,8 @@ pub struct Dispatcher {
     rules: Rules,
     config: DispatcherConfig,
     generation: u64,
+    /// Invocations per second of the start-up benchmark's copy kernel.
+    invocation_rate: Option<f64>,
     // Dropped last: every device above must be gone before the instance.
     handles: VkHandles,
 }
@@ -235,6 +249,13 @@ fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
         max_invocations: c.limits.max_invocations,
         max_shared_bytes: u64::from(c.limits.max_shared_memory),
         max_private_bytes: config.max_private_bytes,
+        zero_workgroup: if c.robustness.zero_initialize_workgroup_memory
+            && !config.force_workgroup_zeroing_code
+        {
+            ZeroWorkgroup::NullInitializers
+        } else {
+            ZeroWorkgroup::Code
+        },
     }
 }
 
@@ -309,7 +330,14 @@ struct Pipeline {
     set_layout: vk::DescriptorSetLayout,
     push_bytes: u32,
     reads_num_workgroups: bool,
+    local_size: [u32; 3],
 }
+
+/// Headroom over the benchmarked copy rate for the bound on total work:
+/// an invocation that does almost nothing runs faster than a copy.
+const WORK_HEADROOM: f64 = 16.0;
+/// Invocations per second assumed before the start-up benchmark ran.
+const DEFAULT_INVOCATION_RATE: f64 = (1u64 << 40) as f64;
 
 impl Dispatcher {
     /// Opens the selected device with robust buffer access enabled.
@@ -339,6 +367,7 @@ impl Dispatcher {
             rules,
             config,
             generation: 0,
+            invocation_rate: None,
             handles,
         })
     }
@@ -419,6 +448,11 @@ impl Dispatcher {
         let result = self.execute(job, &capacities, start, timeout, outputs);
         match &result {
             Err(JobError::Timeout) | Err(JobError::DeviceLost { .. }) => {
+                // Kernels still running leave their loops at the next back
+                // edge, so the device settles and can be reclaimed.
+                if let Some(g) = &self.gpu {
+                    g.set_watchdog(true);
+                }
                 self.abandon();
                 // Failing here is not fatal: the next job tries again.
                 let _ = self.recreate();
@@ -462,6 +496,7 @@ impl Dispatcher {
         self.run_into(&copy, timeout, &mut out)?;
         let t = self.run_into(&copy, timeout, &mut out)?.gpu_time_ns.max(1);
         let copy_gbps = bytes as f64 / t as f64;
+        self.invocation_rate = Some(f64::from(elems) * 1e9 / t as f64);
         // FMA: 256 workgroups x 64 invocations x iters x 8 vec4 FMAs x 2 flops.
         let mut iters: u32 = 256;
         let mut fma_gflops = 0.0;
@@ -601,16 +636,21 @@ impl Dispatcher {
         let mut seen = 0u32;
         for (i, b) in job.buffers.iter().enumerate() {
             let index = i as u32;
-            if b.binding >= MAX_BINDINGS || seen & (1 << b.binding) != 0 {
-                return Err(KernelRejection::BindingMismatch {
-                    set: 0,
+            if b.binding >= MAX_BINDINGS {
+                return Err(KernelRejection::BindingOutOfRange {
+                    index,
                     binding: b.binding,
-                    job_buffers: job.buffers.len() as u32,
                 });
             }
+            if seen & (1 << b.binding) != 0 {
+                return Err(KernelRejection::DuplicateBinding { binding: b.binding });
+            }
             seen |= 1 << b.binding;
-            if b.len == 0 || b.init.is_some_and(|d| d.len() as u64 > b.len) {
-                return Err(KernelRejection::BadBuffer { index });
+            if b.len == 0 {
+                return Err(KernelRejection::EmptyBuffer { index });
+            }
+            if b.init.is_some_and(|d| d.len() as u64 > b.len) {
+                return Err(KernelRejection::InitTooLong { index });
             }
             if b.len > u64::from(limits.max_storage_buffer_range) {
                 return Err(KernelRejection::BufferTooLarge {
@@ -630,6 +670,36 @@ impl Dispatcher {
             });
         }
         Ok(caps)
+    }
+
+    /// The most invocations this device runs per second, for the bound on
+    /// a job's total work.
+    fn invocation_rate(&self) -> f64 {
+        match (self.config.max_invocations_per_second, self.invocation_rate) {
+            (Some(r), _) => r as f64,
+            (None, Some(r)) => r * WORK_HEADROOM,
+            (None, None) => DEFAULT_INVOCATION_RATE,
+        }
+    }
+
+    /// Refuses a job with more invocations than the device runs within
+    /// its time limit.
+    fn check_work(
+        &self,
+        job: &KernelJob<'_>,
+        p: &Pipeline,
+        timeout: Duration,
+    ) -> Result<(), KernelRejection> {
+        let invocations = job
+            .grid
+            .iter()
+            .chain(&p.local_size)
+            .fold(1u64, |n, d| n.saturating_mul(u64::from(*d)));
+        let max = (self.invocation_rate() * timeout.as_secs_f64()).min(u64::MAX as f64) as u64;
+        if invocations > max.max(1) {
+            return Err(KernelRejection::TooMuchWork { invocations, max });
+        }
+        Ok(())
     }
 
     /// Finds or builds the pipeline for `job`.
@@ -678,6 +748,7 @@ impl Dispatcher {
             set_layout: p.set_layout,
             push_bytes: p.info.push_constant_bytes,
             reads_num_workgroups: p.info.reads_num_workgroups,
+            local_size: p.info.local_size,
         })
     }
 
@@ -690,6 +761,7 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
     ) -> Result<Usage, JobError> {
         let p = self.pipeline(job)?;
+        self.check_work(job, &p, timeout)?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
         let align = self.probe.storage_alignment;
         let pool_limit = self.config.pool_bytes;
@@ -843,7 +915,7 @@ impl Dispatcher {
                     vk::PipelineBindPoint::COMPUTE,
                     p.layout,
                     0,
-                    &[set],
+                    &[set, gpu.watchdog_set()],
                     &[],
                 );
                 if p.push_bytes > 0 {

@@ -30,6 +30,16 @@ pub(crate) struct Slot {
     pub staging: Option<(vk::Buffer, vk::DeviceMemory)>,
 }
 
+/// The watchdog buffer and the descriptor set (set 1) that binds it.
+struct Watchdog {
+    buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    map: *mut u32,
+    pool: vk::DescriptorPool,
+    set_layout: vk::DescriptorSetLayout,
+    set: vk::DescriptorSet,
+}
+
 /// A cached compute pipeline with what validation learnt about its kernel.
 pub(crate) struct CachedPipeline {
     pub pipeline: vk::Pipeline,
@@ -47,6 +57,10 @@ pub(crate) struct Gpu {
     pub fence: vk::Fence,
     pub query_pool: Option<vk::QueryPool>,
     pub desc_pool: vk::DescriptorPool,
+    /// The watchdog: a host-visible word every rewritten kernel reads on
+    /// each loop back edge (set 1, binding 0); the host sets it to stop
+    /// the kernels still running after a timeout.
+    watchdog: Watchdog,
     layouts: HashMap<(u32, u32), (vk::DescriptorSetLayout, vk::PipelineLayout)>,
     pipelines: HashMap<[u8; 32], CachedPipeline>,
     free: HashMap<u64, Vec<Slot>>,
@@ -117,6 +131,8 @@ impl Gpu {
         let mut rb2 = vk::PhysicalDeviceRobustness2FeaturesEXT::default()
             .robust_buffer_access2(caps.robustness.robust_buffer_access2);
         let mut fault = vk::PhysicalDeviceFaultFeaturesEXT::default().device_fault(true);
+        let mut zero_init = vk::PhysicalDeviceZeroInitializeWorkgroupMemoryFeatures::default()
+            .shader_zero_initialize_workgroup_memory(true);
         let mut feats2 = vk::PhysicalDeviceFeatures2::default()
             .features(base)
             .push_next(&mut f16)
@@ -142,6 +158,12 @@ impl Gpu {
             feats2 = feats2.push_next(&mut fault);
             extensions.push(ash::ext::device_fault::NAME.as_ptr());
         }
+        if caps.robustness.zero_initialize_workgroup_memory {
+            feats2 = feats2.push_next(&mut zero_init);
+            if probe.needs_ext_zero_initialize {
+                extensions.push(ash::khr::zero_initialize_workgroup_memory::NAME.as_ptr());
+            }
+        }
         let priorities = [1.0f32];
         let queues = [vk::DeviceQueueCreateInfo::default()
             .queue_family_index(probe.queue_family)
@@ -163,6 +185,14 @@ impl Gpu {
             fence: vk::Fence::null(),
             query_pool: None,
             desc_pool: vk::DescriptorPool::null(),
+            watchdog: Watchdog {
+                buffer: vk::Buffer::null(),
+                memory: vk::DeviceMemory::null(),
+                map: std::ptr::null_mut(),
+                pool: vk::DescriptorPool::null(),
+                set_layout: vk::DescriptorSetLayout::null(),
+                set: vk::DescriptorSet::null(),
+            },
             layouts: HashMap::new(),
             pipelines: HashMap::new(),
             free: HashMap::new(),
@@ -275,7 +305,86 @@ impl Gpu {
                 _ => return Err(VulkanError::NoUsableMemory),
             };
         }
+        self.init_watchdog()
+    }
+
+    fn init_watchdog(&mut self) -> Result<(), VulkanError> {
+        // Host-visible memory: the staging type when buffers are staged,
+        // else the buffers' own type (host-visible in that case).
+        let host = self.memory.staging_type.unwrap_or(self.memory.device_type);
+        let (buffer, memory, map) = self.alloc_buffer(256, host, true).map_err(|e| match e {
+            JobError::Vulkan(r) => VulkanError::Vulkan(r),
+            _ => VulkanError::NoUsableMemory,
+        })?;
+        self.watchdog.buffer = buffer;
+        self.watchdog.memory = memory;
+        self.watchdog.map = map.cast::<u32>();
+        let d = &self.device;
+        // SAFETY (whole block): plain object creation on a live device with
+        // valid create infos; the handles are destroyed in `destroy`; the
+        // descriptor write names the live watchdog buffer.
+        unsafe {
+            let binds = [vk::DescriptorSetLayoutBinding::default()
+                .binding(super::validate::WATCHDOG_BINDING)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .descriptor_count(1)
+                .stage_flags(vk::ShaderStageFlags::COMPUTE)];
+            self.watchdog.set_layout = d.create_descriptor_set_layout(
+                &vk::DescriptorSetLayoutCreateInfo::default().bindings(&binds),
+                None,
+            )?;
+            let sizes = [vk::DescriptorPoolSize {
+                ty: vk::DescriptorType::STORAGE_BUFFER,
+                descriptor_count: 1,
+            }];
+            self.watchdog.pool = d.create_descriptor_pool(
+                &vk::DescriptorPoolCreateInfo::default()
+                    .max_sets(1)
+                    .pool_sizes(&sizes),
+                None,
+            )?;
+            let layouts = [self.watchdog.set_layout];
+            self.watchdog.set = d
+                .allocate_descriptor_sets(
+                    &vk::DescriptorSetAllocateInfo::default()
+                        .descriptor_pool(self.watchdog.pool)
+                        .set_layouts(&layouts),
+                )?
+                .first()
+                .copied()
+                .ok_or(VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN))?;
+            let info = [vk::DescriptorBufferInfo {
+                buffer: self.watchdog.buffer,
+                offset: 0,
+                range: 4,
+            }];
+            let write = [vk::WriteDescriptorSet::default()
+                .dst_set(self.watchdog.set)
+                .dst_binding(super::validate::WATCHDOG_BINDING)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .buffer_info(&info)];
+            d.update_descriptor_sets(&write, &[]);
+        }
+        self.set_watchdog(false);
         Ok(())
+    }
+
+    /// The descriptor set that binds the watchdog (set 1).
+    pub(crate) fn watchdog_set(&self) -> vk::DescriptorSet {
+        self.watchdog.set
+    }
+
+    /// Sets (`true`: running kernels leave their loops) or clears the
+    /// watchdog flag.
+    pub(crate) fn set_watchdog(&self, stop: bool) {
+        if self.watchdog.map.is_null() {
+            return;
+        }
+        // SAFETY: `map` is the live, host-coherent mapping of the 256-byte
+        // watchdog buffer, aligned for u32; a volatile write so the store
+        // is not elided (the device reads it concurrently, and a racy
+        // read of a whole aligned word sees the old or the new value).
+        unsafe { std::ptr::write_volatile(self.watchdog.map, u32::from(stop)) };
     }
 
     fn alloc_buffer(
@@ -434,7 +543,9 @@ impl Gpu {
                 offset: 0,
                 size: push,
             }];
-            let layouts = [dsl];
+            // The watchdog's set follows the job's buffers (set 0).
+            const _: () = assert!(super::validate::WATCHDOG_SET == 1);
+            let layouts = [dsl, self.watchdog.set_layout];
             let mut info = vk::PipelineLayoutCreateInfo::default().set_layouts(&layouts);
             if push > 0 {
                 info = info.push_constant_ranges(&ranges);
@@ -476,40 +587,21 @@ impl Gpu {
         capacity: usize,
     ) -> Result<&CachedPipeline, JobError> {
         let (set_layout, layout) = self.layout(info.bindings, info.push_constant_bytes)?;
-        let entries: Vec<_> = info
-            .specialization
-            .iter()
-            .enumerate()
-            .map(|(i, (cid, size, _))| vk::SpecializationMapEntry {
-                constant_id: *cid,
-                offset: (i * 4) as u32,
-                size: usize::from(*size),
-            })
-            .collect();
-        let data: Vec<u8> = info
-            .specialization
-            .iter()
-            .flat_map(|(_, _, v)| v.to_le_bytes())
-            .collect();
-        let spec = vk::SpecializationInfo::default()
-            .map_entries(&entries)
-            .data(&data);
         let name = std::ffi::CString::new(entry_point)
             .map_err(|_| JobError::Rejected(super::KernelRejection::NoEntryPoint))?;
         let d = &self.device;
-        // SAFETY: the SPIR-V was validated (capabilities, entry point,
-        // bindings, sizes) against this device's features and limits; the
-        // module is destroyed right after pipeline creation, which is allowed.
+        // SAFETY: the SPIR-V passed both gates (capabilities, entry point,
+        // bindings, sizes against this device's features and limits) and
+        // was rewritten (see `validate::rewrite`); the module is destroyed
+        // right after pipeline creation, which is allowed.
         let pipeline = unsafe {
             let module =
                 d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(words), None)?;
-            let mut stage = vk::PipelineShaderStageCreateInfo::default()
+            // Specialization is baked into the module by the rewrite.
+            let stage = vk::PipelineShaderStageCreateInfo::default()
                 .stage(vk::ShaderStageFlags::COMPUTE)
                 .module(module)
                 .name(&name);
-            if !entries.is_empty() {
-                stage = stage.specialization_info(&spec);
-            }
             let ci = [vk::ComputePipelineCreateInfo::default()
                 .flags(vk::PipelineCreateFlags::DISPATCH_BASE)
                 .stage(stage)
@@ -598,6 +690,17 @@ impl Gpu {
             }
             self.pooled_bytes = 0;
             self.device.destroy_descriptor_pool(self.desc_pool, None);
+            self.device
+                .destroy_descriptor_pool(self.watchdog.pool, None);
+            self.device
+                .destroy_descriptor_set_layout(self.watchdog.set_layout, None);
+            self.watchdog.map = std::ptr::null_mut();
+            self.device.destroy_buffer(self.watchdog.buffer, None);
+            self.device.free_memory(self.watchdog.memory, None);
+            self.watchdog.pool = vk::DescriptorPool::null();
+            self.watchdog.set_layout = vk::DescriptorSetLayout::null();
+            self.watchdog.buffer = vk::Buffer::null();
+            self.watchdog.memory = vk::DeviceMemory::null();
             if let Some(q) = self.query_pool.take() {
                 self.device.destroy_query_pool(q, None);
             }

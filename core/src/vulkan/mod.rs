@@ -37,6 +37,7 @@ mod gpu;
 mod instance;
 mod validate;
 
+pub use crate::reasons::{ComplexityLimit, KernelRule, RejectionDetail};
 pub use caps::{
     Capabilities, ComputeLimits, DeviceBenchmark, MemoryHeap, Robustness, ShaderFeatures,
     MAX_MEMORY_HEAPS,
@@ -45,7 +46,7 @@ pub use dispatcher::{
     BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, MeterClock, Metering, Usage,
     MAX_BINDINGS, MAX_PUSH_CONSTANTS,
 };
-pub use error::{JobError, KernelRejection, Malformed, VulkanError};
+pub use error::{JobError, KernelRejection, VulkanError};
 pub use instance::{
     DeviceInfo, DeviceSelector, DeviceType, Instance, MessageSeverity, ValidationMessage,
 };

@@ -1,0 +1,1167 @@
+//! Policy: what a compute kernel may use, each rule an allow-list.
+//!
+//! [`module_level`] runs on the parsed module before the table of facts is
+//! built (capabilities declared, extensions, instruction sets, memory
+//! model, the entry point, execution modes, and every instruction's opcode,
+//! storage class, decoration and built-in). [`with_facts`] runs on the
+//! table: what each used type and instruction requires (declared *and*
+//! allowed), pointers, resources and bindings, the entry point's interface,
+//! structure the driver relies on, and the size limits.
+
+use super::super::error::KernelRejection;
+use super::facts::{id, lit, operand_ids, Facts, Id, Kind, Type, Value};
+use super::Rules;
+use rspirv::dr::{Instruction, Module, Operand};
+use rspirv::spirv::{
+    AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel,
+    GroupOperation, MemoryAccess, MemoryModel, Op, StorageClass,
+};
+use std::collections::{HashMap, HashSet};
+
+/// SPIR-V extensions a kernel may declare.
+pub(crate) const ALLOWED_EXTENSIONS: &[&str] = &[
+    "SPV_KHR_storage_buffer_storage_class",
+    "SPV_KHR_16bit_storage",
+    "SPV_KHR_8bit_storage",
+    "SPV_KHR_variable_pointers",
+    "SPV_KHR_no_integer_wrap_decoration",
+];
+
+/// Storage classes a pointer or variable may have.
+const ALLOWED_CLASSES: &[StorageClass] = &[
+    StorageClass::Input,
+    StorageClass::Workgroup,
+    StorageClass::Private,
+    StorageClass::Function,
+    StorageClass::PushConstant,
+    StorageClass::StorageBuffer,
+    StorageClass::Uniform,
+];
+
+/// Built-in variables of compute shaders.
+const ALLOWED_BUILTINS: &[BuiltIn] = &[
+    BuiltIn::NumWorkgroups,
+    BuiltIn::WorkgroupSize,
+    BuiltIn::WorkgroupId,
+    BuiltIn::LocalInvocationId,
+    BuiltIn::GlobalInvocationId,
+    BuiltIn::LocalInvocationIndex,
+    BuiltIn::SubgroupSize,
+    BuiltIn::SubgroupLocalInvocationId,
+    BuiltIn::NumSubgroups,
+    BuiltIn::SubgroupId,
+    BuiltIn::SubgroupEqMask,
+    BuiltIn::SubgroupGeMask,
+    BuiltIn::SubgroupGtMask,
+    BuiltIn::SubgroupLeMask,
+    BuiltIn::SubgroupLtMask,
+];
+
+/// Decorations a kernel may use. (`Uniform`, `NoSignedWrap` and
+/// `NoUnsignedWrap` are promises the rewrite removes.)
+const ALLOWED_DECORATIONS: &[Decoration] = &[
+    Decoration::RelaxedPrecision,
+    Decoration::SpecId,
+    Decoration::Block,
+    Decoration::BufferBlock,
+    Decoration::RowMajor,
+    Decoration::ColMajor,
+    Decoration::ArrayStride,
+    Decoration::MatrixStride,
+    Decoration::GLSLShared,
+    Decoration::GLSLPacked,
+    Decoration::BuiltIn,
+    Decoration::Restrict,
+    Decoration::Aliased,
+    Decoration::Volatile,
+    Decoration::Coherent,
+    Decoration::NonWritable,
+    Decoration::NonReadable,
+    Decoration::Uniform,
+    Decoration::Binding,
+    Decoration::DescriptorSet,
+    Decoration::Offset,
+    Decoration::NoContraction,
+    Decoration::NoSignedWrap,
+    Decoration::NoUnsignedWrap,
+    Decoration::NonUniform,
+];
+
+/// Opcodes that make pointers out of other values or other values out of
+/// pointers: refused as pointer casts.
+const POINTER_CASTS: &[Op] = &[
+    Op::ConvertUToPtr,
+    Op::ConvertPtrToU,
+    Op::PtrCastToGeneric,
+    Op::GenericCastToPtr,
+    Op::GenericCastToPtrExplicit,
+    Op::PtrEqual,
+    Op::PtrNotEqual,
+    Op::PtrDiff,
+    Op::PtrAccessChain,
+    Op::InBoundsPtrAccessChain,
+    Op::TypeForwardPointer,
+];
+
+/// Whether a compute kernel may use `op` at all (what it requires is
+/// checked with the facts).
+fn opcode_allowed(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        Nop | Undef
+            | SourceContinued
+            | Source
+            | SourceExtension
+            | Name
+            | MemberName
+            | String
+            | Line
+            | NoLine
+            | ModuleProcessed
+            | Extension
+            | ExtInstImport
+            | ExtInst
+            | MemoryModel
+            | EntryPoint
+            | ExecutionMode
+            | ExecutionModeId
+            | Capability
+            | TypeVoid
+            | TypeBool
+            | TypeInt
+            | TypeFloat
+            | TypeVector
+            | TypeMatrix
+            | TypeArray
+            | TypeRuntimeArray
+            | TypeStruct
+            | TypePointer
+            | TypeFunction
+            | ConstantTrue
+            | ConstantFalse
+            | Constant
+            | ConstantComposite
+            | ConstantNull
+            | SpecConstantTrue
+            | SpecConstantFalse
+            | SpecConstant
+            | SpecConstantComposite
+            | SpecConstantOp
+            | Function
+            | FunctionParameter
+            | FunctionEnd
+            | FunctionCall
+            | Variable
+            | Load
+            | Store
+            | CopyMemory
+            | AccessChain
+            | InBoundsAccessChain
+            | ArrayLength
+            | Decorate
+            | MemberDecorate
+            | VectorExtractDynamic
+            | VectorInsertDynamic
+            | VectorShuffle
+            | CompositeConstruct
+            | CompositeExtract
+            | CompositeInsert
+            | CopyObject
+            | Transpose
+            | CopyLogical
+            | ConvertFToU
+            | ConvertFToS
+            | ConvertSToF
+            | ConvertUToF
+            | UConvert
+            | SConvert
+            | FConvert
+            | QuantizeToF16
+            | Bitcast
+            | SNegate
+            | FNegate
+            | IAdd
+            | FAdd
+            | ISub
+            | FSub
+            | IMul
+            | FMul
+            | UDiv
+            | SDiv
+            | FDiv
+            | UMod
+            | SRem
+            | SMod
+            | FRem
+            | FMod
+            | VectorTimesScalar
+            | MatrixTimesScalar
+            | VectorTimesMatrix
+            | MatrixTimesVector
+            | MatrixTimesMatrix
+            | OuterProduct
+            | Dot
+            | IAddCarry
+            | ISubBorrow
+            | UMulExtended
+            | SMulExtended
+            | Any
+            | All
+            | IsNan
+            | IsInf
+            | LogicalEqual
+            | LogicalNotEqual
+            | LogicalOr
+            | LogicalAnd
+            | LogicalNot
+            | Select
+            | IEqual
+            | INotEqual
+            | UGreaterThan
+            | SGreaterThan
+            | UGreaterThanEqual
+            | SGreaterThanEqual
+            | ULessThan
+            | SLessThan
+            | ULessThanEqual
+            | SLessThanEqual
+            | FOrdEqual
+            | FUnordEqual
+            | FOrdNotEqual
+            | FUnordNotEqual
+            | FOrdLessThan
+            | FUnordLessThan
+            | FOrdGreaterThan
+            | FUnordGreaterThan
+            | FOrdLessThanEqual
+            | FUnordLessThanEqual
+            | FOrdGreaterThanEqual
+            | FUnordGreaterThanEqual
+            | ShiftRightLogical
+            | ShiftRightArithmetic
+            | ShiftLeftLogical
+            | BitwiseOr
+            | BitwiseXor
+            | BitwiseAnd
+            | Not
+            | BitFieldInsert
+            | BitFieldSExtract
+            | BitFieldUExtract
+            | BitReverse
+            | BitCount
+            | ControlBarrier
+            | MemoryBarrier
+            | AtomicLoad
+            | AtomicStore
+            | AtomicExchange
+            | AtomicCompareExchange
+            | AtomicIIncrement
+            | AtomicIDecrement
+            | AtomicIAdd
+            | AtomicISub
+            | AtomicSMin
+            | AtomicUMin
+            | AtomicSMax
+            | AtomicUMax
+            | AtomicAnd
+            | AtomicOr
+            | AtomicXor
+            | Phi
+            | LoopMerge
+            | SelectionMerge
+            | Label
+            | Branch
+            | BranchConditional
+            | Switch
+            | Return
+            | ReturnValue
+            | Unreachable
+    ) || group_capability(op).is_some()
+}
+
+/// The capability a subgroup (`GroupNonUniform*`) instruction needs; the
+/// arithmetic family's depends on its group operation.
+fn group_capability(op: Op) -> Option<Capability> {
+    use rspirv::spirv::Capability as Cap;
+    use Op::*;
+    Some(match op {
+        GroupNonUniformElect => Cap::GroupNonUniform,
+        GroupNonUniformAll | GroupNonUniformAny | GroupNonUniformAllEqual => {
+            Cap::GroupNonUniformVote
+        }
+        GroupNonUniformBroadcast
+        | GroupNonUniformBroadcastFirst
+        | GroupNonUniformBallot
+        | GroupNonUniformInverseBallot
+        | GroupNonUniformBallotBitExtract
+        | GroupNonUniformBallotBitCount
+        | GroupNonUniformBallotFindLSB
+        | GroupNonUniformBallotFindMSB => Cap::GroupNonUniformBallot,
+        GroupNonUniformShuffle | GroupNonUniformShuffleXor => Cap::GroupNonUniformShuffle,
+        GroupNonUniformShuffleUp | GroupNonUniformShuffleDown => {
+            Cap::GroupNonUniformShuffleRelative
+        }
+        GroupNonUniformIAdd
+        | GroupNonUniformFAdd
+        | GroupNonUniformIMul
+        | GroupNonUniformFMul
+        | GroupNonUniformSMin
+        | GroupNonUniformUMin
+        | GroupNonUniformFMin
+        | GroupNonUniformSMax
+        | GroupNonUniformUMax
+        | GroupNonUniformFMax
+        | GroupNonUniformBitwiseAnd
+        | GroupNonUniformBitwiseOr
+        | GroupNonUniformBitwiseXor
+        | GroupNonUniformLogicalAnd
+        | GroupNonUniformLogicalOr
+        | GroupNonUniformLogicalXor => Cap::GroupNonUniformArithmetic,
+        GroupNonUniformQuadBroadcast | GroupNonUniformQuadSwap => Cap::GroupNonUniformQuad,
+        _ => return None,
+    })
+}
+
+/// Capabilities that declaring `cap` declares too (SPIR-V's "implicitly
+/// declares").
+fn implied(cap: Capability) -> &'static [Capability] {
+    use Capability::*;
+    match cap {
+        Shader => &[Matrix],
+        GroupNonUniformVote
+        | GroupNonUniformArithmetic
+        | GroupNonUniformBallot
+        | GroupNonUniformShuffle
+        | GroupNonUniformShuffleRelative
+        | GroupNonUniformClustered
+        | GroupNonUniformQuad => &[GroupNonUniform],
+        Int64Atomics => &[Int64],
+        VariablePointers => &[VariablePointersStorageBuffer],
+        UniformAndStorageBuffer16BitAccess => &[StorageBuffer16BitAccess],
+        UniformAndStorageBuffer8BitAccess => &[StorageBuffer8BitAccess],
+        _ => &[],
+    }
+}
+
+/// The capabilities a module declares, with those they imply.
+pub(crate) fn declared_capabilities(module: &Module) -> Result<HashSet<u32>, KernelRejection> {
+    let mut out = HashSet::new();
+    let mut todo = Vec::new();
+    for inst in &module.capabilities {
+        match inst.operands.first() {
+            Some(Operand::Capability(c)) => todo.push(*c),
+            _ => return Err(KernelRejection::Unparsable),
+        }
+    }
+    while let Some(c) = todo.pop() {
+        if out.insert(c as u32) {
+            todo.extend_from_slice(implied(c));
+        }
+    }
+    Ok(out)
+}
+
+fn check_capability_allowed(c: u32, rules: &Rules) -> Result<(), KernelRejection> {
+    if rules.allowed.contains(&c) {
+        Ok(())
+    } else if rules.known_unsupported.contains(&c) {
+        Err(KernelRejection::UnsupportedCapability(c))
+    } else {
+        Err(KernelRejection::ForbiddenCapability(c))
+    }
+}
+
+/// Checks that need only the parsed module.
+pub(crate) fn module_level(
+    module: &Module,
+    entry_point: &str,
+    declared: &HashSet<u32>,
+    rules: &Rules,
+) -> Result<(), KernelRejection> {
+    let mut caps: Vec<u32> = declared.iter().copied().collect();
+    caps.sort_unstable();
+    for c in caps {
+        check_capability_allowed(c, rules)?;
+    }
+    for inst in &module.extensions {
+        let name = match inst.operands.first() {
+            Some(Operand::LiteralString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if !ALLOWED_EXTENSIONS.contains(&name.as_str()) {
+            return Err(KernelRejection::ForbiddenExtension(name));
+        }
+    }
+    for inst in &module.ext_inst_imports {
+        let name = match inst.operands.first() {
+            Some(Operand::LiteralString(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if name != "GLSL.std.450" {
+            return Err(KernelRejection::ForbiddenExtInstSet(name));
+        }
+    }
+    let mm = module
+        .memory_model
+        .as_ref()
+        .ok_or(KernelRejection::MissingMemoryModel)?;
+    match (mm.operands.first(), mm.operands.get(1)) {
+        (Some(Operand::AddressingModel(a)), Some(Operand::MemoryModel(m))) => {
+            if *a != AddressingModel::Logical || *m != MemoryModel::GLSL450 {
+                return Err(KernelRejection::ForbiddenMemoryModel {
+                    addressing: *a as u32,
+                    memory: *m as u32,
+                });
+            }
+        }
+        _ => return Err(KernelRejection::MissingMemoryModel),
+    }
+    let entry_function = check_entry_point(module, entry_point)?;
+    for inst in &module.execution_modes {
+        let op = inst.class.opcode;
+        if id(inst.operands.first()) != Some(entry_function) {
+            return Err(KernelRejection::BadOperand { opcode: op as u32 });
+        }
+        match inst.operands.get(1) {
+            Some(Operand::ExecutionMode(ExecutionMode::LocalSize)) if op == Op::ExecutionMode => {}
+            Some(Operand::ExecutionMode(ExecutionMode::LocalSizeId))
+                if op == Op::ExecutionModeId => {}
+            Some(Operand::ExecutionMode(m)) => {
+                return Err(KernelRejection::ForbiddenExecutionMode(*m as u32))
+            }
+            _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+        }
+    }
+    for inst in module.all_inst_iter() {
+        check_instruction(inst)?;
+    }
+    Ok(())
+}
+
+/// Exactly one entry point, a compute shader, with the requested name;
+/// returns its function id.
+fn check_entry_point(module: &Module, name: &str) -> Result<Id, KernelRejection> {
+    let eps = &module.entry_points;
+    match eps.len() {
+        0 => return Err(KernelRejection::NoEntryPoint),
+        1 => {}
+        n => return Err(KernelRejection::MultipleEntryPoints(n as u32)),
+    }
+    let ep = &eps[0];
+    match ep.operands.first() {
+        Some(Operand::ExecutionModel(ExecutionModel::GLCompute)) => {}
+        Some(Operand::ExecutionModel(m)) => {
+            return Err(KernelRejection::WrongExecutionModel(*m as u32))
+        }
+        _ => return Err(KernelRejection::Unparsable),
+    }
+    match ep.operands.get(2) {
+        Some(Operand::LiteralString(s)) if s == name => {}
+        _ => return Err(KernelRejection::NoEntryPoint),
+    }
+    id(ep.operands.get(1)).ok_or(KernelRejection::BadOperand {
+        opcode: Op::EntryPoint as u32,
+    })
+}
+
+/// One instruction on its own: opcode, storage class, decoration, built-in.
+fn check_instruction(inst: &Instruction) -> Result<(), KernelRejection> {
+    let op = inst.class.opcode;
+    if POINTER_CASTS.contains(&op) {
+        return Err(KernelRejection::ForbiddenPointerOp(op as u32));
+    }
+    if !opcode_allowed(op) {
+        return Err(KernelRejection::ForbiddenOpcode(op as u32));
+    }
+    match op {
+        Op::TypePointer | Op::Variable => match inst.operands.first() {
+            Some(Operand::StorageClass(c)) if ALLOWED_CLASSES.contains(c) => {}
+            Some(Operand::StorageClass(c)) => {
+                return Err(KernelRejection::ForbiddenStorageClass(*c as u32))
+            }
+            _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+        },
+        Op::Decorate | Op::MemberDecorate => {
+            let at = if op == Op::Decorate { 1 } else { 2 };
+            match inst.operands.get(at) {
+                Some(Operand::Decoration(d)) if ALLOWED_DECORATIONS.contains(d) => {
+                    if *d == Decoration::BuiltIn {
+                        if op == Op::MemberDecorate {
+                            let b = match inst.operands.get(3) {
+                                Some(Operand::BuiltIn(b)) => *b as u32,
+                                _ => u32::MAX,
+                            };
+                            return Err(KernelRejection::ForbiddenBuiltIn(b));
+                        }
+                        match inst.operands.get(2) {
+                            Some(Operand::BuiltIn(b)) if ALLOWED_BUILTINS.contains(b) => {}
+                            Some(Operand::BuiltIn(b)) => {
+                                return Err(KernelRejection::ForbiddenBuiltIn(*b as u32))
+                            }
+                            _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+                        }
+                    }
+                }
+                Some(Operand::Decoration(d)) => {
+                    return Err(KernelRejection::ForbiddenDecoration(*d as u32))
+                }
+                _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+            }
+        }
+        Op::ExtInst => {
+            let n = match inst.operands.get(1) {
+                Some(Operand::LiteralExtInstInteger(n)) => *n,
+                _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+            };
+            // GLSL.std.450 1..=81, without the fragment-only interpolation
+            // functions (76..=78).
+            if !(1..=81).contains(&n) || (76..=78).contains(&n) {
+                return Err(KernelRejection::ForbiddenExtInst(n));
+            }
+        }
+        Op::GroupNonUniformIAdd
+        | Op::GroupNonUniformFAdd
+        | Op::GroupNonUniformIMul
+        | Op::GroupNonUniformFMul
+        | Op::GroupNonUniformSMin
+        | Op::GroupNonUniformUMin
+        | Op::GroupNonUniformFMin
+        | Op::GroupNonUniformSMax
+        | Op::GroupNonUniformUMax
+        | Op::GroupNonUniformFMax
+        | Op::GroupNonUniformBitwiseAnd
+        | Op::GroupNonUniformBitwiseOr
+        | Op::GroupNonUniformBitwiseXor
+        | Op::GroupNonUniformLogicalAnd
+        | Op::GroupNonUniformLogicalOr
+        | Op::GroupNonUniformLogicalXor => match inst.operands.get(1) {
+            Some(Operand::GroupOperation(
+                GroupOperation::Reduce
+                | GroupOperation::InclusiveScan
+                | GroupOperation::ExclusiveScan
+                | GroupOperation::ClusteredReduce,
+            )) => {}
+            Some(Operand::GroupOperation(_)) => {
+                return Err(KernelRejection::ForbiddenCapability(
+                    Capability::GroupNonUniformPartitionedNV as u32,
+                ))
+            }
+            _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+        },
+        _ => {}
+    }
+    // Memory operands: only volatile, alignment and non-temporal hints.
+    if matches!(op, Op::Load | Op::Store | Op::CopyMemory) {
+        let allowed = MemoryAccess::VOLATILE | MemoryAccess::ALIGNED | MemoryAccess::NONTEMPORAL;
+        for o in &inst.operands {
+            if let Operand::MemoryAccess(m) = o {
+                if !allowed.contains(*m) {
+                    return Err(KernelRejection::BadOperand { opcode: op as u32 });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a kernel's policy checks learnt that the dispatcher needs.
+pub(crate) struct Learnt {
+    /// Bytes of the push-constant block the entry point uses (0 if none),
+    /// rounded up to 4.
+    pub push_constant_bytes: u32,
+    /// The entry point reads `NumWorkgroups`.
+    pub reads_num_workgroups: bool,
+}
+
+/// Checks on the table of facts.
+pub(crate) fn with_facts(
+    module: &Module,
+    version: u32,
+    facts: &Facts,
+    declared: &HashSet<u32>,
+    bindings: u32,
+    rules: &Rules,
+) -> Result<Learnt, KernelRejection> {
+    check_types(facts, declared, rules)?;
+    check_globals(module, facts)?;
+    let push = check_resources(facts, bindings)?;
+    check_interface(version, facts)?;
+    check_functions(module, facts, declared, rules)?;
+    check_sizes(module, facts, rules)?;
+    let reads_num_workgroups = facts
+        .used_globals
+        .iter()
+        .any(|g| facts.decorations.get(g).and_then(|d| d.builtin) == Some(BuiltIn::NumWorkgroups));
+    Ok(Learnt {
+        push_constant_bytes: u32::try_from(push.div_ceil(4).saturating_mul(4)).unwrap_or(u32::MAX),
+        reads_num_workgroups,
+    })
+}
+
+/// Requires one of `alternatives` to be declared. Refuses with the first
+/// alternative the device allows (undeclared), or with the first one
+/// (forbidden or unsupported) when the device allows none.
+fn require(
+    alternatives: &[Capability],
+    declared: &HashSet<u32>,
+    rules: &Rules,
+) -> Result<(), KernelRejection> {
+    if alternatives.iter().any(|c| declared.contains(&(*c as u32))) {
+        return Ok(());
+    }
+    match alternatives
+        .iter()
+        .find(|c| rules.allowed.contains(&(**c as u32)))
+    {
+        Some(c) => Err(KernelRejection::UndeclaredCapability(*c as u32)),
+        None => check_capability_allowed(alternatives.first().map_or(0, |c| *c as u32), rules),
+    }
+}
+
+fn check_types(
+    facts: &Facts,
+    declared: &HashSet<u32>,
+    rules: &Rules,
+) -> Result<(), KernelRejection> {
+    use Capability::*;
+    let mut ids: Vec<&Id> = facts.types.keys().collect();
+    ids.sort_unstable();
+    for t in ids {
+        match &facts.types[t] {
+            Type::Int { width: 8, .. } => require(
+                &[
+                    Int8,
+                    StorageBuffer8BitAccess,
+                    UniformAndStorageBuffer8BitAccess,
+                    StoragePushConstant8,
+                ],
+                declared,
+                rules,
+            )?,
+            Type::Int { width: 16, .. } => require(
+                &[
+                    Int16,
+                    StorageBuffer16BitAccess,
+                    UniformAndStorageBuffer16BitAccess,
+                    StoragePushConstant16,
+                ],
+                declared,
+                rules,
+            )?,
+            Type::Int { width: 64, .. } => require(&[Int64], declared, rules)?,
+            Type::Float { width: 16 } => require(
+                &[
+                    Float16,
+                    StorageBuffer16BitAccess,
+                    UniformAndStorageBuffer16BitAccess,
+                    StoragePushConstant16,
+                ],
+                declared,
+                rules,
+            )?,
+            Type::Float { width: 64 } => require(&[Float64], declared, rules)?,
+            // Pointers live in variables and values only: never stored in
+            // memory, never pointing at pointers.
+            Type::Pointer { pointee, .. }
+                if facts.contains(*pointee, &|t| matches!(t, Type::Pointer { .. })) =>
+            {
+                return Err(KernelRejection::ForbiddenType(*t));
+            }
+            Type::Vector { .. }
+            | Type::Matrix { .. }
+            | Type::Array { .. }
+            | Type::RuntimeArray { .. }
+            | Type::Struct { .. }
+                if facts.contains(*t, &|t| matches!(t, Type::Pointer { .. })) =>
+            {
+                return Err(KernelRejection::ForbiddenType(*t));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_globals(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
+    let runtime = |t: &Type| matches!(t, Type::RuntimeArray { .. });
+    for inst in &module.types_global_values {
+        let Some(r) = inst.result_id else { continue };
+        // No null pointers and no undefined pointers.
+        if matches!(inst.class.opcode, Op::Undef | Op::ConstantNull)
+            && inst
+                .result_type
+                .is_some_and(|t| matches!(facts.types.get(&t), Some(Type::Pointer { .. })))
+        {
+            return Err(KernelRejection::ForbiddenPointerOp(
+                inst.class.opcode as u32,
+            ));
+        }
+        let Some(g) = facts.globals.get(&r) else {
+            continue;
+        };
+        let d = facts.decorations.get(&r);
+        let builtin = d.and_then(|d| d.builtin);
+        match g.class {
+            StorageClass::Input
+                if builtin.is_none() => {
+                    return Err(KernelRejection::ForbiddenStorageClass(
+                        StorageClass::Input as u32,
+                    ));
+                }
+            StorageClass::Workgroup
+                // Workgroup memory is zeroed by the rewrite, never by the
+                // kernel's own initializer (which needs a device feature).
+                if g.init.is_some() => {
+                    return Err(KernelRejection::BadOperand {
+                        opcode: Op::Variable as u32,
+                    });
+                }
+            _ => {}
+        }
+        if builtin.is_some() && g.class != StorageClass::Input {
+            return Err(KernelRejection::BadOperand {
+                opcode: Op::Decorate as u32,
+            });
+        }
+        let in_buffer = matches!(g.class, StorageClass::StorageBuffer | StorageClass::Uniform);
+        if !in_buffer && facts.contains(g.pointee, &runtime) {
+            return Err(KernelRejection::ForbiddenType(g.pointee));
+        }
+    }
+    // Built-in decorations go on variables or on the WorkgroupSize constant.
+    for (target, d) in &facts.decorations {
+        if let Some(b) = d.builtin {
+            let ok = match facts.kinds.get(target) {
+                Some(Kind::Global) => true,
+                Some(Kind::Constant) => b == BuiltIn::WorkgroupSize,
+                _ => false,
+            };
+            if !ok {
+                return Err(KernelRejection::BadOperand {
+                    opcode: Op::Decorate as u32,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resources the entry point uses must be storage buffers the job binds;
+/// returns the size of the push-constant block it uses.
+fn check_resources(facts: &Facts, bindings: u32) -> Result<u64, KernelRejection> {
+    let mut push = 0u64;
+    let mut used: Vec<&Id> = facts.used_globals.iter().collect();
+    used.sort_unstable();
+    for v in used {
+        let g = &facts.globals[v];
+        let d = facts.decorations.get(v).cloned().unwrap_or_default();
+        match g.class {
+            StorageClass::StorageBuffer | StorageClass::Uniform => {
+                let (Some(set), Some(binding)) = (d.set, d.binding) else {
+                    return Err(KernelRejection::MissingBinding { variable: *v });
+                };
+                let block = facts
+                    .decorations
+                    .get(&g.pointee)
+                    .cloned()
+                    .unwrap_or_default();
+                let is_struct = matches!(facts.types.get(&g.pointee), Some(Type::Struct { .. }));
+                let storage = is_struct
+                    && match g.class {
+                        StorageClass::StorageBuffer => block.block,
+                        _ => block.buffer_block,
+                    };
+                if !storage {
+                    return Err(KernelRejection::ForbiddenDescriptorType { binding });
+                }
+                if set != 0 || binding >= 32 || bindings & (1 << binding) == 0 {
+                    return Err(KernelRejection::UnboundResource { set, binding });
+                }
+            }
+            StorageClass::PushConstant => {
+                let block = facts.decorations.get(&g.pointee).is_some_and(|d| d.block);
+                if !block || !matches!(facts.types.get(&g.pointee), Some(Type::Struct { .. })) {
+                    return Err(KernelRejection::BadType(g.pointee));
+                }
+                push = push.max(facts.size_of(g.pointee));
+            }
+            _ => {}
+        }
+    }
+    Ok(push)
+}
+
+/// SPIR-V 1.4 and later: every global the entry point uses is in its
+/// interface. Before 1.4: every input it uses is.
+fn check_interface(version: u32, facts: &Facts) -> Result<(), KernelRejection> {
+    let listed: HashSet<&Id> = facts.entry.interface.iter().collect();
+    let mut used: Vec<&Id> = facts.used_globals.iter().collect();
+    used.sort_unstable();
+    for v in used {
+        let class = facts.globals[v].class;
+        let must = version >= 0x0001_0400 || class == StorageClass::Input;
+        if must && !listed.contains(v) {
+            return Err(KernelRejection::InterfaceIncomplete { variable: *v });
+        }
+    }
+    Ok(())
+}
+
+/// Instructions that may take a pointer value as an operand, and which
+/// operands.
+fn takes_pointer(op: Op, index: usize) -> bool {
+    match op {
+        Op::Load | Op::AccessChain | Op::InBoundsAccessChain | Op::ArrayLength | Op::CopyObject => {
+            index == 0
+        }
+        Op::Store => index == 0,
+        Op::CopyMemory => index <= 1,
+        Op::FunctionCall => index >= 1,
+        Op::AtomicLoad
+        | Op::AtomicStore
+        | Op::AtomicExchange
+        | Op::AtomicCompareExchange
+        | Op::AtomicIIncrement
+        | Op::AtomicIDecrement
+        | Op::AtomicIAdd
+        | Op::AtomicISub
+        | Op::AtomicSMin
+        | Op::AtomicUMin
+        | Op::AtomicSMax
+        | Op::AtomicUMax
+        | Op::AtomicAnd
+        | Op::AtomicOr
+        | Op::AtomicXor => index == 0,
+        _ => false,
+    }
+}
+
+fn check_functions(
+    module: &Module,
+    facts: &Facts,
+    declared: &HashSet<u32>,
+    rules: &Rules,
+) -> Result<(), KernelRejection> {
+    let vp_declared = declared.contains(&(Capability::VariablePointersStorageBuffer as u32));
+    for func in &module.functions {
+        let Some(def) = func.def.as_ref() else {
+            return Err(KernelRejection::BadFunction);
+        };
+        // Functions never return pointers.
+        if def
+            .result_type
+            .is_some_and(|t| matches!(facts.types.get(&t), Some(Type::Pointer { .. })))
+        {
+            return Err(KernelRejection::ForbiddenPointerOp(Op::Function as u32));
+        }
+        // Block order, for telling back edges from forward branches.
+        let mut index: HashMap<Id, usize> = HashMap::new();
+        let mut headers: HashSet<Id> = HashSet::new();
+        for (i, block) in func.blocks.iter().enumerate() {
+            if let Some(l) = block.label.as_ref().and_then(|l| l.result_id) {
+                index.insert(l, i);
+                if block
+                    .instructions
+                    .iter()
+                    .any(|x| x.class.opcode == Op::LoopMerge)
+                {
+                    headers.insert(l);
+                }
+            }
+        }
+        for (b, block) in func.blocks.iter().enumerate() {
+            for inst in &block.instructions {
+                check_body_instruction(inst, facts, declared, rules, vp_declared)?;
+                let op = inst.class.opcode;
+                // Labels named by branches, merges and phis are blocks of
+                // this function; a branch back is a loop's back edge.
+                let targets: Vec<Id> = match op {
+                    Op::Branch => inst.operands.iter().filter_map(|o| id(Some(o))).collect(),
+                    Op::BranchConditional => inst
+                        .operands
+                        .iter()
+                        .skip(1)
+                        .filter_map(|o| id(Some(o)))
+                        .collect(),
+                    Op::Switch => inst
+                        .operands
+                        .iter()
+                        .skip(1)
+                        .filter_map(|o| id(Some(o)))
+                        .collect(),
+                    Op::LoopMerge | Op::SelectionMerge => {
+                        inst.operands.iter().filter_map(|o| id(Some(o))).collect()
+                    }
+                    Op::Phi => {
+                        for pair in inst.operands.chunks(2) {
+                            let parent = id(pair.get(1));
+                            if parent.is_none_or(|p| !index.contains_key(&p)) {
+                                return Err(KernelRejection::BadOperand { opcode: op as u32 });
+                            }
+                        }
+                        Vec::new()
+                    }
+                    _ => Vec::new(),
+                };
+                for t in targets {
+                    let Some(&ti) = index.get(&t) else {
+                        return Err(KernelRejection::BadOperand { opcode: op as u32 });
+                    };
+                    let branch = matches!(op, Op::Branch | Op::BranchConditional | Op::Switch);
+                    if branch && ti <= b && (op == Op::Switch || !headers.contains(&t)) {
+                        return Err(KernelRejection::BadControlFlow { opcode: op as u32 });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One instruction of a function body, with the facts.
+fn check_body_instruction(
+    inst: &Instruction,
+    facts: &Facts,
+    declared: &HashSet<u32>,
+    rules: &Rules,
+    vp_declared: bool,
+) -> Result<(), KernelRejection> {
+    let op = inst.class.opcode;
+    let bad = || KernelRejection::BadOperand { opcode: op as u32 };
+    if let Some(cap) = group_capability(op) {
+        let cap = match inst.operands.get(1) {
+            Some(Operand::GroupOperation(GroupOperation::ClusteredReduce)) => {
+                Capability::GroupNonUniformClustered
+            }
+            _ => cap,
+        };
+        require(&[cap], declared, rules)?;
+    }
+    // Pointer-typed results come only from variables, access chains,
+    // parameters and copies, plus selects and phis of storage-buffer
+    // pointers under VariablePointersStorageBuffer.
+    if let Some(Type::Pointer { class, .. }) = inst.result_type.and_then(|t| facts.types.get(&t)) {
+        match op {
+            Op::Variable
+            | Op::AccessChain
+            | Op::InBoundsAccessChain
+            | Op::FunctionParameter
+            | Op::CopyObject => {}
+            Op::Select | Op::Phi if *class == StorageClass::StorageBuffer => {
+                require(
+                    &[Capability::VariablePointersStorageBuffer],
+                    declared,
+                    rules,
+                )?;
+            }
+            Op::Select | Op::Phi => {
+                return Err(KernelRejection::ForbiddenCapability(
+                    Capability::VariablePointers as u32,
+                ))
+            }
+            _ => return Err(KernelRejection::ForbiddenPointerOp(op as u32)),
+        }
+    }
+    // Pointer operands go only where a pointer is expected.
+    for (index, o) in inst.operands.iter().enumerate() {
+        if let Operand::IdRef(v) = o {
+            if facts.pointer_of(*v).is_some()
+                && facts.kinds.get(v) != Some(&Kind::Function)
+                && !takes_pointer(op, index)
+                && !(matches!(op, Op::Select | Op::Phi) && vp_declared)
+            {
+                return Err(KernelRejection::ForbiddenPointerOp(op as u32));
+            }
+        }
+    }
+    match op {
+        Op::AccessChain | Op::InBoundsAccessChain => {
+            let base = id(inst.operands.first()).ok_or_else(bad)?;
+            let (class, mut current) = facts.pointer_of(base).ok_or_else(bad)?;
+            for o in &inst.operands[1..] {
+                let index = id(Some(o)).ok_or_else(bad)?;
+                // Every index is an integer scalar.
+                let it = facts
+                    .value_types
+                    .get(&index)
+                    .and_then(|t| facts.types.get(t));
+                if !matches!(it, Some(Type::Int { .. })) {
+                    return Err(bad());
+                }
+                current = match facts.types.get(&current) {
+                    Some(Type::Struct { members }) => {
+                        let c = facts.constants.get(&index).ok_or_else(bad)?;
+                        let Value::Scalar(m) = c.value else {
+                            return Err(bad());
+                        };
+                        *members
+                            .get(usize::try_from(m).map_err(|_| bad())?)
+                            .ok_or_else(bad)?
+                    }
+                    Some(
+                        Type::Array { element, .. }
+                        | Type::RuntimeArray { element }
+                        | Type::Vector {
+                            component: element, ..
+                        }
+                        | Type::Matrix {
+                            column: element, ..
+                        },
+                    ) => *element,
+                    _ => return Err(bad()),
+                };
+            }
+            match inst.result_type.and_then(|t| facts.types.get(&t)) {
+                Some(Type::Pointer { class: c, pointee }) if *c == class && *pointee == current => {
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Op::CompositeExtract | Op::CompositeInsert => {
+            let at = if op == Op::CompositeExtract { 0 } else { 1 };
+            let composite = id(inst.operands.get(at)).ok_or_else(bad)?;
+            let mut current = *facts.value_types.get(&composite).ok_or_else(bad)?;
+            for o in &inst.operands[at + 1..] {
+                let i = u64::from(lit(Some(o)).ok_or_else(bad)?);
+                current = match facts.types.get(&current) {
+                    Some(Type::Struct { members }) => *members.get(i as usize).ok_or_else(bad)?,
+                    Some(Type::Array { element, length }) if i < *length => *element,
+                    Some(Type::Vector { component, count }) if i < u64::from(*count) => *component,
+                    Some(Type::Matrix { column, count }) if i < u64::from(*count) => *column,
+                    _ => return Err(bad()),
+                };
+            }
+        }
+        Op::VectorShuffle => {
+            let count = |v: Option<&Operand>| -> Result<u32, KernelRejection> {
+                let v = id(v).ok_or_else(bad)?;
+                match facts.value_types.get(&v).and_then(|t| facts.types.get(t)) {
+                    Some(Type::Vector { count, .. }) => Ok(*count),
+                    _ => Err(bad()),
+                }
+            };
+            let n = count(inst.operands.first())? + count(inst.operands.get(1))?;
+            for o in &inst.operands[2..] {
+                let c = lit(Some(o)).ok_or_else(bad)?;
+                if c >= n && c != u32::MAX {
+                    return Err(bad());
+                }
+            }
+        }
+        Op::AtomicLoad
+        | Op::AtomicStore
+        | Op::AtomicExchange
+        | Op::AtomicCompareExchange
+        | Op::AtomicIIncrement
+        | Op::AtomicIDecrement
+        | Op::AtomicIAdd
+        | Op::AtomicISub
+        | Op::AtomicSMin
+        | Op::AtomicUMin
+        | Op::AtomicSMax
+        | Op::AtomicUMax
+        | Op::AtomicAnd
+        | Op::AtomicOr
+        | Op::AtomicXor => {
+            let ptr = id(inst.operands.first()).ok_or_else(bad)?;
+            let (class, pointee) = facts.pointer_of(ptr).ok_or_else(bad)?;
+            if !matches!(
+                class,
+                StorageClass::StorageBuffer | StorageClass::Uniform | StorageClass::Workgroup
+            ) {
+                return Err(KernelRejection::ForbiddenStorageClass(class as u32));
+            }
+            match facts.types.get(&pointee) {
+                Some(Type::Int { width: 32, .. }) => {}
+                Some(Type::Int { width: 64, .. }) => {
+                    require(&[Capability::Int64Atomics], declared, rules)?
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Op::ExtInst => {
+            let set = id(inst.operands.first()).ok_or_else(bad)?;
+            if facts.kinds.get(&set) != Some(&Kind::ExtInstImport) {
+                return Err(bad());
+            }
+        }
+        Op::FunctionCall => {
+            // The arguments match the callee's parameters.
+            let callee = id(inst.operands.first()).ok_or_else(bad)?;
+            let f = facts.functions.get(&callee).ok_or_else(bad)?;
+            let args = &inst.operands[1..];
+            if inst.result_type != Some(f.ret) || args.len() != f.params.len() {
+                return Err(bad());
+            }
+            for (a, p) in args.iter().zip(&f.params) {
+                let a = id(Some(a)).ok_or_else(bad)?;
+                if facts.value_types.get(&a) != Some(p) {
+                    return Err(bad());
+                }
+            }
+        }
+        _ => {}
+    }
+    // Operands that must be ids of values are not types, labels or functions.
+    for v in operand_ids(inst) {
+        if matches!(op, Op::FunctionCall) && Some(v) == id(inst.operands.first()) {
+            continue;
+        }
+        if matches!(facts.kinds.get(&v), Some(Kind::Type)) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+fn check_sizes(module: &Module, facts: &Facts, rules: &Rules) -> Result<(), KernelRejection> {
+    let size = facts.workgroup_size;
+    let [x, y, z] = size;
+    if x == 0 || y == 0 || z == 0 {
+        return Err(KernelRejection::WorkgroupSizeZero { size });
+    }
+    let total = u64::from(x)
+        .saturating_mul(u64::from(y))
+        .saturating_mul(u64::from(z));
+    if x > rules.max_workgroup_size[0]
+        || y > rules.max_workgroup_size[1]
+        || z > rules.max_workgroup_size[2]
+        || total > u64::from(rules.max_invocations)
+    {
+        return Err(KernelRejection::WorkgroupTooLarge { size });
+    }
+    let mut shared = 0u64;
+    let mut private = 0u64;
+    for g in facts.globals.values() {
+        match g.class {
+            StorageClass::Workgroup => shared = shared.saturating_add(facts.size_of(g.pointee)),
+            StorageClass::Private => private = private.saturating_add(facts.size_of(g.pointee)),
+            _ => {}
+        }
+    }
+    for func in &module.functions {
+        for block in &func.blocks {
+            for inst in &block.instructions {
+                if inst.class.opcode == Op::Variable {
+                    if let Some((_, pointee)) = inst.result_id.and_then(|v| facts.pointer_of(v)) {
+                        private = private.saturating_add(facts.size_of(pointee));
+                    }
+                }
+            }
+        }
+    }
+    if shared > rules.max_shared_bytes {
+        return Err(KernelRejection::SharedMemoryTooLarge {
+            bytes: shared,
+            max: rules.max_shared_bytes,
+        });
+    }
+    if private > rules.max_private_bytes {
+        return Err(KernelRejection::PrivateMemoryTooLarge {
+            bytes: private,
+            max: rules.max_private_bytes,
+        });
+    }
+    Ok(())
+}
