@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 for src in saxpy reduce matmul mandelbrot copy fma \
            hostile_oob hostile_loop hostile_big_workgroup hostile_big_shared \
-           hostile_uniform spec_workgroup hostile_shared_oob; do
+           hostile_uniform spec_workgroup hostile_shared_oob hostile_busy; do
     glslc --target-env=vulkan1.1 -O -o "$src.spv" "$src.comp"
 done
 
