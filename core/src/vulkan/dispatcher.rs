@@ -198,8 +198,63 @@ pub struct Dispatcher {
 // which `&mut self` guarantees.
 unsafe impl Send for Dispatcher {}
 
-fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
-    let c = &probe.caps;
+/// A kernel job that passed Tessera's own gate, as the driver would get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedKernel {
+    /// The rewritten module: specialization baked in, promises removed,
+    /// indices clamped, workgroup memory zeroed, a watchdog on every loop.
+    pub spirv: Vec<u32>,
+    /// The workgroup size after specialization.
+    pub workgroup_size: [u32; 3],
+    /// Push-constant bytes the kernel's block needs (a multiple of 4).
+    pub push_constant_bytes: u32,
+    /// Whether the rewritten kernel reads the watchdog (it has loops).
+    pub watchdog: bool,
+}
+
+/// Checks a job against a device's capabilities without a device: the
+/// job-level limits and Tessera's own kernel gate (parse, facts, policy,
+/// rewrite), as [`Dispatcher::run`] does before anything reaches a driver.
+/// Not included: the Khronos validator (run `spirv-val` on `job.spirv`
+/// for that), the bound on total work (it needs the time limit) and the
+/// memory budget of a live dispatcher's pool. For requesters that check a
+/// kernel before sending it, and for tests and fuzzing of the gate.
+pub fn check_kernel(
+    job: &KernelJob<'_>,
+    device: &Capabilities,
+    config: &DispatcherConfig,
+) -> Result<CheckedKernel, KernelRejection> {
+    check_job(job, device, config)?;
+    let rules = build_rules(device, spirv_version_for(device.api_version), config);
+    let push_len = u32::try_from(job.push_constants.len()).unwrap_or(u32::MAX);
+    let (info, spirv) = validate::validate(
+        job.spirv,
+        job.entry_point,
+        job.specialization,
+        binding_mask(job),
+        push_len,
+        &rules,
+    )?;
+    Ok(CheckedKernel {
+        spirv,
+        workgroup_size: info.local_size,
+        push_constant_bytes: info.push_constant_bytes,
+        watchdog: info.watchdog,
+    })
+}
+
+/// Highest SPIR-V version word a device of this Vulkan version accepts.
+fn spirv_version_for(api: u32) -> u32 {
+    if api >= vk::API_VERSION_1_3 {
+        0x0001_0600
+    } else if api >= vk::API_VERSION_1_2 {
+        0x0001_0500
+    } else {
+        0x0001_0300
+    }
+}
+
+fn build_rules(c: &Capabilities, max_version: u32, config: &DispatcherConfig) -> Rules {
     let f = &c.features;
     let sg = vk::SubgroupFeatureFlags::from_raw(f.subgroup_operations);
     let mut allowed: HashSet<u32> = BASE_CAPABILITIES.iter().map(|c| *c as u32).collect();
@@ -243,7 +298,7 @@ fn build_rules(probe: &Probe, config: &DispatcherConfig) -> Rules {
     Rules {
         allowed,
         known_unsupported,
-        max_version: probe.max_spirv_version,
+        max_version,
         max_kernel_bytes: config.max_kernel_bytes,
         max_workgroup_size: c.limits.max_workgroup_size,
         max_invocations: c.limits.max_invocations,
@@ -293,6 +348,79 @@ fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
     let mut key = [0u8; 32];
     key.copy_from_slice(ctx.finish().as_ref());
     key
+}
+
+/// Job-level checks that need no parsing; returns each buffer's pool capacity.
+fn check_job(
+    job: &KernelJob<'_>,
+    caps: &Capabilities,
+    config: &DispatcherConfig,
+) -> Result<Vec<u64>, KernelRejection> {
+    let limits = &caps.limits;
+    let max_push = MAX_PUSH_CONSTANTS.min(limits.max_push_constants as usize);
+    if job.push_constants.len() > max_push {
+        return Err(KernelRejection::PushConstantsTooLarge {
+            len: u32::try_from(job.push_constants.len()).unwrap_or(u32::MAX),
+            max: max_push as u32,
+        });
+    }
+    if job.grid.contains(&0) {
+        return Err(KernelRejection::EmptyGrid);
+    }
+    if job
+        .grid
+        .iter()
+        .zip(limits.max_workgroup_count)
+        .any(|(g, m)| *g > m)
+    {
+        return Err(KernelRejection::GridTooLarge { grid: job.grid });
+    }
+    let max_buffers = config.max_buffers.min(limits.max_storage_buffers);
+    if job.buffers.len() > max_buffers as usize {
+        return Err(KernelRejection::TooManyBuffers {
+            count: u32::try_from(job.buffers.len()).unwrap_or(u32::MAX),
+            max: max_buffers,
+        });
+    }
+    let mut total = 0u64;
+    let mut caps = Vec::with_capacity(job.buffers.len());
+    let mut seen = 0u32;
+    for (i, b) in job.buffers.iter().enumerate() {
+        let index = i as u32;
+        if b.binding >= MAX_BINDINGS {
+            return Err(KernelRejection::BindingOutOfRange {
+                index,
+                binding: b.binding,
+            });
+        }
+        if seen & (1 << b.binding) != 0 {
+            return Err(KernelRejection::DuplicateBinding { binding: b.binding });
+        }
+        seen |= 1 << b.binding;
+        if b.len == 0 {
+            return Err(KernelRejection::EmptyBuffer { index });
+        }
+        if b.init.is_some_and(|d| d.len() as u64 > b.len) {
+            return Err(KernelRejection::InitTooLong { index });
+        }
+        if b.len > u64::from(limits.max_storage_buffer_range) {
+            return Err(KernelRejection::BufferTooLarge {
+                index,
+                len: b.len,
+                max: u64::from(limits.max_storage_buffer_range),
+            });
+        }
+        let c = capacity_for(b.len);
+        total = total.saturating_add(c);
+        caps.push(c);
+    }
+    if total > config.memory_budget {
+        return Err(KernelRejection::MemoryBudgetExceeded {
+            requested: total,
+            budget: config.memory_budget,
+        });
+    }
+    Ok(caps)
 }
 
 /// Pool size class for a buffer of `len` bytes.
@@ -349,7 +477,7 @@ impl Dispatcher {
         let handles = VkHandles::create(instance.handles.entry.clone(), config.validation)?;
         let (pd, info) = handles.select(&selector)?;
         let probe = caps::probe(&handles, pd, info.device_type)?;
-        let rules = build_rules(&probe, &config);
+        let rules = build_rules(&probe.caps, probe.max_spirv_version, &config);
         let gpu = Gpu::create(
             &handles.instance,
             pd,
@@ -441,7 +569,7 @@ impl Dispatcher {
                 abandoned: self.graveyard.len() as u32,
             });
         }
-        let capacities = self.check_job(job)?;
+        let capacities = check_job(job, &self.probe.caps, &self.config)?;
         if self.gpu.is_none() {
             self.recreate()?;
         }
@@ -601,75 +729,6 @@ impl Dispatcher {
         self.gpu = Some(gpu);
         self.generation += 1;
         Ok(())
-    }
-
-    /// Job-level checks that need no parsing; returns each buffer's pool capacity.
-    fn check_job(&self, job: &KernelJob<'_>) -> Result<Vec<u64>, KernelRejection> {
-        let limits = &self.probe.caps.limits;
-        let max_push = MAX_PUSH_CONSTANTS.min(limits.max_push_constants as usize);
-        if job.push_constants.len() > max_push {
-            return Err(KernelRejection::PushConstantsTooLarge {
-                len: u32::try_from(job.push_constants.len()).unwrap_or(u32::MAX),
-                max: max_push as u32,
-            });
-        }
-        if job.grid.contains(&0) {
-            return Err(KernelRejection::EmptyGrid);
-        }
-        if job
-            .grid
-            .iter()
-            .zip(limits.max_workgroup_count)
-            .any(|(g, m)| *g > m)
-        {
-            return Err(KernelRejection::GridTooLarge { grid: job.grid });
-        }
-        let max_buffers = self.config.max_buffers.min(limits.max_storage_buffers);
-        if job.buffers.len() > max_buffers as usize {
-            return Err(KernelRejection::TooManyBuffers {
-                count: u32::try_from(job.buffers.len()).unwrap_or(u32::MAX),
-                max: max_buffers,
-            });
-        }
-        let mut total = 0u64;
-        let mut caps = Vec::with_capacity(job.buffers.len());
-        let mut seen = 0u32;
-        for (i, b) in job.buffers.iter().enumerate() {
-            let index = i as u32;
-            if b.binding >= MAX_BINDINGS {
-                return Err(KernelRejection::BindingOutOfRange {
-                    index,
-                    binding: b.binding,
-                });
-            }
-            if seen & (1 << b.binding) != 0 {
-                return Err(KernelRejection::DuplicateBinding { binding: b.binding });
-            }
-            seen |= 1 << b.binding;
-            if b.len == 0 {
-                return Err(KernelRejection::EmptyBuffer { index });
-            }
-            if b.init.is_some_and(|d| d.len() as u64 > b.len) {
-                return Err(KernelRejection::InitTooLong { index });
-            }
-            if b.len > u64::from(limits.max_storage_buffer_range) {
-                return Err(KernelRejection::BufferTooLarge {
-                    index,
-                    len: b.len,
-                    max: u64::from(limits.max_storage_buffer_range),
-                });
-            }
-            let c = capacity_for(b.len);
-            total = total.saturating_add(c);
-            caps.push(c);
-        }
-        if total > self.config.memory_budget {
-            return Err(KernelRejection::MemoryBudgetExceeded {
-                requested: total,
-                budget: self.config.memory_budget,
-            });
-        }
-        Ok(caps)
     }
 
     /// The most invocations this device runs per second, for the bound on

@@ -43,8 +43,8 @@ pub use caps::{
     MAX_MEMORY_HEAPS,
 };
 pub use dispatcher::{
-    BufferSpec, Dispatcher, DispatcherConfig, JobOutput, KernelJob, MeterClock, Metering, Usage,
-    MAX_BINDINGS, MAX_PUSH_CONSTANTS,
+    check_kernel, BufferSpec, CheckedKernel, Dispatcher, DispatcherConfig, JobOutput, KernelJob,
+    MeterClock, Metering, Usage, MAX_BINDINGS, MAX_PUSH_CONSTANTS,
 };
 pub use error::{JobError, KernelRejection, VulkanError};
 pub use instance::{
