@@ -35,6 +35,7 @@ mod dispatcher;
 mod error;
 mod gpu;
 mod instance;
+mod khronos;
 mod validate;
 
 pub use crate::reasons::{ComplexityLimit, KernelRule, RejectionDetail};
@@ -50,6 +51,7 @@ pub use error::{JobError, KernelRejection, VulkanError};
 pub use instance::{
     DeviceInfo, DeviceSelector, DeviceType, Instance, MessageSeverity, ValidationMessage,
 };
+pub use khronos::KhronosConfig;
 
 /// Re-export of the Vulkan result type carried by [`JobError::Vulkan`] and
 /// [`VulkanError::Vulkan`].
