@@ -15,6 +15,6 @@ done
 glslc --target-env=vulkan1.2 -O -o hostile_bda.spv hostile_bda.comp
 
 # Hand-written assembly for what GLSL cannot express.
-for src in hostile_two_entry_points; do
+for src in hostile_two_entry_points bad_layout; do
     spirv-as --target-env vulkan1.1 -o "$src.spv" "$src.spvasm"
 done

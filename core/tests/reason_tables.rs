@@ -7,9 +7,8 @@
 use tessera_core::reasons::{Argument, ComplexityLimit, KernelRule};
 
 fn rules_table() -> String {
-    let mut out = String::from(
-        "| code | rule | argument (high 16 bits) | meaning |\n|---:|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| code | rule | argument (high 16 bits) | meaning |\n|---:|---|---|---|\n");
     for rule in KernelRule::ALL {
         let argument = match rule.argument() {
             None => "—",
@@ -46,7 +45,9 @@ fn rules_table() -> String {
 
 /// Checks (or, under `TESSERA_BLESS=1`, writes) the table in `doc`.
 fn check_table(doc: &str, name: &str, table: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(doc);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(doc);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
     let open = format!("<!-- table:{name} -->\n");
     let close = format!("<!-- /table:{name} -->");

@@ -5,12 +5,13 @@ use super::caps::{self, Capabilities, DeviceBenchmark, Probe};
 use super::error::{JobError, KernelRejection, VulkanError};
 use super::gpu::{Gpu, Slot};
 use super::instance::{DeviceInfo, DeviceSelector, Instance, ValidationMessage, VkHandles};
+use super::khronos::{KhronosConfig, KhronosGate, TargetEnv};
 use super::validate::{
     self, KernelInfo, Rules, ZeroWorkgroup, BASE_CAPABILITIES, OPTIONAL_CAPABILITIES,
 };
 use ash::vk;
 use rspirv::spirv::Capability;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Most push-constant bytes a job may carry (the Vulkan guaranteed minimum).
@@ -57,6 +58,9 @@ pub struct DispatcherConfig {
     pub max_invocations_per_second: Option<u64>,
     /// How job time is metered.
     pub metering: Metering,
+    /// The second gate: the Khronos validator (`spirv-val`), run on every
+    /// new kernel, bounded in time and memory.
+    pub khronos: KhronosConfig,
     /// Most devices given up on after a timeout or loss whose work has not
     /// finished yet. At this number the dispatcher refuses jobs
     /// ([`JobError::DeviceUnavailable`]) until one is reclaimed
@@ -105,6 +109,7 @@ impl Default for DispatcherConfig {
             force_workgroup_zeroing_code: false,
             max_invocations_per_second: None,
             metering: Metering::Auto,
+            khronos: KhronosConfig::default(),
             max_abandoned_devices: 2,
         }
     }
@@ -187,6 +192,11 @@ pub struct Dispatcher {
     generation: u64,
     /// Invocations per second of the start-up benchmark's copy kernel.
     invocation_rate: Option<f64>,
+    /// The second gate (`None` when turned off) and its target environment.
+    khronos: Option<KhronosGate>,
+    target_env: TargetEnv,
+    /// Khronos verdicts by SHA-256 of the kernel bytes.
+    verdicts: HashMap<[u8; 32], Result<(), KernelRejection>>,
     // Dropped last: every device above must be gone before the instance.
     handles: VkHandles,
 }
@@ -461,6 +471,9 @@ struct Pipeline {
     local_size: [u32; 3],
 }
 
+/// Most Khronos verdicts kept (each 32 bytes of key and a verdict).
+const VERDICT_CACHE_CAPACITY: usize = 4096;
+
 /// Headroom over the benchmarked copy rate for the bound on total work:
 /// an invocation that does almost nothing runs faster than a copy.
 const WORK_HEADROOM: f64 = 16.0;
@@ -478,6 +491,13 @@ impl Dispatcher {
         let (pd, info) = handles.select(&selector)?;
         let probe = caps::probe(&handles, pd, info.device_type)?;
         let rules = build_rules(&probe.caps, probe.max_spirv_version, &config);
+        let khronos = KhronosGate::new(&config.khronos)
+            .map_err(|e| VulkanError::KhronosUnavailable(e.to_string()))?;
+        let target_env = match probe.max_spirv_version {
+            v if v >= 0x0001_0600 => TargetEnv::Vulkan1_3,
+            v if v >= 0x0001_0500 => TargetEnv::Vulkan1_2,
+            _ => TargetEnv::Vulkan1_1,
+        };
         let gpu = Gpu::create(
             &handles.instance,
             pd,
@@ -496,6 +516,9 @@ impl Dispatcher {
             config,
             generation: 0,
             invocation_rate: None,
+            khronos,
+            target_env,
+            verdicts: HashMap::new(),
             handles,
         })
     }
@@ -761,6 +784,40 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The Khronos validator's verdict on a kernel (cached by its bytes'
+    /// SHA-256, refusals too; a failure of the tool itself is not cached).
+    fn khronos_check(&mut self, spirv: &[u8]) -> Result<(), JobError> {
+        let Some(gate) = &self.khronos else {
+            return Ok(());
+        };
+        let digest = ring::digest::digest(&ring::digest::SHA256, spirv);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        if let Some(verdict) = self.verdicts.get(&key) {
+            return verdict.clone().map_err(JobError::Rejected);
+        }
+        // The first gate accepted the module, so it is whole words.
+        let words: Vec<u32> = spirv
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let verdict = match gate.validate(&words, self.target_env) {
+            Ok(()) => Ok(()),
+            Err(f) if f.is_verdict() => match f.into_job_error() {
+                JobError::Rejected(r) => Err(r),
+                other => return Err(other),
+            },
+            Err(f) => return Err(f.into_job_error()),
+        };
+        if self.verdicts.len() >= VERDICT_CACHE_CAPACITY {
+            if let Some(old) = self.verdicts.keys().next().copied() {
+                self.verdicts.remove(&old);
+            }
+        }
+        self.verdicts.insert(key, verdict.clone());
+        verdict.map_err(JobError::Rejected)
+    }
+
     /// Finds or builds the pipeline for `job`.
     fn pipeline(&mut self, job: &KernelJob<'_>) -> Result<Pipeline, JobError> {
         let key = kernel_key(job);
@@ -778,29 +835,37 @@ impl Dispatcher {
             }
             Ok(())
         };
-        let p = match gpu.cached(&key) {
-            Some(p) => {
-                check(&p.info)?;
-                p
-            }
-            None => {
-                let (info, code) = validate::validate(
-                    job.spirv,
-                    job.entry_point,
-                    job.specialization,
-                    binding_mask(job),
-                    push_len,
-                    &self.rules,
-                )?;
-                gpu.create_pipeline(
-                    key,
-                    &code,
-                    job.entry_point,
-                    info,
-                    self.config.pipeline_cache_capacity,
-                )?
-            }
-        };
+        if gpu.cached(&key).is_none() {
+            // A new kernel: the first gate (ours), then the second (the
+            // Khronos validator, whose verdict is cached by the kernel's
+            // bytes), then the driver.
+            let (info, code) = validate::validate(
+                job.spirv,
+                job.entry_point,
+                job.specialization,
+                binding_mask(job),
+                push_len,
+                &self.rules,
+            )?;
+            self.khronos_check(job.spirv)?;
+            let gpu = self
+                .gpu
+                .as_mut()
+                .ok_or(JobError::DeviceLost { fault: None })?;
+            gpu.create_pipeline(
+                key,
+                &code,
+                job.entry_point,
+                info,
+                self.config.pipeline_cache_capacity,
+            )?;
+        }
+        let p = self
+            .gpu
+            .as_mut()
+            .and_then(|g| g.cached(&key))
+            .ok_or(JobError::DeviceLost { fault: None })?;
+        check(&p.info)?;
         Ok(Pipeline {
             pipeline: p.pipeline,
             layout: p.layout,

@@ -41,10 +41,7 @@
 //! limit; anything else is a failure of the tool. Every outcome but `Ok`
 //! means the kernel must not reach the driver.
 
-// The dispatcher does not call the gate yet (issue 8 integrates it there);
-// remove this once it does.
-#![cfg_attr(not(test), allow(dead_code))]
-
+use super::error::{JobError, KernelRejection, VulkanError};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -232,6 +229,73 @@ impl fmt::Display for KhronosFailure {
             }
             KhronosFailure::Failed(why) => write!(f, "the Khronos validator failed: {why}"),
         }
+    }
+}
+
+impl KhronosFailure {
+    /// The job's outcome: a refusal of the kernel, or (when the tool
+    /// itself failed) a provider-side failure.
+    pub(crate) fn into_job_error(self) -> JobError {
+        match self {
+            KhronosFailure::Rejected { message } => {
+                JobError::Rejected(KernelRejection::KhronosRejected { message })
+            }
+            KhronosFailure::TimeLimit => JobError::Rejected(KernelRejection::KhronosTimeLimit),
+            KhronosFailure::MemoryLimit => JobError::Rejected(KernelRejection::KhronosMemoryLimit),
+            KhronosFailure::Failed(why) => JobError::ValidatorUnavailable(why),
+        }
+    }
+
+    /// Whether the verdict is about the kernel (and may be cached with it).
+    pub(crate) fn is_verdict(&self) -> bool {
+        !matches!(self, KhronosFailure::Failed(_))
+    }
+}
+
+/// The Khronos validator as the dispatcher runs it, for use without a
+/// dispatcher: a requester checking a kernel before sending it, benchmarks.
+#[derive(Debug, Clone)]
+pub struct KhronosValidator {
+    gate: KhronosGate,
+}
+
+impl KhronosValidator {
+    /// Finds and checks `spirv-val` as `config` says (its `enabled` flag is
+    /// ignored: this is the validator itself).
+    pub fn new(config: &KhronosConfig) -> Result<KhronosValidator, VulkanError> {
+        let config = KhronosConfig {
+            enabled: true,
+            ..config.clone()
+        };
+        match KhronosGate::new(&config) {
+            Ok(Some(gate)) => Ok(KhronosValidator { gate }),
+            Ok(None) => Err(VulkanError::KhronosUnavailable("disabled".into())),
+            Err(e) => Err(VulkanError::KhronosUnavailable(e.to_string())),
+        }
+    }
+
+    /// Validates `spirv` for a device of Vulkan version `api_version` (as
+    /// `VK_MAKE_API_VERSION` packs it), within the configured bounds:
+    /// `JobError::Rejected` with a `Khronos*` rejection when the kernel
+    /// fails, `JobError::ValidatorUnavailable` when the tool does.
+    pub fn validate(&self, spirv: &[u8], api_version: u32) -> Result<(), JobError> {
+        let env = TargetEnv::for_api_version(api_version)
+            .ok_or(JobError::Rejected(KernelRejection::UnsupportedVersion(0)))?;
+        if spirv.len() % 4 != 0 {
+            return Err(JobError::Rejected(KernelRejection::NotWordAligned));
+        }
+        let words: Vec<u32> = spirv
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.gate
+            .validate(&words, env)
+            .map_err(KhronosFailure::into_job_error)
+    }
+
+    /// The first line of `spirv-val --version`.
+    pub fn version(&self) -> &str {
+        self.gate.version()
     }
 }
 

@@ -51,7 +51,7 @@ pub use error::{JobError, KernelRejection, VulkanError};
 pub use instance::{
     DeviceInfo, DeviceSelector, DeviceType, Instance, MessageSeverity, ValidationMessage,
 };
-pub use khronos::KhronosConfig;
+pub use khronos::{KhronosConfig, KhronosValidator};
 
 /// Re-export of the Vulkan result type carried by [`JobError::Vulkan`] and
 /// [`VulkanError::Vulkan`].
