@@ -1,6 +1,7 @@
 //! Peers the Vulkan dispatcher is measured against: a minimal hand-written
 //! ash loop (the floor) and wgpu, plus small statistics helpers.
 
+pub mod big_kernel;
 pub mod floor;
 pub mod wgpu_peer;
 

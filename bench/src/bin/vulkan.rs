@@ -11,6 +11,7 @@ use tessera_bench::wgpu_peer::WgpuPeer;
 use tessera_core::vulkan::*;
 
 const COPY_SPV: &[u8] = include_bytes!("../../../core/kernels/copy.spv");
+const MATMUL_SPV: &[u8] = include_bytes!("../../../core/kernels/matmul.spv");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn num(v: Option<f64>) -> String {
@@ -337,4 +338,98 @@ fn main() {
         "us",
         &[("ash_floor", some(&floor_t, 50.0))],
     );
+
+    validation(d.capabilities());
+}
+
+/// What validating a new kernel costs, cold: Tessera's two gates together
+/// (its own, then the Khronos validator), beside each alone and beside
+/// naga's SPIR-V front end and validator, on matmul.spv and on a 1 MiB
+/// kernel.
+fn validation(caps: &Capabilities) {
+    let config = DispatcherConfig::default();
+    let khronos = match KhronosValidator::new(&config.khronos) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("no Khronos validator: {e}");
+            std::process::exit(1);
+        }
+    };
+    let big = tessera_bench::big_kernel::kernel(1 << 20);
+    let matmul = MATMUL_SPV.to_vec();
+    for (name, spirv, buffers, push, iters) in [
+        ("matmul", &matmul, 3u32, 12usize, 30usize),
+        ("1mib", &big, 1, 0, 7),
+    ] {
+        let bufs: Vec<BufferSpec<'_>> = (0..buffers)
+            .map(|binding| BufferSpec {
+                binding,
+                len: 4096,
+                init: None,
+                readback: true,
+            })
+            .collect();
+        let push = vec![0u8; push];
+        let job = KernelJob {
+            spirv,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: &push,
+            grid: [1, 1, 1],
+            buffers: &bufs,
+        };
+        let (mut both, mut first, mut second, mut naga) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..iters {
+            let t = Instant::now();
+            let ours = check_kernel(&job, caps, &config)
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    khronos
+                        .validate(spirv, caps.api_version)
+                        .map_err(|e| e.to_string())
+                });
+            both.push(t.elapsed().as_secs_f64() * 1e6);
+            if let Err(e) = ours {
+                eprintln!("{name}: the gates refused it: {e}");
+                std::process::exit(1);
+            }
+            let t = Instant::now();
+            let _ = std::hint::black_box(check_kernel(&job, caps, &config));
+            first.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            let _ = std::hint::black_box(khronos.validate(spirv, caps.api_version));
+            second.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            let r = naga_validate(spirv);
+            naga.push(t.elapsed().as_secs_f64() * 1e6);
+            if let Err(e) = r {
+                eprintln!("peer naga on {name}: {e}");
+                naga.clear();
+            }
+        }
+        line(
+            &format!("vulkan.validate_us.{name}"),
+            percentile(&both, 50.0),
+            "us",
+            &[
+                ("first_gate", Some(percentile(&first, 50.0))),
+                ("spirv_val", Some(percentile(&second, 50.0))),
+                ("naga", (!naga.is_empty()).then(|| percentile(&naga, 50.0))),
+            ],
+        );
+        eprintln!("{name}: {} bytes", spirv.len());
+    }
+}
+
+/// naga's SPIR-V front end and its validator, as wgpu runs them.
+fn naga_validate(spirv: &[u8]) -> Result<(), String> {
+    let module = naga::front::spv::parse_u8_slice(spirv, &naga::front::spv::Options::default())
+        .map_err(|e| e.to_string())?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
