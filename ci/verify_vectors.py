@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 CHUNK_SIZE = 8192
+MAX_BINDINGS = 32
 EVIDENCE_DOMAIN = b"tessera/evidence/v1"
 RECEIPT_DOMAIN = b"tessera/receipt/v1"
 KEY_ID_DOMAIN = b"tessera/key-id/v1"
-KERNEL_DOMAIN = b"tessera/kernel/v2"
+KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
 
@@ -361,7 +362,9 @@ def kernel_hash(k):
     h.update(struct.pack("<III", *k["grid"]))
     h.update(struct.pack("<I", len(k["buffers"])))
     for b in k["buffers"]:
-        h.update(struct.pack("<QQB", b["len"], b["init_len"], int(b["readback"])))
+        h.update(
+            struct.pack("<IQQB", b["binding"], b["len"], b["init_len"], int(b["readback"]))
+        )
     return h.digest()
 
 
@@ -433,6 +436,9 @@ def check_receipt(v, ctx):
         # Buffer contents: the generator's bytes, cut in buffer order, inputs
         # by init_len and outputs (of a completed job) by len.
         bufs = k["buffers"]
+        bindings = [b["binding"] for b in bufs]
+        expect(all(0 <= n < MAX_BINDINGS for n in bindings), "bindings below 32")
+        expect(len(set(bindings)) == len(bindings), "bindings distinct")
         init_lens = [b["init_len"] for b in bufs]
         expect(all(b["init_len"] <= b["len"] for b in bufs), "init_len <= len")
         expect(v["input_len"] == sum(init_lens), "input length is the layout's")

@@ -22,7 +22,8 @@ use crate::attest::{
 };
 use crate::error::{Error, ErrorCode, InputError};
 use crate::limits::{
-    CHUNK_SIZE, HEADER_LEN, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES, TX_CAPACITY,
+    CHUNK_SIZE, HEADER_LEN, MAX_BINDINGS, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES,
+    TX_CAPACITY,
 };
 use crate::merkle::RootBuilder;
 use crate::policy::Policy;
@@ -46,6 +47,8 @@ const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
 // still fit behind the first (a chunk frame's fields other than its data take
 // at most 50 bytes).
 const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
+// `assignment_is_sane` keeps the bindings seen as bits of a u32.
+const _: () = assert!(MAX_BINDINGS <= u32::BITS);
 
 /// What the agent is, for evidence and `Hello`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1762,10 +1765,17 @@ fn assignment_is_sane(a: &JobAssign, bytes_in: u64, bytes_out: u64) -> bool {
     let k = &a.kernel;
     let mut sent = k.len as u64;
     let mut returned = 0u64;
+    // One bit per binding number seen: each below MAX_BINDINGS, none twice.
+    let mut bindings = 0u32;
     for b in a.buffers.iter() {
-        if b.len == 0 || b.init_len > b.len {
+        if b.len == 0 || b.init_len > b.len || b.binding >= MAX_BINDINGS {
             return false;
         }
+        let bit = 1u32 << b.binding;
+        if bindings & bit != 0 {
+            return false;
+        }
+        bindings |= bit;
         sent = sent.saturating_add(b.init_len);
         if b.readback {
             returned = returned.saturating_add(b.len);

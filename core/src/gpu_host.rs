@@ -13,6 +13,9 @@ use crate::vulkan::{
 };
 use crate::wire::{features, FailReason, JobAssign, Usage};
 
+// A binding the agent accepts in an assignment is one the dispatcher takes.
+const _: () = assert!(crate::limits::MAX_BINDINGS == vulkan::MAX_BINDINGS);
+
 /// A Vulkan device ready to run jobs.
 pub struct GpuHost {
     dispatcher: Dispatcher,
@@ -172,7 +175,7 @@ impl GpuHost {
             .iter()
             .enumerate()
             .map(|(i, b)| BufferSpec {
-                binding: i as u32,
+                binding: b.binding,
                 len: b.len,
                 init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
                 readback: b.readback,

@@ -338,6 +338,7 @@ impl Kernel {
             "push_constants": hex(&self.push_constants),
             "grid": self.grid,
             "buffers": self.buffers.iter().map(|b| json!({
+                "binding": b.binding,
                 "len": b.len,
                 "init_len": b.init_len,
                 "readback": b.readback,
@@ -388,24 +389,26 @@ fn split<'a>(all: &'a [u8], lens: &[usize]) -> Vec<&'a [u8]> {
         .collect()
 }
 
-/// The buffer layout of each job of the chain: (len, init_len, readback).
-/// Job 1 has a partly initialized input and one output; job 2 one buffer
-/// updated in place; job 3 two outputs, the first with a short last chunk,
-/// so its output tree has more leaves than `output_len` has whole chunks.
+/// The buffer layout of each job of the chain: (binding, len, init_len,
+/// readback). Job 1 has a partly initialized input and one output; job 2 one
+/// buffer updated in place; job 3 two outputs, the first with a short last
+/// chunk, so its output tree has more leaves than `output_len` has whole
+/// chunks, and bindings with gaps (0, 2, 5).
 fn layout(job: u64) -> Vec<BufferSpec> {
     const C: u64 = CHUNK_SIZE as u64;
-    let spec: &[(u64, u64, bool)] = match job {
-        1 => &[(32_768, 20_000, false), (3 * C + 100, 0, true)],
-        2 => &[(C, C, true)],
+    let spec: &[(u32, u64, u64, bool)] = match job {
+        1 => &[(0, 32_768, 20_000, false), (1, 3 * C + 100, 0, true)],
+        2 => &[(0, C, C, true)],
         3 => &[
-            (100, 100, false),
-            (3 * C + 100, 0, true),
-            (2 * C - 100, 0, true),
+            (0, 100, 100, false),
+            (2, 3 * C + 100, 0, true),
+            (5, 2 * C - 100, 0, true),
         ],
-        _ => &[(4096, 4096, false), (4096, 0, true)],
+        _ => &[(0, 4096, 4096, false), (1, 4096, 0, true)],
     };
     spec.iter()
-        .map(|&(len, init_len, readback)| BufferSpec {
+        .map(|&(binding, len, init_len, readback)| BufferSpec {
+            binding,
             len,
             init_len,
             readback,
@@ -891,7 +894,9 @@ fn build_merkle() -> Value {
 /// A layout of read-back buffers of `lens` bytes.
 fn readback_layout(lens: &[usize]) -> Vec<BufferSpec> {
     lens.iter()
-        .map(|&l| BufferSpec {
+        .enumerate()
+        .map(|(i, &l)| BufferSpec {
+            binding: i as u32,
             len: l as u64,
             init_len: 0,
             readback: true,

@@ -98,6 +98,7 @@ fn job(nonce: u8, input_len: usize) -> JobDescription {
             (Vec::new(), input_len as u64, true),
         ],
         nonce: [nonce; 32],
+        bindings: Vec::new(),
     }
 }
 
@@ -757,4 +758,58 @@ fn held_results_are_resent_in_chain_order() {
         }
     }
     assert_eq!(jobs, vec![1, 2]);
+}
+
+#[test]
+fn buffers_name_their_bindings_and_streams_follow_buffer_order() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let refused = |h: &mut Harness, id: u64, bindings: Vec<u32>| {
+        let mut j = job(3, 100);
+        j.bindings = bindings;
+        h.send(&Message::JobOffer(j.offer(id, 10_000, 60_000)));
+        h.send(&Message::JobAssign(j.assign(id)));
+        let frames = h.pump();
+        let errors: Vec<_> = frames
+            .iter()
+            .filter_map(|f| match decode(f) {
+                Message::Error(e) => Some((e.code, e.job)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            vec![(tessera_core::ErrorCode::BadAssignment as u16, id)]
+        );
+        assert_eq!(h.agent.job_state(id), None, "a refused job is forgotten");
+    };
+    // A binding at 32 or above, or two buffers at one binding.
+    refused(&mut h, 1, vec![0, 32]);
+    refused(&mut h, 2, vec![u32::MAX, 1]);
+    refused(&mut h, 3, vec![4, 4]);
+
+    // Bindings 7 (the input) and 2 (the output): a gap, in any order. The
+    // input is still stream 1 and the output stream 1: buffers are numbered
+    // by their place in the assignment, not by binding.
+    let mut j = job(4, 20_000);
+    j.bindings = vec![7, 2];
+    let frames = submit(&mut h, 4, &j);
+    let streams: Vec<u8> = frames
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::OutputChunk(c) => Some(c.stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streams, vec![1, 1, 1]);
+    let out = collect(&frames, 4);
+    let expected: Vec<u8> = j.buffers[0].0.iter().map(|b| b.wrapping_add(1)).collect();
+    assert_eq!(out.outputs, vec![expected]);
+    let receipt = Receipt::verify(&out.receipt, &pk).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Completed);
+    // The receipt binds the bindings: the same job at 0 and 1 hashes otherwise.
+    assert_eq!(receipt.kernel_hash, j.assign(4).kernel_hash());
+    j.bindings = Vec::new();
+    assert_ne!(receipt.kernel_hash, j.assign(4).kernel_hash());
 }

@@ -133,6 +133,7 @@ fn job() -> JobDescription {
             (Vec::new(), 30_000, true),
         ],
         nonce: [0x11; 32],
+        bindings: Vec::new(),
     }
 }
 

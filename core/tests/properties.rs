@@ -227,7 +227,7 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
         any::<u64>(),
         digest(),
         kernel_spec(),
-        len_up_to(MAX_BUFFERS).prop_flat_map(|n| vec(any::<(u64, u64, bool)>(), n)),
+        len_up_to(MAX_BUFFERS).prop_flat_map(|n| vec(any::<(u32, u64, u64, bool)>(), n)),
         digest(),
     )
         .prop_map(|(job, nonce, kernel, buffers, inputs_root)| JobAssign {
@@ -236,7 +236,8 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
             kernel,
             buffers: buffers
                 .into_iter()
-                .map(|(len, init_len, readback)| BufferSpec {
+                .map(|(binding, len, init_len, readback)| BufferSpec {
+                    binding,
                     len,
                     init_len,
                     readback,
@@ -625,6 +626,7 @@ fn describe(id: JobId) -> JobDescription {
             .map(|(i, (init, len, rb))| (fill(init, i as u8 + 1), len, rb))
             .collect(),
         nonce: [id as u8; 32],
+        bindings: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn no_output_job() -> JobDescription {
         push_constants: Vec::new(),
         buffers: vec![(vec![5; 100], 100, false)],
         nonce: [3; 32],
+        bindings: Vec::new(),
     }
 }
 
@@ -219,8 +220,9 @@ fn unlimited_policy_assignment_sizes_do_not_overflow() {
     assert_eq!(h.agent.job_state(9), Some(JobState::Accepted));
     let mut assign = no_output_job().assign(9);
     assign.buffers.clear();
-    for _ in 0..2 {
+    for binding in 0..2 {
         let _ = assign.buffers.push(BufferSpec {
+            binding,
             len: half,
             init_len: half,
             readback: true,

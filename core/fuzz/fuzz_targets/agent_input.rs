@@ -47,7 +47,8 @@ enum Action {
     AnyAssign {
         job: u8,
         kernel_len: u32,
-        buffers: Vec<(u64, u64, bool)>,
+        /// (binding, len, init_len, readback) of each buffer.
+        buffers: Vec<(u32, u64, u64, bool)>,
     },
     Chunks {
         job: u8,
@@ -349,8 +350,9 @@ fuzz_target!(|script: Script| {
                 let mut a = describe(j).assign(job(j));
                 a.kernel.len = kernel_len;
                 a.buffers.clear();
-                for &(len, init_len, readback) in buffers {
+                for &(binding, len, init_len, readback) in buffers {
                     let _ = a.buffers.push(BufferSpec {
+                        binding,
                         len,
                         init_len,
                         readback,

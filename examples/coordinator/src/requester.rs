@@ -250,6 +250,7 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
         .buffers
         .iter()
         .map(|b| BufferSpec {
+            binding: b.binding,
             len: b.len,
             init_len: b.init.len() as u64,
             readback: b.readback,

@@ -13,8 +13,8 @@ use tessera_core::attest::{
     ReceiptStatus, ReceiptVerifier, VerifyError,
 };
 use tessera_core::limits::{
-    CHUNK_SIZE, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES, MAX_PUSH_CONSTANTS,
-    MAX_SPEC_CONSTANTS,
+    CHUNK_SIZE, MAX_BINDINGS, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES,
+    MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS,
 };
 use tessera_core::merkle::{empty_root, leaf_hash, root_of, root_of_buffers};
 use tessera_core::wire::{
@@ -262,6 +262,18 @@ fn validate(s: &Submit) -> Result<(), String> {
                 "buffer {i}: length must be at least 1 and at least its initial data"
             ));
         }
+        if b.binding >= MAX_BINDINGS {
+            return Err(format!(
+                "buffer {i}: binding {} is not below {MAX_BINDINGS}",
+                b.binding
+            ));
+        }
+        if let Some(j) = s.buffers[..i].iter().position(|o| o.binding == b.binding) {
+            return Err(format!(
+                "buffers {j} and {i} are both at binding {}",
+                b.binding
+            ));
+        }
     }
     if s.deadline_ms == 0 {
         return Err("deadline_ms must be at least 1".into());
@@ -290,6 +302,7 @@ fn build_assign(id: JobId, s: &Submit) -> JobAssign {
             .buffers
             .iter()
             .map(|b| BufferSpec {
+                binding: b.binding,
                 len: b.len,
                 init_len: b.init.len() as u64,
                 readback: b.readback,

@@ -48,11 +48,13 @@ fn job(nonce: u8) -> Submit {
         grid: [1, 1, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: vec![nonce; 10_000],
                 len: 10_000,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: Vec::new(),
                 len: 10_000,
                 readback: true,
@@ -151,5 +153,40 @@ fn submissions_breaking_a_limit_are_refused_before_any_offer() {
     let mut bad = job(1);
     bad.grid = [1, 0, 1];
     assert!(validate(&bad).is_err());
+    let mut bad = job(1);
+    bad.buffers[1].binding = 32;
+    assert!(validate(&bad).unwrap_err().contains("binding 32"));
+    let mut bad = job(1);
+    bad.buffers[1].binding = 0;
+    assert!(validate(&bad).unwrap_err().contains("both at binding 0"));
     assert!(validate(&job(1)).is_ok());
+}
+
+#[test]
+fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    let mut h = harness();
+    h.agent.connect(h.now).expect("connect");
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+
+    let mut gap = job(3);
+    gap.buffers[0].binding = 5;
+    gap.buffers[1].binding = 0;
+    assert!(validate(&gap).is_ok());
+    let (tx, reply) = mpsc::channel();
+    e.submit(gap.clone(), tx, Instant::now());
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let Ok(Response::Result(r)) = reply.try_recv() else {
+        panic!("expected a verified result")
+    };
+    let spec = h.agent.job_spec(r.job).cloned();
+    assert!(spec.is_none(), "acknowledged and forgotten");
+    let receipt = Receipt::verify(&r.receipt, &r.provider_public_key).expect("verifies");
+    let assigned = build_assign(r.job, &gap);
+    let bindings: Vec<u32> = assigned.buffers.iter().map(|b| b.binding).collect();
+    assert_eq!(bindings, vec![5, 0]);
+    assert_eq!(receipt.kernel_hash, assigned.kernel_hash());
+    crate::requester::verify_result(&gap, &r).expect("the requester's check agrees");
 }
