@@ -4,8 +4,9 @@
 Reads core/tests/vectors/{keys,evidence,receipts,merkle}.json and checks every
 vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
 Ed25519 signatures over the Sig_structure, key ids, every decoded field against
-the readable form, receipt chain links, kernel hashes (buffer layout included),
-result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
+the readable form, receipt chain links, kernel hashes (buffer layout and
+bindings included), receipt prices against the offer (a timeout is charged
+the accepted quote, any other failure 0), result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
 verification, with the exact tree size a buffer layout gives). Each tampered
 vector must fail with its `expect_error`.
 
@@ -36,6 +37,8 @@ SEAL_DOMAIN = b"tessera/seal/v1"
 
 EVIDENCE_PAYLOAD_LEN = 248
 RECEIPT_PAYLOAD_LEN = 350
+STATUS_COMPLETED = 0
+STATUS_TIMEOUT = 2
 STATUS_NAMES = {
     0: "Completed",
     1: "Failed(KernelRejected)",
@@ -459,7 +462,25 @@ def check_receipt(v, ctx):
         seal = sha256(SEAL_DOMAIN, pk, struct.pack("<Q", r["job"]), result)
         expect(seal.hex() == r["result_seal"], "result seal")
         expect(r["evidence_hash"] in ctx["evidence"].values(), "evidence hash")
+        check_price(r, v["offer"])
         ctx["chain"].append((b, pk, v["hash"]))
+
+
+def check_price(r, offer):
+    """The price rules a coordinator checks against the offer it made and the
+    quote it accepted (PROTOCOL.md, "Offers and pricing")."""
+    expect(offer["quote"] <= offer["max_price"], "the quote is within the maximum")
+    status = r["status"]
+    if status == STATUS_COMPLETED:
+        expect(r["price"] <= offer["max_price"], "a completed job's price within the maximum")
+    elif status == STATUS_TIMEOUT:
+        expect(r["price"] == offer["quote"], "a timed-out job is charged its quote")
+        expect(
+            r["usage"]["gpu_time_us"] <= offer["deadline_ms"] * 1000,
+            "a timed-out job is metered to its deadline at most",
+        )
+    else:
+        expect(r["price"] == 0, "a failed job (other than a timeout) is charged 0")
 
 
 def check_chain(ctx):

@@ -218,6 +218,8 @@ struct Job {
     id: JobId,
     state: JobState,
     max_price: u64,
+    /// The price the offer was accepted at: what a timed-out job is charged.
+    quote: u64,
     /// The offer's transfer sizes, which the assignment must keep to.
     bytes_in: u64,
     bytes_out: u64,
@@ -251,11 +253,12 @@ struct Job {
 }
 
 impl Job {
-    fn new(offer: &JobOffer, deadline: Instant) -> Self {
+    fn new(offer: &JobOffer, quote: u64, deadline: Instant) -> Self {
         Job {
             id: offer.job,
             state: JobState::Accepted,
             max_price: offer.max_price,
+            quote,
             bytes_in: offer.bytes_in,
             bytes_out: offer.bytes_out,
             deadline,
@@ -279,6 +282,12 @@ impl Job {
 
     fn host_knows(&self) -> bool {
         self.state != JobState::Accepted
+    }
+
+    /// Microseconds from the start of the run to the deadline: the most GPU
+    /// time a job that ran out its time is metered.
+    fn time_to_deadline(&self) -> u64 {
+        self.deadline.micros.saturating_sub(self.started_at.micros)
     }
 
     fn has_deadline(&self) -> bool {
@@ -790,7 +799,7 @@ impl<S: Signer> Agent<S> {
         let reply = match decision {
             Ok(price) => {
                 let deadline = now + Duration::from_millis(offer.deadline_ms as u64);
-                if self.jobs.push(Job::new(&offer, deadline)).is_err() {
+                if self.jobs.push(Job::new(&offer, price, deadline)).is_err() {
                     // Policy already bounds this by MAX_JOBS.
                     Message::OfferDecline(OfferDecline {
                         job: offer.job,
@@ -1252,6 +1261,13 @@ impl<S: Signer> Agent<S> {
 
     /// Ends a running job that could not complete: signs a failure receipt over
     /// the metered `usage` and sends it.
+    ///
+    /// A [`FailReason::Timeout`] (the kernel ran out the time limit the host
+    /// gave it) is charged the job's quote ([`Policy::charge_timeout`]); its
+    /// GPU time is what the host metered, at most the time from the start to
+    /// the job's deadline. Every other failure is charged 0. After the
+    /// deadline the agent has already ended the job with the same status and
+    /// price, and a late call gets `InvalidJobState`.
     pub fn fail_job(
         &mut self,
         now: Instant,
@@ -1261,10 +1277,13 @@ impl<S: Signer> Agent<S> {
         usage: Usage,
     ) -> Result<(), Error> {
         let i = self.live_job_index(id)?;
-        if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
-            || self.jobs[i].resend
-        {
+        let job = &self.jobs[i];
+        if !matches!(job.state, JobState::Running | JobState::Uploading) || job.resend {
             return Err(Error::InvalidJobState(id));
+        }
+        let mut usage = usage;
+        if reason == FailReason::Timeout {
+            usage.gpu_time_us = usage.gpu_time_us.min(job.time_to_deadline());
         }
         // On a signer error the job is unchanged: the host may call again.
         self.end_failed(now, i, reason, detail, usage)
@@ -1333,8 +1352,10 @@ impl<S: Signer> Agent<S> {
                 0,
             ),
         };
+        let policy = &self.config.policy;
         let price = match status {
-            ReceiptStatus::Completed => self.config.policy.charge(&usage, job.max_price),
+            ReceiptStatus::Completed => policy.charge(&usage, job.max_price),
+            ReceiptStatus::Failed(FailReason::Timeout) => policy.charge_timeout(job.quote),
             ReceiptStatus::Failed(_) => 0,
         };
         let rhash = result_hash(&khash, &spec.inputs_root, &output_root, output_len);
@@ -1425,7 +1446,7 @@ impl<S: Signer> Agent<S> {
             max_price: record.price,
             deadline_ms: 0,
         };
-        let mut job = Job::new(&offer, Instant::ZERO);
+        let mut job = Job::new(&offer, record.price, Instant::ZERO);
         job.state = JobState::AwaitingAck;
         job.spec = Some(record.spec.clone());
         job.outcome = Some(record.outcome);
@@ -1624,14 +1645,26 @@ impl<S: Signer> Agent<S> {
                 continue;
             }
             let id = job.id;
-            if job.state == JobState::Accepted {
-                // Never assigned: nothing to sign, the host never saw it.
-                self.jobs.swap_remove(i);
-                continue;
-            }
+            let (reason, usage) = match job.state {
+                JobState::Accepted => {
+                    // Never assigned: nothing to sign, the host never saw it.
+                    self.jobs.swap_remove(i);
+                    continue;
+                }
+                // The kernel never ran: nothing is charged.
+                JobState::Receiving => (FailReason::DeadlineExceeded, job.usage),
+                // The kernel ran out its time: metered to the deadline and
+                // charged the quote, as when the host reports the timeout.
+                _ => (
+                    FailReason::Timeout,
+                    Usage {
+                        gpu_time_us: job.time_to_deadline(),
+                        ..job.usage
+                    },
+                ),
+            };
             self.push_event(EventRecord::CancelJob(id, CancelReason::Deadline));
-            let usage = self.jobs[i].usage;
-            self.end_failed_or_retry(now, i, FailReason::DeadlineExceeded, 0, usage);
+            self.end_failed_or_retry(now, i, reason, 0, usage);
             i += 1;
         }
         if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {

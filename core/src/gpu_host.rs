@@ -113,19 +113,30 @@ pub fn evidence_capabilities(caps: &Capabilities) -> DeviceCapabilities {
     }
 }
 
-/// The wire's failure for a dispatcher error: the reason, and the
-/// dispatcher's stable code as detail.
-pub fn failure_of(e: &JobError) -> JobFailure {
-    let reason = match e {
-        JobError::Rejected(_) => FailReason::KernelRejected,
-        JobError::Timeout => FailReason::Timeout,
-        JobError::DeviceLost { .. } => FailReason::DeviceLost,
-        JobError::OutOfMemory => FailReason::OutOfMemory,
-        JobError::Vulkan(_) | JobError::DeviceUnavailable { .. } => FailReason::Host,
+/// The wire's failure for a dispatcher error: the reason, the dispatcher's
+/// stable code as detail, and the usage. A timeout is metered to `timeout`,
+/// the time limit the dispatcher was given (the kernel held the device that
+/// long; its dispatches are not known); other failures meter nothing.
+pub fn failure_of(e: &JobError, timeout: Duration) -> JobFailure {
+    let (reason, usage) = match e {
+        JobError::Rejected(_) => (FailReason::KernelRejected, Usage::default()),
+        JobError::Timeout => (
+            FailReason::Timeout,
+            Usage {
+                gpu_time_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+                ..Usage::default()
+            },
+        ),
+        JobError::DeviceLost { .. } => (FailReason::DeviceLost, Usage::default()),
+        JobError::OutOfMemory => (FailReason::OutOfMemory, Usage::default()),
+        JobError::Vulkan(_) | JobError::DeviceUnavailable { .. } => {
+            (FailReason::Host, Usage::default())
+        }
     };
     JobFailure {
         reason,
         detail: e.code() as u32,
+        usage,
     }
 }
 
@@ -201,7 +212,7 @@ impl GpuHost {
             }),
             Err(e) => {
                 log::info!("job failed on the GPU: {e}");
-                Err(failure_of(&e))
+                Err(failure_of(&e, timeout))
             }
         }
     }

@@ -193,7 +193,7 @@ impl Host {
         Self::with_runner(Box::new(move |spec, _kernel, buffers| {
             run(spec, buffers)
                 .map(|(outputs, usage)| JobOutputs { outputs, usage })
-                .map_err(|reason| JobFailure { reason, detail: 0 })
+                .map_err(|reason| JobFailure::new(reason, 0))
         }))
     }
 
@@ -286,7 +286,7 @@ impl Host {
                     self.to_upload.push_back(job);
                 }
                 Err(f) => {
-                    let r = agent.fail_job(now, job, f.reason, f.detail, Usage::default());
+                    let r = agent.fail_job(now, job, f.reason, f.detail, f.usage);
                     self.log.push(format!("fail_job({job}) -> {r:?}"));
                 }
             }

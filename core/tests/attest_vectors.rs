@@ -416,9 +416,41 @@ fn layout(job: u64) -> Vec<BufferSpec> {
         .collect()
 }
 
+/// The offer a job of the chain was accepted on, as the coordinator saw it:
+/// what the receipt's price is checked against.
+#[derive(Clone, Copy)]
+struct Offer {
+    max_price: u64,
+    /// The provider's quote (`OfferAccept.price`).
+    quote: u64,
+    deadline_ms: u32,
+}
+
+impl Offer {
+    /// Job 5 runs out its time: its offer gave it 2 s.
+    fn of(job: u64) -> Offer {
+        Offer {
+            max_price: 1000,
+            quote: 7 * job + 3,
+            deadline_ms: if job == 5 { 2_000 } else { 60_000 },
+        }
+    }
+    fn json(&self) -> Value {
+        json!({
+            "max_price": self.max_price,
+            "quote": self.quote,
+            "deadline_ms": self.deadline_ms,
+        })
+    }
+}
+
 /// A receipt of key A for `job`; inputs and outputs come from the job's
 /// layout (`Kernel::input_root`, `Kernel::output_root`); a failed job has
-/// no output.
+/// no output. The price follows the rules a coordinator checks: a completed
+/// job is charged within the maximum (here its quote), a timed-out one its
+/// quote, any other failure 0. A timed-out job is metered to its deadline
+/// (the offer arrived 200 ms before the start) and its timer fired 250 µs
+/// after it.
 fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt {
     let key = signer("key-a");
     let k = Kernel::sample(job);
@@ -430,6 +462,15 @@ fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt
         ReceiptStatus::Failed(_) => (merkle::empty_root(), 0),
     };
     let result = result_hash(&kernel, &input_root, &output_root, output_len as u64);
+    let offer = Offer::of(job);
+    let started_at = 1_764_000_001_000_000 + 10_000_000 * job;
+    let (gpu_time_us, dispatches, price) = match status {
+        ReceiptStatus::Completed => (1500 * job, job as u32, offer.quote),
+        ReceiptStatus::Failed(FailReason::Timeout) => {
+            (offer.deadline_ms as u64 * 1000 - 200_000, 0, offer.quote)
+        }
+        ReceiptStatus::Failed(_) => (1500 * job, job as u32, 0),
+    };
     Receipt {
         status,
         job,
@@ -441,14 +482,14 @@ fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt
         result_hash: result,
         result_seal: result_seal(&key.public_key(), job, &result),
         usage: Usage {
-            gpu_time_us: 1500 * job,
-            dispatches: job as u32,
+            gpu_time_us,
+            dispatches,
             bytes_in: input_len as u64,
             bytes_out: output_len as u64,
         },
-        price: 7 * job + 3,
-        started_at: 1_764_000_001_000_000 + 10_000_000 * job,
-        ended_at: 1_764_000_001_000_000 + 10_000_000 * job + 1500 * job + 250,
+        price,
+        started_at,
+        ended_at: started_at + gpu_time_us + 250,
         evidence_hash: sha256(&evidence_a()),
         key_id: key.key_id(),
         sequence: chain.next_sequence,
@@ -499,15 +540,16 @@ fn sign_receipt(r: &Receipt, key: &str) -> Vec<u8> {
 }
 
 /// Jobs of the valid chain and how each ended; `layout` gives their buffers.
-const JOBS: [(u64, ReceiptStatus); 4] = [
+const JOBS: [(u64, ReceiptStatus); 5] = [
     (1, ReceiptStatus::Completed),
     (2, ReceiptStatus::Completed),
     (3, ReceiptStatus::Completed),
     (4, ReceiptStatus::Failed(FailReason::DeviceLost)),
+    (5, ReceiptStatus::Failed(FailReason::Timeout)),
 ];
 
-/// The valid chain of key A: receipts 1, 2, 3 and the failed job 4, each with
-/// the chain state before it.
+/// The valid chain of key A: receipts 1, 2, 3, the failed job 4 and the
+/// timed-out job 5, each with the chain state before it.
 fn receipts() -> Vec<(Receipt, Vec<u8>, ChainState)> {
     let mut chain = ChainState::default();
     let mut out = vec![];
@@ -527,6 +569,7 @@ fn build_receipts() -> Value {
     for (r, signed, before) in &chain {
         let name = match r.status {
             ReceiptStatus::Completed => format!("receipt-{}", r.sequence),
+            ReceiptStatus::Failed(FailReason::Timeout) => format!("receipt-{}-timeout", r.sequence),
             ReceiptStatus::Failed(_) => format!("receipt-{}-failed-job", r.sequence),
         };
         let sig: [u8; 64] = signed[RECEIPT_LEN - 64..].try_into().expect("64");
@@ -538,6 +581,7 @@ fn build_receipts() -> Value {
             "expected_nonce": hex(&r.requester_nonce),
             "input_len": Kernel::sample(r.job).input_len(),
             "kernel": Kernel::sample(r.job).json(),
+            "offer": Offer::of(r.job).json(),
             "receipt": receipt_json(r),
             "signature": hex(&sig),
             "hash": hex(&Receipt::hash(signed)),
@@ -955,6 +999,20 @@ fn run_receipts(vectors: &Value) -> usize {
                 let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
                 assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
                 assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+                // The price rules a coordinator checks against the offer.
+                let offer = &v["offer"];
+                let quote = offer["quote"].as_u64().expect("quote");
+                let max_price = offer["max_price"].as_u64().expect("max_price");
+                let deadline_us = offer["deadline_ms"].as_u64().expect("deadline_ms") * 1000;
+                assert!(quote <= max_price, "{}", v["name"]);
+                match r.status {
+                    ReceiptStatus::Completed => assert!(r.price <= max_price),
+                    ReceiptStatus::Failed(FailReason::Timeout) => {
+                        assert_eq!(r.price, quote, "{}", v["name"]);
+                        assert!(r.usage.gpu_time_us <= deadline_us, "{}", v["name"]);
+                    }
+                    ReceiptStatus::Failed(_) => assert_eq!(r.price, 0, "{}", v["name"]),
+                }
             }
         }
         n += 1;
@@ -1144,7 +1202,7 @@ fn receipt_vectors() {
     for (_, signed, _) in receipts() {
         verifier.verify_next(&signed, None).expect("chain");
     }
-    assert_eq!(verifier.chain().next_sequence, 5);
+    assert_eq!(verifier.chain().next_sequence, 6);
 }
 
 #[test]

@@ -274,18 +274,44 @@ fn cancel_during_transfer_and_during_run() {
     assert!(kinds(&frames).contains(&MessageType::Receipt));
 }
 
+/// Frames' `Failed` reason, and the receipt verified under `pk`.
+fn failure(frames: &[Vec<u8>], id: u64, pk: &[u8; 32]) -> (FailReason, u64, Receipt) {
+    let failed = frames
+        .iter()
+        .find_map(|f| match decode(f) {
+            Message::Failed(x) if x.job == id => Some(x.reason),
+            _ => None,
+        })
+        .expect("a Failed message");
+    let usage_price = frames
+        .iter()
+        .find_map(|f| match decode(f) {
+            Message::UsageReport(u) if u.job == id => Some(u.price),
+            _ => None,
+        })
+        .expect("a UsageReport");
+    let receipt = Receipt::verify(&collect(frames, id).receipt, pk).expect("receipt verifies");
+    assert_eq!(receipt.price, usage_price, "UsageReport and receipt agree");
+    (failed, usage_price, receipt)
+}
+
 #[test]
-fn deadline_expiry_fails_the_job_with_a_signed_receipt() {
+fn a_deadline_before_the_kernel_ran_is_not_charged() {
     let mut h = harness();
     let pk = handshake(&mut h);
     ready(&mut h);
-    h.host.auto_run = false;
-    let j = job(5, 1000);
-    submit(&mut h, 1, &j);
-    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    let j = job(5, 40_000);
+    // Only part of the inputs arrive: the job is still `Receiving`.
+    h.send(&Message::JobOffer(j.offer(1, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1).into_iter().take(2) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(1), Some(JobState::Receiving));
     // Keep the coordinator talking so only the deadline fires.
     let mut frames = Vec::new();
-    while h.agent.job_state(1) == Some(JobState::Running) {
+    while h.agent.job_state(1) == Some(JobState::Receiving) {
         h.send(&Message::Heartbeat(Default::default()));
         frames.extend(h.pump());
         assert!(h.advance(Duration::from_secs(10)));
@@ -296,22 +322,153 @@ fn deadline_expiry_fails_the_job_with_a_signed_receipt() {
         .log
         .iter()
         .any(|l| l.contains(&format!("{:?}", CancelReason::Deadline))));
-    let failed = frames
-        .iter()
-        .find_map(|f| match decode(f) {
-            Message::Failed(x) => Some(x),
-            _ => None,
-        })
-        .expect("a Failed message");
-    assert_eq!(failed.reason, FailReason::DeadlineExceeded);
-    let receipt_bytes = collect(&frames, 1).receipt;
-    let receipt = Receipt::verify(&receipt_bytes, &pk).unwrap();
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    assert_eq!(reason, FailReason::DeadlineExceeded);
     assert_eq!(
         receipt.status,
         ReceiptStatus::Failed(FailReason::DeadlineExceeded)
     );
-    assert_eq!(receipt.price, 0);
+    assert_eq!(price, 0);
+    assert_eq!(receipt.usage.gpu_time_us, 0);
     assert!(h.now.micros >= 60_000_000, "the deadline was 60 s");
+}
+
+/// A job running when time runs out: quoted 10,102 (1000 ms estimated at 10
+/// per ms, plus 100, plus a MiB each way), at most 20,000, due in 2 s.
+fn timed_out_setup() -> (Harness, [u8; 32], JobDescription) {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(6, 1000);
+    let mut offer = j.offer(1, 20_000, 2_000);
+    offer.est_gpu_ms = 1000;
+    h.send(&Message::JobOffer(offer));
+    let frames = h.pump();
+    let Message::OfferAccept(a) = decode(&frames[0]) else {
+        panic!("expected an acceptance")
+    };
+    assert_eq!(a.price, 10_102);
+    h.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    (h, pk, j)
+}
+
+#[test]
+fn a_timeout_the_host_reports_first_is_charged_the_quote() {
+    let (mut h, pk, _) = timed_out_setup();
+    // The host gave the kernel the time left until the deadline (2 s) and
+    // reports that it ran out, a little before the agent's own timer.
+    h.now = h.now + Duration::from_millis(1_999);
+    let limit = tessera_core::wire::Usage {
+        gpu_time_us: 2_000_000,
+        dispatches: 1,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 1, FailReason::Timeout, 1, limit)
+        .expect("the host reports the timeout");
+    let mut frames = h.pump();
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    assert_eq!(reason, FailReason::Timeout);
+    assert_eq!(receipt.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(price, 10_102, "charged the accepted quote");
+    assert_eq!(receipt.usage.gpu_time_us, 2_000_000, "metered to the limit");
+    assert_eq!(receipt.usage.dispatches, 1);
+    // The deadline passing later changes nothing: no second outcome.
+    h.send(&Message::Heartbeat(Default::default()));
+    h.advance(Duration::from_secs(5));
+    frames = h.pump();
+    assert!(!kinds(&frames).contains(&MessageType::Failed));
+    assert_eq!(h.agent.job_state(1), Some(JobState::AwaitingAck));
+
+    // A host that reports more time than there was until the deadline is
+    // metered to the deadline.
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    h.pump();
+    let j = job(7, 1000);
+    h.send(&Message::JobOffer(j.offer(2, 20_000, 3_000)));
+    h.send(&Message::JobAssign(j.assign(2)));
+    for f in j.input_frames(2) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    let too_long = tessera_core::wire::Usage {
+        gpu_time_us: 9_000_000,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 2, FailReason::Timeout, 1, too_long)
+        .expect("reported");
+    let (_, _, receipt) = failure(&h.pump(), 2, &pk);
+    assert_eq!(receipt.usage.gpu_time_us, 3_000_000);
+}
+
+#[test]
+fn a_timeout_the_agent_sees_first_is_charged_the_quote_too() {
+    let (mut h, pk, _) = timed_out_setup();
+    let started = h.now;
+    // The host never answers; the agent's deadline fires.
+    let mut frames = Vec::new();
+    while h.agent.job_state(1) == Some(JobState::Running) {
+        assert!(h.advance(Duration::from_secs(10)));
+        frames.extend(h.pump());
+    }
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", CancelReason::Deadline))));
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    // The same status and price as when the host reports the timeout.
+    assert_eq!(reason, FailReason::Timeout);
+    assert_eq!(receipt.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(price, 10_102, "charged the accepted quote");
+    // Metered from the start to the deadline, 2 s after the offer.
+    assert_eq!(receipt.started_at, started.micros);
+    assert_eq!(receipt.usage.gpu_time_us, 2_000_000);
+    assert_eq!(receipt.usage.dispatches, 0);
+    // The host's own timeout, arriving late, changes nothing.
+    assert_eq!(
+        h.agent.fail_job(
+            h.now,
+            1,
+            FailReason::Timeout,
+            1,
+            tessera_core::wire::Usage {
+                gpu_time_us: 2_000_000,
+                ..Default::default()
+            }
+        ),
+        Err(tessera_core::Error::InvalidJobState(1))
+    );
+    assert!(h.pump().is_empty());
+}
+
+#[test]
+fn other_failures_are_not_charged_whatever_they_meter() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(8, 1000);
+    submit(&mut h, 1, &j);
+    let metered = tessera_core::wire::Usage {
+        gpu_time_us: 5_000,
+        dispatches: 3,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 1, FailReason::DeviceLost, 2, metered)
+        .expect("reported");
+    let (reason, price, receipt) = failure(&h.pump(), 1, &pk);
+    assert_eq!(reason, FailReason::DeviceLost);
+    assert_eq!(price, 0);
+    assert_eq!(receipt.usage.gpu_time_us, 5_000, "usage is still signed");
 }
 
 #[test]

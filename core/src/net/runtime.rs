@@ -25,7 +25,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use super::executor::{Executor, JobFailure, JobOutputs, JobToRun};
-use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
+use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event, JobState};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
 use crate::host::JobInputs;
@@ -651,6 +651,9 @@ impl<S: Signer> Runtime<S> {
             mut buffers,
         } = std::mem::take(&mut hj.inputs);
         buffers.resize(spec.buffers.len(), Vec::new());
+        // The executor gets the time left until the deadline. Whichever ends
+        // the run first, the executor's timeout (`fail_job(Timeout)`) or the
+        // agent's deadline, the receipt says `Timeout` at the job's quote.
         let timeout = self
             .agent
             .job_deadline(job)
@@ -687,11 +690,16 @@ impl<S: Signer> Runtime<S> {
                 }
                 Err(f) => {
                     log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
-                    match self
-                        .agent
-                        .fail_job(now, job, f.reason, f.detail, Default::default())
-                    {
+                    match self.agent.fail_job(now, job, f.reason, f.detail, f.usage) {
                         Ok(()) | Err(Error::UnknownJob(_)) => {}
+                        // The agent's deadline ended the job first (with the
+                        // same status and price for a timeout), or it was
+                        // cancelled: nothing left to report.
+                        Err(Error::InvalidJobState(_))
+                            if self.agent.job_state(job) == Some(JobState::AwaitingAck) =>
+                        {
+                            log::info!("job {job}: already ended by its deadline")
+                        }
                         Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
                     }
                 }

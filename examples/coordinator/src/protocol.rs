@@ -106,6 +106,10 @@ pub enum FailureCode {
     Timeout,
     /// The coordinator is shutting down.
     Shutdown,
+    /// The kernel ran out its time on the provider: a signed receipt with
+    /// status `Timeout`, metered to the deadline; the requester is charged
+    /// [`JobFailure::price`], the quote the provider accepted the job at.
+    KernelTimeout,
 }
 
 /// A job that produced no result, and why.
@@ -119,6 +123,9 @@ pub struct JobFailure {
     pub reason: String,
     /// The provider's signed failure receipt, when there is one.
     pub receipt: Option<Vec<u8>>,
+    /// What the requester is charged for the job: the accepted quote for a
+    /// [`FailureCode::KernelTimeout`], 0 for every other failure.
+    pub price: u64,
 }
 
 /// The coordinator's answer to a [`Request`].

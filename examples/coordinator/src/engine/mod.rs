@@ -18,9 +18,9 @@ use tessera_core::limits::{
 };
 use tessera_core::merkle::{empty_root, leaf_hash, root_of, root_of_buffers};
 use tessera_core::wire::{
-    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, Failed, Goodbye,
-    GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec, KeyId,
-    Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed,
+    Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec,
+    KeyId, Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
@@ -173,7 +173,11 @@ impl KeyRecord {
 
 struct Assigned {
     key: PublicKey,
+    /// The provider's quote (`OfferAccept.price`).
     price: u64,
+    /// The offer's `deadline_ms` as sent to this provider: a timed-out job is
+    /// metered to it at most.
+    deadline_ms: u32,
     started: bool,
     /// One per read-back buffer, in buffer order.
     outputs: Vec<Vec<u8>>,
@@ -190,6 +194,8 @@ enum Stage {
         key: PublicKey,
         session: SessionId,
         since: Instant,
+        /// The offer's `deadline_ms` as sent to this provider.
+        deadline_ms: u32,
     },
     Assigned(Box<Assigned>),
     /// Its provider's connection dropped before the kernel started and no
@@ -871,6 +877,7 @@ impl Engine {
                     code: FailureCode::Timeout,
                     reason: format!("no verified result within {waited} ms (provider: {who})"),
                     receipt: None,
+                    price: 0,
                 }),
                 now,
             );
@@ -913,6 +920,7 @@ impl Engine {
                     code: FailureCode::Shutdown,
                     reason: "the coordinator shut down before the result arrived".into(),
                     receipt: None,
+                    price: 0,
                 }),
                 now,
             );

@@ -4,7 +4,7 @@ use super::*;
 use crate::conn::{queued_frames, test_outbox, WriteCmd};
 use crate::protocol::BufferInit;
 use std::sync::mpsc::{self, Receiver};
-use tessera_core::attest::Ed25519Signer;
+use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::testkit::{increment_run, Harness};
 use tessera_core::wire::{MessageType, Requirements};
 use tessera_core::{Agent, Policy};
@@ -189,4 +189,147 @@ fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
     assert_eq!(bindings, vec![5, 0]);
     assert_eq!(receipt.kernel_hash, assigned.kernel_hash());
     crate::requester::verify_result(&gap, &r).expect("the requester's check agrees");
+}
+
+/// A harness whose agent quotes 100 per job and whose host fails every job
+/// with `failure`.
+fn failing_harness(failure: tessera_core::host::JobFailure) -> Harness {
+    let signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+    let config = tessera_core::Config {
+        agent_version: [0, 1, 0],
+        boot_id: [1; 16],
+        capabilities: DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..DeviceCapabilities::default()
+        },
+        policy: Policy {
+            price: tessera_core::LinearPrice {
+                base: 100,
+                ..Default::default()
+            },
+            ..Policy::default()
+        },
+        persist_results: false,
+    };
+    let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+    let host = tessera_core::testkit::Host::with_runner(Box::new(move |_, _, _| Err(failure)));
+    Harness::with_host(agent, host)
+}
+
+/// Runs `submit` against `h`, passing every agent frame through `rewrite`;
+/// returns the requester's answer.
+fn run_rewritten(
+    mut h: Harness,
+    submit: Submit,
+    rewrite: &mut dyn FnMut(Vec<u8>) -> Vec<u8>,
+) -> (Engine, Response) {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    h.agent.connect(h.now).expect("connect");
+    let (tx, reply) = mpsc::channel();
+    let mut submitted = false;
+    for _ in 0..1000 {
+        if !submitted && h.agent.state() == tessera_core::ConnState::Ready {
+            e.submit(submit.clone(), tx.clone(), Instant::now());
+            submitted = true;
+        }
+        let mut moved = false;
+        for f in queued_frames(&rx) {
+            h.send_raw(&f);
+            moved = true;
+        }
+        for f in h.pump() {
+            moved = true;
+            let f = rewrite(f);
+            let msg = Message::decode(&f).expect("frames decode");
+            e.on_message(sid, msg, Instant::now());
+        }
+        if !moved && submitted {
+            break;
+        }
+    }
+    let answer = reply.try_recv().expect("the requester is answered");
+    (e, answer)
+}
+
+#[test]
+fn a_kernel_that_ran_out_its_time_is_reported_with_its_quote() {
+    let timeout = tessera_core::host::JobFailure {
+        reason: FailReason::Timeout,
+        detail: 1,
+        usage: tessera_core::wire::Usage {
+            gpu_time_us: 59_000_000,
+            ..Default::default()
+        },
+    };
+    let (e, answer) = run_rewritten(failing_harness(timeout), job(4), &mut |f| f);
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::KernelTimeout, "{}", f.reason);
+    assert_eq!(f.price, 100, "charged the accepted quote");
+    assert!(f.reason.contains("ran out its time"), "{}", f.reason);
+    let signed = f.receipt.expect("the signed receipt");
+    let pk = Ed25519Signer::from_seed(&[42; 32])
+        .expect("seed")
+        .public_key();
+    let r = Receipt::verify(&signed, &pk).expect("verifies");
+    assert_eq!(r.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(r.price, 100);
+    assert_eq!(e.stats().receipts_rejected, 0);
+}
+
+/// Re-signs the provider's receipt and usage report with another price.
+fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
+    let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+    match Message::decode(&f).expect("decodes") {
+        Message::UsageReport(mut u) => {
+            u.price = price;
+            frame(&Message::UsageReport(u))
+        }
+        Message::Receipt(m) => {
+            let mut r = Receipt::verify(m.bytes, &signer.public_key()).expect("verifies");
+            r.price = price;
+            let mut out = [0u8; tessera_core::attest::RECEIPT_LEN];
+            let n = r.sign(&mut signer, &mut out).expect("signs");
+            frame(&Message::Receipt(tessera_core::wire::ReceiptMsg {
+                job: m.job,
+                bytes: &out[..n],
+            }))
+        }
+        _ => f,
+    }
+}
+
+#[test]
+fn failure_receipts_breaking_the_price_rules_are_refused() {
+    // A device lost, yet charged.
+    let lost = tessera_core::host::JobFailure::new(FailReason::DeviceLost, 2);
+    let (e, answer) = run_rewritten(failing_harness(lost), job(5), &mut |f| reprice(f, 7));
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::ReceiptRejected);
+    assert!(
+        f.reason
+            .contains("(DeviceLost) is charged 0, the receipt charges 7"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(e.stats().receipts_rejected, 1);
+
+    // A timeout charged more than the quote.
+    let timeout = tessera_core::host::JobFailure::new(FailReason::Timeout, 1);
+    let (_, answer) = run_rewritten(failing_harness(timeout), job(6), &mut |f| reprice(f, 101));
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::ReceiptRejected);
+    assert!(
+        f.reason
+            .contains("charged the accepted quote 100, the receipt charges 101"),
+        "{}",
+        f.reason
+    );
 }
