@@ -121,6 +121,7 @@ DECLINE_REASON = enum(
     "Draining",
     "TooLarge",
     "DuplicateJob",
+    "Unavailable",
 )
 FAIL_REASON = enum(
     "KernelRejected",

@@ -331,6 +331,8 @@ pub struct Agent<S: Signer> {
     conn: ConnState,
     epoch: u32,
     draining: bool,
+    /// Whether the device takes work now (the host says so).
+    device_available: bool,
     heartbeat_interval: Duration,
     last_rx: Instant,
     next_heartbeat: Instant,
@@ -370,6 +372,7 @@ impl<S: Signer> Agent<S> {
             conn: ConnState::Disconnected,
             epoch: 0,
             draining: false,
+            device_available: true,
             last_rx: Instant::ZERO,
             next_heartbeat: Instant::ZERO,
             rx: [0; MAX_FRAME],
@@ -394,6 +397,41 @@ impl<S: Signer> Agent<S> {
     /// Whether the agent is draining (accepting no new jobs).
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Whether the device takes work now (see [`Agent::set_device_available`]).
+    pub fn device_available(&self) -> bool {
+        self.device_available
+    }
+
+    /// The host says whether its device takes work now. While it does not (a
+    /// dispatcher still running work abandoned after timeouts, at its bound)
+    /// every offer is declined with `DeclineReason::Unavailable` and
+    /// heartbeats say `capacity` 0; jobs already held go on. On a change
+    /// while a session is up the agent sends a heartbeat at once, so the
+    /// coordinator learns it without waiting for the next interval.
+    pub fn set_device_available(&mut self, _now: Instant, available: bool) {
+        if self.device_available == available {
+            return;
+        }
+        self.device_available = available;
+        if self.conn == ConnState::Ready {
+            // A full queue already carries news of us; the next periodic
+            // heartbeat says it again.
+            let _ = self.enqueue(&Message::Heartbeat(self.heartbeat()));
+        }
+    }
+
+    /// The provider's heartbeat now: jobs held, and the capacity it offers.
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            active_jobs: self.jobs.len() as u8,
+            capacity: if self.device_available {
+                self.config.policy.max_concurrent
+            } else {
+                0
+            },
+        }
     }
 
     /// Counters for an operator.
@@ -794,6 +832,7 @@ impl<S: Signer> Agent<S> {
                 &self.config.capabilities,
                 self.jobs.len(),
                 self.draining,
+                self.device_available,
             )
         };
         let reply = match decision {
@@ -1672,10 +1711,7 @@ impl<S: Signer> Agent<S> {
             return;
         }
         if self.conn == ConnState::Ready && now >= self.next_heartbeat {
-            let hb = Message::Heartbeat(Heartbeat {
-                active_jobs: self.jobs.len() as u8,
-                capacity: self.config.policy.max_concurrent,
-            });
+            let hb = Message::Heartbeat(self.heartbeat());
             // A full queue already tells the peer we are alive.
             let _ = self.enqueue(&hb);
             self.next_heartbeat = now + self.heartbeat_interval;

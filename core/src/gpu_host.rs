@@ -223,4 +223,10 @@ impl crate::net::Executor for GpuHost {
     fn run(&mut self, job: &crate::net::JobToRun) -> Result<JobOutputs, JobFailure> {
         self.run_job(&job.spec, &job.kernel, &job.buffers, job.timeout)
     }
+
+    /// No while the dispatcher's devices abandoned after timeouts are at
+    /// their bound; asking reclaims those whose work has finished.
+    fn accepting_jobs(&mut self) -> bool {
+        self.dispatcher.accepting_jobs()
+    }
 }

@@ -72,16 +72,24 @@ impl Default for Policy {
 
 impl Policy {
     /// Decides on an offer: the quoted price, or why it is declined. `active`
-    /// is the number of jobs the agent holds now.
+    /// is the number of jobs the agent holds now; `available` whether the
+    /// device takes work now (see [`crate::Agent::set_device_available`]).
+    /// The reasons are checked in the documented order (`docs/PROTOCOL.md`,
+    /// "Offers and pricing"); a duplicate job id, checked before them all, is
+    /// the agent's.
     pub fn evaluate(
         &self,
         offer: &JobOffer,
         device: &DeviceCapabilities,
         active: usize,
         draining: bool,
+        available: bool,
     ) -> Result<u64, DeclineReason> {
         if draining {
             return Err(DeclineReason::Draining);
+        }
+        if !available {
+            return Err(DeclineReason::Unavailable);
         }
         if active >= (self.max_concurrent as usize).min(MAX_JOBS) {
             return Err(DeclineReason::AtCapacity);

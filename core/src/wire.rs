@@ -344,6 +344,9 @@ wire_code! {
         TooLarge = 6,
         /// The job id is already in use on this provider.
         DuplicateJob = 7,
+        /// The device is not taking work now: it is still running work
+        /// abandoned after timeouts. Offer it again later, or elsewhere.
+        Unavailable = 8,
     }
 }
 
@@ -547,7 +550,8 @@ pub struct Cancel {
 pub struct Heartbeat {
     /// Jobs in flight on the sender (0 from a coordinator).
     pub active_jobs: u8,
-    /// Jobs the sender takes at once (0 from a coordinator).
+    /// Jobs the sender takes at once: the provider's `max_concurrent`, or 0
+    /// while its device is unavailable (0 from a coordinator).
     pub capacity: u8,
 }
 

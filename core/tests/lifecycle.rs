@@ -970,3 +970,86 @@ fn buffers_name_their_bindings_and_streams_follow_buffer_order() {
     j.bindings = Vec::new();
     assert_ne!(receipt.kernel_hash, j.assign(4).kernel_hash());
 }
+
+#[test]
+fn an_unavailable_device_declines_offers_and_heartbeats_no_capacity() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    let j = job(2, 100);
+    let answer = |h: &mut Harness, offer| {
+        h.send(&Message::JobOffer(offer));
+        match decode(&h.pump()[0]) {
+            Message::OfferDecline(d) => Err(d.reason),
+            Message::OfferAccept(a) => Ok(a.price),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    };
+    // Fill the capacity (two jobs), then the device becomes unavailable.
+    for id in [1, 2] {
+        assert!(answer(&mut h, j.offer(id, 10_000, 60_000)).is_ok());
+    }
+    assert!(h.agent.device_available());
+    h.agent.set_device_available(h.now, false);
+    assert!(!h.agent.device_available());
+    // A heartbeat goes out at once, with capacity 0.
+    let frames = h.pump();
+    let beats: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some((hb.active_jobs, hb.capacity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![(2, 0)]);
+    // Unavailable comes after DuplicateJob, before AtCapacity.
+    assert_eq!(
+        answer(&mut h, j.offer(1, 10_000, 60_000)),
+        Err(DeclineReason::DuplicateJob)
+    );
+    assert_eq!(
+        answer(&mut h, j.offer(3, 10_000, 60_000)),
+        Err(DeclineReason::Unavailable)
+    );
+    h.send(&Message::Cancel(Cancel { job: 1, reason: 0 }));
+    h.send(&Message::Cancel(Cancel { job: 2, reason: 0 }));
+    h.pump();
+    assert_eq!(
+        answer(&mut h, j.offer(4, 10_000, 60_000)),
+        Err(DeclineReason::Unavailable),
+        "with room, still unavailable"
+    );
+    // Periodic heartbeats say 0 too.
+    assert!(h.advance(Duration::from_secs(10)));
+    let beats: Vec<_> = h
+        .pump()
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some(hb.capacity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![0]);
+
+    // Available again: the capacity comes back and offers are taken.
+    h.agent.set_device_available(h.now, true);
+    let beats: Vec<_> = h
+        .pump()
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some(hb.capacity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![2]);
+    assert!(answer(&mut h, j.offer(5, 10_000, 60_000)).is_ok());
+
+    // While draining, Draining comes first.
+    h.agent.set_device_available(h.now, false);
+    h.agent.drain(h.now).unwrap();
+    h.pump();
+    assert_eq!(
+        answer(&mut h, j.offer(6, 10_000, 60_000)),
+        Err(DeclineReason::Draining)
+    );
+}

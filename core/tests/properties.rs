@@ -174,6 +174,7 @@ fn decline_reason() -> impl Strategy<Value = DeclineReason> {
         Just(DeclineReason::Draining),
         Just(DeclineReason::TooLarge),
         Just(DeclineReason::DuplicateJob),
+        Just(DeclineReason::Unavailable),
     ]
 }
 
@@ -878,6 +879,10 @@ enum Op {
         bytes: usize,
     },
     HostDrain,
+    /// The host says whether its device takes work.
+    DeviceAvailable {
+        available: bool,
+    },
     Disconnected,
     Connect,
     Handshake,
@@ -913,6 +918,7 @@ fn single_op() -> BoxedStrategy<Op> {
         1 => id().prop_map(|id| Op::Flood { id }),
         2 => (1..3_000usize).prop_map(|bytes| Op::TransmitSome { bytes }),
         1 => any::<bool>().prop_map(|down| Op::Signer { down }),
+        1 => any::<bool>().prop_map(|available| Op::DeviceAvailable { available }),
         8 => (
             id(),
             prop_oneof![Just(usize::MAX), 1..20_000usize],
@@ -1456,6 +1462,10 @@ impl Sim {
             }
             Op::HostDrain => {
                 self.host_call(0, |a, now| a.drain(now))?;
+            }
+            Op::DeviceAvailable { available } => {
+                self.agent.set_device_available(self.now, available);
+                prop_assert_eq!(self.agent.device_available(), available);
             }
             Op::Disconnected => {
                 self.agent.disconnected(self.now);

@@ -123,3 +123,44 @@ fn an_endless_kernel_through_the_agent_is_charged_its_quote() {
     assert_eq!(r.price, 100, "charged the accepted quote");
     assert_eq!(r.usage.gpu_time_us, 500_000, "metered to the time limit");
 }
+
+/// Devices abandoned to endless kernels are bounded: at the bound the host
+/// says it takes no work (the runtime then declines offers with
+/// `Unavailable`), and a job that reaches it anyway fails as a host failure.
+#[cfg(feature = "net")]
+#[test]
+fn at_the_bound_of_abandoned_devices_the_host_takes_no_work() {
+    use tessera_core::gpu_host::GpuHost;
+    use tessera_core::net::Executor;
+    use tessera_core::testkit::JobDescription;
+    use tessera_core::wire::FailReason;
+
+    let mut gpu = GpuHost::open(DeviceSelector::Default, false).expect("a Vulkan device");
+    assert!(gpu.accepting_jobs());
+    let endless = JobDescription {
+        kernel: kernel("hostile_loop"),
+        entry_point: "main".into(),
+        grid: [65535, 1, 1],
+        push_constants: Vec::new(),
+        buffers: vec![(Vec::new(), 64, true)],
+        nonce: [6; 32],
+        bindings: Vec::new(),
+    };
+    let spec = endless.assign(1);
+    // The default bound is two abandoned devices.
+    for _ in 0..2 {
+        let failure = gpu
+            .run_job(&spec, &endless.kernel, &[], Duration::from_millis(300))
+            .expect_err("an endless kernel times out");
+        assert_eq!(failure.reason, FailReason::Timeout);
+    }
+    assert!(
+        !gpu.accepting_jobs(),
+        "two devices still run abandoned work"
+    );
+    let failure = gpu
+        .run_job(&spec, &endless.kernel, &[], Duration::from_millis(300))
+        .expect_err("refused");
+    assert_eq!(failure.reason, FailReason::Host);
+    assert_eq!(failure.usage.gpu_time_us, 0, "nothing ran");
+}

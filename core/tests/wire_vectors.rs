@@ -317,6 +317,7 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
         ("offer_decline_draining", DeclineReason::Draining),
         ("offer_decline_too_large", DeclineReason::TooLarge),
         ("offer_decline_duplicate_job", DeclineReason::DuplicateJob),
+        ("offer_decline_unavailable", DeclineReason::Unavailable),
     ];
     for (name, reason) in reasons {
         v.push((name, M::OfferDecline(OfferDecline { job: 2, reason })));
@@ -748,8 +749,8 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
             E::Malformed(T::OfferAccept),
         ),
         (
-            "malformed_decline_reason_8",
-            frame(T::OfferDecline as u8, &[2, 8]),
+            "malformed_decline_reason_9",
+            frame(T::OfferDecline as u8, &[2, 9]),
             E::Malformed(T::OfferDecline),
         ),
         (

@@ -95,6 +95,10 @@ enum Action {
         permille: u16,
     },
     HostDrain,
+    /// The host says whether its device takes work.
+    DeviceAvailable {
+        available: bool,
+    },
     /// The signer starts or stops refusing to sign (a busy secure element).
     Signer {
         down: bool,
@@ -426,6 +430,10 @@ fuzz_target!(|script: Script| {
             Action::HostDrain => {
                 let now = f.now;
                 let _ = f.agent.drain(now);
+            }
+            Action::DeviceAvailable { available } => {
+                let now = f.now;
+                f.agent.set_device_available(now, available);
             }
             Action::Signer { down: d } => down.set(d),
             Action::Disconnected => {

@@ -24,8 +24,9 @@ impl Engine {
                 continue;
             }
             if let Some(h) = s.load {
-                if h.capacity > 0 && h.active_jobs >= h.capacity {
-                    // Busy at its last heartbeat: last resort.
+                if h.active_jobs >= h.capacity {
+                    // Full at its last heartbeat, or its device unavailable
+                    // (capacity 0): last resort.
                     found.push((*sid, key, u64::MAX));
                     continue;
                 }
@@ -280,6 +281,8 @@ impl Engine {
         }
     }
 
+    /// The provider declined the job, for any reason (`AtCapacity` and
+    /// `Unavailable` alike): the job goes to the next candidate.
     pub(super) fn on_decline(&mut self, sid: SessionId, id: JobId, why: String, now: Instant) {
         let Some((key, _)) = self.offering(sid, id) else {
             return;

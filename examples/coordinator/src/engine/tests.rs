@@ -333,3 +333,42 @@ fn failure_receipts_breaking_the_price_rules_are_refused() {
         f.reason
     );
 }
+
+#[test]
+fn a_provider_whose_device_is_unavailable_is_offered_jobs_last() {
+    let mut e = engine();
+    let (outbox_a, rx_a) = test_outbox();
+    let (outbox_b, rx_b) = test_outbox();
+    let sid_a = e.open_session(outbox_a, "a".into(), Instant::now());
+    let sid_b = e.open_session(outbox_b, "b".into(), Instant::now());
+    let mut a = harness();
+    let mut b = {
+        let signer = Ed25519Signer::from_seed(&[43; 32]).expect("seed");
+        let config = tessera_core::Config {
+            capabilities: DeviceCapabilities {
+                device_local_bytes: 1 << 30,
+                ..DeviceCapabilities::default()
+            },
+            ..tessera_core::Config::default()
+        };
+        let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+        Harness::new(agent, increment_run)
+    };
+    for (h, sid, rx) in [(&mut a, sid_a, &rx_a), (&mut b, sid_b, &rx_b)] {
+        h.agent.connect(h.now).expect("connect");
+        shuttle(&mut e, sid, h, rx, &mut |_| false);
+        assert_eq!(h.agent.state(), tessera_core::ConnState::Ready);
+    }
+    // `a`, first in line otherwise, says it takes no work (capacity 0).
+    a.agent.set_device_available(a.now, false);
+    shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
+    let (tx, reply) = mpsc::channel();
+    e.submit(job(9), tx, Instant::now());
+    for _ in 0..3 {
+        shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
+        shuttle(&mut e, sid_b, &mut b, &rx_b, &mut |_| false);
+    }
+    assert!(matches!(reply.try_recv(), Ok(Response::Result(_))));
+    assert_eq!(a.agent.stats().offers_declined, 0, "never offered to `a`");
+    assert_eq!(b.agent.stats().jobs_completed, 1);
+}
