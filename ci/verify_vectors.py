@@ -4,8 +4,9 @@
 Reads core/tests/vectors/{keys,evidence,receipts,merkle}.json and checks every
 vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
 Ed25519 signatures over the Sig_structure, key ids, every decoded field against
-the readable form, receipt chain links, kernel hashes (buffer layout included),
-result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
+the readable form, receipt chain links, kernel hashes (buffer layout and
+bindings included), receipt prices against the offer (a timeout is charged
+the accepted quote, any other failure 0), result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
 verification, with the exact tree size a buffer layout gives). Each tampered
 vector must fail with its `expect_error`.
 
@@ -26,15 +27,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 CHUNK_SIZE = 8192
+MAX_BINDINGS = 32
 EVIDENCE_DOMAIN = b"tessera/evidence/v1"
 RECEIPT_DOMAIN = b"tessera/receipt/v1"
 KEY_ID_DOMAIN = b"tessera/key-id/v1"
-KERNEL_DOMAIN = b"tessera/kernel/v2"
+KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
 
 EVIDENCE_PAYLOAD_LEN = 248
 RECEIPT_PAYLOAD_LEN = 350
+STATUS_COMPLETED = 0
+STATUS_TIMEOUT = 2
 STATUS_NAMES = {
     0: "Completed",
     1: "Failed(KernelRejected)",
@@ -361,7 +365,9 @@ def kernel_hash(k):
     h.update(struct.pack("<III", *k["grid"]))
     h.update(struct.pack("<I", len(k["buffers"])))
     for b in k["buffers"]:
-        h.update(struct.pack("<QQB", b["len"], b["init_len"], int(b["readback"])))
+        h.update(
+            struct.pack("<IQQB", b["binding"], b["len"], b["init_len"], int(b["readback"]))
+        )
     return h.digest()
 
 
@@ -433,6 +439,9 @@ def check_receipt(v, ctx):
         # Buffer contents: the generator's bytes, cut in buffer order, inputs
         # by init_len and outputs (of a completed job) by len.
         bufs = k["buffers"]
+        bindings = [b["binding"] for b in bufs]
+        expect(all(0 <= n < MAX_BINDINGS for n in bindings), "bindings below 32")
+        expect(len(set(bindings)) == len(bindings), "bindings distinct")
         init_lens = [b["init_len"] for b in bufs]
         expect(all(b["init_len"] <= b["len"] for b in bufs), "init_len <= len")
         expect(v["input_len"] == sum(init_lens), "input length is the layout's")
@@ -453,7 +462,25 @@ def check_receipt(v, ctx):
         seal = sha256(SEAL_DOMAIN, pk, struct.pack("<Q", r["job"]), result)
         expect(seal.hex() == r["result_seal"], "result seal")
         expect(r["evidence_hash"] in ctx["evidence"].values(), "evidence hash")
+        check_price(r, v["offer"])
         ctx["chain"].append((b, pk, v["hash"]))
+
+
+def check_price(r, offer):
+    """The price rules a coordinator checks against the offer it made and the
+    quote it accepted (PROTOCOL.md, "Offers and pricing")."""
+    expect(offer["quote"] <= offer["max_price"], "the quote is within the maximum")
+    status = r["status"]
+    if status == STATUS_COMPLETED:
+        expect(r["price"] <= offer["max_price"], "a completed job's price within the maximum")
+    elif status == STATUS_TIMEOUT:
+        expect(r["price"] == offer["quote"], "a timed-out job is charged its quote")
+        expect(
+            r["usage"]["gpu_time_us"] <= offer["deadline_ms"] * 1000,
+            "a timed-out job is metered to its deadline at most",
+        )
+    else:
+        expect(r["price"] == 0, "a failed job (other than a timeout) is charged 0")
 
 
 def check_chain(ctx):

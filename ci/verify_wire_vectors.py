@@ -105,7 +105,7 @@ KERNEL = struct(
     ("push_constants", byte_seq(MAX_PUSH_CONSTANTS)),
     ("grid", array(U32, 3)),
 )
-BUFFER = struct(("len", U64), ("init_len", U64), ("readback", BOOL))
+BUFFER = struct(("binding", U32), ("len", U64), ("init_len", U64), ("readback", BOOL))
 CHUNK = struct(
     ("job", U64), ("stream", U8), ("index", U32), ("digest", DIGEST), ("data", BYTES)
 )
@@ -121,6 +121,7 @@ DECLINE_REASON = enum(
     "Draining",
     "TooLarge",
     "DuplicateJob",
+    "Unavailable",
 )
 FAIL_REASON = enum(
     "KernelRejected",

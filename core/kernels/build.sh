@@ -7,9 +7,12 @@ cd "$(dirname "$0")"
 
 for src in saxpy reduce matmul mandelbrot copy fma \
            hostile_oob hostile_loop hostile_big_workgroup hostile_big_shared \
-           hostile_uniform spec_workgroup hostile_shared_oob hostile_busy; do
+           hostile_uniform spec_workgroup hostile_shared_oob hostile_busy saxpy_gap; do
     glslc --target-env=vulkan1.1 -O -o "$src.spv" "$src.comp"
 done
+
+# The optimiser drops a binding the kernel never uses; this one keeps it.
+glslc --target-env=vulkan1.1 -O0 -o saxpy_unused_binding.spv saxpy_unused_binding.comp
 
 # Buffer device addresses need SPIR-V 1.5 / Vulkan 1.2.
 glslc --target-env=vulkan1.2 -O -o hostile_bda.spv hostile_bda.comp

@@ -22,7 +22,8 @@ use crate::attest::{
 };
 use crate::error::{Error, ErrorCode, InputError};
 use crate::limits::{
-    CHUNK_SIZE, HEADER_LEN, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES, TX_CAPACITY,
+    CHUNK_SIZE, HEADER_LEN, MAX_BINDINGS, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES,
+    TX_CAPACITY,
 };
 use crate::merkle::RootBuilder;
 use crate::policy::Policy;
@@ -46,6 +47,8 @@ const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
 // still fit behind the first (a chunk frame's fields other than its data take
 // at most 50 bytes).
 const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
+// `assignment_is_sane` keeps the bindings seen as bits of a u32.
+const _: () = assert!(MAX_BINDINGS <= u32::BITS);
 
 /// What the agent is, for evidence and `Hello`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -215,6 +218,8 @@ struct Job {
     id: JobId,
     state: JobState,
     max_price: u64,
+    /// The price the offer was accepted at: what a timed-out job is charged.
+    quote: u64,
     /// The offer's transfer sizes, which the assignment must keep to.
     bytes_in: u64,
     bytes_out: u64,
@@ -248,11 +253,12 @@ struct Job {
 }
 
 impl Job {
-    fn new(offer: &JobOffer, deadline: Instant) -> Self {
+    fn new(offer: &JobOffer, quote: u64, deadline: Instant) -> Self {
         Job {
             id: offer.job,
             state: JobState::Accepted,
             max_price: offer.max_price,
+            quote,
             bytes_in: offer.bytes_in,
             bytes_out: offer.bytes_out,
             deadline,
@@ -276,6 +282,12 @@ impl Job {
 
     fn host_knows(&self) -> bool {
         self.state != JobState::Accepted
+    }
+
+    /// Microseconds from the start of the run to the deadline: the most GPU
+    /// time a job that ran out its time is metered.
+    fn time_to_deadline(&self) -> u64 {
+        self.deadline.micros.saturating_sub(self.started_at.micros)
     }
 
     fn has_deadline(&self) -> bool {
@@ -319,6 +331,8 @@ pub struct Agent<S: Signer> {
     conn: ConnState,
     epoch: u32,
     draining: bool,
+    /// Whether the device takes work now (the host says so).
+    device_available: bool,
     heartbeat_interval: Duration,
     last_rx: Instant,
     next_heartbeat: Instant,
@@ -358,6 +372,7 @@ impl<S: Signer> Agent<S> {
             conn: ConnState::Disconnected,
             epoch: 0,
             draining: false,
+            device_available: true,
             last_rx: Instant::ZERO,
             next_heartbeat: Instant::ZERO,
             rx: [0; MAX_FRAME],
@@ -382,6 +397,41 @@ impl<S: Signer> Agent<S> {
     /// Whether the agent is draining (accepting no new jobs).
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Whether the device takes work now (see [`Agent::set_device_available`]).
+    pub fn device_available(&self) -> bool {
+        self.device_available
+    }
+
+    /// The host says whether its device takes work now. While it does not (a
+    /// dispatcher still running work abandoned after timeouts, at its bound)
+    /// every offer is declined with `DeclineReason::Unavailable` and
+    /// heartbeats say `capacity` 0; jobs already held go on. On a change
+    /// while a session is up the agent sends a heartbeat at once, so the
+    /// coordinator learns it without waiting for the next interval.
+    pub fn set_device_available(&mut self, _now: Instant, available: bool) {
+        if self.device_available == available {
+            return;
+        }
+        self.device_available = available;
+        if self.conn == ConnState::Ready {
+            // A full queue already carries news of us; the next periodic
+            // heartbeat says it again.
+            let _ = self.enqueue(&Message::Heartbeat(self.heartbeat()));
+        }
+    }
+
+    /// The provider's heartbeat now: jobs held, and the capacity it offers.
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            active_jobs: self.jobs.len() as u8,
+            capacity: if self.device_available {
+                self.config.policy.max_concurrent
+            } else {
+                0
+            },
+        }
     }
 
     /// Counters for an operator.
@@ -782,12 +832,13 @@ impl<S: Signer> Agent<S> {
                 &self.config.capabilities,
                 self.jobs.len(),
                 self.draining,
+                self.device_available,
             )
         };
         let reply = match decision {
             Ok(price) => {
                 let deadline = now + Duration::from_millis(offer.deadline_ms as u64);
-                if self.jobs.push(Job::new(&offer, deadline)).is_err() {
+                if self.jobs.push(Job::new(&offer, price, deadline)).is_err() {
                     // Policy already bounds this by MAX_JOBS.
                     Message::OfferDecline(OfferDecline {
                         job: offer.job,
@@ -1249,6 +1300,13 @@ impl<S: Signer> Agent<S> {
 
     /// Ends a running job that could not complete: signs a failure receipt over
     /// the metered `usage` and sends it.
+    ///
+    /// A [`FailReason::Timeout`] (the kernel ran out the time limit the host
+    /// gave it) is charged the job's quote ([`Policy::charge_timeout`]); its
+    /// GPU time is what the host metered, at most the time from the start to
+    /// the job's deadline. Every other failure is charged 0. After the
+    /// deadline the agent has already ended the job with the same status and
+    /// price, and a late call gets `InvalidJobState`.
     pub fn fail_job(
         &mut self,
         now: Instant,
@@ -1258,10 +1316,13 @@ impl<S: Signer> Agent<S> {
         usage: Usage,
     ) -> Result<(), Error> {
         let i = self.live_job_index(id)?;
-        if !matches!(self.jobs[i].state, JobState::Running | JobState::Uploading)
-            || self.jobs[i].resend
-        {
+        let job = &self.jobs[i];
+        if !matches!(job.state, JobState::Running | JobState::Uploading) || job.resend {
             return Err(Error::InvalidJobState(id));
+        }
+        let mut usage = usage;
+        if reason == FailReason::Timeout {
+            usage.gpu_time_us = usage.gpu_time_us.min(job.time_to_deadline());
         }
         // On a signer error the job is unchanged: the host may call again.
         self.end_failed(now, i, reason, detail, usage)
@@ -1330,8 +1391,10 @@ impl<S: Signer> Agent<S> {
                 0,
             ),
         };
+        let policy = &self.config.policy;
         let price = match status {
-            ReceiptStatus::Completed => self.config.policy.charge(&usage, job.max_price),
+            ReceiptStatus::Completed => policy.charge(&usage, job.max_price),
+            ReceiptStatus::Failed(FailReason::Timeout) => policy.charge_timeout(job.quote),
             ReceiptStatus::Failed(_) => 0,
         };
         let rhash = result_hash(&khash, &spec.inputs_root, &output_root, output_len);
@@ -1422,7 +1485,7 @@ impl<S: Signer> Agent<S> {
             max_price: record.price,
             deadline_ms: 0,
         };
-        let mut job = Job::new(&offer, Instant::ZERO);
+        let mut job = Job::new(&offer, record.price, Instant::ZERO);
         job.state = JobState::AwaitingAck;
         job.spec = Some(record.spec.clone());
         job.outcome = Some(record.outcome);
@@ -1621,14 +1684,26 @@ impl<S: Signer> Agent<S> {
                 continue;
             }
             let id = job.id;
-            if job.state == JobState::Accepted {
-                // Never assigned: nothing to sign, the host never saw it.
-                self.jobs.swap_remove(i);
-                continue;
-            }
+            let (reason, usage) = match job.state {
+                JobState::Accepted => {
+                    // Never assigned: nothing to sign, the host never saw it.
+                    self.jobs.swap_remove(i);
+                    continue;
+                }
+                // The kernel never ran: nothing is charged.
+                JobState::Receiving => (FailReason::DeadlineExceeded, job.usage),
+                // The kernel ran out its time: metered to the deadline and
+                // charged the quote, as when the host reports the timeout.
+                _ => (
+                    FailReason::Timeout,
+                    Usage {
+                        gpu_time_us: job.time_to_deadline(),
+                        ..job.usage
+                    },
+                ),
+            };
             self.push_event(EventRecord::CancelJob(id, CancelReason::Deadline));
-            let usage = self.jobs[i].usage;
-            self.end_failed_or_retry(now, i, FailReason::DeadlineExceeded, 0, usage);
+            self.end_failed_or_retry(now, i, reason, 0, usage);
             i += 1;
         }
         if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {
@@ -1636,10 +1711,7 @@ impl<S: Signer> Agent<S> {
             return;
         }
         if self.conn == ConnState::Ready && now >= self.next_heartbeat {
-            let hb = Message::Heartbeat(Heartbeat {
-                active_jobs: self.jobs.len() as u8,
-                capacity: self.config.policy.max_concurrent,
-            });
+            let hb = Message::Heartbeat(self.heartbeat());
             // A full queue already tells the peer we are alive.
             let _ = self.enqueue(&hb);
             self.next_heartbeat = now + self.heartbeat_interval;
@@ -1762,10 +1834,17 @@ fn assignment_is_sane(a: &JobAssign, bytes_in: u64, bytes_out: u64) -> bool {
     let k = &a.kernel;
     let mut sent = k.len as u64;
     let mut returned = 0u64;
+    // One bit per binding number seen: each below MAX_BINDINGS, none twice.
+    let mut bindings = 0u32;
     for b in a.buffers.iter() {
-        if b.len == 0 || b.init_len > b.len {
+        if b.len == 0 || b.init_len > b.len || b.binding >= MAX_BINDINGS {
             return false;
         }
+        let bit = 1u32 << b.binding;
+        if bindings & bit != 0 {
+            return false;
+        }
+        bindings |= bit;
         sent = sent.saturating_add(b.init_len);
         if b.readback {
             returned = returned.saturating_add(b.len);

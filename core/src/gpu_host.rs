@@ -13,6 +13,9 @@ use crate::vulkan::{
 };
 use crate::wire::{features, FailReason, JobAssign, Usage};
 
+// A binding the agent accepts in an assignment is one the dispatcher takes.
+const _: () = assert!(crate::limits::MAX_BINDINGS == vulkan::MAX_BINDINGS);
+
 /// A Vulkan device ready to run jobs.
 pub struct GpuHost {
     dispatcher: Dispatcher,
@@ -110,22 +113,32 @@ pub fn evidence_capabilities(caps: &Capabilities) -> DeviceCapabilities {
     }
 }
 
-/// The wire's failure for a dispatcher error: the reason, and as detail the
+/// The wire's failure for a dispatcher error: the reason; as detail the
 /// rejection's rule and argument (`tessera_core::reasons`) for a refused
-/// kernel, else the dispatcher's stable code.
-pub fn failure_of(e: &JobError) -> JobFailure {
-    let reason = match e {
-        JobError::Rejected(_) => FailReason::KernelRejected,
-        JobError::Timeout => FailReason::Timeout,
-        JobError::DeviceLost { .. } => FailReason::DeviceLost,
-        JobError::OutOfMemory => FailReason::OutOfMemory,
+/// kernel, else the dispatcher's stable code; and the usage. A timeout is
+/// metered to `timeout`, the time limit the dispatcher was given (the kernel
+/// held the device that long; its dispatches are not known); other failures
+/// meter nothing.
+pub fn failure_of(e: &JobError, timeout: Duration) -> JobFailure {
+    let (reason, usage) = match e {
+        JobError::Rejected(_) => (FailReason::KernelRejected, Usage::default()),
+        JobError::Timeout => (
+            FailReason::Timeout,
+            Usage {
+                gpu_time_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+                ..Usage::default()
+            },
+        ),
+        JobError::DeviceLost { .. } => (FailReason::DeviceLost, Usage::default()),
+        JobError::OutOfMemory => (FailReason::OutOfMemory, Usage::default()),
         JobError::Vulkan(_)
         | JobError::DeviceUnavailable { .. }
-        | JobError::ValidatorUnavailable(_) => FailReason::Host,
+        | JobError::ValidatorUnavailable(_) => (FailReason::Host, Usage::default()),
     };
     JobFailure {
         reason,
         detail: e.detail(),
+        usage,
     }
 }
 
@@ -175,7 +188,7 @@ impl GpuHost {
             .iter()
             .enumerate()
             .map(|(i, b)| BufferSpec {
-                binding: i as u32,
+                binding: b.binding,
                 len: b.len,
                 init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
                 readback: b.readback,
@@ -201,7 +214,7 @@ impl GpuHost {
             }),
             Err(e) => {
                 log::info!("job failed on the GPU: {e}");
-                Err(failure_of(&e))
+                Err(failure_of(&e, timeout))
             }
         }
     }
@@ -211,5 +224,11 @@ impl GpuHost {
 impl crate::net::Executor for GpuHost {
     fn run(&mut self, job: &crate::net::JobToRun) -> Result<JobOutputs, JobFailure> {
         self.run_job(&job.spec, &job.kernel, &job.buffers, job.timeout)
+    }
+
+    /// No while the dispatcher's devices abandoned after timeouts are at
+    /// their bound; asking reclaims those whose work has finished.
+    fn accepting_jobs(&mut self) -> bool {
+        self.dispatcher.accepting_jobs()
     }
 }

@@ -46,11 +46,28 @@ pub struct JobOutputs {
     pub usage: Usage,
 }
 
-/// Why a run failed, as it goes on the wire.
+/// Why a run failed, as it goes on the wire, and what it used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JobFailure {
     /// The reason.
     pub reason: FailReason,
     /// A reason-specific code (the kernel rejection code, say).
     pub detail: u32,
+    /// Metered usage of what ran (GPU time, dispatches); transfer sizes are
+    /// filled in by the agent. A [`FailReason::Timeout`] is metered to the
+    /// time limit the run was given: it is signed into the receipt and the
+    /// job is charged its quote ([`crate::Policy::charge_timeout`]). Other
+    /// failures are charged nothing whatever they report.
+    pub usage: Usage,
+}
+
+impl JobFailure {
+    /// A failure with nothing metered.
+    pub fn new(reason: FailReason, detail: u32) -> Self {
+        JobFailure {
+            reason,
+            detail,
+            usage: Usage::default(),
+        }
+    }
 }

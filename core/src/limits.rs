@@ -4,8 +4,12 @@
 /// Jobs the agent tracks at once: offered-and-accepted, transferring, running,
 /// or completed and waiting for the coordinator's acknowledgement.
 pub const MAX_JOBS: usize = 4;
-/// Storage buffers a job may bind (descriptor set 0, bindings `0..MAX_BUFFERS`).
+/// Storage buffers a job may bind (descriptor set 0).
 pub const MAX_BUFFERS: usize = 8;
+/// Binding numbers of a job's buffers are below this (descriptor set 0; the
+/// bindings may have gaps, each buffer names its own). The Vulkan dispatcher
+/// uses the same bound.
+pub const MAX_BINDINGS: u32 = 32;
 /// Specialization constants a job may set.
 pub const MAX_SPEC_CONSTANTS: usize = 16;
 /// Bytes of push constants a job may set (the Vulkan guaranteed minimum).

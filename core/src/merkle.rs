@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn output_leaf_count_counts_read_back_chunks_per_buffer() {
         let buf = |len, readback| BufferSpec {
+            binding: 0,
             len,
             init_len: 0,
             readback,

@@ -4,7 +4,8 @@
 //! plus a rate per GPU millisecond, per MiB received and per MiB returned, never
 //! below a floor. An offer is quoted from the requester's estimates; the price
 //! charged at the end is the same schedule over what was metered, kept between
-//! the floor and the offer's maximum.
+//! the floor and the offer's maximum. A job whose kernel ran out its time is
+//! charged its quote; any other failure nothing.
 
 use crate::attest::DeviceCapabilities;
 use crate::limits::MAX_JOBS;
@@ -71,16 +72,24 @@ impl Default for Policy {
 
 impl Policy {
     /// Decides on an offer: the quoted price, or why it is declined. `active`
-    /// is the number of jobs the agent holds now.
+    /// is the number of jobs the agent holds now; `available` whether the
+    /// device takes work now (see [`crate::Agent::set_device_available`]).
+    /// The reasons are checked in the documented order (`docs/PROTOCOL.md`,
+    /// "Offers and pricing"); a duplicate job id, checked before them all, is
+    /// the agent's.
     pub fn evaluate(
         &self,
         offer: &JobOffer,
         device: &DeviceCapabilities,
         active: usize,
         draining: bool,
+        available: bool,
     ) -> Result<u64, DeclineReason> {
         if draining {
             return Err(DeclineReason::Draining);
+        }
+        if !available {
+            return Err(DeclineReason::Unavailable);
         }
         if active >= (self.max_concurrent as usize).min(MAX_JOBS) {
             return Err(DeclineReason::AtCapacity);
@@ -108,6 +117,20 @@ impl Policy {
         self.price
             .price(offer.est_gpu_ms as u64, offer.bytes_in, offer.bytes_out)
             .max(self.floor)
+    }
+
+    /// The price charged for a job whose kernel ran out its time (receipt
+    /// status `Timeout`): exactly the quote the provider accepted the job at
+    /// (`OfferAccept.price`, never above the offer's `max_price`).
+    ///
+    /// Unlike [`Policy::charge`], whose schedule only the provider knows,
+    /// this rule is one a coordinator verifies from what it saw: the receipt's
+    /// price must equal the quote it accepted. A kernel that runs out its
+    /// time held the device until the limit the requester's deadline set, so
+    /// the requester pays what it agreed to for the job, and never more.
+    /// Every other failure is charged 0.
+    pub fn charge_timeout(&self, quote: u64) -> u64 {
+        quote
     }
 
     /// The price charged for metered usage: the schedule, at least the floor,

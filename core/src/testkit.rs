@@ -32,6 +32,9 @@ pub struct JobDescription {
     pub push_constants: Vec<u8>,
     /// Buffers: initial contents (may be empty), size, and whether returned.
     pub buffers: Vec<(Vec<u8>, u64, bool)>,
+    /// The binding of each buffer in descriptor set 0, in buffer order;
+    /// empty: buffer `i` at binding `i`.
+    pub bindings: Vec<u32>,
     /// Requester's nonce.
     pub nonce: Nonce,
 }
@@ -69,7 +72,9 @@ impl JobDescription {
             buffers: self
                 .buffers
                 .iter()
-                .map(|(init, len, readback)| BufferSpec {
+                .enumerate()
+                .map(|(i, (init, len, readback))| BufferSpec {
+                    binding: self.bindings.get(i).copied().unwrap_or(i as u32),
                     len: *len,
                     init_len: init.len() as u64,
                     readback: *readback,
@@ -188,7 +193,7 @@ impl Host {
         Self::with_runner(Box::new(move |spec, _kernel, buffers| {
             run(spec, buffers)
                 .map(|(outputs, usage)| JobOutputs { outputs, usage })
-                .map_err(|reason| JobFailure { reason, detail: 0 })
+                .map_err(|reason| JobFailure::new(reason, 0))
         }))
     }
 
@@ -281,7 +286,7 @@ impl Host {
                     self.to_upload.push_back(job);
                 }
                 Err(f) => {
-                    let r = agent.fail_job(now, job, f.reason, f.detail, Usage::default());
+                    let r = agent.fail_job(now, job, f.reason, f.detail, f.usage);
                     self.log.push(format!("fail_job({job}) -> {r:?}"));
                 }
             }

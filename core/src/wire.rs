@@ -344,6 +344,9 @@ wire_code! {
         TooLarge = 6,
         /// The job id is already in use on this provider.
         DuplicateJob = 7,
+        /// The device is not taking work now: it is still running work
+        /// abandoned after timeouts. Offer it again later, or elsewhere.
+        Unavailable = 8,
     }
 }
 
@@ -373,9 +376,17 @@ pub struct KernelSpec {
     pub grid: [u32; 3],
 }
 
-/// A storage buffer bound at descriptor set 0, binding = its index.
+/// A storage buffer of a job, bound at descriptor set 0, `binding`.
+///
+/// Buffers are numbered by their position in [`JobAssign::buffers`] (input
+/// stream `i + 1`, output stream `i`); the binding only says where the kernel
+/// sees the buffer, so the bindings of a job may have gaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferSpec {
+    /// Binding number in descriptor set 0: below
+    /// [`MAX_BINDINGS`](crate::limits::MAX_BINDINGS), distinct within a job
+    /// (checked when the job is assigned, not by the decoder).
+    pub binding: u32,
     /// Buffer size in bytes.
     pub len: u64,
     /// Bytes of initial contents sent as input (≤ `len`; the rest is zero).
@@ -393,7 +404,8 @@ pub struct JobAssign {
     pub requester_nonce: Nonce,
     /// The kernel (stream 0).
     pub kernel: KernelSpec,
-    /// The buffers; buffer `i` with `init_len > 0` is input stream `i + 1`.
+    /// The buffers, each at its own binding; buffer `i` with `init_len > 0`
+    /// is input stream `i + 1`, and a read-back buffer `i` is output stream `i`.
     pub buffers: Vec<BufferSpec, MAX_BUFFERS>,
     /// Merkle root over the chunks of every input buffer, in buffer order.
     pub inputs_root: Digest,
@@ -538,7 +550,8 @@ pub struct Cancel {
 pub struct Heartbeat {
     /// Jobs in flight on the sender (0 from a coordinator).
     pub active_jobs: u8,
-    /// Jobs the sender takes at once (0 from a coordinator).
+    /// Jobs the sender takes at once: the provider's `max_concurrent`, or 0
+    /// while its device is unavailable (0 from a coordinator).
     pub capacity: u8,
 }
 

@@ -338,6 +338,7 @@ impl Kernel {
             "push_constants": hex(&self.push_constants),
             "grid": self.grid,
             "buffers": self.buffers.iter().map(|b| json!({
+                "binding": b.binding,
                 "len": b.len,
                 "init_len": b.init_len,
                 "readback": b.readback,
@@ -388,24 +389,26 @@ fn split<'a>(all: &'a [u8], lens: &[usize]) -> Vec<&'a [u8]> {
         .collect()
 }
 
-/// The buffer layout of each job of the chain: (len, init_len, readback).
-/// Job 1 has a partly initialized input and one output; job 2 one buffer
-/// updated in place; job 3 two outputs, the first with a short last chunk,
-/// so its output tree has more leaves than `output_len` has whole chunks.
+/// The buffer layout of each job of the chain: (binding, len, init_len,
+/// readback). Job 1 has a partly initialized input and one output; job 2 one
+/// buffer updated in place; job 3 two outputs, the first with a short last
+/// chunk, so its output tree has more leaves than `output_len` has whole
+/// chunks, and bindings with gaps (0, 2, 5).
 fn layout(job: u64) -> Vec<BufferSpec> {
     const C: u64 = CHUNK_SIZE as u64;
-    let spec: &[(u64, u64, bool)] = match job {
-        1 => &[(32_768, 20_000, false), (3 * C + 100, 0, true)],
-        2 => &[(C, C, true)],
+    let spec: &[(u32, u64, u64, bool)] = match job {
+        1 => &[(0, 32_768, 20_000, false), (1, 3 * C + 100, 0, true)],
+        2 => &[(0, C, C, true)],
         3 => &[
-            (100, 100, false),
-            (3 * C + 100, 0, true),
-            (2 * C - 100, 0, true),
+            (0, 100, 100, false),
+            (2, 3 * C + 100, 0, true),
+            (5, 2 * C - 100, 0, true),
         ],
-        _ => &[(4096, 4096, false), (4096, 0, true)],
+        _ => &[(0, 4096, 4096, false), (1, 4096, 0, true)],
     };
     spec.iter()
-        .map(|&(len, init_len, readback)| BufferSpec {
+        .map(|&(binding, len, init_len, readback)| BufferSpec {
+            binding,
             len,
             init_len,
             readback,
@@ -413,9 +416,41 @@ fn layout(job: u64) -> Vec<BufferSpec> {
         .collect()
 }
 
+/// The offer a job of the chain was accepted on, as the coordinator saw it:
+/// what the receipt's price is checked against.
+#[derive(Clone, Copy)]
+struct Offer {
+    max_price: u64,
+    /// The provider's quote (`OfferAccept.price`).
+    quote: u64,
+    deadline_ms: u32,
+}
+
+impl Offer {
+    /// Job 5 runs out its time: its offer gave it 2 s.
+    fn of(job: u64) -> Offer {
+        Offer {
+            max_price: 1000,
+            quote: 7 * job + 3,
+            deadline_ms: if job == 5 { 2_000 } else { 60_000 },
+        }
+    }
+    fn json(&self) -> Value {
+        json!({
+            "max_price": self.max_price,
+            "quote": self.quote,
+            "deadline_ms": self.deadline_ms,
+        })
+    }
+}
+
 /// A receipt of key A for `job`; inputs and outputs come from the job's
 /// layout (`Kernel::input_root`, `Kernel::output_root`); a failed job has
-/// no output.
+/// no output. The price follows the rules a coordinator checks: a completed
+/// job is charged within the maximum (here its quote), a timed-out one its
+/// quote, any other failure 0. A timed-out job is metered to its deadline
+/// (the offer arrived 200 ms before the start) and its timer fired 250 µs
+/// after it.
 fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt {
     let key = signer("key-a");
     let k = Kernel::sample(job);
@@ -427,6 +462,15 @@ fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt
         ReceiptStatus::Failed(_) => (merkle::empty_root(), 0),
     };
     let result = result_hash(&kernel, &input_root, &output_root, output_len as u64);
+    let offer = Offer::of(job);
+    let started_at = 1_764_000_001_000_000 + 10_000_000 * job;
+    let (gpu_time_us, dispatches, price) = match status {
+        ReceiptStatus::Completed => (1500 * job, job as u32, offer.quote),
+        ReceiptStatus::Failed(FailReason::Timeout) => {
+            (offer.deadline_ms as u64 * 1000 - 200_000, 0, offer.quote)
+        }
+        ReceiptStatus::Failed(_) => (1500 * job, job as u32, 0),
+    };
     Receipt {
         status,
         job,
@@ -438,14 +482,14 @@ fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt
         result_hash: result,
         result_seal: result_seal(&key.public_key(), job, &result),
         usage: Usage {
-            gpu_time_us: 1500 * job,
-            dispatches: job as u32,
+            gpu_time_us,
+            dispatches,
             bytes_in: input_len as u64,
             bytes_out: output_len as u64,
         },
-        price: 7 * job + 3,
-        started_at: 1_764_000_001_000_000 + 10_000_000 * job,
-        ended_at: 1_764_000_001_000_000 + 10_000_000 * job + 1500 * job + 250,
+        price,
+        started_at,
+        ended_at: started_at + gpu_time_us + 250,
         evidence_hash: sha256(&evidence_a()),
         key_id: key.key_id(),
         sequence: chain.next_sequence,
@@ -496,15 +540,16 @@ fn sign_receipt(r: &Receipt, key: &str) -> Vec<u8> {
 }
 
 /// Jobs of the valid chain and how each ended; `layout` gives their buffers.
-const JOBS: [(u64, ReceiptStatus); 4] = [
+const JOBS: [(u64, ReceiptStatus); 5] = [
     (1, ReceiptStatus::Completed),
     (2, ReceiptStatus::Completed),
     (3, ReceiptStatus::Completed),
     (4, ReceiptStatus::Failed(FailReason::DeviceLost)),
+    (5, ReceiptStatus::Failed(FailReason::Timeout)),
 ];
 
-/// The valid chain of key A: receipts 1, 2, 3 and the failed job 4, each with
-/// the chain state before it.
+/// The valid chain of key A: receipts 1, 2, 3, the failed job 4 and the
+/// timed-out job 5, each with the chain state before it.
 fn receipts() -> Vec<(Receipt, Vec<u8>, ChainState)> {
     let mut chain = ChainState::default();
     let mut out = vec![];
@@ -524,6 +569,7 @@ fn build_receipts() -> Value {
     for (r, signed, before) in &chain {
         let name = match r.status {
             ReceiptStatus::Completed => format!("receipt-{}", r.sequence),
+            ReceiptStatus::Failed(FailReason::Timeout) => format!("receipt-{}-timeout", r.sequence),
             ReceiptStatus::Failed(_) => format!("receipt-{}-failed-job", r.sequence),
         };
         let sig: [u8; 64] = signed[RECEIPT_LEN - 64..].try_into().expect("64");
@@ -535,6 +581,7 @@ fn build_receipts() -> Value {
             "expected_nonce": hex(&r.requester_nonce),
             "input_len": Kernel::sample(r.job).input_len(),
             "kernel": Kernel::sample(r.job).json(),
+            "offer": Offer::of(r.job).json(),
             "receipt": receipt_json(r),
             "signature": hex(&sig),
             "hash": hex(&Receipt::hash(signed)),
@@ -891,7 +938,9 @@ fn build_merkle() -> Value {
 /// A layout of read-back buffers of `lens` bytes.
 fn readback_layout(lens: &[usize]) -> Vec<BufferSpec> {
     lens.iter()
-        .map(|&l| BufferSpec {
+        .enumerate()
+        .map(|(i, &l)| BufferSpec {
+            binding: i as u32,
             len: l as u64,
             init_len: 0,
             readback: true,
@@ -950,6 +999,20 @@ fn run_receipts(vectors: &Value) -> usize {
                 let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
                 assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
                 assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+                // The price rules a coordinator checks against the offer.
+                let offer = &v["offer"];
+                let quote = offer["quote"].as_u64().expect("quote");
+                let max_price = offer["max_price"].as_u64().expect("max_price");
+                let deadline_us = offer["deadline_ms"].as_u64().expect("deadline_ms") * 1000;
+                assert!(quote <= max_price, "{}", v["name"]);
+                match r.status {
+                    ReceiptStatus::Completed => assert!(r.price <= max_price),
+                    ReceiptStatus::Failed(FailReason::Timeout) => {
+                        assert_eq!(r.price, quote, "{}", v["name"]);
+                        assert!(r.usage.gpu_time_us <= deadline_us, "{}", v["name"]);
+                    }
+                    ReceiptStatus::Failed(_) => assert_eq!(r.price, 0, "{}", v["name"]),
+                }
             }
         }
         n += 1;
@@ -1139,7 +1202,7 @@ fn receipt_vectors() {
     for (_, signed, _) in receipts() {
         verifier.verify_next(&signed, None).expect("chain");
     }
-    assert_eq!(verifier.chain().next_sequence, 5);
+    assert_eq!(verifier.chain().next_sequence, 6);
 }
 
 #[test]

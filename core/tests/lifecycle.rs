@@ -98,6 +98,7 @@ fn job(nonce: u8, input_len: usize) -> JobDescription {
             (Vec::new(), input_len as u64, true),
         ],
         nonce: [nonce; 32],
+        bindings: Vec::new(),
     }
 }
 
@@ -273,18 +274,44 @@ fn cancel_during_transfer_and_during_run() {
     assert!(kinds(&frames).contains(&MessageType::Receipt));
 }
 
+/// Frames' `Failed` reason, and the receipt verified under `pk`.
+fn failure(frames: &[Vec<u8>], id: u64, pk: &[u8; 32]) -> (FailReason, u64, Receipt) {
+    let failed = frames
+        .iter()
+        .find_map(|f| match decode(f) {
+            Message::Failed(x) if x.job == id => Some(x.reason),
+            _ => None,
+        })
+        .expect("a Failed message");
+    let usage_price = frames
+        .iter()
+        .find_map(|f| match decode(f) {
+            Message::UsageReport(u) if u.job == id => Some(u.price),
+            _ => None,
+        })
+        .expect("a UsageReport");
+    let receipt = Receipt::verify(&collect(frames, id).receipt, pk).expect("receipt verifies");
+    assert_eq!(receipt.price, usage_price, "UsageReport and receipt agree");
+    (failed, usage_price, receipt)
+}
+
 #[test]
-fn deadline_expiry_fails_the_job_with_a_signed_receipt() {
+fn a_deadline_before_the_kernel_ran_is_not_charged() {
     let mut h = harness();
     let pk = handshake(&mut h);
     ready(&mut h);
-    h.host.auto_run = false;
-    let j = job(5, 1000);
-    submit(&mut h, 1, &j);
-    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    let j = job(5, 40_000);
+    // Only part of the inputs arrive: the job is still `Receiving`.
+    h.send(&Message::JobOffer(j.offer(1, 10_000, 60_000)));
+    h.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1).into_iter().take(2) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(1), Some(JobState::Receiving));
     // Keep the coordinator talking so only the deadline fires.
     let mut frames = Vec::new();
-    while h.agent.job_state(1) == Some(JobState::Running) {
+    while h.agent.job_state(1) == Some(JobState::Receiving) {
         h.send(&Message::Heartbeat(Default::default()));
         frames.extend(h.pump());
         assert!(h.advance(Duration::from_secs(10)));
@@ -295,22 +322,153 @@ fn deadline_expiry_fails_the_job_with_a_signed_receipt() {
         .log
         .iter()
         .any(|l| l.contains(&format!("{:?}", CancelReason::Deadline))));
-    let failed = frames
-        .iter()
-        .find_map(|f| match decode(f) {
-            Message::Failed(x) => Some(x),
-            _ => None,
-        })
-        .expect("a Failed message");
-    assert_eq!(failed.reason, FailReason::DeadlineExceeded);
-    let receipt_bytes = collect(&frames, 1).receipt;
-    let receipt = Receipt::verify(&receipt_bytes, &pk).unwrap();
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    assert_eq!(reason, FailReason::DeadlineExceeded);
     assert_eq!(
         receipt.status,
         ReceiptStatus::Failed(FailReason::DeadlineExceeded)
     );
-    assert_eq!(receipt.price, 0);
+    assert_eq!(price, 0);
+    assert_eq!(receipt.usage.gpu_time_us, 0);
     assert!(h.now.micros >= 60_000_000, "the deadline was 60 s");
+}
+
+/// A job running when time runs out: quoted 10,102 (1000 ms estimated at 10
+/// per ms, plus 100, plus a MiB each way), at most 20,000, due in 2 s.
+fn timed_out_setup() -> (Harness, [u8; 32], JobDescription) {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(6, 1000);
+    let mut offer = j.offer(1, 20_000, 2_000);
+    offer.est_gpu_ms = 1000;
+    h.send(&Message::JobOffer(offer));
+    let frames = h.pump();
+    let Message::OfferAccept(a) = decode(&frames[0]) else {
+        panic!("expected an acceptance")
+    };
+    assert_eq!(a.price, 10_102);
+    h.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    assert_eq!(h.agent.job_state(1), Some(JobState::Running));
+    (h, pk, j)
+}
+
+#[test]
+fn a_timeout_the_host_reports_first_is_charged_the_quote() {
+    let (mut h, pk, _) = timed_out_setup();
+    // The host gave the kernel the time left until the deadline (2 s) and
+    // reports that it ran out, a little before the agent's own timer.
+    h.now = h.now + Duration::from_millis(1_999);
+    let limit = tessera_core::wire::Usage {
+        gpu_time_us: 2_000_000,
+        dispatches: 1,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 1, FailReason::Timeout, 1, limit)
+        .expect("the host reports the timeout");
+    let mut frames = h.pump();
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    assert_eq!(reason, FailReason::Timeout);
+    assert_eq!(receipt.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(price, 10_102, "charged the accepted quote");
+    assert_eq!(receipt.usage.gpu_time_us, 2_000_000, "metered to the limit");
+    assert_eq!(receipt.usage.dispatches, 1);
+    // The deadline passing later changes nothing: no second outcome.
+    h.send(&Message::Heartbeat(Default::default()));
+    h.advance(Duration::from_secs(5));
+    frames = h.pump();
+    assert!(!kinds(&frames).contains(&MessageType::Failed));
+    assert_eq!(h.agent.job_state(1), Some(JobState::AwaitingAck));
+
+    // A host that reports more time than there was until the deadline is
+    // metered to the deadline.
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    h.pump();
+    let j = job(7, 1000);
+    h.send(&Message::JobOffer(j.offer(2, 20_000, 3_000)));
+    h.send(&Message::JobAssign(j.assign(2)));
+    for f in j.input_frames(2) {
+        h.send_raw(&f);
+    }
+    h.pump();
+    let too_long = tessera_core::wire::Usage {
+        gpu_time_us: 9_000_000,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 2, FailReason::Timeout, 1, too_long)
+        .expect("reported");
+    let (_, _, receipt) = failure(&h.pump(), 2, &pk);
+    assert_eq!(receipt.usage.gpu_time_us, 3_000_000);
+}
+
+#[test]
+fn a_timeout_the_agent_sees_first_is_charged_the_quote_too() {
+    let (mut h, pk, _) = timed_out_setup();
+    let started = h.now;
+    // The host never answers; the agent's deadline fires.
+    let mut frames = Vec::new();
+    while h.agent.job_state(1) == Some(JobState::Running) {
+        assert!(h.advance(Duration::from_secs(10)));
+        frames.extend(h.pump());
+    }
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", CancelReason::Deadline))));
+    let (reason, price, receipt) = failure(&frames, 1, &pk);
+    // The same status and price as when the host reports the timeout.
+    assert_eq!(reason, FailReason::Timeout);
+    assert_eq!(receipt.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(price, 10_102, "charged the accepted quote");
+    // Metered from the start to the deadline, 2 s after the offer.
+    assert_eq!(receipt.started_at, started.micros);
+    assert_eq!(receipt.usage.gpu_time_us, 2_000_000);
+    assert_eq!(receipt.usage.dispatches, 0);
+    // The host's own timeout, arriving late, changes nothing.
+    assert_eq!(
+        h.agent.fail_job(
+            h.now,
+            1,
+            FailReason::Timeout,
+            1,
+            tessera_core::wire::Usage {
+                gpu_time_us: 2_000_000,
+                ..Default::default()
+            }
+        ),
+        Err(tessera_core::Error::InvalidJobState(1))
+    );
+    assert!(h.pump().is_empty());
+}
+
+#[test]
+fn other_failures_are_not_charged_whatever_they_meter() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(8, 1000);
+    submit(&mut h, 1, &j);
+    let metered = tessera_core::wire::Usage {
+        gpu_time_us: 5_000,
+        dispatches: 3,
+        ..Default::default()
+    };
+    h.agent
+        .fail_job(h.now, 1, FailReason::DeviceLost, 2, metered)
+        .expect("reported");
+    let (reason, price, receipt) = failure(&h.pump(), 1, &pk);
+    assert_eq!(reason, FailReason::DeviceLost);
+    assert_eq!(price, 0);
+    assert_eq!(receipt.usage.gpu_time_us, 5_000, "usage is still signed");
 }
 
 #[test]
@@ -757,4 +915,141 @@ fn held_results_are_resent_in_chain_order() {
         }
     }
     assert_eq!(jobs, vec![1, 2]);
+}
+
+#[test]
+fn buffers_name_their_bindings_and_streams_follow_buffer_order() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let refused = |h: &mut Harness, id: u64, bindings: Vec<u32>| {
+        let mut j = job(3, 100);
+        j.bindings = bindings;
+        h.send(&Message::JobOffer(j.offer(id, 10_000, 60_000)));
+        h.send(&Message::JobAssign(j.assign(id)));
+        let frames = h.pump();
+        let errors: Vec<_> = frames
+            .iter()
+            .filter_map(|f| match decode(f) {
+                Message::Error(e) => Some((e.code, e.job)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            vec![(tessera_core::ErrorCode::BadAssignment as u16, id)]
+        );
+        assert_eq!(h.agent.job_state(id), None, "a refused job is forgotten");
+    };
+    // A binding at 32 or above, or two buffers at one binding.
+    refused(&mut h, 1, vec![0, 32]);
+    refused(&mut h, 2, vec![u32::MAX, 1]);
+    refused(&mut h, 3, vec![4, 4]);
+
+    // Bindings 7 (the input) and 2 (the output): a gap, in any order. The
+    // input is still stream 1 and the output stream 1: buffers are numbered
+    // by their place in the assignment, not by binding.
+    let mut j = job(4, 20_000);
+    j.bindings = vec![7, 2];
+    let frames = submit(&mut h, 4, &j);
+    let streams: Vec<u8> = frames
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::OutputChunk(c) => Some(c.stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streams, vec![1, 1, 1]);
+    let out = collect(&frames, 4);
+    let expected: Vec<u8> = j.buffers[0].0.iter().map(|b| b.wrapping_add(1)).collect();
+    assert_eq!(out.outputs, vec![expected]);
+    let receipt = Receipt::verify(&out.receipt, &pk).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Completed);
+    // The receipt binds the bindings: the same job at 0 and 1 hashes otherwise.
+    assert_eq!(receipt.kernel_hash, j.assign(4).kernel_hash());
+    j.bindings = Vec::new();
+    assert_ne!(receipt.kernel_hash, j.assign(4).kernel_hash());
+}
+
+#[test]
+fn an_unavailable_device_declines_offers_and_heartbeats_no_capacity() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    let j = job(2, 100);
+    let answer = |h: &mut Harness, offer| {
+        h.send(&Message::JobOffer(offer));
+        match decode(&h.pump()[0]) {
+            Message::OfferDecline(d) => Err(d.reason),
+            Message::OfferAccept(a) => Ok(a.price),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    };
+    // Fill the capacity (two jobs), then the device becomes unavailable.
+    for id in [1, 2] {
+        assert!(answer(&mut h, j.offer(id, 10_000, 60_000)).is_ok());
+    }
+    assert!(h.agent.device_available());
+    h.agent.set_device_available(h.now, false);
+    assert!(!h.agent.device_available());
+    // A heartbeat goes out at once, with capacity 0.
+    let frames = h.pump();
+    let beats: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some((hb.active_jobs, hb.capacity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![(2, 0)]);
+    // Unavailable comes after DuplicateJob, before AtCapacity.
+    assert_eq!(
+        answer(&mut h, j.offer(1, 10_000, 60_000)),
+        Err(DeclineReason::DuplicateJob)
+    );
+    assert_eq!(
+        answer(&mut h, j.offer(3, 10_000, 60_000)),
+        Err(DeclineReason::Unavailable)
+    );
+    h.send(&Message::Cancel(Cancel { job: 1, reason: 0 }));
+    h.send(&Message::Cancel(Cancel { job: 2, reason: 0 }));
+    h.pump();
+    assert_eq!(
+        answer(&mut h, j.offer(4, 10_000, 60_000)),
+        Err(DeclineReason::Unavailable),
+        "with room, still unavailable"
+    );
+    // Periodic heartbeats say 0 too.
+    assert!(h.advance(Duration::from_secs(10)));
+    let beats: Vec<_> = h
+        .pump()
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some(hb.capacity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![0]);
+
+    // Available again: the capacity comes back and offers are taken.
+    h.agent.set_device_available(h.now, true);
+    let beats: Vec<_> = h
+        .pump()
+        .iter()
+        .filter_map(|f| match decode(f) {
+            Message::Heartbeat(hb) => Some(hb.capacity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, vec![2]);
+    assert!(answer(&mut h, j.offer(5, 10_000, 60_000)).is_ok());
+
+    // While draining, Draining comes first.
+    h.agent.set_device_available(h.now, false);
+    h.agent.drain(h.now).unwrap();
+    h.pump();
+    assert_eq!(
+        answer(&mut h, j.offer(6, 10_000, 60_000)),
+        Err(DeclineReason::Draining)
+    );
 }

@@ -133,6 +133,7 @@ fn job() -> JobDescription {
             (Vec::new(), 30_000, true),
         ],
         nonce: [0x11; 32],
+        bindings: Vec::new(),
     }
 }
 
@@ -329,4 +330,108 @@ fn a_result_survives_a_killed_connection_and_a_restart() {
     assert!(rt.is_finished());
     assert_eq!(rt.agent().chain().next_sequence, 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An executor whose device takes work while `open` is set; its first job
+/// closes it, as a timeout that leaves abandoned work at the bound would.
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tessera_core::net::Executor for Gate {
+    fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        increment(job)
+    }
+
+    fn accepting_jobs(&mut self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Session {
+    /// Frames until one satisfies `pred`; returns that one's message.
+    fn until(&mut self, pred: impl Fn(&Message<'_>) -> bool) -> Vec<u8> {
+        loop {
+            let f = self.next();
+            if pred(&Message::decode(&f).unwrap()) {
+                return f;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tessera_core::wire::DeclineReason;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicBool::new(true));
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    let gate = Gate { open: open.clone() };
+    let rt = Runtime::new(config(), signer, gate, net).unwrap();
+    let Running { handle, drain, .. } = spawn(rt);
+
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let j = job();
+    s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
+    s.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1) {
+        s.tls.write_all(&f).unwrap();
+    }
+    // After the job the device takes no work: a heartbeat says capacity 0
+    // at once, and offers are declined.
+    s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity == 0));
+    s.send(&Message::ResultAck(JobRef { job: 1 }));
+    s.send(&Message::JobOffer(j.offer(2, 1_000_000, 60_000)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert_eq!(
+        Message::decode(&f).unwrap(),
+        Message::OfferDecline(tessera_core::wire::OfferDecline {
+            job: 2,
+            reason: DeclineReason::Unavailable,
+        })
+    );
+
+    // The device is reclaimed: the idle worker notices within ~100 ms, a
+    // heartbeat gives the capacity back, and the next offer is taken.
+    open.store(true, Ordering::SeqCst);
+    s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
+    s.send(&Message::JobOffer(j.offer(3, 1_000_000, 60_000)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert!(matches!(
+        Message::decode(&f).unwrap(),
+        Message::OfferAccept(_)
+    ));
+    s.send(&Message::Cancel(tessera_core::wire::Cancel {
+        job: 3,
+        reason: 1,
+    }));
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+    assert!(!rt.status().device_unavailable);
+}
+
+#[test]
+fn the_status_line_says_when_the_device_is_unavailable() {
+    let mut status = tessera_core::net::Status {
+        device: "gpu0".into(),
+        ..Default::default()
+    };
+    assert!(!status.to_string().contains("unavailable"));
+    status.device_unavailable = true;
+    assert!(
+        status.to_string().contains("device gpu0 (unavailable)"),
+        "{status}"
+    );
 }

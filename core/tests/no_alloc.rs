@@ -201,6 +201,7 @@ fn a_whole_session_never_allocates() {
             (Vec::new(), 2 * CHUNK_SIZE as u64 + 7, true),
         ],
         nonce: [4; 32],
+        bindings: Vec::new(),
     };
     let id = 42;
     let welcome = encode(&Message::Welcome(Welcome {

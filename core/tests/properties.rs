@@ -174,6 +174,7 @@ fn decline_reason() -> impl Strategy<Value = DeclineReason> {
         Just(DeclineReason::Draining),
         Just(DeclineReason::TooLarge),
         Just(DeclineReason::DuplicateJob),
+        Just(DeclineReason::Unavailable),
     ]
 }
 
@@ -227,7 +228,7 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
         any::<u64>(),
         digest(),
         kernel_spec(),
-        len_up_to(MAX_BUFFERS).prop_flat_map(|n| vec(any::<(u64, u64, bool)>(), n)),
+        len_up_to(MAX_BUFFERS).prop_flat_map(|n| vec(any::<(u32, u64, u64, bool)>(), n)),
         digest(),
     )
         .prop_map(|(job, nonce, kernel, buffers, inputs_root)| JobAssign {
@@ -236,7 +237,8 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
             kernel,
             buffers: buffers
                 .into_iter()
-                .map(|(len, init_len, readback)| BufferSpec {
+                .map(|(binding, len, init_len, readback)| BufferSpec {
+                    binding,
                     len,
                     init_len,
                     readback,
@@ -625,6 +627,7 @@ fn describe(id: JobId) -> JobDescription {
             .map(|(i, (init, len, rb))| (fill(init, i as u8 + 1), len, rb))
             .collect(),
         nonce: [id as u8; 32],
+        bindings: Vec::new(),
     }
 }
 
@@ -876,6 +879,10 @@ enum Op {
         bytes: usize,
     },
     HostDrain,
+    /// The host says whether its device takes work.
+    DeviceAvailable {
+        available: bool,
+    },
     Disconnected,
     Connect,
     Handshake,
@@ -911,6 +918,7 @@ fn single_op() -> BoxedStrategy<Op> {
         1 => id().prop_map(|id| Op::Flood { id }),
         2 => (1..3_000usize).prop_map(|bytes| Op::TransmitSome { bytes }),
         1 => any::<bool>().prop_map(|down| Op::Signer { down }),
+        1 => any::<bool>().prop_map(|available| Op::DeviceAvailable { available }),
         8 => (
             id(),
             prop_oneof![Just(usize::MAX), 1..20_000usize],
@@ -1454,6 +1462,10 @@ impl Sim {
             }
             Op::HostDrain => {
                 self.host_call(0, |a, now| a.drain(now))?;
+            }
+            Op::DeviceAvailable { available } => {
+                self.agent.set_device_available(self.now, available);
+                prop_assert_eq!(self.agent.device_available(), available);
             }
             Op::Disconnected => {
                 self.agent.disconnected(self.now);

@@ -118,7 +118,7 @@ fn receipt_table() -> String {
         prev_hash: [0; 32],
     };
     let fields: &[Field<Receipt>] = &[
-        ("status", "u8", "0 completed; else the failure reason: 1 kernel rejected, 2 timeout, 3 deadline exceeded, 4 device lost, 5 out of memory, 6 input integrity, 7 host. Others are malformed.", |r| r.status = ReceiptStatus::Failed(FailReason::Host)),
+        ("status", "u8", "0 completed; else the failure reason: 1 kernel rejected, 2 timeout (the kernel ran out its time; charged the quote), 3 deadline exceeded (before the kernel ran), 4 device lost, 5 out of memory, 6 input integrity, 7 host. Others are malformed.", |r| r.status = ReceiptStatus::Failed(FailReason::Host)),
         ("job", "u64", "The job id from the assignment.", |r| r.job = u64::MAX),
         ("requester_nonce", "32 bytes", "The requester's nonce from the assignment.", |r| r.requester_nonce = [0xFF; 32]),
         ("kernel_hash", "32 bytes", "Kernel hash of what was dispatched, buffer layout included.", |r| r.kernel_hash = [0xFF; 32]),
@@ -131,7 +131,7 @@ fn receipt_table() -> String {
         ("dispatches", "u32", "Usage: dispatch commands submitted.", |r| r.usage.dispatches = u32::MAX),
         ("bytes_in", "u64", "Usage: bytes received (kernel and inputs).", |r| r.usage.bytes_in = u64::MAX),
         ("bytes_out", "u64", "Usage: bytes returned (outputs).", |r| r.usage.bytes_out = u64::MAX),
-        ("price", "u64", "Price charged, in the network's smallest unit.", |r| r.price = u64::MAX),
+        ("price", "u64", "Price charged, in the network's smallest unit: for status 2 the accepted quote, for other failures 0.", |r| r.price = u64::MAX),
         ("started_at", "u64", "When the job started, µs in the host's time base.", |r| r.started_at = u64::MAX),
         ("ended_at", "u64", "When the job ended, µs in the host's time base.", |r| r.ended_at = u64::MAX),
         ("evidence_hash", "32 bytes", "SHA-256 of the signed evidence in force when the job ran.", |r| r.evidence_hash = [0xFF; 32]),

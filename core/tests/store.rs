@@ -14,6 +14,7 @@ fn record(job: u64, seq: u64) -> ResultRecord {
         push_constants: vec![],
         buffers: vec![(vec![1; 10], 10, true)],
         nonce: [4; 32],
+        bindings: Vec::new(),
     };
     ResultRecord {
         job,

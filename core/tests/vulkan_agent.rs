@@ -100,6 +100,7 @@ fn protocol_jobs_run_on_the_gpu_with_metered_receipts() {
             (Vec::new(), (m * n * 4) as u64, true),
         ],
         nonce: [9; 32],
+        bindings: Vec::new(),
     };
     let (out, receipt, failed) = run(&mut h, 1, &j);
     assert_eq!(failed, None);
@@ -137,6 +138,7 @@ fn a_hostile_kernel_fails_with_its_rejection_code_and_the_agent_serves_on() {
         push_constants: vec![0; 8],
         buffers: vec![(Vec::new(), 256, true)],
         nonce: [2; 32],
+        bindings: Vec::new(),
     };
     let (_, receipt, failed) = run(&mut h, 1, &j);
     assert_eq!(failed, Some(FailReason::KernelRejected));
@@ -159,10 +161,80 @@ fn a_hostile_kernel_fails_with_its_rejection_code_and_the_agent_serves_on() {
         push_constants: push,
         buffers: vec![(x, 256, false), (y, 256, true)],
         nonce: [3; 32],
+        bindings: Vec::new(),
     };
     let (out, _, failed) = run(&mut h, 2, &saxpy);
     assert_eq!(failed, None);
     assert_eq!(f32s(&out), vec![5.0; 64]);
+}
+
+/// A saxpy job whose buffers sit at bindings 0 and 2 (x, then y read back).
+fn saxpy_at_0_and_2(kernel_name: &str, bindings: Vec<u32>) -> JobDescription {
+    let x = f32_bytes(&(0..64).map(|i| i as f32).collect::<Vec<_>>());
+    let y = f32_bytes(&[1.0; 64]);
+    let push: Vec<u8> = 2.0f32
+        .to_le_bytes()
+        .into_iter()
+        .chain(64u32.to_le_bytes())
+        .collect();
+    JobDescription {
+        kernel: kernel(kernel_name),
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: push,
+        buffers: vec![(x, 256, false), (y, 256, true)],
+        nonce: [5; 32],
+        bindings,
+    }
+}
+
+fn saxpy_expected() -> Vec<f32> {
+    (0..64).map(|i| 2.0 * i as f32 + 1.0).collect()
+}
+
+#[test]
+fn a_job_whose_bindings_have_a_gap_runs_through_the_agent() {
+    let (mut h, pk, _) = harness(gpu());
+    // The kernel binds x at 0 and y at 2; the job names those bindings.
+    let j = saxpy_at_0_and_2("saxpy_gap", vec![0, 2]);
+    let (out, receipt, failed) = run(&mut h, 1, &j);
+    assert_eq!(failed, None);
+    assert_eq!(f32s(&out), saxpy_expected());
+    let r = Receipt::verify(&receipt, &pk).unwrap();
+    assert_eq!(r.status, ReceiptStatus::Completed);
+    assert_eq!(
+        r.kernel_hash,
+        j.assign(1).kernel_hash(),
+        "the receipt binds the bindings the job named"
+    );
+    assert_ne!(
+        r.kernel_hash,
+        saxpy_at_0_and_2("saxpy_gap", vec![0, 1])
+            .assign(1)
+            .kernel_hash()
+    );
+    h.send(&Message::ResultAck(tessera_core::wire::JobRef { job: 1 }));
+    h.pump();
+
+    // The same kernel with the buffers at 0 and 1 does not match its
+    // bindings: refused before it runs, with a signed failure.
+    let wrong = saxpy_at_0_and_2("saxpy_gap", vec![0, 1]);
+    let (_, receipt, failed) = run(&mut h, 2, &wrong);
+    assert_eq!(failed, Some(FailReason::KernelRejected));
+    let r = Receipt::verify(&receipt, &pk).unwrap();
+    assert_eq!(r.status, ReceiptStatus::Failed(FailReason::KernelRejected));
+}
+
+#[test]
+fn a_declared_but_unused_binding_needs_no_buffer() {
+    let (mut h, pk, _) = harness(gpu());
+    // The kernel declares binding 1 and never uses it; the job supplies 0 and 2.
+    let j = saxpy_at_0_and_2("saxpy_unused_binding", vec![0, 2]);
+    let (out, receipt, failed) = run(&mut h, 1, &j);
+    assert_eq!(failed, None);
+    assert_eq!(f32s(&out), saxpy_expected());
+    let r = Receipt::verify(&receipt, &pk).unwrap();
+    assert_eq!(r.status, ReceiptStatus::Completed);
 }
 
 #[test]

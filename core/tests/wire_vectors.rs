@@ -78,6 +78,7 @@ fn assign_minimal() -> JobAssign {
     let mut buffers = heapless::Vec::new();
     buffers
         .push(BufferSpec {
+            binding: 0,
             len: 4096,
             init_len: 4096,
             readback: true,
@@ -115,6 +116,8 @@ fn assign_full() -> JobAssign {
         .collect();
     let buffers = (0..MAX_BUFFERS as u64)
         .map(|i| BufferSpec {
+            // Bindings with gaps, up to the last one allowed (31).
+            binding: 4 * i as u32 + 3,
             len: match i {
                 7 => u64::MAX,
                 _ => (i + 1) << (7 * i),
@@ -137,6 +140,32 @@ fn assign_full() -> JobAssign {
         buffers,
         inputs_root: array(0xC1),
     }
+}
+
+/// Two buffers at bindings 0 and 2, binding 1 unused: the layout of a kernel
+/// whose bindings have a gap.
+fn assign_binding_gap() -> JobAssign {
+    let mut a = assign_minimal();
+    a.job = 8;
+    a.buffers = [(0, 4096, 4096, false), (2, 4096, 0, true)]
+        .into_iter()
+        .map(|(binding, len, init_len, readback)| BufferSpec {
+            binding,
+            len,
+            init_len,
+            readback,
+        })
+        .collect();
+    a
+}
+
+/// A binding of `u32::MAX`: a five-byte varint. The decoder takes it; the
+/// provider refuses the assignment (bindings are below 32).
+fn assign_binding_u32_max() -> JobAssign {
+    let mut a = assign_minimal();
+    a.job = 9;
+    a.buffers[0].binding = u32::MAX;
+    a
 }
 
 /// A body without buffers: valid on the wire (the agent would refuse it as an
@@ -288,6 +317,7 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
         ("offer_decline_draining", DeclineReason::Draining),
         ("offer_decline_too_large", DeclineReason::TooLarge),
         ("offer_decline_duplicate_job", DeclineReason::DuplicateJob),
+        ("offer_decline_unavailable", DeclineReason::Unavailable),
     ];
     for (name, reason) in reasons {
         v.push((name, M::OfferDecline(OfferDecline { job: 2, reason })));
@@ -296,6 +326,11 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
         ("job_assign_minimal", M::JobAssign(assign_minimal())),
         ("job_assign_full", M::JobAssign(assign_full())),
         ("job_assign_no_buffers", M::JobAssign(assign_no_buffers())),
+        ("job_assign_binding_gap", M::JobAssign(assign_binding_gap())),
+        (
+            "job_assign_binding_u32_max",
+            M::JobAssign(assign_binding_u32_max()),
+        ),
         (
             "input_chunk_kernel",
             M::InputChunk(chunk(7, 0, 0, &[0x03, 0x02, 0x23, 0x07])),
@@ -515,7 +550,12 @@ fn readable(msg: &Message<'_>) -> Value {
                 "grid": m.kernel.grid,
             },
             "buffers": m.buffers.iter()
-                .map(|b| json!({ "len": b.len, "init_len": b.init_len, "readback": b.readback }))
+                .map(|b| json!({
+                    "binding": b.binding,
+                    "len": b.len,
+                    "init_len": b.init_len,
+                    "readback": b.readback,
+                }))
                 .collect::<Vec<_>>(),
             "inputs_root": hex(&m.inputs_root),
         }),
@@ -597,7 +637,8 @@ impl Body {
 }
 
 /// A `JobAssign` body with `spec` specialization constants, `push` bytes of
-/// push constants, `buffers` buffers (each with the `readback` byte given).
+/// push constants, `buffers` buffers (buffer `i` at binding `i`, each with
+/// the `readback` byte given).
 fn assign_body(entry: &[u8], spec: usize, push: usize, buffers: usize, readback: u8) -> Vec<u8> {
     let mut b = Body::default()
         .varint(7)
@@ -611,8 +652,8 @@ fn assign_body(entry: &[u8], spec: usize, push: usize, buffers: usize, readback:
     }
     b = b.bytes(&vec![0x5A; push]).varint(1).varint(1).varint(1);
     b = b.varint(buffers as u64);
-    for _ in 0..buffers {
-        b = b.varint(64).varint(0).raw(&[readback]);
+    for i in 0..buffers as u64 {
+        b = b.varint(i).varint(64).varint(0).raw(&[readback]);
     }
     b.raw(&[0xCC; 32]).0
 }
@@ -708,8 +749,8 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
             E::Malformed(T::OfferAccept),
         ),
         (
-            "malformed_decline_reason_8",
-            frame(T::OfferDecline as u8, &[2, 8]),
+            "malformed_decline_reason_9",
+            frame(T::OfferDecline as u8, &[2, 9]),
             E::Malformed(T::OfferDecline),
         ),
         (
@@ -924,7 +965,8 @@ fn hand_written_bodies_match_the_encoder() {
     spec.kernel.specialization = (0..3).map(|i| (i, i * 1000)).collect();
     spec.kernel.push_constants = heapless::Vec::from_slice(&[0x5A; 5]).unwrap();
     spec.buffers = (0..2)
-        .map(|_| BufferSpec {
+        .map(|binding| BufferSpec {
+            binding,
             len: 64,
             init_len: 0,
             readback: true,

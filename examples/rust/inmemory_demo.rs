@@ -198,6 +198,7 @@ fn run() -> Result<(), String> {
             (y.clone(), y.len() as u64, true),
         ],
         nonce: [0x77; 32],
+        bindings: Vec::new(),
     };
     say(&mut h, Message::JobOffer(job.offer(1, 500, 30_000)));
     show(&mut h);

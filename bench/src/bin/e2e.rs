@@ -62,11 +62,13 @@ fn tiny_job() -> Submit {
         grid: [1, 1, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: (0..LEN).map(|i| i as u8).collect(),
                 len: LEN as u64,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: Vec::new(),
                 len: LEN as u64,
                 readback: true,

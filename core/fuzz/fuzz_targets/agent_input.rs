@@ -47,7 +47,8 @@ enum Action {
     AnyAssign {
         job: u8,
         kernel_len: u32,
-        buffers: Vec<(u64, u64, bool)>,
+        /// (binding, len, init_len, readback) of each buffer.
+        buffers: Vec<(u32, u64, u64, bool)>,
     },
     Chunks {
         job: u8,
@@ -94,6 +95,10 @@ enum Action {
         permille: u16,
     },
     HostDrain,
+    /// The host says whether its device takes work.
+    DeviceAvailable {
+        available: bool,
+    },
     /// The signer starts or stops refusing to sign (a busy secure element).
     Signer {
         down: bool,
@@ -128,6 +133,8 @@ fn describe(job: u8) -> JobDescription {
         push_constants: Vec::new(),
         buffers,
         nonce: [job; 32],
+        // Some jobs bind their buffers with a gap, out of order.
+        bindings: if job % 4 == 0 { vec![2, 0] } else { Vec::new() },
     }
 }
 
@@ -349,8 +356,9 @@ fuzz_target!(|script: Script| {
                 let mut a = describe(j).assign(job(j));
                 a.kernel.len = kernel_len;
                 a.buffers.clear();
-                for &(len, init_len, readback) in buffers {
+                for &(binding, len, init_len, readback) in buffers {
                     let _ = a.buffers.push(BufferSpec {
+                        binding,
                         len,
                         init_len,
                         readback,
@@ -424,6 +432,10 @@ fuzz_target!(|script: Script| {
             Action::HostDrain => {
                 let now = f.now;
                 let _ = f.agent.drain(now);
+            }
+            Action::DeviceAvailable { available } => {
+                let now = f.now;
+                f.agent.set_device_available(now, available);
             }
             Action::Signer { down: d } => down.set(d),
             Action::Disconnected => {

@@ -28,8 +28,8 @@ pub const EVIDENCE_DOMAIN: &[u8] = b"tessera/evidence/v1";
 pub const RECEIPT_DOMAIN: &[u8] = b"tessera/receipt/v1";
 /// Domain tag of key identifiers.
 pub const KEY_ID_DOMAIN: &[u8] = b"tessera/key-id/v1";
-/// Domain tag of kernel hashes.
-pub const KERNEL_DOMAIN: &[u8] = b"tessera/kernel/v2";
+/// Domain tag of kernel hashes (v3: each buffer's binding is bound too).
+pub const KERNEL_DOMAIN: &[u8] = b"tessera/kernel/v3";
 /// Domain tag of result hashes.
 pub const RESULT_DOMAIN: &[u8] = b"tessera/result/v1";
 /// Domain tag of result seals.
@@ -207,11 +207,13 @@ pub(crate) mod testing {
     pub fn receipt(signer: &Ed25519Signer, chain: ChainState, job: u64) -> Receipt {
         let layout = [
             crate::wire::BufferSpec {
+                binding: 0,
                 len: 20_000,
                 init_len: 20_000,
                 readback: false,
             },
             crate::wire::BufferSpec {
+                binding: 1,
                 len: 9000,
                 init_len: 0,
                 readback: true,
@@ -447,16 +449,19 @@ mod tests {
         let b = [0xB0u8, 0xB1, 0xB2];
         let layout = [
             crate::wire::BufferSpec {
+                binding: 0,
                 len: a.len() as u64,
                 init_len: 0,
                 readback: true,
             },
             crate::wire::BufferSpec {
+                binding: 1,
                 len: 4096,
                 init_len: 4096,
                 readback: false,
             },
             crate::wire::BufferSpec {
+                binding: 2,
                 len: b.len() as u64,
                 init_len: 0,
                 readback: true,

@@ -84,10 +84,11 @@ pub struct Receipt {
 /// Hash of everything that defines a dispatch: SHA-256 of the domain tag, the
 /// SPIR-V Merkle root, the entry point (length-prefixed), the specialization
 /// constants, the push constants (length-prefixed), the grid and the buffer
-/// layout (count, then each buffer's `len`, `init_len` and `readback`).
+/// layout (count, then each buffer's `binding`, `len`, `init_len` and
+/// `readback`, in buffer order).
 ///
-/// Binding the layout makes a receipt say what buffer sizes the kernel ran
-/// on, and fixes the number of leaves of its output tree
+/// Binding the layout makes a receipt say what buffers, at which bindings,
+/// the kernel ran on, and fixes the number of leaves of its output tree
 /// ([`crate::merkle::output_leaf_count`]). [`crate::wire::JobAssign::kernel_hash`]
 /// computes it from an assignment.
 pub fn kernel_hash(
@@ -115,6 +116,7 @@ pub fn kernel_hash(
     }
     ctx.update(&(buffers.len() as u32).to_le_bytes());
     for b in buffers {
+        ctx.update(&b.binding.to_le_bytes());
         ctx.update(&b.len.to_le_bytes());
         ctx.update(&b.init_len.to_le_bytes());
         ctx.update(&[u8::from(b.readback)]);
@@ -530,12 +532,14 @@ mod tests {
     #[test]
     fn kernel_hash_separates_its_fields() {
         let root = [1; 32];
-        let buf = |len, init_len, readback| BufferSpec {
+        let at = |binding, len, init_len, readback| BufferSpec {
+            binding,
             len,
             init_len,
             readback,
         };
-        let layout = [buf(4096, 4096, false), buf(100, 0, true)];
+        let buf = |len, init_len, readback| at(0, len, init_len, readback);
+        let layout = [buf(4096, 4096, false), at(2, 100, 0, true)];
         let hash = |entry: &str, spec: &[(u32, u32)], push: &[u8], grid, bufs: &[BufferSpec]| {
             kernel_hash(&root, entry, spec, push, grid, bufs)
         };
@@ -550,14 +554,16 @@ mod tests {
             base,
             kernel_hash(&[2; 32], "main", &[(1, 2)], &[3], [4, 5, 6], &layout)
         );
-        // The buffer layout is bound: each buffer's size, initial length and
-        // read-back flag, their order and their number.
+        // The buffer layout is bound: each buffer's binding, size, initial
+        // length and read-back flag, their order and their number.
         for other in [
-            [buf(4097, 4096, false), buf(100, 0, true)],
-            [buf(4096, 4095, false), buf(100, 0, true)],
-            [buf(4096, 4096, true), buf(100, 0, true)],
-            [buf(4096, 4096, false), buf(100, 0, false)],
-            [buf(100, 0, true), buf(4096, 4096, false)],
+            [buf(4097, 4096, false), at(2, 100, 0, true)],
+            [buf(4096, 4095, false), at(2, 100, 0, true)],
+            [buf(4096, 4096, true), at(2, 100, 0, true)],
+            [buf(4096, 4096, false), at(2, 100, 0, false)],
+            [buf(4096, 4096, false), at(1, 100, 0, true)],
+            [at(1, 4096, 4096, false), at(2, 100, 0, true)],
+            [at(2, 100, 0, true), buf(4096, 4096, false)],
         ] {
             assert_ne!(base, hash("main", &[(1, 2)], &[3], [4, 5, 6], &other));
         }
@@ -569,7 +575,7 @@ mod tests {
     fn kernel_hash_matches_a_hand_computed_digest() {
         // The documented byte sequence, spelled out.
         let mut expected = std::vec::Vec::new();
-        expected.extend_from_slice(b"tessera/kernel/v2");
+        expected.extend_from_slice(b"tessera/kernel/v3");
         expected.extend_from_slice(&[7; 32]);
         expected.extend_from_slice(&[2, 0, 0, 0]);
         expected.extend_from_slice(b"go");
@@ -577,10 +583,12 @@ mod tests {
         expected.extend_from_slice(&[1, 0, 0, 0, 0xAB]);
         expected.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
         expected.extend_from_slice(&[1, 0, 0, 0]);
+        expected.extend_from_slice(&[3, 0, 0, 0]);
         expected.extend_from_slice(&300u64.to_le_bytes());
         expected.extend_from_slice(&12u64.to_le_bytes());
         expected.push(1);
         let layout = [BufferSpec {
+            binding: 3,
             len: 300,
             init_len: 12,
             readback: true,

@@ -7,7 +7,9 @@
 //! tessera-agent --config agent.toml
 //! ```
 //!
-//! A status line (connection, device, jobs, earnings) is logged periodically.
+//! A status line (connection, device, jobs, earnings) is logged periodically;
+//! `(unavailable)` after the device name means it takes no work for now (see
+//! the README's operator section).
 //! Logs go to standard error; `TESSERA_LOG=debug` shows more.
 
 use std::path::{Path, PathBuf};

@@ -26,6 +26,15 @@ pub trait Executor: Send + 'static {
     /// Runs one job to completion or failure. Must return within about
     /// `job.timeout`.
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure>;
+
+    /// Whether the engine takes work now. The worker asks after every job
+    /// and, while the answer is no, about every 100 ms while idle (so the
+    /// call should be cheap, and may reclaim what it waits for); the agent
+    /// declines offers with `Unavailable` until it is yes again. A job that
+    /// arrives meanwhile is still given to [`Executor::run`], which fails it.
+    fn accepting_jobs(&mut self) -> bool {
+        true
+    }
 }
 
 /// An executor from a plain function, for tests and CPU-only hosts.

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
@@ -25,7 +25,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use super::executor::{Executor, JobFailure, JobOutputs, JobToRun};
-use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
+use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event, JobState};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
 use crate::host::JobInputs;
@@ -39,6 +39,9 @@ const WAKE: Token = Token(1);
 const RX_LIMIT: usize = 256 * 1024;
 /// The longest the loop sleeps, so that a drain request is seen promptly.
 const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
+/// How often an idle worker asks an executor that takes no work whether it
+/// does again.
+const UNAVAILABLE_POLL: StdDuration = StdDuration::from_millis(100);
 
 /// Where and how to reach the coordinator, and where to keep results.
 #[derive(Clone)]
@@ -122,6 +125,9 @@ pub struct Status {
     pub coordinator: String,
     /// The device's name.
     pub device: String,
+    /// The device takes no work now (it still runs work abandoned after
+    /// timeouts); offers are declined with `Unavailable`.
+    pub device_unavailable: bool,
     /// Jobs completed and acknowledged.
     pub jobs_completed: u64,
     /// Jobs failed (acknowledged).
@@ -144,9 +150,14 @@ impl fmt::Display for Status {
             Some(ConnState::Closed) => "closed",
             _ => "disconnected",
         };
+        let unavailable = if self.device_unavailable {
+            " (unavailable)"
+        } else {
+            ""
+        };
         write!(
             f,
-            "{state} to {} | device {} | jobs {} done, {} failed, {} active | earnings {} | sessions {}",
+            "{state} to {} | device {}{unavailable} | jobs {} done, {} failed, {} active | earnings {} | sessions {}",
             self.coordinator,
             self.device,
             self.jobs_completed,
@@ -197,7 +208,13 @@ struct Conn {
     rx: Vec<u8>,
 }
 
-type Done = (JobId, Result<JobOutputs, JobFailure>);
+/// What the worker thread tells the runtime.
+enum FromWorker {
+    /// A job's run ended.
+    Done(JobId, Result<JobOutputs, JobFailure>),
+    /// The executor takes work again (`true`), or no longer does.
+    Accepting(bool),
+}
 
 /// The provider's network runtime. See the module documentation.
 pub struct Runtime<S: Signer> {
@@ -209,7 +226,7 @@ pub struct Runtime<S: Signer> {
     waker: Arc<Waker>,
     conn: Option<Conn>,
     work: Option<Sender<JobToRun>>,
-    done: Receiver<Done>,
+    done: Receiver<FromWorker>,
     worker: Option<JoinHandle<()>>,
     jobs: HashMap<JobId, HostJob>,
     uploads: VecDeque<JobId>,
@@ -266,7 +283,7 @@ impl<S: Signer> Runtime<S> {
         let poll = Poll::new().map_err(RuntimeError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(RuntimeError::Io)?);
         let (work_tx, work_rx) = channel::<JobToRun>();
-        let (done_tx, done_rx) = channel::<Done>();
+        let (done_tx, done_rx) = channel::<FromWorker>();
         let worker = spawn_worker(executor, work_rx, done_tx, waker.clone())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -331,6 +348,7 @@ impl<S: Signer> Runtime<S> {
         let stats = self.agent.stats();
         Status {
             state: Some(self.agent.state()),
+            device_unavailable: !self.agent.device_available(),
             jobs_completed: stats.jobs_completed,
             jobs_failed: stats.jobs_failed,
             active_jobs: self.agent.active_jobs(),
@@ -651,6 +669,9 @@ impl<S: Signer> Runtime<S> {
             mut buffers,
         } = std::mem::take(&mut hj.inputs);
         buffers.resize(spec.buffers.len(), Vec::new());
+        // The executor gets the time left until the deadline. Whichever ends
+        // the run first, the executor's timeout (`fail_job(Timeout)`) or the
+        // agent's deadline, the receipt says `Timeout` at the job's quote.
         let timeout = self
             .agent
             .job_deadline(job)
@@ -675,8 +696,23 @@ impl<S: Signer> Runtime<S> {
     }
 
     fn collect_done(&mut self) {
-        while let Ok((job, result)) = self.done.try_recv() {
+        while let Ok(msg) = self.done.try_recv() {
             let now = self.now();
+            let (job, result) = match msg {
+                FromWorker::Done(job, result) => (job, result),
+                FromWorker::Accepting(available) => {
+                    if available {
+                        log::info!("device available again: taking offers");
+                    } else {
+                        log::warn!(
+                            "device unavailable (still running work abandoned after timeouts): \
+                             declining offers until it is reclaimed"
+                        );
+                    }
+                    self.agent.set_device_available(now, available);
+                    continue;
+                }
+            };
             match result {
                 Ok(out) => {
                     if let Some(hj) = self.jobs.get_mut(&job) {
@@ -687,11 +723,16 @@ impl<S: Signer> Runtime<S> {
                 }
                 Err(f) => {
                     log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
-                    match self
-                        .agent
-                        .fail_job(now, job, f.reason, f.detail, Default::default())
-                    {
+                    match self.agent.fail_job(now, job, f.reason, f.detail, f.usage) {
                         Ok(()) | Err(Error::UnknownJob(_)) => {}
+                        // The agent's deadline ended the job first (with the
+                        // same status and price for a timeout), or it was
+                        // cancelled: nothing left to report.
+                        Err(Error::InvalidJobState(_))
+                            if self.agent.job_state(job) == Some(JobState::AwaitingAck) =>
+                        {
+                            log::info!("job {job}: already ended by its deadline")
+                        }
                         Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
                     }
                 }
@@ -871,22 +912,71 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
 }
 
+/// Runs jobs from `work` one at a time and reports them on `done`. It asks
+/// the executor whether it takes work at the start, after every job and,
+/// while it does not, every [`UNAVAILABLE_POLL`] while idle, and reports each
+/// change. It ends when the runtime drops either channel.
 fn spawn_worker<E: Executor>(
     mut executor: E,
     work: Receiver<JobToRun>,
-    done: Sender<Done>,
+    done: Sender<FromWorker>,
     waker: Arc<Waker>,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name("tessera-executor".into())
         .spawn(move || {
-            while let Ok(job) = work.recv() {
+            let mut accepting = true;
+            let report = |executor: &mut E, accepting: &mut bool| {
+                report_accepting(executor, accepting, &done, &waker)
+            };
+            if !report(&mut executor, &mut accepting) {
+                return;
+            }
+            loop {
+                let job = if accepting {
+                    match work.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                } else {
+                    match work.recv_timeout(UNAVAILABLE_POLL) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if !report(&mut executor, &mut accepting) {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                };
                 let result = executor.run(&job);
-                if done.send((job.id, result)).is_err() {
-                    break;
+                if done.send(FromWorker::Done(job.id, result)).is_err() {
+                    return;
                 }
                 let _ = waker.wake();
+                if !report(&mut executor, &mut accepting) {
+                    return;
+                }
             }
         })
         .map_err(RuntimeError::Io)
+}
+
+/// Asks the executor whether it takes work and reports a change from
+/// `accepting`; false once the runtime is gone.
+fn report_accepting<E: Executor>(
+    executor: &mut E,
+    accepting: &mut bool,
+    done: &Sender<FromWorker>,
+    waker: &Waker,
+) -> bool {
+    let now = executor.accepting_jobs();
+    if now == *accepting {
+        return true;
+    }
+    *accepting = now;
+    let sent = done.send(FromWorker::Accepting(now)).is_ok();
+    let _ = waker.wake();
+    sent
 }

@@ -1,10 +1,13 @@
 //! Vulkan compute dispatcher for untrusted SPIR-V kernels (feature `vulkan`).
 //!
-//! A requester's kernel is parsed and validated (capabilities, extensions,
-//! entry point, workgroup and shared-memory sizes, bindings, push constants)
-//! before any driver sees it, then run with robust buffer access on zeroed
-//! pooled buffers, under a deadline, and metered with GPU timestamps.
-//! Binding model: buffer i of a job is the storage buffer at set 0, binding i.
+//! A requester's kernel passes two gates before any driver sees it: Tessera's
+//! own validator (parse, one resolved table of facts, allow-list policy, and a
+//! rewrite that bakes in specialization, clamps indices, zeroes workgroup
+//! memory and puts a watchdog on every loop) and the Khronos validator
+//! (`spirv-val`, bounded in time and memory). It then runs with robust buffer
+//! access on zeroed pooled buffers, under a deadline, metered with GPU
+//! timestamps. Binding model: buffer i of a job is the storage buffer at set
+//! 0, binding `buffers[i].binding`.
 //! The rules, limits and error codes are documented in `docs/VULKAN.md`.
 //!
 //! ```no_run
@@ -21,8 +24,8 @@
 //!     push_constants: &[],
 //!     grid: [4, 1, 1],
 //!     buffers: &[
-//!         BufferSpec { len: 1024, init: Some(&input), readback: false },
-//!         BufferSpec { len: 1024, init: None, readback: true },
+//!         BufferSpec { binding: 0, len: 1024, init: Some(&input), readback: false },
+//!         BufferSpec { binding: 1, len: 1024, init: None, readback: true },
 //!     ],
 //! };
 //! let out = gpu.run(&job, std::time::Duration::from_secs(2))?;

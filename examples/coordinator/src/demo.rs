@@ -75,16 +75,19 @@ pub fn matmul_submit(
         grid: [groups, groups, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: f32_bytes(a),
                 len: bytes,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: f32_bytes(b),
                 len: bytes,
                 readback: false,
             },
             BufferInit {
+                binding: 2,
                 init: Vec::new(),
                 len: bytes,
                 readback: true,

@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 256 << 20;
 /// One storage buffer of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferInit {
+    /// Binding number in descriptor set 0 where the kernel sees the buffer:
+    /// below 32, distinct within the job (gaps are fine).
+    pub binding: u32,
     /// Initial contents (may be empty; the rest of the buffer is zero).
     pub init: Vec<u8>,
     /// Buffer size in bytes (at least `init.len()`, more than 0).
@@ -43,7 +46,8 @@ pub struct Submit {
     pub push_constants: Vec<u8>,
     /// Workgroup counts in x, y, z.
     pub grid: [u32; 3],
-    /// Storage buffers, bound at set 0, binding = index.
+    /// Storage buffers, each at its `binding` in set 0; outputs come back in
+    /// this order.
     pub buffers: Vec<BufferInit>,
     /// What the job needs from the device.
     pub requirements: Requirements,
@@ -102,6 +106,10 @@ pub enum FailureCode {
     Timeout,
     /// The coordinator is shutting down.
     Shutdown,
+    /// The kernel ran out its time on the provider: a signed receipt with
+    /// status `Timeout`, metered to the deadline; the requester is charged
+    /// [`JobFailure::price`], the quote the provider accepted the job at.
+    KernelTimeout,
 }
 
 /// A job that produced no result, and why.
@@ -115,6 +123,9 @@ pub struct JobFailure {
     pub reason: String,
     /// The provider's signed failure receipt, when there is one.
     pub receipt: Option<Vec<u8>>,
+    /// What the requester is charged for the job: the accepted quote for a
+    /// [`FailureCode::KernelTimeout`], 0 for every other failure.
+    pub price: u64,
 }
 
 /// The coordinator's answer to a [`Request`].
@@ -247,6 +258,7 @@ mod tests {
             push_constants: Vec::new(),
             grid: [1, 2, 3],
             buffers: vec![BufferInit {
+                binding: 2,
                 init: Vec::new(),
                 len: 300,
                 readback: true,
@@ -268,7 +280,8 @@ mod tests {
             0x01, 0x01, 0x02, // one specialization constant (1, 2)
             0x00, // no push constants
             0x01, 0x02, 0x03, // grid
-            0x01, 0x00, 0xAC, 0x02, 0x01, // one buffer: no init, len 300, read back
+            0x01, 0x02, 0x00, 0xAC, 0x02,
+            0x01, // one buffer: binding 2, no init, len 300, read back
             0x00, 0x00, // requirements
             0x05, // est_gpu_ms
             0xE8, 0x07, // max_price 1000

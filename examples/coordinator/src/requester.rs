@@ -21,8 +21,8 @@ use tessera_core::merkle::{leaf_hash, output_leaf_count, prove, root_of, root_of
 use tessera_core::wire::{BufferSpec, Nonce};
 
 use crate::protocol::{
-    read_frame, write_frame, FrameError, JobFailure, JobResult, Request, Response, Submit,
-    DEFAULT_MAX_REQUEST_BODY,
+    read_frame, write_frame, FailureCode, FrameError, JobFailure, JobResult, Request, Response,
+    Submit, DEFAULT_MAX_REQUEST_BODY,
 };
 
 /// Why a submission produced no verified result.
@@ -52,6 +52,11 @@ impl fmt::Display for RequesterError {
                 "TLS handshake failed (is the CA file or key pin the coordinator's?): {e}"
             ),
             RequesterError::Frame(e) => write!(f, "requester protocol error: {e}"),
+            RequesterError::Failed(j) if j.code == FailureCode::KernelTimeout => write!(
+                f,
+                "job {} timed out on the provider, charged {}: {}",
+                j.job, j.price, j.reason
+            ),
             RequesterError::Failed(j) => {
                 write!(f, "job {} failed ({:?}): {}", j.job, j.code, j.reason)
             }
@@ -250,6 +255,7 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
         .buffers
         .iter()
         .map(|b| BufferSpec {
+            binding: b.binding,
             len: b.len,
             init_len: b.init.len() as u64,
             readback: b.readback,

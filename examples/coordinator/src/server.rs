@@ -402,6 +402,7 @@ fn serve_requester(shared: &Shared, mut reader: TlsReader, outbox: Outbox, magic
                         code: FailureCode::Timeout,
                         reason: "the coordinator gave no answer in time".into(),
                         receipt: None,
+                        price: 0,
                     })
                 })
             }
@@ -410,6 +411,7 @@ fn serve_requester(shared: &Shared, mut reader: TlsReader, outbox: Outbox, magic
                 code: FailureCode::Invalid,
                 reason: format!("request does not decode: {e}"),
                 receipt: None,
+                price: 0,
             }),
         };
         match encode_frame(&response) {

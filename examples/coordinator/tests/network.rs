@@ -26,11 +26,13 @@ fn increment_job(nonce: u8, len: usize, max_price: u64) -> Submit {
         grid: [4, 1, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: (0..len).map(|i| (i % 251) as u8).collect(),
                 len: len as u64,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: Vec::new(),
                 len: len as u64,
                 readback: true,

@@ -351,11 +351,13 @@ fn job(len: usize) -> Submit {
         grid: [1, 1, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: (0..len).map(|i| (i % 253) as u8).collect(),
                 len: len as u64,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: Vec::new(),
                 len: len as u64,
                 readback: true,

@@ -29,8 +29,10 @@ or a kernel of your own:
   --push-u32 A,B,...     push constants as u32 little-endian values
   --push-hex HEX         push constants as raw bytes
   --spec ID=VALUE        a specialization constant (repeatable)
-  --buffer SPEC          a buffer (repeatable, in binding order): comma-separated
-                         file=PATH (initial data), len=BYTES, readback
+  --buffer SPEC          a buffer (repeatable; buffers keep this order): comma-
+                         separated file=PATH (initial data), len=BYTES,
+                         binding=N (set 0; default: its place among the
+                         --buffer options, from 0), readback
 options:
   --max-price N          the most you pay (default 1000000)
   --deadline-ms N        result due within (default 60000)
@@ -64,8 +66,10 @@ fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: not a number: {v}"))
 }
 
-fn buffer(spec: &str) -> Result<BufferInit, String> {
+/// A `--buffer` option; `index` is its place among them (its default binding).
+fn buffer(spec: &str, index: usize) -> Result<BufferInit, String> {
     let mut b = BufferInit {
+        binding: index as u32,
         init: Vec::new(),
         len: 0,
         readback: false,
@@ -78,10 +82,11 @@ fn buffer(spec: &str) -> Result<BufferInit, String> {
                     std::fs::read(path).map_err(|e| format!("--buffer: cannot read {path}: {e}"))?
             }
             Some(("len", n)) => len = Some(num::<u64>("--buffer len", n)?),
+            Some(("binding", n)) => b.binding = num::<u32>("--buffer binding", n)?,
             None if part == "readback" => b.readback = true,
             _ => {
                 return Err(format!(
-                    "--buffer: cannot read {part:?} (file=PATH, len=N, readback)"
+                    "--buffer: cannot read {part:?} (file=PATH, len=N, binding=N, readback)"
                 ))
             }
         }
@@ -158,7 +163,10 @@ fn parse() -> Result<Args, String> {
                 let (id, val) = v.split_once('=').ok_or("--spec: expected ID=VALUE")?;
                 a.spec.push((num(&flag, id)?, num(&flag, val)?));
             }
-            "--buffer" => a.buffers.push(buffer(&value()?)?),
+            "--buffer" => {
+                let b = buffer(&value()?, a.buffers.len())?;
+                a.buffers.push(b);
+            }
             "--max-price" => a.max_price = num(&flag, &value()?)?,
             "--deadline-ms" => a.deadline_ms = num(&flag, &value()?)?,
             "--est-gpu-ms" => a.est_gpu_ms = num(&flag, &value()?)?,
@@ -222,12 +230,7 @@ fn print_check(job: &Submit, result: &JobResult, check: &ResultCheck, elapsed_ms
 
 fn write_outputs(dir: &Path, job: &Submit, result: &JobResult) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let bindings = job
-        .buffers
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.readback)
-        .map(|(i, _)| i);
+    let bindings = job.buffers.iter().filter(|b| b.readback).map(|b| b.binding);
     for (binding, data) in bindings.zip(&result.outputs) {
         let path = dir.join(format!("output-{binding}.bin"));
         std::fs::write(&path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -24,8 +24,9 @@ impl Engine {
                 continue;
             }
             if let Some(h) = s.load {
-                if h.capacity > 0 && h.active_jobs >= h.capacity {
-                    // Busy at its last heartbeat: last resort.
+                if h.active_jobs >= h.capacity {
+                    // Full at its last heartbeat, or its device unavailable
+                    // (capacity 0): last resort.
                     found.push((*sid, key, u64::MAX));
                     continue;
                 }
@@ -53,6 +54,7 @@ impl Engine {
                 code: FailureCode::Shutdown,
                 reason: "the coordinator is shutting down".into(),
                 receipt: None,
+                price: 0,
             }));
             return;
         }
@@ -63,6 +65,7 @@ impl Engine {
                 code: FailureCode::Invalid,
                 reason,
                 receipt: None,
+                price: 0,
             }));
             return;
         }
@@ -124,6 +127,7 @@ impl Engine {
                     key: [0; 32],
                     session: 0,
                     since: now,
+                    deadline_ms: 0,
                 },
                 candidates,
                 excluded: HashSet::new(),
@@ -160,6 +164,7 @@ impl Engine {
                 key,
                 session: sid,
                 since: now,
+                deadline_ms: offer.deadline_ms,
             };
             log::debug!("job {id}: offered to {}", short(&key));
             self.send(sid, &Message::JobOffer(offer));
@@ -205,19 +210,26 @@ impl Engine {
                 code,
                 reason,
                 receipt: None,
+                price: 0,
             }));
         }
     }
 
-    pub(super) fn offering(&self, sid: SessionId, id: JobId) -> Option<PublicKey> {
+    /// The provider key and the offer's deadline of a job on offer on `sid`.
+    pub(super) fn offering(&self, sid: SessionId, id: JobId) -> Option<(PublicKey, u32)> {
         match self.jobs.get(&id)?.stage {
-            Stage::Offering { key, session, .. } if session == sid => Some(key),
+            Stage::Offering {
+                key,
+                session,
+                deadline_ms,
+                ..
+            } if session == sid => Some((key, deadline_ms)),
             _ => None,
         }
     }
 
     pub(super) fn on_accept(&mut self, sid: SessionId, id: JobId, price: u64, now: Instant) {
-        let Some(key) = self.offering(sid, id) else {
+        let Some((key, deadline_ms)) = self.offering(sid, id) else {
             // A late answer to an offer that timed out: withdraw it.
             log::debug!("session {sid}: acceptance of job {id} not on offer; cancelling");
             self.send(
@@ -246,6 +258,7 @@ impl Engine {
         job.stage = Stage::Assigned(Box::new(Assigned {
             key,
             price,
+            deadline_ms,
             started: false,
             outputs: job.readback.iter().map(|_| Vec::new()).collect(),
             cursor: (0, 0),
@@ -268,8 +281,10 @@ impl Engine {
         }
     }
 
+    /// The provider declined the job, for any reason (`AtCapacity` and
+    /// `Unavailable` alike): the job goes to the next candidate.
     pub(super) fn on_decline(&mut self, sid: SessionId, id: JobId, why: String, now: Instant) {
-        let Some(key) = self.offering(sid, id) else {
+        let Some((key, _)) = self.offering(sid, id) else {
             return;
         };
         if let Some(job) = self.jobs.get_mut(&id) {

@@ -13,14 +13,14 @@ use tessera_core::attest::{
     ReceiptStatus, ReceiptVerifier, VerifyError,
 };
 use tessera_core::limits::{
-    CHUNK_SIZE, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES, MAX_PUSH_CONSTANTS,
-    MAX_SPEC_CONSTANTS,
+    CHUNK_SIZE, MAX_BINDINGS, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES,
+    MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS,
 };
 use tessera_core::merkle::{empty_root, leaf_hash, root_of, root_of_buffers};
 use tessera_core::wire::{
-    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, Failed, Goodbye,
-    GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec, KeyId,
-    Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed,
+    Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec,
+    KeyId, Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
@@ -173,7 +173,11 @@ impl KeyRecord {
 
 struct Assigned {
     key: PublicKey,
+    /// The provider's quote (`OfferAccept.price`).
     price: u64,
+    /// The offer's `deadline_ms` as sent to this provider: a timed-out job is
+    /// metered to it at most.
+    deadline_ms: u32,
     started: bool,
     /// One per read-back buffer, in buffer order.
     outputs: Vec<Vec<u8>>,
@@ -190,6 +194,8 @@ enum Stage {
         key: PublicKey,
         session: SessionId,
         since: Instant,
+        /// The offer's `deadline_ms` as sent to this provider.
+        deadline_ms: u32,
     },
     Assigned(Box<Assigned>),
     /// Its provider's connection dropped before the kernel started and no
@@ -262,6 +268,18 @@ fn validate(s: &Submit) -> Result<(), String> {
                 "buffer {i}: length must be at least 1 and at least its initial data"
             ));
         }
+        if b.binding >= MAX_BINDINGS {
+            return Err(format!(
+                "buffer {i}: binding {} is not below {MAX_BINDINGS}",
+                b.binding
+            ));
+        }
+        if let Some(j) = s.buffers[..i].iter().position(|o| o.binding == b.binding) {
+            return Err(format!(
+                "buffers {j} and {i} are both at binding {}",
+                b.binding
+            ));
+        }
     }
     if s.deadline_ms == 0 {
         return Err("deadline_ms must be at least 1".into());
@@ -290,6 +308,7 @@ fn build_assign(id: JobId, s: &Submit) -> JobAssign {
             .buffers
             .iter()
             .map(|b| BufferSpec {
+                binding: b.binding,
                 len: b.len,
                 init_len: b.init.len() as u64,
                 readback: b.readback,
@@ -858,6 +877,7 @@ impl Engine {
                     code: FailureCode::Timeout,
                     reason: format!("no verified result within {waited} ms (provider: {who})"),
                     receipt: None,
+                    price: 0,
                 }),
                 now,
             );
@@ -900,6 +920,7 @@ impl Engine {
                     code: FailureCode::Shutdown,
                     reason: "the coordinator shut down before the result arrived".into(),
                     receipt: None,
+                    price: 0,
                 }),
                 now,
             );

@@ -299,6 +299,7 @@ impl Engine {
                     code: FailureCode::ReceiptRejected,
                     reason,
                     receipt: None,
+                    price: 0,
                 }),
                 now,
             );
@@ -465,16 +466,64 @@ impl Engine {
                 if f.reason != reason || r.output_root != empty_root() || r.output_len != 0 {
                     return Err("the failure receipt disagrees with the Failed message".into());
                 }
+                check_failure_price(reason, r, a.price, a.deadline_ms)?;
+                let (code, what) = if reason == FailReason::Timeout {
+                    (
+                        FailureCode::KernelTimeout,
+                        format!(
+                            "the kernel ran out its time on the provider ({} us metered, \
+                             deadline {} ms); charged {}, the accepted quote",
+                            r.usage.gpu_time_us, a.deadline_ms, r.price
+                        ),
+                    )
+                } else {
+                    (
+                        FailureCode::JobFailed,
+                        format!("the provider reports {:?} (detail {})", f.reason, f.detail),
+                    )
+                };
                 Ok(Response::Failed(JobFailure {
                     job: id,
-                    code: FailureCode::JobFailed,
-                    reason: format!(
-                        "the provider reports {:?} (detail {}), signed in receipt #{}",
-                        f.reason, f.detail, r.sequence
-                    ),
+                    code,
+                    reason: format!("{what}, signed in receipt #{}", r.sequence),
                     receipt: Some(bytes.to_vec()),
+                    price: r.price,
                 }))
             }
         }
     }
+}
+
+/// The price rules for a failure receipt (docs/PROTOCOL.md, "Offers and
+/// pricing"): a kernel that ran out its time is charged exactly the quote
+/// this coordinator accepted and metered at most to the offer's deadline;
+/// every other failure is charged nothing.
+fn check_failure_price(
+    reason: FailReason,
+    r: &Receipt,
+    quote: u64,
+    deadline_ms: u32,
+) -> Result<(), String> {
+    if reason == FailReason::Timeout {
+        if r.price != quote {
+            return Err(format!(
+                "a timed-out job is charged the accepted quote {quote}, the receipt charges {}",
+                r.price
+            ));
+        }
+        let limit_us = u64::from(deadline_ms) * 1000;
+        if r.usage.gpu_time_us > limit_us {
+            return Err(format!(
+                "a timed-out job is metered to its deadline ({deadline_ms} ms), \
+                 the receipt meters {} us",
+                r.usage.gpu_time_us
+            ));
+        }
+    } else if r.price != 0 {
+        return Err(format!(
+            "a failed job ({reason:?}) is charged 0, the receipt charges {}",
+            r.price
+        ));
+    }
+    Ok(())
 }

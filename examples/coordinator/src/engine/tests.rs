@@ -4,7 +4,7 @@ use super::*;
 use crate::conn::{queued_frames, test_outbox, WriteCmd};
 use crate::protocol::BufferInit;
 use std::sync::mpsc::{self, Receiver};
-use tessera_core::attest::Ed25519Signer;
+use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::testkit::{increment_run, Harness};
 use tessera_core::wire::{MessageType, Requirements};
 use tessera_core::{Agent, Policy};
@@ -48,11 +48,13 @@ fn job(nonce: u8) -> Submit {
         grid: [1, 1, 1],
         buffers: vec![
             BufferInit {
+                binding: 0,
                 init: vec![nonce; 10_000],
                 len: 10_000,
                 readback: false,
             },
             BufferInit {
+                binding: 1,
                 init: Vec::new(),
                 len: 10_000,
                 readback: true,
@@ -151,5 +153,222 @@ fn submissions_breaking_a_limit_are_refused_before_any_offer() {
     let mut bad = job(1);
     bad.grid = [1, 0, 1];
     assert!(validate(&bad).is_err());
+    let mut bad = job(1);
+    bad.buffers[1].binding = 32;
+    assert!(validate(&bad).unwrap_err().contains("binding 32"));
+    let mut bad = job(1);
+    bad.buffers[1].binding = 0;
+    assert!(validate(&bad).unwrap_err().contains("both at binding 0"));
     assert!(validate(&job(1)).is_ok());
+}
+
+#[test]
+fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    let mut h = harness();
+    h.agent.connect(h.now).expect("connect");
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+
+    let mut gap = job(3);
+    gap.buffers[0].binding = 5;
+    gap.buffers[1].binding = 0;
+    assert!(validate(&gap).is_ok());
+    let (tx, reply) = mpsc::channel();
+    e.submit(gap.clone(), tx, Instant::now());
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let Ok(Response::Result(r)) = reply.try_recv() else {
+        panic!("expected a verified result")
+    };
+    let spec = h.agent.job_spec(r.job).cloned();
+    assert!(spec.is_none(), "acknowledged and forgotten");
+    let receipt = Receipt::verify(&r.receipt, &r.provider_public_key).expect("verifies");
+    let assigned = build_assign(r.job, &gap);
+    let bindings: Vec<u32> = assigned.buffers.iter().map(|b| b.binding).collect();
+    assert_eq!(bindings, vec![5, 0]);
+    assert_eq!(receipt.kernel_hash, assigned.kernel_hash());
+    crate::requester::verify_result(&gap, &r).expect("the requester's check agrees");
+}
+
+/// A harness whose agent quotes 100 per job and whose host fails every job
+/// with `failure`.
+fn failing_harness(failure: tessera_core::host::JobFailure) -> Harness {
+    let signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+    let config = tessera_core::Config {
+        agent_version: [0, 1, 0],
+        boot_id: [1; 16],
+        capabilities: DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..DeviceCapabilities::default()
+        },
+        policy: Policy {
+            price: tessera_core::LinearPrice {
+                base: 100,
+                ..Default::default()
+            },
+            ..Policy::default()
+        },
+        persist_results: false,
+    };
+    let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+    let host = tessera_core::testkit::Host::with_runner(Box::new(move |_, _, _| Err(failure)));
+    Harness::with_host(agent, host)
+}
+
+/// Runs `submit` against `h`, passing every agent frame through `rewrite`;
+/// returns the requester's answer.
+fn run_rewritten(
+    mut h: Harness,
+    submit: Submit,
+    rewrite: &mut dyn FnMut(Vec<u8>) -> Vec<u8>,
+) -> (Engine, Response) {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    h.agent.connect(h.now).expect("connect");
+    let (tx, reply) = mpsc::channel();
+    let mut submitted = false;
+    for _ in 0..1000 {
+        if !submitted && h.agent.state() == tessera_core::ConnState::Ready {
+            e.submit(submit.clone(), tx.clone(), Instant::now());
+            submitted = true;
+        }
+        let mut moved = false;
+        for f in queued_frames(&rx) {
+            h.send_raw(&f);
+            moved = true;
+        }
+        for f in h.pump() {
+            moved = true;
+            let f = rewrite(f);
+            let msg = Message::decode(&f).expect("frames decode");
+            e.on_message(sid, msg, Instant::now());
+        }
+        if !moved && submitted {
+            break;
+        }
+    }
+    let answer = reply.try_recv().expect("the requester is answered");
+    (e, answer)
+}
+
+#[test]
+fn a_kernel_that_ran_out_its_time_is_reported_with_its_quote() {
+    let timeout = tessera_core::host::JobFailure {
+        reason: FailReason::Timeout,
+        detail: 1,
+        usage: tessera_core::wire::Usage {
+            gpu_time_us: 59_000_000,
+            ..Default::default()
+        },
+    };
+    let (e, answer) = run_rewritten(failing_harness(timeout), job(4), &mut |f| f);
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::KernelTimeout, "{}", f.reason);
+    assert_eq!(f.price, 100, "charged the accepted quote");
+    assert!(f.reason.contains("ran out its time"), "{}", f.reason);
+    let signed = f.receipt.expect("the signed receipt");
+    let pk = Ed25519Signer::from_seed(&[42; 32])
+        .expect("seed")
+        .public_key();
+    let r = Receipt::verify(&signed, &pk).expect("verifies");
+    assert_eq!(r.status, ReceiptStatus::Failed(FailReason::Timeout));
+    assert_eq!(r.price, 100);
+    assert_eq!(e.stats().receipts_rejected, 0);
+}
+
+/// Re-signs the provider's receipt and usage report with another price.
+fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
+    let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+    match Message::decode(&f).expect("decodes") {
+        Message::UsageReport(mut u) => {
+            u.price = price;
+            frame(&Message::UsageReport(u))
+        }
+        Message::Receipt(m) => {
+            let mut r = Receipt::verify(m.bytes, &signer.public_key()).expect("verifies");
+            r.price = price;
+            let mut out = [0u8; tessera_core::attest::RECEIPT_LEN];
+            let n = r.sign(&mut signer, &mut out).expect("signs");
+            frame(&Message::Receipt(tessera_core::wire::ReceiptMsg {
+                job: m.job,
+                bytes: &out[..n],
+            }))
+        }
+        _ => f,
+    }
+}
+
+#[test]
+fn failure_receipts_breaking_the_price_rules_are_refused() {
+    // A device lost, yet charged.
+    let lost = tessera_core::host::JobFailure::new(FailReason::DeviceLost, 2);
+    let (e, answer) = run_rewritten(failing_harness(lost), job(5), &mut |f| reprice(f, 7));
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::ReceiptRejected);
+    assert!(
+        f.reason
+            .contains("(DeviceLost) is charged 0, the receipt charges 7"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(e.stats().receipts_rejected, 1);
+
+    // A timeout charged more than the quote.
+    let timeout = tessera_core::host::JobFailure::new(FailReason::Timeout, 1);
+    let (_, answer) = run_rewritten(failing_harness(timeout), job(6), &mut |f| reprice(f, 101));
+    let Response::Failed(f) = answer else {
+        panic!("expected a failure, got {answer:?}")
+    };
+    assert_eq!(f.code, FailureCode::ReceiptRejected);
+    assert!(
+        f.reason
+            .contains("charged the accepted quote 100, the receipt charges 101"),
+        "{}",
+        f.reason
+    );
+}
+
+#[test]
+fn a_provider_whose_device_is_unavailable_is_offered_jobs_last() {
+    let mut e = engine();
+    let (outbox_a, rx_a) = test_outbox();
+    let (outbox_b, rx_b) = test_outbox();
+    let sid_a = e.open_session(outbox_a, "a".into(), Instant::now());
+    let sid_b = e.open_session(outbox_b, "b".into(), Instant::now());
+    let mut a = harness();
+    let mut b = {
+        let signer = Ed25519Signer::from_seed(&[43; 32]).expect("seed");
+        let config = tessera_core::Config {
+            capabilities: DeviceCapabilities {
+                device_local_bytes: 1 << 30,
+                ..DeviceCapabilities::default()
+            },
+            ..tessera_core::Config::default()
+        };
+        let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+        Harness::new(agent, increment_run)
+    };
+    for (h, sid, rx) in [(&mut a, sid_a, &rx_a), (&mut b, sid_b, &rx_b)] {
+        h.agent.connect(h.now).expect("connect");
+        shuttle(&mut e, sid, h, rx, &mut |_| false);
+        assert_eq!(h.agent.state(), tessera_core::ConnState::Ready);
+    }
+    // `a`, first in line otherwise, says it takes no work (capacity 0).
+    a.agent.set_device_available(a.now, false);
+    shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
+    let (tx, reply) = mpsc::channel();
+    e.submit(job(9), tx, Instant::now());
+    for _ in 0..3 {
+        shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
+        shuttle(&mut e, sid_b, &mut b, &rx_b, &mut |_| false);
+    }
+    assert!(matches!(reply.try_recv(), Ok(Response::Result(_))));
+    assert_eq!(a.agent.stats().offers_declined, 0, "never offered to `a`");
+    assert_eq!(b.agent.stats().jobs_completed, 1);
 }
