@@ -13,8 +13,11 @@
 //!
 //! Codes are stable: a rule keeps its code, new rules get new codes, and a
 //! code this table does not know still prints (as "rule N").
+//! [`describe_failure`] words any `Failed` reason with its detail.
 
 use core::fmt;
+
+use crate::wire::FailReason;
 
 macro_rules! rules {
     ($( $(#[$doc:meta])* $name:ident = $code:literal, $id:literal, $arg:expr, $text:literal; )*) => {
@@ -370,6 +373,59 @@ impl fmt::Display for RejectionDetail {
     }
 }
 
+/// A provider's failure (`Failed.reason` and `Failed.detail`) in words, for
+/// requesters and coordinators: `describe_failure(reason, detail)` and
+/// `Display`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureText {
+    /// The failure reason.
+    pub reason: FailReason,
+    /// Its detail.
+    pub detail: u32,
+}
+
+/// Words for a provider's failure: a kernel rejection names the rule it
+/// broke ([`RejectionDetail`]); the other reasons say what happened.
+pub fn describe_failure(reason: FailReason, detail: u32) -> FailureText {
+    FailureText { reason, detail }
+}
+
+impl fmt::Display for FailureText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.detail;
+        match self.reason {
+            FailReason::KernelRejected => {
+                write!(f, "kernel rejected: {}", RejectionDetail::from_detail(d))
+            }
+            FailReason::Timeout => write!(f, "the kernel ran out of its time"),
+            FailReason::DeadlineExceeded => {
+                write!(f, "the job's deadline passed before the kernel ran")
+            }
+            FailReason::DeviceLost => write!(
+                f,
+                "the GPU was lost while it ran the job (provider code {d})"
+            ),
+            FailReason::OutOfMemory => write!(f, "the device ran out of memory"),
+            FailReason::InputIntegrity => match d {
+                9 => write!(f, "an input chunk did not match its digest"),
+                10 => write!(f, "the kernel's or the inputs' Merkle root did not match"),
+                _ => write!(f, "the inputs did not arrive intact (code {d})"),
+            },
+            FailReason::Host => match d {
+                5 => write!(
+                    f,
+                    "the provider's device is busy with abandoned work and takes no jobs now"
+                ),
+                6 => write!(f, "the provider could not run its kernel validator"),
+                _ => write!(
+                    f,
+                    "the provider failed for another reason (provider code {d})"
+                ),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +456,20 @@ mod tests {
         assert_eq!(
             format!("{}", RejectionDetail::from_detail(0xffff)),
             "rule 65535 (argument 0)"
+        );
+    }
+
+    #[test]
+    fn failures_print_in_words() {
+        let t = describe_failure(FailReason::KernelRejected, 30 | 5347 << 16);
+        assert_eq!(
+            format!("{t}"),
+            "kernel rejected: forbidden_capability (capability 5347): the kernel needs a \
+             capability compute kernels may not use here"
+        );
+        assert_eq!(
+            format!("{}", describe_failure(FailReason::InputIntegrity, 10)),
+            "the kernel's or the inputs' Merkle root did not match"
         );
     }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
-use tessera_core::wire::{JobId, Nonce, Requirements, Usage};
+use tessera_core::wire::{FailReason, JobId, Nonce, Requirements, Usage};
 
 /// Magic of requester frames, the ASCII letters "TQ".
 pub const REQUEST_MAGIC: [u8; 2] = *b"TQ";
@@ -123,6 +123,9 @@ pub struct JobFailure {
     pub reason: String,
     /// The provider's signed failure receipt, when there is one.
     pub receipt: Option<Vec<u8>>,
+    /// The provider's `Failed` reason and detail, when it reported one (the
+    /// requester puts them in words with `tessera_core::reasons`).
+    pub provider: Option<(FailReason, u32)>,
     /// What the requester is charged for the job: the accepted quote for a
     /// [`FailureCode::KernelTimeout`], 0 for every other failure.
     pub price: u64,

@@ -57,9 +57,21 @@ impl fmt::Display for RequesterError {
                 "job {} timed out on the provider, charged {}: {}",
                 j.job, j.price, j.reason
             ),
-            RequesterError::Failed(j) => {
-                write!(f, "job {} failed ({:?}): {}", j.job, j.code, j.reason)
-            }
+            RequesterError::Failed(j) => match j.provider {
+                // The provider's own reason and detail, put in words here.
+                Some((reason, detail)) => write!(
+                    f,
+                    "job {} failed on the provider: {}{}",
+                    j.job,
+                    tessera_core::reasons::describe_failure(reason, detail),
+                    if j.receipt.is_some() {
+                        " (signed in the provider's failure receipt)"
+                    } else {
+                        ""
+                    }
+                ),
+                None => write!(f, "job {} failed ({:?}): {}", j.job, j.code, j.reason),
+            },
             RequesterError::Verify(e) => write!(f, "the result does not verify: {e}"),
             RequesterError::NoRandomness => f.write_str("the system random source failed"),
         }

@@ -403,6 +403,7 @@ fn serve_requester(shared: &Shared, mut reader: TlsReader, outbox: Outbox, magic
                         reason: "the coordinator gave no answer in time".into(),
                         receipt: None,
                         price: 0,
+                        provider: None,
                     })
                 })
             }
@@ -412,6 +413,7 @@ fn serve_requester(shared: &Shared, mut reader: TlsReader, outbox: Outbox, magic
                 reason: format!("request does not decode: {e}"),
                 receipt: None,
                 price: 0,
+                provider: None,
             }),
         };
         match encode_frame(&response) {

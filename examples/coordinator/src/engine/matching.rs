@@ -55,6 +55,7 @@ impl Engine {
                 reason: "the coordinator is shutting down".into(),
                 receipt: None,
                 price: 0,
+                provider: None,
             }));
             return;
         }
@@ -66,6 +67,7 @@ impl Engine {
                 reason,
                 receipt: None,
                 price: 0,
+                provider: None,
             }));
             return;
         }
@@ -211,6 +213,7 @@ impl Engine {
                 reason,
                 receipt: None,
                 price: 0,
+                provider: None,
             }));
         }
     }

@@ -878,6 +878,7 @@ impl Engine {
                     reason: format!("no verified result within {waited} ms (provider: {who})"),
                     receipt: None,
                     price: 0,
+                    provider: None,
                 }),
                 now,
             );
@@ -921,6 +922,7 @@ impl Engine {
                     reason: "the coordinator shut down before the result arrived".into(),
                     receipt: None,
                     price: 0,
+                    provider: None,
                 }),
                 now,
             );

@@ -300,6 +300,7 @@ impl Engine {
                     reason,
                     receipt: None,
                     price: 0,
+                    provider: None,
                 }),
                 now,
             );
@@ -479,7 +480,10 @@ impl Engine {
                 } else {
                     (
                         FailureCode::JobFailed,
-                        format!("the provider reports {:?} (detail {})", f.reason, f.detail),
+                        format!(
+                            "the provider reports: {}",
+                            tessera_core::reasons::describe_failure(f.reason, f.detail)
+                        ),
                     )
                 };
                 Ok(Response::Failed(JobFailure {
@@ -488,6 +492,7 @@ impl Engine {
                     reason: format!("{what}, signed in receipt #{}", r.sequence),
                     receipt: Some(bytes.to_vec()),
                     price: r.price,
+                    provider: Some((f.reason, f.detail)),
                 }))
             }
         }
