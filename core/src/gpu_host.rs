@@ -147,11 +147,21 @@ impl GpuHost {
     /// into the evidence) and returns the host with the evidence view of the
     /// device.
     pub fn open(selector: DeviceSelector, validation: bool) -> Result<GpuHost, VulkanError> {
+        GpuHost::open_with(
+            selector,
+            DispatcherConfig {
+                validation,
+                ..DispatcherConfig::default()
+            },
+        )
+    }
+
+    /// Like [`GpuHost::open`], with every dispatcher setting given.
+    pub fn open_with(
+        selector: DeviceSelector,
+        config: DispatcherConfig,
+    ) -> Result<GpuHost, VulkanError> {
         let instance = Instance::load()?;
-        let config = DispatcherConfig {
-            validation,
-            ..DispatcherConfig::default()
-        };
         let mut dispatcher = Dispatcher::new(&instance, selector, config)?;
         if let Err(e) = dispatcher.run_startup_benchmark() {
             log::warn!("start-up benchmark failed: {e}");

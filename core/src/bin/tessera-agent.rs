@@ -109,7 +109,7 @@ fn default_bytes() -> u64 {
     256 << 20
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeviceSection {
     /// Vulkan device index.
@@ -119,6 +119,29 @@ struct DeviceSection {
     /// Run the Khronos validation layer (slow; for debugging).
     #[serde(default)]
     validation: bool,
+    /// The Khronos SPIR-V validator every new kernel passes (the second
+    /// gate); default: `spirv-val` on PATH.
+    spirv_val: Option<std::path::PathBuf>,
+    /// Run that second gate (default true). Off leaves Tessera's own
+    /// validator alone in front of the driver.
+    #[serde(default = "yes")]
+    spirv_val_gate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for DeviceSection {
+    fn default() -> Self {
+        DeviceSection {
+            index: None,
+            name: None,
+            validation: false,
+            spirv_val: None,
+            spirv_val_gate: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,7 +282,16 @@ fn run() -> Result<(), String> {
     let signer = load_or_create_key(&file.key.file)?;
 
     let selector = device_selector(&file.device);
-    let gpu = tessera_core::gpu_host::GpuHost::open(selector, file.device.validation)
+    let dispatcher = tessera_core::vulkan::DispatcherConfig {
+        validation: file.device.validation,
+        khronos: tessera_core::vulkan::KhronosConfig {
+            enabled: file.device.spirv_val_gate,
+            program: file.device.spirv_val.clone(),
+            ..tessera_core::vulkan::KhronosConfig::default()
+        },
+        ..tessera_core::vulkan::DispatcherConfig::default()
+    };
+    let gpu = tessera_core::gpu_host::GpuHost::open_with(selector, dispatcher)
         .map_err(|e| format!("Vulkan: {e}"))?;
     let capabilities = gpu.capabilities().clone();
     log::info!(
