@@ -544,3 +544,40 @@ fn error_codes_are_distinct_and_stable() {
     ];
     assert_eq!(details, [1, 1, 84, 36 | 252 << 16, 81 | 3 << 16]);
 }
+
+#[test]
+fn work_beyond_what_the_device_runs_before_the_deadline_is_refused() {
+    let mut d = dispatcher();
+    d.run_startup_benchmark().expect("benchmark");
+    let spirv = kernel("saxpy");
+    let push = saxpy_push(1.0, 64);
+    let bufs = two_buffers();
+    let job = |grid| KernelJob {
+        spirv: &spirv,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &push,
+        grid,
+        buffers: &bufs,
+    };
+    // 65535³ workgroups of 64: within maxComputeWorkGroupCount, but days
+    // of work for this device.
+    match d.run(&job([65535, 65535, 65535]), TIMEOUT) {
+        Err(JobError::Rejected(KernelRejection::TooMuchWork { invocations, max })) => {
+            assert_eq!(invocations, 65535u64.pow(3) * 64);
+            assert!(max < invocations / 1000, "max {max}");
+            eprintln!("refused {invocations} invocations; this device takes {max} in {TIMEOUT:?}");
+        }
+        other => panic!("expected TooMuchWork, got {other:?}"),
+    }
+    // The bound follows the time limit: a job that fits in 20 s does not
+    // fit in 1 ms.
+    let grid = [4096, 64, 1];
+    d.run(&job(grid), TIMEOUT).expect("fits in 20 s");
+    assert!(matches!(
+        d.run(&job(grid), std::time::Duration::from_micros(100)),
+        Err(JobError::Rejected(KernelRejection::TooMuchWork { .. }))
+    ));
+    still_serving(&mut d);
+    assert_clean(&d);
+}
