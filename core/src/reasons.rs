@@ -271,7 +271,7 @@ pub enum ComplexityLimit {
     AccessChainIndices = 7,
     /// A switch with more than 1024 targets.
     SwitchTargets = 8,
-    /// More than 4096 functions.
+    /// More than 1024 functions.
     Functions = 9,
 }
 
@@ -305,7 +305,7 @@ impl ComplexityLimit {
             ComplexityLimit::FunctionParameters => "a function with more than 32 parameters",
             ComplexityLimit::AccessChainIndices => "an access chain with more than 16 indices",
             ComplexityLimit::SwitchTargets => "a switch with more than 1024 targets",
-            ComplexityLimit::Functions => "more than 4096 functions",
+            ComplexityLimit::Functions => "more than 1024 functions",
         }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) const MAX_CHAIN_INDICES: usize = 16;
 /// Most targets of one `OpSwitch`.
 pub(crate) const MAX_SWITCH_TARGETS: usize = 1024;
 /// Most functions.
-pub(crate) const MAX_FUNCTIONS: usize = 4096;
+pub(crate) const MAX_FUNCTIONS: usize = 1024;
 
 /// A type, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
