@@ -273,6 +273,8 @@ pub enum ComplexityLimit {
     SwitchTargets = 8,
     /// More than 1024 functions.
     Functions = 9,
+    /// A function over 2^18 instructions with its calls inlined.
+    InlinedSize = 10,
 }
 
 impl ComplexityLimit {
@@ -289,6 +291,7 @@ impl ComplexityLimit {
             AccessChainIndices,
             SwitchTargets,
             Functions,
+            InlinedSize,
         ]
         .into_iter()
         .find(|l| *l as u16 == code)
@@ -306,6 +309,9 @@ impl ComplexityLimit {
             ComplexityLimit::AccessChainIndices => "an access chain with more than 16 indices",
             ComplexityLimit::SwitchTargets => "a switch with more than 1024 targets",
             ComplexityLimit::Functions => "more than 1024 functions",
+            ComplexityLimit::InlinedSize => {
+                "a function over 262144 instructions with its calls inlined"
+            }
         }
     }
 }

@@ -35,6 +35,9 @@ pub(crate) const MAX_CHAIN_INDICES: usize = 16;
 pub(crate) const MAX_SWITCH_TARGETS: usize = 1024;
 /// Most functions.
 pub(crate) const MAX_FUNCTIONS: usize = 1024;
+/// Most instructions of a function with every call inlined (about four
+/// times the largest module without calls).
+pub(crate) const MAX_INLINED_INSTRUCTIONS: u64 = 1 << 18;
 
 /// A type, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,7 +156,10 @@ pub(crate) enum Kind {
 pub(crate) struct FunctionInfo {
     pub ret: Id,
     pub params: Vec<Id>,
+    /// One entry per call instruction (a callee called twice is listed twice).
     pub callees: Vec<Id>,
+    /// Instructions in the function's own body.
+    pub instructions: u64,
 }
 
 /// The single entry point.
@@ -262,6 +268,7 @@ impl Facts {
         f.collect_functions(module)?;
         f.collect_entry_point(module)?;
         f.find_reachable()?;
+        f.check_inlined_size()?;
         f.mark_used_globals(module);
         f.workgroup_size = f.resolve_workgroup_size(module)?;
         Ok(f)
@@ -975,6 +982,11 @@ impl Facts {
                 ret,
                 params,
                 callees: Vec::new(),
+                instructions: func
+                    .blocks
+                    .iter()
+                    .map(|b| b.instructions.len() as u64 + 1)
+                    .sum(),
             };
             let mut locals = 0;
             for (b, block) in func.blocks.iter().enumerate() {
@@ -1077,6 +1089,46 @@ impl Facts {
             function,
             interface,
         };
+        Ok(())
+    }
+
+    /// Bounds every function's size with its calls inlined, as drivers
+    /// inline them: a tree of calls (each function calling the next twice)
+    /// is small in the module and exponential in the compiler. The call
+    /// graph has no cycle (checked before), so sizes are computed callees
+    /// first.
+    fn check_inlined_size(&self) -> Result<(), KernelRejection> {
+        let mut size: HashMap<Id, u64> = HashMap::new();
+        let mut ids: Vec<Id> = self.functions.keys().copied().collect();
+        ids.sort_unstable();
+        for root in ids {
+            let mut stack = vec![root];
+            while let Some(&f) = stack.last() {
+                if size.contains_key(&f) {
+                    stack.pop();
+                    continue;
+                }
+                let info = &self.functions[&f];
+                let pending: Vec<Id> = info
+                    .callees
+                    .iter()
+                    .copied()
+                    .filter(|c| !size.contains_key(c))
+                    .collect();
+                if pending.is_empty() {
+                    let total = info.callees.iter().fold(info.instructions, |n, c| {
+                        n.saturating_add(size.get(c).copied().unwrap_or(0))
+                    });
+                    if total > MAX_INLINED_INSTRUCTIONS {
+                        return Err(KernelRejection::TooComplex(ComplexityLimit::InlinedSize));
+                    }
+                    size.insert(f, total);
+                    stack.pop();
+                } else {
+                    stack.extend(pending);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1197,11 +1249,18 @@ impl Facts {
         found.ok_or(KernelRejection::MissingWorkgroupSize)
     }
 
-    /// Byte size of a type: explicit offsets and strides where the module
-    /// gives them, natural sizes otherwise (a 3-vector takes the room of a
-    /// 4-vector). Runtime arrays count as zero. Types are bounded in depth
-    /// and tree size, so the recursion is too.
+    /// Byte size of a type, never less than the driver may lay it out in:
+    /// the larger of its natural size (members one after another, a
+    /// 3-vector taking the room of a 4-vector) and what its explicit
+    /// offsets, array strides and matrix strides say (a driver follows
+    /// those in blocks, and a kernel can make them larger than natural).
+    /// Runtime arrays count as zero. Types are bounded in depth and tree
+    /// size, so the recursion is too.
     pub(crate) fn size_of(&self, t: Id) -> u64 {
+        self.size_with_matrix_stride(t, None)
+    }
+
+    fn size_with_matrix_stride(&self, t: Id, matrix_stride: Option<u32>) -> u64 {
         match self.types.get(&t) {
             Some(Type::Bool) => 4,
             Some(Type::Int { width, .. } | Type::Float { width }) => u64::from(*width / 8),
@@ -1210,25 +1269,37 @@ impl Facts {
                 self.size_of(*component).saturating_mul(n)
             }
             Some(Type::Matrix { column, count }) => {
-                self.size_of(*column).saturating_mul(u64::from(*count))
+                let natural = self.size_of(*column).saturating_mul(u64::from(*count));
+                // Column- or row-major: the stride steps over the columns
+                // or over the rows; count the larger.
+                let rows = match self.types.get(column) {
+                    Some(Type::Vector { count, .. }) => u64::from(*count),
+                    _ => 1,
+                };
+                let strided = u64::from(matrix_stride.unwrap_or(0))
+                    .saturating_mul(u64::from(*count).max(rows));
+                natural.max(strided)
             }
             Some(Type::Array { element, length }) => {
+                let elem = self.size_with_matrix_stride(*element, matrix_stride);
                 let stride = match self.decorations.get(&t).and_then(|d| d.array_stride) {
-                    Some(s) => u64::from(s).max(self.size_of(*element)),
-                    None => self.size_of(*element),
+                    Some(s) => u64::from(s).max(elem),
+                    None => elem,
                 };
                 stride.saturating_mul(*length)
             }
             Some(Type::Struct { members }) => {
-                let mut total = 0u64;
+                let mut natural = 0u64;
+                let mut explicit = 0u64;
                 for (i, m) in members.iter().enumerate() {
-                    let size = self.size_of(*m);
-                    total = match self.members.get(&(t, i as u32)).and_then(|d| d.offset) {
-                        Some(off) => total.max(u64::from(off).saturating_add(size)),
-                        None => total.saturating_add(size),
-                    };
+                    let d = self.members.get(&(t, i as u32));
+                    let size = self.size_with_matrix_stride(*m, d.and_then(|d| d.matrix_stride));
+                    natural = natural.saturating_add(size);
+                    if let Some(off) = d.and_then(|d| d.offset) {
+                        explicit = explicit.max(u64::from(off).saturating_add(size));
+                    }
                 }
-                total
+                natural.max(explicit)
             }
             Some(Type::Pointer { .. }) => 8,
             _ => 0,

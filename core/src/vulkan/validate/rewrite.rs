@@ -13,9 +13,11 @@
 //!    buffer access does not cover (workgroup, private, function, push
 //!    constant, input) and every dynamic vector component index is replaced
 //!    by `UMin(index, len - 1)`.
-//! 4. **Workgroup memory zeroed.** Null initializers where the device zeroes
-//!    workgroup memory itself, else a store of zeros by the first
-//!    invocation of each workgroup at the entry point, then a barrier.
+//! 4. **Memory zeroed.** Workgroup variables: null initializers where the
+//!    device zeroes workgroup memory itself, else a store of zeros by the
+//!    first invocation of each workgroup at the entry point, then a
+//!    barrier. Private and function variables: null initializers. Undefined
+//!    values: null constants.
 //! 5. **A watchdog on every loop.** Each loop's back edge reads a flag in a
 //!    host-visible buffer (set 1, binding 0) and leaves the loop once the
 //!    host has set it: a kernel that ran out its time stops within one
@@ -65,6 +67,7 @@ struct Rewriter<'a> {
     glsl: Option<Id>,
     u32_constants: HashMap<(Id, u64), Id>,
     undefs: HashMap<Id, Id>,
+    nulls: HashMap<Id, Id>,
 }
 
 pub(crate) fn rewrite(
@@ -98,11 +101,13 @@ pub(crate) fn rewrite(
         glsl,
         u32_constants: HashMap::new(),
         undefs: HashMap::new(),
+        nulls: HashMap::new(),
     };
     rw.bake_specialization()?;
     rw.remove_promises()?;
     rw.clamp_indices()?;
     rw.zero_workgroup_memory(zero)?;
+    rw.zero_private_memory()?;
     let watchdog = rw.watchdog(version)?;
     rw.finish(version);
     Ok(Rewritten { watchdog })
@@ -200,8 +205,14 @@ impl Rewriter<'_> {
         })
     }
 
-    /// A module-level `OpUndef` of type `ty`.
+    /// A value of type `ty` for places where any value will do (a phi's
+    /// new incoming edge, a return from what was unreachable): a null
+    /// constant, or `OpUndef` for a pointer (which has no null without
+    /// variable pointers).
     fn undef(&mut self, ty: Id) -> Result<Id, KernelRejection> {
+        if !matches!(self.type_shape(ty), Some(Type::Pointer { .. })) {
+            return self.null(ty);
+        }
         if let Some(u) = self.undefs.get(&ty) {
             return Ok(*u);
         }
@@ -518,6 +529,102 @@ impl Rewriter<'_> {
         })();
         self.module.functions = functions;
         result
+    }
+
+    /// Pass 4b: every private and function variable without an
+    /// initializer gets a null one, and every undefined value becomes a
+    /// null constant. Memory a kernel reads before writing (a CPU driver's
+    /// stack, a GPU's registers) would otherwise hand it what an earlier
+    /// job or the agent left there: data and host pointers.
+    fn zero_private_memory(&mut self) -> Result<(), KernelRejection> {
+        let facts = self.facts;
+        // Private variables and module-level undefined values: a null
+        // constant right before the variable; undefined values become one.
+        let globals = std::mem::take(&mut self.module.types_global_values);
+        let mut out = Vec::with_capacity(globals.len());
+        for mut inst in globals {
+            let op = inst.class.opcode;
+            if op == Op::Undef {
+                if let Some(ty) = inst.result_type {
+                    if !matches!(facts.types.get(&ty), Some(Type::Pointer { .. })) {
+                        inst = Instruction::new(Op::ConstantNull, Some(ty), inst.result_id, vec![]);
+                    }
+                }
+            } else if op == Op::Variable
+                && inst.operands.len() == 1
+                && inst.operands.first() == Some(&Operand::StorageClass(StorageClass::Private))
+            {
+                if let Some(g) = inst.result_id.and_then(|v| facts.globals.get(&v)) {
+                    let n = self.fresh()?;
+                    out.push(Instruction::new(
+                        Op::ConstantNull,
+                        Some(g.pointee),
+                        Some(n),
+                        vec![],
+                    ));
+                    inst.operands.push(Operand::IdRef(n));
+                }
+            }
+            out.push(inst);
+        }
+        self.module.types_global_values = out;
+        // Function variables and undefined values inside functions.
+        let mut functions = std::mem::take(&mut self.module.functions);
+        let result = (|| {
+            for f in &mut functions {
+                for block in &mut f.blocks {
+                    let mut kept = Vec::with_capacity(block.instructions.len());
+                    for mut inst in std::mem::take(&mut block.instructions) {
+                        match inst.class.opcode {
+                            Op::Variable if inst.operands.len() == 1 => {
+                                let pointee =
+                                    match inst.result_type.and_then(|t| facts.types.get(&t)) {
+                                        Some(Type::Pointer { pointee, .. }) => *pointee,
+                                        _ => return Err(KernelRejection::BadFunction),
+                                    };
+                                let n = self.null(pointee)?;
+                                inst.operands.push(Operand::IdRef(n));
+                            }
+                            Op::Undef => {
+                                let ty = inst.result_type.ok_or(KernelRejection::BadFunction)?;
+                                if !matches!(facts.types.get(&ty), Some(Type::Pointer { .. })) {
+                                    // The same id, as a constant.
+                                    self.new_globals.push(Instruction::new(
+                                        Op::ConstantNull,
+                                        Some(ty),
+                                        inst.result_id,
+                                        vec![],
+                                    ));
+                                    continue;
+                                }
+                            }
+                            _ => {}
+                        }
+                        kept.push(inst);
+                    }
+                    block.instructions = kept;
+                }
+            }
+            Ok(())
+        })();
+        self.module.functions = functions;
+        result
+    }
+
+    /// A null constant of type `ty` (appended to the globals).
+    fn null(&mut self, ty: Id) -> Result<Id, KernelRejection> {
+        if let Some(n) = self.nulls.get(&ty) {
+            return Ok(*n);
+        }
+        let r = self.fresh()?;
+        self.new_globals.push(Instruction::new(
+            Op::ConstantNull,
+            Some(ty),
+            Some(r),
+            vec![],
+        ));
+        self.nulls.insert(ty, r);
+        Ok(r)
     }
 
     /// Pass 4: every workgroup variable is zero when a job starts.
