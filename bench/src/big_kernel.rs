@@ -26,6 +26,12 @@ fn string(s: &str) -> Vec<u32> {
 /// The kernel's bytes, at least `min_bytes` long (SPIR-V 1.3, entry point
 /// "main", one storage buffer at set 0, binding 0, workgroup size 64).
 pub fn kernel(min_bytes: usize) -> Vec<u8> {
+    kernel_salted(min_bytes, 3)
+}
+
+/// Like [`kernel`], with `salt` as one of the chain's constants: another
+/// salt is another kernel to a driver's shader cache.
+pub fn kernel_salted(min_bytes: usize, salt: u32) -> Vec<u8> {
     // Ids.
     let (void, func, uint, v3, ptr_in, gid, rt, block, ptr_block, ptr_uint, buf) =
         (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
@@ -85,7 +91,7 @@ pub fn kernel(min_bytes: usize) -> Vec<u8> {
     inst(&mut w, 59, &[ptr_block, buf, 12]);
     inst(&mut w, 43, &[uint, c0, 0]);
     inst(&mut w, 43, &[uint, c1, 1]);
-    inst(&mut w, 43, &[uint, c3, 3]);
+    inst(&mut w, 43, &[uint, c3, salt]);
     inst(&mut w, 54, &[void, main, 0, func]); // OpFunction
     inst(&mut w, 248, &[label]); // OpLabel
     w.extend(body);

@@ -160,3 +160,51 @@ fn abandoned_devices_are_bounded_and_reclaimed() {
     still_serving(&mut d);
     assert_clean(&d);
 }
+
+#[path = "../../bench/src/big_kernel.rs"]
+mod big_kernel;
+
+#[test]
+fn a_kernel_that_compiles_for_seconds_times_out_on_time() {
+    let _serial = SERIAL.lock();
+    let mut d = dispatcher();
+    // A valid 256 KiB kernel of one long dependent chain: lavapipe's
+    // compiler needs seconds for it (quadratic in its length), and a
+    // compiler cannot be interrupted. The job must still end at its time
+    // limit, and the dispatcher serve on.
+    // (Salted with the clock, so no shader cache on disk knows it.)
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.subsec_nanos() | 1);
+    let spirv = big_kernel::kernel_salted(256 << 10, salt);
+    let bufs = [BufferSpec {
+        binding: 0,
+        len: 4096,
+        init: None,
+        readback: true,
+    }];
+    let job = KernelJob {
+        spirv: &spirv,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &[],
+        grid: [1, 1, 1],
+        buffers: &bufs,
+    };
+    let limit = Duration::from_millis(500);
+    let t = Instant::now();
+    let r = d.run(&job, limit);
+    let took = t.elapsed();
+    eprintln!("compile bomb: {:?} after {took:?}", r.as_ref().err());
+    assert_eq!(r, Err(JobError::Timeout));
+    // Validation (both gates) and the wait: well under the compile time.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The device compiling it is parked, and the next job runs on a fresh one.
+    assert_eq!(d.abandoned_devices(), 1);
+    still_serving(&mut d);
+    // Once the compiler is done, the parked device is reclaimed.
+    let reclaimed = wait_until(Duration::from_secs(120), || d.reclaim_abandoned() == 0);
+    eprintln!("compiling device reclaimed after {reclaimed:?}");
+    assert!(reclaimed.is_some());
+    assert_clean(&d);
+}

@@ -819,7 +819,7 @@ impl Dispatcher {
     }
 
     /// Finds or builds the pipeline for `job`.
-    fn pipeline(&mut self, job: &KernelJob<'_>) -> Result<Pipeline, JobError> {
+    fn pipeline(&mut self, job: &KernelJob<'_>, deadline: Instant) -> Result<Pipeline, JobError> {
         let key = kernel_key(job);
         let gpu = self
             .gpu
@@ -858,6 +858,7 @@ impl Dispatcher {
                 job.entry_point,
                 info,
                 self.config.pipeline_cache_capacity,
+                deadline,
             )?;
         }
         let p = self
@@ -884,7 +885,11 @@ impl Dispatcher {
         timeout: Duration,
         outputs: &mut Vec<Vec<u8>>,
     ) -> Result<Usage, JobError> {
-        let p = self.pipeline(job)?;
+        // A time limit beyond any real deadline waits a year at most.
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+        let p = self.pipeline(job, deadline)?;
         self.check_work(job, &p, timeout)?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
         let align = self.probe.storage_alignment;
@@ -1244,7 +1249,7 @@ unsafe fn barrier(
 impl Drop for Dispatcher {
     fn drop(&mut self) {
         if let Some(mut g) = self.gpu.take() {
-            if !g.busy || g.settled() {
+            if g.settled() {
                 g.destroy();
             } else {
                 self.graveyard.push(Abandoned {

@@ -8,6 +8,7 @@ use super::validate::KernelInfo;
 use super::VulkanError;
 use ash::vk;
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 /// Which memory types job buffers use.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,14 @@ struct Watchdog {
     pool: vk::DescriptorPool,
     set_layout: vk::DescriptorSetLayout,
     set: vk::DescriptorSet,
+}
+
+/// A pipeline being compiled on a helper thread after its job gave up
+/// waiting (the driver's compiler cannot be interrupted): the device stays
+/// parked until it finishes.
+struct Compiling {
+    rx: mpsc::Receiver<Result<vk::Pipeline, vk::Result>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A cached compute pipeline with what validation learnt about its kernel.
@@ -73,10 +82,49 @@ pub(crate) struct Gpu {
     pub busy: bool,
     /// Buffers bound by the submission in flight.
     pub in_flight: Vec<Slot>,
+    /// A compilation still running after its job timed out.
+    compiling: Option<Compiling>,
+    /// Pipelines that finished compiling after their job gave up; destroyed
+    /// with the device.
+    late_pipelines: Vec<vk::Pipeline>,
     /// Shape of the job recorded in `cmd` and its dispatch count; cleared
     /// whenever a pipeline or buffer it may name is destroyed (handles can
     /// be reused by new objects).
     pub last_recording: Option<(super::dispatcher::RecordKey, u32)>,
+}
+
+/// Compiles one compute pipeline (the driver's compiler runs here).
+///
+/// # Safety
+/// `device` and `layout` must be live for the whole call; `words` must be a
+/// module that passed the kernel gates.
+unsafe fn compile(
+    device: &ash::Device,
+    words: &[u32],
+    name: &std::ffi::CStr,
+    layout: vk::PipelineLayout,
+) -> Result<vk::Pipeline, vk::Result> {
+    // SAFETY: guaranteed by the caller; the module is destroyed right after
+    // pipeline creation, which is allowed.
+    unsafe {
+        let module = device
+            .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(words), None)?;
+        // Specialization is baked into the module by the rewrite.
+        let stage = vk::PipelineShaderStageCreateInfo::default()
+            .stage(vk::ShaderStageFlags::COMPUTE)
+            .module(module)
+            .name(name);
+        let ci = [vk::ComputePipelineCreateInfo::default()
+            .flags(vk::PipelineCreateFlags::DISPATCH_BASE)
+            .stage(stage)
+            .layout(layout)];
+        let r = device.create_compute_pipelines(vk::PipelineCache::null(), &ci, None);
+        device.destroy_shader_module(module, None);
+        match r {
+            Ok(p) => p.first().copied().ok_or(vk::Result::ERROR_UNKNOWN),
+            Err((_, e)) => Err(e),
+        }
+    }
 }
 
 fn pick_memory_type(
@@ -205,6 +253,8 @@ impl Gpu {
             tick: 0,
             busy: false,
             in_flight: Vec::new(),
+            compiling: None,
+            late_pipelines: Vec::new(),
             last_recording: None,
         };
         if caps.robustness.device_fault {
@@ -577,7 +627,10 @@ impl Gpu {
     }
 
     /// Creates and caches the pipeline for a validated kernel, evicting the
-    /// least recently used one when the cache is full.
+    /// least recently used one when the cache is full. The driver compiles
+    /// on a helper thread: at `deadline` the job gives up
+    /// ([`JobError::Timeout`]), the compilation goes on, and the device
+    /// must be parked until it ends ([`Gpu::settled`]).
     pub(crate) fn create_pipeline(
         &mut self,
         key: [u8; 32],
@@ -585,35 +638,45 @@ impl Gpu {
         entry_point: &str,
         info: KernelInfo,
         capacity: usize,
+        deadline: std::time::Instant,
     ) -> Result<&CachedPipeline, JobError> {
         let (set_layout, layout) = self.layout(info.bindings, info.push_constant_bytes)?;
         let name = std::ffi::CString::new(entry_point)
             .map_err(|_| JobError::Rejected(super::KernelRejection::NoEntryPoint))?;
-        let d = &self.device;
-        // SAFETY: the SPIR-V passed both gates (capabilities, entry point,
-        // bindings, sizes against this device's features and limits) and
-        // was rewritten (see `validate::rewrite`); the module is destroyed
-        // right after pipeline creation, which is allowed.
-        let pipeline = unsafe {
-            let module =
-                d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(words), None)?;
-            // Specialization is baked into the module by the rewrite.
-            let stage = vk::PipelineShaderStageCreateInfo::default()
-                .stage(vk::ShaderStageFlags::COMPUTE)
-                .module(module)
-                .name(&name);
-            let ci = [vk::ComputePipelineCreateInfo::default()
-                .flags(vk::PipelineCreateFlags::DISPATCH_BASE)
-                .stage(stage)
-                .layout(layout)];
-            let r = d.create_compute_pipelines(vk::PipelineCache::null(), &ci, None);
-            d.destroy_shader_module(module, None);
-            match r {
-                Ok(p) => p
-                    .first()
-                    .copied()
-                    .ok_or(JobError::Vulkan(vk::Result::ERROR_UNKNOWN))?,
-                Err((_, e)) => return Err(e.into()),
+        let device = self.device.clone();
+        let words = words.to_vec();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tessera-compile".into())
+            .spawn(move || {
+                // SAFETY: the SPIR-V passed both gates (capabilities, entry
+                // point, bindings, sizes against this device's features and
+                // limits) and was rewritten (see `validate::rewrite`); the
+                // device and layout outlive this thread (a device is only
+                // destroyed once `settled` saw the thread's result); the
+                // module is destroyed right after pipeline creation, which
+                // is allowed; none of these calls needs external
+                // synchronisation with what the dispatcher's thread does.
+                let r = unsafe { compile(&device, &words, &name, layout) };
+                let _ = tx.send(r);
+            })
+            .map_err(|_| JobError::OutOfMemory)?;
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let pipeline = match rx.recv_timeout(remaining) {
+            Ok(r) => {
+                let _ = thread.join();
+                r?
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.compiling = Some(Compiling {
+                    rx,
+                    thread: Some(thread),
+                });
+                return Err(JobError::Timeout);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                return Err(JobError::Vulkan(vk::Result::ERROR_UNKNOWN));
             }
         };
         if self.pipelines.len() >= capacity.max(1) {
@@ -660,11 +723,27 @@ impl Gpu {
             .map(|c| c.to_string_lossy().into_owned())
     }
 
-    /// Whether the last submission finished (or the device is lost).
-    pub(crate) fn settled(&self) -> bool {
+    /// Whether nothing runs on the device any more: no compilation, and
+    /// no submission or the last one finished (or the device is lost).
+    pub(crate) fn settled(&mut self) -> bool {
+        if let Some(c) = &mut self.compiling {
+            match c.rx.try_recv() {
+                Ok(r) => {
+                    if let Ok(p) = r {
+                        self.late_pipelines.push(p);
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => {}
+            }
+            if let Some(t) = c.thread.take() {
+                let _ = t.join();
+            }
+            self.compiling = None;
+        }
         // SAFETY: the fence belongs to this live device.
         // A lost device (error) has settled too.
-        unsafe { self.device.get_fence_status(self.fence) }.unwrap_or(true)
+        !self.busy || unsafe { self.device.get_fence_status(self.fence) }.unwrap_or(true)
     }
 
     /// Destroys everything. Must only be called when no submission is
@@ -678,6 +757,9 @@ impl Gpu {
             let _ = self.device.device_wait_idle();
             for (_, p) in self.pipelines.drain() {
                 self.device.destroy_pipeline(p.pipeline, None);
+            }
+            for p in self.late_pipelines.drain(..) {
+                self.device.destroy_pipeline(p, None);
             }
             for (_, (dsl, pl)) in self.layouts.drain() {
                 self.device.destroy_pipeline_layout(pl, None);
