@@ -48,5 +48,14 @@ spirv-as --target-env vulkan1.2 -o hostile_bda_uvec2.spv hostile_bda_uvec2.spvas
 spirv-as --target-env vulkan1.3 -o hostile_interface_incomplete.spv \
     hostile_interface_incomplete.spvasm
 
+# Attacks found by a hostile review, as SPIR-V 1.6 (Vulkan 1.3) modules.
+for src in hostile_call_tree hostile_two_workgroup_sizes \
+           hostile_offset_workgroup hostile_offset_function \
+           hostile_null_constant_huge hostile_undef_huge hostile_buffer_copy \
+           hostile_push_matrix_stride hostile_uninit_function \
+           hostile_uninit_private hostile_zeroing_signed_index; do
+    spirv-as --target-env vulkan1.3 -o "$src.spv" "$src.spvasm"
+done
+
 # Pathological modules for validators (too big or too regular to write).
 python3 gen_hostile.py .

@@ -273,8 +273,11 @@ pub enum ComplexityLimit {
     SwitchTargets = 8,
     /// More than 1024 functions.
     Functions = 9,
-    /// A function over 2^18 instructions with its calls inlined.
+    /// A function over 2^16 instructions with its calls inlined.
     InlinedSize = 10,
+    /// A value (constant, result, or what one load, store or copy moves)
+    /// of more than 256 scalars.
+    ValueSize = 11,
 }
 
 impl ComplexityLimit {
@@ -292,6 +295,7 @@ impl ComplexityLimit {
             SwitchTargets,
             Functions,
             InlinedSize,
+            ValueSize,
         ]
         .into_iter()
         .find(|l| *l as u16 == code)
@@ -310,7 +314,10 @@ impl ComplexityLimit {
             ComplexityLimit::SwitchTargets => "a switch with more than 1024 targets",
             ComplexityLimit::Functions => "more than 1024 functions",
             ComplexityLimit::InlinedSize => {
-                "a function over 262144 instructions with its calls inlined"
+                "a function over 65536 instructions with its calls inlined"
+            }
+            ComplexityLimit::ValueSize => {
+                "a value (constant, result, load, store or copy) of more than 256 scalars"
             }
         }
     }

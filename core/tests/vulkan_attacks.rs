@@ -441,3 +441,174 @@ fn dynamic_vector_indices_are_clamped() {
     still_serving(&mut d);
     assert_clean(&d);
 }
+
+// Found by a hostile review: kernels that were accepted by both gates and
+// then crashed or exhausted the agent, or ran past their time in the
+// driver's compiler.
+
+#[test]
+fn what_exhausts_a_drivers_compiler_is_refused() {
+    refused(&[
+        // 16 functions each calling the next twice: 2^16 inlined copies
+        // (lavapipe: killed at 24 GB).
+        (
+            "hostile_call_tree",
+            KernelRejection::TooComplex(ComplexityLimit::InlinedSize),
+        ),
+        // A null constant and an undefined value of uint[2^28] (a 724-byte
+        // kernel; the driver builds them element by element).
+        (
+            "hostile_null_constant_huge",
+            KernelRejection::TooComplex(ComplexityLimit::ValueSize),
+        ),
+        (
+            "hostile_undef_huge",
+            KernelRejection::TooComplex(ComplexityLimit::ValueSize),
+        ),
+        // One OpCopyMemory of a whole uint[16384] (minutes of compiling).
+        (
+            "hostile_buffer_copy",
+            KernelRejection::TooComplex(ComplexityLimit::ValueSize),
+        ),
+    ]);
+}
+
+#[test]
+fn the_workgroup_size_has_one_meaning() {
+    // Two constants decorated BuiltIn WorkgroupSize, (1,1,1) and (1024,1,1):
+    // the gate took either at random, the driver the last (at 2^23
+    // invocations it overflowed a worker's stack). BuiltIn = 11.
+    let mut d = dispatcher();
+    match run(&mut d, "hostile_two_workgroup_sizes", &[], &[]) {
+        Err(JobError::Rejected(KernelRejection::DuplicateDecoration {
+            decoration: 11, ..
+        })) => {}
+        other => panic!("expected DuplicateDecoration(BuiltIn), got {other:?}"),
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
+}
+
+#[test]
+fn explicit_layout_cannot_hide_memory() {
+    // Members stacked at Offset 0 in workgroup and function memory, which
+    // the driver lays out one after another: the gate counts the natural
+    // layout too.
+    let mut d = dispatcher();
+    match run(&mut d, "hostile_offset_workgroup", &[], &[]) {
+        Err(JobError::Rejected(KernelRejection::SharedMemoryTooLarge { bytes, .. })) => {
+            assert!(bytes >= 65536, "{bytes}")
+        }
+        other => panic!("expected SharedMemoryTooLarge, got {other:?}"),
+    }
+    match run(&mut d, "hostile_offset_function", &[], &[]) {
+        Err(JobError::Rejected(KernelRejection::PrivateMemoryTooLarge { bytes, .. })) => {
+            assert!(bytes >= 131072, "{bytes}")
+        }
+        other => panic!("expected PrivateMemoryTooLarge, got {other:?}"),
+    }
+    // A matrix stride of 64 KiB in a push-constant block: the kernel would
+    // read 192 KiB past the bytes the job pushed.
+    match run(&mut d, "hostile_push_matrix_stride", &[], &[]) {
+        Err(JobError::Rejected(KernelRejection::PushConstantsTooSmall { kernel, job })) => {
+            assert!(kernel > 65536 && job == 16, "{kernel} {job}")
+        }
+        other => panic!("expected PushConstantsTooSmall, got {other:?}"),
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
+}
+
+/// Words of each `OpVariable` in a module: (storage class, has an initializer).
+fn variables(words: &[u32]) -> Vec<(u32, bool)> {
+    let mut out = Vec::new();
+    let mut at = 5;
+    while at < words.len() {
+        let count = (words[at] >> 16) as usize;
+        if words[at] & 0xffff == 59 {
+            out.push((words[at + 3], count > 4));
+        }
+        at += count.max(1);
+    }
+    out
+}
+
+#[test]
+fn private_and_function_memory_start_at_zero() {
+    // What the driver gets: every private and function variable of these
+    // kernels (64 words each) has a null initializer. (lavapipe happens to
+    // zero-fill such memory itself; a GPU hands out what its registers or
+    // scratch memory held.)
+    let mut d = dispatcher();
+    let caps = d.capabilities().clone();
+    for name in ["hostile_uninit_function", "hostile_uninit_private"] {
+        let spirv = kernel(name);
+        let bufs = [BufferSpec {
+            binding: 0,
+            len: 4096,
+            init: None,
+            readback: true,
+        }];
+        let checked = check_kernel(
+            &KernelJob {
+                spirv: &spirv,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &[],
+                grid: [1, 1, 1],
+                buffers: &bufs,
+            },
+            &caps,
+            &DispatcherConfig::default(),
+        )
+        .expect("accepted");
+        let uninitialised: Vec<(u32, bool)> = variables(&checked.spirv)
+            .into_iter()
+            .filter(|(class, init)| matches!(class, 6 | 7) && !init)
+            .collect();
+        assert!(uninitialised.is_empty(), "{name}: {uninitialised:?}");
+    }
+    // And what the kernels read: each of 64 invocations writes 0x77777777
+    // into one element of its own array and copies 64 elements out;
+    // everything else must be zero, never what the driver's stack or an
+    // earlier job left.
+    for name in ["hostile_uninit_function", "hostile_uninit_private"] {
+        for round in 0..2 {
+            let out = run(&mut d, name, &[], &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let w = words(&out.outputs[0]);
+            let marked = w.iter().filter(|x| **x == 0x7777_7777).count();
+            let other: Vec<u32> = w
+                .iter()
+                .copied()
+                .filter(|x| *x != 0 && *x != 0x7777_7777)
+                .collect();
+            assert!(
+                other.is_empty(),
+                "{name} round {round}: read {:x?}",
+                &other[..other.len().min(8)]
+            );
+            // One mark per invocation whose 64 words fit in the 4 KiB buffer.
+            assert_eq!(marked, w.len() / 64, "{name} round {round}");
+        }
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
+}
+
+#[test]
+fn zeroing_code_reuses_a_signed_invocation_index() {
+    // The kernel's LocalInvocationIndex is a signed int: the zeroing code
+    // must read it, not declare a second built-in. shared[lid] = lid,
+    // out[lid] = shared[63 - lid].
+    let mut d = dispatcher_with(DispatcherConfig {
+        force_workgroup_zeroing_code: true,
+        ..DispatcherConfig::default()
+    });
+    let out = run(&mut d, "hostile_zeroing_signed_index", &[], &[]).expect("runs");
+    let w = words(&out.outputs[0]);
+    for lid in 0..64u32 {
+        assert_eq!(w[lid as usize], 63 - lid, "lid {lid}");
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
+}

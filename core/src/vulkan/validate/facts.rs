@@ -35,9 +35,11 @@ pub(crate) const MAX_CHAIN_INDICES: usize = 16;
 pub(crate) const MAX_SWITCH_TARGETS: usize = 1024;
 /// Most functions.
 pub(crate) const MAX_FUNCTIONS: usize = 1024;
-/// Most instructions of a function with every call inlined (about four
-/// times the largest module without calls).
-pub(crate) const MAX_INLINED_INSTRUCTIONS: u64 = 1 << 18;
+/// Most instructions of a function with every call inlined: about what
+/// the largest module (1 MiB) holds without calls. Compilers take time
+/// quadratic in this (lavapipe: 13,000 instructions 4 s, 52,000 about 72 s);
+/// the dispatcher's deadline on compilation contains the rest.
+pub(crate) const MAX_INLINED_INSTRUCTIONS: u64 = 1 << 16;
 
 /// A type, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -1203,11 +1205,22 @@ impl Facts {
         let u32_of = |c: Id| -> Result<u32, KernelRejection> {
             u32::try_from(self.int_value(c)?).map_err(|_| KernelRejection::BadConstant(c))
         };
-        // A constant decorated BuiltIn WorkgroupSize overrides the execution mode.
-        for (target, d) in &self.decorations {
-            if d.builtin != Some(BuiltIn::WorkgroupSize) {
-                continue;
-            }
+        // A constant decorated BuiltIn WorkgroupSize overrides the execution
+        // mode; two would leave the size to whichever a reader takes.
+        let mut decorated: Vec<Id> = self
+            .decorations
+            .iter()
+            .filter(|(_, d)| d.builtin == Some(BuiltIn::WorkgroupSize))
+            .map(|(t, _)| *t)
+            .collect();
+        decorated.sort_unstable();
+        if let Some(second) = decorated.get(1) {
+            return Err(KernelRejection::DuplicateDecoration {
+                target: *second,
+                decoration: Decoration::BuiltIn as u32,
+            });
+        }
+        if let Some(target) = decorated.first() {
             let c = self
                 .constants
                 .get(target)
@@ -1262,14 +1275,8 @@ impl Facts {
 
     fn size_with_matrix_stride(&self, t: Id, matrix_stride: Option<u32>) -> u64 {
         match self.types.get(&t) {
-            Some(Type::Bool) => 4,
-            Some(Type::Int { width, .. } | Type::Float { width }) => u64::from(*width / 8),
-            Some(Type::Vector { component, count }) => {
-                let n = if *count == 3 { 4 } else { u64::from(*count) };
-                self.size_of(*component).saturating_mul(n)
-            }
             Some(Type::Matrix { column, count }) => {
-                let natural = self.size_of(*column).saturating_mul(u64::from(*count));
+                let natural = self.natural(t).0;
                 // Column- or row-major: the stride steps over the columns
                 // or over the rows; count the larger.
                 let rows = match self.types.get(column) {
@@ -1286,23 +1293,79 @@ impl Facts {
                     Some(s) => u64::from(s).max(elem),
                     None => elem,
                 };
-                stride.saturating_mul(*length)
+                stride.saturating_mul(*length).max(self.natural(t).0)
             }
             Some(Type::Struct { members }) => {
-                let mut natural = 0u64;
                 let mut explicit = 0u64;
                 for (i, m) in members.iter().enumerate() {
                     let d = self.members.get(&(t, i as u32));
                     let size = self.size_with_matrix_stride(*m, d.and_then(|d| d.matrix_stride));
-                    natural = natural.saturating_add(size);
                     if let Some(off) = d.and_then(|d| d.offset) {
                         explicit = explicit.max(u64::from(off).saturating_add(size));
                     }
                 }
-                natural.max(explicit)
+                explicit.max(self.natural(t).0)
             }
-            Some(Type::Pointer { .. }) => 8,
-            _ => 0,
+            _ => self.natural(t).0,
+        }
+    }
+
+    /// Size and alignment of a type in a natural layout: each scalar, vector
+    /// (a 3-vector as a 4-vector) and matrix column aligned to its size,
+    /// arrays of elements padded to their alignment, struct members at their
+    /// alignment and the struct padded to its own (what drivers allocate
+    /// for workgroup, private and function memory). Saturating.
+    pub(crate) fn natural(&self, t: Id) -> (u64, u64) {
+        let round = |n: u64, a: u64| n.div_ceil(a.max(1)).saturating_mul(a.max(1));
+        match self.types.get(&t) {
+            Some(Type::Bool) => (4, 4),
+            Some(Type::Int { width, .. } | Type::Float { width }) => {
+                let b = u64::from(*width / 8);
+                (b, b)
+            }
+            Some(Type::Vector { component, count }) => {
+                let n = if *count == 3 { 4 } else { u64::from(*count) };
+                let b = self.natural(*component).0.saturating_mul(n);
+                (b, b)
+            }
+            Some(Type::Matrix { column, count }) => {
+                let (c, a) = self.natural(*column);
+                (c.saturating_mul(u64::from(*count)), a)
+            }
+            Some(Type::Array { element, length }) => {
+                let (e, a) = self.natural(*element);
+                (round(e, a).saturating_mul(*length), a)
+            }
+            Some(Type::Struct { members }) => {
+                let mut offset = 0u64;
+                let mut align = 1u64;
+                for m in members {
+                    let (size, a) = self.natural(*m);
+                    offset = round(offset, a).saturating_add(size);
+                    align = align.max(a);
+                }
+                (round(offset, align), align)
+            }
+            Some(Type::Pointer { .. }) => (8, 8),
+            _ => (0, 1),
+        }
+    }
+
+    /// How many scalars a value of the type holds (vectors, matrices and
+    /// arrays multiplied out, struct members summed; runtime arrays 0,
+    /// pointers 1), saturating.
+    pub(crate) fn scalars(&self, t: Id) -> u64 {
+        match self.types.get(&t) {
+            Some(Type::Vector { count, .. }) => u64::from(*count),
+            Some(Type::Matrix { column, count }) => {
+                self.scalars(*column).saturating_mul(u64::from(*count))
+            }
+            Some(Type::Array { element, length }) => self.scalars(*element).saturating_mul(*length),
+            Some(Type::Struct { members }) => members
+                .iter()
+                .fold(0u64, |n, m| n.saturating_add(self.scalars(*m))),
+            Some(Type::RuntimeArray { .. } | Type::Void | Type::Function { .. }) | None => 0,
+            Some(_) => 1,
         }
     }
 

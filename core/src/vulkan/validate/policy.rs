@@ -589,6 +589,7 @@ pub(crate) fn with_facts(
     check_interface(version, facts)?;
     check_functions(module, facts, declared, rules)?;
     check_sizes(module, facts, rules)?;
+    check_value_sizes(module, facts)?;
     let reads_num_workgroups = facts
         .used_globals
         .iter()
@@ -1162,6 +1163,44 @@ fn check_sizes(module: &Module, facts: &Facts, rules: &Rules) -> Result<(), Kern
             bytes: private,
             max: rules.max_private_bytes,
         });
+    }
+    Ok(())
+}
+
+/// Most scalars in one value: a constant, the result of an instruction, or
+/// what one load, store or copy moves. Compilers expand aggregate values
+/// element by element, some in quadratic time (lavapipe: a store of a
+/// 1024-word null constant compiles in 2 s, 8192 words in 4 min; a
+/// 2^28-element null constant in a 724-byte kernel exhausted the machine).
+/// Kernels move large arrays element by element instead.
+pub(crate) const MAX_VALUE_SCALARS: u64 = 256;
+
+fn check_value_sizes(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
+    let too_big = |t: Id| facts.scalars(t) > MAX_VALUE_SCALARS;
+    let limit = || KernelRejection::TooComplex(crate::reasons::ComplexityLimit::ValueSize);
+    for inst in module.all_inst_iter() {
+        let op = inst.class.opcode;
+        if matches!(op, Op::Variable | Op::Function | Op::FunctionParameter) {
+            // Variables are memory (bounded by the memory limits); a
+            // function's result and parameters are checked at its calls
+            // and returns as values.
+            continue;
+        }
+        if let Some(t) = inst.result_type {
+            let pointer = matches!(facts.types.get(&t), Some(Type::Pointer { .. }));
+            if !pointer && too_big(t) {
+                return Err(limit());
+            }
+        }
+        // What a load, store or copy moves.
+        if matches!(op, Op::Store | Op::CopyMemory) {
+            if let Some((_, pointee)) = id(inst.operands.first()).and_then(|p| facts.pointer_of(p))
+            {
+                if too_big(pointee) {
+                    return Err(limit());
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -33,6 +33,9 @@ use std::collections::HashMap;
 
 /// GLSL.std.450 `UMin`.
 const GLSL_UMIN: u32 = 38;
+/// Objects of at most this many scalars are zeroed by one null store (or a
+/// null initializer); larger ones by loops.
+const SMALL_OBJECT: u64 = 64;
 /// The watchdog buffer's descriptor set and binding.
 pub(crate) const WATCHDOG_SET: u32 = 1;
 /// See [`WATCHDOG_SET`].
@@ -51,6 +54,45 @@ pub(crate) enum ZeroWorkgroup {
 pub(crate) struct Rewritten {
     /// The module reads the watchdog flag (it has loops).
     pub watchdog: bool,
+}
+
+/// Code being generated: finished blocks, and the open block at the end.
+struct Emitter {
+    blocks: Vec<Block>,
+    label: Id,
+    body: Vec<Instruction>,
+}
+
+impl Emitter {
+    /// An open block labelled `label`, starting with `instructions`.
+    fn new(label: Id, instructions: Vec<Instruction>) -> Emitter {
+        Emitter {
+            blocks: Vec::new(),
+            label,
+            body: instructions,
+        }
+    }
+
+    fn push(&mut self, inst: Instruction) {
+        self.body.push(inst);
+    }
+
+    /// Ends the open block with `terminator` and opens the block `next`.
+    fn close(&mut self, terminator: Instruction, next: Id) {
+        let mut body = std::mem::take(&mut self.body);
+        body.push(terminator);
+        self.blocks.push(Block {
+            label: Some(Instruction::new(Op::Label, None, Some(self.label), vec![])),
+            instructions: body,
+        });
+        self.label = next;
+    }
+
+    /// Ends the open block with `terminator`; returns every block.
+    fn finish(mut self, terminator: Instruction) -> Vec<Block> {
+        self.close(terminator, 0);
+        self.blocks
+    }
 }
 
 struct Rewriter<'a> {
@@ -106,8 +148,7 @@ pub(crate) fn rewrite(
     rw.bake_specialization()?;
     rw.remove_promises()?;
     rw.clamp_indices()?;
-    rw.zero_workgroup_memory(zero)?;
-    rw.zero_private_memory()?;
+    rw.zero_memory(zero)?;
     let watchdog = rw.watchdog(version)?;
     rw.finish(version);
     Ok(Rewritten { watchdog })
@@ -531,15 +572,25 @@ impl Rewriter<'_> {
         result
     }
 
-    /// Pass 4b: every private and function variable without an
-    /// initializer gets a null one, and every undefined value becomes a
-    /// null constant. Memory a kernel reads before writing (a CPU driver's
-    /// stack, a GPU's registers) would otherwise hand it what an earlier
-    /// job or the agent left there: data and host pointers.
-    fn zero_private_memory(&mut self) -> Result<(), KernelRejection> {
+    /// Pass 4: memory starts at zero. Workgroup variables: null
+    /// initializers where the device zeroes workgroup memory itself, else
+    /// code at the entry point shared out among the workgroup's
+    /// invocations, then a barrier. Private and function variables without
+    /// an initializer: a null initializer when small, else code at the
+    /// start of the entry point (private) or of their function. Undefined
+    /// values become null constants. Memory a kernel reads before writing
+    /// would otherwise hand it what an earlier job or the agent left there
+    /// (a CPU driver's heap and stack, a GPU's registers): data and host
+    /// pointers. Large objects are zeroed by loops, never by one store of a
+    /// large null constant, which some compilers expand element by element
+    /// in quadratic time (lavapipe: 2 s for 1024 words, 4 min for 8192).
+    fn zero_memory(&mut self, zero: ZeroWorkgroup) -> Result<(), KernelRejection> {
         let facts = self.facts;
-        // Private variables and module-level undefined values: a null
-        // constant right before the variable; undefined values become one.
+        let entry = facts.entry.function;
+        // Module-level: undefined values, private and workgroup variables.
+        // A null constant goes right before the variable it initialises.
+        let mut shared: Vec<(Id, Id)> = Vec::new();
+        let mut private_code: Vec<(Id, Id)> = Vec::new();
         let globals = std::mem::take(&mut self.module.types_global_values);
         let mut out = Vec::with_capacity(globals.len());
         for mut inst in globals {
@@ -550,28 +601,49 @@ impl Rewriter<'_> {
                         inst = Instruction::new(Op::ConstantNull, Some(ty), inst.result_id, vec![]);
                     }
                 }
-            } else if op == Op::Variable
-                && inst.operands.len() == 1
-                && inst.operands.first() == Some(&Operand::StorageClass(StorageClass::Private))
-            {
-                if let Some(g) = inst.result_id.and_then(|v| facts.globals.get(&v)) {
-                    let n = self.fresh()?;
-                    out.push(Instruction::new(
-                        Op::ConstantNull,
-                        Some(g.pointee),
-                        Some(n),
-                        vec![],
-                    ));
-                    inst.operands.push(Operand::IdRef(n));
+            } else if op == Op::Variable && inst.operands.len() == 1 {
+                let global = inst
+                    .result_id
+                    .and_then(|v| Some((v, facts.globals.get(&v)?.clone())));
+                if let Some((v, g)) = global {
+                    let small = facts.scalars(g.pointee) <= SMALL_OBJECT;
+                    let null_init = match g.class {
+                        StorageClass::Workgroup => {
+                            shared.push((v, g.pointee));
+                            // The driver zeroes it (a memset, whatever the size).
+                            zero == ZeroWorkgroup::NullInitializers
+                        }
+                        StorageClass::Private if small => true,
+                        StorageClass::Private => {
+                            private_code.push((v, g.pointee));
+                            false
+                        }
+                        _ => false,
+                    };
+                    if null_init {
+                        let n = self.fresh()?;
+                        out.push(Instruction::new(
+                            Op::ConstantNull,
+                            Some(g.pointee),
+                            Some(n),
+                            vec![],
+                        ));
+                        inst.operands.push(Operand::IdRef(n));
+                    }
                 }
             }
             out.push(inst);
         }
         self.module.types_global_values = out;
-        // Function variables and undefined values inside functions.
+        shared.sort_unstable();
+        private_code.sort_unstable();
+        // Function-level: undefined values; small variables get a null
+        // initializer, large ones are zeroed by code at the function's start.
         let mut functions = std::mem::take(&mut self.module.functions);
+        let mut function_code: Vec<(usize, Vec<(Id, Id)>)> = Vec::new();
         let result = (|| {
-            for f in &mut functions {
+            for (fi, f) in functions.iter_mut().enumerate() {
+                let mut large = Vec::new();
                 for block in &mut f.blocks {
                     let mut kept = Vec::with_capacity(block.instructions.len());
                     for mut inst in std::mem::take(&mut block.instructions) {
@@ -582,8 +654,12 @@ impl Rewriter<'_> {
                                         Some(Type::Pointer { pointee, .. }) => *pointee,
                                         _ => return Err(KernelRejection::BadFunction),
                                     };
-                                let n = self.null(pointee)?;
-                                inst.operands.push(Operand::IdRef(n));
+                                if facts.scalars(pointee) <= SMALL_OBJECT {
+                                    let n = self.null(pointee)?;
+                                    inst.operands.push(Operand::IdRef(n));
+                                } else if let Some(v) = inst.result_id {
+                                    large.push((v, pointee));
+                                }
                             }
                             Op::Undef => {
                                 let ty = inst.result_type.ok_or(KernelRejection::BadFunction)?;
@@ -604,11 +680,308 @@ impl Rewriter<'_> {
                     }
                     block.instructions = kept;
                 }
+                let is_entry = f.def.as_ref().and_then(|d| d.result_id) == Some(entry);
+                if !large.is_empty() || is_entry {
+                    function_code.push((fi, large));
+                }
             }
             Ok(())
         })();
         self.module.functions = functions;
-        result
+        result?;
+        // The code, at the start of each function that needs it.
+        for (fi, large) in function_code {
+            let is_entry = self.module.functions[fi]
+                .def
+                .as_ref()
+                .and_then(|d| d.result_id)
+                == Some(entry);
+            let workgroup_code = is_entry && zero == ZeroWorkgroup::Code && !shared.is_empty();
+            let private = if is_entry {
+                private_code.clone()
+            } else {
+                Vec::new()
+            };
+            if large.is_empty() && private.is_empty() && !workgroup_code {
+                continue;
+            }
+            let (variables, rest) = self.split_entry_block(fi)?;
+            let start = self.fresh()?;
+            let mut e = Emitter::new(start, variables);
+            for (v, ty) in &large {
+                self.emit_zero(&mut e, *v, *ty, StorageClass::Function, None)?;
+            }
+            for (v, ty) in &private {
+                self.emit_zero(&mut e, *v, *ty, StorageClass::Private, None)?;
+                self.new_interface.push((*v, StorageClass::Private));
+            }
+            if workgroup_code {
+                let (index, count) = self.invocation_index(&mut e)?;
+                for (v, ty) in &shared {
+                    self.emit_zero(
+                        &mut e,
+                        *v,
+                        *ty,
+                        StorageClass::Workgroup,
+                        Some((index, count)),
+                    )?;
+                }
+                let uint = self.uint()?;
+                let workgroup_scope = self.int_constant(uint, 2)?;
+                // AcquireRelease | WorkgroupMemory.
+                let semantics = self.int_constant(uint, 0x8 | 0x100)?;
+                e.push(Instruction::new(
+                    Op::ControlBarrier,
+                    None,
+                    None,
+                    vec![
+                        Operand::IdScope(workgroup_scope),
+                        Operand::IdScope(workgroup_scope),
+                        Operand::IdMemorySemantics(semantics),
+                    ],
+                ));
+            }
+            let blocks = e.finish(Instruction::new(
+                Op::Branch,
+                None,
+                None,
+                vec![Operand::IdRef(rest)],
+            ));
+            self.module.functions[fi].blocks.splice(0..0, blocks);
+        }
+        // Workgroup variables the entry point did not use before are used
+        // now (zeroed): SPIR-V 1.4 interfaces must list them.
+        if zero == ZeroWorkgroup::Code {
+            for (v, _) in &shared {
+                if !facts.entry.interface.contains(v) {
+                    self.new_interface.push((*v, StorageClass::Workgroup));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the leading variables (and line information) out of a
+    /// function's first block, which keeps its label and the rest: nothing
+    /// branches to a function's first block, and phis naming it stay
+    /// right. Returns the variables and that label.
+    fn split_entry_block(&mut self, fi: usize) -> Result<(Vec<Instruction>, Id), KernelRejection> {
+        let f = &mut self.module.functions[fi];
+        let first = f.blocks.first_mut().ok_or(KernelRejection::BadFunction)?;
+        let split = first
+            .instructions
+            .iter()
+            .position(|i| !matches!(i.class.opcode, Op::Variable | Op::Line | Op::NoLine))
+            .unwrap_or(first.instructions.len());
+        let variables: Vec<Instruction> = first.instructions.drain(..split).collect();
+        let label = first
+            .label
+            .as_ref()
+            .and_then(|l| l.result_id)
+            .ok_or(KernelRejection::BadFunction)?;
+        Ok((variables, label))
+    }
+
+    /// This invocation's index in its workgroup as a 32-bit unsigned value,
+    /// and the number of invocations in a workgroup.
+    fn invocation_index(&mut self, e: &mut Emitter) -> Result<(Id, Id), KernelRejection> {
+        let uint = self.uint()?;
+        let (var, ty) = self.local_invocation_index()?;
+        let loaded = self.fresh()?;
+        e.push(Instruction::new(
+            Op::Load,
+            Some(ty),
+            Some(loaded),
+            vec![Operand::IdRef(var)],
+        ));
+        let index = if ty == uint {
+            loaded
+        } else {
+            // A signed built-in: the same bits, unsigned.
+            let u = self.fresh()?;
+            e.push(Instruction::new(
+                Op::Bitcast,
+                Some(uint),
+                Some(u),
+                vec![Operand::IdRef(loaded)],
+            ));
+            u
+        };
+        let [x, y, z] = self.facts.workgroup_size;
+        let n = u64::from(x)
+            .saturating_mul(u64::from(y))
+            .saturating_mul(u64::from(z));
+        let count = self.int_constant(uint, n)?;
+        Ok((index, count))
+    }
+
+    /// Emits code that stores zeros into the object `ptr` points at (of
+    /// type `ty`, in storage class `class`): one null store for a small
+    /// type; a loop over an array; member by member for a struct. With
+    /// `share = Some((index, count))` the invocations of a workgroup share
+    /// the work: invocation `index` takes the elements `index`, `index +
+    /// count`, ... of an array, and what is not an array is stored by
+    /// invocation 0 only.
+    fn emit_zero(
+        &mut self,
+        e: &mut Emitter,
+        ptr: Id,
+        ty: Id,
+        class: StorageClass,
+        share: Option<(Id, Id)>,
+    ) -> Result<(), KernelRejection> {
+        let facts = self.facts;
+        let uint = self.uint()?;
+        let bool_type = self.bool_type()?;
+        let small = facts.scalars(ty) <= SMALL_OBJECT;
+        match facts.types.get(&ty) {
+            Some(Type::Array { element, length }) if !small => {
+                let (start, step) = match share {
+                    Some((index, count)) => (index, count),
+                    None => (self.int_constant(uint, 0)?, self.int_constant(uint, 1)?),
+                };
+                let len = self.int_constant(uint, *length)?;
+                let elem_ptr_type = self.type_id(Type::Pointer {
+                    class,
+                    pointee: *element,
+                })?;
+                let (header, body, cont, merge) =
+                    (self.fresh()?, self.fresh()?, self.fresh()?, self.fresh()?);
+                let (i, next, cond, elem) =
+                    (self.fresh()?, self.fresh()?, self.fresh()?, self.fresh()?);
+                let pre = e.label;
+                e.close(
+                    Instruction::new(Op::Branch, None, None, vec![Operand::IdRef(header)]),
+                    header,
+                );
+                e.push(Instruction::new(
+                    Op::Phi,
+                    Some(uint),
+                    Some(i),
+                    vec![
+                        Operand::IdRef(start),
+                        Operand::IdRef(pre),
+                        Operand::IdRef(next),
+                        Operand::IdRef(cont),
+                    ],
+                ));
+                e.push(Instruction::new(
+                    Op::ULessThan,
+                    Some(bool_type),
+                    Some(cond),
+                    vec![Operand::IdRef(i), Operand::IdRef(len)],
+                ));
+                e.push(Instruction::new(
+                    Op::LoopMerge,
+                    None,
+                    None,
+                    vec![
+                        Operand::IdRef(merge),
+                        Operand::IdRef(cont),
+                        Operand::LoopControl(LoopControl::NONE),
+                    ],
+                ));
+                e.close(
+                    Instruction::new(
+                        Op::BranchConditional,
+                        None,
+                        None,
+                        vec![
+                            Operand::IdRef(cond),
+                            Operand::IdRef(body),
+                            Operand::IdRef(merge),
+                        ],
+                    ),
+                    body,
+                );
+                e.push(Instruction::new(
+                    Op::AccessChain,
+                    Some(elem_ptr_type),
+                    Some(elem),
+                    vec![Operand::IdRef(ptr), Operand::IdRef(i)],
+                ));
+                self.emit_zero(e, elem, *element, class, None)?;
+                e.close(
+                    Instruction::new(Op::Branch, None, None, vec![Operand::IdRef(cont)]),
+                    cont,
+                );
+                e.push(Instruction::new(
+                    Op::IAdd,
+                    Some(uint),
+                    Some(next),
+                    vec![Operand::IdRef(i), Operand::IdRef(step)],
+                ));
+                e.close(
+                    Instruction::new(Op::Branch, None, None, vec![Operand::IdRef(header)]),
+                    merge,
+                );
+            }
+            Some(Type::Struct { members }) if !small => {
+                for (k, m) in members.iter().enumerate() {
+                    let member_ptr_type = self.type_id(Type::Pointer { class, pointee: *m })?;
+                    let index = self.int_constant(uint, k as u64)?;
+                    let mp = self.fresh()?;
+                    e.push(Instruction::new(
+                        Op::AccessChain,
+                        Some(member_ptr_type),
+                        Some(mp),
+                        vec![Operand::IdRef(ptr), Operand::IdRef(index)],
+                    ));
+                    self.emit_zero(e, mp, *m, class, share)?;
+                }
+            }
+            _ => {
+                let null = self.null(ty)?;
+                let store = Instruction::new(
+                    Op::Store,
+                    None,
+                    None,
+                    vec![Operand::IdRef(ptr), Operand::IdRef(null)],
+                );
+                match share {
+                    None => e.push(store),
+                    Some((index, _)) => {
+                        // Invocation 0 stores.
+                        let zero = self.int_constant(uint, 0)?;
+                        let (cond, then, merge) = (self.fresh()?, self.fresh()?, self.fresh()?);
+                        e.push(Instruction::new(
+                            Op::IEqual,
+                            Some(bool_type),
+                            Some(cond),
+                            vec![Operand::IdRef(index), Operand::IdRef(zero)],
+                        ));
+                        e.push(Instruction::new(
+                            Op::SelectionMerge,
+                            None,
+                            None,
+                            vec![
+                                Operand::IdRef(merge),
+                                Operand::SelectionControl(rspirv::spirv::SelectionControl::NONE),
+                            ],
+                        ));
+                        e.close(
+                            Instruction::new(
+                                Op::BranchConditional,
+                                None,
+                                None,
+                                vec![
+                                    Operand::IdRef(cond),
+                                    Operand::IdRef(then),
+                                    Operand::IdRef(merge),
+                                ],
+                            ),
+                            then,
+                        );
+                        e.push(store);
+                        e.close(
+                            Instruction::new(Op::Branch, None, None, vec![Operand::IdRef(merge)]),
+                            merge,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A null constant of type `ty` (appended to the globals).
@@ -627,179 +1000,31 @@ impl Rewriter<'_> {
         Ok(r)
     }
 
-    /// Pass 4: every workgroup variable is zero when a job starts.
-    fn zero_workgroup_memory(&mut self, zero: ZeroWorkgroup) -> Result<(), KernelRejection> {
+    /// The `LocalInvocationIndex` input and its (32-bit integer) type,
+    /// declared as unsigned if the module lacks it.
+    fn local_invocation_index(&mut self) -> Result<(Id, Id), KernelRejection> {
         let facts = self.facts;
-        let mut shared: Vec<(Id, Id)> = facts
+        let uint = self.uint()?;
+        let mut existing: Vec<(Id, Id)> = facts
             .globals
             .iter()
-            .filter(|(_, g)| g.class == StorageClass::Workgroup)
+            .filter(|(v, g)| {
+                g.class == StorageClass::Input
+                    && facts.decorations.get(v).and_then(|d| d.builtin)
+                        == Some(BuiltIn::LocalInvocationIndex)
+                    && matches!(
+                        facts.types.get(&g.pointee),
+                        Some(Type::Int { width: 32, .. })
+                    )
+            })
             .map(|(v, g)| (*v, g.pointee))
             .collect();
-        if shared.is_empty() {
-            return Ok(());
-        }
-        shared.sort_unstable();
-        // One null constant per workgroup variable, declared right before
-        // the variable (after its type).
-        let mut nulls: HashMap<Id, Id> = HashMap::new();
-        let globals = std::mem::take(&mut self.module.types_global_values);
-        let mut out = Vec::with_capacity(globals.len() + shared.len());
-        for mut inst in globals {
-            if let Some(r) = inst.result_id {
-                if let Some((_, pointee)) = shared.iter().find(|(v, _)| *v == r) {
-                    let n = self.fresh()?;
-                    out.push(Instruction::new(
-                        Op::ConstantNull,
-                        Some(*pointee),
-                        Some(n),
-                        vec![],
-                    ));
-                    nulls.insert(r, n);
-                    if zero == ZeroWorkgroup::NullInitializers {
-                        inst.operands.truncate(1);
-                        inst.operands.push(Operand::IdRef(n));
-                    }
-                }
-            }
-            out.push(inst);
-        }
-        self.module.types_global_values = out;
-        if zero == ZeroWorkgroup::NullInitializers {
-            return Ok(());
-        }
-        // The first invocation of the workgroup stores zeros, then every
-        // invocation waits at a barrier.
-        let uint = self.uint()?;
-        let bool_type = self.bool_type()?;
-        let index_var = self.local_invocation_index()?;
-        let zero_u = self.int_constant(uint, 0)?;
-        let workgroup_scope = self.int_constant(uint, 2)?;
-        // AcquireRelease | WorkgroupMemory.
-        let semantics = self.int_constant(uint, 0x8 | 0x100)?;
-        let entry = facts.entry.function;
-        let (new_entry, store_block, index_value, cond) =
-            (self.fresh()?, self.fresh()?, self.fresh()?, self.fresh()?);
-        let f = self
-            .module
-            .functions
-            .iter_mut()
-            .find(|f| f.def.as_ref().and_then(|d| d.result_id) == Some(entry))
-            .ok_or(KernelRejection::BadFunction)?;
-        let first = f.blocks.first_mut().ok_or(KernelRejection::BadFunction)?;
-        // The original entry block keeps its label (nothing branches to an
-        // entry block, and phis naming it stay right) but loses its
-        // variables, which must open the function's first block.
-        let split = first
-            .instructions
-            .iter()
-            .position(|i| !matches!(i.class.opcode, Op::Variable | Op::Line | Op::NoLine))
-            .unwrap_or(first.instructions.len());
-        let variables: Vec<Instruction> = first.instructions.drain(..split).collect();
-        let rest_label = first
-            .label
-            .as_ref()
-            .and_then(|l| l.result_id)
-            .ok_or(KernelRejection::BadFunction)?;
-        first.instructions.insert(
-            0,
-            Instruction::new(
-                Op::ControlBarrier,
-                None,
-                None,
-                vec![
-                    Operand::IdScope(workgroup_scope),
-                    Operand::IdScope(workgroup_scope),
-                    Operand::IdMemorySemantics(semantics),
-                ],
-            ),
-        );
-        let mut head = variables;
-        head.push(Instruction::new(
-            Op::Load,
-            Some(uint),
-            Some(index_value),
-            vec![Operand::IdRef(index_var)],
-        ));
-        head.push(Instruction::new(
-            Op::IEqual,
-            Some(bool_type),
-            Some(cond),
-            vec![Operand::IdRef(index_value), Operand::IdRef(zero_u)],
-        ));
-        head.push(Instruction::new(
-            Op::SelectionMerge,
-            None,
-            None,
-            vec![
-                Operand::IdRef(rest_label),
-                Operand::SelectionControl(rspirv::spirv::SelectionControl::NONE),
-            ],
-        ));
-        head.push(Instruction::new(
-            Op::BranchConditional,
-            None,
-            None,
-            vec![
-                Operand::IdRef(cond),
-                Operand::IdRef(store_block),
-                Operand::IdRef(rest_label),
-            ],
-        ));
-        let mut stores: Vec<Instruction> = shared
-            .iter()
-            .map(|(v, _)| {
-                Instruction::new(
-                    Op::Store,
-                    None,
-                    None,
-                    vec![Operand::IdRef(*v), Operand::IdRef(nulls[v])],
-                )
-            })
-            .collect();
-        stores.push(Instruction::new(
-            Op::Branch,
-            None,
-            None,
-            vec![Operand::IdRef(rest_label)],
-        ));
-        let blocks = vec![
-            Block {
-                label: Some(Instruction::new(Op::Label, None, Some(new_entry), vec![])),
-                instructions: head,
-            },
-            Block {
-                label: Some(Instruction::new(Op::Label, None, Some(store_block), vec![])),
-                instructions: stores,
-            },
-        ];
-        f.blocks.splice(0..0, blocks);
-        // Workgroup variables the entry point did not use before are used
-        // now: SPIR-V 1.4 interfaces must list them.
-        for (v, _) in &shared {
-            if !facts.entry.interface.contains(v) {
-                self.new_interface.push((*v, StorageClass::Workgroup));
-            }
-        }
-        Ok(())
-    }
-
-    /// The `LocalInvocationIndex` input, declared if the module lacks it.
-    fn local_invocation_index(&mut self) -> Result<Id, KernelRejection> {
-        let facts = self.facts;
-        let uint = self.uint()?;
-        let existing = facts.globals.iter().find(|(v, g)| {
-            g.class == StorageClass::Input
-                && facts.decorations.get(v).and_then(|d| d.builtin)
-                    == Some(BuiltIn::LocalInvocationIndex)
-                && g.pointee == uint
-        });
-        if let Some((v, _)) = existing {
-            let v = *v;
+        existing.sort_unstable();
+        if let Some(&(v, ty)) = existing.first() {
             if !facts.entry.interface.contains(&v) {
                 self.new_interface.push((v, StorageClass::Input));
             }
-            return Ok(v);
+            return Ok((v, ty));
         }
         let ptr = self.type_id(Type::Pointer {
             class: StorageClass::Input,
@@ -823,7 +1048,7 @@ impl Rewriter<'_> {
             ],
         ));
         self.new_interface.push((v, StorageClass::Input));
-        Ok(v)
+        Ok((v, uint))
     }
 
     /// Pass 5: every loop's back edge reads the watchdog flag and leaves
