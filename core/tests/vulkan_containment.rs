@@ -162,6 +162,7 @@ fn abandoned_devices_are_bounded_and_reclaimed() {
 }
 
 #[path = "../../bench/src/big_kernel.rs"]
+#[allow(dead_code)]
 mod big_kernel;
 
 #[test]
