@@ -372,7 +372,12 @@ fn a_failed_job_comes_back_as_a_signed_failure() {
     ) {
         Err(RequesterError::Failed(f)) => {
             assert_eq!(f.code, FailureCode::JobFailed);
-            assert!(f.reason.contains("OutOfMemory"), "{}", f.reason);
+            assert!(
+                matches!(f.provider, Some((FailReason::OutOfMemory, _))),
+                "{:?}",
+                f.provider
+            );
+            assert!(f.reason.contains("out of memory"), "{}", f.reason);
             let key = Ed25519Signer::from_seed(&[8; 32])
                 .expect("seed")
                 .public_key();
