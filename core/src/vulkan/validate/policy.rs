@@ -584,6 +584,7 @@ pub(crate) fn with_facts(
     rules: &Rules,
 ) -> Result<Learnt, KernelRejection> {
     check_types(facts, declared, rules)?;
+    check_decorations(module, facts)?;
     check_globals(module, facts)?;
     let push = check_resources(facts, bindings)?;
     check_interface(version, facts)?;
@@ -678,6 +679,68 @@ fn check_types(
                 return Err(KernelRejection::ForbiddenType(*t));
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decorations sit where they mean something: a member decoration on an
+/// existing member of a struct type (and never one that names a whole
+/// object, such as `SpecId` or `Binding`), and `SpecId`, `Block`,
+/// `BufferBlock`, `ArrayStride`, `Binding` and `DescriptorSet` on the kind
+/// of object they describe.
+fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
+    let opcodes: HashMap<Id, Op> = module
+        .types_global_values
+        .iter()
+        .filter_map(|i| Some((i.result_id?, i.class.opcode)))
+        .collect();
+    for inst in &module.annotations {
+        let op = inst.class.opcode;
+        let bad = || KernelRejection::BadOperand { opcode: op as u32 };
+        let target = id(inst.operands.first()).ok_or_else(bad)?;
+        let ok = match (op, inst.operands.get(1), inst.operands.get(2)) {
+            (
+                Op::MemberDecorate,
+                Some(Operand::LiteralBit32(member)),
+                Some(Operand::Decoration(d)),
+            ) => {
+                let exists = match facts.types.get(&target) {
+                    Some(Type::Struct { members }) => (*member as usize) < members.len(),
+                    _ => false,
+                };
+                exists
+                    && !matches!(
+                        d,
+                        Decoration::SpecId
+                            | Decoration::Block
+                            | Decoration::BufferBlock
+                            | Decoration::ArrayStride
+                            | Decoration::Binding
+                            | Decoration::DescriptorSet
+                    )
+            }
+            (Op::Decorate, Some(Operand::Decoration(d)), _) => match d {
+                Decoration::SpecId => matches!(
+                    opcodes.get(&target),
+                    Some(Op::SpecConstant | Op::SpecConstantTrue | Op::SpecConstantFalse)
+                ),
+                Decoration::Block | Decoration::BufferBlock => {
+                    matches!(facts.types.get(&target), Some(Type::Struct { .. }))
+                }
+                Decoration::ArrayStride => matches!(
+                    facts.types.get(&target),
+                    Some(Type::Array { .. } | Type::RuntimeArray { .. })
+                ),
+                Decoration::Binding | Decoration::DescriptorSet => {
+                    facts.globals.contains_key(&target)
+                }
+                _ => true,
+            },
+            _ => false,
+        };
+        if !ok {
+            return Err(bad());
         }
     }
     Ok(())

@@ -1,0 +1,139 @@
+//! Tessera's own kernel gate, through `check_kernel` (no device needed), on
+//! modules the `spirv_gate` fuzzer found it accepting although the Khronos
+//! validator rejects them (core/fuzz/README.md). Each module is SPIR-V
+//! assembly in `core/tests/gate_regressions/` that differs from `base` in
+//! one place; `build.sh` there assembles the committed `.spv` files.
+#![cfg(feature = "vulkan")]
+
+use tessera_core::vulkan::*;
+
+/// A Vulkan 1.3 device with the features the fuzzer's device has.
+fn device() -> Capabilities {
+    Capabilities {
+        name: "test device".into(),
+        vendor_id: 0x10005,
+        device_id: 0,
+        driver_version: 0,
+        api_version: (1 << 22) | (3 << 12),
+        device_type: DeviceType::Cpu,
+        memory_heaps: [MemoryHeap {
+            size: 2 << 30,
+            device_local: true,
+        }; MAX_MEMORY_HEAPS],
+        memory_heap_count: 1,
+        limits: ComputeLimits {
+            max_workgroup_size: [1024, 1024, 1024],
+            max_workgroup_count: [65535, 65535, 65535],
+            max_invocations: 1024,
+            max_shared_memory: 32 << 10,
+            max_storage_buffer_range: 1 << 27,
+            max_push_constants: 128,
+            max_storage_buffers: 32,
+        },
+        subgroup_size: 8,
+        features: ShaderFeatures {
+            float16: true,
+            int8: true,
+            int16: true,
+            int64: true,
+            float64: true,
+            storage_buffer_16bit: true,
+            storage_buffer_8bit: true,
+            variable_pointers: true,
+            subgroup_operations: 0xff,
+        },
+        robustness: Robustness {
+            robust_buffer_access: true,
+            robust_buffer_access2: true,
+            device_fault: false,
+            zero_initialize_workgroup_memory: true,
+        },
+        timestamps: true,
+        benchmark: None,
+    }
+}
+
+/// The gate's verdict on a module with one 256-byte buffer at binding 0.
+fn check(spirv: &[u8]) -> Result<CheckedKernel, KernelRejection> {
+    let buffers = [BufferSpec {
+        binding: 0,
+        len: 256,
+        init: None,
+        readback: true,
+    }];
+    let job = KernelJob {
+        spirv,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &[0; 16],
+        grid: [1, 1, 1],
+        buffers: &buffers,
+    };
+    check_kernel(&job, &device(), &DispatcherConfig::default())
+}
+
+macro_rules! module {
+    ($name:literal) => {
+        include_bytes!(concat!("gate_regressions/", $name, ".spv"))
+    };
+}
+
+fn bad_operand(opcode: u32) -> Result<CheckedKernel, KernelRejection> {
+    Err(KernelRejection::BadOperand { opcode })
+}
+
+#[test]
+fn the_base_module_is_accepted() {
+    let k = check(module!("base")).expect("base is a valid kernel");
+    assert_eq!(k.workgroup_size, [64, 1, 1]);
+}
+
+/// The committed kernels the gate accepts (the hostile ones among them are
+/// contained at run time) stay accepted as the gate learns new rules.
+#[test]
+fn the_committed_kernels_stay_accepted() {
+    let buffers: Vec<BufferSpec<'_>> = (0..16)
+        .map(|binding| BufferSpec {
+            binding,
+            len: 256,
+            init: None,
+            readback: false,
+        })
+        .collect();
+    for name in [
+        "saxpy",
+        "reduce",
+        "matmul",
+        "mandelbrot",
+        "copy",
+        "fma",
+        "spec_workgroup",
+        "hostile_busy",
+        "hostile_loop",
+        "hostile_oob",
+        "hostile_shared_oob",
+    ] {
+        let path = format!("{}/kernels/{name}.spv", env!("CARGO_MANIFEST_DIR"));
+        let spirv = std::fs::read(&path).expect(&path);
+        let job = KernelJob {
+            spirv: &spirv,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: &[0; 128],
+            grid: [1, 1, 1],
+            buffers: &buffers,
+        };
+        if let Err(e) = check_kernel(&job, &device(), &DispatcherConfig::default()) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn decorations_sit_where_they_mean_something() {
+    let member = bad_operand(72); // OpMemberDecorate
+    assert_eq!(check(module!("member_decoration_out_of_range")), member);
+    assert_eq!(check(module!("member_decoration_on_scalar")), member);
+    assert_eq!(check(module!("spec_id_on_member")), member);
+    assert_eq!(check(module!("binding_on_type")), bad_operand(71)); // OpDecorate
+}
