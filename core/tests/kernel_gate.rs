@@ -137,3 +137,14 @@ fn decorations_sit_where_they_mean_something() {
     assert_eq!(check(module!("spec_id_on_member")), member);
     assert_eq!(check(module!("binding_on_type")), bad_operand(71)); // OpDecorate
 }
+
+#[test]
+fn extended_instructions_have_their_operands_and_spec_operations_are_shader_ones() {
+    let ext_inst = bad_operand(12);
+    assert_eq!(check(module!("ext_inst_extra_operand")), ext_inst);
+    assert_eq!(check(module!("ext_inst_missing_operand")), ext_inst);
+    assert_eq!(
+        check(module!("spec_constant_op_kernel_only")),
+        bad_operand(52)
+    );
+}

@@ -12,6 +12,7 @@ use super::super::error::KernelRejection;
 use super::facts::{id, lit, operand_ids, Facts, Id, Kind, Type, Value};
 use super::Rules;
 use rspirv::dr::{Instruction, Module, Operand};
+use rspirv::grammar::GLSL_STD_450_INSTRUCTION_TABLE;
 use rspirv::spirv::{
     AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel,
     GroupOperation, MemoryAccess, MemoryModel, Op, StorageClass,
@@ -101,6 +102,48 @@ const POINTER_CASTS: &[Op] = &[
     Op::PtrAccessChain,
     Op::InBoundsPtrAccessChain,
     Op::TypeForwardPointer,
+];
+
+/// The operations an `OpSpecConstantOp` may have in a shader (SPIR-V
+/// 2.3, "Specialization"; the others need the `Kernel` capability).
+const SHADER_SPEC_CONSTANT_OPS: &[Op] = &[
+    Op::SConvert,
+    Op::UConvert,
+    Op::SNegate,
+    Op::Not,
+    Op::IAdd,
+    Op::ISub,
+    Op::IMul,
+    Op::UDiv,
+    Op::SDiv,
+    Op::UMod,
+    Op::SRem,
+    Op::SMod,
+    Op::ShiftRightLogical,
+    Op::ShiftRightArithmetic,
+    Op::ShiftLeftLogical,
+    Op::BitwiseOr,
+    Op::BitwiseXor,
+    Op::BitwiseAnd,
+    Op::VectorShuffle,
+    Op::CompositeExtract,
+    Op::CompositeInsert,
+    Op::LogicalOr,
+    Op::LogicalAnd,
+    Op::LogicalNot,
+    Op::LogicalEqual,
+    Op::LogicalNotEqual,
+    Op::Select,
+    Op::IEqual,
+    Op::INotEqual,
+    Op::ULessThan,
+    Op::SLessThan,
+    Op::UGreaterThan,
+    Op::SGreaterThan,
+    Op::ULessThanEqual,
+    Op::SLessThanEqual,
+    Op::UGreaterThanEqual,
+    Op::SGreaterThanEqual,
 ];
 
 /// Whether a compute kernel may use `op` at all (what it requires is
@@ -519,7 +562,20 @@ fn check_instruction(inst: &Instruction) -> Result<(), KernelRejection> {
             if !(1..=81).contains(&n) || (76..=78).contains(&n) {
                 return Err(KernelRejection::ForbiddenExtInst(n));
             }
+            // Exactly the operands the instruction has: a driver reads
+            // them by position.
+            let arity = GLSL_STD_450_INSTRUCTION_TABLE
+                .lookup_opcode(n)
+                .map(|g| g.operands.len());
+            if arity != Some(inst.operands.len() - 2) {
+                return Err(KernelRejection::BadOperand { opcode: op as u32 });
+            }
         }
+        Op::SpecConstantOp => match inst.operands.first() {
+            Some(Operand::LiteralSpecConstantOpInteger(o))
+                if SHADER_SPEC_CONSTANT_OPS.contains(o) => {}
+            _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
+        },
         Op::GroupNonUniformIAdd
         | Op::GroupNonUniformFAdd
         | Op::GroupNonUniformIMul
