@@ -148,3 +148,9 @@ fn extended_instructions_have_their_operands_and_spec_operations_are_shader_ones
         bad_operand(52)
     );
 }
+
+#[test]
+fn a_scalar_type_is_declared_once() {
+    let r = check(module!("duplicate_scalar_type"));
+    assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
+}

@@ -684,6 +684,23 @@ fn check_types(
     use Capability::*;
     let mut ids: Vec<&Id> = facts.types.keys().collect();
     ids.sort_unstable();
+    // A scalar, vector, matrix or function type is declared once: types
+    // are compared by id (here, by spirv-val and by drivers), and the
+    // rewrite reuses the module's own.
+    let mut declared_once: HashSet<&Type> = HashSet::new();
+    for t in &ids {
+        let ty = &facts.types[*t];
+        let aggregate = matches!(
+            ty,
+            Type::Struct { .. }
+                | Type::Array { .. }
+                | Type::RuntimeArray { .. }
+                | Type::Pointer { .. }
+        );
+        if !aggregate && !declared_once.insert(ty) {
+            return Err(KernelRejection::BadType(**t));
+        }
+    }
     for t in ids {
         match &facts.types[t] {
             Type::Int { width: 8, .. } => require(
