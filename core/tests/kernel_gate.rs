@@ -154,3 +154,14 @@ fn a_scalar_type_is_declared_once() {
     let r = check(module!("duplicate_scalar_type"));
     assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
 }
+
+#[test]
+fn memory_is_read_and_written_through_pointers_of_the_right_type() {
+    let (load, store, copy) = (bad_operand(61), bad_operand(62), bad_operand(63));
+    assert_eq!(check(module!("load_from_constant")), load);
+    assert_eq!(check(module!("load_of_another_type")), load);
+    assert_eq!(check(module!("store_to_constant")), store);
+    assert_eq!(check(module!("store_to_input")), store);
+    assert_eq!(check(module!("copy_memory_from_value")), copy);
+    assert_eq!(check(module!("array_length_of_no_member")), bad_operand(68));
+}

@@ -1215,6 +1215,70 @@ fn check_body_instruction(
                 }
                 _ => return Err(bad()),
             }
+            // The result and the values have the pointee's type.
+            let values: &[usize] = match op {
+                Op::AtomicStore | Op::AtomicLoad | Op::AtomicIIncrement | Op::AtomicIDecrement => {
+                    if op == Op::AtomicStore {
+                        &[3]
+                    } else {
+                        &[]
+                    }
+                }
+                Op::AtomicCompareExchange => &[4, 5],
+                _ => &[3],
+            };
+            if inst.result_type.is_some_and(|t| t != pointee)
+                || values
+                    .iter()
+                    .any(|i| value_type(facts, inst.operands.get(*i)) != Some(pointee))
+            {
+                return Err(bad());
+            }
+        }
+        Op::Load => {
+            let ptr = id(inst.operands.first()).ok_or_else(bad)?;
+            let (_, pointee) = facts.pointer_of(ptr).ok_or_else(bad)?;
+            if inst.result_type != Some(pointee) {
+                return Err(bad());
+            }
+        }
+        Op::Store | Op::CopyMemory => {
+            let target = id(inst.operands.first()).ok_or_else(bad)?;
+            let (class, pointee) = facts.pointer_of(target).ok_or_else(bad)?;
+            // Inputs and push constants are read-only.
+            if matches!(class, StorageClass::Input | StorageClass::PushConstant) {
+                return Err(bad());
+            }
+            let source = id(inst.operands.get(1)).ok_or_else(bad)?;
+            let stored = if op == Op::Store {
+                facts.value_types.get(&source).copied()
+            } else {
+                facts.pointer_of(source).map(|(_, p)| p)
+            };
+            if stored != Some(pointee) {
+                return Err(bad());
+            }
+        }
+        Op::ArrayLength => {
+            // The runtime array that ends the struct a pointer points at.
+            let ptr = id(inst.operands.first()).ok_or_else(bad)?;
+            let (_, pointee) = facts.pointer_of(ptr).ok_or_else(bad)?;
+            let Some(Type::Struct { members }) = facts.types.get(&pointee) else {
+                return Err(bad());
+            };
+            let last = members.len().checked_sub(1).ok_or_else(bad)?;
+            let runtime = matches!(
+                facts.types.get(&members[last]),
+                Some(Type::RuntimeArray { .. })
+            );
+            let uint = inst.result_type.and_then(|t| facts.types.get(&t))
+                == Some(&Type::Int {
+                    width: 32,
+                    signed: false,
+                });
+            if !runtime || !uint || lit(inst.operands.get(1)) != Some(last as u32) {
+                return Err(bad());
+            }
         }
         Op::ExtInst => {
             let set = id(inst.operands.first()).ok_or_else(bad)?;
@@ -1300,4 +1364,9 @@ fn check_sizes(module: &Module, facts: &Facts, rules: &Rules) -> Result<(), Kern
         });
     }
     Ok(())
+}
+
+/// The type of the value an operand names, if it is a value.
+fn value_type(facts: &Facts, operand: Option<&Operand>) -> Option<Id> {
+    facts.value_types.get(&id(operand)?).copied()
 }
