@@ -165,3 +165,24 @@ fn memory_is_read_and_written_through_pointers_of_the_right_type() {
     assert_eq!(check(module!("copy_memory_from_value")), copy);
     assert_eq!(check(module!("array_length_of_no_member")), bad_operand(68));
 }
+
+#[test]
+fn operands_and_results_have_the_types_their_instruction_needs() {
+    for (name, opcode) in [
+        ("glsl_operand_of_another_type", 12), // OpExtInst
+        ("glsl_integer_instruction_on_floats", 12),
+        ("phi_of_another_type", 245),
+        ("fadd_of_an_integer", 129),
+        ("iadd_giving_a_float", 128),
+        ("composite_extract_of_another_type", 81),
+        ("branch_on_an_integer", 250),
+        ("return_value_from_void", 254),
+    ] {
+        let path = format!(
+            "{}/tests/gate_regressions/{name}.spv",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let spirv = std::fs::read(&path).expect(&path);
+        assert_eq!(check(&spirv), bad_operand(opcode), "{name}");
+    }
+}

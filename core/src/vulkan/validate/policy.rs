@@ -644,7 +644,7 @@ pub(crate) fn with_facts(
     check_globals(module, facts)?;
     let push = check_resources(facts, bindings)?;
     check_interface(version, facts)?;
-    check_functions(module, facts, declared, rules)?;
+    check_functions(module, version, facts, declared, rules)?;
     check_sizes(module, facts, rules)?;
     let reads_num_workgroups = facts
         .used_globals
@@ -975,6 +975,7 @@ fn takes_pointer(op: Op, index: usize) -> bool {
 
 fn check_functions(
     module: &Module,
+    version: u32,
     facts: &Facts,
     declared: &HashSet<u32>,
     rules: &Rules,
@@ -1009,6 +1010,7 @@ fn check_functions(
         for (b, block) in func.blocks.iter().enumerate() {
             for inst in &block.instructions {
                 check_body_instruction(inst, facts, declared, rules, vp_declared)?;
+                check_value_types(inst, facts, version, def.result_type)?;
                 let op = inst.class.opcode;
                 // Labels named by branches, merges and phis are blocks of
                 // this function; a branch back is a loop's back edge.
@@ -1157,7 +1159,11 @@ fn check_body_instruction(
         Op::CompositeExtract | Op::CompositeInsert => {
             let at = if op == Op::CompositeExtract { 0 } else { 1 };
             let composite = id(inst.operands.get(at)).ok_or_else(bad)?;
-            let mut current = *facts.value_types.get(&composite).ok_or_else(bad)?;
+            let composite_type = *facts.value_types.get(&composite).ok_or_else(bad)?;
+            let mut current = composite_type;
+            if inst.operands.len() <= at + 1 {
+                return Err(bad());
+            }
             for o in &inst.operands[at + 1..] {
                 let i = u64::from(lit(Some(o)).ok_or_else(bad)?);
                 current = match facts.types.get(&current) {
@@ -1167,6 +1173,17 @@ fn check_body_instruction(
                     Some(Type::Matrix { column, count }) if i < u64::from(*count) => *column,
                     _ => return Err(bad()),
                 };
+            }
+            // Extract gives the part's type; insert puts a part of that
+            // type and gives the composite's.
+            let agree = if op == Op::CompositeExtract {
+                inst.result_type == Some(current)
+            } else {
+                inst.result_type == Some(composite_type)
+                    && value_type(facts, inst.operands.first()) == Some(current)
+            };
+            if !agree {
+                return Err(bad());
             }
         }
         Op::VectorShuffle => {
@@ -1369,4 +1386,482 @@ fn check_sizes(module: &Module, facts: &Facts, rules: &Rules) -> Result<(), Kern
 /// The type of the value an operand names, if it is a value.
 fn value_type(facts: &Facts, operand: Option<&Operand>) -> Option<Id> {
     facts.value_types.get(&id(operand)?).copied()
+}
+
+/// A scalar or vector type as (scalar type, component count).
+fn scalar_shape(facts: &Facts, t: Id) -> Option<(&Type, u32)> {
+    match facts.types.get(&t)? {
+        s @ (Type::Bool | Type::Int { .. } | Type::Float { .. }) => Some((s, 1)),
+        Type::Vector { component, count } => Some((facts.types.get(component)?, *count)),
+        _ => None,
+    }
+}
+
+/// GLSL.std.450 instructions whose operands all have the result's type, a
+/// float scalar or vector (Round … NClamp, SPIR-V's extended instruction
+/// set for GLSL).
+const GLSL_FLOAT_SAME: &[u32] = &[
+    1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+    28, 29, 30, 31, 32, 37, 40, 43, 46, 48, 49, 50, 69, 70, 71, 79, 80, 81,
+];
+/// GLSL.std.450 instructions on integers whose operands have the result's
+/// width and component count (SAbs, SSign, U/S Min, Max, Clamp).
+const GLSL_INT_SAME: &[u32] = &[5, 7, 38, 39, 41, 42, 44, 45];
+
+/// The types an instruction's operands and result must have: arithmetic,
+/// bitwise, comparison, logical, conversion, composite and control-flow
+/// instructions, phis, returns and the GLSL.std.450 instructions of
+/// [`GLSL_FLOAT_SAME`] and [`GLSL_INT_SAME`]. The rules are SPIR-V's (and
+/// spirv-val's): a driver may take any operand's type as the result's.
+/// `ret` is the enclosing function's return type.
+fn check_value_types(
+    inst: &Instruction,
+    facts: &Facts,
+    version: u32,
+    ret: Option<Id>,
+) -> Result<(), KernelRejection> {
+    use Op::*;
+    let op = inst.class.opcode;
+    let bad = || KernelRejection::BadOperand { opcode: op as u32 };
+    let ops = &inst.operands;
+    // The type of value operand `i`, and a type's shape.
+    let ty = |i: usize| value_type(facts, ops.get(i)).ok_or_else(bad);
+    let shape = |t: Id| scalar_shape(facts, t).ok_or_else(bad);
+    let result = || inst.result_type.ok_or_else(bad);
+    let width = |s: &Type| match s {
+        Type::Int { width, .. } | Type::Float { width } => *width,
+        _ => 0,
+    };
+    let int = |s: &Type| matches!(s, Type::Int { .. });
+    let uint = |s: &Type| matches!(s, Type::Int { signed: false, .. });
+    let float = |s: &Type| matches!(s, Type::Float { .. });
+    let boolean = |s: &Type| matches!(s, Type::Bool);
+    let check = |ok: bool| if ok { Ok(()) } else { Err(bad()) };
+    let arity = |n: usize| check(ops.len() == n);
+    // Every operand from `from` on has exactly the result's type.
+    let all_result = |from: usize| -> Result<(), KernelRejection> {
+        let r = result()?;
+        for i in from..ops.len() {
+            check(ty(i)? == r)?;
+        }
+        Ok(())
+    };
+    // Every operand from `from` on is an integer with the result's width
+    // and component count (the signedness may differ).
+    let all_int_like_result = |from: usize| -> Result<(), KernelRejection> {
+        let (s, n) = shape(result()?)?;
+        check(int(s))?;
+        for i in from..ops.len() {
+            let (o, m) = shape(ty(i)?)?;
+            check(int(o) && m == n && width(o) == width(s))?;
+        }
+        Ok(())
+    };
+    match op {
+        IAdd | ISub | IMul | SDiv | SMod | SRem | BitwiseOr | BitwiseXor | BitwiseAnd => {
+            arity(2)?;
+            all_int_like_result(0)?;
+        }
+        SNegate | Not => {
+            arity(1)?;
+            all_int_like_result(0)?;
+        }
+        UDiv | UMod => {
+            arity(2)?;
+            check(uint(shape(result()?)?.0))?;
+            all_result(0)?;
+        }
+        FAdd | FSub | FMul | FDiv | FRem | FMod | FNegate => {
+            arity(if op == FNegate { 1 } else { 2 })?;
+            check(float(shape(result()?)?.0))?;
+            all_result(0)?;
+        }
+        ShiftRightLogical | ShiftRightArithmetic | ShiftLeftLogical => {
+            arity(2)?;
+            let (s, n) = shape(result()?)?;
+            let (base, b) = shape(ty(0)?)?;
+            let (shift, c) = shape(ty(1)?)?;
+            check(
+                int(s) && int(base) && int(shift) && b == n && c == n && width(base) == width(s),
+            )?;
+        }
+        IEqual | INotEqual | UGreaterThan | SGreaterThan | UGreaterThanEqual
+        | SGreaterThanEqual | ULessThan | SLessThan | ULessThanEqual | SLessThanEqual => {
+            arity(2)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            let (b, bn) = shape(ty(1)?)?;
+            check(boolean(s) && int(a) && int(b) && an == n && bn == n && width(a) == width(b))?;
+        }
+        FOrdEqual
+        | FUnordEqual
+        | FOrdNotEqual
+        | FUnordNotEqual
+        | FOrdLessThan
+        | FUnordLessThan
+        | FOrdGreaterThan
+        | FUnordGreaterThan
+        | FOrdLessThanEqual
+        | FUnordLessThanEqual
+        | FOrdGreaterThanEqual
+        | FUnordGreaterThanEqual => {
+            arity(2)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            check(boolean(s) && float(a) && an == n && ty(1)? == ty(0)?)?;
+        }
+        LogicalEqual | LogicalNotEqual | LogicalOr | LogicalAnd | LogicalNot => {
+            arity(if op == LogicalNot { 1 } else { 2 })?;
+            check(boolean(shape(result()?)?.0))?;
+            all_result(0)?;
+        }
+        IsNan | IsInf => {
+            arity(1)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            check(boolean(s) && float(a) && an == n)?;
+        }
+        Any | All => {
+            arity(1)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            check(boolean(s) && n == 1 && boolean(a) && an > 1)?;
+        }
+        Select => {
+            arity(3)?;
+            let r = result()?;
+            let (c, cn) = shape(ty(0)?)?;
+            // A scalar condition selects anything (composites since SPIR-V
+            // 1.4); a vector condition selects vectors of its size.
+            let n = match facts.types.get(&r) {
+                Some(Type::Bool | Type::Int { .. } | Type::Float { .. } | Type::Pointer { .. }) => {
+                    1
+                }
+                Some(Type::Vector { count, .. }) => *count,
+                Some(Type::Array { .. } | Type::Matrix { .. } | Type::Struct { .. })
+                    if version >= 0x0001_0400 =>
+                {
+                    1
+                }
+                _ => return Err(bad()),
+            };
+            check(boolean(c) && (cn == n || (cn == 1 && version >= 0x0001_0400)))?;
+            all_result(1)?;
+        }
+        ConvertFToU | ConvertFToS | ConvertSToF | ConvertUToF | UConvert | SConvert | FConvert => {
+            arity(1)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            let kinds = match op {
+                ConvertFToU => uint(s) && float(a),
+                ConvertFToS => int(s) && float(a),
+                ConvertSToF | ConvertUToF => float(s) && int(a),
+                UConvert => uint(s) && int(a),
+                SConvert => int(s) && int(a),
+                _ => float(s) && float(a),
+            };
+            // Width conversions change the width.
+            let widths = !matches!(op, UConvert | SConvert | FConvert) || width(s) != width(a);
+            check(kinds && an == n && widths)?;
+        }
+        QuantizeToF16 => {
+            arity(1)?;
+            let (s, _) = shape(result()?)?;
+            check(width(s) == 32 && float(s))?;
+            all_result(0)?;
+        }
+        Bitcast => {
+            // Pointers are refused elsewhere; numbers keep their bits.
+            arity(1)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            check(
+                !boolean(s)
+                    && !boolean(a)
+                    && u64::from(width(s)) * u64::from(n) == u64::from(width(a)) * u64::from(an),
+            )?;
+        }
+        CopyObject => {
+            arity(1)?;
+            all_result(0)?;
+        }
+        VectorExtractDynamic => {
+            arity(2)?;
+            let Some(Type::Vector { component, .. }) = facts.types.get(&ty(0)?) else {
+                return Err(bad());
+            };
+            let (i, n) = shape(ty(1)?)?;
+            check(Some(*component) == inst.result_type && int(i) && n == 1)?;
+        }
+        VectorInsertDynamic => {
+            arity(3)?;
+            let Some(Type::Vector { component, .. }) = facts.types.get(&result()?) else {
+                return Err(bad());
+            };
+            let (i, n) = shape(ty(2)?)?;
+            check(ty(0)? == result()? && ty(1)? == *component && int(i) && n == 1)?;
+        }
+        VectorShuffle => {
+            let Some(Type::Vector { component, count }) = facts.types.get(&result()?) else {
+                return Err(bad());
+            };
+            for i in 0..2 {
+                match facts.types.get(&ty(i)?) {
+                    Some(Type::Vector { component: c, .. }) if c == component => {}
+                    _ => return Err(bad()),
+                }
+            }
+            check(ops.len() == 2 + *count as usize)?;
+        }
+        CompositeConstruct => {
+            let parts: Vec<Id> = (0..ops.len()).map(ty).collect::<Result<_, _>>()?;
+            let ok = match facts.types.get(&result()?) {
+                Some(Type::Vector { component, count }) => {
+                    // Scalars and vectors of the component type, filling it.
+                    let mut filled = 0u32;
+                    for p in &parts {
+                        filled += match facts.types.get(p) {
+                            Some(Type::Vector {
+                                component: c,
+                                count,
+                            }) if c == component => *count,
+                            _ if p == component => 1,
+                            _ => return Err(bad()),
+                        };
+                    }
+                    parts.len() >= 2 && filled == *count
+                }
+                Some(Type::Matrix { column, count }) => {
+                    parts.len() == *count as usize && parts.iter().all(|p| p == column)
+                }
+                Some(Type::Array { element, length }) => {
+                    parts.len() as u64 == *length && parts.iter().all(|p| p == element)
+                }
+                Some(Type::Struct { members }) => parts == *members,
+                _ => false,
+            };
+            check(ok)?;
+        }
+        Dot => {
+            arity(2)?;
+            let a = ty(0)?;
+            let ok = matches!(facts.types.get(&a), Some(Type::Vector { component, .. })
+                if Some(*component) == inst.result_type
+                    && facts.types.get(component).is_some_and(float));
+            check(ok && ty(1)? == a)?;
+        }
+        VectorTimesScalar => {
+            arity(2)?;
+            let ok = matches!(facts.types.get(&result()?), Some(Type::Vector { component, .. })
+                if facts.types.get(component).is_some_and(float) && ty(1)? == *component);
+            check(ok)?;
+            check(ty(0)? == result()?)?;
+        }
+        MatrixTimesScalar => {
+            arity(2)?;
+            let ok = match facts.types.get(&result()?) {
+                Some(Type::Matrix { column, .. }) => matches!(
+                    facts.types.get(column),
+                    Some(Type::Vector { component, .. }) if ty(1)? == *component
+                ),
+                _ => false,
+            };
+            check(ok)?;
+            check(ty(0)? == result()?)?;
+        }
+        MatrixTimesVector => {
+            // (columns of the result's type) × (a vector, one per column).
+            arity(2)?;
+            let (
+                Some(Type::Matrix { column, count }),
+                Some(Type::Vector {
+                    count: n,
+                    component,
+                }),
+            ) = (facts.types.get(&ty(0)?), facts.types.get(&ty(1)?))
+            else {
+                return Err(bad());
+            };
+            let ok = Some(*column) == inst.result_type
+                && n == count
+                && matches!(facts.types.get(column), Some(Type::Vector { component: c, .. }) if c == component);
+            check(ok)?;
+        }
+        VectorTimesMatrix => {
+            // (a vector) × (columns of its type) gives one per column.
+            arity(2)?;
+            let (
+                Some(Type::Matrix { column, count }),
+                Some(Type::Vector {
+                    count: n,
+                    component,
+                }),
+            ) = (facts.types.get(&ty(1)?), facts.types.get(&result()?))
+            else {
+                return Err(bad());
+            };
+            let ok = *column == ty(0)?
+                && n == count
+                && matches!(facts.types.get(column), Some(Type::Vector { component: c, .. }) if c == component);
+            check(ok)?;
+        }
+        MatrixTimesMatrix => {
+            arity(2)?;
+            let (
+                Some(Type::Matrix {
+                    column: rc,
+                    count: rn,
+                }),
+                Some(Type::Matrix {
+                    column: lc,
+                    count: ln,
+                }),
+                Some(Type::Matrix {
+                    column: oc,
+                    count: on,
+                }),
+            ) = (
+                facts.types.get(&result()?),
+                facts.types.get(&ty(0)?),
+                facts.types.get(&ty(1)?),
+            )
+            else {
+                return Err(bad());
+            };
+            let rows_of = |c: &Id| match facts.types.get(c) {
+                Some(Type::Vector { component, count }) => Some((*component, *count)),
+                _ => None,
+            };
+            let ok = rc == lc
+                && rn == on
+                && matches!((rows_of(lc), rows_of(oc)), (Some((a, _)), Some((b, rows))) if a == b && rows == *ln);
+            check(ok)?;
+        }
+        OuterProduct => {
+            arity(2)?;
+            let (
+                Some(Type::Matrix { column, count }),
+                Some(Type::Vector {
+                    component,
+                    count: n,
+                }),
+            ) = (facts.types.get(&result()?), facts.types.get(&ty(1)?))
+            else {
+                return Err(bad());
+            };
+            let ok = *column == ty(0)?
+                && n == count
+                && matches!(facts.types.get(column), Some(Type::Vector { component: c, .. }) if c == component);
+            check(ok)?;
+        }
+        Transpose => {
+            arity(1)?;
+            let (
+                Some(Type::Matrix {
+                    column: rc,
+                    count: rn,
+                }),
+                Some(Type::Matrix {
+                    column: ac,
+                    count: an,
+                }),
+            ) = (facts.types.get(&result()?), facts.types.get(&ty(0)?))
+            else {
+                return Err(bad());
+            };
+            let ok = match (facts.types.get(rc), facts.types.get(ac)) {
+                (
+                    Some(Type::Vector {
+                        component: x,
+                        count: rows_r,
+                    }),
+                    Some(Type::Vector {
+                        component: y,
+                        count: rows_a,
+                    }),
+                ) => x == y && rows_r == an && rows_a == rn,
+                _ => false,
+            };
+            check(ok)?;
+        }
+        IAddCarry | ISubBorrow | UMulExtended | SMulExtended => {
+            arity(2)?;
+            let ok = match facts.types.get(&result()?) {
+                Some(Type::Struct { members }) => {
+                    members.len() == 2
+                        && members[0] == members[1]
+                        && scalar_shape(facts, members[0]).is_some_and(|(s, _)| {
+                            if op == SMulExtended {
+                                int(s)
+                            } else {
+                                uint(s)
+                            }
+                        })
+                        && ty(0)? == members[0]
+                        && ty(1)? == members[0]
+                }
+                _ => false,
+            };
+            check(ok)?;
+        }
+        BitFieldInsert | BitFieldSExtract | BitFieldUExtract => {
+            // Base (and insert) of the result's type; offset and count
+            // integer scalars.
+            let values = if op == BitFieldInsert { 2 } else { 1 };
+            arity(values + 2)?;
+            check(int(shape(result()?)?.0))?;
+            for i in 0..values {
+                check(ty(i)? == result()?)?;
+            }
+            for i in values..values + 2 {
+                let (s, n) = shape(ty(i)?)?;
+                check(int(s) && n == 1)?;
+            }
+        }
+        BitReverse => {
+            arity(1)?;
+            check(int(shape(result()?)?.0))?;
+            all_result(0)?;
+        }
+        BitCount => {
+            arity(1)?;
+            let (s, n) = shape(result()?)?;
+            let (a, an) = shape(ty(0)?)?;
+            check(int(s) && int(a) && an == n)?;
+        }
+        Phi => {
+            let r = result()?;
+            for pair in ops.chunks(2) {
+                check(value_type(facts, pair.first()) == Some(r))?;
+            }
+        }
+        BranchConditional => {
+            let (c, n) = shape(ty(0)?)?;
+            check(boolean(c) && n == 1)?;
+        }
+        Switch => {
+            let (s, n) = shape(ty(0)?)?;
+            check(int(s) && n == 1)?;
+        }
+        Return => {
+            check(ret.is_some_and(|t| matches!(facts.types.get(&t), Some(Type::Void))))?;
+        }
+        ReturnValue => {
+            arity(1)?;
+            check(ret.is_some() && ty(0).ok() == ret)?;
+        }
+        ExtInst => {
+            let Some(Operand::LiteralExtInstInteger(n)) = ops.get(1) else {
+                return Err(bad());
+            };
+            if GLSL_FLOAT_SAME.contains(n) {
+                check(float(shape(result()?)?.0))?;
+                all_result(2)?;
+            } else if GLSL_INT_SAME.contains(n) {
+                all_int_like_result(2)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
