@@ -186,3 +186,8 @@ fn operands_and_results_have_the_types_their_instruction_needs() {
         assert_eq!(check(&spirv), bad_operand(opcode), "{name}");
     }
 }
+
+#[test]
+fn values_are_defined_before_they_are_used() {
+    assert_eq!(check(module!("use_before_definition")), bad_operand(129)); // OpFAdd
+}

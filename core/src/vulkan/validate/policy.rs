@@ -1007,11 +1007,30 @@ fn check_functions(
                 }
             }
         }
+        // Values are defined in this function before they are used (a phi
+        // may name a value of a later block). Whether each definition
+        // dominates its uses is left to the Khronos validator.
+        let params = func.parameters.iter().filter_map(|p| p.result_id);
+        let mut defined: HashSet<Id> = params.clone().collect();
+        let own: HashSet<Id> = params
+            .chain(
+                func.blocks
+                    .iter()
+                    .flat_map(|b| b.instructions.iter().filter_map(|i| i.result_id)),
+            )
+            .collect();
         for (b, block) in func.blocks.iter().enumerate() {
             for inst in &block.instructions {
                 check_body_instruction(inst, facts, declared, rules, vp_declared)?;
                 check_value_types(inst, facts, version, def.result_type)?;
                 let op = inst.class.opcode;
+                for v in operand_ids(inst) {
+                    let known = if op == Op::Phi { &own } else { &defined };
+                    if facts.kinds.get(&v) == Some(&Kind::Local) && !known.contains(&v) {
+                        return Err(KernelRejection::BadOperand { opcode: op as u32 });
+                    }
+                }
+                defined.extend(inst.result_id);
                 // Labels named by branches, merges and phis are blocks of
                 // this function; a branch back is a loop's back edge.
                 let targets: Vec<Id> = match op {
