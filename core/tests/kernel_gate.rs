@@ -191,3 +191,10 @@ fn operands_and_results_have_the_types_their_instruction_needs() {
 fn values_are_defined_before_they_are_used() {
     assert_eq!(check(module!("use_before_definition")), bad_operand(129)); // OpFAdd
 }
+
+#[test]
+fn scopes_are_constants_a_compute_kernel_may_name() {
+    let barrier = bad_operand(224); // OpControlBarrier
+    assert_eq!(check(module!("barrier_scope_out_of_range")), barrier);
+    assert_eq!(check(module!("barrier_scope_not_constant")), barrier);
+}

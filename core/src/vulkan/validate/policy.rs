@@ -9,13 +9,13 @@
 //! structure the driver relies on, and the size limits.
 
 use super::super::error::KernelRejection;
-use super::facts::{id, lit, operand_ids, Facts, Id, Kind, Type, Value};
+use super::facts::{id, lit, operand_ids, Facts, Id, Kind, Origin, Type, Value};
 use super::Rules;
 use rspirv::dr::{Instruction, Module, Operand};
 use rspirv::grammar::GLSL_STD_450_INSTRUCTION_TABLE;
 use rspirv::spirv::{
     AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel,
-    GroupOperation, MemoryAccess, MemoryModel, Op, StorageClass,
+    GroupOperation, MemoryAccess, MemoryModel, Op, Scope, StorageClass,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -1023,6 +1023,7 @@ fn check_functions(
             for inst in &block.instructions {
                 check_body_instruction(inst, facts, declared, rules, vp_declared)?;
                 check_value_types(inst, facts, version, def.result_type)?;
+                check_scopes(inst, facts)?;
                 let op = inst.class.opcode;
                 for v in operand_ids(inst) {
                     let known = if op == Op::Phi { &own } else { &defined };
@@ -1881,6 +1882,56 @@ fn check_value_types(
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Scopes and memory semantics are 32-bit integer constants (not
+/// specialization constants), and a scope is one a Vulkan compute kernel
+/// may name: execution by the subgroup (or the workgroup, for barriers),
+/// memory of the device, workgroup, subgroup or invocation. Which
+/// semantics bits go together is left to the Khronos validator.
+fn check_scopes(inst: &Instruction, facts: &Facts) -> Result<(), KernelRejection> {
+    let op = inst.class.opcode;
+    let bad = || KernelRejection::BadOperand { opcode: op as u32 };
+    let constant = |v: Id| -> Option<u64> {
+        let c = facts.constants.get(&v)?;
+        match (c.origin, facts.types.get(&c.ty), &c.value) {
+            (Origin::Plain, Some(Type::Int { width: 32, .. }), Value::Scalar(x)) => Some(*x),
+            (Origin::Plain, Some(Type::Int { width: 32, .. }), Value::Null) => Some(0),
+            _ => None,
+        }
+    };
+    // The first scope of a barrier or a subgroup operation is its
+    // execution scope.
+    let mut execution = op == Op::ControlBarrier || group_capability(op).is_some();
+    for o in &inst.operands {
+        match o {
+            Operand::IdScope(v) => {
+                let scope = constant(*v).ok_or_else(bad)?;
+                let ok = if execution {
+                    scope == Scope::Subgroup as u64
+                        || (op == Op::ControlBarrier && scope == Scope::Workgroup as u64)
+                } else {
+                    [
+                        Scope::Device,
+                        Scope::Workgroup,
+                        Scope::Subgroup,
+                        Scope::Invocation,
+                    ]
+                    .iter()
+                    .any(|s| *s as u64 == scope)
+                };
+                if !ok {
+                    return Err(bad());
+                }
+                execution = false;
+            }
+            Operand::IdMemorySemantics(v) => {
+                constant(*v).ok_or_else(bad)?;
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
