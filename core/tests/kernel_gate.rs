@@ -135,6 +135,9 @@ fn decorations_sit_where_they_mean_something() {
     assert_eq!(check(module!("member_decoration_out_of_range")), member);
     assert_eq!(check(module!("member_decoration_on_scalar")), member);
     assert_eq!(check(module!("spec_id_on_member")), member);
+    assert_eq!(check(module!("uniform_on_member")), member);
+    assert_eq!(check(module!("glsl_packed_on_member")), member);
+    assert_eq!(check(module!("matrix_stride_on_type")), bad_operand(71));
     assert_eq!(check(module!("binding_on_type")), bad_operand(71)); // OpDecorate
 }
 

@@ -758,10 +758,11 @@ fn check_types(
 }
 
 /// Decorations sit where they mean something: a member decoration on an
-/// existing member of a struct type (and never one that names a whole
-/// object, such as `SpecId` or `Binding`), and `SpecId`, `Block`,
-/// `BufferBlock`, `ArrayStride`, `Binding` and `DescriptorSet` on the kind
-/// of object they describe.
+/// existing member of a struct type (and never one that describes a whole
+/// object, such as `SpecId`, `Binding` or `Uniform`), the matrix layout
+/// decorations on members only, and `SpecId`, `Block`, `BufferBlock`,
+/// `ArrayStride`, `Binding` and `DescriptorSet` on the kind of object they
+/// describe. (The same lists as spirv-val's.)
 fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
     let opcodes: HashMap<Id, Op> = module
         .types_global_values
@@ -789,11 +790,21 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
                             | Decoration::Block
                             | Decoration::BufferBlock
                             | Decoration::ArrayStride
+                            | Decoration::GLSLShared
+                            | Decoration::GLSLPacked
+                            | Decoration::Aliased
+                            | Decoration::Uniform
                             | Decoration::Binding
                             | Decoration::DescriptorSet
+                            | Decoration::NoContraction
+                            | Decoration::NoSignedWrap
+                            | Decoration::NoUnsignedWrap
+                            | Decoration::NonUniform
                     )
             }
             (Op::Decorate, Some(Operand::Decoration(d)), _) => match d {
+                // Only members have a layout within a matrix.
+                Decoration::RowMajor | Decoration::ColMajor | Decoration::MatrixStride => false,
                 Decoration::SpecId => matches!(
                     opcodes.get(&target),
                     Some(Op::SpecConstant | Op::SpecConstantTrue | Op::SpecConstantFalse)
