@@ -201,3 +201,23 @@ fn scopes_are_constants_a_compute_kernel_may_name() {
     assert_eq!(check(module!("barrier_scope_out_of_range")), barrier);
     assert_eq!(check(module!("barrier_scope_not_constant")), barrier);
 }
+
+#[test]
+fn instructions_stand_in_their_place_in_the_layout() {
+    for name in [
+        "execution_mode_in_function",
+        "constant_in_function",
+        "source_before_memory_model",
+    ] {
+        let path = format!(
+            "{}/tests/gate_regressions/{name}.spv",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let spirv = std::fs::read(&path).expect(&path);
+        let r = check(&spirv);
+        assert!(
+            matches!(r, Err(KernelRejection::BadInstruction { .. })),
+            "{name}: {r:?}"
+        );
+    }
+}
