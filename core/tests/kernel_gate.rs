@@ -221,3 +221,11 @@ fn instructions_stand_in_their_place_in_the_layout() {
         );
     }
 }
+
+#[test]
+fn no_result_has_id_zero() {
+    assert_eq!(
+        check(module!("result_id_zero")),
+        Err(KernelRejection::IdOutOfBounds)
+    );
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Assembles the regression modules of core/tests/kernel_gate.rs (SPIR-V 1.3)
-# and makes the two that spirv-as cannot write (an extended instruction with
-# one operand too many or too few: it checks the arity) by patching base.spv.
+# and makes the three that spirv-as cannot write (an extended instruction
+# with one operand too many or too few: it checks the arity; a result id 0)
+# by patching base.spv.
 # The tests load the committed .spv files, so this is only needed after
 # editing one. Needs spirv-as (SPIRV-Tools) and python3.
 set -euo pipefail
@@ -27,4 +28,14 @@ for name, delta in (("ext_inst_extra_operand", 1), ("ext_inst_missing_operand", 
         del w[at + count - 1]
     w[at] = ((count + delta) << 16) | 12
     open(name + ".spv", "wb").write(struct.pack("<%dI" % len(w), *w))
+# An access chain whose result id is 0.
+at = 5
+while at < len(words):
+    count, op = words[at] >> 16, words[at] & 0xffff
+    if op == 65:
+        break
+    at += count
+w = list(words)
+w[at + 2] = 0
+open("result_id_zero.spv", "wb").write(struct.pack("<%dI" % len(w), *w))
 PY
