@@ -229,3 +229,8 @@ fn no_result_has_id_zero() {
         Err(KernelRejection::IdOutOfBounds)
     );
 }
+
+#[test]
+fn line_information_names_a_file() {
+    assert_eq!(check(module!("line_naming_a_type")), bad_operand(8)); // OpLine
+}

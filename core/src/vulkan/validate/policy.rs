@@ -641,6 +641,7 @@ pub(crate) fn with_facts(
 ) -> Result<Learnt, KernelRejection> {
     check_types(facts, declared, rules)?;
     check_decorations(module, facts)?;
+    check_lines(module, facts)?;
     check_globals(module, facts)?;
     let push = check_resources(facts, bindings)?;
     check_interface(version, facts)?;
@@ -825,6 +826,20 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
         };
         if !ok {
             return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// Debug line information names its file by an `OpString`.
+fn check_lines(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
+    for inst in module.all_inst_iter() {
+        if inst.class.opcode == Op::Line
+            && facts.kinds.get(&id(inst.operands.first()).unwrap_or(0)) != Some(&Kind::String)
+        {
+            return Err(KernelRejection::BadOperand {
+                opcode: Op::Line as u32,
+            });
         }
     }
     Ok(())
