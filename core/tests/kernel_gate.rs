@@ -234,3 +234,11 @@ fn no_result_has_id_zero() {
 fn line_information_names_a_file() {
     assert_eq!(check(module!("line_naming_a_type")), bad_operand(8)); // OpLine
 }
+
+#[test]
+fn a_kernel_declares_the_shader_capability() {
+    assert_eq!(
+        check(module!("no_shader_capability")),
+        Err(KernelRejection::UndeclaredCapability(1))
+    );
+}

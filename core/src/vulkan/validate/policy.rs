@@ -427,6 +427,13 @@ pub(crate) fn module_level(
     for c in caps {
         check_capability_allowed(c, rules)?;
     }
+    // A Vulkan module is a shader: the memory model and everything in it
+    // need the capability.
+    if !declared.contains(&(Capability::Shader as u32)) {
+        return Err(KernelRejection::UndeclaredCapability(
+            Capability::Shader as u32,
+        ));
+    }
     for inst in &module.extensions {
         let name = match inst.operands.first() {
             Some(Operand::LiteralString(s)) => s.clone(),
