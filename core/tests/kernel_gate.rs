@@ -242,3 +242,8 @@ fn a_kernel_declares_the_shader_capability() {
         Err(KernelRejection::UndeclaredCapability(1))
     );
 }
+
+#[test]
+fn struct_members_are_named_by_plain_constants() {
+    assert_eq!(check(module!("struct_index_spec_constant")), bad_operand(65)); // OpAccessChain
+}

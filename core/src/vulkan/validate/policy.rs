@@ -1182,10 +1182,16 @@ fn check_body_instruction(
                 }
                 current = match facts.types.get(&current) {
                     Some(Type::Struct { members }) => {
+                        // A member is named by a plain 32-bit constant
+                        // (what SPIR-V requires; not a specialization
+                        // constant the driver would resolve again).
                         let c = facts.constants.get(&index).ok_or_else(bad)?;
-                        let Value::Scalar(m) = c.value else {
+                        let (Value::Scalar(m), Origin::Plain, Some(Type::Int { width: 32, .. })) =
+                            (&c.value, c.origin, facts.types.get(&c.ty))
+                        else {
                             return Err(bad());
                         };
+                        let m = *m;
                         *members
                             .get(usize::try_from(m).map_err(|_| bad())?)
                             .ok_or_else(bad)?
