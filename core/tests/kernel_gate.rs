@@ -245,5 +245,14 @@ fn a_kernel_declares_the_shader_capability() {
 
 #[test]
 fn struct_members_are_named_by_plain_constants() {
-    assert_eq!(check(module!("struct_index_spec_constant")), bad_operand(65)); // OpAccessChain
+    assert_eq!(
+        check(module!("struct_index_spec_constant")),
+        bad_operand(65)
+    ); // OpAccessChain
+}
+
+#[test]
+fn built_in_inputs_have_their_type() {
+    let r = check(module!("builtin_of_another_type"));
+    assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
 }

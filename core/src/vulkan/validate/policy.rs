@@ -893,6 +893,30 @@ fn check_globals(module: &Module, facts: &Facts) -> Result<(), KernelRejection> 
                 opcode: Op::Decorate as u32,
             });
         }
+        // A built-in input has the type the driver writes.
+        if let Some(b) = builtin {
+            let uint32 = |t: &Id| matches!(facts.types.get(t), Some(Type::Int { width: 32, .. }));
+            let uvec = |n: u32| {
+                matches!(facts.types.get(&g.pointee),
+                    Some(Type::Vector { component, count }) if *count == n && uint32(component))
+            };
+            let ok = match b {
+                BuiltIn::NumWorkgroups
+                | BuiltIn::WorkgroupSize
+                | BuiltIn::WorkgroupId
+                | BuiltIn::LocalInvocationId
+                | BuiltIn::GlobalInvocationId => uvec(3),
+                BuiltIn::SubgroupEqMask
+                | BuiltIn::SubgroupGeMask
+                | BuiltIn::SubgroupGtMask
+                | BuiltIn::SubgroupLeMask
+                | BuiltIn::SubgroupLtMask => uvec(4),
+                _ => uint32(&g.pointee),
+            };
+            if !ok {
+                return Err(KernelRejection::BadType(g.pointee));
+            }
+        }
         let in_buffer = matches!(g.class, StorageClass::StorageBuffer | StorageClass::Uniform);
         if !in_buffer && facts.contains(g.pointee, &runtime) {
             return Err(KernelRejection::ForbiddenType(g.pointee));
