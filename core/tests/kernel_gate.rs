@@ -256,3 +256,11 @@ fn built_in_inputs_have_their_type() {
     let r = check(module!("builtin_of_another_type"));
     assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
 }
+
+#[test]
+fn a_phi_has_one_value_for_each_predecessor() {
+    let phi = bad_operand(245);
+    assert_eq!(check(module!("phi_missing_predecessor")), phi);
+    assert_eq!(check(module!("phi_duplicate_parent")), phi);
+    assert_eq!(check(module!("phi_non_predecessor")), phi);
+}

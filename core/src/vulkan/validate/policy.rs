@@ -1064,6 +1064,32 @@ fn check_functions(
                 }
             }
         }
+        // Each block's predecessors: the blocks that branch to it (once
+        // each, however many of their targets it is).
+        let mut preds: HashMap<Id, Vec<Id>> = HashMap::new();
+        for block in &func.blocks {
+            let (Some(label), Some(term)) = (
+                block.label.as_ref().and_then(|l| l.result_id),
+                block.instructions.last(),
+            ) else {
+                continue;
+            };
+            let skip = usize::from(term.class.opcode != Op::Branch);
+            let mut targets: Vec<Id> = match term.class.opcode {
+                Op::Branch | Op::BranchConditional | Op::Switch => term
+                    .operands
+                    .iter()
+                    .skip(skip)
+                    .filter_map(|o| id(Some(o)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            targets.sort_unstable();
+            targets.dedup();
+            for t in targets {
+                preds.entry(t).or_default().push(label);
+            }
+        }
         // Values are defined in this function before they are used (a phi
         // may name a value of a later block). Whether each definition
         // dominates its uses is left to the Khronos validator.
@@ -1109,22 +1135,37 @@ fn check_functions(
                         inst.operands.iter().filter_map(|o| id(Some(o))).collect()
                     }
                     Op::Phi => {
+                        // One value for each predecessor, and no others.
+                        let mut parents: Vec<Id> = Vec::new();
                         for pair in inst.operands.chunks(2) {
                             let parent = id(pair.get(1));
                             if parent.is_none_or(|p| !index.contains_key(&p)) {
                                 return Err(KernelRejection::BadOperand { opcode: op as u32 });
                             }
+                            parents.extend(parent);
+                        }
+                        parents.sort_unstable();
+                        let mut expected = block
+                            .label
+                            .as_ref()
+                            .and_then(|l| l.result_id)
+                            .and_then(|l| preds.get(&l))
+                            .cloned()
+                            .unwrap_or_default();
+                        expected.sort_unstable();
+                        if parents != expected {
+                            return Err(KernelRejection::BadOperand { opcode: op as u32 });
                         }
                         Vec::new()
                     }
                     _ => Vec::new(),
                 };
-                for t in targets {
-                    let Some(&ti) = index.get(&t) else {
+                for t in &targets {
+                    let Some(&ti) = index.get(t) else {
                         return Err(KernelRejection::BadOperand { opcode: op as u32 });
                     };
                     let branch = matches!(op, Op::Branch | Op::BranchConditional | Op::Switch);
-                    if branch && ti <= b && (op == Op::Switch || !headers.contains(&t)) {
+                    if branch && ti <= b && (op == Op::Switch || !headers.contains(t)) {
                         return Err(KernelRejection::BadControlFlow { opcode: op as u32 });
                     }
                 }
