@@ -264,3 +264,13 @@ fn a_phi_has_one_value_for_each_predecessor() {
     assert_eq!(check(module!("phi_duplicate_parent")), phi);
     assert_eq!(check(module!("phi_non_predecessor")), phi);
 }
+
+/// The watchdog leaves a loop for its merge block when the host says stop:
+/// a merge block that is the loop's header, or comes before it and leads
+/// back in, would make an endless loop unstoppable.
+#[test]
+fn merge_blocks_come_after_their_header() {
+    let loop_merge = Err(KernelRejection::BadControlFlow { opcode: 246 });
+    assert_eq!(check(module!("loop_merge_is_header")), loop_merge);
+    assert_eq!(check(module!("loop_merge_before_header")), loop_merge);
+}

@@ -1160,12 +1160,24 @@ fn check_functions(
                     }
                     _ => Vec::new(),
                 };
-                for t in &targets {
+                for (k, t) in targets.iter().enumerate() {
                     let Some(&ti) = index.get(t) else {
                         return Err(KernelRejection::BadOperand { opcode: op as u32 });
                     };
                     let branch = matches!(op, Op::Branch | Op::BranchConditional | Op::Switch);
                     if branch && ti <= b && (op == Op::Switch || !headers.contains(t)) {
+                        return Err(KernelRejection::BadControlFlow { opcode: op as u32 });
+                    }
+                    // A construct's merge block comes after its header (and
+                    // a loop's continue target no earlier), so that leaving
+                    // a loop for its merge block, as the watchdog does, goes
+                    // forward and out.
+                    let misplaced = match (op, k) {
+                        (Op::LoopMerge | Op::SelectionMerge, 0) => ti <= b,
+                        (Op::LoopMerge, 1) => ti < b || Some(t) == targets.first(),
+                        _ => false,
+                    };
+                    if misplaced {
                         return Err(KernelRejection::BadControlFlow { opcode: op as u32 });
                     }
                 }
