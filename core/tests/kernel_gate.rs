@@ -274,3 +274,13 @@ fn merge_blocks_come_after_their_header() {
     assert_eq!(check(module!("loop_merge_is_header")), loop_merge);
     assert_eq!(check(module!("loop_merge_before_header")), loop_merge);
 }
+
+/// With two, the gate took whichever its hash map gave first (a job's
+/// verdict changed between two runs), and a driver may take the other:
+/// a workgroup over the device's limits. spirv-val accepts such a module.
+#[test]
+fn a_kernel_has_one_workgroup_size_constant() {
+    for _ in 0..16 {
+        assert_eq!(check(module!("two_workgroup_sizes")), bad_operand(71)); // OpDecorate
+    }
+}

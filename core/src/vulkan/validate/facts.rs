@@ -1152,11 +1152,21 @@ impl Facts {
         let u32_of = |c: Id| -> Result<u32, KernelRejection> {
             u32::try_from(self.int_value(c)?).map_err(|_| KernelRejection::BadConstant(c))
         };
-        // A constant decorated BuiltIn WorkgroupSize overrides the execution mode.
-        for (target, d) in &self.decorations {
-            if d.builtin != Some(BuiltIn::WorkgroupSize) {
-                continue;
-            }
+        // A constant decorated BuiltIn WorkgroupSize overrides the execution
+        // mode. There is one at most: with two, which one a driver takes is
+        // anyone's guess (and this loop took whichever the hash map gave
+        // first).
+        let mut sized: Vec<Id> = self
+            .decorations
+            .iter()
+            .filter(|(_, d)| d.builtin == Some(BuiltIn::WorkgroupSize))
+            .map(|(t, _)| *t)
+            .collect();
+        if sized.len() > 1 {
+            return Err(bad_operand(Op::Decorate));
+        }
+        if let Some(target) = sized.pop() {
+            let target = &target;
             let c = self
                 .constants
                 .get(target)
