@@ -55,6 +55,11 @@ fn device() -> Capabilities {
 
 /// The gate's verdict on a module with one 256-byte buffer at binding 0.
 fn check(spirv: &[u8]) -> Result<CheckedKernel, KernelRejection> {
+    check_on(spirv, &device())
+}
+
+/// [`check`] on a given device.
+fn check_on(spirv: &[u8], device: &Capabilities) -> Result<CheckedKernel, KernelRejection> {
     let buffers = [BufferSpec {
         binding: 0,
         len: 256,
@@ -69,7 +74,7 @@ fn check(spirv: &[u8]) -> Result<CheckedKernel, KernelRejection> {
         grid: [1, 1, 1],
         buffers: &buffers,
     };
-    check_kernel(&job, &device(), &DispatcherConfig::default())
+    check_kernel(&job, device, &DispatcherConfig::default())
 }
 
 macro_rules! module {
@@ -282,5 +287,21 @@ fn merge_blocks_come_after_their_header() {
 fn a_kernel_has_one_workgroup_size_constant() {
     for _ in 0..16 {
         assert_eq!(check(module!("two_workgroup_sizes")), bad_operand(71)); // OpDecorate
+    }
+}
+
+/// The rewrite zeroes workgroup memory with code reading
+/// LocalInvocationIndex; with two such inputs it took whichever its hash
+/// map gave first, so one job's rewritten module changed between runs.
+#[test]
+fn the_same_job_is_rewritten_the_same_way() {
+    let mut device = device();
+    device.robustness.zero_initialize_workgroup_memory = false;
+    let first = check_on(module!("two_local_invocation_indices"), &device).expect("valid");
+    for _ in 0..16 {
+        assert_eq!(
+            check_on(module!("two_local_invocation_indices"), &device),
+            Ok(first.clone())
+        );
     }
 }

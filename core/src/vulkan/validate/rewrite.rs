@@ -681,14 +681,20 @@ impl Rewriter<'_> {
     fn local_invocation_index(&mut self) -> Result<Id, KernelRejection> {
         let facts = self.facts;
         let uint = self.uint()?;
-        let existing = facts.globals.iter().find(|(v, g)| {
-            g.class == StorageClass::Input
-                && facts.decorations.get(v).and_then(|d| d.builtin)
-                    == Some(BuiltIn::LocalInvocationIndex)
-                && g.pointee == uint
-        });
-        if let Some((v, _)) = existing {
-            let v = *v;
+        // The first such input by id, so that the same module is always
+        // rewritten the same way.
+        let existing = facts
+            .globals
+            .iter()
+            .filter(|(v, g)| {
+                g.class == StorageClass::Input
+                    && facts.decorations.get(v).and_then(|d| d.builtin)
+                        == Some(BuiltIn::LocalInvocationIndex)
+                    && g.pointee == uint
+            })
+            .map(|(v, _)| *v)
+            .min();
+        if let Some(v) = existing {
             if !facts.entry.interface.contains(&v) {
                 self.new_interface.push((v, StorageClass::Input));
             }
