@@ -305,3 +305,11 @@ fn the_same_job_is_rewritten_the_same_way() {
         );
     }
 }
+
+#[test]
+fn subgroup_built_ins_need_their_capability() {
+    assert_eq!(
+        check(module!("subgroup_builtin_without_capability")),
+        Err(KernelRejection::UndeclaredCapability(61)) // GroupNonUniform
+    );
+}

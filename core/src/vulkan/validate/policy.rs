@@ -647,6 +647,7 @@ pub(crate) fn with_facts(
     rules: &Rules,
 ) -> Result<Learnt, KernelRejection> {
     check_types(facts, declared, rules)?;
+    check_builtin_capabilities(facts, declared, rules)?;
     check_decorations(module, facts)?;
     check_lines(module, facts)?;
     check_globals(module, facts)?;
@@ -761,6 +762,37 @@ fn check_types(
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// The subgroup built-ins need the subgroup capabilities (declared and
+/// allowed).
+fn check_builtin_capabilities(
+    facts: &Facts,
+    declared: &HashSet<u32>,
+    rules: &Rules,
+) -> Result<(), KernelRejection> {
+    let mut builtins: Vec<BuiltIn> = facts
+        .decorations
+        .values()
+        .filter_map(|d| d.builtin)
+        .collect();
+    builtins.sort_unstable_by_key(|b| *b as u32);
+    for b in builtins {
+        let needs = match b {
+            BuiltIn::SubgroupSize
+            | BuiltIn::SubgroupLocalInvocationId
+            | BuiltIn::NumSubgroups
+            | BuiltIn::SubgroupId => Capability::GroupNonUniform,
+            BuiltIn::SubgroupEqMask
+            | BuiltIn::SubgroupGeMask
+            | BuiltIn::SubgroupGtMask
+            | BuiltIn::SubgroupLeMask
+            | BuiltIn::SubgroupLtMask => Capability::GroupNonUniformBallot,
+            _ => continue,
+        };
+        require(&[needs], declared, rules)?;
     }
     Ok(())
 }
