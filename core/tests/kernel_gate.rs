@@ -313,3 +313,11 @@ fn subgroup_built_ins_need_their_capability() {
         Err(KernelRejection::UndeclaredCapability(61)) // GroupNonUniform
     );
 }
+
+#[test]
+fn a_merge_instruction_is_right_before_its_branch() {
+    assert_eq!(
+        check(module!("selection_merge_not_before_branch")),
+        Err(KernelRejection::BadControlFlow { opcode: 247 }) // OpSelectionMerge
+    );
+}

@@ -1205,7 +1205,9 @@ fn check_functions(
                     // a loop for its merge block, as the watchdog does, goes
                     // forward and out.
                     let misplaced = match (op, k) {
-                        (Op::LoopMerge | Op::SelectionMerge, 0) => ti <= b,
+                        (Op::LoopMerge | Op::SelectionMerge, 0) => {
+                            ti <= b || !merge_precedes_branch(&block.instructions, inst)
+                        }
                         (Op::LoopMerge, 1) => ti < b || Some(t) == targets.first(),
                         _ => false,
                     };
@@ -2082,4 +2084,19 @@ fn check_scopes(inst: &Instruction, facts: &Facts) -> Result<(), KernelRejection
         }
     }
     Ok(())
+}
+
+/// A merge instruction is the second-to-last of its block, right before the
+/// branch that opens its construct: a loop's before a branch, a
+/// selection's before a conditional branch or a switch.
+fn merge_precedes_branch(block: &[Instruction], merge: &Instruction) -> bool {
+    let n = block.len();
+    let (Some(m), Some(branch)) = (n.checked_sub(2).map(|i| &block[i]), block.last()) else {
+        return false;
+    };
+    std::ptr::eq(m, merge)
+        && match merge.class.opcode {
+            Op::LoopMerge => matches!(branch.class.opcode, Op::Branch | Op::BranchConditional),
+            _ => matches!(branch.class.opcode, Op::BranchConditional | Op::Switch),
+        }
 }
