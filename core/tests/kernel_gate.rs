@@ -321,3 +321,9 @@ fn a_merge_instruction_is_right_before_its_branch() {
         Err(KernelRejection::BadControlFlow { opcode: 247 }) // OpSelectionMerge
     );
 }
+
+#[test]
+fn buffers_are_structs_even_when_unused() {
+    let r = check(module!("storage_buffer_of_a_scalar"));
+    assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
+}

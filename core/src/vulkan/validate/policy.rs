@@ -953,6 +953,17 @@ fn check_globals(module: &Module, facts: &Facts) -> Result<(), KernelRejection> 
         if !in_buffer && facts.contains(g.pointee, &runtime) {
             return Err(KernelRejection::ForbiddenType(g.pointee));
         }
+        // A buffer or push-constant block is a struct (or an array of
+        // them), used or not.
+        if in_buffer || g.class == StorageClass::PushConstant {
+            let block = match facts.types.get(&g.pointee) {
+                Some(Type::Array { element, .. } | Type::RuntimeArray { element }) => *element,
+                _ => g.pointee,
+            };
+            if !matches!(facts.types.get(&block), Some(Type::Struct { .. })) {
+                return Err(KernelRejection::BadType(g.pointee));
+            }
+        }
     }
     // Built-in decorations go on variables or on the WorkgroupSize constant.
     for (target, d) in &facts.decorations {
