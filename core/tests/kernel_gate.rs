@@ -327,3 +327,11 @@ fn buffers_are_structs_even_when_unused() {
     let r = check(module!("storage_buffer_of_a_scalar"));
     assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
 }
+
+#[test]
+fn loop_controls_do_not_contradict_each_other() {
+    assert_eq!(
+        check(module!("contradicting_loop_controls")),
+        bad_operand(246) // OpLoopMerge
+    );
+}

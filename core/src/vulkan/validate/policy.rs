@@ -15,7 +15,7 @@ use rspirv::dr::{Instruction, Module, Operand};
 use rspirv::grammar::GLSL_STD_450_INSTRUCTION_TABLE;
 use rspirv::spirv::{
     AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel,
-    GroupOperation, MemoryAccess, MemoryModel, Op, Scope, StorageClass,
+    GroupOperation, LoopControl, MemoryAccess, MemoryModel, Op, Scope, StorageClass,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -623,6 +623,21 @@ fn check_instruction(inst: &Instruction) -> Result<(), KernelRejection> {
                     return Err(KernelRejection::BadOperand { opcode: op as u32 });
                 }
             }
+        }
+    }
+    // Loop controls that contradict each other (the rewrite drops every
+    // loop control, but the module must be valid as sent).
+    if let (Op::LoopMerge, Some(Operand::LoopControl(c))) = (op, inst.operands.get(2)) {
+        let both = |a: LoopControl, b: LoopControl| c.contains(a) && c.contains(b);
+        if both(LoopControl::UNROLL, LoopControl::DONT_UNROLL)
+            || both(LoopControl::PEEL_COUNT, LoopControl::DONT_UNROLL)
+            || both(LoopControl::PARTIAL_COUNT, LoopControl::DONT_UNROLL)
+            || both(
+                LoopControl::DEPENDENCY_INFINITE,
+                LoopControl::DEPENDENCY_LENGTH,
+            )
+        {
+            return Err(KernelRejection::BadOperand { opcode: op as u32 });
         }
     }
     Ok(())
