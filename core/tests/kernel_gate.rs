@@ -144,6 +144,10 @@ fn decorations_sit_where_they_mean_something() {
     assert_eq!(check(module!("glsl_packed_on_member")), member);
     assert_eq!(check(module!("matrix_stride_on_type")), bad_operand(71));
     assert_eq!(check(module!("binding_on_type")), bad_operand(71)); // OpDecorate
+    assert_eq!(
+        check(module!("binding_on_workgroup_variable")),
+        bad_operand(71)
+    );
 }
 
 #[test]

@@ -817,7 +817,7 @@ fn check_builtin_capabilities(
 /// object, such as `SpecId`, `Binding` or `Uniform`), the matrix layout
 /// decorations on members only, and `SpecId`, `Block`, `BufferBlock`,
 /// `ArrayStride`, `Binding` and `DescriptorSet` on the kind of object they
-/// describe. (The same lists as spirv-val's.)
+/// describe (bindings on buffer variables). (The same lists as spirv-val's.)
 fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
     let opcodes: HashMap<Id, Op> = module
         .types_global_values
@@ -871,8 +871,11 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
                     facts.types.get(&target),
                     Some(Type::Array { .. } | Type::RuntimeArray { .. })
                 ),
+                // Resources only.
                 Decoration::Binding | Decoration::DescriptorSet => {
-                    facts.globals.contains_key(&target)
+                    facts.globals.get(&target).is_some_and(|g| {
+                        matches!(g.class, StorageClass::StorageBuffer | StorageClass::Uniform)
+                    })
                 }
                 _ => true,
             },
