@@ -664,7 +664,7 @@ pub(crate) fn with_facts(
     check_types(facts, declared, rules)?;
     check_builtin_capabilities(facts, declared, rules)?;
     check_decorations(module, facts)?;
-    check_lines(module, facts)?;
+    check_debug_info(module, facts)?;
     check_globals(module, facts)?;
     let push = check_resources(facts, bindings)?;
     check_interface(version, facts)?;
@@ -888,15 +888,22 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
     Ok(())
 }
 
-/// Debug line information names its file by an `OpString`.
-fn check_lines(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
+/// Debug information names what exists: line information a file by an
+/// `OpString`, member names a member of a struct type.
+fn check_debug_info(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
     for inst in module.all_inst_iter() {
-        if inst.class.opcode == Op::Line
-            && facts.kinds.get(&id(inst.operands.first()).unwrap_or(0)) != Some(&Kind::String)
-        {
-            return Err(KernelRejection::BadOperand {
-                opcode: Op::Line as u32,
-            });
+        let op = inst.class.opcode;
+        let target = id(inst.operands.first()).unwrap_or(0);
+        let ok = match op {
+            Op::Line => facts.kinds.get(&target) == Some(&Kind::String),
+            Op::MemberName => match (facts.types.get(&target), lit(inst.operands.get(1))) {
+                (Some(Type::Struct { members }), Some(m)) => (m as usize) < members.len(),
+                _ => false,
+            },
+            _ => true,
+        };
+        if !ok {
+            return Err(KernelRejection::BadOperand { opcode: op as u32 });
         }
     }
     Ok(())
