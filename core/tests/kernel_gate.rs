@@ -328,9 +328,13 @@ fn a_merge_instruction_is_right_before_its_branch() {
 }
 
 #[test]
-fn buffers_are_structs_even_when_unused() {
-    let r = check(module!("storage_buffer_of_a_scalar"));
-    assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
+fn buffers_are_blocks_even_when_unused() {
+    for r in [
+        check(module!("storage_buffer_of_a_scalar")),
+        check(module!("storage_buffer_without_block")),
+    ] {
+        assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
+    }
 }
 
 #[test]

@@ -978,14 +978,20 @@ fn check_globals(module: &Module, facts: &Facts) -> Result<(), KernelRejection> 
         if !in_buffer && facts.contains(g.pointee, &runtime) {
             return Err(KernelRejection::ForbiddenType(g.pointee));
         }
-        // A buffer or push-constant block is a struct (or an array of
-        // them), used or not.
+        // A buffer or push-constant block is a struct decorated as one (or
+        // an array of them), used or not: Block for storage buffers and
+        // push constants, Block or BufferBlock for uniforms.
         if in_buffer || g.class == StorageClass::PushConstant {
             let block = match facts.types.get(&g.pointee) {
                 Some(Type::Array { element, .. } | Type::RuntimeArray { element }) => *element,
                 _ => g.pointee,
             };
-            if !matches!(facts.types.get(&block), Some(Type::Struct { .. })) {
+            let d = facts.decorations.get(&block);
+            let decorated = match g.class {
+                StorageClass::Uniform => d.is_some_and(|d| d.block || d.buffer_block),
+                _ => d.is_some_and(|d| d.block),
+            };
+            if !matches!(facts.types.get(&block), Some(Type::Struct { .. })) || !decorated {
                 return Err(KernelRejection::BadType(g.pointee));
             }
         }
