@@ -338,9 +338,10 @@ fn buffers_are_blocks_even_when_unused() {
 }
 
 #[test]
-fn loop_controls_do_not_contradict_each_other() {
+fn controls_are_spirv_hints_that_do_not_contradict_each_other() {
     assert_eq!(
         check(module!("contradicting_loop_controls")),
         bad_operand(246) // OpLoopMerge
     );
+    assert_eq!(check(module!("vendor_function_control")), bad_operand(54)); // OpFunction
 }

@@ -15,7 +15,8 @@ use rspirv::dr::{Instruction, Module, Operand};
 use rspirv::grammar::GLSL_STD_450_INSTRUCTION_TABLE;
 use rspirv::spirv::{
     AddressingModel, BuiltIn, Capability, Decoration, ExecutionMode, ExecutionModel,
-    GroupOperation, LoopControl, MemoryAccess, MemoryModel, Op, Scope, StorageClass,
+    FunctionControl, GroupOperation, LoopControl, MemoryAccess, MemoryModel, Op, Scope,
+    SelectionControl, StorageClass,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -625,11 +626,39 @@ fn check_instruction(inst: &Instruction) -> Result<(), KernelRejection> {
             }
         }
     }
-    // Loop controls that contradict each other (the rewrite drops every
-    // loop control, but the module must be valid as sent).
+    // Function, selection and loop controls are SPIR-V's own hints (the
+    // others need vendor capabilities), and loop controls do not
+    // contradict each other. The rewrite drops them all, but the module
+    // must be valid as sent.
+    let known = match (op, inst.operands.first(), inst.operands.get(1)) {
+        (Op::Function, Some(Operand::FunctionControl(c)), _) => {
+            let standard = FunctionControl::INLINE
+                | FunctionControl::DONT_INLINE
+                | FunctionControl::PURE
+                | FunctionControl::CONST;
+            standard.contains(*c)
+        }
+        (Op::SelectionMerge, _, Some(Operand::SelectionControl(c))) => {
+            (SelectionControl::FLATTEN | SelectionControl::DONT_FLATTEN).contains(*c)
+        }
+        _ => true,
+    };
+    if !known {
+        return Err(KernelRejection::BadOperand { opcode: op as u32 });
+    }
     if let (Op::LoopMerge, Some(Operand::LoopControl(c))) = (op, inst.operands.get(2)) {
+        let standard = LoopControl::UNROLL
+            | LoopControl::DONT_UNROLL
+            | LoopControl::DEPENDENCY_INFINITE
+            | LoopControl::DEPENDENCY_LENGTH
+            | LoopControl::MIN_ITERATIONS
+            | LoopControl::MAX_ITERATIONS
+            | LoopControl::ITERATION_MULTIPLE
+            | LoopControl::PEEL_COUNT
+            | LoopControl::PARTIAL_COUNT;
         let both = |a: LoopControl, b: LoopControl| c.contains(a) && c.contains(b);
-        if both(LoopControl::UNROLL, LoopControl::DONT_UNROLL)
+        if !standard.contains(*c)
+            || both(LoopControl::UNROLL, LoopControl::DONT_UNROLL)
             || both(LoopControl::PEEL_COUNT, LoopControl::DONT_UNROLL)
             || both(LoopControl::PARTIAL_COUNT, LoopControl::DONT_UNROLL)
             || both(
