@@ -159,6 +159,10 @@ fn extended_instructions_have_their_operands_and_spec_operations_are_shader_ones
         check(module!("spec_constant_op_kernel_only")),
         bad_operand(52)
     );
+    assert_eq!(
+        check(module!("glsl_removed_instruction")),
+        Err(KernelRejection::ForbiddenExtInst(47))
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Assembles the regression modules of core/tests/kernel_gate.rs (SPIR-V 1.3)
-# and makes the three that spirv-as cannot write (an extended instruction
-# with one operand too many or too few: it checks the arity; a result id 0)
-# by patching base.spv.
+# and makes the four that spirv-as cannot write (an extended instruction
+# with one operand too many or too few: it checks the arity; a removed
+# extended instruction; a result id 0) by patching base.spv.
 # The tests load the committed .spv files, so this is only needed after
 # editing one. Needs spirv-as (SPIRV-Tools) and python3.
 set -euo pipefail
@@ -28,6 +28,10 @@ for name, delta in (("ext_inst_extra_operand", 1), ("ext_inst_missing_operand", 
         del w[at + count - 1]
     w[at] = ((count + delta) << 16) | 12
     open(name + ".spv", "wb").write(struct.pack("<%dI" % len(w), *w))
+# GLSL.std.450 instruction 47 (IMix, removed from the set) instead of Fma.
+w = list(words)
+w[at + 4] = 47
+open("glsl_removed_instruction.spv", "wb").write(struct.pack("<%dI" % len(w), *w))
 # An access chain whose result id is 0.
 at = 5
 while at < len(words):

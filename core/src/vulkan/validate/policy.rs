@@ -565,9 +565,10 @@ fn check_instruction(inst: &Instruction) -> Result<(), KernelRejection> {
                 Some(Operand::LiteralExtInstInteger(n)) => *n,
                 _ => return Err(KernelRejection::BadOperand { opcode: op as u32 }),
             };
-            // GLSL.std.450 1..=81, without the fragment-only interpolation
+            // GLSL.std.450 1..=81, without IMix (47, removed from the
+            // instruction set) and the fragment-only interpolation
             // functions (76..=78).
-            if !(1..=81).contains(&n) || (76..=78).contains(&n) {
+            if !(1..=81).contains(&n) || n == 47 || (76..=78).contains(&n) {
                 return Err(KernelRejection::ForbiddenExtInst(n));
             }
             // Exactly the operands the instruction has: a driver reads
