@@ -349,3 +349,9 @@ fn controls_are_spirv_hints_that_do_not_contradict_each_other() {
     );
     assert_eq!(check(module!("vendor_function_control")), bad_operand(54)); // OpFunction
 }
+
+#[test]
+fn buffers_hold_no_booleans() {
+    let r = check(module!("bool_in_storage_buffer"));
+    assert!(matches!(r, Err(KernelRejection::ForbiddenType(_))), "{r:?}");
+}

@@ -1024,6 +1024,10 @@ fn check_globals(module: &Module, facts: &Facts) -> Result<(), KernelRejection> 
             if !matches!(facts.types.get(&block), Some(Type::Struct { .. })) || !decorated {
                 return Err(KernelRejection::BadType(g.pointee));
             }
+            // Booleans have no size in memory shared with the host.
+            if facts.contains(g.pointee, &|t| matches!(t, Type::Bool)) {
+                return Err(KernelRejection::ForbiddenType(g.pointee));
+            }
         }
     }
     // Built-in decorations go on variables or on the WorkgroupSize constant.
