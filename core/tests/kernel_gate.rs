@@ -246,6 +246,7 @@ fn no_result_has_id_zero() {
 #[test]
 fn debug_information_names_what_exists() {
     assert_eq!(check(module!("line_naming_a_type")), bad_operand(8)); // OpLine
+    assert_eq!(check(module!("source_naming_a_type")), bad_operand(3)); // OpSource
     assert_eq!(check(module!("member_name_of_an_array")), bad_operand(6)); // OpMemberName
 }
 

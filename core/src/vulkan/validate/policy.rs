@@ -918,14 +918,17 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
     Ok(())
 }
 
-/// Debug information names what exists: line information a file by an
-/// `OpString`, member names a member of a struct type.
+/// Debug information names what exists: line information and sources a
+/// file by an `OpString`, member names a member of a struct type.
 fn check_debug_info(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
     for inst in module.all_inst_iter() {
         let op = inst.class.opcode;
         let target = id(inst.operands.first()).unwrap_or(0);
         let ok = match op {
             Op::Line => facts.kinds.get(&target) == Some(&Kind::String),
+            Op::Source => {
+                id(inst.operands.get(2)).is_none_or(|f| facts.kinds.get(&f) == Some(&Kind::String))
+            }
             Op::MemberName => match (facts.types.get(&target), lit(inst.operands.get(1))) {
                 (Some(Type::Struct { members }), Some(m)) => (m as usize) < members.len(),
                 _ => false,
