@@ -619,7 +619,9 @@ fn contain_rspirv_panics() {
             .location()
             .is_some_and(|l| l.file().contains("/rspirv-"));
         if in_rspirv {
-            STATS.rspirv_panics.fetch_add(1, Ordering::Relaxed);
+            if STATS.rspirv_panics.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("spirv_gate: first rspirv panic (contained by the gate): {info}");
+            }
         } else {
             fuzzer_hook(info);
         }
