@@ -278,6 +278,7 @@ fn a_phi_has_one_value_for_each_predecessor() {
     assert_eq!(check(module!("phi_missing_predecessor")), phi);
     assert_eq!(check(module!("phi_duplicate_parent")), phi);
     assert_eq!(check(module!("phi_non_predecessor")), phi);
+    assert_eq!(check(module!("phi_after_other_instruction")), phi);
 }
 
 /// The watchdog leaves a loop for its merge block when the host says stop:

@@ -1214,7 +1214,19 @@ fn check_functions(
             )
             .collect();
         for (b, block) in func.blocks.iter().enumerate() {
+            // Phis open a block that has predecessors (lines may stand
+            // among them).
+            let mut phis_allowed = b != 0;
             for inst in &block.instructions {
+                match inst.class.opcode {
+                    Op::Phi if !phis_allowed => {
+                        return Err(KernelRejection::BadOperand {
+                            opcode: Op::Phi as u32,
+                        })
+                    }
+                    Op::Phi | Op::Line | Op::NoLine => {}
+                    _ => phis_allowed = false,
+                }
                 check_body_instruction(inst, facts, declared, rules, vp_declared)?;
                 check_value_types(inst, facts, version, def.result_type)?;
                 check_scopes(inst, facts)?;
