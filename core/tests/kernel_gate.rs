@@ -148,6 +148,8 @@ fn decorations_sit_where_they_mean_something() {
         check(module!("binding_on_workgroup_variable")),
         bad_operand(71)
     );
+    let r = check(module!("block_in_block"));
+    assert!(matches!(r, Err(KernelRejection::BadType(_))), "{r:?}");
 }
 
 #[test]

@@ -915,7 +915,41 @@ fn check_decorations(module: &Module, facts: &Facts) -> Result<(), KernelRejecti
             return Err(bad());
         }
     }
+    // A block never holds another block.
+    let mut blocks: Vec<Id> = facts
+        .decorations
+        .iter()
+        .filter(|(_, d)| d.block || d.buffer_block)
+        .map(|(t, _)| *t)
+        .collect();
+    blocks.sort_unstable();
+    for b in blocks {
+        if let Some(Type::Struct { members }) = facts.types.get(&b) {
+            if members.iter().any(|m| holds_block(facts, *m)) {
+                return Err(KernelRejection::BadType(b));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether a type is or contains a struct decorated `Block` or
+/// `BufferBlock` (types are bounded in depth, so is the recursion).
+fn holds_block(facts: &Facts, t: Id) -> bool {
+    if facts
+        .decorations
+        .get(&t)
+        .is_some_and(|d| d.block || d.buffer_block)
+    {
+        return true;
+    }
+    match facts.types.get(&t) {
+        Some(Type::Struct { members }) => members.iter().any(|m| holds_block(facts, *m)),
+        Some(Type::Array { element, .. } | Type::RuntimeArray { element }) => {
+            holds_block(facts, *element)
+        }
+        _ => false,
+    }
 }
 
 /// Debug information names what exists: line information and sources a
