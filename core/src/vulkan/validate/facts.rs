@@ -278,7 +278,8 @@ impl Facts {
 
     fn check_bounds(&self, module: &Module, bound: u32) -> Result<(), KernelRejection> {
         for inst in module.all_inst_iter() {
-            let out = inst.result_id.is_some_and(|r| r >= bound)
+            // Id 0 is no id.
+            let out = inst.result_id.is_some_and(|r| r == 0 || r >= bound)
                 || inst.result_type.is_some_and(|t| t >= bound)
                 || operand_ids(inst).any(|i| i >= bound);
             if out {

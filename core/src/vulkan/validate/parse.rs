@@ -60,12 +60,21 @@ pub(crate) fn parse(
     let mut kept = Vec::with_capacity(words.len());
     kept.extend_from_slice(&words[..5]);
     let mut mode_ids = Vec::new();
+    let mut layout = Layout::default();
     while at < words.len() {
         let count = (words[at] >> 16) as usize;
         if count == 0 || count > words.len() - at {
             return Err(KernelRejection::BadInstruction { word: at as u32 });
         }
         let inst = &words[at..at + count];
+        // In its place in the module's layout: the parser files each
+        // instruction into its section wherever it stands, so a module
+        // out of order would be checked (and rewritten) as another one.
+        if let Some(op) = Op::from_u32(inst[0] & 0xffff) {
+            if !layout.next(op) {
+                return Err(KernelRejection::BadInstruction { word: at as u32 });
+            }
+        }
         if inst[0] & 0xffff == Op::ExecutionModeId as u32 {
             mode_ids.push(execution_mode_id(inst)?);
         } else {
@@ -94,4 +103,67 @@ fn execution_mode_id(words: &[u32]) -> Result<Instruction, KernelRejection> {
     let mut operands = vec![Operand::IdRef(entry), Operand::ExecutionMode(mode)];
     operands.extend(words[3..].iter().map(|w| Operand::IdRef(*w)));
     Ok(Instruction::new(Op::ExecutionModeId, None, None, operands))
+}
+
+/// Where the walk over a module is in SPIR-V's logical layout (SPIR-V
+/// 2.4): the section of the last instruction outside functions, and
+/// whether it is inside a function.
+#[derive(Default)]
+struct Layout {
+    section: u8,
+    in_function: bool,
+}
+
+/// The layout section of an instruction that stands outside functions
+/// (types, constants, global variables and undefs share one); `None` for
+/// the instructions of function bodies.
+fn section(op: Op) -> Option<u8> {
+    use Op::*;
+    Some(match op {
+        Capability => 1,
+        Extension => 2,
+        ExtInstImport => 3,
+        MemoryModel => 4,
+        EntryPoint => 5,
+        ExecutionMode | ExecutionModeId => 6,
+        String | SourceExtension | Source | SourceContinued => 7,
+        Name | MemberName => 8,
+        ModuleProcessed => 9,
+        Decorate | MemberDecorate | DecorationGroup | GroupDecorate | GroupMemberDecorate
+        | DecorateId | DecorateString | MemberDecorateString => 10,
+        Variable | Undef | Line | NoLine => 11,
+        _ if op.is_type() || op.is_constant() => 11,
+        Function => 12,
+        _ => return None,
+    })
+}
+
+impl Layout {
+    /// Whether `op` may come next.
+    fn next(&mut self, op: Op) -> bool {
+        if self.in_function {
+            // Function bodies hold variables, undefs and lines, and no
+            // other module-level instruction.
+            match op {
+                Op::FunctionEnd => self.in_function = false,
+                Op::Variable | Op::Undef | Op::Line | Op::NoLine => {}
+                _ if section(op).is_some() => return false,
+                _ => {}
+            }
+            return true;
+        }
+        // Lines may also stand between functions.
+        if matches!(op, Op::Line | Op::NoLine) && self.section >= 11 {
+            return true;
+        }
+        match section(op) {
+            // After the first function only functions follow.
+            Some(s) if s >= self.section && (self.section < 12 || s == 12) => {
+                self.section = s;
+                self.in_function = s == 12;
+                true
+            }
+            _ => false,
+        }
+    }
 }
