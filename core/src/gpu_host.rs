@@ -133,7 +133,8 @@ pub fn failure_of(e: &JobError, timeout: Duration) -> JobFailure {
         JobError::OutOfMemory => (FailReason::OutOfMemory, Usage::default()),
         JobError::Vulkan(_)
         | JobError::DeviceUnavailable { .. }
-        | JobError::ValidatorUnavailable(_) => (FailReason::Host, Usage::default()),
+        | JobError::ValidatorUnavailable(_)
+        | JobError::Cancelled => (FailReason::Host, Usage::default()),
     };
     JobFailure {
         reason,
@@ -193,6 +194,17 @@ impl GpuHost {
         buffers: &[Vec<u8>],
         timeout: Duration,
     ) -> Result<JobOutputs, JobFailure> {
+        self.run_inner(spec, kernel, buffers, timeout, None)
+    }
+
+    fn run_inner(
+        &mut self,
+        spec: &JobAssign,
+        kernel: &[u8],
+        buffers: &[Vec<u8>],
+        timeout: Duration,
+        cancel: Option<&std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<JobOutputs, JobFailure> {
         let specs: Vec<BufferSpec<'_>> = spec
             .buffers
             .iter()
@@ -212,7 +224,11 @@ impl GpuHost {
             grid: spec.kernel.grid,
             buffers: &specs,
         };
-        match self.dispatcher.run(&job, timeout) {
+        let ran = match cancel {
+            Some(c) => self.dispatcher.run_cancellable(&job, timeout, c),
+            None => self.dispatcher.run(&job, timeout),
+        };
+        match ran {
             Ok(out) => Ok(JobOutputs {
                 outputs: out.outputs,
                 usage: Usage {
@@ -233,7 +249,15 @@ impl GpuHost {
 #[cfg(feature = "net")]
 impl crate::net::Executor for GpuHost {
     fn run(&mut self, job: &crate::net::JobToRun) -> Result<JobOutputs, JobFailure> {
-        self.run_job(&job.spec, &job.kernel, &job.buffers, job.timeout)
+        // Cancelled (by the coordinator, or the job's deadline passed on the
+        // agent's side) stops the kernel early; the runtime drops the result.
+        self.run_inner(
+            &job.spec,
+            &job.kernel,
+            &job.buffers,
+            job.timeout(),
+            Some(job.cancel.as_atomic()),
+        )
     }
 
     /// No while the dispatcher's devices abandoned after timeouts are at

@@ -435,3 +435,115 @@ fn the_status_line_says_when_the_device_is_unavailable() {
         "{status}"
     );
 }
+
+/// Resident memory of this process, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A coordinator that assigns a job, sends its inputs and cancels it, a
+/// thousand times over. Each cancel takes the job out of the run queue (or
+/// stops it where it runs), so the provider's memory stays flat. Before,
+/// every cancelled job stayed queued with its inputs behind a run that
+/// never ended: 1,000 x 128 KiB here.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_thousand_assigned_and_cancelled_jobs_leave_memory_flat() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    static STOPPED: AtomicU64 = AtomicU64::new(0);
+    // Runs until cancelled (a kernel that never ends on its own).
+    fn until_cancelled(job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        while !job.cancel.is_cancelled() && job.timeout() > Duration::ZERO {
+            thread::sleep(Duration::from_millis(1));
+        }
+        STOPPED.fetch_add(1, Ordering::SeqCst);
+        increment(job)
+    }
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    let rt = Runtime::new(config(), signer, FnExecutor(until_cancelled), net).unwrap();
+    let mut rt = rt;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = thread::spawn(move || {
+        let mut most_queued = 0;
+        while !stop2.load(Ordering::SeqCst) {
+            rt.step(Some(Duration::from_millis(20))).unwrap();
+            most_queued = most_queued.max(rt.queued_jobs().0);
+        }
+        (rt, most_queued)
+    });
+
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let mut j = job();
+    j.buffers[0] = (vec![7u8; 128 << 10], 128 << 10, false);
+    let frames = j.input_frames(0);
+    let mut resident_after_warmup = 0;
+    for id in 1..=1000u64 {
+        s.send(&Message::JobOffer(j.offer(id, 1_000_000, 60_000)));
+        loop {
+            match Message::decode(&s.next()).unwrap() {
+                Message::OfferAccept(a) if a.job == id => break,
+                Message::OfferDecline(d) => panic!("job {id} declined: {d:?}"),
+                _ => continue,
+            }
+        }
+        s.send(&Message::JobAssign(j.assign(id)));
+        for f in &frames {
+            // The frames name job 0; rewrite the job id of each chunk.
+            let Ok(Message::InputChunk(mut c)) = Message::decode(f) else {
+                panic!("not a chunk")
+            };
+            c.job = id;
+            s.tls.write_all(&encode(&Message::InputChunk(c))).unwrap();
+        }
+        s.send(&Message::Cancel(tessera_core::wire::Cancel {
+            job: id,
+            reason: 1,
+        }));
+        if id == 100 {
+            resident_after_warmup = resident_bytes();
+        }
+    }
+    // One more job, offered after the last cancel: its acceptance means the
+    // provider has handled every frame before it.
+    s.send(&Message::JobOffer(j.offer(1001, 1_000_000, 60_000)));
+    loop {
+        if let Ok(Message::OfferAccept(_)) = Message::decode(&s.next()) {
+            break;
+        }
+    }
+    let resident_at_end = resident_bytes();
+    stop.store(true, Ordering::SeqCst);
+    let (rt, most_queued) = handle.join().unwrap();
+    let growth = resident_at_end.saturating_sub(resident_after_warmup);
+    eprintln!(
+        "resident after 100 rounds {} MiB, after 1,000 {} MiB; runs started {}, stopped {}, \
+         most queued {most_queued}",
+        resident_after_warmup >> 20,
+        resident_at_end >> 20,
+        RUNS.load(Ordering::SeqCst),
+        STOPPED.load(Ordering::SeqCst),
+    );
+    assert!(
+        growth < 32 << 20,
+        "resident memory grew {} MiB over 900 assign/cancel rounds",
+        growth >> 20
+    );
+    assert!(most_queued <= tessera_core::limits::MAX_JOBS);
+    assert_eq!(rt.queued_jobs(), (0, 0));
+    drop(rt);
+}

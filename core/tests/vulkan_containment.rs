@@ -209,3 +209,52 @@ fn a_kernel_that_compiles_for_seconds_times_out_on_time() {
     assert!(reclaimed.is_some());
     assert_clean(&d);
 }
+
+/// A cancelled job stops at once: the watchdog takes the endless kernel out
+/// of its loop, the device is kept (nothing abandoned) and the next job
+/// runs on it. Without cancellation the run held the device until its
+/// deadline (here 60 s) and then abandoned it.
+#[test]
+fn a_cancelled_endless_kernel_stops_and_its_device_is_kept() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _serial = SERIAL.lock();
+    let mut d = dispatcher();
+    let spirv = kernel("hostile_loop");
+    let bufs = [BufferSpec {
+        binding: 0,
+        len: 64,
+        init: None,
+        readback: true,
+    }];
+    // Cancelled before it starts: nothing runs.
+    let set = Arc::new(AtomicBool::new(true));
+    let r = d.run_cancellable(&endless_job(&spirv, &bufs), Duration::from_secs(60), &set);
+    assert_eq!(r, Err(JobError::Cancelled));
+    // Cancelled while it runs.
+    for round in 0..2 {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let r = d.run_cancellable(
+            &endless_job(&spirv, &bufs),
+            Duration::from_secs(60),
+            &cancel,
+        );
+        let took = started.elapsed();
+        canceller.join().expect("canceller");
+        eprintln!("round {round}: cancelled run returned after {took:?}");
+        assert_eq!(r, Err(JobError::Cancelled), "round {round}");
+        assert!(
+            took < Duration::from_secs(20),
+            "round {round}: took {took:?}"
+        );
+        assert_eq!(d.abandoned_devices(), 0, "round {round}: device abandoned");
+    }
+    still_serving(&mut d);
+    assert_clean(&d);
+}

@@ -528,9 +528,10 @@ fn error_codes_are_distinct_and_stable() {
         JobError::Vulkan(VkResult::ERROR_UNKNOWN).code(),
         JobError::DeviceUnavailable { abandoned: 2 }.code(),
         JobError::ValidatorUnavailable(String::new()).code(),
+        JobError::Cancelled.code(),
         JobError::Rejected(KernelRejection::TooShort).code(),
     ];
-    assert_eq!(codes, [1, 2, 3, 4, 5, 6, 100]);
+    assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 100]);
     let details = [
         JobError::Timeout.detail(),
         JobError::Rejected(KernelRejection::TooShort).detail(),

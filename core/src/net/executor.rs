@@ -1,8 +1,42 @@
 //! What runs jobs for the network runtime: the Vulkan dispatcher, or any other
 //! engine behind the [`Executor`] trait (a CPU function in tests).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 pub use crate::host::{JobFailure, JobOutputs};
 use crate::wire::{JobAssign, JobId};
+
+/// Set when the job no longer needs running: the coordinator cancelled it,
+/// its deadline passed on the agent's side, or the session that assigned it
+/// ended. An executor that can stop a running job early checks it (the
+/// Vulkan dispatcher does, between waits on the device, and stops the
+/// kernel with its watchdog); the runtime discards whatever the run returns.
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        CancelFlag::default()
+    }
+
+    /// Sets the flag.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself, for executors that take an `AtomicBool`.
+    pub fn as_atomic(&self) -> &Arc<AtomicBool> {
+        &self.0
+    }
+}
 
 /// A job ready to run: its assignment, kernel bytes and initial buffer
 /// contents (each shorter than or equal to the buffer's length; the rest is
@@ -17,14 +51,26 @@ pub struct JobToRun {
     pub kernel: Vec<u8>,
     /// Initial contents of each buffer, in binding order.
     pub buffers: Vec<Vec<u8>>,
-    /// How long the run may take before it must be abandoned.
-    pub timeout: std::time::Duration,
+    /// When the run must have ended: the job's deadline, as the agent
+    /// counts it from the assignment (time spent waiting in the queue
+    /// counts).
+    pub deadline: Instant,
+    /// Set when the job no longer needs running.
+    pub cancel: CancelFlag,
+}
+
+impl JobToRun {
+    /// The time left until the deadline, from now (zero once it passed).
+    pub fn timeout(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
 }
 
 /// Runs jobs. Called on the runtime's worker thread, one job at a time.
 pub trait Executor: Send + 'static {
     /// Runs one job to completion or failure. Must return within about
-    /// `job.timeout`.
+    /// [`JobToRun::timeout`], and may return early (with any failure) once
+    /// [`JobToRun::cancel`] is set.
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure>;
 
     /// Whether the engine takes work now. The worker asks after every job

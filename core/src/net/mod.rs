@@ -12,7 +12,7 @@ pub mod runtime;
 pub mod tls;
 
 #[cfg(feature = "net")]
-pub use executor::{Executor, FnExecutor, JobFailure, JobOutputs, JobToRun};
+pub use executor::{CancelFlag, Executor, FnExecutor, JobFailure, JobOutputs, JobToRun};
 #[cfg(feature = "net")]
 pub use runtime::{DrainHandle, NetConfig, Runtime, RuntimeError, Status};
 pub use tls::{client_config, spki_sha256, TlsError, Trust};

@@ -14,8 +14,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
@@ -24,11 +24,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use super::executor::{Executor, JobFailure, JobOutputs, JobToRun};
+use super::executor::{CancelFlag, Executor, JobFailure, JobOutputs, JobToRun};
 use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event, JobState};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
 use crate::host::JobInputs;
+use crate::limits::MAX_JOBS;
 use crate::store::{FileStore, ResultStore};
 use crate::time::Instant;
 use crate::wire::{FailReason, JobId};
@@ -208,6 +209,94 @@ struct Conn {
     rx: Vec<u8>,
 }
 
+/// Jobs waiting for the worker thread, shared with it. The runtime removes a
+/// job the agent no longer holds (cancelled, past its deadline, its session
+/// gone) before the worker takes it, so at most [`MAX_JOBS`] wait: the
+/// agent holds no more at once, and each waits with at most the policy's
+/// `max_bytes_in` of inputs.
+#[derive(Default)]
+struct WorkQueue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<JobToRun>,
+    /// The runtime is gone: the worker ends.
+    closed: bool,
+}
+
+impl WorkQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock leaves the queue itself intact.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job`; false (dropping it) when [`MAX_JOBS`] already wait.
+    fn push(&self, job: JobToRun) -> bool {
+        let mut q = self.lock();
+        if q.jobs.len() >= MAX_JOBS {
+            return false;
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Removes `job` if it waits; whether it did.
+    fn remove(&self, job: JobId) -> bool {
+        let mut q = self.lock();
+        let before = q.jobs.len();
+        q.jobs.retain(|j| j.id != job);
+        before != q.jobs.len()
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// How many jobs wait, and their input bytes (kernel and buffers).
+    fn queued(&self) -> (usize, usize) {
+        let q = self.lock();
+        let bytes = q
+            .jobs
+            .iter()
+            .map(|j| j.kernel.len() + j.buffers.iter().map(Vec::len).sum::<usize>())
+            .sum();
+        (q.jobs.len(), bytes)
+    }
+
+    /// The next job, waiting at most `wait` (`None`: until one comes);
+    /// `Err` once the queue is closed.
+    fn next(&self, wait: Option<StdDuration>) -> Result<Option<JobToRun>, ()> {
+        let mut q = self.lock();
+        loop {
+            if q.closed {
+                return Err(());
+            }
+            if let Some(job) = q.jobs.pop_front() {
+                return Ok(Some(job));
+            }
+            match wait {
+                None => q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(w) => {
+                    let (guard, timed_out) = self
+                        .changed
+                        .wait_timeout(q, w)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if timed_out.timed_out() && q.jobs.is_empty() && !q.closed {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What the worker thread tells the runtime.
 enum FromWorker {
     /// A job's run ended.
@@ -225,7 +314,9 @@ pub struct Runtime<S: Signer> {
     events: Events,
     waker: Arc<Waker>,
     conn: Option<Conn>,
-    work: Option<Sender<JobToRun>>,
+    work: Arc<WorkQueue>,
+    /// Jobs given to the worker (waiting or running) and their cancel flags.
+    given: HashMap<JobId, CancelFlag>,
     done: Receiver<FromWorker>,
     worker: Option<JoinHandle<()>>,
     jobs: HashMap<JobId, HostJob>,
@@ -282,9 +373,9 @@ impl<S: Signer> Runtime<S> {
         }
         let poll = Poll::new().map_err(RuntimeError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(RuntimeError::Io)?);
-        let (work_tx, work_rx) = channel::<JobToRun>();
+        let work = Arc::new(WorkQueue::default());
         let (done_tx, done_rx) = channel::<FromWorker>();
-        let worker = spawn_worker(executor, work_rx, done_tx, waker.clone())?;
+        let worker = spawn_worker(executor, work.clone(), done_tx, waker.clone())?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -301,7 +392,8 @@ impl<S: Signer> Runtime<S> {
             events: Events::with_capacity(64),
             waker,
             conn: None,
-            work: Some(work_tx),
+            work,
+            given: HashMap::new(),
             done: done_rx,
             worker: Some(worker),
             jobs: HashMap::new(),
@@ -626,6 +718,7 @@ impl<S: Signer> Runtime<S> {
                     log::info!("job {job} cancelled: {reason:?}");
                     self.jobs.remove(&job);
                     self.uploads.retain(|j| *j != job);
+                    self.withdraw(job);
                 }
                 Event::ResendOutputs { job } => self.resend(job),
                 Event::PersistResult { job } => self.to_persist.push_back(job),
@@ -669,37 +762,70 @@ impl<S: Signer> Runtime<S> {
             mut buffers,
         } = std::mem::take(&mut hj.inputs);
         buffers.resize(spec.buffers.len(), Vec::new());
-        // The executor gets the time left until the deadline. Whichever ends
-        // the run first, the executor's timeout (`fail_job(Timeout)`) or the
-        // agent's deadline, the receipt says `Timeout` at the job's quote.
-        let timeout = self
+        // The executor gets the job's deadline, which waiting in the queue
+        // does not move. Whichever ends the run first, the executor's
+        // timeout (`fail_job(Timeout)`) or the agent's deadline, the receipt
+        // says `Timeout` at the job's quote.
+        let deadline = self
             .agent
             .job_deadline(job)
-            .map(|d| StdDuration::from_micros(d.micros.saturating_sub(now.micros)))
-            .unwrap_or(StdDuration::from_secs(60));
+            .map(|d| self.std_at(d))
+            .unwrap_or_else(|| StdInstant::now() + StdDuration::from_secs(60));
+        let cancel = CancelFlag::new();
         let run = JobToRun {
             id: job,
             spec,
             kernel,
             buffers,
-            timeout,
+            deadline,
+            cancel: cancel.clone(),
         };
-        log::info!("job {job}: running");
-        if let Some(work) = &self.work {
-            if work.send(run).is_err() {
-                log::error!("the executor thread is gone");
-                let _ = self
-                    .agent
-                    .fail_job(now, job, FailReason::Host, 0, Default::default());
+        let alive = self.worker.as_ref().is_some_and(|w| !w.is_finished());
+        if !alive {
+            log::error!("job {job}: the executor thread is gone");
+        } else if self.work.push(run) {
+            log::info!("job {job}: queued to run");
+            self.given.insert(job, cancel);
+            return;
+        } else {
+            // The agent holds at most MAX_JOBS jobs, and jobs it dropped
+            // leave the queue: only a bookkeeping error gets here.
+            log::error!("job {job}: the run queue is full");
+        }
+        let _ = self
+            .agent
+            .fail_job(now, job, FailReason::Host, 0, Default::default());
+    }
+
+    /// Takes back a job the agent no longer holds: out of the queue if it
+    /// waits, else its run is told to stop.
+    fn withdraw(&mut self, job: JobId) {
+        if let Some(cancel) = self.given.remove(&job) {
+            cancel.cancel();
+            if self.work.remove(job) {
+                log::debug!("job {job}: removed from the run queue");
             }
         }
+    }
+
+    /// Jobs waiting for the executor and their input bytes, for operators
+    /// and tests.
+    pub fn queued_jobs(&self) -> (usize, usize) {
+        self.work.queued()
     }
 
     fn collect_done(&mut self) {
         while let Ok(msg) = self.done.try_recv() {
             let now = self.now();
             let (job, result) = match msg {
-                FromWorker::Done(job, result) => (job, result),
+                FromWorker::Done(job, result) => {
+                    if self.given.remove(&job).is_none() {
+                        // Withdrawn while it ran: nobody waits for it.
+                        log::debug!("job {job}: a withdrawn run ended");
+                        continue;
+                    }
+                    (job, result)
+                }
                 FromWorker::Accepting(available) => {
                     if available {
                         log::info!("device available again: taking offers");
@@ -898,8 +1024,12 @@ impl<S: Signer> Runtime<S> {
 impl<S: Signer> Drop for Runtime<S> {
     fn drop(&mut self) {
         self.close_conn(true);
-        // Closing the channel ends the worker after its current job.
-        self.work = None;
+        // Closing the queue ends the worker after its current job, which is
+        // told to stop.
+        for cancel in self.given.values() {
+            cancel.cancel();
+        }
+        self.work.close();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
@@ -915,10 +1045,10 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 /// Runs jobs from `work` one at a time and reports them on `done`. It asks
 /// the executor whether it takes work at the start, after every job and,
 /// while it does not, every [`UNAVAILABLE_POLL`] while idle, and reports each
-/// change. It ends when the runtime drops either channel.
+/// change. It ends when the runtime closes the queue or drops `done`.
 fn spawn_worker<E: Executor>(
     mut executor: E,
-    work: Receiver<JobToRun>,
+    work: Arc<WorkQueue>,
     done: Sender<FromWorker>,
     waker: Arc<Waker>,
 ) -> Result<JoinHandle<()>, RuntimeError> {
@@ -933,23 +1063,24 @@ fn spawn_worker<E: Executor>(
                 return;
             }
             loop {
-                let job = if accepting {
-                    match work.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    }
+                let wait = if accepting {
+                    None
                 } else {
-                    match work.recv_timeout(UNAVAILABLE_POLL) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout) => {
-                            if !report(&mut executor, &mut accepting) {
-                                return;
-                            }
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
+                    Some(UNAVAILABLE_POLL)
                 };
+                let job = match work.next(wait) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => {
+                        if !report(&mut executor, &mut accepting) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(()) => return,
+                };
+                if job.cancel.is_cancelled() {
+                    continue;
+                }
                 let result = executor.run(&job);
                 if done.send(FromWorker::Done(job.id, result)).is_err() {
                     return;

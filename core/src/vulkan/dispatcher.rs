@@ -12,7 +12,16 @@ use super::validate::{
 use ash::vk;
 use rspirv::spirv::Capability;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often a cancellable run looks at its flag while the device works.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+/// How long a cancelled kernel gets to leave its loops (the watchdog stops
+/// it at the next back edge) before its device is abandoned as after a
+/// timeout.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// Most push-constant bytes a job may carry (the Vulkan guaranteed minimum).
 pub const MAX_PUSH_CONSTANTS: usize = 128;
@@ -197,6 +206,8 @@ pub struct Dispatcher {
     target_env: TargetEnv,
     /// Khronos verdicts by SHA-256 of the kernel bytes.
     verdicts: HashMap<[u8; 32], Result<(), KernelRejection>>,
+    /// The running job's cancel flag, during [`Dispatcher::run_cancellable`].
+    cancel: Option<Arc<AtomicBool>>,
     // Dropped last: every device above must be gone before the instance.
     handles: VkHandles,
 }
@@ -519,6 +530,7 @@ impl Dispatcher {
             khronos,
             target_env,
             verdicts: HashMap::new(),
+            cancel: None,
             handles,
         })
     }
@@ -577,6 +589,23 @@ impl Dispatcher {
         Ok(JobOutput { outputs, usage })
     }
 
+    /// Like [`Dispatcher::run`], but stops early with [`JobError::Cancelled`]
+    /// once `cancel` is set: before the job starts, or while the device runs
+    /// it (checked every 10 ms). A running kernel is stopped by the watchdog
+    /// every rewritten loop reads, and the device is kept when the kernel
+    /// leaves within a second; otherwise it is abandoned as after a timeout.
+    pub fn run_cancellable(
+        &mut self,
+        job: &KernelJob<'_>,
+        timeout: Duration,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<JobOutput, JobError> {
+        self.cancel = Some(cancel.clone());
+        let result = self.run(job, timeout);
+        self.cancel = None;
+        result
+    }
+
     /// Like [`Dispatcher::run`], but writes outputs into `outputs`, reusing
     /// its vectors' allocations across jobs. On error `outputs` is left
     /// with unspecified contents.
@@ -587,6 +616,13 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
     ) -> Result<Usage, JobError> {
         let start = Instant::now();
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+        {
+            return Err(JobError::Cancelled);
+        }
         if !self.accepting_jobs() {
             return Err(JobError::DeviceUnavailable {
                 abandoned: self.graveyard.len() as u32,
@@ -597,6 +633,7 @@ impl Dispatcher {
             self.recreate()?;
         }
         let result = self.execute(job, &capacities, start, timeout, outputs);
+        let stuck = self.gpu.as_ref().is_some_and(|g| g.busy);
         match &result {
             Err(JobError::Timeout) | Err(JobError::DeviceLost { .. }) => {
                 // Kernels still running leave their loops at the next back
@@ -606,6 +643,11 @@ impl Dispatcher {
                 }
                 self.abandon();
                 // Failing here is not fatal: the next job tries again.
+                let _ = self.recreate();
+            }
+            // A cancelled kernel that did not leave within the grace time.
+            Err(JobError::Cancelled) if stuck => {
+                self.abandon();
                 let _ = self.recreate();
             }
             _ => {}
@@ -889,6 +931,7 @@ impl Dispatcher {
         let deadline = start
             .checked_add(timeout)
             .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+        let cancel = self.cancel.clone();
         let p = self.pipeline(job, deadline)?;
         self.check_work(job, &p, timeout)?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
@@ -1143,20 +1186,47 @@ impl Dispatcher {
         gpu.busy = true;
         gpu.in_flight = slots;
 
-        let remaining = timeout.saturating_sub(start.elapsed());
-        let wait_ns = u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: the fence belongs to this device and was just submitted.
-        let waited = unsafe { d.wait_for_fences(&[gpu.fence], true, wait_ns) };
-        match waited {
-            Ok(()) => {}
-            Err(vk::Result::ERROR_DEVICE_LOST) => {
-                return Err(JobError::DeviceLost {
-                    fault: gpu.fault_description(),
-                })
+        let nanos = |t: Duration| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+        let mut cancelled = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // With a cancel flag, wait in slices and look at it in between.
+            let slice = match &cancel {
+                Some(_) if !cancelled => remaining.min(CANCEL_POLL),
+                Some(_) => remaining.min(CANCEL_GRACE),
+                None => remaining,
+            };
+            // SAFETY: the fence belongs to this device and was submitted.
+            let waited = unsafe { d.wait_for_fences(&[gpu.fence], true, nanos(slice)) };
+            match waited {
+                Ok(()) => break,
+                Err(vk::Result::TIMEOUT) if cancelled => return Err(JobError::Cancelled),
+                Err(vk::Result::TIMEOUT) if slice < remaining => {
+                    if cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+                        // Stop the kernel at its next loop back edge and give
+                        // it the grace time to leave.
+                        gpu.set_watchdog(true);
+                        cancelled = true;
+                    }
+                }
+                Err(vk::Result::ERROR_DEVICE_LOST) => {
+                    return Err(JobError::DeviceLost {
+                        fault: gpu.fault_description(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         gpu.busy = false;
+        if cancelled {
+            // The device is idle again: reset the watchdog, keep the device,
+            // drop what the stopped kernel wrote.
+            gpu.set_watchdog(false);
+            for s in std::mem::take(&mut gpu.in_flight).into_iter().rev() {
+                gpu.release(s, pool_limit);
+            }
+            return Err(JobError::Cancelled);
+        }
         let host_ns = u64::try_from(submitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
         let mut gpu_time_ns = host_ns;

@@ -471,12 +471,17 @@ pub enum JobError {
     /// vanished or failed for a reason of its own); nothing ran. A provider
     /// problem, not the requester's.
     ValidatorUnavailable(String),
+    /// The job was cancelled ([`Dispatcher::run_cancellable`]) before or
+    /// while it ran; its outputs are dropped.
+    ///
+    /// [`Dispatcher::run_cancellable`]: super::Dispatcher::run_cancellable
+    Cancelled,
 }
 
 impl JobError {
     /// Stable small integer: 1 timeout, 2 device lost, 3 out of memory, 4
     /// other Vulkan error, 5 device unavailable, 6 Khronos validator
-    /// unavailable, 100 a rejected kernel (whose own number is
+    /// unavailable, 7 cancelled, 100 a rejected kernel (whose own number is
     /// [`KernelRejection::detail`]).
     pub fn code(&self) -> u16 {
         match self {
@@ -486,6 +491,7 @@ impl JobError {
             JobError::Vulkan(_) => 4,
             JobError::DeviceUnavailable { .. } => 5,
             JobError::ValidatorUnavailable(_) => 6,
+            JobError::Cancelled => 7,
             JobError::Rejected(_) => 100,
         }
     }
@@ -531,6 +537,7 @@ impl fmt::Display for JobError {
             JobError::ValidatorUnavailable(why) => {
                 write!(f, "the Khronos SPIR-V validator could not run: {why}")
             }
+            JobError::Cancelled => write!(f, "job cancelled"),
             JobError::DeviceUnavailable { abandoned } => write!(
                 f,
                 "device unavailable: {abandoned} devices still run abandoned work"
