@@ -124,8 +124,12 @@ pub enum DisconnectReason {
     Refused(u16),
     /// The coordinator said goodbye.
     PeerGoodbye,
-    /// The agent drained and said goodbye.
+    /// The agent drained and said goodbye, as the host asked ([`Agent::drain`]).
     Drained,
+    /// The agent drained this session and said goodbye, as the coordinator
+    /// asked (its `Drain`). The provider is not shutting down: the host
+    /// connects again later, with backoff.
+    PeerDrained,
 }
 
 /// What the host must do. Returned by [`Agent::poll_event`].
@@ -331,6 +335,8 @@ pub struct Agent<S: Signer> {
     conn: ConnState,
     epoch: u32,
     draining: bool,
+    /// The host asked for the drain (else only the coordinator did).
+    host_drain: bool,
     /// Whether the device takes work now (the host says so).
     device_available: bool,
     heartbeat_interval: Duration,
@@ -372,6 +378,7 @@ impl<S: Signer> Agent<S> {
             conn: ConnState::Disconnected,
             epoch: 0,
             draining: false,
+            host_drain: false,
             device_available: true,
             last_rx: Instant::ZERO,
             next_heartbeat: Instant::ZERO,
@@ -499,6 +506,7 @@ impl<S: Signer> Agent<S> {
         if self.conn == ConnState::Closed {
             // A new session after a goodbye: the drain is over.
             self.draining = false;
+            self.host_drain = false;
         }
         self.heartbeat_interval = self.config.policy.heartbeat_interval;
         self.epoch = self.epoch.wrapping_add(1);
@@ -571,12 +579,22 @@ impl<S: Signer> Agent<S> {
         self.push_event(EventRecord::Disconnect(reason));
     }
 
-    /// Stop taking jobs, finish those in flight, then say goodbye. Called by
-    /// the host (operator shutdown) or on the coordinator's `Drain`.
-    pub fn drain(&mut self, _now: Instant) -> Result<(), Error> {
+    /// Stop taking jobs, finish those in flight, then say goodbye
+    /// (operator shutdown): the session ends with `Disconnect(Drained)`.
+    /// A drain the coordinator asks for (its `Drain`) ends with
+    /// `Disconnect(PeerDrained)` instead, unless the host asks too.
+    pub fn drain(&mut self, now: Instant) -> Result<(), Error> {
+        let before = self.host_drain;
+        self.host_drain = true;
         if self.draining {
             return Ok(());
         }
+        self.start_drain(now)
+            .inspect_err(|_| self.host_drain = before)
+    }
+
+    /// Starts draining: `Drain` to the coordinator if `Ready`.
+    fn start_drain(&mut self, _now: Instant) -> Result<(), Error> {
         if self.conn == ConnState::Ready {
             // Queue the notice before changing anything, so that a full queue
             // leaves the call to be repeated.
@@ -595,7 +613,12 @@ impl<S: Signer> Agent<S> {
                 reason: GoodbyeReason::Drained,
             }))?;
             self.conn = ConnState::Closed;
-            self.push_event(EventRecord::Disconnect(DisconnectReason::Drained));
+            let reason = if self.host_drain {
+                DisconnectReason::Drained
+            } else {
+                DisconnectReason::PeerDrained
+            };
+            self.push_event(EventRecord::Disconnect(reason));
         }
         Ok(())
     }
@@ -728,7 +751,10 @@ impl<S: Signer> Agent<S> {
             Message::Heartbeat(_) => Ok(()),
             Message::Drain => {
                 self.require_ready(MessageType::Drain)?;
-                self.drain(now).map_err(|e| (e, 0))
+                if self.draining {
+                    return Ok(());
+                }
+                self.start_drain(now).map_err(|e| (e, 0))
             }
             Message::Goodbye(_) => {
                 self.disconnect(DisconnectReason::PeerGoodbye);

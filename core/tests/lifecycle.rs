@@ -602,6 +602,73 @@ fn drain_finishes_running_work_then_says_goodbye() {
         .any(|l| l.contains(&format!("{:?}", DisconnectReason::Drained))));
 }
 
+/// A coordinator's `Drain` ends the session, not the provider: the host is
+/// told `PeerDrained` (the runtime reconnects), and the next session takes
+/// offers again. Before, it was `Drained`, which the runtime and the
+/// operator program took as the operator's shutdown and exited on: a remote
+/// shutdown.
+#[test]
+fn a_coordinator_drain_ends_the_session_and_the_next_one_takes_work() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(2, 5000);
+    submit(&mut h, 1, &j);
+    h.send(&Message::Drain);
+    let frames = h.pump();
+    assert_eq!(kinds(&frames), vec![MessageType::Drain]);
+    assert!(h.agent.is_draining());
+    h.send(&Message::JobOffer(j.offer(2, 10_000, 60_000)));
+    assert!(matches!(
+        decode(&h.pump()[0]),
+        Message::OfferDecline(d) if d.reason == DeclineReason::Draining
+    ));
+    h.host.to_run.push_back(1);
+    h.pump();
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    assert_eq!(kinds(&h.pump()), vec![MessageType::Goodbye]);
+    assert_eq!(h.agent.state(), ConnState::Closed);
+    let said = |h: &Harness, r: DisconnectReason| {
+        let line = format!("Disconnect {{ reason: {r:?} }}");
+        h.host.log.contains(&line)
+    };
+    assert!(said(&h, DisconnectReason::PeerDrained));
+    assert!(!said(&h, DisconnectReason::Drained));
+    // The next session starts without draining and takes an offer.
+    handshake(&mut h);
+    ready(&mut h);
+    assert!(!h.agent.is_draining());
+    h.send(&Message::JobOffer(j.offer(3, 10_000, 60_000)));
+    assert!(matches!(decode(&h.pump()[0]), Message::OfferAccept(_)));
+}
+
+/// The host asking for a drain during the coordinator's makes it the
+/// host's: the session ends with `Drained`.
+#[test]
+fn a_host_drain_during_a_coordinator_drain_is_the_hosts() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(2, 5000);
+    submit(&mut h, 1, &j);
+    h.send(&Message::Drain);
+    h.pump();
+    h.agent.drain(h.now).unwrap();
+    // Nothing more is sent for the second request.
+    assert!(h.pump().is_empty());
+    h.host.to_run.push_back(1);
+    h.pump();
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    assert_eq!(kinds(&h.pump()), vec![MessageType::Goodbye]);
+    assert!(h
+        .host
+        .log
+        .iter()
+        .any(|l| l.contains(&format!("{:?}", DisconnectReason::Drained))));
+}
+
 #[test]
 fn corrupted_input_chunk_fails_the_job_and_the_agent_keeps_serving() {
     let mut h = harness();

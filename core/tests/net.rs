@@ -54,8 +54,24 @@ struct Session {
 }
 
 impl Session {
+    /// The provider's next connection; panics if none comes within 20 s.
     fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> Session {
-        let (sock, _) = listener.accept().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let waited = std::time::Instant::now();
+        let sock = loop {
+            match listener.accept() {
+                Ok((sock, _)) => break sock,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        waited.elapsed() < Duration::from_secs(20),
+                        "the provider did not connect"
+                    );
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        sock.set_nonblocking(false).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let conn = ServerConnection::new(config.clone()).unwrap();
@@ -546,4 +562,102 @@ fn a_thousand_assigned_and_cancelled_jobs_leave_memory_flat() {
     assert!(most_queued <= tessera_core::limits::MAX_JOBS);
     assert_eq!(rt.queued_jobs(), (0, 0));
     drop(rt);
+}
+
+/// A coordinator's `Drain` ends the session, not the provider: the runtime
+/// says goodbye, connects again and serves the next session. Before, it
+/// finished as if the operator had asked (a remote shutdown of
+/// `tessera-agent`).
+#[test]
+fn a_coordinator_drain_ends_the_session_and_the_provider_comes_back() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let Running { handle, drain, .. } = spawn(runtime(port, Trust::PinnedKey(srv.spki), None));
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    s.send(&Message::Drain);
+    loop {
+        if let Ok(Message::Goodbye(_)) = Message::decode(&s.next()) {
+            break;
+        }
+    }
+    drop(s);
+    // It comes back, and takes a job.
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let j = job();
+    s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
+    assert!(matches!(
+        Message::decode(&s.next()),
+        Ok(Message::OfferAccept(_))
+    ));
+    s.send(&Message::JobAssign(j.assign(1)));
+    for f in j.input_frames(1) {
+        s.tls.write_all(&f).unwrap();
+    }
+    let (out, _) = s.collect(1);
+    assert_eq!(out, expected());
+    s.send(&Message::ResultAck(JobRef { job: 1 }));
+    drain.drain();
+    loop {
+        if let Ok(Message::Goodbye(_)) = Message::decode(&s.next()) {
+            break;
+        }
+    }
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+    assert_eq!(rt.status().sessions, 2);
+}
+
+/// A drain waits for acknowledgements only so long: a coordinator that
+/// never acknowledges cannot keep the provider from stopping. The result it
+/// did not acknowledge stays in the store and goes out on the next start.
+/// Before, the drain waited forever.
+#[test]
+fn a_drain_ends_by_its_deadline_and_the_unacknowledged_result_goes_out_next_start() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("tessera-net-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut rt = runtime(port, Trust::PinnedKey(srv.spki), Some(dir.clone()));
+    rt.set_drain_timeout(Duration::from_millis(500));
+    let Running { handle, drain, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let j = job();
+    s.send(&Message::JobOffer(j.offer(4, 1_000_000, 60_000)));
+    s.next();
+    s.send(&Message::JobAssign(j.assign(4)));
+    for f in j.input_frames(4) {
+        s.tls.write_all(&f).unwrap();
+    }
+    let (_, receipt) = s.collect(4);
+    // No acknowledgement; the operator stops the provider.
+    let asked = std::time::Instant::now();
+    drain.drain();
+    let rt = handle.join().unwrap();
+    let took = asked.elapsed();
+    assert!(rt.is_finished(), "the drain ended (after {took:?})");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    drop(rt);
+    drop(s);
+    // The next start delivers the same result and receipt.
+    let Running { handle, drain, .. } =
+        spawn(runtime(port, Trust::PinnedKey(srv.spki), Some(dir.clone())));
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let (out, again) = s.collect(4);
+    assert_eq!(out, expected());
+    assert_eq!(again, receipt);
+    s.send(&Message::ResultAck(JobRef { job: 4 }));
+    drain.drain();
+    loop {
+        if let Ok(Message::Goodbye(_)) = Message::decode(&s.next()) {
+            break;
+        }
+    }
+    assert!(handle.join().unwrap().is_finished());
+    let _ = std::fs::remove_dir_all(&dir);
 }

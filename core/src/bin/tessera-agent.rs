@@ -1,7 +1,10 @@
 //! `tessera-agent`: the operator program. Reads a TOML configuration, loads
 //! (or creates) the device key, opens the GPU through Vulkan, and serves a
 //! coordinator until SIGTERM or SIGINT, which drain it: jobs in flight finish,
-//! nothing new is taken, then it says goodbye.
+//! nothing new is taken, then it says goodbye (or, after `drain_timeout_s`,
+//! stops anyway, leaving unacknowledged results in the store for the next
+//! start). A coordinator's `Drain` ends the session only: the program
+//! connects again with backoff.
 //!
 //! ```text
 //! tessera-agent --config agent.toml
@@ -153,6 +156,8 @@ struct TimersSection {
     peer_timeout_ms: u64,
     #[serde(default = "default_status")]
     status_interval_s: u64,
+    #[serde(default = "default_drain_timeout")]
+    drain_timeout_s: u64,
 }
 
 impl Default for TimersSection {
@@ -161,8 +166,13 @@ impl Default for TimersSection {
             heartbeat_ms: default_heartbeat(),
             peer_timeout_ms: default_peer_timeout(),
             status_interval_s: default_status(),
+            drain_timeout_s: default_drain_timeout(),
         }
     }
+}
+
+fn default_drain_timeout() -> u64 {
+    60
 }
 
 fn default_heartbeat() -> u64 {
@@ -328,6 +338,7 @@ fn run() -> Result<(), String> {
     });
     let mut net = NetConfig::new(file.coordinator.clone(), server_name, tls);
     net.store_dir = file.store.as_ref().map(|s| s.dir.clone());
+    net.drain_timeout = Duration::from_secs(file.timers.drain_timeout_s);
     let mut runtime = Runtime::new(config, signer, gpu, net).map_err(|e| e.to_string())?;
 
     let drain = runtime.drain_handle();

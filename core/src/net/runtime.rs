@@ -60,6 +60,12 @@ pub struct NetConfig {
     pub reconnect_initial: StdDuration,
     /// Longest reconnect delay.
     pub reconnect_max: StdDuration,
+    /// How long a drain the host asked for ([`DrainHandle::drain`]) may take.
+    /// Past it the runtime stops anyway: jobs still running are cancelled,
+    /// and results the coordinator has not acknowledged stay in the store
+    /// and go out on the next start (without a store they are lost, and the
+    /// log says so).
+    pub drain_timeout: StdDuration,
 }
 
 impl fmt::Debug for NetConfig {
@@ -73,8 +79,8 @@ impl fmt::Debug for NetConfig {
 }
 
 impl NetConfig {
-    /// A configuration with the default reconnect delays (200 ms to 30 s) and
-    /// no store.
+    /// A configuration with the default reconnect delays (200 ms to 30 s),
+    /// a 60 s drain timeout and no store.
     pub fn new(
         coordinator: impl Into<String>,
         server_name: impl Into<String>,
@@ -87,6 +93,7 @@ impl NetConfig {
             store_dir: None,
             reconnect_initial: StdDuration::from_millis(200),
             reconnect_max: StdDuration::from_secs(30),
+            drain_timeout: StdDuration::from_secs(60),
         }
     }
 }
@@ -330,6 +337,8 @@ pub struct Runtime<S: Signer> {
     rng: u64,
     drain: Arc<AtomicBool>,
     drain_started: bool,
+    /// When a drain the host asked for is given up on.
+    drain_deadline: Option<StdInstant>,
     finished: bool,
     status: Status,
 }
@@ -407,6 +416,7 @@ impl<S: Signer> Runtime<S> {
             rng: now | 1,
             drain: Arc::new(AtomicBool::new(false)),
             drain_started: false,
+            drain_deadline: None,
             finished: false,
             status,
             net,
@@ -420,6 +430,11 @@ impl<S: Signer> Runtime<S> {
 
     fn std_at(&self, t: Instant) -> StdInstant {
         self.origin + StdDuration::from_micros(t.micros.saturating_sub(self.origin_micros))
+    }
+
+    /// Changes [`NetConfig::drain_timeout`].
+    pub fn set_drain_timeout(&mut self, timeout: StdDuration) {
+        self.net.drain_timeout = timeout;
     }
 
     /// A handle to ask for a drain from elsewhere.
@@ -483,11 +498,19 @@ impl<S: Signer> Runtime<S> {
     pub fn step(&mut self, max_wait: Option<StdDuration>) -> Result<(), RuntimeError> {
         if self.drain.load(Ordering::SeqCst) && !self.drain_started {
             self.drain_started = true;
-            log::info!("draining: finishing jobs in flight, taking no new ones");
+            self.drain_deadline = StdInstant::now().checked_add(self.net.drain_timeout);
+            log::info!(
+                "draining: finishing jobs in flight, taking no new ones (for {:?} at most)",
+                self.net.drain_timeout
+            );
             let now = self.now();
             if let Err(e) = self.agent.drain(now) {
                 log::warn!("drain: {e}");
             }
+        }
+        if !self.finished && self.drain_deadline.is_some_and(|t| t <= StdInstant::now()) {
+            self.give_up_drain();
+            return Ok(());
         }
         if self.conn.is_none() && !self.finished {
             if self.drain_started && self.agent.active_jobs() == 0 {
@@ -527,6 +550,25 @@ impl<S: Signer> Runtime<S> {
         self.pump();
         self.update_interest();
         Ok(())
+    }
+
+    /// The drain ran out its time: stop now, keeping what the store holds.
+    fn give_up_drain(&mut self) {
+        let held = self.agent.active_jobs();
+        let kept = if self.store.is_some() {
+            "results not yet acknowledged stay in the store and go out on the next start"
+        } else {
+            "there is no result store: results not yet acknowledged are lost"
+        };
+        log::warn!(
+            "drain: {held} jobs still held after {:?}; stopping anyway ({kept})",
+            self.net.drain_timeout
+        );
+        for cancel in self.given.values() {
+            cancel.cancel();
+        }
+        self.close_conn(true);
+        self.finished = true;
     }
 
     fn start_connect(&mut self) {
@@ -742,6 +784,15 @@ impl<S: Signer> Runtime<S> {
                     match reason {
                         DisconnectReason::Drained => self.finished = true,
                         DisconnectReason::PeerGoodbye if self.drain_started => self.finished = true,
+                        DisconnectReason::PeerDrained => {
+                            // The coordinator's drain ends this session, not
+                            // the provider: connect again, with backoff.
+                            log::info!(
+                                "the coordinator drained this session; connecting again later"
+                            );
+                            self.failures = self.failures.max(1);
+                            self.schedule_reconnect();
+                        }
                         _ => self.schedule_reconnect(),
                     }
                 }
