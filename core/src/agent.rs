@@ -35,9 +35,31 @@ use crate::wire::{
     PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 
-/// Free event slots `handle_input` keeps before reading another frame, so that
-/// timers and disconnects can always queue their events.
+// Events are never dropped. Each call that queues events first checks that
+// the queue has room for the most it can queue plus `DISCONNECT_EVENTS`, and
+// otherwise changes nothing (a host call returns `EventsPending`, a timer
+// waits, input is not read). So whenever a session is up at least
+// `DISCONNECT_EVENTS` slots are free, which is all `disconnected` (the one
+// call that cannot wait: the transport is gone) may need.
+
+/// Most events a disconnect queues: a `CancelJob` per job and `Disconnect`.
+const DISCONNECT_EVENTS: usize = MAX_JOBS + 1;
+/// Most events one frame of input queues: `Ready` and a `ResendOutputs` per
+/// job, or a disconnect (a `Drain`'s or an ack's goodbye, a protocol
+/// violation), or a job's two (`CancelJob` and `PersistResult`).
+const FRAME_EVENTS: usize = MAX_JOBS + 1;
+/// Most events `handle_timeout` queues: a `CancelJob` and a `PersistResult`
+/// per job, then one `Disconnect`.
+const TIMER_EVENTS: usize = 2 * MAX_JOBS + 1;
+/// Most events `finish_job` queues (`PersistResult`, `ResendOutputs`);
+/// `fail_job` and `drain` queue one.
+const HOST_CALL_EVENTS: usize = 2;
+/// Free event slots `handle_input` keeps before reading another frame (and
+/// `connect` before opening a session).
 const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
+const _: () = assert!(EVENT_RESERVE >= FRAME_EVENTS + DISCONNECT_EVENTS);
+const _: () = assert!(MAX_EVENTS >= TIMER_EVENTS + DISCONNECT_EVENTS);
+const _: () = assert!(MAX_EVENTS >= EVENT_RESERVE);
 /// Free outgoing bytes `handle_input` keeps before reading another frame: room
 /// for the largest reply one frame can cause, the evidence frame answering
 /// `Welcome` (header, 2-byte length, signed evidence). With less, a frame
@@ -584,6 +606,7 @@ impl<S: Signer> Agent<S> {
     /// A drain the coordinator asks for (its `Drain`) ends with
     /// `Disconnect(PeerDrained)` instead, unless the host asks too.
     pub fn drain(&mut self, now: Instant) -> Result<(), Error> {
+        self.require_event_room(1)?;
         let before = self.host_drain;
         self.host_drain = true;
         if self.draining {
@@ -1252,6 +1275,7 @@ impl<S: Signer> Agent<S> {
     /// ([`Event::ResendOutputs`]) it checks the outputs are the same and sends
     /// the receipt signed the first time (`usage` is then ignored).
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
+        self.require_event_room(HOST_CALL_EVENTS)?;
         let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
         if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
@@ -1341,6 +1365,7 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
+        self.require_event_room(1)?;
         let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
         if !matches!(job.state, JobState::Running | JobState::Uploading) || job.resend {
@@ -1663,10 +1688,23 @@ impl<S: Signer> Agent<S> {
     }
 
     fn push_event(&mut self, e: EventRecord) {
-        // EVENT_RESERVE keeps room for every event a timer or disconnect can
-        // queue; see the capacity notes in `limits`.
+        // Cannot fail: every caller checked the room first (see
+        // `DISCONNECT_EVENTS`); tests and fuzzing run with this assertion.
         let pushed = self.events.push_back(e);
         debug_assert!(pushed.is_ok(), "event queue sized too small");
+    }
+
+    /// Free event slots.
+    fn event_room(&self) -> usize {
+        MAX_EVENTS - self.events.len()
+    }
+
+    /// `EventsPending` unless `n` events fit and leave room for a disconnect.
+    fn require_event_room(&self, n: usize) -> Result<(), Error> {
+        if self.event_room() < n + DISCONNECT_EVENTS {
+            return Err(Error::EventsPending);
+        }
+        Ok(())
     }
 
     // ----- time -------------------------------------------------------------
@@ -1694,7 +1732,15 @@ impl<S: Signer> Agent<S> {
     }
 
     /// Runs the timers due at `now`: heartbeats, peer silence, job deadlines.
+    ///
+    /// While the host leaves more than 18 events unread (`MAX_EVENTS` less
+    /// the most the timers and a disconnect queue) the timers wait; nothing
+    /// is lost: [`Agent::poll_timeout`] still says they are due. Read events
+    /// with [`Agent::poll_event`], then call again.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.event_room() < TIMER_EVENTS + DISCONNECT_EVENTS {
+            return;
+        }
         let mut i = 0;
         while i < self.jobs.len() {
             let job = &self.jobs[i];

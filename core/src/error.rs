@@ -89,7 +89,11 @@ pub enum Error {
     /// Outputs written again after a reconnect differ from the first time.
     OutputMismatch(JobId),
     /// The outgoing queue is full: drain `poll_transmit`, then call again.
+    /// (`connect` also says it while events wait to be read.)
     WouldBlock,
+    /// Too many events wait to be read for this call to queue its own:
+    /// drain `poll_event`, then call again. Nothing was changed.
+    EventsPending,
     /// The signer failed; the job's result is kept and signing is retried.
     Signer(SignError),
     /// A configuration value is out of range.
@@ -156,6 +160,7 @@ impl core::fmt::Display for Error {
                 "outputs of job {j} differ from the first time they were written"
             ),
             Error::WouldBlock => f.write_str("outgoing queue full: drain poll_transmit first"),
+            Error::EventsPending => f.write_str("events wait to be read: drain poll_event first"),
             Error::Signer(e) => write!(f, "signer failed: {e:?}"),
             Error::InvalidConfig => f.write_str("configuration value out of range"),
             Error::CapacityExceeded => f.write_str("the agent holds as many jobs as it can"),

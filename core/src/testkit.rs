@@ -288,6 +288,11 @@ impl Host {
                 Err(f) => {
                     let r = agent.fail_job(now, job, f.reason, f.detail, f.usage);
                     self.log.push(format!("fail_job({job}) -> {r:?}"));
+                    if r == Err(crate::Error::EventsPending) {
+                        // Read events first, then run it again.
+                        self.to_run.push_front(job);
+                        return did;
+                    }
                 }
             }
             did = true;
@@ -322,7 +327,8 @@ impl Host {
         }
         let r = agent.finish_job(now, job, hj.usage);
         self.log.push(format!("finish_job({job}) -> {r:?}"));
-        true
+        // With events to read first, finish on the next turn.
+        r != Err(crate::Error::EventsPending)
     }
 }
 

@@ -1120,3 +1120,63 @@ fn an_unavailable_device_declines_offers_and_heartbeats_no_capacity() {
         Err(DeclineReason::Draining)
     );
 }
+
+/// Events are never dropped, however long the host leaves them unread. A
+/// coordinator fills the queue with `Error` frames (one `PeerError` each)
+/// while four jobs run; then every deadline passes and the coordinator goes
+/// silent. The timers wait until the host has read events, and then every
+/// job's `CancelJob(Deadline)` and `PersistResult` arrive, and the
+/// disconnect. Before, only the queue's sizing stood between the timers and
+/// a full queue, which a release build would have dropped events into (a
+/// lost `PersistResult` blocks every later outcome); now each call checks
+/// its room first, and the timers ran here only after the host read.
+#[test]
+fn events_wait_for_room_instead_of_being_dropped() {
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let mut c = config();
+    c.policy.max_concurrent = 4;
+    c.persist_results = true;
+    let agent = Agent::new(c, signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    handshake(&mut h);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(2, 5000);
+    for id in 1..=4 {
+        submit(&mut h, id, &j);
+        assert_eq!(h.agent.job_state(id), Some(JobState::Running));
+    }
+    h.host.log.clear();
+    // The host stops reading events; the coordinator sends 40 errors.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.extend(tessera_core::testkit::encode(&Message::Error(
+            tessera_core::wire::ErrorMsg { code: 9, job: 0 },
+        )));
+    }
+    let now = h.now;
+    let taken = h.agent.handle_input(now, &flood).unwrap();
+    assert!(taken < flood.len(), "input stops while events wait");
+    // Every deadline passes; the coordinator is silent.
+    let later = now + Duration::from_secs(3600);
+    h.agent.handle_timeout(later);
+    assert_eq!(h.agent.job_state(1), Some(JobState::Running), "timers wait");
+    // The host reads its events; the timers run on the next call.
+    h.host.drain_events(&mut h.agent);
+    assert_eq!(h.agent.poll_timeout().map(|t| t <= later), Some(true));
+    h.agent.handle_timeout(later);
+    h.host.drain_events(&mut h.agent);
+    let log = h.host.log.join("\n");
+    for id in 1..=4 {
+        assert!(
+            log.contains(&format!("CancelJob {{ job: {id}, reason: Deadline }}")),
+            "job {id}: {log}"
+        );
+        assert!(
+            log.contains(&format!("PersistResult {{ job: {id} }}")),
+            "job {id}: {log}"
+        );
+        assert_eq!(h.agent.job_state(id), Some(JobState::AwaitingAck));
+    }
+    assert!(log.contains("Disconnect { reason: PeerSilent }"), "{log}");
+}

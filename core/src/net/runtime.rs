@@ -329,6 +329,8 @@ pub struct Runtime<S: Signer> {
     jobs: HashMap<JobId, HostJob>,
     uploads: VecDeque<JobId>,
     to_persist: VecDeque<JobId>,
+    /// Failed runs the agent has not taken yet.
+    to_fail: VecDeque<(JobId, JobFailure)>,
     store: Option<FileStore>,
     origin: StdInstant,
     origin_micros: u64,
@@ -408,6 +410,7 @@ impl<S: Signer> Runtime<S> {
             jobs: HashMap::new(),
             uploads: VecDeque::new(),
             to_persist: VecDeque::new(),
+            to_fail: VecDeque::new(),
             store,
             origin: StdInstant::now(),
             origin_micros: now,
@@ -721,6 +724,7 @@ impl<S: Signer> Runtime<S> {
                 }
             }
             progressed |= self.handle_events();
+            progressed |= self.report_failures(now);
             progressed |= self.persist_pending();
             progressed |= self.upload();
             progressed |= self.flush();
@@ -843,9 +847,15 @@ impl<S: Signer> Runtime<S> {
             // leave the queue: only a bookkeeping error gets here.
             log::error!("job {job}: the run queue is full");
         }
-        let _ = self
-            .agent
-            .fail_job(now, job, FailReason::Host, 0, Default::default());
+        self.to_fail.push_back((
+            job,
+            JobFailure {
+                reason: FailReason::Host,
+                detail: 0,
+                usage: Default::default(),
+            },
+        ));
+        self.report_failures(now);
     }
 
     /// Takes back a job the agent no longer holds: out of the queue if it
@@ -900,21 +910,39 @@ impl<S: Signer> Runtime<S> {
                 }
                 Err(f) => {
                     log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
-                    match self.agent.fail_job(now, job, f.reason, f.detail, f.usage) {
-                        Ok(()) | Err(Error::UnknownJob(_)) => {}
-                        // The agent's deadline ended the job first (with the
-                        // same status and price for a timeout), or it was
-                        // cancelled: nothing left to report.
-                        Err(Error::InvalidJobState(_))
-                            if self.agent.job_state(job) == Some(JobState::AwaitingAck) =>
-                        {
-                            log::info!("job {job}: already ended by its deadline")
-                        }
-                        Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
-                    }
+                    self.to_fail.push_back((job, f));
+                    self.report_failures(now);
                 }
             }
         }
+    }
+
+    /// Tells the agent of failed runs; those it cannot take now (events
+    /// wait to be read, the signer is busy) stay queued for the next turn.
+    fn report_failures(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some((job, f)) = self.to_fail.front().cloned() {
+            match self.agent.fail_job(now, job, f.reason, f.detail, f.usage) {
+                Ok(()) | Err(Error::UnknownJob(_)) => {}
+                Err(Error::EventsPending) => return any,
+                Err(Error::Signer(e)) => {
+                    log::debug!("job {job}: cannot sign the failure yet ({e:?}); trying again");
+                    return any;
+                }
+                // The agent's deadline ended the job first (with the same
+                // status and price for a timeout), or it was cancelled:
+                // nothing left to report.
+                Err(Error::InvalidJobState(_))
+                    if self.agent.job_state(job) == Some(JobState::AwaitingAck) =>
+                {
+                    log::info!("job {job}: already ended by its deadline")
+                }
+                Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
+            }
+            self.to_fail.pop_front();
+            any = true;
+        }
+        any
     }
 
     fn resend(&mut self, job: JobId) {
@@ -1009,6 +1037,8 @@ impl<S: Signer> Runtime<S> {
             let usage = hj.usage;
             match self.agent.finish_job(now, job, usage) {
                 Ok(()) => log::info!("job {job}: outputs sent"),
+                // Read events first (the pump does), then finish.
+                Err(Error::EventsPending) => return any,
                 Err(e) => log::warn!("job {job}: cannot finish: {e}"),
             }
             self.uploads.pop_front();
