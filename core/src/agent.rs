@@ -276,10 +276,14 @@ struct Job {
     /// host was told of, whose receipt the signer could not sign yet: retried
     /// at `deadline`, with no further event; the job takes no more input.
     failure: Option<(FailReason, u32, Usage)>,
+    /// The evidence the coordinator accepted (with its `Ready`) in the
+    /// session that offered this job: what its receipt names, even when it
+    /// is signed later, after evidence a coordinator refused.
+    evidence_hash: Digest,
 }
 
 impl Job {
-    fn new(offer: &JobOffer, quote: u64, deadline: Instant) -> Self {
+    fn new(offer: &JobOffer, quote: u64, deadline: Instant, evidence_hash: Digest) -> Self {
         Job {
             id: offer.job,
             state: JobState::Accepted,
@@ -303,6 +307,7 @@ impl Job {
             chain_after: ChainState::default(),
             receipt: Vec::new(),
             failure: None,
+            evidence_hash,
         }
     }
 
@@ -887,7 +892,12 @@ impl<S: Signer> Agent<S> {
         let reply = match decision {
             Ok(price) => {
                 let deadline = now + Duration::from_millis(offer.deadline_ms as u64);
-                if self.jobs.push(Job::new(&offer, price, deadline)).is_err() {
+                let evidence = self.evidence_hash;
+                if self
+                    .jobs
+                    .push(Job::new(&offer, price, deadline, evidence))
+                    .is_err()
+                {
                     // Policy already bounds this by MAX_JOBS.
                     Message::OfferDecline(OfferDecline {
                         job: offer.job,
@@ -1463,7 +1473,7 @@ impl<S: Signer> Agent<S> {
             price,
             started_at: job.started_at.micros,
             ended_at: now.micros,
-            evidence_hash: self.evidence_hash,
+            evidence_hash: job.evidence_hash,
             key_id: self.key_id,
             sequence: self.chain.next_sequence,
             prev_hash: self.chain.prev_hash,
@@ -1536,7 +1546,8 @@ impl<S: Signer> Agent<S> {
             max_price: record.price,
             deadline_ms: 0,
         };
-        let mut job = Job::new(&offer, record.price, Instant::ZERO);
+        // Its receipt is signed already; the field is not read again.
+        let mut job = Job::new(&offer, record.price, Instant::ZERO, [0; 32]);
         job.state = JobState::AwaitingAck;
         job.spec = Some(record.spec.clone());
         job.outcome = Some(record.outcome);

@@ -1180,3 +1180,61 @@ fn events_wait_for_room_instead_of_being_dropped() {
     }
     assert!(log.contains("Disconnect { reason: PeerSilent }"), "{log}");
 }
+
+/// A receipt names the evidence the coordinator accepted in the session that
+/// offered its job, not evidence sent later that a coordinator refused.
+/// Before, a job finished after a refused session named the refused
+/// evidence.
+#[test]
+fn a_receipt_names_accepted_evidence_not_refused_evidence() {
+    let mut h = harness();
+    // Session 1: accepted; its evidence is the one receipts must name.
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: CHALLENGE,
+        heartbeat_ms: 0,
+    }));
+    let frames = h.pump();
+    let Message::Evidence(blob) = decode(&frames[0]) else {
+        panic!("expected evidence")
+    };
+    let accepted = Evidence::hash(blob.bytes);
+    let pk = Evidence::verify(blob.bytes, &CHALLENGE).unwrap().public_key;
+    h.send(&Message::Ready);
+    ready(&mut h);
+    h.host.auto_run = false;
+    let j = job(3, 5000);
+    submit(&mut h, 1, &j);
+    h.agent.disconnected(h.now);
+    h.pump();
+    // Session 2: its evidence is refused.
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [0x99; 32],
+        heartbeat_ms: 0,
+    }));
+    let frames = h.pump();
+    let Message::Evidence(blob) = decode(&frames[0]) else {
+        panic!("expected evidence")
+    };
+    let refused = Evidence::hash(blob.bytes);
+    assert_ne!(refused, accepted);
+    h.send(&Message::Error(tessera_core::wire::ErrorMsg {
+        code: 1,
+        job: 0,
+    }));
+    h.pump();
+    // The job ends while no session is up; its receipt is signed now.
+    h.host.to_run.push_back(1);
+    h.pump();
+    // Session 3 delivers it.
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    let out = collect(&frames, 1);
+    let receipt = Receipt::verify(&out.receipt, &pk).unwrap();
+    assert_eq!(receipt.evidence_hash, accepted);
+}

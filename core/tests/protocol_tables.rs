@@ -134,7 +134,7 @@ fn receipt_table() -> String {
         ("price", "u64", "Price charged, in the network's smallest unit: for status 2 the accepted quote, for other failures 0.", |r| r.price = u64::MAX),
         ("started_at", "u64", "When the job started, µs in the host's time base.", |r| r.started_at = u64::MAX),
         ("ended_at", "u64", "When the job ended, µs in the host's time base.", |r| r.ended_at = u64::MAX),
-        ("evidence_hash", "32 bytes", "SHA-256 of the signed evidence in force when the job ran.", |r| r.evidence_hash = [0xFF; 32]),
+        ("evidence_hash", "32 bytes", "SHA-256 of the signed evidence the coordinator accepted in the session that offered the job.", |r| r.evidence_hash = [0xFF; 32]),
         ("key_id", "16 bytes", "The signing key's id; must equal the COSE header's.", |r| r.key_id = [0xFF; 16]),
         ("sequence", "u64", "Position in this key's receipt chain, from 1.", |r| r.sequence = u64::MAX),
         ("prev_hash", "32 bytes", "SHA-256 of this key's previous signed receipt; zeros for the first.", |r| r.prev_hash = [0xFF; 32]),

@@ -71,7 +71,8 @@ pub struct Receipt {
     pub started_at: u64,
     /// When the job ended, microseconds in the host's time base.
     pub ended_at: u64,
-    /// SHA-256 of the signed evidence in force when the job ran.
+    /// SHA-256 of the signed evidence the coordinator accepted (with its
+    /// `Ready`) in the session that offered the job.
     pub evidence_hash: Digest,
     /// The signing key's id.
     pub key_id: KeyId,
