@@ -29,7 +29,7 @@ use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event, JobState};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
 use crate::host::JobInputs;
-use crate::store::{FileStore, ResultStore};
+use crate::store::{FileStore, ResultStore, StoreError};
 use crate::time::Instant;
 use crate::wire::{FailReason, JobId};
 
@@ -95,8 +95,9 @@ impl NetConfig {
 pub enum RuntimeError {
     /// The event loop failed (the OS refused a poll or a registration).
     Io(io::Error),
-    /// The result store could not be opened or read.
-    Store(io::Error),
+    /// The result store could not be opened or read (among others: its
+    /// chain file belongs to another device key).
+    Store(StoreError),
     /// The agent refused its configuration or a stored result.
     Agent(Error),
     /// The server name is not a valid DNS name or IP address.
@@ -256,7 +257,7 @@ impl<S: Signer> Runtime<S> {
         let server_name = ServerName::try_from(net.server_name.clone())
             .map_err(|_| RuntimeError::BadServerName(net.server_name.clone()))?;
         let store = match &net.store_dir {
-            Some(dir) => Some(FileStore::open(dir).map_err(RuntimeError::Store)?),
+            Some(dir) => Some(FileStore::open(dir, signer.key_id()).map_err(RuntimeError::Store)?),
             None => None,
         };
         let mut config = config;
@@ -275,7 +276,12 @@ impl<S: Signer> Runtime<S> {
                         failed = Some(e);
                     }
                 })
-                .map_err(RuntimeError::Store)?;
+                .map_err(|error| {
+                    RuntimeError::Store(StoreError::Io {
+                        path: net.store_dir.clone().unwrap_or_default(),
+                        error,
+                    })
+                })?;
             if let Some(e) = failed {
                 return Err(RuntimeError::Agent(e));
             }
