@@ -138,3 +138,53 @@ fn first_start_creates_the_key_and_sigterm_drains() {
     assert!(tessera_core::attest::Ed25519Signer::from_pkcs8(&std::fs::read(&key).unwrap()).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the program with `config`, for at most 20 s (it is killed then);
+/// returns whether it exited successfully (`None`: still running) and its
+/// standard error.
+fn run_briefly(config: &str, dir: &Path) -> (Option<bool>, String) {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(exe())
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    (status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A pinned key with non-ASCII characters is a configuration error, not a
+/// crash.
+#[test]
+fn a_non_ascii_pin_is_an_error_not_a_panic() {
+    let dir = temp("pin");
+    for pin in [format!("a{}a", "é".repeat(31)), "é".repeat(32)] {
+        let (ok, log) = run_briefly(
+            &format!(
+                "coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"{pin}\"\n[key]\nfile = \"{}\"\n",
+                dir.join("k").display()
+            ),
+            &dir,
+        );
+        assert_eq!(ok, Some(false), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(
+            log.contains("pinned_key_sha256 must be hex digits"),
+            "{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -206,15 +206,25 @@ fn init_logging() {
     }
 }
 
+/// Parses `pinned_key_sha256`: 64 hex digits (either case), surrounding
+/// white space ignored.
 fn hex32(s: &str) -> Result<[u8; 32], String> {
-    let s = s.trim();
+    let s = s.trim().as_bytes();
     if s.len() != 64 {
-        return Err("pinned_key_sha256 must be 64 hex digits".into());
+        return Err(format!(
+            "pinned_key_sha256 must be 64 hex digits, not {} bytes",
+            s.len()
+        ));
     }
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| "pinned_key_sha256 must be hex digits (0-9, a-f)".to_string())
+    };
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|_| "pinned_key_sha256 must be hex".to_string())?;
+    for (b, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *b = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
     Ok(out)
 }
@@ -378,5 +388,46 @@ fn device_selector(d: &DeviceSection) -> tessera_core::vulkan::DeviceSelector {
         (Some(i), _) => DeviceSelector::Index(*i),
         (None, Some(n)) => DeviceSelector::Name(n.clone()),
         (None, None) => DeviceSelector::Default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex32_reads_64_hex_digits_and_refuses_anything_else() {
+        let pin = "00ff".repeat(16);
+        let mut want = [0u8; 32];
+        for pair in want.chunks_exact_mut(2) {
+            pair[1] = 0xff;
+        }
+        assert_eq!(hex32(&pin), Ok(want));
+        assert_eq!(hex32(&format!("  {}\n", pin.to_uppercase())), Ok(want));
+        // Non-ASCII of the right byte length, also where a character
+        // straddles two digit pairs: an error, not a panic.
+        for bad in [
+            format!("a{}a", "é".repeat(31)),
+            format!("{}a", "€".repeat(21)),
+            "é".repeat(32),
+            "ab".repeat(31) + "\u{80}",
+        ] {
+            let e = hex32(&bad).unwrap_err();
+            assert!(e.contains("pinned_key_sha256"), "{bad:?}: {e}");
+        }
+        // Odd and wrong lengths.
+        for bad in ["a".repeat(63), "a".repeat(65), "a".into(), String::new()] {
+            let e = hex32(&bad).unwrap_err();
+            assert!(e.contains("64 hex digits"), "{bad:?}: {e}");
+        }
+        // Signs and other non-digits a number parser might take.
+        for bad in [
+            "+f".repeat(32),
+            "-0".repeat(32),
+            "0x".repeat(32),
+            "gg".repeat(32),
+        ] {
+            assert!(hex32(&bad).is_err(), "{bad:?}");
+        }
     }
 }
