@@ -1,7 +1,8 @@
 //! `tessera-agent`: the operator program. Reads a TOML configuration, loads
-//! (or creates) the device key, opens the GPU through Vulkan, and serves a
-//! coordinator until SIGTERM or SIGINT, which drain it: jobs in flight finish,
-//! nothing new is taken, then it says goodbye.
+//! (or creates) the device key (refusing one that group or others can read),
+//! checks the result store belongs to that key, opens the GPU through
+//! Vulkan, and serves a coordinator until SIGTERM or SIGINT, which drain it:
+//! jobs in flight finish, nothing new is taken, then it says goodbye.
 //!
 //! ```text
 //! tessera-agent --config agent.toml
@@ -17,8 +18,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tessera_core::attest::Ed25519Signer;
+use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::net::{client_config, NetConfig, Runtime, Trust};
+use tessera_core::store::FileStore;
 use tessera_core::{Config, LinearPrice, Policy};
 
 /// The configuration file.
@@ -229,32 +231,91 @@ fn hex32(s: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a directory entry just created durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Loads the device key, or creates it (mode 0600) when the file is absent.
+/// A key file readable by group or others is refused, as ssh does.
 fn load_or_create_key(path: &Path) -> Result<Ed25519Signer, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ed25519Signer::from_pkcs8(&bytes)
-            .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display())),
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            check_private(path, &f)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ed25519Signer::from_pkcs8(&bytes)
+                .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (signer, pkcs8) =
                 Ed25519Signer::generate().map_err(|e| format!("generating a key: {e:?}"))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options
-                .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            std::io::Write::write_all(&mut f, &pkcs8)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            create_key_file(path, &pkcs8, sync_dir)?;
             log::info!("created a new device key in {}", path.display());
             Ok(signer)
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Refuses a key file that group or others may read.
+fn check_private(path: &Path, f: &std::fs::File) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "device key {} has mode {:04o}: it is readable by group or others, \
+                 so it is refused; fix: chmod 600 {}",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, f);
+    Ok(())
+}
+
+/// Writes a new key file (mode 0600, never over an existing file), fsyncs
+/// it, then fsyncs its directory with `sync` so that the file's name
+/// survives a crash too.
+fn create_key_file(
+    path: &Path,
+    pkcs8: &[u8],
+    sync: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, pkcs8)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(f);
+    let dir = parent_dir(path);
+    sync(dir).map_err(|e| format!("{}: cannot sync the key's directory: {e}", dir.display()))
 }
 
 fn main() -> ExitCode {
@@ -290,6 +351,10 @@ fn run() -> Result<(), String> {
     };
     let tls = client_config(&trust).map_err(|e| e.to_string())?;
     let signer = load_or_create_key(&file.key.file)?;
+    // Store problems (a chain file of another key, say) before the device.
+    if let Some(store) = &file.store {
+        FileStore::open(&store.dir, signer.key_id()).map_err(|e| format!("result store: {e}"))?;
+    }
 
     let selector = device_selector(&file.device);
     let dispatcher = tessera_core::vulkan::DispatcherConfig {
@@ -429,5 +494,48 @@ mod tests {
         ] {
             assert!(hex32(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tessera-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_new_key_file_is_written_then_its_directory_synced() {
+        let dir = temp("sync");
+        let key = dir.join("device.key");
+        let mut synced = Vec::new();
+        create_key_file(&key, b"secret key bytes", |d| {
+            // By now the file is complete and private.
+            assert_eq!(std::fs::read(&key).unwrap(), b"secret key bytes");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            synced.push(d.to_path_buf());
+            sync_dir(d)
+        })
+        .unwrap();
+        assert_eq!(synced, vec![dir.clone()]);
+        // Never over an existing file.
+        let e = create_key_file(&key, b"other", |_| Ok(())).unwrap_err();
+        assert!(e.contains("device.key"), "{e}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret key bytes");
+        // A failed directory sync is an error, naming the directory.
+        let second = dir.join("second.key");
+        let e = create_key_file(&second, b"k", |_| Err(std::io::Error::other("disk gone")))
+            .unwrap_err();
+        assert!(
+            e.contains(&dir.display().to_string()) && e.contains("disk gone"),
+            "{e}"
+        );
+        assert_eq!(parent_dir(Path::new("device.key")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/k")), Path::new("/"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
