@@ -851,29 +851,37 @@ impl<S: Signer> Agent<S> {
         self.next_heartbeat = now + self.heartbeat_interval;
         self.push_event(EventRecord::Ready);
         for i in 0..self.jobs.len() {
-            let job = &mut self.jobs[i];
-            if job.state == JobState::AwaitingAck && job.unsent {
-                match job.outcome {
-                    Some(Outcome::Completed { output_len, .. }) if output_len > 0 => {
-                        job.state = JobState::Uploading;
-                        job.resend = true;
-                        job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
-                        job.cursor = 0;
-                        job.builder = RootBuilder::new();
-                        job.upload_epoch = self.epoch;
-                        let id = job.id;
-                        self.push_event(EventRecord::ResendOutputs(id));
-                    }
-                    // No outputs to upload: sent from `flush_outcomes`.
-                    _ => {}
-                }
-            }
+            self.start_resend(i);
         }
         if self.draining {
             self.enqueue(&Message::Drain)?;
         }
         self.flush_outcomes();
         self.check_drained()
+    }
+
+    /// Starts delivering again a held result not yet sent on this
+    /// connection: its outputs are asked of the host; a result without
+    /// outputs goes out from `flush_outcomes`.
+    fn start_resend(&mut self, i: usize) {
+        let epoch = self.epoch;
+        let job = &mut self.jobs[i];
+        if job.state != JobState::AwaitingAck || !job.unsent {
+            return;
+        }
+        match job.outcome {
+            Some(Outcome::Completed { output_len, .. }) if output_len > 0 => {
+                job.state = JobState::Uploading;
+                job.resend = true;
+                job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
+                job.cursor = 0;
+                job.builder = RootBuilder::new();
+                job.upload_epoch = epoch;
+                let id = job.id;
+                self.push_event(EventRecord::ResendOutputs(id));
+            }
+            _ => {}
+        }
     }
 
     fn on_offer(&mut self, now: Instant, offer: JobOffer) -> Result<(), (Error, JobId)> {
@@ -1530,12 +1538,21 @@ impl<S: Signer> Agent<S> {
         })
     }
 
-    /// Takes back a stored result after a restart. It is delivered at the
-    /// next `Ready` (outputs through [`Event::ResendOutputs`]), like any result
-    /// not yet acknowledged.
+    /// Takes back a stored result after a restart. It is delivered like any
+    /// result not yet acknowledged (outputs through [`Event::ResendOutputs`]):
+    /// at the next `Ready`, or at once during a session. A host with more
+    /// stored results than the agent holds ([`crate::limits::MAX_JOBS`])
+    /// restores the oldest first, and each further one when an
+    /// acknowledgement makes room, declining offers meanwhile
+    /// ([`Agent::set_device_available`]) so that receipts go out in chain
+    /// order.
     pub fn restore_result(&mut self, record: &ResultRecord) -> Result<(), Error> {
         if self.find(record.job).is_some() {
             return Err(Error::InvalidJobState(record.job));
+        }
+        if self.conn == ConnState::Ready && MAX_EVENTS - self.events.len() < EVENT_RESERVE {
+            // Events must be drained first: the resend asks the host by one.
+            return Err(Error::WouldBlock);
         }
         let offer = JobOffer {
             job: record.job,
@@ -1559,7 +1576,12 @@ impl<S: Signer> Agent<S> {
             next_sequence: record.next_sequence,
             prev_hash: record.prev_hash,
         };
-        self.jobs.push(job).map_err(|_| Error::CapacityExceeded)
+        self.jobs.push(job).map_err(|_| Error::CapacityExceeded)?;
+        if self.conn == ConnState::Ready {
+            self.start_resend(self.jobs.len() - 1);
+            self.flush_outcomes();
+        }
+        Ok(())
     }
 
     /// Sends the outcome messages of ended jobs whose results have not gone out

@@ -1238,3 +1238,39 @@ fn a_receipt_names_accepted_evidence_not_refused_evidence() {
     let receipt = Receipt::verify(&out.receipt, &pk).unwrap();
     assert_eq!(receipt.evidence_hash, accepted);
 }
+
+/// A result handed back during a session (a host with more stored results
+/// than the agent holds, as acknowledgements make room) goes out at once,
+/// outputs and receipt, without waiting for the next session.
+#[test]
+fn a_result_restored_during_a_session_goes_out_at_once() {
+    let mut cfg = config();
+    cfg.persist_results = true;
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(cfg.clone(), signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let first = collect(&submit(&mut h, 31, &job(3, 9000)), 31);
+    let record = h.host.stored[&31].clone();
+    let kept_jobs = std::mem::take(&mut h.host.jobs);
+    drop(h);
+
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(cfg, signer, record.chain_after()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.host.jobs = kept_jobs;
+    handshake(&mut h);
+    assert!(collect(&ready(&mut h), 31).receipt.is_empty());
+    h.agent.restore_result(&record).unwrap();
+    let again = collect(&h.pump(), 31);
+    assert_eq!(again.outputs, first.outputs);
+    assert_eq!(again.receipt, first.receipt);
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    verifier
+        .verify_next(&again.receipt, Some(&[3; 32]))
+        .unwrap();
+    h.send(&Message::ResultAck(JobRef { job: 31 }));
+    h.pump();
+    assert_eq!(h.agent.job_state(31), None);
+}

@@ -661,3 +661,135 @@ fn a_drain_ends_by_its_deadline_and_the_unacknowledged_result_goes_out_next_star
     assert!(handle.join().unwrap().is_finished());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Results of the runtime's key, stored in `dir` as a crashed provider would
+/// have left them: jobs `1..=n` signed in turn (receipts 1 to n), each with
+/// its outputs, none acknowledged as far as the store knows.
+fn leave_stored_results(dir: &std::path::Path, n: u64) {
+    use tessera_core::attest::Signer;
+    use tessera_core::store::FileStore;
+    use tessera_core::testkit::{increment_run, Harness};
+    use tessera_core::Agent;
+    let mut cfg = config();
+    cfg.persist_results = true;
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let mut store = FileStore::open(dir, signer.key_id()).unwrap();
+    let agent = Agent::new(cfg, signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    h.agent.connect(h.now).unwrap();
+    h.pump();
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: [1; 32],
+        heartbeat_ms: 0,
+    }));
+    h.pump();
+    h.send(&Message::Ready);
+    h.pump();
+    let j = job();
+    for id in 1..=n {
+        h.send(&Message::JobOffer(j.offer(id, 1_000_000, 60_000)));
+        h.pump();
+        h.send(&Message::JobAssign(j.assign(id)));
+        for f in j.input_frames(id) {
+            h.send_raw(&f);
+        }
+        h.pump();
+        let record = h.host.stored[&id].clone();
+        let outputs = h.host.jobs[&id].outputs.clone().unwrap();
+        let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
+        store.save_with_outputs(&record, &refs).unwrap();
+        // Acknowledged in the sans-IO agent only, to free its slot.
+        h.send(&Message::ResultAck(JobRef { job: id }));
+        h.pump();
+    }
+    assert_eq!(store.jobs().unwrap().len() as u64, n);
+}
+
+/// More results were left stored than the agent holds at once: the runtime
+/// starts, delivers every one with its outputs in receipt-chain order (the
+/// later ones as acknowledgements make room), declines offers meanwhile, and
+/// then takes work again, its chain going on after the last stored receipt.
+#[test]
+fn more_stored_results_than_the_agent_holds_are_all_delivered_in_order() {
+    use tessera_core::limits::MAX_JOBS;
+    use tessera_core::wire::{DeclineReason, OfferDecline};
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("tessera-net-backlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = 2 * MAX_JOBS as u64 + 2;
+    leave_stored_results(&dir, n);
+
+    let Running { handle, drain, .. } =
+        spawn(runtime(port, Trust::PinnedKey(srv.spki), Some(dir.clone())));
+    let mut s = Session::accept(&listener, &srv.config);
+    let pk = s.handshake();
+    let j = job();
+    // Before any acknowledgement, stored results wait: no new work.
+    s.send(&Message::JobOffer(j.offer(100, 1_000_000, 60_000)));
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    let mut delivered = Vec::new();
+    let mut outputs: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+    let mut declined = false;
+    while delivered.len() < n as usize {
+        let f = s.next();
+        match Message::decode(&f).unwrap() {
+            Message::OutputChunk(c) => {
+                let o = outputs.entry(c.job).or_default();
+                if c.index == 0 {
+                    o.clear();
+                }
+                o.extend_from_slice(c.data);
+            }
+            Message::Receipt(r) => {
+                let receipt = verifier
+                    .verify_next(r.bytes, Some(&j.nonce))
+                    .unwrap_or_else(|e| panic!("receipt of job {}: {e:?}", r.job));
+                assert_eq!(receipt.job, r.job);
+                assert_eq!(outputs.get(&r.job), Some(&expected()), "job {}", r.job);
+                delivered.push(r.job);
+                s.send(&Message::ResultAck(JobRef { job: r.job }));
+            }
+            Message::OfferDecline(d) => {
+                assert_eq!(
+                    d,
+                    OfferDecline {
+                        job: 100,
+                        reason: DeclineReason::Unavailable
+                    }
+                );
+                declined = true;
+            }
+            Message::OfferAccept(a) => panic!("offer {} taken while results wait", a.job),
+            _ => {}
+        }
+    }
+    assert!(declined);
+    assert_eq!(delivered, (1..=n).collect::<Vec<_>>());
+
+    // Every stored result is out: offers are taken, and the chain goes on.
+    s.send(&Message::JobOffer(j.offer(200, 1_000_000, 60_000)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert!(
+        matches!(Message::decode(&f).unwrap(), Message::OfferAccept(_)),
+        "{:?}",
+        Message::decode(&f)
+    );
+    s.send(&Message::JobAssign(j.assign(200)));
+    for f in j.input_frames(200) {
+        s.tls.write_all(&f).unwrap();
+    }
+    let (out, receipt) = s.collect(200);
+    assert_eq!(out, expected());
+    let r = verifier.verify_next(&receipt, Some(&j.nonce)).unwrap();
+    assert_eq!(r.sequence, n + 1);
+    s.send(&Message::ResultAck(JobRef { job: 200 }));
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+    assert_eq!(rt.status().jobs_completed, n + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,10 +1,11 @@
 //! `tessera-agent`: the operator program. Reads a TOML configuration, loads
-//! (or creates) the device key, opens the GPU through Vulkan, and serves a
-//! coordinator until SIGTERM or SIGINT, which drain it: jobs in flight finish,
-//! nothing new is taken, then it says goodbye (or, after `drain_timeout_s`,
-//! stops anyway, leaving unacknowledged results in the store for the next
-//! start). A coordinator's `Drain` ends the session only: the program
-//! connects again with backoff.
+//! (or creates) the device key (refusing one that group or others can read),
+//! checks the result store belongs to that key, opens the GPU through
+//! Vulkan, and serves a coordinator until SIGTERM or SIGINT, which drain it:
+//! jobs in flight finish, nothing new is taken, then it says goodbye (or,
+//! after `drain_timeout_s`, stops anyway, leaving unacknowledged results in
+//! the store for the next start). A coordinator's `Drain` ends the session
+//! only: the program connects again with backoff.
 //!
 //! ```text
 //! tessera-agent --config agent.toml
@@ -20,8 +21,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tessera_core::attest::Ed25519Signer;
+use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::net::{client_config, NetConfig, Runtime, Trust};
+use tessera_core::store::FileStore;
 use tessera_core::{Config, LinearPrice, Policy};
 
 /// The configuration file.
@@ -216,45 +218,114 @@ fn init_logging() {
     }
 }
 
+/// Parses `pinned_key_sha256`: 64 hex digits (either case), surrounding
+/// white space ignored.
 fn hex32(s: &str) -> Result<[u8; 32], String> {
-    let s = s.trim();
+    let s = s.trim().as_bytes();
     if s.len() != 64 {
-        return Err("pinned_key_sha256 must be 64 hex digits".into());
+        return Err(format!(
+            "pinned_key_sha256 must be 64 hex digits, not {} bytes",
+            s.len()
+        ));
     }
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| "pinned_key_sha256 must be hex digits (0-9, a-f)".to_string())
+    };
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|_| "pinned_key_sha256 must be hex".to_string())?;
+    for (b, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *b = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
     Ok(out)
 }
 
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a directory entry just created durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Loads the device key, or creates it (mode 0600) when the file is absent.
+/// A key file readable by group or others is refused, as ssh does.
 fn load_or_create_key(path: &Path) -> Result<Ed25519Signer, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ed25519Signer::from_pkcs8(&bytes)
-            .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display())),
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            check_private(path, &f)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ed25519Signer::from_pkcs8(&bytes)
+                .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (signer, pkcs8) =
                 Ed25519Signer::generate().map_err(|e| format!("generating a key: {e:?}"))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options
-                .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            std::io::Write::write_all(&mut f, &pkcs8)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            create_key_file(path, &pkcs8, sync_dir)?;
             log::info!("created a new device key in {}", path.display());
             Ok(signer)
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Refuses a key file that group or others may read.
+fn check_private(path: &Path, f: &std::fs::File) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "device key {} has mode {:04o}: it is readable by group or others, \
+                 so it is refused; fix: chmod 600 {}",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, f);
+    Ok(())
+}
+
+/// Writes a new key file (mode 0600, never over an existing file), fsyncs
+/// it, then fsyncs its directory with `sync` so that the file's name
+/// survives a crash too.
+fn create_key_file(
+    path: &Path,
+    pkcs8: &[u8],
+    sync: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, pkcs8)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(f);
+    let dir = parent_dir(path);
+    sync(dir).map_err(|e| format!("{}: cannot sync the key's directory: {e}", dir.display()))
 }
 
 fn main() -> ExitCode {
@@ -290,6 +361,10 @@ fn run() -> Result<(), String> {
     };
     let tls = client_config(&trust).map_err(|e| e.to_string())?;
     let signer = load_or_create_key(&file.key.file)?;
+    // Store problems (a chain file of another key, say) before the device.
+    if let Some(store) = &file.store {
+        FileStore::open(&store.dir, signer.key_id()).map_err(|e| format!("result store: {e}"))?;
+    }
 
     let selector = device_selector(&file.device);
     let dispatcher = tessera_core::vulkan::DispatcherConfig {
@@ -389,5 +464,89 @@ fn device_selector(d: &DeviceSection) -> tessera_core::vulkan::DeviceSelector {
         (Some(i), _) => DeviceSelector::Index(*i),
         (None, Some(n)) => DeviceSelector::Name(n.clone()),
         (None, None) => DeviceSelector::Default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex32_reads_64_hex_digits_and_refuses_anything_else() {
+        let pin = "00ff".repeat(16);
+        let mut want = [0u8; 32];
+        for pair in want.chunks_exact_mut(2) {
+            pair[1] = 0xff;
+        }
+        assert_eq!(hex32(&pin), Ok(want));
+        assert_eq!(hex32(&format!("  {}\n", pin.to_uppercase())), Ok(want));
+        // Non-ASCII of the right byte length, also where a character
+        // straddles two digit pairs: an error, not a panic.
+        for bad in [
+            format!("a{}a", "é".repeat(31)),
+            format!("{}a", "€".repeat(21)),
+            "é".repeat(32),
+            "ab".repeat(31) + "\u{80}",
+        ] {
+            let e = hex32(&bad).unwrap_err();
+            assert!(e.contains("pinned_key_sha256"), "{bad:?}: {e}");
+        }
+        // Odd and wrong lengths.
+        for bad in ["a".repeat(63), "a".repeat(65), "a".into(), String::new()] {
+            let e = hex32(&bad).unwrap_err();
+            assert!(e.contains("64 hex digits"), "{bad:?}: {e}");
+        }
+        // Signs and other non-digits a number parser might take.
+        for bad in [
+            "+f".repeat(32),
+            "-0".repeat(32),
+            "0x".repeat(32),
+            "gg".repeat(32),
+        ] {
+            assert!(hex32(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tessera-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_new_key_file_is_written_then_its_directory_synced() {
+        let dir = temp("sync");
+        let key = dir.join("device.key");
+        let mut synced = Vec::new();
+        create_key_file(&key, b"secret key bytes", |d| {
+            // By now the file is complete and private.
+            assert_eq!(std::fs::read(&key).unwrap(), b"secret key bytes");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            synced.push(d.to_path_buf());
+            sync_dir(d)
+        })
+        .unwrap();
+        assert_eq!(synced, vec![dir.clone()]);
+        // Never over an existing file.
+        let e = create_key_file(&key, b"other", |_| Ok(())).unwrap_err();
+        assert!(e.contains("device.key"), "{e}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret key bytes");
+        // A failed directory sync is an error, naming the directory.
+        let second = dir.join("second.key");
+        let e = create_key_file(&second, b"k", |_| Err(std::io::Error::other("disk gone")))
+            .unwrap_err();
+        assert!(
+            e.contains(&dir.display().to_string()) && e.contains("disk gone"),
+            "{e}"
+        );
+        assert_eq!(parent_dir(Path::new("device.key")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/k")), Path::new("/"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

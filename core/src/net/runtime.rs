@@ -30,7 +30,7 @@ use crate::attest::{ChainState, Signer};
 use crate::error::Error;
 use crate::host::JobInputs;
 use crate::limits::MAX_JOBS;
-use crate::store::{FileStore, ResultStore};
+use crate::store::{FileStore, ResultStore, StoreError};
 use crate::time::Instant;
 use crate::wire::{FailReason, JobId};
 
@@ -103,8 +103,9 @@ impl NetConfig {
 pub enum RuntimeError {
     /// The event loop failed (the OS refused a poll or a registration).
     Io(io::Error),
-    /// The result store could not be opened or read.
-    Store(io::Error),
+    /// The result store could not be opened or read (among others: its
+    /// chain file belongs to another device key).
+    Store(StoreError),
     /// The agent refused its configuration or a stored result.
     Agent(Error),
     /// The server name is not a valid DNS name or IP address.
@@ -332,6 +333,12 @@ pub struct Runtime<S: Signer> {
     /// Failed runs the agent has not taken yet.
     to_fail: VecDeque<(JobId, JobFailure)>,
     store: Option<FileStore>,
+    /// Stored results not yet handed to the agent (it holds at most
+    /// `MAX_JOBS`), oldest receipt first. While any wait, offers are declined
+    /// so that results go out in chain order.
+    backlog: VecDeque<JobId>,
+    /// Whether the executor takes work (its last report).
+    executor_accepting: bool,
     origin: StdInstant,
     origin_micros: u64,
     reconnect_at: Option<StdInstant>,
@@ -358,7 +365,7 @@ impl<S: Signer> Runtime<S> {
         let server_name = ServerName::try_from(net.server_name.clone())
             .map_err(|_| RuntimeError::BadServerName(net.server_name.clone()))?;
         let store = match &net.store_dir {
-            Some(dir) => Some(FileStore::open(dir).map_err(RuntimeError::Store)?),
+            Some(dir) => Some(FileStore::open(dir, signer.key_id()).map_err(RuntimeError::Store)?),
             None => None,
         };
         let mut config = config;
@@ -369,17 +376,23 @@ impl<S: Signer> Runtime<S> {
             .map(|s| s.chain())
             .unwrap_or_else(ChainState::default);
         let mut agent = Agent::new(config, signer, chain).map_err(RuntimeError::Agent)?;
+        let mut backlog = VecDeque::new();
         if let Some(store) = &store {
-            let mut failed = None;
-            store
-                .for_each(&mut |r| {
-                    if let Err(e) = agent.restore_result(r) {
-                        failed = Some(e);
-                    }
-                })
-                .map_err(RuntimeError::Store)?;
-            if let Some(e) = failed {
-                return Err(RuntimeError::Agent(e));
+            backlog.extend(store.jobs().map_err(RuntimeError::Store)?);
+            // The oldest go to the agent now, the rest as acknowledgements
+            // make room.
+            while agent.active_jobs() < MAX_JOBS {
+                let Some(&job) = backlog.front() else { break };
+                let record = store.load_record(job).map_err(RuntimeError::Store)?;
+                agent.restore_result(&record).map_err(RuntimeError::Agent)?;
+                backlog.pop_front();
+            }
+            if !backlog.is_empty() {
+                log::info!(
+                    "{} more stored results wait for delivery; offers are declined until they are out",
+                    backlog.len()
+                );
+                agent.set_device_available(Instant::ZERO, false);
             }
         }
         let poll = Poll::new().map_err(RuntimeError::Io)?;
@@ -412,6 +425,8 @@ impl<S: Signer> Runtime<S> {
             to_persist: VecDeque::new(),
             to_fail: VecDeque::new(),
             store,
+            backlog,
+            executor_accepting: true,
             origin: StdInstant::now(),
             origin_micros: now,
             reconnect_at: Some(StdInstant::now()),
@@ -725,6 +740,7 @@ impl<S: Signer> Runtime<S> {
             }
             progressed |= self.handle_events();
             progressed |= self.report_failures(now);
+            progressed |= self.restore_backlog();
             progressed |= self.persist_pending();
             progressed |= self.upload();
             progressed |= self.flush();
@@ -896,7 +912,8 @@ impl<S: Signer> Runtime<S> {
                              declining offers until it is reclaimed"
                         );
                     }
-                    self.agent.set_device_available(now, available);
+                    self.executor_accepting = available;
+                    self.update_availability(now);
                     continue;
                 }
             };
@@ -943,6 +960,53 @@ impl<S: Signer> Runtime<S> {
             any = true;
         }
         any
+    }
+
+    /// Hands stored results to the agent, oldest first, while it has room;
+    /// takes offers again once none wait. Returns whether any was handed.
+    fn restore_backlog(&mut self) -> bool {
+        let Some(store) = self.store.as_ref() else {
+            return false;
+        };
+        if self.backlog.is_empty() {
+            return false;
+        }
+        let mut any = false;
+        while self.agent.active_jobs() < MAX_JOBS {
+            let Some(&job) = self.backlog.front() else {
+                break;
+            };
+            match store.load_record(job) {
+                Ok(record) => match self.agent.restore_result(&record) {
+                    Ok(()) => log::info!("job {job}: stored result handed back for delivery"),
+                    // Events not drained yet: again on the next turn.
+                    Err(Error::WouldBlock) => break,
+                    Err(e) => {
+                        // The file stays: the next start reads it again.
+                        log::error!("job {job}: stored result refused: {e}; kept on disk");
+                        self.status.last_error = Some(format!("store: job {job}: {e}"));
+                    }
+                },
+                Err(e) => {
+                    log::error!("job {job}: stored result unreadable: {e}; kept on disk");
+                    self.status.last_error = Some(format!("store: {e}"));
+                }
+            }
+            self.backlog.pop_front();
+            any = true;
+        }
+        if self.backlog.is_empty() {
+            let now = self.now();
+            self.update_availability(now);
+        }
+        any
+    }
+
+    /// Offers are taken when the executor takes work and no stored result
+    /// waits for delivery.
+    fn update_availability(&mut self, now: Instant) {
+        let available = self.executor_accepting && self.backlog.is_empty();
+        self.agent.set_device_available(now, available);
     }
 
     fn resend(&mut self, job: JobId) {

@@ -107,6 +107,10 @@ pub fn generate(extra_names: &[String]) -> Result<CertBundle, CertError> {
     })
 }
 
+/// Writes `bytes` to `path`, replacing what was there. A `private` file is
+/// readable by its owner only (mode 0600) before its new contents go in,
+/// also when it existed with a wider mode: the mode is set explicitly, not
+/// left to the umask or to the file's creation.
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), CertError> {
     let fail = |e| CertError::Write(path.to_path_buf(), e);
     let mut options = fs::OpenOptions::new();
@@ -116,17 +120,24 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), CertError>
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
+    let mut f = options.open(path).map_err(fail)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
     #[cfg(not(unix))]
     let _ = private;
-    let mut f = options.open(path).map_err(fail)?;
     f.write_all(bytes).map_err(fail)?;
     f.sync_all().map_err(fail)
 }
 
 impl CertBundle {
     /// Writes the bundle into `dir` (created if needed): [`CA_CERT_FILE`],
-    /// [`SERVER_CERT_FILE`], [`SERVER_KEY_FILE`] (mode 0600) and
-    /// [`SERVER_PIN_FILE`].
+    /// [`SERVER_CERT_FILE`], [`SERVER_KEY_FILE`] (mode 0600, also over an
+    /// existing file with a wider mode) and [`SERVER_PIN_FILE`]; then fsyncs
+    /// `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<(), CertError> {
         fs::create_dir_all(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
         write_file(&dir.join(CA_CERT_FILE), self.ca_pem.as_bytes(), false)?;
@@ -141,6 +152,10 @@ impl CertBundle {
             true,
         )?;
         let pin = format!("{}\n", crate::tls::hex(&self.server_spki_sha256));
-        write_file(&dir.join(SERVER_PIN_FILE), pin.as_bytes(), false)
+        write_file(&dir.join(SERVER_PIN_FILE), pin.as_bytes(), false)?;
+        // The files' names survive a crash too.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| CertError::Write(dir.to_path_buf(), e))
     }
 }
