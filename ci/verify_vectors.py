@@ -35,7 +35,7 @@ KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
 
-EVIDENCE_PAYLOAD_LEN = 248
+EVIDENCE_PAYLOAD_LEN = 288
 RECEIPT_PAYLOAD_LEN = 350
 STATUS_COMPLETED = 0
 STATUS_TIMEOUT = 2
@@ -151,14 +151,15 @@ class Reader:
 
 def decode_evidence(p):
     r = Reader(p)
-    if r.u("B") != 1:
+    if r.u("B") != 2:
         raise Fail("Malformed")
-    e = {"version": 1}
+    e = {"version": 2}
     e["challenge"] = r.hex(32)
     e["public_key"] = r.hex(32)
     e["agent_version"] = [r.u("H") for _ in range(3)]
     e["boot_id"] = r.hex(16)
     e["issued_at"] = r.u("Q")
+    e["chain"] = {"next_sequence": r.u("Q"), "prev_hash": r.hex(32)}
     raw = r.take(64)
     name = raw.split(b"\x00", 1)[0]
     if any(raw[len(name) :]):

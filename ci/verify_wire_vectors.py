@@ -142,6 +142,8 @@ MESSAGES = {
         ("max_version", U16),
         ("agent_version", array(U16, 3)),
         ("key_id", fixed(16)),
+        ("next_sequence", U64),
+        ("prev_hash", DIGEST),
     )),
     0x02: ("Welcome", struct(
         ("version", U16), ("challenge", NONCE), ("heartbeat_ms", U32)
@@ -178,6 +180,7 @@ MESSAGES = {
     0x1B: ("Receipt", struct(("job", U64), ("bytes", BYTES))),
     0x1C: ("ResultAck", JOB_REF),
     0x1D: ("Cancel", struct(("job", U64), ("reason", U16))),
+    0x1E: ("ResultRefuse", struct(("job", U64), ("reason", U16))),
     0x30: ("Heartbeat", struct(("active_jobs", U8), ("capacity", U8))),
     0x31: ("Drain", EMPTY),
     0x32: ("Goodbye", struct(("reason", GOODBYE_REASON))),

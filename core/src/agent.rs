@@ -206,6 +206,16 @@ pub enum Event<'a> {
         /// The job.
         job: JobId,
     },
+    /// The coordinator verified the job's receipt but will not accept the
+    /// result (`ResultRefuse`); the agent has forgotten it and the host may
+    /// drop its outputs and stored record. The receipt stays in the chain:
+    /// the next receipt links to it.
+    ResultRefused {
+        /// The job.
+        job: JobId,
+        /// The coordinator's reason code.
+        reason: u16,
+    },
     /// The coordinator reported an error.
     PeerError {
         /// Its [`ErrorCode`] value.
@@ -235,6 +245,7 @@ enum EventRecord {
     ResendOutputs(JobId),
     PersistResult(JobId),
     ResultAcknowledged(JobId),
+    ResultRefused(JobId, u16),
     PeerError(u16, JobId),
     Disconnect(DisconnectReason),
 }
@@ -341,6 +352,8 @@ pub struct Stats {
     pub jobs_completed: u64,
     /// Jobs failed (acknowledged).
     pub jobs_failed: u64,
+    /// Results the coordinator refused (`ResultRefuse`), completed or failed.
+    pub results_refused: u64,
     /// Sum of prices of acknowledged completed jobs.
     pub earnings: u64,
     /// Frames received.
@@ -547,6 +560,8 @@ impl<S: Signer> Agent<S> {
             max_version: PROTOCOL_VERSION_MAX,
             agent_version: self.config.agent_version,
             key_id: self.key_id,
+            next_sequence: self.chain.next_sequence,
+            prev_hash: self.chain.prev_hash,
         });
         self.enqueue(&hello)
     }
@@ -776,6 +791,7 @@ impl<S: Signer> Agent<S> {
             }
             Message::ResultAck(r) => self.on_ack(r.job),
             Message::Cancel(c) => self.on_cancel(c.job, c.reason),
+            Message::ResultRefuse(r) => self.on_refuse(r.job, r.reason),
             Message::Heartbeat(_) => Ok(()),
             Message::Drain => {
                 self.require_ready(MessageType::Drain)?;
@@ -829,6 +845,7 @@ impl<S: Signer> Agent<S> {
             agent_version: self.config.agent_version,
             boot_id: self.config.boot_id,
             issued_at: now.micros,
+            chain: self.chain,
             capabilities: self.config.capabilities.clone(),
         };
         let mut signed = [0u8; EVIDENCE_LEN];
@@ -1072,6 +1089,21 @@ impl<S: Signer> Agent<S> {
         }
         self.jobs.swap_remove(i);
         self.push_event(EventRecord::ResultAcknowledged(id));
+        self.check_drained().map_err(|e| (e, id))
+    }
+
+    /// The coordinator will not accept the result: forget it as if it were
+    /// acknowledged (the receipt stays in the chain), and tell the host.
+    fn on_refuse(&mut self, id: JobId, reason: u16) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::ResultRefuse)?;
+        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let job = &self.jobs[i];
+        if job.state != JobState::AwaitingAck || job.unsent {
+            return Err((Error::UnexpectedMessage(MessageType::ResultRefuse), id));
+        }
+        self.stats.results_refused += 1;
+        self.jobs.swap_remove(i);
+        self.push_event(EventRecord::ResultRefused(id, reason));
         self.check_drained().map_err(|e| (e, id))
     }
 
@@ -1715,6 +1747,7 @@ impl<S: Signer> Agent<S> {
             EventRecord::ResendOutputs(job) => Event::ResendOutputs { job },
             EventRecord::PersistResult(job) => Event::PersistResult { job },
             EventRecord::ResultAcknowledged(job) => Event::ResultAcknowledged { job },
+            EventRecord::ResultRefused(job, reason) => Event::ResultRefused { job, reason },
             EventRecord::PeerError(code, job) => Event::PeerError { code, job },
             EventRecord::Disconnect(reason) => Event::Disconnect { reason },
         })

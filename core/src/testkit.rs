@@ -253,7 +253,7 @@ impl Host {
                         self.log.push(format!("confirm_persisted({job}) -> {r:?}"));
                     }
                 }
-                Event::ResultAcknowledged { job } => {
+                Event::ResultAcknowledged { job } | Event::ResultRefused { job, .. } => {
                     self.jobs.remove(&job);
                     self.stored.remove(&job);
                 }

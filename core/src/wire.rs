@@ -167,6 +167,9 @@ message_types! {
     ResultAck = 0x1C, ToProvider;
     /// Coordinator withdraws a job.
     Cancel = 0x1D, ToProvider;
+    /// Coordinator will not accept a result whose receipt it verified; the
+    /// provider may forget it.
+    ResultRefuse = 0x1E, ToProvider;
     /// Liveness, with the provider's load.
     Heartbeat = 0x30, Both;
     /// From the coordinator: please drain. From the provider: draining now.
@@ -199,6 +202,11 @@ pub struct Hello {
     pub agent_version: [u16; 3],
     /// The provider's signing key identifier.
     pub key_id: KeyId,
+    /// Sequence number the provider's next receipt will carry (1 before
+    /// the first). The evidence signs the same position.
+    pub next_sequence: u64,
+    /// Hash of the provider's last signed receipt (zeros before the first).
+    pub prev_hash: Digest,
 }
 
 /// Coordinator's answer to `Hello`.
@@ -545,6 +553,17 @@ pub struct Cancel {
     pub reason: u16,
 }
 
+/// The coordinator will not accept a result: its receipt verified and
+/// links into the provider's chain, but the result breaks a rule (a price
+/// against the rules, outputs that do not match the signed root, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRefuse {
+    /// The job.
+    pub job: JobId,
+    /// A coordinator-defined reason code, passed to the host as is.
+    pub reason: u16,
+}
+
 /// Liveness, with the sender's load.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -609,6 +628,7 @@ pub enum Message<'a> {
     Receipt(ReceiptMsg<'a>),
     ResultAck(JobRef),
     Cancel(Cancel),
+    ResultRefuse(ResultRefuse),
     Heartbeat(Heartbeat),
     Drain,
     Goodbye(Goodbye),
@@ -652,6 +672,7 @@ impl<'a> Message<'a> {
             Message::Receipt(_) => MessageType::Receipt,
             Message::ResultAck(_) => MessageType::ResultAck,
             Message::Cancel(_) => MessageType::Cancel,
+            Message::ResultRefuse(_) => MessageType::ResultRefuse,
             Message::Heartbeat(_) => MessageType::Heartbeat,
             Message::Drain => MessageType::Drain,
             Message::Goodbye(_) => MessageType::Goodbye,
@@ -698,6 +719,7 @@ impl<'a> Message<'a> {
             T::Receipt => Message::Receipt(body(kind, b)?),
             T::ResultAck => Message::ResultAck(body(kind, b)?),
             T::Cancel => Message::Cancel(body(kind, b)?),
+            T::ResultRefuse => Message::ResultRefuse(body(kind, b)?),
             T::Heartbeat => Message::Heartbeat(body(kind, b)?),
             T::Drain => {
                 empty(kind, b)?;
@@ -739,6 +761,7 @@ impl<'a> Message<'a> {
             Message::UsageReport(m) => ser(m, rest)?,
             Message::Receipt(m) => ser(m, rest)?,
             Message::Cancel(m) => ser(m, rest)?,
+            Message::ResultRefuse(m) => ser(m, rest)?,
             Message::Heartbeat(m) => ser(m, rest)?,
             Message::Goodbye(m) => ser(m, rest)?,
             Message::Error(m) => ser(m, rest)?,

@@ -128,6 +128,10 @@ fn sample_evidence(key: &str) -> Evidence {
         agent_version: [0, 1, 0],
         boot_id: core::array::from_fn(|i| 0xB0 + i as u8),
         issued_at: 1_764_000_000_000_000,
+        chain: ChainState {
+            next_sequence: 4,
+            prev_hash: core::array::from_fn(|i| 0x40 + i as u8),
+        },
         capabilities: DeviceCapabilities {
             name,
             vendor_id: 0x10DE,
@@ -156,12 +160,16 @@ fn sample_evidence(key: &str) -> Evidence {
 fn evidence_json(e: &Evidence) -> Value {
     let c = &e.capabilities;
     json!({
-        "version": 1,
+        "version": 2,
         "challenge": hex(&e.challenge),
         "public_key": hex(&e.public_key),
         "agent_version": e.agent_version,
         "boot_id": hex(&e.boot_id),
         "issued_at": e.issued_at,
+        "chain": {
+            "next_sequence": e.chain.next_sequence,
+            "prev_hash": hex(&e.chain.prev_hash),
+        },
         "capabilities": {
             "name": c.name.as_str(),
             "vendor_id": c.vendor_id,
@@ -239,19 +247,19 @@ fn build_evidence() -> Value {
         &good,
         VerifyError::WrongNonce,
     );
-    // Byte 27 + 87 is the first byte of issued_at.
+    // Byte 28 + 87 is the first byte of issued_at.
     tampered(
         "evidence-a-flipped-issued-at",
-        "bit 0 of byte 114 (issued_at) flipped",
+        "bit 0 of byte 115 (issued_at) flipped",
         CHALLENGE,
-        &flip(&good, 114),
+        &flip(&good, 115),
         VerifyError::BadSignature,
     );
     tampered(
         "evidence-a-flipped-signature",
-        "bit 0 of byte 300 (signature) flipped",
+        "bit 0 of byte 340 (signature) flipped",
         CHALLENGE,
-        &flip(&good, 300),
+        &flip(&good, 340),
         VerifyError::BadSignature,
     );
     tampered(
@@ -263,9 +271,9 @@ fn build_evidence() -> Value {
     );
     tampered(
         "evidence-a-flipped-public-key",
-        "bit 0 of byte 60 (the payload's public key) flipped",
+        "bit 0 of byte 61 (the payload's public key) flipped",
         CHALLENGE,
-        &flip(&good, 60),
+        &flip(&good, 61),
         VerifyError::UnknownKey,
     );
     let by_b = sign_evidence(&e, "key-b");

@@ -1274,3 +1274,83 @@ fn a_result_restored_during_a_session_goes_out_at_once() {
     h.pump();
     assert_eq!(h.agent.job_state(31), None);
 }
+
+/// `Hello` and the evidence state the provider's chain position, the
+/// evidence signed. Before, a coordinator without history had nothing but
+/// the first receipt it saw to anchor the chain on.
+#[test]
+fn hello_and_evidence_state_the_chain_position() {
+    let mut h = harness();
+    handshake(&mut h);
+    ready(&mut h);
+    let j = job(2, 5000);
+    let frames = submit(&mut h, 1, &j);
+    let receipt = collect(&frames, 1).receipt;
+    h.send(&Message::ResultAck(JobRef { job: 1 }));
+    h.pump();
+    h.agent.disconnected(h.now);
+    h.pump();
+    h.agent.connect(h.now).unwrap();
+    let frames = h.pump();
+    let Message::Hello(hello) = decode(&frames[0]) else {
+        panic!("expected Hello")
+    };
+    assert_eq!(hello.next_sequence, 2);
+    assert_eq!(hello.prev_hash, Receipt::hash(&receipt));
+    h.send(&Message::Welcome(Welcome {
+        version: 1,
+        challenge: CHALLENGE,
+        heartbeat_ms: 0,
+    }));
+    let frames = h.pump();
+    let Message::Evidence(blob) = decode(&frames[0]) else {
+        panic!("expected evidence")
+    };
+    let evidence = Evidence::verify(blob.bytes, &CHALLENGE).unwrap();
+    assert_eq!(evidence.chain, h.agent.chain());
+    assert_eq!(evidence.chain.next_sequence, 2);
+}
+
+/// A coordinator refuses a result whose receipt verified: the provider
+/// forgets it, tells the host, does not offer it again, and its next
+/// receipt links to the refused one. Before, `ResultRefuse` did not exist:
+/// a result the coordinator would not take stayed held (and counted
+/// against capacity) forever.
+#[test]
+fn a_refused_result_is_released_and_the_chain_goes_on() {
+    let mut h = harness();
+    let pk = handshake(&mut h);
+    ready(&mut h);
+    let j = job(2, 5000);
+    let frames = submit(&mut h, 1, &j);
+    let first = collect(&frames, 1).receipt;
+    h.send(&Message::ResultRefuse(tessera_core::wire::ResultRefuse {
+        job: 1,
+        reason: 3,
+    }));
+    assert!(h.pump().is_empty());
+    assert_eq!(h.agent.job_state(1), None);
+    assert!(h
+        .host
+        .log
+        .contains(&"ResultRefused { job: 1, reason: 3 }".to_string()));
+    assert_eq!(h.agent.stats().results_refused, 1);
+    // Not offered again on the next session.
+    h.agent.disconnected(h.now);
+    h.pump();
+    handshake(&mut h);
+    let frames = ready(&mut h);
+    assert!(!kinds(&frames).contains(&MessageType::Receipt));
+    // The next receipt links to the refused one.
+    let frames = submit(&mut h, 2, &j);
+    let second = collect(&frames, 2).receipt;
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    verifier.verify_next(&first, None).unwrap();
+    verifier.verify_next(&second, None).unwrap();
+    // Refusing a job it does not hold, or one not yet sent, is an error.
+    h.send(&Message::ResultRefuse(tessera_core::wire::ResultRefuse {
+        job: 9,
+        reason: 0,
+    }));
+    assert_eq!(kinds(&h.pump()), vec![MessageType::Error]);
+}

@@ -32,8 +32,8 @@ use tessera_core::wire::{
     features, BufferSpec, Cancel, Chunk, Completed, DeclineReason, DecodeError, Direction,
     EncodeError, ErrorMsg, FailReason, Failed, Goodbye, GoodbyeReason, Header, Heartbeat, Hello,
     JobAssign, JobId, JobOffer, JobRef, KernelSpec, Message, MessageType, OfferAccept,
-    OfferDecline, Progress, ReceiptMsg, Requirements, Usage, UsageReport, Welcome, MAGIC,
-    WIRE_VERSION,
+    OfferDecline, Progress, ReceiptMsg, Requirements, ResultRefuse, Usage, UsageReport, Welcome,
+    MAGIC, WIRE_VERSION,
 };
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Instant, LinearPrice, Policy};
 
@@ -72,6 +72,7 @@ enum Owned {
     Receipt(JobId, Vec<u8>),
     ResultAck(JobRef),
     Cancel(Cancel),
+    ResultRefuse(ResultRefuse),
     Heartbeat(Heartbeat),
     Drain,
     Goodbye(Goodbye),
@@ -123,6 +124,7 @@ impl Owned {
             }),
             Owned::ResultAck(m) => Message::ResultAck(*m),
             Owned::Cancel(m) => Message::Cancel(*m),
+            Owned::ResultRefuse(m) => Message::ResultRefuse(*m),
             Owned::Heartbeat(m) => Message::Heartbeat(*m),
             Owned::Drain => Message::Drain,
             Owned::Goodbye(m) => Message::Goodbye(*m),
@@ -279,15 +281,21 @@ fn owned_message() -> BoxedStrategy<Owned> {
             any::<u16>(),
             any::<[u16; 3]>(),
             any::<[u8; 16]>(),
+            any::<u64>(),
+            digest(),
         )
-            .prop_map(|(min_version, max_version, agent_version, key_id)| {
-                Owned::Hello(Hello {
-                    min_version,
-                    max_version,
-                    agent_version,
-                    key_id,
-                })
-            })
+            .prop_map(
+                |(min_version, max_version, agent_version, key_id, next_sequence, prev_hash)| {
+                    Owned::Hello(Hello {
+                        min_version,
+                        max_version,
+                        agent_version,
+                        key_id,
+                        next_sequence,
+                        prev_hash,
+                    })
+                },
+            )
             .boxed(),
         (any::<u16>(), digest(), any::<u32>())
             .prop_map(|(version, challenge, heartbeat_ms)| {
@@ -368,6 +376,9 @@ fn owned_message() -> BoxedStrategy<Owned> {
             .boxed(),
         any::<(u64, u16)>()
             .prop_map(|(job, reason)| Owned::Cancel(Cancel { job, reason }))
+            .boxed(),
+        any::<(u64, u16)>()
+            .prop_map(|(job, reason)| Owned::ResultRefuse(ResultRefuse { job, reason }))
             .boxed(),
         any::<(u8, u8)>()
             .prop_map(|(active_jobs, capacity)| {
@@ -832,6 +843,10 @@ enum Op {
     Ack {
         id: JobId,
     },
+    Refuse {
+        id: JobId,
+        reason: u16,
+    },
     Heartbeat,
     Drain,
     Goodbye,
@@ -907,6 +922,7 @@ fn single_op() -> BoxedStrategy<Op> {
             .prop_map(|(id, corrupt)| Op::AllChunks { id, corrupt }),
         2 => (id(), any::<u16>()).prop_map(|(id, reason)| Op::Cancel { id, reason }),
         5 => id().prop_map(|id| Op::Ack { id }),
+        1 => (id(), any::<u16>()).prop_map(|(id, reason)| Op::Refuse { id, reason }),
         2 => prop_oneof![18 => Just(Op::Heartbeat), 1 => Just(Op::Drain), 1 => Just(Op::HostDrain)],
         1 => Just(Op::Goodbye),
         1 => (0..16u16, prop_oneof![Just(0), id()])
@@ -1254,7 +1270,7 @@ impl Sim {
                 Event::CancelJob { job, .. } => {
                     prop_assert!(self.host_jobs.remove(&job), "cancel of an unknown job");
                 }
-                Event::ResultAcknowledged { job } => {
+                Event::ResultAcknowledged { job } | Event::ResultRefused { job, .. } => {
                     self.host_jobs.remove(&job);
                 }
                 // Also for a job the host was told to cancel: its failure
@@ -1389,6 +1405,9 @@ impl Sim {
             }
             Op::Cancel { id, reason } => self.send(&Message::Cancel(Cancel { job: id, reason })),
             Op::Ack { id } => self.send(&Message::ResultAck(JobRef { job: id })),
+            Op::Refuse { id, reason } => {
+                self.send(&Message::ResultRefuse(ResultRefuse { job: id, reason }))
+            }
             Op::Heartbeat => self.send(&Message::Heartbeat(Heartbeat::default())),
             Op::Drain => self.send(&Message::Drain),
             Op::Goodbye => self.send(&Message::Goodbye(Goodbye {

@@ -33,12 +33,13 @@ fn table<T: Clone>(
     encode: impl Fn(&T) -> Vec<u8>,
     fields: &[Field<T>],
     total: usize,
+    version: &str,
 ) -> String {
     let base_bytes = encode(base);
     assert_eq!(base_bytes.len(), total);
     let mut out =
         String::from("| Offset | Size | Field | Encoding | Meaning |\n|---:|---:|---|---|---|\n");
-    out += "| 0 | 1 | `version` | u8 | Layout version, 1. |\n";
+    out += &format!("| 0 | 1 | `version` | u8 | Layout version, {version}. |\n");
     let mut next = 1;
     for (name, encoding, meaning, set) in fields {
         let mut t = base.clone();
@@ -60,6 +61,7 @@ fn evidence_table() -> String {
         agent_version: [0; 3],
         boot_id: [0; 16],
         issued_at: 0,
+        chain: ChainState::default(),
         capabilities: DeviceCapabilities::default(),
     };
     let fields: &[Field<Evidence>] = &[
@@ -68,6 +70,8 @@ fn evidence_table() -> String {
         ("agent_version", "3 × u16", "Agent software version: major, minor, patch.", |e| e.agent_version = [0xFFFF; 3]),
         ("boot_id", "16 bytes", "Random id chosen at each start of the agent.", |e| e.boot_id = [0xFF; 16]),
         ("issued_at", "u64", "When the evidence was made, µs in the host's time base.", |e| e.issued_at = u64::MAX),
+        ("next_sequence", "u64", "The provider's receipt chain when the evidence was made: the sequence its next receipt will carry (1 before the first).", |e| e.chain.next_sequence = u64::MAX),
+        ("prev_hash", "32 bytes", "The chain's last receipt hash (zeros before the first receipt).", |e| e.chain.prev_hash = [0xFF; 32]),
         ("name", "64 bytes", "Device name, UTF-8, zero-padded; no non-zero byte after the first zero.", |e| {
             e.capabilities.name.clear();
             e.capabilities.name.push_str(&"x".repeat(64)).expect("64 bytes");
@@ -94,6 +98,7 @@ fn evidence_table() -> String {
         |e| e.encode_payload().to_vec(),
         fields,
         EVIDENCE_PAYLOAD_LEN,
+        "2 (version 1 had no chain position)",
     )
 }
 
@@ -144,6 +149,7 @@ fn receipt_table() -> String {
         |r| r.encode_payload().to_vec(),
         fields,
         RECEIPT_PAYLOAD_LEN,
+        "1",
     )
 }
 
@@ -157,6 +163,7 @@ fn cose_table() -> String {
         agent_version: [0; 3],
         boot_id: [0; 16],
         issued_at: 0,
+        chain: ChainState::default(),
         capabilities: DeviceCapabilities::default(),
     }
     .sign(&mut signer, &mut ev)
@@ -191,7 +198,7 @@ fn cose_table() -> String {
             .join(" ")
     };
     // (part, evidence length, receipt length, fixed bytes?)
-    let e_head = 2; // 58 F8: one length byte for 248 bytes
+    let e_head = 3; // 59 01 20: two length bytes for 288 bytes
     let r_head = 3; // 59 01 5E: two length bytes for 350 bytes
     let rows: [(&str, usize, usize, bool); 8] = [
         ("tag 18 (COSE_Sign1), array of 4", 2, 2, true),

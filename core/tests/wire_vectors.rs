@@ -18,8 +18,8 @@ use tessera_core::merkle::{empty_root, leaf_hash};
 use tessera_core::wire::{
     BufferSpec, Cancel, Chunk, Completed, DeclineReason, DecodeError, ErrorMsg, FailReason, Failed,
     Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef, KernelSpec, Message,
-    MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements, Usage, UsageReport,
-    Welcome, MAGIC, WIRE_VERSION,
+    MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements, ResultRefuse,
+    Usage, UsageReport, Welcome, MAGIC, WIRE_VERSION,
 };
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/wire.json");
@@ -197,6 +197,8 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
                 max_version: 1,
                 agent_version: [0, 1, 0],
                 key_id: array(0x10),
+                next_sequence: 4,
+                prev_hash: array(0x30),
             }),
         ),
         (
@@ -206,6 +208,8 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
                 max_version: 128,
                 agent_version: [16_383, 16_384, u16::MAX],
                 key_id: [0xFF; 16],
+                next_sequence: u64::MAX,
+                prev_hash: [0xFF; 32],
             }),
         ),
         (
@@ -451,6 +455,10 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
             }),
         ),
         (
+            "result_refuse",
+            M::ResultRefuse(ResultRefuse { job: 7, reason: 2 }),
+        ),
+        (
             "heartbeat",
             M::Heartbeat(Heartbeat {
                 active_jobs: 1,
@@ -514,6 +522,8 @@ fn readable(msg: &Message<'_>) -> Value {
             "max_version": m.max_version,
             "agent_version": m.agent_version,
             "key_id": hex(&m.key_id),
+            "next_sequence": m.next_sequence,
+            "prev_hash": hex(&m.prev_hash),
         }),
         M::Welcome(m) => json!({
             "version": m.version,
@@ -584,6 +594,7 @@ fn readable(msg: &Message<'_>) -> Value {
         }),
         M::Receipt(m) => json!({ "job": m.job, "bytes": hex(m.bytes) }),
         M::Cancel(m) => json!({ "job": m.job, "reason": m.reason }),
+        M::ResultRefuse(m) => json!({ "job": m.job, "reason": m.reason }),
         M::Heartbeat(m) => json!({ "active_jobs": m.active_jobs, "capacity": m.capacity }),
         M::Goodbye(m) => json!({ "reason": format!("{:?}", m.reason) }),
         M::Error(m) => json!({ "code": m.code, "job": m.job }),
@@ -709,9 +720,9 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
         ("unknown_type_0x00", frame(0x00, &[]), E::UnknownType(0x00)),
         ("unknown_type_0x05", frame(0x05, &[]), E::UnknownType(0x05)),
         (
-            "unknown_type_0x1e",
-            frame(0x1E, &[1, 2]),
-            E::UnknownType(0x1E),
+            "unknown_type_0x1f",
+            frame(0x1F, &[1, 2]),
+            E::UnknownType(0x1F),
         ),
         ("unknown_type_0xff", frame(0xFF, &[]), E::UnknownType(0xFF)),
         ("incomplete_empty", Vec::new(), E::Incomplete),

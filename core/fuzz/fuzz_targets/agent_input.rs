@@ -16,7 +16,7 @@ use tessera_core::limits::{HEADER_LEN, MAX_FRAME, MAX_JOBS};
 use tessera_core::testkit::JobDescription;
 use tessera_core::wire::{
     BufferSpec, Cancel, ErrorMsg, FailReason, Goodbye, GoodbyeReason, Header, Heartbeat, JobRef,
-    Message, Usage, Welcome,
+    Message, ResultRefuse, Usage, Welcome,
 };
 use tessera_core::{Agent, Config, ConnState, Duration, Instant, Policy};
 
@@ -60,6 +60,10 @@ enum Action {
     },
     Ack {
         job: u8,
+    },
+    Refuse {
+        job: u8,
+        reason: u16,
     },
     Heartbeat,
     CoordinatorDrain,
@@ -382,6 +386,10 @@ fuzz_target!(|script: Script| {
                 reason,
             })),
             Action::Ack { job: j } => f.send(&Message::ResultAck(JobRef { job: job(j) })),
+            Action::Refuse { job: j, reason } => f.send(&Message::ResultRefuse(ResultRefuse {
+                job: job(j),
+                reason,
+            })),
             Action::Heartbeat => f.send(&Message::Heartbeat(Heartbeat::default())),
             Action::CoordinatorDrain => f.send(&Message::Drain),
             Action::Goodbye => f.send(&Message::Goodbye(Goodbye {

@@ -2,15 +2,15 @@
 //! coordinator's challenge so it cannot be replayed from an earlier session.
 
 use super::cose::{self, sign1_len};
-use super::{Reader, SignError, Signer, VerifyError, Writer, EVIDENCE_DOMAIN};
+use super::{ChainState, Reader, SignError, Signer, VerifyError, Writer, EVIDENCE_DOMAIN};
 use crate::wire::{Digest, Nonce};
 
 /// Bytes of the evidence payload.
-pub const EVIDENCE_PAYLOAD_LEN: usize = 1 + 32 + 32 + 6 + 16 + 8 + CAPABILITIES_LEN;
+pub const EVIDENCE_PAYLOAD_LEN: usize = 1 + 32 + 32 + 6 + 16 + 8 + 8 + 32 + CAPABILITIES_LEN;
 /// Bytes of signed evidence (COSE_Sign1).
 pub const EVIDENCE_LEN: usize = sign1_len(EVIDENCE_PAYLOAD_LEN);
 const CAPABILITIES_LEN: usize = 64 + 4 * 4 + 1 + 4 + 8 + 8 + 12 + 12 + 4 + 4 + 8 + 4 + 4 + 4;
-const EVIDENCE_VERSION: u8 = 1;
+const EVIDENCE_VERSION: u8 = 2;
 
 /// Kind of device, as Vulkan reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,6 +94,11 @@ pub struct Evidence {
     pub boot_id: [u8; 16],
     /// When the evidence was made, microseconds in the host's time base.
     pub issued_at: u64,
+    /// The provider's receipt chain when the evidence was made: the
+    /// sequence its next receipt will carry and the hash of its last one.
+    /// A coordinator without history anchors the provider's chain here, on
+    /// a signed statement.
+    pub chain: ChainState,
     /// The device's capabilities.
     pub capabilities: DeviceCapabilities,
 }
@@ -111,6 +116,8 @@ impl Evidence {
         }
         w.bytes(&self.boot_id);
         w.u64(self.issued_at);
+        w.u64(self.chain.next_sequence);
+        w.bytes(&self.chain.prev_hash);
         let c = &self.capabilities;
         let mut name = [0u8; 64];
         name[..c.name.len()].copy_from_slice(c.name.as_bytes());
@@ -155,6 +162,10 @@ impl Evidence {
         let agent_version = [r.u16(), r.u16(), r.u16()];
         let boot_id = r.take();
         let issued_at = r.u64();
+        let chain = ChainState {
+            next_sequence: r.u64(),
+            prev_hash: r.take(),
+        };
         let raw_name: [u8; 64] = r.take();
         let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(64);
         if raw_name[name_len..].iter().any(|&b| b != 0) {
@@ -200,6 +211,7 @@ impl Evidence {
             agent_version,
             boot_id,
             issued_at,
+            chain,
             capabilities,
         })
     }
@@ -294,10 +306,10 @@ mod tests {
         let mut s = signer(1);
         let e = evidence(s.public_key(), [1; 32]);
         let bytes = signed(&mut s, &e);
-        let payload_at = 27;
+        let payload_at = 28;
         let sig_at = payload_at + EVIDENCE_PAYLOAD_LEN;
         let pk_at = payload_at + 33;
-        let name_at = payload_at + 1 + 32 + 32 + 6 + 16 + 8;
+        let name_at = payload_at + 1 + 32 + 32 + 6 + 16 + 8 + 8 + 32;
         for i in 0..EVIDENCE_LEN {
             let mut t = bytes;
             t[i] ^= 0x01;
@@ -328,7 +340,7 @@ mod tests {
         let mut s = signer(1);
         let e = evidence(s.public_key(), [1; 32]);
         let bytes = signed(&mut s, &e);
-        for len in [0, 27, EVIDENCE_LEN - 1] {
+        for len in [0, 28, EVIDENCE_LEN - 1] {
             assert_eq!(
                 Evidence::verify(&bytes[..len], &[1; 32]),
                 Err(VerifyError::Malformed)
@@ -372,8 +384,8 @@ mod tests {
     fn a_bad_name_version_or_device_type_is_malformed_even_when_signed() {
         let mut s = signer(1);
         let e = evidence(s.public_key(), [1; 32]);
-        let name_at = 1 + 32 + 32 + 6 + 16 + 8;
-        for (at, value) in [(name_at, 0xFF), (0, 2), (name_at + 64 + 16, 5)] {
+        let name_at = 1 + 32 + 32 + 6 + 16 + 8 + 8 + 32;
+        for (at, value) in [(name_at, 0xFF), (0, 1), (0, 3), (name_at + 64 + 16, 5)] {
             let mut payload = e.encode_payload();
             payload[at] = value;
             assert_eq!(

@@ -181,6 +181,7 @@ pub(crate) mod testing {
             agent_version: [0, 1, 0],
             boot_id: [0xB0; 16],
             issued_at: 1_700_000_000_000_000,
+            chain: ChainState::default(),
             capabilities: DeviceCapabilities {
                 name,
                 vendor_id: 0x10DE,
@@ -276,8 +277,8 @@ mod tests {
     fn sizes_are_the_documented_ones() {
         assert_eq!(RECEIPT_PAYLOAD_LEN, 350);
         assert_eq!(RECEIPT_LEN, 444);
-        assert_eq!(EVIDENCE_PAYLOAD_LEN, 248);
-        assert_eq!(EVIDENCE_LEN, 341);
+        assert_eq!(EVIDENCE_PAYLOAD_LEN, 288);
+        assert_eq!(EVIDENCE_LEN, 382);
         const { assert!(RECEIPT_LEN <= crate::limits::MAX_SIGNED) };
         const { assert!(EVIDENCE_LEN <= crate::limits::MAX_SIGNED) };
     }
@@ -391,13 +392,13 @@ mod tests {
         assert_eq!(signed[25..28], [0x59, 0x01, 0x5E]);
         assert_eq!(signed[28..378], r.encode_payload());
         assert_eq!(signed[378..380], [0x58, 0x40]);
-        // 248-byte evidence payloads take the one-byte length form.
+        // 288-byte evidence payloads take the two-byte length form too.
         let mut ev = [0u8; EVIDENCE_LEN];
         evidence(s.public_key(), [0; 32])
             .sign(&mut s, &mut ev)
             .unwrap();
-        assert_eq!(ev[25..27], [0x58, 0xF8]);
-        assert_eq!(ev[275..277], [0x58, 0x40]);
+        assert_eq!(ev[25..28], [0x59, 0x01, 0x20]);
+        assert_eq!(ev[316..318], [0x58, 0x40]);
     }
 
     #[test]

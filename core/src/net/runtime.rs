@@ -785,13 +785,15 @@ impl<S: Signer> Runtime<S> {
                 Event::ResendOutputs { job } => self.resend(job),
                 Event::PersistResult { job } => self.to_persist.push_back(job),
                 Event::ResultAcknowledged { job } => {
-                    self.jobs.remove(&job);
-                    if let Some(store) = self.store.as_mut() {
-                        if let Err(e) = store.remove(job) {
-                            log::warn!("store: cannot remove job {job}: {e}");
-                        }
-                    }
+                    self.forget(job);
                     log::info!("job {job} acknowledged");
+                }
+                Event::ResultRefused { job, reason } => {
+                    self.forget(job);
+                    log::warn!(
+                        "job {job}: the coordinator refused the result (reason {reason}); \
+                         its receipt stays in the chain"
+                    );
                 }
                 Event::PeerError { code, job } => {
                     log::warn!("coordinator reported error {code} (job {job})");
@@ -819,6 +821,17 @@ impl<S: Signer> Runtime<S> {
             }
         }
         any
+    }
+
+    /// Drops a job's outputs and stored record: the coordinator took (or
+    /// refused) its result.
+    fn forget(&mut self, job: JobId) {
+        self.jobs.remove(&job);
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.remove(job) {
+                log::warn!("store: cannot remove job {job}: {e}");
+            }
+        }
     }
 
     fn start_job(&mut self, now: Instant, job: JobId) {

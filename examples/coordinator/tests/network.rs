@@ -174,6 +174,8 @@ fn evidence_over_the_wrong_challenge_is_refused() {
         max_version: 1,
         agent_version: [0, 1, 0],
         key_id: signer.key_id(),
+        next_sequence: 1,
+        prev_hash: [0; 32],
     });
     stream.write_all(&encode(&hello)).expect("hello");
     let mut splitter = FrameSplitter::default();
@@ -190,6 +192,7 @@ fn evidence_over_the_wrong_challenge_is_refused() {
         agent_version: [0, 1, 0],
         boot_id: [0; 16],
         issued_at: 1,
+        chain: Default::default(),
         capabilities: DeviceCapabilities::default(),
     };
     let mut signed = [0u8; tessera_core::attest::EVIDENCE_LEN];
