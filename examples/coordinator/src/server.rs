@@ -36,7 +36,8 @@ use crate::submission::{self, Limits, Refusal};
 /// of connections (in all and per source address), the time from a
 /// connection's acceptance to its first message, the time a request may take
 /// to arrive, the bytes a request may hold (each, and all requesters
-/// together), and the bytes queued for a peer that does not read. `README.md` beside this crate lists the
+/// together), the bytes queued for a peer that does not read, and the
+/// records kept of providers gone. `README.md` beside this crate lists the
 /// limits and what a peer over one sees.
 #[derive(Clone)]
 pub struct Config {
@@ -92,6 +93,13 @@ pub struct Config {
     /// job states, until its answer is written. A request over it is
     /// answered `Busy`. Default 1 GiB.
     pub max_buffered_bytes: usize,
+    /// Records of provider keys kept; records of disconnected keys beyond it
+    /// are pruned, the longest gone first. Default 1024.
+    pub max_known_keys: usize,
+    /// A disconnected provider's record (chain position, evidence, recent
+    /// receipts) is pruned after this long; with `state_dir` its chain
+    /// position is read back when it returns. Default 1 h.
+    pub key_retention: Duration,
 }
 
 impl Config {
@@ -117,6 +125,8 @@ impl Config {
             requester_idle: Duration::from_secs(120),
             max_readback_bytes: 256 << 20,
             max_buffered_bytes: 1 << 30,
+            max_known_keys: 1024,
+            key_retention: Duration::from_secs(3600),
         }
     }
 
@@ -156,6 +166,8 @@ impl fmt::Debug for Config {
             .field("requester_idle", &self.requester_idle)
             .field("max_readback_bytes", &self.max_readback_bytes)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("max_known_keys", &self.max_known_keys)
+            .field("key_retention", &self.key_retention)
             .finish_non_exhaustive()
     }
 }
@@ -319,6 +331,8 @@ impl Coordinator {
             deadline_grace: config.deadline_grace,
             handshake_timeout: config.handshake_timeout,
             provider_silence: config.provider_silence,
+            max_known_keys: config.max_known_keys,
+            key_retention: config.key_retention,
         };
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(settings, store)),
@@ -356,7 +370,8 @@ impl Coordinator {
         self.addr
     }
 
-    /// Every provider key seen, connected or not.
+    /// Every provider key known: connected, or gone within
+    /// `Config::key_retention`.
     pub fn providers(&self) -> Vec<ProviderInfo> {
         self.shared.engine().providers()
     }

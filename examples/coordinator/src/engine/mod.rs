@@ -6,9 +6,11 @@
 //! ([`crate::submission::Prepared`]), and outputs are verified chunk by chunk
 //! into a Merkle root built as they arrive.
 //!
-//! A job lets go of its inputs once its provider has started or its
-//! requester has been answered, and of its outputs once they are handed to
-//! the requester.
+//! Everything it holds is bounded: sessions end with their connections, key
+//! records of disconnected providers are pruned (`Settings::key_retention`,
+//! `Settings::max_known_keys`), a job lets go of its inputs once its provider
+//! has started or its requester has been answered, and of its outputs once
+//! they are handed to the requester.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc::Sender;
@@ -64,6 +66,8 @@ const DONE_KEPT: usize = 256;
 /// Providers' declines listed in a requester's `AllDeclined` reason; the
 /// rest are counted.
 const DECLINES_LISTED: usize = 16;
+/// How often disconnected providers' records are looked at for pruning.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// How long a job stays known after its requester was answered, so a late
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
@@ -77,6 +81,11 @@ pub(crate) struct Settings {
     /// From the connection's acceptance to `Ready`.
     pub handshake_timeout: Duration,
     pub provider_silence: Duration,
+    /// Key records kept; disconnected ones beyond it are pruned, the
+    /// longest gone first.
+    pub max_known_keys: usize,
+    /// A disconnected provider's record is pruned after this long.
+    pub key_retention: Duration,
 }
 
 /// The answer to a requester, and the budget its bytes are counted in until
@@ -140,6 +149,8 @@ pub struct Stats {
     /// Requests refused for the size their header states, or for the byte
     /// budget (`Busy`).
     pub requests_refused: u64,
+    /// Records of disconnected provider keys pruned.
+    pub keys_pruned: u64,
 }
 
 enum Phase {
@@ -180,6 +191,8 @@ struct KeyRecord {
     parked: BTreeMap<u64, (JobId, Vec<u8>)>,
     done: HashMap<JobId, DoneEntry>,
     done_order: VecDeque<JobId>,
+    /// When its last session ended (none while connected).
+    disconnected_at: Option<Instant>,
 }
 
 impl KeyRecord {
@@ -314,6 +327,7 @@ pub(crate) struct Engine {
     rng: SystemRandom,
     stats: Stats,
     shut_down: bool,
+    last_prune: Option<Instant>,
 }
 
 impl Engine {
@@ -337,6 +351,7 @@ impl Engine {
             rng: SystemRandom::new(),
             stats: Stats::default(),
             shut_down: false,
+            last_prune: None,
         }
     }
 
@@ -456,6 +471,7 @@ impl Engine {
         if let Some(rec) = self.keys.get_mut(&key) {
             if rec.session == Some(sid) {
                 rec.session = None;
+                rec.disconnected_at = Some(now);
             }
         }
         // Offers to this session, and jobs it had not started, go elsewhere:
@@ -713,8 +729,10 @@ impl Engine {
             parked: BTreeMap::new(),
             done: HashMap::new(),
             done_order: VecDeque::new(),
+            disconnected_at: None,
         });
         let old = rec.session.replace(sid);
+        rec.disconnected_at = None;
         rec.capabilities = evidence.capabilities.clone();
         rec.evidences.push_back(EvidenceInfo {
             hash: Evidence::hash(bytes),
@@ -798,6 +816,13 @@ impl Engine {
                 s.outbox.abort();
             }
         }
+        if self
+            .last_prune
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
+        {
+            self.last_prune = Some(now);
+            self.prune_keys(now);
+        }
 
         let mut offer_expired = Vec::new();
         let mut overdue = Vec::new();
@@ -873,6 +898,38 @@ impl Engine {
         }
         for id in forget {
             self.jobs.remove(&id);
+        }
+    }
+
+    /// Forgets disconnected providers' records: those gone longer than
+    /// `key_retention`, then, beyond `max_known_keys`, the longest gone. A
+    /// key a tracked job is assigned to is kept (its late receipt names
+    /// evidence only its record holds). With a state directory, a pruned
+    /// key's chain position is read back when it returns; without one, its
+    /// chain is anchored afresh.
+    fn prune_keys(&mut self, now: Instant) {
+        let busy: HashSet<PublicKey> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.assigned_key())
+            .collect();
+        let mut idle: Vec<(Instant, PublicKey)> = self
+            .keys
+            .iter()
+            .filter(|(key, rec)| rec.session.is_none() && !busy.contains(*key))
+            .map(|(key, rec)| (rec.disconnected_at.unwrap_or(now), *key))
+            .collect();
+        idle.sort();
+        let mut excess = self.keys.len().saturating_sub(self.settings.max_known_keys);
+        for (gone_at, key) in idle {
+            let expired = now.saturating_duration_since(gone_at) > self.settings.key_retention;
+            if !expired && excess == 0 {
+                break;
+            }
+            self.keys.remove(&key);
+            excess = excess.saturating_sub(1);
+            self.stats.keys_pruned += 1;
+            log::debug!("provider {}: record pruned", short(&key));
         }
     }
 

@@ -18,6 +18,8 @@ fn engine() -> Engine {
             deadline_grace: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             provider_silence: Duration::from_secs(20),
+            max_known_keys: 1024,
+            key_retention: Duration::from_secs(3600),
         },
         None,
     )
@@ -414,6 +416,51 @@ fn ready_session(e: &mut Engine, h: &mut Harness) -> (SessionId, Receiver<WriteC
     shuttle(e, sid, h, &rx, &mut |_| false);
     assert_eq!(h.agent.state(), tessera_core::ConnState::Ready);
     (sid, rx)
+}
+
+#[test]
+fn records_of_providers_gone_are_pruned_unless_a_job_needs_them() {
+    let mut e = engine();
+    e.settings.max_known_keys = 0;
+    let mut h = harness();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let now = Instant::now();
+    // Connected: kept whatever the cap.
+    e.tick(now);
+    assert_eq!(e.providers().len(), 1);
+
+    // Gone while a job is assigned to it (its receipt held back): kept, so
+    // the late receipt still finds the evidence it names.
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |f| {
+        f[3] == MessageType::Receipt as u8
+    });
+    e.session_closed(sid, now);
+    e.last_prune = None;
+    e.tick(now);
+    assert_eq!(e.providers().len(), 1, "a job is assigned to it");
+
+    // Once the job is forgotten, the record goes.
+    e.jobs.clear();
+    e.last_prune = None;
+    e.tick(now);
+    assert!(e.providers().is_empty());
+    assert_eq!(e.stats().keys_pruned, 1);
+    drop(reply);
+
+    // Within the cap, a record goes once `key_retention` has passed.
+    let mut e = engine();
+    e.settings.key_retention = Duration::from_secs(60);
+    let mut h = harness();
+    let (sid, _rx) = ready_session(&mut e, &mut h);
+    let gone = Instant::now();
+    e.session_closed(sid, gone);
+    e.tick(gone + Duration::from_secs(30));
+    assert_eq!(e.providers().len(), 1);
+    e.last_prune = None;
+    e.tick(gone + Duration::from_secs(61));
+    assert!(e.providers().is_empty());
 }
 
 #[test]
