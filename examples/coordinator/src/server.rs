@@ -65,7 +65,9 @@ pub struct Config {
     /// accepted. Each costs a thread (two once its handshake is done).
     /// Default 1024.
     pub max_connections: usize,
-    /// Connections open at once from one IP address. Default 64.
+    /// Connections open at once from one IP address. Default 128: an
+    /// eighth of the default total, room for a hundred providers behind one
+    /// address.
     pub max_connections_per_ip: usize,
     /// A write to a peer that makes no progress this long ends the
     /// connection. Default 10 s.
@@ -117,7 +119,7 @@ impl Config {
             provider_silence: Duration::from_secs(20),
             state_dir: None,
             max_connections: 1024,
-            max_connections_per_ip: 64,
+            max_connections_per_ip: 128,
             write_timeout: Duration::from_secs(10),
             max_outbox_bytes: 4 << 20,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,

@@ -22,7 +22,7 @@ usage: tessera-coordinator [options]
   --offer-timeout-ms N   time a provider has to answer an offer (default 5000)
   --max-connections N    connections open at once (default 1024)
   --max-connections-per-ip N
-                         connections open at once from one address (default 64)
+                         connections open at once from one address (default 128)
   --handshake-timeout-ms N
                          TLS handshake and first message, all of it (default 10000)
   --max-request-body BYTES
