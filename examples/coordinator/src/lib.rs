@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 pub mod certs;
 mod conn;
 pub mod demo;
@@ -22,6 +23,7 @@ pub mod protocol;
 pub mod requester;
 mod server;
 pub mod state;
+mod submission;
 pub mod tls;
 
 pub use engine::{

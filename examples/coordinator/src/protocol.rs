@@ -18,6 +18,13 @@ pub const REQUEST_MAGIC: [u8; 2] = *b"TQ";
 pub const REQUEST_HEADER_LEN: usize = 6;
 /// Largest requester frame body the library reads or writes by default.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 256 << 20;
+/// Bytes of a `Response` beyond its outputs, at most: the receipt and the
+/// evidence (1 KiB each at most), the reason (at most [`MAX_REASON`]) and
+/// the small fields, with room to spare. A requester reads back no more than
+/// its read-back buffers and this ([`response_limit`]).
+pub const RESPONSE_OVERHEAD: usize = 64 << 10;
+/// Bytes of the longest `reason` a coordinator sends.
+pub const MAX_REASON: usize = 4096;
 
 /// One storage buffer of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +117,9 @@ pub enum FailureCode {
     /// status `Timeout`, metered to the deadline; the requester is charged
     /// [`JobFailure::price`], the quote the provider accepted the job at.
     KernelTimeout,
+    /// The coordinator holds as many requesters' bytes as it may
+    /// (`Config::max_buffered_bytes`): try again later.
+    Busy,
 }
 
 /// A job that produced no result, and why.
@@ -210,6 +220,83 @@ pub fn parse_header(
     Ok(len)
 }
 
+/// The largest response a requester reads back for `job`: its read-back
+/// buffers, as it stated them, and [`RESPONSE_OVERHEAD`].
+pub fn response_limit(job: &Submit) -> usize {
+    let outputs = job
+        .buffers
+        .iter()
+        .filter(|b| b.readback)
+        .fold(0u64, |n, b| n.saturating_add(b.len));
+    usize::try_from(outputs)
+        .unwrap_or(usize::MAX)
+        .saturating_add(RESPONSE_OVERHEAD)
+        .min(u32::MAX as usize)
+}
+
+/// Shortens a reason to at most [`MAX_REASON`] bytes, on a character
+/// boundary.
+pub(crate) fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON - 3;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
+}
+
+/// Encodes a response as one frame in parts, the outputs moved in rather
+/// than copied: the parts, written back to back, are [`encode_frame`]'s
+/// bytes.
+pub(crate) fn response_parts(response: Response) -> Result<Vec<Vec<u8>>, FrameError> {
+    let Response::Result(r) = response else {
+        return encode_frame(&response).map(|f| vec![f]);
+    };
+    let JobResult {
+        job,
+        outputs,
+        receipt,
+        provider_public_key,
+        evidence,
+        evidence_challenge,
+        usage,
+        price,
+    } = r;
+    // Postcard: the variant index, then the fields in order; a `Vec<u8>` is
+    // its length then its bytes, so each output is a length part and itself.
+    let head = postcard::to_stdvec(&(0u32, job, outputs.len())).map_err(FrameError::Malformed)?;
+    let tail = postcard::to_stdvec(&(
+        receipt,
+        provider_public_key,
+        evidence,
+        evidence_challenge,
+        usage,
+        price,
+    ))
+    .map_err(FrameError::Malformed)?;
+    let mut parts = Vec::with_capacity(2 * outputs.len() + 3);
+    parts.push(Vec::new());
+    parts.push(head);
+    for output in outputs {
+        parts.push(postcard::to_stdvec(&output.len()).map_err(FrameError::Malformed)?);
+        parts.push(output);
+    }
+    parts.push(tail);
+    let body = parts
+        .iter()
+        .try_fold(0u64, |n, p| n.checked_add(p.len() as u64))
+        .ok_or(FrameError::TooLarge(u64::MAX))?;
+    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
+    let mut header = Vec::with_capacity(REQUEST_HEADER_LEN);
+    header.extend_from_slice(&REQUEST_MAGIC);
+    header.extend_from_slice(&len.to_le_bytes());
+    parts[0] = header;
+    Ok(parts)
+}
+
 /// Decodes a frame body.
 pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
     match postcard::take_from_bytes::<T>(body) {
@@ -297,6 +384,76 @@ mod tests {
         assert_eq!(frame, expected);
         let back: Request = read_frame(&mut &frame[..], 1 << 20).expect("decodes");
         assert_eq!(back, Request::Submit(submit));
+    }
+
+    #[test]
+    fn a_result_in_parts_is_the_result_in_one_frame() {
+        let result = Response::Result(JobResult {
+            job: 300,
+            outputs: vec![vec![1; 200], Vec::new(), vec![2; 70_000]],
+            receipt: vec![3; 444],
+            provider_public_key: [4; 32],
+            evidence: vec![5; 300],
+            evidence_challenge: [6; 32],
+            usage: Usage {
+                gpu_time_us: 1_000_000,
+                dispatches: 2,
+                bytes_in: 129,
+                bytes_out: 70_200,
+            },
+            price: 12345,
+        });
+        let whole = encode_frame(&result).expect("encodes");
+        let parts = response_parts(result.clone()).expect("encodes");
+        assert_eq!(parts.concat(), whole);
+        let back: Response = read_frame(&mut &whole[..], 1 << 20).expect("decodes");
+        assert_eq!(back, result);
+        let failed = Response::Failed(JobFailure {
+            job: 1,
+            code: FailureCode::Busy,
+            reason: "x".repeat(10_000),
+            receipt: None,
+            provider: None,
+            price: 0,
+        });
+        let parts = response_parts(failed.clone()).expect("encodes");
+        assert_eq!(parts.concat(), encode_frame(&failed).expect("encodes"));
+        assert_eq!(bounded_reason("é".repeat(3000)).len(), MAX_REASON - 1);
+    }
+
+    #[test]
+    fn a_requester_reads_back_no_more_than_it_stated() {
+        let buffer = |len: u64, readback: bool| BufferInit {
+            binding: 0,
+            init: Vec::new(),
+            len,
+            readback,
+        };
+        let mut job = Submit {
+            kernel: vec![0; 4],
+            entry_point: "main".into(),
+            specialization: Vec::new(),
+            push_constants: Vec::new(),
+            grid: [1, 1, 1],
+            buffers: vec![buffer(1 << 30, false), buffer(1000, true), buffer(24, true)],
+            requirements: Requirements::default(),
+            est_gpu_ms: 1,
+            max_price: 1,
+            deadline_ms: 1,
+            nonce: [0; 32],
+        };
+        let limit = response_limit(&job);
+        assert_eq!(limit, 1024 + RESPONSE_OVERHEAD);
+        // A coordinator answering with more is cut off at the header.
+        let mut frame = b"TQ".to_vec();
+        frame.extend_from_slice(&(limit as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            read_frame::<Response>(&mut &frame[..], limit),
+            Err(FrameError::TooLarge(_))
+        ));
+        // Stated lengths that overflow do not wrap around.
+        job.buffers = vec![buffer(u64::MAX, true), buffer(u64::MAX, true)];
+        assert_eq!(response_limit(&job), u32::MAX as usize);
     }
 
     #[test]

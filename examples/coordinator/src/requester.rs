@@ -4,7 +4,7 @@
 //! Merkle root, and one output chunk against a Merkle audit path.
 
 use std::fmt;
-use std::io;
+use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +21,10 @@ use tessera_core::merkle::{leaf_hash, output_leaf_count, prove, root_of, root_of
 use tessera_core::wire::{BufferSpec, Nonce};
 
 use crate::protocol::{
-    read_frame, write_frame, FailureCode, FrameError, JobFailure, JobResult, Request, Response,
-    Submit, DEFAULT_MAX_REQUEST_BODY,
+    read_frame, response_limit, FailureCode, FrameError, JobFailure, JobResult, Response, Submit,
+    DEFAULT_MAX_REQUEST_BODY, REQUEST_HEADER_LEN, REQUEST_MAGIC,
 };
+use crate::submission::{RequestView, SubmitView};
 
 /// Why a submission produced no verified result.
 #[derive(Debug)]
@@ -147,15 +148,18 @@ impl Requester {
 
     /// Submits a job, waits for its result and verifies it
     /// ([`verify_result`]). A failure the coordinator reports comes back as
-    /// [`RequesterError::Failed`].
+    /// [`RequesterError::Failed`]. The job is encoded straight onto the
+    /// connection, and no more is read back than its read-back buffers and
+    /// a small overhead ([`response_limit`]).
     pub fn submit(&mut self, job: &Submit) -> Result<JobResult, RequesterError> {
-        let wait = Duration::from_millis(job.deadline_ms as u64) + Duration::from_secs(30);
+        let wait = Duration::from_millis(u64::from(job.deadline_ms))
+            .saturating_add(Duration::from_secs(30));
         self.stream
             .sock
             .set_read_timeout(Some(wait))
             .map_err(|e| RequesterError::Connect(self.addr, e))?;
-        write_frame(&mut self.stream, &Request::Submit(job.clone()))?;
-        let response: Response = read_frame(&mut self.stream, DEFAULT_MAX_REQUEST_BODY)?;
+        write_submit(&mut self.stream, job)?;
+        let response: Response = read_frame(&mut self.stream, response_limit(job))?;
         match response {
             Response::Result(result) => {
                 verify_result(job, &result).map_err(RequesterError::Verify)?;
@@ -170,6 +174,32 @@ impl Requester {
         self.stream.conn.send_close_notify();
         let _ = self.stream.conn.complete_io(&mut self.stream.sock);
     }
+}
+
+/// Writes `job` as one requester frame without copying its kernel or its
+/// buffers' data. Refused before anything is written when its body is over
+/// [`DEFAULT_MAX_REQUEST_BODY`].
+pub fn write_submit(w: &mut impl Write, job: &Submit) -> Result<(), FrameError> {
+    let view = RequestView::Submit(SubmitView::of(job));
+    let len = postcard::experimental::serialized_size(&view).map_err(FrameError::Malformed)?;
+    if len > DEFAULT_MAX_REQUEST_BODY {
+        return Err(FrameError::TooLarge(len as u64));
+    }
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(len as u64))?;
+    let mut out = BufWriter::with_capacity(64 << 10, w);
+    let mut header = [0u8; REQUEST_HEADER_LEN];
+    header[..2].copy_from_slice(&REQUEST_MAGIC);
+    header[2..].copy_from_slice(&len32.to_le_bytes());
+    out.write_all(&header)?;
+    postcard::to_io(&view, &mut out).map_err(|e| match e {
+        postcard::Error::SerializeBufferFull => FrameError::Io(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the connection failed",
+        )),
+        e => FrameError::Malformed(e),
+    })?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Submits one job on a new connection, waits for its result and verifies
@@ -304,7 +334,11 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
     if receipt.output_root != root_of_buffers(result.outputs.iter().map(|o| &o[..])) {
         return Err(Field("output_root"));
     }
-    if receipt.output_len != readback.iter().sum::<u64>() {
+    let stated = readback
+        .iter()
+        .try_fold(0u64, |n, l| n.checked_add(*l))
+        .ok_or(Field("output_len"))?;
+    if receipt.output_len != stated {
         return Err(Field("output_len"));
     }
     let rh = result_hash(

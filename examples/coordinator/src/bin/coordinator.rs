@@ -20,6 +20,15 @@ usage: tessera-coordinator [options]
   --state-dir DIR        keep providers' receipt-chain positions across restarts
   --heartbeat-ms N       heartbeat interval asked of providers (default 5000)
   --offer-timeout-ms N   time a provider has to answer an offer (default 5000)
+  --max-connections N    connections open at once (default 1024)
+  --max-connections-per-ip N
+                         connections open at once from one address (default 128)
+  --handshake-timeout-ms N
+                         TLS handshake and first message, all of it (default 10000)
+  --max-request-body BYTES
+                         largest request body (default 268435456, 256 MiB)
+  --max-buffered-bytes BYTES
+                         bytes held for all requesters together (default 1073741824)
   --run-for SECS         exit after SECS seconds (default: run until killed)
 Logging: RUST_LOG=info (or debug).";
 
@@ -30,7 +39,16 @@ struct Args {
     state_dir: Option<PathBuf>,
     heartbeat_ms: u32,
     offer_timeout_ms: u64,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    max_request_body: Option<usize>,
+    max_buffered_bytes: Option<usize>,
     run_for: Option<u64>,
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: not a number: {v}"))
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,6 +59,11 @@ fn parse() -> Result<Args, String> {
         state_dir: None,
         heartbeat_ms: 5000,
         offer_timeout_ms: 5000,
+        max_connections: None,
+        max_connections_per_ip: None,
+        handshake_timeout_ms: None,
+        max_request_body: None,
+        max_buffered_bytes: None,
         run_for: None,
     };
     let mut it = std::env::args().skip(1);
@@ -71,6 +94,13 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--offer-timeout-ms: not a number")?
             }
+            "--max-connections" => args.max_connections = Some(number(&flag, value()?)?),
+            "--max-connections-per-ip" => {
+                args.max_connections_per_ip = Some(number(&flag, value()?)?)
+            }
+            "--handshake-timeout-ms" => args.handshake_timeout_ms = Some(number(&flag, value()?)?),
+            "--max-request-body" => args.max_request_body = Some(number(&flag, value()?)?),
+            "--max-buffered-bytes" => args.max_buffered_bytes = Some(number(&flag, value()?)?),
             "--run-for" => {
                 args.run_for = Some(value()?.parse().map_err(|_| "--run-for: not a number")?)
             }
@@ -99,6 +129,21 @@ fn run(args: Args) -> Result<(), String> {
     config.heartbeat_ms = args.heartbeat_ms;
     config.offer_timeout = Duration::from_millis(args.offer_timeout_ms);
     config.state_dir = args.state_dir;
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        config.max_connections_per_ip = n;
+    }
+    if let Some(ms) = args.handshake_timeout_ms {
+        config.handshake_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.max_request_body {
+        config.max_request_body = n;
+    }
+    if let Some(n) = args.max_buffered_bytes {
+        config.max_buffered_bytes = n;
+    }
     let coordinator = Coordinator::start(config).map_err(|e| e.to_string())?;
     println!(
         "tessera-coordinator listening on {}",
@@ -119,14 +164,19 @@ fn run(args: Args) -> Result<(), String> {
             let providers = coordinator.providers();
             let s = coordinator.stats();
             log::info!(
-                "{} provider(s) connected of {} known; jobs {} submitted, {} delivered, {} failed; receipts {} verified, {} rejected",
+                "{} provider(s) connected of {} known; jobs {} submitted, {} delivered, {} failed; receipts {} verified, {} rejected; connections {} open, {} refused, {} out of time, {} not reading; {} bytes held for requesters",
                 providers.iter().filter(|p| p.connected).count(),
                 providers.len(),
                 s.jobs_submitted,
                 s.results_delivered,
                 s.jobs_failed,
                 s.receipts_verified,
-                s.receipts_rejected
+                s.receipts_rejected,
+                s.connections_open,
+                s.connections_refused,
+                s.handshakes_expired,
+                s.outbox_overflows,
+                coordinator.buffered_bytes()
             );
         }
         if args

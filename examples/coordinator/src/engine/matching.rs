@@ -43,83 +43,64 @@ impl Engine {
         found.into_iter().map(|(_, key, _)| key).collect()
     }
 
-    /// Accepts a requester's job: validates it and offers it to the first
-    /// candidate. The answer comes on `reply`.
-    pub(crate) fn submit(&mut self, submit: Submit, reply: Sender<Response>, now: Instant) {
+    /// Takes a requester's job, checked and hashed already, and offers it to
+    /// the first candidate. The answer comes on `reply`.
+    pub(crate) fn submit(&mut self, job: Prepared, reply: Sender<Answer>, now: Instant) {
         self.stats.jobs_submitted += 1;
         if self.shut_down {
             self.stats.jobs_failed += 1;
-            let _ = reply.send(Response::Failed(JobFailure {
-                job: 0,
-                code: FailureCode::Shutdown,
-                reason: "the coordinator is shutting down".into(),
-                receipt: None,
-                price: 0,
-                provider: None,
-            }));
-            return;
-        }
-        if let Err(reason) = validate(&submit) {
-            self.stats.jobs_failed += 1;
-            let _ = reply.send(Response::Failed(JobFailure {
-                job: 0,
-                code: FailureCode::Invalid,
-                reason,
-                receipt: None,
-                price: 0,
-                provider: None,
-            }));
+            let _ = reply.send(Answer {
+                response: Response::Failed(JobFailure {
+                    job: 0,
+                    code: FailureCode::Shutdown,
+                    reason: "the coordinator is shutting down".into(),
+                    receipt: None,
+                    price: 0,
+                    provider: None,
+                }),
+                hold: None,
+            });
             return;
         }
         let id = self.next_job;
-        self.next_job += 1;
-        let assign = build_assign(id, &submit);
-        let khash = assign.kernel_hash();
-        let readback: Vec<usize> = submit
-            .buffers
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.readback)
-            .map(|(i, _)| i)
-            .collect();
-        let offer = JobOffer {
-            job: id,
-            requirements: submit.requirements,
-            est_gpu_ms: submit.est_gpu_ms,
-            bytes_in: submit.kernel.len() as u64
-                + submit
-                    .buffers
-                    .iter()
-                    .map(|b| b.init.len() as u64)
-                    .sum::<u64>(),
-            bytes_out: submit
-                .buffers
-                .iter()
-                .filter(|b| b.readback)
-                .map(|b| b.len)
-                .sum(),
-            max_price: submit.max_price,
-            deadline_ms: submit.deadline_ms,
-        };
-        let candidates: VecDeque<PublicKey> = self.capable(&submit.requirements).into();
-        let deadline =
-            now + Duration::from_millis(submit.deadline_ms as u64) + self.settings.deadline_grace;
+        self.next_job = self.next_job.wrapping_add(1).max(1);
+        let Prepared {
+            mut assign,
+            mut offer,
+            kernel_hash,
+            readback,
+            inputs,
+            readback_permit,
+        } = job;
+        assign.job = id;
+        offer.job = id;
+        let candidates: VecDeque<PublicKey> = self.capable(&offer.requirements).into();
+        let wait = Duration::from_millis(u64::from(offer.deadline_ms))
+            .saturating_add(self.settings.deadline_grace);
+        // Far beyond any real deadline when the clock cannot add it.
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         log::info!(
-            "job {id}: submitted ({} B kernel, {} buffers, max price {}), {} candidate(s)",
-            submit.kernel.len(),
-            submit.buffers.len(),
-            submit.max_price,
+            "job {id}: submitted ({} B kernel, {} buffers, {} B in, {} B out, max price {}), \
+             {} candidate(s)",
+            assign.kernel.len,
+            assign.buffers.len(),
+            offer.bytes_in,
+            offer.bytes_out,
+            offer.max_price,
             candidates.len()
         );
         self.jobs.insert(
             id,
             Job {
                 id,
-                submit,
                 assign,
                 offer,
-                kernel_hash: khash,
+                kernel_hash,
                 readback,
+                inputs: Some(inputs),
+                readback_permit: Some(readback_permit),
                 submitted: now,
                 deadline,
                 reply: Some(reply),
@@ -159,9 +140,10 @@ impl Engine {
             if session.draining || !matches!(session.phase, Phase::Ready { .. }) {
                 continue;
             }
-            let elapsed = now.saturating_duration_since(job.submitted).as_millis() as u32;
+            let elapsed = now.saturating_duration_since(job.submitted).as_millis();
+            let elapsed = u32::try_from(elapsed).unwrap_or(u32::MAX);
             let mut offer = job.offer;
-            offer.deadline_ms = job.submit.deadline_ms.saturating_sub(elapsed).max(1);
+            offer.deadline_ms = job.offer.deadline_ms.saturating_sub(elapsed).max(1);
             job.stage = Stage::Offering {
                 key,
                 session: sid,
@@ -190,31 +172,38 @@ impl Engine {
                 FailureCode::NoCapableProvider,
                 format!(
                     "no connected provider meets the requirements (memory {} MiB, features {:#x})",
-                    job.submit.requirements.memory_mib, job.submit.requirements.features
+                    job.offer.requirements.memory_mib, job.offer.requirements.features
                 ),
             )
         } else {
-            let list: Vec<String> = job
+            let mut list: Vec<String> = job
                 .declines
                 .iter()
+                .take(DECLINES_LISTED)
                 .map(|(k, why)| format!("{}: {why}", hex(&k[..6])))
                 .collect();
+            if job.declines.len() > DECLINES_LISTED {
+                list.push(format!("and {} more", job.declines.len() - DECLINES_LISTED));
+            }
             (
                 FailureCode::AllDeclined,
-                format!("no provider took the job ({})", list.join("; ")),
+                bounded_reason(format!("no provider took the job ({})", list.join("; "))),
             )
         };
         log::info!("job {id}: {reason}");
         self.stats.jobs_failed += 1;
         if let Some(tx) = job.reply {
-            let _ = tx.send(Response::Failed(JobFailure {
-                job: id,
-                code,
-                reason,
-                receipt: None,
-                price: 0,
-                provider: None,
-            }));
+            let _ = tx.send(Answer {
+                response: Response::Failed(JobFailure {
+                    job: id,
+                    code,
+                    reason,
+                    receipt: None,
+                    price: 0,
+                    provider: None,
+                }),
+                hold: None,
+            });
         }
     }
 
@@ -258,12 +247,27 @@ impl Engine {
             self.on_decline(sid, id, format!("price {price} over the maximum"), now);
             return;
         }
+        let Some(inputs) = job.inputs.clone() else {
+            // Inputs go only once a provider started or the requester was
+            // answered, and neither is the case for a job on offer.
+            log::error!("job {id}: inputs already released; withdrawing the offer");
+            self.send(
+                sid,
+                &Message::Cancel(Cancel {
+                    job: id,
+                    reason: CANCEL_OFFER_WITHDRAWN,
+                }),
+            );
+            return;
+        };
         job.stage = Stage::Assigned(Box::new(Assigned {
             key,
             price,
             deadline_ms,
             started: false,
             outputs: job.readback.iter().map(|_| Vec::new()).collect(),
+            received: job.readback.iter().map(|_| 0).collect(),
+            tree: RootBuilder::new(),
             cursor: (0, 0),
             output_error: None,
             completed: None,
@@ -271,16 +275,13 @@ impl Engine {
             usage: None,
         }));
         let assign = job.assign.clone();
-        let frames = input_frames(id, &job.submit);
         if let Some(rec) = self.keys.get_mut(&key) {
             rec.last_quote = Some(price);
         }
         log::info!("job {id}: accepted by {} at {price}", short(&key));
         self.send(sid, &Message::JobAssign(assign));
         if let Some(s) = self.sessions.get(&sid) {
-            for f in frames {
-                s.outbox.send(f);
-            }
+            s.outbox.send_inputs(InputStream::new(&inputs, id));
         }
     }
 

@@ -1,10 +1,20 @@
 //! The coordinator's state: provider sessions, per-key records that outlive
 //! sessions (receipt chains, evidence, last quotes), and jobs from offer to
 //! verified result. Connection threads call in with the lock held; the
-//! engine only queues frames (it never blocks on a socket).
+//! engine only queues frames (it never blocks on a socket) and never hashes
+//! more than a chunk: submissions arrive checked and hashed
+//! ([`crate::submission::Prepared`]), and outputs are verified chunk by chunk
+//! into a Merkle root built as they arrive.
+//!
+//! Everything it holds is bounded: sessions end with their connections, key
+//! records of disconnected providers are pruned (`Settings::key_retention`,
+//! `Settings::max_known_keys`), a job lets go of its inputs once its provider
+//! has started or its requester has been answered, and of its outputs once
+//! they are handed to the requester.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -12,21 +22,20 @@ use tessera_core::attest::{
     key_id, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt,
     ReceiptStatus, ReceiptVerifier, VerifyError,
 };
-use tessera_core::limits::{
-    CHUNK_SIZE, MAX_BINDINGS, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES,
-    MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS,
-};
-use tessera_core::merkle::{empty_root, leaf_hash, root_of, root_of_buffers};
+use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME};
+use tessera_core::merkle::{empty_root, leaf_hash, RootBuilder};
 use tessera_core::wire::{
-    BufferSpec, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed,
-    Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KernelSpec,
-    KeyId, Message, Nonce, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
+    GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
+    UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
+use crate::budget::Permit;
 use crate::conn::Outbox;
-use crate::protocol::{FailureCode, JobFailure, JobResult, Response, Submit};
+use crate::protocol::{bounded_reason, FailureCode, JobFailure, JobResult, Response};
 use crate::state::ChainStore;
+use crate::submission::{InputStream, Inputs, Prepared};
 use crate::tls::hex;
 
 mod matching;
@@ -51,8 +60,14 @@ const EVIDENCE_KEPT: usize = 16;
 /// Out-of-order receipts held per key while an earlier one is missing.
 const MAX_PARKED: usize = 64;
 /// Settled receipts remembered per key, to recognise a resend after a
-/// reconnect.
-const DONE_KEPT: usize = 4096;
+/// reconnect. An agent holds at most `MAX_JOBS` (4) unacknowledged results,
+/// so resends only ever concern the last few.
+const DONE_KEPT: usize = 256;
+/// Providers' declines listed in a requester's `AllDeclined` reason; the
+/// rest are counted.
+const DECLINES_LISTED: usize = 16;
+/// How often disconnected providers' records are looked at for pruning.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// How long a job stays known after its requester was answered, so a late
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
@@ -63,8 +78,21 @@ pub(crate) struct Settings {
     pub heartbeat_ms: u32,
     pub offer_timeout: Duration,
     pub deadline_grace: Duration,
+    /// From the connection's acceptance to `Ready`.
     pub handshake_timeout: Duration,
     pub provider_silence: Duration,
+    /// Key records kept; disconnected ones beyond it are pruned, the
+    /// longest gone first.
+    pub max_known_keys: usize,
+    /// A disconnected provider's record is pruned after this long.
+    pub key_retention: Duration,
+}
+
+/// The answer to a requester, and the budget its bytes are counted in until
+/// they are written to it.
+pub(crate) struct Answer {
+    pub response: Response,
+    pub hold: Option<Permit>,
 }
 
 /// What the coordinator knows of one provider key.
@@ -106,6 +134,23 @@ pub struct Stats {
     pub receipts_repeated: u64,
     /// Provider sessions refused at the handshake.
     pub sessions_refused: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections closed at once for being over `max_connections` or
+    /// `max_connections_per_ip`.
+    pub connections_refused: u64,
+    /// Connections closed because the TLS handshake and the first message
+    /// (for a provider: everything up to `Ready`) did not finish within
+    /// `handshake_timeout`, or a request did not arrive in time.
+    pub handshakes_expired: u64,
+    /// Connections closed because the peer did not read what was queued for
+    /// it (`max_outbox_bytes`).
+    pub outbox_overflows: u64,
+    /// Requests refused for the size their header states, or for the byte
+    /// budget (`Busy`).
+    pub requests_refused: u64,
+    /// Records of disconnected provider keys pruned.
+    pub keys_pruned: u64,
 }
 
 enum Phase {
@@ -146,6 +191,8 @@ struct KeyRecord {
     parked: BTreeMap<u64, (JobId, Vec<u8>)>,
     done: HashMap<JobId, DoneEntry>,
     done_order: VecDeque<JobId>,
+    /// When its last session ended (none while connected).
+    disconnected_at: Option<Instant>,
 }
 
 impl KeyRecord {
@@ -179,8 +226,13 @@ struct Assigned {
     /// metered to it at most.
     deadline_ms: u32,
     started: bool,
-    /// One per read-back buffer, in buffer order.
+    /// One per read-back buffer, in buffer order; kept only while the
+    /// requester waits for them.
     outputs: Vec<Vec<u8>>,
+    /// Bytes received of each read-back buffer.
+    received: Vec<u64>,
+    /// The output tree over the chunks verified so far.
+    tree: RootBuilder,
     /// Next expected output chunk: position in the read-back list, index.
     cursor: (usize, u32),
     output_error: Option<String>,
@@ -209,14 +261,21 @@ pub(super) const MAX_LOST_SESSIONS: u8 = 3;
 
 struct Job {
     id: JobId,
-    submit: Submit,
     assign: JobAssign,
+    /// The offer as the requester stated it (each provider is offered it
+    /// with the deadline that is left).
     offer: JobOffer,
     kernel_hash: Digest,
     readback: Vec<usize>,
+    /// Held until a provider has started the job or the requester is
+    /// answered.
+    inputs: Option<Arc<Inputs>>,
+    /// The read-back bytes the requester stated, in the budget until its
+    /// answer is written.
+    readback_permit: Option<Permit>,
     submitted: Instant,
     deadline: Instant,
-    reply: Option<Sender<Response>>,
+    reply: Option<Sender<Answer>>,
     answered_at: Option<Instant>,
     stage: Stage,
     candidates: VecDeque<PublicKey>,
@@ -232,89 +291,6 @@ impl Job {
             Stage::Assigned(a) => Some(a.key),
             Stage::Offering { .. } | Stage::Waiting => None,
         }
-    }
-}
-
-/// Why a submission was refused before any offer.
-fn validate(s: &Submit) -> Result<(), String> {
-    let k = s.kernel.len() as u64;
-    if k == 0 || k % 4 != 0 || k > MAX_KERNEL_BYTES {
-        return Err(format!(
-            "kernel must be 1..={MAX_KERNEL_BYTES} bytes and a multiple of 4 (got {k})"
-        ));
-    }
-    if s.entry_point.is_empty() || s.entry_point.len() > MAX_ENTRY_POINT {
-        return Err(format!("entry point must be 1..={MAX_ENTRY_POINT} bytes"));
-    }
-    if s.specialization.len() > MAX_SPEC_CONSTANTS {
-        return Err(format!(
-            "at most {MAX_SPEC_CONSTANTS} specialization constants"
-        ));
-    }
-    if s.push_constants.len() > MAX_PUSH_CONSTANTS {
-        return Err(format!(
-            "at most {MAX_PUSH_CONSTANTS} bytes of push constants"
-        ));
-    }
-    if s.grid.contains(&0) {
-        return Err("every grid dimension must be at least 1".into());
-    }
-    if s.buffers.is_empty() || s.buffers.len() > MAX_BUFFERS {
-        return Err(format!("a job binds 1..={MAX_BUFFERS} buffers"));
-    }
-    for (i, b) in s.buffers.iter().enumerate() {
-        if b.len == 0 || b.init.len() as u64 > b.len {
-            return Err(format!(
-                "buffer {i}: length must be at least 1 and at least its initial data"
-            ));
-        }
-        if b.binding >= MAX_BINDINGS {
-            return Err(format!(
-                "buffer {i}: binding {} is not below {MAX_BINDINGS}",
-                b.binding
-            ));
-        }
-        if let Some(j) = s.buffers[..i].iter().position(|o| o.binding == b.binding) {
-            return Err(format!(
-                "buffers {j} and {i} are both at binding {}",
-                b.binding
-            ));
-        }
-    }
-    if s.deadline_ms == 0 {
-        return Err("deadline_ms must be at least 1".into());
-    }
-    Ok(())
-}
-
-fn build_assign(id: JobId, s: &Submit) -> JobAssign {
-    let mut entry_point = heapless::String::new();
-    // Lengths were validated against the capacities.
-    let _ = entry_point.push_str(&s.entry_point);
-    let specialization = s.specialization.iter().copied().collect();
-    let push_constants = s.push_constants.iter().copied().collect();
-    JobAssign {
-        job: id,
-        requester_nonce: s.nonce,
-        kernel: KernelSpec {
-            len: s.kernel.len() as u32,
-            root: root_of(&s.kernel),
-            entry_point,
-            specialization,
-            push_constants,
-            grid: s.grid,
-        },
-        buffers: s
-            .buffers
-            .iter()
-            .map(|b| BufferSpec {
-                binding: b.binding,
-                len: b.len,
-                init_len: b.init.len() as u64,
-                readback: b.readback,
-            })
-            .collect(),
-        inputs_root: root_of_buffers(s.buffers.iter().map(|b| &b.init[..])),
     }
 }
 
@@ -334,28 +310,6 @@ pub(crate) fn frame(msg: &Message<'_>) -> Vec<u8> {
     }
 }
 
-fn input_frames(id: JobId, s: &Submit) -> Vec<Vec<u8>> {
-    let mut streams: Vec<(u8, &[u8])> = vec![(0, &s.kernel)];
-    for (i, b) in s.buffers.iter().enumerate() {
-        if !b.init.is_empty() {
-            streams.push((i as u8 + 1, &b.init));
-        }
-    }
-    let mut frames = Vec::new();
-    for (stream, data) in streams {
-        for (index, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
-            frames.push(frame(&Message::InputChunk(Chunk {
-                job: id,
-                stream,
-                index: index as u32,
-                digest: leaf_hash(chunk),
-                data: chunk,
-            })));
-        }
-    }
-    frames
-}
-
 fn short(key: &PublicKey) -> String {
     hex(&key_id(key)[..6])
 }
@@ -373,6 +327,7 @@ pub(crate) struct Engine {
     rng: SystemRandom,
     stats: Stats,
     shut_down: bool,
+    last_prune: Option<Instant>,
 }
 
 impl Engine {
@@ -396,6 +351,7 @@ impl Engine {
             rng: SystemRandom::new(),
             stats: Stats::default(),
             shut_down: false,
+            last_prune: None,
         }
     }
 
@@ -462,16 +418,24 @@ impl Engine {
 
     // ----- sessions ---------------------------------------------------------
 
-    pub(crate) fn open_session(&mut self, outbox: Outbox, peer: String, now: Instant) -> SessionId {
+    /// A provider connection whose first bytes arrived; `accepted` is when
+    /// its TCP connection was, which `handshake_timeout` counts from.
+    pub(crate) fn open_session(
+        &mut self,
+        outbox: Outbox,
+        peer: String,
+        accepted: Instant,
+        now: Instant,
+    ) -> SessionId {
         let sid = self.next_session;
-        self.next_session += 1;
+        self.next_session = self.next_session.wrapping_add(1).max(1);
         self.sessions.insert(
             sid,
             Session {
                 outbox,
                 peer,
                 phase: Phase::AwaitingHello,
-                opened: now,
+                opened: accepted,
                 last_rx: now,
                 last_heartbeat_sent: now,
                 draining: false,
@@ -507,6 +471,7 @@ impl Engine {
         if let Some(rec) = self.keys.get_mut(&key) {
             if rec.session == Some(sid) {
                 rec.session = None;
+                rec.disconnected_at = Some(now);
             }
         }
         // Offers to this session, and jobs it had not started, go elsewhere:
@@ -545,7 +510,7 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
-        let requirements = job.submit.requirements;
+        let requirements = job.offer.requirements;
         let excluded = job.excluded.clone();
         let candidates: VecDeque<PublicKey> = self
             .capable(&requirements)
@@ -615,9 +580,12 @@ impl Engine {
             Message::OfferDecline(d) if ready => {
                 self.on_decline(sid, d.job, format!("{:?}", d.reason), now)
             }
-            Message::Started(r) if ready => self.with_assigned(sid, r.job, |a| a.started = true),
+            Message::Started(r) if ready => self.on_started(sid, r.job),
             Message::Progress(_) if ready => {}
-            Message::OutputChunk(c) if ready => self.on_output(sid, &c),
+            Message::OutputChunk(c) if ready => {
+                let intact = leaf_hash(c.data) == c.digest;
+                self.on_output(sid, &c, intact)
+            }
             Message::Completed(c) if ready => {
                 self.with_assigned(sid, c.job, |a| a.completed = Some(c))
             }
@@ -634,6 +602,33 @@ impl Engine {
                 self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
             }
         }
+    }
+
+    /// An output chunk whose digest the caller checked (`intact`), outside
+    /// the lock.
+    pub(crate) fn on_output_chunk(
+        &mut self,
+        sid: SessionId,
+        c: &Chunk<'_>,
+        intact: bool,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.last_rx = now;
+        if matches!(session.phase, Phase::Ready { .. }) {
+            self.on_output(sid, c, intact);
+        } else {
+            log::warn!("session {sid}: output chunk before Ready");
+            self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
+        }
+    }
+
+    /// A submission refused before it reached the engine (it broke a limit).
+    pub(crate) fn count_refused_submission(&mut self) {
+        self.stats.jobs_submitted += 1;
+        self.stats.jobs_failed += 1;
     }
 
     fn on_hello(&mut self, sid: SessionId, h: Hello) {
@@ -734,8 +729,10 @@ impl Engine {
             parked: BTreeMap::new(),
             done: HashMap::new(),
             done_order: VecDeque::new(),
+            disconnected_at: None,
         });
         let old = rec.session.replace(sid);
+        rec.disconnected_at = None;
         rec.capabilities = evidence.capabilities.clone();
         rec.evidences.push_back(EvidenceInfo {
             hash: Evidence::hash(bytes),
@@ -781,6 +778,7 @@ impl Engine {
     pub(crate) fn tick(&mut self, now: Instant) {
         let hb = Duration::from_millis(self.settings.heartbeat_ms.max(1) as u64);
         let mut to_close = Vec::new();
+        let mut to_abort = Vec::new();
         let mut beat = Vec::new();
         for (sid, s) in self.sessions.iter_mut() {
             match s.phase {
@@ -795,11 +793,11 @@ impl Engine {
                 }
                 _ => {
                     if now.saturating_duration_since(s.opened) > self.settings.handshake_timeout {
-                        log::warn!(
-                            "session {sid} ({}): handshake not finished; closing",
+                        log::info!(
+                            "session {sid} ({}): handshake not finished in time; closing",
                             s.peer
                         );
-                        to_close.push(*sid);
+                        to_abort.push(*sid);
                     }
                 }
             }
@@ -809,6 +807,21 @@ impl Engine {
         }
         for sid in to_close {
             self.close_session(sid);
+        }
+        for sid in to_abort {
+            // An unauthenticated peer gets nothing more: the socket is shut
+            // now, whatever is queued for it.
+            self.stats.handshakes_expired += 1;
+            if let Some(s) = self.sessions.get(&sid) {
+                s.outbox.abort();
+            }
+        }
+        if self
+            .last_prune
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
+        {
+            self.last_prune = Some(now);
+            self.prune_keys(now);
         }
 
         let mut offer_expired = Vec::new();
@@ -885,6 +898,38 @@ impl Engine {
         }
         for id in forget {
             self.jobs.remove(&id);
+        }
+    }
+
+    /// Forgets disconnected providers' records: those gone longer than
+    /// `key_retention`, then, beyond `max_known_keys`, the longest gone. A
+    /// key a tracked job is assigned to is kept (its late receipt names
+    /// evidence only its record holds). With a state directory, a pruned
+    /// key's chain position is read back when it returns; without one, its
+    /// chain is anchored afresh.
+    fn prune_keys(&mut self, now: Instant) {
+        let busy: HashSet<PublicKey> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.assigned_key())
+            .collect();
+        let mut idle: Vec<(Instant, PublicKey)> = self
+            .keys
+            .iter()
+            .filter(|(key, rec)| rec.session.is_none() && !busy.contains(*key))
+            .map(|(key, rec)| (rec.disconnected_at.unwrap_or(now), *key))
+            .collect();
+        idle.sort();
+        let mut excess = self.keys.len().saturating_sub(self.settings.max_known_keys);
+        for (gone_at, key) in idle {
+            let expired = now.saturating_duration_since(gone_at) > self.settings.key_retention;
+            if !expired && excess == 0 {
+                break;
+            }
+            self.keys.remove(&key);
+            excess = excess.saturating_sub(1);
+            self.stats.keys_pruned += 1;
+            log::debug!("provider {}: record pruned", short(&key));
         }
     }
 

@@ -28,7 +28,25 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_output(&mut self, sid: SessionId, c: &Chunk<'_>) {
+    /// The provider started the job: its inputs are no longer needed (a job
+    /// lost after this point waits for its provider, it is not offered
+    /// again).
+    pub(super) fn on_started(&mut self, sid: SessionId, id: JobId) {
+        let mut started = false;
+        self.with_assigned(sid, id, |a| {
+            a.started = true;
+            started = true;
+        });
+        if started {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.inputs = None;
+            }
+        }
+    }
+
+    /// An output chunk; `intact` says whether its data hashes to its digest
+    /// (computed by the caller, outside the lock).
+    pub(super) fn on_output(&mut self, sid: SessionId, c: &Chunk<'_>, intact: bool) {
         let Some(key) = self.session_key(sid) else {
             return;
         };
@@ -43,6 +61,7 @@ impl Engine {
             self.send_error(sid, ErrorCode::UnknownJob, c.job);
             return;
         };
+        let keep = job.reply.is_some();
         let Stage::Assigned(a) = &mut job.stage else {
             self.send_error(sid, ErrorCode::UnknownJob, c.job);
             return;
@@ -54,8 +73,12 @@ impl Engine {
         if c.index == 0 && job.readback.first() == Some(&(c.stream as usize)) {
             // The upload starts (again, after a reconnect): collect afresh.
             for o in a.outputs.iter_mut() {
-                o.clear();
+                *o = Vec::new();
             }
+            for r in a.received.iter_mut() {
+                *r = 0;
+            }
+            a.tree = RootBuilder::new();
             a.cursor = (0, 0);
             a.output_error = None;
             a.completed = None;
@@ -72,25 +95,38 @@ impl Engine {
                 Some((ErrorCode::ChunkOutOfOrder, "output chunk out of order"))
             }
             Some(&buffer) => {
-                let total = job.assign.buffers[buffer].len;
-                let have = a.outputs[pos].len() as u64;
-                let want = (total - have).min(CHUNK_SIZE as u64) as usize;
-                if c.data.len() != want {
+                let total = job.assign.buffers.get(buffer).map_or(0, |b| b.len);
+                let have = a.received.get(pos).copied().unwrap_or(total);
+                let want = total.saturating_sub(have).min(CHUNK_SIZE as u64);
+                if c.data.len() as u64 != want || want == 0 {
                     Some((
                         ErrorCode::ChunkOutOfOrder,
                         "output chunk of the wrong length",
                     ))
-                } else if leaf_hash(c.data) != c.digest {
+                } else if !intact {
                     Some((
                         ErrorCode::ChunkDigestMismatch,
                         "output chunk digest mismatch",
                     ))
+                } else if !a.tree.push_leaf(c.digest) {
+                    Some((ErrorCode::ChunkOutOfOrder, "too many output chunks"))
                 } else {
-                    a.outputs[pos].extend_from_slice(c.data);
-                    if a.outputs[pos].len() as u64 == total {
+                    // `have + want <= total`, a u64.
+                    let now_have = have + want;
+                    if let Some(r) = a.received.get_mut(pos) {
+                        *r = now_have;
+                    }
+                    // Kept only for a requester still waiting; a late result
+                    // is verified from the tree alone.
+                    if keep {
+                        if let Some(o) = a.outputs.get_mut(pos) {
+                            o.extend_from_slice(c.data);
+                        }
+                    }
+                    if now_have == total {
                         a.cursor = (pos + 1, 0);
                     } else {
-                        a.cursor = (pos, index + 1);
+                        a.cursor = (pos, index.saturating_add(1));
                     }
                     None
                 }
@@ -307,17 +343,38 @@ impl Engine {
         }
     }
 
+    /// Answers the requester, once, and lets go of what was held for it:
+    /// its inputs, and its outputs (which go with a result, their bytes
+    /// counted until written).
     pub(super) fn answer(&mut self, id: JobId, response: Response, now: Instant) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         if let Some(tx) = job.reply.take() {
-            match &response {
-                Response::Result(_) => self.stats.results_delivered += 1,
-                Response::Failed(_) => self.stats.jobs_failed += 1,
-            }
-            let _ = tx.send(response);
+            let hold = match &response {
+                Response::Result(_) => {
+                    self.stats.results_delivered += 1;
+                    job.readback_permit.take()
+                }
+                Response::Failed(_) => {
+                    self.stats.jobs_failed += 1;
+                    None
+                }
+            };
+            let response = match response {
+                Response::Failed(mut f) => {
+                    f.reason = bounded_reason(f.reason);
+                    Response::Failed(f)
+                }
+                other => other,
+            };
+            let _ = tx.send(Answer { response, hold });
             job.answered_at = Some(now);
+        }
+        job.inputs = None;
+        job.readback_permit = None;
+        if let Stage::Assigned(a) = &mut job.stage {
+            a.outputs = Vec::new();
         }
     }
 
@@ -400,7 +457,7 @@ impl Engine {
             return Err("job not assigned".into());
         };
         let usage = a.usage.ok_or("no UsageReport arrived before the receipt")?;
-        if r.requester_nonce != job.submit.nonce {
+        if r.requester_nonce != job.assign.requester_nonce {
             return Err("the receipt carries another requester nonce".into());
         }
         if r.kernel_hash != job.kernel_hash {
@@ -424,16 +481,13 @@ impl Engine {
                 if let Some(e) = &a.output_error {
                     return Err(format!("outputs did not arrive intact: {e}"));
                 }
-                let expected: u64 = job
-                    .readback
-                    .iter()
-                    .map(|&b| job.assign.buffers[b].len)
-                    .sum();
-                let got: u64 = a.outputs.iter().map(|o| o.len() as u64).sum();
+                // Checked against the limit at submission.
+                let expected = job.offer.bytes_out;
+                let got = a.received.iter().fold(0u64, |n, r| n.saturating_add(*r));
                 if got != expected {
                     return Err(format!("outputs incomplete: {got} of {expected} bytes"));
                 }
-                let root = root_of_buffers(a.outputs.iter().map(|o| &o[..]));
+                let root = a.tree.root();
                 if r.output_root != root || c.output_root != root {
                     return Err(
                         "the receipt's output root is not that of the outputs received".into(),

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::conn::{queued_frames, test_outbox, WriteCmd};
-use crate::protocol::BufferInit;
+use crate::protocol::{BufferInit, Submit};
+use crate::submission::{prepare_owned, validate, Limits, SubmitView};
 use std::sync::mpsc::{self, Receiver};
 use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::testkit::{increment_run, Harness};
@@ -17,9 +18,36 @@ fn engine() -> Engine {
             deadline_grace: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             provider_silence: Duration::from_secs(20),
+            max_known_keys: 1024,
+            key_retention: Duration::from_secs(3600),
         },
         None,
     )
+}
+
+const LIMITS: Limits = Limits {
+    max_readback_bytes: 1 << 30,
+};
+
+/// Submits an owned job as a requester's body would arrive.
+fn submit(e: &mut Engine, s: Submit, reply: Sender<Answer>) {
+    e.submit(
+        prepare_owned(&s, &LIMITS).expect("a valid job"),
+        reply,
+        Instant::now(),
+    );
+}
+
+fn check(s: &Submit) -> Result<(), String> {
+    validate(&SubmitView::of(s), &LIMITS).map(|_| ())
+}
+
+fn response(r: Result<Answer, mpsc::TryRecvError>) -> Result<Response, mpsc::TryRecvError> {
+    r.map(|a| a.response)
+}
+
+fn open(e: &mut Engine, outbox: crate::conn::Outbox, peer: &str) -> SessionId {
+    e.open_session(outbox, peer.into(), Instant::now(), Instant::now())
 }
 
 fn harness() -> Harness {
@@ -100,7 +128,7 @@ fn shuttle(
 fn a_receipt_ahead_of_its_predecessor_waits_for_it() {
     let mut e = engine();
     let (outbox, rx) = test_outbox();
-    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    let sid = open(&mut e, outbox, "test");
     let mut h = harness();
     h.agent.connect(h.now).expect("connect");
     shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
@@ -108,8 +136,8 @@ fn a_receipt_ahead_of_its_predecessor_waits_for_it() {
 
     let (tx_a, rx_a) = mpsc::channel();
     let (tx_b, rx_b) = mpsc::channel();
-    e.submit(job(1), tx_a, Instant::now());
-    e.submit(job(2), tx_b, Instant::now());
+    submit(&mut e, job(1), tx_a);
+    submit(&mut e, job(2), tx_b);
     let mut held = None;
     shuttle(&mut e, sid, &mut h, &rx, &mut |f| {
         let first_receipt = f[3] == MessageType::Receipt as u8 && held.is_none();
@@ -118,14 +146,18 @@ fn a_receipt_ahead_of_its_predecessor_waits_for_it() {
         }
         first_receipt
     });
-    let early = (rx_a.try_recv(), rx_b.try_recv(), h.host.log.clone());
+    let early = (
+        response(rx_a.try_recv()),
+        response(rx_b.try_recv()),
+        h.host.log.clone(),
+    );
     assert!(early.0.is_err() && early.1.is_err(), "{early:?}");
     assert_eq!(e.stats().receipts_verified, 0, "receipt #2 is parked");
 
     let held = held.expect("a receipt was held back");
     let msg = Message::decode(&held).expect("decodes");
     e.on_message(sid, msg, Instant::now());
-    let sequences: Vec<u64> = [rx_a.try_recv(), rx_b.try_recv()]
+    let sequences: Vec<u64> = [response(rx_a.try_recv()), response(rx_b.try_recv())]
         .into_iter()
         .map(|r| match r {
             Ok(Response::Result(r)) => {
@@ -146,27 +178,27 @@ fn a_receipt_ahead_of_its_predecessor_waits_for_it() {
 fn submissions_breaking_a_limit_are_refused_before_any_offer() {
     let mut bad = job(1);
     bad.kernel.push(0);
-    assert!(validate(&bad).is_err());
+    assert!(check(&bad).is_err());
     let mut bad = job(1);
     bad.buffers[0].len = 1;
-    assert!(validate(&bad).is_err());
+    assert!(check(&bad).is_err());
     let mut bad = job(1);
     bad.grid = [1, 0, 1];
-    assert!(validate(&bad).is_err());
+    assert!(check(&bad).is_err());
     let mut bad = job(1);
     bad.buffers[1].binding = 32;
-    assert!(validate(&bad).unwrap_err().contains("binding 32"));
+    assert!(check(&bad).unwrap_err().contains("binding 32"));
     let mut bad = job(1);
     bad.buffers[1].binding = 0;
-    assert!(validate(&bad).unwrap_err().contains("both at binding 0"));
-    assert!(validate(&job(1)).is_ok());
+    assert!(check(&bad).unwrap_err().contains("both at binding 0"));
+    assert!(check(&job(1)).is_ok());
 }
 
 #[test]
 fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
     let mut e = engine();
     let (outbox, rx) = test_outbox();
-    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    let sid = open(&mut e, outbox, "test");
     let mut h = harness();
     h.agent.connect(h.now).expect("connect");
     shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
@@ -174,17 +206,17 @@ fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
     let mut gap = job(3);
     gap.buffers[0].binding = 5;
     gap.buffers[1].binding = 0;
-    assert!(validate(&gap).is_ok());
+    assert!(check(&gap).is_ok());
     let (tx, reply) = mpsc::channel();
-    e.submit(gap.clone(), tx, Instant::now());
+    submit(&mut e, gap.clone(), tx);
     shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
-    let Ok(Response::Result(r)) = reply.try_recv() else {
+    let Ok(Response::Result(r)) = response(reply.try_recv()) else {
         panic!("expected a verified result")
     };
     let spec = h.agent.job_spec(r.job).cloned();
     assert!(spec.is_none(), "acknowledged and forgotten");
     let receipt = Receipt::verify(&r.receipt, &r.provider_public_key).expect("verifies");
-    let assigned = build_assign(r.job, &gap);
+    let assigned = prepare_owned(&gap, &LIMITS).expect("valid").assign;
     let bindings: Vec<u32> = assigned.buffers.iter().map(|b| b.binding).collect();
     assert_eq!(bindings, vec![5, 0]);
     assert_eq!(receipt.kernel_hash, assigned.kernel_hash());
@@ -220,18 +252,18 @@ fn failing_harness(failure: tessera_core::host::JobFailure) -> Harness {
 /// returns the requester's answer.
 fn run_rewritten(
     mut h: Harness,
-    submit: Submit,
+    job: Submit,
     rewrite: &mut dyn FnMut(Vec<u8>) -> Vec<u8>,
 ) -> (Engine, Response) {
     let mut e = engine();
     let (outbox, rx) = test_outbox();
-    let sid = e.open_session(outbox, "test".into(), Instant::now());
+    let sid = open(&mut e, outbox, "test");
     h.agent.connect(h.now).expect("connect");
     let (tx, reply) = mpsc::channel();
     let mut submitted = false;
     for _ in 0..1000 {
         if !submitted && h.agent.state() == tessera_core::ConnState::Ready {
-            e.submit(submit.clone(), tx.clone(), Instant::now());
+            self::submit(&mut e, job.clone(), tx.clone());
             submitted = true;
         }
         let mut moved = false;
@@ -249,7 +281,7 @@ fn run_rewritten(
             break;
         }
     }
-    let answer = reply.try_recv().expect("the requester is answered");
+    let answer = response(reply.try_recv()).expect("the requester is answered");
     (e, answer)
 }
 
@@ -339,8 +371,8 @@ fn a_provider_whose_device_is_unavailable_is_offered_jobs_last() {
     let mut e = engine();
     let (outbox_a, rx_a) = test_outbox();
     let (outbox_b, rx_b) = test_outbox();
-    let sid_a = e.open_session(outbox_a, "a".into(), Instant::now());
-    let sid_b = e.open_session(outbox_b, "b".into(), Instant::now());
+    let sid_a = open(&mut e, outbox_a, "a");
+    let sid_b = open(&mut e, outbox_b, "b");
     let mut a = harness();
     let mut b = {
         let signer = Ed25519Signer::from_seed(&[43; 32]).expect("seed");
@@ -363,12 +395,114 @@ fn a_provider_whose_device_is_unavailable_is_offered_jobs_last() {
     a.agent.set_device_available(a.now, false);
     shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
     let (tx, reply) = mpsc::channel();
-    e.submit(job(9), tx, Instant::now());
+    submit(&mut e, job(9), tx);
     for _ in 0..3 {
         shuttle(&mut e, sid_a, &mut a, &rx_a, &mut |_| false);
         shuttle(&mut e, sid_b, &mut b, &rx_b, &mut |_| false);
     }
-    assert!(matches!(reply.try_recv(), Ok(Response::Result(_))));
+    assert!(matches!(
+        response(reply.try_recv()),
+        Ok(Response::Result(_))
+    ));
     assert_eq!(a.agent.stats().offers_declined, 0, "never offered to `a`");
     assert_eq!(b.agent.stats().jobs_completed, 1);
+}
+
+/// An engine with a Ready session for `h`.
+fn ready_session(e: &mut Engine, h: &mut Harness) -> (SessionId, Receiver<WriteCmd>) {
+    let (outbox, rx) = test_outbox();
+    let sid = open(e, outbox, "test");
+    h.agent.connect(h.now).expect("connect");
+    shuttle(e, sid, h, &rx, &mut |_| false);
+    assert_eq!(h.agent.state(), tessera_core::ConnState::Ready);
+    (sid, rx)
+}
+
+#[test]
+fn records_of_providers_gone_are_pruned_unless_a_job_needs_them() {
+    let mut e = engine();
+    e.settings.max_known_keys = 0;
+    let mut h = harness();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let now = Instant::now();
+    // Connected: kept whatever the cap.
+    e.tick(now);
+    assert_eq!(e.providers().len(), 1);
+
+    // Gone while a job is assigned to it (its receipt held back): kept, so
+    // the late receipt still finds the evidence it names.
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |f| {
+        f[3] == MessageType::Receipt as u8
+    });
+    e.session_closed(sid, now);
+    e.last_prune = None;
+    e.tick(now);
+    assert_eq!(e.providers().len(), 1, "a job is assigned to it");
+
+    // Once the job is forgotten, the record goes.
+    e.jobs.clear();
+    e.last_prune = None;
+    e.tick(now);
+    assert!(e.providers().is_empty());
+    assert_eq!(e.stats().keys_pruned, 1);
+    drop(reply);
+
+    // Within the cap, a record goes once `key_retention` has passed.
+    let mut e = engine();
+    e.settings.key_retention = Duration::from_secs(60);
+    let mut h = harness();
+    let (sid, _rx) = ready_session(&mut e, &mut h);
+    let gone = Instant::now();
+    e.session_closed(sid, gone);
+    e.tick(gone + Duration::from_secs(30));
+    assert_eq!(e.providers().len(), 1);
+    e.last_prune = None;
+    e.tick(gone + Duration::from_secs(61));
+    assert!(e.providers().is_empty());
+}
+
+#[test]
+fn a_job_lets_go_of_its_inputs_once_started_and_of_outputs_once_answered() {
+    let mut e = engine();
+    let mut h = harness();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, job(2), tx);
+    let id = *e.jobs.keys().next().expect("a job");
+    assert!(e.jobs[&id].inputs.is_some(), "held while on offer");
+    // Everything up to the outputs: the agent has started.
+    shuttle(&mut e, sid, &mut h, &rx, &mut |f| {
+        f[3] == MessageType::OutputChunk as u8
+            || f[3] == MessageType::Completed as u8
+            || f[3] == MessageType::UsageReport as u8
+            || f[3] == MessageType::Receipt as u8
+    });
+    assert!(e.jobs[&id].inputs.is_none(), "released at Started");
+    // The deadline passes before the outputs arrive: the requester is
+    // answered, and outputs arriving later are verified, not kept.
+    e.tick(Instant::now() + Duration::from_secs(120));
+    assert!(matches!(
+        response(reply.try_recv()),
+        Ok(Response::Failed(JobFailure {
+            code: FailureCode::Timeout,
+            ..
+        }))
+    ));
+    let chunk = frame(&Message::OutputChunk(Chunk {
+        job: id,
+        stream: 1,
+        index: 0,
+        digest: leaf_hash(&[1; CHUNK_SIZE]),
+        data: &[1; CHUNK_SIZE],
+    }));
+    let msg = Message::decode(&chunk).expect("decodes");
+    e.on_message(sid, msg, Instant::now());
+    let Some(Stage::Assigned(a)) = e.jobs.get(&id).map(|j| &j.stage) else {
+        panic!("still tracked for its late receipt")
+    };
+    assert_eq!(a.received[0], CHUNK_SIZE as u64);
+    assert!(a.outputs.iter().all(|o| o.is_empty()), "not kept");
+    assert_eq!(a.tree.leaves(), 1);
 }

@@ -43,6 +43,8 @@ pub fn coordinator(tweak: impl FnOnce(&mut Config)) -> Coordinator {
     config.heartbeat_ms = 500;
     config.offer_timeout = Duration::from_secs(2);
     config.deadline_grace = Duration::from_millis(500);
+    // Every test peer connects from 127.0.0.1: one address for all.
+    config.max_connections_per_ip = config.max_connections;
     tweak(&mut config);
     Coordinator::start(config).expect("coordinator starts")
 }
