@@ -239,6 +239,8 @@ fn half_open_connections_and_slow_loris_clients_leave_honest_agents_served() {
         max_version: 1,
         agent_version: [0, 1, 0],
         key_id: signer.key_id(),
+        next_sequence: 1,
+        prev_hash: [0; 32],
     }));
     let (sock, mut conn) = tls_connected(addr);
     let loris_provider = dribble_records(
