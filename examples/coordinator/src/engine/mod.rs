@@ -27,7 +27,7 @@ use tessera_core::merkle::{empty_root, leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
     GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
-    UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
@@ -128,8 +128,15 @@ pub struct Stats {
     pub jobs_failed: u64,
     /// Receipts verified (signature and chain).
     pub receipts_verified: u64,
-    /// Receipts rejected.
+    /// Receipts rejected (not verified, or breaking the chain), and results
+    /// refused (`ResultRefuse`: verified, but breaking the job's rules).
     pub receipts_rejected: u64,
+    /// Of those, results refused with `ResultRefuse`.
+    pub results_refused: u64,
+    /// Evidence whose signed chain position contradicts the chain this
+    /// coordinator holds for the key (behind it, or the same position with
+    /// another hash).
+    pub chain_contradictions: u64,
     /// Resent receipts recognised as already verified.
     pub receipts_repeated: u64,
     /// Provider sessions refused at the handshake.
@@ -179,6 +186,9 @@ struct EvidenceInfo {
 struct DoneEntry {
     receipt_hash: Digest,
     accepted: bool,
+    /// Verified and in the chain, but the result broke the job's rules: the
+    /// provider was told `ResultRefuse` (and is told again if it resends).
+    refused: bool,
 }
 
 struct KeyRecord {
@@ -186,6 +196,8 @@ struct KeyRecord {
     capabilities: DeviceCapabilities,
     session: Option<SessionId>,
     verifier: Option<ReceiptVerifier>,
+    /// The chain position the provider's latest evidence signed.
+    stated: Option<ChainState>,
     last_quote: Option<u64>,
     evidences: VecDeque<EvidenceInfo>,
     parked: BTreeMap<u64, (JobId, Vec<u8>)>,
@@ -197,6 +209,10 @@ struct KeyRecord {
 
 impl KeyRecord {
     fn remember(&mut self, job: JobId, receipt_hash: Digest, accepted: bool) {
+        self.remember_as(job, receipt_hash, accepted, false);
+    }
+
+    fn remember_as(&mut self, job: JobId, receipt_hash: Digest, accepted: bool, refused: bool) {
         if self
             .done
             .insert(
@@ -204,6 +220,7 @@ impl KeyRecord {
                 DoneEntry {
                     receipt_hash,
                     accepted,
+                    refused,
                 },
             )
             .is_none()
@@ -724,6 +741,7 @@ impl Engine {
             capabilities: evidence.capabilities.clone(),
             session: None,
             verifier: store_chain.map(|c| ReceiptVerifier::new(key, c)),
+            stated: None,
             last_quote: None,
             evidences: VecDeque::new(),
             parked: BTreeMap::new(),
@@ -731,6 +749,32 @@ impl Engine {
             done_order: VecDeque::new(),
             disconnected_at: None,
         });
+        // The evidence signs the provider's chain position. A coordinator
+        // that knows this key's chain compares; one that does not anchors
+        // here when nothing signed before the evidence is still to come.
+        let stated = evidence.chain;
+        rec.stated = Some(stated);
+        match rec.verifier.as_ref().map(|v| v.chain()) {
+            Some(ours) if contradicts(&ours, &stated) => {
+                log::error!(
+                    "provider {}: its evidence states chain position #{} but this coordinator \
+                     holds #{}: a lost store or a second history",
+                    short(&key),
+                    stated.next_sequence,
+                    ours.next_sequence
+                );
+                self.stats.chain_contradictions += 1;
+            }
+            Some(_) => {}
+            None if stated.next_sequence == 1 => {
+                log::info!(
+                    "provider {}: a new chain, anchored on its evidence",
+                    short(&key)
+                );
+                rec.verifier = Some(ReceiptVerifier::new(key, stated));
+            }
+            None => {}
+        }
         let old = rec.session.replace(sid);
         rec.disconnected_at = None;
         rec.capabilities = evidence.capabilities.clone();
@@ -977,4 +1021,12 @@ impl Engine {
             self.goodbye(sid, GoodbyeReason::Shutdown);
         }
     }
+}
+
+/// Whether a provider's signed chain position contradicts the one this
+/// coordinator holds: behind it, or at it with another last receipt. (Ahead
+/// is fine: receipts this coordinator has not seen yet.)
+fn contradicts(ours: &ChainState, stated: &ChainState) -> bool {
+    stated.next_sequence < ours.next_sequence
+        || (stated.next_sequence == ours.next_sequence && stated.prev_hash != ours.prev_hash)
 }

@@ -155,6 +155,14 @@ impl Engine {
                 if done.accepted {
                     log::info!("job {id}: receipt resent after a reconnect; acknowledged again");
                     self.send(sid, &Message::ResultAck(JobRef { job: id }));
+                } else if done.refused {
+                    self.send(
+                        sid,
+                        &Message::ResultRefuse(ResultRefuse {
+                            job: id,
+                            reason: ErrorCode::ReceiptRejected as u16,
+                        }),
+                    );
                 } else {
                     self.send_error(sid, ErrorCode::ReceiptRejected, id);
                 }
@@ -219,24 +227,40 @@ impl Engine {
                 return;
             };
             if rec.verifier.is_none() {
-                if predecessor_pending && rec.parked.len() < MAX_PARKED {
-                    rec.parked.insert(receipt.sequence, (id, bytes));
-                    continue;
+                match rec.stated {
+                    // Signed after the evidence: checked from the position
+                    // the evidence signed.
+                    Some(stated) if receipt.sequence >= stated.next_sequence => {
+                        log::info!(
+                            "provider {}: anchoring on the chain position its evidence signed, #{}",
+                            short(&key),
+                            stated.next_sequence
+                        );
+                        rec.verifier = Some(ReceiptVerifier::new(key, stated));
+                    }
+                    _ => {
+                        if predecessor_pending && rec.parked.len() < MAX_PARKED {
+                            rec.parked.insert(receipt.sequence, (id, bytes));
+                            continue;
+                        }
+                        // A result signed before the evidence, with no
+                        // stored position: the chain is taken from here
+                        // (`--state-dir` avoids it), and must reach the
+                        // evidence's position with its hash.
+                        log::info!(
+                            "provider {}: no stored chain; anchoring at receipt #{}",
+                            short(&key),
+                            receipt.sequence
+                        );
+                        rec.verifier = Some(ReceiptVerifier::new(
+                            key,
+                            ChainState {
+                                next_sequence: receipt.sequence,
+                                prev_hash: receipt.prev_hash,
+                            },
+                        ));
+                    }
                 }
-                // No stored position: the chain is taken from here on
-                // (trust on first use; `--state-dir` avoids it).
-                log::info!(
-                    "provider {}: no stored chain; anchoring at receipt #{}",
-                    short(&key),
-                    receipt.sequence
-                );
-                rec.verifier = Some(ReceiptVerifier::new(
-                    key,
-                    ChainState {
-                        next_sequence: receipt.sequence,
-                        prev_hash: receipt.prev_hash,
-                    },
-                ));
             }
             let Some(verifier) = rec.verifier.as_mut() else {
                 return;
@@ -260,6 +284,17 @@ impl Engine {
             match verifier.verify_next(&bytes, None) {
                 Ok(_) => {
                     let chain = verifier.chain();
+                    if rec.stated.is_some_and(|s| {
+                        s.next_sequence == chain.next_sequence && s.prev_hash != chain.prev_hash
+                    }) {
+                        log::error!(
+                            "provider {}: receipt #{} is not the one its evidence signed: \
+                             a second history",
+                            short(&key),
+                            receipt.sequence
+                        );
+                        self.stats.chain_contradictions += 1;
+                    }
                     self.stats.receipts_verified += 1;
                     if let Some(store) = &self.store {
                         if let Err(e) = store.save(&key, &chain) {
@@ -433,10 +468,43 @@ impl Engine {
                 self.jobs.remove(&id);
             }
             Err(reason) => {
-                self.reject(key, id, reason, Some(hash), now);
+                // The receipt verified and the chain has advanced over it:
+                // refuse the result, so the provider lets go of it.
+                self.refuse(key, id, reason, hash, now);
                 self.jobs.remove(&id);
             }
         }
+    }
+
+    /// Refuses a result whose receipt verified and is in the chain but
+    /// breaks the job's rules: `ResultRefuse` to the provider (which then
+    /// forgets it), a failure to the requester.
+    fn refuse(&mut self, key: PublicKey, id: JobId, reason: String, hash: Digest, now: Instant) {
+        log::warn!("job {id}: result from {} refused: {reason}", short(&key));
+        self.stats.receipts_rejected += 1;
+        self.stats.results_refused += 1;
+        self.send_to_key(
+            &key,
+            &Message::ResultRefuse(ResultRefuse {
+                job: id,
+                reason: ErrorCode::ReceiptRejected as u16,
+            }),
+        );
+        if let Some(rec) = self.keys.get_mut(&key) {
+            rec.remember_as(id, hash, false, true);
+        }
+        self.answer(
+            id,
+            Response::Failed(JobFailure {
+                job: id,
+                code: FailureCode::ReceiptRejected,
+                reason,
+                receipt: None,
+                price: 0,
+                provider: None,
+            }),
+            now,
+        );
     }
 
     pub(super) fn check_content(

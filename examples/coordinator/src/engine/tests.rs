@@ -251,10 +251,20 @@ fn failing_harness(failure: tessera_core::host::JobFailure) -> Harness {
 /// Runs `submit` against `h`, passing every agent frame through `rewrite`;
 /// returns the requester's answer.
 fn run_rewritten(
-    mut h: Harness,
+    h: Harness,
     job: Submit,
     rewrite: &mut dyn FnMut(Vec<u8>) -> Vec<u8>,
 ) -> (Engine, Response) {
+    let (e, answer, _) = run_rewritten_keeping(h, job, rewrite);
+    (e, answer)
+}
+
+/// As `run_rewritten`, also giving back the provider's harness.
+fn run_rewritten_keeping(
+    mut h: Harness,
+    job: Submit,
+    rewrite: &mut dyn FnMut(Vec<u8>) -> Vec<u8>,
+) -> (Engine, Response, Harness) {
     let mut e = engine();
     let (outbox, rx) = test_outbox();
     let sid = open(&mut e, outbox, "test");
@@ -282,7 +292,7 @@ fn run_rewritten(
         }
     }
     let answer = response(reply.try_recv()).expect("the requester is answered");
-    (e, answer)
+    (e, answer, h)
 }
 
 #[test]
@@ -338,7 +348,8 @@ fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
 fn failure_receipts_breaking_the_price_rules_are_refused() {
     // A device lost, yet charged.
     let lost = tessera_core::host::JobFailure::new(FailReason::DeviceLost, 2);
-    let (e, answer) = run_rewritten(failing_harness(lost), job(5), &mut |f| reprice(f, 7));
+    let (e, answer, h) =
+        run_rewritten_keeping(failing_harness(lost), job(5), &mut |f| reprice(f, 7));
     let Response::Failed(f) = answer else {
         panic!("expected a failure, got {answer:?}")
     };
@@ -350,6 +361,11 @@ fn failure_receipts_breaking_the_price_rules_are_refused() {
         f.reason
     );
     assert_eq!(e.stats().receipts_rejected, 1);
+    // The receipt verified and is in the chain: the result is refused, and
+    // the provider lets go of it instead of holding it forever.
+    assert_eq!(e.stats().results_refused, 1);
+    assert_eq!(h.agent.stats().results_refused, 1);
+    assert_eq!(h.agent.active_jobs(), 0, "the provider released the job");
 
     // A timeout charged more than the quote.
     let timeout = tessera_core::host::JobFailure::new(FailReason::Timeout, 1);
@@ -505,4 +521,69 @@ fn a_job_lets_go_of_its_inputs_once_started_and_of_outputs_once_answered() {
     assert_eq!(a.received[0], CHUNK_SIZE as u64);
     assert!(a.outputs.iter().all(|o| o.is_empty()), "not kept");
     assert_eq!(a.tree.leaves(), 1);
+}
+
+/// A provider with history, on a coordinator without it: the chain is
+/// anchored on the position its evidence signs, so a receipt that does not
+/// follow from it is refused. Before, the coordinator anchored on the first
+/// receipt it saw, whatever it linked to.
+#[test]
+fn a_coordinator_without_history_anchors_on_the_signed_evidence() {
+    let anchored = |lie: bool| {
+        let signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+        let config = tessera_core::Config {
+            agent_version: [0, 1, 0],
+            boot_id: [1; 16],
+            capabilities: DeviceCapabilities {
+                device_local_bytes: 1 << 30,
+                ..DeviceCapabilities::default()
+            },
+            policy: Policy::default(),
+            persist_results: false,
+        };
+        let history = ChainState {
+            next_sequence: 3,
+            prev_hash: [0xAB; 32],
+        };
+        let agent = Agent::new(config, signer, history).expect("agent");
+        let h = Harness::new(agent, increment_run);
+        // The lying provider's evidence states another last receipt than the
+        // one its receipts link to.
+        let (e, answer) = run_rewritten(h, job(9), &mut |f| {
+            if !lie {
+                return f;
+            }
+            match Message::decode(&f).expect("decodes") {
+                Message::Evidence(b) => {
+                    let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+                    let mut ev = tessera_core::attest::Evidence::decode_payload(&b.bytes[28..316])
+                        .expect("payload");
+                    ev.chain.prev_hash = [0xCD; 32];
+                    let mut out = [0u8; tessera_core::attest::EVIDENCE_LEN];
+                    let n = ev.sign(&mut signer, &mut out).expect("signs");
+                    frame(&Message::Evidence(tessera_core::wire::Blob {
+                        bytes: &out[..n],
+                    }))
+                }
+                _ => f,
+            }
+        });
+        (e.stats().receipts_verified, answer)
+    };
+    let (verified, answer) = anchored(false);
+    assert_eq!(verified, 1);
+    assert!(matches!(answer, Response::Result(_)), "{answer:?}");
+    let (verified, answer) = anchored(true);
+    assert_eq!(
+        verified, 0,
+        "receipt #3 does not follow the signed position"
+    );
+    let Response::Failed(f) = answer else {
+        panic!("expected a refusal, got {answer:?}")
+    };
+    assert!(
+        f.reason.contains("breaks the provider's chain"),
+        "{}",
+        f.reason
+    );
 }
