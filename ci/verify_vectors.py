@@ -454,6 +454,12 @@ def check_receipt(v, ctx):
             out_lens = []
             expect(r["output_len"] == 0, "no output for a failed job")
         out_root = mth(chunk_leaves(split(gen(r["output_len"]), out_lens)))
+        usage = r["usage"]
+        expect(
+            usage["bytes_in"] == k["spirv_len"] + v["input_len"],
+            "bytes in: the kernel and the initial data",
+        )
+        expect(usage["bytes_out"] == r["output_len"], "bytes out: the output")
         expect(in_root.hex() == r["input_root"], "input root")
         expect(out_root.hex() == r["output_root"], "output root")
         result = sha256(

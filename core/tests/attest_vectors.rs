@@ -319,13 +319,17 @@ struct Kernel {
 impl Kernel {
     fn sample(job: u64) -> Kernel {
         Kernel {
-            spirv_root: merkle::root_of(&data(1000 + 4 * job as usize)),
+            spirv_root: merkle::root_of(&data(Kernel::spirv_len(job))),
             entry_point: "main",
             specialization: vec![(0, 256), (1, job as u32)],
             push_constants: (0..16).map(|i| i * 3 + job as u8).collect(),
             grid: [64, job as u32, 1],
             buffers: layout(job),
         }
+    }
+    /// Bytes of job `job`'s SPIR-V: the generator's first ones.
+    fn spirv_len(job: u64) -> usize {
+        1000 + 4 * job as usize
     }
     fn hash(&self) -> Digest {
         kernel_hash(
@@ -339,7 +343,7 @@ impl Kernel {
     }
     fn json(&self) -> Value {
         json!({
-            "spirv_len": 1000 + 4 * self.grid[1],
+            "spirv_len": Kernel::spirv_len(u64::from(self.grid[1])),
             "spirv_root": hex(&self.spirv_root),
             "entry_point": self.entry_point,
             "specialization": self.specialization.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
@@ -458,7 +462,9 @@ impl Offer {
 /// job is charged within the maximum (here its quote), a timed-out one its
 /// quote, any other failure 0. A timed-out job is metered to its deadline
 /// (the offer arrived 200 ms before the start) and its timer fired 250 µs
-/// after it.
+/// after it. The usage counts the kernel and the initial data in, and the
+/// output out (`docs/PROTOCOL.md`, "Outcome, usage, receipt and
+/// acknowledgement").
 fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt {
     let key = signer("key-a");
     let k = Kernel::sample(job);
@@ -492,7 +498,8 @@ fn sample_receipt(job: u64, status: ReceiptStatus, chain: ChainState) -> Receipt
         usage: Usage {
             gpu_time_us,
             dispatches,
-            bytes_in: input_len as u64,
+            // The kernel and the initial data, as the agent counts them.
+            bytes_in: (Kernel::spirv_len(job) + input_len) as u64,
             bytes_out: output_len as u64,
         },
         price,
