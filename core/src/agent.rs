@@ -965,10 +965,7 @@ impl<S: Signer> Agent<S> {
         job.builder = RootBuilder::new();
         // Saturating, as in `assignment_is_sane`: with no transfer limit
         // configured, the sizes may add up past `u64::MAX`.
-        job.usage.bytes_in = a
-            .buffers
-            .iter()
-            .fold(a.kernel.len as u64, |sum, b| sum.saturating_add(b.init_len));
+        job.usage.bytes_in = a.bytes_in();
         job.spec = Some(a);
         self.push_event(EventRecord::JobAssigned(id));
         // A kernel is never empty, so inputs always follow.

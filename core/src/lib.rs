@@ -17,6 +17,7 @@ pub mod error;
 pub mod gpu_host;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod job;
 pub mod limits;
 pub mod merkle;
 #[cfg(feature = "tls")]

@@ -11,15 +11,16 @@ use std::vec::Vec;
 use crate::agent::{Agent, Event};
 use crate::attest::{Ed25519Signer, Signer};
 use crate::host::{JobFailure, JobInputs, JobOutputs};
-use crate::limits::{CHUNK_SIZE, HEADER_LEN, MAX_FRAME};
-use crate::merkle::{leaf_hash, root_of, root_of_buffers};
+use crate::job;
+use crate::limits::{HEADER_LEN, MAX_FRAME};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    BufferSpec, Chunk, FailReason, Header, JobAssign, JobId, JobOffer, KernelSpec, Message, Nonce,
-    Requirements, Usage,
+    FailReason, Header, JobAssign, JobId, JobOffer, Message, Nonce, Requirements, Usage,
 };
 
-/// A job as a requester describes it.
+/// A job as a requester describes it, owned; the assignment and input chunks
+/// are built by [`job::Description`], as the reference coordinator builds
+/// them.
 #[derive(Clone, Debug)]
 pub struct JobDescription {
     /// SPIR-V bytes (any bytes, length a multiple of 4, for CPU-run tests).
@@ -54,57 +55,52 @@ impl JobDescription {
         }
     }
 
-    /// The assignment message.
+    /// The buffers as [`job::Buffer`]s, buffer `i` at `bindings[i]` (or `i`).
+    fn buffers(&self) -> Vec<job::Buffer<'_>> {
+        self.buffers
+            .iter()
+            .enumerate()
+            .map(|(i, (init, len, readback))| job::Buffer {
+                binding: self.bindings.get(i).copied().unwrap_or(i as u32),
+                init,
+                len: *len,
+                readback: *readback,
+            })
+            .collect()
+    }
+
+    /// Runs `f` on this job as a [`job::Description`].
+    fn with_description<T>(&self, f: impl FnOnce(&job::Description<'_>) -> T) -> T {
+        let buffers = self.buffers();
+        f(&job::Description {
+            kernel: &self.kernel,
+            entry_point: &self.entry_point,
+            specialization: &[],
+            push_constants: &self.push_constants,
+            grid: self.grid,
+            buffers: &buffers,
+            nonce: self.nonce,
+        })
+    }
+
+    /// The assignment message ([`job::Description::assign`]).
+    ///
+    /// Panics when a field is over the assignment's capacity: a test that
+    /// describes such a job has a bug.
     pub fn assign(&self, job: JobId) -> JobAssign {
-        let mut entry_point = heapless::String::new();
-        let _ = entry_point.push_str(&self.entry_point);
-        JobAssign {
-            job,
-            requester_nonce: self.nonce,
-            kernel: KernelSpec {
-                len: self.kernel.len() as u32,
-                root: root_of(&self.kernel),
-                entry_point,
-                specialization: heapless::Vec::new(),
-                push_constants: heapless::Vec::from_slice(&self.push_constants).unwrap_or_default(),
-                grid: self.grid,
-            },
-            buffers: self
-                .buffers
-                .iter()
-                .enumerate()
-                .map(|(i, (init, len, readback))| BufferSpec {
-                    binding: self.bindings.get(i).copied().unwrap_or(i as u32),
-                    len: *len,
-                    init_len: init.len() as u64,
-                    readback: *readback,
-                })
-                .collect(),
-            inputs_root: root_of_buffers(self.buffers.iter().map(|b| &b.0[..])),
+        match self.with_description(|d| d.assign(job)) {
+            Ok(assign) => assign,
+            Err(e) => panic!("the test job does not fit an assignment: {e}"),
         }
     }
 
     /// Every input chunk frame, in order (kernel first).
     pub fn input_frames(&self, job: JobId) -> Vec<Vec<u8>> {
-        let mut frames = Vec::new();
-        let mut streams = vec![(0u8, &self.kernel[..])];
-        for (i, b) in self.buffers.iter().enumerate() {
-            if !b.0.is_empty() {
-                streams.push((i as u8 + 1, &b.0[..]));
-            }
-        }
-        for (stream, data) in streams {
-            for (index, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
-                frames.push(encode(&Message::InputChunk(Chunk {
-                    job,
-                    stream,
-                    index: index as u32,
-                    digest: leaf_hash(chunk),
-                    data: chunk,
-                })));
-            }
-        }
-        frames
+        self.with_description(|d| {
+            d.input_chunks()
+                .map(|c| encode(&Message::InputChunk(c.message(job))))
+                .collect()
+        })
     }
 }
 

@@ -438,6 +438,25 @@ impl JobAssign {
     pub fn output_leaf_count(&self) -> u64 {
         crate::merkle::output_leaf_count(&self.buffers)
     }
+
+    /// Bytes the provider receives for this job, the kernel and every
+    /// buffer's initial data (saturating): the `bytes_in` of its usage.
+    pub fn bytes_in(&self) -> u64 {
+        self.buffers
+            .iter()
+            .fold(u64::from(self.kernel.len), |sum, b| {
+                sum.saturating_add(b.init_len)
+            })
+    }
+
+    /// Bytes of every read-back buffer (saturating): the `output_len` of a
+    /// completed job.
+    pub fn bytes_out(&self) -> u64 {
+        self.buffers
+            .iter()
+            .filter(|b| b.readback)
+            .fold(0u64, |sum, b| sum.saturating_add(b.len))
+    }
 }
 
 /// A chunk of a transfer stream, borrowed from the frame.
