@@ -1,7 +1,10 @@
 //! The requester side: submit a job to a coordinator over TLS and verify the
-//! result independently of the coordinator, from the provider's own
-//! signatures: its evidence, its receipt, the outputs against the receipt's
-//! Merkle root, and one output chunk against a Merkle audit path.
+//! result from the provider's own signatures rather than the coordinator's
+//! word: its receipt, checked against the submission by the same rules the
+//! coordinator applies (`tessera_core::job`), the outputs against the
+//! receipt's Merkle root, one output chunk against a Merkle audit path, and
+//! the evidence the receipt names (see [`verify_result`] for what that
+//! does and does not prove).
 
 use std::fmt;
 use std::io::{self, BufWriter, Write};
@@ -12,13 +15,11 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use tessera_core::attest::{
-    kernel_hash, result_hash, result_seal, verify_output_chunk, Evidence, Receipt, ReceiptStatus,
-    VerifyError,
-};
+use tessera_core::attest::{verify_output_chunk, Evidence, Receipt, ReceiptStatus, VerifyError};
+use tessera_core::job;
 use tessera_core::limits::CHUNK_SIZE;
-use tessera_core::merkle::{leaf_hash, output_leaf_count, prove, root_of, root_of_buffers};
-use tessera_core::wire::{BufferSpec, Nonce};
+use tessera_core::merkle::{leaf_hash, prove, root_of_buffers};
+use tessera_core::wire::Nonce;
 
 use crate::protocol::{
     read_frame, response_limit, FailureCode, FrameError, JobFailure, JobResult, Response, Submit,
@@ -219,18 +220,25 @@ pub fn submit(
 /// Why a delivered result does not verify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResultCheckError {
-    /// The evidence does not verify (signature, form or challenge).
+    /// The evidence is not well formed or not signed by the key it carries.
     Evidence(VerifyError),
     /// The evidence is another key's than the one said to have signed.
     EvidenceKeyMismatch,
-    /// The receipt names other evidence than the one delivered.
-    EvidenceNotNamed,
-    /// The receipt's signature or form.
+    /// The evidence answers another challenge than the one the coordinator
+    /// says it sent (`JobResult::evidence_challenge`).
+    ChallengeMismatch,
+    /// The receipt's signature or form under the provider's key.
     Receipt(VerifyError),
     /// The receipt does not report a completed job.
     NotCompleted,
-    /// A receipt field disagrees with the job or the outputs; which one.
-    Field(&'static str),
+    /// The outputs delivered are not one per read-back buffer, each of its
+    /// length.
+    Outputs,
+    /// The submission does not make an assignment (a field over its
+    /// capacity), so there is nothing to check the receipt against.
+    Job(job::BuildError),
+    /// The receipt breaks a rule of the job (which one, with the numbers).
+    Check(job::ReceiptCheckError),
     /// The Merkle spot check of an output chunk failed.
     SpotCheck(VerifyError),
 }
@@ -242,12 +250,16 @@ impl fmt::Display for ResultCheckError {
             ResultCheckError::EvidenceKeyMismatch => {
                 f.write_str("the evidence is not the provider key's")
             }
-            ResultCheckError::EvidenceNotNamed => {
-                f.write_str("the receipt names other evidence than the one delivered")
-            }
+            ResultCheckError::ChallengeMismatch => f.write_str(
+                "the evidence answers another challenge than the one the coordinator says it sent",
+            ),
             ResultCheckError::Receipt(e) => write!(f, "receipt: {e:?}"),
             ResultCheckError::NotCompleted => f.write_str("the receipt is not for a completed job"),
-            ResultCheckError::Field(which) => write!(f, "receipt field {which} disagrees"),
+            ResultCheckError::Outputs => f.write_str(
+                "the outputs are not one per read-back buffer, each of the buffer's length",
+            ),
+            ResultCheckError::Job(e) => write!(f, "the submission makes no assignment: {e}"),
+            ResultCheckError::Check(e) => write!(f, "receipt: {e}"),
             ResultCheckError::SpotCheck(e) => write!(f, "output chunk spot check: {e:?}"),
         }
     }
@@ -260,63 +272,61 @@ impl std::error::Error for ResultCheckError {}
 pub struct ResultCheck {
     /// The decoded, verified receipt.
     pub receipt: Receipt,
-    /// The decoded, verified evidence.
+    /// The decoded evidence: signed by the provider key, answering the
+    /// challenge the coordinator reports, named by the receipt. When it was
+    /// made is not proven (see [`verify_result`]).
     pub evidence: Evidence,
     /// The output chunk spot-checked: its index, the tree's size, the audit
     /// path's length.
     pub spot_check: (u64, u64, usize),
 }
 
-/// Verifies a result from the provider's signatures alone: the evidence
-/// (over its challenge, by the provider key), the receipt (signature, job,
-/// nonce, kernel hash and input root recomputed from `job`, output root and
-/// length recomputed from the outputs, result hash and seal, price), and a
-/// Merkle audit path of one output chunk against the signed root.
+/// Verifies a result from the provider's signatures and the submission, not
+/// from the coordinator's word:
+///
+/// - the evidence is well formed and signed by the key it carries, which is
+///   `provider_public_key`;
+/// - the receipt verifies under that key and names that evidence;
+/// - the receipt is checked against the submission with
+///   [`job::check_receipt`], the same rules the coordinator applies: job,
+///   requester nonce (the one in `job`), kernel hash and input root
+///   recomputed from `job`, output root and length recomputed from the
+///   outputs, usage and price equal to those delivered, result hash and
+///   seal, `bytes_in`/`bytes_out`, price at most `job.max_price`;
+/// - one output chunk (chosen from the nonce) against the signed output
+///   root through a Merkle audit path whose tree size is the leaf count of
+///   the submission's read-back buffers.
+///
+/// What the evidence proves here is limited. Its challenge is compared
+/// with `evidence_challenge`, which the coordinator reports: a match shows
+/// only that the coordinator's account and the evidence agree, not that the
+/// challenge was random or fresh, nor when the session happened. The
+/// evidence's `issued_at` is the provider's clock, and a session (and its
+/// evidence) may have begun long before this submission, so its age is not
+/// checked either. What is fresh is the receipt: it carries this
+/// requester's own nonce, so the provider's key signed it after the
+/// submission, and in it named this evidence as the one in force for the
+/// job. The capabilities are the device's own report, signed, not
+/// certified.
 pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, ResultCheckError> {
-    use ResultCheckError::Field;
-    let evidence = Evidence::verify(&result.evidence, &result.evidence_challenge)
-        .map_err(ResultCheckError::Evidence)?;
+    let evidence = Evidence::open(&result.evidence).map_err(ResultCheckError::Evidence)?;
     if evidence.public_key != result.provider_public_key {
         return Err(ResultCheckError::EvidenceKeyMismatch);
     }
+    if evidence.challenge != result.evidence_challenge {
+        return Err(ResultCheckError::ChallengeMismatch);
+    }
     let receipt = Receipt::verify(&result.receipt, &result.provider_public_key)
         .map_err(ResultCheckError::Receipt)?;
-    if receipt.evidence_hash != Evidence::hash(&result.evidence) {
-        return Err(ResultCheckError::EvidenceNotNamed);
-    }
     if receipt.status != ReceiptStatus::Completed {
         return Err(ResultCheckError::NotCompleted);
     }
-    if receipt.job != result.job {
-        return Err(Field("job"));
-    }
-    if receipt.requester_nonce != job.nonce {
-        return Err(Field("requester_nonce"));
-    }
-    let layout: Vec<BufferSpec> = job
-        .buffers
-        .iter()
-        .map(|b| BufferSpec {
-            binding: b.binding,
-            len: b.len,
-            init_len: b.init.len() as u64,
-            readback: b.readback,
-        })
-        .collect();
-    let khash = kernel_hash(
-        &root_of(&job.kernel),
-        &job.entry_point,
-        &job.specialization,
-        &job.push_constants,
-        job.grid,
-        &layout,
-    );
-    if receipt.kernel_hash != khash {
-        return Err(Field("kernel_hash"));
-    }
-    if receipt.input_root != root_of_buffers(job.buffers.iter().map(|b| &b.init[..])) {
-        return Err(Field("input_root"));
-    }
+    let view = SubmitView::of(job);
+    let buffers = view.job_buffers();
+    let assign = view
+        .description(&buffers)
+        .assign(result.job)
+        .map_err(ResultCheckError::Job)?;
     let readback: Vec<u64> = job
         .buffers
         .iter()
@@ -329,39 +339,38 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
             .zip(&result.outputs)
             .all(|(l, o)| *l == o.len() as u64);
     if !lens_ok {
-        return Err(Field("outputs (count or lengths)"));
+        return Err(ResultCheckError::Outputs);
     }
-    if receipt.output_root != root_of_buffers(result.outputs.iter().map(|o| &o[..])) {
-        return Err(Field("output_root"));
-    }
-    let stated = readback
-        .iter()
-        .try_fold(0u64, |n, l| n.checked_add(*l))
-        .ok_or(Field("output_len"))?;
-    if receipt.output_len != stated {
-        return Err(Field("output_len"));
-    }
-    let rh = result_hash(
-        &receipt.kernel_hash,
-        &receipt.input_root,
-        &receipt.output_root,
-        receipt.output_len,
-    );
-    if receipt.result_hash != rh {
-        return Err(Field("result_hash"));
-    }
-    if receipt.result_seal != result_seal(&result.provider_public_key, receipt.job, &rh) {
-        return Err(Field("result_seal"));
-    }
-    if receipt.price != result.price || receipt.price > job.max_price {
-        return Err(Field("price"));
-    }
-    if receipt.usage != result.usage {
-        return Err(Field("usage"));
-    }
+    // The lengths are the layout's: their sum is the assignment's
+    // read-back total, which `check_receipt` compares with the receipt's.
+    let output_len = assign.bytes_out();
+    let output_root = root_of_buffers(result.outputs.iter().map(|o| &o[..]));
+    job::check_receipt(
+        &receipt,
+        &job::Expected {
+            assign: &assign,
+            provider_key: &result.provider_public_key,
+            evidence: &[Evidence::hash(&result.evidence)],
+            terms: job::Terms {
+                max_price: job.max_price,
+                deadline_ms: job.deadline_ms,
+                quote: None,
+            },
+            reported: job::Reported {
+                usage: result.usage,
+                price: result.price,
+            },
+            outcome: job::Outcome::Completed {
+                output_len,
+                output_root,
+            },
+            received_output_root: Some(output_root),
+        },
+    )
+    .map_err(ResultCheckError::Check)?;
     let spot_check = spot_check(
         &receipt,
-        output_leaf_count(&layout),
+        assign.output_leaf_count(),
         &result.outputs,
         &job.nonce,
     )?;

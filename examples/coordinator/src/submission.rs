@@ -5,8 +5,10 @@
 //! are never copied: a job's inputs are ranges of that one body, and the
 //! provider's input chunks are framed from it one at a time, on the
 //! connection's writer thread, as the provider reads them ([`InputStream`]).
-//! Every chunk's leaf hash and the Merkle roots are computed once, here, on
-//! the requester's connection thread: never under the engine's lock.
+//! The assignment is built by `tessera_core::job::Description`, which hashes
+//! every chunk once: its leaf goes into the Merkle roots and is kept for
+//! framing. That happens here, on the requester's connection thread: never
+//! under the engine's lock.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -15,14 +17,12 @@ use std::sync::{Arc, Weak};
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use tessera_core::job;
 use tessera_core::limits::{
     CHUNK_SIZE, MAX_BINDINGS, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_KERNEL_BYTES,
     MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS,
 };
-use tessera_core::merkle::{leaf_hash, RootBuilder};
-use tessera_core::wire::{
-    BufferSpec, Chunk, Digest, JobAssign, JobId, JobOffer, KernelSpec, Message, Nonce, Requirements,
-};
+use tessera_core::wire::{Chunk, Digest, JobAssign, JobId, JobOffer, Message, Nonce, Requirements};
 
 use crate::budget::Permit;
 use crate::protocol::{FrameError, Submit};
@@ -89,6 +89,37 @@ impl<'a> SubmitView<'a> {
             max_price: s.max_price,
             deadline_ms: s.deadline_ms,
             nonce: s.nonce,
+        }
+    }
+
+    /// The buffers as the core's job description takes them.
+    pub(crate) fn job_buffers(&self) -> Vec<job::Buffer<'a>> {
+        self.buffers
+            .iter()
+            .map(|b| job::Buffer {
+                binding: b.binding,
+                init: b.init,
+                len: b.len,
+                readback: b.readback,
+            })
+            .collect()
+    }
+
+    /// The job as the core describes it, its buffers from
+    /// [`SubmitView::job_buffers`]: what the assignment and the input
+    /// chunks are built from ([`job::Description::assign_with`]).
+    pub(crate) fn description<'b>(
+        &'b self,
+        buffers: &'b [job::Buffer<'a>],
+    ) -> job::Description<'b> {
+        job::Description {
+            kernel: self.kernel,
+            entry_point: self.entry_point,
+            specialization: &self.specialization,
+            push_constants: self.push_constants,
+            grid: self.grid,
+            buffers,
+            nonce: self.nonce,
         }
     }
 }
@@ -347,8 +378,6 @@ pub(crate) struct Prepared {
     pub assign: JobAssign,
     /// The offer, its job id 0 until the engine numbers the job.
     pub offer: JobOffer,
-    /// `assign.kernel_hash()`.
-    pub kernel_hash: Digest,
     /// Positions of the read-back buffers, in buffer order.
     pub readback: Vec<usize>,
     /// The inputs, held once.
@@ -387,75 +416,29 @@ pub(crate) fn prepare(
         .map_err(|e| Refusal::Invalid(format!("request does not decode: {e}")))?;
     let totals = validate(&s, limits).map_err(Refusal::Invalid)?;
 
+    let buffers = s.job_buffers();
+    let description = s.description(&buffers);
+    // Where each input stream lies in the body, and the index of its first
+    // chunk among all the chunks.
     let mut streams = Vec::with_capacity(s.buffers.len() + 1);
-    let mut pieces: Vec<&[u8]> = vec![s.kernel];
-    pieces.extend(s.buffers.iter().map(|b| b.init));
-    let mut leaves = Vec::new();
-    let mut kernel_root = RootBuilder::new();
-    let mut inputs_root = RootBuilder::new();
-    for (i, piece) in pieces.iter().enumerate() {
-        if piece.is_empty() {
+    let mut first = 0usize;
+    for (stream, data) in description.input_streams() {
+        if data.is_empty() {
             continue;
         }
-        let range = place_in(&body, piece).ok_or_else(|| {
+        let range = place_in(&body, data).ok_or_else(|| {
             Refusal::Invalid("request does not decode: a field lies outside the body".into())
         })?;
-        // At most MAX_BUFFERS + 1 streams.
-        let stream = u8::try_from(i).map_err(|_| Refusal::Invalid("too many buffers".into()))?;
-        streams.push((stream, range, leaves.len()));
-        let tree = if i == 0 {
-            &mut kernel_root
-        } else {
-            &mut inputs_root
-        };
-        for chunk in piece.chunks(CHUNK_SIZE) {
-            let leaf = leaf_hash(chunk);
-            if !tree.push_leaf(leaf) {
-                return Err(Refusal::Invalid("inputs have too many chunks".into()));
-            }
-            leaves.push(leaf);
-        }
+        streams.push((stream, range, first));
+        first = first.saturating_add(data.len().div_ceil(CHUNK_SIZE));
     }
-
-    let mut entry_point = heapless::String::new();
-    let mut specialization = heapless::Vec::new();
-    let mut push_constants = heapless::Vec::new();
-    let fits = entry_point.push_str(s.entry_point).is_ok()
-        && specialization.extend_from_slice(&s.specialization).is_ok()
-        && push_constants.extend_from_slice(s.push_constants).is_ok();
-    let mut buffers = heapless::Vec::new();
-    for b in &s.buffers {
-        let spec = BufferSpec {
-            binding: b.binding,
-            len: b.len,
-            init_len: b.init.len() as u64,
-            readback: b.readback,
-        };
-        if buffers.push(spec).is_err() {
-            return Err(Refusal::Invalid(format!(
-                "a job binds 1..={MAX_BUFFERS} buffers"
-            )));
-        }
-    }
-    let kernel_len = u32::try_from(s.kernel.len());
-    let (true, Ok(kernel_len)) = (fits, kernel_len) else {
+    // Every chunk is hashed once, here: its leaf goes into the assignment's
+    // roots and into `leaves`, from which the chunks are framed.
+    let mut leaves = Vec::with_capacity(first);
+    let assign = description
+        .assign_with(0, |chunk| leaves.push(chunk.digest))
         // `validate` checked every length against these capacities.
-        return Err(Refusal::Invalid("a field is over its limit".into()));
-    };
-    let assign = JobAssign {
-        job: 0,
-        requester_nonce: s.nonce,
-        kernel: KernelSpec {
-            len: kernel_len,
-            root: kernel_root.root(),
-            entry_point,
-            specialization,
-            push_constants,
-            grid: s.grid,
-        },
-        buffers,
-        inputs_root: inputs_root.root(),
-    };
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
     let offer = JobOffer {
         job: 0,
         requirements: s.requirements,
@@ -481,11 +464,9 @@ pub(crate) fn prepare(
              fit now, try again later"
         )));
     }
-    let kernel_hash = assign.kernel_hash();
     Ok(Prepared {
         assign,
         offer,
-        kernel_hash,
         readback,
         inputs: Arc::new(Inputs {
             body,
@@ -509,7 +490,7 @@ pub(crate) fn prepare_owned(s: &Submit, limits: &Limits) -> Result<Prepared, Ref
 mod tests {
     use super::*;
     use crate::protocol::{decode_body, encode_frame, BufferInit, Request};
-    use tessera_core::merkle::{root_of, root_of_buffers};
+    use tessera_core::merkle::{leaf_hash, root_of, root_of_buffers};
 
     fn submit() -> Submit {
         Submit {

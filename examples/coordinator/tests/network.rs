@@ -13,6 +13,7 @@ use tessera_coordinator::{
     submit, verify_result, BufferInit, FailureCode, JobResult, ResultCheckError, Submit,
 };
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
+use tessera_core::job::ReceiptCheckError;
 use tessera_core::testkit::{encode, FrameSplitter};
 use tessera_core::wire::{Blob, FailReason, Hello, JobAssign, Message, Requirements, Usage};
 use tessera_core::ErrorCode;
@@ -79,7 +80,7 @@ fn happy_path_delivers_a_verified_result() {
     larger.buffers[0].len += 1;
     assert!(matches!(
         verify_result(&larger, &result),
-        Err(ResultCheckError::Field("kernel_hash"))
+        Err(ResultCheckError::Check(ReceiptCheckError::KernelHash))
     ));
     let providers = coord.providers();
     assert_eq!(providers.len(), 1);

@@ -202,7 +202,10 @@ fn print_check(job: &Submit, result: &JobResult, check: &ResultCheck, elapsed_ms
         e.capabilities.device_type,
         e.capabilities.device_local_bytes >> 20
     );
-    println!("  evidence          signature ok, challenge ok, named by the receipt");
+    println!(
+        "  evidence          signed by the provider key, named by the receipt; answers the \
+         challenge the coordinator reports (its age is not provable here)"
+    );
     println!(
         "  receipt           #{} in the provider's chain, status {:?}",
         r.sequence, r.status

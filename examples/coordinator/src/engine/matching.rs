@@ -67,7 +67,6 @@ impl Engine {
         let Prepared {
             mut assign,
             mut offer,
-            kernel_hash,
             readback,
             inputs,
             readback_permit,
@@ -97,7 +96,6 @@ impl Engine {
                 id,
                 assign,
                 offer,
-                kernel_hash,
                 readback,
                 inputs: Some(inputs),
                 readback_permit: Some(readback_permit),

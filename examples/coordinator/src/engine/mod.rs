@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tessera_core::attest::{
-    key_id, result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt,
-    ReceiptStatus, ReceiptVerifier, VerifyError,
+    key_id, ChainState, DeviceCapabilities, Evidence, Receipt, ReceiptStatus, ReceiptVerifier,
+    VerifyError,
 };
+use tessera_core::job;
 use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME};
-use tessera_core::merkle::{empty_root, leaf_hash, RootBuilder};
+use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
     GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
@@ -282,7 +283,6 @@ struct Job {
     /// The offer as the requester stated it (each provider is offered it
     /// with the deadline that is left).
     offer: JobOffer,
-    kernel_hash: Digest,
     readback: Vec<usize>,
     /// Held until a provider has started the job or the requester is
     /// answered.

@@ -507,6 +507,10 @@ impl Engine {
         );
     }
 
+    /// Checks a receipt whose signature and chain position verified
+    /// against the job ([`job::check_receipt`]), after the outputs' own
+    /// transport (every chunk in order, intact, complete), and builds the
+    /// requester's answer.
     pub(super) fn check_content(
         &mut self,
         key: PublicKey,
@@ -514,38 +518,26 @@ impl Engine {
         bytes: &[u8],
         r: &Receipt,
     ) -> Result<Response, String> {
-        let evidence = self
-            .keys
-            .get(&key)
-            .and_then(|rec| rec.evidences.iter().find(|e| e.hash == r.evidence_hash))
-            .map(|e| (e.bytes.clone(), e.challenge))
-            .ok_or("the receipt names evidence this coordinator never verified")?;
+        let Some(rec) = self.keys.get(&key) else {
+            return Err("the provider's record is gone".into());
+        };
+        let known: Vec<Digest> = rec.evidences.iter().map(|e| e.hash).collect();
         let job = self.jobs.get_mut(&id).ok_or("unknown job")?;
         let Stage::Assigned(a) = &mut job.stage else {
             return Err("job not assigned".into());
         };
         let usage = a.usage.ok_or("no UsageReport arrived before the receipt")?;
-        if r.requester_nonce != job.assign.requester_nonce {
-            return Err("the receipt carries another requester nonce".into());
-        }
-        if r.kernel_hash != job.kernel_hash {
-            return Err("the receipt's kernel hash is not that of the kernel sent".into());
-        }
-        if r.input_root != job.assign.inputs_root {
-            return Err("the receipt's input root is not that of the inputs sent".into());
-        }
-        if r.usage != usage.usage || r.price != usage.price {
-            return Err("the receipt's usage or price differs from the UsageReport".into());
-        }
-        let rh = result_hash(&r.kernel_hash, &r.input_root, &r.output_root, r.output_len);
-        if r.result_hash != rh || r.result_seal != result_seal(&key, id, &rh) {
-            return Err("the receipt's result hash or seal is inconsistent".into());
-        }
-        match r.status {
+        // The outcome message of the receipt's kind when it arrived (a
+        // provider sends one), else whichever did, else none.
+        let outcome = match (r.status, a.completed, a.failed) {
+            (ReceiptStatus::Completed, Some(c), _) => job::Outcome::from(&c),
+            (ReceiptStatus::Failed(_), _, Some(f)) => job::Outcome::from(&f),
+            (_, Some(c), None) => job::Outcome::from(&c),
+            (_, None, Some(f)) => job::Outcome::from(&f),
+            (_, _, _) => return Err("no Completed or Failed arrived before the receipt".into()),
+        };
+        let received_output_root = match r.status {
             ReceiptStatus::Completed => {
-                let c = a
-                    .completed
-                    .ok_or("the receipt says completed but no Completed arrived")?;
                 if let Some(e) = &a.output_error {
                     return Err(format!("outputs did not arrive intact: {e}"));
                 }
@@ -555,41 +547,50 @@ impl Engine {
                 if got != expected {
                     return Err(format!("outputs incomplete: {got} of {expected} bytes"));
                 }
-                let root = a.tree.root();
-                if r.output_root != root || c.output_root != root {
-                    return Err(
-                        "the receipt's output root is not that of the outputs received".into(),
-                    );
-                }
-                if r.output_len != expected || c.output_len != expected {
-                    return Err("the receipt's output length is wrong".into());
-                }
+                Some(a.tree.root())
+            }
+            ReceiptStatus::Failed(_) => None,
+        };
+        job::check_receipt(
+            r,
+            &job::Expected {
+                assign: &job.assign,
+                provider_key: &key,
+                evidence: &known,
+                terms: job::Terms {
+                    max_price: job.offer.max_price,
+                    deadline_ms: a.deadline_ms,
+                    quote: Some(a.price),
+                },
+                reported: job::Reported::from(&usage),
+                outcome,
+                received_output_root,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        // `check_receipt` found it among the evidence verified for the key.
+        let (evidence, challenge) = rec
+            .evidences
+            .iter()
+            .find(|e| e.hash == r.evidence_hash)
+            .map(|e| (e.bytes.clone(), e.challenge))
+            .ok_or("the receipt names evidence this coordinator never verified")?;
+        match r.status {
+            ReceiptStatus::Completed => {
                 log::debug!("job {id}: quoted {}, charged {}", a.price, r.price);
-                if r.price > job.offer.max_price {
-                    return Err(format!(
-                        "price {} is over the requester's maximum {}",
-                        r.price, job.offer.max_price
-                    ));
-                }
                 Ok(Response::Result(JobResult {
                     job: id,
                     outputs: std::mem::take(&mut a.outputs),
                     receipt: bytes.to_vec(),
                     provider_public_key: key,
-                    evidence: evidence.0,
-                    evidence_challenge: evidence.1,
+                    evidence,
+                    evidence_challenge: challenge,
                     usage: r.usage,
                     price: r.price,
                 }))
             }
             ReceiptStatus::Failed(reason) => {
-                let f = a
-                    .failed
-                    .ok_or("the receipt says failed but no Failed arrived")?;
-                if f.reason != reason || r.output_root != empty_root() || r.output_len != 0 {
-                    return Err("the failure receipt disagrees with the Failed message".into());
-                }
-                check_failure_price(reason, r, a.price, a.deadline_ms)?;
+                let detail = a.failed.map_or(0, |f| f.detail);
                 let (code, what) = if reason == FailReason::Timeout {
                     (
                         FailureCode::KernelTimeout,
@@ -604,7 +605,7 @@ impl Engine {
                         FailureCode::JobFailed,
                         format!(
                             "the provider reports: {}",
-                            tessera_core::reasons::describe_failure(f.reason, f.detail)
+                            tessera_core::reasons::describe_failure(reason, detail)
                         ),
                     )
                 };
@@ -614,43 +615,9 @@ impl Engine {
                     reason: format!("{what}, signed in receipt #{}", r.sequence),
                     receipt: Some(bytes.to_vec()),
                     price: r.price,
-                    provider: Some((f.reason, f.detail)),
+                    provider: Some((reason, detail)),
                 }))
             }
         }
     }
-}
-
-/// The price rules for a failure receipt (docs/PROTOCOL.md, "Offers and
-/// pricing"): a kernel that ran out its time is charged exactly the quote
-/// this coordinator accepted and metered at most to the offer's deadline;
-/// every other failure is charged nothing.
-fn check_failure_price(
-    reason: FailReason,
-    r: &Receipt,
-    quote: u64,
-    deadline_ms: u32,
-) -> Result<(), String> {
-    if reason == FailReason::Timeout {
-        if r.price != quote {
-            return Err(format!(
-                "a timed-out job is charged the accepted quote {quote}, the receipt charges {}",
-                r.price
-            ));
-        }
-        let limit_us = u64::from(deadline_ms) * 1000;
-        if r.usage.gpu_time_us > limit_us {
-            return Err(format!(
-                "a timed-out job is metered to its deadline ({deadline_ms} ms), \
-                 the receipt meters {} us",
-                r.usage.gpu_time_us
-            ));
-        }
-    } else if r.price != 0 {
-        return Err(format!(
-            "a failed job ({reason:?}) is charged 0, the receipt charges {}",
-            r.price
-        ));
-    }
-    Ok(())
 }

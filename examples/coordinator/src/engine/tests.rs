@@ -223,6 +223,71 @@ fn a_job_whose_bindings_have_a_gap_is_assigned_and_verified() {
     crate::requester::verify_result(&gap, &r).expect("the requester's check agrees");
 }
 
+#[test]
+fn the_requesters_check_names_what_does_not_hold() {
+    use crate::requester::{verify_result, ResultCheckError};
+    use tessera_core::job::ReceiptCheckError;
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = open(&mut e, outbox, "test");
+    let mut h = harness();
+    h.agent.connect(h.now).expect("connect");
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let submitted = job(9);
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, submitted.clone(), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let Ok(Response::Result(r)) = response(reply.try_recv()) else {
+        panic!("expected a verified result")
+    };
+    let check = verify_result(&submitted, &r).expect("verifies");
+    assert_eq!(check.evidence.challenge, r.evidence_challenge);
+
+    // The challenge is the coordinator's word: one that is not the
+    // evidence's is reported as such, not as a bad signature.
+    let mut other = r.clone();
+    other.evidence_challenge[0] ^= 1;
+    assert_eq!(
+        verify_result(&submitted, &other).map(|_| ()),
+        Err(ResultCheckError::ChallengeMismatch)
+    );
+    // Evidence of another key than the one that signed the receipt.
+    let mut stranger = Ed25519Signer::from_seed(&[43; 32]).expect("seed");
+    let mut doc = Evidence::open(&r.evidence).expect("opens");
+    doc.public_key = stranger.public_key();
+    let mut signed = [0u8; tessera_core::attest::EVIDENCE_LEN];
+    let n = doc.sign(&mut stranger, &mut signed).expect("signs");
+    let mut other = r.clone();
+    other.evidence = signed[..n].to_vec();
+    assert_eq!(
+        verify_result(&submitted, &other).map(|_| ()),
+        Err(ResultCheckError::EvidenceKeyMismatch)
+    );
+    // The usage and price delivered must be the receipt's.
+    let mut other = r.clone();
+    other.price += 1;
+    assert!(matches!(
+        verify_result(&submitted, &other),
+        Err(ResultCheckError::Check(
+            ReceiptCheckError::PriceDiffers { .. }
+        ))
+    ));
+    // Outputs short of their buffer.
+    let mut other = r.clone();
+    other.outputs[0].pop();
+    assert_eq!(
+        verify_result(&submitted, &other).map(|_| ()),
+        Err(ResultCheckError::Outputs)
+    );
+    // Another nonce: not this requester's receipt.
+    let mut theirs = submitted.clone();
+    theirs.nonce[0] ^= 1;
+    assert_eq!(
+        verify_result(&theirs, &r).map(|_| ()),
+        Err(ResultCheckError::Check(ReceiptCheckError::RequesterNonce))
+    );
+}
+
 /// A harness whose agent quotes 100 per job and whose host fails every job
 /// with `failure`.
 fn failing_harness(failure: tessera_core::host::JobFailure) -> Harness {
@@ -322,17 +387,18 @@ fn a_kernel_that_ran_out_its_time_is_reported_with_its_quote() {
     assert_eq!(e.stats().receipts_rejected, 0);
 }
 
-/// Re-signs the provider's receipt and usage report with another price.
-fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
+/// Re-signs the provider's receipt and usage report after `edit` changed
+/// their usage and price alike (a provider lying consistently).
+fn resign(f: Vec<u8>, edit: impl Fn(&mut tessera_core::wire::Usage, &mut u64)) -> Vec<u8> {
     let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
     match Message::decode(&f).expect("decodes") {
         Message::UsageReport(mut u) => {
-            u.price = price;
+            edit(&mut u.usage, &mut u.price);
             frame(&Message::UsageReport(u))
         }
         Message::Receipt(m) => {
             let mut r = Receipt::verify(m.bytes, &signer.public_key()).expect("verifies");
-            r.price = price;
+            edit(&mut r.usage, &mut r.price);
             let mut out = [0u8; tessera_core::attest::RECEIPT_LEN];
             let n = r.sign(&mut signer, &mut out).expect("signs");
             frame(&Message::Receipt(tessera_core::wire::ReceiptMsg {
@@ -342,6 +408,11 @@ fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
         }
         _ => f,
     }
+}
+
+/// Re-signs the provider's receipt and usage report with another price.
+fn reprice(f: Vec<u8>, price: u64) -> Vec<u8> {
+    resign(f, |_, p| *p = price)
 }
 
 #[test]
@@ -377,6 +448,42 @@ fn failure_receipts_breaking_the_price_rules_are_refused() {
     assert!(
         f.reason
             .contains("charged the accepted quote 100, the receipt charges 101"),
+        "{}",
+        f.reason
+    );
+}
+
+#[test]
+fn a_receipt_counting_bytes_that_were_never_sent_is_refused() {
+    // The price schedule counts the input bytes: a provider that signs a
+    // usage of 1 MiB more than the kernel and inputs assigned, and reports
+    // the same, is refused, though its price stays within the maximum.
+    let (e, answer) = run_rewritten(harness(), job(7), &mut |f| {
+        resign(f, |u, _| u.bytes_in += 1 << 20)
+    });
+    let Response::Failed(f) = answer else {
+        panic!("expected a refusal; the result was delivered")
+    };
+    assert_eq!(f.code, FailureCode::ReceiptRejected);
+    // 4 bytes of kernel and 10,000 of initial data were sent.
+    assert!(
+        f.reason
+            .contains("counts 1058580 bytes in, the assignment sent 10004"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(e.stats().results_refused, 1);
+
+    // Output bytes the same way: the usage must count the output's length.
+    let (_, answer) = run_rewritten(harness(), job(8), &mut |f| {
+        resign(f, |u, _| u.bytes_out += 1)
+    });
+    let Response::Failed(f) = answer else {
+        panic!("expected a refusal; the result was delivered")
+    };
+    assert!(
+        f.reason
+            .contains("counts 10001 bytes out, its output is 10000 bytes"),
         "{}",
         f.reason
     );
