@@ -111,22 +111,40 @@ fn first_start_creates_the_key_and_sigterm_drains() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read its log until it has tried the (closed) coordinator, then stop it.
+    let mut child = child;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !key.exists() {
-        assert!(Instant::now() < deadline, "no key was created");
-        std::thread::sleep(Duration::from_millis(20));
+    while !log.contains("connection:") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(_) => panic!("no connection attempt logged: {log}"),
+        }
     }
-    // Give it time to open the device and try the (closed) coordinator.
-    std::thread::sleep(Duration::from_millis(1500));
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let status = child.wait().unwrap();
+    reader.join().expect("log reader");
+    log.extend(lines.try_iter().map(|l| l + "\n"));
+    assert!(status.success(), "{log}");
     assert!(log.contains("created a new device key"), "{log}");
     assert!(log.contains("draining"), "{log}");
     assert!(

@@ -239,17 +239,12 @@ fn a_declared_but_unused_binding_needs_no_buffer() {
 
 #[test]
 fn evidence_capabilities_reflect_the_device() {
-    let instance = Instance::load().expect("Vulkan loader");
-    let d = Dispatcher::new(
-        &instance,
-        DeviceSelector::Default,
-        DispatcherConfig::default(),
-    )
-    .unwrap();
+    let d = vulkan_support::dispatcher();
     let caps = d.capabilities();
     let ev = evidence_capabilities(caps);
     assert_eq!(ev.vendor_id, caps.vendor_id);
     assert_eq!(ev.max_workgroup_size, caps.limits.max_workgroup_size);
     assert_eq!(ev.subgroup_size, caps.subgroup_size);
     assert!(ev.device_local_bytes > 0);
+    assert_clean(&d);
 }

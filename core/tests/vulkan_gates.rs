@@ -143,7 +143,7 @@ fn a_missing_khronos_validator_is_a_setup_error() {
         Ok(_) => panic!("a dispatcher without its second gate"),
     }
     // Turned off knowingly, it is not needed.
-    Dispatcher::new(
+    let d = Dispatcher::new(
         &instance,
         DeviceSelector::Default,
         DispatcherConfig {
@@ -152,8 +152,10 @@ fn a_missing_khronos_validator_is_a_setup_error() {
                 program: Some("/nonexistent/spirv-val".into()),
                 ..KhronosConfig::default()
             },
+            validation: true,
             ..DispatcherConfig::default()
         },
     )
     .expect("a dispatcher with the gate off");
+    assert_clean(&d);
 }

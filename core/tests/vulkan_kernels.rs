@@ -418,10 +418,14 @@ fn devices_are_listed_and_selectable() {
     let d = Dispatcher::new(
         &instance,
         DeviceSelector::Index(0),
-        DispatcherConfig::default(),
+        DispatcherConfig {
+            validation: true,
+            ..DispatcherConfig::default()
+        },
     )
     .expect("by index");
     assert_eq!(d.capabilities().name, first.name);
+    assert_clean(&d);
 }
 
 #[test]

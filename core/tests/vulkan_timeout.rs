@@ -72,7 +72,9 @@ fn an_endless_kernel_through_the_agent_is_charged_its_quote() {
     let limit = Duration::from_millis(500);
     let runner = Box::new(
         move |spec: &JobAssign, k: &[u8], b: &[Vec<u8>]| -> Result<JobOutputs, JobFailure> {
-            gpu.run_job(spec, k, b, limit)
+            let r = gpu.run_job(spec, k, b, limit);
+            assert_clean(gpu.dispatcher());
+            r
         },
     );
     let mut h = Harness::with_host(agent, Host::with_runner(runner));
@@ -137,7 +139,7 @@ fn at_the_bound_of_abandoned_devices_the_host_takes_no_work() {
     use tessera_core::testkit::JobDescription;
     use tessera_core::wire::FailReason;
 
-    let mut gpu = GpuHost::open(DeviceSelector::Default, false).expect("a Vulkan device");
+    let mut gpu = GpuHost::open(DeviceSelector::Default, true).expect("a Vulkan device");
     assert!(gpu.accepting_jobs());
     let busy = JobDescription {
         kernel: kernel("hostile_busy"),
@@ -169,4 +171,5 @@ fn at_the_bound_of_abandoned_devices_the_host_takes_no_work() {
         .expect_err("refused");
     assert_eq!(failure.reason, FailReason::Host);
     assert_eq!(failure.usage.gpu_time_us, 0, "nothing ran");
+    assert_clean(gpu.dispatcher());
 }

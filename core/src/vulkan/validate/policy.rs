@@ -2200,11 +2200,16 @@ fn check_value_types(
     Ok(())
 }
 
+/// The memory-semantics bits SPIR-V defines: Acquire (0x2) through
+/// Volatile (0x8000), without the unused 0x1 and 0x20.
+const DEFINED_MEMORY_SEMANTICS: u64 = 0xFFDE;
+
 /// Scopes and memory semantics are 32-bit integer constants (not
 /// specialization constants), and a scope is one a Vulkan compute kernel
 /// may name: execution by the subgroup (or the workgroup, for barriers),
-/// memory of the device, workgroup, subgroup or invocation. Which
-/// semantics bits go together is left to the Khronos validator.
+/// memory of the device, workgroup, subgroup or invocation. Semantics use
+/// only defined bits; which of them go together is left to the Khronos
+/// validator.
 fn check_scopes(inst: &Instruction, facts: &Facts) -> Result<(), KernelRejection> {
     let op = inst.class.opcode;
     let bad = || KernelRejection::BadOperand { opcode: op as u32 };
@@ -2242,7 +2247,12 @@ fn check_scopes(inst: &Instruction, facts: &Facts) -> Result<(), KernelRejection
                 execution = false;
             }
             Operand::IdMemorySemantics(v) => {
-                constant(*v).ok_or_else(bad)?;
+                // Only bits SPIR-V defines: a driver ignores the others
+                // (lavapipe warns "Ignoring unhandled memory semantics")
+                // where another may act on them.
+                if constant(*v).ok_or_else(bad)? & !DEFINED_MEMORY_SEMANTICS != 0 {
+                    return Err(bad());
+                }
             }
             _ => {}
         }
