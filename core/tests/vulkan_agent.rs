@@ -12,7 +12,7 @@ use tessera_core::attest::{
 use tessera_core::gpu_host::{evidence_capabilities, GpuHost};
 use tessera_core::host::{JobFailure, JobOutputs};
 use tessera_core::testkit::{decode, Harness, Host, JobDescription};
-use tessera_core::vulkan::{DeviceSelector, Dispatcher, DispatcherConfig, Instance};
+use tessera_core::vulkan::DeviceSelector;
 use tessera_core::wire::{FailReason, JobAssign, Message, Welcome};
 use tessera_core::{Agent, Config};
 use vulkan_support::{assert_clean, f32_bytes, f32s, kernel, TIMEOUT};

@@ -2246,13 +2246,13 @@ fn check_scopes(inst: &Instruction, facts: &Facts) -> Result<(), KernelRejection
                 }
                 execution = false;
             }
-            Operand::IdMemorySemantics(v) => {
-                // Only bits SPIR-V defines: a driver ignores the others
-                // (lavapipe warns "Ignoring unhandled memory semantics")
-                // where another may act on them.
-                if constant(*v).ok_or_else(bad)? & !DEFINED_MEMORY_SEMANTICS != 0 {
-                    return Err(bad());
-                }
+            // Only bits SPIR-V defines: a driver ignores the others
+            // (lavapipe warns "Ignoring unhandled memory semantics") where
+            // another may act on them.
+            Operand::IdMemorySemantics(v)
+                if constant(*v).ok_or_else(bad)? & !DEFINED_MEMORY_SEMANTICS != 0 =>
+            {
+                return Err(bad());
             }
             _ => {}
         }
