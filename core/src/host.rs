@@ -1,9 +1,21 @@
-//! Pieces every hosted (std) host of the agent needs: the job's inputs as
-//! they arrive, and what a run produces or why it failed.
+//! The host side of the agent's jobs, for every hosted (std) host: the
+//! network runtime ([`crate::net::Runtime`]), the test kit and the
+//! in-memory demo all drive their jobs through one [`JobHost`]. It keeps
+//! each job's inputs as they arrive, hands runs out, takes what they
+//! produce, stores results, reports failures and uploads outputs as far as
+//! the agent takes them, and forgets what the coordinator took. Running
+//! kernels, talking to the transport and storing bytes durably stay with
+//! the caller.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::string::String;
 use std::vec::Vec;
 
-use crate::wire::{FailReason, Usage};
+use crate::agent::{Agent, Event, JobState, ResultRecord};
+use crate::attest::Signer;
+use crate::error::Error;
+use crate::time::Instant;
+use crate::wire::{FailReason, JobAssign, JobId, Usage};
 
 /// A job's kernel and input buffers, filled from `Event::JobData`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,5 +81,347 @@ impl JobFailure {
             detail,
             usage: Usage::default(),
         }
+    }
+}
+
+/// One job on the host's side.
+#[derive(Clone, Debug, Default)]
+pub struct HostJob {
+    /// Kernel and input buffers as received (taken when the job runs).
+    pub inputs: JobInputs,
+    /// Outputs, once run (or loaded from a store); kept until the
+    /// coordinator takes the result.
+    pub outputs: Option<Vec<Vec<u8>>>,
+    /// Usage metered by the run.
+    pub usage: Usage,
+}
+
+/// What an event asks of the caller, beyond the bookkeeping [`JobHost`]
+/// does itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followup {
+    /// Nothing.
+    None,
+    /// Run the job: take it with [`JobHost::take_run`], report with
+    /// [`JobHost::run_ended`].
+    Run(JobId),
+    /// The agent no longer holds the job: stop its run if one is going on
+    /// (its result will be dropped).
+    Withdraw(JobId),
+    /// The agent wants the job's outputs again and the host does not hold
+    /// them (a restart): load them from the store and hand them over with
+    /// [`JobHost::outputs_loaded`].
+    LoadOutputs(JobId),
+    /// The coordinator took (or refused) the result: delete its stored record.
+    Forget(JobId),
+}
+
+/// A job to run: its assignment, kernel and initial buffer contents (one
+/// per buffer, each at most the buffer's length; the rest is zero).
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The job.
+    pub job: JobId,
+    /// Kernel, parameters and buffer layout.
+    pub spec: JobAssign,
+    /// SPIR-V bytes.
+    pub kernel: Vec<u8>,
+    /// Initial contents of each buffer, in buffer order.
+    pub buffers: Vec<Vec<u8>>,
+}
+
+/// Stores a signed result and its outputs durably; returns once they would
+/// survive a crash, or why they could not be stored.
+pub type Persist<'a> = dyn FnMut(&ResultRecord, &[&[u8]]) -> Result<(), String> + 'a;
+
+/// What one [`JobHost::work`] turn did.
+#[derive(Clone, Debug, Default)]
+pub struct WorkReport {
+    /// Whether anything moved.
+    pub progressed: bool,
+    /// The last error storing a result (the result is held back and the
+    /// store tried again next turn).
+    pub store_error: Option<String>,
+}
+
+/// The host side of the agent's jobs (see the module documentation).
+#[derive(Debug, Default)]
+pub struct JobHost {
+    /// Jobs the host holds.
+    pub jobs: BTreeMap<JobId, HostJob>,
+    /// Jobs whose outputs go to the agent next, in order.
+    pub to_upload: VecDeque<JobId>,
+    to_persist: VecDeque<JobId>,
+    to_fail: VecDeque<(JobId, JobFailure)>,
+}
+
+impl JobHost {
+    /// An empty host.
+    pub fn new() -> Self {
+        JobHost::default()
+    }
+
+    /// Keeps the books for an event from [`Agent::poll_event`] and says what
+    /// the caller must do. Session events (`Ready`, `PeerError`,
+    /// `Disconnect`) are the caller's alone.
+    pub fn on_event(&mut self, event: &Event<'_>) -> Followup {
+        match *event {
+            Event::JobAssigned { job } => {
+                self.jobs.insert(job, HostJob::default());
+            }
+            Event::JobData {
+                job,
+                stream,
+                offset,
+                data,
+            } => {
+                if let Some(hj) = self.jobs.get_mut(&job) {
+                    hj.inputs.write(stream, offset, data);
+                }
+            }
+            Event::RunJob { job } => return Followup::Run(job),
+            Event::CancelJob { job, .. } => {
+                self.drop_job(job);
+                return Followup::Withdraw(job);
+            }
+            Event::ResendOutputs { job } => {
+                if self.jobs.get(&job).is_some_and(|hj| hj.outputs.is_some()) {
+                    self.to_upload.push_back(job);
+                } else {
+                    return Followup::LoadOutputs(job);
+                }
+            }
+            Event::PersistResult { job } => self.to_persist.push_back(job),
+            Event::ResultAcknowledged { job } | Event::ResultRefused { job, .. } => {
+                self.drop_job(job);
+                return Followup::Forget(job);
+            }
+            Event::Ready | Event::PeerError { .. } | Event::Disconnect { .. } => {}
+        }
+        Followup::None
+    }
+
+    fn drop_job(&mut self, job: JobId) {
+        self.jobs.remove(&job);
+        self.to_upload.retain(|j| *j != job);
+        self.to_persist.retain(|j| *j != job);
+        self.to_fail.retain(|(j, _)| *j != job);
+    }
+
+    /// Takes a job's inputs for its run (`None` if the host or the agent
+    /// no longer holds it). The inputs are moved out, not copied.
+    pub fn take_run<S: Signer>(&mut self, agent: &Agent<S>, job: JobId) -> Option<Run> {
+        let spec = agent.job_spec(job)?.clone();
+        let hj = self.jobs.get_mut(&job)?;
+        let JobInputs {
+            kernel,
+            mut buffers,
+        } = std::mem::take(&mut hj.inputs);
+        buffers.resize(spec.buffers.len(), Vec::new());
+        Some(Run {
+            job,
+            spec,
+            kernel,
+            buffers,
+        })
+    }
+
+    /// A run ended: its outputs go to the agent, or its failure is
+    /// reported, at the next [`JobHost::work`]. A job the host no longer
+    /// holds (withdrawn meanwhile) is ignored.
+    pub fn run_ended(&mut self, job: JobId, result: Result<JobOutputs, JobFailure>) {
+        let Some(hj) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        match result {
+            Ok(out) => {
+                hj.outputs = Some(out.outputs);
+                hj.usage = out.usage;
+                self.to_upload.push_back(job);
+            }
+            Err(f) => self.to_fail.push_back((job, f)),
+        }
+    }
+
+    /// Outputs loaded from a store after [`Followup::LoadOutputs`]: they go
+    /// to the agent again.
+    pub fn outputs_loaded(&mut self, job: JobId, outputs: Vec<Vec<u8>>) {
+        let hj = self.jobs.entry(job).or_default();
+        hj.outputs = Some(outputs);
+        self.to_upload.push_back(job);
+    }
+
+    /// One turn: stores signed results (`persist` gets each record and its
+    /// outputs and returns once they are durable, or why not), reports
+    /// failed runs and uploads outputs, as far as the agent takes them.
+    /// Work the agent cannot take now (events to read first, a full
+    /// outgoing queue, a busy signer) waits for the next turn; nothing is
+    /// dropped.
+    pub fn work<S: Signer>(
+        &mut self,
+        now: Instant,
+        agent: &mut Agent<S>,
+        persist: &mut Persist<'_>,
+    ) -> WorkReport {
+        let mut report = WorkReport::default();
+        self.store_results(now, agent, persist, &mut report);
+        self.report_failures(now, agent, &mut report);
+        self.upload(now, agent, &mut report);
+        report
+    }
+
+    /// The storing part of [`JobHost::work`].
+    pub fn store_results<S: Signer>(
+        &mut self,
+        now: Instant,
+        agent: &mut Agent<S>,
+        persist: &mut Persist<'_>,
+        report: &mut WorkReport,
+    ) {
+        while let Some(&job) = self.to_persist.front() {
+            let Some(record) = agent.result_record(job) else {
+                self.to_persist.pop_front();
+                continue;
+            };
+            let outputs: Vec<&[u8]> = self
+                .jobs
+                .get(&job)
+                .and_then(|hj| hj.outputs.as_ref())
+                .map(|o| o.iter().map(|v| &v[..]).collect())
+                .unwrap_or_default();
+            if let Err(e) = persist(&record, &outputs) {
+                // Held back; tried again next turn.
+                log::error!("job {job}: cannot store the result: {e}");
+                report.store_error = Some(e);
+                return;
+            }
+            if let Err(e) = agent.confirm_persisted(now, job) {
+                log::warn!("job {job}: confirm_persisted: {e}");
+            }
+            self.to_persist.pop_front();
+            report.progressed = true;
+        }
+    }
+
+    /// The failure-reporting part of [`JobHost::work`].
+    pub fn report_failures<S: Signer>(
+        &mut self,
+        now: Instant,
+        agent: &mut Agent<S>,
+        report: &mut WorkReport,
+    ) {
+        while let Some(&(job, f)) = self.to_fail.front() {
+            match agent.fail_job(now, job, f.reason, f.detail, f.usage) {
+                Ok(()) | Err(Error::UnknownJob(_)) => {}
+                Err(Error::EventsPending) => return,
+                Err(Error::Signer(e)) => {
+                    log::debug!("job {job}: cannot sign the failure yet ({e:?}); trying again");
+                    return;
+                }
+                // The agent's deadline ended the job first (with the same
+                // status and price for a timeout): nothing left to report.
+                Err(Error::InvalidJobState(_))
+                    if agent.job_state(job) == Some(JobState::AwaitingAck) =>
+                {
+                    log::info!("job {job}: already ended by its deadline");
+                }
+                Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
+            }
+            self.to_fail.pop_front();
+            report.progressed = true;
+        }
+    }
+
+    /// The uploading part of [`JobHost::work`]. A host whose transport
+    /// buffers without bound (rustls) calls it only once that buffer has
+    /// drained, so that no more than the agent's outgoing queue waits.
+    pub fn upload<S: Signer>(
+        &mut self,
+        now: Instant,
+        agent: &mut Agent<S>,
+        report: &mut WorkReport,
+    ) {
+        while let Some(&job) = self.to_upload.front() {
+            let Some((outputs, usage)) = self
+                .jobs
+                .get(&job)
+                .and_then(|hj| hj.outputs.as_ref().map(|o| (o, hj.usage)))
+            else {
+                self.to_upload.pop_front();
+                continue;
+            };
+            let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
+            match agent.send_outputs(now, job, &refs) {
+                // The outgoing queue is full: the caller transmits first.
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(e) => {
+                    log::warn!("job {job}: outputs refused: {e}");
+                    self.to_upload.pop_front();
+                    report.progressed = true;
+                    continue;
+                }
+            }
+            match agent.finish_job(now, job, usage) {
+                Ok(()) => log::info!("job {job}: outputs sent"),
+                // Events to read first; finished next turn.
+                Err(Error::EventsPending) => return,
+                Err(e) => log::warn!("job {job}: cannot finish: {e}"),
+            }
+            self.to_upload.pop_front();
+            report.progressed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_books_follow_the_events() {
+        let mut h = JobHost::new();
+        assert_eq!(h.on_event(&Event::JobAssigned { job: 1 }), Followup::None);
+        let data = [7u8; 4];
+        h.on_event(&Event::JobData {
+            job: 1,
+            stream: 1,
+            offset: 2,
+            data: &data,
+        });
+        assert_eq!(h.jobs[&1].inputs.buffers[0], [0, 0, 7, 7, 7, 7]);
+        assert_eq!(h.on_event(&Event::RunJob { job: 1 }), Followup::Run(1));
+        // Outputs asked again that the host does not hold: load them.
+        assert_eq!(
+            h.on_event(&Event::ResendOutputs { job: 1 }),
+            Followup::LoadOutputs(1)
+        );
+        h.outputs_loaded(1, vec![vec![1, 2]]);
+        assert_eq!(h.to_upload, [1]);
+        // Held now: straight to the upload queue.
+        assert_eq!(h.on_event(&Event::ResendOutputs { job: 1 }), Followup::None);
+        assert_eq!(h.to_upload, [1, 1]);
+        // Taken by the coordinator: forgotten, and the store is told.
+        assert_eq!(
+            h.on_event(&Event::ResultAcknowledged { job: 1 }),
+            Followup::Forget(1)
+        );
+        assert!(h.jobs.is_empty() && h.to_upload.is_empty());
+    }
+
+    #[test]
+    fn a_withdrawn_job_drops_its_late_result() {
+        let mut h = JobHost::new();
+        h.on_event(&Event::JobAssigned { job: 2 });
+        assert_eq!(
+            h.on_event(&Event::CancelJob {
+                job: 2,
+                reason: crate::agent::CancelReason::Deadline,
+            }),
+            Followup::Withdraw(2)
+        );
+        h.run_ended(2, Ok(JobOutputs::default()));
+        h.run_ended(2, Err(JobFailure::new(FailReason::Host, 0)));
+        assert!(h.jobs.is_empty() && h.to_upload.is_empty() && h.to_fail.is_empty());
     }
 }

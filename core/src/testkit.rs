@@ -10,7 +10,7 @@ use std::vec::Vec;
 
 use crate::agent::{Agent, Event};
 use crate::attest::{Ed25519Signer, Signer};
-use crate::host::{JobFailure, JobInputs, JobOutputs};
+use crate::host::{Followup, JobFailure, JobHost, JobOutputs};
 use crate::job;
 use crate::limits::{HEADER_LEN, MAX_FRAME};
 use crate::time::{Duration, Instant};
@@ -150,36 +150,27 @@ pub type RunFn = fn(&JobAssign, &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Usage), Fai
 /// zero-extended to their length.
 pub type Runner = Box<dyn FnMut(&JobAssign, &[u8], &[Vec<u8>]) -> Result<JobOutputs, JobFailure>>;
 
-/// A host job: the buffers received for it.
-#[derive(Clone, Debug, Default)]
-pub struct HostJob {
-    /// Kernel and input buffers as received.
-    pub inputs: JobInputs,
-    /// Outputs, once run; kept until acknowledged.
-    pub outputs: Option<Vec<Vec<u8>>>,
-    /// Usage metered by the run.
-    pub usage: Usage,
-}
+pub use crate::host::HostJob;
 
-/// A host that stores job data, runs jobs with a CPU function and uploads
-/// outputs, keeping them until the coordinator acknowledges them.
+/// A host that runs jobs with a CPU function, through the same
+/// [`JobHost`] as the network runtime: it keeps each job's data, uploads
+/// outputs and keeps them until the coordinator takes the result.
 pub struct Host {
-    /// Jobs held by the host.
-    pub jobs: BTreeMap<JobId, HostJob>,
+    /// The jobs' host side (inputs, outputs, uploads, results to store).
+    pub job_host: JobHost,
     /// Every event seen, as text, for assertions and the demo.
     pub log: Vec<String>,
     /// Jobs to run at the next `step`.
     pub to_run: VecDeque<JobId>,
-    /// Jobs whose outputs must be (re)sent.
-    pub to_upload: VecDeque<JobId>,
     /// Whether the agent asked to close the transport.
     pub disconnect_requested: bool,
     /// The job runner.
     pub run: Runner,
     /// When false, jobs told to run are left running (to test deadlines).
     pub auto_run: bool,
-    /// Result records stored on `PersistResult`, dropped on acknowledgement
-    /// (the outputs stay in `jobs`): what a restarted agent is given back.
+    /// Result records stored on `PersistResult`, dropped when the
+    /// coordinator takes the result (the outputs stay in `job_host`): what
+    /// a restarted agent is given back.
     pub stored: BTreeMap<JobId, crate::agent::ResultRecord>,
 }
 
@@ -196,10 +187,9 @@ impl Host {
     /// A host running jobs with any runner.
     pub fn with_runner(run: Runner) -> Self {
         Host {
-            jobs: BTreeMap::new(),
+            job_host: JobHost::new(),
             log: Vec::new(),
             to_run: VecDeque::new(),
-            to_upload: VecDeque::new(),
             disconnect_requested: false,
             run,
             auto_run: true,
@@ -213,118 +203,56 @@ impl Host {
             if !matches!(event, Event::JobData { .. }) {
                 self.log.push(format!("{event:?}"));
             }
-            match event {
-                Event::JobData {
-                    job,
-                    stream,
-                    offset,
-                    data,
-                } => {
-                    self.jobs
-                        .entry(job)
-                        .or_default()
-                        .inputs
-                        .write(stream, offset, data);
-                }
-                Event::JobAssigned { job } => {
-                    self.jobs.insert(job, HostJob::default());
-                }
-                Event::RunJob { job } => {
+            if let Event::Disconnect { .. } = event {
+                self.disconnect_requested = true;
+            }
+            match self.job_host.on_event(&event) {
+                Followup::None => {}
+                Followup::Run(job) => {
                     if self.auto_run {
                         self.to_run.push_back(job);
                     }
                 }
-                Event::CancelJob { job, .. } => {
-                    self.jobs.remove(&job);
-                    self.to_run.retain(|j| *j != job);
-                    self.to_upload.retain(|j| *j != job);
+                Followup::Withdraw(job) => self.to_run.retain(|j| *j != job),
+                Followup::LoadOutputs(job) => {
+                    // This host keeps outputs only in memory.
+                    self.log
+                        .push(format!("outputs of job {job} asked again but not kept"));
                 }
-                Event::ResendOutputs { job } => self.to_upload.push_back(job),
-                Event::PersistResult { job } => {
-                    if let Some(record) = agent.result_record(job) {
-                        self.stored.insert(job, record);
-                    }
-                    let r = agent.confirm_persisted(Instant::ZERO, job);
-                    if r.is_err() {
-                        self.log.push(format!("confirm_persisted({job}) -> {r:?}"));
-                    }
-                }
-                Event::ResultAcknowledged { job } | Event::ResultRefused { job, .. } => {
-                    self.jobs.remove(&job);
+                Followup::Forget(job) => {
                     self.stored.remove(&job);
                 }
-                Event::Disconnect { .. } => self.disconnect_requested = true,
-                Event::Ready | Event::PeerError { .. } => {}
             }
         }
     }
 
-    /// Runs queued jobs and uploads outputs as far as the agent's queue allows.
-    /// Returns whether anything was done.
+    /// Runs queued jobs, then stores results, reports failures and uploads
+    /// outputs as far as the agent takes them. Returns whether anything was
+    /// done.
     pub fn work<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>) -> bool {
         let mut did = false;
         while let Some(job) = self.to_run.pop_front() {
-            let Some(spec) = agent.job_spec(job).cloned() else {
+            let Some(mut run) = self.job_host.take_run(agent, job) else {
                 continue;
             };
-            let Some(hj) = self.jobs.get_mut(&job) else {
-                continue;
-            };
-            let mut buffers = hj.inputs.buffers.clone();
-            buffers.resize(spec.buffers.len(), Vec::new());
-            for (b, s) in buffers.iter_mut().zip(spec.buffers.iter()) {
+            // The runner sees every buffer at its full length.
+            for (b, s) in run.buffers.iter_mut().zip(run.spec.buffers.iter()) {
                 b.resize(s.len as usize, 0);
             }
-            match (self.run)(&spec, &hj.inputs.kernel, &buffers) {
-                Ok(out) => {
-                    hj.outputs = Some(out.outputs);
-                    hj.usage = out.usage;
-                    self.to_upload.push_back(job);
-                }
-                Err(f) => {
-                    let r = agent.fail_job(now, job, f.reason, f.detail, f.usage);
-                    self.log.push(format!("fail_job({job}) -> {r:?}"));
-                    if r == Err(crate::Error::EventsPending) {
-                        // Read events first, then run it again.
-                        self.to_run.push_front(job);
-                        return did;
-                    }
-                }
+            let result = (self.run)(&run.spec, &run.kernel, &run.buffers);
+            if let Err(f) = &result {
+                self.log.push(format!("job {job} failed: {f:?}"));
             }
+            self.job_host.run_ended(job, result);
             did = true;
         }
-        while let Some(&job) = self.to_upload.front() {
-            if !self.upload(now, agent, job) {
-                break;
-            }
-            self.to_upload.pop_front();
-            did = true;
-        }
+        let stored = &mut self.stored;
+        let mut persist = |record: &crate::agent::ResultRecord, _: &[&[u8]]| {
+            stored.insert(record.job, record.clone());
+            Ok(())
+        };
+        did |= self.job_host.work(now, agent, &mut persist).progressed;
         did
-    }
-
-    /// Writes a job's outputs; returns true once the job is finished (or
-    /// cannot be), false when the agent's queue is full.
-    fn upload<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>, job: JobId) -> bool {
-        let Some(hj) = self.jobs.get(&job) else {
-            return true;
-        };
-        let Some(outputs) = hj.outputs.as_ref() else {
-            return true;
-        };
-        let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
-        match agent.send_outputs(now, job, &refs) {
-            Ok(false) => return false,
-            Ok(true) => {}
-            Err(e) => {
-                self.log.push(format!("send_outputs({job}) -> {e:?}"));
-                return true;
-            }
-        }
-        let r = agent.finish_job(now, job, hj.usage);
-        self.log.push(format!("finish_job({job}) -> {r:?}"));
-        // With events to read first, finish on the next turn.
-        r != Err(crate::Error::EventsPending)
     }
 }
 

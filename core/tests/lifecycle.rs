@@ -254,7 +254,7 @@ fn cancel_during_transfer_and_during_run() {
         .log
         .iter()
         .any(|l| l.contains(&format!("{:?}", CancelReason::Requested(42)))));
-    assert!(!h.host.jobs.contains_key(&1));
+    assert!(!h.host.job_host.jobs.contains_key(&1));
 
     // During the run: the host does not run jobs on its own.
     h.host.auto_run = false;
@@ -775,7 +775,7 @@ fn restart_holding_an_unacknowledged_result_loses_nothing() {
     for r in h.host.stored.values() {
         store.save(r).unwrap();
     }
-    let kept_jobs = std::mem::take(&mut h.host.jobs);
+    let kept_jobs = std::mem::take(&mut h.host.job_host.jobs);
     drop(h);
 
     let signer = Ed25519Signer::from_seed(&SEED).unwrap();
@@ -784,7 +784,7 @@ fn restart_holding_an_unacknowledged_result_loses_nothing() {
         .for_each(&mut |r| agent.restore_result(r).unwrap())
         .unwrap();
     let mut h = Harness::new(agent, increment_run);
-    h.host.jobs = kept_jobs;
+    h.host.job_host.jobs = kept_jobs;
     handshake(&mut h);
     let again = collect(&ready(&mut h), 21);
     assert_eq!(again.outputs, first.outputs);
@@ -1253,13 +1253,13 @@ fn a_result_restored_during_a_session_goes_out_at_once() {
     ready(&mut h);
     let first = collect(&submit(&mut h, 31, &job(3, 9000)), 31);
     let record = h.host.stored[&31].clone();
-    let kept_jobs = std::mem::take(&mut h.host.jobs);
+    let kept_jobs = std::mem::take(&mut h.host.job_host.jobs);
     drop(h);
 
     let signer = Ed25519Signer::from_seed(&SEED).unwrap();
     let agent = Agent::new(cfg, signer, record.chain_after()).unwrap();
     let mut h = Harness::new(agent, increment_run);
-    h.host.jobs = kept_jobs;
+    h.host.job_host.jobs = kept_jobs;
     handshake(&mut h);
     assert!(collect(&ready(&mut h), 31).receipt.is_empty());
     h.agent.restore_result(&record).unwrap();

@@ -696,7 +696,7 @@ fn leave_stored_results(dir: &std::path::Path, n: u64) {
         }
         h.pump();
         let record = h.host.stored[&id].clone();
-        let outputs = h.host.jobs[&id].outputs.clone().unwrap();
+        let outputs = h.host.job_host.jobs[&id].outputs.clone().unwrap();
         let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
         store.save_with_outputs(&record, &refs).unwrap();
         // Acknowledged in the sans-IO agent only, to free its slot.

@@ -25,10 +25,11 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use super::executor::{CancelFlag, Executor, JobFailure, JobOutputs, JobToRun};
-use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event, JobState};
+use crate::agent::ResultRecord;
+use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
-use crate::host::JobInputs;
+use crate::host::{Followup, JobHost, Run, WorkReport};
 use crate::limits::MAX_JOBS;
 use crate::store::{FileStore, ResultStore, StoreError};
 use crate::time::Instant;
@@ -204,13 +205,6 @@ impl DrainHandle {
     }
 }
 
-#[derive(Default)]
-struct HostJob {
-    inputs: JobInputs,
-    outputs: Option<Vec<Vec<u8>>>,
-    usage: crate::wire::Usage,
-}
-
 struct Conn {
     stream: TcpStream,
     tls: ClientConnection,
@@ -327,11 +321,8 @@ pub struct Runtime<S: Signer> {
     given: HashMap<JobId, CancelFlag>,
     done: Receiver<FromWorker>,
     worker: Option<JoinHandle<()>>,
-    jobs: HashMap<JobId, HostJob>,
-    uploads: VecDeque<JobId>,
-    to_persist: VecDeque<JobId>,
-    /// Failed runs the agent has not taken yet.
-    to_fail: VecDeque<(JobId, JobFailure)>,
+    /// The jobs' host side: inputs, runs, results, uploads.
+    host: JobHost,
     store: Option<FileStore>,
     /// Stored results not yet handed to the agent (it holds at most
     /// `MAX_JOBS`), oldest receipt first. While any wait, offers are declined
@@ -420,10 +411,7 @@ impl<S: Signer> Runtime<S> {
             given: HashMap::new(),
             done: done_rx,
             worker: Some(worker),
-            jobs: HashMap::new(),
-            uploads: VecDeque::new(),
-            to_persist: VecDeque::new(),
-            to_fail: VecDeque::new(),
+            host: JobHost::new(),
             store,
             backlog,
             executor_accepting: true,
@@ -739,10 +727,8 @@ impl<S: Signer> Runtime<S> {
                 }
             }
             progressed |= self.handle_events();
-            progressed |= self.report_failures(now);
             progressed |= self.restore_backlog();
-            progressed |= self.persist_pending();
-            progressed |= self.upload();
+            progressed |= self.work_jobs(now);
             progressed |= self.flush();
             if !progressed {
                 break;
@@ -755,6 +741,9 @@ impl<S: Signer> Runtime<S> {
         let now = self.now();
         while let Some(event) = self.agent.poll_event() {
             any = true;
+            // The jobs' books first (inputs arrive here), then what the
+            // event means for the session, then what it asks of the host.
+            let followup = self.host.on_event(&event);
             match event {
                 Event::Ready => {
                     log::info!("session established with {}", self.net.coordinator);
@@ -762,34 +751,13 @@ impl<S: Signer> Runtime<S> {
                     self.status.sessions += 1;
                     self.status.last_error = None;
                 }
-                Event::JobAssigned { job } => {
-                    self.jobs.insert(job, HostJob::default());
-                }
-                Event::JobData {
-                    job,
-                    stream,
-                    offset,
-                    data,
-                } => {
-                    if let Some(hj) = self.jobs.get_mut(&job) {
-                        hj.inputs.write(stream, offset, data);
-                    }
-                }
-                Event::RunJob { job } => self.start_job(now, job),
                 Event::CancelJob { job, reason } => {
                     log::info!("job {job} cancelled: {reason:?}");
-                    self.jobs.remove(&job);
-                    self.uploads.retain(|j| *j != job);
-                    self.withdraw(job);
                 }
-                Event::ResendOutputs { job } => self.resend(job),
-                Event::PersistResult { job } => self.to_persist.push_back(job),
                 Event::ResultAcknowledged { job } => {
-                    self.forget(job);
                     log::info!("job {job} acknowledged");
                 }
                 Event::ResultRefused { job, reason } => {
-                    self.forget(job);
                     log::warn!(
                         "job {job}: the coordinator refused the result (reason {reason}); \
                          its receipt stays in the chain"
@@ -798,6 +766,11 @@ impl<S: Signer> Runtime<S> {
                 Event::PeerError { code, job } => {
                     log::warn!("coordinator reported error {code} (job {job})");
                 }
+                Event::JobAssigned { .. }
+                | Event::JobData { .. }
+                | Event::RunJob { .. }
+                | Event::ResendOutputs { .. }
+                | Event::PersistResult { .. } => {}
                 Event::Disconnect { reason } => {
                     log::info!("session ended: {reason:?}");
                     // Flush a final Goodbye or Error before closing.
@@ -819,14 +792,20 @@ impl<S: Signer> Runtime<S> {
                     }
                 }
             }
+            match followup {
+                Followup::None => {}
+                Followup::Run(job) => self.start_job(now, job),
+                Followup::Withdraw(job) => self.withdraw(job),
+                Followup::LoadOutputs(job) => self.load_outputs(job),
+                Followup::Forget(job) => self.forget(job),
+            }
         }
         any
     }
 
-    /// Drops a job's outputs and stored record: the coordinator took (or
-    /// refused) its result.
+    /// Deletes a job's stored record: the coordinator took (or refused) its
+    /// result.
     fn forget(&mut self, job: JobId) {
-        self.jobs.remove(&job);
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.remove(job) {
                 log::warn!("store: cannot remove job {job}: {e}");
@@ -835,17 +814,15 @@ impl<S: Signer> Runtime<S> {
     }
 
     fn start_job(&mut self, now: Instant, job: JobId) {
-        let Some(spec) = self.agent.job_spec(job).cloned() else {
-            return;
-        };
-        let Some(hj) = self.jobs.get_mut(&job) else {
-            return;
-        };
-        let JobInputs {
+        let Some(Run {
+            spec,
             kernel,
-            mut buffers,
-        } = std::mem::take(&mut hj.inputs);
-        buffers.resize(spec.buffers.len(), Vec::new());
+            buffers,
+            ..
+        }) = self.host.take_run(&self.agent, job)
+        else {
+            return;
+        };
         // The executor gets the job's deadline, which waiting in the queue
         // does not move. Whichever ends the run first, the executor's
         // timeout (`fail_job(Timeout)`) or the agent's deadline, the receipt
@@ -876,15 +853,9 @@ impl<S: Signer> Runtime<S> {
             // leave the queue: only a bookkeeping error gets here.
             log::error!("job {job}: the run queue is full");
         }
-        self.to_fail.push_back((
-            job,
-            JobFailure {
-                reason: FailReason::Host,
-                detail: 0,
-                usage: Default::default(),
-            },
-        ));
-        self.report_failures(now);
+        self.host
+            .run_ended(job, Err(JobFailure::new(FailReason::Host, 0)));
+        self.work_jobs(now);
     }
 
     /// Takes back a job the agent no longer holds: out of the queue if it
@@ -930,49 +901,12 @@ impl<S: Signer> Runtime<S> {
                     continue;
                 }
             };
-            match result {
-                Ok(out) => {
-                    if let Some(hj) = self.jobs.get_mut(&job) {
-                        hj.outputs = Some(out.outputs);
-                        hj.usage = out.usage;
-                        self.uploads.push_back(job);
-                    }
-                }
-                Err(f) => {
-                    log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
-                    self.to_fail.push_back((job, f));
-                    self.report_failures(now);
-                }
+            if let Err(f) = &result {
+                log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
             }
+            self.host.run_ended(job, result);
+            self.work_jobs(now);
         }
-    }
-
-    /// Tells the agent of failed runs; those it cannot take now (events
-    /// wait to be read, the signer is busy) stay queued for the next turn.
-    fn report_failures(&mut self, now: Instant) -> bool {
-        let mut any = false;
-        while let Some((job, f)) = self.to_fail.front().cloned() {
-            match self.agent.fail_job(now, job, f.reason, f.detail, f.usage) {
-                Ok(()) | Err(Error::UnknownJob(_)) => {}
-                Err(Error::EventsPending) => return any,
-                Err(Error::Signer(e)) => {
-                    log::debug!("job {job}: cannot sign the failure yet ({e:?}); trying again");
-                    return any;
-                }
-                // The agent's deadline ended the job first (with the same
-                // status and price for a timeout), or it was cancelled:
-                // nothing left to report.
-                Err(Error::InvalidJobState(_))
-                    if self.agent.job_state(job) == Some(JobState::AwaitingAck) =>
-                {
-                    log::info!("job {job}: already ended by its deadline")
-                }
-                Err(e) => log::warn!("job {job}: cannot report failure: {e}"),
-            }
-            self.to_fail.pop_front();
-            any = true;
-        }
-        any
     }
 
     /// Hands stored results to the agent, oldest first, while it has room;
@@ -1022,106 +956,42 @@ impl<S: Signer> Runtime<S> {
         self.agent.set_device_available(now, available);
     }
 
-    fn resend(&mut self, job: JobId) {
-        let have = self.jobs.get(&job).is_some_and(|hj| hj.outputs.is_some());
-        if !have {
-            let loaded = self.store.as_ref().map(|s| s.load(job));
-            match loaded {
-                Some(Ok((_, outputs))) => {
-                    self.jobs.insert(
-                        job,
-                        HostJob {
-                            outputs: Some(outputs),
-                            ..HostJob::default()
-                        },
-                    );
-                }
-                Some(Err(e)) => {
-                    log::error!("job {job}: stored outputs unreadable: {e}");
-                    self.status.last_error = Some(format!("store: {e}"));
-                    return;
-                }
-                None => {
-                    log::error!("job {job}: outputs asked again but not kept");
-                    return;
-                }
+    /// Outputs the agent wants again and the host no longer holds (after
+    /// a restart): from the store.
+    fn load_outputs(&mut self, job: JobId) {
+        match self.store.as_ref().map(|s| s.load(job)) {
+            Some(Ok((_, outputs))) => self.host.outputs_loaded(job, outputs),
+            Some(Err(e)) => {
+                log::error!("job {job}: stored outputs unreadable: {e}");
+                self.status.last_error = Some(format!("store: {e}"));
             }
+            None => log::error!("job {job}: outputs asked again but not kept"),
         }
-        self.uploads.push_back(job);
     }
 
-    fn persist_pending(&mut self) -> bool {
-        let mut any = false;
-        while let Some(&job) = self.to_persist.front() {
-            let now = self.now();
-            let Some(record) = self.agent.result_record(job) else {
-                self.to_persist.pop_front();
-                continue;
-            };
-            if let Some(store) = self.store.as_mut() {
-                let outputs: Vec<&[u8]> = self
-                    .jobs
-                    .get(&job)
-                    .and_then(|hj| hj.outputs.as_ref())
-                    .map(|o| o.iter().map(|v| &v[..]).collect())
-                    .unwrap_or_default();
-                if let Err(e) = store.save_with_outputs(&record, &outputs) {
-                    // Keep the result held back and try again on the next turn.
-                    log::error!("store: cannot save job {job}: {e}");
-                    self.status.last_error = Some(format!("store: {e}"));
-                    return any;
-                }
-            }
-            let _ = self.agent.confirm_persisted(now, job);
-            self.to_persist.pop_front();
-            any = true;
+    /// Stores results, reports failures and uploads outputs through the
+    /// shared host side; uploads wait while TLS has not caught up with the
+    /// socket, so that no more than the agent's outgoing queue is buffered.
+    fn work_jobs(&mut self, now: Instant) -> bool {
+        let mut report = WorkReport::default();
+        let store = &mut self.store;
+        let mut persist = |record: &ResultRecord, outputs: &[&[u8]]| match store.as_mut() {
+            Some(store) => store
+                .save_with_outputs(record, outputs)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        self.host
+            .store_results(now, &mut self.agent, &mut persist, &mut report);
+        self.host.report_failures(now, &mut self.agent, &mut report);
+        let caught_up = self.conn.as_ref().is_none_or(|c| !c.tls.wants_write());
+        if caught_up {
+            self.host.upload(now, &mut self.agent, &mut report);
         }
-        any
-    }
-
-    /// Writes outputs while TLS has caught up with the socket.
-    fn upload(&mut self) -> bool {
-        let mut any = false;
-        while let Some(&job) = self.uploads.front() {
-            if self.conn.as_ref().is_some_and(|c| c.tls.wants_write()) {
-                return any;
-            }
-            let now = self.now();
-            let Some(hj) = self.jobs.get(&job) else {
-                self.uploads.pop_front();
-                continue;
-            };
-            let Some(outputs) = hj.outputs.as_ref() else {
-                self.uploads.pop_front();
-                continue;
-            };
-            let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
-            match self.agent.send_outputs(now, job, &refs) {
-                Ok(false) => {
-                    any |= self.flush();
-                    if self.conn.is_none() || self.agent.pending_transmit() > 0 {
-                        return any;
-                    }
-                    continue;
-                }
-                Ok(true) => {}
-                Err(e) => {
-                    log::warn!("job {job}: outputs refused: {e}");
-                    self.uploads.pop_front();
-                    continue;
-                }
-            }
-            let usage = hj.usage;
-            match self.agent.finish_job(now, job, usage) {
-                Ok(()) => log::info!("job {job}: outputs sent"),
-                // Read events first (the pump does), then finish.
-                Err(Error::EventsPending) => return any,
-                Err(e) => log::warn!("job {job}: cannot finish: {e}"),
-            }
-            self.uploads.pop_front();
-            any = true;
+        if let Some(e) = report.store_error {
+            self.status.last_error = Some(format!("store: {e}"));
         }
-        any
+        report.progressed
     }
 
     /// Moves the agent's outgoing bytes into TLS and TLS records to the socket.
