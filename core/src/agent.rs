@@ -156,7 +156,7 @@ pub enum DisconnectReason {
 
 /// What the host must do. Returned by [`Agent::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event<'a> {
+pub enum Event {
     /// The session is established: the coordinator accepted the evidence.
     Ready,
     /// A job was assigned: prepare its buffers ([`Agent::job_spec`]).
@@ -164,8 +164,10 @@ pub enum Event<'a> {
         /// The job.
         job: JobId,
     },
-    /// Verified bytes of the kernel (stream 0) or of input buffer `stream - 1`
-    /// at `offset`. `data` stays valid until the next call on the agent.
+    /// `len` verified bytes of the kernel (stream 0) or of input buffer
+    /// `stream - 1` at `offset`: read them with [`Agent::input`] or
+    /// [`Agent::read_input`] before the next [`Agent::handle_input`] (the
+    /// agent reads no further input until this event has been polled).
     JobData {
         /// The job.
         job: JobId,
@@ -173,8 +175,8 @@ pub enum Event<'a> {
         stream: u8,
         /// Byte offset in the stream.
         offset: u64,
-        /// The bytes.
-        data: &'a [u8],
+        /// How many bytes (at most `CHUNK_SIZE`).
+        len: usize,
     },
     /// All inputs arrived and verified: run the kernel.
     RunJob {
@@ -386,6 +388,9 @@ pub struct Agent<S: Signer> {
     rx_len: usize,
     /// A queued `JobData` event borrows the frame in `rx`.
     rx_held: bool,
+    /// The input chunk of the last `JobData` polled: (job, start in `rx`,
+    /// length), readable until the next `handle_input`.
+    input_view: Option<(JobId, usize, usize)>,
     tx: [u8; TX_CAPACITY],
     tx_start: usize,
     tx_end: usize,
@@ -425,6 +430,7 @@ impl<S: Signer> Agent<S> {
             rx: [0; MAX_FRAME],
             rx_len: 0,
             rx_held: false,
+            input_view: None,
             tx: [0; TX_CAPACITY],
             tx_start: 0,
             tx_end: 0,
@@ -585,6 +591,7 @@ impl<S: Signer> Agent<S> {
         if self.rx_held && self.data_event_queued() {
             return;
         }
+        self.input_view = None;
         self.rx_held = false;
         self.rx_len = 0;
     }
@@ -690,6 +697,7 @@ impl<S: Signer> Agent<S> {
             if self.data_event_queued() {
                 return Ok(0);
             }
+            self.input_view = None;
             self.rx_held = false;
             self.rx_len = 0;
         }
@@ -1719,8 +1727,32 @@ impl<S: Signer> Agent<S> {
         self.tx_end - self.tx_start
     }
 
+    /// The bytes of `job`'s last [`Event::JobData`], once that event has been
+    /// polled and until the next [`Agent::handle_input`]; `None` otherwise.
+    pub fn input(&self, job: JobId) -> Option<&[u8]> {
+        match self.input_view {
+            Some((j, start, len)) if j == job && self.rx_held && start + len <= self.rx_len => {
+                Some(&self.rx[start..start + len])
+            }
+            _ => None,
+        }
+    }
+
+    /// Copies the bytes of `job`'s last [`Event::JobData`] into `out`
+    /// (see [`Agent::input`]); returns how many. `BufferTooSmall` with the
+    /// length needed if `out` is shorter, `NoInput` if no chunk of `job`
+    /// is readable now.
+    pub fn read_input(&self, job: JobId, out: &mut [u8]) -> Result<usize, Error> {
+        let data = self.input(job).ok_or(Error::NoInput(job))?;
+        let dst = out
+            .get_mut(..data.len())
+            .ok_or(Error::BufferTooSmall(data.len()))?;
+        dst.copy_from_slice(data);
+        Ok(data.len())
+    }
+
     /// The next thing the host must do, oldest first.
-    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+    pub fn poll_event(&mut self) -> Option<Event> {
         let record = self.events.pop_front()?;
         Some(match record {
             EventRecord::Ready => Event::Ready,
@@ -1731,12 +1763,12 @@ impl<S: Signer> Agent<S> {
                 offset,
                 len,
             } => {
-                let start = self.rx_len - len;
+                self.input_view = Some((job, self.rx_len - len, len));
                 Event::JobData {
                     job,
                     stream,
                     offset,
-                    data: &self.rx[start..self.rx_len],
+                    len,
                 }
             }
             EventRecord::RunJob(job) => Event::RunJob { job },

@@ -100,6 +100,11 @@ pub enum Error {
     InvalidConfig,
     /// The agent already holds as many jobs as it can.
     CapacityExceeded,
+    /// No input chunk of this job is readable now (`read_input` after the
+    /// next `handle_input`, or for another job than the last `JobData`).
+    NoInput(JobId),
+    /// The output buffer is too small: this many bytes are needed.
+    BufferTooSmall(usize),
 }
 
 impl Error {
@@ -164,6 +169,8 @@ impl core::fmt::Display for Error {
             Error::Signer(e) => write!(f, "signer failed: {e:?}"),
             Error::InvalidConfig => f.write_str("configuration value out of range"),
             Error::CapacityExceeded => f.write_str("the agent holds as many jobs as it can"),
+            Error::NoInput(job) => write!(f, "no input chunk of job {job} is readable now"),
+            Error::BufferTooSmall(n) => write!(f, "buffer too small: {n} bytes needed"),
         }
     }
 }

@@ -161,10 +161,11 @@ impl JobHost {
         JobHost::default()
     }
 
-    /// Keeps the books for an event from [`Agent::poll_event`] and says what
-    /// the caller must do. Session events (`Ready`, `PeerError`,
-    /// `Disconnect`) are the caller's alone.
-    pub fn on_event(&mut self, event: &Event<'_>) -> Followup {
+    /// Keeps the books for an event from [`Agent::poll_event`] (reading a
+    /// `JobData`'s bytes from `agent`) and says what the caller must do.
+    /// Session events (`Ready`, `PeerError`, `Disconnect`) are the
+    /// caller's alone.
+    pub fn on_event<S: Signer>(&mut self, agent: &Agent<S>, event: &Event) -> Followup {
         match *event {
             Event::JobAssigned { job } => {
                 self.jobs.insert(job, HostJob::default());
@@ -173,9 +174,9 @@ impl JobHost {
                 job,
                 stream,
                 offset,
-                data,
+                ..
             } => {
-                if let Some(hj) = self.jobs.get_mut(&job) {
+                if let (Some(hj), Some(data)) = (self.jobs.get_mut(&job), agent.input(job)) {
                     hj.inputs.write(stream, offset, data);
                 }
             }
@@ -378,32 +379,36 @@ impl JobHost {
 mod tests {
     use super::*;
 
+    fn agent() -> Agent<crate::attest::Ed25519Signer> {
+        let signer = crate::attest::Ed25519Signer::from_seed(&[1; 32]).expect("seed");
+        Agent::new(
+            crate::Config::default(),
+            signer,
+            crate::attest::ChainState::default(),
+        )
+        .expect("agent")
+    }
+
     #[test]
     fn the_books_follow_the_events() {
+        let a = agent();
         let mut h = JobHost::new();
-        assert_eq!(h.on_event(&Event::JobAssigned { job: 1 }), Followup::None);
-        let data = [7u8; 4];
-        h.on_event(&Event::JobData {
-            job: 1,
-            stream: 1,
-            offset: 2,
-            data: &data,
-        });
-        assert_eq!(h.jobs[&1].inputs.buffers[0], [0, 0, 7, 7, 7, 7]);
-        assert_eq!(h.on_event(&Event::RunJob { job: 1 }), Followup::Run(1));
+        let on = |h: &mut JobHost, e: Event| h.on_event(&a, &e);
+        assert_eq!(on(&mut h, Event::JobAssigned { job: 1 }), Followup::None);
+        assert_eq!(on(&mut h, Event::RunJob { job: 1 }), Followup::Run(1));
         // Outputs asked again that the host does not hold: load them.
         assert_eq!(
-            h.on_event(&Event::ResendOutputs { job: 1 }),
+            on(&mut h, Event::ResendOutputs { job: 1 }),
             Followup::LoadOutputs(1)
         );
         h.outputs_loaded(1, vec![vec![1, 2]]);
         assert_eq!(h.to_upload, [1]);
         // Held now: straight to the upload queue.
-        assert_eq!(h.on_event(&Event::ResendOutputs { job: 1 }), Followup::None);
+        assert_eq!(on(&mut h, Event::ResendOutputs { job: 1 }), Followup::None);
         assert_eq!(h.to_upload, [1, 1]);
         // Taken by the coordinator: forgotten, and the store is told.
         assert_eq!(
-            h.on_event(&Event::ResultAcknowledged { job: 1 }),
+            on(&mut h, Event::ResultAcknowledged { job: 1 }),
             Followup::Forget(1)
         );
         assert!(h.jobs.is_empty() && h.to_upload.is_empty());
@@ -411,13 +416,17 @@ mod tests {
 
     #[test]
     fn a_withdrawn_job_drops_its_late_result() {
+        let a = agent();
         let mut h = JobHost::new();
-        h.on_event(&Event::JobAssigned { job: 2 });
+        h.on_event(&a, &Event::JobAssigned { job: 2 });
         assert_eq!(
-            h.on_event(&Event::CancelJob {
-                job: 2,
-                reason: crate::agent::CancelReason::Deadline,
-            }),
+            h.on_event(
+                &a,
+                &Event::CancelJob {
+                    job: 2,
+                    reason: crate::agent::CancelReason::Deadline,
+                }
+            ),
             Followup::Withdraw(2)
         );
         h.run_ended(2, Ok(JobOutputs::default()));

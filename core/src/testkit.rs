@@ -206,7 +206,7 @@ impl Host {
             if let Event::Disconnect { .. } = event {
                 self.disconnect_requested = true;
             }
-            match self.job_host.on_event(&event) {
+            match self.job_host.on_event(agent, &event) {
                 Followup::None => {}
                 Followup::Run(job) => {
                     if self.auto_run {

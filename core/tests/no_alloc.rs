@@ -103,10 +103,10 @@ impl Host {
         while let Some(event) = counted!(agent.poll_event()) {
             match event {
                 Event::JobData {
+                    job,
                     stream,
                     offset,
-                    data,
-                    ..
+                    len,
                 } => {
                     let target = if stream == 0 {
                         &mut self.kernel[..]
@@ -114,7 +114,8 @@ impl Host {
                         &mut self.input[..]
                     };
                     let at = offset as usize;
-                    target[at..at + data.len()].copy_from_slice(data);
+                    let copied = counted!(agent.read_input(job, &mut target[at..at + len]));
+                    assert_eq!(copied, Ok(len));
                 }
                 Event::RunJob { .. } => self.ran = true,
                 Event::ResultAcknowledged { .. } => self.acknowledged = true,

@@ -1230,8 +1230,10 @@ impl Sim {
                     job,
                     stream,
                     offset,
-                    data,
+                    len,
                 } => {
+                    let data = self.agent.input(job).unwrap_or_default();
+                    prop_assert_eq!(data.len(), len, "the chunk is readable");
                     prop_assert!(self.host_jobs.contains(&job));
                     prop_assert!(!data.is_empty() && data.len() <= CHUNK_SIZE);
                     let j = describe(job);

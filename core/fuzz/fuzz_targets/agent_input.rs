@@ -216,8 +216,9 @@ impl Fuzz {
 
     fn events(&mut self) {
         while let Some(e) = self.agent.poll_event() {
-            if let Event::JobData { data, .. } = e {
-                assert!(!data.is_empty());
+            if let Event::JobData { job, len, .. } = e {
+                assert!(len > 0);
+                assert_eq!(self.agent.input(job).map(<[u8]>::len), Some(len));
             }
         }
     }

@@ -743,7 +743,7 @@ impl<S: Signer> Runtime<S> {
             any = true;
             // The jobs' books first (inputs arrive here), then what the
             // event means for the session, then what it asks of the host.
-            let followup = self.host.on_event(&event);
+            let followup = self.host.on_event(&self.agent, &event);
             match event {
                 Event::Ready => {
                     log::info!("session established with {}", self.net.coordinator);
