@@ -46,7 +46,8 @@ use crate::wire::{
 const DISCONNECT_EVENTS: usize = MAX_JOBS + 1;
 /// Most events one frame of input queues: `Ready` and a `ResendOutputs` per
 /// job, or a disconnect (a `Drain`'s or an ack's goodbye, a protocol
-/// violation), or a job's two (`CancelJob` and `PersistResult`).
+/// violation), or a job's three (the last chunk's `JobData`, then, when a
+/// root does not match, `CancelJob` and `PersistResult`).
 const FRAME_EVENTS: usize = MAX_JOBS + 1;
 /// Most events `handle_timeout` queues: a `CancelJob` and a `PersistResult`
 /// per job, then one `Disconnect`.

@@ -45,6 +45,10 @@ impl CancelFlag {
 pub struct JobToRun {
     /// The job.
     pub id: JobId,
+    /// This run's number, unique within the runtime: a coordinator may
+    /// cancel a job and assign another under the same id while the first
+    /// run is still going, and the runtime must not take one for the other.
+    pub run: u64,
     /// Kernel, parameters and buffer layout.
     pub spec: JobAssign,
     /// SPIR-V bytes, verified against the assignment's root.

@@ -247,11 +247,11 @@ impl WorkQueue {
         true
     }
 
-    /// Removes `job` if it waits; whether it did.
-    fn remove(&self, job: JobId) -> bool {
+    /// Removes run `run` if it waits; whether it did.
+    fn remove(&self, run: u64) -> bool {
         let mut q = self.lock();
         let before = q.jobs.len();
-        q.jobs.retain(|j| j.id != job);
+        q.jobs.retain(|j| j.run != run);
         before != q.jobs.len()
     }
 
@@ -302,7 +302,7 @@ impl WorkQueue {
 /// What the worker thread tells the runtime.
 enum FromWorker {
     /// A job's run ended.
-    Done(JobId, Result<JobOutputs, JobFailure>),
+    Done(JobId, u64, Result<JobOutputs, JobFailure>),
     /// The executor takes work again (`true`), or no longer does.
     Accepting(bool),
 }
@@ -317,8 +317,11 @@ pub struct Runtime<S: Signer> {
     waker: Arc<Waker>,
     conn: Option<Conn>,
     work: Arc<WorkQueue>,
-    /// Jobs given to the worker (waiting or running) and their cancel flags.
-    given: HashMap<JobId, CancelFlag>,
+    /// Jobs given to the worker (waiting or running): the run's number and
+    /// its cancel flag.
+    given: HashMap<JobId, (u64, CancelFlag)>,
+    /// The number of the next run.
+    next_run: u64,
     done: Receiver<FromWorker>,
     worker: Option<JoinHandle<()>>,
     /// The jobs' host side: inputs, runs, results, uploads.
@@ -337,6 +340,8 @@ pub struct Runtime<S: Signer> {
     rng: u64,
     drain: Arc<AtomicBool>,
     drain_started: bool,
+    /// The agent took the drain.
+    drain_asked: bool,
     /// When a drain the host asked for is given up on.
     drain_deadline: Option<StdInstant>,
     finished: bool,
@@ -409,6 +414,7 @@ impl<S: Signer> Runtime<S> {
             conn: None,
             work,
             given: HashMap::new(),
+            next_run: 1,
             done: done_rx,
             worker: Some(worker),
             host: JobHost::new(),
@@ -422,6 +428,7 @@ impl<S: Signer> Runtime<S> {
             rng: now | 1,
             drain: Arc::new(AtomicBool::new(false)),
             drain_started: false,
+            drain_asked: false,
             drain_deadline: None,
             finished: false,
             status,
@@ -509,9 +516,14 @@ impl<S: Signer> Runtime<S> {
                 "draining: finishing jobs in flight, taking no new ones (for {:?} at most)",
                 self.net.drain_timeout
             );
+        }
+        if self.drain_started && !self.drain_asked {
+            // Until the agent takes it (it refuses while its queues are
+            // full: this turn's pump empties them).
             let now = self.now();
-            if let Err(e) = self.agent.drain(now) {
-                log::warn!("drain: {e}");
+            match self.agent.drain(now) {
+                Ok(()) => self.drain_asked = true,
+                Err(e) => log::debug!("drain: {e}; asking again"),
             }
         }
         if !self.finished && self.drain_deadline.is_some_and(|t| t <= StdInstant::now()) {
@@ -570,7 +582,7 @@ impl<S: Signer> Runtime<S> {
             "drain: {held} jobs still held after {:?}; stopping anyway ({kept})",
             self.net.drain_timeout
         );
-        for cancel in self.given.values() {
+        for (_, cancel) in self.given.values() {
             cancel.cancel();
         }
         self.close_conn(true);
@@ -833,8 +845,11 @@ impl<S: Signer> Runtime<S> {
             .map(|d| self.std_at(d))
             .unwrap_or_else(|| StdInstant::now() + StdDuration::from_secs(60));
         let cancel = CancelFlag::new();
+        let number = self.next_run;
+        self.next_run += 1;
         let run = JobToRun {
             id: job,
+            run: number,
             spec,
             kernel,
             buffers,
@@ -846,7 +861,7 @@ impl<S: Signer> Runtime<S> {
             log::error!("job {job}: the executor thread is gone");
         } else if self.work.push(run) {
             log::info!("job {job}: queued to run");
-            self.given.insert(job, cancel);
+            self.given.insert(job, (number, cancel));
             return;
         } else {
             // The agent holds at most MAX_JOBS jobs, and jobs it dropped
@@ -861,9 +876,9 @@ impl<S: Signer> Runtime<S> {
     /// Takes back a job the agent no longer holds: out of the queue if it
     /// waits, else its run is told to stop.
     fn withdraw(&mut self, job: JobId) {
-        if let Some(cancel) = self.given.remove(&job) {
+        if let Some((run, cancel)) = self.given.remove(&job) {
             cancel.cancel();
-            if self.work.remove(job) {
+            if self.work.remove(run) {
                 log::debug!("job {job}: removed from the run queue");
             }
         }
@@ -879,12 +894,14 @@ impl<S: Signer> Runtime<S> {
         while let Ok(msg) = self.done.try_recv() {
             let now = self.now();
             let (job, result) = match msg {
-                FromWorker::Done(job, result) => {
-                    if self.given.remove(&job).is_none() {
-                        // Withdrawn while it ran: nobody waits for it.
-                        log::debug!("job {job}: a withdrawn run ended");
+                FromWorker::Done(job, run, result) => {
+                    // Only the run the job is waiting for: a withdrawn run
+                    // of an earlier job with the same id is nobody's.
+                    if self.given.get(&job).is_none_or(|(r, _)| *r != run) {
+                        log::debug!("job {job}: withdrawn run {run} ended");
                         continue;
                     }
+                    self.given.remove(&job);
                     (job, result)
                 }
                 FromWorker::Accepting(available) => {
@@ -1004,25 +1021,39 @@ impl<S: Signer> Runtime<S> {
             return false;
         };
         let mut any = false;
-        let mut buf = [0u8; 16 * 1024];
-        while let Some(n) = self.agent.poll_transmit(now, &mut buf) {
-            // rustls buffers plaintext, also before the handshake completes.
-            if let Err(e) = c.tls.writer().write_all(&buf[..n]) {
-                log::warn!("TLS write: {e}");
-            }
-            any = true;
-        }
         let mut failure = None;
-        while c.tls.wants_write() {
-            match c.tls.write_tls(&mut c.stream) {
-                Ok(0) => break,
-                Ok(_) => any = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    failure = Some(format!("write: {e}"));
-                    break;
+        let mut buf = [0u8; 16 * 1024];
+        'turns: loop {
+            // The socket first.
+            while c.tls.wants_write() {
+                match c.tls.write_tls(&mut c.stream) {
+                    Ok(0) => break 'turns,
+                    Ok(_) => any = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'turns,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        failure = Some(format!("write: {e}"));
+                        break 'turns;
+                    }
                 }
+            }
+            // The socket took everything TLS held: move what the agent
+            // queued (at most its outgoing capacity, far within rustls's
+            // buffer, which would refuse bytes past its limit). While the
+            // socket is full the bytes wait in the agent, which stops
+            // reading input when its queue fills: nothing is dropped.
+            let mut moved = false;
+            while let Some(n) = self.agent.poll_transmit(now, &mut buf) {
+                // rustls buffers plaintext, also before the handshake completes.
+                if let Err(e) = c.tls.writer().write_all(&buf[..n]) {
+                    failure = Some(format!("TLS write: {e}"));
+                    break 'turns;
+                }
+                moved = true;
+                any = true;
+            }
+            if !moved {
+                break;
             }
         }
         if let Some(why) = failure {
@@ -1054,7 +1085,7 @@ impl<S: Signer> Drop for Runtime<S> {
         self.close_conn(true);
         // Closing the queue ends the worker after its current job, which is
         // told to stop.
-        for cancel in self.given.values() {
+        for (_, cancel) in self.given.values() {
             cancel.cancel();
         }
         self.work.close();
@@ -1110,7 +1141,10 @@ fn spawn_worker<E: Executor>(
                     continue;
                 }
                 let result = executor.run(&job);
-                if done.send(FromWorker::Done(job.id, result)).is_err() {
+                if done
+                    .send(FromWorker::Done(job.id, job.run, result))
+                    .is_err()
+                {
                     return;
                 }
                 let _ = waker.wake();

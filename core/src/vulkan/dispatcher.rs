@@ -645,8 +645,13 @@ impl Dispatcher {
                 // Failing here is not fatal: the next job tries again.
                 let _ = self.recreate();
             }
-            // A cancelled kernel that did not leave within the grace time.
-            Err(JobError::Cancelled) if stuck => {
+            // A cancelled kernel that did not leave within the grace time,
+            // or a wait that failed otherwise (out of memory, say) with the
+            // work still submitted: the device cannot be reused.
+            Err(_) if stuck => {
+                if let Some(g) = &self.gpu {
+                    g.set_watchdog(true);
+                }
                 self.abandon();
                 let _ = self.recreate();
             }

@@ -245,8 +245,9 @@ impl Engine {
                         }
                         // A result signed before the evidence, with no
                         // stored position: the chain is taken from here
-                        // (`--state-dir` avoids it), and must reach the
-                        // evidence's position with its hash.
+                        // (`--state-dir` avoids it); reaching the
+                        // evidence's position with another hash is logged
+                        // and counted (`chain_contradictions`).
                         log::info!(
                             "provider {}: no stored chain; anchoring at receipt #{}",
                             short(&key),
@@ -318,6 +319,23 @@ impl Engine {
                         short(&key)
                     );
                     rec.parked.insert(receipt.sequence, (id, bytes));
+                }
+                Err(VerifyError::Replayed) => {
+                    // Signed by the key, older than the chain this
+                    // coordinator holds: verified before (its
+                    // acknowledgement lost in a coordinator restart, with
+                    // the receipts after it). Acknowledged so the provider
+                    // lets go of it; not settled again.
+                    log::warn!(
+                        "job {id}: receipt #{} is behind the chain of {} (#{}); acknowledged, \
+                         not settled",
+                        receipt.sequence,
+                        short(&key),
+                        verifier.chain().next_sequence
+                    );
+                    self.stats.receipts_repeated += 1;
+                    rec.remember(id, Receipt::hash(&bytes), true);
+                    self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
                 }
                 Err(e) => {
                     let at = verifier.chain().next_sequence;

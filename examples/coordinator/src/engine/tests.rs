@@ -694,3 +694,53 @@ fn a_coordinator_without_history_anchors_on_the_signed_evidence() {
         f.reason
     );
 }
+
+/// A coordinator that verified receipts #1 and #2 but crashed before its
+/// acknowledgements left restarts from its stored chain (at #3). The
+/// provider offers both again: #2 is the last one the chain holds, and #1
+/// is behind it. Before, #1 got `Error{ReceiptRejected}` on every session
+/// and held one of the provider's job slots for good; it is acknowledged
+/// now (not settled again).
+#[test]
+fn a_receipt_behind_the_stored_chain_is_acknowledged_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("tessera-replayed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = || crate::state::ChainStore::open(&dir).expect("state dir");
+    let settings = engine().settings.clone();
+    let mut e = Engine::new(settings.clone(), Some(store()));
+    let mut h = harness();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let (tx, _answers) = mpsc::channel();
+    submit(&mut e, job(1), tx.clone());
+    submit(&mut e, job(2), tx);
+    // Everything moves, except the coordinator's acknowledgements.
+    for _ in 0..1000 {
+        let mut moved = false;
+        for f in queued_frames(&rx) {
+            if f[3] != MessageType::ResultAck as u8 {
+                h.send_raw(&f);
+            }
+            moved = true;
+        }
+        for f in h.pump() {
+            moved = true;
+            e.on_message(sid, Message::decode(&f).expect("decodes"), Instant::now());
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(e.stats().receipts_verified, 2);
+    assert_eq!(h.agent.active_jobs(), 2, "no acknowledgement arrived");
+    drop(e);
+
+    // The restarted coordinator, from the stored chain.
+    let mut e = Engine::new(settings, Some(store()));
+    h.agent.disconnected(h.now);
+    h.pump();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert_eq!(h.agent.active_jobs(), 0, "both results acknowledged");
+    assert_eq!(e.stats().receipts_rejected, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
