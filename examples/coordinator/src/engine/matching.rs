@@ -258,8 +258,17 @@ impl Engine {
             );
             return;
         };
+        let evidence = self
+            .keys
+            .get(&key)
+            .and_then(|rec| rec.evidences.back())
+            .map(|e| e.hash);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         job.stage = Stage::Assigned(Box::new(Assigned {
             key,
+            evidence,
             price,
             deadline_ms,
             started: false,

@@ -238,6 +238,10 @@ impl KeyRecord {
 
 struct Assigned {
     key: PublicKey,
+    /// The evidence of the session that accepted the job: what its receipt
+    /// names, kept while the job lives however often the provider
+    /// reconnects.
+    evidence: Option<Digest>,
     /// The provider's quote (`OfferAccept.price`).
     price: u64,
     /// The offer's `deadline_ms` as sent to this provider: a timed-out job is
@@ -783,8 +787,25 @@ impl Engine {
             bytes: bytes.to_vec(),
             challenge,
         });
-        while rec.evidences.len() > EVIDENCE_KEPT {
-            rec.evidences.pop_front();
+        // The oldest go first, except those a job still in flight was
+        // accepted under (its receipt will name them).
+        let pinned: HashSet<Digest> = self
+            .jobs
+            .values()
+            .filter_map(|j| match &j.stage {
+                Stage::Assigned(a) if a.key == key => a.evidence,
+                _ => None,
+            })
+            .collect();
+        if let Some(rec) = self.keys.get_mut(&key) {
+            while rec.evidences.len() > EVIDENCE_KEPT {
+                match rec.evidences.iter().position(|e| !pinned.contains(&e.hash)) {
+                    Some(i) => {
+                        rec.evidences.remove(i);
+                    }
+                    None => break,
+                }
+            }
         }
         if let Some(old) = old.filter(|o| *o != sid) {
             // The provider reconnected while its old transport lingers.

@@ -744,3 +744,39 @@ fn a_receipt_behind_the_stored_chain_is_acknowledged_after_a_restart() {
     assert_eq!(e.stats().receipts_rejected, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A job that runs while its provider reconnects more often than the
+/// coordinator keeps evidences: its receipt names the evidence of the
+/// session that accepted it, which stays kept while the job lives. Before,
+/// it was pruned after 16 sessions and the honest result was refused.
+#[test]
+fn a_job_outlives_more_reconnects_than_the_evidences_kept() {
+    let mut e = engine();
+    let mut h = harness();
+    h.host.auto_run = false;
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let (tx, answers) = mpsc::channel();
+    submit(&mut e, job(3), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let id = *h
+        .host
+        .job_host
+        .jobs
+        .keys()
+        .next()
+        .expect("the job was assigned");
+    assert_eq!(h.agent.job_state(id), Some(tessera_core::JobState::Running));
+    let mut session = (sid, rx);
+    for _ in 0..(EVIDENCE_KEPT + 4) {
+        h.agent.disconnected(h.now);
+        h.pump();
+        session = ready_session(&mut e, &mut h);
+    }
+    h.host.to_run.push_back(id);
+    shuttle(&mut e, session.0, &mut h, &session.1, &mut |_| false);
+    match response(answers.try_recv()) {
+        Ok(Response::Result(_)) => {}
+        other => panic!("expected the result, got {other:?}"),
+    }
+    assert_eq!(h.agent.active_jobs(), 0, "the result was acknowledged");
+}
