@@ -408,12 +408,15 @@ impl<S: Signer> Agent<S> {
     /// restart).
     pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
         let p = &config.policy;
-        if p.max_concurrent == 0
-            || p.max_concurrent as usize > MAX_JOBS
-            || p.heartbeat_interval.micros == 0
-            || p.peer_timeout.micros == 0
-        {
-            return Err(Error::InvalidConfig);
+        let invalid = |field, rule| Err(Error::InvalidConfig { field, rule });
+        if p.max_concurrent == 0 || p.max_concurrent as usize > MAX_JOBS {
+            return invalid("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)");
+        }
+        if p.heartbeat_interval.micros == 0 {
+            return invalid("policy.heartbeat_interval", "must not be zero");
+        }
+        if p.peer_timeout.micros == 0 {
+            return invalid("policy.peer_timeout", "must not be zero");
         }
         let key_id = signer.key_id();
         Ok(Agent {

@@ -96,8 +96,13 @@ pub enum Error {
     EventsPending,
     /// The signer failed; the job's result is kept and signing is retried.
     Signer(SignError),
-    /// A configuration value is out of range.
-    InvalidConfig,
+    /// A configuration value is out of range: which, and the rule.
+    InvalidConfig {
+        /// The field, as `Config` names it (`policy.max_concurrent`, say).
+        field: &'static str,
+        /// What it must be.
+        rule: &'static str,
+    },
     /// The agent already holds as many jobs as it can.
     CapacityExceeded,
     /// No input chunk of this job is readable now (`read_input` after the
@@ -167,7 +172,7 @@ impl core::fmt::Display for Error {
             Error::WouldBlock => f.write_str("outgoing queue full: drain poll_transmit first"),
             Error::EventsPending => f.write_str("events wait to be read: drain poll_event first"),
             Error::Signer(e) => write!(f, "signer failed: {e:?}"),
-            Error::InvalidConfig => f.write_str("configuration value out of range"),
+            Error::InvalidConfig { field, rule } => write!(f, "configuration: {field} {rule}"),
             Error::CapacityExceeded => f.write_str("the agent holds as many jobs as it can"),
             Error::NoInput(job) => write!(f, "no input chunk of job {job} is readable now"),
             Error::BufferTooSmall(n) => write!(f, "buffer too small: {n} bytes needed"),

@@ -1354,3 +1354,33 @@ fn a_refused_result_is_released_and_the_chain_goes_on() {
     }));
     assert_eq!(kinds(&h.pump()), vec![MessageType::Error]);
 }
+
+/// A configuration the agent refuses says which field and why. Before, it
+/// was one `InvalidConfig` for any of them.
+#[test]
+fn an_invalid_configuration_names_its_field() {
+    let signer = || Ed25519Signer::from_seed(&SEED).unwrap();
+    let mut c = config();
+    c.policy.max_concurrent = 0;
+    let e = Agent::new(c, signer(), ChainState::default()).err();
+    assert_eq!(
+        e,
+        Some(tessera_core::Error::InvalidConfig {
+            field: "policy.max_concurrent",
+            rule: "must be 1 to 4 (limits::MAX_JOBS)",
+        })
+    );
+    assert_eq!(
+        e.map(|e| e.to_string()).as_deref(),
+        Some("configuration: policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)")
+    );
+    let mut c = config();
+    c.policy.peer_timeout = Duration::from_millis(0);
+    assert!(matches!(
+        Agent::new(c, signer(), ChainState::default()),
+        Err(tessera_core::Error::InvalidConfig {
+            field: "policy.peer_timeout",
+            ..
+        })
+    ));
+}
