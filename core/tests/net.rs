@@ -177,6 +177,15 @@ fn config() -> Config {
 }
 
 fn runtime(port: u16, trust: Trust, store: Option<std::path::PathBuf>) -> Runtime<Ed25519Signer> {
+    runtime_with(port, trust, store, FnExecutor(increment))
+}
+
+fn runtime_with<E: tessera_core::net::Executor>(
+    port: u16,
+    trust: Trust,
+    store: Option<std::path::PathBuf>,
+    executor: E,
+) -> Runtime<Ed25519Signer> {
     let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
     let mut net = NetConfig::new(
         format!("127.0.0.1:{port}"),
@@ -186,7 +195,7 @@ fn runtime(port: u16, trust: Trust, store: Option<std::path::PathBuf>) -> Runtim
     net.store_dir = store;
     net.reconnect_initial = Duration::from_millis(20);
     net.reconnect_max = Duration::from_millis(200);
-    Runtime::new(config(), signer, FnExecutor(increment), net).unwrap()
+    Runtime::new(config(), signer, executor, net).unwrap()
 }
 
 fn expected() -> Vec<u8> {
@@ -483,14 +492,12 @@ fn a_thousand_assigned_and_cancelled_jobs_leave_memory_flat() {
     let srv = server();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    let mut rt = runtime_with(
+        port,
+        Trust::PinnedKey(srv.spki),
+        None,
+        FnExecutor(until_cancelled),
     );
-    let rt = Runtime::new(config(), signer, FnExecutor(until_cancelled), net).unwrap();
-    let mut rt = rt;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let handle = thread::spawn(move || {
@@ -793,158 +800,89 @@ fn more_stored_results_than_the_agent_holds_are_all_delivered_in_order() {
     assert_eq!(rt.status().jobs_completed, n + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
-/// A hostile coordinator cancels a running job and assigns a new job under
-/// the same id. Before runs were numbered, the first run, ending after the
-/// cancel, was taken as the new job's result: the provider signed a receipt
-/// over the new inputs with the old run's outputs.
-#[test]
-fn a_reused_job_id_does_not_take_the_withdrawn_runs_result() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    fn exec(job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
-        if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
-            // The first run: a kernel that ends shortly after the cancel
-            // (an executor may return early on cancel, and may also not).
+/// A hostile coordinator cancels job 7 while it runs and assigns another
+/// job 7 with other inputs; the first run ends 300 ms after the cancel with
+/// `first_ends`. Returns the receipt's status and the outputs the new job 7
+/// delivered.
+fn reuse_job_id_after_cancel(
+    first_ends: fn(&JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure>,
+    calls: &'static std::sync::atomic::AtomicU64,
+) -> (tessera_core::attest::ReceiptStatus, Vec<u8>) {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let exec = move |job: &JobToRun| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // An executor may return early on cancel, and may also not.
             while !job.cancel.is_cancelled() {
                 thread::sleep(Duration::from_millis(1));
             }
             thread::sleep(Duration::from_millis(300));
+            return first_ends(job);
         }
         increment(job)
-    }
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config(), signer, FnExecutor(exec), net).unwrap();
+    };
+    let rt = runtime_with(port, Trust::PinnedKey(srv.spki), None, FnExecutor(exec));
     let Running { stop, handle, .. } = spawn(rt);
     let mut s = Session::accept(&listener, &srv.config);
     let pk = s.handshake();
-
-    let mut old = job();
-    old.buffers[0] = (vec![1u8; 30_000], 30_000, false);
-    s.send(&Message::JobOffer(old.offer(7, 1_000_000, 60_000)));
-    s.until(|m| matches!(m, Message::OfferAccept(_)));
-    s.send(&Message::JobAssign(old.assign(7)));
-    for f in old.input_frames(7) {
-        s.tls.write_all(&f).unwrap();
-    }
+    let send_job = |s: &mut Session, fill: u8| {
+        let mut j = job();
+        j.buffers[0] = (vec![fill; 30_000], 30_000, false);
+        s.send(&Message::JobOffer(j.offer(7, 1_000_000, 60_000)));
+        s.until(|m| matches!(m, Message::OfferAccept(_)));
+        s.send(&Message::JobAssign(j.assign(7)));
+        for f in j.input_frames(7) {
+            s.tls.write_all(&f).unwrap();
+        }
+        j
+    };
+    send_job(&mut s, 1);
     s.until(|m| matches!(m, Message::Started(_)));
     thread::sleep(Duration::from_millis(50));
     s.send(&Message::Cancel(tessera_core::wire::Cancel {
         job: 7,
         reason: 1,
     }));
-
-    let mut new = job();
-    new.buffers[0] = (vec![100u8; 30_000], 30_000, false);
-    s.send(&Message::JobOffer(new.offer(7, 1_000_000, 60_000)));
-    s.until(|m| matches!(m, Message::OfferAccept(_)));
-    s.send(&Message::JobAssign(new.assign(7)));
-    for f in new.input_frames(7) {
-        s.tls.write_all(&f).unwrap();
-    }
+    let new = send_job(&mut s, 100);
     let (out, receipt) = s.collect(7);
     let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
     let r = verifier.verify_next(&receipt, Some(&new.nonce)).unwrap();
-    eprintln!(
-        "receipt for job 7: status {:?}, input_root {:02x?}..; outputs start {:?}",
-        r.status,
-        &r.input_root[..4],
-        &out[..4.min(out.len())]
-    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = handle.join();
+    (r.status, out)
+}
+
+/// Before runs were numbered, the first run, ending after the cancel, was
+/// taken as the new job's result: the provider signed a receipt over the
+/// new inputs with the old run's outputs; or, when the first run failed on
+/// its cancellation (as the Vulkan executor does), the new job was failed.
+#[test]
+fn a_reused_job_id_does_not_take_the_withdrawn_runs_result() {
+    use std::sync::atomic::AtomicU64;
+    use tessera_core::attest::ReceiptStatus;
+    static FIRST_COMPLETES: AtomicU64 = AtomicU64::new(0);
+    let (status, out) = reuse_job_id_after_cancel(increment, &FIRST_COMPLETES);
+    assert_eq!(status, ReceiptStatus::Completed);
     assert!(
         out == vec![101u8; 30_000],
         "the new job got the withdrawn run's outputs: {:?}..",
-        &out[..4]
+        &out[..4.min(out.len())]
     );
-}
-
-/// The same, with a first run that fails on its cancellation (as the
-/// Vulkan executor does): before, the new job was failed by it.
-#[test]
-fn a_reused_job_id_is_not_failed_by_the_withdrawn_runs_cancellation() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CALLS2: AtomicU64 = AtomicU64::new(0);
-    fn exec(job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
-        if CALLS2.fetch_add(1, Ordering::SeqCst) == 0 {
-            // The first run: a kernel that ends shortly after the cancel
-            // (an executor may return early on cancel, and may also not).
-            while !job.cancel.is_cancelled() {
-                thread::sleep(Duration::from_millis(1));
-            }
-            thread::sleep(Duration::from_millis(300));
-            // As the Vulkan executor does on cancel: JobError::Cancelled -> Host.
-            return Err(tessera_core::net::JobFailure::new(
+    static FIRST_FAILS: AtomicU64 = AtomicU64::new(0);
+    let (status, out) = reuse_job_id_after_cancel(
+        |_| {
+            Err(tessera_core::net::JobFailure::new(
                 tessera_core::wire::FailReason::Host,
                 0,
-            ));
-        }
-        increment(job)
-    }
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+            ))
+        },
+        &FIRST_FAILS,
     );
-    let rt = Runtime::new(config(), signer, FnExecutor(exec), net).unwrap();
-    let Running { stop, handle, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let pk = s.handshake();
-
-    let mut old = job();
-    old.buffers[0] = (vec![1u8; 30_000], 30_000, false);
-    s.send(&Message::JobOffer(old.offer(7, 1_000_000, 60_000)));
-    s.until(|m| matches!(m, Message::OfferAccept(_)));
-    s.send(&Message::JobAssign(old.assign(7)));
-    for f in old.input_frames(7) {
-        s.tls.write_all(&f).unwrap();
-    }
-    s.until(|m| matches!(m, Message::Started(_)));
-    thread::sleep(Duration::from_millis(50));
-    s.send(&Message::Cancel(tessera_core::wire::Cancel {
-        job: 7,
-        reason: 1,
-    }));
-
-    let mut new = job();
-    new.buffers[0] = (vec![100u8; 30_000], 30_000, false);
-    s.send(&Message::JobOffer(new.offer(7, 1_000_000, 60_000)));
-    s.until(|m| matches!(m, Message::OfferAccept(_)));
-    s.send(&Message::JobAssign(new.assign(7)));
-    for f in new.input_frames(7) {
-        s.tls.write_all(&f).unwrap();
-    }
-    let f = s.until(|m| matches!(m, Message::Receipt(r) if r.job == 7));
-    let Ok(Message::Receipt(rm)) = Message::decode(&f) else {
-        panic!()
-    };
-    let receipt = rm.bytes.to_vec();
-    let out: Vec<u8> = Vec::new();
-    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
-    let r = verifier.verify_next(&receipt, Some(&new.nonce)).unwrap();
-    eprintln!(
-        "receipt for job 7: status {:?}, input_root {:02x?}..; outputs start {:?}",
-        r.status,
-        &r.input_root[..4],
-        out.len()
-    );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = handle.join();
     assert_eq!(
-        r.status,
-        tessera_core::attest::ReceiptStatus::Completed,
-        "the new job was failed by the withdrawn run's cancellation"
+        status,
+        ReceiptStatus::Completed,
+        "failed by the withdrawn run"
     );
+    assert!(out == vec![101u8; 30_000]);
 }

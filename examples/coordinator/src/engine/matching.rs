@@ -231,6 +231,12 @@ impl Engine {
             );
             return;
         };
+        // The evidence of the session accepting it: what its receipt names.
+        let evidence = self
+            .keys
+            .get(&key)
+            .and_then(|rec| rec.evidences.back())
+            .map(|e| e.hash);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -256,14 +262,6 @@ impl Engine {
                     reason: CANCEL_OFFER_WITHDRAWN,
                 }),
             );
-            return;
-        };
-        let evidence = self
-            .keys
-            .get(&key)
-            .and_then(|rec| rec.evidences.back())
-            .map(|e| e.hash);
-        let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         job.stage = Stage::Assigned(Box::new(Assigned {

@@ -51,6 +51,11 @@ fn open(e: &mut Engine, outbox: crate::conn::Outbox, peer: &str) -> SessionId {
 }
 
 fn harness() -> Harness {
+    harness_at(ChainState::default())
+}
+
+/// A provider whose receipt chain is at `chain`.
+fn harness_at(chain: ChainState) -> Harness {
     let signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
     let capabilities = DeviceCapabilities {
         device_local_bytes: 1 << 30,
@@ -63,7 +68,7 @@ fn harness() -> Harness {
         policy: Policy::default(),
         persist_results: false,
     };
-    let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+    let agent = Agent::new(config, signer, chain).expect("agent");
     Harness::new(agent, increment_run)
 }
 
@@ -637,23 +642,10 @@ fn a_job_lets_go_of_its_inputs_once_started_and_of_outputs_once_answered() {
 #[test]
 fn a_coordinator_without_history_anchors_on_the_signed_evidence() {
     let anchored = |lie: bool| {
-        let signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
-        let config = tessera_core::Config {
-            agent_version: [0, 1, 0],
-            boot_id: [1; 16],
-            capabilities: DeviceCapabilities {
-                device_local_bytes: 1 << 30,
-                ..DeviceCapabilities::default()
-            },
-            policy: Policy::default(),
-            persist_results: false,
-        };
-        let history = ChainState {
+        let h = harness_at(ChainState {
             next_sequence: 3,
             prev_hash: [0xAB; 32],
-        };
-        let agent = Agent::new(config, signer, history).expect("agent");
-        let h = Harness::new(agent, increment_run);
+        });
         // The lying provider's evidence states another last receipt than the
         // one its receipts link to.
         let (e, answer) = run_rewritten(h, job(9), &mut |f| {
