@@ -20,7 +20,7 @@ use crate::attest::{
     result_hash, result_seal, ChainState, DeviceCapabilities, Evidence, Receipt, ReceiptStatus,
     Signer, EVIDENCE_LEN, RECEIPT_LEN,
 };
-use crate::error::{Error, ErrorCode, InputError};
+use crate::error::{ConfigError, Error, ErrorCode, InputError, PeerError, UsageError};
 use crate::limits::{
     CHUNK_SIZE, HEADER_LEN, MAX_BINDINGS, MAX_EVENTS, MAX_FRAME, MAX_JOBS, MAX_KERNEL_BYTES,
     TX_CAPACITY,
@@ -94,6 +94,7 @@ pub struct Config {
 
 /// The connection's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnState {
     /// No transport. Jobs that run keep running; results wait.
     Disconnected,
@@ -109,6 +110,7 @@ pub enum ConnState {
 
 /// A job's state on the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobState {
     /// Offer accepted; waiting for the assignment.
     Accepted,
@@ -125,6 +127,7 @@ pub enum JobState {
 
 /// Why the host must stop a job and drop its buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CancelReason {
     /// The coordinator cancelled it (its code is passed on).
     Requested(u16),
@@ -138,6 +141,7 @@ pub enum CancelReason {
 
 /// Why the host must close the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// Nothing heard from the coordinator within the peer timeout.
     PeerSilent,
@@ -157,6 +161,7 @@ pub enum DisconnectReason {
 
 /// What the host must do. Returned by [`Agent::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The session is established: the coordinator accepted the evidence.
     Ready,
@@ -408,7 +413,7 @@ impl<S: Signer> Agent<S> {
     /// restart).
     pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
         let p = &config.policy;
-        let invalid = |field, rule| Err(Error::InvalidConfig { field, rule });
+        let invalid = |field, rule| Err(Error::Config(ConfigError { field, rule }));
         if p.max_concurrent == 0 || p.max_concurrent as usize > MAX_JOBS {
             return invalid("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)");
         }
@@ -546,7 +551,7 @@ impl<S: Signer> Agent<S> {
     /// `WouldBlock` while events wait to be read: drain `poll_event` first.
     pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
         if !matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
-            return Err(Error::AlreadyConnected);
+            return Err(Error::Usage(UsageError::AlreadyConnected));
         }
         if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.data_event_queued() {
             // Events must be drained first, so none can be lost (a queued
@@ -690,7 +695,7 @@ impl<S: Signer> Agent<S> {
         if !self.is_connected() {
             return Err(InputError {
                 consumed: 0,
-                error: Error::NotConnected,
+                error: Error::Usage(UsageError::NotConnected),
             });
         }
         // Bytes arrived: the peer is alive, even if the host is slow to take them.
@@ -729,7 +734,7 @@ impl<S: Signer> Agent<S> {
             let header = match Header::decode(&self.rx[..HEADER_LEN]) {
                 Ok(h) => h,
                 Err(e) => {
-                    let error = Error::Decode(e);
+                    let error = Error::Peer(PeerError::Decode(e));
                     self.refuse(&error, 0);
                     return Err(InputError { consumed, error });
                 }
@@ -770,7 +775,7 @@ impl<S: Signer> Agent<S> {
     /// end of the connection.
     fn refuse(&mut self, error: &Error, job: JobId) {
         self.stats.frames_refused += 1;
-        if let Some(code) = error.code() {
+        if let Some(code) = error.wire_code() {
             let _ = self.enqueue(&Message::Error(ErrorMsg {
                 code: code as u16,
                 job,
@@ -786,9 +791,9 @@ impl<S: Signer> Agent<S> {
         // Decode from a copy of the indices so `self` stays borrowable; chunk
         // data is re-sliced from `rx` when the event is polled.
         let rx = &self.rx[..frame_len];
-        let msg = Message::decode(rx).map_err(|e| (Error::Decode(e), 0))?;
+        let msg = Message::decode(rx).map_err(|e| (Error::Peer(PeerError::Decode(e)), 0))?;
         if msg.kind().direction() == Direction::ToCoordinator {
-            return Err((Error::UnexpectedMessage(msg.kind()), 0));
+            return Err((Error::Peer(PeerError::UnexpectedMessage(msg.kind())), 0));
         }
         match msg {
             Message::Welcome(w) => self.on_welcome(now, w).map_err(|e| (e, 0)),
@@ -825,7 +830,7 @@ impl<S: Signer> Agent<S> {
                 }
                 Ok(())
             }
-            other => Err((Error::UnexpectedMessage(other.kind()), 0)),
+            other => Err((Error::Peer(PeerError::UnexpectedMessage(other.kind())), 0)),
         }
     }
 
@@ -833,16 +838,18 @@ impl<S: Signer> Agent<S> {
         if self.conn == ConnState::Ready {
             Ok(())
         } else {
-            Err((Error::UnexpectedMessage(kind), 0))
+            Err((Error::Peer(PeerError::UnexpectedMessage(kind)), 0))
         }
     }
 
     fn on_welcome(&mut self, now: Instant, w: Welcome) -> Result<(), Error> {
         if self.conn != ConnState::AwaitingWelcome {
-            return Err(Error::UnexpectedMessage(MessageType::Welcome));
+            return Err(Error::Peer(PeerError::UnexpectedMessage(
+                MessageType::Welcome,
+            )));
         }
         if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
-            return Err(Error::UnsupportedVersion(w.version));
+            return Err(Error::Peer(PeerError::UnsupportedVersion(w.version)));
         }
         // Per session: 0 means the provider's own setting, whatever an
         // earlier session's coordinator asked for.
@@ -874,7 +881,9 @@ impl<S: Signer> Agent<S> {
 
     fn on_ready(&mut self, now: Instant) -> Result<(), Error> {
         if self.conn != ConnState::AwaitingReady {
-            return Err(Error::UnexpectedMessage(MessageType::Ready));
+            return Err(Error::Peer(PeerError::UnexpectedMessage(
+                MessageType::Ready,
+            )));
         }
         self.conn = ConnState::Ready;
         self.next_heartbeat = now + self.heartbeat_interval;
@@ -962,13 +971,18 @@ impl<S: Signer> Agent<S> {
     fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::JobAssign)?;
         let id = a.job;
-        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         if self.jobs[i].state != JobState::Accepted {
-            return Err((Error::UnexpectedMessage(MessageType::JobAssign), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::JobAssign)),
+                id,
+            ));
         }
         if !assignment_is_sane(&a, self.jobs[i].bytes_in, self.jobs[i].bytes_out) {
             self.jobs.swap_remove(i);
-            return Err((Error::BadAssignment(id), id));
+            return Err((Error::Peer(PeerError::BadAssignment(id)), id));
         }
         let job = &mut self.jobs[i];
         job.state = JobState::Receiving;
@@ -996,19 +1010,27 @@ impl<S: Signer> Agent<S> {
         len: usize,
     ) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::InputChunk)?;
-        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         if self.jobs[i].state != JobState::Receiving || self.jobs[i].failure.is_some() {
-            return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
+                id,
+            ));
         }
         let job = &self.jobs[i];
         let Some(spec) = job.spec.as_ref() else {
-            return Err((Error::UnexpectedMessage(MessageType::InputChunk), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
+                id,
+            ));
         };
         let stream_len = stream_len(spec, job.stream);
         let offset = job.cursor * CHUNK_SIZE as u64;
         let expected_len = (stream_len - offset).min(CHUNK_SIZE as u64) as usize;
         if stream != job.stream || index as u64 != job.cursor || len != expected_len {
-            return Err((Error::ChunkOutOfOrder(id), id));
+            return Err((Error::Peer(PeerError::ChunkOutOfOrder(id)), id));
         }
         let data = &self.rx[data_at..data_at + len];
         let leaf = crate::merkle::leaf_hash(data);
@@ -1084,10 +1106,15 @@ impl<S: Signer> Agent<S> {
 
     fn on_ack(&mut self, id: JobId) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::ResultAck)?;
-        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         let job = &self.jobs[i];
         if job.state != JobState::AwaitingAck || job.unsent {
-            return Err((Error::UnexpectedMessage(MessageType::ResultAck), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::ResultAck)),
+                id,
+            ));
         }
         match job.outcome {
             Some(Outcome::Completed { .. }) => {
@@ -1105,10 +1132,15 @@ impl<S: Signer> Agent<S> {
     /// acknowledged (the receipt stays in the chain), and tell the host.
     fn on_refuse(&mut self, id: JobId, reason: u16) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::ResultRefuse)?;
-        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         let job = &self.jobs[i];
         if job.state != JobState::AwaitingAck || job.unsent {
-            return Err((Error::UnexpectedMessage(MessageType::ResultRefuse), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::ResultRefuse)),
+                id,
+            ));
         }
         self.stats.results_refused += 1;
         self.jobs.swap_remove(i);
@@ -1118,11 +1150,16 @@ impl<S: Signer> Agent<S> {
 
     fn on_cancel(&mut self, id: JobId, reason: u16) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::Cancel)?;
-        let i = self.find(id).ok_or((Error::UnknownJob(id), id))?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         let job = &self.jobs[i];
         if job.outcome.is_some() {
             // The result exists and is signed: it must be acknowledged, not lost.
-            return Err((Error::UnexpectedMessage(MessageType::Cancel), id));
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::Cancel)),
+                id,
+            ));
         }
         // A job whose failure the host knows of was dropped by the host already.
         let knows = job.host_knows() && job.failure.is_none();
@@ -1136,7 +1173,8 @@ impl<S: Signer> Agent<S> {
     // ----- host calls for jobs ---------------------------------------------
 
     fn job_index(&self, id: JobId) -> Result<usize, Error> {
-        self.find(id).ok_or(Error::UnknownJob(id))
+        self.find(id)
+            .ok_or(Error::Usage(UsageError::UnknownJob(id)))
     }
 
     /// A job the host may still work on: not ended by a failure whose
@@ -1144,7 +1182,7 @@ impl<S: Signer> Agent<S> {
     fn live_job_index(&self, id: JobId) -> Result<usize, Error> {
         let i = self.job_index(id)?;
         if self.jobs[i].failure.is_some() {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         Ok(i)
     }
@@ -1158,7 +1196,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<(), Error> {
         let i = self.live_job_index(id)?;
         if self.jobs[i].state != JobState::Running {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         if self.conn != ConnState::Ready {
             return Ok(());
@@ -1199,9 +1237,10 @@ impl<S: Signer> Agent<S> {
         if job.state == JobState::Running {
             // Check the call before the job changes state: a refused call
             // leaves the job running.
-            let first = first_readback(job.spec.as_ref()).ok_or(Error::OutputOutOfOrder(id))?;
+            let first = first_readback(job.spec.as_ref())
+                .ok_or(Error::Usage(UsageError::OutputOutOfOrder(id)))?;
             if buffer != first {
-                return Err(Error::OutputOutOfOrder(id));
+                return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
             }
             job.state = JobState::Uploading;
             job.stream = first;
@@ -1210,10 +1249,10 @@ impl<S: Signer> Agent<S> {
             job.upload_epoch = epoch;
         }
         if job.state != JobState::Uploading {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         let Some(spec) = job.spec.as_ref() else {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
         let total = spec
             .buffers
@@ -1221,7 +1260,7 @@ impl<S: Signer> Agent<S> {
             .map(|b| b.len)
             .unwrap_or(0);
         if buffer != job.stream || job.cursor >= total {
-            return Err(Error::OutputOutOfOrder(id));
+            return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
         let send = connected && job.upload_epoch == epoch;
         let mut taken = 0usize;
@@ -1289,12 +1328,12 @@ impl<S: Signer> Agent<S> {
             .map(|s| s.buffers.iter().filter(|b| b.readback).count())
             .unwrap_or(0);
         if outputs.len() != readback {
-            return Err(Error::OutputOutOfOrder(id));
+            return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
         loop {
             let job = &self.jobs[self.job_index(id)?];
             let Some(spec) = job.spec.as_ref() else {
-                return Err(Error::InvalidJobState(id));
+                return Err(Error::Usage(UsageError::InvalidJobState(id)));
             };
             let (buffer, offset) = match job.state {
                 JobState::Running => match first_readback(Some(spec)) {
@@ -1302,7 +1341,7 @@ impl<S: Signer> Agent<S> {
                     None => return Ok(true),
                 },
                 JobState::Uploading => (job.stream, job.cursor),
-                _ => return Err(Error::InvalidJobState(id)),
+                _ => return Err(Error::Usage(UsageError::InvalidJobState(id))),
             };
             let len = spec
                 .buffers
@@ -1320,7 +1359,7 @@ impl<S: Signer> Agent<S> {
                 .count();
             let data = outputs.get(position).copied().unwrap_or(&[]);
             if data.len() as u64 != len {
-                return Err(Error::OutputOutOfOrder(id));
+                return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
             }
             let n = self.send_output(now, id, buffer, &data[offset as usize..])?;
             if n == 0 {
@@ -1340,10 +1379,10 @@ impl<S: Signer> Agent<S> {
         if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
             // A job without read-back buffers has nothing to upload.
         } else if job.state != JobState::Uploading {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         let Some(spec) = job.spec.as_ref() else {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
         if job.state == JobState::Uploading {
             let len = spec
@@ -1352,7 +1391,7 @@ impl<S: Signer> Agent<S> {
                 .map(|b| b.len)
                 .unwrap_or(0);
             if job.cursor < len || next_readback(spec, job.stream).is_some() {
-                return Err(Error::OutputIncomplete(id));
+                return Err(Error::Usage(UsageError::OutputIncomplete(id)));
             }
         }
         let output_root = job.builder.root();
@@ -1367,7 +1406,7 @@ impl<S: Signer> Agent<S> {
                 output_root: first, ..
             }) = job.outcome
             else {
-                return Err(Error::InvalidJobState(id));
+                return Err(Error::Usage(UsageError::InvalidJobState(id)));
             };
             if first != output_root {
                 // Restart the upload: the host must write the original outputs.
@@ -1375,7 +1414,7 @@ impl<S: Signer> Agent<S> {
                 job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
                 job.cursor = 0;
                 job.builder = RootBuilder::new();
-                return Err(Error::OutputMismatch(id));
+                return Err(Error::Usage(UsageError::OutputMismatch(id)));
             }
         } else {
             let mut usage = usage;
@@ -1428,7 +1467,7 @@ impl<S: Signer> Agent<S> {
         let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
         if !matches!(job.state, JobState::Running | JobState::Uploading) || job.resend {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         let mut usage = usage;
         if reason == FailReason::Timeout {
@@ -1487,7 +1526,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<(), Error> {
         let job = &self.jobs[i];
         let Some(spec) = job.spec.as_ref() else {
-            return Err(Error::InvalidJobState(job.id));
+            return Err(Error::Usage(UsageError::InvalidJobState(job.id)));
         };
         let khash = spec.kernel_hash();
         let (status, output_root, output_len) = match outcome {
@@ -1555,7 +1594,7 @@ impl<S: Signer> Agent<S> {
     pub fn confirm_persisted(&mut self, _now: Instant, id: JobId) -> Result<(), Error> {
         let i = self.job_index(id)?;
         if self.jobs[i].outcome.is_none() {
-            return Err(Error::InvalidJobState(id));
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         self.jobs[i].persisted = true;
         self.flush_outcomes();
@@ -1589,7 +1628,7 @@ impl<S: Signer> Agent<S> {
     /// order.
     pub fn restore_result(&mut self, record: &ResultRecord) -> Result<(), Error> {
         if self.find(record.job).is_some() {
-            return Err(Error::InvalidJobState(record.job));
+            return Err(Error::Usage(UsageError::InvalidJobState(record.job)));
         }
         if self.conn == ConnState::Ready && MAX_EVENTS - self.events.len() < EVENT_RESERVE {
             // Events must be drained first: the resend asks the host by one.
@@ -1617,7 +1656,9 @@ impl<S: Signer> Agent<S> {
             next_sequence: record.next_sequence,
             prev_hash: record.prev_hash,
         };
-        self.jobs.push(job).map_err(|_| Error::CapacityExceeded)?;
+        self.jobs
+            .push(job)
+            .map_err(|_| Error::Usage(UsageError::CapacityExceeded))?;
         if self.conn == ConnState::Ready {
             self.start_resend(self.jobs.len() - 1);
             self.flush_outcomes();
@@ -1747,7 +1788,9 @@ impl<S: Signer> Agent<S> {
     /// length needed if `out` is shorter, `NoInput` if no chunk of `job`
     /// is readable now.
     pub fn read_input(&self, job: JobId, out: &mut [u8]) -> Result<usize, Error> {
-        let data = self.input(job).ok_or(Error::NoInput(job))?;
+        let data = self
+            .input(job)
+            .ok_or(Error::Usage(UsageError::NoInput(job)))?;
         let dst = out
             .get_mut(..data.len())
             .ok_or(Error::BufferTooSmall(data.len()))?;
@@ -1893,6 +1936,7 @@ impl<S: Signer> Agent<S> {
 
 /// How a job ended: kept until acknowledged, and stored in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Completed with outputs.
     Completed {

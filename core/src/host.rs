@@ -13,7 +13,7 @@ use std::vec::Vec;
 
 use crate::agent::{Agent, Event, JobState, ResultRecord};
 use crate::attest::Signer;
-use crate::error::Error;
+use crate::error::{Error, UsageError};
 use crate::time::Instant;
 use crate::wire::{FailReason, JobAssign, JobId, Usage};
 
@@ -313,7 +313,7 @@ impl JobHost {
     ) {
         while let Some(&(job, f)) = self.to_fail.front() {
             match agent.fail_job(now, job, f.reason, f.detail, f.usage) {
-                Ok(()) | Err(Error::UnknownJob(_)) => {}
+                Ok(()) | Err(Error::Usage(UsageError::UnknownJob(_))) => {}
                 Err(Error::EventsPending) => return,
                 Err(Error::Signer(e)) => {
                     log::debug!("job {job}: cannot sign the failure yet ({e:?}); trying again");
@@ -321,7 +321,7 @@ impl JobHost {
                 }
                 // The agent's deadline ended the job first (with the same
                 // status and price for a timeout): nothing left to report.
-                Err(Error::InvalidJobState(_))
+                Err(Error::Usage(UsageError::InvalidJobState(_)))
                     if agent.job_state(job) == Some(JobState::AwaitingAck) =>
                 {
                     log::info!("job {job}: already ended by its deadline");

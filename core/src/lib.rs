@@ -31,7 +31,7 @@ pub mod time;
 pub mod wire;
 
 pub use agent::{Agent, Config, ConnState, Event, JobState};
-pub use error::{Error, ErrorCode, InputError};
+pub use error::{codes, ConfigError, Error, ErrorCode, InputError, PeerError, UsageError};
 pub use policy::{LinearPrice, Policy};
 pub use time::{Duration, Instant};
 

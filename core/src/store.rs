@@ -157,6 +157,7 @@ mod file {
 
     /// Why a [`FileStore`] could not be opened or read.
     #[derive(Debug)]
+    #[non_exhaustive]
     pub enum StoreError {
         /// A file or the directory could not be read or written, or a file
         /// is damaged (`InvalidData`, with what is wrong).
@@ -189,6 +190,18 @@ mod file {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    impl StoreError {
+        /// The number of this error in the library's shared code space
+        /// ([`crate::codes`]).
+        pub fn code(&self) -> u32 {
+            match self {
+                StoreError::Io { .. } => crate::codes::STORE_IO,
+                StoreError::OtherKey { .. } => crate::codes::STORE_OTHER_KEY,
+                StoreError::Conflict { .. } => crate::codes::STORE_CONFLICT,
+            }
+        }
     }
 
     impl fmt::Display for StoreError {

@@ -42,6 +42,7 @@ pub type KeyId = [u8; 16];
 
 /// Why a frame or message could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Fewer bytes than the header announces; wait for more.
     Incomplete,
@@ -60,6 +61,7 @@ pub enum DecodeError {
 
 /// Why a message could not be encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The output buffer is smaller than the frame.
     BufferTooSmall,

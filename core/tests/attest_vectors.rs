@@ -55,6 +55,7 @@ fn error_name(e: VerifyError) -> &'static str {
         VerifyError::OutOfOrder => "OutOfOrder",
         VerifyError::BrokenChain => "BrokenChain",
         VerifyError::ChunkProofMismatch => "ChunkProofMismatch",
+        other => panic!("no vector name for {other:?}"),
     }
 }
 

@@ -266,7 +266,9 @@ fn cancel_during_transfer_and_during_run() {
     // Late host calls for the cancelled job get a typed error.
     assert_eq!(
         h.agent.finish_job(h.now, 2, Default::default()),
-        Err(tessera_core::Error::UnknownJob(2))
+        Err(tessera_core::Error::Usage(
+            tessera_core::UsageError::UnknownJob(2)
+        ))
     );
     // The agent keeps serving.
     h.host.auto_run = true;
@@ -444,7 +446,9 @@ fn a_timeout_the_agent_sees_first_is_charged_the_quote_too() {
                 ..Default::default()
             }
         ),
-        Err(tessera_core::Error::InvalidJobState(1))
+        Err(tessera_core::Error::Usage(
+            tessera_core::UsageError::InvalidJobState(1)
+        ))
     );
     assert!(h.pump().is_empty());
 }
@@ -815,7 +819,9 @@ fn results_wait_for_the_host_to_persist_them() {
     let mut agent = Agent::new(cfg, signer, ChainState::default()).unwrap();
     assert_eq!(
         agent.confirm_persisted(tessera_core::Instant::ZERO, 5),
-        Err(tessera_core::Error::UnknownJob(5))
+        Err(tessera_core::Error::Usage(
+            tessera_core::UsageError::UnknownJob(5)
+        ))
     );
     let mut h = Harness::new(agent, increment_run);
     handshake(&mut h);
@@ -1365,10 +1371,10 @@ fn an_invalid_configuration_names_its_field() {
     let e = Agent::new(c, signer(), ChainState::default()).err();
     assert_eq!(
         e,
-        Some(tessera_core::Error::InvalidConfig {
+        Some(tessera_core::Error::Config(tessera_core::ConfigError {
             field: "policy.max_concurrent",
             rule: "must be 1 to 4 (limits::MAX_JOBS)",
-        })
+        }))
     );
     assert_eq!(
         e.map(|e| e.to_string()).as_deref(),
@@ -1378,9 +1384,9 @@ fn an_invalid_configuration_names_its_field() {
     c.policy.peer_timeout = Duration::from_millis(0);
     assert!(matches!(
         Agent::new(c, signer(), ChainState::default()),
-        Err(tessera_core::Error::InvalidConfig {
+        Err(tessera_core::Error::Config(tessera_core::ConfigError {
             field: "policy.peer_timeout",
             ..
-        })
+        }))
     ));
 }

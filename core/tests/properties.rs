@@ -1101,7 +1101,7 @@ impl Sim {
         let now = self.now;
         match call(&mut self.agent, now) {
             Ok(v) => Ok(Some(v)),
-            Err(Error::OutputMismatch(_)) => Ok(None),
+            Err(Error::Usage(tessera_core::UsageError::OutputMismatch(_))) => Ok(None),
             Err(e) => {
                 prop_assert_eq!(
                     &self.snapshot(id),
@@ -1284,6 +1284,7 @@ impl Sim {
                     // draining first), the agent is disconnected.
                     prop_assert!(self.reconnected || !is_connected(self.agent.state()));
                 }
+                other => prop_assert!(false, "an event this test does not know: {:?}", other),
             }
         }
         self.reconnected = false;

@@ -65,7 +65,7 @@ fn output_for_a_job_without_outputs_is_refused_without_side_effects() {
     let now = h.now;
     assert_eq!(
         h.agent.send_output(now, 3, 0, &[0; 10]),
-        Err(Error::OutputOutOfOrder(3))
+        Err(Error::Usage(tessera_core::UsageError::OutputOutOfOrder(3)))
     );
     assert_eq!(h.agent.job_state(3), Some(JobState::Running));
     assert_eq!(h.agent.report_progress(now, 3, 500), Ok(()));
@@ -93,7 +93,7 @@ fn output_for_the_wrong_buffer_first_leaves_the_job_running() {
     let now = h.now;
     assert_eq!(
         h.agent.send_output(now, 4, 0, &[0; 16]),
-        Err(Error::OutputOutOfOrder(4))
+        Err(Error::Usage(tessera_core::UsageError::OutputOutOfOrder(4)))
     );
     assert_eq!(h.agent.job_state(4), Some(JobState::Running));
     assert_eq!(h.agent.send_output(now, 4, 1, &[0; 16]), Ok(16));
@@ -131,7 +131,12 @@ fn welcome_is_not_lost_when_the_outgoing_queue_is_nearly_full() {
         match a.handle_input(now, &refused) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) => assert_eq!(e.error, Error::UnexpectedMessage(MessageType::Started)),
+            Err(e) => assert_eq!(
+                e.error,
+                Error::Peer(tessera_core::PeerError::UnexpectedMessage(
+                    MessageType::Started
+                ))
+            ),
         }
     }
     // The transport takes a little.
@@ -352,7 +357,7 @@ fn deadline_with_the_signer_down_cancels_once_and_signs_later() {
     let now = h.now;
     assert_eq!(
         h.agent.finish_job(now, 7, Usage::default()),
-        Err(Error::InvalidJobState(7))
+        Err(Error::Usage(tessera_core::UsageError::InvalidJobState(7)))
     );
 
     down.set(false);

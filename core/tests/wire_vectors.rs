@@ -870,6 +870,7 @@ fn error_name(e: &DecodeError) -> &'static str {
         DecodeError::FrameTooLarge(_) => "FrameTooLarge",
         DecodeError::UnknownType(_) => "UnknownType",
         DecodeError::Malformed(_) => "Malformed",
+        other => panic!("no vector name for {other:?}"),
     }
 }
 

@@ -38,6 +38,7 @@ pub const SEAL_DOMAIN: &[u8] = b"tessera/seal/v1";
 /// Why a signed structure did not verify. Each variant is a different thing for
 /// a verifier to act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// Not a well-formed structure of the expected kind and length.
     Malformed,
@@ -55,6 +56,14 @@ pub enum VerifyError {
     BrokenChain,
     /// A chunk's Merkle proof does not lead to the signed root.
     ChunkProofMismatch,
+}
+
+impl VerifyError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]).
+    pub fn code(self) -> u32 {
+        crate::codes::verify(self)
+    }
 }
 
 /// SHA-256 of `bytes`.

@@ -7,6 +7,7 @@ use crate::wire::KeyId;
 
 /// Why a signer could not sign.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SignError {
     /// The key is not available now (a secure element is busy or absent).
     Unavailable,
@@ -16,6 +17,7 @@ pub enum SignError {
 
 /// Why a key could not be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The bytes are not an Ed25519 key of the expected form.
     Rejected,
@@ -23,6 +25,22 @@ pub enum KeyError {
     Mismatch,
     /// The system random source failed while generating a key.
     NoRandomness,
+}
+
+impl SignError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]).
+    pub fn code(self) -> u32 {
+        crate::codes::signer(&self)
+    }
+}
+
+impl KeyError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]).
+    pub fn code(self) -> u32 {
+        crate::codes::key(self)
+    }
 }
 
 /// A device signing key: Ed25519, held in memory or in a secure element.

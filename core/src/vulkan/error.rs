@@ -7,6 +7,7 @@ use std::fmt;
 
 /// Why the dispatcher (or the Vulkan instance under it) could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VulkanError {
     /// The Vulkan loader library (libvulkan) could not be opened: install a
     /// Vulkan driver and loader.
@@ -50,6 +51,14 @@ impl VulkanError {
             VulkanError::Vulkan(_) => 8,
             VulkanError::KhronosUnavailable(_) => 9,
         }
+    }
+}
+
+impl VulkanError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]): 500 + [`VulkanError::code`].
+    pub fn result_code(&self) -> u32 {
+        crate::codes::VULKAN_BASE + u32::from(self.code())
     }
 }
 
@@ -443,6 +452,7 @@ impl fmt::Display for KernelRejection {
 /// Why a job did not produce outputs. The dispatcher stays usable after
 /// every one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobError {
     /// The kernel or job failed validation; nothing ran.
     Rejected(KernelRejection),
@@ -506,6 +516,18 @@ impl JobError {
     }
 }
 
+impl JobError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]): 10000 + the rule for a rejected kernel, else
+    /// 2100 + [`JobError::code`].
+    pub fn result_code(&self) -> u32 {
+        match self {
+            JobError::Rejected(r) => crate::codes::kernel_rejection(r.detail()),
+            other => crate::codes::JOB_BASE + u32::from(other.code()),
+        }
+    }
+}
+
 impl From<KernelRejection> for JobError {
     fn from(r: KernelRejection) -> Self {
         JobError::Rejected(r)
@@ -547,3 +569,40 @@ impl fmt::Display for JobError {
 }
 
 impl std::error::Error for JobError {}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn every_dispatcher_error_has_a_named_code() {
+        let setup = [
+            VulkanError::LoaderUnavailable,
+            VulkanError::NoDevice,
+            VulkanError::DeviceNotFound,
+            VulkanError::ApiVersionTooOld { version: 0 },
+            VulkanError::NoComputeQueue,
+            VulkanError::ValidationUnavailable,
+            VulkanError::NoUsableMemory,
+            VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN),
+            VulkanError::KhronosUnavailable(String::new()),
+        ];
+        for e in setup {
+            assert!(crate::codes::name(e.result_code()).is_some(), "{e:?}");
+        }
+        let jobs = [
+            JobError::Timeout,
+            JobError::DeviceLost { fault: None },
+            JobError::OutOfMemory,
+            JobError::Vulkan(vk::Result::ERROR_UNKNOWN),
+            JobError::DeviceUnavailable { abandoned: 2 },
+            JobError::ValidatorUnavailable(String::new()),
+            JobError::Cancelled,
+        ];
+        for e in jobs {
+            let code = e.result_code();
+            assert!(crate::codes::name(code).is_some(), "{e:?}");
+            assert!(!matches!(crate::codes::name(code), Some("kernel_rejected")));
+        }
+    }
+}

@@ -546,13 +546,9 @@ impl Engine {
 
     /// A frame from the provider did not decode.
     pub(crate) fn decode_error(&mut self, sid: SessionId, e: DecodeError) -> bool {
-        let (code, fatal) = match e {
-            DecodeError::BadMagic => (ErrorCode::BadMagic, true),
-            DecodeError::UnsupportedVersion(_) => (ErrorCode::UnsupportedVersion, true),
-            DecodeError::FrameTooLarge(_) => (ErrorCode::FrameTooLarge, true),
-            DecodeError::UnknownType(_) => (ErrorCode::UnknownMessageType, false),
-            DecodeError::Malformed(_) | DecodeError::Incomplete => (ErrorCode::Malformed, false),
-        };
+        // The same classification the agent applies to a coordinator's frames.
+        let peer = tessera_core::PeerError::Decode(e);
+        let (code, fatal) = (peer.wire_code(), peer.is_fatal());
         log::warn!("session {sid}: undecodable frame: {e:?}");
         self.send_error(sid, code, 0);
         if fatal {
