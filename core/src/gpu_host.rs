@@ -32,7 +32,7 @@ impl core::fmt::Debug for GpuHost {
 
 /// The evidence's view of a device's capabilities.
 pub fn evidence_capabilities(caps: &Capabilities) -> DeviceCapabilities {
-    let mut name = heapless::String::new();
+    let mut name = crate::bounded::BoundedString::new();
     for c in caps.name.chars() {
         if name.push(c).is_err() {
             break;

@@ -11,6 +11,7 @@
 use core::fmt;
 
 use crate::attest::{result_hash, result_seal, Receipt, ReceiptStatus};
+use crate::bounded::{BoundedString, BoundedVec};
 use crate::limits::{CHUNK_SIZE, MAX_BUFFERS};
 use crate::merkle::{empty_root, leaf_hash, RootBuilder};
 use crate::wire::{
@@ -158,8 +159,8 @@ impl std::error::Error for BuildError {}
 
 impl<'a> Description<'a> {
     /// The buffer layout of the assignment, in buffer order.
-    pub fn layout(&self) -> Result<heapless::Vec<BufferSpec, MAX_BUFFERS>, BuildError> {
-        let mut layout = heapless::Vec::new();
+    pub fn layout(&self) -> Result<BoundedVec<BufferSpec, MAX_BUFFERS>, BuildError> {
+        let mut layout = BoundedVec::new();
         for b in self.buffers {
             let spec = BufferSpec {
                 binding: b.binding,
@@ -226,18 +227,18 @@ impl<'a> Description<'a> {
         let len = u32::try_from(self.kernel.len()).map_err(|_| BuildError::KernelTooLarge {
             len: self.kernel.len(),
         })?;
-        let mut entry_point = heapless::String::new();
+        let mut entry_point = BoundedString::new();
         entry_point
             .push_str(self.entry_point)
             .map_err(|_| BuildError::EntryPointTooLong {
                 len: self.entry_point.len(),
             })?;
-        let specialization = heapless::Vec::from_slice(self.specialization).map_err(|_| {
+        let specialization = BoundedVec::from_slice(self.specialization).map_err(|_| {
             BuildError::TooManySpecializationConstants {
                 count: self.specialization.len(),
             }
         })?;
-        let push_constants = heapless::Vec::from_slice(self.push_constants).map_err(|_| {
+        let push_constants = BoundedVec::from_slice(self.push_constants).map_err(|_| {
             BuildError::PushConstantsTooLong {
                 len: self.push_constants.len(),
             }

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod attest;
+pub mod bounded;
 pub mod error;
 #[cfg(feature = "vulkan")]
 pub mod gpu_host;

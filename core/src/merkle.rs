@@ -250,7 +250,7 @@ pub struct Proof {
     /// Leaves in the tree.
     pub tree_size: u64,
     /// Sibling hashes, leaf level first.
-    pub path: heapless::Vec<Digest, MAX_PROOF_LEN>,
+    pub path: crate::bounded::BoundedVec<Digest, MAX_PROOF_LEN>,
 }
 
 /// Why a proof could not be made or did not verify.
@@ -274,7 +274,8 @@ pub fn prove(leaves: &[Digest], index: u64) -> Result<Proof, ProofError> {
     if index >= n {
         return Err(ProofError::IndexOutOfRange);
     }
-    let mut path: heapless::Vec<Digest, MAX_PROOF_LEN> = heapless::Vec::new();
+    let mut path: crate::bounded::BoundedVec<Digest, MAX_PROOF_LEN> =
+        crate::bounded::BoundedVec::new();
     let mut lo = 0usize;
     let mut hi = leaves.len();
     let m = index as usize;

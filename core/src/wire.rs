@@ -12,7 +12,7 @@
 //! Decoding borrows chunk data and blobs from the input, so it never copies or
 //! allocates.
 
-use heapless::{String, Vec};
+use crate::bounded::{BoundedString, BoundedVec};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
@@ -377,11 +377,11 @@ pub struct KernelSpec {
     /// Merkle root of the SPIR-V bytes (`docs/PROTOCOL.md`, "Merkle trees").
     pub root: Digest,
     /// Name of the GLCompute entry point.
-    pub entry_point: String<MAX_ENTRY_POINT>,
+    pub entry_point: BoundedString<MAX_ENTRY_POINT>,
     /// Specialization constants: (constant id, 32-bit value).
-    pub specialization: Vec<(u32, u32), MAX_SPEC_CONSTANTS>,
+    pub specialization: BoundedVec<(u32, u32), MAX_SPEC_CONSTANTS>,
     /// Push constant bytes.
-    pub push_constants: Vec<u8, MAX_PUSH_CONSTANTS>,
+    pub push_constants: BoundedVec<u8, MAX_PUSH_CONSTANTS>,
     /// Workgroup counts in x, y, z.
     pub grid: [u32; 3],
 }
@@ -416,7 +416,7 @@ pub struct JobAssign {
     pub kernel: KernelSpec,
     /// The buffers, each at its own binding; buffer `i` with `init_len > 0`
     /// is input stream `i + 1`, and a read-back buffer `i` is output stream `i`.
-    pub buffers: Vec<BufferSpec, MAX_BUFFERS>,
+    pub buffers: BoundedVec<BufferSpec, MAX_BUFFERS>,
     /// Merkle root over the chunks of every input buffer, in buffer order.
     pub inputs_root: Digest,
 }

@@ -121,7 +121,7 @@ fn build_keys() -> Value {
 const CHALLENGE: [u8; 32] = [0xC4; 32];
 
 fn sample_evidence(key: &str) -> Evidence {
-    let mut name = heapless::String::new();
+    let mut name = tessera_core::bounded::BoundedString::new();
     name.push_str("Tessera Test GPU").expect("short name");
     Evidence {
         challenge: CHALLENGE,
@@ -1072,7 +1072,7 @@ fn run_merkle(vectors: &Value) -> usize {
         if let Some(off) = v.get("chunk_flip") {
             chunk[off.as_u64().expect("offset") as usize] ^= 0x01;
         }
-        let mut path = heapless::Vec::new();
+        let mut path = tessera_core::bounded::BoundedVec::new();
         for d in v["path"].as_array().expect("path") {
             path.push(unhex_n::<32>(d)).expect("path fits");
         }

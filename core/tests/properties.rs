@@ -189,14 +189,14 @@ fn goodbye_reason() -> impl Strategy<Value = GoodbyeReason> {
 }
 
 /// An entry point of any characters, at most `MAX_ENTRY_POINT` bytes long.
-fn entry_point() -> impl Strategy<Value = heapless::String<MAX_ENTRY_POINT>> {
+fn entry_point() -> impl Strategy<Value = tessera_core::bounded::BoundedString<MAX_ENTRY_POINT>> {
     prop_oneof![
         1 => Just("m".repeat(MAX_ENTRY_POINT)),
         1 => vec(any::<char>(), 0..=MAX_ENTRY_POINT).prop_map(|cs| cs.into_iter().collect()),
         2 => "[a-zA-Z_][a-zA-Z0-9_]{0,63}",
     ]
     .prop_map(|s: String| {
-        let mut out = heapless::String::new();
+        let mut out = tessera_core::bounded::BoundedString::new();
         for c in s.chars() {
             if out.push(c).is_err() {
                 break;
@@ -219,8 +219,10 @@ fn kernel_spec() -> impl Strategy<Value = KernelSpec> {
             len,
             root,
             entry_point,
-            specialization: heapless::Vec::from_slice(&spec).unwrap_or_default(),
-            push_constants: heapless::Vec::from_slice(&push).unwrap_or_default(),
+            specialization: tessera_core::bounded::BoundedVec::from_slice(&spec)
+                .unwrap_or_default(),
+            push_constants: tessera_core::bounded::BoundedVec::from_slice(&push)
+                .unwrap_or_default(),
             grid,
         })
 }
@@ -245,7 +247,10 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
                     init_len,
                     readback,
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .as_slice()
+                .try_into()
+                .unwrap_or_default(),
             inputs_root,
         })
 }

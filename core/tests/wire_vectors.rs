@@ -68,14 +68,14 @@ fn chunk(job: u64, stream: u8, index: u32, data: &'static [u8]) -> Chunk<'static
     }
 }
 
-fn entry_point(s: &str) -> heapless::String<MAX_ENTRY_POINT> {
-    let mut e = heapless::String::new();
+fn entry_point(s: &str) -> tessera_core::bounded::BoundedString<MAX_ENTRY_POINT> {
+    let mut e = tessera_core::bounded::BoundedString::new();
     e.push_str(s).expect("entry point fits");
     e
 }
 
 fn assign_minimal() -> JobAssign {
-    let mut buffers = heapless::Vec::new();
+    let mut buffers = tessera_core::bounded::BoundedVec::new();
     buffers
         .push(BufferSpec {
             binding: 0,
@@ -91,8 +91,8 @@ fn assign_minimal() -> JobAssign {
             len: 1024,
             root: array(0xB0),
             entry_point: entry_point("main"),
-            specialization: heapless::Vec::new(),
-            push_constants: heapless::Vec::new(),
+            specialization: tessera_core::bounded::BoundedVec::new(),
+            push_constants: tessera_core::bounded::BoundedVec::new(),
             grid: [64, 1, 1],
         },
         buffers,
@@ -113,7 +113,10 @@ fn assign_full() -> JobAssign {
             3 => (u32::MAX, u32::MAX),
             _ => (i, i.wrapping_mul(0x0101_0101)),
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .as_slice()
+        .try_into()
+        .expect("fits");
     let buffers = (0..MAX_BUFFERS as u64)
         .map(|i| BufferSpec {
             // Bindings with gaps, up to the last one allowed (31).
@@ -125,7 +128,10 @@ fn assign_full() -> JobAssign {
             init_len: if i % 2 == 0 { (i + 1) << (7 * i) } else { 0 },
             readback: i % 3 != 1,
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .as_slice()
+        .try_into()
+        .expect("fits");
     JobAssign {
         job: u64::MAX,
         requester_nonce: array(0xA1),
@@ -134,7 +140,11 @@ fn assign_full() -> JobAssign {
             root: array(0xB1),
             entry_point: entry_point(&name),
             specialization,
-            push_constants: heapless::Vec::from_slice(&pattern(MAX_PUSH_CONSTANTS, 0x11)).unwrap(),
+            push_constants: tessera_core::bounded::BoundedVec::from_slice(&pattern(
+                MAX_PUSH_CONSTANTS,
+                0x11,
+            ))
+            .unwrap(),
             grid: [u32::MAX, 65_535, 1],
         },
         buffers,
@@ -155,7 +165,10 @@ fn assign_binding_gap() -> JobAssign {
             init_len,
             readback,
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .as_slice()
+        .try_into()
+        .expect("fits");
     a
 }
 
@@ -178,11 +191,11 @@ fn assign_no_buffers() -> JobAssign {
             len: 4,
             root: leaf_hash(&[0x03, 0x02, 0x23, 0x07]),
             entry_point: entry_point("k"),
-            specialization: heapless::Vec::new(),
-            push_constants: heapless::Vec::new(),
+            specialization: tessera_core::bounded::BoundedVec::new(),
+            push_constants: tessera_core::bounded::BoundedVec::new(),
             grid: [1, 1, 1],
         },
-        buffers: heapless::Vec::new(),
+        buffers: tessera_core::bounded::BoundedVec::new(),
         inputs_root: empty_root(),
     }
 }
@@ -974,8 +987,13 @@ fn hand_written_bodies_match_the_encoder() {
     spec.requester_nonce = [0xAA; 32];
     spec.kernel.root = [0xBB; 32];
     spec.kernel.grid = [1, 1, 1];
-    spec.kernel.specialization = (0..3).map(|i| (i, i * 1000)).collect();
-    spec.kernel.push_constants = heapless::Vec::from_slice(&[0x5A; 5]).unwrap();
+    spec.kernel.specialization = (0..3)
+        .map(|i| (i, i * 1000))
+        .collect::<Vec<_>>()
+        .as_slice()
+        .try_into()
+        .expect("fits");
+    spec.kernel.push_constants = tessera_core::bounded::BoundedVec::from_slice(&[0x5A; 5]).unwrap();
     spec.buffers = (0..2)
         .map(|binding| BufferSpec {
             binding,
@@ -983,7 +1001,10 @@ fn hand_written_bodies_match_the_encoder() {
             init_len: 0,
             readback: true,
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .as_slice()
+        .try_into()
+        .expect("fits");
     spec.inputs_root = [0xCC; 32];
     let encoded = encode(&Message::JobAssign(spec));
     assert_eq!(encoded[8..], assign_body(b"main", 3, 5, 2, 1)[..]);

@@ -46,7 +46,7 @@ impl DeviceType {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCapabilities {
     /// Device name, UTF-8, at most 64 bytes.
-    pub name: heapless::String<64>,
+    pub name: crate::bounded::BoundedString<64>,
     /// PCI vendor id.
     pub vendor_id: u32,
     /// Vendor's device id.
@@ -173,7 +173,7 @@ impl Evidence {
         }
         let name_str =
             core::str::from_utf8(&raw_name[..name_len]).map_err(|_| VerifyError::Malformed)?;
-        let mut name = heapless::String::new();
+        let mut name = crate::bounded::BoundedString::new();
         name.push_str(name_str)
             .map_err(|_| VerifyError::Malformed)?;
         let vendor_id = r.u32();

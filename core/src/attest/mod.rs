@@ -182,7 +182,7 @@ pub(crate) mod testing {
 
     /// Sample evidence for `public_key` answering `challenge`.
     pub fn evidence(public_key: [u8; 32], challenge: crate::wire::Nonce) -> Evidence {
-        let mut name = heapless::String::new();
+        let mut name = crate::bounded::BoundedString::new();
         name.push_str("Test GPU 9000").unwrap();
         Evidence {
             challenge,
