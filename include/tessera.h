@@ -940,6 +940,21 @@ tessera_result tessera_signer_public_key(const tessera_signer *signer,
                                          uint8_t *out);
 
 /**
+ * Signs `(message, len)` with the signer's key and writes the 64-byte
+ * Ed25519 signature to `signature` (a callback signer calls its callback).
+ * Lets a program put a built-in key behind its own callbacks, as a stand-in
+ * for a secure element in tests.
+ *
+ * # Safety
+ * `signer` a live signer used by no other thread; `(message, len)`
+ * readable; `signature` 64 writable bytes.
+ */
+tessera_result tessera_signer_sign(tessera_signer *signer,
+                                   const uint8_t *message,
+                                   size_t len,
+                                   uint8_t *signature);
+
+/**
  * Frees a signer that no agent took over. NULL is a no-op.
  *
  * # Safety

@@ -258,6 +258,39 @@ pub unsafe extern "C" fn tessera_signer_public_key(
     })
 }
 
+/// Signs `(message, len)` with the signer's key and writes the 64-byte
+/// Ed25519 signature to `signature` (a callback signer calls its callback).
+/// Lets a program put a built-in key behind its own callbacks, as a stand-in
+/// for a secure element in tests.
+///
+/// # Safety
+/// `signer` a live signer used by no other thread; `(message, len)`
+/// readable; `signature` 64 writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_signer_sign(
+    signer: *mut tessera_signer,
+    message: *const u8,
+    len: usize,
+    signature: *mut u8,
+) -> tessera_result {
+    guard(|| {
+        non_null!(signer, signature);
+        // SAFETY: the caller's promise for (message, len).
+        let Some(message) = (unsafe { bytes(message, len) }) else {
+            return TESSERA_NULL_ARGUMENT;
+        };
+        // SAFETY: non-NULL live handle used by this thread only, by the caller.
+        match unsafe { &mut *signer }.inner.sign(message) {
+            Ok(sig) => {
+                // SAFETY: 64 writable bytes, by the caller.
+                unsafe { core::ptr::copy_nonoverlapping(sig.as_ptr(), signature, 64) };
+                TESSERA_OK
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
 /// Frees a signer that no agent took over. NULL is a no-op.
 ///
 /// # Safety

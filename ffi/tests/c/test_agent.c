@@ -1,0 +1,507 @@
+/*
+ * The sans-IO agent through the C ABI: every function, its NULL, zero-length
+ * and too-small-buffer paths, calls in the wrong order, a callback signer,
+ * and a session up to an accepted offer. Frames come from the shared wire
+ * vectors (core/tests/vectors/wire.json, names in the comments).
+ *
+ * Built by ci/test with -std=c99 -Wall -Wextra -Werror -pedantic and run
+ * under AddressSanitizer + UBSan and under valgrind.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tessera.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,         \
+                    __LINE__, #cond);                                      \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+#define CHECK_CODE(expr, want)                                             \
+    do {                                                                   \
+        tessera_result got_ = (expr);                                      \
+        if (got_ != (tessera_result)(want)) {                              \
+            char text_[160];                                               \
+            tessera_result_text(got_, (uint8_t *)text_, sizeof text_, NULL); \
+            fprintf(stderr, "%s:%d: %s returned %u (%s), want %u\n",       \
+                    __FILE__, __LINE__, #expr, (unsigned)got_, text_,      \
+                    (unsigned)(want));                                     \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+static size_t unhex(const char *hex, uint8_t *out, size_t cap) {
+    size_t n = strlen(hex) / 2;
+    size_t i;
+    if (n > cap) {
+        abort();
+    }
+    for (i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+            abort();
+        }
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+/* wire.json "welcome", "ready", "job_offer", "drain". */
+static const char *WELCOME =
+    "545301022300000001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae9082746"
+    "6584a3c2e18827";
+static const char *READY = "5453010400000000";
+static const char *JOB_OFFER =
+    "545301101100000001800421fa01808040808004904eb0ea01";
+
+static const uint8_t SEED[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+/* A stand-in secure element: a built-in key behind callbacks, which can be
+ * made busy. */
+struct element {
+    tessera_signer *key;
+    int busy;
+    int signatures;
+};
+
+static tessera_result element_public_key(void *userdata, uint8_t *out) {
+    struct element *e = (struct element *)userdata;
+    return tessera_signer_public_key(e->key, out);
+}
+
+static tessera_result element_sign(void *userdata, const uint8_t *msg,
+                                   size_t len, uint8_t *sig) {
+    struct element *e = (struct element *)userdata;
+    if (e->busy) {
+        return TESSERA_SIGNER_UNAVAILABLE;
+    }
+    e->signatures++;
+    return tessera_signer_sign(e->key, msg, len, sig);
+}
+
+static tessera_result failing_public_key(void *userdata, uint8_t *out) {
+    (void)userdata;
+    (void)out;
+    return TESSERA_SIGNER_FAILED;
+}
+
+static void test_version_and_text(void) {
+    char text[200];
+    size_t n = 0;
+    CHECK(tessera_version() == TESSERA_VERSION_NUMBER);
+    CHECK(TESSERA_VERSION_NUMBER == ((TESSERA_VERSION_MAJOR << 16) |
+                                     (TESSERA_VERSION_MINOR << 8) |
+                                     TESSERA_VERSION_PATCH));
+    CHECK_CODE(tessera_result_text(TESSERA_WOULD_BLOCK, (uint8_t *)text,
+                                   sizeof text, &n),
+               TESSERA_OK);
+    CHECK(strncmp(text, "would_block: ", 13) == 0);
+    CHECK(n == strlen(text));
+    CHECK_CODE(tessera_result_text(TESSERA_KERNEL_BASE + 1, (uint8_t *)text,
+                                   sizeof text, &n),
+               TESSERA_OK);
+    CHECK(strncmp(text, "kernel_rejected: ", 17) == 0);
+    CHECK_CODE(tessera_result_text(99999, (uint8_t *)text, sizeof text, &n),
+               TESSERA_OK);
+    CHECK(strcmp(text, "unknown code 99999") == 0);
+    /* Cut to fit, always NUL-terminated. */
+    CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, 3, &n),
+               TESSERA_OK);
+    CHECK(n == 2 && strcmp(text, "ok") == 0);
+    CHECK_CODE(tessera_result_text(TESSERA_WOULD_BLOCK, (uint8_t *)text, 1, &n),
+               TESSERA_OK);
+    CHECK(n == 0 && text[0] == '\0');
+    CHECK_CODE(tessera_result_text(TESSERA_OK, NULL, 10, &n),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, 0, &n),
+               TESSERA_NULL_ARGUMENT);
+}
+
+static tessera_agent_config device_config(void) {
+    tessera_agent_config c;
+    CHECK_CODE(tessera_agent_config_default(&c), TESSERA_OK);
+    CHECK(c.size == sizeof c);
+    c.device.name = "C test GPU";
+    c.device.device_type = TESSERA_DEVICE_DISCRETE_GPU;
+    c.device.features = 0xFFFFFFFFu;
+    c.device.device_local_bytes = (uint64_t)8 << 30;
+    c.device.host_visible_bytes = (uint64_t)8 << 30;
+    c.device.max_storage_buffer_range = (uint64_t)1 << 30;
+    c.boot_id[0] = 7;
+    return c;
+}
+
+static void test_signers(void) {
+    tessera_signer *s = NULL;
+    uint8_t pk[32];
+    uint8_t sig[64];
+    tessera_signer_callbacks cb;
+    struct element e;
+
+    CHECK_CODE(tessera_signer_from_seed(NULL, &s), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_from_seed(SEED, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_from_pkcs8((const uint8_t *)"nonsense", 8, &s),
+               TESSERA_KEY_REJECTED);
+    CHECK_CODE(tessera_signer_from_pkcs8(NULL, 0, &s), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_from_seed(SEED, &s), TESSERA_OK);
+    CHECK_CODE(tessera_signer_public_key(s, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_public_key(NULL, pk), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_public_key(s, pk), TESSERA_OK);
+    CHECK_CODE(tessera_signer_sign(s, NULL, 3, sig), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_sign(s, NULL, 0, sig), TESSERA_OK);
+    CHECK_CODE(tessera_signer_sign(s, (const uint8_t *)"abc", 3, NULL),
+               TESSERA_NULL_ARGUMENT);
+
+    memset(&cb, 0, sizeof cb);
+    e.key = s;
+    e.busy = 0;
+    e.signatures = 0;
+    cb.userdata = &e;
+    cb.public_key = element_public_key;
+    cb.sign = element_sign;
+    {
+        tessera_signer *c = NULL;
+        CHECK_CODE(tessera_signer_from_callbacks(&cb, &c),
+                   TESSERA_INVALID_ARGUMENT); /* size not set */
+        cb.size = sizeof cb;
+        cb.sign = NULL;
+        CHECK_CODE(tessera_signer_from_callbacks(&cb, &c),
+                   TESSERA_NULL_ARGUMENT);
+        cb.sign = element_sign;
+        cb.public_key = failing_public_key;
+        CHECK_CODE(tessera_signer_from_callbacks(&cb, &c),
+                   TESSERA_SIGNER_FAILED);
+        cb.public_key = element_public_key;
+        CHECK_CODE(tessera_signer_from_callbacks(NULL, &c),
+                   TESSERA_NULL_ARGUMENT);
+        CHECK_CODE(tessera_signer_from_callbacks(&cb, &c), TESSERA_OK);
+        {
+            uint8_t pk2[32];
+            CHECK_CODE(tessera_signer_public_key(c, pk2), TESSERA_OK);
+            CHECK(memcmp(pk, pk2, 32) == 0);
+        }
+        e.busy = 1;
+        CHECK_CODE(tessera_signer_sign(c, (const uint8_t *)"m", 1, sig),
+                   TESSERA_SIGNER_UNAVAILABLE);
+        e.busy = 0;
+        CHECK_CODE(tessera_signer_sign(c, (const uint8_t *)"m", 1, sig),
+                   TESSERA_OK);
+        CHECK(e.signatures == 1);
+        tessera_signer_free(c);
+    }
+    tessera_signer_free(s);
+    tessera_signer_free(NULL);
+}
+
+static void test_config_errors(void) {
+    tessera_agent_config c = device_config();
+    tessera_signer *s = NULL;
+    tessera_agent *a = NULL;
+    char why[160];
+    char long_name[80];
+
+    CHECK_CODE(tessera_agent_config_default(NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_from_seed(SEED, &s), TESSERA_OK);
+    CHECK_CODE(tessera_agent_new(NULL, s, NULL, NULL, 0, &a),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_new(&c, NULL, NULL, NULL, 0, &a),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, NULL, 0, NULL),
+               TESSERA_NULL_ARGUMENT);
+
+    c.size = 8;
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, sizeof why, &a),
+               TESSERA_INVALID_ARGUMENT);
+    c = device_config();
+
+    c.policy.max_concurrent = 0;
+    why[0] = '\0';
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "policy.max_concurrent") != NULL);
+    c.policy.max_concurrent = 1000;
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "policy.max_concurrent") != NULL);
+    c = device_config();
+
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    c.device.name = long_name;
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "device.name") != NULL);
+    c.device.name = "\xff\xfe";
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    c = device_config();
+    c.device.device_type = 99;
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, NULL, 0, &a),
+               TESSERA_INVALID_CONFIG);
+    c = device_config();
+    c.policy.peer_timeout_ms = 0;
+    /* A tiny error buffer still gets a NUL-terminated prefix. */
+    CHECK_CODE(tessera_agent_new(&c, s, NULL, why, 4, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strlen(why) <= 3);
+    CHECK(a == NULL);
+    /* The signer still belongs to the caller after every failure. */
+    tessera_signer_free(s);
+}
+
+static size_t feed(tessera_agent *a, uint64_t now, const char *hex) {
+    uint8_t frame[256];
+    size_t n = unhex(hex, frame, sizeof frame);
+    size_t consumed = 0;
+    CHECK_CODE(tessera_agent_handle_input(a, now, frame, n, &consumed),
+               TESSERA_OK);
+    CHECK(consumed == n);
+    return consumed;
+}
+
+/* Drains transmits; returns the message type of the last frame (or 0). */
+static int drain_transmit(tessera_agent *a, uint64_t now, int *frames) {
+    static uint8_t buf[TESSERA_MAX_FRAME];
+    size_t n = 0;
+    int last = 0;
+    tessera_result r;
+    while ((r = tessera_agent_poll_transmit(a, now, buf, sizeof buf, &n)) ==
+           TESSERA_OK) {
+        CHECK(n >= 8 && buf[0] == 'T' && buf[1] == 'S');
+        last = buf[3];
+        if (frames) {
+            (*frames)++;
+        }
+    }
+    CHECK_CODE(r, TESSERA_NOTHING);
+    return last;
+}
+
+static void test_session(void) {
+    tessera_agent_config c = device_config();
+    tessera_signer *key = NULL;
+    tessera_signer *signer = NULL;
+    tessera_signer_callbacks cb;
+    struct element e;
+    tessera_agent *a = NULL;
+    tessera_event ev;
+    tessera_job_info info;
+    tessera_buffer_spec buffer;
+    tessera_chain_state chain;
+    tessera_stats stats;
+    tessera_usage usage;
+    uint8_t buf[64];
+    uint8_t key_id[16];
+    char text[160];
+    size_t n = 0;
+    uint32_t state = 0;
+    uint64_t deadline = 0;
+    int frames = 0;
+    uint64_t now = 1000000;
+
+    CHECK_CODE(tessera_signer_from_seed(SEED, &key), TESSERA_OK);
+    e.key = key;
+    e.busy = 0;
+    e.signatures = 0;
+    cb.size = sizeof cb;
+    cb.userdata = &e;
+    cb.public_key = element_public_key;
+    cb.sign = element_sign;
+    CHECK_CODE(tessera_signer_from_callbacks(&cb, &signer), TESSERA_OK);
+    chain.next_sequence = 1;
+    memset(chain.prev_hash, 0, sizeof chain.prev_hash);
+    CHECK_CODE(tessera_agent_new(&c, signer, &chain, NULL, 0, &a), TESSERA_OK);
+    /* `signer` now belongs to the agent. */
+
+    CHECK_CODE(tessera_agent_state(a, &state), TESSERA_OK);
+    CHECK(state == TESSERA_CONN_DISCONNECTED);
+    CHECK_CODE(tessera_agent_state(a, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_state(NULL, &state), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_key_id(a, key_id), TESSERA_OK);
+    CHECK_CODE(tessera_agent_key_id(a, NULL), TESSERA_NULL_ARGUMENT);
+
+    /* Calls in the wrong order. */
+    CHECK_CODE(tessera_agent_handle_input(a, now, buf, 1, &n),
+               TESSERA_NOT_CONNECTED);
+    CHECK(n == 0);
+    CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_NOTHING);
+    CHECK_CODE(tessera_agent_poll_transmit(a, now, buf, sizeof buf, &n),
+               TESSERA_NOTHING);
+    CHECK_CODE(tessera_agent_read_input(a, 1, buf, sizeof buf, &n),
+               TESSERA_NO_INPUT);
+    CHECK_CODE(tessera_agent_job_info(a, 1, &info), TESSERA_UNKNOWN_JOB);
+    memset(&usage, 0, sizeof usage);
+    CHECK_CODE(tessera_agent_finish_job(a, now, 1, &usage),
+               TESSERA_UNKNOWN_JOB);
+    CHECK_CODE(tessera_agent_last_error(a, text, sizeof text, &n), TESSERA_OK);
+    CHECK(strstr(text, "job 1") != NULL);
+    CHECK_CODE(tessera_agent_last_error(a, text, 0, &n),
+               TESSERA_BUFFER_TOO_SMALL);
+    CHECK_CODE(tessera_agent_last_error(a, NULL, 10, &n),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_confirm_persisted(a, now, 1), TESSERA_UNKNOWN_JOB);
+    CHECK_CODE(tessera_agent_result_record(a, 1, buf, sizeof buf, &n),
+               TESSERA_UNKNOWN_JOB);
+    CHECK_CODE(tessera_agent_restore_result(a, buf, 0), TESSERA_INVALID_ARGUMENT);
+    CHECK_CODE(tessera_agent_restore_result(a, NULL, 5), TESSERA_NULL_ARGUMENT);
+
+    /* Hello. A zero-length transmit buffer is too small. */
+    CHECK_CODE(tessera_agent_connect(a, now), TESSERA_OK);
+    CHECK_CODE(tessera_agent_connect(a, now), TESSERA_ALREADY_CONNECTED);
+    CHECK_CODE(tessera_agent_connect(NULL, now), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_poll_transmit(a, now, buf, 0, &n),
+               TESSERA_BUFFER_TOO_SMALL);
+    CHECK_CODE(tessera_agent_poll_transmit(a, now, NULL, 10, &n),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_poll_transmit(a, now, buf, sizeof buf, NULL),
+               TESSERA_NULL_ARGUMENT);
+    CHECK(drain_transmit(a, now, &frames) == 1); /* Hello */
+
+    /* Welcome: the element signs the evidence. */
+    CHECK_CODE(tessera_agent_handle_input(a, now, NULL, 3, &n),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_handle_input(a, now, NULL, 0, &n), TESSERA_OK);
+    CHECK(n == 0);
+    feed(a, now, WELCOME);
+    CHECK(e.signatures == 1);
+    CHECK(drain_transmit(a, now, NULL) == 3); /* Evidence */
+    feed(a, now, READY);
+    CHECK_CODE(tessera_agent_poll_event(a, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_OK);
+    CHECK(ev.kind == TESSERA_EVENT_READY);
+    CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_NOTHING);
+    CHECK_CODE(tessera_agent_state(a, &state), TESSERA_OK);
+    CHECK(state == TESSERA_CONN_READY);
+
+    /* An offer the policy takes: the job is held, not yet assigned. */
+    feed(a, now, JOB_OFFER);
+    CHECK(drain_transmit(a, now, NULL) == 0x11); /* OfferAccept */
+    CHECK_CODE(tessera_agent_job_info(a, 1, &info), TESSERA_OK);
+    CHECK(info.state == TESSERA_JOB_ACCEPTED && !info.assigned);
+    CHECK(info.has_deadline && info.deadline_us == now + 30000000u);
+    CHECK_CODE(tessera_agent_job_info(a, 1, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_job_buffer(a, 1, 0, &buffer),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_job_entry_point(a, 1, text, sizeof text, &n),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_job_push_constants(a, 1, buf, sizeof buf, &n),
+               TESSERA_INVALID_JOB_STATE);
+    {
+        uint32_t id, value;
+        CHECK_CODE(tessera_agent_job_specialization(a, 1, 0, &id, &value),
+                   TESSERA_INVALID_JOB_STATE);
+        CHECK_CODE(tessera_agent_job_specialization(a, 1, 0, NULL, &value),
+                   TESSERA_NULL_ARGUMENT);
+    }
+    CHECK_CODE(tessera_agent_finish_job(a, now, 1, &usage),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_finish_job(a, now, 1, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_fail_job(a, now, 1, 0, 0, &usage),
+               TESSERA_INVALID_ARGUMENT);
+    CHECK_CODE(tessera_agent_fail_job(a, now, 1, 7, 0, &usage),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, buf, 4, &n),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 300, buf, 4, &n),
+               TESSERA_INVALID_ARGUMENT);
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, NULL, 4, &n),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_report_progress(a, now, 1, 500),
+               TESSERA_INVALID_JOB_STATE);
+    CHECK_CODE(tessera_agent_report_progress(a, now, 1, 70000),
+               TESSERA_INVALID_ARGUMENT);
+    CHECK_CODE(tessera_agent_set_device_available(a, now, false), TESSERA_OK);
+    CHECK_CODE(tessera_agent_set_device_available(a, now, true), TESSERA_OK);
+
+    /* Timers. */
+    CHECK_CODE(tessera_agent_poll_timeout(a, &deadline), TESSERA_OK);
+    CHECK(deadline > now);
+    CHECK_CODE(tessera_agent_poll_timeout(a, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_handle_timeout(a, now), TESSERA_OK);
+
+    /* Bytes that are not Tessera end the session; the agent stays usable. */
+    {
+        uint8_t junk[8] = {'X', 'X', 1, 1, 0, 0, 0, 0};
+        size_t consumed = 99;
+        CHECK_CODE(tessera_agent_handle_input(a, now, junk, sizeof junk,
+                                              &consumed),
+                   TESSERA_PEER_BASE + 11);
+        CHECK(consumed <= sizeof junk);
+        CHECK_CODE(tessera_agent_last_error(a, text, sizeof text, &n),
+                   TESSERA_OK);
+        CHECK(n > 0);
+    }
+    drain_transmit(a, now, NULL);
+    {
+        int saw_disconnect = 0;
+        while (tessera_agent_poll_event(a, &ev) == TESSERA_OK) {
+            if (ev.kind == TESSERA_EVENT_DISCONNECT) {
+                saw_disconnect = 1;
+                CHECK(ev.reason == TESSERA_DISCONNECT_PROTOCOL_VIOLATION);
+            }
+        }
+        CHECK(saw_disconnect);
+    }
+    CHECK_CODE(tessera_agent_disconnected(a, now), TESSERA_OK);
+    CHECK_CODE(tessera_agent_connect(a, now + 1), TESSERA_OK);
+    CHECK(drain_transmit(a, now + 1, NULL) == 1); /* Hello again */
+
+    /* A busy element: the evidence cannot be signed now. */
+    e.busy = 1;
+    {
+        uint8_t frame[128];
+        size_t len = unhex(WELCOME, frame, sizeof frame);
+        size_t consumed = 0;
+        CHECK_CODE(tessera_agent_handle_input(a, now + 2, frame, len,
+                                              &consumed),
+                   TESSERA_SIGNER_UNAVAILABLE);
+    }
+    e.busy = 0;
+    drain_transmit(a, now + 2, NULL);
+    while (tessera_agent_poll_event(a, &ev) == TESSERA_OK) {
+    }
+
+    CHECK_CODE(tessera_agent_chain(a, &chain), TESSERA_OK);
+    CHECK(chain.next_sequence == 1);
+    CHECK_CODE(tessera_agent_chain(a, NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_agent_stats(a, &stats), TESSERA_OK);
+    CHECK(stats.offers_accepted == 1);
+    CHECK(stats.frames_refused >= 1);
+    CHECK_CODE(tessera_agent_stats(a, NULL), TESSERA_NULL_ARGUMENT);
+
+    /* Drain, then calls after the drain. */
+    CHECK_CODE(tessera_agent_disconnected(a, now + 3), TESSERA_OK);
+    while (tessera_agent_poll_event(a, &ev) == TESSERA_OK) {
+    }
+    CHECK_CODE(tessera_agent_drain(a, now + 3), TESSERA_OK);
+    drain_transmit(a, now + 3, NULL);
+    while (tessera_agent_poll_event(a, &ev) == TESSERA_OK) {
+    }
+    CHECK_CODE(tessera_agent_handle_timeout(a, now + 4), TESSERA_OK);
+
+    tessera_agent_free(a);
+    tessera_agent_free(NULL);
+    tessera_signer_free(key);
+}
+
+int main(void) {
+    test_version_and_text();
+    test_signers();
+    test_config_errors();
+    test_session();
+    if (failures) {
+        fprintf(stderr, "test_agent: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("test_agent: ok\n");
+    return 0;
+}
