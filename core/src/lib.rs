@@ -23,6 +23,8 @@ pub mod limits;
 pub mod merkle;
 #[cfg(feature = "tls")]
 pub mod net;
+#[cfg(feature = "operator")]
+pub mod operator;
 pub mod policy;
 pub mod reasons;
 pub mod store;

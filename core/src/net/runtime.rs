@@ -126,6 +126,19 @@ impl fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
+impl RuntimeError {
+    /// The number of this error in the library's shared code space
+    /// ([`crate::codes`]).
+    pub fn code(&self) -> u32 {
+        match self {
+            RuntimeError::Io(_) => crate::codes::IO,
+            RuntimeError::Store(e) => e.code(),
+            RuntimeError::Agent(e) => e.code(),
+            RuntimeError::BadServerName(_) => crate::codes::INVALID_CONFIG,
+        }
+    }
+}
+
 /// What an operator sees: connection, device, work and earnings.
 #[derive(Clone, Debug, Default)]
 pub struct Status {
