@@ -886,3 +886,56 @@ fn a_reused_job_id_does_not_take_the_withdrawn_runs_result() {
     );
     assert!(out == vec![101u8; 30_000]);
 }
+
+#[test]
+fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tessera_core::wire::DeclineReason;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut rt = runtime(port, Trust::PinnedKey(srv.spki), None);
+    let drain = rt.drain_handle();
+    // The host's own loop: between "frames" it tells the runtime whether
+    // the user renders.
+    let rendering = Arc::new(AtomicBool::new(true));
+    let r = rendering.clone();
+    let handle = thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !rt.is_finished() && std::time::Instant::now() < deadline {
+            rt.set_accepting_jobs(!r.load(Ordering::SeqCst));
+            rt.step(Some(Duration::from_millis(20))).unwrap();
+        }
+        rt
+    });
+
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let j = job();
+    s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity == 0));
+    s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert_eq!(
+        Message::decode(&f).unwrap(),
+        Message::OfferDecline(tessera_core::wire::OfferDecline {
+            job: 1,
+            reason: DeclineReason::Unavailable,
+        })
+    );
+    rendering.store(false, Ordering::SeqCst);
+    s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
+    s.send(&Message::JobOffer(j.offer(2, 1_000_000, 60_000)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert!(matches!(
+        Message::decode(&f).unwrap(),
+        Message::OfferAccept(_)
+    ));
+    s.send(&Message::Cancel(tessera_core::wire::Cancel {
+        job: 2,
+        reason: 1,
+    }));
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    let rt = handle.join().unwrap();
+    assert!(rt.is_finished());
+}

@@ -346,6 +346,8 @@ pub struct Runtime<S: Signer> {
     backlog: VecDeque<JobId>,
     /// Whether the executor takes work (its last report).
     executor_accepting: bool,
+    /// Whether the host lets the device take work ([`Runtime::set_accepting_jobs`]).
+    host_accepting: bool,
     origin: StdInstant,
     origin_micros: u64,
     reconnect_at: Option<StdInstant>,
@@ -434,6 +436,7 @@ impl<S: Signer> Runtime<S> {
             store,
             backlog,
             executor_accepting: true,
+            host_accepting: true,
             origin: StdInstant::now(),
             origin_micros: now,
             reconnect_at: Some(StdInstant::now()),
@@ -488,6 +491,15 @@ impl<S: Signer> Runtime<S> {
             earnings: stats.earnings,
             ..self.status.clone()
         }
+    }
+
+    /// Whether the host lets the device take new work: a render engine says
+    /// no while its user renders, yes when the GPU is idle again. Offers are
+    /// declined (`Unavailable`) while it says no; jobs already taken run on.
+    pub fn set_accepting_jobs(&mut self, accepting: bool) {
+        self.host_accepting = accepting;
+        let now = self.now();
+        self.update_availability(now);
     }
 
     /// Whether the agent has drained and said goodbye.
@@ -982,7 +994,7 @@ impl<S: Signer> Runtime<S> {
     /// Offers are taken when the executor takes work and no stored result
     /// waits for delivery.
     fn update_availability(&mut self, now: Instant) {
-        let available = self.executor_accepting && self.backlog.is_empty();
+        let available = self.executor_accepting && self.host_accepting && self.backlog.is_empty();
         self.agent.set_device_available(now, available);
     }
 
