@@ -31,6 +31,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The hosted library (libtessera.a and libtessera.so built with the default
+ * features) has everything below. The bare-metal static library has the
+ * sans-IO agent and the signers only: define TESSERA_BARE_METAL before
+ * including this header to declare only those.
+ */
+#if !defined(TESSERA_BARE_METAL)
+#define TESSERA_HOSTED 1
+#endif
+
+
 /**
  * Major version of the library this header belongs to.
  */
@@ -269,10 +280,55 @@
  */
 #define TESSERA_CONN_CLOSED 5
 
+#if defined(TESSERA_HOSTED)
+/**
+ * Log level: errors only.
+ */
+#define TESSERA_LOG_ERROR 1
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Log level: and warnings.
+ */
+#define TESSERA_LOG_WARN 2
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Log level: and information (the status line, sessions, jobs).
+ */
+#define TESSERA_LOG_INFO 3
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Log level: and debugging detail.
+ */
+#define TESSERA_LOG_DEBUG 4
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Log level: everything.
+ */
+#define TESSERA_LOG_TRACE 5
+#endif
+
 /**
  * The provider agent (sans-IO). One thread at a time.
  */
 typedef struct tessera_agent tessera_agent;
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A provider on the network. Functions taking a `const tessera_runtime *`
+ * (status, drain, accepting jobs, descriptor) may be called from any
+ * thread, also while the runtime runs on its own thread; the others need
+ * the runtime to themselves.
+ */
+typedef struct tessera_runtime tessera_runtime;
+#endif
 
 /**
  * A device signing key: built in (Ed25519 in memory) or given as callbacks.
@@ -663,6 +719,118 @@ typedef struct {
   uint64_t frames_refused;
 } tessera_stats;
 
+#if defined(TESSERA_HOSTED)
+/**
+ * Where the provider connects and how it trusts the coordinator, what it
+ * runs on and where it keeps results. Fill it with
+ * `tessera_runtime_config_default`.
+ */
+typedef struct {
+  /**
+   * `sizeof(tessera_runtime_config)`.
+   */
+  size_t size;
+  /**
+   * The coordinator, `host:port` (NUL-terminated).
+   */
+  const char *coordinator;
+  /**
+   * The name on its certificate (NULL: the host part of `coordinator`).
+   */
+  const char *server_name;
+  /**
+   * PEM file of the CA that signs the coordinator's certificate; or NULL
+   * and `pinned_key_sha256` set.
+   */
+  const char *ca_file;
+  /**
+   * SHA-256 of the coordinator's SubjectPublicKeyInfo (32 bytes), or NULL.
+   */
+  const uint8_t *pinned_key_sha256;
+  /**
+   * Directory where results wait for acknowledgement, crash-safely
+   * (NULL: in memory only, lost on exit).
+   */
+  const char *store_dir;
+  /**
+   * Offers, prices and timers (`max_bytes_*` and `max_concurrent` too).
+   */
+  tessera_policy policy;
+  /**
+   * Vulkan device index, or -1 for the default device (or `device_name`).
+   */
+  int32_t device_index;
+  /**
+   * Part of the Vulkan device name to pick, or NULL.
+   */
+  const char *device_name;
+  /**
+   * Run the Khronos SPIR-V validator on every new kernel (default true).
+   */
+  bool spirv_val_gate;
+  /**
+   * How long a drain waits for acknowledgements, milliseconds.
+   */
+  uint64_t drain_timeout_ms;
+} tessera_runtime_config;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * What an operator sees (`tessera_runtime_status`).
+ */
+typedef struct {
+  /**
+   * `sizeof(tessera_runtime_status)`; set it before the call.
+   */
+  size_t size;
+  /**
+   * `TESSERA_CONN_*`.
+   */
+  uint32_t state;
+  /**
+   * Whether the runtime has drained and stopped.
+   */
+  bool finished;
+  /**
+   * The device takes no new work now.
+   */
+  bool device_unavailable;
+  /**
+   * Jobs completed and acknowledged.
+   */
+  uint64_t jobs_completed;
+  /**
+   * Jobs failed (acknowledged).
+   */
+  uint64_t jobs_failed;
+  /**
+   * Jobs held now.
+   */
+  uint64_t active_jobs;
+  /**
+   * Sum of the prices of acknowledged jobs.
+   */
+  uint64_t earnings;
+  /**
+   * Sessions established since start.
+   */
+  uint64_t sessions;
+} tessera_status;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
+ * and `message` the text (both NUL-terminated, valid during the call).
+ * Called from any of the library's threads.
+ */
+typedef void (*tessera_log_fn)(void *userdata,
+                               uint32_t level,
+                               const char *target,
+                               const char *message);
+#endif
+
 /**
  * Success.
  */
@@ -717,6 +885,11 @@ typedef struct {
  * The object was stopped and takes no more calls of this kind.
  */
 #define TESSERA_STOPPED 10
+
+/**
+ * The object is run by its own thread; only its thread-safe functions apply.
+ */
+#define TESSERA_IN_USE 11
 
 /**
  * No session is established.
@@ -972,8 +1145,8 @@ void tessera_signer_free(tessera_signer *signer);
 tessera_result tessera_agent_config_default(tessera_agent_config *out);
 
 /**
- * Makes an agent. On success it owns `signer` (do not free it); on error the
- * caller still does. `chain` is where the device key's receipt chain stands
+ * Makes an agent. The call takes `signer` over whatever it returns: do not
+ * use or free it afterwards. `chain` is where the device key's receipt chain stands
  * (NULL for a key that never signed). `TESSERA_INVALID_CONFIG` names the
  * field through `error` when given (a NUL-terminated text, cut to fit).
  *
@@ -1311,6 +1484,193 @@ tessera_result tessera_agent_result_record(const tessera_agent *agent,
 tessera_result tessera_agent_restore_result(tessera_agent *agent,
                                             const uint8_t *record,
                                             size_t len);
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A provider from the operator's TOML file at `path` (README, "The operator
+ * program"): device key (created if missing), result store, GPU and
+ * coordinator as the file says. On error `error` (when given) holds what is
+ * wrong, NUL-terminated and cut to fit.
+ *
+ * # Safety
+ * `path` NUL-terminated; `error` NULL or `error_len` writable bytes; `out`
+ * valid for a write.
+ */
+tessera_result tessera_runtime_new_from_toml(const char *path,
+                                             char *error,
+                                             size_t error_len,
+                                             tessera_runtime **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Fills `out` with the defaults (and its `size`); set `coordinator` and the
+ * trust fields.
+ *
+ * # Safety
+ * `out` valid for a write.
+ */
+tessera_result tessera_runtime_config_default(tessera_runtime_config *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A provider from a struct, signing with `signer` (built in, or callbacks
+ * to a secure element: then they are called from the runtime's thread).
+ * The call takes `signer` over whatever it returns: do not use or free it
+ * afterwards.
+ *
+ * # Safety
+ * `config` valid with `size` set and its strings NUL-terminated; `signer`
+ * a live signer; `error` NULL or `error_len` writable bytes; `out` valid.
+ */
+tessera_result tessera_runtime_new(const tessera_runtime_config *config,
+                                   tessera_signer *signer,
+                                   char *error,
+                                   size_t error_len,
+                                   tessera_runtime **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Frees the runtime. A runtime on its own thread is asked to drain first and
+ * waited for (at most its drain timeout). NULL is a no-op.
+ *
+ * # Safety
+ * `runtime` NULL or a live runtime, not used again.
+ */
+void tessera_runtime_free(tessera_runtime *runtime);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * One turn of the host's loop: waits at most `max_wait_ms` for the network
+ * or a job (0: not at all), then does all work that is ready. Call it when
+ * the descriptor of `tessera_runtime_fd` is readable or at
+ * `tessera_runtime_next_wakeup`, and at least every few hundred
+ * milliseconds while jobs run.
+ *
+ * # Safety
+ * `runtime` a live runtime used by no other thread now.
+ */
+tessera_result tessera_runtime_step(tessera_runtime *runtime,
+                                    uint64_t max_wait_ms);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes how many milliseconds from now the runtime must be stepped at
+ * the latest (0: now); `TESSERA_NOTHING` when only the descriptor matters.
+ *
+ * # Safety
+ * `runtime` a live runtime used by no other thread now; `out` valid.
+ */
+tessera_result tessera_runtime_next_wakeup(tessera_runtime *runtime,
+                                           uint64_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the descriptor that becomes readable when the runtime has work
+ * (`poll()` it for reading; do not read from or close it).
+ *
+ * # Safety
+ * `runtime` a live runtime; `out` valid for a write.
+ */
+tessera_result tessera_runtime_fd(const tessera_runtime *runtime,
+                                  int *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Gives the runtime a thread of its own, which steps it until it has
+ * drained. Afterwards only the `const` functions, `tessera_runtime_wait`
+ * and `tessera_runtime_free` apply (the others return `TESSERA_IN_USE`).
+ *
+ * # Safety
+ * `runtime` a live runtime used by no other thread now.
+ */
+tessera_result tessera_runtime_start(tessera_runtime *runtime);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Waits until the runtime's own thread ends (it drained, or failed) and
+ * returns how it ended. After it the runtime only reports status.
+ *
+ * # Safety
+ * `runtime` a live runtime used by no other thread now.
+ */
+tessera_result tessera_runtime_wait(tessera_runtime *runtime);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Asks the runtime to drain: finish the jobs it holds, take no new ones,
+ * say goodbye; it stops anyway after `timeout_ms` (leaving unacknowledged
+ * results in the store for the next start). Any thread may call it.
+ *
+ * # Safety
+ * `runtime` a live runtime.
+ */
+tessera_result tessera_runtime_drain(const tessera_runtime *runtime);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Whether the device takes new work (a render engine says false while
+ * its user renders): offers are declined meanwhile; jobs already taken run
+ * on. Any thread may call it; it applies at the next step.
+ *
+ * # Safety
+ * `runtime` a live runtime.
+ */
+tessera_result tessera_runtime_set_accepting_jobs(const tessera_runtime *runtime,
+                                                  bool accepting);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the runtime's status as of its last step. Any thread may call
+ * it, also while the runtime runs on its own thread.
+ *
+ * # Safety
+ * `runtime` a live runtime; `out` valid, with `size` set.
+ */
+tessera_result tessera_runtime_status(const tessera_runtime *runtime,
+                                      tessera_status *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the runtime's status line (as `tessera-agent` logs it, with the
+ * last connection error) into `buf`, NUL-terminated and cut to fit.
+ *
+ * # Safety
+ * `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or
+ * valid.
+ */
+tessera_result tessera_runtime_status_text(const tessera_runtime *runtime,
+                                           char *buf,
+                                           size_t len,
+                                           size_t *written);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
+ * logging off) to `callback` with `userdata`; NULL `callback` turns it off.
+ * Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
+ * program already installed another logger for Rust's `log` crate.
+ *
+ * # Safety
+ * `callback` NULL or callable from any thread with `userdata` until it is
+ * replaced.
+ */
+tessera_result tessera_set_log_callback(tessera_log_fn callback,
+                                        void *userdata,
+                                        uint32_t max_level);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -383,6 +383,8 @@ pub mod codes {
     /// The object was stopped (drained, closed) and takes no more calls of
     /// this kind.
     pub const STOPPED: u32 = 10;
+    /// The object is run by its own thread; only its thread-safe calls apply.
+    pub const IN_USE: u32 = 11;
 
     /// [`UsageError::NotConnected`].
     pub const NOT_CONNECTED: u32 = 100;
@@ -529,6 +531,7 @@ pub mod codes {
             IO => "io",
             NOTHING => "nothing",
             STOPPED => "stopped",
+            IN_USE => "in_use",
             NOT_CONNECTED => "not_connected",
             ALREADY_CONNECTED => "already_connected",
             UNKNOWN_JOB => "unknown_job",
@@ -618,6 +621,7 @@ pub mod codes {
             IO => "a file or socket operation failed",
             NOTHING => "nothing to return now",
             STOPPED => "the object was stopped and takes no more calls of this kind",
+            IN_USE => "the object is run by its own thread; only its thread-safe calls apply",
             NOT_CONNECTED => "no session is established",
             ALREADY_CONNECTED => "a session is already open",
             UNKNOWN_JOB => "no such job on this agent",

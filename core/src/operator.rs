@@ -290,6 +290,13 @@ impl OperatorConfig {
     /// the device key, checks the result store belongs to it, opens the GPU
     /// and makes the network runtime, which connects on its first `step`.
     pub fn build_runtime(&self) -> Result<Runtime<Ed25519Signer>, OperatorError> {
+        let signer = load_or_create_key(&self.key.file).map_err(OperatorError::Key)?;
+        self.build_runtime_with(signer)
+    }
+
+    /// As [`OperatorConfig::build_runtime`] with another signer (a secure
+    /// element's, say); the `[key]` file is not read.
+    pub fn build_runtime_with<S: Signer>(&self, signer: S) -> Result<Runtime<S>, OperatorError> {
         let trust = match (&self.tls.ca_file, &self.tls.pinned_key_sha256) {
             (Some(ca), None) => Trust::ca_file(ca).map_err(OperatorError::Tls)?,
             (None, Some(pin)) => Trust::PinnedKey(hex32(pin).map_err(OperatorError::Config)?),
@@ -300,7 +307,6 @@ impl OperatorConfig {
             }
         };
         let tls = client_config(&trust).map_err(OperatorError::Tls)?;
-        let signer = load_or_create_key(&self.key.file).map_err(OperatorError::Key)?;
         // Store problems (a chain file of another key, say) before the device.
         if let Some(store) = &self.store {
             FileStore::open(&store.dir, signer.key_id()).map_err(OperatorError::Store)?;

@@ -22,7 +22,7 @@ use tessera_core::policy::{LinearPrice, Policy};
 use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
-use crate::boundary::{bytes, copy_out, guard, non_null, write_opt};
+use crate::boundary::{bytes, copy_out, free_handle, guard, new_handle, non_null, write_opt};
 use crate::*;
 
 // ----- signers ---------------------------------------------------------------
@@ -57,11 +57,17 @@ pub struct tessera_signer_callbacks {
     pub sign: tessera_sign_fn,
 }
 
-struct CallbackSigner {
+pub(crate) struct CallbackSigner {
     userdata: *mut c_void,
     public_key: [u8; 32],
     sign: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut u8) -> tessera_result,
 }
+
+// SAFETY: the header requires callback signers given to a runtime to be
+// callable from the runtime's thread with their `userdata`
+// (`tessera_runtime_new`); the agent calls them only from the thread that
+// calls into it, one at a time.
+unsafe impl Send for CallbackSigner {}
 
 impl Signer for CallbackSigner {
     fn public_key(&self) -> [u8; 32] {
@@ -88,7 +94,7 @@ impl Signer for CallbackSigner {
     }
 }
 
-enum AnySigner {
+pub(crate) enum AnySigner {
     Ed25519(Ed25519Signer),
     Callbacks(CallbackSigner),
 }
@@ -112,36 +118,7 @@ impl Signer for AnySigner {
 /// A device signing key: built in (Ed25519 in memory) or given as callbacks.
 /// Given to `tessera_agent_new`, which takes it over.
 pub struct tessera_signer {
-    inner: AnySigner,
-}
-
-fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
-    #[cfg(feature = "std")]
-    {
-        let ptr = std::boxed::Box::into_raw(std::boxed::Box::new(value));
-        // SAFETY: `out` was checked non-NULL by the caller of this helper.
-        unsafe { out.write(ptr) };
-        TESSERA_OK
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        let _ = (value, out);
-        TESSERA_UNSUPPORTED
-    }
-}
-
-/// Frees a handle made by `new_handle`; NULL is a no-op.
-///
-/// # Safety
-/// `ptr` must be NULL or come from `new_handle` and not be used again.
-unsafe fn free_handle<T>(ptr: *mut T) {
-    #[cfg(feature = "std")]
-    if !ptr.is_null() {
-        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed once.
-        drop(unsafe { std::boxed::Box::from_raw(ptr) });
-    }
-    #[cfg(not(feature = "std"))]
-    let _ = ptr;
+    pub(crate) inner: AnySigner,
 }
 
 /// A signer holding the Ed25519 key whose 32-byte seed is at `seed`.
@@ -617,8 +594,8 @@ fn at(now_us: u64) -> Instant {
     Instant::from_micros(now_us)
 }
 
-/// Makes an agent. On success it owns `signer` (do not free it); on error the
-/// caller still does. `chain` is where the device key's receipt chain stands
+/// Makes an agent. The call takes `signer` over whatever it returns: do not
+/// use or free it afterwards. `chain` is where the device key's receipt chain stands
 /// (NULL for a key that never signed). `TESSERA_INVALID_CONFIG` names the
 /// field through `error` when given (a NUL-terminated text, cut to fit).
 ///
@@ -636,7 +613,11 @@ pub unsafe extern "C" fn tessera_agent_new(
     out: *mut *mut tessera_agent,
 ) -> tessera_result {
     guard(|| {
-        non_null!(config, signer, out);
+        non_null!(signer);
+        // SAFETY: a live signer from `new_handle`, by the caller: the agent's
+        // (or dropped) from here on, whatever the result.
+        let signer = unsafe { crate::boundary::take_handle(signer) }.inner;
+        non_null!(config, out);
         // SAFETY: non-NULL and valid, by the caller.
         let c = unsafe { &*config };
         if c.size < core::mem::size_of::<tessera_agent_config>() {
@@ -667,16 +648,6 @@ pub unsafe extern "C" fn tessera_agent_new(
         };
         #[cfg(feature = "std")]
         {
-            // SAFETY: a live signer, by the caller; taken over only below.
-            let public_key = unsafe { &*signer }.inner.public_key();
-            let probe = ProbeSigner(public_key);
-            if let Err(e) = Agent::new(config.clone(), probe, chain) {
-                say(&e);
-                return e.code();
-            }
-            // SAFETY: a live signer from Box::into_raw, by the caller; from
-            // here on the agent owns it.
-            let signer = unsafe { std::boxed::Box::from_raw(signer) }.inner;
             match Agent::new(config, signer, chain) {
                 Ok(inner) => new_handle(
                     tessera_agent {
@@ -685,8 +656,10 @@ pub unsafe extern "C" fn tessera_agent_new(
                     },
                     out,
                 ),
-                // Checked above with the same configuration.
-                Err(e) => e.code(),
+                Err(e) => {
+                    say(&e);
+                    e.code()
+                }
             }
         }
         #[cfg(not(feature = "std"))]
@@ -695,21 +668,6 @@ pub unsafe extern "C" fn tessera_agent_new(
             TESSERA_UNSUPPORTED
         }
     })
-}
-
-/// A signer that never signs, for checking a configuration before the real
-/// signer is taken over.
-#[cfg(feature = "std")]
-struct ProbeSigner([u8; 32]);
-
-#[cfg(feature = "std")]
-impl Signer for ProbeSigner {
-    fn public_key(&self) -> [u8; 32] {
-        self.0
-    }
-    fn sign(&mut self, _: &[u8]) -> Result<[u8; 64], SignError> {
-        Err(SignError::Unavailable)
-    }
 }
 
 /// Frees the agent and its signer. NULL is a no-op.

@@ -100,3 +100,44 @@ pub(crate) unsafe fn copy_out(
     dst[..src.len()].copy_from_slice(src);
     crate::TESSERA_OK
 }
+
+/// Puts `value` on the heap and writes its pointer to `out` (checked
+/// non-NULL by the caller). Bare metal has no heap: `TESSERA_UNSUPPORTED`.
+pub(crate) fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
+    #[cfg(feature = "std")]
+    {
+        let ptr = std::boxed::Box::into_raw(std::boxed::Box::new(value));
+        // SAFETY: `out` was checked non-NULL by the caller of this helper.
+        unsafe { out.write(ptr) };
+        crate::TESSERA_OK
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = (value, out);
+        crate::TESSERA_UNSUPPORTED
+    }
+}
+
+/// Takes back the value of a handle made by [`new_handle`].
+///
+/// # Safety
+/// `ptr` must come from `new_handle` and not be used again.
+#[cfg(feature = "std")]
+pub(crate) unsafe fn take_handle<T>(ptr: *mut T) -> T {
+    // SAFETY: by the caller, `ptr` came from Box::into_raw and is taken once.
+    *unsafe { std::boxed::Box::from_raw(ptr) }
+}
+
+/// Frees a handle made by [`new_handle`]; NULL is a no-op.
+///
+/// # Safety
+/// `ptr` must be NULL or come from `new_handle` and not be used again.
+pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
+    #[cfg(feature = "std")]
+    if !ptr.is_null() {
+        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed once.
+        drop(unsafe { take_handle(ptr) });
+    }
+    #[cfg(not(feature = "std"))]
+    let _ = ptr;
+}

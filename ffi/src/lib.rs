@@ -24,6 +24,9 @@
 mod boundary;
 
 pub mod agent;
+/// The network runtime and the log callback.
+#[cfg(feature = "runtime")]
+pub mod runtime;
 /// Verification of evidence, receipts, chains and proofs; keys.
 #[cfg(feature = "std")]
 pub mod verify;
@@ -55,6 +58,8 @@ pub const TESSERA_IO: tessera_result = 8;
 pub const TESSERA_NOTHING: tessera_result = 9;
 /// The object was stopped and takes no more calls of this kind.
 pub const TESSERA_STOPPED: tessera_result = 10;
+/// The object is run by its own thread; only its thread-safe functions apply.
+pub const TESSERA_IN_USE: tessera_result = 11;
 /// No session is established.
 pub const TESSERA_NOT_CONNECTED: tessera_result = 100;
 /// A session is already open.
@@ -241,6 +246,7 @@ mod tests {
             (TESSERA_IO, codes::IO),
             (TESSERA_NOTHING, codes::NOTHING),
             (TESSERA_STOPPED, codes::STOPPED),
+            (TESSERA_IN_USE, codes::IN_USE),
             (TESSERA_NOT_CONNECTED, codes::NOT_CONNECTED),
             (TESSERA_ALREADY_CONNECTED, codes::ALREADY_CONNECTED),
             (TESSERA_UNKNOWN_JOB, codes::UNKNOWN_JOB),

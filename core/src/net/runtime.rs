@@ -212,6 +212,12 @@ impl DrainHandle {
         let _ = self.waker.wake();
     }
 
+    /// Wakes the runtime if it waits in `step`, without asking for a drain
+    /// (so that it applies a change made from another thread at once).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
     /// The flag itself, for `signal_hook::flag::register`.
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()
@@ -684,7 +690,7 @@ impl<S: Signer> Runtime<S> {
         if let Some(mut c) = self.conn.take() {
             if graceful {
                 c.tls.send_close_notify();
-                let _ = c.tls.write_tls(&mut c.stream);
+                let _ = c.tls.write_tls(&mut NoSigPipe(&mut c.stream));
             }
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
@@ -712,7 +718,7 @@ impl<S: Signer> Runtime<S> {
                 Ok(_) => {}
                 Err(e) => {
                     // Tell the peer why, if we can.
-                    let _ = c.tls.write_tls(&mut c.stream);
+                    let _ = c.tls.write_tls(&mut NoSigPipe(&mut c.stream));
                     failure = Some(format!("TLS: {e}"));
                     break;
                 }
@@ -1051,7 +1057,7 @@ impl<S: Signer> Runtime<S> {
         'turns: loop {
             // The socket first.
             while c.tls.wants_write() {
-                match c.tls.write_tls(&mut c.stream) {
+                match c.tls.write_tls(&mut NoSigPipe(&mut c.stream)) {
                     Ok(0) => break 'turns,
                     Ok(_) => any = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'turns,
@@ -1197,4 +1203,19 @@ fn report_accepting<E: Executor>(
     let sent = done.send(FromWorker::Accepting(now)).is_ok();
     let _ = waker.wake();
     sent
+}
+
+/// Writes to a socket with `send` and its `MSG_NOSIGNAL` (what std's
+/// `TcpStream::write` does), never `writev`: a peer that has gone away then
+/// gives `EPIPE`, where `writev` would raise `SIGPIPE` and kill a host
+/// program (a C program linking the library) that does not ignore it.
+struct NoSigPipe<'a, W: io::Write>(&'a mut W);
+
+impl<W: io::Write> io::Write for NoSigPipe<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }

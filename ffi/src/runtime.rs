@@ -1,0 +1,829 @@
+//! The network runtime (the hosted path): `tessera_runtime_*` and the log
+//! callback.
+//!
+//! A runtime is a provider: it connects to the coordinator over TLS, keeps
+//! the session up (reconnecting with backoff), runs jobs on the GPU through
+//! the Vulkan dispatcher on a worker thread, stores results until they are
+//! acknowledged, and drains on request. Build it from the operator's TOML
+//! file (`tessera_runtime_new_from_toml`, the same file `tessera-agent`
+//! reads) or from a struct (`tessera_runtime_new`), then either give it a
+//! thread (`tessera_runtime_start`, later `tessera_runtime_wait`) or step it
+//! from the host's own loop: `poll()` the descriptor of
+//! `tessera_runtime_fd` until `tessera_runtime_next_wakeup`, then call
+//! `tessera_runtime_step`.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tessera_core::net::{DrainHandle, Runtime, Status};
+use tessera_core::operator::{
+    CapacitySection, DeviceSection, KeySection, OperatorConfig, OperatorError, PricingSection,
+    StoreSection, TimersSection, TlsSection,
+};
+use tessera_core::ConnState;
+
+use crate::agent::{tessera_policy, tessera_signer, AnySigner};
+use crate::boundary::{guard, new_handle, non_null};
+use crate::*;
+
+enum Mode {
+    /// Stepped by the host.
+    Stepped(Box<Runtime<AnySigner>>),
+    /// Run by its own thread until drained; joined by `tessera_runtime_wait`.
+    Threaded(JoinHandle<(Box<Runtime<AnySigner>>, tessera_result)>),
+    /// Between states, or after `tessera_runtime_wait`: the runtime is kept
+    /// (its drop closes the worker) until `tessera_runtime_free`.
+    Done(#[allow(dead_code)] Option<Box<Runtime<AnySigner>>>),
+}
+
+/// What is shared between the runtime's owner and other threads.
+struct Shared {
+    status: Mutex<Status>,
+    accepting: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+/// A provider on the network. Functions taking a `const tessera_runtime *`
+/// (status, drain, accepting jobs, descriptor) may be called from any
+/// thread, also while the runtime runs on its own thread; the others need
+/// the runtime to themselves.
+pub struct tessera_runtime {
+    mode: Mode,
+    drain: DrainHandle,
+    fd: c_int,
+    shared: Arc<Shared>,
+}
+
+fn publish(rt: &Runtime<AnySigner>, shared: &Shared) {
+    if let Ok(mut s) = shared.status.lock() {
+        *s = rt.status();
+    }
+}
+
+/// One step, with what the host set since the last one applied first.
+fn step(
+    rt: &mut Runtime<AnySigner>,
+    shared: &Shared,
+    max_wait: Option<Duration>,
+) -> tessera_result {
+    rt.set_accepting_jobs(shared.accepting.load(Ordering::SeqCst));
+    let r = match rt.step(max_wait) {
+        Ok(()) => TESSERA_OK,
+        Err(e) => {
+            if let Ok(mut last) = shared.last_error.lock() {
+                *last = e.to_string();
+            }
+            e.code()
+        }
+    };
+    publish(rt, shared);
+    r
+}
+
+fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_result {
+    #[cfg(unix)]
+    let fd = rt.as_raw_fd();
+    #[cfg(not(unix))]
+    let fd = -1;
+    let shared = Arc::new(Shared {
+        status: Mutex::new(rt.status()),
+        accepting: AtomicBool::new(true),
+        last_error: Mutex::new(String::new()),
+    });
+    new_handle(
+        tessera_runtime {
+            drain: rt.drain_handle(),
+            fd,
+            mode: Mode::Stepped(Box::new(rt)),
+            shared,
+        },
+        out,
+    )
+}
+
+/// Writes `text` into the caller's optional error buffer.
+///
+/// # Safety
+/// `error` NULL or `error_len` writable bytes.
+unsafe fn say(error: *mut c_char, error_len: usize, text: &str) {
+    if error.is_null() || error_len == 0 {
+        return;
+    }
+    let mut t = Text::<512>::new();
+    t.push(text);
+    // SAFETY: by the caller, `error_len >= 1` writable bytes at `error`.
+    unsafe { t.write_c(error.cast(), error_len, core::ptr::null_mut()) };
+}
+
+/// # Safety
+/// `s` NULL or NUL-terminated.
+unsafe fn opt_str<'a>(s: *const c_char, field: &str) -> Result<Option<&'a str>, String> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated, by the caller.
+    unsafe { CStr::from_ptr(s) }
+        .to_str()
+        .map(Some)
+        .map_err(|_| format!("{field} must be UTF-8"))
+}
+
+fn operator_error(e: OperatorError, error: *mut c_char, error_len: usize) -> tessera_result {
+    // SAFETY: the caller of the entry point promised (error, error_len).
+    unsafe { say(error, error_len, &e.to_string()) };
+    e.code()
+}
+
+/// A provider from the operator's TOML file at `path` (README, "The operator
+/// program"): device key (created if missing), result store, GPU and
+/// coordinator as the file says. On error `error` (when given) holds what is
+/// wrong, NUL-terminated and cut to fit.
+///
+/// # Safety
+/// `path` NUL-terminated; `error` NULL or `error_len` writable bytes; `out`
+/// valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_new_from_toml(
+    path: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+    out: *mut *mut tessera_runtime,
+) -> tessera_result {
+    guard(|| {
+        non_null!(path, out);
+        // SAFETY: non-NULL and NUL-terminated, by the caller.
+        let path = match unsafe { opt_str(path, "path") } {
+            Ok(Some(p)) => PathBuf::from(p),
+            Ok(None) => return TESSERA_NULL_ARGUMENT,
+            Err(e) => {
+                // SAFETY: the caller's promise.
+                unsafe { say(error, error_len, &e) };
+                return TESSERA_INVALID_ARGUMENT;
+            }
+        };
+        let file = match OperatorConfig::load(&path) {
+            Ok(f) => f,
+            Err(e) => return operator_error(e, error, error_len),
+        };
+        let signer = match tessera_core::operator::load_or_create_key(&file.key.file) {
+            Ok(s) => AnySigner::Ed25519(s),
+            Err(e) => return operator_error(OperatorError::Key(e), error, error_len),
+        };
+        match file.build_runtime_with(signer) {
+            Ok(rt) => wrap(rt, out),
+            Err(e) => operator_error(e, error, error_len),
+        }
+    })
+}
+
+/// Where the provider connects and how it trusts the coordinator, what it
+/// runs on and where it keeps results. Fill it with
+/// `tessera_runtime_config_default`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tessera_runtime_config {
+    /// `sizeof(tessera_runtime_config)`.
+    pub size: usize,
+    /// The coordinator, `host:port` (NUL-terminated).
+    pub coordinator: *const c_char,
+    /// The name on its certificate (NULL: the host part of `coordinator`).
+    pub server_name: *const c_char,
+    /// PEM file of the CA that signs the coordinator's certificate; or NULL
+    /// and `pinned_key_sha256` set.
+    pub ca_file: *const c_char,
+    /// SHA-256 of the coordinator's SubjectPublicKeyInfo (32 bytes), or NULL.
+    pub pinned_key_sha256: *const u8,
+    /// Directory where results wait for acknowledgement, crash-safely
+    /// (NULL: in memory only, lost on exit).
+    pub store_dir: *const c_char,
+    /// Offers, prices and timers (`max_bytes_*` and `max_concurrent` too).
+    pub policy: tessera_policy,
+    /// Vulkan device index, or -1 for the default device (or `device_name`).
+    pub device_index: i32,
+    /// Part of the Vulkan device name to pick, or NULL.
+    pub device_name: *const c_char,
+    /// Run the Khronos SPIR-V validator on every new kernel (default true).
+    pub spirv_val_gate: bool,
+    /// How long a drain waits for acknowledgements, milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+/// Fills `out` with the defaults (and its `size`); set `coordinator` and the
+/// trust fields.
+///
+/// # Safety
+/// `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_config_default(
+    out: *mut tessera_runtime_config,
+) -> tessera_result {
+    guard(|| {
+        non_null!(out);
+        let mut agent = core::mem::MaybeUninit::<crate::agent::tessera_agent_config>::uninit();
+        // SAFETY: a valid pointer to space for the struct.
+        let r = unsafe { crate::agent::tessera_agent_config_default(agent.as_mut_ptr()) };
+        if r != TESSERA_OK {
+            return r;
+        }
+        // SAFETY: initialised by the call above, which returned OK.
+        let agent = unsafe { agent.assume_init() };
+        let timers = TimersSection::default();
+        let capacity = CapacitySection::default();
+        let mut policy = agent.policy;
+        policy.max_concurrent = u32::from(capacity.max_concurrent);
+        policy.heartbeat_interval_ms = timers.heartbeat_ms;
+        policy.peer_timeout_ms = timers.peer_timeout_ms;
+        // SAFETY: valid for a write, by the caller.
+        unsafe {
+            out.write(tessera_runtime_config {
+                size: core::mem::size_of::<tessera_runtime_config>(),
+                coordinator: core::ptr::null(),
+                server_name: core::ptr::null(),
+                ca_file: core::ptr::null(),
+                pinned_key_sha256: core::ptr::null(),
+                store_dir: core::ptr::null(),
+                policy,
+                device_index: -1,
+                device_name: core::ptr::null(),
+                spirv_val_gate: true,
+                drain_timeout_ms: timers.drain_timeout_s * 1000,
+            })
+        };
+        TESSERA_OK
+    })
+}
+
+/// # Safety
+/// Every pointer in `c` NULL or valid as documented.
+unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, String> {
+    // SAFETY (all `opt_str` calls): the caller's promise for the fields.
+    let coordinator = unsafe { opt_str(c.coordinator, "coordinator") }?
+        .ok_or("coordinator is required (host:port)")?;
+    let pin = if c.pinned_key_sha256.is_null() {
+        None
+    } else {
+        // SAFETY: 32 readable bytes, by the caller.
+        let key = unsafe { core::slice::from_raw_parts(c.pinned_key_sha256, 32) };
+        Some(key.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    let device_index = match c.device_index {
+        -1 => None,
+        i if i >= 0 => Some(i as usize),
+        _ => return Err("device_index must be -1 or a device index".into()),
+    };
+    let max_concurrent = u8::try_from(c.policy.max_concurrent)
+        .map_err(|_| "policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)".to_string())?;
+    Ok(OperatorConfig {
+        coordinator: coordinator.to_string(),
+        // SAFETY: as above.
+        server_name: unsafe { opt_str(c.server_name, "server_name") }?.map(str::to_string),
+        tls: TlsSection {
+            // SAFETY: as above.
+            ca_file: unsafe { opt_str(c.ca_file, "ca_file") }?.map(PathBuf::from),
+            pinned_key_sha256: pin,
+        },
+        key: KeySection {
+            file: PathBuf::new(),
+        },
+        // SAFETY: as above.
+        store: unsafe { opt_str(c.store_dir, "store_dir") }?.map(|d| StoreSection {
+            dir: PathBuf::from(d),
+        }),
+        pricing: PricingSection {
+            base: c.policy.price_base,
+            per_gpu_ms: c.policy.price_per_gpu_ms,
+            per_mib_in: c.policy.price_per_mib_in,
+            per_mib_out: c.policy.price_per_mib_out,
+            floor: c.policy.floor,
+        },
+        capacity: CapacitySection {
+            max_concurrent,
+            max_bytes_in: c.policy.max_bytes_in,
+            max_bytes_out: c.policy.max_bytes_out,
+        },
+        device: DeviceSection {
+            index: device_index,
+            // SAFETY: as above.
+            name: unsafe { opt_str(c.device_name, "device_name") }?.map(str::to_string),
+            spirv_val_gate: c.spirv_val_gate,
+            ..DeviceSection::default()
+        },
+        timers: TimersSection {
+            heartbeat_ms: c.policy.heartbeat_interval_ms,
+            peer_timeout_ms: c.policy.peer_timeout_ms,
+            drain_timeout_s: c.drain_timeout_ms.div_ceil(1000),
+            ..TimersSection::default()
+        },
+    })
+}
+
+/// A provider from a struct, signing with `signer` (built in, or callbacks
+/// to a secure element: then they are called from the runtime's thread).
+/// The call takes `signer` over whatever it returns: do not use or free it
+/// afterwards.
+///
+/// # Safety
+/// `config` valid with `size` set and its strings NUL-terminated; `signer`
+/// a live signer; `error` NULL or `error_len` writable bytes; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_new(
+    config: *const tessera_runtime_config,
+    signer: *mut tessera_signer,
+    error: *mut c_char,
+    error_len: usize,
+    out: *mut *mut tessera_runtime,
+) -> tessera_result {
+    guard(|| {
+        non_null!(signer);
+        // SAFETY: a live signer from `new_handle`, by the caller; it is the
+        // runtime's (or dropped) from here on, whatever the result.
+        let signer = unsafe { crate::boundary::take_handle(signer) }.inner;
+        non_null!(config, out);
+        // SAFETY: non-NULL and valid, by the caller.
+        let c = unsafe { &*config };
+        if c.size < core::mem::size_of::<tessera_runtime_config>() {
+            return TESSERA_INVALID_ARGUMENT;
+        }
+        // SAFETY: the caller's promise for the struct's pointers.
+        let file = match unsafe { operator_config(c) } {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: the caller's promise.
+                unsafe { say(error, error_len, &e) };
+                return TESSERA_INVALID_CONFIG;
+            }
+        };
+        match file.build_runtime_with(signer) {
+            Ok(rt) => wrap(rt, out),
+            Err(e) => operator_error(e, error, error_len),
+        }
+    })
+}
+
+/// Frees the runtime. A runtime on its own thread is asked to drain first and
+/// waited for (at most its drain timeout). NULL is a no-op.
+///
+/// # Safety
+/// `runtime` NULL or a live runtime, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_free(runtime: *mut tessera_runtime) {
+    guard(|| {
+        if runtime.is_null() {
+            return TESSERA_OK;
+        }
+        // SAFETY: a live runtime from `new_handle`, by the caller.
+        let rt = unsafe { crate::boundary::take_handle(runtime) };
+        if let Mode::Threaded(join) = rt.mode {
+            rt.drain.drain();
+            let _ = join.join();
+        }
+        TESSERA_OK
+    });
+}
+
+/// Runs `f` on a runtime the host steps (`TESSERA_IN_USE` while its own
+/// thread runs it, `TESSERA_STOPPED` after `tessera_runtime_wait`).
+///
+/// # Safety
+/// `runtime` NULL or live, used by no other thread now.
+unsafe fn with_stepped(
+    runtime: *mut tessera_runtime,
+    f: impl FnOnce(&mut Runtime<AnySigner>, &Shared) -> tessera_result,
+) -> tessera_result {
+    guard(|| {
+        non_null!(runtime);
+        // SAFETY: non-NULL, live and not aliased, by the caller.
+        let r = unsafe { &mut *runtime };
+        match &mut r.mode {
+            Mode::Stepped(rt) => f(rt, &r.shared),
+            Mode::Threaded(_) => TESSERA_IN_USE,
+            Mode::Done(_) => TESSERA_STOPPED,
+        }
+    })
+}
+
+/// Runs `f` on a runtime shared with other threads.
+///
+/// # Safety
+/// `runtime` NULL or live.
+unsafe fn with_shared(
+    runtime: *const tessera_runtime,
+    f: impl FnOnce(&tessera_runtime) -> tessera_result,
+) -> tessera_result {
+    guard(|| {
+        non_null!(runtime);
+        // SAFETY: non-NULL and live, by the caller; only shared state is used.
+        f(unsafe { &*runtime })
+    })
+}
+
+/// One turn of the host's loop: waits at most `max_wait_ms` for the network
+/// or a job (0: not at all), then does all work that is ready. Call it when
+/// the descriptor of `tessera_runtime_fd` is readable or at
+/// `tessera_runtime_next_wakeup`, and at least every few hundred
+/// milliseconds while jobs run.
+///
+/// # Safety
+/// `runtime` a live runtime used by no other thread now.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_step(
+    runtime: *mut tessera_runtime,
+    max_wait_ms: u64,
+) -> tessera_result {
+    let f = |rt: &mut Runtime<AnySigner>, shared: &Shared| {
+        step(rt, shared, Some(Duration::from_millis(max_wait_ms)))
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_stepped(runtime, f) }
+}
+
+/// Writes how many milliseconds from now the runtime must be stepped at
+/// the latest (0: now); `TESSERA_NOTHING` when only the descriptor matters.
+///
+/// # Safety
+/// `runtime` a live runtime used by no other thread now; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_next_wakeup(
+    runtime: *mut tessera_runtime,
+    out: *mut u64,
+) -> tessera_result {
+    let f = |rt: &mut Runtime<AnySigner>, _: &Shared| {
+        non_null!(out);
+        match rt.next_wakeup() {
+            Some(t) => {
+                let ms = t.saturating_duration_since(std::time::Instant::now());
+                // SAFETY: valid for a write, by the caller.
+                unsafe { out.write(ms.as_millis().min(u128::from(u64::MAX)) as u64) };
+                TESSERA_OK
+            }
+            None => TESSERA_NOTHING,
+        }
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_stepped(runtime, f) }
+}
+
+/// Writes the descriptor that becomes readable when the runtime has work
+/// (`poll()` it for reading; do not read from or close it).
+///
+/// # Safety
+/// `runtime` a live runtime; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_fd(
+    runtime: *const tessera_runtime,
+    out: *mut c_int,
+) -> tessera_result {
+    let f = |r: &tessera_runtime| {
+        non_null!(out);
+        if r.fd < 0 {
+            return TESSERA_UNSUPPORTED;
+        }
+        // SAFETY: valid for a write, by the caller.
+        unsafe { out.write(r.fd) };
+        TESSERA_OK
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_shared(runtime, f) }
+}
+
+/// Gives the runtime a thread of its own, which steps it until it has
+/// drained. Afterwards only the `const` functions, `tessera_runtime_wait`
+/// and `tessera_runtime_free` apply (the others return `TESSERA_IN_USE`).
+///
+/// # Safety
+/// `runtime` a live runtime used by no other thread now.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) -> tessera_result {
+    guard(|| {
+        non_null!(runtime);
+        // SAFETY: non-NULL, live and not aliased, by the caller.
+        let r = unsafe { &mut *runtime };
+        let mut rt = match core::mem::replace(&mut r.mode, Mode::Done(None)) {
+            Mode::Stepped(rt) => rt,
+            other => {
+                let code = match other {
+                    Mode::Threaded(_) => TESSERA_IN_USE,
+                    _ => TESSERA_STOPPED,
+                };
+                r.mode = other;
+                return code;
+            }
+        };
+        let shared = r.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tessera-runtime".into())
+            .spawn(move || {
+                let mut result = TESSERA_OK;
+                while !rt.is_finished() {
+                    result = step(&mut rt, &shared, Some(Duration::from_millis(250)));
+                    if result != TESSERA_OK {
+                        break;
+                    }
+                }
+                (rt, result)
+            });
+        match spawned {
+            Ok(join) => {
+                r.mode = Mode::Threaded(join);
+                TESSERA_OK
+            }
+            Err(_) => TESSERA_IO,
+        }
+    })
+}
+
+/// Waits until the runtime's own thread ends (it drained, or failed) and
+/// returns how it ended. After it the runtime only reports status.
+///
+/// # Safety
+/// `runtime` a live runtime used by no other thread now.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_wait(runtime: *mut tessera_runtime) -> tessera_result {
+    guard(|| {
+        non_null!(runtime);
+        // SAFETY: non-NULL, live and not aliased, by the caller.
+        let r = unsafe { &mut *runtime };
+        match core::mem::replace(&mut r.mode, Mode::Done(None)) {
+            Mode::Threaded(join) => match join.join() {
+                Ok((rt, result)) => {
+                    publish(&rt, &r.shared);
+                    r.mode = Mode::Done(Some(rt));
+                    result
+                }
+                Err(_) => TESSERA_PANIC,
+            },
+            other => {
+                let code = match other {
+                    Mode::Stepped(_) => TESSERA_INVALID_ARGUMENT,
+                    _ => TESSERA_STOPPED,
+                };
+                r.mode = other;
+                code
+            }
+        }
+    })
+}
+
+/// Asks the runtime to drain: finish the jobs it holds, take no new ones,
+/// say goodbye; it stops anyway after `timeout_ms` (leaving unacknowledged
+/// results in the store for the next start). Any thread may call it.
+///
+/// # Safety
+/// `runtime` a live runtime.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_drain(runtime: *const tessera_runtime) -> tessera_result {
+    let f = |r: &tessera_runtime| {
+        r.drain.drain();
+        TESSERA_OK
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_shared(runtime, f) }
+}
+
+/// Whether the device takes new work (a render engine says false while
+/// its user renders): offers are declined meanwhile; jobs already taken run
+/// on. Any thread may call it; it applies at the next step.
+///
+/// # Safety
+/// `runtime` a live runtime.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_set_accepting_jobs(
+    runtime: *const tessera_runtime,
+    accepting: bool,
+) -> tessera_result {
+    let f = |r: &tessera_runtime| {
+        r.shared.accepting.store(accepting, Ordering::SeqCst);
+        r.drain_wake();
+        TESSERA_OK
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_shared(runtime, f) }
+}
+
+impl tessera_runtime {
+    /// Wakes a runtime waiting in `step` so it applies a change at once.
+    fn drain_wake(&self) {
+        self.drain.wake();
+    }
+}
+
+/// What an operator sees (`tessera_runtime_status`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct tessera_status {
+    /// `sizeof(tessera_runtime_status)`; set it before the call.
+    pub size: usize,
+    /// `TESSERA_CONN_*`.
+    pub state: u32,
+    /// Whether the runtime has drained and stopped.
+    pub finished: bool,
+    /// The device takes no new work now.
+    pub device_unavailable: bool,
+    /// Jobs completed and acknowledged.
+    pub jobs_completed: u64,
+    /// Jobs failed (acknowledged).
+    pub jobs_failed: u64,
+    /// Jobs held now.
+    pub active_jobs: u64,
+    /// Sum of the prices of acknowledged jobs.
+    pub earnings: u64,
+    /// Sessions established since start.
+    pub sessions: u64,
+}
+
+/// Writes the runtime's status as of its last step. Any thread may call
+/// it, also while the runtime runs on its own thread.
+///
+/// # Safety
+/// `runtime` a live runtime; `out` valid, with `size` set.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_status(
+    runtime: *const tessera_runtime,
+    out: *mut tessera_status,
+) -> tessera_result {
+    let f = |r: &tessera_runtime| {
+        non_null!(out);
+        // SAFETY: valid, by the caller.
+        if unsafe { (*out).size } < core::mem::size_of::<tessera_status>() {
+            return TESSERA_INVALID_ARGUMENT;
+        }
+        let Ok(s) = r.shared.status.lock() else {
+            return TESSERA_PANIC;
+        };
+        let status = tessera_status {
+            size: core::mem::size_of::<tessera_status>(),
+            state: match s.state {
+                Some(ConnState::AwaitingWelcome) => crate::agent::TESSERA_CONN_AWAITING_WELCOME,
+                Some(ConnState::AwaitingReady) => crate::agent::TESSERA_CONN_AWAITING_READY,
+                Some(ConnState::Ready) => crate::agent::TESSERA_CONN_READY,
+                Some(ConnState::Closed) => crate::agent::TESSERA_CONN_CLOSED,
+                _ => crate::agent::TESSERA_CONN_DISCONNECTED,
+            },
+            finished: matches!(r.mode, Mode::Done(_))
+                || matches!(&r.mode, Mode::Stepped(rt) if rt.is_finished()),
+            device_unavailable: s.device_unavailable,
+            jobs_completed: s.jobs_completed,
+            jobs_failed: s.jobs_failed,
+            active_jobs: s.active_jobs as u64,
+            earnings: s.earnings,
+            sessions: s.sessions,
+        };
+        // SAFETY: valid for a write, by the caller.
+        unsafe { out.write(status) };
+        TESSERA_OK
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_shared(runtime, f) }
+}
+
+/// Writes the runtime's status line (as `tessera-agent` logs it, with the
+/// last connection error) into `buf`, NUL-terminated and cut to fit.
+///
+/// # Safety
+/// `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or
+/// valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_status_text(
+    runtime: *const tessera_runtime,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> tessera_result {
+    let f = |r: &tessera_runtime| {
+        non_null!(buf);
+        if len == 0 {
+            return TESSERA_BUFFER_TOO_SMALL;
+        }
+        let Ok(s) = r.shared.status.lock() else {
+            return TESSERA_PANIC;
+        };
+        let mut t = Text::<512>::new();
+        t.push(&s.to_string());
+        if let Ok(last) = r.shared.last_error.lock() {
+            if !last.is_empty() {
+                t.push(" | stopped: ");
+                t.push(&last);
+            }
+        }
+        // SAFETY: the caller's promise for (buf, len) and `written`.
+        unsafe { t.write_c(buf.cast(), len, written) }
+    };
+    // SAFETY: the caller's promise.
+    unsafe { with_shared(runtime, f) }
+}
+
+// ----- logging ---------------------------------------------------------------
+
+/// Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
+/// and `message` the text (both NUL-terminated, valid during the call).
+/// Called from any of the library's threads.
+pub type tessera_log_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        level: u32,
+        target: *const c_char,
+        message: *const c_char,
+    ),
+>;
+
+/// Log level: errors only.
+pub const TESSERA_LOG_ERROR: u32 = 1;
+/// Log level: and warnings.
+pub const TESSERA_LOG_WARN: u32 = 2;
+/// Log level: and information (the status line, sessions, jobs).
+pub const TESSERA_LOG_INFO: u32 = 3;
+/// Log level: and debugging detail.
+pub const TESSERA_LOG_DEBUG: u32 = 4;
+/// Log level: everything.
+pub const TESSERA_LOG_TRACE: u32 = 5;
+
+struct Sink {
+    callback: unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char),
+    userdata: usize,
+}
+
+struct CLogger(Mutex<Option<Sink>>);
+
+impl log::Log for CLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let Ok(sink) = self.0.lock() else { return };
+        let Some(sink) = sink.as_ref() else { return };
+        let level = match record.level() {
+            log::Level::Error => TESSERA_LOG_ERROR,
+            log::Level::Warn => TESSERA_LOG_WARN,
+            log::Level::Info => TESSERA_LOG_INFO,
+            log::Level::Debug => TESSERA_LOG_DEBUG,
+            log::Level::Trace => TESSERA_LOG_TRACE,
+        };
+        let clean = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
+        let target = clean(record.target().to_string());
+        let message = clean(record.args().to_string());
+        // SAFETY: the callback and userdata were registered together for
+        // this purpose; both strings live through the call.
+        unsafe {
+            (sink.callback)(
+                sink.userdata as *mut c_void,
+                level,
+                target.as_ptr(),
+                message.as_ptr(),
+            )
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
+/// logging off) to `callback` with `userdata`; NULL `callback` turns it off.
+/// Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
+/// program already installed another logger for Rust's `log` crate.
+///
+/// # Safety
+/// `callback` NULL or callable from any thread with `userdata` until it is
+/// replaced.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_set_log_callback(
+    callback: tessera_log_fn,
+    userdata: *mut c_void,
+    max_level: u32,
+) -> tessera_result {
+    guard(|| {
+        if max_level > TESSERA_LOG_TRACE {
+            return TESSERA_INVALID_ARGUMENT;
+        }
+        // The logger, once installed; `None` when the program had installed
+        // another one first.
+        static LOGGER: OnceLock<Option<&'static CLogger>> = OnceLock::new();
+        let installed = LOGGER.get_or_init(|| {
+            let logger: &'static CLogger = Box::leak(Box::new(CLogger(Mutex::new(None))));
+            log::set_logger(logger).ok().map(|()| logger)
+        });
+        let Some(logger) = *installed else {
+            return TESSERA_UNSUPPORTED;
+        };
+        let Ok(mut sink) = logger.0.lock() else {
+            return TESSERA_PANIC;
+        };
+        *sink = callback.map(|callback| Sink {
+            callback,
+            userdata: userdata as usize,
+        });
+        log::set_max_level(match (callback.is_some(), max_level) {
+            (false, _) | (_, 0) => log::LevelFilter::Off,
+            (_, TESSERA_LOG_ERROR) => log::LevelFilter::Error,
+            (_, TESSERA_LOG_WARN) => log::LevelFilter::Warn,
+            (_, TESSERA_LOG_INFO) => log::LevelFilter::Info,
+            (_, TESSERA_LOG_DEBUG) => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+        TESSERA_OK
+    })
+}
