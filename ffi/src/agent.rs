@@ -22,7 +22,7 @@ use tessera_core::policy::{LinearPrice, Policy};
 use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
-use crate::boundary::{bytes, copy_out, guard, non_null, write_opt};
+use crate::boundary::{bytes, copy_out, free_handle, guard, new_handle, non_null, write_opt};
 use crate::*;
 
 // ----- signers ---------------------------------------------------------------
@@ -113,35 +113,6 @@ impl Signer for AnySigner {
 /// Given to `tessera_agent_new`, which takes it over.
 pub struct tessera_signer {
     inner: AnySigner,
-}
-
-fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
-    #[cfg(feature = "std")]
-    {
-        let ptr = std::boxed::Box::into_raw(std::boxed::Box::new(value));
-        // SAFETY: `out` was checked non-NULL by the caller of this helper.
-        unsafe { out.write(ptr) };
-        TESSERA_OK
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        let _ = (value, out);
-        TESSERA_UNSUPPORTED
-    }
-}
-
-/// Frees a handle made by `new_handle`; NULL is a no-op.
-///
-/// # Safety
-/// `ptr` must be NULL or come from `new_handle` and not be used again.
-unsafe fn free_handle<T>(ptr: *mut T) {
-    #[cfg(feature = "std")]
-    if !ptr.is_null() {
-        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed once.
-        drop(unsafe { std::boxed::Box::from_raw(ptr) });
-    }
-    #[cfg(not(feature = "std"))]
-    let _ = ptr;
 }
 
 /// A signer holding the Ed25519 key whose 32-byte seed is at `seed`.

@@ -100,3 +100,37 @@ pub(crate) unsafe fn copy_out(
     dst[..src.len()].copy_from_slice(src);
     crate::TESSERA_OK
 }
+
+/// Moves `value` to the heap and writes the handle through `out`
+/// (`TESSERA_UNSUPPORTED` without the `std` feature).
+///
+/// `out` must have been checked non-NULL and be valid for a write: every
+/// exported constructor checks it with [`non_null!`] before building `value`.
+pub(crate) fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
+    #[cfg(feature = "std")]
+    {
+        let ptr = std::boxed::Box::into_raw(std::boxed::Box::new(value));
+        // SAFETY: `out` was checked non-NULL by the caller of this helper.
+        unsafe { out.write(ptr) };
+        crate::TESSERA_OK
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = (value, out);
+        crate::TESSERA_UNSUPPORTED
+    }
+}
+
+/// Frees a handle made by [`new_handle`]; NULL is a no-op.
+///
+/// # Safety
+/// `ptr` must be NULL or come from [`new_handle`] and not be used again.
+pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
+    #[cfg(feature = "std")]
+    if !ptr.is_null() {
+        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed once.
+        drop(unsafe { std::boxed::Box::from_raw(ptr) });
+    }
+    #[cfg(not(feature = "std"))]
+    let _ = ptr;
+}
