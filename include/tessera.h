@@ -315,10 +315,120 @@
 #define TESSERA_LOG_TRACE 5
 #endif
 
+#if defined(TESSERA_HOSTED)
+/**
+ * Bytes of the PKCS#8 document `tessera_key_generate` writes.
+ */
+#define TESSERA_KEY_PKCS8_LEN 83
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Bytes of signed evidence.
+ */
+#define TESSERA_EVIDENCE_LEN 382
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Longest Merkle audit path, in 32-byte hashes (trees have at most 2^32
+ * leaves).
+ */
+#define TESSERA_MAX_PROOF_LEN 32
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Most bytes of a kernel entry point name (without the NUL).
+ */
+#define TESSERA_MAX_ENTRY_POINT 64
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Most specialization constants of a kernel.
+ */
+#define TESSERA_MAX_SPEC_CONSTANTS 16
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Most push constant bytes of a kernel.
+ */
+#define TESSERA_MAX_PUSH_CONSTANTS 128
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * How a job ended (`tessera_receipt_info.status`): the kernel ran and its
+ * outputs were returned. Any other status is a failure, numbered as the wire
+ * fail reason (its result code is `TESSERA_FAIL_BASE + status`).
+ */
+#define TESSERA_RECEIPT_COMPLETED 0
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the kernel failed validation.
+ */
+#define TESSERA_RECEIPT_KERNEL_REJECTED 1
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the kernel ran past its time limit.
+ */
+#define TESSERA_RECEIPT_TIMEOUT 2
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the job's deadline passed before it completed.
+ */
+#define TESSERA_RECEIPT_DEADLINE_EXCEEDED 3
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the GPU was lost while running the job.
+ */
+#define TESSERA_RECEIPT_DEVICE_LOST 4
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the device ran out of memory.
+ */
+#define TESSERA_RECEIPT_OUT_OF_MEMORY 5
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: an input chunk or root did not match its digest.
+ */
+#define TESSERA_RECEIPT_INPUT_INTEGRITY 6
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Failed: the provider's host failed for another reason.
+ */
+#define TESSERA_RECEIPT_HOST 7
+#endif
+
 /**
  * The provider agent (sans-IO). One thread at a time.
  */
 typedef struct tessera_agent tessera_agent;
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Checks one provider key's receipts in order: signature, key, sequence,
+ * previous-receipt hash and (optionally) the requester nonce of each. Keep
+ * one per provider key.
+ */
+typedef struct tessera_chain_verifier tessera_chain_verifier;
+#endif
 
 #if defined(TESSERA_HOSTED)
 /**
@@ -829,6 +939,204 @@ typedef void (*tessera_log_fn)(void *userdata,
                                uint32_t level,
                                const char *target,
                                const char *message);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * What a device said it is and can do, as its evidence carries it
+ * (`tessera_device` is what an agent is configured with).
+ */
+typedef struct {
+  /**
+   * Device name, UTF-8, NUL-terminated (at most 64 bytes before the NUL).
+   */
+  char name[65];
+  /**
+   * PCI vendor id.
+   */
+  uint32_t vendor_id;
+  /**
+   * Vendor's device id.
+   */
+  uint32_t device_id;
+  /**
+   * Driver version, vendor-encoded.
+   */
+  uint32_t driver_version;
+  /**
+   * Vulkan API version the device supports.
+   */
+  uint32_t api_version;
+  /**
+   * `TESSERA_DEVICE_*`.
+   */
+  uint32_t device_type;
+  /**
+   * Feature bits (`PROTOCOL.md`, "Device capabilities").
+   */
+  uint32_t features;
+  /**
+   * Bytes of device-local memory.
+   */
+  uint64_t device_local_bytes;
+  /**
+   * Bytes of host-visible memory.
+   */
+  uint64_t host_visible_bytes;
+  /**
+   * Largest workgroup size in x, y, z.
+   */
+  uint32_t max_workgroup_size[3];
+  /**
+   * Most workgroups in one dispatch in x, y, z.
+   */
+  uint32_t max_workgroup_count[3];
+  /**
+   * Most invocations in one workgroup.
+   */
+  uint32_t max_invocations;
+  /**
+   * Bytes of workgroup shared memory.
+   */
+  uint32_t max_shared_memory;
+  /**
+   * Largest storage buffer binding, in bytes.
+   */
+  uint64_t max_storage_buffer_range;
+  /**
+   * Subgroup size.
+   */
+  uint32_t subgroup_size;
+  /**
+   * Measured copy bandwidth, MB/s (0: not measured).
+   */
+  uint32_t copy_mbps;
+  /**
+   * Measured FMA throughput, MFLOP/s (0: not measured).
+   */
+  uint32_t fma_mflops;
+} tessera_device_info;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Verified device evidence (`tessera_evidence_verify`).
+ */
+typedef struct {
+  /**
+   * The challenge the evidence answers.
+   */
+  uint8_t challenge[32];
+  /**
+   * The device's Ed25519 public key, which signed the evidence: give it
+   * to `tessera_chain_verifier_new` and `tessera_receipt_verify`.
+   */
+  uint8_t public_key[32];
+  /**
+   * The key's id (`tessera_key_id`).
+   */
+  uint8_t key_id[16];
+  /**
+   * Agent software version: major, minor, patch.
+   */
+  uint16_t agent_version[3];
+  /**
+   * Random id the agent chose at its boot.
+   */
+  uint8_t boot_id[16];
+  /**
+   * When the evidence was made, microseconds in the provider's time base.
+   */
+  uint64_t issued_at;
+  /**
+   * The provider's receipt chain when the evidence was made: where a
+   * verifier without history starts its chain verifier.
+   */
+  tessera_chain_state chain;
+  /**
+   * What the device is and can do.
+   */
+  tessera_device_info device;
+} tessera_evidence_info;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A verified receipt (`tessera_receipt_verify`,
+ * `tessera_chain_verifier_verify_next`).
+ */
+typedef struct {
+  /**
+   * How the job ended: `TESSERA_RECEIPT_*`.
+   */
+  uint32_t status;
+  /**
+   * The job.
+   */
+  uint64_t job;
+  /**
+   * The requester's nonce from the assignment.
+   */
+  uint8_t requester_nonce[32];
+  /**
+   * What was dispatched (`tessera_kernel_hash`).
+   */
+  uint8_t kernel_hash[32];
+  /**
+   * Merkle root over the input buffers' chunks.
+   */
+  uint8_t input_root[32];
+  /**
+   * Merkle root over the output buffers' chunks
+   * (`tessera_verify_output_chunk` checks one chunk against it).
+   */
+  uint8_t output_root[32];
+  /**
+   * Total output bytes.
+   */
+  uint64_t output_len;
+  /**
+   * The same on every honest replica (`tessera_result_hash`).
+   */
+  uint8_t result_hash[32];
+  /**
+   * Unique to the provider's key (`tessera_result_seal`).
+   */
+  uint8_t result_seal[32];
+  /**
+   * Metered usage.
+   */
+  tessera_usage usage;
+  /**
+   * Price charged, in the network's smallest unit.
+   */
+  uint64_t price;
+  /**
+   * When the job started, microseconds in the provider's time base.
+   */
+  uint64_t started_at;
+  /**
+   * When the job ended, microseconds in the provider's time base.
+   */
+  uint64_t ended_at;
+  /**
+   * Hash of the evidence of the session that offered the job
+   * (`tessera_evidence_hash`).
+   */
+  uint8_t evidence_hash[32];
+  /**
+   * The signing key's id.
+   */
+  uint8_t key_id[16];
+  /**
+   * Position in the key's receipt chain, from 1.
+   */
+  uint64_t sequence;
+  /**
+   * Hash of the key's previous receipt (zeros for the first).
+   */
+  uint8_t prev_hash[32];
+} tessera_receipt_info;
 #endif
 
 /**
@@ -1670,6 +1978,363 @@ tessera_result tessera_runtime_status_text(const tessera_runtime *runtime,
 tessera_result tessera_set_log_callback(tessera_log_fn callback,
                                         void *userdata,
                                         uint32_t max_level);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Generates a new Ed25519 device key from the system's random source and
+ * writes it into `pkcs8` as a PKCS#8 v2 document (`TESSERA_KEY_PKCS8_LEN`
+ * bytes), for `tessera_signer_from_pkcs8` and `tessera_key_public`.
+ * `written` (may be NULL) gets its length, also with
+ * `TESSERA_BUFFER_TOO_SMALL` (then no key is kept: call again with room).
+ * `TESSERA_NO_RANDOMNESS` when the random source fails.
+ *
+ * The document is the private key: store it where only the agent reads it.
+ *
+ * # Safety
+ * `pkcs8` must point to `len` writable bytes (NULL allowed when `len` is
+ * 0); `written` must be NULL or valid for a write.
+ */
+tessera_result tessera_key_generate(uint8_t *pkcs8,
+                                    size_t len,
+                                    size_t *written);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the 32-byte Ed25519 public key of the PKCS#8 document
+ * `(pkcs8, len)` to `public_key`. `TESSERA_KEY_REJECTED` when the document
+ * is not an Ed25519 PKCS#8 v2 key.
+ *
+ * # Safety
+ * `(pkcs8, len)` readable; `public_key` 32 writable bytes.
+ */
+tessera_result tessera_key_public(const uint8_t *pkcs8,
+                                  size_t len,
+                                  uint8_t *public_key);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the 16-byte key id of a 32-byte public key to `key_id`: what
+ * `Hello`, every COSE header and every receipt name the key by.
+ *
+ * # Safety
+ * `public_key` 32 readable bytes; `key_id` 16 writable bytes.
+ */
+tessera_result tessera_key_id(const uint8_t *public_key,
+                              uint8_t *key_id);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Verifies signed evidence: well-formed, signed by the public key it
+ * carries, and answering the 32-byte `challenge` this verifier issued.
+ * Writes what it says to `out`. `TESSERA_VERIFY_MALFORMED`,
+ * `_BAD_SIGNATURE`, `_UNKNOWN_KEY` (the header names another key than the
+ * payload) or `_WRONG_NONCE` (another challenge).
+ *
+ * # Safety
+ * `(evidence, len)` readable; `challenge` 32 readable bytes; `out` valid
+ * for a write.
+ */
+tessera_result tessera_evidence_verify(const uint8_t *evidence,
+                                       size_t len,
+                                       const uint8_t *challenge,
+                                       tessera_evidence_info *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Verifies signed evidence's form and signature only, for a third party
+ * that did not issue the challenge: `out->challenge` says which challenge it
+ * answers, and the caller decides whether that is fresh. Codes as
+ * `tessera_evidence_verify`, without `_WRONG_NONCE`.
+ *
+ * # Safety
+ * `(evidence, len)` readable; `out` valid for a write.
+ */
+tessera_result tessera_evidence_open(const uint8_t *evidence,
+                                     size_t len,
+                                     tessera_evidence_info *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the hash receipts bind evidence by (`evidence_hash`): SHA-256 of
+ * the signed bytes, whatever they are (nothing is verified).
+ *
+ * # Safety
+ * `(evidence, len)` readable; `out` 32 writable bytes.
+ */
+tessera_result tessera_evidence_hash(const uint8_t *evidence,
+                                     size_t len,
+                                     uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Verifies one signed receipt's form and signature under the 32-byte
+ * `public_key`, and that its payload names that key; writes it to `out`.
+ * Its place in the chain is not checked: `tessera_chain_verifier_verify_next`
+ * does. `TESSERA_VERIFY_MALFORMED`, `_BAD_SIGNATURE` or `_UNKNOWN_KEY`.
+ *
+ * # Safety
+ * `(receipt, len)` readable; `public_key` 32 readable bytes; `out` valid
+ * for a write.
+ */
+tessera_result tessera_receipt_verify(const uint8_t *receipt,
+                                      size_t len,
+                                      const uint8_t *public_key,
+                                      tessera_receipt_info *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the hash the next receipt of the chain names (`prev_hash`):
+ * SHA-256 of the signed bytes, whatever they are (nothing is verified).
+ *
+ * # Safety
+ * `(receipt, len)` readable; `out` 32 writable bytes.
+ */
+tessera_result tessera_receipt_hash(const uint8_t *receipt,
+                                    size_t len,
+                                    uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the result hash, the same on every honest replica of a job:
+ * SHA-256 of its domain, the kernel hash, the input and output roots (32
+ * bytes each) and the output length.
+ *
+ * # Safety
+ * `kernel_hash`, `input_root`, `output_root` 32 readable bytes each; `out`
+ * 32 writable bytes.
+ */
+tessera_result tessera_result_hash(const uint8_t *kernel_hash,
+                                   const uint8_t *input_root,
+                                   const uint8_t *output_root,
+                                   uint64_t output_len,
+                                   uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the result seal, unique to one provider: SHA-256 of its domain, the
+ * 32-byte public key, the job and the 32-byte result hash.
+ *
+ * # Safety
+ * `public_key`, `result_hash` 32 readable bytes each; `out` 32 writable
+ * bytes.
+ */
+tessera_result tessera_result_seal(const uint8_t *public_key,
+                                   uint64_t job,
+                                   const uint8_t *result_hash,
+                                   uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Makes a chain verifier for the 32-byte `public_key` (from verified
+ * evidence), expecting the chain to continue from `chain`: NULL for a key
+ * that never signed, the evidence's `chain` for a provider seen the first
+ * time, or what `tessera_chain_verifier_chain` exported before.
+ *
+ * # Safety
+ * `public_key` 32 readable bytes; `chain` NULL or valid; `out` valid for a
+ * write.
+ */
+tessera_result tessera_chain_verifier_new(const uint8_t *public_key,
+                                          const tessera_chain_state *chain,
+                                          tessera_chain_verifier **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Verifies the next receipt of the chain; on success the chain advances and
+ * the receipt is written to `out` (may be NULL). With `expected_nonce` (32
+ * bytes; NULL: any) the receipt must carry that requester nonce. Codes as
+ * `tessera_receipt_verify`, and `TESSERA_VERIFY_REPLAYED` (a sequence
+ * already seen), `_OUT_OF_ORDER` (a receipt is missing), `_BROKEN_CHAIN`
+ * (the previous-receipt hash differs), `_WRONG_NONCE`; on error the chain
+ * stays where it was.
+ *
+ * # Safety
+ * `verifier` a live verifier used by no other thread; `(receipt, len)`
+ * readable; `expected_nonce` NULL or 32 readable bytes; `out` NULL or valid
+ * for a write.
+ */
+tessera_result tessera_chain_verifier_verify_next(tessera_chain_verifier *verifier,
+                                                  const uint8_t *receipt,
+                                                  size_t len,
+                                                  const uint8_t *expected_nonce,
+                                                  tessera_receipt_info *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes where the chain stands after the receipts verified so far: keep it
+ * to continue with a new verifier later.
+ *
+ * # Safety
+ * `verifier` a live verifier; `out` valid for a write.
+ */
+tessera_result tessera_chain_verifier_chain(const tessera_chain_verifier *verifier,
+                                            tessera_chain_state *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Frees a chain verifier. NULL is a no-op.
+ *
+ * # Safety
+ * `verifier` must be NULL or a live verifier, not used again.
+ */
+void tessera_chain_verifier_free(tessera_chain_verifier *verifier);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the Merkle root of `(data, len)` cut into `TESSERA_CHUNK_SIZE`
+ * chunks (the last may be shorter; no data: SHA-256 of nothing): the root
+ * of a kernel, or of a job's inputs or outputs when they are one buffer.
+ *
+ * # Safety
+ * `(data, len)` readable; `out` 32 writable bytes.
+ */
+tessera_result tessera_merkle_root(const uint8_t *data,
+                                   size_t len,
+                                   uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the Merkle root over `count` buffers, each cut into chunks
+ * separately, leaves in buffer order: buffer `i` is `(buffers[i],
+ * lens[i])`. A job's input root is over its buffers' initial contents, its
+ * output root over its read-back buffers.
+ *
+ * # Safety
+ * `buffers` and `lens` `count` valid items each (NULL allowed when `count`
+ * is 0); each `(buffers[i], lens[i])` readable; `out` 32 writable bytes.
+ */
+tessera_result tessera_merkle_root_of_buffers(const uint8_t *const *buffers,
+                                              const size_t *lens,
+                                              size_t count,
+                                              uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the leaf hash of one chunk: SHA-256(0x00 ‖ chunk).
+ *
+ * # Safety
+ * `(chunk, len)` readable; `out` 32 writable bytes.
+ */
+tessera_result tessera_merkle_leaf_hash(const uint8_t *chunk,
+                                        size_t len,
+                                        uint8_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the audit path of leaf `index` in the tree over `leaf_count` leaf
+ * hashes (`leaves`: `leaf_count * 32` bytes, from
+ * `tessera_merkle_leaf_hash`) into `path`, room for `path_cap` 32-byte
+ * hashes, and the number of hashes into `path_len` (also, with
+ * `TESSERA_BUFFER_TOO_SMALL`, the number needed; `TESSERA_MAX_PROOF_LEN`
+ * is always enough). For a provider or requester holding the whole output
+ * to hand a verifier one chunk and its proof; the tree size is
+ * `leaf_count`. `TESSERA_INVALID_ARGUMENT` when `index` is not below
+ * `leaf_count` or `leaf_count` exceeds 2^32.
+ *
+ * # Safety
+ * `leaves` `leaf_count * 32` readable bytes; `path` `path_cap * 32`
+ * writable bytes (NULL allowed when `path_cap` is 0); `path_len` valid for
+ * a write.
+ */
+tessera_result tessera_merkle_prove(const uint8_t *leaves,
+                                    size_t leaf_count,
+                                    uint64_t index,
+                                    uint8_t *path,
+                                    size_t path_cap,
+                                    size_t *path_len);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the number of leaves of a job's output tree: the chunks of every
+ * read-back buffer of its layout (`count` buffers, at most
+ * `TESSERA_MAX_BUFFERS`), each cut separately. It is the exact tree size
+ * `tessera_verify_output_chunk` needs; the layout is bound by the receipt's
+ * kernel hash (`tessera_kernel_hash`).
+ *
+ * # Safety
+ * `buffers` `count` valid items (NULL allowed when `count` is 0); `out`
+ * valid for a write.
+ */
+tessera_result tessera_output_leaf_count(const tessera_buffer_spec *buffers,
+                                         size_t count,
+                                         uint64_t *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Checks that `(chunk, chunk_len)` is leaf `index` of the output tree whose
+ * root a receipt signed (`output_root`, 32 bytes), given its audit path
+ * (`path`: `path_len` 32-byte hashes, leaf level first) in a tree of
+ * `tree_size` leaves. `leaf_count` is the exact number of leaves of that
+ * output (`tessera_output_leaf_count` of the job's layout): a proof for
+ * another tree size is refused, since the same path can place a chunk at
+ * another index of a tree of another size. `TESSERA_OK` or
+ * `TESSERA_VERIFY_CHUNK_PROOF_MISMATCH`; `TESSERA_INVALID_ARGUMENT` when
+ * `path_len` exceeds `TESSERA_MAX_PROOF_LEN`.
+ *
+ * # Safety
+ * `output_root` 32 readable bytes; `(chunk, chunk_len)` readable; `path`
+ * `path_len * 32` readable bytes (NULL allowed when `path_len` is 0).
+ */
+tessera_result tessera_verify_output_chunk(const uint8_t *output_root,
+                                           uint64_t leaf_count,
+                                           const uint8_t *chunk,
+                                           size_t chunk_len,
+                                           uint64_t index,
+                                           uint64_t tree_size,
+                                           const uint8_t *path,
+                                           size_t path_len);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the kernel hash a receipt binds: what was dispatched and on what
+ * buffers. `spirv_root` is the 32-byte Merkle root of the SPIR-V module
+ * (`tessera_merkle_root`); `entry_point` a NUL-terminated UTF-8 name of at
+ * most `TESSERA_MAX_ENTRY_POINT` bytes; `specialization` holds
+ * `specialization_count` (constant id, value) pairs as `2 *
+ * specialization_count` integers (at most `TESSERA_MAX_SPEC_CONSTANTS`
+ * pairs); `(push_constants, push_len)` at most
+ * `TESSERA_MAX_PUSH_CONSTANTS` bytes; `grid` three workgroup counts;
+ * `buffers` the layout, at most `TESSERA_MAX_BUFFERS`. Anything past what a
+ * job assignment can carry is `TESSERA_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `spirv_root` 32 readable bytes; `entry_point` NUL-terminated;
+ * `specialization` `2 * specialization_count` readable integers,
+ * `push_constants` `push_len` readable bytes and `buffers` `buffer_count`
+ * valid items (each NULL allowed when its count is 0); `grid` 3 readable
+ * integers; `out` 32 writable bytes.
+ */
+tessera_result tessera_kernel_hash(const uint8_t *spirv_root,
+                                   const char *entry_point,
+                                   const uint32_t *specialization,
+                                   size_t specialization_count,
+                                   const uint8_t *push_constants,
+                                   size_t push_len,
+                                   const uint32_t *grid,
+                                   const tessera_buffer_spec *buffers,
+                                   size_t buffer_count,
+                                   uint8_t *out);
 #endif
 
 #ifdef __cplusplus
