@@ -432,6 +432,13 @@ typedef struct tessera_chain_verifier tessera_chain_verifier;
 
 #if defined(TESSERA_HOSTED)
 /**
+ * Runs untrusted compute kernels on one Vulkan device. One thread at a time.
+ */
+typedef struct tessera_dispatcher tessera_dispatcher;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
  * A provider on the network. Functions taking a `const tessera_runtime *`
  * (status, drain, accepting jobs, descriptor) may be called from any
  * thread, also while the runtime runs on its own thread; the others need
@@ -828,6 +835,174 @@ typedef struct {
    */
   uint64_t frames_refused;
 } tessera_stats;
+
+#if defined(TESSERA_HOSTED)
+/**
+ * One Vulkan device, as `tessera_vulkan_devices` lists it.
+ */
+typedef struct {
+  /**
+   * Its index (`tessera_dispatcher_config.device_index`).
+   */
+  uint32_t index;
+  /**
+   * The driver's name for it, NUL-terminated (cut to 255 bytes).
+   */
+  char name[256];
+  /**
+   * `TESSERA_DEVICE_*`.
+   */
+  uint32_t device_type;
+  /**
+   * PCI vendor id.
+   */
+  uint32_t vendor_id;
+  /**
+   * Vendor's device id.
+   */
+  uint32_t device_id;
+  /**
+   * Highest Vulkan version it supports.
+   */
+  uint32_t api_version;
+} tessera_device_entry;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * How to open a dispatcher. Fill it with `tessera_dispatcher_config_default`.
+ */
+typedef struct {
+  /**
+   * `sizeof(tessera_dispatcher_config)`.
+   */
+  size_t size;
+  /**
+   * Device index, or -1 for the default (a discrete GPU first) or
+   * `device_name`.
+   */
+  int32_t device_index;
+  /**
+   * Part of the device name (case-insensitive), or NULL.
+   */
+  const char *device_name;
+  /**
+   * Run the Khronos validation layer and keep its messages (slow).
+   */
+  bool validation;
+  /**
+   * Run the Khronos SPIR-V validator on every new kernel (the second
+   * gate; default true).
+   */
+  bool spirv_val_gate;
+  /**
+   * The `spirv-val` program (NULL: on `PATH`).
+   */
+  const char *spirv_val_path;
+  /**
+   * Most bytes of buffers one job may use.
+   */
+  uint64_t memory_budget;
+  /**
+   * Run the start-up benchmark when opening (its figures go into the
+   * evidence, and bound each job's work); default true.
+   */
+  bool run_benchmark;
+} tessera_dispatcher_config;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * One storage buffer of a kernel job.
+ */
+typedef struct {
+  /**
+   * Binding in descriptor set 0 (below 32, distinct within the job).
+   */
+  uint32_t binding;
+  /**
+   * Bytes the kernel sees.
+   */
+  uint64_t len;
+  /**
+   * Initial contents (`init_len <= len` bytes; the rest is zero), or NULL.
+   */
+  const uint8_t *init;
+  /**
+   * Bytes at `init`.
+   */
+  size_t init_len;
+  /**
+   * Whether the final contents are returned, into `output`.
+   */
+  bool readback;
+  /**
+   * For a read-back buffer: where its `len` bytes go (caller-owned).
+   */
+  uint8_t *output;
+  /**
+   * Bytes at `output` (at least `len`).
+   */
+  size_t output_len;
+} tessera_kernel_buffer;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * An untrusted compute job.
+ */
+typedef struct {
+  /**
+   * `sizeof(tessera_kernel_job)`.
+   */
+  size_t size;
+  /**
+   * SPIR-V module bytes.
+   */
+  const uint8_t *spirv;
+  /**
+   * Bytes at `spirv`.
+   */
+  size_t spirv_len;
+  /**
+   * The GLCompute entry point, NUL-terminated.
+   */
+  const char *entry_point;
+  /**
+   * Specialization constants: `2 * specialization_count` values, each
+   * constant id then its value.
+   */
+  const uint32_t *specialization;
+  /**
+   * Number of specialization constants.
+   */
+  size_t specialization_count;
+  /**
+   * Push-constant bytes.
+   */
+  const uint8_t *push_constants;
+  /**
+   * Bytes at `push_constants`.
+   */
+  size_t push_constants_len;
+  /**
+   * Workgroup counts in x, y, z.
+   */
+  uint32_t grid[3];
+  /**
+   * The buffers.
+   */
+  tessera_kernel_buffer *buffers;
+  /**
+   * Number of buffers.
+   */
+  size_t buffer_count;
+  /**
+   * Time limit, milliseconds: past it the kernel is stopped.
+   */
+  uint64_t timeout_ms;
+} tessera_kernel_job;
+#endif
 
 #if defined(TESSERA_HOSTED)
 /**
@@ -1792,6 +1967,151 @@ tessera_result tessera_agent_result_record(const tessera_agent *agent,
 tessera_result tessera_agent_restore_result(tessera_agent *agent,
                                             const uint8_t *record,
                                             size_t len);
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Lists the Vulkan devices into `out` (room for `capacity` entries) and
+ * writes how many there are to `count`: `TESSERA_BUFFER_TOO_SMALL` when
+ * that is more than `capacity` (nothing written but the count). A machine
+ * without a Vulkan loader returns `TESSERA_VULKAN_BASE + 1`.
+ *
+ * # Safety
+ * `out` NULL (with `capacity` 0) or room for `capacity` entries; `count`
+ * valid for a write.
+ */
+tessera_result tessera_vulkan_devices(tessera_device_entry *out,
+                                      size_t capacity,
+                                      size_t *count);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Fills `out` with the defaults and its `size`.
+ *
+ * # Safety
+ * `out` valid for a write.
+ */
+tessera_result tessera_dispatcher_config_default(tessera_dispatcher_config *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Opens a device for running kernels: robust buffer access on, both gates
+ * in front of the driver (docs/VULKAN.md). `error`, when given, says what
+ * failed.
+ *
+ * # Safety
+ * `config` valid with `size` set, its strings NULL or NUL-terminated;
+ * `error` NULL or `error_len` writable bytes; `out` valid for a write.
+ */
+tessera_result tessera_dispatcher_new(const tessera_dispatcher_config *config,
+                                      char *error,
+                                      size_t error_len,
+                                      tessera_dispatcher **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Frees the dispatcher and its device. NULL is a no-op.
+ *
+ * # Safety
+ * `dispatcher` NULL or a live dispatcher, not used again.
+ */
+void tessera_dispatcher_free(tessera_dispatcher *dispatcher);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes what the device is, as the evidence states it: give it to
+ * `tessera_agent_config.device`. `out->name` points into the dispatcher
+ * and is valid until it is freed.
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher; `out` valid for a write.
+ */
+tessera_result tessera_dispatcher_device(const tessera_dispatcher *dispatcher,
+                                         tessera_device *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Runs the start-up benchmark (again): copy bandwidth in GB/s and FMA
+ * throughput in GFLOP/s.
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher used by no other thread; the outputs
+ * valid for writes.
+ */
+tessera_result tessera_dispatcher_benchmark(tessera_dispatcher *dispatcher,
+                                            double *copy_gbps,
+                                            double *fma_gflops);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Runs a job: both gates, then the kernel under its time limit. Outputs go
+ * to the read-back buffers' `output`; `usage` (may be NULL) gets what it
+ * used. A failure returns its code (`TESSERA_KERNEL_BASE` + the rule for a
+ * refused kernel, `TESSERA_JOB_BASE` + 1 for a timeout, …);
+ * `tessera_dispatcher_last_failure` gives what to report to the
+ * coordinator and `tessera_dispatcher_last_error` the words. The
+ * dispatcher stays usable after every failure.
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher used by no other thread; `job` valid with
+ * every pointer as documented; `usage` NULL or valid.
+ */
+tessera_result tessera_dispatcher_run(tessera_dispatcher *dispatcher,
+                                      const tessera_kernel_job *job,
+                                      tessera_usage *usage);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * After a failed `tessera_dispatcher_run`: the wire fail reason and detail
+ * to give `tessera_agent_fail_job`, and the usage to report (a timeout is
+ * metered to its limit). `TESSERA_NOTHING` when the last run succeeded.
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher; the outputs NULL or valid.
+ */
+tessera_result tessera_dispatcher_last_failure(const tessera_dispatcher *dispatcher,
+                                               uint32_t *reason,
+                                               uint32_t *detail,
+                                               tessera_usage *usage);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the words of the dispatcher's last error (which rule a refused
+ * kernel broke, say) into `buf`, NUL-terminated and cut to fit.
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher; `buf` `len` writable bytes; `written`
+ * NULL or valid.
+ */
+tessera_result tessera_dispatcher_last_error(const tessera_dispatcher *dispatcher,
+                                             char *buf,
+                                             size_t len,
+                                             size_t *written);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Destroys every device given up on after a timeout whose kernel has
+ * finished, and writes how many still run abandoned work (at two the
+ * dispatcher refuses jobs, `TESSERA_JOB_BASE + 5`, until one ends). A host
+ * refusing work calls it while idle; freeing a dispatcher leaves devices
+ * still running to the end of the process (destroying one would be
+ * invalid).
+ *
+ * # Safety
+ * `dispatcher` a live dispatcher used by no other thread; `still` NULL or
+ * valid.
+ */
+tessera_result tessera_dispatcher_reclaim(tessera_dispatcher *dispatcher,
+                                          size_t *still);
+#endif
 
 #if defined(TESSERA_HOSTED)
 /**

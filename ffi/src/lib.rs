@@ -24,6 +24,9 @@
 mod boundary;
 
 pub mod agent;
+/// The Vulkan dispatcher: devices, benchmark, kernel jobs.
+#[cfg(feature = "runtime")]
+pub mod dispatcher;
 /// The network runtime and the log callback.
 #[cfg(feature = "runtime")]
 pub mod runtime;
