@@ -397,9 +397,7 @@ pub struct Agent<S: Signer> {
     /// The input chunk of the last `JobData` polled: (job, start in `rx`,
     /// length), readable until the next `handle_input`.
     input_view: Option<(JobId, usize, usize)>,
-    tx: [u8; TX_CAPACITY],
-    tx_start: usize,
-    tx_end: usize,
+    tx: TxQueue,
     events: Deque<EventRecord, MAX_EVENTS>,
     jobs: Vec<Job, MAX_JOBS>,
     chain: ChainState,
@@ -440,9 +438,7 @@ impl<S: Signer> Agent<S> {
             rx_len: 0,
             rx_held: false,
             input_view: None,
-            tx: [0; TX_CAPACITY],
-            tx_start: 0,
-            tx_end: 0,
+            tx: TxQueue::new(),
             events: Deque::new(),
             jobs: Vec::new(),
             chain,
@@ -498,7 +494,10 @@ impl<S: Signer> Agent<S> {
 
     /// Counters for an operator.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            frames_out: self.tx.frames(),
+            ..self.stats
+        }
     }
 
     /// The receipt chain position, to persist so that it survives restarts.
@@ -566,8 +565,7 @@ impl<S: Signer> Agent<S> {
         self.heartbeat_interval = self.config.policy.heartbeat_interval;
         self.epoch = self.epoch.wrapping_add(1);
         self.reset_input();
-        self.tx_start = 0;
-        self.tx_end = 0;
+        self.tx.clear();
         self.conn = ConnState::AwaitingWelcome;
         self.last_rx = now;
         let hello = Message::Hello(Hello {
@@ -712,7 +710,7 @@ impl<S: Signer> Agent<S> {
         }
         let mut consumed = 0;
         while consumed < bytes.len() {
-            if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx_free() < TX_RESERVE {
+            if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx.free() < TX_RESERVE {
                 break;
             }
             let want = if self.rx_len < HEADER_LEN {
@@ -1274,7 +1272,7 @@ impl<S: Signer> Agent<S> {
             if data.len() - taken < want {
                 break;
             }
-            if send && self.tx_free() < want + TX_RESERVE {
+            if send && self.tx.free() < want + TX_RESERVE {
                 break;
             }
             let chunk = &data[taken..taken + want];
@@ -1689,7 +1687,7 @@ impl<S: Signer> Agent<S> {
             let job = &self.jobs[i];
             if job.state != JobState::AwaitingAck
                 || !job.persisted
-                || self.tx_free() < MAX_OUTCOME_BYTES
+                || self.tx.free() < MAX_OUTCOME_BYTES
             {
                 return;
             }
@@ -1730,46 +1728,20 @@ impl<S: Signer> Agent<S> {
 
     // ----- output -----------------------------------------------------------
 
-    fn tx_free(&self) -> usize {
-        TX_CAPACITY - (self.tx_end - self.tx_start)
-    }
-
     fn enqueue(&mut self, msg: &Message<'_>) -> Result<(), Error> {
-        if TX_CAPACITY - self.tx_end < MAX_FRAME && self.tx_start > 0 {
-            self.tx.copy_within(self.tx_start..self.tx_end, 0);
-            self.tx_end -= self.tx_start;
-            self.tx_start = 0;
-        }
-        match msg.encode(&mut self.tx[self.tx_end..]) {
-            Ok(n) => {
-                self.tx_end += n;
-                self.stats.frames_out += 1;
-                Ok(())
-            }
-            Err(_) => Err(Error::WouldBlock),
-        }
+        self.tx.push(msg)
     }
 
     /// Copies queued outgoing bytes into `out`; returns how many, or `None`
     /// when nothing is queued. Call until `None` after every other call.
     pub fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<usize> {
         self.flush_outcomes();
-        let n = (self.tx_end - self.tx_start).min(out.len());
-        if n == 0 {
-            return None;
-        }
-        out[..n].copy_from_slice(&self.tx[self.tx_start..self.tx_start + n]);
-        self.tx_start += n;
-        if self.tx_start == self.tx_end {
-            self.tx_start = 0;
-            self.tx_end = 0;
-        }
-        Some(n)
+        self.tx.pop(out)
     }
 
     /// Bytes waiting in the outgoing queue.
     pub fn pending_transmit(&self) -> usize {
-        self.tx_end - self.tx_start
+        self.tx.len()
     }
 
     /// The bytes of `job`'s last [`Event::JobData`], once that event has been
@@ -1931,6 +1903,80 @@ impl<S: Signer> Agent<S> {
             self.next_heartbeat = now + self.heartbeat_interval;
         }
         let _ = self.check_drained();
+    }
+}
+
+/// Encoded frames waiting to be sent, oldest first.
+struct TxQueue {
+    bytes: [u8; TX_CAPACITY],
+    /// The queued bytes are `bytes[start..end]`.
+    start: usize,
+    end: usize,
+    /// Frames queued since the agent was made.
+    frames: u64,
+}
+
+impl TxQueue {
+    fn new() -> Self {
+        TxQueue {
+            bytes: [0; TX_CAPACITY],
+            start: 0,
+            end: 0,
+            frames: 0,
+        }
+    }
+
+    /// Bytes queued.
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes that can still be queued.
+    fn free(&self) -> usize {
+        TX_CAPACITY - self.len()
+    }
+
+    /// Frames queued since the agent was made.
+    fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Drops everything queued.
+    fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Queues one frame; `WouldBlock` if it does not fit.
+    fn push(&mut self, msg: &Message<'_>) -> Result<(), Error> {
+        if TX_CAPACITY - self.end < MAX_FRAME && self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        match msg.encode(&mut self.bytes[self.end..]) {
+            Ok(n) => {
+                self.end += n;
+                self.frames += 1;
+                Ok(())
+            }
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Moves the oldest queued bytes into `out`; how many, or `None` when
+    /// nothing is queued.
+    fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
+        let n = self.len().min(out.len());
+        if n == 0 {
+            return None;
+        }
+        out[..n].copy_from_slice(&self.bytes[self.start..self.start + n]);
+        self.start += n;
+        if self.start == self.end {
+            self.clear();
+        }
+        Some(n)
     }
 }
 
