@@ -1610,7 +1610,7 @@ impl<S: Signer> Agent<S> {
             outcome: job.outcome?,
             usage: job.usage,
             price: job.price,
-            receipt: job.receipt.clone(),
+            receipt: job.receipt.as_slice().try_into().ok()?,
             next_sequence: job.chain_after.next_sequence,
             prev_hash: job.chain_after.prev_hash,
         })
@@ -1648,7 +1648,8 @@ impl<S: Signer> Agent<S> {
         job.outcome = Some(record.outcome);
         job.usage = record.usage;
         job.price = record.price;
-        job.receipt = record.receipt.clone();
+        // RECEIPT_LEN is the capacity, so this cannot fail.
+        let _ = job.receipt.extend_from_slice(&record.receipt);
         job.unsent = true;
         job.chain_after = ChainState {
             next_sequence: record.next_sequence,
@@ -2015,7 +2016,8 @@ pub struct ResultRecord {
     /// Price charged.
     pub price: u64,
     /// The signed receipt.
-    pub receipt: Vec<u8, RECEIPT_LEN>,
+    #[serde(with = "receipt_bytes")]
+    pub receipt: [u8; RECEIPT_LEN],
     /// The device's receipt chain right after this receipt: the next sequence.
     pub next_sequence: u64,
     /// The device's receipt chain right after this receipt: this receipt's hash.
@@ -2043,6 +2045,50 @@ impl ResultRecord {
         match postcard::take_from_bytes::<ResultRecord>(bytes) {
             Ok((r, [])) => Some(r),
             _ => None,
+        }
+    }
+}
+
+/// A record's receipt is written as a sequence of its bytes (a length, then
+/// each byte), as a `heapless::Vec<u8, RECEIPT_LEN>` is, so that records
+/// stored before the field became an array still read. A receipt of any
+/// other length does not decode: it could not verify.
+mod receipt_bytes {
+    use core::fmt;
+
+    use serde::de::{Error as _, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use crate::attest::RECEIPT_LEN;
+
+    pub fn serialize<S: Serializer>(receipt: &[u8; RECEIPT_LEN], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(receipt.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; RECEIPT_LEN], D::Error> {
+        d.deserialize_seq(ReceiptVisitor)
+    }
+
+    struct ReceiptVisitor;
+
+    impl<'de> Visitor<'de> for ReceiptVisitor {
+        type Value = [u8; RECEIPT_LEN];
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a receipt of {RECEIPT_LEN} bytes")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut receipt = [0u8; RECEIPT_LEN];
+            for (i, byte) in receipt.iter_mut().enumerate() {
+                *byte = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<u8>()?.is_some() {
+                return Err(A::Error::invalid_length(RECEIPT_LEN + 1, &self));
+            }
+            Ok(receipt)
         }
     }
 }

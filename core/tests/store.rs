@@ -39,7 +39,7 @@ fn record(job: u64, seq: u64) -> ResultRecord {
         },
         usage: Default::default(),
         price: 9,
-        receipt: heapless::Vec::from_slice(&[7; 444]).unwrap(),
+        receipt: [7; RECEIPT_LEN],
         next_sequence: seq,
         prev_hash: [seq as u8; 32],
     }
@@ -149,9 +149,10 @@ impl Provider {
         };
         let mut out = [0u8; RECEIPT_LEN];
         let n = receipt.sign(signer, &mut out).unwrap();
-        self.chain.advance(Receipt::hash(&out[..n]));
+        assert_eq!(n, RECEIPT_LEN);
+        self.chain.advance(Receipt::hash(&out));
         ResultRecord {
-            receipt: heapless::Vec::from_slice(&out[..n]).unwrap(),
+            receipt: out,
             next_sequence: self.chain.next_sequence,
             prev_hash: self.chain.prev_hash,
             ..record(job, 0)
@@ -409,4 +410,10 @@ fn record_encoding_is_stable() {
         "2808e2dc75a333b3a204ad47450daf4bf2dcebae3414f3dc3c1831f47ae9fbe5"
     );
     assert_eq!(ResultRecord::decode(&buf[..n]), Some(r));
+
+    // A receipt one byte short (length 443) does not decode: it could not verify.
+    let mut short = buf[..receipt_at - 2].to_vec();
+    short.extend_from_slice(&[0xbb, 0x03]);
+    short.extend_from_slice(&buf[receipt_at + 1..n]);
+    assert_eq!(ResultRecord::decode(&short), None);
 }
