@@ -258,94 +258,294 @@ enum EventRecord {
     Disconnect(DisconnectReason),
 }
 
+/// A job the agent holds: the terms its offer was accepted on, and where it
+/// stands.
 #[derive(Clone, Debug)]
 struct Job {
     id: JobId,
-    state: JobState,
     max_price: u64,
     /// The price the offer was accepted at: what a timed-out job is charged.
     quote: u64,
     /// The offer's transfer sizes, which the assignment must keep to.
     bytes_in: u64,
     bytes_out: u64,
+    /// When the result is due; while a failure waits for the signer
+    /// ([`PendingFailure`]), when signing it is tried again.
     deadline: Instant,
-    /// Present from `Receiving` on.
-    spec: Option<JobAssign>,
-    /// Input: current stream. Output: current read-back buffer.
-    stream: u8,
-    /// Next chunk index (input) or next byte offset in the buffer (output).
-    cursor: u64,
-    builder: RootBuilder,
-    started_at: Instant,
-    /// Connection epoch the current output upload started on.
-    upload_epoch: u32,
-    /// Whether this upload repeats one already signed.
-    resend: bool,
-    outcome: Option<Outcome>,
-    usage: Usage,
-    price: u64,
-    /// The outcome messages still have to be sent on the current connection.
-    unsent: bool,
-    /// The host stored the result (always true without `persist_results`).
-    persisted: bool,
-    /// The receipt chain right after this job's receipt.
-    chain_after: ChainState,
-    receipt: Vec<u8, RECEIPT_LEN>,
-    /// A failure the agent decided on (deadline, corrupt input), which the
-    /// host was told of, whose receipt the signer could not sign yet: retried
-    /// at `deadline`, with no further event; the job takes no more input.
-    failure: Option<(FailReason, u32, Usage)>,
     /// The evidence the coordinator accepted (with its `Ready`) in the
     /// session that offered this job: what its receipt names, even when it
     /// is signed later, after evidence a coordinator refused.
     evidence_hash: Digest,
+    phase: Phase,
+}
+
+/// Where a job stands.
+// Without an allocator there is nothing to box: every job slot holds the
+// largest state anyway.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Offer accepted; waiting for the assignment.
+    Accepted,
+    /// Assigned: the assignment holds from here on.
+    Assigned { spec: JobAssign, step: Step },
+}
+
+/// Where an assigned job stands. The first three are work whose result is
+/// not signed yet; the last two hold the signed result.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+enum Step {
+    /// Kernel and inputs arriving.
+    Receiving {
+        input: Input,
+        failure: Option<PendingFailure>,
+    },
+    /// Inputs verified; the host runs the kernel.
+    Running {
+        started_at: Instant,
+        failure: Option<PendingFailure>,
+    },
+    /// The host writes the outputs, before the result is signed.
+    Uploading {
+        started_at: Instant,
+        upload: Upload,
+        failure: Option<PendingFailure>,
+    },
+    /// The result is signed; the host writes its outputs again (after a
+    /// reconnect) for it to be sent on this connection. It holds back the
+    /// outcomes of later receipts.
+    Resending {
+        upload: Upload,
+        result: SignedResult,
+    },
+    /// The result is signed; waiting for it to go out and be acknowledged.
+    AwaitingAck {
+        result: SignedResult,
+        /// The outcome messages still have to be sent on the current
+        /// connection.
+        unsent: bool,
+    },
+}
+
+/// A failure the agent decided on (deadline, corrupt input), which the host
+/// was told of, whose receipt the signer could not sign yet: retried at the
+/// job's deadline, with no further event; the job takes no more input and
+/// no more host calls.
+#[derive(Clone, Copy, Debug)]
+struct PendingFailure {
+    reason: FailReason,
+    detail: u32,
+    usage: Usage,
+}
+
+/// Where the kernel and inputs of a job stand.
+#[derive(Clone, Debug)]
+struct Input {
+    /// The stream arriving: 0 for the kernel, `i + 1` for buffer `i`.
+    stream: u8,
+    /// Its next chunk's index.
+    chunk: u64,
+    /// The Merkle tree of the stream (the kernel), or of every input buffer
+    /// so far.
+    builder: RootBuilder,
+}
+
+/// What an input chunk left a job with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// More chunks to come.
+    More,
+    /// Every input arrived and matches its root.
+    Complete,
+    /// The kernel or the inputs do not match their root.
+    Corrupt,
+}
+
+impl Input {
+    fn new() -> Self {
+        Input {
+            stream: 0,
+            chunk: 0,
+            builder: RootBuilder::new(),
+        }
+    }
+
+    /// Where the next chunk starts in its stream, and how long it must be.
+    fn next_chunk(&self, spec: &JobAssign) -> (u64, usize) {
+        let offset = self.chunk * CHUNK_SIZE as u64;
+        let len = (stream_len(spec, self.stream) - offset).min(CHUNK_SIZE as u64) as usize;
+        (offset, len)
+    }
+
+    /// Takes the leaf of the next chunk, whose digest was checked; at the
+    /// end of a stream checks its root and moves to the next one.
+    fn push(&mut self, spec: &JobAssign, leaf: Digest) -> Received {
+        self.builder.push_leaf(leaf);
+        self.chunk += 1;
+        if self.chunk * (CHUNK_SIZE as u64) < stream_len(spec, self.stream) {
+            return Received::More;
+        }
+        if self.stream == 0 {
+            if self.builder.root() != spec.kernel.root {
+                return Received::Corrupt;
+            }
+            self.builder = RootBuilder::new();
+        }
+        match next_input_stream(spec, self.stream) {
+            Some(stream) => {
+                self.stream = stream;
+                self.chunk = 0;
+                Received::More
+            }
+            None if self.builder.root() != spec.inputs_root => Received::Corrupt,
+            None => Received::Complete,
+        }
+    }
+}
+
+/// Where the upload of a job's outputs stands.
+#[derive(Clone, Debug)]
+struct Upload {
+    /// The read-back buffer being written.
+    buffer: u8,
+    /// The next byte offset in it.
+    offset: u64,
+    /// The Merkle tree of the outputs so far.
+    builder: RootBuilder,
+    /// The connection epoch the upload started on: only chunks written on
+    /// it are sent.
+    epoch: u32,
+}
+
+impl Upload {
+    /// An upload from the start of the first read-back buffer.
+    fn new(spec: &JobAssign, epoch: u32) -> Self {
+        Upload {
+            buffer: first_readback(spec).unwrap_or(0),
+            offset: 0,
+            builder: RootBuilder::new(),
+            epoch,
+        }
+    }
+
+    /// Whether every read-back buffer was written to its end.
+    fn is_complete(&self, spec: &JobAssign) -> bool {
+        self.offset >= buffer_len(spec, self.buffer) && next_readback(spec, self.buffer).is_none()
+    }
+}
+
+/// A job's signed result, kept until the coordinator acknowledges it.
+#[derive(Clone, Debug)]
+struct SignedResult {
+    outcome: Outcome,
+    usage: Usage,
+    price: u64,
+    receipt: [u8; RECEIPT_LEN],
+    /// The receipt chain right after this receipt.
+    chain_after: ChainState,
+    /// The host stored the result (always true without `persist_results`).
+    persisted: bool,
 }
 
 impl Job {
     fn new(offer: &JobOffer, quote: u64, deadline: Instant, evidence_hash: Digest) -> Self {
         Job {
             id: offer.job,
-            state: JobState::Accepted,
             max_price: offer.max_price,
             quote,
             bytes_in: offer.bytes_in,
             bytes_out: offer.bytes_out,
             deadline,
-            spec: None,
-            stream: 0,
-            cursor: 0,
-            builder: RootBuilder::new(),
-            started_at: Instant::ZERO,
-            upload_epoch: 0,
-            resend: false,
-            outcome: None,
-            usage: Usage::default(),
-            price: 0,
-            unsent: false,
-            persisted: true,
-            chain_after: ChainState::default(),
-            receipt: Vec::new(),
-            failure: None,
             evidence_hash,
+            phase: Phase::Accepted,
+        }
+    }
+
+    fn state(&self) -> JobState {
+        match self.step() {
+            None => JobState::Accepted,
+            Some(Step::Receiving { .. }) => JobState::Receiving,
+            Some(Step::Running { .. }) => JobState::Running,
+            Some(Step::Uploading { .. } | Step::Resending { .. }) => JobState::Uploading,
+            Some(Step::AwaitingAck { .. }) => JobState::AwaitingAck,
+        }
+    }
+
+    fn spec(&self) -> Option<&JobAssign> {
+        match &self.phase {
+            Phase::Accepted => None,
+            Phase::Assigned { spec, .. } => Some(spec),
+        }
+    }
+
+    fn step(&self) -> Option<&Step> {
+        match &self.phase {
+            Phase::Accepted => None,
+            Phase::Assigned { step, .. } => Some(step),
+        }
+    }
+
+    fn failure(&self) -> Option<&PendingFailure> {
+        self.step().and_then(Step::failure)
+    }
+
+    fn result(&self) -> Option<&SignedResult> {
+        self.step().and_then(Step::result)
+    }
+
+    fn result_mut(&mut self) -> Option<&mut SignedResult> {
+        match &mut self.phase {
+            Phase::Accepted => None,
+            Phase::Assigned { step, .. } => step.result_mut(),
         }
     }
 
     fn host_knows(&self) -> bool {
-        self.state != JobState::Accepted
+        !matches!(self.phase, Phase::Accepted)
     }
 
     /// Microseconds from the start of the run to the deadline: the most GPU
     /// time a job that ran out its time is metered.
-    fn time_to_deadline(&self) -> u64 {
-        self.deadline.micros.saturating_sub(self.started_at.micros)
+    fn time_to_deadline(&self, started_at: Instant) -> u64 {
+        self.deadline.micros.saturating_sub(started_at.micros)
     }
 
+    /// Whether the job's deadline ends it: until its result is signed
+    /// (a failure waiting for the signer is retried instead).
     fn has_deadline(&self) -> bool {
-        self.failure.is_none()
-            && (matches!(
-                self.state,
-                JobState::Accepted | JobState::Receiving | JobState::Running
-            ) || (self.state == JobState::Uploading && !self.resend))
+        match self.step() {
+            None => true,
+            Some(
+                step @ (Step::Receiving { .. } | Step::Running { .. } | Step::Uploading { .. }),
+            ) => step.failure().is_none(),
+            Some(Step::Resending { .. } | Step::AwaitingAck { .. }) => false,
+        }
+    }
+}
+
+impl Step {
+    fn failure(&self) -> Option<&PendingFailure> {
+        match self {
+            Step::Receiving { failure, .. }
+            | Step::Running { failure, .. }
+            | Step::Uploading { failure, .. } => failure.as_ref(),
+            Step::Resending { .. } | Step::AwaitingAck { .. } => None,
+        }
+    }
+
+    fn result(&self) -> Option<&SignedResult> {
+        match self {
+            Step::Resending { result, .. } | Step::AwaitingAck { result, .. } => Some(result),
+            Step::Receiving { .. } | Step::Running { .. } | Step::Uploading { .. } => None,
+        }
+    }
+
+    fn result_mut(&mut self) -> Option<&mut SignedResult> {
+        match self {
+            Step::Resending { result, .. } | Step::AwaitingAck { result, .. } => Some(result),
+            Step::Receiving { .. } | Step::Running { .. } | Step::Uploading { .. } => None,
+        }
     }
 }
 
@@ -517,12 +717,12 @@ impl<S: Signer> Agent<S> {
 
     /// A job's state, if the agent holds it.
     pub fn job_state(&self, job: JobId) -> Option<JobState> {
-        self.find(job).map(|i| self.jobs[i].state)
+        self.find(job).map(|i| self.jobs[i].state())
     }
 
     /// A job's assignment (kernel, parameters, buffers), once assigned.
     pub fn job_spec(&self, job: JobId) -> Option<&JobAssign> {
-        self.find(job).and_then(|i| self.jobs[i].spec.as_ref())
+        self.find(job).and_then(|i| self.jobs[i].spec())
     }
 
     /// When a job's result is due, for jobs that still have a deadline.
@@ -536,8 +736,8 @@ impl<S: Signer> Agent<S> {
     /// The signed receipt of a job that has ended, until it is acknowledged.
     pub fn job_receipt(&self, job: JobId) -> Option<&[u8]> {
         self.find(job)
-            .map(|i| &self.jobs[i].receipt[..])
-            .filter(|r| !r.is_empty())
+            .and_then(|i| self.jobs[i].result())
+            .map(|r| &r.receipt[..])
     }
 
     fn find(&self, job: JobId) -> Option<usize> {
@@ -608,22 +808,29 @@ impl<S: Signer> Agent<S> {
         self.conn = ConnState::Disconnected;
         let mut i = 0;
         while i < self.jobs.len() {
-            match self.jobs[i].state {
-                JobState::Accepted => {
+            let job = &mut self.jobs[i];
+            let id = job.id;
+            match &mut job.phase {
+                Phase::Accepted => {
                     self.jobs.swap_remove(i);
                     continue;
                 }
-                JobState::Receiving => {
-                    let id = self.jobs[i].id;
-                    let host_told = self.jobs[i].failure.is_some();
+                Phase::Assigned {
+                    step: Step::Receiving { failure, .. },
+                    ..
+                } => {
+                    let host_told = failure.is_some();
                     self.jobs.swap_remove(i);
                     if !host_told {
                         self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
                     }
                     continue;
                 }
-                JobState::AwaitingAck => self.jobs[i].unsent = true,
-                JobState::Running | JobState::Uploading => {}
+                Phase::Assigned {
+                    step: Step::AwaitingAck { unsent, .. },
+                    ..
+                } => *unsent = true,
+                Phase::Assigned { .. } => {}
             }
             i += 1;
         }
@@ -902,22 +1109,25 @@ impl<S: Signer> Agent<S> {
     fn start_resend(&mut self, i: usize) {
         let epoch = self.epoch;
         let job = &mut self.jobs[i];
-        if job.state != JobState::AwaitingAck || !job.unsent {
+        let Phase::Assigned { spec, step } = &mut job.phase else {
+            return;
+        };
+        let Step::AwaitingAck {
+            result,
+            unsent: true,
+        } = step
+        else {
+            return;
+        };
+        if !matches!(result.outcome, Outcome::Completed { output_len, .. } if output_len > 0) {
             return;
         }
-        match job.outcome {
-            Some(Outcome::Completed { output_len, .. }) if output_len > 0 => {
-                job.state = JobState::Uploading;
-                job.resend = true;
-                job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
-                job.cursor = 0;
-                job.builder = RootBuilder::new();
-                job.upload_epoch = epoch;
-                let id = job.id;
-                self.push_event(EventRecord::ResendOutputs(id));
-            }
-            _ => {}
-        }
+        *step = Step::Resending {
+            upload: Upload::new(spec, epoch),
+            result: result.clone(),
+        };
+        let id = job.id;
+        self.push_event(EventRecord::ResendOutputs(id));
     }
 
     fn on_offer(&mut self, now: Instant, offer: JobOffer) -> Result<(), (Error, JobId)> {
@@ -972,25 +1182,24 @@ impl<S: Signer> Agent<S> {
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
-        if self.jobs[i].state != JobState::Accepted {
+        let job = &mut self.jobs[i];
+        if !matches!(job.phase, Phase::Accepted) {
             return Err((
                 Error::Peer(PeerError::UnexpectedMessage(MessageType::JobAssign)),
                 id,
             ));
         }
-        if !assignment_is_sane(&a, self.jobs[i].bytes_in, self.jobs[i].bytes_out) {
+        if !assignment_is_sane(&a, job.bytes_in, job.bytes_out) {
             self.jobs.swap_remove(i);
             return Err((Error::Peer(PeerError::BadAssignment(id)), id));
         }
-        let job = &mut self.jobs[i];
-        job.state = JobState::Receiving;
-        job.stream = 0;
-        job.cursor = 0;
-        job.builder = RootBuilder::new();
-        // Saturating, as in `assignment_is_sane`: with no transfer limit
-        // configured, the sizes may add up past `u64::MAX`.
-        job.usage.bytes_in = a.bytes_in();
-        job.spec = Some(a);
+        job.phase = Phase::Assigned {
+            spec: a,
+            step: Step::Receiving {
+                input: Input::new(),
+                failure: None,
+            },
+        };
         self.push_event(EventRecord::JobAssigned(id));
         // A kernel is never empty, so inputs always follow.
         Ok(())
@@ -1011,34 +1220,36 @@ impl<S: Signer> Agent<S> {
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
-        if self.jobs[i].state != JobState::Receiving || self.jobs[i].failure.is_some() {
-            return Err((
-                Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
-                id,
-            ));
-        }
-        let job = &self.jobs[i];
-        let Some(spec) = job.spec.as_ref() else {
-            return Err((
-                Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
-                id,
-            ));
+        let unexpected = (
+            Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
+            id,
+        );
+        let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
+            return Err(unexpected);
         };
-        let stream_len = stream_len(spec, job.stream);
-        let offset = job.cursor * CHUNK_SIZE as u64;
-        let expected_len = (stream_len - offset).min(CHUNK_SIZE as u64) as usize;
-        if stream != job.stream || index as u64 != job.cursor || len != expected_len {
+        let Step::Receiving {
+            input,
+            failure: None,
+        } = step
+        else {
+            return Err(unexpected);
+        };
+        let (offset, expected_len) = input.next_chunk(spec);
+        if stream != input.stream || index as u64 != input.chunk || len != expected_len {
             return Err((Error::Peer(PeerError::ChunkOutOfOrder(id)), id));
         }
-        let data = &self.rx[data_at..data_at + len];
-        let leaf = crate::merkle::leaf_hash(data);
+        let leaf = crate::merkle::leaf_hash(&self.rx[data_at..data_at + len]);
         if leaf != digest {
             self.fail_inputs(now, i, ErrorCode::ChunkDigestMismatch);
             return Ok(());
         }
-        let job = &mut self.jobs[i];
-        job.builder.push_leaf(leaf);
-        job.cursor += 1;
+        let received = input.push(spec, leaf);
+        if received == Received::Complete {
+            *step = Step::Running {
+                started_at: now,
+                failure: None,
+            };
+        }
         self.rx_held = true;
         self.push_event(EventRecord::JobData {
             job: id,
@@ -1046,39 +1257,18 @@ impl<S: Signer> Agent<S> {
             offset,
             len,
         });
-        // Stream complete?
-        let job = &mut self.jobs[i];
-        if job.cursor * CHUNK_SIZE as u64 >= stream_len {
-            let Some(spec) = job.spec.as_ref() else {
-                return Ok(());
-            };
-            if job.stream == 0 {
-                if job.builder.root() != spec.kernel.root {
-                    self.fail_inputs(now, i, ErrorCode::RootMismatch);
-                    return Ok(());
-                }
-                job.builder = RootBuilder::new();
+        match received {
+            Received::More => Ok(()),
+            Received::Corrupt => {
+                self.fail_inputs(now, i, ErrorCode::RootMismatch);
+                Ok(())
             }
-            match next_input_stream(spec, job.stream) {
-                Some(s) => {
-                    job.stream = s;
-                    job.cursor = 0;
-                }
-                None => {
-                    if job.builder.root() != spec.inputs_root {
-                        self.fail_inputs(now, i, ErrorCode::RootMismatch);
-                        return Ok(());
-                    }
-                    job.state = JobState::Running;
-                    job.started_at = now;
-                    job.builder = RootBuilder::new();
-                    self.push_event(EventRecord::RunJob(id));
-                    self.enqueue(&Message::Started(JobRef { job: id }))
-                        .map_err(|e| (e, id))?;
-                }
+            Received::Complete => {
+                self.push_event(EventRecord::RunJob(id));
+                self.enqueue(&Message::Started(JobRef { job: id }))
+                    .map_err(|e| (e, id))
             }
         }
-        Ok(())
     }
 
     /// An input failed its digest or root: tell the peer, cancel on the host,
@@ -1095,10 +1285,7 @@ impl<S: Signer> Agent<S> {
             i,
             FailReason::InputIntegrity,
             code as u32,
-            Usage {
-                bytes_in: self.jobs[i].usage.bytes_in,
-                ..Usage::default()
-            },
+            Usage::default(),
         );
     }
 
@@ -1107,19 +1294,22 @@ impl<S: Signer> Agent<S> {
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
-        let job = &self.jobs[i];
-        if job.state != JobState::AwaitingAck || job.unsent {
+        let Some(Step::AwaitingAck {
+            result,
+            unsent: false,
+        }) = self.jobs[i].step()
+        else {
             return Err((
                 Error::Peer(PeerError::UnexpectedMessage(MessageType::ResultAck)),
                 id,
             ));
-        }
-        match job.outcome {
-            Some(Outcome::Completed { .. }) => {
+        };
+        match result.outcome {
+            Outcome::Completed { .. } => {
                 self.stats.jobs_completed += 1;
-                self.stats.earnings = self.stats.earnings.saturating_add(job.price);
+                self.stats.earnings = self.stats.earnings.saturating_add(result.price);
             }
-            _ => self.stats.jobs_failed += 1,
+            Outcome::Failed { .. } => self.stats.jobs_failed += 1,
         }
         self.jobs.swap_remove(i);
         self.push_event(EventRecord::ResultAcknowledged(id));
@@ -1133,8 +1323,10 @@ impl<S: Signer> Agent<S> {
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
-        let job = &self.jobs[i];
-        if job.state != JobState::AwaitingAck || job.unsent {
+        if !matches!(
+            self.jobs[i].step(),
+            Some(Step::AwaitingAck { unsent: false, .. })
+        ) {
             return Err((
                 Error::Peer(PeerError::UnexpectedMessage(MessageType::ResultRefuse)),
                 id,
@@ -1152,7 +1344,7 @@ impl<S: Signer> Agent<S> {
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
         let job = &self.jobs[i];
-        if job.outcome.is_some() {
+        if job.result().is_some() {
             // The result exists and is signed: it must be acknowledged, not lost.
             return Err((
                 Error::Peer(PeerError::UnexpectedMessage(MessageType::Cancel)),
@@ -1160,7 +1352,7 @@ impl<S: Signer> Agent<S> {
             ));
         }
         // A job whose failure the host knows of was dropped by the host already.
-        let knows = job.host_knows() && job.failure.is_none();
+        let knows = job.host_knows() && job.failure().is_none();
         self.jobs.swap_remove(i);
         if knows {
             self.push_event(EventRecord::CancelJob(id, CancelReason::Requested(reason)));
@@ -1179,7 +1371,7 @@ impl<S: Signer> Agent<S> {
     /// receipt waits for the signer.
     fn live_job_index(&self, id: JobId) -> Result<usize, Error> {
         let i = self.job_index(id)?;
-        if self.jobs[i].failure.is_some() {
+        if self.jobs[i].failure().is_some() {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         Ok(i)
@@ -1193,7 +1385,7 @@ impl<S: Signer> Agent<S> {
         permille: u16,
     ) -> Result<(), Error> {
         let i = self.live_job_index(id)?;
-        if self.jobs[i].state != JobState::Running {
+        if !matches!(self.jobs[i].step(), Some(Step::Running { .. })) {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         }
         if self.conn != ConnState::Ready {
@@ -1208,11 +1400,15 @@ impl<S: Signer> Agent<S> {
     /// Where the next `send_output` call for a job must start: the read-back
     /// buffer index and the byte offset in it.
     pub fn output_cursor(&self, id: JobId) -> Option<(u8, u64)> {
-        let job = &self.jobs[self.find(id)?];
-        match job.state {
-            JobState::Running => Some((first_readback(job.spec.as_ref())?, 0)),
-            JobState::Uploading => Some((job.stream, job.cursor)),
-            _ => None,
+        let Phase::Assigned { spec, step } = &self.jobs[self.find(id)?].phase else {
+            return None;
+        };
+        match step {
+            Step::Running { .. } => Some((first_readback(spec)?, 0)),
+            Step::Uploading { upload, .. } | Step::Resending { upload, .. } => {
+                Some((upload.buffer, upload.offset))
+            }
+            Step::Receiving { .. } | Step::AwaitingAck { .. } => None,
         }
     }
 
@@ -1231,44 +1427,36 @@ impl<S: Signer> Agent<S> {
         let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
-        let job = &mut self.jobs[i];
-        if job.state == JobState::Running {
-            // Check the call before the job changes state: a refused call
-            // leaves the job running.
-            let first = first_readback(job.spec.as_ref())
-                .ok_or(Error::Usage(UsageError::OutputOutOfOrder(id)))?;
-            if buffer != first {
-                return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
-            }
-            job.state = JobState::Uploading;
-            job.stream = first;
-            job.cursor = 0;
-            job.builder = RootBuilder::new();
-            job.upload_epoch = epoch;
-        }
-        if job.state != JobState::Uploading {
-            return Err(Error::Usage(UsageError::InvalidJobState(id)));
-        }
-        let Some(spec) = job.spec.as_ref() else {
+        let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
-        let total = spec
-            .buffers
-            .get(job.stream as usize)
-            .map(|b| b.len)
-            .unwrap_or(0);
-        if buffer != job.stream || job.cursor >= total {
+        if let Step::Running {
+            started_at,
+            failure: None,
+        } = *step
+        {
+            // Check the call before the job changes state: a refused call
+            // leaves the job running.
+            if first_readback(spec) != Some(buffer) {
+                return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
+            }
+            *step = Step::Uploading {
+                started_at,
+                upload: Upload::new(spec, epoch),
+                failure: None,
+            };
+        }
+        let (Step::Uploading { upload, .. } | Step::Resending { upload, .. }) = step else {
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
+        };
+        let total = buffer_len(spec, upload.buffer);
+        if buffer != upload.buffer || upload.offset >= total {
             return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
-        let send = connected && job.upload_epoch == epoch;
+        let send = connected && upload.epoch == epoch;
         let mut taken = 0usize;
-        loop {
-            let job = &self.jobs[i];
-            let remaining = total - job.cursor;
-            if remaining == 0 {
-                break;
-            }
-            let want = remaining.min(CHUNK_SIZE as u64) as usize;
+        while upload.offset < total {
+            let want = (total - upload.offset).min(CHUNK_SIZE as u64) as usize;
             if data.len() - taken < want {
                 break;
             }
@@ -1280,28 +1468,26 @@ impl<S: Signer> Agent<S> {
             if send {
                 let msg = Message::OutputChunk(Chunk {
                     job: id,
-                    stream: job.stream,
-                    index: (job.cursor / CHUNK_SIZE as u64) as u32,
+                    stream: upload.buffer,
+                    index: (upload.offset / CHUNK_SIZE as u64) as u32,
                     digest,
                     data: chunk,
                 });
-                match self.enqueue(&msg) {
+                match self.tx.push(&msg) {
                     Ok(()) => {}
                     Err(Error::WouldBlock) => break,
                     Err(e) => return Err(e),
                 }
             }
-            let job = &mut self.jobs[i];
-            job.builder.push_leaf(digest);
-            job.cursor += want as u64;
+            upload.builder.push_leaf(digest);
+            upload.offset += want as u64;
             taken += want;
         }
         // Move to the next read-back buffer once this one is complete.
-        let job = &mut self.jobs[i];
-        if job.cursor >= total {
-            if let Some(next) = job.spec.as_ref().and_then(|s| next_readback(s, job.stream)) {
-                job.stream = next;
-                job.cursor = 0;
+        if upload.offset >= total {
+            if let Some(next) = next_readback(spec, upload.buffer) {
+                upload.buffer = next;
+                upload.offset = 0;
             }
         }
         Ok(taken)
@@ -1321,8 +1507,7 @@ impl<S: Signer> Agent<S> {
     ) -> Result<bool, Error> {
         let i = self.job_index(id)?;
         let readback = self.jobs[i]
-            .spec
-            .as_ref()
+            .spec()
             .map(|s| s.buffers.iter().filter(|b| b.readback).count())
             .unwrap_or(0);
         if outputs.len() != readback {
@@ -1330,22 +1515,21 @@ impl<S: Signer> Agent<S> {
         }
         loop {
             let job = &self.jobs[self.job_index(id)?];
-            let Some(spec) = job.spec.as_ref() else {
-                return Err(Error::Usage(UsageError::InvalidJobState(id)));
-            };
-            let (buffer, offset) = match job.state {
-                JobState::Running => match first_readback(Some(spec)) {
-                    Some(b) => (b, 0),
+            let (spec, buffer, offset) = match &job.phase {
+                Phase::Assigned {
+                    spec,
+                    step: Step::Running { .. },
+                } => match first_readback(spec) {
+                    Some(b) => (spec, b, 0),
                     None => return Ok(true),
                 },
-                JobState::Uploading => (job.stream, job.cursor),
+                Phase::Assigned {
+                    spec,
+                    step: Step::Uploading { upload, .. } | Step::Resending { upload, .. },
+                } => (spec, upload.buffer, upload.offset),
                 _ => return Err(Error::Usage(UsageError::InvalidJobState(id))),
             };
-            let len = spec
-                .buffers
-                .get(buffer as usize)
-                .map(|b| b.len)
-                .unwrap_or(0);
+            let len = buffer_len(spec, buffer);
             if offset >= len && next_readback(spec, buffer).is_none() {
                 return Ok(true);
             }
@@ -1373,73 +1557,55 @@ impl<S: Signer> Agent<S> {
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
         self.require_event_room(HOST_CALL_EVENTS)?;
         let i = self.live_job_index(id)?;
-        let job = &self.jobs[i];
-        if job.state == JobState::Running && first_readback(job.spec.as_ref()).is_none() {
-            // A job without read-back buffers has nothing to upload.
-        } else if job.state != JobState::Uploading {
-            return Err(Error::Usage(UsageError::InvalidJobState(id)));
-        }
-        let Some(spec) = job.spec.as_ref() else {
+        let ready = self.conn == ConnState::Ready;
+        let epoch = self.epoch;
+        let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
-        if job.state == JobState::Uploading {
-            let len = spec
-                .buffers
-                .get(job.stream as usize)
-                .map(|b| b.len)
-                .unwrap_or(0);
-            if job.cursor < len || next_readback(spec, job.stream).is_some() {
-                return Err(Error::Usage(UsageError::OutputIncomplete(id)));
-            }
-        }
-        let output_root = job.builder.root();
         let output_len: u64 = spec
             .buffers
             .iter()
             .filter(|b| b.readback)
             .fold(0, |sum, b| sum.saturating_add(b.len));
-        let fresh_connection = job.upload_epoch == self.epoch && self.conn == ConnState::Ready;
-        if job.resend {
-            let Some(Outcome::Completed {
-                output_root: first, ..
-            }) = job.outcome
-            else {
-                return Err(Error::Usage(UsageError::InvalidJobState(id)));
-            };
-            if first != output_root {
+        let (output_root, fresh_connection) = match step {
+            // A job without read-back buffers has nothing to upload.
+            Step::Running { .. } if first_readback(spec).is_none() => {
+                (crate::merkle::empty_root(), true)
+            }
+            Step::Uploading { upload, .. } | Step::Resending { upload, .. } => {
+                if !upload.is_complete(spec) {
+                    return Err(Error::Usage(UsageError::OutputIncomplete(id)));
+                }
+                (upload.builder.root(), upload.epoch == epoch && ready)
+            }
+            _ => return Err(Error::Usage(UsageError::InvalidJobState(id))),
+        };
+        if let Step::Resending { upload, result } = step {
+            let same = matches!(
+                result.outcome,
+                Outcome::Completed { output_root: first, .. } if first == output_root
+            );
+            if !same {
                 // Restart the upload: the host must write the original outputs.
-                let job = &mut self.jobs[i];
-                job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
-                job.cursor = 0;
-                job.builder = RootBuilder::new();
+                *upload = Upload::new(spec, upload.epoch);
                 return Err(Error::Usage(UsageError::OutputMismatch(id)));
             }
+            *step = Step::AwaitingAck {
+                result: result.clone(),
+                unsent: true,
+            };
         } else {
-            let mut usage = usage;
-            usage.bytes_in = job.usage.bytes_in;
-            usage.bytes_out = output_len;
             let outcome = Outcome::Completed {
                 output_len,
                 output_root,
             };
             self.sign_outcome(now, i, outcome, usage)?;
         }
-        let job = &mut self.jobs[i];
-        job.state = JobState::AwaitingAck;
-        job.resend = false;
-        job.unsent = true;
         if fresh_connection || output_len == 0 {
             self.flush_outcomes();
-        } else if self.conn == ConnState::Ready {
+        } else if ready {
             // Part of the upload went to an earlier connection: send it again.
-            let job = &mut self.jobs[i];
-            job.state = JobState::Uploading;
-            job.resend = true;
-            job.stream = first_readback(job.spec.as_ref()).unwrap_or(0);
-            job.cursor = 0;
-            job.builder = RootBuilder::new();
-            job.upload_epoch = self.epoch;
-            self.push_event(EventRecord::ResendOutputs(id));
+            self.start_resend(i);
         }
         Ok(())
     }
@@ -1464,12 +1630,14 @@ impl<S: Signer> Agent<S> {
         self.require_event_room(1)?;
         let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
-        if !matches!(job.state, JobState::Running | JobState::Uploading) || job.resend {
+        let (Some(Step::Running { started_at, .. }) | Some(Step::Uploading { started_at, .. })) =
+            job.step()
+        else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
-        }
+        };
         let mut usage = usage;
         if reason == FailReason::Timeout {
-            usage.gpu_time_us = usage.gpu_time_us.min(job.time_to_deadline());
+            usage.gpu_time_us = usage.gpu_time_us.min(job.time_to_deadline(*started_at));
         }
         // On a signer error the job is unchanged: the host may call again.
         self.end_failed(now, i, reason, detail, usage)
@@ -1484,15 +1652,7 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
-        let mut usage = usage;
-        usage.bytes_in = self.jobs[i].usage.bytes_in;
-        usage.bytes_out = 0;
         self.sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)?;
-        let job = &mut self.jobs[i];
-        job.state = JobState::AwaitingAck;
-        job.resend = false;
-        job.unsent = true;
-        job.failure = None;
         self.flush_outcomes();
         Ok(())
     }
@@ -1508,13 +1668,30 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) {
-        if self.end_failed(now, i, reason, detail, usage).is_err() {
-            let job = &mut self.jobs[i];
-            job.failure = Some((reason, detail, usage));
-            job.deadline = now + Duration::from_secs(1);
+        if self.end_failed(now, i, reason, detail, usage).is_ok() {
+            return;
+        }
+        let job = &mut self.jobs[i];
+        job.deadline = now + Duration::from_secs(1);
+        if let Phase::Assigned {
+            step:
+                Step::Receiving { failure, .. }
+                | Step::Running { failure, .. }
+                | Step::Uploading { failure, .. },
+            ..
+        } = &mut job.phase
+        {
+            *failure = Some(PendingFailure {
+                reason,
+                detail,
+                usage,
+            });
         }
     }
 
+    /// Signs the receipt of a job whose result is not signed yet, for
+    /// `outcome` and the metered `usage` (the transfer sizes are the job's),
+    /// and moves it to `AwaitingAck`, its outcome not yet sent.
     fn sign_outcome(
         &mut self,
         now: Instant,
@@ -1522,9 +1699,18 @@ impl<S: Signer> Agent<S> {
         outcome: Outcome,
         usage: Usage,
     ) -> Result<(), Error> {
-        let job = &self.jobs[i];
-        let Some(spec) = job.spec.as_ref() else {
-            return Err(Error::Usage(UsageError::InvalidJobState(job.id)));
+        let job = &mut self.jobs[i];
+        let id = job.id;
+        let Phase::Assigned { spec, step } = &mut job.phase else {
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
+        };
+        let started_at = match step {
+            Step::Receiving { .. } => Instant::ZERO,
+            Step::Running { started_at, .. } | Step::Uploading { started_at, .. } => *started_at,
+            // Signed already.
+            Step::Resending { .. } | Step::AwaitingAck { .. } => {
+                return Err(Error::Usage(UsageError::InvalidJobState(id)));
+            }
         };
         let khash = spec.kernel_hash();
         let (status, output_root, output_len) = match outcome {
@@ -1538,6 +1724,13 @@ impl<S: Signer> Agent<S> {
                 0,
             ),
         };
+        // `bytes_in` saturates, as in `assignment_is_sane`: with no transfer
+        // limit configured, the sizes may add up past `u64::MAX`.
+        let usage = Usage {
+            bytes_in: spec.bytes_in(),
+            bytes_out: output_len,
+            ..usage
+        };
         let policy = &self.config.policy;
         let price = match status {
             ReceiptStatus::Completed => policy.charge(&usage, job.max_price),
@@ -1547,17 +1740,17 @@ impl<S: Signer> Agent<S> {
         let rhash = result_hash(&khash, &spec.inputs_root, &output_root, output_len);
         let receipt = Receipt {
             status,
-            job: job.id,
+            job: id,
             requester_nonce: spec.requester_nonce,
             kernel_hash: khash,
             input_root: spec.inputs_root,
             output_root,
             output_len,
             result_hash: rhash,
-            result_seal: result_seal(&self.signer.public_key(), job.id, &rhash),
+            result_seal: result_seal(&self.signer.public_key(), id, &rhash),
             usage,
             price,
-            started_at: job.started_at.micros,
+            started_at: started_at.micros,
             ended_at: now.micros,
             evidence_hash: job.evidence_hash,
             key_id: self.key_id,
@@ -1568,20 +1761,22 @@ impl<S: Signer> Agent<S> {
         let n = receipt
             .sign(&mut self.signer, &mut signed)
             .map_err(Error::Signer)?;
+        // Every receipt is RECEIPT_LEN bytes (its payload has one length).
+        debug_assert_eq!(n, RECEIPT_LEN);
         self.chain.advance(Receipt::hash(&signed[..n]));
         let persist = self.config.persist_results;
-        let chain_after = self.chain;
-        let job = &mut self.jobs[i];
-        job.persisted = !persist;
-        job.chain_after = chain_after;
-        job.receipt.clear();
-        // RECEIPT_LEN is the capacity, so this cannot fail.
-        let _ = job.receipt.extend_from_slice(&signed[..n]);
-        job.outcome = Some(outcome);
-        job.usage = usage;
-        job.price = price;
+        *step = Step::AwaitingAck {
+            result: SignedResult {
+                outcome,
+                usage,
+                price,
+                receipt: signed,
+                chain_after: self.chain,
+                persisted: !persist,
+            },
+            unsent: true,
+        };
         if persist {
-            let id = job.id;
             self.push_event(EventRecord::PersistResult(id));
         }
         Ok(())
@@ -1591,10 +1786,10 @@ impl<S: Signer> Agent<S> {
     /// agent may now send it.
     pub fn confirm_persisted(&mut self, _now: Instant, id: JobId) -> Result<(), Error> {
         let i = self.job_index(id)?;
-        if self.jobs[i].outcome.is_none() {
+        let Some(result) = self.jobs[i].result_mut() else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
-        }
-        self.jobs[i].persisted = true;
+        };
+        result.persisted = true;
         self.flush_outcomes();
         Ok(())
     }
@@ -1604,15 +1799,17 @@ impl<S: Signer> Agent<S> {
     /// [`Agent::restore_result`].
     pub fn result_record(&self, id: JobId) -> Option<ResultRecord> {
         let job = &self.jobs[self.find(id)?];
+        let spec = job.spec()?;
+        let result = job.result()?;
         Some(ResultRecord {
             job: id,
-            spec: job.spec.clone()?,
-            outcome: job.outcome?,
-            usage: job.usage,
-            price: job.price,
-            receipt: job.receipt.as_slice().try_into().ok()?,
-            next_sequence: job.chain_after.next_sequence,
-            prev_hash: job.chain_after.prev_hash,
+            spec: spec.clone(),
+            outcome: result.outcome,
+            usage: result.usage,
+            price: result.price,
+            receipt: result.receipt,
+            next_sequence: result.chain_after.next_sequence,
+            prev_hash: result.chain_after.prev_hash,
         })
     }
 
@@ -1632,28 +1829,29 @@ impl<S: Signer> Agent<S> {
             // Events must be drained first: the resend asks the host by one.
             return Err(Error::WouldBlock);
         }
-        let offer = JobOffer {
-            job: record.job,
-            requirements: Default::default(),
-            est_gpu_ms: 0,
+        let job = Job {
+            id: record.job,
+            max_price: record.price,
+            quote: record.price,
             bytes_in: record.usage.bytes_in,
             bytes_out: record.usage.bytes_out,
-            max_price: record.price,
-            deadline_ms: 0,
-        };
-        // Its receipt is signed already; the field is not read again.
-        let mut job = Job::new(&offer, record.price, Instant::ZERO, [0; 32]);
-        job.state = JobState::AwaitingAck;
-        job.spec = Some(record.spec.clone());
-        job.outcome = Some(record.outcome);
-        job.usage = record.usage;
-        job.price = record.price;
-        // RECEIPT_LEN is the capacity, so this cannot fail.
-        let _ = job.receipt.extend_from_slice(&record.receipt);
-        job.unsent = true;
-        job.chain_after = ChainState {
-            next_sequence: record.next_sequence,
-            prev_hash: record.prev_hash,
+            // Its receipt is signed already: these are not read again.
+            deadline: Instant::ZERO,
+            evidence_hash: [0; 32],
+            phase: Phase::Assigned {
+                spec: record.spec.clone(),
+                step: Step::AwaitingAck {
+                    result: SignedResult {
+                        outcome: record.outcome,
+                        usage: record.usage,
+                        price: record.price,
+                        receipt: record.receipt,
+                        chain_after: record.chain_after(),
+                        persisted: true,
+                    },
+                    unsent: true,
+                },
+            },
         };
         self.jobs
             .push(job)
@@ -1679,51 +1877,56 @@ impl<S: Signer> Agent<S> {
                 .jobs
                 .iter()
                 .enumerate()
-                .filter(|(_, j)| {
-                    j.outcome.is_some() && (j.unsent || j.state == JobState::Uploading)
+                .filter_map(|(i, j)| match j.step()? {
+                    Step::AwaitingAck {
+                        result,
+                        unsent: true,
+                    }
+                    | Step::Resending { result, .. } => Some((i, result.chain_after.next_sequence)),
+                    _ => None,
                 })
-                .min_by_key(|(_, j)| j.chain_after.next_sequence)
+                .min_by_key(|&(_, sequence)| sequence)
                 .map(|(i, _)| i);
             let Some(i) = next else { return };
-            let job = &self.jobs[i];
-            if job.state != JobState::AwaitingAck
-                || !job.persisted
-                || self.tx.free() < MAX_OUTCOME_BYTES
-            {
+            let job = &mut self.jobs[i];
+            let id = job.id;
+            let Phase::Assigned {
+                step: Step::AwaitingAck { result, unsent },
+                ..
+            } = &mut job.phase
+            else {
+                return;
+            };
+            if !result.persisted || self.tx.free() < MAX_OUTCOME_BYTES {
                 return;
             }
-            let (id, usage, price) = (job.id, job.usage, job.price);
-            let first = match job.outcome {
-                Some(Outcome::Completed {
+            let first = match result.outcome {
+                Outcome::Completed {
                     output_len,
                     output_root,
-                }) => Message::Completed(Completed {
+                } => Message::Completed(Completed {
                     job: id,
                     output_len,
                     output_root,
                 }),
-                Some(Outcome::Failed { reason, detail }) => Message::Failed(Failed {
+                Outcome::Failed { reason, detail } => Message::Failed(Failed {
                     job: id,
                     reason,
                     detail,
                 }),
-                None => return,
             };
-            let mut receipt = [0u8; RECEIPT_LEN];
-            let n = job.receipt.len();
-            receipt[..n].copy_from_slice(&job.receipt);
             // Room was checked above, so these do not fail.
-            let _ = self.enqueue(&first);
-            let _ = self.enqueue(&Message::UsageReport(UsageReport {
+            let _ = self.tx.push(&first);
+            let _ = self.tx.push(&Message::UsageReport(UsageReport {
                 job: id,
-                usage,
-                price,
+                usage: result.usage,
+                price: result.price,
             }));
-            let _ = self.enqueue(&Message::Receipt(ReceiptMsg {
+            let _ = self.tx.push(&Message::Receipt(ReceiptMsg {
                 job: id,
-                bytes: &receipt[..n],
+                bytes: &result.receipt,
             }));
-            self.jobs[i].unsent = false;
+            *unsent = false;
         }
     }
 
@@ -1839,7 +2042,7 @@ impl<S: Signer> Agent<S> {
         for job in self
             .jobs
             .iter()
-            .filter(|j| j.has_deadline() || j.failure.is_some())
+            .filter(|j| j.has_deadline() || j.failure().is_some())
         {
             consider(job.deadline);
         }
@@ -1859,7 +2062,12 @@ impl<S: Signer> Agent<S> {
         let mut i = 0;
         while i < self.jobs.len() {
             let job = &self.jobs[i];
-            if let Some((reason, detail, usage)) = job.failure {
+            if let Some(&PendingFailure {
+                reason,
+                detail,
+                usage,
+            }) = job.failure()
+            {
                 if now >= job.deadline {
                     self.end_failed_or_retry(now, i, reason, detail, usage);
                 }
@@ -1871,23 +2079,28 @@ impl<S: Signer> Agent<S> {
                 continue;
             }
             let id = job.id;
-            let (reason, usage) = match job.state {
-                JobState::Accepted => {
+            let (reason, usage) = match job.step() {
+                None => {
                     // Never assigned: nothing to sign, the host never saw it.
                     self.jobs.swap_remove(i);
                     continue;
                 }
                 // The kernel never ran: nothing is charged.
-                JobState::Receiving => (FailReason::DeadlineExceeded, job.usage),
+                Some(Step::Receiving { .. }) => (FailReason::DeadlineExceeded, Usage::default()),
                 // The kernel ran out its time: metered to the deadline and
                 // charged the quote, as when the host reports the timeout.
-                _ => (
+                Some(Step::Running { started_at, .. } | Step::Uploading { started_at, .. }) => (
                     FailReason::Timeout,
                     Usage {
-                        gpu_time_us: job.time_to_deadline(),
-                        ..job.usage
+                        gpu_time_us: job.time_to_deadline(*started_at),
+                        ..Usage::default()
                     },
                 ),
+                // Signed already: no deadline.
+                Some(Step::Resending { .. } | Step::AwaitingAck { .. }) => {
+                    i += 1;
+                    continue;
+                }
             };
             self.push_event(EventRecord::CancelJob(id, CancelReason::Deadline));
             self.end_failed_or_retry(now, i, reason, 0, usage);
@@ -2119,12 +2332,19 @@ fn next_input_stream(spec: &JobAssign, after: u8) -> Option<u8> {
         .map(|(i, _)| i as u8 + 1)
 }
 
-fn first_readback(spec: Option<&JobAssign>) -> Option<u8> {
-    spec?
-        .buffers
+fn first_readback(spec: &JobAssign) -> Option<u8> {
+    spec.buffers
         .iter()
         .position(|b| b.readback)
         .map(|i| i as u8)
+}
+
+/// Length of buffer `buffer`, or 0 if there is none.
+fn buffer_len(spec: &JobAssign, buffer: u8) -> u64 {
+    spec.buffers
+        .get(buffer as usize)
+        .map(|b| b.len)
+        .unwrap_or(0)
 }
 
 fn next_readback(spec: &JobAssign, after: u8) -> Option<u8> {
