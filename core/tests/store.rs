@@ -39,7 +39,7 @@ fn record(job: u64, seq: u64) -> ResultRecord {
         },
         usage: Default::default(),
         price: 9,
-        receipt: heapless::Vec::from_slice(&[7; 444]).unwrap(),
+        receipt: [7; RECEIPT_LEN],
         next_sequence: seq,
         prev_hash: [seq as u8; 32],
     }
@@ -149,9 +149,10 @@ impl Provider {
         };
         let mut out = [0u8; RECEIPT_LEN];
         let n = receipt.sign(signer, &mut out).unwrap();
-        self.chain.advance(Receipt::hash(&out[..n]));
+        assert_eq!(n, RECEIPT_LEN);
+        self.chain.advance(Receipt::hash(&out));
         ResultRecord {
-            receipt: heapless::Vec::from_slice(&out[..n]).unwrap(),
+            receipt: out,
             next_sequence: self.chain.next_sequence,
             prev_hash: self.chain.prev_hash,
             ..record(job, 0)
@@ -386,4 +387,33 @@ fn two_receipts_with_one_sequence_number_are_refused() {
     );
     assert!(err.to_string().contains("job-2.rec"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record's bytes stay what earlier versions wrote, so that results
+/// stored before an upgrade are still delivered after it.
+#[test]
+fn record_encoding_is_stable() {
+    let r = record(1, 2);
+    let mut buf = [0u8; tessera_core::agent::MAX_RECORD_BYTES];
+    let n = r.encode(&mut buf).unwrap();
+    assert_eq!(n, 632);
+    // The receipt: its length (444, a varint) and its bytes; then the chain.
+    let receipt_at = n - 33 - RECEIPT_LEN;
+    assert_eq!(buf[receipt_at - 2..receipt_at], [0xbc, 0x03]);
+    assert_eq!(buf[receipt_at..receipt_at + RECEIPT_LEN], [7; RECEIPT_LEN]);
+    let digest: String = tessera_core::attest::sha256(&buf[..n])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        digest,
+        "2808e2dc75a333b3a204ad47450daf4bf2dcebae3414f3dc3c1831f47ae9fbe5"
+    );
+    assert_eq!(ResultRecord::decode(&buf[..n]), Some(r));
+
+    // A receipt one byte short (length 443) does not decode: it could not verify.
+    let mut short = buf[..receipt_at - 2].to_vec();
+    short.extend_from_slice(&[0xbb, 0x03]);
+    short.extend_from_slice(&buf[receipt_at + 1..n]);
+    assert_eq!(ResultRecord::decode(&short), None);
 }

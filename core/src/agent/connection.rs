@@ -1,0 +1,381 @@
+//! The session with the coordinator: connecting, the handshake (`Welcome`,
+//! evidence, `Ready`), reading frames, heartbeats, draining, goodbyes and
+//! disconnects.
+
+use super::job::{Phase, Step};
+use super::{
+    Agent, CancelReason, ConnState, DisconnectReason, EventRecord, EVENT_RESERVE, TX_RESERVE,
+};
+use crate::attest::{Evidence, Signer, EVIDENCE_LEN};
+use crate::error::{Error, InputError, PeerError, UsageError};
+use crate::limits::{HEADER_LEN, MAX_EVENTS};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    Blob, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat, Hello, JobId, Message,
+    MessageType, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+
+impl<S: Signer> Agent<S> {
+    /// The host opened a transport to the coordinator: the agent queues `Hello`.
+    /// `WouldBlock` while events wait to be read: drain `poll_event` first.
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        if !matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
+            return Err(Error::Usage(UsageError::AlreadyConnected));
+        }
+        if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.data_event_queued() {
+            // Events must be drained first, so none can be lost (a queued
+            // `JobData` borrows the input buffer the new session reuses).
+            return Err(Error::WouldBlock);
+        }
+        if self.conn == ConnState::Closed {
+            // A new session after a goodbye: the drain is over.
+            self.draining = false;
+            self.host_drain = false;
+        }
+        self.heartbeat_interval = self.config.policy.heartbeat_interval;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.reset_input();
+        self.tx.clear();
+        self.conn = ConnState::AwaitingWelcome;
+        self.last_rx = now;
+        let hello = Message::Hello(Hello {
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION_MAX,
+            agent_version: self.config.agent_version,
+            key_id: self.key_id,
+            next_sequence: self.chain.next_sequence,
+            prev_hash: self.chain.prev_hash,
+        });
+        self.enqueue(&hello)
+    }
+
+    /// The host's transport closed or failed. Jobs still receiving inputs are
+    /// cancelled; running jobs go on; results wait for the next session.
+    pub fn disconnected(&mut self, _now: Instant) {
+        if matches!(self.conn, ConnState::Disconnected | ConnState::Closed) {
+            return;
+        }
+        self.drop_connection();
+    }
+
+    /// Forgets partial input. A frame whose `JobData` event is still queued
+    /// is kept until the host reads the event: its job may go on running
+    /// (its last chunk completes the inputs), and must not run on partial
+    /// inputs. Queued output stays, so that a final `Error` or `Goodbye` can
+    /// still be flushed before the host closes the transport; `connect`
+    /// clears it.
+    fn reset_input(&mut self) {
+        if self.rx_held && self.data_event_queued() {
+            return;
+        }
+        self.input_view = None;
+        self.rx_held = false;
+        self.rx_len = 0;
+    }
+
+    fn drop_connection(&mut self) {
+        self.reset_input();
+        self.conn = ConnState::Disconnected;
+        let mut i = 0;
+        while i < self.jobs.len() {
+            let job = &mut self.jobs[i];
+            let id = job.id;
+            match &mut job.phase {
+                Phase::Accepted => {
+                    self.jobs.swap_remove(i);
+                    continue;
+                }
+                Phase::Assigned {
+                    step: Step::Receiving { failure, .. },
+                    ..
+                } => {
+                    let host_told = failure.is_some();
+                    self.jobs.swap_remove(i);
+                    if !host_told {
+                        self.push_event(EventRecord::CancelJob(id, CancelReason::Disconnected));
+                    }
+                    continue;
+                }
+                Phase::Assigned {
+                    step: Step::AwaitingAck { unsent, .. },
+                    ..
+                } => *unsent = true,
+                Phase::Assigned { .. } => {}
+            }
+            i += 1;
+        }
+    }
+
+    /// Ends the connection because of `reason`: tells the host to close it.
+    pub(super) fn disconnect(&mut self, reason: DisconnectReason) {
+        self.drop_connection();
+        self.push_event(EventRecord::Disconnect(reason));
+    }
+
+    /// Stop taking jobs, finish those in flight, then say goodbye
+    /// (operator shutdown): the session ends with `Disconnect(Drained)`.
+    /// A drain the coordinator asks for (its `Drain`) ends with
+    /// `Disconnect(PeerDrained)` instead, unless the host asks too.
+    pub fn drain(&mut self, now: Instant) -> Result<(), Error> {
+        self.require_event_room(1)?;
+        let before = self.host_drain;
+        self.host_drain = true;
+        if self.draining {
+            return Ok(());
+        }
+        self.start_drain(now)
+            .inspect_err(|_| self.host_drain = before)
+    }
+
+    /// Starts draining: `Drain` to the coordinator if `Ready`.
+    fn start_drain(&mut self, _now: Instant) -> Result<(), Error> {
+        if self.conn == ConnState::Ready {
+            // Queue the notice before changing anything, so that a full queue
+            // leaves the call to be repeated.
+            self.enqueue(&Message::Drain)?;
+        }
+        self.draining = true;
+        // With no job left the goodbye goes now; if the queue is full it goes
+        // at the next timer (`handle_timeout` checks again).
+        let _ = self.check_drained();
+        Ok(())
+    }
+
+    pub(super) fn check_drained(&mut self) -> Result<(), Error> {
+        if self.draining && self.conn == ConnState::Ready && self.jobs.is_empty() {
+            self.enqueue(&Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Drained,
+            }))?;
+            self.conn = ConnState::Closed;
+            let reason = if self.host_drain {
+                DisconnectReason::Drained
+            } else {
+                DisconnectReason::PeerDrained
+            };
+            self.push_event(EventRecord::Disconnect(reason));
+        }
+        Ok(())
+    }
+
+    /// Feeds bytes received from the coordinator. Returns how many were
+    /// consumed: fewer than given when the event or outgoing queue needs
+    /// draining first (drain `poll_transmit` and `poll_event`, then pass the
+    /// rest again). On error, `InputError::consumed` says how many bytes were
+    /// used up, the offending frame included; an `Error` frame was queued for
+    /// the peer, and for fatal errors the connection is ended with
+    /// [`Event::Disconnect`].
+    ///
+    /// [`Event::Disconnect`]: super::Event::Disconnect
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, InputError> {
+        if !self.is_connected() {
+            return Err(InputError {
+                consumed: 0,
+                error: Error::Usage(UsageError::NotConnected),
+            });
+        }
+        // Bytes arrived: the peer is alive, even if the host is slow to take them.
+        if !bytes.is_empty() {
+            self.last_rx = now;
+        }
+        if self.rx_held {
+            if self.data_event_queued() {
+                return Ok(0);
+            }
+            self.input_view = None;
+            self.rx_held = false;
+            self.rx_len = 0;
+        }
+        let mut consumed = 0;
+        while consumed < bytes.len() {
+            if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx.free() < TX_RESERVE {
+                break;
+            }
+            let want = if self.rx_len < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                match Header::decode(&self.rx[..self.rx_len]) {
+                    Ok(h) => h.frame_len(),
+                    Err(_) => HEADER_LEN,
+                }
+            };
+            let take = (want - self.rx_len).min(bytes.len() - consumed);
+            self.rx[self.rx_len..self.rx_len + take]
+                .copy_from_slice(&bytes[consumed..consumed + take]);
+            self.rx_len += take;
+            consumed += take;
+            if self.rx_len < HEADER_LEN {
+                break;
+            }
+            let header = match Header::decode(&self.rx[..HEADER_LEN]) {
+                Ok(h) => h,
+                Err(e) => {
+                    let error = Error::Peer(PeerError::Decode(e));
+                    self.refuse(&error, 0);
+                    return Err(InputError { consumed, error });
+                }
+            };
+            if self.rx_len < header.frame_len() {
+                continue;
+            }
+            self.stats.frames_in += 1;
+            let result = self.process_frame(now, header);
+            if !self.rx_held {
+                self.rx_len = 0;
+            }
+            if let Err((error, job)) = result {
+                self.refuse(&error, job);
+                return Err(InputError { consumed, error });
+            }
+            if self.rx_held || !self.is_connected() {
+                break;
+            }
+        }
+        Ok(consumed)
+    }
+
+    pub(super) fn is_connected(&self) -> bool {
+        matches!(
+            self.conn,
+            ConnState::AwaitingWelcome | ConnState::AwaitingReady | ConnState::Ready
+        )
+    }
+
+    /// Reports a peer error back: an `Error` frame, and for fatal errors the
+    /// end of the connection.
+    fn refuse(&mut self, error: &Error, job: JobId) {
+        self.stats.frames_refused += 1;
+        if let Some(code) = error.wire_code() {
+            let _ = self.enqueue(&Message::Error(ErrorMsg {
+                code: code as u16,
+                job,
+            }));
+        }
+        if error.is_fatal() {
+            self.disconnect(DisconnectReason::ProtocolViolation);
+        }
+    }
+
+    fn process_frame(&mut self, now: Instant, header: Header) -> Result<(), (Error, JobId)> {
+        let frame_len = header.frame_len();
+        // Decode from a copy of the indices so `self` stays borrowable; chunk
+        // data is re-sliced from `rx` when the event is polled.
+        let rx = &self.rx[..frame_len];
+        let msg = Message::decode(rx).map_err(|e| (Error::Peer(PeerError::Decode(e)), 0))?;
+        if msg.kind().direction() == Direction::ToCoordinator {
+            return Err((Error::Peer(PeerError::UnexpectedMessage(msg.kind())), 0));
+        }
+        match msg {
+            Message::Welcome(w) => self.on_welcome(now, w).map_err(|e| (e, 0)),
+            Message::Ready => self.on_ready(now).map_err(|e| (e, 0)),
+            Message::JobOffer(o) => self.on_offer(now, o),
+            Message::JobAssign(a) => self.on_assign(a),
+            Message::InputChunk(c) => {
+                let data_at = frame_len - c.data.len();
+                let (job, stream, index, digest, len) =
+                    (c.job, c.stream, c.index, c.digest, c.data.len());
+                self.on_chunk(now, job, stream, index, digest, data_at, len)
+            }
+            Message::ResultAck(r) => self.on_ack(r.job),
+            Message::Cancel(c) => self.on_cancel(c.job, c.reason),
+            Message::ResultRefuse(r) => self.on_refuse(r.job, r.reason),
+            Message::Heartbeat(_) => Ok(()),
+            Message::Drain => {
+                self.require_ready(MessageType::Drain)?;
+                if self.draining {
+                    return Ok(());
+                }
+                self.start_drain(now).map_err(|e| (e, 0))
+            }
+            Message::Goodbye(_) => {
+                self.disconnect(DisconnectReason::PeerGoodbye);
+                self.conn = ConnState::Closed;
+                Ok(())
+            }
+            Message::Error(e) => {
+                if self.conn == ConnState::Ready {
+                    self.push_event(EventRecord::PeerError(e.code, e.job));
+                } else {
+                    self.disconnect(DisconnectReason::Refused(e.code));
+                }
+                Ok(())
+            }
+            other => Err((Error::Peer(PeerError::UnexpectedMessage(other.kind())), 0)),
+        }
+    }
+
+    pub(super) fn require_ready(&self, kind: MessageType) -> Result<(), (Error, JobId)> {
+        if self.conn == ConnState::Ready {
+            Ok(())
+        } else {
+            Err((Error::Peer(PeerError::UnexpectedMessage(kind)), 0))
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: Welcome) -> Result<(), Error> {
+        if self.conn != ConnState::AwaitingWelcome {
+            return Err(Error::Peer(PeerError::UnexpectedMessage(
+                MessageType::Welcome,
+            )));
+        }
+        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
+            return Err(Error::Peer(PeerError::UnsupportedVersion(w.version)));
+        }
+        // Per session: 0 means the provider's own setting, whatever an
+        // earlier session's coordinator asked for.
+        self.heartbeat_interval = if w.heartbeat_ms > 0 {
+            Duration::from_millis(w.heartbeat_ms as u64)
+        } else {
+            self.config.policy.heartbeat_interval
+        };
+        let evidence = Evidence {
+            challenge: w.challenge,
+            public_key: self.signer.public_key(),
+            agent_version: self.config.agent_version,
+            boot_id: self.config.boot_id,
+            issued_at: now.micros,
+            chain: self.chain,
+            capabilities: self.config.capabilities.clone(),
+        };
+        let mut signed = [0u8; EVIDENCE_LEN];
+        let n = evidence
+            .sign(&mut self.signer, &mut signed)
+            .map_err(Error::Signer)?;
+        self.evidence_hash = Evidence::hash(&signed[..n]);
+        self.enqueue(&Message::Evidence(Blob {
+            bytes: &signed[..n],
+        }))?;
+        self.conn = ConnState::AwaitingReady;
+        Ok(())
+    }
+
+    fn on_ready(&mut self, now: Instant) -> Result<(), Error> {
+        if self.conn != ConnState::AwaitingReady {
+            return Err(Error::Peer(PeerError::UnexpectedMessage(
+                MessageType::Ready,
+            )));
+        }
+        self.conn = ConnState::Ready;
+        self.next_heartbeat = now + self.heartbeat_interval;
+        self.push_event(EventRecord::Ready);
+        for i in 0..self.jobs.len() {
+            self.start_resend(i);
+        }
+        if self.draining {
+            self.enqueue(&Message::Drain)?;
+        }
+        self.flush_outcomes();
+        self.check_drained()
+    }
+
+    /// The provider's heartbeat now: jobs held, and the capacity it offers.
+    pub(super) fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            active_jobs: self.jobs.len() as u8,
+            capacity: if self.device_available {
+                self.config.policy.max_concurrent
+            } else {
+                0
+            },
+        }
+    }
+}

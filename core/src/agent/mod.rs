@@ -1,0 +1,583 @@
+//! The provider agent: a sans-IO state machine (`docs/PROTOCOL.md`,
+//! "Connection states" and "Jobs").
+//!
+//! The host owns the transport and the clock. It feeds received bytes to
+//! [`Agent::handle_input`], then drains, in this order, [`Agent::poll_transmit`]
+//! (bytes to send), [`Agent::poll_event`] (what the host must do) and
+//! [`Agent::poll_timeout`] (when to call [`Agent::handle_timeout`]). Each call
+//! does a bounded amount of work and never blocks, allocates or panics on input.
+//!
+//! The host runs jobs: on [`Event::RunJob`] it reads [`Agent::job_spec`],
+//! dispatches the kernel with the buffers it stored from [`Event::JobData`],
+//! then writes outputs with [`Agent::send_output`] and ends with
+//! [`Agent::finish_job`] (or [`Agent::fail_job`]). The host keeps a job's
+//! outputs until [`Event::ResultAcknowledged`]: after a reconnect the agent
+//! asks for them again with [`Event::ResendOutputs`], so nothing is lost.
+
+// The agent's methods are grouped by concern, each group in its own file:
+// the session with the coordinator (`connection`), jobs coming in
+// (`transfer`), outputs going out (`upload`), how jobs end (`outcome`), and
+// what the host drains (`queues`). `job` holds a job's state.
+mod connection;
+mod job;
+mod outcome;
+mod queues;
+mod transfer;
+mod upload;
+
+use heapless::{Deque, Vec};
+
+use self::job::Job;
+use self::queues::TxQueue;
+use crate::attest::{ChainState, DeviceCapabilities, Signer, EVIDENCE_LEN, RECEIPT_LEN};
+use crate::error::{ConfigError, Error, UsageError};
+use crate::limits::{CHUNK_SIZE, HEADER_LEN, MAX_EVENTS, MAX_FRAME, MAX_JOBS, TX_CAPACITY};
+use crate::policy::Policy;
+use crate::time::{Duration, Instant};
+use crate::wire::{Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
+
+// Events are never dropped. Each call that queues events first checks that
+// the queue has room for the most it can queue plus `DISCONNECT_EVENTS`, and
+// otherwise changes nothing (a host call returns `EventsPending`, a timer
+// waits, input is not read). So whenever a session is up at least
+// `DISCONNECT_EVENTS` slots are free, which is all `disconnected` (the one
+// call that cannot wait: the transport is gone) may need.
+
+/// Most events a disconnect queues: a `CancelJob` per job and `Disconnect`.
+const DISCONNECT_EVENTS: usize = MAX_JOBS + 1;
+/// Most events one frame of input queues: `Ready` and a `ResendOutputs` per
+/// job, or a disconnect (a `Drain`'s or an ack's goodbye, a protocol
+/// violation), or a job's three (the last chunk's `JobData`, then, when a
+/// root does not match, `CancelJob` and `PersistResult`).
+const FRAME_EVENTS: usize = MAX_JOBS + 1;
+/// Most events `handle_timeout` queues: a `CancelJob` and a `PersistResult`
+/// per job, then one `Disconnect`.
+const TIMER_EVENTS: usize = 2 * MAX_JOBS + 1;
+/// Most events `finish_job` queues (`PersistResult`, `ResendOutputs`);
+/// `fail_job` and `drain` queue one.
+const HOST_CALL_EVENTS: usize = 2;
+/// Free event slots `handle_input` keeps before reading another frame (and
+/// `connect` before opening a session).
+const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
+const _: () = assert!(EVENT_RESERVE >= FRAME_EVENTS + DISCONNECT_EVENTS);
+const _: () = assert!(MAX_EVENTS >= TIMER_EVENTS + DISCONNECT_EVENTS);
+const _: () = assert!(MAX_EVENTS >= EVENT_RESERVE);
+/// Free outgoing bytes `handle_input` keeps before reading another frame: room
+/// for the largest reply one frame can cause, the evidence frame answering
+/// `Welcome` (header, 2-byte length, signed evidence). With less, a frame
+/// would be consumed and its reply dropped.
+const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
+// `send_output` keeps the same reserve free; a second whole output chunk must
+// still fit behind the first (a chunk frame's fields other than its data take
+// at most 50 bytes).
+const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
+
+/// What the agent is, for evidence and `Hello`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Agent software version: major, minor, patch.
+    pub agent_version: [u16; 3],
+    /// Random id chosen at each boot (the host supplies the randomness).
+    pub boot_id: [u8; 16],
+    /// The device's capabilities, signed into the evidence.
+    pub capabilities: DeviceCapabilities,
+    /// Which offers to take, what to charge, and the session timers.
+    pub policy: Policy,
+    /// When true, a signed result is held back until the host has stored it
+    /// durably: the agent emits [`Event::PersistResult`] and sends nothing for
+    /// the job until [`Agent::confirm_persisted`]. Hosts that keep results
+    /// across restarts (the std runtime) set it, so that a receipt the
+    /// coordinator has seen is never lost in a crash and the chain never breaks.
+    pub persist_results: bool,
+}
+
+/// The connection's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// No transport. Jobs that run keep running; results wait.
+    Disconnected,
+    /// `Hello` sent; waiting for `Welcome`.
+    AwaitingWelcome,
+    /// Evidence sent; waiting for `Ready`.
+    AwaitingReady,
+    /// Session established: offers are taken (unless draining).
+    Ready,
+    /// Goodbye exchanged. `connect` starts a new session.
+    Closed,
+}
+
+/// A job's state on the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Offer accepted; waiting for the assignment.
+    Accepted,
+    /// Assignment received; kernel and inputs arriving.
+    Receiving,
+    /// Inputs verified; the host runs the kernel.
+    Running,
+    /// The host is writing outputs (also after a reconnect, to send them again).
+    Uploading,
+    /// Outcome signed and sent (or waiting for a connection); waiting for the
+    /// coordinator's acknowledgement.
+    AwaitingAck,
+}
+
+/// Why the host must stop a job and drop its buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The coordinator cancelled it (its code is passed on).
+    Requested(u16),
+    /// The job's deadline passed.
+    Deadline,
+    /// The connection dropped before the inputs were complete.
+    Disconnected,
+    /// An input chunk or root did not match its digest.
+    InputIntegrity,
+}
+
+/// Why the host must close the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// Nothing heard from the coordinator within the peer timeout.
+    PeerSilent,
+    /// The peer broke the protocol beyond recovery.
+    ProtocolViolation,
+    /// The coordinator refused the session (evidence rejected, say): its code.
+    Refused(u16),
+    /// The coordinator said goodbye.
+    PeerGoodbye,
+    /// The agent drained and said goodbye, as the host asked ([`Agent::drain`]).
+    Drained,
+    /// The agent drained this session and said goodbye, as the coordinator
+    /// asked (its `Drain`). The provider is not shutting down: the host
+    /// connects again later, with backoff.
+    PeerDrained,
+}
+
+/// What the host must do. Returned by [`Agent::poll_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The session is established: the coordinator accepted the evidence.
+    Ready,
+    /// A job was assigned: prepare its buffers ([`Agent::job_spec`]).
+    JobAssigned {
+        /// The job.
+        job: JobId,
+    },
+    /// `len` verified bytes of the kernel (stream 0) or of input buffer
+    /// `stream - 1` at `offset`: read them with [`Agent::input`] or
+    /// [`Agent::read_input`] before the next [`Agent::handle_input`] (the
+    /// agent reads no further input until this event has been polled).
+    JobData {
+        /// The job.
+        job: JobId,
+        /// 0 for the kernel, `i + 1` for buffer `i`.
+        stream: u8,
+        /// Byte offset in the stream.
+        offset: u64,
+        /// How many bytes (at most `CHUNK_SIZE`).
+        len: usize,
+    },
+    /// All inputs arrived and verified: run the kernel.
+    RunJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Stop the job and drop its buffers.
+    CancelJob {
+        /// The job.
+        job: JobId,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// The connection was re-established: write this job's outputs again with
+    /// `send_output`, then call `finish_job` (the signed receipt is reused).
+    ResendOutputs {
+        /// The job.
+        job: JobId,
+    },
+    /// The job's result is signed: store [`Agent::result_record`] (and the
+    /// outputs) durably, then call [`Agent::confirm_persisted`]. Only with
+    /// [`Config::persist_results`].
+    PersistResult {
+        /// The job.
+        job: JobId,
+    },
+    /// The coordinator holds the job's outputs and receipt: the host may drop them.
+    ResultAcknowledged {
+        /// The job.
+        job: JobId,
+    },
+    /// The coordinator verified the job's receipt but will not accept the
+    /// result (`ResultRefuse`); the agent has forgotten it and the host may
+    /// drop its outputs and stored record. The receipt stays in the chain:
+    /// the next receipt links to it.
+    ResultRefused {
+        /// The job.
+        job: JobId,
+        /// The coordinator's reason code.
+        reason: u16,
+    },
+    /// The coordinator reported an error.
+    PeerError {
+        /// Its [`ErrorCode`](crate::error::ErrorCode) value.
+        code: u16,
+        /// The job concerned, or 0.
+        job: JobId,
+    },
+    /// Close the transport; the agent is now disconnected (or closed).
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventRecord {
+    Ready,
+    JobAssigned(JobId),
+    JobData {
+        job: JobId,
+        stream: u8,
+        offset: u64,
+        len: usize,
+    },
+    RunJob(JobId),
+    CancelJob(JobId, CancelReason),
+    ResendOutputs(JobId),
+    PersistResult(JobId),
+    ResultAcknowledged(JobId),
+    ResultRefused(JobId, u16),
+    PeerError(u16, JobId),
+    Disconnect(DisconnectReason),
+}
+
+/// Counters an operator reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Offers accepted.
+    pub offers_accepted: u64,
+    /// Offers declined.
+    pub offers_declined: u64,
+    /// Jobs completed and acknowledged.
+    pub jobs_completed: u64,
+    /// Jobs failed (acknowledged).
+    pub jobs_failed: u64,
+    /// Results the coordinator refused (`ResultRefuse`), completed or failed.
+    pub results_refused: u64,
+    /// Sum of prices of acknowledged completed jobs.
+    pub earnings: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// Frames refused (decode or protocol errors).
+    pub frames_refused: u64,
+}
+
+/// The provider agent. Generic over the [`Signer`] holding the device key.
+///
+/// Its size is fixed by [`crate::limits`]; nothing in it allocates. `&mut`
+/// methods must be called from one thread at a time.
+pub struct Agent<S: Signer> {
+    config: Config,
+    signer: S,
+    key_id: KeyId,
+    conn: ConnState,
+    epoch: u32,
+    draining: bool,
+    /// The host asked for the drain (else only the coordinator did).
+    host_drain: bool,
+    /// Whether the device takes work now (the host says so).
+    device_available: bool,
+    heartbeat_interval: Duration,
+    last_rx: Instant,
+    next_heartbeat: Instant,
+    rx: [u8; MAX_FRAME],
+    rx_len: usize,
+    /// A queued `JobData` event borrows the frame in `rx`.
+    rx_held: bool,
+    /// The input chunk of the last `JobData` polled: (job, start in `rx`,
+    /// length), readable until the next `handle_input`.
+    input_view: Option<(JobId, usize, usize)>,
+    tx: TxQueue,
+    events: Deque<EventRecord, MAX_EVENTS>,
+    jobs: Vec<Job, MAX_JOBS>,
+    chain: ChainState,
+    evidence_hash: Digest,
+    stats: Stats,
+}
+
+impl<S: Signer> Agent<S> {
+    /// A disconnected agent. `chain` continues the device's receipt chain
+    /// (`ChainState::default()` for a new key; the persisted state after a
+    /// restart).
+    pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
+        let p = &config.policy;
+        let invalid = |field, rule| Err(Error::Config(ConfigError { field, rule }));
+        if p.max_concurrent == 0 || p.max_concurrent as usize > MAX_JOBS {
+            return invalid("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)");
+        }
+        if p.heartbeat_interval.micros == 0 {
+            return invalid("policy.heartbeat_interval", "must not be zero");
+        }
+        if p.peer_timeout.micros == 0 {
+            return invalid("policy.peer_timeout", "must not be zero");
+        }
+        let key_id = signer.key_id();
+        Ok(Agent {
+            heartbeat_interval: p.heartbeat_interval,
+            config,
+            signer,
+            key_id,
+            conn: ConnState::Disconnected,
+            epoch: 0,
+            draining: false,
+            host_drain: false,
+            device_available: true,
+            last_rx: Instant::ZERO,
+            next_heartbeat: Instant::ZERO,
+            rx: [0; MAX_FRAME],
+            rx_len: 0,
+            rx_held: false,
+            input_view: None,
+            tx: TxQueue::new(),
+            events: Deque::new(),
+            jobs: Vec::new(),
+            chain,
+            evidence_hash: [0; 32],
+            stats: Stats::default(),
+        })
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> ConnState {
+        self.conn
+    }
+
+    /// Whether the agent is draining (accepting no new jobs).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Whether the device takes work now (see [`Agent::set_device_available`]).
+    pub fn device_available(&self) -> bool {
+        self.device_available
+    }
+
+    /// The host says whether its device takes work now. While it does not (a
+    /// dispatcher still running work abandoned after timeouts, at its bound)
+    /// every offer is declined with `DeclineReason::Unavailable` and
+    /// heartbeats say `capacity` 0; jobs already held go on. On a change
+    /// while a session is up the agent sends a heartbeat at once, so the
+    /// coordinator learns it without waiting for the next interval.
+    pub fn set_device_available(&mut self, _now: Instant, available: bool) {
+        if self.device_available == available {
+            return;
+        }
+        self.device_available = available;
+        if self.conn == ConnState::Ready {
+            // A full queue already carries news of us; the next periodic
+            // heartbeat says it again.
+            let _ = self.enqueue(&Message::Heartbeat(self.heartbeat()));
+        }
+    }
+
+    /// Counters for an operator.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            frames_out: self.tx.frames(),
+            ..self.stats
+        }
+    }
+
+    /// The receipt chain position, to persist so that it survives restarts.
+    pub fn chain(&self) -> ChainState {
+        self.chain
+    }
+
+    /// The device key's id.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Jobs the agent holds, in any state.
+    pub fn active_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// A job's state, if the agent holds it.
+    pub fn job_state(&self, job: JobId) -> Option<JobState> {
+        self.find(job).map(|i| self.jobs[i].state())
+    }
+
+    /// A job's assignment (kernel, parameters, buffers), once assigned.
+    pub fn job_spec(&self, job: JobId) -> Option<&JobAssign> {
+        self.find(job).and_then(|i| self.jobs[i].spec())
+    }
+
+    /// When a job's result is due, for jobs that still have a deadline.
+    pub fn job_deadline(&self, job: JobId) -> Option<Instant> {
+        self.find(job)
+            .map(|i| &self.jobs[i])
+            .filter(|j| j.has_deadline())
+            .map(|j| j.deadline)
+    }
+
+    /// The signed receipt of a job that has ended, until it is acknowledged.
+    pub fn job_receipt(&self, job: JobId) -> Option<&[u8]> {
+        self.find(job)
+            .and_then(|i| self.jobs[i].result())
+            .map(|r| &r.receipt[..])
+    }
+
+    fn find(&self, job: JobId) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == job)
+    }
+
+    fn job_index(&self, id: JobId) -> Result<usize, Error> {
+        self.find(id)
+            .ok_or(Error::Usage(UsageError::UnknownJob(id)))
+    }
+
+    /// A job the host may still work on: not ended by a failure whose
+    /// receipt waits for the signer.
+    fn live_job_index(&self, id: JobId) -> Result<usize, Error> {
+        let i = self.job_index(id)?;
+        if self.jobs[i].failure().is_some() {
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
+        }
+        Ok(i)
+    }
+}
+
+/// How a job ended: kept until acknowledged, and stored in its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Completed with outputs.
+    Completed {
+        /// Total output bytes.
+        output_len: u64,
+        /// Merkle root of the outputs.
+        output_root: Digest,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        reason: FailReason,
+        /// Reason-specific code.
+        detail: u32,
+    },
+}
+
+/// An ended job's result as the host stores it until the coordinator
+/// acknowledges it: enough to send it again after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResultRecord {
+    /// The job.
+    pub job: JobId,
+    /// Its assignment (for the read-back buffer layout and the receipt).
+    pub spec: JobAssign,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Metered usage.
+    pub usage: Usage,
+    /// Price charged.
+    pub price: u64,
+    /// The signed receipt.
+    #[serde(with = "receipt_bytes")]
+    pub receipt: [u8; RECEIPT_LEN],
+    /// The device's receipt chain right after this receipt: the next sequence.
+    pub next_sequence: u64,
+    /// The device's receipt chain right after this receipt: this receipt's hash.
+    pub prev_hash: Digest,
+}
+
+impl ResultRecord {
+    /// The chain state right after this record's receipt.
+    pub fn chain_after(&self) -> ChainState {
+        ChainState {
+            next_sequence: self.next_sequence,
+            prev_hash: self.prev_hash,
+        }
+    }
+
+    /// Encodes the record (postcard) into `out`; returns the length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, crate::wire::EncodeError> {
+        postcard::to_slice(self, out)
+            .map(|b| b.len())
+            .map_err(|_| crate::wire::EncodeError::BufferTooSmall)
+    }
+
+    /// Decodes a record written by [`ResultRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Option<ResultRecord> {
+        match postcard::take_from_bytes::<ResultRecord>(bytes) {
+            Ok((r, [])) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A record's receipt is written as a sequence of its bytes (a length, then
+/// each byte), as a `heapless::Vec<u8, RECEIPT_LEN>` is, so that records
+/// stored before the field became an array still read. A receipt of any
+/// other length does not decode: it could not verify.
+mod receipt_bytes {
+    use core::fmt;
+
+    use serde::de::{Error as _, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use crate::attest::RECEIPT_LEN;
+
+    pub fn serialize<S: Serializer>(receipt: &[u8; RECEIPT_LEN], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(receipt.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; RECEIPT_LEN], D::Error> {
+        d.deserialize_seq(ReceiptVisitor)
+    }
+
+    struct ReceiptVisitor;
+
+    impl<'de> Visitor<'de> for ReceiptVisitor {
+        type Value = [u8; RECEIPT_LEN];
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a receipt of {RECEIPT_LEN} bytes")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut receipt = [0u8; RECEIPT_LEN];
+            for (i, byte) in receipt.iter_mut().enumerate() {
+                *byte = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<u8>()?.is_some() {
+                return Err(A::Error::invalid_length(RECEIPT_LEN + 1, &self));
+            }
+            Ok(receipt)
+        }
+    }
+}
+
+/// Bytes of the largest encoded [`ResultRecord`].
+pub const MAX_RECORD_BYTES: usize = 2048;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_size_is_bounded() {
+        let size = core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>();
+        assert!(size < 64 * 1024, "agent is {size} bytes");
+    }
+}

@@ -1,0 +1,259 @@
+//! Jobs coming in: offers, assignments, the kernel and input chunks (and
+//! the host reading them), and the coordinator's cancellations.
+
+use super::job::{Input, Job, Phase, Received, Step};
+use super::{Agent, CancelReason, EventRecord};
+use crate::attest::Signer;
+use crate::error::{Error, ErrorCode, PeerError, UsageError};
+use crate::limits::{MAX_BINDINGS, MAX_KERNEL_BYTES};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    Digest, ErrorMsg, FailReason, JobAssign, JobId, JobOffer, JobRef, Message, MessageType,
+    OfferAccept, OfferDecline, Usage,
+};
+
+impl<S: Signer> Agent<S> {
+    pub(super) fn on_offer(&mut self, now: Instant, offer: JobOffer) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::JobOffer)?;
+        let decision = if self.find(offer.job).is_some() {
+            Err(crate::wire::DeclineReason::DuplicateJob)
+        } else {
+            self.config.policy.evaluate(
+                &offer,
+                &self.config.capabilities,
+                self.jobs.len(),
+                self.draining,
+                self.device_available,
+            )
+        };
+        let reply = match decision {
+            Ok(price) => {
+                let deadline = now + Duration::from_millis(offer.deadline_ms as u64);
+                let evidence = self.evidence_hash;
+                if self
+                    .jobs
+                    .push(Job::new(&offer, price, deadline, evidence))
+                    .is_err()
+                {
+                    // Policy already bounds this by MAX_JOBS.
+                    Message::OfferDecline(OfferDecline {
+                        job: offer.job,
+                        reason: crate::wire::DeclineReason::AtCapacity,
+                    })
+                } else {
+                    self.stats.offers_accepted += 1;
+                    Message::OfferAccept(OfferAccept {
+                        job: offer.job,
+                        price,
+                    })
+                }
+            }
+            Err(reason) => {
+                self.stats.offers_declined += 1;
+                Message::OfferDecline(OfferDecline {
+                    job: offer.job,
+                    reason,
+                })
+            }
+        };
+        self.enqueue(&reply).map_err(|e| (e, offer.job))
+    }
+
+    pub(super) fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::JobAssign)?;
+        let id = a.job;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
+        let job = &mut self.jobs[i];
+        if !matches!(job.phase, Phase::Accepted) {
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::JobAssign)),
+                id,
+            ));
+        }
+        if !assignment_is_sane(&a, job.bytes_in, job.bytes_out) {
+            self.jobs.swap_remove(i);
+            return Err((Error::Peer(PeerError::BadAssignment(id)), id));
+        }
+        job.phase = Phase::Assigned {
+            spec: a,
+            step: Step::Receiving {
+                input: Input::new(),
+                failure: None,
+            },
+        };
+        self.push_event(EventRecord::JobAssigned(id));
+        // A kernel is never empty, so inputs always follow.
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_chunk(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        stream: u8,
+        index: u32,
+        digest: Digest,
+        data_at: usize,
+        len: usize,
+    ) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::InputChunk)?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
+        let unexpected = (
+            Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
+            id,
+        );
+        let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
+            return Err(unexpected);
+        };
+        let Step::Receiving {
+            input,
+            failure: None,
+        } = step
+        else {
+            return Err(unexpected);
+        };
+        let (offset, expected_len) = input.next_chunk(spec);
+        if stream != input.stream || index as u64 != input.chunk || len != expected_len {
+            return Err((Error::Peer(PeerError::ChunkOutOfOrder(id)), id));
+        }
+        let leaf = crate::merkle::leaf_hash(&self.rx[data_at..data_at + len]);
+        if leaf != digest {
+            self.fail_inputs(now, i, ErrorCode::ChunkDigestMismatch);
+            return Ok(());
+        }
+        let received = input.push(spec, leaf);
+        if received == Received::Complete {
+            *step = Step::Running {
+                started_at: now,
+                failure: None,
+            };
+        }
+        self.rx_held = true;
+        self.push_event(EventRecord::JobData {
+            job: id,
+            stream,
+            offset,
+            len,
+        });
+        match received {
+            Received::More => Ok(()),
+            Received::Corrupt => {
+                self.fail_inputs(now, i, ErrorCode::RootMismatch);
+                Ok(())
+            }
+            Received::Complete => {
+                self.push_event(EventRecord::RunJob(id));
+                self.enqueue(&Message::Started(JobRef { job: id }))
+                    .map_err(|e| (e, id))
+            }
+        }
+    }
+
+    /// An input failed its digest or root: tell the peer, cancel on the host,
+    /// and end the job with a signed failure.
+    fn fail_inputs(&mut self, now: Instant, i: usize, code: ErrorCode) {
+        let id = self.jobs[i].id;
+        let _ = self.enqueue(&Message::Error(ErrorMsg {
+            code: code as u16,
+            job: id,
+        }));
+        self.push_event(EventRecord::CancelJob(id, CancelReason::InputIntegrity));
+        self.end_failed_or_retry(
+            now,
+            i,
+            FailReason::InputIntegrity,
+            code as u32,
+            Usage::default(),
+        );
+    }
+
+    pub(super) fn on_cancel(&mut self, id: JobId, reason: u16) -> Result<(), (Error, JobId)> {
+        self.require_ready(MessageType::Cancel)?;
+        let i = self
+            .find(id)
+            .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
+        let job = &self.jobs[i];
+        if job.result().is_some() {
+            // The result exists and is signed: it must be acknowledged, not lost.
+            return Err((
+                Error::Peer(PeerError::UnexpectedMessage(MessageType::Cancel)),
+                id,
+            ));
+        }
+        // A job whose failure the host knows of was dropped by the host already.
+        let knows = job.host_knows() && job.failure().is_none();
+        self.jobs.swap_remove(i);
+        if knows {
+            self.push_event(EventRecord::CancelJob(id, CancelReason::Requested(reason)));
+        }
+        self.check_drained().map_err(|e| (e, id))
+    }
+
+    /// The bytes of `job`'s last [`Event::JobData`], once that event has been
+    /// polled and until the next [`Agent::handle_input`]; `None` otherwise.
+    ///
+    /// [`Event::JobData`]: super::Event::JobData
+    pub fn input(&self, job: JobId) -> Option<&[u8]> {
+        match self.input_view {
+            Some((j, start, len)) if j == job && self.rx_held && start + len <= self.rx_len => {
+                Some(&self.rx[start..start + len])
+            }
+            _ => None,
+        }
+    }
+
+    /// Copies the bytes of `job`'s last [`Event::JobData`] into `out`
+    /// (see [`Agent::input`]); returns how many. `BufferTooSmall` with the
+    /// length needed if `out` is shorter, `NoInput` if no chunk of `job`
+    /// is readable now.
+    ///
+    /// [`Event::JobData`]: super::Event::JobData
+    pub fn read_input(&self, job: JobId, out: &mut [u8]) -> Result<usize, Error> {
+        let data = self
+            .input(job)
+            .ok_or(Error::Usage(UsageError::NoInput(job)))?;
+        let dst = out
+            .get_mut(..data.len())
+            .ok_or(Error::BufferTooSmall(data.len()))?;
+        dst.copy_from_slice(data);
+        Ok(data.len())
+    }
+}
+
+// `assignment_is_sane` keeps the bindings seen as bits of a u32.
+const _: () = assert!(MAX_BINDINGS <= u32::BITS);
+
+/// Whether an assignment keeps to its offer's sizes and the agent's limits.
+fn assignment_is_sane(a: &JobAssign, bytes_in: u64, bytes_out: u64) -> bool {
+    let k = &a.kernel;
+    let mut sent = k.len as u64;
+    let mut returned = 0u64;
+    // One bit per binding number seen: each below MAX_BINDINGS, none twice.
+    let mut bindings = 0u32;
+    for b in a.buffers.iter() {
+        if b.len == 0 || b.init_len > b.len || b.binding >= MAX_BINDINGS {
+            return false;
+        }
+        let bit = 1u32 << b.binding;
+        if bindings & bit != 0 {
+            return false;
+        }
+        bindings |= bit;
+        sent = sent.saturating_add(b.init_len);
+        if b.readback {
+            returned = returned.saturating_add(b.len);
+        }
+    }
+    k.len > 0
+        && (k.len as u64) <= MAX_KERNEL_BYTES
+        && k.len % 4 == 0
+        && k.grid.iter().all(|&g| g > 0)
+        && !k.entry_point.is_empty()
+        && sent <= bytes_in
+        && returned <= bytes_out
+}
