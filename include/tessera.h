@@ -449,7 +449,8 @@ typedef struct tessera_runtime tessera_runtime;
 
 /**
  * A device signing key: built in (Ed25519 in memory) or given as callbacks.
- * Given to `tessera_agent_new`, which takes it over.
+ * Given to `tessera_agent_new` (or `_init`, or `tessera_runtime_new`),
+ * which takes it over.
  */
 typedef struct tessera_signer tessera_signer;
 
@@ -1554,6 +1555,58 @@ tessera_result tessera_result_text(tessera_result code,
                                    size_t len,
                                    size_t *written);
 
+#if (!defined(TESSERA_HOSTED) && defined(TESSERA_LIBRARY_INTERNAL))
+/**
+ * The firmware's fatal-error handler: it must not return. The agent is
+ * built not to panic on any input (property-tested and fuzzed); a panic
+ * is a bug in the library, and the firmware decides what then happens
+ * (reset, log, halt).
+ */
+extern void tessera_platform_abort(void);
+#endif
+
+#if (!defined(TESSERA_HOSTED) && defined(TESSERA_LIBRARY_INTERNAL))
+/**
+ * Defined nowhere: a call to the allocator makes the firmware's link
+ * fail with this name. ci/test checks that the library does not
+ * reference it at all.
+ */
+extern void tessera_no_alloc_violation(void);
+#endif
+
+/**
+ * Bytes of memory `tessera_signer_init_*` needs, whatever its alignment.
+ */
+size_t tessera_signer_footprint(void);
+
+/**
+ * As `tessera_signer_from_seed`, in the caller's `memory` (at least
+ * `tessera_signer_footprint()` bytes, valid until the signer is freed or
+ * taken over): the bare-metal way, with no allocator.
+ *
+ * # Safety
+ * `memory` `len` writable bytes; `seed` 32 readable bytes; `out` valid.
+ */
+tessera_result tessera_signer_init_from_seed(void *memory,
+                                             size_t len,
+                                             const uint8_t *seed,
+                                             tessera_signer **out);
+
+/**
+ * As `tessera_signer_from_callbacks`, in the caller's `memory` (at least
+ * `tessera_signer_footprint()` bytes, valid until the signer is freed or
+ * taken over).
+ *
+ * # Safety
+ * `memory` `len` writable bytes; `callbacks` valid with `size` set; `out`
+ * valid.
+ */
+tessera_result tessera_signer_init_from_callbacks(void *memory,
+                                                  size_t len,
+                                                  const tessera_signer_callbacks *callbacks,
+                                                  tessera_signer **out);
+
+#if defined(TESSERA_HOSTED)
 /**
  * A signer holding the Ed25519 key whose 32-byte seed is at `seed`.
  *
@@ -1562,7 +1615,9 @@ tessera_result tessera_result_text(tessera_result code,
  */
 tessera_result tessera_signer_from_seed(const uint8_t *seed,
                                         tessera_signer **out);
+#endif
 
+#if defined(TESSERA_HOSTED)
 /**
  * A signer holding the Ed25519 key in the PKCS#8 document `(der, len)`, as
  * `tessera_key_generate` writes it.
@@ -1573,7 +1628,9 @@ tessera_result tessera_signer_from_seed(const uint8_t *seed,
 tessera_result tessera_signer_from_pkcs8(const uint8_t *der,
                                          size_t len,
                                          tessera_signer **out);
+#endif
 
+#if defined(TESSERA_HOSTED)
 /**
  * A signer whose key lives elsewhere: `callbacks->public_key` is called
  * once, now; `callbacks->sign` for every signature. `userdata` must stay
@@ -1585,6 +1642,7 @@ tessera_result tessera_signer_from_pkcs8(const uint8_t *der,
  */
 tessera_result tessera_signer_from_callbacks(const tessera_signer_callbacks *callbacks,
                                              tessera_signer **out);
+#endif
 
 /**
  * Writes the signer's 32-byte public key to `out`.
@@ -1611,7 +1669,8 @@ tessera_result tessera_signer_sign(tessera_signer *signer,
                                    uint8_t *signature);
 
 /**
- * Frees a signer that no agent took over. NULL is a no-op.
+ * Frees a signer that no agent took over (also one made in the caller's
+ * memory, which may then be reused). NULL is a no-op.
  *
  * # Safety
  * `signer` must be NULL or a live signer not given to an agent.
@@ -1627,11 +1686,13 @@ void tessera_signer_free(tessera_signer *signer);
  */
 tessera_result tessera_agent_config_default(tessera_agent_config *out);
 
+#if defined(TESSERA_HOSTED)
 /**
  * Makes an agent. The call takes `signer` over whatever it returns: do not
- * use or free it afterwards. `chain` is where the device key's receipt chain stands
- * (NULL for a key that never signed). `TESSERA_INVALID_CONFIG` names the
- * field through `error` when given (a NUL-terminated text, cut to fit).
+ * use or free it afterwards. `chain` is where the device key's receipt
+ * chain stands (NULL for a key that never signed). `TESSERA_INVALID_CONFIG`
+ * names the field through `error` when given (a NUL-terminated text, cut
+ * to fit).
  *
  * # Safety
  * `config` must be a valid configuration with `size` set; `signer` a live
@@ -1644,9 +1705,36 @@ tessera_result tessera_agent_new(const tessera_agent_config *config,
                                  char *error,
                                  size_t error_len,
                                  tessera_agent **out);
+#endif
 
 /**
- * Frees the agent and its signer. NULL is a no-op.
+ * Bytes of memory `tessera_agent_init` needs, whatever its alignment
+ * (about 37 KiB at the default capacities of `limits`).
+ */
+size_t tessera_agent_footprint(void);
+
+/**
+ * As `tessera_agent_new`, in the caller's `memory` (at least
+ * `tessera_agent_footprint()` bytes, valid and otherwise unused until
+ * `tessera_agent_free`): the bare-metal way, with no allocator. The call
+ * takes `signer` over whatever it returns; a signer made in caller memory
+ * (`tessera_signer_init_*`) leaves that memory free for reuse.
+ *
+ * # Safety
+ * `memory` `len` writable bytes; the rest as `tessera_agent_new`.
+ */
+tessera_result tessera_agent_init(void *memory,
+                                  size_t len,
+                                  const tessera_agent_config *config,
+                                  tessera_signer *signer,
+                                  const tessera_chain_state *chain,
+                                  char *error,
+                                  size_t error_len,
+                                  tessera_agent **out);
+
+/**
+ * Frees the agent and its signer (an agent made by `tessera_agent_init`
+ * leaves its memory free for reuse). NULL is a no-op.
  *
  * # Safety
  * `agent` must be NULL or a live agent, not used again.

@@ -22,7 +22,10 @@ use tessera_core::policy::{LinearPrice, Policy};
 use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
-use crate::boundary::{bytes, copy_out, free_handle, guard, new_handle, non_null, write_opt};
+use crate::boundary::{
+    bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, take_any,
+    write_opt, Placeable,
+};
 use crate::*;
 
 // ----- signers ---------------------------------------------------------------
@@ -116,15 +119,138 @@ impl Signer for AnySigner {
 }
 
 /// A device signing key: built in (Ed25519 in memory) or given as callbacks.
-/// Given to `tessera_agent_new`, which takes it over.
+/// Given to `tessera_agent_new` (or `_init`, or `tessera_runtime_new`),
+/// which takes it over.
 pub struct tessera_signer {
     pub(crate) inner: AnySigner,
+    heap: bool,
+}
+
+impl Placeable for tessera_signer {
+    fn on_heap(&self) -> bool {
+        self.heap
+    }
+}
+
+impl tessera_signer {
+    /// Takes the key out of a signer handle (which is gone afterwards).
+    ///
+    /// # Safety
+    /// `signer` must be a live signer, not used again.
+    pub(crate) unsafe fn take(signer: *mut tessera_signer) -> AnySigner {
+        // SAFETY: the caller's promise.
+        unsafe { take_any(signer) }.inner
+    }
+}
+
+/// Puts a new signer on the heap (hosted) or into the caller's memory.
+///
+/// # Safety
+/// `memory` NULL (heap) or `len` bytes as `place_handle` needs; `out`
+/// checked non-NULL.
+unsafe fn make_signer(
+    memory: *mut c_void,
+    len: usize,
+    inner: AnySigner,
+    out: *mut *mut tessera_signer,
+) -> tessera_result {
+    if memory.is_null() {
+        new_handle(tessera_signer { inner, heap: true }, out)
+    } else {
+        // SAFETY: the caller's promise for (memory, len).
+        unsafe { place_handle(memory, len, tessera_signer { inner, heap: false }, out) }
+    }
+}
+
+/// Bytes of memory `tessera_signer_init_*` needs, whatever its alignment.
+#[no_mangle]
+pub extern "C" fn tessera_signer_footprint() -> usize {
+    footprint::<tessera_signer>()
+}
+
+/// As `tessera_signer_from_seed`, in the caller's `memory` (at least
+/// `tessera_signer_footprint()` bytes, valid until the signer is freed or
+/// taken over): the bare-metal way, with no allocator.
+///
+/// # Safety
+/// `memory` `len` writable bytes; `seed` 32 readable bytes; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_signer_init_from_seed(
+    memory: *mut c_void,
+    len: usize,
+    seed: *const u8,
+    out: *mut *mut tessera_signer,
+) -> tessera_result {
+    guard(|| {
+        non_null!(memory, seed, out);
+        // SAFETY: non-NULL and, by the caller, 32 readable bytes.
+        let seed = unsafe { &*(seed as *const [u8; 32]) };
+        match Ed25519Signer::from_seed(seed) {
+            // SAFETY: the caller's promise for (memory, len).
+            Ok(s) => unsafe { make_signer(memory, len, AnySigner::Ed25519(s), out) },
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// As `tessera_signer_from_callbacks`, in the caller's `memory` (at least
+/// `tessera_signer_footprint()` bytes, valid until the signer is freed or
+/// taken over).
+///
+/// # Safety
+/// `memory` `len` writable bytes; `callbacks` valid with `size` set; `out`
+/// valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_signer_init_from_callbacks(
+    memory: *mut c_void,
+    len: usize,
+    callbacks: *const tessera_signer_callbacks,
+    out: *mut *mut tessera_signer,
+) -> tessera_result {
+    guard(|| {
+        non_null!(memory, callbacks, out);
+        // SAFETY: the caller's promise.
+        match unsafe { callback_signer(callbacks) } {
+            // SAFETY: the caller's promise for (memory, len).
+            Ok(s) => unsafe { make_signer(memory, len, AnySigner::Callbacks(s), out) },
+            Err(code) => code,
+        }
+    })
+}
+
+/// Reads callbacks and asks for the public key once.
+///
+/// # Safety
+/// `callbacks` non-NULL and valid.
+unsafe fn callback_signer(
+    callbacks: *const tessera_signer_callbacks,
+) -> Result<CallbackSigner, tessera_result> {
+    // SAFETY: non-NULL; the caller promises a valid struct.
+    let cb = unsafe { &*callbacks };
+    if cb.size < core::mem::size_of::<tessera_signer_callbacks>() {
+        return Err(TESSERA_INVALID_ARGUMENT);
+    }
+    let (Some(public_key_fn), Some(sign)) = (cb.public_key, cb.sign) else {
+        return Err(TESSERA_NULL_ARGUMENT);
+    };
+    let mut public_key = [0u8; 32];
+    // SAFETY: the callback's contract: writes 32 bytes to a buffer of 32.
+    let r = unsafe { public_key_fn(cb.userdata, public_key.as_mut_ptr()) };
+    if r != TESSERA_OK {
+        return Err(r);
+    }
+    Ok(CallbackSigner {
+        userdata: cb.userdata,
+        public_key,
+        sign,
+    })
 }
 
 /// A signer holding the Ed25519 key whose 32-byte seed is at `seed`.
 ///
 /// # Safety
 /// `seed` must point to 32 readable bytes; `out` must be valid for a write.
+#[cfg(feature = "std")]
 #[no_mangle]
 pub unsafe extern "C" fn tessera_signer_from_seed(
     seed: *const u8,
@@ -138,6 +264,7 @@ pub unsafe extern "C" fn tessera_signer_from_seed(
             Ok(s) => new_handle(
                 tessera_signer {
                     inner: AnySigner::Ed25519(s),
+                    heap: true,
                 },
                 out,
             ),
@@ -151,6 +278,7 @@ pub unsafe extern "C" fn tessera_signer_from_seed(
 ///
 /// # Safety
 /// `der` must point to `len` readable bytes; `out` must be valid for a write.
+#[cfg(feature = "std")]
 #[no_mangle]
 pub unsafe extern "C" fn tessera_signer_from_pkcs8(
     der: *const u8,
@@ -167,6 +295,7 @@ pub unsafe extern "C" fn tessera_signer_from_pkcs8(
             Ok(s) => new_handle(
                 tessera_signer {
                     inner: AnySigner::Ed25519(s),
+                    heap: true,
                 },
                 out,
             ),
@@ -182,6 +311,7 @@ pub unsafe extern "C" fn tessera_signer_from_pkcs8(
 /// # Safety
 /// `callbacks` must point to a valid `tessera_signer_callbacks` whose `size`
 /// is set; `out` must be valid for a write.
+#[cfg(feature = "std")]
 #[no_mangle]
 pub unsafe extern "C" fn tessera_signer_from_callbacks(
     callbacks: *const tessera_signer_callbacks,
@@ -189,30 +319,17 @@ pub unsafe extern "C" fn tessera_signer_from_callbacks(
 ) -> tessera_result {
     guard(|| {
         non_null!(callbacks, out);
-        // SAFETY: non-NULL; the caller promises a valid struct.
-        let cb = unsafe { &*callbacks };
-        if cb.size < core::mem::size_of::<tessera_signer_callbacks>() {
-            return TESSERA_INVALID_ARGUMENT;
+        // SAFETY: the caller's promise.
+        match unsafe { callback_signer(callbacks) } {
+            Ok(s) => new_handle(
+                tessera_signer {
+                    inner: AnySigner::Callbacks(s),
+                    heap: true,
+                },
+                out,
+            ),
+            Err(code) => code,
         }
-        let (Some(public_key_fn), Some(sign)) = (cb.public_key, cb.sign) else {
-            return TESSERA_NULL_ARGUMENT;
-        };
-        let mut public_key = [0u8; 32];
-        // SAFETY: the callback's contract: writes 32 bytes to a buffer of 32.
-        let r = unsafe { public_key_fn(cb.userdata, public_key.as_mut_ptr()) };
-        if r != TESSERA_OK {
-            return r;
-        }
-        new_handle(
-            tessera_signer {
-                inner: AnySigner::Callbacks(CallbackSigner {
-                    userdata: cb.userdata,
-                    public_key,
-                    sign,
-                }),
-            },
-            out,
-        )
     })
 }
 
@@ -268,7 +385,8 @@ pub unsafe extern "C" fn tessera_signer_sign(
     })
 }
 
-/// Frees a signer that no agent took over. NULL is a no-op.
+/// Frees a signer that no agent took over (also one made in the caller's
+/// memory, which may then be reused). NULL is a no-op.
 ///
 /// # Safety
 /// `signer` must be NULL or a live signer not given to an agent.
@@ -276,7 +394,7 @@ pub unsafe extern "C" fn tessera_signer_sign(
 pub unsafe extern "C" fn tessera_signer_free(signer: *mut tessera_signer) {
     // SAFETY: the caller's promise.
     guard(|| unsafe {
-        free_handle(signer);
+        free_any(signer);
         TESSERA_OK
     });
 }
@@ -541,6 +659,13 @@ pub struct tessera_agent {
     inner: Agent<AnySigner>,
     /// The words of the last error a call on this agent returned.
     last_error: Text<160>,
+    heap: bool,
+}
+
+impl Placeable for tessera_agent {
+    fn on_heap(&self) -> bool {
+        self.heap
+    }
 }
 
 impl tessera_agent {
@@ -594,15 +719,73 @@ fn at(now_us: u64) -> Instant {
     Instant::from_micros(now_us)
 }
 
+/// Checks the configuration and makes the agent value.
+///
+/// # Safety
+/// As `tessera_agent_new` for `config`, `chain` and `(error, error_len)`.
+unsafe fn build_agent(
+    config: *const tessera_agent_config,
+    signer: AnySigner,
+    chain: *const tessera_chain_state,
+    error: *mut c_char,
+    error_len: usize,
+    heap: bool,
+) -> Result<tessera_agent, tessera_result> {
+    if config.is_null() {
+        return Err(TESSERA_NULL_ARGUMENT);
+    }
+    // SAFETY: non-NULL and valid, by the caller.
+    let c = unsafe { &*config };
+    if c.size < core::mem::size_of::<tessera_agent_config>() {
+        return Err(TESSERA_INVALID_ARGUMENT);
+    }
+    let say = |words: &dyn core::fmt::Display| {
+        if !error.is_null() && error_len > 0 {
+            use core::fmt::Write;
+            let mut t = Text::<160>::new();
+            let _ = write!(t, "{words}");
+            // SAFETY: `error_len` writable bytes at `error`, by the caller.
+            unsafe { t.write_c(error.cast(), error_len, core::ptr::null_mut()) };
+        }
+    };
+    // SAFETY: the name is NULL or NUL-terminated, by the caller.
+    let config = match unsafe { config_from_c(c) } {
+        Ok(config) => config,
+        Err((field, rule)) => {
+            say(&tessera_core::ConfigError { field, rule });
+            return Err(TESSERA_INVALID_CONFIG);
+        }
+    };
+    let chain = if chain.is_null() {
+        ChainState::default()
+    } else {
+        // SAFETY: non-NULL and valid, by the caller.
+        ChainState::from(unsafe { &*chain })
+    };
+    match Agent::new(config, signer, chain) {
+        Ok(inner) => Ok(tessera_agent {
+            inner,
+            last_error: Text::new(),
+            heap,
+        }),
+        Err(e) => {
+            say(&e);
+            Err(e.code())
+        }
+    }
+}
+
 /// Makes an agent. The call takes `signer` over whatever it returns: do not
-/// use or free it afterwards. `chain` is where the device key's receipt chain stands
-/// (NULL for a key that never signed). `TESSERA_INVALID_CONFIG` names the
-/// field through `error` when given (a NUL-terminated text, cut to fit).
+/// use or free it afterwards. `chain` is where the device key's receipt
+/// chain stands (NULL for a key that never signed). `TESSERA_INVALID_CONFIG`
+/// names the field through `error` when given (a NUL-terminated text, cut
+/// to fit).
 ///
 /// # Safety
 /// `config` must be a valid configuration with `size` set; `signer` a live
 /// signer; `chain` NULL or valid; `error` NULL or `error_len` writable bytes;
 /// `out` valid for a write.
+#[cfg(feature = "std")]
 #[no_mangle]
 pub unsafe extern "C" fn tessera_agent_new(
     config: *const tessera_agent_config,
@@ -614,63 +797,64 @@ pub unsafe extern "C" fn tessera_agent_new(
 ) -> tessera_result {
     guard(|| {
         non_null!(signer);
-        // SAFETY: a live signer from `new_handle`, by the caller: the agent's
-        // (or dropped) from here on, whatever the result.
-        let signer = unsafe { crate::boundary::take_handle(signer) }.inner;
-        non_null!(config, out);
-        // SAFETY: non-NULL and valid, by the caller.
-        let c = unsafe { &*config };
-        if c.size < core::mem::size_of::<tessera_agent_config>() {
-            return TESSERA_INVALID_ARGUMENT;
-        }
-        let say = |words: &dyn core::fmt::Display| {
-            if !error.is_null() && error_len > 0 {
-                use core::fmt::Write;
-                let mut t = Text::<160>::new();
-                let _ = write!(t, "{words}");
-                // SAFETY: `error_len` writable bytes at `error`, by the caller.
-                unsafe { t.write_c(error.cast(), error_len, core::ptr::null_mut()) };
-            }
-        };
-        // SAFETY: the name is NULL or NUL-terminated, by the caller.
-        let config = match unsafe { config_from_c(c) } {
-            Ok(config) => config,
-            Err((field, rule)) => {
-                say(&tessera_core::ConfigError { field, rule });
-                return TESSERA_INVALID_CONFIG;
-            }
-        };
-        let chain = if chain.is_null() {
-            ChainState::default()
-        } else {
-            // SAFETY: non-NULL and valid, by the caller.
-            ChainState::from(unsafe { &*chain })
-        };
-        #[cfg(feature = "std")]
-        {
-            match Agent::new(config, signer, chain) {
-                Ok(inner) => new_handle(
-                    tessera_agent {
-                        inner,
-                        last_error: Text::new(),
-                    },
-                    out,
-                ),
-                Err(e) => {
-                    say(&e);
-                    e.code()
-                }
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            let _ = (config, chain, say);
-            TESSERA_UNSUPPORTED
+        // SAFETY: a live signer, by the caller: the agent's (or dropped)
+        // from here on, whatever the result.
+        let signer = unsafe { tessera_signer::take(signer) };
+        non_null!(out);
+        // SAFETY: the caller's promise for the rest.
+        match unsafe { build_agent(config, signer, chain, error, error_len, true) } {
+            Ok(agent) => new_handle(agent, out),
+            Err(code) => code,
         }
     })
 }
 
-/// Frees the agent and its signer. NULL is a no-op.
+/// Bytes of memory `tessera_agent_init` needs, whatever its alignment
+/// (about 37 KiB at the default capacities of `limits`).
+#[no_mangle]
+pub extern "C" fn tessera_agent_footprint() -> usize {
+    footprint::<tessera_agent>()
+}
+
+/// As `tessera_agent_new`, in the caller's `memory` (at least
+/// `tessera_agent_footprint()` bytes, valid and otherwise unused until
+/// `tessera_agent_free`): the bare-metal way, with no allocator. The call
+/// takes `signer` over whatever it returns; a signer made in caller memory
+/// (`tessera_signer_init_*`) leaves that memory free for reuse.
+///
+/// # Safety
+/// `memory` `len` writable bytes; the rest as `tessera_agent_new`.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_agent_init(
+    memory: *mut c_void,
+    len: usize,
+    config: *const tessera_agent_config,
+    signer: *mut tessera_signer,
+    chain: *const tessera_chain_state,
+    error: *mut c_char,
+    error_len: usize,
+    out: *mut *mut tessera_agent,
+) -> tessera_result {
+    guard(|| {
+        non_null!(signer);
+        // SAFETY: a live signer, by the caller: the agent's (or dropped)
+        // from here on, whatever the result.
+        let signer = unsafe { tessera_signer::take(signer) };
+        non_null!(memory, out);
+        if len < core::mem::size_of::<tessera_agent>() {
+            return TESSERA_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: the caller's promise for the rest.
+        match unsafe { build_agent(config, signer, chain, error, error_len, false) } {
+            // SAFETY: the caller's promise for (memory, len).
+            Ok(agent) => unsafe { place_handle(memory, len, agent, out) },
+            Err(code) => code,
+        }
+    })
+}
+
+/// Frees the agent and its signer (an agent made by `tessera_agent_init`
+/// leaves its memory free for reuse). NULL is a no-op.
 ///
 /// # Safety
 /// `agent` must be NULL or a live agent, not used again.
@@ -678,7 +862,7 @@ pub unsafe extern "C" fn tessera_agent_new(
 pub unsafe extern "C" fn tessera_agent_free(agent: *mut tessera_agent) {
     // SAFETY: the caller's promise.
     guard(|| unsafe {
-        free_handle(agent);
+        free_any(agent);
         TESSERA_OK
     });
 }

@@ -132,6 +132,7 @@ pub(crate) unsafe fn take_handle<T>(ptr: *mut T) -> T {
 ///
 /// # Safety
 /// `ptr` must be NULL or come from `new_handle` and not be used again.
+#[cfg(feature = "std")]
 pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
     #[cfg(feature = "std")]
     if !ptr.is_null() {
@@ -140,4 +141,80 @@ pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
     }
     #[cfg(not(feature = "std"))]
     let _ = ptr;
+}
+
+/// A handle that lives either on the library's heap (made by a `_new`
+/// function) or in memory its caller gave (made by an `_init` function, the
+/// bare-metal way: no allocator).
+pub(crate) trait Placeable: Sized {
+    /// Whether it was put on the heap by [`new_handle`].
+    fn on_heap(&self) -> bool;
+}
+
+/// Bytes of memory an `_init` function needs for a `T`, whatever the
+/// alignment of the memory given.
+pub(crate) const fn footprint<T>() -> usize {
+    core::mem::size_of::<T>() + core::mem::align_of::<T>() - 1
+}
+
+/// Moves `value` into the caller's `(memory, len)`, aligned, and writes its
+/// address to `out` (checked non-NULL by the caller of this helper).
+/// `TESSERA_BUFFER_TOO_SMALL` when it does not fit ([`footprint`] always
+/// does).
+///
+/// # Safety
+/// `memory` must be NULL or `len` writable bytes that stay valid, and are
+/// not used otherwise, until the handle is freed.
+pub(crate) unsafe fn place_handle<T>(
+    memory: *mut core::ffi::c_void,
+    len: usize,
+    value: T,
+    out: *mut *mut T,
+) -> tessera_result {
+    if memory.is_null() {
+        return crate::TESSERA_NULL_ARGUMENT;
+    }
+    let skip = (memory as *mut u8).align_offset(core::mem::align_of::<T>());
+    if skip == usize::MAX || len < skip || len - skip < core::mem::size_of::<T>() {
+        return crate::TESSERA_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: `skip` is within the caller's `len` bytes.
+    let ptr = unsafe { (memory as *mut u8).add(skip) } as *mut T;
+    // SAFETY: aligned, and `size_of::<T>()` writable bytes remain, by the
+    // caller's promise; `out` checked non-NULL by the caller of this helper.
+    unsafe {
+        ptr.write(value);
+        out.write(ptr);
+    }
+    crate::TESSERA_OK
+}
+
+/// Takes the value out of a handle, wherever it lives; the handle is gone
+/// (its caller memory may be reused).
+///
+/// # Safety
+/// `ptr` must be a live handle made by [`new_handle`] or [`place_handle`],
+/// not used again.
+pub(crate) unsafe fn take_any<T: Placeable>(ptr: *mut T) -> T {
+    // SAFETY: a live handle, by the caller.
+    if unsafe { &*ptr }.on_heap() {
+        #[cfg(feature = "std")]
+        // SAFETY: made by `new_handle` (Box::into_raw), taken once.
+        return unsafe { take_handle(ptr) };
+    }
+    // SAFETY: a live value in the caller's memory, read once; the caller
+    // does not use or drop it again.
+    unsafe { ptr.read() }
+}
+
+/// Frees a handle wherever it lives; NULL is a no-op.
+///
+/// # Safety
+/// `ptr` must be NULL or a live handle made by [`new_handle`] or
+/// [`place_handle`], not used again.
+pub(crate) unsafe fn free_any<T: Placeable>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: the caller's promise.
+        drop(unsafe { take_any(ptr) });
+    }
 }

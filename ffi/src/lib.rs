@@ -23,6 +23,9 @@
 
 mod boundary;
 
+#[cfg(all(not(feature = "std"), target_os = "none"))]
+mod bare_metal;
+
 pub mod agent;
 /// The Vulkan dispatcher: devices, benchmark, kernel jobs.
 #[cfg(feature = "runtime")]

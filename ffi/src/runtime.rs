@@ -341,7 +341,7 @@ pub unsafe extern "C" fn tessera_runtime_new(
         non_null!(signer);
         // SAFETY: a live signer from `new_handle`, by the caller; it is the
         // runtime's (or dropped) from here on, whatever the result.
-        let signer = unsafe { crate::boundary::take_handle(signer) }.inner;
+        let signer = unsafe { tessera_signer::take(signer) };
         non_null!(config, out);
         // SAFETY: non-NULL and valid, by the caller.
         let c = unsafe { &*config };

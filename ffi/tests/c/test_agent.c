@@ -498,8 +498,52 @@ static void test_session(void) {
     tessera_signer_free(key);
 }
 
+/* The bare-metal way: signer and agent in memory the program gives,
+ * deliberately misaligned by one byte (the footprint covers it). */
+static void test_in_place(void) {
+    static unsigned char signer_mem[1024];
+    static unsigned char agent_mem[80 * 1024];
+    tessera_agent_config c = device_config();
+    tessera_signer *s = NULL;
+    tessera_agent *a = NULL;
+    uint32_t state = 0;
+    size_t need_signer = tessera_signer_footprint();
+    size_t need_agent = tessera_agent_footprint();
+
+    CHECK(need_signer > 0 && need_signer + 1 <= sizeof signer_mem);
+    CHECK(need_agent > 30000 && need_agent + 1 <= sizeof agent_mem);
+    CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, 8, SEED, &s),
+               TESSERA_BUFFER_TOO_SMALL);
+    CHECK_CODE(tessera_signer_init_from_seed(NULL, need_signer, SEED, &s),
+               TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, need_signer,
+                                             SEED, &s),
+               TESSERA_OK);
+    CHECK((unsigned char *)s >= signer_mem + 1 &&
+          (unsigned char *)s < signer_mem + 1 + need_signer);
+    /* Too little memory for the agent: the signer is taken all the same. */
+    CHECK_CODE(tessera_agent_init(agent_mem + 1, 100, &c, s, NULL, NULL, 0,
+                                  &a),
+               TESSERA_BUFFER_TOO_SMALL);
+    CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, need_signer,
+                                             SEED, &s),
+               TESSERA_OK);
+    CHECK_CODE(tessera_agent_init(agent_mem + 1, need_agent, &c, s, NULL, NULL,
+                                  0, &a),
+               TESSERA_OK);
+    CHECK((unsigned char *)a >= agent_mem + 1 &&
+          (unsigned char *)a < agent_mem + 1 + need_agent);
+    CHECK_CODE(tessera_agent_connect(a, 1), TESSERA_OK);
+    CHECK_CODE(tessera_agent_state(a, &state), TESSERA_OK);
+    CHECK(state == TESSERA_CONN_AWAITING_WELCOME);
+    /* Freed in place: nothing goes back to the C heap (valgrind would
+     * report a free of static memory). */
+    tessera_agent_free(a);
+}
+
 int main(void) {
     test_version_and_text();
+    test_in_place();
     test_signers();
     test_config_errors();
     test_session();
