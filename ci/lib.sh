@@ -33,10 +33,11 @@ need_py() {
 step() { printf '\n== %s\n' "$*"; }
 
 # Installs a cargo tool at an exact version when it is missing or another
-# version (tools that take long to build are built only then).
+# version (tools that take long to build are built only then). The third
+# argument names its program when that is not the package's name.
 need_cargo_tool() {
-  local tool=$1 version=$2
-  if "$tool" --version 2>/dev/null | grep -qF " $version"; then return 0; fi
+  local tool=$1 version=$2 program=${3:-$1}
+  if "$program" --version 2>/dev/null | grep -qF " $version"; then return 0; fi
   echo "ci: installing $tool $version"
   cargo install --quiet --locked "$tool" --version "$version"
 }

@@ -1,5 +1,5 @@
 # CMake package configuration of the Tessera C library, installed by
-# `cargo cinstall -p tessera-ffi` to PREFIX/share/tessera/cmake. With PREFIX
+# `cargo cinstall -p tessera-ffi` to PREFIX/share/cmake/tessera. With PREFIX
 # in CMAKE_PREFIX_PATH:
 #
 #   find_package(tessera REQUIRED)
