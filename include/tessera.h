@@ -2323,13 +2323,16 @@ tessera_result tessera_runtime_wait(tessera_runtime *runtime);
 #if defined(TESSERA_HOSTED)
 /**
  * Asks the runtime to drain: finish the jobs it holds, take no new ones,
- * say goodbye; it stops anyway after `timeout_ms` (leaving unacknowledged
- * results in the store for the next start). Any thread may call it.
+ * say goodbye; it stops anyway `timeout_ms` after the drain starts (0: the
+ * configured `drain_timeout_ms`), leaving unacknowledged results in the
+ * store for the next start. Any thread may call it; a second call before
+ * the drain started changes the deadline.
  *
  * # Safety
  * `runtime` a live runtime.
  */
-tessera_result tessera_runtime_drain(const tessera_runtime *runtime);
+tessera_result tessera_runtime_drain(const tessera_runtime *runtime,
+                                     uint64_t timeout_ms);
 #endif
 
 #if defined(TESSERA_HOSTED)

@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
         int sig = sigtimedwait(&signals, NULL, &every);
         if (sig == SIGINT || sig == SIGTERM) {
             fprintf(stderr, "provider: draining (signal %d)\n", sig);
-            tessera_runtime_drain(runtime);
+            tessera_runtime_drain(runtime, 0);
             break;
         }
         if (tessera_runtime_status(runtime, &status) == TESSERA_OK &&

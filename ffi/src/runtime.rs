@@ -14,7 +14,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,6 +44,8 @@ enum Mode {
 struct Shared {
     status: Mutex<Status>,
     accepting: AtomicBool,
+    /// A drain deadline the host asked for, in milliseconds (0: none).
+    drain_timeout_ms: AtomicU64,
     last_error: Mutex<String>,
 }
 
@@ -71,6 +73,10 @@ fn step(
     max_wait: Option<Duration>,
 ) -> tessera_result {
     rt.set_accepting_jobs(shared.accepting.load(Ordering::SeqCst));
+    let drain_ms = shared.drain_timeout_ms.swap(0, Ordering::SeqCst);
+    if drain_ms > 0 {
+        rt.set_drain_timeout(Duration::from_millis(drain_ms));
+    }
     let r = match rt.step(max_wait) {
         Ok(()) => TESSERA_OK,
         Err(e) => {
@@ -92,6 +98,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
     let shared = Arc::new(Shared {
         status: Mutex::new(rt.status()),
         accepting: AtomicBool::new(true),
+        drain_timeout_ms: AtomicU64::new(0),
         last_error: Mutex::new(String::new()),
     });
     new_handle(
@@ -569,14 +576,24 @@ pub unsafe extern "C" fn tessera_runtime_wait(runtime: *mut tessera_runtime) -> 
 }
 
 /// Asks the runtime to drain: finish the jobs it holds, take no new ones,
-/// say goodbye; it stops anyway after `timeout_ms` (leaving unacknowledged
-/// results in the store for the next start). Any thread may call it.
+/// say goodbye; it stops anyway `timeout_ms` after the drain starts (0: the
+/// configured `drain_timeout_ms`), leaving unacknowledged results in the
+/// store for the next start. Any thread may call it; a second call before
+/// the drain started changes the deadline.
 ///
 /// # Safety
 /// `runtime` a live runtime.
 #[no_mangle]
-pub unsafe extern "C" fn tessera_runtime_drain(runtime: *const tessera_runtime) -> tessera_result {
+pub unsafe extern "C" fn tessera_runtime_drain(
+    runtime: *const tessera_runtime,
+    timeout_ms: u64,
+) -> tessera_result {
     let f = |r: &tessera_runtime| {
+        if timeout_ms > 0 {
+            r.shared
+                .drain_timeout_ms
+                .store(timeout_ms, Ordering::SeqCst);
+        }
         r.drain.drain();
         TESSERA_OK
     };

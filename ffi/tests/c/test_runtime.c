@@ -120,7 +120,7 @@ static void test_config_errors(void) {
     CHECK_CODE(tessera_runtime_step(NULL, 0), TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_runtime_start(NULL), TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_runtime_wait(NULL), TESSERA_NULL_ARGUMENT);
-    CHECK_CODE(tessera_runtime_drain(NULL), TESSERA_NULL_ARGUMENT);
+    CHECK_CODE(tessera_runtime_drain(NULL, 0), TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_runtime_set_accepting_jobs(NULL, true),
                TESSERA_NULL_ARGUMENT);
     tessera_runtime_free(NULL);
@@ -206,7 +206,7 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_IN_USE);
     CHECK_CODE(tessera_runtime_next_wakeup(rt, &wake), TESSERA_IN_USE);
     CHECK_CODE(tessera_runtime_status(rt, &st), TESSERA_OK);
-    CHECK_CODE(tessera_runtime_drain(rt), TESSERA_OK);
+    CHECK_CODE(tessera_runtime_drain(rt, 200), TESSERA_OK);
     CHECK_CODE(tessera_runtime_wait(rt), TESSERA_OK);
     CHECK_CODE(tessera_runtime_status(rt, &st), TESSERA_OK);
     CHECK(st.finished);
@@ -214,7 +214,7 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_STOPPED);
     CHECK_CODE(tessera_runtime_start(rt), TESSERA_STOPPED);
     CHECK_CODE(tessera_runtime_wait(rt), TESSERA_STOPPED);
-    CHECK_CODE(tessera_runtime_drain(rt), TESSERA_OK);
+    CHECK_CODE(tessera_runtime_drain(rt, 0), TESSERA_OK);
 }
 
 int main(void) {
