@@ -24,6 +24,9 @@
 mod boundary;
 
 pub mod agent;
+/// The C++ API's bridge (`include/tessera.hpp`).
+#[cfg(feature = "cpp")]
+mod cpp;
 /// The Vulkan dispatcher: devices, benchmark, kernel jobs.
 #[cfg(feature = "runtime")]
 pub mod dispatcher;
