@@ -1782,3 +1782,114 @@ fn key_id_of(public_key: &[u8]) -> Res<[u8; 16]> {
     let pk = array::<32>(public_key, "public_key")?;
     Ok(attest::key_id(&pk))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_code_then_words() {
+        let e = CppError::new(codes::VERIFY_BAD_SIGNATURE, "no");
+        assert_eq!(e.to_string(), "[402] no");
+        let e = CppError::code(codes::UNKNOWN_JOB);
+        assert!(e.to_string().starts_with("[102] "), "{e}");
+        let e: CppError =
+            tessera_core::Error::Usage(tessera_core::UsageError::UnknownJob(7)).into();
+        assert!(
+            e.to_string().starts_with("[102] ") && e.to_string().contains('7'),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_panic_comes_back_as_code_6() {
+        let r: Res<()> = guard(|| panic!("boom"));
+        assert_eq!(r.map_err(|e| e.code), Err(codes::PANIC));
+    }
+
+    #[test]
+    fn the_default_config_is_the_core_default() {
+        let c = core_config(&agent_config_default()).unwrap();
+        assert_eq!(c.policy, CorePolicy::default());
+        assert_eq!(c.capabilities, DeviceCapabilities::default());
+        assert!(!c.persist_results);
+        let mut bad = agent_config_default();
+        bad.policy.max_concurrent = 256;
+        assert_eq!(
+            core_config(&bad).err().map(|e| e.code),
+            Some(codes::INVALID_CONFIG)
+        );
+        bad = agent_config_default();
+        bad.device.name = "x".repeat(65);
+        assert_eq!(
+            core_config(&bad).err().map(|e| e.code),
+            Some(codes::INVALID_CONFIG)
+        );
+    }
+
+    #[test]
+    fn kernel_hash_is_the_core_hash_and_refuses_what_no_job_carries() {
+        let spec = [SpecConstant { id: 0, value: 64 }];
+        let buffers = [BufferSpec {
+            binding: 1,
+            len: 4096,
+            init_len: 0,
+            readback: true,
+        }];
+        let ours = kernel_hash(&[0x11; 32], "main", &spec, &[1, 2], [4, 1, 1], &buffers).unwrap();
+        let layout = [tessera_core::wire::BufferSpec {
+            binding: 1,
+            len: 4096,
+            init_len: 0,
+            readback: true,
+        }];
+        let core =
+            attest::kernel_hash(&[0x11; 32], "main", &[(0, 64)], &[1, 2], [4, 1, 1], &layout);
+        assert_eq!(ours, core);
+        let code = |r: Res<[u8; 32]>| r.err().map(|e| e.code);
+        let invalid = Some(codes::INVALID_ARGUMENT);
+        assert_eq!(
+            code(kernel_hash(&[0; 31], "main", &[], &[], [1; 3], &[])),
+            invalid
+        );
+        let long = "m".repeat(MAX_ENTRY_POINT + 1);
+        assert_eq!(
+            code(kernel_hash(&[0; 32], &long, &[], &[], [1; 3], &[])),
+            invalid
+        );
+        let push = [0u8; MAX_PUSH_CONSTANTS + 1];
+        assert_eq!(
+            code(kernel_hash(&[0; 32], "main", &[], &push, [1; 3], &[])),
+            invalid
+        );
+        let nine = [buffers[0]; MAX_BUFFERS + 1];
+        assert_eq!(
+            code(kernel_hash(&[0; 32], "main", &[], &[], [1; 3], &nine)),
+            invalid
+        );
+    }
+
+    #[test]
+    fn keys_and_receipts_check_their_lengths() {
+        let pk = seed_public_key(&[3; 32]).unwrap();
+        assert_eq!(key_id_of(&pk).unwrap(), attest::key_id(&pk));
+        assert_eq!(
+            seed_public_key(&[3; 31]).err().map(|e| e.code),
+            Some(codes::INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            verify_receipt(&[0; 10], &pk[..5]).err().map(|e| e.code),
+            Some(codes::INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            verify_receipt(&[0; 10], &pk).err().map(|e| e.code),
+            Some(codes::VERIFY_MALFORMED)
+        );
+        let doc = generate_key().unwrap();
+        assert_eq!(key_public(&doc).unwrap().len(), 32);
+        assert_eq!(
+            key_public(&doc[1..]).err().map(|e| e.code),
+            Some(codes::KEY_REJECTED)
+        );
+    }
+}
