@@ -7,7 +7,9 @@
  *   ChainVerifier, kernel_hash, result_hash, result_seal, merkle_root and
  *   the key functions, byte for byte what the vectors record;
  * - Agent: a session up to an accepted offer with frames from the shared
- *   wire vectors, and every call in the wrong order;
+ *   wire vectors, and every call in the wrong order; then a whole job with
+ *   frames encoded here (docs/PROTOCOL.md), its receipt checked with the
+ *   verification functions against what the host sent and received;
  * - Dispatcher: devices, a saxpy kernel checked element by element, a
  *   kernel the gate refuses, one stopped at its time limit (lavapipe in CI);
  * - Runtime: from the operator's TOML file, stepped from this program's loop
@@ -22,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -660,6 +663,231 @@ void test_agent_session()
     a.handle_timeout(now + microseconds(4));
 }
 
+/* A coordinator's frames, encoded as docs/PROTOCOL.md says ("Encoding"). */
+struct Body {
+    std::vector<std::uint8_t> bytes;
+
+    Body &varint(std::uint64_t v)
+    {
+        while (v >= 0x80) {
+            bytes.push_back(static_cast<std::uint8_t>(v | 0x80));
+            v >>= 7;
+        }
+        bytes.push_back(static_cast<std::uint8_t>(v));
+        return *this;
+    }
+    Body &byte(std::uint8_t b)
+    {
+        bytes.push_back(b);
+        return *this;
+    }
+    Body &raw(tessera::bytes_view b)
+    {
+        bytes.insert(bytes.end(), b.begin(), b.end());
+        return *this;
+    }
+    Body &blob(tessera::bytes_view b) { return varint(b.size()).raw(b); }
+
+    /* The frame: magic "TS", version 1, type, body length (u32 LE), body. */
+    std::vector<std::uint8_t> frame(std::uint8_t type) const
+    {
+        std::vector<std::uint8_t> f{'T', 'S', 1, type};
+        const auto n = static_cast<std::uint32_t>(bytes.size());
+        for (int i = 0; i < 4; i++)
+            f.push_back(static_cast<std::uint8_t>(n >> (8 * i)));
+        f.insert(f.end(), bytes.begin(), bytes.end());
+        return f;
+    }
+};
+
+std::uint64_t read_varint(const std::vector<std::uint8_t> &b, std::size_t &at)
+{
+    std::uint64_t v = 0;
+    for (int shift = 0; at < b.size() && shift < 64; shift += 7) {
+        const std::uint8_t x = b[at++];
+        v |= static_cast<std::uint64_t>(x & 0x7F) << shift;
+        if (!(x & 0x80))
+            break;
+    }
+    return v;
+}
+
+/* Every frame the agent has to send now (a transmit may hold several). */
+std::vector<std::vector<std::uint8_t>> transmits(tessera::Agent &a, tessera::Micros now)
+{
+    std::vector<std::uint8_t> stream, buf(tessera::max_frame);
+    while (auto n = a.poll_transmit(now, buf))
+        stream.insert(stream.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*n));
+    std::vector<std::vector<std::uint8_t>> frames;
+    std::size_t at = 0;
+    while (stream.size() - at >= 8) {
+        const std::size_t len = stream[at + 4] | (stream[at + 5] << 8) |
+                                (static_cast<std::size_t>(stream[at + 6]) << 16) |
+                                (static_cast<std::size_t>(stream[at + 7]) << 24);
+        if (stream.size() - at - 8 < len)
+            break;
+        const auto begin = stream.begin() + static_cast<std::ptrdiff_t>(at);
+        frames.emplace_back(begin, begin + static_cast<std::ptrdiff_t>(8 + len));
+        at += 8 + len;
+    }
+    CHECK(at == stream.size());
+    return frames;
+}
+
+/* The byte string at the end of a frame whose body is `varint job, blob`. */
+std::vector<std::uint8_t> trailing_blob(const std::vector<std::uint8_t> &frame, bool has_job)
+{
+    std::size_t at = 8;
+    if (has_job)
+        read_varint(frame, at);
+    const std::uint64_t len = read_varint(frame, at);
+    if (at + len != frame.size())
+        return {};
+    return std::vector<std::uint8_t>(frame.begin() + static_cast<std::ptrdiff_t>(at), frame.end());
+}
+
+/* A whole job on the sans-IO agent, the host's side played here: assignment,
+ * kernel and input chunks read through input()/read_input(), the outputs
+ * sent, the receipt signed, stored (persist_results) and checked with the
+ * verification functions, byte for byte what the host computes itself; the
+ * acknowledgement; the stored record given to a new agent. */
+void test_agent_job()
+{
+    using namespace std::chrono;
+    tessera::AgentConfig config = device_config();
+    config.persist_results = true;
+    config.policy.price_base = 100;
+    tessera::Agent a = tessera::Agent::from_seed(config, SEED);
+    const tessera::PublicKey pk = tessera::seed_public_key(SEED);
+    tessera::Micros now(5000000);
+
+    a.connect(now);
+    CHECK(drain_transmit(a, now) == 1);
+    const std::vector<std::uint8_t> welcome = unhex(WELCOME);
+    a.handle_input(now, welcome);
+    std::vector<std::uint8_t> evidence;
+    for (const auto &f : transmits(a, now))
+        if (f[3] == 0x03)
+            evidence = trailing_blob(f, false);
+    /* Welcome: version 1, then the 32-byte challenge. */
+    const tessera::bytes_view challenge(welcome.data() + 9, 32);
+    const tessera::EvidenceInfo ev = tessera::verify_evidence(evidence, challenge);
+    CHECK(ev.public_key == pk && ev.device.name == "C++ test GPU");
+    CHECK(ev.chain == tessera::first_chain());
+    feed(a, now, READY);
+    CHECK(a.poll_event()->kind == tessera::EventKind::Ready);
+    feed(a, now, JOB_OFFER); /* job 1 */
+    CHECK(drain_transmit(a, now) == 0x11);
+
+    /* The job: a 128-byte "kernel" (the agent does not look inside), 16 input
+     * bytes in buffer 0 (binding 0), 32 output bytes from buffer 1 (binding 2). */
+    std::vector<std::uint8_t> kernel(128), input(16), output(32);
+    for (std::size_t i = 0; i < kernel.size(); i++)
+        kernel[i] = static_cast<std::uint8_t>(i * 7);
+    for (std::size_t i = 0; i < input.size(); i++)
+        input[i] = static_cast<std::uint8_t>(100 + i);
+    for (std::size_t i = 0; i < output.size(); i++)
+        output[i] = static_cast<std::uint8_t>(200 + i);
+    std::array<std::uint8_t, 32> nonce;
+    nonce.fill(0x42);
+    const std::vector<tessera::BufferSpec> layout{{0, 16, 16, false}, {2, 32, 0, true}};
+    Body assign;
+    assign.varint(1).raw(nonce).varint(kernel.size()).raw(tessera::merkle_root(kernel));
+    assign.blob(tessera::bytes_view(reinterpret_cast<const std::uint8_t *>("main"), 4));
+    assign.varint(0).varint(0).varint(1).varint(1).varint(1).varint(layout.size());
+    for (const auto &b : layout)
+        assign.varint(b.binding).varint(b.len).varint(b.init_len).byte(b.readback ? 1 : 0);
+    assign.raw(tessera::merkle_root(input));
+    a.handle_input(now, assign.frame(0x13));
+    auto e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::JobAssigned && e->job == 1);
+    tessera::JobInfo info = a.job_info(1);
+    CHECK(info.state == tessera::JobState::Receiving && info.assigned);
+    CHECK(info.kernel_len == 128 && info.entry_point == "main" && info.grid[0] == 1);
+    CHECK(info.buffers.size() == 2 && info.buffers[1].binding == 2 && info.buffers[1].readback);
+    CHECK(info.specialization.empty() && info.push_constants.empty());
+    CHECK(info.requester_nonce == nonce);
+
+    /* The kernel's chunk, then buffer 0's: each read before the next input. */
+    Body chunk;
+    chunk.varint(1).byte(0).varint(0).raw(tessera::merkle_root(kernel)).blob(kernel);
+    a.handle_input(now, chunk.frame(0x14));
+    e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::JobData && e->stream == 0 && e->offset == 0 &&
+          e->len == 128);
+    const tessera::bytes_view got = a.input(1);
+    CHECK(got.size() == 128 && std::equal(got.begin(), got.end(), kernel.begin()));
+    std::vector<std::uint8_t> copy(tessera::chunk_size);
+    CHECK(a.read_input(1, copy) == 128 && std::equal(kernel.begin(), kernel.end(), copy.begin()));
+    std::vector<std::uint8_t> small(10);
+    CHECK_CODE(a.read_input(1, small), tessera::code::buffer_too_small);
+    Body chunk1;
+    chunk1.varint(1).byte(1).varint(0).raw(tessera::merkle_root(input)).blob(input);
+    a.handle_input(now, chunk1.frame(0x14));
+    e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::JobData && e->stream == 1 && e->len == 16);
+    CHECK(a.read_input(1, copy) == 16 && std::equal(input.begin(), input.end(), copy.begin()));
+    e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::RunJob && e->job == 1);
+    CHECK(drain_transmit(a, now) == 0x15); /* Started */
+    CHECK(a.job_info(1).state == tessera::JobState::Running);
+
+    /* The host ran it: progress, outputs (buffer 1, the read-back one), the
+     * receipt. */
+    now += milliseconds(3);
+    a.report_progress(now, 1, 500);
+    CHECK_CODE(a.send_output(now, 1, 0, output), TESSERA_OUTPUT_OUT_OF_ORDER);
+    CHECK(a.send_output(now, 1, 1, output) == output.size());
+    CHECK(a.job_info(1).state == tessera::JobState::Uploading);
+    const tessera::Usage usage{2500, 1, 0, 0};
+    a.finish_job(now, 1, usage);
+    e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::PersistResult && e->job == 1);
+    const std::vector<std::uint8_t> record = a.result_record(1);
+    CHECK(!record.empty() && record.size() <= TESSERA_MAX_RECORD_BYTES);
+    a.confirm_persisted(now, 1);
+    std::vector<std::uint8_t> receipt;
+    for (const auto &f : transmits(a, now))
+        if (f[3] == 0x1B)
+            receipt = trailing_blob(f, true);
+    CHECK(receipt.size() == TESSERA_RECEIPT_LEN);
+    CHECK(a.chain().next_sequence == 2 && a.chain().prev_hash == tessera::receipt_hash(receipt));
+
+    /* The receipt binds what the host sent and received, byte for byte. */
+    const tessera::ReceiptInfo r = tessera::verify_receipt(receipt, pk);
+    CHECK(r.status == 0 && r.job == 1 && r.sequence == 1 && r.requester_nonce == nonce);
+    const tessera::Digest kh = tessera::kernel_hash(tessera::merkle_root(kernel), "main", {}, {},
+                                                    {{1, 1, 1}}, layout);
+    CHECK(r.kernel_hash == kh);
+    CHECK(r.input_root == tessera::merkle_root(input));
+    CHECK(r.output_root == tessera::merkle_root(output) && r.output_len == 32);
+    CHECK(r.result_hash == tessera::result_hash(kh, r.input_root, r.output_root, 32));
+    CHECK(r.result_seal == tessera::result_seal(pk, 1, r.result_hash));
+    CHECK(r.evidence_hash == tessera::evidence_hash(evidence));
+    CHECK(r.key_id == a.key_id() && r.usage.gpu_time_us == 2500 && r.usage.bytes_out == 32);
+    CHECK(r.usage.bytes_in == 128 + 16 && r.price >= 100);
+    tessera::ChainVerifier verifier(pk);
+    CHECK(verifier.verify_next(receipt, nonce).sequence == 1);
+    CHECK(verifier.chain() == a.chain());
+
+    /* The coordinator holds it. */
+    Body ack;
+    ack.varint(1);
+    a.handle_input(now, ack.frame(0x1C));
+    e = a.poll_event();
+    CHECK(e && e->kind == tessera::EventKind::ResultAcknowledged && e->job == 1);
+    CHECK(a.stats().jobs_completed == 1 && a.stats().earnings == r.price);
+    CHECK(a.active_jobs() == 0);
+    CHECK_CODE(a.job_info(1), tessera::code::unknown_job);
+
+    /* After a restart: the stored record, given back, is held again. */
+    tessera::Agent b = tessera::Agent::from_seed(config, SEED, a.chain());
+    b.restore_result(record);
+    CHECK(b.active_jobs() == 1 && b.job_info(1).state == tessera::JobState::AwaitingAck);
+    CHECK(b.result_record(1) == record);
+    CHECK_CODE(b.restore_result(record), tessera::code::invalid_job_state);
+}
+
 /* ----- the dispatcher --------------------------------------------------------------- */
 
 void test_dispatcher()
@@ -903,6 +1131,7 @@ int main()
     test_merkle();
     test_agent_config_errors();
     test_agent_session();
+    test_agent_job();
     test_dispatcher();
     test_runtime();
     std::printf("test_cpp: %u checks, %u failed\n", checks, failures);
