@@ -1,5 +1,5 @@
 # CMake package configuration of the Tessera C library, installed by
-# `cargo cinstall -p tessera-ffi` to PREFIX/share/cmake/tessera. With PREFIX
+# `cargo cinstall -p tessera-ffi` to PREFIX/share/tessera/cmake. With PREFIX
 # in CMAKE_PREFIX_PATH:
 #
 #   find_package(tessera REQUIRED)
@@ -8,7 +8,9 @@
 # tessera::tessera is the shared library (libtessera.so) with its header;
 # tessera::static the static one (libtessera.a) with the system libraries it
 # needs. Both come from the pkg-config file installed beside the library, so
-# CMake and pkg-config users link the same way.
+# CMake and pkg-config users link the same way. tessera::cxx is the C++17 API
+# (tessera.hpp): the static library, since the C++ half of its cxx bridge is
+# in libtessera.a only (a Rust cdylib exports only what Rust defines).
 cmake_minimum_required(VERSION 3.16)
 
 get_filename_component(_tessera_prefix "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
@@ -57,6 +59,13 @@ if(NOT TARGET tessera::static AND _tessera_static)
     IMPORTED_LOCATION "${_tessera_static}"
     INTERFACE_INCLUDE_DIRECTORIES "${_TESSERA_INCLUDE_DIRS}"
     INTERFACE_LINK_LIBRARIES "${_tessera_private}")
+endif()
+
+if(NOT TARGET tessera::cxx AND TARGET tessera::static)
+  add_library(tessera::cxx INTERFACE IMPORTED)
+  set_target_properties(tessera::cxx PROPERTIES
+    INTERFACE_LINK_LIBRARIES tessera::static
+    INTERFACE_COMPILE_FEATURES cxx_std_17)
 endif()
 
 set(tessera_VERSION "${_TESSERA_VERSION}")

@@ -1089,7 +1089,7 @@ pub struct tessera_event {
     pub code: u32,
 }
 
-fn event_to_c(e: Event) -> tessera_event {
+pub(crate) fn event_to_c(e: Event) -> tessera_event {
     let mut c = tessera_event::default();
     match e {
         Event::Ready => c.kind = TESSERA_EVENT_READY,

@@ -27,6 +27,9 @@ mod boundary;
 mod bare_metal;
 
 pub mod agent;
+/// The C++ API's bridge (`include/tessera.hpp`).
+#[cfg(feature = "cpp")]
+mod cpp;
 /// The Vulkan dispatcher: devices, benchmark, kernel jobs.
 #[cfg(feature = "runtime")]
 pub mod dispatcher;

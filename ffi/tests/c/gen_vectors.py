@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Turns the shared test vectors (core/tests/vectors/*.json) into a C header
-of byte arrays and expected results, for test_verify.c.
+of byte arrays and expected results, for test_verify.c (and, through the C
+file ffi/tests/cpp/vectors.c, for the C++ test: with TESSERA_VECTOR_TYPES_ONLY
+defined the header declares the types only, since C++17 has no designated
+initializers).
 
     python3 ffi/tests/c/gen_vectors.py core/tests/vectors OUT/vectors.h
 
@@ -399,6 +402,8 @@ def main():
     h.add()
     h.add('#include "tessera.h"')
     h.add(TYPES)
+    h.add("#ifndef TESSERA_VECTOR_TYPES_ONLY")
+    h.add()
     keys(h, load("keys.json"))
     h.add()
     evidence(h, load("evidence.json"))
@@ -408,6 +413,8 @@ def main():
     merkle(h, load("merkle.json"))
     h.add()
     h.add("#define VECTOR_COUNT(a) (sizeof(a) / sizeof((a)[0]))")
+    h.add()
+    h.add("#endif /* TESSERA_VECTOR_TYPES_ONLY */")
     h.add()
     h.add("#endif /* TESSERA_TEST_VECTORS_H */")
     with open(dst, "w", encoding="utf-8") as f:
