@@ -20,6 +20,9 @@
  *   TESSERA_PANIC, after which the handle should be freed.
  * - Structs that may grow carry their size in a first `size` field: fill
  *   them with their _default function, or set size to sizeof the struct.
+ * - A bool field the caller fills holds false or true: a struct whose bool
+ *   holds another byte is refused (TESSERA_INVALID_ARGUMENT, or
+ *   TESSERA_INVALID_CONFIG for a configuration).
  * - Drain loops end with TESSERA_NOTHING.
  */
 

@@ -495,7 +495,7 @@ pub struct tessera_agent_config {
     pub policy: tessera_policy,
     /// Hold each signed result back until the host stored it
     /// (`TESSERA_EVENT_PERSIST_RESULT`, then `tessera_agent_confirm_persisted`).
-    pub persist_results: bool,
+    pub persist_results: CBool,
 }
 
 /// Fills `out` with the defaults (and its `size`): the library's version, a
@@ -549,7 +549,7 @@ pub unsafe extern "C" fn tessera_agent_config_default(
                 heartbeat_interval_ms: p.heartbeat_interval.micros / 1000,
                 peer_timeout_ms: p.peer_timeout.micros / 1000,
             },
-            persist_results: false,
+            persist_results: CBool::FALSE,
         };
         // SAFETY: non-NULL and valid for a write, by the caller.
         unsafe { out.write(config) };
@@ -580,6 +580,10 @@ unsafe fn config_from_c(c: &tessera_agent_config) -> Result<Config, (&'static st
     };
     let max_concurrent = u8::try_from(c.policy.max_concurrent)
         .map_err(|_| ("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)"))?;
+    let persist_results = c
+        .persist_results
+        .get()
+        .ok_or(("persist_results", "must be false or true"))?;
     let ms = |v: u64| Duration::from_micros(v.saturating_mul(1000));
     let d = &c.device;
     Ok(Config {
@@ -618,7 +622,7 @@ unsafe fn config_from_c(c: &tessera_agent_config) -> Result<Config, (&'static st
             heartbeat_interval: ms(c.policy.heartbeat_interval_ms),
             peer_timeout: ms(c.policy.peer_timeout_ms),
         },
-        persist_results: c.persist_results,
+        persist_results,
     })
 }
 
@@ -1286,7 +1290,7 @@ pub struct tessera_buffer_spec {
     /// Bytes of initial contents sent as input (the rest is zero).
     pub init_len: u64,
     /// Whether it is returned as an output.
-    pub readback: bool,
+    pub readback: CBool,
 }
 
 /// Writes what the agent knows of `job` into `out`.
@@ -1372,7 +1376,7 @@ pub unsafe extern "C" fn tessera_agent_job_buffer(
                 binding: b.binding,
                 len: b.len,
                 init_len: b.init_len,
-                readback: b.readback,
+                readback: b.readback.into(),
             })
         };
         TESSERA_OK

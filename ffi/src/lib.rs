@@ -16,6 +16,9 @@
 //!   `TESSERA_PANIC` (after which the handle should be freed).
 //! - Structs that may grow carry their size in a first `size` field: set it to
 //!   `sizeof` the struct, or fill the struct with its `_default` function.
+//! - A `bool` field the caller fills holds `false` or `true`: a struct whose
+//!   `bool` holds another byte is refused (`TESSERA_INVALID_ARGUMENT`, or
+//!   `TESSERA_INVALID_CONFIG` for a configuration); see [`CBool`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![allow(non_camel_case_types)]
 #![warn(missing_docs)]
@@ -41,6 +44,36 @@ use boundary::guard;
 
 /// A result code: `TESSERA_OK` (0) or a code from `docs/CODES.md`.
 pub type tessera_result = u32;
+
+/// A `bool` field of a struct the caller fills (`bool` in the header): one
+/// byte, 0 or 1. The library reads it as a byte, so that any other value
+/// (raw bytes from a binding, a `memset`, a file) is refused with a result
+/// code; read as a Rust `bool` it would be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CBool(u8);
+
+impl CBool {
+    /// `false`.
+    pub const FALSE: CBool = CBool(0);
+    /// `true`.
+    pub const TRUE: CBool = CBool(1);
+
+    /// The value; `None` for a byte that is neither 0 nor 1.
+    pub fn get(self) -> Option<bool> {
+        match self.0 {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+}
+
+impl From<bool> for CBool {
+    fn from(b: bool) -> CBool {
+        CBool(u8::from(b))
+    }
+}
 
 /// Success.
 pub const TESSERA_OK: tessera_result = 0;
@@ -302,6 +335,23 @@ mod tests {
                 .filter(|(c, _)| *c < codes::VULKAN_BASE)
                 .count()
         );
+    }
+
+    #[test]
+    fn a_c_bool_is_one_byte_read_as_one() {
+        assert_eq!(core::mem::size_of::<CBool>(), core::mem::size_of::<bool>());
+        assert_eq!(
+            core::mem::align_of::<CBool>(),
+            core::mem::align_of::<bool>()
+        );
+        assert_eq!(
+            (CBool::FALSE.get(), CBool::TRUE.get()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(CBool::from(true), CBool::TRUE);
+        for byte in 2..=u8::MAX {
+            assert_eq!(CBool(byte).get(), None);
+        }
     }
 
     #[test]

@@ -214,7 +214,7 @@ pub struct tessera_runtime_config {
     /// Part of the Vulkan device name to pick, or NULL.
     pub device_name: *const c_char,
     /// Run the Khronos SPIR-V validator on every new kernel (default true).
-    pub spirv_val_gate: bool,
+    pub spirv_val_gate: CBool,
     /// How long a drain waits for acknowledgements, milliseconds.
     pub drain_timeout_ms: u64,
 }
@@ -256,7 +256,7 @@ pub unsafe extern "C" fn tessera_runtime_config_default(
                 policy,
                 device_index: -1,
                 device_name: core::ptr::null(),
-                spirv_val_gate: true,
+                spirv_val_gate: CBool::TRUE,
                 drain_timeout_ms: timers.drain_timeout_s * 1000,
             })
         };
@@ -284,6 +284,10 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
     };
     let max_concurrent = u8::try_from(c.policy.max_concurrent)
         .map_err(|_| "policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)".to_string())?;
+    let spirv_val_gate = c
+        .spirv_val_gate
+        .get()
+        .ok_or("spirv_val_gate must be false or true")?;
     Ok(OperatorConfig {
         coordinator: coordinator.to_string(),
         // SAFETY: as above.
@@ -316,7 +320,7 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
             index: device_index,
             // SAFETY: as above.
             name: unsafe { opt_str(c.device_name, "device_name") }?.map(str::to_string),
-            spirv_val_gate: c.spirv_val_gate,
+            spirv_val_gate,
             ..DeviceSection::default()
         },
         timers: TimersSection {

@@ -260,6 +260,17 @@ static void test_config_errors(void) {
                TESSERA_INVALID_CONFIG);
     CHECK(strlen(why) <= 3);
     CHECK(a == NULL);
+
+    /* A bool field holding a byte other than 0 or 1 (raw bytes from a
+     * binding, a memset, a file) is refused, never read as either. */
+    c = device_config();
+    *(unsigned char *)&c.persist_results = 2;
+    why[0] = '\0';
+    CHECK_CODE(tessera_agent_new(&c, new_signer(), NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "persist_results") != NULL);
+    tessera_agent_free(a);
+    a = NULL;
     /* valgrind and LeakSanitizer check that every signer given was freed. */
 }
 

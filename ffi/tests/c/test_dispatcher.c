@@ -100,6 +100,20 @@ static tessera_dispatcher *open_dispatcher(void) {
     CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
                TESSERA_VULKAN_BASE + 9); /* the Khronos validator is missing */
     c.spirv_val_path = NULL;
+    /* A bool field holding a byte other than 0 or 1 is refused, never read
+     * as either. */
+    *(unsigned char *)&c.validation = 2;
+    CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
+               TESSERA_INVALID_CONFIG);
+    tessera_dispatcher_free(d);
+    d = NULL;
+    c.validation = false;
+    *(unsigned char *)&c.run_benchmark = 0xFF;
+    CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
+               TESSERA_INVALID_CONFIG);
+    tessera_dispatcher_free(d);
+    d = NULL;
+    c.run_benchmark = true;
     c.size = 3;
     CHECK_CODE(tessera_dispatcher_new(&c, NULL, 0, &d),
                TESSERA_INVALID_ARGUMENT);
@@ -203,6 +217,9 @@ static void test_saxpy(tessera_dispatcher *d) {
     CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_NULL_ARGUMENT);
     buffers[1].output = (uint8_t *)out;
     buffers[1].output_len = sizeof out;
+    *(unsigned char *)&buffers[1].readback = 2;
+    CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_INVALID_ARGUMENT);
+    buffers[1].readback = true;
     job.entry_point = NULL;
     CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_NULL_ARGUMENT);
     job.entry_point = "main";

@@ -93,6 +93,16 @@ static void test_config_errors(void) {
                TESSERA_INVALID_CONFIG);
     CHECK(strstr(why, "max_concurrent") != NULL);
     c.policy.max_concurrent = 1;
+    /* A bool field holding a byte other than 0 or 1 is refused, never read
+     * as either. */
+    *(unsigned char *)&c.spirv_val_gate = 2;
+    why[0] = '\0';
+    CHECK_CODE(tessera_runtime_new(&c, new_signer(), why, sizeof why, &rt),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "spirv_val_gate") != NULL);
+    tessera_runtime_free(rt);
+    rt = NULL;
+    c.spirv_val_gate = true;
     c.device_index = -7;
     CHECK_CODE(tessera_runtime_new(&c, new_signer(), why, sizeof why, &rt),
                TESSERA_INVALID_CONFIG);
