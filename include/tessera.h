@@ -16,8 +16,12 @@
  * - Thread safety: a function taking a const handle may be called from
  *   several threads at once; one taking a non-const handle needs that handle
  *   to itself (one thread at a time). Handles may move between threads.
+ * - A callback may call the library, but a call into the agent or signer
+ *   whose call runs the callback returns TESSERA_IN_USE; freeing that
+ *   handle there is a bug.
  * - No function unwinds into C: a panic is caught and returned as
- *   TESSERA_PANIC, after which the handle should be freed.
+ *   TESSERA_PANIC, after which the handle should be freed (an agent or
+ *   signer then answers every other call with TESSERA_PANIC).
  * - Structs that may grow carry their size in a first `size` field: fill
  *   them with their _default function, or set size to sizeof the struct.
  * - A bool field the caller fills holds false or true: a struct whose bool
@@ -472,7 +476,10 @@ typedef tessera_result (*tessera_public_key_fn)(void *userdata,
  * Signs `message_len` bytes at `message` with the device key and writes the
  * 64-byte Ed25519 signature to `signature`. Returns `TESSERA_OK`,
  * `TESSERA_SIGNER_UNAVAILABLE` (busy: the agent retries later) or any other
- * code (failed). Called on the thread that called into the agent.
+ * code (failed). Called on the thread that called into the agent. A call
+ * it makes into the agent that holds the signer, or into the signer, is
+ * refused with `TESSERA_IN_USE`; it must not free either, nor give the
+ * signer to another `_new` or `_init` function.
  */
 typedef tessera_result (*tessera_sign_fn)(void *userdata,
                                           const uint8_t *message,
@@ -1374,7 +1381,8 @@ typedef struct {
 #define TESSERA_STOPPED 10
 
 /**
- * The object is run by its own thread; only its thread-safe functions apply.
+ * The object is busy: its own thread runs it (only its thread-safe functions
+ * apply), or a callback of a call on it made this call.
  */
 #define TESSERA_IN_USE 11
 
@@ -1673,7 +1681,8 @@ tessera_result tessera_signer_sign(tessera_signer *signer,
 
 /**
  * Frees a signer that no agent took over (also one made in the caller's
- * memory, which may then be reused). NULL is a no-op.
+ * memory, which may then be reused). NULL is a no-op, and so is a signer
+ * whose callback runs now (freeing it from there is a bug).
  *
  * # Safety
  * `signer` must be NULL or a live signer not given to an agent.
@@ -1737,7 +1746,8 @@ tessera_result tessera_agent_init(void *memory,
 
 /**
  * Frees the agent and its signer (an agent made by `tessera_agent_init`
- * leaves its memory free for reuse). NULL is a no-op.
+ * leaves its memory free for reuse). NULL is a no-op, and so is an agent
+ * whose signer's callback runs now (freeing it from there is a bug).
  *
  * # Safety
  * `agent` must be NULL or a live agent, not used again.

@@ -24,7 +24,7 @@ use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, Jo
 
 use crate::boundary::{
     bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, take_any,
-    write_opt, Placeable,
+    write_opt, Guarded, Placeable,
 };
 use crate::*;
 
@@ -33,7 +33,10 @@ use crate::*;
 /// Signs `message_len` bytes at `message` with the device key and writes the
 /// 64-byte Ed25519 signature to `signature`. Returns `TESSERA_OK`,
 /// `TESSERA_SIGNER_UNAVAILABLE` (busy: the agent retries later) or any other
-/// code (failed). Called on the thread that called into the agent.
+/// code (failed). Called on the thread that called into the agent. A call
+/// it makes into the agent that holds the signer, or into the signer, is
+/// refused with `TESSERA_IN_USE`; it must not free either, nor give the
+/// signer to another `_new` or `_init` function.
 pub type tessera_sign_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -122,7 +125,7 @@ impl Signer for AnySigner {
 /// Given to `tessera_agent_new` (or `_init`, or `tessera_runtime_new`),
 /// which takes it over.
 pub struct tessera_signer {
-    pub(crate) inner: AnySigner,
+    inner: Guarded<AnySigner>,
     heap: bool,
 }
 
@@ -133,13 +136,20 @@ impl Placeable for tessera_signer {
 }
 
 impl tessera_signer {
+    fn new(inner: AnySigner, heap: bool) -> Self {
+        tessera_signer {
+            inner: Guarded::new(inner),
+            heap,
+        }
+    }
+
     /// Takes the key out of a signer handle (which is gone afterwards).
     ///
     /// # Safety
     /// `signer` must be a live signer, not used again.
     pub(crate) unsafe fn take(signer: *mut tessera_signer) -> AnySigner {
         // SAFETY: the caller's promise.
-        unsafe { take_any(signer) }.inner
+        unsafe { take_any(signer) }.inner.into_inner()
     }
 }
 
@@ -155,10 +165,10 @@ unsafe fn make_signer(
     out: *mut *mut tessera_signer,
 ) -> tessera_result {
     if memory.is_null() {
-        new_handle(tessera_signer { inner, heap: true }, out)
+        new_handle(tessera_signer::new(inner, true), out)
     } else {
         // SAFETY: the caller's promise for (memory, len).
-        unsafe { place_handle(memory, len, tessera_signer { inner, heap: false }, out) }
+        unsafe { place_handle(memory, len, tessera_signer::new(inner, false), out) }
     }
 }
 
@@ -261,13 +271,7 @@ pub unsafe extern "C" fn tessera_signer_from_seed(
         // SAFETY: non-NULL and, by the caller, 32 readable bytes.
         let seed = unsafe { &*(seed as *const [u8; 32]) };
         match Ed25519Signer::from_seed(seed) {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Ed25519(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -292,13 +296,7 @@ pub unsafe extern "C" fn tessera_signer_from_pkcs8(
             return TESSERA_NULL_ARGUMENT;
         };
         match Ed25519Signer::from_pkcs8(der) {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Ed25519(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -321,13 +319,7 @@ pub unsafe extern "C" fn tessera_signer_from_callbacks(
         non_null!(callbacks, out);
         // SAFETY: the caller's promise.
         match unsafe { callback_signer(callbacks) } {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Callbacks(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Callbacks(s), true), out),
             Err(code) => code,
         }
     })
@@ -344,11 +336,15 @@ pub unsafe extern "C" fn tessera_signer_public_key(
 ) -> tessera_result {
     guard(|| {
         non_null!(signer, out);
-        // SAFETY: non-NULL live handle, by the caller.
-        let key = unsafe { &*signer }.inner.public_key();
-        // SAFETY: 32 writable bytes, by the caller.
-        unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), out, 32) };
-        TESSERA_OK
+        let f = |s: &AnySigner| {
+            let key = s.public_key();
+            // SAFETY: 32 writable bytes, by the caller.
+            unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), out, 32) };
+            TESSERA_OK
+        };
+        // SAFETY: non-NULL live handle, by the caller, who calls no
+        // non-const function on it from another thread now.
+        unsafe { (*signer).inner.with_ref(f) }
     })
 }
 
@@ -373,28 +369,34 @@ pub unsafe extern "C" fn tessera_signer_sign(
         let Some(message) = (unsafe { bytes(message, len) }) else {
             return TESSERA_NULL_ARGUMENT;
         };
-        // SAFETY: non-NULL live handle used by this thread only, by the caller.
-        match unsafe { &mut *signer }.inner.sign(message) {
+        let f = |s: &mut AnySigner| match s.sign(message) {
             Ok(sig) => {
                 // SAFETY: 64 writable bytes, by the caller.
                 unsafe { core::ptr::copy_nonoverlapping(sig.as_ptr(), signature, 64) };
                 TESSERA_OK
             }
             Err(e) => e.code(),
-        }
+        };
+        // SAFETY: non-NULL live handle used by this thread only, by the caller.
+        unsafe { (*signer).inner.with_mut(f) }
     })
 }
 
 /// Frees a signer that no agent took over (also one made in the caller's
-/// memory, which may then be reused). NULL is a no-op.
+/// memory, which may then be reused). NULL is a no-op, and so is a signer
+/// whose callback runs now (freeing it from there is a bug).
 ///
 /// # Safety
 /// `signer` must be NULL or a live signer not given to an agent.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_signer_free(signer: *mut tessera_signer) {
-    // SAFETY: the caller's promise.
-    guard(|| unsafe {
-        free_any(signer);
+    guard(|| {
+        // SAFETY: NULL or live, by the caller.
+        if signer.is_null() || unsafe { &*signer }.inner.is_busy() {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { free_any(signer) };
         TESSERA_OK
     });
 }
@@ -660,10 +662,15 @@ impl From<&tessera_chain_state> for ChainState {
 
 /// The provider agent (sans-IO). One thread at a time.
 pub struct tessera_agent {
+    data: Guarded<AgentData>,
+    heap: bool,
+}
+
+/// What a call on an agent works on.
+struct AgentData {
     inner: Agent<AnySigner>,
     /// The words of the last error a call on this agent returned.
     last_error: Text<160>,
-    heap: bool,
 }
 
 impl Placeable for tessera_agent {
@@ -672,7 +679,7 @@ impl Placeable for tessera_agent {
     }
 }
 
-impl tessera_agent {
+impl AgentData {
     /// Records and numbers an error of the core.
     fn fail(&mut self, e: Error) -> tessera_result {
         use core::fmt::Write;
@@ -689,33 +696,37 @@ impl tessera_agent {
     }
 }
 
-/// Runs `f` on the agent behind `agent`, inside the boundary.
+/// Runs `f` on the agent behind `agent`, inside the boundary;
+/// `TESSERA_IN_USE` when called from a callback of a call on that agent.
 ///
 /// # Safety
 /// `agent` must be NULL or a live agent used by no other thread now.
 unsafe fn with_agent(
     agent: *mut tessera_agent,
-    f: impl FnOnce(&mut tessera_agent) -> tessera_result,
+    f: impl FnOnce(&mut AgentData) -> tessera_result,
 ) -> tessera_result {
     guard(|| {
         non_null!(agent);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        f(unsafe { &mut *agent })
+        // SAFETY: non-NULL and live, by the caller, who makes no other call
+        // on it from another thread now; only a shared reference is made
+        // here, the value is reached through its guard.
+        unsafe { (*agent).data.with_mut(f) }
     })
 }
 
 /// As [`with_agent`], shared.
 ///
 /// # Safety
-/// `agent` must be NULL or a live agent.
+/// `agent` must be NULL or a live agent on which no non-const call runs on
+/// another thread now.
 unsafe fn with_agent_ref(
     agent: *const tessera_agent,
-    f: impl FnOnce(&tessera_agent) -> tessera_result,
+    f: impl FnOnce(&AgentData) -> tessera_result,
 ) -> tessera_result {
     guard(|| {
         non_null!(agent);
         // SAFETY: non-NULL and live, by the caller; shared access only.
-        f(unsafe { &*agent })
+        unsafe { (*agent).data.with_ref(f) }
     })
 }
 
@@ -768,8 +779,10 @@ unsafe fn build_agent(
     };
     match Agent::new(config, signer, chain) {
         Ok(inner) => Ok(tessera_agent {
-            inner,
-            last_error: Text::new(),
+            data: Guarded::new(AgentData {
+                inner,
+                last_error: Text::new(),
+            }),
             heap,
         }),
         Err(e) => {
@@ -858,15 +871,20 @@ pub unsafe extern "C" fn tessera_agent_init(
 }
 
 /// Frees the agent and its signer (an agent made by `tessera_agent_init`
-/// leaves its memory free for reuse). NULL is a no-op.
+/// leaves its memory free for reuse). NULL is a no-op, and so is an agent
+/// whose signer's callback runs now (freeing it from there is a bug).
 ///
 /// # Safety
 /// `agent` must be NULL or a live agent, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_agent_free(agent: *mut tessera_agent) {
-    // SAFETY: the caller's promise.
-    guard(|| unsafe {
-        free_any(agent);
+    guard(|| {
+        // SAFETY: NULL or live, by the caller.
+        if agent.is_null() || unsafe { &*agent }.data.is_busy() {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { free_any(agent) };
         TESSERA_OK
     });
 }
@@ -906,7 +924,7 @@ pub unsafe extern "C" fn tessera_agent_connect(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.connect(at(now_us));
         a.done(r)
     };
@@ -924,7 +942,7 @@ pub unsafe extern "C" fn tessera_agent_disconnected(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.disconnected(at(now_us));
         TESSERA_OK
     };
@@ -948,7 +966,7 @@ pub unsafe extern "C" fn tessera_agent_handle_input(
     len: usize,
     consumed: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (data, len).
         let Some(data) = (unsafe { bytes(data, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -985,7 +1003,7 @@ pub unsafe extern "C" fn tessera_agent_poll_transmit(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(buf, written);
         // SAFETY: the caller's promise for (buf, len).
         let Some(out) = (unsafe { crate::boundary::bytes_mut(buf, len) }) else {
@@ -1158,7 +1176,7 @@ pub unsafe extern "C" fn tessera_agent_poll_event(
     agent: *mut tessera_agent,
     out: *mut tessera_event,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(out);
         match a.inner.poll_event() {
             Some(e) => {
@@ -1183,7 +1201,7 @@ pub unsafe extern "C" fn tessera_agent_poll_timeout(
     agent: *const tessera_agent,
     out: *mut u64,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         match a.inner.poll_timeout() {
             Some(t) => {
@@ -1207,7 +1225,7 @@ pub unsafe extern "C" fn tessera_agent_handle_timeout(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.handle_timeout(at(now_us));
         TESSERA_OK
     };
@@ -1230,7 +1248,7 @@ pub unsafe extern "C" fn tessera_agent_read_input(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| match a.inner.input(job) {
+    let f = |a: &AgentData| match a.inner.input(job) {
         // SAFETY: the caller's promise for (buf, len) and `written`.
         Some(data) => unsafe { copy_out(data, buf, len, written) },
         None => Error::Usage(tessera_core::UsageError::NoInput(job)).code(),
@@ -1303,7 +1321,7 @@ pub unsafe extern "C" fn tessera_agent_job_info(
     job: u64,
     out: *mut tessera_job_info,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let Some(state) = a.inner.job_state(job) else {
             return tessera_core::codes::UNKNOWN_JOB;
@@ -1341,7 +1359,7 @@ pub unsafe extern "C" fn tessera_agent_job_info(
     unsafe { with_agent_ref(agent, f) }
 }
 
-fn spec_of(a: &tessera_agent, job: JobId) -> Result<&tessera_core::wire::JobAssign, u32> {
+fn spec_of(a: &AgentData, job: JobId) -> Result<&tessera_core::wire::JobAssign, u32> {
     match (a.inner.job_state(job), a.inner.job_spec(job)) {
         (None, _) => Err(tessera_core::codes::UNKNOWN_JOB),
         (Some(_), None) => Err(tessera_core::codes::INVALID_JOB_STATE),
@@ -1361,7 +1379,7 @@ pub unsafe extern "C" fn tessera_agent_job_buffer(
     index: u32,
     out: *mut tessera_buffer_spec,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let spec = match spec_of(a, job) {
             Ok(s) => s,
@@ -1397,7 +1415,7 @@ pub unsafe extern "C" fn tessera_agent_job_specialization(
     id: *mut u32,
     value: *mut u32,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(id, value);
         let spec = match spec_of(a, job) {
             Ok(s) => s,
@@ -1429,7 +1447,7 @@ pub unsafe extern "C" fn tessera_agent_job_push_constants(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| match spec_of(a, job) {
+    let f = |a: &AgentData| match spec_of(a, job) {
         // SAFETY: the caller's promise for the buffer.
         Ok(spec) => unsafe { copy_out(&spec.kernel.push_constants, buf, len, written) },
         Err(code) => code,
@@ -1452,7 +1470,7 @@ pub unsafe extern "C" fn tessera_agent_job_entry_point(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let spec = match spec_of(a, job) {
             Ok(s) => s,
             Err(code) => return code,
@@ -1519,7 +1537,7 @@ pub unsafe extern "C" fn tessera_agent_send_output(
     len: usize,
     consumed: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (data, len).
         let Some(data) = (unsafe { bytes(data, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -1551,7 +1569,7 @@ pub unsafe extern "C" fn tessera_agent_finish_job(
     job: u64,
     usage: *const tessera_usage,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(usage);
         // SAFETY: non-NULL and valid, by the caller.
         let usage = Usage::from(unsafe { &*usage });
@@ -1577,7 +1595,7 @@ pub unsafe extern "C" fn tessera_agent_fail_job(
     detail: u32,
     usage: *const tessera_usage,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(usage);
         let Some(reason) = u8::try_from(reason).ok().and_then(FailReason::from_u8) else {
             return TESSERA_INVALID_ARGUMENT;
@@ -1602,7 +1620,7 @@ pub unsafe extern "C" fn tessera_agent_report_progress(
     job: u64,
     permille: u32,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let Ok(permille) = u16::try_from(permille) else {
             return TESSERA_INVALID_ARGUMENT;
         };
@@ -1624,7 +1642,7 @@ pub unsafe extern "C" fn tessera_agent_confirm_persisted(
     now_us: u64,
     job: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.confirm_persisted(at(now_us), job);
         a.done(r)
     };
@@ -1641,7 +1659,7 @@ pub unsafe extern "C" fn tessera_agent_drain(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.drain(at(now_us));
         a.done(r)
     };
@@ -1660,7 +1678,7 @@ pub unsafe extern "C" fn tessera_agent_set_device_available(
     now_us: u64,
     available: bool,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.set_device_available(at(now_us), available);
         TESSERA_OK
     };
@@ -1688,7 +1706,7 @@ pub unsafe extern "C" fn tessera_agent_state(
     agent: *const tessera_agent,
     out: *mut u32,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let s = match a.inner.state() {
             ConnState::Disconnected => TESSERA_CONN_DISCONNECTED,
@@ -1716,7 +1734,7 @@ pub unsafe extern "C" fn tessera_agent_chain(
     agent: *const tessera_agent,
     out: *mut tessera_chain_state,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         // SAFETY: valid for a write, by the caller.
         unsafe { out.write(a.inner.chain().into()) };
@@ -1759,7 +1777,7 @@ pub unsafe extern "C" fn tessera_agent_stats(
     agent: *const tessera_agent,
     out: *mut tessera_stats,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let s = a.inner.stats();
         // SAFETY: valid for a write, by the caller.
@@ -1791,7 +1809,7 @@ pub unsafe extern "C" fn tessera_agent_key_id(
     agent: *const tessera_agent,
     out: *mut u8,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let id = a.inner.key_id();
         // SAFETY: the caller's promise: 16 writable bytes.
         unsafe { copy_out(&id, out, id.len(), core::ptr::null_mut()) }
@@ -1814,7 +1832,7 @@ pub unsafe extern "C" fn tessera_agent_result_record(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let Some(record) = a.inner.result_record(job) else {
             return match a.inner.job_state(job) {
                 None => tessera_core::codes::UNKNOWN_JOB,
@@ -1844,7 +1862,7 @@ pub unsafe extern "C" fn tessera_agent_restore_result(
     record: *const u8,
     len: usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (record, len).
         let Some(bytes) = (unsafe { bytes(record, len) }) else {
             return TESSERA_NULL_ARGUMENT;

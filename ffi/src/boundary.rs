@@ -2,6 +2,9 @@
 //! turns a panic into `TESSERA_PANIC` instead of unwinding into C, and checks
 //! its pointers with the helpers below.
 
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
 use crate::tessera_result;
 
 /// Runs `f`, turning a panic into [`crate::TESSERA_PANIC`].
@@ -216,5 +219,130 @@ pub(crate) unsafe fn free_any<T: Placeable>(ptr: *mut T) {
     if !ptr.is_null() {
         // SAFETY: the caller's promise.
         drop(unsafe { take_any(ptr) });
+    }
+}
+
+/// A handle's value with the state of the call on it. A call made while
+/// another call on the same handle runs (from a callback that call made) is
+/// refused with `TESSERA_IN_USE` instead of making a second reference to
+/// the value; after a call that panicked, every call is refused with
+/// `TESSERA_PANIC` (the value may be half updated) and only freeing
+/// remains. Atomic loads and stores only: the targets without
+/// compare-and-swap have them too.
+pub(crate) struct Guarded<T> {
+    call: AtomicU8,
+    value: UnsafeCell<T>,
+}
+
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const POISONED: u8 = 2;
+
+/// Marks a handle poisoned when a call on it unwinds (disarmed on return).
+struct PoisonOnUnwind<'a>(&'a AtomicU8);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(POISONED, Ordering::Release);
+    }
+}
+
+impl<T> Guarded<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Guarded {
+            call: AtomicU8::new(IDLE),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, out of its handle.
+    pub(crate) fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+
+    /// Whether a call on the handle runs now (on this thread, by the rules of
+    /// the header: a callback of that call is running).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.call.load(Ordering::Acquire) == BUSY
+    }
+
+    fn ready(&self) -> Result<(), tessera_result> {
+        match self.call.load(Ordering::Acquire) {
+            IDLE => Ok(()),
+            BUSY => Err(crate::TESSERA_IN_USE),
+            _ => Err(crate::TESSERA_PANIC),
+        }
+    }
+
+    /// Runs `f` on the value, alone.
+    ///
+    /// # Safety
+    /// No call on this handle runs on another thread now (the header's rule
+    /// for a non-`const` handle).
+    pub(crate) unsafe fn with_mut(
+        &self,
+        f: impl FnOnce(&mut T) -> tessera_result,
+    ) -> tessera_result {
+        if let Err(code) = self.ready() {
+            return code;
+        }
+        self.call.store(BUSY, Ordering::Relaxed);
+        let poison = PoisonOnUnwind(&self.call);
+        // SAFETY: the handle was idle: no call on it runs on this thread,
+        // and none on another one, by the caller; calls made from here on
+        // (from callbacks) see BUSY and make no reference. So this is the
+        // only reference to the value.
+        let r = f(unsafe { &mut *self.value.get() });
+        core::mem::forget(poison);
+        self.call.store(IDLE, Ordering::Release);
+        r
+    }
+
+    /// Runs `f` on the value, shared with other threads' `const` calls.
+    ///
+    /// # Safety
+    /// No non-`const` call on this handle runs on another thread now (the
+    /// header's rule for a `const` handle).
+    pub(crate) unsafe fn with_ref(&self, f: impl FnOnce(&T) -> tessera_result) -> tessera_result {
+        if let Err(code) = self.ready() {
+            return code;
+        }
+        // SAFETY: no `&mut` to the value exists: none on another thread, by
+        // the caller, and none on this one, whose call would be BUSY. The
+        // library calls no callback during a shared call, so no `&mut` is
+        // made while this one lives.
+        f(unsafe { &*self.value.get() })
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{TESSERA_IN_USE, TESSERA_OK, TESSERA_PANIC};
+
+    #[test]
+    fn a_call_from_inside_a_call_is_refused_and_a_panic_poisons() {
+        let g = Guarded::new(1u32);
+        // SAFETY (all calls): one thread.
+        let r = unsafe {
+            g.with_mut(|v| {
+                *v += 1;
+                let inner_mut = g.with_mut(|_| TESSERA_OK);
+                let inner_ref = g.with_ref(|_| TESSERA_OK);
+                assert!(g.is_busy());
+                assert_eq!((inner_mut, inner_ref), (TESSERA_IN_USE, TESSERA_IN_USE));
+                TESSERA_OK
+            })
+        };
+        assert_eq!(r, TESSERA_OK);
+        assert!(!g.is_busy());
+        assert_eq!(unsafe { g.with_ref(|v| *v) }, 2);
+
+        let r = guard(|| unsafe { g.with_mut(|_| panic!("a bug")) });
+        assert_eq!(r, TESSERA_PANIC);
+        assert_eq!(unsafe { g.with_mut(|_| TESSERA_OK) }, TESSERA_PANIC);
+        assert_eq!(unsafe { g.with_ref(|_| TESSERA_OK) }, TESSERA_PANIC);
+        assert!(!g.is_busy());
+        assert_eq!(g.into_inner(), 2);
     }
 }

@@ -12,8 +12,12 @@
 //! - A function taking a `const` handle may be called from several threads at
 //!   once; one taking a non-`const` handle needs that handle to itself (one
 //!   thread at a time). Handles may move between threads.
+//! - A callback may call the library, but a call into the agent or signer
+//!   whose call runs the callback returns `TESSERA_IN_USE`; freeing that
+//!   handle there is a bug.
 //! - No function unwinds into C: a panic is caught and returned as
-//!   `TESSERA_PANIC` (after which the handle should be freed).
+//!   `TESSERA_PANIC`, after which the handle should be freed (an agent or
+//!   signer then answers every other call with `TESSERA_PANIC`).
 //! - Structs that may grow carry their size in a first `size` field: set it to
 //!   `sizeof` the struct, or fill the struct with its `_default` function.
 //! - A `bool` field the caller fills holds `false` or `true`: a struct whose
@@ -97,7 +101,8 @@ pub const TESSERA_IO: tessera_result = 8;
 pub const TESSERA_NOTHING: tessera_result = 9;
 /// The object was stopped and takes no more calls of this kind.
 pub const TESSERA_STOPPED: tessera_result = 10;
-/// The object is run by its own thread; only its thread-safe functions apply.
+/// The object is busy: its own thread runs it (only its thread-safe functions
+/// apply), or a callback of a call on it made this call.
 pub const TESSERA_IN_USE: tessera_result = 11;
 /// No session is established.
 pub const TESSERA_NOT_CONNECTED: tessera_result = 100;

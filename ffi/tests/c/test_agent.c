@@ -509,6 +509,89 @@ static void test_session(void) {
     tessera_signer_free(key);
 }
 
+/* A secure element whose driver calls back into the agent that holds it,
+ * and into its own signer, while it signs: each such call is refused with
+ * TESSERA_IN_USE (no second reference to the agent is ever made), and the
+ * agent goes on as if nothing happened. */
+struct reentrant {
+    tessera_signer *key;
+    tessera_signer *self;
+    tessera_agent *agent;
+    int calls;
+    tessera_result state, poll, connect, free_self, own_key, own_sign;
+};
+
+static tessera_result reentrant_public_key(void *userdata, uint8_t *out) {
+    struct reentrant *r = (struct reentrant *)userdata;
+    return tessera_signer_public_key(r->key, out);
+}
+
+static tessera_result reentrant_sign(void *userdata, const uint8_t *msg,
+                                     size_t len, uint8_t *sig) {
+    struct reentrant *r = (struct reentrant *)userdata;
+    uint32_t state = 0;
+    tessera_event ev;
+    r->calls++;
+    if (r->agent) {
+        r->state = tessera_agent_state(r->agent, &state);
+        r->poll = tessera_agent_poll_event(r->agent, &ev);
+        r->connect = tessera_agent_connect(r->agent, 5);
+        /* Not done: freed during its own call (ignored when detected). */
+        tessera_agent_free(r->agent);
+    }
+    if (r->self) {
+        uint8_t pk[32], inner[64];
+        r->own_key = tessera_signer_public_key(r->self, pk);
+        r->own_sign = tessera_signer_sign(r->self, msg, len, inner);
+    }
+    return tessera_signer_sign(r->key, msg, len, sig);
+}
+
+static void test_reentry(void) {
+    tessera_agent_config c = device_config();
+    tessera_signer_callbacks cb;
+    tessera_signer *signer = NULL;
+    tessera_agent *a = NULL;
+    struct reentrant r;
+    uint8_t sig[64];
+    uint32_t state = 0;
+
+    memset(&r, 0, sizeof r);
+    r.key = new_signer();
+    cb.size = sizeof cb;
+    cb.userdata = &r;
+    cb.public_key = reentrant_public_key;
+    cb.sign = reentrant_sign;
+
+    /* A signer of its own. */
+    CHECK_CODE(tessera_signer_from_callbacks(&cb, &signer), TESSERA_OK);
+    r.self = signer;
+    CHECK_CODE(tessera_signer_sign(signer, (const uint8_t *)"m", 1, sig),
+               TESSERA_OK);
+    CHECK(r.calls == 1);
+    CHECK_CODE(r.own_key, TESSERA_IN_USE);
+    CHECK_CODE(r.own_sign, TESSERA_IN_USE);
+    r.self = NULL;
+
+    /* Given to an agent, which signs its evidence on Welcome. */
+    CHECK_CODE(tessera_agent_new(&c, signer, NULL, NULL, 0, &a), TESSERA_OK);
+    r.agent = a;
+    CHECK_CODE(tessera_agent_connect(a, 1), TESSERA_OK);
+    CHECK(drain_transmit(a, 1, NULL) == 1); /* Hello */
+    feed(a, 2, WELCOME);
+    CHECK(r.calls == 2);
+    CHECK_CODE(r.state, TESSERA_IN_USE);
+    CHECK_CODE(r.poll, TESSERA_IN_USE);
+    CHECK_CODE(r.connect, TESSERA_IN_USE);
+    r.agent = NULL;
+    CHECK(drain_transmit(a, 2, NULL) == 3); /* Evidence */
+    feed(a, 3, READY);
+    CHECK_CODE(tessera_agent_state(a, &state), TESSERA_OK);
+    CHECK(state == TESSERA_CONN_READY);
+    tessera_agent_free(a);
+    tessera_signer_free(r.key);
+}
+
 /* The bare-metal way: signer and agent in memory the program gives,
  * deliberately misaligned by one byte (the footprint covers it). */
 static void test_in_place(void) {
@@ -558,6 +641,7 @@ int main(void) {
     test_signers();
     test_config_errors();
     test_session();
+    test_reentry();
     if (failures) {
         fprintf(stderr, "test_agent: %d checks failed\n", failures);
         return 1;
