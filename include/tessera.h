@@ -16,12 +16,13 @@
  * - Thread safety: a function taking a const handle may be called from
  *   several threads at once; one taking a non-const handle needs that handle
  *   to itself (one thread at a time). Handles may move between threads.
- * - A callback may call the library, but a call into the agent or signer
- *   whose call runs the callback returns TESSERA_IN_USE; freeing that
- *   handle there is a bug.
+ * - A callback may call the library, but a call into the agent, signer or
+ *   runtime whose call runs the callback returns TESSERA_IN_USE (a
+ *   runtime's thread-safe functions work); freeing that handle there is a
+ *   bug.
  * - No function unwinds into C: a panic is caught and returned as
- *   TESSERA_PANIC, after which the handle should be freed (an agent or
- *   signer then answers every other call with TESSERA_PANIC).
+ *   TESSERA_PANIC, after which the handle should be freed (an agent,
+ *   signer or runtime then answers every other call with TESSERA_PANIC).
  * - Structs that may grow carry their size in a first `size` field: fill
  *   them with their _default function, or set size to sizeof the struct.
  * - A bool field the caller fills holds false or true: a struct whose bool
@@ -448,8 +449,10 @@ typedef struct tessera_dispatcher tessera_dispatcher;
 /**
  * A provider on the network. Functions taking a `const tessera_runtime *`
  * (status, drain, accepting jobs, descriptor) may be called from any
- * thread, also while the runtime runs on its own thread; the others need
- * the runtime to themselves.
+ * thread at any time: while the runtime runs on its own thread, while
+ * another thread steps it, from its callbacks. The others need the runtime
+ * to themselves; one called from a callback of another (a log line
+ * written during a step) returns `TESSERA_IN_USE`.
  */
 typedef struct tessera_runtime tessera_runtime;
 #endif
@@ -2263,7 +2266,10 @@ tessera_result tessera_runtime_new(const tessera_runtime_config *config,
 #if defined(TESSERA_HOSTED)
 /**
  * Frees the runtime. A runtime on its own thread is asked to drain first and
- * waited for (at most its drain timeout). NULL is a no-op.
+ * waited for (at most its drain timeout), unless this is called from that
+ * thread (a callback), which then drains and ends on its own. NULL is a
+ * no-op, and so is a runtime stepped, started or waited for now (from a
+ * callback of that call: freeing it there is a bug).
  *
  * # Safety
  * `runtime` NULL or a live runtime, not used again.

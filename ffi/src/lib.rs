@@ -12,12 +12,13 @@
 //! - A function taking a `const` handle may be called from several threads at
 //!   once; one taking a non-`const` handle needs that handle to itself (one
 //!   thread at a time). Handles may move between threads.
-//! - A callback may call the library, but a call into the agent or signer
-//!   whose call runs the callback returns `TESSERA_IN_USE`; freeing that
-//!   handle there is a bug.
+//! - A callback may call the library, but a call into the agent, signer or
+//!   runtime whose call runs the callback returns `TESSERA_IN_USE` (a
+//!   runtime's thread-safe functions work); freeing that handle there is a
+//!   bug.
 //! - No function unwinds into C: a panic is caught and returned as
-//!   `TESSERA_PANIC`, after which the handle should be freed (an agent or
-//!   signer then answers every other call with `TESSERA_PANIC`).
+//!   `TESSERA_PANIC`, after which the handle should be freed (an agent,
+//!   signer or runtime then answers every other call with `TESSERA_PANIC`).
 //! - Structs that may grow carry their size in a first `size` field: set it to
 //!   `sizeof` the struct, or fill the struct with its `_default` function.
 //! - A `bool` field the caller fills holds `false` or `true`: a struct whose

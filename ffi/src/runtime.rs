@@ -15,7 +15,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ enum Mode {
 /// What is shared between the runtime's owner and other threads.
 struct Shared {
     status: Mutex<Status>,
+    /// Whether the runtime has drained and stopped, as of its last step.
+    finished: AtomicBool,
     accepting: AtomicBool,
     /// A drain deadline the host asked for, in milliseconds (0: none).
     drain_timeout_ms: AtomicU64,
@@ -51,10 +53,16 @@ struct Shared {
 
 /// A provider on the network. Functions taking a `const tessera_runtime *`
 /// (status, drain, accepting jobs, descriptor) may be called from any
-/// thread, also while the runtime runs on its own thread; the others need
-/// the runtime to themselves.
+/// thread at any time: while the runtime runs on its own thread, while
+/// another thread steps it, from its callbacks. The others need the runtime
+/// to themselves; one called from a callback of another (a log line
+/// written during a step) returns `TESSERA_IN_USE`.
 pub struct tessera_runtime {
-    mode: Mode,
+    /// Held by each call that steps, starts or waits for the runtime, so
+    /// that such a call made while another runs (from a log or signer
+    /// callback) finds it held and returns `TESSERA_IN_USE`. The
+    /// thread-safe functions never take it.
+    mode: Mutex<Mode>,
     drain: DrainHandle,
     fd: c_int,
     shared: Arc<Shared>,
@@ -63,6 +71,18 @@ pub struct tessera_runtime {
 fn publish(rt: &Runtime<AnySigner>, shared: &Shared) {
     if let Ok(mut s) = shared.status.lock() {
         *s = rt.status();
+    }
+    shared.finished.store(rt.is_finished(), Ordering::SeqCst);
+}
+
+/// The runtime's mode, for a call that steps, starts or waits for it:
+/// `TESSERA_IN_USE` while another such call runs (this one came from its
+/// callback), `TESSERA_PANIC` after one panicked.
+fn lock_mode(r: &tessera_runtime) -> Result<MutexGuard<'_, Mode>, tessera_result> {
+    match r.mode.try_lock() {
+        Ok(mode) => Ok(mode),
+        Err(TryLockError::WouldBlock) => Err(TESSERA_IN_USE),
+        Err(TryLockError::Poisoned(_)) => Err(TESSERA_PANIC),
     }
 }
 
@@ -97,6 +117,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
     let fd = -1;
     let shared = Arc::new(Shared {
         status: Mutex::new(rt.status()),
+        finished: AtomicBool::new(rt.is_finished()),
         accepting: AtomicBool::new(true),
         drain_timeout_ms: AtomicU64::new(0),
         last_error: Mutex::new(String::new()),
@@ -105,7 +126,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
         tessera_runtime {
             drain: rt.drain_handle(),
             fd,
-            mode: Mode::Stepped(Box::new(rt)),
+            mode: Mutex::new(Mode::Stepped(Box::new(rt))),
             shared,
         },
         out,
@@ -376,7 +397,10 @@ pub unsafe extern "C" fn tessera_runtime_new(
 }
 
 /// Frees the runtime. A runtime on its own thread is asked to drain first and
-/// waited for (at most its drain timeout). NULL is a no-op.
+/// waited for (at most its drain timeout), unless this is called from that
+/// thread (a callback), which then drains and ends on its own. NULL is a
+/// no-op, and so is a runtime stepped, started or waited for now (from a
+/// callback of that call: freeing it there is a bug).
 ///
 /// # Safety
 /// `runtime` NULL or a live runtime, not used again.
@@ -386,11 +410,22 @@ pub unsafe extern "C" fn tessera_runtime_free(runtime: *mut tessera_runtime) {
         if runtime.is_null() {
             return TESSERA_OK;
         }
-        // SAFETY: a live runtime from `new_handle`, by the caller.
+        {
+            // SAFETY: live, by the caller; shared access only.
+            let r = unsafe { &*runtime };
+            if let Err(TryLockError::WouldBlock) = r.mode.try_lock() {
+                return TESSERA_IN_USE;
+            }
+        }
+        // SAFETY: a live runtime from `new_handle` in no call now, by the
+        // caller and the check above.
         let rt = unsafe { crate::boundary::take_handle(runtime) };
-        if let Mode::Threaded(join) = rt.mode {
+        let mode = rt.mode.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Mode::Threaded(join) = mode {
             rt.drain.drain();
-            let _ = join.join();
+            if join.thread().id() != std::thread::current().id() {
+                let _ = join.join();
+            }
         }
         TESSERA_OK
     });
@@ -407,9 +442,14 @@ unsafe fn with_stepped(
 ) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        match &mut r.mode {
+        // SAFETY: non-NULL and live, by the caller; shared access only: the
+        // runtime is reached through its lock.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        match &mut *mode {
             Mode::Stepped(rt) => f(rt, &r.shared),
             Mode::Threaded(_) => TESSERA_IN_USE,
             Mode::Done(_) => TESSERA_STOPPED,
@@ -511,16 +551,20 @@ pub unsafe extern "C" fn tessera_runtime_fd(
 pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        let mut rt = match core::mem::replace(&mut r.mode, Mode::Done(None)) {
+        // SAFETY: non-NULL and live, by the caller; shared access only.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        let mut rt = match core::mem::replace(&mut *mode, Mode::Done(None)) {
             Mode::Stepped(rt) => rt,
             other => {
                 let code = match other {
                     Mode::Threaded(_) => TESSERA_IN_USE,
                     _ => TESSERA_STOPPED,
                 };
-                r.mode = other;
+                *mode = other;
                 return code;
             }
         };
@@ -539,7 +583,7 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
             });
         match spawned {
             Ok(join) => {
-                r.mode = Mode::Threaded(join);
+                *mode = Mode::Threaded(join);
                 TESSERA_OK
             }
             Err(_) => TESSERA_IO,
@@ -556,23 +600,37 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
 pub unsafe extern "C" fn tessera_runtime_wait(runtime: *mut tessera_runtime) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        match core::mem::replace(&mut r.mode, Mode::Done(None)) {
-            Mode::Threaded(join) => match join.join() {
-                Ok((rt, result)) => {
-                    publish(&rt, &r.shared);
-                    r.mode = Mode::Done(Some(rt));
-                    result
-                }
-                Err(_) => TESSERA_PANIC,
-            },
+        // SAFETY: non-NULL and live, by the caller; shared access only.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        match core::mem::replace(&mut *mode, Mode::Done(None)) {
+            // From a callback on the runtime's own thread: it cannot wait
+            // for itself.
+            Mode::Threaded(join) if join.thread().id() == std::thread::current().id() => {
+                *mode = Mode::Threaded(join);
+                TESSERA_IN_USE
+            }
+            Mode::Threaded(join) => {
+                let result = match join.join() {
+                    Ok((rt, result)) => {
+                        publish(&rt, &r.shared);
+                        *mode = Mode::Done(Some(rt));
+                        result
+                    }
+                    Err(_) => TESSERA_PANIC,
+                };
+                r.shared.finished.store(true, Ordering::SeqCst);
+                result
+            }
             other => {
                 let code = match other {
                     Mode::Stepped(_) => TESSERA_INVALID_ARGUMENT,
                     _ => TESSERA_STOPPED,
                 };
-                r.mode = other;
+                *mode = other;
                 code
             }
         }
@@ -684,8 +742,7 @@ pub unsafe extern "C" fn tessera_runtime_status(
                 Some(ConnState::Closed) => crate::agent::TESSERA_CONN_CLOSED,
                 _ => crate::agent::TESSERA_CONN_DISCONNECTED,
             },
-            finished: matches!(r.mode, Mode::Done(_))
-                || matches!(&r.mode, Mode::Stepped(rt) if rt.is_finished()),
+            finished: r.shared.finished.load(Ordering::SeqCst),
             device_unavailable: s.device_unavailable,
             jobs_completed: s.jobs_completed,
             jobs_failed: s.jobs_failed,
