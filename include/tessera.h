@@ -1122,7 +1122,9 @@ typedef struct {
 /**
  * Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
  * and `message` the text (both NUL-terminated, valid during the call).
- * Called from any of the library's threads.
+ * Called from any of the library's threads, one line at a time. It may
+ * call the library: lines written meanwhile on its own thread are dropped,
+ * and `tessera_set_log_callback` returns `TESSERA_IN_USE` there.
  */
 typedef void (*tessera_log_fn)(void *userdata,
                                uint32_t level,
@@ -2398,8 +2400,10 @@ tessera_result tessera_runtime_status_text(const tessera_runtime *runtime,
 /**
  * Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
  * logging off) to `callback` with `userdata`; NULL `callback` turns it off.
- * Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
- * program already installed another logger for Rust's `log` crate.
+ * Process-wide; call it again to change it: it returns once no thread runs
+ * the callback it replaces. `TESSERA_UNSUPPORTED` when the program already
+ * installed another logger for Rust's `log` crate; `TESSERA_IN_USE` from
+ * inside the log callback.
  *
  * # Safety
  * `callback` NULL or callable from any thread with `userdata` until it is

@@ -798,7 +798,9 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
 
 /// Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
 /// and `message` the text (both NUL-terminated, valid during the call).
-/// Called from any of the library's threads.
+/// Called from any of the library's threads, one line at a time. It may
+/// call the library: lines written meanwhile on its own thread are dropped,
+/// and `tessera_set_log_callback` returns `TESSERA_IN_USE` there.
 pub type tessera_log_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -826,12 +828,42 @@ struct Sink {
 
 struct CLogger(Mutex<Option<Sink>>);
 
+thread_local! {
+    /// Whether this thread runs the log callback now (and holds the
+    /// logger's lock: taking it again would wait forever).
+    static IN_LOG_CALLBACK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+fn in_log_callback() -> bool {
+    IN_LOG_CALLBACK.try_with(|c| c.get()).unwrap_or(false)
+}
+
+/// Marks this thread as running the log callback, while it lives.
+struct InLogCallback;
+
+impl InLogCallback {
+    fn enter() -> Self {
+        let _ = IN_LOG_CALLBACK.try_with(|c| c.set(true));
+        InLogCallback
+    }
+}
+
+impl Drop for InLogCallback {
+    fn drop(&mut self) {
+        let _ = IN_LOG_CALLBACK.try_with(|c| c.set(false));
+    }
+}
+
 impl log::Log for CLogger {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if in_log_callback() {
+            // A line written by a call the callback made.
+            return;
+        }
         let Ok(sink) = self.0.lock() else { return };
         let Some(sink) = sink.as_ref() else { return };
         let level = match record.level() {
@@ -844,6 +876,7 @@ impl log::Log for CLogger {
         let clean = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
         let target = clean(record.target().to_string());
         let message = clean(record.args().to_string());
+        let _inside = InLogCallback::enter();
         // SAFETY: the callback and userdata were registered together for
         // this purpose; both strings live through the call.
         unsafe {
@@ -861,8 +894,10 @@ impl log::Log for CLogger {
 
 /// Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
 /// logging off) to `callback` with `userdata`; NULL `callback` turns it off.
-/// Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
-/// program already installed another logger for Rust's `log` crate.
+/// Process-wide; call it again to change it: it returns once no thread runs
+/// the callback it replaces. `TESSERA_UNSUPPORTED` when the program already
+/// installed another logger for Rust's `log` crate; `TESSERA_IN_USE` from
+/// inside the log callback.
 ///
 /// # Safety
 /// `callback` NULL or callable from any thread with `userdata` until it is
@@ -876,6 +911,9 @@ pub unsafe extern "C" fn tessera_set_log_callback(
     guard(|| {
         if max_level > TESSERA_LOG_TRACE {
             return TESSERA_INVALID_ARGUMENT;
+        }
+        if in_log_callback() {
+            return TESSERA_IN_USE;
         }
         // The logger, once installed; `None` when the program had installed
         // another one first.

@@ -97,6 +97,35 @@ static void on_log(void *userdata, uint32_t level, const char *target,
     }
 }
 
+/* A log callback that changes the log callback from inside itself (to
+ * stop after its first line, say): refused with TESSERA_IN_USE, where it
+ * used to wait forever on the logger's lock. */
+static struct {
+    int lines;
+    tessera_result set;
+} switcher;
+
+static void on_log_switch(void *userdata, uint32_t level, const char *target,
+                          const char *message) {
+    (void)userdata;
+    (void)level;
+    (void)target;
+    (void)message;
+    if (switcher.lines++ == 0) {
+        switcher.set = tessera_set_log_callback(NULL, NULL, 0);
+    }
+}
+
+static void test_log_reentry(tessera_runtime *rt) {
+    memset(&switcher, 0, sizeof switcher);
+    CHECK_CODE(tessera_set_log_callback(on_log_switch, NULL, TESSERA_LOG_TRACE),
+               TESSERA_OK);
+    /* A step that starts connecting says so. */
+    CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
+    CHECK(switcher.lines > 0);
+    CHECK_CODE(switcher.set, TESSERA_IN_USE);
+}
+
 /* A log line written during a step: the callback's calls that need the
  * runtime to themselves are refused (TESSERA_IN_USE), the thread-safe ones
  * work, and the step goes on. */
@@ -328,6 +357,9 @@ int main(void) {
         char key[600];
         snprintf(key, sizeof key, "%s/device.key", dir);
         CHECK(access(key, R_OK) == 0);
+        test_log_reentry(rt);
+        CHECK_CODE(tessera_set_log_callback(on_log, &logs, TESSERA_LOG_INFO),
+                   TESSERA_OK);
         CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
         /* Freed while stepped: no thread to stop. */
         tessera_runtime_free(rt);
