@@ -91,9 +91,9 @@ pub(crate) unsafe fn copy_out(
     out_len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    // SAFETY: the caller's promise for `written`.
-    unsafe { write_opt(written, src.len()) };
     if out_len < src.len() {
+        // SAFETY: the caller's promise for `written`.
+        unsafe { write_opt(written, src.len()) };
         return crate::TESSERA_BUFFER_TOO_SMALL;
     }
     // SAFETY: the caller's promise for `(out, out_len)`.
@@ -101,6 +101,8 @@ pub(crate) unsafe fn copy_out(
         return crate::TESSERA_NULL_ARGUMENT;
     };
     dst[..src.len()].copy_from_slice(src);
+    // SAFETY: the caller's promise for `written`.
+    unsafe { write_opt(written, src.len()) };
     crate::TESSERA_OK
 }
 
@@ -344,5 +346,19 @@ mod tests {
         assert_eq!(unsafe { g.with_ref(|_| TESSERA_OK) }, TESSERA_PANIC);
         assert!(!g.is_busy());
         assert_eq!(g.into_inner(), 2);
+    }
+
+    #[test]
+    fn copy_out_writes_the_length_on_success_or_when_too_small_only() {
+        let src = [1u8, 2, 3];
+        let mut buf = [0u8; 8];
+        let mut n = 99usize;
+        // SAFETY (all calls): valid buffers, or NULL.
+        let r = unsafe { copy_out(&src, core::ptr::null_mut(), buf.len(), &mut n) };
+        assert_eq!((r, n), (crate::TESSERA_NULL_ARGUMENT, 99));
+        let r = unsafe { copy_out(&src, buf.as_mut_ptr(), 2, &mut n) };
+        assert_eq!((r, n, buf[0]), (crate::TESSERA_BUFFER_TOO_SMALL, 3, 0));
+        let r = unsafe { copy_out(&src, buf.as_mut_ptr(), buf.len(), &mut n) };
+        assert_eq!((r, n, &buf[..3]), (TESSERA_OK, 3, &src[..]));
     }
 }

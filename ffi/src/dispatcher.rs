@@ -83,15 +83,14 @@ pub unsafe extern "C" fn tessera_vulkan_devices(
             Err(e) => return e.result_code(),
         };
         let devices = instance.devices();
-        // SAFETY: valid for a write, by the caller.
-        unsafe { count.write(devices.len()) };
         if devices.len() > capacity {
+            // SAFETY: valid for a write, by the caller.
+            unsafe { count.write(devices.len()) };
             return TESSERA_BUFFER_TOO_SMALL;
         }
-        if devices.is_empty() {
-            return TESSERA_OK;
+        if !devices.is_empty() {
+            non_null!(out);
         }
-        non_null!(out);
         for (i, d) in devices.iter().enumerate() {
             let entry = tessera_device_entry {
                 index: d.index as u32,
@@ -104,6 +103,8 @@ pub unsafe extern "C" fn tessera_vulkan_devices(
             // SAFETY: `i < devices.len() <= capacity` entries, by the caller.
             unsafe { out.add(i).write(entry) };
         }
+        // SAFETY: valid for a write, by the caller.
+        unsafe { count.write(devices.len()) };
         TESSERA_OK
     })
 }

@@ -72,6 +72,10 @@ static void test_devices(void) {
     CHECK(memchr(entries[0].name, '\0', sizeof entries[0].name) != NULL);
     CHECK_CODE(tessera_vulkan_devices(entries, 8, NULL),
                TESSERA_NULL_ARGUMENT);
+    /* A failed call writes nothing (but the count a too-small array needs). */
+    count = 99;
+    CHECK_CODE(tessera_vulkan_devices(NULL, 8, &count), TESSERA_NULL_ARGUMENT);
+    CHECK(count == 99);
 }
 
 static tessera_dispatcher *open_dispatcher(void) {
