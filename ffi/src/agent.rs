@@ -1482,8 +1482,9 @@ pub unsafe extern "C" fn tessera_agent_job_entry_point(
             return TESSERA_BUFFER_TOO_SMALL;
         }
         non_null!(buf);
-        // SAFETY: `len > name.len()` writable bytes, by the caller.
-        let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+        // SAFETY: `len > name.len()` writable bytes, by the caller; a name
+        // is at most TESSERA_MAX_ENTRY_POINT bytes.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), name.len() + 1) };
         dst[..name.len()].copy_from_slice(name);
         dst[name.len()] = 0;
         // SAFETY: NULL or valid, by the caller.

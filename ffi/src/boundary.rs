@@ -81,7 +81,8 @@ pub(crate) unsafe fn write_opt<T>(out: *mut T, value: T) {
 /// Copies `src` into the caller's buffer `(out, out_len)` and writes the
 /// length through `written` (when not NULL). If the buffer is too small,
 /// nothing is copied, `written` gets the length needed and the result is
-/// `TESSERA_BUFFER_TOO_SMALL`.
+/// `TESSERA_BUFFER_TOO_SMALL`. Only the `src.len()` bytes written are
+/// touched, whatever `out_len` says.
 ///
 /// # Safety
 /// As [`bytes_mut`] for `(out, out_len)`, [`write_opt`] for `written`.
@@ -96,11 +97,15 @@ pub(crate) unsafe fn copy_out(
         unsafe { write_opt(written, src.len()) };
         return crate::TESSERA_BUFFER_TOO_SMALL;
     }
-    // SAFETY: the caller's promise for `(out, out_len)`.
-    let Some(dst) = (unsafe { bytes_mut(out, out_len) }) else {
+    if out.is_null() && out_len > 0 {
+        return crate::TESSERA_NULL_ARGUMENT;
+    }
+    // SAFETY: `src.len() <= out_len` writable bytes at `out`, by the
+    // caller; the length of a slice, so within `isize::MAX`.
+    let Some(dst) = (unsafe { bytes_mut(out, src.len()) }) else {
         return crate::TESSERA_NULL_ARGUMENT;
     };
-    dst[..src.len()].copy_from_slice(src);
+    dst.copy_from_slice(src);
     // SAFETY: the caller's promise for `written`.
     unsafe { write_opt(written, src.len()) };
     crate::TESSERA_OK

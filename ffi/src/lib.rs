@@ -245,7 +245,9 @@ impl<const N: usize> Text<N> {
         self.len += take;
     }
 
-    /// Writes the text into a C buffer as a NUL-terminated string cut to fit.
+    /// Writes the text into a C buffer as a NUL-terminated string cut to fit,
+    /// touching only the bytes it writes (so a `len` past `isize::MAX`, "no
+    /// limit", is no slice of that size).
     ///
     /// # Safety
     /// `buf` must point to `len >= 1` writable bytes; `written` NULL or valid.
@@ -255,8 +257,9 @@ impl<const N: usize> Text<N> {
         while n > 0 && n < self.len && (self.buf[n] & 0xC0) == 0x80 {
             n -= 1;
         }
-        // SAFETY: the caller's promise: `len` writable bytes at `buf`.
-        let dst = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+        // SAFETY: `n + 1 <= len` writable bytes at `buf`, by the caller;
+        // `n < N`, far within `isize::MAX`.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf, n + 1) };
         dst[..n].copy_from_slice(&self.buf[..n]);
         dst[n] = 0;
         // SAFETY: the caller's promise for `written`.

@@ -122,6 +122,16 @@ static void test_version_and_text(void) {
     CHECK(n == 0 && text[0] == '\0');
     CHECK_CODE(tessera_result_text(TESSERA_OK, NULL, 10, &n),
                TESSERA_NULL_ARGUMENT);
+    /* A length no buffer can have ("no limit") touches only the bytes
+     * written: no slice of SIZE_MAX bytes is ever made. */
+    CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, SIZE_MAX, &n),
+               TESSERA_OK);
+    CHECK(strncmp(text, "ok: ", 4) == 0 && n == strlen(text));
+    {
+        uint8_t doc[TESSERA_KEY_PKCS8_LEN];
+        CHECK_CODE(tessera_key_generate(doc, SIZE_MAX, &n), TESSERA_OK);
+        CHECK(n == sizeof doc);
+    }
     CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, 0, &n),
                TESSERA_NULL_ARGUMENT);
 }
