@@ -1762,7 +1762,9 @@ void tessera_agent_free(tessera_agent *agent);
 /**
  * Writes the words of the last error a call on this agent returned (which
  * field a configuration error names, which job, …) into `buf`,
- * NUL-terminated and cut to fit.
+ * NUL-terminated and cut to fit; `written` gets their length. With a zero
+ * `len` (`buf` may then be NULL): `TESSERA_BUFFER_TOO_SMALL`, and `written`
+ * gets the buffer length the whole text needs, NUL included.
  *
  * # Safety
  * `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -2190,7 +2192,10 @@ tessera_result tessera_dispatcher_last_failure(const tessera_dispatcher *dispatc
 #if defined(TESSERA_HOSTED)
 /**
  * Writes the words of the dispatcher's last error (which rule a refused
- * kernel broke, say) into `buf`, NUL-terminated and cut to fit.
+ * kernel broke, say) into `buf`, NUL-terminated and cut to fit; `written`
+ * gets their length. With a zero `len` (`buf` may then be NULL):
+ * `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+ * text needs, NUL included.
  *
  * # Safety
  * `dispatcher` a live dispatcher; `buf` `len` writable bytes; `written`
@@ -2384,7 +2389,10 @@ tessera_result tessera_runtime_status(const tessera_runtime *runtime,
 #if defined(TESSERA_HOSTED)
 /**
  * Writes the runtime's status line (as `tessera-agent` logs it, with the
- * last connection error) into `buf`, NUL-terminated and cut to fit.
+ * last connection error) into `buf`, NUL-terminated and cut to fit;
+ * `written` gets its length. With a zero `len` (`buf` may then be NULL):
+ * `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+ * line needs, NUL included.
  *
  * # Safety
  * `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or

@@ -891,7 +891,9 @@ pub unsafe extern "C" fn tessera_agent_free(agent: *mut tessera_agent) {
 
 /// Writes the words of the last error a call on this agent returned (which
 /// field a configuration error names, which job, …) into `buf`,
-/// NUL-terminated and cut to fit.
+/// NUL-terminated and cut to fit; `written` gets their length. With a zero
+/// `len` (`buf` may then be NULL): `TESSERA_BUFFER_TOO_SMALL`, and `written`
+/// gets the buffer length the whole text needs, NUL included.
 ///
 /// # Safety
 /// `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -905,12 +907,8 @@ pub unsafe extern "C" fn tessera_agent_last_error(
     // SAFETY: the caller's promise for `agent`.
     unsafe {
         with_agent_ref(agent, |a| {
-            non_null!(buf);
-            if len == 0 {
-                return TESSERA_BUFFER_TOO_SMALL;
-            }
             // SAFETY: the caller's promise for (buf, len) and `written`.
-            a.last_error.write_c(buf.cast(), len, written)
+            a.last_error.write_c_or_size(buf.cast(), len, written)
         })
     }
 }

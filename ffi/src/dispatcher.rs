@@ -582,7 +582,10 @@ pub unsafe extern "C" fn tessera_dispatcher_last_failure(
 }
 
 /// Writes the words of the dispatcher's last error (which rule a refused
-/// kernel broke, say) into `buf`, NUL-terminated and cut to fit.
+/// kernel broke, say) into `buf`, NUL-terminated and cut to fit; `written`
+/// gets their length. With a zero `len` (`buf` may then be NULL):
+/// `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+/// text needs, NUL included.
 ///
 /// # Safety
 /// `dispatcher` a live dispatcher; `buf` `len` writable bytes; `written`
@@ -595,16 +598,13 @@ pub unsafe extern "C" fn tessera_dispatcher_last_error(
     written: *mut usize,
 ) -> tessera_result {
     guard(|| {
-        non_null!(dispatcher, buf);
-        if len == 0 {
-            return TESSERA_BUFFER_TOO_SMALL;
-        }
+        non_null!(dispatcher);
         // SAFETY: non-NULL and live, by the caller.
         let d = unsafe { &*dispatcher };
         let mut t = Text::<512>::new();
         t.push(&d.last_error);
         // SAFETY: the caller's promise for (buf, len) and `written`.
-        unsafe { t.write_c(buf.cast(), len, written) }
+        unsafe { t.write_c_or_size(buf.cast(), len, written) }
     })
 }
 

@@ -266,6 +266,30 @@ impl<const N: usize> Text<N> {
         unsafe { boundary::write_opt(written, n) };
         TESSERA_OK
     }
+
+    /// As [`Text::write_c`], and for a zero `len` (where `buf` may be NULL)
+    /// `TESSERA_BUFFER_TOO_SMALL` with the buffer length the whole text needs,
+    /// NUL included, written to `written`.
+    ///
+    /// # Safety
+    /// `buf` NULL or `len` writable bytes; `written` NULL or valid.
+    pub(crate) unsafe fn write_c_or_size(
+        &self,
+        buf: *mut u8,
+        len: usize,
+        written: *mut usize,
+    ) -> u32 {
+        if len == 0 {
+            // SAFETY: the caller's promise for `written`.
+            unsafe { boundary::write_opt(written, self.len + 1) };
+            return TESSERA_BUFFER_TOO_SMALL;
+        }
+        if buf.is_null() {
+            return TESSERA_NULL_ARGUMENT;
+        }
+        // SAFETY: `len >= 1` writable bytes at `buf`, by the caller.
+        unsafe { self.write_c(buf, len, written) }
+    }
 }
 
 impl<const N: usize> core::fmt::Write for Text<N> {

@@ -759,7 +759,10 @@ pub unsafe extern "C" fn tessera_runtime_status(
 }
 
 /// Writes the runtime's status line (as `tessera-agent` logs it, with the
-/// last connection error) into `buf`, NUL-terminated and cut to fit.
+/// last connection error) into `buf`, NUL-terminated and cut to fit;
+/// `written` gets its length. With a zero `len` (`buf` may then be NULL):
+/// `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+/// line needs, NUL included.
 ///
 /// # Safety
 /// `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or
@@ -772,10 +775,6 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
     written: *mut usize,
 ) -> tessera_result {
     let f = |r: &tessera_runtime| {
-        non_null!(buf);
-        if len == 0 {
-            return TESSERA_BUFFER_TOO_SMALL;
-        }
         let Ok(s) = r.shared.status.lock() else {
             return TESSERA_PANIC;
         };
@@ -788,7 +787,7 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
             }
         }
         // SAFETY: the caller's promise for (buf, len) and `written`.
-        unsafe { t.write_c(buf.cast(), len, written) }
+        unsafe { t.write_c_or_size(buf.cast(), len, written) }
     };
     // SAFETY: the caller's promise.
     unsafe { with_shared(runtime, f) }

@@ -370,8 +370,17 @@ static void test_session(void) {
                TESSERA_UNKNOWN_JOB);
     CHECK_CODE(tessera_agent_last_error(a, text, sizeof text, &n), TESSERA_OK);
     CHECK(strstr(text, "job 1") != NULL);
-    CHECK_CODE(tessera_agent_last_error(a, text, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    /* No room: the length the whole text needs, NUL included. */
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_agent_last_error(a, text, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+        need = 0;
+        CHECK_CODE(tessera_agent_last_error(a, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
     CHECK_CODE(tessera_agent_last_error(a, NULL, 10, &n),
                TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_agent_confirm_persisted(a, now, 1), TESSERA_UNKNOWN_JOB);

@@ -289,8 +289,12 @@ static void test_refused_kernel(tessera_dispatcher *d) {
     CHECK_CODE(tessera_dispatcher_last_error(d, words, sizeof words, &n),
                TESSERA_OK);
     CHECK(n > 0 && strstr(words, "rejected") != NULL);
-    CHECK_CODE(tessera_dispatcher_last_error(d, words, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_dispatcher_last_error(d, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
     CHECK_CODE(tessera_dispatcher_last_error(d, NULL, 4, &n),
                TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_dispatcher_last_failure(NULL, &reason, &detail, &usage),

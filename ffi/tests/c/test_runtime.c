@@ -273,8 +273,12 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_status_text(rt, line, sizeof line, &n),
                TESSERA_OK);
     CHECK(strstr(line, "127.0.0.1:1") != NULL && n == strlen(line));
-    CHECK_CODE(tessera_runtime_status_text(rt, line, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_runtime_status_text(rt, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
 
     /* The user renders: the device takes no new work. */
     CHECK_CODE(tessera_runtime_set_accepting_jobs(rt, false), TESSERA_OK);
