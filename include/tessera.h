@@ -1916,7 +1916,11 @@ tessera_result tessera_agent_job_push_constants(const tessera_agent *agent,
 /**
  * Copies an assigned job's entry point name into `buf`, NUL-terminated;
  * `written` gets its length without the NUL (or, when too small, the
- * buffer length needed, NUL included).
+ * buffer length needed, NUL included). A name holding a NUL byte, which
+ * no module's entry point has and no C string holds, is
+ * `TESSERA_KERNEL_BASE` + the `no_entry_point` rule: fail the job with
+ * reason 1 (kernel rejected) and `code - TESSERA_KERNEL_BASE` as detail,
+ * as the Rust provider's gate fails it.
  *
  * # Safety
  * `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.

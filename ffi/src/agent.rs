@@ -19,6 +19,7 @@ use tessera_core::attest::{
 };
 use tessera_core::bounded::BoundedString;
 use tessera_core::policy::{LinearPrice, Policy};
+use tessera_core::reasons::KernelRule;
 use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
@@ -1456,7 +1457,11 @@ pub unsafe extern "C" fn tessera_agent_job_push_constants(
 
 /// Copies an assigned job's entry point name into `buf`, NUL-terminated;
 /// `written` gets its length without the NUL (or, when too small, the
-/// buffer length needed, NUL included).
+/// buffer length needed, NUL included). A name holding a NUL byte, which
+/// no module's entry point has and no C string holds, is
+/// `TESSERA_KERNEL_BASE` + the `no_entry_point` rule: fail the job with
+/// reason 1 (kernel rejected) and `code - TESSERA_KERNEL_BASE` as detail,
+/// as the Rust provider's gate fails it.
 ///
 /// # Safety
 /// `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -1474,6 +1479,11 @@ pub unsafe extern "C" fn tessera_agent_job_entry_point(
             Err(code) => return code,
         };
         let name = spec.kernel.entry_point.as_bytes();
+        if name.contains(&0) {
+            // Read as a C string, it would name another entry point than
+            // the one the receipt binds.
+            return TESSERA_KERNEL_BASE + u32::from(KernelRule::NoEntryPoint as u16);
+        }
         if len < name.len() + 1 {
             // SAFETY: NULL or valid, by the caller.
             unsafe { write_opt(written, name.len() + 1) };
@@ -1879,6 +1889,107 @@ pub unsafe extern "C" fn tessera_agent_restore_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::ptr::{null, null_mut};
+    use std::vec::Vec;
+    use tessera_core::limits::MAX_ENTRY_POINT;
+    use tessera_core::testkit::{encode, JobDescription};
+    use tessera_core::wire::{Message, Welcome};
+
+    /// Everything the agent queued to send.
+    fn transmits(a: *mut tessera_agent, now: u64) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = [0u8; TESSERA_MAX_FRAME];
+        let mut n = 0;
+        // SAFETY: a live agent; valid buffers.
+        while unsafe { tessera_agent_poll_transmit(a, now, buf.as_mut_ptr(), buf.len(), &mut n) }
+            == TESSERA_OK
+        {
+            frames.push(buf[..n].to_vec());
+        }
+        frames
+    }
+
+    fn feed(a: *mut tessera_agent, now: u64, msg: &Message<'_>) {
+        let frame = encode(msg);
+        let mut n = 0;
+        // SAFETY: a live agent; a valid frame.
+        let r = unsafe { tessera_agent_handle_input(a, now, frame.as_ptr(), frame.len(), &mut n) };
+        assert_eq!((r, n), (TESSERA_OK, frame.len()));
+    }
+
+    /// An agent, through the C ABI, holding job 1 as `entry_point` names it.
+    fn agent_assigned(entry_point: &str) -> *mut tessera_agent {
+        let mut signer = null_mut();
+        let mut config = core::mem::MaybeUninit::uninit();
+        let mut a = null_mut();
+        // SAFETY: valid pointers throughout.
+        unsafe {
+            assert_eq!(
+                tessera_signer_from_seed([7; 32].as_ptr(), &mut signer),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_agent_config_default(config.as_mut_ptr()),
+                TESSERA_OK
+            );
+            let mut config = config.assume_init();
+            config.device.device_local_bytes = 1 << 30;
+            let r = tessera_agent_new(&config, signer, null(), null_mut(), 0, &mut a);
+            assert_eq!(r, TESSERA_OK);
+            assert_eq!(tessera_agent_connect(a, 1), TESSERA_OK);
+        }
+        transmits(a, 1);
+        let welcome = Welcome {
+            version: 1,
+            challenge: [3; 32],
+            heartbeat_ms: 0,
+        };
+        feed(a, 2, &Message::Welcome(welcome));
+        transmits(a, 2);
+        feed(a, 3, &Message::Ready);
+        let job = JobDescription {
+            kernel: std::vec![0; 16],
+            entry_point: entry_point.into(),
+            grid: [1, 1, 1],
+            push_constants: Vec::new(),
+            buffers: std::vec![(std::vec![1, 2, 3, 4], 4, true)],
+            bindings: Vec::new(),
+            nonce: [9; 32],
+        };
+        feed(a, 4, &Message::JobOffer(job.offer(1, 1 << 40, 60_000)));
+        feed(a, 5, &Message::JobAssign(job.assign(1)));
+        transmits(a, 5);
+        a
+    }
+
+    /// The entry point as a C host reads it.
+    fn entry_point(a: *mut tessera_agent) -> (tessera_result, Vec<u8>) {
+        let mut buf = [0xAAu8; MAX_ENTRY_POINT + 1];
+        let mut n = 0;
+        // SAFETY: a live agent; a valid buffer.
+        let r = unsafe {
+            tessera_agent_job_entry_point(a, 1, buf.as_mut_ptr().cast(), buf.len(), &mut n)
+        };
+        let c_string = buf.iter().take_while(|&&b| b != 0).copied().collect();
+        (r, c_string)
+    }
+
+    #[test]
+    fn an_entry_point_that_no_c_string_holds_fails_as_the_gate_fails_it() {
+        let a = agent_assigned("main");
+        assert_eq!(entry_point(a), (TESSERA_OK, b"main".to_vec()));
+        // SAFETY: a live agent, not used again.
+        unsafe { tessera_agent_free(a) };
+
+        // A coordinator names "main\0evil": the Rust provider's gate finds no
+        // such entry point and fails the job; a C host reading it as a C
+        // string would run "main" and sign a receipt for "main\0evil".
+        let a = agent_assigned("main\0evil");
+        let no_entry_point = TESSERA_KERNEL_BASE + u32::from(KernelRule::NoEntryPoint as u16);
+        assert_eq!(entry_point(a).0, no_entry_point);
+        // SAFETY: a live agent, not used again.
+        unsafe { tessera_agent_free(a) };
+    }
 
     #[test]
     fn header_limits_are_the_core_limits() {
