@@ -10,7 +10,9 @@
  *   tessera_result_text() words it. Outputs are written only on success,
  *   except the length a too-small buffer needed (TESSERA_BUFFER_TOO_SMALL).
  * - Handles are opaque, made by a _new function and released by its _free,
- *   which accepts NULL.
+ *   which accepts NULL. A handle used after its _free (or after a _new
+ *   function took it over) is undefined behaviour the library cannot
+ *   detect.
  * - Inputs first, then outputs. Bytes are (const uint8_t *, size_t); a zero
  *   length allows a NULL pointer. Output buffers belong to the caller.
  * - Thread safety: a function taking a const handle may be called from
@@ -43,7 +45,9 @@
  * The hosted library (libtessera.a and libtessera.so built with the default
  * features) has everything below. The bare-metal static library has the
  * sans-IO agent and the signers only: define TESSERA_BARE_METAL before
- * including this header to declare only those.
+ * including this header to declare only those. The firmware then defines
+ * `void tessera_platform_abort(void)`, which the library calls on a panic
+ * (a bug in the library) and which must not return.
  */
 #if !defined(TESSERA_BARE_METAL)
 #define TESSERA_HOSTED 1
@@ -470,7 +474,8 @@ typedef struct tessera_signer tessera_signer;
 typedef uint32_t tessera_result;
 
 /**
- * Writes the device's 32-byte Ed25519 public key to `public_key`.
+ * Writes the device's 32-byte Ed25519 public key to `public_key`. It must
+ * return: no C++ exception or `longjmp` may leave it.
  */
 typedef tessera_result (*tessera_public_key_fn)(void *userdata,
                                                 uint8_t *public_key);
@@ -482,7 +487,8 @@ typedef tessera_result (*tessera_public_key_fn)(void *userdata,
  * code (failed). Called on the thread that called into the agent. A call
  * it makes into the agent that holds the signer, or into the signer, is
  * refused with `TESSERA_IN_USE`; it must not free either, nor give the
- * signer to another `_new` or `_init` function.
+ * signer to another `_new` or `_init` function. It must return: no C++
+ * exception or `longjmp` may leave it (that is undefined behaviour).
  */
 typedef tessera_result (*tessera_sign_fn)(void *userdata,
                                           const uint8_t *message,
@@ -1080,7 +1086,7 @@ typedef struct {
  */
 typedef struct {
   /**
-   * `sizeof(tessera_runtime_status)`; set it before the call.
+   * `sizeof(tessera_status)`; set it before the call.
    */
   size_t size;
   /**
@@ -1124,7 +1130,8 @@ typedef struct {
  * and `message` the text (both NUL-terminated, valid during the call).
  * Called from any of the library's threads, one line at a time. It may
  * call the library: lines written meanwhile on its own thread are dropped,
- * and `tessera_set_log_callback` returns `TESSERA_IN_USE` there.
+ * and `tessera_set_log_callback` returns `TESSERA_IN_USE` there. It must
+ * return: no C++ exception or `longjmp` may leave it.
  */
 typedef void (*tessera_log_fn)(void *userdata,
                                uint32_t level,
@@ -2259,7 +2266,8 @@ tessera_result tessera_runtime_config_default(tessera_runtime_config *out);
 #if defined(TESSERA_HOSTED)
 /**
  * A provider from a struct, signing with `signer` (built in, or callbacks
- * to a secure element: then they are called from the runtime's thread).
+ * to a secure element: then they are called from the thread that steps
+ * the runtime, or from its own thread after `tessera_runtime_start`).
  * The call takes `signer` over whatever it returns: do not use or free it
  * afterwards.
  *

@@ -37,7 +37,8 @@ use crate::*;
 /// code (failed). Called on the thread that called into the agent. A call
 /// it makes into the agent that holds the signer, or into the signer, is
 /// refused with `TESSERA_IN_USE`; it must not free either, nor give the
-/// signer to another `_new` or `_init` function.
+/// signer to another `_new` or `_init` function. It must return: no C++
+/// exception or `longjmp` may leave it (that is undefined behaviour).
 pub type tessera_sign_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -47,7 +48,8 @@ pub type tessera_sign_fn = Option<
     ) -> tessera_result,
 >;
 
-/// Writes the device's 32-byte Ed25519 public key to `public_key`.
+/// Writes the device's 32-byte Ed25519 public key to `public_key`. It must
+/// return: no C++ exception or `longjmp` may leave it.
 pub type tessera_public_key_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, public_key: *mut u8) -> tessera_result>;
 

@@ -6,7 +6,9 @@
 //!   words it. Outputs are written only on success, except the length a
 //!   too-small buffer needed (`TESSERA_BUFFER_TOO_SMALL`).
 //! - Handles are opaque, made by a `_new` function and released by its
-//!   `_free`, which accepts NULL.
+//!   `_free`, which accepts NULL. A handle used after its `_free` (or after a
+//!   `_new` function took it over) is undefined behaviour the library cannot
+//!   detect.
 //! - Inputs come first, then outputs. Bytes are `(const uint8_t *, size_t)`;
 //!   a zero length allows a NULL pointer. Output buffers belong to the caller.
 //! - A function taking a `const` handle may be called from several threads at

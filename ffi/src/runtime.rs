@@ -354,7 +354,8 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
 }
 
 /// A provider from a struct, signing with `signer` (built in, or callbacks
-/// to a secure element: then they are called from the runtime's thread).
+/// to a secure element: then they are called from the thread that steps
+/// the runtime, or from its own thread after `tessera_runtime_start`).
 /// The call takes `signer` over whatever it returns: do not use or free it
 /// afterwards.
 ///
@@ -694,7 +695,7 @@ impl tessera_runtime {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_status {
-    /// `sizeof(tessera_runtime_status)`; set it before the call.
+    /// `sizeof(tessera_status)`; set it before the call.
     pub size: usize,
     /// `TESSERA_CONN_*`.
     pub state: u32,
@@ -799,7 +800,8 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
 /// and `message` the text (both NUL-terminated, valid during the call).
 /// Called from any of the library's threads, one line at a time. It may
 /// call the library: lines written meanwhile on its own thread are dropped,
-/// and `tessera_set_log_callback` returns `TESSERA_IN_USE` there.
+/// and `tessera_set_log_callback` returns `TESSERA_IN_USE` there. It must
+/// return: no C++ exception or `longjmp` may leave it.
 pub type tessera_log_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
