@@ -10,16 +10,26 @@
  *   tessera_result_text() words it. Outputs are written only on success,
  *   except the length a too-small buffer needed (TESSERA_BUFFER_TOO_SMALL).
  * - Handles are opaque, made by a _new function and released by its _free,
- *   which accepts NULL.
+ *   which accepts NULL. A handle used after its _free (or after a _new
+ *   function took it over) is undefined behaviour the library cannot
+ *   detect.
  * - Inputs first, then outputs. Bytes are (const uint8_t *, size_t); a zero
  *   length allows a NULL pointer. Output buffers belong to the caller.
  * - Thread safety: a function taking a const handle may be called from
  *   several threads at once; one taking a non-const handle needs that handle
  *   to itself (one thread at a time). Handles may move between threads.
+ * - A callback may call the library, but a call into the agent, signer or
+ *   runtime whose call runs the callback returns TESSERA_IN_USE (a
+ *   runtime's thread-safe functions work); freeing that handle there is a
+ *   bug.
  * - No function unwinds into C: a panic is caught and returned as
- *   TESSERA_PANIC, after which the handle should be freed.
+ *   TESSERA_PANIC, after which the handle should be freed (an agent,
+ *   signer or runtime then answers every other call with TESSERA_PANIC).
  * - Structs that may grow carry their size in a first `size` field: fill
  *   them with their _default function, or set size to sizeof the struct.
+ * - A bool field the caller fills holds false or true: a struct whose bool
+ *   holds another byte is refused (TESSERA_INVALID_ARGUMENT, or
+ *   TESSERA_INVALID_CONFIG for a configuration).
  * - Drain loops end with TESSERA_NOTHING.
  */
 
@@ -35,7 +45,9 @@
  * The hosted library (libtessera.a and libtessera.so built with the default
  * features) has everything below. The bare-metal static library has the
  * sans-IO agent and the signers only: define TESSERA_BARE_METAL before
- * including this header to declare only those.
+ * including this header to declare only those. The firmware then defines
+ * `void tessera_platform_abort(void)`, which the library calls on a panic
+ * (a bug in the library) and which must not return.
  */
 #if !defined(TESSERA_BARE_METAL)
 #define TESSERA_HOSTED 1
@@ -441,8 +453,10 @@ typedef struct tessera_dispatcher tessera_dispatcher;
 /**
  * A provider on the network. Functions taking a `const tessera_runtime *`
  * (status, drain, accepting jobs, descriptor) may be called from any
- * thread, also while the runtime runs on its own thread; the others need
- * the runtime to themselves.
+ * thread at any time: while the runtime runs on its own thread, while
+ * another thread steps it, from its callbacks. The others need the runtime
+ * to themselves; one called from a callback of another (a log line
+ * written during a step) returns `TESSERA_IN_USE`.
  */
 typedef struct tessera_runtime tessera_runtime;
 #endif
@@ -460,7 +474,8 @@ typedef struct tessera_signer tessera_signer;
 typedef uint32_t tessera_result;
 
 /**
- * Writes the device's 32-byte Ed25519 public key to `public_key`.
+ * Writes the device's 32-byte Ed25519 public key to `public_key`. It must
+ * return: no C++ exception or `longjmp` may leave it.
  */
 typedef tessera_result (*tessera_public_key_fn)(void *userdata,
                                                 uint8_t *public_key);
@@ -469,7 +484,11 @@ typedef tessera_result (*tessera_public_key_fn)(void *userdata,
  * Signs `message_len` bytes at `message` with the device key and writes the
  * 64-byte Ed25519 signature to `signature`. Returns `TESSERA_OK`,
  * `TESSERA_SIGNER_UNAVAILABLE` (busy: the agent retries later) or any other
- * code (failed). Called on the thread that called into the agent.
+ * code (failed). Called on the thread that called into the agent. A call
+ * it makes into the agent that holds the signer, or into the signer, is
+ * refused with `TESSERA_IN_USE`; it must not free either, nor give the
+ * signer to another `_new` or `_init` function. It must return: no C++
+ * exception or `longjmp` may leave it (that is undefined behaviour).
  */
 typedef tessera_result (*tessera_sign_fn)(void *userdata,
                                           const uint8_t *message,
@@ -1067,7 +1086,7 @@ typedef struct {
  */
 typedef struct {
   /**
-   * `sizeof(tessera_runtime_status)`; set it before the call.
+   * `sizeof(tessera_status)`; set it before the call.
    */
   size_t size;
   /**
@@ -1109,7 +1128,10 @@ typedef struct {
 /**
  * Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
  * and `message` the text (both NUL-terminated, valid during the call).
- * Called from any of the library's threads.
+ * Called from any of the library's threads, one line at a time. It may
+ * call the library: lines written meanwhile on its own thread are dropped,
+ * and `tessera_set_log_callback` returns `TESSERA_IN_USE` there. It must
+ * return: no C++ exception or `longjmp` may leave it.
  */
 typedef void (*tessera_log_fn)(void *userdata,
                                uint32_t level,
@@ -1371,7 +1393,8 @@ typedef struct {
 #define TESSERA_STOPPED 10
 
 /**
- * The object is run by its own thread; only its thread-safe functions apply.
+ * The object is busy: its own thread runs it (only its thread-safe functions
+ * apply), or a callback of a call on it made this call.
  */
 #define TESSERA_IN_USE 11
 
@@ -1670,7 +1693,8 @@ tessera_result tessera_signer_sign(tessera_signer *signer,
 
 /**
  * Frees a signer that no agent took over (also one made in the caller's
- * memory, which may then be reused). NULL is a no-op.
+ * memory, which may then be reused). NULL is a no-op, and so is a signer
+ * whose callback runs now (freeing it from there is a bug).
  *
  * # Safety
  * `signer` must be NULL or a live signer not given to an agent.
@@ -1734,7 +1758,8 @@ tessera_result tessera_agent_init(void *memory,
 
 /**
  * Frees the agent and its signer (an agent made by `tessera_agent_init`
- * leaves its memory free for reuse). NULL is a no-op.
+ * leaves its memory free for reuse). NULL is a no-op, and so is an agent
+ * whose signer's callback runs now (freeing it from there is a bug).
  *
  * # Safety
  * `agent` must be NULL or a live agent, not used again.
@@ -1744,7 +1769,9 @@ void tessera_agent_free(tessera_agent *agent);
 /**
  * Writes the words of the last error a call on this agent returned (which
  * field a configuration error names, which job, …) into `buf`,
- * NUL-terminated and cut to fit.
+ * NUL-terminated and cut to fit; `written` gets their length. With a zero
+ * `len` (`buf` may then be NULL): `TESSERA_BUFFER_TOO_SMALL`, and `written`
+ * gets the buffer length the whole text needs, NUL included.
  *
  * # Safety
  * `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -1896,7 +1923,11 @@ tessera_result tessera_agent_job_push_constants(const tessera_agent *agent,
 /**
  * Copies an assigned job's entry point name into `buf`, NUL-terminated;
  * `written` gets its length without the NUL (or, when too small, the
- * buffer length needed, NUL included).
+ * buffer length needed, NUL included). A name holding a NUL byte, which
+ * no module's entry point has and no C string holds, is
+ * `TESSERA_KERNEL_BASE` + the `no_entry_point` rule: fail the job with
+ * reason 1 (kernel rejected) and `code - TESSERA_KERNEL_BASE` as detail,
+ * as the Rust provider's gate fails it.
  *
  * # Safety
  * `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -2172,7 +2203,10 @@ tessera_result tessera_dispatcher_last_failure(const tessera_dispatcher *dispatc
 #if defined(TESSERA_HOSTED)
 /**
  * Writes the words of the dispatcher's last error (which rule a refused
- * kernel broke, say) into `buf`, NUL-terminated and cut to fit.
+ * kernel broke, say) into `buf`, NUL-terminated and cut to fit; `written`
+ * gets their length. With a zero `len` (`buf` may then be NULL):
+ * `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+ * text needs, NUL included.
  *
  * # Safety
  * `dispatcher` a live dispatcher; `buf` `len` writable bytes; `written`
@@ -2232,7 +2266,8 @@ tessera_result tessera_runtime_config_default(tessera_runtime_config *out);
 #if defined(TESSERA_HOSTED)
 /**
  * A provider from a struct, signing with `signer` (built in, or callbacks
- * to a secure element: then they are called from the runtime's thread).
+ * to a secure element: then they are called from the thread that steps
+ * the runtime, or from its own thread after `tessera_runtime_start`).
  * The call takes `signer` over whatever it returns: do not use or free it
  * afterwards.
  *
@@ -2250,7 +2285,10 @@ tessera_result tessera_runtime_new(const tessera_runtime_config *config,
 #if defined(TESSERA_HOSTED)
 /**
  * Frees the runtime. A runtime on its own thread is asked to drain first and
- * waited for (at most its drain timeout). NULL is a no-op.
+ * waited for (at most its drain timeout), unless this is called from that
+ * thread (a callback), which then drains and ends on its own. NULL is a
+ * no-op, and so is a runtime stepped, started or waited for now (from a
+ * callback of that call: freeing it there is a bug).
  *
  * # Safety
  * `runtime` NULL or a live runtime, not used again.
@@ -2363,7 +2401,10 @@ tessera_result tessera_runtime_status(const tessera_runtime *runtime,
 #if defined(TESSERA_HOSTED)
 /**
  * Writes the runtime's status line (as `tessera-agent` logs it, with the
- * last connection error) into `buf`, NUL-terminated and cut to fit.
+ * last connection error) into `buf`, NUL-terminated and cut to fit;
+ * `written` gets its length. With a zero `len` (`buf` may then be NULL):
+ * `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+ * line needs, NUL included.
  *
  * # Safety
  * `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or
@@ -2379,8 +2420,10 @@ tessera_result tessera_runtime_status_text(const tessera_runtime *runtime,
 /**
  * Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
  * logging off) to `callback` with `userdata`; NULL `callback` turns it off.
- * Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
- * program already installed another logger for Rust's `log` crate.
+ * Process-wide; call it again to change it: it returns once no thread runs
+ * the callback it replaces. `TESSERA_UNSUPPORTED` when the program already
+ * installed another logger for Rust's `log` crate; `TESSERA_IN_USE` from
+ * inside the log callback.
  *
  * # Safety
  * `callback` NULL or callable from any thread with `userdata` until it is

@@ -383,7 +383,8 @@ pub mod codes {
     /// The object was stopped (drained, closed) and takes no more calls of
     /// this kind.
     pub const STOPPED: u32 = 10;
-    /// The object is run by its own thread; only its thread-safe calls apply.
+    /// The object is busy: its own thread runs it (only its thread-safe calls
+    /// apply), or a callback of a call on it made this call.
     pub const IN_USE: u32 = 11;
 
     /// [`UsageError::NotConnected`].
@@ -621,7 +622,7 @@ pub mod codes {
             IO => "a file or socket operation failed",
             NOTHING => "nothing to return now",
             STOPPED => "the object was stopped and takes no more calls of this kind",
-            IN_USE => "the object is run by its own thread; only its thread-safe calls apply",
+            IN_USE => "the object is busy: its own thread runs it, or a callback of a call on it made this call",
             NOT_CONNECTED => "no session is established",
             ALREADY_CONNECTED => "a session is already open",
             UNKNOWN_JOB => "no such job on this agent",

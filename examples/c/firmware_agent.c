@@ -259,7 +259,18 @@ static void run(tessera_agent *agent, tessera_dispatcher *gpu, int fd,
                                &usage);
         return;
     }
-    tessera_agent_job_entry_point(agent, job, entry, sizeof entry, NULL);
+    r = tessera_agent_job_entry_point(agent, job, entry, sizeof entry, NULL);
+    if (r != TESSERA_OK) {
+        /* A name no module has (it holds a NUL byte): refused as the
+         * gate refuses a kernel. */
+        say("entry point", r);
+        if (r >= TESSERA_KERNEL_BASE) {
+            reason = 1; /* kernel rejected */
+            detail = r - TESSERA_KERNEL_BASE;
+        }
+        tessera_agent_fail_job(agent, now_us(), job, reason, detail, &usage);
+        return;
+    }
     tessera_agent_job_push_constants(agent, job, push, sizeof push, &push_len);
     for (i = 0; i < info.specialization_count; i++) {
         tessera_agent_job_specialization(agent, job, i, &spec[2 * i],

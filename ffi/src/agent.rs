@@ -19,12 +19,13 @@ use tessera_core::attest::{
 };
 use tessera_core::bounded::BoundedString;
 use tessera_core::policy::{LinearPrice, Policy};
+use tessera_core::reasons::KernelRule;
 use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
 use crate::boundary::{
     bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, take_any,
-    write_opt, Placeable,
+    write_opt, Guarded, Placeable,
 };
 use crate::*;
 
@@ -33,7 +34,11 @@ use crate::*;
 /// Signs `message_len` bytes at `message` with the device key and writes the
 /// 64-byte Ed25519 signature to `signature`. Returns `TESSERA_OK`,
 /// `TESSERA_SIGNER_UNAVAILABLE` (busy: the agent retries later) or any other
-/// code (failed). Called on the thread that called into the agent.
+/// code (failed). Called on the thread that called into the agent. A call
+/// it makes into the agent that holds the signer, or into the signer, is
+/// refused with `TESSERA_IN_USE`; it must not free either, nor give the
+/// signer to another `_new` or `_init` function. It must return: no C++
+/// exception or `longjmp` may leave it (that is undefined behaviour).
 pub type tessera_sign_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -43,7 +48,8 @@ pub type tessera_sign_fn = Option<
     ) -> tessera_result,
 >;
 
-/// Writes the device's 32-byte Ed25519 public key to `public_key`.
+/// Writes the device's 32-byte Ed25519 public key to `public_key`. It must
+/// return: no C++ exception or `longjmp` may leave it.
 pub type tessera_public_key_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, public_key: *mut u8) -> tessera_result>;
 
@@ -122,7 +128,7 @@ impl Signer for AnySigner {
 /// Given to `tessera_agent_new` (or `_init`, or `tessera_runtime_new`),
 /// which takes it over.
 pub struct tessera_signer {
-    pub(crate) inner: AnySigner,
+    inner: Guarded<AnySigner>,
     heap: bool,
 }
 
@@ -133,13 +139,20 @@ impl Placeable for tessera_signer {
 }
 
 impl tessera_signer {
+    fn new(inner: AnySigner, heap: bool) -> Self {
+        tessera_signer {
+            inner: Guarded::new(inner),
+            heap,
+        }
+    }
+
     /// Takes the key out of a signer handle (which is gone afterwards).
     ///
     /// # Safety
     /// `signer` must be a live signer, not used again.
     pub(crate) unsafe fn take(signer: *mut tessera_signer) -> AnySigner {
         // SAFETY: the caller's promise.
-        unsafe { take_any(signer) }.inner
+        unsafe { take_any(signer) }.inner.into_inner()
     }
 }
 
@@ -155,10 +168,10 @@ unsafe fn make_signer(
     out: *mut *mut tessera_signer,
 ) -> tessera_result {
     if memory.is_null() {
-        new_handle(tessera_signer { inner, heap: true }, out)
+        new_handle(tessera_signer::new(inner, true), out)
     } else {
         // SAFETY: the caller's promise for (memory, len).
-        unsafe { place_handle(memory, len, tessera_signer { inner, heap: false }, out) }
+        unsafe { place_handle(memory, len, tessera_signer::new(inner, false), out) }
     }
 }
 
@@ -261,13 +274,7 @@ pub unsafe extern "C" fn tessera_signer_from_seed(
         // SAFETY: non-NULL and, by the caller, 32 readable bytes.
         let seed = unsafe { &*(seed as *const [u8; 32]) };
         match Ed25519Signer::from_seed(seed) {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Ed25519(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -292,13 +299,7 @@ pub unsafe extern "C" fn tessera_signer_from_pkcs8(
             return TESSERA_NULL_ARGUMENT;
         };
         match Ed25519Signer::from_pkcs8(der) {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Ed25519(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -321,13 +322,7 @@ pub unsafe extern "C" fn tessera_signer_from_callbacks(
         non_null!(callbacks, out);
         // SAFETY: the caller's promise.
         match unsafe { callback_signer(callbacks) } {
-            Ok(s) => new_handle(
-                tessera_signer {
-                    inner: AnySigner::Callbacks(s),
-                    heap: true,
-                },
-                out,
-            ),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::Callbacks(s), true), out),
             Err(code) => code,
         }
     })
@@ -344,11 +339,15 @@ pub unsafe extern "C" fn tessera_signer_public_key(
 ) -> tessera_result {
     guard(|| {
         non_null!(signer, out);
-        // SAFETY: non-NULL live handle, by the caller.
-        let key = unsafe { &*signer }.inner.public_key();
-        // SAFETY: 32 writable bytes, by the caller.
-        unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), out, 32) };
-        TESSERA_OK
+        let f = |s: &AnySigner| {
+            let key = s.public_key();
+            // SAFETY: 32 writable bytes, by the caller.
+            unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), out, 32) };
+            TESSERA_OK
+        };
+        // SAFETY: non-NULL live handle, by the caller, who calls no
+        // non-const function on it from another thread now.
+        unsafe { (*signer).inner.with_ref(f) }
     })
 }
 
@@ -373,28 +372,34 @@ pub unsafe extern "C" fn tessera_signer_sign(
         let Some(message) = (unsafe { bytes(message, len) }) else {
             return TESSERA_NULL_ARGUMENT;
         };
-        // SAFETY: non-NULL live handle used by this thread only, by the caller.
-        match unsafe { &mut *signer }.inner.sign(message) {
+        let f = |s: &mut AnySigner| match s.sign(message) {
             Ok(sig) => {
                 // SAFETY: 64 writable bytes, by the caller.
                 unsafe { core::ptr::copy_nonoverlapping(sig.as_ptr(), signature, 64) };
                 TESSERA_OK
             }
             Err(e) => e.code(),
-        }
+        };
+        // SAFETY: non-NULL live handle used by this thread only, by the caller.
+        unsafe { (*signer).inner.with_mut(f) }
     })
 }
 
 /// Frees a signer that no agent took over (also one made in the caller's
-/// memory, which may then be reused). NULL is a no-op.
+/// memory, which may then be reused). NULL is a no-op, and so is a signer
+/// whose callback runs now (freeing it from there is a bug).
 ///
 /// # Safety
 /// `signer` must be NULL or a live signer not given to an agent.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_signer_free(signer: *mut tessera_signer) {
-    // SAFETY: the caller's promise.
-    guard(|| unsafe {
-        free_any(signer);
+    guard(|| {
+        // SAFETY: NULL or live, by the caller.
+        if signer.is_null() || unsafe { &*signer }.inner.is_busy() {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { free_any(signer) };
         TESSERA_OK
     });
 }
@@ -495,7 +500,7 @@ pub struct tessera_agent_config {
     pub policy: tessera_policy,
     /// Hold each signed result back until the host stored it
     /// (`TESSERA_EVENT_PERSIST_RESULT`, then `tessera_agent_confirm_persisted`).
-    pub persist_results: bool,
+    pub persist_results: CBool,
 }
 
 /// Fills `out` with the defaults (and its `size`): the library's version, a
@@ -549,7 +554,7 @@ pub unsafe extern "C" fn tessera_agent_config_default(
                 heartbeat_interval_ms: p.heartbeat_interval.micros / 1000,
                 peer_timeout_ms: p.peer_timeout.micros / 1000,
             },
-            persist_results: false,
+            persist_results: CBool::FALSE,
         };
         // SAFETY: non-NULL and valid for a write, by the caller.
         unsafe { out.write(config) };
@@ -580,6 +585,10 @@ unsafe fn config_from_c(c: &tessera_agent_config) -> Result<Config, (&'static st
     };
     let max_concurrent = u8::try_from(c.policy.max_concurrent)
         .map_err(|_| ("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)"))?;
+    let persist_results = c
+        .persist_results
+        .get()
+        .ok_or(("persist_results", "must be false or true"))?;
     let ms = |v: u64| Duration::from_micros(v.saturating_mul(1000));
     let d = &c.device;
     Ok(Config {
@@ -618,7 +627,7 @@ unsafe fn config_from_c(c: &tessera_agent_config) -> Result<Config, (&'static st
             heartbeat_interval: ms(c.policy.heartbeat_interval_ms),
             peer_timeout: ms(c.policy.peer_timeout_ms),
         },
-        persist_results: c.persist_results,
+        persist_results,
     })
 }
 
@@ -656,10 +665,15 @@ impl From<&tessera_chain_state> for ChainState {
 
 /// The provider agent (sans-IO). One thread at a time.
 pub struct tessera_agent {
+    data: Guarded<AgentData>,
+    heap: bool,
+}
+
+/// What a call on an agent works on.
+struct AgentData {
     inner: Agent<AnySigner>,
     /// The words of the last error a call on this agent returned.
     last_error: Text<160>,
-    heap: bool,
 }
 
 impl Placeable for tessera_agent {
@@ -668,7 +682,7 @@ impl Placeable for tessera_agent {
     }
 }
 
-impl tessera_agent {
+impl AgentData {
     /// Records and numbers an error of the core.
     fn fail(&mut self, e: Error) -> tessera_result {
         use core::fmt::Write;
@@ -685,33 +699,37 @@ impl tessera_agent {
     }
 }
 
-/// Runs `f` on the agent behind `agent`, inside the boundary.
+/// Runs `f` on the agent behind `agent`, inside the boundary;
+/// `TESSERA_IN_USE` when called from a callback of a call on that agent.
 ///
 /// # Safety
 /// `agent` must be NULL or a live agent used by no other thread now.
 unsafe fn with_agent(
     agent: *mut tessera_agent,
-    f: impl FnOnce(&mut tessera_agent) -> tessera_result,
+    f: impl FnOnce(&mut AgentData) -> tessera_result,
 ) -> tessera_result {
     guard(|| {
         non_null!(agent);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        f(unsafe { &mut *agent })
+        // SAFETY: non-NULL and live, by the caller, who makes no other call
+        // on it from another thread now; only a shared reference is made
+        // here, the value is reached through its guard.
+        unsafe { (*agent).data.with_mut(f) }
     })
 }
 
 /// As [`with_agent`], shared.
 ///
 /// # Safety
-/// `agent` must be NULL or a live agent.
+/// `agent` must be NULL or a live agent on which no non-const call runs on
+/// another thread now.
 unsafe fn with_agent_ref(
     agent: *const tessera_agent,
-    f: impl FnOnce(&tessera_agent) -> tessera_result,
+    f: impl FnOnce(&AgentData) -> tessera_result,
 ) -> tessera_result {
     guard(|| {
         non_null!(agent);
         // SAFETY: non-NULL and live, by the caller; shared access only.
-        f(unsafe { &*agent })
+        unsafe { (*agent).data.with_ref(f) }
     })
 }
 
@@ -764,8 +782,10 @@ unsafe fn build_agent(
     };
     match Agent::new(config, signer, chain) {
         Ok(inner) => Ok(tessera_agent {
-            inner,
-            last_error: Text::new(),
+            data: Guarded::new(AgentData {
+                inner,
+                last_error: Text::new(),
+            }),
             heap,
         }),
         Err(e) => {
@@ -854,22 +874,29 @@ pub unsafe extern "C" fn tessera_agent_init(
 }
 
 /// Frees the agent and its signer (an agent made by `tessera_agent_init`
-/// leaves its memory free for reuse). NULL is a no-op.
+/// leaves its memory free for reuse). NULL is a no-op, and so is an agent
+/// whose signer's callback runs now (freeing it from there is a bug).
 ///
 /// # Safety
 /// `agent` must be NULL or a live agent, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_agent_free(agent: *mut tessera_agent) {
-    // SAFETY: the caller's promise.
-    guard(|| unsafe {
-        free_any(agent);
+    guard(|| {
+        // SAFETY: NULL or live, by the caller.
+        if agent.is_null() || unsafe { &*agent }.data.is_busy() {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { free_any(agent) };
         TESSERA_OK
     });
 }
 
 /// Writes the words of the last error a call on this agent returned (which
 /// field a configuration error names, which job, …) into `buf`,
-/// NUL-terminated and cut to fit.
+/// NUL-terminated and cut to fit; `written` gets their length. With a zero
+/// `len` (`buf` may then be NULL): `TESSERA_BUFFER_TOO_SMALL`, and `written`
+/// gets the buffer length the whole text needs, NUL included.
 ///
 /// # Safety
 /// `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -883,12 +910,8 @@ pub unsafe extern "C" fn tessera_agent_last_error(
     // SAFETY: the caller's promise for `agent`.
     unsafe {
         with_agent_ref(agent, |a| {
-            non_null!(buf);
-            if len == 0 {
-                return TESSERA_BUFFER_TOO_SMALL;
-            }
             // SAFETY: the caller's promise for (buf, len) and `written`.
-            a.last_error.write_c(buf.cast(), len, written)
+            a.last_error.write_c_or_size(buf.cast(), len, written)
         })
     }
 }
@@ -902,7 +925,7 @@ pub unsafe extern "C" fn tessera_agent_connect(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.connect(at(now_us));
         a.done(r)
     };
@@ -920,7 +943,7 @@ pub unsafe extern "C" fn tessera_agent_disconnected(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.disconnected(at(now_us));
         TESSERA_OK
     };
@@ -944,7 +967,7 @@ pub unsafe extern "C" fn tessera_agent_handle_input(
     len: usize,
     consumed: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (data, len).
         let Some(data) = (unsafe { bytes(data, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -981,7 +1004,7 @@ pub unsafe extern "C" fn tessera_agent_poll_transmit(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(buf, written);
         // SAFETY: the caller's promise for (buf, len).
         let Some(out) = (unsafe { crate::boundary::bytes_mut(buf, len) }) else {
@@ -1154,7 +1177,7 @@ pub unsafe extern "C" fn tessera_agent_poll_event(
     agent: *mut tessera_agent,
     out: *mut tessera_event,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(out);
         match a.inner.poll_event() {
             Some(e) => {
@@ -1179,7 +1202,7 @@ pub unsafe extern "C" fn tessera_agent_poll_timeout(
     agent: *const tessera_agent,
     out: *mut u64,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         match a.inner.poll_timeout() {
             Some(t) => {
@@ -1203,7 +1226,7 @@ pub unsafe extern "C" fn tessera_agent_handle_timeout(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.handle_timeout(at(now_us));
         TESSERA_OK
     };
@@ -1226,7 +1249,7 @@ pub unsafe extern "C" fn tessera_agent_read_input(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| match a.inner.input(job) {
+    let f = |a: &AgentData| match a.inner.input(job) {
         // SAFETY: the caller's promise for (buf, len) and `written`.
         Some(data) => unsafe { copy_out(data, buf, len, written) },
         None => Error::Usage(tessera_core::UsageError::NoInput(job)).code(),
@@ -1286,7 +1309,7 @@ pub struct tessera_buffer_spec {
     /// Bytes of initial contents sent as input (the rest is zero).
     pub init_len: u64,
     /// Whether it is returned as an output.
-    pub readback: bool,
+    pub readback: CBool,
 }
 
 /// Writes what the agent knows of `job` into `out`.
@@ -1299,7 +1322,7 @@ pub unsafe extern "C" fn tessera_agent_job_info(
     job: u64,
     out: *mut tessera_job_info,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let Some(state) = a.inner.job_state(job) else {
             return tessera_core::codes::UNKNOWN_JOB;
@@ -1337,7 +1360,7 @@ pub unsafe extern "C" fn tessera_agent_job_info(
     unsafe { with_agent_ref(agent, f) }
 }
 
-fn spec_of(a: &tessera_agent, job: JobId) -> Result<&tessera_core::wire::JobAssign, u32> {
+fn spec_of(a: &AgentData, job: JobId) -> Result<&tessera_core::wire::JobAssign, u32> {
     match (a.inner.job_state(job), a.inner.job_spec(job)) {
         (None, _) => Err(tessera_core::codes::UNKNOWN_JOB),
         (Some(_), None) => Err(tessera_core::codes::INVALID_JOB_STATE),
@@ -1357,7 +1380,7 @@ pub unsafe extern "C" fn tessera_agent_job_buffer(
     index: u32,
     out: *mut tessera_buffer_spec,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let spec = match spec_of(a, job) {
             Ok(s) => s,
@@ -1372,7 +1395,7 @@ pub unsafe extern "C" fn tessera_agent_job_buffer(
                 binding: b.binding,
                 len: b.len,
                 init_len: b.init_len,
-                readback: b.readback,
+                readback: b.readback.into(),
             })
         };
         TESSERA_OK
@@ -1393,7 +1416,7 @@ pub unsafe extern "C" fn tessera_agent_job_specialization(
     id: *mut u32,
     value: *mut u32,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(id, value);
         let spec = match spec_of(a, job) {
             Ok(s) => s,
@@ -1425,7 +1448,7 @@ pub unsafe extern "C" fn tessera_agent_job_push_constants(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| match spec_of(a, job) {
+    let f = |a: &AgentData| match spec_of(a, job) {
         // SAFETY: the caller's promise for the buffer.
         Ok(spec) => unsafe { copy_out(&spec.kernel.push_constants, buf, len, written) },
         Err(code) => code,
@@ -1436,7 +1459,11 @@ pub unsafe extern "C" fn tessera_agent_job_push_constants(
 
 /// Copies an assigned job's entry point name into `buf`, NUL-terminated;
 /// `written` gets its length without the NUL (or, when too small, the
-/// buffer length needed, NUL included).
+/// buffer length needed, NUL included). A name holding a NUL byte, which
+/// no module's entry point has and no C string holds, is
+/// `TESSERA_KERNEL_BASE` + the `no_entry_point` rule: fail the job with
+/// reason 1 (kernel rejected) and `code - TESSERA_KERNEL_BASE` as detail,
+/// as the Rust provider's gate fails it.
 ///
 /// # Safety
 /// `agent` a live agent; `buf` `len` writable bytes; `written` NULL or valid.
@@ -1448,20 +1475,26 @@ pub unsafe extern "C" fn tessera_agent_job_entry_point(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let spec = match spec_of(a, job) {
             Ok(s) => s,
             Err(code) => return code,
         };
         let name = spec.kernel.entry_point.as_bytes();
+        if name.contains(&0) {
+            // Read as a C string, it would name another entry point than
+            // the one the receipt binds.
+            return TESSERA_KERNEL_BASE + u32::from(KernelRule::NoEntryPoint as u16);
+        }
         if len < name.len() + 1 {
             // SAFETY: NULL or valid, by the caller.
             unsafe { write_opt(written, name.len() + 1) };
             return TESSERA_BUFFER_TOO_SMALL;
         }
         non_null!(buf);
-        // SAFETY: `len > name.len()` writable bytes, by the caller.
-        let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+        // SAFETY: `len > name.len()` writable bytes, by the caller; a name
+        // is at most TESSERA_MAX_ENTRY_POINT bytes.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), name.len() + 1) };
         dst[..name.len()].copy_from_slice(name);
         dst[name.len()] = 0;
         // SAFETY: NULL or valid, by the caller.
@@ -1515,7 +1548,7 @@ pub unsafe extern "C" fn tessera_agent_send_output(
     len: usize,
     consumed: *mut usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (data, len).
         let Some(data) = (unsafe { bytes(data, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -1547,7 +1580,7 @@ pub unsafe extern "C" fn tessera_agent_finish_job(
     job: u64,
     usage: *const tessera_usage,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(usage);
         // SAFETY: non-NULL and valid, by the caller.
         let usage = Usage::from(unsafe { &*usage });
@@ -1573,7 +1606,7 @@ pub unsafe extern "C" fn tessera_agent_fail_job(
     detail: u32,
     usage: *const tessera_usage,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         non_null!(usage);
         let Some(reason) = u8::try_from(reason).ok().and_then(FailReason::from_u8) else {
             return TESSERA_INVALID_ARGUMENT;
@@ -1598,7 +1631,7 @@ pub unsafe extern "C" fn tessera_agent_report_progress(
     job: u64,
     permille: u32,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let Ok(permille) = u16::try_from(permille) else {
             return TESSERA_INVALID_ARGUMENT;
         };
@@ -1620,7 +1653,7 @@ pub unsafe extern "C" fn tessera_agent_confirm_persisted(
     now_us: u64,
     job: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.confirm_persisted(at(now_us), job);
         a.done(r)
     };
@@ -1637,7 +1670,7 @@ pub unsafe extern "C" fn tessera_agent_drain(
     agent: *mut tessera_agent,
     now_us: u64,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         let r = a.inner.drain(at(now_us));
         a.done(r)
     };
@@ -1656,7 +1689,7 @@ pub unsafe extern "C" fn tessera_agent_set_device_available(
     now_us: u64,
     available: bool,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         a.inner.set_device_available(at(now_us), available);
         TESSERA_OK
     };
@@ -1684,7 +1717,7 @@ pub unsafe extern "C" fn tessera_agent_state(
     agent: *const tessera_agent,
     out: *mut u32,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let s = match a.inner.state() {
             ConnState::Disconnected => TESSERA_CONN_DISCONNECTED,
@@ -1712,7 +1745,7 @@ pub unsafe extern "C" fn tessera_agent_chain(
     agent: *const tessera_agent,
     out: *mut tessera_chain_state,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         // SAFETY: valid for a write, by the caller.
         unsafe { out.write(a.inner.chain().into()) };
@@ -1755,7 +1788,7 @@ pub unsafe extern "C" fn tessera_agent_stats(
     agent: *const tessera_agent,
     out: *mut tessera_stats,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         non_null!(out);
         let s = a.inner.stats();
         // SAFETY: valid for a write, by the caller.
@@ -1787,7 +1820,7 @@ pub unsafe extern "C" fn tessera_agent_key_id(
     agent: *const tessera_agent,
     out: *mut u8,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let id = a.inner.key_id();
         // SAFETY: the caller's promise: 16 writable bytes.
         unsafe { copy_out(&id, out, id.len(), core::ptr::null_mut()) }
@@ -1810,7 +1843,7 @@ pub unsafe extern "C" fn tessera_agent_result_record(
     len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    let f = |a: &tessera_agent| {
+    let f = |a: &AgentData| {
         let Some(record) = a.inner.result_record(job) else {
             return match a.inner.job_state(job) {
                 None => tessera_core::codes::UNKNOWN_JOB,
@@ -1840,7 +1873,7 @@ pub unsafe extern "C" fn tessera_agent_restore_result(
     record: *const u8,
     len: usize,
 ) -> tessera_result {
-    let f = |a: &mut tessera_agent| {
+    let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (record, len).
         let Some(bytes) = (unsafe { bytes(record, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -1858,6 +1891,107 @@ pub unsafe extern "C" fn tessera_agent_restore_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::ptr::{null, null_mut};
+    use std::vec::Vec;
+    use tessera_core::limits::MAX_ENTRY_POINT;
+    use tessera_core::testkit::{encode, JobDescription};
+    use tessera_core::wire::{Message, Welcome};
+
+    /// Everything the agent queued to send.
+    fn transmits(a: *mut tessera_agent, now: u64) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = [0u8; TESSERA_MAX_FRAME];
+        let mut n = 0;
+        // SAFETY: a live agent; valid buffers.
+        while unsafe { tessera_agent_poll_transmit(a, now, buf.as_mut_ptr(), buf.len(), &mut n) }
+            == TESSERA_OK
+        {
+            frames.push(buf[..n].to_vec());
+        }
+        frames
+    }
+
+    fn feed(a: *mut tessera_agent, now: u64, msg: &Message<'_>) {
+        let frame = encode(msg);
+        let mut n = 0;
+        // SAFETY: a live agent; a valid frame.
+        let r = unsafe { tessera_agent_handle_input(a, now, frame.as_ptr(), frame.len(), &mut n) };
+        assert_eq!((r, n), (TESSERA_OK, frame.len()));
+    }
+
+    /// An agent, through the C ABI, holding job 1 as `entry_point` names it.
+    fn agent_assigned(entry_point: &str) -> *mut tessera_agent {
+        let mut signer = null_mut();
+        let mut config = core::mem::MaybeUninit::uninit();
+        let mut a = null_mut();
+        // SAFETY: valid pointers throughout.
+        unsafe {
+            assert_eq!(
+                tessera_signer_from_seed([7; 32].as_ptr(), &mut signer),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_agent_config_default(config.as_mut_ptr()),
+                TESSERA_OK
+            );
+            let mut config = config.assume_init();
+            config.device.device_local_bytes = 1 << 30;
+            let r = tessera_agent_new(&config, signer, null(), null_mut(), 0, &mut a);
+            assert_eq!(r, TESSERA_OK);
+            assert_eq!(tessera_agent_connect(a, 1), TESSERA_OK);
+        }
+        transmits(a, 1);
+        let welcome = Welcome {
+            version: 1,
+            challenge: [3; 32],
+            heartbeat_ms: 0,
+        };
+        feed(a, 2, &Message::Welcome(welcome));
+        transmits(a, 2);
+        feed(a, 3, &Message::Ready);
+        let job = JobDescription {
+            kernel: std::vec![0; 16],
+            entry_point: entry_point.into(),
+            grid: [1, 1, 1],
+            push_constants: Vec::new(),
+            buffers: std::vec![(std::vec![1, 2, 3, 4], 4, true)],
+            bindings: Vec::new(),
+            nonce: [9; 32],
+        };
+        feed(a, 4, &Message::JobOffer(job.offer(1, 1 << 40, 60_000)));
+        feed(a, 5, &Message::JobAssign(job.assign(1)));
+        transmits(a, 5);
+        a
+    }
+
+    /// The entry point as a C host reads it.
+    fn entry_point(a: *mut tessera_agent) -> (tessera_result, Vec<u8>) {
+        let mut buf = [0xAAu8; MAX_ENTRY_POINT + 1];
+        let mut n = 0;
+        // SAFETY: a live agent; a valid buffer.
+        let r = unsafe {
+            tessera_agent_job_entry_point(a, 1, buf.as_mut_ptr().cast(), buf.len(), &mut n)
+        };
+        let c_string = buf.iter().take_while(|&&b| b != 0).copied().collect();
+        (r, c_string)
+    }
+
+    #[test]
+    fn an_entry_point_that_no_c_string_holds_fails_as_the_gate_fails_it() {
+        let a = agent_assigned("main");
+        assert_eq!(entry_point(a), (TESSERA_OK, b"main".to_vec()));
+        // SAFETY: a live agent, not used again.
+        unsafe { tessera_agent_free(a) };
+
+        // A coordinator names "main\0evil": the Rust provider's gate finds no
+        // such entry point and fails the job; a C host reading it as a C
+        // string would run "main" and sign a receipt for "main\0evil".
+        let a = agent_assigned("main\0evil");
+        let no_entry_point = TESSERA_KERNEL_BASE + u32::from(KernelRule::NoEntryPoint as u16);
+        assert_eq!(entry_point(a).0, no_entry_point);
+        // SAFETY: a live agent, not used again.
+        unsafe { tessera_agent_free(a) };
+    }
 
     #[test]
     fn header_limits_are_the_core_limits() {

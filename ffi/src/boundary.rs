@@ -2,6 +2,9 @@
 //! turns a panic into `TESSERA_PANIC` instead of unwinding into C, and checks
 //! its pointers with the helpers below.
 
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
 use crate::tessera_result;
 
 /// Runs `f`, turning a panic into [`crate::TESSERA_PANIC`].
@@ -78,7 +81,8 @@ pub(crate) unsafe fn write_opt<T>(out: *mut T, value: T) {
 /// Copies `src` into the caller's buffer `(out, out_len)` and writes the
 /// length through `written` (when not NULL). If the buffer is too small,
 /// nothing is copied, `written` gets the length needed and the result is
-/// `TESSERA_BUFFER_TOO_SMALL`.
+/// `TESSERA_BUFFER_TOO_SMALL`. Only the `src.len()` bytes written are
+/// touched, whatever `out_len` says.
 ///
 /// # Safety
 /// As [`bytes_mut`] for `(out, out_len)`, [`write_opt`] for `written`.
@@ -88,16 +92,22 @@ pub(crate) unsafe fn copy_out(
     out_len: usize,
     written: *mut usize,
 ) -> tessera_result {
-    // SAFETY: the caller's promise for `written`.
-    unsafe { write_opt(written, src.len()) };
     if out_len < src.len() {
+        // SAFETY: the caller's promise for `written`.
+        unsafe { write_opt(written, src.len()) };
         return crate::TESSERA_BUFFER_TOO_SMALL;
     }
-    // SAFETY: the caller's promise for `(out, out_len)`.
-    let Some(dst) = (unsafe { bytes_mut(out, out_len) }) else {
+    if out.is_null() && out_len > 0 {
+        return crate::TESSERA_NULL_ARGUMENT;
+    }
+    // SAFETY: `src.len() <= out_len` writable bytes at `out`, by the
+    // caller; the length of a slice, so within `isize::MAX`.
+    let Some(dst) = (unsafe { bytes_mut(out, src.len()) }) else {
         return crate::TESSERA_NULL_ARGUMENT;
     };
-    dst[..src.len()].copy_from_slice(src);
+    dst.copy_from_slice(src);
+    // SAFETY: the caller's promise for `written`.
+    unsafe { write_opt(written, src.len()) };
     crate::TESSERA_OK
 }
 
@@ -216,5 +226,144 @@ pub(crate) unsafe fn free_any<T: Placeable>(ptr: *mut T) {
     if !ptr.is_null() {
         // SAFETY: the caller's promise.
         drop(unsafe { take_any(ptr) });
+    }
+}
+
+/// A handle's value with the state of the call on it. A call made while
+/// another call on the same handle runs (from a callback that call made) is
+/// refused with `TESSERA_IN_USE` instead of making a second reference to
+/// the value; after a call that panicked, every call is refused with
+/// `TESSERA_PANIC` (the value may be half updated) and only freeing
+/// remains. Atomic loads and stores only: the targets without
+/// compare-and-swap have them too.
+pub(crate) struct Guarded<T> {
+    call: AtomicU8,
+    value: UnsafeCell<T>,
+}
+
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const POISONED: u8 = 2;
+
+/// Marks a handle poisoned when a call on it unwinds (disarmed on return).
+struct PoisonOnUnwind<'a>(&'a AtomicU8);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(POISONED, Ordering::Release);
+    }
+}
+
+impl<T> Guarded<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Guarded {
+            call: AtomicU8::new(IDLE),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, out of its handle.
+    pub(crate) fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+
+    /// Whether a call on the handle runs now (on this thread, by the rules of
+    /// the header: a callback of that call is running).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.call.load(Ordering::Acquire) == BUSY
+    }
+
+    fn ready(&self) -> Result<(), tessera_result> {
+        match self.call.load(Ordering::Acquire) {
+            IDLE => Ok(()),
+            BUSY => Err(crate::TESSERA_IN_USE),
+            _ => Err(crate::TESSERA_PANIC),
+        }
+    }
+
+    /// Runs `f` on the value, alone.
+    ///
+    /// # Safety
+    /// No call on this handle runs on another thread now (the header's rule
+    /// for a non-`const` handle).
+    pub(crate) unsafe fn with_mut(
+        &self,
+        f: impl FnOnce(&mut T) -> tessera_result,
+    ) -> tessera_result {
+        if let Err(code) = self.ready() {
+            return code;
+        }
+        self.call.store(BUSY, Ordering::Relaxed);
+        let poison = PoisonOnUnwind(&self.call);
+        // SAFETY: the handle was idle: no call on it runs on this thread,
+        // and none on another one, by the caller; calls made from here on
+        // (from callbacks) see BUSY and make no reference. So this is the
+        // only reference to the value.
+        let r = f(unsafe { &mut *self.value.get() });
+        core::mem::forget(poison);
+        self.call.store(IDLE, Ordering::Release);
+        r
+    }
+
+    /// Runs `f` on the value, shared with other threads' `const` calls.
+    ///
+    /// # Safety
+    /// No non-`const` call on this handle runs on another thread now (the
+    /// header's rule for a `const` handle).
+    pub(crate) unsafe fn with_ref(&self, f: impl FnOnce(&T) -> tessera_result) -> tessera_result {
+        if let Err(code) = self.ready() {
+            return code;
+        }
+        // SAFETY: no `&mut` to the value exists: none on another thread, by
+        // the caller, and none on this one, whose call would be BUSY. The
+        // library calls no callback during a shared call, so no `&mut` is
+        // made while this one lives.
+        f(unsafe { &*self.value.get() })
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{TESSERA_IN_USE, TESSERA_OK, TESSERA_PANIC};
+
+    #[test]
+    fn a_call_from_inside_a_call_is_refused_and_a_panic_poisons() {
+        let g = Guarded::new(1u32);
+        // SAFETY (all calls): one thread.
+        let r = unsafe {
+            g.with_mut(|v| {
+                *v += 1;
+                let inner_mut = g.with_mut(|_| TESSERA_OK);
+                let inner_ref = g.with_ref(|_| TESSERA_OK);
+                assert!(g.is_busy());
+                assert_eq!((inner_mut, inner_ref), (TESSERA_IN_USE, TESSERA_IN_USE));
+                TESSERA_OK
+            })
+        };
+        assert_eq!(r, TESSERA_OK);
+        assert!(!g.is_busy());
+        assert_eq!(unsafe { g.with_ref(|v| *v) }, 2);
+
+        let r = guard(|| unsafe { g.with_mut(|_| panic!("a bug")) });
+        assert_eq!(r, TESSERA_PANIC);
+        assert_eq!(unsafe { g.with_mut(|_| TESSERA_OK) }, TESSERA_PANIC);
+        assert_eq!(unsafe { g.with_ref(|_| TESSERA_OK) }, TESSERA_PANIC);
+        assert!(!g.is_busy());
+        assert_eq!(g.into_inner(), 2);
+    }
+
+    #[test]
+    fn copy_out_writes_the_length_on_success_or_when_too_small_only() {
+        let src = [1u8, 2, 3];
+        let mut buf = [0u8; 8];
+        let mut n = 99usize;
+        // SAFETY (all calls): valid buffers, or NULL.
+        let r = unsafe { copy_out(&src, core::ptr::null_mut(), buf.len(), &mut n) };
+        assert_eq!((r, n), (crate::TESSERA_NULL_ARGUMENT, 99));
+        let r = unsafe { copy_out(&src, buf.as_mut_ptr(), 2, &mut n) };
+        assert_eq!((r, n, buf[0]), (crate::TESSERA_BUFFER_TOO_SMALL, 3, 0));
+        let r = unsafe { copy_out(&src, buf.as_mut_ptr(), buf.len(), &mut n) };
+        assert_eq!((r, n, &buf[..3]), (TESSERA_OK, 3, &src[..]));
     }
 }

@@ -83,15 +83,14 @@ pub unsafe extern "C" fn tessera_vulkan_devices(
             Err(e) => return e.result_code(),
         };
         let devices = instance.devices();
-        // SAFETY: valid for a write, by the caller.
-        unsafe { count.write(devices.len()) };
         if devices.len() > capacity {
+            // SAFETY: valid for a write, by the caller.
+            unsafe { count.write(devices.len()) };
             return TESSERA_BUFFER_TOO_SMALL;
         }
-        if devices.is_empty() {
-            return TESSERA_OK;
+        if !devices.is_empty() {
+            non_null!(out);
         }
-        non_null!(out);
         for (i, d) in devices.iter().enumerate() {
             let entry = tessera_device_entry {
                 index: d.index as u32,
@@ -104,6 +103,8 @@ pub unsafe extern "C" fn tessera_vulkan_devices(
             // SAFETY: `i < devices.len() <= capacity` entries, by the caller.
             unsafe { out.add(i).write(entry) };
         }
+        // SAFETY: valid for a write, by the caller.
+        unsafe { count.write(devices.len()) };
         TESSERA_OK
     })
 }
@@ -120,17 +121,17 @@ pub struct tessera_dispatcher_config {
     /// Part of the device name (case-insensitive), or NULL.
     pub device_name: *const c_char,
     /// Run the Khronos validation layer and keep its messages (slow).
-    pub validation: bool,
+    pub validation: CBool,
     /// Run the Khronos SPIR-V validator on every new kernel (the second
     /// gate; default true).
-    pub spirv_val_gate: bool,
+    pub spirv_val_gate: CBool,
     /// The `spirv-val` program (NULL: on `PATH`).
     pub spirv_val_path: *const c_char,
     /// Most bytes of buffers one job may use.
     pub memory_budget: u64,
     /// Run the start-up benchmark when opening (its figures go into the
     /// evidence, and bound each job's work); default true.
-    pub run_benchmark: bool,
+    pub run_benchmark: CBool,
 }
 
 /// Fills `out` with the defaults and its `size`.
@@ -150,11 +151,11 @@ pub unsafe extern "C" fn tessera_dispatcher_config_default(
                 size: core::mem::size_of::<tessera_dispatcher_config>(),
                 device_index: -1,
                 device_name: core::ptr::null(),
-                validation: false,
-                spirv_val_gate: true,
+                validation: CBool::FALSE,
+                spirv_val_gate: CBool::TRUE,
                 spirv_val_path: core::ptr::null(),
                 memory_budget: d.memory_budget,
-                run_benchmark: true,
+                run_benchmark: CBool::TRUE,
             })
         };
         TESSERA_OK
@@ -228,11 +229,19 @@ pub unsafe extern "C" fn tessera_dispatcher_new(
                 return TESSERA_INVALID_CONFIG;
             }
         };
+        let (Some(validation), Some(spirv_val_gate), Some(run_benchmark)) = (
+            c.validation.get(),
+            c.spirv_val_gate.get(),
+            c.run_benchmark.get(),
+        ) else {
+            say("validation, spirv_val_gate and run_benchmark must be false or true");
+            return TESSERA_INVALID_CONFIG;
+        };
         let config = DispatcherConfig {
-            validation: c.validation,
+            validation,
             memory_budget: c.memory_budget,
             khronos: KhronosConfig {
-                enabled: c.spirv_val_gate,
+                enabled: spirv_val_gate,
                 program: program.map(Into::into),
                 ..KhronosConfig::default()
             },
@@ -246,7 +255,7 @@ pub unsafe extern "C" fn tessera_dispatcher_new(
                 return e.result_code();
             }
         };
-        if c.run_benchmark {
+        if run_benchmark {
             if let Err(e) = inner.run_startup_benchmark() {
                 say(&format!("start-up benchmark: {e}"));
                 return e.result_code();
@@ -365,7 +374,7 @@ pub struct tessera_kernel_buffer {
     /// Bytes at `init`.
     pub init_len: usize,
     /// Whether the final contents are returned, into `output`.
-    pub readback: bool,
+    pub readback: CBool,
     /// For a read-back buffer: where its `len` bytes go (caller-owned).
     pub output: *mut u8,
     /// Bytes at `output` (at least `len`).
@@ -462,12 +471,12 @@ pub unsafe extern "C" fn tessera_dispatcher_run(
         if j.buffer_count > tessera_core::limits::MAX_BUFFERS * 4 {
             return TESSERA_INVALID_ARGUMENT;
         }
-        let c_buffers: &mut [tessera_kernel_buffer] = if j.buffer_count == 0 {
-            &mut []
+        let c_buffers: &[tessera_kernel_buffer] = if j.buffer_count == 0 {
+            &[]
         } else {
             non_null!(j.buffers);
-            // SAFETY: `buffer_count` entries, not aliased, by the caller.
-            unsafe { core::slice::from_raw_parts_mut(j.buffers, j.buffer_count) }
+            // SAFETY: `buffer_count` entries, by the caller; only read.
+            unsafe { core::slice::from_raw_parts(j.buffers, j.buffer_count) }
         };
         let mut specs = Vec::with_capacity(c_buffers.len());
         for b in c_buffers.iter() {
@@ -475,7 +484,10 @@ pub unsafe extern "C" fn tessera_dispatcher_run(
             let Some(init) = (unsafe { bytes(b.init, b.init_len) }) else {
                 return TESSERA_NULL_ARGUMENT;
             };
-            if b.readback && (b.output.is_null() || (b.output_len as u64) < b.len) {
+            let Some(readback) = b.readback.get() else {
+                return TESSERA_INVALID_ARGUMENT;
+            };
+            if readback && (b.output.is_null() || (b.output_len as u64) < b.len) {
                 return if b.output.is_null() {
                     TESSERA_NULL_ARGUMENT
                 } else {
@@ -486,7 +498,7 @@ pub unsafe extern "C" fn tessera_dispatcher_run(
                 binding: b.binding,
                 len: b.len,
                 init: (!init.is_empty()).then_some(init),
-                readback: b.readback,
+                readback,
             });
         }
         let kernel = KernelJob {
@@ -500,8 +512,8 @@ pub unsafe extern "C" fn tessera_dispatcher_run(
         let timeout = Duration::from_millis(j.timeout_ms);
         match d.inner.run(&kernel, timeout) {
             Ok(out) => {
-                let readback = c_buffers.iter_mut().filter(|b| b.readback);
-                for (b, data) in readback.zip(&out.outputs) {
+                let readback = c_buffers.iter().zip(&specs).filter(|(_, s)| s.readback);
+                for ((b, _), data) in readback.zip(&out.outputs) {
                     // SAFETY: `output_len >= len == data.len()` writable
                     // bytes, checked above and by the caller.
                     let dst = unsafe { core::slice::from_raw_parts_mut(b.output, b.output_len) };
@@ -570,7 +582,10 @@ pub unsafe extern "C" fn tessera_dispatcher_last_failure(
 }
 
 /// Writes the words of the dispatcher's last error (which rule a refused
-/// kernel broke, say) into `buf`, NUL-terminated and cut to fit.
+/// kernel broke, say) into `buf`, NUL-terminated and cut to fit; `written`
+/// gets their length. With a zero `len` (`buf` may then be NULL):
+/// `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+/// text needs, NUL included.
 ///
 /// # Safety
 /// `dispatcher` a live dispatcher; `buf` `len` writable bytes; `written`
@@ -583,16 +598,13 @@ pub unsafe extern "C" fn tessera_dispatcher_last_error(
     written: *mut usize,
 ) -> tessera_result {
     guard(|| {
-        non_null!(dispatcher, buf);
-        if len == 0 {
-            return TESSERA_BUFFER_TOO_SMALL;
-        }
+        non_null!(dispatcher);
         // SAFETY: non-NULL and live, by the caller.
         let d = unsafe { &*dispatcher };
         let mut t = Text::<512>::new();
         t.push(&d.last_error);
         // SAFETY: the caller's promise for (buf, len) and `written`.
-        unsafe { t.write_c(buf.cast(), len, written) }
+        unsafe { t.write_c_or_size(buf.cast(), len, written) }
     })
 }
 

@@ -6,16 +6,26 @@
 //!   words it. Outputs are written only on success, except the length a
 //!   too-small buffer needed (`TESSERA_BUFFER_TOO_SMALL`).
 //! - Handles are opaque, made by a `_new` function and released by its
-//!   `_free`, which accepts NULL.
+//!   `_free`, which accepts NULL. A handle used after its `_free` (or after a
+//!   `_new` function took it over) is undefined behaviour the library cannot
+//!   detect.
 //! - Inputs come first, then outputs. Bytes are `(const uint8_t *, size_t)`;
 //!   a zero length allows a NULL pointer. Output buffers belong to the caller.
 //! - A function taking a `const` handle may be called from several threads at
 //!   once; one taking a non-`const` handle needs that handle to itself (one
 //!   thread at a time). Handles may move between threads.
+//! - A callback may call the library, but a call into the agent, signer or
+//!   runtime whose call runs the callback returns `TESSERA_IN_USE` (a
+//!   runtime's thread-safe functions work); freeing that handle there is a
+//!   bug.
 //! - No function unwinds into C: a panic is caught and returned as
-//!   `TESSERA_PANIC` (after which the handle should be freed).
+//!   `TESSERA_PANIC`, after which the handle should be freed (an agent,
+//!   signer or runtime then answers every other call with `TESSERA_PANIC`).
 //! - Structs that may grow carry their size in a first `size` field: set it to
 //!   `sizeof` the struct, or fill the struct with its `_default` function.
+//! - A `bool` field the caller fills holds `false` or `true`: a struct whose
+//!   `bool` holds another byte is refused (`TESSERA_INVALID_ARGUMENT`, or
+//!   `TESSERA_INVALID_CONFIG` for a configuration); see [`CBool`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![allow(non_camel_case_types)]
 #![warn(missing_docs)]
@@ -45,6 +55,36 @@ use boundary::guard;
 /// A result code: `TESSERA_OK` (0) or a code from `docs/CODES.md`.
 pub type tessera_result = u32;
 
+/// A `bool` field of a struct the caller fills (`bool` in the header): one
+/// byte, 0 or 1. The library reads it as a byte, so that any other value
+/// (raw bytes from a binding, a `memset`, a file) is refused with a result
+/// code; read as a Rust `bool` it would be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CBool(u8);
+
+impl CBool {
+    /// `false`.
+    pub const FALSE: CBool = CBool(0);
+    /// `true`.
+    pub const TRUE: CBool = CBool(1);
+
+    /// The value; `None` for a byte that is neither 0 nor 1.
+    pub fn get(self) -> Option<bool> {
+        match self.0 {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+}
+
+impl From<bool> for CBool {
+    fn from(b: bool) -> CBool {
+        CBool(u8::from(b))
+    }
+}
+
 /// Success.
 pub const TESSERA_OK: tessera_result = 0;
 /// The outgoing queue is full: drain transmits, then call again.
@@ -67,7 +107,8 @@ pub const TESSERA_IO: tessera_result = 8;
 pub const TESSERA_NOTHING: tessera_result = 9;
 /// The object was stopped and takes no more calls of this kind.
 pub const TESSERA_STOPPED: tessera_result = 10;
-/// The object is run by its own thread; only its thread-safe functions apply.
+/// The object is busy: its own thread runs it (only its thread-safe functions
+/// apply), or a callback of a call on it made this call.
 pub const TESSERA_IN_USE: tessera_result = 11;
 /// No session is established.
 pub const TESSERA_NOT_CONNECTED: tessera_result = 100;
@@ -209,7 +250,9 @@ impl<const N: usize> Text<N> {
         self.len += take;
     }
 
-    /// Writes the text into a C buffer as a NUL-terminated string cut to fit.
+    /// Writes the text into a C buffer as a NUL-terminated string cut to fit,
+    /// touching only the bytes it writes (so a `len` past `isize::MAX`, "no
+    /// limit", is no slice of that size).
     ///
     /// # Safety
     /// `buf` must point to `len >= 1` writable bytes; `written` NULL or valid.
@@ -219,13 +262,38 @@ impl<const N: usize> Text<N> {
         while n > 0 && n < self.len && (self.buf[n] & 0xC0) == 0x80 {
             n -= 1;
         }
-        // SAFETY: the caller's promise: `len` writable bytes at `buf`.
-        let dst = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+        // SAFETY: `n + 1 <= len` writable bytes at `buf`, by the caller;
+        // `n < N`, far within `isize::MAX`.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf, n + 1) };
         dst[..n].copy_from_slice(&self.buf[..n]);
         dst[n] = 0;
         // SAFETY: the caller's promise for `written`.
         unsafe { boundary::write_opt(written, n) };
         TESSERA_OK
+    }
+
+    /// As [`Text::write_c`], and for a zero `len` (where `buf` may be NULL)
+    /// `TESSERA_BUFFER_TOO_SMALL` with the buffer length the whole text needs,
+    /// NUL included, written to `written`.
+    ///
+    /// # Safety
+    /// `buf` NULL or `len` writable bytes; `written` NULL or valid.
+    pub(crate) unsafe fn write_c_or_size(
+        &self,
+        buf: *mut u8,
+        len: usize,
+        written: *mut usize,
+    ) -> u32 {
+        if len == 0 {
+            // SAFETY: the caller's promise for `written`.
+            unsafe { boundary::write_opt(written, self.len + 1) };
+            return TESSERA_BUFFER_TOO_SMALL;
+        }
+        if buf.is_null() {
+            return TESSERA_NULL_ARGUMENT;
+        }
+        // SAFETY: `len >= 1` writable bytes at `buf`, by the caller.
+        unsafe { self.write_c(buf, len, written) }
     }
 }
 
@@ -305,6 +373,23 @@ mod tests {
                 .filter(|(c, _)| *c < codes::VULKAN_BASE)
                 .count()
         );
+    }
+
+    #[test]
+    fn a_c_bool_is_one_byte_read_as_one() {
+        assert_eq!(core::mem::size_of::<CBool>(), core::mem::size_of::<bool>());
+        assert_eq!(
+            core::mem::align_of::<CBool>(),
+            core::mem::align_of::<bool>()
+        );
+        assert_eq!(
+            (CBool::FALSE.get(), CBool::TRUE.get()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(CBool::from(true), CBool::TRUE);
+        for byte in 2..=u8::MAX {
+            assert_eq!(CBool(byte).get(), None);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ enum Mode {
 /// What is shared between the runtime's owner and other threads.
 struct Shared {
     status: Mutex<Status>,
+    /// Whether the runtime has drained and stopped, as of its last step.
+    finished: AtomicBool,
     accepting: AtomicBool,
     /// A drain deadline the host asked for, in milliseconds (0: none).
     drain_timeout_ms: AtomicU64,
@@ -51,10 +53,16 @@ struct Shared {
 
 /// A provider on the network. Functions taking a `const tessera_runtime *`
 /// (status, drain, accepting jobs, descriptor) may be called from any
-/// thread, also while the runtime runs on its own thread; the others need
-/// the runtime to themselves.
+/// thread at any time: while the runtime runs on its own thread, while
+/// another thread steps it, from its callbacks. The others need the runtime
+/// to themselves; one called from a callback of another (a log line
+/// written during a step) returns `TESSERA_IN_USE`.
 pub struct tessera_runtime {
-    mode: Mode,
+    /// Held by each call that steps, starts or waits for the runtime, so
+    /// that such a call made while another runs (from a log or signer
+    /// callback) finds it held and returns `TESSERA_IN_USE`. The
+    /// thread-safe functions never take it.
+    mode: Mutex<Mode>,
     drain: DrainHandle,
     fd: c_int,
     shared: Arc<Shared>,
@@ -63,6 +71,18 @@ pub struct tessera_runtime {
 fn publish(rt: &Runtime<AnySigner>, shared: &Shared) {
     if let Ok(mut s) = shared.status.lock() {
         *s = rt.status();
+    }
+    shared.finished.store(rt.is_finished(), Ordering::SeqCst);
+}
+
+/// The runtime's mode, for a call that steps, starts or waits for it:
+/// `TESSERA_IN_USE` while another such call runs (this one came from its
+/// callback), `TESSERA_PANIC` after one panicked.
+fn lock_mode(r: &tessera_runtime) -> Result<MutexGuard<'_, Mode>, tessera_result> {
+    match r.mode.try_lock() {
+        Ok(mode) => Ok(mode),
+        Err(TryLockError::WouldBlock) => Err(TESSERA_IN_USE),
+        Err(TryLockError::Poisoned(_)) => Err(TESSERA_PANIC),
     }
 }
 
@@ -97,6 +117,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
     let fd = -1;
     let shared = Arc::new(Shared {
         status: Mutex::new(rt.status()),
+        finished: AtomicBool::new(rt.is_finished()),
         accepting: AtomicBool::new(true),
         drain_timeout_ms: AtomicU64::new(0),
         last_error: Mutex::new(String::new()),
@@ -105,7 +126,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
         tessera_runtime {
             drain: rt.drain_handle(),
             fd,
-            mode: Mode::Stepped(Box::new(rt)),
+            mode: Mutex::new(Mode::Stepped(Box::new(rt))),
             shared,
         },
         out,
@@ -214,7 +235,7 @@ pub struct tessera_runtime_config {
     /// Part of the Vulkan device name to pick, or NULL.
     pub device_name: *const c_char,
     /// Run the Khronos SPIR-V validator on every new kernel (default true).
-    pub spirv_val_gate: bool,
+    pub spirv_val_gate: CBool,
     /// How long a drain waits for acknowledgements, milliseconds.
     pub drain_timeout_ms: u64,
 }
@@ -256,7 +277,7 @@ pub unsafe extern "C" fn tessera_runtime_config_default(
                 policy,
                 device_index: -1,
                 device_name: core::ptr::null(),
-                spirv_val_gate: true,
+                spirv_val_gate: CBool::TRUE,
                 drain_timeout_ms: timers.drain_timeout_s * 1000,
             })
         };
@@ -284,6 +305,10 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
     };
     let max_concurrent = u8::try_from(c.policy.max_concurrent)
         .map_err(|_| "policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)".to_string())?;
+    let spirv_val_gate = c
+        .spirv_val_gate
+        .get()
+        .ok_or("spirv_val_gate must be false or true")?;
     Ok(OperatorConfig {
         coordinator: coordinator.to_string(),
         // SAFETY: as above.
@@ -316,7 +341,7 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
             index: device_index,
             // SAFETY: as above.
             name: unsafe { opt_str(c.device_name, "device_name") }?.map(str::to_string),
-            spirv_val_gate: c.spirv_val_gate,
+            spirv_val_gate,
             ..DeviceSection::default()
         },
         timers: TimersSection {
@@ -329,7 +354,8 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
 }
 
 /// A provider from a struct, signing with `signer` (built in, or callbacks
-/// to a secure element: then they are called from the runtime's thread).
+/// to a secure element: then they are called from the thread that steps
+/// the runtime, or from its own thread after `tessera_runtime_start`).
 /// The call takes `signer` over whatever it returns: do not use or free it
 /// afterwards.
 ///
@@ -372,7 +398,10 @@ pub unsafe extern "C" fn tessera_runtime_new(
 }
 
 /// Frees the runtime. A runtime on its own thread is asked to drain first and
-/// waited for (at most its drain timeout). NULL is a no-op.
+/// waited for (at most its drain timeout), unless this is called from that
+/// thread (a callback), which then drains and ends on its own. NULL is a
+/// no-op, and so is a runtime stepped, started or waited for now (from a
+/// callback of that call: freeing it there is a bug).
 ///
 /// # Safety
 /// `runtime` NULL or a live runtime, not used again.
@@ -382,11 +411,22 @@ pub unsafe extern "C" fn tessera_runtime_free(runtime: *mut tessera_runtime) {
         if runtime.is_null() {
             return TESSERA_OK;
         }
-        // SAFETY: a live runtime from `new_handle`, by the caller.
+        {
+            // SAFETY: live, by the caller; shared access only.
+            let r = unsafe { &*runtime };
+            if let Err(TryLockError::WouldBlock) = r.mode.try_lock() {
+                return TESSERA_IN_USE;
+            }
+        }
+        // SAFETY: a live runtime from `new_handle` in no call now, by the
+        // caller and the check above.
         let rt = unsafe { crate::boundary::take_handle(runtime) };
-        if let Mode::Threaded(join) = rt.mode {
+        let mode = rt.mode.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Mode::Threaded(join) = mode {
             rt.drain.drain();
-            let _ = join.join();
+            if join.thread().id() != std::thread::current().id() {
+                let _ = join.join();
+            }
         }
         TESSERA_OK
     });
@@ -403,9 +443,14 @@ unsafe fn with_stepped(
 ) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        match &mut r.mode {
+        // SAFETY: non-NULL and live, by the caller; shared access only: the
+        // runtime is reached through its lock.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        match &mut *mode {
             Mode::Stepped(rt) => f(rt, &r.shared),
             Mode::Threaded(_) => TESSERA_IN_USE,
             Mode::Done(_) => TESSERA_STOPPED,
@@ -507,16 +552,20 @@ pub unsafe extern "C" fn tessera_runtime_fd(
 pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        let mut rt = match core::mem::replace(&mut r.mode, Mode::Done(None)) {
+        // SAFETY: non-NULL and live, by the caller; shared access only.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        let mut rt = match core::mem::replace(&mut *mode, Mode::Done(None)) {
             Mode::Stepped(rt) => rt,
             other => {
                 let code = match other {
                     Mode::Threaded(_) => TESSERA_IN_USE,
                     _ => TESSERA_STOPPED,
                 };
-                r.mode = other;
+                *mode = other;
                 return code;
             }
         };
@@ -535,7 +584,7 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
             });
         match spawned {
             Ok(join) => {
-                r.mode = Mode::Threaded(join);
+                *mode = Mode::Threaded(join);
                 TESSERA_OK
             }
             Err(_) => TESSERA_IO,
@@ -552,23 +601,37 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
 pub unsafe extern "C" fn tessera_runtime_wait(runtime: *mut tessera_runtime) -> tessera_result {
     guard(|| {
         non_null!(runtime);
-        // SAFETY: non-NULL, live and not aliased, by the caller.
-        let r = unsafe { &mut *runtime };
-        match core::mem::replace(&mut r.mode, Mode::Done(None)) {
-            Mode::Threaded(join) => match join.join() {
-                Ok((rt, result)) => {
-                    publish(&rt, &r.shared);
-                    r.mode = Mode::Done(Some(rt));
-                    result
-                }
-                Err(_) => TESSERA_PANIC,
-            },
+        // SAFETY: non-NULL and live, by the caller; shared access only.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(mode) => mode,
+            Err(code) => return code,
+        };
+        match core::mem::replace(&mut *mode, Mode::Done(None)) {
+            // From a callback on the runtime's own thread: it cannot wait
+            // for itself.
+            Mode::Threaded(join) if join.thread().id() == std::thread::current().id() => {
+                *mode = Mode::Threaded(join);
+                TESSERA_IN_USE
+            }
+            Mode::Threaded(join) => {
+                let result = match join.join() {
+                    Ok((rt, result)) => {
+                        publish(&rt, &r.shared);
+                        *mode = Mode::Done(Some(rt));
+                        result
+                    }
+                    Err(_) => TESSERA_PANIC,
+                };
+                r.shared.finished.store(true, Ordering::SeqCst);
+                result
+            }
             other => {
                 let code = match other {
                     Mode::Stepped(_) => TESSERA_INVALID_ARGUMENT,
                     _ => TESSERA_STOPPED,
                 };
-                r.mode = other;
+                *mode = other;
                 code
             }
         }
@@ -632,7 +695,7 @@ impl tessera_runtime {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_status {
-    /// `sizeof(tessera_runtime_status)`; set it before the call.
+    /// `sizeof(tessera_status)`; set it before the call.
     pub size: usize,
     /// `TESSERA_CONN_*`.
     pub state: u32,
@@ -680,8 +743,7 @@ pub unsafe extern "C" fn tessera_runtime_status(
                 Some(ConnState::Closed) => crate::agent::TESSERA_CONN_CLOSED,
                 _ => crate::agent::TESSERA_CONN_DISCONNECTED,
             },
-            finished: matches!(r.mode, Mode::Done(_))
-                || matches!(&r.mode, Mode::Stepped(rt) if rt.is_finished()),
+            finished: r.shared.finished.load(Ordering::SeqCst),
             device_unavailable: s.device_unavailable,
             jobs_completed: s.jobs_completed,
             jobs_failed: s.jobs_failed,
@@ -698,7 +760,10 @@ pub unsafe extern "C" fn tessera_runtime_status(
 }
 
 /// Writes the runtime's status line (as `tessera-agent` logs it, with the
-/// last connection error) into `buf`, NUL-terminated and cut to fit.
+/// last connection error) into `buf`, NUL-terminated and cut to fit;
+/// `written` gets its length. With a zero `len` (`buf` may then be NULL):
+/// `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the buffer length the whole
+/// line needs, NUL included.
 ///
 /// # Safety
 /// `runtime` a live runtime; `buf` `len` writable bytes; `written` NULL or
@@ -711,10 +776,6 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
     written: *mut usize,
 ) -> tessera_result {
     let f = |r: &tessera_runtime| {
-        non_null!(buf);
-        if len == 0 {
-            return TESSERA_BUFFER_TOO_SMALL;
-        }
         let Ok(s) = r.shared.status.lock() else {
             return TESSERA_PANIC;
         };
@@ -727,7 +788,7 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
             }
         }
         // SAFETY: the caller's promise for (buf, len) and `written`.
-        unsafe { t.write_c(buf.cast(), len, written) }
+        unsafe { t.write_c_or_size(buf.cast(), len, written) }
     };
     // SAFETY: the caller's promise.
     unsafe { with_shared(runtime, f) }
@@ -737,7 +798,10 @@ pub unsafe extern "C" fn tessera_runtime_status_text(
 
 /// Receives one log line: `level` is `TESSERA_LOG_*`, `target` the module
 /// and `message` the text (both NUL-terminated, valid during the call).
-/// Called from any of the library's threads.
+/// Called from any of the library's threads, one line at a time. It may
+/// call the library: lines written meanwhile on its own thread are dropped,
+/// and `tessera_set_log_callback` returns `TESSERA_IN_USE` there. It must
+/// return: no C++ exception or `longjmp` may leave it.
 pub type tessera_log_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -765,12 +829,42 @@ struct Sink {
 
 struct CLogger(Mutex<Option<Sink>>);
 
+thread_local! {
+    /// Whether this thread runs the log callback now (and holds the
+    /// logger's lock: taking it again would wait forever).
+    static IN_LOG_CALLBACK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+fn in_log_callback() -> bool {
+    IN_LOG_CALLBACK.try_with(|c| c.get()).unwrap_or(false)
+}
+
+/// Marks this thread as running the log callback, while it lives.
+struct InLogCallback;
+
+impl InLogCallback {
+    fn enter() -> Self {
+        let _ = IN_LOG_CALLBACK.try_with(|c| c.set(true));
+        InLogCallback
+    }
+}
+
+impl Drop for InLogCallback {
+    fn drop(&mut self) {
+        let _ = IN_LOG_CALLBACK.try_with(|c| c.set(false));
+    }
+}
+
 impl log::Log for CLogger {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if in_log_callback() {
+            // A line written by a call the callback made.
+            return;
+        }
         let Ok(sink) = self.0.lock() else { return };
         let Some(sink) = sink.as_ref() else { return };
         let level = match record.level() {
@@ -783,6 +877,7 @@ impl log::Log for CLogger {
         let clean = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
         let target = clean(record.target().to_string());
         let message = clean(record.args().to_string());
+        let _inside = InLogCallback::enter();
         // SAFETY: the callback and userdata were registered together for
         // this purpose; both strings live through the call.
         unsafe {
@@ -800,8 +895,10 @@ impl log::Log for CLogger {
 
 /// Sends the library's log lines up to `max_level` (`TESSERA_LOG_*`; 0 turns
 /// logging off) to `callback` with `userdata`; NULL `callback` turns it off.
-/// Process-wide; call it again to change it. `TESSERA_UNSUPPORTED` when the
-/// program already installed another logger for Rust's `log` crate.
+/// Process-wide; call it again to change it: it returns once no thread runs
+/// the callback it replaces. `TESSERA_UNSUPPORTED` when the program already
+/// installed another logger for Rust's `log` crate; `TESSERA_IN_USE` from
+/// inside the log callback.
 ///
 /// # Safety
 /// `callback` NULL or callable from any thread with `userdata` until it is
@@ -815,6 +912,9 @@ pub unsafe extern "C" fn tessera_set_log_callback(
     guard(|| {
         if max_level > TESSERA_LOG_TRACE {
             return TESSERA_INVALID_ARGUMENT;
+        }
+        if in_log_callback() {
+            return TESSERA_IN_USE;
         }
         // The logger, once installed; `None` when the program had installed
         // another one first.

@@ -137,15 +137,15 @@ fn verified<T>(r: Result<T, VerifyError>, ok: impl FnOnce(T)) -> tessera_result 
     }
 }
 
-impl From<&tessera_buffer_spec> for BufferSpec {
-    fn from(b: &tessera_buffer_spec) -> BufferSpec {
-        BufferSpec {
-            binding: b.binding,
-            len: b.len,
-            init_len: b.init_len,
-            readback: b.readback,
-        }
-    }
+/// A buffer of a layout the caller gave; `None` when its `readback` byte is
+/// neither 0 nor 1.
+fn buffer_spec(b: &tessera_buffer_spec) -> Option<BufferSpec> {
+    Some(BufferSpec {
+        binding: b.binding,
+        len: b.len,
+        init_len: b.init_len,
+        readback: b.readback.get()?,
+    })
 }
 
 /// A job's buffer layout, at most `TESSERA_MAX_BUFFERS` buffers.
@@ -163,8 +163,8 @@ unsafe fn layout(
     let specs = unsafe { items(buffers, count) }?;
     let mut out = BoundedVec::new();
     for b in specs {
-        out.push(BufferSpec::from(b))
-            .map_err(|_| TESSERA_INVALID_ARGUMENT)?;
+        let spec = buffer_spec(b).ok_or(TESSERA_INVALID_ARGUMENT)?;
+        out.push(spec).map_err(|_| TESSERA_INVALID_ARGUMENT)?;
     }
     Ok(out)
 }
@@ -1278,7 +1278,7 @@ mod tests {
             binding: b.binding,
             len: b.len,
             init_len: b.init_len,
-            readback: b.readback,
+            readback: b.readback.into(),
         }
     }
 
@@ -1911,7 +1911,7 @@ mod tests {
             binding: 0,
             len: all.len() as u64,
             init_len: 0,
-            readback: true,
+            readback: CBool::TRUE,
         }];
         let mut count = 0u64;
         let r = unsafe { tessera_output_leaf_count(readback.as_ptr(), 1, &mut count) };

@@ -122,6 +122,16 @@ static void test_version_and_text(void) {
     CHECK(n == 0 && text[0] == '\0');
     CHECK_CODE(tessera_result_text(TESSERA_OK, NULL, 10, &n),
                TESSERA_NULL_ARGUMENT);
+    /* A length no buffer can have ("no limit") touches only the bytes
+     * written: no slice of SIZE_MAX bytes is ever made. */
+    CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, SIZE_MAX, &n),
+               TESSERA_OK);
+    CHECK(strncmp(text, "ok: ", 4) == 0 && n == strlen(text));
+    {
+        uint8_t doc[TESSERA_KEY_PKCS8_LEN];
+        CHECK_CODE(tessera_key_generate(doc, SIZE_MAX, &n), TESSERA_OK);
+        CHECK(n == sizeof doc);
+    }
     CHECK_CODE(tessera_result_text(TESSERA_OK, (uint8_t *)text, 0, &n),
                TESSERA_NULL_ARGUMENT);
 }
@@ -260,6 +270,17 @@ static void test_config_errors(void) {
                TESSERA_INVALID_CONFIG);
     CHECK(strlen(why) <= 3);
     CHECK(a == NULL);
+
+    /* A bool field holding a byte other than 0 or 1 (raw bytes from a
+     * binding, a memset, a file) is refused, never read as either. */
+    c = device_config();
+    *(unsigned char *)&c.persist_results = 2;
+    why[0] = '\0';
+    CHECK_CODE(tessera_agent_new(&c, new_signer(), NULL, why, sizeof why, &a),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "persist_results") != NULL);
+    tessera_agent_free(a);
+    a = NULL;
     /* valgrind and LeakSanitizer check that every signer given was freed. */
 }
 
@@ -349,8 +370,17 @@ static void test_session(void) {
                TESSERA_UNKNOWN_JOB);
     CHECK_CODE(tessera_agent_last_error(a, text, sizeof text, &n), TESSERA_OK);
     CHECK(strstr(text, "job 1") != NULL);
-    CHECK_CODE(tessera_agent_last_error(a, text, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    /* No room: the length the whole text needs, NUL included. */
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_agent_last_error(a, text, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+        need = 0;
+        CHECK_CODE(tessera_agent_last_error(a, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
     CHECK_CODE(tessera_agent_last_error(a, NULL, 10, &n),
                TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_agent_confirm_persisted(a, now, 1), TESSERA_UNKNOWN_JOB);
@@ -498,6 +528,89 @@ static void test_session(void) {
     tessera_signer_free(key);
 }
 
+/* A secure element whose driver calls back into the agent that holds it,
+ * and into its own signer, while it signs: each such call is refused with
+ * TESSERA_IN_USE (no second reference to the agent is ever made), and the
+ * agent goes on as if nothing happened. */
+struct reentrant {
+    tessera_signer *key;
+    tessera_signer *self;
+    tessera_agent *agent;
+    int calls;
+    tessera_result state, poll, connect, free_self, own_key, own_sign;
+};
+
+static tessera_result reentrant_public_key(void *userdata, uint8_t *out) {
+    struct reentrant *r = (struct reentrant *)userdata;
+    return tessera_signer_public_key(r->key, out);
+}
+
+static tessera_result reentrant_sign(void *userdata, const uint8_t *msg,
+                                     size_t len, uint8_t *sig) {
+    struct reentrant *r = (struct reentrant *)userdata;
+    uint32_t state = 0;
+    tessera_event ev;
+    r->calls++;
+    if (r->agent) {
+        r->state = tessera_agent_state(r->agent, &state);
+        r->poll = tessera_agent_poll_event(r->agent, &ev);
+        r->connect = tessera_agent_connect(r->agent, 5);
+        /* Not done: freed during its own call (ignored when detected). */
+        tessera_agent_free(r->agent);
+    }
+    if (r->self) {
+        uint8_t pk[32], inner[64];
+        r->own_key = tessera_signer_public_key(r->self, pk);
+        r->own_sign = tessera_signer_sign(r->self, msg, len, inner);
+    }
+    return tessera_signer_sign(r->key, msg, len, sig);
+}
+
+static void test_reentry(void) {
+    tessera_agent_config c = device_config();
+    tessera_signer_callbacks cb;
+    tessera_signer *signer = NULL;
+    tessera_agent *a = NULL;
+    struct reentrant r;
+    uint8_t sig[64];
+    uint32_t state = 0;
+
+    memset(&r, 0, sizeof r);
+    r.key = new_signer();
+    cb.size = sizeof cb;
+    cb.userdata = &r;
+    cb.public_key = reentrant_public_key;
+    cb.sign = reentrant_sign;
+
+    /* A signer of its own. */
+    CHECK_CODE(tessera_signer_from_callbacks(&cb, &signer), TESSERA_OK);
+    r.self = signer;
+    CHECK_CODE(tessera_signer_sign(signer, (const uint8_t *)"m", 1, sig),
+               TESSERA_OK);
+    CHECK(r.calls == 1);
+    CHECK_CODE(r.own_key, TESSERA_IN_USE);
+    CHECK_CODE(r.own_sign, TESSERA_IN_USE);
+    r.self = NULL;
+
+    /* Given to an agent, which signs its evidence on Welcome. */
+    CHECK_CODE(tessera_agent_new(&c, signer, NULL, NULL, 0, &a), TESSERA_OK);
+    r.agent = a;
+    CHECK_CODE(tessera_agent_connect(a, 1), TESSERA_OK);
+    CHECK(drain_transmit(a, 1, NULL) == 1); /* Hello */
+    feed(a, 2, WELCOME);
+    CHECK(r.calls == 2);
+    CHECK_CODE(r.state, TESSERA_IN_USE);
+    CHECK_CODE(r.poll, TESSERA_IN_USE);
+    CHECK_CODE(r.connect, TESSERA_IN_USE);
+    r.agent = NULL;
+    CHECK(drain_transmit(a, 2, NULL) == 3); /* Evidence */
+    feed(a, 3, READY);
+    CHECK_CODE(tessera_agent_state(a, &state), TESSERA_OK);
+    CHECK(state == TESSERA_CONN_READY);
+    tessera_agent_free(a);
+    tessera_signer_free(r.key);
+}
+
 /* The bare-metal way: signer and agent in memory the program gives,
  * deliberately misaligned by one byte (the footprint covers it). */
 static void test_in_place(void) {
@@ -547,6 +660,7 @@ int main(void) {
     test_signers();
     test_config_errors();
     test_session();
+    test_reentry();
     if (failures) {
         fprintf(stderr, "test_agent: %d checks failed\n", failures);
         return 1;

@@ -72,6 +72,10 @@ static void test_devices(void) {
     CHECK(memchr(entries[0].name, '\0', sizeof entries[0].name) != NULL);
     CHECK_CODE(tessera_vulkan_devices(entries, 8, NULL),
                TESSERA_NULL_ARGUMENT);
+    /* A failed call writes nothing (but the count a too-small array needs). */
+    count = 99;
+    CHECK_CODE(tessera_vulkan_devices(NULL, 8, &count), TESSERA_NULL_ARGUMENT);
+    CHECK(count == 99);
 }
 
 static tessera_dispatcher *open_dispatcher(void) {
@@ -100,6 +104,20 @@ static tessera_dispatcher *open_dispatcher(void) {
     CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
                TESSERA_VULKAN_BASE + 9); /* the Khronos validator is missing */
     c.spirv_val_path = NULL;
+    /* A bool field holding a byte other than 0 or 1 is refused, never read
+     * as either. */
+    *(unsigned char *)&c.validation = 2;
+    CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
+               TESSERA_INVALID_CONFIG);
+    tessera_dispatcher_free(d);
+    d = NULL;
+    c.validation = false;
+    *(unsigned char *)&c.run_benchmark = 0xFF;
+    CHECK_CODE(tessera_dispatcher_new(&c, why, sizeof why, &d),
+               TESSERA_INVALID_CONFIG);
+    tessera_dispatcher_free(d);
+    d = NULL;
+    c.run_benchmark = true;
     c.size = 3;
     CHECK_CODE(tessera_dispatcher_new(&c, NULL, 0, &d),
                TESSERA_INVALID_ARGUMENT);
@@ -203,6 +221,9 @@ static void test_saxpy(tessera_dispatcher *d) {
     CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_NULL_ARGUMENT);
     buffers[1].output = (uint8_t *)out;
     buffers[1].output_len = sizeof out;
+    *(unsigned char *)&buffers[1].readback = 2;
+    CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_INVALID_ARGUMENT);
+    buffers[1].readback = true;
     job.entry_point = NULL;
     CHECK_CODE(tessera_dispatcher_run(d, &job, NULL), TESSERA_NULL_ARGUMENT);
     job.entry_point = "main";
@@ -268,8 +289,12 @@ static void test_refused_kernel(tessera_dispatcher *d) {
     CHECK_CODE(tessera_dispatcher_last_error(d, words, sizeof words, &n),
                TESSERA_OK);
     CHECK(n > 0 && strstr(words, "rejected") != NULL);
-    CHECK_CODE(tessera_dispatcher_last_error(d, words, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_dispatcher_last_error(d, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
     CHECK_CODE(tessera_dispatcher_last_error(d, NULL, 4, &n),
                TESSERA_NULL_ARGUMENT);
     CHECK_CODE(tessera_dispatcher_last_failure(NULL, &reason, &detail, &usage),

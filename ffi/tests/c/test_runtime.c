@@ -55,6 +55,19 @@ struct log_count {
     int device_lines;
 };
 
+/* While `rt` is set, the log callback calls back into that runtime, as a
+ * host that shows the runtime's status with each line would. */
+static struct {
+    tessera_runtime *rt;
+    int lines;
+    tessera_result step, wakeup, start, status, accepting;
+    /* Set before the runtime gets its own thread: from there the callback
+     * tries to wait for that thread and to step the runtime. */
+    tessera_runtime *threaded;
+    int thread_lines;
+    tessera_result thread_wait, thread_step;
+} reenter;
+
 static void on_log(void *userdata, uint32_t level, const char *target,
                    const char *message) {
     struct log_count *c = (struct log_count *)userdata;
@@ -64,6 +77,71 @@ static void on_log(void *userdata, uint32_t level, const char *target,
     if (strncmp(message, "device: ", 8) == 0) {
         c->device_lines++;
     }
+    if (reenter.rt) {
+        tessera_status st;
+        uint64_t wake = 0;
+        reenter.lines++;
+        reenter.step = tessera_runtime_step(reenter.rt, 0);
+        reenter.wakeup = tessera_runtime_next_wakeup(reenter.rt, &wake);
+        reenter.start = tessera_runtime_start(reenter.rt);
+        st.size = sizeof st;
+        reenter.status = tessera_runtime_status(reenter.rt, &st);
+        reenter.accepting = tessera_runtime_set_accepting_jobs(reenter.rt, true);
+        /* Not done: freed during its own step (ignored when detected). */
+        tessera_runtime_free(reenter.rt);
+    }
+    if (reenter.threaded) {
+        reenter.thread_lines++;
+        reenter.thread_wait = tessera_runtime_wait(reenter.threaded);
+        reenter.thread_step = tessera_runtime_step(reenter.threaded, 0);
+    }
+}
+
+/* A log callback that changes the log callback from inside itself (to
+ * stop after its first line, say): refused with TESSERA_IN_USE, where it
+ * used to wait forever on the logger's lock. */
+static struct {
+    int lines;
+    tessera_result set;
+} switcher;
+
+static void on_log_switch(void *userdata, uint32_t level, const char *target,
+                          const char *message) {
+    (void)userdata;
+    (void)level;
+    (void)target;
+    (void)message;
+    if (switcher.lines++ == 0) {
+        switcher.set = tessera_set_log_callback(NULL, NULL, 0);
+    }
+}
+
+static void test_log_reentry(tessera_runtime *rt) {
+    memset(&switcher, 0, sizeof switcher);
+    CHECK_CODE(tessera_set_log_callback(on_log_switch, NULL, TESSERA_LOG_TRACE),
+               TESSERA_OK);
+    /* A step that starts connecting says so. */
+    CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
+    CHECK(switcher.lines > 0);
+    CHECK_CODE(switcher.set, TESSERA_IN_USE);
+}
+
+/* A log line written during a step: the callback's calls that need the
+ * runtime to themselves are refused (TESSERA_IN_USE), the thread-safe ones
+ * work, and the step goes on. */
+static void test_reentry(tessera_runtime *rt) {
+    memset(&reenter, 0, sizeof reenter);
+    reenter.rt = rt;
+    /* The first step connects, and says so. */
+    CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
+    reenter.rt = NULL;
+    CHECK(reenter.lines > 0);
+    CHECK_CODE(reenter.step, TESSERA_IN_USE);
+    CHECK_CODE(reenter.wakeup, TESSERA_IN_USE);
+    CHECK_CODE(reenter.start, TESSERA_IN_USE);
+    CHECK_CODE(reenter.status, TESSERA_OK);
+    CHECK_CODE(reenter.accepting, TESSERA_OK);
+    CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
 }
 
 static void test_config_errors(void) {
@@ -93,6 +171,16 @@ static void test_config_errors(void) {
                TESSERA_INVALID_CONFIG);
     CHECK(strstr(why, "max_concurrent") != NULL);
     c.policy.max_concurrent = 1;
+    /* A bool field holding a byte other than 0 or 1 is refused, never read
+     * as either. */
+    *(unsigned char *)&c.spirv_val_gate = 2;
+    why[0] = '\0';
+    CHECK_CODE(tessera_runtime_new(&c, new_signer(), why, sizeof why, &rt),
+               TESSERA_INVALID_CONFIG);
+    CHECK(strstr(why, "spirv_val_gate") != NULL);
+    tessera_runtime_free(rt);
+    rt = NULL;
+    c.spirv_val_gate = true;
     c.device_index = -7;
     CHECK_CODE(tessera_runtime_new(&c, new_signer(), why, sizeof why, &rt),
                TESSERA_INVALID_CONFIG);
@@ -185,8 +273,12 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_status_text(rt, line, sizeof line, &n),
                TESSERA_OK);
     CHECK(strstr(line, "127.0.0.1:1") != NULL && n == strlen(line));
-    CHECK_CODE(tessera_runtime_status_text(rt, line, 0, &n),
-               TESSERA_BUFFER_TOO_SMALL);
+    {
+        size_t need = 0;
+        CHECK_CODE(tessera_runtime_status_text(rt, NULL, 0, &need),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK(need == n + 1);
+    }
 
     /* The user renders: the device takes no new work. */
     CHECK_CODE(tessera_runtime_set_accepting_jobs(rt, false), TESSERA_OK);
@@ -201,6 +293,7 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_wait(rt), TESSERA_INVALID_ARGUMENT);
 
     /* Its own thread now: only the thread-safe calls apply. */
+    reenter.threaded = rt;
     CHECK_CODE(tessera_runtime_start(rt), TESSERA_OK);
     CHECK_CODE(tessera_runtime_start(rt), TESSERA_IN_USE);
     CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_IN_USE);
@@ -208,6 +301,12 @@ static void test_stepped_then_threaded(tessera_runtime *rt) {
     CHECK_CODE(tessera_runtime_status(rt, &st), TESSERA_OK);
     CHECK_CODE(tessera_runtime_drain(rt, 200), TESSERA_OK);
     CHECK_CODE(tessera_runtime_wait(rt), TESSERA_OK);
+    /* The runtime's thread logged its drain; its callback could neither
+     * wait for its own thread nor step the runtime. */
+    reenter.threaded = NULL;
+    CHECK(reenter.thread_lines > 0);
+    CHECK_CODE(reenter.thread_wait, TESSERA_IN_USE);
+    CHECK_CODE(reenter.thread_step, TESSERA_IN_USE);
     CHECK_CODE(tessera_runtime_status(rt, &st), TESSERA_OK);
     CHECK(st.finished);
     /* After the drain. */
@@ -225,6 +324,8 @@ int main(void) {
     char path[512];
     char why[256];
 
+    /* A deadlock fails the test instead of hanging it. */
+    alarm(300);
     CHECK_CODE(tessera_set_log_callback(on_log, &logs, 99),
                TESSERA_INVALID_ARGUMENT);
     CHECK_CODE(tessera_set_log_callback(on_log, &logs, TESSERA_LOG_INFO),
@@ -243,6 +344,7 @@ int main(void) {
                TESSERA_OK);
     if (rt) {
         CHECK(logs.device_lines == 1);
+        test_reentry(rt);
         test_stepped_then_threaded(rt);
         tessera_runtime_free(rt);
     } else {
@@ -259,6 +361,9 @@ int main(void) {
         char key[600];
         snprintf(key, sizeof key, "%s/device.key", dir);
         CHECK(access(key, R_OK) == 0);
+        test_log_reentry(rt);
+        CHECK_CODE(tessera_set_log_callback(on_log, &logs, TESSERA_LOG_INFO),
+                   TESSERA_OK);
         CHECK_CODE(tessera_runtime_step(rt, 0), TESSERA_OK);
         /* Freed while stepped: no thread to stop. */
         tessera_runtime_free(rt);

@@ -568,6 +568,20 @@ static void test_arguments(void)
                TESSERA_INVALID_ARGUMENT, "buffers");
     CHECK_CODE(tessera_kernel_hash(out, "main", NULL, 1, NULL, 0, grid, NULL, 0, out),
                TESSERA_NULL_ARGUMENT, "specialization");
+
+    /* A bool field holding a byte other than 0 or 1 is refused, never read
+     * as either. */
+    {
+        tessera_buffer_spec b;
+        uint64_t count = 0;
+        memset(&b, 0, sizeof b);
+        b.len = 3 * TESSERA_CHUNK_SIZE;
+        *(unsigned char *)&b.readback = 2;
+        CHECK_CODE(tessera_output_leaf_count(&b, 1, &count), TESSERA_INVALID_ARGUMENT,
+                   "readback byte");
+        CHECK_CODE(tessera_kernel_hash(out, "main", NULL, 0, NULL, 0, grid, &b, 1, out),
+                   TESSERA_INVALID_ARGUMENT, "readback byte");
+    }
 }
 
 int main(void)
