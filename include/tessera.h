@@ -2363,8 +2363,8 @@ tessera_result tessera_runtime_wait(tessera_runtime *runtime);
  * Asks the runtime to drain: finish the jobs it holds, take no new ones,
  * say goodbye; it stops anyway `timeout_ms` after the drain starts (0: the
  * configured `drain_timeout_ms`), leaving unacknowledged results in the
- * store for the next start. Any thread may call it; a second call before
- * the drain started changes the deadline.
+ * store for the next start. Any thread may call it; the drain starts at
+ * the runtime's next step, which it wakes.
  *
  * # Safety
  * `runtime` a live runtime.

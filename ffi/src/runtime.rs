@@ -46,7 +46,9 @@ struct Shared {
     /// Whether the runtime has drained and stopped, as of its last step.
     finished: AtomicBool,
     accepting: AtomicBool,
-    /// A drain deadline the host asked for, in milliseconds (0: none).
+    /// A drain the host asked for, not started yet.
+    drain_requested: AtomicBool,
+    /// Its deadline, in milliseconds (0: the configured one).
     drain_timeout_ms: AtomicU64,
     last_error: Mutex<String>,
 }
@@ -93,9 +95,14 @@ fn step(
     max_wait: Option<Duration>,
 ) -> tessera_result {
     rt.set_accepting_jobs(shared.accepting.load(Ordering::SeqCst));
-    let drain_ms = shared.drain_timeout_ms.swap(0, Ordering::SeqCst);
-    if drain_ms > 0 {
-        rt.set_drain_timeout(Duration::from_millis(drain_ms));
+    // A drain the host asked for starts here, its deadline set first, so
+    // the deadline cannot miss the drain it belongs to.
+    if shared.drain_requested.swap(false, Ordering::SeqCst) {
+        let drain_ms = shared.drain_timeout_ms.swap(0, Ordering::SeqCst);
+        if drain_ms > 0 {
+            rt.set_drain_timeout(Duration::from_millis(drain_ms));
+        }
+        rt.drain_handle().drain();
     }
     let r = match rt.step(max_wait) {
         Ok(()) => TESSERA_OK,
@@ -119,6 +126,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
         status: Mutex::new(rt.status()),
         finished: AtomicBool::new(rt.is_finished()),
         accepting: AtomicBool::new(true),
+        drain_requested: AtomicBool::new(false),
         drain_timeout_ms: AtomicU64::new(0),
         last_error: Mutex::new(String::new()),
     });
@@ -641,8 +649,8 @@ pub unsafe extern "C" fn tessera_runtime_wait(runtime: *mut tessera_runtime) -> 
 /// Asks the runtime to drain: finish the jobs it holds, take no new ones,
 /// say goodbye; it stops anyway `timeout_ms` after the drain starts (0: the
 /// configured `drain_timeout_ms`), leaving unacknowledged results in the
-/// store for the next start. Any thread may call it; a second call before
-/// the drain started changes the deadline.
+/// store for the next start. Any thread may call it; the drain starts at
+/// the runtime's next step, which it wakes.
 ///
 /// # Safety
 /// `runtime` a live runtime.
@@ -652,12 +660,11 @@ pub unsafe extern "C" fn tessera_runtime_drain(
     timeout_ms: u64,
 ) -> tessera_result {
     let f = |r: &tessera_runtime| {
-        if timeout_ms > 0 {
-            r.shared
-                .drain_timeout_ms
-                .store(timeout_ms, Ordering::SeqCst);
-        }
-        r.drain.drain();
+        r.shared
+            .drain_timeout_ms
+            .store(timeout_ms, Ordering::SeqCst);
+        r.shared.drain_requested.store(true, Ordering::SeqCst);
+        r.drain.wake();
         TESSERA_OK
     };
     // SAFETY: the caller's promise.
