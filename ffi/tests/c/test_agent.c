@@ -652,6 +652,49 @@ static void test_in_place(void) {
     /* Freed in place: nothing goes back to the C heap (valgrind would
      * report a free of static memory). */
     tessera_agent_free(a);
+
+    /* A callback signer in caller memory, in front of a built-in key that
+     * lives on the heap (the secure element's stand-in). */
+    {
+        static unsigned char element_mem[1024];
+        struct element e;
+        tessera_signer_callbacks cb;
+        tessera_signer *cs = NULL;
+        uint8_t sig[64];
+        e.key = NULL;
+        e.busy = 0;
+        e.signatures = 0;
+        CHECK_CODE(tessera_signer_from_seed(SEED, &e.key), TESSERA_OK);
+        memset(&cb, 0, sizeof cb);
+        cb.size = sizeof cb;
+        cb.userdata = &e;
+        cb.public_key = element_public_key;
+        cb.sign = element_sign;
+        CHECK_CODE(tessera_signer_init_from_callbacks(element_mem, 4, &cb, &cs),
+                   TESSERA_BUFFER_TOO_SMALL);
+        CHECK_CODE(tessera_signer_init_from_callbacks(NULL, sizeof element_mem,
+                                                      &cb, &cs),
+                   TESSERA_NULL_ARGUMENT);
+        CHECK_CODE(tessera_signer_init_from_callbacks(element_mem,
+                                                      sizeof element_mem, NULL,
+                                                      &cs),
+                   TESSERA_NULL_ARGUMENT);
+        cb.size = 0;
+        CHECK_CODE(tessera_signer_init_from_callbacks(element_mem,
+                                                      sizeof element_mem, &cb,
+                                                      &cs),
+                   TESSERA_INVALID_ARGUMENT);
+        cb.size = sizeof cb;
+        CHECK_CODE(tessera_signer_init_from_callbacks(element_mem,
+                                                      sizeof element_mem, &cb,
+                                                      &cs),
+                   TESSERA_OK);
+        CHECK_CODE(tessera_signer_sign(cs, (const uint8_t *)"m", 1, sig),
+                   TESSERA_OK);
+        CHECK(e.signatures == 1);
+        tessera_signer_free(cs);
+        tessera_signer_free(e.key);
+    }
 }
 
 int main(void) {
