@@ -290,13 +290,21 @@ impl OperatorConfig {
     /// the device key, checks the result store belongs to it, opens the GPU
     /// and makes the network runtime, which connects on its first `step`.
     pub fn build_runtime(&self) -> Result<Runtime<Ed25519Signer>, OperatorError> {
+        // The whole configuration is checked before a key file is created.
+        let tls = self.tls_config()?;
         let signer = load_or_create_key(&self.key.file).map_err(OperatorError::Key)?;
-        self.build_runtime_with(signer)
+        self.build(signer, tls)
     }
 
     /// As [`OperatorConfig::build_runtime`] with another signer (a secure
     /// element's, say); the `[key]` file is not read.
     pub fn build_runtime_with<S: Signer>(&self, signer: S) -> Result<Runtime<S>, OperatorError> {
+        let tls = self.tls_config()?;
+        self.build(signer, tls)
+    }
+
+    /// The TLS client configuration the `[tls]` section describes.
+    pub fn tls_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, OperatorError> {
         let trust = match (&self.tls.ca_file, &self.tls.pinned_key_sha256) {
             (Some(ca), None) => Trust::ca_file(ca).map_err(OperatorError::Tls)?,
             (None, Some(pin)) => Trust::PinnedKey(hex32(pin).map_err(OperatorError::Config)?),
@@ -306,7 +314,14 @@ impl OperatorConfig {
                 ))
             }
         };
-        let tls = client_config(&trust).map_err(OperatorError::Tls)?;
+        client_config(&trust).map_err(OperatorError::Tls)
+    }
+
+    fn build<S: Signer>(
+        &self,
+        signer: S,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Runtime<S>, OperatorError> {
         // Store problems (a chain file of another key, say) before the device.
         if let Some(store) = &self.store {
             FileStore::open(&store.dir, signer.key_id()).map_err(OperatorError::Store)?;

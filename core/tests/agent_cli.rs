@@ -43,8 +43,10 @@ fn usage_and_configuration_errors_are_clear() {
     );
 
     let dir = temp("errors");
+    let k = dir.join("k");
+    let k = k.display();
     let o = run_with(
-        "coordinator = \"127.0.0.1:1\"\n[tls]\n[key]\nfile = \"k\"\nprice = 3\n",
+        &format!("coordinator = \"127.0.0.1:1\"\n[tls]\n[key]\nfile = \"{k}\"\nprice = 3\n"),
         &dir,
     );
     assert!(!o.status.success());
@@ -55,7 +57,7 @@ fn usage_and_configuration_errors_are_clear() {
     );
 
     let o = run_with(
-        "coordinator = \"127.0.0.1:1\"\n[tls]\nca_file = \"a.pem\"\npinned_key_sha256 = \"00\"\n[key]\nfile = \"k\"\n",
+        &format!("coordinator = \"127.0.0.1:1\"\n[tls]\nca_file = \"a.pem\"\npinned_key_sha256 = \"00\"\n[key]\nfile = \"{k}\"\n"),
         &dir,
     );
     assert!(
@@ -65,10 +67,15 @@ fn usage_and_configuration_errors_are_clear() {
     );
 
     let o = run_with(
-        "coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"xyz\"\n[key]\nfile = \"k\"\n",
+        &format!("coordinator = \"127.0.0.1:1\"\n[tls]\npinned_key_sha256 = \"xyz\"\n[key]\nfile = \"{k}\"\n"),
         &dir,
     );
     assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
+    // A configuration refused creates no key file.
+    assert!(
+        !dir.join("k").exists(),
+        "a refused configuration created a key"
+    );
 
     let key = dir.join("bad.key");
     std::fs::write(&key, b"not a key").unwrap();

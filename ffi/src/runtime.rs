@@ -205,6 +205,10 @@ pub unsafe extern "C" fn tessera_runtime_new_from_toml(
             Ok(f) => f,
             Err(e) => return operator_error(e, error, error_len),
         };
+        // The whole file is checked before a key file is created.
+        if let Err(e) = file.tls_config() {
+            return operator_error(e, error, error_len);
+        }
         let signer = match tessera_core::operator::load_or_create_key(&file.key.file) {
             Ok(s) => AnySigner::Ed25519(s),
             Err(e) => return operator_error(OperatorError::Key(e), error, error_len),
