@@ -26,7 +26,10 @@
  *   TESSERA_PANIC, after which the handle should be freed (an agent,
  *   signer or runtime then answers every other call with TESSERA_PANIC).
  * - Structs that may grow carry their size in a first `size` field: fill
- *   them with their _default function, or set size to sizeof the struct.
+ *   them with their _default function, or set size to sizeof the struct;
+ *   also a struct the library fills (an event, job or verification info,
+ *   counters, a status): set its size before the call, which is refused
+ *   with TESSERA_INVALID_ARGUMENT (nothing consumed) when it is not set.
  * - A bool field the caller fills holds false or true: a struct whose bool
  *   holds another byte is refused (TESSERA_INVALID_ARGUMENT, or
  *   TESSERA_INVALID_CONFIG for a configuration).
@@ -691,6 +694,10 @@ typedef struct {
  */
 typedef struct {
   /**
+   * `sizeof(tessera_event)`: set it before the first poll.
+   */
+  size_t size;
+  /**
    * `TESSERA_EVENT_*`.
    */
   uint32_t kind;
@@ -724,6 +731,10 @@ typedef struct {
  * What a job is and how to run it (`tessera_agent_job_info`).
  */
 typedef struct {
+  /**
+   * `sizeof(tessera_job_info)`: set it before the call.
+   */
+  size_t size;
   /**
    * `TESSERA_JOB_*`.
    */
@@ -815,9 +826,13 @@ typedef struct {
 } tessera_usage;
 
 /**
- * Counters an operator reads.
+ * Counters an operator reads (`tessera_agent_stats`).
  */
 typedef struct {
+  /**
+   * `sizeof(tessera_stats)`: set it before the call.
+   */
+  size_t size;
   /**
    * Offers accepted.
    */
@@ -1222,6 +1237,10 @@ typedef struct {
  */
 typedef struct {
   /**
+   * `sizeof(tessera_evidence_info)`: set it before the call.
+   */
+  size_t size;
+  /**
    * The challenge the evidence answers.
    */
   uint8_t challenge[32];
@@ -1264,6 +1283,10 @@ typedef struct {
  * `tessera_chain_verifier_verify_next`).
  */
 typedef struct {
+  /**
+   * `sizeof(tessera_receipt_info)`: set it before the call.
+   */
+  size_t size;
   /**
    * How the job ended: `TESSERA_RECEIPT_*`.
    */
@@ -1833,6 +1856,8 @@ tessera_result tessera_agent_poll_transmit(tessera_agent *agent,
 
 /**
  * Writes the next event into `out`; `TESSERA_NOTHING` when there is none.
+ * `out->size` must be set (`TESSERA_INVALID_ARGUMENT`, and the event stays
+ * queued, when it is not).
  *
  * # Safety
  * `agent` a live agent used by no other thread; `out` valid for a write.
@@ -2044,7 +2069,7 @@ tessera_result tessera_agent_chain(const tessera_agent *agent,
                                    tessera_chain_state *out);
 
 /**
- * Writes the agent's counters.
+ * Writes the agent's counters (`out->size` set by the caller).
  *
  * # Safety
  * `agent` a live agent; `out` valid for a write.

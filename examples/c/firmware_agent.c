@@ -152,7 +152,7 @@ static struct slot *slot_of(uint64_t job) {
 
 /* A job was assigned: lay its buffers out in a free slot. */
 static void assign(tessera_agent *agent, uint64_t job) {
-    tessera_job_info info;
+    tessera_job_info info = {.size = sizeof(tessera_job_info)};
     struct slot *s = NULL;
     uint64_t at = 0;
     uint32_t i;
@@ -242,7 +242,7 @@ static int upload(tessera_agent *agent, int fd, struct slot *s) {
 static void run(tessera_agent *agent, tessera_dispatcher *gpu, int fd,
                 uint64_t job) {
     struct slot *s = slot_of(job);
-    tessera_job_info info;
+    tessera_job_info info = {.size = sizeof(tessera_job_info)};
     tessera_kernel_job k;
     char entry[TESSERA_MAX_ENTRY_POINT + 1];
     uint8_t push[TESSERA_MAX_PUSH_CONSTANTS];
@@ -390,7 +390,7 @@ int main(int argc, char **argv) {
         struct pollfd p = {0, POLLIN, 0};
         uint64_t due = 0;
         int wait_ms = 1000;
-        tessera_event ev;
+        tessera_event ev = {.size = sizeof(tessera_event)};
 
         if (stop_requested && !draining) {
             draining = 1;
@@ -479,7 +479,7 @@ int main(int argc, char **argv) {
     flush(agent, fd);
     close(fd);
     {
-        tessera_stats stats;
+        tessera_stats stats = {.size = sizeof(tessera_stats)};
         tessera_agent_stats(agent, &stats);
         fprintf(stderr,
                 "firmware_agent: %llu jobs completed, earnings %llu, %u "

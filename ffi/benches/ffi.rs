@@ -99,7 +99,10 @@ fn ready_c_agent(now: u64) -> *mut tessera_agent {
     }
     let mut sink = [0u8; 4096];
     let mut n = 0usize;
-    let mut ev = tessera_event::default();
+    let mut ev = tessera_event {
+        size: std::mem::size_of::<tessera_event>(),
+        ..Default::default()
+    };
     for f in handshake() {
         // SAFETY: a live agent and valid buffers.
         unsafe {
@@ -170,7 +173,10 @@ fn c_rate(bytes: &[u8], frames: usize) -> f64 {
     let transmit: PollTransmit = black_box(tessera_agent_poll_transmit);
     let event: PollEvent = black_box(tessera_agent_poll_event);
     let mut sink = [0u8; 16 * 1024];
-    let mut ev = tessera_event::default();
+    let mut ev = tessera_event {
+        size: std::mem::size_of::<tessera_event>(),
+        ..Default::default()
+    };
     let start = Clock::now();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -188,7 +194,10 @@ fn c_rate(bytes: &[u8], frames: usize) -> f64 {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut stats = tessera_stats::default();
+    let mut stats = tessera_stats {
+        size: std::mem::size_of::<tessera_stats>(),
+        ..Default::default()
+    };
     // SAFETY: a live agent; freed once.
     unsafe {
         assert_eq!(tessera_agent_stats(agent, &mut stats), TESSERA_OK);

@@ -24,8 +24,8 @@ use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
 use crate::boundary::{
-    bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, take_any,
-    write_opt, Guarded, Placeable,
+    bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, sized_ok,
+    take_any, write_opt, Guarded, Placeable, SizedOut,
 };
 use crate::*;
 
@@ -1096,6 +1096,8 @@ pub const TESSERA_DISCONNECT_PEER_DRAINED: u32 = 6;
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_event {
+    /// `sizeof(tessera_event)`: set it before the first poll.
+    pub size: usize,
     /// `TESSERA_EVENT_*`.
     pub kind: u32,
     /// The job, or 0.
@@ -1112,8 +1114,14 @@ pub struct tessera_event {
     pub code: u32,
 }
 
+// SAFETY: #[repr(C)], `size: usize` first.
+unsafe impl SizedOut for tessera_event {}
+
 pub(crate) fn event_to_c(e: Event) -> tessera_event {
-    let mut c = tessera_event::default();
+    let mut c = tessera_event {
+        size: core::mem::size_of::<tessera_event>(),
+        ..Default::default()
+    };
     match e {
         Event::Ready => c.kind = TESSERA_EVENT_READY,
         Event::JobAssigned { job } => (c.kind, c.job) = (TESSERA_EVENT_JOB_ASSIGNED, job),
@@ -1169,6 +1177,8 @@ pub(crate) fn event_to_c(e: Event) -> tessera_event {
 }
 
 /// Writes the next event into `out`; `TESSERA_NOTHING` when there is none.
+/// `out->size` must be set (`TESSERA_INVALID_ARGUMENT`, and the event stays
+/// queued, when it is not).
 ///
 /// # Safety
 /// `agent` a live agent used by no other thread; `out` valid for a write.
@@ -1179,6 +1189,10 @@ pub unsafe extern "C" fn tessera_agent_poll_event(
 ) -> tessera_result {
     let f = |a: &mut AgentData| {
         non_null!(out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         match a.inner.poll_event() {
             Some(e) => {
                 // SAFETY: valid for a write, by the caller.
@@ -1274,6 +1288,8 @@ pub const TESSERA_JOB_AWAITING_ACK: u32 = 5;
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_job_info {
+    /// `sizeof(tessera_job_info)`: set it before the call.
+    pub size: usize,
     /// `TESSERA_JOB_*`.
     pub state: u32,
     /// Whether the job has a deadline now, and when (microseconds).
@@ -1297,6 +1313,9 @@ pub struct tessera_job_info {
     /// The requester's nonce.
     pub requester_nonce: [u8; 32],
 }
+
+// SAFETY: #[repr(C)], `size: usize` first.
+unsafe impl SizedOut for tessera_job_info {}
 
 /// One buffer of a job.
 #[repr(C)]
@@ -1324,10 +1343,15 @@ pub unsafe extern "C" fn tessera_agent_job_info(
 ) -> tessera_result {
     let f = |a: &AgentData| {
         non_null!(out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         let Some(state) = a.inner.job_state(job) else {
             return tessera_core::codes::UNKNOWN_JOB;
         };
         let mut info = tessera_job_info {
+            size: core::mem::size_of::<tessera_job_info>(),
             state: match state {
                 JobState::Accepted => TESSERA_JOB_ACCEPTED,
                 JobState::Receiving => TESSERA_JOB_RECEIVING,
@@ -1755,10 +1779,12 @@ pub unsafe extern "C" fn tessera_agent_chain(
     unsafe { with_agent_ref(agent, f) }
 }
 
-/// Counters an operator reads.
+/// Counters an operator reads (`tessera_agent_stats`).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_stats {
+    /// `sizeof(tessera_stats)`: set it before the call.
+    pub size: usize,
     /// Offers accepted.
     pub offers_accepted: u64,
     /// Offers declined.
@@ -1779,7 +1805,10 @@ pub struct tessera_stats {
     pub frames_refused: u64,
 }
 
-/// Writes the agent's counters.
+// SAFETY: #[repr(C)], `size: usize` first.
+unsafe impl SizedOut for tessera_stats {}
+
+/// Writes the agent's counters (`out->size` set by the caller).
 ///
 /// # Safety
 /// `agent` a live agent; `out` valid for a write.
@@ -1790,10 +1819,15 @@ pub unsafe extern "C" fn tessera_agent_stats(
 ) -> tessera_result {
     let f = |a: &AgentData| {
         non_null!(out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         let s = a.inner.stats();
         // SAFETY: valid for a write, by the caller.
         unsafe {
             out.write(tessera_stats {
+                size: core::mem::size_of::<tessera_stats>(),
                 offers_accepted: s.offers_accepted,
                 offers_declined: s.offers_declined,
                 jobs_completed: s.jobs_completed,

@@ -367,3 +367,25 @@ mod tests {
         assert_eq!((r, n, &buf[..3]), (TESSERA_OK, 3, &src[..]));
     }
 }
+
+/// A struct the library fills that may grow in later versions: `#[repr(C)]`
+/// with `size: usize` first, which the caller sets to the size of the
+/// struct it has, so that a later library knows which fields that caller's
+/// struct holds.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` with a `usize` first field.
+pub(crate) unsafe trait SizedOut: Sized {}
+
+/// Whether the caller's struct at `out` is large enough for this version:
+/// its `size` is at least `size_of::<T>()` (structs of earlier versions
+/// would be filled up to their size; there are none yet).
+///
+/// # Safety
+/// `out` non-NULL and readable for its first `usize`.
+pub(crate) unsafe fn sized_ok<T: SizedOut>(out: *const T) -> bool {
+    // SAFETY: by the trait, the first field is a usize; readable by the
+    // caller's promise. Unaligned read: the caller's struct is only as
+    // aligned as C made it.
+    unsafe { (out as *const usize).read_unaligned() >= core::mem::size_of::<T>() }
+}

@@ -22,7 +22,10 @@
 //!   `TESSERA_PANIC`, after which the handle should be freed (an agent,
 //!   signer or runtime then answers every other call with `TESSERA_PANIC`).
 //! - Structs that may grow carry their size in a first `size` field: set it to
-//!   `sizeof` the struct, or fill the struct with its `_default` function.
+//!   `sizeof` the struct, or fill the struct with its `_default` function;
+//!   also a struct the library fills (an event, job or verification info,
+//!   counters, a status): set its size before the call, which is refused
+//!   with `TESSERA_INVALID_ARGUMENT` (nothing consumed) when it is not set.
 //! - A `bool` field the caller fills holds `false` or `true`: a struct whose
 //!   `bool` holds another byte is refused (`TESSERA_INVALID_ARGUMENT`, or
 //!   `TESSERA_INVALID_CONFIG` for a configuration); see [`CBool`].

@@ -305,6 +305,8 @@ pub struct tessera_device_info {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tessera_evidence_info {
+    /// `sizeof(tessera_evidence_info)`: set it before the call.
+    pub size: usize,
     /// The challenge the evidence answers.
     pub challenge: [u8; 32],
     /// The device's Ed25519 public key, which signed the evidence: give it
@@ -332,6 +334,7 @@ fn evidence_info(e: &Evidence) -> tessera_evidence_info {
         *dst = *src as c_char;
     }
     tessera_evidence_info {
+        size: core::mem::size_of::<tessera_evidence_info>(),
         challenge: e.challenge,
         public_key: e.public_key,
         key_id: attest::key_id(&e.public_key),
@@ -379,6 +382,10 @@ pub unsafe extern "C" fn tessera_evidence_verify(
 ) -> tessera_result {
     guard(|| {
         non_null!(challenge, out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { crate::boundary::sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         // SAFETY: the caller's promise for (evidence, len).
         let Some(signed) = (unsafe { bytes(evidence, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -407,6 +414,10 @@ pub unsafe extern "C" fn tessera_evidence_open(
 ) -> tessera_result {
     guard(|| {
         non_null!(out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { crate::boundary::sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         // SAFETY: the caller's promise for (evidence, len).
         let Some(signed) = (unsafe { bytes(evidence, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -448,6 +459,8 @@ pub unsafe extern "C" fn tessera_evidence_hash(
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct tessera_receipt_info {
+    /// `sizeof(tessera_receipt_info)`: set it before the call.
+    pub size: usize,
     /// How the job ended: `TESSERA_RECEIPT_*`.
     pub status: u32,
     /// The job.
@@ -486,10 +499,16 @@ pub struct tessera_receipt_info {
     pub prev_hash: [u8; 32],
 }
 
+// SAFETY: #[repr(C)], `size: usize` first.
+unsafe impl crate::boundary::SizedOut for tessera_receipt_info {}
+// SAFETY: #[repr(C)], `size: usize` first.
+unsafe impl crate::boundary::SizedOut for tessera_evidence_info {}
+
 impl From<&Receipt> for tessera_receipt_info {
     fn from(r: &Receipt) -> Self {
         let u: &Usage = &r.usage;
         tessera_receipt_info {
+            size: core::mem::size_of::<tessera_receipt_info>(),
             status: u32::from(r.status.code()),
             job: r.job,
             requester_nonce: r.requester_nonce,
@@ -533,6 +552,10 @@ pub unsafe extern "C" fn tessera_receipt_verify(
 ) -> tessera_result {
     guard(|| {
         non_null!(public_key, out);
+        // SAFETY: non-NULL and valid, by the caller.
+        if !unsafe { crate::boundary::sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         // SAFETY: the caller's promise for (receipt, len).
         let Some(signed) = (unsafe { bytes(receipt, len) }) else {
             return TESSERA_NULL_ARGUMENT;
@@ -687,6 +710,10 @@ pub unsafe extern "C" fn tessera_chain_verifier_verify_next(
 ) -> tessera_result {
     guard(|| {
         non_null!(verifier);
+        // SAFETY: valid when non-NULL, by the caller.
+        if !out.is_null() && !unsafe { crate::boundary::sized_ok(out) } {
+            return TESSERA_INVALID_ARGUMENT;
+        }
         // SAFETY: non-NULL, live and not aliased, by the caller.
         let v = unsafe { &mut *verifier };
         // SAFETY: the caller's promise for (receipt, len).

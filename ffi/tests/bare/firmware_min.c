@@ -41,10 +41,10 @@ void _start(void) {
     tessera_signer_callbacks callbacks;
     tessera_agent_config config;
     tessera_agent *agent = 0;
-    tessera_event event;
+    tessera_event event = {.size = sizeof(tessera_event)};
     tessera_chain_state chain;
-    tessera_stats stats;
-    tessera_job_info info;
+    tessera_stats stats = {.size = sizeof(tessera_stats)};
+    tessera_job_info info = {.size = sizeof(tessera_job_info)};
     tessera_buffer_spec buffer;
     tessera_usage usage = {0, 0, 0, 0};
     uint8_t key_id[16];

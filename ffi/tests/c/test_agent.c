@@ -319,11 +319,11 @@ static void test_session(void) {
     tessera_signer_callbacks cb;
     struct element e;
     tessera_agent *a = NULL;
-    tessera_event ev;
-    tessera_job_info info;
+    tessera_event ev = {.size = sizeof(tessera_event)};
+    tessera_job_info info = {.size = sizeof(tessera_job_info)};
     tessera_buffer_spec buffer;
     tessera_chain_state chain;
-    tessera_stats stats;
+    tessera_stats stats = {.size = sizeof(tessera_stats)};
     tessera_usage usage;
     uint8_t buf[64];
     uint8_t key_id[16];
@@ -411,6 +411,10 @@ static void test_session(void) {
     CHECK(drain_transmit(a, now, NULL) == 3); /* Evidence */
     feed(a, now, READY);
     CHECK_CODE(tessera_agent_poll_event(a, NULL), TESSERA_NULL_ARGUMENT);
+    /* An event struct whose size was not set: refused, the event kept. */
+    ev.size = 0;
+    CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_INVALID_ARGUMENT);
+    ev.size = sizeof ev;
     CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_OK);
     CHECK(ev.kind == TESSERA_EVENT_READY);
     CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_NOTHING);
@@ -424,6 +428,9 @@ static void test_session(void) {
     CHECK(info.state == TESSERA_JOB_ACCEPTED && !info.assigned);
     CHECK(info.has_deadline && info.deadline_us == now + 30000000u);
     CHECK_CODE(tessera_agent_job_info(a, 1, NULL), TESSERA_NULL_ARGUMENT);
+    info.size = 0;
+    CHECK_CODE(tessera_agent_job_info(a, 1, &info), TESSERA_INVALID_ARGUMENT);
+    info.size = sizeof info;
     CHECK_CODE(tessera_agent_job_buffer(a, 1, 0, &buffer),
                TESSERA_INVALID_JOB_STATE);
     CHECK_CODE(tessera_agent_job_entry_point(a, 1, text, sizeof text, &n),
@@ -512,6 +519,9 @@ static void test_session(void) {
     CHECK(stats.offers_accepted == 1);
     CHECK(stats.frames_refused >= 1);
     CHECK_CODE(tessera_agent_stats(a, NULL), TESSERA_NULL_ARGUMENT);
+    stats.size = 4;
+    CHECK_CODE(tessera_agent_stats(a, &stats), TESSERA_INVALID_ARGUMENT);
+    stats.size = sizeof stats;
 
     /* Drain, then calls after the drain. */
     CHECK_CODE(tessera_agent_disconnected(a, now + 3), TESSERA_OK);
@@ -549,7 +559,7 @@ static tessera_result reentrant_sign(void *userdata, const uint8_t *msg,
                                      size_t len, uint8_t *sig) {
     struct reentrant *r = (struct reentrant *)userdata;
     uint32_t state = 0;
-    tessera_event ev;
+    tessera_event ev = {.size = sizeof(tessera_event)};
     r->calls++;
     if (r->agent) {
         r->state = tessera_agent_state(r->agent, &state);

@@ -156,6 +156,7 @@ static void test_evidence(void)
         uint8_t hash[32];
         tessera_result open_expect;
         fill(&info, sizeof info);
+        info.size = sizeof info;
         memcpy(&untouched, &info, sizeof info);
         CHECK_CODE(tessera_evidence_verify(v->bytes, v->len, v->challenge, &info), v->expect, v->name);
         if (v->expect == TESSERA_OK) {
@@ -169,6 +170,7 @@ static void test_evidence(void)
         /* Opened without a challenge, only a challenge mismatch passes. */
         open_expect = v->expect == TESSERA_VERIFY_WRONG_NONCE ? TESSERA_OK : v->expect;
         fill(&info, sizeof info);
+        info.size = sizeof info;
         CHECK_CODE(tessera_evidence_open(v->bytes, v->len, &info), open_expect, v->name);
         if (open_expect == TESSERA_OK && v->expect == TESSERA_OK)
             check_evidence_info(&info, &v->info, v->name);
@@ -322,6 +324,7 @@ static void test_receipts(void)
         CHECK_CODE(tessera_chain_verifier_new(v->public_key, &v->chain_before, &verifier),
                    TESSERA_OK, v->name);
         fill(&info, sizeof info);
+        info.size = sizeof info;
         memcpy(&untouched, &info, sizeof info);
         CHECK_CODE(tessera_chain_verifier_verify_next(verifier, v->bytes, v->len,
                                                       v->has_expected_nonce ? v->expected_nonce : NULL,
@@ -344,6 +347,7 @@ static void test_receipts(void)
 
         /* Alone, without the chain. */
         fill(&info, sizeof info);
+        info.size = sizeof info;
         CHECK_CODE(tessera_receipt_verify(v->bytes, v->len, v->public_key, &info),
                    signature_is_valid(v->expect) ? TESSERA_OK : v->expect, v->name);
         if (v->expect == TESSERA_OK)
@@ -523,6 +527,16 @@ static void test_arguments(void)
     size_t len = 0;
 
     memset(out, 0, sizeof out);
+    /* An output struct whose size was not set. */
+    memset(&ev, 0, sizeof ev);
+    memset(&info, 0, sizeof info);
+    CHECK_CODE(tessera_evidence_verify(e->bytes, e->len, e->challenge, &ev), TESSERA_INVALID_ARGUMENT,
+               "size");
+    CHECK_CODE(tessera_evidence_open(e->bytes, e->len, &ev), TESSERA_INVALID_ARGUMENT, "size");
+    CHECK_CODE(tessera_receipt_verify(r->bytes, r->len, r->public_key, &info), TESSERA_INVALID_ARGUMENT,
+               "size");
+    ev.size = sizeof ev;
+    info.size = sizeof info;
     CHECK_CODE(tessera_evidence_verify(NULL, e->len, e->challenge, &ev), TESSERA_NULL_ARGUMENT, "null");
     CHECK_CODE(tessera_evidence_verify(e->bytes, e->len, NULL, &ev), TESSERA_NULL_ARGUMENT, "null");
     CHECK_CODE(tessera_evidence_verify(e->bytes, e->len, e->challenge, NULL), TESSERA_NULL_ARGUMENT, "null");
@@ -534,6 +548,10 @@ static void test_arguments(void)
                TESSERA_NULL_ARGUMENT, "null");
     CHECK_CODE(tessera_chain_verifier_chain(NULL, NULL), TESSERA_NULL_ARGUMENT, "null");
     CHECK_CODE(tessera_chain_verifier_new(r->public_key, NULL, &verifier), TESSERA_OK, "new");
+    info.size = 0;
+    CHECK_CODE(tessera_chain_verifier_verify_next(verifier, r->bytes, r->len, NULL, &info),
+               TESSERA_INVALID_ARGUMENT, "size");
+    info.size = sizeof info;
     CHECK_CODE(tessera_chain_verifier_verify_next(verifier, NULL, r->len, NULL, NULL),
                TESSERA_NULL_ARGUMENT, "null");
     tessera_chain_verifier_free(verifier);
