@@ -6,29 +6,16 @@
 use std::hint::black_box;
 use std::time::Instant as Clock;
 
-use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer};
+use tessera_core::attest::{ChainState, Ed25519Signer};
 use tessera_core::limits::HEADER_LEN;
-use tessera_core::testkit::encode;
-use tessera_core::wire::{Heartbeat, JobOffer, Message, MessageType, Requirements, Welcome};
-use tessera_core::{Agent, Config, Instant, LinearPrice, Policy};
+use tessera_core::testkit::{bench_config, decline_stream, handshake_frames};
+use tessera_core::wire::{Heartbeat, JobOffer, MessageType};
+use tessera_core::Agent;
+use tessera_core::Instant;
 
 fn agent() -> Agent<Ed25519Signer> {
     let signer = Ed25519Signer::from_seed(&[1; 32]).expect("fixed seed");
-    let config = Config {
-        capabilities: DeviceCapabilities {
-            device_local_bytes: 1 << 30,
-            ..Default::default()
-        },
-        policy: Policy {
-            price: LinearPrice {
-                base: 1000,
-                ..Default::default()
-            },
-            ..Policy::default()
-        },
-        ..Config::default()
-    };
-    Agent::new(config, signer, ChainState::default()).expect("valid config")
+    Agent::new(bench_config(), signer, ChainState::default()).expect("valid config")
 }
 
 /// A ready agent: handshake done.
@@ -36,43 +23,12 @@ fn ready_agent(now: Instant) -> Agent<Ed25519Signer> {
     let mut a = agent();
     a.connect(now).expect("fresh agent");
     let mut sink = [0u8; 4096];
-    for msg in [
-        Message::Welcome(Welcome {
-            version: 1,
-            challenge: [3; 32],
-            heartbeat_ms: 0,
-        }),
-        Message::Ready,
-    ] {
-        let f = encode(&msg);
+    for f in handshake_frames() {
         a.handle_input(now, &f).expect("handshake frame");
         while a.poll_transmit(now, &mut sink).is_some() {}
         while a.poll_event().is_some() {}
     }
     a
-}
-
-/// The workload: offers the agent declines on price (decode, policy, encode a
-/// reply) alternating with heartbeats (decode only).
-fn stream(frames: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for i in 0..frames {
-        let msg = if i % 2 == 0 {
-            Message::JobOffer(JobOffer {
-                job: i as u64,
-                requirements: Requirements::default(),
-                est_gpu_ms: 250,
-                bytes_in: 1 << 20,
-                bytes_out: 1 << 20,
-                max_price: 10,
-                deadline_ms: 60_000,
-            })
-        } else {
-            Message::Heartbeat(Heartbeat::default())
-        };
-        bytes.extend(encode(&msg));
-    }
-    bytes
 }
 
 fn handle_rate(bytes: &[u8], frames: usize) -> f64 {
@@ -122,7 +78,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let frames = 200_000;
-    let bytes = stream(frames);
+    let bytes = decline_stream(frames);
     let mut ours = Vec::new();
     let mut peer = Vec::new();
     for _ in 0..7 {

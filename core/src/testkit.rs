@@ -395,3 +395,62 @@ pub fn decode(frame: &[u8]) -> Message<'_> {
         Err(e) => panic!("agent sent an undecodable frame: {e:?}"),
     }
 }
+
+/// The protocol benchmarks' workload (`protocol.handle_rate`,
+/// `ffi.agent_handle_rate`): `frames` frames, job offers that an agent
+/// configured with [`bench_config`] declines on price (decode, policy, a
+/// reply) alternating with heartbeats (decode only).
+pub fn decline_stream(frames: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in 0..frames {
+        let msg = if i % 2 == 0 {
+            Message::JobOffer(crate::wire::JobOffer {
+                job: i as u64,
+                requirements: crate::wire::Requirements::default(),
+                est_gpu_ms: 250,
+                bytes_in: 1 << 20,
+                bytes_out: 1 << 20,
+                max_price: 10,
+                deadline_ms: 60_000,
+            })
+        } else {
+            Message::Heartbeat(crate::wire::Heartbeat::default())
+        };
+        bytes.extend(encode(&msg));
+    }
+    bytes
+}
+
+/// The benchmarks' agent configuration: 1 GiB of device memory and a base
+/// price of 1000, over the maximum price of [`decline_stream`]'s offers.
+pub fn bench_config() -> crate::Config {
+    crate::Config {
+        capabilities: crate::attest::DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..Default::default()
+        },
+        policy: crate::Policy {
+            price: crate::LinearPrice {
+                base: 1000,
+                ..Default::default()
+            },
+            ..crate::Policy::default()
+        },
+        ..crate::Config::default()
+    }
+}
+
+/// A coordinator's side of a handshake, as frames: `Welcome`, then `Ready`.
+pub fn handshake_frames() -> Vec<Vec<u8>> {
+    [
+        Message::Welcome(crate::wire::Welcome {
+            version: 1,
+            challenge: [3; 32],
+            heartbeat_ms: 0,
+        }),
+        Message::Ready,
+    ]
+    .iter()
+    .map(encode)
+    .collect()
+}

@@ -384,6 +384,13 @@ impl Session {
             }
         }
     }
+
+    /// Offers job `id` of `j` and returns the provider's answer (an
+    /// `OfferAccept` or an `OfferDecline` frame).
+    fn offer(&mut self, j: &JobDescription, id: u64) -> Vec<u8> {
+        self.send(&Message::JobOffer(j.offer(id, 1_000_000, 60_000)));
+        self.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)))
+    }
 }
 
 #[test]
@@ -416,8 +423,7 @@ fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
     // at once, and offers are declined.
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity == 0));
     s.send(&Message::ResultAck(JobRef { job: 1 }));
-    s.send(&Message::JobOffer(j.offer(2, 1_000_000, 60_000)));
-    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    let f = s.offer(&j, 2);
     assert_eq!(
         Message::decode(&f).unwrap(),
         Message::OfferDecline(tessera_core::wire::OfferDecline {
@@ -430,8 +436,7 @@ fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
     // heartbeat gives the capacity back, and the next offer is taken.
     open.store(true, Ordering::SeqCst);
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    s.send(&Message::JobOffer(j.offer(3, 1_000_000, 60_000)));
-    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    let f = s.offer(&j, 3);
     assert!(matches!(
         Message::decode(&f).unwrap(),
         Message::OfferAccept(_)
@@ -777,8 +782,7 @@ fn more_stored_results_than_the_agent_holds_are_all_delivered_in_order() {
     assert_eq!(delivered, (1..=n).collect::<Vec<_>>());
 
     // Every stored result is out: offers are taken, and the chain goes on.
-    s.send(&Message::JobOffer(j.offer(200, 1_000_000, 60_000)));
-    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    let f = s.offer(&j, 200);
     assert!(
         matches!(Message::decode(&f).unwrap(), Message::OfferAccept(_)),
         "{:?}",
@@ -913,8 +917,7 @@ fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
     s.handshake();
     let j = job();
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity == 0));
-    s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
-    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    let f = s.offer(&j, 1);
     assert_eq!(
         Message::decode(&f).unwrap(),
         Message::OfferDecline(tessera_core::wire::OfferDecline {
@@ -924,8 +927,7 @@ fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
     );
     rendering.store(false, Ordering::SeqCst);
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    s.send(&Message::JobOffer(j.offer(2, 1_000_000, 60_000)));
-    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    let f = s.offer(&j, 2);
     assert!(matches!(
         Message::decode(&f).unwrap(),
         Message::OfferAccept(_)

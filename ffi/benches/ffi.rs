@@ -16,51 +16,22 @@ use std::time::Instant as Clock;
 
 use tessera::agent::*;
 use tessera::{tessera_result, TESSERA_NOTHING, TESSERA_OK};
-use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer};
-use tessera_core::testkit::encode;
-use tessera_core::wire::{Heartbeat, JobOffer, Message, Requirements, Welcome};
-use tessera_core::{Agent, Config, Instant, LinearPrice, Policy};
+use tessera_core::attest::{ChainState, Ed25519Signer};
+use tessera_core::testkit::{bench_config, decline_stream, handshake_frames};
+use tessera_core::{Agent, Instant};
 
 const SEED: [u8; 32] = [1; 32];
 
 fn rust_agent() -> Agent<Ed25519Signer> {
     let signer = Ed25519Signer::from_seed(&SEED).expect("fixed seed");
-    let config = Config {
-        capabilities: DeviceCapabilities {
-            device_local_bytes: 1 << 30,
-            ..Default::default()
-        },
-        policy: Policy {
-            price: LinearPrice {
-                base: 1000,
-                ..Default::default()
-            },
-            ..Policy::default()
-        },
-        ..Config::default()
-    };
-    Agent::new(config, signer, ChainState::default()).expect("valid config")
-}
-
-fn handshake() -> Vec<Vec<u8>> {
-    [
-        Message::Welcome(Welcome {
-            version: 1,
-            challenge: [3; 32],
-            heartbeat_ms: 0,
-        }),
-        Message::Ready,
-    ]
-    .iter()
-    .map(encode)
-    .collect()
+    Agent::new(bench_config(), signer, ChainState::default()).expect("valid config")
 }
 
 fn ready_rust_agent(now: Instant) -> Agent<Ed25519Signer> {
     let mut a = rust_agent();
     a.connect(now).expect("fresh agent");
     let mut sink = [0u8; 4096];
-    for f in handshake() {
+    for f in handshake_frames() {
         a.handle_input(now, &f).expect("handshake frame");
         while a.poll_transmit(now, &mut sink).is_some() {}
         while a.poll_event().is_some() {}
@@ -103,7 +74,7 @@ fn ready_c_agent(now: u64) -> *mut tessera_agent {
         size: std::mem::size_of::<tessera_event>(),
         ..Default::default()
     };
-    for f in handshake() {
+    for f in handshake_frames() {
         // SAFETY: a live agent and valid buffers.
         unsafe {
             assert_eq!(
@@ -117,27 +88,6 @@ fn ready_c_agent(now: u64) -> *mut tessera_agent {
         }
     }
     agent
-}
-
-fn stream(frames: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for i in 0..frames {
-        let msg = if i % 2 == 0 {
-            Message::JobOffer(JobOffer {
-                job: i as u64,
-                requirements: Requirements::default(),
-                est_gpu_ms: 250,
-                bytes_in: 1 << 20,
-                bytes_out: 1 << 20,
-                max_price: 10,
-                deadline_ms: 60_000,
-            })
-        } else {
-            Message::Heartbeat(Heartbeat::default())
-        };
-        bytes.extend(encode(&msg));
-    }
-    bytes
 }
 
 fn rust_rate(bytes: &[u8], frames: usize) -> f64 {
@@ -249,7 +199,7 @@ fn main() {
     );
 
     let frames = 200_000;
-    let bytes = stream(frames);
+    let bytes = decline_stream(frames);
     let (mut c, mut r) = (Vec::new(), Vec::new());
     for _ in 0..7 {
         c.push(c_rate(&bytes, frames));
