@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import List, Tuple
 
-import cffi
+import cffi  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 import tessera

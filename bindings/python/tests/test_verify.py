@@ -338,7 +338,7 @@ def test_bad_lengths_and_values(call: Any) -> None:
     lambda: tessera.merkle_root(12),  # type: ignore[arg-type]
     lambda: tessera.receipt_hash(None),  # type: ignore[arg-type]
     lambda: tessera.verify_receipt(h(R["hex"]), "03a1" * 16),  # type: ignore[arg-type]
-    lambda: tessera.merkle_root_of_buffers(b"abc"),
+    lambda: tessera.merkle_root_of_buffers(b"abc"),  # type: ignore[arg-type]
     lambda: tessera.result_seal(b"\x00" * 32, "1", b"\x00" * 32),  # type: ignore[arg-type]
     lambda: tessera.ChainVerifier(h(R["public_key"]), chain=(1, bytes(32))),  # type: ignore[arg-type]
     lambda: tessera.output_leaf_count([(0, 10, 0, True)]),  # type: ignore[list-item]

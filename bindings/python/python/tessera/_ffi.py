@@ -10,15 +10,23 @@ for the duration of every call into it.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
 
 from . import _native
 from ._errors import INVALID_ARGUMENT, AbiMismatchError, ArgumentError, ArgumentTypeError
 
-if sys.version_info >= (3, 12):
-    from collections.abc import Buffer as Buffer
-elif TYPE_CHECKING:
-    from typing_extensions import Buffer as Buffer
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 12):
+        from collections.abc import Buffer as _Buffer
+    else:
+        from typing_extensions import Buffer as _Buffer
+    # NumPy's arrays declare the buffer protocol to type checkers only from
+    # Python 3.12; they are taken everywhere a buffer is.
+    import numpy  # type: ignore[import-not-found, unused-ignore]
+
+    #: A C-contiguous object with the buffer protocol: bytes, bytearray,
+    #: memoryview, array.array, a NumPy array, mmap...
+    Buffer = Union[_Buffer, "numpy.ndarray[Any, Any]"]
 else:
     Buffer = object
 
@@ -39,11 +47,6 @@ def check_abi(library_version: int, declared_version: int) -> None:
 
 
 check_abi(int(lib.tessera_version()), DECLARED_VERSION)
-
-#: A C-contiguous object with the buffer protocol: bytes, bytearray,
-#: memoryview, array.array, a NumPy array, mmap...
-BufferLike = Buffer
-
 
 def readable(data: Buffer, what: str) -> Tuple[Any, int]:
     """`data` as a `uint8_t[]` over its memory (no copy) and its length in

@@ -4,9 +4,11 @@ and the bridge from the library's log lines to Python's `logging`."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -64,6 +66,7 @@ def _log_callback(userdata: Any, level: int, target: Any, message: Any) -> None:
 
 _c_log: Any = ffi.callback("tessera_log_fn", _log_callback)
 _log_lock = threading.Lock()
+_forwarding = False
 
 
 def forward_logs(level: Optional[int] = logging.INFO) -> None:
@@ -71,12 +74,15 @@ def forward_logs(level: Optional[int] = logging.INFO) -> None:
     Python's `logging`, on loggers named ``tessera.<module>``
     (``tessera.tessera_core.net.runtime``). ``None`` turns forwarding off.
     Process-wide; the library's threads call into Python for each line."""
+    global _forwarding
     with _log_lock:
         if level is None:
             check(lib.tessera_set_log_callback(ffi.NULL, ffi.NULL, 0))
+            _forwarding = False
         else:
             check(lib.tessera_set_log_callback(_c_log, ffi.NULL,
                                                int(_library_level(integer(level, 32, "level")))))
+            _forwarding = True
 
 
 # ----- the executor ------------------------------------------------------------------
@@ -432,6 +438,7 @@ class Runtime(Managed):
             waiter = threading.Thread(target=self._wait_thread, name="tessera-runtime-wait", daemon=True)
             self._waiter = waiter
             waiter.start()
+            _started.add(self)
 
     def _wait_thread(self) -> None:
         # Holds a shared call until the runtime's thread ends, so the handle
@@ -544,6 +551,25 @@ class Runtime(Managed):
             # timeout) and wait for it, so the handle is freed after.
             lib.tessera_runtime_drain(handle, 0)
             self._done.wait()
+
+
+# Runtimes serving on their own thread: drained and freed at exit, before
+# the interpreter goes away under their callbacks.
+_started: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+@atexit.register
+def _at_exit() -> None:
+    for runtime in list(_started):
+        try:
+            runtime.close()
+        except Exception:
+            pass
+    if _forwarding:
+        try:
+            forward_logs(None)
+        except Exception:
+            pass
 
 
 def _milliseconds(seconds: float, what: str) -> int:
