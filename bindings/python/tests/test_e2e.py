@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 import pytest
@@ -232,6 +232,36 @@ def test_a_failing_executor_signs_a_failure(bin_dir: Path, coordinator: Coordina
     assert "code 2007" in out.stderr and "result check" not in out.stdout
     [info] = drained(p, jobs=0, failed=1)
     assert info.status == tessera.FailReason.HOST and info.output_len == 0 and info.price == 0
+
+
+KEEPERS: Dict[str, Callable[[tessera.Job], object]] = {
+    "array-over-input": lambda job: np.frombuffer(job.buffers[0].init, dtype=np.float32),
+    "array-over-output": lambda job: np.frombuffer(job.output(2), dtype=np.float32),
+    "memoryview-slice": lambda job: job.output(2)[:16],
+    "the-kernel-view": lambda job: job.spirv,
+}
+
+
+@pytest.mark.parametrize("keep", sorted(KEEPERS))
+def test_an_executor_keeping_the_jobs_memory_fails_the_job(bin_dir: Path, coordinator: Coordinator,
+                                                           lines: Lines, tmp_path: Path, spirv_val: str,
+                                                           keep: str) -> None:
+    """A view of a job's memory kept past the executor's return cannot be
+    invalidated by the binding; the job fails and the log says why."""
+    kept: List[Any] = []
+
+    def keeping(job: tessera.Job) -> None:
+        matmul(job)
+        kept.append(KEEPERS[keep](job))
+
+    p = provider(coordinator, lines, tmp_path / "store", executor=keeping)
+    out = request(bin_dir, coordinator)
+    # What was kept points into freed memory: never read, dropped at once.
+    kept.clear()
+    assert out.returncode != 0 and "code 2007" in out.stderr, out.stderr
+    assert any("kept a view of the job's memory" in line for line in lines.lines)
+    [info] = drained(p, jobs=0, failed=1)
+    assert info.status == tessera.FailReason.HOST
 
 
 def wait_for_file(path: Path, text: str, proc: "subprocess.Popen[str]", timeout: float = 60) -> None:

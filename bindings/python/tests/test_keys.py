@@ -117,3 +117,29 @@ def test_callback_signer_outlives_its_python_references() -> None:
     gc.collect()
     assert signer.sign(b"after gc") == key.sign(b"after gc")
     signer.close()
+
+
+def test_close_waits_for_a_call_in_progress() -> None:
+    """close() from another thread waits for a call running on the object;
+    the call completes with the handle alive."""
+    import threading
+    import time
+
+    key = tessera.Signer.from_seed(SEED)
+    entered = threading.Event()
+
+    def slow_sign(message: bytes) -> bytes:
+        entered.set()
+        time.sleep(0.3)
+        return key.sign(message)
+
+    signer = tessera.Signer.from_callback(key.public_key, slow_sign)
+    result: List[bytes] = []
+    worker = threading.Thread(target=lambda: result.append(signer.sign(b"m")))
+    worker.start()
+    assert entered.wait(10)
+    started = time.monotonic()
+    signer.close()
+    assert time.monotonic() - started > 0.1
+    worker.join()
+    assert result == [key.sign(b"m")] and signer.closed

@@ -205,3 +205,62 @@ def test_ctrl_c_drains_and_returns(spirv_val: str) -> None:
     assert "returned finished=True" in out, (out, err)
     assert "draining (interrupted)" in err
     assert "Traceback" not in err
+
+
+class Reentering(logging.Handler):
+    """A log handler that calls back into the runtime whose line it gets,
+    as a host showing the status with each line would."""
+
+    def __init__(self, rt: tessera.Runtime, calls: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.rt = rt
+        self.calls = calls
+        self.results: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.results:
+            return
+        for name, call in self.calls.items():
+            try:
+                self.results[name] = call(self.rt)
+            except tessera.Error as e:
+                self.results[name] = e
+
+
+def test_callbacks_calling_back_into_the_runtime(spirv_val: str) -> None:
+    """From a log line written during its own step, the runtime's calls
+    that need it to themselves are refused (InUseError), the thread-safe
+    ones work; from its own thread, waiting for it or closing it is refused
+    (it would wait for itself)."""
+    logger = logging.getLogger("tessera")
+    with runtime(log_level=logging.DEBUG) as r:
+        handler = Reentering(r, {
+            "step": lambda rt: rt.step(),
+            "status": lambda rt: rt.status().state,
+            "close": lambda rt: rt.close(),
+        })
+        logger.addHandler(handler)
+        try:
+            r.step()
+        finally:
+            logger.removeHandler(handler)
+        assert isinstance(handler.results["step"], tessera.InUseError)
+        assert handler.results["status"] == tessera.ConnState.DISCONNECTED
+        assert isinstance(handler.results["close"], tessera.InUseError)
+        assert not r.closed
+
+        threaded = Reentering(r, {
+            "wait": lambda rt: rt.wait(),
+            "close": lambda rt: rt.close(),
+            "drain": lambda rt: rt.drain(0.2),
+        })
+        r.start()
+        logger.addHandler(threaded)
+        try:
+            assert r.wait(timeout=30)
+        finally:
+            logger.removeHandler(threaded)
+        assert isinstance(threaded.results["wait"], tessera.InUseError)
+        assert isinstance(threaded.results["close"], tessera.InUseError)
+        assert threaded.results["drain"] is None
+        assert r.status().finished

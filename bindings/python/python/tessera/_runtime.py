@@ -7,13 +7,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
+import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ._errors import (
     FAIL_BASE,
+    IN_USE,
     INVALID_ARGUMENT,
     NOTHING,
     OK,
@@ -21,6 +24,7 @@ from ._errors import (
     ArgumentTypeError,
     ClosedError,
     Error,
+    InUseError,
     check,
     error_for,
 )
@@ -30,6 +34,23 @@ from ._managed import Managed
 from ._types import ConnState, FailReason, LogLevel, Policy, Usage, policy_with
 
 _log = logging.getLogger("tessera")
+
+# Set while a thread runs one of the library's callbacks (a log line, the
+# executor, the receipt callback): from there, waiting for a runtime to end
+# would wait for the thread that waits.
+_callback = threading.local()
+
+
+class _InCallback:
+    def __enter__(self) -> None:
+        _callback.depth = getattr(_callback, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _callback.depth -= 1
+
+
+def _in_callback() -> bool:
+    return bool(getattr(_callback, "depth", 0))
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -60,8 +81,9 @@ def _library_level(level: int) -> LogLevel:
 def _log_callback(userdata: Any, level: int, target: Any, message: Any) -> None:
     name = c_text(target).replace("::", ".")
     logger = logging.getLogger("tessera." + name if name else "tessera")
-    logger.log(_PY_LEVELS.get(LogLevel(level), logging.INFO) if 1 <= level <= 5 else logging.INFO,
-               "%s", c_text(message))
+    with _InCallback():
+        logger.log(_PY_LEVELS.get(LogLevel(level), logging.INFO) if 1 <= level <= 5 else logging.INFO,
+                   "%s", c_text(message))
 
 
 _c_log: Any = ffi.callback("tessera_log_fn", _log_callback)
@@ -112,11 +134,18 @@ class Job:
     `run_on_device` do it) and returns. To fail the job it raises:
     `fail()` first sets the reason; a `tessera.Error` (as `run_on_device`
     raises) fails it as the device would; any other exception fails it with
-    reason host (7)."""
+    reason host (7).
+
+    The memoryviews (`spirv`, each buffer's `init` and `output`) are the
+    library's memory, valid only during the call: an executor that needs
+    data afterwards copies it (``bytes(view)``). A view, or an array over
+    one, still referenced when the executor returns fails the job."""
 
     def __init__(self, run: Any) -> None:
         self._run = run
         self._views: List[memoryview] = []
+        self._exporters: List[Any] = []
+        self._exporter_refs: List[int] = []
         kernel = ffi.new("tessera_kernel_job *")
         kernel.size = ffi.sizeof("tessera_kernel_job")
         check(lib.tessera_job_run_kernel(run, kernel))
@@ -141,13 +170,23 @@ class Job:
 
     def _view(self, pointer: Any, length: int, readonly: bool) -> memoryview:
         if not length or pointer == ffi.NULL:
-            view = memoryview(b"")
-        else:
-            raw = memoryview(ffi.buffer(pointer, length))
-            self._views.append(raw)
-            view = raw.toreadonly() if readonly else raw
+            return memoryview(b"")
+        # The exporter of the library's memory, and its references before
+        # any view holds it: once every view of it is released, any more
+        # means a view (an array's, say) still holds the memory.
+        self._exporters.append(ffi.buffer(pointer, length))
+        self._exporter_refs.append(self._references(self._exporters, -1))
+        raw = memoryview(self._exporters[-1])
+        self._views.append(raw)
+        if not readonly:
+            return raw
+        view = raw.toreadonly()
         self._views.append(view)
         return view
+
+    @staticmethod
+    def _references(items: List[Any], i: int) -> int:
+        return sys.getrefcount(items[i])
 
     def _live(self) -> Any:
         if self._run is None:
@@ -193,15 +232,26 @@ class Job:
         check(lib.tessera_job_run_fail(self._live(), integer(int(reason), 32, "reason"),
                                        integer(detail, 32, "detail")))
 
+    def _seal(self) -> None:
+        """Notes how many references each view has while only the job holds
+        it (called once the job is made, before the executor runs)."""
+        self._view_refs = [self._references(self._views, i) for i in range(len(self._views))]
+
     def _end(self) -> bool:
-        """Invalidates the job and every view of its memory; False when a
-        view is still exported (held past the call: a bug of the executor)."""
+        """Invalidates the job and every view of its memory. False when a
+        view, or an array over one, outlived the call: the memory is freed
+        when the callback returns, and that is a bug of the executor."""
         self._run = None
         clean = True
-        for view in reversed(self._views):
+        for i in range(len(self._views)):
+            if self._references(self._views, i) > self._view_refs[i]:
+                clean = False
             try:
-                view.release()
+                self._views[i].release()
             except BufferError:
+                clean = False
+        for i in range(len(self._exporters)):
+            if self._references(self._exporters, i) > self._exporter_refs[i]:
                 clean = False
         return clean
 
@@ -228,21 +278,26 @@ def _execute_callback(userdata: Any, run: Any) -> int:
     assert host.executor is not None
     try:
         job = Job(run)
+        job._seal()
     except Exception:
         _log.exception("a job could not be read for the executor")
         return _HOST_FAILED
     code = OK
     try:
-        host.executor(job)
+        with _InCallback():
+            host.executor(job)
     except Error as e:
         code = e.code or _HOST_FAILED
         _log.info("job %d failed in the executor: %s", job.id, e)
-    except Exception:
+        # The executor's frames (and views of the job in their locals) go.
+        traceback.clear_frames(e.__traceback__)
+    except Exception as e:
         code = _HOST_FAILED
         _log.exception("job %d: the executor raised", job.id)
+        traceback.clear_frames(e.__traceback__)
     if not job._end():
-        _log.error("job %d: the executor kept a view of the job's memory past its return; "
-                   "it is freed now and must not be used, and the job fails", job.id)
+        _log.error("job %d: the executor kept a view of the job's memory (a memoryview, or an array "
+                   "over one) past its return; the memory is freed now, and the job fails", job.id)
         return _HOST_FAILED
     return code
 
@@ -251,7 +306,8 @@ def _accepting_callback(userdata: Any) -> bool:
     host: _Host = ffi.from_handle(userdata)
     assert host.accepting_jobs is not None
     try:
-        return bool(host.accepting_jobs())
+        with _InCallback():
+            return bool(host.accepting_jobs())
     except Exception:
         _log.exception("accepting_jobs raised; taking no work")
         return False
@@ -261,7 +317,8 @@ def _receipt_callback(userdata: Any, job: int, receipt: Any, length: int) -> Non
     host: _Host = ffi.from_handle(userdata)
     assert host.on_receipt is not None
     try:
-        host.on_receipt(int(job), bytes(ffi.buffer(receipt, length)))
+        with _InCallback():
+            host.on_receipt(int(job), bytes(ffi.buffer(receipt, length)))
     except Exception:
         _log.exception("the receipt callback raised (job %d)", job)
 
@@ -455,6 +512,8 @@ class Runtime(Managed):
         Raises the error the runtime ended with."""
         if self._waiter is None:
             raise ArgumentError(INVALID_ARGUMENT, "the runtime was not started")
+        if _in_callback() and not self._done.is_set():
+            raise InUseError(IN_USE, "a callback of the runtime cannot wait for it to end")
         remaining = timeout
         while True:
             step = 0.1 if remaining is None else max(0.0, min(0.1, remaining))
@@ -546,6 +605,8 @@ class Runtime(Managed):
 
     def _before_free(self, handle: Any) -> None:
         waiter = self._waiter
+        if waiter is not None and waiter.is_alive() and _in_callback():
+            raise InUseError(IN_USE, "a callback of the runtime cannot close it while it runs")
         if waiter is not None and waiter.is_alive() and waiter is not threading.current_thread():
             # Its thread still serves: drain it (at most the configured
             # timeout) and wait for it, so the handle is freed after.
