@@ -207,6 +207,7 @@ class WireError(Error):
 
     @property
     def wire_code(self) -> int:
+        """The wire error code (``code - 1000``)."""
         return self.code - PEER_BASE
 
 
@@ -226,6 +227,7 @@ class KernelRejectedError(Error):
 
     @property
     def rule(self) -> int:
+        """The kernel rule broken (``code - 10000``)."""
         return self.code - KERNEL_BASE
 
 

@@ -291,7 +291,7 @@ def _execute_callback(userdata: Any, run: Any) -> int:
         _log.info("job %d failed in the executor: %s", job.id, e)
         # The executor's frames (and views of the job in their locals) go.
         traceback.clear_frames(e.__traceback__)
-    except Exception as e:
+    except BaseException as e:  # nothing may unwind into the library
         code = _HOST_FAILED
         _log.exception("job %d: the executor raised", job.id)
         traceback.clear_frames(e.__traceback__)
