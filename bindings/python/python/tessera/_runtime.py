@@ -532,10 +532,12 @@ class Runtime(Managed):
         the session: it connects again). On Ctrl-C it drains, for at most
         `drain_timeout` seconds (``None``: as configured), and returns; a
         second Ctrl-C stops waiting for the drain."""
-        self.start()
         try:
+            self.start()
             self.wait()
         except KeyboardInterrupt:
+            if self._waiter is None:
+                raise  # interrupted before it started: nothing to drain
             _log.info("draining (interrupted)")
             self.drain(drain_timeout)
             self.wait()
