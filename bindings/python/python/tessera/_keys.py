@@ -137,7 +137,7 @@ class Signer(Managed):
     def public_key(self) -> bytes:
         """The 32-byte Ed25519 public key."""
         out = ffi.new("uint8_t[32]")
-        with self._exclusive() as h:
+        with self._shared() as h:
             check(lib.tessera_signer_public_key(h, out))
         return out_bytes(out)
 
@@ -158,11 +158,10 @@ class Signer(Managed):
     def _give(self) -> Tuple[Any, List[Any]]:
         """The handle and what must stay alive with it, for a C function
         that takes the signer over; this signer is closed afterwards."""
-        if not isinstance(self, Signer):
-            raise ArgumentTypeError(detail="signer must be a tessera.Signer")
-        keep = list(self._keepalive)
-        handle = self._take()
-        self._keepalive = []
+        with self._lock:
+            keep = list(self._keepalive)
+            handle = self._take()
+            self._keepalive = []
         return handle, keep
 
 
