@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Callable, List
 
-import addon_utils  # type: ignore[import-not-found]
-import bpy  # type: ignore[import-not-found]
+import addon_utils
+import bpy
 
 ADDON = "tessera_provider"
 
