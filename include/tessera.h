@@ -454,6 +454,13 @@ typedef struct tessera_dispatcher tessera_dispatcher;
 
 #if defined(TESSERA_HOSTED)
 /**
+ * One job given to a host executor, valid during its `run` callback.
+ */
+typedef struct tessera_job_run tessera_job_run;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
  * A provider on the network. Functions taking a `const tessera_runtime *`
  * (status, drain, accepting jobs, descriptor) may be called from any
  * thread at any time: while the runtime runs on its own thread, while
@@ -1041,6 +1048,52 @@ typedef struct {
 
 #if defined(TESSERA_HOSTED)
 /**
+ * Runs one job (`tessera_executor.run`): returns `TESSERA_OK` when the
+ * outputs are written, anything else to fail the job (with the reason set
+ * by `tessera_job_run_fail`, or else reason 7, host, with the returned code
+ * as detail). `run` is valid only during the call.
+ */
+typedef tessera_result (*tessera_execute_fn)(void *userdata,
+                                             tessera_job_run *run);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Whether the host takes work now (`tessera_executor.accepting_jobs`);
+ * asked after every job and about every 100 ms while the answer is no.
+ */
+typedef bool (*tessera_accepting_fn)(void *userdata);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A host that runs jobs itself (`tessera_runtime_config.executor`,
+ * `tessera_runtime_new_from_toml_with`). The runtime copies the struct;
+ * `userdata` must stay valid, and the callbacks callable from the
+ * runtime's worker thread, until the runtime is freed.
+ */
+typedef struct {
+  /**
+   * `sizeof(tessera_executor)`.
+   */
+  size_t size;
+  /**
+   * Passed to the callbacks.
+   */
+  void *userdata;
+  /**
+   * Runs a job (required).
+   */
+  tessera_execute_fn run;
+  /**
+   * Whether the host takes work now; NULL: always.
+   */
+  tessera_accepting_fn accepting_jobs;
+} tessera_executor;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
  * Where the provider connects and how it trusts the coordinator, what it
  * runs on and where it keeps results. Fill it with
  * `tessera_runtime_config_default`.
@@ -1092,7 +1145,23 @@ typedef struct {
    * How long a drain waits for acknowledgements, milliseconds.
    */
   uint64_t drain_timeout_ms;
+  /**
+   * A host that runs jobs itself (`tessera_executor`, copied), or NULL:
+   * jobs run on the Vulkan device.
+   */
+  const tessera_executor *executor;
 } tessera_runtime_config;
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Called with each receipt the provider signs (`tessera_runtime_set_receipt_callback`):
+ * the job and the receipt's bytes, valid during the call.
+ */
+typedef void (*tessera_receipt_fn)(void *userdata,
+                                   uint64_t job,
+                                   const uint8_t *receipt,
+                                   size_t len);
 #endif
 
 #if defined(TESSERA_HOSTED)
@@ -2262,6 +2331,134 @@ tessera_result tessera_dispatcher_reclaim(tessera_dispatcher *dispatcher,
 
 #if defined(TESSERA_HOSTED)
 /**
+ * The job's id.
+ *
+ * # Safety
+ * `run` the live run of a `run` callback, or NULL (then 0).
+ */
+uint64_t tessera_job_run_id(const tessera_job_run *run);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Whether the job no longer needs running (cancelled by the coordinator,
+ * its deadline passed, its session ended): a host that can stop early
+ * checks it and returns any failure; the runtime discards the result.
+ *
+ * # Safety
+ * `run` the live run of a `run` callback, or NULL (then true).
+ */
+bool tessera_job_run_cancelled(const tessera_job_run *run);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the job into `out` (set `out->size` first): the SPIR-V (verified
+ * against the assignment's root), entry point, constants, grid, each
+ * buffer's initial contents and, for read-back buffers, `output`: zeroed
+ * memory of the buffer's length that the host fills. `timeout_ms` is the
+ * time left until the job's deadline. Every pointer stays valid until the
+ * callback returns; the outputs are read when it does.
+ *
+ * # Safety
+ * `run` the live run of a `run` callback; `out` valid for a write.
+ */
+tessera_result tessera_job_run_kernel(tessera_job_run *run,
+                                      tessera_kernel_job *out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Runs the job on the runtime's own Vulkan device (its kernel gate,
+ * watchdog and cancellation included), writing the outputs and usage into
+ * the run. On success the callback returns `TESSERA_OK` (or changes the
+ * outputs first); on failure the run holds the device's reason, detail and
+ * usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
+ * refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
+ * from the callback to fail the job as the device would.
+ *
+ * # Safety
+ * `run` the live run of a `run` callback; `usage` NULL or valid.
+ */
+tessera_result tessera_job_run_on_device(tessera_job_run *run,
+                                         tessera_usage *usage);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Sets the usage reported for the job (GPU time in microseconds and
+ * dispatches; transfer sizes are the runtime's).
+ *
+ * # Safety
+ * `run` the live run of a `run` callback.
+ */
+tessera_result tessera_job_run_set_usage(tessera_job_run *run,
+                                         uint64_t gpu_time_us,
+                                         uint32_t dispatches);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Sets why the job failed, for a callback that then returns an error:
+ * `reason` a wire fail reason (`TESSERA_FAIL_*`, 1 to 7), `detail` its
+ * reason-specific code (the kernel rule of a refused kernel).
+ * `TESSERA_INVALID_ARGUMENT` for a reason that is none.
+ *
+ * # Safety
+ * `run` the live run of a `run` callback.
+ */
+tessera_result tessera_job_run_fail(tessera_job_run *run,
+                                    uint32_t reason,
+                                    uint32_t detail);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Decodes one whole frame into its JSON form (module documentation),
+ * written into `json` NUL-terminated; `written` gets its length without
+ * the NUL. A frame that does not decode returns `TESSERA_PEER_BASE` + the
+ * wire error code the agent would send for it (`BAD_MAGIC`,
+ * `UNSUPPORTED_VERSION`, `FRAME_TOO_LARGE`, `UNKNOWN_MESSAGE_TYPE`, or
+ * `MALFORMED`, which includes a frame shorter or longer than its header
+ * says). When `json_len` is too small: `TESSERA_BUFFER_TOO_SMALL`, and
+ * `written` gets the length needed, NUL included (`json` may be NULL with
+ * a zero `json_len`).
+ *
+ * # Safety
+ * `(frame, len)` readable; `json` NULL or `json_len` writable bytes;
+ * `written` NULL or valid.
+ */
+tessera_result tessera_message_decode(const uint8_t *frame,
+                                      size_t len,
+                                      char *json,
+                                      size_t json_len,
+                                      size_t *written);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Encodes a message from its JSON form (module documentation; `fields` may
+ * be left out for `Ready` and `Drain`) into `frame`; `written` gets the
+ * frame's length. What is wrong with the JSON (`TESSERA_INVALID_ARGUMENT`)
+ * is written into `error` when given, NUL-terminated and cut to fit: the
+ * field's path and what it must be. When `frame_len` is too small:
+ * `TESSERA_BUFFER_TOO_SMALL`, and `written` gets the length needed (at
+ * most `TESSERA_MAX_FRAME`).
+ *
+ * # Safety
+ * `json` NUL-terminated; `frame` NULL or `frame_len` writable bytes;
+ * `written` NULL or valid; `error` NULL or `error_len` writable bytes.
+ */
+tessera_result tessera_message_encode(const char *json,
+                                      uint8_t *frame,
+                                      size_t frame_len,
+                                      size_t *written,
+                                      char *error,
+                                      size_t error_len);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
  * A provider from the operator's TOML file at `path` (README, "The operator
  * program"): device key (created if missing), result store, GPU and
  * coordinator as the file says. On error `error` (when given) holds what is
@@ -2275,6 +2472,25 @@ tessera_result tessera_runtime_new_from_toml(const char *path,
                                              char *error,
                                              size_t error_len,
                                              tessera_runtime **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * As `tessera_runtime_new_from_toml`, with jobs run by the host's
+ * `executor` (copied; NULL: the Vulkan device, as the file says). The
+ * device the file names is still opened: its capabilities make the
+ * evidence, and `tessera_job_run_on_device` runs jobs on it.
+ *
+ * # Safety
+ * As `tessera_runtime_new_from_toml`; `executor` NULL or valid, its
+ * `userdata` and callbacks usable from the runtime's worker thread until
+ * the runtime is freed.
+ */
+tessera_result tessera_runtime_new_from_toml_with(const char *path,
+                                                  const tessera_executor *executor,
+                                                  char *error,
+                                                  size_t error_len,
+                                                  tessera_runtime **out);
 #endif
 
 #if defined(TESSERA_HOSTED)
@@ -2305,6 +2521,26 @@ tessera_result tessera_runtime_new(const tessera_runtime_config *config,
                                    char *error,
                                    size_t error_len,
                                    tessera_runtime **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Calls `callback` with each receipt the provider signs (completed and
+ * failed jobs alike), once it is stored and before it is sent: a host
+ * that keeps its own receipt log for settlement, or shows earnings as
+ * they are signed. It is called from the thread that steps the runtime
+ * (its own after `tessera_runtime_start`) and should return quickly. NULL
+ * removes it. Set it before `tessera_runtime_start` (`TESSERA_IN_USE`
+ * after).
+ *
+ * # Safety
+ * `runtime` a live runtime; `callback` and `userdata` usable from the
+ * thread that steps it until the runtime is freed or the callback
+ * replaced.
+ */
+tessera_result tessera_runtime_set_receipt_callback(tessera_runtime *runtime,
+                                                    tessera_receipt_fn callback,
+                                                    void *userdata);
 #endif
 
 #if defined(TESSERA_HOSTED)

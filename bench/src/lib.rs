@@ -23,3 +23,41 @@ pub fn words(spirv: &[u8]) -> Vec<u32> {
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// The copy kernel the tiny job runs.
+pub const COPY_SPV: &[u8] = include_bytes!("../../core/kernels/copy.spv");
+/// Bytes in and out of the tiny job.
+pub const LEN: usize = 4096;
+
+use tessera_coordinator::{BufferInit, Submit};
+use tessera_core::wire::Requirements;
+
+/// The tiny job: copy 4 KiB (256 uvec4), one workgroup.
+pub fn tiny_job() -> Submit {
+    Submit {
+        kernel: COPY_SPV.to_vec(),
+        entry_point: "main".into(),
+        specialization: Vec::new(),
+        push_constants: ((LEN / 16) as u32).to_le_bytes().to_vec(),
+        grid: [1, 1, 1],
+        buffers: vec![
+            BufferInit {
+                binding: 0,
+                init: (0..LEN).map(|i| i as u8).collect(),
+                len: LEN as u64,
+                readback: false,
+            },
+            BufferInit {
+                binding: 1,
+                init: Vec::new(),
+                len: LEN as u64,
+                readback: true,
+            },
+        ],
+        requirements: Requirements::default(),
+        est_gpu_ms: 1,
+        max_price: u64::MAX,
+        deadline_ms: 30_000,
+        nonce: [0; 32],
+    }
+}

@@ -293,14 +293,27 @@ impl OperatorConfig {
         // The whole configuration is checked before a key file is created.
         let tls = self.tls_config()?;
         let signer = load_or_create_key(&self.key.file).map_err(OperatorError::Key)?;
-        self.build(signer, tls)
+        self.build(signer, tls, |gpu| gpu)
     }
 
     /// As [`OperatorConfig::build_runtime`] with another signer (a secure
     /// element's, say); the `[key]` file is not read.
     pub fn build_runtime_with<S: Signer>(&self, signer: S) -> Result<Runtime<S>, OperatorError> {
         let tls = self.tls_config()?;
-        self.build(signer, tls)
+        self.build(signer, tls, |gpu| gpu)
+    }
+
+    /// As [`OperatorConfig::build_runtime_with`], with jobs run by the
+    /// executor `wrap` makes of the configured device: a host that runs
+    /// jobs itself (a binding's callback) and hands some to the device.
+    /// The device's capabilities still make the evidence.
+    pub fn build_runtime_wrapped<S: Signer, E: crate::net::Executor>(
+        &self,
+        signer: S,
+        wrap: impl FnOnce(crate::gpu_host::GpuHost) -> E,
+    ) -> Result<Runtime<S>, OperatorError> {
+        let tls = self.tls_config()?;
+        self.build(signer, tls, wrap)
     }
 
     /// The TLS client configuration the `[tls]` section describes.
@@ -317,10 +330,11 @@ impl OperatorConfig {
         client_config(&trust).map_err(OperatorError::Tls)
     }
 
-    fn build<S: Signer>(
+    fn build<S: Signer, E: crate::net::Executor>(
         &self,
         signer: S,
         tls: std::sync::Arc<rustls::ClientConfig>,
+        wrap: impl FnOnce(crate::gpu_host::GpuHost) -> E,
     ) -> Result<Runtime<S>, OperatorError> {
         // Store problems (a chain file of another key, say) before the device.
         if let Some(store) = &self.store {
@@ -375,7 +389,7 @@ impl OperatorConfig {
         let mut net = NetConfig::new(self.coordinator.clone(), server_name, tls);
         net.store_dir = self.store.as_ref().map(|s| s.dir.clone());
         net.drain_timeout = Duration::from_secs(self.timers.drain_timeout_s);
-        Runtime::new(config, signer, gpu, net).map_err(OperatorError::Runtime)
+        Runtime::new(config, signer, wrap(gpu), net).map_err(OperatorError::Runtime)
     }
 }
 

@@ -236,7 +236,13 @@ fn a_job_over_tls_returns_outputs_and_a_verified_receipt_then_drains() {
     let srv = server();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let Running { handle, drain, .. } = spawn(runtime(port, Trust::PinnedKey(srv.spki), None));
+    // The host's receipt hook sees the receipt the coordinator gets, without
+    // a store too.
+    let mut rt = runtime(port, Trust::PinnedKey(srv.spki), None);
+    let hooked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = hooked.clone();
+    rt.set_receipt_hook(move |job, receipt| sink.lock().unwrap().push((job, receipt.to_vec())));
+    let Running { handle, drain, .. } = spawn(rt);
 
     let mut s = Session::accept(&listener, &srv.config);
     let pk = s.handshake();
@@ -255,6 +261,7 @@ fn a_job_over_tls_returns_outputs_and_a_verified_receipt_then_drains() {
     let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
     let r = verifier.verify_next(&receipt, Some(&j.nonce)).unwrap();
     assert_eq!(r.usage.gpu_time_us, 10);
+    assert_eq!(*hooked.lock().unwrap(), vec![(1, receipt.to_vec())]);
     s.send(&Message::ResultAck(JobRef { job: 1 }));
 
     drain.drain();

@@ -46,6 +46,12 @@ mod cpp;
 /// The Vulkan dispatcher: devices, benchmark, kernel jobs.
 #[cfg(feature = "runtime")]
 pub mod dispatcher;
+/// A host executor for the runtime.
+#[cfg(feature = "runtime")]
+pub mod executor;
+/// Protocol messages as JSON.
+#[cfg(feature = "std")]
+pub mod message;
 /// The network runtime and the log callback.
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -189,6 +189,27 @@ pub unsafe extern "C" fn tessera_runtime_new_from_toml(
     error_len: usize,
     out: *mut *mut tessera_runtime,
 ) -> tessera_result {
+    // SAFETY: the caller's promises, and no executor.
+    unsafe { tessera_runtime_new_from_toml_with(path, core::ptr::null(), error, error_len, out) }
+}
+
+/// As `tessera_runtime_new_from_toml`, with jobs run by the host's
+/// `executor` (copied; NULL: the Vulkan device, as the file says). The
+/// device the file names is still opened: its capabilities make the
+/// evidence, and `tessera_job_run_on_device` runs jobs on it.
+///
+/// # Safety
+/// As `tessera_runtime_new_from_toml`; `executor` NULL or valid, its
+/// `userdata` and callbacks usable from the runtime's worker thread until
+/// the runtime is freed.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_new_from_toml_with(
+    path: *const c_char,
+    executor: *const crate::executor::tessera_executor,
+    error: *mut c_char,
+    error_len: usize,
+    out: *mut *mut tessera_runtime,
+) -> tessera_result {
     guard(|| {
         non_null!(path, out);
         // SAFETY: non-NULL and NUL-terminated, by the caller.
@@ -213,11 +234,43 @@ pub unsafe extern "C" fn tessera_runtime_new_from_toml(
             Ok(s) => AnySigner::Ed25519(s),
             Err(e) => return operator_error(OperatorError::Key(e), error, error_len),
         };
-        match file.build_runtime_with(signer) {
-            Ok(rt) => wrap(rt, out),
-            Err(e) => operator_error(e, error, error_len),
-        }
+        // SAFETY: the caller's promises for the executor and error buffer.
+        unsafe { build(&file, signer, executor, error, error_len, out) }
     })
+}
+
+/// Builds the runtime the file describes, on the host's executor when one
+/// is given.
+///
+/// # Safety
+/// `executor` NULL or valid; `(error, error_len)` as the entry point's.
+unsafe fn build(
+    file: &OperatorConfig,
+    signer: AnySigner,
+    executor: *const crate::executor::tessera_executor,
+    error: *mut c_char,
+    error_len: usize,
+    out: *mut *mut tessera_runtime,
+) -> tessera_result {
+    use crate::executor::HostExecutor;
+    let built = if executor.is_null() {
+        file.build_runtime_with(signer)
+    } else {
+        // SAFETY: non-NULL and valid, by the caller.
+        let callbacks = match unsafe { HostExecutor::callbacks(executor) } {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: the caller's promise.
+                unsafe { say(error, error_len, &e) };
+                return TESSERA_INVALID_CONFIG;
+            }
+        };
+        file.build_runtime_wrapped(signer, |gpu| HostExecutor::new(callbacks, gpu))
+    };
+    match built {
+        Ok(rt) => wrap(rt, out),
+        Err(e) => operator_error(e, error, error_len),
+    }
 }
 
 /// Where the provider connects and how it trusts the coordinator, what it
@@ -250,6 +303,9 @@ pub struct tessera_runtime_config {
     pub spirv_val_gate: CBool,
     /// How long a drain waits for acknowledgements, milliseconds.
     pub drain_timeout_ms: u64,
+    /// A host that runs jobs itself (`tessera_executor`, copied), or NULL:
+    /// jobs run on the Vulkan device.
+    pub executor: *const crate::executor::tessera_executor,
 }
 
 /// Fills `out` with the defaults (and its `size`); set `coordinator` and the
@@ -291,6 +347,7 @@ pub unsafe extern "C" fn tessera_runtime_config_default(
                 device_name: core::ptr::null(),
                 spirv_val_gate: CBool::TRUE,
                 drain_timeout_ms: timers.drain_timeout_s * 1000,
+                executor: core::ptr::null(),
             })
         };
         TESSERA_OK
@@ -402,10 +459,70 @@ pub unsafe extern "C" fn tessera_runtime_new(
                 return TESSERA_INVALID_CONFIG;
             }
         };
-        match file.build_runtime_with(signer) {
-            Ok(rt) => wrap(rt, out),
-            Err(e) => operator_error(e, error, error_len),
+        // SAFETY: the caller's promises for the executor and error buffer.
+        unsafe { build(&file, signer, c.executor, error, error_len, out) }
+    })
+}
+
+/// Called with each receipt the provider signs (`tessera_runtime_set_receipt_callback`):
+/// the job and the receipt's bytes, valid during the call.
+pub type tessera_receipt_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, job: u64, receipt: *const u8, len: usize)>;
+
+/// A receipt callback and its userdata, moved to the thread that steps the
+/// runtime.
+struct ReceiptCallback {
+    f: unsafe extern "C" fn(*mut c_void, u64, *const u8, usize),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the caller of `tessera_runtime_set_receipt_callback` promised
+// that the callback and userdata may be used from the thread that steps
+// the runtime (its own after `tessera_runtime_start`).
+unsafe impl Send for ReceiptCallback {}
+
+/// Calls `callback` with each receipt the provider signs (completed and
+/// failed jobs alike), once it is stored and before it is sent: a host
+/// that keeps its own receipt log for settlement, or shows earnings as
+/// they are signed. It is called from the thread that steps the runtime
+/// (its own after `tessera_runtime_start`) and should return quickly. NULL
+/// removes it. Set it before `tessera_runtime_start` (`TESSERA_IN_USE`
+/// after).
+///
+/// # Safety
+/// `runtime` a live runtime; `callback` and `userdata` usable from the
+/// thread that steps it until the runtime is freed or the callback
+/// replaced.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_set_receipt_callback(
+    runtime: *mut tessera_runtime,
+    callback: tessera_receipt_fn,
+    userdata: *mut c_void,
+) -> tessera_result {
+    guard(|| {
+        non_null!(runtime);
+        // SAFETY: a live runtime, by the caller.
+        let r = unsafe { &*runtime };
+        let mut mode = match lock_mode(r) {
+            Ok(m) => m,
+            Err(code) => return code,
+        };
+        let Mode::Stepped(rt) = &mut *mode else {
+            return TESSERA_IN_USE;
+        };
+        match callback {
+            Some(f) => {
+                let cb = ReceiptCallback { f, userdata };
+                rt.set_receipt_hook(move |job, receipt| {
+                    let cb = &cb;
+                    // SAFETY: the host's callback with its userdata, on the
+                    // thread the caller allowed; the bytes live for the call.
+                    unsafe { (cb.f)(cb.userdata, job, receipt.as_ptr(), receipt.len()) }
+                });
+            }
+            None => rt.clear_receipt_hook(),
         }
+        TESSERA_OK
     })
 }
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tessera_bench::percentile;
+use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
 use tessera_coordinator::requester::{new_nonce, Requester};
 use tessera_coordinator::tls::client_config as requester_tls;
-use tessera_coordinator::{verify_result, BufferInit, Submit};
+use tessera_coordinator::verify_result;
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer};
 use tessera_core::gpu_host::GpuHost;
 use tessera_core::net::{
@@ -30,11 +30,7 @@ use tessera_core::net::{
 use tessera_core::vulkan::{
     BufferSpec, DeviceSelector, Dispatcher, DispatcherConfig, Instance, KernelJob,
 };
-use tessera_core::wire::Requirements;
 use tessera_core::{Config, Policy};
-
-const COPY_SPV: &[u8] = include_bytes!("../../../core/kernels/copy.spv");
-const LEN: usize = 4096;
 
 fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
     let peers: Vec<String> = peers
@@ -50,36 +46,6 @@ fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("e2e bench: {what}: {e}");
     std::process::exit(1);
-}
-
-/// The tiny job: copy 4 KiB (256 uvec4), one workgroup.
-fn tiny_job() -> Submit {
-    Submit {
-        kernel: COPY_SPV.to_vec(),
-        entry_point: "main".into(),
-        specialization: Vec::new(),
-        push_constants: ((LEN / 16) as u32).to_le_bytes().to_vec(),
-        grid: [1, 1, 1],
-        buffers: vec![
-            BufferInit {
-                binding: 0,
-                init: (0..LEN).map(|i| i as u8).collect(),
-                len: LEN as u64,
-                readback: false,
-            },
-            BufferInit {
-                binding: 1,
-                init: Vec::new(),
-                len: LEN as u64,
-                readback: true,
-            },
-        ],
-        requirements: Requirements::default(),
-        est_gpu_ms: 1,
-        max_price: u64::MAX,
-        deadline_ms: 30_000,
-        nonce: [0; 32],
-    }
 }
 
 /// The coordinator as its own process, so its memory can be read.

@@ -45,6 +45,9 @@ const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
 /// does again.
 const UNAVAILABLE_POLL: StdDuration = StdDuration::from_millis(100);
 
+/// What [`Runtime::set_receipt_hook`] keeps.
+type ReceiptHook = Box<dyn FnMut(JobId, &[u8]) + Send>;
+
 /// Where and how to reach the coordinator, and where to keep results.
 #[derive(Clone)]
 pub struct NetConfig {
@@ -354,6 +357,8 @@ pub struct Runtime<S: Signer> {
     executor_accepting: bool,
     /// Whether the host lets the device take work ([`Runtime::set_accepting_jobs`]).
     host_accepting: bool,
+    /// Told of each receipt signed ([`Runtime::set_receipt_hook`]).
+    receipt_hook: Option<ReceiptHook>,
     origin: StdInstant,
     origin_micros: u64,
     reconnect_at: Option<StdInstant>,
@@ -386,7 +391,10 @@ impl<S: Signer> Runtime<S> {
             None => None,
         };
         let mut config = config;
-        config.persist_results = store.is_some();
+        // Every result passes through the persist step, kept by the store
+        // when there is one, so that the receipt hook sees each receipt
+        // before it is sent.
+        config.persist_results = true;
         let device = config.capabilities.name.as_str().to_string();
         let chain = store
             .as_ref()
@@ -443,6 +451,7 @@ impl<S: Signer> Runtime<S> {
             backlog,
             executor_accepting: true,
             host_accepting: true,
+            receipt_hook: None,
             origin: StdInstant::now(),
             origin_micros: now,
             reconnect_at: Some(StdInstant::now()),
@@ -456,6 +465,19 @@ impl<S: Signer> Runtime<S> {
             status,
             net,
         })
+    }
+
+    /// Calls `hook` with each receipt the provider signs (completed and
+    /// failed jobs alike), once it is stored and before it is sent, on the
+    /// thread that steps the runtime: a host that keeps its own receipt
+    /// log, or shows earnings as they are signed. It should return quickly.
+    pub fn set_receipt_hook(&mut self, hook: impl FnMut(JobId, &[u8]) + Send + 'static) {
+        self.receipt_hook = Some(Box::new(hook));
+    }
+
+    /// Removes the hook [`Runtime::set_receipt_hook`] set.
+    pub fn clear_receipt_hook(&mut self) {
+        self.receipt_hook = None;
     }
 
     /// Agent time: microseconds since the Unix epoch, advancing monotonically.
@@ -1023,11 +1045,17 @@ impl<S: Signer> Runtime<S> {
     fn work_jobs(&mut self, now: Instant) -> bool {
         let mut report = WorkReport::default();
         let store = &mut self.store;
-        let mut persist = |record: &ResultRecord, outputs: &[&[u8]]| match store.as_mut() {
-            Some(store) => store
-                .save_with_outputs(record, outputs)
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
+        let hook = &mut self.receipt_hook;
+        let mut persist = |record: &ResultRecord, outputs: &[&[u8]]| {
+            if let Some(store) = store.as_mut() {
+                store
+                    .save_with_outputs(record, outputs)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(hook) = hook.as_mut() {
+                hook(record.job, &record.receipt);
+            }
+            Ok(())
         };
         self.host
             .store_results(now, &mut self.agent, &mut persist, &mut report);

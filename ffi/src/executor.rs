@@ -1,0 +1,361 @@
+//! A host executor for the runtime: `tessera_executor` and the
+//! `tessera_job_run_*` functions its callback uses.
+//!
+//! By default the runtime runs each job on its Vulkan device. A host that
+//! runs jobs itself (a render engine with its own queue, a binding that
+//! gives them to a Python or Go function) passes a `tessera_executor`: its
+//! `run` callback is called on the runtime's worker thread, one job at a
+//! time, with a `tessera_job_run` that holds the job (as the
+//! `tessera_kernel_job` a dispatcher runs, with zeroed output memory for
+//! each read-back buffer) and may run it on the runtime's own device
+//! (`tessera_job_run_on_device`). What the callback leaves in the outputs is
+//! what the provider returns, Merkle-hashes and signs.
+
+use std::ffi::{c_void, CString};
+
+use tessera_core::gpu_host::GpuHost;
+use tessera_core::host::{JobFailure, JobOutputs};
+use tessera_core::net::{Executor, JobToRun};
+use tessera_core::wire::{FailReason, Usage};
+
+use crate::boundary::{guard, non_null, write_opt};
+use crate::dispatcher::{tessera_kernel_buffer, tessera_kernel_job};
+use crate::*;
+
+/// Runs one job (`tessera_executor.run`): returns `TESSERA_OK` when the
+/// outputs are written, anything else to fail the job (with the reason set
+/// by `tessera_job_run_fail`, or else reason 7, host, with the returned code
+/// as detail). `run` is valid only during the call.
+pub type tessera_execute_fn = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, run: *mut tessera_job_run) -> tessera_result,
+>;
+
+/// Whether the host takes work now (`tessera_executor.accepting_jobs`);
+/// asked after every job and about every 100 ms while the answer is no.
+pub type tessera_accepting_fn = Option<unsafe extern "C" fn(userdata: *mut c_void) -> bool>;
+
+/// A host that runs jobs itself (`tessera_runtime_config.executor`,
+/// `tessera_runtime_new_from_toml_with`). The runtime copies the struct;
+/// `userdata` must stay valid, and the callbacks callable from the
+/// runtime's worker thread, until the runtime is freed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tessera_executor {
+    /// `sizeof(tessera_executor)`.
+    pub size: usize,
+    /// Passed to the callbacks.
+    pub userdata: *mut c_void,
+    /// Runs a job (required).
+    pub run: tessera_execute_fn,
+    /// Whether the host takes work now; NULL: always.
+    pub accepting_jobs: tessera_accepting_fn,
+}
+
+/// One job given to a host executor, valid during its `run` callback.
+pub struct tessera_job_run {
+    job: *const JobToRun,
+    device: *mut GpuHost,
+    entry_point: CString,
+    specialization: Vec<u32>,
+    buffers: Vec<tessera_kernel_buffer>,
+    /// One per read-back buffer, in binding order.
+    outputs: Vec<Vec<u8>>,
+    usage: Usage,
+    failure: Option<(FailReason, u32)>,
+}
+
+/// The executor the runtime's worker calls: the host's callbacks, and the
+/// device they may hand a job to.
+pub(crate) struct HostExecutor {
+    callbacks: tessera_executor,
+    device: GpuHost,
+}
+
+// SAFETY: the runtime moves the executor to its worker thread once; the
+// caller of `tessera_runtime_new` promised that `userdata` and the
+// callbacks may be used from that thread (the header says so).
+unsafe impl Send for HostExecutor {}
+
+impl HostExecutor {
+    /// Checks the host's struct; `None` when it is not usable.
+    ///
+    /// # Safety
+    /// `e` valid for reads.
+    pub(crate) unsafe fn callbacks(e: *const tessera_executor) -> Result<tessera_executor, String> {
+        // SAFETY: valid, by the caller.
+        let e = unsafe { &*e };
+        if e.size < core::mem::size_of::<tessera_executor>() {
+            return Err("executor.size must be sizeof(tessera_executor)".into());
+        }
+        if e.run.is_none() {
+            return Err("executor.run is required".into());
+        }
+        Ok(*e)
+    }
+
+    pub(crate) fn new(callbacks: tessera_executor, device: GpuHost) -> Self {
+        HostExecutor { callbacks, device }
+    }
+}
+
+impl Executor for HostExecutor {
+    fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure> {
+        let spec = &job.spec;
+        let Ok(entry_point) = CString::new(spec.kernel.entry_point.as_str()) else {
+            // An entry point holding a NUL names no function of any module.
+            return Err(JobFailure::new(
+                FailReason::KernelRejected,
+                u32::from(tessera_core::reasons::KernelRule::NoEntryPoint as u16),
+            ));
+        };
+        let mut outputs: Vec<Vec<u8>> = spec
+            .buffers
+            .iter()
+            .filter(|b| b.readback)
+            .map(|b| vec![0u8; b.len as usize])
+            .collect();
+        let mut next_output = outputs.iter_mut();
+        let buffers = spec
+            .buffers
+            .iter()
+            .zip(&job.buffers)
+            .map(|(b, init)| {
+                let (output, output_len) = match b.readback.then(|| next_output.next()).flatten() {
+                    Some(o) => (o.as_mut_ptr(), o.len()),
+                    None => (core::ptr::null_mut(), 0),
+                };
+                tessera_kernel_buffer {
+                    binding: b.binding,
+                    len: b.len,
+                    init: init.as_ptr(),
+                    init_len: init.len(),
+                    readback: CBool::from(b.readback),
+                    output,
+                    output_len,
+                }
+            })
+            .collect();
+        let mut run = tessera_job_run {
+            job,
+            device: &mut self.device,
+            entry_point,
+            specialization: spec
+                .kernel
+                .specialization
+                .iter()
+                .flat_map(|&(id, value)| [id, value])
+                .collect(),
+            buffers,
+            outputs: Vec::new(),
+            usage: Usage::default(),
+            failure: None,
+        };
+        // The output vectors move into the run; their heap memory, which
+        // the buffers point at, does not.
+        run.outputs = outputs;
+        let run_fn = self.callbacks.run.expect("checked at construction");
+        // SAFETY: the host's callback, with its userdata and a run valid for
+        // the call, as `tessera_executor` documents.
+        let r = unsafe { run_fn(self.callbacks.userdata, &mut run) };
+        if r == TESSERA_OK {
+            Ok(JobOutputs {
+                outputs: run.outputs,
+                usage: run.usage,
+            })
+        } else {
+            let (reason, detail) = run.failure.unwrap_or((FailReason::Host, r));
+            Err(JobFailure {
+                reason,
+                detail,
+                usage: run.usage,
+            })
+        }
+    }
+
+    fn accepting_jobs(&mut self) -> bool {
+        let device = Executor::accepting_jobs(&mut self.device);
+        match self.callbacks.accepting_jobs {
+            // SAFETY: the host's callback, as `tessera_executor` documents.
+            Some(f) => device && unsafe { f(self.callbacks.userdata) },
+            None => device,
+        }
+    }
+}
+
+/// The job's id.
+///
+/// # Safety
+/// `run` the live run of a `run` callback, or NULL (then 0).
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_id(run: *const tessera_job_run) -> u64 {
+    if run.is_null() {
+        return 0;
+    }
+    // SAFETY: live during the callback, by the caller; `job` lives as long.
+    unsafe { (*(*run).job).id }
+}
+
+/// Whether the job no longer needs running (cancelled by the coordinator,
+/// its deadline passed, its session ended): a host that can stop early
+/// checks it and returns any failure; the runtime discards the result.
+///
+/// # Safety
+/// `run` the live run of a `run` callback, or NULL (then true).
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_cancelled(run: *const tessera_job_run) -> bool {
+    if run.is_null() {
+        return true;
+    }
+    // SAFETY: as in `tessera_job_run_id`.
+    unsafe { (*(*run).job).cancel.is_cancelled() }
+}
+
+/// Writes the job into `out` (set `out->size` first): the SPIR-V (verified
+/// against the assignment's root), entry point, constants, grid, each
+/// buffer's initial contents and, for read-back buffers, `output`: zeroed
+/// memory of the buffer's length that the host fills. `timeout_ms` is the
+/// time left until the job's deadline. Every pointer stays valid until the
+/// callback returns; the outputs are read when it does.
+///
+/// # Safety
+/// `run` the live run of a `run` callback; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_kernel(
+    run: *mut tessera_job_run,
+    out: *mut tessera_kernel_job,
+) -> tessera_result {
+    guard(|| {
+        non_null!(run, out);
+        // SAFETY: live during the callback and not aliased, by the caller.
+        let run = unsafe { &mut *run };
+        // SAFETY: `out` valid for reads of its size field, by the caller.
+        if unsafe { (*out).size } < core::mem::size_of::<tessera_kernel_job>() {
+            return TESSERA_INVALID_ARGUMENT;
+        }
+        // SAFETY: the job outlives the run.
+        let job = unsafe { &*run.job };
+        let push = &job.spec.kernel.push_constants;
+        let job_out = tessera_kernel_job {
+            size: core::mem::size_of::<tessera_kernel_job>(),
+            spirv: job.kernel.as_ptr(),
+            spirv_len: job.kernel.len(),
+            entry_point: run.entry_point.as_ptr(),
+            specialization: run.specialization.as_ptr(),
+            specialization_count: run.specialization.len() / 2,
+            push_constants: push.as_ptr(),
+            push_constants_len: push.len(),
+            grid: job.spec.kernel.grid,
+            buffers: run.buffers.as_mut_ptr(),
+            buffer_count: run.buffers.len(),
+            timeout_ms: job.timeout().as_millis().min(u128::from(u64::MAX)) as u64,
+        };
+        // SAFETY: valid for a write, by the caller.
+        unsafe { out.write(job_out) };
+        TESSERA_OK
+    })
+}
+
+/// Runs the job on the runtime's own Vulkan device (its kernel gate,
+/// watchdog and cancellation included), writing the outputs and usage into
+/// the run. On success the callback returns `TESSERA_OK` (or changes the
+/// outputs first); on failure the run holds the device's reason, detail and
+/// usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
+/// refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
+/// from the callback to fail the job as the device would.
+///
+/// # Safety
+/// `run` the live run of a `run` callback; `usage` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_on_device(
+    run: *mut tessera_job_run,
+    usage: *mut crate::agent::tessera_usage,
+) -> tessera_result {
+    guard(|| {
+        non_null!(run);
+        // SAFETY: live during the callback and not aliased, by the caller.
+        let run = unsafe { &mut *run };
+        // SAFETY: the job and the device outlive the run; the device is
+        // used by this worker thread only, and not during this call by
+        // anything else.
+        let (job, device) = unsafe { (&*run.job, &mut *run.device) };
+        let result = Executor::run(device, job);
+        let (code, ran_usage) = match result {
+            Ok(ran) => {
+                for (mine, theirs) in run.outputs.iter_mut().zip(&ran.outputs) {
+                    let n = mine.len().min(theirs.len());
+                    mine[..n].copy_from_slice(&theirs[..n]);
+                }
+                run.failure = None;
+                (TESSERA_OK, ran.usage)
+            }
+            Err(f) => {
+                run.failure = Some((f.reason, f.detail));
+                let code = if f.reason == FailReason::KernelRejected {
+                    TESSERA_KERNEL_BASE + f.detail
+                } else {
+                    TESSERA_FAIL_BASE + f.reason as u32
+                };
+                (code, f.usage)
+            }
+        };
+        run.usage = ran_usage;
+        // SAFETY: the caller's promise for `usage`.
+        unsafe {
+            write_opt(
+                usage,
+                crate::agent::tessera_usage {
+                    gpu_time_us: ran_usage.gpu_time_us,
+                    dispatches: ran_usage.dispatches,
+                    bytes_in: ran_usage.bytes_in,
+                    bytes_out: ran_usage.bytes_out,
+                },
+            )
+        };
+        code
+    })
+}
+
+/// Sets the usage reported for the job (GPU time in microseconds and
+/// dispatches; transfer sizes are the runtime's).
+///
+/// # Safety
+/// `run` the live run of a `run` callback.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_set_usage(
+    run: *mut tessera_job_run,
+    gpu_time_us: u64,
+    dispatches: u32,
+) -> tessera_result {
+    guard(|| {
+        non_null!(run);
+        // SAFETY: live during the callback and not aliased, by the caller.
+        let run = unsafe { &mut *run };
+        run.usage.gpu_time_us = gpu_time_us;
+        run.usage.dispatches = dispatches;
+        TESSERA_OK
+    })
+}
+
+/// Sets why the job failed, for a callback that then returns an error:
+/// `reason` a wire fail reason (`TESSERA_FAIL_*`, 1 to 7), `detail` its
+/// reason-specific code (the kernel rule of a refused kernel).
+/// `TESSERA_INVALID_ARGUMENT` for a reason that is none.
+///
+/// # Safety
+/// `run` the live run of a `run` callback.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_job_run_fail(
+    run: *mut tessera_job_run,
+    reason: u32,
+    detail: u32,
+) -> tessera_result {
+    guard(|| {
+        non_null!(run);
+        let Some(reason) = u8::try_from(reason).ok().and_then(FailReason::from_u8) else {
+            return TESSERA_INVALID_ARGUMENT;
+        };
+        // SAFETY: live during the callback and not aliased, by the caller.
+        unsafe { (*run).failure = Some((reason, detail)) };
+        TESSERA_OK
+    })
+}
