@@ -1,48 +1,102 @@
 package tessera
 
 /*
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <tessera.h>
+
+static uintptr_t tessera_go_thread(void) { return (uintptr_t)pthread_self(); }
 */
 import "C"
 
 import (
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 )
 
+// threadSet holds the OS threads that run a callback now. A goroutine in a
+// cgo callback stays on the thread of that callback until it returns, so
+// the thread tells whether a call comes from inside a callback.
+type threadSet struct {
+	mu sync.Mutex
+	m  map[uintptr]int
+}
+
+// enter marks the current thread as running a callback; the returned
+// function marks its end.
+func (s *threadSet) enter() func() {
+	t := currentThread()
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[uintptr]int)
+	}
+	s.m[t]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.m[t]--; s.m[t] == 0 {
+			delete(s.m, t)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// here reports whether the current thread runs a callback of the set now.
+func (s *threadSet) here() bool {
+	t := currentThread()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[t] > 0
+}
+
+// currentThread identifies the OS thread the calling goroutine runs on
+// (meaningful inside a callback, where the goroutine cannot move).
+func currentThread() uintptr {
+	return uintptr(C.tessera_go_thread())
+}
+
+// logThreads holds the threads running the log callback now (log.go).
+var logThreads threadSet
+
 // callGuard serializes the calls on one handle, as the C library needs for
 // a handle that is not const (one thread at a time), and refuses a call
-// that a callback of a running call on the same handle makes, as the
-// library does: that callback runs on the goroutine holding the lock, so
+// that a callback made while a call on the same handle runs it, as the
+// library does: that callback runs on the thread of the waiting call, so
 // waiting would never end.
 type callGuard struct {
 	mu sync.Mutex
-	// callbacks counts the Go callbacks of a call on this handle that run
-	// now (a KeyStore signing while the agent handles input).
-	callbacks atomic.Int32
+	// callbacks holds the threads running a callback of a call on this
+	// handle (a KeyStore signing while the agent handles input).
+	callbacks threadSet
 }
 
-// lock takes the handle for one call, waiting for other goroutines' calls.
-// While a callback of a call on this handle runs, a call that finds the
-// handle taken is refused with CodeInUse instead of waiting: it is the
-// callback's own (which would wait forever), or another goroutine's that
-// overlapped with it, which may retry.
+// inCallback reports whether the caller is inside a callback of this
+// handle, or inside the log callback (whose lines may come from a call on
+// this handle, and which blocks every other thread's log line while it
+// runs: waiting for a call that logs would never end either).
+func (g *callGuard) inCallback() bool {
+	return g.callbacks.here() || logThreads.here()
+}
+
+// lock takes the handle for one call, waiting for other goroutines' calls,
+// or refuses it with CodeInUse when the handle is taken and the caller is
+// a callback (see inCallback).
 func (g *callGuard) lock(op string) error {
 	if g.mu.TryLock() {
 		return nil
 	}
-	if g.callbacks.Load() > 0 {
-		return &Error{Code: CodeInUse, Op: op, Detail: "called while a callback of a call on this handle runs"}
+	if g.inCallback() {
+		return &Error{Code: CodeInUse, Op: op, Detail: "called from a callback while a call on this handle runs"}
 	}
 	g.mu.Lock()
 	return nil
 }
 
 // tryLock takes the handle for one call or refuses it with CodeInUse when
-// another call holds it (the runtime's rule: it is stepped by one loop).
+// another call holds it (the runtime's rule: one loop steps it, or its own
+// thread runs it).
 func (g *callGuard) tryLock(op string) error {
 	if g.mu.TryLock() {
 		return nil
@@ -52,11 +106,10 @@ func (g *callGuard) tryLock(op string) error {
 
 func (g *callGuard) unlock() { g.mu.Unlock() }
 
-// enterCallback marks a callback of a call on this handle as running; the
-// returned function marks its end.
+// enterCallback marks a callback of a call on this handle as running on
+// the current thread; the returned function marks its end.
 func (g *callGuard) enterCallback() func() {
-	g.callbacks.Add(1)
-	return func() { g.callbacks.Add(-1) }
+	return g.callbacks.enter()
 }
 
 // emptyBytes stands in for the bytes of an empty slice: the library gets a
