@@ -122,6 +122,22 @@ func (c *coordinator) request(t *testing.T) string {
 	return text
 }
 
+// requestFailing submits the matrix multiply to a provider that fails it:
+// the requester must exit non-zero, and says why.
+func (c *coordinator) requestFailing(t *testing.T, why string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(c.bin, "tessera-requester"), "--coordinator", c.addr, "--ca", c.ca,
+		"--demo-matmul", "32", "--kernel", filepath.Join(repoRoot(t), "core", "kernels", "matmul.spv"))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("tessera-requester succeeded on a failed job (%v):\n%s", err, out)
+	}
+	if !strings.Contains(string(out), why) {
+		t.Fatalf("the requester does not say %q:\n%s", why, out)
+	}
+}
+
 // receiptLog collects the receipts of a provider's receipt callback.
 type receiptLog struct {
 	mu       sync.Mutex
@@ -208,8 +224,13 @@ func startProvider(t *testing.T, c *coordinator, executor *tessera.Executor) *pr
 }
 
 // stop drains the provider by cancelling its context, then checks it
-// drained cleanly and that its receipts form a chain from sequence 1.
+// drained cleanly and that its receipts form a chain from sequence 1, each
+// of a completed job.
 func (p *provider) stop(t *testing.T, wantReceipts int) {
+	p.stopWith(t, wantReceipts, tessera.ReceiptCompleted)
+}
+
+func (p *provider) stopWith(t *testing.T, wantReceipts int, status tessera.ReceiptStatus) {
 	t.Helper()
 	p.cancel()
 	select {
@@ -221,7 +242,11 @@ func (p *provider) stop(t *testing.T, wantReceipts int) {
 		t.Fatal("the provider did not drain")
 	}
 	st, err := p.rt.Status()
-	if err != nil || !st.Finished || st.JobsCompleted != uint64(wantReceipts) {
+	completed := uint64(0)
+	if status == tessera.ReceiptCompleted {
+		completed = uint64(wantReceipts)
+	}
+	if err != nil || !st.Finished || st.JobsCompleted != completed || st.JobsCompleted+st.JobsFailed != uint64(wantReceipts) {
 		t.Errorf("status after the drain %+v %v", st, err)
 	}
 	if !p.logs.find("draining") {
@@ -241,7 +266,7 @@ func (p *provider) stop(t *testing.T, wantReceipts int) {
 		if err != nil {
 			t.Fatalf("receipt %d: %v", i+1, err)
 		}
-		if info.Status != tessera.ReceiptCompleted || info.Sequence != uint64(i+1) || info.Job != p.receipts.jobs[i] {
+		if info.Status != status || info.Sequence != uint64(i+1) || info.Job != p.receipts.jobs[i] {
 			t.Errorf("receipt %d: %+v", i+1, info)
 		}
 	}
@@ -369,5 +394,54 @@ func TestEndToEnd(t *testing.T) {
 		if len(problems) > 0 {
 			t.Fatal(problems)
 		}
+	})
+
+	t.Run("executor fails the job", func(t *testing.T) {
+		var kept *tessera.Job
+		ex := &tessera.Executor{
+			Run: func(job *tessera.Job) error {
+				kept = job
+				wantCode(t, job.Fail(0, 0), tessera.ErrInvalidArgument)
+				if err := job.Fail(tessera.ReceiptKernelRejected, 7); err != nil {
+					return err
+				}
+				return errors.New("this host refuses the kernel")
+			},
+		}
+		p := startProvider(t, c, ex)
+		c.requestFailing(t, "kernel rejected: unparsable")
+		p.stopWith(t, 1, tessera.ReceiptKernelRejected)
+		// The job is the library's only during Run.
+		if kept == nil {
+			t.Fatal("Run was not called")
+		}
+		if !kept.Cancelled() {
+			t.Error("a job whose Run returned is not cancelled")
+		}
+		_, err := kept.RunOnDevice()
+		wantCode(t, err, tessera.ErrStopped)
+		wantCode(t, kept.SetUsage(1, 1), tessera.ErrStopped)
+		wantCode(t, kept.Fail(tessera.ReceiptHost, 0), tessera.ErrStopped)
+	})
+
+	t.Run("executor panics", func(t *testing.T) {
+		ex := &tessera.Executor{
+			Run: func(job *tessera.Job) error { panic("the host fell over") },
+		}
+		p := startProvider(t, c, ex)
+		c.requestFailing(t, "failed for another reason (provider code 2007)")
+		p.stopWith(t, 1, tessera.ReceiptHost)
+	})
+
+	t.Run("executor replaces an output", func(t *testing.T) {
+		ex := &tessera.Executor{
+			Run: func(job *tessera.Job) error {
+				job.Buffers[2].Output = []byte{1, 2, 3}
+				return nil
+			},
+		}
+		p := startProvider(t, c, ex)
+		c.requestFailing(t, "failed for another reason (provider code 2007)")
+		p.stopWith(t, 1, tessera.ReceiptHost)
 	})
 }

@@ -226,9 +226,15 @@ func tesseraGoExecute(handle C.uintptr_t, run *C.tessera_job_run) (r C.tessera_r
 	if err == nil {
 		return C.TESSERA_OK
 	}
+	// A job failure's own code (RunOnDevice's) fails the job as the device
+	// would; any other error is the host's (a code outside those ranges
+	// would be read as a job failure's detail).
 	var e *Error
-	if errors.As(err, &e) && e.Code != CodeOK {
-		return C.tessera_result(e.Code)
+	if errors.As(err, &e) {
+		switch e.Code.Class() {
+		case ClassJobFailed, ClassDispatch, ClassKernelRejected:
+			return C.tessera_result(e.Code)
+		}
 	}
 	return C.TESSERA_FAIL_BASE + C.TESSERA_RECEIPT_HOST
 }
