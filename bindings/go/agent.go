@@ -339,7 +339,7 @@ type Stats struct {
 // feeds it received bytes and the time (microseconds in the host's own
 // monotonic time base), sends what it polls, and acts on its events.
 type Agent struct {
-	g     callGuard
+	g     *callGuard // apart from the Agent: the KeyStore's handle reaches it
 	ptr   *C.tessera_agent
 	state *keyStoreState // the signer's KeyStore, if it has one
 	h     cgo.Handle     // its handle, deleted with the agent
@@ -354,8 +354,8 @@ func NewAgent(config AgentConfig, signer *Signer, chain *ChainState) (*Agent, er
 	if err := noNUL(op, "Device.Name", config.Device.Name); err != nil {
 		return nil, err
 	}
-	a := &Agent{}
-	sptr, state, h, err := signer.take(op, &a.g)
+	a := &Agent{g: &callGuard{}}
+	sptr, state, h, err := signer.take(op, a.g)
 	if err != nil {
 		return nil, err
 	}

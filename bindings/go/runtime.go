@@ -154,7 +154,7 @@ type Runtime struct {
 	// NextWakeup, SetReceiptCallback, Close); they refuse to overlap with
 	// ErrInUse, as the library does. Its callbacks (KeyStore, Executor,
 	// receipt function) mark their threads in it.
-	g callGuard
+	g *callGuard // apart from the Runtime: its callbacks' handles reach it
 
 	mu      sync.Mutex
 	idle    sync.Cond // signalled when users drops to 0
@@ -200,8 +200,8 @@ func NewRuntime(config Config, signer *Signer) (*Runtime, error) {
 	}
 	// The runtime's guard is needed before the runtime: the callbacks of
 	// the signer and the executor mark their threads in it.
-	rt := &Runtime{}
-	g := &rt.g
+	rt := &Runtime{g: &callGuard{}}
+	g := rt.g
 	sptr, _, keyH, err := signer.take(op, g)
 	if err != nil {
 		if exH != 0 {
@@ -269,9 +269,9 @@ func NewRuntimeFromTOML(path string, executor *Executor) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{}
+	rt := &Runtime{g: &callGuard{}}
 	if exState != nil {
-		exState.guard = &rt.g
+		exState.guard = rt.g
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
@@ -530,7 +530,7 @@ func (r *Runtime) SetReceiptCallback(f ReceiptFunc) error {
 	defer r.endExclusive()
 	var h cgo.Handle
 	if f != nil {
-		h = cgo.NewHandle(&receiptState{f: f, guard: &r.g})
+		h = cgo.NewHandle(&receiptState{f: f, guard: r.g})
 	}
 	if err := check(C.tessera_go_set_receipt(ptr, C.uintptr_t(h)), op); err != nil {
 		if h != 0 {

@@ -93,7 +93,9 @@ func callbackResult(err error, fallback C.tessera_result) C.tessera_result {
 // Signer is a device signing key: built in (Ed25519 in the library's
 // memory) or a KeyStore. NewAgent and NewRuntime take it over.
 type Signer struct {
-	g     callGuard
+	// g is allocated apart: a KeyStore's handle reaches it, and must not
+	// keep the Signer reachable (its finalizer would never run).
+	g     *callGuard
 	ptr   *C.tessera_signer
 	state *keyStoreState // nil for a built-in key
 	h     cgo.Handle     // state's handle, or 0
@@ -101,9 +103,9 @@ type Signer struct {
 }
 
 func newSigner(ptr *C.tessera_signer, state *keyStoreState, h cgo.Handle) *Signer {
-	s := &Signer{ptr: ptr, state: state, h: h}
+	s := &Signer{g: &callGuard{}, ptr: ptr, state: state, h: h}
 	if state != nil {
-		state.owner.Store(&s.g)
+		state.owner.Store(s.g)
 	}
 	runtime.SetFinalizer(s, (*Signer).finalize)
 	return s
