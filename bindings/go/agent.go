@@ -351,12 +351,18 @@ type Agent struct {
 // error is ErrInvalidConfig with the field named in its Detail.
 func NewAgent(config AgentConfig, signer *Signer, chain *ChainState) (*Agent, error) {
 	const op = "NewAgent"
-	if err := noNUL(op, "Device.Name", config.Device.Name); err != nil {
-		return nil, err
-	}
 	a := &Agent{g: &callGuard{}}
+	// The signer is taken first, as the library takes it: whatever fails
+	// next, it is gone.
 	sptr, state, h, err := signer.take(op, a.g)
 	if err != nil {
+		return nil, err
+	}
+	if err := noNUL(op, "Device.Name", config.Device.Name); err != nil {
+		C.tessera_signer_free(sptr)
+		if h != 0 {
+			h.Delete()
+		}
 		return nil, err
 	}
 	var strs cStrings

@@ -276,8 +276,11 @@ func TestAgentConfigErrors(t *testing.T) {
 		t.Errorf("the field is not named: %v", err)
 	}
 	c.Device.Name = "a\x00b"
-	_, err = tessera.NewAgent(c, seedSigner(t), nil)
+	taken := seedSigner(t)
+	_, err = tessera.NewAgent(c, taken, nil)
 	wantCode(t, err, tessera.ErrInvalidArgument)
+	_, err = taken.PublicKey()
+	wantCode(t, err, tessera.ErrStopped) // taken over all the same
 	c = testDeviceConfig()
 	c.Device.Type = 99
 	_, err = tessera.NewAgent(c, seedSigner(t), nil)

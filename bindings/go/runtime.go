@@ -186,28 +186,34 @@ func executorHandle(ex *Executor, op string) (cgo.Handle, *executorState, error)
 // cannot be opened an error of ClassVulkan.
 func NewRuntime(config Config, signer *Signer) (*Runtime, error) {
 	const op = "NewRuntime"
+	// The runtime's guard is needed before the runtime: the callbacks of
+	// the signer and the executor mark their threads in it.
+	rt := &Runtime{g: &callGuard{}}
+	g := rt.g
+	// The signer is taken first, as the library takes it: whatever fails
+	// next, it is gone.
+	sptr, _, keyH, err := signer.take(op, g)
+	if err != nil {
+		return nil, err
+	}
+	refuse := func(err error) (*Runtime, error) {
+		C.tessera_signer_free(sptr)
+		if keyH != 0 {
+			keyH.Delete()
+		}
+		return nil, err
+	}
 	for field, s := range map[string]string{
 		"Coordinator": config.Coordinator, "ServerName": config.ServerName, "CAFile": config.CAFile,
 		"StoreDir": config.StoreDir, "DeviceName": config.DeviceName,
 	} {
 		if err := noNUL(op, field, s); err != nil {
-			return nil, err
+			return refuse(err)
 		}
 	}
 	exH, exState, err := executorHandle(config.Executor, op)
 	if err != nil {
-		return nil, err
-	}
-	// The runtime's guard is needed before the runtime: the callbacks of
-	// the signer and the executor mark their threads in it.
-	rt := &Runtime{g: &callGuard{}}
-	g := rt.g
-	sptr, _, keyH, err := signer.take(op, g)
-	if err != nil {
-		if exH != 0 {
-			exH.Delete()
-		}
-		return nil, err
+		return refuse(err)
 	}
 	var strs cStrings
 	defer strs.free()

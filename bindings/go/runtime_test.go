@@ -110,8 +110,11 @@ func TestRuntimeConfigErrors(t *testing.T) {
 	wantCode(t, err, tessera.ErrVulkanDeviceNotFound)
 	c.DeviceIndex = -1
 	c.StoreDir = "a\x00b"
-	_, err = tessera.NewRuntime(c, seedSigner(t))
+	taken := seedSigner(t)
+	_, err = tessera.NewRuntime(c, taken)
 	wantCode(t, err, tessera.ErrInvalidArgument)
+	_, err = taken.Sign(nil)
+	wantCode(t, err, tessera.ErrStopped) // taken over all the same
 	c.StoreDir = ""
 	_, err = tessera.NewRuntime(c, nil)
 	wantCode(t, err, tessera.ErrNullArgument)
