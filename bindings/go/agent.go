@@ -142,33 +142,33 @@ type EventKind uint32
 // Event kinds.
 const (
 	// EventReady: the session is established.
-	EventReady EventKind = C.TESSERA_EVENT_READY
+	EventReady EventKind = 1
 	// EventJobAssigned: a job was assigned: prepare its buffers (JobInfo,
 	// JobLayout).
-	EventJobAssigned EventKind = C.TESSERA_EVENT_JOB_ASSIGNED
+	EventJobAssigned EventKind = 2
 	// EventJobData: Len verified bytes of stream Stream at Offset: read them
 	// with ReadInput before the next HandleInput.
-	EventJobData EventKind = C.TESSERA_EVENT_JOB_DATA
+	EventJobData EventKind = 3
 	// EventRunJob: all inputs arrived and verified: run the kernel.
-	EventRunJob EventKind = C.TESSERA_EVENT_RUN_JOB
+	EventRunJob EventKind = 4
 	// EventCancelJob: stop the job and drop its buffers; Reason is a
 	// Cancel* reason, Code the coordinator's for CancelRequested.
-	EventCancelJob EventKind = C.TESSERA_EVENT_CANCEL_JOB
+	EventCancelJob EventKind = 5
 	// EventResendOutputs: write the job's outputs again, then finish it.
-	EventResendOutputs EventKind = C.TESSERA_EVENT_RESEND_OUTPUTS
+	EventResendOutputs EventKind = 6
 	// EventPersistResult: store ResultRecord durably, then ConfirmPersisted.
-	EventPersistResult EventKind = C.TESSERA_EVENT_PERSIST_RESULT
+	EventPersistResult EventKind = 7
 	// EventResultAcknowledged: the coordinator holds the result: the host
 	// may drop the outputs.
-	EventResultAcknowledged EventKind = C.TESSERA_EVENT_RESULT_ACKNOWLEDGED
+	EventResultAcknowledged EventKind = 8
 	// EventResultRefused: the coordinator refused the result (Code: its
 	// reason); drop it.
-	EventResultRefused EventKind = C.TESSERA_EVENT_RESULT_REFUSED
+	EventResultRefused EventKind = 9
 	// EventPeerError: the coordinator reported an error (Code: the wire
 	// error code).
-	EventPeerError EventKind = C.TESSERA_EVENT_PEER_ERROR
+	EventPeerError EventKind = 10
 	// EventDisconnect: close the transport; Reason is a Disconnect* reason.
-	EventDisconnect EventKind = C.TESSERA_EVENT_DISCONNECT
+	EventDisconnect EventKind = 11
 )
 
 var eventNames = map[EventKind]string{
@@ -196,32 +196,32 @@ func (k EventKind) String() string {
 // Reasons of EventCancelJob.
 const (
 	// CancelRequested: the coordinator cancelled the job.
-	CancelRequested uint32 = C.TESSERA_CANCEL_REQUESTED
+	CancelRequested uint32 = 1
 	// CancelDeadline: the job's deadline passed.
-	CancelDeadline uint32 = C.TESSERA_CANCEL_DEADLINE
+	CancelDeadline uint32 = 2
 	// CancelDisconnected: the connection dropped before the inputs were
 	// complete.
-	CancelDisconnected uint32 = C.TESSERA_CANCEL_DISCONNECTED
+	CancelDisconnected uint32 = 3
 	// CancelInputIntegrity: an input did not match its digest.
-	CancelInputIntegrity uint32 = C.TESSERA_CANCEL_INPUT_INTEGRITY
+	CancelInputIntegrity uint32 = 4
 )
 
 // Reasons of EventDisconnect.
 const (
 	// DisconnectPeerSilent: nothing heard from the coordinator in time.
-	DisconnectPeerSilent uint32 = C.TESSERA_DISCONNECT_PEER_SILENT
+	DisconnectPeerSilent uint32 = 1
 	// DisconnectProtocolViolation: the peer broke the protocol beyond
 	// recovery.
-	DisconnectProtocolViolation uint32 = C.TESSERA_DISCONNECT_PROTOCOL_VIOLATION
+	DisconnectProtocolViolation uint32 = 2
 	// DisconnectRefused: the coordinator refused the session.
-	DisconnectRefused uint32 = C.TESSERA_DISCONNECT_REFUSED
+	DisconnectRefused uint32 = 3
 	// DisconnectPeerGoodbye: the coordinator said goodbye.
-	DisconnectPeerGoodbye uint32 = C.TESSERA_DISCONNECT_PEER_GOODBYE
+	DisconnectPeerGoodbye uint32 = 4
 	// DisconnectDrained: drained, as the host asked.
-	DisconnectDrained uint32 = C.TESSERA_DISCONNECT_DRAINED
+	DisconnectDrained uint32 = 5
 	// DisconnectPeerDrained: drained, as the coordinator asked; connect
 	// again later.
-	DisconnectPeerDrained uint32 = C.TESSERA_DISCONNECT_PEER_DRAINED
+	DisconnectPeerDrained uint32 = 6
 )
 
 // Event is something the host must act on (Agent.PollEvent). Fields other
@@ -249,15 +249,15 @@ type ConnState uint32
 // Connection states.
 const (
 	// ConnDisconnected: no transport.
-	ConnDisconnected ConnState = C.TESSERA_CONN_DISCONNECTED
+	ConnDisconnected ConnState = 1
 	// ConnAwaitingWelcome: Hello sent, waiting for Welcome.
-	ConnAwaitingWelcome ConnState = C.TESSERA_CONN_AWAITING_WELCOME
+	ConnAwaitingWelcome ConnState = 2
 	// ConnAwaitingReady: evidence sent, waiting for Ready.
-	ConnAwaitingReady ConnState = C.TESSERA_CONN_AWAITING_READY
+	ConnAwaitingReady ConnState = 3
 	// ConnReady: the session is established.
-	ConnReady ConnState = C.TESSERA_CONN_READY
+	ConnReady ConnState = 4
 	// ConnClosed: goodbye exchanged.
-	ConnClosed ConnState = C.TESSERA_CONN_CLOSED
+	ConnClosed ConnState = 5
 )
 
 // String names the state.
@@ -283,16 +283,16 @@ type JobState uint32
 // Job states.
 const (
 	// JobAccepted: offer accepted, waiting for the assignment.
-	JobAccepted JobState = C.TESSERA_JOB_ACCEPTED
+	JobAccepted JobState = 1
 	// JobReceiving: kernel and inputs arriving.
-	JobReceiving JobState = C.TESSERA_JOB_RECEIVING
+	JobReceiving JobState = 2
 	// JobRunning: inputs verified; the host runs the kernel.
-	JobRunning JobState = C.TESSERA_JOB_RUNNING
+	JobRunning JobState = 3
 	// JobUploading: the host writes outputs.
-	JobUploading JobState = C.TESSERA_JOB_UPLOADING
+	JobUploading JobState = 4
 	// JobAwaitingAck: signed; waiting for the coordinator's
 	// acknowledgement.
-	JobAwaitingAck JobState = C.TESSERA_JOB_AWAITING_ACK
+	JobAwaitingAck JobState = 5
 )
 
 // JobInfo is what the agent knows of a job.

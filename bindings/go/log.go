@@ -27,15 +27,15 @@ const (
 	// LogOff turns logging off.
 	LogOff LogLevel = 0
 	// LogError: errors only.
-	LogError LogLevel = C.TESSERA_LOG_ERROR
+	LogError LogLevel = 1
 	// LogWarn: and warnings.
-	LogWarn LogLevel = C.TESSERA_LOG_WARN
+	LogWarn LogLevel = 2
 	// LogInfo: and information (the status line, sessions, jobs).
-	LogInfo LogLevel = C.TESSERA_LOG_INFO
+	LogInfo LogLevel = 3
 	// LogDebug: and debugging detail.
-	LogDebug LogLevel = C.TESSERA_LOG_DEBUG
+	LogDebug LogLevel = 4
 	// LogTrace: everything.
-	LogTrace LogLevel = C.TESSERA_LOG_TRACE
+	LogTrace LogLevel = 5
 )
 
 // String names the level.

@@ -19,7 +19,9 @@ import (
 // strings as lowercase hex, enums by variant name). Decoded numbers are
 // json.Number, so 64-bit values stay exact.
 type Message struct {
-	Type   string         `json:"type"`
+	// Type is the message type's name.
+	Type string `json:"type"`
+	// Fields holds the message's fields by their protocol names.
 	Fields map[string]any `json:"fields,omitempty"`
 }
 

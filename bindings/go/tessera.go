@@ -53,33 +53,34 @@ const HeaderVersion = uint32(C.TESSERA_VERSION_NUMBER)
 const (
 	// MaxFrame is the largest frame on the wire, header included: a
 	// transmit buffer of this size always makes progress.
-	MaxFrame = int(C.TESSERA_MAX_FRAME)
+	MaxFrame = 8448
 	// ChunkSize is the size of one input or output chunk.
-	ChunkSize = int(C.TESSERA_CHUNK_SIZE)
+	ChunkSize = 8192
 	// MaxJobs is the most jobs an agent holds at once.
-	MaxJobs = int(C.TESSERA_MAX_JOBS)
+	MaxJobs = 4
 	// MaxBuffers is the most buffers of one job.
-	MaxBuffers = int(C.TESSERA_MAX_BUFFERS)
+	MaxBuffers = 8
 	// ReceiptLen is the size of a signed receipt.
-	ReceiptLen = int(C.TESSERA_RECEIPT_LEN)
+	ReceiptLen = 444
 	// EvidenceLen is the size of signed evidence.
-	EvidenceLen = int(C.TESSERA_EVIDENCE_LEN)
+	EvidenceLen = 382
 	// MaxRecordBytes is the most bytes of an encoded result record.
-	MaxRecordBytes = int(C.TESSERA_MAX_RECORD_BYTES)
+	MaxRecordBytes = 2048
 	// KeyPKCS8Len is the size of the PKCS#8 document GenerateKey returns.
-	KeyPKCS8Len = int(C.TESSERA_KEY_PKCS8_LEN)
+	KeyPKCS8Len = 83
 	// MaxProofLen is the longest Merkle audit path, in hashes.
-	MaxProofLen = int(C.TESSERA_MAX_PROOF_LEN)
+	MaxProofLen = 32
 	// MaxEntryPoint is the most bytes of a kernel entry point name.
-	MaxEntryPoint = int(C.TESSERA_MAX_ENTRY_POINT)
+	MaxEntryPoint = 64
 	// MaxSpecConstants is the most specialization constants of a kernel.
-	MaxSpecConstants = int(C.TESSERA_MAX_SPEC_CONSTANTS)
+	MaxSpecConstants = 16
 	// MaxPushConstants is the most push-constant bytes of a kernel.
-	MaxPushConstants = int(C.TESSERA_MAX_PUSH_CONSTANTS)
+	MaxPushConstants = 128
 )
 
 // Version is a library version.
 type Version struct {
+	// Major, Minor and Patch are the version's parts.
 	Major, Minor, Patch uint32
 }
 

@@ -48,11 +48,11 @@ type DeviceType uint32
 
 // Device types.
 const (
-	DeviceOther         DeviceType = C.TESSERA_DEVICE_OTHER
-	DeviceIntegratedGPU DeviceType = C.TESSERA_DEVICE_INTEGRATED_GPU
-	DeviceDiscreteGPU   DeviceType = C.TESSERA_DEVICE_DISCRETE_GPU
-	DeviceVirtualGPU    DeviceType = C.TESSERA_DEVICE_VIRTUAL_GPU
-	DeviceCPU           DeviceType = C.TESSERA_DEVICE_CPU
+	DeviceOther DeviceType = 0
+	DeviceIntegratedGPU DeviceType = 1
+	DeviceDiscreteGPU DeviceType = 2
+	DeviceVirtualGPU DeviceType = 3
+	DeviceCPU DeviceType = 4
 )
 
 // String names the device type.
@@ -219,14 +219,14 @@ type ReceiptStatus uint32
 
 // Receipt statuses.
 const (
-	ReceiptCompleted        ReceiptStatus = C.TESSERA_RECEIPT_COMPLETED
-	ReceiptKernelRejected   ReceiptStatus = C.TESSERA_RECEIPT_KERNEL_REJECTED
-	ReceiptTimeout          ReceiptStatus = C.TESSERA_RECEIPT_TIMEOUT
-	ReceiptDeadlineExceeded ReceiptStatus = C.TESSERA_RECEIPT_DEADLINE_EXCEEDED
-	ReceiptDeviceLost       ReceiptStatus = C.TESSERA_RECEIPT_DEVICE_LOST
-	ReceiptOutOfMemory      ReceiptStatus = C.TESSERA_RECEIPT_OUT_OF_MEMORY
-	ReceiptInputIntegrity   ReceiptStatus = C.TESSERA_RECEIPT_INPUT_INTEGRITY
-	ReceiptHost             ReceiptStatus = C.TESSERA_RECEIPT_HOST
+	ReceiptCompleted ReceiptStatus = 0
+	ReceiptKernelRejected ReceiptStatus = 1
+	ReceiptTimeout ReceiptStatus = 2
+	ReceiptDeadlineExceeded ReceiptStatus = 3
+	ReceiptDeviceLost ReceiptStatus = 4
+	ReceiptOutOfMemory ReceiptStatus = 5
+	ReceiptInputIntegrity ReceiptStatus = 6
+	ReceiptHost ReceiptStatus = 7
 )
 
 var receiptStatusNames = [...]string{
