@@ -48,11 +48,11 @@ type DeviceType uint32
 
 // Device types.
 const (
-	DeviceOther DeviceType = 0
+	DeviceOther         DeviceType = 0
 	DeviceIntegratedGPU DeviceType = 1
-	DeviceDiscreteGPU DeviceType = 2
-	DeviceVirtualGPU DeviceType = 3
-	DeviceCPU DeviceType = 4
+	DeviceDiscreteGPU   DeviceType = 2
+	DeviceVirtualGPU    DeviceType = 3
+	DeviceCPU           DeviceType = 4
 )
 
 // String names the device type.
@@ -219,14 +219,14 @@ type ReceiptStatus uint32
 
 // Receipt statuses.
 const (
-	ReceiptCompleted ReceiptStatus = 0
-	ReceiptKernelRejected ReceiptStatus = 1
-	ReceiptTimeout ReceiptStatus = 2
+	ReceiptCompleted        ReceiptStatus = 0
+	ReceiptKernelRejected   ReceiptStatus = 1
+	ReceiptTimeout          ReceiptStatus = 2
 	ReceiptDeadlineExceeded ReceiptStatus = 3
-	ReceiptDeviceLost ReceiptStatus = 4
-	ReceiptOutOfMemory ReceiptStatus = 5
-	ReceiptInputIntegrity ReceiptStatus = 6
-	ReceiptHost ReceiptStatus = 7
+	ReceiptDeviceLost       ReceiptStatus = 4
+	ReceiptOutOfMemory      ReceiptStatus = 5
+	ReceiptInputIntegrity   ReceiptStatus = 6
+	ReceiptHost             ReceiptStatus = 7
 )
 
 var receiptStatusNames = [...]string{
