@@ -25,7 +25,9 @@
 //
 // Handles ([Signer], [Agent], [Dispatcher], [ChainVerifier], [Runtime]) own
 // C memory: Close releases it, and a finalizer releases a handle that was
-// never closed. A handle may be used from several goroutines; calls on one
+// never closed once it is unreachable (a Runtime whose own callbacks refer
+// to it stays reachable through them: close it). A handle may be used from
+// several goroutines; calls on one
 // handle are serialized. A call on a closed handle returns an [*Error] with
 // [CodeStopped].
 //
