@@ -352,6 +352,9 @@ func TestAgentSession(t *testing.T) {
 	_, err = a.ResultRecord(1)
 	wantCode(t, err, tessera.ErrUnknownJob)
 	wantCode(t, a.RestoreResult(nil), tessera.ErrInvalidArgument)
+	if err := a.RestoreResult([]byte{1, 2, 3}); err == nil {
+		t.Error("a record of junk was restored")
+	}
 	_, err = a.JobLayout(1)
 	wantCode(t, err, tessera.ErrUnknownJob)
 
@@ -495,6 +498,15 @@ func TestAgentSession(t *testing.T) {
 	_, err = a.State()
 	wantCode(t, err, tessera.ErrStopped)
 	wantCode(t, a.Connect(now), tessera.ErrStopped)
+	_, err = a.HandleInput(now, []byte{1})
+	wantCode(t, err, tessera.ErrStopped)
+	_, _, err = a.PollEvent()
+	wantCode(t, err, tessera.ErrStopped)
+	_, err = a.LastError()
+	wantCode(t, err, tessera.ErrStopped)
+	if err := a.Close(); err != nil {
+		t.Error("a second Close:", err)
+	}
 }
 
 // Several goroutines on one agent: the binding serializes the calls (the

@@ -250,4 +250,13 @@ func TestDispatcher(t *testing.T) {
 	wantCode(t, err, tessera.ErrStopped)
 	_, err = d.Device()
 	wantCode(t, err, tessera.ErrStopped)
+	_, _, err = d.Benchmark()
+	wantCode(t, err, tessera.ErrStopped)
+	_, _, err = d.LastFailure()
+	wantCode(t, err, tessera.ErrStopped)
+	_, err = d.Reclaim()
+	wantCode(t, err, tessera.ErrStopped)
+	if err := d.Close(); err != nil {
+		t.Error("a second Close:", err)
+	}
 }

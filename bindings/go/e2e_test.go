@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,6 +276,26 @@ func (p *provider) stopWith(t *testing.T, wantReceipts int, status tessera.Recei
 	}
 }
 
+// awaitAvailable waits until the runtime's status says whether the device
+// takes work.
+func awaitAvailable(t *testing.T, rt *tessera.Runtime, available bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := rt.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.DeviceUnavailable != available {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the device's availability is still %v", !available)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // matmul multiplies row-major float32 matrices: C (m x n) = A (m x k) * B
 // (k x n), as core/kernels/matmul.comp does.
 func matmul(a, b []byte, m, n, k int) []byte {
@@ -394,6 +415,21 @@ func TestEndToEnd(t *testing.T) {
 		if len(problems) > 0 {
 			t.Fatal(problems)
 		}
+	})
+
+	t.Run("executor not accepting jobs", func(t *testing.T) {
+		var accepting atomic.Bool
+		ex := &tessera.Executor{
+			Run:           func(job *tessera.Job) error { _, err := job.RunOnDevice(); return err },
+			AcceptingJobs: func() bool { return accepting.Load() },
+		}
+		p := startProvider(t, c, ex)
+		awaitAvailable(t, p.rt, false)
+		c.requestFailing(t, "no provider took the job")
+		accepting.Store(true)
+		awaitAvailable(t, p.rt, true)
+		c.request(t)
+		p.stop(t, 1)
 	})
 
 	t.Run("executor fails the job", func(t *testing.T) {

@@ -285,6 +285,16 @@ func TestRuntimeSteppedThenRun(t *testing.T) {
 	_, err = rt.Status()
 	wantCode(t, err, tessera.ErrStopped)
 	wantCode(t, rt.Step(0), tessera.ErrStopped)
+	_, err = rt.StatusText()
+	wantCode(t, err, tessera.ErrStopped)
+	_, err = rt.FD()
+	wantCode(t, err, tessera.ErrStopped)
+	_, _, err = rt.NextWakeup()
+	wantCode(t, err, tessera.ErrStopped)
+	wantCode(t, rt.Drain(0), tessera.ErrStopped)
+	wantCode(t, rt.SetAcceptingJobs(true), tessera.ErrStopped)
+	wantCode(t, rt.SetReceiptCallback(nil), tessera.ErrStopped)
+	wantCode(t, rt.Run(context.Background()), tessera.ErrStopped)
 	if err := rt.Close(); err != nil {
 		t.Fatal(err)
 	}
