@@ -56,6 +56,7 @@ func binaries(t *testing.T) string {
 // coordinator is a running reference coordinator.
 type coordinator struct {
 	bin, addr, ca string
+	pin           tessera.Hash // SHA-256 of the server key's SubjectPublicKeyInfo
 }
 
 func startCoordinator(t *testing.T) *coordinator {
@@ -99,7 +100,15 @@ func startCoordinator(t *testing.T) *coordinator {
 			t.Fatalf("coordinator said %q", line)
 		}
 		fields := strings.Fields(line)
-		return &coordinator{bin: bin, addr: fields[len(fields)-1], ca: filepath.Join(certs, "ca.pem")}
+		pinText, err := os.ReadFile(filepath.Join(certs, "server.pin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pin, err := tessera.ParseHash(strings.TrimSpace(string(pinText)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &coordinator{bin: bin, addr: fields[len(fields)-1], ca: filepath.Join(certs, "ca.pem"), pin: pin}
 	case <-time.After(60 * time.Second):
 		t.Fatal("the coordinator did not start")
 	}
@@ -171,6 +180,12 @@ type provider struct {
 
 func startProvider(t *testing.T, c *coordinator, executor *tessera.Executor) *provider {
 	t.Helper()
+	return startProviderWith(t, c, func(cfg *tessera.Config) { cfg.Executor = executor })
+}
+
+// startProviderWith starts a provider whose configuration change sets.
+func startProviderWith(t *testing.T, c *coordinator, change func(*tessera.Config)) *provider {
+	t.Helper()
 	logs := captureLog(t, tessera.LogInfo)
 	doc, err := tessera.GenerateKey()
 	if err != nil {
@@ -193,7 +208,7 @@ func startProvider(t *testing.T, c *coordinator, executor *tessera.Executor) *pr
 	cfg.Policy.PricePerMiBOut = 2
 	cfg.Policy.Floor = 120
 	cfg.DrainTimeout = 10 * time.Second
-	cfg.Executor = executor
+	change(&cfg)
 	rt, err := tessera.NewRuntime(cfg, signer)
 	if err != nil {
 		t.Fatal(err)
@@ -345,6 +360,51 @@ func TestEndToEnd(t *testing.T) {
 		out := c.request(t)
 		t.Logf("requester:\n%s", out)
 		p.stop(t, 1)
+	})
+
+	t.Run("device, the coordinator's key pinned", func(t *testing.T) {
+		p := startProviderWith(t, c, func(cfg *tessera.Config) {
+			cfg.CAFile = ""
+			cfg.PinnedKey = &c.pin
+		})
+		c.request(t)
+		p.stop(t, 1)
+	})
+
+	t.Run("another key pinned", func(t *testing.T) {
+		logs := captureLog(t, tessera.LogDebug)
+		cfg := tessera.DefaultConfig()
+		cfg.Coordinator = c.addr
+		cfg.ServerName = "localhost"
+		wrong := c.pin
+		wrong[0] ^= 1
+		cfg.PinnedKey = &wrong
+		cfg.DrainTimeout = time.Second
+		rt, err := tessera.NewRuntime(cfg, seedSigner(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- rt.Run(ctx) }()
+		// It tries, and is refused by its own TLS check.
+		deadline := time.Now().Add(30 * time.Second)
+		for logs.count() < 3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		st, err := rt.Status()
+		if err != nil || st.Sessions != 0 || logs.find("session established") {
+			t.Fatalf("a session with a coordinator whose key is not the pinned one: %+v %v", st, err)
+		}
+		if line, _ := rt.StatusText(); !strings.Contains(line, "TLS") {
+			t.Errorf("the status line does not say the TLS check failed: %s", line)
+		}
 	})
 
 	t.Run("executor on the device", func(t *testing.T) {

@@ -147,11 +147,12 @@ func start(t *testing.T) *setup {
 
 // runProvider starts the provider example; stop sends SIGTERM and returns
 // its standard error once it has exited 0.
-func (s *setup) runProvider(t *testing.T) (stderr *lines, stop func() string) {
+func (s *setup) runProvider(t *testing.T, extra ...string) (stderr *lines, stop func() string) {
 	t.Helper()
-	cmd := exec.Command(s.provider, "--coordinator", s.addr, "--ca", s.ca, "--server-name", "localhost",
+	args := append([]string{"--coordinator", s.addr, "--ca", s.ca, "--server-name", "localhost",
 		"--key", filepath.Join(s.work, "device.key"), "--store", filepath.Join(s.work, "results"),
-		"--receipts", filepath.Join(s.work, "receipts.txt"), "--status-every", "1s")
+		"--receipts", filepath.Join(s.work, "receipts.txt"), "--status-every", "1s"}, extra...)
+	cmd := exec.Command(s.provider, args...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -257,10 +258,14 @@ func TestProviderAndSettlement(t *testing.T) {
 		t.Fatalf("receipts file: %v %v", header, receipts)
 	}
 
-	// Restarted with the same key, store and file: the chain goes on.
-	_, stop = s.runProvider(t)
+	// Restarted with the same key, store and file, the jobs through a Go
+	// executor: the chain goes on.
+	_, stop = s.runProvider(t, "--executor", "go")
 	s.request(t)
 	log = stop()
+	if !regexp.MustCompile(`job \d+: main, grid \[2 2 1\], 3 buffers: \d+ us on the device`).MatchString(log) {
+		t.Errorf("the Go executor did not say what it ran:\n%s", log)
+	}
 	if !strings.Contains(log, "3 receipts verified") {
 		t.Fatalf("provider's log after the restart:\n%s", log)
 	}

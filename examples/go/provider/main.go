@@ -11,9 +11,13 @@
 // service would (see ../verify_receipts). Log lines go to standard error; a
 // status line every few seconds to standard output.
 //
-//	provider --coordinator HOST:PORT --ca CA.pem --key device.key \
+// With --executor go the jobs pass through a Go Executor, which hands each
+// to the device and logs what it ran.
+//
+//	provider --coordinator HOST:PORT (--ca CA.pem | --pin HEX) --key device.key \
 //	         [--store DIR] [--server-name NAME] [--price-base N] \
-//	         [--receipts FILE] [--status-every 5s]
+//	         [--receipts FILE] [--executor device|go] [--status-every 5s] \
+//	         [--drain-timeout 30s]
 package main
 
 import (
@@ -37,26 +41,65 @@ import (
 
 func main() {
 	coordinator := flag.String("coordinator", "", "the coordinator, HOST:PORT (required)")
-	ca := flag.String("ca", "", "PEM file of the CA that signs the coordinator's certificate (required)")
+	ca := flag.String("ca", "", "PEM file of the CA that signs the coordinator's certificate (or --pin)")
+	pin := flag.String("pin", "", "SHA-256 of the coordinator's public key, 64 hex digits (or --ca)")
 	keyFile := flag.String("key", "", "the device key, PKCS#8; created (mode 0600) if missing (required)")
 	store := flag.String("store", "", "directory where results wait for acknowledgement (default: memory)")
 	serverName := flag.String("server-name", "", "the name on the coordinator's certificate (default: its host)")
 	priceBase := flag.Uint64("price-base", 100, "fixed fee per job")
 	receipts := flag.String("receipts", "receipts.txt", "file the signed receipts are appended to")
+	executor := flag.String("executor", "device", "who runs the jobs: device, or go (a Go Executor handing them to the device)")
 	statusEvery := flag.Duration("status-every", 5*time.Second, "interval of the status line")
+	drainTimeout := flag.Duration("drain-timeout", 30*time.Second, "how long a drain may wait for acknowledgements")
 	flag.Parse()
-	if *coordinator == "" || *ca == "" || *keyFile == "" || flag.NArg() > 0 {
+	if *coordinator == "" || (*ca == "") == (*pin == "") || *keyFile == "" || flag.NArg() > 0 ||
+		(*executor != "device" && *executor != "go") {
 		flag.Usage()
 		os.Exit(2)
 	}
 	log.SetFlags(0)
 	log.SetPrefix("provider: ")
-	if err := run(*coordinator, *ca, *keyFile, *store, *serverName, *priceBase, *receipts, *statusEvery); err != nil {
+	cfg := tessera.DefaultConfig()
+	cfg.Coordinator = *coordinator
+	cfg.ServerName = *serverName
+	cfg.CAFile = *ca
+	if *pin != "" {
+		h, err := tessera.ParseHash(*pin)
+		if err != nil {
+			log.Printf("--pin: %v", err)
+			os.Exit(2)
+		}
+		cfg.PinnedKey = &h
+	}
+	cfg.StoreDir = *store
+	cfg.Policy.MaxConcurrent = 2
+	cfg.Policy.PriceBase = *priceBase
+	cfg.Policy.PricePerGPUMs = 10
+	cfg.Policy.PricePerMiBIn = 2
+	cfg.Policy.PricePerMiBOut = 2
+	cfg.Policy.Floor = 120
+	cfg.DrainTimeout = *drainTimeout
+	if *executor == "go" {
+		cfg.Executor = &tessera.Executor{Run: runOnDevice}
+	}
+	if err := run(cfg, *keyFile, *receipts, *statusEvery); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(coordinator, ca, keyFile, store, serverName string, priceBase uint64, receiptsPath string, statusEvery time.Duration) error {
+// runOnDevice is the Go Executor of --executor go: it hands each job to
+// the runtime's device and says what ran.
+func runOnDevice(job *tessera.Job) error {
+	usage, err := job.RunOnDevice()
+	if err != nil {
+		log.Printf("job %d: %v", job.ID, err)
+		return err // fails the job as the device would
+	}
+	log.Printf("job %d: %s, grid %v, %d buffers: %d us on the device", job.ID, job.EntryPoint, job.Grid, len(job.Buffers), usage.GPUTimeMicros)
+	return nil
+}
+
+func run(cfg tessera.Config, keyFile, receiptsPath string, statusEvery time.Duration) error {
 	if err := tessera.SetLogger(func(level tessera.LogLevel, target, message string) {
 		fmt.Fprintf(os.Stderr, "%-5s %s: %s\n", level, target, message)
 	}, tessera.LogInfo); err != nil {
@@ -76,17 +119,6 @@ func run(coordinator, ca, keyFile, store, serverName string, priceBase uint64, r
 	}
 	defer out.close()
 
-	cfg := tessera.DefaultConfig()
-	cfg.Coordinator = coordinator
-	cfg.ServerName = serverName
-	cfg.CAFile = ca
-	cfg.StoreDir = store
-	cfg.Policy.MaxConcurrent = 2
-	cfg.Policy.PriceBase = priceBase
-	cfg.Policy.PricePerGPUMs = 10
-	cfg.Policy.PricePerMiBIn = 2
-	cfg.Policy.PricePerMiBOut = 2
-	cfg.Policy.Floor = 120
 	rt, err := tessera.NewRuntime(cfg, signer)
 	if err != nil {
 		return fmt.Errorf("starting: %w", err)
