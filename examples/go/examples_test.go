@@ -348,3 +348,28 @@ func TestProviderAndSettlement(t *testing.T) {
 		t.Errorf("empty file (%d):\n%s", code, out)
 	}
 }
+
+// The provider's usage errors exit 2 before anything starts.
+func TestProviderUsage(t *testing.T) {
+	dir := t.TempDir()
+	provider := goBuild(t, dir, "./provider")
+	key := filepath.Join(dir, "device.key")
+	for _, args := range [][]string{
+		{"--ca", "ca.pem", "--key", key},
+		{"--coordinator", "127.0.0.1:1", "--key", key},
+		{"--coordinator", "127.0.0.1:1", "--ca", "ca.pem", "--pin", strings.Repeat("ab", 32), "--key", key},
+		{"--coordinator", "127.0.0.1:1", "--ca", "ca.pem"},
+		{"--coordinator", "127.0.0.1:1", "--ca", "ca.pem", "--key", key, "--executor", "gpu"},
+		{"--coordinator", "127.0.0.1:1", "--pin", "abc", "--key", key},
+		{"--coordinator", "127.0.0.1:1", "--ca", "ca.pem", "--key", key, "extra"},
+	} {
+		out, err := exec.Command(provider, args...).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("%v: %v, want exit status 2:\n%s", args, err, out)
+		}
+	}
+	if _, err := os.Stat(key); err == nil {
+		t.Error("a usage error created a key")
+	}
+}
