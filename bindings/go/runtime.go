@@ -568,10 +568,16 @@ func (r *Runtime) Close() error {
 		return &Error{Code: CodeInUse, Op: op, Detail: "called from a callback of the running runtime"}
 	}
 	r.closing = true
-	if r.running {
-		C.tessera_runtime_drain(r.ptr, 0)
+	running, ptr := r.running, r.ptr
+	if running {
+		r.users++
 	}
 	r.mu.Unlock()
+	if running {
+		// Outside r.mu: a callback the drain may run can call Status.
+		C.tessera_runtime_drain(ptr, 0)
+		r.release()
+	}
 	// Wait for Run or Step to end.
 	if err := r.g.lock(op); err != nil {
 		return err
@@ -581,16 +587,20 @@ func (r *Runtime) Close() error {
 	for r.users > 0 {
 		r.idle.Wait()
 	}
-	r.free()
+	ptr = r.ptr
+	r.ptr = nil // calls from here on find it closed
 	r.mu.Unlock()
+	// Outside r.mu: a log line the library writes meanwhile may go to a
+	// function that asks for the status.
+	r.free(ptr)
 	return nil
 }
 
-// free releases everything (r.mu held, or unreachable).
-func (r *Runtime) free() {
-	if r.ptr != nil {
-		C.tessera_runtime_free(r.ptr)
-		r.ptr = nil
+// free releases the runtime ptr and the callbacks' handles (no call uses
+// them: Close waited for every one, or the runtime is unreachable).
+func (r *Runtime) free(ptr *C.tessera_runtime) {
+	if ptr != nil {
+		C.tessera_runtime_free(ptr)
 	}
 	for _, h := range r.handles {
 		h.Delete()
@@ -607,7 +617,9 @@ func (r *Runtime) finalize() {
 	if r.ptr != nil {
 		finalized.runtimes.Add(1)
 	}
-	r.free()
+	ptr := r.ptr
+	r.ptr = nil
+	r.free(ptr)
 }
 
 //export tesseraGoReceipt
