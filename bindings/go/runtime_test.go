@@ -307,6 +307,16 @@ func TestRuntimeCloseWhileRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := captureLog(t, tessera.LogDebug)
+	// Its log lines also ask for its status, as a host showing it with
+	// each line would: Close must not deadlock on that.
+	var statusCalls atomic.Int32
+	if err := tessera.SetLogger(func(level tessera.LogLevel, target, message string) {
+		logs.add(level, target, message)
+		rt.Status()
+		statusCalls.Add(1)
+	}, tessera.LogDebug); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(context.Background()) }()
 	// Its thread runs once it logs (connecting, and failing to).
@@ -316,8 +326,15 @@ func TestRuntimeCloseWhileRunning(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := rt.Close(); err != nil {
-		t.Fatal(err)
+	closed := make(chan error, 1)
+	go func() { closed <- rt.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close did not return")
 	}
 	select {
 	case err := <-done:
@@ -326,6 +343,9 @@ func TestRuntimeCloseWhileRunning(t *testing.T) {
 		}
 	default:
 		t.Fatal("Close returned before Run")
+	}
+	if statusCalls.Load() == 0 {
+		t.Error("the log function never ran")
 	}
 }
 
