@@ -1,0 +1,3 @@
+module github.com/tessera-compute/tessera/bindings/go
+
+go 1.22
