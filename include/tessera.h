@@ -1049,9 +1049,14 @@ typedef struct {
 #if defined(TESSERA_HOSTED)
 /**
  * Runs one job (`tessera_executor.run`): returns `TESSERA_OK` when the
- * outputs are written, anything else to fail the job (with the reason set
- * by `tessera_job_run_fail`, or else reason 7, host, with the returned code
- * as detail). `run` is valid only during the call.
+ * outputs are written, anything else to fail the job. The failure is the
+ * one `tessera_job_run_fail` set, or else the returned code's:
+ * `TESSERA_FAIL_BASE` + a fail reason is that reason (detail 0),
+ * `TESSERA_KERNEL_BASE` + a rule a refused kernel, `TESSERA_JOB_BASE` + a
+ * dispatcher code the host reason with that code as detail (what
+ * `tessera_job_run_on_device` and `tessera_dispatcher_run` return), and
+ * any other code the host reason with detail 0. `run` is valid only during
+ * the call.
  */
 typedef tessera_result (*tessera_execute_fn)(void *userdata,
                                              tessera_job_run *run);
@@ -2331,7 +2336,7 @@ tessera_result tessera_dispatcher_reclaim(tessera_dispatcher *dispatcher,
 
 #if defined(TESSERA_HOSTED)
 /**
- * The job's id.
+ * The job's id. May be called from any thread during the callback.
  *
  * # Safety
  * `run` the live run of a `run` callback, or NULL (then 0).
@@ -2343,7 +2348,9 @@ uint64_t tessera_job_run_id(const tessera_job_run *run);
 /**
  * Whether the job no longer needs running (cancelled by the coordinator,
  * its deadline passed, its session ended): a host that can stop early
- * checks it and returns any failure; the runtime discards the result.
+ * checks it and returns any failure; the runtime discards the result. May
+ * be called from any thread during the callback, also while
+ * `tessera_job_run_on_device` runs on another.
  *
  * # Safety
  * `run` the live run of a `run` callback, or NULL (then true).
@@ -2371,7 +2378,8 @@ tessera_result tessera_job_run_kernel(tessera_job_run *run,
 /**
  * Runs the job on the runtime's own Vulkan device (its kernel gate,
  * watchdog and cancellation included), writing the outputs and usage into
- * the run. On success the callback returns `TESSERA_OK` (or changes the
+ * the run. Call it from the callback's thread (the worker's), not from
+ * another. On success the callback returns `TESSERA_OK` (or changes the
  * outputs first); on failure the run holds the device's reason, detail and
  * usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
  * refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
@@ -2521,6 +2529,19 @@ tessera_result tessera_runtime_new(const tessera_runtime_config *config,
                                    char *error,
                                    size_t error_len,
                                    tessera_runtime **out);
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * Writes the provider's public key (32 bytes: the device key that signs
+ * its evidence and receipts, as a settlement party verifies them) into
+ * `out`. Any thread, any time.
+ *
+ * # Safety
+ * `runtime` a live runtime; `out` 32 writable bytes.
+ */
+tessera_result tessera_runtime_public_key(const tessera_runtime *runtime,
+                                          uint8_t *out);
 #endif
 
 #if defined(TESSERA_HOSTED)

@@ -23,9 +23,14 @@ use crate::dispatcher::{tessera_kernel_buffer, tessera_kernel_job};
 use crate::*;
 
 /// Runs one job (`tessera_executor.run`): returns `TESSERA_OK` when the
-/// outputs are written, anything else to fail the job (with the reason set
-/// by `tessera_job_run_fail`, or else reason 7, host, with the returned code
-/// as detail). `run` is valid only during the call.
+/// outputs are written, anything else to fail the job. The failure is the
+/// one `tessera_job_run_fail` set, or else the returned code's:
+/// `TESSERA_FAIL_BASE` + a fail reason is that reason (detail 0),
+/// `TESSERA_KERNEL_BASE` + a rule a refused kernel, `TESSERA_JOB_BASE` + a
+/// dispatcher code the host reason with that code as detail (what
+/// `tessera_job_run_on_device` and `tessera_dispatcher_run` return), and
+/// any other code the host reason with detail 0. `run` is valid only during
+/// the call.
 pub type tessera_execute_fn = Option<
     unsafe extern "C" fn(userdata: *mut c_void, run: *mut tessera_job_run) -> tessera_result,
 >;
@@ -163,7 +168,7 @@ impl Executor for HostExecutor {
                 usage: run.usage,
             })
         } else {
-            let (reason, detail) = run.failure.unwrap_or((FailReason::Host, r));
+            let (reason, detail) = run.failure.unwrap_or_else(|| failure_of_code(r));
             Err(JobFailure {
                 reason,
                 detail,
@@ -182,7 +187,22 @@ impl Executor for HostExecutor {
     }
 }
 
-/// The job's id.
+/// The failure a host executor's returned code means (`tessera_execute_fn`).
+fn failure_of_code(code: tessera_result) -> (FailReason, u32) {
+    let reason = |r: u32| u8::try_from(r).ok().and_then(FailReason::from_u8);
+    if let Some(r) = code.checked_sub(TESSERA_FAIL_BASE).and_then(reason) {
+        return (r, 0);
+    }
+    if let Some(rule) = code.checked_sub(TESSERA_KERNEL_BASE) {
+        return (FailReason::KernelRejected, rule);
+    }
+    match code.checked_sub(TESSERA_JOB_BASE) {
+        Some(dispatcher) if code < TESSERA_KERNEL_BASE => (FailReason::Host, dispatcher),
+        _ => (FailReason::Host, 0),
+    }
+}
+
+/// The job's id. May be called from any thread during the callback.
 ///
 /// # Safety
 /// `run` the live run of a `run` callback, or NULL (then 0).
@@ -197,7 +217,9 @@ pub unsafe extern "C" fn tessera_job_run_id(run: *const tessera_job_run) -> u64 
 
 /// Whether the job no longer needs running (cancelled by the coordinator,
 /// its deadline passed, its session ended): a host that can stop early
-/// checks it and returns any failure; the runtime discards the result.
+/// checks it and returns any failure; the runtime discards the result. May
+/// be called from any thread during the callback, also while
+/// `tessera_job_run_on_device` runs on another.
 ///
 /// # Safety
 /// `run` the live run of a `run` callback, or NULL (then true).
@@ -257,7 +279,8 @@ pub unsafe extern "C" fn tessera_job_run_kernel(
 
 /// Runs the job on the runtime's own Vulkan device (its kernel gate,
 /// watchdog and cancellation included), writing the outputs and usage into
-/// the run. On success the callback returns `TESSERA_OK` (or changes the
+/// the run. Call it from the callback's thread (the worker's), not from
+/// another. On success the callback returns `TESSERA_OK` (or changes the
 /// outputs first); on failure the run holds the device's reason, detail and
 /// usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
 /// refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
@@ -272,13 +295,17 @@ pub unsafe extern "C" fn tessera_job_run_on_device(
 ) -> tessera_result {
     guard(|| {
         non_null!(run);
-        // SAFETY: live during the callback and not aliased, by the caller.
-        let run = unsafe { &mut *run };
+        // The pointers are copied out without a reference to the run, so
+        // that `tessera_job_run_cancelled` and `_id` (which read the run
+        // from other threads) alias nothing while the device runs.
+        // SAFETY: live during the callback, by the caller.
+        let (job, device) = unsafe { ((*run).job, (*run).device) };
         // SAFETY: the job and the device outlive the run; the device is
-        // used by this worker thread only, and not during this call by
-        // anything else.
-        let (job, device) = unsafe { (&*run.job, &mut *run.device) };
-        let result = Executor::run(device, job);
+        // used by the worker thread only, the one calling this (the header
+        // says on_device is called from the callback's thread).
+        let result = Executor::run(unsafe { &mut *device }, unsafe { &*job });
+        // SAFETY: live during the callback and not aliased now, by the caller.
+        let run = unsafe { &mut *run };
         let (code, ran_usage) = match result {
             Ok(ran) => {
                 for (mine, theirs) in run.outputs.iter_mut().zip(&ran.outputs) {
@@ -290,10 +317,11 @@ pub unsafe extern "C" fn tessera_job_run_on_device(
             }
             Err(f) => {
                 run.failure = Some((f.reason, f.detail));
-                let code = if f.reason == FailReason::KernelRejected {
-                    TESSERA_KERNEL_BASE + f.detail
-                } else {
-                    TESSERA_FAIL_BASE + f.reason as u32
+                let code = match f.reason {
+                    // The rule (the low 16 bits of the wire detail).
+                    FailReason::KernelRejected => TESSERA_KERNEL_BASE + (f.detail & 0xFFFF),
+                    FailReason::Host => TESSERA_JOB_BASE + f.detail,
+                    other => TESSERA_FAIL_BASE + other as u32,
                 };
                 (code, f.usage)
             }
@@ -358,4 +386,26 @@ pub unsafe extern "C" fn tessera_job_run_fail(
         unsafe { (*run).failure = Some((reason, detail)) };
         TESSERA_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_code_fails_the_job_as_it_says() {
+        let cases = [
+            (TESSERA_FAIL_BASE + 2, (FailReason::Timeout, 0)),
+            (TESSERA_FAIL_BASE + 7, (FailReason::Host, 0)),
+            (TESSERA_KERNEL_BASE + 12, (FailReason::KernelRejected, 12)),
+            (TESSERA_JOB_BASE + 3, (FailReason::Host, 3)),
+            // Not a failure's code: the host's, with nothing to misread.
+            (TESSERA_INVALID_ARGUMENT, (FailReason::Host, 0)),
+            (TESSERA_FAIL_BASE + 99, (FailReason::Host, 0)),
+            (TESSERA_FAIL_BASE, (FailReason::Host, 0)),
+        ];
+        for (code, want) in cases {
+            assert_eq!(failure_of_code(code), want, "code {code}");
+        }
+    }
 }

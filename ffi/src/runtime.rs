@@ -67,6 +67,7 @@ pub struct tessera_runtime {
     mode: Mutex<Mode>,
     drain: DrainHandle,
     fd: c_int,
+    public_key: [u8; 32],
     shared: Arc<Shared>,
 }
 
@@ -134,6 +135,7 @@ fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_resul
         tessera_runtime {
             drain: rt.drain_handle(),
             fd,
+            public_key: rt.agent().public_key(),
             mode: Mutex::new(Mode::Stepped(Box::new(rt))),
             shared,
         },
@@ -461,6 +463,27 @@ pub unsafe extern "C" fn tessera_runtime_new(
         };
         // SAFETY: the caller's promises for the executor and error buffer.
         unsafe { build(&file, signer, c.executor, error, error_len, out) }
+    })
+}
+
+/// Writes the provider's public key (32 bytes: the device key that signs
+/// its evidence and receipts, as a settlement party verifies them) into
+/// `out`. Any thread, any time.
+///
+/// # Safety
+/// `runtime` a live runtime; `out` 32 writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_runtime_public_key(
+    runtime: *const tessera_runtime,
+    out: *mut u8,
+) -> tessera_result {
+    guard(|| {
+        non_null!(runtime, out);
+        // SAFETY: a live runtime, by the caller; the key never changes.
+        let key = unsafe { &(*runtime).public_key };
+        // SAFETY: 32 writable bytes, by the caller.
+        unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), out, 32) };
+        TESSERA_OK
     })
 }
 

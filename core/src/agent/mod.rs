@@ -406,6 +406,11 @@ impl<S: Signer> Agent<S> {
         self.key_id
     }
 
+    /// The device's public key, which verifies its evidence and receipts.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signer.public_key()
+    }
+
     /// Jobs the agent holds, in any state.
     pub fn active_jobs(&self) -> usize {
         self.jobs.len()

@@ -343,6 +343,14 @@ int main(void) {
     CHECK_CODE(tessera_runtime_new(&c, new_signer(), why, sizeof why, &rt),
                TESSERA_OK);
     if (rt) {
+        /* The runtime's key is the signer's it took. */
+        uint8_t mine[32], its[32];
+        tessera_signer *s = new_signer();
+        CHECK_CODE(tessera_signer_public_key(s, mine), TESSERA_OK);
+        tessera_signer_free(s);
+        CHECK_CODE(tessera_runtime_public_key(rt, its), TESSERA_OK);
+        CHECK(memcmp(mine, its, 32) == 0);
+        CHECK_CODE(tessera_runtime_public_key(rt, NULL), TESSERA_NULL_ARGUMENT);
         CHECK(logs.device_lines == 1);
         test_reentry(rt);
         test_stepped_then_threaded(rt);
