@@ -528,7 +528,7 @@ func TestEndToEnd(t *testing.T) {
 			Run: func(job *tessera.Job) error { panic("the host fell over") },
 		}
 		p := startProvider(t, c, ex)
-		c.requestFailing(t, "failed for another reason (provider code 2007)")
+		c.requestFailing(t, "failed for another reason (provider code 0)")
 		p.stopWith(t, 1, tessera.ReceiptHost)
 	})
 
@@ -540,7 +540,7 @@ func TestEndToEnd(t *testing.T) {
 			},
 		}
 		p := startProvider(t, c, ex)
-		c.requestFailing(t, "failed for another reason (provider code 2007)")
+		c.requestFailing(t, "failed for another reason (provider code 0)")
 		p.stopWith(t, 1, tessera.ReceiptHost)
 	})
 }

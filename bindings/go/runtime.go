@@ -461,6 +461,27 @@ func (r *Runtime) SetAcceptingJobs(accepting bool) error {
 	return check(C.tessera_runtime_set_accepting_jobs(ptr, cBool(accepting)), op)
 }
 
+// PublicKey returns the provider's public key: the device key that signs its
+// evidence and receipts, with which a settlement party verifies them. Any
+// goroutine.
+func (r *Runtime) PublicKey() (PublicKey, error) {
+	const op = "Runtime.PublicKey"
+	ptr, err := r.acquire(op)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	defer r.release()
+	var key PublicKey
+	// C writes 32 bytes into C memory, copied out after the call.
+	out := (*C.uint8_t)(C.malloc(32))
+	defer C.free(unsafe.Pointer(out))
+	if err := check(C.tessera_runtime_public_key(ptr, out), op); err != nil {
+		return PublicKey{}, err
+	}
+	copy(key[:], C.GoBytes(unsafe.Pointer(out), 32))
+	return key, nil
+}
+
 // Status returns the runtime's status as of its last step.
 func (r *Runtime) Status() (Status, error) {
 	const op = "Runtime.Status"

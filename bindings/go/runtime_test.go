@@ -178,6 +178,16 @@ func TestRuntimeSteppedThenRun(t *testing.T) {
 	if err != nil || !strings.Contains(line, "127.0.0.1:1") {
 		t.Fatalf("status line %q %v", line, err)
 	}
+	// The runtime's key is the one of the signer it took.
+	signer := seedSigner(t)
+	want, err := signer.PublicKey()
+	signer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rt.PublicKey(); err != nil || got != want {
+		t.Fatalf("public key %x %v, want %x", got, err, want)
+	}
 
 	// The user renders: the device takes no new work.
 	if err := rt.SetAcceptingJobs(false); err != nil {

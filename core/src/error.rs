@@ -12,8 +12,8 @@
 //! - [`Error::Signer`]: the signer failed.
 //!
 //! Every error has a number ([`Error::code`]) in the shared space of
-//! [`codes`], which the C header and the C++ API use unchanged, as the
-//! Python and Go bindings are to (`docs/CODES.md` is the table).
+//! [`codes`], which the C header, the C++ API and the Python and Go
+//! bindings use unchanged (`docs/CODES.md` is the table).
 
 use crate::attest::{KeyError, SignError, VerifyError};
 use crate::wire::{DecodeError, FailReason, JobId, MessageType};
@@ -336,9 +336,9 @@ pub struct InputError {
 ///
 /// Every error the library reports, every wire error code, every job failure
 /// reason and every kernel rejection rule has one number here. The C header
-/// (`TESSERA_*` result codes) and the C++ API use these numbers unchanged, as
-/// the Python and Go bindings are to, so a log line from any of them means
-/// the same thing.
+/// (`TESSERA_*` result codes), the C++ API and the Python and Go bindings use
+/// these numbers unchanged, so a log line from any of them means the same
+/// thing.
 /// Numbers are stable: a code keeps its number, new codes get new numbers.
 /// `docs/CODES.md` lists them all; `tests/reason_tables.rs` checks that table
 /// against this module.

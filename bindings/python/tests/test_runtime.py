@@ -94,6 +94,9 @@ def test_stepped_then_threaded(rt: tessera.Runtime) -> None:
     assert status.state == tessera.ConnState.DISCONNECTED
     assert status.sessions == 0 and not status.finished
     assert NOWHERE in rt.status_text()
+    # The runtime's key is the one of the signer it took.
+    with tessera.Signer.from_seed(SEED) as signer:
+        assert rt.public_key == signer.public_key
 
     # The user renders: the device takes no new work.
     rt.set_accepting_jobs(False)

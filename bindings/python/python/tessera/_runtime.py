@@ -567,6 +567,16 @@ class Runtime(Managed):
                       int(c.jobs_completed), int(c.jobs_failed), int(c.active_jobs), int(c.earnings),
                       int(c.sessions))
 
+    @property
+    def public_key(self) -> bytes:
+        """The provider's public key (32 bytes): the device key that signs
+        its evidence and receipts, with which a settlement party verifies
+        them. Any thread."""
+        out = ffi.new("uint8_t[32]")
+        with self._shared() as h:
+            check(lib.tessera_runtime_public_key(h, out))
+        return bytes(ffi.buffer(out, 32))
+
     def status_text(self) -> str:
         """The status line `tessera-agent` logs, with the last connection
         error. Any thread."""
