@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -286,6 +286,7 @@ class FakeRun:
         self.in_call = threading.Event()
         self.go = threading.Event()
         self.calls: List[str] = []
+        self.during: Optional[Callable[[], None]] = None
 
     def tessera_job_run_kernel(self, run: Any, out: Any) -> int:
         out.entry_point = self.name
@@ -300,9 +301,12 @@ class FakeRun:
         return False
 
     def tessera_job_run_on_device(self, run: Any, usage: Any) -> int:
+        self.calls.append("on_device")
         self.in_call.set()
         self.go.wait(10)
-        self.calls.append("on_device")
+        if self.during is not None:
+            # A log line written during the call, whose handler calls in.
+            self.during()
         return 0
 
 
@@ -342,3 +346,41 @@ def test_a_call_on_a_job_from_another_thread_ends_before_the_job_does(
     with pytest.raises(tessera.ClosedError):
         started[0].cancelled
     assert fake.calls == ["on_device"]
+
+
+def test_a_call_on_a_job_from_a_callback_of_its_own_call_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line written while the job runs on the device reaches Python's
+    logging on the executor's thread; a handler there that calls the job
+    again (run_on_device inside run_on_device: the device entered twice)
+    gets InUseError, as a callback calling into the object whose call runs
+    it does everywhere else."""
+    from tessera import _runtime
+    from tessera._ffi import ffi
+
+    fake = FakeRun()
+    fake.go.set()
+    monkeypatch.setattr(_runtime, "lib", fake)
+    inner: List[object] = []
+
+    def executor(job: tessera.Job) -> None:
+        def again() -> None:
+            try:
+                inner.append(job.run_on_device())
+            except tessera.InUseError as e:
+                inner.append(e)
+            try:
+                inner.append(job.cancelled)
+            except tessera.InUseError as e:
+                inner.append(e)
+
+        fake.during = again
+        job.run_on_device()
+        fake.during = None
+
+    host = _runtime._Host(executor, None, None)
+    userdata = ffi.new_handle(host)
+    code = _runtime._execute_callback(userdata, ffi.cast("tessera_job_run *", 0x1000))
+    assert code == 0
+    assert fake.calls == ["on_device"]
+    assert len(inner) == 2 and all(isinstance(e, tessera.InUseError) for e in inner)
