@@ -12,11 +12,13 @@
 //! what the provider returns, Merkle-hashes and signs.
 
 use std::ffi::{c_void, CString};
+use std::time::Duration;
 
-use tessera_core::gpu_host::GpuHost;
+use tessera_core::gpu_host::{failure_of, GpuHost};
 use tessera_core::host::{JobFailure, JobOutputs};
 use tessera_core::net::{Executor, JobToRun};
-use tessera_core::wire::{FailReason, Usage};
+use tessera_core::vulkan::JobError;
+use tessera_core::wire::{FailReason, JobAssign, Usage};
 
 use crate::boundary::{guard, non_null, write_opt};
 use crate::dispatcher::{tessera_kernel_buffer, tessera_kernel_job};
@@ -98,6 +100,25 @@ impl HostExecutor {
     }
 }
 
+/// Zeroed memory for each read-back buffer of `spec`, in binding order.
+/// Their sum is at most the operator's `max_bytes_out`, which may be more
+/// than this machine can hold: the job then fails out of memory, as on the
+/// device, instead of the allocation aborting the process.
+fn zeroed_outputs(spec: &JobAssign) -> Result<Vec<Vec<u8>>, JobFailure> {
+    let out_of_memory = || failure_of(&JobError::OutOfMemory, Duration::ZERO);
+    spec.buffers
+        .iter()
+        .filter(|b| b.readback)
+        .map(|b| {
+            let len = usize::try_from(b.len).map_err(|_| out_of_memory())?;
+            let mut output = Vec::new();
+            output.try_reserve_exact(len).map_err(|_| out_of_memory())?;
+            output.resize(len, 0);
+            Ok(output)
+        })
+        .collect()
+}
+
 impl Executor for HostExecutor {
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure> {
         let spec = &job.spec;
@@ -108,12 +129,7 @@ impl Executor for HostExecutor {
                 u32::from(tessera_core::reasons::KernelRule::NoEntryPoint as u16),
             ));
         };
-        let mut outputs: Vec<Vec<u8>> = spec
-            .buffers
-            .iter()
-            .filter(|b| b.readback)
-            .map(|b| vec![0u8; b.len as usize])
-            .collect();
+        let mut outputs = zeroed_outputs(spec)?;
         let mut next_output = outputs.iter_mut();
         let buffers = spec
             .buffers
@@ -358,4 +374,59 @@ pub unsafe extern "C" fn tessera_job_run_fail(
         unsafe { (*run).failure = Some((reason, detail)) };
         TESSERA_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::bounded::{BoundedString, BoundedVec};
+    use tessera_core::wire::{BufferSpec, KernelSpec};
+
+    /// An assignment with buffers of these lengths (read back or not).
+    fn assign(buffers: &[(u64, bool)]) -> JobAssign {
+        let mut specs = BoundedVec::new();
+        for (binding, &(len, readback)) in (0u32..).zip(buffers) {
+            specs
+                .push(BufferSpec {
+                    binding,
+                    len,
+                    init_len: 0,
+                    readback,
+                })
+                .expect("a few buffers");
+        }
+        JobAssign {
+            job: 1,
+            requester_nonce: [0; 32],
+            kernel: KernelSpec {
+                len: 4,
+                root: [0; 32],
+                entry_point: BoundedString::new(),
+                specialization: BoundedVec::new(),
+                push_constants: BoundedVec::new(),
+                grid: [1, 1, 1],
+            },
+            buffers: specs,
+            inputs_root: [0; 32],
+        }
+    }
+
+    #[test]
+    fn outputs_are_zeroed_read_back_buffers_in_order() {
+        let outputs = zeroed_outputs(&assign(&[(8, true), (1 << 40, false), (3, true)]))
+            .expect("small outputs");
+        assert_eq!(outputs, vec![vec![0u8; 8], vec![0u8; 3]]);
+    }
+
+    /// An operator's `max_bytes_out` may be more than this machine can
+    /// hold: outputs it cannot allocate fail the job (out of memory, as the
+    /// device does) instead of aborting the provider's process.
+    #[test]
+    fn outputs_the_host_cannot_hold_fail_the_job_not_the_process() {
+        for len in [u64::MAX, 1 << 62, u64::from(u32::MAX) << 24] {
+            let failure =
+                zeroed_outputs(&assign(&[(16, true), (len, true)])).expect_err("no such memory");
+            assert_eq!(failure.reason, FailReason::OutOfMemory, "{len}");
+        }
+    }
 }
