@@ -64,6 +64,9 @@ pub struct tessera_job_run {
     outputs: Vec<Vec<u8>>,
     usage: Usage,
     failure: Option<(FailReason, u32)>,
+    /// Whether `tessera_job_run_on_device` runs on it now: a call from a
+    /// callback during it (a log line) is refused.
+    on_device: bool,
 }
 
 /// The executor the runtime's worker calls: the host's callbacks, and the
@@ -165,6 +168,7 @@ impl Executor for HostExecutor {
             outputs: Vec::new(),
             usage: Usage::default(),
             failure: None,
+            on_device: false,
         };
         // The output vectors move into the run; their heap memory, which
         // the buffers point at, does not.
@@ -242,7 +246,12 @@ pub unsafe extern "C" fn tessera_job_run_kernel(
 ) -> tessera_result {
     guard(|| {
         non_null!(run, out);
-        // SAFETY: live during the callback and not aliased, by the caller.
+        // SAFETY: live during the callback, by the caller.
+        if unsafe { (*run).on_device } {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: live during the callback and not aliased, by the caller
+        // (and no call on it runs: checked above).
         let run = unsafe { &mut *run };
         // SAFETY: `out` valid for reads of its size field, by the caller.
         if unsafe { (*out).size } < core::mem::size_of::<tessera_kernel_job>() {
@@ -277,7 +286,10 @@ pub unsafe extern "C" fn tessera_job_run_kernel(
 /// outputs first); on failure the run holds the device's reason, detail and
 /// usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
 /// refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
-/// from the callback to fail the job as the device would.
+/// from the callback to fail the job as the device would. A call on the
+/// run from a callback during this one (a log line) returns
+/// `TESSERA_IN_USE`, but for `tessera_job_run_id` and
+/// `tessera_job_run_cancelled`.
 ///
 /// # Safety
 /// `run` the live run of a `run` callback; `usage` NULL or valid.
@@ -288,13 +300,24 @@ pub unsafe extern "C" fn tessera_job_run_on_device(
 ) -> tessera_result {
     guard(|| {
         non_null!(run);
-        // SAFETY: live during the callback and not aliased, by the caller.
-        let run = unsafe { &mut *run };
+        // SAFETY: live during the callback, by the caller. No reference to
+        // the run is held across the device's call: a log callback during
+        // it may reach the run (and is refused).
+        let (job, device) = unsafe {
+            if (*run).on_device {
+                return TESSERA_IN_USE;
+            }
+            (*run).on_device = true;
+            ((*run).job, (*run).device)
+        };
         // SAFETY: the job and the device outlive the run; the device is
-        // used by this worker thread only, and not during this call by
-        // anything else.
-        let (job, device) = unsafe { (&*run.job, &mut *run.device) };
-        let result = Executor::run(device, job);
+        // used by this worker thread only, and during this call by nothing
+        // else (a call from a callback is refused above).
+        let result = Executor::run(unsafe { &mut *device }, unsafe { &*job });
+        // SAFETY: live and, the device's call over, not aliased, by the
+        // caller.
+        let run = unsafe { &mut *run };
+        run.on_device = false;
         let (code, ran_usage) = match result {
             Ok(ran) => {
                 for (mine, theirs) in run.outputs.iter_mut().zip(&ran.outputs) {
@@ -344,7 +367,12 @@ pub unsafe extern "C" fn tessera_job_run_set_usage(
 ) -> tessera_result {
     guard(|| {
         non_null!(run);
-        // SAFETY: live during the callback and not aliased, by the caller.
+        // SAFETY: live during the callback, by the caller.
+        if unsafe { (*run).on_device } {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: live during the callback and not aliased, by the caller
+        // (and no call on it runs: checked above).
         let run = unsafe { &mut *run };
         run.usage.gpu_time_us = gpu_time_us;
         run.usage.dispatches = dispatches;
@@ -370,8 +398,14 @@ pub unsafe extern "C" fn tessera_job_run_fail(
         let Some(reason) = u8::try_from(reason).ok().and_then(FailReason::from_u8) else {
             return TESSERA_INVALID_ARGUMENT;
         };
-        // SAFETY: live during the callback and not aliased, by the caller.
-        unsafe { (*run).failure = Some((reason, detail)) };
+        // SAFETY: live during the callback and not aliased, by the caller;
+        // a call on it from a callback of `on_device` is refused.
+        unsafe {
+            if (*run).on_device {
+                return TESSERA_IN_USE;
+            }
+            (*run).failure = Some((reason, detail));
+        }
         TESSERA_OK
     })
 }
@@ -409,6 +443,113 @@ mod tests {
             buffers: specs,
             inputs_root: [0; 32],
         }
+    }
+
+    /// What the log callback of the re-entry test calls, and what it got.
+    struct Reentry {
+        thread: std::thread::ThreadId,
+        run: *mut tessera_job_run,
+        results: std::sync::Mutex<Vec<(&'static str, tessera_result)>>,
+    }
+
+    unsafe extern "C" fn reenter(
+        userdata: *mut c_void,
+        _level: u32,
+        _target: *const core::ffi::c_char,
+        _message: *const core::ffi::c_char,
+    ) {
+        // SAFETY: the test's Reentry, alive while the callback is set.
+        let r = unsafe { &*(userdata as *const Reentry) };
+        if std::thread::current().id() != r.thread {
+            return; // another test's line
+        }
+        let mut kernel = core::mem::MaybeUninit::<tessera_kernel_job>::zeroed();
+        // SAFETY: zeroed is a valid tessera_kernel_job; `size` set.
+        unsafe { (*kernel.as_mut_ptr()).size = core::mem::size_of::<tessera_kernel_job>() };
+        // SAFETY (all calls): the live run of the call this line comes from.
+        let results = unsafe {
+            [
+                (
+                    "on_device",
+                    tessera_job_run_on_device(r.run, core::ptr::null_mut()),
+                ),
+                ("kernel", tessera_job_run_kernel(r.run, kernel.as_mut_ptr())),
+                ("set_usage", tessera_job_run_set_usage(r.run, 5, 5)),
+                ("fail", tessera_job_run_fail(r.run, 7, 9)),
+                ("id", tessera_job_run_id(r.run) as tessera_result),
+            ]
+        };
+        r.results.lock().expect("lock").extend(results);
+    }
+
+    /// A log line written while the job runs on the device reaches the
+    /// host's log callback on the same thread; a callback that calls the
+    /// run again there gets TESSERA_IN_USE (the device is not entered
+    /// twice, the run not changed under the device's call), as a callback
+    /// does from a call on any other handle. The run's id still reads.
+    #[test]
+    fn a_call_on_the_run_from_a_callback_during_on_device_is_refused() {
+        let mut device = match GpuHost::open(Default::default(), false) {
+            Ok(d) => d,
+            Err(e) => panic!("no Vulkan device (lavapipe): {e}"),
+        };
+        let mut spec = assign(&[(16, true)]);
+        spec.kernel.entry_point.push_str("main").expect("short");
+        // Four bytes that are no SPIR-V module: the gate refuses them, and
+        // the device logs the failure.
+        let job = JobToRun {
+            id: 42,
+            run: 1,
+            spec,
+            kernel: vec![0; 4],
+            buffers: vec![Vec::new()],
+            deadline: std::time::Instant::now() + Duration::from_secs(30),
+            cancel: Default::default(),
+        };
+        let mut run = tessera_job_run {
+            job: &job,
+            device: &mut device,
+            entry_point: CString::new("main").expect("no NUL"),
+            specialization: Vec::new(),
+            buffers: Vec::new(),
+            outputs: vec![vec![0; 16]],
+            usage: Usage::default(),
+            failure: None,
+            on_device: false,
+        };
+        let reentry = Reentry {
+            thread: std::thread::current().id(),
+            run: &mut run,
+            results: Default::default(),
+        };
+        // SAFETY: the callback and its userdata live until it is unset below.
+        let set = unsafe {
+            crate::runtime::tessera_set_log_callback(
+                Some(reenter),
+                &reentry as *const Reentry as *mut c_void,
+                crate::runtime::TESSERA_LOG_INFO,
+            )
+        };
+        assert_eq!(set, TESSERA_OK);
+        // SAFETY: the live run; no usage wanted.
+        let r = unsafe { tessera_job_run_on_device(reentry.run, core::ptr::null_mut()) };
+        // SAFETY: turning the callback off.
+        unsafe { crate::runtime::tessera_set_log_callback(None, core::ptr::null_mut(), 0) };
+        assert!(r > TESSERA_KERNEL_BASE, "refused by the gate: {r}");
+        let results = reentry.results.lock().expect("lock").clone();
+        assert_eq!(
+            results,
+            vec![
+                ("on_device", TESSERA_IN_USE),
+                ("kernel", TESSERA_IN_USE),
+                ("set_usage", TESSERA_IN_USE),
+                ("fail", TESSERA_IN_USE),
+                ("id", 42),
+            ]
+        );
+        // The device's own failure stands.
+        assert_eq!(run.failure.map(|f| f.0), Some(FailReason::KernelRejected));
+        assert_eq!(run.usage.gpu_time_us, 0);
     }
 
     #[test]
