@@ -2382,8 +2382,12 @@ tessera_result tessera_job_run_kernel(tessera_job_run *run,
  * another. On success the callback returns `TESSERA_OK` (or changes the
  * outputs first); on failure the run holds the device's reason, detail and
  * usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
- * refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
- * from the callback to fail the job as the device would.
+ * refused kernel, `TESSERA_JOB_BASE` + the dispatcher's code for a host
+ * failure, `TESSERA_FAIL_BASE` + the reason otherwise): return it from the
+ * callback to fail the job as the device would. A call on the
+ * run from a callback during this one (a log line) returns
+ * `TESSERA_IN_USE`, but for `tessera_job_run_id` and
+ * `tessera_job_run_cancelled`.
  *
  * # Safety
  * `run` the live run of a `run` callback; `usage` NULL or valid.

@@ -12,11 +12,13 @@
 //! what the provider returns, Merkle-hashes and signs.
 
 use std::ffi::{c_void, CString};
+use std::time::Duration;
 
-use tessera_core::gpu_host::GpuHost;
+use tessera_core::gpu_host::{failure_of, GpuHost};
 use tessera_core::host::{JobFailure, JobOutputs};
 use tessera_core::net::{Executor, JobToRun};
-use tessera_core::wire::{FailReason, Usage};
+use tessera_core::vulkan::JobError;
+use tessera_core::wire::{FailReason, JobAssign, Usage};
 
 use crate::boundary::{guard, non_null, write_opt};
 use crate::dispatcher::{tessera_kernel_buffer, tessera_kernel_job};
@@ -67,6 +69,9 @@ pub struct tessera_job_run {
     outputs: Vec<Vec<u8>>,
     usage: Usage,
     failure: Option<(FailReason, u32)>,
+    /// Whether `tessera_job_run_on_device` runs on it now: a call from a
+    /// callback during it (a log line) is refused.
+    on_device: bool,
 }
 
 /// The executor the runtime's worker calls: the host's callbacks, and the
@@ -103,6 +108,25 @@ impl HostExecutor {
     }
 }
 
+/// Zeroed memory for each read-back buffer of `spec`, in binding order.
+/// Their sum is at most the operator's `max_bytes_out`, which may be more
+/// than this machine can hold: the job then fails out of memory, as on the
+/// device, instead of the allocation aborting the process.
+fn zeroed_outputs(spec: &JobAssign) -> Result<Vec<Vec<u8>>, JobFailure> {
+    let out_of_memory = || failure_of(&JobError::OutOfMemory, Duration::ZERO);
+    spec.buffers
+        .iter()
+        .filter(|b| b.readback)
+        .map(|b| {
+            let len = usize::try_from(b.len).map_err(|_| out_of_memory())?;
+            let mut output = Vec::new();
+            output.try_reserve_exact(len).map_err(|_| out_of_memory())?;
+            output.resize(len, 0);
+            Ok(output)
+        })
+        .collect()
+}
+
 impl Executor for HostExecutor {
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure> {
         let spec = &job.spec;
@@ -113,12 +137,7 @@ impl Executor for HostExecutor {
                 u32::from(tessera_core::reasons::KernelRule::NoEntryPoint as u16),
             ));
         };
-        let mut outputs: Vec<Vec<u8>> = spec
-            .buffers
-            .iter()
-            .filter(|b| b.readback)
-            .map(|b| vec![0u8; b.len as usize])
-            .collect();
+        let mut outputs = zeroed_outputs(spec)?;
         let mut next_output = outputs.iter_mut();
         let buffers = spec
             .buffers
@@ -154,6 +173,7 @@ impl Executor for HostExecutor {
             outputs: Vec::new(),
             usage: Usage::default(),
             failure: None,
+            on_device: false,
         };
         // The output vectors move into the run; their heap memory, which
         // the buffers point at, does not.
@@ -248,7 +268,12 @@ pub unsafe extern "C" fn tessera_job_run_kernel(
 ) -> tessera_result {
     guard(|| {
         non_null!(run, out);
-        // SAFETY: live during the callback and not aliased, by the caller.
+        // SAFETY: live during the callback, by the caller.
+        if unsafe { (*run).on_device } {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: live during the callback and not aliased, by the caller
+        // (and no call on it runs: checked above).
         let run = unsafe { &mut *run };
         // SAFETY: `out` valid for reads of its size field, by the caller.
         if unsafe { (*out).size } < core::mem::size_of::<tessera_kernel_job>() {
@@ -283,8 +308,12 @@ pub unsafe extern "C" fn tessera_job_run_kernel(
 /// another. On success the callback returns `TESSERA_OK` (or changes the
 /// outputs first); on failure the run holds the device's reason, detail and
 /// usage, and the code is returned (`TESSERA_KERNEL_BASE` + the rule of a
-/// refused kernel, `TESSERA_FAIL_BASE` + the reason otherwise): return it
-/// from the callback to fail the job as the device would.
+/// refused kernel, `TESSERA_JOB_BASE` + the dispatcher's code for a host
+/// failure, `TESSERA_FAIL_BASE` + the reason otherwise): return it from the
+/// callback to fail the job as the device would. A call on the
+/// run from a callback during this one (a log line) returns
+/// `TESSERA_IN_USE`, but for `tessera_job_run_id` and
+/// `tessera_job_run_cancelled`.
 ///
 /// # Safety
 /// `run` the live run of a `run` callback; `usage` NULL or valid.
@@ -295,17 +324,24 @@ pub unsafe extern "C" fn tessera_job_run_on_device(
 ) -> tessera_result {
     guard(|| {
         non_null!(run);
-        // The pointers are copied out without a reference to the run, so
-        // that `tessera_job_run_cancelled` and `_id` (which read the run
-        // from other threads) alias nothing while the device runs.
-        // SAFETY: live during the callback, by the caller.
-        let (job, device) = unsafe { ((*run).job, (*run).device) };
+        // SAFETY: live during the callback, by the caller. No reference to
+        // the run is held across the device's call: a log callback during
+        // it may reach the run (and is refused).
+        let (job, device) = unsafe {
+            if (*run).on_device {
+                return TESSERA_IN_USE;
+            }
+            (*run).on_device = true;
+            ((*run).job, (*run).device)
+        };
         // SAFETY: the job and the device outlive the run; the device is
-        // used by the worker thread only, the one calling this (the header
-        // says on_device is called from the callback's thread).
+        // used by this worker thread only, and during this call by nothing
+        // else (a call from a callback is refused above).
         let result = Executor::run(unsafe { &mut *device }, unsafe { &*job });
-        // SAFETY: live during the callback and not aliased now, by the caller.
+        // SAFETY: live and, the device's call over, not aliased, by the
+        // caller.
         let run = unsafe { &mut *run };
+        run.on_device = false;
         let (code, ran_usage) = match result {
             Ok(ran) => {
                 for (mine, theirs) in run.outputs.iter_mut().zip(&ran.outputs) {
@@ -356,7 +392,12 @@ pub unsafe extern "C" fn tessera_job_run_set_usage(
 ) -> tessera_result {
     guard(|| {
         non_null!(run);
-        // SAFETY: live during the callback and not aliased, by the caller.
+        // SAFETY: live during the callback, by the caller.
+        if unsafe { (*run).on_device } {
+            return TESSERA_IN_USE;
+        }
+        // SAFETY: live during the callback and not aliased, by the caller
+        // (and no call on it runs: checked above).
         let run = unsafe { &mut *run };
         run.usage.gpu_time_us = gpu_time_us;
         run.usage.dispatches = dispatches;
@@ -382,8 +423,14 @@ pub unsafe extern "C" fn tessera_job_run_fail(
         let Some(reason) = u8::try_from(reason).ok().and_then(FailReason::from_u8) else {
             return TESSERA_INVALID_ARGUMENT;
         };
-        // SAFETY: live during the callback and not aliased, by the caller.
-        unsafe { (*run).failure = Some((reason, detail)) };
+        // SAFETY: live during the callback and not aliased, by the caller;
+        // a call on it from a callback of `on_device` is refused.
+        unsafe {
+            if (*run).on_device {
+                return TESSERA_IN_USE;
+            }
+            (*run).failure = Some((reason, detail));
+        }
         TESSERA_OK
     })
 }
@@ -391,6 +438,8 @@ pub unsafe extern "C" fn tessera_job_run_fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::bounded::{BoundedString, BoundedVec};
+    use tessera_core::wire::{BufferSpec, KernelSpec};
 
     #[test]
     fn a_returned_code_fails_the_job_as_it_says() {
@@ -406,6 +455,161 @@ mod tests {
         ];
         for (code, want) in cases {
             assert_eq!(failure_of_code(code), want, "code {code}");
+        }
+    }
+
+    /// An assignment with buffers of these lengths (read back or not).
+    fn assign(buffers: &[(u64, bool)]) -> JobAssign {
+        let mut specs = BoundedVec::new();
+        for (binding, &(len, readback)) in (0u32..).zip(buffers) {
+            specs
+                .push(BufferSpec {
+                    binding,
+                    len,
+                    init_len: 0,
+                    readback,
+                })
+                .expect("a few buffers");
+        }
+        JobAssign {
+            job: 1,
+            requester_nonce: [0; 32],
+            kernel: KernelSpec {
+                len: 4,
+                root: [0; 32],
+                entry_point: BoundedString::new(),
+                specialization: BoundedVec::new(),
+                push_constants: BoundedVec::new(),
+                grid: [1, 1, 1],
+            },
+            buffers: specs,
+            inputs_root: [0; 32],
+        }
+    }
+
+    /// What the log callback of the re-entry test calls, and what it got.
+    struct Reentry {
+        thread: std::thread::ThreadId,
+        run: *mut tessera_job_run,
+        results: std::sync::Mutex<Vec<(&'static str, tessera_result)>>,
+    }
+
+    unsafe extern "C" fn reenter(
+        userdata: *mut c_void,
+        _level: u32,
+        _target: *const core::ffi::c_char,
+        _message: *const core::ffi::c_char,
+    ) {
+        // SAFETY: the test's Reentry, alive while the callback is set.
+        let r = unsafe { &*(userdata as *const Reentry) };
+        if std::thread::current().id() != r.thread {
+            return; // another test's line
+        }
+        let mut kernel = core::mem::MaybeUninit::<tessera_kernel_job>::zeroed();
+        // SAFETY: zeroed is a valid tessera_kernel_job; `size` set.
+        unsafe { (*kernel.as_mut_ptr()).size = core::mem::size_of::<tessera_kernel_job>() };
+        // SAFETY (all calls): the live run of the call this line comes from.
+        let results = unsafe {
+            [
+                (
+                    "on_device",
+                    tessera_job_run_on_device(r.run, core::ptr::null_mut()),
+                ),
+                ("kernel", tessera_job_run_kernel(r.run, kernel.as_mut_ptr())),
+                ("set_usage", tessera_job_run_set_usage(r.run, 5, 5)),
+                ("fail", tessera_job_run_fail(r.run, 7, 9)),
+                ("id", tessera_job_run_id(r.run) as tessera_result),
+            ]
+        };
+        r.results.lock().expect("lock").extend(results);
+    }
+
+    /// A log line written while the job runs on the device reaches the
+    /// host's log callback on the same thread; a callback that calls the
+    /// run again there gets TESSERA_IN_USE (the device is not entered
+    /// twice, the run not changed under the device's call), as a callback
+    /// does from a call on any other handle. The run's id still reads.
+    #[test]
+    fn a_call_on_the_run_from_a_callback_during_on_device_is_refused() {
+        let mut device = match GpuHost::open(Default::default(), false) {
+            Ok(d) => d,
+            Err(e) => panic!("no Vulkan device (lavapipe): {e}"),
+        };
+        let mut spec = assign(&[(16, true)]);
+        spec.kernel.entry_point.push_str("main").expect("short");
+        // Four bytes that are no SPIR-V module: the gate refuses them, and
+        // the device logs the failure.
+        let job = JobToRun {
+            id: 42,
+            run: 1,
+            spec,
+            kernel: vec![0; 4],
+            buffers: vec![Vec::new()],
+            deadline: std::time::Instant::now() + Duration::from_secs(30),
+            cancel: Default::default(),
+        };
+        let mut run = tessera_job_run {
+            job: &job,
+            device: &mut device,
+            entry_point: CString::new("main").expect("no NUL"),
+            specialization: Vec::new(),
+            buffers: Vec::new(),
+            outputs: vec![vec![0; 16]],
+            usage: Usage::default(),
+            failure: None,
+            on_device: false,
+        };
+        let reentry = Reentry {
+            thread: std::thread::current().id(),
+            run: &mut run,
+            results: Default::default(),
+        };
+        // SAFETY: the callback and its userdata live until it is unset below.
+        let set = unsafe {
+            crate::runtime::tessera_set_log_callback(
+                Some(reenter),
+                &reentry as *const Reentry as *mut c_void,
+                crate::runtime::TESSERA_LOG_INFO,
+            )
+        };
+        assert_eq!(set, TESSERA_OK);
+        // SAFETY: the live run; no usage wanted.
+        let r = unsafe { tessera_job_run_on_device(reentry.run, core::ptr::null_mut()) };
+        // SAFETY: turning the callback off.
+        unsafe { crate::runtime::tessera_set_log_callback(None, core::ptr::null_mut(), 0) };
+        assert!(r > TESSERA_KERNEL_BASE, "refused by the gate: {r}");
+        let results = reentry.results.lock().expect("lock").clone();
+        assert_eq!(
+            results,
+            vec![
+                ("on_device", TESSERA_IN_USE),
+                ("kernel", TESSERA_IN_USE),
+                ("set_usage", TESSERA_IN_USE),
+                ("fail", TESSERA_IN_USE),
+                ("id", 42),
+            ]
+        );
+        // The device's own failure stands.
+        assert_eq!(run.failure.map(|f| f.0), Some(FailReason::KernelRejected));
+        assert_eq!(run.usage.gpu_time_us, 0);
+    }
+
+    #[test]
+    fn outputs_are_zeroed_read_back_buffers_in_order() {
+        let outputs = zeroed_outputs(&assign(&[(8, true), (1 << 40, false), (3, true)]))
+            .expect("small outputs");
+        assert_eq!(outputs, vec![vec![0u8; 8], vec![0u8; 3]]);
+    }
+
+    /// An operator's `max_bytes_out` may be more than this machine can
+    /// hold: outputs it cannot allocate fail the job (out of memory, as the
+    /// device does) instead of aborting the provider's process.
+    #[test]
+    fn outputs_the_host_cannot_hold_fail_the_job_not_the_process() {
+        for len in [u64::MAX, 1 << 62, u64::from(u32::MAX) << 24] {
+            let failure =
+                zeroed_outputs(&assign(&[(16, true), (len, true)])).expect_err("no such memory");
+            assert_eq!(failure.reason, FailReason::OutOfMemory, "{len}");
         }
     }
 }

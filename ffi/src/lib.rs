@@ -254,7 +254,12 @@ impl<const N: usize> Text<N> {
     }
 
     pub(crate) fn push(&mut self, s: &str) {
-        let take = s.len().min(N - self.len);
+        let mut take = s.len().min(N - self.len);
+        // Never cut a UTF-8 sequence in half (`write_c` only backs off
+        // within the text, not at its end).
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
         self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
         self.len += take;
     }

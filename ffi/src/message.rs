@@ -720,6 +720,32 @@ mod tests {
         );
     }
 
+    /// The error names what the caller sent (a type's name, say): cut to
+    /// its 512 bytes, it stays UTF-8, also in a buffer larger than that.
+    #[test]
+    fn an_error_cut_to_fit_is_still_utf8() {
+        for n in [250, 251, 400] {
+            let json = json!({ "type": "é".repeat(n) }).to_string();
+            let json = std::ffi::CString::new(json).expect("no NUL");
+            let mut err = [0xFFu8; 1024];
+            // SAFETY: a NUL-terminated string and buffers of the lengths given.
+            let r = unsafe {
+                tessera_message_encode(
+                    json.as_ptr(),
+                    core::ptr::null_mut(),
+                    0,
+                    core::ptr::null_mut(),
+                    err.as_mut_ptr().cast(),
+                    err.len(),
+                )
+            };
+            assert_eq!(r, TESSERA_INVALID_ARGUMENT);
+            let end = err.iter().position(|&b| b == 0).expect("NUL-terminated");
+            let text = core::str::from_utf8(&err[..end]).expect("UTF-8");
+            assert!(text.starts_with("type: no such message type"), "{text}");
+        }
+    }
+
     #[test]
     fn small_buffers_learn_the_length_needed() {
         let frame = encode(&json!({"type": "Ready"})).expect("encodes");

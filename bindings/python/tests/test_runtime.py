@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -274,3 +275,115 @@ def test_callbacks_calling_back_into_the_runtime(spirv_val: str) -> None:
         assert isinstance(threaded.results["close"], tessera.InUseError)
         assert threaded.results["drain"] is None
         assert r.status().finished
+
+
+class FakeRun:
+    """The library's `tessera_job_run_*` for one job, with `run_on_device`
+    held until the test lets it go: what a `Job` calls, without a
+    coordinator."""
+
+    def __init__(self) -> None:
+        from tessera._ffi import ffi
+        self.ffi = ffi
+        self.name = ffi.new("char[]", b"main")
+        self.in_call = threading.Event()
+        self.go = threading.Event()
+        self.calls: List[str] = []
+        self.during: Optional[Callable[[], None]] = None
+
+    def tessera_job_run_kernel(self, run: Any, out: Any) -> int:
+        out.entry_point = self.name
+        out.grid = [1, 1, 1]
+        return 0
+
+    def tessera_job_run_id(self, run: Any) -> int:
+        return 7
+
+    def tessera_job_run_cancelled(self, run: Any) -> bool:
+        self.calls.append("cancelled")
+        return False
+
+    def tessera_job_run_on_device(self, run: Any, usage: Any) -> int:
+        self.calls.append("on_device")
+        self.in_call.set()
+        self.go.wait(10)
+        if self.during is not None:
+            # A log line written during the call, whose handler calls in.
+            self.during()
+        return 0
+
+
+def test_a_call_on_a_job_from_another_thread_ends_before_the_job_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executor that hands its job to a thread (to run it on the device
+    under a timeout of its own, say) may return while that thread is inside
+    a call on the job. The run, and the output memory that call writes, are
+    freed once the executor's callback returns: the callback waits for the
+    call in progress, and later calls raise ClosedError."""
+    from tessera import _runtime
+    from tessera._ffi import ffi
+
+    fake = FakeRun()
+    monkeypatch.setattr(_runtime, "lib", fake)
+    started: List[tessera.Job] = []
+
+    def executor(job: tessera.Job) -> None:
+        started.append(job)
+        threading.Thread(target=job.run_on_device, daemon=True).start()
+        assert fake.in_call.wait(10)
+
+    host = _runtime._Host(executor, None, None)
+    userdata = ffi.new_handle(host)
+    run = ffi.cast("tessera_job_run *", 0x1000)
+    codes: List[int] = []
+    callback = threading.Thread(target=lambda: codes.append(_runtime._execute_callback(userdata, run)))
+    callback.start()
+    try:
+        callback.join(0.5)
+        # The device call still runs on the run: the callback has not returned.
+        assert callback.is_alive() and not codes
+    finally:
+        fake.go.set()
+    callback.join(10)
+    assert codes == [0] and fake.calls == ["on_device"]  # TESSERA_OK: the job ran
+    with pytest.raises(tessera.ClosedError):
+        started[0].cancelled
+    assert fake.calls == ["on_device"]
+
+
+def test_a_call_on_a_job_from_a_callback_of_its_own_call_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line written while the job runs on the device reaches Python's
+    logging on the executor's thread; a handler there that calls the job
+    again (run_on_device inside run_on_device: the device entered twice)
+    gets InUseError, as a callback calling into the object whose call runs
+    it does everywhere else."""
+    from tessera import _runtime
+    from tessera._ffi import ffi
+
+    fake = FakeRun()
+    fake.go.set()
+    monkeypatch.setattr(_runtime, "lib", fake)
+    inner: List[object] = []
+
+    def executor(job: tessera.Job) -> None:
+        def again() -> None:
+            try:
+                inner.append(job.run_on_device())
+            except tessera.InUseError as e:
+                inner.append(e)
+            try:
+                inner.append(job.cancelled)
+            except tessera.InUseError as e:
+                inner.append(e)
+
+        fake.during = again
+        job.run_on_device()
+        fake.during = None
+
+    host = _runtime._Host(executor, None, None)
+    userdata = ffi.new_handle(host)
+    code = _runtime._execute_callback(userdata, ffi.cast("tessera_job_run *", 0x1000))
+    assert code == 0
+    assert fake.calls == ["on_device"]
+    assert len(inner) == 2 and all(isinstance(e, tessera.InUseError) for e in inner)

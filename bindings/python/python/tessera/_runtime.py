@@ -11,8 +11,9 @@ import sys
 import threading
 import traceback
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ._errors import (
     FAIL_BASE,
@@ -139,10 +140,23 @@ class Job:
     The memoryviews (`spirv`, each buffer's `init` and `output`) are the
     library's memory, valid only during the call: an executor that needs
     data afterwards copies it (``bytes(view)``). A view, or an array over
-    one, still referenced when the executor returns fails the job."""
+    one, still referenced when the executor returns fails the job.
+
+    Other threads may call the job's methods while the executor runs, one
+    call at a time (a call waits for one in progress); the executor's
+    return waits for a call in progress on another thread, and calls after
+    it raise `ClosedError`. A call made from a callback of a call on the
+    job (a log handler during `run_on_device`) raises `InUseError`."""
 
     def __init__(self, run: Any) -> None:
         self._run = run
+        # Held by each call on the run, and by the end of the executor's
+        # call: the run (and the output memory it writes) is freed once the
+        # callback returns, so no call may be in progress then, and the C
+        # functions take the run from one thread at a time, and not from a
+        # callback of their own call (the device entered twice).
+        self._calls = threading.Lock()
+        self._caller: Optional[int] = None
         self._views: List[memoryview] = []
         self._exporters: List[Any] = []
         self._exporter_refs: List[int] = []
@@ -188,10 +202,19 @@ class Job:
     def _references(items: List[Any], i: int) -> int:
         return sys.getrefcount(items[i])
 
-    def _live(self) -> Any:
-        if self._run is None:
-            raise ClosedError(detail="the job's executor call has returned")
-        return self._run
+    @contextmanager
+    def _call(self) -> Iterator[Any]:
+        """The run, for one call on it (see `_calls`)."""
+        if self._caller == threading.get_ident():
+            raise InUseError(IN_USE, "the job is in use by a call on this thread (a callback of it)")
+        with self._calls:
+            if self._run is None:
+                raise ClosedError(detail="the job's executor call has returned")
+            self._caller = threading.get_ident()
+            try:
+                yield self._run
+            finally:
+                self._caller = None
 
     def output(self, binding: int) -> memoryview:
         """The output memory of the read-back buffer at `binding`."""
@@ -209,7 +232,8 @@ class Job:
     def cancelled(self) -> bool:
         """Whether the job no longer needs running (cancelled, past its
         deadline, its session ended): a long executor checks it and raises."""
-        return bool(lib.tessera_job_run_cancelled(self._live()))
+        with self._call() as run:
+            return bool(lib.tessera_job_run_cancelled(run))
 
     def run_on_device(self) -> Usage:
         """Runs the job on the runtime's own Vulkan device (its gate,
@@ -217,20 +241,25 @@ class Job:
         A failure raises the device's error (let it propagate to fail the
         job as the device would)."""
         usage = ffi.new("tessera_usage *")
-        check(lib.tessera_job_run_on_device(self._live(), usage))
+        with self._call() as run:
+            check(lib.tessera_job_run_on_device(run, usage))
         return Usage._from_c(usage)
 
     def set_usage(self, gpu_time_us: int, dispatches: int = 1) -> None:
         """The usage to report (GPU time and dispatches; the runtime counts
         the bytes)."""
-        check(lib.tessera_job_run_set_usage(self._live(), integer(gpu_time_us, 64, "gpu_time_us"),
-                                            integer(dispatches, 32, "dispatches")))
+        gpu = integer(gpu_time_us, 64, "gpu_time_us")
+        count = integer(dispatches, 32, "dispatches")
+        with self._call() as run:
+            check(lib.tessera_job_run_set_usage(run, gpu, count))
 
     def fail(self, reason: int, detail: int = 0) -> None:
         """Sets why the job fails (a `FailReason` 1-7 and its detail), for
         an executor that then raises."""
-        check(lib.tessera_job_run_fail(self._live(), integer(int(reason), 32, "reason"),
-                                       integer(detail, 32, "detail")))
+        code = integer(int(reason), 32, "reason")
+        more = integer(detail, 32, "detail")
+        with self._call() as run:
+            check(lib.tessera_job_run_fail(run, code, more))
 
     def _seal(self) -> None:
         """Notes how many references each view has while only the job holds
@@ -241,7 +270,8 @@ class Job:
         """Invalidates the job and every view of its memory. False when a
         view, or an array over one, outlived the call: the memory is freed
         when the callback returns, and that is a bug of the executor."""
-        self._run = None
+        with self._calls:  # a call in progress on another thread ends first
+            self._run = None
         clean = True
         for i in range(len(self._views)):
             if self._references(self._views, i) > self._view_refs[i]:
