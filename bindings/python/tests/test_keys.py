@@ -65,6 +65,13 @@ def test_callback_signer_errors(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(tessera.SignerError):
         signer.sign(b"m")
     element.short = False
+    # An Error made with code 0 is no success: nothing was signed.
+    zero = tessera.Signer.from_callback(element.key.public_key,
+                                        lambda m: (_ for _ in ()).throw(tessera.Error(0)))
+    with pytest.raises(tessera.SignerError) as z:
+        zero.sign(b"m")
+    assert z.value.code == 211
+    zero.close()
     assert len(signer.sign(b"m")) == 64
     signer.close()
     with pytest.raises(tessera.ClosedError):

@@ -62,7 +62,8 @@ def _sign_callback(userdata: Any, message: Any, length: int, signature: Any) -> 
         view, n = readable(result, "signature")
     except Error as e:
         # SignerUnavailableError (210): busy, the agent asks again later.
-        return e.code
+        # An error without a failure's code (0) is no signature either.
+        return e.code or SIGNER_FAILED
     except Exception:
         _log.exception("the signer's callback failed")
         return SIGNER_FAILED
