@@ -2365,7 +2365,11 @@ bool tessera_job_run_cancelled(const tessera_job_run *run);
  * buffer's initial contents and, for read-back buffers, `output`: zeroed
  * memory of the buffer's length that the host fills. `timeout_ms` is the
  * time left until the job's deadline. Every pointer stays valid until the
- * callback returns; the outputs are read when it does.
+ * callback returns; the outputs are read when it does. Read-back lengths
+ * are bounded by the policy's `max_bytes_out`; the lengths of the other
+ * buffers are the requester's, bounded only by the device's limits when
+ * the device runs them: a host that allocates memory for them checks them
+ * against what it can hold.
  *
  * # Safety
  * `run` the live run of a `run` callback; `out` valid for a write.

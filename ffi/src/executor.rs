@@ -58,6 +58,9 @@ pub struct tessera_executor {
     pub accepting_jobs: tessera_accepting_fn,
 }
 
+// SAFETY: `#[repr(C)]`, its first field the `usize` size.
+unsafe impl crate::boundary::SizedOut for tessera_executor {}
+
 /// One job given to a host executor, valid during its `run` callback.
 pub struct tessera_job_run {
     job: *const JobToRun,
@@ -92,11 +95,13 @@ impl HostExecutor {
     /// # Safety
     /// `e` valid for reads.
     pub(crate) unsafe fn callbacks(e: *const tessera_executor) -> Result<tessera_executor, String> {
-        // SAFETY: valid, by the caller.
-        let e = unsafe { &*e };
-        if e.size < core::mem::size_of::<tessera_executor>() {
+        // The size first: a struct of an older header is shorter than ours.
+        // SAFETY: readable for its first field, by the caller.
+        if !unsafe { crate::boundary::sized_ok(e) } {
             return Err("executor.size must be sizeof(tessera_executor)".into());
         }
+        // SAFETY: valid for the whole struct, its size says.
+        let e = unsafe { &*e };
         if e.run.is_none() {
             return Err("executor.run is required".into());
         }
@@ -257,7 +262,11 @@ pub unsafe extern "C" fn tessera_job_run_cancelled(run: *const tessera_job_run) 
 /// buffer's initial contents and, for read-back buffers, `output`: zeroed
 /// memory of the buffer's length that the host fills. `timeout_ms` is the
 /// time left until the job's deadline. Every pointer stays valid until the
-/// callback returns; the outputs are read when it does.
+/// callback returns; the outputs are read when it does. Read-back lengths
+/// are bounded by the policy's `max_bytes_out`; the lengths of the other
+/// buffers are the requester's, bounded only by the device's limits when
+/// the device runs them: a host that allocates memory for them checks them
+/// against what it can hold.
 ///
 /// # Safety
 /// `run` the live run of a `run` callback; `out` valid for a write.
