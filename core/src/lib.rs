@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod attest;
 pub mod bounded;
+mod crypto;
 pub mod error;
 #[cfg(feature = "vulkan")]
 pub mod gpu_host;

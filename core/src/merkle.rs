@@ -13,7 +13,7 @@
 //! the data. [`prove`] and [`verify_proof`] give and check the audit path of
 //! one chunk, so a verifier can spot-check a single chunk of a large output.
 
-use ring::digest::{Context, SHA256};
+use crate::crypto::Sha256;
 
 use crate::limits::CHUNK_SIZE;
 use crate::wire::{BufferSpec, Digest};
@@ -23,30 +23,24 @@ pub const MAX_PROOF_LEN: usize = 32;
 
 /// The leaf hash of one chunk: SHA-256(0x00 ‖ data).
 pub fn leaf_hash(data: &[u8]) -> Digest {
-    let mut ctx = Context::new(&SHA256);
+    let mut ctx = Sha256::new();
     ctx.update(&[0x00]);
     ctx.update(data);
-    to_digest(ctx.finish().as_ref())
+    ctx.finish()
 }
 
 /// An inner node's hash: SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
-    let mut ctx = Context::new(&SHA256);
+    let mut ctx = Sha256::new();
     ctx.update(&[0x01]);
     ctx.update(left);
     ctx.update(right);
-    to_digest(ctx.finish().as_ref())
+    ctx.finish()
 }
 
 /// The root of a tree with no leaves: SHA-256 of the empty string.
 pub fn empty_root() -> Digest {
-    to_digest(ring::digest::digest(&SHA256, b"").as_ref())
-}
-
-fn to_digest(bytes: &[u8]) -> Digest {
-    let mut d = [0u8; 32];
-    d.copy_from_slice(bytes);
-    d
+    Sha256::new().finish()
 }
 
 /// Number of chunks (leaves) a buffer of `len` bytes is cut into.

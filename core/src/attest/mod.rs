@@ -73,13 +73,11 @@ pub fn sha256(bytes: &[u8]) -> Digest {
 
 /// SHA-256 of the concatenation of `parts`.
 pub fn sha256_parts(parts: &[&[u8]]) -> Digest {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut ctx = crate::crypto::Sha256::new();
     for p in parts {
         ctx.update(p);
     }
-    let mut d = [0u8; 32];
-    d.copy_from_slice(ctx.finish().as_ref());
-    d
+    ctx.finish()
 }
 
 /// Checks that `chunk` is leaf `proof.index` of the output tree a receipt

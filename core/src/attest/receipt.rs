@@ -100,7 +100,7 @@ pub fn kernel_hash(
     grid: [u32; 3],
     buffers: &[BufferSpec],
 ) -> Digest {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut ctx = crate::crypto::Sha256::new();
     ctx.update(KERNEL_DOMAIN);
     ctx.update(spirv_root);
     ctx.update(&(entry_point.len() as u32).to_le_bytes());
@@ -122,9 +122,7 @@ pub fn kernel_hash(
         ctx.update(&b.init_len.to_le_bytes());
         ctx.update(&[u8::from(b.readback)]);
     }
-    let mut d = [0u8; 32];
-    d.copy_from_slice(ctx.finish().as_ref());
-    d
+    ctx.finish()
 }
 
 /// The result hash, identical on every honest replica of a job:

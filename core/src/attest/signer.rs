@@ -1,7 +1,5 @@
 //! The signing key behind a trait, so firmware can plug in a secure element.
 
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-
 use super::{sha256_parts, VerifyError, KEY_ID_DOMAIN};
 use crate::wire::KeyId;
 
@@ -87,14 +85,17 @@ pub fn verify_signature(
     message: &[u8],
     signature: &[u8; 64],
 ) -> Result<(), VerifyError> {
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(message, signature)
-        .map_err(|_| VerifyError::BadSignature)
+    if crate::crypto::ed25519_verify(public_key, message, signature) {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
+    }
 }
 
-/// The default signer: an Ed25519 key in memory, through ring.
+/// The default signer: an Ed25519 key in memory (through ring, or with
+/// feature `rustcrypto` alone through `ed25519-dalek`).
 pub struct Ed25519Signer {
-    pair: Ed25519KeyPair,
+    pair: crate::crypto::KeyPair,
     public: [u8; 32],
     key_id: KeyId,
 }
@@ -108,9 +109,8 @@ impl core::fmt::Debug for Ed25519Signer {
 }
 
 impl Ed25519Signer {
-    fn wrap(pair: Ed25519KeyPair) -> Self {
-        let mut public = [0u8; 32];
-        public.copy_from_slice(pair.public_key().as_ref());
+    fn wrap(pair: crate::crypto::KeyPair) -> Self {
+        let public = pair.public_key();
         // Computed once: every signature's COSE header carries it.
         let key_id = key_id(&public);
         Ed25519Signer {
@@ -122,9 +122,9 @@ impl Ed25519Signer {
 
     /// A signer from a 32-byte seed (the RFC 8032 private key).
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyError> {
-        Ed25519KeyPair::from_seed_unchecked(seed)
+        crate::crypto::KeyPair::from_seed(seed)
             .map(Self::wrap)
-            .map_err(|_| KeyError::Rejected)
+            .ok_or(KeyError::Rejected)
     }
 
     /// A signer from a seed and its public key, checking that they match.
@@ -132,24 +132,28 @@ impl Ed25519Signer {
         seed: &[u8; 32],
         public_key: &[u8; 32],
     ) -> Result<Self, KeyError> {
-        Ed25519KeyPair::from_seed_and_public_key(seed, public_key)
-            .map(Self::wrap)
-            .map_err(|_| KeyError::Mismatch)
+        match Self::from_seed(seed) {
+            Ok(signer) if signer.public == *public_key => Ok(signer),
+            _ => Err(KeyError::Mismatch),
+        }
     }
 
-    /// A signer from a PKCS#8 v2 document (what [`Ed25519Signer::generate`] returns).
+    /// A signer from a PKCS#8 v2 document (what [`Ed25519Signer::generate`]
+    /// returns). With ring only: a firmware without it keeps the seed.
+    #[cfg(feature = "ring")]
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, KeyError> {
-        Ed25519KeyPair::from_pkcs8(pkcs8)
+        crate::crypto::KeyPair::from_pkcs8(pkcs8)
             .map(Self::wrap)
-            .map_err(|_| KeyError::Rejected)
+            .ok_or(KeyError::Rejected)
     }
 
     /// Generates a new key from the system's random source. Returns the signer
     /// and its PKCS#8 v2 document, which the host stores to load it again.
-    #[cfg(feature = "std")]
+    #[cfg(all(feature = "std", feature = "ring"))]
     pub fn generate() -> Result<(Self, std::vec::Vec<u8>), KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::NoRandomness)?;
+        let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| KeyError::NoRandomness)?;
         let signer = Self::from_pkcs8(doc.as_ref())?;
         Ok((signer, doc.as_ref().to_vec()))
     }
@@ -165,10 +169,7 @@ impl Signer for Ed25519Signer {
     }
 
     fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
-        let sig = self.pair.sign(message);
-        let mut out = [0u8; 64];
-        out.copy_from_slice(sig.as_ref());
-        Ok(out)
+        Ok(self.pair.sign(message))
     }
 }
 
@@ -224,7 +225,7 @@ mod tests {
         );
     }
 
-    #[cfg(feature = "std")]
+    #[cfg(all(feature = "std", feature = "ring"))]
     #[test]
     fn generated_key_round_trips_through_pkcs8() {
         let (mut a, pkcs8) = Ed25519Signer::generate().unwrap();
@@ -237,6 +238,7 @@ mod tests {
         assert_ne!(a.public_key(), c.public_key());
     }
 
+    #[cfg(feature = "ring")]
     #[test]
     fn garbage_pkcs8_is_rejected() {
         assert_eq!(
