@@ -253,6 +253,11 @@ fn debug_information_names_what_exists() {
     assert_eq!(check(module!("line_naming_a_type")), bad_operand(8)); // OpLine
     assert_eq!(check(module!("source_naming_a_type")), bad_operand(3)); // OpSource
     assert_eq!(check(module!("member_name_of_an_array")), bad_operand(6)); // OpMemberName
+                                                                           // A source language the Khronos validator does not know yet.
+    assert_eq!(
+        check(module!("source_language_newer_than_the_validator")),
+        bad_operand(3)
+    );
 }
 
 #[test]

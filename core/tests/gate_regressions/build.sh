@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Assembles the regression modules of core/tests/kernel_gate.rs (SPIR-V 1.3)
-# and makes the four that spirv-as cannot write (an extended instruction
+# and makes the five that spirv-as cannot write (an extended instruction
 # with one operand too many or too few: it checks the arity; a removed
-# extended instruction; a result id 0) by patching base.spv.
+# extended instruction; a result id 0; an OpSource language newer than
+# the validator) by patching base.spv or the module assembled.
 # The tests load the committed .spv files, so this is only needed after
 # editing one. Needs spirv-as (SPIRV-Tools) and python3.
 set -euo pipefail
@@ -42,4 +43,16 @@ while at < len(words):
 w = list(words)
 w[at + 2] = 0
 open("result_id_zero.spv", "wb").write(struct.pack("<%dI" % len(w), *w))
+# OpSource with source language 8 (HERO_C) instead of GLSL.
+name = "source_language_newer_than_the_validator.spv"
+raw = open(name, "rb").read()
+w = list(struct.unpack("<%dI" % (len(raw) // 4), raw))
+at = 5
+while at < len(w):
+    count, op = w[at] >> 16, w[at] & 0xffff
+    if op == 3:
+        break
+    at += count
+w[at + 1] = 8
+open(name, "wb").write(struct.pack("<%dI" % len(w), *w))
 PY

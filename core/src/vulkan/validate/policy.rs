@@ -953,8 +953,14 @@ fn holds_block(facts: &Facts, t: Id) -> bool {
     }
 }
 
+/// The source languages of `OpSource` the Khronos validator the provider
+/// runs knows (SPIR-V's Unknown 0 to SYCL 7): a newer one (HERO_C, WGSL,
+/// Slang...) it refuses, so the first gate refuses it too.
+const KNOWN_SOURCE_LANGUAGES: u32 = 7;
+
 /// Debug information names what exists: line information and sources a
-/// file by an `OpString`, member names a member of a struct type.
+/// file by an `OpString`, member names a member of a struct type; a source
+/// language is one the validator knows.
 fn check_debug_info(module: &Module, facts: &Facts) -> Result<(), KernelRejection> {
     for inst in module.all_inst_iter() {
         let op = inst.class.opcode;
@@ -962,7 +968,10 @@ fn check_debug_info(module: &Module, facts: &Facts) -> Result<(), KernelRejectio
         let ok = match op {
             Op::Line => facts.kinds.get(&target) == Some(&Kind::String),
             Op::Source => {
-                id(inst.operands.get(2)).is_none_or(|f| facts.kinds.get(&f) == Some(&Kind::String))
+                matches!(inst.operands.first(),
+                    Some(Operand::SourceLanguage(l)) if (*l as u32) <= KNOWN_SOURCE_LANGUAGES)
+                    && id(inst.operands.get(2))
+                        .is_none_or(|f| facts.kinds.get(&f) == Some(&Kind::String))
             }
             Op::MemberName => match (facts.types.get(&target), lit(inst.operands.get(1))) {
                 (Some(Type::Struct { members }), Some(m)) => (m as usize) < members.len(),
