@@ -656,7 +656,13 @@ pub enum Message<'a> {
     Error(ErrorMsg),
 }
 
-fn body<'a, T: Deserialize<'a>>(kind: MessageType, bytes: &'a [u8]) -> Result<T, DecodeError> {
+/// The body of a `kind` frame as that message's struct: what
+/// [`Message::decode_body`] puts in the variant, without the enum around
+/// it (the agent's hot path decodes offers and heartbeats this way).
+pub(crate) fn body<'a, T: Deserialize<'a>>(
+    kind: MessageType,
+    bytes: &'a [u8],
+) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((value, [])) => Ok(value),
         _ => Err(DecodeError::Malformed(kind)),

@@ -406,3 +406,54 @@ fn heartbeat_interval_is_per_session() {
         assert_eq!(h.agent.poll_timeout(), Some(h.now + expected));
     }
 }
+
+/// Offers and heartbeats are decoded without the `Message` enum (the hot
+/// path): a malformed one is refused as `Message::decode` refuses it, with
+/// the same error frame back, and the session goes on.
+#[test]
+fn malformed_offers_and_heartbeats_are_refused_as_any_malformed_frame() {
+    use tessera_core::wire::{DecodeError, Heartbeat, JobOffer, Requirements};
+    use tessera_core::PeerError;
+    let offer = encode(&Message::JobOffer(JobOffer {
+        job: 9,
+        requirements: Requirements::default(),
+        est_gpu_ms: 1,
+        bytes_in: 1,
+        bytes_out: 1,
+        max_price: u64::MAX,
+        deadline_ms: 1000,
+    }));
+    let heartbeat = encode(&Message::Heartbeat(Heartbeat::default()));
+    for (good, kind) in [
+        (offer, MessageType::JobOffer),
+        (heartbeat, MessageType::Heartbeat),
+    ] {
+        // One byte too many in the body, the header saying so.
+        let mut long = good.clone();
+        long.push(0);
+        let body = (long.len() - 8) as u32;
+        long[4..8].copy_from_slice(&body.to_le_bytes());
+        // One byte too few (the last field cut).
+        let mut short = good.clone();
+        short.pop();
+        let body = (short.len() - 8) as u32;
+        short[4..8].copy_from_slice(&body.to_le_bytes());
+        for frame in [long, short] {
+            // What the full decoder says of the frame.
+            assert_eq!(
+                Message::decode(&frame).unwrap_err(),
+                DecodeError::Malformed(kind)
+            );
+            let mut h = ready();
+            let sent = h.agent.stats().frames_out;
+            let err = h.agent.handle_input(h.now, &frame).unwrap_err();
+            assert_eq!(
+                err.error,
+                Error::Peer(PeerError::Decode(DecodeError::Malformed(kind)))
+            );
+            assert_eq!(err.consumed, frame.len());
+            assert_eq!(h.agent.stats().frames_out, sent + 1, "an Error frame back");
+            assert_eq!(h.agent.state(), ConnState::Ready, "not fatal");
+        }
+    }
+}
