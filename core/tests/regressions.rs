@@ -438,22 +438,47 @@ fn malformed_offers_and_heartbeats_are_refused_as_any_malformed_frame() {
         short.pop();
         let body = (short.len() - 8) as u32;
         short[4..8].copy_from_slice(&body.to_le_bytes());
-        for frame in [long, short] {
+        // Far longer than any offer (past the agent's small-frame buffer).
+        let mut huge = good.clone();
+        huge.extend([0x80; 200]);
+        let body = (huge.len() - 8) as u32;
+        huge[4..8].copy_from_slice(&body.to_le_bytes());
+        for frame in [long, short, huge] {
             // What the full decoder says of the frame.
             assert_eq!(
                 Message::decode(&frame).unwrap_err(),
                 DecodeError::Malformed(kind)
             );
+            // Whole in one call (decoded where it lies), and a byte at a
+            // time (through the agent's receive buffer).
+            for split in [frame.len(), 1] {
+                let mut h = ready();
+                let sent = h.agent.stats().frames_out;
+                let mut at = 0;
+                let err = loop {
+                    let end = (at + split).min(frame.len());
+                    match h.agent.handle_input(h.now, &frame[at..end]) {
+                        Ok(n) => at += n,
+                        Err(e) => break e,
+                    }
+                    assert!(at < frame.len(), "a malformed frame was taken");
+                };
+                assert_eq!(
+                    err.error,
+                    Error::Peer(PeerError::Decode(DecodeError::Malformed(kind)))
+                );
+                assert_eq!(at + err.consumed, frame.len());
+                assert_eq!(h.agent.stats().frames_out, sent + 1, "an Error frame back");
+                assert_eq!(h.agent.state(), ConnState::Ready, "not fatal");
+            }
+        }
+        // And the good one is taken both ways.
+        for split in [good.len(), 1] {
             let mut h = ready();
-            let sent = h.agent.stats().frames_out;
-            let err = h.agent.handle_input(h.now, &frame).unwrap_err();
-            assert_eq!(
-                err.error,
-                Error::Peer(PeerError::Decode(DecodeError::Malformed(kind)))
-            );
-            assert_eq!(err.consumed, frame.len());
-            assert_eq!(h.agent.stats().frames_out, sent + 1, "an Error frame back");
-            assert_eq!(h.agent.state(), ConnState::Ready, "not fatal");
+            for piece in good.chunks(split) {
+                assert_eq!(h.agent.handle_input(h.now, piece).unwrap(), piece.len());
+            }
+            assert_eq!(h.agent.stats().frames_in, 3, "{kind:?}"); // Welcome, Ready, it
         }
     }
 }

@@ -11,9 +11,29 @@ use crate::error::{Error, InputError, PeerError, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    Blob, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat, Hello, JobId, JobOffer,
-    Message, MessageType, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    Blob, DecodeError, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat, Hello,
+    JobId, JobOffer, Message, MessageType, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
+
+/// Bodies of the frames `small_frame` takes are at most this long: an
+/// offer's seven varints take at most 60 bytes, a heartbeat's 2.
+const SMALL_BODY: usize = 64;
+
+/// What `Message::decode` says of an offer or heartbeat body too long to be
+/// one.
+fn small_malformed(kind: u8) -> (Error, JobId) {
+    let kind = MessageType::from_u8(kind).unwrap_or(MessageType::Heartbeat);
+    (
+        Error::Peer(PeerError::Decode(DecodeError::Malformed(kind))),
+        0,
+    )
+}
+
+/// Whether a frame of this type byte is an offer or a heartbeat, which the
+/// agent decodes without the `Message` enum.
+fn is_small(kind: u8) -> bool {
+    kind == MessageType::JobOffer as u8 || kind == MessageType::Heartbeat as u8
+}
 
 impl<S: Signer> Agent<S> {
     /// The host opened a transport to the coordinator: the agent queues `Hello`.
@@ -190,6 +210,28 @@ impl<S: Signer> Agent<S> {
             if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx.free() < TX_RESERVE {
                 break;
             }
+            // A whole offer or heartbeat in the host's bytes, none buffered:
+            // handled where it lies, without the copy into `rx`.
+            if self.rx_len == 0 {
+                let rest = &bytes[consumed..];
+                if let Ok(h) = Header::decode(rest) {
+                    let n = h.frame_len();
+                    if is_small(h.kind) && rest.len() >= n {
+                        consumed += n;
+                        self.stats.frames_in += 1;
+                        if let Err((error, job)) =
+                            self.small_frame(now, h.kind, &rest[HEADER_LEN..n])
+                        {
+                            self.refuse(&error, job);
+                            return Err(InputError { consumed, error });
+                        }
+                        if !self.is_connected() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             let want = if self.rx_len < HEADER_LEN {
                 HEADER_LEN
             } else {
@@ -257,24 +299,17 @@ impl<S: Signer> Agent<S> {
 
     fn process_frame(&mut self, now: Instant, header: Header) -> Result<(), (Error, JobId)> {
         let frame_len = header.frame_len();
-        // The frames of a busy session, offers and heartbeats, are decoded
-        // straight into their structs: the `Message` enum is as large as its
-        // largest variant (an assignment), and moving it cost a fifth of a
-        // frame's handling. The same checks as `Message::decode`.
-        match MessageType::from_u8(header.kind) {
-            Some(kind @ MessageType::JobOffer) => {
-                let body = &self.rx[HEADER_LEN..frame_len];
-                let offer = crate::wire::body::<JobOffer>(kind, body)
-                    .map_err(|e| (Error::Peer(PeerError::Decode(e)), 0))?;
-                return self.on_offer(now, offer);
+        if is_small(header.kind) {
+            let n = frame_len - HEADER_LEN;
+            let mut body = [0u8; SMALL_BODY];
+            // A longer body is no offer or heartbeat: cut, it still fails
+            // as malformed (trailing bytes are).
+            let take = n.min(SMALL_BODY);
+            body[..take].copy_from_slice(&self.rx[HEADER_LEN..HEADER_LEN + take]);
+            if n > SMALL_BODY {
+                return Err(small_malformed(header.kind));
             }
-            Some(kind @ MessageType::Heartbeat) => {
-                let body = &self.rx[HEADER_LEN..frame_len];
-                crate::wire::body::<Heartbeat>(kind, body)
-                    .map_err(|e| (Error::Peer(PeerError::Decode(e)), 0))?;
-                return Ok(());
-            }
-            _ => {}
+            return self.small_frame(now, header.kind, &body[..n]);
         }
         // Decode from a copy of the indices so `self` stays borrowable; chunk
         // data is re-sliced from `rx` when the event is polled.
@@ -319,6 +354,28 @@ impl<S: Signer> Agent<S> {
                 Ok(())
             }
             other => Err((Error::Peer(PeerError::UnexpectedMessage(other.kind())), 0)),
+        }
+    }
+
+    /// An offer or a heartbeat (`is_small`), decoded straight into its
+    /// struct: the frames of a busy session. The `Message` enum is as large
+    /// as its largest variant (an assignment), and moving it cost a fifth of
+    /// a frame's handling. The same checks as `Message::decode`.
+    fn small_frame(&mut self, now: Instant, kind: u8, body: &[u8]) -> Result<(), (Error, JobId)> {
+        let malformed = |e| (Error::Peer(PeerError::Decode(e)), 0);
+        match MessageType::from_u8(kind) {
+            Some(kind @ MessageType::JobOffer) => {
+                let offer = crate::wire::body::<JobOffer>(kind, body).map_err(malformed)?;
+                self.on_offer(now, offer)
+            }
+            Some(kind @ MessageType::Heartbeat) => {
+                crate::wire::body::<Heartbeat>(kind, body).map_err(malformed)?;
+                Ok(())
+            }
+            _ => Err((
+                Error::Peer(PeerError::Decode(DecodeError::UnknownType(kind))),
+                0,
+            )),
         }
     }
 
