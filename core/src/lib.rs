@@ -33,6 +33,8 @@ pub mod store;
 pub mod testkit;
 pub mod time;
 pub mod wire;
+#[cfg(feature = "json")]
+pub mod wire_json;
 
 pub use agent::{Agent, Config, ConnState, Event, JobState};
 pub use error::{codes, ConfigError, Error, ErrorCode, InputError, PeerError, UsageError};

@@ -515,103 +515,12 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
 
 // ----- readable form ---------------------------------------------------------------
 
-fn chunk_json(c: &Chunk<'_>) -> Value {
-    json!({
-        "job": c.job,
-        "stream": c.stream,
-        "index": c.index,
-        "digest": hex(&c.digest),
-        "data": hex(c.data),
-    })
-}
-
 /// The message's fields as JSON: integers as numbers, byte strings as hex,
-/// enums by variant name, field names as in `core/src/wire.rs`.
+/// enums by variant name, field names as in `core/src/wire.rs` (the form
+/// `tessera_core::wire_json` writes and reads, which the C ABI's
+/// `tessera_message_decode` returns).
 fn readable(msg: &Message<'_>) -> Value {
-    use Message as M;
-    match msg {
-        M::Hello(m) => json!({
-            "min_version": m.min_version,
-            "max_version": m.max_version,
-            "agent_version": m.agent_version,
-            "key_id": hex(&m.key_id),
-            "next_sequence": m.next_sequence,
-            "prev_hash": hex(&m.prev_hash),
-        }),
-        M::Welcome(m) => json!({
-            "version": m.version,
-            "challenge": hex(&m.challenge),
-            "heartbeat_ms": m.heartbeat_ms,
-        }),
-        M::Evidence(m) => json!({ "bytes": hex(m.bytes) }),
-        M::Ready | M::Drain => json!({}),
-        M::JobOffer(m) => json!({
-            "job": m.job,
-            "requirements": {
-                "memory_mib": m.requirements.memory_mib,
-                "features": m.requirements.features,
-            },
-            "est_gpu_ms": m.est_gpu_ms,
-            "bytes_in": m.bytes_in,
-            "bytes_out": m.bytes_out,
-            "max_price": m.max_price,
-            "deadline_ms": m.deadline_ms,
-        }),
-        M::OfferAccept(m) => json!({ "job": m.job, "price": m.price }),
-        M::OfferDecline(m) => json!({ "job": m.job, "reason": format!("{:?}", m.reason) }),
-        M::JobAssign(m) => json!({
-            "job": m.job,
-            "requester_nonce": hex(&m.requester_nonce),
-            "kernel": {
-                "len": m.kernel.len,
-                "root": hex(&m.kernel.root),
-                "entry_point": m.kernel.entry_point.as_str(),
-                "specialization": m.kernel.specialization.iter()
-                    .map(|&(id, value)| json!([id, value]))
-                    .collect::<Vec<_>>(),
-                "push_constants": hex(&m.kernel.push_constants),
-                "grid": m.kernel.grid,
-            },
-            "buffers": m.buffers.iter()
-                .map(|b| json!({
-                    "binding": b.binding,
-                    "len": b.len,
-                    "init_len": b.init_len,
-                    "readback": b.readback,
-                }))
-                .collect::<Vec<_>>(),
-            "inputs_root": hex(&m.inputs_root),
-        }),
-        M::InputChunk(c) | M::OutputChunk(c) => chunk_json(c),
-        M::Started(m) | M::ResultAck(m) => json!({ "job": m.job }),
-        M::Progress(m) => json!({ "job": m.job, "permille": m.permille }),
-        M::Completed(m) => json!({
-            "job": m.job,
-            "output_len": m.output_len,
-            "output_root": hex(&m.output_root),
-        }),
-        M::Failed(m) => json!({
-            "job": m.job,
-            "reason": format!("{:?}", m.reason),
-            "detail": m.detail,
-        }),
-        M::UsageReport(m) => json!({
-            "job": m.job,
-            "usage": {
-                "gpu_time_us": m.usage.gpu_time_us,
-                "dispatches": m.usage.dispatches,
-                "bytes_in": m.usage.bytes_in,
-                "bytes_out": m.usage.bytes_out,
-            },
-            "price": m.price,
-        }),
-        M::Receipt(m) => json!({ "job": m.job, "bytes": hex(m.bytes) }),
-        M::Cancel(m) => json!({ "job": m.job, "reason": m.reason }),
-        M::ResultRefuse(m) => json!({ "job": m.job, "reason": m.reason }),
-        M::Heartbeat(m) => json!({ "active_jobs": m.active_jobs, "capacity": m.capacity }),
-        M::Goodbye(m) => json!({ "reason": format!("{:?}", m.reason) }),
-        M::Error(m) => json!({ "code": m.code, "job": m.job }),
-    }
+    tessera_core::wire_json::to_json(msg)["fields"].clone()
 }
 
 fn encode(msg: &Message<'_>) -> Vec<u8> {
@@ -966,6 +875,12 @@ fn committed_vectors_decode() {
         let (_, original) = built.iter().find(|b| b.0 == name).expect(name);
         assert_eq!(&msg, original, "{name}");
         assert_eq!(readable(&msg), v["readable"], "{name}");
+        // And the readable form encodes back to the frame, byte for byte.
+        let again = tessera_core::wire_json::encode_json(&json!({
+            "type": v["type"],
+            "fields": v["readable"],
+        }));
+        assert_eq!(again.as_deref(), Ok(bytes.as_slice()), "{name}");
         assert_eq!(format!("{:?}", msg.kind()), v["type"], "{name}");
         assert_eq!(msg.kind() as u8 as u64, v["type_code"], "{name}");
         types_seen.insert(msg.kind() as u8);
