@@ -1543,6 +1543,17 @@ pub struct tessera_usage {
     pub bytes_out: u64,
 }
 
+impl From<Usage> for tessera_usage {
+    fn from(u: Usage) -> tessera_usage {
+        tessera_usage {
+            gpu_time_us: u.gpu_time_us,
+            dispatches: u.dispatches,
+            bytes_in: u.bytes_in,
+            bytes_out: u.bytes_out,
+        }
+    }
+}
+
 impl From<&tessera_usage> for Usage {
     fn from(u: &tessera_usage) -> Usage {
         Usage {

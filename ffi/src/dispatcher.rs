@@ -531,16 +531,7 @@ pub unsafe extern "C" fn tessera_dispatcher_run(
             }
             Err(e) => {
                 let f = failure_of(&e, timeout);
-                d.last_failure = Some((
-                    f.reason as u32,
-                    f.detail,
-                    tessera_usage {
-                        gpu_time_us: f.usage.gpu_time_us,
-                        dispatches: f.usage.dispatches,
-                        bytes_in: f.usage.bytes_in,
-                        bytes_out: f.usage.bytes_out,
-                    },
-                ));
+                d.last_failure = Some((f.reason as u32, f.detail, f.usage.into()));
                 d.last_error = match &e {
                     JobError::Rejected(r) => format!("kernel rejected: {r}"),
                     other => other.to_string(),

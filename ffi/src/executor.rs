@@ -373,17 +373,7 @@ pub unsafe extern "C" fn tessera_job_run_on_device(
         };
         run.usage = ran_usage;
         // SAFETY: the caller's promise for `usage`.
-        unsafe {
-            write_opt(
-                usage,
-                crate::agent::tessera_usage {
-                    gpu_time_us: ran_usage.gpu_time_us,
-                    dispatches: ran_usage.dispatches,
-                    bytes_in: ran_usage.bytes_in,
-                    bytes_out: ran_usage.bytes_out,
-                },
-            )
-        };
+        unsafe { write_opt(usage, crate::agent::tessera_usage::from(ran_usage)) };
         code
     })
 }

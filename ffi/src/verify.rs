@@ -518,12 +518,7 @@ impl From<&Receipt> for tessera_receipt_info {
             output_len: r.output_len,
             result_hash: r.result_hash,
             result_seal: r.result_seal,
-            usage: tessera_usage {
-                gpu_time_us: u.gpu_time_us,
-                dispatches: u.dispatches,
-                bytes_in: u.bytes_in,
-                bytes_out: u.bytes_out,
-            },
+            usage: tessera_usage::from(*u),
             price: r.price,
             started_at: r.started_at,
             ended_at: r.ended_at,
