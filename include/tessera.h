@@ -103,16 +103,28 @@
 #define TESSERA_DEVICE_CPU 4
 
 /**
- * Largest frame on the wire, header included: a transmit or receive buffer
- * of this size always makes progress.
+ * Largest frame on the wire, header included: a transmit buffer of this
+ * size always makes progress.
  */
 #define TESSERA_MAX_FRAME 8448
 
 /**
- * Bytes of one input or output chunk (the most `tessera_agent_read_input`
- * returns).
+ * Bytes of one input or output chunk (a Merkle leaf).
  */
 #define TESSERA_CHUNK_SIZE 8192
+
+/**
+ * Most bytes of one `TESSERA_EVENT_JOB_DATA` (the most
+ * `tessera_agent_read_input` returns): a chunk's data comes in pieces of
+ * this size, the last one shorter.
+ */
+#define TESSERA_MAX_INPUT_PIECE 2048
+
+/**
+ * Bytes of a transmit buffer with which every `tessera_agent_send_output`
+ * call takes a whole chunk.
+ */
+#define TESSERA_TRANSMIT_BUFFER 9472
 
 /**
  * Most jobs an agent holds at once.
@@ -146,8 +158,12 @@
 #define TESSERA_EVENT_JOB_ASSIGNED 2
 
 /**
- * `len` verified bytes of stream `stream` at `offset`: read them with
- * `tessera_agent_read_input` before the next `tessera_agent_handle_input`.
+ * `len` bytes (at most `TESSERA_MAX_INPUT_PIECE`) of stream `stream` at
+ * `offset`: read them with `tessera_agent_read_input` before the next
+ * `tessera_agent_handle_input`. A chunk's pieces are checked against its
+ * digest when its last piece arrives; data that fails a check cancels the
+ * job (`TESSERA_CANCEL_INPUT_INTEGRITY`) instead of its last piece, so
+ * inputs are known good only at `TESSERA_EVENT_RUN_JOB`.
  */
 #define TESSERA_EVENT_JOB_DATA 3
 
@@ -1959,7 +1975,7 @@ tessera_result tessera_agent_handle_timeout(tessera_agent *agent,
                                             uint64_t now_us);
 
 /**
- * Copies the input chunk of the last `TESSERA_EVENT_JOB_DATA` polled for
+ * Copies the input piece of the last `TESSERA_EVENT_JOB_DATA` polled for
  * `job` into `buf`; `written` gets its length (also, with
  * `TESSERA_BUFFER_TOO_SMALL`, the length needed). `TESSERA_NO_INPUT` once
  * `tessera_agent_handle_input` was called again.
@@ -2038,14 +2054,24 @@ tessera_result tessera_agent_job_entry_point(const tessera_agent *agent,
                                              size_t *written);
 
 /**
- * Writes the next bytes of read-back buffer `buffer` of a job that ran;
- * `consumed` gets how many were taken (fewer when the outgoing queue
- * fills: drain transmits and pass the rest). Buffers are written in order,
- * each from its start to its end.
+ * Takes the next bytes of read-back buffer `buffer` of a job that ran and
+ * writes their frames into `out`: first the frames already queued (as
+ * `tessera_agent_poll_transmit` would), then one output chunk frame per
+ * whole chunk (or the buffer's tail) that fits. Send `out[..written]`
+ * before polling anything else. `consumed` gets how many data bytes were
+ * taken: 0 when `out` had no room for the next chunk's frame (send what
+ * was written and call again with the same bytes). An `out` of
+ * `TESSERA_MAX_FRAME` bytes always makes progress, one of
+ * `TESSERA_TRANSMIT_BUFFER` bytes takes a chunk at every call; a smaller
+ * one that can never hold the next frame is refused with
+ * `TESSERA_BUFFER_TOO_SMALL`. While no session is up the bytes are hashed
+ * and taken, and nothing is written (they are asked for again with
+ * `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in order, each from
+ * its start to its end.
  *
  * # Safety
  * `agent` a live agent used by no other thread; `(data, len)` readable;
- * `consumed` NULL or valid.
+ * `(out, out_len)` writable; `consumed` and `written` NULL or valid.
  */
 tessera_result tessera_agent_send_output(tessera_agent *agent,
                                          uint64_t now_us,
@@ -2053,7 +2079,10 @@ tessera_result tessera_agent_send_output(tessera_agent *agent,
                                          uint32_t buffer,
                                          const uint8_t *data,
                                          size_t len,
-                                         size_t *consumed);
+                                         uint8_t *out,
+                                         size_t out_len,
+                                         size_t *consumed,
+                                         size_t *written);
 
 /**
  * Ends a job whose outputs were all written: signs its receipt.

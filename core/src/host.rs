@@ -14,6 +14,7 @@ use std::vec::Vec;
 use crate::agent::{Agent, Event, JobState, ResultRecord};
 use crate::attest::Signer;
 use crate::error::{Error, UsageError};
+use crate::limits::TRANSMIT_BUFFER;
 use crate::time::Instant;
 use crate::wire::{FailReason, JobAssign, JobId, Usage};
 
@@ -134,6 +135,14 @@ pub struct Run {
 /// survive a crash, or why they could not be stored.
 pub type Persist<'a> = dyn FnMut(&ResultRecord, &[&[u8]]) -> Result<(), String> + 'a;
 
+/// Where [`JobHost::upload`] sends the frames it writes: the transport, in
+/// order with what `poll_transmit` gives.
+pub type Transmit<'a> = dyn FnMut(&[u8]) + 'a;
+
+/// Bytes of frames [`JobHost::upload`] writes in one turn, at most: four
+/// chunks and what the agent had queued.
+pub const UPLOAD_BYTES: usize = 4 * crate::limits::MAX_FRAME + crate::limits::TX_CAPACITY;
+
 /// What one [`JobHost::work`] turn did.
 #[derive(Clone, Debug, Default)]
 pub struct WorkReport {
@@ -153,6 +162,8 @@ pub struct JobHost {
     pub to_upload: VecDeque<JobId>,
     to_persist: VecDeque<JobId>,
     to_fail: VecDeque<(JobId, JobFailure)>,
+    /// Where output frames are written (made at the first upload).
+    tx: Option<Vec<u8>>,
 }
 
 impl JobHost {
@@ -263,11 +274,12 @@ impl JobHost {
         now: Instant,
         agent: &mut Agent<S>,
         persist: &mut Persist<'_>,
+        transmit: &mut Transmit<'_>,
     ) -> WorkReport {
         let mut report = WorkReport::default();
         self.store_results(now, agent, persist, &mut report);
         self.report_failures(now, agent, &mut report);
-        self.upload(now, agent, &mut report);
+        self.upload(now, agent, &mut report, transmit);
         report
     }
 
@@ -333,15 +345,19 @@ impl JobHost {
         }
     }
 
-    /// The uploading part of [`JobHost::work`]. A host whose transport
-    /// buffers without bound (rustls) calls it only once that buffer has
-    /// drained, so that no more than the agent's outgoing queue waits.
+    /// The uploading part of [`JobHost::work`]: writes up to
+    /// [`UPLOAD_BYTES`] of output frames (after what the agent had queued)
+    /// to `transmit`, and finishes the jobs whose outputs are all written.
+    /// A host whose transport buffers without bound (rustls) calls it only
+    /// once that buffer has drained, so that little waits in it.
     pub fn upload<S: Signer>(
         &mut self,
         now: Instant,
         agent: &mut Agent<S>,
         report: &mut WorkReport,
+        transmit: &mut Transmit<'_>,
     ) {
+        let mut used = 0;
         while let Some(&job) = self.to_upload.front() {
             let Some((outputs, usage)) = self
                 .jobs
@@ -351,11 +367,25 @@ impl JobHost {
                 self.to_upload.pop_front();
                 continue;
             };
+            if UPLOAD_BYTES - used < TRANSMIT_BUFFER {
+                // The rest at the next turn.
+                return;
+            }
             let refs: Vec<&[u8]> = outputs.iter().map(|o| &o[..]).collect();
-            match agent.send_outputs(now, job, &refs) {
-                // The outgoing queue is full: the caller transmits first.
-                Ok(false) => return,
-                Ok(true) => {}
+            let out = self.tx.get_or_insert_with(|| vec![0; UPLOAD_BYTES]);
+            let out = &mut out[..UPLOAD_BYTES - used];
+            match agent.send_outputs(now, job, &refs, out) {
+                Ok(sent) => {
+                    if sent.written > 0 {
+                        transmit(&out[..sent.written]);
+                        used += sent.written;
+                        report.progressed = true;
+                    }
+                    // The rest at the next turn, once this is sent.
+                    if !sent.done {
+                        return;
+                    }
+                }
                 Err(e) => {
                     log::warn!("job {job}: outputs refused: {e}");
                     self.to_upload.pop_front();

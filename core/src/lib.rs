@@ -36,7 +36,7 @@ pub mod wire;
 #[cfg(feature = "json")]
 pub mod wire_json;
 
-pub use agent::{Agent, Config, ConnState, Event, JobState};
+pub use agent::{Agent, Config, ConnState, Event, JobState, Sent, SentAll};
 pub use error::{codes, ConfigError, Error, ErrorCode, InputError, PeerError, UsageError};
 pub use policy::{LinearPrice, Policy};
 pub use time::{Duration, Instant};

@@ -26,8 +26,19 @@ pub const MAX_FRAME: usize = 8448;
 pub const MAX_BODY: usize = MAX_FRAME - HEADER_LEN;
 /// Bytes of the largest signed blob (evidence or receipt) the agent keeps.
 pub const MAX_SIGNED: usize = 1024;
-/// Bytes of queued outgoing frames.
-pub const TX_CAPACITY: usize = 2 * MAX_FRAME;
+/// Bytes of the agent's input buffer: it holds a whole frame of any type
+/// but `InputChunk` (no valid one is longer), and the data of an
+/// `InputChunk` passes through it in pieces of at most this size.
+pub const RX_CAPACITY: usize = 2048;
+/// Most bytes one `Event::JobData` hands the host: a chunk's data comes in
+/// pieces of this size, the last one shorter.
+pub const MAX_INPUT_PIECE: usize = RX_CAPACITY;
+/// Bytes of queued outgoing frames other than output chunks (which
+/// `Agent::send_output` writes straight into the host's buffer).
+pub const TX_CAPACITY: usize = 1024;
+/// Bytes of a transmit buffer with which every `Agent::send_output` call
+/// writes a whole chunk: the queued frames, then the chunk's frame.
+pub const TRANSMIT_BUFFER: usize = TX_CAPACITY + MAX_FRAME;
 /// Events queued for the host before the agent stops reading input.
 pub const MAX_EVENTS: usize = 32;
 /// Size in bytes of the largest kernel (SPIR-V module) a job may carry.

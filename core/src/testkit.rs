@@ -229,7 +229,13 @@ impl Host {
     /// Runs queued jobs, then stores results, reports failures and uploads
     /// outputs as far as the agent takes them. Returns whether anything was
     /// done.
-    pub fn work<S: Signer>(&mut self, now: Instant, agent: &mut Agent<S>) -> bool {
+    /// Output frames go to `transmit`.
+    pub fn work<S: Signer>(
+        &mut self,
+        now: Instant,
+        agent: &mut Agent<S>,
+        transmit: &mut crate::host::Transmit<'_>,
+    ) -> bool {
         let mut did = false;
         while let Some(job) = self.to_run.pop_front() {
             let Some(mut run) = self.job_host.take_run(agent, job) else {
@@ -251,7 +257,10 @@ impl Host {
             stored.insert(record.job, record.clone());
             Ok(())
         };
-        did |= self.job_host.work(now, agent, &mut persist).progressed;
+        did |= self
+            .job_host
+            .work(now, agent, &mut persist, transmit)
+            .progressed;
         did
     }
 }
@@ -342,7 +351,12 @@ impl<S: Signer> Harness<S> {
                 frames.push(f);
             }
             self.host.drain_events(&mut self.agent);
-            if self.host.work(self.now, &mut self.agent) || self.agent.pending_transmit() > 0 {
+            let from_agent = &mut self.from_agent;
+            if self
+                .host
+                .work(self.now, &mut self.agent, &mut |b| from_agent.push(b))
+                || self.agent.pending_transmit() > 0
+            {
                 progressed = true;
             }
             if !self.to_agent.is_empty() && self.agent.state() != crate::ConnState::Disconnected {

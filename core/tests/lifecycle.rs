@@ -831,9 +831,11 @@ fn results_wait_for_the_host_to_persist_them() {
     submit(&mut h, 1, &j);
     // Run and upload by hand, without draining events (so no confirmation).
     h.host.to_run.push_back(1);
-    assert!(h.host.work(h.now, &mut h.agent));
-    let mut out = [0u8; 65536];
     let mut sent = Vec::new();
+    assert!(h
+        .host
+        .work(h.now, &mut h.agent, &mut |b| sent.extend_from_slice(b)));
+    let mut out = [0u8; 65536];
     while let Some(n) = h.agent.poll_transmit(h.now, &mut out) {
         sent.extend_from_slice(&out[..n]);
     }

@@ -263,8 +263,11 @@ fn a_whole_session_never_allocates() {
     let mut written = 0;
     while written < output.len() {
         let now = host.now;
-        let taken = counted!(agent.send_output(now, id, 1, &output[written..])).expect("output");
-        written += taken;
+        let room = &mut host.sent[host.sent_len..];
+        let sent =
+            counted!(agent.send_output(now, id, 1, &output[written..], room)).expect("output");
+        written += sent.taken;
+        host.sent_len += sent.written;
         host.transmit(&mut agent);
     }
     let usage = Usage {

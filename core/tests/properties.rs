@@ -1466,9 +1466,14 @@ impl Sim {
                 if corrupt && !data.is_empty() {
                     data[0] ^= 1;
                 }
-                let taken = self.host_call(id, |a, now| a.send_output(now, id, buffer, &data))?;
-                if let Some(taken) = taken {
-                    prop_assert!(taken <= data.len());
+                let mut out = vec![0u8; tessera_core::limits::TRANSMIT_BUFFER];
+                let sent =
+                    self.host_call(id, |a, now| a.send_output(now, id, buffer, &data, &mut out))?;
+                if let Some(sent) = sent {
+                    prop_assert!(sent.taken <= data.len());
+                    prop_assert!(sent.written <= out.len());
+                    self.from_agent.extend_from_slice(&out[..sent.written]);
+                    self.check_frames()?;
                 }
             }
             Op::Finish { id } => {

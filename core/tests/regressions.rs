@@ -64,7 +64,8 @@ fn output_for_a_job_without_outputs_is_refused_without_side_effects() {
 
     let now = h.now;
     assert_eq!(
-        h.agent.send_output(now, 3, 0, &[0; 10]),
+        h.agent
+            .send_output(now, 3, 0, &[0; 10], &mut [0; MAX_FRAME]),
         Err(Error::Usage(tessera_core::UsageError::OutputOutOfOrder(3)))
     );
     assert_eq!(h.agent.job_state(3), Some(JobState::Running));
@@ -92,11 +93,15 @@ fn output_for_the_wrong_buffer_first_leaves_the_job_running() {
     h.pump();
     let now = h.now;
     assert_eq!(
-        h.agent.send_output(now, 4, 0, &[0; 16]),
+        h.agent
+            .send_output(now, 4, 0, &[0; 16], &mut [0; MAX_FRAME]),
         Err(Error::Usage(tessera_core::UsageError::OutputOutOfOrder(4)))
     );
     assert_eq!(h.agent.job_state(4), Some(JobState::Running));
-    assert_eq!(h.agent.send_output(now, 4, 1, &[0; 16]), Ok(16));
+    let mut out = [0; MAX_FRAME];
+    let sent = h.agent.send_output(now, 4, 1, &[0; 16], &mut out).unwrap();
+    assert_eq!(sent.taken, 16);
+    h.from_agent.push(&out[..sent.written]);
     assert_eq!(h.agent.finish_job(now, 4, Usage::default()), Ok(()));
     let pk = Ed25519Signer::from_seed(&SEED).unwrap().public_key();
     let receipt = h.pump().iter().find_map(|f| match decode(f) {

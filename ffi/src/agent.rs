@@ -1026,12 +1026,18 @@ pub unsafe extern "C" fn tessera_agent_poll_transmit(
     unsafe { with_agent(agent, f) }
 }
 
-/// Largest frame on the wire, header included: a transmit or receive buffer
-/// of this size always makes progress.
+/// Largest frame on the wire, header included: a transmit buffer of this
+/// size always makes progress.
 pub const TESSERA_MAX_FRAME: usize = 8448;
-/// Bytes of one input or output chunk (the most `tessera_agent_read_input`
-/// returns).
+/// Bytes of one input or output chunk (a Merkle leaf).
 pub const TESSERA_CHUNK_SIZE: usize = 8192;
+/// Most bytes of one `TESSERA_EVENT_JOB_DATA` (the most
+/// `tessera_agent_read_input` returns): a chunk's data comes in pieces of
+/// this size, the last one shorter.
+pub const TESSERA_MAX_INPUT_PIECE: usize = 2048;
+/// Bytes of a transmit buffer with which every `tessera_agent_send_output`
+/// call takes a whole chunk.
+pub const TESSERA_TRANSMIT_BUFFER: usize = 9472;
 /// Most jobs an agent holds at once.
 pub const TESSERA_MAX_JOBS: usize = 4;
 /// Most buffers of one job.
@@ -1046,8 +1052,12 @@ pub const TESSERA_MAX_RECORD_BYTES: usize = 2048;
 pub const TESSERA_EVENT_READY: u32 = 1;
 /// A job was assigned: prepare its buffers (`tessera_agent_job_info`).
 pub const TESSERA_EVENT_JOB_ASSIGNED: u32 = 2;
-/// `len` verified bytes of stream `stream` at `offset`: read them with
-/// `tessera_agent_read_input` before the next `tessera_agent_handle_input`.
+/// `len` bytes (at most `TESSERA_MAX_INPUT_PIECE`) of stream `stream` at
+/// `offset`: read them with `tessera_agent_read_input` before the next
+/// `tessera_agent_handle_input`. A chunk's pieces are checked against its
+/// digest when its last piece arrives; data that fails a check cancels the
+/// job (`TESSERA_CANCEL_INPUT_INTEGRITY`) instead of its last piece, so
+/// inputs are known good only at `TESSERA_EVENT_RUN_JOB`.
 pub const TESSERA_EVENT_JOB_DATA: u32 = 3;
 /// All inputs arrived and verified: run the kernel.
 pub const TESSERA_EVENT_RUN_JOB: u32 = 4;
@@ -1248,7 +1258,7 @@ pub unsafe extern "C" fn tessera_agent_handle_timeout(
     unsafe { with_agent(agent, f) }
 }
 
-/// Copies the input chunk of the last `TESSERA_EVENT_JOB_DATA` polled for
+/// Copies the input piece of the last `TESSERA_EVENT_JOB_DATA` polled for
 /// `job` into `buf`; `written` gets its length (also, with
 /// `TESSERA_BUFFER_TOO_SMALL`, the length needed). `TESSERA_NO_INPUT` once
 /// `tessera_agent_handle_input` was called again.
@@ -1565,15 +1575,26 @@ impl From<&tessera_usage> for Usage {
     }
 }
 
-/// Writes the next bytes of read-back buffer `buffer` of a job that ran;
-/// `consumed` gets how many were taken (fewer when the outgoing queue
-/// fills: drain transmits and pass the rest). Buffers are written in order,
-/// each from its start to its end.
+/// Takes the next bytes of read-back buffer `buffer` of a job that ran and
+/// writes their frames into `out`: first the frames already queued (as
+/// `tessera_agent_poll_transmit` would), then one output chunk frame per
+/// whole chunk (or the buffer's tail) that fits. Send `out[..written]`
+/// before polling anything else. `consumed` gets how many data bytes were
+/// taken: 0 when `out` had no room for the next chunk's frame (send what
+/// was written and call again with the same bytes). An `out` of
+/// `TESSERA_MAX_FRAME` bytes always makes progress, one of
+/// `TESSERA_TRANSMIT_BUFFER` bytes takes a chunk at every call; a smaller
+/// one that can never hold the next frame is refused with
+/// `TESSERA_BUFFER_TOO_SMALL`. While no session is up the bytes are hashed
+/// and taken, and nothing is written (they are asked for again with
+/// `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in order, each from
+/// its start to its end.
 ///
 /// # Safety
 /// `agent` a live agent used by no other thread; `(data, len)` readable;
-/// `consumed` NULL or valid.
+/// `(out, out_len)` writable; `consumed` and `written` NULL or valid.
 #[no_mangle]
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn tessera_agent_send_output(
     agent: *mut tessera_agent,
     now_us: u64,
@@ -1581,20 +1602,30 @@ pub unsafe extern "C" fn tessera_agent_send_output(
     buffer: u32,
     data: *const u8,
     len: usize,
+    out: *mut u8,
+    out_len: usize,
     consumed: *mut usize,
+    written: *mut usize,
 ) -> tessera_result {
     let f = |a: &mut AgentData| {
         // SAFETY: the caller's promise for (data, len).
         let Some(data) = (unsafe { bytes(data, len) }) else {
             return TESSERA_NULL_ARGUMENT;
         };
+        // SAFETY: the caller's promise for (out, out_len).
+        let Some(out) = (unsafe { crate::boundary::bytes_mut(out, out_len) }) else {
+            return TESSERA_NULL_ARGUMENT;
+        };
         let Ok(buffer) = u8::try_from(buffer) else {
             return TESSERA_INVALID_ARGUMENT;
         };
-        match a.inner.send_output(at(now_us), job, buffer, data) {
-            Ok(n) => {
+        match a.inner.send_output(at(now_us), job, buffer, data, out) {
+            Ok(sent) => {
                 // SAFETY: NULL or valid, by the caller.
-                unsafe { write_opt(consumed, n) };
+                unsafe {
+                    write_opt(consumed, sent.taken);
+                    write_opt(written, sent.written);
+                }
                 TESSERA_OK
             }
             Err(e) => a.fail(e),
@@ -2043,6 +2074,8 @@ mod tests {
         use tessera_core::limits;
         assert_eq!(TESSERA_MAX_FRAME, limits::MAX_FRAME);
         assert_eq!(TESSERA_CHUNK_SIZE, limits::CHUNK_SIZE);
+        assert_eq!(TESSERA_MAX_INPUT_PIECE, limits::MAX_INPUT_PIECE);
+        assert_eq!(TESSERA_TRANSMIT_BUFFER, limits::TRANSMIT_BUFFER);
         assert_eq!(TESSERA_MAX_JOBS, limits::MAX_JOBS);
         assert_eq!(TESSERA_MAX_BUFFERS, limits::MAX_BUFFERS);
         assert_eq!(TESSERA_RECEIPT_LEN, tessera_core::attest::RECEIPT_LEN);

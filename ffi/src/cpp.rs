@@ -268,6 +268,15 @@ mod ffi {
         message: String,
     }
 
+    /// What `Agent::send_output` did.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    struct OutputSent {
+        /// Output bytes taken.
+        taken: usize,
+        /// Bytes written into `out`, to send.
+        written: usize,
+    }
+
     /// One storage buffer of a job's layout.
     #[derive(Clone, Copy, PartialEq, Eq)]
     struct BufferSpec {
@@ -596,20 +605,24 @@ mod ffi {
         fn poll_timeout(self: &Agent) -> i64;
         /// Runs the timers due at `now_us`.
         fn handle_timeout(self: &mut Agent, now_us: u64);
-        /// The input chunk of the last `JobData` event of `job`.
+        /// The input piece of the last `JobData` event of `job`.
         fn input(self: &Agent, job: u64) -> Result<&[u8]>;
         /// Copies that chunk into `out`; its length.
         fn read_input(self: &Agent, job: u64, out: &mut [u8]) -> Result<usize>;
         /// What the agent knows of `job`.
         fn job_info(self: &Agent, job: u64) -> Result<JobInfo>;
-        /// Writes the next bytes of read-back buffer `buffer`; bytes taken.
+        /// Takes the next bytes of read-back buffer `buffer` and writes
+        /// their frames (after any queued ones) into `out`: send
+        /// `out[..written]`. `taken` 0: send, then call again with the same
+        /// bytes.
         fn send_output(
             self: &mut Agent,
             now_us: u64,
             job: u64,
             buffer: u32,
             data: &[u8],
-        ) -> Result<usize>;
+            out: &mut [u8],
+        ) -> Result<OutputSent>;
         /// Ends a job whose outputs were all written: signs its receipt.
         fn finish_job(self: &mut Agent, now_us: u64, job: u64, usage: &Usage) -> Result<()>;
         /// Ends a job that could not run.
@@ -1527,11 +1540,22 @@ impl Agent {
         })
     }
 
-    fn send_output(&mut self, now_us: u64, job: u64, buffer: u32, data: &[u8]) -> Res<usize> {
+    fn send_output(
+        &mut self,
+        now_us: u64,
+        job: u64,
+        buffer: u32,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Res<ffi::OutputSent> {
         guard(|| {
             let buffer = u8::try_from(buffer)
                 .map_err(|_| CppError::invalid(format!("no buffer {buffer}")))?;
-            Ok(self.inner.send_output(at(now_us), job, buffer, data)?)
+            let sent = self.inner.send_output(at(now_us), job, buffer, data, out)?;
+            Ok(ffi::OutputSent {
+                taken: sent.taken,
+                written: sent.written,
+            })
         })
     }
 

@@ -420,8 +420,9 @@ fuzz_target!(|script: Script| {
                 let buffer = buffer.unwrap_or(at_buffer);
                 let data: Vec<u8> = (0..len as u64).map(|i| (offset + i) as u8).collect();
                 let now = f.now;
-                if let Ok(n) = f.agent.send_output(now, id, buffer, &data) {
-                    assert!(n <= data.len());
+                let mut out = vec![0u8; tessera_core::limits::TRANSMIT_BUFFER];
+                if let Ok(sent) = f.agent.send_output(now, id, buffer, &data, &mut out) {
+                    assert!(sent.taken <= data.len() && sent.written <= out.len());
                 }
             }
             Action::Finish { job: j } => {

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::attest::{Evidence, Signer, EVIDENCE_LEN};
 use crate::error::{Error, InputError, PeerError, UsageError};
-use crate::limits::{HEADER_LEN, MAX_EVENTS};
+use crate::limits::{HEADER_LEN, MAX_EVENTS, RX_CAPACITY};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     Blob, DecodeError, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat, Hello,
@@ -27,6 +27,21 @@ fn small_malformed(kind: u8) -> (Error, JobId) {
         Error::Peer(PeerError::Decode(DecodeError::Malformed(kind))),
         0,
     )
+}
+
+/// Bytes of an `InputChunk`'s body before its data, at most: the job (a
+/// 10-byte varint), the stream, the index (5), the digest, and the data's
+/// length (a varint of up to 10 bytes).
+const CHUNK_FIELDS: usize = 10 + 1 + 5 + 32 + 10;
+
+/// How much of a frame `rx` takes at once: all of it, or of an
+/// `InputChunk` its fields (its data then comes in pieces).
+fn wanted(h: &Header) -> usize {
+    if h.kind == MessageType::InputChunk as u8 {
+        h.frame_len().min(HEADER_LEN + CHUNK_FIELDS)
+    } else {
+        h.frame_len()
+    }
 }
 
 /// Whether a frame of this type byte is an offer or a heartbeat, which the
@@ -85,6 +100,8 @@ impl<S: Signer> Agent<S> {
     /// still be flushed before the host closes the transport; `connect`
     /// clears it.
     fn reset_input(&mut self) {
+        self.chunk_in = None;
+        self.skip = 0;
         if self.rx_held && self.data_event_queued() {
             return;
         }
@@ -207,8 +224,27 @@ impl<S: Signer> Agent<S> {
         }
         let mut consumed = 0;
         while consumed < bytes.len() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() - consumed);
+                self.skip -= n;
+                consumed += n;
+                continue;
+            }
             if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx.free() < TX_RESERVE {
                 break;
+            }
+            if self.chunk_in.is_some() {
+                match self.take_chunk_data(now, &bytes[consumed..]) {
+                    Ok(n) => consumed += n,
+                    Err((error, job)) => {
+                        self.refuse(&error, job);
+                        return Err(InputError { consumed, error });
+                    }
+                }
+                if self.rx_held || !self.is_connected() {
+                    break;
+                }
+                continue;
             }
             // A whole offer or heartbeat in the host's bytes, none buffered:
             // handled where it lies, without the copy into `rx`.
@@ -232,15 +268,11 @@ impl<S: Signer> Agent<S> {
                     }
                 }
             }
-            let want = if self.rx_len < HEADER_LEN {
-                HEADER_LEN
-            } else {
-                match Header::decode(&self.rx[..self.rx_len]) {
-                    Ok(h) => h.frame_len(),
-                    Err(_) => HEADER_LEN,
-                }
+            let want = match Header::decode(&self.rx[..self.rx_len]) {
+                Ok(h) => wanted(&h),
+                Err(_) => HEADER_LEN,
             };
-            let take = (want - self.rx_len).min(bytes.len() - consumed);
+            let take = want.saturating_sub(self.rx_len).min(bytes.len() - consumed);
             self.rx[self.rx_len..self.rx_len + take]
                 .copy_from_slice(&bytes[consumed..consumed + take]);
             self.rx_len += take;
@@ -249,23 +281,48 @@ impl<S: Signer> Agent<S> {
                 break;
             }
             let header = match Header::decode(&self.rx[..HEADER_LEN]) {
-                Ok(h) => h,
+                Ok(h)
+                    if h.kind == MessageType::InputChunk as u8 || h.frame_len() <= RX_CAPACITY =>
+                {
+                    h
+                }
+                // No frame but a chunk is longer than `rx`: it is refused
+                // before its body is read.
+                Ok(h) => {
+                    self.rx_len = 0;
+                    let error =
+                        Error::Peer(PeerError::Decode(DecodeError::FrameTooLarge(h.body_len)));
+                    self.refuse(&error, 0);
+                    return Err(InputError { consumed, error });
+                }
                 Err(e) => {
+                    self.rx_len = 0;
                     let error = Error::Peer(PeerError::Decode(e));
                     self.refuse(&error, 0);
                     return Err(InputError { consumed, error });
                 }
             };
-            if self.rx_len < header.frame_len() {
+            if self.rx_len < wanted(&header) {
                 continue;
             }
             self.stats.frames_in += 1;
-            let result = self.process_frame(now, header);
-            if !self.rx_held {
-                self.rx_len = 0;
-            }
+            let result = if header.kind == MessageType::InputChunk as u8 {
+                self.start_chunk(now, header)
+            } else {
+                let result = self.process_frame(now, header);
+                if !self.rx_held {
+                    self.rx_len = 0;
+                }
+                result
+            };
             if let Err((error, job)) = result {
+                self.chunk_in = None;
+                self.rx_len = 0;
                 self.refuse(&error, job);
+                // The rest of the refused frame, as far as it is here.
+                let n = self.skip.min(bytes.len() - consumed);
+                self.skip -= n;
+                consumed += n;
                 return Err(InputError { consumed, error });
             }
             if self.rx_held || !self.is_connected() {
@@ -323,12 +380,6 @@ impl<S: Signer> Agent<S> {
             Message::Ready => self.on_ready(now).map_err(|e| (e, 0)),
             Message::JobOffer(o) => self.on_offer(now, o),
             Message::JobAssign(a) => self.on_assign(a),
-            Message::InputChunk(c) => {
-                let data_at = frame_len - c.data.len();
-                let (job, stream, index, digest, len) =
-                    (c.job, c.stream, c.index, c.digest, c.data.len());
-                self.on_chunk(now, job, stream, index, digest, data_at, len)
-            }
             Message::ResultAck(r) => self.on_ack(r.job),
             Message::Cancel(c) => self.on_cancel(c.job, c.reason),
             Message::ResultRefuse(r) => self.on_refuse(r.job, r.reason),

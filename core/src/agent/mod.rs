@@ -29,9 +29,11 @@ use heapless::{Deque, Vec};
 
 use self::job::Job;
 use self::queues::TxQueue;
+use self::transfer::InStream;
+pub use self::upload::{Sent, SentAll};
 use crate::attest::{ChainState, DeviceCapabilities, Signer, EVIDENCE_LEN, RECEIPT_LEN};
 use crate::error::{ConfigError, Error, UsageError};
-use crate::limits::{CHUNK_SIZE, HEADER_LEN, MAX_EVENTS, MAX_FRAME, MAX_JOBS, TX_CAPACITY};
+use crate::limits::{HEADER_LEN, MAX_EVENTS, MAX_JOBS, RX_CAPACITY, TX_CAPACITY};
 use crate::policy::Policy;
 use crate::time::{Duration, Instant};
 use crate::wire::{Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
@@ -67,10 +69,7 @@ const _: () = assert!(MAX_EVENTS >= EVENT_RESERVE);
 /// `Welcome` (header, 2-byte length, signed evidence). With less, a frame
 /// would be consumed and its reply dropped.
 const TX_RESERVE: usize = HEADER_LEN + 2 + EVIDENCE_LEN;
-// `send_output` keeps the same reserve free; a second whole output chunk must
-// still fit behind the first (a chunk frame's fields other than its data take
-// at most 50 bytes).
-const _: () = assert!((HEADER_LEN + 50 + CHUNK_SIZE) + CHUNK_SIZE + TX_RESERVE <= TX_CAPACITY);
+const _: () = assert!(TX_RESERVE <= TX_CAPACITY);
 
 /// What the agent is, for evidence and `Hello`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -169,10 +168,16 @@ pub enum Event {
         /// The job.
         job: JobId,
     },
-    /// `len` verified bytes of the kernel (stream 0) or of input buffer
-    /// `stream - 1` at `offset`: read them with [`Agent::input`] or
-    /// [`Agent::read_input`] before the next [`Agent::handle_input`] (the
-    /// agent reads no further input until this event has been polled).
+    /// `len` bytes of the kernel (stream 0) or of input buffer `stream - 1`
+    /// at `offset`: read them with [`Agent::input`] or [`Agent::read_input`]
+    /// before the next [`Agent::handle_input`] (the agent reads no further
+    /// input until this event has been polled). A chunk's data comes in
+    /// pieces of at most [`MAX_INPUT_PIECE`](crate::limits::MAX_INPUT_PIECE)
+    /// bytes, in order, and is checked against its digest when its last
+    /// piece arrives: the job's inputs are only known good at
+    /// [`Event::RunJob`]. Data that fails a check ends the job with
+    /// [`Event::CancelJob`] ([`CancelReason::InputIntegrity`]) instead of
+    /// its last piece; drop what the job received.
     JobData {
         /// The job.
         job: JobId,
@@ -180,7 +185,7 @@ pub enum Event {
         stream: u8,
         /// Byte offset in the stream.
         offset: u64,
-        /// How many bytes (at most `CHUNK_SIZE`).
+        /// How many bytes (at most `MAX_INPUT_PIECE`).
         len: usize,
     },
     /// All inputs arrived and verified: run the kernel.
@@ -298,13 +303,19 @@ pub struct Agent<S: Signer> {
     heartbeat_interval: Duration,
     last_rx: Instant,
     next_heartbeat: Instant,
-    rx: [u8; MAX_FRAME],
+    /// A frame being read (any but `InputChunk`), the start of an
+    /// `InputChunk` up to its data, or a piece of a chunk's data.
+    rx: [u8; RX_CAPACITY],
     rx_len: usize,
-    /// A queued `JobData` event borrows the frame in `rx`.
+    /// A queued `JobData` event borrows the piece in `rx`.
     rx_held: bool,
-    /// The input chunk of the last `JobData` polled: (job, start in `rx`,
+    /// The input piece of the last `JobData` polled: (job, start in `rx`,
     /// length), readable until the next `handle_input`.
     input_view: Option<(JobId, usize, usize)>,
+    /// The `InputChunk` whose data is arriving.
+    chunk_in: Option<InStream>,
+    /// Bytes of a refused frame still to arrive, dropped as they do.
+    skip: usize,
     tx: TxQueue,
     events: Deque<EventRecord, MAX_EVENTS>,
     jobs: Vec<Job, MAX_JOBS>,
@@ -342,10 +353,12 @@ impl<S: Signer> Agent<S> {
             device_available: true,
             last_rx: Instant::ZERO,
             next_heartbeat: Instant::ZERO,
-            rx: [0; MAX_FRAME],
+            rx: [0; RX_CAPACITY],
             rx_len: 0,
             rx_held: false,
             input_view: None,
+            chunk_in: None,
+            skip: 0,
             tx: TxQueue::new(),
             events: Deque::new(),
             jobs: Vec::new(),

@@ -458,3 +458,4 @@ impl<S: Signer> Agent<S> {
 
 /// Bytes of the three outcome frames (outcome, usage, receipt) of one job.
 const MAX_OUTCOME_BYTES: usize = 3 * HEADER_LEN + 64 + 64 + 16 + RECEIPT_LEN;
+const _: () = assert!(MAX_OUTCOME_BYTES <= crate::limits::TX_CAPACITY);

@@ -5,12 +5,28 @@ use super::job::{Input, Job, Phase, Received, Step};
 use super::{Agent, CancelReason, EventRecord};
 use crate::attest::Signer;
 use crate::error::{Error, ErrorCode, PeerError, UsageError};
-use crate::limits::{MAX_BINDINGS, MAX_KERNEL_BYTES};
+use crate::limits::{
+    CHUNK_SIZE, HEADER_LEN, MAX_BINDINGS, MAX_INPUT_PIECE, MAX_KERNEL_BYTES, RX_CAPACITY,
+};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    Digest, ErrorMsg, FailReason, JobAssign, JobId, JobOffer, JobRef, Message, MessageType,
-    OfferAccept, OfferDecline, Usage,
+    DecodeError, Digest, ErrorMsg, FailReason, Header, JobAssign, JobId, JobOffer, JobRef, Message,
+    MessageType, OfferAccept, OfferDecline, Usage,
 };
+
+/// The `InputChunk` whose data is arriving: what its pieces are checked
+/// against.
+pub(super) struct InStream {
+    job: JobId,
+    stream: u8,
+    /// Where in the stream the piece in `rx` starts.
+    offset: u64,
+    /// Data bytes of the frame still to come.
+    left: usize,
+    digest: Digest,
+    /// The leaf hash of the data so far.
+    hasher: crate::crypto::Sha256,
+}
 
 impl<S: Signer> Agent<S> {
     pub(super) fn on_offer(&mut self, now: Instant, offer: JobOffer) -> Result<(), (Error, JobId)> {
@@ -88,17 +104,33 @@ impl<S: Signer> Agent<S> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_chunk(
+    /// The start of an `InputChunk` is in `rx` (`header`, then its fields
+    /// and perhaps some data): checks it against what the job expects and
+    /// starts taking its data. On an error the rest of the frame is to be
+    /// skipped (`skip`).
+    pub(super) fn start_chunk(
         &mut self,
         now: Instant,
-        id: JobId,
-        stream: u8,
-        index: u32,
-        digest: Digest,
-        data_at: usize,
-        len: usize,
+        header: Header,
     ) -> Result<(), (Error, JobId)> {
+        let body_len = header.frame_len() - HEADER_LEN;
+        let body = &self.rx[HEADER_LEN..self.rx_len];
+        self.skip = body_len - body.len();
+        let malformed = (
+            Error::Peer(PeerError::Decode(DecodeError::Malformed(
+                MessageType::InputChunk,
+            ))),
+            0,
+        );
+        // The fields as `Message::decode` reads them: the data is a length
+        // and bytes, last.
+        let ((id, stream, index, digest, len), rest) =
+            postcard::take_from_bytes::<(JobId, u8, u32, Digest, usize)>(body)
+                .map_err(|_| malformed)?;
+        let at = body.len() - rest.len();
+        if len > CHUNK_SIZE || body_len.checked_sub(at) != Some(len) {
+            return Err(malformed);
+        }
         self.require_ready(MessageType::InputChunk)?;
         let i = self
             .find(id)
@@ -107,13 +139,14 @@ impl<S: Signer> Agent<S> {
             Error::Peer(PeerError::UnexpectedMessage(MessageType::InputChunk)),
             id,
         );
-        let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
-            return Err(unexpected);
-        };
-        let Step::Receiving {
-            input,
-            failure: None,
-        } = step
+        let Phase::Assigned {
+            spec,
+            step:
+                Step::Receiving {
+                    input,
+                    failure: None,
+                },
+        } = &self.jobs[i].phase
         else {
             return Err(unexpected);
         };
@@ -121,11 +154,110 @@ impl<S: Signer> Agent<S> {
         if stream != input.stream || index as u64 != input.chunk || len != expected_len {
             return Err((Error::Peer(PeerError::ChunkOutOfOrder(id)), id));
         }
-        let leaf = crate::merkle::leaf_hash(&self.rx[data_at..data_at + len]);
-        if leaf != digest {
+        // The data already read becomes the first piece.
+        let mut hasher = crate::crypto::Sha256::new();
+        hasher.update(&[0x00]);
+        hasher.update(rest);
+        let have = rest.len();
+        self.rx.copy_within(HEADER_LEN + at..self.rx_len, 0);
+        self.rx_len = have;
+        self.skip = 0;
+        self.chunk_in = Some(InStream {
+            job: id,
+            stream,
+            offset,
+            left: len - have,
+            digest,
+            hasher,
+        });
+        if len == have {
+            return self.end_piece(now);
+        }
+        Ok(())
+    }
+
+    /// Takes data of the arriving chunk from `bytes`; returns how many.
+    /// A full piece, or the chunk's last, goes to the host (`JobData`).
+    pub(super) fn take_chunk_data(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<usize, (Error, JobId)> {
+        let Some(s) = self.chunk_in.as_mut() else {
+            return Ok(0);
+        };
+        let take = s.left.min(RX_CAPACITY - self.rx_len).min(bytes.len());
+        let piece = &mut self.rx[self.rx_len..self.rx_len + take];
+        piece.copy_from_slice(&bytes[..take]);
+        s.hasher.update(piece);
+        s.left -= take;
+        self.rx_len += take;
+        if s.left > 0 && self.rx_len < MAX_INPUT_PIECE {
+            return Ok(take);
+        }
+        self.end_piece(now).map(|()| take)
+    }
+
+    /// A piece of the arriving chunk is in `rx`: hands it to the host, and
+    /// at the chunk's end checks its digest and the job's roots.
+    fn end_piece(&mut self, now: Instant) -> Result<(), (Error, JobId)> {
+        let Some(s) = self.chunk_in.as_ref() else {
+            return Ok(());
+        };
+        let (id, stream, offset, left, len) = (s.job, s.stream, s.offset, s.left, self.rx_len);
+        // The job may have ended (its deadline passed) since the frame
+        // began: the rest of the frame is dropped.
+        let i = match self.find(id) {
+            Some(i)
+                if matches!(
+                    &self.jobs[i].phase,
+                    Phase::Assigned {
+                        step: Step::Receiving { input, failure: None },
+                        ..
+                    } if input.stream == stream
+                ) =>
+            {
+                i
+            }
+            _ => {
+                self.skip = left;
+                self.chunk_in = None;
+                self.rx_len = 0;
+                return Ok(());
+            }
+        };
+        if left > 0 {
+            if let Some(s) = self.chunk_in.as_mut() {
+                s.offset += len as u64;
+            }
+            self.rx_held = true;
+            self.push_event(EventRecord::JobData {
+                job: id,
+                stream,
+                offset,
+                len,
+            });
+            return Ok(());
+        }
+        let Some(s) = self.chunk_in.take() else {
+            return Ok(());
+        };
+        let leaf = s.hasher.finish();
+        if leaf != s.digest {
+            self.rx_len = 0;
             self.fail_inputs(now, i, ErrorCode::ChunkDigestMismatch);
             return Ok(());
         }
+        let Phase::Assigned {
+            spec,
+            step: step @ Step::Receiving { .. },
+        } = &mut self.jobs[i].phase
+        else {
+            return Ok(());
+        };
+        let Step::Receiving { input, .. } = step else {
+            return Ok(());
+        };
         let received = input.push(spec, leaf);
         if received == Received::Complete {
             *step = Step::Running {

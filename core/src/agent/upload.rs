@@ -2,12 +2,43 @@
 //! the outputs again after a reconnect.
 
 use super::job::{buffer_len, first_readback, next_readback, Phase, Step, Upload};
-use super::{Agent, ConnState, EventRecord, Outcome, TX_RESERVE};
+use super::{Agent, ConnState, EventRecord, Outcome};
 use crate::attest::Signer;
 use crate::error::{Error, UsageError};
-use crate::limits::CHUNK_SIZE;
+use crate::limits::{CHUNK_SIZE, HEADER_LEN};
 use crate::time::Instant;
 use crate::wire::{Chunk, JobId, Message, Progress};
+
+/// What [`Agent::send_output`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Output bytes taken (hashed, and written when a session is up).
+    pub taken: usize,
+    /// Bytes written into `out`, to send.
+    pub written: usize,
+}
+
+/// What [`Agent::send_outputs`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentAll {
+    /// Every output is taken: call [`Agent::finish_job`].
+    pub done: bool,
+    /// Bytes written into `out`, to send.
+    pub written: usize,
+}
+
+/// Bytes of the `OutputChunk` frame of `len` data bytes at `index`.
+fn chunk_frame_len(job: JobId, index: u32, len: usize) -> usize {
+    fn varint(mut v: u64) -> usize {
+        let mut n = 1;
+        while v >= 0x80 {
+            v >>= 7;
+            n += 1;
+        }
+        n
+    }
+    HEADER_LEN + varint(job) + 1 + varint(index.into()) + 32 + varint(len as u64) + len
+}
 
 impl<S: Signer> Agent<S> {
     /// Reports a running job's progress, in thousandths.
@@ -45,18 +76,31 @@ impl<S: Signer> Agent<S> {
         }
     }
 
-    /// Writes output bytes of read-back buffer `buffer`, continuing where the
-    /// last call stopped. Returns how many bytes were taken (whole chunks, or
-    /// the buffer's tail): 0 when the outgoing queue is full, in which case
-    /// drain `poll_transmit` and call again with the same bytes. Bytes beyond
-    /// the buffer's end are not taken.
+    /// Takes output bytes of read-back buffer `buffer`, continuing where the
+    /// last call stopped, and writes their frames into `out`: first any
+    /// frames already queued (as [`Agent::poll_transmit`] would), then one
+    /// `OutputChunk` per whole chunk (or the buffer's tail) that fits.
+    /// Send `out[..written]` before anything else is polled.
+    ///
+    /// `taken` is 0 when `out` had no room for the next chunk's frame: send
+    /// what was written and call again with the same bytes. An `out` of
+    /// [`MAX_FRAME`](crate::limits::MAX_FRAME) bytes always makes progress;
+    /// with [`TRANSMIT_BUFFER`](crate::limits::TRANSMIT_BUFFER) bytes every
+    /// call takes a chunk. `BufferTooSmall` with the length needed when
+    /// `out` could never hold the next frame. While no session is up the
+    /// bytes are hashed and taken, and nothing is written (they are asked
+    /// for again with [`Event::ResendOutputs`]). Bytes beyond the buffer's
+    /// end are not taken.
+    ///
+    /// [`Event::ResendOutputs`]: super::Event::ResendOutputs
     pub fn send_output(
         &mut self,
         _now: Instant,
         id: JobId,
         buffer: u8,
         data: &[u8],
-    ) -> Result<usize, Error> {
+        out: &mut [u8],
+    ) -> Result<Sent, Error> {
         let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
@@ -87,34 +131,48 @@ impl<S: Signer> Agent<S> {
             return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
         let send = connected && upload.epoch == epoch;
-        let mut taken = 0usize;
+        let mut sent = Sent::default();
+        if send {
+            // Queued frames go first, so that the order of frames stays the
+            // order they were made in.
+            sent.written = self.tx.pop(out).unwrap_or(0);
+            if self.tx.len() > 0 {
+                return Ok(sent);
+            }
+        }
         while upload.offset < total {
             let want = (total - upload.offset).min(CHUNK_SIZE as u64) as usize;
-            if data.len() - taken < want {
+            if data.len() - sent.taken < want {
                 break;
             }
-            if send && self.tx.free() < want + TX_RESERVE {
+            let index = (upload.offset / CHUNK_SIZE as u64) as u32;
+            let need = chunk_frame_len(id, index, want);
+            if send && out.len() - sent.written < need {
+                if sent.written == 0 {
+                    return Err(Error::BufferTooSmall(need));
+                }
                 break;
             }
-            let chunk = &data[taken..taken + want];
+            let chunk = &data[sent.taken..sent.taken + want];
             let digest = crate::merkle::leaf_hash(chunk);
             if send {
                 let msg = Message::OutputChunk(Chunk {
                     job: id,
                     stream: upload.buffer,
-                    index: (upload.offset / CHUNK_SIZE as u64) as u32,
+                    index,
                     digest,
                     data: chunk,
                 });
-                match self.tx.push(&msg) {
-                    Ok(()) => {}
-                    Err(Error::WouldBlock) => break,
-                    Err(e) => return Err(e),
-                }
+                // Room was checked above.
+                let n = msg
+                    .encode(&mut out[sent.written..])
+                    .map_err(|_| Error::BufferTooSmall(need))?;
+                sent.written += n;
+                self.tx.count_frame();
             }
             upload.builder.push_leaf(digest);
             upload.offset += want as u64;
-            taken += want;
+            sent.taken += want;
         }
         // Move to the next read-back buffer once this one is complete.
         if upload.offset >= total {
@@ -123,21 +181,21 @@ impl<S: Signer> Agent<S> {
                 upload.offset = 0;
             }
         }
-        Ok(taken)
+        Ok(sent)
     }
 
-    /// Writes as much of a job's outputs as the outgoing queue takes,
-    /// continuing where the last call stopped: a convenience over
-    /// [`Agent::send_output`]. `outputs` holds every read-back buffer's
-    /// contents, in binding order. Returns `true` once everything is written
-    /// (then call [`Agent::finish_job`]), `false` when the queue is full (drain
-    /// `poll_transmit`, then call again).
+    /// Takes as much of a job's outputs as `out` holds, continuing where
+    /// the last call stopped: a convenience over [`Agent::send_output`].
+    /// `outputs` holds every read-back buffer's contents, in binding order.
+    /// Send `out[..written]`; when `done`, everything is written (then call
+    /// [`Agent::finish_job`]), else call again.
     pub fn send_outputs(
         &mut self,
         now: Instant,
         id: JobId,
         outputs: &[&[u8]],
-    ) -> Result<bool, Error> {
+        out: &mut [u8],
+    ) -> Result<SentAll, Error> {
         let i = self.job_index(id)?;
         let readback = self.jobs[i]
             .spec()
@@ -146,6 +204,7 @@ impl<S: Signer> Agent<S> {
         if outputs.len() != readback {
             return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
+        let mut written = 0;
         loop {
             let job = &self.jobs[self.job_index(id)?];
             let (spec, buffer, offset) = match &job.phase {
@@ -154,7 +213,12 @@ impl<S: Signer> Agent<S> {
                     step: Step::Running { .. },
                 } => match first_readback(spec) {
                     Some(b) => (spec, b, 0),
-                    None => return Ok(true),
+                    None => {
+                        return Ok(SentAll {
+                            done: true,
+                            written,
+                        })
+                    }
                 },
                 Phase::Assigned {
                     spec,
@@ -164,7 +228,10 @@ impl<S: Signer> Agent<S> {
             };
             let len = buffer_len(spec, buffer);
             if offset >= len && next_readback(spec, buffer).is_none() {
-                return Ok(true);
+                return Ok(SentAll {
+                    done: true,
+                    written,
+                });
             }
             let position = spec
                 .buffers
@@ -176,9 +243,24 @@ impl<S: Signer> Agent<S> {
             if data.len() as u64 != len {
                 return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
             }
-            let n = self.send_output(now, id, buffer, &data[offset as usize..])?;
-            if n == 0 {
-                return Ok(false);
+            let rest = out.get_mut(written..).unwrap_or_default();
+            let sent = match self.send_output(now, id, buffer, &data[offset as usize..], rest) {
+                // What was written already goes out first; the next call
+                // starts with an empty `out`.
+                Err(Error::BufferTooSmall(_)) if written > 0 => {
+                    return Ok(SentAll {
+                        done: false,
+                        written,
+                    })
+                }
+                other => other?,
+            };
+            written += sent.written;
+            if sent.taken == 0 {
+                return Ok(SentAll {
+                    done: false,
+                    written,
+                });
             }
         }
     }

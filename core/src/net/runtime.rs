@@ -1062,7 +1062,24 @@ impl<S: Signer> Runtime<S> {
         self.host.report_failures(now, &mut self.agent, &mut report);
         let caught_up = self.conn.as_ref().is_none_or(|c| !c.tls.wants_write());
         if caught_up {
-            self.host.upload(now, &mut self.agent, &mut report);
+            let conn = &mut self.conn;
+            let mut failure = None;
+            let mut transmit = |bytes: &[u8]| {
+                // Without a connection the agent writes nothing.
+                let Some(c) = conn.as_mut() else { return };
+                if failure.is_none() {
+                    // At most `UPLOAD_BYTES` a turn, within what rustls
+                    // buffers (64 KiB), also before its handshake ends.
+                    if let Err(e) = c.tls.writer().write_all(bytes) {
+                        failure = Some(format!("TLS write: {e}"));
+                    }
+                }
+            };
+            self.host
+                .upload(now, &mut self.agent, &mut report, &mut transmit);
+            if let Some(why) = failure {
+                self.connection_failed(why);
+            }
         }
         if let Some(e) = report.store_error {
             self.status.last_error = Some(format!("store: {e}"));

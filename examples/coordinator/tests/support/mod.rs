@@ -286,7 +286,7 @@ fn run(
                 }
                 let _ = stream.flush();
                 host.drain_events(&mut agent);
-                let worked = host.work(now(), &mut agent);
+                let worked = host.work(now(), &mut agent, &mut |b| splitter.push(b));
                 let mut fed = 0;
                 if !pending.is_empty() && !host.disconnect_requested {
                     match agent.handle_input(now(), &pending) {
