@@ -286,13 +286,24 @@ impl<S: Signer> Agent<S> {
                 {
                     h
                 }
-                // No frame but a chunk is longer than `rx`: it is refused
-                // before its body is read.
+                // No valid frame to the provider but a chunk is longer than
+                // `rx`: this one is refused as `Message::decode` would refuse
+                // it, and its body skipped unread.
                 Ok(h) => {
+                    self.skip = h.frame_len() - self.rx_len;
                     self.rx_len = 0;
-                    let error =
-                        Error::Peer(PeerError::Decode(DecodeError::FrameTooLarge(h.body_len)));
+                    self.stats.frames_in += 1;
+                    let error = Error::Peer(match MessageType::from_u8(h.kind) {
+                        Some(kind) if kind.direction() == Direction::ToCoordinator => {
+                            PeerError::UnexpectedMessage(kind)
+                        }
+                        Some(kind) => PeerError::Decode(DecodeError::Malformed(kind)),
+                        None => PeerError::Decode(DecodeError::UnknownType(h.kind)),
+                    });
                     self.refuse(&error, 0);
+                    let n = self.skip.min(bytes.len() - consumed);
+                    self.skip -= n;
+                    consumed += n;
                     return Err(InputError { consumed, error });
                 }
                 Err(e) => {

@@ -104,9 +104,36 @@ impl<S: Signer> Agent<S> {
         let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
+        let queue_empty = self.tx.len() == 0;
         let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
+        // A buffer that cannot hold the next frame is refused before
+        // anything changes.
+        let (cursor, sending) = match step {
+            Step::Running { failure: None, .. } => {
+                (first_readback(spec).map(|b| (b, 0)), connected)
+            }
+            Step::Uploading { upload, .. } | Step::Resending { upload, .. } => (
+                Some((upload.buffer, upload.offset)),
+                connected && upload.epoch == epoch,
+            ),
+            _ => (None, false),
+        };
+        if let Some((b, offset)) = cursor {
+            let total = buffer_len(spec, b);
+            let want = total.saturating_sub(offset).min(CHUNK_SIZE as u64) as usize;
+            let need = chunk_frame_len(id, (offset / CHUNK_SIZE as u64) as u32, want);
+            if sending
+                && queue_empty
+                && b == buffer
+                && want > 0
+                && data.len() >= want
+                && out.len() < need
+            {
+                return Err(Error::BufferTooSmall(need));
+            }
+        }
         if let Step::Running {
             started_at,
             failure: None,
@@ -148,9 +175,6 @@ impl<S: Signer> Agent<S> {
             let index = (upload.offset / CHUNK_SIZE as u64) as u32;
             let need = chunk_frame_len(id, index, want);
             if send && out.len() - sent.written < need {
-                if sent.written == 0 {
-                    return Err(Error::BufferTooSmall(need));
-                }
                 break;
             }
             let chunk = &data[sent.taken..sent.taken + want];
