@@ -1,7 +1,8 @@
 //! Protocol benchmarks. Prints one JSON object per line:
 //! `protocol.handle_rate` (frames decoded and handled per second by the agent,
 //! replies drained) beside `postcard_decode` (the same frames decoded by
-//! postcard alone, the floor), and `protocol.agent_bytes` (size of the agent).
+//! postcard alone, the floor). `ci/bench` prints `protocol.agent_bytes`, the
+//! agent's size on the firmware target, from `ci/footprint`.
 
 use std::hint::black_box;
 use std::time::Instant as Clock;
@@ -89,9 +90,5 @@ fn main() {
         "{{\"name\": \"protocol.handle_rate\", \"value\": {:.0}, \"unit\": \"frames/s\", \"peers\": {{\"postcard_decode\": {:.0}}}}}",
         median(ours),
         median(peer)
-    );
-    println!(
-        "{{\"name\": \"protocol.agent_bytes\", \"value\": {}, \"unit\": \"bytes\", \"peers\": {{}}}}",
-        std::mem::size_of::<Agent<Ed25519Signer>>()
     );
 }

@@ -474,6 +474,60 @@ impl<S: Signer> Agent<S> {
     }
 }
 
+/// What an agent's memory is made of, in bytes: `size_of` on the target it
+/// is built for ([`Agent::footprint`]). Every part is fixed by a capacity
+/// in [`crate::limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// The whole agent.
+    pub total: usize,
+    /// One job slot (`MAX_JOBS` of them): the offer's terms, the
+    /// assignment, and the job's state (a Merkle tree builder, the signed
+    /// result).
+    pub job_slot: usize,
+    /// Every job slot.
+    pub jobs: usize,
+    /// One queued event (`MAX_EVENTS` of them).
+    pub event_slot: usize,
+    /// The event queue.
+    pub events: usize,
+    /// The input buffer (`RX_CAPACITY`) and the state of the chunk being
+    /// read (its leaf hash so far).
+    pub input: usize,
+    /// The queue of outgoing frames (`TX_CAPACITY`).
+    pub output_queue: usize,
+    /// The signer.
+    pub signer: usize,
+    /// The rest: configuration, session, receipt chain, counters, padding.
+    pub rest: usize,
+}
+
+impl<S: Signer> Agent<S> {
+    /// What this agent type's memory is made of.
+    pub const fn footprint() -> Footprint {
+        use core::mem::size_of;
+        let total = size_of::<Self>();
+        let job_slot = size_of::<Job>();
+        let jobs = size_of::<Vec<Job, MAX_JOBS>>();
+        let event_slot = size_of::<EventRecord>();
+        let events = size_of::<Deque<EventRecord, MAX_EVENTS>>();
+        let input = RX_CAPACITY + size_of::<Option<InStream>>();
+        let output_queue = size_of::<TxQueue>();
+        let signer = size_of::<S>();
+        Footprint {
+            total,
+            job_slot,
+            jobs,
+            event_slot,
+            events,
+            input,
+            output_queue,
+            signer,
+            rest: total - jobs - events - input - output_queue - signer,
+        }
+    }
+}
+
 /// How a job ended: kept until acknowledged, and stored in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -595,7 +649,12 @@ mod tests {
 
     #[test]
     fn agent_size_is_bounded() {
-        let size = core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>();
-        assert!(size < 64 * 1024, "agent is {size} bytes");
+        let f = Agent::<crate::attest::Ed25519Signer>::footprint();
+        assert_eq!(
+            f.total,
+            core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>()
+        );
+        assert!(f.total <= 16 * 1024, "{f:?}");
+        assert!(f.rest < 1024, "{f:?}");
     }
 }

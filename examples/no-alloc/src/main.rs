@@ -61,6 +61,27 @@ fn no_entropy(_: &mut [u8]) -> Result<(), getrandom::Error> {
 }
 getrandom::register_custom_getrandom!(no_entropy);
 
+/// What the agent's memory is made of on this target, in bytes (see
+/// `Footprint`), kept in the image for `ci/bench` and the README's table to
+/// read: total, job slot, jobs, event slot, events, input, output queue,
+/// signer, rest.
+#[used]
+#[no_mangle]
+static TESSERA_FOOTPRINT: [u32; 9] = {
+    let f = Agent::<Ed25519Signer>::footprint();
+    [
+        f.total as u32,
+        f.job_slot as u32,
+        f.jobs as u32,
+        f.event_slot as u32,
+        f.events as u32,
+        f.input as u32,
+        f.output_queue as u32,
+        f.signer as u32,
+        f.rest as u32,
+    ]
+};
+
 /// The program's entry point (the ELF default, `_start`).
 #[no_mangle]
 pub extern "C" fn _start() -> ! {
