@@ -369,6 +369,48 @@ pub struct OfferDecline {
     pub reason: DeclineReason,
 }
 
+/// Writes `v` as a postcard varint (LEB128) at `out[at..]`; the new end.
+fn put_varint(out: &mut [u8], mut at: usize, mut v: u64) -> Option<usize> {
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        *out.get_mut(at)? = if v == 0 { byte } else { byte | 0x80 };
+        at += 1;
+        if v == 0 {
+            return Some(at);
+        }
+    }
+}
+
+/// The frame of an offer's reply (`OfferAccept` with the price, or
+/// `OfferDecline` with the reason), byte for byte as [`Message::encode`]
+/// writes it, without serde: the frames a busy provider sends most.
+pub(crate) fn encode_offer_reply(
+    job: JobId,
+    reply: Result<u64, DeclineReason>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let (kind, end) = match reply {
+        Ok(price) => (
+            MessageType::OfferAccept,
+            put_varint(out, HEADER_LEN, job).and_then(|at| put_varint(out, at, price)),
+        ),
+        Err(reason) => (
+            MessageType::OfferDecline,
+            put_varint(out, HEADER_LEN, job).and_then(|at| {
+                *out.get_mut(at)? = reason as u8;
+                Some(at + 1)
+            }),
+        ),
+    };
+    let end = end.ok_or(EncodeError::BufferTooSmall)?;
+    out[0..2].copy_from_slice(&MAGIC);
+    out[2] = WIRE_VERSION;
+    out[3] = kind as u8;
+    out[4..8].copy_from_slice(&((end - HEADER_LEN) as u32).to_le_bytes());
+    Ok(end)
+}
+
 /// A kernel: SPIR-V module length and Merkle root, and how to dispatch it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelSpec {
@@ -669,6 +711,63 @@ pub(crate) fn body<'a, T: Deserialize<'a>>(
     }
 }
 
+/// Reads a postcard varint of at most `max` bytes whose last byte is at
+/// most `last` at `b[*at..]`, exactly as postcard does (`u32`: 5 and 15,
+/// `u64`: 10 and 1); `None` where postcard fails.
+#[inline(always)]
+fn take_varint(b: &[u8], at: &mut usize, max: usize, last: u8) -> Option<u64> {
+    let mut out = 0u64;
+    for i in 0..max {
+        let val = *b.get(*at)?;
+        *at += 1;
+        out |= u64::from(val & 0x7F) << (7 * i);
+        if val & 0x80 == 0 {
+            if i == max - 1 && val > last {
+                return None;
+            }
+            return Some(out);
+        }
+    }
+    None
+}
+
+impl JobOffer {
+    /// Decodes an offer's body as `postcard::from_bytes` with no bytes
+    /// left over would, without serde: the frames a busy provider reads
+    /// most. `None` where that fails.
+    pub(crate) fn decode_body(b: &[u8]) -> Option<JobOffer> {
+        let at = &mut 0;
+        let u64_ = |at: &mut usize| take_varint(b, at, 10, 1);
+        let u32_ = |at: &mut usize| take_varint(b, at, 5, 15).map(|v| v as u32);
+        let offer = JobOffer {
+            job: u64_(at)?,
+            requirements: Requirements {
+                memory_mib: u32_(at)?,
+                features: u32_(at)?,
+            },
+            est_gpu_ms: u32_(at)?,
+            bytes_in: u64_(at)?,
+            bytes_out: u64_(at)?,
+            max_price: u64_(at)?,
+            deadline_ms: u32_(at)?,
+        };
+        (*at == b.len()).then_some(offer)
+    }
+}
+
+impl Heartbeat {
+    /// Decodes a heartbeat's body (two bytes) as postcard would.
+    pub(crate) fn decode_body(b: &[u8]) -> Option<Heartbeat> {
+        match *b {
+            [active_jobs, capacity] => Some(Heartbeat {
+                active_jobs,
+                capacity,
+            }),
+            _ => None,
+        }
+    }
+}
+
 fn empty(kind: MessageType, bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.is_empty() {
         Ok(())
@@ -819,3 +918,113 @@ fn ser<T: Serialize>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError> {
 }
 
 const _: () = assert!(MAX_FRAME > crate::limits::CHUNK_SIZE + 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn by_postcard<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Option<T> {
+        match postcard::take_from_bytes::<T>(b) {
+            Ok((v, [])) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A varint of a `bits`-bit field: canonical, or padded with 0x80
+    /// bytes and ending at or near each type's last-byte limit, or noise.
+    fn varint_bytes(bits: u32) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => any::<u64>().prop_map(move |v| {
+                let v = if bits == 64 { v } else { v & 0xFFFF_FFFF };
+                let mut out = [0u8; 10];
+                let n = postcard::to_slice(&v, &mut out).map(|b| b.len()).unwrap_or(0);
+                out[..n].to_vec()
+            }),
+            2 => (
+                prop_oneof![0usize..11, Just(4usize), Just(9usize)],
+                prop_oneof![any::<u8>(), prop::sample::select(vec![0u8, 1, 2, 15, 16, 127])],
+            )
+                .prop_map(|(pad, last)| {
+                    let mut v = vec![0x80; pad];
+                    v.push(last);
+                    v
+                }),
+            1 => proptest::collection::vec(any::<u8>(), 0..3),
+        ]
+    }
+
+    /// An offer's eight fields (u64, u32, u32, u32, u64, u64, u64, u32).
+    fn offer_fields() -> impl Strategy<Value = Vec<u8>> {
+        (
+            varint_bytes(64),
+            varint_bytes(32),
+            varint_bytes(32),
+            varint_bytes(32),
+            varint_bytes(64),
+            varint_bytes(64),
+            varint_bytes(64),
+            varint_bytes(32),
+        )
+            .prop_map(|(a, b, c, d, e, f, g, h)| [a, b, c, d, e, f, g, h].concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The offer decoder without serde takes exactly the bodies
+        /// postcard takes, with the same values.
+        #[test]
+        fn offer_bodies_decode_as_postcard_decodes_them(
+            fields in offer_fields(),
+            cut in 0usize..4,
+            noise in proptest::collection::vec(any::<u8>(), 0..70),
+            use_noise in any::<bool>(),
+        ) {
+            // Whole, cut short, or with a byte too many.
+            let mut body = if use_noise { noise } else { fields };
+            match cut {
+                1 => { body.pop(); }
+                2 => body.push(0),
+                _ => {}
+            }
+            prop_assert_eq!(JobOffer::decode_body(&body), by_postcard::<JobOffer>(&body));
+            prop_assert_eq!(Heartbeat::decode_body(&body), by_postcard::<Heartbeat>(&body));
+        }
+    }
+
+    /// The offer replies written without serde are the bytes
+    /// `Message::encode` writes, for job ids and prices of every varint
+    /// length and every decline reason.
+    #[test]
+    fn offer_replies_match_the_encoder() {
+        let values = [0, 1, 127, 128, 16_383, 16_384, 1 << 35, 1 << 63, u64::MAX];
+        let reasons = (0..=255u8).filter_map(DeclineReason::from_u8);
+        let mut ours = [0u8; 64];
+        let mut theirs = [0u8; 64];
+        for &job in &values {
+            for &price in &values {
+                let n = encode_offer_reply(job, Ok(price), &mut ours).unwrap();
+                let m = Message::OfferAccept(OfferAccept { job, price })
+                    .encode(&mut theirs)
+                    .unwrap();
+                assert_eq!(ours[..n], theirs[..m], "accept {job} {price}");
+            }
+            for reason in reasons.clone() {
+                let n = encode_offer_reply(job, Err(reason), &mut ours).unwrap();
+                let m = Message::OfferDecline(OfferDecline { job, reason })
+                    .encode(&mut theirs)
+                    .unwrap();
+                assert_eq!(ours[..n], theirs[..m], "decline {job} {reason:?}");
+            }
+        }
+        // Too small a buffer: refused, for every length short of the frame.
+        let n = encode_offer_reply(u64::MAX, Ok(u64::MAX), &mut ours).unwrap();
+        for len in 0..n {
+            assert_eq!(
+                encode_offer_reply(u64::MAX, Ok(u64::MAX), &mut ours[..len]),
+                Err(EncodeError::BufferTooSmall)
+            );
+        }
+    }
+}

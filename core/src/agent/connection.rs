@@ -425,19 +425,21 @@ impl<S: Signer> Agent<S> {
     /// a frame's handling. The same checks as `Message::decode`.
     fn small_frame(&mut self, now: Instant, kind: u8, body: &[u8]) -> Result<(), (Error, JobId)> {
         let malformed = |e| (Error::Peer(PeerError::Decode(e)), 0);
-        match MessageType::from_u8(kind) {
-            Some(kind @ MessageType::JobOffer) => {
-                let offer = crate::wire::body::<JobOffer>(kind, body).map_err(malformed)?;
-                self.on_offer(now, offer)
-            }
-            Some(kind @ MessageType::Heartbeat) => {
-                crate::wire::body::<Heartbeat>(kind, body).map_err(malformed)?;
-                Ok(())
-            }
-            _ => Err((
+        if kind == MessageType::JobOffer as u8 {
+            let offer = JobOffer::decode_body(body)
+                .ok_or(DecodeError::Malformed(MessageType::JobOffer))
+                .map_err(malformed)?;
+            self.on_offer(now, offer)
+        } else if kind == MessageType::Heartbeat as u8 {
+            Heartbeat::decode_body(body)
+                .ok_or(DecodeError::Malformed(MessageType::Heartbeat))
+                .map_err(malformed)?;
+            Ok(())
+        } else {
+            Err((
                 Error::Peer(PeerError::Decode(DecodeError::UnknownType(kind))),
                 0,
-            )),
+            ))
         }
     }
 

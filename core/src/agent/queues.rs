@@ -10,7 +10,7 @@ use crate::attest::Signer;
 use crate::error::Error;
 use crate::limits::{MAX_EVENTS, TX_CAPACITY};
 use crate::time::Instant;
-use crate::wire::{FailReason, Message, Usage};
+use crate::wire::{DeclineReason, FailReason, JobId, Message, Usage};
 
 impl<S: Signer> Agent<S> {
     /// Queues one frame for the coordinator; `WouldBlock` if it does not fit.
@@ -236,6 +236,28 @@ impl TxQueue {
             self.start = 0;
         }
         match msg.encode(&mut self.bytes[self.end..]) {
+            Ok(n) => {
+                self.end += n;
+                self.frames += 1;
+                Ok(())
+            }
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Queues the reply to an offer (`encode_offer_reply`); `WouldBlock`
+    /// if it does not fit.
+    pub(super) fn push_offer_reply(
+        &mut self,
+        job: JobId,
+        reply: Result<u64, DeclineReason>,
+    ) -> Result<(), Error> {
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        match crate::wire::encode_offer_reply(job, reply, &mut self.bytes[self.end..]) {
             Ok(n) => {
                 self.end += n;
                 self.frames += 1;

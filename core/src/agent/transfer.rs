@@ -11,7 +11,7 @@ use crate::limits::{
 use crate::time::{Duration, Instant};
 use crate::wire::{
     DecodeError, Digest, ErrorMsg, FailReason, Header, JobAssign, JobId, JobOffer, JobRef, Message,
-    MessageType, OfferAccept, OfferDecline, Usage,
+    MessageType, Usage,
 };
 
 /// The `InputChunk` whose data is arriving: what its pieces are checked
@@ -52,27 +52,20 @@ impl<S: Signer> Agent<S> {
                     .is_err()
                 {
                     // Policy already bounds this by MAX_JOBS.
-                    Message::OfferDecline(OfferDecline {
-                        job: offer.job,
-                        reason: crate::wire::DeclineReason::AtCapacity,
-                    })
+                    Err(crate::wire::DeclineReason::AtCapacity)
                 } else {
                     self.stats.offers_accepted += 1;
-                    Message::OfferAccept(OfferAccept {
-                        job: offer.job,
-                        price,
-                    })
+                    Ok(price)
                 }
             }
             Err(reason) => {
                 self.stats.offers_declined += 1;
-                Message::OfferDecline(OfferDecline {
-                    job: offer.job,
-                    reason,
-                })
+                Err(reason)
             }
         };
-        self.enqueue(&reply).map_err(|e| (e, offer.job))
+        self.tx
+            .push_offer_reply(offer.job, reply)
+            .map_err(|e| (e, offer.job))
     }
 
     pub(super) fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
