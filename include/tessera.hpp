@@ -194,8 +194,13 @@ inline constexpr std::uint32_t kernel_base = TESSERA_KERNEL_BASE;
 
 /// Largest frame on the wire: a transmit buffer this big always makes progress.
 inline constexpr std::size_t max_frame = TESSERA_MAX_FRAME;
-/// Bytes of one input or output chunk.
+/// Bytes of one input or output chunk (a Merkle leaf).
 inline constexpr std::size_t chunk_size = TESSERA_CHUNK_SIZE;
+/// Most bytes of one EventKind::JobData (what Agent::read_input copies): a
+/// chunk's data comes in pieces of this size, the last one shorter.
+inline constexpr std::size_t max_input_piece = TESSERA_MAX_INPUT_PIECE;
+/// A transmit buffer with which every Agent::send_output takes a chunk.
+inline constexpr std::size_t transmit_buffer = TESSERA_TRANSMIT_BUFFER;
 /// Most jobs an agent holds at once.
 inline constexpr std::size_t max_jobs = TESSERA_MAX_JOBS;
 
@@ -357,6 +362,8 @@ using BufferSpec = bridge::BufferSpec;
 using Benchmark = bridge::Benchmark;
 /// A verified receipt (the fields of tessera_receipt_info).
 using ReceiptInfo = bridge::ReceiptInfo;
+/// What Agent::send_output did: output bytes taken, bytes written to send.
+using OutputSent = bridge::OutputSent;
 
 static_assert(static_cast<unsigned>(EventKind::Ready) == TESSERA_EVENT_READY, "event kinds");
 static_assert(static_cast<unsigned>(EventKind::Disconnect) == TESSERA_EVENT_DISCONNECT,
@@ -1094,17 +1101,22 @@ public:
     /// Runs the timers due at `now` (heartbeats, peer silence, deadlines).
     void handle_timeout(Micros now) noexcept { inner_->handle_timeout(us(now)); }
 
-    /// The verified input chunk of the last EventKind::JobData polled for
-    /// `job`, valid until the next non-const call. Throws code::no_input once
-    /// handle_input() was called again.
+    /// The input piece of the last EventKind::JobData polled for `job`
+    /// (at most max_input_piece bytes), valid until the next non-const
+    /// call. Throws code::no_input once handle_input() was called again.
+    /// A chunk's pieces are checked when its last one arrives: data that
+    /// fails ends the job with EventKind::CancelJob
+    /// (TESSERA_CANCEL_INPUT_INTEGRITY) instead of its last piece, so the
+    /// inputs are known good only at EventKind::RunJob.
     bytes_view input(std::uint64_t job) const
     {
         const auto s = detail::call([&] { return inner_->input(job); });
         return bytes_view(s.data(), s.size());
     }
 
-    /// Copies that chunk into `out` and returns its length
-    /// (code::buffer_too_small when it does not fit; chunk_size always does).
+    /// Copies that piece into `out` and returns its length
+    /// (code::buffer_too_small when it does not fit; max_input_piece always
+    /// does).
     std::size_t read_input(std::uint64_t job, mutable_bytes_view out) const
     {
         return detail::call([&] { return inner_->read_input(job, detail::slice(out)); });
@@ -1129,14 +1141,24 @@ public:
         return out;
     }
 
-    /// Writes the next bytes of read-back buffer `buffer` of a job that ran;
-    /// returns how many were taken (fewer when the outgoing queue fills:
-    /// drain transmits and pass the rest). Buffers go in order, each from
-    /// its start to its end.
-    std::size_t send_output(Micros now, std::uint64_t job, std::uint32_t buffer, bytes_view data)
+    /// Takes the next bytes of read-back buffer `buffer` of a job that ran
+    /// and writes their frames into `out`: first the frames already queued
+    /// (as poll_transmit() would), then one output chunk frame per whole
+    /// chunk (or the buffer's tail) that fits. Send the first `written`
+    /// bytes of `out` before anything polled after. `taken` is 0 when `out`
+    /// had no room for the next chunk's frame: send what was written and
+    /// call again with the same bytes. An `out` of transmit_buffer bytes
+    /// takes a chunk at every call, one of max_frame bytes always makes
+    /// progress; a smaller one that can never hold the next frame throws
+    /// code::buffer_too_small. While no session is up the bytes are taken
+    /// and nothing is written (EventKind::ResendOutputs asks for them
+    /// again). Buffers go in order, each from its start to its end.
+    OutputSent send_output(Micros now, std::uint64_t job, std::uint32_t buffer, bytes_view data,
+                           mutable_bytes_view out)
     {
         return detail::call([&] {
-            return inner_->send_output(us(now), job, buffer, detail::slice(data));
+            return inner_->send_output(us(now), job, buffer, detail::slice(data),
+                                       detail::slice(out));
         });
     }
 

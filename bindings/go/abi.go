@@ -60,6 +60,8 @@ var _ = [...]struct{}{
 	[1]struct{}{}[JobAwaitingAck-C.TESSERA_JOB_AWAITING_ACK],
 	[1]struct{}{}[MaxFrame-C.TESSERA_MAX_FRAME],
 	[1]struct{}{}[ChunkSize-C.TESSERA_CHUNK_SIZE],
+	[1]struct{}{}[MaxInputPiece-C.TESSERA_MAX_INPUT_PIECE],
+	[1]struct{}{}[TransmitBuffer-C.TESSERA_TRANSMIT_BUFFER],
 	[1]struct{}{}[MaxJobs-C.TESSERA_MAX_JOBS],
 	[1]struct{}{}[MaxBuffers-C.TESSERA_MAX_BUFFERS],
 	[1]struct{}{}[ReceiptLen-C.TESSERA_RECEIPT_LEN],

@@ -146,8 +146,12 @@ const (
 	// EventJobAssigned: a job was assigned: prepare its buffers (JobInfo,
 	// JobLayout).
 	EventJobAssigned EventKind = 2
-	// EventJobData: Len verified bytes of stream Stream at Offset: read them
-	// with ReadInput before the next HandleInput.
+	// EventJobData: Len bytes (at most MaxInputPiece) of stream Stream at
+	// Offset: read them with ReadInput before the next HandleInput. A
+	// chunk's data comes in several pieces, checked against its digest when
+	// the last one arrives: data that fails ends the job with
+	// EventCancelJob (CancelInputIntegrity) instead of its last piece, so
+	// the inputs are known good only at EventRunJob.
 	EventJobData EventKind = 3
 	// EventRunJob: all inputs arrived and verified: run the kernel.
 	EventRunJob EventKind = 4
@@ -235,7 +239,8 @@ type Event struct {
 	Stream uint32
 	// Offset is, for EventJobData, the byte offset in the stream.
 	Offset uint64
-	// Len is, for EventJobData, the bytes ReadInput returns.
+	// Len is, for EventJobData, the bytes ReadInput returns (at most
+	// MaxInputPiece).
 	Len int
 	// Reason is a Cancel* or Disconnect* reason.
 	Reason uint32
@@ -539,8 +544,8 @@ func (a *Agent) HandleTimeout(nowMicros uint64) error {
 	return a.end(C.tessera_agent_handle_timeout(a.ptr, C.uint64_t(nowMicros)), op)
 }
 
-// ReadInput copies the input chunk of the last EventJobData polled for job
-// into buf and returns its length (a buf of ChunkSize bytes always
+// ReadInput copies the input piece of the last EventJobData polled for job
+// into buf and returns its length (a buf of MaxInputPiece bytes always
 // suffices). ErrNoInput once HandleInput was called again.
 func (a *Agent) ReadInput(job uint64, buf []byte) (int, error) {
 	const op = "Agent.ReadInput"
@@ -680,19 +685,31 @@ func (a *Agent) JobLayout(job uint64) (KernelLayout, error) {
 	return k, nil
 }
 
-// SendOutput writes the next bytes of read-back buffer buffer of a job
-// that ran, and returns how many were taken (fewer when the outgoing queue
-// fills: drain transmits and pass the rest). Buffers are written in order,
-// each from its start to its end.
-func (a *Agent) SendOutput(nowMicros, job uint64, buffer uint32, data []byte) (int, error) {
+// SendOutput takes the next bytes of read-back buffer buffer of a job that
+// ran and writes their frames into out: first the frames already queued
+// (as PollTransmit would), then one output chunk frame per whole chunk (or
+// the buffer's tail) that fits. Send out[:written] before anything polled
+// after. taken is 0 when out had no room for the next chunk's frame: send
+// what was written and call again with the same bytes. An out of
+// TransmitBuffer bytes takes a chunk at every call, one of MaxFrame bytes
+// always makes progress; one that can never hold the next frame gets
+// ErrBufferTooSmall. While no session is up the bytes are taken and
+// nothing is written (EventResendOutputs asks for them again). Buffers
+// are written in order, each from its start to its end.
+func (a *Agent) SendOutput(nowMicros, job uint64, buffer uint32, data, out []byte) (taken, written int, err error) {
 	const op = "Agent.SendOutput"
 	if err := a.begin(op); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var n C.size_t
-	r := C.tessera_agent_send_output(a.ptr, C.uint64_t(nowMicros), C.uint64_t(job), C.uint32_t(buffer), bytesPtr(data), C.size_t(len(data)), &n)
+	var t, w C.size_t
+	r := C.tessera_agent_send_output(a.ptr, C.uint64_t(nowMicros), C.uint64_t(job), C.uint32_t(buffer),
+		bytesPtr(data), C.size_t(len(data)), bytesPtr(out), C.size_t(len(out)), &t, &w)
 	runtime.KeepAlive(data)
-	return int(n), a.end(r, op)
+	runtime.KeepAlive(out)
+	if err := a.end(r, op); err != nil {
+		return 0, 0, err
+	}
+	return int(t), int(w), nil
 }
 
 // FinishJob ends a job whose outputs were all written: it signs the

@@ -2,10 +2,16 @@ package tessera_test
 
 // The sans-IO agent through the Go API: a session up to an accepted offer
 // with frames from the shared wire vectors, calls in the wrong order, a
-// KeyStore signer (busy, failing, panicking, calling back in), and
-// configuration errors.
+// KeyStore signer (busy, failing, panicking, calling back in),
+// configuration errors, and a job's data: an 8 KiB input chunk in several
+// EventJobData pieces, outputs written into the host's buffer, a chunk
+// that fails its digest.
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -419,9 +425,10 @@ func TestAgentSession(t *testing.T) {
 	wantCode(t, a.FinishJob(now, 1, tessera.Usage{}), tessera.ErrInvalidJobState)
 	wantCode(t, a.FailJob(now, 1, 0, 0, tessera.Usage{}), tessera.ErrInvalidArgument)
 	wantCode(t, a.FailJob(now, 1, tessera.ReceiptHost, 0, tessera.Usage{}), tessera.ErrInvalidJobState)
-	_, err = a.SendOutput(now, 1, 0, []byte{1, 2, 3, 4})
+	out := make([]byte, tessera.TransmitBuffer)
+	_, _, err = a.SendOutput(now, 1, 0, []byte{1, 2, 3, 4}, out)
 	wantCode(t, err, tessera.ErrInvalidJobState)
-	_, err = a.SendOutput(now, 1, 300, []byte{1})
+	_, _, err = a.SendOutput(now, 1, 300, []byte{1}, out)
 	wantCode(t, err, tessera.ErrInvalidArgument)
 	wantCode(t, a.ReportProgress(now, 1, 500), tessera.ErrInvalidJobState)
 	wantCode(t, a.ReportProgress(now, 1, 70000), tessera.ErrInvalidArgument)
@@ -506,6 +513,308 @@ func TestAgentSession(t *testing.T) {
 	wantCode(t, err, tessera.ErrStopped)
 	if err := a.Close(); err != nil {
 		t.Error("a second Close:", err)
+	}
+}
+
+// encode returns the frame of a message given by its readable fields.
+func encode(t *testing.T, kind string, fields map[string]any) []byte {
+	t.Helper()
+	frame, err := tessera.EncodeMessage(&tessera.Message{Type: kind, Fields: fields})
+	if err != nil {
+		t.Fatalf("%s: %v", kind, err)
+	}
+	return frame
+}
+
+// splitFrames cuts a byte stream into its frames and decodes them.
+func splitFrames(t *testing.T, stream []byte) []*tessera.Message {
+	t.Helper()
+	var out []*tessera.Message
+	for len(stream) > 0 {
+		if len(stream) < 8 {
+			t.Fatalf("%d bytes are no frame", len(stream))
+		}
+		end := 8 + int(binary.LittleEndian.Uint32(stream[4:8]))
+		if end > len(stream) {
+			t.Fatalf("a frame of %d bytes in %d", end, len(stream))
+		}
+		m, err := tessera.DecodeMessage(stream[:end])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+		stream = stream[end:]
+	}
+	return out
+}
+
+func types(messages []*tessera.Message) []string {
+	var out []string
+	for _, m := range messages {
+		out = append(out, m.Type)
+	}
+	return out
+}
+
+// sentFrames polls every queued frame, decoded.
+func sentFrames(t *testing.T, a *tessera.Agent, now uint64) []*tessera.Message {
+	t.Helper()
+	var stream []byte
+	buf := make([]byte, tessera.MaxFrame)
+	for {
+		n, err := a.PollTransmit(now, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return splitFrames(t, stream)
+		}
+		stream = append(stream, buf[:n]...)
+	}
+}
+
+// deliver feeds frame the way a host does: after each HandleInput it reads
+// every event, copying each EventJobData piece into into at its offset,
+// before it passes the bytes not taken yet. It returns the events.
+func deliver(t *testing.T, a *tessera.Agent, now uint64, frame, into []byte) []tessera.Event {
+	t.Helper()
+	var events []tessera.Event
+	for rounds := 0; ; rounds++ {
+		if rounds > 64 {
+			t.Fatal("the agent stopped taking input")
+		}
+		n, err := a.HandleInput(now, frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame = frame[n:]
+		for {
+			ev, ok, err := a.PollEvent()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			events = append(events, ev)
+			if ev.Kind != tessera.EventJobData {
+				continue
+			}
+			if ev.Len <= 0 || ev.Len > tessera.MaxInputPiece || ev.Offset+uint64(ev.Len) > uint64(len(into)) {
+				t.Fatalf("a piece of %d bytes at %d", ev.Len, ev.Offset)
+			}
+			got, err := a.ReadInput(ev.Job, into[ev.Offset:])
+			if err != nil || got != ev.Len {
+				t.Fatalf("ReadInput: %d of %d bytes: %v", got, ev.Len, err)
+			}
+		}
+		if len(frame) == 0 {
+			return events
+		}
+	}
+}
+
+// assignJob offers and assigns job: kernel, buffer 0 holding data, buffer 1
+// of outLen bytes read back.
+func assignJob(t *testing.T, a *tessera.Agent, now, job uint64, kernel, data []byte, outLen int) {
+	t.Helper()
+	feed(t, a, now, encode(t, "JobOffer", map[string]any{
+		"job": job, "requirements": map[string]any{"memory_mib": 1, "features": 0}, "est_gpu_ms": 10,
+		"bytes_in": 1 << 20, "bytes_out": 1 << 16, "max_price": 10000, "deadline_ms": 30000,
+	}))
+	if got := types(sentFrames(t, a, now)); len(got) != 1 || got[0] != "OfferAccept" {
+		t.Fatalf("sent %v, want OfferAccept", got)
+	}
+	kroot, droot := tessera.MerkleRoot(kernel), tessera.MerkleRoot(data)
+	feed(t, a, now, encode(t, "JobAssign", map[string]any{
+		"job": job, "requester_nonce": hex.EncodeToString(make([]byte, 32)),
+		"kernel": map[string]any{"len": len(kernel), "root": kroot.String(), "entry_point": "main",
+			"specialization": []any{}, "push_constants": "", "grid": []int{1, 1, 1}},
+		"buffers": []any{
+			map[string]any{"binding": 0, "len": len(data), "init_len": len(data), "readback": false},
+			map[string]any{"binding": 1, "len": outLen, "init_len": 0, "readback": true},
+		},
+		"inputs_root": droot.String(),
+	}))
+	ev, ok, err := a.PollEvent()
+	if err != nil || !ok || ev.Kind != tessera.EventJobAssigned || ev.Job != job {
+		t.Fatalf("event %+v %v %v, want JobAssigned", ev, ok, err)
+	}
+}
+
+func inputChunk(t *testing.T, job uint64, stream, index int, data []byte) []byte {
+	t.Helper()
+	digest := tessera.MerkleLeafHash(data)
+	return encode(t, "InputChunk", map[string]any{
+		"job": job, "stream": stream, "index": index, "digest": digest.String(),
+		"data": hex.EncodeToString(data),
+	})
+}
+
+func readyAgent(t *testing.T, now uint64) *tessera.Agent {
+	t.Helper()
+	a, err := tessera.NewAgent(testDeviceConfig(), seedSigner(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(now); err != nil {
+		t.Fatal(err)
+	}
+	drainTransmit(t, a, now)
+	feed(t, a, now, wireFrame(t, "welcome"))
+	drainTransmit(t, a, now)
+	feed(t, a, now, wireFrame(t, "ready"))
+	if ev, ok, err := a.PollEvent(); err != nil || !ok || ev.Kind != tessera.EventReady {
+		t.Fatalf("event %+v %v %v, want Ready", ev, ok, err)
+	}
+	return a
+}
+
+// An 8 KiB input chunk reaches the host in several EventJobData pieces;
+// the outputs' frames are written into the host's buffer: nothing taken
+// while the frames queued before leave no room for a chunk, a buffer that
+// can never hold one refused.
+func TestAgentJobData(t *testing.T) {
+	var now uint64 = 5_000_000
+	a := readyAgent(t, now)
+	defer a.Close()
+	kernel := generated(128)
+	data := generated(tessera.ChunkSize + 100)
+	output := make([]byte, 2*tessera.ChunkSize+10)
+	for i := range output {
+		output[i] = byte(i*13 + 1)
+	}
+	assignJob(t, a, now, 1, kernel, data, len(output))
+	gcStress()
+
+	gotKernel := make([]byte, len(kernel))
+	events := deliver(t, a, now, inputChunk(t, 1, 0, 0, kernel), gotKernel)
+	if len(events) != 1 || events[0] != (tessera.Event{Kind: tessera.EventJobData, Job: 1, Len: 128}) {
+		t.Fatalf("kernel events %+v", events)
+	}
+	got := make([]byte, len(data))
+	events = deliver(t, a, now, inputChunk(t, 1, 1, 0, data[:tessera.ChunkSize]), got)
+	if len(events) < tessera.ChunkSize/tessera.MaxInputPiece {
+		t.Fatalf("an 8 KiB chunk in %d pieces", len(events))
+	}
+	var next uint64
+	for _, ev := range events {
+		if ev.Kind != tessera.EventJobData || ev.Stream != 1 || ev.Offset != next {
+			t.Fatalf("event %+v, want a piece at %d", ev, next)
+		}
+		next += uint64(ev.Len)
+	}
+	if next != tessera.ChunkSize {
+		t.Fatalf("pieces of %d bytes in all", next)
+	}
+	events = deliver(t, a, now, inputChunk(t, 1, 1, 1, data[tessera.ChunkSize:]), got)
+	want := []tessera.Event{
+		{Kind: tessera.EventJobData, Job: 1, Stream: 1, Offset: tessera.ChunkSize, Len: 100},
+		{Kind: tessera.EventRunJob, Job: 1},
+	}
+	if len(events) != 2 || events[0] != want[0] || events[1] != want[1] {
+		t.Fatalf("events %+v, want %+v", events, want)
+	}
+	if !bytes.Equal(gotKernel, kernel) || !bytes.Equal(got, data) {
+		t.Fatal("the pieces read are not the inputs sent")
+	}
+	if got := types(sentFrames(t, a, now)); len(got) != 1 || got[0] != "Started" {
+		t.Fatalf("sent %v, want Started", got)
+	}
+
+	// Room for one chunk's frame (header, job, stream, index, digest, a
+	// two-byte length, the data), but a Progress frame is queued: it goes
+	// first and nothing is taken; sent, the next call takes the chunk.
+	chunkFrame := 8 + 3 + 32 + 2 + tessera.ChunkSize
+	out := make([]byte, tessera.TransmitBuffer)
+	if err := a.ReportProgress(now, 1, 500); err != nil {
+		t.Fatal(err)
+	}
+	var stream []byte
+	taken, written, err := a.SendOutput(now, 1, 1, output, out[:chunkFrame])
+	if err != nil || taken != 0 || written == 0 || written >= chunkFrame {
+		t.Fatalf("SendOutput behind a queued frame: took %d, wrote %d: %v", taken, written, err)
+	}
+	stream = append(stream, out[:written]...)
+	taken, written, err = a.SendOutput(now, 1, 1, output, out[:chunkFrame])
+	if err != nil || taken != tessera.ChunkSize || written != chunkFrame {
+		t.Fatalf("SendOutput: took %d, wrote %d: %v", taken, written, err)
+	}
+	stream = append(stream, out[:written]...)
+	// A buffer that can never hold the next chunk's frame.
+	_, _, err = a.SendOutput(now, 1, 1, output[taken:], out[:100])
+	wantCode(t, err, tessera.ErrBufferTooSmall)
+	_, _, err = a.SendOutput(now, 1, 1, output[taken:], nil)
+	wantCode(t, err, tessera.ErrBufferTooSmall)
+	// With TransmitBuffer bytes every call takes a chunk.
+	for rest := output[taken:]; len(rest) > 0; rest = rest[taken:] {
+		gcStress()
+		taken, written, err = a.SendOutput(now, 1, 1, rest, out)
+		if err != nil || taken == 0 {
+			t.Fatalf("SendOutput: took %d: %v", taken, err)
+		}
+		stream = append(stream, out[:written]...)
+	}
+	messages := splitFrames(t, stream)
+	if got := types(messages); strings.Join(got, " ") != "Progress OutputChunk OutputChunk OutputChunk" {
+		t.Fatalf("sent %v", got)
+	}
+	var uploaded []byte
+	for i, m := range messages[1:] {
+		chunk := unhex(t, m.Fields["data"].(string))
+		digest := tessera.MerkleLeafHash(chunk)
+		if m.Fields["index"] != json.Number(fmt.Sprint(i)) || m.Fields["digest"] != digest.String() {
+			t.Errorf("chunk %d: %v", i, m.Fields)
+		}
+		uploaded = append(uploaded, chunk...)
+	}
+	if !bytes.Equal(uploaded, output) {
+		t.Fatal("the chunks sent are not the output")
+	}
+	if got := sentFrames(t, a, now); len(got) != 0 {
+		t.Fatalf("%v left queued", types(got))
+	}
+	if err := a.FinishJob(now, 1, tessera.Usage{GPUTimeMicros: 1000, Dispatches: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(types(sentFrames(t, a, now)), " "); got != "Completed UsageReport Receipt" {
+		t.Fatalf("sent %s", got)
+	}
+}
+
+// The pieces of a chunk arrive before it is checked; one that fails ends
+// the job with EventCancelJob (CancelInputIntegrity) instead of its last
+// piece, and the peer is told.
+func TestAgentInputIntegrity(t *testing.T) {
+	var now uint64 = 5_000_000
+	a := readyAgent(t, now)
+	defer a.Close()
+	kernel := generated(128)
+	data := generated(tessera.ChunkSize)
+	assignJob(t, a, now, 3, kernel, data, 16)
+	deliver(t, a, now, inputChunk(t, 3, 0, 0, kernel), make([]byte, len(kernel)))
+	bad := inputChunk(t, 3, 1, 0, data)
+	bad[len(bad)-1] ^= 1
+	events := deliver(t, a, now, bad, make([]byte, len(data)))
+	if len(events) < 2 {
+		t.Fatalf("events %+v", events)
+	}
+	pieces, last := events[:len(events)-1], events[len(events)-1]
+	total := 0
+	for _, ev := range pieces {
+		if ev.Kind != tessera.EventJobData {
+			t.Fatalf("event %+v before the cancel", ev)
+		}
+		total += ev.Len
+	}
+	if total >= tessera.ChunkSize {
+		t.Fatalf("%d bytes delivered of a chunk that failed", total)
+	}
+	if last.Kind != tessera.EventCancelJob || last.Job != 3 || last.Reason != tessera.CancelInputIntegrity {
+		t.Fatalf("last event %+v, want CancelJob for input integrity", last)
+	}
+	if got := types(sentFrames(t, a, now)); !strings.Contains(strings.Join(got, " "), "Error") {
+		t.Fatalf("sent %v, want an Error", got)
 	}
 }
 

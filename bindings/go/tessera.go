@@ -56,8 +56,15 @@ const (
 	// MaxFrame is the largest frame on the wire, header included: a
 	// transmit buffer of this size always makes progress.
 	MaxFrame = 8448
-	// ChunkSize is the size of one input or output chunk.
+	// ChunkSize is the size of one input or output chunk (a Merkle leaf).
 	ChunkSize = 8192
+	// MaxInputPiece is the most bytes of one EventJobData (what ReadInput
+	// copies): a chunk's data comes in pieces of this size, the last one
+	// shorter.
+	MaxInputPiece = 2048
+	// TransmitBuffer is the size of a transmit buffer with which every
+	// Agent.SendOutput takes a chunk.
+	TransmitBuffer = 9472
 	// MaxJobs is the most jobs an agent holds at once.
 	MaxJobs = 4
 	// MaxBuffers is the most buffers of one job.

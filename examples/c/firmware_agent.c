@@ -55,7 +55,9 @@ struct slot {
 static struct slot slots[SLOTS];
 static uint8_t rx[2 * TESSERA_MAX_FRAME];
 static size_t rx_len;
-static uint8_t tx[TESSERA_MAX_FRAME];
+/* Queued frames, and output chunks with the frames queued before them:
+ * with this size every tessera_agent_send_output takes a chunk. */
+static uint8_t tx[TESSERA_TRANSMIT_BUFFER];
 static volatile sig_atomic_t stop_requested;
 
 /* ----- the secure element stand-in -------------------------------------- */
@@ -120,21 +122,29 @@ static int connect_to(const char *hostport) {
     return fd;
 }
 
+/* Sends tx[..n]. */
+static int send_all(int fd, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(fd, tx + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
 /* Sends everything the agent has queued. */
 static int flush(tessera_agent *agent, int fd) {
     size_t n = 0;
     while (tessera_agent_poll_transmit(agent, now_us(), tx, sizeof tx, &n) ==
            TESSERA_OK) {
-        size_t off = 0;
-        while (off < n) {
-            ssize_t w = send(fd, tx + off, n - off, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            if (w <= 0) {
-                return -1;
-            }
-            off += (size_t)w;
+        if (send_all(fd, n) != 0) {
+            return -1;
         }
     }
     return 0;
@@ -191,7 +201,9 @@ static void assign(tessera_agent *agent, uint64_t job) {
     }
 }
 
-/* An input chunk: copy it where it belongs. */
+/* A piece of an input chunk: copy it where it belongs. The chunk is checked
+ * when its last piece arrives; one that fails cancels the job
+ * (TESSERA_EVENT_CANCEL_JOB), and what it wrote here is dropped with it. */
 static void take_input(tessera_agent *agent, const tessera_event *ev) {
     struct slot *s = slot_of(ev->job);
     uint8_t *dst;
@@ -212,7 +224,8 @@ static void take_input(tessera_agent *agent, const tessera_event *ev) {
     }
 }
 
-/* Sends a job's outputs, buffer by buffer, then its end. */
+/* Sends a job's outputs, buffer by buffer: the agent writes their frames,
+ * after any it had queued, into tx, which goes out before anything else. */
 static int upload(tessera_agent *agent, int fd, struct slot *s) {
     uint32_t i;
     for (i = 0; i < s->buffer_count; i++) {
@@ -222,18 +235,18 @@ static int upload(tessera_agent *agent, int fd, struct slot *s) {
             continue;
         }
         while (off < b->len) {
-            size_t taken = 0;
+            size_t taken = 0, written = 0;
             tessera_result r = tessera_agent_send_output(
                 agent, now_us(), s->job, i, b->output + off,
-                (size_t)b->len - off, &taken);
+                (size_t)b->len - off, tx, sizeof tx, &taken, &written);
             if (r != TESSERA_OK) {
                 say("send_output", r);
                 return -1;
             }
-            off += taken;
-            if (flush(agent, fd) != 0) {
+            if (send_all(fd, written) != 0) {
                 return -1;
             }
+            off += taken;
         }
     }
     return 0;

@@ -76,9 +76,9 @@ def ready_agent(config: tessera.AgentConfig) -> Tuple[tessera.Agent, bytes, byte
     return agent, evidence, challenge
 
 
-def offer(job: int) -> bytes:
+def offer(job: int, bytes_in: int = 4096, bytes_out: int = 4096) -> bytes:
     return frame("JobOffer", job=job, requirements={"memory_mib": 1, "features": 0}, est_gpu_ms=10,
-                 bytes_in=4096, bytes_out=4096, max_price=10_000, deadline_ms=30_000)
+                 bytes_in=bytes_in, bytes_out=bytes_out, max_price=10_000, deadline_ms=30_000)
 
 
 def test_whole_job_with_persisted_result() -> None:
@@ -146,15 +146,18 @@ def test_whole_job_with_persisted_result() -> None:
     with pytest.raises(tessera.UsageError) as e:
         agent.send_output(now, 1, 0, output)
     assert e.value.code == 104 and e.value.name == "output_out_of_order"
-    assert agent.send_output(now, 1, 1, output) == 32
+    # The outputs' frames come back to send, after the frames queued before.
+    taken, frames = agent.send_output(now, 1, 1, output)
+    assert taken == 32
+    before = [tessera.decode_message(f) for f in split_frames(frames)]
+    assert [m["type"] for m in before] == ["Progress", "OutputChunk"]
+    assert before[0]["fields"] == {"job": 1, "permille": 500}
     assert agent.job_info(1).state == tessera.JobState.UPLOADING
     agent.finish_job(now, 1, tessera.Usage(gpu_time_us=2500, dispatches=1))
     assert agent.poll_event() == tessera.Event(tessera.EventKind.PERSIST_RESULT, job=1)
-    # The outputs went out as they were written; the result itself (its
-    # completion, usage and receipt) waits until the host stored it.
-    before = sent(agent, now)
-    assert [m["type"] for m in before] == ["Progress", "OutputChunk"]
-    assert before[0]["fields"] == {"job": 1, "permille": 500}
+    # The result itself (its completion, usage and receipt) waits until the
+    # host stored it.
+    assert sent(agent, now) == []
     record = agent.result_record(1)
     assert 0 < len(record) <= tessera.MAX_RECORD_BYTES
     agent.confirm_persisted(now, 1)
@@ -207,6 +210,131 @@ def test_whole_job_with_persisted_result() -> None:
     # Drained: goodbye once nothing is held.
     agent.drain(now)
     assert "Goodbye" in [m["type"] for m in sent(agent, now)]
+    agent.close()
+
+
+def deliver(agent: tessera.Agent, now: int, data: bytes, into: bytearray) -> List[tessera.Event]:
+    """Feeds `data` the way a host does: after each `handle_input` it reads
+    every event, copying each `JOB_DATA` piece into `into` at its offset,
+    before it passes the bytes not taken yet. Returns the events."""
+    events: List[tessera.Event] = []
+    rest = memoryview(data)
+    while True:
+        rest = rest[agent.handle_input(now, rest):]
+        for event in agent.events():
+            events.append(event)
+            if event.kind == tessera.EventKind.JOB_DATA:
+                assert 0 < event.len <= tessera.MAX_INPUT_PIECE
+                piece = agent.read_input(event.job)
+                assert len(piece) == event.len
+                into[event.offset:event.offset + event.len] = piece
+        if not rest:
+            return events
+        assert len(events) < 64, "the agent stopped taking input"
+
+
+def assign_pieces_job(agent: tessera.Agent, job: int, kernel: bytes, data: bytes, out_len: int) -> None:
+    """Offers and assigns `job`: `kernel`, buffer 0 holding `data`, buffer 1
+    of `out_len` bytes read back."""
+    feed(agent, NOW, offer(job, bytes_in=1 << 20, bytes_out=1 << 16))
+    assert [m["type"] for m in sent(agent, NOW)] == ["OfferAccept"]
+    feed(agent, NOW, frame(
+        "JobAssign", job=job, requester_nonce=bytes(32).hex(),
+        kernel={"len": len(kernel), "root": tessera.merkle_root(kernel).hex(), "entry_point": "main",
+                "specialization": [], "push_constants": "", "grid": [1, 1, 1]},
+        buffers=[{"binding": 0, "len": len(data), "init_len": len(data), "readback": False},
+                 {"binding": 1, "len": out_len, "init_len": 0, "readback": True}],
+        inputs_root=tessera.merkle_root(data).hex(),
+    ))
+    assert agent.poll_event() == tessera.Event(tessera.EventKind.JOB_ASSIGNED, job=job)
+
+
+def input_chunk(job: int, stream: int, index: int, data: bytes) -> bytes:
+    return frame("InputChunk", job=job, stream=stream, index=index,
+                 digest=tessera.merkle_leaf_hash(data).hex(), data=data.hex())
+
+
+def test_input_in_pieces_and_outputs_into_the_hosts_buffer() -> None:
+    """An 8 KiB input chunk reaches the host in several `JOB_DATA` pieces;
+    the outputs' frames are written into the host's buffer: nothing taken
+    while the frames queued before leave no room for a chunk, a buffer that
+    can never hold one refused."""
+    agent, _, _ = ready_agent(device_config())
+    kernel = bytes(i * 7 % 256 for i in range(128))
+    data = bytes((i * 31 + 7) % 251 for i in range(tessera.CHUNK_SIZE + 100))
+    output = bytes((i * 13 + 1) % 256 for i in range(2 * tessera.CHUNK_SIZE + 10))
+    assign_pieces_job(agent, 1, kernel, data, len(output))
+
+    got_kernel = bytearray(len(kernel))
+    events = deliver(agent, NOW, input_chunk(1, 0, 0, kernel), got_kernel)
+    assert events == [tessera.Event(tessera.EventKind.JOB_DATA, job=1, stream=0, offset=0, len=128)]
+    got = bytearray(len(data))
+    events = deliver(agent, NOW, input_chunk(1, 1, 0, data[:tessera.CHUNK_SIZE]), got)
+    assert {e.kind for e in events} == {tessera.EventKind.JOB_DATA}
+    assert len(events) >= tessera.CHUNK_SIZE // tessera.MAX_INPUT_PIECE
+    offsets = [e.offset for e in events]
+    assert offsets == sorted(offsets) and sum(e.len for e in events) == tessera.CHUNK_SIZE
+    events = deliver(agent, NOW, input_chunk(1, 1, 1, data[tessera.CHUNK_SIZE:]), got)
+    assert events == [tessera.Event(tessera.EventKind.JOB_DATA, job=1, stream=1, offset=tessera.CHUNK_SIZE,
+                                    len=100),
+                      tessera.Event(tessera.EventKind.RUN_JOB, job=1)]
+    assert bytes(got_kernel) == kernel and bytes(got) == data
+    assert [m["type"] for m in sent(agent, NOW)] == ["Started"]
+
+    # Room for one chunk's frame (header, job, stream, index, digest, a
+    # two-byte length, the data), but a Progress frame is queued: it goes
+    # first and nothing is taken; sent, the next call takes the chunk.
+    chunk_frame = 8 + 3 + 32 + 2 + tessera.CHUNK_SIZE
+    out = bytearray(chunk_frame)
+    agent.report_progress(NOW, 1, 500)
+    stream = b""
+    taken, written = agent.send_output_into(NOW, 1, 1, output, out)
+    assert taken == 0 and 0 < written < chunk_frame
+    stream += out[:written]
+    taken, written = agent.send_output_into(NOW, 1, 1, output, out)
+    assert taken == tessera.CHUNK_SIZE and written == chunk_frame
+    stream += out[:written]
+    # A buffer that can never hold the next chunk's frame.
+    with pytest.raises(tessera.BufferTooSmallError):
+        agent.send_output_into(NOW, 1, 1, output[taken:], bytearray(100))
+    with pytest.raises(tessera.ArgumentTypeError):
+        agent.send_output_into(NOW, 1, 1, output[taken:], bytes(tessera.TRANSMIT_BUFFER))
+    # send_output's own buffer takes at least a chunk at every call.
+    rest = memoryview(output)[taken:]
+    while rest:
+        taken, frames = agent.send_output(NOW, 1, 1, rest)
+        assert taken > 0
+        stream += frames
+        rest = rest[taken:]
+    messages = [tessera.decode_message(f) for f in split_frames(stream)]
+    assert [m["type"] for m in messages] == ["Progress", "OutputChunk", "OutputChunk", "OutputChunk"]
+    chunks = [m["fields"] for m in messages[1:]]
+    assert [c["index"] for c in chunks] == [0, 1, 2]
+    assert b"".join(bytes.fromhex(c["data"]) for c in chunks) == output
+    assert all(c["digest"] == tessera.merkle_leaf_hash(bytes.fromhex(c["data"])).hex() for c in chunks)
+    assert sent(agent, NOW) == []
+    agent.finish_job(NOW, 1, tessera.Usage(gpu_time_us=1000, dispatches=1))
+    assert [m["type"] for m in sent(agent, NOW)] == ["Completed", "UsageReport", "Receipt"]
+    agent.close()
+
+
+def test_a_chunk_failing_its_digest_cancels_the_job() -> None:
+    """The pieces of a chunk arrive before it is checked; one that fails
+    ends the job with `CANCEL_JOB` (input integrity) instead of its last
+    piece, and the peer is told."""
+    agent, _, _ = ready_agent(device_config())
+    kernel = bytes(128)
+    data = bytes((i * 31 + 7) % 251 for i in range(tessera.CHUNK_SIZE))
+    assign_pieces_job(agent, 3, kernel, data, 16)
+    deliver(agent, NOW, input_chunk(3, 0, 0, kernel), bytearray(len(kernel)))
+    bad = bytearray(input_chunk(3, 1, 0, data))
+    bad[-1] ^= 1
+    events = deliver(agent, NOW, bytes(bad), bytearray(len(data)))
+    pieces = [e for e in events if e.kind == tessera.EventKind.JOB_DATA]
+    assert pieces and sum(e.len for e in pieces) < tessera.CHUNK_SIZE
+    assert events[len(pieces):] == [tessera.Event(tessera.EventKind.CANCEL_JOB, job=3,
+                                                  reason=tessera.CancelReason.INPUT_INTEGRITY)]
+    assert "Error" in [m["type"] for m in sent(agent, NOW)]
     agent.close()
 
 

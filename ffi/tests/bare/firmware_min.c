@@ -22,7 +22,8 @@ void tessera_platform_abort(void) {
 static unsigned char agent_memory[64 * 1024] __attribute__((aligned(16)));
 static unsigned char signer_memory[512] __attribute__((aligned(16)));
 static unsigned char element_memory[512] __attribute__((aligned(16)));
-static uint8_t frame[TESSERA_MAX_FRAME];
+static uint8_t frame[TESSERA_TRANSMIT_BUFFER];
+static uint8_t piece[TESSERA_MAX_INPUT_PIECE];
 static volatile uint64_t clock_us;
 static volatile uint8_t wire[64];
 
@@ -50,7 +51,7 @@ void _start(void) {
     uint8_t key_id[16];
     uint32_t state, id, value;
     uint64_t due;
-    size_t n = 0;
+    size_t n = 0, taken = 0;
     char text[64];
 
     if (tessera_signer_footprint() > sizeof signer_memory ||
@@ -82,8 +83,9 @@ void _start(void) {
         tessera_agent_job_specialization(agent, event.job, 0, &id, &value);
         tessera_agent_job_push_constants(agent, event.job, frame, 64, &n);
         tessera_agent_job_entry_point(agent, event.job, text, sizeof text, &n);
-        tessera_agent_read_input(agent, event.job, frame, sizeof frame, &n);
-        tessera_agent_send_output(agent, clock_us, event.job, 0, frame, n, &n);
+        tessera_agent_read_input(agent, event.job, piece, sizeof piece, &n);
+        tessera_agent_send_output(agent, clock_us, event.job, 0, piece, n,
+                                  frame, sizeof frame, &taken, &n);
         tessera_agent_report_progress(agent, clock_us, event.job, 500);
         tessera_agent_finish_job(agent, clock_us, event.job, &usage);
         tessera_agent_fail_job(agent, clock_us, event.job, 7, 0, &usage);

@@ -1,8 +1,10 @@
 /*
  * The sans-IO agent through the C ABI: every function, its NULL, zero-length
  * and too-small-buffer paths, calls in the wrong order, a callback signer,
- * and a session up to an accepted offer. Frames come from the shared wire
- * vectors (core/tests/vectors/wire.json, names in the comments).
+ * a session up to an accepted offer, and a job's data: an 8 KiB input chunk
+ * in several JobData pieces, outputs written into the host's buffer, a
+ * chunk that fails its digest. Frames come from the shared wire vectors
+ * (core/tests/vectors/wire.json, names in the comments) or are encoded here.
  *
  * Built by ci/test with -std=c99 -Wall -Wextra -Werror -pedantic and run
  * under AddressSanitizer + UBSan and under valgrind.
@@ -451,12 +453,23 @@ static void test_session(void) {
                TESSERA_INVALID_ARGUMENT);
     CHECK_CODE(tessera_agent_fail_job(a, now, 1, 7, 0, &usage),
                TESSERA_INVALID_JOB_STATE);
-    CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, buf, 4, &n),
-               TESSERA_INVALID_JOB_STATE);
-    CHECK_CODE(tessera_agent_send_output(a, now, 1, 300, buf, 4, &n),
-               TESSERA_INVALID_ARGUMENT);
-    CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, NULL, 4, &n),
-               TESSERA_NULL_ARGUMENT);
+    {
+        uint8_t out[64];
+        size_t taken = 99, written = 99;
+        CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, buf, 4, out,
+                                             sizeof out, &taken, &written),
+                   TESSERA_INVALID_JOB_STATE);
+        CHECK(taken == 99 && written == 99); /* outputs only on success */
+        CHECK_CODE(tessera_agent_send_output(a, now, 1, 300, buf, 4, out,
+                                             sizeof out, &taken, &written),
+                   TESSERA_INVALID_ARGUMENT);
+        CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, NULL, 4, out,
+                                             sizeof out, &taken, &written),
+                   TESSERA_NULL_ARGUMENT);
+        CHECK_CODE(tessera_agent_send_output(a, now, 1, 0, buf, 4, NULL, 10,
+                                             &taken, &written),
+                   TESSERA_NULL_ARGUMENT);
+    }
     CHECK_CODE(tessera_agent_report_progress(a, now, 1, 500),
                TESSERA_INVALID_JOB_STATE);
     CHECK_CODE(tessera_agent_report_progress(a, now, 1, 70000),
@@ -621,6 +634,436 @@ static void test_reentry(void) {
     tessera_signer_free(r.key);
 }
 
+/* ----- a job's data: input pieces, output frames ----------------------- */
+
+/* A coordinator's frame, encoded as docs/PROTOCOL.md says ("Encoding"):
+ * "TS", version 1, type, body length (u32 little-endian), body. */
+struct frame {
+    uint8_t bytes[TESSERA_MAX_FRAME];
+    size_t len;
+};
+
+static void frame_start(struct frame *f, uint8_t type) {
+    f->bytes[0] = 'T';
+    f->bytes[1] = 'S';
+    f->bytes[2] = 1;
+    f->bytes[3] = type;
+    f->len = 8;
+}
+
+static void put_raw(struct frame *f, const uint8_t *p, size_t n) {
+    if (n > sizeof f->bytes - f->len) {
+        abort();
+    }
+    memcpy(f->bytes + f->len, p, n);
+    f->len += n;
+}
+
+static void put_varint(struct frame *f, uint64_t v) {
+    while (v >= 0x80) {
+        uint8_t b = (uint8_t)(v | 0x80);
+        put_raw(f, &b, 1);
+        v >>= 7;
+    }
+    {
+        uint8_t b = (uint8_t)v;
+        put_raw(f, &b, 1);
+    }
+}
+
+static void put_blob(struct frame *f, const uint8_t *p, size_t n) {
+    put_varint(f, n);
+    put_raw(f, p, n);
+}
+
+/* Writes the body's length into the header. */
+static void frame_end(struct frame *f) {
+    size_t body = f->len - 8;
+    int i;
+    for (i = 0; i < 4; i++) {
+        f->bytes[4 + i] = (uint8_t)(body >> (8 * i));
+    }
+}
+
+/* JobOffer (wire.json "job_offer" for another job): 512 MiB, features 33,
+ * 250 ms, 1 MiB in, 64 KiB out, price at most 10000, 30 s. */
+static void job_offer(struct frame *f, uint64_t job) {
+    frame_start(f, 0x10);
+    put_varint(f, job);
+    put_varint(f, 512);
+    put_varint(f, 33);
+    put_varint(f, 250);
+    put_varint(f, 1048576);
+    put_varint(f, 65536);
+    put_varint(f, 10000);
+    put_varint(f, 30000);
+    frame_end(f);
+}
+
+/* The job of test_job_data: a 128-byte "kernel" (the agent does not look
+ * inside), buffer 0 (binding 0) of one whole chunk and 100 bytes more of
+ * input, buffer 1 (binding 1) of two whole chunks and 10 bytes more of
+ * output. */
+enum {
+    KERNEL_LEN = 128,
+    INPUT_LEN = TESSERA_CHUNK_SIZE + 100,
+    OUTPUT_LEN = 2 * TESSERA_CHUNK_SIZE + 10,
+};
+static uint8_t kernel[KERNEL_LEN];
+static uint8_t input[INPUT_LEN];
+static uint8_t output[OUTPUT_LEN];
+
+static void job_assign(struct frame *f, uint64_t job) {
+    static const uint8_t nonce[32] = {0x42};
+    uint8_t root[32];
+    frame_start(f, 0x13);
+    put_varint(f, job);
+    put_raw(f, nonce, sizeof nonce);
+    put_varint(f, KERNEL_LEN);
+    CHECK_CODE(tessera_merkle_root(kernel, KERNEL_LEN, root), TESSERA_OK);
+    put_raw(f, root, sizeof root);
+    put_blob(f, (const uint8_t *)"main", 4);
+    put_varint(f, 0); /* no specialization */
+    put_varint(f, 0); /* no push constants */
+    put_varint(f, 1); /* grid */
+    put_varint(f, 1);
+    put_varint(f, 1);
+    put_varint(f, 2); /* buffers: binding, len, init_len, readback */
+    put_varint(f, 0);
+    put_varint(f, INPUT_LEN);
+    put_varint(f, INPUT_LEN);
+    put_varint(f, 0);
+    put_varint(f, 1);
+    put_varint(f, OUTPUT_LEN);
+    put_varint(f, 0);
+    put_varint(f, 1);
+    CHECK_CODE(tessera_merkle_root(input, INPUT_LEN, root), TESSERA_OK);
+    put_raw(f, root, sizeof root);
+    frame_end(f);
+}
+
+static void input_chunk(struct frame *f, uint64_t job, uint8_t stream,
+                        uint32_t index, const uint8_t *data, size_t len) {
+    uint8_t digest[32];
+    CHECK_CODE(tessera_merkle_leaf_hash(data, len, digest), TESSERA_OK);
+    frame_start(f, 0x14);
+    put_varint(f, job);
+    put_raw(f, &stream, 1);
+    put_varint(f, index);
+    put_raw(f, digest, sizeof digest);
+    put_blob(f, data, len);
+    frame_end(f);
+}
+
+/* What the host made of one stream's JobData pieces, and the other events. */
+struct received {
+    uint8_t *dst;
+    size_t cap;
+    size_t next; /* the offset the next piece must have */
+    int pieces;
+    int assigned;
+    int run;
+    int cancelled;
+    uint32_t cancel_reason;
+};
+
+/* Feeds a frame the way a host does: after each handle_input it reads every
+ * event (copying each JobData piece of `job` where its offset says) before
+ * it passes the bytes not taken yet. */
+static void deliver(tessera_agent *a, uint64_t now, const struct frame *f,
+                    uint64_t job, struct received *r) {
+    size_t at = 0;
+    int rounds = 0;
+    do {
+        size_t consumed = 0;
+        tessera_event ev = {.size = sizeof(tessera_event)};
+        CHECK_CODE(tessera_agent_handle_input(a, now, f->bytes + at,
+                                              f->len - at, &consumed),
+                   TESSERA_OK);
+        at += consumed;
+        if (++rounds > 64) {
+            CHECK(!"the agent stopped taking input");
+            return;
+        }
+        while (tessera_agent_poll_event(a, &ev) == TESSERA_OK) {
+            CHECK(ev.job == job);
+            if (ev.kind == TESSERA_EVENT_JOB_DATA) {
+                size_t n = 0;
+                CHECK(ev.len > 0 && ev.len <= TESSERA_MAX_INPUT_PIECE);
+                CHECK(ev.offset == r->next && ev.offset + ev.len <= r->cap);
+                if (ev.offset != r->next || ev.offset + ev.len > r->cap) {
+                    return;
+                }
+                if (ev.len > 1) {
+                    uint8_t small[1];
+                    size_t need = 0;
+                    CHECK_CODE(tessera_agent_read_input(a, job, small,
+                                                        sizeof small, &need),
+                               TESSERA_BUFFER_TOO_SMALL);
+                    CHECK(need == ev.len);
+                }
+                CHECK_CODE(tessera_agent_read_input(a, job, r->dst + ev.offset,
+                                                    r->cap - (size_t)ev.offset,
+                                                    &n),
+                           TESSERA_OK);
+                CHECK(n == ev.len);
+                r->next += n;
+                r->pieces++;
+            } else if (ev.kind == TESSERA_EVENT_JOB_ASSIGNED) {
+                r->assigned++;
+            } else if (ev.kind == TESSERA_EVENT_RUN_JOB) {
+                r->run++;
+            } else if (ev.kind == TESSERA_EVENT_CANCEL_JOB) {
+                r->cancelled++;
+                r->cancel_reason = ev.reason;
+            } else {
+                CHECK(!"an event of another kind");
+            }
+        }
+    } while (at < f->len);
+}
+
+static uint64_t read_varint(const uint8_t *b, size_t end, size_t *at) {
+    uint64_t v = 0;
+    int shift;
+    for (shift = 0; *at < end && shift < 64; shift += 7) {
+        uint8_t x = b[(*at)++];
+        v |= (uint64_t)(x & 0x7F) << shift;
+        if (!(x & 0x80)) {
+            break;
+        }
+    }
+    return v;
+}
+
+/* What the agent wrote into a send_output buffer: whole frames, the data of
+ * each OutputChunk (its digest checked) appended to `got`. */
+struct sent_frames {
+    uint8_t *got;
+    size_t cap;
+    size_t len;
+    int chunks;
+    int progress;
+    int receipts;
+};
+
+static void read_sent(const uint8_t *out, size_t written, struct sent_frames *s) {
+    size_t at = 0;
+    while (written - at >= 8) {
+        size_t body = (size_t)out[at + 4] | (size_t)out[at + 5] << 8 |
+                      (size_t)out[at + 6] << 16 | (size_t)out[at + 7] << 24;
+        size_t end = at + 8 + body;
+        CHECK(out[at] == 'T' && out[at + 1] == 'S' && end <= written);
+        if (end > written) {
+            return;
+        }
+        if (out[at + 3] == 0x17) { /* OutputChunk */
+            size_t p = at + 8;
+            size_t sent_digest;
+            uint64_t len;
+            uint8_t digest[32];
+            read_varint(out, end, &p); /* job */
+            p++;                       /* stream */
+            read_varint(out, end, &p); /* index */
+            sent_digest = p;
+            p += 32;
+            len = read_varint(out, end, &p);
+            CHECK(p + len == end && s->len + len <= s->cap);
+            if (p + len != end || s->len + len > s->cap) {
+                return;
+            }
+            CHECK_CODE(tessera_merkle_leaf_hash(out + p, (size_t)len, digest),
+                       TESSERA_OK);
+            CHECK(memcmp(digest, out + sent_digest, 32) == 0);
+            memcpy(s->got + s->len, out + p, (size_t)len);
+            s->len += (size_t)len;
+            s->chunks++;
+        } else if (out[at + 3] == 0x16) { /* Progress */
+            s->progress++;
+        } else if (out[at + 3] == 0x1B) { /* Receipt */
+            s->receipts++;
+        }
+        at = end;
+    }
+    CHECK(at == written);
+}
+
+static tessera_agent *ready_agent(uint64_t now) {
+    tessera_agent_config c = device_config();
+    tessera_agent *a = NULL;
+    tessera_event ev = {.size = sizeof(tessera_event)};
+    CHECK_CODE(tessera_agent_new(&c, new_signer(), NULL, NULL, 0, &a),
+               TESSERA_OK);
+    CHECK_CODE(tessera_agent_connect(a, now), TESSERA_OK);
+    CHECK(drain_transmit(a, now, NULL) == 1); /* Hello */
+    feed(a, now, WELCOME);
+    CHECK(drain_transmit(a, now, NULL) == 3); /* Evidence */
+    feed(a, now, READY);
+    CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_OK);
+    CHECK(ev.kind == TESSERA_EVENT_READY);
+    return a;
+}
+
+/* A job whose input chunk of 8 KiB reaches the host in several JobData
+ * pieces of at most TESSERA_MAX_INPUT_PIECE bytes, whose outputs the agent
+ * writes into the host's buffer (refused when that buffer can never hold a
+ * chunk's frame; nothing taken while queued frames leave no room for it);
+ * then a job whose chunk fails its digest, cancelled instead of its last
+ * piece. */
+static void test_job_data(void) {
+    static uint8_t kernel_got[KERNEL_LEN], input_got[INPUT_LEN];
+    static uint8_t output_got[OUTPUT_LEN];
+    static uint8_t out[TESSERA_TRANSMIT_BUFFER];
+    static struct frame f;
+    /* The frame of a whole output chunk: header, job, stream, index (one
+     * byte each here), digest, data length (two bytes), data. */
+    const size_t chunk_frame = 8 + 3 + 32 + 2 + TESSERA_CHUNK_SIZE;
+    const uint64_t now = 2000000;
+    struct received k, in;
+    struct sent_frames sent;
+    tessera_usage usage;
+    tessera_job_info info = {.size = sizeof(tessera_job_info)};
+    tessera_agent *a = ready_agent(now);
+    size_t i, off, taken = 0, written = 0;
+    tessera_result r;
+
+    for (i = 0; i < KERNEL_LEN; i++) {
+        kernel[i] = (uint8_t)(i * 7);
+    }
+    for (i = 0; i < INPUT_LEN; i++) {
+        input[i] = (uint8_t)(i * 31 + 7);
+    }
+    for (i = 0; i < OUTPUT_LEN; i++) {
+        output[i] = (uint8_t)(i * 13 + 1);
+    }
+    feed(a, now, JOB_OFFER); /* job 1 */
+    CHECK(drain_transmit(a, now, NULL) == 0x11);
+    job_assign(&f, 1);
+    memset(&k, 0, sizeof k);
+    deliver(a, now, &f, 1, &k);
+    CHECK(k.assigned == 1);
+    memset(&k, 0, sizeof k);
+    CHECK_CODE(tessera_agent_job_info(a, 1, &info), TESSERA_OK);
+    CHECK(info.state == TESSERA_JOB_RECEIVING);
+
+    /* The kernel: one piece. Buffer 0's first chunk: several, in order,
+     * each read before the next input; its last chunk: one. */
+    k.dst = kernel_got;
+    k.cap = sizeof kernel_got;
+    input_chunk(&f, 1, 0, 0, kernel, KERNEL_LEN);
+    deliver(a, now, &f, 1, &k);
+    CHECK(k.pieces == 1 && k.next == KERNEL_LEN && !k.run && !k.cancelled);
+    CHECK(memcmp(kernel_got, kernel, KERNEL_LEN) == 0);
+    memset(&in, 0, sizeof in);
+    in.dst = input_got;
+    in.cap = sizeof input_got;
+    input_chunk(&f, 1, 1, 0, input, TESSERA_CHUNK_SIZE);
+    deliver(a, now, &f, 1, &in);
+    CHECK(in.pieces >= TESSERA_CHUNK_SIZE / TESSERA_MAX_INPUT_PIECE);
+    CHECK(in.next == TESSERA_CHUNK_SIZE && !in.run && !in.cancelled);
+    input_chunk(&f, 1, 1, 1, input + TESSERA_CHUNK_SIZE,
+                INPUT_LEN - TESSERA_CHUNK_SIZE);
+    deliver(a, now, &f, 1, &in);
+    CHECK(in.next == INPUT_LEN && in.run == 1 && !in.cancelled);
+    CHECK(memcmp(input_got, input, INPUT_LEN) == 0);
+    CHECK(drain_transmit(a, now, NULL) == 0x15); /* Started */
+
+    /* The outputs, into a buffer with room for one chunk's frame. A
+     * Progress frame is queued: it goes first, and nothing is taken; once
+     * that is sent, the next call takes the chunk. */
+    memset(&sent, 0, sizeof sent);
+    sent.got = output_got;
+    sent.cap = sizeof output_got;
+    CHECK_CODE(tessera_agent_report_progress(a, now, 1, 500), TESSERA_OK);
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 1, output, OUTPUT_LEN, out,
+                                         chunk_frame, &taken, &written),
+               TESSERA_OK);
+    CHECK(taken == 0 && written > 0 && written < chunk_frame);
+    read_sent(out, written, &sent);
+    CHECK(sent.progress == 1 && sent.chunks == 0);
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 1, output, OUTPUT_LEN, out,
+                                         chunk_frame, &taken, &written),
+               TESSERA_OK);
+    CHECK(taken == TESSERA_CHUNK_SIZE && written == chunk_frame);
+    read_sent(out, written, &sent);
+    CHECK(sent.chunks == 1);
+    /* A buffer that can never hold the next chunk's frame: refused, nothing
+     * taken or written. */
+    off = taken;
+    taken = written = 99;
+    CHECK_CODE(tessera_agent_send_output(a, now, 1, 1, output + off,
+                                         OUTPUT_LEN - off, out, 100, &taken,
+                                         &written),
+               TESSERA_BUFFER_TOO_SMALL);
+    CHECK(taken == 99 && written == 99);
+    taken = off;
+    /* With TESSERA_TRANSMIT_BUFFER bytes every call takes a chunk. */
+    for (off = taken; off < OUTPUT_LEN; off += taken) {
+        r = tessera_agent_send_output(a, now, 1, 1, output + off,
+                                      OUTPUT_LEN - off, out, sizeof out,
+                                      &taken, &written);
+        CHECK_CODE(r, TESSERA_OK);
+        CHECK(taken > 0);
+        if (r != TESSERA_OK || taken == 0) {
+            break;
+        }
+        read_sent(out, written, &sent);
+    }
+    CHECK(sent.chunks == 3 && sent.len == OUTPUT_LEN);
+    CHECK(memcmp(output_got, output, OUTPUT_LEN) == 0);
+    CHECK(drain_transmit(a, now, NULL) == 0); /* all of it went out above */
+    CHECK_CODE(tessera_agent_job_info(a, 1, &info), TESSERA_OK);
+    CHECK(info.state == TESSERA_JOB_UPLOADING);
+    memset(&usage, 0, sizeof usage);
+    usage.gpu_time_us = 1000;
+    CHECK_CODE(tessera_agent_finish_job(a, now, 1, &usage), TESSERA_OK);
+    /* Completed, UsageReport, Receipt: the queue holds them all, and a
+     * transmit buffer of TESSERA_MAX_FRAME bytes takes it whole. */
+    CHECK_CODE(tessera_agent_poll_transmit(a, now, out, TESSERA_MAX_FRAME,
+                                           &written),
+               TESSERA_OK);
+    read_sent(out, written, &sent);
+    CHECK(sent.receipts == 1);
+    CHECK(drain_transmit(a, now, NULL) == 0);
+    frame_start(&f, 0x1C); /* ResultAck */
+    put_varint(&f, 1);
+    frame_end(&f);
+    {
+        tessera_event ev = {.size = sizeof(tessera_event)};
+        size_t consumed = 0;
+        CHECK_CODE(tessera_agent_handle_input(a, now, f.bytes, f.len, &consumed),
+                   TESSERA_OK);
+        CHECK(consumed == f.len);
+        CHECK_CODE(tessera_agent_poll_event(a, &ev), TESSERA_OK);
+        CHECK(ev.kind == TESSERA_EVENT_RESULT_ACKNOWLEDGED && ev.job == 1);
+    }
+
+    /* Job 2: buffer 0's first chunk does not match its digest. The pieces
+     * before its last arrive; then the job is cancelled. */
+    job_offer(&f, 2);
+    memset(&k, 0, sizeof k);
+    deliver(a, now, &f, 2, &k);
+    CHECK(drain_transmit(a, now, NULL) == 0x11); /* OfferAccept */
+    job_assign(&f, 2);
+    deliver(a, now, &f, 2, &k);
+    CHECK(k.assigned == 1);
+    memset(&k, 0, sizeof k);
+    k.dst = kernel_got;
+    k.cap = sizeof kernel_got;
+    input_chunk(&f, 2, 0, 0, kernel, KERNEL_LEN);
+    deliver(a, now, &f, 2, &k);
+    memset(&in, 0, sizeof in);
+    in.dst = input_got;
+    in.cap = sizeof input_got;
+    input_chunk(&f, 2, 1, 0, input, TESSERA_CHUNK_SIZE);
+    f.bytes[f.len - 1] ^= 1;
+    deliver(a, now, &f, 2, &in);
+    CHECK(in.cancelled == 1 && in.cancel_reason == TESSERA_CANCEL_INPUT_INTEGRITY);
+    CHECK(!in.run && in.pieces >= 1 && in.next < TESSERA_CHUNK_SIZE);
+    drain_transmit(a, now, NULL);
+    tessera_agent_free(a);
+}
+
 /* The bare-metal way: signer and agent in memory the program gives,
  * deliberately misaligned by one byte (the footprint covers it). */
 static void test_in_place(void) {
@@ -634,7 +1077,9 @@ static void test_in_place(void) {
     size_t need_agent = tessera_agent_footprint();
 
     CHECK(need_signer > 0 && need_signer + 1 <= sizeof signer_mem);
-    CHECK(need_agent > 30000 && need_agent + 1 <= sizeof agent_mem);
+    /* It holds at least its input buffer (one JobData piece). */
+    CHECK(need_agent > TESSERA_MAX_INPUT_PIECE &&
+          need_agent + 1 <= sizeof agent_mem);
     CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, 8, SEED, &s),
                TESSERA_BUFFER_TOO_SMALL);
     CHECK_CODE(tessera_signer_init_from_seed(NULL, need_signer, SEED, &s),
@@ -714,6 +1159,7 @@ int main(void) {
     test_config_errors();
     test_session();
     test_reentry();
+    test_job_data();
     if (failures) {
         fprintf(stderr, "test_agent: %d checks failed\n", failures);
         return 1;

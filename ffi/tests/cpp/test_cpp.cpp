@@ -8,8 +8,11 @@
  *   the key functions, byte for byte what the vectors record;
  * - Agent: a session up to an accepted offer with frames from the shared
  *   wire vectors, and every call in the wrong order; then a whole job with
- *   frames encoded here (docs/PROTOCOL.md), its receipt checked with the
- *   verification functions against what the host sent and received;
+ *   frames encoded here (docs/PROTOCOL.md): an 8 KiB input chunk read in
+ *   several pieces, outputs written into the host's buffer (nothing taken
+ *   while queued frames fill it, a buffer too small refused), its receipt
+ *   checked with the verification functions against what the host sent
+ *   and received;
  * - Dispatcher: devices, a saxpy kernel checked element by element, a
  *   kernel the gate refuses, one stopped at its time limit (lavapipe in CI);
  * - Runtime: from the operator's TOML file, stepped from this program's loop
@@ -609,9 +612,10 @@ void test_agent_session()
     CHECK_CODE(a.fail_job(now, 1, 7, 0, usage), tessera::code::invalid_job_state);
     CHECK_CODE(a.fail_job(now, 1, tessera::JobFailure{7, 0, usage}),
                tessera::code::invalid_job_state);
-    CHECK_CODE(a.send_output(now, 1, 0, tessera::bytes_view(buf.data(), 4)),
+    std::vector<std::uint8_t> out(tessera::transmit_buffer);
+    CHECK_CODE(a.send_output(now, 1, 0, tessera::bytes_view(buf.data(), 4), out),
                tessera::code::invalid_job_state);
-    CHECK_CODE(a.send_output(now, 1, 300, tessera::bytes_view(buf.data(), 4)),
+    CHECK_CODE(a.send_output(now, 1, 300, tessera::bytes_view(buf.data(), 4), out),
                tessera::code::invalid_argument);
     CHECK_CODE(a.report_progress(now, 1, 500), tessera::code::invalid_job_state);
     CHECK_CODE(a.report_progress(now, 1, 70000), tessera::code::invalid_argument);
@@ -712,12 +716,9 @@ std::uint64_t read_varint(const std::vector<std::uint8_t> &b, std::size_t &at)
     return v;
 }
 
-/* Every frame the agent has to send now (a transmit may hold several). */
-std::vector<std::vector<std::uint8_t>> transmits(tessera::Agent &a, tessera::Micros now)
+/* The whole frames of a byte stream. */
+std::vector<std::vector<std::uint8_t>> split_frames(const std::vector<std::uint8_t> &stream)
 {
-    std::vector<std::uint8_t> stream, buf(tessera::max_frame);
-    while (auto n = a.poll_transmit(now, buf))
-        stream.insert(stream.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*n));
     std::vector<std::vector<std::uint8_t>> frames;
     std::size_t at = 0;
     while (stream.size() - at >= 8) {
@@ -732,6 +733,15 @@ std::vector<std::vector<std::uint8_t>> transmits(tessera::Agent &a, tessera::Mic
     }
     CHECK(at == stream.size());
     return frames;
+}
+
+/* Every frame the agent has to send now (a transmit may hold several). */
+std::vector<std::vector<std::uint8_t>> transmits(tessera::Agent &a, tessera::Micros now)
+{
+    std::vector<std::uint8_t> stream, buf(tessera::max_frame);
+    while (auto n = a.poll_transmit(now, buf))
+        stream.insert(stream.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*n));
+    return split_frames(stream);
 }
 
 /* The byte string at the end of a frame whose body is `varint job, blob`. */
@@ -779,9 +789,11 @@ void test_agent_job()
     feed(a, now, JOB_OFFER); /* job 1 */
     CHECK(drain_transmit(a, now) == 0x11);
 
-    /* The job: a 128-byte "kernel" (the agent does not look inside), 16 input
-     * bytes in buffer 0 (binding 0), 32 output bytes from buffer 1 (binding 2). */
-    std::vector<std::uint8_t> kernel(128), input(16), output(32);
+    /* The job: a 128-byte "kernel" (the agent does not look inside), a whole
+     * chunk and 16 bytes of input in buffer 0 (binding 0), a whole chunk and
+     * 32 bytes of output from buffer 1 (binding 2). */
+    const std::size_t in_len = tessera::chunk_size + 16, out_len = tessera::chunk_size + 32;
+    std::vector<std::uint8_t> kernel(128), input(in_len), output(out_len);
     for (std::size_t i = 0; i < kernel.size(); i++)
         kernel[i] = static_cast<std::uint8_t>(i * 7);
     for (std::size_t i = 0; i < input.size(); i++)
@@ -790,7 +802,8 @@ void test_agent_job()
         output[i] = static_cast<std::uint8_t>(200 + i);
     std::array<std::uint8_t, 32> nonce;
     nonce.fill(0x42);
-    const std::vector<tessera::BufferSpec> layout{{0, 16, 16, false}, {2, 32, 0, true}};
+    const std::vector<tessera::BufferSpec> layout{{0, in_len, in_len, false},
+                                                  {2, out_len, 0, true}};
     Body assign;
     assign.varint(1).raw(nonce).varint(kernel.size()).raw(tessera::merkle_root(kernel));
     assign.blob(tessera::bytes_view(reinterpret_cast<const std::uint8_t *>("main"), 4));
@@ -808,7 +821,7 @@ void test_agent_job()
     CHECK(info.specialization.empty() && info.push_constants.empty());
     CHECK(info.requester_nonce == nonce);
 
-    /* The kernel's chunk, then buffer 0's: each read before the next input. */
+    /* The kernel's chunk: one piece, read before the next input. */
     Body chunk;
     chunk.varint(1).byte(0).varint(0).raw(tessera::merkle_root(kernel)).blob(kernel);
     a.handle_input(now, chunk.frame(0x14));
@@ -817,28 +830,100 @@ void test_agent_job()
           e->len == 128);
     const tessera::bytes_view got = a.input(1);
     CHECK(got.size() == 128 && std::equal(got.begin(), got.end(), kernel.begin()));
-    std::vector<std::uint8_t> copy(tessera::chunk_size);
+    std::vector<std::uint8_t> copy(tessera::max_input_piece);
     CHECK(a.read_input(1, copy) == 128 && std::equal(kernel.begin(), kernel.end(), copy.begin()));
     std::vector<std::uint8_t> small(10);
     CHECK_CODE(a.read_input(1, small), tessera::code::buffer_too_small);
+
+    /* Buffer 0's first chunk, 8 KiB: the host hands the whole frame over,
+     * the agent takes it a piece at a time, each a JobData event read
+     * before the agent takes more. (A chunk's digest is its leaf hash, the
+     * Merkle root of the chunk alone.) */
+    const tessera::bytes_view first(input.data(), tessera::chunk_size);
     Body chunk1;
-    chunk1.varint(1).byte(1).varint(0).raw(tessera::merkle_root(input)).blob(input);
-    a.handle_input(now, chunk1.frame(0x14));
+    chunk1.varint(1).byte(1).varint(0).raw(tessera::merkle_root(first)).blob(first);
+    const std::vector<std::uint8_t> frame1 = chunk1.frame(0x14);
+    std::vector<std::uint8_t> received(in_len);
+    std::size_t at = 0, offset = 0, pieces = 0;
+    while (at < frame1.size() && pieces <= 64) {
+        at += a.handle_input(now, tessera::bytes_view(frame1.data() + at, frame1.size() - at));
+        while ((e = a.poll_event())) {
+            CHECK(e->kind == tessera::EventKind::JobData && e->stream == 1);
+            CHECK(e->offset == offset && e->len > 0 && e->len <= tessera::max_input_piece);
+            if (e->offset != offset || offset + e->len > received.size())
+                break;
+            const std::size_t n = a.read_input(
+                1, tessera::mutable_bytes_view(received.data() + offset, received.size() - offset));
+            CHECK(n == e->len);
+            offset += n;
+            pieces++;
+        }
+    }
+    CHECK(at == frame1.size() && offset == tessera::chunk_size);
+    CHECK(pieces >= tessera::chunk_size / tessera::max_input_piece);
+    /* Its last chunk: one piece, then the job runs. */
+    const tessera::bytes_view last(input.data() + tessera::chunk_size, 16);
+    Body chunk2;
+    chunk2.varint(1).byte(1).varint(1).raw(tessera::merkle_root(last)).blob(last);
+    a.handle_input(now, chunk2.frame(0x14));
     e = a.poll_event();
-    CHECK(e && e->kind == tessera::EventKind::JobData && e->stream == 1 && e->len == 16);
-    CHECK(a.read_input(1, copy) == 16 && std::equal(input.begin(), input.end(), copy.begin()));
+    CHECK(e && e->kind == tessera::EventKind::JobData && e->stream == 1 &&
+          e->offset == tessera::chunk_size && e->len == 16);
+    CHECK(a.read_input(1, tessera::mutable_bytes_view(received.data() + tessera::chunk_size, 16)) ==
+          16);
+    CHECK(received == input);
     e = a.poll_event();
     CHECK(e && e->kind == tessera::EventKind::RunJob && e->job == 1);
     CHECK(drain_transmit(a, now) == 0x15); /* Started */
     CHECK(a.job_info(1).state == tessera::JobState::Running);
 
     /* The host ran it: progress, outputs (buffer 1, the read-back one), the
-     * receipt. */
+     * receipt. The outputs' frames come back in the host's buffer, after
+     * the frames queued before them. */
     now += milliseconds(3);
     a.report_progress(now, 1, 500);
-    CHECK_CODE(a.send_output(now, 1, 0, output), TESSERA_OUTPUT_OUT_OF_ORDER);
-    CHECK(a.send_output(now, 1, 1, output) == output.size());
+    std::vector<std::uint8_t> out(tessera::transmit_buffer);
+    CHECK_CODE(a.send_output(now, 1, 0, output, out), TESSERA_OUTPUT_OUT_OF_ORDER);
+    std::vector<std::uint8_t> sent;
+    /* Room for a whole chunk's frame (header, job, stream, index, digest, a
+     * two-byte length, the data), but the Progress frame goes first:
+     * nothing taken; sent, the next call takes the chunk. */
+    const std::size_t chunk_frame = 8 + 3 + 32 + 2 + tessera::chunk_size;
+    tessera::OutputSent s = a.send_output(now, 1, 1, output, tessera::mutable_bytes_view(out.data(), chunk_frame));
+    CHECK(s.taken == 0 && s.written > 0 && s.written < chunk_frame);
+    sent.insert(sent.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(s.written));
+    s = a.send_output(now, 1, 1, output, tessera::mutable_bytes_view(out.data(), chunk_frame));
+    CHECK(s.taken == tessera::chunk_size && s.written == chunk_frame);
+    sent.insert(sent.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(s.written));
+    /* The tail's frame needs 76 bytes: 64 can never hold it. */
+    const tessera::bytes_view tail(output.data() + tessera::chunk_size, 32);
+    std::vector<std::uint8_t> tiny(64);
+    CHECK_CODE(a.send_output(now, 1, 1, tail, tiny), tessera::code::buffer_too_small);
+    s = a.send_output(now, 1, 1, tail, out);
+    CHECK(s.taken == 32 && s.written == 76);
+    sent.insert(sent.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(s.written));
     CHECK(a.job_info(1).state == tessera::JobState::Uploading);
+    CHECK(!a.poll_transmit(now, out)); /* everything went out with the outputs */
+    const std::vector<std::vector<std::uint8_t>> out_frames = split_frames(sent);
+    CHECK(out_frames.size() == 3 && out_frames[0][3] == 0x16); /* Progress */
+    std::vector<std::uint8_t> uploaded;
+    for (std::size_t i = 1; i < out_frames.size(); i++) {
+        const std::vector<std::uint8_t> &f = out_frames[i];
+        std::size_t p = 8;
+        read_varint(f, p); /* job */
+        p++;               /* stream */
+        const std::uint64_t index = read_varint(f, p);
+        tessera::Digest digest;
+        std::copy(f.begin() + static_cast<std::ptrdiff_t>(p),
+                  f.begin() + static_cast<std::ptrdiff_t>(p + 32), digest.begin());
+        p += 32;
+        const std::uint64_t len = read_varint(f, p);
+        CHECK(f[3] == 0x17 && index == i - 1 && p + len == f.size()); /* OutputChunk */
+        const tessera::bytes_view data(f.data() + p, f.size() - p);
+        CHECK(digest == tessera::merkle_root(data));
+        uploaded.insert(uploaded.end(), data.begin(), data.end());
+    }
+    CHECK(uploaded == output);
     const tessera::Usage usage{2500, 1, 0, 0};
     a.finish_job(now, 1, usage);
     e = a.poll_event();
@@ -860,12 +945,12 @@ void test_agent_job()
                                                     {{1, 1, 1}}, layout);
     CHECK(r.kernel_hash == kh);
     CHECK(r.input_root == tessera::merkle_root(input));
-    CHECK(r.output_root == tessera::merkle_root(output) && r.output_len == 32);
-    CHECK(r.result_hash == tessera::result_hash(kh, r.input_root, r.output_root, 32));
+    CHECK(r.output_root == tessera::merkle_root(output) && r.output_len == out_len);
+    CHECK(r.result_hash == tessera::result_hash(kh, r.input_root, r.output_root, out_len));
     CHECK(r.result_seal == tessera::result_seal(pk, 1, r.result_hash));
     CHECK(r.evidence_hash == tessera::evidence_hash(evidence));
-    CHECK(r.key_id == a.key_id() && r.usage.gpu_time_us == 2500 && r.usage.bytes_out == 32);
-    CHECK(r.usage.bytes_in == 128 + 16 && r.price >= 100);
+    CHECK(r.key_id == a.key_id() && r.usage.gpu_time_us == 2500 && r.usage.bytes_out == out_len);
+    CHECK(r.usage.bytes_in == 128 + in_len && r.price >= 100);
     tessera::ChainVerifier verifier(pk);
     CHECK(verifier.verify_next(receipt, nonce).sequence == 1);
     CHECK(verifier.chain() == a.chain());

@@ -971,6 +971,7 @@ namespace tessera {
     struct AgentConfig;
     struct Event;
     struct InputOutcome;
+    struct OutputSent;
     struct BufferSpec;
     struct SpecConstant;
     struct JobInfo;
@@ -1278,6 +1279,21 @@ struct InputOutcome final {
   using IsRelocatable = ::std::true_type;
 };
 #endif // CXXBRIDGE1_STRUCT_tessera$bridge$InputOutcome
+
+#ifndef CXXBRIDGE1_STRUCT_tessera$bridge$OutputSent
+#define CXXBRIDGE1_STRUCT_tessera$bridge$OutputSent
+// What `Agent::send_output` did.
+struct OutputSent final {
+  // Output bytes taken.
+  ::std::size_t taken CXX_DEFAULT_VALUE(0);
+  // Bytes written into `out`, to send.
+  ::std::size_t written CXX_DEFAULT_VALUE(0);
+
+  bool operator==(OutputSent const &) const noexcept;
+  bool operator!=(OutputSent const &) const noexcept;
+  using IsRelocatable = ::std::true_type;
+};
+#endif // CXXBRIDGE1_STRUCT_tessera$bridge$OutputSent
 
 #ifndef CXXBRIDGE1_STRUCT_tessera$bridge$BufferSpec
 #define CXXBRIDGE1_STRUCT_tessera$bridge$BufferSpec
@@ -1719,7 +1735,7 @@ struct Agent final : public ::rust::Opaque {
   // Runs the timers due at `now_us`.
   void handle_timeout(::std::uint64_t now_us) noexcept;
 
-  // The input chunk of the last `JobData` event of `job`.
+  // The input piece of the last `JobData` event of `job`.
   ::rust::Slice<::std::uint8_t const> input(::std::uint64_t job) const;
 
   // Copies that chunk into `out`; its length.
@@ -1728,8 +1744,11 @@ struct Agent final : public ::rust::Opaque {
   // What the agent knows of `job`.
   ::tessera::bridge::JobInfo job_info(::std::uint64_t job) const;
 
-  // Writes the next bytes of read-back buffer `buffer`; bytes taken.
-  ::std::size_t send_output(::std::uint64_t now_us, ::std::uint64_t job, ::std::uint32_t buffer, ::rust::Slice<::std::uint8_t const> data);
+  // Takes the next bytes of read-back buffer `buffer` and writes
+  // their frames (after any queued ones) into `out`: send
+  // `out[..written]`. `taken` 0: send, then call again with the same
+  // bytes.
+  ::tessera::bridge::OutputSent send_output(::std::uint64_t now_us, ::std::uint64_t job, ::std::uint32_t buffer, ::rust::Slice<::std::uint8_t const> data, ::rust::Slice<::std::uint8_t > out);
 
   // Ends a job whose outputs were all written: signs its receipt.
   void finish_job(::std::uint64_t now_us, ::std::uint64_t job, ::tessera::bridge::Usage const &usage);

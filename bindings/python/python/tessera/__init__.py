@@ -57,12 +57,14 @@ from ._types import (
     MAX_BUFFERS,
     MAX_ENTRY_POINT,
     MAX_FRAME,
+    MAX_INPUT_PIECE,
     MAX_JOBS,
     MAX_PROOF_LEN,
     MAX_PUSH_CONSTANTS,
     MAX_RECORD_BYTES,
     MAX_SPEC_CONSTANTS,
     RECEIPT_LEN,
+    TRANSMIT_BUFFER,
     BufferSpec,
     CancelReason,
     ChainState,
@@ -97,7 +99,7 @@ from ._verify import (
     verify_output_chunk,
     verify_receipt,
 )
-from ._agent import Agent, AgentConfig, Event, JobInfo, Stats, now_us
+from ._agent import Agent, AgentConfig, Event, JobInfo, OutputSent, Stats, now_us
 from ._messages import decode_message, encode_message
 from ._vulkan import Benchmark, DeviceEntry, Dispatcher, JobFailure, KernelBuffer, KernelResult, vulkan_devices
 from ._runtime import Job, JobBuffer, Runtime, Status, forward_logs
@@ -121,8 +123,8 @@ __all__ = [
     # version and constants
     "version", "DECLARED_VERSION", "__version__",
     "CHUNK_SIZE", "EVIDENCE_LEN", "KEY_PKCS8_LEN", "MAX_BUFFERS", "MAX_ENTRY_POINT", "MAX_FRAME",
-    "MAX_JOBS", "MAX_PROOF_LEN", "MAX_PUSH_CONSTANTS", "MAX_RECORD_BYTES", "MAX_SPEC_CONSTANTS",
-    "RECEIPT_LEN",
+    "MAX_INPUT_PIECE", "MAX_JOBS", "MAX_PROOF_LEN", "MAX_PUSH_CONSTANTS", "MAX_RECORD_BYTES",
+    "MAX_SPEC_CONSTANTS", "RECEIPT_LEN", "TRANSMIT_BUFFER",
     # values
     "Managed", "BufferSpec", "ChainState", "Device", "Policy", "Usage",
     "CancelReason", "ConnState", "DeviceType", "DisconnectReason", "EventKind", "FailReason",
@@ -137,7 +139,7 @@ __all__ = [
     # messages
     "decode_message", "encode_message",
     # the sans-IO agent
-    "Agent", "AgentConfig", "Event", "JobInfo", "Stats", "now_us",
+    "Agent", "AgentConfig", "Event", "JobInfo", "OutputSent", "Stats", "now_us",
     # Vulkan
     "Benchmark", "DeviceEntry", "Dispatcher", "JobFailure", "KernelBuffer", "KernelResult",
     "vulkan_devices",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
 from ._errors import INVALID_ARGUMENT, NOTHING, OK, ArgumentError, ArgumentTypeError, Error, error_for
 from ._ffi import Buffer, ffi, fixed, integer, lib, out_bytes, readable, text_from, writable
@@ -16,9 +16,10 @@ from ._keys import Signer, signer_handle
 from ._managed import Managed
 from ._types import (
     _DEFAULT_CONFIG,
-    CHUNK_SIZE,
     MAX_FRAME,
+    MAX_INPUT_PIECE,
     MAX_RECORD_BYTES,
+    TRANSMIT_BUFFER,
     BufferSpec,
     ChainState,
     ConnState,
@@ -77,7 +78,14 @@ class Event:
     `offset`, `len` for `JOB_DATA` (stream 0 is the kernel, ``i + 1`` buffer
     ``i``); `reason` for `CANCEL_JOB` (`CancelReason`) and `DISCONNECT`
     (`DisconnectReason`); `code`, the peer's code, for the kinds that
-    carry one."""
+    carry one.
+
+    A chunk's data comes in several `JOB_DATA` events, pieces of at most
+    `MAX_INPUT_PIECE` bytes in order (`offset` is the byte offset in the
+    stream). The chunk is checked against its digest when its last piece
+    arrives: data that fails ends the job with `CANCEL_JOB`
+    (`CancelReason.INPUT_INTEGRITY`) instead of that piece, so a job's
+    inputs are known good only at `RUN_JOB`; drop what it received."""
 
     kind: EventKind
     job: int = 0
@@ -86,6 +94,16 @@ class Event:
     len: int = 0
     reason: int = 0
     code: int = 0
+
+
+class OutputSent(NamedTuple):
+    """What `Agent.send_output` did: `taken` output bytes (hashed, and
+    framed while a session is up), and `frames`, the bytes to send now,
+    before anything polled after: the frames that were queued, then the
+    output chunks."""
+
+    taken: int
+    frames: bytes
 
 
 @dataclass(frozen=True)
@@ -296,9 +314,10 @@ class Agent(Managed):
     # ----- jobs ----------------------------------------------------------------------
 
     def read_input(self, job: int) -> bytes:
-        """The input chunk of the last `JOB_DATA` event polled for `job`
-        (`UsageError` no_input once `handle_input` was called again)."""
-        buf = ffi.new("uint8_t[]", CHUNK_SIZE)
+        """The input piece of the last `JOB_DATA` event polled for `job`, at
+        most `MAX_INPUT_PIECE` bytes (`UsageError` no_input once
+        `handle_input` was called again)."""
+        buf = ffi.new("uint8_t[]", MAX_INPUT_PIECE)
         written = ffi.new("size_t *")
         self._query(lib.tessera_agent_read_input, integer(job, 64, "job"), buf, len(buf), written)
         return out_bytes(buf, written[0])
@@ -366,16 +385,37 @@ class Agent(Managed):
         self._query(lib.tessera_agent_job_entry_point, integer(job, 64, "job"), buf, size, written)
         return bytes(ffi.buffer(buf, written[0])).decode("utf-8")
 
-    def send_output(self, now_us: int, job: int, buffer: int, data: Buffer) -> int:
-        """Writes the next bytes of read-back buffer `buffer` of a job that
-        ran; returns how many were taken (fewer when the outgoing queue
-        fills: send transmits, then pass the rest). Buffers go in order,
-        each from its start to its end."""
+    def send_output(self, now_us: int, job: int, buffer: int, data: Buffer) -> OutputSent:
+        """Takes the next bytes of read-back buffer `buffer` of a job that
+        ran: at least a whole chunk (or the buffer's tail) when `data` holds
+        one. Send `frames` before anything polled after, then pass the bytes
+        not taken again. Buffers go in order, each from its start to its
+        end. While no session is up the bytes are taken and `frames` is
+        empty (`EventKind.RESEND_OUTPUTS` asks for them again)."""
+        out = ffi.new("uint8_t[]", TRANSMIT_BUFFER)
+        taken, written = self._send_output(now_us, job, buffer, data, out, len(out))
+        return OutputSent(taken, out_bytes(out, written))
+
+    def send_output_into(self, now_us: int, job: int, buffer: int, data: Buffer,
+                         out: Buffer) -> Tuple[int, int]:
+        """As `send_output`, writing the frames into a writable buffer;
+        returns ``(taken, written)``: send ``out[:written]``. `taken` is 0
+        when `out` had no room for the next chunk's frame after the frames
+        that were queued: send what was written and call again with the same
+        bytes. An `out` of `TRANSMIT_BUFFER` bytes takes a chunk at every
+        call, one of `MAX_FRAME` bytes always makes progress, and one that
+        can never hold the next frame raises `BufferTooSmallError`."""
+        out_view, out_len = writable(out, "out")
+        return self._send_output(now_us, job, buffer, data, out_view, out_len)
+
+    def _send_output(self, now_us: int, job: int, buffer: int, data: Buffer, out: Any,
+                     out_len: int) -> Tuple[int, int]:
         view, n = readable(data, "data")
-        consumed = ffi.new("size_t *")
+        taken = ffi.new("size_t *")
+        written = ffi.new("size_t *")
         self._call(lib.tessera_agent_send_output, integer(now_us, 64, "now_us"), integer(job, 64, "job"),
-                   integer(buffer, 32, "buffer"), view, n, consumed)
-        return int(consumed[0])
+                   integer(buffer, 32, "buffer"), view, n, out, out_len, taken, written)
+        return int(taken[0]), int(written[0])
 
     def finish_job(self, now_us: int, job: int, usage: Usage) -> None:
         """Ends a job whose outputs were all written: signs its receipt."""

@@ -11,10 +11,16 @@ from typing import Any, Tuple
 from ._errors import INVALID_ARGUMENT, ArgumentError
 from ._ffi import c_text, ffi, fixed, integer, lib, out_bytes
 
-#: Bytes of one input or output chunk.
+#: Bytes of one input or output chunk (a Merkle leaf).
 CHUNK_SIZE: int = int(lib.TESSERA_CHUNK_SIZE)
 #: Largest frame on the wire, header included.
 MAX_FRAME: int = int(lib.TESSERA_MAX_FRAME)
+#: Most bytes of one `EventKind.JOB_DATA` (what `Agent.read_input` returns):
+#: a chunk's data comes in pieces of this size, the last one shorter.
+MAX_INPUT_PIECE: int = int(lib.TESSERA_MAX_INPUT_PIECE)
+#: Bytes of a transmit buffer with which every `Agent.send_output_into`
+#: call takes a chunk (the size `Agent.send_output` uses).
+TRANSMIT_BUFFER: int = int(lib.TESSERA_TRANSMIT_BUFFER)
 #: Most jobs an agent holds at once.
 MAX_JOBS: int = int(lib.TESSERA_MAX_JOBS)
 #: Most buffers of one job.
