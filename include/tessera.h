@@ -1552,7 +1552,7 @@ typedef struct {
 #define TESSERA_CAPACITY_EXCEEDED 107
 
 /**
- * No input chunk of this job is readable now.
+ * No input of this job is readable now.
  */
 #define TESSERA_NO_INPUT 108
 
@@ -2063,11 +2063,12 @@ tessera_result tessera_agent_job_entry_point(const tessera_agent *agent,
  * was written and call again with the same bytes). An `out` of
  * `TESSERA_MAX_FRAME` bytes always makes progress, one of
  * `TESSERA_TRANSMIT_BUFFER` bytes takes a chunk at every call; a smaller
- * one that can never hold the next frame is refused with
- * `TESSERA_BUFFER_TOO_SMALL`. While no session is up the bytes are hashed
- * and taken, and nothing is written (they are asked for again with
- * `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in order, each from
- * its start to its end.
+ * one that can never hold the next frame (or an empty one while frames are
+ * queued) is refused with `TESSERA_BUFFER_TOO_SMALL`, `written` then
+ * holding the length that takes the next chunk. While no session is up
+ * the bytes are hashed and taken, and nothing is written (they are asked
+ * for again with `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in
+ * order, each from its start to its end.
  *
  * # Safety
  * `agent` a live agent used by no other thread; `(data, len)` readable;

@@ -160,7 +160,7 @@ inline constexpr std::uint32_t already_connected = TESSERA_ALREADY_CONNECTED;
 inline constexpr std::uint32_t unknown_job = TESSERA_UNKNOWN_JOB;
 /// The job is not in a state that allows this call.
 inline constexpr std::uint32_t invalid_job_state = TESSERA_INVALID_JOB_STATE;
-/// No input chunk of this job is readable now.
+/// No input of this job is readable now.
 inline constexpr std::uint32_t no_input = TESSERA_NO_INPUT;
 /// A configuration value is out of range.
 inline constexpr std::uint32_t invalid_config = TESSERA_INVALID_CONFIG;

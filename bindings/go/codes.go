@@ -47,7 +47,7 @@ const (
 	CodeOutputMismatch Code = 106
 	// CodeCapacityExceeded (capacity_exceeded): the agent holds as many jobs as it can.
 	CodeCapacityExceeded Code = 107
-	// CodeNoInput (no_input): no input chunk of this job is readable now.
+	// CodeNoInput (no_input): no input of this job is readable now.
 	CodeNoInput Code = 108
 	// CodeInvalidConfig (invalid_config): a configuration value is out of range.
 	CodeInvalidConfig Code = 200
@@ -279,7 +279,7 @@ var (
 	ErrOutputMismatch = &Error{Code: CodeOutputMismatch}
 	// ErrCapacityExceeded: the agent holds as many jobs as it can.
 	ErrCapacityExceeded = &Error{Code: CodeCapacityExceeded}
-	// ErrNoInput: no input chunk of this job is readable now.
+	// ErrNoInput: no input of this job is readable now.
 	ErrNoInput = &Error{Code: CodeNoInput}
 	// ErrInvalidConfig: a configuration value is out of range.
 	ErrInvalidConfig = &Error{Code: CodeInvalidConfig}

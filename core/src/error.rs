@@ -288,7 +288,7 @@ impl core::fmt::Display for UsageError {
                 "outputs of job {j} differ from the first time they were written"
             ),
             UsageError::CapacityExceeded => f.write_str("the agent holds as many jobs as it can"),
-            UsageError::NoInput(job) => write!(f, "no input chunk of job {job} is readable now"),
+            UsageError::NoInput(job) => write!(f, "no input of job {job} is readable now"),
         }
     }
 }
@@ -632,7 +632,7 @@ pub mod codes {
             OUTPUT_INCOMPLETE => "not every read-back buffer was written in full",
             OUTPUT_MISMATCH => "outputs written again differ from the first time",
             CAPACITY_EXCEEDED => "the agent holds as many jobs as it can",
-            NO_INPUT => "no input chunk of this job is readable now",
+            NO_INPUT => "no input of this job is readable now",
             INVALID_CONFIG => "a configuration value is out of range",
             KEY_REJECTED => "not an Ed25519 key of the expected form",
             KEY_MISMATCH => "the public key does not belong to the seed",

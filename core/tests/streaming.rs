@@ -403,9 +403,16 @@ fn send_output_writes_into_the_hosts_buffer() {
         Err(Error::BufferTooSmall(need))
     );
     assert_eq!(rig.agent.job_state(1), Some(JobState::Running));
-    // A progress report waits in the queue; room for it alone.
+    // A progress report waits in the queue; an empty buffer would make no
+    // progress at all: refused, with the length that takes the chunk.
     rig.agent.report_progress(now, 1, 500).unwrap();
     let queued = rig.agent.pending_transmit();
+    assert_eq!(
+        rig.agent.send_output(now, 1, 1, &output, &mut []),
+        Err(Error::BufferTooSmall(queued + need))
+    );
+    assert_eq!(rig.agent.pending_transmit(), queued);
+    // Room for the queued frame alone.
     let mut out = vec![0u8; TRANSMIT_BUFFER];
     let sent = rig
         .agent

@@ -1584,11 +1584,12 @@ impl From<&tessera_usage> for Usage {
 /// was written and call again with the same bytes). An `out` of
 /// `TESSERA_MAX_FRAME` bytes always makes progress, one of
 /// `TESSERA_TRANSMIT_BUFFER` bytes takes a chunk at every call; a smaller
-/// one that can never hold the next frame is refused with
-/// `TESSERA_BUFFER_TOO_SMALL`. While no session is up the bytes are hashed
-/// and taken, and nothing is written (they are asked for again with
-/// `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in order, each from
-/// its start to its end.
+/// one that can never hold the next frame (or an empty one while frames are
+/// queued) is refused with `TESSERA_BUFFER_TOO_SMALL`, `written` then
+/// holding the length that takes the next chunk. While no session is up
+/// the bytes are hashed and taken, and nothing is written (they are asked
+/// for again with `TESSERA_EVENT_RESEND_OUTPUTS`). Buffers are written in
+/// order, each from its start to its end.
 ///
 /// # Safety
 /// `agent` a live agent used by no other thread; `(data, len)` readable;
@@ -1628,7 +1629,17 @@ pub unsafe extern "C" fn tessera_agent_send_output(
                 }
                 TESSERA_OK
             }
-            Err(e) => a.fail(e),
+            Err(e) => {
+                if let Error::BufferTooSmall(needed) = e {
+                    // As `tessera_agent_read_input`: the length needed.
+                    // SAFETY: NULL or valid, by the caller.
+                    unsafe {
+                        write_opt(consumed, 0);
+                        write_opt(written, needed);
+                    }
+                }
+                a.fail(e)
+            }
         }
     };
     // SAFETY: the caller's promise.

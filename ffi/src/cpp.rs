@@ -607,7 +607,7 @@ mod ffi {
         fn handle_timeout(self: &mut Agent, now_us: u64);
         /// The input piece of the last `JobData` event of `job`.
         fn input(self: &Agent, job: u64) -> Result<&[u8]>;
-        /// Copies that chunk into `out`; its length.
+        /// Copies that piece into `out`; its length.
         fn read_input(self: &Agent, job: u64, out: &mut [u8]) -> Result<usize>;
         /// What the agent knows of `job`.
         fn job_info(self: &Agent, job: u64) -> Result<JobInfo>;

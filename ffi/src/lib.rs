@@ -135,7 +135,7 @@ pub const TESSERA_OUTPUT_INCOMPLETE: tessera_result = 105;
 pub const TESSERA_OUTPUT_MISMATCH: tessera_result = 106;
 /// The agent holds as many jobs as it can.
 pub const TESSERA_CAPACITY_EXCEEDED: tessera_result = 107;
-/// No input chunk of this job is readable now.
+/// No input of this job is readable now.
 pub const TESSERA_NO_INPUT: tessera_result = 108;
 /// A configuration value is out of range (`tessera_agent_last_error` says which).
 pub const TESSERA_INVALID_CONFIG: tessera_result = 200;

@@ -295,8 +295,9 @@ def test_input_in_pieces_and_outputs_into_the_hosts_buffer() -> None:
     assert taken == tessera.CHUNK_SIZE and written == chunk_frame
     stream += out[:written]
     # A buffer that can never hold the next chunk's frame.
-    with pytest.raises(tessera.BufferTooSmallError):
+    with pytest.raises(tessera.BufferTooSmallError) as too_small:
         agent.send_output_into(NOW, 1, 1, output[taken:], bytearray(100))
+    assert too_small.value.needed == chunk_frame
     with pytest.raises(tessera.ArgumentTypeError):
         agent.send_output_into(NOW, 1, 1, output[taken:], bytes(tessera.TRANSMIT_BUFFER))
     # send_output's own buffer takes at least a chunk at every call.

@@ -86,8 +86,9 @@ impl<S: Signer> Agent<S> {
     /// what was written and call again with the same bytes. An `out` of
     /// [`MAX_FRAME`](crate::limits::MAX_FRAME) bytes always makes progress;
     /// with [`TRANSMIT_BUFFER`](crate::limits::TRANSMIT_BUFFER) bytes every
-    /// call takes a chunk. `BufferTooSmall` with the length needed when
-    /// `out` could never hold the next frame. While no session is up the
+    /// call takes a chunk. `BufferTooSmall` with the length that takes the
+    /// next chunk when `out` could never hold its frame (or is empty while
+    /// frames are queued). While no session is up the
     /// bytes are hashed and taken, and nothing is written (they are asked
     /// for again with [`Event::ResendOutputs`]). Bytes beyond the buffer's
     /// end are not taken.
@@ -104,7 +105,7 @@ impl<S: Signer> Agent<S> {
         let i = self.live_job_index(id)?;
         let epoch = self.epoch;
         let connected = self.conn == ConnState::Ready;
-        let queue_empty = self.tx.len() == 0;
+        let queued = self.tx.len();
         let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
@@ -124,14 +125,11 @@ impl<S: Signer> Agent<S> {
             let total = buffer_len(spec, b);
             let want = total.saturating_sub(offset).min(CHUNK_SIZE as u64) as usize;
             let need = chunk_frame_len(id, (offset / CHUNK_SIZE as u64) as u32, want);
-            if sending
-                && queue_empty
-                && b == buffer
-                && want > 0
-                && data.len() >= want
-                && out.len() < need
-            {
-                return Err(Error::BufferTooSmall(need));
+            // Progress needs room for the next frame, or for some of the
+            // queued bytes before it.
+            let stuck = out.len() < need && (queued == 0 || out.is_empty());
+            if sending && stuck && b == buffer && want > 0 && data.len() >= want {
+                return Err(Error::BufferTooSmall(queued + need));
             }
         }
         if let Step::Running {

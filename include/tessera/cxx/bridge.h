@@ -1738,7 +1738,7 @@ struct Agent final : public ::rust::Opaque {
   // The input piece of the last `JobData` event of `job`.
   ::rust::Slice<::std::uint8_t const> input(::std::uint64_t job) const;
 
-  // Copies that chunk into `out`; its length.
+  // Copies that piece into `out`; its length.
   ::std::size_t read_input(::std::uint64_t job, ::rust::Slice<::std::uint8_t > out) const;
 
   // What the agent knows of `job`.

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
-from ._errors import INVALID_ARGUMENT, NOTHING, OK, ArgumentError, ArgumentTypeError, Error, error_for
+from ._errors import (INVALID_ARGUMENT, NOTHING, OK, ArgumentError, ArgumentTypeError, BufferTooSmallError, Error,
+                      error_for)
 from ._ffi import Buffer, ffi, fixed, integer, lib, out_bytes, readable, text_from, writable
 from ._keys import Signer, signer_handle
 from ._managed import Managed
@@ -404,7 +405,8 @@ class Agent(Managed):
         that were queued: send what was written and call again with the same
         bytes. An `out` of `TRANSMIT_BUFFER` bytes takes a chunk at every
         call, one of `MAX_FRAME` bytes always makes progress, and one that
-        can never hold the next frame raises `BufferTooSmallError`."""
+        can never hold the next frame raises `BufferTooSmallError`, its
+        `needed` the length that takes the next chunk."""
         out_view, out_len = writable(out, "out")
         return self._send_output(now_us, job, buffer, data, out_view, out_len)
 
@@ -413,8 +415,13 @@ class Agent(Managed):
         view, n = readable(data, "data")
         taken = ffi.new("size_t *")
         written = ffi.new("size_t *")
-        self._call(lib.tessera_agent_send_output, integer(now_us, 64, "now_us"), integer(job, 64, "job"),
-                   integer(buffer, 32, "buffer"), view, n, out, out_len, taken, written)
+        try:
+            self._call(lib.tessera_agent_send_output, integer(now_us, 64, "now_us"), integer(job, 64, "job"),
+                       integer(buffer, 32, "buffer"), view, n, out, out_len, taken, written)
+        except BufferTooSmallError as e:
+            # The library writes the length that takes the next chunk.
+            e.needed = int(written[0])
+            raise
         return int(taken[0]), int(written[0])
 
     def finish_job(self, now_us: int, job: int, usage: Usage) -> None:
