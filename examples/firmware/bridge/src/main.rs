@@ -56,7 +56,11 @@ usage: tessera-firmware-bridge --coordinator HOST:PORT (--ca FILE | --pin HEX) [
   --uart ADDR         where QEMU connects the firmware's UART (default 127.0.0.1:0)
   --jobs N            the firmware serves N jobs, then drains and halts (default 0: no end)
   --device NAME       the Vulkan device whose name contains NAME (default: the first GPU)
-  --tap FILE          record the protocol frames that pass, one JSON object a line";
+  --tap FILE          record the protocol frames that pass, one JSON object a line
+  --drop-link-at-read N
+                      (testing) close the link to the coordinator once, just before
+                      answering the firmware's Nth output read: it reconnects and
+                      sends the outputs again";
 
 struct Args {
     coordinator: String,
@@ -66,6 +70,7 @@ struct Args {
     jobs: u32,
     device: DeviceSelector,
     tap: Option<PathBuf>,
+    drop_link_at_read: Option<u32>,
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -90,6 +95,7 @@ fn parse() -> Result<Args, String> {
         jobs: 0,
         device: DeviceSelector::Default,
         tap: None,
+        drop_link_at_read: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -122,6 +128,13 @@ fn parse() -> Result<Args, String> {
             }
             "--device" => args.device = DeviceSelector::Name(value()?),
             "--tap" => args.tap = Some(PathBuf::from(value()?)),
+            "--drop-link-at-read" => {
+                let v = value()?;
+                args.drop_link_at_read = Some(
+                    v.parse()
+                        .map_err(|_| format!("--drop-link-at-read: not a number: {v}"))?,
+                );
+            }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -297,6 +310,10 @@ struct Bridge {
     jobs: HashMap<JobId, Job>,
     halted: Option<u8>,
     tap: Option<Tap>,
+    /// Output reads answered so far, and the one before which the link to
+    /// the coordinator is closed (once; `--drop-link-at-read`).
+    reads: u32,
+    drop_link_at_read: Option<u32>,
 }
 
 impl Bridge {
@@ -445,6 +462,17 @@ impl Bridge {
                 offset,
                 len,
             } => {
+                self.reads += 1;
+                if self.drop_link_at_read == Some(self.reads) {
+                    self.drop_link_at_read = None;
+                    if let Some(c) = self.connection.take() {
+                        println!(
+                            "bridge: closing the link to the coordinator (--drop-link-at-read)"
+                        );
+                        c.close();
+                        self.send_command(&ToFirmware::LinkDown)?;
+                    }
+                }
                 let data = self
                     .jobs
                     .get(&job)
@@ -589,6 +617,8 @@ fn run(args: Args) -> Result<bool, String> {
         jobs: HashMap::new(),
         halted: None,
         tap,
+        reads: 0,
+        drop_link_at_read: args.drop_link_at_read,
     };
     for event in events {
         let done = match event {
