@@ -259,6 +259,7 @@ fn serve(rx: &mut Receiver, tx: &mut Sender) -> Result<(), Fault> {
         output_instret: 0,
         idle: 0,
         mark: None,
+        receipt_signature_instret: 0,
     };
     firmware.tx.command(&ToBridge::Connect)?;
     firmware.run(rx)?;
@@ -401,6 +402,8 @@ struct Firmware<'a> {
     idle: u64,
     /// The first job's start, until it is measured.
     mark: Option<Mark>,
+    /// Instructions the last receipt's signature took.
+    receipt_signature_instret: u32,
 }
 
 impl Firmware<'_> {
@@ -719,11 +722,20 @@ impl Firmware<'_> {
         }
         let usage = self.slot(job).map_or(Usage::default(), |s| s.usage);
         let now = board::now();
+        let signed_before = secure_element::stats().signatures;
         match metered!(self.core_instret, self.agent.finish_job(now, job, usage)) {
-            Ok(()) => say!(
-                "job {job}: receipt signed ({} instructions in the secure element)",
-                secure_element::stats().last_signature_instret
-            ),
+            Ok(()) => {
+                let element = secure_element::stats();
+                if element.signatures > signed_before {
+                    self.receipt_signature_instret = element.last_signature_instret;
+                    say!(
+                        "job {job}: receipt signed ({} instructions in the secure element)",
+                        element.last_signature_instret
+                    );
+                } else {
+                    say!("job {job}: outputs sent again, with the receipt signed before");
+                }
+            }
             Err(e) => say!("job {job}: finish: {e}"),
         }
         Ok(())
@@ -805,7 +817,7 @@ impl Firmware<'_> {
             say!("measure job_instret_firmware={busy} (everything the hart retired but waits, UART I/O included)");
             say!(
                 "measure sign_instret={} (the receipt's Ed25519 signature alone)",
-                secure_element::stats().last_signature_instret
+                self.receipt_signature_instret
             );
         }
         if self.jobs_to_serve > 0 && self.acknowledged >= self.jobs_to_serve {
