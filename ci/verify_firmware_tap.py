@@ -3,9 +3,12 @@
 bridge recorded (tessera-firmware-bridge --tap), with ci/verify_vectors.py's
 independent reading of docs/PROTOCOL.md (no Tessera code):
 
-- the evidence is signed by the key it carries and answers the challenge;
-- each receipt is signed by that key, continues the chain the evidence
-  states, carries the requester's nonce and names that evidence;
+- the evidence of every session is signed by the key it carries and
+  answers that session's challenge; every session's key is the same;
+- each receipt is signed by that key, names one of those evidence
+  documents, continues the chain from the position that evidence states
+  (the first receipt) or from the receipt before, and carries the
+  requester's nonce;
 - the kernel hash, input root, output root, output length, result hash and
   seal in the receipt are recomputed from the assignment and from the
   input and output chunks that crossed the wire, and every chunk's digest
@@ -34,15 +37,16 @@ def expect(cond, what):
 
 
 def main(path):
-    challenge = evidence = None
+    sessions = []  # [challenge, evidence] of each session, in order
     assigns, inputs, outputs, receipts = {}, {}, {}, []
     with open(path, encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
             if "challenge" in rec:
-                challenge = bytes.fromhex(rec["challenge"])
+                sessions.append([bytes.fromhex(rec["challenge"]), None])
             elif "evidence" in rec:
-                evidence = bytes.fromhex(rec["evidence"])
+                expect(sessions and sessions[-1][1] is None, "evidence answers a challenge")
+                sessions[-1][1] = bytes.fromhex(rec["evidence"])
             elif "assign" in rec:
                 a = rec["assign"]
                 assigns[a["job"]] = a
@@ -59,24 +63,36 @@ def main(path):
                     (c["stream"], c["index"], data)
                 )
             elif "receipt" in rec:
-                receipts.append(rec["receipt"])
-    expect(challenge is not None and evidence is not None, "a challenge and evidence recorded")
+                # A receipt sent again on a later session counts once.
+                if all(r["bytes"] != rec["receipt"]["bytes"] for r in receipts):
+                    receipts.append(rec["receipt"])
+    expect(any(e is not None for _, e in sessions), "evidence recorded")
     expect(receipts, "a receipt recorded")
 
-    e = v.verify_evidence(evidence, challenge)
-    public_key = bytes.fromhex(e["public_key"])
-    next_sequence = e["chain"]["next_sequence"]
-    prev_hash = bytes.fromhex(e["chain"]["prev_hash"])
-    print("evidence: signed by %s..., answers the challenge, chain at #%d"
-          % (e["public_key"][:16], next_sequence))
+    evidence = {}  # hash -> (bytes, decoded)
+    for challenge, signed in sessions:
+        if signed is not None:
+            evidence[v.sha256(signed).hex()] = (signed, v.verify_evidence(signed, challenge))
+    keys = {e["public_key"] for _, e in evidence.values()}
+    expect(len(keys) == 1, "one device key in every session")
+    public_key = bytes.fromhex(keys.pop())
+    print("evidence: %d session(s), each signed by %s... and answering its challenge"
+          % (len(evidence), public_key.hex()[:16]))
 
+    next_sequence = prev_hash = None
     for rec in receipts:
         job = rec["job"]
         b = bytes.fromhex(rec["bytes"])
         a = assigns.get(job)
         expect(a is not None, "job %d: its assignment recorded" % job)
+        _, payload, _ = v.parse_sign1(b, v.RECEIPT_PAYLOAD_LEN)
+        named = v.decode_receipt(payload)["evidence_hash"]
+        expect(named in evidence, "job %d: the receipt names evidence of a session" % job)
+        if next_sequence is None:
+            chain = evidence[named][1]["chain"]
+            next_sequence = chain["next_sequence"]
+            prev_hash = bytes.fromhex(chain["prev_hash"])
         d = v.verify_receipt(b, public_key, next_sequence, prev_hash, bytes.fromhex(a["nonce"]))
-        expect(d["evidence_hash"] == v.sha256(evidence).hex(), "receipt names the evidence")
 
         kernel = {
             "spirv_root": a["spirv_root"],
