@@ -223,13 +223,7 @@ impl<S: Signer> Agent<S> {
             if let Some(s) = self.chunk_in.as_mut() {
                 s.offset += len as u64;
             }
-            self.rx_held = true;
-            self.push_event(EventRecord::JobData {
-                job: id,
-                stream,
-                offset,
-                len,
-            });
+            self.hand_over_piece(id, stream, offset, len);
             return Ok(());
         }
         let Some(s) = self.chunk_in.take() else {
@@ -258,13 +252,7 @@ impl<S: Signer> Agent<S> {
                 failure: None,
             };
         }
-        self.rx_held = true;
-        self.push_event(EventRecord::JobData {
-            job: id,
-            stream,
-            offset,
-            len,
-        });
+        self.hand_over_piece(id, stream, offset, len);
         match received {
             Received::More => Ok(()),
             Received::Corrupt => {
@@ -277,6 +265,18 @@ impl<S: Signer> Agent<S> {
                     .map_err(|e| (e, id))
             }
         }
+    }
+
+    /// The piece in `rx` goes to the host (`JobData`), which reads it before
+    /// the agent takes more input.
+    fn hand_over_piece(&mut self, job: JobId, stream: u8, offset: u64, len: usize) {
+        self.rx_held = true;
+        self.push_event(EventRecord::JobData {
+            job,
+            stream,
+            offset,
+            len,
+        });
     }
 
     /// An input failed its digest or root: tell the peer, cancel on the host,
