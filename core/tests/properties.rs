@@ -1067,6 +1067,9 @@ struct Sim {
     split: usize,
     /// Whether the host connected since it last drained the events.
     reconnected: bool,
+    /// The output chunks each job sent on this transport, in order:
+    /// (stream, index, leaf digest).
+    session_chunks: BTreeMap<JobId, Vec<(u8, u32, [u8; 32])>>,
 }
 
 impl Sim {
@@ -1093,6 +1096,7 @@ impl Sim {
             verifier: ReceiptVerifier::new(public_key, ChainState::default()),
             split,
             reconnected: false,
+            session_chunks: BTreeMap::new(),
         }
     }
 
@@ -1335,6 +1339,28 @@ impl Sim {
                 Message::OutputChunk(c) => {
                     prop_assert_eq!(c.digest, leaf_hash(c.data));
                     prop_assert!(!c.data.is_empty() && c.data.len() <= CHUNK_SIZE);
+                    let sent = self.session_chunks.entry(c.job).or_default();
+                    // An upload started over (outputs written again).
+                    if c.index == 0 && sent.iter().any(|&(stream, _, _)| stream == c.stream) {
+                        sent.clear();
+                    }
+                    sent.push((c.stream, c.index, c.digest));
+                }
+                Message::Completed(c) => {
+                    // The outcome follows every output chunk, sent on this
+                    // transport, in order: the coordinator can check the root.
+                    let sent = self.session_chunks.remove(&c.job).unwrap_or_default();
+                    let mut tree = tessera_core::merkle::RootBuilder::new();
+                    for &(_, _, digest) in &sent {
+                        tree.push_leaf(digest);
+                    }
+                    prop_assert_eq!(
+                        tree.root(),
+                        c.output_root,
+                        "job {}: Completed without all its output chunks on this transport: {:?}",
+                        c.job,
+                        sent.iter().map(|&(s, i, _)| (s, i)).collect::<Vec<_>>()
+                    );
                 }
                 _ => {}
             }
@@ -1363,6 +1389,7 @@ impl Sim {
 
     fn new_transport(&mut self) {
         self.reconnected = true;
+        self.session_chunks.clear();
         self.to_agent.clear();
         self.from_agent.clear();
     }

@@ -93,16 +93,18 @@ impl<S: Signer> Agent<S> {
         self.drop_connection();
     }
 
-    /// Forgets partial input. A frame whose `JobData` event is still queued
-    /// is kept until the host reads the event: its job may go on running
-    /// (its last chunk completes the inputs), and must not run on partial
-    /// inputs. Queued output stays, so that a final `Error` or `Goodbye` can
+    /// Forgets partial input. A piece whose `JobData` event is still queued,
+    /// or was polled, is kept until the host reads it (up to the next
+    /// `handle_input`): its job may go on running (its last chunk completes
+    /// the inputs), and must not run on partial inputs. Queued output stays, so that a final `Error` or `Goodbye` can
     /// still be flushed before the host closes the transport; `connect`
     /// clears it.
     fn reset_input(&mut self) {
         self.chunk_in = None;
         self.skip = 0;
-        if self.rx_held && self.data_event_queued() {
+        // A piece handed to the host, read or not yet, stays until the
+        // next `handle_input`, as `Agent::input` promises.
+        if self.rx_held && (self.data_event_queued() || self.input_view.is_some()) {
             return;
         }
         self.input_view = None;

@@ -163,8 +163,9 @@ pub(super) struct Upload {
     pub(super) offset: u64,
     /// The Merkle tree of the outputs so far.
     pub(super) builder: RootBuilder,
-    /// The connection epoch the upload started on: only chunks written on
-    /// it are sent.
+    /// The connection epoch every chunk taken so far was sent on (another
+    /// value once a chunk was taken and not sent): only an upload wholly
+    /// sent on the current session lets its outcome follow at once.
     pub(super) epoch: u32,
 }
 

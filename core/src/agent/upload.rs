@@ -192,6 +192,14 @@ impl<S: Signer> Agent<S> {
                 sent.written += n;
                 self.tx.count_frame();
             }
+            if !send {
+                // Taken but not sent: whatever session is up when the upload
+                // ends has not seen it, so the outputs are asked for again
+                // (`finish_job` starts a resend) rather than the outcome
+                // going out after a gap. (A session that became ready after
+                // the upload began would otherwise match its epoch.)
+                upload.epoch = epoch.wrapping_sub(1);
+            }
             upload.builder.push_leaf(digest);
             upload.offset += want as u64;
             sent.taken += want;
@@ -224,6 +232,18 @@ impl<S: Signer> Agent<S> {
             .map(|s| s.buffers.iter().filter(|b| b.readback).count())
             .unwrap_or(0);
         if outputs.len() != readback {
+            return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
+        }
+        // Every output's length first: a refusal after frames were written
+        // into `out` would lose them.
+        let lengths_match = self.jobs[i].spec().is_none_or(|spec| {
+            spec.buffers
+                .iter()
+                .filter(|b| b.readback)
+                .zip(outputs)
+                .all(|(b, o)| o.len() as u64 == b.len)
+        });
+        if !lengths_match {
             return Err(Error::Usage(UsageError::OutputOutOfOrder(id)));
         }
         let mut written = 0;
@@ -268,8 +288,8 @@ impl<S: Signer> Agent<S> {
             let rest = out.get_mut(written..).unwrap_or_default();
             let sent = match self.send_output(now, id, buffer, &data[offset as usize..], rest) {
                 // What was written already goes out first; the next call
-                // starts with an empty `out`.
-                Err(Error::BufferTooSmall(_)) if written > 0 => {
+                // (with an empty `out`) goes on, or reports the error.
+                Err(_) if written > 0 => {
                     return Ok(SentAll {
                         done: false,
                         written,
