@@ -761,7 +761,11 @@ impl Firmware<'_> {
                 }
                 Ok(n) => at += n,
                 Err(Fault::Agent(e)) => {
+                    // The bridge's bytes do not fit the job's outputs (too
+                    // many, say): the job fails now rather than at its
+                    // deadline.
                     say!("job {job}: output: {e}");
+                    self.fail(job, FailReason::Host, 0, Usage::default());
                     return Ok(());
                 }
                 Err(e) => return Err(e),
