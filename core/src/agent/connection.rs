@@ -236,12 +236,11 @@ impl<S: Signer> Agent<S> {
                 break;
             }
             if self.chunk_in.is_some() {
-                match self.take_chunk_data(now, &bytes[consumed..]) {
-                    Ok(n) => consumed += n,
-                    Err((error, job)) => {
-                        self.refuse(&error, job);
-                        return Err(InputError { consumed, error });
-                    }
+                let (n, result) = self.take_chunk_data(now, &bytes[consumed..]);
+                consumed += n;
+                if let Err((error, job)) = result {
+                    self.refuse(&error, job);
+                    return Err(InputError { consumed, error });
                 }
                 if self.rx_held || !self.is_connected() {
                     break;
@@ -330,7 +329,10 @@ impl<S: Signer> Agent<S> {
             };
             if let Err((error, job)) = result {
                 self.chunk_in = None;
-                self.rx_len = 0;
+                // (A piece handed over stays readable.)
+                if !self.rx_held {
+                    self.rx_len = 0;
+                }
                 self.refuse(&error, job);
                 // The rest of the refused frame, as far as it is here.
                 let n = self.skip.min(bytes.len() - consumed);

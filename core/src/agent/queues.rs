@@ -42,7 +42,8 @@ impl<S: Signer> Agent<S> {
                 offset,
                 len,
             } => {
-                self.input_view = Some((job, self.rx_len - len, len));
+                // The piece ends `rx`; `input` checks the bounds again.
+                self.input_view = Some((job, self.rx_len.saturating_sub(len), len));
                 Event::JobData {
                     job,
                     stream,

@@ -169,15 +169,16 @@ impl<S: Signer> Agent<S> {
         Ok(())
     }
 
-    /// Takes data of the arriving chunk from `bytes`; returns how many.
-    /// A full piece, or the chunk's last, goes to the host (`JobData`).
+    /// Takes data of the arriving chunk from `bytes`; returns how many
+    /// (taken even when the piece they complete meets an error). A full
+    /// piece, or the chunk's last, goes to the host (`JobData`).
     pub(super) fn take_chunk_data(
         &mut self,
         now: Instant,
         bytes: &[u8],
-    ) -> Result<usize, (Error, JobId)> {
+    ) -> (usize, Result<(), (Error, JobId)>) {
         let Some(s) = self.chunk_in.as_mut() else {
-            return Ok(0);
+            return (0, Ok(()));
         };
         let take = s.left.min(RX_CAPACITY - self.rx_len).min(bytes.len());
         let piece = &mut self.rx[self.rx_len..self.rx_len + take];
@@ -186,9 +187,9 @@ impl<S: Signer> Agent<S> {
         s.left -= take;
         self.rx_len += take;
         if s.left > 0 && self.rx_len < MAX_INPUT_PIECE {
-            return Ok(take);
+            return (take, Ok(()));
         }
-        self.end_piece(now).map(|()| take)
+        (take, self.end_piece(now))
     }
 
     /// A piece of the arriving chunk is in `rx`: hands it to the host, and

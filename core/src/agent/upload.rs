@@ -88,10 +88,10 @@ impl<S: Signer> Agent<S> {
     /// with [`TRANSMIT_BUFFER`](crate::limits::TRANSMIT_BUFFER) bytes every
     /// call takes a chunk. `BufferTooSmall` with the length that takes the
     /// next chunk when `out` could never hold its frame (or is empty while
-    /// frames are queued). While no session is up the
-    /// bytes are hashed and taken, and nothing is written (they are asked
-    /// for again with [`Event::ResendOutputs`]). Bytes beyond the buffer's
-    /// end are not taken.
+    /// frames are queued). While no session is ready the bytes are hashed
+    /// and taken, and nothing is written: they are asked for again with
+    /// [`Event::ResendOutputs`] once one is. Bytes beyond the buffer's end
+    /// are not taken.
     ///
     /// [`Event::ResendOutputs`]: super::Event::ResendOutputs
     pub fn send_output(
