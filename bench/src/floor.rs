@@ -1,7 +1,8 @@
 //! The floor: the least a program can do to run the copy kernel through
-//! ash: one pipeline, host-visible buffers, a pre-recorded command buffer,
-//! one submit and a fence wait per iteration. No validation of the kernel,
-//! no robustness, no zeroing, no metering.
+//! ash: one pipeline, host-visible buffers, a pre-recorded command buffer
+//! (recorded again per job only where the input's length changes), one
+//! submit and a fence wait per iteration. No validation of the kernel, no
+//! robustness, no zeroing, no metering.
 
 use ash::vk;
 use std::time::Instant;
@@ -19,6 +20,17 @@ pub struct RoundTrip {
     a: usize,
     b: usize,
     cmd: vk::CommandBuffer,
+}
+
+/// Buffers, descriptor set and command buffer of round trips whose input
+/// length changes from one to the next: the command buffer is recorded
+/// again for each.
+pub struct VariedRoundTrip {
+    a: usize,
+    b: usize,
+    set: vk::DescriptorSet,
+    cmd: vk::CommandBuffer,
+    max_len: usize,
 }
 
 struct Buf {
@@ -44,6 +56,8 @@ pub struct Floor {
     timestamp_period: f64,
     spirv: Vec<u32>,
     bufs: Vec<Buf>,
+    /// Specialized pipelines kept for round trips, destroyed on drop.
+    specialized: Vec<vk::Pipeline>,
 }
 
 type R<T> = Result<T, String>;
@@ -171,6 +185,7 @@ impl Floor {
                 timestamp_period: f64::from(props.limits.timestamp_period),
                 spirv: crate::words(spirv),
                 bufs: Vec::new(),
+                specialized: Vec::new(),
             };
             floor.pipeline = floor.make_pipeline(None)?;
             Ok(floor)
@@ -259,16 +274,8 @@ impl Floor {
         }
     }
 
-    /// Records `dispatch` workgroups of the copy kernel over buffers `a` -> `b`.
-    fn record(
-        &self,
-        pipeline: vk::Pipeline,
-        a: usize,
-        b: usize,
-        n: u32,
-        groups: u32,
-        timed: bool,
-    ) -> R<vk::CommandBuffer> {
+    /// A descriptor set over buffers `a` -> `b` and a command buffer.
+    fn bind(&self, a: usize, b: usize) -> R<(vk::DescriptorSet, vk::CommandBuffer)> {
         // SAFETY: the pool, set layout and buffers belong to this device.
         unsafe {
             let d = &self.device;
@@ -302,6 +309,39 @@ impl Floor {
                         .command_buffer_count(1),
                 )
                 .map_err(vkerr)?[0];
+            Ok((set, cmd))
+        }
+    }
+
+    /// Records `groups` workgroups of the copy kernel over buffers `a` -> `b`.
+    fn record(
+        &self,
+        pipeline: vk::Pipeline,
+        a: usize,
+        b: usize,
+        n: u32,
+        groups: u32,
+        timed: bool,
+    ) -> R<vk::CommandBuffer> {
+        let (set, cmd) = self.bind(a, b)?;
+        self.record_into(cmd, set, pipeline, n, groups, timed)?;
+        Ok(cmd)
+    }
+
+    /// Records `groups` workgroups of the copy kernel of `n` elements into
+    /// `cmd` (initial or reset, not pending), over the buffers of `set`.
+    fn record_into(
+        &self,
+        cmd: vk::CommandBuffer,
+        set: vk::DescriptorSet,
+        pipeline: vk::Pipeline,
+        n: u32,
+        groups: u32,
+        timed: bool,
+    ) -> R<()> {
+        // SAFETY: the command buffer, set and pipeline belong to this device.
+        unsafe {
+            let d = &self.device;
             d.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default())
                 .map_err(vkerr)?;
             if timed {
@@ -345,8 +385,7 @@ impl Floor {
                 &[],
                 &[],
             );
-            d.end_command_buffer(cmd).map_err(vkerr)?;
-            Ok(cmd)
+            d.end_command_buffer(cmd).map_err(vkerr)
         }
     }
 
@@ -370,10 +409,65 @@ impl Floor {
     /// Prepares the round trip for inputs of `len` bytes: two buffers and
     /// a pre-recorded command buffer.
     pub fn prepare_roundtrip(&mut self, len: usize) -> R<RoundTrip> {
+        self.prepare_roundtrip_on(self.pipeline, len)
+    }
+
+    /// Prepares the round trip for inputs of `len` bytes on a pipeline
+    /// specialized with `salt`, built here once and kept: what a program
+    /// that holds its pipeline does for a kernel it has seen before.
+    pub fn prepare_specialized_roundtrip(&mut self, len: usize, salt: u32) -> R<RoundTrip> {
+        let p = self.make_pipeline(Some(salt))?;
+        self.specialized.push(p);
+        self.prepare_roundtrip_on(p, len)
+    }
+
+    fn prepare_roundtrip_on(&mut self, pipeline: vk::Pipeline, len: usize) -> R<RoundTrip> {
         let a = self.buffer(len as u64)?;
         let b = self.buffer(len as u64)?;
-        let cmd = self.record(self.pipeline, a, b, (len / 16) as u32, 1, false)?;
+        let cmd = self.record(pipeline, a, b, (len / 16) as u32, 1, false)?;
         Ok(RoundTrip { a, b, cmd })
+    }
+
+    /// Prepares round trips of inputs up to `max_len` bytes (at most one
+    /// workgroup's 4 KiB), their length known only when each comes.
+    pub fn prepare_varied(&mut self, max_len: usize) -> R<VariedRoundTrip> {
+        let a = self.buffer(max_len as u64)?;
+        let b = self.buffer(max_len as u64)?;
+        let (set, cmd) = self.bind(a, b)?;
+        Ok(VariedRoundTrip {
+            a,
+            b,
+            set,
+            cmd,
+            max_len,
+        })
+    }
+
+    /// One round trip of an input whose length was not known in advance:
+    /// write `input`, record the dispatch for its length, submit, wait,
+    /// read as many bytes into `out`. Returns microseconds.
+    pub fn roundtrip_varied(&self, rt: &VariedRoundTrip, input: &[u8], out: &mut [u8]) -> R<f64> {
+        let len = input.len().min(out.len());
+        if len > rt.max_len || len % 16 != 0 {
+            return Err(format!(
+                "{len} bytes: not a multiple of 16 up to {}",
+                rt.max_len
+            ));
+        }
+        let t = Instant::now();
+        // SAFETY: the mapping covers `max_len` >= `len` bytes and no work
+        // is pending, so the command buffer may be reset.
+        unsafe {
+            std::ptr::copy_nonoverlapping(input.as_ptr(), self.bufs[rt.a].map, len);
+            self.device
+                .reset_command_buffer(rt.cmd, vk::CommandBufferResetFlags::empty())
+                .map_err(vkerr)?;
+        }
+        self.record_into(rt.cmd, rt.set, self.pipeline, (len / 16) as u32, 1, false)?;
+        self.submit_wait(rt.cmd)?;
+        // SAFETY: the submission completed; the barrier made it visible.
+        unsafe { std::ptr::copy_nonoverlapping(self.bufs[rt.b].map, out.as_mut_ptr(), len) };
+        Ok(t.elapsed().as_secs_f64() * 1e6)
     }
 
     /// One round trip: write `input`, one workgroup copies it, read it
@@ -455,6 +549,9 @@ impl Drop for Floor {
             d.destroy_command_pool(self.cmd_pool, None);
             d.destroy_descriptor_pool(self.desc_pool, None);
             d.destroy_pipeline(self.pipeline, None);
+            for p in self.specialized.drain(..) {
+                d.destroy_pipeline(p, None);
+            }
             d.destroy_pipeline_layout(self.layout, None);
             d.destroy_descriptor_set_layout(self.dsl, None);
             d.destroy_device(None);

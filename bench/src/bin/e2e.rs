@@ -7,13 +7,18 @@
 //!   device; peer `dispatch_only`: the same kernel's dispatcher round trip
 //!   (upload, dispatch, read back), measured in the same run on the same device.
 //! - `e2e.jobs_per_s`: sequential jobs per second through one agent.
-//! - `e2e.coordinator_bytes_per_agent`: the coordinator process's resident
-//!   memory growth per connected agent, with 100 agents connected.
+//! - `e2e.coordinator_bytes_per_agent`: the resident memory a coordinator
+//!   grows by per admitted agent. A fresh coordinator process, which has run
+//!   no job, logs its count of connected providers (sessions whose evidence
+//!   it verified) every 100 ms; its resident set is read once it has logged
+//!   none connected, and again as soon as it logs all 100 CPU agents
+//!   connected; the difference is divided by 100.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -52,18 +57,51 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 struct CoordinatorProcess {
     child: Child,
     addr: SocketAddr,
+    /// Connected providers, from each status line when started with one.
+    connected: Option<Receiver<usize>>,
+}
+
+/// The count of connected providers in a status line of the coordinator
+/// ("... N provider(s) connected of M known; ...").
+fn connected_in_status(line: &str) -> Option<usize> {
+    let (before, _) = line.split_once(" provider(s) connected of ")?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 impl CoordinatorProcess {
-    fn start(exe: &str, certs: &std::path::Path) -> CoordinatorProcess {
-        let mut child = Command::new(exe)
+    /// Starts the coordinator; with `status_ms`, it logs a status line that
+    /// often and `connected` receives each line's count.
+    fn start(exe: &str, certs: &std::path::Path, status_ms: Option<u32>) -> CoordinatorProcess {
+        let mut command = Command::new(exe);
+        command
             .args(["--listen", "127.0.0.1:0", "--certs"])
             .arg(certs)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped());
+        match status_ms {
+            Some(ms) => command
+                .args(["--status-ms", &ms.to_string()])
+                .env("RUST_LOG", "error,tessera_coordinator=info")
+                .stderr(Stdio::piped()),
+            None => command.env("RUST_LOG", "error").stderr(Stdio::null()),
+        };
+        let mut child = command
             .spawn()
             .unwrap_or_else(|e| fail(&format!("starting {exe}"), e));
+        let connected = child.stderr.take().map(|err| {
+            let (tx, rx) = channel();
+            // Reads every line, so the coordinator never blocks on its log.
+            thread::spawn(move || {
+                let mut lines = BufReader::new(err);
+                let mut l = String::new();
+                while lines.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+                    if let Some(n) = connected_in_status(&l) {
+                        let _ = tx.send(n);
+                    }
+                    l.clear();
+                }
+            });
+            rx
+        });
         let out = child
             .stdout
             .take()
@@ -85,7 +123,33 @@ impl CoordinatorProcess {
             .last()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| fail("coordinator address", first.trim()));
-        CoordinatorProcess { child, addr }
+        CoordinatorProcess {
+            child,
+            addr,
+            connected,
+        }
+    }
+
+    /// Waits for a status line that counts `n` providers connected.
+    fn wait_connected(&self, n: usize, within: Duration) {
+        let Some(rx) = &self.connected else {
+            fail("coordinator", "started without a status line");
+        };
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(c) if c == n => return,
+                Ok(c) => last = Some(c),
+                Err(_) => fail(
+                    "coordinator",
+                    format!(
+                        "{n} providers not connected within {within:?} (last status: {last:?})"
+                    ),
+                ),
+            }
+        }
     }
 
     fn rss_bytes(&self) -> u64 {
@@ -205,8 +269,8 @@ fn main() {
 
     let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
     let caps = gpu.capabilities().clone();
-    let coordinator = CoordinatorProcess::start(&exe, &certs_dir);
-    let _agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
+    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, None);
+    let gpu_agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
     let tls = requester_tls(&Trust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e));
     let mut requester = None;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -280,7 +344,15 @@ fn main() {
     );
     eprintln!("({} timed jobs in {total:.1} s)", iters);
 
-    // Coordinator memory per agent: 100 CPU agents connect.
+    drop(requester);
+    drop(gpu_agent);
+    drop(coordinator);
+
+    // Coordinator memory per agent, on a fresh coordinator: 100 CPU agents
+    // connect, and its resident set is read when it counts them all.
+    const AGENTS: u8 = 100;
+    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, Some(100));
+    coordinator.wait_connected(0, Duration::from_secs(30));
     let before = coordinator.rss_bytes();
     let cpu = |job: &JobToRun| {
         Ok(JobOutputs {
@@ -299,7 +371,7 @@ fn main() {
         ..Default::default()
     };
     let _ = caps.name.push_str("cpu");
-    let agents: Vec<AgentThread> = (0..100u8)
+    let agents: Vec<AgentThread> = (0..AGENTS)
         .map(|i| {
             agent(
                 coordinator.addr,
@@ -310,12 +382,14 @@ fn main() {
             )
         })
         .collect();
-    // Let them all finish the handshake and a few heartbeats.
-    thread::sleep(Duration::from_secs(3));
+    coordinator.wait_connected(usize::from(AGENTS), Duration::from_secs(60));
     let after = coordinator.rss_bytes();
+    if before == 0 || after == 0 {
+        fail("coordinator memory", "cannot read its resident set");
+    }
     line(
         "e2e.coordinator_bytes_per_agent",
-        after.saturating_sub(before) as f64 / 100.0,
+        after.saturating_sub(before) as f64 / f64::from(AGENTS),
         "bytes",
         &[],
     );

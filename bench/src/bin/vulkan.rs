@@ -3,6 +3,12 @@
 //! is measured in the same run, on the same device, with the same kernel
 //! (core/kernels/copy.spv). A peer that cannot run prints as null, with the
 //! reason on stderr.
+//!
+//! `vulkan.roundtrip_*` repeats one 4 KiB job; `vulkan.roundtrip_varied_*`
+//! gives each job another length and content, the floor recording its
+//! dispatch again for each. `vulkan.pipeline_cached` is a job whose
+//! specialized pipeline the dispatcher has built before, beside the floor
+//! dispatching the same specialized pipeline it holds, in the same rounds.
 
 use std::time::{Duration, Instant};
 use tessera_bench::floor::Floor;
@@ -103,14 +109,30 @@ fn main() {
         grid: [1, 1, 1],
         buffers: &bufs,
     };
-    // Interleaved in rounds so that all three see the same machine load.
+    // Varied jobs: each round trip's input differs from the one before it
+    // in length (256 B to 4 KiB, one workgroup) and in content, so nothing
+    // carried over from the previous job can stand in for this one's work.
+    let varied: Vec<Vec<u8>> = (0..64u32)
+        .map(|k| {
+            let len = 256 * (1 + (k * 7 % 16)) as usize;
+            (0..len as u32)
+                .map(|i| (i * 7 + k * 131 + 1) as u8)
+                .collect()
+        })
+        .collect();
+    // Interleaved in rounds so that all of them see the same machine load.
     let mut outputs = Vec::new();
     let floor_rt = floor
         .as_mut()
         .and_then(|f| peer("ash_floor", f.prepare_roundtrip(4096)));
+    let floor_varied = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.prepare_varied(4096)));
     let wgpu_rt = wgpu.as_ref().map(|w| w.prepare_roundtrip(4096));
     let mut out = vec![0u8; 4096];
     let (mut ours, mut floor_t, mut wgpu_t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_varied, mut floor_varied_t) = (Vec::new(), Vec::new());
+    let mut next_varied = 0usize;
     let rounds = 20;
     let per_round = (iters / rounds).max(1);
     for round in 0..=rounds {
@@ -144,11 +166,63 @@ fn main() {
                 }
             }
         }
+        if outputs.first() != Some(&input) {
+            eprintln!("dispatcher round trip returned wrong data");
+            std::process::exit(1);
+        }
+        // The same sequence of varied jobs for ours and the floor.
+        let first_varied = next_varied;
+        for _ in 0..per_round {
+            let data = &varied[next_varied % varied.len()];
+            next_varied += 1;
+            let push = ((data.len() / 16) as u32).to_le_bytes();
+            let bufs = [
+                BufferSpec {
+                    binding: 0,
+                    len: data.len() as u64,
+                    init: Some(data),
+                    readback: false,
+                },
+                BufferSpec {
+                    binding: 1,
+                    len: data.len() as u64,
+                    init: None,
+                    readback: true,
+                },
+            ];
+            let job = KernelJob {
+                spirv: COPY_SPV,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &push,
+                grid: [1, 1, 1],
+                buffers: &bufs,
+            };
+            let t = Instant::now();
+            if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
+                eprintln!("dispatcher failed on a varied job: {e}");
+                std::process::exit(1);
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if round > 0 {
+                ours_varied.push(us);
+            }
+            if outputs.first() != Some(data) {
+                eprintln!("dispatcher returned wrong data for a varied job");
+                std::process::exit(1);
+            }
+        }
+        if let (Some(f), Some(rt)) = (floor.as_ref(), floor_varied.as_ref()) {
+            for k in first_varied..next_varied {
+                let data = &varied[k % varied.len()];
+                match f.roundtrip_varied(rt, data, &mut out[..data.len()]) {
+                    Ok(us) if round > 0 => floor_varied_t.push(us),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("ash_floor: {e}"),
+                }
+            }
+        }
     }
-    assert_eq!(
-        outputs[0], input,
-        "dispatcher round trip returned wrong data"
-    );
     let some = |v: &Vec<f64>, p: f64| (!v.is_empty()).then(|| percentile(v, p));
     for (metric, p) in [
         ("vulkan.roundtrip_p50", 50.0),
@@ -159,6 +233,17 @@ fn main() {
             percentile(&ours, p),
             "us",
             &[("ash_floor", some(&floor_t, p)), ("wgpu", some(&wgpu_t, p))],
+        );
+    }
+    for (metric, p) in [
+        ("vulkan.roundtrip_varied_p50", 50.0),
+        ("vulkan.roundtrip_varied_p99", 99.0),
+    ] {
+        line(
+            metric,
+            percentile(&ours_varied, p),
+            "us",
+            &[("ash_floor", some(&floor_varied_t, p))],
         );
     }
 
@@ -323,20 +408,41 @@ fn main() {
         grid: [1, 1, 1],
         buffers: &small,
     };
-    let mut cached = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
-            eprintln!("dispatcher cached failed: {e}");
-            std::process::exit(1);
+    // The floor holds the same specialized pipeline, built once; both are
+    // timed in the same rounds (pipeline_cold above reset the floor's
+    // descriptor pool, so its round trip is prepared only now).
+    let floor_cached = floor
+        .as_mut()
+        .and_then(|f| peer("ash_floor", f.prepare_specialized_roundtrip(4096, 1)));
+    let (mut cached, mut floor_cached_t) = (Vec::new(), Vec::new());
+    for round in 0..=10 {
+        // Round 0 warms up and is not recorded.
+        for _ in 0..20 {
+            let t = Instant::now();
+            if let Err(e) = d.run_into(&job, TIMEOUT, &mut outputs) {
+                eprintln!("dispatcher cached failed: {e}");
+                std::process::exit(1);
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if round > 0 {
+                cached.push(us);
+            }
         }
-        cached.push(t.elapsed().as_secs_f64() * 1e6);
+        if let (Some(f), Some(rt)) = (floor.as_ref(), floor_cached.as_ref()) {
+            for _ in 0..20 {
+                match f.roundtrip(rt, &input, &mut out) {
+                    Ok(us) if round > 0 => floor_cached_t.push(us),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("ash_floor: {e}"),
+                }
+            }
+        }
     }
     line(
         "vulkan.pipeline_cached",
         percentile(&cached, 50.0),
         "us",
-        &[("ash_floor", some(&floor_t, 50.0))],
+        &[("ash_floor", some(&floor_cached_t, 50.0))],
     );
 
     validation(d.capabilities());

@@ -30,7 +30,8 @@ usage: tessera-coordinator [options]
   --max-buffered-bytes BYTES
                          bytes held for all requesters together (default 1073741824)
   --run-for SECS         exit after SECS seconds (default: run until killed)
-Logging: RUST_LOG=info (or debug).";
+  --status-ms N          interval of the status line (default 10000)
+Logging: RUST_LOG=info (or debug); the status line is logged at info.";
 
 struct Args {
     listen: SocketAddr,
@@ -45,6 +46,7 @@ struct Args {
     max_request_body: Option<usize>,
     max_buffered_bytes: Option<usize>,
     run_for: Option<u64>,
+    status_ms: u64,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
@@ -65,6 +67,7 @@ fn parse() -> Result<Args, String> {
         max_request_body: None,
         max_buffered_bytes: None,
         run_for: None,
+        status_ms: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +107,7 @@ fn parse() -> Result<Args, String> {
             "--run-for" => {
                 args.run_for = Some(value()?.parse().map_err(|_| "--run-for: not a number")?)
             }
+            "--status-ms" => args.status_ms = number(&flag, value()?)?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -157,9 +161,11 @@ fn run(args: Args) -> Result<(), String> {
     }
     let started = Instant::now();
     let mut last_report = Instant::now();
+    let status_every = Duration::from_millis(args.status_ms);
+    let tick = Duration::from_millis(args.status_ms.clamp(1, 200));
     loop {
-        std::thread::sleep(Duration::from_millis(200));
-        if last_report.elapsed() >= Duration::from_secs(10) {
+        std::thread::sleep(tick);
+        if last_report.elapsed() >= status_every {
             last_report = Instant::now();
             let providers = coordinator.providers();
             let s = coordinator.stats();
