@@ -121,10 +121,11 @@ impl KeyPair {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn unhex<const N: usize>(s: &str) -> [u8; N] {
+    /// The bytes of a hex string of `2 * N` digits (test vectors).
+    pub(crate) fn unhex<const N: usize>(s: &str) -> [u8; N] {
         let mut out = [0u8; N];
         for (i, o) in out.iter_mut().enumerate() {
             *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();

@@ -3,94 +3,14 @@
 //! wrote are handed back even when a later output is refused, and an input
 //! piece the host polled stays readable across a disconnect.
 
-use tessera_core::attest::{ChainState, Ed25519Signer};
-use tessera_core::error::InputError;
 use tessera_core::limits::{CHUNK_SIZE, TRANSMIT_BUFFER};
-use tessera_core::testkit::{encode, FrameSplitter, JobDescription};
-use tessera_core::wire::{JobId, Message, MessageType, Usage, Welcome};
-use tessera_core::{Agent, Config, ConnState, Event, Instant, JobState};
+use tessera_core::testkit::{encode, JobDescription};
+use tessera_core::wire::{JobId, Message, MessageType, Usage};
+use tessera_core::{ConnState, Event, JobState};
 
-const SEED: [u8; 32] = [9; 32];
+mod rig;
 
-struct Rig {
-    agent: Agent<Ed25519Signer>,
-    now: Instant,
-    sent: FrameSplitter,
-}
-
-fn handshake_bytes() -> Vec<u8> {
-    let mut bytes = encode(&Message::Welcome(Welcome {
-        version: 1,
-        challenge: [1; 32],
-        heartbeat_ms: 0,
-    }));
-    bytes.extend(encode(&Message::Ready));
-    bytes
-}
-
-impl Rig {
-    fn ready() -> Rig {
-        let signer = Ed25519Signer::from_seed(&SEED).unwrap();
-        let agent = Agent::new(Config::default(), signer, ChainState::default()).unwrap();
-        let mut rig = Rig {
-            agent,
-            now: Instant::from_millis(1),
-            sent: FrameSplitter::default(),
-        };
-        rig.agent.connect(rig.now).unwrap();
-        let (events, errors) = rig.feed(&handshake_bytes(), 4096);
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(events, [Event::Ready]);
-        assert_eq!(rig.agent.state(), ConnState::Ready);
-        rig.frames();
-        rig
-    }
-
-    fn transmit(&mut self) {
-        let mut out = [0u8; 700];
-        while let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
-            self.sent.push(&out[..n]);
-        }
-    }
-
-    /// Every frame sent since the last call.
-    fn frames(&mut self) -> Vec<Vec<u8>> {
-        self.transmit();
-        let mut frames = Vec::new();
-        while let Some(f) = self.sent.next_frame() {
-            frames.push(f);
-        }
-        frames
-    }
-
-    fn feed(&mut self, bytes: &[u8], step: usize) -> (Vec<Event>, Vec<InputError>) {
-        let mut events = Vec::new();
-        let mut errors = Vec::new();
-        let mut at = 0;
-        let mut idle = 0;
-        while at < bytes.len() {
-            let end = (at + step).min(bytes.len());
-            let n = match self.agent.handle_input(self.now, &bytes[at..end]) {
-                Ok(n) => n,
-                Err(e) => {
-                    let n = e.consumed;
-                    errors.push(e);
-                    n
-                }
-            };
-            at += n;
-            self.transmit();
-            let mut any = false;
-            while let Some(e) = self.agent.poll_event() {
-                any = true;
-                events.push(e);
-            }
-            idle = if n == 0 && !any { idle + 1 } else { 0 };
-            assert!(idle < 3, "input stalled at byte {at}");
-        }
-        (events, errors)
-    }
-}
+use rig::{handshake_bytes, Rig};
 
 /// A kernel of one chunk, no input buffer, one read-back buffer of four
 /// chunks.
@@ -118,7 +38,7 @@ fn run_job(rig: &mut Rig, j: &JobDescription, id: JobId) {
     rig.frames();
 }
 
-/// Finding 1: an upload that starts while a new session is being set up
+/// An upload that starts while a new session is being set up
 /// (after `connect`, before `Ready`) takes its first chunks without writing
 /// them, yet once `Ready` arrives the rest of the upload is written and
 /// `finish_job` sends the outcome at once, as if the whole upload had gone
@@ -190,7 +110,7 @@ fn an_upload_started_during_the_handshake_skips_no_chunk() {
     }
 }
 
-/// Finding 2: `send_outputs` writes the first read-back buffer's frames
+/// `send_outputs` writes the first read-back buffer's frames
 /// (and the frames the agent had queued, popped from its queue) into `out`,
 /// then finds the next buffer's bytes of the wrong length and returns
 /// `Err(OutputOutOfOrder)`: the caller is never told how many bytes of `out`
@@ -241,7 +161,7 @@ fn send_outputs_never_loses_written_frames_on_a_later_error() {
     );
 }
 
-/// Finding 1, second form: every chunk is taken during the handshake (none
+/// Every chunk is taken during the handshake (none
 /// written), and `finish_job` is called once `Ready` is in (a host that
 /// retries after `EventsPending`, say): the outcome goes out at once with
 /// no `OutputChunk` at all on the session, and no `ResendOutputs`.
@@ -281,7 +201,7 @@ fn a_finish_after_ready_of_an_upload_taken_during_the_handshake_resends() {
     );
 }
 
-/// Finding 3 (low): the last piece of a job's inputs is polled
+/// The last piece of a job's inputs is polled
 /// (`JobData`, then `RunJob` queued), the transport closes before the host
 /// has read the piece, and `disconnected()` drops it although
 /// `Agent::input` promises it until the next `handle_input`. The job keeps

@@ -5,117 +5,20 @@
 //! tests feed bytes in awkward splits and check what the host sees.
 
 use tessera_core::agent::CancelReason;
-use tessera_core::attest::{ChainState, Ed25519Signer};
-use tessera_core::error::{ErrorCode, InputError, PeerError};
+use tessera_core::error::{ErrorCode, PeerError};
 use tessera_core::limits::{
     CHUNK_SIZE, HEADER_LEN, MAX_BUFFERS, MAX_ENTRY_POINT, MAX_FRAME, MAX_INPUT_PIECE,
     MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS, RX_CAPACITY, TRANSMIT_BUFFER,
 };
-use tessera_core::testkit::{encode, FrameSplitter, JobDescription};
+use tessera_core::testkit::{encode, JobDescription};
 use tessera_core::wire::{
-    BufferSpec, DecodeError, JobAssign, JobId, KernelSpec, Message, MessageType, Usage, Welcome,
+    BufferSpec, DecodeError, JobAssign, JobId, KernelSpec, Message, MessageType, Usage,
 };
-use tessera_core::{Agent, Config, ConnState, Error, Event, Instant, JobState};
+use tessera_core::{ConnState, Error, Event, Instant, JobState};
 
-const SEED: [u8; 32] = [9; 32];
+mod rig;
 
-/// An agent with its session up, and what it sent so far.
-struct Rig {
-    agent: Agent<Ed25519Signer>,
-    now: Instant,
-    sent: FrameSplitter,
-}
-
-impl Rig {
-    fn ready() -> Rig {
-        let signer = Ed25519Signer::from_seed(&SEED).unwrap();
-        let agent = Agent::new(Config::default(), signer, ChainState::default()).unwrap();
-        let mut rig = Rig {
-            agent,
-            now: Instant::from_millis(1),
-            sent: FrameSplitter::default(),
-        };
-        rig.agent.connect(rig.now).unwrap();
-        let mut bytes = encode(&Message::Welcome(Welcome {
-            version: 1,
-            challenge: [1; 32],
-            heartbeat_ms: 0,
-        }));
-        bytes.extend(encode(&Message::Ready));
-        let (events, errors) = rig.feed(&bytes, 4096);
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(events, [Event::Ready]);
-        assert_eq!(rig.agent.state(), ConnState::Ready);
-        assert_eq!(
-            rig.sent_kinds(),
-            [MessageType::Hello, MessageType::Evidence]
-        );
-        rig
-    }
-
-    /// Moves what the agent queued into `sent`.
-    fn transmit(&mut self) {
-        let mut out = [0u8; 700];
-        while let Some(n) = self.agent.poll_transmit(self.now, &mut out) {
-            self.sent.push(&out[..n]);
-        }
-    }
-
-    /// The kinds of the frames sent since the last call.
-    fn sent_kinds(&mut self) -> Vec<MessageType> {
-        self.transmit();
-        let mut kinds = Vec::new();
-        while let Some(f) = self.sent.next_frame() {
-            kinds.push(Message::decode(&f).unwrap().kind());
-        }
-        kinds
-    }
-
-    /// Feeds `bytes` in slices of at most `step`, reading every event
-    /// (with each `JobData`'s bytes) before the next slice; returns the
-    /// events and the input errors.
-    fn feed(&mut self, bytes: &[u8], step: usize) -> (Vec<Event>, Vec<InputError>) {
-        let (events, _, errors) = self.feed_reading(bytes, step);
-        (events, errors)
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn feed_reading(
-        &mut self,
-        bytes: &[u8],
-        step: usize,
-    ) -> (Vec<Event>, Vec<(Event, Vec<u8>)>, Vec<InputError>) {
-        let mut events = Vec::new();
-        let mut data = Vec::new();
-        let mut errors = Vec::new();
-        let mut at = 0;
-        let mut idle = 0;
-        while at < bytes.len() {
-            let end = (at + step).min(bytes.len());
-            let n = match self.agent.handle_input(self.now, &bytes[at..end]) {
-                Ok(n) => n,
-                Err(e) => {
-                    let n = e.consumed;
-                    errors.push(e);
-                    n
-                }
-            };
-            at += n;
-            self.transmit();
-            let mut any = false;
-            while let Some(e) = self.agent.poll_event() {
-                any = true;
-                if let Event::JobData { job, .. } = e {
-                    data.push((e, self.agent.input(job).unwrap().to_vec()));
-                }
-                events.push(e);
-            }
-            idle = if n == 0 && !any { idle + 1 } else { 0 };
-            assert!(idle < 3, "input stalled at byte {at}");
-        }
-        (events, data, errors)
-    }
-}
+use rig::Rig;
 
 /// A job with a kernel of one chunk and an input buffer of two and a half.
 fn job() -> JobDescription {

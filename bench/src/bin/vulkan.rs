@@ -50,6 +50,25 @@ fn peer<T>(what: &str, r: Result<T, String>) -> Option<T> {
     }
 }
 
+/// The copy kernel's two buffers: `input` at binding 0, and as many bytes
+/// at binding 1, read back or not.
+fn copy_buffers(input: &[u8], readback: bool) -> [BufferSpec<'_>; 2] {
+    [
+        BufferSpec {
+            binding: 0,
+            len: input.len() as u64,
+            init: Some(input),
+            readback: false,
+        },
+        BufferSpec {
+            binding: 1,
+            len: input.len() as u64,
+            init: None,
+            readback,
+        },
+    ]
+}
+
 fn main() {
     let iters: usize = std::env::var("TESSERA_BENCH_ITERS")
         .ok()
@@ -87,20 +106,7 @@ fn main() {
     // Round trip: 4 KiB in, one workgroup of the copy kernel, 4 KiB out.
     let input: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     let push = 256u32.to_le_bytes();
-    let bufs = [
-        BufferSpec {
-            binding: 0,
-            len: 4096,
-            init: Some(&input),
-            readback: false,
-        },
-        BufferSpec {
-            binding: 1,
-            len: 4096,
-            init: None,
-            readback: true,
-        },
-    ];
+    let bufs = copy_buffers(&input, true);
     let job = KernelJob {
         spirv: COPY_SPV,
         entry_point: "main",
@@ -176,20 +182,7 @@ fn main() {
             let data = &varied[next_varied % varied.len()];
             next_varied += 1;
             let push = ((data.len() / 16) as u32).to_le_bytes();
-            let bufs = [
-                BufferSpec {
-                    binding: 0,
-                    len: data.len() as u64,
-                    init: Some(data),
-                    readback: false,
-                },
-                BufferSpec {
-                    binding: 1,
-                    len: data.len() as u64,
-                    init: None,
-                    readback: true,
-                },
-            ];
+            let bufs = copy_buffers(data, true);
             let job = KernelJob {
                 spirv: COPY_SPV,
                 entry_point: "main",
@@ -253,20 +246,7 @@ fn main() {
     let n = (bytes / 16) as u32;
     let src = vec![0x5au8; bytes as usize];
     let push = n.to_le_bytes();
-    let bufs = [
-        BufferSpec {
-            binding: 0,
-            len: bytes,
-            init: Some(&src),
-            readback: false,
-        },
-        BufferSpec {
-            binding: 1,
-            len: bytes,
-            init: None,
-            readback: false,
-        },
-    ];
+    let bufs = copy_buffers(&src, false);
     let job = KernelJob {
         spirv: COPY_SPV,
         entry_point: "main",
@@ -355,20 +335,7 @@ fn main() {
     );
 
     // Pipelines: a never-seen specialization each time, then a cached one.
-    let small = [
-        BufferSpec {
-            binding: 0,
-            len: 4096,
-            init: Some(&input),
-            readback: false,
-        },
-        BufferSpec {
-            binding: 1,
-            len: 4096,
-            init: None,
-            readback: true,
-        },
-    ];
+    let small = copy_buffers(&input, true);
     let push = 256u32.to_le_bytes();
     let cold_iters = 20u32;
     let mut cold = Vec::new();

@@ -227,9 +227,7 @@ impl<S: Signer> Agent<S> {
         let mut consumed = 0;
         while consumed < bytes.len() {
             if self.skip > 0 {
-                let n = self.skip.min(bytes.len() - consumed);
-                self.skip -= n;
-                consumed += n;
+                consumed += self.skip_in(&bytes[consumed..]);
                 continue;
             }
             if MAX_EVENTS - self.events.len() < EVENT_RESERVE || self.tx.free() < TX_RESERVE {
@@ -302,9 +300,7 @@ impl<S: Signer> Agent<S> {
                         None => PeerError::Decode(DecodeError::UnknownType(h.kind)),
                     });
                     self.refuse(&error, 0);
-                    let n = self.skip.min(bytes.len() - consumed);
-                    self.skip -= n;
-                    consumed += n;
+                    consumed += self.skip_in(&bytes[consumed..]);
                     return Err(InputError { consumed, error });
                 }
                 Err(e) => {
@@ -335,9 +331,7 @@ impl<S: Signer> Agent<S> {
                 }
                 self.refuse(&error, job);
                 // The rest of the refused frame, as far as it is here.
-                let n = self.skip.min(bytes.len() - consumed);
-                self.skip -= n;
-                consumed += n;
+                consumed += self.skip_in(&bytes[consumed..]);
                 return Err(InputError { consumed, error });
             }
             if self.rx_held || !self.is_connected() {
@@ -345,6 +339,13 @@ impl<S: Signer> Agent<S> {
             }
         }
         Ok(consumed)
+    }
+
+    /// Drops what of a refused frame's rest is in `bytes`; how much.
+    fn skip_in(&mut self, bytes: &[u8]) -> usize {
+        let n = self.skip.min(bytes.len());
+        self.skip -= n;
+        n
     }
 
     pub(super) fn is_connected(&self) -> bool {

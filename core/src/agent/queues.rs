@@ -10,7 +10,7 @@ use crate::attest::Signer;
 use crate::error::Error;
 use crate::limits::{MAX_EVENTS, TX_CAPACITY};
 use crate::time::Instant;
-use crate::wire::{DeclineReason, FailReason, JobId, Message, Usage};
+use crate::wire::{DeclineReason, EncodeError, FailReason, JobId, Message, Usage};
 
 impl<S: Signer> Agent<S> {
     /// Queues one frame for the coordinator; `WouldBlock` if it does not fit.
@@ -229,21 +229,7 @@ impl TxQueue {
 
     /// Queues one frame; `WouldBlock` if it does not fit.
     pub(super) fn push(&mut self, msg: &Message<'_>) -> Result<(), Error> {
-        if self.start > 0 {
-            // At most TX_CAPACITY bytes move, and only while the host has
-            // not drained the queue.
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        match msg.encode(&mut self.bytes[self.end..]) {
-            Ok(n) => {
-                self.end += n;
-                self.frames += 1;
-                Ok(())
-            }
-            Err(_) => Err(Error::WouldBlock),
-        }
+        self.push_with(|room| msg.encode(room))
     }
 
     /// Queues the reply to an offer (`encode_offer_reply`); `WouldBlock`
@@ -253,12 +239,23 @@ impl TxQueue {
         job: JobId,
         reply: Result<u64, DeclineReason>,
     ) -> Result<(), Error> {
+        self.push_with(|room| crate::wire::encode_offer_reply(job, reply, room))
+    }
+
+    /// Queues the frame `encode` writes into the free room (returning its
+    /// length); `WouldBlock` if it does not fit.
+    fn push_with(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<(), Error> {
         if self.start > 0 {
+            // At most TX_CAPACITY bytes move, and only while the host has
+            // not drained the queue.
             self.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        match crate::wire::encode_offer_reply(job, reply, &mut self.bytes[self.end..]) {
+        match encode(&mut self.bytes[self.end..]) {
             Ok(n) => {
                 self.end += n;
                 self.frames += 1;

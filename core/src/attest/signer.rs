@@ -176,14 +176,7 @@ impl Signer for Ed25519Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex<const N: usize>(s: &str) -> [u8; N] {
-        let mut out = [0u8; N];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-        }
-        out
-    }
+    use crate::crypto::tests::unhex;
 
     /// RFC 8032 §7.1, test 1 (empty message).
     #[test]
