@@ -6,6 +6,7 @@
 //! the evidence the receipt names (see [`verify_result`] for what that
 //! does and does not prove).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -124,10 +125,12 @@ pub fn connect(
 }
 
 /// A connection to a coordinator that submits jobs one after another,
-/// paying for the TLS handshake once.
+/// paying for the TLS handshake once, and checking each provider session's
+/// evidence signature once ([`EvidenceCache`]).
 pub struct Requester {
     stream: StreamOwned<ClientConnection, TcpStream>,
     addr: SocketAddr,
+    evidence: EvidenceCache,
 }
 
 impl fmt::Debug for Requester {
@@ -144,6 +147,7 @@ impl Requester {
         Ok(Requester {
             stream: connect(addr, tls)?,
             addr,
+            evidence: EvidenceCache::default(),
         })
     }
 
@@ -163,7 +167,8 @@ impl Requester {
         let response: Response = read_frame(&mut self.stream, response_limit(job))?;
         match response {
             Response::Result(result) => {
-                verify_result(job, &result).map_err(RequesterError::Verify)?;
+                verify_result_with(job, &result, &mut self.evidence)
+                    .map_err(RequesterError::Verify)?;
                 Ok(result)
             }
             Response::Failed(f) => Err(RequesterError::Failed(f)),
@@ -309,7 +314,50 @@ pub struct ResultCheck {
 /// job. The capabilities are the device's own report, signed, not
 /// certified.
 pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, ResultCheckError> {
-    let evidence = Evidence::open(&result.evidence).map_err(ResultCheckError::Evidence)?;
+    verify_result_with(job, result, &mut EvidenceCache::default())
+}
+
+/// Evidence documents whose signature was verified, kept by their exact
+/// bytes (the last [`EvidenceCache::CAPACITY`] distinct ones). A provider's
+/// results within one session all carry that session's evidence, so its
+/// signature need be checked once: bytes equal to a document already
+/// verified verify again. Only the signature check is spared; everything
+/// [`verify_result`] compares (the key, the challenge the coordinator
+/// reports, the receipt's naming of this evidence) is compared for every
+/// result, and bytes differing anywhere are verified afresh.
+#[derive(Debug, Default)]
+pub struct EvidenceCache {
+    verified: VecDeque<(Vec<u8>, Evidence)>,
+}
+
+impl EvidenceCache {
+    /// Documents kept; the oldest is dropped beyond it.
+    pub const CAPACITY: usize = 16;
+
+    /// [`Evidence::open`], skipping the signature for bytes verified before.
+    pub fn open(&mut self, bytes: &[u8]) -> Result<Evidence, VerifyError> {
+        if let Some((_, e)) = self.verified.iter().find(|(b, _)| b[..] == *bytes) {
+            return Ok(e.clone());
+        }
+        let evidence = Evidence::open(bytes)?;
+        if self.verified.len() >= Self::CAPACITY {
+            self.verified.pop_front();
+        }
+        self.verified.push_back((bytes.to_vec(), evidence.clone()));
+        Ok(evidence)
+    }
+}
+
+/// [`verify_result`], with the evidence's signature looked up in `cache`
+/// first ([`EvidenceCache`]).
+pub fn verify_result_with(
+    job: &Submit,
+    result: &JobResult,
+    cache: &mut EvidenceCache,
+) -> Result<ResultCheck, ResultCheckError> {
+    let evidence = cache
+        .open(&result.evidence)
+        .map_err(ResultCheckError::Evidence)?;
     if evidence.public_key != result.provider_public_key {
         return Err(ResultCheckError::EvidenceKeyMismatch);
     }
@@ -403,4 +451,53 @@ fn spot_check(
     verify_output_chunk(receipt, leaf_count, chunks[index as usize], &proof)
         .map_err(ResultCheckError::SpotCheck)?;
     Ok((index, leaves.len() as u64, proof.path.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::attest::{
+        ChainState, DeviceCapabilities, Ed25519Signer, Signer, EVIDENCE_LEN,
+    };
+
+    fn signed(seed: u8, challenge: u8) -> Vec<u8> {
+        let mut signer = Ed25519Signer::from_seed(&[seed; 32]).expect("key");
+        let evidence = Evidence {
+            challenge: [challenge; 32],
+            public_key: signer.public_key(),
+            agent_version: [0, 1, 0],
+            boot_id: [seed; 16],
+            issued_at: 1,
+            chain: ChainState::default(),
+            capabilities: DeviceCapabilities::default(),
+        };
+        let mut out = vec![0u8; EVIDENCE_LEN];
+        let n = evidence.sign(&mut signer, &mut out).expect("sign");
+        out.truncate(n);
+        out
+    }
+
+    /// The cache spares only the signature check of bytes verified before:
+    /// a copy with any byte changed, or a forged signature, is refused even
+    /// after the genuine document was cached.
+    #[test]
+    fn the_evidence_cache_verifies_every_new_byte_string() {
+        let mut cache = EvidenceCache::default();
+        let good = signed(1, 7);
+        let first = cache.open(&good).expect("genuine");
+        assert_eq!(cache.open(&good), Ok(first.clone()));
+        for at in [0, good.len() / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            assert!(cache.open(&bad).is_err(), "byte {at} changed");
+            assert_eq!(cache.open(&bad), Evidence::open(&bad));
+        }
+        // Beyond its capacity the oldest is verified afresh, and still holds.
+        for seed in 2..2 + EvidenceCache::CAPACITY as u8 {
+            cache.open(&signed(seed, 7)).expect("genuine");
+        }
+        assert_eq!(cache.verified.len(), EvidenceCache::CAPACITY);
+        assert!(cache.verified.iter().all(|(b, _)| *b != good));
+        assert_eq!(cache.open(&good), Ok(first));
+    }
 }
