@@ -6,7 +6,23 @@
 //!   through the reference coordinator and a provider agent on the Vulkan
 //!   device; peer `dispatch_only`: the same kernel's dispatcher round trip
 //!   (upload, dispatch, read back), measured in the same run on the same device.
-//! - `e2e.jobs_per_s`: sequential jobs per second through one agent.
+//! - `e2e.job_breakdown`: where a tiny job's time goes. The GPU executor
+//!   records when the provider's runtime handed it the job and when it
+//!   returned, on the same clock as the requester, so each job splits into
+//!   `to_executor` (submit, coordinator, offer, acceptance, assignment and
+//!   inputs, their hashing, the runtime's hand-over), `execute` (the
+//!   dispatcher run) and `back_to_requester` (output hashing, the receipt's
+//!   signature, upload, the coordinator's receipt and chunk checks, the
+//!   result frame, the requester's checks), each a p50. Beside them, costs
+//!   measured alone in the same run: one TLS 1.3 round trip of 64 bytes on
+//!   loopback between two threads, an Ed25519 signature, a receipt's and an
+//!   evidence document's verification, a 4 KiB leaf hash, and the
+//!   requester's whole check of a result (`verify_result`), also with its
+//!   evidence signature already verified (`verify_result_with` and a warm
+//!   `EvidenceCache`, as `Requester::submit` checks).
+//! - `e2e.jobs_per_s`: sequential jobs per second through one agent;
+//!   `e2e.jobs_per_s_4_in_flight`: the same with four requesters
+//!   submitting at once (the agent takes up to four jobs).
 //! - `e2e.coordinator_bytes_per_agent`: the resident memory a coordinator
 //!   grows by per admitted agent. A fresh coordinator process, which has run
 //!   no job, logs its count of connected providers (sessions whose evidence
@@ -14,23 +30,26 @@
 //!   none connected, and again as soon as it logs all 100 CPU agents
 //!   connected; the difference is divided by 100.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
 use tessera_coordinator::requester::{new_nonce, Requester};
+use tessera_coordinator::requester::{verify_result_with, EvidenceCache};
 use tessera_coordinator::tls::client_config as requester_tls;
 use tessera_coordinator::verify_result;
-use tessera_core::attest::{DeviceCapabilities, Ed25519Signer};
+use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::gpu_host::GpuHost;
+use tessera_core::merkle::leaf_hash;
 use tessera_core::net::{
-    client_config, FnExecutor, JobOutputs, JobToRun, NetConfig, Runtime, Trust,
+    client_config, Executor, FnExecutor, JobFailure, JobOutputs, JobToRun, NetConfig, Runtime,
+    Trust,
 };
 use tessera_core::vulkan::{
     BufferSpec, DeviceSelector, Dispatcher, DispatcherConfig, Instance, KernelJob,
@@ -46,6 +65,102 @@ fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
         "{{\"name\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\", \"peers\": {{{}}}}}",
         peers.join(", ")
     );
+}
+
+/// A line with named parts, each a value in `unit`.
+fn line_parts(name: &str, value: f64, unit: &str, parts: &[(&str, f64)], alone: &[(&str, f64)]) {
+    let fmt = |kv: &[(&str, f64)]| {
+        kv.iter()
+            .map(|(k, v)| format!("\"{k}\": {v:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{{\"name\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\", \"peers\": {{}}, \"parts\": {{{}}}, \"alone\": {{{}}}}}",
+        fmt(parts),
+        fmt(alone)
+    );
+}
+
+/// The p50 of `f`'s time in microseconds over `n` calls.
+fn p50_of(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Instant::now();
+        f();
+        t.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    percentile(&t, 50.0)
+}
+
+/// Microseconds from `a` to `b`.
+fn us(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1e6
+}
+
+/// An executor that reports when each run started and ended.
+struct Timed<E> {
+    inner: E,
+    runs: Sender<(Instant, Instant)>,
+}
+
+impl<E: Executor> Executor for Timed<E> {
+    fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure> {
+        let start = Instant::now();
+        let r = self.inner.run(job);
+        let _ = self.runs.send((start, Instant::now()));
+        r
+    }
+
+    fn accepting_jobs(&mut self) -> bool {
+        self.inner.accepting_jobs()
+    }
+}
+
+/// p50 of one TLS 1.3 round trip of 64 bytes on loopback between two
+/// threads (the hop every protocol message takes, alone).
+fn tls_round_trip(bundle: &tessera_coordinator::certs::CertBundle, ca: &[u8]) -> f64 {
+    let server = tessera_coordinator::tls::server_config(
+        bundle.server_chain_pem.as_bytes(),
+        bundle.server_key_pem.as_bytes(),
+    )
+    .unwrap_or_else(|e| fail("TLS server config", e));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail("bind", e));
+    let addr = listener.local_addr().unwrap_or_else(|e| fail("bind", e));
+    let echo = thread::spawn(move || -> std::io::Result<()> {
+        let (sock, _) = listener.accept()?;
+        sock.set_nodelay(true)?;
+        let conn =
+            rustls::ServerConnection::new(Arc::new(server)).map_err(std::io::Error::other)?;
+        let mut s = rustls::StreamOwned::new(conn, sock);
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf)?;
+            s.flush()?;
+        }
+        Ok(())
+    });
+    let tls = requester_tls(&Trust::CaPem(ca.to_vec())).unwrap_or_else(|e| fail("TLS", e));
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .unwrap_or_else(|e| fail("TLS name", e));
+    let conn = rustls::ClientConnection::new(tls, name).unwrap_or_else(|e| fail("TLS", e));
+    let sock = TcpStream::connect(addr).unwrap_or_else(|e| fail("connect", e));
+    let _ = sock.set_nodelay(true);
+    let mut c = rustls::StreamOwned::new(conn, sock);
+    let mut buf = [7u8; 64];
+    let mut trip = || {
+        c.write_all(&buf).unwrap_or_else(|e| fail("TLS write", e));
+        c.flush().unwrap_or_else(|e| fail("TLS flush", e));
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| fail("TLS read", e));
+    };
+    for _ in 0..100 {
+        trip();
+    }
+    let p50 = p50_of(2000, trip);
+    drop(c);
+    let _ = echo.join();
+    p50
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
@@ -270,6 +385,11 @@ fn main() {
     let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
     let caps = gpu.capabilities().clone();
     let coordinator = CoordinatorProcess::start(&exe, &certs_dir, None);
+    let (runs_tx, runs) = channel();
+    let gpu = Timed {
+        inner: gpu,
+        runs: runs_tx,
+    };
     let gpu_agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
     let tls = requester_tls(&Trust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e));
     let mut requester = None;
@@ -289,9 +409,12 @@ fn main() {
         }
     }
     let mut requester = requester.unwrap_or_else(|| fail("requester", "none"));
+    while runs.try_recv().is_ok() {}
 
     let mut e2e = Vec::with_capacity(iters);
     let mut floor = Vec::with_capacity(iters);
+    let (mut to_executor, mut execute, mut back) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
     let started = Instant::now();
     for i in 0..iters {
         // Interleaved, so both see the same machine state.
@@ -305,11 +428,20 @@ fn main() {
         let mut j = tiny_job();
         j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
         let t = Instant::now();
+        // `submit` checks the result (evidence, receipt, roots, a Merkle
+        // spot check) before it returns it.
         let r = requester
             .submit(&j)
             .unwrap_or_else(|e| fail(&format!("job {i}"), e));
-        verify_result(&j, &r).unwrap_or_else(|e| fail("verify", format!("{e:?}")));
-        e2e.push(t.elapsed().as_secs_f64() * 1e6);
+        let done = Instant::now();
+        e2e.push(us(t, done));
+        let (start, end) = runs
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| fail("executor timing", e));
+        to_executor.push(us(t, start));
+        execute.push(us(start, end));
+        back.push(us(end, done));
+        last = Some((j, r));
     }
     let total = started.elapsed().as_secs_f64();
     let floor_p50 = percentile(&floor, 50.0);
@@ -325,6 +457,63 @@ fn main() {
         "us",
         &[("dispatch_only", percentile(&floor, 99.0))],
     );
+    let (j, r) = last.unwrap_or_else(|| fail("breakdown", "no job timed"));
+    let mut signer =
+        Ed25519Signer::from_seed(&[9; 32]).unwrap_or_else(|e| fail("key", format!("{e:?}")));
+    let input = &j.buffers[0].init;
+    let alone = [
+        ("tls_round_trip", tls_round_trip(&bundle, &ca)),
+        (
+            "ed25519_sign",
+            p50_of(1000, || {
+                std::hint::black_box(signer.sign(&r.receipt).ok());
+            }),
+        ),
+        (
+            "receipt_verify",
+            p50_of(1000, || {
+                std::hint::black_box(Receipt::verify(&r.receipt, &r.provider_public_key).ok());
+            }),
+        ),
+        (
+            "evidence_verify",
+            p50_of(1000, || {
+                std::hint::black_box(Evidence::open(&r.evidence).ok());
+            }),
+        ),
+        (
+            "leaf_hash_4k",
+            p50_of(1000, || {
+                std::hint::black_box(leaf_hash(input));
+            }),
+        ),
+        (
+            "requester_verify",
+            p50_of(1000, || {
+                verify_result(&j, &r).unwrap_or_else(|e| fail("verify", format!("{e:?}")));
+            }),
+        ),
+        ("requester_verify_cached", {
+            let mut cache = EvidenceCache::default();
+            p50_of(1000, || {
+                verify_result_with(&j, &r, &mut cache)
+                    .unwrap_or_else(|e| fail("verify", format!("{e:?}")));
+            })
+        }),
+    ];
+    let job_p50 = percentile(&e2e, 50.0);
+    line_parts(
+        "e2e.job_breakdown",
+        job_p50,
+        "us",
+        &[
+            ("to_executor", percentile(&to_executor, 50.0)),
+            ("execute", percentile(&execute, 50.0)),
+            ("back_to_requester", percentile(&back, 50.0)),
+            ("overhead_over_dispatch_only", job_p50 - floor_p50),
+        ],
+        &alone,
+    );
 
     // Throughput: jobs back to back, nothing else in the loop.
     let n = iters.min(500);
@@ -339,6 +528,33 @@ fn main() {
     line(
         "e2e.jobs_per_s",
         n as f64 / t.elapsed().as_secs_f64(),
+        "jobs/s",
+        &[],
+    );
+    // Four jobs in flight: four requesters submitting back to back to the
+    // same agent (which takes up to four at once): inputs of one job arrive
+    // while another runs, outputs upload while the next runs.
+    const IN_FLIGHT: usize = 4;
+    let per = n / IN_FLIGHT;
+    let t = Instant::now();
+    thread::scope(|s| {
+        for k in 0..IN_FLIGHT {
+            let tls = tls.clone();
+            let addr = coordinator.addr;
+            s.spawn(move || {
+                let mut r = Requester::connect(addr, tls).unwrap_or_else(|e| fail("requester", e));
+                for i in 0..per {
+                    let mut j = tiny_job();
+                    j.nonce = [(k * per + i) as u8; 32];
+                    j.nonce[31] = k as u8;
+                    r.submit(&j).unwrap_or_else(|e| fail("job in flight", e));
+                }
+            });
+        }
+    });
+    line(
+        "e2e.jobs_per_s_4_in_flight",
+        (per * IN_FLIGHT) as f64 / t.elapsed().as_secs_f64(),
         "jobs/s",
         &[],
     );
