@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Independent checker of Tessera's attestation test vectors.
 
-Reads core/tests/vectors/{keys,evidence,receipts,merkle}.json and checks every
+Reads core/tests/vectors/{keys,evidence,receipts,merkle,receipt_batches}.json
+and checks every
 vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
 Ed25519 signatures over the Sig_structure, key ids, every decoded field against
 the readable form, receipt chain links, kernel hashes (buffer layout and
 bindings included), receipt prices against the offer (a timeout is charged
 the accepted quote, any other failure 0), result hashes and seals, Merkle roots (RFC 6962) and inclusion proofs (RFC 9162
-verification, with the exact tree size a buffer layout gives). Each tampered
-vector must fail with its `expect_error`.
+verification, with the exact tree size a buffer layout gives), and batched
+receipts (the signed batch statement, each receipt's place, sequence and
+audit path, and the chain through receipts signed alone and in batches).
+Each tampered vector must fail with its `expect_error`.
 
 Needs only the `cryptography` package (ci/python-deps.sh installs it) and the
 standard library. Usage: python3 ci/verify_vectors.py [vectors-dir]
@@ -30,6 +33,7 @@ CHUNK_SIZE = 8192
 MAX_BINDINGS = 32
 EVIDENCE_DOMAIN = b"tessera/evidence/v1"
 RECEIPT_DOMAIN = b"tessera/receipt/v1"
+BATCH_DOMAIN = b"tessera/batch/v1"
 KEY_ID_DOMAIN = b"tessera/key-id/v1"
 KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
@@ -37,6 +41,9 @@ SEAL_DOMAIN = b"tessera/seal/v1"
 
 EVIDENCE_PAYLOAD_LEN = 288
 RECEIPT_PAYLOAD_LEN = 350
+BATCH_PAYLOAD_LEN = 61
+MAX_BATCH = 256
+MAX_BATCH_PATH = 8
 STATUS_COMPLETED = 0
 STATUS_TIMEOUT = 2
 STATUS_NAMES = {
@@ -239,6 +246,11 @@ def verify_receipt(b, public_key, next_sequence, prev_hash, nonce):
     d = decode_receipt(payload)
     if d["key_id"] != kid.hex():
         raise Fail("UnknownKey")
+    check_chain_rules(d, next_sequence, prev_hash, nonce)
+    return d
+
+
+def check_chain_rules(d, next_sequence, prev_hash, nonce):
     if d["sequence"] < next_sequence:
         raise Fail("Replayed")
     if d["sequence"] > next_sequence:
@@ -247,7 +259,49 @@ def verify_receipt(b, public_key, next_sequence, prev_hash, nonce):
         raise Fail("BrokenChain")
     if nonce is not None and d["requester_nonce"] != nonce.hex():
         raise Fail("WrongNonce")
-    return d
+
+
+def decode_statement(p):
+    r = Reader(p)
+    if r.u("B") != 1:
+        raise Fail("Malformed")
+    s = {"version": 1, "key_id": r.hex(16), "first_sequence": r.u("Q"), "count": r.u("I")}
+    s["root"] = r.hex(32)
+    if not 1 <= s["count"] <= MAX_BATCH:
+        raise Fail("Malformed")
+    return s
+
+
+def verify_batched(b, public_key, next_sequence, prev_hash, nonce):
+    """A batched receipt (PROTOCOL.md, "Batched receipts"): returns the
+    decoded receipt, the decoded statement, the index, the path and the link
+    the next receipt names."""
+    statement_len = 2 + 4 + 3 + 16 + 2 + BATCH_PAYLOAD_LEN + 2 + 64
+    if len(b) < statement_len + 5 + RECEIPT_PAYLOAD_LEN:
+        raise Fail("Malformed")
+    path_len = b[statement_len + 4]
+    if path_len > MAX_BATCH_PATH or len(b) != statement_len + 5 + 32 * path_len + RECEIPT_PAYLOAD_LEN:
+        raise Fail("Malformed")
+    kid, statement, sig = parse_sign1(b[:statement_len], BATCH_PAYLOAD_LEN)
+    check_signature(BATCH_DOMAIN, kid, statement, sig, public_key)
+    s = decode_statement(statement)
+    if s["key_id"] != kid.hex():
+        raise Fail("UnknownKey")
+    (index,) = struct.unpack("<I", b[statement_len : statement_len + 4])
+    at = statement_len + 5
+    path = [b[at + 32 * i : at + 32 * (i + 1)] for i in range(path_len)]
+    payload = b[at + 32 * path_len :]
+    if index >= s["count"]:
+        raise Fail("Malformed")
+    d = decode_receipt(payload)
+    if d["key_id"] != s["key_id"]:
+        raise Fail("UnknownKey")
+    if d["sequence"] != s["first_sequence"] + index:
+        raise Fail("Malformed")
+    if not verify_inclusion(bytes.fromhex(s["root"]), leaf_hash(payload), index, s["count"], path):
+        raise Fail("BadSignature")
+    check_chain_rules(d, next_sequence, prev_hash, nonce)
+    return d, s, index, path, sha256(payload)
 
 
 # ---------------------------------------------------------------- merkle --
@@ -427,50 +481,98 @@ def check_receipt(v, ctx):
         expect_fail(v["expect_error"], verify_receipt, *args)
     else:
         d = verify_receipt(*args)
-        r = v["receipt"]
-        expect(d == r, "decoded fields differ from the readable form")
-        expect(pk == ctx["keys"][v["key"]], "receipt of the named key")
         expect(b[-64:].hex() == v["signature"], "signature")
         expect(sha256(b).hex() == v["hash"], "hash")
-        # What the receipt binds, recomputed from its inputs.
-        k = v["kernel"]
-        expect(root_of(gen(k["spirv_len"])).hex() == k["spirv_root"], "SPIR-V root")
-        kh = kernel_hash(k)
-        expect(kh.hex() == r["kernel_hash"], "kernel hash")
-        # Buffer contents: the generator's bytes, cut in buffer order, inputs
-        # by init_len and outputs (of a completed job) by len.
-        bufs = k["buffers"]
-        bindings = [b["binding"] for b in bufs]
-        expect(all(0 <= n < MAX_BINDINGS for n in bindings), "bindings below 32")
-        expect(len(set(bindings)) == len(bindings), "bindings distinct")
-        init_lens = [b["init_len"] for b in bufs]
-        expect(all(b["init_len"] <= b["len"] for b in bufs), "init_len <= len")
-        expect(v["input_len"] == sum(init_lens), "input length is the layout's")
-        in_root = mth(chunk_leaves(split(gen(v["input_len"]), init_lens)))
-        if r["status"] == 0:
-            out_lens = [b["len"] for b in bufs if b["readback"]]
-            expect(r["output_len"] == sum(out_lens), "output length is the layout's")
-        else:
-            out_lens = []
-            expect(r["output_len"] == 0, "no output for a failed job")
-        out_root = mth(chunk_leaves(split(gen(r["output_len"]), out_lens)))
-        usage = r["usage"]
-        expect(
-            usage["bytes_in"] == k["spirv_len"] + v["input_len"],
-            "bytes in: the kernel and the initial data",
-        )
-        expect(usage["bytes_out"] == r["output_len"], "bytes out: the output")
-        expect(in_root.hex() == r["input_root"], "input root")
-        expect(out_root.hex() == r["output_root"], "output root")
-        result = sha256(
-            RESULT_DOMAIN, kh, in_root, out_root, struct.pack("<Q", r["output_len"])
-        )
-        expect(result.hex() == r["result_hash"], "result hash")
-        seal = sha256(SEAL_DOMAIN, pk, struct.pack("<Q", r["job"]), result)
-        expect(seal.hex() == r["result_seal"], "result seal")
-        expect(r["evidence_hash"] in ctx["evidence"].values(), "evidence hash")
-        check_price(r, v["offer"])
+        check_receipt_content(v, d, pk, ctx)
         ctx["chain"].append((b, pk, v["hash"]))
+
+
+def check_receipt_content(v, d, pk, ctx):
+    """What a valid receipt vector's receipt binds, recomputed from its inputs."""
+    r = v["receipt"]
+    expect(d == r, "decoded fields differ from the readable form")
+    expect(pk == ctx["keys"][v["key"]], "receipt of the named key")
+    # What the receipt binds, recomputed from its inputs.
+    k = v["kernel"]
+    expect(root_of(gen(k["spirv_len"])).hex() == k["spirv_root"], "SPIR-V root")
+    kh = kernel_hash(k)
+    expect(kh.hex() == r["kernel_hash"], "kernel hash")
+    # Buffer contents: the generator's bytes, cut in buffer order, inputs
+    # by init_len and outputs (of a completed job) by len.
+    bufs = k["buffers"]
+    bindings = [b["binding"] for b in bufs]
+    expect(all(0 <= n < MAX_BINDINGS for n in bindings), "bindings below 32")
+    expect(len(set(bindings)) == len(bindings), "bindings distinct")
+    init_lens = [b["init_len"] for b in bufs]
+    expect(all(b["init_len"] <= b["len"] for b in bufs), "init_len <= len")
+    expect(v["input_len"] == sum(init_lens), "input length is the layout's")
+    in_root = mth(chunk_leaves(split(gen(v["input_len"]), init_lens)))
+    if r["status"] == 0:
+        out_lens = [b["len"] for b in bufs if b["readback"]]
+        expect(r["output_len"] == sum(out_lens), "output length is the layout's")
+    else:
+        out_lens = []
+        expect(r["output_len"] == 0, "no output for a failed job")
+    out_root = mth(chunk_leaves(split(gen(r["output_len"]), out_lens)))
+    usage = r["usage"]
+    expect(
+        usage["bytes_in"] == k["spirv_len"] + v["input_len"],
+        "bytes in: the kernel and the initial data",
+    )
+    expect(usage["bytes_out"] == r["output_len"], "bytes out: the output")
+    expect(in_root.hex() == r["input_root"], "input root")
+    expect(out_root.hex() == r["output_root"], "output root")
+    result = sha256(
+        RESULT_DOMAIN, kh, in_root, out_root, struct.pack("<Q", r["output_len"])
+    )
+    expect(result.hex() == r["result_hash"], "result hash")
+    seal = sha256(SEAL_DOMAIN, pk, struct.pack("<Q", r["job"]), result)
+    expect(seal.hex() == r["result_seal"], "result seal")
+    expect(r["evidence_hash"] in ctx["evidence"].values(), "evidence hash")
+    check_price(r, v["offer"])
+
+
+def check_batch_vector(v, ctx):
+    b = bytes.fromhex(v["hex"])
+    pk = bytes.fromhex(v["public_key"])
+    before = v["chain_before"]
+    nonce = v["expected_nonce"]
+    verify = verify_batched if v["form"] == "batched" else verify_receipt
+    args = (
+        b,
+        pk,
+        before["next_sequence"],
+        bytes.fromhex(before["prev_hash"]),
+        None if nonce is None else bytes.fromhex(nonce),
+    )
+    if "expect_error" in v:
+        expect_fail(v["expect_error"], verify, *args)
+        return
+    if v["form"] == "batched":
+        d, s, index, path, link = verify(*args)
+        expect(s == v["statement"], "decoded statement differs from the readable form")
+        expect(index == v["index"], "index")
+        expect([p.hex() for p in path] == v["path"], "path")
+    else:
+        d = verify(*args)
+        link = sha256(b)
+    expect(link.hex() == v["hash"], "link")
+    check_receipt_content(v, d, pk, ctx)
+    ctx["batch_chain"].append((v["form"], b, pk))
+
+
+def check_batch_chain(ctx):
+    """The valid vectors of receipt_batches.json, verified in a row, form one
+    chain from sequence 1 through receipts alone and batched."""
+    next_sequence, prev = 1, bytes(32)
+    for form, b, pk in ctx["batch_chain"]:
+        if form == "batched":
+            link = verify_batched(b, pk, next_sequence, prev, None)[4]
+        else:
+            verify_receipt(b, pk, next_sequence, prev, None)
+            link = sha256(b)
+        next_sequence, prev = next_sequence + 1, link
+    expect(len(ctx["batch_chain"]) >= 4, "a chain of at least 4 receipts")
 
 
 def check_price(r, offer):
@@ -532,7 +634,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     default = os.path.join(here, "..", "core", "tests", "vectors")
     directory = sys.argv[1] if len(sys.argv) > 1 else default
-    ctx = {"keys": {}, "evidence": {}, "chain": []}
+    ctx = {"keys": {}, "evidence": {}, "chain": [], "batch_chain": []}
     passed = failed = 0
 
     def run(label, fn, *args):
@@ -549,6 +651,7 @@ def main():
         ("evidence.json", check_evidence),
         ("receipts.json", check_receipt),
         ("merkle.json", check_merkle),
+        ("receipt_batches.json", check_batch_vector),
     ):
         with open(os.path.join(directory, file)) as f:
             vectors = json.load(f)
@@ -556,6 +659,8 @@ def main():
             run("%s %s" % (file, v.get("name", "?")), check, v, ctx)
         if file == "receipts.json":
             run("receipts.json chain in a row", check_chain, ctx)
+        if file == "receipt_batches.json":
+            run("receipt_batches.json chain in a row", check_batch_chain, ctx)
     print("attest-vectors: %d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -11,9 +11,11 @@
 
 use serde_json::{json, Value};
 use tessera_core::attest::{
-    kernel_hash, result_hash, result_seal, sha256, verify_output_chunk, ChainState,
-    DeviceCapabilities, DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptStatus,
-    ReceiptVerifier, Signer, VerifyError, EVIDENCE_LEN, RECEIPT_LEN,
+    batch_leaf, batched_link, kernel_hash, result_hash, result_seal, sha256, sign_batch,
+    verify_output_chunk, write_batched, BatchedReceipt, ChainState, DeviceCapabilities, DeviceType,
+    Ed25519Signer, Evidence, Receipt, ReceiptBatch, ReceiptStatus, ReceiptVerifier, Signer,
+    VerifyError, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, EVIDENCE_LEN, RECEIPT_LEN,
+    RECEIPT_PAYLOAD_LEN,
 };
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle;
@@ -1225,4 +1227,299 @@ fn receipt_vectors() {
 fn merkle_vectors() {
     let v = committed("merkle.json", build_merkle());
     assert_eq!(run_merkle(&v), v.as_array().unwrap().len());
+}
+
+// ------------------------------------------------------- batched receipts --
+
+/// The batched-receipt chain of key A: job 1 signed alone, jobs 2, 3 and 4
+/// (4 failed) in a batch of three, job 5 (timed out) in a batch of one.
+/// Each: the receipt, its signed form, whether batched, the chain before it
+/// and its link.
+fn batch_chain() -> Vec<(Receipt, Vec<u8>, bool, ChainState, Digest)> {
+    let mut chain = ChainState::default();
+    let mut out = vec![];
+    let first = sample_receipt(1, ReceiptStatus::Completed, chain);
+    let signed = sign_receipt(&first, "key-a");
+    let link = Receipt::hash(&signed);
+    out.push((first, signed, false, chain, link));
+    chain.advance(link);
+    for jobs in [&JOBS[1..4], &JOBS[4..5]] {
+        let mut payloads = vec![];
+        let mut befores = vec![];
+        for &(job, status) in jobs {
+            let r = sample_receipt(job, status, chain);
+            let p = r.encode_payload();
+            befores.push(chain);
+            chain.advance(batched_link(&p));
+            payloads.push((r, p));
+        }
+        let leaves: Vec<Digest> = payloads.iter().map(|(_, p)| batch_leaf(p)).collect();
+        let mut statement = [0u8; BATCH_LEN];
+        let first = payloads[0].0.sequence;
+        sign_batch(&mut signer("key-a"), first, &leaves, &mut statement).expect("sign");
+        for (i, (r, p)) in payloads.into_iter().enumerate() {
+            let mut buf = [0u8; BATCHED_RECEIPT_MAX_LEN];
+            let n = write_batched(&statement, &leaves, i as u32, &p, &mut buf).expect("fits");
+            out.push((r, buf[..n].to_vec(), true, befores[i], batched_link(&p)));
+        }
+    }
+    out
+}
+
+fn statement_json(b: &ReceiptBatch) -> Value {
+    json!({
+        "version": 1,
+        "key_id": hex(&b.key_id),
+        "first_sequence": b.first_sequence,
+        "count": b.count,
+        "root": hex(&b.root),
+    })
+}
+
+fn build_batches() -> Value {
+    let chain = batch_chain();
+    let pk_a = hex(&public_key("key-a"));
+    let mut out = vec![];
+    for (r, signed, batched, before, link) in &chain {
+        let name = match r.status {
+            ReceiptStatus::Completed => format!("receipt-{}", r.sequence),
+            ReceiptStatus::Failed(FailReason::Timeout) => format!("receipt-{}-timeout", r.sequence),
+            ReceiptStatus::Failed(_) => format!("receipt-{}-failed-job", r.sequence),
+        };
+        let mut v = json!({
+            "name": format!("{}-{name}", if *batched { "batched" } else { "alone" }),
+            "form": if *batched { "batched" } else { "alone" },
+            "key": "key-a",
+            "public_key": pk_a,
+            "chain_before": chain_json(*before),
+            "expected_nonce": hex(&r.requester_nonce),
+            "input_len": Kernel::sample(r.job).input_len(),
+            "kernel": Kernel::sample(r.job).json(),
+            "offer": Offer::of(r.job).json(),
+            "receipt": receipt_json(r),
+            "hash": hex(link),
+            "hex": hex(signed),
+        });
+        if *batched {
+            let parts = BatchedReceipt::parse(signed).expect("batched");
+            let statement =
+                ReceiptBatch::verify(parts.batch, &public_key("key-a")).expect("statement");
+            v["statement"] = statement_json(&statement);
+            v["index"] = json!(parts.index);
+            v["path"] = json!(parts.path.chunks(32).map(hex).collect::<Vec<_>>());
+        }
+        out.push(v);
+    }
+    let after = |i: usize| {
+        let mut c = chain[i].3;
+        c.advance(chain[i].4);
+        c
+    };
+    let mut tampered = |name: &str,
+                        tamper: &str,
+                        key: &str,
+                        before: ChainState,
+                        nonce: Option<[u8; 32]>,
+                        bytes: &[u8],
+                        err| {
+        out.push(json!({
+            "name": name,
+            "form": "batched",
+            "tamper": tamper,
+            "public_key": hex(&public_key(key)),
+            "chain_before": chain_json(before),
+            "expected_nonce": nonce.map(|n| hex(&n)),
+            "hex": hex(bytes),
+            "expect_error": error_name(err),
+        }));
+    };
+    // Receipt 3 is the middle of the batch of three: index 1, path of 2.
+    let b3 = &chain[2].1;
+    let payload_at = b3.len() - RECEIPT_PAYLOAD_LEN;
+    tampered(
+        "batched-3-flipped-payload-byte",
+        "bit 0 of payload byte 40 (requester nonce) flipped",
+        "key-a",
+        after(1),
+        None,
+        &flip(b3, payload_at + 40),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "batched-3-flipped-path-byte",
+        "bit 0 of the first audit path byte flipped",
+        "key-a",
+        after(1),
+        None,
+        &flip(b3, BATCH_LEN + 5),
+        VerifyError::BadSignature,
+    );
+    tampered(
+        "batched-3-flipped-statement-signature",
+        "bit 0 of the statement's last signature byte flipped",
+        "key-a",
+        after(1),
+        None,
+        &flip(b3, BATCH_LEN - 1),
+        VerifyError::BadSignature,
+    );
+    let mut moved = b3.clone();
+    moved[BATCH_LEN..BATCH_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
+    tampered(
+        "batched-3-at-index-0",
+        "index rewritten from 1 to 0: sequence 3 is not the batch's first",
+        "key-a",
+        after(1),
+        None,
+        &moved,
+        VerifyError::Malformed,
+    );
+    let mut past = b3.clone();
+    past[BATCH_LEN..BATCH_LEN + 4].copy_from_slice(&3u32.to_le_bytes());
+    tampered(
+        "batched-3-index-past-the-batch",
+        "index rewritten from 1 to 3 in a batch of 3",
+        "key-a",
+        after(1),
+        None,
+        &past,
+        VerifyError::Malformed,
+    );
+    tampered(
+        "batched-3-wrong-key",
+        "batched receipt 3 checked against key B",
+        "key-b",
+        after(1),
+        None,
+        b3,
+        VerifyError::UnknownKey,
+    );
+    tampered(
+        "batched-3-replayed",
+        "batched receipt 3 presented again after it",
+        "key-a",
+        after(2),
+        None,
+        b3,
+        VerifyError::Replayed,
+    );
+    tampered(
+        "batched-4-gap",
+        "batched receipt 4 right after receipt 2 (3 missing)",
+        "key-a",
+        after(1),
+        None,
+        &chain[3].1,
+        VerifyError::OutOfOrder,
+    );
+    let mut forked = after(1);
+    forked.prev_hash = sha256(b"not the chain");
+    tampered(
+        "batched-3-broken-prev-hash",
+        "batched receipt 3 against a chain whose last link is SHA-256(\"not the chain\")",
+        "key-a",
+        forked,
+        None,
+        b3,
+        VerifyError::BrokenChain,
+    );
+    tampered(
+        "batched-3-wrong-requester-nonce",
+        "batched receipt 3 checked against another requester nonce",
+        "key-a",
+        after(1),
+        Some([0x77; 32]),
+        b3,
+        VerifyError::WrongNonce,
+    );
+    tampered(
+        "batched-3-truncated",
+        "last byte removed",
+        "key-a",
+        after(1),
+        None,
+        &b3[..b3.len() - 1],
+        VerifyError::Malformed,
+    );
+    tampered(
+        "alone-receipt-1-as-batched",
+        "receipt 1, signed alone (444 bytes), presented as batched",
+        "key-a",
+        ChainState::default(),
+        None,
+        &chain[0].1,
+        VerifyError::Malformed,
+    );
+    // A statement of no receipts, signed by key A, with receipt 5's payload.
+    let empty = ReceiptBatch {
+        key_id: signer("key-a").key_id(),
+        first_sequence: 5,
+        count: 0,
+        root: [0; 32],
+    };
+    let mut bytes = vec![0u8; BATCH_LEN];
+    empty.sign(&mut signer("key-a"), &mut bytes).expect("sign");
+    let b5 = &chain[4].1;
+    bytes.extend_from_slice(&b5[BATCH_LEN..]);
+    tampered(
+        "batched-5-statement-of-no-receipts",
+        "receipt 5 under a statement with count 0, signed by key A",
+        "key-a",
+        after(3),
+        None,
+        &bytes,
+        VerifyError::Malformed,
+    );
+    Value::Array(out)
+}
+
+fn run_batches(vectors: &Value) -> usize {
+    let mut n = 0;
+    for v in vectors.as_array().expect("array") {
+        let bytes = unhex(v["hex"].as_str().expect("hex"));
+        let mut verifier =
+            ReceiptVerifier::new(unhex_n(&v["public_key"]), chain_from(&v["chain_before"]));
+        let nonce: Option<[u8; 32]> = v["expected_nonce"]
+            .as_str()
+            .map(|_| unhex_n(&v["expected_nonce"]));
+        let got = match v["form"].as_str() {
+            Some("batched") => verifier.verify_next_batched(&bytes, nonce.as_ref(), &mut None),
+            _ => verifier.verify_next(&bytes, nonce.as_ref()),
+        };
+        match v.get("expect_error") {
+            Some(e) => assert_eq!(
+                got.map(|_| ()).map_err(error_name),
+                Err(e.as_str().expect("name")),
+                "{}",
+                v["name"]
+            ),
+            None => {
+                let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
+                assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
+                assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn batched_receipt_vectors() {
+    let v = committed("receipt_batches.json", build_batches());
+    assert_eq!(run_batches(&v), v.as_array().unwrap().len());
+    // The valid ones form one chain, alone and batched, verified in a row
+    // with one statement slot (the batch's signature checked once).
+    let mut verifier = ReceiptVerifier::new(public_key("key-a"), ChainState::default());
+    let mut slot = None;
+    for (_, signed, batched, _, _) in batch_chain() {
+        if batched {
+            verifier
+                .verify_next_batched(&signed, None, &mut slot)
+                .expect("chain");
+        } else {
+            verifier.verify_next(&signed, None).expect("chain");
+        }
+    }
+    assert_eq!(verifier.chain().next_sequence, 6);
 }

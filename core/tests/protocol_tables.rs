@@ -6,8 +6,9 @@
 #![cfg(feature = "std")]
 
 use tessera_core::attest::{
-    ChainState, DeviceCapabilities, DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptStatus,
-    Signer, EVIDENCE_LEN, EVIDENCE_PAYLOAD_LEN, RECEIPT_LEN, RECEIPT_PAYLOAD_LEN,
+    ChainState, DeviceCapabilities, DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptBatch,
+    ReceiptStatus, Signer, BATCH_PAYLOAD_LEN, EVIDENCE_LEN, EVIDENCE_PAYLOAD_LEN, RECEIPT_LEN,
+    RECEIPT_PAYLOAD_LEN,
 };
 use tessera_core::wire::{FailReason, Usage};
 
@@ -153,6 +154,28 @@ fn receipt_table() -> String {
     )
 }
 
+fn batch_table() -> String {
+    let base = ReceiptBatch {
+        key_id: [0; 16],
+        first_sequence: 0,
+        count: 0,
+        root: [0; 32],
+    };
+    let fields: &[Field<ReceiptBatch>] = &[
+        ("key_id", "16 bytes", "The signing key's id; must equal the COSE header's and every receipt payload's.", |b| b.key_id = [0xFF; 16]),
+        ("first_sequence", "u64", "The `sequence` of the batch's first receipt; receipt `i` of the batch has `first_sequence + i`.", |b| b.first_sequence = u64::MAX),
+        ("count", "u32", "Receipts in the batch, 1 to 256; others are malformed.", |b| b.count = u32::MAX),
+        ("root", "32 bytes", "RFC 9162 Merkle tree hash over the leaves `SHA-256(0x00 ‖ payload_i)`, `i` = 0 .. count − 1, in sequence order.", |b| b.root = [0xFF; 32]),
+    ];
+    table(
+        &base,
+        |b| b.encode_payload().to_vec(),
+        fields,
+        BATCH_PAYLOAD_LEN,
+        "1",
+    )
+}
+
 /// The COSE_Sign1 envelope, checked against real signed evidence and receipts.
 fn cose_table() -> String {
     let mut signer = Ed25519Signer::from_seed(&[1; 32]).expect("seed");
@@ -268,10 +291,11 @@ fn check_table(name: &str, table: &str) {
     );
 }
 
-/// One test for the three tables: blessing rewrites one file.
+/// One test for the four tables: blessing rewrites one file.
 #[test]
 fn protocol_tables_are_the_encoders() {
     check_table("cose-sign1", &cose_table());
     check_table("evidence-payload", &evidence_table());
     check_table("receipt-payload", &receipt_table());
+    check_table("batch-payload", &batch_table());
 }

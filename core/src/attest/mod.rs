@@ -7,11 +7,17 @@
 //! plain functions over bytes, usable by coordinators, requesters and auditors,
 //! in `no_std` too.
 
+mod batch;
 mod cose;
 mod evidence;
 mod receipt;
 mod signer;
 
+pub use batch::{
+    batch_leaf, batched_link, sign_batch, write_batched, BatchedReceipt, ReceiptBatch,
+    BATCHED_RECEIPT_MAX_LEN, BATCHED_RECEIPT_MIN_LEN, BATCH_DOMAIN, BATCH_LEN, BATCH_PAYLOAD_LEN,
+    MAX_BATCH, MAX_BATCH_PATH,
+};
 pub use cose::{Sign1, COSE_OVERHEAD};
 pub use evidence::{DeviceCapabilities, DeviceType, Evidence, EVIDENCE_LEN, EVIDENCE_PAYLOAD_LEN};
 pub use receipt::{

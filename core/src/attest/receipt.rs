@@ -299,6 +299,23 @@ impl ReceiptVerifier {
         expected_nonce: Option<&Nonce>,
     ) -> Result<Receipt, VerifyError> {
         let receipt = Receipt::verify(bytes, &self.public_key)?;
+        self.advance_with(&receipt, expected_nonce, Receipt::hash(bytes))?;
+        Ok(receipt)
+    }
+
+    /// The provider key this verifier checks signatures under.
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
+    /// The chain rules and the nonce for a receipt whose signature verified;
+    /// on success the chain advances to `link`.
+    pub(crate) fn advance_with(
+        &mut self,
+        receipt: &Receipt,
+        expected_nonce: Option<&Nonce>,
+        link: Digest,
+    ) -> Result<(), VerifyError> {
         if receipt.sequence < self.chain.next_sequence {
             return Err(VerifyError::Replayed);
         }
@@ -313,8 +330,8 @@ impl ReceiptVerifier {
                 return Err(VerifyError::WrongNonce);
             }
         }
-        self.chain.advance(Receipt::hash(bytes));
-        Ok(receipt)
+        self.chain.advance(link);
+        Ok(())
     }
 }
 

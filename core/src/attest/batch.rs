@@ -1,0 +1,541 @@
+//! Batched receipts (`docs/PROTOCOL.md`, "Batched receipts"): one signature
+//! over the Merkle root of up to [`MAX_BATCH`] receipt payloads, each job
+//! getting its payload, its place and an audit path. Every payload is the
+//! plain receipt payload, chain fields included, so each job stays
+//! individually verifiable and the chain rules apply unchanged; only the
+//! link (what the next receipt's `prev_hash` names) is the SHA-256 of the
+//! payload rather than of signed bytes of its own.
+
+use super::cose::{self, sign1_len};
+use super::receipt::RECEIPT_PAYLOAD_LEN;
+use super::{sha256, Reader, Receipt, SignError, Signer, VerifyError, Writer};
+use crate::merkle::{self, Proof, RootBuilder};
+use crate::wire::{Digest, KeyId, Nonce};
+
+/// Domain tag (COSE external AAD) of a batch statement.
+pub const BATCH_DOMAIN: &[u8] = b"tessera/batch/v1";
+/// Layout version of a batch statement.
+const BATCH_VERSION: u8 = 1;
+/// The most receipts one batch signs.
+pub const MAX_BATCH: u32 = 256;
+/// The longest audit path in a batch of [`MAX_BATCH`] (log2).
+pub const MAX_BATCH_PATH: usize = 8;
+/// A batch statement's payload length.
+pub const BATCH_PAYLOAD_LEN: usize = 1 + 16 + 8 + 4 + 32;
+/// A signed batch statement's length.
+pub const BATCH_LEN: usize = sign1_len(BATCH_PAYLOAD_LEN);
+/// A batched receipt's length with an empty audit path (a batch of one);
+/// each path hash adds 32.
+pub const BATCHED_RECEIPT_MIN_LEN: usize = BATCH_LEN + 4 + 1 + RECEIPT_PAYLOAD_LEN;
+/// The longest batched receipt.
+pub const BATCHED_RECEIPT_MAX_LEN: usize = BATCHED_RECEIPT_MIN_LEN + 32 * MAX_BATCH_PATH;
+
+/// What a batch's signature covers: `count` receipt payloads of one key, with
+/// consecutive sequence numbers from `first_sequence`, by the RFC 9162 root
+/// of their leaf hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptBatch {
+    /// The signing key's id; must equal the COSE header's.
+    pub key_id: KeyId,
+    /// The sequence number of the batch's first receipt.
+    pub first_sequence: u64,
+    /// Receipts in the batch, 1..=[`MAX_BATCH`].
+    pub count: u32,
+    /// Merkle root over `leaf_hash(payload)` of each receipt, in sequence order.
+    pub root: Digest,
+}
+
+impl ReceiptBatch {
+    /// The fixed-width payload.
+    pub fn encode_payload(&self) -> [u8; BATCH_PAYLOAD_LEN] {
+        let mut buf = [0u8; BATCH_PAYLOAD_LEN];
+        let mut w = Writer::new(&mut buf);
+        w.u8(BATCH_VERSION);
+        w.bytes(&self.key_id);
+        w.u64(self.first_sequence);
+        w.u32(self.count);
+        w.bytes(&self.root);
+        debug_assert_eq!(w.pos, BATCH_PAYLOAD_LEN);
+        buf
+    }
+
+    /// Parses a payload; `Malformed` on a wrong length or version, or a
+    /// count outside 1..=[`MAX_BATCH`].
+    pub fn decode_payload(payload: &[u8]) -> Result<ReceiptBatch, VerifyError> {
+        if payload.len() != BATCH_PAYLOAD_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let mut r = Reader::new(payload);
+        if r.u8() != BATCH_VERSION {
+            return Err(VerifyError::Malformed);
+        }
+        let batch = ReceiptBatch {
+            key_id: r.take(),
+            first_sequence: r.u64(),
+            count: r.u32(),
+            root: r.take(),
+        };
+        if batch.count == 0 || batch.count > MAX_BATCH {
+            return Err(VerifyError::Malformed);
+        }
+        Ok(batch)
+    }
+
+    /// Signs the statement into `out` (at least [`BATCH_LEN`] bytes);
+    /// returns the length written. `self.key_id` must be the signer's.
+    pub fn sign<S: Signer + ?Sized>(
+        &self,
+        signer: &mut S,
+        out: &mut [u8],
+    ) -> Result<usize, SignError> {
+        cose::sign(signer, BATCH_DOMAIN, &self.encode_payload(), out)
+    }
+
+    /// Verifies a signed statement's form and signature under `public_key`,
+    /// and that its payload names the same key id as its header.
+    pub fn verify(bytes: &[u8], public_key: &[u8; 32]) -> Result<ReceiptBatch, VerifyError> {
+        let sign1 = cose::parse(bytes, BATCH_PAYLOAD_LEN)?;
+        cose::verify(&sign1, BATCH_DOMAIN, public_key)?;
+        let batch = ReceiptBatch::decode_payload(sign1.payload)?;
+        if batch.key_id != sign1.key_id {
+            return Err(VerifyError::UnknownKey);
+        }
+        Ok(batch)
+    }
+}
+
+/// The leaf a receipt payload is in its batch's tree: RFC 9162's
+/// `SHA-256(0x00 ‖ payload)`.
+pub fn batch_leaf(payload: &[u8; RECEIPT_PAYLOAD_LEN]) -> Digest {
+    merkle::leaf_hash(payload)
+}
+
+/// The link of a receipt signed in a batch: what the next receipt's
+/// `prev_hash` names, SHA-256 of its 350-byte payload.
+pub fn batched_link(payload: &[u8; RECEIPT_PAYLOAD_LEN]) -> Digest {
+    sha256(payload)
+}
+
+/// Signs `leaves` (the [`batch_leaf`] of consecutive receipt payloads from
+/// `first_sequence`) as one batch into `out`; returns the statement and
+/// the length written. `Failed(0)` for no leaves or more than [`MAX_BATCH`].
+pub fn sign_batch<S: Signer + ?Sized>(
+    signer: &mut S,
+    first_sequence: u64,
+    leaves: &[Digest],
+    out: &mut [u8],
+) -> Result<(ReceiptBatch, usize), SignError> {
+    if leaves.is_empty() || leaves.len() > MAX_BATCH as usize {
+        return Err(SignError::Failed(0));
+    }
+    let mut b = RootBuilder::new();
+    for l in leaves {
+        b.push_leaf(*l);
+    }
+    let batch = ReceiptBatch {
+        key_id: signer.key_id(),
+        first_sequence,
+        count: leaves.len() as u32,
+        root: b.root(),
+    };
+    let n = batch.sign(signer, out)?;
+    Ok((batch, n))
+}
+
+/// Writes receipt `index`'s batched form into `out`: the signed statement
+/// `batch`, the index, its audit path among `leaves` (the same leaves the
+/// batch was signed over) and its payload. Returns the length, or `None`
+/// when `out` is too small or the index or lengths do not fit.
+pub fn write_batched(
+    batch: &[u8],
+    leaves: &[Digest],
+    index: u32,
+    payload: &[u8; RECEIPT_PAYLOAD_LEN],
+    out: &mut [u8],
+) -> Option<usize> {
+    if batch.len() != BATCH_LEN || leaves.len() > MAX_BATCH as usize {
+        return None;
+    }
+    let proof = merkle::prove(leaves, u64::from(index)).ok()?;
+    let len = BATCHED_RECEIPT_MIN_LEN + 32 * proof.path.len();
+    let out = out.get_mut(..len)?;
+    let (head, rest) = out.split_at_mut(BATCH_LEN);
+    head.copy_from_slice(batch);
+    rest[..4].copy_from_slice(&index.to_le_bytes());
+    rest[4] = proof.path.len() as u8;
+    let mut at = 5;
+    for h in proof.path.iter() {
+        rest[at..at + 32].copy_from_slice(h);
+        at += 32;
+    }
+    rest[at..].copy_from_slice(payload);
+    Some(len)
+}
+
+/// A batched receipt split into its parts, borrowed from the bytes; nothing
+/// verified yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchedReceipt<'a> {
+    /// The signed batch statement.
+    pub batch: &'a [u8],
+    /// The receipt's place in the batch.
+    pub index: u32,
+    /// Its audit path's hashes, 32 bytes each, leaf level first.
+    pub path: &'a [u8],
+    /// The receipt payload.
+    pub payload: &'a [u8; RECEIPT_PAYLOAD_LEN],
+}
+
+impl<'a> BatchedReceipt<'a> {
+    /// Splits `bytes`; `Malformed` unless the length is exactly that of its
+    /// stated path (at most [`MAX_BATCH_PATH`] hashes).
+    pub fn parse(bytes: &'a [u8]) -> Result<BatchedReceipt<'a>, VerifyError> {
+        if bytes.len() < BATCHED_RECEIPT_MIN_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let (batch, rest) = bytes.split_at(BATCH_LEN);
+        let mut index = [0u8; 4];
+        index.copy_from_slice(&rest[..4]);
+        let path_len = usize::from(rest[4]);
+        if path_len > MAX_BATCH_PATH || bytes.len() != BATCHED_RECEIPT_MIN_LEN + 32 * path_len {
+            return Err(VerifyError::Malformed);
+        }
+        let path = &rest[5..5 + 32 * path_len];
+        let payload = rest[5 + 32 * path_len..]
+            .try_into()
+            .map_err(|_| VerifyError::Malformed)?;
+        Ok(BatchedReceipt {
+            batch,
+            index: u32::from_le_bytes(index),
+            path,
+            payload,
+        })
+    }
+
+    /// Checks the receipt against an already verified statement: its place,
+    /// key, sequence and audit path. Returns the receipt.
+    pub fn verify_in(&self, batch: &ReceiptBatch) -> Result<Receipt, VerifyError> {
+        if self.index >= batch.count {
+            return Err(VerifyError::Malformed);
+        }
+        let receipt = Receipt::decode_payload(self.payload)?;
+        if receipt.key_id != batch.key_id {
+            return Err(VerifyError::UnknownKey);
+        }
+        if Some(receipt.sequence) != batch.first_sequence.checked_add(u64::from(self.index)) {
+            return Err(VerifyError::Malformed);
+        }
+        let mut proof = Proof {
+            index: u64::from(self.index),
+            tree_size: u64::from(batch.count),
+            path: crate::bounded::BoundedVec::new(),
+        };
+        for h in self.path.chunks_exact(32) {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(h);
+            proof.path.push(d).map_err(|_| VerifyError::Malformed)?;
+        }
+        // A payload outside the signed tree is not covered by the signature.
+        merkle::verify_proof(&batch.root, &batch_leaf(self.payload), &proof)
+            .map_err(|_| VerifyError::BadSignature)?;
+        Ok(receipt)
+    }
+
+    /// The link the next receipt's `prev_hash` names ([`batched_link`]).
+    pub fn link(&self) -> Digest {
+        batched_link(self.payload)
+    }
+}
+
+impl Receipt {
+    /// Verifies a batched receipt under `public_key`: the statement's form
+    /// and signature, then the receipt's place, key, sequence and audit
+    /// path. Chain and nonce checks are [`ReceiptVerifier`]'s.
+    ///
+    /// [`ReceiptVerifier`]: super::ReceiptVerifier
+    pub fn verify_batched(bytes: &[u8], public_key: &[u8; 32]) -> Result<Receipt, VerifyError> {
+        let parts = BatchedReceipt::parse(bytes)?;
+        let batch = ReceiptBatch::verify(parts.batch, public_key)?;
+        parts.verify_in(&batch)
+    }
+}
+
+impl super::ReceiptVerifier {
+    /// [`verify_next`](super::ReceiptVerifier::verify_next) for a batched
+    /// receipt. `last_batch` spares the statement's signature check when the
+    /// same signed statement verified before (a batch's receipts arrive
+    /// together): pass the same slot for every call, and keep it per key.
+    pub fn verify_next_batched(
+        &mut self,
+        bytes: &[u8],
+        expected_nonce: Option<&Nonce>,
+        last_batch: &mut Option<([u8; BATCH_LEN], ReceiptBatch)>,
+    ) -> Result<Receipt, VerifyError> {
+        let parts = BatchedReceipt::parse(bytes)?;
+        let batch = match last_batch {
+            Some((signed, batch)) if signed[..] == *parts.batch => *batch,
+            _ => {
+                let batch = ReceiptBatch::verify(parts.batch, self.public_key())?;
+                let mut signed = [0u8; BATCH_LEN];
+                signed.copy_from_slice(parts.batch);
+                *last_batch = Some((signed, batch));
+                batch
+            }
+        };
+        let receipt = parts.verify_in(&batch)?;
+        self.advance_with(&receipt, expected_nonce, parts.link())?;
+        Ok(receipt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{ChainState, Ed25519Signer, ReceiptVerifier};
+    use super::*;
+
+    type Slot = Option<([u8; BATCH_LEN], ReceiptBatch)>;
+
+    /// `n` consecutive payloads from `chain`, each linked as batched; the
+    /// chain after them.
+    fn payloads(
+        s: &Ed25519Signer,
+        mut chain: ChainState,
+        n: usize,
+    ) -> (Vec<[u8; RECEIPT_PAYLOAD_LEN]>, ChainState) {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let p = receipt(s, chain, 100 + i as u64).encode_payload();
+            chain.advance(batched_link(&p));
+            out.push(p);
+        }
+        (out, chain)
+    }
+
+    /// The batched receipts of `payloads`, signed as one batch.
+    fn batched(s: &mut Ed25519Signer, payloads: &[[u8; RECEIPT_PAYLOAD_LEN]]) -> Vec<Vec<u8>> {
+        let leaves: Vec<Digest> = payloads.iter().map(batch_leaf).collect();
+        let first = Receipt::decode_payload(&payloads[0]).unwrap().sequence;
+        let mut signed = [0u8; BATCH_LEN];
+        let (batch, n) = sign_batch(s, first, &leaves, &mut signed).unwrap();
+        assert_eq!(n, BATCH_LEN);
+        assert_eq!(batch.count as usize, payloads.len());
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut out = [0u8; BATCHED_RECEIPT_MAX_LEN];
+                let len = write_batched(&signed, &leaves, i as u32, p, &mut out).unwrap();
+                out[..len].to_vec()
+            })
+            .collect()
+    }
+
+    /// The lengths `docs/PROTOCOL.md` gives.
+    #[test]
+    fn lengths_are_the_documented_ones() {
+        assert_eq!(BATCH_PAYLOAD_LEN, 61);
+        assert_eq!(BATCH_LEN, 154);
+        assert_eq!(BATCHED_RECEIPT_MIN_LEN, 509);
+        assert_eq!(BATCHED_RECEIPT_MAX_LEN, 765);
+        const { assert!(BATCHED_RECEIPT_MAX_LEN <= crate::limits::MAX_SIGNED) };
+    }
+
+    #[test]
+    fn every_receipt_of_a_batch_verifies_alone_and_in_chain_order() {
+        for n in [1, 2, 3, 5, 8, 255, 256] {
+            let mut s = signer(1);
+            let (ps, end) = payloads(&s, ChainState::default(), n);
+            let rs = batched(&mut s, &ps);
+            let mut v = ReceiptVerifier::new(s.public_key(), ChainState::default());
+            let mut slot: Slot = None;
+            for (i, r) in rs.iter().enumerate() {
+                let expect = Receipt::decode_payload(&ps[i]).unwrap();
+                assert_eq!(Receipt::verify_batched(r, &s.public_key()), Ok(expect));
+                let nonce = [(100 + i) as u8; 32];
+                assert_eq!(
+                    v.verify_next_batched(r, Some(&nonce), &mut slot),
+                    Ok(expect)
+                );
+                assert!(r.len() <= BATCHED_RECEIPT_MAX_LEN);
+            }
+            assert_eq!(v.chain(), end, "batch of {n}");
+        }
+    }
+
+    #[test]
+    fn receipts_alone_and_batched_make_one_chain() {
+        let mut s = signer(1);
+        let mut v = ReceiptVerifier::new(s.public_key(), ChainState::default());
+        let mut slot: Slot = None;
+        // One alone, three batched, one alone naming the last batched payload.
+        let first = receipt(&s, ChainState::default(), 1);
+        let first_signed = sign_receipt(&first, &mut s);
+        v.verify_next(&first_signed, None).unwrap();
+        let mut chain = ChainState::default();
+        chain.advance(Receipt::hash(&first_signed));
+        let (ps, chain) = payloads(&s, chain, 3);
+        for r in batched(&mut s, &ps) {
+            v.verify_next_batched(&r, None, &mut slot).unwrap();
+        }
+        let last = receipt(&s, chain, 9);
+        assert_eq!(last.prev_hash, batched_link(&ps[2]));
+        v.verify_next(&sign_receipt(&last, &mut s), None).unwrap();
+        assert_eq!(v.chain().next_sequence, 6);
+    }
+
+    #[test]
+    fn tampered_batched_receipts_are_refused() {
+        let mut s = signer(1);
+        let (ps, _) = payloads(&s, ChainState::default(), 5);
+        let rs = batched(&mut s, &ps);
+        let pk = s.public_key();
+        let r = &rs[2];
+        let at_index = BATCH_LEN;
+        let at_path = BATCH_LEN + 5;
+        let at_payload = r.len() - RECEIPT_PAYLOAD_LEN;
+        for (at, expect) in [
+            (BATCH_LEN - 1, VerifyError::BadSignature), // statement signature
+            (BATCH_LEN - 70, VerifyError::BadSignature), // statement root
+            (at_path, VerifyError::BadSignature),       // a path hash
+            (at_payload + 40, VerifyError::BadSignature), // payload (nonce)
+            (at_index, VerifyError::Malformed),         // index 2 -> 3: sequence
+        ] {
+            let mut bad = r.clone();
+            bad[at] ^= 1;
+            assert_eq!(Receipt::verify_batched(&bad, &pk), Err(expect), "byte {at}");
+        }
+        // Another receipt's place with this one's path and payload.
+        let mut moved = r.clone();
+        moved[at_index..at_index + 4].copy_from_slice(&4u32.to_le_bytes());
+        assert!(Receipt::verify_batched(&moved, &pk).is_err());
+        // An index past the batch.
+        let mut past = r.clone();
+        past[at_index..at_index + 4].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(
+            Receipt::verify_batched(&past, &pk),
+            Err(VerifyError::Malformed)
+        );
+        // Lengths that disagree with the path length byte.
+        assert_eq!(
+            Receipt::verify_batched(&r[..r.len() - 1], &pk),
+            Err(VerifyError::Malformed)
+        );
+        let mut long_path = r.clone();
+        long_path[at_index + 4] = 9;
+        assert_eq!(
+            Receipt::verify_batched(&long_path, &pk),
+            Err(VerifyError::Malformed)
+        );
+        // Another key.
+        assert_eq!(
+            Receipt::verify_batched(r, &signer(2).public_key()),
+            Err(VerifyError::UnknownKey)
+        );
+        // A receipt alone is not a batched one, nor the reverse.
+        let alone = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        assert_eq!(
+            Receipt::verify_batched(&alone, &pk),
+            Err(VerifyError::Malformed)
+        );
+        assert_eq!(Receipt::verify(r, &pk), Err(VerifyError::Malformed));
+    }
+
+    #[test]
+    fn a_statement_is_well_formed_only_for_1_to_256_receipts_of_its_key() {
+        let mut s = signer(1);
+        let mut out = [0u8; BATCH_LEN];
+        assert!(sign_batch(&mut s, 1, &[], &mut out).is_err());
+        assert!(sign_batch(&mut s, 1, &[[0; 32]; 257], &mut out).is_err());
+        for (count, key_id, expect) in [
+            (0, s.key_id(), Err(VerifyError::Malformed)),
+            (257, s.key_id(), Err(VerifyError::Malformed)),
+            (3, signer(2).key_id(), Err(VerifyError::UnknownKey)),
+        ] {
+            let batch = ReceiptBatch {
+                key_id,
+                first_sequence: 1,
+                count,
+                root: [7; 32],
+            };
+            batch.sign(&mut s, &mut out).unwrap();
+            assert_eq!(ReceiptBatch::verify(&out, &s.public_key()), expect);
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_statement_misplaces_its_receipts_is_refused() {
+        // Signed by the key, but the statement says the batch starts at 2
+        // while its first payload has sequence 1.
+        let mut s = signer(1);
+        let (ps, _) = payloads(&s, ChainState::default(), 2);
+        let leaves: Vec<Digest> = ps.iter().map(batch_leaf).collect();
+        let mut signed = [0u8; BATCH_LEN];
+        sign_batch(&mut s, 2, &leaves, &mut signed).unwrap();
+        let mut out = [0u8; BATCHED_RECEIPT_MAX_LEN];
+        let n = write_batched(&signed, &leaves, 0, &ps[0], &mut out).unwrap();
+        assert_eq!(
+            Receipt::verify_batched(&out[..n], &s.public_key()),
+            Err(VerifyError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_chain_rules_catch_dropped_replayed_and_forked_batched_receipts() {
+        let mut s = signer(1);
+        let (ps, _) = payloads(&s, ChainState::default(), 4);
+        let rs = batched(&mut s, &ps);
+        let pk = s.public_key();
+        // Dropped: the second skipped.
+        let mut v = ReceiptVerifier::new(pk, ChainState::default());
+        let mut slot: Slot = None;
+        v.verify_next_batched(&rs[0], None, &mut slot).unwrap();
+        assert_eq!(
+            v.verify_next_batched(&rs[2], None, &mut slot),
+            Err(VerifyError::OutOfOrder)
+        );
+        // Replayed.
+        v.verify_next_batched(&rs[1], None, &mut slot).unwrap();
+        assert_eq!(
+            v.verify_next_batched(&rs[1], None, &mut slot),
+            Err(VerifyError::Replayed)
+        );
+        // Forked: another batch from sequence 3 whose first payload names
+        // another history.
+        let mut fork_chain = v.chain();
+        fork_chain.prev_hash = [0xF0; 32];
+        let (fork, _) = payloads(&s, fork_chain, 2);
+        let forked = batched(&mut s, &fork);
+        assert_eq!(
+            v.verify_next_batched(&forked[0], None, &mut slot),
+            Err(VerifyError::BrokenChain)
+        );
+        // The genuine continuation still verifies (a refusal changed nothing).
+        v.verify_next_batched(&rs[2], None, &mut slot).unwrap();
+        // A wrong requester nonce.
+        assert_eq!(
+            v.verify_next_batched(&rs[3], Some(&[0x77; 32]), &mut slot),
+            Err(VerifyError::WrongNonce)
+        );
+    }
+
+    #[test]
+    fn the_statement_slot_never_spares_the_check_of_other_bytes() {
+        let mut s = signer(1);
+        let (ps, _) = payloads(&s, ChainState::default(), 3);
+        let rs = batched(&mut s, &ps);
+        let mut v = ReceiptVerifier::new(s.public_key(), ChainState::default());
+        let mut slot: Slot = None;
+        v.verify_next_batched(&rs[0], None, &mut slot).unwrap();
+        // The next receipt with its statement's signature broken: verified
+        // afresh, refused, and the chain did not move.
+        let mut bad = rs[1].clone();
+        bad[BATCH_LEN - 1] ^= 1;
+        assert_eq!(
+            v.verify_next_batched(&bad, None, &mut slot),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(v.chain().next_sequence, 2);
+        v.verify_next_batched(&rs[1], None, &mut slot).unwrap();
+    }
+}
