@@ -2,7 +2,8 @@
 //! the same run: receipt signing and verification against ring's Ed25519 over
 //! the same Sig_structure bytes, and Merkle hashing against one SHA-256 pass
 //! over the same buffer (the parallel tree against that rate times its
-//! threads). Prints one JSON object per line. Per-operation costs
+//! threads), and batched receipts (a batch of 64) per receipt beside a
+//! receipt signed and verified alone. Prints one JSON object per line. Per-operation costs
 //! are medians of many samples; Merkle rates are the best of several passes.
 //!
 //! `cargo bench -p tessera-core --bench attest`
@@ -12,7 +13,9 @@ use std::time::Instant;
 
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use tessera_core::attest::{
-    ChainState, Ed25519Signer, Receipt, ReceiptStatus, Signer, RECEIPT_DOMAIN, RECEIPT_LEN,
+    batch_leaf, batched_link, sign_batch, write_batched, ChainState, Ed25519Signer, Receipt,
+    ReceiptStatus, ReceiptVerifier, Signer, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, RECEIPT_DOMAIN,
+    RECEIPT_LEN,
 };
 use tessera_core::merkle;
 use tessera_core::wire::Usage;
@@ -72,6 +75,116 @@ fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)], extra: &str) 
     println!(
         "{{\"name\": \"{name}\", \"value\": {value:.3}, \"unit\": \"{unit}\", \"peers\": {{{}}}{extra}}}",
         peers.join(", ")
+    );
+}
+
+fn sample(signer: &Ed25519Signer, chain: ChainState) -> Receipt {
+    Receipt {
+        status: ReceiptStatus::Completed,
+        job: chain.next_sequence,
+        requester_nonce: [1; 32],
+        kernel_hash: [2; 32],
+        input_root: [3; 32],
+        output_root: [4; 32],
+        output_len: 1 << 20,
+        result_hash: [5; 32],
+        result_seal: [6; 32],
+        usage: Usage {
+            gpu_time_us: 1000,
+            dispatches: 1,
+            bytes_in: 1 << 20,
+            bytes_out: 1 << 20,
+        },
+        price: 10,
+        started_at: 1,
+        ended_at: 2,
+        evidence_hash: [8; 32],
+        key_id: signer.key_id(),
+        sequence: chain.next_sequence,
+        prev_hash: chain.prev_hash,
+    }
+}
+
+/// Receipts in a batch of the batched-receipt figures.
+const IN_BATCH: usize = 64;
+
+/// Per receipt, a batch of 64 signed (the statement and each receipt's
+/// batched form) and verified in chain order (the statement's signature
+/// once), beside a receipt signed and verified alone.
+fn batched_receipts() {
+    let mut signer = Ed25519Signer::from_seed(&[7u8; 32]).expect("seed");
+    let public = signer.public_key();
+    let mut chain = ChainState::default();
+    let mut payloads = Vec::new();
+    for _ in 0..IN_BATCH {
+        let p = sample(&signer, chain).encode_payload();
+        chain.advance(batched_link(&p));
+        payloads.push(p);
+    }
+    let mut statement = [0u8; BATCH_LEN];
+    let mut forms = vec![[0u8; BATCHED_RECEIPT_MAX_LEN]; IN_BATCH];
+    let mut lens = vec![0usize; IN_BATCH];
+    let sign_all = |signer: &mut Ed25519Signer,
+                    statement: &mut [u8; BATCH_LEN],
+                    forms: &mut [[u8; BATCHED_RECEIPT_MAX_LEN]],
+                    lens: &mut [usize]| {
+        let leaves: Vec<_> = payloads.iter().map(batch_leaf).collect();
+        sign_batch(signer, 1, &leaves, statement).expect("sign");
+        for (i, p) in payloads.iter().enumerate() {
+            lens[i] = write_batched(statement, &leaves, i as u32, p, &mut forms[i]).expect("fits");
+        }
+    };
+    sign_all(&mut signer, &mut statement, &mut forms, &mut lens);
+    let signed: Vec<Vec<u8>> = forms
+        .iter()
+        .zip(&lens)
+        .map(|(f, n)| f[..*n].to_vec())
+        .collect();
+    let alone_receipt = sample(&signer, ChainState::default());
+    let mut alone = [0u8; RECEIPT_LEN];
+    alone_receipt.sign(&mut signer, &mut alone).expect("sign");
+    let mut other = Ed25519Signer::from_seed(&[7u8; 32]).expect("seed");
+    let mut out = [0u8; RECEIPT_LEN];
+    let (batched, single) = per_op_us(
+        || {
+            sign_all(
+                black_box(&mut signer),
+                &mut statement,
+                &mut forms,
+                &mut lens,
+            )
+        },
+        || {
+            black_box(alone_receipt.sign(&mut other, black_box(&mut out))).expect("sign");
+        },
+    );
+    let per = batched / IN_BATCH as f64;
+    line(
+        "attest.batched_receipt_sign",
+        per,
+        "us",
+        &[("receipt_sign", single)],
+        &format!(", \"ratio\": {:.3}, \"batch\": {IN_BATCH}", per / single),
+    );
+    let (batched, single) = per_op_us(
+        || {
+            let mut v = ReceiptVerifier::new(public, ChainState::default());
+            let mut slot = None;
+            for r in &signed {
+                black_box(v.verify_next_batched(black_box(r), None, &mut slot)).expect("verify");
+            }
+        },
+        || {
+            black_box(Receipt::verify(black_box(&alone), &public)).expect("verify");
+        },
+    );
+    let per = batched / IN_BATCH as f64;
+    line(
+        "attest.batched_receipt_verify",
+        per,
+        "us",
+        &[("receipt_verify", single)],
+        &format!(", \"ratio\": {:.3}, \"batch\": {IN_BATCH}", per / single),
     );
 }
 
@@ -241,5 +354,6 @@ fn merkle_rates() {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     receipts();
+    batched_receipts();
     merkle_rates();
 }
