@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use tessera_core::attest::{
-    batch_leaf, batched_link, sign_batch, write_batched, ChainState, Ed25519Signer, Receipt,
-    ReceiptStatus, ReceiptVerifier, Signer, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, RECEIPT_DOMAIN,
-    RECEIPT_LEN,
+    batch_leaf, batched_link, sign_batch, write_batched, BatchPath, ChainState, Ed25519Signer,
+    Receipt, ReceiptStatus, ReceiptVerifier, Signer, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN,
+    RECEIPT_DOMAIN, RECEIPT_LEN,
 };
 use tessera_core::merkle;
 use tessera_core::wire::Usage;
@@ -129,9 +129,11 @@ fn batched_receipts() {
                     forms: &mut [[u8; BATCHED_RECEIPT_MAX_LEN]],
                     lens: &mut [usize]| {
         let leaves: Vec<_> = payloads.iter().map(batch_leaf).collect();
-        sign_batch(signer, 1, &leaves, statement).expect("sign");
+        let mut paths = vec![BatchPath::new(); leaves.len()];
+        sign_batch(signer, 1, &leaves, &mut paths, statement).expect("sign");
         for (i, p) in payloads.iter().enumerate() {
-            lens[i] = write_batched(statement, &leaves, i as u32, p, &mut forms[i]).expect("fits");
+            lens[i] =
+                write_batched(statement, i as u32, &paths[i], p, &mut forms[i]).expect("fits");
         }
     };
     sign_all(&mut signer, &mut statement, &mut forms, &mut lens);

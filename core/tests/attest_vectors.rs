@@ -12,9 +12,9 @@
 use serde_json::{json, Value};
 use tessera_core::attest::{
     batch_leaf, batched_link, kernel_hash, result_hash, result_seal, sha256, sign_batch,
-    verify_output_chunk, write_batched, BatchedReceipt, ChainState, DeviceCapabilities, DeviceType,
-    Ed25519Signer, Evidence, Receipt, ReceiptBatch, ReceiptStatus, ReceiptVerifier, Signer,
-    VerifyError, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, EVIDENCE_LEN, RECEIPT_LEN,
+    verify_output_chunk, write_batched, BatchPath, BatchedReceipt, ChainState, DeviceCapabilities,
+    DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptBatch, ReceiptStatus, ReceiptVerifier,
+    Signer, VerifyError, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, EVIDENCE_LEN, RECEIPT_LEN,
     RECEIPT_PAYLOAD_LEN,
 };
 use tessera_core::limits::CHUNK_SIZE;
@@ -1256,10 +1256,18 @@ fn batch_chain() -> Vec<(Receipt, Vec<u8>, bool, ChainState, Digest)> {
         let leaves: Vec<Digest> = payloads.iter().map(|(_, p)| batch_leaf(p)).collect();
         let mut statement = [0u8; BATCH_LEN];
         let first = payloads[0].0.sequence;
-        sign_batch(&mut signer("key-a"), first, &leaves, &mut statement).expect("sign");
+        let mut paths = vec![BatchPath::new(); leaves.len()];
+        sign_batch(
+            &mut signer("key-a"),
+            first,
+            &leaves,
+            &mut paths,
+            &mut statement,
+        )
+        .expect("sign");
         for (i, (r, p)) in payloads.into_iter().enumerate() {
             let mut buf = [0u8; BATCHED_RECEIPT_MAX_LEN];
-            let n = write_batched(&statement, &leaves, i as u32, &p, &mut buf).expect("fits");
+            let n = write_batched(&statement, i as u32, &paths[i], &p, &mut buf).expect("fits");
             out.push((r, buf[..n].to_vec(), true, befores[i], batched_link(&p)));
         }
     }

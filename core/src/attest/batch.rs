@@ -9,7 +9,8 @@
 use super::cose::{self, sign1_len};
 use super::receipt::RECEIPT_PAYLOAD_LEN;
 use super::{sha256, Reader, Receipt, SignError, Signer, VerifyError, Writer};
-use crate::merkle::{self, Proof, RootBuilder};
+use crate::bounded::BoundedVec;
+use crate::merkle::{self, Proof};
 use crate::wire::{Digest, KeyId, Nonce};
 
 /// Domain tag (COSE external AAD) of a batch statement.
@@ -116,55 +117,92 @@ pub fn batched_link(payload: &[u8; RECEIPT_PAYLOAD_LEN]) -> Digest {
     sha256(payload)
 }
 
+/// A receipt's audit path in its batch, leaf level first.
+pub type BatchPath = BoundedVec<Digest, MAX_BATCH_PATH>;
+
+/// The RFC 9162 root of `leaves` and every leaf's audit path, in one pass
+/// over the tree (`count - 1` node hashes): `paths[i]` gets leaf `i`'s.
+/// `None` for no leaves, more than [`MAX_BATCH`], or a `paths` of another
+/// length.
+pub fn batch_paths(leaves: &[Digest], paths: &mut [BatchPath]) -> Option<Digest> {
+    if leaves.is_empty() || leaves.len() > MAX_BATCH as usize || paths.len() != leaves.len() {
+        return None;
+    }
+    for p in paths.iter_mut() {
+        p.clear();
+    }
+    Some(fill_paths(leaves, paths))
+}
+
+/// The root of `leaves`, pushing each one's siblings onto its path, deepest
+/// first (RFC 9162 §2.1.1: split at the largest power of two below the size).
+fn fill_paths(leaves: &[Digest], paths: &mut [BatchPath]) -> Digest {
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let mut k = 1usize;
+    while k << 1 < leaves.len() {
+        k <<= 1;
+    }
+    let (l, r) = leaves.split_at(k);
+    let (pl, pr) = paths.split_at_mut(k);
+    let left = fill_paths(l, pl);
+    let right = fill_paths(r, pr);
+    // At most 256 leaves, so at most 8 levels: the pushes fit.
+    for p in pl.iter_mut() {
+        let _ = p.push(right);
+    }
+    for p in pr.iter_mut() {
+        let _ = p.push(left);
+    }
+    merkle::node_hash(&left, &right)
+}
+
 /// Signs `leaves` (the [`batch_leaf`] of consecutive receipt payloads from
-/// `first_sequence`) as one batch into `out`; returns the statement and
-/// the length written. `Failed(0)` for no leaves or more than [`MAX_BATCH`].
+/// `first_sequence`) as one batch into `out`, filling `paths` with each
+/// receipt's audit path ([`batch_paths`]); returns the statement and the
+/// length written. `Failed(0)` for no leaves, more than [`MAX_BATCH`], or
+/// `paths` of another length than `leaves`.
 pub fn sign_batch<S: Signer + ?Sized>(
     signer: &mut S,
     first_sequence: u64,
     leaves: &[Digest],
+    paths: &mut [BatchPath],
     out: &mut [u8],
 ) -> Result<(ReceiptBatch, usize), SignError> {
-    if leaves.is_empty() || leaves.len() > MAX_BATCH as usize {
-        return Err(SignError::Failed(0));
-    }
-    let mut b = RootBuilder::new();
-    for l in leaves {
-        b.push_leaf(*l);
-    }
+    let root = batch_paths(leaves, paths).ok_or(SignError::Failed(0))?;
     let batch = ReceiptBatch {
         key_id: signer.key_id(),
         first_sequence,
         count: leaves.len() as u32,
-        root: b.root(),
+        root,
     };
     let n = batch.sign(signer, out)?;
     Ok((batch, n))
 }
 
 /// Writes receipt `index`'s batched form into `out`: the signed statement
-/// `batch`, the index, its audit path among `leaves` (the same leaves the
-/// batch was signed over) and its payload. Returns the length, or `None`
-/// when `out` is too small or the index or lengths do not fit.
+/// `batch`, the index, its audit `path` (from [`sign_batch`]) and its
+/// payload. Returns the length, or `None` when `out` is too small or
+/// `batch` is not a statement's length.
 pub fn write_batched(
     batch: &[u8],
-    leaves: &[Digest],
     index: u32,
+    path: &[Digest],
     payload: &[u8; RECEIPT_PAYLOAD_LEN],
     out: &mut [u8],
 ) -> Option<usize> {
-    if batch.len() != BATCH_LEN || leaves.len() > MAX_BATCH as usize {
+    if batch.len() != BATCH_LEN || path.len() > MAX_BATCH_PATH {
         return None;
     }
-    let proof = merkle::prove(leaves, u64::from(index)).ok()?;
-    let len = BATCHED_RECEIPT_MIN_LEN + 32 * proof.path.len();
+    let len = BATCHED_RECEIPT_MIN_LEN + 32 * path.len();
     let out = out.get_mut(..len)?;
     let (head, rest) = out.split_at_mut(BATCH_LEN);
     head.copy_from_slice(batch);
     rest[..4].copy_from_slice(&index.to_le_bytes());
-    rest[4] = proof.path.len() as u8;
+    rest[4] = path.len() as u8;
     let mut at = 5;
-    for h in proof.path.iter() {
+    for h in path {
         rest[at..at + 32].copy_from_slice(h);
         at += 32;
     }
@@ -317,7 +355,8 @@ mod tests {
         let leaves: Vec<Digest> = payloads.iter().map(batch_leaf).collect();
         let first = Receipt::decode_payload(&payloads[0]).unwrap().sequence;
         let mut signed = [0u8; BATCH_LEN];
-        let (batch, n) = sign_batch(s, first, &leaves, &mut signed).unwrap();
+        let mut paths = vec![BatchPath::new(); leaves.len()];
+        let (batch, n) = sign_batch(s, first, &leaves, &mut paths, &mut signed).unwrap();
         assert_eq!(n, BATCH_LEN);
         assert_eq!(batch.count as usize, payloads.len());
         payloads
@@ -325,7 +364,7 @@ mod tests {
             .enumerate()
             .map(|(i, p)| {
                 let mut out = [0u8; BATCHED_RECEIPT_MAX_LEN];
-                let len = write_batched(&signed, &leaves, i as u32, p, &mut out).unwrap();
+                let len = write_batched(&signed, i as u32, &paths[i], p, &mut out).unwrap();
                 out[..len].to_vec()
             })
             .collect()
@@ -360,6 +399,26 @@ mod tests {
                 assert!(r.len() <= BATCHED_RECEIPT_MAX_LEN);
             }
             assert_eq!(v.chain(), end, "batch of {n}");
+        }
+    }
+
+    /// The one-pass paths are RFC 9162's: equal to `merkle::prove`'s, with
+    /// the root `merkle::RootBuilder` gives, for every batch size.
+    #[test]
+    fn one_pass_paths_are_the_audit_paths() {
+        for n in 1..=MAX_BATCH as usize {
+            let leaves: Vec<Digest> = (0..n).map(|i| [i as u8; 32]).collect();
+            let mut paths = vec![BatchPath::new(); n];
+            let root = batch_paths(&leaves, &mut paths).unwrap();
+            let mut b = merkle::RootBuilder::new();
+            for l in &leaves {
+                b.push_leaf(*l);
+            }
+            assert_eq!(root, b.root(), "root of {n}");
+            for (i, p) in paths.iter().enumerate() {
+                let proof = merkle::prove(&leaves, i as u64).unwrap();
+                assert_eq!(p.as_slice(), proof.path.as_slice(), "path {i} of {n}");
+            }
         }
     }
 
@@ -445,8 +504,10 @@ mod tests {
     fn a_statement_is_well_formed_only_for_1_to_256_receipts_of_its_key() {
         let mut s = signer(1);
         let mut out = [0u8; BATCH_LEN];
-        assert!(sign_batch(&mut s, 1, &[], &mut out).is_err());
-        assert!(sign_batch(&mut s, 1, &[[0; 32]; 257], &mut out).is_err());
+        assert!(sign_batch(&mut s, 1, &[], &mut [], &mut out).is_err());
+        let mut paths = vec![BatchPath::new(); 257];
+        assert!(sign_batch(&mut s, 1, &[[0; 32]; 257], &mut paths, &mut out).is_err());
+        assert!(sign_batch(&mut s, 1, &[[0; 32]; 2], &mut paths[..1], &mut out).is_err());
         for (count, key_id, expect) in [
             (0, s.key_id(), Err(VerifyError::Malformed)),
             (257, s.key_id(), Err(VerifyError::Malformed)),
@@ -471,9 +532,10 @@ mod tests {
         let (ps, _) = payloads(&s, ChainState::default(), 2);
         let leaves: Vec<Digest> = ps.iter().map(batch_leaf).collect();
         let mut signed = [0u8; BATCH_LEN];
-        sign_batch(&mut s, 2, &leaves, &mut signed).unwrap();
+        let mut paths = vec![BatchPath::new(); 2];
+        sign_batch(&mut s, 2, &leaves, &mut paths, &mut signed).unwrap();
         let mut out = [0u8; BATCHED_RECEIPT_MAX_LEN];
-        let n = write_batched(&signed, &leaves, 0, &ps[0], &mut out).unwrap();
+        let n = write_batched(&signed, 0, &paths[0], &ps[0], &mut out).unwrap();
         assert_eq!(
             Receipt::verify_batched(&out[..n], &s.public_key()),
             Err(VerifyError::Malformed)
