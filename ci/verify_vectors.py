@@ -465,18 +465,23 @@ def check_evidence(v, ctx):
         ctx["evidence"][v["name"]] = v["hash"]
 
 
-def check_receipt(v, ctx):
-    b = bytes.fromhex(v["hex"])
-    pk = bytes.fromhex(v["public_key"])
+def verify_args(v):
+    """(bytes, public key, next sequence, previous hash, nonce or None) of a
+    receipt vector: what its verification is given."""
     before = v["chain_before"]
     nonce = v["expected_nonce"]
-    args = (
-        b,
-        pk,
+    return (
+        bytes.fromhex(v["hex"]),
+        bytes.fromhex(v["public_key"]),
         before["next_sequence"],
         bytes.fromhex(before["prev_hash"]),
         None if nonce is None else bytes.fromhex(nonce),
     )
+
+
+def check_receipt(v, ctx):
+    args = verify_args(v)
+    b, pk = args[0], args[1]
     if "expect_error" in v:
         expect_fail(v["expect_error"], verify_receipt, *args)
     else:
@@ -533,18 +538,9 @@ def check_receipt_content(v, d, pk, ctx):
 
 
 def check_batch_vector(v, ctx):
-    b = bytes.fromhex(v["hex"])
-    pk = bytes.fromhex(v["public_key"])
-    before = v["chain_before"]
-    nonce = v["expected_nonce"]
+    args = verify_args(v)
+    b, pk = args[0], args[1]
     verify = verify_batched if v["form"] == "batched" else verify_receipt
-    args = (
-        b,
-        pk,
-        before["next_sequence"],
-        bytes.fromhex(before["prev_hash"]),
-        None if nonce is None else bytes.fromhex(nonce),
-    )
     if "expect_error" in v:
         expect_fail(v["expect_error"], verify, *args)
         return

@@ -195,30 +195,7 @@ fn receipts() {
     let mut signer = Ed25519Signer::from_seed(&seed).expect("seed");
     let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("seed");
     let public = signer.public_key();
-    let receipt = Receipt {
-        status: ReceiptStatus::Completed,
-        job: 42,
-        requester_nonce: [1; 32],
-        kernel_hash: [2; 32],
-        input_root: [3; 32],
-        output_root: [4; 32],
-        output_len: 1 << 20,
-        result_hash: [5; 32],
-        result_seal: [6; 32],
-        usage: Usage {
-            gpu_time_us: 1000,
-            dispatches: 1,
-            bytes_in: 1 << 20,
-            bytes_out: 1 << 20,
-        },
-        price: 10,
-        started_at: 1,
-        ended_at: 2,
-        evidence_hash: [8; 32],
-        key_id: signer.key_id(),
-        sequence: 1,
-        prev_hash: ChainState::default().prev_hash,
-    };
+    let receipt = sample(&signer, ChainState::default());
     let tbs = sig_structure(&receipt.encode_payload());
     let mut signed = [0u8; RECEIPT_LEN];
     receipt.sign(&mut signer, &mut signed).expect("sign");

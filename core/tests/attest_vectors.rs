@@ -996,6 +996,29 @@ fn run_evidence(vectors: &Value) -> usize {
 }
 
 /// Runs each receipt vector through a `ReceiptVerifier` at its chain state.
+/// A receipt vector's verdict: a tampered one must fail with its
+/// `expect_error` (`None`); a valid one must verify to its readable form
+/// and move the chain to its `hash` (the receipt).
+fn checked(
+    v: &Value,
+    got: Result<Receipt, VerifyError>,
+    verifier: &ReceiptVerifier,
+) -> Option<Receipt> {
+    if let Some(e) = v.get("expect_error") {
+        assert_eq!(
+            got.map(|_| ()).map_err(error_name),
+            Err(e.as_str().expect("name")),
+            "{}",
+            v["name"]
+        );
+        return None;
+    }
+    let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
+    assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
+    assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+    Some(r)
+}
+
 fn run_receipts(vectors: &Value) -> usize {
     let mut n = 0;
     for v in vectors.as_array().expect("array") {
@@ -1006,17 +1029,9 @@ fn run_receipts(vectors: &Value) -> usize {
             .as_str()
             .map(|_| unhex_n(&v["expected_nonce"]));
         let got = verifier.verify_next(&bytes, nonce.as_ref());
-        match v.get("expect_error") {
-            Some(e) => assert_eq!(
-                got.map(|_| ()).map_err(error_name),
-                Err(e.as_str().expect("name")),
-                "{}",
-                v["name"]
-            ),
-            None => {
-                let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
-                assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
-                assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
+        match checked(v, got, &verifier) {
+            None => {}
+            Some(r) => {
                 // The price rules a coordinator checks against the offer.
                 let offer = &v["offer"];
                 let quote = offer["quote"].as_u64().expect("quote");
@@ -1494,19 +1509,7 @@ fn run_batches(vectors: &Value) -> usize {
             Some("batched") => verifier.verify_next_batched(&bytes, nonce.as_ref(), &mut None),
             _ => verifier.verify_next(&bytes, nonce.as_ref()),
         };
-        match v.get("expect_error") {
-            Some(e) => assert_eq!(
-                got.map(|_| ()).map_err(error_name),
-                Err(e.as_str().expect("name")),
-                "{}",
-                v["name"]
-            ),
-            None => {
-                let r = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
-                assert_eq!(receipt_json(&r), v["receipt"], "{}", v["name"]);
-                assert_eq!(verifier.chain().prev_hash, unhex_n::<32>(&v["hash"]));
-            }
-        }
+        checked(v, got, &verifier);
         n += 1;
     }
     n
