@@ -580,6 +580,28 @@ fn receipts() -> Vec<(Receipt, Vec<u8>, ChainState)> {
     out
 }
 
+/// A tampered receipt vector: what its verification is given, and the
+/// error it must fail with.
+fn tampered_json(
+    name: &str,
+    tamper: &str,
+    key: &str,
+    before: ChainState,
+    nonce: Option<[u8; 32]>,
+    bytes: &[u8],
+    err: VerifyError,
+) -> Value {
+    json!({
+        "name": name,
+        "tamper": tamper,
+        "public_key": hex(&public_key(key)),
+        "chain_before": chain_json(before),
+        "expected_nonce": nonce.map(|n| hex(&n)),
+        "hex": hex(bytes),
+        "expect_error": error_name(err),
+    })
+}
+
 fn build_receipts() -> Value {
     let chain = receipts();
     let pk_a = hex(&public_key("key-a"));
@@ -618,15 +640,7 @@ fn build_receipts() -> Value {
                         nonce: Option<[u8; 32]>,
                         bytes: &[u8],
                         err| {
-        out.push(json!({
-            "name": name,
-            "tamper": tamper,
-            "public_key": hex(&public_key(key)),
-            "chain_before": chain_json(before),
-            "expected_nonce": nonce.map(|n| hex(&n)),
-            "hex": hex(bytes),
-            "expect_error": error_name(err),
-        }));
+        out.push(tampered_json(name, tamper, key, before, nonce, bytes, err));
     };
     let r1 = &chain[0].1;
     let r2 = &chain[1].1;
@@ -1345,16 +1359,9 @@ fn build_batches() -> Value {
                         nonce: Option<[u8; 32]>,
                         bytes: &[u8],
                         err| {
-        out.push(json!({
-            "name": name,
-            "form": "batched",
-            "tamper": tamper,
-            "public_key": hex(&public_key(key)),
-            "chain_before": chain_json(before),
-            "expected_nonce": nonce.map(|n| hex(&n)),
-            "hex": hex(bytes),
-            "expect_error": error_name(err),
-        }));
+        let mut v = tampered_json(name, tamper, key, before, nonce, bytes, err);
+        v["form"] = json!("batched");
+        out.push(v);
     };
     // Receipt 3 is the middle of the batch of three: index 1, path of 2.
     let b3 = &chain[2].1;
