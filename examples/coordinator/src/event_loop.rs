@@ -50,6 +50,8 @@ const PREPARED: Token = Token(usize::MAX - 3);
 const TICK: Duration = Duration::from_millis(50);
 /// Plaintext bytes read from one connection before the others get a turn.
 const READ_TURN: usize = 256 << 10;
+/// Bytes written to one connection before the others get a turn.
+const WRITE_TURN: usize = 1 << 20;
 /// Request bodies up to this size are prepared on the loop itself.
 const INLINE_PREPARE: usize = 64 << 10;
 /// A request body's buffer (and its place in the budget) grows this much
@@ -590,6 +592,8 @@ fn expire(ctx: &mut Ctx, c: &mut Conn, now: Instant) -> Result<(), ()> {
 }
 
 /// Reads what the peer sent, up to a turn's worth of plaintext.
+/// (A connection in `Ctx::again` for its writes comes here too: it reads
+/// nothing once its reading is done, and `settle` writes.)
 fn read(ctx: &mut Ctx, c: &mut Conn, i: usize) -> Result<(), ()> {
     let mut scratch = std::mem::take(&mut ctx.scratch);
     let r = read_turn(ctx, c, i, &mut scratch);
@@ -1034,10 +1038,14 @@ fn on_answer(ctx: &mut Ctx, c: &mut Conn, seq: u64, answer: Answer) {
 fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
     let mut progress = false;
     let mut blocked = false;
+    let mut written = 0usize;
     loop {
         while c.tls.wants_write() {
             match c.tls.write_tls(&mut c.sock) {
-                Ok(_) => progress = true,
+                Ok(n) => {
+                    progress = true;
+                    written = written.saturating_add(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked = true;
                     break;
@@ -1055,6 +1063,11 @@ fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
             }
             break;
         }
+        if written >= WRITE_TURN {
+            // The others get a turn; this connection goes on after them.
+            ctx.again.push(c.outbox.token().0);
+            break;
+        }
         if !feed(ctx, c)? {
             break;
         }
@@ -1066,7 +1079,7 @@ fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
     } else {
         c.stall = None;
     }
-    Ok(c.closing && !blocked && c.writing.is_none())
+    Ok(c.closing && !c.tls.wants_write() && c.writing.is_none())
 }
 
 /// Hands the next plaintext to TLS; `false` when there is none.
