@@ -208,6 +208,7 @@ struct Loop {
     free: Vec<usize>,
     listener: Option<TcpListener>,
     accept_retry: Option<Instant>,
+    accept_warned: Option<Instant>,
 }
 
 /// Starts the loop's thread and the hashing thread.
@@ -247,6 +248,7 @@ pub(crate) fn spawn(
         free: Vec::new(),
         listener: Some(listener),
         accept_retry: None,
+        accept_warned: None,
     };
     let main = thread::Builder::new()
         .name("tessera-loop".into())
@@ -435,9 +437,17 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors, most likely: try again soon.
-                    log::warn!("accept failed: {e}");
-                    self.accept_retry = Some(after(Instant::now(), Duration::from_millis(10)));
+                    // Out of file descriptors, most likely: try again soon,
+                    // and say so once a second at most.
+                    let now = Instant::now();
+                    if self
+                        .accept_warned
+                        .is_none_or(|at| now >= after(at, Duration::from_secs(1)))
+                    {
+                        log::warn!("accept failed: {e}");
+                        self.accept_warned = Some(now);
+                    }
+                    self.accept_retry = Some(after(now, Duration::from_millis(10)));
                     return;
                 }
             };
