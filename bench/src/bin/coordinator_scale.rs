@@ -82,7 +82,7 @@ fn raise_open_files(want: u64) {
 }
 
 /// CPU time of process `pid`, user and system, in microseconds.
-fn cpu_us(pid: u32) -> u64 {
+fn cpu_us(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -91,7 +91,7 @@ fn cpu_us(pid: u32) -> u64 {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
     match (ticks(11), ticks(12)) {
         // Clock ticks of USER_HZ, 100 per second on Linux.
-        (Some(u), Some(s)) => (u + s) * 10_000,
+        (Some(u), Some(s)) => (u * 10_000, s * 10_000),
         _ => fail("coordinator CPU time", "cannot read /proc/<pid>/stat"),
     }
 }
@@ -414,15 +414,19 @@ fn run(exe: &str, certs: &std::path::Path, ca: &[u8], n: usize, cpu: bool) {
         thread::sleep(CPU_WINDOW);
         let (cpu1, beats1) = (cpu_us(pid), counters.heartbeats.load(Ordering::SeqCst));
         let beats = beats1.saturating_sub(beats0).max(1);
+        let user = cpu1.0.saturating_sub(cpu0.0);
+        let system = cpu1.1.saturating_sub(cpu0.1);
         line(
             "coordinator.cpu_per_heartbeat_us",
-            cpu1.saturating_sub(cpu0) as f64 / beats as f64,
+            (user + system) as f64 / beats as f64,
             "us",
             &[],
         );
         eprintln!(
-            "({beats} heartbeats from {n} providers in {CPU_WINDOW:?}; coordinator CPU {:.2} s)",
-            cpu1.saturating_sub(cpu0) as f64 / 1e6
+            "({beats} heartbeats from {n} providers in {CPU_WINDOW:?}; coordinator CPU {:.2} s \
+             user, {:.2} s system)",
+            user as f64 / 1e6,
+            system as f64 / 1e6
         );
     }
     counters.stop.store(true, Ordering::SeqCst);
