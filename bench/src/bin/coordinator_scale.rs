@@ -54,7 +54,7 @@ const CPU_WINDOW: Duration = Duration::from_secs(5);
 
 /// Raises this process's open-file soft limit to its hard limit; the
 /// coordinator, started from here, inherits it.
-fn raise_open_files(want: u64) {
+fn raise_open_files(want: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -70,7 +70,7 @@ fn raise_open_files(want: u64) {
             fail("setrlimit", io::Error::last_os_error());
         }
     }
-    if (lim.rlim_cur as u64) < want {
+    if lim.rlim_cur < want {
         fail(
             "open files",
             format!(
@@ -454,7 +454,7 @@ fn main() {
     };
     let largest = counts.iter().copied().max().unwrap_or(0);
     // The coordinator's sockets, ours, and room for the rest.
-    raise_open_files(largest as u64 + 200);
+    raise_open_files(largest.saturating_add(200) as libc::rlim_t);
     let exe = std::env::var("TESSERA_COORDINATOR")
         .unwrap_or_else(|_| "target/release/tessera-coordinator".into());
     let certs_dir =
