@@ -23,7 +23,8 @@ use crate::submission::InputStream;
 /// What the loop takes from a connection's queue, in order.
 pub(crate) enum WriteCmd {
     /// A frame, in one or more parts written back to back; the permit, if
-    /// any, is released once it is written.
+    /// any, is released once its last byte is handed to TLS (rustls then
+    /// holds at most its 64 KiB buffer limit of records not yet written).
     Frame {
         parts: Vec<Vec<u8>>,
         len: usize,
@@ -165,7 +166,8 @@ impl Outbox {
         self.send_parts(vec![frame], None);
     }
 
-    /// Queues a frame made of `parts`, holding `hold` until it is written.
+    /// Queues a frame made of `parts`, holding `hold` until it is written
+    /// (handed to TLS).
     pub(crate) fn send_parts(&self, parts: Vec<Vec<u8>>, hold: Option<Permit>) {
         let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
         let max = self.0.max_queued;
