@@ -3,6 +3,7 @@
 
 pub mod big_kernel;
 pub mod floor;
+pub mod process;
 pub mod wgpu_peer;
 
 /// Percentile (0..=100) of unsorted samples; NaN for none.

@@ -32,15 +32,15 @@
 //!   none connected, and again as soon as it logs all 100 CPU agents
 //!   connected; the difference is divided by 100.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use tessera_bench::process::{fail, line, CoordinatorProcess};
 use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
 use tessera_coordinator::requester::{new_nonce, Requester};
 use tessera_coordinator::requester::{verify_result_with, EvidenceCache};
@@ -57,17 +57,6 @@ use tessera_core::vulkan::{
     BufferSpec, DeviceSelector, Dispatcher, DispatcherConfig, Instance, KernelJob,
 };
 use tessera_core::{Config, Policy};
-
-fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
-    let peers: Vec<String> = peers
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v:.1}"))
-        .collect();
-    println!(
-        "{{\"name\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\", \"peers\": {{{}}}}}",
-        peers.join(", ")
-    );
-}
 
 /// A line with named parts, each a value in `unit`.
 fn line_parts(name: &str, value: f64, unit: &str, parts: &[(&str, f64)], alone: &[(&str, f64)]) {
@@ -163,130 +152,6 @@ fn tls_round_trip(bundle: &tessera_coordinator::certs::CertBundle, ca: &[u8]) ->
     drop(c);
     let _ = echo.join();
     p50
-}
-
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("e2e bench: {what}: {e}");
-    std::process::exit(1);
-}
-
-/// The coordinator as its own process, so its memory can be read.
-struct CoordinatorProcess {
-    child: Child,
-    addr: SocketAddr,
-    /// Connected providers, from each status line when started with one.
-    connected: Option<Receiver<usize>>,
-}
-
-/// The count of connected providers in a status line of the coordinator
-/// ("... N provider(s) connected of M known; ...").
-fn connected_in_status(line: &str) -> Option<usize> {
-    let (before, _) = line.split_once(" provider(s) connected of ")?;
-    before.rsplit(' ').next()?.parse().ok()
-}
-
-impl CoordinatorProcess {
-    /// Starts the coordinator; with `status_ms`, it logs a status line that
-    /// often and `connected` receives each line's count.
-    fn start(exe: &str, certs: &std::path::Path, status_ms: Option<u32>) -> CoordinatorProcess {
-        let mut command = Command::new(exe);
-        command
-            .args(["--listen", "127.0.0.1:0", "--certs"])
-            .arg(certs)
-            .stdout(Stdio::piped());
-        match status_ms {
-            Some(ms) => command
-                .args(["--status-ms", &ms.to_string()])
-                .env("RUST_LOG", "error,tessera_coordinator=info")
-                .stderr(Stdio::piped()),
-            None => command.env("RUST_LOG", "error").stderr(Stdio::null()),
-        };
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| fail(&format!("starting {exe}"), e));
-        let connected = child.stderr.take().map(|err| {
-            let (tx, rx) = channel();
-            // Reads every line, so the coordinator never blocks on its log.
-            thread::spawn(move || {
-                let mut lines = BufReader::new(err);
-                let mut l = String::new();
-                while lines.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
-                    if let Some(n) = connected_in_status(&l) {
-                        let _ = tx.send(n);
-                    }
-                    l.clear();
-                }
-            });
-            rx
-        });
-        let out = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| fail("coordinator", "no stdout"));
-        let mut lines = BufReader::new(out);
-        let mut first = String::new();
-        lines
-            .read_line(&mut first)
-            .unwrap_or_else(|e| fail("coordinator output", e));
-        // Keep reading, so the coordinator never writes into a closed pipe.
-        thread::spawn(move || {
-            let mut sink = String::new();
-            while lines.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        let addr = first
-            .split_whitespace()
-            .last()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| fail("coordinator address", first.trim()));
-        CoordinatorProcess {
-            child,
-            addr,
-            connected,
-        }
-    }
-
-    /// Waits for a status line that counts `n` providers connected.
-    fn wait_connected(&self, n: usize, within: Duration) {
-        let Some(rx) = &self.connected else {
-            fail("coordinator", "started without a status line");
-        };
-        let deadline = Instant::now() + within;
-        let mut last = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(c) if c == n => return,
-                Ok(c) => last = Some(c),
-                Err(_) => fail(
-                    "coordinator",
-                    format!(
-                        "{n} providers not connected within {within:?} (last status: {last:?})"
-                    ),
-                ),
-            }
-        }
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct AgentThread {
@@ -386,7 +251,7 @@ fn main() {
 
     let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
     let caps = gpu.capabilities().clone();
-    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, None);
+    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, None, &[]);
     let (runs_tx, runs) = channel();
     let gpu = Timed {
         inner: gpu,
@@ -573,7 +438,7 @@ fn main() {
     // Coordinator memory per agent, on a fresh coordinator: 100 CPU agents
     // connect, and its resident set is read when it counts them all.
     const AGENTS: u8 = 100;
-    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, Some(100));
+    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, Some(100), &[]);
     coordinator.wait_connected(0, Duration::from_secs(30));
     let before = coordinator.rss_bytes();
     let cpu = |job: &JobToRun| {

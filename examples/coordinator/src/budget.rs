@@ -5,7 +5,7 @@
 //!
 //! A [`Permit`] holds bytes of the budget and gives them back when dropped, so
 //! the count follows the memory it stands for wherever that memory goes: into
-//! a job, onto a writer thread, or out of scope on an error path.
+//! a job, onto a connection's queue, or out of scope on an error path.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -19,6 +19,7 @@ pub mod certs;
 mod conn;
 pub mod demo;
 mod engine;
+mod event_loop;
 pub mod protocol;
 pub mod requester;
 mod server;

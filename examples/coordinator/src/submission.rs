@@ -3,12 +3,13 @@
 //! The request body is kept as it arrived. The submission is decoded as a
 //! view borrowing from it ([`SubmitView`]), so the kernel and the initial data
 //! are never copied: a job's inputs are ranges of that one body, and the
-//! provider's input chunks are framed from it one at a time, on the
-//! connection's writer thread, as the provider reads them ([`InputStream`]).
+//! provider's input chunks are framed from it one at a time, by the event
+//! loop, as the provider's connection drains ([`InputStream`]).
 //! The assignment is built by `tessera_core::job::Description`, which hashes
 //! every chunk once: its leaf goes into the Merkle roots and is kept for
-//! framing. That happens here, on the requester's connection thread: never
-//! under the engine's lock.
+//! framing. That happens here, on the coordinator's hashing thread for a
+//! large body (on the event loop for one of 64 KiB or less): never under the
+//! engine's lock, and never stalling the loop for long.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -279,7 +280,7 @@ pub(crate) enum Refusal {
 
 /// A job's inputs: the request body they arrived in, where each input stream
 /// lies in it, and the leaf hash of every chunk. Shared by the job and the
-/// writer streaming it to a provider; the body's bytes stay counted in the
+/// connection streaming it to a provider; the body's bytes stay counted in the
 /// budget until the last holder lets go.
 pub(crate) struct Inputs {
     body: Vec<u8>,

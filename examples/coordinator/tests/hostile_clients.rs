@@ -653,3 +653,73 @@ fn a_256_mib_submission_is_held_once() {
     // take the last few KiB.
     submission_held_once((256 << 20) - (64 << 10));
 }
+
+/// A requester that does not read its result is disconnected once a write
+/// to it makes no progress for `write_timeout`, and one that sends nothing
+/// after its answer is closed after `requester_idle`; others are served
+/// meanwhile, and no bytes stay held for either.
+#[test]
+fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+    const IDLE: Duration = Duration::from_secs(8);
+    let coord = coordinator(|c| {
+        c.write_timeout = WRITE_TIMEOUT;
+        c.requester_idle = IDLE;
+    });
+    let addr = coord.local_addr();
+    let provider = TestProvider::start(addr, ProviderOpts::new(5));
+    provider.wait_ready(1);
+
+    // One job answered, then silence.
+    let mut idle = Requester::connect(addr, client_tls()).expect("connects");
+    let job = small_job(1);
+    verify_result(&job, &idle.submit(&job).expect("served")).expect("verifies");
+    let idle_since = Instant::now();
+
+    // A 32 MiB result, more than the sockets between us buffer, never read.
+    let mut job = small_job(2);
+    job.buffers[1].len = 32 << 20;
+    let mut deaf = requester::connect(addr, client_tls()).expect("connects");
+    requester::write_submit(&mut deaf, &job).expect("sends");
+    deaf.flush().expect("sends");
+
+    // Others are served meanwhile.
+    let job = small_job(3);
+    verify_result(&job, &submit(addr, client_tls(), &job).expect("served")).expect("verifies");
+
+    // The one not reading goes first, well before the idle one's time.
+    let open_until = |n: u64, within: Duration| {
+        let until = Instant::now() + within;
+        while coord.stats().connections_open > n {
+            assert!(
+                Instant::now() < until,
+                "{} connections still open",
+                coord.stats().connections_open
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        idle_since.elapsed()
+    };
+    let deaf_closed = open_until(2, Duration::from_secs(30));
+    eprintln!("non-reading requester closed {deaf_closed:?} after the idle one's answer");
+    assert!(
+        deaf_closed < IDLE,
+        "closed by the idle time, not the write timeout"
+    );
+    let idle_closed = open_until(1, Duration::from_secs(30));
+    eprintln!("idle requester closed after {idle_closed:?}");
+    assert!(idle_closed >= IDLE, "the idle requester was closed early");
+    let until = Instant::now() + Duration::from_secs(5);
+    while coord.buffered_bytes() > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} bytes held",
+            coord.buffered_bytes()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(coord.stats().results_delivered, 3);
+    drop(deaf);
+    drop(idle);
+    drop(provider);
+}

@@ -119,6 +119,13 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// This process's open-file soft limit, from /proc/self/limits (Linux).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn run(args: Args) -> Result<(), String> {
     let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
         return Err("give --certs DIR, or --cert and --key (make them with tessera-certs)".into());
@@ -147,6 +154,16 @@ fn run(args: Args) -> Result<(), String> {
     }
     if let Some(n) = args.max_buffered_bytes {
         config.max_buffered_bytes = n;
+    }
+    if let Some(files) = open_file_limit() {
+        // A socket per connection, and a few more of its own.
+        if config.max_connections.saturating_add(32) as u64 > files {
+            log::warn!(
+                "up to {} connections are admitted but this process may open only {files} \
+                 files; raise the limit (ulimit -n) or accepts will fail",
+                config.max_connections
+            );
+        }
     }
     let coordinator = Coordinator::start(config).map_err(|e| e.to_string())?;
     println!(

@@ -45,11 +45,11 @@ impl Engine {
 
     /// Takes a requester's job, checked and hashed already, and offers it to
     /// the first candidate. The answer comes on `reply`.
-    pub(crate) fn submit(&mut self, job: Prepared, reply: Sender<Answer>, now: Instant) {
+    pub(crate) fn submit(&mut self, job: Prepared, reply: Reply, now: Instant) {
         self.stats.jobs_submitted += 1;
         if self.shut_down {
             self.stats.jobs_failed += 1;
-            let _ = reply.send(Answer {
+            reply.send(Answer {
                 response: Response::Failed(JobFailure {
                     job: 0,
                     code: FailureCode::Shutdown,
@@ -191,7 +191,7 @@ impl Engine {
         log::info!("job {id}: {reason}");
         self.stats.jobs_failed += 1;
         if let Some(tx) = job.reply {
-            let _ = tx.send(Answer {
+            tx.send(Answer {
                 response: Response::Failed(JobFailure {
                     job: id,
                     code,

@@ -13,7 +13,6 @@
 //! they are handed to the requester.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use tessera_core::wire::{
 use tessera_core::ErrorCode;
 
 use crate::budget::Permit;
-use crate::conn::Outbox;
+use crate::conn::{Outbox, Reply};
 use crate::protocol::{bounded_reason, FailureCode, JobFailure, JobResult, Response};
 use crate::state::ChainStore;
 use crate::submission::{InputStream, Inputs, Prepared};
@@ -296,7 +295,7 @@ struct Job {
     readback_permit: Option<Permit>,
     submitted: Instant,
     deadline: Instant,
-    reply: Option<Sender<Answer>>,
+    reply: Option<Reply>,
     answered_at: Option<Instant>,
     stage: Stage,
     candidates: VecDeque<PublicKey>,

@@ -421,7 +421,7 @@ impl Engine {
                 }
                 other => other,
             };
-            let _ = tx.send(Answer { response, hold });
+            tx.send(Answer { response, hold });
             job.answered_at = Some(now);
         }
         job.inputs = None;

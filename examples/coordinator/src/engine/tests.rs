@@ -1,10 +1,10 @@
 //! The engine driven by a real agent through the test kit, in memory.
 
 use super::*;
-use crate::conn::{queued_frames, test_outbox, WriteCmd};
+use crate::conn::{queued_frames, test_outbox, Reply, TestQueue};
 use crate::protocol::{BufferInit, Submit};
 use crate::submission::{prepare_owned, validate, Limits, SubmitView};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Sender};
 use tessera_core::attest::{Ed25519Signer, Signer};
 use tessera_core::testkit::{increment_run, Harness};
 use tessera_core::wire::{MessageType, Requirements};
@@ -33,7 +33,7 @@ const LIMITS: Limits = Limits {
 fn submit(e: &mut Engine, s: Submit, reply: Sender<Answer>) {
     e.submit(
         prepare_owned(&s, &LIMITS).expect("a valid job"),
-        reply,
+        Reply::channel(reply),
         Instant::now(),
     );
 }
@@ -106,7 +106,7 @@ fn shuttle(
     e: &mut Engine,
     sid: SessionId,
     h: &mut Harness,
-    rx: &Receiver<WriteCmd>,
+    rx: &TestQueue,
     hold: &mut dyn FnMut(&[u8]) -> bool,
 ) {
     for _ in 0..1000 {
@@ -537,7 +537,7 @@ fn a_provider_whose_device_is_unavailable_is_offered_jobs_last() {
 }
 
 /// An engine with a Ready session for `h`.
-fn ready_session(e: &mut Engine, h: &mut Harness) -> (SessionId, Receiver<WriteCmd>) {
+fn ready_session(e: &mut Engine, h: &mut Harness) -> (SessionId, TestQueue) {
     let (outbox, rx) = test_outbox();
     let sid = open(e, outbox, "test");
     h.agent.connect(h.now).expect("connect");
