@@ -670,11 +670,14 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     let provider = TestProvider::start(addr, ProviderOpts::new(5));
     provider.wait_ready(1);
 
-    // One job answered, then silence.
+    // One job answered, then silence. The coordinator counts the idle time
+    // from when it queues the answer, which is after the request was sent
+    // and before the answer arrives here: the request's sending is the
+    // bound below which the connection must stay open.
     let mut idle = Requester::connect(addr, client_tls()).expect("connects");
     let job = small_job(1);
-    verify_result(&job, &idle.submit(&job).expect("served")).expect("verifies");
     let idle_since = Instant::now();
+    verify_result(&job, &idle.submit(&job).expect("served")).expect("verifies");
 
     // A 32 MiB result, more than the sockets between us buffer, never read.
     let mut job = small_job(2);
