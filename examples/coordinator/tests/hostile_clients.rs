@@ -726,3 +726,56 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     drop(idle);
     drop(provider);
 }
+
+/// A requester whose connection ends (here: a record that does not decrypt,
+/// as a reset would) while its job is held by a provider that never starts
+/// it: the job is withdrawn and what was held for it let go at once, not at
+/// the deadline the requester stated. Otherwise a requester could pile up
+/// jobs without end by submitting and resetting, each outliving the
+/// connection that bounded it.
+#[test]
+fn a_requester_gone_before_its_answer_leaves_nothing_held() {
+    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let addr = coord.local_addr();
+    let mut opts = ProviderOpts::new(7);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(addr, opts);
+    provider.wait_ready(1);
+
+    let mut job = small_job(4);
+    job.deadline_ms = 100_000;
+    let mut stream = requester::connect(addr, client_tls()).expect("connects");
+    requester::write_submit(&mut stream, &job).expect("sends");
+    stream.flush().expect("sends");
+    // The provider accepts the offer (at once: it is the only one) and
+    // freezes; the job's inputs and read-back bytes stay in the budget.
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.buffered_bytes() == 0 {
+        assert!(Instant::now() < until, "the job was never held");
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert!(coord.buffered_bytes() > 0);
+
+    // An application-data record that does not decrypt: the coordinator
+    // ends the connection at once.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0x5a; 32]);
+    let _ = stream.sock.write_all(&record);
+    let until = Instant::now() + Duration::from_secs(5);
+    while coord.stats().connections_open > 1 {
+        assert!(Instant::now() < until, "the requester's connection is open");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while coord.buffered_bytes() > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} bytes still held for a requester gone",
+            coord.buffered_bytes()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(stream);
+    drop(provider);
+}

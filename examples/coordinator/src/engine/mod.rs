@@ -49,6 +49,8 @@ pub const CANCEL_OFFER_WITHDRAWN: u16 = 1;
 pub const CANCEL_PRICE_OVER_MAXIMUM: u16 = 2;
 /// `Cancel` reason: the job's deadline passed without a verified result.
 pub const CANCEL_DEADLINE: u16 = 3;
+/// `Cancel` reason: the requester's connection ended before its answer.
+pub const CANCEL_REQUESTER_GONE: u16 = 4;
 
 /// A provider connection's id, unique within a coordinator process.
 pub(crate) type SessionId = u64;
@@ -306,6 +308,16 @@ struct Job {
 }
 
 impl Job {
+    /// Lets go of what was held for the requester: the inputs, the
+    /// read-back permit and the outputs received.
+    fn let_go(&mut self) {
+        self.inputs = None;
+        self.readback_permit = None;
+        if let Stage::Assigned(a) = &mut self.stage {
+            a.outputs = Vec::new();
+        }
+    }
+
     fn assigned_key(&self) -> Option<PublicKey> {
         match &self.stage {
             Stage::Assigned(a) => Some(a.key),
@@ -1006,6 +1018,46 @@ impl Engine {
                 s.draining = true;
             }
             self.send(sid, &Message::Drain);
+        }
+    }
+
+    /// The connection of job `id`'s requester ended before its answer was
+    /// written: nobody waits for the result. The job is withdrawn (a
+    /// `Cancel` to the provider holding it or offered it) and what was held
+    /// for it let go, as at its deadline; a job a provider holds stays
+    /// known for a while so a late receipt is still verified. Otherwise
+    /// jobs would outlive the connections that bound them, each until the
+    /// deadline its requester stated.
+    pub(crate) fn requester_gone(&mut self, id: JobId, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.reply.take().is_none() {
+            // Answered already.
+            return;
+        }
+        log::info!("job {id}: its requester is gone; withdrawn");
+        self.stats.jobs_failed += 1;
+        job.answered_at = Some(now);
+        let cancel = Message::Cancel(Cancel {
+            job: id,
+            reason: CANCEL_REQUESTER_GONE,
+        });
+        job.let_go();
+        match &job.stage {
+            Stage::Assigned(a) => {
+                let key = a.key;
+                self.send_to_key(&key, &cancel);
+            }
+            Stage::Offering { session, .. } => {
+                let session = *session;
+                self.send(session, &cancel);
+                // Nothing was assigned: nothing can come back.
+                self.jobs.remove(&id);
+            }
+            Stage::Waiting => {
+                self.jobs.remove(&id);
+            }
         }
     }
 

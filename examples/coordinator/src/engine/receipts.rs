@@ -424,11 +424,7 @@ impl Engine {
             tx.send(Answer { response, hold });
             job.answered_at = Some(now);
         }
-        job.inputs = None;
-        job.readback_permit = None;
-        if let Stage::Assigned(a) = &mut job.stage {
-            a.outputs = Vec::new();
-        }
+        job.let_go();
     }
 
     /// A receipt whose signature and chain position verified: check it
