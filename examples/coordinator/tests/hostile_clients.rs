@@ -17,9 +17,12 @@ use support::{bundle, client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::protocol::read_frame;
 use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, Response, Submit};
-use tessera_core::attest::{Ed25519Signer, Signer};
-use tessera_core::testkit::encode;
-use tessera_core::wire::{Hello, Message, Requirements};
+use tessera_core::attest::{
+    DeviceCapabilities, Ed25519Signer, Evidence, Receipt, ReceiptStatus, Signer, EVIDENCE_LEN,
+    RECEIPT_LEN,
+};
+use tessera_core::testkit::{encode, FrameSplitter};
+use tessera_core::wire::{Blob, Hello, Message, ReceiptMsg, Requirements, Usage};
 
 fn small_job(nonce: u8) -> Submit {
     Submit {
@@ -778,4 +781,124 @@ fn a_requester_gone_before_its_answer_leaves_nothing_held() {
     }
     drop(stream);
     drop(provider);
+}
+
+/// The next provider frame on `stream`, within 5 s; `None` at its end.
+fn next_provider_frame(stream: &mut impl Read, splitter: &mut FrameSplitter) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 16 << 10];
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(f) = splitter.next_frame() {
+            return Some(f);
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => splitter.push(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A provider with a key of its own, admitted, that sends a stream of
+/// correctly signed receipts, each the next in its chain, for jobs the
+/// coordinator never gave it. Each one costs the coordinator a signature
+/// check and, with a state directory, an fsynced write of the chain
+/// position, on the event loop, for 450 bytes received: a few hundred per
+/// read turn would stall every other connection. A provider's agent holds
+/// at most `MAX_JOBS` results unacknowledged, so a session sends no more
+/// than that for jobs the coordinator no longer tracks; beyond a small
+/// allowance the session is ended and the rest is never verified.
+#[test]
+fn receipts_for_jobs_never_assigned_end_the_session() {
+    let dir = std::env::temp_dir().join(format!("tessera-untracked-{}", std::process::id()));
+    let d = dir.clone();
+    let coord = coordinator(move |c| c.state_dir = Some(d));
+    let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    let mut signer = Ed25519Signer::from_seed(&[9; 32]).expect("seed");
+    let hello = Message::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        agent_version: [0, 1, 0],
+        key_id: signer.key_id(),
+        next_sequence: 1,
+        prev_hash: [0; 32],
+    });
+    stream.write_all(&encode(&hello)).expect("hello");
+    let mut splitter = FrameSplitter::default();
+    let welcome = next_provider_frame(&mut stream, &mut splitter).expect("welcome");
+    let Ok(Message::Welcome(w)) = Message::decode(&welcome) else {
+        panic!("expected Welcome");
+    };
+    let evidence = Evidence {
+        challenge: w.challenge,
+        public_key: signer.public_key(),
+        agent_version: [0, 1, 0],
+        boot_id: [0; 16],
+        issued_at: 1,
+        chain: Default::default(),
+        capabilities: DeviceCapabilities::default(),
+    };
+    let mut signed = [0u8; EVIDENCE_LEN];
+    let n = evidence.sign(&mut signer, &mut signed).expect("signs");
+    let evidence_hash = Evidence::hash(&signed[..n]);
+    let msg = Message::Evidence(Blob {
+        bytes: &signed[..n],
+    });
+    stream.write_all(&encode(&msg)).expect("evidence");
+    let until = Instant::now() + Duration::from_secs(5);
+    while coord.providers().iter().all(|p| !p.connected) {
+        assert!(Instant::now() < until, "never admitted");
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    const SENT: u64 = 200;
+    let mut frames = Vec::new();
+    let mut prev_hash = [0u8; 32];
+    for sequence in 1..=SENT {
+        let receipt = Receipt {
+            status: ReceiptStatus::Completed,
+            job: 1_000_000 + sequence,
+            requester_nonce: [0; 32],
+            kernel_hash: [0; 32],
+            input_root: [0; 32],
+            output_root: [0; 32],
+            output_len: 0,
+            result_hash: [0; 32],
+            result_seal: [0; 32],
+            usage: Usage::default(),
+            price: 0,
+            started_at: 0,
+            ended_at: 0,
+            evidence_hash,
+            key_id: signer.key_id(),
+            sequence,
+            prev_hash,
+        };
+        let mut out = [0u8; RECEIPT_LEN];
+        let n = receipt.sign(&mut signer, &mut out).expect("signs");
+        prev_hash = Receipt::hash(&out[..n]);
+        frames.extend_from_slice(&encode(&Message::Receipt(ReceiptMsg {
+            job: receipt.job,
+            bytes: &out[..n],
+        })));
+    }
+    let _ = stream.write_all(&frames);
+    let _ = stream.flush();
+    // Read what comes back until the coordinator ends the session.
+    while next_provider_frame(&mut stream, &mut splitter).is_some() {}
+    let verified = coord.stats().receipts_verified;
+    eprintln!("{verified} of {SENT} receipts for jobs never assigned were verified");
+    assert!(
+        verified <= 8,
+        "{verified} receipts for jobs never assigned were verified on one session"
+    );
+    drop(stream);
+    drop(coord);
+    let _ = std::fs::remove_dir_all(&dir);
 }

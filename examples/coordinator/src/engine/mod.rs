@@ -22,7 +22,7 @@ use tessera_core::attest::{
     VerifyError,
 };
 use tessera_core::job;
-use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME};
+use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME, MAX_JOBS};
 use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
@@ -70,6 +70,13 @@ const DONE_KEPT: usize = 256;
 const DECLINES_LISTED: usize = 16;
 /// How often disconnected providers' records are looked at for pruning.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Receipts a session may send for jobs not assigned to its key now (results
+/// of jobs this coordinator forgot, or held before it restarted): an agent
+/// holds at most `MAX_JOBS` results unacknowledged, so an honest session sends
+/// no more than that. Beyond it the session is ended: each such receipt costs
+/// a signature check and, with a state directory, an fsynced write, for a few
+/// hundred bytes received.
+const UNTRACKED_RECEIPTS: usize = 2 * MAX_JOBS;
 /// How long a job stays known after its requester was answered, so a late
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
@@ -177,6 +184,9 @@ struct Session {
     last_heartbeat_sent: Instant,
     draining: bool,
     load: Option<Heartbeat>,
+    /// Receipts this session sent for jobs not assigned to its key now
+    /// (each one's signature checked, and its chain position stored).
+    untracked_receipts: usize,
 }
 
 struct EvidenceInfo {
@@ -472,6 +482,7 @@ impl Engine {
                 last_heartbeat_sent: now,
                 draining: false,
                 load: None,
+                untracked_receipts: 0,
             },
         );
         sid
