@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConnection;
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME};
 use tessera_core::merkle::leaf_hash;
-use tessera_core::wire::{Header, Message, MAGIC};
+use tessera_core::wire::{Header, JobId, Message, MAGIC};
 
 use crate::budget::Permit;
 use crate::conn::{Outbox, Reply, WriteCmd};
@@ -157,6 +157,8 @@ struct Conn {
     paused: bool,
     /// The requester's current request.
     seq: u64,
+    /// The engine's job for the current request, until it is answered.
+    job: Option<JobId>,
 }
 
 impl Conn {
@@ -418,8 +420,17 @@ impl Loop {
         let Some(mut c) = slot.take() else {
             return;
         };
-        if let Role::Provider { sid, .. } = c.role {
-            self.ctx.shared.engine().session_closed(sid, Instant::now());
+        match c.role {
+            Role::Provider { sid, .. } => {
+                self.ctx.shared.engine().session_closed(sid, Instant::now());
+            }
+            Role::Requester(Req::Waiting) => {
+                if let Some(id) = c.job.take() {
+                    // Nobody is left to answer: the job is withdrawn.
+                    self.ctx.shared.engine().requester_gone(id, Instant::now());
+                }
+            }
+            _ => {}
         }
         c.outbox.gone();
         let _ = self.ctx.poll.registry().deregister(&mut c.sock);
@@ -517,6 +528,7 @@ impl Loop {
                 sock_eof: false,
                 paused: false,
                 seq: 0,
+                job: None,
             };
             arm(&mut self.ctx, &mut c, i);
             self.conns[i] = Some(c);
@@ -980,7 +992,7 @@ fn submit(ctx: &mut Ctx, c: &mut Conn, result: Result<Prepared, Refusal>) {
             let now = Instant::now();
             c.deadline = Some((after(now, wait), Due::Answer));
             let reply = Reply::to_conn(c.outbox.clone(), c.seq);
-            ctx.shared.engine().submit(prepared, reply, now);
+            c.job = ctx.shared.engine().submit(prepared, reply, now);
         }
         Err(Refusal::Invalid(reason)) => {
             ctx.shared.engine().count_refused_submission();
@@ -1026,6 +1038,7 @@ fn on_answer(ctx: &mut Ctx, c: &mut Conn, seq: u64, answer: Answer) {
         // Late, after the guard answered for it, or the connection ended.
         return;
     }
+    c.job = None;
     let encoded = send_response(c, answer.response, answer.hold);
     if !encoded || c.eof {
         stop_reading(c);

@@ -29,7 +29,7 @@ pub mod tls;
 
 pub use engine::{
     ProviderInfo, PublicKey, Stats, CANCEL_DEADLINE, CANCEL_OFFER_WITHDRAWN,
-    CANCEL_PRICE_OVER_MAXIMUM,
+    CANCEL_PRICE_OVER_MAXIMUM, CANCEL_REQUESTER_GONE,
 };
 pub use protocol::{BufferInit, FailureCode, JobFailure, JobResult, Request, Response, Submit};
 pub use requester::{submit, verify_result, RequesterError, ResultCheck, ResultCheckError};

@@ -17,9 +17,12 @@ use support::{bundle, client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::protocol::read_frame;
 use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, Response, Submit};
-use tessera_core::attest::{Ed25519Signer, Signer};
-use tessera_core::testkit::encode;
-use tessera_core::wire::{Hello, Message, Requirements};
+use tessera_core::attest::{
+    DeviceCapabilities, Ed25519Signer, Evidence, Receipt, ReceiptStatus, Signer, EVIDENCE_LEN,
+    RECEIPT_LEN,
+};
+use tessera_core::testkit::{encode, FrameSplitter};
+use tessera_core::wire::{Blob, Hello, Message, ReceiptMsg, Requirements, Usage};
 
 fn small_job(nonce: u8) -> Submit {
     Submit {
@@ -670,11 +673,14 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     let provider = TestProvider::start(addr, ProviderOpts::new(5));
     provider.wait_ready(1);
 
-    // One job answered, then silence.
+    // One job answered, then silence. The coordinator counts the idle time
+    // from when it queues the answer, which is after the request was sent
+    // and before the answer arrives here: the request's sending is the
+    // bound below which the connection must stay open.
     let mut idle = Requester::connect(addr, client_tls()).expect("connects");
     let job = small_job(1);
-    verify_result(&job, &idle.submit(&job).expect("served")).expect("verifies");
     let idle_since = Instant::now();
+    verify_result(&job, &idle.submit(&job).expect("served")).expect("verifies");
 
     // A 32 MiB result, more than the sockets between us buffer, never read.
     let mut job = small_job(2);
@@ -722,4 +728,177 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     drop(deaf);
     drop(idle);
     drop(provider);
+}
+
+/// A requester whose connection ends (here: a record that does not decrypt,
+/// as a reset would) while its job is held by a provider that never starts
+/// it: the job is withdrawn and what was held for it let go at once, not at
+/// the deadline the requester stated. Otherwise a requester could pile up
+/// jobs without end by submitting and resetting, each outliving the
+/// connection that bounded it.
+#[test]
+fn a_requester_gone_before_its_answer_leaves_nothing_held() {
+    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let addr = coord.local_addr();
+    let mut opts = ProviderOpts::new(7);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(addr, opts);
+    provider.wait_ready(1);
+
+    let mut job = small_job(4);
+    job.deadline_ms = 100_000;
+    let mut stream = requester::connect(addr, client_tls()).expect("connects");
+    requester::write_submit(&mut stream, &job).expect("sends");
+    stream.flush().expect("sends");
+    // The provider accepts the offer (at once: it is the only one) and
+    // freezes; the job's inputs and read-back bytes stay in the budget.
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.buffered_bytes() == 0 {
+        assert!(Instant::now() < until, "the job was never held");
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert!(coord.buffered_bytes() > 0);
+
+    // An application-data record that does not decrypt: the coordinator
+    // ends the connection at once.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0x5a; 32]);
+    let _ = stream.sock.write_all(&record);
+    let until = Instant::now() + Duration::from_secs(5);
+    while coord.stats().connections_open > 1 {
+        assert!(Instant::now() < until, "the requester's connection is open");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while coord.buffered_bytes() > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} bytes still held for a requester gone",
+            coord.buffered_bytes()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(stream);
+    drop(provider);
+}
+
+/// The next provider frame on `stream`, within 5 s; `None` at its end.
+fn next_provider_frame(stream: &mut impl Read, splitter: &mut FrameSplitter) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 16 << 10];
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(f) = splitter.next_frame() {
+            return Some(f);
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => splitter.push(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A provider with a key of its own, admitted, that sends a stream of
+/// correctly signed receipts, each the next in its chain, for jobs the
+/// coordinator never gave it. Each one costs the coordinator a signature
+/// check and, with a state directory, an fsynced write of the chain
+/// position, on the event loop, for 450 bytes received: a few hundred per
+/// read turn would stall every other connection. A provider's agent holds
+/// at most `MAX_JOBS` results unacknowledged, so a session sends no more
+/// than that for jobs the coordinator no longer tracks; beyond a small
+/// allowance the session is ended and the rest is never verified.
+#[test]
+fn receipts_for_jobs_never_assigned_end_the_session() {
+    let dir = std::env::temp_dir().join(format!("tessera-untracked-{}", std::process::id()));
+    let d = dir.clone();
+    let coord = coordinator(move |c| c.state_dir = Some(d));
+    let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    let mut signer = Ed25519Signer::from_seed(&[9; 32]).expect("seed");
+    let hello = Message::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        agent_version: [0, 1, 0],
+        key_id: signer.key_id(),
+        next_sequence: 1,
+        prev_hash: [0; 32],
+    });
+    stream.write_all(&encode(&hello)).expect("hello");
+    let mut splitter = FrameSplitter::default();
+    let welcome = next_provider_frame(&mut stream, &mut splitter).expect("welcome");
+    let Ok(Message::Welcome(w)) = Message::decode(&welcome) else {
+        panic!("expected Welcome");
+    };
+    let evidence = Evidence {
+        challenge: w.challenge,
+        public_key: signer.public_key(),
+        agent_version: [0, 1, 0],
+        boot_id: [0; 16],
+        issued_at: 1,
+        chain: Default::default(),
+        capabilities: DeviceCapabilities::default(),
+    };
+    let mut signed = [0u8; EVIDENCE_LEN];
+    let n = evidence.sign(&mut signer, &mut signed).expect("signs");
+    let evidence_hash = Evidence::hash(&signed[..n]);
+    let msg = Message::Evidence(Blob {
+        bytes: &signed[..n],
+    });
+    stream.write_all(&encode(&msg)).expect("evidence");
+    let until = Instant::now() + Duration::from_secs(5);
+    while coord.providers().iter().all(|p| !p.connected) {
+        assert!(Instant::now() < until, "never admitted");
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    const SENT: u64 = 200;
+    let mut frames = Vec::new();
+    let mut prev_hash = [0u8; 32];
+    for sequence in 1..=SENT {
+        let receipt = Receipt {
+            status: ReceiptStatus::Completed,
+            job: 1_000_000 + sequence,
+            requester_nonce: [0; 32],
+            kernel_hash: [0; 32],
+            input_root: [0; 32],
+            output_root: [0; 32],
+            output_len: 0,
+            result_hash: [0; 32],
+            result_seal: [0; 32],
+            usage: Usage::default(),
+            price: 0,
+            started_at: 0,
+            ended_at: 0,
+            evidence_hash,
+            key_id: signer.key_id(),
+            sequence,
+            prev_hash,
+        };
+        let mut out = [0u8; RECEIPT_LEN];
+        let n = receipt.sign(&mut signer, &mut out).expect("signs");
+        prev_hash = Receipt::hash(&out[..n]);
+        frames.extend_from_slice(&encode(&Message::Receipt(ReceiptMsg {
+            job: receipt.job,
+            bytes: &out[..n],
+        })));
+    }
+    let _ = stream.write_all(&frames);
+    let _ = stream.flush();
+    // Read what comes back until the coordinator ends the session.
+    while next_provider_frame(&mut stream, &mut splitter).is_some() {}
+    let verified = coord.stats().receipts_verified;
+    eprintln!("{verified} of {SENT} receipts for jobs never assigned were verified");
+    assert!(
+        verified <= 8,
+        "{verified} receipts for jobs never assigned were verified on one session"
+    );
+    drop(stream);
+    drop(coord);
+    let _ = std::fs::remove_dir_all(&dir);
 }

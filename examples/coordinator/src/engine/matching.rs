@@ -44,8 +44,9 @@ impl Engine {
     }
 
     /// Takes a requester's job, checked and hashed already, and offers it to
-    /// the first candidate. The answer comes on `reply`.
-    pub(crate) fn submit(&mut self, job: Prepared, reply: Reply, now: Instant) {
+    /// the first candidate. The answer comes on `reply`. Returns the job's
+    /// id (`None` when refused before one was given).
+    pub(crate) fn submit(&mut self, job: Prepared, reply: Reply, now: Instant) -> Option<JobId> {
         self.stats.jobs_submitted += 1;
         if self.shut_down {
             self.stats.jobs_failed += 1;
@@ -60,7 +61,7 @@ impl Engine {
                 }),
                 hold: None,
             });
-            return;
+            return None;
         }
         let id = self.next_job;
         self.next_job = self.next_job.wrapping_add(1).max(1);
@@ -117,6 +118,7 @@ impl Engine {
             },
         );
         self.offer_next(id, now);
+        Some(id)
     }
 
     /// Offers the job to its next candidate, or answers the requester that

@@ -22,7 +22,7 @@ use tessera_core::attest::{
     VerifyError,
 };
 use tessera_core::job;
-use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME};
+use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME, MAX_JOBS};
 use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
@@ -49,6 +49,8 @@ pub const CANCEL_OFFER_WITHDRAWN: u16 = 1;
 pub const CANCEL_PRICE_OVER_MAXIMUM: u16 = 2;
 /// `Cancel` reason: the job's deadline passed without a verified result.
 pub const CANCEL_DEADLINE: u16 = 3;
+/// `Cancel` reason: the requester's connection ended before its answer.
+pub const CANCEL_REQUESTER_GONE: u16 = 4;
 
 /// A provider connection's id, unique within a coordinator process.
 pub(crate) type SessionId = u64;
@@ -68,6 +70,13 @@ const DONE_KEPT: usize = 256;
 const DECLINES_LISTED: usize = 16;
 /// How often disconnected providers' records are looked at for pruning.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Receipts a session may send for jobs not assigned to its key now (results
+/// of jobs this coordinator forgot, or held before it restarted): an agent
+/// holds at most `MAX_JOBS` results unacknowledged, so an honest session sends
+/// no more than that. Beyond it the session is ended: each such receipt costs
+/// a signature check and, with a state directory, an fsynced write, for a few
+/// hundred bytes received.
+const UNTRACKED_RECEIPTS: usize = 2 * MAX_JOBS;
 /// How long a job stays known after its requester was answered, so a late
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
@@ -175,6 +184,9 @@ struct Session {
     last_heartbeat_sent: Instant,
     draining: bool,
     load: Option<Heartbeat>,
+    /// Receipts this session sent for jobs not assigned to its key now
+    /// (each one's signature checked, and its chain position stored).
+    untracked_receipts: usize,
 }
 
 struct EvidenceInfo {
@@ -306,6 +318,16 @@ struct Job {
 }
 
 impl Job {
+    /// Lets go of what was held for the requester: the inputs, the
+    /// read-back permit and the outputs received.
+    fn let_go(&mut self) {
+        self.inputs = None;
+        self.readback_permit = None;
+        if let Stage::Assigned(a) = &mut self.stage {
+            a.outputs = Vec::new();
+        }
+    }
+
     fn assigned_key(&self) -> Option<PublicKey> {
         match &self.stage {
             Stage::Assigned(a) => Some(a.key),
@@ -460,6 +482,7 @@ impl Engine {
                 last_heartbeat_sent: now,
                 draining: false,
                 load: None,
+                untracked_receipts: 0,
             },
         );
         sid
@@ -1006,6 +1029,46 @@ impl Engine {
                 s.draining = true;
             }
             self.send(sid, &Message::Drain);
+        }
+    }
+
+    /// The connection of job `id`'s requester ended before its answer was
+    /// written: nobody waits for the result. The job is withdrawn (a
+    /// `Cancel` to the provider holding it or offered it) and what was held
+    /// for it let go, as at its deadline; a job a provider holds stays
+    /// known for a while so a late receipt is still verified. Otherwise
+    /// jobs would outlive the connections that bound them, each until the
+    /// deadline its requester stated.
+    pub(crate) fn requester_gone(&mut self, id: JobId, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.reply.take().is_none() {
+            // Answered already.
+            return;
+        }
+        log::info!("job {id}: its requester is gone; withdrawn");
+        self.stats.jobs_failed += 1;
+        job.answered_at = Some(now);
+        let cancel = Message::Cancel(Cancel {
+            job: id,
+            reason: CANCEL_REQUESTER_GONE,
+        });
+        job.let_go();
+        match &job.stage {
+            Stage::Assigned(a) => {
+                let key = a.key;
+                self.send_to_key(&key, &cancel);
+            }
+            Stage::Offering { session, .. } => {
+                let session = *session;
+                self.send(session, &cancel);
+                // Nothing was assigned: nothing can come back.
+                self.jobs.remove(&id);
+            }
+            Stage::Waiting => {
+                self.jobs.remove(&id);
+            }
         }
     }
 

@@ -173,6 +173,31 @@ impl Engine {
             }
             return;
         }
+        let tracked = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.assigned_key() == Some(key));
+        if !tracked {
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            session.untracked_receipts += 1;
+            let n = session.untracked_receipts;
+            if n > UNTRACKED_RECEIPTS {
+                if n == UNTRACKED_RECEIPTS + 1 {
+                    log::warn!(
+                        "session {sid}: more than {UNTRACKED_RECEIPTS} receipts for jobs not \
+                         assigned to {}; closing",
+                        short(&key)
+                    );
+                    self.stats.receipts_rejected += 1;
+                    self.send_error(sid, ErrorCode::ReceiptRejected, id);
+                    self.goodbye(sid, GoodbyeReason::ProtocolError);
+                }
+                // The session is closing: the rest is not looked at.
+                return;
+            }
+        }
         let receipt = match Receipt::verify(bytes, &key) {
             Ok(r) if r.job == id => r,
             Ok(r) => {
@@ -424,11 +449,7 @@ impl Engine {
             tx.send(Answer { response, hold });
             job.answered_at = Some(now);
         }
-        job.inputs = None;
-        job.readback_permit = None;
-        if let Stage::Assigned(a) = &mut job.stage {
-            a.outputs = Vec::new();
-        }
+        job.let_go();
     }
 
     /// A receipt whose signature and chain position verified: check it
