@@ -52,6 +52,8 @@ const TICK: Duration = Duration::from_millis(50);
 const READ_TURN: usize = 256 << 10;
 /// Bytes written to one connection before the others get a turn.
 const WRITE_TURN: usize = 1 << 20;
+/// Frames handed to TLS before it writes to the socket.
+const FEED_BATCH: usize = 64;
 /// Request bodies up to this size are prepared on the loop itself.
 const INLINE_PREPARE: usize = 64 << 10;
 /// A request body's buffer (and its place in the budget) grows this much
@@ -1063,6 +1065,23 @@ fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
     let mut blocked = false;
     let mut written = 0usize;
     loop {
+        // Frames first, as many as TLS takes (up to FEED_BATCH), then one
+        // write: a burst (an assignment and its input chunks, a result)
+        // leaves in as few segments as it fits, and wakes the peer once
+        // rather than once a frame.
+        if !c.tls.is_handshaking() {
+            let mut fed = 0;
+            while fed < FEED_BATCH {
+                if !feed(ctx, c)? {
+                    break;
+                }
+                fed += 1;
+                if c.writing.is_some() || c.closing {
+                    // TLS holds all it may, or the close is queued.
+                    break;
+                }
+            }
+        }
         while c.tls.wants_write() {
             match c.tls.write_tls(&mut c.sock) {
                 Ok(n) => {
@@ -1091,7 +1110,7 @@ fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
             ctx.again.push(c.outbox.token().0);
             break;
         }
-        if !feed(ctx, c)? {
+        if !has_more(c) {
             break;
         }
     }
@@ -1103,6 +1122,11 @@ fn flush(ctx: &mut Ctx, c: &mut Conn) -> Result<bool, ()> {
         c.stall = None;
     }
     Ok(c.closing && !c.tls.wants_write() && c.writing.is_none())
+}
+
+/// Whether the connection has more to hand to TLS (without taking it).
+fn has_more(c: &Conn) -> bool {
+    c.writing.is_some() || c.inputs.is_some() || (!c.closing && !c.outbox.is_empty())
 }
 
 /// Hands the next plaintext to TLS; `false` when there is none.
