@@ -581,6 +581,45 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes give a receipt or a typed error, never a panic.
+        #[test]
+        fn any_bytes_verify_or_fail_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..900),
+        ) {
+            let _ = Receipt::verify_batched(&bytes, &[7; 32]);
+            let mut v = ReceiptVerifier::new([7; 32], ChainState::default());
+            let _ = v.verify_next_batched(&bytes, None, &mut None);
+            let _ = BatchedReceipt::parse(&bytes);
+        }
+
+        /// Every byte of a batched receipt is bound: changing any one of
+        /// them, or cutting or extending the bytes, fails verification.
+        #[test]
+        fn every_byte_of_a_batched_receipt_is_bound(
+            which in 0usize..5,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            xor in 1u8..=255,
+            cut in 1usize..40,
+        ) {
+            let mut s = signer(1);
+            let (ps, _) = payloads(&s, ChainState::default(), 5);
+            let rs = batched(&mut s, &ps);
+            let good = &rs[which];
+            let pk = s.public_key();
+            proptest::prop_assert!(Receipt::verify_batched(good, &pk).is_ok());
+            let mut bad = good.clone();
+            bad[at.index(good.len())] ^= xor;
+            proptest::prop_assert!(Receipt::verify_batched(&bad, &pk).is_err());
+            proptest::prop_assert!(Receipt::verify_batched(&good[..good.len() - cut], &pk).is_err());
+            let mut longer = good.clone();
+            longer.extend(core::iter::repeat_n(0u8, cut));
+            proptest::prop_assert!(Receipt::verify_batched(&longer, &pk).is_err());
+        }
+    }
+
     #[test]
     fn the_statement_slot_never_spares_the_check_of_other_bytes() {
         let mut s = signer(1);
