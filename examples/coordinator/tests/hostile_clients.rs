@@ -664,7 +664,9 @@ fn a_256_mib_submission_is_held_once() {
 #[test]
 fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-    const IDLE: Duration = Duration::from_secs(8);
+    // Room on a loaded machine for the provider's 32 MiB upload before the
+    // non-reading requester's write stalls.
+    const IDLE: Duration = Duration::from_secs(15);
     let coord = coordinator(|c| {
         c.write_timeout = WRITE_TIMEOUT;
         c.requester_idle = IDLE;
@@ -689,7 +691,14 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     requester::write_submit(&mut deaf, &job).expect("sends");
     deaf.flush().expect("sends");
 
-    // Others are served meanwhile.
+    // Others are served meanwhile, once the one provider has finished the
+    // 32 MiB job (its receipt verified): an offer made while it uploads can
+    // go unanswered past the offer timeout on a loaded machine.
+    let until = Instant::now() + Duration::from_secs(60);
+    while coord.stats().receipts_verified < 2 {
+        assert!(Instant::now() < until, "the 32 MiB job never finished");
+        thread::sleep(Duration::from_millis(20));
+    }
     let job = small_job(3);
     verify_result(&job, &submit(addr, client_tls(), &job).expect("served")).expect("verifies");
 
