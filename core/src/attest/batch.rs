@@ -298,7 +298,50 @@ impl Receipt {
     }
 }
 
+impl Receipt {
+    /// Verifies a receipt in either form under `public_key`: signed alone
+    /// ([`RECEIPT_LEN`](super::RECEIPT_LEN) bytes, [`Receipt::verify`]) or
+    /// batched ([`Receipt::verify_batched`]); the two never share a length.
+    pub fn verify_any(bytes: &[u8], public_key: &[u8; 32]) -> Result<Receipt, VerifyError> {
+        if bytes.len() == super::RECEIPT_LEN {
+            Receipt::verify(bytes, public_key)
+        } else {
+            Receipt::verify_batched(bytes, public_key)
+        }
+    }
+
+    /// The link a receipt in either form makes in its key's chain (what the
+    /// next receipt's `prev_hash` names): SHA-256 of the signed bytes for a
+    /// receipt signed alone, of the payload for a batched one. Bytes that
+    /// are neither give SHA-256 of the bytes (they never verify).
+    pub fn link(bytes: &[u8]) -> Digest {
+        if bytes.len() == super::RECEIPT_LEN {
+            return Receipt::hash(bytes);
+        }
+        match BatchedReceipt::parse(bytes) {
+            Ok(b) => b.link(),
+            Err(_) => sha256(bytes),
+        }
+    }
+}
+
 impl super::ReceiptVerifier {
+    /// [`verify_next`](super::ReceiptVerifier::verify_next) for a receipt in
+    /// either form ([`Receipt::verify_any`]), with `last_batch` as in
+    /// [`verify_next_batched`](super::ReceiptVerifier::verify_next_batched).
+    pub fn verify_next_any(
+        &mut self,
+        bytes: &[u8],
+        expected_nonce: Option<&Nonce>,
+        last_batch: &mut Option<([u8; BATCH_LEN], ReceiptBatch)>,
+    ) -> Result<Receipt, VerifyError> {
+        if bytes.len() == super::RECEIPT_LEN {
+            self.verify_next(bytes, expected_nonce)
+        } else {
+            self.verify_next_batched(bytes, expected_nonce, last_batch)
+        }
+    }
+
     /// [`verify_next`](super::ReceiptVerifier::verify_next) for a batched
     /// receipt. `last_batch` spares the statement's signature check when the
     /// same signed statement verified before (a batch's receipts arrive
@@ -420,6 +463,33 @@ mod tests {
                 assert_eq!(p.as_slice(), proof.path.as_slice(), "path {i} of {n}");
             }
         }
+    }
+
+    #[test]
+    fn either_form_verifies_and_links_through_the_same_calls() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let alone_receipt = receipt(&s, ChainState::default(), 1);
+        let alone = sign_receipt(&alone_receipt, &mut s);
+        let mut chain = ChainState::default();
+        chain.advance(Receipt::link(&alone));
+        assert_eq!(Receipt::link(&alone), Receipt::hash(&alone));
+        let (ps, end) = payloads(&s, chain, 3);
+        let rs = batched(&mut s, &ps);
+        let mut v = ReceiptVerifier::new(pk, ChainState::default());
+        let mut slot: Slot = None;
+        assert_eq!(Receipt::verify_any(&alone, &pk), Ok(alone_receipt));
+        v.verify_next_any(&alone, None, &mut slot).unwrap();
+        for (r, p) in rs.iter().zip(&ps) {
+            assert_eq!(Receipt::link(r), batched_link(p));
+            assert_eq!(Receipt::verify_any(r, &pk), Receipt::decode_payload(p));
+            v.verify_next_any(r, None, &mut slot).unwrap();
+        }
+        assert_eq!(v.chain(), end);
+        assert_eq!(
+            Receipt::verify_any(&rs[0][..100], &pk),
+            Err(VerifyError::Malformed)
+        );
     }
 
     #[test]

@@ -364,7 +364,7 @@ pub fn verify_result_with(
     if evidence.challenge != result.evidence_challenge {
         return Err(ResultCheckError::ChallengeMismatch);
     }
-    let receipt = Receipt::verify(&result.receipt, &result.provider_public_key)
+    let receipt = Receipt::verify_any(&result.receipt, &result.provider_public_key)
         .map_err(ResultCheckError::Receipt)?;
     if receipt.status != ReceiptStatus::Completed {
         return Err(ResultCheckError::NotCompleted);

@@ -148,7 +148,7 @@ impl Engine {
         let Some(key) = self.session_key(sid) else {
             return;
         };
-        let hash = Receipt::hash(bytes);
+        let hash = Receipt::link(bytes);
         if let Some(done) = self.keys.get(&key).and_then(|r| r.done.get(&id)) {
             if done.receipt_hash == hash {
                 self.stats.receipts_repeated += 1;
@@ -198,7 +198,7 @@ impl Engine {
                 return;
             }
         }
-        let receipt = match Receipt::verify(bytes, &key) {
+        let receipt = match Receipt::verify_any(bytes, &key) {
             Ok(r) if r.job == id => r,
             Ok(r) => {
                 self.reject(
@@ -293,7 +293,7 @@ impl Engine {
             };
             let chain = verifier.chain();
             if receipt.sequence.saturating_add(1) == chain.next_sequence
-                && Receipt::hash(&bytes) == chain.prev_hash
+                && Receipt::link(&bytes) == chain.prev_hash
             {
                 // The last receipt this key's chain accepted, sent again (the
                 // acknowledgement was lost, perhaps to a coordinator restart):
@@ -307,7 +307,7 @@ impl Engine {
                 self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
                 continue;
             }
-            match verifier.verify_next(&bytes, None) {
+            match verifier.verify_next_any(&bytes, None, &mut None) {
                 Ok(_) => {
                     let chain = verifier.chain();
                     if rec.stated.is_some_and(|s| {
@@ -330,7 +330,7 @@ impl Engine {
                     self.settle(key, id, &bytes, &receipt, now);
                     if let Some(rec) = self.keys.get_mut(&key) {
                         if let Some((pid, pbytes)) = rec.parked.remove(&chain.next_sequence) {
-                            if let Ok(r) = Receipt::verify(&pbytes, &key) {
+                            if let Ok(r) = Receipt::verify_any(&pbytes, &key) {
                                 next = Some((pid, pbytes, r));
                             }
                         }
@@ -359,7 +359,7 @@ impl Engine {
                         verifier.chain().next_sequence
                     );
                     self.stats.receipts_repeated += 1;
-                    rec.remember(id, Receipt::hash(&bytes), true);
+                    rec.remember(id, Receipt::link(&bytes), true);
                     self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
                 }
                 Err(e) => {
@@ -371,7 +371,7 @@ impl Engine {
                             "receipt #{} breaks the provider's chain at #{at} ({e:?})",
                             receipt.sequence
                         ),
-                        Some(Receipt::hash(&bytes)),
+                        Some(Receipt::link(&bytes)),
                         now,
                     );
                 }
@@ -462,7 +462,7 @@ impl Engine {
         receipt: &Receipt,
         now: Instant,
     ) {
-        let hash = Receipt::hash(bytes);
+        let hash = Receipt::link(bytes);
         let ours = self
             .jobs
             .get(&id)

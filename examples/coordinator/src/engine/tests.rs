@@ -772,3 +772,63 @@ fn a_job_outlives_more_reconnects_than_the_evidences_kept() {
     }
     assert_eq!(h.agent.active_jobs(), 0, "the result was acknowledged");
 }
+
+/// The provider's receipt, re-signed as a batch of one: the same payload
+/// under a batch statement, index 0, an empty audit path.
+fn rebatch(f: Vec<u8>) -> Vec<u8> {
+    use tessera_core::attest::{
+        batch_leaf, sign_batch, write_batched, BatchPath, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN,
+    };
+    let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
+    match Message::decode(&f).expect("decodes") {
+        Message::Receipt(m) => {
+            let r = Receipt::verify(m.bytes, &signer.public_key()).expect("verifies");
+            let payload = r.encode_payload();
+            let leaves = [batch_leaf(&payload)];
+            let mut paths = [BatchPath::new()];
+            let mut statement = [0u8; BATCH_LEN];
+            sign_batch(&mut signer, r.sequence, &leaves, &mut paths, &mut statement)
+                .expect("signs");
+            let mut out = [0u8; BATCHED_RECEIPT_MAX_LEN];
+            let n = write_batched(&statement, 0, &paths[0], &payload, &mut out).expect("fits");
+            frame(&Message::Receipt(tessera_core::wire::ReceiptMsg {
+                job: m.job,
+                bytes: &out[..n],
+            }))
+        }
+        _ => f,
+    }
+}
+
+/// A provider's receipt sent as a batched receipt is verified, chained,
+/// settled and delivered; the requester's check takes it too, and the
+/// chain moves to the payload's link.
+#[test]
+fn a_batched_receipt_is_verified_settled_and_delivered() {
+    let j = job(9);
+    let (e, answer) = run_rewritten(harness(), j.clone(), &mut rebatch);
+    let Response::Result(r) = answer else {
+        panic!("expected a verified result, got {answer:?}")
+    };
+    assert_ne!(
+        r.receipt.len(),
+        tessera_core::attest::RECEIPT_LEN,
+        "batched"
+    );
+    let receipt = Receipt::verify_batched(&r.receipt, &r.provider_public_key).expect("verifies");
+    assert_eq!(receipt.sequence, 1);
+    crate::requester::verify_result(&j, &r).expect("the requester's check agrees");
+    let stats = e.stats();
+    assert_eq!((stats.receipts_verified, stats.receipts_rejected), (1, 0));
+    // A batched receipt whose payload was changed after signing is refused.
+    let (e, answer) = run_rewritten(harness(), job(10), &mut |f| {
+        let mut f = rebatch(f);
+        if f.get(3) == Some(&(MessageType::Receipt as u8)) {
+            let last = f.len() - 1;
+            f[last] ^= 1;
+        }
+        f
+    });
+    assert!(matches!(answer, Response::Failed(_)), "{answer:?}");
+    assert_eq!(e.stats().receipts_rejected, 1);
+}
