@@ -661,9 +661,12 @@ impl Dispatcher {
     }
 
     /// Measures copy bandwidth and FMA throughput with two short kernels and
-    /// stores them in [`Capabilities::benchmark`].
+    /// stores them in [`Capabilities::benchmark`]. Each run may take 30 s:
+    /// milliseconds on a GPU or lavapipe, but lavapipe under valgrind (the C
+    /// tests in CI) on a loaded machine took over 10 s for a run once the
+    /// watchdog's flag read became an atomic load.
     pub fn run_startup_benchmark(&mut self) -> Result<DeviceBenchmark, JobError> {
-        let timeout = Duration::from_secs(10);
+        let timeout = Duration::from_secs(30);
         // Copy: 16 MiB of uvec4, timed on the second run (the first compiles).
         let elems: u32 = 1 << 20;
         let bytes = u64::from(elems) * 16;
