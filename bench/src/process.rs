@@ -154,3 +154,42 @@ impl Drop for CoordinatorProcess {
         let _ = self.child.wait();
     }
 }
+
+/// What a benchmark needs to start coordinators: the program
+/// (`TESSERA_COORDINATOR`, else `target/release/tessera-coordinator`), a
+/// fresh certificate bundle written to a temporary directory, and the CA
+/// clients trust. The directory is removed when this is dropped.
+pub struct CoordinatorSetup {
+    pub exe: String,
+    pub certs_dir: std::path::PathBuf,
+    pub bundle: tessera_coordinator::certs::CertBundle,
+    pub ca: Vec<u8>,
+}
+
+impl CoordinatorSetup {
+    /// Certificates in a directory named for `tag` and this process.
+    pub fn new(tag: &str) -> CoordinatorSetup {
+        let exe = std::env::var("TESSERA_COORDINATOR")
+            .unwrap_or_else(|_| "target/release/tessera-coordinator".into());
+        let certs_dir =
+            std::env::temp_dir().join(format!("tessera-{tag}-bench-{}", std::process::id()));
+        let bundle =
+            tessera_coordinator::certs::generate(&[]).unwrap_or_else(|e| fail("certificates", e));
+        bundle
+            .write_to(&certs_dir)
+            .unwrap_or_else(|e| fail("certificates", e));
+        let ca = bundle.ca_pem.clone().into_bytes();
+        CoordinatorSetup {
+            exe,
+            certs_dir,
+            bundle,
+            ca,
+        }
+    }
+}
+
+impl Drop for CoordinatorSetup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs_dir);
+    }
+}

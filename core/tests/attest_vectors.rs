@@ -1010,6 +1010,17 @@ fn run_evidence(vectors: &Value) -> usize {
 }
 
 /// Runs each receipt vector through a `ReceiptVerifier` at its chain state.
+/// A receipt vector's bytes, a verifier at its chain position for its key,
+/// and the requester nonce to check, if any.
+fn receipt_context(v: &Value) -> (Vec<u8>, ReceiptVerifier, Option<[u8; 32]>) {
+    let bytes = unhex(v["hex"].as_str().expect("hex"));
+    let verifier = ReceiptVerifier::new(unhex_n(&v["public_key"]), chain_from(&v["chain_before"]));
+    let nonce = v["expected_nonce"]
+        .as_str()
+        .map(|_| unhex_n(&v["expected_nonce"]));
+    (bytes, verifier, nonce)
+}
+
 /// A receipt vector's verdict: a tampered one must fail with its
 /// `expect_error` (`None`); a valid one must verify to its readable form
 /// and move the chain to its `hash` (the receipt).
@@ -1036,12 +1047,7 @@ fn checked(
 fn run_receipts(vectors: &Value) -> usize {
     let mut n = 0;
     for v in vectors.as_array().expect("array") {
-        let bytes = unhex(v["hex"].as_str().expect("hex"));
-        let mut verifier =
-            ReceiptVerifier::new(unhex_n(&v["public_key"]), chain_from(&v["chain_before"]));
-        let nonce: Option<[u8; 32]> = v["expected_nonce"]
-            .as_str()
-            .map(|_| unhex_n(&v["expected_nonce"]));
+        let (bytes, mut verifier, nonce) = receipt_context(v);
         let got = verifier.verify_next(&bytes, nonce.as_ref());
         match checked(v, got, &verifier) {
             None => {}
@@ -1506,12 +1512,7 @@ fn build_batches() -> Value {
 fn run_batches(vectors: &Value) -> usize {
     let mut n = 0;
     for v in vectors.as_array().expect("array") {
-        let bytes = unhex(v["hex"].as_str().expect("hex"));
-        let mut verifier =
-            ReceiptVerifier::new(unhex_n(&v["public_key"]), chain_from(&v["chain_before"]));
-        let nonce: Option<[u8; 32]> = v["expected_nonce"]
-            .as_str()
-            .map(|_| unhex_n(&v["expected_nonce"]));
+        let (bytes, mut verifier, nonce) = receipt_context(v);
         let got = match v["form"].as_str() {
             Some("batched") => verifier.verify_next_batched(&bytes, nonce.as_ref(), &mut None),
             _ => verifier.verify_next(&bytes, nonce.as_ref()),

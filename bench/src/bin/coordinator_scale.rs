@@ -34,7 +34,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
-use tessera_bench::process::{fail, line, CoordinatorProcess};
+use tessera_bench::process::{fail, line, CoordinatorProcess, CoordinatorSetup};
 use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer, Evidence, Signer};
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME};
 use tessera_core::net::{client_config, Trust};
@@ -455,18 +455,8 @@ fn main() {
     let largest = counts.iter().copied().max().unwrap_or(0);
     // The coordinator's sockets, ours, and room for the rest.
     raise_open_files(largest.saturating_add(200) as libc::rlim_t);
-    let exe = std::env::var("TESSERA_COORDINATOR")
-        .unwrap_or_else(|_| "target/release/tessera-coordinator".into());
-    let certs_dir =
-        std::env::temp_dir().join(format!("tessera-scale-bench-{}", std::process::id()));
-    let bundle =
-        tessera_coordinator::certs::generate(&[]).unwrap_or_else(|e| fail("certificates", e));
-    bundle
-        .write_to(&certs_dir)
-        .unwrap_or_else(|e| fail("certificates", e));
-    let ca = bundle.ca_pem.clone().into_bytes();
+    let setup = CoordinatorSetup::new("scale");
     for &n in &counts {
-        run(&exe, &certs_dir, &ca, n, n == largest);
+        run(&setup.exe, &setup.certs_dir, &setup.ca, n, n == largest);
     }
-    let _ = std::fs::remove_dir_all(&certs_dir);
 }

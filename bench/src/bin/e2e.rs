@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tessera_bench::process::{fail, line, CoordinatorProcess};
+use tessera_bench::process::{fail, line, CoordinatorProcess, CoordinatorSetup};
 use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
 use tessera_coordinator::requester::{new_nonce, Requester};
 use tessera_coordinator::requester::{verify_result_with, EvidenceCache};
@@ -206,15 +206,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let exe = std::env::var("TESSERA_COORDINATOR")
-        .unwrap_or_else(|_| "target/release/tessera-coordinator".into());
-    let certs_dir = std::env::temp_dir().join(format!("tessera-e2e-bench-{}", std::process::id()));
-    let bundle =
-        tessera_coordinator::certs::generate(&[]).unwrap_or_else(|e| fail("certificates", e));
-    bundle
-        .write_to(&certs_dir)
-        .unwrap_or_else(|e| fail("certificates", e));
-    let ca = bundle.ca_pem.clone().into_bytes();
+    let setup = CoordinatorSetup::new("e2e");
+    let (exe, certs_dir, bundle, ca) = (&setup.exe, &setup.certs_dir, &setup.bundle, &setup.ca);
 
     // The dispatcher alone, same device and kernel: the floor under a job.
     let instance = Instance::load().unwrap_or_else(|e| fail("Vulkan", e));
@@ -251,7 +244,7 @@ fn main() {
 
     let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
     let caps = gpu.capabilities().clone();
-    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, None, &[]);
+    let coordinator = CoordinatorProcess::start(exe, certs_dir, None, &[]);
     let (runs_tx, runs) = channel();
     let gpu = Timed {
         inner: gpu,
@@ -329,7 +322,7 @@ fn main() {
         Ed25519Signer::from_seed(&[9; 32]).unwrap_or_else(|e| fail("key", format!("{e:?}")));
     let input = &j.buffers[0].init;
     let alone = [
-        ("tls_round_trip", tls_round_trip(&bundle, &ca)),
+        ("tls_round_trip", tls_round_trip(bundle, ca)),
         (
             "ed25519_sign",
             p50_of(1000, || {
@@ -438,7 +431,7 @@ fn main() {
     // Coordinator memory per agent, on a fresh coordinator: 100 CPU agents
     // connect, and its resident set is read when it counts them all.
     const AGENTS: u8 = 100;
-    let coordinator = CoordinatorProcess::start(&exe, &certs_dir, Some(100), &[]);
+    let coordinator = CoordinatorProcess::start(exe, certs_dir, Some(100), &[]);
     coordinator.wait_connected(0, Duration::from_secs(30));
     let before = coordinator.rss_bytes();
     let cpu = |job: &JobToRun| {
@@ -481,5 +474,4 @@ fn main() {
         &[],
     );
     drop(agents);
-    let _ = std::fs::remove_dir_all(&certs_dir);
 }

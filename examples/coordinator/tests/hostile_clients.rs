@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
-use support::{bundle, client_tls, coordinator, ProviderOpts, TestProvider};
+use support::{
+    bundle, client_tls, coordinator, provider_hello, read_provider_frame, ProviderOpts,
+    TestProvider,
+};
 use tessera_coordinator::protocol::read_frame;
 use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::{submit, verify_result, BufferInit, FailureCode, Response, Submit};
@@ -496,15 +499,7 @@ fn requests_over_the_limits_get_a_typed_answer() {
     let job = small_job(3);
     requester.submit(&job).expect("served");
     requester.close();
-    let until = Instant::now() + Duration::from_secs(5);
-    while coord.buffered_bytes() > 0 {
-        assert!(
-            Instant::now() < until,
-            "{} bytes held",
-            coord.buffered_bytes()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    nothing_held(&coord, Duration::from_secs(5));
     assert_eq!(coord.stats().requests_refused, 2);
     drop(provider);
 }
@@ -724,15 +719,7 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
     let idle_closed = open_until(1, Duration::from_secs(30));
     eprintln!("idle requester closed after {idle_closed:?}");
     assert!(idle_closed >= IDLE, "the idle requester was closed early");
-    let until = Instant::now() + Duration::from_secs(5);
-    while coord.buffered_bytes() > 0 {
-        assert!(
-            Instant::now() < until,
-            "{} bytes held",
-            coord.buffered_bytes()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    nothing_held(&coord, Duration::from_secs(5));
     assert_eq!(coord.stats().results_delivered, 3);
     drop(deaf);
     drop(idle);
@@ -779,39 +766,9 @@ fn a_requester_gone_before_its_answer_leaves_nothing_held() {
         assert!(Instant::now() < until, "the requester's connection is open");
         thread::sleep(Duration::from_millis(10));
     }
-    let until = Instant::now() + Duration::from_secs(3);
-    while coord.buffered_bytes() > 0 {
-        assert!(
-            Instant::now() < until,
-            "{} bytes still held for a requester gone",
-            coord.buffered_bytes()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    nothing_held(&coord, Duration::from_secs(3));
     drop(stream);
     drop(provider);
-}
-
-/// The next provider frame on `stream`, within 5 s; `None` at its end.
-fn next_provider_frame(stream: &mut impl Read, splitter: &mut FrameSplitter) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 16 << 10];
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(f) = splitter.next_frame() {
-            return Some(f);
-        }
-        if Instant::now() > until {
-            return None;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => splitter.push(&buf[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 /// A provider with a key of its own, admitted, that sends a stream of
@@ -830,20 +787,8 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
     let coord = coordinator(move |c| c.state_dir = Some(d));
     let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
     let mut signer = Ed25519Signer::from_seed(&[9; 32]).expect("seed");
-    let hello = Message::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        agent_version: [0, 1, 0],
-        key_id: signer.key_id(),
-        next_sequence: 1,
-        prev_hash: [0; 32],
-    });
-    stream.write_all(&encode(&hello)).expect("hello");
     let mut splitter = FrameSplitter::default();
-    let welcome = next_provider_frame(&mut stream, &mut splitter).expect("welcome");
-    let Ok(Message::Welcome(w)) = Message::decode(&welcome) else {
-        panic!("expected Welcome");
-    };
+    let w = provider_hello(&mut stream, &signer, &mut splitter);
     let evidence = Evidence {
         challenge: w.challenge,
         public_key: signer.public_key(),
@@ -900,7 +845,7 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
     let _ = stream.write_all(&frames);
     let _ = stream.flush();
     // Read what comes back until the coordinator ends the session.
-    while next_provider_frame(&mut stream, &mut splitter).is_some() {}
+    while read_provider_frame(&mut stream, &mut splitter).is_some() {}
     let verified = coord.stats().receipts_verified;
     eprintln!("{verified} of {SENT} receipts for jobs never assigned were verified");
     assert!(
@@ -910,4 +855,17 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
     drop(stream);
     drop(coord);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits up to `within` for the coordinator to hold no budget bytes.
+fn nothing_held(coord: &tessera_coordinator::Coordinator, within: Duration) {
+    let until = Instant::now() + within;
+    while coord.buffered_bytes() > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} bytes still held",
+            coord.buffered_bytes()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -2,10 +2,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use support::{client_tls, coordinator, ProviderOpts, TestProvider};
+use support::{
+    client_tls, coordinator, provider_hello, read_provider_frame, ProviderOpts, TestProvider,
+};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_run, matmul_submit};
 use tessera_coordinator::requester::{self, Requester, RequesterError};
 use tessera_coordinator::tls::{client_config, Trust};
@@ -15,7 +17,7 @@ use tessera_coordinator::{
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::job::ReceiptCheckError;
 use tessera_core::testkit::{encode, FrameSplitter};
-use tessera_core::wire::{Blob, FailReason, Hello, JobAssign, Message, Requirements, Usage};
+use tessera_core::wire::{Blob, FailReason, JobAssign, Message, Requirements, Usage};
 use tessera_core::ErrorCode;
 
 fn increment_job(nonce: u8, len: usize, max_price: u64) -> Submit {
@@ -145,45 +147,13 @@ fn a_job_no_provider_can_run_is_refused_with_the_reason() {
     }
 }
 
-fn read_frame(stream: &mut impl Read, splitter: &mut FrameSplitter) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 4096];
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(f) = splitter.next_frame() {
-            return Some(f);
-        }
-        if Instant::now() > until {
-            return None;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => splitter.push(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return None,
-        }
-    }
-}
-
 #[test]
 fn evidence_over_the_wrong_challenge_is_refused() {
     let coord = coordinator(|_| {});
     let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
     let mut signer = Ed25519Signer::from_seed(&[5; 32]).expect("seed");
-    let hello = Message::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        agent_version: [0, 1, 0],
-        key_id: signer.key_id(),
-        next_sequence: 1,
-        prev_hash: [0; 32],
-    });
-    stream.write_all(&encode(&hello)).expect("hello");
     let mut splitter = FrameSplitter::default();
-    let welcome = read_frame(&mut stream, &mut splitter).expect("welcome");
-    let Ok(Message::Welcome(w)) = Message::decode(&welcome) else {
-        panic!("expected Welcome");
-    };
+    let w = provider_hello(&mut stream, &signer, &mut splitter);
     // Evidence answering another challenge, as a replayed one would.
     let mut wrong = w.challenge;
     wrong[0] ^= 0xFF;
@@ -202,13 +172,13 @@ fn evidence_over_the_wrong_challenge_is_refused() {
         bytes: &signed[..n],
     });
     stream.write_all(&encode(&msg)).expect("evidence");
-    let reply = read_frame(&mut stream, &mut splitter).expect("an answer");
+    let reply = read_provider_frame(&mut stream, &mut splitter).expect("an answer");
     match Message::decode(&reply) {
         Ok(Message::Error(e)) => assert_eq!(e.code, ErrorCode::EvidenceRejected as u16),
         other => panic!("expected EvidenceRejected, got {other:?}"),
     }
     assert!(
-        read_frame(&mut stream, &mut splitter).is_none(),
+        read_provider_frame(&mut stream, &mut splitter).is_none(),
         "the session ends"
     );
     assert!(coord.providers().is_empty());

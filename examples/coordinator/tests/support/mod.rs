@@ -18,9 +18,9 @@ use tessera_coordinator::requester;
 use tessera_coordinator::tls::{client_config, server_config, Trust};
 use tessera_coordinator::{Config, Coordinator};
 use tessera_core::agent::Stats;
-use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer};
-use tessera_core::testkit::{FrameSplitter, Host, RunFn};
-use tessera_core::wire::{features, MessageType};
+use tessera_core::attest::{ChainState, DeviceCapabilities, Ed25519Signer, Signer};
+use tessera_core::testkit::{encode, FrameSplitter, Host, RunFn};
+use tessera_core::wire::{features, Hello, Message, MessageType, Welcome};
 use tessera_core::{Agent, LinearPrice, Policy};
 
 /// One throwaway CA and server certificate for the whole test binary.
@@ -360,5 +360,53 @@ fn run(
         refused,
         chain: agent.chain(),
         log: host.log.clone(),
+    }
+}
+
+/// The next provider-protocol frame on `stream`, within 5 s; `None` at its
+/// end or after that.
+pub fn read_provider_frame(
+    stream: &mut impl Read,
+    splitter: &mut FrameSplitter,
+) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 16 << 10];
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(f) = splitter.next_frame() {
+            return Some(f);
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => splitter.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A hand-made provider's `Hello` for `signer`'s key (a new chain) on
+/// `stream`, and the coordinator's `Welcome`.
+pub fn provider_hello(
+    stream: &mut (impl Read + Write),
+    signer: &Ed25519Signer,
+    splitter: &mut FrameSplitter,
+) -> Welcome {
+    let hello = Message::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        agent_version: [0, 1, 0],
+        key_id: signer.key_id(),
+        next_sequence: 1,
+        prev_hash: [0; 32],
+    });
+    stream.write_all(&encode(&hello)).expect("hello");
+    let welcome = read_provider_frame(stream, splitter).expect("welcome");
+    match Message::decode(&welcome) {
+        Ok(Message::Welcome(w)) => w,
+        other => panic!("expected Welcome, got {other:?}"),
     }
 }
