@@ -150,6 +150,7 @@ MESSAGES = {
     )),
     0x03: ("Evidence", struct(("bytes", BYTES))),
     0x04: ("Ready", EMPTY),
+    0x05: ("Batching", struct(("max_receipts", U16), ("max_delay_us", U32))),
     0x10: ("JobOffer", struct(
         ("job", U64),
         ("requirements", REQUIREMENTS),

@@ -137,9 +137,17 @@
 #define TESSERA_MAX_BUFFERS 8
 
 /**
- * Bytes of a signed receipt.
+ * Bytes of a receipt signed alone.
  */
 #define TESSERA_RECEIPT_LEN 444
+
+/**
+ * Most bytes of a receipt in either form: a batched receipt is 509 bytes
+ * plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
+ * receipts"). An agent's receipts are at most 573 bytes (a batch holds at
+ * most `TESSERA_MAX_JOBS` results).
+ */
+#define TESSERA_RECEIPT_MAX_LEN 765
 
 /**
  * Most bytes of an encoded result record (`tessera_agent_result_record`).
@@ -454,9 +462,10 @@ typedef struct tessera_agent tessera_agent;
 
 #if defined(TESSERA_HOSTED)
 /**
- * Checks one provider key's receipts in order: signature, key, sequence,
- * previous-receipt hash and (optionally) the requester nonce of each. Keep
- * one per provider key.
+ * Checks one provider key's receipts in order, in either form: signature,
+ * key, sequence, previous-receipt hash and (optionally) the requester nonce
+ * of each. Keep one per provider key: it checks a batch statement's
+ * signature once for the batch's receipts.
  */
 typedef struct tessera_chain_verifier tessera_chain_verifier;
 #endif
@@ -2850,6 +2859,10 @@ tessera_result tessera_evidence_hash(const uint8_t *evidence,
 /**
  * Verifies one signed receipt's form and signature under the 32-byte
  * `public_key`, and that its payload names that key; writes it to `out`.
+ * Either form verifies: signed alone (`TESSERA_RECEIPT_LEN` bytes) or
+ * batched (509 to `TESSERA_RECEIPT_MAX_LEN` bytes: the batch statement's
+ * signature, the receipt's place and audit path; `docs/PROTOCOL.md`,
+ * "Batched receipts").
  * Its place in the chain is not checked: `tessera_chain_verifier_verify_next`
  * does. `TESSERA_VERIFY_MALFORMED`, `_BAD_SIGNATURE` or `_UNKNOWN_KEY`.
  *
@@ -2865,8 +2878,10 @@ tessera_result tessera_receipt_verify(const uint8_t *receipt,
 
 #if defined(TESSERA_HOSTED)
 /**
- * Writes the hash the next receipt of the chain names (`prev_hash`):
- * SHA-256 of the signed bytes, whatever they are (nothing is verified).
+ * Writes the hash the next receipt of the chain names (`prev_hash`): for a
+ * receipt signed alone (`TESSERA_RECEIPT_LEN` bytes) SHA-256 of its signed
+ * bytes, for a batched one SHA-256 of its 350-byte payload, for any other
+ * bytes SHA-256 of them (nothing is verified).
  *
  * # Safety
  * `(receipt, len)` readable; `out` 32 writable bytes.
@@ -2926,8 +2941,8 @@ tessera_result tessera_chain_verifier_new(const uint8_t *public_key,
 
 #if defined(TESSERA_HOSTED)
 /**
- * Verifies the next receipt of the chain; on success the chain advances and
- * the receipt is written to `out` (may be NULL). With `expected_nonce` (32
+ * Verifies the next receipt of the chain, in either form; on success the
+ * chain advances and the receipt is written to `out` (may be NULL). With `expected_nonce` (32
  * bytes; NULL: any) the receipt must carry that requester nonce. Codes as
  * `tessera_receipt_verify`, and `TESSERA_VERIFY_REPLAYED` (a sequence
  * already seen), `_OUT_OF_ORDER` (a receipt is missing), `_BROKEN_CHAIN`

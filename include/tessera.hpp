@@ -471,7 +471,8 @@ inline EvidenceInfo evidence(const bridge::EvidenceInfo &e)
 
 /// Verifies one signed receipt under the 32-byte `public_key`: form,
 /// signature, and that it names that key (its place in the chain is
-/// ChainVerifier's to check). Throws code::verify_malformed,
+/// ChainVerifier's to check). Either form: signed alone (444 bytes) or
+/// batched (509 to 765 bytes, one signature over a batch of jobs). Throws code::verify_malformed,
 /// verify_bad_signature or verify_unknown_key.
 inline ReceiptInfo verify_receipt(bytes_view receipt, bytes_view public_key)
 {
@@ -480,7 +481,8 @@ inline ReceiptInfo verify_receipt(bytes_view receipt, bytes_view public_key)
     });
 }
 
-/// The hash the next receipt of the chain names (SHA-256 of the signed bytes).
+/// The hash the next receipt of the chain names (SHA-256 of the signed bytes
+/// of a receipt signed alone, of the payload of a batched one).
 inline Digest receipt_hash(bytes_view receipt) noexcept
 {
     return bridge::receipt_hash(detail::slice(receipt));

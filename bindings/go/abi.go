@@ -65,6 +65,7 @@ var _ = [...]struct{}{
 	[1]struct{}{}[MaxJobs-C.TESSERA_MAX_JOBS],
 	[1]struct{}{}[MaxBuffers-C.TESSERA_MAX_BUFFERS],
 	[1]struct{}{}[ReceiptLen-C.TESSERA_RECEIPT_LEN],
+	[1]struct{}{}[ReceiptMaxLen-C.TESSERA_RECEIPT_MAX_LEN],
 	[1]struct{}{}[EvidenceLen-C.TESSERA_EVIDENCE_LEN],
 	[1]struct{}{}[MaxRecordBytes-C.TESSERA_MAX_RECORD_BYTES],
 	[1]struct{}{}[KeyPKCS8Len-C.TESSERA_KEY_PKCS8_LEN],

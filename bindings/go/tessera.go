@@ -69,8 +69,11 @@ const (
 	MaxJobs = 4
 	// MaxBuffers is the most buffers of one job.
 	MaxBuffers = 8
-	// ReceiptLen is the size of a signed receipt.
+	// ReceiptLen is the size of a receipt signed alone.
 	ReceiptLen = 444
+	// ReceiptMaxLen is the most bytes of a receipt in either form (batched:
+	// 509 plus 32 per audit-path hash).
+	ReceiptMaxLen = 765
 	// EvidenceLen is the size of signed evidence.
 	EvidenceLen = 382
 	// MaxRecordBytes is the most bytes of an encoded result record.

@@ -354,8 +354,9 @@ func receiptFromC(in *C.tessera_receipt_info) *ReceiptInfo {
 }
 
 // VerifyReceipt verifies one signed receipt's form and signature under
-// publicKey, and that its payload names that key. Its place in the chain is
-// not checked: ChainVerifier does. Errors: ErrMalformed, ErrBadSignature,
+// publicKey, and that its payload names that key: signed alone (ReceiptLen
+// bytes) or batched (509 to ReceiptMaxLen bytes, one signature over a batch
+// of jobs). Its place in the chain is not checked: ChainVerifier does. Errors: ErrMalformed, ErrBadSignature,
 // ErrUnknownKey.
 func VerifyReceipt(receipt []byte, publicKey PublicKey) (*ReceiptInfo, error) {
 	var info C.tessera_receipt_info
@@ -369,7 +370,8 @@ func VerifyReceipt(receipt []byte, publicKey PublicKey) (*ReceiptInfo, error) {
 }
 
 // ReceiptHash returns the hash the next receipt of the chain names
-// (PrevHash): SHA-256 of the signed bytes, whatever they are.
+// (PrevHash): SHA-256 of the signed bytes for a receipt signed alone, of its
+// payload for a batched one (nothing is verified).
 func ReceiptHash(receipt []byte) Hash {
 	var h Hash
 	r := C.tessera_receipt_hash(bytesPtr(receipt), C.size_t(len(receipt)), arrayPtr(h[:]))

@@ -26,8 +26,11 @@ pub const MAGIC: [u8; 2] = *b"TS";
 pub const WIRE_VERSION: u8 = 1;
 /// Protocol versions this agent speaks (negotiated in `Hello`/`Welcome`).
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-/// Highest protocol version this agent speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+/// Highest protocol version this agent speaks. Version 2 adds `Batching`
+/// (batched receipts); a version 1 session never carries it.
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
+/// The first protocol version with `Batching`.
+pub const PROTOCOL_VERSION_BATCHING: u16 = 2;
 
 /// A job's identifier, chosen by the coordinator. It must never repeat for a
 /// provider key: results outlive sessions and restarts, and receipts name it.
@@ -141,6 +144,9 @@ message_types! {
     Evidence = 0x03, ToCoordinator;
     /// Coordinator verified the evidence; the provider may take jobs.
     Ready = 0x04, ToProvider;
+    /// Coordinator sets when the provider signs receipts in batches
+    /// (protocol version 2 and later).
+    Batching = 0x05, ToProvider;
     /// A job offer.
     JobOffer = 0x10, ToProvider;
     /// Provider accepts an offer at a price.
@@ -221,6 +227,18 @@ pub struct Welcome {
     /// Heartbeat interval the coordinator asks for, in milliseconds (0: the
     /// provider's own setting).
     pub heartbeat_ms: u32,
+}
+
+/// When the provider signs receipts in batches (`docs/PROTOCOL.md`,
+/// "Batched receipts"). Protocol version 2 and later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batching {
+    /// The most receipts one batch signature covers; 0 or 1 turn batching
+    /// off. The provider may sign smaller batches, never larger ones.
+    pub max_receipts: u16,
+    /// The longest a result may wait for its batch's signature, in
+    /// microseconds, from the moment its job ended.
+    pub max_delay_us: u32,
 }
 
 /// A signed blob (evidence or receipt), borrowed from the frame.
@@ -677,6 +695,7 @@ pub enum Message<'a> {
     Welcome(Welcome),
     Evidence(Blob<'a>),
     Ready,
+    Batching(Batching),
     JobOffer(JobOffer),
     OfferAccept(OfferAccept),
     OfferDecline(OfferDecline),
@@ -784,6 +803,7 @@ impl<'a> Message<'a> {
             Message::Welcome(_) => MessageType::Welcome,
             Message::Evidence(_) => MessageType::Evidence,
             Message::Ready => MessageType::Ready,
+            Message::Batching(_) => MessageType::Batching,
             Message::JobOffer(_) => MessageType::JobOffer,
             Message::OfferAccept(_) => MessageType::OfferAccept,
             Message::OfferDecline(_) => MessageType::OfferDecline,
@@ -831,6 +851,7 @@ impl<'a> Message<'a> {
                 empty(kind, b)?;
                 Message::Ready
             }
+            T::Batching => Message::Batching(body(kind, b)?),
             T::JobOffer => Message::JobOffer(body(kind, b)?),
             T::OfferAccept => Message::OfferAccept(body(kind, b)?),
             T::OfferDecline => Message::OfferDecline(body(kind, b)?),
@@ -870,6 +891,7 @@ impl<'a> Message<'a> {
             Message::Welcome(m) => ser(m, rest)?,
             Message::Evidence(m) => ser(m, rest)?,
             Message::Ready | Message::Drain => 0,
+            Message::Batching(m) => ser(m, rest)?,
             Message::JobOffer(m) => ser(m, rest)?,
             Message::OfferAccept(m) => ser(m, rest)?,
             Message::OfferDecline(m) => ser(m, rest)?,

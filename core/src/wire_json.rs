@@ -20,10 +20,10 @@ use serde_json::{json, Map, Value};
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::limits::MAX_FRAME;
 use crate::wire::{
-    Blob, BufferSpec, Cancel, Chunk, Completed, DeclineReason, ErrorMsg, FailReason, Failed,
-    Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef, KernelSpec, Message,
-    MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements, ResultRefuse,
-    Usage, UsageReport, Welcome,
+    Batching, Blob, BufferSpec, Cancel, Chunk, Completed, DeclineReason, ErrorMsg, FailReason,
+    Failed, Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef, KernelSpec,
+    Message, MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements,
+    ResultRefuse, Usage, UsageReport, Welcome,
 };
 
 /// Lowercase hex, as the JSON form writes byte strings.
@@ -65,6 +65,10 @@ pub fn to_json(msg: &Message<'_>) -> Value {
         }),
         M::Evidence(m) => json!({ "bytes": hex(m.bytes) }),
         M::Ready | M::Drain => json!({}),
+        M::Batching(m) => json!({
+            "max_receipts": m.max_receipts,
+            "max_delay_us": m.max_delay_us,
+        }),
         M::JobOffer(m) => json!({
             "job": m.job,
             "requirements": {
@@ -353,6 +357,10 @@ fn message<'a>(
             Message::Evidence(Blob { bytes: &held.data })
         }
         T::Ready => Message::Ready,
+        T::Batching => Message::Batching(Batching {
+            max_receipts: f.uint("max_receipts")?,
+            max_delay_us: f.uint("max_delay_us")?,
+        }),
         T::Drain => Message::Drain,
         T::JobOffer => {
             let r = f.obj("requirements")?;

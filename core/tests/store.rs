@@ -39,7 +39,7 @@ fn record(job: u64, seq: u64) -> ResultRecord {
         },
         usage: Default::default(),
         price: 9,
-        receipt: [7; RECEIPT_LEN],
+        receipt: tessera_core::bounded::BoundedVec::from_slice(&[7; RECEIPT_LEN]).unwrap(),
         next_sequence: seq,
         prev_hash: [seq as u8; 32],
     }
@@ -152,7 +152,7 @@ impl Provider {
         assert_eq!(n, RECEIPT_LEN);
         self.chain.advance(Receipt::hash(&out));
         ResultRecord {
-            receipt: out,
+            receipt: tessera_core::bounded::BoundedVec::from_slice(&out).unwrap(),
             next_sequence: self.chain.next_sequence,
             prev_hash: self.chain.prev_hash,
             ..record(job, 0)

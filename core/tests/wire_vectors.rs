@@ -16,10 +16,10 @@ use tessera_core::limits::{
 };
 use tessera_core::merkle::{empty_root, leaf_hash};
 use tessera_core::wire::{
-    BufferSpec, Cancel, Chunk, Completed, DeclineReason, DecodeError, ErrorMsg, FailReason, Failed,
-    Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef, KernelSpec, Message,
-    MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements, ResultRefuse,
-    Usage, UsageReport, Welcome, MAGIC, WIRE_VERSION,
+    Batching, BufferSpec, Cancel, Chunk, Completed, DeclineReason, DecodeError, ErrorMsg,
+    FailReason, Failed, Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef,
+    KernelSpec, Message, MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg,
+    Requirements, ResultRefuse, Usage, UsageReport, Welcome, MAGIC, WIRE_VERSION,
 };
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/wire.json");
@@ -266,6 +266,27 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
             M::Evidence(tessera_core::wire::Blob { bytes: &[] }),
         ),
         ("ready", M::Ready),
+        (
+            "batching",
+            M::Batching(Batching {
+                max_receipts: 64,
+                max_delay_us: 2_000,
+            }),
+        ),
+        (
+            "batching_off",
+            M::Batching(Batching {
+                max_receipts: 0,
+                max_delay_us: 0,
+            }),
+        ),
+        (
+            "batching_varint_boundaries",
+            M::Batching(Batching {
+                max_receipts: u16::MAX,
+                max_delay_us: u32::MAX,
+            }),
+        ),
         (
             "job_offer",
             M::JobOffer(JobOffer {
@@ -640,7 +661,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
             E::FrameTooLarge(u32::MAX),
         ),
         ("unknown_type_0x00", frame(0x00, &[]), E::UnknownType(0x00)),
-        ("unknown_type_0x05", frame(0x05, &[]), E::UnknownType(0x05)),
+        ("unknown_type_0x06", frame(0x06, &[]), E::UnknownType(0x06)),
         (
             "unknown_type_0x1f",
             frame(0x1F, &[1, 2]),

@@ -1042,8 +1042,13 @@ pub const TESSERA_TRANSMIT_BUFFER: usize = 9472;
 pub const TESSERA_MAX_JOBS: usize = 4;
 /// Most buffers of one job.
 pub const TESSERA_MAX_BUFFERS: usize = 8;
-/// Bytes of a signed receipt.
+/// Bytes of a receipt signed alone.
 pub const TESSERA_RECEIPT_LEN: usize = 444;
+/// Most bytes of a receipt in either form: a batched receipt is 509 bytes
+/// plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
+/// receipts"). An agent's receipts are at most 573 bytes (a batch holds at
+/// most `TESSERA_MAX_JOBS` results).
+pub const TESSERA_RECEIPT_MAX_LEN: usize = 765;
 /// Most bytes of an encoded result record (`tessera_agent_result_record`).
 pub const TESSERA_MAX_RECORD_BYTES: usize = 2048;
 
@@ -2090,6 +2095,10 @@ mod tests {
         assert_eq!(TESSERA_MAX_JOBS, limits::MAX_JOBS);
         assert_eq!(TESSERA_MAX_BUFFERS, limits::MAX_BUFFERS);
         assert_eq!(TESSERA_RECEIPT_LEN, tessera_core::attest::RECEIPT_LEN);
+        assert_eq!(
+            TESSERA_RECEIPT_MAX_LEN,
+            tessera_core::attest::MAX_RECEIPT_LEN
+        );
         assert_eq!(TESSERA_MAX_RECORD_BYTES, MAX_RECORD_BYTES);
     }
 }

@@ -668,9 +668,11 @@ mod ffi {
         /// Where the chain stands.
         fn chain(self: &ChainVerifier) -> ChainState;
 
-        /// Verifies one receipt under a 32-byte public key.
+        /// Verifies one receipt (signed alone or batched) under a 32-byte
+        /// public key.
         fn verify_receipt(receipt: &[u8], public_key: &[u8]) -> Result<ReceiptInfo>;
-        /// The hash the next receipt of the chain names.
+        /// The hash the next receipt of the chain names (of the signed
+        /// bytes alone, of the payload batched).
         fn receipt_hash(receipt: &[u8]) -> [u8; 32];
         /// Verifies evidence answering a 32-byte challenge.
         fn verify_evidence(evidence: &[u8], challenge: &[u8]) -> Result<EvidenceInfo>;
@@ -1660,15 +1662,19 @@ impl Agent {
 
 // ----- verification and keys -------------------------------------------------
 
-/// Checks one provider key's receipts in order. One thread at a time.
+/// Checks one provider key's receipts in order, in either form (signed
+/// alone or batched). One thread at a time.
 pub struct ChainVerifier {
     inner: ReceiptVerifier,
+    /// The last batch statement verified (checked once per batch).
+    statement: tessera_core::attest::StatementSlot,
 }
 
 fn new_chain_verifier(public_key: &[u8], chain: &ChainState) -> Res<Box<ChainVerifier>> {
     let pk = array::<32>(public_key, "public_key")?;
     Ok(Box::new(ChainVerifier {
         inner: ReceiptVerifier::new(pk, core_chain(chain)),
+        statement: None,
     }))
 }
 
@@ -1680,7 +1686,9 @@ impl ChainVerifier {
             } else {
                 Some(array::<32>(expected_nonce, "expected_nonce")?)
             };
-            let r = self.inner.verify_next(receipt, nonce.as_ref())?;
+            let r = self
+                .inner
+                .verify_next_any(receipt, nonce.as_ref(), &mut self.statement)?;
             Ok(receipt_info(&r))
         })
     }
@@ -1693,12 +1701,12 @@ impl ChainVerifier {
 fn verify_receipt(receipt: &[u8], public_key: &[u8]) -> Res<ReceiptInfo> {
     guard(|| {
         let pk = array::<32>(public_key, "public_key")?;
-        Ok(receipt_info(&Receipt::verify(receipt, &pk)?))
+        Ok(receipt_info(&Receipt::verify_any(receipt, &pk)?))
     })
 }
 
 fn receipt_hash(receipt: &[u8]) -> [u8; 32] {
-    Receipt::hash(receipt)
+    Receipt::link(receipt)
 }
 
 fn verify_evidence(evidence: &[u8], challenge: &[u8]) -> Res<EvidenceInfo> {

@@ -532,6 +532,10 @@ impl From<&Receipt> for tessera_receipt_info {
 
 /// Verifies one signed receipt's form and signature under the 32-byte
 /// `public_key`, and that its payload names that key; writes it to `out`.
+/// Either form verifies: signed alone (`TESSERA_RECEIPT_LEN` bytes) or
+/// batched (509 to `TESSERA_RECEIPT_MAX_LEN` bytes: the batch statement's
+/// signature, the receipt's place and audit path; `docs/PROTOCOL.md`,
+/// "Batched receipts").
 /// Its place in the chain is not checked: `tessera_chain_verifier_verify_next`
 /// does. `TESSERA_VERIFY_MALFORMED`, `_BAD_SIGNATURE` or `_UNKNOWN_KEY`.
 ///
@@ -557,15 +561,17 @@ pub unsafe extern "C" fn tessera_receipt_verify(
         };
         // SAFETY: 32 readable bytes, by the caller.
         let pk = unsafe { read_array::<32>(public_key) };
-        verified(Receipt::verify(signed, &pk), |r| {
+        verified(Receipt::verify_any(signed, &pk), |r| {
             // SAFETY: valid for a write, by the caller.
             unsafe { out.write(tessera_receipt_info::from(&r)) }
         })
     })
 }
 
-/// Writes the hash the next receipt of the chain names (`prev_hash`):
-/// SHA-256 of the signed bytes, whatever they are (nothing is verified).
+/// Writes the hash the next receipt of the chain names (`prev_hash`): for a
+/// receipt signed alone (`TESSERA_RECEIPT_LEN` bytes) SHA-256 of its signed
+/// bytes, for a batched one SHA-256 of its 350-byte payload, for any other
+/// bytes SHA-256 of them (nothing is verified).
 ///
 /// # Safety
 /// `(receipt, len)` readable; `out` 32 writable bytes.
@@ -582,7 +588,7 @@ pub unsafe extern "C" fn tessera_receipt_hash(
             return TESSERA_NULL_ARGUMENT;
         };
         // SAFETY: 32 writable bytes, by the caller.
-        unsafe { write_array(out, &Receipt::hash(signed)) };
+        unsafe { write_array(out, &Receipt::link(signed)) };
         TESSERA_OK
     })
 }
@@ -643,11 +649,13 @@ pub unsafe extern "C" fn tessera_result_seal(
 
 // ----- the chain verifier ----------------------------------------------------
 
-/// Checks one provider key's receipts in order: signature, key, sequence,
-/// previous-receipt hash and (optionally) the requester nonce of each. Keep
-/// one per provider key.
+/// Checks one provider key's receipts in order, in either form: signature,
+/// key, sequence, previous-receipt hash and (optionally) the requester nonce
+/// of each. Keep one per provider key: it checks a batch statement's
+/// signature once for the batch's receipts.
 pub struct tessera_chain_verifier {
     inner: ReceiptVerifier,
+    statement: tessera_core::attest::StatementSlot,
 }
 
 /// Makes a chain verifier for the 32-byte `public_key` (from verified
@@ -677,14 +685,15 @@ pub unsafe extern "C" fn tessera_chain_verifier_new(
         new_handle(
             tessera_chain_verifier {
                 inner: ReceiptVerifier::new(pk, chain),
+                statement: None,
             },
             out,
         )
     })
 }
 
-/// Verifies the next receipt of the chain; on success the chain advances and
-/// the receipt is written to `out` (may be NULL). With `expected_nonce` (32
+/// Verifies the next receipt of the chain, in either form; on success the
+/// chain advances and the receipt is written to `out` (may be NULL). With `expected_nonce` (32
 /// bytes; NULL: any) the receipt must carry that requester nonce. Codes as
 /// `tessera_receipt_verify`, and `TESSERA_VERIFY_REPLAYED` (a sequence
 /// already seen), `_OUT_OF_ORDER` (a receipt is missing), `_BROKEN_CHAIN`
@@ -721,10 +730,14 @@ pub unsafe extern "C" fn tessera_chain_verifier_verify_next(
             // SAFETY: non-NULL, 32 readable bytes, by the caller.
             Some(unsafe { read_array::<32>(expected_nonce) })
         };
-        verified(v.inner.verify_next(signed, nonce.as_ref()), |r| {
-            // SAFETY: NULL or valid, by the caller.
-            unsafe { crate::boundary::write_opt(out, tessera_receipt_info::from(&r)) }
-        })
+        verified(
+            v.inner
+                .verify_next_any(signed, nonce.as_ref(), &mut v.statement),
+            |r| {
+                // SAFETY: NULL or valid, by the caller.
+                unsafe { crate::boundary::write_opt(out, tessera_receipt_info::from(&r)) }
+            },
+        )
     })
 }
 
@@ -1741,6 +1754,74 @@ mod tests {
         assert_eq!(chain_of(v).next_sequence, 4);
         unsafe { tessera_chain_verifier_free(v) };
         unsafe { tessera_chain_verifier_free(null_mut()) };
+    }
+
+    /// Receipts signed alone and in a batch make one chain through the C
+    /// ABI: each verifies alone, the chain verifier takes them in order, and
+    /// `tessera_receipt_hash` gives the link the next one names.
+    #[test]
+    fn batched_receipts_verify_and_chain_through_the_c_abi() {
+        use tessera_core::attest::{batch_leaf, batched_link, sign_batch, write_batched};
+        use tessera_core::attest::{BatchPath, BATCH_LEN, MAX_RECEIPT_LEN};
+        let mut s = signer(3);
+        let pk = s.public_key();
+        let first = sign_receipt(&sample_receipt(&mut s, ChainState::default(), 1), &mut s);
+        let mut chain = ChainState::default();
+        chain.advance(Receipt::hash(&first));
+        let mut payloads = Vec::new();
+        for job in 2..=4 {
+            let p = sample_receipt(&mut s, chain, job).encode_payload();
+            chain.advance(batched_link(&p));
+            payloads.push(p);
+        }
+        let leaves: Vec<_> = payloads.iter().map(batch_leaf).collect();
+        let mut paths = vec![BatchPath::new(); 3];
+        let mut statement = [0u8; BATCH_LEN];
+        sign_batch(&mut s, 2, &leaves, &mut paths, &mut statement).unwrap();
+        let mut all = vec![first.to_vec()];
+        for (i, p) in payloads.iter().enumerate() {
+            let mut out = [0u8; MAX_RECEIPT_LEN];
+            let n = write_batched(&statement, i as u32, &paths[i], p, &mut out).unwrap();
+            all.push(out[..n].to_vec());
+        }
+        let v = verifier(&pk, None);
+        for (i, r) in all.iter().enumerate() {
+            let mut info = sentinel::<tessera_receipt_info>();
+            info.size = size_of::<tessera_receipt_info>();
+            let code =
+                unsafe { tessera_receipt_verify(r.as_ptr(), r.len(), pk.as_ptr(), &mut info) };
+            assert_eq!(code, TESSERA_OK, "receipt {i} alone");
+            assert_eq!(info.sequence, i as u64 + 1);
+            let code = unsafe {
+                tessera_chain_verifier_verify_next(v, r.as_ptr(), r.len(), null(), null_mut())
+            };
+            assert_eq!(code, TESSERA_OK, "receipt {i} in the chain");
+            let mut link = [0u8; 32];
+            assert_eq!(
+                unsafe { tessera_receipt_hash(r.as_ptr(), r.len(), link.as_mut_ptr()) },
+                TESSERA_OK
+            );
+            assert_eq!(chain_of(v).prev_hash, link);
+        }
+        assert_eq!(chain_of(v), chain);
+        // A batched receipt whose payload changed is refused, and the chain
+        // stays.
+        let mut bad = all[3].clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let code = unsafe {
+            tessera_receipt_verify(
+                bad.as_ptr(),
+                bad.len(),
+                pk.as_ptr(),
+                &mut tessera_receipt_info {
+                    size: size_of::<tessera_receipt_info>(),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_ne!(code, TESSERA_OK);
+        unsafe { tessera_chain_verifier_free(v) };
     }
 
     #[test]

@@ -24,7 +24,10 @@
 //!   `e2e.jobs_per_s_4_in_flight`: the same with four requesters
 //!   submitting at once (the agent takes up to four jobs), beside the
 //!   sequential rate, with the share of the wall time the executor (the
-//!   device) was running a job.
+//!   device) was running a job. `e2e.jobs_per_s_batched`: the same four in
+//!   flight through a coordinator that asks for batched receipts (up to 64
+//!   a batch, 1 ms the longest wait), every result still verified by its
+//!   requester, beside both rates, with the receipts each signature covered.
 //! - `e2e.coordinator_bytes_per_agent`: the resident memory a coordinator
 //!   grows by per admitted agent. A fresh coordinator process, which has run
 //!   no job, logs its count of connected providers (sessions whose evidence
@@ -201,6 +204,75 @@ fn agent<E: tessera_core::net::Executor>(
     }
 }
 
+/// A requester connected once the coordinator's agent is admitted: its
+/// first job succeeds (within 30 s).
+fn admitted(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Requester {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut r = Requester::connect(addr, tls.clone()).unwrap_or_else(|e| fail("requester", e));
+        let mut j = tiny_job();
+        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
+        if r.submit(&j).is_ok() {
+            return r;
+        }
+        if Instant::now() > deadline {
+            fail("first job", "no provider admitted");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `k` requesters submitting `n / k` tiny jobs each, back to back, every
+/// result verified (`Requester::submit`). Returns jobs per second and the
+/// signatures their receipts took: one per receipt signed alone, one per
+/// distinct batch statement.
+fn in_flight(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    n: usize,
+    k: usize,
+) -> (f64, usize) {
+    let per = n / k;
+    let t = Instant::now();
+    let receipts: Vec<Vec<Vec<u8>>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..k)
+            .map(|q| {
+                let tls = tls.clone();
+                s.spawn(move || {
+                    let mut r =
+                        Requester::connect(addr, tls).unwrap_or_else(|e| fail("requester", e));
+                    (0..per)
+                        .map(|i| {
+                            let mut j = tiny_job();
+                            j.nonce = [(q * per + i) as u8; 32];
+                            j.nonce[31] = q as u8;
+                            j.nonce[30] = (i >> 8) as u8;
+                            r.submit(&j)
+                                .unwrap_or_else(|e| fail("job in flight", e))
+                                .receipt
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| fail("requester", "panicked")))
+            .collect()
+    });
+    let wall = t.elapsed().as_secs_f64();
+    let mut statements = std::collections::HashSet::new();
+    let mut alone = 0;
+    for r in receipts.iter().flatten() {
+        if r.len() == tessera_core::attest::RECEIPT_LEN {
+            alone += 1;
+        } else {
+            statements.insert(r[..tessera_core::attest::BATCH_LEN].to_vec());
+        }
+    }
+    ((per * k) as f64 / wall, alone + statements.len())
+}
+
 fn main() {
     let iters: usize = std::env::var("TESSERA_BENCH_ITERS")
         .ok()
@@ -250,25 +322,10 @@ fn main() {
         inner: gpu,
         runs: runs_tx,
     };
-    let gpu_agent = agent(coordinator.addr, ca.clone(), 1, caps, gpu);
+    let gpu_agent = agent(coordinator.addr, ca.clone(), 1, caps.clone(), gpu);
     let tls = requester_tls(&Trust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e));
-    let mut requester = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
     // Wait for the agent to be admitted: the first job succeeds.
-    while requester.is_none() {
-        let mut r = Requester::connect(coordinator.addr, tls.clone())
-            .unwrap_or_else(|e| fail("requester", e));
-        let mut j = tiny_job();
-        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
-        if r.submit(&j).is_ok() {
-            requester = Some(r);
-        } else if Instant::now() > deadline {
-            fail("first job", "no provider admitted");
-        } else {
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let mut requester = requester.unwrap_or_else(|| fail("requester", "none"));
+    let mut requester = admitted(coordinator.addr, &tls);
     while runs.try_recv().is_ok() {}
 
     let mut e2e = Vec::with_capacity(iters);
@@ -391,36 +448,60 @@ fn main() {
     // same agent (which takes up to four at once): inputs of one job arrive
     // while another runs, outputs upload while the next runs.
     const IN_FLIGHT: usize = 4;
-    let per = n / IN_FLIGHT;
     while runs.try_recv().is_ok() {}
-    let t = Instant::now();
-    thread::scope(|s| {
-        for k in 0..IN_FLIGHT {
-            let tls = tls.clone();
-            let addr = coordinator.addr;
-            s.spawn(move || {
-                let mut r = Requester::connect(addr, tls).unwrap_or_else(|e| fail("requester", e));
-                for i in 0..per {
-                    let mut j = tiny_job();
-                    j.nonce = [(k * per + i) as u8; 32];
-                    j.nonce[31] = k as u8;
-                    r.submit(&j).unwrap_or_else(|e| fail("job in flight", e));
-                }
-            });
-        }
-    });
-    let wall = t.elapsed().as_secs_f64();
+    let (rate, _) = in_flight(coordinator.addr, &tls, n, IN_FLIGHT);
+    let wall = (n / IN_FLIGHT * IN_FLIGHT) as f64 / rate;
     // How busy the executor (the device) was: its runs' time over the wall
-    // time, and the same for the sequential jobs above.
+    // time.
     let busy: f64 = runs
         .try_iter()
         .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
         .sum();
     println!(
         "{{\"name\": \"e2e.jobs_per_s_4_in_flight\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"sequential\": {:.1}}}, \"executor_busy\": {:.3}}}",
-        (per * IN_FLIGHT) as f64 / wall,
+        rate,
         sequential_rate,
         busy / wall
+    );
+    drop(requester);
+    drop(gpu_agent);
+    drop(coordinator);
+
+    // The same four in flight with batched receipts: a coordinator that asks
+    // for batches of up to 64 receipts, each result waiting at most 1 ms.
+    let coordinator = CoordinatorProcess::start(
+        exe,
+        certs_dir,
+        None,
+        &[
+            "--batch-receipts".into(),
+            "64".into(),
+            "--batch-delay-us".into(),
+            "1000".into(),
+        ],
+    );
+    let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
+    let (runs_tx, runs) = channel();
+    let gpu = Timed {
+        inner: gpu,
+        runs: runs_tx,
+    };
+    let gpu_agent = agent(coordinator.addr, ca.clone(), 2, caps, gpu);
+    let requester = admitted(coordinator.addr, &tls);
+    while runs.try_recv().is_ok() {}
+    let (batched_rate, signatures) = in_flight(coordinator.addr, &tls, n, IN_FLIGHT);
+    let jobs = (n / IN_FLIGHT * IN_FLIGHT) as f64;
+    let busy: f64 = runs
+        .try_iter()
+        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
+        .sum();
+    println!(
+        "{{\"name\": \"e2e.jobs_per_s_batched\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"4_in_flight\": {:.1}, \"sequential\": {:.1}}}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
+        batched_rate,
+        rate,
+        sequential_rate,
+        jobs / signatures.max(1) as f64,
+        busy / (jobs / batched_rate)
     );
     eprintln!("({} timed jobs in {total:.1} s)", iters);
 

@@ -15,7 +15,7 @@ use tessera_core::attest::{ChainState, Ed25519Signer, Receipt, SignError, Signer
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME, MAX_JOBS};
 use tessera_core::testkit::JobDescription;
 use tessera_core::wire::{
-    BufferSpec, Cancel, ErrorMsg, FailReason, Goodbye, GoodbyeReason, Header, Heartbeat, JobRef,
+    Batching, BufferSpec, Cancel, ErrorMsg, FailReason, Goodbye, GoodbyeReason, Header, Heartbeat, JobRef,
     Message, ResultRefuse, Usage, Welcome,
 };
 use tessera_core::{Agent, Config, ConnState, Duration, Instant, Policy};
@@ -77,6 +77,11 @@ enum Action {
         heartbeat_ms: u32,
     },
     Ready,
+    /// The coordinator asks for batched receipts (version 2 sessions).
+    Batching {
+        max_receipts: u8,
+        max_delay_us: u16,
+    },
     /// The transport takes at most `max` queued bytes.
     Transmit {
         max: u16,
@@ -203,7 +208,7 @@ impl Fuzz {
             let frame: Vec<u8> = self.sent.drain(..h.frame_len()).collect();
             match Message::decode(&frame).expect("the agent sent a bad frame") {
                 Message::Receipt(r) => {
-                    let receipt = Receipt::verify(r.bytes, &self.public_key);
+                    let receipt = Receipt::verify_any(r.bytes, &self.public_key);
                     assert_eq!(receipt.map(|x| x.job), Ok(r.job), "bad receipt");
                 }
                 Message::OutputChunk(c) => {
@@ -265,7 +270,7 @@ impl Fuzz {
         if self.agent.connect(self.now).is_ok() {
             self.sent.clear();
             self.send(&Message::Welcome(Welcome {
-                version: 1,
+                version: 2,
                 challenge: [9; 32],
                 heartbeat_ms: 0,
             }));
@@ -408,6 +413,13 @@ fuzz_target!(|script: Script| {
                 heartbeat_ms,
             })),
             Action::Ready => f.send(&Message::Ready),
+            Action::Batching {
+                max_receipts,
+                max_delay_us,
+            } => f.send(&Message::Batching(Batching {
+                max_receipts: u16::from(max_receipts),
+                max_delay_us: u32::from(max_delay_us),
+            })),
             Action::Transmit { max } => f.transmit(Some(max as usize)),
             Action::Events => f.events(),
             Action::Output {

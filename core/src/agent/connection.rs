@@ -4,15 +4,17 @@
 
 use super::job::{Phase, Step};
 use super::{
-    Agent, CancelReason, ConnState, DisconnectReason, EventRecord, EVENT_RESERVE, TX_RESERVE,
+    Agent, CancelReason, ConnState, DisconnectReason, EventRecord, EVENT_RESERVE, HOST_CALL_EVENTS,
+    TX_RESERVE,
 };
 use crate::attest::{Evidence, Signer, EVIDENCE_LEN};
 use crate::error::{Error, InputError, PeerError, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS, RX_CAPACITY};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    Blob, DecodeError, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat, Hello,
-    JobId, JobOffer, Message, MessageType, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    Batching, Blob, DecodeError, Direction, ErrorMsg, Goodbye, GoodbyeReason, Header, Heartbeat,
+    Hello, JobId, JobOffer, Message, MessageType, Welcome, PROTOCOL_VERSION_MAX,
+    PROTOCOL_VERSION_MIN,
 };
 
 /// Bodies of the frames `small_frame` takes are at most this long: an
@@ -62,6 +64,11 @@ impl<S: Signer> Agent<S> {
             // `JobData` borrows the input buffer the new session reuses).
             return Err(Error::WouldBlock);
         }
+        if self.batch_due.is_some() {
+            // Results waiting for a batch signature are signed before the
+            // new session states the chain position (`Hello`, evidence).
+            self.sign_batch()?;
+        }
         if self.conn == ConnState::Closed {
             // A new session after a goodbye: the drain is over.
             self.draining = false;
@@ -71,6 +78,8 @@ impl<S: Signer> Agent<S> {
         self.epoch = self.epoch.wrapping_add(1);
         self.reset_input();
         self.tx.clear();
+        self.version = 0;
+        self.batching = Batching::default();
         self.conn = ConnState::AwaitingWelcome;
         self.last_rx = now;
         let hello = Message::Hello(Hello {
@@ -115,6 +124,11 @@ impl<S: Signer> Agent<S> {
     fn drop_connection(&mut self) {
         self.reset_input();
         self.conn = ConnState::Disconnected;
+        if self.batch_due.is_some() {
+            // Results waiting for a batch signature are signed at the next
+            // timer: no job ends in a batch of a session that is over.
+            self.batch_due = Some(Instant::ZERO);
+        }
         let mut i = 0;
         while i < self.jobs.len() {
             let job = &mut self.jobs[i];
@@ -156,7 +170,7 @@ impl<S: Signer> Agent<S> {
     /// A drain the coordinator asks for (its `Drain`) ends with
     /// `Disconnect(PeerDrained)` instead, unless the host asks too.
     pub fn drain(&mut self, now: Instant) -> Result<(), Error> {
-        self.require_event_room(1)?;
+        self.require_event_room(HOST_CALL_EVENTS)?;
         let before = self.host_drain;
         self.host_drain = true;
         if self.draining {
@@ -166,14 +180,17 @@ impl<S: Signer> Agent<S> {
             .inspect_err(|_| self.host_drain = before)
     }
 
-    /// Starts draining: `Drain` to the coordinator if `Ready`.
-    fn start_drain(&mut self, _now: Instant) -> Result<(), Error> {
+    /// Starts draining: `Drain` to the coordinator if `Ready`; receipts
+    /// waiting for a batch are signed now.
+    fn start_drain(&mut self, now: Instant) -> Result<(), Error> {
         if self.conn == ConnState::Ready {
             // Queue the notice before changing anything, so that a full queue
             // leaves the call to be repeated.
             self.enqueue(&Message::Drain)?;
         }
         self.draining = true;
+        self.maybe_sign_batch(now);
+        self.flush_outcomes();
         // With no job left the goodbye goes now; if the queue is full it goes
         // at the next timer (`handle_timeout` checks again).
         let _ = self.check_drained();
@@ -394,6 +411,7 @@ impl<S: Signer> Agent<S> {
         match msg {
             Message::Welcome(w) => self.on_welcome(now, w).map_err(|e| (e, 0)),
             Message::Ready => self.on_ready(now).map_err(|e| (e, 0)),
+            Message::Batching(b) => self.on_batching(now, b),
             Message::JobOffer(o) => self.on_offer(now, o),
             Message::JobAssign(a) => self.on_assign(a),
             Message::ResultAck(r) => self.on_ack(r.job),
@@ -465,6 +483,7 @@ impl<S: Signer> Agent<S> {
         if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&w.version) {
             return Err(Error::Peer(PeerError::UnsupportedVersion(w.version)));
         }
+        self.version = w.version;
         // Per session: 0 means the provider's own setting, whatever an
         // earlier session's coordinator asked for.
         self.heartbeat_interval = if w.heartbeat_ms > 0 {

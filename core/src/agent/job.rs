@@ -2,8 +2,9 @@
 //! of its states holds.
 
 use super::{JobState, Outcome};
-use crate::attest::{ChainState, RECEIPT_LEN};
-use crate::limits::CHUNK_SIZE;
+use crate::attest::{ChainState, BATCHED_RECEIPT_MIN_LEN};
+use crate::bounded::BoundedVec;
+use crate::limits::{CHUNK_SIZE, MAX_JOBS};
 use crate::merkle::RootBuilder;
 use crate::time::Instant;
 use crate::wire::{Digest, FailReason, JobAssign, JobId, JobOffer, Usage};
@@ -186,13 +187,31 @@ impl Upload {
     }
 }
 
+/// The longest receipt this agent holds: a batch covers at most the
+/// [`MAX_JOBS`] results it holds, so an audit path has at most
+/// `ceil(log2(MAX_JOBS))` hashes (573 bytes for 4 jobs).
+pub(super) const AGENT_RECEIPT_LEN: usize = BATCHED_RECEIPT_MIN_LEN + 32 * ceil_log2(MAX_JOBS);
+
+const fn ceil_log2(n: usize) -> usize {
+    let mut bits = 0;
+    while (1 << bits) < n {
+        bits += 1;
+    }
+    bits
+}
+
 /// A job's signed result, kept until the coordinator acknowledges it.
 #[derive(Clone, Debug)]
 pub(super) struct SignedResult {
     pub(super) outcome: Outcome,
     pub(super) usage: Usage,
     pub(super) price: u64,
-    pub(super) receipt: [u8; RECEIPT_LEN],
+    /// The signed receipt, in either form; while `signed` is false, the
+    /// receipt payload waiting for its batch's signature.
+    pub(super) receipt: BoundedVec<u8, AGENT_RECEIPT_LEN>,
+    /// Whether `receipt` is signed. An unsigned result holds back the
+    /// outcomes of later receipts, and its job's slot.
+    pub(super) signed: bool,
     /// The receipt chain right after this receipt.
     pub(super) chain_after: ChainState,
     /// The host stored the result (always true without `persist_results`).

@@ -18,6 +18,7 @@
 // the session with the coordinator (`connection`), jobs coming in
 // (`transfer`), outputs going out (`upload`), how jobs end (`outcome`), and
 // what the host drains (`queues`). `job` holds a job's state.
+mod batching;
 mod connection;
 mod job;
 mod outcome;
@@ -31,12 +32,13 @@ use self::job::Job;
 use self::queues::TxQueue;
 use self::transfer::InStream;
 pub use self::upload::{Sent, SentAll};
-use crate::attest::{ChainState, DeviceCapabilities, Signer, EVIDENCE_LEN, RECEIPT_LEN};
+use crate::attest::{ChainState, DeviceCapabilities, Signer, EVIDENCE_LEN, MAX_RECEIPT_LEN};
+use crate::bounded::BoundedVec;
 use crate::error::{ConfigError, Error, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS, MAX_JOBS, RX_CAPACITY, TX_CAPACITY};
 use crate::policy::Policy;
 use crate::time::{Duration, Instant};
-use crate::wire::{Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
+use crate::wire::{Batching, Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
 
 // Events are never dropped. Each call that queues events first checks that
 // the queue has room for the most it can queue plus `DISCONNECT_EVENTS`, and
@@ -49,15 +51,18 @@ use crate::wire::{Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
 const DISCONNECT_EVENTS: usize = MAX_JOBS + 1;
 /// Most events one frame of input queues: `Ready` and a `ResendOutputs` per
 /// job, or a disconnect (a `Drain`'s or an ack's goodbye, a protocol
-/// violation), or a job's three (the last chunk's `JobData`, then, when a
-/// root does not match, `CancelJob` and `PersistResult`).
+/// violation), or a job's `CancelJob` when an input does not match its
+/// digest, with a `PersistResult` for each job of the receipt batch its
+/// failure completes (else the last chunk's `JobData`), or the
+/// `PersistResult`s of the batch a `Batching` completes.
 const FRAME_EVENTS: usize = MAX_JOBS + 1;
 /// Most events `handle_timeout` queues: a `CancelJob` and a `PersistResult`
 /// per job, then one `Disconnect`.
 const TIMER_EVENTS: usize = 2 * MAX_JOBS + 1;
-/// Most events `finish_job` queues (`PersistResult`, `ResendOutputs`);
-/// `fail_job` and `drain` queue one.
-const HOST_CALL_EVENTS: usize = 2;
+/// Most events `finish_job` or `fail_job` queues: a `PersistResult` for
+/// each job of the receipt batch it completes (or its own), and a
+/// `ResendOutputs`; `drain` queues one.
+const HOST_CALL_EVENTS: usize = MAX_JOBS + 1;
 /// Free event slots `handle_input` keeps before reading another frame (and
 /// `connect` before opening a session).
 const EVENT_RESERVE: usize = 2 * MAX_JOBS + 4;
@@ -118,8 +123,9 @@ pub enum JobState {
     Running,
     /// The host is writing outputs (also after a reconnect, to send them again).
     Uploading,
-    /// Outcome signed and sent (or waiting for a connection); waiting for the
-    /// coordinator's acknowledgement.
+    /// Outcome signed and sent (or waiting for a connection, or for its
+    /// receipt batch's signature); waiting for the coordinator's
+    /// acknowledgement.
     AwaitingAck,
 }
 
@@ -321,6 +327,17 @@ pub struct Agent<S: Signer> {
     jobs: Vec<Job, MAX_JOBS>,
     chain: ChainState,
     evidence_hash: Digest,
+    /// The protocol version of this session (0 before `Welcome`).
+    version: u16,
+    /// How the coordinator asked this session's receipts to be batched
+    /// (`max_receipts` below 2: not at all).
+    batching: Batching,
+    /// When results wait for a batch signature: when the batch must be
+    /// signed (its oldest result's end plus the allowed delay, or a retry
+    /// after the signer failed).
+    batch_due: Option<Instant>,
+    /// The chain after the last result waiting for a batch signature.
+    batch_chain: ChainState,
     stats: Stats,
 }
 
@@ -364,6 +381,10 @@ impl<S: Signer> Agent<S> {
             jobs: Vec::new(),
             chain,
             evidence_hash: [0; 32],
+            version: 0,
+            batching: Batching::default(),
+            batch_due: None,
+            batch_chain: chain,
             stats: Stats::default(),
         })
     }
@@ -409,7 +430,9 @@ impl<S: Signer> Agent<S> {
         }
     }
 
-    /// The receipt chain position, to persist so that it survives restarts.
+    /// The receipt chain position, to persist so that it survives restarts:
+    /// after the last receipt signed (results waiting for a batch signature
+    /// are not part of it yet).
     pub fn chain(&self) -> ChainState {
         self.chain
     }
@@ -447,10 +470,12 @@ impl<S: Signer> Agent<S> {
             .map(|j| j.deadline)
     }
 
-    /// The signed receipt of a job that has ended, until it is acknowledged.
+    /// The signed receipt of a job that has ended, until it is acknowledged
+    /// (`None` while it waits for its batch's signature).
     pub fn job_receipt(&self, job: JobId) -> Option<&[u8]> {
         self.find(job)
             .and_then(|i| self.jobs[i].result())
+            .filter(|r| r.signed)
             .map(|r| &r.receipt[..])
     }
 
@@ -562,9 +587,10 @@ pub struct ResultRecord {
     pub usage: Usage,
     /// Price charged.
     pub price: u64,
-    /// The signed receipt.
+    /// The signed receipt, in either form (`docs/PROTOCOL.md`, "Batched
+    /// receipts"): 444 bytes signed alone, 509 to 765 batched.
     #[serde(with = "receipt_bytes")]
-    pub receipt: [u8; RECEIPT_LEN],
+    pub receipt: BoundedVec<u8, MAX_RECEIPT_LEN>,
     /// The device's receipt chain right after this receipt: the next sequence.
     pub next_sequence: u64,
     /// The device's receipt chain right after this receipt: this receipt's hash.
@@ -597,43 +623,48 @@ impl ResultRecord {
 }
 
 /// A record's receipt is written as a sequence of its bytes (a length, then
-/// each byte), as a `heapless::Vec<u8, RECEIPT_LEN>` is, so that records
-/// stored before the field became an array still read. A receipt of any
-/// other length does not decode: it could not verify.
+/// each byte), so that records stored before batched receipts still read. A
+/// receipt of neither form's length does not decode: it could not verify.
 mod receipt_bytes {
     use core::fmt;
 
     use serde::de::{Error as _, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
-    use crate::attest::RECEIPT_LEN;
+    use crate::attest::{is_receipt_len, MAX_RECEIPT_LEN};
+    use crate::bounded::BoundedVec;
 
-    pub fn serialize<S: Serializer>(receipt: &[u8; RECEIPT_LEN], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        receipt: &BoundedVec<u8, MAX_RECEIPT_LEN>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_seq(receipt.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; RECEIPT_LEN], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BoundedVec<u8, MAX_RECEIPT_LEN>, D::Error> {
         d.deserialize_seq(ReceiptVisitor)
     }
 
     struct ReceiptVisitor;
 
     impl<'de> Visitor<'de> for ReceiptVisitor {
-        type Value = [u8; RECEIPT_LEN];
+        type Value = BoundedVec<u8, MAX_RECEIPT_LEN>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a receipt of {RECEIPT_LEN} bytes")
+            write!(f, "a receipt of 444 or 509 to {MAX_RECEIPT_LEN} bytes")
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut receipt = [0u8; RECEIPT_LEN];
-            for (i, byte) in receipt.iter_mut().enumerate() {
-                *byte = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            let mut receipt = BoundedVec::new();
+            while let Some(byte) = seq.next_element::<u8>()? {
+                if receipt.push(byte).is_err() {
+                    return Err(A::Error::invalid_length(MAX_RECEIPT_LEN + 1, &self));
+                }
             }
-            if seq.next_element::<u8>()?.is_some() {
-                return Err(A::Error::invalid_length(RECEIPT_LEN + 1, &self));
+            if !is_receipt_len(receipt.len()) {
+                return Err(A::Error::invalid_length(receipt.len(), &self));
             }
             Ok(receipt)
         }
@@ -646,6 +677,67 @@ pub const MAX_RECORD_BYTES: usize = 2048;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The largest record (every field at its longest, a batched receipt
+    /// with the longest audit path) encodes within `MAX_RECORD_BYTES`.
+    #[test]
+    fn the_largest_record_fits() {
+        use crate::limits::{MAX_BUFFERS, MAX_ENTRY_POINT, MAX_PUSH_CONSTANTS, MAX_SPEC_CONSTANTS};
+        use crate::wire::{BufferSpec, KernelSpec};
+        let mut spec = JobAssign {
+            job: u64::MAX,
+            requester_nonce: [0xFF; 32],
+            kernel: KernelSpec {
+                len: u32::MAX,
+                root: [0xFF; 32],
+                entry_point: Default::default(),
+                specialization: Default::default(),
+                push_constants: Default::default(),
+                grid: [u32::MAX; 3],
+            },
+            buffers: Default::default(),
+            inputs_root: [0xFF; 32],
+        };
+        for _ in 0..MAX_ENTRY_POINT {
+            spec.kernel.entry_point.push('x').unwrap();
+        }
+        for _ in 0..MAX_SPEC_CONSTANTS {
+            spec.kernel.specialization.push((u32::MAX, u32::MAX)).unwrap();
+        }
+        for _ in 0..MAX_PUSH_CONSTANTS {
+            spec.kernel.push_constants.push(0xFF).unwrap();
+        }
+        for _ in 0..MAX_BUFFERS {
+            let b = BufferSpec {
+                binding: u32::MAX,
+                len: u64::MAX,
+                init_len: u64::MAX,
+                readback: true,
+            };
+            spec.buffers.push(b).unwrap();
+        }
+        let record = ResultRecord {
+            job: u64::MAX,
+            spec,
+            outcome: Outcome::Failed {
+                reason: FailReason::Host,
+                detail: u32::MAX,
+            },
+            usage: Usage {
+                gpu_time_us: u64::MAX,
+                dispatches: u32::MAX,
+                bytes_in: u64::MAX,
+                bytes_out: u64::MAX,
+            },
+            price: u64::MAX,
+            receipt: BoundedVec::from_slice(&[0xFF; MAX_RECEIPT_LEN]).unwrap(),
+            next_sequence: u64::MAX,
+            prev_hash: [0xFF; 32],
+        };
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let n = record.encode(&mut buf).expect("fits");
+        assert_eq!(ResultRecord::decode(&buf[..n]), Some(record));
+    }
 
     #[test]
     fn agent_size_is_bounded() {

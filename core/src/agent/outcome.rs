@@ -3,11 +3,16 @@
 //! the coordinator acknowledges or refuses it; result records carry it
 //! across restarts.
 
-use super::job::{first_readback, Job, PendingFailure, Phase, SignedResult, Step, Upload};
+use super::job::{
+    first_readback, Job, PendingFailure, Phase, SignedResult, Step, Upload, AGENT_RECEIPT_LEN,
+};
 use super::{
     Agent, ConnState, EventRecord, Outcome, ResultRecord, EVENT_RESERVE, HOST_CALL_EVENTS,
 };
-use crate::attest::{result_hash, result_seal, Receipt, ReceiptStatus, Signer, RECEIPT_LEN};
+use crate::attest::{
+    batched_link, result_hash, result_seal, Receipt, ReceiptStatus, Signer, RECEIPT_LEN,
+};
+use crate::bounded::BoundedVec;
 use crate::error::{Error, PeerError, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS};
 use crate::time::{Duration, Instant};
@@ -68,6 +73,7 @@ impl<S: Signer> Agent<S> {
                 output_root,
             };
             self.sign_outcome(now, i, outcome, usage)?;
+            self.maybe_sign_batch(now);
         }
         if fresh_connection || output_len == 0 {
             self.flush_outcomes();
@@ -97,7 +103,7 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
-        self.require_event_room(1)?;
+        self.require_event_room(HOST_CALL_EVENTS)?;
         let i = self.live_job_index(id)?;
         let job = &self.jobs[i];
         let (Some(Step::Running { started_at, .. }) | Some(Step::Uploading { started_at, .. })) =
@@ -123,6 +129,7 @@ impl<S: Signer> Agent<S> {
         usage: Usage,
     ) -> Result<(), Error> {
         self.sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)?;
+        self.maybe_sign_batch(now);
         self.flush_outcomes();
         Ok(())
     }
@@ -161,7 +168,10 @@ impl<S: Signer> Agent<S> {
 
     /// Signs the receipt of a job whose result is not signed yet, for
     /// `outcome` and the metered `usage` (the transfer sizes are the job's),
-    /// and moves it to `AwaitingAck`, its outcome not yet sent.
+    /// and moves it to `AwaitingAck`, its outcome not yet sent. When the
+    /// session batches receipts and another job could join a batch (or
+    /// results already wait for one), the receipt payload waits for the
+    /// batch's signature instead ([`Agent::maybe_sign_batch`]).
     fn sign_outcome(
         &mut self,
         now: Instant,
@@ -169,6 +179,13 @@ impl<S: Signer> Agent<S> {
         outcome: Outcome,
         usage: Usage,
     ) -> Result<(), Error> {
+        let batch = self.batch_due.is_some() || (self.batching_on() && self.live_job_besides(i));
+        let at = if self.batch_due.is_some() {
+            self.batch_chain
+        } else {
+            self.chain
+        };
+        let batch_due = self.batch_due.unwrap_or(now + self.batch_delay());
         let job = &mut self.jobs[i];
         let id = job.id;
         let Phase::Assigned { spec, step } = &mut job.phase else {
@@ -224,9 +241,31 @@ impl<S: Signer> Agent<S> {
             ended_at: now.micros,
             evidence_hash: job.evidence_hash,
             key_id: self.key_id,
-            sequence: self.chain.next_sequence,
-            prev_hash: self.chain.prev_hash,
+            sequence: at.next_sequence,
+            prev_hash: at.prev_hash,
         };
+        let persist = self.config.persist_results;
+        if batch {
+            let payload = receipt.encode_payload();
+            let mut after = at;
+            after.advance(batched_link(&payload));
+            self.batch_chain = after;
+            self.batch_due = Some(batch_due);
+            *step = Step::AwaitingAck {
+                result: SignedResult {
+                    outcome,
+                    usage,
+                    price,
+                    // The payload is shorter than any receipt: it fits.
+                    receipt: BoundedVec::from_slice(&payload).unwrap_or_default(),
+                    signed: false,
+                    chain_after: after,
+                    persisted: !persist,
+                },
+                unsent: true,
+            };
+            return Ok(());
+        }
         let mut signed = [0u8; RECEIPT_LEN];
         let n = receipt
             .sign(&mut self.signer, &mut signed)
@@ -234,13 +273,14 @@ impl<S: Signer> Agent<S> {
         // Every receipt is RECEIPT_LEN bytes (its payload has one length).
         debug_assert_eq!(n, RECEIPT_LEN);
         self.chain.advance(Receipt::hash(&signed[..n]));
-        let persist = self.config.persist_results;
+        self.batch_chain = self.chain;
         *step = Step::AwaitingAck {
             result: SignedResult {
                 outcome,
                 usage,
                 price,
-                receipt: signed,
+                receipt: BoundedVec::from_slice(&signed).unwrap_or_default(),
+                signed: true,
                 chain_after: self.chain,
                 persisted: !persist,
             },
@@ -274,14 +314,15 @@ impl<S: Signer> Agent<S> {
     pub fn result_record(&self, id: JobId) -> Option<ResultRecord> {
         let job = &self.jobs[self.find(id)?];
         let spec = job.spec()?;
-        let result = job.result()?;
+        let result = job.result().filter(|r| r.signed)?;
         Some(ResultRecord {
             job: id,
             spec: spec.clone(),
             outcome: result.outcome,
             usage: result.usage,
             price: result.price,
-            receipt: result.receipt,
+            // Shorter than any receipt's longest form: it fits.
+            receipt: BoundedVec::from_slice(&result.receipt).unwrap_or_default(),
             next_sequence: result.chain_after.next_sequence,
             prev_hash: result.chain_after.prev_hash,
         })
@@ -305,6 +346,10 @@ impl<S: Signer> Agent<S> {
             // Events must be drained first: the resend asks the host by one.
             return Err(Error::WouldBlock);
         }
+        // A receipt this agent could not have signed (a longer audit path
+        // than its batches make) cannot be held.
+        let receipt = BoundedVec::from_slice(&record.receipt)
+            .map_err(|_| Error::Usage(UsageError::CapacityExceeded))?;
         let job = Job {
             id: record.job,
             max_price: record.price,
@@ -321,7 +366,8 @@ impl<S: Signer> Agent<S> {
                         outcome: record.outcome,
                         usage: record.usage,
                         price: record.price,
-                        receipt: record.receipt,
+                        receipt,
+                        signed: true,
                         chain_after: record.chain_after(),
                         persisted: true,
                     },
@@ -373,7 +419,7 @@ impl<S: Signer> Agent<S> {
             else {
                 return;
             };
-            if !result.persisted || self.tx.free() < MAX_OUTCOME_BYTES {
+            if !result.signed || !result.persisted || self.tx.free() < MAX_OUTCOME_BYTES {
                 return;
             }
             let first = match result.outcome {
@@ -457,5 +503,5 @@ impl<S: Signer> Agent<S> {
 }
 
 /// Bytes of the three outcome frames (outcome, usage, receipt) of one job.
-const MAX_OUTCOME_BYTES: usize = 3 * HEADER_LEN + 64 + 64 + 16 + RECEIPT_LEN;
+const MAX_OUTCOME_BYTES: usize = 3 * HEADER_LEN + 64 + 64 + 16 + AGENT_RECEIPT_LEN;
 const _: () = assert!(MAX_OUTCOME_BYTES <= crate::limits::TX_CAPACITY);

@@ -107,6 +107,9 @@ impl<S: Signer> Agent<S> {
         {
             consider(job.deadline);
         }
+        if let Some(due) = self.batch_due {
+            consider(due);
+        }
         next
     }
 
@@ -167,6 +170,8 @@ impl<S: Signer> Agent<S> {
             self.end_failed_or_retry(now, i, reason, 0, usage);
             i += 1;
         }
+        self.maybe_sign_batch(now);
+        self.flush_outcomes();
         if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {
             self.disconnect(DisconnectReason::PeerSilent);
             return;

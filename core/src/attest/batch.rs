@@ -30,6 +30,19 @@ pub const BATCH_LEN: usize = sign1_len(BATCH_PAYLOAD_LEN);
 pub const BATCHED_RECEIPT_MIN_LEN: usize = BATCH_LEN + 4 + 1 + RECEIPT_PAYLOAD_LEN;
 /// The longest batched receipt.
 pub const BATCHED_RECEIPT_MAX_LEN: usize = BATCHED_RECEIPT_MIN_LEN + 32 * MAX_BATCH_PATH;
+/// The longest receipt in either form (a batched one).
+pub const MAX_RECEIPT_LEN: usize = BATCHED_RECEIPT_MAX_LEN;
+const _: () = assert!(MAX_RECEIPT_LEN > super::RECEIPT_LEN);
+
+/// Whether `len` is the length of a receipt in one of its two forms:
+/// [`RECEIPT_LEN`](super::RECEIPT_LEN) signed alone, or
+/// [`BATCHED_RECEIPT_MIN_LEN`] plus 32 per path hash (at most
+/// [`MAX_BATCH_PATH`]) batched.
+pub fn is_receipt_len(len: usize) -> bool {
+    len == super::RECEIPT_LEN
+        || (BATCHED_RECEIPT_MIN_LEN..=BATCHED_RECEIPT_MAX_LEN).contains(&len)
+            && (len - BATCHED_RECEIPT_MIN_LEN) % 32 == 0
+}
 
 /// What a batch's signature covers: `count` receipt payloads of one key, with
 /// consecutive sequence numbers from `first_sequence`, by the RFC 9162 root
@@ -322,6 +335,98 @@ impl Receipt {
             Ok(b) => b.link(),
             Err(_) => sha256(bytes),
         }
+    }
+}
+
+/// The last batch statement whose signature verified, kept by its exact
+/// bytes: a batch's receipts arrive together, and each carries the same
+/// statement. Keep one per provider key (a hit also checks the key).
+pub type StatementSlot = Option<([u8; BATCH_LEN], ReceiptBatch)>;
+
+/// A receipt whose signature verified under a key ([`Receipt::verify_cached`]):
+/// what [`ReceiptVerifier::accept`](super::ReceiptVerifier::accept) takes
+/// without checking the signature again. Only verification makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    receipt: Receipt,
+    public_key: [u8; 32],
+    link: Digest,
+}
+
+impl VerifiedReceipt {
+    /// The receipt's fields.
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
+    /// The key its signature verified under.
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
+    /// The link it makes in its key's chain ([`Receipt::link`]).
+    pub fn link(&self) -> Digest {
+        self.link
+    }
+}
+
+impl Receipt {
+    /// [`Receipt::verify_any`], sparing the signature check of a batch
+    /// statement whose bytes equal `last` (verified before under the same
+    /// key), and keeping each statement verified afresh in `last`. The result
+    /// carries the receipt's link, for a [`ReceiptVerifier`](super::ReceiptVerifier)
+    /// to accept without a second signature check.
+    pub fn verify_cached(
+        bytes: &[u8],
+        public_key: &[u8; 32],
+        last: &mut StatementSlot,
+    ) -> Result<VerifiedReceipt, VerifyError> {
+        if bytes.len() == super::RECEIPT_LEN {
+            let receipt = Receipt::verify(bytes, public_key)?;
+            return Ok(VerifiedReceipt {
+                receipt,
+                public_key: *public_key,
+                link: Receipt::hash(bytes),
+            });
+        }
+        let parts = BatchedReceipt::parse(bytes)?;
+        let batch = match last {
+            Some((signed, batch))
+                if signed[..] == *parts.batch && batch.key_id == super::key_id(public_key) =>
+            {
+                *batch
+            }
+            _ => {
+                let batch = ReceiptBatch::verify(parts.batch, public_key)?;
+                let mut signed = [0u8; BATCH_LEN];
+                signed.copy_from_slice(parts.batch);
+                *last = Some((signed, batch));
+                batch
+            }
+        };
+        let receipt = parts.verify_in(&batch)?;
+        Ok(VerifiedReceipt {
+            receipt,
+            public_key: *public_key,
+            link: parts.link(),
+        })
+    }
+}
+
+impl super::ReceiptVerifier {
+    /// The chain rules (and the nonce, when given) for a receipt whose
+    /// signature verified already; on success the chain advances.
+    /// `UnknownKey` when it verified under another key than this verifier's.
+    pub fn accept(
+        &mut self,
+        verified: &VerifiedReceipt,
+        expected_nonce: Option<&Nonce>,
+    ) -> Result<Receipt, VerifyError> {
+        if verified.public_key != *self.public_key() {
+            return Err(VerifyError::UnknownKey);
+        }
+        self.advance_with(&verified.receipt, expected_nonce, verified.link)?;
+        Ok(verified.receipt)
     }
 }
 
@@ -708,5 +813,54 @@ mod tests {
         );
         assert_eq!(v.chain().next_sequence, 2);
         v.verify_next_batched(&rs[1], None, &mut slot).unwrap();
+    }
+
+    /// `verify_cached` then `accept` checks what `verify_next_any` checks,
+    /// over a chain of both forms: each receipt's signature once, the
+    /// statement's once per batch.
+    #[test]
+    fn verified_receipts_are_accepted_without_a_second_check() {
+        let mut s = signer(1);
+        let pk = s.public_key();
+        let first_signed = sign_receipt(&receipt(&s, ChainState::default(), 1), &mut s);
+        let mut chain = ChainState::default();
+        chain.advance(Receipt::hash(&first_signed));
+        let (ps, _) = payloads(&s, chain, 3);
+        let mut all = vec![first_signed.to_vec()];
+        all.extend(batched(&mut s, &ps));
+        let mut v = ReceiptVerifier::new(pk, ChainState::default());
+        let mut w = ReceiptVerifier::new(pk, ChainState::default());
+        let (mut slot, mut slot2): (Slot, Slot) = (None, None);
+        for bytes in &all {
+            let verified = Receipt::verify_cached(bytes, &pk, &mut slot).unwrap();
+            assert_eq!(verified.link(), Receipt::link(bytes));
+            assert_eq!(
+                v.accept(&verified, None),
+                w.verify_next_any(bytes, None, &mut slot2)
+            );
+            // Accepted once: the same receipt again is a replay.
+            assert_eq!(v.accept(&verified, None), Err(VerifyError::Replayed));
+        }
+        assert_eq!(v.chain(), w.chain());
+    }
+
+    /// A verified receipt is accepted only by its key's verifier, and a
+    /// statement kept for one key spares no check under another.
+    #[test]
+    fn verification_under_one_key_does_not_count_for_another() {
+        let mut s = signer(1);
+        let other = signer(2).public_key();
+        let (ps, _) = payloads(&s, ChainState::default(), 2);
+        let rs = batched(&mut s, &ps);
+        let mut slot: Slot = None;
+        let verified = Receipt::verify_cached(&rs[0], &s.public_key(), &mut slot).unwrap();
+        let mut theirs = ReceiptVerifier::new(other, ChainState::default());
+        assert_eq!(theirs.accept(&verified, None), Err(VerifyError::UnknownKey));
+        assert_eq!(theirs.chain(), ChainState::default());
+        // The slot holds the statement verified under the first key.
+        assert_eq!(
+            Receipt::verify_cached(&rs[1], &other, &mut slot),
+            Err(VerifyError::UnknownKey)
+        );
     }
 }

@@ -14,9 +14,10 @@ mod receipt;
 mod signer;
 
 pub use batch::{
-    batch_leaf, batch_paths, batched_link, sign_batch, write_batched, BatchPath, BatchedReceipt,
-    ReceiptBatch, BATCHED_RECEIPT_MAX_LEN, BATCHED_RECEIPT_MIN_LEN, BATCH_DOMAIN, BATCH_LEN,
-    BATCH_PAYLOAD_LEN, MAX_BATCH, MAX_BATCH_PATH,
+    batch_leaf, batch_paths, batched_link, is_receipt_len, sign_batch, write_batched, BatchPath,
+    BatchedReceipt, ReceiptBatch, StatementSlot, VerifiedReceipt, BATCHED_RECEIPT_MAX_LEN,
+    BATCHED_RECEIPT_MIN_LEN, BATCH_DOMAIN, BATCH_LEN, BATCH_PAYLOAD_LEN, MAX_BATCH, MAX_BATCH_PATH,
+    MAX_RECEIPT_LEN,
 };
 pub use cose::{Sign1, COSE_OVERHEAD};
 pub use evidence::{DeviceCapabilities, DeviceType, Evidence, EVIDENCE_LEN, EVIDENCE_PAYLOAD_LEN};

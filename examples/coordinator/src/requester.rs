@@ -16,7 +16,9 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use tessera_core::attest::{verify_output_chunk, Evidence, Receipt, ReceiptStatus, VerifyError};
+use tessera_core::attest::{
+    verify_output_chunk, Evidence, Receipt, ReceiptStatus, StatementSlot, VerifyError,
+};
 use tessera_core::job;
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle::{leaf_hash, prove, root_of_buffers};
@@ -324,10 +326,15 @@ pub fn verify_result(job: &Submit, result: &JobResult) -> Result<ResultCheck, Re
 /// verified verify again. Only the signature check is spared; everything
 /// [`verify_result`] compares (the key, the challenge the coordinator
 /// reports, the receipt's naming of this evidence) is compared for every
-/// result, and bytes differing anywhere are verified afresh.
+/// result, and bytes differing anywhere are verified afresh. Likewise the
+/// last batch statement of each of the last [`EvidenceCache::CAPACITY`]
+/// providers: the receipts of a batch ("Batched receipts") carry one
+/// statement, whose signature is then checked once, while each receipt's
+/// place in it is checked every time.
 #[derive(Debug, Default)]
 pub struct EvidenceCache {
     verified: VecDeque<(Vec<u8>, Evidence)>,
+    statements: VecDeque<([u8; 32], StatementSlot)>,
 }
 
 impl EvidenceCache {
@@ -345,6 +352,27 @@ impl EvidenceCache {
         }
         self.verified.push_back((bytes.to_vec(), evidence.clone()));
         Ok(evidence)
+    }
+
+    /// [`Receipt::verify_any`], skipping the signature of a batch statement
+    /// verified before under the same key.
+    pub fn verify_receipt(
+        &mut self,
+        bytes: &[u8],
+        public_key: &[u8; 32],
+    ) -> Result<Receipt, VerifyError> {
+        let at = match self.statements.iter().position(|(k, _)| k == public_key) {
+            Some(i) => i,
+            None => {
+                if self.statements.len() >= Self::CAPACITY {
+                    self.statements.pop_front();
+                }
+                self.statements.push_back((*public_key, None));
+                self.statements.len() - 1
+            }
+        };
+        let slot = &mut self.statements[at].1;
+        Receipt::verify_cached(bytes, public_key, slot).map(|v| *v.receipt())
     }
 }
 
@@ -364,7 +392,8 @@ pub fn verify_result_with(
     if evidence.challenge != result.evidence_challenge {
         return Err(ResultCheckError::ChallengeMismatch);
     }
-    let receipt = Receipt::verify_any(&result.receipt, &result.provider_public_key)
+    let receipt = cache
+        .verify_receipt(&result.receipt, &result.provider_public_key)
         .map_err(ResultCheckError::Receipt)?;
     if receipt.status != ReceiptStatus::Completed {
         return Err(ResultCheckError::NotCompleted);

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
+use tessera_core::wire::Batching;
 
 use crate::budget::Budget;
 use crate::conn::Notify;
@@ -97,6 +98,12 @@ pub struct Config {
     /// receipts) is pruned after this long; with `state_dir` its chain
     /// position is read back when it returns. Default 1 h.
     pub key_retention: Duration,
+    /// Asked of every provider that speaks protocol version 2: sign the
+    /// receipts of jobs that end together in batches of at most
+    /// `max_receipts`, each result waiting at most `max_delay_us` for its
+    /// batch (`docs/PROTOCOL.md`, "Batched receipts"). Default off
+    /// (`max_receipts` 0): every receipt signed alone.
+    pub batching: Batching,
 }
 
 impl Config {
@@ -124,6 +131,7 @@ impl Config {
             max_buffered_bytes: 1 << 30,
             max_known_keys: 1024,
             key_retention: Duration::from_secs(3600),
+            batching: Batching::default(),
         }
     }
 
@@ -165,6 +173,7 @@ impl fmt::Debug for Config {
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("max_known_keys", &self.max_known_keys)
             .field("key_retention", &self.key_retention)
+            .field("batching", &self.batching)
             .finish_non_exhaustive()
     }
 }
@@ -328,6 +337,7 @@ impl Coordinator {
             provider_silence: config.provider_silence,
             max_known_keys: config.max_known_keys,
             key_retention: config.key_retention,
+            batching: config.batching,
         };
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(settings, store)),

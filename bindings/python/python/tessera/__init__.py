@@ -64,6 +64,7 @@ from ._types import (
     MAX_RECORD_BYTES,
     MAX_SPEC_CONSTANTS,
     RECEIPT_LEN,
+    RECEIPT_MAX_LEN,
     TRANSMIT_BUFFER,
     BufferSpec,
     CancelReason,
@@ -124,7 +125,7 @@ __all__ = [
     "version", "DECLARED_VERSION", "__version__",
     "CHUNK_SIZE", "EVIDENCE_LEN", "KEY_PKCS8_LEN", "MAX_BUFFERS", "MAX_ENTRY_POINT", "MAX_FRAME",
     "MAX_INPUT_PIECE", "MAX_JOBS", "MAX_PROOF_LEN", "MAX_PUSH_CONSTANTS", "MAX_RECORD_BYTES",
-    "MAX_SPEC_CONSTANTS", "RECEIPT_LEN", "TRANSMIT_BUFFER",
+    "MAX_SPEC_CONSTANTS", "RECEIPT_LEN", "RECEIPT_MAX_LEN", "TRANSMIT_BUFFER",
     # values
     "Managed", "BufferSpec", "ChainState", "Device", "Policy", "Usage",
     "CancelReason", "ConnState", "DeviceType", "DisconnectReason", "EventKind", "FailReason",

@@ -25,8 +25,11 @@ TRANSMIT_BUFFER: int = int(lib.TESSERA_TRANSMIT_BUFFER)
 MAX_JOBS: int = int(lib.TESSERA_MAX_JOBS)
 #: Most buffers of one job.
 MAX_BUFFERS: int = int(lib.TESSERA_MAX_BUFFERS)
-#: Bytes of a signed receipt.
+#: Bytes of a receipt signed alone.
 RECEIPT_LEN: int = int(lib.TESSERA_RECEIPT_LEN)
+#: Most bytes of a receipt in either form (batched: 509 plus 32 per
+#: audit-path hash).
+RECEIPT_MAX_LEN: int = int(lib.TESSERA_RECEIPT_MAX_LEN)
 #: Bytes of signed evidence.
 EVIDENCE_LEN: int = int(lib.TESSERA_EVIDENCE_LEN)
 #: Bytes of the PKCS#8 document `generate_key` returns.

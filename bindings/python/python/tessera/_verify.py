@@ -176,8 +176,10 @@ def evidence_hash(evidence: Buffer) -> bytes:
 
 def verify_receipt(receipt: Buffer, public_key: Buffer) -> ReceiptInfo:
     """Verifies one receipt's form and signature under the 32-byte
-    `public_key`, and that its payload names that key. Its place in the
-    chain is `ChainVerifier`'s to check."""
+    `public_key`, and that its payload names that key: signed alone
+    (`RECEIPT_LEN` bytes) or batched (509 to `RECEIPT_MAX_LEN` bytes, one
+    signature over a batch of jobs). Its place in the chain is
+    `ChainVerifier`'s to check."""
     view, n = readable(receipt, "receipt")
     info = _receipt_info()
     check(lib.tessera_receipt_verify(view, n, fixed(public_key, 32, "public_key"), info))
@@ -185,8 +187,9 @@ def verify_receipt(receipt: Buffer, public_key: Buffer) -> ReceiptInfo:
 
 
 def receipt_hash(receipt: Buffer) -> bytes:
-    """SHA-256 of a receipt's bytes: what the next receipt of the chain
-    names as `prev_hash` (nothing is verified)."""
+    """What the next receipt of the chain names as `prev_hash`: SHA-256 of
+    a receipt's bytes when signed alone, of its payload when batched
+    (nothing is verified)."""
     view, n = readable(receipt, "receipt")
     out = ffi.new("uint8_t[32]")
     check(lib.tessera_receipt_hash(view, n, out))

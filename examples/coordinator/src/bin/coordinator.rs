@@ -20,6 +20,9 @@ usage: tessera-coordinator [options]
   --state-dir DIR        keep providers' receipt-chain positions across restarts
   --heartbeat-ms N       heartbeat interval asked of providers (default 5000)
   --offer-timeout-ms N   time a provider has to answer an offer (default 5000)
+  --batch-receipts N     ask providers to sign up to N receipts at once (2..=256;
+                         default 0, each signed alone; protocol version 2)
+  --batch-delay-us N     the longest a result waits for its batch (default 2000)
   --max-connections N    connections open at once (default 1024)
   --max-connections-per-ip N
                          connections open at once from one address (default 128)
@@ -40,6 +43,8 @@ struct Args {
     state_dir: Option<PathBuf>,
     heartbeat_ms: u32,
     offer_timeout_ms: u64,
+    batch_receipts: u16,
+    batch_delay_us: u32,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     handshake_timeout_ms: Option<u64>,
@@ -61,6 +66,8 @@ fn parse() -> Result<Args, String> {
         state_dir: None,
         heartbeat_ms: 5000,
         offer_timeout_ms: 5000,
+        batch_receipts: 0,
+        batch_delay_us: 2000,
         max_connections: None,
         max_connections_per_ip: None,
         handshake_timeout_ms: None,
@@ -97,6 +104,13 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--offer-timeout-ms: not a number")?
             }
+            "--batch-receipts" => {
+                args.batch_receipts = number(&flag, value()?)?;
+                if args.batch_receipts > 256 {
+                    return Err("--batch-receipts: at most 256".into());
+                }
+            }
+            "--batch-delay-us" => args.batch_delay_us = number(&flag, value()?)?,
             "--max-connections" => args.max_connections = Some(number(&flag, value()?)?),
             "--max-connections-per-ip" => {
                 args.max_connections_per_ip = Some(number(&flag, value()?)?)
@@ -139,6 +153,10 @@ fn run(args: Args) -> Result<(), String> {
     let mut config = Config::new(args.listen, Arc::new(tls));
     config.heartbeat_ms = args.heartbeat_ms;
     config.offer_timeout = Duration::from_millis(args.offer_timeout_ms);
+    config.batching = tessera_core::wire::Batching {
+        max_receipts: args.batch_receipts,
+        max_delay_us: args.batch_delay_us,
+    };
     config.state_dir = args.state_dir;
     if let Some(n) = args.max_connections {
         config.max_connections = n;

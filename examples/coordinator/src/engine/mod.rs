@@ -19,15 +19,16 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 use tessera_core::attest::{
     key_id, ChainState, DeviceCapabilities, Evidence, Receipt, ReceiptStatus, ReceiptVerifier,
-    VerifyError,
+    StatementSlot, VerifiedReceipt, VerifyError,
 };
 use tessera_core::job;
 use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME, MAX_JOBS};
 use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
-    Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
+    Batching, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
     GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
-    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_BATCHING, PROTOCOL_VERSION_MAX,
+    PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
@@ -95,6 +96,9 @@ pub(crate) struct Settings {
     pub max_known_keys: usize,
     /// A disconnected provider's record is pruned after this long.
     pub key_retention: Duration,
+    /// Asked of providers speaking protocol version 2 at `Ready` when
+    /// `max_receipts` is 2 or more ("Batched receipts").
+    pub batching: Batching,
 }
 
 /// The answer to a requester, and the budget its bytes are counted in until
@@ -187,6 +191,8 @@ struct Session {
     /// Receipts this session sent for jobs not assigned to its key now
     /// (each one's signature checked, and its chain position stored).
     untracked_receipts: usize,
+    /// The protocol version chosen in `Welcome` (0 before).
+    version: u16,
 }
 
 struct EvidenceInfo {
@@ -212,7 +218,10 @@ struct KeyRecord {
     stated: Option<ChainState>,
     last_quote: Option<u64>,
     evidences: VecDeque<EvidenceInfo>,
-    parked: BTreeMap<u64, (JobId, Vec<u8>)>,
+    /// Receipts that arrived ahead of their predecessor, verified, by sequence.
+    parked: BTreeMap<u64, (JobId, Vec<u8>, VerifiedReceipt)>,
+    /// The last batch statement verified under this key.
+    statement: StatementSlot,
     done: HashMap<JobId, DoneEntry>,
     done_order: VecDeque<JobId>,
     /// When its last session ended (none while connected).
@@ -483,6 +492,7 @@ impl Engine {
                 draining: false,
                 load: None,
                 untracked_receipts: 0,
+                version: 0,
             },
         );
         sid
@@ -704,6 +714,7 @@ impl Engine {
                 challenge,
                 key_id: h.key_id,
             };
+            s.version = version;
         }
         self.send(
             sid,
@@ -767,6 +778,7 @@ impl Engine {
             last_quote: None,
             evidences: VecDeque::new(),
             parked: BTreeMap::new(),
+            statement: None,
             done: HashMap::new(),
             done_order: VecDeque::new(),
             disconnected_at: None,
@@ -830,9 +842,11 @@ impl Engine {
             log::info!("provider {} replaced session {old}", short(&key));
             self.close_session(old);
         }
+        let mut version = 0;
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.phase = Phase::Ready { key };
             s.last_heartbeat_sent = now;
+            version = s.version;
         }
         let waiting: Vec<JobId> = self
             .jobs
@@ -848,6 +862,9 @@ impl Engine {
             evidence.capabilities.features
         );
         self.send(sid, &Message::Ready);
+        if version >= PROTOCOL_VERSION_BATCHING && self.settings.batching.max_receipts >= 2 {
+            self.send(sid, &Message::Batching(self.settings.batching));
+        }
         for id in waiting {
             self.reoffer(id, now);
         }

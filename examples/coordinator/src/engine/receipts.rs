@@ -198,13 +198,23 @@ impl Engine {
                 return;
             }
         }
-        let receipt = match Receipt::verify_any(bytes, &key) {
-            Ok(r) if r.job == id => r,
+        // A batch's receipts carry one statement: its signature is checked
+        // once per key (the slot), each receipt's place in it every time.
+        let mut spare: StatementSlot = None;
+        let slot = match self.keys.get_mut(&key) {
+            Some(rec) => &mut rec.statement,
+            None => &mut spare,
+        };
+        let receipt = match Receipt::verify_cached(bytes, &key, slot) {
+            Ok(r) if r.receipt().job == id => r,
             Ok(r) => {
                 self.reject(
                     key,
                     id,
-                    format!("the receipt sent for job {id} names job {}", r.job),
+                    format!(
+                        "the receipt sent for job {id} names job {}",
+                        r.receipt().job
+                    ),
                     None,
                     now,
                 );
@@ -235,11 +245,12 @@ impl Engine {
         key: PublicKey,
         id: JobId,
         bytes: Vec<u8>,
-        receipt: Receipt,
+        verified: VerifiedReceipt,
         now: Instant,
     ) {
-        let mut next = Some((id, bytes, receipt));
-        while let Some((id, bytes, receipt)) = next.take() {
+        let mut next = Some((id, bytes, verified));
+        while let Some((id, bytes, verified)) = next.take() {
+            let receipt = verified.receipt();
             // Another job of this key that ended here but whose receipt has
             // not arrived may hold an earlier sequence number.
             let predecessor_pending = receipt.sequence > 1
@@ -265,7 +276,7 @@ impl Engine {
                     }
                     _ => {
                         if predecessor_pending && rec.parked.len() < MAX_PARKED {
-                            rec.parked.insert(receipt.sequence, (id, bytes));
+                            rec.parked.insert(receipt.sequence, (id, bytes, verified));
                             continue;
                         }
                         // A result signed before the evidence, with no
@@ -293,7 +304,7 @@ impl Engine {
             };
             let chain = verifier.chain();
             if receipt.sequence.saturating_add(1) == chain.next_sequence
-                && Receipt::link(&bytes) == chain.prev_hash
+                && verified.link() == chain.prev_hash
             {
                 // The last receipt this key's chain accepted, sent again (the
                 // acknowledgement was lost, perhaps to a coordinator restart):
@@ -307,7 +318,7 @@ impl Engine {
                 self.send_to_key(&key, &Message::ResultAck(JobRef { job: id }));
                 continue;
             }
-            match verifier.verify_next_any(&bytes, None, &mut None) {
+            match verifier.accept(&verified, None) {
                 Ok(_) => {
                     let chain = verifier.chain();
                     if rec.stated.is_some_and(|s| {
@@ -327,13 +338,9 @@ impl Engine {
                             log::error!("cannot store the chain of {}: {e}", short(&key));
                         }
                     }
-                    self.settle(key, id, &bytes, &receipt, now);
+                    self.settle(key, id, &bytes, receipt, now);
                     if let Some(rec) = self.keys.get_mut(&key) {
-                        if let Some((pid, pbytes)) = rec.parked.remove(&chain.next_sequence) {
-                            if let Ok(r) = Receipt::verify_any(&pbytes, &key) {
-                                next = Some((pid, pbytes, r));
-                            }
-                        }
+                        next = rec.parked.remove(&chain.next_sequence);
                     }
                 }
                 Err(VerifyError::OutOfOrder) if rec.parked.len() < MAX_PARKED => {
@@ -343,7 +350,8 @@ impl Engine {
                         verifier.chain().next_sequence,
                         short(&key)
                     );
-                    rec.parked.insert(receipt.sequence, (id, bytes));
+                    rec.parked
+                        .insert(receipt.sequence, (id, bytes, verified.clone()));
                 }
                 Err(VerifyError::Replayed) => {
                     // Signed by the key, older than the chain this

@@ -11,6 +11,10 @@ use tessera_core::wire::{MessageType, Requirements};
 use tessera_core::{Agent, Policy};
 
 fn engine() -> Engine {
+    engine_batching(Batching::default())
+}
+
+fn engine_batching(batching: Batching) -> Engine {
     Engine::new(
         Settings {
             heartbeat_ms: 1000,
@@ -20,6 +24,7 @@ fn engine() -> Engine {
             provider_silence: Duration::from_secs(20),
             max_known_keys: 1024,
             key_retention: Duration::from_secs(3600),
+            batching,
         },
         None,
     )
@@ -831,4 +836,108 @@ fn a_batched_receipt_is_verified_settled_and_delivered() {
     });
     assert!(matches!(answer, Response::Failed(_)), "{answer:?}");
     assert_eq!(e.stats().receipts_rejected, 1);
+}
+
+/// A coordinator set to batch receipts asks a version 2 provider at
+/// `Ready`; two jobs that end together come back under one statement, each
+/// verified by the engine (one statement check) and by its requester.
+#[test]
+fn a_provider_asked_to_batch_signs_jobs_that_end_together_once() {
+    let mut e = engine_batching(Batching {
+        max_receipts: 8,
+        max_delay_us: 1_000_000,
+    });
+    let (outbox, rx) = test_outbox();
+    let sid = open(&mut e, outbox, "test");
+    let mut h = harness();
+    h.host.auto_run = false;
+    h.agent.connect(h.now).expect("connect");
+    let mut batching_seen = false;
+    for _ in 0..10 {
+        for f in queued_frames(&rx) {
+            batching_seen |= f[3] == MessageType::Batching as u8;
+            h.send_raw(&f);
+        }
+        for f in h.pump() {
+            let msg = Message::decode(&f).expect("agent frames decode");
+            e.on_message(sid, msg, Instant::now());
+        }
+    }
+    assert_eq!(h.agent.state(), tessera_core::ConnState::Ready);
+    assert!(batching_seen, "Batching sent after Ready");
+
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, rx_b) = mpsc::channel();
+    submit(&mut e, job(1), tx_a);
+    submit(&mut e, job(2), tx_b);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert_eq!(h.agent.active_jobs(), 2, "both running");
+    // Both end; the second completes the batch.
+    let mut ids: Vec<u64> = h.host.job_host.jobs.keys().copied().collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2);
+    h.host.to_run.extend(ids);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let results: Vec<crate::protocol::JobResult> = [rx_a.try_recv(), rx_b.try_recv()]
+        .into_iter()
+        .map(|r| match response(r) {
+            Ok(Response::Result(r)) => r,
+            other => panic!("expected a result, got {other:?}"),
+        })
+        .collect();
+    let statement = tessera_core::attest::BATCH_LEN;
+    assert!(results
+        .iter()
+        .all(|r| r.receipt.len() == tessera_core::attest::BATCHED_RECEIPT_MIN_LEN + 32));
+    assert_eq!(
+        results[0].receipt[..statement],
+        results[1].receipt[..statement]
+    );
+    // The requester's cache checks the statement's signature once; a
+    // statement changed anywhere is checked afresh and refused.
+    let mut cache = crate::requester::EvidenceCache::default();
+    let mut forged = results[1].clone();
+    forged.receipt[statement - 1] ^= 1;
+    crate::requester::verify_result_with(&job(1), &results[0], &mut cache)
+        .expect("the requester agrees");
+    assert!(matches!(
+        crate::requester::verify_result_with(&job(2), &forged, &mut cache),
+        Err(crate::requester::ResultCheckError::Receipt(
+            VerifyError::BadSignature
+        ))
+    ));
+    crate::requester::verify_result_with(&job(2), &results[1], &mut cache)
+        .expect("the requester agrees");
+    let stats = e.stats();
+    assert_eq!((stats.receipts_verified, stats.receipts_rejected), (2, 0));
+    assert_eq!(h.agent.stats().jobs_completed, 2, "both acknowledged");
+}
+
+/// A provider that speaks only version 1 is not asked to batch.
+#[test]
+fn a_version_1_provider_is_not_asked_to_batch() {
+    let mut e = engine_batching(Batching {
+        max_receipts: 8,
+        max_delay_us: 1_000,
+    });
+    let (outbox, rx) = test_outbox();
+    let sid = open(&mut e, outbox, "test");
+    let hello = Hello {
+        min_version: 1,
+        max_version: 1,
+        agent_version: [0, 1, 0],
+        key_id: [0; 16],
+        next_sequence: 1,
+        prev_hash: [0; 32],
+    };
+    e.on_message(sid, Message::Hello(hello), Instant::now());
+    let frames = queued_frames(&rx);
+    let Ok(Message::Welcome(w)) = Message::decode(&frames[0]) else {
+        panic!("expected a welcome")
+    };
+    assert_eq!(w.version, 1);
+    // The full handshake with a version 2 agent does send it (above); here
+    // the engine's choice is what matters: version 1, so no `Batching`
+    // can follow its `Ready`.
+    assert!(frames.iter().all(|f| f[3] != MessageType::Batching as u8));
 }
