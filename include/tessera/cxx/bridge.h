@@ -1851,10 +1851,12 @@ private:
 // A chain verifier for a 32-byte public key, from `chain`.
 ::rust::Box<::tessera::bridge::ChainVerifier> new_chain_verifier(::rust::Slice<::std::uint8_t const> public_key, ::tessera::bridge::ChainState const &chain);
 
-// Verifies one receipt under a 32-byte public key.
+// Verifies one receipt (signed alone or batched) under a 32-byte
+// public key.
 ::tessera::bridge::ReceiptInfo verify_receipt(::rust::Slice<::std::uint8_t const> receipt, ::rust::Slice<::std::uint8_t const> public_key);
 
-// The hash the next receipt of the chain names.
+// The hash the next receipt of the chain names (of the signed
+// bytes alone, of the payload batched).
 ::std::array<::std::uint8_t, 32> receipt_hash(::rust::Slice<::std::uint8_t const> receipt) noexcept;
 
 // Verifies evidence answering a 32-byte challenge.
