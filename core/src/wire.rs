@@ -26,11 +26,11 @@ pub const MAGIC: [u8; 2] = *b"TS";
 pub const WIRE_VERSION: u8 = 1;
 /// Protocol versions this agent speaks (negotiated in `Hello`/`Welcome`).
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-/// Highest protocol version this agent speaks. Version 2 adds `Batching`
-/// (batched receipts); a version 1 session never carries it.
+/// Highest protocol version this agent speaks.
 pub const PROTOCOL_VERSION_MAX: u16 = 2;
-/// The first protocol version with `Batching`.
-pub const PROTOCOL_VERSION_BATCHING: u16 = 2;
+/// Protocol version 2: version 1 with `Batching` (batched receipts), and
+/// assignments a coordinator may send with their offer, before the answer.
+pub const PROTOCOL_VERSION_2: u16 = 2;
 
 /// A job's identifier, chosen by the coordinator. It must never repeat for a
 /// provider key: results outlive sessions and restarts, and receipts name it.

@@ -1765,12 +1765,12 @@ mod tests {
         use tessera_core::attest::{BatchPath, BATCH_LEN, MAX_RECEIPT_LEN};
         let mut s = signer(3);
         let pk = s.public_key();
-        let first = sign_receipt(&sample_receipt(&mut s, ChainState::default(), 1), &mut s);
+        let first = sign_receipt(&sample_receipt(&s, ChainState::default(), 1), &mut s);
         let mut chain = ChainState::default();
         chain.advance(Receipt::hash(&first));
         let mut payloads = Vec::new();
         for job in 2..=4 {
-            let p = sample_receipt(&mut s, chain, job).encode_payload();
+            let p = sample_receipt(&s, chain, job).encode_payload();
             chain.advance(batched_link(&p));
             payloads.push(p);
         }

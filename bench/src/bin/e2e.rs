@@ -9,8 +9,9 @@
 //! - `e2e.job_breakdown`: where a tiny job's time goes. The GPU executor
 //!   records when the provider's runtime handed it the job and when it
 //!   returned, on the same clock as the requester, so each job splits into
-//!   `to_executor` (submit, coordinator, offer, acceptance, assignment and
-//!   inputs, their hashing, the runtime's hand-over), `execute` (the
+//!   `to_executor` (submit, coordinator, offer with its assignment and
+//!   inputs (protocol version 2), acceptance, their hashing, the runtime's
+//!   hand-over), `execute` (the
 //!   dispatcher run) and `back_to_requester` (output hashing, the receipt's
 //!   signature, upload, the coordinator's receipt and chunk checks, the
 //!   result frame, the requester's checks), each a p50. Beside them, costs

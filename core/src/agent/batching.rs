@@ -17,7 +17,7 @@ use crate::bounded::BoundedVec;
 use crate::error::{Error, PeerError};
 use crate::limits::MAX_JOBS;
 use crate::time::{Duration, Instant};
-use crate::wire::{Batching, Digest, JobId, MessageType, PROTOCOL_VERSION_BATCHING};
+use crate::wire::{Batching, Digest, JobId, MessageType, PROTOCOL_VERSION_2};
 
 /// How long a batch whose signature failed waits before the next try.
 const SIGN_RETRY: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ impl<S: Signer> Agent<S> {
     /// waits) signs the results waiting now.
     pub(super) fn on_batching(&mut self, now: Instant, b: Batching) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::Batching)?;
-        if self.version < PROTOCOL_VERSION_BATCHING {
+        if self.version < PROTOCOL_VERSION_2 {
             return Err((
                 Error::Peer(PeerError::UnexpectedMessage(MessageType::Batching)),
                 0,

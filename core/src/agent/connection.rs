@@ -80,6 +80,7 @@ impl<S: Signer> Agent<S> {
         self.tx.clear();
         self.version = 0;
         self.batching = Batching::default();
+        self.declined.clear();
         self.conn = ConnState::AwaitingWelcome;
         self.last_rx = now;
         let hello = Message::Hello(Hello {

@@ -338,8 +338,15 @@ pub struct Agent<S: Signer> {
     batch_due: Option<Instant>,
     /// The chain after the last result waiting for a batch signature.
     batch_chain: ChainState,
+    /// Jobs this session declined lately (version 2): an assignment and
+    /// input chunks the coordinator sent with the offer, before the answer,
+    /// are dropped without an error.
+    declined: Deque<JobId, DECLINED_KEPT>,
     stats: Stats,
 }
+
+/// Declined jobs a session remembers ([`Agent`]'s `declined`).
+const DECLINED_KEPT: usize = 8;
 
 impl<S: Signer> Agent<S> {
     /// A disconnected agent. `chain` continues the device's receipt chain
@@ -385,6 +392,7 @@ impl<S: Signer> Agent<S> {
             batching: Batching::default(),
             batch_due: None,
             batch_chain: chain,
+            declined: Deque::new(),
             stats: Stats::default(),
         })
     }
@@ -702,7 +710,10 @@ mod tests {
             spec.kernel.entry_point.push('x').unwrap();
         }
         for _ in 0..MAX_SPEC_CONSTANTS {
-            spec.kernel.specialization.push((u32::MAX, u32::MAX)).unwrap();
+            spec.kernel
+                .specialization
+                .push((u32::MAX, u32::MAX))
+                .unwrap();
         }
         for _ in 0..MAX_PUSH_CONSTANTS {
             spec.kernel.push_constants.push(0xFF).unwrap();

@@ -11,7 +11,7 @@ use crate::limits::{
 use crate::time::{Duration, Instant};
 use crate::wire::{
     DecodeError, Digest, ErrorMsg, FailReason, Header, JobAssign, JobId, JobOffer, JobRef, Message,
-    MessageType, Usage,
+    MessageType, Usage, PROTOCOL_VERSION_2,
 };
 
 /// The `InputChunk` whose data is arriving: what its pieces are checked
@@ -60,6 +60,13 @@ impl<S: Signer> Agent<S> {
             }
             Err(reason) => {
                 self.stats.offers_declined += 1;
+                if self.version >= PROTOCOL_VERSION_2 {
+                    // Its assignment may follow (sent with the offer).
+                    if self.declined.is_full() {
+                        self.declined.pop_front();
+                    }
+                    let _ = self.declined.push_back(offer.job);
+                }
                 Err(reason)
             }
         };
@@ -71,6 +78,10 @@ impl<S: Signer> Agent<S> {
     pub(super) fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::JobAssign)?;
         let id = a.job;
+        if self.find(id).is_none() && self.declined.iter().any(|&d| d == id) {
+            // Sent with an offer this session declined: dropped.
+            return Ok(());
+        }
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;
@@ -125,6 +136,12 @@ impl<S: Signer> Agent<S> {
             return Err(malformed);
         }
         self.require_ready(MessageType::InputChunk)?;
+        if self.find(id).is_none() && self.declined.iter().any(|&d| d == id) {
+            // An input of an assignment dropped with its declined offer:
+            // the rest of the frame is skipped as it arrives.
+            self.rx_len = 0;
+            return Ok(());
+        }
         let i = self
             .find(id)
             .ok_or((Error::Peer(PeerError::UnknownJob(id)), id))?;

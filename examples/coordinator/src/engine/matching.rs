@@ -110,6 +110,7 @@ impl Engine {
                     session: 0,
                     since: now,
                     deadline_ms: 0,
+                    assigned: false,
                 },
                 candidates,
                 excluded: HashSet::new(),
@@ -144,14 +145,26 @@ impl Engine {
             let elapsed = u32::try_from(elapsed).unwrap_or(u32::MAX);
             let mut offer = job.offer;
             offer.deadline_ms = job.offer.deadline_ms.saturating_sub(elapsed).max(1);
+            // A small job goes to a version 2 provider with its offer.
+            let with_offer = session.version >= PROTOCOL_VERSION_2
+                && job.assign.bytes_in() <= ASSIGN_WITH_OFFER_MAX
+                && job.inputs.is_some();
             job.stage = Stage::Offering {
                 key,
                 session: sid,
                 since: now,
                 deadline_ms: offer.deadline_ms,
+                assigned: with_offer,
             };
+            let with_offer = with_offer.then(|| (job.assign.clone(), job.inputs.clone()));
             log::debug!("job {id}: offered to {}", short(&key));
             self.send(sid, &Message::JobOffer(offer));
+            if let Some((assign, inputs)) = with_offer {
+                self.send(sid, &Message::JobAssign(assign));
+                if let (Some(s), Some(inputs)) = (self.sessions.get(&sid), inputs) {
+                    s.outbox.send_inputs(InputStream::new(&inputs, id));
+                }
+            }
             return;
         }
         if let Some(job) = self.jobs.get_mut(&id) {
@@ -207,21 +220,23 @@ impl Engine {
         }
     }
 
-    /// The provider key and the offer's deadline of a job on offer on `sid`.
-    pub(super) fn offering(&self, sid: SessionId, id: JobId) -> Option<(PublicKey, u32)> {
+    /// The provider key, the offer's deadline, and whether the assignment
+    /// went with it, of a job on offer on `sid`.
+    pub(super) fn offering(&self, sid: SessionId, id: JobId) -> Option<(PublicKey, u32, bool)> {
         match self.jobs.get(&id)?.stage {
             Stage::Offering {
                 key,
                 session,
                 deadline_ms,
+                assigned,
                 ..
-            } if session == sid => Some((key, deadline_ms)),
+            } if session == sid => Some((key, deadline_ms, assigned)),
             _ => None,
         }
     }
 
     pub(super) fn on_accept(&mut self, sid: SessionId, id: JobId, price: u64, now: Instant) {
-        let Some((key, deadline_ms)) = self.offering(sid, id) else {
+        let Some((key, deadline_ms, sent)) = self.offering(sid, id) else {
             // A late answer to an offer that timed out: withdraw it.
             log::debug!("session {sid}: acceptance of job {id} not on offer; cancelling");
             self.send(
@@ -253,7 +268,8 @@ impl Engine {
             self.on_decline(sid, id, format!("price {price} over the maximum"), now);
             return;
         }
-        let Some(inputs) = job.inputs.clone() else {
+        let inputs = job.inputs.clone();
+        if inputs.is_none() && !sent {
             // Inputs go only once a provider started or the requester was
             // answered, and neither is the case for a job on offer.
             log::error!("job {id}: inputs already released; withdrawing the offer");
@@ -286,8 +302,12 @@ impl Engine {
             rec.last_quote = Some(price);
         }
         log::info!("job {id}: accepted by {} at {price}", short(&key));
+        if sent {
+            // The assignment and inputs went with the offer.
+            return;
+        }
         self.send(sid, &Message::JobAssign(assign));
-        if let Some(s) = self.sessions.get(&sid) {
+        if let (Some(s), Some(inputs)) = (self.sessions.get(&sid), inputs) {
             s.outbox.send_inputs(InputStream::new(&inputs, id));
         }
     }
@@ -295,7 +315,7 @@ impl Engine {
     /// The provider declined the job, for any reason (`AtCapacity` and
     /// `Unavailable` alike): the job goes to the next candidate.
     pub(super) fn on_decline(&mut self, sid: SessionId, id: JobId, why: String, now: Instant) {
-        let Some((key, _)) = self.offering(sid, id) else {
+        let Some((key, _, _)) = self.offering(sid, id) else {
             return;
         };
         if let Some(job) = self.jobs.get_mut(&id) {

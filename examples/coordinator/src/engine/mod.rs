@@ -27,7 +27,7 @@ use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Batching, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
     GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
-    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_BATCHING, PROTOCOL_VERSION_MAX,
+    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_2, PROTOCOL_VERSION_MAX,
     PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
@@ -62,6 +62,11 @@ pub type PublicKey = [u8; 32];
 const EVIDENCE_KEPT: usize = 16;
 /// Out-of-order receipts held per key while an earlier one is missing.
 const MAX_PARKED: usize = 64;
+/// A job whose kernel and inputs come to at most this many bytes goes to a
+/// provider speaking protocol version 2 with its offer: assignment and
+/// inputs follow the offer at once, sparing the offer's round trip; a
+/// provider that declines drops them. Larger inputs wait for the answer.
+pub const ASSIGN_WITH_OFFER_MAX: u64 = 64 << 10;
 /// Settled receipts remembered per key, to recognise a resend after a
 /// reconnect. An agent holds at most `MAX_JOBS` (4) unacknowledged results,
 /// so resends only ever concern the last few.
@@ -290,6 +295,8 @@ enum Stage {
         since: Instant,
         /// The offer's `deadline_ms` as sent to this provider.
         deadline_ms: u32,
+        /// The assignment and inputs went with the offer.
+        assigned: bool,
     },
     Assigned(Box<Assigned>),
     /// Its provider's connection dropped before the kernel started and no
@@ -862,7 +869,7 @@ impl Engine {
             evidence.capabilities.features
         );
         self.send(sid, &Message::Ready);
-        if version >= PROTOCOL_VERSION_BATCHING && self.settings.batching.max_receipts >= 2 {
+        if version >= PROTOCOL_VERSION_2 && self.settings.batching.max_receipts >= 2 {
             self.send(sid, &Message::Batching(self.settings.batching));
         }
         for id in waiting {
@@ -976,7 +983,8 @@ impl Engine {
                             reason: CANCEL_DEADLINE,
                         }),
                     );
-                    // Nothing was assigned: nothing can come back.
+                    // Not accepted: nothing can come back (an assignment sent
+                    // with the offer is withdrawn by the cancel).
                     forget.push(id);
                 }
             }
@@ -1080,7 +1088,8 @@ impl Engine {
             Stage::Offering { session, .. } => {
                 let session = *session;
                 self.send(session, &cancel);
-                // Nothing was assigned: nothing can come back.
+                // Not accepted: nothing can come back (an assignment sent
+                // with the offer is withdrawn by the cancel).
                 self.jobs.remove(&id);
             }
             Stage::Waiting => {

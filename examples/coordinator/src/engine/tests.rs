@@ -941,3 +941,80 @@ fn a_version_1_provider_is_not_asked_to_batch() {
     // can follow its `Ready`.
     assert!(frames.iter().all(|f| f[3] != MessageType::Batching as u8));
 }
+
+/// A small job goes to a version 2 provider with its offer: the assignment
+/// and inputs are queued behind the offer before any answer. A job with
+/// more than `ASSIGN_WITH_OFFER_MAX` bytes of inputs waits for the answer.
+#[test]
+fn a_small_job_is_assigned_with_its_offer() {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = open(&mut e, outbox, "test");
+    let mut h = harness();
+    h.agent.connect(h.now).expect("connect");
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+
+    let kinds = |frames: &[Vec<u8>]| -> Vec<u8> { frames.iter().map(|f| f[3]).collect() };
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    let queued = queued_frames(&rx);
+    let k = kinds(&queued);
+    assert_eq!(
+        k[..2],
+        [MessageType::JobOffer as u8, MessageType::JobAssign as u8]
+    );
+    assert!(k[2..].iter().all(|&t| t == MessageType::InputChunk as u8));
+    assert!(k.len() > 2, "inputs follow");
+    for f in queued {
+        h.send_raw(&f);
+    }
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let Ok(Response::Result(r)) = response(reply.try_recv()) else {
+        panic!("expected a verified result")
+    };
+    crate::requester::verify_result(&job(1), &r).expect("the requester's check agrees");
+
+    let mut big = job(2);
+    big.buffers[0].init = vec![2; 100_000];
+    big.buffers[0].len = 100_000;
+    big.buffers[1].len = 100_000;
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, big.clone(), tx);
+    let queued = queued_frames(&rx);
+    assert_eq!(kinds(&queued), [MessageType::JobOffer as u8]);
+    for f in queued {
+        h.send_raw(&f);
+    }
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let Ok(Response::Result(_)) = response(reply.try_recv()) else {
+        panic!("expected a verified result")
+    };
+}
+
+/// A provider that declines a job sent with its offer drops the assignment
+/// and inputs without an error; the job is answered as declined.
+#[test]
+fn a_declined_job_sent_with_its_offer_leaves_no_error_behind() {
+    let mut e = engine();
+    let (outbox, rx) = test_outbox();
+    let sid = open(&mut e, outbox, "test");
+    let mut h = harness();
+    h.host.auto_run = false;
+    h.agent.connect(h.now).expect("connect");
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    h.agent.set_device_available(h.now, false);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let (tx, reply) = mpsc::channel();
+    submit(&mut e, job(3), tx);
+    let mut sent = Vec::new();
+    shuttle(&mut e, sid, &mut h, &rx, &mut |f| {
+        sent.push(f[3]);
+        false
+    });
+    assert_eq!(sent, [MessageType::OfferDecline as u8], "no Error frames");
+    assert!(h.input_errors.is_empty(), "{:?}", h.input_errors);
+    match response(reply.try_recv()) {
+        Ok(Response::Failed(f)) => assert_eq!(f.code, FailureCode::AllDeclined),
+        other => panic!("expected a decline, got {other:?}"),
+    }
+}
