@@ -99,7 +99,10 @@ impl<S: Signer> Agent<S> {
 
     /// Signs every result waiting for a batch signature, in batches of at
     /// most `max_receipts` (all in one when batching is off), in chain
-    /// order. On a signer error the unsigned ones keep waiting.
+    /// order. On a signer error the unsigned ones keep waiting. Not inlined:
+    /// its buffers (about 3 KiB: payloads, audit paths, a receipt) take
+    /// stack only while it runs, not in every caller's frame.
+    #[inline(never)]
     pub(super) fn sign_batch(&mut self) -> Result<(), Error> {
         loop {
             let waiting = self.unsigned();
