@@ -34,6 +34,13 @@ pub enum OperatorError {
     Key(String),
     /// The TLS trust settings could not be used.
     Tls(TlsError),
+    /// The `[tls] ca_file` could not be read or holds no usable certificate.
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        error: TlsError,
+    },
     /// The result store belongs to another key or could not be opened.
     Store(StoreError),
     /// The GPU could not be opened.
@@ -49,7 +56,9 @@ impl OperatorError {
         use crate::codes;
         match self {
             OperatorError::Io { .. } => codes::IO,
-            OperatorError::Config(_) | OperatorError::Tls(_) => codes::INVALID_CONFIG,
+            OperatorError::Config(_) | OperatorError::Tls(_) | OperatorError::CaFile { .. } => {
+                codes::INVALID_CONFIG
+            }
             OperatorError::Key(_) => codes::KEY_REJECTED,
             OperatorError::Store(e) => e.code(),
             OperatorError::Vulkan(e) => e.result_code(),
@@ -65,6 +74,9 @@ impl fmt::Display for OperatorError {
             OperatorError::Config(e) => f.write_str(e),
             OperatorError::Key(e) => f.write_str(e),
             OperatorError::Tls(e) => write!(f, "TLS: {e}"),
+            OperatorError::CaFile { path, error } => {
+                write!(f, "[tls] ca_file {}: {error}", path.display())
+            }
             OperatorError::Store(e) => write!(f, "result store: {e}"),
             OperatorError::Vulkan(e) => write!(f, "Vulkan: {e}"),
             OperatorError::Runtime(e) => e.fmt(f),
@@ -318,8 +330,15 @@ impl OperatorConfig {
 
     /// The TLS client configuration the `[tls]` section describes.
     pub fn tls_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, OperatorError> {
+        let ca_error = |path: &PathBuf| {
+            let path = path.clone();
+            move |error| OperatorError::CaFile { path, error }
+        };
         let trust = match (&self.tls.ca_file, &self.tls.pinned_key_sha256) {
-            (Some(ca), None) => Trust::ca_file(ca).map_err(OperatorError::Tls)?,
+            (Some(ca), None) => {
+                let trust = Trust::ca_file(ca).map_err(ca_error(ca))?;
+                return client_config(&trust).map_err(ca_error(ca));
+            }
             (None, Some(pin)) => Trust::PinnedKey(hex32(pin).map_err(OperatorError::Config)?),
             _ => {
                 return Err(OperatorError::Config(
@@ -429,18 +448,34 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Loads the device key, refusing a file that group or others can read;
+/// unlike [`load_or_create_key`], a missing file is an error.
+pub fn load_key(path: &Path) -> Result<Ed25519Signer, String> {
+    match std::fs::File::open(path) {
+        Ok(f) => read_key(path, f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "device key {} does not exist (`tessera-agent init` creates one)",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Reads an opened key file: private to its owner, Ed25519 PKCS#8.
+fn read_key(path: &Path, mut f: std::fs::File) -> Result<Ed25519Signer, String> {
+    check_private(path, &f)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ed25519Signer::from_pkcs8(&bytes)
+        .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display()))
+}
+
 /// Loads the device key, or creates it (mode 0600) when the file is absent.
 /// A key file readable by group or others is refused, as ssh does.
 pub fn load_or_create_key(path: &Path) -> Result<Ed25519Signer, String> {
     match std::fs::File::open(path) {
-        Ok(mut f) => {
-            check_private(path, &f)?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ed25519Signer::from_pkcs8(&bytes)
-                .map_err(|e| format!("{}: not an Ed25519 PKCS#8 key ({e:?})", path.display()))
-        }
+        Ok(f) => read_key(path, f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (signer, pkcs8) =
                 Ed25519Signer::generate().map_err(|e| format!("generating a key: {e:?}"))?;

@@ -32,16 +32,219 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+/// `--help` succeeds and names every subcommand and option; `--version`
+/// names the protocol versions and the git revision; no subcommand is a
+/// usage error (exit 2) that says what to run.
 #[test]
-fn usage_and_configuration_errors_are_clear() {
-    let o = Command::new(exe()).output().unwrap();
-    assert!(!o.status.success());
+fn help_version_and_usage() {
+    let o = agent(&["--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for word in [
+        "init",
+        "devices",
+        "check",
+        "run",
+        "receipts",
+        "--config",
+        "--version",
+    ] {
+        assert!(
+            stdout(&o).contains(word),
+            "--help lacks {word}: {}",
+            stdout(&o)
+        );
+    }
+    for sub in ["init", "devices", "check", "run", "receipts"] {
+        let o = agent(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub} --help: {}", stderr(&o));
+    }
+    let o = agent(&["init", "--help"]);
+    for option in ["--config", "--coordinator", "--ca", "--key", "--store"] {
+        assert!(stdout(&o).contains(option), "init --help lacks {option}");
+    }
+    let o = agent(&["--version"]);
+    assert!(o.status.success());
+    let v = stdout(&o);
+    assert!(v.starts_with("tessera-agent 0."), "{v}");
+    assert!(v.contains("protocol 1-2") && v.contains("git "), "{v}");
+
+    let o = agent(&[]);
+    assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("usage: tessera-agent --config FILE"),
+        stderr(&o).contains("tessera-agent run --config FILE"),
         "{}",
         stderr(&o)
     );
+    let o = agent(&["serve"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown subcommand");
+}
 
+/// `init` writes a configuration the program reads, with absolute paths,
+/// creates the key (mode 0600) and prints its id; it never overwrites a
+/// configuration.
+#[test]
+fn init_writes_a_configuration_and_creates_the_key() {
+    let dir = temp("init");
+    let config = dir.join("etc/agent.toml");
+    let c = config.to_str().unwrap();
+    let o = agent(&["init", "--config", c, "--coordinator", "10.0.0.5:7700"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed = tessera_core::operator::OperatorConfig::from_toml(&text).unwrap();
+    assert_eq!(parsed.coordinator, "10.0.0.5:7700");
+    assert_eq!(parsed.key.file, dir.join("etc/device.key"));
+    assert_eq!(
+        parsed.tls.ca_file.as_deref(),
+        Some(dir.join("etc/ca.pem").as_path())
+    );
+    assert_eq!(parsed.store.unwrap().dir, dir.join("etc/results"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("etc/device.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let signer = tessera_core::operator::load_key(&dir.join("etc/device.key")).unwrap();
+    let id = tessera_core::attest::key_id(&tessera_core::attest::Signer::public_key(&signer));
+    assert!(
+        stdout(&o).contains(&format!("key id {}", hex(&id))),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = agent(&["init", "--config", c]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("{c} exists")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "left as it was"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `check` reports each step and stops at the first failure, naming the
+/// file it is about; the coordinator step fails when nothing listens.
+#[test]
+fn check_stops_at_the_first_failure_and_names_it() {
+    let dir = temp("check");
+    let config = dir.join("agent.toml");
+    let c = config.to_str().unwrap();
+    let o = agent(&["check", "--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains(&format!("FAIL  configuration: {c}")),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = agent(&["init", "--config", c, "--coordinator", "127.0.0.1:1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // No CA file yet.
+    let o = agent(&["check", "--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    let ca = dir.join("ca.pem");
+    assert!(stdout(&o).contains("ok    configuration"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "FAIL  coordinator trust: [tls] ca_file {}",
+            ca.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::write(&ca, b"no certificate here").unwrap();
+    let o = agent(&["check", "--config", c]);
+    assert!(
+        stdout(&o).contains("holds no PEM certificate"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A key that is missing is named, and not created.
+    let bundle = pem_ca();
+    std::fs::write(&ca, bundle).unwrap();
+    std::fs::rename(dir.join("device.key"), dir.join("moved.key")).unwrap();
+    let o = agent(&["check", "--config", c]);
+    assert!(
+        stdout(&o).contains("ok    coordinator trust"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!(
+            "FAIL  device key: device key {} does not exist",
+            dir.join("device.key").display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!dir.join("device.key").exists());
+    std::fs::rename(dir.join("moved.key"), dir.join("device.key")).unwrap();
+
+    // Everything but the coordinator.
+    let o = agent(&["check", "--config", c, "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    for ok in ["ok    device key", "ok    result store", "ok    device"] {
+        assert!(stdout(&o).contains(ok), "{ok}: {}", stdout(&o));
+    }
+    assert!(
+        stdout(&o).contains("FAIL  coordinator: no session within 1 s"),
+        "{}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `receipts` lists an empty store, and refuses a configuration without one.
+#[test]
+fn receipts_reads_the_store_of_the_configured_key() {
+    let dir = temp("receipts");
+    let config = dir.join("agent.toml");
+    let c = config.to_str().unwrap();
+    assert!(agent(&["init", "--config", c]).status.success());
+    let o = agent(&["receipts", "--config", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 result(s) waiting"), "{}", stdout(&o));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("[store]") && !l.starts_with("dir ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without).unwrap();
+    let o = agent(&["receipts", "--config", c]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no [store] configured"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CA certificate in PEM (a throwaway self-signed one).
+fn pem_ca() -> &'static str {
+    include_str!("vectors/test_ca.pem")
+}
+
+#[test]
+fn usage_and_configuration_errors_are_clear() {
     let dir = temp("errors");
     let k = dir.join("k");
     let k = k.display();
@@ -294,5 +497,102 @@ fn a_non_ascii_pin_is_an_error_not_a_panic() {
             "{log}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `receipts` verifies every stored receipt under the configured key and
+/// their links: a stored receipt changed after signing fails the command.
+#[test]
+fn receipts_verifies_what_the_store_holds() {
+    use tessera_core::agent::{Outcome, ResultRecord};
+    use tessera_core::attest::{ChainState, Receipt, ReceiptStatus, Signer, RECEIPT_LEN};
+    use tessera_core::store::{FileStore, ResultStore};
+    use tessera_core::testkit::JobDescription;
+
+    let dir = temp("receipts-verify");
+    let config = dir.join("agent.toml");
+    let c = config.to_str().unwrap();
+    assert!(agent(&["init", "--config", c]).status.success());
+    let mut signer = tessera_core::operator::load_key(&dir.join("device.key")).unwrap();
+    let mut store = FileStore::open(dir.join("results"), signer.key_id()).unwrap();
+    let description = JobDescription {
+        kernel: vec![0; 8],
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: vec![],
+        buffers: vec![(vec![1; 10], 10, true)],
+        nonce: [4; 32],
+        bindings: Vec::new(),
+    };
+    let mut chain = ChainState::default();
+    let mut records = Vec::new();
+    for job in [11u64, 12] {
+        let receipt = Receipt {
+            status: ReceiptStatus::Completed,
+            job,
+            requester_nonce: [4; 32],
+            kernel_hash: [1; 32],
+            input_root: [2; 32],
+            output_root: [5; 32],
+            output_len: 10,
+            result_hash: [3; 32],
+            result_seal: [6; 32],
+            usage: Default::default(),
+            price: 9,
+            started_at: 1,
+            ended_at: 2,
+            evidence_hash: [8; 32],
+            key_id: signer.key_id(),
+            sequence: chain.next_sequence,
+            prev_hash: chain.prev_hash,
+        };
+        let mut out = [0u8; RECEIPT_LEN];
+        receipt.sign(&mut signer, &mut out).unwrap();
+        chain.advance(Receipt::hash(&out));
+        records.push(ResultRecord {
+            job,
+            spec: description.assign(job),
+            outcome: Outcome::Completed {
+                output_len: 10,
+                output_root: [5; 32],
+            },
+            usage: Default::default(),
+            price: 9,
+            receipt: tessera_core::bounded::BoundedVec::from_slice(&out).unwrap(),
+            next_sequence: chain.next_sequence,
+            prev_hash: chain.prev_hash,
+        });
+    }
+    for r in &records {
+        store.save(r).unwrap();
+    }
+    let o = agent(&["receipts", "--config", c]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("2 result(s) waiting"), "{}", stdout(&o));
+    assert_eq!(stdout(&o).matches(" ok").count(), 2, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("#1 ") && stdout(&o).contains("#2 "),
+        "{}",
+        stdout(&o)
+    );
+
+    // Job 12's receipt changed in the store: refused, and the command fails.
+    let mut bad = records[1].clone();
+    let mut bytes = bad.receipt.to_vec();
+    bytes[100] ^= 1;
+    bad.receipt = tessera_core::bounded::BoundedVec::from_slice(&bytes).unwrap();
+    store.save(&bad).unwrap();
+    let o = agent(&["receipts", "--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("FAIL: the receipt does not verify"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("1 receipt(s) failed verification"),
+        "{}",
+        stderr(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -445,6 +445,11 @@ impl<S: Signer> Agent<S> {
         self.chain
     }
 
+    /// The device's capabilities, as its evidence states them.
+    pub fn capabilities(&self) -> &DeviceCapabilities {
+        &self.config.capabilities
+    }
+
     /// The device key's id.
     pub fn key_id(&self) -> KeyId {
         self.key_id
