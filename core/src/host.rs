@@ -164,6 +164,9 @@ pub struct JobHost {
     to_fail: VecDeque<(JobId, JobFailure)>,
     /// Where output frames are written (made at the first upload).
     tx: Option<Vec<u8>>,
+    /// Kernels refused, by the rule they broke (the rule code: a
+    /// `KernelRejected` detail's low 16 bits, `crate::reasons`).
+    pub rejections: BTreeMap<u16, u64>,
 }
 
 impl JobHost {
@@ -325,7 +328,12 @@ impl JobHost {
     ) {
         while let Some(&(job, f)) = self.to_fail.front() {
             match agent.fail_job(now, job, f.reason, f.detail, f.usage) {
-                Ok(()) | Err(Error::Usage(UsageError::UnknownJob(_))) => {}
+                Ok(()) => {
+                    if f.reason == FailReason::KernelRejected {
+                        *self.rejections.entry(f.detail as u16).or_default() += 1;
+                    }
+                }
+                Err(Error::Usage(UsageError::UnknownJob(_))) => {}
                 Err(Error::EventsPending) => return,
                 Err(Error::Signer(e)) => {
                     log::debug!("job {job}: cannot sign the failure yet ({e:?}); trying again");

@@ -22,6 +22,8 @@ pub mod host;
 pub mod job;
 pub mod limits;
 pub mod merkle;
+#[cfg(feature = "cli")]
+pub mod metrics;
 #[cfg(feature = "tls")]
 pub mod net;
 #[cfg(feature = "operator")]

@@ -114,6 +114,20 @@ pub struct OperatorConfig {
     /// `[timers]`: heartbeat, peer timeout, status line, drain timeout.
     #[serde(default)]
     pub timers: TimersSection,
+    /// `[metrics]`: the Prometheus listener (none by default).
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The `[metrics]` section: where the operator program serves Prometheus
+/// metrics (`crate::metrics`), if anywhere.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `host:port` of an HTTP listener serving `GET /metrics` (keep it on
+    /// a local or private address: it is not authenticated). None: no
+    /// listener.
+    pub listen: Option<String>,
 }
 
 /// The `[tls]` section: exactly one of its fields.

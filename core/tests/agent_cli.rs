@@ -596,3 +596,137 @@ fn receipts_verifies_what_the_store_holds() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[metrics] listen` serves the metrics: a scrape of `/metrics` parses as
+/// Prometheus text (`prometheus-parse`, a scraper's parser) and carries
+/// every documented metric; other paths are 404.
+#[test]
+fn metrics_are_served_and_parse_as_prometheus_text() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = temp("metrics");
+    let key = dir.join("device.key");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        config_with(&key, None) + "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(exe())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.split("metrics on http://").nth(1) {
+                let _ = tx.send(at.trim_end_matches("/metrics").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the listener's address");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    // The first render follows the first step: wait for a body.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let response = get("/metrics");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        if !body.is_empty() || Instant::now() > deadline {
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            assert!(
+                response.contains("application/openmetrics-text"),
+                "{response}"
+            );
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    for (name, label, expect) in [
+        ("tessera_jobs_total", Some(("outcome", "completed")), 0.0),
+        ("tessera_jobs_total", Some(("outcome", "failed")), 0.0),
+        ("tessera_offers_total", Some(("answer", "accepted")), 0.0),
+        ("tessera_gpu_seconds_total", None, 0.0),
+        ("tessera_earnings_total", None, 0.0),
+        ("tessera_jobs_active", None, 0.0),
+        ("tessera_results_held", None, 0.0),
+        (
+            "tessera_session_state",
+            Some(("state", "disconnected")),
+            1.0,
+        ),
+        ("tessera_session_state", Some(("state", "ready")), 0.0),
+        ("tessera_sessions_total", None, 0.0),
+        ("tessera_device_available", None, 1.0),
+        ("tessera_info", None, 1.0),
+    ] {
+        assert_eq!(
+            value(name, label),
+            Some(expect),
+            "{name} {label:?} in:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("# TYPE tessera_kernel_rejections counter"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"));
+    // The shipped Grafana dashboard asks only for metrics that exist.
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../../examples/operator/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("tessera_") {
+                    asked += 1;
+                    assert!(
+                        scrape.samples.iter().any(|s| s.metric == word)
+                            || body
+                                .contains(&format!("# TYPE {} ", word.trim_end_matches("_total"))),
+                        "the dashboard asks for {word}, which is not served"
+                    );
+                }
+            }
+        }
+    }
+    assert!(asked >= 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -180,12 +180,15 @@ fn happy_path_returns_outputs_and_a_verifiable_receipt() {
     assert_eq!(receipt.sequence, 1);
 
     assert_eq!(h.agent.job_state(1), Some(JobState::AwaitingAck));
+    assert_eq!(h.agent.results_held(), 1);
     h.send(&Message::ResultAck(JobRef { job: 1 }));
     h.pump();
     assert_eq!(h.agent.job_state(1), None);
+    assert_eq!(h.agent.results_held(), 0);
     assert!(h.host.log.iter().any(|l| l.contains("ResultAcknowledged")));
     assert_eq!(h.agent.stats().jobs_completed, 1);
     assert_eq!(h.agent.stats().earnings, 150);
+    assert_eq!(h.agent.stats().gpu_time_us, 1500, "the metered GPU time");
 }
 
 #[test]
@@ -1391,4 +1394,40 @@ fn an_invalid_configuration_names_its_field() {
             ..
         }))
     ));
+}
+
+/// A refused kernel is counted by the rule it broke, once its failure is
+/// reported (what the operator's `tessera_kernel_rejections_total` shows).
+#[test]
+fn kernel_rejections_are_counted_by_rule() {
+    use tessera_core::host::JobFailure;
+    use tessera_core::reasons::KernelRule;
+    use tessera_core::testkit::Host;
+    let rule = KernelRule::ALL[0];
+    let detail = (7 << 16) | rule as u32;
+    let signer = Ed25519Signer::from_seed(&SEED).unwrap();
+    let agent = Agent::new(config(), signer, ChainState::default()).unwrap();
+    let host = Host::with_runner(Box::new(move |_, _, _| {
+        Err(JobFailure {
+            reason: FailReason::KernelRejected,
+            detail,
+            usage: Default::default(),
+        })
+    }));
+    let mut h = Harness::with_host(agent, host);
+    handshake(&mut h);
+    ready(&mut h);
+    for id in [1, 2] {
+        let frames = submit(&mut h, id, &job(1, 100));
+        assert!(kinds(&frames).contains(&MessageType::Failed));
+        h.send(&Message::ResultAck(JobRef { job: id }));
+        h.pump();
+    }
+    assert_eq!(
+        h.host.job_host.rejections.get(&(rule as u16)),
+        Some(&2),
+        "{:?}",
+        h.host.job_host.rejections
+    );
+    assert_eq!(h.agent.stats().jobs_failed, 2);
 }

@@ -421,6 +421,8 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
             drain_timeout_s: c.drain_timeout_ms.div_ceil(1000),
             ..TimersSection::default()
         },
+        // The operator program's listener; a library host exports its own.
+        metrics: Default::default(),
     })
 }
 

@@ -283,6 +283,8 @@ pub struct Stats {
     pub results_refused: u64,
     /// Sum of prices of acknowledged completed jobs.
     pub earnings: u64,
+    /// GPU time metered into acknowledged results (completed or failed), µs.
+    pub gpu_time_us: u64,
     /// Frames received.
     pub frames_in: u64,
     /// Frames queued for sending.
@@ -463,6 +465,12 @@ impl<S: Signer> Agent<S> {
     /// Jobs the agent holds, in any state.
     pub fn active_jobs(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Ended jobs whose results (receipts) the agent holds until the
+    /// coordinator acknowledges them.
+    pub fn results_held(&self) -> usize {
+        self.jobs.iter().filter(|j| j.result().is_some()).count()
     }
 
     /// A job's state, if the agent holds it.

@@ -474,6 +474,10 @@ impl<S: Signer> Agent<S> {
             }
             Outcome::Failed { .. } => self.stats.jobs_failed += 1,
         }
+        self.stats.gpu_time_us = self
+            .stats
+            .gpu_time_us
+            .saturating_add(result.usage.gpu_time_us);
         self.jobs.swap_remove(i);
         self.push_event(EventRecord::ResultAcknowledged(id));
         self.check_drained().map_err(|e| (e, id))

@@ -473,9 +473,55 @@ fn check(path: &Path, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
+/// The latest metrics text, served by the listener's thread.
+type MetricsText = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Starts the `[metrics] listen` HTTP server: `GET /metrics` answers the
+/// latest text, anything else 404.
+fn serve_metrics(addr: &str) -> Result<MetricsText, String> {
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| format!("[metrics] listen = \"{addr}\": {e}"))?;
+    let at = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| addr.to_string());
+    log::info!("metrics on http://{at}/metrics");
+    let text = MetricsText::default();
+    let shared = text.clone();
+    let content_type = tiny_http::Header::from_bytes(
+        &b"Content-Type"[..],
+        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+    )
+    .map_err(|()| "metrics: content type".to_string())?;
+    std::thread::Builder::new()
+        .name("tessera-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
+                    tiny_http::Response::from_string(body)
+                        .with_header(content_type.clone())
+                        .boxed()
+                } else {
+                    tiny_http::Response::from_string("not found: try /metrics\n")
+                        .with_status_code(404)
+                        .boxed()
+                };
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|e| format!("metrics thread: {e}"))?;
+    Ok(text)
+}
+
 fn run(path: &Path) -> Result<(), String> {
     let file = OperatorConfig::load(path).map_err(|e| e.to_string())?;
     let mut runtime = file.build_runtime().map_err(|e| e.to_string())?;
+    let metrics = match &file.metrics.listen {
+        Some(addr) => Some(serve_metrics(addr)?),
+        None => None,
+    };
 
     let drain = runtime.drain_handle();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -484,8 +530,17 @@ fn run(path: &Path) -> Result<(), String> {
     }
     let status_every = file.status_interval();
     let mut next_status = Instant::now();
+    // With metrics, at least once a second (a scrape sees values that old
+    // at most).
+    let wait = metrics.as_ref().map(|_| Duration::from_secs(1));
     while !runtime.is_finished() {
-        runtime.step(None).map_err(|e| e.to_string())?;
+        runtime.step(wait).map_err(|e| e.to_string())?;
+        if let Some(text) = &metrics {
+            let now = tessera_core::metrics::render(&runtime);
+            if let Ok(mut t) = text.lock() {
+                *t = now;
+            }
+        }
         if Instant::now() >= next_status {
             log::info!("status: {}", runtime.status());
             next_status = Instant::now() + status_every;

@@ -530,6 +530,12 @@ impl<S: Signer> Runtime<S> {
         self.update_availability(now);
     }
 
+    /// Kernels refused since start, by the rule they broke (its code,
+    /// [`crate::reasons::KernelRule`]).
+    pub fn kernel_rejections(&self) -> &std::collections::BTreeMap<u16, u64> {
+        &self.host.rejections
+    }
+
     /// Whether the agent has drained and said goodbye.
     pub fn is_finished(&self) -> bool {
         self.finished
