@@ -307,6 +307,20 @@ impl OperatorConfig {
             .map_err(|e| OperatorError::Config(format!("{}: {e}", path.display())))
     }
 
+    /// The `[pricing]` section as the agent's price schedule and floor.
+    pub fn pricing(&self) -> (LinearPrice, u64) {
+        let p = &self.pricing;
+        (
+            LinearPrice {
+                base: p.base,
+                per_gpu_ms: p.per_gpu_ms,
+                per_mib_in: p.per_mib_in,
+                per_mib_out: p.per_mib_out,
+            },
+            p.floor,
+        )
+    }
+
     /// How often the operator program logs its status line.
     pub fn status_interval(&self) -> Duration {
         Duration::from_secs(self.timers.status_interval_s.max(1))
@@ -399,13 +413,8 @@ impl OperatorConfig {
             capabilities,
             policy: Policy {
                 max_concurrent: self.capacity.max_concurrent,
-                price: LinearPrice {
-                    base: self.pricing.base,
-                    per_gpu_ms: self.pricing.per_gpu_ms,
-                    per_mib_in: self.pricing.per_mib_in,
-                    per_mib_out: self.pricing.per_mib_out,
-                },
-                floor: self.pricing.floor,
+                price: self.pricing().0,
+                floor: self.pricing().1,
                 max_bytes_in: self.capacity.max_bytes_in,
                 max_bytes_out: self.capacity.max_bytes_out,
                 heartbeat_interval: crate::Duration::from_millis(self.timers.heartbeat_ms),

@@ -730,3 +730,109 @@ fn metrics_are_served_and_parse_as_prometheus_text() {
     assert!(asked >= 10);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// systemd's side of `Type=notify`: the service says READY=1 once key and
+/// device are up, keeps the watchdog fed, reloads its pricing on SIGHUP
+/// (RELOADING=1, then READY=1) without ending its session, and says
+/// STOPPING=1 when SIGTERM starts the drain.
+#[cfg(unix)]
+#[test]
+fn it_speaks_systemds_notify_protocol() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixDatagram;
+    let dir = temp("notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let key = dir.join("device.key");
+    let config = dir.join("agent.toml");
+    let with_base =
+        |base: u64| config_with(&key, None) + &format!("[pricing]\nbase = {base}\nfloor = 5\n");
+    std::fs::write(&config, with_base(100)).unwrap();
+    // systemd names the main process in WATCHDOG_PID: exec keeps the
+    // shell's pid for the program.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\"")
+        .arg(exe())
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut buf = [0u8; 4096];
+    // Watchdog keep-alives never stop: every wait below is bounded here.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut next = || {
+        assert!(
+            Instant::now() < give_up,
+            "the expected notification never came"
+        );
+        let n = socket.recv(&mut buf).expect("a notification");
+        // One message: assignments of one line each.
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+    };
+    let first = next();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    assert!(first.contains("STATUS="), "{first}");
+    let mut watchdogs = 0;
+    while watchdogs < 3 {
+        if next() == "WATCHDOG=1" {
+            watchdogs += 1;
+        }
+    }
+
+    std::fs::write(&config, with_base(777)).unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|m: &String| m.lines().any(|l| l == "READY=1"))
+    {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            seen.push(m);
+        }
+    }
+    assert!(seen[0].lines().any(|l| l == "RELOADING=1"), "{seen:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reloaded = loop {
+        match log.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("pricing reloaded") => break line,
+            _ if Instant::now() > deadline => panic!("no reload logged"),
+            _ => {}
+        }
+    };
+    assert!(reloaded.contains("base 777"), "{reloaded}");
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        let m = next();
+        if m.lines().any(|l| l == "STOPPING=1") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -447,6 +447,18 @@ impl<S: Signer> Agent<S> {
         self.chain
     }
 
+    /// Changes the price schedule and floor for offers from now on; jobs
+    /// already accepted keep the price they were accepted at.
+    pub fn set_pricing(&mut self, price: crate::policy::LinearPrice, floor: u64) {
+        self.config.policy.price = price;
+        self.config.policy.floor = floor;
+    }
+
+    /// The policy offers are answered by.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
     /// The device's capabilities, as its evidence states them.
     pub fn capabilities(&self) -> &DeviceCapabilities {
         &self.config.capabilities

@@ -515,7 +515,17 @@ fn serve_metrics(addr: &str) -> Result<MetricsText, String> {
     Ok(text)
 }
 
+/// Tells systemd (when it started us with `Type=notify`: `NOTIFY_SOCKET`
+/// set) how the service stands; nothing otherwise.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        log::debug!("sd_notify: {e}");
+    }
+}
+
 fn run(path: &Path) -> Result<(), String> {
+    use sd_notify::NotifyState;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let file = OperatorConfig::load(path).map_err(|e| e.to_string())?;
     let mut runtime = file.build_runtime().map_err(|e| e.to_string())?;
     let metrics = match &file.metrics.listen {
@@ -528,11 +538,31 @@ fn run(path: &Path) -> Result<(), String> {
         signal_hook::flag::register(signal, drain.flag())
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
+    let reload = std::sync::Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    // Key, store and device are up: the service is ready (the coordinator
+    // may be reached later; the status says whether it is).
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&runtime.status().to_string()),
+    ]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(10)));
+    if let Some(every) = watchdog {
+        log::info!("systemd watchdog: a keep-alive every {every:?}");
+    }
+    let mut next_watchdog = Instant::now();
+    // With metrics, at least once a second (a scrape sees values that old
+    // at most); with a watchdog, at least at its keep-alive interval.
+    let wait = [metrics.as_ref().map(|_| Duration::from_secs(1)), watchdog]
+        .into_iter()
+        .flatten()
+        .min();
     let status_every = file.status_interval();
     let mut next_status = Instant::now();
-    // With metrics, at least once a second (a scrape sees values that old
-    // at most).
-    let wait = metrics.as_ref().map(|_| Duration::from_secs(1));
+    let mut stopping = false;
     while !runtime.is_finished() {
         runtime.step(wait).map_err(|e| e.to_string())?;
         if let Some(text) = &metrics {
@@ -541,13 +571,63 @@ fn run(path: &Path) -> Result<(), String> {
                 *t = now;
             }
         }
+        if let Some(every) = watchdog {
+            if Instant::now() >= next_watchdog {
+                notify(&[NotifyState::Watchdog]);
+                next_watchdog = Instant::now() + every;
+            }
+        }
+        if reload.swap(false, Ordering::SeqCst) {
+            reload_pricing(path, &mut runtime);
+        }
+        if !stopping && drain.flag().load(Ordering::SeqCst) {
+            stopping = true;
+            notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+        }
         if Instant::now() >= next_status {
-            log::info!("status: {}", runtime.status());
+            let status = runtime.status().to_string();
+            log::info!("status: {status}");
+            notify(&[NotifyState::Status(&status)]);
             next_status = Instant::now() + status_every;
         }
     }
     log::info!("drained; final status: {}", runtime.status());
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again and applies its `[pricing]` to
+/// offers from now on; jobs held keep their prices, the session stays up.
+/// A file that no longer reads leaves the pricing as it was.
+fn reload_pricing(
+    path: &Path,
+    runtime: &mut tessera_core::net::Runtime<tessera_core::attest::Ed25519Signer>,
+) {
+    use sd_notify::NotifyState;
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    notify(&states);
+    match OperatorConfig::load(path) {
+        Ok(file) => {
+            let (price, floor) = file.pricing();
+            runtime.set_pricing(price, floor);
+            log::info!(
+                "pricing reloaded from {}: base {}, per GPU ms {}, per MiB in {}, per MiB out {}, floor {}",
+                path.display(),
+                price.base,
+                price.per_gpu_ms,
+                price.per_mib_in,
+                price.per_mib_out,
+                floor
+            );
+        }
+        Err(e) => log::error!("reload refused, pricing unchanged: {e}"),
+    }
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&runtime.status().to_string()),
+    ]);
 }
 
 fn receipts(path: &Path) -> Result<(), String> {

@@ -507,6 +507,12 @@ impl<S: Signer> Runtime<S> {
         &self.agent
     }
 
+    /// Changes the price schedule and floor for offers from now on
+    /// ([`Agent::set_pricing`]): jobs held keep their prices.
+    pub fn set_pricing(&mut self, price: crate::LinearPrice, floor: u64) {
+        self.agent.set_pricing(price, floor);
+    }
+
     /// What an operator sees now.
     pub fn status(&self) -> Status {
         let stats = self.agent.stats();
