@@ -247,6 +247,9 @@ fn init(
     std::io::Write::write_all(&mut file, text.as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| format!("{}: {e}", config.display()))?;
+    if let Some(parent) = key.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     let existed = key.exists();
     let signer = load_or_create_key(&key)?;
     let id = key_id(&tessera_core::attest::Signer::public_key(&signer));
