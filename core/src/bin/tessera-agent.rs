@@ -93,6 +93,8 @@ enum Command {
     },
     /// Check a setup step by step (configuration, CA, key, store, device,
     /// one session with the coordinator); exits non-zero at the first failure.
+    /// Run it before the service starts: its session, under the same key,
+    /// would replace the service's.
     Check {
         /// Configuration file.
         #[arg(long, value_name = "FILE")]
