@@ -407,14 +407,15 @@ impl OperatorConfig {
             capabilities.device_local_bytes >> 20
         );
 
+        let (price, floor) = self.pricing();
         let config = Config {
             agent_version: agent_version(),
             boot_id: boot_id(),
             capabilities,
             policy: Policy {
                 max_concurrent: self.capacity.max_concurrent,
-                price: self.pricing().0,
-                floor: self.pricing().1,
+                price,
+                floor,
                 max_bytes_in: self.capacity.max_bytes_in,
                 max_bytes_out: self.capacity.max_bytes_out,
                 heartbeat_interval: crate::Duration::from_millis(self.timers.heartbeat_ms),

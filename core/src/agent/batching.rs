@@ -36,7 +36,6 @@ impl<S: Signer> Agent<S> {
         }
         self.batching = b;
         self.maybe_sign_batch(now);
-        self.flush_outcomes();
         Ok(())
     }
 
@@ -62,7 +61,7 @@ impl<S: Signer> Agent<S> {
 
     /// Results waiting for a batch signature, as (job index, sequence),
     /// in chain order.
-    fn unsigned(&self) -> Vec<(usize, u64), MAX_JOBS> {
+    pub(super) fn unsigned(&self) -> Vec<(usize, u64), MAX_JOBS> {
         let mut out: Vec<(usize, u64), MAX_JOBS> = self
             .jobs
             .iter()
@@ -78,7 +77,8 @@ impl<S: Signer> Agent<S> {
     }
 
     /// Signs the waiting results if their batch is due (see the module
-    /// notes). A signer error leaves them waiting, tried again in a second.
+    /// notes), and sends what that lets go. A signer error leaves them
+    /// waiting, tried again in a second.
     pub(super) fn maybe_sign_batch(&mut self, now: Instant) {
         let Some(due) = self.batch_due else { return };
         let waiting = self.unsigned().len();
@@ -88,13 +88,14 @@ impl<S: Signer> Agent<S> {
             || now >= due
             || self.conn != ConnState::Ready
             || self.draining
-            || !self.live_job_besides(usize::MAX);
+            || !self.live_job_besides(usize::MAX /* no job excepted */);
         if !due_now {
             return;
         }
         if self.sign_batch().is_err() {
             self.batch_due = Some(now + SIGN_RETRY);
         }
+        self.flush_outcomes();
     }
 
     /// Signs every result waiting for a batch signature, in batches of at

@@ -191,7 +191,6 @@ impl<S: Signer> Agent<S> {
         }
         self.draining = true;
         self.maybe_sign_batch(now);
-        self.flush_outcomes();
         // With no job left the goodbye goes now; if the queue is full it goes
         // at the next timer (`handle_timeout` checks again).
         let _ = self.check_drained();

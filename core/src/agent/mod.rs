@@ -338,8 +338,6 @@ pub struct Agent<S: Signer> {
     /// signed (its oldest result's end plus the allowed delay, or a retry
     /// after the signer failed).
     batch_due: Option<Instant>,
-    /// The chain after the last result waiting for a batch signature.
-    batch_chain: ChainState,
     /// Jobs this session declined lately (version 2): an assignment and
     /// input chunks the coordinator sent with the offer, before the answer,
     /// are dropped without an error.
@@ -393,7 +391,6 @@ impl<S: Signer> Agent<S> {
             version: 0,
             batching: Batching::default(),
             batch_due: None,
-            batch_chain: chain,
             declined: Deque::new(),
             stats: Stats::default(),
         })

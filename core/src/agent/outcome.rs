@@ -180,11 +180,13 @@ impl<S: Signer> Agent<S> {
         usage: Usage,
     ) -> Result<(), Error> {
         let batch = self.batch_due.is_some() || (self.batching_on() && self.live_job_besides(i));
-        let at = if self.batch_due.is_some() {
-            self.batch_chain
-        } else {
-            self.chain
-        };
+        // The next position: after the last result waiting for a batch, if
+        // any, else after the last receipt signed.
+        let at = self
+            .unsigned()
+            .last()
+            .and_then(|&(k, _)| self.jobs[k].result())
+            .map_or(self.chain, |r| r.chain_after);
         let batch_due = self.batch_due.unwrap_or(now + self.batch_delay());
         let job = &mut self.jobs[i];
         let id = job.id;
@@ -249,7 +251,6 @@ impl<S: Signer> Agent<S> {
             let payload = receipt.encode_payload();
             let mut after = at;
             after.advance(batched_link(&payload));
-            self.batch_chain = after;
             self.batch_due = Some(batch_due);
             *step = Step::AwaitingAck {
                 result: SignedResult {
@@ -273,7 +274,6 @@ impl<S: Signer> Agent<S> {
         // Every receipt is RECEIPT_LEN bytes (its payload has one length).
         debug_assert_eq!(n, RECEIPT_LEN);
         self.chain.advance(Receipt::hash(&signed[..n]));
-        self.batch_chain = self.chain;
         *step = Step::AwaitingAck {
             result: SignedResult {
                 outcome,

@@ -171,7 +171,6 @@ impl<S: Signer> Agent<S> {
             i += 1;
         }
         self.maybe_sign_batch(now);
-        self.flush_outcomes();
         if self.is_connected() && now >= self.last_rx + self.config.policy.peer_timeout {
             self.disconnect(DisconnectReason::PeerSilent);
             return;

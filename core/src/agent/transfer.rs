@@ -78,7 +78,7 @@ impl<S: Signer> Agent<S> {
     pub(super) fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
         self.require_ready(MessageType::JobAssign)?;
         let id = a.job;
-        if self.find(id).is_none() && self.declined.iter().any(|&d| d == id) {
+        if self.declined_lately(id) {
             // Sent with an offer this session declined: dropped.
             return Ok(());
         }
@@ -106,6 +106,12 @@ impl<S: Signer> Agent<S> {
         self.push_event(EventRecord::JobAssigned(id));
         // A kernel is never empty, so inputs always follow.
         Ok(())
+    }
+
+    /// A job this session declined lately and does not hold (version 2):
+    /// its assignment and inputs, sent with the offer, are dropped quietly.
+    fn declined_lately(&self, id: JobId) -> bool {
+        self.find(id).is_none() && self.declined.iter().any(|&d| d == id)
     }
 
     /// The start of an `InputChunk` is in `rx` (`header`, then its fields
@@ -136,7 +142,7 @@ impl<S: Signer> Agent<S> {
             return Err(malformed);
         }
         self.require_ready(MessageType::InputChunk)?;
-        if self.find(id).is_none() && self.declined.iter().any(|&d| d == id) {
+        if self.declined_lately(id) {
             // An input of an assignment dropped with its declined offer:
             // the rest of the frame is skipped as it arrives.
             self.rx_len = 0;

@@ -389,28 +389,38 @@ impl Receipt {
                 link: Receipt::hash(bytes),
             });
         }
-        let parts = BatchedReceipt::parse(bytes)?;
-        let batch = match last {
-            Some((signed, batch))
-                if signed[..] == *parts.batch && batch.key_id == super::key_id(public_key) =>
-            {
-                *batch
-            }
-            _ => {
-                let batch = ReceiptBatch::verify(parts.batch, public_key)?;
-                let mut signed = [0u8; BATCH_LEN];
-                signed.copy_from_slice(parts.batch);
-                *last = Some((signed, batch));
-                batch
-            }
-        };
-        let receipt = parts.verify_in(&batch)?;
-        Ok(VerifiedReceipt {
-            receipt,
-            public_key: *public_key,
-            link: parts.link(),
-        })
+        verify_batched_cached(bytes, public_key, last)
     }
+}
+
+/// A batched receipt's checks, sparing the statement's signature check
+/// when `last` holds the same statement verified under the same key.
+fn verify_batched_cached(
+    bytes: &[u8],
+    public_key: &[u8; 32],
+    last: &mut StatementSlot,
+) -> Result<VerifiedReceipt, VerifyError> {
+    let parts = BatchedReceipt::parse(bytes)?;
+    let batch = match last {
+        Some((signed, batch))
+            if signed[..] == *parts.batch && batch.key_id == super::key_id(public_key) =>
+        {
+            *batch
+        }
+        _ => {
+            let batch = ReceiptBatch::verify(parts.batch, public_key)?;
+            let mut signed = [0u8; BATCH_LEN];
+            signed.copy_from_slice(parts.batch);
+            *last = Some((signed, batch));
+            batch
+        }
+    };
+    let receipt = parts.verify_in(&batch)?;
+    Ok(VerifiedReceipt {
+        receipt,
+        public_key: *public_key,
+        link: parts.link(),
+    })
 }
 
 impl super::ReceiptVerifier {
@@ -438,7 +448,7 @@ impl super::ReceiptVerifier {
         &mut self,
         bytes: &[u8],
         expected_nonce: Option<&Nonce>,
-        last_batch: &mut Option<([u8; BATCH_LEN], ReceiptBatch)>,
+        last_batch: &mut StatementSlot,
     ) -> Result<Receipt, VerifyError> {
         if bytes.len() == super::RECEIPT_LEN {
             self.verify_next(bytes, expected_nonce)
@@ -455,22 +465,10 @@ impl super::ReceiptVerifier {
         &mut self,
         bytes: &[u8],
         expected_nonce: Option<&Nonce>,
-        last_batch: &mut Option<([u8; BATCH_LEN], ReceiptBatch)>,
+        last_batch: &mut StatementSlot,
     ) -> Result<Receipt, VerifyError> {
-        let parts = BatchedReceipt::parse(bytes)?;
-        let batch = match last_batch {
-            Some((signed, batch)) if signed[..] == *parts.batch => *batch,
-            _ => {
-                let batch = ReceiptBatch::verify(parts.batch, self.public_key())?;
-                let mut signed = [0u8; BATCH_LEN];
-                signed.copy_from_slice(parts.batch);
-                *last_batch = Some((signed, batch));
-                batch
-            }
-        };
-        let receipt = parts.verify_in(&batch)?;
-        self.advance_with(&receipt, expected_nonce, parts.link())?;
-        Ok(receipt)
+        let verified = verify_batched_cached(bytes, self.public_key(), last_batch)?;
+        self.accept(&verified, expected_nonce)
     }
 }
 
