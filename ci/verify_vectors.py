@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent checker of Tessera's attestation test vectors.
 
-Reads core/tests/vectors/{keys,evidence,receipts,merkle,receipt_batches}.json
+Reads core/tests/vectors/{keys,evidence,receipts,merkle,receipt_batches,e2e}.json
 and checks every
 vector from the byte layout in docs/PROTOCOL.md alone: COSE_Sign1 parsing,
 Ed25519 signatures over the Sig_structure, key ids, every decoded field against
@@ -11,10 +11,12 @@ the accepted quote, any other failure 0), result hashes and seals, Merkle roots 
 verification, with the exact tree size a buffer layout gives), and batched
 receipts (the signed batch statement, each receipt's place, sequence and
 audit path, and the chain through receipts signed alone and in batches).
-Each tampered vector must fail with its `expect_error`.
+End-to-end sealed streams are opened (and sealed again, byte for byte) with
+an independent HPKE (RFC 9180), the `pyhpke` package, and AES-256-GCM from
+`cryptography`. Each tampered vector must fail with its `expect_error`.
 
-Needs only the `cryptography` package (ci/python-deps.sh installs it) and the
-standard library. Usage: python3 ci/verify_vectors.py [vectors-dir]
+Needs the `cryptography` and `pyhpke` packages (ci/python-deps.sh installs
+them) and the standard library. Usage: python3 ci/verify_vectors.py [vectors-dir]
 """
 
 import hashlib
@@ -23,7 +25,9 @@ import os
 import struct
 import sys
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -38,6 +42,14 @@ KEY_ID_DOMAIN = b"tessera/key-id/v1"
 KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
+E2E_INFO_LABEL = b"tessera/e2e/v1"
+E2E_STREAM_LABEL = b"tessera/e2e/stream"
+E2E_TAG = 16
+E2E_SEGMENT = 8 * CHUNK_SIZE
+E2E_SEGMENT_PLAIN = E2E_SEGMENT - E2E_TAG
+E2E_SUITE = CipherSuite.new(
+    KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.EXPORT_ONLY
+)
 
 EVIDENCE_PAYLOAD_LEN = 288
 RECEIPT_PAYLOAD_LEN = 350
@@ -626,6 +638,74 @@ def check_merkle(v, ctx):
         verify_output_chunk(*args)
 
 
+def e2e_stream_key(ctx, stream):
+    """A stream's AES-256-GCM key and base nonce, exported from the job's
+    HPKE context ("End-to-end sealing")."""
+    okm = ctx.export(E2E_STREAM_LABEL + struct.pack("<I", stream), 44)
+    return AESGCM(okm[:32]), okm[32:]
+
+
+def e2e_nonce(base, index):
+    """RFC 9180's ComputeNonce: the base XOR the big-endian index."""
+    return bytes(a ^ b for a, b in zip(base, index.to_bytes(12, "big")))
+
+
+def e2e_segments(plain_len):
+    return -(-plain_len // E2E_SEGMENT_PLAIN)
+
+
+def e2e_open(ctx, stream, plain_len, sealed):
+    aead, base = e2e_stream_key(ctx, stream)
+    n = e2e_segments(plain_len)
+    if len(sealed) != plain_len + E2E_TAG * n:
+        raise Fail("BadLength")
+    aad = struct.pack("<Q", plain_len)
+    out = b""
+    for i in range(n):
+        seg = sealed[i * E2E_SEGMENT:(i + 1) * E2E_SEGMENT]
+        try:
+            out += aead.decrypt(e2e_nonce(base, i), seg, aad)
+        except InvalidTag:
+            raise Fail("Forged")
+    return out
+
+
+def e2e_seal(ctx, stream, plain):
+    aead, base = e2e_stream_key(ctx, stream)
+    aad = struct.pack("<Q", len(plain))
+    return b"".join(
+        aead.encrypt(e2e_nonce(base, i), plain[i * E2E_SEGMENT_PLAIN:(i + 1) * E2E_SEGMENT_PLAIN], aad)
+        for i in range(e2e_segments(len(plain)))
+    )
+
+
+def check_e2e(v, ctx):
+    kem = E2E_SUITE.kem
+    recipient = kem.derive_key_pair(bytes.fromhex(v["recipient_ikm"]))
+    pk = recipient.public_key.to_public_bytes()
+    expect(pk.hex() == v["recipient_public_key"], "recipient key is DeriveKeyPair(ikm)")
+    info = (E2E_INFO_LABEL + bytes([v["direction"]]) + bytes.fromhex(v["requester_nonce"])
+            + bytes.fromhex(v["device_key"]))
+    expect(info.hex() == v["info"], "info is label, direction, nonce, device key")
+    # The sender's side, from the ephemeral IKM: the same encapsulated key.
+    ephemeral = kem.derive_key_pair(bytes.fromhex(v["ephemeral_ikm"]))
+    enc, sender = E2E_SUITE.create_sender_context(recipient.public_key, info, eks=ephemeral)
+    expect(enc.hex() == v["enc"], "enc from the ephemeral IKM")
+    receiver = E2E_SUITE.create_recipient_context(enc, recipient.private_key, info)
+
+    def open_all():
+        for s in v["streams"]:
+            sealed = bytes.fromhex(s["sealed"])
+            plain = e2e_open(receiver, s["stream"], s["plain_len"], sealed)
+            expect(plain == gen(s["plain_len"]), "opens to the generator's bytes")
+            expect(e2e_seal(sender, s["stream"], plain) == sealed, "seals to the same bytes")
+
+    if "expect_error" in v:
+        expect_fail(v["expect_error"], open_all)
+    else:
+        open_all()
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     default = os.path.join(here, "..", "core", "tests", "vectors")
@@ -648,6 +728,7 @@ def main():
         ("receipts.json", check_receipt),
         ("merkle.json", check_merkle),
         ("receipt_batches.json", check_batch_vector),
+        ("e2e.json", check_e2e),
     ):
         with open(os.path.join(directory, file)) as f:
             vectors = json.load(f)

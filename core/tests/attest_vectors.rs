@@ -1542,3 +1542,144 @@ fn batched_receipt_vectors() {
     }
     assert_eq!(verifier.chain().next_sequence, 6);
 }
+
+// ------------------------------------------------------ end-to-end sealing --
+
+/// Sealed streams (`docs/PROTOCOL.md`, "End-to-end sealing").
+#[cfg(feature = "e2e")]
+mod sealed {
+    use super::*;
+    use tessera_core::e2e;
+
+    /// One job's context sealed from fixed key material: the recipient's key
+    /// pair and the ephemeral key come from their IKMs (HPKE's DeriveKeyPair),
+    /// so the encapsulated key and every sealed byte are fixed.
+    fn sealed_vector(
+        name: &str,
+        direction: e2e::Direction,
+        recipient_ikm: [u8; 32],
+        ephemeral_ikm: [u8; 32],
+        streams: &[(u32, usize)],
+    ) -> Value {
+        let keys = e2e::KeyPair::derive(&recipient_ikm);
+        let nonce = [0x5a; 32];
+        let device_key = public_key("key-a");
+        let info = e2e::info(direction, &nonce, &device_key);
+        let (enc, sender) = e2e::Sender::new(keys.public(), &info, &ephemeral_ikm).expect("sender");
+        let streams: Vec<Value> = streams
+            .iter()
+            .map(|&(stream, len)| {
+                let plain = data(len);
+                let sealed = sender
+                    .stream(stream, len as u64)
+                    .and_then(|k| k.seal(&plain))
+                    .expect("seal");
+                json!({"stream": stream, "plain_len": len, "sealed": hex(&sealed)})
+            })
+            .collect();
+        json!({
+            "name": name,
+            "direction": direction as u8,
+            "recipient_ikm": hex(&recipient_ikm),
+            "recipient_public_key": hex(keys.public()),
+            "ephemeral_ikm": hex(&ephemeral_ikm),
+            "requester_nonce": hex(&nonce),
+            "device_key": hex(&device_key),
+            "info": hex(&info),
+            "enc": hex(&enc),
+            "streams": streams,
+        })
+    }
+
+    fn build_e2e() -> Value {
+        let inputs = sealed_vector(
+            "sealed-inputs",
+            e2e::Direction::ToProvider,
+            [0x11; 32],
+            [0x22; 32],
+            // The kernel (stream 0) and a buffer of two segments, the last of
+            // 100 bytes.
+            &[(0, 40), (1, e2e::SEGMENT_PLAIN_LEN + 100)],
+        );
+        let outputs = sealed_vector(
+            "sealed-outputs",
+            e2e::Direction::ToRequester,
+            [0x33; 32],
+            [0x44; 32],
+            &[(0, 1), (3, 300)],
+        );
+        // Tampered: the same inputs with their first two segments swapped in
+        // stream 1, one byte of the kernel flipped, the kernel one byte short.
+        let mut swapped = inputs.clone();
+        let s1 = unhex(inputs["streams"][1]["sealed"].as_str().unwrap());
+        let mut s1_swapped = s1[e2e::SEGMENT_LEN..].to_vec();
+        s1_swapped.extend_from_slice(&s1[..e2e::SEGMENT_LEN]);
+        swapped["name"] = "sealed-segments-reordered".into();
+        swapped["streams"] = json!([{"stream": 1, "plain_len": inputs["streams"][1]["plain_len"], "sealed": hex(&s1_swapped)}]);
+        swapped["expect_error"] = "Forged".into();
+        let mut flipped = inputs.clone();
+        let mut k = unhex(inputs["streams"][0]["sealed"].as_str().unwrap());
+        k[3] ^= 0x80;
+        flipped["name"] = "sealed-byte-flipped".into();
+        flipped["streams"] = json!([{"stream": 0, "plain_len": 40, "sealed": hex(&k)}]);
+        flipped["expect_error"] = "Forged".into();
+        let mut short = inputs.clone();
+        let k = unhex(inputs["streams"][0]["sealed"].as_str().unwrap());
+        short["name"] = "sealed-stream-short".into();
+        short["streams"] =
+            json!([{"stream": 0, "plain_len": 40, "sealed": hex(&k[..k.len() - 1])}]);
+        short["expect_error"] = "BadLength".into();
+        let mut other_stream = inputs.clone();
+        other_stream["name"] = "sealed-stream-renumbered".into();
+        other_stream["streams"] =
+            json!([{"stream": 5, "plain_len": 40, "sealed": inputs["streams"][0]["sealed"]}]);
+        other_stream["expect_error"] = "Forged".into();
+        json!([inputs, outputs, swapped, flipped, short, other_stream])
+    }
+
+    /// Opens every stream of an e2e vector from its JSON alone (the recipient's
+    /// IKM, the encapsulated key and the info), as its recipient would.
+    fn open_e2e(v: &Value) -> Result<(), e2e::SealError> {
+        let keys = e2e::KeyPair::derive(&unhex_n(&v["recipient_ikm"]));
+        assert_eq!(hex(keys.public()), v["recipient_public_key"]);
+        let info = unhex(v["info"].as_str().unwrap());
+        let receiver = e2e::Receiver::new(&keys, &unhex_n(&v["enc"]), &info)?;
+        for s in v["streams"].as_array().unwrap() {
+            let len = s["plain_len"].as_u64().unwrap();
+            let key = receiver.stream(s["stream"].as_u64().unwrap() as u32, len)?;
+            let plain = key.open(&unhex(s["sealed"].as_str().unwrap()))?;
+            assert_eq!(plain.as_slice(), data(len as usize).as_slice());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn e2e_vectors() {
+        let v = committed("e2e.json", build_e2e());
+        for vector in v.as_array().unwrap() {
+            let direction = if vector["direction"] == 0 {
+                e2e::Direction::ToProvider
+            } else {
+                e2e::Direction::ToRequester
+            };
+            assert_eq!(
+                hex(&e2e::info(
+                    direction,
+                    &unhex_n(&vector["requester_nonce"]),
+                    &unhex_n(&vector["device_key"])
+                )),
+                vector["info"]
+            );
+            let got = open_e2e(vector);
+            match vector["expect_error"].as_str() {
+                None => assert_eq!(got, Ok(()), "{}", vector["name"]),
+                Some(e) => assert_eq!(
+                    got.err().map(|e| format!("{e:?}")).as_deref(),
+                    Some(e),
+                    "{}",
+                    vector["name"]
+                ),
+            }
+        }
+    }
+}
