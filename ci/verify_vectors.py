@@ -42,6 +42,7 @@ KEY_ID_DOMAIN = b"tessera/key-id/v1"
 KERNEL_DOMAIN = b"tessera/kernel/v3"
 RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
+HARDWARE_NONCE_DOMAIN = b"tessera/hw-nonce/v1"
 E2E_INFO_LABEL = b"tessera/e2e/v1"
 E2E_STREAM_LABEL = b"tessera/e2e/stream"
 E2E_TAG = 16
@@ -51,7 +52,7 @@ E2E_SUITE = CipherSuite.new(
     KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.EXPORT_ONLY
 )
 
-EVIDENCE_PAYLOAD_LEN = 288
+EVIDENCE_PAYLOAD_LEN = 354
 RECEIPT_PAYLOAD_LEN = 350
 BATCH_PAYLOAD_LEN = 61
 MAX_BATCH = 256
@@ -170,9 +171,9 @@ class Reader:
 
 def decode_evidence(p):
     r = Reader(p)
-    if r.u("B") != 2:
+    if r.u("B") != 3:
         raise Fail("Malformed")
-    e = {"version": 2}
+    e = {"version": 3}
     e["challenge"] = r.hex(32)
     e["public_key"] = r.hex(32)
     e["agent_version"] = [r.u("H") for _ in range(3)]
@@ -204,8 +205,14 @@ def decode_evidence(p):
     c["subgroup_size"] = r.u("I")
     c["copy_mbps"] = r.u("I")
     c["fma_mflops"] = r.u("I")
-    assert r.at == EVIDENCE_PAYLOAD_LEN
     e["capabilities"] = c
+    e["enc_key"] = r.hex(32)
+    kind = r.u("H")
+    report_hash = r.hex(32)
+    if kind == 0 and report_hash != "00" * 32:
+        raise Fail("Malformed")  # a report hash without a report
+    e["hardware_report"] = {"kind": kind, "hash": report_hash}
+    assert r.at == EVIDENCE_PAYLOAD_LEN
     return e
 
 
@@ -474,6 +481,12 @@ def check_evidence(v, ctx):
         expect(b[9:25].hex() == v["key_id"] == key_id(pk).hex(), "header key id")
         expect(b[-64:].hex() == v["signature"], "signature")
         expect(sha256(b).hex() == v["hash"], "hash")
+        if "hardware_report_bytes" in v:
+            report = bytes.fromhex(v["hardware_report_bytes"])
+            expect(e["hardware_report"]["hash"] == sha256(report).hex(), "report hash")
+            nonce = sha256(HARDWARE_NONCE_DOMAIN, bytes.fromhex(e["challenge"]),
+                           bytes.fromhex(e["public_key"]), bytes.fromhex(e["enc_key"]))
+            expect(nonce.hex() == v["hardware_report_nonce"], "hardware report nonce")
         ctx["evidence"][v["name"]] = v["hash"]
 
 

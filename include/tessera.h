@@ -365,7 +365,42 @@
 /**
  * Bytes of signed evidence.
  */
-#define TESSERA_EVIDENCE_LEN 382
+#define TESSERA_EVIDENCE_LEN 448
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * `tessera_evidence_info.hardware_report_kind`: no hardware report.
+ */
+#define TESSERA_HARDWARE_REPORT_NONE 0
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * An NVIDIA GPU confidential-computing attestation report.
+ */
+#define TESSERA_HARDWARE_REPORT_NVIDIA_CC 1
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * A TPM 2.0 quote.
+ */
+#define TESSERA_HARDWARE_REPORT_TPM2_QUOTE 2
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * An AMD SEV-SNP attestation report.
+ */
+#define TESSERA_HARDWARE_REPORT_SEV_SNP 3
+#endif
+
+#if defined(TESSERA_HOSTED)
+/**
+ * An Intel TDX quote.
+ */
+#define TESSERA_HARDWARE_REPORT_TDX 4
 #endif
 
 #if defined(TESSERA_HOSTED)
@@ -1373,6 +1408,20 @@ typedef struct {
    * What the device is and can do.
    */
   tessera_device_info device;
+  /**
+   * The provider's X25519 public key for this session, to which
+   * requesters seal jobs; all zeros when it takes no sealed jobs.
+   */
+  uint8_t enc_key[32];
+  /**
+   * The kind of hardware attestation report the evidence names
+   * (`TESSERA_HARDWARE_REPORT_*`; 0: none).
+   */
+  uint16_t hardware_report_kind;
+  /**
+   * SHA-256 of that report's bytes (zeros when there is none).
+   */
+  uint8_t hardware_report_hash[32];
 } tessera_evidence_info;
 #endif
 

@@ -434,6 +434,14 @@ struct EvidenceInfo {
     ChainState chain{};
     /// What the device is and can do.
     DeviceInfo device;
+    /// The provider's X25519 public key for this session, to which
+    /// requesters seal jobs (all zeros: it takes no sealed jobs).
+    std::array<std::uint8_t, 32> enc_key{};
+    /// The kind of hardware attestation report the evidence names
+    /// (TESSERA_HARDWARE_REPORT_*; 0: none).
+    std::uint16_t hardware_report_kind = 0;
+    /// SHA-256 of that report's bytes.
+    std::array<std::uint8_t, 32> hardware_report_hash{};
 };
 
 namespace detail {
@@ -461,8 +469,10 @@ inline bridge::DeviceInfo device(const DeviceInfo &d)
 
 inline EvidenceInfo evidence(const bridge::EvidenceInfo &e)
 {
-    return EvidenceInfo{e.challenge, e.public_key, e.key_id, e.agent_version,
-                        e.boot_id,   e.issued_at,  e.chain,  device(e.device)};
+    return EvidenceInfo{e.challenge,  e.public_key, e.key_id,
+                        e.agent_version, e.boot_id, e.issued_at,
+                        e.chain,      device(e.device), e.enc_key,
+                        e.hardware_report_kind, e.hardware_report_hash};
 }
 
 }  // namespace detail

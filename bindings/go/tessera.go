@@ -75,7 +75,7 @@ const (
 	// 509 plus 32 per audit-path hash).
 	ReceiptMaxLen = 765
 	// EvidenceLen is the size of signed evidence.
-	EvidenceLen = 382
+	EvidenceLen = 448
 	// MaxRecordBytes is the most bytes of an encoded result record.
 	MaxRecordBytes = 2048
 	// KeyPKCS8Len is the size of the PKCS#8 document GenerateKey returns.

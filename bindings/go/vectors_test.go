@@ -117,6 +117,11 @@ func evidenceReadable(e *tessera.EvidenceInfo) map[string]any {
 		"challenge":  e.Challenge.String(),
 		"issued_at":  e.IssuedAt,
 		"public_key": e.PublicKey.String(),
+		"enc_key":    hexOf(e.EncKey[:]),
+		"hardware_report": map[string]any{
+			"kind": e.HardwareReport.Kind,
+			"hash": hexOf(e.HardwareReport.Hash[:]),
+		},
 	}
 }
 
@@ -164,7 +169,7 @@ func TestEvidenceVectors(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := decodeReadable(t, v.Evidence).(map[string]any)
-			if want["version"] != json.Number("2") {
+			if want["version"] != json.Number("3") {
 				t.Fatalf("evidence version %v", want["version"])
 			}
 			delete(want, "version") // the layout's version, not a field of the info

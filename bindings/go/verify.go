@@ -158,6 +158,33 @@ type EvidenceInfo struct {
 	Chain ChainState
 	// Device is what the device is and can do.
 	Device Device
+	// EncKey is the provider's X25519 public key for this session, to
+	// which requesters seal jobs; all zeros when it takes no sealed jobs.
+	EncKey [32]byte
+	// HardwareReport is the hardware attestation report the evidence
+	// names (Kind HardwareReportNone: none).
+	HardwareReport HardwareReport
+}
+
+// HardwareReportKind says what kind of hardware attestation report
+// evidence names.
+type HardwareReportKind uint16
+
+// The kinds of hardware attestation report; 0x8000 and up are a vendor's
+// own.
+const (
+	HardwareReportNone      HardwareReportKind = C.TESSERA_HARDWARE_REPORT_NONE
+	HardwareReportNvidiaCC  HardwareReportKind = C.TESSERA_HARDWARE_REPORT_NVIDIA_CC
+	HardwareReportTPM2Quote HardwareReportKind = C.TESSERA_HARDWARE_REPORT_TPM2_QUOTE
+	HardwareReportSevSnp    HardwareReportKind = C.TESSERA_HARDWARE_REPORT_SEV_SNP
+	HardwareReportTDX       HardwareReportKind = C.TESSERA_HARDWARE_REPORT_TDX
+)
+
+// HardwareReport is evidence's slot for a hardware attestation report: its
+// kind and the SHA-256 of its bytes, which travel beside the evidence.
+type HardwareReport struct {
+	Kind HardwareReportKind
+	Hash [32]byte
 }
 
 func evidenceFromC(in *C.tessera_evidence_info) *EvidenceInfo {
@@ -170,6 +197,11 @@ func evidenceFromC(in *C.tessera_evidence_info) *EvidenceInfo {
 		IssuedAt:     uint64(in.issued_at),
 		Chain:        chainFromC(&in.chain),
 		Device:       deviceFromInfo(&in.device),
+		EncKey:       *(*[32]byte)(unsafe.Pointer(&in.enc_key[0])),
+		HardwareReport: HardwareReport{
+			Kind: HardwareReportKind(in.hardware_report_kind),
+			Hash: *(*[32]byte)(unsafe.Pointer(&in.hardware_report_hash[0])),
+		},
 	}
 }
 

@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use tessera_core::attest::{
     batch_leaf, batched_link, kernel_hash, result_hash, result_seal, sha256, sign_batch,
     verify_output_chunk, write_batched, BatchPath, BatchedReceipt, ChainState, DeviceCapabilities,
-    DeviceType, Ed25519Signer, Evidence, Receipt, ReceiptBatch, ReceiptStatus, ReceiptVerifier,
-    Signer, VerifyError, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, EVIDENCE_LEN, RECEIPT_LEN,
+    DeviceType, Ed25519Signer, Evidence, HardwareReport, HardwareReportError, HardwareReportKind,
+    HardwareReportVerifier, Receipt, ReceiptBatch, ReceiptStatus, ReceiptVerifier, Signer,
+    VerifyError, BATCHED_RECEIPT_MAX_LEN, BATCH_LEN, EVIDENCE_LEN, RECEIPT_LEN,
     RECEIPT_PAYLOAD_LEN,
 };
 use tessera_core::limits::CHUNK_SIZE;
@@ -122,6 +123,20 @@ fn build_keys() -> Value {
 
 const CHALLENGE: [u8; 32] = [0xC4; 32];
 
+/// Key B's evidence names a hardware report: these bytes stand for one (a
+/// TPM quote), and the vector carries them so a checker recomputes the
+/// slot's hash and the nonce the report binds.
+const SAMPLE_REPORT: &[u8] = b"a TPM 2.0 quote over the hardware nonce stands here";
+
+/// The session encryption key the sample evidence states: the X25519 key
+/// of `e2e.json`'s "sealed-inputs" recipient (DeriveKeyPair of 32 bytes
+/// 0x11).
+fn sample_enc_key() -> [u8; 32] {
+    unhex_n(&json!(
+        "1a239249ea74403babc01f32df9931a16f71ac8972c461d69fed15640e310639"
+    ))
+}
+
 fn sample_evidence(key: &str) -> Evidence {
     let mut name = tessera_core::bounded::BoundedString::new();
     name.push_str("Tessera Test GPU").expect("short name");
@@ -157,13 +172,22 @@ fn sample_evidence(key: &str) -> Evidence {
             copy_mbps: 912_000,
             fma_mflops: 82_600_000,
         },
+        enc_key: sample_enc_key(),
+        hardware_report: if key == "key-b" {
+            HardwareReport {
+                kind: HardwareReportKind::TPM2_QUOTE,
+                hash: sha256(SAMPLE_REPORT),
+            }
+        } else {
+            HardwareReport::NONE
+        },
     }
 }
 
 fn evidence_json(e: &Evidence) -> Value {
     let c = &e.capabilities;
     json!({
-        "version": 2,
+        "version": 3,
         "challenge": hex(&e.challenge),
         "public_key": hex(&e.public_key),
         "agent_version": e.agent_version,
@@ -191,6 +215,11 @@ fn evidence_json(e: &Evidence) -> Value {
             "subgroup_size": c.subgroup_size,
             "copy_mbps": c.copy_mbps,
             "fma_mflops": c.fma_mflops,
+        },
+        "enc_key": hex(&e.enc_key),
+        "hardware_report": {
+            "kind": e.hardware_report.kind.0,
+            "hash": hex(&e.hardware_report.hash),
         },
     })
 }
@@ -232,6 +261,8 @@ fn build_evidence() -> Value {
         "signature": hex(&sig_b),
         "hash": hex(&sha256(&good_b)),
         "hex": hex(&good_b),
+        "hardware_report_bytes": hex(SAMPLE_REPORT),
+        "hardware_report_nonce": hex(&e_b.hardware_report_nonce()),
     }));
 
     let mut tampered = |name: &str, tamper: &str, challenge: [u8; 32], bytes: &[u8], err| {
@@ -260,10 +291,18 @@ fn build_evidence() -> Value {
     );
     tampered(
         "evidence-a-flipped-signature",
-        "bit 0 of byte 340 (signature) flipped",
+        "bit 0 of byte 400 (signature) flipped",
         CHALLENGE,
-        &flip(&good, 340),
+        &flip(&good, 400),
         VerifyError::BadSignature,
+    );
+    // Byte 28 + 322 is the first byte of the hardware report's hash.
+    tampered(
+        "evidence-a-report-hash-without-report",
+        "bit 0 of byte 350 (hardware report hash, kind 0) flipped",
+        CHALLENGE,
+        &flip(&good, 350),
+        VerifyError::Malformed,
     );
     tampered(
         "evidence-a-truncated",
@@ -983,6 +1022,20 @@ fn readback_layout(lens: &[usize]) -> Vec<BufferSpec> {
 // ----------------------------------------------------- the vector runners --
 
 /// Runs each evidence vector through `Evidence::verify`.
+/// A verifier without any vendor's check.
+struct NoVendor;
+
+impl HardwareReportVerifier for NoVendor {
+    fn verify(
+        &self,
+        _: HardwareReportKind,
+        _: &[u8],
+        _: &[u8; 32],
+    ) -> Result<(), HardwareReportError> {
+        Err(HardwareReportError::UnsupportedKind)
+    }
+}
+
 fn run_evidence(vectors: &Value) -> usize {
     let mut n = 0;
     for v in vectors.as_array().expect("array") {
@@ -1002,6 +1055,44 @@ fn run_evidence(vectors: &Value) -> usize {
                 let e = got.unwrap_or_else(|e| panic!("{}: {e:?}", v["name"]));
                 assert_eq!(evidence_json(&e), v["evidence"], "{}", v["name"]);
                 assert_eq!(hex(&Evidence::hash(&bytes)), v["hash"], "{}", v["name"]);
+                if let Some(report) = v.get("hardware_report_bytes") {
+                    let report = unhex(report.as_str().expect("hex"));
+                    let nonce = unhex_n(&v["hardware_report_nonce"]);
+                    assert_eq!(e.hardware_report_nonce(), nonce, "{}", v["name"]);
+                    // A vendor's check that accepts a report of its kind
+                    // made for the nonce it is given.
+                    struct Vendor([u8; 32]);
+                    impl HardwareReportVerifier for Vendor {
+                        fn verify(
+                            &self,
+                            kind: HardwareReportKind,
+                            _report: &[u8],
+                            nonce: &[u8; 32],
+                        ) -> Result<(), HardwareReportError> {
+                            if kind != HardwareReportKind::TPM2_QUOTE {
+                                return Err(HardwareReportError::UnsupportedKind);
+                            }
+                            if nonce != &self.0 {
+                                return Err(HardwareReportError::Rejected);
+                            }
+                            Ok(())
+                        }
+                    }
+                    assert_eq!(e.check_hardware_report(&report, &Vendor(nonce)), Ok(()));
+                    assert_eq!(
+                        e.check_hardware_report(&report[1..], &Vendor(nonce)),
+                        Err(HardwareReportError::HashMismatch)
+                    );
+                    assert_eq!(
+                        e.check_hardware_report(&report, &Vendor([0; 32])),
+                        Err(HardwareReportError::Rejected)
+                    );
+                } else {
+                    assert_eq!(
+                        e.check_hardware_report(b"", &NoVendor),
+                        Err(HardwareReportError::Absent)
+                    );
+                }
             }
         }
         n += 1;

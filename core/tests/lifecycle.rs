@@ -1431,3 +1431,95 @@ fn kernel_rejections_are_counted_by_rule() {
     );
     assert_eq!(h.agent.stats().jobs_failed, 2);
 }
+
+/// A signer beside which a vendor's hardware attests: it makes a report for
+/// the nonce the agent gives it and keeps the bytes.
+struct AttestingSigner {
+    inner: Ed25519Signer,
+    report: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+}
+
+impl tessera_core::attest::Signer for AttestingSigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+    fn sign(&mut self, m: &[u8]) -> Result<[u8; 64], tessera_core::attest::SignError> {
+        self.inner.sign(m)
+    }
+    fn hardware_report(&mut self, nonce: &[u8; 32]) -> tessera_core::attest::HardwareReport {
+        let mut report = b"quote over ".to_vec();
+        report.extend_from_slice(nonce);
+        let hash = tessera_core::attest::sha256(&report);
+        *self.report.borrow_mut() = report;
+        tessera_core::attest::HardwareReport {
+            kind: tessera_core::attest::HardwareReportKind::TPM2_QUOTE,
+            hash,
+        }
+    }
+}
+
+/// The evidence states the session key the host set before connecting and
+/// names the signer's hardware report, made for the nonce that binds the
+/// session's challenge, the device key and that session key; the next
+/// session states the next key and a new report.
+#[test]
+fn evidence_states_the_session_key_and_a_hardware_report_bound_to_the_challenge() {
+    use tessera_core::attest::{HardwareReportError, HardwareReportKind, HardwareReportVerifier};
+    struct Vendor;
+    impl HardwareReportVerifier for Vendor {
+        fn verify(
+            &self,
+            kind: HardwareReportKind,
+            report: &[u8],
+            nonce: &[u8; 32],
+        ) -> Result<(), HardwareReportError> {
+            if kind != HardwareReportKind::TPM2_QUOTE {
+                return Err(HardwareReportError::UnsupportedKind);
+            }
+            if report.strip_prefix(b"quote over ") != Some(nonce.as_slice()) {
+                return Err(HardwareReportError::Rejected);
+            }
+            Ok(())
+        }
+    }
+    let report = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let signer = AttestingSigner {
+        inner: Ed25519Signer::from_seed(&SEED).unwrap(),
+        report: report.clone(),
+    };
+    let agent = Agent::new(config(), signer, ChainState::default()).unwrap();
+    let mut h = Harness::new(agent, increment_run);
+    let mut seen = Vec::new();
+    for (key, challenge) in [([0xE1; 32], CHALLENGE), ([0xE2; 32], [0xC5; 32])] {
+        h.agent.set_session_key(key);
+        h.agent.connect(h.now).unwrap();
+        h.pump();
+        h.send(&Message::Welcome(Welcome {
+            version: 1,
+            challenge,
+            heartbeat_ms: 0,
+        }));
+        let frames = h.pump();
+        let Message::Evidence(blob) = decode(&frames[0]) else {
+            panic!("expected evidence")
+        };
+        let e = Evidence::verify(blob.bytes, &challenge).expect("evidence verifies");
+        assert_eq!(e.enc_key, key);
+        assert_eq!(e.hardware_report.kind, HardwareReportKind::TPM2_QUOTE);
+        let bytes = report.borrow().clone();
+        assert_eq!(e.check_hardware_report(&bytes, &Vendor), Ok(()));
+        seen.push((e, bytes));
+        h.agent.disconnected(h.now);
+        h.pump();
+    }
+    // Each session's report is its own: the first session's report does
+    // not pass for the second session's evidence.
+    assert_eq!(
+        seen[1].0.check_hardware_report(&seen[0].1, &Vendor),
+        Err(HardwareReportError::HashMismatch)
+    );
+    assert_ne!(
+        seen[0].0.hardware_report_nonce(),
+        seen[1].0.hardware_report_nonce()
+    );
+}

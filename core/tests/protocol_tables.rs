@@ -64,6 +64,8 @@ fn evidence_table() -> String {
         issued_at: 0,
         chain: ChainState::default(),
         capabilities: DeviceCapabilities::default(),
+        enc_key: [0; 32],
+        hardware_report: tessera_core::attest::HardwareReport::NONE,
     };
     let fields: &[Field<Evidence>] = &[
         ("challenge", "32 bytes", "The coordinator's challenge nonce this evidence answers.", |e| e.challenge = [0xFF; 32]),
@@ -93,13 +95,16 @@ fn evidence_table() -> String {
         ("subgroup_size", "u32", "Subgroup size.", |e| e.capabilities.subgroup_size = u32::MAX),
         ("copy_mbps", "u32", "Measured copy-kernel bandwidth, MB/s (0: not measured).", |e| e.capabilities.copy_mbps = u32::MAX),
         ("fma_mflops", "u32", "Measured FMA throughput, MFLOP/s (0: not measured).", |e| e.capabilities.fma_mflops = u32::MAX),
+        ("enc_key", "32 bytes", "The provider's X25519 public key for this session, to which requesters seal jobs (\"End-to-end sealing\"); zeros: it takes no sealed jobs.", |e| e.enc_key = [0xFF; 32]),
+        ("hardware_report_kind", "u16", "Kind of hardware attestation report (\"Hardware attestation reports\"); 0 none.", |e| e.hardware_report.kind.0 = u16::MAX),
+        ("hardware_report_hash", "32 bytes", "SHA-256 of the report's bytes; zeros when the kind is 0 (anything else is malformed).", |e| e.hardware_report.hash = [0xFF; 32]),
     ];
     table(
         &base,
         |e| e.encode_payload().to_vec(),
         fields,
         EVIDENCE_PAYLOAD_LEN,
-        "2 (version 1 had no chain position)",
+        "3 (version 2 had no session key and no hardware report; version 1 no chain position)",
     )
 }
 
@@ -188,6 +193,8 @@ fn cose_table() -> String {
         issued_at: 0,
         chain: ChainState::default(),
         capabilities: DeviceCapabilities::default(),
+        enc_key: [0; 32],
+        hardware_report: tessera_core::attest::HardwareReport::NONE,
     }
     .sign(&mut signer, &mut ev)
     .expect("sign");

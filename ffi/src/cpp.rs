@@ -508,6 +508,14 @@ mod ffi {
         chain: ChainState,
         /// What the device is and can do.
         device: DeviceInfo,
+        /// The provider's X25519 public key for this session, to which
+        /// requesters seal jobs (all zeros: it takes no sealed jobs).
+        enc_key: [u8; 32],
+        /// The kind of hardware attestation report the evidence names
+        /// (`TESSERA_HARDWARE_REPORT_*`; 0: none).
+        hardware_report_kind: u16,
+        /// SHA-256 of that report's bytes.
+        hardware_report_hash: [u8; 32],
     }
 
     extern "Rust" {
@@ -932,6 +940,9 @@ fn evidence_info(e: &Evidence) -> EvidenceInfo {
         issued_at: e.issued_at,
         chain: chain_of(e.chain),
         device: device_info(&e.capabilities),
+        enc_key: e.enc_key,
+        hardware_report_kind: e.hardware_report.kind.0,
+        hardware_report_hash: e.hardware_report.hash,
     }
 }
 

@@ -30,7 +30,17 @@ use crate::*;
 /// Bytes of the PKCS#8 document `tessera_key_generate` writes.
 pub const TESSERA_KEY_PKCS8_LEN: usize = 83;
 /// Bytes of signed evidence.
-pub const TESSERA_EVIDENCE_LEN: usize = 382;
+pub const TESSERA_EVIDENCE_LEN: usize = 448;
+/// `tessera_evidence_info.hardware_report_kind`: no hardware report.
+pub const TESSERA_HARDWARE_REPORT_NONE: u16 = 0;
+/// An NVIDIA GPU confidential-computing attestation report.
+pub const TESSERA_HARDWARE_REPORT_NVIDIA_CC: u16 = 1;
+/// A TPM 2.0 quote.
+pub const TESSERA_HARDWARE_REPORT_TPM2_QUOTE: u16 = 2;
+/// An AMD SEV-SNP attestation report.
+pub const TESSERA_HARDWARE_REPORT_SEV_SNP: u16 = 3;
+/// An Intel TDX quote.
+pub const TESSERA_HARDWARE_REPORT_TDX: u16 = 4;
 /// Longest Merkle audit path, in 32-byte hashes (trees have at most 2^32
 /// leaves).
 pub const TESSERA_MAX_PROOF_LEN: usize = 32;
@@ -325,6 +335,14 @@ pub struct tessera_evidence_info {
     pub chain: tessera_chain_state,
     /// What the device is and can do.
     pub device: tessera_device_info,
+    /// The provider's X25519 public key for this session, to which
+    /// requesters seal jobs; all zeros when it takes no sealed jobs.
+    pub enc_key: [u8; 32],
+    /// The kind of hardware attestation report the evidence names
+    /// (`TESSERA_HARDWARE_REPORT_*`; 0: none).
+    pub hardware_report_kind: u16,
+    /// SHA-256 of that report's bytes (zeros when there is none).
+    pub hardware_report_hash: [u8; 32],
 }
 
 fn evidence_info(e: &Evidence) -> tessera_evidence_info {
@@ -361,6 +379,9 @@ fn evidence_info(e: &Evidence) -> tessera_evidence_info {
             copy_mbps: c.copy_mbps,
             fma_mflops: c.fma_mflops,
         },
+        enc_key: e.enc_key,
+        hardware_report_kind: e.hardware_report.kind.0,
+        hardware_report_hash: e.hardware_report.hash,
     }
 }
 
@@ -1148,6 +1169,11 @@ mod tests {
                 copy_mbps: 900_000,
                 fma_mflops: 80_000_000,
             },
+            enc_key: [0xE2; 32],
+            hardware_report: tessera_core::attest::HardwareReport {
+                kind: tessera_core::attest::HardwareReportKind::TPM2_QUOTE,
+                hash: [0x42; 32],
+            },
         }
     }
 
@@ -1281,6 +1307,11 @@ mod tests {
                 subgroup_size: d.subgroup_size,
                 copy_mbps: d.copy_mbps,
                 fma_mflops: d.fma_mflops,
+            },
+            enc_key: i.enc_key,
+            hardware_report: tessera_core::attest::HardwareReport {
+                kind: tessera_core::attest::HardwareReportKind(i.hardware_report_kind),
+                hash: i.hardware_report_hash,
             },
         }
     }

@@ -221,6 +221,8 @@ impl Sim {
                         issued_at: 1,
                         chain: ChainState::default(),
                         capabilities,
+                        enc_key: [0; 32],
+                        hardware_report: tessera_core::attest::HardwareReport::NONE,
                     };
                     let mut signed = vec![0u8; tessera_core::attest::EVIDENCE_LEN];
                     let n = evidence

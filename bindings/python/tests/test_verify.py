@@ -95,6 +95,9 @@ def check_evidence_info(got: tessera.EvidenceInfo, want: Dict[str, Any], key_id:
         assert getattr(d, name) == c[name], name
     assert d.max_workgroup_size == tuple(c["max_workgroup_size"])
     assert d.max_workgroup_count == tuple(c["max_workgroup_count"])
+    assert got.enc_key == h(want["enc_key"])
+    assert got.hardware_report_kind == want["hardware_report"]["kind"]
+    assert got.hardware_report_hash == h(want["hardware_report"]["hash"])
 
 
 @pytest.mark.parametrize("v", EVIDENCE, ids=ids(EVIDENCE))

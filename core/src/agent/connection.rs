@@ -7,7 +7,7 @@ use super::{
     Agent, CancelReason, ConnState, DisconnectReason, EventRecord, EVENT_RESERVE, HOST_CALL_EVENTS,
     TX_RESERVE,
 };
-use crate::attest::{Evidence, Signer, EVIDENCE_LEN};
+use crate::attest::{hardware_report_nonce, Evidence, Signer, EVIDENCE_LEN};
 use crate::error::{Error, InputError, PeerError, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS, RX_CAPACITY};
 use crate::time::{Duration, Instant};
@@ -491,14 +491,18 @@ impl<S: Signer> Agent<S> {
         } else {
             self.config.policy.heartbeat_interval
         };
+        let public_key = self.signer.public_key();
+        let nonce = hardware_report_nonce(&w.challenge, &public_key, &self.session_key);
         let evidence = Evidence {
             challenge: w.challenge,
-            public_key: self.signer.public_key(),
+            public_key,
             agent_version: self.config.agent_version,
             boot_id: self.config.boot_id,
             issued_at: now.micros,
             chain: self.chain,
             capabilities: self.config.capabilities.clone(),
+            enc_key: self.session_key,
+            hardware_report: self.signer.hardware_report(&nonce),
         };
         let mut signed = [0u8; EVIDENCE_LEN];
         let n = evidence

@@ -329,6 +329,8 @@ pub struct Agent<S: Signer> {
     jobs: Vec<Job, MAX_JOBS>,
     chain: ChainState,
     evidence_hash: Digest,
+    /// The session encryption key the next evidence states (zeros: none).
+    session_key: [u8; 32],
     /// The protocol version of this session (0 before `Welcome`).
     version: u16,
     /// How the coordinator asked this session's receipts to be batched
@@ -388,6 +390,7 @@ impl<S: Signer> Agent<S> {
             jobs: Vec::new(),
             chain,
             evidence_hash: [0; 32],
+            session_key: [0; 32],
             version: 0,
             batching: Batching::default(),
             batch_due: None,
@@ -442,6 +445,23 @@ impl<S: Signer> Agent<S> {
     /// are not part of it yet).
     pub fn chain(&self) -> ChainState {
         self.chain
+    }
+
+    /// Sets the X25519 public key requesters seal jobs to
+    /// (`docs/PROTOCOL.md`, "End-to-end sealing"), stated in the evidence of
+    /// the next session (the evidence is made when the coordinator's
+    /// `Welcome` arrives, so set it before connecting). A host draws a new
+    /// key pair for every session and keeps its secret to open that
+    /// session's jobs; 32 zero bytes (the default) state that it takes no
+    /// sealed jobs.
+    pub fn set_session_key(&mut self, public_key: [u8; 32]) {
+        self.session_key = public_key;
+    }
+
+    /// The session encryption key the next (or current) session's evidence
+    /// states.
+    pub fn session_key(&self) -> [u8; 32] {
+        self.session_key
     }
 
     /// Changes the price schedule and floor for offers from now on; jobs

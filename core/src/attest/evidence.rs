@@ -6,11 +6,89 @@ use super::{ChainState, Reader, SignError, Signer, VerifyError, Writer, EVIDENCE
 use crate::wire::{Digest, Nonce};
 
 /// Bytes of the evidence payload.
-pub const EVIDENCE_PAYLOAD_LEN: usize = 1 + 32 + 32 + 6 + 16 + 8 + 8 + 32 + CAPABILITIES_LEN;
+pub const EVIDENCE_PAYLOAD_LEN: usize =
+    1 + 32 + 32 + 6 + 16 + 8 + 8 + 32 + CAPABILITIES_LEN + 32 + 2 + 32;
 /// Bytes of signed evidence (COSE_Sign1).
 pub const EVIDENCE_LEN: usize = sign1_len(EVIDENCE_PAYLOAD_LEN);
 const CAPABILITIES_LEN: usize = 64 + 4 * 4 + 1 + 4 + 8 + 8 + 12 + 12 + 4 + 4 + 8 + 4 + 4 + 4;
-const EVIDENCE_VERSION: u8 = 2;
+const EVIDENCE_VERSION: u8 = 3;
+/// Domain tag of the nonce a hardware attestation report binds.
+pub const HARDWARE_NONCE_DOMAIN: &[u8] = b"tessera/hw-nonce/v1";
+
+/// What kind of hardware attestation report the evidence names
+/// (`docs/PROTOCOL.md`, "Hardware attestation reports"): a `u16` on the
+/// wire, so kinds this version does not name still decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HardwareReportKind(pub u16);
+
+impl HardwareReportKind {
+    /// No report: the evidence stands on the device key alone.
+    pub const NONE: HardwareReportKind = HardwareReportKind(0);
+    /// An NVIDIA GPU confidential-computing attestation report, made with
+    /// the hardware nonce as its nonce.
+    pub const NVIDIA_CC: HardwareReportKind = HardwareReportKind(1);
+    /// A TPM 2.0 quote (`TPM2_Quote`) whose qualifying data is the
+    /// hardware nonce.
+    pub const TPM2_QUOTE: HardwareReportKind = HardwareReportKind(2);
+    /// An AMD SEV-SNP attestation report whose `REPORT_DATA` starts with
+    /// the hardware nonce (the rest zero).
+    pub const SEV_SNP: HardwareReportKind = HardwareReportKind(3);
+    /// An Intel TDX quote whose `REPORTDATA` starts with the hardware nonce
+    /// (the rest zero).
+    pub const TDX: HardwareReportKind = HardwareReportKind(4);
+    /// The first of the kinds a vendor may use privately (0x8000 and up).
+    pub const VENDOR_FIRST: HardwareReportKind = HardwareReportKind(0x8000);
+}
+
+/// The evidence's slot for a hardware attestation report: its kind and
+/// the SHA-256 of its bytes. The report itself travels beside the evidence
+/// (see [`Evidence::check_hardware_report`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardwareReport {
+    /// The report's kind; [`HardwareReportKind::NONE`] with a zero hash
+    /// when there is none.
+    pub kind: HardwareReportKind,
+    /// SHA-256 of the report's bytes.
+    pub hash: Digest,
+}
+
+impl HardwareReport {
+    /// No report.
+    pub const NONE: HardwareReport = HardwareReport {
+        kind: HardwareReportKind::NONE,
+        hash: [0; 32],
+    };
+}
+
+/// Why a hardware attestation report was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HardwareReportError {
+    /// The evidence names no report.
+    Absent,
+    /// The report's bytes are not the ones the evidence names (hash).
+    HashMismatch,
+    /// The verifier has no check for the report's kind.
+    UnsupportedKind,
+    /// The vendor's check refused the report: not genuine, not made for
+    /// this nonce, or against the verifier's policy.
+    Rejected,
+}
+
+/// A vendor's check of a hardware attestation report: its signature
+/// chain up to the vendor's root, its measurements against a policy, and
+/// that it was made for `nonce` (see [`Evidence::hardware_report_nonce`]).
+/// Tessera ships the slot and this hook, not a vendor's check.
+pub trait HardwareReportVerifier {
+    /// Accepts `report` of `kind` made for `nonce`, or says why not
+    /// ([`HardwareReportError::UnsupportedKind`] for a kind it does not
+    /// check).
+    fn verify(
+        &self,
+        kind: HardwareReportKind,
+        report: &[u8],
+        nonce: &Digest,
+    ) -> Result<(), HardwareReportError>;
+}
 
 /// Kind of device, as Vulkan reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +179,13 @@ pub struct Evidence {
     pub chain: ChainState,
     /// The device's capabilities.
     pub capabilities: DeviceCapabilities,
+    /// The provider's X25519 public key for this session, to which
+    /// requesters seal jobs (`docs/PROTOCOL.md`, "End-to-end sealing"); 32
+    /// zero bytes when the provider takes no sealed jobs.
+    pub enc_key: [u8; 32],
+    /// A hardware attestation report's slot, bound to this challenge
+    /// through [`Evidence::hardware_report_nonce`].
+    pub hardware_report: HardwareReport,
 }
 
 impl Evidence {
@@ -143,6 +228,9 @@ impl Evidence {
         w.u32(c.subgroup_size);
         w.u32(c.copy_mbps);
         w.u32(c.fma_mflops);
+        w.bytes(&self.enc_key);
+        w.u16(self.hardware_report.kind.0);
+        w.bytes(&self.hardware_report.hash);
         debug_assert_eq!(w.pos, EVIDENCE_PAYLOAD_LEN);
         buf
     }
@@ -205,6 +293,14 @@ impl Evidence {
             copy_mbps: r.u32(),
             fma_mflops: r.u32(),
         };
+        let enc_key = r.take();
+        let hardware_report = HardwareReport {
+            kind: HardwareReportKind(r.u16()),
+            hash: r.take(),
+        };
+        if hardware_report.kind == HardwareReportKind::NONE && hardware_report.hash != [0; 32] {
+            return Err(VerifyError::Malformed);
+        }
         Ok(Evidence {
             challenge,
             public_key,
@@ -213,7 +309,39 @@ impl Evidence {
             issued_at,
             chain,
             capabilities,
+            enc_key,
+            hardware_report,
         })
+    }
+
+    /// The nonce a hardware attestation report must be made for: SHA-256
+    /// of the domain tag, the challenge, the device key and the session
+    /// encryption key, so a report binds the same challenge as the
+    /// evidence and the key requesters seal to.
+    pub fn hardware_report_nonce(&self) -> Digest {
+        hardware_report_nonce(&self.challenge, &self.public_key, &self.enc_key)
+    }
+
+    /// Checks the hardware attestation report the evidence names: `report`
+    /// must hash to the slot's hash, and `verifier` (the vendor's check)
+    /// must accept it as made for [`Evidence::hardware_report_nonce`].
+    /// Check the evidence itself first ([`Evidence::verify`]).
+    pub fn check_hardware_report(
+        &self,
+        report: &[u8],
+        verifier: &dyn HardwareReportVerifier,
+    ) -> Result<(), HardwareReportError> {
+        if self.hardware_report.kind == HardwareReportKind::NONE {
+            return Err(HardwareReportError::Absent);
+        }
+        if super::sha256(report) != self.hardware_report.hash {
+            return Err(HardwareReportError::HashMismatch);
+        }
+        verifier.verify(
+            self.hardware_report.kind,
+            report,
+            &self.hardware_report_nonce(),
+        )
     }
 
     /// Signs the evidence with `signer` into `out` (at least [`EVIDENCE_LEN`]
@@ -251,6 +379,17 @@ impl Evidence {
     pub fn hash(signed: &[u8]) -> Digest {
         super::sha256(signed)
     }
+}
+
+/// The nonce a hardware attestation report is made for (see
+/// [`Evidence::hardware_report_nonce`]); a provider computes it from the
+/// challenge before its evidence exists.
+pub fn hardware_report_nonce(
+    challenge: &Nonce,
+    public_key: &[u8; 32],
+    enc_key: &[u8; 32],
+) -> Digest {
+    super::sha256_parts(&[HARDWARE_NONCE_DOMAIN, challenge, public_key, enc_key])
 }
 
 #[cfg(test)]
@@ -324,6 +463,9 @@ mod tests {
                 // A byte after the name's terminating zero (a flip of the
                 // zero itself just lengthens the name).
                 VerifyError::Malformed
+            } else if (payload_at + 322..payload_at + 354).contains(&i) {
+                // A hardware report hash without a report.
+                VerifyError::Malformed
             } else if i < sig_at {
                 VerifyError::BadSignature
             } else if i < sig_at + 2 {
@@ -385,7 +527,16 @@ mod tests {
         let mut s = signer(1);
         let e = evidence(s.public_key(), [1; 32]);
         let name_at = 1 + 32 + 32 + 6 + 16 + 8 + 8 + 32;
-        for (at, value) in [(name_at, 0xFF), (0, 1), (0, 3), (name_at + 64 + 16, 5)] {
+        // A bad name, versions 1, 2 and 4, device type 5, a report hash
+        // with report kind 0.
+        for (at, value) in [
+            (name_at, 0xFF),
+            (0, 1),
+            (0, 2),
+            (0, 4),
+            (name_at + 64 + 16, 5),
+            (322, 1),
+        ] {
             let mut payload = e.encode_payload();
             payload[at] = value;
             assert_eq!(

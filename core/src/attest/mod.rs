@@ -20,7 +20,11 @@ pub use batch::{
     MAX_RECEIPT_LEN,
 };
 pub use cose::{Sign1, COSE_OVERHEAD};
-pub use evidence::{DeviceCapabilities, DeviceType, Evidence, EVIDENCE_LEN, EVIDENCE_PAYLOAD_LEN};
+pub use evidence::{
+    hardware_report_nonce, DeviceCapabilities, DeviceType, Evidence, HardwareReport,
+    HardwareReportError, HardwareReportKind, HardwareReportVerifier, EVIDENCE_LEN,
+    EVIDENCE_PAYLOAD_LEN, HARDWARE_NONCE_DOMAIN,
+};
 pub use receipt::{
     kernel_hash, result_hash, result_seal, ChainState, Receipt, ReceiptStatus, ReceiptVerifier,
     RECEIPT_LEN, RECEIPT_PAYLOAD_LEN,
@@ -215,6 +219,8 @@ pub(crate) mod testing {
                 copy_mbps: 900_000,
                 fma_mflops: 80_000_000,
             },
+            enc_key: [0; 32],
+            hardware_report: HardwareReport::NONE,
         }
     }
 
@@ -291,8 +297,8 @@ mod tests {
     fn sizes_are_the_documented_ones() {
         assert_eq!(RECEIPT_PAYLOAD_LEN, 350);
         assert_eq!(RECEIPT_LEN, 444);
-        assert_eq!(EVIDENCE_PAYLOAD_LEN, 288);
-        assert_eq!(EVIDENCE_LEN, 382);
+        assert_eq!(EVIDENCE_PAYLOAD_LEN, 354);
+        assert_eq!(EVIDENCE_LEN, 448);
         const { assert!(RECEIPT_LEN <= crate::limits::MAX_SIGNED) };
         const { assert!(EVIDENCE_LEN <= crate::limits::MAX_SIGNED) };
     }
@@ -406,13 +412,13 @@ mod tests {
         assert_eq!(signed[25..28], [0x59, 0x01, 0x5E]);
         assert_eq!(signed[28..378], r.encode_payload());
         assert_eq!(signed[378..380], [0x58, 0x40]);
-        // 288-byte evidence payloads take the two-byte length form too.
+        // 354-byte evidence payloads take the two-byte length form too.
         let mut ev = [0u8; EVIDENCE_LEN];
         evidence(s.public_key(), [0; 32])
             .sign(&mut s, &mut ev)
             .unwrap();
-        assert_eq!(ev[25..28], [0x59, 0x01, 0x20]);
-        assert_eq!(ev[316..318], [0x58, 0x40]);
+        assert_eq!(ev[25..28], [0x59, 0x01, 0x62]);
+        assert_eq!(ev[382..384], [0x58, 0x40]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The signing key behind a trait, so firmware can plug in a secure element.
 
 use super::{sha256_parts, VerifyError, KEY_ID_DOMAIN};
-use crate::wire::KeyId;
+use crate::wire::{Digest, KeyId};
 
 /// Why a signer could not sign.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +56,18 @@ pub trait Signer {
 
     /// Signs `message` (a COSE `Sig_structure`) and returns the signature.
     fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError>;
+
+    /// A hardware attestation report made for `nonce` (the evidence's
+    /// [`hardware_report_nonce`](super::hardware_report_nonce)), named in
+    /// the evidence the agent is about to sign: its kind and the SHA-256
+    /// of its bytes, which the signer keeps to hand to whoever verifies
+    /// the evidence. A vendor plugs its report in here, beside the device
+    /// key (a TPM, a GPU's confidential-computing firmware); the default
+    /// is none.
+    fn hardware_report(&mut self, nonce: &Digest) -> super::HardwareReport {
+        let _ = nonce;
+        super::HardwareReport::NONE
+    }
 }
 
 impl<S: Signer + ?Sized> Signer for &mut S {
@@ -67,6 +79,9 @@ impl<S: Signer + ?Sized> Signer for &mut S {
     }
     fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
         (**self).sign(message)
+    }
+    fn hardware_report(&mut self, nonce: &Digest) -> super::HardwareReport {
+        (**self).hardware_report(nonce)
     }
 }
 

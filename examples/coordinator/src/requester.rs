@@ -499,6 +499,8 @@ mod tests {
             issued_at: 1,
             chain: ChainState::default(),
             capabilities: DeviceCapabilities::default(),
+            enc_key: [0; 32],
+            hardware_report: tessera_core::attest::HardwareReport::NONE,
         };
         let mut out = vec![0u8; EVIDENCE_LEN];
         let n = evidence.sign(&mut signer, &mut out).expect("sign");

@@ -797,6 +797,8 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
         issued_at: 1,
         chain: Default::default(),
         capabilities: DeviceCapabilities::default(),
+        enc_key: [0; 32],
+        hardware_report: tessera_core::attest::HardwareReport::NONE,
     };
     let mut signed = [0u8; EVIDENCE_LEN];
     let n = evidence.sign(&mut signer, &mut signed).expect("signs");

@@ -165,6 +165,8 @@ fn evidence_over_the_wrong_challenge_is_refused() {
         issued_at: 1,
         chain: Default::default(),
         capabilities: DeviceCapabilities::default(),
+        enc_key: [0; 32],
+        hardware_report: tessera_core::attest::HardwareReport::NONE,
     };
     let mut signed = [0u8; tessera_core::attest::EVIDENCE_LEN];
     let n = evidence.sign(&mut signer, &mut signed).expect("signs");

@@ -119,7 +119,10 @@ def evidence_info(e, key_id):
             .max_workgroup_size = %s, .max_workgroup_count = %s,
             .max_invocations = %d, .max_shared_memory = %d,
             .max_storage_buffer_range = %s, .subgroup_size = %d,
-            .copy_mbps = %d, .fma_mflops = %d}}""" % (
+            .copy_mbps = %d, .fma_mflops = %d},
+        .enc_key = %s,
+        .hardware_report_kind = %d,
+        .hardware_report_hash = %s}""" % (
         byte_list(hex_bytes(e["challenge"], 32)),
         byte_list(hex_bytes(e["public_key"], 32)),
         byte_list(hex_bytes(key_id, 16)),
@@ -144,6 +147,9 @@ def evidence_info(e, key_id):
         c["subgroup_size"],
         c["copy_mbps"],
         c["fma_mflops"],
+        byte_list(hex_bytes(e["enc_key"], 32)),
+        e["hardware_report"]["kind"],
+        byte_list(hex_bytes(e["hardware_report"]["hash"], 32)),
     )
 
 

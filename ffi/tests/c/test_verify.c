@@ -146,6 +146,9 @@ static void check_evidence_info(const tessera_evidence_info *got,
     CHECK(g->subgroup_size == w->subgroup_size, name);
     CHECK(g->copy_mbps == w->copy_mbps, name);
     CHECK(g->fma_mflops == w->fma_mflops, name);
+    CHECK_BYTES(got->enc_key, want->enc_key, 32, name);
+    CHECK(got->hardware_report_kind == want->hardware_report_kind, name);
+    CHECK_BYTES(got->hardware_report_hash, want->hardware_report_hash, 32, name);
 }
 
 static void test_evidence(void)

@@ -240,6 +240,9 @@ void check_evidence_info(const tessera::EvidenceInfo &got, const tessera_evidenc
                     d.subgroup_size == w.subgroup_size && d.copy_mbps == w.copy_mbps &&
                     d.fma_mflops == w.fma_mflops,
                 name);
+    CHECK_NAMED(same_bytes(got.enc_key, want.enc_key, 32), name);
+    CHECK_NAMED(got.hardware_report_kind == want.hardware_report_kind, name);
+    CHECK_NAMED(same_bytes(got.hardware_report_hash, want.hardware_report_hash, 32), name);
 }
 
 void test_evidence()

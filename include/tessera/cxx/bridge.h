@@ -1598,6 +1598,14 @@ struct EvidenceInfo final {
   ::tessera::bridge::ChainState chain;
   // What the device is and can do.
   ::tessera::bridge::DeviceInfo device;
+  // The provider's X25519 public key for this session, to which
+  // requesters seal jobs (all zeros: it takes no sealed jobs).
+  ::std::array<::std::uint8_t, 32> enc_key;
+  // The kind of hardware attestation report the evidence names
+  // (`TESSERA_HARDWARE_REPORT_*`; 0: none).
+  ::std::uint16_t hardware_report_kind CXX_DEFAULT_VALUE(0);
+  // SHA-256 of that report's bytes.
+  ::std::array<::std::uint8_t, 32> hardware_report_hash;
 
   bool operator==(EvidenceInfo const &) const noexcept;
   bool operator!=(EvidenceInfo const &) const noexcept;

@@ -32,6 +32,14 @@ RECEIPT_LEN: int = int(lib.TESSERA_RECEIPT_LEN)
 RECEIPT_MAX_LEN: int = int(lib.TESSERA_RECEIPT_MAX_LEN)
 #: Bytes of signed evidence.
 EVIDENCE_LEN: int = int(lib.TESSERA_EVIDENCE_LEN)
+#: `EvidenceInfo.hardware_report_kind`: none, an NVIDIA GPU
+#: confidential-computing report, a TPM 2.0 quote, an AMD SEV-SNP report, an
+#: Intel TDX quote (0x8000 and up: a vendor's own).
+HARDWARE_REPORT_NONE: int = int(lib.TESSERA_HARDWARE_REPORT_NONE)
+HARDWARE_REPORT_NVIDIA_CC: int = int(lib.TESSERA_HARDWARE_REPORT_NVIDIA_CC)
+HARDWARE_REPORT_TPM2_QUOTE: int = int(lib.TESSERA_HARDWARE_REPORT_TPM2_QUOTE)
+HARDWARE_REPORT_SEV_SNP: int = int(lib.TESSERA_HARDWARE_REPORT_SEV_SNP)
+HARDWARE_REPORT_TDX: int = int(lib.TESSERA_HARDWARE_REPORT_TDX)
 #: Bytes of the PKCS#8 document `generate_key` returns.
 KEY_PKCS8_LEN: int = int(lib.TESSERA_KEY_PKCS8_LEN)
 #: Longest Merkle audit path, in hashes.

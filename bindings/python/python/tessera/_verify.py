@@ -19,7 +19,10 @@ from ._types import MAX_PROOF_LEN, BufferSpec, ChainState, Device, Usage, buffer
 class EvidenceInfo:
     """What verified evidence says: the challenge it answers, the device key
     that signed it (and its id), the agent's version and boot id, when it
-    was made, where the key's receipt chain stood, and the device."""
+    was made, where the key's receipt chain stood, the device, the
+    session's encryption key (all zeros: the provider takes no sealed
+    jobs), and the hardware attestation report it names (kind 0: none; the
+    kinds are `HARDWARE_REPORT_*`)."""
 
     challenge: bytes
     public_key: bytes
@@ -29,6 +32,9 @@ class EvidenceInfo:
     issued_at: int
     chain: ChainState
     device: Device
+    enc_key: bytes
+    hardware_report_kind: int
+    hardware_report_hash: bytes
 
     @classmethod
     def _from_c(cls, c: Any) -> "EvidenceInfo":
@@ -41,6 +47,9 @@ class EvidenceInfo:
             issued_at=int(c.issued_at),
             chain=ChainState._from_c(c.chain),
             device=Device._from_c(c.device),
+            enc_key=out_bytes(c.enc_key),
+            hardware_report_kind=int(c.hardware_report_kind),
+            hardware_report_hash=out_bytes(c.hardware_report_hash),
         )
 
 

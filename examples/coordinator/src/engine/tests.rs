@@ -660,8 +660,10 @@ fn a_coordinator_without_history_anchors_on_the_signed_evidence() {
             match Message::decode(&f).expect("decodes") {
                 Message::Evidence(b) => {
                     let mut signer = Ed25519Signer::from_seed(&[42; 32]).expect("seed");
-                    let mut ev = tessera_core::attest::Evidence::decode_payload(&b.bytes[28..316])
-                        .expect("payload");
+                    let mut ev = tessera_core::attest::Evidence::decode_payload(
+                        &b.bytes[28..28 + tessera_core::attest::EVIDENCE_PAYLOAD_LEN],
+                    )
+                    .expect("payload");
                     ev.chain.prev_hash = [0xCD; 32];
                     let mut out = [0u8; tessera_core::attest::EVIDENCE_LEN];
                     let n = ev.sign(&mut signer, &mut out).expect("signs");
