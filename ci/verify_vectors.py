@@ -20,6 +20,7 @@ them) and the standard library. Usage: python3 ci/verify_vectors.py [vectors-dir
 """
 
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -692,7 +693,88 @@ def e2e_seal(ctx, stream, plain):
     )
 
 
+E2E_RESULT_KEY_STREAM = 0xFFFFFFFF
+E2E_PUSH_CONSTANTS_STREAM = 0xFFFFFFFE
+SEALED_KERNEL_DOMAIN = b"tessera/kernel/sealed/v1"
+
+
+def e2e_plain_len(n):
+    full, rest = divmod(n, E2E_SEGMENT)
+    if rest and rest <= E2E_TAG:
+        raise Fail("BadLength")
+    return full * E2E_SEGMENT_PLAIN + (rest - E2E_TAG if rest else 0)
+
+
+def check_sealed_job(v, ctx):
+    """A whole sealed job ("Sealed jobs"): the provider opens what was sent
+    with its session key, the requester opens the outputs with its key, and
+    the receipt's kernel hash and keyed result hash are recomputed."""
+    kem = E2E_SUITE.kem
+    provider = kem.derive_key_pair(bytes.fromhex(v["provider_ikm"]))
+    requester = kem.derive_key_pair(bytes.fromhex(v["requester_ikm"]))
+    nonce = bytes.fromhex(v["requester_nonce"])
+    device = bytes.fromhex(v["device_key"])
+    a = v["assignment"]
+    sealing = a["sealing"]
+    expect(sealing["requester_key"] == requester.public_key.to_public_bytes().hex(),
+           "outputs sealed to the requester's key")
+    # The provider's side: the result key, the push constants, the kernel,
+    # the inputs.
+    info0 = E2E_INFO_LABEL + b"\x00" + nonce + device
+    ctx0 = E2E_SUITE.create_recipient_context(
+        bytes.fromhex(sealing["enc"]), provider.private_key, info0)
+    sealed_key = bytes.fromhex(sealing["result_key"]) + bytes.fromhex(sealing["result_key_tag"])
+    result_key = e2e_open(ctx0, E2E_RESULT_KEY_STREAM, 32, sealed_key)
+    expect(result_key.hex() == v["result_key"], "the sealed result key")
+    sealed_push = bytes.fromhex(a["kernel"]["push_constants"])
+    push = (e2e_open(ctx0, E2E_PUSH_CONSTANTS_STREAM, e2e_plain_len(len(sealed_push)),
+                     sealed_push) if sealed_push else b"")
+    expect(push.hex() == v["push_constants_plain"], "the sealed push constants")
+    kernel_sent = bytes.fromhex(v["kernel_sent"])
+    expect(len(kernel_sent) == a["kernel_len"], "kernel length as sent")
+    kernel = e2e_open(ctx0, 0, e2e_plain_len(len(kernel_sent)), kernel_sent)
+    expect(kernel.hex() == v["kernel_plain"], "the kernel opens")
+    expect(root_of(kernel_sent).hex() == a["kernel"]["spirv_root"], "kernel root as sent")
+    inputs = []
+    for i, sent in enumerate(v["inputs_sent"]):
+        sent = bytes.fromhex(sent)
+        plain = e2e_open(ctx0, i + 1, e2e_plain_len(len(sent)), sent) if sent else b""
+        expect(plain.hex() == v["inputs_plain"][i], "input %d opens" % i)
+        inputs.append(plain)
+    expect(mth(chunk_leaves([bytes.fromhex(x) for x in v["inputs_sent"]])).hex()
+           == a["inputs_root"], "inputs root as sent")
+    # The requester's side: the outputs, led by their encapsulated key.
+    outs = [bytes.fromhex(x) for x in v["outputs_sent"]]
+    readback = [b for b in a["kernel"]["buffers"] if b["readback"]]
+    expect(len(outs) == len(readback), "one output per read-back buffer")
+    info1 = E2E_INFO_LABEL + b"\x01" + nonce + device
+    ctx1 = E2E_SUITE.create_recipient_context(outs[0][:32], requester.private_key, info1)
+    outputs = []
+    for k, (o, b) in enumerate(zip(outs, readback)):
+        expect(len(o) == b["len"], "output %d is its declared length" % k)
+        body = o[32:] if k == 0 else o
+        stream = a["kernel"]["buffers"].index(b)
+        outputs.append(e2e_open(ctx1, stream, e2e_plain_len(len(body)), body))
+    expect([o.hex() for o in outputs] == v["outputs_plain"], "the outputs open")
+    # The receipt's kernel hash binds the sealing.
+    wire_hash = kernel_hash(a["kernel"])
+    sealed_hash = sha256(SEALED_KERNEL_DOMAIN, wire_hash, bytes.fromhex(sealing["enc"]),
+                         bytes.fromhex(sealing["requester_key"]),
+                         bytes([int(sealing["kernel_sealed"])]),
+                         bytes.fromhex(sealing["result_key"]),
+                         bytes.fromhex(sealing["result_key_tag"]))
+    expect(sealed_hash.hex() == v["kernel_hash"], "sealed kernel hash")
+    # The keyed result hash over the plaintext.
+    plain_kernel = dict(a["kernel"], spirv_root=root_of(kernel).hex(), push_constants=push.hex())
+    preimage = (RESULT_DOMAIN + kernel_hash(plain_kernel) + mth(chunk_leaves(inputs))
+                + mth(chunk_leaves(outputs)) + struct.pack("<Q", sum(len(o) for o in outputs)))
+    mac = hmac.new(result_key, preimage, hashlib.sha256).digest()
+    expect(mac.hex() == v["result_hash"], "keyed result hash")
+
+
 def check_e2e(v, ctx):
+    if v["name"] == "sealed-job":
+        return check_sealed_job(v, ctx)
     kem = E2E_SUITE.kem
     recipient = kem.derive_key_pair(bytes.fromhex(v["recipient_ikm"]))
     pk = recipient.public_key.to_public_bytes()

@@ -170,6 +170,21 @@ MESSAGES = {
         ("inputs_root", DIGEST),
     )),
     0x14: ("InputChunk", CHUNK),
+    # Protocol version 3: JobAssign's fields, then how the job is sealed.
+    0x1F: ("SealedJobAssign", struct(
+        ("job", U64),
+        ("requester_nonce", NONCE),
+        ("kernel", KERNEL),
+        ("buffers", seq(BUFFER, MAX_BUFFERS)),
+        ("inputs_root", DIGEST),
+        ("sealing", struct(
+            ("enc", fixed(32)),
+            ("requester_key", fixed(32)),
+            ("kernel_sealed", BOOL),
+            ("result_key", fixed(32)),
+            ("result_key_tag", fixed(16)),
+        )),
+    )),
     0x15: ("Started", JOB_REF),
     0x16: ("Progress", struct(("job", U64), ("permille", U16))),
     0x17: ("OutputChunk", CHUNK),

@@ -18,6 +18,10 @@ use crate::limits::TRANSMIT_BUFFER;
 use crate::time::Instant;
 use crate::wire::{FailReason, JobAssign, JobId, Usage};
 
+/// The `InputIntegrity` detail of a sealed job that did not open with the
+/// session key (`docs/PROTOCOL.md`, "Sealed jobs").
+pub const SEALED_DID_NOT_OPEN: u32 = 11;
+
 /// A job's kernel and input buffers, filled from `Event::JobData`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobInputs {
@@ -86,15 +90,40 @@ impl JobFailure {
 }
 
 /// One job on the host's side.
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub struct HostJob {
     /// Kernel and input buffers as received (taken when the job runs).
     pub inputs: JobInputs,
     /// Outputs, once run (or loaded from a store); kept until the
-    /// coordinator takes the result.
+    /// coordinator takes the result. A sealed job's are sealed.
     pub outputs: Option<Vec<Vec<u8>>>,
     /// Usage metered by the run.
     pub usage: Usage,
+    /// A sealed job: the session key it was assigned under, then (once
+    /// opened for its run) what sealing its outputs needs, then its result
+    /// hash.
+    #[cfg(feature = "e2e")]
+    sealed: Sealed,
+}
+
+#[cfg(feature = "e2e")]
+#[derive(Default)]
+enum Sealed {
+    #[default]
+    No,
+    Assigned(std::sync::Arc<crate::e2e::KeyPair>),
+    Running(std::boxed::Box<(crate::e2e::OpenedJob, JobAssign)>),
+    Done(crate::wire::Digest),
+}
+
+impl core::fmt::Debug for HostJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HostJob")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs.as_ref().map(|o| o.len()))
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an event asks of the caller, beyond the bookkeeping [`JobHost`]
@@ -118,7 +147,10 @@ pub enum Followup {
 }
 
 /// A job to run: its assignment, kernel and initial buffer contents (one
-/// per buffer, each at most the buffer's length; the rest is zero).
+/// per buffer, each at most the buffer's length; the rest is zero). A
+/// sealed job's run holds it opened: the kernel, the inputs and (in
+/// `spec.kernel.push_constants`) the push constants in the clear, zeroed
+/// when the run is dropped.
 #[derive(Clone, Debug)]
 pub struct Run {
     /// The job.
@@ -129,6 +161,35 @@ pub struct Run {
     pub kernel: Vec<u8>,
     /// Initial contents of each buffer, in buffer order.
     pub buffers: Vec<Vec<u8>>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.spec.sealing.is_some() {
+            wipe(&mut self.kernel, &mut self.buffers, &mut self.spec);
+        }
+    }
+}
+
+/// Zeroes a sealed job's plaintext: its kernel, its inputs and its push
+/// constants.
+pub fn wipe(kernel: &mut Vec<u8>, buffers: &mut [Vec<u8>], spec: &mut JobAssign) {
+    #[cfg(feature = "e2e")]
+    {
+        use zeroize::Zeroize;
+        kernel.zeroize();
+        for b in buffers.iter_mut() {
+            b.zeroize();
+        }
+        spec.kernel.push_constants.as_mut_slice().zeroize();
+    }
+    #[cfg(not(feature = "e2e"))]
+    {
+        for b in core::iter::once(kernel).chain(buffers.iter_mut()) {
+            b.iter_mut().for_each(|x| *x = 0);
+        }
+        spec.kernel.push_constants.iter_mut().for_each(|x| *x = 0);
+    }
 }
 
 /// Stores a signed result and its outputs durably; returns once they would
@@ -167,12 +228,31 @@ pub struct JobHost {
     /// Kernels refused, by the rule they broke (the rule code: a
     /// `KernelRejected` detail's low 16 bits, `crate::reasons`).
     pub rejections: BTreeMap<u16, u64>,
+    /// The current session's encryption key pair (sealed jobs).
+    #[cfg(feature = "e2e")]
+    session: Option<std::sync::Arc<crate::e2e::KeyPair>>,
 }
 
 impl JobHost {
     /// An empty host.
     pub fn new() -> Self {
         JobHost::default()
+    }
+
+    /// Draws a fresh session encryption key pair and has the agent state
+    /// its public key in the next session's evidence
+    /// ([`Agent::set_session_key`]): call it before each
+    /// [`Agent::connect`]. Jobs sealed to it are opened with it; jobs
+    /// assigned under an earlier key keep theirs.
+    #[cfg(feature = "e2e")]
+    pub fn new_session_key<S: Signer>(
+        &mut self,
+        agent: &mut Agent<S>,
+    ) -> Result<(), crate::e2e::SealError> {
+        let keys = crate::e2e::KeyPair::generate()?;
+        agent.set_session_key(*keys.public());
+        self.session = Some(std::sync::Arc::new(keys));
+        Ok(())
     }
 
     /// Keeps the books for an event from [`Agent::poll_event`] (reading a
@@ -182,7 +262,15 @@ impl JobHost {
     pub fn on_event<S: Signer>(&mut self, agent: &Agent<S>, event: &Event) -> Followup {
         match *event {
             Event::JobAssigned { job } => {
-                self.jobs.insert(job, HostJob::default());
+                #[allow(unused_mut)]
+                let mut hj = HostJob::default();
+                #[cfg(feature = "e2e")]
+                if agent.job_spec(job).is_some_and(|s| s.sealing.is_some()) {
+                    if let Some(keys) = &self.session {
+                        hj.sealed = Sealed::Assigned(keys.clone());
+                    }
+                }
+                self.jobs.insert(job, hj);
             }
             Event::JobData {
                 job,
@@ -224,7 +312,10 @@ impl JobHost {
     }
 
     /// Takes a job's inputs for its run (`None` if the host or the agent
-    /// no longer holds it). The inputs are moved out, not copied.
+    /// no longer holds it). The inputs are moved out, not copied. A sealed
+    /// job is opened with the session key it was assigned under; one that
+    /// does not open fails (`InputIntegrity`, [`SEALED_DID_NOT_OPEN`]) at
+    /// the next [`JobHost::work`], and gives no run.
     pub fn take_run<S: Signer>(&mut self, agent: &Agent<S>, job: JobId) -> Option<Run> {
         let spec = agent.job_spec(job)?.clone();
         let hj = self.jobs.get_mut(&job)?;
@@ -233,12 +324,45 @@ impl JobHost {
             mut buffers,
         } = std::mem::take(&mut hj.inputs);
         buffers.resize(spec.buffers.len(), Vec::new());
-        Some(Run {
+        if spec.sealing.is_none() {
+            return Some(Run {
+                job,
+                spec,
+                kernel,
+                buffers,
+            });
+        }
+        #[cfg(feature = "e2e")]
+        {
+            let opened = match &hj.sealed {
+                Sealed::Assigned(keys) => {
+                    crate::e2e::open_job(keys, &agent.public_key(), &spec, &kernel, &buffers)
+                }
+                _ => Err(crate::e2e::SealError::BadKey),
+            };
+            match opened {
+                Ok(opened) => {
+                    let mut run_spec = spec.clone();
+                    run_spec.kernel.push_constants =
+                        crate::bounded::BoundedVec::from_slice(&opened.push_constants)
+                            .unwrap_or_default();
+                    let run = Run {
+                        job,
+                        spec: run_spec,
+                        kernel: opened.kernel.to_vec(),
+                        buffers: opened.inputs.iter().map(|b| b.to_vec()).collect(),
+                    };
+                    hj.sealed = Sealed::Running(std::boxed::Box::new((opened, spec)));
+                    return Some(run);
+                }
+                Err(e) => log::warn!("job {job}: the sealed job does not open: {e}"),
+            }
+        }
+        self.to_fail.push_back((
             job,
-            spec,
-            kernel,
-            buffers,
-        })
+            JobFailure::new(FailReason::InputIntegrity, SEALED_DID_NOT_OPEN),
+        ));
+        None
     }
 
     /// A run ended: its outputs go to the agent, or its failure is
@@ -248,6 +372,13 @@ impl JobHost {
         let Some(hj) = self.jobs.get_mut(&job) else {
             return;
         };
+        #[allow(unused_mut)]
+        let mut result = result;
+        #[cfg(feature = "e2e")]
+        if let Sealed::Running(opened) = std::mem::take(&mut hj.sealed) {
+            let (opened, spec) = &*opened;
+            result = result.and_then(|out| seal_outputs(job, opened, spec, out, hj));
+        }
         match result {
             Ok(out) => {
                 hj.outputs = Some(out.outputs);
@@ -401,7 +532,14 @@ impl JobHost {
                     continue;
                 }
             }
-            match agent.finish_job(now, job, usage) {
+            #[cfg(feature = "e2e")]
+            let finished = match self.jobs.get(&job).map(|hj| &hj.sealed) {
+                Some(Sealed::Done(hash)) => agent.finish_sealed_job(now, job, usage, *hash),
+                _ => agent.finish_job(now, job, usage),
+            };
+            #[cfg(not(feature = "e2e"))]
+            let finished = agent.finish_job(now, job, usage);
+            match finished {
                 Ok(()) => log::info!("job {job}: outputs sent"),
                 // Events to read first; finished next turn.
                 Err(Error::EventsPending) => return,
@@ -409,6 +547,37 @@ impl JobHost {
             }
             self.to_upload.pop_front();
             report.progressed = true;
+        }
+    }
+}
+
+/// Seals a sealed job's outputs to its requester and keeps the result
+/// hash for the receipt; the plaintext outputs are zeroed. A layout the
+/// outputs do not fit fails the job (`Host`).
+#[cfg(feature = "e2e")]
+fn seal_outputs(
+    job: JobId,
+    opened: &crate::e2e::OpenedJob,
+    spec: &JobAssign,
+    out: JobOutputs,
+    hj: &mut HostJob,
+) -> Result<JobOutputs, JobFailure> {
+    let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ikm[..]).is_err() {
+        log::warn!("job {job}: no randomness to seal its outputs");
+        return Err(JobFailure::new(FailReason::Host, 0));
+    }
+    match opened.seal_outputs(spec, out.outputs, &ikm) {
+        Ok((sealed, hash)) => {
+            hj.sealed = Sealed::Done(hash);
+            Ok(JobOutputs {
+                outputs: sealed,
+                usage: out.usage,
+            })
+        }
+        Err(e) => {
+            log::warn!("job {job}: cannot seal its outputs: {e}");
+            Err(JobFailure::new(FailReason::Host, 0))
         }
     }
 }

@@ -14,7 +14,6 @@ pub mod agent;
 pub mod attest;
 pub mod bounded;
 mod crypto;
-#[cfg(feature = "e2e")]
 pub mod e2e;
 pub mod error;
 #[cfg(feature = "vulkan")]

@@ -422,6 +422,11 @@ impl fmt::Display for FailureText {
             FailReason::InputIntegrity => match d {
                 9 => write!(f, "an input chunk did not match its digest"),
                 10 => write!(f, "the kernel's or the inputs' Merkle root did not match"),
+                11 => write!(
+                    f,
+                    "the sealed job did not open with the provider's session key (forged, sealed \
+                     for another provider or session, or a layout sealing does not give)"
+                ),
                 _ => write!(f, "the inputs did not arrive intact (code {d})"),
             },
             FailReason::Host => match d {

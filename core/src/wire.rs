@@ -27,10 +27,13 @@ pub const WIRE_VERSION: u8 = 1;
 /// Protocol versions this agent speaks (negotiated in `Hello`/`Welcome`).
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
 /// Highest protocol version this agent speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 2;
+pub const PROTOCOL_VERSION_MAX: u16 = 3;
 /// Protocol version 2: version 1 with `Batching` (batched receipts), and
 /// assignments a coordinator may send with their offer, before the answer.
 pub const PROTOCOL_VERSION_2: u16 = 2;
+/// Protocol version 3: version 2 with `SealedJobAssign`, jobs sealed end to
+/// end between requester and provider (`docs/PROTOCOL.md`, "Sealed jobs").
+pub const PROTOCOL_VERSION_3: u16 = 3;
 
 /// A job's identifier, chosen by the coordinator. It must never repeat for a
 /// provider key: results outlive sessions and restarts, and receipts name it.
@@ -157,6 +160,9 @@ message_types! {
     JobAssign = 0x13, ToProvider;
     /// A chunk of the kernel or of an input buffer.
     InputChunk = 0x14, ToProvider;
+    /// A `JobAssign` whose job is sealed end to end, with how it is sealed
+    /// (protocol version 3 and later).
+    SealedJobAssign = 0x1F, ToProvider;
     /// Provider started the kernel.
     Started = 0x15, ToCoordinator;
     /// Provider's progress on a running job.
@@ -479,20 +485,52 @@ pub struct JobAssign {
     pub buffers: BoundedVec<BufferSpec, MAX_BUFFERS>,
     /// Merkle root over the chunks of every input buffer, in buffer order.
     pub inputs_root: Digest,
+    /// How the job is sealed end to end; `None` for a job in the clear.
+    /// Not part of `JobAssign`'s body: a sealed job travels as
+    /// `SealedJobAssign`, which is `JobAssign`'s fields, then these.
+    #[serde(skip)]
+    pub sealing: Option<Sealing>,
+}
+
+/// How a job is sealed end to end between its requester and the provider
+/// (`docs/PROTOCOL.md`, "Sealed jobs"): the HPKE encapsulated key of the
+/// context sealed to the provider's session key, the requester's key the
+/// outputs are sealed to, whether the kernel is sealed too, and the sealed
+/// result key. (A sealed job's push constants, if any, are sealed in
+/// place, in `KernelSpec::push_constants`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealing {
+    /// HPKE's encapsulated key (X25519) of the requester's context.
+    pub enc: [u8; 32],
+    /// The requester's X25519 public key, to which the outputs are sealed.
+    pub requester_key: [u8; 32],
+    /// Whether stream 0, the kernel, is sealed (inputs always are).
+    pub kernel_sealed: bool,
+    /// The result key, sealed as stream `u32::MAX` of the context: its 32
+    /// bytes of ciphertext...
+    pub result_key: [u8; 32],
+    /// ...and their tag.
+    pub result_key_tag: [u8; 16],
 }
 
 impl JobAssign {
     /// The kernel hash receipts bind ([`crate::attest::kernel_hash`]): the
-    /// kernel, how it is dispatched, and the buffer layout it runs on.
+    /// kernel, how it is dispatched, and the buffer layout it runs on; for
+    /// a sealed job, how it is sealed too
+    /// ([`crate::attest::sealed_kernel_hash`]).
     pub fn kernel_hash(&self) -> Digest {
-        crate::attest::kernel_hash(
+        let wire = crate::attest::kernel_hash(
             &self.kernel.root,
             &self.kernel.entry_point,
             &self.kernel.specialization,
             &self.kernel.push_constants,
             self.kernel.grid,
             &self.buffers,
-        )
+        );
+        match &self.sealing {
+            Some(sealing) => crate::attest::sealed_kernel_hash(&wire, sealing),
+            None => wire,
+        }
     }
 
     /// Number of leaves of this job's output tree
@@ -807,6 +845,7 @@ impl<'a> Message<'a> {
             Message::JobOffer(_) => MessageType::JobOffer,
             Message::OfferAccept(_) => MessageType::OfferAccept,
             Message::OfferDecline(_) => MessageType::OfferDecline,
+            Message::JobAssign(a) if a.sealing.is_some() => MessageType::SealedJobAssign,
             Message::JobAssign(_) => MessageType::JobAssign,
             Message::InputChunk(_) => MessageType::InputChunk,
             Message::Started(_) => MessageType::Started,
@@ -856,6 +895,7 @@ impl<'a> Message<'a> {
             T::OfferAccept => Message::OfferAccept(body(kind, b)?),
             T::OfferDecline => Message::OfferDecline(body(kind, b)?),
             T::JobAssign => Message::JobAssign(body(kind, b)?),
+            T::SealedJobAssign => Message::JobAssign(sealed_assign(kind, b)?),
             T::InputChunk => Message::InputChunk(chunk(kind, b)?),
             T::Started => Message::Started(body(kind, b)?),
             T::Progress => Message::Progress(body(kind, b)?),
@@ -895,7 +935,13 @@ impl<'a> Message<'a> {
             Message::JobOffer(m) => ser(m, rest)?,
             Message::OfferAccept(m) => ser(m, rest)?,
             Message::OfferDecline(m) => ser(m, rest)?,
-            Message::JobAssign(m) => ser(m, rest)?,
+            Message::JobAssign(m) => {
+                let n = ser(m, rest)?;
+                match &m.sealing {
+                    Some(sealing) => n + ser(sealing, &mut rest[n..])?,
+                    None => n,
+                }
+            }
             Message::InputChunk(m) | Message::OutputChunk(m) => {
                 if m.data.len() > crate::limits::CHUNK_SIZE {
                     return Err(EncodeError::TooLarge);
@@ -920,6 +966,15 @@ impl<'a> Message<'a> {
         head[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
         Ok(HEADER_LEN + body_len)
     }
+}
+
+/// A `SealedJobAssign` body: `JobAssign`'s fields, then `Sealing`'s.
+fn sealed_assign(kind: MessageType, b: &[u8]) -> Result<JobAssign, DecodeError> {
+    let Ok((mut assign, rest)) = postcard::take_from_bytes::<JobAssign>(b) else {
+        return Err(DecodeError::Malformed(kind));
+    };
+    assign.sealing = Some(body(kind, rest)?);
+    Ok(assign)
 }
 
 fn chunk<'a>(kind: MessageType, b: &'a [u8]) -> Result<Chunk<'a>, DecodeError> {

@@ -23,7 +23,7 @@ use crate::wire::{
     Batching, Blob, BufferSpec, Cancel, Chunk, Completed, DeclineReason, ErrorMsg, FailReason,
     Failed, Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobOffer, JobRef, KernelSpec,
     Message, MessageType, OfferAccept, OfferDecline, Progress, ReceiptMsg, Requirements,
-    ResultRefuse, Usage, UsageReport, Welcome,
+    ResultRefuse, Sealing, Usage, UsageReport, Welcome,
 };
 
 /// Lowercase hex, as the JSON form writes byte strings.
@@ -136,6 +136,21 @@ pub fn to_json(msg: &Message<'_>) -> Value {
         M::Goodbye(m) => json!({ "reason": format!("{:?}", m.reason) }),
         M::Error(m) => json!({ "code": m.code, "job": m.job }),
     };
+    let mut fields = fields;
+    if let (M::JobAssign(a), Value::Object(map)) = (msg, &mut fields) {
+        if let Some(x) = &a.sealing {
+            map.insert(
+                "sealing".into(),
+                json!({
+                    "enc": hex(&x.enc),
+                    "requester_key": hex(&x.requester_key),
+                    "kernel_sealed": x.kernel_sealed,
+                    "result_key": hex(&x.result_key),
+                    "result_key_tag": hex(&x.result_key_tag),
+                }),
+            );
+        }
+    }
     json!({ "type": format!("{:?}", msg.kind()), "fields": fields })
 }
 
@@ -328,6 +343,7 @@ fn assign(f: &Fields<'_>) -> Result<JobAssign, String> {
         },
         buffers,
         inputs_root: f.array("inputs_root")?,
+        sealing: None,
     })
 }
 
@@ -386,6 +402,18 @@ fn message<'a>(
             reason: f.variant("reason", DeclineReason::from_u8)?,
         }),
         T::JobAssign => Message::JobAssign(assign(f)?),
+        T::SealedJobAssign => {
+            let mut a = assign(f)?;
+            let x = f.obj("sealing")?;
+            a.sealing = Some(Sealing {
+                enc: x.array("enc")?,
+                requester_key: x.array("requester_key")?,
+                kernel_sealed: x.boolean("kernel_sealed")?,
+                result_key: x.array("result_key")?,
+                result_key_tag: x.array("result_key_tag")?,
+            });
+            Message::JobAssign(a)
+        }
         T::InputChunk => Message::InputChunk(chunk(f, held)?),
         T::OutputChunk => Message::OutputChunk(chunk(f, held)?),
         T::Started => Message::Started(JobRef { job: job(f)? }),

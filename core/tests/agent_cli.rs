@@ -74,7 +74,7 @@ fn help_version_and_usage() {
     assert!(o.status.success());
     let v = stdout(&o);
     assert!(v.starts_with("tessera-agent 0."), "{v}");
-    assert!(v.contains("protocol 1-2") && v.contains("git "), "{v}");
+    assert!(v.contains("protocol 1-3") && v.contains("git "), "{v}");
 
     let o = agent(&[]);
     assert_eq!(o.status.code(), Some(2));

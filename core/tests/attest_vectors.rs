@@ -1725,7 +1725,139 @@ mod sealed {
         other_stream["streams"] =
             json!([{"stream": 5, "plain_len": 40, "sealed": inputs["streams"][0]["sealed"]}]);
         other_stream["expect_error"] = "Forged".into();
-        json!([inputs, outputs, swapped, flipped, short, other_stream])
+        json!([
+            inputs,
+            outputs,
+            swapped,
+            flipped,
+            short,
+            other_stream,
+            sealed_job_vector()
+        ])
+    }
+
+    /// A whole sealed job ("Sealed jobs"), every key and ephemeral from
+    /// fixed bytes: the provider's session key, the requester's context,
+    /// the assignment as sent, the provider's sealed outputs, and what its
+    /// receipt binds (the sealed kernel hash, the keyed result hash).
+    fn sealed_job_vector() -> Value {
+        use tessera_core::wire::{JobAssign, KernelSpec};
+        let provider = e2e::KeyPair::derive(&[0x11; 32]);
+        let requester = e2e::KeyPair::derive(&[0x33; 32]);
+        let device_key = public_key("key-a");
+        let nonce = [0x5a; 32];
+        let result_key = [0x77; 32];
+        let kernel = data(64);
+        let push = data(8);
+        let input = data(300);
+        let plain = e2e::PlainJob {
+            kernel: &kernel,
+            push_constants: &push,
+            inputs: &[&input, &[]],
+            seal_kernel: true,
+        };
+        let recipient = e2e::Recipient {
+            enc_key: *provider.public(),
+            device_key,
+        };
+        let sealed = e2e::seal_job(
+            &recipient,
+            &nonce,
+            requester.public(),
+            &result_key,
+            &plain,
+            &[0x22; 32],
+        )
+        .expect("seal");
+        let out_len = e2e::output_buffer_len(200, true).expect("len");
+        let buffers = [
+            BufferSpec {
+                binding: 0,
+                len: sealed.inputs[0].len() as u64,
+                init_len: sealed.inputs[0].len() as u64,
+                readback: false,
+            },
+            BufferSpec {
+                binding: 1,
+                len: out_len,
+                init_len: 0,
+                readback: true,
+            },
+        ];
+        let mut entry = tessera_core::bounded::BoundedString::new();
+        entry.push_str("main").expect("short");
+        let assign = JobAssign {
+            job: 12,
+            requester_nonce: nonce,
+            kernel: KernelSpec {
+                len: sealed.kernel.len() as u32,
+                root: merkle::root_of_buffers([sealed.kernel.as_slice()]),
+                entry_point: entry,
+                specialization: tessera_core::bounded::BoundedVec::new(),
+                push_constants: tessera_core::bounded::BoundedVec::from_slice(
+                    &sealed.push_constants,
+                )
+                .expect("sealed push constants fit"),
+                grid: [2, 1, 1],
+            },
+            buffers: tessera_core::bounded::BoundedVec::from_slice(&buffers).expect("2"),
+            inputs_root: merkle::root_of_buffers(sealed.inputs.iter().map(|v| v.as_slice())),
+            sealing: Some(sealed.sealing),
+        };
+        let opened = e2e::open_job(
+            &provider,
+            &device_key,
+            &assign,
+            &sealed.kernel,
+            &sealed.inputs,
+        )
+        .expect("opens");
+        // The run's read-back buffer in full: its first 200 bytes are the
+        // output in the clear.
+        let output = data(out_len as usize);
+        let (sealed_out, result_hash) = opened
+            .seal_outputs(&assign, vec![output.clone()], &[0x44; 32])
+            .expect("seals");
+        let s = &sealed.sealing;
+        json!({
+            "name": "sealed-job",
+            "provider_ikm": hex(&[0x11; 32]),
+            "requester_ikm": hex(&[0x33; 32]),
+            "device_key": hex(&device_key),
+            "requester_nonce": hex(&nonce),
+            "result_key": hex(&result_key),
+            "kernel_plain": hex(&kernel),
+            "push_constants_plain": hex(&push),
+            "inputs_plain": [hex(&input), ""],
+            "outputs_plain": [hex(&output[..200])],
+            "assignment": {
+                "kernel": {
+                    "spirv_root": hex(&assign.kernel.root),
+                    "entry_point": "main",
+                    "specialization": [],
+                    "push_constants": hex(&sealed.push_constants),
+                    "grid": [2, 1, 1],
+                    "buffers": buffers.iter().map(|b| json!({
+                        "binding": b.binding, "len": b.len, "init_len": b.init_len,
+                        "readback": b.readback,
+                    })).collect::<Vec<_>>(),
+                },
+                "kernel_len": assign.kernel.len,
+                "inputs_root": hex(&assign.inputs_root),
+                "sealing": {
+                    "enc": hex(&s.enc),
+                    "requester_key": hex(&s.requester_key),
+                    "kernel_sealed": s.kernel_sealed,
+                    "result_key": hex(&s.result_key),
+                    "result_key_tag": hex(&s.result_key_tag),
+                },
+            },
+            "kernel_sent": hex(&sealed.kernel),
+            "inputs_sent": sealed.inputs.iter().map(|v| hex(v)).collect::<Vec<_>>(),
+            "outputs_sent": sealed_out.iter().map(|v| hex(v)).collect::<Vec<_>>(),
+            "kernel_hash": hex(&assign.kernel_hash()),
+            "result_hash": hex(&result_hash),
+        })
     }
 
     /// Opens every stream of an e2e vector from its JSON alone (the recipient's
@@ -1748,6 +1880,9 @@ mod sealed {
     fn e2e_vectors() {
         let v = committed("e2e.json", build_e2e());
         for vector in v.as_array().unwrap() {
+            if vector["name"] == "sealed-job" {
+                continue;
+            }
             let direction = if vector["direction"] == 0 {
                 e2e::Direction::ToProvider
             } else {

@@ -252,6 +252,7 @@ fn job_assign() -> impl Strategy<Value = JobAssign> {
                 .try_into()
                 .unwrap_or_default(),
             inputs_root,
+            sealing: None,
         })
 }
 

@@ -256,6 +256,7 @@ fn the_largest_assignment_fits_the_input_buffer() {
         },
         buffers: Default::default(),
         inputs_root: [0xFF; 32],
+        sealing: None,
     };
     for _ in 0..MAX_ENTRY_POINT {
         a.kernel.entry_point.push('\u{7f}').unwrap();

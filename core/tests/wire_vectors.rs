@@ -97,6 +97,7 @@ fn assign_minimal() -> JobAssign {
         },
         buffers,
         inputs_root: array(0xC0),
+        sealing: None,
     }
 }
 
@@ -149,6 +150,7 @@ fn assign_full() -> JobAssign {
         },
         buffers,
         inputs_root: array(0xC1),
+        sealing: None,
     }
 }
 
@@ -181,6 +183,24 @@ fn assign_binding_u32_max() -> JobAssign {
     a
 }
 
+/// A sealed job (protocol version 3): `JobAssign`'s fields (four bytes of
+/// push constants sealed: 20), then how the job is sealed: a sealed kernel
+/// and the sealed result key.
+fn assign_sealed() -> JobAssign {
+    let mut a = assign_minimal();
+    a.job = 10;
+    a.kernel.push_constants =
+        tessera_core::bounded::BoundedVec::from_slice(&pattern(20, 0x61)).unwrap();
+    a.sealing = Some(tessera_core::wire::Sealing {
+        enc: [0xE1; 32],
+        requester_key: [0xE2; 32],
+        kernel_sealed: true,
+        result_key: [0xE3; 32],
+        result_key_tag: [0xE4; 16],
+    });
+    a
+}
+
 /// A body without buffers: valid on the wire (the agent would refuse it as an
 /// assignment only if it broke the offer or the limits; it does not).
 fn assign_no_buffers() -> JobAssign {
@@ -197,6 +217,7 @@ fn assign_no_buffers() -> JobAssign {
         },
         buffers: tessera_core::bounded::BoundedVec::new(),
         inputs_root: empty_root(),
+        sealing: None,
     }
 }
 
@@ -369,6 +390,7 @@ fn valid() -> Vec<(&'static str, Message<'static>)> {
             "job_assign_binding_u32_max",
             M::JobAssign(assign_binding_u32_max()),
         ),
+        ("sealed_job_assign", M::JobAssign(assign_sealed())),
         (
             "input_chunk_kernel",
             M::InputChunk(chunk(7, 0, 0, &[0x03, 0x02, 0x23, 0x07])),
@@ -663,9 +685,9 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
         ("unknown_type_0x00", frame(0x00, &[]), E::UnknownType(0x00)),
         ("unknown_type_0x06", frame(0x06, &[]), E::UnknownType(0x06)),
         (
-            "unknown_type_0x1f",
-            frame(0x1F, &[1, 2]),
-            E::UnknownType(0x1F),
+            "unknown_type_0x20",
+            frame(0x20, &[1, 2]),
+            E::UnknownType(0x20),
         ),
         ("unknown_type_0xff", frame(0xFF, &[]), E::UnknownType(0xFF)),
         ("incomplete_empty", Vec::new(), E::Incomplete),

@@ -483,6 +483,7 @@ mod tests {
             },
             buffers: specs,
             inputs_root: [0; 32],
+            sealing: None,
         }
     }
 

@@ -2298,6 +2298,7 @@ mod tests {
             },
             buffers: BoundedVec::from_slice(buffers).unwrap(),
             inputs_root: [0; 32],
+            sealing: None,
         }
     }
 

@@ -43,6 +43,14 @@ enum Action {
         bytes_out: u64,
         deadline_ms: u32,
     },
+    /// A sealed assignment (version 3 sessions), its push constants and
+    /// read-back lengths any.
+    SealedAssign {
+        job: u8,
+        kernel_sealed: bool,
+        push_len: u8,
+        readback_len: u64,
+    },
     /// An assignment with any kernel length and buffer layout.
     AnyAssign {
         job: u8,
@@ -94,6 +102,11 @@ enum Action {
     },
     Finish {
         job: u8,
+    },
+    /// The host ends a sealed job with its result hash.
+    FinishSealed {
+        job: u8,
+        hash: u8,
     },
     Fail {
         job: u8,
@@ -270,7 +283,7 @@ impl Fuzz {
         if self.agent.connect(self.now).is_ok() {
             self.sent.clear();
             self.send(&Message::Welcome(Welcome {
-                version: 2,
+                version: 3,
                 challenge: [9; 32],
                 heartbeat_ms: 0,
             }));
@@ -311,7 +324,9 @@ fuzz_target!(|script: Script| {
         policy,
         ..Config::default()
     };
-    let agent = Agent::new(config, signer, ChainState::default()).expect("config");
+    let mut agent = Agent::new(config, signer, ChainState::default()).expect("config");
+    // Sealed jobs are taken (version 3 sessions).
+    agent.set_session_key([5; 32]);
     let mut f = Fuzz {
         agent,
         public_key,
@@ -357,6 +372,29 @@ fuzz_target!(|script: Script| {
                 offer.bytes_in = bytes_in;
                 offer.bytes_out = bytes_out;
                 f.send(&Message::JobOffer(offer));
+            }
+            Action::SealedAssign {
+                job: j,
+                kernel_sealed,
+                push_len,
+                readback_len,
+            } => {
+                let mut a = describe(j).assign(job(j));
+                a.kernel.push_constants.clear();
+                for i in 0..push_len.min(128) {
+                    let _ = a.kernel.push_constants.push(i);
+                }
+                if let Some(b) = a.buffers.iter_mut().find(|b| b.readback) {
+                    b.len = readback_len;
+                }
+                a.sealing = Some(tessera_core::wire::Sealing {
+                    enc: [1; 32],
+                    requester_key: [2; 32],
+                    kernel_sealed,
+                    result_key: [3; 32],
+                    result_key_tag: [4; 16],
+                });
+                f.send(&Message::JobAssign(a));
             }
             Action::AnyAssign {
                 job: j,
@@ -440,6 +478,12 @@ fuzz_target!(|script: Script| {
             Action::Finish { job: j } => {
                 let now = f.now;
                 let _ = f.agent.finish_job(now, job(j), Usage::default());
+            }
+            Action::FinishSealed { job: j, hash } => {
+                let now = f.now;
+                let _ = f
+                    .agent
+                    .finish_sealed_job(now, job(j), Usage::default(), [hash; 32]);
             }
             Action::Fail { job: j, reason } => {
                 let now = f.now;

@@ -747,6 +747,7 @@ mod tests {
             },
             buffers: Default::default(),
             inputs_root: [0xFF; 32],
+            sealing: None,
         };
         for _ in 0..MAX_ENTRY_POINT {
             spec.kernel.entry_point.push('x').unwrap();

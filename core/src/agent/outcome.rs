@@ -17,7 +17,8 @@ use crate::error::{Error, PeerError, UsageError};
 use crate::limits::{HEADER_LEN, MAX_EVENTS};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    Completed, FailReason, Failed, JobId, Message, MessageType, ReceiptMsg, Usage, UsageReport,
+    Completed, Digest, FailReason, Failed, JobId, Message, MessageType, ReceiptMsg, Usage,
+    UsageReport,
 };
 
 impl<S: Signer> Agent<S> {
@@ -27,7 +28,36 @@ impl<S: Signer> Agent<S> {
     /// the receipt signed the first time (`usage` is then ignored).
     ///
     /// [`Event::ResendOutputs`]: super::Event::ResendOutputs
+    ///
+    /// A sealed job (`JobAssign::sealing`) ends with
+    /// [`Agent::finish_sealed_job`] instead; here it gets `InvalidJobState`.
     pub fn finish_job(&mut self, now: Instant, id: JobId, usage: Usage) -> Result<(), Error> {
+        self.finish(now, id, usage, None)
+    }
+
+    /// Ends a sealed job whose sealed outputs were all written, as
+    /// [`Agent::finish_job`] does, with the result hash the host computed
+    /// from what only it saw in the clear: the keyed hash of the plaintext
+    /// kernel, inputs and outputs (`docs/PROTOCOL.md`, "Sealed jobs";
+    /// [`crate::e2e`] computes it). The receipt carries it, and its seal is
+    /// made over it. A job in the clear gets `InvalidJobState`.
+    pub fn finish_sealed_job(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        usage: Usage,
+        result_hash: Digest,
+    ) -> Result<(), Error> {
+        self.finish(now, id, usage, Some(result_hash))
+    }
+
+    fn finish(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        usage: Usage,
+        sealed_result: Option<Digest>,
+    ) -> Result<(), Error> {
         self.require_event_room(HOST_CALL_EVENTS)?;
         let i = self.live_job_index(id)?;
         let ready = self.conn == ConnState::Ready;
@@ -35,6 +65,13 @@ impl<S: Signer> Agent<S> {
         let Phase::Assigned { spec, step } = &mut self.jobs[i].phase else {
             return Err(Error::Usage(UsageError::InvalidJobState(id)));
         };
+        // Outputs sent again after a reconnect reuse the signed receipt,
+        // whichever call ends them.
+        if spec.sealing.is_some() != sealed_result.is_some()
+            && !matches!(step, Step::Resending { .. })
+        {
+            return Err(Error::Usage(UsageError::InvalidJobState(id)));
+        }
         let output_len: u64 = spec
             .buffers
             .iter()
@@ -72,7 +109,7 @@ impl<S: Signer> Agent<S> {
                 output_len,
                 output_root,
             };
-            self.sign_outcome(now, i, outcome, usage)?;
+            self.sign_outcome(now, i, outcome, usage, sealed_result)?;
             self.maybe_sign_batch(now);
         }
         if fresh_connection || output_len == 0 {
@@ -128,7 +165,7 @@ impl<S: Signer> Agent<S> {
         detail: u32,
         usage: Usage,
     ) -> Result<(), Error> {
-        self.sign_outcome(now, i, Outcome::Failed { reason, detail }, usage)?;
+        self.sign_outcome(now, i, Outcome::Failed { reason, detail }, usage, None)?;
         self.maybe_sign_batch(now);
         self.flush_outcomes();
         Ok(())
@@ -172,12 +209,14 @@ impl<S: Signer> Agent<S> {
     /// session batches receipts and another job could join a batch (or
     /// results already wait for one), the receipt payload waits for the
     /// batch's signature instead ([`Agent::maybe_sign_batch`]).
+    /// `sealed_result`: a completed sealed job's result hash, from the host.
     fn sign_outcome(
         &mut self,
         now: Instant,
         i: usize,
         outcome: Outcome,
         usage: Usage,
+        sealed_result: Option<Digest>,
     ) -> Result<(), Error> {
         let batch = self.batch_due.is_some() || (self.batching_on() && self.live_job_besides(i));
         // The next position: after the last result waiting for a batch, if
@@ -226,7 +265,10 @@ impl<S: Signer> Agent<S> {
             ReceiptStatus::Failed(FailReason::Timeout) => policy.charge_timeout(job.quote),
             ReceiptStatus::Failed(_) => 0,
         };
-        let rhash = result_hash(&khash, &spec.inputs_root, &output_root, output_len);
+        let rhash = match (status, sealed_result) {
+            (ReceiptStatus::Completed, Some(sealed)) => sealed,
+            _ => result_hash(&khash, &spec.inputs_root, &output_root, output_len),
+        };
         let receipt = Receipt {
             status,
             job: id,

@@ -4,6 +4,7 @@
 use super::job::{Input, Job, Phase, Received, Step};
 use super::{Agent, CancelReason, EventRecord};
 use crate::attest::Signer;
+use crate::e2e::{output_plain_len, plain_len};
 use crate::error::{Error, ErrorCode, PeerError, UsageError};
 use crate::limits::{
     CHUNK_SIZE, HEADER_LEN, MAX_BINDINGS, MAX_INPUT_PIECE, MAX_KERNEL_BYTES, RX_CAPACITY,
@@ -11,7 +12,7 @@ use crate::limits::{
 use crate::time::{Duration, Instant};
 use crate::wire::{
     DecodeError, Digest, ErrorMsg, FailReason, Header, JobAssign, JobId, JobOffer, JobRef, Message,
-    MessageType, Usage, PROTOCOL_VERSION_2,
+    MessageType, Sealing, Usage, PROTOCOL_VERSION_2, PROTOCOL_VERSION_3,
 };
 
 /// The `InputChunk` whose data is arriving: what its pieces are checked
@@ -76,8 +77,16 @@ impl<S: Signer> Agent<S> {
     }
 
     pub(super) fn on_assign(&mut self, a: JobAssign) -> Result<(), (Error, JobId)> {
-        self.require_ready(MessageType::JobAssign)?;
+        let kind = if a.sealing.is_some() {
+            MessageType::SealedJobAssign
+        } else {
+            MessageType::JobAssign
+        };
+        self.require_ready(kind)?;
         let id = a.job;
+        if a.sealing.is_some() && self.version < PROTOCOL_VERSION_3 {
+            return Err((Error::Peer(PeerError::UnexpectedMessage(kind)), id));
+        }
         if self.declined_lately(id) {
             // Sent with an offer this session declined: dropped.
             return Ok(());
@@ -92,7 +101,12 @@ impl<S: Signer> Agent<S> {
                 id,
             ));
         }
-        if !assignment_is_sane(&a, job.bytes_in, job.bytes_out) {
+        let sealing_ok = match &a.sealing {
+            None => true,
+            // A sealed job needs the session key the evidence stated.
+            Some(sealing) => self.session_key != [0; 32] && sealing_is_sane(&a, sealing),
+        };
+        if !sealing_ok || !assignment_is_sane(&a, job.bytes_in, job.bytes_out) {
             self.jobs.swap_remove(i);
             return Err((Error::Peer(PeerError::BadAssignment(id)), id));
         }
@@ -376,6 +390,24 @@ impl<S: Signer> Agent<S> {
 
 // `assignment_is_sane` keeps the bindings seen as bits of a u32.
 const _: () = assert!(MAX_BINDINGS <= u32::BITS);
+
+/// Whether a sealed job's sizes are ones a sealed job has
+/// (`docs/PROTOCOL.md`, "Sealed jobs"): push constants none or sealed, and
+/// every sealed stream (the kernel if sealed, each initial content, each
+/// read-back buffer, the first led by the outputs' 32-byte encapsulated
+/// key) a length sealing gives.
+fn sealing_is_sane(a: &JobAssign, s: &Sealing) -> bool {
+    let push = a.kernel.push_constants.len() as u64;
+    let kernel = plain_len(u64::from(a.kernel.len));
+    (push == 0 || matches!(plain_len(push), Some(p) if p > 0))
+        && (!s.kernel_sealed || matches!(kernel, Some(p) if p > 0 && p % 4 == 0))
+        && a.buffers.iter().all(|b| plain_len(b.init_len).is_some())
+        && a.buffers
+            .iter()
+            .filter(|b| b.readback)
+            .enumerate()
+            .all(|(i, b)| output_plain_len(b.len, i == 0).is_some())
+}
 
 /// Whether an assignment keeps to its offer's sizes and the agent's limits.
 fn assignment_is_sane(a: &JobAssign, bytes_in: u64, bytes_out: u64) -> bool {

@@ -26,8 +26,8 @@ pub use evidence::{
     EVIDENCE_PAYLOAD_LEN, HARDWARE_NONCE_DOMAIN,
 };
 pub use receipt::{
-    kernel_hash, result_hash, result_seal, ChainState, Receipt, ReceiptStatus, ReceiptVerifier,
-    RECEIPT_LEN, RECEIPT_PAYLOAD_LEN,
+    kernel_hash, result_hash, result_seal, sealed_kernel_hash, ChainState, Receipt, ReceiptStatus,
+    ReceiptVerifier, RECEIPT_LEN, RECEIPT_PAYLOAD_LEN,
 };
 pub use signer::{key_id, verify_signature, Ed25519Signer, KeyError, SignError, Signer};
 
@@ -41,6 +41,8 @@ pub const RECEIPT_DOMAIN: &[u8] = b"tessera/receipt/v1";
 pub const KEY_ID_DOMAIN: &[u8] = b"tessera/key-id/v1";
 /// Domain tag of kernel hashes (v3: each buffer's binding is bound too).
 pub const KERNEL_DOMAIN: &[u8] = b"tessera/kernel/v3";
+/// Domain tag of sealed jobs' kernel hashes.
+pub const SEALED_KERNEL_DOMAIN: &[u8] = b"tessera/kernel/sealed/v1";
 /// Domain tag of result hashes.
 pub const RESULT_DOMAIN: &[u8] = b"tessera/result/v1";
 /// Domain tag of result seals.

@@ -4,7 +4,7 @@
 use super::cose::{self, sign1_len};
 use super::{
     sha256, sha256_parts, Reader, SignError, Signer, VerifyError, Writer, KERNEL_DOMAIN,
-    RECEIPT_DOMAIN, RESULT_DOMAIN, SEAL_DOMAIN,
+    RECEIPT_DOMAIN, RESULT_DOMAIN, SEALED_KERNEL_DOMAIN, SEAL_DOMAIN,
 };
 use crate::wire::{BufferSpec, Digest, FailReason, JobId, KeyId, Nonce, Usage};
 
@@ -123,6 +123,24 @@ pub fn kernel_hash(
         ctx.update(&[u8::from(b.readback)]);
     }
     ctx.finish()
+}
+
+/// The kernel hash of a sealed job: SHA-256 of the domain tag
+/// `tessera/kernel/sealed/v1`, the kernel hash of the assignment as sent
+/// ([`kernel_hash`], over the kernel stream's root as it crossed the
+/// coordinator), the HPKE encapsulated key, the requester's key, whether
+/// the kernel is sealed, and the sealed result key with its tag. A receipt thus
+/// binds how its job was sealed.
+pub fn sealed_kernel_hash(wire_kernel_hash: &Digest, sealing: &crate::wire::Sealing) -> Digest {
+    sha256_parts(&[
+        SEALED_KERNEL_DOMAIN,
+        wire_kernel_hash,
+        &sealing.enc,
+        &sealing.requester_key,
+        &[u8::from(sealing.kernel_sealed)],
+        &sealing.result_key,
+        &sealing.result_key_tag,
+    ])
 }
 
 /// The result hash, identical on every honest replica of a job:

@@ -36,12 +36,12 @@ use tessera_core::ConnState;
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (protocol ",
-    "1-2",
+    "1-3",
     ", git ",
     env!("TESSERA_GIT_REV"),
     ")"
 );
-const _: () = assert!(PROTOCOL_VERSION_MIN == 1 && PROTOCOL_VERSION_MAX == 2);
+const _: () = assert!(PROTOCOL_VERSION_MIN == 1 && PROTOCOL_VERSION_MAX == 3);
 
 #[derive(Parser)]
 #[command(

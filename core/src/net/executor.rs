@@ -63,6 +63,16 @@ pub struct JobToRun {
     pub cancel: CancelFlag,
 }
 
+impl Drop for JobToRun {
+    fn drop(&mut self) {
+        // A sealed job's plaintext lives here while it runs: zeroed when
+        // the run ends.
+        if self.spec.sealing.is_some() {
+            crate::host::wipe(&mut self.kernel, &mut self.buffers, &mut self.spec);
+        }
+    }
+}
+
 impl JobToRun {
     /// The time left until the deadline, from now (zero once it passed).
     pub fn timeout(&self) -> Duration {

@@ -29,7 +29,7 @@ use crate::agent::ResultRecord;
 use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
 use crate::attest::{ChainState, Signer};
 use crate::error::Error;
-use crate::host::{Followup, JobHost, Run, WorkReport};
+use crate::host::{Followup, JobHost, WorkReport};
 use crate::limits::MAX_JOBS;
 use crate::store::{FileStore, ResultStore, StoreError};
 use crate::time::Instant;
@@ -679,6 +679,13 @@ impl<S: Signer> Runtime<S> {
             Err(e) => return self.connection_failed(format!("TLS: {e}")),
         };
         let now = self.now();
+        // A fresh session encryption key for every session: sealed jobs of
+        // this session open with it, and with no other.
+        #[cfg(feature = "e2e")]
+        if let Err(e) = self.host.new_session_key(&mut self.agent) {
+            log::warn!("no session key ({e}): this session takes no sealed jobs");
+            self.agent.set_session_key([0; 32]);
+        }
         if let Err(e) = self.agent.connect(now) {
             // Only if events were left undrained; drain them and retry soon.
             log::warn!("agent refused to connect: {e}");
@@ -891,15 +898,15 @@ impl<S: Signer> Runtime<S> {
     }
 
     fn start_job(&mut self, now: Instant, job: JobId) {
-        let Some(Run {
-            spec,
-            kernel,
-            buffers,
-            ..
-        }) = self.host.take_run(&self.agent, job)
-        else {
+        let Some(mut taken) = self.host.take_run(&self.agent, job) else {
             return;
         };
+        // Moved out: the run's plaintext (a sealed job's) is wiped where it
+        // ends up, when the executor's run is dropped.
+        let kernel = std::mem::take(&mut taken.kernel);
+        let buffers = std::mem::take(&mut taken.buffers);
+        let spec = taken.spec.clone();
+        drop(taken);
         // The executor gets the job's deadline, which waiting in the queue
         // does not move. Whichever ends the run first, the executor's
         // timeout (`fail_job(Timeout)`) or the agent's deadline, the receipt

@@ -642,6 +642,7 @@ mod tests {
             },
             buffers,
             inputs_root: [5; 32],
+            sealing: None,
         }
     }
 
