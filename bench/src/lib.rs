@@ -60,5 +60,6 @@ pub fn tiny_job() -> Submit {
         max_price: u64::MAX,
         deadline_ms: 30_000,
         nonce: [0; 32],
+        sealed: None,
     }
 }

@@ -21,6 +21,12 @@
 //!   requester's whole check of a result (`verify_result`), also with its
 //!   evidence signature already verified (`verify_result_with` and a warm
 //!   `EvidenceCache`, as `Requester::submit` checks).
+//! - `e2e.job_p50_encrypted`: the same tiny job sealed end to end (the
+//!   requester seals kernel, push constants and input to the provider's
+//!   session key, the provider opens it and seals the output to the
+//!   requester's key, the requester verifies, opens and checks the keyed
+//!   result hash), beside peer `plain`, the job in the clear, interleaved
+//!   in the same run.
 //! - `e2e.jobs_per_s`: sequential jobs per second through one agent;
 //!   `e2e.jobs_per_s_4_in_flight`: the same with four requesters
 //!   submitting at once (the agent takes up to four jobs), beside the
@@ -431,6 +437,42 @@ fn main() {
             ("overhead_over_dispatch_only", job_p50 - floor_p50),
         ],
         &alone,
+    );
+
+    // The same tiny job sealed end to end ("Sealed jobs"), interleaved with
+    // it in the clear: the requester seals it to the provider's session key
+    // (its evidence listed once, as a requester sending many jobs does),
+    // the provider opens it, runs it and seals the outputs, the requester
+    // verifies the result, opens the outputs and checks the keyed hash.
+    let providers = requester
+        .providers()
+        .unwrap_or_else(|e| fail("providers", e));
+    let (evidence, _) = providers
+        .first()
+        .unwrap_or_else(|| fail("providers", "none takes sealed jobs"));
+    let (mut sealed_us, mut plain_us) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        let mut j = tiny_job();
+        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
+        let t = Instant::now();
+        requester
+            .submit(&j)
+            .unwrap_or_else(|e| fail(&format!("plain job {i}"), e));
+        plain_us.push(t.elapsed().as_secs_f64() * 1e6);
+        j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
+        let t = Instant::now();
+        let sealed = requester
+            .submit_sealed_to(&j, evidence)
+            .unwrap_or_else(|e| fail(&format!("sealed job {i}"), e));
+        sealed_us.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(sealed);
+    }
+    while runs.try_recv().is_ok() {}
+    line(
+        "e2e.job_p50_encrypted",
+        percentile(&sealed_us, 50.0),
+        "us",
+        &[("plain", percentile(&plain_us, 50.0))],
     );
 
     // Throughput: jobs back to back, nothing else in the loop.

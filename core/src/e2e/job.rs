@@ -250,8 +250,8 @@ pub fn output_plain_lens(buffers: &[BufferSpec]) -> Result<Vec<u64>, SealError> 
 }
 
 impl OpenedJob {
-    /// Seals the executor's `outputs` (each read-back buffer in full, in
-    /// buffer order) to the requester's key, a fresh context from
+    /// Seals the executor's `outputs` (each read-back buffer in full, or at
+    /// least its plaintext front, in buffer order) to the requester's key, a fresh context from
     /// `ikm_e`: each buffer's first plaintext bytes sealed, the first one's
     /// stream led by the context's encapsulated key, each exactly the
     /// buffer's declared length. Returns them with the result hash; the
@@ -266,11 +266,14 @@ impl OpenedJob {
         let lens = output_plain_lens(&spec.buffers);
         let result = (|| {
             let lens = lens?;
+            // Each output holds at least its plaintext: the buffer in full,
+            // or (a host that returns what the kernel wrote) its front.
             if outputs.len() != readback.len()
                 || outputs
                     .iter()
                     .zip(&readback)
-                    .any(|(o, b)| o.len() as u64 != b.len)
+                    .zip(&lens)
+                    .any(|((o, b), &p)| (o.len() as u64) < p || o.len() as u64 > b.len)
             {
                 return Err(SealError::BadLength);
             }

@@ -98,6 +98,7 @@ pub fn matmul_submit(
         max_price,
         deadline_ms: 30_000,
         nonce,
+        sealed: None,
     }
 }
 

@@ -952,6 +952,19 @@ fn body_done(ctx: &mut Ctx, c: &mut Conn) {
     };
     c.seq += 1;
     c.deadline = None;
+    if submission::is_providers_request(&body) {
+        let providers = ctx.shared.engine().sealed_providers();
+        on_answer(
+            ctx,
+            c,
+            c.seq,
+            Answer {
+                response: Response::Providers(providers),
+                hold: None,
+            },
+        );
+        return;
+    }
     let readback = ctx.shared.budget.permit();
     if body.len() > INLINE_PREPARE {
         if let Some(jobs) = &ctx.jobs {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
-use tessera_core::wire::{FailReason, JobId, Nonce, Requirements, Usage};
+use tessera_core::wire::{FailReason, JobId, Nonce, Requirements, Sealing, Usage};
 
 /// Magic of requester frames, the ASCII letters "TQ".
 pub const REQUEST_MAGIC: [u8; 2] = *b"TQ";
@@ -66,13 +66,50 @@ pub struct Submit {
     pub deadline_ms: u32,
     /// Fresh random nonce, bound into the receipt.
     pub nonce: Nonce,
+    /// A job sealed end to end (`docs/PROTOCOL.md`, "Sealed jobs"), for the
+    /// one provider it is sealed to; `kernel`, `push_constants` and the
+    /// buffers' `init` are then as sealed, and `len` as declared for the
+    /// sealed bytes. `None`: a job in the clear, for any provider.
+    pub sealed: Option<SealedFor>,
 }
+
+/// The provider a sealed job is for, and how it is sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFor {
+    /// The provider's device key (its evidence's `public_key`).
+    pub provider: [u8; 32],
+    /// The session key the job is sealed to (that evidence's `enc_key`):
+    /// the job goes to that provider only while that session lasts.
+    pub enc_key: [u8; 32],
+    /// How the job is sealed (goes in its `SealedJobAssign`).
+    pub sealing: Sealing,
+}
+
+/// A provider a requester may seal jobs to: its signed evidence of the
+/// current session (which states its session key), and the challenge it
+/// answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// The provider's signed evidence (`docs/PROTOCOL.md`, "Evidence").
+    pub evidence: Vec<u8>,
+    /// The coordinator's challenge it answers.
+    pub challenge: Nonce,
+    /// Jobs it holds and takes at once, at its last heartbeat (unknown: 0, 0).
+    pub load: (u8, u8),
+}
+
+/// Most providers a `Providers` answer lists.
+pub const MAX_PROVIDERS_LISTED: usize = 64;
 
 /// A requester's message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Run a job.
     Submit(Submit),
+    /// List the connected providers that take sealed jobs (at most
+    /// [`MAX_PROVIDERS_LISTED`]), with their evidence.
+    Providers,
 }
 
 /// A verified result.
@@ -120,6 +157,10 @@ pub enum FailureCode {
     /// The coordinator holds as many requesters' bytes as it may
     /// (`Config::max_buffered_bytes`): try again later.
     Busy,
+    /// The provider a sealed job is sealed for is not connected, or no
+    /// longer with the session key it was sealed to: list the providers
+    /// again and seal it anew.
+    ProviderUnavailable,
 }
 
 /// A job that produced no result, and why.
@@ -149,6 +190,8 @@ pub enum Response {
     Result(JobResult),
     /// The job produced no result.
     Failed(JobFailure),
+    /// The providers that take sealed jobs (answer to `Request::Providers`).
+    Providers(Vec<ProviderEntry>),
 }
 
 /// Why a requester frame could not be read or written.
@@ -361,6 +404,7 @@ mod tests {
             max_price: 1000,
             deadline_ms: 7,
             nonce: [9; 32],
+            sealed: None,
         };
         let frame = encode_frame(&Request::Submit(submit.clone())).expect("encodes");
         let mut body = vec![
@@ -378,6 +422,7 @@ mod tests {
             0x07, // deadline_ms
         ];
         body.extend_from_slice(&[9; 32]);
+        body.push(0x00); // not sealed
         let mut expected = b"TQ".to_vec();
         expected.extend_from_slice(&(body.len() as u32).to_le_bytes());
         expected.extend_from_slice(&body);
@@ -441,6 +486,7 @@ mod tests {
             max_price: 1,
             deadline_ms: 1,
             nonce: [0; 32],
+            sealed: None,
         };
         let limit = response_limit(&job);
         assert_eq!(limit, 1024 + RESPONSE_OVERHEAD);

@@ -19,14 +19,18 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tessera_core::attest::{
     verify_output_chunk, Evidence, Receipt, ReceiptStatus, StatementSlot, VerifyError,
 };
+use tessera_core::e2e::{self, SealError};
 use tessera_core::job;
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle::{leaf_hash, prove, root_of_buffers};
 use tessera_core::wire::Nonce;
 
+use zeroize::Zeroizing;
+
 use crate::protocol::{
-    read_frame, response_limit, FailureCode, FrameError, JobFailure, JobResult, Response, Submit,
-    DEFAULT_MAX_REQUEST_BODY, REQUEST_HEADER_LEN, REQUEST_MAGIC,
+    encode_frame, read_frame, response_limit, BufferInit, FailureCode, FrameError, JobFailure,
+    JobResult, ProviderEntry, Request, Response, SealedFor, Submit, DEFAULT_MAX_REQUEST_BODY,
+    MAX_PROVIDERS_LISTED, REQUEST_HEADER_LEN, REQUEST_MAGIC, RESPONSE_OVERHEAD,
 };
 use crate::submission::{RequestView, SubmitView};
 
@@ -44,8 +48,12 @@ pub enum RequesterError {
     Failed(JobFailure),
     /// The coordinator delivered a result that does not verify.
     Verify(ResultCheckError),
-    /// The system random source failed (making a nonce).
+    /// The system random source failed (making a nonce, or keys).
     NoRandomness,
+    /// No connected provider takes sealed jobs.
+    NoSealingProvider,
+    /// The job could not be sealed (a length sealing does not take).
+    Seal(SealError),
 }
 
 impl fmt::Display for RequesterError {
@@ -79,6 +87,10 @@ impl fmt::Display for RequesterError {
             },
             RequesterError::Verify(e) => write!(f, "the result does not verify: {e}"),
             RequesterError::NoRandomness => f.write_str("the system random source failed"),
+            RequesterError::NoSealingProvider => f.write_str(
+                "no connected provider takes sealed jobs (protocol version 3 with a session key)",
+            ),
+            RequesterError::Seal(e) => write!(f, "cannot seal the job: {e}"),
         }
     }
 }
@@ -174,7 +186,111 @@ impl Requester {
                 Ok(result)
             }
             Response::Failed(f) => Err(RequesterError::Failed(f)),
+            Response::Providers(_) => Err(RequesterError::Frame(FrameError::Malformed(
+                postcard::Error::DeserializeBadEnum,
+            ))),
         }
+    }
+
+    /// The providers this requester may seal jobs to now: each one's
+    /// evidence, whose signature is verified here (entries whose evidence
+    /// does not verify, or that state no session key, are left out).
+    pub fn providers(&mut self) -> Result<Vec<(Evidence, ProviderEntry)>, RequesterError> {
+        self.stream
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| RequesterError::Connect(self.addr, e))?;
+        let frame = encode_frame(&Request::Providers).map_err(RequesterError::Frame)?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| RequesterError::Frame(FrameError::Io(e)))?;
+        let limit = MAX_PROVIDERS_LISTED * 1024 + RESPONSE_OVERHEAD;
+        match read_frame(&mut self.stream, limit)? {
+            Response::Providers(list) => Ok(list
+                .into_iter()
+                .filter_map(|p| {
+                    let e = self.evidence.open(&p.evidence).ok()?;
+                    (e.enc_key != [0; 32] && e.challenge == p.challenge).then_some((e, p))
+                })
+                .collect()),
+            Response::Failed(f) => Err(RequesterError::Failed(f)),
+            Response::Result(_) => Err(RequesterError::Frame(FrameError::Malformed(
+                postcard::Error::DeserializeBadEnum,
+            ))),
+        }
+    }
+
+    /// Submits `job` sealed end to end (`docs/PROTOCOL.md`, "Sealed jobs"):
+    /// picks a provider that takes sealed jobs and meets the job's
+    /// requirements ([`Requester::providers`]), seals the kernel, the push
+    /// constants and every input to its session key, asks for the outputs
+    /// sealed to a key drawn for this job, and submits. The coordinator
+    /// sees only ciphertext. The result is verified as [`Requester::submit`]
+    /// does, then the outputs are opened and the receipt's keyed result
+    /// hash recomputed from the plaintext. Returns the result as delivered
+    /// (sealed) and the outputs in the clear, each its buffer's `len`.
+    pub fn submit_sealed(&mut self, job: &Submit) -> Result<SealedResult, RequesterError> {
+        let providers = self.providers()?;
+        let req = job.requirements;
+        let chosen = providers.iter().find(|(e, p)| {
+            let caps = &e.capabilities;
+            req.features & !caps.features == 0
+                && (u64::from(req.memory_mib) << 20) <= caps.device_local_bytes
+                && (p.load.1 == 0 || p.load.0 < p.load.1)
+            // Full ones are a last resort, as the coordinator orders them.
+        });
+        let chosen = chosen.or_else(|| providers.first());
+        let Some((evidence, _)) = chosen else {
+            return Err(RequesterError::NoSealingProvider);
+        };
+        self.submit_sealed_to(job, evidence)
+    }
+
+    /// [`Requester::submit_sealed`] for the provider of `evidence` (one of
+    /// [`Requester::providers`], which a requester sending many jobs lists
+    /// once): it fails with `ProviderUnavailable` once that provider's
+    /// session has ended.
+    pub fn submit_sealed_to(
+        &mut self,
+        job: &Submit,
+        evidence: &Evidence,
+    ) -> Result<SealedResult, RequesterError> {
+        let provider = e2e::Recipient {
+            enc_key: evidence.enc_key,
+            device_key: evidence.public_key,
+        };
+        let keys = e2e::KeyPair::generate().map_err(|_| RequesterError::NoRandomness)?;
+        let mut result_key = Zeroizing::new([0u8; 32]);
+        let mut ikm = Zeroizing::new([0u8; 32]);
+        let rng = SystemRandom::new();
+        rng.fill(&mut result_key[..])
+            .and_then(|()| rng.fill(&mut ikm[..]))
+            .map_err(|_| RequesterError::NoRandomness)?;
+        let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
+        let sealed = e2e::seal_job(
+            &provider,
+            &job.nonce,
+            keys.public(),
+            &result_key,
+            &e2e::PlainJob {
+                kernel: &job.kernel,
+                push_constants: &job.push_constants,
+                inputs: &inputs,
+                seal_kernel: true,
+            },
+            &ikm,
+        )
+        .map_err(RequesterError::Seal)?;
+        let submit = sealed_submit(job, evidence, sealed).map_err(RequesterError::Seal)?;
+        let result = self.submit(&submit)?;
+        let outputs = open_sealed_result(job, &submit, &result, &keys, &result_key)
+            .map_err(RequesterError::Verify)?;
+        Ok(SealedResult {
+            result,
+            outputs,
+            provider: evidence.public_key,
+            submit,
+        })
     }
 
     /// Closes the connection cleanly.
@@ -182,6 +298,131 @@ impl Requester {
         self.stream.conn.send_close_notify();
         let _ = self.stream.conn.complete_io(&mut self.stream.sock);
     }
+}
+
+/// A sealed job's result: as the coordinator delivered it (sealed outputs,
+/// the receipt, the evidence), and the outputs in the clear.
+pub struct SealedResult {
+    /// The result as delivered, verified.
+    pub result: JobResult,
+    /// Each read-back buffer's contents in the clear, `len` bytes each (as
+    /// the job in the clear declared them); zeroed when dropped.
+    pub outputs: Vec<Zeroizing<Vec<u8>>>,
+    /// The provider's device key the job was sealed for.
+    pub provider: [u8; 32],
+    /// The sealed submission as sent (what the result verified against).
+    pub submit: Submit,
+}
+
+impl fmt::Debug for SealedResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedResult")
+            .field("job", &self.result.job)
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The submission of `job` sealed for the provider of `evidence`: the
+/// sealed kernel, push constants and inputs, and each buffer declared for
+/// its sealed bytes (a read-back buffer for `len` bytes of plaintext back,
+/// "Sealed jobs").
+pub fn sealed_submit(
+    job: &Submit,
+    evidence: &Evidence,
+    sealed: e2e::SealedJob,
+) -> Result<Submit, SealError> {
+    let mut first_readback = true;
+    let mut buffers = Vec::with_capacity(job.buffers.len());
+    for (b, init) in job.buffers.iter().zip(sealed.inputs) {
+        let mut len = b.len.max(init.len() as u64);
+        if b.readback {
+            let first = std::mem::replace(&mut first_readback, false);
+            len = len.max(e2e::output_buffer_len(b.len, first).ok_or(SealError::BadLength)?);
+            // Longer for its sealed input, it returns a longer plaintext
+            // (of which the first `b.len` bytes are the output), at a
+            // length sealing gives: the next one up, at most 17 bytes on.
+            while e2e::output_plain_len(len, first).is_none() {
+                len = len.checked_add(1).ok_or(SealError::BadLength)?;
+            }
+        }
+        buffers.push(BufferInit {
+            binding: b.binding,
+            init,
+            len,
+            readback: b.readback,
+        });
+    }
+    Ok(Submit {
+        kernel: sealed.kernel,
+        entry_point: job.entry_point.clone(),
+        specialization: job.specialization.clone(),
+        push_constants: sealed.push_constants,
+        grid: job.grid,
+        buffers,
+        requirements: job.requirements,
+        est_gpu_ms: job.est_gpu_ms,
+        max_price: job.max_price,
+        deadline_ms: job.deadline_ms,
+        nonce: job.nonce,
+        sealed: Some(SealedFor {
+            provider: evidence.public_key,
+            enc_key: evidence.enc_key,
+            sealing: sealed.sealing,
+        }),
+    })
+}
+
+/// Opens a verified sealed result (`submit`, the sealed submission of
+/// `job`) with the requester's `keys`, and checks the receipt's keyed
+/// result hash against the job and the outputs in the clear. Returns each
+/// read-back buffer's first `len` bytes (the job's `len`).
+pub fn open_sealed_result(
+    job: &Submit,
+    submit: &Submit,
+    result: &JobResult,
+    keys: &e2e::KeyPair,
+    result_key: &[u8; 32],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, ResultCheckError> {
+    let view = SubmitView::of(submit);
+    let buffers = view.job_buffers();
+    let mut assign = view
+        .description(&buffers)
+        .assign(result.job)
+        .map_err(ResultCheckError::Job)?;
+    assign.sealing = submit.sealed.map(|s| s.sealing);
+    let opened = e2e::open_outputs(
+        keys,
+        &result.provider_public_key,
+        &job.nonce,
+        &assign.buffers,
+        &result.outputs,
+    )
+    .map_err(ResultCheckError::Sealed)?;
+    let receipt = Receipt::verify_any(&result.receipt, &result.provider_public_key)
+        .map_err(ResultCheckError::Receipt)?;
+    let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
+    let outputs: Vec<&[u8]> = opened.iter().map(|o| &o[..]).collect();
+    let want = e2e::expected_result_hash(
+        result_key,
+        &assign,
+        &job.kernel,
+        &job.push_constants,
+        &inputs,
+        &outputs,
+    );
+    if receipt.result_hash != want {
+        return Err(ResultCheckError::SealedResultHash);
+    }
+    let readback = job.buffers.iter().filter(|b| b.readback);
+    Ok(opened
+        .into_iter()
+        .zip(readback)
+        .map(|(mut o, b)| {
+            o.truncate(b.len as usize);
+            o
+        })
+        .collect())
 }
 
 /// Writes `job` as one requester frame without copying its kernel or its
@@ -248,6 +489,10 @@ pub enum ResultCheckError {
     Check(job::ReceiptCheckError),
     /// The Merkle spot check of an output chunk failed.
     SpotCheck(VerifyError),
+    /// A sealed job's outputs do not open with the requester's key.
+    Sealed(SealError),
+    /// A sealed job's keyed result hash is not the one the plaintext gives.
+    SealedResultHash,
 }
 
 impl fmt::Display for ResultCheckError {
@@ -268,6 +513,11 @@ impl fmt::Display for ResultCheckError {
             ResultCheckError::Job(e) => write!(f, "the submission makes no assignment: {e}"),
             ResultCheckError::Check(e) => write!(f, "receipt: {e}"),
             ResultCheckError::SpotCheck(e) => write!(f, "output chunk spot check: {e:?}"),
+            ResultCheckError::Sealed(e) => write!(f, "the sealed outputs: {e}"),
+            ResultCheckError::SealedResultHash => f.write_str(
+                "the receipt's result hash is not the keyed hash of the job and the outputs in \
+                 the clear",
+            ),
         }
     }
 }
@@ -400,10 +650,12 @@ pub fn verify_result_with(
     }
     let view = SubmitView::of(job);
     let buffers = view.job_buffers();
-    let assign = view
+    let mut assign = view
         .description(&buffers)
         .assign(result.job)
         .map_err(ResultCheckError::Job)?;
+    // A sealed job's kernel hash binds how it was sealed.
+    assign.sealing = job.sealed.map(|s| s.sealing);
     let readback: Vec<u64> = job
         .buffers
         .iter()

@@ -26,14 +26,17 @@ use tessera_core::limits::{
 use tessera_core::wire::{Chunk, Digest, JobAssign, JobId, JobOffer, Message, Nonce, Requirements};
 
 use crate::budget::Permit;
-use crate::protocol::{FrameError, Submit};
+use crate::protocol::{FrameError, SealedFor, Submit};
 
 /// [`crate::protocol::Request`] as a view: encodes to the same bytes, and
 /// decodes without copying the kernel or the initial data.
 #[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum RequestView<'a> {
     /// [`crate::protocol::Request::Submit`].
     Submit(#[serde(borrow)] SubmitView<'a>),
+    /// [`crate::protocol::Request::Providers`].
+    Providers,
 }
 
 /// [`Submit`] with its byte fields borrowed.
@@ -54,6 +57,7 @@ pub(crate) struct SubmitView<'a> {
     pub max_price: u64,
     pub deadline_ms: u32,
     pub nonce: Nonce,
+    pub sealed: Option<SealedFor>,
 }
 
 /// [`crate::protocol::BufferInit`] with its initial data borrowed.
@@ -90,6 +94,7 @@ impl<'a> SubmitView<'a> {
             max_price: s.max_price,
             deadline_ms: s.deadline_ms,
             nonce: s.nonce,
+            sealed: s.sealed,
         }
     }
 
@@ -173,6 +178,11 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<RequestView<'_>, FrameError>
         )),
         Err(e) => Err(FrameError::Malformed(e)),
     }
+}
+
+/// Whether a request body is `Request::Providers`.
+pub(crate) fn is_providers_request(body: &[u8]) -> bool {
+    matches!(decode_request(body), Ok(RequestView::Providers))
 }
 
 /// Limits a submission is checked against (from the coordinator's config).
@@ -262,6 +272,29 @@ pub(crate) fn validate(s: &SubmitView<'_>, limits: &Limits) -> Result<Totals, St
     }
     if s.deadline_ms == 0 {
         return Err("deadline_ms must be at least 1".into());
+    }
+    if s.sealed.is_some() {
+        // The provider checks the same (`docs/PROTOCOL.md`, "Sealed jobs");
+        // refused here, the requester learns why at once.
+        use tessera_core::e2e::{output_plain_len, plain_len};
+        let push = s.push_constants.len() as u64;
+        if push != 0 && plain_len(push).is_none_or(|p| p == 0) {
+            return Err("a sealed job's push constants must be sealed".into());
+        }
+        for (i, b) in s.buffers.iter().enumerate() {
+            if plain_len(b.init.len() as u64).is_none() {
+                return Err(format!("buffer {i}: its initial data is not sealed"));
+            }
+        }
+        let readback = s.buffers.iter().filter(|b| b.readback);
+        for (k, b) in readback.enumerate() {
+            if output_plain_len(b.len, k == 0).is_none() {
+                return Err(format!(
+                    "read-back buffer {k}: a length no sealed output has ({})",
+                    b.len
+                ));
+            }
+        }
     }
     Ok(Totals {
         bytes_in,
@@ -386,6 +419,9 @@ pub(crate) struct Prepared {
     /// The budget the read-back bytes the submission states are counted in,
     /// until its result has been written to the requester.
     pub readback_permit: Permit,
+    /// A sealed job's provider (device key) and the session key it is
+    /// sealed to: offered to that provider only, in that session only.
+    pub sealed_for: Option<([u8; 32], [u8; 32])>,
 }
 
 impl fmt::Debug for Prepared {
@@ -414,7 +450,10 @@ pub(crate) fn prepare(
     mut readback_permit: Permit,
 ) -> Result<Prepared, Refusal> {
     let RequestView::Submit(s) = decode_request(&body)
-        .map_err(|e| Refusal::Invalid(format!("request does not decode: {e}")))?;
+        .map_err(|e| Refusal::Invalid(format!("request does not decode: {e}")))?
+    else {
+        return Err(Refusal::Invalid("not a submission".into()));
+    };
     let totals = validate(&s, limits).map_err(Refusal::Invalid)?;
 
     let buffers = s.job_buffers();
@@ -436,10 +475,12 @@ pub(crate) fn prepare(
     // Every chunk is hashed once, here: its leaf goes into the assignment's
     // roots and into `leaves`, from which the chunks are framed.
     let mut leaves = Vec::with_capacity(first);
-    let assign = description
+    let mut assign = description
         .assign_with(0, |chunk| leaves.push(chunk.digest))
         // `validate` checked every length against these capacities.
         .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    assign.sealing = s.sealed.map(|x| x.sealing);
+    let sealed_for = s.sealed.map(|x| (x.provider, x.enc_key));
     let offer = JobOffer {
         job: 0,
         requirements: s.requirements,
@@ -476,6 +517,7 @@ pub(crate) fn prepare(
             leaves,
         }),
         readback_permit,
+        sealed_for,
     })
 }
 
@@ -528,6 +570,7 @@ mod tests {
             max_price: 500,
             deadline_ms: 1000,
             nonce: [5; 32],
+            sealed: None,
         }
     }
 
@@ -541,8 +584,15 @@ mod tests {
         let owned = encode_frame(&Request::Submit(s.clone())).expect("encodes");
         let view = postcard::to_stdvec(&RequestView::Submit(SubmitView::of(&s))).expect("encodes");
         assert_eq!(&owned[6..], &view[..]);
-        let RequestView::Submit(back) = decode_request(&view).expect("decodes");
+        let RequestView::Submit(back) = decode_request(&view).expect("decodes") else {
+            panic!("a submission")
+        };
         assert_eq!(back.kernel, &s.kernel[..]);
+        // `Providers` is the variant after it, with no fields.
+        let providers = encode_frame(&Request::Providers).expect("encodes");
+        assert_eq!(&providers[6..], &[1]);
+        assert!(is_providers_request(&providers[6..]));
+        assert!(!is_providers_request(&view));
         assert_eq!(back.buffers[0].init, &s.buffers[0].init[..]);
         assert_eq!(
             decode_body::<Request>(&view).expect("decodes"),

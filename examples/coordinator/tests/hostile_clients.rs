@@ -53,6 +53,7 @@ fn small_job(nonce: u8) -> Submit {
         max_price: 10_000,
         deadline_ms: 20_000,
         nonce: [nonce; 32],
+        sealed: None,
     }
 }
 
@@ -593,6 +594,7 @@ fn submission_held_once(input: usize) {
         max_price: 1 << 40,
         deadline_ms: 240_000,
         nonce: [8; 32],
+        sealed: None,
     };
     let (peak_before, rss_before) = memory_of(pid);
     let started = Instant::now();

@@ -46,6 +46,7 @@ fn increment_job(nonce: u8, len: usize, max_price: u64) -> Submit {
         max_price,
         deadline_ms: 10_000,
         nonce: [nonce; 32],
+        sealed: None,
     }
 }
 

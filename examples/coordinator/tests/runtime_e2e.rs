@@ -368,6 +368,7 @@ fn job(len: usize) -> Submit {
         max_price: 1_000_000,
         deadline_ms: 60_000,
         nonce: new_nonce().unwrap(),
+        sealed: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn copy_job() -> Submit {
         max_price: 1_000_000,
         deadline_ms: 60_000,
         nonce: [0; 32],
+        sealed: None,
     }
 }
 

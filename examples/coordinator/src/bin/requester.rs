@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tessera_coordinator::demo::{bytes_f32, matmul_cpu, matmul_submit, max_rel_error};
-use tessera_coordinator::requester::{new_nonce, submit, verify_result, ResultCheck};
+use tessera_coordinator::requester::{new_nonce, submit, verify_result, Requester, ResultCheck};
 use tessera_coordinator::tls::{client_config, hex, parse_hex32, Trust};
 use tessera_coordinator::{BufferInit, JobResult, Submit};
 use tessera_core::wire::Requirements;
@@ -34,6 +34,9 @@ or a kernel of your own:
                          binding=N (set 0; default: its place among the
                          --buffer options, from 0), readback
 options:
+  --no-seal              send the job in the clear (by default it is sealed
+                         end to end to the provider's session key, and the
+                         coordinator sees only ciphertext)
   --max-price N          the most you pay (default 1000000)
   --deadline-ms N        result due within (default 60000)
   --est-gpu-ms N         GPU time estimate (default 100)
@@ -58,6 +61,7 @@ struct Args {
     est_gpu_ms: u32,
     requirements: Requirements,
     out: Option<PathBuf>,
+    no_seal: bool,
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -173,6 +177,7 @@ fn parse() -> Result<Args, String> {
             "--memory-mib" => a.requirements.memory_mib = num(&flag, &value()?)?,
             "--features" => a.requirements.features = num(&flag, &value()?)?,
             "--out" => a.out = Some(PathBuf::from(value()?)),
+            "--no-seal" => a.no_seal = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -231,10 +236,10 @@ fn print_check(job: &Submit, result: &JobResult, check: &ResultCheck, elapsed_ms
     println!("  spot check        chunk {index} of {size}: Merkle path of {path} hashes leads to the signed root");
 }
 
-fn write_outputs(dir: &Path, job: &Submit, result: &JobResult) -> Result<(), String> {
+fn write_outputs(dir: &Path, job: &Submit, outputs: &[&[u8]]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let bindings = job.buffers.iter().filter(|b| b.readback).map(|b| b.binding);
-    for (binding, data) in bindings.zip(&result.outputs) {
+    for (binding, data) in bindings.zip(outputs) {
         let path = dir.join(format!("output-{binding}.bin"));
         std::fs::write(&path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
@@ -300,6 +305,7 @@ fn run(a: Args) -> Result<bool, String> {
             max_price: a.max_price,
             deadline_ms: a.deadline_ms,
             nonce,
+            sealed: None,
         }
     };
     println!(
@@ -310,16 +316,42 @@ fn run(a: Args) -> Result<bool, String> {
         job.max_price
     );
     let started = Instant::now();
-    let result = submit(addr, tls, &job).map_err(|e| e.to_string())?;
+    let (sealed_submit, result, sealed_outputs) = if a.no_seal {
+        let result = submit(addr, tls, &job).map_err(|e| e.to_string())?;
+        (None, result, None)
+    } else {
+        let mut requester = Requester::connect(addr, tls).map_err(|e| e.to_string())?;
+        let sealed = requester.submit_sealed(&job).map_err(|e| e.to_string());
+        requester.close();
+        let sealed = sealed?;
+        (Some(sealed.submit), sealed.result, Some(sealed.outputs))
+    };
     let elapsed = started.elapsed().as_millis();
-    // `submit` verified the result; check again here to print the details.
-    let check = verify_result(&job, &result).map_err(|e| e.to_string())?;
-    print_check(&job, &result, &check, elapsed);
+    // What was sent: the job, or the job as sealed.
+    let sent = sealed_submit.as_ref().unwrap_or(&job);
+    // The result was verified; check again here to print the details.
+    let check = verify_result(sent, &result).map_err(|e| e.to_string())?;
+    print_check(sent, &result, &check, elapsed);
+    let outputs: Vec<&[u8]> = match &sealed_outputs {
+        Some(plain) => {
+            println!(
+                "  sealed            end to end: the coordinator held only ciphertext; the \
+                 outputs opened with this job's key and the keyed result hash verified"
+            );
+            plain.iter().map(|o| &o[..]).collect()
+        }
+        None => {
+            println!(
+                "  sealed            no (--no-seal): the coordinator saw the job in the clear"
+            );
+            result.outputs.iter().map(|o| &o[..]).collect()
+        }
+    };
     if let Some(dir) = &a.out {
-        write_outputs(dir, &job, &result)?;
+        write_outputs(dir, &job, &outputs)?;
     }
     if let Some((n, ma, mb)) = matrices {
-        let got = bytes_f32(&result.outputs[0]);
+        let got = bytes_f32(outputs[0]);
         let want = matmul_cpu(n, &ma, &mb);
         let err = max_rel_error(&got, &want);
         let ok = err <= 1e-3;

@@ -3,6 +3,65 @@
 use super::*;
 
 impl Engine {
+    /// Whether the provider `key` may be offered a job sealed for
+    /// `sealed_for` (provider, session key): always for a job in the clear;
+    /// for a sealed one, only that provider, in a version 3 session whose
+    /// evidence stated that session key.
+    pub(super) fn takes_sealed(
+        &self,
+        key: &PublicKey,
+        sealed_for: Option<(PublicKey, [u8; 32])>,
+    ) -> bool {
+        let Some((provider, enc_key)) = sealed_for else {
+            return true;
+        };
+        let Some(rec) = self.keys.get(key) else {
+            return false;
+        };
+        let version = rec
+            .session
+            .and_then(|sid| self.sessions.get(&sid))
+            .map_or(0, |s| s.version);
+        *key == provider && rec.enc_key == enc_key && version >= PROTOCOL_VERSION_3
+    }
+
+    /// The providers a requester may seal jobs to now: ready, not
+    /// draining, speaking version 3, with a session key in their evidence;
+    /// each with that evidence (at most
+    /// [`MAX_PROVIDERS_LISTED`](crate::protocol::MAX_PROVIDERS_LISTED)).
+    pub(crate) fn sealed_providers(&self) -> Vec<crate::protocol::ProviderEntry> {
+        let mut out = Vec::new();
+        let mut sids: Vec<&SessionId> = self.sessions.keys().collect();
+        sids.sort();
+        for sid in sids {
+            let s = &self.sessions[sid];
+            let Phase::Ready { key } = s.phase else {
+                continue;
+            };
+            if s.draining || s.version < PROTOCOL_VERSION_3 {
+                continue;
+            }
+            let Some(rec) = self.keys.get(&key) else {
+                continue;
+            };
+            let Some(e) = rec.evidences.back() else {
+                continue;
+            };
+            if rec.enc_key == [0; 32] {
+                continue;
+            }
+            out.push(crate::protocol::ProviderEntry {
+                evidence: e.bytes.clone(),
+                challenge: e.challenge,
+                load: s.load.map_or((0, 0), |h| (h.active_jobs, h.capacity)),
+            });
+            if out.len() == crate::protocol::MAX_PROVIDERS_LISTED {
+                break;
+            }
+        }
+        out
+    }
+
     /// Ready, non-draining providers whose device meets `req`, cheapest last
     /// quote first (unknown quotes first of all, to learn them), rotating
     /// among equals.
@@ -71,10 +130,15 @@ impl Engine {
             readback,
             inputs,
             readback_permit,
+            sealed_for,
         } = job;
         assign.job = id;
         offer.job = id;
-        let candidates: VecDeque<PublicKey> = self.capable(&offer.requirements).into();
+        let candidates: VecDeque<PublicKey> = self
+            .capable(&offer.requirements)
+            .into_iter()
+            .filter(|k| self.takes_sealed(k, sealed_for))
+            .collect();
         let wait = Duration::from_millis(u64::from(offer.deadline_ms))
             .saturating_add(self.settings.deadline_grace);
         // Far beyond any real deadline when the clock cannot add it.
@@ -116,6 +180,7 @@ impl Engine {
                 excluded: HashSet::new(),
                 declines: Vec::new(),
                 lost: HashMap::new(),
+                sealed_for,
             },
         );
         self.offer_next(id, now);
@@ -131,6 +196,15 @@ impl Engine {
             };
             let Some(key) = job.candidates.pop_front() else {
                 break;
+            };
+            let sealed_for = job.sealed_for;
+            if !self.takes_sealed(&key, sealed_for) {
+                // Reconnected with another session key since: the job is
+                // not sealed to it.
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
             };
             let Some(sid) = self.keys.get(&key).and_then(|r| r.session) else {
                 continue;
@@ -180,29 +254,39 @@ impl Engine {
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
-        let (code, reason) = if job.declines.is_empty() {
-            (
-                FailureCode::NoCapableProvider,
-                format!(
+        let (code, reason) =
+            if let (Some((provider, _)), true) = (job.sealed_for, job.declines.is_empty()) {
+                (
+                    FailureCode::ProviderUnavailable,
+                    format!(
+                        "provider {} is not connected with the session key the job is sealed to; \
+                     list the providers and seal the job again",
+                        hex(&key_id(&provider)[..6])
+                    ),
+                )
+            } else if job.declines.is_empty() {
+                (
+                    FailureCode::NoCapableProvider,
+                    format!(
                     "no connected provider meets the requirements (memory {} MiB, features {:#x})",
                     job.offer.requirements.memory_mib, job.offer.requirements.features
                 ),
-            )
-        } else {
-            let mut list: Vec<String> = job
-                .declines
-                .iter()
-                .take(DECLINES_LISTED)
-                .map(|(k, why)| format!("{}: {why}", hex(&k[..6])))
-                .collect();
-            if job.declines.len() > DECLINES_LISTED {
-                list.push(format!("and {} more", job.declines.len() - DECLINES_LISTED));
-            }
-            (
-                FailureCode::AllDeclined,
-                bounded_reason(format!("no provider took the job ({})", list.join("; "))),
-            )
-        };
+                )
+            } else {
+                let mut list: Vec<String> = job
+                    .declines
+                    .iter()
+                    .take(DECLINES_LISTED)
+                    .map(|(k, why)| format!("{}: {why}", hex(&k[..6])))
+                    .collect();
+                if job.declines.len() > DECLINES_LISTED {
+                    list.push(format!("and {} more", job.declines.len() - DECLINES_LISTED));
+                }
+                (
+                    FailureCode::AllDeclined,
+                    bounded_reason(format!("no provider took the job ({})", list.join("; "))),
+                )
+            };
         log::info!("job {id}: {reason}");
         self.stats.jobs_failed += 1;
         if let Some(tx) = job.reply {

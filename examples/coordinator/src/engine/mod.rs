@@ -27,8 +27,8 @@ use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Batching, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
     GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
-    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_2, PROTOCOL_VERSION_MAX,
-    PROTOCOL_VERSION_MIN,
+    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_2, PROTOCOL_VERSION_3,
+    PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
 
@@ -222,6 +222,9 @@ struct KeyRecord {
     /// The chain position the provider's latest evidence signed.
     stated: Option<ChainState>,
     last_quote: Option<u64>,
+    /// The session encryption key its current (or last) session's evidence
+    /// stated; sealed jobs sealed to it go to that session only.
+    enc_key: [u8; 32],
     evidences: VecDeque<EvidenceInfo>,
     /// Receipts that arrived ahead of their predecessor, verified, by sequence.
     parked: BTreeMap<u64, (JobId, Vec<u8>, VerifiedReceipt)>,
@@ -331,6 +334,8 @@ struct Job {
     declines: Vec<(KeyId, String)>,
     /// Connections lost before the kernel started, per provider.
     lost: HashMap<PublicKey, u8>,
+    /// A sealed job's provider and the session key it is sealed to.
+    sealed_for: Option<(PublicKey, [u8; 32])>,
 }
 
 impl Job {
@@ -572,10 +577,11 @@ impl Engine {
         };
         let requirements = job.offer.requirements;
         let excluded = job.excluded.clone();
+        let sealed_for = job.sealed_for;
         let candidates: VecDeque<PublicKey> = self
             .capable(&requirements)
             .into_iter()
-            .filter(|k| !excluded.contains(k))
+            .filter(|k| !excluded.contains(k) && self.takes_sealed(k, sealed_for))
             .collect();
         if let Some(job) = self.jobs.get_mut(&id) {
             job.candidates = candidates;
@@ -783,6 +789,7 @@ impl Engine {
             verifier: store_chain.map(|c| ReceiptVerifier::new(key, c)),
             stated: None,
             last_quote: None,
+            enc_key: [0; 32],
             evidences: VecDeque::new(),
             parked: BTreeMap::new(),
             statement: None,
@@ -819,6 +826,7 @@ impl Engine {
         let old = rec.session.replace(sid);
         rec.disconnected_at = None;
         rec.capabilities = evidence.capabilities.clone();
+        rec.enc_key = evidence.enc_key;
         rec.evidences.push_back(EvidenceInfo {
             hash: Evidence::hash(bytes),
             bytes: bytes.to_vec(),

@@ -442,7 +442,7 @@ impl Engine {
                     self.stats.results_delivered += 1;
                     job.readback_permit.take()
                 }
-                Response::Failed(_) => {
+                Response::Failed(_) | Response::Providers(_) => {
                     self.stats.jobs_failed += 1;
                     None
                 }
@@ -507,7 +507,7 @@ impl Engine {
                         receipt.sequence,
                         match &response {
                             Response::Result(_) => "result delivered",
-                            Response::Failed(_) => "failure reported",
+                            Response::Failed(_) | Response::Providers(_) => "failure reported",
                         }
                     );
                 }

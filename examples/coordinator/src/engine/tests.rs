@@ -103,6 +103,7 @@ fn job(nonce: u8) -> Submit {
         max_price: 1_000,
         deadline_ms: 60_000,
         nonce: [nonce; 32],
+        sealed: None,
     }
 }
 

@@ -231,6 +231,11 @@ fn run(
             }
         };
         let _ = stream.sock.set_read_timeout(Some(opts.poll));
+        // A session key per session, as the runtime draws one: sealed jobs
+        // of this session open with it only.
+        host.job_host
+            .new_session_key(&mut agent)
+            .expect("session key");
         if agent.connect(now()).is_err() {
             host.drain_events(&mut agent);
             continue;
