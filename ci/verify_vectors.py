@@ -652,10 +652,10 @@ def check_merkle(v, ctx):
         verify_output_chunk(*args)
 
 
-def e2e_stream_key(ctx, stream):
-    """A stream's AES-256-GCM key and base nonce, exported from the job's
-    HPKE context ("End-to-end sealing")."""
-    okm = ctx.export(E2E_STREAM_LABEL + struct.pack("<I", stream), 44)
+def e2e_stream_key(ctx, job, stream):
+    """A stream's AES-256-GCM key and base nonce, exported from the HPKE
+    context under the job's bytes ("End-to-end sealing")."""
+    okm = ctx.export(E2E_STREAM_LABEL + job + struct.pack("<I", stream), 44)
     return AESGCM(okm[:32]), okm[32:]
 
 
@@ -668,8 +668,8 @@ def e2e_segments(plain_len):
     return -(-plain_len // E2E_SEGMENT_PLAIN)
 
 
-def e2e_open(ctx, stream, plain_len, sealed):
-    aead, base = e2e_stream_key(ctx, stream)
+def e2e_open(ctx, job, stream, plain_len, sealed):
+    aead, base = e2e_stream_key(ctx, job, stream)
     n = e2e_segments(plain_len)
     if len(sealed) != plain_len + E2E_TAG * n:
         raise Fail("BadLength")
@@ -684,8 +684,8 @@ def e2e_open(ctx, stream, plain_len, sealed):
     return out
 
 
-def e2e_seal(ctx, stream, plain):
-    aead, base = e2e_stream_key(ctx, stream)
+def e2e_seal(ctx, job, stream, plain):
+    aead, base = e2e_stream_key(ctx, job, stream)
     aad = struct.pack("<Q", len(plain))
     return b"".join(
         aead.encrypt(e2e_nonce(base, i), plain[i * E2E_SEGMENT_PLAIN:(i + 1) * E2E_SEGMENT_PLAIN], aad)
@@ -718,43 +718,51 @@ def check_sealed_job(v, ctx):
     sealing = a["sealing"]
     expect(sealing["requester_key"] == requester.public_key.to_public_bytes().hex(),
            "outputs sealed to the requester's key")
+    # The requester's context, from its ephemeral IKM: the same enc.
+    info0 = E2E_INFO_LABEL + b"\x00" + device
+    eph = kem.derive_key_pair(bytes.fromhex(v["requester_context_ikm"]))
+    enc0, _ = E2E_SUITE.create_sender_context(provider.public_key, info0, eks=eph)
+    expect(enc0.hex() == sealing["enc"], "the requester context's enc")
     # The provider's side: the result key, the push constants, the kernel,
-    # the inputs.
-    info0 = E2E_INFO_LABEL + b"\x00" + nonce + device
-    ctx0 = E2E_SUITE.create_recipient_context(
-        bytes.fromhex(sealing["enc"]), provider.private_key, info0)
+    # the inputs, each under the job's nonce.
+    ctx0 = E2E_SUITE.create_recipient_context(enc0, provider.private_key, info0)
     sealed_key = bytes.fromhex(sealing["result_key"]) + bytes.fromhex(sealing["result_key_tag"])
-    result_key = e2e_open(ctx0, E2E_RESULT_KEY_STREAM, 32, sealed_key)
+    result_key = e2e_open(ctx0, nonce, E2E_RESULT_KEY_STREAM, 32, sealed_key)
     expect(result_key.hex() == v["result_key"], "the sealed result key")
     sealed_push = bytes.fromhex(a["kernel"]["push_constants"])
-    push = (e2e_open(ctx0, E2E_PUSH_CONSTANTS_STREAM, e2e_plain_len(len(sealed_push)),
+    push = (e2e_open(ctx0, nonce, E2E_PUSH_CONSTANTS_STREAM, e2e_plain_len(len(sealed_push)),
                      sealed_push) if sealed_push else b"")
     expect(push.hex() == v["push_constants_plain"], "the sealed push constants")
     kernel_sent = bytes.fromhex(v["kernel_sent"])
     expect(len(kernel_sent) == a["kernel_len"], "kernel length as sent")
-    kernel = e2e_open(ctx0, 0, e2e_plain_len(len(kernel_sent)), kernel_sent)
+    kernel = e2e_open(ctx0, nonce, 0, e2e_plain_len(len(kernel_sent)), kernel_sent)
     expect(kernel.hex() == v["kernel_plain"], "the kernel opens")
     expect(root_of(kernel_sent).hex() == a["kernel"]["spirv_root"], "kernel root as sent")
     inputs = []
     for i, sent in enumerate(v["inputs_sent"]):
         sent = bytes.fromhex(sent)
-        plain = e2e_open(ctx0, i + 1, e2e_plain_len(len(sent)), sent) if sent else b""
+        plain = e2e_open(ctx0, nonce, i + 1, e2e_plain_len(len(sent)), sent) if sent else b""
         expect(plain.hex() == v["inputs_plain"][i], "input %d opens" % i)
         inputs.append(plain)
     expect(mth(chunk_leaves([bytes.fromhex(x) for x in v["inputs_sent"]])).hex()
            == a["inputs_root"], "inputs root as sent")
-    # The requester's side: the outputs, led by their encapsulated key.
+    # The requester's side: the outputs, the first led by the output
+    # context's encapsulated key and the job's salt.
     outs = [bytes.fromhex(x) for x in v["outputs_sent"]]
     readback = [b for b in a["kernel"]["buffers"] if b["readback"]]
     expect(len(outs) == len(readback), "one output per read-back buffer")
-    info1 = E2E_INFO_LABEL + b"\x01" + nonce + device
-    ctx1 = E2E_SUITE.create_recipient_context(outs[0][:32], requester.private_key, info1)
+    info1 = E2E_INFO_LABEL + b"\x01" + device + enc0
+    eph1 = kem.derive_key_pair(bytes.fromhex(v["output_context_ikm"]))
+    enc1, _ = E2E_SUITE.create_sender_context(requester.public_key, info1, eks=eph1)
+    expect(outs[0][:32] == enc1, "the output context's enc leads the first output")
+    salt = outs[0][32:48]
+    ctx1 = E2E_SUITE.create_recipient_context(enc1, requester.private_key, info1)
     outputs = []
     for k, (o, b) in enumerate(zip(outs, readback)):
         expect(len(o) == b["len"], "output %d is its declared length" % k)
-        body = o[32:] if k == 0 else o
+        body = o[48:] if k == 0 else o
         stream = a["kernel"]["buffers"].index(b)
-        outputs.append(e2e_open(ctx1, stream, e2e_plain_len(len(body)), body))
+        outputs.append(e2e_open(ctx1, nonce + salt, stream, e2e_plain_len(len(body)), body))
     expect([o.hex() for o in outputs] == v["outputs_plain"], "the outputs open")
     # The receipt's kernel hash binds the sealing.
     wire_hash = kernel_hash(a["kernel"])
@@ -779,9 +787,11 @@ def check_e2e(v, ctx):
     recipient = kem.derive_key_pair(bytes.fromhex(v["recipient_ikm"]))
     pk = recipient.public_key.to_public_bytes()
     expect(pk.hex() == v["recipient_public_key"], "recipient key is DeriveKeyPair(ikm)")
-    info = (E2E_INFO_LABEL + bytes([v["direction"]]) + bytes.fromhex(v["requester_nonce"])
-            + bytes.fromhex(v["device_key"]))
-    expect(info.hex() == v["info"], "info is label, direction, nonce, device key")
+    info = E2E_INFO_LABEL + bytes([v["direction"]]) + bytes.fromhex(v["device_key"])
+    if v["direction"] == 1:
+        info += bytes.fromhex(v["requester_enc"])
+    expect(info.hex() == v["info"], "info is label, direction, device key (, requester enc)")
+    job = bytes.fromhex(v["job"])
     # The sender's side, from the ephemeral IKM: the same encapsulated key.
     ephemeral = kem.derive_key_pair(bytes.fromhex(v["ephemeral_ikm"]))
     enc, sender = E2E_SUITE.create_sender_context(recipient.public_key, info, eks=ephemeral)
@@ -791,9 +801,9 @@ def check_e2e(v, ctx):
     def open_all():
         for s in v["streams"]:
             sealed = bytes.fromhex(s["sealed"])
-            plain = e2e_open(receiver, s["stream"], s["plain_len"], sealed)
+            plain = e2e_open(receiver, job, s["stream"], s["plain_len"], sealed)
             expect(plain == gen(s["plain_len"]), "opens to the generator's bytes")
-            expect(e2e_seal(sender, s["stream"], plain) == sealed, "seals to the same bytes")
+            expect(e2e_seal(sender, job, s["stream"], plain) == sealed, "seals to the same bytes")
 
     if "expect_error" in v:
         expect_fail(v["expect_error"], open_all)

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use tessera_core::e2e::{self, Direction, KeyPair, Receiver, Sender, SEGMENT_LEN};
+use tessera_core::e2e::{self, KeyPair, Receiver, Sender, SEGMENT_LEN};
 
 const BYTES: usize = 64 << 20;
 const RUNS: usize = 7;
@@ -38,7 +38,9 @@ fn line(name: &str, ours: f64, peer: f64) {
 
 fn main() {
     let requester = KeyPair::derive(&[1; 32]);
-    let info = e2e::info(Direction::ToRequester, &[2; 32], &[3; 32]);
+    let info = e2e::requester_info(&[2; 32], &[3; 32]);
+    let (job, n) = e2e::job_bytes(&[4; 32], Some(&[5; 16]));
+    let job = &job[..n];
     let plain: Vec<u8> = (0..BYTES).map(|i| (i * 31 + 7) as u8).collect();
     let sealed_len = e2e::sealed_len(BYTES as u64).expect("length") as usize;
 
@@ -56,7 +58,7 @@ fn main() {
     let mut work = laid_out.clone();
     let seal = best_gbs(|| {
         let (_, sender) = Sender::new(requester.public(), &info, &[4; 32]).expect("sender");
-        let key = sender.stream(0, BYTES as u64).expect("stream key");
+        let key = sender.stream(job, 0, BYTES as u64).expect("stream key");
         for (i, seg) in work.chunks_mut(SEGMENT_LEN).enumerate() {
             key.seal_segment(i as u64, seg).expect("seal");
         }
@@ -80,13 +82,13 @@ fn main() {
     // bytes back before each pass.
     work.copy_from_slice(&laid_out);
     let (enc, sender) = Sender::new(requester.public(), &info, &[4; 32]).expect("sender");
-    let seal_key = sender.stream(0, BYTES as u64).expect("stream key");
+    let seal_key = sender.stream(job, 0, BYTES as u64).expect("stream key");
     for (i, seg) in work.chunks_mut(SEGMENT_LEN).enumerate() {
         seal_key.seal_segment(i as u64, seg).expect("seal");
     }
     let sealed = work.clone();
     let receiver = Receiver::new(&requester, &enc, &info).expect("receiver");
-    let open_key = receiver.stream(0, BYTES as u64).expect("stream key");
+    let open_key = receiver.stream(job, 0, BYTES as u64).expect("stream key");
     let open = best_gbs(|| {
         work.copy_from_slice(&sealed);
         for (i, seg) in work.chunks_mut(SEGMENT_LEN).enumerate() {

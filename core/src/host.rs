@@ -112,7 +112,13 @@ enum Sealed {
     #[default]
     No,
     Assigned(std::sync::Arc<crate::e2e::KeyPair>),
-    Running(std::boxed::Box<(crate::e2e::OpenedJob, JobAssign)>),
+    Running(
+        std::boxed::Box<(
+            crate::e2e::OpenedJob,
+            JobAssign,
+            std::sync::Arc<crate::e2e::OutputContext>,
+        )>,
+    ),
     Done(crate::wire::Digest),
 }
 
@@ -228,9 +234,103 @@ pub struct JobHost {
     /// Kernels refused, by the rule they broke (the rule code: a
     /// `KernelRejected` detail's low 16 bits, `crate::reasons`).
     pub rejections: BTreeMap<u16, u64>,
-    /// The current session's encryption key pair (sealed jobs).
+    /// The current session's encryption key pair and the contexts of
+    /// sealed jobs (sealed jobs).
     #[cfg(feature = "e2e")]
-    session: Option<std::sync::Arc<crate::e2e::KeyPair>>,
+    session: Option<SessionContexts>,
+}
+
+/// Contexts of a session's sealed jobs kept: each requester context (by
+/// its encapsulated key) opened once, each output context (by requester
+/// context and requester key) set up once, the last
+/// [`SessionContexts::KEPT`] of each.
+#[cfg(feature = "e2e")]
+struct SessionContexts {
+    keys: std::sync::Arc<crate::e2e::KeyPair>,
+    inputs: VecDeque<([u8; 32], std::sync::Arc<crate::e2e::Receiver>)>,
+    outputs: VecDeque<(OutputKey, std::sync::Arc<crate::e2e::OutputContext>)>,
+}
+
+/// An output context's place: the requester context's encapsulated key
+/// and the requester's key.
+#[cfg(feature = "e2e")]
+type OutputKey = ([u8; 32], [u8; 32]);
+
+#[cfg(feature = "e2e")]
+impl core::fmt::Debug for SessionContexts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionContexts")
+            .field("inputs", &self.inputs.len())
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "e2e")]
+impl SessionContexts {
+    const KEPT: usize = 16;
+
+    /// The contexts a job sealed in `sealing` opens and seals with, under
+    /// `keys` (the session key it was assigned under).
+    fn for_job(
+        &mut self,
+        keys: &std::sync::Arc<crate::e2e::KeyPair>,
+        device_key: &[u8; 32],
+        sealing: &crate::wire::Sealing,
+    ) -> Result<
+        (
+            std::sync::Arc<crate::e2e::Receiver>,
+            std::sync::Arc<crate::e2e::OutputContext>,
+        ),
+        crate::e2e::SealError,
+    > {
+        if !std::sync::Arc::ptr_eq(keys, &self.keys) {
+            // Assigned under another session's key: nothing kept serves it.
+            let receiver = crate::e2e::provider_context(keys, device_key, &sealing.enc)?;
+            let output = new_output_context(device_key, sealing)?;
+            return Ok((std::sync::Arc::new(receiver), std::sync::Arc::new(output)));
+        }
+        let receiver = match self.inputs.iter().find(|(e, _)| *e == sealing.enc) {
+            Some((_, r)) => r.clone(),
+            None => {
+                let r = std::sync::Arc::new(crate::e2e::provider_context(
+                    &self.keys,
+                    device_key,
+                    &sealing.enc,
+                )?);
+                if self.inputs.len() == Self::KEPT {
+                    self.inputs.pop_front();
+                }
+                self.inputs.push_back((sealing.enc, r.clone()));
+                r
+            }
+        };
+        let at = (sealing.enc, sealing.requester_key);
+        let output = match self.outputs.iter().find(|(k, _)| *k == at) {
+            Some((_, o)) => o.clone(),
+            None => {
+                let o = std::sync::Arc::new(new_output_context(device_key, sealing)?);
+                if self.outputs.len() == Self::KEPT {
+                    self.outputs.pop_front();
+                }
+                self.outputs.push_back((at, o.clone()));
+                o
+            }
+        };
+        Ok((receiver, output))
+    }
+}
+
+/// A fresh output context for the jobs of `sealing`'s requester context.
+#[cfg(feature = "e2e")]
+fn new_output_context(
+    device_key: &[u8; 32],
+    sealing: &crate::wire::Sealing,
+) -> Result<crate::e2e::OutputContext, crate::e2e::SealError> {
+    let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ikm[..])
+        .map_err(|_| crate::e2e::SealError::Random)?;
+    crate::e2e::OutputContext::new(&sealing.requester_key, device_key, &sealing.enc, &ikm)
 }
 
 impl JobHost {
@@ -251,7 +351,11 @@ impl JobHost {
     ) -> Result<(), crate::e2e::SealError> {
         let keys = crate::e2e::KeyPair::generate()?;
         agent.set_session_key(*keys.public());
-        self.session = Some(std::sync::Arc::new(keys));
+        self.session = Some(SessionContexts {
+            keys: std::sync::Arc::new(keys),
+            inputs: VecDeque::new(),
+            outputs: VecDeque::new(),
+        });
         Ok(())
     }
 
@@ -266,8 +370,8 @@ impl JobHost {
                 let mut hj = HostJob::default();
                 #[cfg(feature = "e2e")]
                 if agent.job_spec(job).is_some_and(|s| s.sealing.is_some()) {
-                    if let Some(keys) = &self.session {
-                        hj.sealed = Sealed::Assigned(keys.clone());
+                    if let Some(session) = &self.session {
+                        hj.sealed = Sealed::Assigned(session.keys.clone());
                     }
                 }
                 self.jobs.insert(job, hj);
@@ -334,14 +438,23 @@ impl JobHost {
         }
         #[cfg(feature = "e2e")]
         {
-            let opened = match &hj.sealed {
-                Sealed::Assigned(keys) => {
-                    crate::e2e::open_job(keys, &agent.public_key(), &spec, &kernel, &buffers)
-                }
+            let keys = match &hj.sealed {
+                Sealed::Assigned(keys) => Some(keys.clone()),
+                _ => None,
+            };
+            let device_key = agent.public_key();
+            let opened = match (keys, &spec.sealing, self.session.as_mut()) {
+                (Some(keys), Some(sealing), Some(session)) => session
+                    .for_job(&keys, &device_key, sealing)
+                    .and_then(|(receiver, output)| {
+                        crate::e2e::open_job(&receiver, &spec, &kernel, &buffers)
+                            .map(|opened| (opened, output))
+                    }),
                 _ => Err(crate::e2e::SealError::BadKey),
             };
+            let hj = self.jobs.get_mut(&job)?;
             match opened {
-                Ok(opened) => {
+                Ok((opened, output)) => {
                     let mut run_spec = spec.clone();
                     run_spec.kernel.push_constants =
                         crate::bounded::BoundedVec::from_slice(&opened.push_constants)
@@ -352,7 +465,7 @@ impl JobHost {
                         kernel: opened.kernel.to_vec(),
                         buffers: opened.inputs.iter().map(|b| b.to_vec()).collect(),
                     };
-                    hj.sealed = Sealed::Running(std::boxed::Box::new((opened, spec)));
+                    hj.sealed = Sealed::Running(std::boxed::Box::new((opened, spec, output)));
                     return Some(run);
                 }
                 Err(e) => log::warn!("job {job}: the sealed job does not open: {e}"),
@@ -376,8 +489,8 @@ impl JobHost {
         let mut result = result;
         #[cfg(feature = "e2e")]
         if let Sealed::Running(opened) = std::mem::take(&mut hj.sealed) {
-            let (opened, spec) = &*opened;
-            result = result.and_then(|out| seal_outputs(job, opened, spec, out, hj));
+            let (opened, spec, output) = &*opened;
+            result = result.and_then(|out| seal_outputs(job, opened, spec, output, out, hj));
         }
         match result {
             Ok(out) => {
@@ -559,15 +672,16 @@ fn seal_outputs(
     job: JobId,
     opened: &crate::e2e::OpenedJob,
     spec: &JobAssign,
+    output: &crate::e2e::OutputContext,
     out: JobOutputs,
     hj: &mut HostJob,
 ) -> Result<JobOutputs, JobFailure> {
-    let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ikm[..]).is_err() {
+    let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).is_err() {
         log::warn!("job {job}: no randomness to seal its outputs");
         return Err(JobFailure::new(FailReason::Host, 0));
     }
-    match opened.seal_outputs(spec, out.outputs, &ikm) {
+    match opened.seal_outputs(spec, out.outputs, output, &salt) {
         Ok((sealed, hash)) => {
             hj.sealed = Sealed::Done(hash);
             Ok(JobOutputs {

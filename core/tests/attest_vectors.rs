@@ -1642,9 +1642,21 @@ mod sealed {
     use super::*;
     use tessera_core::e2e;
 
-    /// One job's context sealed from fixed key material: the recipient's key
-    /// pair and the ephemeral key come from their IKMs (HPKE's DeriveKeyPair),
-    /// so the encapsulated key and every sealed byte are fixed.
+    /// The `info` of a vector's context, from its fields.
+    fn vector_info(v: &Value) -> Vec<u8> {
+        let device_key = unhex_n(&v["device_key"]);
+        if v["direction"] == 0 {
+            e2e::provider_info(&device_key).to_vec()
+        } else {
+            e2e::requester_info(&device_key, &unhex_n(&v["requester_enc"])).to_vec()
+        }
+    }
+
+    /// One context sealed from fixed key material: the recipient's key pair
+    /// and the ephemeral key come from their IKMs (HPKE's DeriveKeyPair), so
+    /// the encapsulated key and every sealed byte are fixed. Its streams
+    /// are one job's: exported under the job bytes (the nonce, and for
+    /// outputs the salt after it).
     fn sealed_vector(
         name: &str,
         direction: e2e::Direction,
@@ -1654,32 +1666,41 @@ mod sealed {
     ) -> Value {
         let keys = e2e::KeyPair::derive(&recipient_ikm);
         let nonce = [0x5a; 32];
+        let salt = [0x5b; e2e::OUTPUT_SALT_LEN];
         let device_key = public_key("key-a");
-        let info = e2e::info(direction, &nonce, &device_key);
+        let requester_enc = [0x5c; 32];
+        let mut v = json!({
+            "name": name,
+            "direction": direction as u8,
+            "recipient_ikm": hex(&recipient_ikm),
+            "recipient_public_key": hex(keys.public()),
+            "ephemeral_ikm": hex(&ephemeral_ikm),
+            "device_key": hex(&device_key),
+        });
+        let (job, n) = if direction == e2e::Direction::ToRequester {
+            v["requester_enc"] = hex(&requester_enc).into();
+            e2e::job_bytes(&nonce, Some(&salt))
+        } else {
+            e2e::job_bytes(&nonce, None)
+        };
+        let info = vector_info(&v);
         let (enc, sender) = e2e::Sender::new(keys.public(), &info, &ephemeral_ikm).expect("sender");
         let streams: Vec<Value> = streams
             .iter()
             .map(|&(stream, len)| {
                 let plain = data(len);
                 let sealed = sender
-                    .stream(stream, len as u64)
+                    .stream(&job[..n], stream, len as u64)
                     .and_then(|k| k.seal(&plain))
                     .expect("seal");
                 json!({"stream": stream, "plain_len": len, "sealed": hex(&sealed)})
             })
             .collect();
-        json!({
-            "name": name,
-            "direction": direction as u8,
-            "recipient_ikm": hex(&recipient_ikm),
-            "recipient_public_key": hex(keys.public()),
-            "ephemeral_ikm": hex(&ephemeral_ikm),
-            "requester_nonce": hex(&nonce),
-            "device_key": hex(&device_key),
-            "info": hex(&info),
-            "enc": hex(&enc),
-            "streams": streams,
-        })
+        v["info"] = hex(&info).into();
+        v["job"] = hex(&job[..n]).into();
+        v["enc"] = hex(&enc).into();
+        v["streams"] = streams.into();
+        v
     }
 
     fn build_e2e() -> Value {
@@ -1760,15 +1781,9 @@ mod sealed {
             enc_key: *provider.public(),
             device_key,
         };
-        let sealed = e2e::seal_job(
-            &recipient,
-            &nonce,
-            requester.public(),
-            &result_key,
-            &plain,
-            &[0x22; 32],
-        )
-        .expect("seal");
+        let ctx = e2e::RequesterContext::new(&recipient, &[0x22; 32]).expect("context");
+        let sealed =
+            e2e::seal_job(&ctx, &nonce, requester.public(), &result_key, &plain).expect("seal");
         let out_len = e2e::output_buffer_len(200, true).expect("len");
         let buffers = [
             BufferSpec {
@@ -1804,25 +1819,25 @@ mod sealed {
             inputs_root: merkle::root_of_buffers(sealed.inputs.iter().map(|v| v.as_slice())),
             sealing: Some(sealed.sealing),
         };
-        let opened = e2e::open_job(
-            &provider,
-            &device_key,
-            &assign,
-            &sealed.kernel,
-            &sealed.inputs,
-        )
-        .expect("opens");
+        let receiver = e2e::provider_context(&provider, &device_key, ctx.enc()).expect("context");
+        let opened =
+            e2e::open_job(&receiver, &assign, &sealed.kernel, &sealed.inputs).expect("opens");
+        let out_ctx =
+            e2e::OutputContext::new(requester.public(), &device_key, ctx.enc(), &[0x44; 32])
+                .expect("output context");
         // The run's read-back buffer in full: its first 200 bytes are the
         // output in the clear.
         let output = data(out_len as usize);
         let (sealed_out, result_hash) = opened
-            .seal_outputs(&assign, vec![output.clone()], &[0x44; 32])
+            .seal_outputs(&assign, vec![output.clone()], &out_ctx, &[0x45; 16])
             .expect("seals");
         let s = &sealed.sealing;
         json!({
             "name": "sealed-job",
             "provider_ikm": hex(&[0x11; 32]),
             "requester_ikm": hex(&[0x33; 32]),
+            "requester_context_ikm": hex(&[0x22; 32]),
+            "output_context_ikm": hex(&[0x44; 32]),
             "device_key": hex(&device_key),
             "requester_nonce": hex(&nonce),
             "result_key": hex(&result_key),
@@ -1866,10 +1881,11 @@ mod sealed {
         let keys = e2e::KeyPair::derive(&unhex_n(&v["recipient_ikm"]));
         assert_eq!(hex(keys.public()), v["recipient_public_key"]);
         let info = unhex(v["info"].as_str().unwrap());
+        let job = unhex(v["job"].as_str().unwrap());
         let receiver = e2e::Receiver::new(&keys, &unhex_n(&v["enc"]), &info)?;
         for s in v["streams"].as_array().unwrap() {
             let len = s["plain_len"].as_u64().unwrap();
-            let key = receiver.stream(s["stream"].as_u64().unwrap() as u32, len)?;
+            let key = receiver.stream(&job, s["stream"].as_u64().unwrap() as u32, len)?;
             let plain = key.open(&unhex(s["sealed"].as_str().unwrap()))?;
             assert_eq!(plain.as_slice(), data(len as usize).as_slice());
         }
@@ -1883,19 +1899,7 @@ mod sealed {
             if vector["name"] == "sealed-job" {
                 continue;
             }
-            let direction = if vector["direction"] == 0 {
-                e2e::Direction::ToProvider
-            } else {
-                e2e::Direction::ToRequester
-            };
-            assert_eq!(
-                hex(&e2e::info(
-                    direction,
-                    &unhex_n(&vector["requester_nonce"]),
-                    &unhex_n(&vector["device_key"])
-                )),
-                vector["info"]
-            );
+            assert_eq!(hex(&vector_info(vector)), vector["info"]);
             let got = open_e2e(vector);
             match vector["expect_error"].as_str() {
                 None => assert_eq!(got, Ok(()), "{}", vector["name"]),

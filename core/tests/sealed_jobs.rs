@@ -8,8 +8,8 @@
 
 use tessera_core::attest::{ChainState, Ed25519Signer, Evidence, Receipt, ReceiptStatus};
 use tessera_core::e2e::{
-    expected_result_hash, open_outputs, output_buffer_len, seal_job, KeyPair, PlainJob, Recipient,
-    SealedJob,
+    expected_result_hash, open_outputs, output_buffer_len, output_prefix, output_receiver,
+    seal_job, KeyPair, PlainJob, Recipient, RequesterContext, SealedJob,
 };
 use tessera_core::host::SEALED_DID_NOT_OPEN;
 use tessera_core::testkit::{decode, increment_run, Harness, JobDescription};
@@ -89,15 +89,8 @@ fn sealed_job(e: &Evidence, requester: &KeyPair) -> (SealedJob, JobDescription) 
         enc_key: e.enc_key,
         device_key: e.public_key,
     };
-    let sealed = seal_job(
-        &provider,
-        &NONCE,
-        requester.public(),
-        &RESULT_KEY,
-        &job,
-        &[3; 32],
-    )
-    .expect("seals");
+    let ctx = RequesterContext::new(&provider, &[3; 32]).expect("context");
+    let sealed = seal_job(&ctx, &NONCE, requester.public(), &RESULT_KEY, &job).expect("seals");
     let d = JobDescription {
         kernel: sealed.kernel.clone(),
         entry_point: "main".into(),
@@ -180,14 +173,15 @@ fn a_sealed_job_runs_in_the_clear_on_the_host_only_and_comes_back_sealed() {
     // with the requester's key to what the host computed in the clear:
     // increment_run's bytes of input 0, each plus one.
     assert_eq!(outputs[0].len() as u64, a.buffers[1].len);
-    let plain = open_outputs(
+    let (enc, _) = output_prefix(&outputs[0]).expect("prefix");
+    let back = output_receiver(
         &requester,
         &s.evidence.public_key,
-        &NONCE,
-        &a.buffers,
-        &outputs,
+        &a.sealing.expect("sealed").enc,
+        &enc,
     )
-    .expect("opens");
+    .expect("receiver");
+    let plain = open_outputs(&back, &NONCE, &a.buffers, &outputs).expect("opens");
     let want: Vec<u8> = input()[..OUTPUT as usize]
         .iter()
         .map(|b| b.wrapping_add(1))
@@ -264,7 +258,7 @@ fn a_sealed_assignment_is_refused_without_a_session_key_a_good_layout_or_version
     // A read-back buffer of a length no sealed output has.
     let mut s = session(PROTOCOL_VERSION_3, true);
     let (sealed, mut d) = sealed_job(&s.evidence.clone(), &requester);
-    d.buffers[1].1 = 32 + 65536 + 16;
+    d.buffers[1].1 = 48 + 65536 + 16;
     s.h.send(&Message::JobOffer(d.offer(4, 1_000_000, 60_000)));
     s.h.pump();
     s.h.send(&Message::JobAssign(sealed_assign(&d, &sealed.sealing, 4)));

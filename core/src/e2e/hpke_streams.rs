@@ -10,7 +10,10 @@ use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use ring::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroize;
 
-use super::{sealed_len, segments, SealError, KEY_LEN, SEGMENT_LEN, SEGMENT_PLAIN_LEN, TAG_LEN};
+use super::{
+    sealed_len, segments, SealError, KEY_LEN, MAX_JOB_BYTES, SEGMENT_LEN, SEGMENT_PLAIN_LEN,
+    TAG_LEN,
+};
 
 type Kem = X25519HkdfSha256;
 
@@ -109,13 +112,15 @@ impl Sender {
         out
     }
 
-    /// The key sealing stream `stream` of `plain_len` bytes.
-    pub fn stream(&self, stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
-        let mut okm = [0u8; 32 + NONCE_LEN];
-        self.ctx
-            .export(&stream_context(stream), &mut okm)
-            .map_err(|_| SealError::BadLength)?;
-        StreamKey::new(okm, plain_len)
+    /// The key sealing stream `stream` of `plain_len` bytes of the job
+    /// `job` ([`super::job_bytes`]).
+    pub fn stream(&self, job: &[u8], stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
+        export_stream(
+            |c, out| self.ctx.export(c, out).is_ok(),
+            job,
+            stream,
+            plain_len,
+        )
     }
 
     /// HPKE's `Export` (RFC 9180, section 5.3), for checks against its
@@ -147,13 +152,15 @@ impl Receiver {
         Ok(Receiver { ctx })
     }
 
-    /// The key opening stream `stream` of `plain_len` bytes.
-    pub fn stream(&self, stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
-        let mut okm = [0u8; 32 + NONCE_LEN];
-        self.ctx
-            .export(&stream_context(stream), &mut okm)
-            .map_err(|_| SealError::BadLength)?;
-        StreamKey::new(okm, plain_len)
+    /// The key opening stream `stream` of `plain_len` bytes of the job
+    /// `job` ([`super::job_bytes`]).
+    pub fn stream(&self, job: &[u8], stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
+        export_stream(
+            |c, out| self.ctx.export(c, out).is_ok(),
+            job,
+            stream,
+            plain_len,
+        )
     }
 
     /// HPKE's `Export` (RFC 9180, section 5.3), for checks against its
@@ -165,11 +172,37 @@ impl Receiver {
     }
 }
 
-fn stream_context(stream: u32) -> [u8; STREAM_LABEL.len() + 4] {
-    let mut c = [0u8; STREAM_LABEL.len() + 4];
-    c[..STREAM_LABEL.len()].copy_from_slice(STREAM_LABEL);
-    c[STREAM_LABEL.len()..].copy_from_slice(&stream.to_le_bytes());
-    c
+/// The exporter context of stream `stream` of a job: the label, the job
+/// bytes ([`super::job_bytes`]), the stream number. Returns the buffer and
+/// how much of it is used; `None` for job bytes over [`MAX_JOB_BYTES`].
+fn stream_context(
+    job: &[u8],
+    stream: u32,
+) -> Option<([u8; STREAM_LABEL.len() + MAX_JOB_BYTES + 4], usize)> {
+    let mut c = [0u8; STREAM_LABEL.len() + MAX_JOB_BYTES + 4];
+    if job.len() > MAX_JOB_BYTES {
+        return None;
+    }
+    let mut at = STREAM_LABEL.len();
+    c[..at].copy_from_slice(STREAM_LABEL);
+    c[at..at + job.len()].copy_from_slice(job);
+    at += job.len();
+    c[at..at + 4].copy_from_slice(&stream.to_le_bytes());
+    Some((c, at + 4))
+}
+
+fn export_stream(
+    export: impl Fn(&[u8], &mut [u8]) -> bool,
+    job: &[u8],
+    stream: u32,
+    plain_len: u64,
+) -> Result<StreamKey, SealError> {
+    let (context, n) = stream_context(job, stream).ok_or(SealError::BadLength)?;
+    let mut okm = [0u8; 32 + NONCE_LEN];
+    if !export(&context[..n], &mut okm) {
+        return Err(SealError::BadLength);
+    }
+    StreamKey::new(okm, plain_len)
 }
 
 /// One stream's AES-256-GCM key and base nonce, and its plaintext length
@@ -290,13 +323,15 @@ impl StreamKey {
         if sealed.len() as u64 != self.sealed_len() {
             return Err(SealError::BadLength);
         }
-        let mut out =
-            zeroize::Zeroizing::new(std::vec::Vec::with_capacity(self.plain_len as usize));
-        let mut segment = zeroize::Zeroizing::new([0u8; SEGMENT_LEN]);
+        // Each segment is opened in place at the end of the output (room
+        // for its tag included), then the tag is cut off: no other copy of
+        // the plaintext is made.
+        let mut out = zeroize::Zeroizing::new(std::vec::Vec::with_capacity(sealed.len()));
         for (i, piece) in sealed.chunks(SEGMENT_LEN).enumerate() {
-            let buf = &mut segment[..piece.len()];
-            buf.copy_from_slice(piece);
-            out.extend_from_slice(self.open_segment(i as u64, buf)?);
+            let at = out.len();
+            out.extend_from_slice(piece);
+            let n = self.open_segment(i as u64, &mut out[at..])?.len();
+            out.truncate(at + n);
         }
         Ok(out)
     }
@@ -367,6 +402,9 @@ impl CryptoRng for IkmRng {}
 mod tests {
     use super::super::*;
     use super::*;
+
+    /// A job's bytes: its nonce.
+    const JOB: &[u8] = &[0x4E; 32];
 
     fn hex(s: &str) -> std::vec::Vec<u8> {
         let s: std::string::String = s.split_whitespace().collect();
@@ -471,7 +509,7 @@ mod tests {
 
     fn pair() -> (KeyPair, Sender, Receiver) {
         let keys = KeyPair::derive(&[7; 32]);
-        let info = info(Direction::ToProvider, &[1; 32], &[2; 32]);
+        let info = provider_info(&[2; 32]);
         let (enc, sender) = Sender::new(keys.public(), &info, &[9; 32]).unwrap();
         let receiver = Receiver::new(&keys, &enc, &info).unwrap();
         (keys, sender, receiver)
@@ -482,12 +520,12 @@ mod tests {
         let (_keys, sender, receiver) = pair();
         let plain: std::vec::Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
         let sealed = sender
-            .stream(1, plain.len() as u64)
+            .stream(JOB, 1, plain.len() as u64)
             .unwrap()
             .seal(&plain)
             .unwrap();
         assert_eq!(sealed.len() as u64, sealed_len(plain.len() as u64).unwrap());
-        let key = receiver.stream(1, plain.len() as u64).unwrap();
+        let key = receiver.stream(JOB, 1, plain.len() as u64).unwrap();
         assert_eq!(key.open(&sealed).unwrap().as_slice(), plain.as_slice());
         let mut second = sealed[SEGMENT_LEN..2 * SEGMENT_LEN].to_vec();
         assert_eq!(
@@ -501,11 +539,11 @@ mod tests {
         let (_keys, sender, receiver) = pair();
         let plain = [5u8; 3 * SEGMENT_PLAIN_LEN];
         let sealed = sender
-            .stream(2, plain.len() as u64)
+            .stream(JOB, 2, plain.len() as u64)
             .unwrap()
             .seal(&plain)
             .unwrap();
-        let key = receiver.stream(2, plain.len() as u64).unwrap();
+        let key = receiver.stream(JOB, 2, plain.len() as u64).unwrap();
         // Another place in the stream.
         let mut first = sealed[..SEGMENT_LEN].to_vec();
         assert_eq!(key.open_segment(1, &mut first), Err(SealError::Forged));
@@ -514,11 +552,13 @@ mod tests {
             "no unauthenticated plaintext is left behind"
         );
         // Another stream of the same job.
-        let other = receiver.stream(3, plain.len() as u64).unwrap();
+        let other = receiver.stream(JOB, 3, plain.len() as u64).unwrap();
         let mut first = sealed[..SEGMENT_LEN].to_vec();
         assert_eq!(other.open_segment(0, &mut first), Err(SealError::Forged));
         // A stream said to be shorter (cut): the length is bound.
-        let cut = receiver.stream(2, 2 * SEGMENT_PLAIN_LEN as u64).unwrap();
+        let cut = receiver
+            .stream(JOB, 2, 2 * SEGMENT_PLAIN_LEN as u64)
+            .unwrap();
         let mut first = sealed[..SEGMENT_LEN].to_vec();
         assert_eq!(cut.open_segment(0, &mut first), Err(SealError::Forged));
         // A flipped bit.
@@ -538,24 +578,46 @@ mod tests {
     #[test]
     fn another_job_direction_or_provider_opens_nothing() {
         let keys = KeyPair::derive(&[7; 32]);
-        let info_a = info(Direction::ToProvider, &[1; 32], &[2; 32]);
+        let info_a = provider_info(&[2; 32]);
         let (enc, sender) = Sender::new(keys.public(), &info_a, &[9; 32]).unwrap();
-        let sealed = sender.stream(1, 10).unwrap().seal(b"0123456789").unwrap();
+        let sealed = sender
+            .stream(JOB, 1, 10)
+            .unwrap()
+            .seal(b"0123456789")
+            .unwrap();
         for other in [
-            info(Direction::ToRequester, &[1; 32], &[2; 32]),
-            info(Direction::ToProvider, &[3; 32], &[2; 32]),
-            info(Direction::ToProvider, &[1; 32], &[4; 32]),
+            &requester_info(&[2; 32], &enc)[..],
+            &provider_info(&[4; 32])[..],
         ] {
-            let r = Receiver::new(&keys, &enc, &other).unwrap();
+            let r = Receiver::new(&keys, &enc, other).unwrap();
             assert_eq!(
-                r.stream(1, 10).unwrap().open(&sealed).err(),
+                r.stream(JOB, 1, 10).unwrap().open(&sealed).err(),
                 Some(SealError::Forged)
             );
         }
+        // Another job of the same context.
+        let r = Receiver::new(&keys, &enc, &info_a).unwrap();
+        assert_eq!(
+            r.stream(&[1; 48], 1, 10).unwrap().open(&sealed).err(),
+            Some(SealError::Forged)
+        );
+        assert_eq!(
+            r.stream(JOB, 1, 10)
+                .unwrap()
+                .open(&sealed)
+                .unwrap()
+                .as_slice(),
+            b"0123456789"
+        );
+        // Job bytes longer than any job's are refused.
+        assert!(matches!(
+            r.stream(&[1; 49], 1, 10),
+            Err(SealError::BadLength)
+        ));
         let wrong_keys = KeyPair::derive(&[8; 32]);
         let r = Receiver::new(&wrong_keys, &enc, &info_a).unwrap();
         assert_eq!(
-            r.stream(1, 10).unwrap().open(&sealed).err(),
+            r.stream(JOB, 1, 10).unwrap().open(&sealed).err(),
             Some(SealError::Forged)
         );
     }

@@ -1,13 +1,21 @@
 //! A whole job sealed end to end (`docs/PROTOCOL.md`, "Sealed jobs"): the
-//! requester's side ([`seal_job`], [`open_outputs`]), the provider's
-//! ([`open_job`], [`OpenedJob::seal_outputs`]), and the keyed result hash
-//! both compute ([`sealed_result_hash`]). Hosted builds with feature `e2e`.
+//! requester's side ([`RequesterContext`], [`seal_job`], [`open_outputs`]),
+//! the provider's ([`open_job`], [`OutputContext`],
+//! [`OpenedJob::seal_outputs`]), and the keyed result hash both compute
+//! ([`sealed_result_hash`]). A context (an HPKE setup, two X25519
+//! operations) serves any number of jobs: each job's streams are exported
+//! under its own nonce, so a requester sending many jobs to one provider
+//! session, and that provider sealing their outputs back, set up one each.
+//! Hosted builds with feature `e2e`.
 
 use std::vec::Vec;
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{info, output_plain_len, Direction, KeyPair, Receiver, SealError, Sender, KEY_LEN};
+use super::{
+    job_bytes, output_plain_len, provider_info, requester_info, KeyPair, Receiver, SealError,
+    Sender, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
+};
 use crate::attest::{kernel_hash, RESULT_DOMAIN};
 use crate::limits::MAX_PUSH_CONSTANTS;
 use crate::merkle::root_of_buffers;
@@ -83,36 +91,69 @@ pub struct Recipient {
     pub device_key: [u8; 32],
 }
 
-/// Seals `job` for `provider`: the requester's context
-/// ([`Direction::ToProvider`], ephemeral key from `ikm_e`), its kernel if
-/// asked, each input, the push constants and the `result_key`; outputs
-/// will be sealed to `requester_key`.
+/// A requester's context sealed to one provider session (its session key
+/// and device key): set up once (HPKE `SetupBaseS`, the ephemeral key from
+/// `ikm_e`), it seals any number of that requester's jobs, each under its
+/// own nonce, which must never repeat.
+pub struct RequesterContext {
+    sender: Sender,
+    enc: [u8; KEY_LEN],
+    provider: Recipient,
+}
+
+impl RequesterContext {
+    /// The context sealed to `provider`.
+    pub fn new(provider: &Recipient, ikm_e: &[u8; 32]) -> Result<RequesterContext, SealError> {
+        let info = provider_info(&provider.device_key);
+        let (enc, sender) = Sender::new(&provider.enc_key, &info, ikm_e)?;
+        Ok(RequesterContext {
+            sender,
+            enc,
+            provider: *provider,
+        })
+    }
+
+    /// HPKE's encapsulated key, which every job sealed in this context
+    /// carries (`Sealing::enc`).
+    pub fn enc(&self) -> &[u8; KEY_LEN] {
+        &self.enc
+    }
+
+    /// The provider it seals to.
+    pub fn provider(&self) -> &Recipient {
+        &self.provider
+    }
+}
+
+/// Seals `job` in the requester's context `ctx` under its `nonce`: its
+/// kernel if asked, each input, the push constants and the `result_key`;
+/// outputs will be sealed to `requester_key`.
 pub fn seal_job(
-    provider: &Recipient,
+    ctx: &RequesterContext,
     nonce: &Nonce,
     requester_key: &[u8; KEY_LEN],
     result_key: &[u8; RESULT_KEY_LEN],
     job: &PlainJob<'_>,
-    ikm_e: &[u8; 32],
 ) -> Result<SealedJob, SealError> {
     if job.push_constants.len() > MAX_SEALED_PUSH_CONSTANTS {
         return Err(SealError::BadLength);
     }
-    let context = info(Direction::ToProvider, nonce, &provider.device_key);
-    let (enc, sender) = Sender::new(&provider.enc_key, &context, ikm_e)?;
+    let sender = &ctx.sender;
+    let (jb, n) = job_bytes(nonce, None);
+    let jb = &jb[..n];
     let key = sender
-        .stream(RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
+        .stream(jb, RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
         .seal(result_key)?;
     let push_constants = if job.push_constants.is_empty() {
         Vec::new()
     } else {
         sender
-            .stream(PUSH_CONSTANTS_STREAM, job.push_constants.len() as u64)?
+            .stream(jb, PUSH_CONSTANTS_STREAM, job.push_constants.len() as u64)?
             .seal(job.push_constants)?
     };
     let kernel = if job.seal_kernel {
         sender
-            .stream(0, job.kernel.len() as u64)?
+            .stream(jb, 0, job.kernel.len() as u64)?
             .seal(job.kernel)?
     } else {
         job.kernel.to_vec()
@@ -123,7 +164,7 @@ pub fn seal_job(
             Vec::new()
         } else {
             sender
-                .stream(i as u32 + 1, input.len() as u64)?
+                .stream(jb, i as u32 + 1, input.len() as u64)?
                 .seal(input)?
         });
     }
@@ -133,7 +174,7 @@ pub fn seal_job(
     tag.copy_from_slice(&key[RESULT_KEY_LEN..]);
     Ok(SealedJob {
         sealing: Sealing {
-            enc,
+            enc: ctx.enc,
             requester_key: *requester_key,
             kernel_sealed: job.seal_kernel,
             result_key: sealed_key,
@@ -157,29 +198,39 @@ pub struct OpenedJob {
     result_key: Zeroizing<[u8; RESULT_KEY_LEN]>,
     plain_kernel_hash: Digest,
     plain_input_root: Digest,
-    requester_key: [u8; KEY_LEN],
-    outputs_info: [u8; super::INFO_LEN],
+    nonce: Nonce,
 }
 
-/// Opens a sealed job with the session's `keys`: its result key, its push
-/// constants, its kernel if sealed, and every input stream, as received
-/// (`kernel`, `inputs` in buffer order). `SealError::Forged` if any of it
-/// does not open.
-pub fn open_job(
+/// The provider's end of a requester's context: the session's `keys`
+/// opening what was sealed with `enc` (a job's `Sealing::enc`) to this
+/// device. Set up once per requester context (a host keeps the last
+/// few), it opens each of its jobs.
+pub fn provider_context(
     keys: &KeyPair,
     device_key: &[u8; 32],
+    enc: &[u8; KEY_LEN],
+) -> Result<Receiver, SealError> {
+    Receiver::new(keys, enc, &provider_info(device_key))
+}
+
+/// Opens a sealed job in its requester's context `receiver`
+/// ([`provider_context`]): its result key, its push constants, its kernel
+/// if sealed, and every input stream, as received (`kernel`, `inputs` in
+/// buffer order). `SealError::Forged` if any of it does not open.
+pub fn open_job(
+    receiver: &Receiver,
     spec: &JobAssign,
     kernel: &[u8],
     inputs: &[Vec<u8>],
 ) -> Result<OpenedJob, SealError> {
     let sealing = spec.sealing.as_ref().ok_or(SealError::BadLength)?;
-    let context = info(Direction::ToProvider, &spec.requester_nonce, device_key);
-    let receiver = Receiver::new(keys, &sealing.enc, &context)?;
+    let (jb, n) = job_bytes(&spec.requester_nonce, None);
+    let jb = &jb[..n];
     let mut key = [0u8; RESULT_KEY_LEN + super::TAG_LEN];
     key[..RESULT_KEY_LEN].copy_from_slice(&sealing.result_key);
     key[RESULT_KEY_LEN..].copy_from_slice(&sealing.result_key_tag);
     let opened_key = receiver
-        .stream(RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
+        .stream(jb, RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
         .open(&key)?;
     let mut result_key = Zeroizing::new([0u8; RESULT_KEY_LEN]);
     result_key.copy_from_slice(&opened_key);
@@ -189,12 +240,12 @@ pub fn open_job(
     } else {
         let plain = super::plain_len(sealed_push.len() as u64).ok_or(SealError::BadLength)?;
         receiver
-            .stream(PUSH_CONSTANTS_STREAM, plain)?
+            .stream(jb, PUSH_CONSTANTS_STREAM, plain)?
             .open(sealed_push)?
     };
     let kernel = if sealing.kernel_sealed {
         let plain = super::plain_len(kernel.len() as u64).ok_or(SealError::BadLength)?;
-        receiver.stream(0, plain)?.open(kernel)?
+        receiver.stream(jb, 0, plain)?.open(kernel)?
     } else {
         Zeroizing::new(kernel.to_vec())
     };
@@ -207,7 +258,7 @@ pub fn open_job(
             Zeroizing::new(Vec::new())
         } else {
             let plain = super::plain_len(input.len() as u64).ok_or(SealError::BadLength)?;
-            receiver.stream(i as u32 + 1, plain)?.open(input)?
+            receiver.stream(jb, i as u32 + 1, plain)?.open(input)?
         });
     }
     let plain_kernel_hash = plain_kernel_hash(&kernel, &push_constants, spec);
@@ -219,9 +270,37 @@ pub fn open_job(
         result_key,
         plain_kernel_hash,
         plain_input_root,
-        requester_key: sealing.requester_key,
-        outputs_info: info(Direction::ToRequester, &spec.requester_nonce, device_key),
+        nonce: spec.requester_nonce,
     })
+}
+
+/// A provider's context sealing outputs to a requester's key, for the jobs
+/// of one requester context (`requester_enc`): set up once (HPKE
+/// `SetupBaseS`, a fresh ephemeral key from `ikm_e`), it seals the outputs
+/// of each, under the job's nonce and a salt drawn for the job.
+pub struct OutputContext {
+    sender: Sender,
+    enc: [u8; KEY_LEN],
+}
+
+impl OutputContext {
+    /// The context sealing to `requester_key` for the jobs of the requester
+    /// context `requester_enc`, on the device `device_key`.
+    pub fn new(
+        requester_key: &[u8; KEY_LEN],
+        device_key: &[u8; 32],
+        requester_enc: &[u8; KEY_LEN],
+        ikm_e: &[u8; 32],
+    ) -> Result<OutputContext, SealError> {
+        let info = requester_info(device_key, requester_enc);
+        let (enc, sender) = Sender::new(requester_key, &info, ikm_e)?;
+        Ok(OutputContext { sender, enc })
+    }
+
+    /// HPKE's encapsulated key, at the front of each job's first output.
+    pub fn enc(&self) -> &[u8; KEY_LEN] {
+        &self.enc
+    }
 }
 
 /// The kernel hash of the job in the clear: the plaintext SPIR-V's root
@@ -251,16 +330,19 @@ pub fn output_plain_lens(buffers: &[BufferSpec]) -> Result<Vec<u64>, SealError> 
 
 impl OpenedJob {
     /// Seals the executor's `outputs` (each read-back buffer in full, or at
-    /// least its plaintext front, in buffer order) to the requester's key, a fresh context from
-    /// `ikm_e`: each buffer's first plaintext bytes sealed, the first one's
-    /// stream led by the context's encapsulated key, each exactly the
-    /// buffer's declared length. Returns them with the result hash; the
-    /// plaintext outputs are zeroed.
+    /// least its plaintext front, in buffer order) in `ctx` (sealing to the
+    /// job's requester key, for its requester context) under the job's
+    /// nonce and `salt`, fresh for the job: each buffer's first plaintext
+    /// bytes sealed, the first one's stream led by the context's
+    /// encapsulated key and the salt, each exactly the buffer's declared
+    /// length. Returns them with the result hash; the plaintext outputs are
+    /// zeroed.
     pub fn seal_outputs(
         &self,
         spec: &JobAssign,
         mut outputs: Vec<Vec<u8>>,
-        ikm_e: &[u8; 32],
+        ctx: &OutputContext,
+        salt: &[u8; OUTPUT_SALT_LEN],
     ) -> Result<(Vec<Vec<u8>>, Digest), SealError> {
         let readback: Vec<&BufferSpec> = spec.buffers.iter().filter(|b| b.readback).collect();
         let lens = output_plain_lens(&spec.buffers);
@@ -277,7 +359,8 @@ impl OpenedJob {
             {
                 return Err(SealError::BadLength);
             }
-            let (enc, sender) = Sender::new(&self.requester_key, &self.outputs_info, ikm_e)?;
+            let (jb, n) = job_bytes(&self.nonce, Some(salt));
+            let jb = &jb[..n];
             let plain: Vec<&[u8]> = outputs
                 .iter()
                 .zip(&lens)
@@ -294,9 +377,11 @@ impl OpenedJob {
                 let p = plain[index];
                 let mut stream = Vec::with_capacity(b.len as usize);
                 if index == 0 {
-                    stream.extend_from_slice(&enc);
+                    stream.extend_from_slice(&ctx.enc);
+                    stream.extend_from_slice(salt);
                 }
-                stream.extend_from_slice(&sender.stream(i as u32, p.len() as u64)?.seal(p)?);
+                stream
+                    .extend_from_slice(&ctx.sender.stream(jb, i as u32, p.len() as u64)?.seal(p)?);
                 sealed.push(stream);
                 index += 1;
             }
@@ -316,14 +401,43 @@ impl OpenedJob {
     }
 }
 
-/// The requester's side of the outputs: opens each read-back buffer's
-/// sealed stream (`sealed`, in buffer order, as the receipt's output root
-/// covers them) with `requester`'s key, and returns the plaintext with the
-/// result hash the provider must have signed (given the job in the clear,
-/// its plaintext inputs and the result key).
-pub fn open_outputs(
+/// What leads a sealed job's first output stream: the output context's
+/// encapsulated key and the job's salt; `None` when it is too short.
+pub fn output_prefix(first_output: &[u8]) -> Option<([u8; KEY_LEN], [u8; OUTPUT_SALT_LEN])> {
+    if first_output.len() < OUTPUT_PREFIX_LEN {
+        return None;
+    }
+    let mut enc = [0u8; KEY_LEN];
+    let mut salt = [0u8; OUTPUT_SALT_LEN];
+    enc.copy_from_slice(&first_output[..KEY_LEN]);
+    salt.copy_from_slice(&first_output[KEY_LEN..OUTPUT_PREFIX_LEN]);
+    Some((enc, salt))
+}
+
+/// The requester's end of a provider's output context: `requester`'s key
+/// opening outputs sealed with `output_enc` ([`output_prefix`]) for the
+/// jobs of the requester context `requester_enc` on `device_key`. A
+/// requester keeps it for the next results of the same context.
+pub fn output_receiver(
     requester: &KeyPair,
     device_key: &[u8; 32],
+    requester_enc: &[u8; KEY_LEN],
+    output_enc: &[u8; KEY_LEN],
+) -> Result<Receiver, SealError> {
+    Receiver::new(
+        requester,
+        output_enc,
+        &requester_info(device_key, requester_enc),
+    )
+}
+
+/// The requester's side of the outputs: opens each read-back buffer's
+/// sealed stream (`sealed`, in buffer order, as the receipt's output root
+/// covers them) in `receiver` ([`output_receiver`]) under the job's
+/// `nonce` and the salt at the front of the first, and returns the
+/// plaintext.
+pub fn open_outputs(
+    receiver: &Receiver,
     nonce: &Nonce,
     buffers: &[BufferSpec],
     sealed: &[Vec<u8>],
@@ -332,14 +446,9 @@ pub fn open_outputs(
     if sealed.len() != lens.len() || sealed.is_empty() {
         return Err(SealError::BadLength);
     }
-    let first = &sealed[0];
-    if first.len() < KEY_LEN {
-        return Err(SealError::BadLength);
-    }
-    let mut enc = [0u8; KEY_LEN];
-    enc.copy_from_slice(&first[..KEY_LEN]);
-    let context = info(Direction::ToRequester, nonce, device_key);
-    let receiver = Receiver::new(requester, &enc, &context)?;
+    let (_, salt) = output_prefix(&sealed[0]).ok_or(SealError::BadLength)?;
+    let (jb, n) = job_bytes(nonce, Some(&salt));
+    let jb = &jb[..n];
     let mut out = Vec::with_capacity(sealed.len());
     let mut index = 0;
     for (i, b) in buffers.iter().enumerate() {
@@ -347,11 +456,11 @@ pub fn open_outputs(
             continue;
         }
         let bytes = if index == 0 {
-            &sealed[0][KEY_LEN..]
+            &sealed[0][OUTPUT_PREFIX_LEN..]
         } else {
             &sealed[index][..]
         };
-        out.push(receiver.stream(i as u32, lens[index])?.open(bytes)?);
+        out.push(receiver.stream(jb, i as u32, lens[index])?.open(bytes)?);
         index += 1;
     }
     Ok(out)
@@ -439,19 +548,13 @@ mod tests {
             enc_key: *provider.public(),
             device_key: DEVICE,
         };
-        let sealed = seal_job(
-            &recipient,
-            &NONCE,
-            requester.public(),
-            &[7; 32],
-            &job,
-            &[3; 32],
-        )
-        .unwrap();
+        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
+        let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
         assert_ne!(sealed.kernel, kernel);
         assert!(!sealed.inputs[0].windows(16).any(|w| w == &a[100..116]));
         let spec = assignment(&sealed, &[100, 5]);
-        let opened = open_job(&provider, &DEVICE, &spec, &sealed.kernel, &sealed.inputs).unwrap();
+        let receiver = provider_context(&provider, &DEVICE, ctx.enc()).unwrap();
+        let opened = open_job(&receiver, &spec, &sealed.kernel, &sealed.inputs).unwrap();
         assert!(opened.kernel.as_slice() == kernel.as_slice());
         assert_eq!(opened.push_constants.as_slice(), &[1, 2, 3, 4]);
         assert!(opened.inputs[0].as_slice() == a.as_slice());
@@ -464,13 +567,17 @@ mod tests {
             .enumerate()
             .map(|(i, bs)| (0..bs.len).map(|j| (j as u8) ^ (i as u8)).collect())
             .collect();
+        let out_ctx = OutputContext::new(requester.public(), &DEVICE, ctx.enc(), &[4; 32]).unwrap();
         let (sealed_out, hash) = opened
-            .seal_outputs(&spec, outputs.clone(), &[4; 32])
+            .seal_outputs(&spec, outputs.clone(), &out_ctx, &[5; 16])
             .unwrap();
         for (o, bs) in sealed_out.iter().zip(spec.buffers.iter()) {
             assert_eq!(o.len() as u64, bs.len, "each output is its declared length");
         }
-        let plain = open_outputs(&requester, &DEVICE, &NONCE, &spec.buffers, &sealed_out).unwrap();
+        let (enc, salt) = output_prefix(&sealed_out[0]).unwrap();
+        assert_eq!((&enc, salt), (out_ctx.enc(), [5; 16]));
+        let back = output_receiver(&requester, &DEVICE, ctx.enc(), &enc).unwrap();
+        let plain = open_outputs(&back, &NONCE, &spec.buffers, &sealed_out).unwrap();
         for (i, p) in plain.iter().enumerate() {
             let n = output_plain_len(spec.buffers[i].len, i == 0).unwrap() as usize;
             assert!(
@@ -502,15 +609,37 @@ mod tests {
         assert_ne!(hash, other);
         // Another requester's key opens nothing.
         let stranger = KeyPair::derive(&[5; 32]);
+        let wrong = output_receiver(&stranger, &DEVICE, ctx.enc(), &enc).unwrap();
         assert_eq!(
-            open_outputs(&stranger, &DEVICE, &NONCE, &spec.buffers, &sealed_out).err(),
+            open_outputs(&wrong, &NONCE, &spec.buffers, &sealed_out).err(),
             Some(SealError::Forged)
         );
         // Another session's key opens nothing either.
         let later = KeyPair::derive(&[6; 32]);
+        let stale = provider_context(&later, &DEVICE, ctx.enc()).unwrap();
         assert_eq!(
-            open_job(&later, &DEVICE, &spec, &sealed.kernel, &sealed.inputs).err(),
+            open_job(&stale, &spec, &sealed.kernel, &sealed.inputs).err(),
             Some(SealError::Forged)
         );
+        // A second job in the same contexts: its own nonce, its own keys
+        // (the first job's bytes under the second's nonce do not open).
+        let mut second = spec.clone();
+        second.requester_nonce = [0x4F; 32];
+        assert_eq!(
+            open_job(&receiver, &second, &sealed.kernel, &sealed.inputs).err(),
+            Some(SealError::Forged)
+        );
+        let sealed2 = seal_job(&ctx, &[0x4F; 32], requester.public(), &[7; 32], &job).unwrap();
+        let spec2 = assignment(&sealed2, &[100, 5]);
+        let mut spec2 = spec2;
+        spec2.requester_nonce = [0x4F; 32];
+        let opened2 = open_job(&receiver, &spec2, &sealed2.kernel, &sealed2.inputs).unwrap();
+        assert!(opened2.inputs[0].as_slice() == a.as_slice());
+        let (out2, _) = opened2
+            .seal_outputs(&spec2, outputs.clone(), &out_ctx, &[6; 16])
+            .unwrap();
+        assert_ne!(out2, sealed_out, "another nonce and salt, other bytes");
+        let plain2 = open_outputs(&back, &[0x4F; 32], &spec2.buffers, &out2).unwrap();
+        assert!(plain2[0].as_slice() == plain[0].as_slice());
     }
 }

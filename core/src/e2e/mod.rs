@@ -4,10 +4,11 @@
 //! A requester seals a job's streams to the provider's session key (in its
 //! signed evidence), and the provider seals the outputs to the requester's
 //! key, so the coordinator between them routes, meters and verifies
-//! ciphertext only. One HPKE context (RFC 9180, base mode,
-//! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, export-only) per job and
-//! direction; each stream's AES-256-GCM key and nonce are exported from it,
-//! and the stream is sealed in segments of [`SEGMENT_PLAIN_LEN`] bytes, each
+//! ciphertext only. An HPKE context (RFC 9180, base mode,
+//! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, export-only) each way serves
+//! many jobs ([`provider_info`], [`requester_info`]); each stream's
+//! AES-256-GCM key and nonce are exported from it under the job's bytes
+//! ([`job_bytes`]), and the stream is sealed in segments of [`SEGMENT_PLAIN_LEN`] bytes, each
 //! with its 16-byte tag, so a sealed segment is exactly eight transfer
 //! chunks ([`crate::limits::CHUNK_SIZE`], 64 KiB) and opens on its own.
 //! (Segments of one chunk cost a tenth of the sealing rate in per-call
@@ -32,9 +33,10 @@ pub use hpke_streams::{KeyPair, Receiver, Sender, StreamKey};
 mod job;
 #[cfg(all(feature = "e2e", feature = "std"))]
 pub use job::{
-    expected_result_hash, open_job, open_outputs, output_plain_lens, seal_job, sealed_result_hash,
-    OpenedJob, PlainJob, Recipient, SealedJob, MAX_SEALED_PUSH_CONSTANTS, PUSH_CONSTANTS_STREAM,
-    RESULT_KEY_LEN, RESULT_KEY_STREAM,
+    expected_result_hash, open_job, open_outputs, output_plain_lens, output_prefix,
+    output_receiver, provider_context, seal_job, sealed_result_hash, OpenedJob, OutputContext,
+    PlainJob, Recipient, RequesterContext, SealedJob, MAX_SEALED_PUSH_CONSTANTS,
+    PUSH_CONSTANTS_STREAM, RESULT_KEY_LEN, RESULT_KEY_STREAM,
 };
 
 /// Bytes of an X25519 public key, and of HPKE's encapsulated key.
@@ -47,8 +49,19 @@ pub const SEGMENT_LEN: usize = 8 * CHUNK_SIZE;
 pub const SEGMENT_PLAIN_LEN: usize = SEGMENT_LEN - TAG_LEN;
 /// HPKE `info` label of Tessera's contexts.
 pub const INFO_LABEL: &[u8; 14] = b"tessera/e2e/v1";
-/// Bytes of an HPKE `info` ([`info`]).
-pub const INFO_LEN: usize = INFO_LABEL.len() + 1 + 32 + 32;
+/// Bytes of the `info` of a context sealed to a provider ([`provider_info`]).
+pub const PROVIDER_INFO_LEN: usize = INFO_LABEL.len() + 1 + 32;
+/// Bytes of the `info` of a context sealed to a requester
+/// ([`requester_info`]).
+pub const REQUESTER_INFO_LEN: usize = PROVIDER_INFO_LEN + 32;
+/// Bytes at the front of a sealed job's first output stream: the output
+/// context's encapsulated key and the job's output salt.
+pub const OUTPUT_PREFIX_LEN: usize = KEY_LEN + OUTPUT_SALT_LEN;
+/// Bytes of the salt a provider draws for each job's outputs.
+pub const OUTPUT_SALT_LEN: usize = 16;
+/// Most bytes of the job bytes a stream's key is exported under: the
+/// requester's nonce, and for outputs the salt after it.
+pub const MAX_JOB_BYTES: usize = 32 + OUTPUT_SALT_LEN;
 
 /// Who a context seals to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,22 +104,48 @@ impl fmt::Display for SealError {
 #[cfg(feature = "std")]
 impl std::error::Error for SealError {}
 
-/// HPKE `info` of a job's context: the label, the direction, the
-/// requester's nonce for the job and the provider's device key (its Ed25519
-/// public key), so a context of one job, direction or provider opens nothing
-/// of another.
-pub fn info(
-    direction: Direction,
-    requester_nonce: &Nonce,
-    device_key: &[u8; 32],
-) -> [u8; INFO_LEN] {
-    let mut out = [0u8; INFO_LEN];
-    let (label, rest) = out.split_at_mut(INFO_LABEL.len());
-    label.copy_from_slice(INFO_LABEL);
-    rest[0] = direction as u8;
-    rest[1..33].copy_from_slice(requester_nonce);
-    rest[33..65].copy_from_slice(device_key);
+/// HPKE `info` of a requester's context sealed to a provider: the label,
+/// direction 0 and the provider's device key (its Ed25519 public key). One
+/// such context serves any number of the requester's jobs for that
+/// provider's session; each job's streams are exported under its own nonce
+/// ([`job_bytes`]).
+pub fn provider_info(device_key: &[u8; 32]) -> [u8; PROVIDER_INFO_LEN] {
+    let mut out = [0u8; PROVIDER_INFO_LEN];
+    out[..INFO_LABEL.len()].copy_from_slice(INFO_LABEL);
+    out[INFO_LABEL.len()] = Direction::ToProvider as u8;
+    out[INFO_LABEL.len() + 1..].copy_from_slice(device_key);
     out
+}
+
+/// HPKE `info` of a provider's context sealed to a requester's key: the
+/// label, direction 1, the device key and the encapsulated key of the
+/// requester's context the jobs came in, so outputs of one requester's
+/// context open under no other.
+pub fn requester_info(device_key: &[u8; 32], requester_enc: &[u8; 32]) -> [u8; REQUESTER_INFO_LEN] {
+    let mut out = [0u8; REQUESTER_INFO_LEN];
+    out[..PROVIDER_INFO_LEN].copy_from_slice(&provider_info(device_key));
+    out[INFO_LABEL.len()] = Direction::ToRequester as u8;
+    out[PROVIDER_INFO_LEN..].copy_from_slice(requester_enc);
+    out
+}
+
+/// The job bytes a stream's key is exported under: the requester's nonce
+/// (inputs, kernel, push constants, result key), then for outputs the
+/// provider's salt for the job. Returns the buffer and how much of it is
+/// used.
+pub fn job_bytes(
+    nonce: &Nonce,
+    output_salt: Option<&[u8; OUTPUT_SALT_LEN]>,
+) -> ([u8; MAX_JOB_BYTES], usize) {
+    let mut out = [0u8; MAX_JOB_BYTES];
+    out[..32].copy_from_slice(nonce);
+    match output_salt {
+        Some(salt) => {
+            out[32..].copy_from_slice(salt);
+            (out, MAX_JOB_BYTES)
+        }
+        None => (out, 32),
+    }
 }
 
 /// Segments of a stream of `plain` bytes (0 for an empty stream).
@@ -140,11 +179,12 @@ pub const fn plain_len(sealed: u64) -> Option<u64> {
 
 /// Bytes a read-back buffer must be declared with so that `plain` bytes of
 /// output come back sealed: the sealed length, and for the job's first
-/// read-back buffer 32 more (the outputs' encapsulated key goes first).
+/// read-back buffer [`OUTPUT_PREFIX_LEN`] more (the output context's
+/// encapsulated key and the job's salt go first).
 pub fn output_buffer_len(plain: u64, first_readback: bool) -> Option<u64> {
     let sealed = sealed_len(plain)?;
     if first_readback {
-        sealed.checked_add(KEY_LEN as u64)
+        sealed.checked_add(OUTPUT_PREFIX_LEN as u64)
     } else {
         Some(sealed)
     }
@@ -155,7 +195,7 @@ pub fn output_buffer_len(plain: u64, first_readback: bool) -> Option<u64> {
 /// output has.
 pub fn output_plain_len(len: u64, first_readback: bool) -> Option<u64> {
     let sealed = if first_readback {
-        len.checked_sub(KEY_LEN as u64)?
+        len.checked_sub(OUTPUT_PREFIX_LEN as u64)?
     } else {
         len
     };

@@ -23,7 +23,7 @@ use tessera_core::e2e::{self, SealError};
 use tessera_core::job;
 use tessera_core::limits::CHUNK_SIZE;
 use tessera_core::merkle::{leaf_hash, prove, root_of_buffers};
-use tessera_core::wire::Nonce;
+use tessera_core::wire::{JobAssign, Nonce};
 
 use zeroize::Zeroizing;
 
@@ -145,6 +145,27 @@ pub struct Requester {
     stream: StreamOwned<ClientConnection, TcpStream>,
     addr: SocketAddr,
     evidence: EvidenceCache,
+    /// Sealing: this requester's key for outputs (drawn at the first sealed
+    /// job), its contexts sealed to provider sessions, and its ends of the
+    /// providers' output contexts, the last few of each.
+    sealing: Option<Sealing>,
+}
+
+/// A requester's sealing state: its key, and the HPKE contexts it keeps so
+/// that each provider session costs it one setup each way, not one per job.
+struct Sealing {
+    keys: e2e::KeyPair,
+    contexts: VecDeque<(e2e::Recipient, e2e::RequesterContext)>,
+    /// By the requester context's and the output context's encapsulated
+    /// keys.
+    outputs: VecDeque<(EncPair, e2e::Receiver)>,
+}
+
+/// Two encapsulated keys: a requester context's and an output context's.
+type EncPair = ([u8; 32], [u8; 32]);
+
+impl Sealing {
+    const KEPT: usize = 16;
 }
 
 impl fmt::Debug for Requester {
@@ -162,6 +183,7 @@ impl Requester {
             stream: connect(addr, tls)?,
             addr,
             evidence: EvidenceCache::default(),
+            sealing: None,
         })
     }
 
@@ -171,6 +193,15 @@ impl Requester {
     /// connection, and no more is read back than its read-back buffers and
     /// a small overhead ([`response_limit`]).
     pub fn submit(&mut self, job: &Submit) -> Result<JobResult, RequesterError> {
+        self.submit_checked(job).map(|(result, _, _)| result)
+    }
+
+    /// [`Requester::submit`], returning also what was checked and the
+    /// assignment the receipt was checked against.
+    fn submit_checked(
+        &mut self,
+        job: &Submit,
+    ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
         let wait = Duration::from_millis(u64::from(job.deadline_ms))
             .saturating_add(Duration::from_secs(30));
         self.stream
@@ -181,9 +212,9 @@ impl Requester {
         let response: Response = read_frame(&mut self.stream, response_limit(job))?;
         match response {
             Response::Result(result) => {
-                verify_result_with(job, &result, &mut self.evidence)
+                let (check, assign) = verify_result_inner(job, &result, &mut self.evidence)
                     .map_err(RequesterError::Verify)?;
-                Ok(result)
+                Ok((result, check, assign))
             }
             Response::Failed(f) => Err(RequesterError::Failed(f)),
             Response::Providers(_) => Err(RequesterError::Frame(FrameError::Malformed(
@@ -259,18 +290,40 @@ impl Requester {
             enc_key: evidence.enc_key,
             device_key: evidence.public_key,
         };
-        let keys = e2e::KeyPair::generate().map_err(|_| RequesterError::NoRandomness)?;
-        let mut result_key = Zeroizing::new([0u8; 32]);
-        let mut ikm = Zeroizing::new([0u8; 32]);
         let rng = SystemRandom::new();
+        let mut result_key = Zeroizing::new([0u8; 32]);
         rng.fill(&mut result_key[..])
-            .and_then(|()| rng.fill(&mut ikm[..]))
             .map_err(|_| RequesterError::NoRandomness)?;
+        if self.sealing.is_none() {
+            self.sealing = Some(Sealing {
+                keys: e2e::KeyPair::generate().map_err(|_| RequesterError::NoRandomness)?,
+                contexts: VecDeque::new(),
+                outputs: VecDeque::new(),
+            });
+        }
+        let Some(sealing) = self.sealing.as_mut() else {
+            return Err(RequesterError::NoRandomness);
+        };
+        let at = match sealing.contexts.iter().position(|(p, _)| *p == provider) {
+            Some(i) => i,
+            None => {
+                let mut ikm = Zeroizing::new([0u8; 32]);
+                rng.fill(&mut ikm[..])
+                    .map_err(|_| RequesterError::NoRandomness)?;
+                let ctx =
+                    e2e::RequesterContext::new(&provider, &ikm).map_err(RequesterError::Seal)?;
+                if sealing.contexts.len() == Sealing::KEPT {
+                    sealing.contexts.pop_front();
+                }
+                sealing.contexts.push_back((provider, ctx));
+                sealing.contexts.len() - 1
+            }
+        };
         let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
         let sealed = e2e::seal_job(
-            &provider,
+            &sealing.contexts[at].1,
             &job.nonce,
-            keys.public(),
+            sealing.keys.public(),
             &result_key,
             &e2e::PlainJob {
                 kernel: &job.kernel,
@@ -278,13 +331,49 @@ impl Requester {
                 inputs: &inputs,
                 seal_kernel: true,
             },
-            &ikm,
         )
         .map_err(RequesterError::Seal)?;
         let submit = sealed_submit(job, evidence, sealed).map_err(RequesterError::Seal)?;
-        let result = self.submit(&submit)?;
-        let outputs = open_sealed_result(job, &submit, &result, &keys, &result_key)
-            .map_err(RequesterError::Verify)?;
+        let (result, check, assign) = self.submit_checked(&submit)?;
+        let Some(sealing) = self.sealing.as_mut() else {
+            return Err(RequesterError::NoRandomness);
+        };
+        let requester_enc = submit.sealed.map(|s| s.sealing.enc).unwrap_or_default();
+        let output_enc = result
+            .outputs
+            .first()
+            .and_then(|o| e2e::output_prefix(o))
+            .map(|(enc, _)| enc)
+            .ok_or(RequesterError::Verify(ResultCheckError::Sealed(
+                SealError::BadLength,
+            )))?;
+        let key = (requester_enc, output_enc);
+        let at = match sealing.outputs.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let receiver = e2e::output_receiver(
+                    &sealing.keys,
+                    &provider.device_key,
+                    &requester_enc,
+                    &output_enc,
+                )
+                .map_err(|e| RequesterError::Verify(ResultCheckError::Sealed(e)))?;
+                if sealing.outputs.len() == Sealing::KEPT {
+                    sealing.outputs.pop_front();
+                }
+                sealing.outputs.push_back((key, receiver));
+                sealing.outputs.len() - 1
+            }
+        };
+        let outputs = open_with(
+            job,
+            &assign,
+            &result,
+            &check.receipt,
+            &sealing.outputs[at].1,
+            &result_key,
+        )
+        .map_err(RequesterError::Verify)?;
         Ok(SealedResult {
             result,
             outputs,
@@ -384,6 +473,19 @@ pub fn open_sealed_result(
     keys: &e2e::KeyPair,
     result_key: &[u8; 32],
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, ResultCheckError> {
+    let requester_enc = submit.sealed.map(|s| s.sealing.enc).unwrap_or_default();
+    let (output_enc, _) = result
+        .outputs
+        .first()
+        .and_then(|o| e2e::output_prefix(o))
+        .ok_or(ResultCheckError::Sealed(SealError::BadLength))?;
+    let receiver = e2e::output_receiver(
+        keys,
+        &result.provider_public_key,
+        &requester_enc,
+        &output_enc,
+    )
+    .map_err(ResultCheckError::Sealed)?;
     let view = SubmitView::of(submit);
     let buffers = view.job_buffers();
     let mut assign = view
@@ -391,21 +493,29 @@ pub fn open_sealed_result(
         .assign(result.job)
         .map_err(ResultCheckError::Job)?;
     assign.sealing = submit.sealed.map(|s| s.sealing);
-    let opened = e2e::open_outputs(
-        keys,
-        &result.provider_public_key,
-        &job.nonce,
-        &assign.buffers,
-        &result.outputs,
-    )
-    .map_err(ResultCheckError::Sealed)?;
     let receipt = Receipt::verify_any(&result.receipt, &result.provider_public_key)
         .map_err(ResultCheckError::Receipt)?;
+    open_with(job, &assign, result, &receipt, &receiver, result_key)
+}
+
+/// [`open_sealed_result`] with the assignment and the receipt verified
+/// already and the requester's end of the provider's output context at
+/// hand.
+fn open_with(
+    job: &Submit,
+    assign: &JobAssign,
+    result: &JobResult,
+    receipt: &Receipt,
+    receiver: &e2e::Receiver,
+    result_key: &[u8; 32],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, ResultCheckError> {
+    let opened = e2e::open_outputs(receiver, &job.nonce, &assign.buffers, &result.outputs)
+        .map_err(ResultCheckError::Sealed)?;
     let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
     let outputs: Vec<&[u8]> = opened.iter().map(|o| &o[..]).collect();
     let want = e2e::expected_result_hash(
         result_key,
-        &assign,
+        assign,
         &job.kernel,
         &job.push_constants,
         &inputs,
@@ -633,6 +743,16 @@ pub fn verify_result_with(
     result: &JobResult,
     cache: &mut EvidenceCache,
 ) -> Result<ResultCheck, ResultCheckError> {
+    verify_result_inner(job, result, cache).map(|(check, _)| check)
+}
+
+/// [`verify_result_with`], returning also the assignment recomputed from
+/// the submission.
+fn verify_result_inner(
+    job: &Submit,
+    result: &JobResult,
+    cache: &mut EvidenceCache,
+) -> Result<(ResultCheck, JobAssign), ResultCheckError> {
     let evidence = cache
         .open(&result.evidence)
         .map_err(ResultCheckError::Evidence)?;
@@ -703,11 +823,14 @@ pub fn verify_result_with(
         &result.outputs,
         &job.nonce,
     )?;
-    Ok(ResultCheck {
-        receipt,
-        evidence,
-        spot_check,
-    })
+    Ok((
+        ResultCheck {
+            receipt,
+            evidence,
+            spot_check,
+        },
+        assign,
+    ))
 }
 
 /// Checks one output chunk, chosen from the nonce, against the receipt's

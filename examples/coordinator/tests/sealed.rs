@@ -108,15 +108,8 @@ fn a_tampered_sealed_output_or_result_hash_is_caught_by_the_requester() {
         enc_key: evidence.enc_key,
         device_key: evidence.public_key,
     };
-    let sealed = e2e::seal_job(
-        &recipient,
-        &j.nonce,
-        keys.public(),
-        &result_key,
-        &plain,
-        &[9; 32],
-    )
-    .expect("seals");
+    let ctx = e2e::RequesterContext::new(&recipient, &[9; 32]).expect("context");
+    let sealed = e2e::seal_job(&ctx, &j.nonce, keys.public(), &result_key, &plain).expect("seals");
     let submit = sealed_submit(&j, &evidence, sealed).expect("sealed submission");
     let result = r.submit(&submit).expect("verified at the ciphertext level");
     let outputs = open_sealed_result(&j, &submit, &result, &keys, &result_key).expect("opens");
@@ -176,11 +169,16 @@ fn replicas_compare_by_result_hash_and_a_stale_session_key_is_refused() {
     let mut hashes = Vec::new();
     let mut submissions = Vec::new();
     for (i, (evidence, _)) in providers.iter().enumerate() {
-        let sealed = e2e::seal_job(
+        let ctx = e2e::RequesterContext::new(
             &e2e::Recipient {
                 enc_key: evidence.enc_key,
                 device_key: evidence.public_key,
             },
+            &[i as u8; 32],
+        )
+        .expect("context");
+        let sealed = e2e::seal_job(
+            &ctx,
             &j.nonce,
             keys.public(),
             &result_key,
@@ -190,7 +188,6 @@ fn replicas_compare_by_result_hash_and_a_stale_session_key_is_refused() {
                 inputs: &inputs,
                 seal_kernel: true,
             },
-            &[i as u8; 32],
         )
         .expect("seals");
         let submit = sealed_submit(&j, evidence, sealed).expect("submission");
