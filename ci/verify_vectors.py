@@ -696,6 +696,7 @@ def e2e_seal(ctx, job, stream, plain):
 E2E_RESULT_KEY_STREAM = 0xFFFFFFFF
 E2E_PUSH_CONSTANTS_STREAM = 0xFFFFFFFE
 SEALED_KERNEL_DOMAIN = b"tessera/kernel/sealed/v1"
+BINDING_DOMAIN = b"tessera/e2e/bind/v1"
 
 
 def e2e_plain_len(n):
@@ -723,25 +724,34 @@ def check_sealed_job(v, ctx):
     eph = kem.derive_key_pair(bytes.fromhex(v["requester_context_ikm"]))
     enc0, _ = E2E_SUITE.create_sender_context(provider.public_key, info0, eks=eph)
     expect(enc0.hex() == sealing["enc"], "the requester context's enc")
+    # The job's binding: its clear part (requester key, kernel sealed or
+    # not, the dispatch and layout; the clear kernel's root, zeros if sealed).
+    layout = kernel_hash(dict(
+        a["kernel"], push_constants="",
+        spirv_root="00" * 32 if sealing["kernel_sealed"] else a["kernel"]["spirv_root"]))
+    binding = sha256(BINDING_DOMAIN, bytes.fromhex(sealing["requester_key"]),
+                     bytes([int(sealing["kernel_sealed"])]), layout)
+    expect(binding.hex() == v["binding"], "the job's binding")
+    job = nonce + binding
     # The provider's side: the result key, the push constants, the kernel,
-    # the inputs, each under the job's nonce.
+    # the inputs, each under the job's bytes.
     ctx0 = E2E_SUITE.create_recipient_context(enc0, provider.private_key, info0)
     sealed_key = bytes.fromhex(sealing["result_key"]) + bytes.fromhex(sealing["result_key_tag"])
-    result_key = e2e_open(ctx0, nonce, E2E_RESULT_KEY_STREAM, 32, sealed_key)
+    result_key = e2e_open(ctx0, job, E2E_RESULT_KEY_STREAM, 32, sealed_key)
     expect(result_key.hex() == v["result_key"], "the sealed result key")
     sealed_push = bytes.fromhex(a["kernel"]["push_constants"])
-    push = (e2e_open(ctx0, nonce, E2E_PUSH_CONSTANTS_STREAM, e2e_plain_len(len(sealed_push)),
+    push = (e2e_open(ctx0, job, E2E_PUSH_CONSTANTS_STREAM, e2e_plain_len(len(sealed_push)),
                      sealed_push) if sealed_push else b"")
     expect(push.hex() == v["push_constants_plain"], "the sealed push constants")
     kernel_sent = bytes.fromhex(v["kernel_sent"])
     expect(len(kernel_sent) == a["kernel_len"], "kernel length as sent")
-    kernel = e2e_open(ctx0, nonce, 0, e2e_plain_len(len(kernel_sent)), kernel_sent)
+    kernel = e2e_open(ctx0, job, 0, e2e_plain_len(len(kernel_sent)), kernel_sent)
     expect(kernel.hex() == v["kernel_plain"], "the kernel opens")
     expect(root_of(kernel_sent).hex() == a["kernel"]["spirv_root"], "kernel root as sent")
     inputs = []
     for i, sent in enumerate(v["inputs_sent"]):
         sent = bytes.fromhex(sent)
-        plain = e2e_open(ctx0, nonce, i + 1, e2e_plain_len(len(sent)), sent) if sent else b""
+        plain = e2e_open(ctx0, job, i + 1, e2e_plain_len(len(sent)), sent) if sent else b""
         expect(plain.hex() == v["inputs_plain"][i], "input %d opens" % i)
         inputs.append(plain)
     expect(mth(chunk_leaves([bytes.fromhex(x) for x in v["inputs_sent"]])).hex()
@@ -762,7 +772,7 @@ def check_sealed_job(v, ctx):
         expect(len(o) == b["len"], "output %d is its declared length" % k)
         body = o[48:] if k == 0 else o
         stream = a["kernel"]["buffers"].index(b)
-        outputs.append(e2e_open(ctx1, nonce + salt, stream, e2e_plain_len(len(body)), body))
+        outputs.append(e2e_open(ctx1, job + salt, stream, e2e_plain_len(len(body)), body))
     expect([o.hex() for o in outputs] == v["outputs_plain"], "the outputs open")
     # The receipt's kernel hash binds the sealing.
     wire_hash = kernel_hash(a["kernel"])

@@ -39,7 +39,7 @@ fn line(name: &str, ours: f64, peer: f64) {
 fn main() {
     let requester = KeyPair::derive(&[1; 32]);
     let info = e2e::requester_info(&[2; 32], &[3; 32]);
-    let (job, n) = e2e::job_bytes(&[4; 32], Some(&[5; 16]));
+    let (job, n) = e2e::job_bytes(&[4; 32], &[6; 32], Some(&[5; 16]));
     let job = &job[..n];
     let plain: Vec<u8> = (0..BYTES).map(|i| (i * 31 + 7) as u8).collect();
     let sealed_len = e2e::sealed_len(BYTES as u64).expect("length") as usize;

@@ -177,6 +177,21 @@ impl Drop for Run {
     }
 }
 
+/// Zeroes outputs before they are dropped.
+pub fn wipe_outputs(outputs: &mut [Vec<u8>]) {
+    #[cfg(feature = "e2e")]
+    {
+        use zeroize::Zeroize;
+        for o in outputs.iter_mut() {
+            o.zeroize();
+        }
+    }
+    #[cfg(not(feature = "e2e"))]
+    for o in outputs.iter_mut() {
+        o.iter_mut().for_each(|x| *x = 0);
+    }
+}
+
 /// Zeroes a sealed job's plaintext: its kernel, its inputs and its push
 /// constants.
 pub fn wipe(kernel: &mut Vec<u8>, buffers: &mut [Vec<u8>], spec: &mut JobAssign) {
@@ -270,54 +285,51 @@ impl core::fmt::Debug for SessionContexts {
 impl SessionContexts {
     const KEPT: usize = 16;
 
-    /// The contexts a job sealed in `sealing` opens and seals with, under
+    /// The requester context a job sealed in `sealing` opens with, under
     /// `keys` (the session key it was assigned under).
-    fn for_job(
+    fn input_for(
         &mut self,
         keys: &std::sync::Arc<crate::e2e::KeyPair>,
         device_key: &[u8; 32],
         sealing: &crate::wire::Sealing,
-    ) -> Result<
-        (
-            std::sync::Arc<crate::e2e::Receiver>,
-            std::sync::Arc<crate::e2e::OutputContext>,
-        ),
-        crate::e2e::SealError,
-    > {
+    ) -> Result<std::sync::Arc<crate::e2e::Receiver>, crate::e2e::SealError> {
         if !std::sync::Arc::ptr_eq(keys, &self.keys) {
             // Assigned under another session's key: nothing kept serves it.
             let receiver = crate::e2e::provider_context(keys, device_key, &sealing.enc)?;
-            let output = new_output_context(device_key, sealing)?;
-            return Ok((std::sync::Arc::new(receiver), std::sync::Arc::new(output)));
+            return Ok(std::sync::Arc::new(receiver));
         }
-        let receiver = match self.inputs.iter().find(|(e, _)| *e == sealing.enc) {
-            Some((_, r)) => r.clone(),
-            None => {
-                let r = std::sync::Arc::new(crate::e2e::provider_context(
-                    &self.keys,
-                    device_key,
-                    &sealing.enc,
-                )?);
-                if self.inputs.len() == Self::KEPT {
-                    self.inputs.pop_front();
-                }
-                self.inputs.push_back((sealing.enc, r.clone()));
-                r
-            }
-        };
+        if let Some((_, r)) = self.inputs.iter().find(|(e, _)| *e == sealing.enc) {
+            return Ok(r.clone());
+        }
+        let r = std::sync::Arc::new(crate::e2e::provider_context(
+            &self.keys,
+            device_key,
+            &sealing.enc,
+        )?);
+        if self.inputs.len() == Self::KEPT {
+            self.inputs.pop_front();
+        }
+        self.inputs.push_back((sealing.enc, r.clone()));
+        Ok(r)
+    }
+
+    /// The output context a job sealed in `sealing` (opened already)
+    /// seals its outputs with.
+    fn output_for(
+        &mut self,
+        device_key: &[u8; 32],
+        sealing: &crate::wire::Sealing,
+    ) -> Result<std::sync::Arc<crate::e2e::OutputContext>, crate::e2e::SealError> {
         let at = (sealing.enc, sealing.requester_key);
-        let output = match self.outputs.iter().find(|(k, _)| *k == at) {
-            Some((_, o)) => o.clone(),
-            None => {
-                let o = std::sync::Arc::new(new_output_context(device_key, sealing)?);
-                if self.outputs.len() == Self::KEPT {
-                    self.outputs.pop_front();
-                }
-                self.outputs.push_back((at, o.clone()));
-                o
-            }
-        };
-        Ok((receiver, output))
+        if let Some((_, o)) = self.outputs.iter().find(|(k, _)| *k == at) {
+            return Ok(o.clone());
+        }
+        let o = std::sync::Arc::new(new_output_context(device_key, sealing)?);
+        if self.outputs.len() == Self::KEPT {
+            self.outputs.pop_front();
+        }
+        self.outputs.push_back((at, o.clone()));
+        Ok(o)
     }
 }
 
@@ -443,27 +455,37 @@ impl JobHost {
                 _ => None,
             };
             let device_key = agent.public_key();
+            // Opened first: a job that does not open costs no output
+            // context (nor a place among the kept ones).
             let opened = match (keys, &spec.sealing, self.session.as_mut()) {
                 (Some(keys), Some(sealing), Some(session)) => session
-                    .for_job(&keys, &device_key, sealing)
-                    .and_then(|(receiver, output)| {
-                        crate::e2e::open_job(&receiver, &spec, &kernel, &buffers)
-                            .map(|opened| (opened, output))
+                    .input_for(&keys, &device_key, sealing)
+                    .and_then(|receiver| crate::e2e::open_job(&receiver, &spec, &kernel, &buffers))
+                    .and_then(|opened| {
+                        session
+                            .output_for(&device_key, sealing)
+                            .map(|output| (opened, output))
                     }),
                 _ => Err(crate::e2e::SealError::BadKey),
             };
             let hj = self.jobs.get_mut(&job)?;
             match opened {
-                Ok((opened, output)) => {
+                Ok((mut opened, output)) => {
                     let mut run_spec = spec.clone();
                     run_spec.kernel.push_constants =
                         crate::bounded::BoundedVec::from_slice(&opened.push_constants)
                             .unwrap_or_default();
+                    // The plaintext moves to the run (which zeroes it when
+                    // dropped); no second copy stays here.
                     let run = Run {
                         job,
                         spec: run_spec,
-                        kernel: opened.kernel.to_vec(),
-                        buffers: opened.inputs.iter().map(|b| b.to_vec()).collect(),
+                        kernel: std::mem::take(&mut *opened.kernel),
+                        buffers: opened
+                            .inputs
+                            .iter_mut()
+                            .map(|b| std::mem::take(&mut **b))
+                            .collect(),
                     };
                     hj.sealed = Sealed::Running(std::boxed::Box::new((opened, spec, output)));
                     return Some(run);
@@ -483,14 +505,30 @@ impl JobHost {
     /// holds (withdrawn meanwhile) is ignored.
     pub fn run_ended(&mut self, job: JobId, result: Result<JobOutputs, JobFailure>) {
         let Some(hj) = self.jobs.get_mut(&job) else {
+            // Withdrawn meanwhile: its outputs (a sealed job's in the clear)
+            // are dropped zeroed.
+            if let Ok(mut out) = result {
+                wipe_outputs(&mut out.outputs);
+            }
             return;
         };
         #[allow(unused_mut)]
         let mut result = result;
         #[cfg(feature = "e2e")]
-        if let Sealed::Running(opened) = std::mem::take(&mut hj.sealed) {
-            let (opened, spec, output) = &*opened;
-            result = result.and_then(|out| seal_outputs(job, opened, spec, output, out, hj));
+        match std::mem::take(&mut hj.sealed) {
+            Sealed::Running(opened) => {
+                let (opened, spec, output) = &*opened;
+                result = result.and_then(|out| seal_outputs(job, opened, spec, output, out, hj));
+            }
+            Sealed::Assigned(_) => {
+                // A sealed job that was never opened cannot have outputs to
+                // send: whatever came back is dropped, zeroed.
+                if let Ok(mut out) = result {
+                    wipe_outputs(&mut out.outputs);
+                }
+                result = Err(JobFailure::new(FailReason::Host, 0));
+            }
+            other => hj.sealed = other,
         }
         match result {
             Ok(out) => {

@@ -1667,6 +1667,8 @@ mod sealed {
         let keys = e2e::KeyPair::derive(&recipient_ikm);
         let nonce = [0x5a; 32];
         let salt = [0x5b; e2e::OUTPUT_SALT_LEN];
+        // Stands for a job's binding ("End-to-end sealing"): any 32 bytes.
+        let binding = [0x5d; 32];
         let device_key = public_key("key-a");
         let requester_enc = [0x5c; 32];
         let mut v = json!({
@@ -1679,9 +1681,9 @@ mod sealed {
         });
         let (job, n) = if direction == e2e::Direction::ToRequester {
             v["requester_enc"] = hex(&requester_enc).into();
-            e2e::job_bytes(&nonce, Some(&salt))
+            e2e::job_bytes(&nonce, &binding, Some(&salt))
         } else {
-            e2e::job_bytes(&nonce, None)
+            e2e::job_bytes(&nonce, &binding, None)
         };
         let info = vector_info(&v);
         let (enc, sender) = e2e::Sender::new(keys.public(), &info, &ephemeral_ikm).expect("sender");
@@ -1771,7 +1773,14 @@ mod sealed {
         let kernel = data(64);
         let push = data(8);
         let input = data(300);
+        let buffers =
+            e2e::sealed_layout(&[(0, 300, 300, false), (1, 0, 200, true)]).expect("layout");
+        let out_len = buffers[1].len;
         let plain = e2e::PlainJob {
+            entry_point: "main",
+            specialization: &[],
+            grid: [2, 1, 1],
+            buffers: &buffers,
             kernel: &kernel,
             push_constants: &push,
             inputs: &[&input, &[]],
@@ -1784,21 +1793,6 @@ mod sealed {
         let ctx = e2e::RequesterContext::new(&recipient, &[0x22; 32]).expect("context");
         let sealed =
             e2e::seal_job(&ctx, &nonce, requester.public(), &result_key, &plain).expect("seal");
-        let out_len = e2e::output_buffer_len(200, true).expect("len");
-        let buffers = [
-            BufferSpec {
-                binding: 0,
-                len: sealed.inputs[0].len() as u64,
-                init_len: sealed.inputs[0].len() as u64,
-                readback: false,
-            },
-            BufferSpec {
-                binding: 1,
-                len: out_len,
-                init_len: 0,
-                readback: true,
-            },
-        ];
         let mut entry = tessera_core::bounded::BoundedString::new();
         entry.push_str("main").expect("short");
         let assign = JobAssign {
@@ -1870,6 +1864,7 @@ mod sealed {
             "kernel_sent": hex(&sealed.kernel),
             "inputs_sent": sealed.inputs.iter().map(|v| hex(v)).collect::<Vec<_>>(),
             "outputs_sent": sealed_out.iter().map(|v| hex(v)).collect::<Vec<_>>(),
+            "binding": hex(&e2e::assignment_binding(&assign).expect("sealed")),
             "kernel_hash": hex(&assign.kernel_hash()),
             "result_hash": hex(&result_hash),
         })

@@ -8,8 +8,8 @@
 
 use tessera_core::attest::{ChainState, Ed25519Signer, Evidence, Receipt, ReceiptStatus};
 use tessera_core::e2e::{
-    expected_result_hash, open_outputs, output_buffer_len, output_prefix, output_receiver,
-    seal_job, KeyPair, PlainJob, Recipient, RequesterContext, SealedJob,
+    expected_result_hash, open_outputs, output_prefix, output_receiver, seal_job, sealed_layout,
+    KeyPair, PlainJob, Recipient, RequesterContext, SealedJob,
 };
 use tessera_core::host::SEALED_DID_NOT_OPEN;
 use tessera_core::testkit::{decode, increment_run, Harness, JobDescription};
@@ -79,7 +79,13 @@ fn input() -> Vec<u8> {
 fn sealed_job(e: &Evidence, requester: &KeyPair) -> (SealedJob, JobDescription) {
     let kernel = kernel();
     let input = input();
+    let layout = sealed_layout(&[(0, INPUT as u64, INPUT as u64, false), (1, 0, OUTPUT, true)])
+        .expect("layout");
     let job = PlainJob {
+        entry_point: "main",
+        specialization: &[],
+        grid: [1, 1, 1],
+        buffers: &layout,
         kernel: &kernel,
         push_constants: &[9, 9, 9, 9],
         inputs: &[&input, &[]],
@@ -97,12 +103,8 @@ fn sealed_job(e: &Evidence, requester: &KeyPair) -> (SealedJob, JobDescription) 
         grid: [1, 1, 1],
         push_constants: sealed.push_constants.clone(),
         buffers: vec![
-            (
-                sealed.inputs[0].clone(),
-                sealed.inputs[0].len() as u64,
-                false,
-            ),
-            (Vec::new(), output_buffer_len(OUTPUT, true).unwrap(), true),
+            (sealed.inputs[0].clone(), layout[0].len, false),
+            (Vec::new(), layout[1].len, true),
         ],
         bindings: Vec::new(),
         nonce: NONCE,
@@ -181,7 +183,7 @@ fn a_sealed_job_runs_in_the_clear_on_the_host_only_and_comes_back_sealed() {
         &enc,
     )
     .expect("receiver");
-    let plain = open_outputs(&back, &NONCE, &a.buffers, &outputs).expect("opens");
+    let plain = open_outputs(&back, &a, &outputs).expect("opens");
     let want: Vec<u8> = input()[..OUTPUT as usize]
         .iter()
         .map(|b| b.wrapping_add(1))
@@ -285,4 +287,61 @@ fn a_sealed_assignment_is_refused_without_a_session_key_a_good_layout_or_version
         Some(ErrorCode::UnexpectedMessage as u16)
     );
     assert!(s.h.agent.job_state(6).is_some());
+}
+
+/// A coordinator that sends a requester's sealed job again with its own
+/// requester key (to have the outputs sealed to itself), or with another
+/// clear part (another grid, the inputs read back, the kernel said to be in
+/// the clear), gets no output: every stream's key is bound to the job's
+/// clear part, nothing opens, and the job fails as `InputIntegrity` 11.
+#[test]
+fn a_sealed_job_replayed_with_another_clear_part_opens_to_nothing() {
+    let mut s = session(PROTOCOL_VERSION_3, true);
+    let requester = KeyPair::derive(&[2; 32]);
+    let thief = KeyPair::derive(&[0x66; 32]);
+    let (sealed, d) = sealed_job(&s.evidence.clone(), &requester);
+    let tampers: [&dyn Fn(&mut JobAssign); 4] = [
+        &|a| {
+            if let Some(x) = a.sealing.as_mut() {
+                x.requester_key = *thief.public();
+            }
+        },
+        &|a| a.kernel.grid = [2, 1, 1],
+        &|a| a.buffers[0].readback = true,
+        &|a| {
+            if let Some(x) = a.sealing.as_mut() {
+                x.kernel_sealed = false;
+            }
+        },
+    ];
+    for (i, tamper) in tampers.iter().enumerate() {
+        let id = 20 + i as u64;
+        let mut a = sealed_assign(&d, &sealed.sealing, id);
+        tamper(&mut a);
+        let mut offer = d.offer(id, 1_000_000, 60_000);
+        offer.bytes_out = offer.bytes_out.max(a.bytes_out());
+        s.h.send(&Message::JobOffer(offer));
+        s.h.pump();
+        s.h.send(&Message::JobAssign(a));
+        for f in d.input_frames(id) {
+            s.h.send_raw(&f);
+        }
+        let frames = s.h.pump();
+        assert!(
+            !frames
+                .iter()
+                .any(|f| matches!(decode(f), Message::OutputChunk(c) if c.job == id)),
+            "tamper {i}: no output goes out"
+        );
+        let failed = frames.iter().find_map(|f| match decode(f) {
+            Message::Failed(m) if m.job == id => Some(m),
+            _ => None,
+        });
+        let failed = failed.unwrap_or_else(|| panic!("tamper {i}: the job fails"));
+        assert_eq!(
+            (failed.reason, failed.detail),
+            (FailReason::InputIntegrity, SEALED_DID_NOT_OPEN),
+            "tamper {i}"
+        );
+    }
 }

@@ -394,8 +394,8 @@ const _: () = assert!(MAX_BINDINGS <= u32::BITS);
 /// Whether a sealed job's sizes are ones a sealed job has
 /// (`docs/PROTOCOL.md`, "Sealed jobs"): push constants none or sealed, and
 /// every sealed stream (the kernel if sealed, each initial content, each
-/// read-back buffer, the first led by the outputs' 32-byte encapsulated
-/// key) a length sealing gives.
+/// read-back buffer, the first led by the outputs' 48-byte prefix) a
+/// length sealing gives.
 fn sealing_is_sane(a: &JobAssign, s: &Sealing) -> bool {
     let push = a.kernel.push_constants.len() as u64;
     let kernel = plain_len(u64::from(a.kernel.len));

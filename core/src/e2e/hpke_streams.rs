@@ -66,8 +66,8 @@ impl fmt::Debug for KeyPair {
     }
 }
 
-/// The sender's side of a job's context, from which each stream's key is
-/// exported.
+/// The sender's side of a context (one serves many jobs), from which each
+/// stream's key is exported.
 pub struct Sender {
     ctx: AeadCtxS<ExportOnlyAead, HkdfSha256, Kem>,
 }
@@ -132,7 +132,7 @@ impl Sender {
     }
 }
 
-/// The recipient's side of a job's context.
+/// The recipient's side of a context.
 pub struct Receiver {
     ctx: AeadCtxR<ExportOnlyAead, HkdfSha256, Kem>,
 }
@@ -611,7 +611,7 @@ mod tests {
         );
         // Job bytes longer than any job's are refused.
         assert!(matches!(
-            r.stream(&[1; 49], 1, 10),
+            r.stream(&[1; 81], 1, 10),
             Err(SealError::BadLength)
         ));
         let wrong_keys = KeyPair::derive(&[8; 32]);

@@ -13,8 +13,8 @@ use std::vec::Vec;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
-    job_bytes, output_plain_len, provider_info, requester_info, KeyPair, Receiver, SealError,
-    Sender, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
+    assignment_binding, job_binding, job_bytes, output_plain_len, provider_info, requester_info,
+    KeyPair, Receiver, SealError, Sender, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
 };
 use crate::attest::{kernel_hash, RESULT_DOMAIN};
 use crate::limits::MAX_PUSH_CONSTANTS;
@@ -56,8 +56,18 @@ pub fn sealed_result_hash(
     out
 }
 
-/// What the requester seals: the job in the clear.
+/// What the requester seals: the job in the clear, and what of it travels
+/// in the clear as the assignment will carry it (bound into the keys).
 pub struct PlainJob<'a> {
+    /// The entry point.
+    pub entry_point: &'a str,
+    /// The specialization constants.
+    pub specialization: &'a [(u32, u32)],
+    /// The grid.
+    pub grid: [u32; 3],
+    /// The buffer layout as the assignment declares it (sealed sizes:
+    /// [`sealed_layout`]).
+    pub buffers: &'a [BufferSpec],
     /// The SPIR-V module.
     pub kernel: &'a [u8],
     /// The push constants (at most [`MAX_SEALED_PUSH_CONSTANTS`] bytes;
@@ -125,8 +135,41 @@ impl RequesterContext {
     }
 }
 
+/// The buffer layout a sealed job declares for buffers in the clear
+/// (`(binding, initial contents' length, length, read back)` each, in
+/// buffer order): each initial content's sealed length, and each length
+/// large enough for the sealed input and, for a read-back buffer, for
+/// `length` bytes of plaintext back (the first read-back buffer with room
+/// for the outputs' prefix). `BadLength` past `u64`.
+pub fn sealed_layout(plain: &[(u32, u64, u64, bool)]) -> Result<Vec<BufferSpec>, SealError> {
+    let mut first_readback = true;
+    let mut out = Vec::with_capacity(plain.len());
+    for &(binding, init, len, readback) in plain {
+        let init_len = super::sealed_len(init).ok_or(SealError::BadLength)?;
+        let mut sealed = len.max(init_len);
+        if readback {
+            let first = core::mem::replace(&mut first_readback, false);
+            sealed = sealed.max(super::output_buffer_len(len, first).ok_or(SealError::BadLength)?);
+            // Longer for its sealed input, it returns a longer plaintext
+            // (its first `len` bytes are the output), at a length sealing
+            // gives: the next one up, at most 17 bytes on.
+            while output_plain_len(sealed, first).is_none() {
+                sealed = sealed.checked_add(1).ok_or(SealError::BadLength)?;
+            }
+        }
+        out.push(BufferSpec {
+            binding,
+            len: sealed,
+            init_len,
+            readback,
+        });
+    }
+    Ok(out)
+}
+
 /// Seals `job` in the requester's context `ctx` under its `nonce`: its
-/// kernel if asked, each input, the push constants and the `result_key`;
+/// kernel if asked, each input, the push constants and the `result_key`,
+/// every key bound to the job's clear part ([`super::job_binding`]);
 /// outputs will be sealed to `requester_key`.
 pub fn seal_job(
     ctx: &RequesterContext,
@@ -139,7 +182,16 @@ pub fn seal_job(
         return Err(SealError::BadLength);
     }
     let sender = &ctx.sender;
-    let (jb, n) = job_bytes(nonce, None);
+    let binding = job_binding(
+        requester_key,
+        job.seal_kernel,
+        &root_of_buffers([job.kernel]),
+        job.entry_point,
+        job.specialization,
+        job.grid,
+        job.buffers,
+    );
+    let (jb, n) = job_bytes(nonce, &binding, None);
     let jb = &jb[..n];
     let key = sender
         .stream(jb, RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
@@ -199,6 +251,7 @@ pub struct OpenedJob {
     plain_kernel_hash: Digest,
     plain_input_root: Digest,
     nonce: Nonce,
+    binding: Digest,
 }
 
 /// The provider's end of a requester's context: the session's `keys`
@@ -224,7 +277,8 @@ pub fn open_job(
     inputs: &[Vec<u8>],
 ) -> Result<OpenedJob, SealError> {
     let sealing = spec.sealing.as_ref().ok_or(SealError::BadLength)?;
-    let (jb, n) = job_bytes(&spec.requester_nonce, None);
+    let binding = assignment_binding(spec).ok_or(SealError::BadLength)?;
+    let (jb, n) = job_bytes(&spec.requester_nonce, &binding, None);
     let jb = &jb[..n];
     let mut key = [0u8; RESULT_KEY_LEN + super::TAG_LEN];
     key[..RESULT_KEY_LEN].copy_from_slice(&sealing.result_key);
@@ -271,6 +325,7 @@ pub fn open_job(
         plain_kernel_hash,
         plain_input_root,
         nonce: spec.requester_nonce,
+        binding,
     })
 }
 
@@ -359,7 +414,7 @@ impl OpenedJob {
             {
                 return Err(SealError::BadLength);
             }
-            let (jb, n) = job_bytes(&self.nonce, Some(salt));
+            let (jb, n) = job_bytes(&self.nonce, &self.binding, Some(salt));
             let jb = &jb[..n];
             let plain: Vec<&[u8]> = outputs
                 .iter()
@@ -433,21 +488,23 @@ pub fn output_receiver(
 
 /// The requester's side of the outputs: opens each read-back buffer's
 /// sealed stream (`sealed`, in buffer order, as the receipt's output root
-/// covers them) in `receiver` ([`output_receiver`]) under the job's
-/// `nonce` and the salt at the front of the first, and returns the
-/// plaintext.
+/// covers them) in `receiver` ([`output_receiver`]) under the job's nonce
+/// and binding (of `spec`, the sealed assignment) and the salt at the
+/// front of the first, and returns the plaintext.
 pub fn open_outputs(
     receiver: &Receiver,
-    nonce: &Nonce,
-    buffers: &[BufferSpec],
+    spec: &JobAssign,
     sealed: &[Vec<u8>],
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, SealError> {
+    let buffers = &spec.buffers;
+    let binding = assignment_binding(spec).ok_or(SealError::BadLength)?;
+    let nonce = &spec.requester_nonce;
     let lens = output_plain_lens(buffers)?;
     if sealed.len() != lens.len() || sealed.is_empty() {
         return Err(SealError::BadLength);
     }
     let (_, salt) = output_prefix(&sealed[0]).ok_or(SealError::BadLength)?;
-    let (jb, n) = job_bytes(nonce, Some(&salt));
+    let (jb, n) = job_bytes(nonce, &binding, Some(&salt));
     let jb = &jb[..n];
     let mut out = Vec::with_capacity(sealed.len());
     let mut index = 0;
@@ -491,7 +548,6 @@ pub fn expected_result_hash(
 mod tests {
     use super::*;
     use crate::bounded::{BoundedString, BoundedVec};
-    use crate::e2e::output_buffer_len;
     use crate::wire::KernelSpec;
 
     const DEVICE: [u8; 32] = [0xD0; 32];
@@ -499,21 +555,8 @@ mod tests {
 
     /// The wire assignment a requester builds for `sealed` (what the agent
     /// holds): stream lengths as sealed, outputs declared sealed.
-    fn assignment(sealed: &SealedJob, out_plain: &[u64]) -> JobAssign {
-        let mut buffers = BoundedVec::new();
-        for (i, input) in sealed.inputs.iter().enumerate() {
-            let len = output_buffer_len(out_plain[i], i == 0)
-                .unwrap()
-                .max(input.len() as u64);
-            buffers
-                .push(BufferSpec {
-                    binding: i as u32,
-                    len,
-                    init_len: input.len() as u64,
-                    readback: true,
-                })
-                .unwrap();
-        }
+    fn assignment(sealed: &SealedJob, layout: &[BufferSpec]) -> JobAssign {
+        let buffers = BoundedVec::from_slice(layout).unwrap();
         JobAssign {
             job: 9,
             requester_nonce: NONCE,
@@ -538,7 +581,16 @@ mod tests {
         let kernel: Vec<u8> = (0..400u32).flat_map(|i| i.to_le_bytes()).collect();
         let a: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
         let b = b"the second buffer".to_vec();
+        let layout = sealed_layout(&[
+            (0, a.len() as u64, a.len() as u64, true),
+            (1, b.len() as u64, b.len() as u64, true),
+        ])
+        .unwrap();
         let job = PlainJob {
+            entry_point: "main",
+            specialization: &[],
+            grid: [1, 1, 1],
+            buffers: &layout,
             kernel: &kernel,
             push_constants: &[1, 2, 3, 4],
             inputs: &[&a, &b],
@@ -552,7 +604,7 @@ mod tests {
         let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
         assert_ne!(sealed.kernel, kernel);
         assert!(!sealed.inputs[0].windows(16).any(|w| w == &a[100..116]));
-        let spec = assignment(&sealed, &[100, 5]);
+        let spec = assignment(&sealed, &layout);
         let receiver = provider_context(&provider, &DEVICE, ctx.enc()).unwrap();
         let opened = open_job(&receiver, &spec, &sealed.kernel, &sealed.inputs).unwrap();
         assert!(opened.kernel.as_slice() == kernel.as_slice());
@@ -577,7 +629,7 @@ mod tests {
         let (enc, salt) = output_prefix(&sealed_out[0]).unwrap();
         assert_eq!((&enc, salt), (out_ctx.enc(), [5; 16]));
         let back = output_receiver(&requester, &DEVICE, ctx.enc(), &enc).unwrap();
-        let plain = open_outputs(&back, &NONCE, &spec.buffers, &sealed_out).unwrap();
+        let plain = open_outputs(&back, &spec, &sealed_out).unwrap();
         for (i, p) in plain.iter().enumerate() {
             let n = output_plain_len(spec.buffers[i].len, i == 0).unwrap() as usize;
             assert!(
@@ -611,7 +663,7 @@ mod tests {
         let stranger = KeyPair::derive(&[5; 32]);
         let wrong = output_receiver(&stranger, &DEVICE, ctx.enc(), &enc).unwrap();
         assert_eq!(
-            open_outputs(&wrong, &NONCE, &spec.buffers, &sealed_out).err(),
+            open_outputs(&wrong, &spec, &sealed_out).err(),
             Some(SealError::Forged)
         );
         // Another session's key opens nothing either.
@@ -630,7 +682,7 @@ mod tests {
             Some(SealError::Forged)
         );
         let sealed2 = seal_job(&ctx, &[0x4F; 32], requester.public(), &[7; 32], &job).unwrap();
-        let spec2 = assignment(&sealed2, &[100, 5]);
+        let spec2 = assignment(&sealed2, &layout);
         let mut spec2 = spec2;
         spec2.requester_nonce = [0x4F; 32];
         let opened2 = open_job(&receiver, &spec2, &sealed2.kernel, &sealed2.inputs).unwrap();
@@ -639,7 +691,28 @@ mod tests {
             .seal_outputs(&spec2, outputs.clone(), &out_ctx, &[6; 16])
             .unwrap();
         assert_ne!(out2, sealed_out, "another nonce and salt, other bytes");
-        let plain2 = open_outputs(&back, &[0x4F; 32], &spec2.buffers, &out2).unwrap();
+        let plain2 = open_outputs(&back, &spec2, &out2).unwrap();
         assert!(plain2[0].as_slice() == plain[0].as_slice());
+        // The same sealed streams under another clear part open to nothing:
+        // another requester key (outputs redirected), another grid, another
+        // layout, the kernel said to be in the clear.
+        let mut redirected = spec.clone();
+        if let Some(s) = redirected.sealing.as_mut() {
+            s.requester_key = *stranger.public();
+        }
+        let mut regrid = spec.clone();
+        regrid.kernel.grid = [2, 1, 1];
+        let mut relaid = spec.clone();
+        relaid.buffers[1].readback = false;
+        let mut unsealed = spec.clone();
+        if let Some(s) = unsealed.sealing.as_mut() {
+            s.kernel_sealed = false;
+        }
+        for changed in [redirected, regrid, relaid, unsealed] {
+            assert_eq!(
+                open_job(&receiver, &changed, &sealed.kernel, &sealed.inputs).err(),
+                Some(SealError::Forged)
+            );
+        }
     }
 }

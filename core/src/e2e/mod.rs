@@ -23,7 +23,7 @@
 use core::fmt;
 
 use crate::limits::CHUNK_SIZE;
-use crate::wire::Nonce;
+use crate::wire::{BufferSpec, Digest, JobAssign, Nonce};
 
 #[cfg(feature = "e2e")]
 mod hpke_streams;
@@ -31,6 +31,8 @@ mod hpke_streams;
 pub use hpke_streams::{KeyPair, Receiver, Sender, StreamKey};
 #[cfg(all(feature = "e2e", feature = "std"))]
 mod job;
+#[cfg(all(feature = "e2e", feature = "std"))]
+pub use job::sealed_layout;
 #[cfg(all(feature = "e2e", feature = "std"))]
 pub use job::{
     expected_result_hash, open_job, open_outputs, output_plain_lens, output_prefix,
@@ -60,8 +62,11 @@ pub const OUTPUT_PREFIX_LEN: usize = KEY_LEN + OUTPUT_SALT_LEN;
 /// Bytes of the salt a provider draws for each job's outputs.
 pub const OUTPUT_SALT_LEN: usize = 16;
 /// Most bytes of the job bytes a stream's key is exported under: the
-/// requester's nonce, and for outputs the salt after it.
-pub const MAX_JOB_BYTES: usize = 32 + OUTPUT_SALT_LEN;
+/// requester's nonce, the job's binding, and for outputs the salt after
+/// them.
+pub const MAX_JOB_BYTES: usize = 32 + 32 + OUTPUT_SALT_LEN;
+/// Domain tag of a sealed job's binding ([`job_binding`]).
+pub const BINDING_DOMAIN: &[u8] = b"tessera/e2e/bind/v1";
 
 /// Who a context seals to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,23 +134,71 @@ pub fn requester_info(device_key: &[u8; 32], requester_enc: &[u8; 32]) -> [u8; R
     out
 }
 
-/// The job bytes a stream's key is exported under: the requester's nonce
-/// (inputs, kernel, push constants, result key), then for outputs the
-/// provider's salt for the job. Returns the buffer and how much of it is
-/// used.
+/// The job bytes a stream's key is exported under: the requester's nonce,
+/// the job's binding ([`job_binding`]), then for outputs the provider's
+/// salt for the job. Returns the buffer and how much of it is used.
 pub fn job_bytes(
     nonce: &Nonce,
+    binding: &Digest,
     output_salt: Option<&[u8; OUTPUT_SALT_LEN]>,
 ) -> ([u8; MAX_JOB_BYTES], usize) {
     let mut out = [0u8; MAX_JOB_BYTES];
     out[..32].copy_from_slice(nonce);
+    out[32..64].copy_from_slice(binding);
     match output_salt {
         Some(salt) => {
-            out[32..].copy_from_slice(salt);
+            out[64..].copy_from_slice(salt);
             (out, MAX_JOB_BYTES)
         }
-        None => (out, 32),
+        None => (out, 64),
     }
+}
+
+/// A sealed job's binding: what of the job travels in the clear, bound into
+/// every stream's key, so that the same sealed streams under another
+/// requester key, another dispatch, another buffer layout or (for a kernel
+/// in the clear) another kernel open to nothing:
+///
+/// SHA-256("tessera/e2e/bind/v1" ‖ requester_key ‖ u8 kernel_sealed ‖
+/// kernel hash (`attest::kernel_hash`) over the clear kernel's root, or 32
+/// zero bytes for a sealed kernel, the entry point, the specialization
+/// constants, no push constants, the grid and the buffer layout as
+/// declared).
+pub fn job_binding(
+    requester_key: &[u8; KEY_LEN],
+    kernel_sealed: bool,
+    clear_kernel_root: &Digest,
+    entry_point: &str,
+    specialization: &[(u32, u32)],
+    grid: [u32; 3],
+    buffers: &[BufferSpec],
+) -> Digest {
+    let root = if kernel_sealed {
+        &[0u8; 32]
+    } else {
+        clear_kernel_root
+    };
+    let layout = crate::attest::kernel_hash(root, entry_point, specialization, &[], grid, buffers);
+    crate::attest::sha256_parts(&[
+        BINDING_DOMAIN,
+        requester_key,
+        &[u8::from(kernel_sealed)],
+        &layout,
+    ])
+}
+
+/// [`job_binding`] of a sealed assignment (`None` for one in the clear).
+pub fn assignment_binding(spec: &JobAssign) -> Option<Digest> {
+    let s = spec.sealing.as_ref()?;
+    Some(job_binding(
+        &s.requester_key,
+        s.kernel_sealed,
+        &spec.kernel.root,
+        &spec.kernel.entry_point,
+        &spec.kernel.specialization,
+        spec.kernel.grid,
+        &spec.buffers,
+    ))
 }
 
 /// Segments of a stream of `plain` bytes (0 for an empty stream).

@@ -971,6 +971,11 @@ impl<S: Signer> Runtime<S> {
                     // of an earlier job with the same id is nobody's.
                     if self.given.get(&job).is_none_or(|(r, _)| *r != run) {
                         log::debug!("job {job}: withdrawn run {run} ended");
+                        // Its outputs (a sealed job's in the clear) are
+                        // dropped zeroed.
+                        if let Ok(mut out) = result {
+                            crate::host::wipe_outputs(&mut out.outputs);
+                        }
                         continue;
                     }
                     self.given.remove(&job);

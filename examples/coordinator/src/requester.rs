@@ -50,8 +50,12 @@ pub enum RequesterError {
     Verify(ResultCheckError),
     /// The system random source failed (making a nonce, or keys).
     NoRandomness,
-    /// No connected provider takes sealed jobs.
+    /// No connected provider takes sealed jobs (among the trusted ones,
+    /// when keys are pinned).
     NoSealingProvider,
+    /// A sealed job for a provider whose key is not among those pinned
+    /// ([`Requester::trust_providers`]).
+    UntrustedProvider,
     /// The job could not be sealed (a length sealing does not take).
     Seal(SealError),
 }
@@ -91,6 +95,9 @@ impl fmt::Display for RequesterError {
                 "no connected provider takes sealed jobs (protocol version 3 with a session key)",
             ),
             RequesterError::Seal(e) => write!(f, "cannot seal the job: {e}"),
+            RequesterError::UntrustedProvider => {
+                f.write_str("the provider's device key is not among the trusted ones")
+            }
         }
     }
 }
@@ -149,6 +156,9 @@ pub struct Requester {
     /// job), its contexts sealed to provider sessions, and its ends of the
     /// providers' output contexts, the last few of each.
     sealing: Option<Sealing>,
+    /// Device keys this requester seals jobs to (none: any the coordinator
+    /// lists).
+    trusted: Vec<[u8; 32]>,
 }
 
 /// A requester's sealing state: its key, and the HPKE contexts it keeps so
@@ -184,6 +194,7 @@ impl Requester {
             addr,
             evidence: EvidenceCache::default(),
             sealing: None,
+            trusted: Vec::new(),
         })
     }
 
@@ -251,17 +262,33 @@ impl Requester {
         }
     }
 
+    /// Seals jobs to these device keys only (the providers' Ed25519 public
+    /// keys). The providers a requester may seal to come from the
+    /// coordinator's list, and a coordinator that lies can list a provider
+    /// of its own, whose session key it holds: sealing keeps a job from a
+    /// coordinator that is honest but curious, or whose memory, logs or
+    /// storage are taken, but against one that lies the requester must pin
+    /// the keys it trusts (or check a hardware attestation report).
+    pub fn trust_providers(&mut self, keys: &[[u8; 32]]) {
+        self.trusted = keys.to_vec();
+    }
+
     /// Submits `job` sealed end to end (`docs/PROTOCOL.md`, "Sealed jobs"):
     /// picks a provider that takes sealed jobs and meets the job's
     /// requirements ([`Requester::providers`]), seals the kernel, the push
-    /// constants and every input to its session key, asks for the outputs
-    /// sealed to a key drawn for this job, and submits. The coordinator
-    /// sees only ciphertext. The result is verified as [`Requester::submit`]
+    /// constants and every input to its session key under a nonce drawn for
+    /// the job (it replaces `job.nonce`), asks for the outputs sealed to
+    /// this requester's key (drawn once per `Requester`), and submits. The
+    /// coordinator sees only ciphertext. With keys pinned
+    /// ([`Requester::trust_providers`]) only those providers are chosen. The result is verified as [`Requester::submit`]
     /// does, then the outputs are opened and the receipt's keyed result
     /// hash recomputed from the plaintext. Returns the result as delivered
     /// (sealed) and the outputs in the clear, each its buffer's `len`.
     pub fn submit_sealed(&mut self, job: &Submit) -> Result<SealedResult, RequesterError> {
-        let providers = self.providers()?;
+        let mut providers = self.providers()?;
+        if !self.trusted.is_empty() {
+            providers.retain(|(e, _)| self.trusted.contains(&e.public_key));
+        }
         let req = job.requirements;
         let chosen = providers.iter().find(|(e, p)| {
             let caps = &e.capabilities;
@@ -286,6 +313,9 @@ impl Requester {
         job: &Submit,
         evidence: &Evidence,
     ) -> Result<SealedResult, RequesterError> {
+        if !self.trusted.is_empty() && !self.trusted.contains(&evidence.public_key) {
+            return Err(RequesterError::UntrustedProvider);
+        }
         let provider = e2e::Recipient {
             enc_key: evidence.enc_key,
             device_key: evidence.public_key,
@@ -319,22 +349,22 @@ impl Requester {
                 sealing.contexts.len() - 1
             }
         };
-        let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
-        let sealed = e2e::seal_job(
+        let nonce = new_nonce()?;
+        let submit = seal_submission(
+            job,
+            evidence,
             &sealing.contexts[at].1,
-            &job.nonce,
+            nonce,
             sealing.keys.public(),
             &result_key,
-            &e2e::PlainJob {
-                kernel: &job.kernel,
-                push_constants: &job.push_constants,
-                inputs: &inputs,
-                seal_kernel: true,
-            },
         )
         .map_err(RequesterError::Seal)?;
-        let submit = sealed_submit(job, evidence, sealed).map_err(RequesterError::Seal)?;
         let (result, check, assign) = self.submit_checked(&submit)?;
+        if result.provider_public_key != evidence.public_key {
+            return Err(RequesterError::Verify(
+                ResultCheckError::EvidenceKeyMismatch,
+            ));
+        }
         let Some(sealing) = self.sealing.as_mut() else {
             return Err(RequesterError::NoRandomness);
         };
@@ -412,36 +442,55 @@ impl fmt::Debug for SealedResult {
     }
 }
 
-/// The submission of `job` sealed for the provider of `evidence`: the
-/// sealed kernel, push constants and inputs, and each buffer declared for
-/// its sealed bytes (a read-back buffer for `len` bytes of plaintext back,
-/// "Sealed jobs").
-pub fn sealed_submit(
+/// Seals `job` in the requester context `ctx` (for the provider of
+/// `evidence`) under `nonce`, a fresh one (it replaces `job.nonce`: two
+/// sealings in one context never share one), with outputs sealed to
+/// `requester_key` and the keyed result hash under `result_key`. Returns
+/// the submission: the sealed kernel, push constants and inputs, each
+/// buffer declared for its sealed bytes (a read-back buffer for `len` bytes
+/// of plaintext back, [`e2e::sealed_layout`]), every key bound to what
+/// travels in the clear ("Sealed jobs").
+pub fn seal_submission(
     job: &Submit,
     evidence: &Evidence,
-    sealed: e2e::SealedJob,
+    ctx: &e2e::RequesterContext,
+    nonce: Nonce,
+    requester_key: &[u8; 32],
+    result_key: &[u8; 32],
 ) -> Result<Submit, SealError> {
-    let mut first_readback = true;
-    let mut buffers = Vec::with_capacity(job.buffers.len());
-    for (b, init) in job.buffers.iter().zip(sealed.inputs) {
-        let mut len = b.len.max(init.len() as u64);
-        if b.readback {
-            let first = std::mem::replace(&mut first_readback, false);
-            len = len.max(e2e::output_buffer_len(b.len, first).ok_or(SealError::BadLength)?);
-            // Longer for its sealed input, it returns a longer plaintext
-            // (of which the first `b.len` bytes are the output), at a
-            // length sealing gives: the next one up, at most 17 bytes on.
-            while e2e::output_plain_len(len, first).is_none() {
-                len = len.checked_add(1).ok_or(SealError::BadLength)?;
-            }
-        }
-        buffers.push(BufferInit {
+    let plain: Vec<(u32, u64, u64, bool)> = job
+        .buffers
+        .iter()
+        .map(|b| (b.binding, b.init.len() as u64, b.len, b.readback))
+        .collect();
+    let layout = e2e::sealed_layout(&plain)?;
+    let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
+    let sealed = e2e::seal_job(
+        ctx,
+        &nonce,
+        requester_key,
+        result_key,
+        &e2e::PlainJob {
+            entry_point: &job.entry_point,
+            specialization: &job.specialization,
+            grid: job.grid,
+            buffers: &layout,
+            kernel: &job.kernel,
+            push_constants: &job.push_constants,
+            inputs: &inputs,
+            seal_kernel: true,
+        },
+    )?;
+    let buffers = layout
+        .iter()
+        .zip(sealed.inputs)
+        .map(|(b, init)| BufferInit {
             binding: b.binding,
             init,
-            len,
+            len: b.len,
             readback: b.readback,
-        });
-    }
+        })
+        .collect();
     Ok(Submit {
         kernel: sealed.kernel,
         entry_point: job.entry_point.clone(),
@@ -453,7 +502,7 @@ pub fn sealed_submit(
         est_gpu_ms: job.est_gpu_ms,
         max_price: job.max_price,
         deadline_ms: job.deadline_ms,
-        nonce: job.nonce,
+        nonce,
         sealed: Some(SealedFor {
             provider: evidence.public_key,
             enc_key: evidence.enc_key,
@@ -509,8 +558,8 @@ fn open_with(
     receiver: &e2e::Receiver,
     result_key: &[u8; 32],
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, ResultCheckError> {
-    let opened = e2e::open_outputs(receiver, &job.nonce, &assign.buffers, &result.outputs)
-        .map_err(ResultCheckError::Sealed)?;
+    let opened =
+        e2e::open_outputs(receiver, assign, &result.outputs).map_err(ResultCheckError::Sealed)?;
     let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
     let outputs: Vec<&[u8]> = opened.iter().map(|o| &o[..]).collect();
     let want = e2e::expected_result_hash(

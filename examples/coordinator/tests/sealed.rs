@@ -8,7 +8,7 @@ mod support;
 
 use support::{client_tls, coordinator, ProviderOpts, TestProvider};
 use tessera_coordinator::requester::{
-    open_sealed_result, sealed_submit, Requester, RequesterError, ResultCheckError,
+    open_sealed_result, seal_submission, Requester, RequesterError, ResultCheckError,
 };
 use tessera_coordinator::{BufferInit, FailureCode, Submit};
 use tessera_core::attest::{Ed25519Signer, Receipt, Signer};
@@ -97,20 +97,13 @@ fn a_tampered_sealed_output_or_result_hash_is_caught_by_the_requester() {
     let j = job(8, 3000);
     let keys = e2e::KeyPair::derive(&[0x42; 32]);
     let result_key = [0x17; 32];
-    let inputs: Vec<&[u8]> = j.buffers.iter().map(|b| &b.init[..]).collect();
-    let plain = e2e::PlainJob {
-        kernel: &j.kernel,
-        push_constants: &j.push_constants,
-        inputs: &inputs,
-        seal_kernel: true,
-    };
     let recipient = e2e::Recipient {
         enc_key: evidence.enc_key,
         device_key: evidence.public_key,
     };
     let ctx = e2e::RequesterContext::new(&recipient, &[9; 32]).expect("context");
-    let sealed = e2e::seal_job(&ctx, &j.nonce, keys.public(), &result_key, &plain).expect("seals");
-    let submit = sealed_submit(&j, &evidence, sealed).expect("sealed submission");
+    let submit = seal_submission(&j, &evidence, &ctx, j.nonce, keys.public(), &result_key)
+        .expect("sealed submission");
     let result = r.submit(&submit).expect("verified at the ciphertext level");
     let outputs = open_sealed_result(&j, &submit, &result, &keys, &result_key).expect("opens");
     assert!(outputs[0].as_slice() == incremented(&j).as_slice());
@@ -165,7 +158,6 @@ fn replicas_compare_by_result_hash_and_a_stale_session_key_is_refused() {
     let j = job(9, 5000);
     let result_key = [0x77; 32];
     let keys = e2e::KeyPair::derive(&[0x43; 32]);
-    let inputs: Vec<&[u8]> = j.buffers.iter().map(|b| &b.init[..]).collect();
     let mut hashes = Vec::new();
     let mut submissions = Vec::new();
     for (i, (evidence, _)) in providers.iter().enumerate() {
@@ -177,20 +169,8 @@ fn replicas_compare_by_result_hash_and_a_stale_session_key_is_refused() {
             &[i as u8; 32],
         )
         .expect("context");
-        let sealed = e2e::seal_job(
-            &ctx,
-            &j.nonce,
-            keys.public(),
-            &result_key,
-            &e2e::PlainJob {
-                kernel: &j.kernel,
-                push_constants: &j.push_constants,
-                inputs: &inputs,
-                seal_kernel: true,
-            },
-        )
-        .expect("seals");
-        let submit = sealed_submit(&j, evidence, sealed).expect("submission");
+        let submit = seal_submission(&j, evidence, &ctx, j.nonce, keys.public(), &result_key)
+            .expect("submission");
         let result = r.submit(&submit).expect("result");
         assert_eq!(result.provider_public_key, evidence.public_key, "pinned");
         open_sealed_result(&j, &submit, &result, &keys, &result_key).expect("opens");
@@ -223,4 +203,36 @@ fn replicas_compare_by_result_hash_and_a_stale_session_key_is_refused() {
         other => panic!("expected ProviderUnavailable, got {other:?}"),
     }
     drop((a, b));
+}
+
+/// A requester seals only to the device keys it pinned, and draws a fresh
+/// nonce for every sealing (one context never seals two jobs under one).
+#[test]
+fn a_requester_seals_to_pinned_keys_only_and_never_reuses_a_nonce() {
+    let coord = coordinator(|_| {});
+    let a = TestProvider::start(coord.local_addr(), ProviderOpts::new(5));
+    a.wait_ready(1);
+    let key_5 = Ed25519Signer::from_seed(&[5; 32])
+        .expect("seed")
+        .public_key();
+    let mut r = Requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    r.trust_providers(&[[0xAB; 32]]);
+    let j = job(11, 2000);
+    assert!(matches!(
+        r.submit_sealed(&j),
+        Err(RequesterError::NoSealingProvider)
+    ));
+    let (evidence, _) = r.providers().expect("providers").remove(0);
+    assert!(matches!(
+        r.submit_sealed_to(&j, &evidence),
+        Err(RequesterError::UntrustedProvider)
+    ));
+    r.trust_providers(&[key_5]);
+    let first = r.submit_sealed(&j).expect("pinned provider");
+    let second = r.submit_sealed(&j).expect("the same job again");
+    assert_eq!(first.provider, key_5);
+    assert_ne!(first.submit.nonce, j.nonce, "a nonce of its own");
+    assert_ne!(first.submit.nonce, second.submit.nonce);
+    assert!(first.outputs[0].as_slice() == second.outputs[0].as_slice());
+    drop(a);
 }

@@ -37,6 +37,10 @@ options:
   --no-seal              send the job in the clear (by default it is sealed
                          end to end to the provider's session key, and the
                          coordinator sees only ciphertext)
+  --trust-provider HEX   seal only to this provider device key (repeatable);
+                         without it, to a provider the coordinator lists,
+                         which keeps the job from a coordinator that is
+                         honest but curious, not from one that lies
   --max-price N          the most you pay (default 1000000)
   --deadline-ms N        result due within (default 60000)
   --est-gpu-ms N         GPU time estimate (default 100)
@@ -62,6 +66,7 @@ struct Args {
     requirements: Requirements,
     out: Option<PathBuf>,
     no_seal: bool,
+    trusted: Vec<[u8; 32]>,
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -178,6 +183,11 @@ fn parse() -> Result<Args, String> {
             "--features" => a.requirements.features = num(&flag, &value()?)?,
             "--out" => a.out = Some(PathBuf::from(value()?)),
             "--no-seal" => a.no_seal = true,
+            "--trust-provider" => {
+                let v = value()?;
+                a.trusted
+                    .push(parse_hex32(&v).ok_or("--trust-provider: expected 64 hex digits")?);
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -321,6 +331,7 @@ fn run(a: Args) -> Result<bool, String> {
         (None, result, None)
     } else {
         let mut requester = Requester::connect(addr, tls).map_err(|e| e.to_string())?;
+        requester.trust_providers(&a.trusted);
         let sealed = requester.submit_sealed(&job).map_err(|e| e.to_string());
         requester.close();
         let sealed = sealed?;
@@ -336,7 +347,16 @@ fn run(a: Args) -> Result<bool, String> {
         Some(plain) => {
             println!(
                 "  sealed            end to end: the coordinator held only ciphertext; the \
-                 outputs opened with this job's key and the keyed result hash verified"
+                 outputs opened with this requester's key and the keyed result hash verified"
+            );
+            println!(
+                "  provider trust    {}",
+                if a.trusted.is_empty() {
+                    "as the coordinator listed it (pin device keys with --trust-provider to keep a \
+                     coordinator that lies out)"
+                } else {
+                    "pinned (--trust-provider)"
+                }
             );
             plain.iter().map(|o| &o[..]).collect()
         }
