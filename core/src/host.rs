@@ -177,40 +177,30 @@ impl Drop for Run {
     }
 }
 
-/// Zeroes outputs before they are dropped.
+/// Zeroes outputs before they are dropped (their bytes; the lengths stay).
 pub fn wipe_outputs(outputs: &mut [Vec<u8>]) {
-    #[cfg(feature = "e2e")]
-    {
-        use zeroize::Zeroize;
-        for o in outputs.iter_mut() {
-            o.zeroize();
-        }
-    }
-    #[cfg(not(feature = "e2e"))]
     for o in outputs.iter_mut() {
-        o.iter_mut().for_each(|x| *x = 0);
+        zero(o);
     }
 }
 
 /// Zeroes a sealed job's plaintext: its kernel, its inputs and its push
-/// constants.
-pub fn wipe(kernel: &mut Vec<u8>, buffers: &mut [Vec<u8>], spec: &mut JobAssign) {
+/// constants (their bytes; the lengths stay).
+pub fn wipe(kernel: &mut [u8], buffers: &mut [Vec<u8>], spec: &mut JobAssign) {
+    zero(kernel);
+    for b in buffers.iter_mut() {
+        zero(b);
+    }
+    zero(spec.kernel.push_constants.as_mut_slice());
+}
+
+/// Writes zeros over `bytes` in a way the compiler does not elide
+/// (`zeroize`, with feature `e2e`).
+fn zero(bytes: &mut [u8]) {
     #[cfg(feature = "e2e")]
-    {
-        use zeroize::Zeroize;
-        kernel.zeroize();
-        for b in buffers.iter_mut() {
-            b.zeroize();
-        }
-        spec.kernel.push_constants.as_mut_slice().zeroize();
-    }
+    zeroize::Zeroize::zeroize(bytes);
     #[cfg(not(feature = "e2e"))]
-    {
-        for b in core::iter::once(kernel).chain(buffers.iter_mut()) {
-            b.iter_mut().for_each(|x| *x = 0);
-        }
-        spec.kernel.push_constants.iter_mut().for_each(|x| *x = 0);
-    }
+    bytes.iter_mut().for_each(|x| *x = 0);
 }
 
 /// Stores a signed result and its outputs durably; returns once they would
@@ -746,6 +736,33 @@ mod tests {
             crate::attest::ChainState::default(),
         )
         .expect("agent")
+    }
+
+    /// A sealed job's plaintext is zeroed: the kernel, every input, the
+    /// push constants; and outputs before they are dropped.
+    #[test]
+    fn wipe_zeroes_the_plaintext() {
+        let mut kernel = vec![7u8; 100];
+        let mut buffers = vec![vec![8u8; 50], vec![9u8; 3]];
+        let mut spec = crate::testkit::JobDescription {
+            kernel: vec![0; 8],
+            entry_point: "main".into(),
+            grid: [1, 1, 1],
+            push_constants: vec![1, 2, 3, 4],
+            buffers: vec![(vec![1; 4], 4, true)],
+            bindings: Vec::new(),
+            nonce: [0; 32],
+        }
+        .assign(1);
+        wipe(&mut kernel, &mut buffers, &mut spec);
+        assert!(kernel
+            .iter()
+            .chain(buffers.iter().flatten())
+            .all(|&b| b == 0));
+        assert!(spec.kernel.push_constants.iter().all(|&b| b == 0));
+        let mut outputs = vec![vec![5u8; 10]];
+        wipe_outputs(&mut outputs);
+        assert!(outputs.iter().flatten().all(|&b| b == 0));
     }
 
     #[test]

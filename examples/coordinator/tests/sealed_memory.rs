@@ -1,10 +1,12 @@
 //! What a coordinator holds of a sealed job: the `tessera-coordinator`
 //! program (its log at `debug`) serves a sealed job and, beside it, the
 //! same job in the clear; its whole process memory (`/proc/PID/mem`, every
-//! readable mapping) and its log are then searched for markers put in the
-//! inputs and, through the kernel, in the outputs. The sealed job's
-//! markers are nowhere; the job in the clear's are found, which shows the
-//! search sees what the coordinator held.
+//! readable mapping), its log, and its traffic (every byte it sent the
+//! provider and the requester, after TLS) are then searched for markers
+//! put in the inputs and, through the kernel, in the outputs. The sealed
+//! job's markers are nowhere; the job in the clear's are found in its
+//! memory and traffic, which shows the searches see what the coordinator
+//! held and sent.
 #![cfg(target_os = "linux")]
 
 mod support;
@@ -126,7 +128,10 @@ fn the_coordinator_holds_no_plaintext_of_a_sealed_job() {
         std::fs::read(dir.join("ca.pem")).expect("ca"),
     ))
     .expect("client config");
-    let provider = TestProvider::start_with(addr, tls.clone(), ProviderOpts::new(60));
+    let to_provider = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut opts = ProviderOpts::new(60);
+    opts.record = Some(to_provider.clone());
+    let provider = TestProvider::start_with(addr, tls.clone(), opts);
     provider.wait_ready(1);
 
     let sealed_marker = *b"SEALED-JOB-MARKER-7f3a91";
@@ -152,6 +157,13 @@ fn the_coordinator_holds_no_plaintext_of_a_sealed_job() {
         &[&sealed_marker, &sealed_out, &clear_marker, &clear_out],
     );
     eprintln!("markers found in the coordinator's memory (sealed in, sealed out, clear in, clear out): {found:?}");
+    // The coordinator's traffic: what it sent the provider, and the
+    // results it sent the requester (the outputs as delivered).
+    let mut traffic = to_provider.lock().map(|t| t.clone()).unwrap_or_default();
+    for o in sealed.result.outputs.iter().chain(&clear.outputs) {
+        traffic.extend_from_slice(o);
+    }
+    let in_traffic = |n: &[u8]| traffic.windows(n.len()).any(|w| w == n);
     let log_text = std::fs::read(&log).expect("log");
     let in_log = |n: &[u8]| log_text.windows(n.len()).any(|w| w == n);
     drop(requester);
@@ -172,5 +184,13 @@ fn the_coordinator_holds_no_plaintext_of_a_sealed_job() {
     for marker in [&sealed_marker[..], &sealed_out, &clear_marker, &clear_out] {
         assert!(!in_log(marker), "a payload marker in the coordinator's log");
     }
+    assert!(
+        !in_traffic(&sealed_marker) && !in_traffic(&sealed_out),
+        "the sealed job's input or output in the coordinator's traffic"
+    );
+    assert!(
+        in_traffic(&clear_marker) && in_traffic(&clear_out),
+        "the job in the clear is not in the coordinator's traffic: the search sees nothing"
+    );
     assert!(log_text.len() > 1000, "the log at debug says something");
 }

@@ -52,6 +52,9 @@ pub fn coordinator(tweak: impl FnOnce(&mut Config)) -> Coordinator {
 /// How a test provider behaves.
 #[derive(Clone)]
 pub struct ProviderOpts {
+    /// Where every byte the coordinator sent it (after TLS) is appended:
+    /// the coordinator's traffic to this provider, as a test reads it.
+    pub record: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
     pub seed: [u8; 32],
     pub name: &'static str,
     pub price: LinearPrice,
@@ -94,6 +97,7 @@ impl ProviderOpts {
             poll: Duration::from_millis(5),
             max_life: Duration::from_secs(50),
             chain: ChainState::default(),
+            record: None,
         }
     }
 }
@@ -338,7 +342,14 @@ fn run(
                         host.drain_events(&mut agent);
                         continue 'sessions;
                     }
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        if let Some(record) = &opts.record {
+                            if let Ok(mut r) = record.lock() {
+                                r.extend_from_slice(&buf[..n]);
+                            }
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
