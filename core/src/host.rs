@@ -177,6 +177,29 @@ impl Drop for Run {
     }
 }
 
+/// A sealed job's buffers as the executor sees them: the sizes of the job
+/// in the clear, not the sealed ones the assignment declares. A read-back
+/// buffer is the plaintext its sealed output carries; a buffer that only
+/// takes input and was declared just for its sealed input is that input in
+/// the clear; any other keeps its length. The kernel and the executor then
+/// see the buffers the requester described.
+#[cfg(feature = "e2e")]
+fn run_in_clear_sizes(spec: &mut JobAssign) {
+    let mut first = true;
+    for b in spec.buffers.iter_mut() {
+        let init = crate::e2e::plain_len(b.init_len).unwrap_or(b.init_len);
+        if b.readback {
+            let at_front = core::mem::replace(&mut first, false);
+            if let Some(p) = crate::e2e::output_plain_len(b.len, at_front) {
+                b.len = p.max(init);
+            }
+        } else if b.init_len > 0 && b.len == b.init_len {
+            b.len = init;
+        }
+        b.init_len = init;
+    }
+}
+
 /// Zeroes outputs before they are dropped (their bytes; the lengths stay).
 pub fn wipe_outputs(outputs: &mut [Vec<u8>]) {
     for o in outputs.iter_mut() {
@@ -465,6 +488,7 @@ impl JobHost {
                     run_spec.kernel.push_constants =
                         crate::bounded::BoundedVec::from_slice(&opened.push_constants)
                             .unwrap_or_default();
+                    run_in_clear_sizes(&mut run_spec);
                     // The plaintext moves to the run (which zeroes it when
                     // dropped); no second copy stays here.
                     let run = Run {
