@@ -14,7 +14,7 @@
 //! that long is shut).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -35,7 +35,7 @@ use crate::conn::{Outbox, Reply, WriteCmd};
 use crate::engine::{Answer, SessionId};
 use crate::protocol::{
     bounded_reason, encode_frame, parse_header, response_parts, FailureCode, FrameError,
-    JobFailure, Response, REQUEST_HEADER_LEN, REQUEST_MAGIC,
+    JobFailure, Response, MAX_IN_FLIGHT, REQUEST_HEADER_LEN, REQUEST_MAGIC,
 };
 use crate::server::{Shared, Slot};
 use crate::submission::{self, InputStream, Limits, Prepared, Refusal};
@@ -59,9 +59,6 @@ const INLINE_PREPARE: usize = 64 << 10;
 /// A request body's buffer (and its place in the budget) grows this much
 /// at a time.
 const BODY_STEP: usize = 1 << 20;
-/// Bytes a requester may send ahead while its request waits for an answer
-/// before the loop stops reading from it.
-const PIPELINE_MAX: usize = 64 << 10;
 /// After `shutdown`, how long the loop keeps writing goodbyes and answers.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -84,8 +81,6 @@ enum Due {
     Body,
     /// A requester's next header.
     Idle,
-    /// The engine's answer (it always answers; this guards a bug).
-    Answer,
 }
 
 enum Req {
@@ -101,10 +96,21 @@ enum Req {
     },
     /// Reading and dropping the rest of a body the budget had no room for.
     Discard { left: usize },
-    /// Waiting for the answer to request `Conn::seq`.
-    Waiting,
     /// Nothing more is read.
     Done,
+}
+
+/// A request read from a requester and not yet answered. Requests are
+/// worked on at once and answered in the order they came.
+struct InFlight {
+    seq: u64,
+    /// The engine's job for it, once submitted.
+    job: Option<JobId>,
+    /// When the loop answers for it if the engine has not (the engine
+    /// always answers; this guards a bug).
+    due: Option<Instant>,
+    /// Its answer, held while an earlier request's has not come.
+    answer: Option<Answer>,
 }
 
 enum Role {
@@ -140,7 +146,7 @@ struct Conn {
     role: Role,
     /// A frame or header not yet whole.
     inbuf: Vec<u8>,
-    /// Bytes a requester sent while its request waited.
+    /// Bytes a requester sent while its reading was paused.
     pending: Vec<u8>,
     deadline: Option<(Instant, Due)>,
     /// Since when queued bytes have made no progress.
@@ -155,12 +161,13 @@ struct Conn {
     eof: bool,
     /// The socket reached its end.
     sock_eof: bool,
-    /// Reading stops until a requester's answer is queued.
+    /// Reading stops until the oldest of a requester's requests is answered
+    /// ([`MAX_IN_FLIGHT`]).
     paused: bool,
-    /// The requester's current request.
+    /// The number of the requester's last request read.
     seq: u64,
-    /// The engine's job for the current request, until it is answered.
-    job: Option<JobId>,
+    /// The requester's requests not yet answered, oldest first.
+    in_flight: VecDeque<InFlight>,
 }
 
 impl Conn {
@@ -426,12 +433,7 @@ impl Loop {
             Role::Provider { sid, .. } => {
                 self.ctx.shared.engine().session_closed(sid, Instant::now());
             }
-            Role::Requester(Req::Waiting) => {
-                if let Some(id) = c.job.take() {
-                    // Nobody is left to answer: the job is withdrawn.
-                    self.ctx.shared.engine().requester_gone(id, Instant::now());
-                }
-            }
+            Role::Requester(_) => withdraw(&self.ctx, &mut c),
             _ => {}
         }
         c.outbox.gone();
@@ -530,7 +532,7 @@ impl Loop {
                 sock_eof: false,
                 paused: false,
                 seq: 0,
-                job: None,
+                in_flight: VecDeque::new(),
             };
             arm(&mut self.ctx, &mut c, i);
             self.conns[i] = Some(c);
@@ -542,8 +544,12 @@ impl Loop {
         let done = std::mem::take(&mut *lock(&self.ctx.done));
         for (i, gen, seq, result) in done {
             let r = self.with(i, |ctx, c| {
-                if c.gen == gen && c.seq == seq && matches!(c.role, Role::Requester(Req::Waiting)) {
-                    submit(ctx, c, result);
+                let waiting = c
+                    .in_flight
+                    .iter()
+                    .any(|r| r.seq == seq && r.answer.is_none());
+                if c.gen == gen && waiting {
+                    submit(ctx, c, seq, result);
                 }
                 Ok(())
             });
@@ -556,7 +562,13 @@ impl Loop {
 /// deadline, unless an earlier entry is there already.
 fn arm(ctx: &mut Ctx, c: &mut Conn, i: usize) {
     let write_by = c.stall.map(|s| after(s, ctx.shared.config.write_timeout));
-    let next = [c.deadline.map(|d| d.0), write_by]
+    let answer_by = c
+        .in_flight
+        .iter()
+        .filter(|r| r.answer.is_none())
+        .filter_map(|r| r.due)
+        .min();
+    let next = [c.deadline.map(|d| d.0), write_by, answer_by]
         .into_iter()
         .flatten()
         .min();
@@ -570,12 +582,28 @@ fn arm(ctx: &mut Ctx, c: &mut Conn, i: usize) {
 
 /// A deadline or the write timeout may have passed.
 fn expire(ctx: &mut Ctx, c: &mut Conn, now: Instant) -> Result<(), ()> {
-    let shared = &ctx.shared;
+    let shared = Arc::clone(&ctx.shared);
     if let Some(since) = c.stall {
         if now >= after(since, shared.config.write_timeout) {
             log::debug!("{}: a write made no progress in time", c.who());
             return Err(());
         }
+    }
+    let overdue: Vec<u64> = c
+        .in_flight
+        .iter()
+        .filter(|r| r.answer.is_none() && r.due.is_some_and(|d| now >= d))
+        .map(|r| r.seq)
+        .collect();
+    for seq in overdue {
+        let answer = Answer {
+            response: failure(
+                FailureCode::Timeout,
+                "the coordinator gave no answer in time".into(),
+            ),
+            hold: None,
+        };
+        on_answer(ctx, c, seq, answer);
     }
     let Some((at, due)) = c.deadline else {
         return Ok(());
@@ -597,19 +625,6 @@ fn expire(ctx: &mut Ctx, c: &mut Conn, now: Instant) -> Result<(), ()> {
             log::debug!("{}: idle; closing", c.who());
             c.eof = true;
             c.outbox.close();
-            Ok(())
-        }
-        Due::Answer => {
-            c.outbox.answer(
-                c.seq,
-                Answer {
-                    response: failure(
-                        FailureCode::Timeout,
-                        "the coordinator gave no answer in time".into(),
-                    ),
-                    hold: None,
-                },
-            );
             Ok(())
         }
     }
@@ -687,8 +702,9 @@ fn peer_end(ctx: &mut Ctx, c: &mut Conn) -> Result<(), ()> {
         // Nothing was said: nothing to answer.
         Role::Unknown => return Err(()),
         Role::Provider { .. } => end_provider(ctx, c),
-        // The answer is still written; the connection closes after it.
-        Role::Requester(Req::Waiting) => {}
+        // The answers are still written; the connection closes after the
+        // last.
+        Role::Requester(_) if !c.in_flight.is_empty() => {}
         _ => c.outbox.close(),
     }
     Ok(())
@@ -817,6 +833,13 @@ fn requester_bytes(ctx: &mut Ctx, c: &mut Conn, mut data: &[u8]) {
         let Role::Requester(req) = &mut c.role else {
             return;
         };
+        if matches!(req, Req::Header) && c.in_flight.len() >= MAX_IN_FLIGHT {
+            // As many requests as it may have are in flight: the rest waits
+            // (and the socket is not read) until the oldest is answered.
+            c.pending.extend_from_slice(data);
+            c.paused = true;
+            return;
+        }
         match req {
             Req::Header => {
                 let take = (REQUEST_HEADER_LEN - c.inbuf.len()).min(data.len());
@@ -858,8 +881,15 @@ fn requester_bytes(ctx: &mut Ctx, c: &mut Conn, mut data: &[u8]) {
                              of {} bytes",
                             config.max_request_body
                         );
-                        send_response(c, failure(FailureCode::Invalid, reason), None);
+                        // Answered after the requests before it; nothing
+                        // more is read.
+                        let seq = begin_request(c);
                         stop_reading(c);
+                        let answer = Answer {
+                            response: failure(FailureCode::Invalid, reason),
+                            hold: None,
+                        };
+                        on_answer(ctx, c, seq, answer);
                         return;
                     }
                     Err(e) => {
@@ -905,59 +935,75 @@ fn requester_bytes(ctx: &mut Ctx, c: &mut Conn, mut data: &[u8]) {
                         .counters
                         .requests_refused
                         .fetch_add(1, Ordering::Relaxed);
-                    *req = Req::Waiting;
-                    c.seq += 1;
-                    c.deadline = None;
+                    *req = Req::Header;
+                    let seq = begin_request(c);
                     let reason = format!(
                         "the coordinator holds as many bytes as it may ({} in all); a request \
                          does not fit now, try again later",
                         config.max_buffered_bytes
                     );
-                    c.outbox.answer(
-                        c.seq,
-                        Answer {
-                            response: failure(FailureCode::Busy, reason),
-                            hold: None,
-                        },
-                    );
+                    let answer = Answer {
+                        response: failure(FailureCode::Busy, reason),
+                        hold: None,
+                    };
+                    on_answer(ctx, c, seq, answer);
                 }
-            }
-            Req::Waiting => {
-                // Sent ahead of the answer: kept, within a bound.
-                c.pending.extend_from_slice(data);
-                if c.pending.len() >= PIPELINE_MAX {
-                    c.paused = true;
-                }
-                return;
             }
             Req::Done => return,
         }
     }
 }
 
+/// Nothing more is read from the requester; the connection closes once the
+/// requests in flight are answered.
 fn stop_reading(c: &mut Conn) {
     c.role = Role::Requester(Req::Done);
     c.deadline = None;
     c.eof = true;
-    c.outbox.close();
+    if c.in_flight.is_empty() {
+        c.outbox.close();
+    }
+}
+
+/// Counts a new request in flight; its number.
+fn begin_request(c: &mut Conn) -> u64 {
+    c.seq += 1;
+    c.in_flight.push_back(InFlight {
+        seq: c.seq,
+        job: None,
+        due: None,
+        answer: None,
+    });
+    // No idle deadline while the requester waits for answers.
+    c.deadline = None;
+    c.seq
+}
+
+/// The requester is gone: the jobs of its requests not yet answered are
+/// withdrawn.
+fn withdraw(ctx: &Ctx, c: &mut Conn) {
+    for r in c.in_flight.drain(..) {
+        if let (Some(id), None) = (r.job, &r.answer) {
+            ctx.shared.engine().requester_gone(id, Instant::now());
+        }
+    }
 }
 
 /// A whole request body: prepared here when small, on the hashing thread
 /// otherwise.
 fn body_done(ctx: &mut Ctx, c: &mut Conn) {
     let Role::Requester(Req::Body { body, permit, .. }) =
-        std::mem::replace(&mut c.role, Role::Requester(Req::Waiting))
+        std::mem::replace(&mut c.role, Role::Requester(Req::Header))
     else {
         return;
     };
-    c.seq += 1;
-    c.deadline = None;
+    let seq = begin_request(c);
     if submission::is_providers_request(&body) {
         let providers = ctx.shared.engine().sealed_providers();
         on_answer(
             ctx,
             c,
-            c.seq,
+            seq,
             Answer {
                 response: Response::Providers(providers),
                 hold: None,
@@ -971,7 +1017,7 @@ fn body_done(ctx: &mut Ctx, c: &mut Conn) {
             let job = PrepareJob {
                 index: c.outbox.token().0,
                 gen: c.gen,
-                seq: c.seq,
+                seq,
                 body,
                 permit,
                 readback,
@@ -981,18 +1027,18 @@ fn body_done(ctx: &mut Ctx, c: &mut Conn) {
                 Err(mpsc::SendError(job)) => {
                     let result =
                         submission::prepare(job.body, job.permit, &ctx.limits, job.readback);
-                    submit(ctx, c, result);
+                    submit(ctx, c, seq, result);
                     return;
                 }
             }
         }
     }
     let result = submission::prepare(body, permit, &ctx.limits, readback);
-    submit(ctx, c, result);
+    submit(ctx, c, seq, result);
 }
 
-/// Hands a prepared request to the engine, or answers its refusal.
-fn submit(ctx: &mut Ctx, c: &mut Conn, result: Result<Prepared, Refusal>) {
+/// Hands prepared request `seq` to the engine, or answers its refusal.
+fn submit(ctx: &mut Ctx, c: &mut Conn, seq: u64, result: Result<Prepared, Refusal>) {
     let answer = |response| Answer {
         response,
         hold: None,
@@ -1005,22 +1051,23 @@ fn submit(ctx: &mut Ctx, c: &mut Conn, result: Result<Prepared, Refusal>) {
                 .saturating_add(config.offer_timeout)
                 .saturating_add(Duration::from_secs(5));
             let now = Instant::now();
-            c.deadline = Some((after(now, wait), Due::Answer));
-            let reply = Reply::to_conn(c.outbox.clone(), c.seq);
-            c.job = ctx.shared.engine().submit(prepared, reply, now);
+            let reply = Reply::to_conn(c.outbox.clone(), seq);
+            let job = ctx.shared.engine().submit(prepared, reply, now);
+            if let Some(r) = c.in_flight.iter_mut().find(|r| r.seq == seq) {
+                r.due = Some(after(now, wait));
+                r.job = job;
+            }
         }
         Err(Refusal::Invalid(reason)) => {
             ctx.shared.engine().count_refused_submission();
-            c.outbox
-                .answer(c.seq, answer(failure(FailureCode::Invalid, reason)));
+            on_answer(ctx, c, seq, answer(failure(FailureCode::Invalid, reason)));
         }
         Err(Refusal::Busy(reason)) => {
             ctx.shared
                 .counters
                 .requests_refused
                 .fetch_add(1, Ordering::Relaxed);
-            c.outbox
-                .answer(c.seq, answer(failure(FailureCode::Busy, reason)));
+            on_answer(ctx, c, seq, answer(failure(FailureCode::Busy, reason)));
         }
     }
 }
@@ -1047,23 +1094,42 @@ fn send_response(c: &mut Conn, response: Response, hold: Option<Permit>) -> bool
     }
 }
 
-/// The engine's (or a refusal's) answer to the current request.
+/// The engine's (or a refusal's) answer to request `seq`: written at once
+/// when every earlier request has been answered, otherwise held until then.
 fn on_answer(ctx: &mut Ctx, c: &mut Conn, seq: u64, answer: Answer) {
-    if seq != c.seq || !matches!(c.role, Role::Requester(Req::Waiting)) {
+    let Some(r) = c.in_flight.iter_mut().find(|r| r.seq == seq) else {
         // Late, after the guard answered for it, or the connection ended.
         return;
+    };
+    if r.answer.is_some() {
+        return;
     }
-    c.job = None;
-    let encoded = send_response(c, answer.response, answer.hold);
-    if !encoded || c.eof {
+    r.answer = Some(answer);
+    while let Some(answer) = c.in_flight.front_mut().and_then(|r| r.answer.take()) {
+        c.in_flight.pop_front();
+        if !send_response(c, answer.response, answer.hold) {
+            withdraw(ctx, c);
+            stop_reading(c);
+            return;
+        }
+    }
+    if !c.in_flight.is_empty() {
+        if c.paused && c.in_flight.len() < MAX_IN_FLIGHT {
+            c.paused = false;
+            ctx.again.push(c.outbox.token().0);
+        }
+        return;
+    }
+    if c.eof {
         stop_reading(c);
         return;
     }
-    c.role = Role::Requester(Req::Header);
-    c.deadline = Some((
-        after(Instant::now(), ctx.shared.config.requester_idle),
-        Due::Idle,
-    ));
+    if matches!(c.role, Role::Requester(Req::Header)) {
+        c.deadline = Some((
+            after(Instant::now(), ctx.shared.config.requester_idle),
+            Due::Idle,
+        ));
+    }
     if c.paused || !c.pending.is_empty() {
         c.paused = false;
         ctx.again.push(c.outbox.token().0);

@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 256 << 20;
 pub const RESPONSE_OVERHEAD: usize = 64 << 10;
 /// Bytes of the longest `reason` a coordinator sends.
 pub const MAX_REASON: usize = 4096;
+/// Requests a requester may send on one connection ahead of their answers.
+/// The coordinator works on them at once and answers them in the order they
+/// were sent; it reads no more from a connection with this many unanswered.
+pub const MAX_IN_FLIGHT: usize = 16;
 
 /// One storage buffer of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::protocol::{
     encode_frame, read_frame, response_limit, BufferInit, FailureCode, FrameError, JobFailure,
     JobResult, ProviderEntry, Request, Response, SealedFor, Submit, DEFAULT_MAX_REQUEST_BODY,
-    MAX_PROVIDERS_LISTED, REQUEST_HEADER_LEN, REQUEST_MAGIC, RESPONSE_OVERHEAD,
+    MAX_IN_FLIGHT, MAX_PROVIDERS_LISTED, REQUEST_HEADER_LEN, REQUEST_MAGIC, RESPONSE_OVERHEAD,
 };
 use crate::submission::{RequestView, SubmitView};
 
@@ -58,6 +58,12 @@ pub enum RequesterError {
     UntrustedProvider,
     /// The job could not be sealed (a length sealing does not take).
     Seal(SealError),
+    /// The job was sent, but the connection failed before its answer came
+    /// ([`Requester::submit_all`]): it may have run.
+    NotAnswered,
+    /// The connection failed before the job was sent
+    /// ([`Requester::submit_all`]).
+    NotSent,
 }
 
 impl fmt::Display for RequesterError {
@@ -98,6 +104,10 @@ impl fmt::Display for RequesterError {
             RequesterError::UntrustedProvider => {
                 f.write_str("the provider's device key is not among the trusted ones")
             }
+            RequesterError::NotAnswered => f.write_str(
+                "the connection failed before the job's answer came (the job may have run)",
+            ),
+            RequesterError::NotSent => f.write_str("the connection failed before the job was sent"),
         }
     }
 }
@@ -221,6 +231,15 @@ impl Requester {
             .map_err(|e| RequesterError::Connect(self.addr, e))?;
         write_submit(&mut self.stream, job)?;
         let response: Response = read_frame(&mut self.stream, response_limit(job))?;
+        self.check_response(job, response)
+    }
+
+    /// The answer to `job`, verified.
+    fn check_response(
+        &mut self,
+        job: &Submit,
+        response: Response,
+    ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
         match response {
             Response::Result(result) => {
                 let (check, assign) = verify_result_inner(job, &result, &mut self.evidence)
@@ -232,6 +251,81 @@ impl Requester {
                 postcard::Error::DeserializeBadEnum,
             ))),
         }
+    }
+
+    /// Submits `jobs` with up to `in_flight` of them sent ahead of their
+    /// answers (1 to [`MAX_IN_FLIGHT`]; other values are brought within),
+    /// and verifies each result as [`Requester::submit`] does. The
+    /// coordinator works on the jobs in flight at once and answers in the
+    /// order they were sent, so a stream of small jobs keeps a provider's
+    /// job slots full from one connection, and a statement a provider signed
+    /// for several of them (batched receipts) is verified once.
+    ///
+    /// One result per job, in the jobs' order. A job refused before it is
+    /// sent (too large) gets its error and the others go on. When the
+    /// connection fails, the job whose write or read failed gets that error,
+    /// the others sent get [`RequesterError::NotAnswered`] (they may have
+    /// run), those not sent [`RequesterError::NotSent`], and the requester
+    /// is not to be used again.
+    pub fn submit_all(
+        &mut self,
+        jobs: &[Submit],
+        in_flight: usize,
+    ) -> Vec<Result<JobResult, RequesterError>> {
+        let window = in_flight.clamp(1, MAX_IN_FLIGHT);
+        let mut results: Vec<Option<Result<JobResult, RequesterError>>> =
+            jobs.iter().map(|_| None).collect();
+        let longest = jobs.iter().map(|j| j.deadline_ms).max().unwrap_or(0);
+        let wait =
+            Duration::from_millis(u64::from(longest)).saturating_add(Duration::from_secs(30));
+        let mut broken = self
+            .stream
+            .sock
+            .set_read_timeout(Some(wait))
+            .map_err(|e| RequesterError::Connect(self.addr, e))
+            .err();
+        let mut sent: VecDeque<usize> = VecDeque::with_capacity(window);
+        let mut next = 0;
+        loop {
+            while broken.is_none() && next < jobs.len() && sent.len() < window {
+                match write_submit(&mut self.stream, &jobs[next]) {
+                    Ok(()) => sent.push_back(next),
+                    // Refused before anything was written.
+                    Err(e @ (FrameError::TooLarge(_) | FrameError::Malformed(_))) => {
+                        results[next] = Some(Err(e.into()));
+                    }
+                    Err(e) => broken = Some(e.into()),
+                }
+                next += 1;
+            }
+            let Some(i) = sent.pop_front() else { break };
+            if broken.is_some() {
+                results[i] = Some(Err(RequesterError::NotAnswered));
+                continue;
+            }
+            let answer = read_frame::<Response>(&mut self.stream, response_limit(&jobs[i]))
+                .map_err(RequesterError::from)
+                .and_then(|response| self.check_response(&jobs[i], response));
+            if let Err(RequesterError::Frame(_)) = answer {
+                // The connection's bytes can no longer be trusted to line
+                // up with the jobs.
+                results[i] = Some(answer.map(|(r, _, _)| r));
+                broken = Some(RequesterError::NotAnswered);
+                continue;
+            }
+            results[i] = Some(answer.map(|(r, _, _)| r));
+        }
+        let last_sent = next;
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(r) => r,
+                // The write that failed, then the jobs never sent.
+                None if i + 1 == last_sent => Err(broken.take().unwrap_or(RequesterError::NotSent)),
+                None => Err(RequesterError::NotSent),
+            })
+            .collect()
     }
 
     /// The providers this requester may seal jobs to now: each one's

@@ -528,3 +528,118 @@ fn a_hundred_providers_at_once() {
     );
     drop(providers);
 }
+
+/// A requester's requests sent ahead of their answers are worked on at once
+/// and answered in the order sent: a second job runs while the first waits
+/// on a provider that never answers, and its answer still comes second.
+#[test]
+fn requests_sent_ahead_are_worked_on_at_once_and_answered_in_order() {
+    use tessera_coordinator::protocol::{read_frame, response_limit, Response};
+    let coord = coordinator(|_| {});
+    let mut frozen = ProviderOpts::new(15);
+    frozen.freeze_after_accept = true;
+    let stuck = TestProvider::start(coord.local_addr(), frozen);
+    stuck.wait_ready(1);
+    let mut first = increment_job(1, 100, 10_000);
+    first.deadline_ms = 5_000;
+    let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    requester::write_submit(&mut stream, &first).expect("sent");
+    // The stuck provider holds the first job before the other connects.
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.stats().jobs_submitted == 0 {
+        assert!(Instant::now() < until, "the first job was never submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(16));
+    provider.wait_ready(1);
+    let second = increment_job(2, 3000, 10_000);
+    requester::write_submit(&mut stream, &second).expect("sent");
+    // The second job runs and is acknowledged while the first is still
+    // unanswered (it is answered only at its deadline, seconds away).
+    provider.wait_acked(1);
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut peek = [0u8; 1];
+    let early = std::io::Read::read(&mut stream, &mut peek);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "nothing is answered before the first job's answer: {early:?}"
+    );
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    match read_frame::<Response>(&mut stream, response_limit(&first)).expect("first answer") {
+        Response::Failed(f) => assert_eq!(f.code, FailureCode::Timeout, "{}", f.reason),
+        other => panic!("the first answer is the first job's timeout, not {other:?}"),
+    }
+    match read_frame::<Response>(&mut stream, response_limit(&second)).expect("second answer") {
+        Response::Result(r) => {
+            verify_result(&second, &r).expect("verifies");
+            expect_incremented(&second, &r);
+        }
+        other => panic!("the second answer is the second job's result, not {other:?}"),
+    }
+    drop(stuck);
+    provider.stop();
+}
+
+/// More requests than the coordinator takes in flight, sent at once with a
+/// refused one among them: it reads on as answers go out, and every answer
+/// comes in order. `Requester::submit_all` gets the same.
+#[test]
+fn more_requests_than_may_be_in_flight_are_all_answered_in_order() {
+    use tessera_coordinator::protocol::{read_frame, response_limit, Response, MAX_IN_FLIGHT};
+    let coord = coordinator(|_| {});
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(17));
+    provider.wait_ready(1);
+    let n = MAX_IN_FLIGHT + 8;
+    let mut jobs: Vec<Submit> = (0..n)
+        .map(|i| increment_job(i as u8, 200 + 97 * i, 10_000))
+        .collect();
+    // Refused by the coordinator itself (no entry point), answered in its
+    // place.
+    jobs[5].entry_point = String::new();
+    let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    for job in &jobs {
+        requester::write_submit(&mut stream, job).expect("sent");
+    }
+    let check = |i: usize, job: &Submit, response: Response| match response {
+        Response::Failed(f) if i == 5 => assert_eq!(f.code, FailureCode::Invalid, "{}", f.reason),
+        Response::Result(r) if i != 5 => {
+            verify_result(job, &r).expect("verifies");
+            expect_incremented(job, &r);
+        }
+        other => panic!("answer {i}: {other:?}"),
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        check(
+            i,
+            job,
+            read_frame(&mut stream, response_limit(job)).expect("answer"),
+        );
+    }
+    // The connection goes on after them.
+    let last = increment_job(200, 100, 10_000);
+    requester::write_submit(&mut stream, &last).expect("sent");
+    check(
+        n,
+        &last,
+        read_frame(&mut stream, response_limit(&last)).expect("answer"),
+    );
+
+    let mut r = Requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    let results = r.submit_all(&jobs, MAX_IN_FLIGHT);
+    assert_eq!(results.len(), n);
+    for (i, (job, result)) in jobs.iter().zip(results).enumerate() {
+        match result {
+            Err(RequesterError::Failed(f)) if i == 5 => assert_eq!(f.code, FailureCode::Invalid),
+            Ok(r) if i != 5 => expect_incremented(job, &r),
+            other => panic!("job {i}: {other:?}"),
+        }
+    }
+    r.close();
+    provider.stop();
+}

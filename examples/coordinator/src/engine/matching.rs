@@ -181,6 +181,7 @@ impl Engine {
                 declines: Vec::new(),
                 lost: HashMap::new(),
                 sealed_for,
+                wants_room: false,
             },
         );
         self.offer_next(id, now);
@@ -190,6 +191,8 @@ impl Engine {
     /// Offers the job to its next candidate, or answers the requester that
     /// nobody took it.
     pub(super) fn offer_next(&mut self, id: JobId, now: Instant) {
+        // Counted once, on the first candidate that needs it.
+        let mut counts: Option<HashMap<PublicKey, usize>> = None;
         loop {
             let Some(job) = self.jobs.get_mut(&id) else {
                 return;
@@ -203,9 +206,6 @@ impl Engine {
                 // not sealed to it.
                 continue;
             }
-            let Some(job) = self.jobs.get_mut(&id) else {
-                return;
-            };
             let Some(sid) = self.keys.get(&key).and_then(|r| r.session) else {
                 continue;
             };
@@ -215,6 +215,21 @@ impl Engine {
             if session.draining || !matches!(session.phase, Phase::Ready { .. }) {
                 continue;
             }
+            let counts = counts.get_or_insert_with(|| self.in_flight_counts());
+            let in_flight = counts.get(&key).copied().unwrap_or(0);
+            if self.room_with(&key, in_flight) == Some(0) {
+                // Full with this coordinator's jobs: it would decline.
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.wants_room = true;
+                }
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
+            };
+            let Some(session) = self.sessions.get(&sid) else {
+                continue;
+            };
             let elapsed = now.saturating_duration_since(job.submitted).as_millis();
             let elapsed = u32::try_from(elapsed).unwrap_or(u32::MAX);
             let mut offer = job.offer;
@@ -243,10 +258,16 @@ impl Engine {
         }
         if let Some(job) = self.jobs.get_mut(&id) {
             let retry = job.lost.iter().any(|(k, _)| !job.excluded.contains(k));
-            if retry && now < job.deadline {
-                // Lost to a dropped connection: wait for a provider to come
-                // (back); the deadline still bounds the wait.
-                log::info!("job {id}: waiting for a provider to reconnect");
+            if (retry || job.wants_room) && now < job.deadline {
+                // Lost to a dropped connection, or every provider that could
+                // run it is full: wait for a provider to come (back) or for
+                // a slot; the deadline still bounds the wait.
+                if job.wants_room {
+                    log::debug!("job {id}: waiting for a free slot");
+                    self.queued.push_back(id);
+                } else {
+                    log::info!("job {id}: waiting for a provider to reconnect");
+                }
                 job.stage = Stage::Waiting;
                 return;
             }
@@ -349,7 +370,13 @@ impl Engine {
                     reason: CANCEL_PRICE_OVER_MAXIMUM,
                 }),
             );
-            self.on_decline(sid, id, format!("price {price} over the maximum"), now);
+            self.on_decline(
+                sid,
+                id,
+                format!("price {price} over the maximum"),
+                false,
+                now,
+            );
             return;
         }
         let inputs = job.inputs.clone();
@@ -396,17 +423,139 @@ impl Engine {
         }
     }
 
-    /// The provider declined the job, for any reason (`AtCapacity` and
-    /// `Unavailable` alike): the job goes to the next candidate.
-    pub(super) fn on_decline(&mut self, sid: SessionId, id: JobId, why: String, now: Instant) {
+    /// The provider declined the job: it goes to the next candidate. A
+    /// provider that was full (`at_capacity`) may be offered it again once
+    /// one of its jobs here ends; any other reason excludes it.
+    pub(super) fn on_decline(
+        &mut self,
+        sid: SessionId,
+        id: JobId,
+        why: String,
+        at_capacity: bool,
+        now: Instant,
+    ) {
         let Some((key, _, _)) = self.offering(sid, id) else {
             return;
         };
+        if at_capacity {
+            // It holds at most the jobs it has here besides this one (and
+            // maybe results from before): room comes when one of them ends.
+            let holds = self.in_flight_with(&key, Some(id));
+            if let Some(rec) = self.keys.get_mut(&key) {
+                rec.full_at = Some(holds);
+            }
+        }
         if let Some(job) = self.jobs.get_mut(&id) {
             log::info!("job {id}: declined by {}: {why}", short(&key));
-            job.excluded.insert(key);
+            if at_capacity {
+                job.wants_room = true;
+            } else {
+                job.excluded.insert(key);
+            }
             job.declines.push((key_id(&key), why));
         }
         self.offer_next(id, now);
+    }
+
+    /// This coordinator's jobs on offer to or run by `key` and not yet
+    /// answered, leaving `except` out.
+    pub(super) fn in_flight_with(&self, key: &PublicKey, except: Option<JobId>) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| j.answered_at.is_none() && Some(j.id) != except)
+            .filter(|j| match &j.stage {
+                Stage::Offering { key: k, .. } => k == key,
+                Stage::Assigned(a) => a.key == *key,
+                Stage::Waiting => false,
+            })
+            .count()
+    }
+
+    /// [`Engine::in_flight_with`] for every provider at once, in one pass.
+    pub(super) fn in_flight_counts(&self) -> HashMap<PublicKey, usize> {
+        let mut counts = HashMap::new();
+        for j in self.jobs.values().filter(|j| j.answered_at.is_none()) {
+            let key = match &j.stage {
+                Stage::Offering { key, .. } => *key,
+                Stage::Assigned(a) => a.key,
+                Stage::Waiting => continue,
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// How many more jobs `key` may be offered now: its capacity (from its
+    /// last heartbeat, or `MAX_JOBS` before one), or fewer after it
+    /// declined for capacity, less the jobs it has here. `None` while its
+    /// device is unavailable (capacity 0): it says so itself when offered.
+    pub(super) fn room(&self, key: &PublicKey) -> Option<usize> {
+        self.room_with(key, self.in_flight_with(key, None))
+    }
+
+    /// [`Engine::room`] for a provider with `in_flight` jobs here.
+    pub(super) fn room_with(&self, key: &PublicKey, in_flight: usize) -> Option<usize> {
+        let rec = self.keys.get(key)?;
+        let session = rec.session.and_then(|sid| self.sessions.get(&sid))?;
+        let capacity = session
+            .load
+            .map_or(MAX_JOBS, |h| usize::from(h.capacity).min(MAX_JOBS));
+        if capacity == 0 {
+            return None;
+        }
+        let limit = rec.full_at.map_or(capacity, |f| f.min(capacity));
+        Some(limit.saturating_sub(in_flight))
+    }
+
+    /// Whether `key` (ready, not draining) could run job `job`: its device
+    /// meets the requirements, it was not excluded, and a sealed job is
+    /// sealed to it.
+    fn could_run(&self, key: &PublicKey, job: &Job) -> bool {
+        let Some(rec) = self.keys.get(key) else {
+            return false;
+        };
+        let ready = rec
+            .session
+            .and_then(|sid| self.sessions.get(&sid))
+            .is_some_and(|s| !s.draining && matches!(s.phase, Phase::Ready { .. }));
+        let req = &job.offer.requirements;
+        let memory = (req.memory_mib as u64) << 20;
+        ready
+            && req.features & !rec.capabilities.features == 0
+            && memory <= rec.capabilities.device_local_bytes
+            && !job.excluded.contains(key)
+            && self.takes_sealed(key, job.sealed_for)
+    }
+
+    /// Offers the oldest queued jobs `key` could run, as many as it has
+    /// room for; the rest keep their places.
+    pub(super) fn wake_queued(&mut self, key: &PublicKey, now: Instant) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut room = self.room(key).unwrap_or(0);
+        if room == 0 {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.queued.len());
+        let mut wake = Vec::new();
+        for id in std::mem::take(&mut self.queued) {
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            if !matches!(job.stage, Stage::Waiting) || job.reply.is_none() || !job.wants_room {
+                continue;
+            }
+            if room > 0 && now < job.deadline && self.could_run(key, job) {
+                room -= 1;
+                wake.push(id);
+            } else {
+                kept.push_back(id);
+            }
+        }
+        self.queued = kept;
+        for id in wake {
+            self.reoffer(id, now);
+        }
     }
 }

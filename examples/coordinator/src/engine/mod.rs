@@ -25,9 +25,9 @@ use tessera_core::job;
 use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME, MAX_JOBS};
 use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
-    Batching, Cancel, Chunk, Completed, DecodeError, Digest, ErrorMsg, FailReason, Failed, Goodbye,
-    GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId, Message, Nonce,
-    ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_2, PROTOCOL_VERSION_3,
+    Batching, Cancel, Chunk, Completed, DeclineReason, DecodeError, Digest, ErrorMsg, FailReason,
+    Failed, Goodbye, GoodbyeReason, Heartbeat, Hello, JobAssign, JobId, JobOffer, JobRef, KeyId,
+    Message, Nonce, ResultRefuse, UsageReport, Welcome, PROTOCOL_VERSION_2, PROTOCOL_VERSION_3,
     PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 use tessera_core::ErrorCode;
@@ -225,6 +225,10 @@ struct KeyRecord {
     /// The session encryption key its current (or last) session's evidence
     /// stated; sealed jobs sealed to it go to that session only.
     enc_key: [u8; 32],
+    /// The jobs it had here when it last declined one for capacity: it is
+    /// offered more only once it has fewer (until a heartbeat shows room,
+    /// or it reconnects).
+    full_at: Option<usize>,
     evidences: VecDeque<EvidenceInfo>,
     /// Receipts that arrived ahead of their predecessor, verified, by sequence.
     parked: BTreeMap<u64, (JobId, Vec<u8>, VerifiedReceipt)>,
@@ -303,7 +307,9 @@ enum Stage {
     },
     Assigned(Box<Assigned>),
     /// Its provider's connection dropped before the kernel started and no
-    /// other provider is free: waiting for one to (re)connect.
+    /// other provider is free: waiting for one to (re)connect. Or every
+    /// provider that could run it is full (`Job::wants_room`): waiting, in
+    /// [`Engine::queued`], for a slot to free.
     Waiting,
 }
 
@@ -336,6 +342,10 @@ struct Job {
     lost: HashMap<PublicKey, u8>,
     /// A sealed job's provider and the session key it is sealed to.
     sealed_for: Option<(PublicKey, [u8; 32])>,
+    /// A provider that could run it was full (it declined `AtCapacity`, or
+    /// had as many of this coordinator's jobs as it takes): when nobody
+    /// takes it, it waits for a slot rather than fail.
+    wants_room: bool,
 }
 
 impl Job {
@@ -391,6 +401,9 @@ pub(crate) struct Engine {
     stats: Stats,
     shut_down: bool,
     last_prune: Option<Instant>,
+    /// Jobs waiting for a provider's slot to free, oldest first (entries
+    /// of jobs since gone or offered are dropped as they are met).
+    queued: VecDeque<JobId>,
 }
 
 impl Engine {
@@ -415,6 +428,7 @@ impl Engine {
             stats: Stats::default(),
             shut_down: false,
             last_prune: None,
+            queued: VecDeque::new(),
         }
     }
 
@@ -616,6 +630,11 @@ impl Engine {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.load = Some(h);
                 }
+                if h.active_jobs < h.capacity {
+                    if let Some(rec) = self.session_key(sid).and_then(|k| self.keys.get_mut(&k)) {
+                        rec.full_at = None;
+                    }
+                }
             }
             Message::Drain if ready => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -639,9 +658,13 @@ impl Engine {
                 }
             }
             Message::OfferAccept(a) if ready => self.on_accept(sid, a.job, a.price, now),
-            Message::OfferDecline(d) if ready => {
-                self.on_decline(sid, d.job, format!("{:?}", d.reason), now)
-            }
+            Message::OfferDecline(d) if ready => self.on_decline(
+                sid,
+                d.job,
+                format!("{:?}", d.reason),
+                d.reason == DeclineReason::AtCapacity,
+                now,
+            ),
             Message::Started(r) if ready => self.on_started(sid, r.job),
             Message::Progress(_) if ready => {}
             Message::OutputChunk(c) if ready => {
@@ -663,6 +686,10 @@ impl Engine {
                 );
                 self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
             }
+        }
+        // What the provider said may have freed one of its slots.
+        if let Some(key) = self.session_key(sid) {
+            self.wake_queued(&key, now);
         }
     }
 
@@ -790,6 +817,7 @@ impl Engine {
             stated: None,
             last_quote: None,
             enc_key: [0; 32],
+            full_at: None,
             evidences: VecDeque::new(),
             parked: BTreeMap::new(),
             statement: None,
@@ -862,6 +890,10 @@ impl Engine {
             s.phase = Phase::Ready { key };
             s.last_heartbeat_sent = now;
             version = s.version;
+        }
+        if let Some(rec) = self.keys.get_mut(&key) {
+            // A new session holds only the results it sends again.
+            rec.full_at = None;
         }
         let waiting: Vec<JobId> = self
             .jobs
@@ -939,6 +971,27 @@ impl Engine {
             self.prune_keys(now);
         }
 
+        // Queued jobs wait for a slot that a provider's message frees; a
+        // slot freed otherwise (a job answered on a timer) is seen here.
+        if !self.queued.is_empty() {
+            let counts = self.in_flight_counts();
+            let ready: Vec<PublicKey> = self
+                .sessions
+                .values()
+                .filter_map(|s| match s.phase {
+                    Phase::Ready { key } if !s.draining => Some(key),
+                    _ => None,
+                })
+                .filter(|k| {
+                    let n = counts.get(k).copied().unwrap_or(0);
+                    self.room_with(k, n).is_some_and(|r| r > 0)
+                })
+                .collect();
+            for key in ready {
+                self.wake_queued(&key, now);
+            }
+        }
+
         let mut offer_expired = Vec::new();
         let mut overdue = Vec::new();
         let mut forget = Vec::new();
@@ -965,7 +1018,7 @@ impl Engine {
                     reason: CANCEL_OFFER_WITHDRAWN,
                 }),
             );
-            self.on_decline(sid, id, "no answer to the offer".into(), now);
+            self.on_decline(sid, id, "no answer to the offer".into(), false, now);
         }
         for id in overdue {
             let Some(job) = self.jobs.get(&id) else {
@@ -999,12 +1052,21 @@ impl Engine {
             let who = key
                 .map(|k| short(&k))
                 .unwrap_or_else(|| "no provider".into());
+            let queued = self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.wants_room && matches!(j.stage, Stage::Waiting));
+            let reason = if queued {
+                format!("no provider that could run the job had a free slot within {waited} ms")
+            } else {
+                format!("no verified result within {waited} ms (provider: {who})")
+            };
             self.answer(
                 id,
                 Response::Failed(JobFailure {
                     job: id,
                     code: FailureCode::Timeout,
-                    reason: format!("no verified result within {waited} ms (provider: {who})"),
+                    reason,
                     receipt: None,
                     price: 0,
                     provider: None,

@@ -1021,3 +1021,83 @@ fn a_declined_job_sent_with_its_offer_leaves_no_error_behind() {
         other => panic!("expected a decline, got {other:?}"),
     }
 }
+
+/// A provider that takes one job at a time, in a ready session.
+fn one_at_a_time() -> Harness {
+    let signer = Ed25519Signer::from_seed(&[44; 32]).expect("seed");
+    let config = tessera_core::Config {
+        capabilities: DeviceCapabilities {
+            device_local_bytes: 1 << 30,
+            ..DeviceCapabilities::default()
+        },
+        policy: Policy {
+            max_concurrent: 1,
+            ..Policy::default()
+        },
+        ..tessera_core::Config::default()
+    };
+    let agent = Agent::new(config, signer, ChainState::default()).expect("agent");
+    let mut h = Harness::new(agent, increment_run);
+    h.host.auto_run = false;
+    h
+}
+
+#[test]
+fn jobs_for_a_full_provider_wait_for_its_slots_in_order() {
+    let mut e = engine();
+    let mut h = one_at_a_time();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let replies: Vec<_> = (1..=3u8)
+        .map(|i| {
+            let (tx, reply) = mpsc::channel();
+            submit(&mut e, job(i), tx);
+            shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+            reply
+        })
+        .collect();
+    // The first runs; the others wait for its slot instead of failing.
+    assert_eq!(h.agent.active_jobs(), 1);
+    assert!(replies
+        .iter()
+        .all(|r| matches!(r.try_recv(), Err(mpsc::TryRecvError::Empty))));
+    // It declined the second for capacity once; the third was not offered
+    // to a provider known to be full.
+    assert_eq!(h.agent.stats().offers_declined, 1);
+    for (i, reply) in replies.iter().enumerate() {
+        let ids: Vec<u64> = h.host.job_host.jobs.keys().copied().collect();
+        assert_eq!(ids.len(), 1, "one job at a time");
+        h.host.to_run.extend(ids);
+        shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+        match response(reply.try_recv()) {
+            Ok(Response::Result(r)) => {
+                crate::requester::verify_result(&job(i as u8 + 1), &r).expect("verifies")
+            }
+            other => panic!("job {}: {other:?}", i + 1),
+        };
+    }
+    assert_eq!(h.agent.stats().jobs_completed, 3);
+    assert_eq!(h.agent.stats().offers_declined, 1);
+}
+
+#[test]
+fn a_job_that_waits_for_a_slot_past_its_deadline_times_out_saying_why() {
+    let mut e = engine();
+    let mut h = one_at_a_time();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let (tx, _first) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let (tx, second) = mpsc::channel();
+    submit(&mut e, job(2), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert!(matches!(second.try_recv(), Err(mpsc::TryRecvError::Empty)));
+    // Past its deadline (60 s and the 1 s grace), the slot never freed.
+    e.tick(Instant::now() + Duration::from_secs(62));
+    match response(second.try_recv()) {
+        Ok(Response::Failed(f)) => {
+            assert_eq!(f.code, FailureCode::Timeout);
+            assert!(f.reason.contains("free slot"), "{}", f.reason);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
