@@ -169,6 +169,19 @@ impl Outbox {
     /// Queues a frame made of `parts`, holding `hold` until it is written
     /// (handed to TLS).
     pub(crate) fn send_parts(&self, parts: Vec<Vec<u8>>, hold: Option<Permit>) {
+        self.queue_parts(parts, hold, true);
+    }
+
+    /// [`Outbox::send_parts`] for a requester's answers, which the cap does
+    /// not bound: they go out in the order of their requests, so several
+    /// held behind a slow one are queued at once; their bytes are in the
+    /// budget already (`hold`), at most `MAX_IN_FLIGHT` of them, and a
+    /// requester that does not read is dropped after the write timeout.
+    pub(crate) fn send_answer_parts(&self, parts: Vec<Vec<u8>>, hold: Option<Permit>) {
+        self.queue_parts(parts, hold, false);
+    }
+
+    fn queue_parts(&self, parts: Vec<Vec<u8>>, hold: Option<Permit>, capped: bool) {
         let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
         let max = self.0.max_queued;
         let overflows = &self.0.overflows;
@@ -176,7 +189,7 @@ impl Outbox {
             let before = q.queued;
             // A frame is always taken when nothing waits, however large (a
             // requester's result); the cap is on what piles up unwritten.
-            if before > 0 && before.saturating_add(len) > max {
+            if capped && before > 0 && before.saturating_add(len) > max {
                 if !q.aborted {
                     log::warn!(
                         "peer does not read: {before} bytes queued, the cap is {max}; \

@@ -1077,7 +1077,7 @@ fn submit(ctx: &mut Ctx, c: &mut Conn, seq: u64, result: Result<Prepared, Refusa
 fn send_response(c: &mut Conn, response: Response, hold: Option<Permit>) -> bool {
     match response_parts(response) {
         Ok(parts) => {
-            c.outbox.send_parts(parts, hold);
+            c.outbox.send_answer_parts(parts, hold);
             true
         }
         Err(e) => {

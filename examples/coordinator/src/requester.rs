@@ -272,59 +272,102 @@ impl Requester {
         jobs: &[Submit],
         in_flight: usize,
     ) -> Vec<Result<JobResult, RequesterError>> {
+        /// Request bytes sent ahead of the oldest unanswered job, at most
+        /// (beyond one job): so that answers are read while large jobs are
+        /// still being written, and none waits at the coordinator for long.
+        const AHEAD_BYTES: usize = 8 << 20;
+        let size =
+            |j: &Submit| j.kernel.len() + j.buffers.iter().map(|b| b.init.len()).sum::<usize>();
         let window = in_flight.clamp(1, MAX_IN_FLIGHT);
         let mut results: Vec<Option<Result<JobResult, RequesterError>>> =
             jobs.iter().map(|_| None).collect();
         let longest = jobs.iter().map(|j| j.deadline_ms).max().unwrap_or(0);
         let wait =
             Duration::from_millis(u64::from(longest)).saturating_add(Duration::from_secs(30));
-        let mut broken = self
-            .stream
-            .sock
-            .set_read_timeout(Some(wait))
-            .map_err(|e| RequesterError::Connect(self.addr, e))
-            .err();
-        let mut sent: VecDeque<usize> = VecDeque::with_capacity(window);
+        if let Err(e) = self.stream.sock.set_read_timeout(Some(wait)) {
+            if let Some(first) = results.first_mut() {
+                *first = Some(Err(RequesterError::Connect(self.addr, e)));
+            }
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(RequesterError::NotSent)))
+                .collect();
+        }
+        // Sent and not answered, oldest first, with their sizes.
+        let mut sent: VecDeque<(usize, usize)> = VecDeque::with_capacity(window);
+        let mut ahead = 0usize;
         let mut next = 0;
+        // The job whose write failed, and why: nothing more is written, and
+        // what the coordinator answered before it closed is still read.
+        let mut write_failed: Option<(usize, RequesterError)> = None;
+        let mut read_failed = false;
         loop {
-            while broken.is_none() && next < jobs.len() && sent.len() < window {
+            while write_failed.is_none()
+                && !read_failed
+                && next < jobs.len()
+                && sent.len() < window
+                && (sent.is_empty() || ahead + size(&jobs[next]) <= AHEAD_BYTES)
+            {
                 match write_submit(&mut self.stream, &jobs[next]) {
-                    Ok(()) => sent.push_back(next),
+                    Ok(()) => {
+                        ahead += size(&jobs[next]);
+                        sent.push_back((next, size(&jobs[next])));
+                    }
                     // Refused before anything was written.
                     Err(e @ (FrameError::TooLarge(_) | FrameError::Malformed(_))) => {
                         results[next] = Some(Err(e.into()));
                     }
-                    Err(e) => broken = Some(e.into()),
+                    Err(e) => {
+                        // Part of it may have gone, and been answered.
+                        ahead += size(&jobs[next]);
+                        sent.push_back((next, size(&jobs[next])));
+                        write_failed = Some((next, e.into()));
+                    }
                 }
                 next += 1;
             }
-            let Some(i) = sent.pop_front() else { break };
-            if broken.is_some() {
-                results[i] = Some(Err(RequesterError::NotAnswered));
+            let Some((i, n)) = sent.pop_front() else {
+                break;
+            };
+            ahead = ahead.saturating_sub(n);
+            if read_failed {
+                let why = match write_failed.take() {
+                    Some((w, why)) if w == i => why,
+                    other => {
+                        write_failed = other;
+                        RequesterError::NotAnswered
+                    }
+                };
+                results[i] = Some(Err(why));
                 continue;
             }
             let answer = read_frame::<Response>(&mut self.stream, response_limit(&jobs[i]))
                 .map_err(RequesterError::from)
                 .and_then(|response| self.check_response(&jobs[i], response));
-            if let Err(RequesterError::Frame(_)) = answer {
-                // The connection's bytes can no longer be trusted to line
-                // up with the jobs.
-                results[i] = Some(answer.map(|(r, _, _)| r));
-                broken = Some(RequesterError::NotAnswered);
-                continue;
+            match answer {
+                Err(RequesterError::Frame(e)) => {
+                    // The connection's bytes no longer line up with the
+                    // jobs: nothing more is read.
+                    read_failed = true;
+                    results[i] = Some(match write_failed.take() {
+                        Some((w, why)) if w == i => Err(why),
+                        other => {
+                            write_failed = other;
+                            Err(RequesterError::Frame(e))
+                        }
+                    });
+                }
+                answer => results[i] = Some(answer.map(|(r, _, _)| r)),
             }
-            results[i] = Some(answer.map(|(r, _, _)| r));
         }
-        let last_sent = next;
+        if let Some((w, why)) = write_failed {
+            if results[w].is_none() {
+                results[w] = Some(Err(why));
+            }
+        }
         results
             .into_iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Some(r) => r,
-                // The write that failed, then the jobs never sent.
-                None if i + 1 == last_sent => Err(broken.take().unwrap_or(RequesterError::NotSent)),
-                None => Err(RequesterError::NotSent),
-            })
+            .map(|r| r.unwrap_or(Err(RequesterError::NotSent)))
             .collect()
     }
 

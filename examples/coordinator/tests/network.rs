@@ -643,3 +643,82 @@ fn more_requests_than_may_be_in_flight_are_all_answered_in_order() {
     r.close();
     provider.stop();
 }
+
+fn slow_increment_run(
+    spec: &JobAssign,
+    buffers: &[Vec<u8>],
+) -> Result<(Vec<Vec<u8>>, Usage), FailReason> {
+    std::thread::sleep(Duration::from_secs(2));
+    tessera_core::testkit::increment_run(spec, buffers)
+}
+
+/// Answers held behind a slow one go out together once it comes: two 3 MiB
+/// results, over the outbox's 4 MiB cap together, both reach the requester.
+#[test]
+fn large_answers_held_behind_a_slow_one_all_reach_the_requester() {
+    use tessera_coordinator::protocol::{read_frame, response_limit, Response};
+    let coord = coordinator(|_| {});
+    let mut slow = ProviderOpts::new(18);
+    slow.run = slow_increment_run;
+    let slow = TestProvider::start(coord.local_addr(), slow);
+    slow.wait_ready(1);
+    let jobs: Vec<Submit> = (0..2u8)
+        .map(|i| increment_job(i, 3 << 20, 10_000))
+        .collect();
+    let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    requester::write_submit(&mut stream, &jobs[0]).expect("sent");
+    let until = Instant::now() + Duration::from_secs(10);
+    while coord.stats().jobs_submitted == 0 {
+        assert!(Instant::now() < until, "the first job was never submitted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A cheaper, fast provider takes the second job: its result is held
+    // until the first's comes.
+    let mut fast = ProviderOpts::new(19);
+    fast.price.base = 1;
+    let fast = TestProvider::start(coord.local_addr(), fast);
+    fast.wait_ready(1);
+    requester::write_submit(&mut stream, &jobs[1]).expect("sent");
+    for (i, job) in jobs.iter().enumerate() {
+        match read_frame::<Response>(&mut stream, response_limit(job)) {
+            Ok(Response::Result(r)) => expect_incremented(job, &r),
+            other => panic!("job {i}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(coord.stats().outbox_overflows, 0);
+    drop(slow);
+    drop(fast);
+}
+
+/// A job the coordinator refuses mid-write (over its body limit, then it
+/// closes): `submit_all` still hands over the results it was sent for the
+/// jobs before it, and says why the refused one and the rest got none.
+#[test]
+fn submit_all_keeps_the_answers_that_came_before_a_refused_job() {
+    let coord = coordinator(|c| c.max_request_body = 1 << 20);
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(20));
+    provider.wait_ready(1);
+    let jobs = vec![
+        increment_job(0, 1000, 10_000),
+        increment_job(1, 1000, 10_000),
+        increment_job(2, 8 << 20, 10_000),
+        increment_job(3, 1000, 10_000),
+    ];
+    let mut r = Requester::connect(coord.local_addr(), client_tls()).expect("connects");
+    let results = r.submit_all(&jobs, 4);
+    for (i, result) in results.iter().take(2).enumerate() {
+        match result {
+            Ok(res) => expect_incremented(&jobs[i], res),
+            Err(e) => panic!("job {i}: {e}"),
+        }
+    }
+    // The refused one: the coordinator's answer if it was read, else the
+    // write's error; the one after it was never sent whole.
+    match &results[2] {
+        Err(RequesterError::Failed(f)) => assert_eq!(f.code, FailureCode::Invalid),
+        Err(RequesterError::Frame(_)) => {}
+        other => panic!("job 2: {other:?}"),
+    }
+    assert!(results[3].is_err());
+    provider.stop();
+}

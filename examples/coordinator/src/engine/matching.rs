@@ -182,8 +182,10 @@ impl Engine {
                 lost: HashMap::new(),
                 sealed_for,
                 wants_room: false,
+                in_queue: false,
             },
         );
+        self.open.push(id);
         self.offer_next(id, now);
         Some(id)
     }
@@ -264,7 +266,10 @@ impl Engine {
                 // a slot; the deadline still bounds the wait.
                 if job.wants_room {
                     log::debug!("job {id}: waiting for a free slot");
-                    self.queued.push_back(id);
+                    if !job.in_queue {
+                        job.in_queue = true;
+                        self.queued.push_back(id);
+                    }
                 } else {
                     log::info!("job {id}: waiting for a provider to reconnect");
                 }
@@ -447,22 +452,38 @@ impl Engine {
         }
         if let Some(job) = self.jobs.get_mut(&id) {
             log::info!("job {id}: declined by {}: {why}", short(&key));
-            if at_capacity {
+            let kid = key_id(&key);
+            // Full, it may take the job later; a provider that says so
+            // again and again (however much room its heartbeats show) is
+            // not offered the job any more.
+            let full_before = job
+                .declines
+                .iter()
+                .filter(|(k, w)| *k == kid && w == AT_CAPACITY)
+                .count();
+            if at_capacity && full_before + 1 < MAX_CAPACITY_DECLINES {
                 job.wants_room = true;
             } else {
                 job.excluded.insert(key);
             }
-            job.declines.push((key_id(&key), why));
+            job.declines.push((kid, why));
         }
         self.offer_next(id, now);
+    }
+
+    /// The jobs not yet answered ([`Engine::open`]).
+    fn open_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.open
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|j| j.answered_at.is_none())
     }
 
     /// This coordinator's jobs on offer to or run by `key` and not yet
     /// answered, leaving `except` out.
     pub(super) fn in_flight_with(&self, key: &PublicKey, except: Option<JobId>) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| j.answered_at.is_none() && Some(j.id) != except)
+        self.open_jobs()
+            .filter(|j| Some(j.id) != except)
             .filter(|j| match &j.stage {
                 Stage::Offering { key: k, .. } => k == key,
                 Stage::Assigned(a) => a.key == *key,
@@ -474,7 +495,7 @@ impl Engine {
     /// [`Engine::in_flight_with`] for every provider at once, in one pass.
     pub(super) fn in_flight_counts(&self) -> HashMap<PublicKey, usize> {
         let mut counts = HashMap::new();
-        for j in self.jobs.values().filter(|j| j.answered_at.is_none()) {
+        for j in self.open_jobs() {
             let key = match &j.stage {
                 Stage::Offering { key, .. } => *key,
                 Stage::Assigned(a) => a.key,
@@ -528,7 +549,8 @@ impl Engine {
     }
 
     /// Offers the oldest queued jobs `key` could run, as many as it has
-    /// room for; the rest keep their places.
+    /// room for, looking at the first [`WAKE_SCAN`] entries; the rest keep
+    /// their places.
     pub(super) fn wake_queued(&mut self, key: &PublicKey, now: Instant) {
         if self.queued.is_empty() {
             return;
@@ -537,23 +559,34 @@ impl Engine {
         if room == 0 {
             return;
         }
-        let mut kept = VecDeque::with_capacity(self.queued.len());
+        let mut kept = VecDeque::new();
         let mut wake = Vec::new();
-        for id in std::mem::take(&mut self.queued) {
+        let mut looked = 0;
+        while let Some(id) = self.queued.pop_front() {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            if !matches!(job.stage, Stage::Waiting) || job.reply.is_none() || !job.wants_room {
-                continue;
-            }
-            if room > 0 && now < job.deadline && self.could_run(key, job) {
-                room -= 1;
-                wake.push(id);
-            } else {
+            let live = matches!(job.stage, Stage::Waiting) && job.reply.is_some() && job.wants_room;
+            if live && !(room > 0 && now < job.deadline && self.could_run(key, job)) {
                 kept.push_back(id);
+            } else {
+                if live {
+                    room -= 1;
+                    wake.push(id);
+                }
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.in_queue = false;
+                }
+            }
+            looked += 1;
+            if room == 0 || looked == WAKE_SCAN {
+                break;
             }
         }
-        self.queued = kept;
+        // Those kept go back in front, in their order.
+        while let Some(id) = kept.pop_back() {
+            self.queued.push_front(id);
+        }
         for id in wake {
             self.reoffer(id, now);
         }

@@ -87,6 +87,15 @@ const UNTRACKED_RECEIPTS: usize = 2 * MAX_JOBS;
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
 
+/// How a decline for capacity reads among a job's declines.
+const AT_CAPACITY: &str = "AtCapacity";
+/// Declines for capacity from one provider after which a job is no longer
+/// offered to it (a provider that says it is full however much room its
+/// heartbeats show).
+const MAX_CAPACITY_DECLINES: usize = 3;
+/// Queue entries one wake looks at, at most.
+const WAKE_SCAN: usize = 256;
+
 /// Timers and limits of the engine.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -346,6 +355,8 @@ struct Job {
     /// had as many of this coordinator's jobs as it takes): when nobody
     /// takes it, it waits for a slot rather than fail.
     wants_room: bool,
+    /// It has an entry in [`Engine::queued`].
+    in_queue: bool,
 }
 
 impl Job {
@@ -404,6 +415,10 @@ pub(crate) struct Engine {
     /// Jobs waiting for a provider's slot to free, oldest first (entries
     /// of jobs since gone or offered are dropped as they are met).
     queued: VecDeque<JobId>,
+    /// Jobs not yet answered (and, until the next tick prunes them, some
+    /// answered or gone): what counting a provider's jobs here looks at,
+    /// rather than every job kept for late receipts.
+    open: Vec<JobId>,
 }
 
 impl Engine {
@@ -429,6 +444,7 @@ impl Engine {
             shut_down: false,
             last_prune: None,
             queued: VecDeque::new(),
+            open: Vec::new(),
         }
     }
 
@@ -586,9 +602,11 @@ impl Engine {
     /// Recomputes a job's candidates (minus the keys it already tried) and
     /// offers it again.
     fn reoffer(&mut self, id: JobId, now: Instant) {
-        let Some(job) = self.jobs.get(&id) else {
+        let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        // Set again only if a provider that could run it is full now.
+        job.wants_room = false;
         let requirements = job.offer.requirements;
         let excluded = job.excluded.clone();
         let sealed_for = job.sealed_for;
@@ -623,18 +641,25 @@ impl Engine {
         };
         session.last_rx = now;
         let ready = matches!(session.phase, Phase::Ready { .. });
+        // A receipt (acknowledged, its job's slot freed) or a decline (the
+        // job goes elsewhere) can free one of the provider's slots here.
+        let mut frees_slot = matches!(msg, Message::Receipt(_) | Message::OfferDecline(_));
         match msg {
             Message::Hello(h) => self.on_hello(sid, h),
             Message::Evidence(blob) => self.on_evidence(sid, blob.bytes, now),
             Message::Heartbeat(h) if ready => {
+                let mut was_full = true;
                 if let Some(s) = self.sessions.get_mut(&sid) {
+                    was_full = s.load.is_some_and(|l| l.active_jobs >= l.capacity);
                     s.load = Some(h);
                 }
                 if h.active_jobs < h.capacity {
                     if let Some(rec) = self.session_key(sid).and_then(|k| self.keys.get_mut(&k)) {
-                        rec.full_at = None;
+                        was_full |= rec.full_at.take().is_some();
                     }
                 }
+                // Room it did not have before: queued jobs may go to it.
+                frees_slot = was_full && h.active_jobs < h.capacity;
             }
             Message::Drain if ready => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -658,13 +683,15 @@ impl Engine {
                 }
             }
             Message::OfferAccept(a) if ready => self.on_accept(sid, a.job, a.price, now),
-            Message::OfferDecline(d) if ready => self.on_decline(
-                sid,
-                d.job,
-                format!("{:?}", d.reason),
-                d.reason == DeclineReason::AtCapacity,
-                now,
-            ),
+            Message::OfferDecline(d) if ready => {
+                let full = d.reason == DeclineReason::AtCapacity;
+                let why = if full {
+                    AT_CAPACITY.to_string()
+                } else {
+                    format!("{:?}", d.reason)
+                };
+                self.on_decline(sid, d.job, why, full, now)
+            }
             Message::Started(r) if ready => self.on_started(sid, r.job),
             Message::Progress(_) if ready => {}
             Message::OutputChunk(c) if ready => {
@@ -687,9 +714,10 @@ impl Engine {
                 self.send_error(sid, ErrorCode::UnexpectedMessage, 0);
             }
         }
-        // What the provider said may have freed one of its slots.
-        if let Some(key) = self.session_key(sid) {
-            self.wake_queued(&key, now);
+        if frees_slot {
+            if let Some(key) = self.session_key(sid) {
+                self.wake_queued(&key, now);
+            }
         }
     }
 
@@ -971,26 +999,9 @@ impl Engine {
             self.prune_keys(now);
         }
 
-        // Queued jobs wait for a slot that a provider's message frees; a
-        // slot freed otherwise (a job answered on a timer) is seen here.
-        if !self.queued.is_empty() {
-            let counts = self.in_flight_counts();
-            let ready: Vec<PublicKey> = self
-                .sessions
-                .values()
-                .filter_map(|s| match s.phase {
-                    Phase::Ready { key } if !s.draining => Some(key),
-                    _ => None,
-                })
-                .filter(|k| {
-                    let n = counts.get(k).copied().unwrap_or(0);
-                    self.room_with(k, n).is_some_and(|r| r > 0)
-                })
-                .collect();
-            for key in ready {
-                self.wake_queued(&key, now);
-            }
-        }
+        let jobs = &self.jobs;
+        self.open
+            .retain(|id| jobs.get(id).is_some_and(|j| j.answered_at.is_none()));
 
         let mut offer_expired = Vec::new();
         let mut overdue = Vec::new();
@@ -1010,7 +1021,11 @@ impl Engine {
                 }
             }
         }
+        // Providers with a slot these timers free: queued jobs may go to
+        // them.
+        let mut freed: Vec<PublicKey> = Vec::new();
         for (id, sid) in offer_expired {
+            freed.extend(self.session_key(sid));
             self.send(
                 sid,
                 &Message::Cancel(Cancel {
@@ -1035,8 +1050,10 @@ impl Engine {
                     }),
                 );
             }
+            freed.extend(key);
             if let Some(job) = self.jobs.get_mut(&id) {
-                if let Stage::Offering { session, .. } = job.stage {
+                if let Stage::Offering { session, key, .. } = job.stage {
+                    freed.push(key);
                     self.send(
                         session,
                         &Message::Cancel(Cancel {
@@ -1076,6 +1093,11 @@ impl Engine {
         }
         for id in forget {
             self.jobs.remove(&id);
+        }
+        freed.sort_unstable();
+        freed.dedup();
+        for key in freed {
+            self.wake_queued(&key, now);
         }
     }
 
@@ -1154,13 +1176,15 @@ impl Engine {
             Stage::Assigned(a) => {
                 let key = a.key;
                 self.send_to_key(&key, &cancel);
+                self.wake_queued(&key, now);
             }
-            Stage::Offering { session, .. } => {
-                let session = *session;
+            Stage::Offering { session, key, .. } => {
+                let (session, key) = (*session, *key);
                 self.send(session, &cancel);
                 // Not accepted: nothing can come back (an assignment sent
                 // with the offer is withdrawn by the cancel).
                 self.jobs.remove(&id);
+                self.wake_queued(&key, now);
             }
             Stage::Waiting => {
                 self.jobs.remove(&id);

@@ -1022,7 +1022,7 @@ fn a_declined_job_sent_with_its_offer_leaves_no_error_behind() {
     }
 }
 
-/// A provider that takes one job at a time, in a ready session.
+/// A provider that takes one job at a time, for at least 10.
 fn one_at_a_time() -> Harness {
     let signer = Ed25519Signer::from_seed(&[44; 32]).expect("seed");
     let config = tessera_core::Config {
@@ -1032,6 +1032,7 @@ fn one_at_a_time() -> Harness {
         },
         policy: Policy {
             max_concurrent: 1,
+            floor: 10,
             ..Policy::default()
         },
         ..tessera_core::Config::default()
@@ -1100,4 +1101,111 @@ fn a_job_that_waits_for_a_slot_past_its_deadline_times_out_saying_why() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+/// A job waiting for a slot that the only provider then refuses for another
+/// reason (its price, under the provider's floor) cannot run: it fails at once, as it would have had
+/// the provider not been full, rather than wait for its deadline.
+#[test]
+fn a_queued_job_every_provider_then_refuses_fails_at_once() {
+    let mut e = engine();
+    let mut h = one_at_a_time();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let (tx, _first) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    let mut cheap = job(2);
+    cheap.max_price = 0;
+    let (tx, second) = mpsc::channel();
+    submit(&mut e, cheap, tx);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert!(matches!(second.try_recv(), Err(mpsc::TryRecvError::Empty)));
+    // The first job ends: the second is offered, and declined for its price.
+    let ids: Vec<u64> = h.host.job_host.jobs.keys().copied().collect();
+    h.host.to_run.extend(ids);
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    match response(second.try_recv()) {
+        Ok(Response::Failed(f)) => assert_eq!(f.code, FailureCode::AllDeclined, "{}", f.reason),
+        other => panic!("expected AllDeclined at once, got {other:?}"),
+    }
+}
+
+/// A provider that shows room in every heartbeat and declines every offer
+/// for capacity is offered a waiting job a bounded number of times, not
+/// once per heartbeat.
+#[test]
+fn a_provider_that_is_always_full_is_not_offered_a_job_without_end() {
+    let mut e = engine();
+    // An honest provider, full with one job: the second waits.
+    let mut p = one_at_a_time();
+    let (psid, prx) = ready_session(&mut e, &mut p);
+    let (tx, _r0) = mpsc::channel();
+    submit(&mut e, job(1), tx);
+    shuttle(&mut e, psid, &mut p, &prx, &mut |_| false);
+    let (tx, _r1) = mpsc::channel();
+    submit(&mut e, job(2), tx);
+    shuttle(&mut e, psid, &mut p, &prx, &mut |_| false);
+    // The other: a real agent's handshake, then it speaks alone.
+    let mut h = harness();
+    let (hsid, hrx) = ready_session(&mut e, &mut h);
+    let _ = queued_frames(&hrx);
+    let (tx, _r3) = mpsc::channel();
+    submit(&mut e, job(3), tx);
+    let mut offers = 0;
+    for round in 0..100 {
+        if round > 0 {
+            let beat = Heartbeat {
+                active_jobs: 0,
+                capacity: 4,
+            };
+            e.on_message(hsid, Message::Heartbeat(beat), Instant::now());
+        }
+        for f in queued_frames(&hrx) {
+            if f[3] == MessageType::JobOffer as u8 {
+                offers += 1;
+                let Ok(Message::JobOffer(o)) = Message::decode(&f) else {
+                    panic!("an offer decodes")
+                };
+                let decline = tessera_core::wire::OfferDecline {
+                    job: o.job,
+                    reason: DeclineReason::AtCapacity,
+                };
+                e.on_message(hsid, Message::OfferDecline(decline), Instant::now());
+            }
+        }
+    }
+    assert!(
+        (1..=MAX_CAPACITY_DECLINES).contains(&offers),
+        "{offers} offers of the one waiting job"
+    );
+}
+
+/// A provider that reconnects again and again does not add queue entries:
+/// each waiting job has one.
+#[test]
+fn reconnects_do_not_grow_the_queue() {
+    let mut e = engine();
+    let mut p = one_at_a_time();
+    let (psid, prx) = ready_session(&mut e, &mut p);
+    let replies: Vec<_> = (1..=20u8)
+        .map(|i| {
+            let (tx, r) = mpsc::channel();
+            submit(&mut e, job(i), tx);
+            r
+        })
+        .collect();
+    shuttle(&mut e, psid, &mut p, &prx, &mut |_| false);
+    let waiting = e.queued.len();
+    assert!(waiting >= 18, "{waiting} queued");
+    for _ in 0..20 {
+        let mut h = harness();
+        let (sid, _rx) = ready_session(&mut e, &mut h);
+        e.session_closed(sid, Instant::now());
+    }
+    assert!(
+        e.queued.len() <= 19,
+        "{} entries for 19 waiting jobs",
+        e.queued.len()
+    );
+    drop(replies);
 }
