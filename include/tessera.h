@@ -588,6 +588,24 @@ typedef struct {
 } tessera_signer_callbacks;
 
 /**
+ * Names a hardware attestation report for the evidence about to be
+ * signed: made for the 32 bytes at `nonce` (the evidence's hardware-report
+ * nonce: SHA-256 of "tessera/hw-nonce/v1", the coordinator's challenge, the
+ * device key and the session key), it writes the report's kind
+ * (`TESSERA_HARDWARE_REPORT_*`) to `kind` and the SHA-256 of the report's
+ * bytes to the 32 bytes at `hash`, and keeps the bytes for whoever verifies
+ * the evidence. Any result but `TESSERA_OK`, or kind
+ * `TESSERA_HARDWARE_REPORT_NONE`, names no report (the evidence then stands
+ * on the device key alone, which a verifier that asks for a report
+ * refuses). Called on the thread that called into the agent, at each
+ * connection; the same rules as `tessera_sign_fn` hold.
+ */
+typedef tessera_result (*tessera_hardware_report_fn)(void *userdata,
+                                                     const uint8_t *nonce,
+                                                     uint16_t *kind,
+                                                     uint8_t *hash);
+
+/**
  * What the device is: signed into the evidence (`DeviceCapabilities`).
  */
 typedef struct {
@@ -1837,6 +1855,25 @@ tessera_result tessera_signer_from_pkcs8(const uint8_t *der,
 tessera_result tessera_signer_from_callbacks(const tessera_signer_callbacks *callbacks,
                                              tessera_signer **out);
 #endif
+
+/**
+ * Makes `signer` name a hardware attestation report in every evidence it
+ * signs from now on: `report` (see `tessera_hardware_report_fn`) is called
+ * with `userdata` at each connection, before the evidence is signed; NULL
+ * removes it. `userdata` must stay valid until the signer (or the agent or
+ * runtime that took it) is freed. For a vendor whose device also attests
+ * itself (a GPU's confidential-computing report, a TPM quote): a verifier
+ * matches the report's bytes to `tessera_evidence_info.hardware_report_hash`
+ * and has the vendor's check accept it as made for the hardware nonce
+ * (docs/PROTOCOL.md, "Hardware attestation reports").
+ *
+ * # Safety
+ * `signer` a live signer used by no other thread; `report`, if not NULL,
+ * callable as `tessera_hardware_report_fn` describes.
+ */
+tessera_result tessera_signer_set_hardware_report(tessera_signer *signer,
+                                                  tessera_hardware_report_fn report,
+                                                  void *userdata);
 
 /**
  * Writes the signer's 32-byte public key to `out`.

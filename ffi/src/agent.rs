@@ -15,7 +15,8 @@ use core::ffi::{c_char, c_void, CStr};
 
 use tessera_core::agent::{CancelReason, DisconnectReason, ResultRecord, MAX_RECORD_BYTES};
 use tessera_core::attest::{
-    ChainState, DeviceCapabilities, DeviceType, Ed25519Signer, SignError, Signer,
+    ChainState, DeviceCapabilities, DeviceType, Ed25519Signer, HardwareReport, HardwareReportKind,
+    SignError, Signer,
 };
 use tessera_core::bounded::BoundedString;
 use tessera_core::policy::{LinearPrice, Policy};
@@ -103,23 +104,100 @@ impl Signer for CallbackSigner {
     }
 }
 
-pub(crate) enum AnySigner {
+/// Names a hardware attestation report for the evidence about to be
+/// signed: made for the 32 bytes at `nonce` (the evidence's hardware-report
+/// nonce: SHA-256 of "tessera/hw-nonce/v1", the coordinator's challenge, the
+/// device key and the session key), it writes the report's kind
+/// (`TESSERA_HARDWARE_REPORT_*`) to `kind` and the SHA-256 of the report's
+/// bytes to the 32 bytes at `hash`, and keeps the bytes for whoever verifies
+/// the evidence. Any result but `TESSERA_OK`, or kind
+/// `TESSERA_HARDWARE_REPORT_NONE`, names no report (the evidence then stands
+/// on the device key alone, which a verifier that asks for a report
+/// refuses). Called on the thread that called into the agent, at each
+/// connection; the same rules as `tessera_sign_fn` hold.
+pub type tessera_hardware_report_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        nonce: *const u8,
+        kind: *mut u16,
+        hash: *mut u8,
+    ) -> tessera_result,
+>;
+
+/// The hardware-report callback of a signer
+/// (`tessera_signer_set_hardware_report`).
+pub(crate) struct ReportHook {
+    userdata: *mut c_void,
+    report: unsafe extern "C" fn(*mut c_void, *const u8, *mut u16, *mut u8) -> tessera_result,
+}
+
+/// The key of a signer handle.
+pub(crate) enum SignerKey {
     Ed25519(Ed25519Signer),
     Callbacks(CallbackSigner),
 }
 
+/// What a signer handle holds: its key, and the callback naming a hardware
+/// report in each evidence, if one was set.
+pub(crate) struct AnySigner {
+    key: SignerKey,
+    report: Option<ReportHook>,
+}
+
+// SAFETY: as for `CallbackSigner`: the header requires the report callback
+// of a signer given to a runtime to be callable from the runtime's thread
+// with its `userdata`; the agent calls it from the thread that calls into
+// it, one call at a time.
+unsafe impl Send for AnySigner {}
+
+impl AnySigner {
+    pub(crate) fn ed25519(s: Ed25519Signer) -> AnySigner {
+        AnySigner {
+            key: SignerKey::Ed25519(s),
+            report: None,
+        }
+    }
+
+    fn callbacks(s: CallbackSigner) -> AnySigner {
+        AnySigner {
+            key: SignerKey::Callbacks(s),
+            report: None,
+        }
+    }
+}
+
 impl Signer for AnySigner {
     fn public_key(&self) -> [u8; 32] {
-        match self {
-            AnySigner::Ed25519(s) => s.public_key(),
-            AnySigner::Callbacks(s) => s.public_key(),
+        match &self.key {
+            SignerKey::Ed25519(s) => s.public_key(),
+            SignerKey::Callbacks(s) => s.public_key(),
         }
     }
 
     fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], SignError> {
-        match self {
-            AnySigner::Ed25519(s) => s.sign(message),
-            AnySigner::Callbacks(s) => s.sign(message),
+        match &mut self.key {
+            SignerKey::Ed25519(s) => s.sign(message),
+            SignerKey::Callbacks(s) => s.sign(message),
+        }
+    }
+
+    fn hardware_report(&mut self, nonce: &[u8; 32]) -> HardwareReport {
+        let Some(hook) = &self.report else {
+            return HardwareReport::NONE;
+        };
+        let mut kind = 0u16;
+        let mut hash = [0u8; 32];
+        // SAFETY: the callback was given with `userdata` for this purpose;
+        // `nonce` is 32 readable bytes, `kind` and `hash` (32 bytes) are
+        // writable.
+        let r =
+            unsafe { (hook.report)(hook.userdata, nonce.as_ptr(), &mut kind, hash.as_mut_ptr()) };
+        if r != TESSERA_OK || kind == HardwareReportKind::NONE.0 {
+            return HardwareReport::NONE;
+        }
+        HardwareReport {
+            kind: HardwareReportKind(kind),
+            hash,
         }
     }
 }
@@ -200,7 +278,7 @@ pub unsafe extern "C" fn tessera_signer_init_from_seed(
         let seed = unsafe { &*(seed as *const [u8; 32]) };
         match Ed25519Signer::from_seed(seed) {
             // SAFETY: the caller's promise for (memory, len).
-            Ok(s) => unsafe { make_signer(memory, len, AnySigner::Ed25519(s), out) },
+            Ok(s) => unsafe { make_signer(memory, len, AnySigner::ed25519(s), out) },
             Err(e) => e.code(),
         }
     })
@@ -225,7 +303,7 @@ pub unsafe extern "C" fn tessera_signer_init_from_callbacks(
         // SAFETY: the caller's promise.
         match unsafe { callback_signer(callbacks) } {
             // SAFETY: the caller's promise for (memory, len).
-            Ok(s) => unsafe { make_signer(memory, len, AnySigner::Callbacks(s), out) },
+            Ok(s) => unsafe { make_signer(memory, len, AnySigner::callbacks(s), out) },
             Err(code) => code,
         }
     })
@@ -274,7 +352,7 @@ pub unsafe extern "C" fn tessera_signer_from_seed(
         // SAFETY: non-NULL and, by the caller, 32 readable bytes.
         let seed = unsafe { &*(seed as *const [u8; 32]) };
         match Ed25519Signer::from_seed(seed) {
-            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -299,7 +377,7 @@ pub unsafe extern "C" fn tessera_signer_from_pkcs8(
             return TESSERA_NULL_ARGUMENT;
         };
         match Ed25519Signer::from_pkcs8(der) {
-            Ok(s) => new_handle(tessera_signer::new(AnySigner::Ed25519(s), true), out),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::ed25519(s), true), out),
             Err(e) => e.code(),
         }
     })
@@ -322,9 +400,40 @@ pub unsafe extern "C" fn tessera_signer_from_callbacks(
         non_null!(callbacks, out);
         // SAFETY: the caller's promise.
         match unsafe { callback_signer(callbacks) } {
-            Ok(s) => new_handle(tessera_signer::new(AnySigner::Callbacks(s), true), out),
+            Ok(s) => new_handle(tessera_signer::new(AnySigner::callbacks(s), true), out),
             Err(code) => code,
         }
+    })
+}
+
+/// Makes `signer` name a hardware attestation report in every evidence it
+/// signs from now on: `report` (see `tessera_hardware_report_fn`) is called
+/// with `userdata` at each connection, before the evidence is signed; NULL
+/// removes it. `userdata` must stay valid until the signer (or the agent or
+/// runtime that took it) is freed. For a vendor whose device also attests
+/// itself (a GPU's confidential-computing report, a TPM quote): a verifier
+/// matches the report's bytes to `tessera_evidence_info.hardware_report_hash`
+/// and has the vendor's check accept it as made for the hardware nonce
+/// (docs/PROTOCOL.md, "Hardware attestation reports").
+///
+/// # Safety
+/// `signer` a live signer used by no other thread; `report`, if not NULL,
+/// callable as `tessera_hardware_report_fn` describes.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_signer_set_hardware_report(
+    signer: *mut tessera_signer,
+    report: tessera_hardware_report_fn,
+    userdata: *mut c_void,
+) -> tessera_result {
+    guard(|| {
+        non_null!(signer);
+        let f = |s: &mut AnySigner| {
+            s.report = report.map(|report| ReportHook { userdata, report });
+            TESSERA_OK
+        };
+        // SAFETY: non-NULL live handle, by the caller, used by no other
+        // thread now.
+        unsafe { (*signer).inner.with_mut(f) }
     })
 }
 
@@ -2066,6 +2175,148 @@ mod tests {
         };
         let c_string = buf.iter().take_while(|&&b| b != 0).copied().collect();
         (r, c_string)
+    }
+
+    /// The report callback: kind TPM 2.0 quote, hash = SHA-256 of the
+    /// nonce (a stand-in for the report's bytes); the nonce it was given is
+    /// kept in `userdata`. Fails when the first nonce byte is odd and
+    /// `userdata`'s fail flag is set.
+    unsafe extern "C" fn report(
+        userdata: *mut c_void,
+        nonce: *const u8,
+        kind: *mut u16,
+        hash: *mut u8,
+    ) -> tessera_result {
+        // SAFETY: the test passes a `([u8; 32], bool)` as `userdata`; the
+        // library passes 32 readable bytes and writable `kind` and `hash`.
+        unsafe {
+            let seen = &mut *(userdata as *mut ([u8; 32], bool));
+            core::ptr::copy_nonoverlapping(nonce, seen.0.as_mut_ptr(), 32);
+            if seen.1 {
+                return TESSERA_SIGNER_FAILED;
+            }
+            *kind = crate::verify::TESSERA_HARDWARE_REPORT_TPM2_QUOTE;
+            let d = tessera_core::attest::sha256(&seen.0);
+            core::ptr::copy_nonoverlapping(d.as_ptr(), hash, 32);
+        }
+        TESSERA_OK
+    }
+
+    /// The evidence an agent with `signer` signs over challenge [3; 32].
+    fn evidence_of(signer: *mut tessera_signer) -> tessera_core::attest::Evidence {
+        let mut config = core::mem::MaybeUninit::uninit();
+        let mut a = null_mut();
+        // SAFETY: valid pointers throughout.
+        unsafe {
+            assert_eq!(
+                tessera_agent_config_default(config.as_mut_ptr()),
+                TESSERA_OK
+            );
+            let config = config.assume_init();
+            let r = tessera_agent_new(&config, signer, null(), null_mut(), 0, &mut a);
+            assert_eq!(r, TESSERA_OK);
+            assert_eq!(tessera_agent_connect(a, 1), TESSERA_OK);
+        }
+        transmits(a, 1);
+        let welcome = Welcome {
+            version: 1,
+            challenge: [3; 32],
+            heartbeat_ms: 0,
+        };
+        feed(a, 2, &Message::Welcome(welcome));
+        let evidence = transmits(a, 2)
+            .iter()
+            .find_map(|f| match Message::decode(f) {
+                Ok(Message::Evidence(b)) => Some(
+                    tessera_core::attest::Evidence::verify(b.bytes, &[3; 32]).expect("verifies"),
+                ),
+                _ => None,
+            })
+            .expect("evidence sent");
+        // SAFETY: a live agent, not used again.
+        unsafe { tessera_agent_free(a) };
+        evidence
+    }
+
+    #[test]
+    fn a_signer_names_the_hardware_report_its_callback_makes() {
+        use tessera_core::attest::HardwareReportKind;
+        // Read and written through this pointer only, by the callback and
+        // the test alike.
+        let seen: *mut ([u8; 32], bool) =
+            std::boxed::Box::into_raw(std::boxed::Box::new(([0; 32], false)));
+        let userdata = seen.cast::<c_void>();
+        let mut signer = null_mut();
+        // SAFETY: valid pointers; `seen` outlives the agents below.
+        unsafe {
+            assert_eq!(
+                tessera_signer_from_seed([8; 32].as_ptr(), &mut signer),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_signer_set_hardware_report(signer, Some(report), userdata),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_signer_set_hardware_report(null_mut(), Some(report), userdata),
+                TESSERA_NULL_ARGUMENT
+            );
+        }
+        let e = evidence_of(signer);
+        // SAFETY: live until freed at the end; no callback runs now.
+        assert_eq!(
+            unsafe { (*seen).0 },
+            e.hardware_report_nonce(),
+            "made for the nonce"
+        );
+        assert_eq!(e.hardware_report.kind, HardwareReportKind::TPM2_QUOTE);
+        assert_eq!(
+            e.hardware_report.hash,
+            tessera_core::attest::sha256(&e.hardware_report_nonce())
+        );
+        // A callback that fails names no report.
+        // SAFETY: as above.
+        unsafe { (*seen).1 = true };
+        let mut signer = null_mut();
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(
+                tessera_signer_from_seed([8; 32].as_ptr(), &mut signer),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_signer_set_hardware_report(signer, Some(report), userdata),
+                TESSERA_OK
+            );
+        }
+        let e = evidence_of(signer);
+        assert_eq!(e.hardware_report.kind, HardwareReportKind::NONE);
+        assert_eq!(e.hardware_report.hash, [0; 32]);
+        // NULL takes the callback away.
+        // SAFETY: as above.
+        unsafe { (*seen).1 = false };
+        let mut signer = null_mut();
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(
+                tessera_signer_from_seed([8; 32].as_ptr(), &mut signer),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_signer_set_hardware_report(signer, Some(report), userdata),
+                TESSERA_OK
+            );
+            assert_eq!(
+                tessera_signer_set_hardware_report(signer, None, null_mut()),
+                TESSERA_OK
+            );
+        }
+        assert_eq!(
+            evidence_of(signer).hardware_report.kind,
+            HardwareReportKind::NONE
+        );
+        // SAFETY: from `Box::into_raw` above; no signer holds it any more.
+        drop(unsafe { std::boxed::Box::from_raw(seen) });
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub unsafe extern "C" fn tessera_runtime_new_from_toml_with(
             return operator_error(e, error, error_len);
         }
         let signer = match tessera_core::operator::load_or_create_key(&file.key.file) {
-            Ok(s) => AnySigner::Ed25519(s),
+            Ok(s) => AnySigner::ed25519(s),
             Err(e) => return operator_error(OperatorError::Key(e), error, error_len),
         };
         // SAFETY: the caller's promises for the executor and error buffer.

@@ -468,3 +468,43 @@ def test_callback_signer_drives_a_session() -> None:
     agent, evidence, challenge = ready_agent(device_config())
     assert tessera.verify_evidence(evidence, challenge).public_key == key.public_key
     agent.close()
+
+
+def test_a_signer_names_its_hardware_report_in_the_evidence() -> None:
+    import hashlib
+
+    seen: List[bytes] = []
+
+    def report(nonce: bytes) -> Tuple[int, bytes]:
+        seen.append(nonce)
+        return tessera.HARDWARE_REPORT_TPM2_QUOTE, hashlib.sha256(b"quote" + nonce).digest()
+
+    def failing(nonce: bytes) -> Tuple[int, bytes]:
+        raise RuntimeError("the TPM is gone")
+
+    def evidence_with(callback: Any) -> Tuple[tessera.EvidenceInfo, bytes]:
+        signer = tessera.Signer.from_seed(SEED)
+        signer.set_hardware_report(callback)
+        agent = tessera.Agent(device_config(), signer)
+        agent.connect(NOW)
+        sent(agent, NOW)
+        challenge = os.urandom(32)
+        feed(agent, NOW, frame("Welcome", version=1, challenge=challenge.hex(), heartbeat_ms=5000))
+        evidence = bytes.fromhex(sent(agent, NOW)[0]["fields"]["bytes"])
+        return tessera.verify_evidence(evidence, challenge), challenge
+
+    info, challenge = evidence_with(report)
+    # Made for the hardware nonce (docs/PROTOCOL.md, "Hardware attestation
+    # reports"), computed here from the evidence's own fields.
+    nonce = hashlib.sha256(
+        b"tessera/hw-nonce/v1" + challenge + info.public_key + info.enc_key).digest()
+    assert seen == [nonce]
+    assert info.hardware_report_kind == tessera.HARDWARE_REPORT_TPM2_QUOTE
+    assert info.hardware_report_hash == hashlib.sha256(b"quote" + nonce).digest()
+    # A callback that raises, or none at all, names no report.
+    for callback in (failing, None):
+        info, _ = evidence_with(callback)
+        assert info.hardware_report_kind == tessera.HARDWARE_REPORT_NONE
+        assert info.hardware_report_hash == bytes(32)
+    with pytest.raises(tessera.ArgumentTypeError):
+        tessera.Signer.from_seed(SEED).set_hardware_report(42)  # type: ignore[arg-type]

@@ -152,6 +152,16 @@ static tessera_agent_config device_config(void) {
     return c;
 }
 
+/* A hardware report callback that names none. */
+static tessera_result no_report(void *userdata, const uint8_t *nonce,
+                                uint16_t *kind, uint8_t *hash) {
+    (void)userdata;
+    (void)nonce;
+    (void)hash;
+    *kind = TESSERA_HARDWARE_REPORT_NONE;
+    return TESSERA_OK;
+}
+
 static void test_signers(void) {
     tessera_signer *s = NULL;
     uint8_t pk[32];
@@ -208,6 +218,15 @@ static void test_signers(void) {
         CHECK_CODE(tessera_signer_sign(c, (const uint8_t *)"m", 1, sig),
                    TESSERA_OK);
         CHECK(e.signatures == 1);
+        /* A hardware report callback, set, then taken away; the agent
+         * calls it at each connection (Rust test
+         * a_signer_names_the_hardware_report_its_callback_makes). */
+        CHECK_CODE(tessera_signer_set_hardware_report(NULL, no_report, NULL),
+                   TESSERA_NULL_ARGUMENT);
+        CHECK_CODE(tessera_signer_set_hardware_report(c, no_report, &e),
+                   TESSERA_OK);
+        CHECK_CODE(tessera_signer_set_hardware_report(c, NULL, NULL),
+                   TESSERA_OK);
         tessera_signer_free(c);
     }
     tessera_signer_free(s);

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from ._errors import OK, SIGNER_FAILED, ArgumentTypeError, Error, check
 from ._ffi import Buffer, ffi, fixed, lib, out_bytes, readable
@@ -74,10 +74,31 @@ def _sign_callback(userdata: Any, message: Any, length: int, signature: Any) -> 
     return OK
 
 
+HardwareReport = Callable[[bytes], Tuple[int, Buffer]]
+
+
+def _hardware_report_callback(userdata: Any, nonce: Any, kind: Any, digest: Any) -> int:
+    report: HardwareReport = ffi.from_handle(userdata)
+    try:
+        k, h = report(bytes(ffi.buffer(nonce, 32)))
+        view, n = readable(h, "hash")
+    except Exception:
+        _log.exception("the hardware report callback failed")
+        return SIGNER_FAILED
+    if not isinstance(k, int) or not 0 <= k <= 0xFFFF or n != 32:
+        _log.error("the hardware report callback returned no (kind, 32-byte hash) pair")
+        return SIGNER_FAILED
+    kind[0] = k
+    ffi.memmove(digest, view, 32)
+    return OK
+
+
 # The C callbacks (static: each signer's state comes through its userdata).
 # An exception that escapes them fails the signature.
 _c_public_key: Any = ffi.callback("tessera_public_key_fn", _public_key_callback, error=SIGNER_FAILED)
 _c_sign: Any = ffi.callback("tessera_sign_fn", _sign_callback, error=SIGNER_FAILED)
+_c_hardware_report: Any = ffi.callback(
+    "tessera_hardware_report_fn", _hardware_report_callback, error=SIGNER_FAILED)
 
 
 class Signer(Managed):
@@ -133,6 +154,25 @@ class Signer(Managed):
         # the signer, or the agent or runtime it goes to.
         signer._keepalive.extend([callbacks, handle])
         return signer
+
+    def set_hardware_report(self, report: Optional[HardwareReport]) -> None:
+        """Names a hardware attestation report (a GPU's confidential-computing
+        report, a TPM quote) in every evidence this signer signs from now on:
+        at each connection, `report(nonce)` makes the report for the 32-byte
+        hardware nonce and returns `(kind, sha256_of_report)`, kind one of
+        the `HARDWARE_REPORT_*` constants; the report's bytes stay with the
+        caller for whoever verifies the evidence. Kind 0, or an exception
+        (logged on the ``tessera.signer`` logger), names none. `None` takes
+        the callback away. Called on the thread that drives the agent."""
+        if report is not None and not callable(report):
+            raise ArgumentTypeError(detail="report must be callable or None")
+        handle = ffi.new_handle(report) if report is not None else ffi.NULL
+        with self._exclusive() as h:
+            check(lib.tessera_signer_set_hardware_report(
+                h, _c_hardware_report if report is not None else ffi.NULL, handle))
+        if report is not None:
+            # The C signer holds `handle` as its userdata from now on.
+            self._keepalive.extend([report, handle])
 
     @property
     def public_key(self) -> bytes:
