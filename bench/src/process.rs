@@ -20,10 +20,28 @@ pub fn line(name: &str, value: f64, unit: &str, peers: &[(&str, f64)]) {
     );
 }
 
-/// Reports why the benchmark cannot go on, and exits.
+/// Reports why the benchmark cannot go on, and exits; coordinators it
+/// started are stopped first (exiting runs no destructor, and one left
+/// running would weigh on every benchmark after it).
 pub fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("e2e bench: {what}: {e}");
+    let running = std::mem::take(&mut *started());
+    for pid in running {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill(2) with a pid this process spawned and has not
+            // reaped (a reaped one left the list when it was dropped).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
     std::process::exit(1);
+}
+
+/// Coordinator processes started and not yet stopped.
+fn started() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    STARTED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The coordinator as its own process, so its memory can be read.
@@ -69,6 +87,7 @@ impl CoordinatorProcess {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| fail(&format!("starting {exe}"), e));
+        started().push(child.id());
         let connected = child.stderr.take().map(|err| {
             let (tx, rx) = channel();
             // Reads every line, so the coordinator never blocks on its log.
@@ -150,6 +169,10 @@ impl CoordinatorProcess {
 
 impl Drop for CoordinatorProcess {
     fn drop(&mut self) {
+        // Off the list before it is reaped, so its id, once free, is never
+        // signalled.
+        let pid = self.child.id();
+        started().retain(|&p| p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

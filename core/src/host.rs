@@ -112,14 +112,36 @@ enum Sealed {
     #[default]
     No,
     Assigned(std::sync::Arc<crate::e2e::KeyPair>),
-    Running(
-        std::boxed::Box<(
-            crate::e2e::OpenedJob,
-            JobAssign,
-            std::sync::Arc<crate::e2e::OutputContext>,
-        )>,
-    ),
+    Running(std::boxed::Box<SealedRun>),
     Done(crate::wire::Digest),
+}
+
+/// A sealed job opened for its run: what sealing its outputs needs.
+#[cfg(feature = "e2e")]
+struct SealedRun {
+    opened: crate::e2e::OpenedJob,
+    /// The assignment, as sealed.
+    spec: JobAssign,
+    output: std::sync::Arc<crate::e2e::OutputContext>,
+    /// The output streams, made ready under a salt drawn for the run
+    /// ([`SealedRun::prepare`]).
+    sealer: Option<crate::e2e::OutputSealer>,
+}
+
+#[cfg(feature = "e2e")]
+impl SealedRun {
+    /// Makes the output streams ready (once): a salt drawn for this run and
+    /// each stream's key, so that sealing the outputs after the run costs
+    /// the AEAD alone.
+    fn prepare(&mut self) -> Result<&crate::e2e::OutputSealer, crate::e2e::SealError> {
+        if self.sealer.is_none() {
+            let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+                .map_err(|_| crate::e2e::SealError::Random)?;
+            self.sealer = Some(self.opened.output_sealer(&self.spec, &self.output, &salt)?);
+        }
+        self.sealer.as_ref().ok_or(crate::e2e::SealError::Random)
+    }
 }
 
 impl core::fmt::Debug for HostJob {
@@ -446,6 +468,62 @@ impl JobHost {
     /// does not open fails (`InputIntegrity`, [`SEALED_DID_NOT_OPEN`]) at
     /// the next [`JobHost::work`], and gives no run.
     pub fn take_run<S: Signer>(&mut self, agent: &Agent<S>, job: JobId) -> Option<Run> {
+        self.take_run_with(agent, job, true)
+    }
+
+    /// [`JobHost::take_run`] leaving a sealed job's plaintext unhashed: the
+    /// caller hands the run's plaintext to [`JobHost::hash_run`] before it
+    /// reports the run ended (a runtime does it while the executor runs,
+    /// so that hashing a large input adds nothing to the job's latency).
+    /// A sealed run reported ended unhashed fails (`Host`).
+    pub fn take_run_unhashed<S: Signer>(&mut self, agent: &Agent<S>, job: JobId) -> Option<Run> {
+        self.take_run_with(agent, job, false)
+    }
+
+    /// Hashes a sealed run's plaintext for its result hash (after
+    /// [`JobHost::take_run_unhashed`]): the run's `kernel`, its
+    /// `push_constants` and its `inputs`, in the clear as the run holds
+    /// them. Nothing for a job in the clear, one already hashed, or one the
+    /// host no longer runs.
+    pub fn hash_run(
+        &mut self,
+        job: JobId,
+        kernel: &[u8],
+        push_constants: &[u8],
+        inputs: &[Vec<u8>],
+    ) {
+        #[cfg(feature = "e2e")]
+        if let Some(HostJob {
+            sealed: Sealed::Running(running),
+            ..
+        }) = self.jobs.get_mut(&job)
+        {
+            if !running.opened.is_hashed() {
+                let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+                let digest = crate::e2e::PlainDigest::of_assignment(
+                    &running.spec,
+                    kernel,
+                    push_constants,
+                    &inputs,
+                );
+                running.opened.set_plain_digest(digest);
+            }
+            // A failure here is met again, and reported, when the outputs
+            // are sealed.
+            let _ = running.prepare();
+        }
+        #[cfg(not(feature = "e2e"))]
+        let _ = (job, kernel, push_constants, inputs);
+    }
+
+    fn take_run_with<S: Signer>(
+        &mut self,
+        agent: &Agent<S>,
+        job: JobId,
+        hash: bool,
+    ) -> Option<Run> {
+        #[cfg(not(feature = "e2e"))]
+        let _ = hash;
         let spec = agent.job_spec(job)?.clone();
         let hj = self.jobs.get_mut(&job)?;
         let JobInputs {
@@ -473,7 +551,13 @@ impl JobHost {
             let opened = match (keys, &spec.sealing, self.session.as_mut()) {
                 (Some(keys), Some(sealing), Some(session)) => session
                     .input_for(&keys, &device_key, sealing)
-                    .and_then(|receiver| crate::e2e::open_job(&receiver, &spec, &kernel, &buffers))
+                    .and_then(|receiver| {
+                        if hash {
+                            crate::e2e::open_job(&receiver, &spec, &kernel, &buffers)
+                        } else {
+                            crate::e2e::open_job_unhashed(&receiver, &spec, &kernel, &buffers)
+                        }
+                    })
                     .and_then(|opened| {
                         session
                             .output_for(&device_key, sealing)
@@ -501,7 +585,18 @@ impl JobHost {
                             .map(|b| std::mem::take(&mut **b))
                             .collect(),
                     };
-                    hj.sealed = Sealed::Running(std::boxed::Box::new((opened, spec, output)));
+                    let mut running = SealedRun {
+                        opened,
+                        spec,
+                        output,
+                        sealer: None,
+                    };
+                    if hash {
+                        // A failure here is met again, and reported, when
+                        // the outputs are sealed.
+                        let _ = running.prepare();
+                    }
+                    hj.sealed = Sealed::Running(std::boxed::Box::new(running));
                     return Some(run);
                 }
                 Err(e) => log::warn!("job {job}: the sealed job does not open: {e}"),
@@ -530,9 +625,8 @@ impl JobHost {
         let mut result = result;
         #[cfg(feature = "e2e")]
         match std::mem::take(&mut hj.sealed) {
-            Sealed::Running(opened) => {
-                let (opened, spec, output) = &*opened;
-                result = result.and_then(|out| seal_outputs(job, opened, spec, output, out, hj));
+            Sealed::Running(mut running) => {
+                result = result.and_then(|out| seal_outputs(job, &mut running, out, hj));
             }
             Sealed::Assigned(_) => {
                 // A sealed job that was never opened cannot have outputs to
@@ -722,18 +816,26 @@ impl JobHost {
 #[cfg(feature = "e2e")]
 fn seal_outputs(
     job: JobId,
-    opened: &crate::e2e::OpenedJob,
-    spec: &JobAssign,
-    output: &crate::e2e::OutputContext,
-    out: JobOutputs,
+    running: &mut SealedRun,
+    mut out: JobOutputs,
     hj: &mut HostJob,
 ) -> Result<JobOutputs, JobFailure> {
-    let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).is_err() {
-        log::warn!("job {job}: no randomness to seal its outputs");
+    if let Err(e) = running.prepare() {
+        log::warn!("job {job}: cannot seal its outputs: {e}");
+        wipe_outputs(&mut out.outputs);
         return Err(JobFailure::new(FailReason::Host, 0));
     }
-    match opened.seal_outputs(spec, out.outputs, output, &salt) {
+    let SealedRun {
+        opened,
+        spec,
+        sealer: Some(sealer),
+        ..
+    } = running
+    else {
+        wipe_outputs(&mut out.outputs);
+        return Err(JobFailure::new(FailReason::Host, 0));
+    };
+    match opened.seal_outputs_with(spec, out.outputs, sealer) {
         Ok((sealed, hash)) => {
             hj.sealed = Sealed::Done(hash);
             Ok(JobOutputs {

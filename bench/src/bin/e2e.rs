@@ -26,7 +26,8 @@
 //!   session key, the provider opens it and seals the output to the
 //!   requester's key, the requester verifies, opens and checks the keyed
 //!   result hash), beside peer `plain`, the job in the clear, interleaved
-//!   in the same run.
+//!   in the same run; with each one's parts (`parts`, `plain_parts`) split
+//!   as in `e2e.job_breakdown`.
 //! - `e2e.jobs_per_s`: sequential jobs per second through one agent;
 //!   `e2e.jobs_per_s_4_in_flight`: the same with four requesters
 //!   submitting at once (the agent takes up to four jobs), beside the
@@ -454,7 +455,21 @@ fn main() {
     let (evidence, _) = providers
         .first()
         .unwrap_or_else(|| fail("providers", "none takes sealed jobs"));
+    // Each job's parts, as for `e2e.job_breakdown`: [to_executor,
+    // execute, back_to_requester], sealed and in the clear.
     let (mut sealed_us, mut plain_us) = (Vec::new(), Vec::new());
+    let (mut sealed_parts, mut plain_parts): ([Vec<f64>; 3], [Vec<f64>; 3]) = Default::default();
+    while runs.try_recv().is_ok() {}
+    let timed = |t: Instant, parts: &mut [Vec<f64>; 3]| {
+        let done = Instant::now();
+        let (start, end) = runs
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| fail("executor timing", e));
+        parts[0].push(us(t, start));
+        parts[1].push(us(start, end));
+        parts[2].push(us(end, done));
+        us(t, done)
+    };
     for i in 0..iters {
         let mut j = tiny_job();
         j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
@@ -462,21 +477,30 @@ fn main() {
         requester
             .submit(&j)
             .unwrap_or_else(|e| fail(&format!("plain job {i}"), e));
-        plain_us.push(t.elapsed().as_secs_f64() * 1e6);
+        plain_us.push(timed(t, &mut plain_parts));
         j.nonce = new_nonce().unwrap_or_else(|e| fail("nonce", e));
         let t = Instant::now();
         let sealed = requester
             .submit_sealed_to(&j, evidence)
             .unwrap_or_else(|e| fail(&format!("sealed job {i}"), e));
-        sealed_us.push(t.elapsed().as_secs_f64() * 1e6);
+        sealed_us.push(timed(t, &mut sealed_parts));
         std::hint::black_box(sealed);
     }
     while runs.try_recv().is_ok() {}
-    line(
-        "e2e.job_p50_encrypted",
+    let parts = |p: &[Vec<f64>; 3]| {
+        format!(
+            "{{\"to_executor\": {:.1}, \"execute\": {:.1}, \"back_to_requester\": {:.1}}}",
+            percentile(&p[0], 50.0),
+            percentile(&p[1], 50.0),
+            percentile(&p[2], 50.0)
+        )
+    };
+    println!(
+        "{{\"name\": \"e2e.job_p50_encrypted\", \"value\": {:.1}, \"unit\": \"us\", \"peers\": {{\"plain\": {:.1}}}, \"parts\": {}, \"plain_parts\": {}}}",
         percentile(&sealed_us, 50.0),
-        "us",
-        &[("plain", percentile(&plain_us, 50.0))],
+        percentile(&plain_us, 50.0),
+        parts(&sealed_parts),
+        parts(&plain_parts)
     );
 
     // Throughput: jobs back to back, nothing else in the loop.

@@ -304,17 +304,32 @@ impl StreamKey {
     /// The whole stream sealed.
     #[cfg(feature = "std")]
     pub fn seal(&self, plain: &[u8]) -> Result<std::vec::Vec<u8>, SealError> {
+        let mut out = std::vec::Vec::with_capacity(self.sealed_len() as usize);
+        self.seal_into(plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// The whole stream sealed at the end of `out` (each segment sealed in
+    /// place there). On an error `out` is as it was.
+    #[cfg(feature = "std")]
+    pub fn seal_into(&self, plain: &[u8], out: &mut std::vec::Vec<u8>) -> Result<(), SealError> {
         if plain.len() as u64 != self.plain_len {
             return Err(SealError::BadLength);
         }
-        let mut out = std::vec::Vec::with_capacity(self.sealed_len() as usize);
+        let start = out.len();
+        out.reserve(self.sealed_len() as usize);
         for (i, piece) in plain.chunks(SEGMENT_PLAIN_LEN).enumerate() {
             let at = out.len();
             out.extend_from_slice(piece);
             out.resize(at + piece.len() + TAG_LEN, 0);
-            self.seal_segment(i as u64, &mut out[at..])?;
+            if let Err(e) = self.seal_segment(i as u64, &mut out[at..]) {
+                // Plaintext copied in is wiped before it is cut off.
+                out[start..].zeroize();
+                out.truncate(start);
+                return Err(e);
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The whole stream opened; its plaintext is zeroed when dropped.

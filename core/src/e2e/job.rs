@@ -14,7 +14,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::{
     assignment_binding, job_binding, job_bytes, output_plain_len, provider_info, requester_info,
-    KeyPair, Receiver, SealError, Sender, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
+    KeyPair, Receiver, SealError, Sender, StreamKey, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
 };
 use crate::attest::{kernel_hash, RESULT_DOMAIN};
 use crate::limits::MAX_PUSH_CONSTANTS;
@@ -248,10 +248,82 @@ pub struct OpenedJob {
     /// Each buffer's initial contents in the clear.
     pub inputs: Vec<Zeroizing<Vec<u8>>>,
     result_key: Zeroizing<[u8; RESULT_KEY_LEN]>,
-    plain_kernel_hash: Digest,
-    plain_input_root: Digest,
+    plain: Option<PlainDigest>,
     nonce: Nonce,
     binding: Digest,
+}
+
+/// What a sealed job's result hash covers of the job in the clear, before
+/// its outputs: the kernel hash of the job in the clear (the plaintext
+/// SPIR-V's root and push constants, with the assignment's dispatch and
+/// buffer layout) and the root of the plaintext inputs. The provider
+/// computes it when it opens the job; a requester can compute it while
+/// the job runs, so that checking the result hash costs only the outputs'
+/// root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainDigest {
+    kernel_hash: Digest,
+    input_root: Digest,
+}
+
+impl PlainDigest {
+    /// Of the job in the clear: its SPIR-V `kernel`, `push_constants` and
+    /// `inputs` (in buffer order), as the sealed assignment declares it
+    /// (`entry_point`, `specialization`, `grid`, and `buffers`, the sealed
+    /// layout: [`sealed_layout`]).
+    pub fn new(
+        kernel: &[u8],
+        entry_point: &str,
+        specialization: &[(u32, u32)],
+        push_constants: &[u8],
+        grid: [u32; 3],
+        buffers: &[BufferSpec],
+        inputs: &[&[u8]],
+    ) -> PlainDigest {
+        PlainDigest {
+            kernel_hash: kernel_hash(
+                &root_of_buffers([kernel]),
+                entry_point,
+                specialization,
+                push_constants,
+                grid,
+                buffers,
+            ),
+            input_root: root_of_buffers(inputs.iter().copied()),
+        }
+    }
+
+    /// Of the job in the clear whose sealed assignment is `spec`.
+    pub fn of_assignment(
+        spec: &JobAssign,
+        kernel: &[u8],
+        push_constants: &[u8],
+        inputs: &[&[u8]],
+    ) -> PlainDigest {
+        PlainDigest::new(
+            kernel,
+            &spec.kernel.entry_point,
+            &spec.kernel.specialization,
+            push_constants,
+            spec.kernel.grid,
+            &spec.buffers,
+            inputs,
+        )
+    }
+
+    /// The result hash of this job with `outputs` in the clear (each
+    /// read-back buffer's plaintext, in buffer order), under `result_key`
+    /// ([`sealed_result_hash`]).
+    pub fn result_hash(&self, result_key: &[u8; RESULT_KEY_LEN], outputs: &[&[u8]]) -> Digest {
+        let plain_output_len = outputs.iter().map(|o| o.len() as u64).sum();
+        sealed_result_hash(
+            result_key,
+            &self.kernel_hash,
+            &self.input_root,
+            &root_of_buffers(outputs.iter().copied()),
+            plain_output_len,
+        )
+    }
 }
 
 /// The provider's end of a requester's context: the session's `keys`
@@ -269,8 +341,29 @@ pub fn provider_context(
 /// Opens a sealed job in its requester's context `receiver`
 /// ([`provider_context`]): its result key, its push constants, its kernel
 /// if sealed, and every input stream, as received (`kernel`, `inputs` in
-/// buffer order). `SealError::Forged` if any of it does not open.
+/// buffer order), and hashes the job in the clear for its result hash
+/// ([`PlainDigest`]). `SealError::Forged` if any of it does not open.
 pub fn open_job(
+    receiver: &Receiver,
+    spec: &JobAssign,
+    kernel: &[u8],
+    inputs: &[Vec<u8>],
+) -> Result<OpenedJob, SealError> {
+    let mut opened = open_job_unhashed(receiver, spec, kernel, inputs)?;
+    let plain_inputs: Vec<&[u8]> = opened.inputs.iter().map(|b| b.as_slice()).collect();
+    let plain =
+        PlainDigest::of_assignment(spec, &opened.kernel, &opened.push_constants, &plain_inputs);
+    drop(plain_inputs);
+    opened.set_plain_digest(plain);
+    Ok(opened)
+}
+
+/// [`open_job`] without hashing the job in the clear: the caller hashes
+/// the plaintext later ([`PlainDigest::of_assignment`], then
+/// [`OpenedJob::set_plain_digest`]) before the outputs are sealed. A
+/// runtime does it while the job runs, so that hashing a large input adds
+/// nothing to the job's latency.
+pub fn open_job_unhashed(
     receiver: &Receiver,
     spec: &JobAssign,
     kernel: &[u8],
@@ -315,15 +408,12 @@ pub fn open_job(
             receiver.stream(jb, i as u32 + 1, plain)?.open(input)?
         });
     }
-    let plain_kernel_hash = plain_kernel_hash(&kernel, &push_constants, spec);
-    let plain_input_root = root_of_buffers(opened.iter().map(|b| b.as_slice()));
     Ok(OpenedJob {
         kernel,
         push_constants,
         inputs: opened,
         result_key,
-        plain_kernel_hash,
-        plain_input_root,
+        plain: None,
         nonce: spec.requester_nonce,
         binding,
     })
@@ -358,19 +448,6 @@ impl OutputContext {
     }
 }
 
-/// The kernel hash of the job in the clear: the plaintext SPIR-V's root
-/// and push constants, with the assignment's dispatch and buffer layout.
-fn plain_kernel_hash(kernel: &[u8], push_constants: &[u8], spec: &JobAssign) -> Digest {
-    kernel_hash(
-        &root_of_buffers([kernel]),
-        &spec.kernel.entry_point,
-        &spec.kernel.specialization,
-        push_constants,
-        spec.kernel.grid,
-        &spec.buffers,
-    )
-}
-
 /// The plaintext lengths of a sealed job's outputs, in buffer order of the
 /// read-back buffers; `BadLength` for a layout no sealed job has.
 pub fn output_plain_lens(buffers: &[BufferSpec]) -> Result<Vec<u64>, SealError> {
@@ -383,7 +460,62 @@ pub fn output_plain_lens(buffers: &[BufferSpec]) -> Result<Vec<u64>, SealError> 
     Ok(out)
 }
 
+/// A sealed job's output streams made ready before its run
+/// ([`OpenedJob::output_sealer`]): the output context's encapsulated key,
+/// the run's salt and each read-back buffer's stream key, so that sealing
+/// the outputs after the run costs the AEAD alone.
+pub struct OutputSealer {
+    enc: [u8; KEY_LEN],
+    salt: [u8; OUTPUT_SALT_LEN],
+    keys: Vec<StreamKey>,
+}
+
+impl core::fmt::Debug for OutputSealer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OutputSealer")
+            .field("streams", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl OpenedJob {
+    /// Sets what the result hash covers of the job in the clear, hashed
+    /// from its plaintext ([`PlainDigest::of_assignment`] with the sealed
+    /// assignment) after [`open_job_unhashed`].
+    pub fn set_plain_digest(&mut self, plain: PlainDigest) {
+        self.plain = Some(plain);
+    }
+
+    /// Whether the job in the clear is hashed (always after [`open_job`]).
+    pub fn is_hashed(&self) -> bool {
+        self.plain.is_some()
+    }
+
+    /// Makes ready the sealing of this job's outputs (its assignment
+    /// `spec`) in `ctx` (sealing to the job's requester key, for its
+    /// requester context) under the job's nonce and `salt`, fresh for the
+    /// run: each read-back buffer's stream key, exported now.
+    pub fn output_sealer(
+        &self,
+        spec: &JobAssign,
+        ctx: &OutputContext,
+        salt: &[u8; OUTPUT_SALT_LEN],
+    ) -> Result<OutputSealer, SealError> {
+        let lens = output_plain_lens(&spec.buffers)?;
+        let (jb, n) = job_bytes(&self.nonce, &self.binding, Some(salt));
+        let jb = &jb[..n];
+        let mut keys = Vec::with_capacity(lens.len());
+        let readback = spec.buffers.iter().enumerate().filter(|(_, b)| b.readback);
+        for ((i, _), &len) in readback.zip(&lens) {
+            keys.push(ctx.sender.stream(jb, i as u32, len)?);
+        }
+        Ok(OutputSealer {
+            enc: ctx.enc,
+            salt: *salt,
+            keys,
+        })
+    }
+
     /// Seals the executor's `outputs` (each read-back buffer in full, or at
     /// least its plaintext front, in buffer order) in `ctx` (sealing to the
     /// job's requester key, for its requester context) under the job's
@@ -391,7 +523,8 @@ impl OpenedJob {
     /// bytes sealed, the first one's stream led by the context's
     /// encapsulated key and the salt, each exactly the buffer's declared
     /// length. Returns them with the result hash; the plaintext outputs are
-    /// zeroed.
+    /// zeroed. [`OpenedJob::output_sealer`] then
+    /// [`OpenedJob::seal_outputs_with`].
     pub fn seal_outputs(
         &self,
         spec: &JobAssign,
@@ -399,55 +532,57 @@ impl OpenedJob {
         ctx: &OutputContext,
         salt: &[u8; OUTPUT_SALT_LEN],
     ) -> Result<(Vec<Vec<u8>>, Digest), SealError> {
-        let readback: Vec<&BufferSpec> = spec.buffers.iter().filter(|b| b.readback).collect();
-        let lens = output_plain_lens(&spec.buffers);
+        match self.output_sealer(spec, ctx, salt) {
+            Ok(sealer) => self.seal_outputs_with(spec, outputs, &sealer),
+            Err(e) => {
+                for o in outputs.iter_mut() {
+                    o.zeroize();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`OpenedJob::seal_outputs`] with the streams made ready before the
+    /// run (`sealer`, of this job and `spec`).
+    pub fn seal_outputs_with(
+        &self,
+        spec: &JobAssign,
+        mut outputs: Vec<Vec<u8>>,
+        sealer: &OutputSealer,
+    ) -> Result<(Vec<Vec<u8>>, Digest), SealError> {
         let result = (|| {
-            let lens = lens?;
+            let digest = self.plain.as_ref().ok_or(SealError::Unhashed)?;
+            let lens = output_plain_lens(&spec.buffers)?;
+            let readback = spec.buffers.iter().filter(|b| b.readback);
             // Each output holds at least its plaintext: the buffer in full,
             // or (a host that returns what the kernel wrote) its front.
-            if outputs.len() != readback.len()
+            if outputs.len() != lens.len()
+                || sealer.keys.len() != lens.len()
                 || outputs
                     .iter()
-                    .zip(&readback)
+                    .zip(readback.clone())
                     .zip(&lens)
                     .any(|((o, b), &p)| (o.len() as u64) < p || o.len() as u64 > b.len)
             {
                 return Err(SealError::BadLength);
             }
-            let (jb, n) = job_bytes(&self.nonce, &self.binding, Some(salt));
-            let jb = &jb[..n];
             let plain: Vec<&[u8]> = outputs
                 .iter()
                 .zip(&lens)
                 .map(|(o, &n)| &o[..n as usize])
                 .collect();
-            let plain_output_root = root_of_buffers(plain.iter().copied());
-            let plain_output_len = lens.iter().sum();
             let mut sealed = Vec::with_capacity(outputs.len());
-            let mut index = 0;
-            for (i, b) in spec.buffers.iter().enumerate() {
-                if !b.readback {
-                    continue;
-                }
-                let p = plain[index];
+            for (index, ((p, b), key)) in plain.iter().zip(readback).zip(&sealer.keys).enumerate() {
                 let mut stream = Vec::with_capacity(b.len as usize);
                 if index == 0 {
-                    stream.extend_from_slice(&ctx.enc);
-                    stream.extend_from_slice(salt);
+                    stream.extend_from_slice(&sealer.enc);
+                    stream.extend_from_slice(&sealer.salt);
                 }
-                stream
-                    .extend_from_slice(&ctx.sender.stream(jb, i as u32, p.len() as u64)?.seal(p)?);
+                key.seal_into(p, &mut stream)?;
                 sealed.push(stream);
-                index += 1;
             }
-            let hash = sealed_result_hash(
-                &self.result_key,
-                &self.plain_kernel_hash,
-                &self.plain_input_root,
-                &plain_output_root,
-                plain_output_len,
-            );
-            Ok((sealed, hash))
+            Ok((sealed, digest.result_hash(&self.result_key, &plain)))
         })();
         for o in outputs.iter_mut() {
             o.zeroize();
@@ -533,15 +668,8 @@ pub fn expected_result_hash(
     inputs: &[&[u8]],
     outputs: &[&[u8]],
 ) -> Digest {
-    let plain_kernel_hash = plain_kernel_hash(kernel, push_constants, spec_in_clear);
-    let plain_output_len = outputs.iter().map(|o| o.len() as u64).sum();
-    sealed_result_hash(
-        result_key,
-        &plain_kernel_hash,
-        &root_of_buffers(inputs.iter().copied()),
-        &root_of_buffers(outputs.iter().copied()),
-        plain_output_len,
-    )
+    PlainDigest::of_assignment(spec_in_clear, kernel, push_constants, inputs)
+        .result_hash(result_key, outputs)
 }
 
 #[cfg(test)]
@@ -572,6 +700,78 @@ mod tests {
             inputs_root: root_of_buffers(sealed.inputs.iter().map(|v| v.as_slice())),
             sealing: Some(sealed.sealing),
         }
+    }
+
+    /// Opened unhashed, a job's outputs are not sealed until its plaintext
+    /// is hashed; hashed later (from the run's plaintext), and with its
+    /// output streams made ready before the run, they seal to the same
+    /// bytes and result hash as a job hashed when opened.
+    #[test]
+    fn a_job_hashed_after_it_opens_seals_as_one_hashed_when_it_opens() {
+        let provider = KeyPair::derive(&[1; 32]);
+        let requester = KeyPair::derive(&[2; 32]);
+        let kernel: Vec<u8> = (0..300u32).flat_map(|i| i.to_le_bytes()).collect();
+        let a: Vec<u8> = (0..9_000u32).map(|i| (i * 7) as u8).collect();
+        let layout = sealed_layout(&[(0, a.len() as u64, a.len() as u64, true)]).unwrap();
+        let job = PlainJob {
+            entry_point: "main",
+            specialization: &[],
+            grid: [1, 1, 1],
+            buffers: &layout,
+            kernel: &kernel,
+            push_constants: &[9, 8, 7, 6],
+            inputs: &[&a],
+            seal_kernel: true,
+        };
+        let recipient = Recipient {
+            enc_key: *provider.public(),
+            device_key: DEVICE,
+        };
+        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
+        let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
+        let spec = assignment(&sealed, &layout);
+        let receiver = provider_context(&provider, &DEVICE, ctx.enc()).unwrap();
+        let out_ctx = OutputContext::new(requester.public(), &DEVICE, ctx.enc(), &[4; 32]).unwrap();
+        let outputs: Vec<Vec<u8>> = vec![(0..layout[0].len).map(|j| j as u8).collect()];
+
+        let hashed = open_job(&receiver, &spec, &sealed.kernel, &sealed.inputs).unwrap();
+        assert!(hashed.is_hashed());
+        let want = hashed
+            .seal_outputs(&spec, outputs.clone(), &out_ctx, &[5; 16])
+            .unwrap();
+
+        let mut later =
+            open_job_unhashed(&receiver, &spec, &sealed.kernel, &sealed.inputs).unwrap();
+        assert!(!later.is_hashed());
+        let sealer = later.output_sealer(&spec, &out_ctx, &[5; 16]).unwrap();
+        assert_eq!(
+            later
+                .seal_outputs_with(&spec, outputs.clone(), &sealer)
+                .err(),
+            Some(SealError::Unhashed),
+            "no outputs are sealed under a result hash of nothing"
+        );
+        let inputs: Vec<&[u8]> = later.inputs.iter().map(|b| b.as_slice()).collect();
+        let digest =
+            PlainDigest::of_assignment(&spec, &later.kernel, &later.push_constants, &inputs);
+        drop(inputs);
+        later.set_plain_digest(digest);
+        assert!(later.is_hashed());
+        assert_eq!(
+            later.seal_outputs_with(&spec, outputs, &sealer).unwrap(),
+            want
+        );
+        // The requester's digest of the job in the clear is the same one.
+        let requester_side = PlainDigest::new(
+            &kernel,
+            "main",
+            &[],
+            &[9, 8, 7, 6],
+            [1, 1, 1],
+            &layout,
+            &[&a],
+        );
+        assert_eq!(requester_side, digest);
     }
 
     #[test]

@@ -35,10 +35,10 @@ mod job;
 pub use job::sealed_layout;
 #[cfg(all(feature = "e2e", feature = "std"))]
 pub use job::{
-    expected_result_hash, open_job, open_outputs, output_plain_lens, output_prefix,
-    output_receiver, provider_context, seal_job, sealed_result_hash, OpenedJob, OutputContext,
-    PlainJob, Recipient, RequesterContext, SealedJob, MAX_SEALED_PUSH_CONSTANTS,
-    PUSH_CONSTANTS_STREAM, RESULT_KEY_LEN, RESULT_KEY_STREAM,
+    expected_result_hash, open_job, open_job_unhashed, open_outputs, output_plain_lens,
+    output_prefix, output_receiver, provider_context, seal_job, sealed_result_hash, OpenedJob,
+    OutputContext, OutputSealer, PlainDigest, PlainJob, Recipient, RequesterContext, SealedJob,
+    MAX_SEALED_PUSH_CONSTANTS, PUSH_CONSTANTS_STREAM, RESULT_KEY_LEN, RESULT_KEY_STREAM,
 };
 
 /// Bytes of an X25519 public key, and of HPKE's encapsulated key.
@@ -93,6 +93,9 @@ pub enum SealError {
     Forged,
     /// The system's random source failed (hosted builds).
     Random,
+    /// Outputs sealed for a job whose plaintext was not hashed
+    /// ([`OpenedJob::set_plain_digest`] after [`open_job_unhashed`]).
+    Unhashed,
 }
 
 impl fmt::Display for SealError {
@@ -102,6 +105,9 @@ impl fmt::Display for SealError {
             SealError::BadLength => "not a length or place of a sealed stream",
             SealError::Forged => "a sealed segment that does not open (forged or misplaced)",
             SealError::Random => "the system's random source failed",
+            SealError::Unhashed => {
+                "the job in the clear was not hashed before its outputs were sealed"
+            }
         })
     }
 }

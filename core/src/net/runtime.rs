@@ -246,7 +246,7 @@ struct WorkQueue {
 
 #[derive(Default)]
 struct QueueState {
-    jobs: VecDeque<JobToRun>,
+    jobs: VecDeque<Arc<JobToRun>>,
     /// The runtime is gone: the worker ends.
     closed: bool,
 }
@@ -258,7 +258,7 @@ impl WorkQueue {
     }
 
     /// Queues `job`; false (dropping it) when [`MAX_JOBS`] already wait.
-    fn push(&self, job: JobToRun) -> bool {
+    fn push(&self, job: Arc<JobToRun>) -> bool {
         let mut q = self.lock();
         if q.jobs.len() >= MAX_JOBS {
             return false;
@@ -295,7 +295,7 @@ impl WorkQueue {
 
     /// The next job, waiting at most `wait` (`None`: until one comes);
     /// `Err` once the queue is closed.
-    fn next(&self, wait: Option<StdDuration>) -> Result<Option<JobToRun>, ()> {
+    fn next(&self, wait: Option<StdDuration>) -> Result<Option<Arc<JobToRun>>, ()> {
         let mut q = self.lock();
         loop {
             if q.closed {
@@ -898,7 +898,9 @@ impl<S: Signer> Runtime<S> {
     }
 
     fn start_job(&mut self, now: Instant, job: JobId) {
-        let Some(mut taken) = self.host.take_run(&self.agent, job) else {
+        // A sealed job's plaintext is hashed (for its result hash) once the
+        // run is queued, while the executor runs it.
+        let Some(mut taken) = self.host.take_run_unhashed(&self.agent, job) else {
             return;
         };
         // Moved out: the run's plaintext (a sealed job's) is wiped where it
@@ -919,7 +921,7 @@ impl<S: Signer> Runtime<S> {
         let cancel = CancelFlag::new();
         let number = self.next_run;
         self.next_run += 1;
-        let run = JobToRun {
+        let run = Arc::new(JobToRun {
             id: job,
             run: number,
             spec,
@@ -927,13 +929,21 @@ impl<S: Signer> Runtime<S> {
             buffers,
             deadline,
             cancel: cancel.clone(),
-        };
+        });
         let alive = self.worker.as_ref().is_some_and(|w| !w.is_finished());
         if !alive {
             log::error!("job {job}: the executor thread is gone");
-        } else if self.work.push(run) {
+        } else if self.work.push(run.clone()) {
             log::info!("job {job}: queued to run");
             self.given.insert(job, (number, cancel));
+            // The executor only reads the run: its plaintext is hashed
+            // here meanwhile, before this thread can take the run's end.
+            self.host.hash_run(
+                job,
+                &run.kernel,
+                &run.spec.kernel.push_constants,
+                &run.buffers,
+            );
             return;
         } else {
             // The agent holds at most MAX_JOBS jobs, and jobs it dropped

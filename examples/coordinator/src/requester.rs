@@ -223,6 +223,12 @@ impl Requester {
         &mut self,
         job: &Submit,
     ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
+        self.send(job)?;
+        self.receive_checked(job)
+    }
+
+    /// Sends `job`, its answer awaited for its deadline and 30 s more.
+    fn send(&mut self, job: &Submit) -> Result<(), RequesterError> {
         let wait = Duration::from_millis(u64::from(job.deadline_ms))
             .saturating_add(Duration::from_secs(30));
         self.stream
@@ -230,6 +236,14 @@ impl Requester {
             .set_read_timeout(Some(wait))
             .map_err(|e| RequesterError::Connect(self.addr, e))?;
         write_submit(&mut self.stream, job)?;
+        Ok(())
+    }
+
+    /// Reads the answer to `job`, sent last, and verifies it.
+    fn receive_checked(
+        &mut self,
+        job: &Submit,
+    ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
         let response: Response = read_frame(&mut self.stream, response_limit(job))?;
         self.check_response(job, response)
     }
@@ -458,9 +472,15 @@ impl Requester {
             device_key: evidence.public_key,
         };
         let rng = SystemRandom::new();
-        let mut result_key = Zeroizing::new([0u8; 32]);
-        rng.fill(&mut result_key[..])
+        // The job's result key and its fresh nonce, in one draw.
+        let mut drawn = Zeroizing::new([0u8; 64]);
+        rng.fill(&mut drawn[..])
             .map_err(|_| RequesterError::NoRandomness)?;
+        let mut result_key = Zeroizing::new([0u8; 32]);
+        result_key.copy_from_slice(&drawn[..32]);
+        let mut nonce = [0u8; 32];
+        nonce.copy_from_slice(&drawn[32..]);
+        drop(drawn);
         if self.sealing.is_none() {
             self.sealing = Some(Sealing {
                 keys: e2e::KeyPair::generate().map_err(|_| RequesterError::NoRandomness)?,
@@ -486,7 +506,6 @@ impl Requester {
                 sealing.contexts.len() - 1
             }
         };
-        let nonce = new_nonce()?;
         let submit = seal_submission(
             job,
             evidence,
@@ -496,7 +515,12 @@ impl Requester {
             &result_key,
         )
         .map_err(RequesterError::Seal)?;
-        let (result, check, assign) = self.submit_checked(&submit)?;
+        self.send(&submit)?;
+        // What the result hash covers of the job in the clear, hashed
+        // while the job runs; the answer is read whatever comes of it.
+        let plain = plain_digest(job, &submit);
+        let (result, check, assign) = self.receive_checked(&submit)?;
+        let plain = plain.map_err(RequesterError::Verify)?;
         if result.provider_public_key != evidence.public_key {
             return Err(RequesterError::Verify(
                 ResultCheckError::EvidenceKeyMismatch,
@@ -539,6 +563,7 @@ impl Requester {
             &check.receipt,
             &sealing.outputs[at].1,
             &result_key,
+            &plain,
         )
         .map_err(RequesterError::Verify)?;
         Ok(SealedResult {
@@ -681,12 +706,37 @@ pub fn open_sealed_result(
     assign.sealing = submit.sealed.map(|s| s.sealing);
     let receipt = Receipt::verify_any(&result.receipt, &result.provider_public_key)
         .map_err(ResultCheckError::Receipt)?;
-    open_with(job, &assign, result, &receipt, &receiver, result_key)
+    let plain = plain_digest(job, submit)?;
+    open_with(
+        job, &assign, result, &receipt, &receiver, result_key, &plain,
+    )
+}
+
+/// What the result hash of `submit`, `job` sealed, covers of `job` in the
+/// clear: its kernel hash and input root, as the sealed assignment lays it
+/// out.
+fn plain_digest(job: &Submit, submit: &Submit) -> Result<e2e::PlainDigest, ResultCheckError> {
+    let view = SubmitView::of(submit);
+    let buffers = view.job_buffers();
+    let layout = view
+        .description(&buffers)
+        .layout()
+        .map_err(ResultCheckError::Job)?;
+    let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
+    Ok(e2e::PlainDigest::new(
+        &job.kernel,
+        &submit.entry_point,
+        &submit.specialization,
+        &job.push_constants,
+        submit.grid,
+        &layout,
+        &inputs,
+    ))
 }
 
 /// [`open_sealed_result`] with the assignment and the receipt verified
-/// already and the requester's end of the provider's output context at
-/// hand.
+/// already, the requester's end of the provider's output context at hand,
+/// and what the result hash covers of the job in the clear (`plain`).
 fn open_with(
     job: &Submit,
     assign: &JobAssign,
@@ -694,19 +744,12 @@ fn open_with(
     receipt: &Receipt,
     receiver: &e2e::Receiver,
     result_key: &[u8; 32],
+    plain: &e2e::PlainDigest,
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, ResultCheckError> {
     let opened =
         e2e::open_outputs(receiver, assign, &result.outputs).map_err(ResultCheckError::Sealed)?;
-    let inputs: Vec<&[u8]> = job.buffers.iter().map(|b| &b.init[..]).collect();
     let outputs: Vec<&[u8]> = opened.iter().map(|o| &o[..]).collect();
-    let want = e2e::expected_result_hash(
-        result_key,
-        assign,
-        &job.kernel,
-        &job.push_constants,
-        &inputs,
-        &outputs,
-    );
+    let want = plain.result_hash(result_key, &outputs);
     if receipt.result_hash != want {
         return Err(ResultCheckError::SealedResultHash);
     }
