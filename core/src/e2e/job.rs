@@ -702,6 +702,47 @@ mod tests {
         }
     }
 
+    /// The job in the clear with entry point `main` on one workgroup, its
+    /// kernel sealed.
+    fn plain_job<'a>(
+        layout: &'a [BufferSpec],
+        kernel: &'a [u8],
+        push_constants: &'a [u8],
+        inputs: &'a [&'a [u8]],
+    ) -> PlainJob<'a> {
+        PlainJob {
+            entry_point: "main",
+            specialization: &[],
+            grid: [1, 1, 1],
+            buffers: layout,
+            kernel,
+            push_constants,
+            inputs,
+            seal_kernel: true,
+        }
+    }
+
+    /// `kernel`, `push_constants` and `inputs` (laid out as `layout`)
+    /// sealed by `requester` to `provider` under [`NONCE`], result key
+    /// `[7; 32]`: the requester's context and the sealed job.
+    fn seal_for(
+        provider: &KeyPair,
+        requester: &KeyPair,
+        kernel: &[u8],
+        push_constants: &[u8],
+        inputs: &[&[u8]],
+        layout: &[BufferSpec],
+    ) -> (RequesterContext, SealedJob) {
+        let job = plain_job(layout, kernel, push_constants, inputs);
+        let recipient = Recipient {
+            enc_key: *provider.public(),
+            device_key: DEVICE,
+        };
+        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
+        let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
+        (ctx, sealed)
+    }
+
     /// Opened unhashed, a job's outputs are not sealed until its plaintext
     /// is hashed; hashed later (from the run's plaintext), and with its
     /// output streams made ready before the run, they seal to the same
@@ -713,22 +754,14 @@ mod tests {
         let kernel: Vec<u8> = (0..300u32).flat_map(|i| i.to_le_bytes()).collect();
         let a: Vec<u8> = (0..9_000u32).map(|i| (i * 7) as u8).collect();
         let layout = sealed_layout(&[(0, a.len() as u64, a.len() as u64, true)]).unwrap();
-        let job = PlainJob {
-            entry_point: "main",
-            specialization: &[],
-            grid: [1, 1, 1],
-            buffers: &layout,
-            kernel: &kernel,
-            push_constants: &[9, 8, 7, 6],
-            inputs: &[&a],
-            seal_kernel: true,
-        };
-        let recipient = Recipient {
-            enc_key: *provider.public(),
-            device_key: DEVICE,
-        };
-        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
-        let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
+        let (ctx, sealed) = seal_for(
+            &provider,
+            &requester,
+            &kernel,
+            &[9, 8, 7, 6],
+            &[&a],
+            &layout,
+        );
         let spec = assignment(&sealed, &layout);
         let receiver = provider_context(&provider, &DEVICE, ctx.enc()).unwrap();
         let out_ctx = OutputContext::new(requester.public(), &DEVICE, ctx.enc(), &[4; 32]).unwrap();
@@ -786,22 +819,14 @@ mod tests {
             (1, b.len() as u64, b.len() as u64, true),
         ])
         .unwrap();
-        let job = PlainJob {
-            entry_point: "main",
-            specialization: &[],
-            grid: [1, 1, 1],
-            buffers: &layout,
-            kernel: &kernel,
-            push_constants: &[1, 2, 3, 4],
-            inputs: &[&a, &b],
-            seal_kernel: true,
-        };
-        let recipient = Recipient {
-            enc_key: *provider.public(),
-            device_key: DEVICE,
-        };
-        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
-        let sealed = seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).unwrap();
+        let (ctx, sealed) = seal_for(
+            &provider,
+            &requester,
+            &kernel,
+            &[1, 2, 3, 4],
+            &[&a, &b],
+            &layout,
+        );
         assert_ne!(sealed.kernel, kernel);
         assert!(!sealed.inputs[0].windows(16).any(|w| w == &a[100..116]));
         let spec = assignment(&sealed, &layout);
@@ -881,6 +906,8 @@ mod tests {
             open_job(&receiver, &second, &sealed.kernel, &sealed.inputs).err(),
             Some(SealError::Forged)
         );
+        let inputs: [&[u8]; 2] = [&a, &b];
+        let job = plain_job(&layout, &kernel, &[1, 2, 3, 4], &inputs);
         let sealed2 = seal_job(&ctx, &[0x4F; 32], requester.public(), &[7; 32], &job).unwrap();
         let spec2 = assignment(&sealed2, &layout);
         let mut spec2 = spec2;
