@@ -133,15 +133,53 @@ impl SealedRun {
     /// Makes the output streams ready (once): a salt drawn for this run and
     /// each stream's key, so that sealing the outputs after the run costs
     /// the AEAD alone.
-    fn prepare(&mut self) -> Result<&crate::e2e::OutputSealer, crate::e2e::SealError> {
-        if self.sealer.is_none() {
-            let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-                .map_err(|_| crate::e2e::SealError::Random)?;
-            self.sealer = Some(self.opened.output_sealer(&self.spec, &self.output, &salt)?);
-        }
-        self.sealer.as_ref().ok_or(crate::e2e::SealError::Random)
+    fn prepare(&mut self) -> Result<(), crate::e2e::SealError> {
+        let SealedRun {
+            opened,
+            spec,
+            output,
+            sealer,
+        } = self;
+        ready_sealer(sealer, opened, spec, output).map(|_| ())
     }
+
+    /// Seals the run's `outputs` (zeroed whatever comes of it): the sealed
+    /// streams and the result hash.
+    fn seal(
+        &mut self,
+        mut outputs: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Vec<u8>>, crate::wire::Digest), crate::e2e::SealError> {
+        let SealedRun {
+            opened,
+            spec,
+            output,
+            sealer,
+        } = self;
+        match ready_sealer(sealer, opened, spec, output) {
+            Ok(sealer) => opened.seal_outputs_with(spec, outputs, sealer),
+            Err(e) => {
+                wipe_outputs(&mut outputs);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `sealer`, made ready first if it is not.
+#[cfg(feature = "e2e")]
+fn ready_sealer<'a>(
+    sealer: &'a mut Option<crate::e2e::OutputSealer>,
+    opened: &crate::e2e::OpenedJob,
+    spec: &JobAssign,
+    output: &crate::e2e::OutputContext,
+) -> Result<&'a crate::e2e::OutputSealer, crate::e2e::SealError> {
+    if let Some(ready) = sealer {
+        return Ok(ready);
+    }
+    let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| crate::e2e::SealError::Random)?;
+    Ok(sealer.insert(opened.output_sealer(spec, output, &salt)?))
 }
 
 impl core::fmt::Debug for HostJob {
@@ -817,25 +855,10 @@ impl JobHost {
 fn seal_outputs(
     job: JobId,
     running: &mut SealedRun,
-    mut out: JobOutputs,
+    out: JobOutputs,
     hj: &mut HostJob,
 ) -> Result<JobOutputs, JobFailure> {
-    if let Err(e) = running.prepare() {
-        log::warn!("job {job}: cannot seal its outputs: {e}");
-        wipe_outputs(&mut out.outputs);
-        return Err(JobFailure::new(FailReason::Host, 0));
-    }
-    let SealedRun {
-        opened,
-        spec,
-        sealer: Some(sealer),
-        ..
-    } = running
-    else {
-        wipe_outputs(&mut out.outputs);
-        return Err(JobFailure::new(FailReason::Host, 0));
-    };
-    match opened.seal_outputs_with(spec, out.outputs, sealer) {
+    match running.seal(out.outputs) {
         Ok((sealed, hash)) => {
             hj.sealed = Sealed::Done(hash);
             Ok(JobOutputs {
