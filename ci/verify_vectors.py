@@ -45,7 +45,7 @@ RESULT_DOMAIN = b"tessera/result/v1"
 SEAL_DOMAIN = b"tessera/seal/v1"
 HARDWARE_NONCE_DOMAIN = b"tessera/hw-nonce/v1"
 E2E_INFO_LABEL = b"tessera/e2e/v1"
-E2E_STREAM_LABEL = b"tessera/e2e/stream"
+E2E_JOB_LABEL = b"tessera/e2e/job"
 E2E_TAG = 16
 E2E_SEGMENT = 8 * CHUNK_SIZE
 E2E_SEGMENT_PLAIN = E2E_SEGMENT - E2E_TAG
@@ -653,10 +653,13 @@ def check_merkle(v, ctx):
 
 
 def e2e_stream_key(ctx, job, stream):
-    """A stream's AES-256-GCM key and base nonce, exported from the HPKE
-    context under the job's bytes ("End-to-end sealing")."""
-    okm = ctx.export(E2E_STREAM_LABEL + job + struct.pack("<I", stream), 44)
-    return AESGCM(okm[:32]), okm[32:]
+    """A stream's AES-256-GCM key and base nonce: the job's key and base
+    nonce, exported from the HPKE context under the job's bytes, the base
+    nonce XOR the big-endian stream number in its first four bytes
+    ("End-to-end sealing")."""
+    okm = ctx.export(E2E_JOB_LABEL + job, 44)
+    base = bytes(a ^ b for a, b in zip(okm[32:], struct.pack(">I", stream) + bytes(8)))
+    return AESGCM(okm[:32]), base
 
 
 def e2e_nonce(base, index):

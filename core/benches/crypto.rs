@@ -1,7 +1,7 @@
 //! End-to-end sealing's cost beside the raw primitive it is built on,
 //! measured in the same run on the same bytes: `crypto.seal_rate` is GB/s
 //! sealing a 64 MiB output for a requester (the HPKE context set up, the
-//! stream's key exported, every 8,176-byte segment sealed in place with its
+//! job's key exported, every 65,520-byte segment sealed in place with its
 //! tag), beside peer `ring_aead`, ring's AES-256-GCM sealing the same 64 MiB
 //! in one call. `crypto.open_rate` is the provider's side, opening the
 //! sealed stream segment by segment, beside ring opening it in one call.

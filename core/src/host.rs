@@ -130,9 +130,9 @@ struct SealedRun {
 
 #[cfg(feature = "e2e")]
 impl SealedRun {
-    /// Makes the output streams ready (once): a salt drawn for this run and
-    /// each stream's key, so that sealing the outputs after the run costs
-    /// the AEAD alone.
+    /// Makes the output streams ready (once): a salt drawn for this run,
+    /// the job's output key and its streams, so that sealing the outputs
+    /// after the run costs the AEAD alone.
     fn prepare(&mut self) -> Result<(), crate::e2e::SealError> {
         let SealedRun {
             opened,

@@ -292,7 +292,7 @@ fn a_sealed_assignment_is_refused_without_a_session_key_a_good_layout_or_version
 /// A coordinator that sends a requester's sealed job again with its own
 /// requester key (to have the outputs sealed to itself), or with another
 /// clear part (another grid, the inputs read back, the kernel said to be in
-/// the clear), gets no output: every stream's key is bound to the job's
+/// the clear), gets no output: the job's key is bound to the job's
 /// clear part, nothing opens, and the job fails as `InputIntegrity` 11.
 #[test]
 fn a_sealed_job_replayed_with_another_clear_part_opens_to_nothing() {

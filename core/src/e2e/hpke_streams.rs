@@ -1,4 +1,4 @@
-//! HPKE contexts and each stream's AES-256-GCM key (feature `e2e`).
+//! HPKE contexts, each job's AES-256-GCM key and its streams (feature `e2e`).
 
 use core::fmt;
 
@@ -17,8 +17,8 @@ use super::{
 
 type Kem = X25519HkdfSha256;
 
-/// Exporter context label of a stream's key and nonce.
-const STREAM_LABEL: &[u8; 18] = b"tessera/e2e/stream";
+/// Exporter context label of a job's key and base nonce (one direction).
+const JOB_LABEL: &[u8; 15] = b"tessera/e2e/job";
 const NONCE_LEN: usize = 12;
 
 /// An X25519 key pair: a provider's session key, or a requester's key for
@@ -67,7 +67,7 @@ impl fmt::Debug for KeyPair {
 }
 
 /// The sender's side of a context (one serves many jobs), from which each
-/// stream's key is exported.
+/// job's key is exported.
 pub struct Sender {
     ctx: AeadCtxS<ExportOnlyAead, HkdfSha256, Kem>,
 }
@@ -112,15 +112,16 @@ impl Sender {
         out
     }
 
+    /// The key sealing the streams of the job `job` ([`super::job_bytes`]),
+    /// exported once for all of them.
+    pub fn job_key(&self, job: &[u8]) -> Result<JobKey, SealError> {
+        export_job(|c, out| self.ctx.export(c, out).is_ok(), job)
+    }
+
     /// The key sealing stream `stream` of `plain_len` bytes of the job
-    /// `job` ([`super::job_bytes`]).
+    /// `job` alone ([`Sender::job_key`], then [`JobKey::stream`]).
     pub fn stream(&self, job: &[u8], stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
-        export_stream(
-            |c, out| self.ctx.export(c, out).is_ok(),
-            job,
-            stream,
-            plain_len,
-        )
+        self.job_key(job)?.stream(stream, plain_len)
     }
 
     /// HPKE's `Export` (RFC 9180, section 5.3), for checks against its
@@ -152,15 +153,16 @@ impl Receiver {
         Ok(Receiver { ctx })
     }
 
+    /// The key opening the streams of the job `job` ([`super::job_bytes`]),
+    /// exported once for all of them.
+    pub fn job_key(&self, job: &[u8]) -> Result<JobKey, SealError> {
+        export_job(|c, out| self.ctx.export(c, out).is_ok(), job)
+    }
+
     /// The key opening stream `stream` of `plain_len` bytes of the job
-    /// `job` ([`super::job_bytes`]).
+    /// `job` alone ([`Receiver::job_key`], then [`JobKey::stream`]).
     pub fn stream(&self, job: &[u8], stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
-        export_stream(
-            |c, out| self.ctx.export(c, out).is_ok(),
-            job,
-            stream,
-            plain_len,
-        )
+        self.job_key(job)?.stream(stream, plain_len)
     }
 
     /// HPKE's `Export` (RFC 9180, section 5.3), for checks against its
@@ -172,42 +174,68 @@ impl Receiver {
     }
 }
 
-/// The exporter context of stream `stream` of a job: the label, the job
-/// bytes ([`super::job_bytes`]), the stream number. Returns the buffer and
-/// how much of it is used; `None` for job bytes over [`MAX_JOB_BYTES`].
-fn stream_context(
-    job: &[u8],
-    stream: u32,
-) -> Option<([u8; STREAM_LABEL.len() + MAX_JOB_BYTES + 4], usize)> {
-    let mut c = [0u8; STREAM_LABEL.len() + MAX_JOB_BYTES + 4];
+/// The exporter context of a job's key: the label, then the job bytes
+/// ([`super::job_bytes`]). Returns the buffer and how much of it is used;
+/// `None` for job bytes over [`MAX_JOB_BYTES`].
+fn job_context(job: &[u8]) -> Option<([u8; JOB_LABEL.len() + MAX_JOB_BYTES], usize)> {
+    let mut c = [0u8; JOB_LABEL.len() + MAX_JOB_BYTES];
     if job.len() > MAX_JOB_BYTES {
         return None;
     }
-    let mut at = STREAM_LABEL.len();
-    c[..at].copy_from_slice(STREAM_LABEL);
-    c[at..at + job.len()].copy_from_slice(job);
-    at += job.len();
-    c[at..at + 4].copy_from_slice(&stream.to_le_bytes());
-    Some((c, at + 4))
+    c[..JOB_LABEL.len()].copy_from_slice(JOB_LABEL);
+    c[JOB_LABEL.len()..JOB_LABEL.len() + job.len()].copy_from_slice(job);
+    Some((c, JOB_LABEL.len() + job.len()))
 }
 
-fn export_stream(
-    export: impl Fn(&[u8], &mut [u8]) -> bool,
-    job: &[u8],
-    stream: u32,
-    plain_len: u64,
-) -> Result<StreamKey, SealError> {
-    let (context, n) = stream_context(job, stream).ok_or(SealError::BadLength)?;
+fn export_job(export: impl Fn(&[u8], &mut [u8]) -> bool, job: &[u8]) -> Result<JobKey, SealError> {
+    let (context, n) = job_context(job).ok_or(SealError::BadLength)?;
     let mut okm = [0u8; 32 + NONCE_LEN];
-    if !export(&context[..n], &mut okm) {
-        return Err(SealError::BadLength);
-    }
-    StreamKey::new(okm, plain_len)
+    let key = if export(&context[..n], &mut okm) {
+        UnboundKey::new(&AES_256_GCM, &okm[..32]).map_err(|_| SealError::BadLength)
+    } else {
+        Err(SealError::BadLength)
+    };
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&okm[32..]);
+    okm.zeroize();
+    Ok(JobKey {
+        key: LessSafeKey::new(key?),
+        nonce,
+    })
 }
 
-/// One stream's AES-256-GCM key and base nonce, and its plaintext length
-/// (bound into every segment, so a stream cut short or run long does not
-/// open).
+/// One job's AES-256-GCM key and base nonce in one direction, exported
+/// once: every stream of the job is sealed under it, each at its own
+/// nonces ([`JobKey::stream`]).
+pub struct JobKey {
+    key: LessSafeKey,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl JobKey {
+    /// The key of stream `stream` of `plain_len` bytes: the job's key, its
+    /// base nonce XOR the big-endian stream number in the first four bytes
+    /// (a segment's index goes in the last eight, [`StreamKey`]), so no two
+    /// segments of the job share a nonce. `BadLength` for a length whose
+    /// sealed length is past `u64`.
+    pub fn stream(&self, stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
+        // Checked here, so every segment arithmetic below stays in range.
+        sealed_len(plain_len).ok_or(SealError::BadLength)?;
+        let mut nonce = self.nonce;
+        for (b, s) in nonce[..4].iter_mut().zip(stream.to_be_bytes()) {
+            *b ^= s;
+        }
+        Ok(StreamKey {
+            key: self.key.clone(),
+            nonce,
+            plain_len,
+        })
+    }
+}
+
+/// One stream's AES-256-GCM key and base nonce ([`JobKey::stream`]), and
+/// its plaintext length (bound into every segment, so a stream cut short
+/// or run long does not open).
 pub struct StreamKey {
     key: LessSafeKey,
     nonce: [u8; NONCE_LEN],
@@ -215,20 +243,6 @@ pub struct StreamKey {
 }
 
 impl StreamKey {
-    fn new(mut okm: [u8; 32 + NONCE_LEN], plain_len: u64) -> Result<StreamKey, SealError> {
-        // Checked here, so every segment arithmetic below stays in range.
-        sealed_len(plain_len).ok_or(SealError::BadLength)?;
-        let key = UnboundKey::new(&AES_256_GCM, &okm[..32]).map_err(|_| SealError::BadLength);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&okm[32..]);
-        okm.zeroize();
-        Ok(StreamKey {
-            key: LessSafeKey::new(key?),
-            nonce,
-            plain_len,
-        })
-    }
-
     /// Plaintext bytes of the stream.
     pub fn plain_len(&self) -> u64 {
         self.plain_len
@@ -255,7 +269,9 @@ impl StreamKey {
     }
 
     fn nonce(&self, index: u64) -> AeadNonce {
-        // RFC 9180's ComputeNonce: the base nonce XOR the big-endian index.
+        // RFC 9180's ComputeNonce: the stream's base nonce XOR the
+        // big-endian index (its last eight bytes: the stream number is in
+        // the first four).
         let mut n = self.nonce;
         for (b, i) in n[NONCE_LEN - 8..].iter_mut().zip(index.to_be_bytes()) {
             *b ^= i;
@@ -547,6 +563,45 @@ mod tests {
             key.open_segment(1, &mut second).unwrap(),
             &plain[SEGMENT_PLAIN_LEN..2 * SEGMENT_PLAIN_LEN]
         );
+    }
+
+    #[test]
+    fn the_streams_of_one_job_key_never_share_a_nonce() {
+        let (_keys, sender, receiver) = pair();
+        let (sealing, opening) = (sender.job_key(JOB).unwrap(), receiver.job_key(JOB).unwrap());
+        let plain = [9u8; 64];
+        // Streams whose numbers differ in any byte, and the high ones a
+        // sealed job uses (result key, push constants).
+        let numbers = [
+            0u32,
+            1,
+            2,
+            0x100,
+            0x1_0000,
+            0x100_0000,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        let sealed: std::vec::Vec<_> = numbers
+            .iter()
+            .map(|&s| sealing.stream(s, 64).unwrap().seal(&plain).unwrap())
+            .collect();
+        for (i, a) in sealed.iter().enumerate() {
+            for b in &sealed[i + 1..] {
+                assert_ne!(a[..64], b[..64], "one key stream under two nonces");
+            }
+        }
+        for (&s, bytes) in numbers.iter().zip(&sealed) {
+            assert_eq!(
+                opening.stream(s, 64).unwrap().open(bytes).unwrap()[..],
+                plain
+            );
+            let other = opening.stream(s ^ 1, 64).unwrap();
+            assert_eq!(other.open(bytes).err(), Some(SealError::Forged));
+        }
+        // One stream sealed alone is the job key's stream.
+        let alone = sender.stream(JOB, 7, 64).unwrap().seal(&plain).unwrap();
+        assert_eq!(alone, sealing.stream(7, 64).unwrap().seal(&plain).unwrap());
     }
 
     #[test]

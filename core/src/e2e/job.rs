@@ -3,7 +3,7 @@
 //! the provider's ([`open_job`], [`OutputContext`],
 //! [`OpenedJob::seal_outputs`]), and the keyed result hash both compute
 //! ([`sealed_result_hash`]). A context (an HPKE setup, two X25519
-//! operations) serves any number of jobs: each job's streams are exported
+//! operations) serves any number of jobs: each job's key is exported
 //! under its own nonce, so a requester sending many jobs to one provider
 //! session, and that provider sealing their outputs back, set up one each.
 //! Hosted builds with feature `e2e`.
@@ -181,31 +181,36 @@ pub fn seal_job(
     if job.push_constants.len() > MAX_SEALED_PUSH_CONSTANTS {
         return Err(SealError::BadLength);
     }
-    let sender = &ctx.sender;
+    // A sealed kernel's root is not bound (zeros stand in for it).
+    let clear_root = if job.seal_kernel {
+        [0u8; 32]
+    } else {
+        root_of_buffers([job.kernel])
+    };
     let binding = job_binding(
         requester_key,
         job.seal_kernel,
-        &root_of_buffers([job.kernel]),
+        &clear_root,
         job.entry_point,
         job.specialization,
         job.grid,
         job.buffers,
     );
     let (jb, n) = job_bytes(nonce, &binding, None);
-    let jb = &jb[..n];
-    let key = sender
-        .stream(jb, RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
+    let streams = ctx.sender.job_key(&jb[..n])?;
+    let key = streams
+        .stream(RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
         .seal(result_key)?;
     let push_constants = if job.push_constants.is_empty() {
         Vec::new()
     } else {
-        sender
-            .stream(jb, PUSH_CONSTANTS_STREAM, job.push_constants.len() as u64)?
+        streams
+            .stream(PUSH_CONSTANTS_STREAM, job.push_constants.len() as u64)?
             .seal(job.push_constants)?
     };
     let kernel = if job.seal_kernel {
-        sender
-            .stream(jb, 0, job.kernel.len() as u64)?
+        streams
+            .stream(0, job.kernel.len() as u64)?
             .seal(job.kernel)?
     } else {
         job.kernel.to_vec()
@@ -215,8 +220,8 @@ pub fn seal_job(
         inputs.push(if input.is_empty() {
             Vec::new()
         } else {
-            sender
-                .stream(jb, i as u32 + 1, input.len() as u64)?
+            streams
+                .stream(i as u32 + 1, input.len() as u64)?
                 .seal(input)?
         });
     }
@@ -372,12 +377,12 @@ pub fn open_job_unhashed(
     let sealing = spec.sealing.as_ref().ok_or(SealError::BadLength)?;
     let binding = assignment_binding(spec).ok_or(SealError::BadLength)?;
     let (jb, n) = job_bytes(&spec.requester_nonce, &binding, None);
-    let jb = &jb[..n];
+    let streams = receiver.job_key(&jb[..n])?;
     let mut key = [0u8; RESULT_KEY_LEN + super::TAG_LEN];
     key[..RESULT_KEY_LEN].copy_from_slice(&sealing.result_key);
     key[RESULT_KEY_LEN..].copy_from_slice(&sealing.result_key_tag);
-    let opened_key = receiver
-        .stream(jb, RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
+    let opened_key = streams
+        .stream(RESULT_KEY_STREAM, RESULT_KEY_LEN as u64)?
         .open(&key)?;
     let mut result_key = Zeroizing::new([0u8; RESULT_KEY_LEN]);
     result_key.copy_from_slice(&opened_key);
@@ -386,13 +391,13 @@ pub fn open_job_unhashed(
         Zeroizing::new(Vec::new())
     } else {
         let plain = super::plain_len(sealed_push.len() as u64).ok_or(SealError::BadLength)?;
-        receiver
-            .stream(jb, PUSH_CONSTANTS_STREAM, plain)?
+        streams
+            .stream(PUSH_CONSTANTS_STREAM, plain)?
             .open(sealed_push)?
     };
     let kernel = if sealing.kernel_sealed {
         let plain = super::plain_len(kernel.len() as u64).ok_or(SealError::BadLength)?;
-        receiver.stream(jb, 0, plain)?.open(kernel)?
+        streams.stream(0, plain)?.open(kernel)?
     } else {
         Zeroizing::new(kernel.to_vec())
     };
@@ -405,7 +410,7 @@ pub fn open_job_unhashed(
             Zeroizing::new(Vec::new())
         } else {
             let plain = super::plain_len(input.len() as u64).ok_or(SealError::BadLength)?;
-            receiver.stream(jb, i as u32 + 1, plain)?.open(input)?
+            streams.stream(i as u32 + 1, plain)?.open(input)?
         });
     }
     Ok(OpenedJob {
@@ -494,7 +499,8 @@ impl OpenedJob {
     /// Makes ready the sealing of this job's outputs (its assignment
     /// `spec`) in `ctx` (sealing to the job's requester key, for its
     /// requester context) under the job's nonce and `salt`, fresh for the
-    /// run: each read-back buffer's stream key, exported now.
+    /// run: the job's output key, exported now, and each read-back
+    /// buffer's stream under it.
     pub fn output_sealer(
         &self,
         spec: &JobAssign,
@@ -503,11 +509,11 @@ impl OpenedJob {
     ) -> Result<OutputSealer, SealError> {
         let lens = output_plain_lens(&spec.buffers)?;
         let (jb, n) = job_bytes(&self.nonce, &self.binding, Some(salt));
-        let jb = &jb[..n];
+        let job_key = ctx.sender.job_key(&jb[..n])?;
         let mut keys = Vec::with_capacity(lens.len());
         let readback = spec.buffers.iter().enumerate().filter(|(_, b)| b.readback);
         for ((i, _), &len) in readback.zip(&lens) {
-            keys.push(ctx.sender.stream(jb, i as u32, len)?);
+            keys.push(job_key.stream(i as u32, len)?);
         }
         Ok(OutputSealer {
             enc: ctx.enc,
@@ -640,7 +646,7 @@ pub fn open_outputs(
     }
     let (_, salt) = output_prefix(&sealed[0]).ok_or(SealError::BadLength)?;
     let (jb, n) = job_bytes(nonce, &binding, Some(&salt));
-    let jb = &jb[..n];
+    let job_key = receiver.job_key(&jb[..n])?;
     let mut out = Vec::with_capacity(sealed.len());
     let mut index = 0;
     for (i, b) in buffers.iter().enumerate() {
@@ -652,7 +658,7 @@ pub fn open_outputs(
         } else {
             &sealed[index][..]
         };
-        out.push(receiver.stream(jb, i as u32, lens[index])?.open(bytes)?);
+        out.push(job_key.stream(i as u32, lens[index])?.open(bytes)?);
         index += 1;
     }
     Ok(out)

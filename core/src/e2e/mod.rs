@@ -6,9 +6,11 @@
 //! key, so the coordinator between them routes, meters and verifies
 //! ciphertext only. An HPKE context (RFC 9180, base mode,
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, export-only) each way serves
-//! many jobs ([`provider_info`], [`requester_info`]); each stream's
-//! AES-256-GCM key and nonce are exported from it under the job's bytes
-//! ([`job_bytes`]), and the stream is sealed in segments of [`SEGMENT_PLAIN_LEN`] bytes, each
+//! many jobs ([`provider_info`], [`requester_info`]); each job's
+//! AES-256-GCM key and base nonce are exported from it once under the
+//! job's bytes ([`job_bytes`], [`JobKey`]), each of the job's streams
+//! takes its own nonces under that key ([`JobKey::stream`]), and a stream
+//! is sealed in segments of [`SEGMENT_PLAIN_LEN`] bytes, each
 //! with its 16-byte tag, so a sealed segment is exactly eight transfer
 //! chunks ([`crate::limits::CHUNK_SIZE`], 64 KiB) and opens on its own.
 //! (Segments of one chunk cost a tenth of the sealing rate in per-call
@@ -28,7 +30,7 @@ use crate::wire::{BufferSpec, Digest, JobAssign, Nonce};
 #[cfg(feature = "e2e")]
 mod hpke_streams;
 #[cfg(feature = "e2e")]
-pub use hpke_streams::{KeyPair, Receiver, Sender, StreamKey};
+pub use hpke_streams::{JobKey, KeyPair, Receiver, Sender, StreamKey};
 #[cfg(all(feature = "e2e", feature = "std"))]
 mod job;
 #[cfg(all(feature = "e2e", feature = "std"))]
@@ -61,7 +63,7 @@ pub const REQUESTER_INFO_LEN: usize = PROVIDER_INFO_LEN + 32;
 pub const OUTPUT_PREFIX_LEN: usize = KEY_LEN + OUTPUT_SALT_LEN;
 /// Bytes of the salt a provider draws for each job's outputs.
 pub const OUTPUT_SALT_LEN: usize = 16;
-/// Most bytes of the job bytes a stream's key is exported under: the
+/// Most bytes of the job bytes a job's key is exported under: the
 /// requester's nonce, the job's binding, and for outputs the salt after
 /// them.
 pub const MAX_JOB_BYTES: usize = 32 + 32 + OUTPUT_SALT_LEN;
@@ -140,7 +142,7 @@ pub fn requester_info(device_key: &[u8; 32], requester_enc: &[u8; 32]) -> [u8; R
     out
 }
 
-/// The job bytes a stream's key is exported under: the requester's nonce,
+/// The job bytes a job's key is exported under: the requester's nonce,
 /// the job's binding ([`job_binding`]), then for outputs the provider's
 /// salt for the job. Returns the buffer and how much of it is used.
 pub fn job_bytes(
@@ -161,7 +163,7 @@ pub fn job_bytes(
 }
 
 /// A sealed job's binding: what of the job travels in the clear, bound into
-/// every stream's key, so that the same sealed streams under another
+/// the job's key, so that the same sealed streams under another
 /// requester key, another dispatch, another buffer layout or (for a kernel
 /// in the clear) another kernel open to nothing:
 ///
