@@ -71,15 +71,10 @@ impl Engine {
             let Phase::Ready { key } = s.phase else {
                 continue;
             };
-            if s.draining {
-                continue;
-            }
             let Some(rec) = self.keys.get(&key) else {
                 continue;
             };
-            let caps = &rec.capabilities;
-            let memory = (req.memory_mib as u64) << 20;
-            if req.features & !caps.features != 0 || memory > caps.device_local_bytes {
+            if !s.takes_offers() || !meets(&rec.capabilities, req) {
                 continue;
             }
             if let Some(h) = s.load {
@@ -179,6 +174,7 @@ impl Engine {
                 candidates,
                 excluded: HashSet::new(),
                 declines: Vec::new(),
+                full_declines: HashMap::new(),
                 lost: HashMap::new(),
                 sealed_for,
                 wants_room: false,
@@ -214,7 +210,7 @@ impl Engine {
             let Some(session) = self.sessions.get(&sid) else {
                 continue;
             };
-            if session.draining || !matches!(session.phase, Phase::Ready { .. }) {
+            if !session.takes_offers() {
                 continue;
             }
             let counts = counts.get_or_insert_with(|| self.in_flight_counts());
@@ -452,21 +448,22 @@ impl Engine {
         }
         if let Some(job) = self.jobs.get_mut(&id) {
             log::info!("job {id}: declined by {}: {why}", short(&key));
-            let kid = key_id(&key);
             // Full, it may take the job later; a provider that says so
             // again and again (however much room its heartbeats show) is
             // not offered the job any more.
-            let full_before = job
-                .declines
-                .iter()
-                .filter(|(k, w)| *k == kid && w == AT_CAPACITY)
-                .count();
-            if at_capacity && full_before + 1 < MAX_CAPACITY_DECLINES {
+            let full = if at_capacity {
+                let n = job.full_declines.entry(key).or_insert(0);
+                *n += 1;
+                *n
+            } else {
+                0
+            };
+            if at_capacity && full < MAX_CAPACITY_DECLINES {
                 job.wants_room = true;
             } else {
                 job.excluded.insert(key);
             }
-            job.declines.push((kid, why));
+            job.declines.push((key_id(&key), why));
         }
         self.offer_next(id, now);
     }
@@ -483,24 +480,14 @@ impl Engine {
     /// answered, leaving `except` out.
     pub(super) fn in_flight_with(&self, key: &PublicKey, except: Option<JobId>) -> usize {
         self.open_jobs()
-            .filter(|j| Some(j.id) != except)
-            .filter(|j| match &j.stage {
-                Stage::Offering { key: k, .. } => k == key,
-                Stage::Assigned(a) => a.key == *key,
-                Stage::Waiting => false,
-            })
+            .filter(|j| Some(j.id) != except && j.provider().as_ref() == Some(key))
             .count()
     }
 
     /// [`Engine::in_flight_with`] for every provider at once, in one pass.
     pub(super) fn in_flight_counts(&self) -> HashMap<PublicKey, usize> {
         let mut counts = HashMap::new();
-        for j in self.open_jobs() {
-            let key = match &j.stage {
-                Stage::Offering { key, .. } => *key,
-                Stage::Assigned(a) => a.key,
-                Stage::Waiting => continue,
-            };
+        for key in self.open_jobs().filter_map(Job::provider) {
             *counts.entry(key).or_insert(0) += 1;
         }
         counts
@@ -538,12 +525,9 @@ impl Engine {
         let ready = rec
             .session
             .and_then(|sid| self.sessions.get(&sid))
-            .is_some_and(|s| !s.draining && matches!(s.phase, Phase::Ready { .. }));
-        let req = &job.offer.requirements;
-        let memory = (req.memory_mib as u64) << 20;
+            .is_some_and(Session::takes_offers);
         ready
-            && req.features & !rec.capabilities.features == 0
-            && memory <= rec.capabilities.device_local_bytes
+            && meets(&rec.capabilities, &job.offer.requirements)
             && !job.excluded.contains(key)
             && self.takes_sealed(key, job.sealed_for)
     }

@@ -87,8 +87,6 @@ const UNTRACKED_RECEIPTS: usize = 2 * MAX_JOBS;
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
 
-/// How a decline for capacity reads among a job's declines.
-const AT_CAPACITY: &str = "AtCapacity";
 /// Declines for capacity from one provider after which a job is no longer
 /// offered to it (a provider that says it is full however much room its
 /// heartbeats show).
@@ -207,6 +205,20 @@ struct Session {
     untracked_receipts: usize,
     /// The protocol version chosen in `Welcome` (0 before).
     version: u16,
+}
+
+impl Session {
+    /// Ready for jobs: admitted and not draining.
+    fn takes_offers(&self) -> bool {
+        !self.draining && matches!(self.phase, Phase::Ready { .. })
+    }
+}
+
+/// Whether a device with `caps` meets a job's requirements `req` (its
+/// feature bits and memory).
+fn meets(caps: &DeviceCapabilities, req: &tessera_core::wire::Requirements) -> bool {
+    let memory = u64::from(req.memory_mib) << 20;
+    req.features & !caps.features == 0 && memory <= caps.device_local_bytes
 }
 
 struct EvidenceInfo {
@@ -347,6 +359,8 @@ struct Job {
     candidates: VecDeque<PublicKey>,
     excluded: HashSet<PublicKey>,
     declines: Vec<(KeyId, String)>,
+    /// How many times each provider declined it for capacity.
+    full_declines: HashMap<PublicKey, usize>,
     /// Connections lost before the kernel started, per provider.
     lost: HashMap<PublicKey, u8>,
     /// A sealed job's provider and the session key it is sealed to.
@@ -374,6 +388,15 @@ impl Job {
         match &self.stage {
             Stage::Assigned(a) => Some(a.key),
             Stage::Offering { .. } | Stage::Waiting => None,
+        }
+    }
+
+    /// The provider the job is with: offered to it, or assigned.
+    fn provider(&self) -> Option<PublicKey> {
+        match &self.stage {
+            Stage::Offering { key, .. } => Some(*key),
+            Stage::Assigned(a) => Some(a.key),
+            Stage::Waiting => None,
         }
     }
 }
@@ -685,12 +708,7 @@ impl Engine {
             Message::OfferAccept(a) if ready => self.on_accept(sid, a.job, a.price, now),
             Message::OfferDecline(d) if ready => {
                 let full = d.reason == DeclineReason::AtCapacity;
-                let why = if full {
-                    AT_CAPACITY.to_string()
-                } else {
-                    format!("{:?}", d.reason)
-                };
-                self.on_decline(sid, d.job, why, full, now)
+                self.on_decline(sid, d.job, format!("{:?}", d.reason), full, now)
             }
             Message::Started(r) if ready => self.on_started(sid, r.job),
             Message::Progress(_) if ready => {}
