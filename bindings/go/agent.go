@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"runtime"
-	"runtime/cgo"
 	"time"
 	"unsafe"
 )
@@ -347,7 +346,7 @@ type Agent struct {
 	g     *callGuard // apart from the Agent: the KeyStore's handle reaches it
 	ptr   *C.tessera_agent
 	state *keyStoreState // the signer's KeyStore, if it has one
-	h     cgo.Handle     // its handle, deleted with the agent
+	h     signerHandles  // the signer's callbacks' handles, deleted with the agent
 }
 
 // NewAgent makes an agent signing with signer, which it takes over (also
@@ -365,9 +364,7 @@ func NewAgent(config AgentConfig, signer *Signer, chain *ChainState) (*Agent, er
 	}
 	if err := noNUL(op, "Device.Name", config.Device.Name); err != nil {
 		C.tessera_signer_free(sptr)
-		if h != 0 {
-			h.Delete()
-		}
+		h.delete()
 		return nil, err
 	}
 	var strs cStrings
@@ -387,9 +384,7 @@ func NewAgent(config AgentConfig, signer *Signer, chain *ChainState) (*Agent, er
 				e.Detail = cause.Error()
 			}
 		}
-		if h != 0 {
-			h.Delete()
-		}
+		h.delete()
 		return nil, e
 	}
 	a.state, a.h = state, h
@@ -899,10 +894,7 @@ func (a *Agent) free() {
 		C.tessera_agent_free(a.ptr)
 		a.ptr = nil
 	}
-	if a.h != 0 {
-		a.h.Delete()
-		a.h = 0
-	}
+	a.h.delete()
 	runtime.SetFinalizer(a, nil)
 }
 

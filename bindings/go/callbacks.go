@@ -65,3 +65,29 @@ func tesseraGoKeyStoreSign(handle C.uintptr_t, message *C.uint8_t, n C.size_t, o
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(out)), 64), sig[:])
 	return C.TESSERA_OK
 }
+
+//export tesseraGoHardwareReport
+func tesseraGoHardwareReport(handle C.uintptr_t, nonce *C.uint8_t, kind *C.uint16_t, hash *C.uint8_t) (r C.tessera_result) {
+	st := cgo.Handle(handle).Value().(*hardwareReportState)
+	if g := st.owner.Load(); g != nil {
+		defer g.enterCallback()()
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			// No report: the evidence stands on the device key alone.
+			r = C.TESSERA_SIGNER_FAILED
+		}
+	}()
+	var n [32]byte
+	// Safe: the library passes 32 readable bytes, valid during the call.
+	copy(n[:], unsafe.Slice((*byte)(unsafe.Pointer(nonce)), 32))
+	k, h, err := st.fn(n)
+	if err != nil {
+		return callbackResult(err, C.TESSERA_SIGNER_FAILED)
+	}
+	// Safe: the library passes a writable kind and 32 writable bytes,
+	// valid during the call.
+	*kind = C.uint16_t(k)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(hash)), 32), h[:])
+	return C.TESSERA_OK
+}

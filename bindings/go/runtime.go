@@ -192,15 +192,13 @@ func NewRuntime(config Config, signer *Signer) (*Runtime, error) {
 	g := rt.g
 	// The signer is taken first, as the library takes it: whatever fails
 	// next, it is gone.
-	sptr, _, keyH, err := signer.take(op, g)
+	sptr, _, signerH, err := signer.take(op, g)
 	if err != nil {
 		return nil, err
 	}
 	refuse := func(err error) (*Runtime, error) {
 		C.tessera_signer_free(sptr)
-		if keyH != 0 {
-			keyH.Delete()
-		}
+		signerH.delete()
 		return nil, err
 	}
 	for field, s := range map[string]string{
@@ -242,9 +240,7 @@ func NewRuntime(config Config, signer *Signer) (*Runtime, error) {
 	var ptr *C.tessera_runtime
 	r := C.tessera_go_runtime_new(&c, sptr, C.uintptr_t(exH), C.bool(accepting), &why[0], C.size_t(len(why)), &ptr)
 	if r != C.TESSERA_OK {
-		if keyH != 0 {
-			keyH.Delete()
-		}
+		signerH.delete()
 		if exH != 0 {
 			exH.Delete()
 		}
@@ -252,7 +248,7 @@ func NewRuntime(config Config, signer *Signer) (*Runtime, error) {
 	}
 	rt.ptr = ptr
 	rt.idle.L = &rt.mu
-	for _, h := range []cgo.Handle{keyH, exH} {
+	for _, h := range []cgo.Handle{signerH.key, signerH.hw, exH} {
 		if h != 0 {
 			rt.handles = append(rt.handles, h)
 		}

@@ -18,6 +18,21 @@ static tessera_result tessera_go_sign(void *userdata, const uint8_t *message, si
 	return tesseraGoKeyStoreSign((uintptr_t)userdata, (uint8_t *)message, len, signature);
 }
 
+extern tessera_result tesseraGoHardwareReport(uintptr_t handle, uint8_t *nonce, uint16_t *kind, uint8_t *hash);
+
+static tessera_result tessera_go_hardware_report(void *userdata, const uint8_t *nonce, uint16_t *kind, uint8_t *hash) {
+	return tesseraGoHardwareReport((uintptr_t)userdata, (uint8_t *)nonce, kind, hash);
+}
+
+// Sets the signer's hardware report callback to the Go function behind
+// handle, or removes it (handle 0).
+static tessera_result tessera_go_signer_set_hardware_report(tessera_signer *signer, uintptr_t handle) {
+	if (handle == 0) {
+		return tessera_signer_set_hardware_report(signer, NULL, NULL);
+	}
+	return tessera_signer_set_hardware_report(signer, tessera_go_hardware_report, (void *)handle);
+}
+
 static tessera_result tessera_go_signer_from_key_store(uintptr_t handle, tessera_signer **out) {
 	tessera_signer_callbacks cb;
 	cb.size = sizeof cb;
@@ -90,6 +105,27 @@ func callbackResult(err error, fallback C.tessera_result) C.tessera_result {
 	return fallback
 }
 
+// HardwareReportFunc names a hardware attestation report (a GPU's
+// confidential-computing report, a TPM quote) for the evidence about to
+// be signed: made for nonce, the evidence's hardware-report nonce
+// (SHA-256 of "tessera/hw-nonce/v1", the coordinator's challenge, the
+// device key and the session key: docs/PROTOCOL.md, "Hardware attestation
+// reports"), it returns the report's kind and the SHA-256 of its bytes,
+// and keeps the bytes for whoever verifies the evidence. An error, a
+// panic or kind HardwareReportNone names no report: the evidence then
+// stands on the device key alone. It is called at each connection, on the
+// goroutine or thread that called into the agent or runtime holding the
+// signer, with the same rules as KeyStore.Sign.
+type HardwareReportFunc func(nonce [32]byte) (HardwareReportKind, [32]byte, error)
+
+// hardwareReportState is what a HardwareReportFunc's cgo handle points at.
+type hardwareReportState struct {
+	fn HardwareReportFunc
+	// owner is the guard of the handle whose calls run the callback now,
+	// as keyStoreState's.
+	owner atomic.Pointer[callGuard]
+}
+
 // Signer is a device signing key: built in (Ed25519 in the library's
 // memory) or a KeyStore. NewAgent and NewRuntime take it over.
 type Signer struct {
@@ -99,7 +135,9 @@ type Signer struct {
 	ptr   *C.tessera_signer
 	state *keyStoreState // nil for a built-in key
 	h     cgo.Handle     // state's handle, or 0
-	gone  string         // why ptr is nil: "closed", "taken by NewAgent"
+	hw    cgo.Handle     // the hardware report function's handle, or 0
+	hwSt  *hardwareReportState
+	gone  string // why ptr is nil: "closed", "taken by NewAgent"
 }
 
 func newSigner(ptr *C.tessera_signer, state *keyStoreState, h cgo.Handle) *Signer {
@@ -193,6 +231,42 @@ func (s *Signer) Sign(message []byte) (Signature, error) {
 	return sig, nil
 }
 
+// SetHardwareReport has the signer name a hardware attestation report in
+// every evidence it signs from now on: report is called at each
+// connection, before the evidence is signed (see HardwareReportFunc); nil
+// removes it. The agent or runtime that takes the signer over keeps it.
+func (s *Signer) SetHardwareReport(report HardwareReportFunc) error {
+	const op = "Signer.SetHardwareReport"
+	if err := s.g.lock(op); err != nil {
+		return err
+	}
+	defer s.g.unlock()
+	if s.ptr == nil {
+		return errClosed(op, "signer "+s.gone)
+	}
+	var h cgo.Handle
+	var st *hardwareReportState
+	if report != nil {
+		st = &hardwareReportState{fn: report}
+		st.owner.Store(s.g)
+		h = cgo.NewHandle(st)
+	}
+	r := C.tessera_go_signer_set_hardware_report(s.ptr, C.uintptr_t(h))
+	runtime.KeepAlive(s)
+	if err := check(r, op); err != nil {
+		if h != 0 {
+			h.Delete()
+		}
+		return err
+	}
+	// The library no longer calls the one set before.
+	if s.hw != 0 {
+		s.hw.Delete()
+	}
+	s.hw, s.hwSt = h, st
+	return nil
+}
+
 // callbackError adds the KeyStore's own error to e.
 func (s *Signer) callbackError(e *Error) error {
 	if s.state != nil {
@@ -203,29 +277,49 @@ func (s *Signer) callbackError(e *Error) error {
 	return e
 }
 
+// signerHandles are the cgo handles of a signer's callbacks (each 0 when
+// it has none), which go with it to the agent or runtime that takes it
+// over, and are deleted when that is freed.
+type signerHandles struct {
+	key, hw cgo.Handle
+}
+
+// delete deletes the handles (each once).
+func (hs *signerHandles) delete() {
+	for _, h := range []*cgo.Handle{&hs.key, &hs.hw} {
+		if *h != 0 {
+			h.Delete()
+			*h = 0
+		}
+	}
+}
+
 // take hands the signer to an agent or runtime, which frees it: after it
 // the Signer is gone whether that call succeeds or not, as the C library
-// takes a signer over whatever it returns. The handle of a KeyStore's
-// callbacks goes with it.
-func (s *Signer) take(op string, owner *callGuard) (*C.tessera_signer, *keyStoreState, cgo.Handle, error) {
+// takes a signer over whatever it returns. The handles of its callbacks
+// (a KeyStore's, a hardware report function's) go with it.
+func (s *Signer) take(op string, owner *callGuard) (*C.tessera_signer, *keyStoreState, signerHandles, error) {
 	if s == nil {
-		return nil, nil, 0, &Error{Code: CodeNullArgument, Op: op, Detail: "no signer"}
+		return nil, nil, signerHandles{}, &Error{Code: CodeNullArgument, Op: op, Detail: "no signer"}
 	}
 	if err := s.g.lock(op); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, signerHandles{}, err
 	}
 	defer s.g.unlock()
 	if s.ptr == nil {
-		return nil, nil, 0, errClosed(op, "signer "+s.gone)
+		return nil, nil, signerHandles{}, errClosed(op, "signer "+s.gone)
 	}
-	ptr, state, h := s.ptr, s.state, s.h
-	s.ptr, s.state, s.h = nil, nil, 0
-	s.gone = "taken by " + op
+	ptr, state, hs := s.ptr, s.state, signerHandles{key: s.h, hw: s.hw}
 	if state != nil {
 		state.owner.Store(owner)
 	}
+	if s.hwSt != nil {
+		s.hwSt.owner.Store(owner)
+	}
+	s.ptr, s.state, s.h, s.hw, s.hwSt = nil, nil, 0, 0, nil
+	s.gone = "taken by " + op
 	runtime.SetFinalizer(s, nil)
-	return ptr, state, h, nil
+	return ptr, state, hs, nil
 }
 
 // Close frees the signer. A signer taken over by an agent or runtime is
@@ -245,10 +339,9 @@ func (s *Signer) free() {
 		s.ptr = nil
 		s.gone = "closed"
 	}
-	if s.h != 0 {
-		s.h.Delete()
-		s.h = 0
-	}
+	hs := signerHandles{key: s.h, hw: s.hw}
+	hs.delete()
+	s.h, s.hw, s.hwSt = 0, 0, nil
 	runtime.SetFinalizer(s, nil)
 }
 
