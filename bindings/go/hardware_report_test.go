@@ -11,18 +11,31 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+	"time"
 
 	tessera "github.com/tessera-compute/tessera/bindings/go"
 )
 
-// evidenceWith connects an agent whose signer has report (nil: no hook)
-// and returns the evidence it signs for a fresh challenge, verified.
-func evidenceWith(t *testing.T, report tessera.HardwareReportFunc) (*tessera.EvidenceInfo, [32]byte) {
+// evidenceWith connects an agent whose signer was given reports in turn
+// (nil removes the hook; none: never had one) and returns the evidence it
+// signs for a fresh challenge, verified. inside, if not nil, is called
+// with the agent from within the hook.
+func evidenceWith(t *testing.T, inside func(*tessera.Agent), reports ...tessera.HardwareReportFunc) (*tessera.EvidenceInfo, [32]byte) {
 	t.Helper()
 	const now = 1_000_000
 	s := seedSigner(t)
-	if err := s.SetHardwareReport(report); err != nil {
-		t.Fatal(err)
+	var a *tessera.Agent
+	for _, report := range reports {
+		if report != nil && inside != nil {
+			report0 := report
+			report = func(n [32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+				inside(a)
+				return report0(n)
+			}
+		}
+		if err := s.SetHardwareReport(report); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a, err := tessera.NewAgent(testDeviceConfig(), s, nil)
 	if err != nil {
@@ -71,7 +84,7 @@ func TestSignerNamesItsHardwareReportInTheEvidence(t *testing.T) {
 		seen = append(seen, nonce)
 		return tessera.HardwareReportTPM2Quote, sha256.Sum256(append([]byte("quote"), nonce[:]...)), nil
 	}
-	info, challenge := evidenceWith(t, quote)
+	info, challenge := evidenceWith(t, nil, quote)
 	// Made for the hardware nonce (docs/PROTOCOL.md, "Hardware attestation
 	// reports"), computed here from the evidence's own fields.
 	var pre []byte
@@ -88,22 +101,60 @@ func TestSignerNamesItsHardwareReportInTheEvidence(t *testing.T) {
 		t.Fatalf("evidence names %+v", info.HardwareReport)
 	}
 
-	// A hook that fails or panics, or none, names no report; the agent
-	// still signs its evidence.
+	// A hook that fails or panics, one removed, or none, names no report;
+	// the agent still signs its evidence.
 	failing := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
 		return 0, [32]byte{}, errors.New("the TPM is gone")
 	}
 	panicking := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
 		panic("the TPM driver crashed")
 	}
-	for name, report := range map[string]tessera.HardwareReportFunc{
-		"failing": failing, "panicking": panicking, "none": nil,
+	for name, reports := range map[string][]tessera.HardwareReportFunc{
+		"failing": {failing}, "panicking": {panicking}, "removed": {quote, nil}, "none": {},
 	} {
-		info, _ := evidenceWith(t, report)
+		info, _ := evidenceWith(t, nil, reports...)
 		if info.HardwareReport != (tessera.HardwareReport{}) {
 			t.Errorf("%s: evidence names %+v", name, info.HardwareReport)
 		}
 	}
+	// Replaced: the last one names its report.
+	other := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		return tessera.HardwareReportNvidiaCC, [32]byte{7}, nil
+	}
+	info, _ = evidenceWith(t, nil, quote, other)
+	if info.HardwareReport != (tessera.HardwareReport{Kind: tessera.HardwareReportNvidiaCC, Hash: [32]byte{7}}) {
+		t.Errorf("replaced: evidence names %+v", info.HardwareReport)
+	}
+}
+
+// A hook that calls the agent that holds its signer, which is signing
+// evidence, gets ErrInUse instead of a deadlock.
+func TestAHardwareReportHookCallingItsAgentIsRefused(t *testing.T) {
+	var stats, closing error
+	inside := func(a *tessera.Agent) {
+		_, stats = a.Stats()
+		closing = a.Close()
+	}
+	quote := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		return tessera.HardwareReportTPM2Quote, [32]byte{1}, nil
+	}
+	done := make(chan *tessera.EvidenceInfo, 1)
+	go func() {
+		var info *tessera.EvidenceInfo
+		// Sent also when the helper fails the test (it ends this goroutine).
+		defer func() { done <- info }()
+		info, _ = evidenceWith(t, inside, quote)
+	}()
+	select {
+	case info := <-done:
+		if info == nil || info.HardwareReport.Kind != tessera.HardwareReportTPM2Quote {
+			t.Fatalf("evidence %+v", info)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a hook calling its agent deadlocked")
+	}
+	wantCode(t, stats, tessera.ErrInUse)
+	wantCode(t, closing, tessera.ErrInUse)
 }
 
 func TestSetHardwareReportOnASignerTakenOrClosed(t *testing.T) {

@@ -71,8 +71,7 @@ type KeyStore interface {
 type keyStoreState struct {
 	ks KeyStore
 	// owner is the guard of the handle whose calls run the callbacks now:
-	// the signer's own, then the agent's that took it over (nil for a
-	// runtime, which refuses overlapping calls anyway).
+	// the signer's own, then the agent's or runtime's that took it over.
 	owner atomic.Pointer[callGuard]
 	// lastErr is the error or panic of the last failed callback, for the
 	// error of the call that ran it.
@@ -113,9 +112,13 @@ func callbackResult(err error, fallback C.tessera_result) C.tessera_result {
 // reports"), it returns the report's kind and the SHA-256 of its bytes,
 // and keeps the bytes for whoever verifies the evidence. An error, a
 // panic or kind HardwareReportNone names no report: the evidence then
-// stands on the device key alone. It is called at each connection, on the
-// goroutine or thread that called into the agent or runtime holding the
-// signer, with the same rules as KeyStore.Sign.
+// stands on the device key alone; the error is not reported elsewhere. It
+// is called at each connection, on the goroutine or thread that called
+// into the agent or runtime holding the signer, with the same rules as
+// KeyStore.Sign (a call into that agent or runtime from it gets
+// ErrInUse). The library holds the function until the signer, or the
+// agent or runtime that took it, is freed: a function that refers to its
+// own Signer keeps it from being finalized, so Close it.
 type HardwareReportFunc func(nonce [32]byte) (HardwareReportKind, [32]byte, error)
 
 // hardwareReportState is what a HardwareReportFunc's cgo handle points at.

@@ -134,29 +134,25 @@ impl SealedRun {
     /// the job's output key and its streams, so that sealing the outputs
     /// after the run costs the AEAD alone.
     fn prepare(&mut self) -> Result<(), crate::e2e::SealError> {
-        let SealedRun {
-            opened,
-            spec,
-            output,
-            sealer,
-        } = self;
-        ready_sealer(sealer, opened, spec, output).map(|_| ())
+        if self.sealer.is_none() {
+            self.sealer = Some(output_sealer(&self.opened, &self.spec, &self.output)?);
+        }
+        Ok(())
     }
 
     /// Seals the run's `outputs` (zeroed whatever comes of it): the sealed
-    /// streams and the result hash.
+    /// streams and the result hash. The output streams are used once: a
+    /// second call would draw a new salt.
     fn seal(
         &mut self,
         mut outputs: Vec<Vec<u8>>,
     ) -> Result<(Vec<Vec<u8>>, crate::wire::Digest), crate::e2e::SealError> {
-        let SealedRun {
-            opened,
-            spec,
-            output,
-            sealer,
-        } = self;
-        match ready_sealer(sealer, opened, spec, output) {
-            Ok(sealer) => opened.seal_outputs_with(spec, outputs, sealer),
+        let ready = match self.sealer.take() {
+            Some(ready) => Ok(ready),
+            None => output_sealer(&self.opened, &self.spec, &self.output),
+        };
+        match ready {
+            Ok(sealer) => self.opened.seal_outputs_with(&self.spec, outputs, sealer),
             Err(e) => {
                 wipe_outputs(&mut outputs);
                 Err(e)
@@ -165,21 +161,17 @@ impl SealedRun {
     }
 }
 
-/// `sealer`, made ready first if it is not.
+/// The output streams of a run of `opened`, under a salt drawn now.
 #[cfg(feature = "e2e")]
-fn ready_sealer<'a>(
-    sealer: &'a mut Option<crate::e2e::OutputSealer>,
+fn output_sealer(
     opened: &crate::e2e::OpenedJob,
     spec: &JobAssign,
     output: &crate::e2e::OutputContext,
-) -> Result<&'a crate::e2e::OutputSealer, crate::e2e::SealError> {
-    if let Some(ready) = sealer {
-        return Ok(ready);
-    }
+) -> Result<crate::e2e::OutputSealer, crate::e2e::SealError> {
     let mut salt = [0u8; crate::e2e::OUTPUT_SALT_LEN];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
         .map_err(|_| crate::e2e::SealError::Random)?;
-    Ok(sealer.insert(opened.output_sealer(spec, output, &salt)?))
+    opened.output_sealer(spec, output, &salt)
 }
 
 impl core::fmt::Debug for HostJob {

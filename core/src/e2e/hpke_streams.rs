@@ -216,8 +216,10 @@ impl JobKey {
     /// The key of stream `stream` of `plain_len` bytes: the job's key, its
     /// base nonce XOR the big-endian stream number in the first four bytes
     /// (a segment's index goes in the last eight, [`StreamKey`]), so no two
-    /// segments of the job share a nonce. `BadLength` for a length whose
-    /// sealed length is past `u64`.
+    /// segments of the job share a nonce. Each stream number seals one
+    /// plaintext under a job key: sealing a second one under the same
+    /// number would reuse its nonces. `BadLength` for a length whose sealed
+    /// length is past `u64`.
     pub fn stream(&self, stream: u32, plain_len: u64) -> Result<StreamKey, SealError> {
         // Checked here, so every segment arithmetic below stays in range.
         sealed_len(plain_len).ok_or(SealError::BadLength)?;

@@ -17,7 +17,7 @@ use super::{
     KeyPair, Receiver, SealError, Sender, StreamKey, KEY_LEN, OUTPUT_PREFIX_LEN, OUTPUT_SALT_LEN,
 };
 use crate::attest::{kernel_hash, RESULT_DOMAIN};
-use crate::limits::MAX_PUSH_CONSTANTS;
+use crate::limits::{MAX_BUFFERS, MAX_PUSH_CONSTANTS};
 use crate::merkle::root_of_buffers;
 use crate::wire::{BufferSpec, Digest, JobAssign, Nonce, Sealing};
 
@@ -178,7 +178,13 @@ pub fn seal_job(
     result_key: &[u8; RESULT_KEY_LEN],
     job: &PlainJob<'_>,
 ) -> Result<SealedJob, SealError> {
-    if job.push_constants.len() > MAX_SEALED_PUSH_CONSTANTS {
+    // Input i is stream i + 1: at most MAX_BUFFERS of them, one per buffer,
+    // so no input's stream is the kernel's or a high one (push constants,
+    // result key).
+    if job.push_constants.len() > MAX_SEALED_PUSH_CONSTANTS
+        || job.inputs.len() > MAX_BUFFERS
+        || job.inputs.len() > job.buffers.len()
+    {
         return Err(SealError::BadLength);
     }
     // A sealed kernel's root is not bound (zeros stand in for it).
@@ -539,7 +545,7 @@ impl OpenedJob {
         salt: &[u8; OUTPUT_SALT_LEN],
     ) -> Result<(Vec<Vec<u8>>, Digest), SealError> {
         match self.output_sealer(spec, ctx, salt) {
-            Ok(sealer) => self.seal_outputs_with(spec, outputs, &sealer),
+            Ok(sealer) => self.seal_outputs_with(spec, outputs, sealer),
             Err(e) => {
                 for o in outputs.iter_mut() {
                     o.zeroize();
@@ -550,12 +556,14 @@ impl OpenedJob {
     }
 
     /// [`OpenedJob::seal_outputs`] with the streams made ready before the
-    /// run (`sealer`, of this job and `spec`).
+    /// run (`sealer`, of this job and `spec`), which it uses up: its
+    /// streams seal one set of outputs, never a second under the same
+    /// nonces.
     pub fn seal_outputs_with(
         &self,
         spec: &JobAssign,
         mut outputs: Vec<Vec<u8>>,
-        sealer: &OutputSealer,
+        sealer: OutputSealer,
     ) -> Result<(Vec<Vec<u8>>, Digest), SealError> {
         let result = (|| {
             let digest = self.plain.as_ref().ok_or(SealError::Unhashed)?;
@@ -749,6 +757,35 @@ mod tests {
         (ctx, sealed)
     }
 
+    /// More inputs than a job has buffers (at most `MAX_BUFFERS`) are
+    /// refused: input `i` is stream `i + 1`, and past them the numbers of
+    /// the push constants and the result key would come round.
+    #[test]
+    fn a_job_with_more_inputs_than_buffers_is_not_sealed() {
+        let provider = KeyPair::derive(&[1; 32]);
+        let requester = KeyPair::derive(&[2; 32]);
+        let recipient = Recipient {
+            enc_key: *provider.public(),
+            device_key: DEVICE,
+        };
+        let ctx = RequesterContext::new(&recipient, &[3; 32]).unwrap();
+        let input = [1u8; 16];
+        for (buffers, inputs) in [(MAX_BUFFERS, MAX_BUFFERS + 1), (2, 3)] {
+            let plain: Vec<_> = (0..buffers as u32).map(|b| (b, 16, 16, false)).collect();
+            let layout = sealed_layout(&plain).unwrap();
+            let inputs: Vec<&[u8]> = (0..inputs).map(|_| &input[..]).collect();
+            let job = plain_job(&layout, &[1, 2, 3, 4], &[], &inputs);
+            assert!(matches!(
+                seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job),
+                Err(SealError::BadLength)
+            ));
+        }
+        let layout = sealed_layout(&[(0, 16, 16, false), (1, 16, 16, true)]).unwrap();
+        let two: [&[u8]; 2] = [&input, &input];
+        let job = plain_job(&layout, &[1, 2, 3, 4], &[], &two);
+        assert!(seal_job(&ctx, &NONCE, requester.public(), &[7; 32], &job).is_ok());
+    }
+
     /// Opened unhashed, a job's outputs are not sealed until its plaintext
     /// is hashed; hashed later (from the run's plaintext), and with its
     /// output streams made ready before the run, they seal to the same
@@ -782,10 +819,10 @@ mod tests {
         let mut later =
             open_job_unhashed(&receiver, &spec, &sealed.kernel, &sealed.inputs).unwrap();
         assert!(!later.is_hashed());
-        let sealer = later.output_sealer(&spec, &out_ctx, &[5; 16]).unwrap();
+        let sealer = |job: &OpenedJob| job.output_sealer(&spec, &out_ctx, &[5; 16]).unwrap();
         assert_eq!(
             later
-                .seal_outputs_with(&spec, outputs.clone(), &sealer)
+                .seal_outputs_with(&spec, outputs.clone(), sealer(&later))
                 .err(),
             Some(SealError::Unhashed),
             "no outputs are sealed under a result hash of nothing"
@@ -797,7 +834,9 @@ mod tests {
         later.set_plain_digest(digest);
         assert!(later.is_hashed());
         assert_eq!(
-            later.seal_outputs_with(&spec, outputs, &sealer).unwrap(),
+            later
+                .seal_outputs_with(&spec, outputs, sealer(&later))
+                .unwrap(),
             want
         );
         // The requester's digest of the job in the clear is the same one.

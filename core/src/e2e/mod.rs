@@ -120,7 +120,7 @@ impl std::error::Error for SealError {}
 /// HPKE `info` of a requester's context sealed to a provider: the label,
 /// direction 0 and the provider's device key (its Ed25519 public key). One
 /// such context serves any number of the requester's jobs for that
-/// provider's session; each job's streams are exported under its own nonce
+/// provider's session; each job's key is exported under its own nonce
 /// ([`job_bytes`]).
 pub fn provider_info(device_key: &[u8; 32]) -> [u8; PROVIDER_INFO_LEN] {
     let mut out = [0u8; PROVIDER_INFO_LEN];

@@ -1174,8 +1174,10 @@ fn a_provider_that_is_always_full_is_not_offered_a_job_without_end() {
             }
         }
     }
-    assert!(
-        (1..=MAX_CAPACITY_DECLINES).contains(&offers),
+    // Offered again after each capacity decline until the last one
+    // allowed, then no more.
+    assert_eq!(
+        offers, MAX_CAPACITY_DECLINES,
         "{offers} offers of the one waiting job"
     );
 }
