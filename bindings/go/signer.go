@@ -137,14 +137,12 @@ type Signer struct {
 	g     *callGuard
 	ptr   *C.tessera_signer
 	state *keyStoreState // nil for a built-in key
-	h     cgo.Handle     // state's handle, or 0
-	hw    cgo.Handle     // the hardware report function's handle, or 0
-	hwSt  *hardwareReportState
-	gone  string // why ptr is nil: "closed", "taken by NewAgent"
+	hs    signerHandles  // the handles of state and of the hardware report function
+	gone  string         // why ptr is nil: "closed", "taken by NewAgent"
 }
 
 func newSigner(ptr *C.tessera_signer, state *keyStoreState, h cgo.Handle) *Signer {
-	s := &Signer{g: &callGuard{}, ptr: ptr, state: state, h: h}
+	s := &Signer{g: &callGuard{}, ptr: ptr, state: state, hs: signerHandles{key: h}}
 	if state != nil {
 		state.owner.Store(s.g)
 	}
@@ -248,9 +246,8 @@ func (s *Signer) SetHardwareReport(report HardwareReportFunc) error {
 		return errClosed(op, "signer "+s.gone)
 	}
 	var h cgo.Handle
-	var st *hardwareReportState
 	if report != nil {
-		st = &hardwareReportState{fn: report}
+		st := &hardwareReportState{fn: report}
 		st.owner.Store(s.g)
 		h = cgo.NewHandle(st)
 	}
@@ -263,10 +260,10 @@ func (s *Signer) SetHardwareReport(report HardwareReportFunc) error {
 		return err
 	}
 	// The library no longer calls the one set before.
-	if s.hw != 0 {
-		s.hw.Delete()
+	if s.hs.hw != 0 {
+		s.hs.hw.Delete()
 	}
-	s.hw, s.hwSt = h, st
+	s.hs.hw = h
 	return nil
 }
 
@@ -312,14 +309,14 @@ func (s *Signer) take(op string, owner *callGuard) (*C.tessera_signer, *keyStore
 	if s.ptr == nil {
 		return nil, nil, signerHandles{}, errClosed(op, "signer "+s.gone)
 	}
-	ptr, state, hs := s.ptr, s.state, signerHandles{key: s.h, hw: s.hw}
+	ptr, state, hs := s.ptr, s.state, s.hs
 	if state != nil {
 		state.owner.Store(owner)
 	}
-	if s.hwSt != nil {
-		s.hwSt.owner.Store(owner)
+	if hs.hw != 0 {
+		hs.hw.Value().(*hardwareReportState).owner.Store(owner)
 	}
-	s.ptr, s.state, s.h, s.hw, s.hwSt = nil, nil, 0, 0, nil
+	s.ptr, s.state, s.hs = nil, nil, signerHandles{}
 	s.gone = "taken by " + op
 	runtime.SetFinalizer(s, nil)
 	return ptr, state, hs, nil
@@ -342,9 +339,7 @@ func (s *Signer) free() {
 		s.ptr = nil
 		s.gone = "closed"
 	}
-	hs := signerHandles{key: s.h, hw: s.hw}
-	hs.delete()
-	s.h, s.hw, s.hwSt = 0, 0, nil
+	s.hs.delete()
 	runtime.SetFinalizer(s, nil)
 }
 
