@@ -30,6 +30,26 @@ pub const MAX_REASON: usize = 4096;
 /// were sent; it reads no more from a connection with this many unanswered.
 pub const MAX_IN_FLIGHT: usize = 16;
 
+/// A list of byte strings, each as one run of bytes (the encoding of a
+/// `Vec<Vec<u8>>`, without a serde call per byte).
+mod byte_lists {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(lists: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<&serde_bytes::Bytes> =
+            lists.iter().map(|l| serde_bytes::Bytes::new(l)).collect();
+        bytes.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let lists = Vec::<serde_bytes::ByteBuf>::deserialize(d)?;
+        Ok(lists
+            .into_iter()
+            .map(serde_bytes::ByteBuf::into_vec)
+            .collect())
+    }
+}
+
 /// One storage buffer of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferInit {
@@ -37,6 +57,7 @@ pub struct BufferInit {
     /// below 32, distinct within the job (gaps are fine).
     pub binding: u32,
     /// Initial contents (may be empty; the rest of the buffer is zero).
+    #[serde(with = "serde_bytes")]
     pub init: Vec<u8>,
     /// Buffer size in bytes (at least `init.len()`, more than 0).
     pub len: u64,
@@ -48,12 +69,14 @@ pub struct BufferInit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submit {
     /// SPIR-V module (length a multiple of 4).
+    #[serde(with = "serde_bytes")]
     pub kernel: Vec<u8>,
     /// GLCompute entry point name.
     pub entry_point: String,
     /// Specialization constants: (constant id, value).
     pub specialization: Vec<(u32, u32)>,
     /// Push constant bytes.
+    #[serde(with = "serde_bytes")]
     pub push_constants: Vec<u8>,
     /// Workgroup counts in x, y, z.
     pub grid: [u32; 3],
@@ -95,6 +118,7 @@ pub struct SealedFor {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderEntry {
     /// The provider's signed evidence (`docs/PROTOCOL.md`, "Evidence").
+    #[serde(with = "serde_bytes")]
     pub evidence: Vec<u8>,
     /// The coordinator's challenge it answers.
     pub challenge: Nonce,
@@ -122,12 +146,15 @@ pub struct JobResult {
     /// The job id the coordinator gave the job.
     pub job: JobId,
     /// Contents of every read-back buffer, in buffer order.
+    #[serde(with = "byte_lists")]
     pub outputs: Vec<Vec<u8>>,
     /// The provider's signed receipt (COSE_Sign1).
+    #[serde(with = "serde_bytes")]
     pub receipt: Vec<u8>,
     /// The provider's Ed25519 key (from its verified evidence).
     pub provider_public_key: [u8; 32],
     /// The provider's signed evidence named by the receipt.
+    #[serde(with = "serde_bytes")]
     pub evidence: Vec<u8>,
     /// The challenge that evidence answers (to verify it again).
     pub evidence_challenge: Nonce,
@@ -177,6 +204,7 @@ pub struct JobFailure {
     /// A readable explanation.
     pub reason: String,
     /// The provider's signed failure receipt, when there is one.
+    #[serde(with = "serde_bytes")]
     pub receipt: Option<Vec<u8>>,
     /// The provider's `Failed` reason and detail, when it reported one (the
     /// requester puts them in words with `tessera_core::reasons`).
