@@ -1,7 +1,8 @@
 //! The network runtime against a scripted TLS coordinator on loopback: a job
 //! over TLS 1.3 with a verified receipt, a pinned key that does not match
-//! (refused), a connection killed before the acknowledgement, and a restart
-//! holding an unacknowledged result.
+//! (refused), a connection killed before the acknowledgement, a restart
+//! holding an unacknowledged result, and two jobs pipelined (the next one's
+//! inputs arrive while one runs, outputs upload while the next runs).
 #![cfg(feature = "net")]
 
 use std::io::{Read, Write};
@@ -947,4 +948,86 @@ fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
     s.until(|m| matches!(m, Message::Goodbye(_)));
     let rt = handle.join().unwrap();
     assert!(rt.is_finished());
+}
+
+/// Pipelining (`max_concurrent` > 1): the next job's inputs arrive and are
+/// checked while the current job runs, and the finished job's outputs and
+/// receipt go out while the next one runs. The executor holds each job
+/// until the test releases it, so each step is seen while the other job is
+/// still on the device.
+#[test]
+fn the_next_job_transfers_while_one_runs_and_outputs_upload_while_the_next_runs() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let executor = FnExecutor(move |job: &JobToRun| {
+        started_tx.send(job.id).unwrap();
+        gate.recv_timeout(Duration::from_secs(20))
+            .expect("the test releases every job");
+        increment(job)
+    });
+    let rt = runtime_with(port, Trust::PinnedKey(srv.spki), None, executor);
+    let Running { handle, stop, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    let pk = s.handshake();
+    let wait_started = |id: u64| {
+        let got = started
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the executor starts the job");
+        assert_eq!(got, id);
+    };
+    let mut jobs = [job(), job()];
+    jobs[1].nonce = [0x22; 32];
+
+    // Job 1 goes to the device, which holds it.
+    assert!(matches!(
+        Message::decode(&s.offer(&jobs[0], 1)),
+        Ok(Message::OfferAccept(_))
+    ));
+    s.send(&Message::JobAssign(jobs[0].assign(1)));
+    for f in jobs[0].input_frames(1) {
+        s.tls.write_all(&f).unwrap();
+    }
+    wait_started(1);
+
+    // Job 2 is taken, and its inputs all arrive and pass their root check
+    // (`Started`) while job 1 is still running.
+    assert!(matches!(
+        Message::decode(&s.offer(&jobs[1], 2)),
+        Ok(Message::OfferAccept(_))
+    ));
+    s.send(&Message::JobAssign(jobs[1].assign(2)));
+    for f in jobs[1].input_frames(2) {
+        s.tls.write_all(&f).unwrap();
+    }
+    s.tls.flush().unwrap();
+    s.until(|m| matches!(m, Message::Started(r) if r.job == 2));
+    assert!(
+        started.try_recv().is_err(),
+        "job 2 must not reach the device before job 1 leaves it"
+    );
+
+    // Job 1 ends and job 2 starts; job 1's outputs and receipt come while
+    // job 2 is still held on the device.
+    release.send(()).unwrap();
+    wait_started(2);
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    let (out, receipt) = s.collect(1);
+    assert_eq!(out, expected());
+    verifier
+        .verify_next(&receipt, Some(&jobs[0].nonce))
+        .unwrap();
+    s.send(&Message::ResultAck(JobRef { job: 1 }));
+
+    release.send(()).unwrap();
+    let (out, receipt) = s.collect(2);
+    assert_eq!(out, expected());
+    verifier
+        .verify_next(&receipt, Some(&jobs[1].nonce))
+        .unwrap();
+    s.send(&Message::ResultAck(JobRef { job: 2 }));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.join().unwrap();
 }

@@ -40,6 +40,16 @@
 //!   their answers (`Requester::submit_all`, 16 in flight) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
+//! - `e2e.device_busy_4_in_flight`: pipelining where the device is the
+//!   bottleneck. A job of the arithmetic kernel (`core/kernels/fma.comp`,
+//!   1,024 invocations, no input, 4 KiB out) with its rounds set so that the
+//!   dispatcher alone takes about 2 ms (`dispatch_only_us`, measured in the
+//!   same run), sent by four requesters at once: the share of the wall time
+//!   the executor was running a job, beside peer `sequential` (the same jobs
+//!   one at a time from one requester), with both rates and the executor's
+//!   mean run (`execute_us`). With four in flight the next job's offer and
+//!   inputs and the last one's receipt and upload overlap the run, so the
+//!   share should be near 1.
 //! - `e2e.coordinator_bytes_per_agent`: the resident memory a coordinator
 //!   grows by per admitted agent. A fresh coordinator process, which has run
 //!   no job, logs its count of connected providers (sessions whose evidence
@@ -60,7 +70,7 @@ use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
 use tessera_coordinator::requester::{new_nonce, Requester};
 use tessera_coordinator::requester::{verify_result_with, EvidenceCache};
 use tessera_coordinator::tls::client_config as requester_tls;
-use tessera_coordinator::verify_result;
+use tessera_coordinator::{verify_result, BufferInit, Submit};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::gpu_host::GpuHost;
 use tessera_core::merkle::leaf_hash;
@@ -169,6 +179,81 @@ fn tls_round_trip(bundle: &tessera_coordinator::certs::CertBundle, ca: &[u8]) ->
     p50
 }
 
+/// The arithmetic kernel (`core/kernels/fma.comp`): `iters` rounds of
+/// fused multiply-adds per invocation, one float out per invocation.
+const FMA_SPV: &[u8] = include_bytes!("../../../core/kernels/fma.spv");
+/// Invocations of the device-bound job: 16 workgroups of 64, 4 KiB out.
+const FMA_INVOCATIONS: u32 = 1024;
+
+/// A job whose time is the device's: the arithmetic kernel over
+/// [`FMA_INVOCATIONS`] invocations, `iters` rounds each, with no input and
+/// 4 KiB out.
+fn device_bound_job(iters: u32) -> Submit {
+    Submit {
+        kernel: FMA_SPV.to_vec(),
+        entry_point: "main".into(),
+        specialization: Vec::new(),
+        push_constants: iters.to_le_bytes().to_vec(),
+        grid: [FMA_INVOCATIONS / 64, 1, 1],
+        buffers: vec![BufferInit {
+            binding: 0,
+            init: Vec::new(),
+            len: u64::from(FMA_INVOCATIONS) * 4,
+            readback: true,
+        }],
+        ..tiny_job()
+    }
+}
+
+/// The rounds that make [`device_bound_job`] take about `target` on the
+/// dispatcher alone (doubling from 64, at most 2^24), with that run's p50.
+fn calibrate_device_bound(d: &mut Dispatcher, target: Duration) -> (u32, f64) {
+    let mut iters = 64u32;
+    loop {
+        let p50 = device_bound_p50(d, iters, 5);
+        if p50 >= target.as_secs_f64() * 1e6 || iters >= 1 << 24 {
+            return (iters, p50);
+        }
+        iters *= 2;
+    }
+}
+
+/// p50 in microseconds of `n` dispatcher runs of [`device_bound_job`].
+fn device_bound_p50(d: &mut Dispatcher, iters: u32, n: usize) -> f64 {
+    let job = device_bound_job(iters);
+    let specs = [BufferSpec {
+        binding: 0,
+        len: job.buffers[0].len,
+        init: None,
+        readback: true,
+    }];
+    let kj = KernelJob {
+        spirv: FMA_SPV,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &job.push_constants,
+        grid: job.grid,
+        buffers: &specs,
+    };
+    p50_of(n, || {
+        let out = d
+            .run(&kj, Duration::from_secs(60))
+            .unwrap_or_else(|e| fail("device-bound dispatch", e));
+        std::hint::black_box(out);
+    })
+}
+
+/// The executor's share of the wall time (its runs, drained from `runs`,
+/// over `wall` seconds) and its mean run in microseconds.
+fn busy_share(runs: &std::sync::mpsc::Receiver<(Instant, Instant)>, wall: f64) -> (f64, f64) {
+    let times: Vec<f64> = runs
+        .try_iter()
+        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
+        .collect();
+    let busy: f64 = times.iter().sum();
+    (busy / wall, busy * 1e6 / times.len().max(1) as f64)
+}
+
 struct AgentThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -244,6 +329,17 @@ fn in_flight(
     n: usize,
     k: usize,
 ) -> (f64, usize) {
+    in_flight_of(addr, tls, &tiny_job(), n, k)
+}
+
+/// [`in_flight`] with copies of `template` (each with its own nonce).
+fn in_flight_of(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    template: &Submit,
+    n: usize,
+    k: usize,
+) -> (f64, usize) {
     let per = n / k;
     let t = Instant::now();
     let receipts: Vec<Vec<Vec<u8>>> = thread::scope(|s| {
@@ -255,7 +351,7 @@ fn in_flight(
                         Requester::connect(addr, tls).unwrap_or_else(|e| fail("requester", e));
                     (0..per)
                         .map(|i| {
-                            let mut j = tiny_job();
+                            let mut j = template.clone();
                             j.nonce = [(q * per + i) as u8; 32];
                             j.nonce[31] = q as u8;
                             j.nonce[30] = (i >> 8) as u8;
@@ -524,15 +620,47 @@ fn main() {
     let wall = (n / IN_FLIGHT * IN_FLIGHT) as f64 / rate;
     // How busy the executor (the device) was: its runs' time over the wall
     // time.
-    let busy: f64 = runs
-        .try_iter()
-        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
-        .sum();
+    let busy = busy_share(&runs, wall).0;
     println!(
         "{{\"name\": \"e2e.jobs_per_s_4_in_flight\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"sequential\": {:.1}}}, \"executor_busy\": {:.3}}}",
         rate,
         sequential_rate,
-        busy / wall
+        busy
+    );
+
+    // Pipelining where the device is the bottleneck: jobs that each keep the
+    // device busy for about 2 ms (on the dispatcher alone) with little to
+    // transfer, one at a time and then four in flight. With four in flight
+    // the next job's offer, inputs and hand-over and the last one's
+    // receipt and upload happen while the device runs, so the executor
+    // should be running a job nearly all the time.
+    let (fma_iters, _) = calibrate_device_bound(&mut d, Duration::from_millis(2));
+    let fma_p50 = device_bound_p50(&mut d, fma_iters, 9);
+    let fma = device_bound_job(fma_iters);
+    let fma_n = 100;
+    while runs.try_recv().is_ok() {}
+    let t = Instant::now();
+    for i in 0..fma_n {
+        let mut j = fma.clone();
+        j.nonce = [0xD0; 32];
+        j.nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        requester
+            .submit(&j)
+            .unwrap_or_else(|e| fail("device-bound job", e));
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let fma_sequential = (fma_n as f64 / wall, busy_share(&runs, wall));
+    let (fma_rate, _) = in_flight_of(coordinator.addr, &tls, &fma, fma_n, IN_FLIGHT);
+    let fma_busy = busy_share(&runs, (fma_n / IN_FLIGHT * IN_FLIGHT) as f64 / fma_rate);
+    println!(
+        "{{\"name\": \"e2e.device_busy_4_in_flight\", \"value\": {:.3}, \"unit\": \"share\", \"peers\": {{\"sequential\": {:.3}}}, \"jobs_per_s\": {:.1}, \"jobs_per_s_sequential\": {:.1}, \"execute_us\": {:.1}, \"execute_us_sequential\": {:.1}, \"dispatch_only_us\": {:.1}}}",
+        fma_busy.0,
+        fma_sequential.1 .0,
+        fma_rate,
+        fma_sequential.0,
+        fma_busy.1,
+        fma_sequential.1 .1,
+        fma_p50
     );
     drop(requester);
     drop(gpu_agent);
@@ -562,17 +690,14 @@ fn main() {
     while runs.try_recv().is_ok() {}
     let (batched_rate, signatures) = in_flight(coordinator.addr, &tls, n, IN_FLIGHT);
     let jobs = (n / IN_FLIGHT * IN_FLIGHT) as f64;
-    let busy: f64 = runs
-        .try_iter()
-        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
-        .sum();
+    let busy = busy_share(&runs, jobs / batched_rate).0;
     println!(
         "{{\"name\": \"e2e.jobs_per_s_batched\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"4_in_flight\": {:.1}, \"sequential\": {:.1}}}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
         batched_rate,
         rate,
         sequential_rate,
         jobs / signatures.max(1) as f64,
-        busy / (jobs / batched_rate)
+        busy
     );
 
     // One requester with its jobs sent ahead of their answers
@@ -600,17 +725,14 @@ fn main() {
         statements
             .insert(r.receipt[..r.receipt.len().min(tessera_core::attest::BATCH_LEN)].to_vec());
     }
-    let busy: f64 = runs
-        .try_iter()
-        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
-        .sum();
+    let busy = busy_share(&runs, wall).0;
     println!(
         "{{\"name\": \"e2e.jobs_per_s_pipelined\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"batched\": {:.1}, \"sequential\": {:.1}}}, \"in_flight\": {PIPELINED}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
         n as f64 / wall,
         batched_rate,
         sequential_rate,
         n as f64 / statements.len().max(1) as f64,
-        busy / wall
+        busy
     );
     eprintln!("({} timed jobs in {total:.1} s)", iters);
 
