@@ -440,11 +440,8 @@ impl Requester {
         if !self.trusted.is_empty() {
             providers.retain(|(e, _)| self.trusted.contains(&e.public_key));
         }
-        let req = job.requirements;
         let chosen = providers.iter().find(|(e, p)| {
-            let caps = &e.capabilities;
-            req.features & !caps.features == 0
-                && (u64::from(req.memory_mib) << 20) <= caps.device_local_bytes
+            crate::engine::meets(&e.capabilities, &job.requirements)
                 && (p.load.1 == 0 || p.load.0 < p.load.1)
             // Full ones are a last resort, as the coordinator orders them.
         });

@@ -215,8 +215,9 @@ impl Session {
 }
 
 /// Whether a device with `caps` meets a job's requirements `req` (its
-/// feature bits and memory).
-fn meets(caps: &DeviceCapabilities, req: &tessera_core::wire::Requirements) -> bool {
+/// feature bits and memory). The requester picks a provider to seal to by
+/// the same rule.
+pub(crate) fn meets(caps: &DeviceCapabilities, req: &tessera_core::wire::Requirements) -> bool {
     let memory = u64::from(req.memory_mib) << 20;
     req.features & !caps.features == 0 && memory <= caps.device_local_bytes
 }
