@@ -16,14 +16,12 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use tessera_core::attest::{
-    verify_output_chunk, Evidence, Receipt, ReceiptStatus, StatementSlot, VerifyError,
-};
+use tessera_core::attest::{Evidence, Receipt, ReceiptStatus, StatementSlot, VerifyError};
 use tessera_core::e2e::{self, SealError};
 use tessera_core::job;
 use tessera_core::limits::CHUNK_SIZE;
-use tessera_core::merkle::{leaf_hash, prove, root_of_buffers};
-use tessera_core::wire::{JobAssign, Nonce};
+use tessera_core::merkle::{leaf_hash, prove, verify_proof, RootBuilder};
+use tessera_core::wire::{Digest, JobAssign, Nonce};
 
 use zeroize::Zeroizing;
 
@@ -1019,7 +1017,19 @@ fn verify_result_inner(
     // The lengths are the layout's: their sum is the assignment's
     // read-back total, which `check_receipt` compares with the receipt's.
     let output_len = assign.bytes_out();
-    let output_root = root_of_buffers(result.outputs.iter().map(|o| &o[..]));
+    // Each output chunk is hashed once: its leaves give the output root and
+    // the spot check's proof.
+    let leaves: Vec<Digest> = result
+        .outputs
+        .iter()
+        .flat_map(|o| o.chunks(CHUNK_SIZE))
+        .map(leaf_hash)
+        .collect();
+    let mut tree = RootBuilder::new();
+    for leaf in &leaves {
+        tree.push_leaf(*leaf);
+    }
+    let output_root = tree.root();
     job::check_receipt(
         &receipt,
         &job::Expected {
@@ -1043,12 +1053,7 @@ fn verify_result_inner(
         },
     )
     .map_err(ResultCheckError::Check)?;
-    let spot_check = spot_check(
-        &receipt,
-        assign.output_leaf_count(),
-        &result.outputs,
-        &job.nonce,
-    )?;
+    let spot_check = spot_check(&receipt, assign.output_leaf_count(), &leaves, &job.nonce)?;
     Ok((
         ResultCheck {
             receipt,
@@ -1065,21 +1070,21 @@ fn verify_result_inner(
 fn spot_check(
     receipt: &Receipt,
     leaf_count: u64,
-    outputs: &[Vec<u8>],
+    leaves: &[Digest],
     seed: &Nonce,
 ) -> Result<(u64, u64, usize), ResultCheckError> {
-    let chunks: Vec<&[u8]> = outputs.iter().flat_map(|o| o.chunks(CHUNK_SIZE)).collect();
-    let leaves: Vec<_> = chunks.iter().map(|c| leaf_hash(c)).collect();
     if leaves.is_empty() {
         return Ok((0, 0, 0));
     }
     let mut pick = [0u8; 8];
     pick.copy_from_slice(&seed[..8]);
     let index = u64::from_le_bytes(pick) % leaves.len() as u64;
-    let proof = prove(&leaves, index)
-        .map_err(|_| ResultCheckError::SpotCheck(VerifyError::ChunkProofMismatch))?;
-    verify_output_chunk(receipt, leaf_count, chunks[index as usize], &proof)
-        .map_err(ResultCheckError::SpotCheck)?;
+    let refused = || ResultCheckError::SpotCheck(VerifyError::ChunkProofMismatch);
+    let proof = prove(leaves, index).map_err(|_| refused())?;
+    if proof.tree_size != leaf_count {
+        return Err(refused());
+    }
+    verify_proof(&receipt.output_root, &leaves[index as usize], &proof).map_err(|_| refused())?;
     Ok((index, leaves.len() as u64, proof.path.len()))
 }
 

@@ -77,6 +77,16 @@ fn happy_path_delivers_a_verified_result() {
     assert_eq!(check.receipt.sequence, 1);
     assert_eq!(check.evidence.capabilities.name.as_str(), "cpu test device");
     assert_eq!(check.spot_check.1, 3, "20000 bytes are 3 chunks");
+    // A byte changed in any chunk of the outputs breaks the root the
+    // receipt signed.
+    for at in [0, 9_000, 19_999] {
+        let mut forged = result.clone();
+        forged.outputs[0][at] ^= 1;
+        assert!(matches!(
+            verify_result(&job, &forged),
+            Err(ResultCheckError::Check(ReceiptCheckError::OutputRoot))
+        ));
+    }
     // The receipt binds the buffer layout: checked against a submission
     // whose input buffer is one byte larger, the same result is not its own.
     let mut larger = job.clone();
