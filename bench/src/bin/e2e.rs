@@ -40,6 +40,16 @@
 //!   their answers (`Requester::submit_all`, 16 in flight) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
+//! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the pipelined
+//!   run took, over every process and thread on the path: the requester
+//!   (this process's main thread), the coordinator (its whole process), the
+//!   agent's runtime thread, its executor thread, and this process's other
+//!   threads (the device's, lavapipe's, when the device is the CPU); read
+//!   from `/proc/PID/task/TID/schedstat` before and after. Beside it, peer
+//!   `budget_at_10000_per_s`: the CPU time a job may take on this machine's
+//!   cores for 10,000 jobs a second; and `cores_busy`, the cores the run
+//!   kept busy on average (below the core count when the path waits rather
+//!   than computes).
 //! - `e2e.device_busy_4_in_flight`: pipelining where the device is the
 //!   bottleneck. A job of the arithmetic kernel (`core/kernels/fma.comp`,
 //!   1,024 invocations, no input, 4 KiB out) with its rounds set so that the
@@ -254,6 +264,47 @@ fn busy_share(runs: &std::sync::mpsc::Receiver<(Instant, Instant)>, wall: f64) -
     (busy / wall, busy * 1e6 / times.len().max(1) as f64)
 }
 
+/// CPU time in nanoseconds of each thread of process `pid` now, by thread
+/// id, with the thread's name (`/proc/PID/task/TID/schedstat` and `comm`).
+fn thread_cpu(pid: u32) -> std::collections::HashMap<u32, (String, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = t.path();
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if let Some(ns) = ns {
+            out.insert(tid, (name.trim().to_string(), ns));
+        }
+    }
+    out
+}
+
+/// CPU nanoseconds each thread spent between two [`thread_cpu`] readings
+/// (threads started in between count from zero).
+fn cpu_between(
+    before: &std::collections::HashMap<u32, (String, u64)>,
+    after: &std::collections::HashMap<u32, (String, u64)>,
+) -> Vec<(u32, String, u64)> {
+    after
+        .iter()
+        .map(|(tid, (name, ns))| {
+            let was = before.get(tid).map_or(0, |(_, b)| *b);
+            (*tid, name.clone(), ns.saturating_sub(was))
+        })
+        .collect()
+}
+
+/// The name of the thread that runs an agent's network runtime.
+const AGENT_THREAD: &str = "bench-agent";
+
 struct AgentThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -277,24 +328,27 @@ fn agent<E: tessera_core::net::Executor>(
 ) -> AgentThread {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let thread = thread::spawn(move || {
-        let tls = client_config(&Trust::CaPem(ca)).unwrap_or_else(|e| fail("agent TLS", e));
-        let config = Config {
-            capabilities,
-            policy: Policy::default(),
-            ..Config::default()
-        };
-        let signer =
-            Ed25519Signer::from_seed(&[seed; 32]).unwrap_or_else(|e| fail("key", format!("{e:?}")));
-        let net = NetConfig::new(addr.to_string(), "localhost", tls);
-        let mut rt =
-            Runtime::new(config, signer, executor, net).unwrap_or_else(|e| fail("runtime", e));
-        while !s.load(Ordering::SeqCst) {
-            if let Err(e) = rt.step(Some(Duration::from_millis(50))) {
-                fail("agent loop", e);
+    let spawned = thread::Builder::new()
+        .name(AGENT_THREAD.into())
+        .spawn(move || {
+            let tls = client_config(&Trust::CaPem(ca)).unwrap_or_else(|e| fail("agent TLS", e));
+            let config = Config {
+                capabilities,
+                policy: Policy::default(),
+                ..Config::default()
+            };
+            let signer = Ed25519Signer::from_seed(&[seed; 32])
+                .unwrap_or_else(|e| fail("key", format!("{e:?}")));
+            let net = NetConfig::new(addr.to_string(), "localhost", tls);
+            let mut rt =
+                Runtime::new(config, signer, executor, net).unwrap_or_else(|e| fail("runtime", e));
+            while !s.load(Ordering::SeqCst) {
+                if let Err(e) = rt.step(Some(Duration::from_millis(50))) {
+                    fail("agent loop", e);
+                }
             }
-        }
-    });
+        });
+    let thread = spawned.unwrap_or_else(|e| fail("agent thread", e));
     AgentThread {
         stop,
         thread: Some(thread),
@@ -716,9 +770,16 @@ fn main() {
         })
         .collect();
     while runs.try_recv().is_ok() {}
+    let me = std::process::id();
+    let (ours_before, coordinator_before) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
     let t = Instant::now();
     let results = pipelined.submit_all(&jobs, PIPELINED);
     let wall = t.elapsed().as_secs_f64();
+    let ours = cpu_between(&ours_before, &thread_cpu(me));
+    let coordinator_ns: u64 = cpu_between(&coordinator_before, &thread_cpu(coordinator.child.id()))
+        .iter()
+        .map(|(_, _, ns)| ns)
+        .sum();
     let mut statements = std::collections::HashSet::new();
     for r in results {
         let r = r.unwrap_or_else(|e| fail("pipelined job", e));
@@ -733,6 +794,37 @@ fn main() {
         sequential_rate,
         n as f64 / statements.len().max(1) as f64,
         busy
+    );
+    // Where the CPU went in that run, per job: the requester (this
+    // process's main thread), the coordinator (its whole process), the
+    // agent's runtime thread, its executor thread, and every other thread
+    // of this process, which is the device's (lavapipe's threads) when the
+    // device is the CPU; beside the CPU time a job may take, on this
+    // machine's cores, for 10,000 jobs a second.
+    let per_job = |ns: u64| ns as f64 / 1e3 / n as f64;
+    let of = |pick: &dyn Fn(u32, &str) -> bool| -> u64 {
+        ours.iter()
+            .filter(|(tid, name, _)| pick(*tid, name))
+            .map(|(_, _, ns)| ns)
+            .sum()
+    };
+    let requester_ns = of(&|tid, _| tid == me);
+    let agent_ns = of(&|tid, name| tid != me && name == AGENT_THREAD);
+    let executor_ns = of(&|tid, name| tid != me && name.starts_with("tessera-exec"));
+    let device_ns =
+        of(&|tid, name| tid != me && name != AGENT_THREAD && !name.starts_with("tessera-exec"));
+    let cores = thread::available_parallelism().map_or(1, |c| c.get());
+    let cpu_ns = requester_ns + coordinator_ns + agent_ns + executor_ns + device_ns;
+    println!(
+        "{{\"name\": \"e2e.cpu_per_job_pipelined\", \"value\": {:.1}, \"unit\": \"us\", \"peers\": {{\"budget_at_10000_per_s\": {:.1}}}, \"parts\": {{\"requester\": {:.1}, \"coordinator\": {:.1}, \"agent\": {:.1}, \"executor\": {:.1}, \"device_and_other_threads\": {:.1}}}, \"cores\": {cores}, \"cores_busy\": {:.2}}}",
+        per_job(cpu_ns),
+        cores as f64 * 1e6 / 10_000.0,
+        per_job(requester_ns),
+        per_job(coordinator_ns),
+        per_job(agent_ns),
+        per_job(executor_ns),
+        per_job(device_ns),
+        cpu_ns as f64 / 1e9 / wall
     );
     eprintln!("({} timed jobs in {total:.1} s)", iters);
 
