@@ -495,6 +495,25 @@ mod tests {
         });
         let parts = response_parts(failed.clone()).expect("encodes");
         assert_eq!(parts.concat(), encode_frame(&failed).expect("encodes"));
+        // Byte fields keep the encoding of a plain `Vec<u8>` (a length,
+        // then the bytes): a failure's receipt too, as the same fields in
+        // a tuple encode it.
+        let f = JobFailure {
+            job: 9,
+            code: FailureCode::KernelTimeout,
+            reason: "late".into(),
+            receipt: Some(vec![7; 300]),
+            provider: None,
+            price: 5,
+        };
+        let plain =
+            postcard::to_stdvec(&(f.job, f.code, &f.reason, &f.receipt, f.provider, f.price))
+                .expect("encodes");
+        assert_eq!(postcard::to_stdvec(&f).expect("encodes"), plain);
+        assert_eq!(
+            postcard::from_bytes::<JobFailure>(&plain).expect("decodes"),
+            f
+        );
         assert_eq!(bounded_reason("é".repeat(3000)).len(), MAX_REASON - 1);
     }
 
