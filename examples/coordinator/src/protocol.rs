@@ -30,19 +30,24 @@ pub const MAX_REASON: usize = 4096;
 /// were sent; it reads no more from a connection with this many unanswered.
 pub const MAX_IN_FLIGHT: usize = 16;
 
-/// A list of byte strings, each as one run of bytes (the encoding of a
-/// `Vec<Vec<u8>>`, without a serde call per byte).
+/// The outputs of a result: at most `MAX_BUFFERS` byte strings, each as one
+/// run of bytes (the encoding of a `Vec<Vec<u8>>`, without a serde call per
+/// byte). A longer list fails at its first extra item, so a result cannot
+/// make the decoder allocate for many empty outputs.
 mod byte_lists {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use core::marker::PhantomData;
+
+    use serde::{Deserializer, Serializer};
+    use tessera_core::limits::MAX_BUFFERS;
+
+    use crate::submission::AtMost;
 
     pub fn serialize<S: Serializer>(lists: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<&serde_bytes::Bytes> =
-            lists.iter().map(|l| serde_bytes::Bytes::new(l)).collect();
-        bytes.serialize(s)
+        s.collect_seq(lists.iter().map(|l| serde_bytes::Bytes::new(l)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        let lists = Vec::<serde_bytes::ByteBuf>::deserialize(d)?;
+        let lists = d.deserialize_seq(AtMost::<serde_bytes::ByteBuf, MAX_BUFFERS>(PhantomData))?;
         Ok(lists
             .into_iter()
             .map(serde_bytes::ByteBuf::into_vec)
@@ -513,6 +518,33 @@ mod tests {
         assert_eq!(
             postcard::from_bytes::<JobFailure>(&plain).expect("decodes"),
             f
+        );
+
+        // More outputs than a job has buffers are refused as they are read:
+        // a million empty ones in a megabyte allocate nothing.
+        let mut body = postcard::to_stdvec(&(0u32, 300u64, 1usize << 20)).expect("encodes");
+        body.resize(body.len() + (1 << 20), 0);
+        assert!(decode_body::<Response>(&body).is_err());
+        let Response::Result(r) = result else {
+            unreachable!("built as a result above")
+        };
+        let nine = Response::Result(JobResult {
+            outputs: vec![Vec::new(); tessera_core::limits::MAX_BUFFERS + 1],
+            ..r
+        });
+        let frame = encode_frame(&nine).expect("encodes");
+        assert!(decode_body::<Response>(&frame[REQUEST_HEADER_LEN..]).is_err());
+        let eight = Response::Result(JobResult {
+            outputs: vec![Vec::new(); tessera_core::limits::MAX_BUFFERS],
+            ..match nine {
+                Response::Result(r) => r,
+                _ => unreachable!("built as a result above"),
+            }
+        });
+        let frame = encode_frame(&eight).expect("encodes");
+        assert_eq!(
+            decode_body::<Response>(&frame[REQUEST_HEADER_LEN..]).expect("decodes"),
+            eight
         );
         assert_eq!(bounded_reason("é".repeat(3000)).len(), MAX_REASON - 1);
     }

@@ -138,7 +138,7 @@ fn as_bytes<S: Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
 
 /// A sequence of at most `N` items: a declared length cannot make the
 /// decoder allocate, and a list over the limit fails at its first extra item.
-struct AtMost<T, const N: usize>(PhantomData<T>);
+pub(crate) struct AtMost<T, const N: usize>(pub(crate) PhantomData<T>);
 
 impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for AtMost<T, N> {
     type Value = Vec<T>;
