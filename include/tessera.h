@@ -597,8 +597,10 @@ typedef struct {
  * the evidence. Any result but `TESSERA_OK`, or kind
  * `TESSERA_HARDWARE_REPORT_NONE`, names no report (the evidence then stands
  * on the device key alone, which a verifier that asks for a report
- * refuses). Called on the thread that called into the agent, at each
- * connection; the same rules as `tessera_sign_fn` hold.
+ * refuses); a result but `TESSERA_OK` is also logged as a warning
+ * (`tessera_set_log_callback`, where the library has it). Called on the
+ * thread that called into the agent, at each connection; the same rules as
+ * `tessera_sign_fn` hold.
  */
 typedef tessera_result (*tessera_hardware_report_fn)(void *userdata,
                                                      const uint8_t *nonce,

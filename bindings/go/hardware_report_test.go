@@ -182,3 +182,37 @@ func TestSetHardwareReportOnASignerTakenOrClosed(t *testing.T) {
 	}
 	wantCode(t, closed.SetHardwareReport(quote), tessera.ErrStopped)
 }
+
+// A hook that fails or panics is logged (the evidence alone would only
+// name no report); one that names a report, or deliberately none, is not.
+func TestAFailingHardwareReportHookIsLogged(t *testing.T) {
+	const line = "hardware report callback failed"
+	failing := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		return 0, [32]byte{}, errors.New("the TPM is gone")
+	}
+	panicking := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		panic("the TPM driver crashed")
+	}
+	quote := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		return tessera.HardwareReportTPM2Quote, [32]byte{1}, nil
+	}
+	none := func([32]byte) (tessera.HardwareReportKind, [32]byte, error) {
+		return tessera.HardwareReportNone, [32]byte{}, nil
+	}
+	for name, c := range map[string]struct {
+		report tessera.HardwareReportFunc
+		logged bool
+	}{
+		"failing": {failing, true}, "panicking": {panicking, true},
+		"naming a report": {quote, false}, "naming none": {none, false},
+	} {
+		logs := captureLog(t, tessera.LogWarn)
+		evidenceWith(t, nil, c.report)
+		if got := logs.find(line); got != c.logged {
+			t.Errorf("%s: logged %v, want %v (%d lines)", name, got, c.logged, logs.count())
+		}
+		if err := tessera.SetLogger(nil, tessera.LogOff); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

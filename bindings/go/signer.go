@@ -112,7 +112,8 @@ func callbackResult(err error, fallback C.tessera_result) C.tessera_result {
 // reports"), it returns the report's kind and the SHA-256 of its bytes,
 // and keeps the bytes for whoever verifies the evidence. An error, a
 // panic or kind HardwareReportNone names no report: the evidence then
-// stands on the device key alone; the error is not reported elsewhere. It
+// stands on the device key alone, and the library logs a warning
+// (SetLogger) for an error or a panic. It
 // is called at each connection, on the goroutine or thread that called
 // into the agent or runtime holding the signer, with the same rules as
 // KeyStore.Sign (a call into that agent or runtime from it gets

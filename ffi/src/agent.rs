@@ -113,8 +113,10 @@ impl Signer for CallbackSigner {
 /// the evidence. Any result but `TESSERA_OK`, or kind
 /// `TESSERA_HARDWARE_REPORT_NONE`, names no report (the evidence then stands
 /// on the device key alone, which a verifier that asks for a report
-/// refuses). Called on the thread that called into the agent, at each
-/// connection; the same rules as `tessera_sign_fn` hold.
+/// refuses); a result but `TESSERA_OK` is also logged as a warning
+/// (`tessera_set_log_callback`, where the library has it). Called on the
+/// thread that called into the agent, at each connection; the same rules as
+/// `tessera_sign_fn` hold.
 pub type tessera_hardware_report_fn = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -192,7 +194,13 @@ impl Signer for AnySigner {
         // writable.
         let r =
             unsafe { (hook.report)(hook.userdata, nonce.as_ptr(), &mut kind, hash.as_mut_ptr()) };
-        if r != TESSERA_OK || kind == HardwareReportKind::NONE.0 {
+        if r != TESSERA_OK {
+            // Otherwise seen only as evidence that names no report.
+            #[cfg(feature = "runtime")]
+            log::warn!("the hardware report callback failed ({r}): this evidence names no report");
+            return HardwareReport::NONE;
+        }
+        if kind == HardwareReportKind::NONE.0 {
             return HardwareReport::NONE;
         }
         HardwareReport {
