@@ -438,12 +438,15 @@ impl Requester {
         if !self.trusted.is_empty() {
             providers.retain(|(e, _)| self.trusted.contains(&e.public_key));
         }
-        let chosen = providers.iter().find(|(e, p)| {
-            crate::engine::meets(&e.capabilities, &job.requirements)
-                && (p.load.1 == 0 || p.load.0 < p.load.1)
-            // Full ones are a last resort, as the coordinator orders them.
-        });
-        let chosen = chosen.or_else(|| providers.first());
+        let capable = |e: &Evidence| crate::engine::meets(&e.capabilities, &job.requirements);
+        // One that can run the job and has room first; a full one next, as
+        // the coordinator orders them; with none able to run it, the first
+        // listed, for the coordinator to say why it runs nowhere.
+        let chosen = providers
+            .iter()
+            .find(|(e, p)| capable(e) && (p.load.1 == 0 || p.load.0 < p.load.1))
+            .or_else(|| providers.iter().find(|(e, _)| capable(e)))
+            .or_else(|| providers.first());
         let Some((evidence, _)) = chosen else {
             return Err(RequesterError::NoSealingProvider);
         };
