@@ -99,6 +99,14 @@ impl Session {
         }
     }
 
+    /// Assigns job `id` of `j` (its offer accepted) and sends its input.
+    fn assign(&mut self, j: &JobDescription, id: u64) {
+        self.send(&Message::JobAssign(j.assign(id)));
+        for f in j.input_frames(id) {
+            self.tls.write_all(&f).unwrap();
+        }
+    }
+
     /// Handshake; returns the provider's public key.
     fn handshake(&mut self) -> [u8; 32] {
         assert!(matches!(
@@ -253,10 +261,7 @@ fn a_job_over_tls_returns_outputs_and_a_verified_receipt_then_drains() {
         Message::decode(&s.next()),
         Ok(Message::OfferAccept(_))
     ));
-    s.send(&Message::JobAssign(j.assign(1)));
-    for f in j.input_frames(1) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 1);
     let (out, receipt) = s.collect(1);
     assert_eq!(out, expected());
     let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
@@ -326,10 +331,7 @@ fn a_result_survives_a_killed_connection_and_a_restart() {
     let j = job();
     s.send(&Message::JobOffer(j.offer(7, 1_000_000, 60_000)));
     s.next();
-    s.send(&Message::JobAssign(j.assign(7)));
-    for f in j.input_frames(7) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 7);
     let (_, first_receipt) = s.collect(7);
     // Kill the connection before acknowledging; the provider reconnects.
     drop(s);
@@ -423,10 +425,7 @@ fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
     s.handshake();
     let j = job();
     s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
-    s.send(&Message::JobAssign(j.assign(1)));
-    for f in j.input_frames(1) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 1);
     // After the job the device takes no work: a heartbeat says capacity 0
     // at once, and offers are declined.
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity == 0));
@@ -612,10 +611,7 @@ fn a_coordinator_drain_ends_the_session_and_the_provider_comes_back() {
         Message::decode(&s.next()),
         Ok(Message::OfferAccept(_))
     ));
-    s.send(&Message::JobAssign(j.assign(1)));
-    for f in j.input_frames(1) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 1);
     let (out, _) = s.collect(1);
     assert_eq!(out, expected());
     s.send(&Message::ResultAck(JobRef { job: 1 }));
@@ -649,10 +645,7 @@ fn a_drain_ends_by_its_deadline_and_the_unacknowledged_result_goes_out_next_star
     let j = job();
     s.send(&Message::JobOffer(j.offer(4, 1_000_000, 60_000)));
     s.next();
-    s.send(&Message::JobAssign(j.assign(4)));
-    for f in j.input_frames(4) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 4);
     let (_, receipt) = s.collect(4);
     // No acknowledgement; the operator stops the provider.
     let asked = std::time::Instant::now();
@@ -796,10 +789,7 @@ fn more_stored_results_than_the_agent_holds_are_all_delivered_in_order() {
         "{:?}",
         Message::decode(&f)
     );
-    s.send(&Message::JobAssign(j.assign(200)));
-    for f in j.input_frames(200) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&j, 200);
     let (out, receipt) = s.collect(200);
     assert_eq!(out, expected());
     let r = verifier.verify_next(&receipt, Some(&j.nonce)).unwrap();
@@ -843,10 +833,7 @@ fn reuse_job_id_after_cancel(
         j.buffers[0] = (vec![fill; 30_000], 30_000, false);
         s.send(&Message::JobOffer(j.offer(7, 1_000_000, 60_000)));
         s.until(|m| matches!(m, Message::OfferAccept(_)));
-        s.send(&Message::JobAssign(j.assign(7)));
-        for f in j.input_frames(7) {
-            s.tls.write_all(&f).unwrap();
-        }
+        s.assign(&j, 7);
         j
     };
     send_job(&mut s, 1);
@@ -994,10 +981,7 @@ fn the_next_job_transfers_while_one_runs_and_outputs_upload_while_the_next_runs(
         Message::decode(&s.offer(&jobs[0], 1)),
         Ok(Message::OfferAccept(_))
     ));
-    s.send(&Message::JobAssign(jobs[0].assign(1)));
-    for f in jobs[0].input_frames(1) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&jobs[0], 1);
     wait_started(1);
 
     // Job 2 is taken, and its inputs all arrive and pass their root check
@@ -1006,10 +990,7 @@ fn the_next_job_transfers_while_one_runs_and_outputs_upload_while_the_next_runs(
         Message::decode(&s.offer(&jobs[1], 2)),
         Ok(Message::OfferAccept(_))
     ));
-    s.send(&Message::JobAssign(jobs[1].assign(2)));
-    for f in jobs[1].input_frames(2) {
-        s.tls.write_all(&f).unwrap();
-    }
+    s.assign(&jobs[1], 2);
     s.tls.flush().unwrap();
     s.until(|m| matches!(m, Message::Started(r) if r.job == 2));
 

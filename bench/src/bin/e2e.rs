@@ -836,20 +836,20 @@ fn main() {
         of(&|tid, name| tid != me && name != AGENT_THREAD && !name.starts_with("tessera-exec"));
     let cores = thread::available_parallelism().map_or(1, |c| c.get());
     let cpu_ns = requester_ns + coordinator_ns + agent_ns + executor_ns + device_ns;
-    if !readable {
-        eprintln!("e2e.cpu_per_job_pipelined: no /proc/PID/task/TID/schedstat here");
-    } else {
+    if readable {
         println!(
-        "{{\"name\": \"e2e.cpu_per_job_pipelined\", \"value\": {:.1}, \"unit\": \"us\", \"peers\": {{\"budget_at_10000_per_s\": {:.1}}}, \"parts\": {{\"requester\": {:.1}, \"coordinator\": {:.1}, \"agent\": {:.1}, \"executor\": {:.1}, \"device_and_other_threads\": {:.1}}}, \"cores\": {cores}, \"cores_busy\": {:.2}}}",
-        per_job(cpu_ns),
-        cores as f64 * 1e6 / 10_000.0,
-        per_job(requester_ns),
-        per_job(coordinator_ns),
-        per_job(agent_ns),
-        per_job(executor_ns),
-        per_job(device_ns),
-        cpu_ns as f64 / 1e9 / wall
-    );
+            "{{\"name\": \"e2e.cpu_per_job_pipelined\", \"value\": {:.1}, \"unit\": \"us\", \"peers\": {{\"budget_at_10000_per_s\": {:.1}}}, \"parts\": {{\"requester\": {:.1}, \"coordinator\": {:.1}, \"agent\": {:.1}, \"executor\": {:.1}, \"device_and_other_threads\": {:.1}}}, \"cores\": {cores}, \"cores_busy\": {:.2}}}",
+            per_job(cpu_ns),
+            cores as f64 * 1e6 / 10_000.0,
+            per_job(requester_ns),
+            per_job(coordinator_ns),
+            per_job(agent_ns),
+            per_job(executor_ns),
+            per_job(device_ns),
+            cpu_ns as f64 / 1e9 / wall
+        );
+    } else {
+        eprintln!("e2e.cpu_per_job_pipelined: no /proc/PID/task/TID/schedstat here");
     }
     eprintln!("({} timed jobs in {total:.1} s)", iters);
 
