@@ -126,10 +126,21 @@
  */
 #define TESSERA_TRANSMIT_BUFFER 9472
 
+#if defined(TESSERA_HOSTED)
 /**
- * Most jobs an agent holds at once.
+ * Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+ * bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
+ */
+#define TESSERA_MAX_JOBS 16
+#endif
+
+#if !defined(TESSERA_HOSTED)
+/**
+ * Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+ * bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
  */
 #define TESSERA_MAX_JOBS 4
+#endif
 
 /**
  * Most buffers of one job.
@@ -144,8 +155,8 @@
 /**
  * Most bytes of a receipt in either form: a batched receipt is 509 bytes
  * plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
- * receipts"). An agent's receipts are at most 573 bytes (a batch holds at
- * most `TESSERA_MAX_JOBS` results).
+ * receipts"). An agent's receipts are at most 637 bytes (573 in the
+ * bare-metal library: a batch holds at most `TESSERA_MAX_JOBS` results).
  */
 #define TESSERA_RECEIPT_MAX_LEN 765
 
@@ -686,7 +697,8 @@ typedef struct {
  */
 typedef struct {
   /**
-   * Jobs held at once, 1 to 4.
+   * Jobs held at once, 1 to `TESSERA_MAX_JOBS` (16; 4 in the bare-metal
+   * library).
    */
   uint32_t max_concurrent;
   /**

@@ -65,8 +65,8 @@ const (
 	// TransmitBuffer is the size of a transmit buffer with which every
 	// Agent.SendOutput takes a chunk.
 	TransmitBuffer = 9472
-	// MaxJobs is the most jobs an agent holds at once.
-	MaxJobs = 4
+	// MaxJobs is the most jobs an agent holds at once (the hosted library).
+	MaxJobs = 16
 	// MaxBuffers is the most buffers of one job.
 	MaxBuffers = 8
 	// ReceiptLen is the size of a receipt signed alone.

@@ -2,8 +2,31 @@
 //! so the agent's memory is fixed and known (`ci/bench` prints `size_of`).
 
 /// Jobs the agent tracks at once: offered-and-accepted, transferring, running,
-/// or completed and waiting for the coordinator's acknowledgement.
+/// or completed and waiting for the coordinator's acknowledgement. Hosted
+/// builds (feature `std`) hold 16, so that many small jobs keep a device
+/// busy while earlier results wait for their batch signature and
+/// acknowledgement; builds without `std` (firmware) hold 4, each slot
+/// costing about 2.7 KiB of the agent's fixed memory. A provider's
+/// configured `max_concurrent` is at most this.
+#[cfg(feature = "std")]
+pub const MAX_JOBS: usize = 16;
+/// Jobs the agent tracks at once (see the hosted definition): 4 without
+/// `std`.
+#[cfg(not(feature = "std"))]
 pub const MAX_JOBS: usize = 4;
+/// The `max_concurrent` a provider's policy has unless configured: jobs
+/// held at once. Raise it towards [`MAX_JOBS`] for many small jobs; each
+/// held job may keep its inputs and outputs in the host's memory.
+pub const DEFAULT_MAX_CONCURRENT: u8 = 4;
+/// The rule a configured `max_concurrent` outside 1 to [`MAX_JOBS`] breaks
+/// (`ConfigError::rule`).
+#[cfg(feature = "std")]
+pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 16 (limits::MAX_JOBS)";
+/// The rule a configured `max_concurrent` outside 1 to [`MAX_JOBS`] breaks
+/// (`ConfigError::rule`).
+#[cfg(not(feature = "std"))]
+pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 4 (limits::MAX_JOBS)";
+const _: () = assert!(MAX_JOBS == if cfg!(feature = "std") { 16 } else { 4 });
 /// Storage buffers a job may bind (descriptor set 0).
 pub const MAX_BUFFERS: usize = 8;
 /// Binding numbers of a job's buffers are below this (descriptor set 0; the
@@ -39,7 +62,13 @@ pub const TX_CAPACITY: usize = 1024;
 /// Bytes of a transmit buffer with which every `Agent::send_output` call
 /// writes a whole chunk: the queued frames, then the chunk's frame.
 pub const TRANSMIT_BUFFER: usize = TX_CAPACITY + MAX_FRAME;
-/// Events queued for the host before the agent stops reading input.
+/// Events queued for the host before the agent stops reading input: room
+/// for every job's events (64 with `std`, 32 without; see [`MAX_JOBS`]).
+#[cfg(feature = "std")]
+pub const MAX_EVENTS: usize = 64;
+/// Events queued for the host before the agent stops reading input (see
+/// the hosted definition): 32 without `std`.
+#[cfg(not(feature = "std"))]
 pub const MAX_EVENTS: usize = 32;
 /// Size in bytes of the largest kernel (SPIR-V module) a job may carry.
 pub const MAX_KERNEL_BYTES: u64 = 4 << 20;

@@ -8,7 +8,7 @@
 //! charged its quote; any other failure nothing.
 
 use crate::attest::DeviceCapabilities;
-use crate::limits::MAX_JOBS;
+use crate::limits::{DEFAULT_MAX_CONCURRENT, MAX_JOBS};
 use crate::time::Duration;
 use crate::wire::{DeclineReason, JobOffer, Usage};
 
@@ -40,7 +40,8 @@ impl LinearPrice {
 /// What the provider takes and charges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Jobs run at once (at most [`MAX_JOBS`]).
+    /// Jobs held at once: 1 to [`MAX_JOBS`], [`DEFAULT_MAX_CONCURRENT`]
+    /// (4) unless set.
     pub max_concurrent: u8,
     /// The price schedule.
     pub price: LinearPrice,
@@ -59,7 +60,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            max_concurrent: MAX_JOBS as u8,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             price: LinearPrice::default(),
             floor: 0,
             max_bytes_in: 256 << 20,

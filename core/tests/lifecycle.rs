@@ -1378,13 +1378,19 @@ fn an_invalid_configuration_names_its_field() {
         e,
         Some(tessera_core::Error::Config(tessera_core::ConfigError {
             field: "policy.max_concurrent",
-            rule: "must be 1 to 4 (limits::MAX_JOBS)",
+            rule: "must be 1 to 16 (limits::MAX_JOBS)",
         }))
     );
     assert_eq!(
         e.map(|e| e.to_string()).as_deref(),
-        Some("configuration: policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)")
+        Some("configuration: policy.max_concurrent must be 1 to 16 (limits::MAX_JOBS)")
     );
+    // A hosted agent holds 16 jobs; one more is refused.
+    let mut c = config();
+    c.policy.max_concurrent = 16;
+    assert!(Agent::new(c.clone(), signer(), ChainState::default()).is_ok());
+    c.policy.max_concurrent = 17;
+    assert!(Agent::new(c, signer(), ChainState::default()).is_err());
     let mut c = config();
     c.policy.peer_timeout = Duration::from_millis(0);
     assert!(matches!(

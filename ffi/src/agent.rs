@@ -578,7 +578,8 @@ pub const TESSERA_DEVICE_CPU: u32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tessera_policy {
-    /// Jobs held at once, 1 to 4.
+    /// Jobs held at once, 1 to `TESSERA_MAX_JOBS` (16; 4 in the bare-metal
+    /// library).
     pub max_concurrent: u32,
     /// Fixed fee per job.
     pub price_base: u64,
@@ -700,8 +701,12 @@ unsafe fn config_from_c(c: &tessera_agent_config) -> Result<Config, (&'static st
         TESSERA_DEVICE_CPU => DeviceType::Cpu,
         _ => return Err(("device.device_type", "must be a TESSERA_DEVICE_* value")),
     };
-    let max_concurrent = u8::try_from(c.policy.max_concurrent)
-        .map_err(|_| ("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)"))?;
+    let max_concurrent = u8::try_from(c.policy.max_concurrent).map_err(|_| {
+        (
+            "policy.max_concurrent",
+            tessera_core::limits::MAX_CONCURRENT_RULE,
+        )
+    })?;
     let persist_results = c
         .persist_results
         .get()
@@ -1155,16 +1160,24 @@ pub const TESSERA_MAX_INPUT_PIECE: usize = 2048;
 /// Bytes of a transmit buffer with which every `tessera_agent_send_output`
 /// call takes a whole chunk.
 pub const TESSERA_TRANSMIT_BUFFER: usize = 9472;
-/// Most jobs an agent holds at once.
+/// Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+/// bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
+#[cfg(feature = "std")]
+pub const TESSERA_MAX_JOBS: usize = 16;
+/// Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+/// bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
+#[cfg(not(feature = "std"))]
 pub const TESSERA_MAX_JOBS: usize = 4;
+// The core's capacity, whatever features the build unified.
+const _: () = assert!(TESSERA_MAX_JOBS == tessera_core::limits::MAX_JOBS);
 /// Most buffers of one job.
 pub const TESSERA_MAX_BUFFERS: usize = 8;
 /// Bytes of a receipt signed alone.
 pub const TESSERA_RECEIPT_LEN: usize = 444;
 /// Most bytes of a receipt in either form: a batched receipt is 509 bytes
 /// plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
-/// receipts"). An agent's receipts are at most 573 bytes (a batch holds at
-/// most `TESSERA_MAX_JOBS` results).
+/// receipts"). An agent's receipts are at most 637 bytes (573 in the
+/// bare-metal library: a batch holds at most `TESSERA_MAX_JOBS` results).
 pub const TESSERA_RECEIPT_MAX_LEN: usize = 765;
 /// Most bytes of an encoded result record (`tessera_agent_result_record`).
 pub const TESSERA_MAX_RECORD_BYTES: usize = 2048;

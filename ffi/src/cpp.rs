@@ -202,7 +202,7 @@ mod ffi {
     /// Which offers to take, what to charge, and the session timers.
     #[derive(Clone, Copy, PartialEq, Eq)]
     struct Policy {
-        /// Jobs held at once, 1 to 4.
+        /// Jobs held at once, 1 to `tessera::max_jobs` (16).
         max_concurrent: u32,
         /// Fixed fee per job.
         price_base: u64,
@@ -1347,8 +1347,12 @@ fn agent_config_default() -> AgentConfig {
 }
 
 fn core_config(c: &AgentConfig) -> Res<tessera_core::Config> {
-    let max_concurrent = u8::try_from(c.policy.max_concurrent)
-        .map_err(|_| config_error("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)"))?;
+    let max_concurrent = u8::try_from(c.policy.max_concurrent).map_err(|_| {
+        config_error(
+            "policy.max_concurrent",
+            tessera_core::limits::MAX_CONCURRENT_RULE,
+        )
+    })?;
     let ms = |v: u64| Duration::from_micros(v.saturating_mul(1000));
     let p = &c.policy;
     Ok(tessera_core::Config {

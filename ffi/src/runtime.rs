@@ -374,8 +374,12 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
         i if i >= 0 => Some(i as usize),
         _ => return Err("device_index must be -1 or a device index".into()),
     };
-    let max_concurrent = u8::try_from(c.policy.max_concurrent)
-        .map_err(|_| "policy.max_concurrent must be 1 to 4 (limits::MAX_JOBS)".to_string())?;
+    let max_concurrent = u8::try_from(c.policy.max_concurrent).map_err(|_| {
+        format!(
+            "policy.max_concurrent {}",
+            tessera_core::limits::MAX_CONCURRENT_RULE
+        )
+    })?;
     let spirv_val_gate = c
         .spirv_val_gate
         .get()

@@ -35,11 +35,17 @@
 //!   device) was running a job. `e2e.jobs_per_s_batched`: the same four in
 //!   flight through a coordinator that asks for batched receipts (up to 64
 //!   a batch, 1 ms the longest wait), every result still verified by its
-//!   requester, beside both rates, with the receipts each signature covered.
+//!   requester, beside both rates, with the receipts each signature covered;
+//!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
+//!   `MAX_JOBS`; the others hold the default 4).
 //!   `e2e.jobs_per_s_pipelined`: one requester sending its jobs ahead of
-//!   their answers (`Requester::submit_all`, 16 in flight) through the same
+//!   their answers (`Requester::submit_all`, 32 in flight) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
+//!   With 16 held, results waiting for their batch's signature and
+//!   acknowledgement leave the agent room for the next jobs; peer
+//!   `held_4`: the same run to an agent holding the default 4 (its own
+//!   coordinator, in the same run).
 //! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the pipelined
 //!   run took, over every process and thread on the path: the requester
 //!   (this process's main thread), the coordinator (its whole process), the
@@ -86,6 +92,7 @@ use tessera_coordinator::tls::client_config as requester_tls;
 use tessera_coordinator::{verify_result, BufferInit, Submit};
 use tessera_core::attest::{DeviceCapabilities, Ed25519Signer, Evidence, Receipt, Signer};
 use tessera_core::gpu_host::GpuHost;
+use tessera_core::limits::{DEFAULT_MAX_CONCURRENT, MAX_JOBS};
 use tessera_core::merkle::leaf_hash;
 use tessera_core::net::{
     client_config, Executor, FnExecutor, JobFailure, JobOutputs, JobToRun, NetConfig, Runtime,
@@ -327,6 +334,7 @@ fn agent<E: tessera_core::net::Executor>(
     ca: Vec<u8>,
     seed: u8,
     capabilities: DeviceCapabilities,
+    max_concurrent: u8,
     executor: E,
 ) -> AgentThread {
     let stop = Arc::new(AtomicBool::new(false));
@@ -337,7 +345,10 @@ fn agent<E: tessera_core::net::Executor>(
             let tls = client_config(&Trust::CaPem(ca)).unwrap_or_else(|e| fail("agent TLS", e));
             let config = Config {
                 capabilities,
-                policy: Policy::default(),
+                policy: Policy {
+                    max_concurrent,
+                    ..Policy::default()
+                },
                 ..Config::default()
             };
             let signer = Ed25519Signer::from_seed(&[seed; 32])
@@ -487,7 +498,14 @@ fn main() {
         inner: gpu,
         runs: runs_tx,
     };
-    let gpu_agent = agent(coordinator.addr, ca.clone(), 1, caps.clone(), gpu);
+    let gpu_agent = agent(
+        coordinator.addr,
+        ca.clone(),
+        1,
+        caps.clone(),
+        DEFAULT_MAX_CONCURRENT,
+        gpu,
+    );
     let tls = requester_tls(&Trust::CaPem(ca.clone())).unwrap_or_else(|e| fail("requester TLS", e));
     // Wait for the agent to be admitted: the first job succeeds.
     let mut requester = admitted(coordinator.addr, &tls);
@@ -730,26 +748,64 @@ fn main() {
     drop(gpu_agent);
     drop(coordinator);
 
-    // The same four in flight with batched receipts: a coordinator that asks
-    // for batches of up to 64 receipts, each result waiting at most 1 ms.
-    let coordinator = CoordinatorProcess::start(
-        exe,
-        certs_dir,
-        None,
-        &[
-            "--batch-receipts".into(),
-            "64".into(),
-            "--batch-delay-us".into(),
-            "1000".into(),
-        ],
+    // A coordinator that asks for batches of up to 64 receipts, each result
+    // waiting at most 1 ms.
+    let batching = || {
+        CoordinatorProcess::start(
+            exe,
+            certs_dir,
+            None,
+            &[
+                "--batch-receipts".into(),
+                "64".into(),
+                "--batch-delay-us".into(),
+                "1000".into(),
+            ],
+        )
+    };
+    // The pipelined run's jobs: one requester sends them `PIPELINED` ahead
+    // of their answers.
+    const PIPELINED: usize = 2 * MAX_JOBS;
+    let pipelined_jobs: Vec<_> = (0..n)
+        .map(|i| {
+            let mut j = tiny_job();
+            j.nonce = [0xEE; 32];
+            j.nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            j
+        })
+        .collect();
+    // Its peer, measured here: the same run to an agent holding the default
+    // 4 jobs, whose results hold every slot while they wait for their batch
+    // and its acknowledgement.
+    let coordinator = batching();
+    let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
+    let held_4 = agent(
+        coordinator.addr,
+        ca.clone(),
+        3,
+        caps.clone(),
+        DEFAULT_MAX_CONCURRENT,
+        gpu,
     );
+    let mut requester = admitted(coordinator.addr, &tls);
+    let t = Instant::now();
+    for r in requester.submit_all(&pipelined_jobs, PIPELINED) {
+        r.unwrap_or_else(|e| fail("pipelined job, 4 held", e));
+    }
+    let held_4_rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(requester);
+    drop(held_4);
+    drop(coordinator);
+
+    // The same four in flight with batched receipts.
+    let coordinator = batching();
     let gpu = GpuHost::open(DeviceSelector::Default, false).unwrap_or_else(|e| fail("GPU", e));
     let (runs_tx, runs) = channel();
     let gpu = Timed {
         inner: gpu,
         runs: runs_tx,
     };
-    let gpu_agent = agent(coordinator.addr, ca.clone(), 2, caps, gpu);
+    let gpu_agent = agent(coordinator.addr, ca.clone(), 2, caps, MAX_JOBS as u8, gpu);
     let requester = admitted(coordinator.addr, &tls);
     while runs.try_recv().is_ok() {}
     let (batched_rate, signatures) = in_flight(coordinator.addr, &tls, n, IN_FLIGHT);
@@ -765,25 +821,16 @@ fn main() {
     );
 
     // One requester with its jobs sent ahead of their answers
-    // (`Requester::submit_all`, 16 in flight), through the same agent and
+    // (`Requester::submit_all`, 32 in flight), through the same agent and
     // coordinator: the coordinator keeps the agent's slots full and queues
     // the rest, and the requester checks each batch statement once.
-    const PIPELINED: usize = 16;
     let mut pipelined =
         Requester::connect(coordinator.addr, tls.clone()).unwrap_or_else(|e| fail("requester", e));
-    let jobs: Vec<_> = (0..n)
-        .map(|i| {
-            let mut j = tiny_job();
-            j.nonce = [0xEE; 32];
-            j.nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            j
-        })
-        .collect();
     while runs.try_recv().is_ok() {}
     let me = std::process::id();
     let (ours_before, coordinator_before) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
     let t = Instant::now();
-    let results = pipelined.submit_all(&jobs, PIPELINED);
+    let results = pipelined.submit_all(&pipelined_jobs, PIPELINED);
     let wall = t.elapsed().as_secs_f64();
     let (ours_after, coordinator_after) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
     // Without /proc (another system) there are no readings: no figure
@@ -809,8 +856,9 @@ fn main() {
     }
     let busy = busy_share(&runs, wall).0;
     println!(
-        "{{\"name\": \"e2e.jobs_per_s_pipelined\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"batched\": {:.1}, \"sequential\": {:.1}}}, \"in_flight\": {PIPELINED}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
+        "{{\"name\": \"e2e.jobs_per_s_pipelined\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"held_4\": {:.1}, \"batched\": {:.1}, \"sequential\": {:.1}}}, \"in_flight\": {PIPELINED}, \"held\": {MAX_JOBS}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
         n as f64 / wall,
+        held_4_rate,
         batched_rate,
         sequential_rate,
         n as f64 / statements.len().max(1) as f64,
@@ -888,6 +936,7 @@ fn main() {
                 ca.clone(),
                 10 + i,
                 caps.clone(),
+                DEFAULT_MAX_CONCURRENT,
                 FnExecutor(cpu),
             )
         })

@@ -35,7 +35,9 @@ pub use self::upload::{Sent, SentAll};
 use crate::attest::{ChainState, DeviceCapabilities, Signer, EVIDENCE_LEN, MAX_RECEIPT_LEN};
 use crate::bounded::BoundedVec;
 use crate::error::{ConfigError, Error, UsageError};
-use crate::limits::{HEADER_LEN, MAX_EVENTS, MAX_JOBS, RX_CAPACITY, TX_CAPACITY};
+use crate::limits::{
+    HEADER_LEN, MAX_CONCURRENT_RULE, MAX_EVENTS, MAX_JOBS, RX_CAPACITY, TX_CAPACITY,
+};
 use crate::policy::Policy;
 use crate::time::{Duration, Instant};
 use crate::wire::{Batching, Digest, FailReason, JobAssign, JobId, KeyId, Message, Usage};
@@ -358,7 +360,7 @@ impl<S: Signer> Agent<S> {
         let p = &config.policy;
         let invalid = |field, rule| Err(Error::Config(ConfigError { field, rule }));
         if p.max_concurrent == 0 || p.max_concurrent as usize > MAX_JOBS {
-            return invalid("policy.max_concurrent", "must be 1 to 4 (limits::MAX_JOBS)");
+            return invalid("policy.max_concurrent", MAX_CONCURRENT_RULE);
         }
         if p.heartbeat_interval.micros == 0 {
             return invalid("policy.heartbeat_interval", "must not be zero");
@@ -800,7 +802,11 @@ mod tests {
             f.total,
             core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>()
         );
-        assert!(f.total <= 16 * 1024, "{f:?}");
+        // Firmware builds (no `std`, 4 job slots) fit in 16 KiB (on the
+        // firmware target `ci/footprint` checks it); hosted ones hold 16
+        // job slots.
+        let budget = if cfg!(feature = "std") { 64 } else { 16 } * 1024;
+        assert!(f.total <= budget, "{f:?}");
         assert!(f.rest < 1024, "{f:?}");
     }
 }

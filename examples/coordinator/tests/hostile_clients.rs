@@ -852,8 +852,10 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
     while read_provider_frame(&mut stream, &mut splitter).is_some() {}
     let verified = coord.stats().receipts_verified;
     eprintln!("{verified} of {SENT} receipts for jobs never assigned were verified");
+    // The allowance: twice the results an agent holds (16 hosted).
+    let allowance = 2 * tessera_core::limits::MAX_JOBS as u64;
     assert!(
-        verified <= 8,
+        verified <= allowance,
         "{verified} receipts for jobs never assigned were verified on one session"
     );
     drop(stream);

@@ -512,7 +512,7 @@ void test_agent_config_errors()
 {
     tessera::AgentConfig c = device_config();
     CHECK(c.agent_version[1] == TESSERA_VERSION_MINOR);
-    CHECK(c.policy.max_concurrent >= 1 && c.policy.max_concurrent <= 4);
+    CHECK(c.policy.max_concurrent >= 1 && c.policy.max_concurrent <= tessera::max_jobs);
 
     c.policy.max_concurrent = 300;
     try {
@@ -522,8 +522,10 @@ void test_agent_config_errors()
         CHECK(e.code() == tessera::code::invalid_config);
         CHECK(e.message().find("max_concurrent") != std::string::npos);
     }
-    c.policy.max_concurrent = 9;
+    c.policy.max_concurrent = tessera::max_jobs + 1;
     CHECK_CODE(tessera::Agent::from_seed(c, SEED), tessera::code::invalid_config);
+    c.policy.max_concurrent = tessera::max_jobs;
+    CHECK_CODE(tessera::Agent::from_seed(c, SEED), tessera::code::ok);
     c = device_config();
     c.device.name = std::string(65, 'g');
     CHECK_CODE(tessera::Agent::from_seed(c, SEED), tessera::code::invalid_config);
