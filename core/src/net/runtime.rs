@@ -230,7 +230,37 @@ impl DrainHandle {
 struct Conn {
     stream: TcpStream,
     tls: ClientConnection,
+    /// Plaintext from the coordinator; the agent has taken `rx[..rx_start]`.
+    /// Taken bytes are dropped once all are taken or before the next read,
+    /// not piece by piece: the agent takes chunk data in pieces of
+    /// `MAX_INPUT_PIECE`, and moving the rest of a full buffer down after
+    /// each one cost more than the transfer itself.
     rx: Vec<u8>,
+    rx_start: usize,
+}
+
+impl Conn {
+    /// What the agent has not taken yet.
+    fn unread(&self) -> &[u8] {
+        &self.rx[self.rx_start..]
+    }
+
+    /// The agent took `n` more bytes.
+    fn taken(&mut self, n: usize) {
+        self.rx_start = (self.rx_start + n).min(self.rx.len());
+        if self.rx_start == self.rx.len() {
+            self.rx.clear();
+            self.rx_start = 0;
+        }
+    }
+
+    /// Drops the taken bytes, so that the buffer holds only unread ones.
+    fn compact(&mut self) {
+        if self.rx_start > 0 {
+            self.rx.drain(..self.rx_start);
+            self.rx_start = 0;
+        }
+    }
 }
 
 /// Jobs waiting for the worker thread, shared with it. The runtime removes a
@@ -697,6 +727,7 @@ impl<S: Signer> Runtime<S> {
             stream,
             tls,
             rx: Vec::new(),
+            rx_start: 0,
         });
     }
 
@@ -741,6 +772,8 @@ impl<S: Signer> Runtime<S> {
     fn read_tls(&mut self) {
         let Some(c) = self.conn.as_mut() else { return };
         let mut failure = None;
+        c.compact();
+        let mut buf = [0u8; 16 * 1024];
         while c.rx.len() < RX_LIMIT {
             match c.tls.read_tls(&mut c.stream) {
                 Ok(0) => {
@@ -764,7 +797,6 @@ impl<S: Signer> Runtime<S> {
                     break;
                 }
             }
-            let mut buf = [0u8; 16 * 1024];
             loop {
                 match c.tls.reader().read(&mut buf) {
                     Ok(0) => break,
@@ -796,14 +828,14 @@ impl<S: Signer> Runtime<S> {
             let mut progressed = false;
             let now = self.now();
             if let Some(c) = self.conn.as_mut() {
-                if !c.rx.is_empty() {
-                    match self.agent.handle_input(now, &c.rx) {
+                if !c.unread().is_empty() {
+                    match self.agent.handle_input(now, c.unread()) {
                         Ok(n) => {
-                            c.rx.drain(..n);
+                            c.taken(n);
                             progressed |= n > 0;
                         }
                         Err(e) => {
-                            c.rx.drain(..e.consumed);
+                            c.taken(e.consumed);
                             log::warn!("from the coordinator: {}", e.error);
                             progressed = true;
                         }
