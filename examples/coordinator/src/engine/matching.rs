@@ -494,7 +494,8 @@ impl Engine {
     }
 
     /// How many more jobs `key` may be offered now: its capacity (from its
-    /// last heartbeat, or `MAX_JOBS` before one), or fewer after it
+    /// last heartbeat, or [`CAPACITY_BEFORE_HEARTBEAT`] before one), or
+    /// fewer after it
     /// declined for capacity, less the jobs it has here. `None` while its
     /// device is unavailable (capacity 0): it says so itself when offered.
     pub(super) fn room(&self, key: &PublicKey) -> Option<usize> {
@@ -505,9 +506,9 @@ impl Engine {
     pub(super) fn room_with(&self, key: &PublicKey, in_flight: usize) -> Option<usize> {
         let rec = self.keys.get(key)?;
         let session = rec.session.and_then(|sid| self.sessions.get(&sid))?;
-        let capacity = session
-            .load
-            .map_or(MAX_JOBS, |h| usize::from(h.capacity).min(MAX_JOBS));
+        let capacity = session.load.map_or(CAPACITY_BEFORE_HEARTBEAT, |h| {
+            usize::from(h.capacity).min(MAX_JOBS)
+        });
         if capacity == 0 {
             return None;
         }

@@ -22,7 +22,7 @@ use tessera_core::attest::{
     StatementSlot, VerifiedReceipt, VerifyError,
 };
 use tessera_core::job;
-use tessera_core::limits::{CHUNK_SIZE, MAX_FRAME, MAX_JOBS};
+use tessera_core::limits::{CHUNK_SIZE, DEFAULT_MAX_CONCURRENT, MAX_FRAME, MAX_JOBS};
 use tessera_core::merkle::{leaf_hash, RootBuilder};
 use tessera_core::wire::{
     Batching, Cancel, Chunk, Completed, DeclineReason, DecodeError, Digest, ErrorMsg, FailReason,
@@ -83,6 +83,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// a signature check and, with a state directory, an fsynced write, for a few
 /// hundred bytes received.
 const UNTRACKED_RECEIPTS: usize = 2 * MAX_JOBS;
+/// Jobs offered to a provider before its first heartbeat says its capacity
+/// (one heartbeat interval after `Ready`): the default `max_concurrent`,
+/// which is also the most a firmware agent holds. A provider that takes
+/// more gets them from its first heartbeat on; one that takes fewer
+/// declines the rest with `AtCapacity`.
+const CAPACITY_BEFORE_HEARTBEAT: usize = DEFAULT_MAX_CONCURRENT as usize;
 /// How long a job stays known after its requester was answered, so a late
 /// receipt is still verified (and its chain followed).
 const ANSWERED_RETENTION: Duration = Duration::from_secs(600);
@@ -674,7 +680,13 @@ impl Engine {
             Message::Heartbeat(h) if ready => {
                 let mut was_full = true;
                 if let Some(s) = self.sessions.get_mut(&sid) {
-                    was_full = s.load.is_some_and(|l| l.active_jobs >= l.capacity);
+                    // Full before, or taking more than it was thought to
+                    // (its first heartbeat saying more than 4).
+                    let thought = s.load.map_or(CAPACITY_BEFORE_HEARTBEAT, |l| {
+                        usize::from(l.capacity).min(MAX_JOBS)
+                    });
+                    was_full = s.load.is_some_and(|l| l.active_jobs >= l.capacity)
+                        || usize::from(h.capacity).min(MAX_JOBS) > thought;
                     s.load = Some(h);
                 }
                 if h.active_jobs < h.capacity {

@@ -1024,6 +1024,11 @@ fn a_declined_job_sent_with_its_offer_leaves_no_error_behind() {
 
 /// A provider that takes one job at a time, for at least 10.
 fn one_at_a_time() -> Harness {
+    taking(1)
+}
+
+/// A provider that takes `max_concurrent` jobs at once, for at least 10.
+fn taking(max_concurrent: u8) -> Harness {
     let signer = Ed25519Signer::from_seed(&[44; 32]).expect("seed");
     let config = tessera_core::Config {
         capabilities: DeviceCapabilities {
@@ -1031,7 +1036,7 @@ fn one_at_a_time() -> Harness {
             ..DeviceCapabilities::default()
         },
         policy: Policy {
-            max_concurrent: 1,
+            max_concurrent,
             floor: 10,
             ..Policy::default()
         },
@@ -1043,19 +1048,53 @@ fn one_at_a_time() -> Harness {
     h
 }
 
+/// Submits jobs 1 to `n` one after another, each shuttled to the provider;
+/// their replies.
+fn submit_each(
+    e: &mut Engine,
+    sid: SessionId,
+    h: &mut Harness,
+    rx: &TestQueue,
+    n: u8,
+) -> Vec<mpsc::Receiver<Answer>> {
+    (1..=n)
+        .map(|i| {
+            let (tx, reply) = mpsc::channel();
+            submit(e, job(i), tx);
+            shuttle(e, sid, h, rx, &mut |_| false);
+            reply
+        })
+        .collect()
+}
+
+/// Until a provider's first heartbeat says how many jobs it takes, it is
+/// offered 4 at once (the default, and a firmware agent's most), so that a
+/// provider holding fewer is not sent offers it must decline; from its
+/// heartbeat on, a provider that takes 16 is offered 16.
+#[test]
+fn a_provider_is_offered_four_jobs_until_its_heartbeat_says_more() {
+    let mut e = engine();
+    let mut h = taking(16);
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let _replies = submit_each(&mut e, sid, &mut h, &rx, 12);
+    assert_eq!(h.agent.active_jobs(), 4, "4 before a heartbeat");
+    assert_eq!(h.agent.stats().offers_declined, 0);
+    let beat = Heartbeat {
+        active_jobs: 4,
+        capacity: 16,
+    };
+    e.on_message(sid, Message::Heartbeat(beat), Instant::now());
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert_eq!(h.agent.active_jobs(), 12, "all once it says it takes 16");
+    assert_eq!(h.agent.stats().offers_declined, 0);
+}
+
 #[test]
 fn jobs_for_a_full_provider_wait_for_its_slots_in_order() {
     let mut e = engine();
     let mut h = one_at_a_time();
     let (sid, rx) = ready_session(&mut e, &mut h);
-    let replies: Vec<_> = (1..=3u8)
-        .map(|i| {
-            let (tx, reply) = mpsc::channel();
-            submit(&mut e, job(i), tx);
-            shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
-            reply
-        })
-        .collect();
+    let replies = submit_each(&mut e, sid, &mut h, &rx, 3);
     // The first runs; the others wait for its slot instead of failing.
     assert_eq!(h.agent.active_jobs(), 1);
     assert!(replies
