@@ -1954,8 +1954,9 @@ tessera_result tessera_agent_new(const tessera_agent_config *config,
 #endif
 
 /**
- * Bytes of memory `tessera_agent_init` needs, whatever its alignment
- * (about 37 KiB at the default capacities of `limits`).
+ * Bytes of memory `tessera_agent_init` needs, whatever its alignment: about
+ * 50 KiB in the hosted library (16 job slots of `limits`), about 16 KiB in
+ * the bare-metal one (4).
  */
 size_t tessera_agent_footprint(void);
 

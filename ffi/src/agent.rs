@@ -951,8 +951,9 @@ pub unsafe extern "C" fn tessera_agent_new(
     })
 }
 
-/// Bytes of memory `tessera_agent_init` needs, whatever its alignment
-/// (about 37 KiB at the default capacities of `limits`).
+/// Bytes of memory `tessera_agent_init` needs, whatever its alignment: about
+/// 50 KiB in the hosted library (16 job slots of `limits`), about 16 KiB in
+/// the bare-metal one (4).
 #[no_mangle]
 pub extern "C" fn tessera_agent_footprint() -> usize {
     footprint::<tessera_agent>()

@@ -44,7 +44,7 @@
 //!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
 //!   `MAX_JOBS`; the others hold the default 4).
 //!   `e2e.jobs_per_s_pipelined`: one requester sending its jobs ahead of
-//!   their answers (`Requester::submit_all`, 32 in flight) through the same
+//!   their answers (`Requester::submit_all`, 16 in flight) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
 //!   With 16 held, results waiting for their batch's signature and
@@ -91,6 +91,7 @@ use std::time::{Duration, Instant};
 
 use tessera_bench::process::{fail, line, CoordinatorProcess, CoordinatorSetup};
 use tessera_bench::{percentile, tiny_job, COPY_SPV, LEN};
+use tessera_coordinator::protocol::MAX_IN_FLIGHT;
 use tessera_coordinator::requester::{new_nonce, Requester};
 use tessera_coordinator::requester::{verify_result_with, EvidenceCache};
 use tessera_coordinator::tls::client_config as requester_tls;
@@ -781,7 +782,8 @@ fn main() {
     drop(coordinator);
 
     // A coordinator that asks for batches of up to 64 receipts, each result
-    // waiting at most 1 ms.
+    // waiting at most 1 ms. Its agents send a heartbeat every 100 ms: until
+    // the first, it offers an agent at most 4 jobs at once.
     let batching = || {
         CoordinatorProcess::start(
             exe,
@@ -792,12 +794,15 @@ fn main() {
                 "64".into(),
                 "--batch-delay-us".into(),
                 "1000".into(),
+                "--heartbeat-ms".into(),
+                HEARTBEAT_MS.to_string(),
             ],
         )
     };
+    const HEARTBEAT_MS: u64 = 100;
     // The pipelined run's jobs: one requester sends them `PIPELINED` ahead
-    // of their answers.
-    const PIPELINED: usize = 2 * MAX_JOBS;
+    // of their answers (the most a requester may have in flight).
+    const PIPELINED: usize = MAX_IN_FLIGHT;
     let pipelined_jobs: Vec<_> = (0..n)
         .map(|i| {
             let mut j = tiny_job();
@@ -820,6 +825,7 @@ fn main() {
         gpu,
     );
     let mut requester = admitted(coordinator.addr, &tls);
+    thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS));
     let t = Instant::now();
     for r in requester.submit_all(&pipelined_jobs, PIPELINED) {
         r.unwrap_or_else(|e| fail("pipelined job, 4 held", e));
@@ -853,9 +859,11 @@ fn main() {
     );
 
     // One requester with its jobs sent ahead of their answers
-    // (`Requester::submit_all`, 32 in flight), through the same agent and
-    // coordinator: the coordinator keeps the agent's slots full and queues
-    // the rest, and the requester checks each batch statement once.
+    // (`Requester::submit_all`, 16 in flight), through the same agent and
+    // coordinator, which knows from the agent's heartbeats that it takes 16:
+    // the coordinator keeps the agent's slots full, and the requester checks
+    // each batch statement once.
+    thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS));
     let mut pipelined =
         Requester::connect(coordinator.addr, tls.clone()).unwrap_or_else(|e| fail("requester", e));
     while runs.try_recv().is_ok() {}
