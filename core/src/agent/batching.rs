@@ -101,9 +101,9 @@ impl<S: Signer> Agent<S> {
     /// Signs every result waiting for a batch signature, in batches of at
     /// most `max_receipts` (all in one when batching is off), in chain
     /// order. On a signer error the unsigned ones keep waiting. Not inlined:
-    /// its buffers (about 3 KiB without `std`, 11 KiB with its 16 job
-    /// slots: payloads, audit paths, a receipt) take
-    /// stack only while it runs, not in every caller's frame.
+    /// its buffers (payloads, audit paths, a receipt: about 3 KiB without
+    /// `std`, 11 KiB with its 16 job slots) take stack only while it runs,
+    /// not in every caller's frame.
     #[inline(never)]
     pub(super) fn sign_batch(&mut self) -> Result<(), Error> {
         loop {

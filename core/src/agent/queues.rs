@@ -117,9 +117,8 @@ impl<S: Signer> Agent<S> {
     ///
     /// While the host leaves more than 14 events unread (18 without `std`:
     /// `MAX_EVENTS` less the most the timers and a disconnect queue) the
-    /// timers wait; nothing
-    /// is lost: [`Agent::poll_timeout`] still says they are due. Read events
-    /// with [`Agent::poll_event`], then call again.
+    /// timers wait; nothing is lost: [`Agent::poll_timeout`] still says they
+    /// are due. Read events with [`Agent::poll_event`], then call again.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.event_room() < TIMER_EVENTS + DISCONNECT_EVENTS {
             return;

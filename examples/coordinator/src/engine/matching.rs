@@ -495,9 +495,9 @@ impl Engine {
 
     /// How many more jobs `key` may be offered now: its capacity (from its
     /// last heartbeat, or [`CAPACITY_BEFORE_HEARTBEAT`] before one), or
-    /// fewer after it
-    /// declined for capacity, less the jobs it has here. `None` while its
-    /// device is unavailable (capacity 0): it says so itself when offered.
+    /// fewer after it declined for capacity, less the jobs it has here.
+    /// `None` while its device is unavailable (capacity 0): it says so
+    /// itself when offered.
     pub(super) fn room(&self, key: &PublicKey) -> Option<usize> {
         self.room_with(key, self.in_flight_with(key, None))
     }
