@@ -26,7 +26,6 @@ pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 16 (limits::MAX_JOBS)";
 /// (`ConfigError::rule`).
 #[cfg(not(feature = "std"))]
 pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 4 (limits::MAX_JOBS)";
-const _: () = assert!(MAX_JOBS == if cfg!(feature = "std") { 16 } else { 4 });
 /// Storage buffers a job may bind (descriptor set 0).
 pub const MAX_BUFFERS: usize = 8;
 /// Binding numbers of a job's buffers are below this (descriptor set 0; the
