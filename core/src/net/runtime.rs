@@ -39,6 +39,12 @@ const CONN: Token = Token(0);
 const WAKE: Token = Token(1);
 /// Plaintext read from TLS but not yet taken by the agent, at most.
 const RX_LIMIT: usize = 256 * 1024;
+/// TLS records gathered for the socket before they are sent: each turn of
+/// the loop sends what it gathered in one `send` (a job's acceptance, its
+/// output chunks and its receipt together), not one per record.
+const TX_LIMIT: usize = 64 * 1024;
+/// The most one read from the socket takes.
+const WIRE_READ: usize = 64 * 1024;
 /// The longest the loop sleeps, so that a drain request is seen promptly.
 const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
 /// How often an idle worker asks an executor that takes no work whether it
@@ -237,9 +243,60 @@ struct Conn {
     /// each one cost more than the transfer itself.
     rx: Vec<u8>,
     rx_start: usize,
+    /// Bytes read from the socket, `wire[wire_at..wire_end]` not yet handed
+    /// to TLS: one read takes up to [`WIRE_READ`], where rustls alone reads
+    /// 4 KiB at a time.
+    wire: Vec<u8>,
+    wire_at: usize,
+    wire_end: usize,
+    /// TLS records for the socket; `tx[..tx_start]` are sent.
+    tx: Vec<u8>,
+    tx_start: usize,
+    /// What the socket is registered for.
+    interest: Interest,
+    /// The last read stopped at [`RX_LIMIT`], not at the socket's end:
+    /// the socket may hold more, and edge-triggered polling will not say
+    /// so again.
+    more: bool,
 }
 
 impl Conn {
+    /// Bytes gathered for the socket and not sent yet.
+    fn unsent(&self) -> usize {
+        self.tx.len() - self.tx_start
+    }
+
+    /// Moves TLS's records into `tx` (memory: never blocks).
+    fn gather(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            self.tls.write_tls(&mut self.tx)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what `tx` holds, in as few `send` calls as the socket takes.
+    /// `Ok(true)` when something was sent.
+    fn send(&mut self) -> io::Result<bool> {
+        let mut any = false;
+        while self.tx_start < self.tx.len() {
+            match NoSigPipe(&mut self.stream).write(&self.tx[self.tx_start..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.tx_start += n;
+                    any = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.tx_start == self.tx.len() {
+            self.tx.clear();
+            self.tx_start = 0;
+        }
+        Ok(any)
+    }
+
     /// What the agent has not taken yet.
     fn unread(&self) -> &[u8] {
         &self.rx[self.rx_start..]
@@ -641,6 +698,14 @@ impl<S: Signer> Runtime<S> {
         if let Some(t) = self.next_wakeup() {
             timeout = timeout.min(t.saturating_duration_since(StdInstant::now()));
         }
+        // Bytes left in the socket, with room for them now.
+        let more = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.more && c.unread().len() < RX_LIMIT);
+        if more {
+            timeout = StdDuration::ZERO;
+        }
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -652,7 +717,7 @@ impl<S: Signer> Runtime<S> {
                 conn_ready = true;
             }
         }
-        if conn_ready {
+        if conn_ready || more {
             self.read_tls();
         }
         self.collect_done();
@@ -728,6 +793,13 @@ impl<S: Signer> Runtime<S> {
             tls,
             rx: Vec::new(),
             rx_start: 0,
+            wire: vec![0; WIRE_READ],
+            wire_at: 0,
+            wire_end: 0,
+            tx: Vec::new(),
+            tx_start: 0,
+            interest: Interest::READABLE | Interest::WRITABLE,
+            more: false,
         });
     }
 
@@ -762,7 +834,9 @@ impl<S: Signer> Runtime<S> {
         if let Some(mut c) = self.conn.take() {
             if graceful {
                 c.tls.send_close_notify();
-                let _ = c.tls.write_tls(&mut NoSigPipe(&mut c.stream));
+                if c.gather().is_ok() {
+                    let _ = c.send();
+                }
             }
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
@@ -774,17 +848,32 @@ impl<S: Signer> Runtime<S> {
         let mut failure = None;
         c.compact();
         let mut buf = [0u8; 16 * 1024];
-        while c.rx.len() < RX_LIMIT {
-            match c.tls.read_tls(&mut c.stream) {
-                Ok(0) => {
-                    failure = Some("the coordinator closed the connection".to_string());
-                    break;
+        c.more = false;
+        loop {
+            if c.rx.len() >= RX_LIMIT {
+                c.more = true;
+                break;
+            }
+            if c.wire_at == c.wire_end {
+                match c.stream.read(&mut c.wire) {
+                    Ok(0) => {
+                        failure = Some("the coordinator closed the connection".to_string());
+                        break;
+                    }
+                    Ok(n) => (c.wire_at, c.wire_end) = (0, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        failure = Some(format!("read: {e}"));
+                        break;
+                    }
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            }
+            let mut rest = &c.wire[c.wire_at..c.wire_end];
+            match c.tls.read_tls(&mut rest) {
+                Ok(n) => c.wire_at += n,
                 Err(e) => {
-                    failure = Some(format!("read: {e}"));
+                    failure = Some(format!("TLS: {e}"));
                     break;
                 }
             }
@@ -792,7 +881,9 @@ impl<S: Signer> Runtime<S> {
                 Ok(_) => {}
                 Err(e) => {
                     // Tell the peer why, if we can.
-                    let _ = c.tls.write_tls(&mut NoSigPipe(&mut c.stream));
+                    if c.gather().is_ok() {
+                        let _ = c.send();
+                    }
                     failure = Some(format!("TLS: {e}"));
                     break;
                 }
@@ -846,7 +937,8 @@ impl<S: Signer> Runtime<S> {
             progressed |= self.restore_backlog();
             progressed |= self.work_jobs(now);
             progressed |= self.flush();
-            if !progressed {
+            // Nothing else moves: send what this turn gathered, at once.
+            if !progressed && !self.send() {
                 break;
             }
         }
@@ -1153,7 +1245,10 @@ impl<S: Signer> Runtime<S> {
         report.progressed
     }
 
-    /// Moves the agent's outgoing bytes into TLS and TLS records to the socket.
+    /// Moves the agent's outgoing bytes into TLS, and TLS's records into
+    /// the connection's send buffer; sends only once that holds
+    /// [`TX_LIMIT`] (the rest leaves in [`Runtime::send`] at the end of
+    /// the turn).
     fn flush(&mut self) -> bool {
         let now = self.now();
         let Some(c) = self.conn.as_mut() else {
@@ -1165,38 +1260,37 @@ impl<S: Signer> Runtime<S> {
         let mut any = false;
         let mut failure = None;
         let mut buf = [0u8; 16 * 1024];
-        'turns: loop {
-            // The socket first.
-            while c.tls.wants_write() {
-                match c.tls.write_tls(&mut NoSigPipe(&mut c.stream)) {
-                    Ok(0) => break 'turns,
-                    Ok(_) => any = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'turns,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        failure = Some(format!("write: {e}"));
-                        break 'turns;
-                    }
-                }
-            }
-            // The socket took everything TLS held: move what the agent
-            // queued (at most its outgoing capacity, far within rustls's
-            // buffer, which would refuse bytes past its limit). While the
-            // socket is full the bytes wait in the agent, which stops
-            // reading input when its queue fills: nothing is dropped.
-            let mut moved = false;
-            while let Some(n) = self.agent.poll_transmit(now, &mut buf) {
-                // rustls buffers plaintext, also before the handshake completes.
-                if let Err(e) = c.tls.writer().write_all(&buf[..n]) {
-                    failure = Some(format!("TLS write: {e}"));
-                    break 'turns;
-                }
-                moved = true;
-                any = true;
-            }
-            if !moved {
+        loop {
+            if let Err(e) = c.gather() {
+                failure = Some(format!("TLS: {e}"));
                 break;
             }
+            if c.unsent() >= TX_LIMIT {
+                match c.send() {
+                    Ok(sent) => any |= sent,
+                    Err(e) => {
+                        failure = Some(format!("write: {e}"));
+                        break;
+                    }
+                }
+                if c.unsent() >= TX_LIMIT {
+                    // The socket is full: the bytes wait in the agent,
+                    // which stops reading input when its queue fills.
+                    break;
+                }
+            }
+            // Move what the agent queued (at most its outgoing capacity,
+            // far within rustls's buffer, which would refuse bytes past
+            // its limit); TLS is empty here.
+            let Some(n) = self.agent.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            // rustls buffers plaintext, also before the handshake completes.
+            if let Err(e) = c.tls.writer().write_all(&buf[..n]) {
+                failure = Some(format!("TLS write: {e}"));
+                break;
+            }
+            any = true;
         }
         if let Some(why) = failure {
             self.connection_failed(why);
@@ -1204,13 +1298,34 @@ impl<S: Signer> Runtime<S> {
         any
     }
 
+    /// Sends what the turn gathered. `true` when that made room for more
+    /// ([`Runtime::flush`] had stopped at [`TX_LIMIT`]).
+    fn send(&mut self) -> bool {
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        let was_full = c.unsent() >= TX_LIMIT;
+        let gathered = c.gather();
+        match gathered.and_then(|()| c.send()) {
+            Ok(sent) => sent && was_full && c.unsent() < TX_LIMIT,
+            Err(e) => {
+                self.connection_failed(format!("write: {e}"));
+                false
+            }
+        }
+    }
+
     fn update_interest(&mut self) {
         let Some(c) = self.conn.as_mut() else { return };
-        let interest = if c.tls.wants_write() {
+        let interest = if c.tls.wants_write() || c.unsent() > 0 {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
+        if interest == c.interest {
+            return;
+        }
+        c.interest = interest;
         if let Err(e) = self
             .poll
             .registry()

@@ -50,6 +50,11 @@ const PREPARED: Token = Token(usize::MAX - 3);
 const TICK: Duration = Duration::from_millis(50);
 /// Plaintext bytes read from one connection before the others get a turn.
 const READ_TURN: usize = 256 << 10;
+/// The most one read from a socket takes. rustls reads 4 KiB at a time
+/// itself; the loop reads this much and hands it to TLS from memory, so
+/// that a burst (a job's input, a provider's outputs and receipts) costs
+/// one system call rather than one per 4 KiB.
+const WIRE_READ: usize = 64 << 10;
 /// Bytes written to one connection before the others get a turn.
 const WRITE_TURN: usize = 1 << 20;
 /// Frames handed to TLS before it writes to the socket.
@@ -148,6 +153,13 @@ struct Conn {
     inbuf: Vec<u8>,
     /// Bytes a requester sent while its reading was paused.
     pending: Vec<u8>,
+    /// Bytes read from the socket, `wire[wire_at..wire_end]` not yet
+    /// handed to TLS. The buffer is the loop's, lent for one read and
+    /// given back once TLS took it all: only a connection paused in the
+    /// middle of one keeps it.
+    wire: Vec<u8>,
+    wire_at: usize,
+    wire_end: usize,
     deadline: Option<(Instant, Due)>,
     /// Since when queued bytes have made no progress.
     stall: Option<Instant>,
@@ -207,6 +219,9 @@ struct Ctx {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     again: Vec<usize>,
     scratch: Vec<u8>,
+    /// The buffer sockets are read into ([`WIRE_READ`]); empty while a
+    /// connection holds it.
+    wire: Vec<u8>,
     jobs: Option<Sender<PrepareJob>>,
     done: Arc<Mutex<Vec<PrepareDone>>>,
     limits: Limits,
@@ -248,6 +263,7 @@ pub(crate) fn spawn(
         timers: BinaryHeap::new(),
         again: Vec::new(),
         scratch: vec![0; 16 << 10],
+        wire: vec![0; WIRE_READ],
         jobs: Some(jobs),
         done,
         limits,
@@ -522,6 +538,9 @@ impl Loop {
                 role: Role::Unknown,
                 inbuf: Vec::new(),
                 pending: Vec::new(),
+                wire: Vec::new(),
+                wire_at: 0,
+                wire_end: 0,
                 deadline: Some((deadline, Due::Handshake)),
                 stall: None,
                 timer_at: None,
@@ -673,18 +692,53 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
                 return Err(());
             }
         }
-        if c.sock_eof {
-            return peer_end(ctx, c);
+        if c.wire_at == c.wire_end {
+            if c.sock_eof {
+                return peer_end(ctx, c);
+            }
+            let mut buf = std::mem::take(&mut ctx.wire);
+            if buf.is_empty() {
+                // A paused connection kept the last one.
+                buf = vec![0; WIRE_READ];
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    ctx.wire = buf;
+                    c.sock_eof = true;
+                    // Whatever TLS still holds is read, then the end.
+                    continue;
+                }
+                Ok(n) => {
+                    c.wire = buf;
+                    c.wire_at = 0;
+                    c.wire_end = n;
+                }
+                Err(e) => {
+                    ctx.wire = buf;
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => {
+                            log::debug!("{}: {e}", c.who());
+                            return Err(());
+                        }
+                    }
+                }
+            }
         }
-        match c.tls.read_tls(&mut c.sock) {
-            Ok(0) => c.sock_eof = true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let mut rest = &c.wire[c.wire_at..c.wire_end];
+        match c.tls.read_tls(&mut rest) {
+            Ok(n) => c.wire_at += n,
             Err(e) => {
                 log::debug!("{}: {e}", c.who());
                 return Err(());
             }
+        }
+        if c.wire_at == c.wire_end {
+            // All handed to TLS: the buffer goes back to the loop.
+            ctx.wire = std::mem::take(&mut c.wire);
+            c.wire_at = 0;
+            c.wire_end = 0;
         }
         if let Err(e) = c.tls.process_new_packets() {
             log::debug!("{}: TLS: {e}", c.who());
