@@ -189,8 +189,19 @@ impl Engine {
     /// Offers the job to its next candidate, or answers the requester that
     /// nobody took it.
     pub(super) fn offer_next(&mut self, id: JobId, now: Instant) {
-        // Counted once, on the first candidate that needs it.
-        let mut counts: Option<HashMap<PublicKey, usize>> = None;
+        self.offer_next_counted(id, now, &mut None);
+    }
+
+    /// [`Engine::offer_next`] with each provider's jobs here counted in
+    /// `counts` (counted on the first candidate that needs them, when
+    /// `None`), and the offer made counted in: a caller offering several
+    /// jobs that wait (none of them counted) counts once for all.
+    pub(super) fn offer_next_counted(
+        &mut self,
+        id: JobId,
+        now: Instant,
+        counts: &mut Option<HashMap<PublicKey, usize>>,
+    ) {
         loop {
             let Some(job) = self.jobs.get_mut(&id) else {
                 return;
@@ -213,8 +224,11 @@ impl Engine {
             if !session.takes_offers() {
                 continue;
             }
-            let counts = counts.get_or_insert_with(|| self.in_flight_counts());
-            let in_flight = counts.get(&key).copied().unwrap_or(0);
+            let in_flight = counts
+                .get_or_insert_with(|| self.in_flight_counts())
+                .get(&key)
+                .copied()
+                .unwrap_or(0);
             if self.room_with(&key, in_flight) == Some(0) {
                 // Full with this coordinator's jobs: it would decline.
                 if let Some(job) = self.jobs.get_mut(&id) {
@@ -245,6 +259,9 @@ impl Engine {
             };
             let with_offer = with_offer.then(|| (job.assign.clone(), job.inputs.clone()));
             log::debug!("job {id}: offered to {}", short(&key));
+            if let Some(counts) = counts.as_mut() {
+                *counts.entry(key).or_insert(0) += 1;
+            }
             self.send(sid, &Message::JobOffer(offer));
             if let Some((assign, inputs)) = with_offer {
                 self.send(sid, &Message::JobAssign(assign));
@@ -572,8 +589,10 @@ impl Engine {
         while let Some(id) = kept.pop_back() {
             self.queued.push_front(id);
         }
+        // Each was waiting (on offer to nobody): counted once for all.
+        let mut counts = None;
         for id in wake {
-            self.reoffer(id, now);
+            self.reoffer_counted(id, now, &mut counts);
         }
     }
 }

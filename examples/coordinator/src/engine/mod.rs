@@ -55,6 +55,34 @@ pub const CANCEL_REQUESTER_GONE: u16 = 4;
 
 /// A provider connection's id, unique within a coordinator process.
 pub(crate) type SessionId = u64;
+
+/// Hashes the ids this coordinator hands out itself (jobs, sessions) with
+/// one multiplication, not SipHash: nobody else picks them, so they need no
+/// defence against chosen keys (a peer's message naming another id only
+/// looks it up). The lookups run several times for every job.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits (which the table's tags use) mix
+        // every bit of the id; consecutive ids fill its buckets evenly.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by an id this coordinator hands out ([`IdHasher`]).
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 /// A provider's Ed25519 public key.
 pub type PublicKey = [u8; 32];
 
@@ -262,6 +290,8 @@ struct KeyRecord {
     parked: BTreeMap<u64, (JobId, Vec<u8>, VerifiedReceipt)>,
     /// The last batch statement verified under this key.
     statement: StatementSlot,
+    /// Keyed by ids a provider names (a receipt for a job not assigned to
+    /// it is remembered too): SipHash, not [`IdMap`].
     done: HashMap<JobId, DoneEntry>,
     done_order: VecDeque<JobId>,
     /// When its last session ended (none while connected).
@@ -410,12 +440,11 @@ impl Job {
 
 /// Encodes a provider-protocol message as a frame.
 pub(crate) fn frame(msg: &Message<'_>) -> Vec<u8> {
-    let mut buf = vec![0u8; MAX_FRAME];
+    // Encoded on the stack and copied out at its length: a frame queued
+    // for a peer holds its bytes, not a whole `MAX_FRAME` allocation.
+    let mut buf = [0u8; MAX_FRAME];
     match msg.encode(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            buf
-        }
+        Ok(n) => buf[..n].to_vec(),
         Err(e) => {
             // Every message built here keeps to the limits checked at submit.
             log::error!("could not encode {:?}: {e:?}", msg.kind());
@@ -431,9 +460,9 @@ fn short(key: &PublicKey) -> String {
 /// The coordinator's state machine.
 pub(crate) struct Engine {
     settings: Settings,
-    sessions: HashMap<SessionId, Session>,
+    sessions: IdMap<Session>,
     keys: HashMap<PublicKey, KeyRecord>,
-    jobs: HashMap<JobId, Job>,
+    jobs: IdMap<Job>,
     next_job: JobId,
     next_session: SessionId,
     rotation: usize,
@@ -455,9 +484,9 @@ impl Engine {
     pub(crate) fn new(settings: Settings, store: Option<ChainStore>) -> Engine {
         Engine {
             settings,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             keys: HashMap::new(),
-            jobs: HashMap::new(),
+            jobs: IdMap::default(),
             // Job ids start from the wall clock so that they do not repeat
             // across coordinator restarts: a provider may still hold results
             // of jobs from the previous run.
@@ -632,6 +661,17 @@ impl Engine {
     /// Recomputes a job's candidates (minus the keys it already tried) and
     /// offers it again.
     fn reoffer(&mut self, id: JobId, now: Instant) {
+        self.reoffer_counted(id, now, &mut None);
+    }
+
+    /// [`Engine::reoffer`] with the providers' jobs counted as in
+    /// [`Engine::offer_next_counted`].
+    fn reoffer_counted(
+        &mut self,
+        id: JobId,
+        now: Instant,
+        counts: &mut Option<HashMap<PublicKey, usize>>,
+    ) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -648,7 +688,7 @@ impl Engine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.candidates = candidates;
         }
-        self.offer_next(id, now);
+        self.offer_next_counted(id, now, counts);
     }
 
     /// A frame from the provider did not decode.
