@@ -44,7 +44,7 @@
 //!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
 //!   `MAX_JOBS`; the others hold the default 4).
 //!   `e2e.jobs_per_s_pipelined`: one requester sending its jobs ahead of
-//!   their answers (`Requester::submit_all`, 16 in flight) through the same
+//!   their answers (`Requester::submit_all`, 64 in flight) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
 //!   With 16 held, results waiting for their batch's signature and
@@ -859,7 +859,7 @@ fn main() {
     );
 
     // One requester with its jobs sent ahead of their answers
-    // (`Requester::submit_all`, 16 in flight), through the same agent and
+    // (`Requester::submit_all`, 64 in flight), through the same agent and
     // coordinator, which knows from the agent's heartbeats that it takes 16:
     // the coordinator keeps the agent's slots full, and the requester checks
     // each batch statement once.

@@ -28,7 +28,7 @@ pub const MAX_REASON: usize = 4096;
 /// Requests a requester may send on one connection ahead of their answers.
 /// The coordinator works on them at once and answers them in the order they
 /// were sent; it reads no more from a connection with this many unanswered.
-pub const MAX_IN_FLIGHT: usize = 16;
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// The outputs of a result: at most `MAX_BUFFERS` byte strings, each as one
 /// run of bytes (the encoding of a `Vec<Vec<u8>>`, without a serde call per
