@@ -314,14 +314,17 @@ impl Requester {
         let mut write_failed: Option<(usize, RequesterError)> = None;
         let mut read_failed = false;
         loop {
+            let mut gather = Gather(&mut self.stream);
+            let mut wrote = false;
             while write_failed.is_none()
                 && !read_failed
                 && next < jobs.len()
                 && sent.len() < window
                 && (sent.is_empty() || ahead + size(&jobs[next]) <= AHEAD_BYTES)
             {
-                match write_submit(&mut self.stream, &jobs[next]) {
+                match write_submit_unflushed(&mut gather, &jobs[next]) {
                     Ok(()) => {
+                        wrote = true;
                         ahead += size(&jobs[next]);
                         sent.push_back((next, size(&jobs[next])));
                     }
@@ -337,6 +340,12 @@ impl Requester {
                     }
                 }
                 next += 1;
+            }
+            // What these writes left in TLS goes now, in one write.
+            if let (true, None, Some(&(last, _))) = (wrote, &write_failed, sent.back()) {
+                if let Err(e) = gather.flush() {
+                    write_failed = Some((last, FrameError::Io(e).into()));
+                }
             }
             let Some((i, n)) = sent.pop_front() else {
                 break;
@@ -766,13 +775,21 @@ fn open_with(
 /// buffers' data. Refused before anything is written when its body is over
 /// [`DEFAULT_MAX_REQUEST_BODY`].
 pub fn write_submit(w: &mut impl Write, job: &Submit) -> Result<(), FrameError> {
+    write_submit_unflushed(w, job)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// [`write_submit`] without flushing `w`: the frame is handed to `w` in
+/// writes of up to 64 KiB.
+fn write_submit_unflushed(w: &mut impl Write, job: &Submit) -> Result<(), FrameError> {
     let view = RequestView::Submit(SubmitView::of(job));
     let len = postcard::experimental::serialized_size(&view).map_err(FrameError::Malformed)?;
     if len > DEFAULT_MAX_REQUEST_BODY {
         return Err(FrameError::TooLarge(len as u64));
     }
     let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(len as u64))?;
-    let mut out = BufWriter::with_capacity(64 << 10, w);
+    let mut out = BufWriter::with_capacity((REQUEST_HEADER_LEN + len).min(64 << 10), w);
     let mut header = [0u8; REQUEST_HEADER_LEN];
     header[..2].copy_from_slice(&REQUEST_MAGIC);
     header[2..].copy_from_slice(&len32.to_le_bytes());
@@ -784,8 +801,39 @@ pub fn write_submit(w: &mut impl Write, job: &Submit) -> Result<(), FrameError> 
         )),
         e => FrameError::Malformed(e),
     })?;
-    out.flush()?;
+    // Hands the rest to `w` without flushing it.
+    out.into_inner()
+        .map_err(|e| FrameError::Io(e.into_error()))?;
     Ok(())
+}
+
+/// Writes plaintext into a TLS connection and sends its records only when
+/// TLS holds all it may, or on `flush`: the requests [`Requester::submit_all`]
+/// sends back to back leave in as few writes as they fit, rather than one
+/// (and one wake-up of the coordinator) each.
+struct Gather<'a>(&'a mut StreamOwned<ClientConnection, TcpStream>);
+
+impl Write for Gather<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let n = self.0.conn.writer().write(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // TLS holds all it may: send that first.
+            if !self.0.conn.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.0.conn.write_tls(&mut self.0.sock)?;
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.0.conn.wants_write() {
+            self.0.conn.write_tls(&mut self.0.sock)?;
+        }
+        Ok(())
+    }
 }
 
 /// Submits one job on a new connection, waits for its result and verifies
