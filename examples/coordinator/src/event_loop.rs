@@ -453,6 +453,10 @@ impl Loop {
             _ => {}
         }
         c.outbox.gone();
+        if self.ctx.wire.is_empty() && !c.wire.is_empty() {
+            // Shut while it held the read buffer: the next read reuses it.
+            self.ctx.wire = std::mem::take(&mut c.wire);
+        }
         let _ = self.ctx.poll.registry().deregister(&mut c.sock);
         let _ = c.sock.shutdown(Shutdown::Both);
         self.free.push(i);
