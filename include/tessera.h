@@ -1961,6 +1961,15 @@ tessera_result tessera_agent_new(const tessera_agent_config *config,
 size_t tessera_agent_footprint(void);
 
 /**
+ * Most jobs an agent of this library holds at once: `TESSERA_MAX_JOBS` as
+ * the library was built (16 hosted, 4 bare-metal). The header's
+ * `TESSERA_MAX_JOBS` follows `TESSERA_BARE_METAL` in the program that
+ * includes it; a program can compare the two to find it was built for the
+ * other library.
+ */
+size_t tessera_max_jobs(void);
+
+/**
  * As `tessera_agent_new`, in the caller's `memory` (at least
  * `tessera_agent_footprint()` bytes, valid and otherwise unused until
  * `tessera_agent_free`): the bare-metal way, with no allocator. The call

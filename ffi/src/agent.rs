@@ -959,6 +959,16 @@ pub extern "C" fn tessera_agent_footprint() -> usize {
     footprint::<tessera_agent>()
 }
 
+/// Most jobs an agent of this library holds at once: `TESSERA_MAX_JOBS` as
+/// the library was built (16 hosted, 4 bare-metal). The header's
+/// `TESSERA_MAX_JOBS` follows `TESSERA_BARE_METAL` in the program that
+/// includes it; a program can compare the two to find it was built for the
+/// other library.
+#[no_mangle]
+pub extern "C" fn tessera_max_jobs() -> usize {
+    TESSERA_MAX_JOBS
+}
+
 /// As `tessera_agent_new`, in the caller's `memory` (at least
 /// `tessera_agent_footprint()` bytes, valid and otherwise unused until
 /// `tessera_agent_free`): the bare-metal way, with no allocator. The call
@@ -2366,6 +2376,7 @@ mod tests {
         assert_eq!(TESSERA_MAX_INPUT_PIECE, limits::MAX_INPUT_PIECE);
         assert_eq!(TESSERA_TRANSMIT_BUFFER, limits::TRANSMIT_BUFFER);
         assert_eq!(TESSERA_MAX_JOBS, limits::MAX_JOBS);
+        assert_eq!(tessera_max_jobs(), limits::MAX_JOBS);
         assert_eq!(TESSERA_MAX_BUFFERS, limits::MAX_BUFFERS);
         assert_eq!(TESSERA_RECEIPT_LEN, tessera_core::attest::RECEIPT_LEN);
         assert_eq!(

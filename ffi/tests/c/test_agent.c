@@ -1095,6 +1095,8 @@ static void test_in_place(void) {
     size_t need_signer = tessera_signer_footprint();
     size_t need_agent = tessera_agent_footprint();
 
+    /* The header and the library agree on the job slots. */
+    CHECK(tessera_max_jobs() == TESSERA_MAX_JOBS);
     CHECK(need_signer > 0 && need_signer + 1 <= sizeof signer_mem);
     /* It holds at least its input buffer (one JobData piece). */
     CHECK(need_agent > TESSERA_MAX_INPUT_PIECE &&
