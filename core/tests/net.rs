@@ -1020,3 +1020,126 @@ fn the_next_job_transfers_while_one_runs_and_outputs_upload_while_the_next_runs(
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     handle.join().unwrap();
 }
+
+/// A coordinator that sends close_notify and then more bytes in the same
+/// segment (TLS ignores them: RFC 8446, 6.1): the provider's loop keeps
+/// turning, ends the session and connects again. (Reading the socket in
+/// large pieces once spun here: TLS took no more of them, and the loop
+/// waited for it to.)
+#[test]
+fn bytes_after_the_coordinators_close_notify_do_not_stall_the_provider() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let steps = Arc::new(AtomicU64::new(0));
+    let mut rt = runtime(port, Trust::PinnedKey(srv.spki), None);
+    let counted = steps.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = thread::spawn(move || {
+        while !stopped.load(Ordering::SeqCst) {
+            rt.step(Some(Duration::from_millis(50))).unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    s.tls.conn.send_close_notify();
+    let mut raw = Vec::new();
+    while s.tls.conn.wants_write() {
+        s.tls.conn.write_tls(&mut raw).unwrap();
+    }
+    raw.extend(std::iter::repeat_n(0x17u8, 40_000));
+    s.tls.sock.write_all(&raw).unwrap();
+    // The session ends: the provider comes back on a new connection while
+    // this one stays open.
+    let mut again = Session::accept(&listener, &srv.config);
+    again.handshake();
+    let before = steps.load(Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        steps.load(Ordering::SeqCst) > before,
+        "the provider's loop stopped turning"
+    );
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap();
+    drop(s);
+}
+
+/// The coordinator's close_notify alone, its socket left open, ends the
+/// session: the provider connects again.
+#[test]
+fn the_coordinators_close_notify_ends_the_session() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let Running { stop, handle, .. } = spawn(runtime(port, Trust::PinnedKey(srv.spki), None));
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    s.tls.conn.send_close_notify();
+    s.tls.flush().unwrap();
+    // No FIN: `s` stays open. `accept` panics if no connection comes.
+    let mut again = Session::accept(&listener, &srv.config);
+    again.handshake();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.join().unwrap();
+    drop(s);
+}
+
+/// While a coordinator reads nothing, a job's large output waits in the
+/// agent, not in the runtime's send buffer: when it reads again, the answer
+/// to its next offer comes after a few MiB of output chunks, not after the
+/// whole output.
+#[test]
+fn an_offer_is_answered_ahead_of_most_of_a_large_output() {
+    const BIG: u64 = 64 << 20;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let executor = FnExecutor(|_job: &JobToRun| {
+        Ok(JobOutputs {
+            outputs: vec![vec![0x5a; BIG as usize]],
+            usage: Usage {
+                gpu_time_us: 10,
+                dispatches: 1,
+                ..Usage::default()
+            },
+        })
+    });
+    let rt = runtime_with(port, Trust::PinnedKey(srv.spki), None, executor);
+    let Running { stop, handle, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    let mut j = job();
+    j.buffers = vec![
+        ((0..1000u32).map(|i| i as u8).collect(), 1000, false),
+        (Vec::new(), BIG, true),
+    ];
+    assert!(matches!(
+        Message::decode(&s.offer(&j, 1)),
+        Ok(Message::OfferAccept(_))
+    ));
+    s.assign(&j, 1);
+    s.tls.flush().unwrap();
+    // The job runs and its outputs fill the sockets meanwhile.
+    thread::sleep(Duration::from_secs(2));
+    let mut j2 = job();
+    j2.nonce = [0x22; 32];
+    s.send(&Message::JobOffer(j2.offer(2, 1_000_000, 60_000)));
+    let mut ahead = 0u64;
+    loop {
+        match Message::decode(&s.next()).unwrap() {
+            Message::OutputChunk(c) => ahead += c.data.len() as u64,
+            Message::OfferAccept(_) | Message::OfferDecline(_) => break,
+            _ => {}
+        }
+    }
+    assert!(
+        ahead < BIG / 4,
+        "{ahead} output bytes went ahead of the answer"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(s);
+    handle.join().unwrap();
+}

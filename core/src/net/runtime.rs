@@ -871,6 +871,11 @@ impl<S: Signer> Runtime<S> {
             }
             let mut rest = &c.wire[c.wire_at..c.wire_end];
             match c.tls.read_tls(&mut rest) {
+                // The coordinator's close_notify: TLS takes nothing more.
+                Ok(0) => {
+                    failure = Some("the coordinator closed the connection".to_string());
+                    break;
+                }
                 Ok(n) => c.wire_at += n,
                 Err(e) => {
                     failure = Some(format!("TLS: {e}"));
@@ -890,7 +895,11 @@ impl<S: Signer> Runtime<S> {
             }
             loop {
                 match c.tls.reader().read(&mut buf) {
-                    Ok(0) => break,
+                    // rustls: the peer's close_notify, and nothing left.
+                    Ok(0) => {
+                        failure = Some("the coordinator closed the connection".to_string());
+                        break;
+                    }
                     Ok(n) => c.rx.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -1218,7 +1227,10 @@ impl<S: Signer> Runtime<S> {
         self.host
             .store_results(now, &mut self.agent, &mut persist, &mut report);
         self.host.report_failures(now, &mut self.agent, &mut report);
-        let caught_up = self.conn.as_ref().is_none_or(|c| !c.tls.wants_write());
+        let caught_up = self
+            .conn
+            .as_ref()
+            .is_none_or(|c| !c.tls.wants_write() && c.unsent() < TX_LIMIT);
         if caught_up {
             let conn = &mut self.conn;
             let mut failure = None;
