@@ -732,3 +732,38 @@ fn submit_all_keeps_the_answers_that_came_before_a_refused_job() {
     assert!(results[3].is_err());
     provider.stop();
 }
+
+/// Three windows of requests in one write (the coordinator pauses with
+/// bytes read but not yet handed to TLS), then the requester's write side
+/// shut while it is paused: every request is answered, in order.
+#[test]
+fn requests_in_one_burst_then_the_end_while_paused_are_all_answered() {
+    use tessera_coordinator::protocol::{read_frame, response_limit, Response, MAX_IN_FLIGHT};
+    let coord = coordinator(|_| {});
+    let provider = TestProvider::start(coord.local_addr(), ProviderOpts::new(17));
+    provider.wait_ready(1);
+    for round in 0..3 {
+        let n = MAX_IN_FLIGHT * 3 + 5;
+        let jobs: Vec<Submit> = (0..n)
+            .map(|i| increment_job(i as u8, 16 + 13 * (i % 7) + round, 10_000))
+            .collect();
+        let mut stream = requester::connect(coord.local_addr(), client_tls()).expect("connects");
+        let mut all = Vec::new();
+        for job in &jobs {
+            requester::write_submit(&mut all, job).expect("encoded");
+        }
+        stream.write_all(&all).expect("sent");
+        stream.flush().expect("sent");
+        stream
+            .sock
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut");
+        for (i, job) in jobs.iter().enumerate() {
+            match read_frame(&mut stream, response_limit(job)) {
+                Ok(Response::Result(r)) => expect_incremented(job, &r),
+                other => panic!("round {round} answer {i}: {other:?}"),
+            }
+        }
+    }
+    provider.stop();
+}

@@ -71,13 +71,16 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the high bits (which the table's tags use) mix
-        // every bit of the id; consecutive ids fill its buckets evenly.
+        // Fibonacci hashing: the high bits of the product mix every bit of
+        // the id.
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // The table picks buckets by the low bits, which alone depend only
+        // on the id's low bits: folded in, the high ones spread ids that
+        // differ only there (ids a stride apart) as well as consecutive ones.
+        self.0 ^ (self.0 >> 32)
     }
 }
 

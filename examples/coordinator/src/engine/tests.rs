@@ -1250,3 +1250,24 @@ fn reconnects_do_not_grow_the_queue() {
     );
     drop(replies);
 }
+
+/// The id hasher spreads ids over a table's buckets (picked by the hash's
+/// low bits) whether they are consecutive or a stride apart, which a
+/// multiplication alone does not: its low bits depend only on the id's.
+#[test]
+fn id_hashes_spread_consecutive_and_strided_ids_over_buckets() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let build = BuildHasherDefault::<IdHasher>::default();
+    const BUCKETS: u64 = 4096;
+    for stride in [1u64, 1 << 12, 1 << 16, 1 << 32] {
+        let used: HashSet<u64> = (0..BUCKETS)
+            .map(|i| build.hash_one(1_700_000_000_000_000u64.wrapping_add(i * stride)) % BUCKETS)
+            .collect();
+        // Random hashes would fill about 63% of them.
+        assert!(
+            used.len() as u64 > BUCKETS / 2,
+            "stride {stride}: {} of {BUCKETS} buckets",
+            used.len()
+        );
+    }
+}
