@@ -179,9 +179,9 @@ impl Engine {
                 sealed_for,
                 wants_room: false,
                 in_queue: false,
+                counted: None,
             },
         );
-        self.open.push(id);
         self.offer_next(id, now);
         Some(id)
     }
@@ -189,19 +189,6 @@ impl Engine {
     /// Offers the job to its next candidate, or answers the requester that
     /// nobody took it.
     pub(super) fn offer_next(&mut self, id: JobId, now: Instant) {
-        self.offer_next_counted(id, now, &mut None);
-    }
-
-    /// [`Engine::offer_next`] with each provider's jobs here counted in
-    /// `counts` (counted on the first candidate that needs them, when
-    /// `None`), and the offer made counted in: a caller offering several
-    /// jobs that wait (none of them counted) counts once for all.
-    pub(super) fn offer_next_counted(
-        &mut self,
-        id: JobId,
-        now: Instant,
-        counts: &mut Option<HashMap<PublicKey, usize>>,
-    ) {
         loop {
             let Some(job) = self.jobs.get_mut(&id) else {
                 return;
@@ -224,12 +211,7 @@ impl Engine {
             if !session.takes_offers() {
                 continue;
             }
-            let in_flight = counts
-                .get_or_insert_with(|| self.in_flight_counts())
-                .get(&key)
-                .copied()
-                .unwrap_or(0);
-            if self.room_with(&key, in_flight) == Some(0) {
+            if self.room(&key) == Some(0) {
                 // Full with this coordinator's jobs: it would decline.
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.wants_room = true;
@@ -259,9 +241,7 @@ impl Engine {
             };
             let with_offer = with_offer.then(|| (job.assign.clone(), job.inputs.clone()));
             log::debug!("job {id}: offered to {}", short(&key));
-            if let Some(counts) = counts.as_mut() {
-                *counts.entry(key).or_insert(0) += 1;
-            }
+            self.recount(id);
             self.send(sid, &Message::JobOffer(offer));
             if let Some((assign, inputs)) = with_offer {
                 self.send(sid, &Message::JobAssign(assign));
@@ -287,10 +267,11 @@ impl Engine {
                     log::info!("job {id}: waiting for a provider to reconnect");
                 }
                 job.stage = Stage::Waiting;
+                self.recount(id);
                 return;
             }
         }
-        let Some(job) = self.jobs.remove(&id) else {
+        let Some(job) = self.remove_job(id) else {
             return;
         };
         let (code, reason) =
@@ -427,6 +408,7 @@ impl Engine {
             usage: None,
         }));
         let assign = job.assign.clone();
+        self.recount(id);
         if let Some(rec) = self.keys.get_mut(&key) {
             rec.last_quote = Some(price);
         }
@@ -485,29 +467,14 @@ impl Engine {
         self.offer_next(id, now);
     }
 
-    /// The jobs not yet answered ([`Engine::open`]).
-    fn open_jobs(&self) -> impl Iterator<Item = &Job> {
-        self.open
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .filter(|j| j.answered_at.is_none())
-    }
-
     /// This coordinator's jobs on offer to or run by `key` and not yet
-    /// answered, leaving `except` out.
+    /// answered, leaving `except` out ([`Engine::held`]).
     pub(super) fn in_flight_with(&self, key: &PublicKey, except: Option<JobId>) -> usize {
-        self.open_jobs()
-            .filter(|j| Some(j.id) != except && j.provider().as_ref() == Some(key))
-            .count()
-    }
-
-    /// [`Engine::in_flight_with`] for every provider at once, in one pass.
-    pub(super) fn in_flight_counts(&self) -> HashMap<PublicKey, usize> {
-        let mut counts = HashMap::new();
-        for key in self.open_jobs().filter_map(Job::provider) {
-            *counts.entry(key).or_insert(0) += 1;
-        }
-        counts
+        let held = self.held.get(key).copied().unwrap_or(0);
+        let counted = except
+            .and_then(|id| self.jobs.get(&id))
+            .is_some_and(|j| j.counted.as_ref() == Some(key));
+        held - usize::from(counted)
     }
 
     /// How many more jobs `key` may be offered now: its capacity (from its
@@ -589,10 +556,8 @@ impl Engine {
         while let Some(id) = kept.pop_back() {
             self.queued.push_front(id);
         }
-        // Each was waiting (on offer to nobody): counted once for all.
-        let mut counts = None;
         for id in wake {
-            self.reoffer_counted(id, now, &mut counts);
+            self.reoffer(id, now);
         }
     }
 }

@@ -411,6 +411,8 @@ struct Job {
     wants_room: bool,
     /// It has an entry in [`Engine::queued`].
     in_queue: bool,
+    /// The provider it is counted under in [`Engine::held`].
+    counted: Option<PublicKey>,
 }
 
 impl Job {
@@ -437,6 +439,17 @@ impl Job {
             Stage::Offering { key, .. } => Some(*key),
             Stage::Assigned(a) => Some(a.key),
             Stage::Waiting => None,
+        }
+    }
+}
+
+/// Takes one job off `key`'s count, dropping the entry at zero so that
+/// providers long gone leave nothing behind.
+fn uncount(held: &mut HashMap<PublicKey, usize>, key: &PublicKey) {
+    if let Some(n) = held.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.remove(key);
         }
     }
 }
@@ -477,13 +490,56 @@ pub(crate) struct Engine {
     /// Jobs waiting for a provider's slot to free, oldest first (entries
     /// of jobs since gone or offered are dropped as they are met).
     queued: VecDeque<JobId>,
-    /// Jobs not yet answered (and, until the next tick prunes them, some
-    /// answered or gone): what counting a provider's jobs here looks at,
-    /// rather than every job kept for late receipts.
-    open: Vec<JobId>,
+    /// How many jobs not yet answered each provider has on offer or
+    /// assigned here, kept as jobs change ([`Engine::recount`]): a new
+    /// job's offer looks its provider up rather than count every open job.
+    held: HashMap<PublicKey, usize>,
 }
 
 impl Engine {
+    /// Brings [`Engine::held`] in line with job `id`'s stage: counted under
+    /// its provider while it is on offer or assigned and not answered.
+    /// Called after every change of a job's stage or answer.
+    fn recount(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let key = if job.answered_at.is_none() {
+            job.provider()
+        } else {
+            None
+        };
+        if key == job.counted {
+            return;
+        }
+        if let Some(old) = std::mem::replace(&mut job.counted, key) {
+            uncount(&mut self.held, &old);
+        }
+        if let Some(key) = key {
+            *self.held.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// Removes job `id`, taking it out of [`Engine::held`].
+    fn remove_job(&mut self, id: JobId) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        if let Some(key) = &job.counted {
+            uncount(&mut self.held, key);
+        }
+        Some(job)
+    }
+
+    /// [`Engine::held`] as counting every job gives it, for checks.
+    fn held_counted_afresh(&self) -> HashMap<PublicKey, usize> {
+        let mut counts = HashMap::new();
+        for job in self.jobs.values().filter(|j| j.answered_at.is_none()) {
+            if let Some(key) = job.provider() {
+                *counts.entry(key).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub(crate) fn new(settings: Settings, store: Option<ChainStore>) -> Engine {
         Engine {
             settings,
@@ -506,7 +562,7 @@ impl Engine {
             shut_down: false,
             last_prune: None,
             queued: VecDeque::new(),
-            open: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -663,18 +719,7 @@ impl Engine {
 
     /// Recomputes a job's candidates (minus the keys it already tried) and
     /// offers it again.
-    fn reoffer(&mut self, id: JobId, now: Instant) {
-        self.reoffer_counted(id, now, &mut None);
-    }
-
-    /// [`Engine::reoffer`] with the providers' jobs counted as in
-    /// [`Engine::offer_next_counted`].
-    fn reoffer_counted(
-        &mut self,
-        id: JobId,
-        now: Instant,
-        counts: &mut Option<HashMap<PublicKey, usize>>,
-    ) {
+    pub(super) fn reoffer(&mut self, id: JobId, now: Instant) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -691,7 +736,7 @@ impl Engine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.candidates = candidates;
         }
-        self.offer_next_counted(id, now, counts);
+        self.offer_next(id, now);
     }
 
     /// A frame from the provider did not decode.
@@ -1073,9 +1118,7 @@ impl Engine {
             self.prune_keys(now);
         }
 
-        let jobs = &self.jobs;
-        self.open
-            .retain(|id| jobs.get(id).is_some_and(|j| j.answered_at.is_none()));
+        debug_assert_eq!(self.held, self.held_counted_afresh());
 
         let mut offer_expired = Vec::new();
         let mut overdue = Vec::new();
@@ -1166,7 +1209,7 @@ impl Engine {
             );
         }
         for id in forget {
-            self.jobs.remove(&id);
+            self.remove_job(id);
         }
         freed.sort_unstable();
         freed.dedup();
@@ -1246,22 +1289,27 @@ impl Engine {
             reason: CANCEL_REQUESTER_GONE,
         });
         job.let_go();
-        match &job.stage {
-            Stage::Assigned(a) => {
-                let key = a.key;
+        let stage = match &job.stage {
+            Stage::Assigned(a) => Some((None, a.key)),
+            Stage::Offering { session, key, .. } => Some((Some(*session), *key)),
+            Stage::Waiting => None,
+        };
+        // Answered: no longer counted in its provider's jobs here.
+        self.recount(id);
+        match stage {
+            Some((None, key)) => {
                 self.send_to_key(&key, &cancel);
                 self.wake_queued(&key, now);
             }
-            Stage::Offering { session, key, .. } => {
-                let (session, key) = (*session, *key);
+            Some((Some(session), key)) => {
                 self.send(session, &cancel);
                 // Not accepted: nothing can come back (an assignment sent
                 // with the offer is withdrawn by the cancel).
-                self.jobs.remove(&id);
+                self.remove_job(id);
                 self.wake_queued(&key, now);
             }
-            Stage::Waiting => {
-                self.jobs.remove(&id);
+            None => {
+                self.remove_job(id);
             }
         }
     }

@@ -458,6 +458,7 @@ impl Engine {
             job.answered_at = Some(now);
         }
         job.let_go();
+        self.recount(id);
     }
 
     /// A receipt whose signature and chain position verified: check it
@@ -512,13 +513,13 @@ impl Engine {
                     );
                 }
                 self.answer(id, response, now);
-                self.jobs.remove(&id);
+                self.remove_job(id);
             }
             Err(reason) => {
                 // The receipt verified and the chain has advanced over it:
                 // refuse the result, so the provider lets go of it.
                 self.refuse(key, id, reason, hash, now);
-                self.jobs.remove(&id);
+                self.remove_job(id);
             }
         }
     }

@@ -577,6 +577,7 @@ fn records_of_providers_gone_are_pruned_unless_a_job_needs_them() {
 
     // Once the job is forgotten, the record goes.
     e.jobs.clear();
+    e.held.clear();
     e.last_prune = None;
     e.tick(now);
     assert!(e.providers().is_empty());
@@ -1270,4 +1271,46 @@ fn id_hashes_spread_consecutive_and_strided_ids_over_buckets() {
             used.len()
         );
     }
+}
+
+/// Each provider's count of jobs here, kept as jobs change, is what
+/// counting every job gives, through offers, declines for capacity,
+/// queueing, withdrawal and results; and a job withdrawn because its
+/// requester left frees its slot for a queued one at once.
+#[test]
+fn providers_job_counts_follow_every_change_of_a_job() {
+    let mut e = engine();
+    let mut h = one_at_a_time();
+    let (sid, rx) = ready_session(&mut e, &mut h);
+    let replies = submit_each(&mut e, sid, &mut h, &rx, 3);
+    assert_eq!(e.held, e.held_counted_afresh());
+    assert_eq!(e.held.values().sum::<usize>(), 1, "one runs, two wait");
+    let running: Vec<u64> = h.host.job_host.jobs.keys().copied().collect();
+    assert_eq!(running.len(), 1);
+
+    // The first job's requester leaves: its slot goes to the next job.
+    e.requester_gone(running[0], Instant::now());
+    assert_eq!(e.held, e.held_counted_afresh());
+    assert!(
+        e.jobs
+            .values()
+            .any(|j| j.id != running[0] && matches!(j.stage, Stage::Offering { .. })),
+        "a queued job is offered as soon as the slot is free"
+    );
+    shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+    assert_eq!(e.held, e.held_counted_afresh());
+
+    // The rest run one by one and are answered.
+    for reply in &replies[1..] {
+        let ids: Vec<u64> = h.host.job_host.jobs.keys().copied().collect();
+        h.host.to_run.extend(ids);
+        shuttle(&mut e, sid, &mut h, &rx, &mut |_| false);
+        assert_eq!(e.held, e.held_counted_afresh());
+        assert!(matches!(
+            response(reply.try_recv()),
+            Ok(Response::Result(_))
+        ));
+    }
+    e.tick(Instant::now());
+    assert!(e.held.is_empty(), "nothing left counted: {:?}", e.held);
 }
