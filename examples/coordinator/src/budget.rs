@@ -73,6 +73,11 @@ impl Permit {
         }
     }
 
+    /// The bytes it holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Takes `bytes` more from the budget; `false`, changing nothing, when
     /// that would go over its limit.
     pub(crate) fn grow(&mut self, bytes: usize) -> bool {

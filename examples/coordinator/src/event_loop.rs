@@ -155,8 +155,8 @@ struct Conn {
     pending: Vec<u8>,
     /// Bytes read from the socket, `wire[wire_at..wire_end]` not yet
     /// handed to TLS. The buffer is the loop's, lent for one read and
-    /// given back once TLS took it all: only a connection paused in the
-    /// middle of one keeps it.
+    /// given back once TLS took it all; a connection paused in the middle
+    /// of one keeps a copy of what is left instead ([`park`]).
     wire: Vec<u8>,
     wire_at: usize,
     wire_end: usize,
@@ -176,6 +176,9 @@ struct Conn {
     /// Reading stops until the oldest of a requester's requests is answered
     /// ([`MAX_IN_FLIGHT`]).
     paused: bool,
+    /// What a paused requester holds unread (`pending` and what is left
+    /// of `wire`), in the requesters' budget.
+    parked: Option<Permit>,
     /// The number of the requester's last request read.
     seq: u64,
     /// The requester's requests not yet answered, oldest first.
@@ -342,7 +345,14 @@ impl Loop {
                     LISTENER => self.accept(),
                     WAKER => {}
                     Token(i) => {
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        let reset = ev.is_error() || ev.is_write_closed();
+                        if reset && matches!(self.conns.get(i), Some(Some(c)) if c.paused) {
+                            // A paused requester is not read, so its end
+                            // would go unseen (and its jobs held) until an
+                            // answer came to write: a reset ends it now.
+                            log::debug!("connection {i}: reset while paused");
+                            self.settle(i, Err(()));
+                        } else if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             let r = self.with(i, |ctx, c| read(ctx, c, i));
                             self.settle(i, r);
                         } else if ev.is_writable() {
@@ -453,7 +463,7 @@ impl Loop {
             _ => {}
         }
         c.outbox.gone();
-        if self.ctx.wire.is_empty() && !c.wire.is_empty() {
+        if self.ctx.wire.is_empty() && c.wire.len() == WIRE_READ {
             // Shut while it held the read buffer: the next read reuses it.
             self.ctx.wire = std::mem::take(&mut c.wire);
         }
@@ -554,6 +564,7 @@ impl Loop {
                 eof: false,
                 sock_eof: false,
                 paused: false,
+                parked: None,
                 seq: 0,
                 in_flight: VecDeque::new(),
             };
@@ -668,9 +679,15 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
         let pending = std::mem::take(&mut c.pending);
         on_bytes(ctx, c, &pending)?;
     }
+    if !c.paused {
+        c.parked = None;
+    }
     let mut turn = READ_TURN;
     loop {
-        if c.paused || c.eof {
+        if c.paused {
+            return park(ctx, c);
+        }
+        if c.eof {
             return Ok(());
         }
         match c.tls.reader().read(scratch) {
@@ -739,8 +756,12 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
             }
         }
         if c.wire_at == c.wire_end {
-            // All handed to TLS: the buffer goes back to the loop.
-            ctx.wire = std::mem::take(&mut c.wire);
+            // All handed to TLS: the buffer goes back to the loop (a
+            // parked connection's copy is dropped).
+            let wire = std::mem::take(&mut c.wire);
+            if wire.len() == WIRE_READ {
+                ctx.wire = wire;
+            }
             c.wire_at = 0;
             c.wire_end = 0;
         }
@@ -751,6 +772,40 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
             return Err(());
         }
     }
+}
+
+/// A requester's reading pauses: the loop's read buffer goes back to it, the
+/// bytes not yet handed to TLS kept in one of their size, and what the
+/// connection holds unread is taken from the requesters' budget: `Err` to
+/// shut the connection when the budget has no room for it. Without this a
+/// paused requester would keep a whole read buffer outside the budget, and
+/// many of them as much memory as they liked.
+fn park(ctx: &mut Ctx, c: &mut Conn) -> Result<(), ()> {
+    let left = c.wire_end - c.wire_at;
+    if c.wire.len() == WIRE_READ {
+        let rest = c.wire[c.wire_at..c.wire_end].to_vec();
+        let wire = std::mem::replace(&mut c.wire, rest);
+        if ctx.wire.is_empty() {
+            ctx.wire = wire;
+        }
+        c.wire_at = 0;
+        c.wire_end = left;
+    }
+    let held = c.pending.len() + left;
+    if c.parked.as_ref().is_some_and(|p| p.bytes() == held) {
+        return Ok(());
+    }
+    c.parked = None;
+    let mut permit = ctx.shared.budget.permit();
+    if !permit.grow(held) {
+        log::info!(
+            "{}: paused holding {held} bytes unread, beyond the memory budget; closing",
+            c.who()
+        );
+        return Err(());
+    }
+    c.parked = Some(permit);
+    Ok(())
 }
 
 /// The peer's end of the connection came: `Err` to shut it now.

@@ -875,3 +875,93 @@ fn nothing_held(coord: &tessera_coordinator::Coordinator, within: Duration) {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A requester that sends more requests than it may have in flight, in one
+/// burst, and then reads nothing: the coordinator stops reading it, and
+/// what it read and could not yet take (bytes past the last request it took,
+/// some still encrypted) counts in the byte budget, like the requests it
+/// holds. Before, a paused connection kept a whole 64 KiB read buffer
+/// outside the budget, so that many such requesters held memory no limit
+/// bounded.
+#[test]
+fn what_a_paused_requester_sent_beyond_its_requests_is_in_the_budget() {
+    use tessera_coordinator::protocol::MAX_IN_FLIGHT;
+    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let addr = coord.local_addr();
+    let mut opts = ProviderOpts::new(8);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(addr, opts);
+    provider.wait_ready(1);
+
+    let job = |i: usize| {
+        let mut j = small_job(i as u8);
+        j.deadline_ms = 100_000;
+        j
+    };
+    let mut stream = requester::connect(addr, client_tls()).expect("connects");
+    let mut first = Vec::new();
+    for i in 0..MAX_IN_FLIGHT {
+        requester::write_submit(&mut first, &job(i)).expect("encoded");
+    }
+    stream.write_all(&first).expect("sent");
+    stream.flush().expect("sent");
+    // The requests it may have in flight are held (their inputs in the
+    // budget) once the figure stops moving.
+    let settled = |coord: &tessera_coordinator::Coordinator| {
+        let mut last = coord.buffered_bytes();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            thread::sleep(Duration::from_millis(300));
+            let now = coord.buffered_bytes();
+            if now == last && now > 0 {
+                return now;
+            }
+            assert!(Instant::now() < until, "the budget never settled");
+            last = now;
+        }
+    };
+    let held = settled(&coord);
+
+    // Eight more requests: read, but not taken.
+    let mut more = Vec::new();
+    for i in MAX_IN_FLIGHT..MAX_IN_FLIGHT + 8 {
+        requester::write_submit(&mut more, &job(i)).expect("encoded");
+    }
+    stream.write_all(&more).expect("sent");
+    stream.flush().expect("sent");
+    let parked = settled(&coord);
+    assert!(
+        parked > held + 16 * 1024,
+        "{held} bytes held for the requests in flight, {parked} with {} bytes more unread",
+        more.len()
+    );
+    assert_eq!(coord.stats().connections_open, 2, "the requester stays");
+
+    // It resets the connection: though not read while paused, its end is
+    // seen and everything it held let go at once, not at its deadline.
+    reset(&stream.sock);
+    drop(stream);
+    nothing_held(&coord, Duration::from_secs(5));
+    drop(provider);
+}
+
+/// Makes closing `sock` send a reset (SO_LINGER of zero seconds).
+fn reset(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a socket this process owns, and a pointer to a live `linger`
+    // of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER");
+}
