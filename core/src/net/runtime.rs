@@ -948,9 +948,12 @@ impl<S: Signer> Runtime<S> {
             progressed |= self.flush();
             // Nothing else moves: send what this turn gathered, at once.
             if !progressed && !self.send() {
-                break;
+                return;
             }
         }
+        // Stopped at the cap with work left: what was gathered still goes
+        // now, not after the next wake-up.
+        self.send();
     }
 
     fn handle_events(&mut self) -> bool {
