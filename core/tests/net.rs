@@ -473,6 +473,11 @@ fn the_status_line_says_when_the_device_is_unavailable() {
     );
 }
 
+/// Held by a test that measures this process's resident memory and by the
+/// tests that allocate tens of MiB, so that neither runs beside the other:
+/// the tests of this file share one process.
+static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Resident memory of this process, in bytes.
 fn resident_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -489,6 +494,7 @@ fn resident_bytes() -> u64 {
 #[test]
 #[cfg(target_os = "linux")]
 fn a_thousand_assigned_and_cancelled_jobs_leave_memory_flat() {
+    let _alone = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
     use std::sync::atomic::{AtomicU64, Ordering};
     static RUNS: AtomicU64 = AtomicU64::new(0);
     static STOPPED: AtomicU64 = AtomicU64::new(0);
@@ -947,6 +953,7 @@ fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
 /// would stall there.
 #[test]
 fn the_next_job_transfers_while_one_runs_and_outputs_upload_while_the_next_runs() {
+    let _alone = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
     let srv = server();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -1094,6 +1101,7 @@ fn the_coordinators_close_notify_ends_the_session() {
 #[test]
 fn an_offer_is_answered_ahead_of_most_of_a_large_output() {
     const BIG: u64 = 64 << 20;
+    let _alone = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
     let srv = server();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
