@@ -39,6 +39,15 @@ impl Budget {
             .is_ok()
     }
 
+    /// Takes `bytes` even past the limit (saturating).
+    fn take_anyway(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_add(bytes))
+            });
+    }
+
     fn give_back(&self, bytes: usize) {
         // Never more than was taken: a permit gives back what it holds once.
         let _ = self
@@ -76,6 +85,16 @@ impl Permit {
     /// The bytes it holds.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Takes `bytes` more from the budget even where that goes over its
+    /// limit: for bytes already read that must be kept. Until they are
+    /// given back, requests that do not fit are refused.
+    pub(crate) fn grow_anyway(&mut self, bytes: usize) {
+        if let Some(budget) = &self.budget {
+            budget.take_anyway(bytes);
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 
     /// Takes `bytes` more from the budget; `false`, changing nothing, when
@@ -122,6 +141,11 @@ mod tests {
         assert!(b.grow(40));
         assert_eq!(budget.used(), 100);
         assert!(!a.grow(usize::MAX), "no overflow");
+        let mut c = budget.permit();
+        c.grow_anyway(30);
+        assert_eq!(budget.used(), 130, "over the limit, counted");
+        assert!(!b.grow(1));
+        drop(c);
         drop(a);
         assert_eq!(budget.used(), 40);
         drop(b);

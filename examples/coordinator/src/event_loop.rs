@@ -346,11 +346,15 @@ impl Loop {
                     WAKER => {}
                     Token(i) => {
                         let reset = ev.is_error() || ev.is_write_closed();
-                        if reset && matches!(self.conns.get(i), Some(Some(c)) if c.paused) {
-                            // A paused requester is not read, so its end
-                            // would go unseen (and its jobs held) until an
-                            // answer came to write: a reset ends it now.
-                            log::debug!("connection {i}: reset while paused");
+                        let unread =
+                            matches!(self.conns.get(i), Some(Some(c)) if c.paused || c.eof);
+                        if reset && unread {
+                            // A connection not read (a paused requester, or
+                            // one whose end was read and that waits for its
+                            // answers) would not see a reset, and its jobs
+                            // would be held, until an answer came to write:
+                            // the reset ends it now.
+                            log::debug!("connection {i}: reset while not read");
                             self.settle(i, Err(()));
                         } else if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             let r = self.with(i, |ctx, c| read(ctx, c, i));
@@ -675,17 +679,19 @@ fn read(ctx: &mut Ctx, c: &mut Conn, i: usize) -> Result<(), ()> {
 }
 
 fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Result<(), ()> {
+    if !c.paused {
+        // What was parked is taken from here on, in its requests' budget.
+        c.parked = None;
+    }
     if !c.pending.is_empty() && !c.paused {
         let pending = std::mem::take(&mut c.pending);
         on_bytes(ctx, c, &pending)?;
     }
-    if !c.paused {
-        c.parked = None;
-    }
     let mut turn = READ_TURN;
     loop {
         if c.paused {
-            return park(ctx, c);
+            park(ctx, c);
+            return Ok(());
         }
         if c.eof {
             return Ok(());
@@ -776,11 +782,12 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
 
 /// A requester's reading pauses: the loop's read buffer goes back to it, the
 /// bytes not yet handed to TLS kept in one of their size, and what the
-/// connection holds unread is taken from the requesters' budget: `Err` to
-/// shut the connection when the budget has no room for it. Without this a
-/// paused requester would keep a whole read buffer outside the budget, and
-/// many of them as much memory as they liked.
-fn park(ctx: &mut Ctx, c: &mut Conn) -> Result<(), ()> {
+/// connection holds unread is counted in the requesters' budget, past its
+/// limit if need be (they were read; closing the connection for them would
+/// withdraw the jobs it has in flight): requests that do not fit are then
+/// refused until it resumes. Without this a paused requester would keep a
+/// whole read buffer outside the budget.
+fn park(ctx: &mut Ctx, c: &mut Conn) {
     let left = c.wire_end - c.wire_at;
     if c.wire.len() == WIRE_READ {
         let rest = c.wire[c.wire_at..c.wire_end].to_vec();
@@ -793,19 +800,18 @@ fn park(ctx: &mut Ctx, c: &mut Conn) -> Result<(), ()> {
     }
     let held = c.pending.len() + left;
     if c.parked.as_ref().is_some_and(|p| p.bytes() == held) {
-        return Ok(());
+        return;
     }
     c.parked = None;
     let mut permit = ctx.shared.budget.permit();
     if !permit.grow(held) {
         log::info!(
-            "{}: paused holding {held} bytes unread, beyond the memory budget; closing",
+            "{}: paused holding {held} bytes unread, beyond the memory budget",
             c.who()
         );
-        return Err(());
+        permit.grow_anyway(held);
     }
     c.parked = Some(permit);
-    Ok(())
 }
 
 /// The peer's end of the connection came: `Err` to shut it now.

@@ -876,56 +876,78 @@ fn nothing_held(coord: &tessera_coordinator::Coordinator, within: Duration) {
     }
 }
 
+/// A coordinator with the budget `budget`, a provider that accepts jobs and
+/// never runs them, and a requester with `MAX_IN_FLIGHT` jobs held there;
+/// with the bytes held for them.
+fn requests_in_flight_held(
+    budget: usize,
+) -> (
+    tessera_coordinator::Coordinator,
+    TestProvider,
+    rustls::StreamOwned<ClientConnection, TcpStream>,
+    usize,
+) {
+    use tessera_coordinator::protocol::MAX_IN_FLIGHT;
+    let coord = coordinator(|c| {
+        c.provider_silence = Duration::from_secs(120);
+        c.offer_timeout = Duration::from_secs(60);
+        c.max_buffered_bytes = budget;
+    });
+    let addr = coord.local_addr();
+    let mut opts = ProviderOpts::new(8);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(addr, opts);
+    provider.wait_ready(1);
+    let mut stream = requester::connect(addr, client_tls()).expect("connects");
+    let mut first = Vec::new();
+    for i in 0..MAX_IN_FLIGHT {
+        requester::write_submit(&mut first, &long_job(i)).expect("encoded");
+    }
+    stream.write_all(&first).expect("sent");
+    stream.flush().expect("sent");
+    let held = settled(&coord);
+    (coord, provider, stream, held)
+}
+
+/// A small job with a deadline far beyond any test's end.
+fn long_job(i: usize) -> Submit {
+    let mut j = small_job(i as u8);
+    j.deadline_ms = 100_000;
+    j
+}
+
+/// The bytes the coordinator holds once the figure stops moving.
+fn settled(coord: &tessera_coordinator::Coordinator) -> usize {
+    let mut last = coord.buffered_bytes();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = coord.buffered_bytes();
+        if now == last && now > 0 {
+            return now;
+        }
+        assert!(Instant::now() < until, "the budget never settled");
+        last = now;
+    }
+}
+
 /// A requester that sends more requests than it may have in flight, in one
 /// burst, and then reads nothing: the coordinator stops reading it, and
 /// what it read and could not yet take (bytes past the last request it took,
 /// some still encrypted) counts in the byte budget, like the requests it
 /// holds. Before, a paused connection kept a whole 64 KiB read buffer
 /// outside the budget, so that many such requesters held memory no limit
-/// bounded.
+/// bounded. A reset of the paused connection, which is not read, still
+/// ends it and lets everything go.
 #[test]
 fn what_a_paused_requester_sent_beyond_its_requests_is_in_the_budget() {
     use tessera_coordinator::protocol::MAX_IN_FLIGHT;
-    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
-    let addr = coord.local_addr();
-    let mut opts = ProviderOpts::new(8);
-    opts.freeze_after_accept = true;
-    let provider = TestProvider::start(addr, opts);
-    provider.wait_ready(1);
-
-    let job = |i: usize| {
-        let mut j = small_job(i as u8);
-        j.deadline_ms = 100_000;
-        j
-    };
-    let mut stream = requester::connect(addr, client_tls()).expect("connects");
-    let mut first = Vec::new();
-    for i in 0..MAX_IN_FLIGHT {
-        requester::write_submit(&mut first, &job(i)).expect("encoded");
-    }
-    stream.write_all(&first).expect("sent");
-    stream.flush().expect("sent");
-    // The requests it may have in flight are held (their inputs in the
-    // budget) once the figure stops moving.
-    let settled = |coord: &tessera_coordinator::Coordinator| {
-        let mut last = coord.buffered_bytes();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            thread::sleep(Duration::from_millis(300));
-            let now = coord.buffered_bytes();
-            if now == last && now > 0 {
-                return now;
-            }
-            assert!(Instant::now() < until, "the budget never settled");
-            last = now;
-        }
-    };
-    let held = settled(&coord);
+    let (coord, provider, mut stream, held) = requests_in_flight_held(1 << 30);
 
     // Eight more requests: read, but not taken.
     let mut more = Vec::new();
     for i in MAX_IN_FLIGHT..MAX_IN_FLIGHT + 8 {
-        requester::write_submit(&mut more, &job(i)).expect("encoded");
+        requester::write_submit(&mut more, &long_job(i)).expect("encoded");
     }
     stream.write_all(&more).expect("sent");
     stream.flush().expect("sent");
@@ -939,6 +961,71 @@ fn what_a_paused_requester_sent_beyond_its_requests_is_in_the_budget() {
 
     // It resets the connection: though not read while paused, its end is
     // seen and everything it held let go at once, not at its deadline.
+    reset(&stream.sock);
+    drop(stream);
+    nothing_held(&coord, Duration::from_secs(5));
+    drop(provider);
+}
+
+/// A requester paused when the budget has no room for what it sent past
+/// its requests keeps its connection and its jobs: the bytes are counted
+/// past the limit (other requests are refused meanwhile). Closing it would
+/// withdraw every job it has in flight, and anyone filling the budget
+/// could do that to others.
+#[test]
+fn a_paused_requester_keeps_its_jobs_when_the_budget_is_full() {
+    use tessera_coordinator::protocol::MAX_IN_FLIGHT;
+    // How much 64 such jobs hold.
+    let (coord, provider, stream, held) = requests_in_flight_held(1 << 30);
+    drop(stream);
+    drop(provider);
+    drop(coord);
+
+    // A budget with 4 KiB to spare beyond them.
+    let (coord, provider, mut stream, again) = requests_in_flight_held(held + 4096);
+    assert_eq!(again, held, "the 64 jobs all fit");
+    let mut more = Vec::new();
+    requester::write_submit(&mut more, &long_job(MAX_IN_FLIGHT)).expect("encoded");
+    stream.write_all(&more).expect("sent");
+    stream.flush().expect("sent");
+    let parked = settled(&coord);
+    assert_eq!(
+        coord.stats().connections_open,
+        2,
+        "the requester was closed ({parked} bytes held, were {held})"
+    );
+    assert!(parked > held + 4096, "counted past the limit: {parked}");
+    drop(stream);
+    drop(provider);
+}
+
+/// A requester that half-closed (its end read, its answers still to come)
+/// and then resets: it is no longer read, and its reset ends it and lets
+/// its job go at once, not at the job's deadline.
+#[test]
+fn a_half_closed_requester_that_resets_leaves_nothing_held() {
+    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let addr = coord.local_addr();
+    let mut opts = ProviderOpts::new(7);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(addr, opts);
+    provider.wait_ready(1);
+
+    let mut stream = requester::connect(addr, client_tls()).expect("connects");
+    requester::write_submit(&mut stream, &long_job(4)).expect("sends");
+    stream.flush().expect("sends");
+    settled(&coord);
+    // Half-close: it still waits for its answer.
+    stream.conn.send_close_notify();
+    stream.flush().expect("close_notify");
+    stream
+        .sock
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(coord.stats().connections_open, 2, "still waiting");
+    assert!(coord.buffered_bytes() > 0);
+    // Then it resets.
     reset(&stream.sock);
     drop(stream);
     nothing_held(&coord, Duration::from_secs(5));
