@@ -736,12 +736,8 @@ fn requesters_that_stop_reading_or_sending_are_closed_in_time() {
 /// connection that bounded it.
 #[test]
 fn a_requester_gone_before_its_answer_leaves_nothing_held() {
-    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let (coord, provider) = with_a_frozen_provider(|_| {});
     let addr = coord.local_addr();
-    let mut opts = ProviderOpts::new(7);
-    opts.freeze_after_accept = true;
-    let provider = TestProvider::start(addr, opts);
-    provider.wait_ready(1);
 
     let mut job = small_job(4);
     job.deadline_ms = 100_000;
@@ -863,6 +859,22 @@ fn receipts_for_jobs_never_assigned_end_the_session() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A coordinator (`tweak`ed) with one provider admitted that accepts the
+/// jobs it is offered and never runs them, nor says anything more.
+fn with_a_frozen_provider(
+    tweak: impl FnOnce(&mut tessera_coordinator::Config),
+) -> (tessera_coordinator::Coordinator, TestProvider) {
+    let coord = coordinator(|c| {
+        c.provider_silence = Duration::from_secs(120);
+        tweak(c);
+    });
+    let mut opts = ProviderOpts::new(7);
+    opts.freeze_after_accept = true;
+    let provider = TestProvider::start(coord.local_addr(), opts);
+    provider.wait_ready(1);
+    (coord, provider)
+}
+
 /// Waits up to `within` for the coordinator to hold no budget bytes.
 fn nothing_held(coord: &tessera_coordinator::Coordinator, within: Duration) {
     let until = Instant::now() + within;
@@ -888,16 +900,11 @@ fn requests_in_flight_held(
     usize,
 ) {
     use tessera_coordinator::protocol::MAX_IN_FLIGHT;
-    let coord = coordinator(|c| {
-        c.provider_silence = Duration::from_secs(120);
+    let (coord, provider) = with_a_frozen_provider(|c| {
         c.offer_timeout = Duration::from_secs(60);
         c.max_buffered_bytes = budget;
     });
     let addr = coord.local_addr();
-    let mut opts = ProviderOpts::new(8);
-    opts.freeze_after_accept = true;
-    let provider = TestProvider::start(addr, opts);
-    provider.wait_ready(1);
     let mut stream = requester::connect(addr, client_tls()).expect("connects");
     let mut first = Vec::new();
     for i in 0..MAX_IN_FLIGHT {
@@ -1004,12 +1011,8 @@ fn a_paused_requester_keeps_its_jobs_when_the_budget_is_full() {
 /// its job go at once, not at the job's deadline.
 #[test]
 fn a_half_closed_requester_that_resets_leaves_nothing_held() {
-    let coord = coordinator(|c| c.provider_silence = Duration::from_secs(120));
+    let (coord, provider) = with_a_frozen_provider(|_| {});
     let addr = coord.local_addr();
-    let mut opts = ProviderOpts::new(7);
-    opts.freeze_after_accept = true;
-    let provider = TestProvider::start(addr, opts);
-    provider.wait_ready(1);
 
     let mut stream = requester::connect(addr, client_tls()).expect("connects");
     requester::write_submit(&mut stream, &long_job(4)).expect("sends");
