@@ -82,11 +82,6 @@ impl Permit {
         }
     }
 
-    /// The bytes it holds.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Takes `bytes` more from the budget even where that goes over its
     /// limit: for bytes already read that must be kept. Until they are
     /// given back, requests that do not fit are refused.

@@ -346,9 +346,8 @@ impl Loop {
                     WAKER => {}
                     Token(i) => {
                         let reset = ev.is_error() || ev.is_write_closed();
-                        let unread =
-                            matches!(self.conns.get(i), Some(Some(c)) if c.paused || c.eof);
-                        if reset && unread {
+                        if reset && matches!(self.conns.get(i), Some(Some(c)) if c.paused || c.eof)
+                        {
                             // A connection not read (a paused requester, or
                             // one whose end was read and that waits for its
                             // answers) would not see a reset, and its jobs
@@ -798,19 +797,9 @@ fn park(ctx: &mut Ctx, c: &mut Conn) {
         c.wire_at = 0;
         c.wire_end = left;
     }
-    let held = c.pending.len() + left;
-    if c.parked.as_ref().is_some_and(|p| p.bytes() == held) {
-        return;
-    }
     c.parked = None;
     let mut permit = ctx.shared.budget.permit();
-    if !permit.grow(held) {
-        log::info!(
-            "{}: paused holding {held} bytes unread, beyond the memory budget",
-            c.who()
-        );
-        permit.grow_anyway(held);
-    }
+    permit.grow_anyway(c.pending.len() + left);
     c.parked = Some(permit);
 }
 
