@@ -8,13 +8,18 @@ use std::time::Duration;
 use crate::attest::{DeviceCapabilities, DeviceType};
 use crate::host::{JobFailure, JobOutputs};
 use crate::vulkan::{
-    self, BufferSpec, Capabilities, DeviceSelector, Dispatcher, DispatcherConfig, Instance,
-    JobError, KernelJob, VulkanError,
+    self, BatchJob, BufferSpec, Capabilities, DeviceSelector, Dispatcher, DispatcherConfig,
+    Instance, JobError, KernelJob, VulkanError,
 };
 use crate::wire::{features, FailReason, JobAssign, Usage};
 
 // A binding the agent accepts in an assignment is one the dispatcher takes.
 const _: () = assert!(crate::limits::MAX_BINDINGS == vulkan::MAX_BINDINGS);
+
+/// Most jobs handed to the device together: what the dispatcher submits
+/// before waiting on the first.
+#[cfg(feature = "net")]
+const BATCH_SIZE: usize = 8;
 
 /// A Vulkan device ready to run jobs.
 pub struct GpuHost {
@@ -205,44 +210,67 @@ impl GpuHost {
         timeout: Duration,
         cancel: Option<&std::sync::Arc<std::sync::atomic::AtomicBool>>,
     ) -> Result<JobOutputs, JobFailure> {
-        let specs: Vec<BufferSpec<'_>> = spec
-            .buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| BufferSpec {
-                binding: b.binding,
-                len: b.len,
-                init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
-                readback: b.readback,
-            })
-            .collect();
-        let job = KernelJob {
-            spirv: kernel,
-            entry_point: &spec.kernel.entry_point,
-            specialization: &spec.kernel.specialization,
-            push_constants: &spec.kernel.push_constants,
-            grid: spec.kernel.grid,
-            buffers: &specs,
-        };
+        let specs = buffer_specs(spec, buffers);
+        let job = kernel_job(spec, kernel, &specs);
         let ran = match cancel {
             Some(c) => self.dispatcher.run_cancellable(&job, timeout, c),
             None => self.dispatcher.run(&job, timeout),
         };
-        match ran {
-            Ok(out) => Ok(JobOutputs {
-                outputs: out.outputs,
-                usage: Usage {
-                    gpu_time_us: out.usage.gpu_time_ns.div_ceil(1000),
-                    dispatches: out.usage.dispatches,
-                    bytes_in: out.usage.bytes_in,
-                    bytes_out: out.usage.bytes_out,
-                },
-            }),
-            Err(e) => {
-                log::info!("job failed on the GPU: {e}");
-                Err(failure_of(&e, timeout))
-            }
+        outcome(ran, timeout)
+    }
+}
+
+/// The host's view of a dispatcher outcome; `timeout` is the time limit
+/// the job was given (what a timeout is metered to).
+fn outcome(
+    ran: Result<vulkan::JobOutput, JobError>,
+    timeout: Duration,
+) -> Result<JobOutputs, JobFailure> {
+    match ran {
+        Ok(out) => Ok(JobOutputs {
+            outputs: out.outputs,
+            usage: Usage {
+                gpu_time_us: out.usage.gpu_time_ns.div_ceil(1000),
+                dispatches: out.usage.dispatches,
+                bytes_in: out.usage.bytes_in,
+                bytes_out: out.usage.bytes_out,
+            },
+        }),
+        Err(e) => {
+            log::info!("job failed on the GPU: {e}");
+            Err(failure_of(&e, timeout))
         }
+    }
+}
+
+/// A job's buffers as the dispatcher takes them: `buffers` holds the
+/// initial contents in binding order.
+fn buffer_specs<'a>(spec: &JobAssign, buffers: &'a [Vec<u8>]) -> Vec<BufferSpec<'a>> {
+    spec.buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BufferSpec {
+            binding: b.binding,
+            len: b.len,
+            init: buffers.get(i).filter(|d| !d.is_empty()).map(|d| &d[..]),
+            readback: b.readback,
+        })
+        .collect()
+}
+
+/// The dispatcher's job for an assignment, over `specs` from [`buffer_specs`].
+fn kernel_job<'a>(
+    spec: &'a JobAssign,
+    kernel: &'a [u8],
+    specs: &'a [BufferSpec<'a>],
+) -> KernelJob<'a> {
+    KernelJob {
+        spirv: kernel,
+        entry_point: &spec.kernel.entry_point,
+        specialization: &spec.kernel.specialization,
+        push_constants: &spec.kernel.push_constants,
+        grid: spec.kernel.grid,
+        buffers: specs,
     }
 }
 
@@ -258,6 +286,39 @@ impl crate::net::Executor for GpuHost {
             job.timeout(),
             Some(job.cancel.as_atomic()),
         )
+    }
+
+    /// Jobs waiting together go to the device together
+    /// ([`Dispatcher::run_batch`]).
+    fn batch_size(&self) -> usize {
+        BATCH_SIZE
+    }
+
+    fn run_batch(
+        &mut self,
+        jobs: &[&crate::net::JobToRun],
+        done: &mut dyn FnMut(usize, Result<JobOutputs, JobFailure>),
+    ) {
+        let specs: Vec<Vec<BufferSpec<'_>>> = jobs
+            .iter()
+            .map(|j| buffer_specs(&j.spec, &j.buffers))
+            .collect();
+        // The time limit each job had when the batch began, for metering
+        // a timeout.
+        let timeouts: Vec<Duration> = jobs.iter().map(|j| j.timeout()).collect();
+        let batch: Vec<BatchJob<'_>> = jobs
+            .iter()
+            .zip(&specs)
+            .map(|(j, s)| BatchJob {
+                job: kernel_job(&j.spec, &j.kernel, s),
+                deadline: j.deadline,
+                cancel: Some(j.cancel.as_atomic()),
+            })
+            .collect();
+        self.dispatcher.run_batch(&batch, |i, ran| {
+            let timeout = timeouts.get(i).copied().unwrap_or_default();
+            done(i, outcome(ran, timeout));
+        });
     }
 
     /// No while the dispatcher's devices abandoned after timeouts are at

@@ -80,12 +80,34 @@ impl JobToRun {
     }
 }
 
-/// Runs jobs. Called on the runtime's worker thread, one job at a time.
+/// Runs jobs. Called on the runtime's worker thread, one job (or one
+/// batch) at a time.
 pub trait Executor: Send + 'static {
     /// Runs one job to completion or failure. Must return within about
     /// [`JobToRun::timeout`], and may return early (with any failure) once
     /// [`JobToRun::cancel`] is set.
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure>;
+
+    /// The most jobs [`Executor::run_batch`] takes at once. The worker
+    /// hands it up to this many of the jobs waiting in the queue; 1 (the
+    /// default) runs jobs one at a time through [`Executor::run`].
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Runs several jobs, calling `done` once for each with its index in
+    /// `jobs` and what [`Executor::run`] would have returned, as soon as
+    /// that is known. Each job keeps its own deadline and cancel flag. The
+    /// default runs them one after another.
+    fn run_batch(
+        &mut self,
+        jobs: &[&JobToRun],
+        done: &mut dyn FnMut(usize, Result<JobOutputs, JobFailure>),
+    ) {
+        for (i, job) in jobs.iter().enumerate() {
+            done(i, self.run(job));
+        }
+    }
 
     /// Whether the engine takes work now. The worker asks after every job
     /// and, while the answer is no, about every 100 ms while idle (so the

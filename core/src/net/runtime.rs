@@ -1373,7 +1373,8 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
 }
 
-/// Runs jobs from `work` one at a time and reports them on `done`. It asks
+/// Runs jobs from `work` one at a time, or in batches of those waiting
+/// when the executor takes batches, and reports each on `done`. It asks
 /// the executor whether it takes work at the start, after every job and,
 /// while it does not, every [`UNAVAILABLE_POLL`] while idle, and reports each
 /// change. It ends when the runtime closes the queue or drops `done`.
@@ -1393,14 +1394,17 @@ fn spawn_worker<E: Executor>(
             if !report(&mut executor, &mut accepting) {
                 return;
             }
+            let most = executor.batch_size().max(1);
+            let mut batch: Vec<Arc<JobToRun>> = Vec::with_capacity(most);
             loop {
                 let wait = if accepting {
                     None
                 } else {
                     Some(UNAVAILABLE_POLL)
                 };
-                let job = match work.next(wait) {
-                    Ok(Some(job)) => job,
+                batch.clear();
+                match work.next(wait) {
+                    Ok(Some(job)) => batch.push(job),
                     Ok(None) => {
                         if !report(&mut executor, &mut accepting) {
                             return;
@@ -1408,19 +1412,34 @@ fn spawn_worker<E: Executor>(
                         continue;
                     }
                     Err(()) => return,
+                }
+                while batch.len() < most {
+                    match work.next(Some(StdDuration::ZERO)) {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    }
+                }
+                batch.retain(|job| !job.cancel.is_cancelled());
+                let mut gone = false;
+                let mut finished = |job: &JobToRun, result| {
+                    gone |= done
+                        .send(FromWorker::Done(job.id, job.run, result))
+                        .is_err();
+                    let _ = waker.wake();
                 };
-                if job.cancel.is_cancelled() {
-                    continue;
+                match &batch[..] {
+                    [] => continue,
+                    [job] => finished(job, executor.run(job)),
+                    jobs => {
+                        let refs: Vec<&JobToRun> = jobs.iter().map(|j| &**j).collect();
+                        executor.run_batch(&refs, &mut |i, result| {
+                            if let Some(job) = refs.get(i) {
+                                finished(job, result);
+                            }
+                        });
+                    }
                 }
-                let result = executor.run(&job);
-                if done
-                    .send(FromWorker::Done(job.id, job.run, result))
-                    .is_err()
-                {
-                    return;
-                }
-                let _ = waker.wake();
-                if !report(&mut executor, &mut accepting) {
+                if gone || !report(&mut executor, &mut accepting) {
                     return;
                 }
             }

@@ -3,7 +3,7 @@
 
 use super::caps::{self, Capabilities, DeviceBenchmark, Probe};
 use super::error::{JobError, KernelRejection, VulkanError};
-use super::gpu::{Gpu, Slot};
+use super::gpu::{Gpu, Slot, LANES};
 use super::instance::{DeviceInfo, DeviceSelector, Instance, ValidationMessage, VkHandles};
 use super::khronos::{KhronosConfig, KhronosGate, TargetEnv};
 use super::validate::{
@@ -11,7 +11,7 @@ use super::validate::{
 };
 use ash::vk;
 use rspirv::spirv::Capability;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +154,21 @@ pub struct KernelJob<'a> {
     pub grid: [u32; 3],
     /// The storage buffers.
     pub buffers: &'a [BufferSpec<'a>],
+}
+
+/// Told each job's index and outcome, with the outputs of a success.
+type Reporter<'a> = dyn FnMut(usize, Result<Usage, JobError>, &mut Vec<Vec<u8>>) + 'a;
+
+/// A job of a batch ([`Dispatcher::run_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchJob<'a> {
+    /// The job.
+    pub job: KernelJob<'a>,
+    /// When it must have ended: validation and pipeline creation count,
+    /// and so does the time it waits behind the batch's earlier jobs.
+    pub deadline: Instant,
+    /// Stops it early once set, as in [`Dispatcher::run_cancellable`].
+    pub cancel: Option<&'a Arc<AtomicBool>>,
 }
 
 /// What a job consumed, for pricing and receipts.
@@ -606,60 +621,6 @@ impl Dispatcher {
         result
     }
 
-    /// Like [`Dispatcher::run`], but writes outputs into `outputs`, reusing
-    /// its vectors' allocations across jobs. On error `outputs` is left
-    /// with unspecified contents.
-    pub fn run_into(
-        &mut self,
-        job: &KernelJob<'_>,
-        timeout: Duration,
-        outputs: &mut Vec<Vec<u8>>,
-    ) -> Result<Usage, JobError> {
-        let start = Instant::now();
-        if self
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::SeqCst))
-        {
-            return Err(JobError::Cancelled);
-        }
-        if !self.accepting_jobs() {
-            return Err(JobError::DeviceUnavailable {
-                abandoned: self.graveyard.len() as u32,
-            });
-        }
-        let capacities = check_job(job, &self.probe.caps, &self.config)?;
-        if self.gpu.is_none() {
-            self.recreate()?;
-        }
-        let result = self.execute(job, &capacities, start, timeout, outputs);
-        let stuck = self.gpu.as_ref().is_some_and(|g| g.busy);
-        match &result {
-            Err(JobError::Timeout) | Err(JobError::DeviceLost { .. }) => {
-                // Kernels still running leave their loops at the next back
-                // edge, so the device settles and can be reclaimed.
-                if let Some(g) = &self.gpu {
-                    g.set_watchdog(true);
-                }
-                self.abandon();
-                // Failing here is not fatal: the next job tries again.
-                let _ = self.recreate();
-            }
-            // A cancelled kernel that did not leave within the grace time,
-            // or a wait that failed otherwise (out of memory, say) with the
-            // work still submitted: the device cannot be reused.
-            Err(_) if stuck => {
-                if let Some(g) = &self.gpu {
-                    g.set_watchdog(true);
-                }
-                self.abandon();
-                let _ = self.recreate();
-            }
-            _ => {}
-        }
-        result
-    }
-
     /// Measures copy bandwidth and FMA throughput with two short kernels and
     /// stores them in [`Capabilities::benchmark`]. Each run may take 30 s:
     /// milliseconds on a GPU or lavapipe, but lavapipe under valgrind (the C
@@ -887,8 +848,12 @@ impl Dispatcher {
     }
 
     /// Finds or builds the pipeline for `job`.
-    fn pipeline(&mut self, job: &KernelJob<'_>, deadline: Instant) -> Result<Pipeline, JobError> {
-        let key = kernel_key(job);
+    fn pipeline(
+        &mut self,
+        job: &KernelJob<'_>,
+        key: [u8; 32],
+        deadline: Instant,
+    ) -> Result<Pipeline, JobError> {
         let gpu = self
             .gpu
             .as_mut()
@@ -945,21 +910,234 @@ impl Dispatcher {
         })
     }
 
-    fn execute(
+    /// Like [`Dispatcher::run`], but writes outputs into `outputs`, reusing
+    /// its vectors' allocations across jobs. On error `outputs` is left
+    /// with unspecified contents.
+    pub fn run_into(
         &mut self,
         job: &KernelJob<'_>,
-        capacities: &[u64],
-        start: Instant,
         timeout: Duration,
         outputs: &mut Vec<Vec<u8>>,
     ) -> Result<Usage, JobError> {
+        let start = Instant::now();
         // A time limit beyond any real deadline waits a year at most.
         let deadline = start
             .checked_add(timeout)
             .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
         let cancel = self.cancel.clone();
-        let p = self.pipeline(job, deadline)?;
-        self.check_work(job, &p, timeout)?;
+        let one = [BatchJob {
+            job: *job,
+            deadline,
+            cancel: cancel.as_ref(),
+        }];
+        let mut result = Err(JobError::Cancelled);
+        self.drive(&one, outputs, &mut |_, r, _| result = r);
+        result
+    }
+
+    /// Runs several jobs, submitting up to eight to the device before
+    /// waiting on the first, so the device goes from one to the next
+    /// without waiting for the host. Calls `done` once for each job, with
+    /// its index in `jobs` and what [`Dispatcher::run`] would have
+    /// returned, as soon as that is known (not necessarily in order).
+    ///
+    /// Each job keeps its own deadline and cancel flag, and no job sees
+    /// another's buffers. A job joins the jobs already on the device only
+    /// when its pipeline is built and the buffers of all of them fit in
+    /// [`DispatcherConfig::memory_budget`]; otherwise it waits for them.
+    /// When a job times out, is cancelled or loses the device, the
+    /// watchdog that stops it stops every kernel on the device, so the
+    /// jobs submitted behind it run again afterwards: delayed, never
+    /// failed for it.
+    pub fn run_batch(
+        &mut self,
+        jobs: &[BatchJob<'_>],
+        mut done: impl FnMut(usize, Result<JobOutput, JobError>),
+    ) {
+        let mut scratch = Vec::new();
+        self.drive(jobs, &mut scratch, &mut |i, r, outputs| {
+            done(
+                i,
+                r.map(|usage| JobOutput {
+                    outputs: std::mem::take(outputs),
+                    usage,
+                }),
+            )
+        });
+    }
+
+    /// Runs `jobs` in rounds of at most [`LANES`] submitted together.
+    fn drive(
+        &mut self,
+        jobs: &[BatchJob<'_>],
+        outputs: &mut Vec<Vec<u8>>,
+        done: &mut Reporter<'_>,
+    ) {
+        let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
+        let mut round: Vec<(usize, Instant)> = Vec::with_capacity(LANES);
+        while !pending.is_empty() {
+            round.clear();
+            // A device lost while submitting: recovered once the jobs
+            // already submitted have ended.
+            let mut lost = None;
+            while round.len() < LANES {
+                let Some(&i) = pending.front() else { break };
+                match self.submit(&jobs[i], round.len()) {
+                    Ok(Some(at)) => {
+                        pending.pop_front();
+                        round.push((i, at));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        pending.pop_front();
+                        // Only a timeout (building the pipeline) or a lost
+                        // device leaves the device to see to; any other
+                        // failure happened before the job reached it.
+                        if matches!(e, JobError::Timeout | JobError::DeviceLost { .. }) {
+                            if round.is_empty() {
+                                self.recover(None, &e);
+                            } else {
+                                lost = Some(e.clone());
+                            }
+                        }
+                        done(i, Err(e), outputs);
+                        if lost.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut previous: Option<Instant> = None;
+            let mut rerun = round.len();
+            for (lane, &(i, submitted)) in round.iter().enumerate() {
+                let began = previous.map_or(submitted, |p| p.max(submitted));
+                match self.finish(&jobs[i], lane, began, outputs) {
+                    Ok(usage) => {
+                        previous = Some(Instant::now());
+                        done(i, Ok(usage), outputs);
+                    }
+                    Err(e) => {
+                        self.recover(Some(lane), &e);
+                        done(i, Err(e), outputs);
+                        rerun = lane + 1;
+                        break;
+                    }
+                }
+            }
+            // Those behind a failed job may have seen the watchdog stop
+            // them (or were abandoned with the device): they run again.
+            for &(i, _) in round[rerun.min(round.len())..].iter().rev() {
+                pending.push_front(i);
+            }
+            if let Some(e) = lost {
+                if self.gpu.is_some() && rerun == round.len() {
+                    self.recover(None, &e);
+                }
+            }
+            self.release_lanes();
+        }
+    }
+
+    /// After a job failed with `e` (in `lane` when it had been submitted):
+    /// stops every kernel still on the device and keeps the device when
+    /// they all leave within the grace time, else abandons it (always
+    /// after a timeout or a lost device) and opens a fresh one.
+    fn recover(&mut self, lane: Option<usize>, e: &JobError) {
+        let Some(gpu) = self.gpu.as_mut() else {
+            return;
+        };
+        let hard = matches!(e, JobError::Timeout | JobError::DeviceLost { .. });
+        // The failed job's own kernel had its grace time already.
+        let stuck = lane.is_some_and(|l| gpu.lanes.get(l).is_some_and(|l| l.busy));
+        if !hard && !stuck {
+            if gpu.busy() {
+                gpu.set_watchdog(true);
+                let until = Instant::now() + CANCEL_GRACE;
+                let d = &gpu.device;
+                for l in gpu.lanes.iter_mut().filter(|l| l.busy) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    let nanos = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+                    // SAFETY: the fence belongs to this device and was submitted.
+                    if unsafe { d.wait_for_fences(&[l.fence], true, nanos) }.is_ok() {
+                        l.busy = false;
+                    }
+                }
+            }
+            if !gpu.busy() {
+                // Idle again: reset the watchdog, keep the device.
+                gpu.set_watchdog(false);
+                return;
+            }
+        }
+        // Kernels still running leave their loops at the next back edge,
+        // so the device settles and can be reclaimed.
+        gpu.set_watchdog(true);
+        self.abandon();
+        // Failing here is not fatal: the next job tries again.
+        let _ = self.recreate();
+    }
+
+    /// Returns the buffers of every idle lane to the pool, last lane first
+    /// and each lane's in reverse, so the next round of the same shapes
+    /// gets the same buffers in the same lanes (and reuses their commands).
+    fn release_lanes(&mut self) {
+        let pool_limit = self.config.pool_bytes;
+        let Some(gpu) = self.gpu.as_mut() else {
+            return;
+        };
+        for lane in (0..gpu.lanes.len()).rev() {
+            if gpu.lanes[lane].busy {
+                continue;
+            }
+            let slots = std::mem::take(&mut gpu.lanes[lane].in_flight);
+            for s in slots.into_iter().rev() {
+                gpu.release(s, pool_limit);
+            }
+        }
+    }
+
+    /// Checks `b`, fills its buffers and submits it in `lane`; when it was
+    /// submitted. `None` (only behind other jobs, `lane > 0`): it must wait
+    /// for them, because its pipeline is not built (building one may evict
+    /// one they use) or its buffers do not fit beside theirs.
+    fn submit(&mut self, b: &BatchJob<'_>, lane: usize) -> Result<Option<Instant>, JobError> {
+        let job = &b.job;
+        if b.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Err(JobError::Cancelled);
+        }
+        if lane == 0 && !self.accepting_jobs() {
+            return Err(JobError::DeviceUnavailable {
+                abandoned: self.graveyard.len() as u32,
+            });
+        }
+        let capacities = check_job(job, &self.probe.caps, &self.config)?;
+        if self.gpu.is_none() {
+            self.recreate()?;
+        }
+        let key = kernel_key(job);
+        if lane > 0 {
+            let gpu = self
+                .gpu
+                .as_mut()
+                .ok_or(JobError::DeviceLost { fault: None })?;
+            let held: u64 = gpu
+                .lanes
+                .iter()
+                .flat_map(|l| &l.in_flight)
+                .map(|s| s.capacity)
+                .sum();
+            let wanted: u64 = capacities.iter().sum();
+            if gpu.cached(&key).is_none() || held.saturating_add(wanted) > self.config.memory_budget
+            {
+                return Ok(None);
+            }
+        }
+        let p = self.pipeline(job, key, b.deadline)?;
+        self.check_work(
+            job,
+            &p,
+            b.deadline.saturating_duration_since(Instant::now()),
+        )?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
         let align = self.probe.storage_alignment;
         let pool_limit = self.config.pool_bytes;
@@ -972,14 +1150,16 @@ impl Dispatcher {
         // Buffers: from the pool, zeroed, inputs copied in.
         let mut slots: Vec<Slot> = Vec::with_capacity(job.buffers.len());
         let mut fill_lens: Vec<u64> = Vec::with_capacity(job.buffers.len());
-        for (spec, &cap) in job.buffers.iter().zip(capacities) {
+        for (spec, &cap) in job.buffers.iter().zip(&capacities) {
             let slot = match gpu.acquire(cap) {
                 Ok(s) => s,
                 Err(e) => {
                     for s in slots {
                         gpu.release(s, pool_limit);
                     }
-                    return Err(e);
+                    // Behind other jobs, memory they hold may be what is
+                    // missing: wait for them.
+                    return if lane > 0 { Ok(None) } else { Err(e) };
                 }
             };
             let init = spec.init.unwrap_or(&[]);
@@ -1000,9 +1180,12 @@ impl Dispatcher {
             slots.push(slot);
             fill_lens.push(fill);
         }
-
         let d = &gpu.device;
-        let cmd = gpu.cmd;
+        let (cmd, cmd_pool, fence, desc_pool) = {
+            let l = &gpu.lanes[lane];
+            (l.cmd, l.cmd_pool, l.fence, l.desc_pool)
+        };
+        let (q0, q1) = (2 * lane as u32, 2 * lane as u32 + 1);
         let staged = gpu.memory.staging_type.is_some();
         let mut dispatches = 0u32;
         // SAFETY (whole block): all handles belong to this live device; the
@@ -1023,7 +1206,7 @@ impl Dispatcher {
             push: job.push_constants[..p.push_bytes as usize].to_vec(),
             grid: job.grid,
         };
-        let reuse = match &gpu.last_recording {
+        let reuse = match &gpu.lanes[lane].last_recording {
             Some((k, n)) if *k == shape => {
                 dispatches = *n;
                 true
@@ -1037,17 +1220,17 @@ impl Dispatcher {
         let recorded: Result<(), vk::Result> = unsafe {
             (|| {
                 if reuse {
-                    d.reset_fences(&[gpu.fence])?;
+                    d.reset_fences(&[fence])?;
                     let cmds = [cmd];
                     let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
-                    return d.queue_submit(gpu.queue, &submit, gpu.fence);
+                    return d.queue_submit(gpu.queue, &submit, fence);
                 }
-                d.reset_descriptor_pool(gpu.desc_pool, vk::DescriptorPoolResetFlags::empty())?;
+                d.reset_descriptor_pool(desc_pool, vk::DescriptorPoolResetFlags::empty())?;
                 let layouts = [p.set_layout];
                 let set = d
                     .allocate_descriptor_sets(
                         &vk::DescriptorSetAllocateInfo::default()
-                            .descriptor_pool(gpu.desc_pool)
+                            .descriptor_pool(desc_pool)
                             .set_layouts(&layouts),
                     )?
                     .first()
@@ -1079,10 +1262,10 @@ impl Dispatcher {
                     d.update_descriptor_sets(&writes, &[]);
                 }
 
-                d.reset_command_pool(gpu.cmd_pool, vk::CommandPoolResetFlags::empty())?;
+                d.reset_command_pool(cmd_pool, vk::CommandPoolResetFlags::empty())?;
                 d.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default())?;
                 if let Some(qp) = gpu.query_pool {
-                    d.cmd_reset_query_pool(cmd, qp, 0, 2);
+                    d.cmd_reset_query_pool(cmd, qp, q0, 2);
                 }
                 if staged {
                     for (s, fill) in slots.iter().zip(&fill_lens) {
@@ -1105,7 +1288,7 @@ impl Dispatcher {
                     );
                 }
                 if let Some(qp) = gpu.query_pool {
-                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::TOP_OF_PIPE, qp, 0);
+                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::TOP_OF_PIPE, qp, q0);
                 }
                 d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, p.pipeline);
                 d.cmd_bind_descriptor_sets(
@@ -1144,7 +1327,7 @@ impl Dispatcher {
                     dispatches = 1;
                 }
                 if let Some(qp) = gpu.query_pool {
-                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, qp, 1);
+                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, qp, q1);
                 }
                 if staged {
                     barrier(
@@ -1184,14 +1367,14 @@ impl Dispatcher {
                     );
                 }
                 d.end_command_buffer(cmd)?;
-                d.reset_fences(&[gpu.fence])?;
+                d.reset_fences(&[fence])?;
                 let cmds = [cmd];
                 let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
-                d.queue_submit(gpu.queue, &submit, gpu.fence)
+                d.queue_submit(gpu.queue, &submit, fence)
             })()
         };
         let submitted = Instant::now();
-        gpu.last_recording = match recorded {
+        gpu.lanes[lane].last_recording = match recorded {
             Ok(()) => Some((shape, dispatches)),
             Err(_) => None,
         };
@@ -1209,9 +1392,37 @@ impl Dispatcher {
             }
             return Err(e.into());
         }
-        gpu.busy = true;
-        gpu.in_flight = slots;
+        let l = &mut gpu.lanes[lane];
+        debug_assert!(l.in_flight.is_empty());
+        l.busy = true;
+        l.dispatches = dispatches;
+        l.in_flight = slots;
+        Ok(Some(submitted))
+    }
 
+    /// Waits for the job submitted in `lane` (against its deadline, looking
+    /// at its cancel flag) and reads its outputs and usage; `began` is when
+    /// the device could start it. Leaves the lane's buffers to
+    /// [`Dispatcher::release_lanes`], and the watchdog and the device after
+    /// a failure to [`Dispatcher::recover`].
+    fn finish(
+        &mut self,
+        b: &BatchJob<'_>,
+        lane: usize,
+        began: Instant,
+        outputs: &mut Vec<Vec<u8>>,
+    ) -> Result<Usage, JobError> {
+        let job = &b.job;
+        let deadline = b.deadline;
+        let cancel = b.cancel;
+        let timestamp_mask = self.probe.timestamp_mask;
+        let timestamp_period_ns = self.probe.timestamp_period_ns;
+        let gpu = self
+            .gpu
+            .as_mut()
+            .ok_or(JobError::DeviceLost { fault: None })?;
+        let d = &gpu.device;
+        let fence = gpu.lanes[lane].fence;
         let nanos = |t: Duration| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
         let mut cancelled = false;
         loop {
@@ -1223,7 +1434,7 @@ impl Dispatcher {
                 None => remaining,
             };
             // SAFETY: the fence belongs to this device and was submitted.
-            let waited = unsafe { d.wait_for_fences(&[gpu.fence], true, nanos(slice)) };
+            let waited = unsafe { d.wait_for_fences(&[fence], true, nanos(slice)) };
             match waited {
                 Ok(()) => break,
                 Err(vk::Result::TIMEOUT) if cancelled => return Err(JobError::Cancelled),
@@ -1243,33 +1454,35 @@ impl Dispatcher {
                 Err(e) => return Err(e.into()),
             }
         }
-        gpu.busy = false;
+        gpu.lanes[lane].busy = false;
         if cancelled {
-            // The device is idle again: reset the watchdog, keep the device,
-            // drop what the stopped kernel wrote.
-            gpu.set_watchdog(false);
-            for s in std::mem::take(&mut gpu.in_flight).into_iter().rev() {
-                gpu.release(s, pool_limit);
-            }
+            // What the stopped kernel wrote is dropped.
             return Err(JobError::Cancelled);
         }
-        let host_ns = u64::try_from(submitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let host_ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
         let mut gpu_time_ns = host_ns;
         let mut clock = MeterClock::HostClock;
         if let Some(qp) = gpu.query_pool {
             let mut ts = [0u64; 2];
             // SAFETY: both queries were written by the completed submission.
-            let r =
-                unsafe { d.get_query_pool_results(qp, 0, &mut ts, vk::QueryResultFlags::TYPE_64) };
+            let r = unsafe {
+                d.get_query_pool_results(
+                    qp,
+                    2 * lane as u32,
+                    &mut ts,
+                    vk::QueryResultFlags::TYPE_64,
+                )
+            };
             if r.is_ok() {
-                let ticks = ts[1].wrapping_sub(ts[0]) & self.probe.timestamp_mask;
-                gpu_time_ns = (ticks as f64 * self.probe.timestamp_period_ns) as u64;
+                let ticks = ts[1].wrapping_sub(ts[0]) & timestamp_mask;
+                gpu_time_ns = (ticks as f64 * timestamp_period_ns) as u64;
                 clock = MeterClock::GpuTimestamps;
             }
         }
 
-        let slots = std::mem::take(&mut gpu.in_flight);
+        let dispatches = gpu.lanes[lane].dispatches;
+        let slots = &gpu.lanes[lane].in_flight;
         let mut out_index = 0;
         let mut bytes_out = 0;
         for (s, spec) in slots.iter().zip(job.buffers) {
@@ -1290,10 +1503,6 @@ impl Dispatcher {
             out_index += 1;
         }
         outputs.truncate(out_index);
-        // Reverse order: the next job of the same shape gets the same buffers.
-        for s in slots.into_iter().rev() {
-            gpu.release(s, pool_limit);
-        }
         let bytes_in = job
             .buffers
             .iter()

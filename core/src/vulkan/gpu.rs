@@ -58,14 +58,38 @@ pub(crate) struct CachedPipeline {
     last_used: u64,
 }
 
-pub(crate) struct Gpu {
-    pub device: ash::Device,
-    pub queue: vk::Queue,
+/// Most jobs submitted to a device before the first of them is waited on
+/// ([`super::Dispatcher::run_batch`]).
+pub(crate) const LANES: usize = 8;
+
+/// What one job submitted to the device uses: its command buffer (with its
+/// own pool, reset alone), fence and descriptor pool, the buffers it binds,
+/// and timestamp queries `2 * lane` and `2 * lane + 1`.
+pub(crate) struct Lane {
     pub cmd_pool: vk::CommandPool,
     pub cmd: vk::CommandBuffer,
     pub fence: vk::Fence,
-    pub query_pool: Option<vk::QueryPool>,
     pub desc_pool: vk::DescriptorPool,
+    /// Set once a submission is known not to have completed: the device
+    /// must not be destroyed until its fence signals or it is lost.
+    pub busy: bool,
+    /// Buffers bound by the lane's last submission, until they go back to
+    /// the pool.
+    pub in_flight: Vec<Slot>,
+    /// Dispatch commands of the lane's last submission.
+    pub dispatches: u32,
+    /// Shape of the job recorded in `cmd` and its dispatch count; cleared
+    /// whenever a pipeline or buffer it may name is destroyed (handles can
+    /// be reused by new objects).
+    pub last_recording: Option<(super::dispatcher::RecordKey, u32)>,
+}
+
+pub(crate) struct Gpu {
+    pub device: ash::Device,
+    pub queue: vk::Queue,
+    /// [`LANES`] lanes, lane 0 for single jobs.
+    pub lanes: Vec<Lane>,
+    pub query_pool: Option<vk::QueryPool>,
     /// The watchdog: a host-visible word every rewritten kernel reads on
     /// each loop back edge (set 1, binding 0); the host sets it to stop
     /// the kernels still running after a timeout.
@@ -77,20 +101,11 @@ pub(crate) struct Gpu {
     pub memory: MemoryChoice,
     fault: Option<ash::ext::device_fault::Device>,
     tick: u64,
-    /// Set once a submission is known not to have completed: the device
-    /// must not be destroyed until its fence signals or it is lost.
-    pub busy: bool,
-    /// Buffers bound by the submission in flight.
-    pub in_flight: Vec<Slot>,
     /// A compilation still running after its job timed out.
     compiling: Option<Compiling>,
     /// Pipelines that finished compiling after their job gave up; destroyed
     /// with the device.
     late_pipelines: Vec<vk::Pipeline>,
-    /// Shape of the job recorded in `cmd` and its dispatch count; cleared
-    /// whenever a pipeline or buffer it may name is destroyed (handles can
-    /// be reused by new objects).
-    pub last_recording: Option<(super::dispatcher::RecordKey, u32)>,
 }
 
 /// Compiles one compute pipeline (the driver's compiler runs here).
@@ -228,11 +243,8 @@ impl Gpu {
             // SAFETY: the family was created with one queue.
             queue: unsafe { device.get_device_queue(probe.queue_family, 0) },
             device,
-            cmd_pool: vk::CommandPool::null(),
-            cmd: vk::CommandBuffer::null(),
-            fence: vk::Fence::null(),
+            lanes: Vec::new(),
             query_pool: None,
-            desc_pool: vk::DescriptorPool::null(),
             watchdog: Watchdog {
                 buffer: vk::Buffer::null(),
                 memory: vk::DeviceMemory::null(),
@@ -251,11 +263,8 @@ impl Gpu {
             },
             fault: None,
             tick: 0,
-            busy: false,
-            in_flight: Vec::new(),
             compiling: None,
             late_pipelines: Vec::new(),
-            last_recording: None,
         };
         if caps.robustness.device_fault {
             gpu.fault = Some(ash::ext::device_fault::Device::new(instance, &gpu.device));
@@ -283,43 +292,61 @@ impl Gpu {
         // SAFETY (whole block): plain object creation on a live device with
         // valid create infos; the handles are destroyed in `destroy`.
         unsafe {
-            self.cmd_pool = d.create_command_pool(
-                &vk::CommandPoolCreateInfo::default()
-                    .flags(vk::CommandPoolCreateFlags::TRANSIENT)
-                    .queue_family_index(probe.queue_family),
-                None,
-            )?;
-            self.cmd = d
-                .allocate_command_buffers(
-                    &vk::CommandBufferAllocateInfo::default()
-                        .command_pool(self.cmd_pool)
-                        .level(vk::CommandBufferLevel::PRIMARY)
-                        .command_buffer_count(1),
-                )?
-                .first()
-                .copied()
-                .ok_or(VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN))?;
-            self.fence = d.create_fence(&vk::FenceCreateInfo::default(), None)?;
+            let sizes = [vk::DescriptorPoolSize {
+                ty: vk::DescriptorType::STORAGE_BUFFER,
+                descriptor_count: max_buffers.max(1),
+            }];
+            for _ in 0..LANES {
+                // Pushed before anything else is created, so `destroy`
+                // frees what a failure part-way left.
+                self.lanes.push(Lane {
+                    cmd_pool: vk::CommandPool::null(),
+                    cmd: vk::CommandBuffer::null(),
+                    fence: vk::Fence::null(),
+                    desc_pool: vk::DescriptorPool::null(),
+                    busy: false,
+                    in_flight: Vec::new(),
+                    dispatches: 0,
+                    last_recording: None,
+                });
+                let lane = self
+                    .lanes
+                    .last_mut()
+                    .ok_or(VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN))?;
+                lane.cmd_pool = d.create_command_pool(
+                    &vk::CommandPoolCreateInfo::default()
+                        .flags(vk::CommandPoolCreateFlags::TRANSIENT)
+                        .queue_family_index(probe.queue_family),
+                    None,
+                )?;
+                lane.cmd = d
+                    .allocate_command_buffers(
+                        &vk::CommandBufferAllocateInfo::default()
+                            .command_pool(lane.cmd_pool)
+                            .level(vk::CommandBufferLevel::PRIMARY)
+                            .command_buffer_count(1),
+                    )?
+                    .first()
+                    .copied()
+                    .ok_or(VulkanError::Vulkan(vk::Result::ERROR_UNKNOWN))?;
+                lane.fence = d.create_fence(&vk::FenceCreateInfo::default(), None)?;
+                lane.desc_pool = d.create_descriptor_pool(
+                    &vk::DescriptorPoolCreateInfo::default()
+                        .max_sets(1)
+                        .pool_sizes(&sizes),
+                    None,
+                )?;
+            }
             if timestamps {
                 self.query_pool = Some(
                     d.create_query_pool(
                         &vk::QueryPoolCreateInfo::default()
                             .query_type(vk::QueryType::TIMESTAMP)
-                            .query_count(2),
+                            .query_count(2 * LANES as u32),
                         None,
                     )?,
                 );
             }
-            let sizes = [vk::DescriptorPoolSize {
-                ty: vk::DescriptorType::STORAGE_BUFFER,
-                descriptor_count: max_buffers.max(1),
-            }];
-            self.desc_pool = d.create_descriptor_pool(
-                &vk::DescriptorPoolCreateInfo::default()
-                    .max_sets(1)
-                    .pool_sizes(&sizes),
-                None,
-            )?;
             // Memory type: device-local + host-visible + coherent first
             // (integrated GPUs, ReBAR, lavapipe), else device-local with
             // host-visible staging, else host-visible only.
@@ -541,7 +568,7 @@ impl Gpu {
             self.pooled_bytes += slot.capacity;
             self.free.entry(slot.capacity).or_default().push(slot);
         } else {
-            self.last_recording = None;
+            self.forget_recordings();
             self.free_slot(slot);
         }
     }
@@ -686,7 +713,7 @@ impl Gpu {
                 .min_by_key(|(_, p)| p.last_used)
                 .map(|(k, _)| *k)
             {
-                self.last_recording = None;
+                self.forget_recordings();
                 if let Some(p) = self.pipelines.remove(&old) {
                     // SAFETY: no submission is pending (run waits for its fence).
                     unsafe { self.device.destroy_pipeline(p.pipeline, None) };
@@ -741,15 +768,31 @@ impl Gpu {
             }
             self.compiling = None;
         }
-        // SAFETY: the fence belongs to this live device.
+        let d = &self.device;
+        // SAFETY: the fences belong to this live device.
         // A lost device (error) has settled too.
-        !self.busy || unsafe { self.device.get_fence_status(self.fence) }.unwrap_or(true)
+        self.lanes
+            .iter()
+            .all(|l| !l.busy || unsafe { d.get_fence_status(l.fence) }.unwrap_or(true))
+    }
+
+    /// Whether a lane's submission is known not to have completed.
+    pub(crate) fn busy(&self) -> bool {
+        self.lanes.iter().any(|l| l.busy)
+    }
+
+    /// Drops every lane's recorded shape: a pipeline or buffer it may name
+    /// is about to be destroyed.
+    pub(crate) fn forget_recordings(&mut self) {
+        for l in &mut self.lanes {
+            l.last_recording = None;
+        }
     }
 
     /// Destroys everything. Must only be called when no submission is
     /// pending (`busy == false` or `settled()`).
     pub(crate) fn destroy(&mut self) {
-        self.last_recording = None;
+        self.forget_recordings();
         // SAFETY: no work is pending (caller's contract), so every object
         // can be destroyed; each handle is destroyed once (maps are drained,
         // handles reset to null, and destroying a null handle is a no-op).
@@ -766,12 +809,13 @@ impl Gpu {
                 self.device.destroy_descriptor_set_layout(dsl, None);
             }
             let mut slots: Vec<Slot> = self.free.drain().flat_map(|(_, v)| v).collect();
-            slots.append(&mut self.in_flight);
+            for l in &mut self.lanes {
+                slots.append(&mut l.in_flight);
+            }
             for s in slots {
                 self.free_slot(s);
             }
             self.pooled_bytes = 0;
-            self.device.destroy_descriptor_pool(self.desc_pool, None);
             self.device
                 .destroy_descriptor_pool(self.watchdog.pool, None);
             self.device
@@ -786,8 +830,11 @@ impl Gpu {
             if let Some(q) = self.query_pool.take() {
                 self.device.destroy_query_pool(q, None);
             }
-            self.device.destroy_fence(self.fence, None);
-            self.device.destroy_command_pool(self.cmd_pool, None);
+            for l in self.lanes.drain(..) {
+                self.device.destroy_descriptor_pool(l.desc_pool, None);
+                self.device.destroy_fence(l.fence, None);
+                self.device.destroy_command_pool(l.cmd_pool, None);
+            }
             self.device.destroy_device(None);
         }
     }

@@ -47,8 +47,8 @@ pub use caps::{
     MAX_MEMORY_HEAPS,
 };
 pub use dispatcher::{
-    check_kernel, BufferSpec, CheckedKernel, Dispatcher, DispatcherConfig, JobOutput, KernelJob,
-    MeterClock, Metering, Usage, MAX_BINDINGS, MAX_PUSH_CONSTANTS,
+    check_kernel, BatchJob, BufferSpec, CheckedKernel, Dispatcher, DispatcherConfig, JobOutput,
+    KernelJob, MeterClock, Metering, Usage, MAX_BINDINGS, MAX_PUSH_CONSTANTS,
 };
 pub use error::{JobError, KernelRejection, VulkanError};
 pub use instance::{

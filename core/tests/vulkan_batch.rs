@@ -1,0 +1,276 @@
+//! Jobs submitted to the device together (`Dispatcher::run_batch`) give
+//! what they give one at a time; a job that times out or is cancelled in
+//! the middle of a batch fails alone, and the jobs behind it (which the
+//! watchdog stops too) run again rather than return what a stopped kernel
+//! left.
+#![cfg(feature = "vulkan")]
+
+mod vulkan_support;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_core::vulkan::*;
+use vulkan_support::*;
+
+/// A job's parts, owned, so a batch can borrow them.
+struct Owned {
+    spirv: Vec<u8>,
+    push: Vec<u8>,
+    grid: [u32; 3],
+    len: u64,
+    init: Option<Vec<u8>>,
+    /// Never ends: alone, it times out.
+    endless: bool,
+}
+
+impl Owned {
+    /// Escape counts of a 32x24 Mandelbrot image after at most `max_iter`
+    /// iterations: a kernel with a loop, which the watchdog cuts short.
+    fn mandelbrot(max_iter: u32) -> Owned {
+        let (w, h) = (32u32, 24u32);
+        let push = [w, h, max_iter]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Owned {
+            spirv: kernel("mandelbrot"),
+            push,
+            grid: [w / 8, h / 8, 1],
+            len: u64::from(w * h) * 4,
+            init: None,
+            endless: false,
+        }
+    }
+
+    /// A kernel that never ends.
+    fn endless() -> Owned {
+        Owned {
+            spirv: kernel("hostile_loop"),
+            push: Vec::new(),
+            grid: [64, 1, 1],
+            len: 64,
+            init: None,
+            endless: true,
+        }
+    }
+
+    /// A kernel the gate refuses (it reads through a device address).
+    fn refused() -> Owned {
+        Owned {
+            spirv: kernel("hostile_bda"),
+            push: Vec::new(),
+            grid: [1, 1, 1],
+            len: 64,
+            init: Some(vec![7; 16]),
+            endless: false,
+        }
+    }
+}
+
+/// Runs `jobs` as one batch (deadline `limit` from now, cancel flags as
+/// given) and returns each job's outcome by index; each is reported once.
+fn run_batch(
+    d: &mut Dispatcher,
+    jobs: &[Owned],
+    limits: &[Duration],
+    cancels: &[Option<Arc<AtomicBool>>],
+) -> Vec<Result<JobOutput, JobError>> {
+    let specs: Vec<[BufferSpec<'_>; 1]> = jobs
+        .iter()
+        .map(|j| {
+            [BufferSpec {
+                binding: 0,
+                len: j.len,
+                init: j.init.as_deref(),
+                readback: true,
+            }]
+        })
+        .collect();
+    let now = Instant::now();
+    let batch: Vec<BatchJob<'_>> = jobs
+        .iter()
+        .zip(&specs)
+        .zip(limits.iter().zip(cancels))
+        .map(|((j, s), (limit, cancel))| BatchJob {
+            job: KernelJob {
+                spirv: &j.spirv,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &j.push,
+                grid: j.grid,
+                buffers: s,
+            },
+            deadline: now + *limit,
+            cancel: cancel.as_ref(),
+        })
+        .collect();
+    let mut got: Vec<Option<Result<JobOutput, JobError>>> = jobs.iter().map(|_| None).collect();
+    d.run_batch(&batch, |i, r| {
+        assert!(got[i].is_none(), "job {i} reported twice");
+        got[i] = Some(r);
+    });
+    got.into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| panic!("job {i} never reported")))
+        .collect()
+}
+
+/// Builds the pipelines of the Mandelbrot and endless kernels on `d`'s
+/// device (the endless one cancelled, which keeps the device), so every
+/// job of a batch can join it.
+fn build_pipelines(d: &mut Dispatcher) {
+    let endless = Owned::endless();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let got = run_batch(
+        d,
+        &[Owned::mandelbrot(5), endless],
+        &[TIMEOUT, TIMEOUT],
+        &[None, Some(cancel)],
+    );
+    let _ = setter.join();
+    assert!(got[0].is_ok(), "{:?}", got[0]);
+    assert_eq!(got[1], Err(JobError::Cancelled));
+}
+
+/// What each job gives run alone on a fresh dispatcher (an endless one
+/// is not run: it times out).
+fn alone(jobs: &[Owned]) -> Vec<Result<Vec<Vec<u8>>, JobError>> {
+    let mut d = dispatcher();
+    jobs.iter()
+        .map(|j| {
+            if j.endless {
+                return Err(JobError::Timeout);
+            }
+            let bufs = [BufferSpec {
+                binding: 0,
+                len: j.len,
+                init: j.init.as_deref(),
+                readback: true,
+            }];
+            let job = KernelJob {
+                spirv: &j.spirv,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &j.push,
+                grid: j.grid,
+                buffers: &bufs,
+            };
+            d.run(&job, TIMEOUT).map(|o| o.outputs)
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_gives_what_its_jobs_give_one_at_a_time() {
+    let mut d = dispatcher();
+    let generation = d.device_generation();
+    // A refused kernel, a kernel the device has not built yet and a
+    // second batch's worth of jobs, among plain ones.
+    let mut jobs: Vec<Owned> = (0..5).map(|i| Owned::mandelbrot(10 + 7 * i)).collect();
+    jobs.insert(2, Owned::refused());
+    jobs.push(Owned {
+        spirv: kernel("copy"),
+        push: Vec::new(),
+        grid: [1, 1, 1],
+        len: 1024,
+        init: Some((0..=255u8).cycle().take(1024).collect()),
+        endless: false,
+    });
+    jobs.extend((0..6).map(|i| Owned::mandelbrot(100 + i)));
+    let n = jobs.len();
+    let want = alone(&jobs);
+    for round in 0..2 {
+        let got = run_batch(&mut d, &jobs, &vec![TIMEOUT; n], &vec![None; n]);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match (g, w) {
+                (Ok(g), Ok(w)) => {
+                    assert!(g.outputs == *w, "round {round}, job {i}: outputs differ")
+                }
+                (Err(g), Err(w)) => assert_eq!(g, w, "round {round}, job {i}"),
+                _ => panic!("round {round}, job {i}: {g:?} alone gave {w:?}"),
+            }
+        }
+        assert!(matches!(got[2], Err(JobError::Rejected(_))));
+    }
+    assert_eq!(d.device_generation(), generation, "no device was replaced");
+    assert_clean(&d);
+}
+
+#[test]
+fn an_endless_kernel_in_a_batch_times_out_alone() {
+    let mut d = dispatcher();
+    let mut jobs: Vec<Owned> = (0..6).map(|i| Owned::mandelbrot(50 + 13 * i)).collect();
+    jobs.insert(2, Owned::endless());
+    let n = jobs.len();
+    build_pipelines(&mut d);
+    let generation = d.device_generation();
+    let want = alone(&jobs);
+    let mut limits = vec![TIMEOUT; n];
+    limits[2] = Duration::from_millis(500);
+    let t = Instant::now();
+    let got = run_batch(&mut d, &jobs, &limits, &vec![None; n]);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        match (g, w) {
+            (Ok(g), Ok(w)) => assert!(g.outputs == *w, "job {i}: outputs differ"),
+            (Err(g), Err(w)) => assert_eq!(g, w, "job {i}"),
+            _ => panic!("job {i}: {g:?}, alone {w:?}"),
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        d.device_generation() > generation,
+        "the device was replaced"
+    );
+    still_serving(&mut d);
+    assert_clean(&d);
+}
+
+#[test]
+fn a_job_cancelled_in_a_batch_fails_alone_and_the_device_is_kept() {
+    let mut d = dispatcher();
+    let mut jobs: Vec<Owned> = (0..6).map(|i| Owned::mandelbrot(60 + 11 * i)).collect();
+    jobs.insert(1, Owned::endless());
+    let n = jobs.len();
+    build_pipelines(&mut d);
+    let generation = d.device_generation();
+    let want = alone(&jobs);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut cancels = vec![None; n];
+    cancels[1] = Some(cancel.clone());
+    let setter = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let got = run_batch(&mut d, &jobs, &vec![TIMEOUT; n], &cancels);
+    let _ = setter.join();
+    assert_eq!(got[1], Err(JobError::Cancelled));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let (Ok(g), Ok(w)) = (g, w) else {
+            panic!("job {i}: {g:?}, alone {w:?}");
+        };
+        assert!(
+            g.outputs == *w,
+            "job {i}: outputs differ from its run alone"
+        );
+    }
+    assert_eq!(d.device_generation(), generation, "the device was kept");
+    still_serving(&mut d);
+    assert_clean(&d);
+}
