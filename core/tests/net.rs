@@ -2,7 +2,8 @@
 //! over TLS 1.3 with a verified receipt, a pinned key that does not match
 //! (refused), a connection killed before the acknowledgement, a restart
 //! holding an unacknowledged result, and two jobs pipelined (the next one's
-//! inputs arrive while one runs, outputs upload while the next runs).
+//! inputs arrive while one runs, outputs upload while the next runs), and
+//! jobs queued together reaching a batching executor as one batch.
 #![cfg(feature = "net")]
 
 use std::io::{Read, Write};
@@ -1149,5 +1150,87 @@ fn an_offer_is_answered_ahead_of_most_of_a_large_output() {
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(s);
+    handle.join().unwrap();
+}
+
+/// An executor that takes batches: jobs queued while one runs reach it
+/// together, and each result it reports (here in reverse order) reaches
+/// the coordinator with its own verified receipt.
+#[test]
+fn jobs_queued_while_one_runs_reach_a_batching_executor_together() {
+    struct Batching {
+        gate: std::sync::mpsc::Receiver<()>,
+        started: std::sync::mpsc::Sender<u64>,
+        sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+    impl tessera_core::net::Executor for Batching {
+        fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+            self.sizes.lock().unwrap().push(1);
+            self.started.send(job.id).unwrap();
+            self.gate
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the test releases the first job");
+            increment(job)
+        }
+        fn batch_size(&self) -> usize {
+            4
+        }
+        fn run_batch(
+            &mut self,
+            jobs: &[&JobToRun],
+            done: &mut dyn FnMut(usize, Result<JobOutputs, tessera_core::net::JobFailure>),
+        ) {
+            self.sizes.lock().unwrap().push(jobs.len());
+            for (i, job) in jobs.iter().enumerate().rev() {
+                done(i, increment(job));
+            }
+        }
+    }
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let executor = Batching {
+        gate,
+        started: started_tx,
+        sizes: sizes.clone(),
+    };
+    let rt = runtime_with(port, Trust::PinnedKey(srv.spki), None, executor);
+    let Running { handle, stop, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    let pk = s.handshake();
+    let jobs: Vec<JobDescription> = (1..=4u8)
+        .map(|n| JobDescription {
+            nonce: [n; 32],
+            ..job()
+        })
+        .collect();
+    for (id, j) in (1..).zip(&jobs) {
+        assert!(matches!(
+            Message::decode(&s.offer(j, id)),
+            Ok(Message::OfferAccept(_))
+        ));
+        s.assign(j, id);
+        s.tls.flush().unwrap();
+        if id == 1 {
+            assert_eq!(started.recv_timeout(Duration::from_secs(20)), Ok(1));
+        } else {
+            s.until(|m| matches!(m, Message::Started(r) if r.job == id));
+        }
+    }
+    release.send(()).unwrap();
+    let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
+    for id in [1u64, 4, 3, 2] {
+        let (out, receipt) = s.collect(id);
+        assert_eq!(out, expected(), "job {id}");
+        verifier
+            .verify_next(&receipt, Some(&jobs[id as usize - 1].nonce))
+            .unwrap();
+        s.send(&Message::ResultAck(JobRef { job: id }));
+    }
+    assert_eq!(*sizes.lock().unwrap(), vec![1, 3]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     handle.join().unwrap();
 }
