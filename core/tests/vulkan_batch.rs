@@ -54,6 +54,19 @@ impl Owned {
         }
     }
 
+    /// A kernel with no loop (the watchdog cannot stop it) running
+    /// `workgroups` groups of 64 invocations.
+    fn busy(workgroups: u32) -> Owned {
+        Owned {
+            spirv: kernel("hostile_busy"),
+            push: Vec::new(),
+            grid: [workgroups, 1, 1],
+            len: 192 * 16,
+            init: Some(vec![1; 192 * 16]),
+            endless: false,
+        }
+    }
+
     /// A kernel the gate refuses (it reads through a device address).
     fn refused() -> Owned {
         Owned {
@@ -169,7 +182,21 @@ fn alone(jobs: &[Owned]) -> Vec<Result<Vec<Vec<u8>>, JobError>> {
 
 #[test]
 fn a_batch_gives_what_its_jobs_give_one_at_a_time() {
-    let mut d = dispatcher();
+    batch_equals_jobs_alone(Metering::Auto);
+}
+
+/// With timestamps each job's pair is its own, after a barrier that makes
+/// the job wait for the one submitted before it.
+#[test]
+fn a_batch_metered_by_timestamps_gives_what_its_jobs_give_one_at_a_time() {
+    batch_equals_jobs_alone(Metering::Timestamps);
+}
+
+fn batch_equals_jobs_alone(metering: Metering) {
+    let mut d = dispatcher_with(DispatcherConfig {
+        metering,
+        ..DispatcherConfig::default()
+    });
     let generation = d.device_generation();
     // A refused kernel, a kernel the device has not built yet and a
     // second batch's worth of jobs, among plain ones.
@@ -191,7 +218,10 @@ fn a_batch_gives_what_its_jobs_give_one_at_a_time() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             match (g, w) {
                 (Ok(g), Ok(w)) => {
-                    assert!(g.outputs == *w, "round {round}, job {i}: outputs differ")
+                    assert!(g.outputs == *w, "round {round}, job {i}: outputs differ");
+                    if metering == Metering::Timestamps {
+                        assert_eq!(g.usage.clock, MeterClock::GpuTimestamps);
+                    }
                 }
                 (Err(g), Err(w)) => assert_eq!(g, w, "round {round}, job {i}"),
                 _ => panic!("round {round}, job {i}: {g:?} alone gave {w:?}"),
@@ -228,10 +258,8 @@ fn an_endless_kernel_in_a_batch_times_out_alone() {
         "took {:?}",
         t.elapsed()
     );
-    assert!(
-        d.device_generation() > generation,
-        "the device was replaced"
-    );
+    // Every kernel left at the watchdog within the grace time.
+    assert_eq!(d.device_generation(), generation, "the device was kept");
     still_serving(&mut d);
     assert_clean(&d);
 }
@@ -270,6 +298,60 @@ fn a_job_cancelled_in_a_batch_fails_alone_and_the_device_is_kept() {
             "job {i}: outputs differ from its run alone"
         );
     }
+    assert_eq!(d.device_generation(), generation, "the device was kept");
+    still_serving(&mut d);
+    assert_clean(&d);
+}
+
+/// A job that times out in a batch stops the jobs behind it with the
+/// watchdog and gets the grace time: the kernels behind, which the
+/// watchdog cannot stop, are small and end, so the device is kept and
+/// they run again on it, rather than hold an abandoned device and be
+/// refused for it (the bound here is one abandoned device).
+#[test]
+fn jobs_behind_a_timeout_are_not_refused_for_its_abandoned_device() {
+    let mut d = dispatcher_with(DispatcherConfig {
+        max_abandoned_devices: 1,
+        ..DispatcherConfig::default()
+    });
+    build_pipelines(&mut d);
+    run_batch(&mut d, &[Owned::busy(1)], &[TIMEOUT], &[None]);
+    let generation = d.device_generation();
+    let jobs = vec![Owned::endless(), Owned::busy(256), Owned::mandelbrot(20)];
+    let want = alone(&jobs);
+    let got = run_batch(
+        &mut d,
+        &jobs,
+        &[Duration::from_millis(500), TIMEOUT, TIMEOUT],
+        &[None, None, None],
+    );
+    assert_eq!(got[0], Err(JobError::Timeout));
+    for i in 1..3 {
+        let (Ok(g), Ok(w)) = (&got[i], &want[i]) else {
+            panic!("job {i}: {:?}, alone {:?}", got[i], want[i]);
+        };
+        assert!(g.outputs == *w, "job {i}: outputs differ");
+    }
+    assert_eq!(d.device_generation(), generation, "the device was kept");
+    assert_clean(&d);
+}
+
+/// A small job whose deadline passes while it waits behind a long one
+/// times out without costing the device.
+#[test]
+fn a_job_that_times_out_waiting_in_a_batch_leaves_the_device() {
+    let mut d = dispatcher();
+    build_pipelines(&mut d);
+    run_batch(&mut d, &[Owned::busy(1)], &[TIMEOUT], &[None]);
+    let generation = d.device_generation();
+    let got = run_batch(
+        &mut d,
+        &[Owned::busy(20_000), Owned::busy(256)],
+        &[TIMEOUT, Duration::from_millis(100)],
+        &[None, None],
+    );
+    assert!(got[0].is_ok(), "{:?}", got[0]);
+    assert_eq!(got[1], Err(JobError::Timeout));
     assert_eq!(d.device_generation(), generation, "the device was kept");
     still_serving(&mut d);
     assert_clean(&d);

@@ -240,6 +240,76 @@ fn main() {
         );
     }
 
+    // Tiny jobs eight at a time through `run_batch`, beside the same eight
+    // one at a time, interleaved in rounds.
+    let tiny = &varied[..8];
+    let pushes: Vec<[u8; 4]> = tiny
+        .iter()
+        .map(|d| ((d.len() / 16) as u32).to_le_bytes())
+        .collect();
+    let specs: Vec<[BufferSpec<'_>; 2]> = tiny.iter().map(|d| copy_buffers(d, true)).collect();
+    let tiny_jobs: Vec<KernelJob<'_>> = pushes
+        .iter()
+        .zip(&specs)
+        .map(|(push, bufs)| KernelJob {
+            spirv: COPY_SPV,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: push,
+            grid: [1, 1, 1],
+            buffers: bufs,
+        })
+        .collect();
+    let batches = (per_round / tiny.len()).max(1);
+    let (mut batched_s, mut alone_s, mut counted) = (0.0, 0.0, 0usize);
+    for round in 0..=rounds {
+        let t = Instant::now();
+        for _ in 0..batches {
+            let deadline = Instant::now() + TIMEOUT;
+            let batch: Vec<BatchJob<'_>> = tiny_jobs
+                .iter()
+                .map(|&job| BatchJob {
+                    job,
+                    deadline,
+                    cancel: None,
+                })
+                .collect();
+            let mut right = 0;
+            d.run_batch(&batch, |i, r| {
+                if r.is_ok_and(|o| o.outputs.first() == tiny.get(i)) {
+                    right += 1;
+                }
+            });
+            if right != tiny.len() {
+                eprintln!("batched jobs failed or returned wrong data");
+                std::process::exit(1);
+            }
+        }
+        let batched = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..batches {
+            for (job, data) in tiny_jobs.iter().zip(tiny) {
+                if d.run_into(job, TIMEOUT, &mut outputs).is_err() || outputs.first() != Some(data)
+                {
+                    eprintln!("dispatcher failed on a tiny job");
+                    std::process::exit(1);
+                }
+            }
+        }
+        let alone = t.elapsed().as_secs_f64();
+        if round > 0 {
+            batched_s += batched;
+            alone_s += alone;
+            counted += batches * tiny.len();
+        }
+    }
+    line(
+        "vulkan.tiny_jobs_per_s_batched",
+        counted as f64 / batched_s,
+        "jobs/s",
+        &[("one_at_a_time", Some(counted as f64 / alone_s))],
+    );
+
     // Copy rate: 64 MiB through the copy kernel, bytes counted once,
     // GPU timestamps around the dispatch; median of 5 runs.
     let bytes: u64 = 64 << 20;

@@ -464,6 +464,17 @@ fn capacity_for(len: u64) -> u64 {
     len.max(256).next_power_of_two()
 }
 
+/// A job's invocations: its grid times its pipeline's workgroup size.
+fn invocations(job: &KernelJob<'_>, p: &Pipeline) -> u64 {
+    job.grid
+        .iter()
+        .chain(&p.local_size)
+        .fold(1u64, |n, d| n.saturating_mul(u64::from(*d)))
+}
+
+/// Most invocations of a job submitted behind others in a batch.
+const MAX_BATCHED_INVOCATIONS: u64 = 1 << 14;
+
 /// A device whose last submission never completed, kept until it does.
 struct Abandoned {
     gpu: Gpu,
@@ -795,17 +806,7 @@ impl Dispatcher {
 
     /// Refuses a job with more invocations than the device runs within
     /// its time limit.
-    fn check_work(
-        &self,
-        job: &KernelJob<'_>,
-        p: &Pipeline,
-        timeout: Duration,
-    ) -> Result<(), KernelRejection> {
-        let invocations = job
-            .grid
-            .iter()
-            .chain(&p.local_size)
-            .fold(1u64, |n, d| n.saturating_mul(u64::from(*d)));
+    fn check_work(&self, invocations: u64, timeout: Duration) -> Result<(), KernelRejection> {
         let max = (self.invocation_rate() * timeout.as_secs_f64()).min(u64::MAX as f64) as u64;
         if invocations > max.max(1) {
             return Err(KernelRejection::TooMuchWork { invocations, max });
@@ -973,16 +974,18 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
         done: &mut Reporter<'_>,
     ) {
+        let started = Instant::now();
         let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
         let mut round: Vec<(usize, Instant)> = Vec::with_capacity(LANES);
         while !pending.is_empty() {
             round.clear();
+            let generation = self.generation;
             // A device lost while submitting: recovered once the jobs
             // already submitted have ended.
             let mut lost = None;
             while round.len() < LANES {
                 let Some(&i) = pending.front() else { break };
-                match self.submit(&jobs[i], round.len()) {
+                match self.submit(&jobs[i], round.len(), started) {
                     Ok(Some(at)) => {
                         pending.pop_front();
                         round.push((i, at));
@@ -995,7 +998,7 @@ impl Dispatcher {
                         // failure happened before the job reached it.
                         if matches!(e, JobError::Timeout | JobError::DeviceLost { .. }) {
                             if round.is_empty() {
-                                self.recover(None, &e);
+                                self.recover(None, false, &e);
                             } else {
                                 lost = Some(e.clone());
                             }
@@ -1007,22 +1010,40 @@ impl Dispatcher {
                     }
                 }
             }
-            let mut previous: Option<Instant> = None;
-            let mut rerun = round.len();
-            for (lane, &(i, submitted)) in round.iter().enumerate() {
-                let began = previous.map_or(submitted, |p| p.max(submitted));
-                match self.finish(&jobs[i], lane, began, outputs) {
-                    Ok(usage) => {
-                        previous = Some(Instant::now());
-                        done(i, Ok(usage), outputs);
-                    }
+            // Each job is waited on in order, and outputs are read once
+            // all have ended (or one failed): the host copying one job's
+            // outputs must not count in the time of the job behind it.
+            let mut ended: Vec<Instant> = Vec::with_capacity(round.len());
+            let mut failed = None;
+            for (lane, &(i, _)) in round.iter().enumerate() {
+                match self.wait_lane(&jobs[i], lane) {
+                    Ok(()) => ended.push(Instant::now()),
                     Err(e) => {
-                        self.recover(Some(lane), &e);
-                        done(i, Err(e), outputs);
-                        rerun = lane + 1;
+                        failed = Some((lane, e));
                         break;
                     }
                 }
+            }
+            let mut previous: Option<Instant> = None;
+            for (lane, (&(i, submitted), &end)) in round.iter().zip(&ended).enumerate() {
+                // The device takes a job once it has the one before.
+                let began = previous.map_or(submitted, |p| p.max(submitted));
+                previous = Some(end);
+                let usage = self.collect(
+                    &jobs[i],
+                    lane,
+                    end.saturating_duration_since(began),
+                    outputs,
+                );
+                done(i, usage, outputs);
+            }
+            let mut rerun = round.len();
+            if let Some((lane, e)) = failed {
+                self.recover(Some(lane), round.len() > 1, &e);
+                if let Some(&(i, _)) = round.get(lane) {
+                    done(i, Err(e), outputs);
+                }
+                rerun = lane + 1;
             }
             // Those behind a failed job may have seen the watchdog stop
             // them (or were abandoned with the device): they run again.
@@ -1030,26 +1051,33 @@ impl Dispatcher {
                 pending.push_front(i);
             }
             if let Some(e) = lost {
-                if self.gpu.is_some() && rerun == round.len() {
-                    self.recover(None, &e);
+                // Unless the device was replaced meanwhile.
+                if self.generation == generation {
+                    self.recover(None, false, &e);
                 }
             }
             self.release_lanes();
         }
     }
 
-    /// After a job failed with `e` (in `lane` when it had been submitted):
-    /// stops every kernel still on the device and keeps the device when
-    /// they all leave within the grace time, else abandons it (always
-    /// after a timeout or a lost device) and opens a fresh one.
-    fn recover(&mut self, lane: Option<usize>, e: &JobError) {
+    /// After a job failed with `e` (in `lane` when it had been submitted;
+    /// `shared`: with other jobs submitted in its round): stops every
+    /// kernel still on the device and keeps the device when they all leave
+    /// within the grace time, else abandons it and opens a fresh one. A
+    /// lost device is abandoned at once, and so is one whose job timed out
+    /// alone on it, as ever; a timeout in a shared round gets the grace
+    /// time, so the other jobs' kernels (all small) are not left running on
+    /// an abandoned device, which counts against `max_abandoned_devices`.
+    fn recover(&mut self, lane: Option<usize>, shared: bool, e: &JobError) {
         let Some(gpu) = self.gpu.as_mut() else {
             return;
         };
-        let hard = matches!(e, JobError::Timeout | JobError::DeviceLost { .. });
-        // The failed job's own kernel had its grace time already.
-        let stuck = lane.is_some_and(|l| gpu.lanes.get(l).is_some_and(|l| l.busy));
-        if !hard && !stuck {
+        let timeout = matches!(e, JobError::Timeout);
+        let lost = matches!(e, JobError::DeviceLost { .. });
+        // A cancelled kernel that did not leave within its grace time, or
+        // a wait that failed otherwise with the work still submitted.
+        let stuck = !timeout && lane.is_some_and(|l| gpu.lanes.get(l).is_some_and(|l| l.busy));
+        if !lost && !stuck && (shared || !timeout) {
             if gpu.busy() {
                 gpu.set_watchdog(true);
                 let until = Instant::now() + CANCEL_GRACE;
@@ -1100,7 +1128,12 @@ impl Dispatcher {
     /// submitted. `None` (only behind other jobs, `lane > 0`): it must wait
     /// for them, because its pipeline is not built (building one may evict
     /// one they use) or its buffers do not fit beside theirs.
-    fn submit(&mut self, b: &BatchJob<'_>, lane: usize) -> Result<Option<Instant>, JobError> {
+    fn submit(
+        &mut self,
+        b: &BatchJob<'_>,
+        lane: usize,
+        started: Instant,
+    ) -> Result<Option<Instant>, JobError> {
         let job = &b.job;
         if b.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
             return Err(JobError::Cancelled);
@@ -1133,11 +1166,13 @@ impl Dispatcher {
             }
         }
         let p = self.pipeline(job, key, b.deadline)?;
-        self.check_work(
-            job,
-            &p,
-            b.deadline.saturating_duration_since(Instant::now()),
-        )?;
+        let invocations = invocations(job, &p);
+        // Behind other jobs only a small one: what a failure ahead of it
+        // may leave running on an abandoned device stays small.
+        if lane > 0 && invocations > MAX_BATCHED_INVOCATIONS {
+            return Ok(None);
+        }
+        self.check_work(invocations, b.deadline.saturating_duration_since(started))?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
         let align = self.probe.storage_alignment;
         let pool_limit = self.config.pool_bytes;
@@ -1264,6 +1299,17 @@ impl Dispatcher {
 
                 d.reset_command_pool(cmd_pool, vk::CommandPoolResetFlags::empty())?;
                 d.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default())?;
+                // The job starts once the work submitted before it (another
+                // lane's job) has ended, so neither is metered the other's
+                // time, on either clock.
+                barrier(
+                    d,
+                    cmd,
+                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    vk::AccessFlags::empty(),
+                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    vk::AccessFlags::empty(),
+                );
                 if let Some(qp) = gpu.query_pool {
                     d.cmd_reset_query_pool(cmd, qp, q0, 2);
                 }
@@ -1400,23 +1446,12 @@ impl Dispatcher {
         Ok(Some(submitted))
     }
 
-    /// Waits for the job submitted in `lane` (against its deadline, looking
-    /// at its cancel flag) and reads its outputs and usage; `began` is when
-    /// the device could start it. Leaves the lane's buffers to
-    /// [`Dispatcher::release_lanes`], and the watchdog and the device after
+    /// Waits for the job submitted in `lane`, against its deadline and
+    /// looking at its cancel flag. Leaves the watchdog and the device after
     /// a failure to [`Dispatcher::recover`].
-    fn finish(
-        &mut self,
-        b: &BatchJob<'_>,
-        lane: usize,
-        began: Instant,
-        outputs: &mut Vec<Vec<u8>>,
-    ) -> Result<Usage, JobError> {
-        let job = &b.job;
+    fn wait_lane(&mut self, b: &BatchJob<'_>, lane: usize) -> Result<(), JobError> {
         let deadline = b.deadline;
         let cancel = b.cancel;
-        let timestamp_mask = self.probe.timestamp_mask;
-        let timestamp_period_ns = self.probe.timestamp_period_ns;
         let gpu = self
             .gpu
             .as_mut()
@@ -1459,7 +1494,28 @@ impl Dispatcher {
             // What the stopped kernel wrote is dropped.
             return Err(JobError::Cancelled);
         }
-        let host_ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Ok(())
+    }
+
+    /// Reads the outputs and usage of the job that ended in `lane`; `took`
+    /// is its time on the host's clock. Leaves the lane's buffers to
+    /// [`Dispatcher::release_lanes`].
+    fn collect(
+        &mut self,
+        b: &BatchJob<'_>,
+        lane: usize,
+        took: Duration,
+        outputs: &mut Vec<Vec<u8>>,
+    ) -> Result<Usage, JobError> {
+        let job = &b.job;
+        let timestamp_mask = self.probe.timestamp_mask;
+        let timestamp_period_ns = self.probe.timestamp_period_ns;
+        let gpu = self
+            .gpu
+            .as_mut()
+            .ok_or(JobError::DeviceLost { fault: None })?;
+        let d = &gpu.device;
+        let host_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
 
         let mut gpu_time_ns = host_ns;
         let mut clock = MeterClock::HostClock;
