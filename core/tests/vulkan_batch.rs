@@ -356,3 +356,39 @@ fn a_job_that_times_out_waiting_in_a_batch_leaves_the_device() {
     still_serving(&mut d);
     assert_clean(&d);
 }
+
+/// A job whose deadline passes while it waits for the round ahead of it,
+/// and which then would start a round alone (too big to join one, or its
+/// kernel not built yet), fails without reaching the device: nothing is
+/// abandoned.
+#[test]
+fn a_job_whose_time_ran_out_before_its_round_never_reaches_the_device() {
+    for built in [true, false] {
+        let mut d = dispatcher_with(DispatcherConfig {
+            max_abandoned_devices: 1,
+            ..DispatcherConfig::default()
+        });
+        if built {
+            build_pipelines(&mut d);
+        }
+        run_batch(&mut d, &[Owned::busy(1)], &[TIMEOUT], &[None]);
+        let generation = d.device_generation();
+        let late = if built {
+            Owned::busy(20_000)
+        } else {
+            Owned::mandelbrot(5)
+        };
+        let got = run_batch(
+            &mut d,
+            &[Owned::busy(20_000), late],
+            &[TIMEOUT, Duration::from_millis(100)],
+            &[None, None],
+        );
+        assert!(got[0].is_ok(), "{:?}", got[0]);
+        assert_eq!(got[1], Err(JobError::Timeout), "built {built}");
+        assert_eq!(d.abandoned_devices(), 0, "built {built}: nothing abandoned");
+        assert_eq!(d.device_generation(), generation, "built {built}");
+        still_serving(&mut d);
+        assert_clean(&d);
+    }
+}

@@ -974,8 +974,10 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
         done: &mut Reporter<'_>,
     ) {
-        let started = Instant::now();
         let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
+        // Whether a job of this call reached the device: those after it
+        // waited.
+        let mut waited = false;
         let mut round: Vec<(usize, Instant)> = Vec::with_capacity(LANES);
         while !pending.is_empty() {
             round.clear();
@@ -985,10 +987,23 @@ impl Dispatcher {
             let mut lost = None;
             while round.len() < LANES {
                 let Some(&i) = pending.front() else { break };
-                match self.submit(&jobs[i], round.len(), started) {
+                let b = &jobs[i];
+                if waited
+                    && Instant::now() >= b.deadline
+                    && !b.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+                {
+                    // Its time ran out while it waited behind other jobs:
+                    // it fails without reaching the device. (A job that
+                    // waited for none is checked as `run` always did.)
+                    pending.pop_front();
+                    done(i, Err(JobError::Timeout), outputs);
+                    continue;
+                }
+                match self.submit(b, round.len()) {
                     Ok(Some(at)) => {
                         pending.pop_front();
                         round.push((i, at));
+                        waited = true;
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -996,17 +1011,19 @@ impl Dispatcher {
                         // Only a timeout (building the pipeline) or a lost
                         // device leaves the device to see to; any other
                         // failure happened before the job reached it.
-                        if matches!(e, JobError::Timeout | JobError::DeviceLost { .. }) {
-                            if round.is_empty() {
-                                self.recover(None, false, &e);
-                            } else {
-                                lost = Some(e.clone());
-                            }
-                        }
-                        done(i, Err(e), outputs);
-                        if lost.is_some() {
+                        let hard = matches!(e, JobError::Timeout | JobError::DeviceLost { .. });
+                        if hard && !round.is_empty() {
+                            // The device was lost under the jobs ahead (only
+                            // the first job of a round builds a pipeline):
+                            // this one runs again on the next device.
+                            pending.push_front(i);
+                            lost = Some(e);
                             break;
                         }
+                        if hard {
+                            self.recover(None, false, &e);
+                        }
+                        done(i, Err(e), outputs);
                     }
                 }
             }
@@ -1128,13 +1145,11 @@ impl Dispatcher {
     /// submitted. `None` (only behind other jobs, `lane > 0`): it must wait
     /// for them, because its pipeline is not built (building one may evict
     /// one they use) or its buffers do not fit beside theirs.
-    fn submit(
-        &mut self,
-        b: &BatchJob<'_>,
-        lane: usize,
-        started: Instant,
-    ) -> Result<Option<Instant>, JobError> {
+    fn submit(&mut self, b: &BatchJob<'_>, lane: usize) -> Result<Option<Instant>, JobError> {
         let job = &b.job;
+        // The job's time limit from here: validation and pipeline creation
+        // count, as for a job run alone.
+        let limit = b.deadline.saturating_duration_since(Instant::now());
         if b.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
             return Err(JobError::Cancelled);
         }
@@ -1172,7 +1187,7 @@ impl Dispatcher {
         if lane > 0 && invocations > MAX_BATCHED_INVOCATIONS {
             return Ok(None);
         }
-        self.check_work(invocations, b.deadline.saturating_duration_since(started))?;
+        self.check_work(invocations, limit)?;
         let zero_all = !self.probe.caps.robustness.robust_buffer_access2;
         let align = self.probe.storage_alignment;
         let pool_limit = self.config.pool_bytes;
@@ -1334,7 +1349,9 @@ impl Dispatcher {
                     );
                 }
                 if let Some(qp) = gpu.query_pool {
-                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::TOP_OF_PIPE, qp, q0);
+                    // Once every command before it has ended: the work
+                    // submitted before this job is not metered to it.
+                    d.cmd_write_timestamp(cmd, vk::PipelineStageFlags::ALL_COMMANDS, qp, q0);
                 }
                 d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, p.pipeline);
                 d.cmd_bind_descriptor_sets(
