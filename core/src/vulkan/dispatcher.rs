@@ -1256,13 +1256,12 @@ impl Dispatcher {
             push: job.push_constants[..p.push_bytes as usize].to_vec(),
             grid: job.grid,
         };
-        let reuse = match &gpu.lanes[lane].last_recording {
-            Some((k, n)) if *k == shape => {
-                dispatches = *n;
-                true
-            }
-            _ => false,
-        };
+        // The lane's last submission was that recording: its dispatch
+        // count is the lane's.
+        let reuse = gpu.lanes[lane].last_recording.as_ref() == Some(&shape);
+        if reuse {
+            dispatches = gpu.lanes[lane].dispatches;
+        }
         // SAFETY (whole block): every handle used belongs to this live device;
         // the command buffer, fence and descriptor pool are idle (the last
         // submission's fence was waited on), and the buffers bound are the
@@ -1438,7 +1437,7 @@ impl Dispatcher {
         };
         let submitted = Instant::now();
         gpu.lanes[lane].last_recording = match recorded {
-            Ok(()) => Some((shape, dispatches)),
+            Ok(()) => Some(shape),
             Err(_) => None,
         };
         if let Err(e) = recorded {

@@ -78,10 +78,11 @@ pub(crate) struct Lane {
     pub in_flight: Vec<Slot>,
     /// Dispatch commands of the lane's last submission.
     pub dispatches: u32,
-    /// Shape of the job recorded in `cmd` and its dispatch count; cleared
-    /// whenever a pipeline or buffer it may name is destroyed (handles can
-    /// be reused by new objects).
-    pub last_recording: Option<(super::dispatcher::RecordKey, u32)>,
+    /// Shape of the job recorded in `cmd`, set only by a submission of it
+    /// (so `dispatches` is its count); cleared whenever a pipeline or
+    /// buffer it may name is destroyed (handles can be reused by new
+    /// objects).
+    pub last_recording: Option<super::dispatcher::RecordKey>,
 }
 
 pub(crate) struct Gpu {
