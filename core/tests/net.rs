@@ -1234,3 +1234,68 @@ fn jobs_queued_while_one_runs_reach_a_batching_executor_together() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     handle.join().unwrap();
 }
+
+/// Outputs larger than one turn's upload go out turn after turn without
+/// waiting for anything to wake the runtime: the runtime here sleeps until
+/// its next timer (it has none: the session has no heartbeat), and nothing
+/// arrives from the coordinator meanwhile.
+#[test]
+fn a_large_output_goes_out_without_waiting_for_a_wake_up() {
+    const OUT: usize = 256 << 10;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let executor = FnExecutor(|_job: &JobToRun| {
+        Ok(JobOutputs {
+            outputs: vec![vec![0x5a; OUT]],
+            usage: Usage {
+                gpu_time_us: 10,
+                dispatches: 1,
+                ..Usage::default()
+            },
+        })
+    });
+    let mut rt = runtime_with(port, Trust::PinnedKey(srv.spki), None, executor);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            rt.step(None).unwrap();
+        }
+    });
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    // Three jobs: a turn may also be woken by chance (the socket filling
+    // up for a moment), rarely for all of them.
+    for id in 1..=3u64 {
+        let mut j = job();
+        j.nonce = [id as u8; 32];
+        j.buffers = vec![
+            ((0..1000u32).map(|i| i as u8).collect(), 1000, false),
+            (Vec::new(), OUT as u64, true),
+        ];
+        assert!(matches!(
+            Message::decode(&s.offer(&j, id)),
+            Ok(Message::OfferAccept(_))
+        ));
+        s.assign(&j, id);
+        s.tls.flush().unwrap();
+        s.until(|m| matches!(m, Message::Started(r) if r.job == id));
+        let t = std::time::Instant::now();
+        let (out, _) = s.collect(id);
+        let took = t.elapsed();
+        assert_eq!(out.len(), OUT);
+        // Eight turns. The socket takes each turn's bytes at once, so it
+        // does not say it is writable: a turn that waited for a wake-up
+        // would wait the runtime's longest sleep (200 ms). Sending them
+        // all takes a few milliseconds.
+        assert!(
+            took < Duration::from_millis(100),
+            "job {id}: {OUT} output bytes took {took:?}"
+        );
+        s.send(&Message::ResultAck(JobRef { job: id }));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(s);
+    handle.join().unwrap();
+}

@@ -458,6 +458,9 @@ pub struct Runtime<S: Signer> {
     /// When a drain the host asked for is given up on.
     drain_deadline: Option<StdInstant>,
     finished: bool,
+    /// Outputs waited this turn for TLS's records to reach the socket
+    /// ([`Runtime::work_jobs`]).
+    upload_held: bool,
     status: Status,
 }
 
@@ -549,6 +552,7 @@ impl<S: Signer> Runtime<S> {
             drain_asked: false,
             drain_deadline: None,
             finished: false,
+            upload_held: false,
             status,
             net,
         })
@@ -1234,6 +1238,7 @@ impl<S: Signer> Runtime<S> {
             .conn
             .as_ref()
             .is_none_or(|c| !c.tls.wants_write() && c.unsent() < TX_LIMIT);
+        self.upload_held = !caught_up && !self.host.to_upload.is_empty();
         if caught_up {
             let conn = &mut self.conn;
             let mut failure = None;
@@ -1313,8 +1318,11 @@ impl<S: Signer> Runtime<S> {
         any
     }
 
-    /// Sends what the turn gathered. `true` when that made room for more
-    /// ([`Runtime::flush`] had stopped at [`TX_LIMIT`]).
+    /// Sends what the turn gathered. `true` when that made room for more:
+    /// [`Runtime::flush`] had stopped at [`TX_LIMIT`], or outputs waited
+    /// for TLS's records to leave ([`Runtime::work_jobs`]) and they have.
+    /// Nothing else wakes the runtime for those outputs: the socket took
+    /// every byte, so it will not say it is writable.
     fn send(&mut self) -> bool {
         let Some(c) = self.conn.as_mut() else {
             return false;
@@ -1322,7 +1330,10 @@ impl<S: Signer> Runtime<S> {
         let was_full = c.unsent() >= TX_LIMIT;
         let gathered = c.gather();
         match gathered.and_then(|()| c.send()) {
-            Ok(sent) => sent && was_full && c.unsent() < TX_LIMIT,
+            Ok(sent) => {
+                let room = c.unsent() < TX_LIMIT;
+                (sent && was_full && room) || (self.upload_held && room)
+            }
             Err(e) => {
                 self.connection_failed(format!("write: {e}"));
                 false
