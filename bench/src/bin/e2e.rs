@@ -38,7 +38,7 @@
 //!   submitting at once (the agent takes up to four jobs), beside the
 //!   sequential rate, with the share of the wall time the executor (the
 //!   device) was running a job. `e2e.jobs_per_s_batched`: the same four in
-//!   flight through a coordinator that asks for batched receipts (up to 64
+//!   flight through a coordinator that asks for batched receipts (up to 8
 //!   a batch, 1 ms the longest wait), every result still verified by its
 //!   requester, beside both rates, with the receipts each signature covered;
 //!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
@@ -48,7 +48,10 @@
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
 //!   With 16 held, results waiting for their batch's signature and
-//!   acknowledgement leave the agent room for the next jobs; peer
+//!   acknowledgement leave the agent room for the next jobs, and batches
+//!   of 8 (half its slots) free half of them while the other half run;
+//!   the executor takes the jobs waiting for it together (a device batch,
+//!   `Executor::run_batch`). Peer
 //!   `held_4`: the same run to an agent holding the default 4 (its own
 //!   coordinator, in the same run).
 //! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the pipelined
@@ -68,7 +71,8 @@
 //!   same run), sent by four requesters at once: the share of the wall time
 //!   the executor was running a job, beside peer `sequential` (the same jobs
 //!   one at a time from one requester), with both rates and the executor's
-//!   mean run (`execute_us`). With four in flight the next job's offer and
+//!   busy time per job (`execute_us`; jobs that wait together run as one
+//!   device batch, which shares its time). With four in flight the next job's offer and
 //!   inputs and the last one's receipt and upload overlap the run, so the
 //!   share should be near 1. Where the device is the CPU (lavapipe), the
 //!   protocol's work also slows each run, which raises the share without
@@ -143,15 +147,31 @@ fn us(a: Instant, b: Instant) -> f64 {
 /// An executor that reports when each run started and ended.
 struct Timed<E> {
     inner: E,
-    runs: Sender<(Instant, Instant)>,
+    /// Each run's (or device batch's) start, end and jobs.
+    runs: Sender<(Instant, Instant, usize)>,
 }
 
 impl<E: Executor> Executor for Timed<E> {
     fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, JobFailure> {
         let start = Instant::now();
         let r = self.inner.run(job);
-        let _ = self.runs.send((start, Instant::now()));
+        let _ = self.runs.send((start, Instant::now(), 1));
         r
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+
+    /// A batch counts as busy from its start to its last result.
+    fn run_batch(
+        &mut self,
+        jobs: &[&JobToRun],
+        done: &mut dyn FnMut(usize, Result<JobOutputs, JobFailure>),
+    ) {
+        let start = Instant::now();
+        self.inner.run_batch(jobs, done);
+        let _ = self.runs.send((start, Instant::now(), jobs.len()));
     }
 
     fn accepting_jobs(&mut self) -> bool {
@@ -270,14 +290,18 @@ fn device_bound_p50(d: &mut Dispatcher, iters: u32, n: usize) -> f64 {
 }
 
 /// The executor's share of the wall time (its runs, drained from `runs`,
-/// over `wall` seconds) and its mean run in microseconds.
-fn busy_share(runs: &std::sync::mpsc::Receiver<(Instant, Instant)>, wall: f64) -> (f64, f64) {
-    let times: Vec<f64> = runs
-        .try_iter()
-        .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64())
-        .collect();
-    let busy: f64 = times.iter().sum();
-    (busy / wall, busy * 1e6 / times.len().max(1) as f64)
+/// over `wall` seconds) and its busy time per job in microseconds (a
+/// device batch's time shared by its jobs).
+fn busy_share(
+    runs: &std::sync::mpsc::Receiver<(Instant, Instant, usize)>,
+    wall: f64,
+) -> (f64, f64) {
+    let (mut busy, mut jobs) = (0.0, 0);
+    for (a, b, n) in runs.try_iter() {
+        busy += b.saturating_duration_since(a).as_secs_f64();
+        jobs += n;
+    }
+    (busy / wall, busy * 1e6 / jobs.max(1) as f64)
 }
 
 /// CPU time in nanoseconds of each thread of process `pid` now, by thread
@@ -541,7 +565,7 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("job {i}"), e));
         let done = Instant::now();
         e2e.push(us(t, done));
-        let (start, end) = runs
+        let (start, end, _) = runs
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| fail("executor timing", e));
         to_executor.push(us(t, start));
@@ -639,7 +663,7 @@ fn main() {
     while runs.try_recv().is_ok() {}
     let timed = |t: Instant, parts: &mut [Vec<f64>; 3]| {
         let done = Instant::now();
-        let (start, end) = runs
+        let (start, end, _) = runs
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| fail("executor timing", e));
         parts[0].push(us(t, start));
@@ -781,9 +805,12 @@ fn main() {
     drop(gpu_agent);
     drop(coordinator);
 
-    // A coordinator that asks for batches of up to 64 receipts, each result
+    // A coordinator that asks for batches of up to 8 receipts, each result
     // waiting at most 1 ms. Its agents send a heartbeat every 100 ms: until
-    // the first, it offers an agent at most 4 jobs at once.
+    // the first, it offers an agent at most 4 jobs at once. Half of the
+    // 16-slot agent's slots: a batch as large as its slots would hold them
+    // all until the last job ends, and the next jobs would come in waves.
+    const BATCH_RECEIPTS: usize = 8;
     let batching = || {
         CoordinatorProcess::start(
             exe,
@@ -791,7 +818,7 @@ fn main() {
             None,
             &[
                 "--batch-receipts".into(),
-                "64".into(),
+                BATCH_RECEIPTS.to_string(),
                 "--batch-delay-us".into(),
                 "1000".into(),
                 "--heartbeat-ms".into(),
