@@ -1299,3 +1299,76 @@ fn a_large_output_goes_out_without_waiting_for_a_wake_up() {
     drop(s);
     handle.join().unwrap();
 }
+
+/// A result waiting for its batch is signed when the coordinator's delay
+/// ends, to the microsecond: the poll's own timeout is whole milliseconds,
+/// rounded up, which would keep a 200 µs wait past a millisecond.
+#[test]
+fn a_batch_is_signed_when_its_delay_ends_not_at_the_next_millisecond() {
+    use tessera_core::wire::Batching;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rt = runtime(port, Trust::PinnedKey(srv.spki), None);
+    let Running { stop, handle, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    assert!(matches!(Message::decode(&s.next()), Ok(Message::Hello(_))));
+    let challenge = [0x3c; 32];
+    s.send(&Message::Welcome(Welcome {
+        version: 2,
+        challenge,
+        heartbeat_ms: 0,
+    }));
+    assert!(matches!(
+        Message::decode(&s.next()),
+        Ok(Message::Evidence(_))
+    ));
+    s.send(&Message::Ready);
+    s.send(&Message::Batching(Batching {
+        max_receipts: 8,
+        max_delay_us: 200,
+    }));
+    // A job accepted and never assigned could still join a batch, so each
+    // result after it waits for the delay.
+    let mut held = job();
+    held.nonce = [0xee; 32];
+    assert!(matches!(
+        Message::decode(&s.offer(&held, 100)),
+        Ok(Message::OfferAccept(_))
+    ));
+    // Each wait, from the result's output chunk to its receipt. Any one
+    // can run long on a busy machine: the median counts.
+    let mut waits = Vec::new();
+    for id in 1..=5u64 {
+        // Outputs of one chunk, which go out in the turn the job ends.
+        let mut j = job();
+        j.nonce = [id as u8; 32];
+        j.buffers = vec![((0..64u8).collect(), 64, false), (Vec::new(), 64, true)];
+        assert!(matches!(
+            Message::decode(&s.offer(&j, id)),
+            Ok(Message::OfferAccept(_))
+        ));
+        s.assign(&j, id);
+        s.tls.flush().unwrap();
+        let mut chunk = None;
+        loop {
+            match Message::decode(&s.next()).unwrap() {
+                Message::OutputChunk(c) if c.job == id => chunk = Some(std::time::Instant::now()),
+                Message::Receipt(r) if r.job == id => break,
+                _ => {}
+            }
+        }
+        waits.push(chunk.expect("outputs before the receipt").elapsed());
+        s.send(&Message::ResultAck(JobRef { job: id }));
+    }
+    let mut sorted = waits.clone();
+    sorted.sort();
+    assert!(
+        sorted[2] < Duration::from_micros(900),
+        "a 200 µs batch delay took {:?} (median of {waits:?})",
+        sorted[2]
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(s);
+    handle.join().unwrap();
+}

@@ -9,6 +9,8 @@
 pub mod executor;
 #[cfg(feature = "net")]
 pub mod runtime;
+#[cfg(feature = "net")]
+mod timer;
 pub mod tls;
 
 #[cfg(feature = "net")]

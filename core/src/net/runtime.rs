@@ -7,6 +7,11 @@
 //! goodbye. A host with its own event loop (a render engine) calls
 //! [`Runtime::step`] with a zero timeout whenever the file descriptor from
 //! [`Runtime::as_raw_fd`] is readable, and at least by [`Runtime::next_wakeup`].
+//!
+//! On Linux the agent's timers (a batch of receipts due, a deadline) wake
+//! the poll to the microsecond, through a timerfd registered in it, so that
+//! a coordinator's `max_delay_us` holds; elsewhere they wake it to the
+//! millisecond, the poll's own unit.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -25,6 +30,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use super::executor::{CancelFlag, Executor, JobFailure, JobOutputs, JobToRun};
+use super::timer::PreciseTimer;
 use crate::agent::ResultRecord;
 use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
 use crate::attest::{ChainState, Signer};
@@ -37,6 +43,7 @@ use crate::wire::{FailReason, JobId};
 
 const CONN: Token = Token(0);
 const WAKE: Token = Token(1);
+const TIMER: Token = Token(2);
 /// Plaintext read from TLS but not yet taken by the agent, at most.
 const RX_LIMIT: usize = 256 * 1024;
 /// TLS records gathered for the socket before they are sent: each turn of
@@ -424,6 +431,9 @@ pub struct Runtime<S: Signer> {
     poll: Poll,
     events: Events,
     waker: Arc<Waker>,
+    /// Wakes the poll when the agent's next timer is due, to the
+    /// microsecond.
+    timer: PreciseTimer,
     conn: Option<Conn>,
     work: Arc<WorkQueue>,
     /// Jobs given to the worker (waiting or running): the run's number and
@@ -512,6 +522,7 @@ impl<S: Signer> Runtime<S> {
         }
         let poll = Poll::new().map_err(RuntimeError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(RuntimeError::Io)?);
+        let timer = PreciseTimer::new(poll.registry(), TIMER).map_err(RuntimeError::Io)?;
         let work = Arc::new(WorkQueue::default());
         let (done_tx, done_rx) = channel::<FromWorker>();
         let worker = spawn_worker(executor, work.clone(), done_tx, waker.clone())?;
@@ -530,6 +541,7 @@ impl<S: Signer> Runtime<S> {
             poll,
             events: Events::with_capacity(64),
             waker,
+            timer,
             conn: None,
             work,
             given: HashMap::new(),
@@ -701,6 +713,10 @@ impl<S: Signer> Runtime<S> {
         }
         if let Some(t) = self.next_wakeup() {
             timeout = timeout.min(t.saturating_duration_since(StdInstant::now()));
+            // The poll's timeout is in whole milliseconds, rounded up.
+            if let Err(e) = self.timer.arm(t) {
+                log::debug!("timer: {e}; waking to the millisecond");
+            }
         }
         // Bytes left in the socket, with room for them now.
         let more = self
@@ -716,10 +732,15 @@ impl<S: Signer> Runtime<S> {
             Err(e) => return Err(RuntimeError::Io(e)),
         }
         let mut conn_ready = false;
+        let mut timer_fired = false;
         for event in self.events.iter() {
             if event.token() == CONN {
                 conn_ready = true;
             }
+            timer_fired |= event.token() == TIMER;
+        }
+        if timer_fired {
+            self.timer.fired();
         }
         if conn_ready || more {
             self.read_tls();
