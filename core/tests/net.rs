@@ -1336,10 +1336,13 @@ fn a_batch_is_signed_when_its_delay_ends_not_at_the_next_millisecond() {
         Message::decode(&s.offer(&held, 100)),
         Ok(Message::OfferAccept(_))
     ));
-    // Each wait, from the result's output chunk to its receipt. Any one
-    // can run long on a busy machine: the median counts.
+    // Each result's wait, from its output chunk (sent in the turn its run
+    // ended) to its receipt. Those under 100 µs measured nothing: both came
+    // in one read, the chunk having left late. Of the others any one can
+    // run long on a busy machine, or end early when something else wakes
+    // the runtime: most count.
     let mut waits = Vec::new();
-    for id in 1..=5u64 {
+    for id in 1..=11u64 {
         // Outputs of one chunk, which go out in the turn the job ends.
         let mut j = job();
         j.nonce = [id as u8; 32];
@@ -1361,12 +1364,18 @@ fn a_batch_is_signed_when_its_delay_ends_not_at_the_next_millisecond() {
         waits.push(chunk.expect("outputs before the receipt").elapsed());
         s.send(&Message::ResultAck(JobRef { job: id }));
     }
-    let mut sorted = waits.clone();
-    sorted.sort();
+    let measured: Vec<_> = waits
+        .iter()
+        .filter(|w| **w >= Duration::from_micros(100))
+        .collect();
+    let prompt = measured
+        .iter()
+        .filter(|w| ***w < Duration::from_micros(900))
+        .count();
     assert!(
-        sorted[2] < Duration::from_micros(900),
-        "a 200 µs batch delay took {:?} (median of {waits:?})",
-        sorted[2]
+        measured.len() >= 3 && prompt * 2 > measured.len(),
+        "with a 200 µs batch delay, {prompt} of {} waits were under 900 µs: {waits:?}",
+        measured.len()
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(s);

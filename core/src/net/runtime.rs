@@ -522,7 +522,7 @@ impl<S: Signer> Runtime<S> {
         }
         let poll = Poll::new().map_err(RuntimeError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(RuntimeError::Io)?);
-        let timer = PreciseTimer::new(poll.registry(), TIMER).map_err(RuntimeError::Io)?;
+        let timer = PreciseTimer::new(poll.registry(), TIMER);
         let work = Arc::new(WorkQueue::default());
         let (done_tx, done_rx) = channel::<FromWorker>();
         let worker = spawn_worker(executor, work.clone(), done_tx, waker.clone())?;
@@ -713,11 +713,8 @@ impl<S: Signer> Runtime<S> {
         }
         if let Some(t) = self.next_wakeup() {
             timeout = timeout.min(t.saturating_duration_since(StdInstant::now()));
-            // The poll's timeout is in whole milliseconds, rounded up.
-            if let Err(e) = self.timer.arm(t) {
-                log::debug!("timer: {e}; waking to the millisecond");
-            }
         }
+        self.arm_timer();
         // Bytes left in the socket, with room for them now.
         let more = self
             .conn
@@ -752,7 +749,20 @@ impl<S: Signer> Runtime<S> {
         }
         self.pump();
         self.update_interest();
+        // Again for a timer this turn set: a host with its own event loop
+        // waits on `as_raw_fd` until the next step.
+        self.arm_timer();
         Ok(())
+    }
+
+    /// Sets the timerfd for the agent's next timer: the poll's own timeout
+    /// is in whole milliseconds, rounded up.
+    fn arm_timer(&mut self) {
+        if let Some(t) = self.next_wakeup() {
+            if let Err(e) = self.timer.arm(t) {
+                log::debug!("timer: {e}; waking to the millisecond");
+            }
+        }
     }
 
     /// The drain ran out its time: stop now, keeping what the store holds.
