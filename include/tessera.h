@@ -2752,8 +2752,11 @@ tessera_result tessera_runtime_step(tessera_runtime *runtime,
 
 #if defined(TESSERA_HOSTED)
 /**
- * Writes how many milliseconds from now the runtime must be stepped at
- * the latest (0: now); `TESSERA_NOTHING` when only the descriptor matters.
+ * Writes how many milliseconds from now the runtime must be stepped (0:
+ * now), rounded up, so that a host never steps it before its time and
+ * spins; `TESSERA_NOTHING` when only the descriptor matters. On Linux the
+ * descriptor also becomes readable when that time comes, to the
+ * microsecond; elsewhere the host wakes up to a millisecond late.
  *
  * # Safety
  * `runtime` a live runtime used by no other thread now; `out` valid.

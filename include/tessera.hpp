@@ -718,7 +718,8 @@ public:
     /// for reading; do not read from or close it.
     int fd() const noexcept { return inner_->fd(); }
 
-    /// How long from now step() must be called at the latest (zero: now);
+    /// How long from now step() must be called (zero: now), rounded up to
+    /// the millisecond; on Linux fd() also becomes readable at that time.
     /// nullopt when only fd() matters.
     std::optional<std::chrono::milliseconds> next_wakeup() const noexcept
     {

@@ -394,8 +394,9 @@ func (r *Runtime) Step(maxWait time.Duration) error {
 	return check(C.tessera_runtime_step(ptr, C.uint64_t(maxWait/time.Millisecond)), op)
 }
 
-// NextWakeup returns how long from now the runtime must be stepped at the
-// latest (0: now), and false when only FD matters.
+// NextWakeup returns how long from now the runtime must be stepped (0: now),
+// rounded up to the millisecond (on Linux FD also becomes readable at that
+// time), and false when only FD matters.
 func (r *Runtime) NextWakeup() (time.Duration, bool, error) {
 	const op = "Runtime.NextWakeup"
 	ptr, err := r.beginExclusive(op)

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration as StdDuration, Instant as StdInstant};
+use std::time::Duration as StdDuration;
 
 use tessera_core::agent::{ResultRecord, MAX_RECORD_BYTES};
 use tessera_core::attest::{
@@ -1062,10 +1062,7 @@ impl Runtime {
 
     fn next_wakeup_ms(&self) -> i64 {
         match self.inner.next_wakeup() {
-            Some(t) => {
-                let ms = t.saturating_duration_since(StdInstant::now()).as_millis();
-                i64::try_from(ms).unwrap_or(i64::MAX)
-            }
+            Some(t) => i64::try_from(crate::runtime::millis_until(t)).unwrap_or(i64::MAX),
             None => -1,
         }
     }

@@ -651,8 +651,11 @@ pub unsafe extern "C" fn tessera_runtime_step(
     unsafe { with_stepped(runtime, f) }
 }
 
-/// Writes how many milliseconds from now the runtime must be stepped at
-/// the latest (0: now); `TESSERA_NOTHING` when only the descriptor matters.
+/// Writes how many milliseconds from now the runtime must be stepped (0:
+/// now), rounded up, so that a host never steps it before its time and
+/// spins; `TESSERA_NOTHING` when only the descriptor matters. On Linux the
+/// descriptor also becomes readable when that time comes, to the
+/// microsecond; elsewhere the host wakes up to a millisecond late.
 ///
 /// # Safety
 /// `runtime` a live runtime used by no other thread now; `out` valid.
@@ -665,9 +668,8 @@ pub unsafe extern "C" fn tessera_runtime_next_wakeup(
         non_null!(out);
         match rt.next_wakeup() {
             Some(t) => {
-                let ms = t.saturating_duration_since(std::time::Instant::now());
                 // SAFETY: valid for a write, by the caller.
-                unsafe { out.write(ms.as_millis().min(u128::from(u64::MAX)) as u64) };
+                unsafe { out.write(millis_until(t)) };
                 TESSERA_OK
             }
             None => TESSERA_NOTHING,
@@ -675,6 +677,15 @@ pub unsafe extern "C" fn tessera_runtime_next_wakeup(
     };
     // SAFETY: the caller's promise.
     unsafe { with_stepped(runtime, f) }
+}
+
+/// Whole milliseconds from now until `t`, rounded up: a time 300 µs away is
+/// 1, not 0 (which would have a host step the runtime again and again
+/// until it is due); one already past is 0.
+pub(crate) fn millis_until(t: std::time::Instant) -> u64 {
+    let left = t.saturating_duration_since(std::time::Instant::now());
+    let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 /// Writes the descriptor that becomes readable when the runtime has work
@@ -1100,4 +1111,20 @@ pub unsafe extern "C" fn tessera_set_log_callback(
         });
         TESSERA_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis_until;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_wake_up_under_a_millisecond_away_is_one_not_zero() {
+        let now = Instant::now();
+        assert_eq!(millis_until(now + Duration::from_micros(300)), 1);
+        assert_eq!(millis_until(now + Duration::from_micros(1500)), 2);
+        assert_eq!(millis_until(now + Duration::from_secs(10)), 10_000);
+        assert_eq!(millis_until(now), 0);
+        assert_eq!(millis_until(now - Duration::from_millis(5)), 0);
+    }
 }

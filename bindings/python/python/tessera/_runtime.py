@@ -625,8 +625,9 @@ class Runtime(Managed):
             check(lib.tessera_runtime_step(h, ms))
 
     def next_wakeup(self) -> Optional[float]:
-        """Seconds from now until the runtime must be stepped at the latest,
-        or ``None`` when only `fd()` matters."""
+        """Seconds from now until the runtime must be stepped, rounded up to
+        the millisecond (on Linux `fd()` also becomes readable at that
+        time), or ``None`` when only `fd()` matters."""
         out = ffi.new("uint64_t *")
         with self._exclusive() as h:
             code = lib.tessera_runtime_next_wakeup(h, out)
