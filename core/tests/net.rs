@@ -110,13 +110,18 @@ impl Session {
 
     /// Handshake; returns the provider's public key.
     fn handshake(&mut self) -> [u8; 32] {
+        self.handshake_version(1)
+    }
+
+    /// Handshake at protocol `version`; returns the provider's public key.
+    fn handshake_version(&mut self, version: u16) -> [u8; 32] {
         assert!(matches!(
             Message::decode(&self.next()),
             Ok(Message::Hello(_))
         ));
         let challenge = [0x3c; 32];
         self.send(&Message::Welcome(Welcome {
-            version: 1,
+            version,
             challenge,
             heartbeat_ms: 0,
         }));
@@ -1312,18 +1317,7 @@ fn a_batch_is_signed_when_its_delay_ends_not_at_the_next_millisecond() {
     let rt = runtime(port, Trust::PinnedKey(srv.spki), None);
     let Running { stop, handle, .. } = spawn(rt);
     let mut s = Session::accept(&listener, &srv.config);
-    assert!(matches!(Message::decode(&s.next()), Ok(Message::Hello(_))));
-    let challenge = [0x3c; 32];
-    s.send(&Message::Welcome(Welcome {
-        version: 2,
-        challenge,
-        heartbeat_ms: 0,
-    }));
-    assert!(matches!(
-        Message::decode(&s.next()),
-        Ok(Message::Evidence(_))
-    ));
-    s.send(&Message::Ready);
+    s.handshake_version(2);
     s.send(&Message::Batching(Batching {
         max_receipts: 8,
         max_delay_us: 200,

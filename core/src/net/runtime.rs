@@ -713,8 +713,8 @@ impl<S: Signer> Runtime<S> {
         }
         if let Some(t) = self.next_wakeup() {
             timeout = timeout.min(t.saturating_duration_since(StdInstant::now()));
+            self.arm_timer(t);
         }
-        self.arm_timer();
         // Bytes left in the socket, with room for them now.
         let more = self
             .conn
@@ -751,17 +751,17 @@ impl<S: Signer> Runtime<S> {
         self.update_interest();
         // Again for a timer this turn set: a host with its own event loop
         // waits on `as_raw_fd` until the next step.
-        self.arm_timer();
+        if let Some(t) = self.next_wakeup() {
+            self.arm_timer(t);
+        }
         Ok(())
     }
 
-    /// Sets the timerfd for the agent's next timer: the poll's own timeout
-    /// is in whole milliseconds, rounded up.
-    fn arm_timer(&mut self) {
-        if let Some(t) = self.next_wakeup() {
-            if let Err(e) = self.timer.arm(t) {
-                log::debug!("timer: {e}; waking to the millisecond");
-            }
+    /// Sets the timerfd for the agent's next timer, `at`: the poll's own
+    /// timeout is in whole milliseconds, rounded up.
+    fn arm_timer(&mut self, at: StdInstant) {
+        if let Err(e) = self.timer.arm(at) {
+            log::debug!("timer: {e}; waking to the millisecond");
         }
     }
 
