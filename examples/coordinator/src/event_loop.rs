@@ -357,6 +357,11 @@ impl Loop {
                             self.settle(i, Err(()));
                         } else if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             let r = self.with(i, |ctx, c| read(ctx, c, i));
+                            // What the read gave other connections goes out
+                            // first: a verified result reaches its requester
+                            // before the provider's acknowledgement is
+                            // written (and its peer woken).
+                            self.flush_dirty(&mut dirty, Some(i));
                             self.settle(i, r);
                         } else if ev.is_writable() {
                             self.settle(i, Ok(()));
@@ -391,19 +396,7 @@ impl Loop {
                 self.ctx.shared.engine().tick(now);
                 next_tick = after(now, TICK);
             }
-            loop {
-                self.ctx.shared.notify.take(&mut dirty);
-                if dirty.is_empty() {
-                    break;
-                }
-                for t in dirty.drain(..) {
-                    if t == PREPARED {
-                        self.prepared();
-                    } else {
-                        self.settle(t.0, Ok(()));
-                    }
-                }
-            }
+            self.flush_dirty(&mut dirty, None);
             if self.ctx.shared.stop.load(Ordering::SeqCst) {
                 if let Some(mut l) = self.listener.take() {
                     let _ = self.ctx.poll.registry().deregister(&mut l);
@@ -420,6 +413,25 @@ impl Loop {
         }
         // Ends the hashing thread.
         self.ctx.jobs = None;
+    }
+
+    /// Writes to every connection with something new to write, and takes
+    /// the prepared submissions, until none is left; except connection
+    /// `except`, which the caller settles next.
+    fn flush_dirty(&mut self, dirty: &mut Vec<Token>, except: Option<usize>) {
+        loop {
+            self.ctx.shared.notify.take(dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for t in dirty.drain(..) {
+                if t == PREPARED {
+                    self.prepared();
+                } else if Some(t.0) != except {
+                    self.settle(t.0, Ok(()));
+                }
+            }
+        }
     }
 
     fn with(
