@@ -53,11 +53,11 @@
 //!   acknowledgement leave the agent room for the next jobs, and batches
 //!   of 8 (half its slots) free half of them while the other half run;
 //!   the executor takes the jobs waiting for it together (a device batch,
-//!   `Executor::run_batch`). Peer
-//!   `held_4`: the same run to an agent holding the default 4 (its own
-//!   coordinator, in the same run).
-//! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the pipelined
-//!   run took, over every process and thread on the path: the requester
+//!   `Executor::run_batch`). The median of three runs, each run's rate in
+//!   `runs`. Peer `held_4`: the same runs to an agent holding the default 4
+//!   (its own coordinator, in the same process run), their median.
+//! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the median
+//!   pipelined run took, over every process and thread on the path: the requester
 //!   (this process's main thread), the coordinator (its whole process), the
 //!   agent's runtime thread, its executor thread, and this process's other
 //!   threads (the device's, lavapipe's, when the device is the CPU); read
@@ -294,6 +294,17 @@ fn device_bound_p50(d: &mut Dispatcher, iters: u32, n: usize) -> f64 {
 /// The executor's share of the wall time (its runs, drained from `runs`,
 /// over `wall` seconds) and its busy time per job in microseconds (a
 /// device batch's time shared by its jobs).
+/// One pipelined run's figures.
+struct Pipelined {
+    rate: f64,
+    wall: f64,
+    receipts_per_signature: f64,
+    busy: f64,
+    /// CPU nanoseconds of the requester, the coordinator, the agent's
+    /// runtime, its executor and the other threads; `None` without /proc.
+    cpu_ns: Option<[u64; 5]>,
+}
+
 fn busy_share(
     runs: &std::sync::mpsc::Receiver<(Instant, Instant, usize)>,
     wall: f64,
@@ -837,14 +848,24 @@ fn main() {
     // the pipeline filling and draining, and the machine's hiccups, as the
     // rate it holds.
     let pn = n * 8;
-    let pipelined_jobs: Vec<_> = (0..pn)
-        .map(|i| {
-            let mut j = tiny_job();
-            j.nonce = [0xEE; 32];
-            j.nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            j
-        })
-        .collect();
+    // Each run's jobs, with nonces of their own. Three runs of each, the
+    // median reported: this machine is noisy.
+    const RUNS: u8 = 3;
+    let pipelined_jobs = |run: u8| -> Vec<_> {
+        (0..pn)
+            .map(|i| {
+                let mut j = tiny_job();
+                j.nonce = [0xEE; 32];
+                j.nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                j.nonce[8] = run;
+                j
+            })
+            .collect()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     // Its peer, measured here: the same run to an agent holding the default
     // 4 jobs, whose results hold every slot while they wait for their batch
     // and its acknowledgement.
@@ -860,11 +881,16 @@ fn main() {
     );
     let mut requester = admitted(coordinator.addr, &tls);
     thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS));
-    let t = Instant::now();
-    for r in requester.submit_all(&pipelined_jobs, PIPELINED) {
-        r.unwrap_or_else(|e| fail("pipelined job, 4 held", e));
+    let mut held_4_rates = Vec::new();
+    for run in 0..RUNS {
+        let jobs = pipelined_jobs(run);
+        let t = Instant::now();
+        for r in requester.submit_all(&jobs, PIPELINED) {
+            r.unwrap_or_else(|e| fail("pipelined job, 4 held", e));
+        }
+        held_4_rates.push(pn as f64 / t.elapsed().as_secs_f64());
     }
-    let held_4_rate = pn as f64 / t.elapsed().as_secs_f64();
+    let held_4_rate = median(held_4_rates);
     drop(requester);
     drop(held_4);
     drop(coordinator);
@@ -900,65 +926,85 @@ fn main() {
     thread::sleep(Duration::from_millis(3 * HEARTBEAT_MS));
     let mut pipelined =
         Requester::connect(coordinator.addr, tls.clone()).unwrap_or_else(|e| fail("requester", e));
-    while runs.try_recv().is_ok() {}
     let me = std::process::id();
-    let (ours_before, coordinator_before) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
-    let t = Instant::now();
-    let results = pipelined.submit_all(&pipelined_jobs, PIPELINED);
-    let wall = t.elapsed().as_secs_f64();
-    let (ours_after, coordinator_after) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
-    // Without /proc (another system) there are no readings: no figure
-    // rather than zeros.
-    let readable = [
-        &ours_before,
-        &ours_after,
-        &coordinator_before,
-        &coordinator_after,
-    ]
-    .iter()
-    .all(|r| !r.is_empty());
-    let ours = cpu_between(&ours_before, &ours_after);
-    let coordinator_ns: u64 = cpu_between(&coordinator_before, &coordinator_after)
+    let cores = thread::available_parallelism().map_or(1, |c| c.get());
+    let mut measured = Vec::new();
+    for run in 0..RUNS {
+        let jobs = pipelined_jobs(run);
+        while runs.try_recv().is_ok() {}
+        let (ours_before, coordinator_before) =
+            (thread_cpu(me), thread_cpu(coordinator.child.id()));
+        let t = Instant::now();
+        let results = pipelined.submit_all(&jobs, PIPELINED);
+        let wall = t.elapsed().as_secs_f64();
+        let (ours_after, coordinator_after) = (thread_cpu(me), thread_cpu(coordinator.child.id()));
+        // Without /proc (another system) there are no readings: no figure
+        // rather than zeros.
+        let readable = [
+            &ours_before,
+            &ours_after,
+            &coordinator_before,
+            &coordinator_after,
+        ]
         .iter()
-        .map(|(_, _, ns)| ns)
-        .sum();
-    let mut statements = std::collections::HashSet::new();
-    for r in results {
-        let r = r.unwrap_or_else(|e| fail("pipelined job", e));
-        statements
-            .insert(r.receipt[..r.receipt.len().min(tessera_core::attest::BATCH_LEN)].to_vec());
+        .all(|r| !r.is_empty());
+        let ours = cpu_between(&ours_before, &ours_after);
+        let coordinator_ns: u64 = cpu_between(&coordinator_before, &coordinator_after)
+            .iter()
+            .map(|(_, _, ns)| ns)
+            .sum();
+        let mut statements = std::collections::HashSet::new();
+        for r in results {
+            let r = r.unwrap_or_else(|e| fail("pipelined job", e));
+            statements
+                .insert(r.receipt[..r.receipt.len().min(tessera_core::attest::BATCH_LEN)].to_vec());
+        }
+        let busy = busy_share(&runs, wall).0;
+        // Where the CPU went in that run, per job: the requester (this
+        // process's main thread), the coordinator (its whole process), the
+        // agent's runtime thread, its executor thread, and every other
+        // thread of this process, which is the device's (lavapipe's
+        // threads) when the device is the CPU.
+        let of = |pick: &dyn Fn(u32, &str) -> bool| -> u64 {
+            ours.iter()
+                .filter(|(tid, name, _)| pick(*tid, name))
+                .map(|(_, _, ns)| ns)
+                .sum()
+        };
+        let parts = [
+            of(&|tid, _| tid == me),
+            coordinator_ns,
+            of(&|tid, name| tid != me && name == AGENT_THREAD),
+            of(&|tid, name| tid != me && name.starts_with("tessera-exec")),
+            of(&|tid, name| tid != me && name != AGENT_THREAD && !name.starts_with("tessera-exec")),
+        ];
+        measured.push(Pipelined {
+            rate: pn as f64 / wall,
+            wall,
+            receipts_per_signature: pn as f64 / statements.len().max(1) as f64,
+            busy,
+            cpu_ns: readable.then_some(parts),
+        });
     }
-    let busy = busy_share(&runs, wall).0;
+    let rates: Vec<f64> = measured.iter().map(|m| m.rate).collect();
+    measured.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let m = &measured[measured.len() / 2];
+    let runs_json: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
     println!(
-        "{{\"name\": \"e2e.jobs_per_s_pipelined\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"held_4\": {:.1}, \"batched\": {:.1}, \"sequential\": {:.1}}}, \"in_flight\": {PIPELINED}, \"held\": {MAX_JOBS}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}}}",
-        pn as f64 / wall,
+        "{{\"name\": \"e2e.jobs_per_s_pipelined\", \"value\": {:.1}, \"unit\": \"jobs/s\", \"peers\": {{\"held_4\": {:.1}, \"batched\": {:.1}, \"sequential\": {:.1}}}, \"in_flight\": {PIPELINED}, \"held\": {MAX_JOBS}, \"receipts_per_signature\": {:.2}, \"executor_busy\": {:.3}, \"runs\": [{}]}}",
+        m.rate,
         held_4_rate,
         batched_rate,
         sequential_rate,
-        pn as f64 / statements.len().max(1) as f64,
-        busy
+        m.receipts_per_signature,
+        m.busy,
+        runs_json.join(", ")
     );
-    // Where the CPU went in that run, per job: the requester (this
-    // process's main thread), the coordinator (its whole process), the
-    // agent's runtime thread, its executor thread, and every other thread
-    // of this process, which is the device's (lavapipe's threads) when the
-    // device is the CPU; beside the CPU time a job may take, on this
-    // machine's cores, for 10,000 jobs a second.
+    // The median run's CPU per job, beside the CPU time a job may take, on
+    // this machine's cores, for 10,000 jobs a second.
     let per_job = |ns: u64| ns as f64 / 1e3 / pn as f64;
-    let of = |pick: &dyn Fn(u32, &str) -> bool| -> u64 {
-        ours.iter()
-            .filter(|(tid, name, _)| pick(*tid, name))
-            .map(|(_, _, ns)| ns)
-            .sum()
-    };
-    let requester_ns = of(&|tid, _| tid == me);
-    let agent_ns = of(&|tid, name| tid != me && name == AGENT_THREAD);
-    let executor_ns = of(&|tid, name| tid != me && name.starts_with("tessera-exec"));
-    let device_ns =
-        of(&|tid, name| tid != me && name != AGENT_THREAD && !name.starts_with("tessera-exec"));
-    let cores = thread::available_parallelism().map_or(1, |c| c.get());
-    let cpu_ns = requester_ns + coordinator_ns + agent_ns + executor_ns + device_ns;
-    if readable {
+    if let Some([requester_ns, coordinator_ns, agent_ns, executor_ns, device_ns]) = m.cpu_ns {
+        let cpu_ns = requester_ns + coordinator_ns + agent_ns + executor_ns + device_ns;
         println!(
             "{{\"name\": \"e2e.cpu_per_job_pipelined\", \"value\": {:.1}, \"unit\": \"us\", \"peers\": {{\"budget_at_10000_per_s\": {:.1}}}, \"parts\": {{\"requester\": {:.1}, \"coordinator\": {:.1}, \"agent\": {:.1}, \"executor\": {:.1}, \"device_and_other_threads\": {:.1}}}, \"cores\": {cores}, \"cores_busy\": {:.2}}}",
             per_job(cpu_ns),
@@ -968,7 +1014,7 @@ fn main() {
             per_job(agent_ns),
             per_job(executor_ns),
             per_job(device_ns),
-            cpu_ns as f64 / 1e9 / wall
+            cpu_ns as f64 / 1e9 / m.wall
         );
     } else {
         eprintln!("e2e.cpu_per_job_pipelined: no /proc/PID/task/TID/schedstat here");
