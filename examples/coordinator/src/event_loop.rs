@@ -360,8 +360,13 @@ impl Loop {
                             // What the read gave other connections goes out
                             // first: a verified result reaches its requester
                             // before the provider's acknowledgement is
-                            // written (and its peer woken).
-                            self.flush_dirty(&mut dirty, Some(i));
+                            // written (and its peer woken). Not when the
+                            // read failed: the connection is removed first,
+                            // as ever, so that nothing (a prepared
+                            // submission, a job) is given to it meanwhile.
+                            if r.is_ok() {
+                                self.flush_dirty(&mut dirty, Some(i));
+                            }
                             self.settle(i, r);
                         } else if ev.is_writable() {
                             self.settle(i, Ok(()));
