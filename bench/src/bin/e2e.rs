@@ -44,8 +44,8 @@
 //!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
 //!   `MAX_JOBS`; the others hold the default 4).
 //!   `e2e.jobs_per_s_pipelined`: one requester sending its jobs ahead of
-//!   their answers (`Requester::submit_all`, 64 in flight, 4,000 jobs:
-//!   eight times the other runs', so that filling and draining the
+//!   their answers (`Requester::submit_all`, 64 in flight, 4,000 jobs by
+//!   default: eight times the other runs', so that filling and draining the
 //!   pipeline weigh little) through the same
 //!   batching coordinator and agent (the coordinator queues the jobs the
 //!   agent has no slot for), every result verified, beside the batched rate.
@@ -291,9 +291,6 @@ fn device_bound_p50(d: &mut Dispatcher, iters: u32, n: usize) -> f64 {
     })
 }
 
-/// The executor's share of the wall time (its runs, drained from `runs`,
-/// over `wall` seconds) and its busy time per job in microseconds (a
-/// device batch's time shared by its jobs).
 /// One pipelined run's figures.
 struct Pipelined {
     rate: f64,
@@ -305,6 +302,9 @@ struct Pipelined {
     cpu_ns: Option<[u64; 5]>,
 }
 
+/// The executor's share of the wall time (its runs, drained from `runs`,
+/// over `wall` seconds) and its busy time per job in microseconds (a
+/// device batch's time shared by its jobs).
 fn busy_share(
     runs: &std::sync::mpsc::Receiver<(Instant, Instant, usize)>,
     wall: f64,
