@@ -683,7 +683,13 @@ pub unsafe extern "C" fn tessera_runtime_next_wakeup(
 /// 1, not 0 (which would have a host step the runtime again and again
 /// until it is due); one already past is 0.
 pub(crate) fn millis_until(t: std::time::Instant) -> u64 {
-    let left = t.saturating_duration_since(std::time::Instant::now());
+    millis_between(std::time::Instant::now(), t)
+}
+
+/// Whole milliseconds from `now` until `t`, rounded up; 0 when `t` is not
+/// after `now`.
+fn millis_between(now: std::time::Instant, t: std::time::Instant) -> u64 {
+    let left = t.saturating_duration_since(now);
     let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
@@ -1115,16 +1121,17 @@ pub unsafe extern "C" fn tessera_set_log_callback(
 
 #[cfg(test)]
 mod tests {
-    use super::millis_until;
+    use super::millis_between;
     use std::time::{Duration, Instant};
 
     #[test]
     fn a_wake_up_under_a_millisecond_away_is_one_not_zero() {
         let now = Instant::now();
-        assert_eq!(millis_until(now + Duration::from_micros(300)), 1);
-        assert_eq!(millis_until(now + Duration::from_micros(1500)), 2);
-        assert_eq!(millis_until(now + Duration::from_secs(10)), 10_000);
-        assert_eq!(millis_until(now), 0);
-        assert_eq!(millis_until(now - Duration::from_millis(5)), 0);
+        let at = |d| millis_between(now, d);
+        assert_eq!(at(now + Duration::from_micros(300)), 1);
+        assert_eq!(at(now + Duration::from_micros(1500)), 2);
+        assert_eq!(at(now + Duration::from_secs(10)), 10_000);
+        assert_eq!(at(now), 0);
+        assert_eq!(at(now - Duration::from_millis(5)), 0);
     }
 }

@@ -55,7 +55,7 @@
 //!   the executor takes the jobs waiting for it together (a device batch,
 //!   `Executor::run_batch`). The median of three runs, each run's rate in
 //!   `runs`. Peer `held_4`: the same runs to an agent holding the default 4
-//!   (its own coordinator, in the same process run), their median.
+//!   (its own coordinator, in the same benchmark run), their median.
 //! - `e2e.cpu_per_job_pipelined`: the CPU time each job of the median
 //!   pipelined run took, over every process and thread on the path: the requester
 //!   (this process's main thread), the coordinator (its whole process), the
