@@ -1402,6 +1402,51 @@ fn an_invalid_configuration_names_its_field() {
     ));
 }
 
+/// An agent made in its place (`new_in`, `new_boxed`) follows the rules of
+/// `Agent::new`; a refused configuration leaves the slot as it was.
+#[test]
+fn an_agent_made_in_place_checks_its_configuration() {
+    use core::mem::MaybeUninit;
+    let signer = || Ed25519Signer::from_seed(&SEED).unwrap();
+    let chain = ChainState {
+        next_sequence: 7,
+        ..ChainState::default()
+    };
+    let mut slot = MaybeUninit::uninit();
+    let mut bad = config();
+    bad.policy.max_concurrent = 0;
+    assert!(matches!(
+        Agent::new_in(&mut slot, bad.clone(), signer(), chain),
+        Err(tessera_core::Error::Config(tessera_core::ConfigError {
+            field: "policy.max_concurrent",
+            ..
+        }))
+    ));
+    assert!(Agent::new_boxed(bad.clone(), signer(), chain).is_err());
+    assert_eq!(
+        bad.check(),
+        Agent::new(bad, signer(), chain).map(|_| ()),
+        "Config::check refuses what Agent::new refuses"
+    );
+    assert_eq!(config().check(), Ok(()));
+    let agent = Agent::new_in(&mut slot, config(), signer(), chain).unwrap();
+    assert_eq!(agent.state(), ConnState::Disconnected);
+    assert_eq!(agent.chain(), chain);
+    agent.connect(tessera_core::Instant::ZERO).unwrap();
+    let mut out = [0u8; 4096];
+    assert!(agent
+        .poll_transmit(tessera_core::Instant::ZERO, &mut out)
+        .is_some());
+    // SAFETY: `new_in` succeeded, so the slot holds an agent, dropped once.
+    unsafe { slot.assume_init_drop() };
+    let mut boxed = Agent::new_boxed(config(), signer(), chain).unwrap();
+    assert_eq!(boxed.chain(), chain);
+    boxed.connect(tessera_core::Instant::ZERO).unwrap();
+    assert!(boxed
+        .poll_transmit(tessera_core::Instant::ZERO, &mut out)
+        .is_some());
+}
+
 /// A refused kernel is counted by the rule it broke, once its failure is
 /// reported (what the operator's `tessera_kernel_rejections_total` shows).
 #[test]

@@ -12,6 +12,8 @@
 extern crate std;
 
 use core::ffi::{c_char, c_void, CStr};
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 
 use tessera_core::agent::{CancelReason, DisconnectReason, ResultRecord, MAX_RECORD_BYTES};
 use tessera_core::attest::{
@@ -25,8 +27,8 @@ use tessera_core::wire::{FailReason, JobId, Usage};
 use tessera_core::{Agent, Config, ConnState, Duration, Error, Event, Instant, JobState};
 
 use crate::boundary::{
-    bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle, sized_ok,
-    take_any, write_opt, Guarded, Placeable, SizedOut,
+    bytes, copy_out, footprint, free_any, guard, new_handle, non_null, place_handle,
+    place_handle_with, sized_ok, take_any, write_opt, Guarded, Placeable, SizedOut,
 };
 use crate::*;
 
@@ -859,18 +861,17 @@ fn at(now_us: u64) -> Instant {
     Instant::from_micros(now_us)
 }
 
-/// Checks the configuration and makes the agent value.
+/// Reads and checks the configuration and the chain: everything that can
+/// refuse an agent, before any memory is touched.
 ///
 /// # Safety
 /// As `tessera_agent_new` for `config`, `chain` and `(error, error_len)`.
-unsafe fn build_agent(
+unsafe fn agent_config(
     config: *const tessera_agent_config,
-    signer: AnySigner,
     chain: *const tessera_chain_state,
     error: *mut c_char,
     error_len: usize,
-    heap: bool,
-) -> Result<tessera_agent, tessera_result> {
+) -> Result<(Config, ChainState), tessera_result> {
     if config.is_null() {
         return Err(TESSERA_NULL_ARGUMENT);
     }
@@ -896,25 +897,50 @@ unsafe fn build_agent(
             return Err(TESSERA_INVALID_CONFIG);
         }
     };
+    if let Err(e) = config.check() {
+        say(&e);
+        return Err(e.code());
+    }
     let chain = if chain.is_null() {
         ChainState::default()
     } else {
         // SAFETY: non-NULL and valid, by the caller.
         ChainState::from(unsafe { &*chain })
     };
-    match Agent::new(config, signer, chain) {
-        Ok(inner) => Ok(tessera_agent {
-            data: Guarded::new(AgentData {
-                inner,
-                last_error: Text::new(),
-            }),
-            heap,
-        }),
-        Err(e) => {
-            say(&e);
-            Err(e.code())
+    Ok((config, chain))
+}
+
+/// Makes the agent of a checked configuration in `slot`, in its place: the
+/// agent is about 50 KiB, and a copy of it on the stack of a small thread
+/// (musl's 128 KiB) would overflow it. Writes the whole value, or on an
+/// error (none is expected: the configuration was checked) nothing.
+fn build_agent(
+    slot: &mut MaybeUninit<tessera_agent>,
+    config: Config,
+    signer: AnySigner,
+    chain: ChainState,
+    heap: bool,
+) -> Result<(), tessera_result> {
+    let p = slot.as_mut_ptr();
+    // SAFETY: a field of the slot, its pointer made without reading it;
+    // `MaybeUninit<T>` has the layout of `T` and any bytes are valid for
+    // it; borrowed only for this call.
+    let data = unsafe { &mut *addr_of_mut!((*p).data).cast::<MaybeUninit<Guarded<AgentData>>>() };
+    Guarded::init_in(data, |data| {
+        let d = data.as_mut_ptr();
+        // SAFETY: as above, for the fields of `data`.
+        let inner =
+            unsafe { &mut *addr_of_mut!((*d).inner).cast::<MaybeUninit<Agent<AnySigner>>>() };
+        if let Err(e) = Agent::new_in(inner, config, signer, chain) {
+            return Err(e.code());
         }
-    }
+        // SAFETY: as above; the other field, written once.
+        unsafe { addr_of_mut!((*d).last_error).write(Text::new()) };
+        Ok(())
+    })?;
+    // SAFETY: as above; the last field, written once.
+    unsafe { addr_of_mut!((*p).heap).write(heap) };
+    Ok(())
 }
 
 /// Makes an agent. The call takes `signer` over whatever it returns: do not
@@ -944,9 +970,16 @@ pub unsafe extern "C" fn tessera_agent_new(
         let signer = unsafe { tessera_signer::take(signer) };
         non_null!(out);
         // SAFETY: the caller's promise for the rest.
-        match unsafe { build_agent(config, signer, chain, error, error_len, true) } {
-            Ok(agent) => new_handle(agent, out),
-            Err(code) => code,
+        let (config, chain) = match unsafe { agent_config(config, chain, error, error_len) } {
+            Ok(checked) => checked,
+            Err(code) => return code,
+        };
+        // SAFETY: `build_agent` writes the whole agent when it succeeds,
+        // and nothing when it fails.
+        unsafe {
+            crate::boundary::new_handle_with(out, |slot| {
+                build_agent(slot, config, signer, chain, true)
+            })
         }
     })
 }
@@ -998,10 +1031,16 @@ pub unsafe extern "C" fn tessera_agent_init(
             return TESSERA_BUFFER_TOO_SMALL;
         }
         // SAFETY: the caller's promise for the rest.
-        match unsafe { build_agent(config, signer, chain, error, error_len, false) } {
-            // SAFETY: the caller's promise for (memory, len).
-            Ok(agent) => unsafe { place_handle(memory, len, agent, out) },
-            Err(code) => code,
+        let (config, chain) = match unsafe { agent_config(config, chain, error, error_len) } {
+            Ok(checked) => checked,
+            Err(code) => return code,
+        };
+        // SAFETY: the caller's promise for (memory, len); `build_agent`
+        // writes the whole agent when it succeeds, and nothing when it fails.
+        unsafe {
+            place_handle_with(memory, len, out, |slot| {
+                build_agent(slot, config, signer, chain, false)
+            })
         }
     })
 }

@@ -3,6 +3,7 @@
 //! its pointers with the helpers below.
 
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::tessera_result;
@@ -114,16 +115,42 @@ pub(crate) unsafe fn copy_out(
 /// Puts `value` on the heap and writes its pointer to `out` (checked
 /// non-NULL by the caller). Bare metal has no heap: `TESSERA_UNSUPPORTED`.
 pub(crate) fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
+    // SAFETY: the closure writes the whole value and succeeds.
+    unsafe {
+        new_handle_with(out, |slot| {
+            slot.write(value);
+            Ok(())
+        })
+    }
+}
+
+/// As [`new_handle`], with the value made in its place on the heap by
+/// `init`: for values too large to pass on a small stack (an agent is
+/// about 50 KiB).
+///
+/// # Safety
+/// `init` returns `Ok` only after writing a whole `T` into the slot it is
+/// given; on `Err` it leaves nothing there that needs dropping.
+pub(crate) unsafe fn new_handle_with<T>(
+    out: *mut *mut T,
+    init: impl FnOnce(&mut MaybeUninit<T>) -> Result<(), tessera_result>,
+) -> tessera_result {
     #[cfg(feature = "std")]
     {
-        let ptr = std::boxed::Box::into_raw(std::boxed::Box::new(value));
+        let mut slot = std::boxed::Box::<T>::new_uninit();
+        if let Err(code) = init(&mut slot) {
+            return code;
+        }
+        // SAFETY: `init` succeeded, so it wrote the whole value (the
+        // caller's promise).
+        let ptr = std::boxed::Box::into_raw(unsafe { slot.assume_init() });
         // SAFETY: `out` was checked non-NULL by the caller of this helper.
         unsafe { out.write(ptr) };
         crate::TESSERA_OK
     }
     #[cfg(not(feature = "std"))]
     {
-        let _ = (value, out);
+        let _ = (init, out);
         crate::TESSERA_UNSUPPORTED
     }
 }
@@ -131,7 +158,8 @@ pub(crate) fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
 /// Takes back the value of a handle made by [`new_handle`].
 ///
 /// # Safety
-/// `ptr` must come from `new_handle` and not be used again.
+/// `ptr` must come from `new_handle` (or `new_handle_with`) and not be used
+/// again.
 #[cfg(feature = "std")]
 pub(crate) unsafe fn take_handle<T>(ptr: *mut T) -> T {
     // SAFETY: by the caller, `ptr` came from Box::into_raw and is taken once.
@@ -141,16 +169,15 @@ pub(crate) unsafe fn take_handle<T>(ptr: *mut T) -> T {
 /// Frees a handle made by [`new_handle`]; NULL is a no-op.
 ///
 /// # Safety
-/// `ptr` must be NULL or come from `new_handle` and not be used again.
+/// `ptr` must be NULL or come from `new_handle` (or `new_handle_with`) and
+/// not be used again.
 #[cfg(feature = "std")]
 pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
-    #[cfg(feature = "std")]
     if !ptr.is_null() {
-        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed once.
-        drop(unsafe { take_handle(ptr) });
+        // SAFETY: by the caller, `ptr` came from Box::into_raw and is freed
+        // once; dropped where it lies, not moved to the stack first.
+        drop(unsafe { std::boxed::Box::from_raw(ptr) });
     }
-    #[cfg(not(feature = "std"))]
-    let _ = ptr;
 }
 
 /// A handle that lives either on the library's heap (made by a `_new`
@@ -181,6 +208,28 @@ pub(crate) unsafe fn place_handle<T>(
     value: T,
     out: *mut *mut T,
 ) -> tessera_result {
+    // SAFETY: the caller's promise.
+    unsafe {
+        place_handle_with(memory, len, out, |slot| {
+            slot.write(value);
+            Ok(())
+        })
+    }
+}
+
+/// As [`place_handle`], with the value made in its place by `init`, as
+/// for [`new_handle_with`]. On an error the memory holds nothing to drop.
+///
+/// # Safety
+/// As [`place_handle`], and `init` returns `Ok` only after writing a whole
+/// `T` into the slot it is given; on `Err` it leaves nothing there that
+/// needs dropping.
+pub(crate) unsafe fn place_handle_with<T>(
+    memory: *mut core::ffi::c_void,
+    len: usize,
+    out: *mut *mut T,
+    init: impl FnOnce(&mut MaybeUninit<T>) -> Result<(), tessera_result>,
+) -> tessera_result {
     if memory.is_null() {
         return crate::TESSERA_NULL_ARGUMENT;
     }
@@ -189,13 +238,15 @@ pub(crate) unsafe fn place_handle<T>(
         return crate::TESSERA_BUFFER_TOO_SMALL;
     }
     // SAFETY: `skip` is within the caller's `len` bytes.
-    let ptr = unsafe { (memory as *mut u8).add(skip) } as *mut T;
-    // SAFETY: aligned, and `size_of::<T>()` writable bytes remain, by the
-    // caller's promise; `out` checked non-NULL by the caller of this helper.
-    unsafe {
-        ptr.write(value);
-        out.write(ptr);
+    let ptr = unsafe { (memory as *mut u8).add(skip) } as *mut MaybeUninit<T>;
+    // SAFETY: aligned, and `size_of::<T>()` writable bytes remain that
+    // nothing else uses, by the caller's promise; any bytes are a valid
+    // `MaybeUninit`.
+    if let Err(code) = init(unsafe { &mut *ptr }) {
+        return code;
     }
+    // SAFETY: `out` checked non-NULL by the caller of this helper.
+    unsafe { out.write(ptr.cast()) };
     crate::TESSERA_OK
 }
 
@@ -203,8 +254,8 @@ pub(crate) unsafe fn place_handle<T>(
 /// (its caller memory may be reused).
 ///
 /// # Safety
-/// `ptr` must be a live handle made by [`new_handle`] or [`place_handle`],
-/// not used again.
+/// `ptr` must be a live handle made by [`new_handle`] or [`place_handle`]
+/// (or their `_with` forms), not used again.
 pub(crate) unsafe fn take_any<T: Placeable>(ptr: *mut T) -> T {
     // SAFETY: a live handle, by the caller.
     if unsafe { &*ptr }.on_heap() {
@@ -221,12 +272,24 @@ pub(crate) unsafe fn take_any<T: Placeable>(ptr: *mut T) -> T {
 ///
 /// # Safety
 /// `ptr` must be NULL or a live handle made by [`new_handle`] or
-/// [`place_handle`], not used again.
+/// [`place_handle`] (or their `_with` forms), not used again.
 pub(crate) unsafe fn free_any<T: Placeable>(ptr: *mut T) {
-    if !ptr.is_null() {
-        // SAFETY: the caller's promise.
-        drop(unsafe { take_any(ptr) });
+    if ptr.is_null() {
+        return;
     }
+    // Dropped where it lies, not moved to the stack first.
+    // SAFETY: a live handle, by the caller.
+    if unsafe { &*ptr }.on_heap() {
+        #[cfg(feature = "std")]
+        {
+            // SAFETY: made by `new_handle` (Box::into_raw), freed once.
+            drop(unsafe { std::boxed::Box::from_raw(ptr) });
+            return;
+        }
+    }
+    // SAFETY: a live value in the caller's memory, dropped once; the caller
+    // does not use it again.
+    unsafe { core::ptr::drop_in_place(ptr) }
 }
 
 /// A handle's value with the state of the call on it. A call made while
@@ -260,6 +323,30 @@ impl<T> Guarded<T> {
             call: AtomicU8::new(IDLE),
             value: UnsafeCell::new(value),
         }
+    }
+
+    /// Makes a guarded value in `slot`, idle, with its value made in its
+    /// place by `init`. When `init` keeps the promise of
+    /// [`new_handle_with`] (it returns `Ok` only after writing the whole
+    /// value, and on `Err` writes nothing that needs dropping), so does
+    /// this call, which its callers rely on.
+    pub(crate) fn init_in<E>(
+        slot: &mut MaybeUninit<Self>,
+        init: impl FnOnce(&mut MaybeUninit<T>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let p = slot.as_mut_ptr();
+        // SAFETY: `value` is a field of the slot, its pointer made without
+        // reading it; `UnsafeCell<T>` and `MaybeUninit<T>` both have the
+        // layout of `T` (`repr(transparent)`), and any bytes are a valid
+        // `MaybeUninit`; borrowed only for this call.
+        let value = unsafe {
+            &mut *UnsafeCell::raw_get(core::ptr::addr_of_mut!((*p).value).cast_const())
+                .cast::<MaybeUninit<T>>()
+        };
+        init(value)?;
+        // SAFETY: the other field of the slot, written once.
+        unsafe { core::ptr::addr_of_mut!((*p).call).write(AtomicU8::new(IDLE)) };
+        Ok(())
     }
 
     /// The value, out of its handle.

@@ -1314,7 +1314,8 @@ impl Dispatcher {
 /// The provider agent (sans-IO) with a built-in Ed25519 key. One thread at a
 /// time.
 pub struct Agent {
-    inner: tessera_core::Agent<Ed25519Signer>,
+    /// Made on the heap in its place: it is about 50 KiB.
+    inner: Box<tessera_core::Agent<Ed25519Signer>>,
 }
 
 fn agent_config_default() -> AgentConfig {
@@ -1375,7 +1376,7 @@ fn core_config(c: &AgentConfig) -> Res<tessera_core::Config> {
 }
 
 fn new_agent(config: &AgentConfig, signer: Ed25519Signer, chain: &ChainState) -> Res<Box<Agent>> {
-    let inner = tessera_core::Agent::new(core_config(config)?, signer, core_chain(chain))?;
+    let inner = tessera_core::Agent::new_boxed(core_config(config)?, signer, core_chain(chain))?;
     Ok(Box::new(Agent { inner }))
 }
 

@@ -26,6 +26,8 @@ mod queues;
 mod transfer;
 mod upload;
 
+use core::mem::MaybeUninit;
+
 use heapless::{Deque, Vec};
 
 use self::job::Job;
@@ -352,12 +354,11 @@ pub struct Agent<S: Signer> {
 /// Declined jobs a session remembers ([`Agent`]'s `declined`).
 const DECLINED_KEPT: usize = 8;
 
-impl<S: Signer> Agent<S> {
-    /// A disconnected agent. `chain` continues the device's receipt chain
-    /// (`ChainState::default()` for a new key; the persisted state after a
-    /// restart).
-    pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
-        let p = &config.policy;
+impl Config {
+    /// What [`Agent::new`] refuses in a configuration, found without making
+    /// an agent: `Error::Config` naming the field and the rule.
+    pub fn check(&self) -> Result<(), Error> {
+        let p = &self.policy;
         let invalid = |field, rule| Err(Error::Config(ConfigError { field, rule }));
         if p.max_concurrent == 0 || p.max_concurrent as usize > MAX_JOBS {
             return invalid("policy.max_concurrent", MAX_CONCURRENT_RULE);
@@ -368,9 +369,60 @@ impl<S: Signer> Agent<S> {
         if p.peer_timeout.micros == 0 {
             return invalid("policy.peer_timeout", "must not be zero");
         }
+        Ok(())
+    }
+}
+
+impl<S: Signer> Agent<S> {
+    /// A disconnected agent. `chain` continues the device's receipt chain
+    /// (`ChainState::default()` for a new key; the persisted state after a
+    /// restart).
+    ///
+    /// The agent is large (about 50 KiB hosted, 16 KiB on riscv32, most of
+    /// it job slots), and a value returned is copied on the way: where the
+    /// stack is small (a thread of a C program on musl has 128 KiB), make
+    /// it in its place with [`Agent::new_in`] or [`Agent::new_boxed`].
+    pub fn new(config: Config, signer: S, chain: ChainState) -> Result<Self, Error> {
+        config.check()?;
+        Ok(Self::fresh(config, signer, chain))
+    }
+
+    /// As [`Agent::new`], made in `slot` (a static, caller memory, a
+    /// box), with no copy of the agent on the stack in optimized builds.
+    /// On an error `slot` is left as it was.
+    pub fn new_in(
+        slot: &mut MaybeUninit<Self>,
+        config: Config,
+        signer: S,
+        chain: ChainState,
+    ) -> Result<&mut Self, Error> {
+        config.check()?;
+        Ok(slot.write(Self::fresh(config, signer, chain)))
+    }
+
+    /// As [`Agent::new`], on the heap ([`Agent::new_in`] in a box).
+    #[cfg(feature = "std")]
+    // The one `unsafe` of the core outside the Vulkan module: the safe
+    // `Box::write` needs Rust 1.87, above the workspace's 1.85.
+    #[allow(unsafe_code)]
+    pub fn new_boxed(
+        config: Config,
+        signer: S,
+        chain: ChainState,
+    ) -> Result<std::boxed::Box<Self>, Error> {
+        let mut slot = std::boxed::Box::<Self>::new_uninit();
+        Self::new_in(&mut slot, config, signer, chain)?;
+        // SAFETY: `new_in` succeeded, so it wrote the agent into the slot.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// The agent of a checked configuration: inlined into its callers, so
+    /// that [`Agent::new_in`] builds it where it is written.
+    #[inline(always)]
+    fn fresh(config: Config, signer: S, chain: ChainState) -> Self {
         let key_id = signer.key_id();
-        Ok(Agent {
-            heartbeat_interval: p.heartbeat_interval,
+        Agent {
+            heartbeat_interval: config.policy.heartbeat_interval,
             config,
             signer,
             key_id,
@@ -398,7 +450,7 @@ impl<S: Signer> Agent<S> {
             batch_due: None,
             declined: Deque::new(),
             stats: Stats::default(),
-        })
+        }
     }
 
     /// The connection's state.

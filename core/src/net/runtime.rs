@@ -429,7 +429,9 @@ enum FromWorker {
 
 /// The provider's network runtime. See the module documentation.
 pub struct Runtime<S: Signer> {
-    agent: Agent<S>,
+    /// On the heap, made there: the agent is too large to copy about on a
+    /// small stack (a musl thread's 128 KiB), and the runtime is moved.
+    agent: Box<Agent<S>>,
     net: NetConfig,
     server_name: ServerName<'static>,
     poll: Poll,
@@ -504,7 +506,7 @@ impl<S: Signer> Runtime<S> {
             .as_ref()
             .map(|s| s.chain())
             .unwrap_or_else(ChainState::default);
-        let mut agent = Agent::new(config, signer, chain).map_err(RuntimeError::Agent)?;
+        let mut agent = Agent::new_boxed(config, signer, chain).map_err(RuntimeError::Agent)?;
         let mut backlog = VecDeque::new();
         if let Some(store) = &store {
             backlog.extend(store.jobs().map_err(RuntimeError::Store)?);

@@ -1114,6 +1114,28 @@ static void test_in_place(void) {
     CHECK_CODE(tessera_agent_init(agent_mem + 1, 100, &c, s, NULL, NULL, 0,
                                   &a),
                TESSERA_BUFFER_TOO_SMALL);
+    /* A refused configuration is reported as such, with its words, before
+     * the memory is looked at or written: here the memory would be one
+     * byte short once aligned (when agent_mem is aligned for an agent). */
+    {
+        tessera_agent_config bad = device_config();
+        char why[160];
+        size_t i, touched = 0;
+        why[0] = '\0';
+        bad.policy.max_concurrent = 0;
+        memset(agent_mem, 0xA5, sizeof agent_mem);
+        CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, need_signer,
+                                                 SEED, &s),
+                   TESSERA_OK);
+        CHECK_CODE(tessera_agent_init(agent_mem + 1, need_agent - 1, &bad, s,
+                                      NULL, why, sizeof why, &a),
+                   TESSERA_INVALID_CONFIG);
+        CHECK(strstr(why, "policy.max_concurrent") != NULL);
+        CHECK(a == NULL);
+        for (i = 0; i < sizeof agent_mem; i++)
+            touched += agent_mem[i] != 0xA5;
+        CHECK(touched == 0);
+    }
     CHECK_CODE(tessera_signer_init_from_seed(signer_mem + 1, need_signer,
                                              SEED, &s),
                TESSERA_OK);

@@ -311,7 +311,7 @@ fn start_agent(
         persist_results: false,
     };
     let memory = AGENT.take().ok_or(Fault::Memory)?;
-    let agent = memory.write(Agent::new(config, element, ChainState::default())?);
+    let agent = Agent::new_in(memory, config, element, ChainState::default())?;
     say!(
         "device: {device} (at the bridge); key {}",
         Hex(&agent.public_key())
