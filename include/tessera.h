@@ -128,15 +128,15 @@
 
 #if defined(TESSERA_HOSTED)
 /**
- * Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+ * Most jobs an agent holds at once: 32 in the hosted library, 4 in the
  * bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
  */
-#define TESSERA_MAX_JOBS 16
+#define TESSERA_MAX_JOBS 32
 #endif
 
 #if !defined(TESSERA_HOSTED)
 /**
- * Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+ * Most jobs an agent holds at once: 32 in the hosted library, 4 in the
  * bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
  */
 #define TESSERA_MAX_JOBS 4
@@ -155,7 +155,7 @@
 /**
  * Most bytes of a receipt in either form: a batched receipt is 509 bytes
  * plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
- * receipts"). An agent's receipts are at most 637 bytes (573 in the
+ * receipts"). An agent's receipts are at most 669 bytes (573 in the
  * bare-metal library: a batch holds at most `TESSERA_MAX_JOBS` results).
  */
 #define TESSERA_RECEIPT_MAX_LEN 765
@@ -697,7 +697,7 @@ typedef struct {
  */
 typedef struct {
   /**
-   * Jobs held at once, 1 to `TESSERA_MAX_JOBS` (16; 4 in the bare-metal
+   * Jobs held at once, 1 to `TESSERA_MAX_JOBS` (32; 4 in the bare-metal
    * library).
    */
   uint32_t max_concurrent;
@@ -1955,14 +1955,14 @@ tessera_result tessera_agent_new(const tessera_agent_config *config,
 
 /**
  * Bytes of memory `tessera_agent_init` needs, whatever its alignment: about
- * 50 KiB in the hosted library (16 job slots of `limits`), about 16 KiB in
+ * 96 KiB in the hosted library (32 job slots of `limits`), about 16 KiB in
  * the bare-metal one (4).
  */
 size_t tessera_agent_footprint(void);
 
 /**
  * Most jobs an agent of this library holds at once: `TESSERA_MAX_JOBS` as
- * the library was built (16 hosted, 4 bare-metal). The header's
+ * the library was built (32 hosted, 4 bare-metal). The header's
  * `TESSERA_MAX_JOBS` follows `TESSERA_BARE_METAL` in the program that
  * includes it; a program can compare the two to find it was built for the
  * other library.

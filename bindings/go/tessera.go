@@ -66,7 +66,7 @@ const (
 	// Agent.SendOutput takes a chunk.
 	TransmitBuffer = 9472
 	// MaxJobs is the most jobs an agent holds at once (the hosted library).
-	MaxJobs = 16
+	MaxJobs = 32
 	// MaxBuffers is the most buffers of one job.
 	MaxBuffers = 8
 	// ReceiptLen is the size of a receipt signed alone.

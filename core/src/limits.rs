@@ -3,13 +3,13 @@
 
 /// Jobs the agent tracks at once: offered-and-accepted, transferring, running,
 /// or completed and waiting for the coordinator's acknowledgement. Hosted
-/// builds (feature `std`) hold 16, so that many small jobs keep a device
+/// builds (feature `std`) hold 32, so that many small jobs keep a device
 /// busy while earlier results wait for their batch signature and
 /// acknowledgement; builds without `std` (firmware) hold 4, each slot
 /// costing about 2.7 KiB of the agent's fixed memory. A provider's
 /// configured `max_concurrent` is at most this.
 #[cfg(feature = "std")]
-pub const MAX_JOBS: usize = 16;
+pub const MAX_JOBS: usize = 32;
 /// Jobs the agent tracks at once (see the hosted definition): 4 without
 /// `std`.
 #[cfg(not(feature = "std"))]
@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_CONCURRENT: u8 = 4;
 /// The rule a configured `max_concurrent` outside 1 to [`MAX_JOBS`] breaks
 /// (`ConfigError::rule`).
 #[cfg(feature = "std")]
-pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 16 (limits::MAX_JOBS)";
+pub const MAX_CONCURRENT_RULE: &str = "must be 1 to 32 (limits::MAX_JOBS)";
 /// The rule a configured `max_concurrent` outside 1 to [`MAX_JOBS`] breaks
 /// (`ConfigError::rule`).
 #[cfg(not(feature = "std"))]
@@ -62,9 +62,9 @@ pub const TX_CAPACITY: usize = 1024;
 /// writes a whole chunk: the queued frames, then the chunk's frame.
 pub const TRANSMIT_BUFFER: usize = TX_CAPACITY + MAX_FRAME;
 /// Events queued for the host before the agent stops reading input: room
-/// for every job's events (64 with `std`, 32 without; see [`MAX_JOBS`]).
+/// for every job's events (128 with `std`, 32 without; see [`MAX_JOBS`]).
 #[cfg(feature = "std")]
-pub const MAX_EVENTS: usize = 64;
+pub const MAX_EVENTS: usize = 128;
 /// Events queued for the host before the agent stops reading input (see
 /// the hosted definition): 32 without `std`.
 #[cfg(not(feature = "std"))]

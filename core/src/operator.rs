@@ -181,7 +181,7 @@ pub struct PricingSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySection {
-    /// Jobs held at once (default 2, at most `limits::MAX_JOBS`: 16).
+    /// Jobs held at once (default 2, at most `limits::MAX_JOBS`: 32).
     #[serde(default = "default_concurrent")]
     pub max_concurrent: u8,
     /// Most bytes received for one job (default 256 MiB).

@@ -416,7 +416,7 @@ fn a_drain_signs_the_waiting_batch() {
 }
 
 /// A stored record whose receipt has a longer audit path than this agent's
-/// batches make (at most `MAX_JOBS` results: 16 hosted, 4 hashes) is
+/// batches make (at most `MAX_JOBS` results: 32 hosted, 5 hashes) is
 /// refused with a typed error, not held.
 #[test]
 fn a_record_with_a_receipt_longer_than_the_agent_signs_is_refused() {
@@ -432,7 +432,7 @@ fn a_record_with_a_receipt_longer_than_the_agent_signs_is_refused() {
     run(&mut h, 1);
     let mut record = h.host.stored[&1].clone();
     record.receipt =
-        tessera_core::bounded::BoundedVec::from_slice(&[0u8; BATCHED_RECEIPT_MIN_LEN + 5 * 32])
+        tessera_core::bounded::BoundedVec::from_slice(&[0u8; BATCHED_RECEIPT_MIN_LEN + 6 * 32])
             .unwrap();
     let mut fresh = harness_with(config(), ChainState::default());
     assert_eq!(
@@ -443,53 +443,54 @@ fn a_record_with_a_receipt_longer_than_the_agent_signs_is_refused() {
     session(&mut fresh, 2);
 }
 
-/// A hosted agent holds `MAX_JOBS` (16) jobs at once: sixteen run, the
-/// seventeenth is declined for capacity, and when they end one signature
-/// covers all sixteen, each receipt with a four-hash audit path, verifying
+/// A hosted agent holds `MAX_JOBS` (32) jobs at once: thirty-two run, the
+/// thirty-third is declined for capacity, and when they end one signature
+/// covers all of them, each receipt with a five-hash audit path, verifying
 /// in its chain. Many small jobs keep the device busy this way while
 /// earlier results wait for their batch and acknowledgement.
 #[test]
-fn a_hosted_agent_holds_sixteen_jobs_and_signs_them_in_one_batch() {
+fn a_hosted_agent_holds_thirty_two_jobs_and_signs_them_in_one_batch() {
     use tessera_core::limits::MAX_JOBS;
     use tessera_core::wire::DeclineReason;
-    assert_eq!(MAX_JOBS, 16);
+    assert_eq!(MAX_JOBS, 32);
+    let n = MAX_JOBS as u64;
     let mut cfg = config();
-    cfg.policy.max_concurrent = 16;
+    cfg.policy.max_concurrent = MAX_JOBS as u8;
     let mut h = harness_with(cfg, ChainState::default());
     let (pk, _) = session(&mut h, 2);
     batching(&mut h, 64, 1_000_000);
-    for id in 1..=16 {
+    for id in 1..=n {
         submit(&mut h, id);
     }
-    let j = job(17);
-    h.send(&Message::JobOffer(j.offer(17, 10_000, 60_000)));
+    let j = job(n as u8 + 1);
+    h.send(&Message::JobOffer(j.offer(n + 1, 10_000, 60_000)));
     let declined = h.pump();
     assert!(
         declined.iter().any(|f| matches!(
             decode(f),
-            Message::OfferDecline(d) if d.job == 17 && d.reason == DeclineReason::AtCapacity
+            Message::OfferDecline(d) if d.job == n + 1 && d.reason == DeclineReason::AtCapacity
         )),
-        "the seventeenth job is declined for capacity"
+        "the thirty-third job is declined for capacity"
     );
     let mut sent = Vec::new();
-    for id in 1..=16 {
+    for id in 1..=n {
         let r = receipts(&run(&mut h, id));
-        if id < 16 {
+        if id < n {
             assert!(r.is_empty(), "job {id}'s receipt waits for the batch");
         }
         sent.extend(r);
     }
     assert_eq!(
         sent.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (1..=16).collect::<Vec<_>>()
+        (1..=n).collect::<Vec<_>>()
     );
     let mut verifier = ReceiptVerifier::new(pk, ChainState::default());
     let mut last = None;
     for (id, bytes) in &sent {
         assert_eq!(
             bytes.len(),
-            BATCHED_RECEIPT_MIN_LEN + 4 * 32,
-            "four path hashes"
+            BATCHED_RECEIPT_MIN_LEN + 5 * 32,
+            "five path hashes"
         );
         assert_eq!(bytes[..BATCH_LEN], sent[0].1[..BATCH_LEN], "one statement");
         let r = verifier
@@ -498,7 +499,7 @@ fn a_hosted_agent_holds_sixteen_jobs_and_signs_them_in_one_batch() {
         assert_eq!(r.job, *id);
     }
     assert_eq!(h.agent.chain(), verifier.chain());
-    for id in 1..=16 {
+    for id in 1..=n {
         ack(&mut h, id);
     }
     assert_eq!(h.agent.active_jobs(), 0);

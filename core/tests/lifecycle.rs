@@ -1158,9 +1158,10 @@ fn events_wait_for_room_instead_of_being_dropped() {
         assert_eq!(h.agent.job_state(id), Some(JobState::Running));
     }
     h.host.log.clear();
-    // The host stops reading events; the coordinator sends 40 errors.
+    // The host stops reading events; the coordinator sends more errors
+    // than the event queue holds.
     let mut flood = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..tessera_core::limits::MAX_EVENTS {
         flood.extend(tessera_core::testkit::encode(&Message::Error(
             tessera_core::wire::ErrorMsg { code: 9, job: 0 },
         )));
@@ -1378,18 +1379,18 @@ fn an_invalid_configuration_names_its_field() {
         e,
         Some(tessera_core::Error::Config(tessera_core::ConfigError {
             field: "policy.max_concurrent",
-            rule: "must be 1 to 16 (limits::MAX_JOBS)",
+            rule: "must be 1 to 32 (limits::MAX_JOBS)",
         }))
     );
     assert_eq!(
         e.map(|e| e.to_string()).as_deref(),
-        Some("configuration: policy.max_concurrent must be 1 to 16 (limits::MAX_JOBS)")
+        Some("configuration: policy.max_concurrent must be 1 to 32 (limits::MAX_JOBS)")
     );
-    // A hosted agent holds 16 jobs; one more is refused.
+    // A hosted agent holds 32 jobs; one more is refused.
     let mut c = config();
-    c.policy.max_concurrent = 16;
+    c.policy.max_concurrent = 32;
     assert!(Agent::new(c.clone(), signer(), ChainState::default()).is_ok());
-    c.policy.max_concurrent = 17;
+    c.policy.max_concurrent = 33;
     assert!(Agent::new(c, signer(), ChainState::default()).is_err());
     let mut c = config();
     c.policy.peer_timeout = Duration::from_millis(0);

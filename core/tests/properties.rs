@@ -819,7 +819,7 @@ proptest! {
 // ----- the agent: any interleaving of messages and host calls -------------------
 
 /// Jobs the agent of the sequences holds at once (its `max_concurrent`,
-/// the default; `MAX_JOBS` is 16 in hosted builds).
+/// the default; `MAX_JOBS` is 32 in hosted builds).
 const HELD: usize = 4;
 /// Job ids the sequences use: more than `HELD`, so capacity is tested.
 const IDS: std::ops::RangeInclusive<JobId> = 1..=6;

@@ -580,7 +580,7 @@ pub const TESSERA_DEVICE_CPU: u32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tessera_policy {
-    /// Jobs held at once, 1 to `TESSERA_MAX_JOBS` (16; 4 in the bare-metal
+    /// Jobs held at once, 1 to `TESSERA_MAX_JOBS` (32; 4 in the bare-metal
     /// library).
     pub max_concurrent: u32,
     /// Fixed fee per job.
@@ -911,7 +911,7 @@ unsafe fn agent_config(
 }
 
 /// Makes the agent of a checked configuration in `slot`, in its place: the
-/// agent is about 50 KiB, and a copy of it on the stack of a small thread
+/// agent is about 96 KiB, and a copy of it on the stack of a small thread
 /// (musl's 128 KiB) would overflow it. Writes the whole value, or on an
 /// error (none is expected: the configuration was checked) nothing.
 fn build_agent(
@@ -985,7 +985,7 @@ pub unsafe extern "C" fn tessera_agent_new(
 }
 
 /// Bytes of memory `tessera_agent_init` needs, whatever its alignment: about
-/// 50 KiB in the hosted library (16 job slots of `limits`), about 16 KiB in
+/// 96 KiB in the hosted library (32 job slots of `limits`), about 16 KiB in
 /// the bare-metal one (4).
 #[no_mangle]
 pub extern "C" fn tessera_agent_footprint() -> usize {
@@ -993,7 +993,7 @@ pub extern "C" fn tessera_agent_footprint() -> usize {
 }
 
 /// Most jobs an agent of this library holds at once: `TESSERA_MAX_JOBS` as
-/// the library was built (16 hosted, 4 bare-metal). The header's
+/// the library was built (32 hosted, 4 bare-metal). The header's
 /// `TESSERA_MAX_JOBS` follows `TESSERA_BARE_METAL` in the program that
 /// includes it; a program can compare the two to find it was built for the
 /// other library.
@@ -1210,11 +1210,11 @@ pub const TESSERA_MAX_INPUT_PIECE: usize = 2048;
 /// Bytes of a transmit buffer with which every `tessera_agent_send_output`
 /// call takes a whole chunk.
 pub const TESSERA_TRANSMIT_BUFFER: usize = 9472;
-/// Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+/// Most jobs an agent holds at once: 32 in the hosted library, 4 in the
 /// bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
 #[cfg(feature = "std")]
-pub const TESSERA_MAX_JOBS: usize = 16;
-/// Most jobs an agent holds at once: 16 in the hosted library, 4 in the
+pub const TESSERA_MAX_JOBS: usize = 32;
+/// Most jobs an agent holds at once: 32 in the hosted library, 4 in the
 /// bare-metal one. `tessera_agent_config.max_concurrent` is at most this.
 #[cfg(not(feature = "std"))]
 pub const TESSERA_MAX_JOBS: usize = 4;
@@ -1226,7 +1226,7 @@ pub const TESSERA_MAX_BUFFERS: usize = 8;
 pub const TESSERA_RECEIPT_LEN: usize = 444;
 /// Most bytes of a receipt in either form: a batched receipt is 509 bytes
 /// plus 32 per audit-path hash, at most 765 (`docs/PROTOCOL.md`, "Batched
-/// receipts"). An agent's receipts are at most 637 bytes (573 in the
+/// receipts"). An agent's receipts are at most 669 bytes (573 in the
 /// bare-metal library: a batch holds at most `TESSERA_MAX_JOBS` results).
 pub const TESSERA_RECEIPT_MAX_LEN: usize = 765;
 /// Most bytes of an encoded result record (`tessera_agent_result_record`).

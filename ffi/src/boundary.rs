@@ -126,7 +126,7 @@ pub(crate) fn new_handle<T>(value: T, out: *mut *mut T) -> tessera_result {
 
 /// As [`new_handle`], with the value made in its place on the heap by
 /// `init`: for values too large to pass on a small stack (an agent is
-/// about 50 KiB).
+/// about 96 KiB).
 ///
 /// # Safety
 /// `init` returns `Ok` only after writing a whole `T` into the slot it is

@@ -202,7 +202,7 @@ mod ffi {
     /// Which offers to take, what to charge, and the session timers.
     #[derive(Clone, Copy, PartialEq, Eq)]
     struct Policy {
-        /// Jobs held at once, 1 to `tessera::max_jobs` (16).
+        /// Jobs held at once, 1 to `tessera::max_jobs` (32).
         max_concurrent: u32,
         /// Fixed fee per job.
         price_base: u64,
@@ -1314,7 +1314,7 @@ impl Dispatcher {
 /// The provider agent (sans-IO) with a built-in Ed25519 key. One thread at a
 /// time.
 pub struct Agent {
-    /// Made on the heap in its place: it is about 50 KiB.
+    /// Made on the heap in its place: it is about 96 KiB.
     inner: Box<tessera_core::Agent<Ed25519Signer>>,
 }
 

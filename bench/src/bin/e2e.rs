@@ -41,7 +41,7 @@
 //!   flight through a coordinator that asks for batched receipts (up to 8
 //!   a batch, 1 ms the longest wait), every result still verified by its
 //!   requester, beside both rates, with the receipts each signature covered;
-//!   this agent holds up to 16 jobs (`max_concurrent` at the hosted
+//!   this agent holds up to 32 jobs (`max_concurrent` at the hosted
 //!   `MAX_JOBS`; the others hold the default 4).
 //!   `e2e.jobs_per_s_pipelined`: one requester sending its jobs ahead of
 //!   their answers (`Requester::submit_all`, 64 in flight, 4,000 jobs by

@@ -102,7 +102,7 @@ impl<S: Signer> Agent<S> {
     /// most `max_receipts` (all in one when batching is off), in chain
     /// order. On a signer error the unsigned ones keep waiting. Not inlined:
     /// its buffers (payloads, audit paths, a receipt: about 3 KiB without
-    /// `std`, 11 KiB with its 16 job slots) take stack only while it runs,
+    /// `std`, 22 KiB with its 32 job slots) take stack only while it runs,
     /// not in every caller's frame.
     #[inline(never)]
     pub(super) fn sign_batch(&mut self) -> Result<(), Error> {

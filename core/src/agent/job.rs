@@ -189,7 +189,7 @@ impl Upload {
 
 /// The longest receipt this agent holds: a batch covers at most the
 /// [`MAX_JOBS`] results it holds, so an audit path has at most
-/// `ceil(log2(MAX_JOBS))` hashes (637 bytes for 16 jobs, 573 for 4).
+/// `ceil(log2(MAX_JOBS))` hashes (669 bytes for 32 jobs, 573 for 4).
 pub(super) const AGENT_RECEIPT_LEN: usize = BATCHED_RECEIPT_MIN_LEN + 32 * ceil_log2(MAX_JOBS);
 
 const fn ceil_log2(n: usize) -> usize {

@@ -378,7 +378,7 @@ impl<S: Signer> Agent<S> {
     /// (`ChainState::default()` for a new key; the persisted state after a
     /// restart).
     ///
-    /// The agent is large (about 50 KiB hosted, 16 KiB on riscv32, most of
+    /// The agent is large (about 96 KiB hosted, 16 KiB on riscv32, most of
     /// it job slots), and a value returned is copied on the way: where the
     /// stack is small (a thread of a C program on musl has 128 KiB), make
     /// it in its place with [`Agent::new_in`] or [`Agent::new_boxed`].
@@ -855,9 +855,9 @@ mod tests {
             core::mem::size_of::<Agent<crate::attest::Ed25519Signer>>()
         );
         // Firmware builds (no `std`, 4 job slots) fit in 16 KiB (on the
-        // firmware target `ci/footprint` checks it); hosted ones hold 16
+        // firmware target `ci/footprint` checks it); hosted ones hold 32
         // job slots.
-        let budget = if cfg!(feature = "std") { 64 } else { 16 } * 1024;
+        let budget = if cfg!(feature = "std") { 128 } else { 16 } * 1024;
         assert!(f.total <= budget, "{f:?}");
         assert!(f.rest < 1024, "{f:?}");
     }

@@ -1087,7 +1087,7 @@ static void test_job_data(void) {
  * deliberately misaligned by one byte (the footprint covers it). */
 static void test_in_place(void) {
     static unsigned char signer_mem[1024];
-    static unsigned char agent_mem[80 * 1024];
+    static unsigned char agent_mem[128 * 1024];
     tessera_agent_config c = device_config();
     tessera_signer *s = NULL;
     tessera_agent *a = NULL;

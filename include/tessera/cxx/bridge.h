@@ -1192,7 +1192,7 @@ struct DeviceInfo final {
 #define CXXBRIDGE1_STRUCT_tessera$bridge$Policy
 // Which offers to take, what to charge, and the session timers.
 struct Policy final {
-  // Jobs held at once, 1 to `tessera::max_jobs` (16).
+  // Jobs held at once, 1 to `tessera::max_jobs` (32).
   ::std::uint32_t max_concurrent CXX_DEFAULT_VALUE(0);
   // Fixed fee per job.
   ::std::uint64_t price_base CXX_DEFAULT_VALUE(0);

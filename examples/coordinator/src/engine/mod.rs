@@ -99,7 +99,7 @@ const MAX_PARKED: usize = 64;
 /// provider that declines drops them. Larger inputs wait for the answer.
 pub const ASSIGN_WITH_OFFER_MAX: u64 = 64 << 10;
 /// Settled receipts remembered per key, to recognise a resend after a
-/// reconnect. An agent holds at most `MAX_JOBS` (16) unacknowledged results,
+/// reconnect. An agent holds at most `MAX_JOBS` (32) unacknowledged results,
 /// so resends only ever concern the last few.
 const DONE_KEPT: usize = 256;
 /// Providers' declines listed in a requester's `AllDeclined` reason; the
