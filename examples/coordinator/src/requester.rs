@@ -242,19 +242,22 @@ impl Requester {
         &mut self,
         job: &Submit,
     ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
+        // Hashed while the job is out, not after its answer comes.
+        let expected = expected_assignment(job);
         let response: Response = read_frame(&mut self.stream, response_limit(job))?;
-        self.check_response(job, response)
+        self.check_response(job, expected, response)
     }
 
     /// The answer to `job`, verified.
     fn check_response(
         &mut self,
         job: &Submit,
+        expected: Result<JobAssign, ResultCheckError>,
         response: Response,
     ) -> Result<(JobResult, ResultCheck, JobAssign), RequesterError> {
         match response {
             Response::Result(result) => {
-                let (check, assign) = verify_result_inner(job, &result, &mut self.evidence)
+                let (check, assign) = verify_against(job, expected, &result, &mut self.evidence)
                     .map_err(RequesterError::Verify)?;
                 Ok((result, check, assign))
             }
@@ -362,9 +365,11 @@ impl Requester {
                 results[i] = Some(Err(why));
                 continue;
             }
+            // Hashed while the job is out, not after its answer comes.
+            let expected = expected_assignment(&jobs[i]);
             let answer = read_frame::<Response>(&mut self.stream, response_limit(&jobs[i]))
                 .map_err(RequesterError::from)
-                .and_then(|response| self.check_response(&jobs[i], response));
+                .and_then(|response| self.check_response(&jobs[i], expected, response));
             match answer {
                 Err(RequesterError::Frame(e)) => {
                     // The connection's bytes no longer line up with the
@@ -1028,6 +1033,34 @@ fn verify_result_inner(
     result: &JobResult,
     cache: &mut EvidenceCache,
 ) -> Result<(ResultCheck, JobAssign), ResultCheckError> {
+    verify_against(job, expected_assignment(job), result, cache)
+}
+
+/// The assignment a result for `job` is checked against, from the
+/// submission alone: the kernel's and the inputs' Merkle roots, the layout,
+/// the nonce, how it is sealed. Its job number is the result's, set when
+/// the result is checked.
+fn expected_assignment(job: &Submit) -> Result<JobAssign, ResultCheckError> {
+    let view = SubmitView::of(job);
+    let buffers = view.job_buffers();
+    let mut assign = view
+        .description(&buffers)
+        .assign(0)
+        .map_err(ResultCheckError::Job)?;
+    // A sealed job's kernel hash binds how it was sealed.
+    assign.sealing = job.sealed.map(|s| s.sealing);
+    Ok(assign)
+}
+
+/// [`verify_result_inner`] against `expected`, the assignment
+/// [`expected_assignment`] computed for `job` (its error is reported after
+/// the evidence's and the receipt's, as if computed here).
+fn verify_against(
+    job: &Submit,
+    expected: Result<JobAssign, ResultCheckError>,
+    result: &JobResult,
+    cache: &mut EvidenceCache,
+) -> Result<(ResultCheck, JobAssign), ResultCheckError> {
     let evidence = cache
         .open(&result.evidence)
         .map_err(ResultCheckError::Evidence)?;
@@ -1043,14 +1076,8 @@ fn verify_result_inner(
     if receipt.status != ReceiptStatus::Completed {
         return Err(ResultCheckError::NotCompleted);
     }
-    let view = SubmitView::of(job);
-    let buffers = view.job_buffers();
-    let mut assign = view
-        .description(&buffers)
-        .assign(result.job)
-        .map_err(ResultCheckError::Job)?;
-    // A sealed job's kernel hash binds how it was sealed.
-    assign.sealing = job.sealed.map(|s| s.sealing);
+    let mut assign = expected?;
+    assign.job = result.job;
     let readback: Vec<u64> = job
         .buffers
         .iter()
