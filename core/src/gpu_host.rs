@@ -19,7 +19,7 @@ const _: () = assert!(crate::limits::MAX_BINDINGS == vulkan::MAX_BINDINGS);
 /// Most jobs handed to the device together: what the dispatcher submits
 /// before waiting on the first.
 #[cfg(feature = "net")]
-const BATCH_SIZE: usize = 8;
+const BATCH_SIZE: usize = 16;
 
 /// A Vulkan device ready to run jobs.
 pub struct GpuHost {

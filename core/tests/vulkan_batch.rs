@@ -210,7 +210,8 @@ fn batch_equals_jobs_alone(metering: Metering) {
         init: Some((0..=255u8).cycle().take(1024).collect()),
         endless: false,
     });
-    jobs.extend((0..6).map(|i| Owned::mandelbrot(100 + i)));
+    // Seventeen in all: more than the sixteen lanes of a round.
+    jobs.extend((0..10).map(|i| Owned::mandelbrot(100 + i)));
     let n = jobs.len();
     let want = alone(&jobs);
     for round in 0..2 {

@@ -936,9 +936,9 @@ impl Dispatcher {
         result
     }
 
-    /// Runs several jobs, submitting up to eight to the device before
-    /// waiting on the first, so the device goes from one to the next
-    /// without waiting for the host. Calls `done` once for each job, with
+    /// Runs several jobs, submitting up to sixteen ([`LANES`]) to the
+    /// device before waiting on the first, so the device goes from one to
+    /// the next without waiting for the host. Calls `done` once for each job, with
     /// its index in `jobs` and what [`Dispatcher::run`] would have
     /// returned, as soon as that is known (not necessarily in order).
     ///

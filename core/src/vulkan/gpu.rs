@@ -60,7 +60,7 @@ pub(crate) struct CachedPipeline {
 
 /// Most jobs submitted to a device before the first of them is waited on
 /// ([`super::Dispatcher::run_batch`]).
-pub(crate) const LANES: usize = 8;
+pub(crate) const LANES: usize = 16;
 
 /// What one job submitted to the device uses: its command buffer (with its
 /// own pool, reset alone), fence and descriptor pool, the buffers it binds,
