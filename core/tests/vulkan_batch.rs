@@ -202,16 +202,10 @@ fn batch_equals_jobs_alone(metering: Metering) {
     // second batch's worth of jobs, among plain ones.
     let mut jobs: Vec<Owned> = (0..5).map(|i| Owned::mandelbrot(10 + 7 * i)).collect();
     jobs.insert(2, Owned::refused());
-    jobs.push(Owned {
-        spirv: kernel("copy"),
-        push: Vec::new(),
-        grid: [1, 1, 1],
-        len: 1024,
-        init: Some((0..=255u8).cycle().take(1024).collect()),
-        endless: false,
-    });
-    // Seventeen in all: more than the sixteen lanes of a round.
-    jobs.extend((0..10).map(|i| Owned::mandelbrot(100 + i)));
+    jobs.push(Owned::busy(4));
+    // Seventeen jobs of a built kernel behind it: with it, a full round of
+    // sixteen, then another.
+    jobs.extend((0..17).map(|i| Owned::mandelbrot(100 + i)));
     let n = jobs.len();
     let want = alone(&jobs);
     for round in 0..2 {
@@ -392,4 +386,77 @@ fn a_job_whose_time_ran_out_before_its_round_never_reaches_the_device() {
         still_serving(&mut d);
         assert_clean(&d);
     }
+}
+
+/// A job that ended is reported without waiting for a slow job behind it
+/// in its round: fifteen small jobs whose deadlines are 1 s away, ahead of
+/// one that does not end (stopped at its own deadline, 2 s away), are each
+/// reported, with their outputs, before their deadlines. Before, none was
+/// reported until the slow one timed out, so the agent would have failed
+/// all fifteen for their deadlines.
+#[test]
+fn jobs_ahead_of_a_slow_one_are_reported_before_their_deadlines() {
+    let mut d = dispatcher();
+    build_pipelines(&mut d);
+    let mut jobs: Vec<Owned> = (0..15).map(|i| Owned::mandelbrot(10 + i)).collect();
+    // The most invocations a job behind others may have (16,384): on
+    // lavapipe, which ends a loop after 65,535 turns, it would still run
+    // for about 4 s.
+    jobs.push(Owned {
+        grid: [256, 1, 1],
+        ..Owned::endless()
+    });
+    let n = jobs.len();
+    let mut limits = vec![Duration::from_secs(1); n];
+    limits[n - 1] = Duration::from_secs(2);
+    let want = alone(&jobs[..n - 1]);
+    let specs: Vec<[BufferSpec<'_>; 1]> = jobs
+        .iter()
+        .map(|j| {
+            [BufferSpec {
+                binding: 0,
+                len: j.len,
+                init: j.init.as_deref(),
+                readback: true,
+            }]
+        })
+        .collect();
+    let now = Instant::now();
+    let batch: Vec<BatchJob<'_>> = jobs
+        .iter()
+        .zip(&specs)
+        .zip(&limits)
+        .map(|((j, s), limit)| BatchJob {
+            job: KernelJob {
+                spirv: &j.spirv,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &j.push,
+                grid: j.grid,
+                buffers: s,
+            },
+            deadline: now + *limit,
+            cancel: None,
+        })
+        .collect();
+    let mut got: Vec<Option<(Duration, Result<JobOutput, JobError>)>> =
+        jobs.iter().map(|_| None).collect();
+    d.run_batch(&batch, |i, r| got[i] = Some((now.elapsed(), r)));
+    for (i, g) in got.iter().enumerate().take(n - 1) {
+        let (at, r) = g
+            .as_ref()
+            .unwrap_or_else(|| panic!("job {i} never reported"));
+        assert!(
+            *at < limits[i],
+            "job {i} reported at {at:?}, past its deadline"
+        );
+        match (r, &want[i]) {
+            (Ok(o), Ok(w)) => assert!(o.outputs == *w, "job {i}: outputs differ"),
+            other => panic!("job {i}: {other:?}"),
+        }
+    }
+    let (_, last) = got[n - 1].as_ref().expect("the endless job is reported");
+    assert_eq!(last.as_ref().err(), Some(&JobError::Timeout));
+    still_serving(&mut d);
+    assert_clean(&d);
 }

@@ -23,6 +23,11 @@ const CANCEL_POLL: Duration = Duration::from_millis(10);
 /// timeout.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a job of a round may run before the jobs ahead of it that have
+/// ended are reported: a slow job does not keep ended ones waiting (past
+/// their own deadlines) until it ends.
+const REPORT_AFTER: Duration = Duration::from_millis(1);
+
 /// Most push-constant bytes a job may carry (the Vulkan guaranteed minimum).
 pub const MAX_PUSH_CONSTANTS: usize = 128;
 
@@ -1030,30 +1035,37 @@ impl Dispatcher {
             // Each job is waited on in order, and outputs are read once
             // all have ended (or one failed): the host copying one job's
             // outputs must not count in the time of the job behind it.
+            // Except behind a slow job: once it has run for
+            // `REPORT_AFTER`, the jobs ahead of it that ended are reported
+            // (their deadlines do not wait for it), and if it ends while
+            // their outputs are copied, it is metered as ending when the
+            // copy began.
             let mut ended: Vec<Instant> = Vec::with_capacity(round.len());
             let mut failed = None;
+            let mut reported = 0;
+            let mut previous: Option<Instant> = None;
             for (lane, &(i, _)) in round.iter().enumerate() {
+                let mut seen_by = None;
+                let left = jobs[i].deadline.saturating_duration_since(Instant::now());
+                if lane > reported && !self.lane_ended_within(lane, REPORT_AFTER.min(left)) {
+                    let copy_began = Instant::now();
+                    let (round, ended) = (&round[..lane], &ended[..lane]);
+                    self.report(jobs, round, ended, reported, &mut previous, outputs, done);
+                    reported = lane;
+                    if self.lane_ended_within(lane, Duration::ZERO) {
+                        seen_by = Some(copy_began);
+                    }
+                }
                 match self.wait_lane(&jobs[i], lane) {
-                    Ok(()) => ended.push(Instant::now()),
+                    Ok(()) => ended.push(seen_by.unwrap_or_else(Instant::now)),
                     Err(e) => {
                         failed = Some((lane, e));
                         break;
                     }
                 }
             }
-            let mut previous: Option<Instant> = None;
-            for (lane, (&(i, submitted), &end)) in round.iter().zip(&ended).enumerate() {
-                // The device takes a job once it has the one before.
-                let began = previous.map_or(submitted, |p| p.max(submitted));
-                previous = Some(end);
-                let usage = self.collect(
-                    &jobs[i],
-                    lane,
-                    end.saturating_duration_since(began),
-                    outputs,
-                );
-                done(i, usage, outputs);
-            }
+            let ran = &round[..ended.len()];
+            self.report(jobs, ran, &ended, reported, &mut previous, outputs, done);
             let mut rerun = round.len();
             if let Some((lane, e)) = failed {
                 self.recover(Some(lane), round.len() > 1, &e);
@@ -1075,6 +1087,48 @@ impl Dispatcher {
             }
             self.release_lanes();
         }
+    }
+
+    /// Collects and reports the jobs of `round` from lane `from` on, each
+    /// of which ended at its time in `ended`; `previous` is the end of the
+    /// job before them (the device takes a job once it has that one).
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        jobs: &[BatchJob<'_>],
+        round: &[(usize, Instant)],
+        ended: &[Instant],
+        from: usize,
+        previous: &mut Option<Instant>,
+        outputs: &mut Vec<Vec<u8>>,
+        done: &mut Reporter<'_>,
+    ) {
+        for (lane, (&(i, submitted), &end)) in round.iter().zip(ended).enumerate().skip(from) {
+            let began = previous.map_or(submitted, |p| p.max(submitted));
+            *previous = Some(end);
+            let usage = self.collect(
+                &jobs[i],
+                lane,
+                end.saturating_duration_since(began),
+                outputs,
+            );
+            done(i, usage, outputs);
+        }
+    }
+
+    /// Whether the job in `lane` has ended, waiting at most `wait` for it
+    /// (no longer than the device is usable: an error says no, and
+    /// [`Dispatcher::wait_lane`] then meets it).
+    fn lane_ended_within(&self, lane: usize, wait: Duration) -> bool {
+        let Some(gpu) = self.gpu.as_ref() else {
+            return false;
+        };
+        let Some(l) = gpu.lanes.get(lane) else {
+            return false;
+        };
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the fence belongs to this live device and was submitted.
+        unsafe { gpu.device.wait_for_fences(&[l.fence], true, nanos) }.is_ok()
     }
 
     /// After a job failed with `e` (in `lane` when it had been submitted;
