@@ -115,7 +115,7 @@ impl<S: Signer> Agent<S> {
 
     /// Runs the timers due at `now`: heartbeats, peer silence, job deadlines.
     ///
-    /// While the host leaves more than 14 events unread (18 without `std`:
+    /// While the host leaves more than 30 events unread (18 without `std`:
     /// `MAX_EVENTS` less the most the timers and a disconnect queue) the
     /// timers wait; nothing is lost: [`Agent::poll_timeout`] still says they
     /// are due. Read events with [`Agent::poll_event`], then call again.
