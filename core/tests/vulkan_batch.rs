@@ -88,6 +88,20 @@ fn run_batch(
     limits: &[Duration],
     cancels: &[Option<Arc<AtomicBool>>],
 ) -> Vec<Result<JobOutput, JobError>> {
+    run_batch_timed(d, jobs, limits, cancels)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// [`run_batch`], with the time from the start at which each job was
+/// reported.
+fn run_batch_timed(
+    d: &mut Dispatcher,
+    jobs: &[Owned],
+    limits: &[Duration],
+    cancels: &[Option<Arc<AtomicBool>>],
+) -> Vec<(Duration, Result<JobOutput, JobError>)> {
     let specs: Vec<[BufferSpec<'_>; 1]> = jobs
         .iter()
         .map(|j| {
@@ -117,10 +131,11 @@ fn run_batch(
             cancel: cancel.as_ref(),
         })
         .collect();
-    let mut got: Vec<Option<Result<JobOutput, JobError>>> = jobs.iter().map(|_| None).collect();
+    let mut got: Vec<Option<(Duration, Result<JobOutput, JobError>)>> =
+        jobs.iter().map(|_| None).collect();
     d.run_batch(&batch, |i, r| {
         assert!(got[i].is_none(), "job {i} reported twice");
-        got[i] = Some(r);
+        got[i] = Some((now.elapsed(), r));
     });
     got.into_iter()
         .enumerate()
@@ -410,42 +425,8 @@ fn jobs_ahead_of_a_slow_one_are_reported_before_their_deadlines() {
     let mut limits = vec![Duration::from_secs(1); n];
     limits[n - 1] = Duration::from_secs(2);
     let want = alone(&jobs[..n - 1]);
-    let specs: Vec<[BufferSpec<'_>; 1]> = jobs
-        .iter()
-        .map(|j| {
-            [BufferSpec {
-                binding: 0,
-                len: j.len,
-                init: j.init.as_deref(),
-                readback: true,
-            }]
-        })
-        .collect();
-    let now = Instant::now();
-    let batch: Vec<BatchJob<'_>> = jobs
-        .iter()
-        .zip(&specs)
-        .zip(&limits)
-        .map(|((j, s), limit)| BatchJob {
-            job: KernelJob {
-                spirv: &j.spirv,
-                entry_point: "main",
-                specialization: &[],
-                push_constants: &j.push,
-                grid: j.grid,
-                buffers: s,
-            },
-            deadline: now + *limit,
-            cancel: None,
-        })
-        .collect();
-    let mut got: Vec<Option<(Duration, Result<JobOutput, JobError>)>> =
-        jobs.iter().map(|_| None).collect();
-    d.run_batch(&batch, |i, r| got[i] = Some((now.elapsed(), r)));
-    for (i, g) in got.iter().enumerate().take(n - 1) {
-        let (at, r) = g
-            .as_ref()
-            .unwrap_or_else(|| panic!("job {i} never reported"));
+    let got = run_batch_timed(&mut d, &jobs, &limits, &vec![None; n]);
+    for (i, (at, r)) in got.iter().enumerate().take(n - 1) {
         assert!(
             *at < limits[i],
             "job {i} reported at {at:?}, past its deadline"
@@ -455,8 +436,7 @@ fn jobs_ahead_of_a_slow_one_are_reported_before_their_deadlines() {
             other => panic!("job {i}: {other:?}"),
         }
     }
-    let (_, last) = got[n - 1].as_ref().expect("the endless job is reported");
-    assert_eq!(last.as_ref().err(), Some(&JobError::Timeout));
+    assert_eq!(got[n - 1].1.as_ref().err(), Some(&JobError::Timeout));
     still_serving(&mut d);
     assert_clean(&d);
 }
