@@ -943,9 +943,9 @@ impl Dispatcher {
 
     /// Runs several jobs, submitting up to sixteen ([`LANES`]) to the
     /// device before waiting on the first, so the device goes from one to
-    /// the next without waiting for the host. Calls `done` once for each job, with
-    /// its index in `jobs` and what [`Dispatcher::run`] would have
-    /// returned, as soon as that is known (not necessarily in order).
+    /// the next without waiting for the host. Calls `done` once for each
+    /// job, with its index in `jobs` and what [`Dispatcher::run`] would
+    /// have returned, as soon as that is known (not necessarily in order).
     ///
     /// Each job keeps its own deadline and cancel flag, and no job sees
     /// another's buffers. A job joins the jobs already on the device only
