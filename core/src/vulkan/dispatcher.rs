@@ -1049,8 +1049,7 @@ impl Dispatcher {
                 let left = jobs[i].deadline.saturating_duration_since(Instant::now());
                 if lane > reported && !self.lane_ended_within(lane, REPORT_AFTER.min(left)) {
                     let copy_began = Instant::now();
-                    let (round, ended) = (&round[..lane], &ended[..lane]);
-                    self.report(jobs, round, ended, reported, &mut previous, outputs, done);
+                    self.report(jobs, &round, &ended, reported, &mut previous, outputs, done);
                     reported = lane;
                     if self.lane_ended_within(lane, Duration::ZERO) {
                         seen_by = Some(copy_began);
@@ -1064,8 +1063,7 @@ impl Dispatcher {
                     }
                 }
             }
-            let ran = &round[..ended.len()];
-            self.report(jobs, ran, &ended, reported, &mut previous, outputs, done);
+            self.report(jobs, &round, &ended, reported, &mut previous, outputs, done);
             let mut rerun = round.len();
             if let Some((lane, e)) = failed {
                 self.recover(Some(lane), round.len() > 1, &e);
@@ -1089,9 +1087,10 @@ impl Dispatcher {
         }
     }
 
-    /// Collects and reports the jobs of `round` from lane `from` on, each
-    /// of which ended at its time in `ended`; `previous` is the end of the
-    /// job before them (the device takes a job once it has that one).
+    /// Collects and reports the jobs of `round` from lane `from` on that
+    /// ended, each at its time in `ended` (one for each lane from the
+    /// first); `previous` is the end of the job before them (the device
+    /// takes a job once it has that one).
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
