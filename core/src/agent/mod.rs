@@ -389,6 +389,9 @@ impl<S: Signer> Agent<S> {
 
     /// As [`Agent::new`], made in `slot` (a static, caller memory, a
     /// box), with no copy of the agent on the stack in optimized builds.
+    /// (Unoptimized, the copies take about 480 KiB of stack: this
+    /// workspace builds the core at `opt-level = 1` in `cargo build`'s debug
+    /// builds.)
     /// On an error `slot` is left as it was.
     pub fn new_in(
         slot: &mut MaybeUninit<Self>,
