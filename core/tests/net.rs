@@ -1080,6 +1080,63 @@ fn bytes_after_the_coordinators_close_notify_do_not_stall_the_provider() {
     drop(s);
 }
 
+/// The coordinator's last bytes and its end (FIN) read in one turn: the
+/// read that took the bytes took less than its buffer, which alone would
+/// end the turn (no further event comes for what is already there); the
+/// end is read too, and the provider connects again at once rather than
+/// when the session times out.
+#[test]
+fn bytes_and_the_coordinators_end_in_one_read_end_the_session() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut rt = runtime(port, Trust::PinnedKey(srv.spki), None);
+    let (paused, stop, steps) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let (p, st, n) = (paused.clone(), stop.clone(), steps.clone());
+    let handle = thread::spawn(move || {
+        while !st.load(Ordering::SeqCst) {
+            if p.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            rt.step(Some(Duration::from_millis(50))).unwrap();
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut s = Session::accept(&listener, &srv.config);
+    s.handshake();
+    // The runtime stops between steps; then half a TLS record and the end
+    // wait in its socket together.
+    paused.store(true, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(200));
+    let before = steps.load(Ordering::SeqCst);
+    s.tls.sock.write_all(&[0x17, 0x03, 0x03]).unwrap();
+    s.tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        steps.load(Ordering::SeqCst),
+        before,
+        "the runtime did not stop"
+    );
+    paused.store(false, Ordering::SeqCst);
+    let waited = std::time::Instant::now();
+    let mut again = Session::accept(&listener, &srv.config);
+    again.handshake();
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "the end was seen after {:?}",
+        waited.elapsed()
+    );
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap();
+    drop(s);
+}
+
 /// The coordinator's close_notify alone, its socket left open, ends the
 /// session: the provider connects again.
 #[test]

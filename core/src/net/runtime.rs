@@ -52,6 +52,22 @@ const RX_LIMIT: usize = 256 * 1024;
 const TX_LIMIT: usize = 64 * 1024;
 /// The most one read from the socket takes.
 const WIRE_READ: usize = 64 * 1024;
+
+/// Whether a read that fills less than its buffer shows the socket has
+/// nothing more: where mio's readiness is edge-triggered (epoll, kqueue),
+/// bytes arriving after the read raise a new event. Elsewhere (Windows,
+/// where readiness comes back only after a read finds nothing) reads go on
+/// until `WouldBlock`.
+const SHORT_READ_DRAINS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+));
 /// The longest the loop sleeps, so that a drain request is seen promptly.
 const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
 /// How often an idle worker asks an executor that takes no work whether it
@@ -735,10 +751,13 @@ impl<S: Signer> Runtime<S> {
             Err(e) => return Err(RuntimeError::Io(e)),
         }
         let mut conn_ready = false;
+        // The coordinator's end or an error: no further event says so.
+        let mut conn_ended = false;
         let mut timer_fired = false;
         for event in self.events.iter() {
             if event.token() == CONN {
                 conn_ready = true;
+                conn_ended |= event.is_read_closed() || event.is_error();
             }
             timer_fired |= event.token() == TIMER;
         }
@@ -746,7 +765,8 @@ impl<S: Signer> Runtime<S> {
             self.timer.fired();
         }
         if conn_ready || more {
-            self.read_tls();
+            // Bytes left from an earlier turn raise no event either.
+            self.read_tls(conn_ended || more);
         }
         self.collect_done();
         let now = self.now();
@@ -883,25 +903,41 @@ impl<S: Signer> Runtime<S> {
         }
     }
 
-    /// Reads what the socket has into the connection's plaintext buffer.
-    fn read_tls(&mut self) {
+    /// Reads what the socket has into the connection's plaintext buffer:
+    /// until it has nothing more (`WouldBlock`), or, unless `drain`, until
+    /// a read fills less than the buffer. On a stream socket such a read
+    /// took all there was (epoll(7), on edge-triggered readiness) and bytes
+    /// coming after it raise a new event, so the read that would find
+    /// nothing, a system call before the frames are answered, is saved.
+    /// `drain` is for the coordinator's end or an error, which raise no
+    /// further event, and for bytes left from an earlier turn.
+    fn read_tls(&mut self, drain: bool) {
         let Some(c) = self.conn.as_mut() else { return };
         let mut failure = None;
         c.compact();
         let mut buf = [0u8; 16 * 1024];
         c.more = false;
+        // The last read from the socket, this turn, filled less than its
+        // buffer.
+        let mut short = false;
         loop {
             if c.rx.len() >= RX_LIMIT {
                 c.more = true;
                 break;
             }
             if c.wire_at == c.wire_end {
+                if short && SHORT_READ_DRAINS && !drain {
+                    break;
+                }
                 match c.stream.read(&mut c.wire) {
                     Ok(0) => {
                         failure = Some("the coordinator closed the connection".to_string());
                         break;
                     }
-                    Ok(n) => (c.wire_at, c.wire_end) = (0, n),
+                    Ok(n) => {
+                        short = n < c.wire.len();
+                        (c.wire_at, c.wire_end) = (0, n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {

@@ -55,6 +55,22 @@ const READ_TURN: usize = 256 << 10;
 /// that a burst (a job's input, a provider's outputs and receipts) costs
 /// one system call rather than one per 4 KiB.
 const WIRE_READ: usize = 64 << 10;
+
+/// Whether a read that fills less than its buffer shows the socket has
+/// nothing more: where mio's readiness is edge-triggered (epoll, kqueue),
+/// bytes arriving after the read raise a new event. Elsewhere (Windows,
+/// where readiness comes back only after a read finds nothing) reads go on
+/// until `WouldBlock`.
+const SHORT_READ_DRAINS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+));
 /// Bytes written to one connection before the others get a turn.
 const WRITE_TURN: usize = 1 << 20;
 /// Frames handed to TLS before it writes to the socket.
@@ -356,7 +372,10 @@ impl Loop {
                             log::debug!("connection {i}: reset while not read");
                             self.settle(i, Err(()));
                         } else if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            let r = self.with(i, |ctx, c| read(ctx, c, i));
+                            // A short read ends the turn, unless the peer's
+                            // end or an error came: see `read_turn`.
+                            let drain = ev.is_read_closed() || ev.is_error();
+                            let r = self.with(i, |ctx, c| read(ctx, c, i, drain));
                             // What the read gave other connections goes out
                             // first: a verified result reaches its requester
                             // before the provider's acknowledgement is
@@ -375,7 +394,7 @@ impl Loop {
                 }
             }
             for i in std::mem::take(&mut self.ctx.again) {
-                let r = self.with(i, |ctx, c| read(ctx, c, i));
+                let r = self.with(i, |ctx, c| read(ctx, c, i, true));
                 self.settle(i, r);
             }
             let now = Instant::now();
@@ -687,14 +706,27 @@ fn expire(ctx: &mut Ctx, c: &mut Conn, now: Instant) -> Result<(), ()> {
 /// Reads what the peer sent, up to a turn's worth of plaintext.
 /// (A connection in `Ctx::again` for its writes comes here too: it reads
 /// nothing once its reading is done, and `settle` writes.)
-fn read(ctx: &mut Ctx, c: &mut Conn, i: usize) -> Result<(), ()> {
+fn read(ctx: &mut Ctx, c: &mut Conn, i: usize, drain: bool) -> Result<(), ()> {
     let mut scratch = std::mem::take(&mut ctx.scratch);
-    let r = read_turn(ctx, c, i, &mut scratch);
+    let r = read_turn(ctx, c, i, &mut scratch, drain);
     ctx.scratch = scratch;
     r
 }
 
-fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Result<(), ()> {
+/// The socket is read until it has nothing more (`WouldBlock`), or, unless
+/// `drain`, until a read fills less than the buffer: on a stream socket that
+/// read took all there was (epoll(7), on edge-triggered readiness), and
+/// bytes coming after it raise a new event. That saves a read, a system
+/// call, before the frames read are answered. `drain` is for the peer's end
+/// or an error, which raise no further event, and for turns not started by
+/// an event.
+fn read_turn(
+    ctx: &mut Ctx,
+    c: &mut Conn,
+    i: usize,
+    scratch: &mut [u8],
+    drain: bool,
+) -> Result<(), ()> {
     if !c.paused {
         // What was parked is taken from here on, in its requests' budget.
         c.parked = None;
@@ -704,6 +736,8 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
         on_bytes(ctx, c, &pending)?;
     }
     let mut turn = READ_TURN;
+    // The last read from the socket, this turn, filled less than its buffer.
+    let mut short = false;
     loop {
         if c.paused {
             park(ctx, c);
@@ -739,6 +773,9 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
             if c.sock_eof {
                 return peer_end(ctx, c);
             }
+            if short && SHORT_READ_DRAINS && !drain {
+                return Ok(());
+            }
             let mut buf = std::mem::take(&mut ctx.wire);
             if buf.is_empty() {
                 // A paused connection kept the last one.
@@ -752,6 +789,7 @@ fn read_turn(ctx: &mut Ctx, c: &mut Conn, i: usize, scratch: &mut [u8]) -> Resul
                     continue;
                 }
                 Ok(n) => {
+                    short = n < buf.len();
                     c.wire = buf;
                     c.wire_at = 0;
                     c.wire_end = n;

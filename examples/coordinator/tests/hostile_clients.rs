@@ -1055,3 +1055,33 @@ fn reset(sock: &TcpStream) {
     };
     assert_eq!(r, 0, "SO_LINGER");
 }
+
+/// Clients whose last bytes (half a ClientHello) and end (FIN) come
+/// together: a read that takes less than its buffer ends a turn, but not
+/// when the end has come too (no further event would say so); each is
+/// closed at once, not at its handshake deadline.
+#[test]
+fn bytes_and_the_end_together_close_at_once() {
+    let coord = coordinator(|c| c.handshake_timeout = Duration::from_secs(30));
+    let addr = coord.local_addr();
+    let hello = client_hello();
+    let mut socks: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connects");
+            s.write_all(&hello[..hello.len() / 2]).expect("sends");
+            s.shutdown(std::net::Shutdown::Write).expect("ends");
+            s
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut open = socks.len();
+    while open > 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+        open = socks
+            .iter_mut()
+            .map(closed_by_server)
+            .filter(|c| !c)
+            .count();
+    }
+    assert_eq!(open, 0, "connections left open after their end");
+}
