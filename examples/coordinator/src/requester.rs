@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,11 +153,73 @@ pub fn connect(
     Ok(stream)
 }
 
+/// A requester's socket. rustls reads at most 4 KiB at a time; this reads
+/// up to 64 KiB from the kernel and hands it out in those pieces, so that a
+/// tiny job's result (about 5 KiB) costs one read, a system call, not two,
+/// and results coming back to back far fewer. The read timeout is set only
+/// when it changes (each job sets it).
+struct Socket {
+    sock: TcpStream,
+    rx: Box<[u8]>,
+    at: usize,
+    end: usize,
+    read_timeout: Option<Duration>,
+}
+
+impl Socket {
+    const READ: usize = 64 << 10;
+
+    fn new(sock: TcpStream) -> Socket {
+        Socket {
+            read_timeout: sock.read_timeout().ok().flatten(),
+            sock,
+            rx: vec![0; Self::READ].into_boxed_slice(),
+            at: 0,
+            end: 0,
+        }
+    }
+
+    fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(wait) {
+            self.sock.set_read_timeout(Some(wait))?;
+            self.read_timeout = Some(wait);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.end && !buf.is_empty() {
+            let n = self.sock.read(&mut self.rx)?;
+            (self.at, self.end) = (0, n);
+        }
+        let n = buf.len().min(self.end - self.at);
+        buf[..n].copy_from_slice(&self.rx[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.sock.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
 /// A connection to a coordinator that submits jobs one after another,
 /// paying for the TLS handshake once, and checking each provider session's
 /// evidence signature once ([`EvidenceCache`]).
 pub struct Requester {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, Socket>,
     addr: SocketAddr,
     evidence: EvidenceCache,
     /// Sealing: this requester's key for outputs (drawn at the first sealed
@@ -197,8 +259,9 @@ impl fmt::Debug for Requester {
 impl Requester {
     /// Connects and completes the TLS handshake.
     pub fn connect(addr: SocketAddr, tls: Arc<ClientConfig>) -> Result<Requester, RequesterError> {
+        let stream = connect(addr, tls)?;
         Ok(Requester {
-            stream: connect(addr, tls)?,
+            stream: StreamOwned::new(stream.conn, Socket::new(stream.sock)),
             addr,
             evidence: EvidenceCache::default(),
             sealing: None,
@@ -231,7 +294,7 @@ impl Requester {
             .saturating_add(Duration::from_secs(30));
         self.stream
             .sock
-            .set_read_timeout(Some(wait))
+            .set_read_timeout(wait)
             .map_err(|e| RequesterError::Connect(self.addr, e))?;
         write_submit(&mut self.stream, job)?;
         Ok(())
@@ -299,7 +362,7 @@ impl Requester {
         let longest = jobs.iter().map(|j| j.deadline_ms).max().unwrap_or(0);
         let wait =
             Duration::from_millis(u64::from(longest)).saturating_add(Duration::from_secs(30));
-        if let Err(e) = self.stream.sock.set_read_timeout(Some(wait)) {
+        if let Err(e) = self.stream.sock.set_read_timeout(wait) {
             if let Some(first) = results.first_mut() {
                 *first = Some(Err(RequesterError::Connect(self.addr, e)));
             }
@@ -403,7 +466,7 @@ impl Requester {
     pub fn providers(&mut self) -> Result<Vec<(Evidence, ProviderEntry)>, RequesterError> {
         self.stream
             .sock
-            .set_read_timeout(Some(Duration::from_secs(30)))
+            .set_read_timeout(Duration::from_secs(30))
             .map_err(|e| RequesterError::Connect(self.addr, e))?;
         let frame = encode_frame(&Request::Providers).map_err(RequesterError::Frame)?;
         self.stream
@@ -816,7 +879,7 @@ fn write_submit_unflushed(w: &mut impl Write, job: &Submit) -> Result<(), FrameE
 /// TLS holds all it may, or on `flush`: the requests [`Requester::submit_all`]
 /// sends back to back leave in as few writes as they fit, rather than one
 /// (and one wake-up of the coordinator) each.
-struct Gather<'a>(&'a mut StreamOwned<ClientConnection, TcpStream>);
+struct Gather<'a>(&'a mut StreamOwned<ClientConnection, Socket>);
 
 impl Write for Gather<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
