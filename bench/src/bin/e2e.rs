@@ -20,7 +20,14 @@
 //!   evidence document's verification, a 4 KiB leaf hash, and the
 //!   requester's whole check of a result (`verify_result`), also with its
 //!   evidence signature already verified (`verify_result_with` and a warm
-//!   `EvidenceCache`, as `Requester::submit` checks).
+//!   `EvidenceCache`, as `Requester::submit` checks). From those,
+//!   `protocol_floor`: what no implementation of the path can leave out,
+//!   two TLS round trips (four one-way hops: requester, coordinator, agent,
+//!   coordinator, requester), one signature and two receipt verifications,
+//!   each as timed alone; and `overhead_beyond_floor`, the overhead over
+//!   `dispatch_only` less that floor: the share this code can still cut.
+//!   The floor moves with the machine far more than the rest (README,
+//!   "Figures").
 //! - `e2e.job_p50_encrypted`: the same tiny job sealed end to end (the
 //!   requester seals kernel, push constants and input to the provider's
 //!   session key, the provider opens it and seals the output to the
@@ -646,6 +653,18 @@ fn main() {
         }),
     ];
     let job_p50 = percentile(&e2e, 50.0);
+    // What no implementation of this path can leave out, each part timed
+    // alone above: four one-way TLS hops (requester, coordinator, agent,
+    // coordinator, requester: two round trips), the receipt's signature and
+    // its two verifications (the coordinator's and the requester's).
+    let of = |name: &str| {
+        alone
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let protocol_floor =
+        2.0 * of("tls_round_trip") + of("ed25519_sign") + 2.0 * of("receipt_verify");
     line_parts(
         "e2e.job_breakdown",
         job_p50,
@@ -655,6 +674,11 @@ fn main() {
             ("execute", percentile(&execute, 50.0)),
             ("back_to_requester", percentile(&back, 50.0)),
             ("overhead_over_dispatch_only", job_p50 - floor_p50),
+            ("protocol_floor", protocol_floor),
+            (
+                "overhead_beyond_floor",
+                job_p50 - floor_p50 - protocol_floor,
+            ),
         ],
         &alone,
     );
