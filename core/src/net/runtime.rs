@@ -31,6 +31,7 @@ use rustls::{ClientConfig, ClientConnection};
 
 use super::executor::{CancelFlag, Executor, JobFailure, JobOutputs, JobToRun};
 use super::timer::PreciseTimer;
+use super::tls::SHORT_READ_DRAINS;
 use crate::agent::ResultRecord;
 use crate::agent::{Agent, Config, ConnState, DisconnectReason, Event};
 use crate::attest::{ChainState, Signer};
@@ -53,21 +54,6 @@ const TX_LIMIT: usize = 64 * 1024;
 /// The most one read from the socket takes.
 const WIRE_READ: usize = 64 * 1024;
 
-/// Whether a read that fills less than its buffer shows the socket has
-/// nothing more: where mio's readiness is edge-triggered (epoll, kqueue),
-/// bytes arriving after the read raise a new event. Elsewhere (Windows,
-/// where readiness comes back only after a read finds nothing) reads go on
-/// until `WouldBlock`.
-const SHORT_READ_DRAINS: bool = cfg!(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-));
 /// The longest the loop sleeps, so that a drain request is seen promptly.
 const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
 /// How often an idle worker asks an executor that takes no work whether it

@@ -12,6 +12,25 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+/// Whether a read from a TLS connection's socket that fills less than its
+/// buffer shows the socket had nothing more, so that an event loop may end
+/// its turn there rather than read again to find nothing (a system call):
+/// where mio's readiness is edge-triggered (epoll, kqueue), bytes arriving
+/// after the read raise a new event (epoll(7)). Not for the peer's end or
+/// an error, which raise none. Elsewhere (Windows, where readiness comes
+/// back only after a read finds nothing) reads go on until `WouldBlock`.
+/// The agent's runtime and the reference coordinator read so.
+pub const SHORT_READ_DRAINS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+));
+
 /// How the provider decides the coordinator is the right one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {

@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConnection;
 use tessera_core::limits::{HEADER_LEN, MAX_FRAME};
 use tessera_core::merkle::leaf_hash;
+use tessera_core::net::tls::SHORT_READ_DRAINS;
 use tessera_core::wire::{Header, JobId, Message, MAGIC};
 
 use crate::budget::Permit;
@@ -56,21 +57,6 @@ const READ_TURN: usize = 256 << 10;
 /// one system call rather than one per 4 KiB.
 const WIRE_READ: usize = 64 << 10;
 
-/// Whether a read that fills less than its buffer shows the socket has
-/// nothing more: where mio's readiness is edge-triggered (epoll, kqueue),
-/// bytes arriving after the read raise a new event. Elsewhere (Windows,
-/// where readiness comes back only after a read finds nothing) reads go on
-/// until `WouldBlock`.
-const SHORT_READ_DRAINS: bool = cfg!(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-));
 /// Bytes written to one connection before the others get a turn.
 const WRITE_TURN: usize = 1 << 20;
 /// Frames handed to TLS before it writes to the socket.
