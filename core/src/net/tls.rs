@@ -17,7 +17,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 /// its turn there rather than read again to find nothing (a system call):
 /// where mio's readiness is edge-triggered (epoll, kqueue), bytes arriving
 /// after the read raise a new event (epoll(7)). Not for the peer's end or
-/// an error, which raise none. Elsewhere (Windows, where readiness comes
+/// an error, which raise none. (A peer can make a read stop short with
+/// urgent data; that delays only its own bytes, to its next event, as if
+/// it had sent them later.) Elsewhere (Windows, where readiness comes
 /// back only after a read finds nothing) reads go on until `WouldBlock`.
 /// The agent's runtime and the reference coordinator read so.
 pub const SHORT_READ_DRAINS: bool = cfg!(any(
