@@ -661,7 +661,8 @@ fn main() {
         alone
             .iter()
             .find(|(n, _)| *n == name)
-            .map_or(0.0, |(_, v)| *v)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| fail("protocol_floor", format!("no {name} timed")))
     };
     let protocol_floor =
         2.0 * of("tls_round_trip") + of("ed25519_sign") + 2.0 * of("receipt_verify");

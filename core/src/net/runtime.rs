@@ -53,7 +53,6 @@ const RX_LIMIT: usize = 256 * 1024;
 const TX_LIMIT: usize = 64 * 1024;
 /// The most one read from the socket takes.
 const WIRE_READ: usize = 64 * 1024;
-
 /// The longest the loop sleeps, so that a drain request is seen promptly.
 const MAX_SLEEP: StdDuration = StdDuration::from_millis(200);
 /// How often an idle worker asks an executor that takes no work whether it

@@ -56,7 +56,6 @@ const READ_TURN: usize = 256 << 10;
 /// that a burst (a job's input, a provider's outputs and receipts) costs
 /// one system call rather than one per 4 KiB.
 const WIRE_READ: usize = 64 << 10;
-
 /// Bytes written to one connection before the others get a turn.
 const WRITE_TURN: usize = 1 << 20;
 /// Frames handed to TLS before it writes to the socket.
