@@ -186,6 +186,11 @@ impl Socket {
         }
         Ok(())
     }
+
+    /// Whether bytes read from the kernel wait here, not yet taken.
+    fn buffered(&self) -> bool {
+        self.at < self.end
+    }
 }
 
 impl Read for Socket {
@@ -380,9 +385,16 @@ impl Requester {
         let mut write_failed: Option<(usize, RequesterError)> = None;
         let mut read_failed = false;
         loop {
+            // While an answer is already here (read from the socket, not yet
+            // taken) and over three quarters of the window are out, it is
+            // read first: the answers of a batch come together, and the jobs
+            // that take their places then leave in one write, not one each.
+            let answer_here = !self.stream.conn.wants_read() || self.stream.sock.buffered();
+            let refill = !(answer_here && sent.len() > window - window / 4);
             let mut gather = Gather(&mut self.stream);
             let mut wrote = false;
-            while write_failed.is_none()
+            while refill
+                && write_failed.is_none()
                 && !read_failed
                 && next < jobs.len()
                 && sent.len() < window
@@ -857,7 +869,9 @@ fn write_submit_unflushed(w: &mut impl Write, job: &Submit) -> Result<(), FrameE
         return Err(FrameError::TooLarge(len as u64));
     }
     let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(len as u64))?;
-    let mut out = BufWriter::with_capacity((REQUEST_HEADER_LEN + len).min(64 << 10), w);
+    // postcard flushes the writer it is given when it ends, and a
+    // `BufWriter` passes that on: `Unflushed` keeps it from `w`.
+    let mut out = BufWriter::with_capacity((REQUEST_HEADER_LEN + len).min(64 << 10), Unflushed(w));
     let mut header = [0u8; REQUEST_HEADER_LEN];
     header[..2].copy_from_slice(&REQUEST_MAGIC);
     header[2..].copy_from_slice(&len32.to_le_bytes());
@@ -873,6 +887,19 @@ fn write_submit_unflushed(w: &mut impl Write, job: &Submit) -> Result<(), FrameE
     out.into_inner()
         .map_err(|e| FrameError::Io(e.into_error()))?;
     Ok(())
+}
+
+/// Passes writes on to `W` and leaves flushing it to its owner.
+struct Unflushed<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Unflushed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes plaintext into a TLS connection and sends its records only when
@@ -1235,6 +1262,7 @@ mod tests {
     use tessera_core::attest::{
         ChainState, DeviceCapabilities, Ed25519Signer, Signer, EVIDENCE_LEN,
     };
+    use tessera_core::wire::Requirements;
 
     fn signed(seed: u8, challenge: u8) -> Vec<u8> {
         let mut signer = Ed25519Signer::from_seed(&[seed; 32]).expect("key");
@@ -1253,6 +1281,65 @@ mod tests {
         let n = evidence.sign(&mut signer, &mut out).expect("sign");
         out.truncate(n);
         out
+    }
+
+    /// A writer that records what it is handed and counts its flushes.
+    #[derive(Default)]
+    struct Counting {
+        bytes: Vec<u8>,
+        flushes: usize,
+    }
+
+    impl Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+
+    /// `submit_all` writes the requests that go together into TLS and sends
+    /// them in one write: writing one must not flush (postcard flushes the
+    /// writer it serializes into, and a flush of the TLS stream is a system
+    /// call and a wake-up of the coordinator per job). The bytes are the
+    /// flushing `write_submit`'s.
+    #[test]
+    fn a_request_written_unflushed_is_not_flushed() {
+        let job = Submit {
+            kernel: vec![7; 1200],
+            entry_point: "main".into(),
+            specialization: Vec::new(),
+            push_constants: vec![1, 2, 3, 4],
+            grid: [1, 1, 1],
+            buffers: vec![BufferInit {
+                binding: 0,
+                init: vec![5; 4096],
+                len: 4096,
+                readback: true,
+            }],
+            requirements: Requirements {
+                memory_mib: 0,
+                features: 0,
+            },
+            est_gpu_ms: 1,
+            max_price: 1000,
+            deadline_ms: 1000,
+            nonce: [9; 32],
+            sealed: None,
+        };
+        let mut unflushed = Counting::default();
+        for _ in 0..3 {
+            write_submit_unflushed(&mut unflushed, &job).expect("written");
+        }
+        assert_eq!(unflushed.flushes, 0);
+        let mut flushed = Counting::default();
+        write_submit(&mut flushed, &job).expect("written");
+        assert!(flushed.flushes >= 1);
+        assert_eq!(unflushed.bytes, flushed.bytes.repeat(3));
     }
 
     /// The cache spares only the signature check of bytes verified before:
