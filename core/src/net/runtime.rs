@@ -344,6 +344,9 @@ struct QueueState {
     jobs: VecDeque<Arc<JobToRun>>,
     /// The runtime is gone: the worker ends.
     closed: bool,
+    /// Whether the worker waits for a job: a job queued while it is busy
+    /// wakes nobody (std's `notify_all` is a system call even then).
+    waiting: bool,
 }
 
 impl WorkQueue {
@@ -359,8 +362,11 @@ impl WorkQueue {
             return false;
         }
         q.jobs.push_back(job);
+        let waiting = q.waiting;
         drop(q);
-        self.changed.notify_all();
+        if waiting {
+            self.changed.notify_all();
+        }
         true
     }
 
@@ -404,13 +410,19 @@ impl WorkQueue {
                 // overrun by the thread's timer slack (50 µs by default), so
                 // asking for more jobs to batch would cost every batch that.
                 Some(w) if w.is_zero() => return Ok(None),
-                None => q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    q.waiting = true;
+                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.waiting = false;
+                }
                 Some(w) => {
+                    q.waiting = true;
                     let (guard, timed_out) = self
                         .changed
                         .wait_timeout(q, w)
                         .unwrap_or_else(|e| e.into_inner());
                     q = guard;
+                    q.waiting = false;
                     if timed_out.timed_out() && q.jobs.is_empty() && !q.closed {
                         return Ok(None);
                     }
@@ -449,6 +461,10 @@ pub struct Runtime<S: Signer> {
     /// The number of the next run.
     next_run: u64,
     done: Receiver<FromWorker>,
+    /// Set by the worker when it wakes the poll for what it sent on
+    /// `done`, cleared before `done` is read: while set, the worker sends
+    /// without waking again.
+    worker_woke: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
     /// The jobs' host side: inputs, runs, results, uploads.
     host: JobHost,
@@ -532,7 +548,13 @@ impl<S: Signer> Runtime<S> {
         let timer = PreciseTimer::new(poll.registry(), TIMER);
         let work = Arc::new(WorkQueue::default());
         let (done_tx, done_rx) = channel::<FromWorker>();
-        let worker = spawn_worker(executor, work.clone(), done_tx, waker.clone())?;
+        let worker_woke = Arc::new(AtomicBool::new(false));
+        let to_runtime = ToRuntime {
+            done: done_tx,
+            waker: waker.clone(),
+            woke: worker_woke.clone(),
+        };
+        let worker = spawn_worker(executor, work.clone(), to_runtime)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -554,6 +576,7 @@ impl<S: Signer> Runtime<S> {
             given: HashMap::new(),
             next_run: 1,
             done: done_rx,
+            worker_woke,
             worker: Some(worker),
             host: JobHost::new(),
             store,
@@ -1171,6 +1194,8 @@ impl<S: Signer> Runtime<S> {
     }
 
     fn collect_done(&mut self) {
+        // Before reading: what the worker sends after this wakes the poll.
+        self.worker_woke.store(false, Ordering::SeqCst);
         while let Ok(msg) = self.done.try_recv() {
             let now = self.now();
             let (job, result) = match msg {
@@ -1450,15 +1475,14 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 fn spawn_worker<E: Executor>(
     mut executor: E,
     work: Arc<WorkQueue>,
-    done: Sender<FromWorker>,
-    waker: Arc<Waker>,
+    done: ToRuntime,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name("tessera-executor".into())
         .spawn(move || {
             let mut accepting = true;
             let report = |executor: &mut E, accepting: &mut bool| {
-                report_accepting(executor, accepting, &done, &waker)
+                report_accepting(executor, accepting, &done)
             };
             if !report(&mut executor, &mut accepting) {
                 return;
@@ -1491,10 +1515,7 @@ fn spawn_worker<E: Executor>(
                 batch.retain(|job| !job.cancel.is_cancelled());
                 let mut gone = false;
                 let mut finished = |job: &JobToRun, result| {
-                    gone |= done
-                        .send(FromWorker::Done(job.id, job.run, result))
-                        .is_err();
-                    let _ = waker.wake();
+                    gone |= !done.send(FromWorker::Done(job.id, job.run, result));
                 };
                 match &batch[..] {
                     [] => continue,
@@ -1518,20 +1539,36 @@ fn spawn_worker<E: Executor>(
 
 /// Asks the executor whether it takes work and reports a change from
 /// `accepting`; false once the runtime is gone.
-fn report_accepting<E: Executor>(
-    executor: &mut E,
-    accepting: &mut bool,
-    done: &Sender<FromWorker>,
-    waker: &Waker,
-) -> bool {
+fn report_accepting<E: Executor>(executor: &mut E, accepting: &mut bool, done: &ToRuntime) -> bool {
     let now = executor.accepting_jobs();
     if now == *accepting {
         return true;
     }
     *accepting = now;
-    let sent = done.send(FromWorker::Accepting(now)).is_ok();
-    let _ = waker.wake();
-    sent
+    done.send(FromWorker::Accepting(now))
+}
+
+/// The worker's way to the runtime: its messages, and a wake of the poll
+/// for the first the runtime has not yet seen (a batch's jobs end
+/// together: one wake-up, one system call, not one each).
+struct ToRuntime {
+    done: Sender<FromWorker>,
+    waker: Arc<Waker>,
+    /// The runtime's `worker_woke`.
+    woke: Arc<AtomicBool>,
+}
+
+impl ToRuntime {
+    /// Sends `msg`; false once the runtime is gone.
+    fn send(&self, msg: FromWorker) -> bool {
+        let sent = self.done.send(msg).is_ok();
+        // After the send: the runtime clears the flag before it reads, so
+        // either it reads this message or this wakes it again.
+        if !self.woke.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+        sent
+    }
 }
 
 /// Writes to a socket with `send` and its `MSG_NOSIGNAL` (what std's
