@@ -30,7 +30,15 @@ need_py() {
   python3 -c "import $module" 2>/dev/null || python3 -m pip install -q "$package"
 }
 
-step() { printf '\n== %s\n' "$*"; }
+# When the outermost ci script began: `step` prints the time since then, so
+# a log shows where a run's minutes went (ci/test aims at 45 on a fresh
+# 2-core machine).
+export CI_STARTED=${CI_STARTED:-$(date +%s)}
+
+step() {
+  local s=$(($(date +%s) - CI_STARTED))
+  printf '\n== %s  [%d:%02d]\n' "$*" $((s / 60)) $((s % 60))
+}
 
 # Installs a cargo tool at an exact version when it is missing or another
 # version (tools that take long to build are built only then). The third
