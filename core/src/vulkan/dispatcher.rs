@@ -228,6 +228,10 @@ pub struct Dispatcher {
     verdicts: HashMap<[u8; 32], Result<(), KernelRejection>>,
     /// The running job's cancel flag, during [`Dispatcher::run_cancellable`].
     cancel: Option<Arc<AtomicBool>>,
+    /// The last job's kernel key.
+    last_kernel: KernelMemo,
+    /// [`Dispatcher::drive`]'s vectors, kept for the next call.
+    scratch: DriveScratch,
     // Dropped last: every device above must be gone before the instance.
     handles: VkHandles,
 }
@@ -391,12 +395,54 @@ fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
     key
 }
 
+/// The last kernel seen and its [`kernel_key`]: a job of the same kernel
+/// (compared byte for byte, with its entry point, specialization and
+/// bindings) is not hashed again. One kernel's bytes are kept.
+#[derive(Default)]
+struct KernelMemo {
+    key: Option<[u8; 32]>,
+    mask: u32,
+    spirv: Vec<u8>,
+    entry_point: String,
+    specialization: Vec<(u32, u32)>,
+}
+
+impl KernelMemo {
+    /// `kernel_key(job)`, from the memo when `job` has the last kernel.
+    fn key(&mut self, job: &KernelJob<'_>) -> [u8; 32] {
+        let mask = binding_mask(job);
+        if let Some(key) = self.key {
+            if self.mask == mask
+                && self.spirv == job.spirv
+                && self.entry_point == job.entry_point
+                && self.specialization == job.specialization
+            {
+                return key;
+            }
+        }
+        let key = kernel_key(job);
+        self.key = Some(key);
+        self.mask = mask;
+        self.spirv.clear();
+        self.spirv.extend_from_slice(job.spirv);
+        self.entry_point.clear();
+        self.entry_point.push_str(job.entry_point);
+        self.specialization.clear();
+        self.specialization.extend_from_slice(job.specialization);
+        key
+    }
+}
+
+/// One value for each buffer of a job (distinct bindings below
+/// [`MAX_BINDINGS`], so at most that many).
+type PerBuffer<T> = heapless::Vec<T, { MAX_BINDINGS as usize }>;
+
 /// Job-level checks that need no parsing; returns each buffer's pool capacity.
 fn check_job(
     job: &KernelJob<'_>,
     caps: &Capabilities,
     config: &DispatcherConfig,
-) -> Result<Vec<u64>, KernelRejection> {
+) -> Result<PerBuffer<u64>, KernelRejection> {
     let limits = &caps.limits;
     let max_push = MAX_PUSH_CONSTANTS.min(limits.max_push_constants as usize);
     if job.push_constants.len() > max_push {
@@ -424,7 +470,7 @@ fn check_job(
         });
     }
     let mut total = 0u64;
-    let mut caps = Vec::with_capacity(job.buffers.len());
+    let mut caps = PerBuffer::new();
     let mut seen = 0u32;
     for (i, b) in job.buffers.iter().enumerate() {
         let index = i as u32;
@@ -453,7 +499,13 @@ fn check_job(
         }
         let c = capacity_for(b.len);
         total = total.saturating_add(c);
-        caps.push(c);
+        if caps.push(c).is_err() {
+            // Not reached: distinct bindings below MAX_BINDINGS.
+            return Err(KernelRejection::TooManyBuffers {
+                count: u32::try_from(job.buffers.len()).unwrap_or(u32::MAX),
+                max: MAX_BINDINGS,
+            });
+        }
     }
     if total > config.memory_budget {
         return Err(KernelRejection::MemoryBudgetExceeded {
@@ -502,6 +554,28 @@ pub(crate) struct RecordKey {
     buffers: Vec<(vk::Buffer, u64, u64, bool)>,
     push: Vec<u8>,
     grid: [u32; 3],
+}
+
+/// What [`RecordKey::buffers`] holds for a job's buffers in `slots`.
+fn record_buffers<'a>(
+    slots: &'a [Slot],
+    specs: &'a [BufferSpec<'_>],
+    fill_lens: &'a [u64],
+) -> impl Iterator<Item = (vk::Buffer, u64, u64, bool)> + 'a {
+    slots
+        .iter()
+        .zip(specs)
+        .zip(fill_lens)
+        .map(|((s, spec), fill)| (s.buffer, spec.len, *fill, spec.readback))
+}
+
+/// The jobs of a [`Dispatcher::drive`] call not yet submitted, those of
+/// its round, and when each of them ended.
+#[derive(Default)]
+struct DriveScratch {
+    pending: VecDeque<usize>,
+    round: Vec<(usize, Instant)>,
+    ended: Vec<Instant>,
 }
 
 struct Pipeline {
@@ -562,6 +636,8 @@ impl Dispatcher {
             target_env,
             verdicts: HashMap::new(),
             cancel: None,
+            last_kernel: KernelMemo::default(),
+            scratch: DriveScratch::default(),
             handles,
         })
     }
@@ -979,11 +1055,17 @@ impl Dispatcher {
         outputs: &mut Vec<Vec<u8>>,
         done: &mut Reporter<'_>,
     ) {
-        let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
+        // Vectors kept from call to call.
+        let DriveScratch {
+            mut pending,
+            mut round,
+            mut ended,
+        } = std::mem::take(&mut self.scratch);
+        pending.clear();
+        pending.extend(0..jobs.len());
         // Whether a job of this call reached the device: those after it
         // waited.
         let mut waited = false;
-        let mut round: Vec<(usize, Instant)> = Vec::with_capacity(LANES);
         while !pending.is_empty() {
             round.clear();
             let generation = self.generation;
@@ -1040,14 +1122,14 @@ impl Dispatcher {
             // (their deadlines do not wait for it), and if it ends while
             // their outputs are copied, it is metered as ending when the
             // copy began.
-            let mut ended: Vec<Instant> = Vec::with_capacity(round.len());
+            ended.clear();
             let mut failed = None;
             let mut reported = 0;
             let mut previous: Option<Instant> = None;
             for (lane, &(i, _)) in round.iter().enumerate() {
                 let mut seen_by = None;
-                let left = jobs[i].deadline.saturating_duration_since(Instant::now());
-                if lane > reported && !self.lane_ended_within(lane, REPORT_AFTER.min(left)) {
+                let left = || jobs[i].deadline.saturating_duration_since(Instant::now());
+                if lane > reported && !self.lane_ended_within(lane, REPORT_AFTER.min(left())) {
                     let copy_began = Instant::now();
                     self.report(jobs, &round, &ended, reported, &mut previous, outputs, done);
                     reported = lane;
@@ -1085,6 +1167,11 @@ impl Dispatcher {
             }
             self.release_lanes();
         }
+        self.scratch = DriveScratch {
+            pending,
+            round,
+            ended,
+        };
     }
 
     /// Collects and reports the jobs of `round` from lane `from` on that
@@ -1187,10 +1274,12 @@ impl Dispatcher {
             if gpu.lanes[lane].busy {
                 continue;
             }
-            let slots = std::mem::take(&mut gpu.lanes[lane].in_flight);
-            for s in slots.into_iter().rev() {
+            // The lane keeps its vector for its next job.
+            let mut slots = std::mem::take(&mut gpu.lanes[lane].in_flight);
+            for s in slots.drain(..).rev() {
                 gpu.release(s, pool_limit);
             }
+            gpu.lanes[lane].in_flight = slots;
         }
     }
 
@@ -1215,7 +1304,7 @@ impl Dispatcher {
         if self.gpu.is_none() {
             self.recreate()?;
         }
-        let key = kernel_key(job);
+        let key = self.last_kernel.key(job);
         if lane > 0 {
             let gpu = self
                 .gpu
@@ -1250,10 +1339,12 @@ impl Dispatcher {
             .as_mut()
             .ok_or(JobError::DeviceLost { fault: None })?;
 
-        // Buffers: from the pool, zeroed, inputs copied in.
-        let mut slots: Vec<Slot> = Vec::with_capacity(job.buffers.len());
-        let mut fill_lens: Vec<u64> = Vec::with_capacity(job.buffers.len());
-        for (spec, &cap) in job.buffers.iter().zip(&capacities) {
+        // Buffers: from the pool, zeroed, inputs copied in (into the
+        // lane's vector, idle and empty since its last job).
+        let mut slots: Vec<Slot> = std::mem::take(&mut gpu.lanes[lane].in_flight);
+        debug_assert!(slots.is_empty());
+        let mut fills = [0u64; MAX_BINDINGS as usize];
+        for ((spec, &cap), fill_len) in job.buffers.iter().zip(&capacities).zip(&mut fills) {
             let slot = match gpu.acquire(cap) {
                 Ok(s) => s,
                 Err(e) => {
@@ -1281,8 +1372,9 @@ impl Dispatcher {
                 std::ptr::write_bytes(slot.map.add(init.len()), 0, (fill as usize) - init.len());
             }
             slots.push(slot);
-            fill_lens.push(fill);
+            *fill_len = fill;
         }
+        let fill_lens = &fills[..slots.len()];
         let d = &gpu.device;
         let (cmd, cmd_pool, fence, desc_pool) = {
             let l = &gpu.lanes[lane];
@@ -1298,20 +1390,24 @@ impl Dispatcher {
         // A job shaped exactly like the previous one (same pipeline, same
         // pooled buffers and ranges, push constants and grid) resubmits the
         // command buffer recorded for it; the descriptor set is unchanged.
-        let shape = RecordKey {
+        let push = &job.push_constants[..p.push_bytes as usize];
+        let shape = || RecordKey {
             pipeline: p.pipeline,
-            buffers: slots
-                .iter()
-                .zip(job.buffers)
-                .zip(&fill_lens)
-                .map(|((s, spec), fill)| (s.buffer, spec.len, *fill, spec.readback))
-                .collect(),
-            push: job.push_constants[..p.push_bytes as usize].to_vec(),
+            buffers: record_buffers(&slots, job.buffers, fill_lens).collect(),
+            push: push.to_vec(),
             grid: job.grid,
         };
         // The lane's last submission was that recording: its dispatch
         // count is the lane's.
-        let reuse = gpu.lanes[lane].last_recording.as_ref() == Some(&shape);
+        let reuse = gpu.lanes[lane].last_recording.as_ref().is_some_and(|r| {
+            r.pipeline == p.pipeline
+                && r.push == push
+                && r.grid == job.grid
+                && r.buffers
+                    .iter()
+                    .copied()
+                    .eq(record_buffers(&slots, job.buffers, fill_lens))
+        });
         if reuse {
             dispatches = gpu.lanes[lane].dispatches;
         }
@@ -1381,7 +1477,7 @@ impl Dispatcher {
                     d.cmd_reset_query_pool(cmd, qp, q0, 2);
                 }
                 if staged {
-                    for (s, fill) in slots.iter().zip(&fill_lens) {
+                    for (s, fill) in slots.iter().zip(fill_lens) {
                         if let Some((sb, _)) = s.staging {
                             let region = [vk::BufferCopy {
                                 src_offset: 0,
@@ -1489,8 +1585,10 @@ impl Dispatcher {
             })()
         };
         let submitted = Instant::now();
-        gpu.lanes[lane].last_recording = match recorded {
-            Ok(()) => Some(shape),
+        let last = &mut gpu.lanes[lane].last_recording;
+        *last = match recorded {
+            Ok(()) if reuse => last.take(),
+            Ok(()) => Some(shape()),
             Err(_) => None,
         };
         if let Err(e) = recorded {
@@ -1699,5 +1797,79 @@ impl Drop for Dispatcher {
             }
             std::mem::forget(a.gpu);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_memo_gives_each_kernel_its_own_key() {
+        let spirv = COPY_SPV.to_vec();
+        let mut changed = spirv.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        let spec = [(0u32, 64u32)];
+        let bufs = [BufferSpec {
+            binding: 0,
+            len: 16,
+            init: None,
+            readback: true,
+        }];
+        let other_bufs = [BufferSpec {
+            binding: 1,
+            ..bufs[0]
+        }];
+        let job = KernelJob {
+            spirv: &spirv,
+            entry_point: "main",
+            specialization: &[],
+            push_constants: &[],
+            grid: [1, 1, 1],
+            buffers: &bufs,
+        };
+        let variants = [
+            job,
+            KernelJob {
+                spirv: &changed,
+                ..job
+            },
+            KernelJob {
+                entry_point: "main2",
+                ..job
+            },
+            KernelJob {
+                specialization: &spec,
+                ..job
+            },
+            KernelJob {
+                buffers: &other_bufs,
+                ..job
+            },
+        ];
+        let mut memo = KernelMemo::default();
+        let mut keys = Vec::new();
+        // Each after each other one, and twice in a row.
+        for a in &variants {
+            for b in &variants {
+                for j in [a, b, b] {
+                    assert_eq!(memo.key(j), kernel_key(j));
+                }
+            }
+            keys.push(kernel_key(a));
+        }
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), variants.len());
+        // The same bytes elsewhere are the same kernel.
+        let copy = spirv.clone();
+        assert_eq!(
+            memo.key(&KernelJob {
+                spirv: &copy,
+                ..job
+            }),
+            kernel_key(&job)
+        );
     }
 }
