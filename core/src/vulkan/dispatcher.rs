@@ -1340,9 +1340,12 @@ impl Dispatcher {
             .ok_or(JobError::DeviceLost { fault: None })?;
 
         // Buffers: from the pool, zeroed, inputs copied in (into the
-        // lane's vector, idle and empty since its last job).
+        // lane's vector, idle and empty since its last job; were anything
+        // left in it, it is dropped, never bound to this job, as when the
+        // vector was replaced).
         let mut slots: Vec<Slot> = std::mem::take(&mut gpu.lanes[lane].in_flight);
         debug_assert!(slots.is_empty());
+        slots.clear();
         let mut fills = [0u64; MAX_BINDINGS as usize];
         for ((spec, &cap), fill_len) in job.buffers.iter().zip(&capacities).zip(&mut fills) {
             let slot = match gpu.acquire(cap) {
