@@ -519,3 +519,43 @@ fn repeated_job_shapes_see_fresh_inputs_and_push_constants() {
         assert_clean(&d);
     }
 }
+
+/// The same kernel, sizes, grid and push constants as the job before, with
+/// its buffers listed in another binding order: the pool hands out the same
+/// buffers in the same order, yet the job binds its own bindings, not the
+/// recording made for the job before it.
+#[test]
+fn a_job_listing_its_bindings_in_another_order_binds_its_own() {
+    let mut d = dispatcher();
+    let copy = kernel("copy");
+    let push = 256u32.to_le_bytes();
+    let (x, y, z) = (vec![1u8; 4096], vec![2u8; 4096], vec![3u8; 4096]);
+    let mut run = |bufs: &[BufferSpec<'_>]| {
+        d.run(
+            &KernelJob {
+                spirv: &copy,
+                entry_point: "main",
+                specialization: &[],
+                push_constants: &push,
+                grid: [1, 1, 1],
+                buffers: bufs,
+            },
+            TIMEOUT,
+        )
+        .expect("copy job")
+        .outputs
+    };
+    let buffer = |binding, init| BufferSpec {
+        binding,
+        len: 4096,
+        init,
+        readback: true,
+    };
+    // Binding 0 is copied over binding 1.
+    let a = run(&[buffer(0, Some(&x[..])), buffer(1, None)]);
+    assert!(a == [x.clone(), x.clone()], "the first job's outputs");
+    // Binding 1 listed first, holding z; binding 0 holds y.
+    let b = run(&[buffer(1, Some(&z[..])), buffer(0, Some(&y[..]))]);
+    assert!(b == [y.clone(), y.clone()], "y copied over z, not z over y");
+    assert_clean(&d);
+}

@@ -395,16 +395,28 @@ fn kernel_key(job: &KernelJob<'_>) -> [u8; 32] {
     key
 }
 
-/// The last kernel seen and its [`kernel_key`]: a job of the same kernel
-/// (compared byte for byte, with its entry point, specialization and
-/// bindings) is not hashed again. One kernel's bytes are kept.
+/// Kernels up to this many bytes are kept by [`KernelMemo`]; larger ones
+/// are hashed for every job.
+const MEMO_MAX_KERNEL_BYTES: usize = 64 * 1024;
+
+/// The last kernel of a [`Dispatcher::drive`] call and its [`kernel_key`]:
+/// a job of the same kernel (compared byte for byte, with its entry point,
+/// specialization and bindings) is not hashed again. The copy may be a
+/// sealed job's plaintext, so it is zeroed (spare capacity included) when
+/// another kernel replaces it, when the call returns ([`KernelMemo::forget`])
+/// and on drop: no kernel outlives the call that ran it.
 #[derive(Default)]
 struct KernelMemo {
     key: Option<[u8; 32]>,
     mask: u32,
     spirv: Vec<u8>,
-    entry_point: String,
-    specialization: Vec<(u32, u32)>,
+    entry_point: Vec<u8>,
+    /// (constant id << 32) | value.
+    specialization: Vec<u64>,
+}
+
+fn spec_word(&(id, value): &(u32, u32)) -> u64 {
+    (u64::from(id) << 32) | u64::from(value)
 }
 
 impl KernelMemo {
@@ -414,22 +426,45 @@ impl KernelMemo {
         if let Some(key) = self.key {
             if self.mask == mask
                 && self.spirv == job.spirv
-                && self.entry_point == job.entry_point
-                && self.specialization == job.specialization
+                && self.entry_point == job.entry_point.as_bytes()
+                && self.specialization.len() == job.specialization.len()
+                && self
+                    .specialization
+                    .iter()
+                    .copied()
+                    .eq(job.specialization.iter().map(spec_word))
             {
                 return key;
             }
         }
         let key = kernel_key(job);
-        self.key = Some(key);
-        self.mask = mask;
-        self.spirv.clear();
-        self.spirv.extend_from_slice(job.spirv);
-        self.entry_point.clear();
-        self.entry_point.push_str(job.entry_point);
-        self.specialization.clear();
-        self.specialization.extend_from_slice(job.specialization);
+        self.forget();
+        if job.spirv.len() <= MEMO_MAX_KERNEL_BYTES {
+            self.key = Some(key);
+            self.mask = mask;
+            self.spirv.extend_from_slice(job.spirv);
+            self.entry_point
+                .extend_from_slice(job.entry_point.as_bytes());
+            self.specialization
+                .extend(job.specialization.iter().map(spec_word));
+        }
         key
+    }
+
+    /// Zeroes and empties the memo (its vectors keep their capacity).
+    fn forget(&mut self) {
+        use zeroize::Zeroize;
+        self.key = None;
+        self.mask = 0;
+        self.spirv.zeroize();
+        self.entry_point.zeroize();
+        self.specialization.zeroize();
+    }
+}
+
+impl Drop for KernelMemo {
+    fn drop(&mut self) {
+        self.forget();
     }
 }
 
@@ -550,8 +585,9 @@ impl Abandoned {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RecordKey {
     pipeline: vk::Pipeline,
-    /// (buffer, descriptor range, bytes uploaded when staged, read back).
-    buffers: Vec<(vk::Buffer, u64, u64, bool)>,
+    /// (buffer, its binding, descriptor range, bytes uploaded when staged,
+    /// read back).
+    buffers: Vec<(vk::Buffer, u32, u64, u64, bool)>,
     push: Vec<u8>,
     grid: [u32; 3],
 }
@@ -561,12 +597,12 @@ fn record_buffers<'a>(
     slots: &'a [Slot],
     specs: &'a [BufferSpec<'_>],
     fill_lens: &'a [u64],
-) -> impl Iterator<Item = (vk::Buffer, u64, u64, bool)> + 'a {
+) -> impl Iterator<Item = (vk::Buffer, u32, u64, u64, bool)> + 'a {
     slots
         .iter()
         .zip(specs)
         .zip(fill_lens)
-        .map(|((s, spec), fill)| (s.buffer, spec.len, *fill, spec.readback))
+        .map(|((s, spec), fill)| (s.buffer, spec.binding, spec.len, *fill, spec.readback))
 }
 
 /// The jobs of a [`Dispatcher::drive`] call not yet submitted, those of
@@ -1172,6 +1208,8 @@ impl Dispatcher {
             round,
             ended,
         };
+        // Nothing of this call's kernels stays in host memory.
+        self.last_kernel.forget();
     }
 
     /// Collects and reports the jobs of `round` from lane `from` on that
@@ -1391,7 +1429,8 @@ impl Dispatcher {
         // device was replaced), so the command buffer, descriptor pool and
         // query pool may be reset; buffer ranges lie within each buffer.
         // A job shaped exactly like the previous one (same pipeline, same
-        // pooled buffers and ranges, push constants and grid) resubmits the
+        // pooled buffers at the same bindings with the same ranges, push
+        // constants and grid) resubmits the
         // command buffer recorded for it; the descriptor set is unchanged.
         let push = &job.push_constants[..p.push_bytes as usize];
         let shape = || RecordKey {
@@ -1823,6 +1862,41 @@ impl Drop for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_memo_keeps_no_large_kernel_and_forgets_to_zero() {
+        let bufs = [BufferSpec {
+            binding: 0,
+            len: 16,
+            init: None,
+            readback: true,
+        }];
+        let big = vec![7u8; MEMO_MAX_KERNEL_BYTES + 4];
+        let spec = [(1u32, 2u32)];
+        let job = KernelJob {
+            spirv: &big,
+            entry_point: "main",
+            specialization: &spec,
+            push_constants: &[],
+            grid: [1, 1, 1],
+            buffers: &bufs,
+        };
+        let mut memo = KernelMemo::default();
+        assert_eq!(memo.key(&job), kernel_key(&job));
+        assert!(memo.key.is_none() && memo.spirv.is_empty());
+        let small = KernelJob {
+            spirv: COPY_SPV,
+            ..job
+        };
+        assert_eq!(memo.key(&small), kernel_key(&small));
+        assert!(memo.key.is_some() && memo.spirv == COPY_SPV);
+        assert_eq!(memo.key(&small), kernel_key(&small));
+        memo.forget();
+        assert!(memo.key.is_none());
+        assert!(memo.spirv.is_empty() && memo.entry_point.is_empty());
+        assert!(memo.specialization.is_empty());
+        assert_eq!(memo.key(&small), kernel_key(&small));
+    }
 
     #[test]
     fn copy_out_appends_every_byte() {
