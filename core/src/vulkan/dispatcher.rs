@@ -427,7 +427,6 @@ impl KernelMemo {
             if self.mask == mask
                 && self.spirv == job.spirv
                 && self.entry_point == job.entry_point.as_bytes()
-                && self.specialization.len() == job.specialization.len()
                 && self
                     .specialization
                     .iter()
@@ -452,9 +451,12 @@ impl KernelMemo {
     }
 
     /// Zeroes and empties the memo (its vectors keep their capacity).
+    /// Without a key it holds nothing: it was zeroed when that was taken.
     fn forget(&mut self) {
         use zeroize::Zeroize;
-        self.key = None;
+        if self.key.take().is_none() {
+            return;
+        }
         self.mask = 0;
         self.spirv.zeroize();
         self.entry_point.zeroize();
@@ -1122,7 +1124,7 @@ impl Dispatcher {
                     done(i, Err(JobError::Timeout), outputs);
                     continue;
                 }
-                match self.submit(b, round.len()) {
+                match self.submit(b, round.len(), jobs.len() > 1) {
                     Ok(Some(at)) => {
                         pending.pop_front();
                         round.push((i, at));
@@ -1325,7 +1327,16 @@ impl Dispatcher {
     /// submitted. `None` (only behind other jobs, `lane > 0`): it must wait
     /// for them, because its pipeline is not built (building one may evict
     /// one they use) or its buffers do not fit beside theirs.
-    fn submit(&mut self, b: &BatchJob<'_>, lane: usize) -> Result<Option<Instant>, JobError> {
+    ///
+    /// `batch`: other jobs of the same call may follow, so the kernel is
+    /// kept to be compared with theirs ([`KernelMemo`]); a job alone is
+    /// only hashed.
+    fn submit(
+        &mut self,
+        b: &BatchJob<'_>,
+        lane: usize,
+        batch: bool,
+    ) -> Result<Option<Instant>, JobError> {
         let job = &b.job;
         // The job's time limit from here: validation and pipeline creation
         // count, as for a job run alone.
@@ -1342,7 +1353,11 @@ impl Dispatcher {
         if self.gpu.is_none() {
             self.recreate()?;
         }
-        let key = self.last_kernel.key(job);
+        let key = if batch {
+            self.last_kernel.key(job)
+        } else {
+            kernel_key(job)
+        };
         if lane > 0 {
             let gpu = self
                 .gpu
@@ -1430,8 +1445,8 @@ impl Dispatcher {
         // query pool may be reset; buffer ranges lie within each buffer.
         // A job shaped exactly like the previous one (same pipeline, same
         // pooled buffers at the same bindings with the same ranges, push
-        // constants and grid) resubmits the
-        // command buffer recorded for it; the descriptor set is unchanged.
+        // constants and grid) resubmits the command buffer recorded for
+        // it; the descriptor set is unchanged.
         let push = &job.push_constants[..p.push_bytes as usize];
         let shape = || RecordKey {
             pipeline: p.pipeline,
