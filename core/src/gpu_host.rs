@@ -212,19 +212,44 @@ impl GpuHost {
     ) -> Result<JobOutputs, JobFailure> {
         let specs = buffer_specs(spec, buffers);
         let job = kernel_job(spec, kernel, &specs);
+        if spec.sealing.is_some() {
+            // A sealed job's plaintext: the dispatcher keeps nothing of it.
+            let now = std::time::Instant::now();
+            let one = [BatchJob {
+                job,
+                deadline: now
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600)),
+                cancel,
+                confidential: true,
+                secret_kernel: secret_kernel(spec),
+            }];
+            let mut ran = Err(JobError::Cancelled);
+            self.dispatcher.run_batch(&one, |_, r| ran = r);
+            return outcome(ran, timeout, true);
+        }
         let ran = match cancel {
             Some(c) => self.dispatcher.run_cancellable(&job, timeout, c),
             None => self.dispatcher.run(&job, timeout),
         };
-        outcome(ran, timeout)
+        outcome(ran, timeout, false)
     }
 }
 
+/// Whether the job's kernel came sealed: the dispatcher keeps no
+/// pipeline built from it. A sealed job's kernel sent in the clear is no
+/// secret, and its pipeline is kept.
+fn secret_kernel(spec: &JobAssign) -> bool {
+    spec.sealing.as_ref().is_some_and(|s| s.kernel_sealed)
+}
+
 /// The host's view of a dispatcher outcome; `timeout` is the time limit
-/// the job was given (what a timeout is metered to).
+/// the job was given (what a timeout is metered to). A `sealed` job's
+/// failure is logged by its codes only: a refusal may quote its kernel.
 fn outcome(
     ran: Result<vulkan::JobOutput, JobError>,
     timeout: Duration,
+    sealed: bool,
 ) -> Result<JobOutputs, JobFailure> {
     match ran {
         Ok(out) => Ok(JobOutputs {
@@ -237,8 +262,17 @@ fn outcome(
             },
         }),
         Err(e) => {
-            log::info!("job failed on the GPU: {e}");
-            Err(failure_of(&e, timeout))
+            let failure = failure_of(&e, timeout);
+            if sealed {
+                log::info!(
+                    "sealed job failed on the GPU: {:?}, detail {}",
+                    failure.reason,
+                    failure.detail
+                );
+            } else {
+                log::info!("job failed on the GPU: {e}");
+            }
+            Err(failure)
         }
     }
 }
@@ -313,11 +347,15 @@ impl crate::net::Executor for GpuHost {
                 job: kernel_job(&j.spec, &j.kernel, s),
                 deadline: j.deadline,
                 cancel: Some(j.cancel.as_atomic()),
+                // A sealed job's plaintext: the dispatcher keeps nothing of it.
+                confidential: j.spec.sealing.is_some(),
+                secret_kernel: secret_kernel(&j.spec),
             })
             .collect();
         self.dispatcher.run_batch(&batch, |i, ran| {
             let timeout = timeouts.get(i).copied().unwrap_or_default();
-            done(i, outcome(ran, timeout));
+            let sealed = jobs.get(i).is_some_and(|j| j.spec.sealing.is_some());
+            done(i, outcome(ran, timeout, sealed));
         });
     }
 

@@ -248,3 +248,97 @@ fn evidence_capabilities_reflect_the_device() {
     assert!(ev.device_local_bytes > 0);
     assert_clean(&d);
 }
+
+/// Runs a job on a host, returning its outputs.
+type RunOnHost = Box<dyn Fn(&mut GpuHost) -> Vec<Vec<u8>>>;
+
+/// A sealed job's run keeps nothing of its plaintext in the dispatcher:
+/// `GpuHost` runs it as confidential ("End-to-end sealing": the plaintext
+/// lives in host memory only while the job runs), and its kernel, when it
+/// came sealed, as a secret. The same assignment in the clear, the
+/// control, leaves its pipeline cached and its bytes in the pooled
+/// buffers. Through `run_job` and through the executor's batches.
+#[test]
+fn a_sealed_job_leaves_no_pipeline_and_no_bytes_behind() {
+    use tessera_core::wire::Sealing;
+    // saxpy (a kernel the device's start-up benchmark does not build):
+    // y = 1 * x + 0 returns x.
+    let n = 1024u32;
+    let x: Vec<f32> = (0..n).map(|i| (i * 7 + 100_003) as f32).collect();
+    let secret = f32_bytes(&x);
+    let j = JobDescription {
+        kernel: kernel("saxpy"),
+        entry_point: "main".into(),
+        grid: [n / 64, 1, 1],
+        push_constants: vulkan_support::saxpy_push(1.0, n),
+        buffers: vec![(secret.clone(), 4096, false), (Vec::new(), 4096, true)],
+        nonce: [9; 32],
+        bindings: Vec::new(),
+    };
+    let inputs = vec![secret.clone(), Vec::new()];
+    let needle = &secret[300..364];
+    // (sealed, its kernel sealed): in the clear, sealed with the kernel in
+    // the clear, all sealed.
+    for (sealed, kernel_sealed) in [(false, false), (true, false), (true, true)] {
+        let mut spec = j.assign(1);
+        if sealed {
+            // The run sees the job opened; the sealing says it was sealed.
+            spec.sealing = Some(Sealing {
+                enc: [1; 32],
+                requester_key: [2; 32],
+                kernel_sealed,
+                result_key: [3; 32],
+                result_key_tag: [4; 16],
+            });
+        }
+        let what = format!("sealed {sealed}, kernel sealed {kernel_sealed}");
+        let mut runs: Vec<(&str, RunOnHost)> = Vec::new();
+        let (s1, i1) = (spec.clone(), inputs.clone());
+        runs.push((
+            "run_job",
+            Box::new(move |host: &mut GpuHost| {
+                host.run_job(&s1, &kernel("saxpy"), &i1, TIMEOUT)
+                    .expect("run_job")
+                    .outputs
+            }),
+        ));
+        #[cfg(feature = "net")]
+        {
+            let (s2, i2) = (spec.clone(), inputs.clone());
+            runs.push((
+                "run_batch",
+                Box::new(move |host: &mut GpuHost| {
+                    use tessera_core::net::{CancelFlag, Executor, JobToRun};
+                    let run = JobToRun {
+                        id: 1,
+                        run: 1,
+                        spec: s2.clone(),
+                        kernel: kernel("saxpy"),
+                        buffers: i2.clone(),
+                        deadline: std::time::Instant::now() + TIMEOUT,
+                        cancel: CancelFlag::new(),
+                    };
+                    let mut out = None;
+                    host.run_batch(&[&run, &run], &mut |i, r| {
+                        if i == 0 {
+                            out = Some(r.expect("run_batch").outputs);
+                        }
+                    });
+                    out.expect("reported")
+                }),
+            ));
+        }
+        for (how, run) in &runs {
+            let mut host = gpu();
+            // The device's start-up benchmark keeps its own kernels'.
+            let before = host.dispatcher().cached_pipelines();
+            let out = run(&mut host);
+            assert_eq!(out, std::slice::from_ref(&secret), "{how}: {what}");
+            let d = host.dispatcher();
+            let kept = d.cached_pipelines() - before;
+            assert_eq!(kept, usize::from(!kernel_sealed), "{how}: {what}");
+            assert_eq!(d.pool_holds(needle), !sealed, "{how}: {what}");
+            assert_clean(d);
+        }
+    }
+}

@@ -129,6 +129,8 @@ fn run_batch_timed(
             },
             deadline: now + *limit,
             cancel: cancel.as_ref(),
+            confidential: false,
+            secret_kernel: false,
         })
         .collect();
     let mut got: Vec<Option<(Duration, Result<JobOutput, JobError>)>> =

@@ -335,20 +335,7 @@ fn run_into_reuses_output_vectors() {
     let spirv = kernel("copy");
     let input: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
     let push = 256u32.to_le_bytes();
-    let bufs = [
-        BufferSpec {
-            binding: 0,
-            len: 4096,
-            init: Some(&input),
-            readback: false,
-        },
-        BufferSpec {
-            binding: 1,
-            len: 4096,
-            init: None,
-            readback: true,
-        },
-    ];
+    let bufs = copy_buffers(&input);
     let job = KernelJob {
         spirv: &spirv,
         entry_point: "main",
@@ -558,4 +545,150 @@ fn a_job_listing_its_bindings_in_another_order_binds_its_own() {
     let b = run(&[buffer(1, Some(&z[..])), buffer(0, Some(&y[..]))]);
     assert!(b == [y.clone(), y.clone()], "y copied over z, not z over y");
     assert_clean(&d);
+}
+
+/// The copy kernel's buffers for 4 KiB: `init` in binding 0, read back
+/// from binding 1.
+fn copy_buffers(init: &[u8]) -> [BufferSpec<'_>; 2] {
+    [
+        BufferSpec {
+            binding: 0,
+            len: 4096,
+            init: Some(init),
+            readback: false,
+        },
+        BufferSpec {
+            binding: 1,
+            len: 4096,
+            init: None,
+            readback: true,
+        },
+    ]
+}
+
+/// A confidential job with a secret kernel (a sealed job's plaintext)
+/// leaves nothing behind once its call returns: no pipeline built from its
+/// kernel, no verdict on it, no bytes of its inputs or outputs in the
+/// pooled buffers. The same job in the clear, run first as the control,
+/// leaves all three (what the caches and the pool are for), so the checks
+/// can see what they look for. A confidential job whose kernel is no
+/// secret keeps its pipeline, not its bytes.
+#[test]
+fn a_confidential_job_leaves_no_pipeline_and_no_bytes_in_the_pool() {
+    let copy = kernel("copy");
+    let push = 256u32.to_le_bytes();
+    let secret: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
+    let needle = &secret[100..164];
+    let bufs = copy_buffers(&secret);
+    let job = KernelJob {
+        spirv: &copy,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &push,
+        grid: [1, 1, 1],
+        buffers: &bufs,
+    };
+    let run = |d: &mut Dispatcher, confidential: bool, secret_kernel: bool| {
+        let one = [BatchJob {
+            job,
+            deadline: Instant::now() + TIMEOUT,
+            cancel: None,
+            confidential,
+            secret_kernel,
+        }];
+        let mut out = None;
+        d.run_batch(&one, |_, r| out = Some(r.expect("copy job").outputs));
+        assert_eq!(out.expect("reported"), std::slice::from_ref(&secret));
+    };
+
+    let mut d = dispatcher();
+    let verdicts = d.cached_verdicts();
+    run(&mut d, false, false);
+    assert_eq!(
+        d.cached_pipelines(),
+        1,
+        "in the clear: the pipeline is kept"
+    );
+    assert!(
+        d.pool_holds(needle),
+        "in the clear: the pool keeps the bytes"
+    );
+    assert_eq!(d.cached_verdicts(), verdicts + 1, "and the verdict");
+
+    // A fresh dispatcher: the kernel is new to it.
+    let mut d = dispatcher();
+    run(&mut d, true, true);
+    assert_eq!(d.cached_pipelines(), 0, "the pipeline built for it is gone");
+    assert!(!d.pool_holds(needle), "its bytes are not in the pool");
+    assert_eq!(d.cached_verdicts(), verdicts, "no verdict on it is kept");
+    // It runs again (building its pipeline again).
+    run(&mut d, true, true);
+    assert_eq!(d.cached_pipelines(), 0);
+    // Its kernel no secret: the pipeline stays, the bytes do not.
+    run(&mut d, true, false);
+    assert_eq!(d.cached_pipelines(), 1);
+    assert!(!d.pool_holds(needle));
+    // In the clear after it.
+    run(&mut d, false, false);
+    assert_eq!(d.cached_pipelines(), 1);
+    assert!(d.pool_holds(needle));
+    assert_clean(&d);
+}
+
+/// In a batch, a confidential job's buffers are zeroed when they come
+/// back, whether it runs first or behind a job in the clear, and the
+/// pipeline its secret kernel built is gone after the call, though a job
+/// in the clear of the same call used it.
+#[test]
+fn a_confidential_job_in_a_batch_leaves_nothing_behind() {
+    let copy = kernel("copy");
+    let push = 256u32.to_le_bytes();
+    let secret: Vec<u8> = (0..4096u32).map(|i| (i * 13 + 1) as u8 ^ 0xa5).collect();
+    let plain = vec![9u8; 4096];
+    let (sb, pb) = (copy_buffers(&secret), copy_buffers(&plain));
+    let job = |bufs| KernelJob {
+        spirv: &copy,
+        entry_point: "main",
+        specialization: &[],
+        push_constants: &push,
+        grid: [1, 1, 1],
+        buffers: bufs,
+    };
+    for secret_first in [true, false] {
+        let mut d = dispatcher();
+        let deadline = Instant::now() + TIMEOUT;
+        let hidden = BatchJob {
+            job: job(&sb),
+            deadline,
+            cancel: None,
+            confidential: true,
+            secret_kernel: true,
+        };
+        let clear = BatchJob {
+            job: job(&pb),
+            deadline,
+            cancel: None,
+            confidential: false,
+            secret_kernel: false,
+        };
+        let batch = if secret_first {
+            [hidden, clear]
+        } else {
+            [clear, hidden]
+        };
+        let mut outs = [None, None];
+        d.run_batch(&batch, |i, r| outs[i] = Some(r.expect("copy job").outputs));
+        let (s, p) = if secret_first { (0, 1) } else { (1, 0) };
+        assert_eq!(outs[s].as_deref(), Some(std::slice::from_ref(&secret)));
+        assert_eq!(outs[p].as_deref(), Some(std::slice::from_ref(&plain)));
+        // Built by the secret job (first), or by the job in the clear.
+        let kept = usize::from(!secret_first);
+        assert_eq!(d.cached_pipelines(), kept, "secret first: {secret_first}");
+        assert!(
+            !d.pool_holds(&secret[200..264]),
+            "secret first: {secret_first}"
+        );
+        assert!(d.pool_holds(&plain[..64]), "the job in the clear keeps its");
+        assert_clean(&d);
+    }
 }

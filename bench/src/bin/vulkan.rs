@@ -272,6 +272,8 @@ fn main() {
                     job,
                     deadline,
                     cancel: None,
+                    confidential: false,
+                    secret_kernel: false,
                 })
                 .collect();
             let mut right = 0;

@@ -174,6 +174,19 @@ pub struct BatchJob<'a> {
     pub deadline: Instant,
     /// Stops it early once set, as in [`Dispatcher::run_cancellable`].
     pub cancel: Option<&'a Arc<AtomicBool>>,
+    /// The job's buffers and push constants are a secret (a sealed job's
+    /// plaintext): the host memory of its buffers (inputs, outputs) is
+    /// zeroed before they go back to the pool, and the recording of its
+    /// commands, which holds its push constants, is forgotten. See
+    /// docs/VULKAN.md, "Isolation", for what stays out of reach (the
+    /// driver's own copies).
+    pub confidential: bool,
+    /// Its kernel is a secret too: the pipeline it builds and the Khronos
+    /// validator's verdict on it are not kept once the call returns, so a
+    /// later job of the same kernel builds its pipeline again. (A pipeline
+    /// a job in the clear built is used as it is: that kernel is no secret
+    /// to this host.)
+    pub secret_kernel: bool,
 }
 
 /// What a job consumed, for pricing and receipts.
@@ -232,6 +245,9 @@ pub struct Dispatcher {
     last_kernel: KernelMemo,
     /// [`Dispatcher::drive`]'s vectors, kept for the next call.
     scratch: DriveScratch,
+    /// Pipelines built for secret kernels ([`BatchJob::secret_kernel`]),
+    /// destroyed when the call ends.
+    ephemeral: Vec<[u8; 32]>,
     // Dropped last: every device above must be gone before the instance.
     handles: VkHandles,
 }
@@ -594,6 +610,18 @@ pub(crate) struct RecordKey {
     grid: [u32; 3],
 }
 
+impl RecordKey {
+    /// Zeroes the push constants it holds (a confidential job's).
+    pub(crate) fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.push);
+    }
+
+    /// Whether the recording binds `pipeline`.
+    pub(crate) fn names(&self, pipeline: vk::Pipeline) -> bool {
+        self.pipeline == pipeline
+    }
+}
+
 /// What [`RecordKey::buffers`] holds for a job's buffers in `slots`.
 fn record_buffers<'a>(
     slots: &'a [Slot],
@@ -676,6 +704,7 @@ impl Dispatcher {
             cancel: None,
             last_kernel: KernelMemo::default(),
             scratch: DriveScratch::default(),
+            ephemeral: Vec::new(),
             handles,
         })
     }
@@ -695,6 +724,21 @@ impl Dispatcher {
     /// Number of compiled pipelines currently cached.
     pub fn cached_pipelines(&self) -> usize {
         self.gpu.as_ref().map_or(0, Gpu::cached_pipelines)
+    }
+
+    /// Whether the host memory of a buffer waiting in the pool for the
+    /// next job holds `needle` (for tests that a confidential job leaves
+    /// no bytes behind, [`BatchJob::confidential`]).
+    #[doc(hidden)]
+    pub fn pool_holds(&self, needle: &[u8]) -> bool {
+        self.gpu.as_ref().is_some_and(|g| g.pool_holds(needle))
+    }
+
+    /// Number of Khronos verdicts cached (for tests of secret kernels,
+    /// [`BatchJob::secret_kernel`]).
+    #[doc(hidden)]
+    pub fn cached_verdicts(&self) -> usize {
+        self.verdicts.len()
     }
 
     /// Replaced devices whose last job has not finished yet (a kernel still
@@ -857,6 +901,8 @@ impl Dispatcher {
             gpu.destroy();
             return;
         }
+        // Confidential jobs that ended leave nothing while it is parked.
+        gpu.wipe_idle_confidential();
         let fresh = VkHandles::create_with_log(
             self.handles.entry.clone(),
             self.handles.validation,
@@ -934,8 +980,9 @@ impl Dispatcher {
     }
 
     /// The Khronos validator's verdict on a kernel (cached by its bytes'
-    /// SHA-256, refusals too; a failure of the tool itself is not cached).
-    fn khronos_check(&mut self, spirv: &[u8]) -> Result<(), JobError> {
+    /// SHA-256, refusals too, when `keep`; a failure of the tool itself is
+    /// not cached).
+    fn khronos_check(&mut self, spirv: &[u8], keep: bool) -> Result<(), JobError> {
         let Some(gate) = &self.khronos else {
             return Ok(());
         };
@@ -946,11 +993,13 @@ impl Dispatcher {
             return verdict.clone().map_err(JobError::Rejected);
         }
         // The first gate accepted the module, so it is whole words.
-        let words: Vec<u32> = spirv
+        let mut words: Vec<u32> = spirv
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let verdict = match gate.validate(&words, self.target_env) {
+        let checked = gate.validate(&words, self.target_env);
+        zeroize::Zeroize::zeroize(&mut words);
+        let verdict = match checked {
             Ok(()) => Ok(()),
             Err(f) if f.is_verdict() => match f.into_job_error() {
                 JobError::Rejected(r) => Err(r),
@@ -958,6 +1007,9 @@ impl Dispatcher {
             },
             Err(f) => return Err(f.into_job_error()),
         };
+        if !keep {
+            return verdict.map_err(JobError::Rejected);
+        }
         if self.verdicts.len() >= VERDICT_CACHE_CAPACITY {
             if let Some(old) = self.verdicts.keys().next().copied() {
                 self.verdicts.remove(&old);
@@ -967,12 +1019,14 @@ impl Dispatcher {
         verdict.map_err(JobError::Rejected)
     }
 
-    /// Finds or builds the pipeline for `job`.
+    /// Finds or builds the pipeline for `job`; one built for a `secret`
+    /// kernel is destroyed when the call ends, and evicts no other.
     fn pipeline(
         &mut self,
         job: &KernelJob<'_>,
         key: [u8; 32],
         deadline: Instant,
+        secret: bool,
     ) -> Result<Pipeline, JobError> {
         let gpu = self
             .gpu
@@ -992,7 +1046,7 @@ impl Dispatcher {
             // A new kernel: the first gate (ours), then the second (the
             // Khronos validator, whose verdict is cached by the kernel's
             // bytes), then the driver.
-            let (info, code) = validate::validate(
+            let (info, mut code) = validate::validate(
                 job.spirv,
                 job.entry_point,
                 job.specialization,
@@ -1000,19 +1054,34 @@ impl Dispatcher {
                 push_len,
                 &self.rules,
             )?;
-            self.khronos_check(job.spirv)?;
-            let gpu = self
-                .gpu
-                .as_mut()
-                .ok_or(JobError::DeviceLost { fault: None })?;
-            gpu.create_pipeline(
-                key,
-                &code,
-                job.entry_point,
-                info,
-                self.config.pipeline_cache_capacity,
-                deadline,
-            )?;
+            let built = match self.khronos_check(job.spirv, !secret) {
+                Ok(()) => match self.gpu.as_mut() {
+                    Some(gpu) => gpu
+                        .create_pipeline(
+                            key,
+                            &code,
+                            job.entry_point,
+                            info,
+                            // Past the capacity until the call ends, rather
+                            // than evicting a pipeline that is kept.
+                            if secret {
+                                usize::MAX
+                            } else {
+                                self.config.pipeline_cache_capacity
+                            },
+                            deadline,
+                        )
+                        .map(|_| ()),
+                    None => Err(JobError::DeviceLost { fault: None }),
+                },
+                Err(e) => Err(e),
+            };
+            // The rewritten kernel is the job's kernel too.
+            zeroize::Zeroize::zeroize(&mut code);
+            built?;
+            if secret {
+                self.ephemeral.push(key);
+            }
         }
         let p = self
             .gpu
@@ -1049,6 +1118,8 @@ impl Dispatcher {
             job: *job,
             deadline,
             cancel: cancel.as_ref(),
+            confidential: false,
+            secret_kernel: false,
         }];
         let mut result = Err(JobError::Cancelled);
         self.drive(&one, outputs, &mut |_, r, _| result = r);
@@ -1212,6 +1283,27 @@ impl Dispatcher {
         };
         // Nothing of this call's kernels stays in host memory.
         self.last_kernel.forget();
+        self.drop_ephemeral();
+    }
+
+    /// Destroys the pipelines confidential jobs built in this call. Every
+    /// lane is idle here (a job's end was waited for, or its device
+    /// abandoned, taking its pipelines with it).
+    fn drop_ephemeral(&mut self) {
+        if self.ephemeral.is_empty() {
+            return;
+        }
+        let Some(gpu) = self.gpu.as_mut() else {
+            self.ephemeral.clear();
+            return;
+        };
+        if gpu.busy() {
+            // Not reached (see above); kept for the next call's end.
+            return;
+        }
+        for key in self.ephemeral.drain(..) {
+            gpu.destroy_pipeline(&key);
+        }
     }
 
     /// Collects and reports the jobs of `round` from lane `from` on that
@@ -1316,7 +1408,22 @@ impl Dispatcher {
             }
             // The lane keeps its vector for its next job.
             let mut slots = std::mem::take(&mut gpu.lanes[lane].in_flight);
+            let secret = std::mem::take(&mut gpu.lanes[lane].confidential);
+            if secret {
+                // Its recording holds the job's push constants.
+                gpu.lanes[lane].forget_recording();
+                let l = &gpu.lanes[lane];
+                // SAFETY: the lane is idle, so its command buffer is not
+                // pending; the pool is the lane's own.
+                let _ = unsafe {
+                    gpu.device
+                        .reset_command_pool(l.cmd_pool, vk::CommandPoolResetFlags::empty())
+                };
+            }
             for s in slots.drain(..).rev() {
+                if secret {
+                    s.wipe();
+                }
                 gpu.release(s, pool_limit);
             }
             gpu.lanes[lane].in_flight = slots;
@@ -1375,7 +1482,7 @@ impl Dispatcher {
                 return Ok(None);
             }
         }
-        let p = self.pipeline(job, key, b.deadline)?;
+        let p = self.pipeline(job, key, b.deadline, b.secret_kernel)?;
         let invocations = invocations(job, &p);
         // Behind other jobs only a small one: what a failure ahead of it
         // may leave running on an abandoned device stays small.
@@ -1405,6 +1512,9 @@ impl Dispatcher {
                 Ok(s) => s,
                 Err(e) => {
                     for s in slots {
+                        if b.confidential {
+                            s.wipe();
+                        }
                         gpu.release(s, pool_limit);
                     }
                     // Behind other jobs, memory they hold may be what is
@@ -1653,6 +1763,9 @@ impl Dispatcher {
             // SAFETY: the command buffer is not pending.
             let _ = unsafe { d.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty()) };
             for s in slots {
+                if b.confidential {
+                    s.wipe();
+                }
                 gpu.release(s, pool_limit);
             }
             if e == vk::Result::ERROR_DEVICE_LOST {
@@ -1667,6 +1780,7 @@ impl Dispatcher {
         l.busy = true;
         l.dispatches = dispatches;
         l.in_flight = slots;
+        l.confidential = b.confidential;
         Ok(Some(submitted))
     }
 

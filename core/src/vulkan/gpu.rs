@@ -31,6 +31,19 @@ pub(crate) struct Slot {
     pub staging: Option<(vk::Buffer, vk::DeviceMemory)>,
 }
 
+impl Slot {
+    /// Zeroes the slot's host memory (its buffer's mapping, or its staging
+    /// buffer's). The slot must not be in use by pending work.
+    pub fn wipe(&self) {
+        // SAFETY: `map` is a host-coherent mapping of `capacity` bytes that
+        // no pending GPU work uses (caller's contract).
+        unsafe { std::ptr::write_bytes(self.map, 0, self.capacity as usize) };
+        // The zeroes are written before anything after this (the slot's
+        // next use, or freeing its memory).
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The watchdog buffer and the descriptor set (set 1) that binds it.
 struct Watchdog {
     buffer: vk::Buffer,
@@ -83,6 +96,18 @@ pub(crate) struct Lane {
     /// buffer it may name is destroyed (handles can be reused by new
     /// objects).
     pub last_recording: Option<super::dispatcher::RecordKey>,
+    /// The lane's last job was confidential: its buffers are zeroed and its
+    /// recording forgotten when they come back.
+    pub confidential: bool,
+}
+
+impl Lane {
+    /// Forgets the recorded shape, zeroing the push constants it holds.
+    pub fn forget_recording(&mut self) {
+        if let Some(mut r) = self.last_recording.take() {
+            r.wipe();
+        }
+    }
 }
 
 pub(crate) struct Gpu {
@@ -309,6 +334,7 @@ impl Gpu {
                     in_flight: Vec::new(),
                     dispatches: 0,
                     last_recording: None,
+                    confidential: false,
                 });
                 let lane = self
                     .lanes
@@ -654,6 +680,36 @@ impl Gpu {
         self.pipelines.len()
     }
 
+    /// Whether the host memory of a pooled buffer holds `needle`.
+    pub(crate) fn pool_holds(&self, needle: &[u8]) -> bool {
+        !needle.is_empty()
+            && self.free.values().flatten().any(|s| {
+                // SAFETY: a pooled slot's mapping is `capacity` bytes of
+                // host-coherent memory that no pending work uses (it is in
+                // the pool), and `&self` keeps it from being reused meanwhile.
+                let bytes = unsafe { std::slice::from_raw_parts(s.map, s.capacity as usize) };
+                bytes.windows(needle.len()).any(|w| w == needle)
+            })
+    }
+
+    /// Destroys the cached pipeline for `key`, if any. Must only be called
+    /// when no submission is pending.
+    pub(crate) fn destroy_pipeline(&mut self, key: &[u8; 32]) {
+        if let Some(p) = self.pipelines.remove(key) {
+            // Recordings naming it are forgotten: its handle may be reused.
+            for l in &mut self.lanes {
+                if l.last_recording
+                    .as_ref()
+                    .is_some_and(|r| r.names(p.pipeline))
+                {
+                    l.forget_recording();
+                }
+            }
+            // SAFETY: no submission is pending (caller's contract).
+            unsafe { self.device.destroy_pipeline(p.pipeline, None) };
+        }
+    }
+
     /// Creates and caches the pipeline for a validated kernel, evicting the
     /// least recently used one when the cache is full. The driver compiles
     /// on a helper thread: at `deadline` the job gives up
@@ -686,6 +742,9 @@ impl Gpu {
                 // is allowed; none of these calls needs external
                 // synchronisation with what the dispatcher's thread does.
                 let r = unsafe { compile(&device, &words, &name, layout) };
+                // The module is the job's kernel, rewritten.
+                let mut words = words;
+                zeroize::Zeroize::zeroize(&mut words);
                 let _ = tx.send(r);
             })
             .map_err(|_| JobError::OutOfMemory)?;
@@ -782,11 +841,30 @@ impl Gpu {
         self.lanes.iter().any(|l| l.busy)
     }
 
+    /// Zeroes the buffers of the lanes whose last job was confidential and
+    /// has ended, and forgets their recordings (before the device is
+    /// parked: a lane still running is zeroed when the device is
+    /// destroyed).
+    pub(crate) fn wipe_idle_confidential(&mut self) {
+        let d = &self.device;
+        for l in &mut self.lanes {
+            // SAFETY: the fence belongs to this live device; a lost device
+            // (an error) is not known to have finished.
+            let ended = !l.busy || unsafe { d.get_fence_status(l.fence) }.unwrap_or(false);
+            if l.confidential && ended {
+                for s in &l.in_flight {
+                    s.wipe();
+                }
+                l.forget_recording();
+            }
+        }
+    }
+
     /// Drops every lane's recorded shape: a pipeline or buffer it may name
     /// is about to be destroyed.
     pub(crate) fn forget_recordings(&mut self) {
         for l in &mut self.lanes {
-            l.last_recording = None;
+            l.forget_recording();
         }
     }
 
@@ -811,6 +889,11 @@ impl Gpu {
             }
             let mut slots: Vec<Slot> = self.free.drain().flat_map(|(_, v)| v).collect();
             for l in &mut self.lanes {
+                if std::mem::take(&mut l.confidential) {
+                    for s in &l.in_flight {
+                        s.wipe();
+                    }
+                }
                 slots.append(&mut l.in_flight);
             }
             for s in slots {

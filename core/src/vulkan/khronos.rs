@@ -747,12 +747,19 @@ fn read_bounded(mut reader: impl Read, keep: usize) -> Vec<u8> {
 /// from the magic number), a chunk at a time, then closes the pipe.
 fn write_words(out: &mut impl Write, words: &[u32]) -> io::Result<()> {
     let mut buf = [0u8; 16 << 10];
+    let mut written = Ok(());
     for chunk in words.chunks(buf.len() / 4) {
         for (bytes, word) in buf.chunks_exact_mut(4).zip(chunk) {
             bytes.copy_from_slice(&word.to_ne_bytes());
         }
-        out.write_all(&buf[..chunk.len() * 4])?;
+        written = out.write_all(&buf[..chunk.len() * 4]);
+        if written.is_err() {
+            break;
+        }
     }
+    // The module may be a sealed job's kernel.
+    zeroize::Zeroize::zeroize(&mut buf[..]);
+    written?;
     out.flush()
 }
 
