@@ -2629,6 +2629,12 @@ tessera_result tessera_message_encode(const char *json,
  * coordinator as the file says. On error `error` (when given) holds what is
  * wrong, NUL-terminated and cut to fit.
  *
+ * The GPU driver may keep what it compiles, sealed kernels too, in an
+ * on-disk cache of its own: a program that runs sealed jobs sets
+ * `MESA_SHADER_CACHE_DISABLE=true` and `__GL_SHADER_DISK_CACHE=0` in its
+ * environment before it loads Vulkan, as `tessera-agent` does (the library
+ * does not change a host's environment; docs/VULKAN.md, "Isolation").
+ *
  * # Safety
  * `path` NUL-terminated; `error` NULL or `error_len` writable bytes; `out`
  * valid for a write.

@@ -836,3 +836,56 @@ fn it_speaks_systemds_notify_protocol() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The agent turns the driver's on-disk shader cache off (it would keep
+/// what the driver compiled from sealed kernels past their runs), unless
+/// the operator set the switch: with `MESA_SHADER_CACHE_DISABLE=false`, the
+/// control, the same command fills the cache directory, so the check sees
+/// what it looks for. Needs a Mesa driver (lavapipe in CI); skipped on
+/// another.
+#[cfg(feature = "vulkan")]
+#[test]
+fn the_drivers_disk_cache_stays_empty() {
+    let files = |dir: &Path| -> usize {
+        fn count(d: &Path) -> usize {
+            std::fs::read_dir(d).map_or(0, |it| {
+                it.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            count(&p)
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(dir)
+    };
+    let run = |dir: &Path, switch: Option<&str>| {
+        let mut c = Command::new(exe());
+        c.arg("devices")
+            .env("MESA_SHADER_CACHE_DIR", dir)
+            .env("XDG_CACHE_HOME", dir)
+            .env_remove("MESA_SHADER_CACHE_DISABLE")
+            .env_remove("MESA_DISK_CACHE_SINGLE_FILE");
+        if let Some(v) = switch {
+            c.env("MESA_SHADER_CACHE_DISABLE", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "devices: {}", stderr(&out));
+        stdout(&out)
+    };
+    let control = temp("disk-cache-on");
+    let listed = run(&control, Some("false"));
+    if files(&control) == 0 {
+        eprintln!("skipped: this driver wrote no disk cache here\n{listed}");
+        return;
+    }
+    let dir = temp("disk-cache-off");
+    run(&dir, None);
+    assert_eq!(files(&dir), 0, "the driver wrote its disk cache");
+    let _ = std::fs::remove_dir_all(&control);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -147,7 +147,23 @@ fn init_logging(default: log::LevelFilter) {
     }
 }
 
+/// The drivers' switches for their on-disk shader caches (Mesa's, and
+/// NVIDIA's): with them on, a driver writes what it compiled from every
+/// kernel, sealed ones too, to the operator's home directory, where it
+/// outlives the run (docs/VULKAN.md, "Isolation").
+const DRIVER_DISK_CACHES_OFF: [(&str, &str); 2] = [
+    ("MESA_SHADER_CACHE_DISABLE", "true"),
+    ("__GL_SHADER_DISK_CACHE", "0"),
+];
+
 fn main() -> ExitCode {
+    // Off unless the operator set them. Here, before any thread starts
+    // (the environment is then no other thread's to read).
+    for (var, off) in DRIVER_DISK_CACHES_OFF {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, off);
+        }
+    }
     let cli = Cli::parse();
     let command = match (cli.command, cli.config) {
         (Some(c), None) => c,
