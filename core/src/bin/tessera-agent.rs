@@ -151,16 +151,18 @@ fn init_logging(default: log::LevelFilter) {
 /// NVIDIA's): with them on, a driver writes what it compiled from every
 /// kernel, sealed ones too, to the operator's home directory, where it
 /// outlives the run (docs/VULKAN.md, "Isolation").
-const DRIVER_DISK_CACHES_OFF: [(&str, &str); 2] = [
+/// (`MESA_GLSL_CACHE_DISABLE` is Mesa's name before 21.3.)
+const DRIVER_DISK_CACHES_OFF: [(&str, &str); 3] = [
     ("MESA_SHADER_CACHE_DISABLE", "true"),
+    ("MESA_GLSL_CACHE_DISABLE", "true"),
     ("__GL_SHADER_DISK_CACHE", "0"),
 ];
 
 fn main() -> ExitCode {
-    // Off unless the operator set them. Here, before any thread starts
-    // (the environment is then no other thread's to read).
+    // Off unless the operator set them (to something). Here, before any
+    // thread starts (the environment is then no other thread's to read).
     for (var, off) in DRIVER_DISK_CACHES_OFF {
-        if std::env::var_os(var).is_none() {
+        if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
             std::env::set_var(var, off);
         }
     }

@@ -181,8 +181,9 @@ pub struct BatchJob<'a> {
     /// docs/VULKAN.md, "Isolation", for what stays out of reach (the
     /// driver's own copies).
     pub confidential: bool,
-    /// Its kernel is a secret too: the pipeline it builds and the Khronos
-    /// validator's verdict on it are not kept once the call returns, so a
+    /// Its kernel is a secret too: the pipeline it builds (destroyed when
+    /// its round of jobs ends) and the Khronos validator's verdict on it
+    /// are not kept once the call returns, so a
     /// later job of the same kernel builds its pipeline again. (A pipeline
     /// a job in the clear built is used as it is: that kernel is no secret
     /// to this host.)
@@ -1275,6 +1276,9 @@ impl Dispatcher {
                 }
             }
             self.release_lanes();
+            // Every lane is idle: a secret kernel's pipeline serves only
+            // the round it was built for.
+            self.drop_ephemeral();
         }
         self.scratch = DriveScratch {
             pending,
@@ -1286,7 +1290,7 @@ impl Dispatcher {
         self.drop_ephemeral();
     }
 
-    /// Destroys the pipelines confidential jobs built in this call. Every
+    /// Destroys the pipelines secret kernels built in this round. Every
     /// lane is idle here (a job's end was waited for, or its device
     /// abandoned, taking its pipelines with it).
     fn drop_ephemeral(&mut self) {
@@ -1760,8 +1764,11 @@ impl Dispatcher {
         };
         if let Err(e) = recorded {
             // Nothing was submitted (queue_submit failing submits nothing).
-            // SAFETY: the command buffer is not pending.
-            let _ = unsafe { d.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty()) };
+            // The lane's pool is transient, without per-buffer resets: the
+            // pool is reset.
+            // SAFETY: the command buffer is not pending; the pool is the
+            // lane's own.
+            let _ = unsafe { d.reset_command_pool(cmd_pool, vk::CommandPoolResetFlags::empty()) };
             for s in slots {
                 if b.confidential {
                     s.wipe();
@@ -1978,11 +1985,13 @@ impl Drop for Dispatcher {
         // A kernel still executing on an abandoned device: destroying it (or
         // its instance) would be invalid and could block forever. Leak them;
         // process exit reclaims everything.
-        for a in self.graveyard.drain(..) {
+        for mut a in self.graveyard.drain(..) {
             match a.handles {
                 Some(mut h) => h.leak = true,
                 None => self.handles.leak = true,
             }
+            // Confidential jobs that have ended leave nothing in what leaks.
+            a.gpu.wipe_idle_confidential();
             std::mem::forget(a.gpu);
         }
     }

@@ -728,7 +728,9 @@ impl Gpu {
         let name = std::ffi::CString::new(entry_point)
             .map_err(|_| JobError::Rejected(super::KernelRejection::NoEntryPoint))?;
         let device = self.device.clone();
-        let words = words.to_vec();
+        // The module is the job's kernel, rewritten: zeroed when dropped,
+        // also if the thread cannot start.
+        let words = zeroize::Zeroizing::new(words.to_vec());
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tessera-compile".into())
@@ -742,9 +744,7 @@ impl Gpu {
                 // is allowed; none of these calls needs external
                 // synchronisation with what the dispatcher's thread does.
                 let r = unsafe { compile(&device, &words, &name, layout) };
-                // The module is the job's kernel, rewritten.
-                let mut words = words;
-                zeroize::Zeroize::zeroize(&mut words);
+                drop(words);
                 let _ = tx.send(r);
             })
             .map_err(|_| JobError::OutOfMemory)?;
