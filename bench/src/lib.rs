@@ -33,7 +33,15 @@ pub const LEN: usize = 4096;
 use tessera_coordinator::{BufferInit, Submit};
 use tessera_core::wire::Requirements;
 
-/// The tiny job: copy 4 KiB (256 uvec4), one workgroup.
+/// The tiny job's deadline, as a small request (an inference step) asks
+/// for, well above its run's: jobs due this soon run on the provider
+/// runtime's own thread when it holds nothing else (the default
+/// `NetConfig::inline_deadline`, 250 ms, and an executor that allows it,
+/// as the Vulkan host does).
+pub const TINY_DEADLINE_MS: u32 = 200;
+
+/// The tiny job: copy 4 KiB (256 uvec4), one workgroup, due within
+/// [`TINY_DEADLINE_MS`].
 pub fn tiny_job() -> Submit {
     Submit {
         kernel: COPY_SPV.to_vec(),
@@ -58,7 +66,7 @@ pub fn tiny_job() -> Submit {
         requirements: Requirements::default(),
         est_gpu_ms: 1,
         max_price: u64::MAX,
-        deadline_ms: 30_000,
+        deadline_ms: TINY_DEADLINE_MS,
         nonce: [0; 32],
         sealed: None,
     }

@@ -364,4 +364,10 @@ impl crate::net::Executor for GpuHost {
     fn accepting_jobs(&mut self) -> bool {
         self.dispatcher.accepting_jobs()
     }
+
+    /// Vulkan objects are not bound to a thread: the dispatcher only needs
+    /// one caller at a time, which the runtime's lock on it gives.
+    fn runs_on_any_thread(&self) -> bool {
+        true
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tessera_core::attest::{
-    ChainState, DeviceCapabilities, Ed25519Signer, Evidence, ReceiptVerifier,
+    ChainState, DeviceCapabilities, Ed25519Signer, Evidence, ReceiptStatus, ReceiptVerifier,
 };
 use tessera_core::net::{
     client_config, spki_sha256, FnExecutor, JobOutputs, JobToRun, NetConfig, Runtime, Trust,
@@ -871,7 +871,6 @@ fn reuse_job_id_after_cancel(
 #[test]
 fn a_reused_job_id_does_not_take_the_withdrawn_runs_result() {
     use std::sync::atomic::AtomicU64;
-    use tessera_core::attest::ReceiptStatus;
     static FIRST_COMPLETES: AtomicU64 = AtomicU64::new(0);
     let (status, out) = reuse_job_id_after_cancel(increment, &FIRST_COMPLETES);
     assert_eq!(status, ReceiptStatus::Completed);
@@ -1431,4 +1430,220 @@ fn a_batch_is_signed_when_its_delay_ends_not_at_the_next_millisecond() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(s);
     handle.join().unwrap();
+}
+
+/// Runs jobs as `increment` does, anywhere it is called, and records the
+/// name of each run's thread; `fail` makes a run panic, `close` makes the
+/// executor take no work after a run (until reopened).
+struct Anywhere {
+    threads: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    panic: bool,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    close: bool,
+    anywhere: bool,
+}
+
+impl Anywhere {
+    fn new(anywhere: bool) -> Self {
+        Anywhere {
+            threads: Arc::default(),
+            panic: false,
+            open: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            close: false,
+            anywhere,
+        }
+    }
+}
+
+impl tessera_core::net::Executor for Anywhere {
+    fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+        let name = thread::current().name().map(str::to_string);
+        self.threads.lock().unwrap().push(name);
+        assert!(!self.panic, "a run that panics");
+        if self.close {
+            self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        increment(job)
+    }
+
+    fn accepting_jobs(&mut self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn runs_on_any_thread(&self) -> bool {
+        self.anywhere
+    }
+}
+
+const WORKER: Option<&str> = Some("tessera-executor");
+
+/// Offers job `id` of `j` due within `deadline_ms`, assigns it, and
+/// returns its outputs and the status its verified receipt gives.
+fn run_due(
+    s: &mut Session,
+    key: &[u8; 32],
+    j: &JobDescription,
+    id: u64,
+    deadline_ms: u32,
+) -> (Vec<u8>, ReceiptStatus) {
+    s.send(&Message::JobOffer(j.offer(id, 1_000_000, deadline_ms)));
+    let f = s.until(|m| matches!(m, Message::OfferDecline(_) | Message::OfferAccept(_)));
+    assert!(
+        matches!(Message::decode(&f).unwrap(), Message::OfferAccept(_)),
+        "job {id} declined"
+    );
+    s.assign(j, id);
+    let (out, receipt) = s.collect(id);
+    let status = tessera_core::attest::Receipt::verify(&receipt, key)
+        .unwrap()
+        .status;
+    s.send(&Message::ResultAck(JobRef { job: id }));
+    (out, status)
+}
+
+/// The runtime's thread runs a job it holds alone and that is due within
+/// `NetConfig::inline_deadline`, when the executor allows it; the worker
+/// runs the others: a job due later, one while another is held, any job of
+/// an executor bound to its thread, and every job with the setting at zero.
+#[test]
+fn a_job_due_soon_runs_on_the_runtimes_thread_when_nothing_else_is_held() {
+    for (anywhere, inline_deadline) in [(true, None), (false, None), (true, Some(Duration::ZERO))] {
+        let srv = server();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ex = Anywhere::new(anywhere);
+        let threads = ex.threads.clone();
+        let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+        let mut net = NetConfig::new(
+            format!("127.0.0.1:{port}"),
+            "localhost",
+            client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+        );
+        if let Some(d) = inline_deadline {
+            net.inline_deadline = d;
+        }
+        let rt = Runtime::new(config(), signer, ex, net).unwrap();
+        let Running { handle, drain, .. } = spawn(rt);
+        let mut s = Session::accept(&listener, &srv.config);
+        let key = s.handshake();
+        let j = job();
+        // Due within 200 ms, then within 60 s.
+        assert_eq!(
+            run_due(&mut s, &key, &j, 1, 200),
+            (expected(), ReceiptStatus::Completed)
+        );
+        assert_eq!(
+            run_due(&mut s, &key, &j, 2, 60_000),
+            (expected(), ReceiptStatus::Completed)
+        );
+        // Due soon, but held beside another job (offered, not yet assigned).
+        s.send(&Message::JobOffer(j.offer(3, 1_000_000, 60_000)));
+        s.until(|m| matches!(m, Message::OfferAccept(a) if a.job == 3));
+        assert_eq!(
+            run_due(&mut s, &key, &j, 4, 200),
+            (expected(), ReceiptStatus::Completed)
+        );
+        s.send(&Message::Cancel(tessera_core::wire::Cancel {
+            job: 3,
+            reason: 1,
+        }));
+        drain.drain();
+        s.until(|m| matches!(m, Message::Goodbye(_)));
+        assert!(handle.join().unwrap().is_finished());
+        let threads = threads.lock().unwrap().clone();
+        let here = anywhere && inline_deadline.is_none();
+        assert_eq!(threads.len(), 3, "{threads:?}");
+        assert_eq!(
+            threads[0].as_deref() != WORKER,
+            here,
+            "job 1 ran on {threads:?}"
+        );
+        assert_eq!(threads[1].as_deref(), WORKER, "job 2 ran on {threads:?}");
+        assert_eq!(threads[2].as_deref(), WORKER, "job 4 ran on {threads:?}");
+    }
+}
+
+/// A run on the runtime's thread that leaves the device taking no work:
+/// offers are declined at once, and the worker, told to, notices when the
+/// device takes work again.
+#[test]
+fn a_device_that_a_run_on_the_runtimes_thread_leaves_unavailable_comes_back() {
+    use tessera_core::wire::DeclineReason;
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ex = Anywhere::new(true);
+    ex.close = true;
+    let (open, threads) = (ex.open.clone(), ex.threads.clone());
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    let rt = Runtime::new(config(), signer, ex, net).unwrap();
+    let Running { handle, drain, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    let key = s.handshake();
+    let j = job();
+    assert_eq!(
+        run_due(&mut s, &key, &j, 1, 200),
+        (expected(), ReceiptStatus::Completed)
+    );
+    assert_ne!(threads.lock().unwrap()[0].as_deref(), WORKER);
+    let f = s.offer(&j, 2);
+    assert_eq!(
+        Message::decode(&f).unwrap(),
+        Message::OfferDecline(tessera_core::wire::OfferDecline {
+            job: 2,
+            reason: DeclineReason::Unavailable,
+        })
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
+    let f = s.offer(&j, 3);
+    assert!(matches!(
+        Message::decode(&f).unwrap(),
+        Message::OfferAccept(_)
+    ));
+    s.send(&Message::Cancel(tessera_core::wire::Cancel {
+        job: 3,
+        reason: 1,
+    }));
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    let rt = handle.join().unwrap();
+    assert!(!rt.status().device_unavailable);
+}
+
+/// A run that panics on the runtime's thread fails its job (`Host`, in a
+/// signed receipt), and the executor gets no more jobs, as when the worker
+/// thread dies; the runtime goes on and drains.
+#[test]
+fn a_run_that_panics_on_the_runtimes_thread_fails_its_job_and_the_runtime_goes_on() {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ex = Anywhere::new(true);
+    ex.panic = true;
+    let threads = ex.threads.clone();
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    let rt = Runtime::new(config(), signer, ex, net).unwrap();
+    let Running { handle, drain, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    let key = s.handshake();
+    let j = job();
+    let host = ReceiptStatus::Failed(tessera_core::wire::FailReason::Host);
+    assert_eq!(run_due(&mut s, &key, &j, 1, 200), (Vec::new(), host));
+    assert_eq!(run_due(&mut s, &key, &j, 2, 200), (Vec::new(), host));
+    assert_eq!(run_due(&mut s, &key, &j, 3, 60_000), (Vec::new(), host));
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    assert!(handle.join().unwrap().is_finished());
+    assert_eq!(threads.lock().unwrap().len(), 1, "the executor ran again");
 }

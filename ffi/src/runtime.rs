@@ -3,7 +3,8 @@
 //!
 //! A runtime is a provider: it connects to the coordinator over TLS, keeps
 //! the session up (reconnecting with backoff), runs jobs on the GPU through
-//! the Vulkan dispatcher on a worker thread, stores results until they are
+//! the Vulkan dispatcher on a worker thread (on a started runtime's own
+//! thread, a job due within 250 ms that it holds alone), stores results until they are
 //! acknowledged, and drains on request. Build it from the operator's TOML
 //! file (`tessera_runtime_new_from_toml`, the same file `tessera-agent`
 //! reads) or from a struct (`tessera_runtime_new`), then either give it a
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tessera_core::net::{DrainHandle, Runtime, Status};
+use tessera_core::net::{DrainHandle, NetConfig, Runtime, Status};
 use tessera_core::operator::{
     CapacitySection, DeviceSection, KeySection, OperatorConfig, OperatorError, PricingSection,
     StoreSection, TimersSection, TlsSection,
@@ -118,7 +119,11 @@ fn step(
     r
 }
 
-fn wrap(rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_result {
+fn wrap(mut rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_result {
+    // Stepped from the host's loop (a render engine's frame), a step runs no
+    // job: every job goes to the worker thread. `tessera_runtime_start`
+    // lets a job due soon run on the runtime's own thread.
+    rt.set_inline_deadline(Duration::ZERO);
     #[cfg(unix)]
     let fd = rt.as_raw_fd();
     #[cfg(not(unix))]
@@ -751,6 +756,7 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
             }
         };
         let shared = r.shared.clone();
+        rt.set_inline_deadline(NetConfig::DEFAULT_INLINE_DEADLINE);
         let spawned = std::thread::Builder::new()
             .name("tessera-runtime".into())
             .spawn(move || {

@@ -117,6 +117,18 @@ pub trait Executor: Send + 'static {
     fn accepting_jobs(&mut self) -> bool {
         true
     }
+
+    /// Whether [`Executor::run`] may be called on the runtime's own thread
+    /// as well as on its worker thread (never on both at once). When it
+    /// may, a job the agent holds alone whose deadline is at most
+    /// [`NetConfig::inline_deadline`](super::NetConfig::inline_deadline)
+    /// away runs there, without the hand-over to the worker and back
+    /// (two thread wake-ups, the largest cost of a tiny job after the
+    /// network's). The default, `false`, keeps every run on the worker
+    /// thread, for engines bound to the thread they run on.
+    fn runs_on_any_thread(&self) -> bool {
+        false
+    }
 }
 
 /// An executor from a plain function, for tests and CPU-only hosts.

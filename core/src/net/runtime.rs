@@ -1,7 +1,9 @@
 //! The network runtime: a mio event loop that drives the sans-IO [`Agent`]
 //! over TCP and TLS 1.3, runs jobs on a worker thread through an
-//! [`Executor`], keeps results in a [`FileStore`] until they are acknowledged,
-//! and reconnects with exponential backoff and jitter.
+//! [`Executor`] (a job due soon that the agent holds alone on the loop's
+//! own thread, when the executor allows it: [`NetConfig::inline_deadline`]),
+//! keeps results in a [`FileStore`] until they are acknowledged, and
+//! reconnects with exponential backoff and jitter.
 //!
 //! [`Runtime::run`] owns the thread until the agent has drained and said
 //! goodbye. A host with its own event loop (a render engine) calls
@@ -84,6 +86,15 @@ pub struct NetConfig {
     /// and go out on the next start (without a store they are lost, and the
     /// log says so).
     pub drain_timeout: StdDuration,
+    /// A job the agent holds alone, whose deadline is at most this far off
+    /// when it starts, runs on the runtime's own thread rather than being
+    /// handed to the worker thread and back, when the executor allows it
+    /// ([`Executor::runs_on_any_thread`]): a tiny job then skips two thread
+    /// wake-ups. Meanwhile the loop reads and answers nothing, so this
+    /// bounds how long a job can hold it up (heartbeats are seconds apart;
+    /// a cancel waits for the run to end). Zero runs every job on the
+    /// worker thread. 250 ms unless set.
+    pub inline_deadline: StdDuration,
 }
 
 impl fmt::Debug for NetConfig {
@@ -97,8 +108,12 @@ impl fmt::Debug for NetConfig {
 }
 
 impl NetConfig {
+    /// [`NetConfig::inline_deadline`] unless set: 250 ms.
+    pub const DEFAULT_INLINE_DEADLINE: StdDuration = StdDuration::from_millis(250);
+
     /// A configuration with the default reconnect delays (200 ms to 30 s),
-    /// a 60 s drain timeout and no store.
+    /// a 60 s drain timeout, no store, and jobs due within 250 ms run on
+    /// the runtime's thread when the agent holds nothing else.
     pub fn new(
         coordinator: impl Into<String>,
         server_name: impl Into<String>,
@@ -112,6 +127,7 @@ impl NetConfig {
             reconnect_initial: StdDuration::from_millis(200),
             reconnect_max: StdDuration::from_secs(30),
             drain_timeout: StdDuration::from_secs(60),
+            inline_deadline: NetConfig::DEFAULT_INLINE_DEADLINE,
         }
     }
 }
@@ -347,6 +363,9 @@ struct QueueState {
     /// Whether the worker waits for a job: a job queued while it is busy
     /// wakes nobody (std's `notify_all` is a system call even then).
     waiting: bool,
+    /// The worker should ask the executor whether it takes work: a run on
+    /// the runtime's thread found it no longer does.
+    recheck: bool,
 }
 
 impl WorkQueue {
@@ -383,6 +402,17 @@ impl WorkQueue {
         self.changed.notify_all();
     }
 
+    /// Has the worker ask the executor whether it takes work, and report.
+    fn recheck(&self) {
+        self.lock().recheck = true;
+        self.changed.notify_all();
+    }
+
+    /// Whether no job waits.
+    fn is_empty(&self) -> bool {
+        self.lock().jobs.is_empty()
+    }
+
     /// How many jobs wait, and their input bytes (kernel and buffers).
     fn queued(&self) -> (usize, usize) {
         let q = self.lock();
@@ -405,6 +435,10 @@ impl WorkQueue {
             if let Some(job) = q.jobs.pop_front() {
                 return Ok(Some(job));
             }
+            if q.recheck {
+                q.recheck = false;
+                return Ok(None);
+            }
             match wait {
                 // Not a timed wait of zero: the kernel lets a timed sleep
                 // overrun by the thread's timer slack (50 µs by default), so
@@ -423,7 +457,7 @@ impl WorkQueue {
                         .unwrap_or_else(|e| e.into_inner());
                     q = guard;
                     q.waiting = false;
-                    if timed_out.timed_out() && q.jobs.is_empty() && !q.closed {
+                    if timed_out.timed_out() && q.jobs.is_empty() && !q.closed && !q.recheck {
                         return Ok(None);
                     }
                 }
@@ -466,6 +500,12 @@ pub struct Runtime<S: Signer> {
     /// without waking again.
     worker_woke: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
+    /// The executor, shared with the worker, which holds the lock only
+    /// while it calls it; `None` when runs stay on the worker thread
+    /// ([`Executor::runs_on_any_thread`]).
+    inline: Option<Box<dyn InlineRun>>,
+    /// A run on this thread panicked: the executor is given no more jobs.
+    executor_gone: bool,
     /// The jobs' host side: inputs, runs, results, uploads.
     host: JobHost,
     store: Option<FileStore>,
@@ -554,6 +594,13 @@ impl<S: Signer> Runtime<S> {
             waker: waker.clone(),
             woke: worker_woke.clone(),
         };
+        let inline_ok = executor.runs_on_any_thread();
+        let executor = Arc::new(Mutex::new(executor));
+        let inline: Option<Box<dyn InlineRun>> = if inline_ok {
+            Some(Box::new(executor.clone()))
+        } else {
+            None
+        };
         let worker = spawn_worker(executor, work.clone(), to_runtime)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -578,6 +625,8 @@ impl<S: Signer> Runtime<S> {
             done: done_rx,
             worker_woke,
             worker: Some(worker),
+            inline,
+            executor_gone: false,
             host: JobHost::new(),
             store,
             backlog,
@@ -705,7 +754,9 @@ impl<S: Signer> Runtime<S> {
     }
 
     /// One turn of the loop: waits up to `max_wait` (`None`: until the next
-    /// timer) for I/O, then does all work that is ready.
+    /// timer) for I/O, then does all work that is ready, which may include
+    /// running a job due soon ([`NetConfig::inline_deadline`]; zero keeps
+    /// every run off this thread).
     pub fn step(&mut self, max_wait: Option<StdDuration>) -> Result<(), RuntimeError> {
         if self.drain.load(Ordering::SeqCst) && !self.drain_started {
             self.drain_started = true;
@@ -1151,7 +1202,15 @@ impl<S: Signer> Runtime<S> {
             deadline,
             cancel: cancel.clone(),
         });
-        let alive = self.worker.as_ref().is_some_and(|w| !w.is_finished());
+        let alive = !self.executor_gone && self.worker.as_ref().is_some_and(|w| !w.is_finished());
+        if alive && self.may_run_here(deadline) {
+            // `None`: the worker holds the executor (a withdrawn run still
+            // going), and the job waits for it in the queue.
+            if let Some((ran, accepting)) = self.inline.as_ref().and_then(|r| r.try_run(&run)) {
+                self.ran_here(run, ran, accepting);
+                return;
+            }
+        }
         if !alive {
             log::error!("job {job}: the executor thread is gone");
         } else if self.work.push(run.clone()) {
@@ -1173,6 +1232,69 @@ impl<S: Signer> Runtime<S> {
         }
         self.host
             .run_ended(job, Err(JobFailure::new(FailReason::Host, 0)));
+        self.work_jobs(now);
+    }
+
+    /// Sets [`NetConfig::inline_deadline`]: how soon a job must be due to
+    /// run on this thread. A host that steps the runtime from a loop that
+    /// must not stall (a frame loop) sets zero.
+    pub fn set_inline_deadline(&mut self, deadline: StdDuration) {
+        self.net.inline_deadline = deadline;
+    }
+
+    /// Whether a job due by `deadline` runs on this thread
+    /// ([`NetConfig::inline_deadline`]): the executor allows it, takes work,
+    /// and nothing else is in flight, so that the loop has nothing to do
+    /// meanwhile but wait.
+    fn may_run_here(&self, deadline: StdInstant) -> bool {
+        self.inline.is_some()
+            && !self.net.inline_deadline.is_zero()
+            && self.executor_accepting
+            && self.given.is_empty()
+            && self.agent.active_jobs() == 1
+            && deadline.saturating_duration_since(StdInstant::now()) <= self.net.inline_deadline
+            && self.work.is_empty()
+    }
+
+    /// Ends a job run on this thread, as [`Runtime::collect_done`] ends
+    /// one run by the worker.
+    fn ran_here(
+        &mut self,
+        run: Arc<JobToRun>,
+        ran: std::thread::Result<Result<JobOutputs, JobFailure>>,
+        accepting: bool,
+    ) {
+        let job = run.id;
+        let result = match ran {
+            Ok(result) => result,
+            Err(_) => {
+                // As when the worker thread dies: no more jobs for it.
+                log::error!("job {job}: the executor panicked; it runs no more jobs");
+                self.executor_gone = true;
+                self.work.close();
+                Err(JobFailure::new(FailReason::Host, 0))
+            }
+        };
+        self.host.hash_run(
+            job,
+            &run.kernel,
+            &run.spec.kernel.push_constants,
+            &run.buffers,
+        );
+        // The run's plaintext (a sealed job's) is wiped here.
+        drop(run);
+        let now = self.now();
+        if !accepting && !self.executor_gone {
+            // Declined from now on; the worker polls the executor until it
+            // takes work again, and says so.
+            self.executor_accepting = false;
+            self.update_availability(now);
+            self.work.recheck();
+        }
+        if let Err(f) = &result {
+            log::info!("job {job}: failed ({:?}, detail {})", f.reason, f.detail);
+        }
+        self.host.run_ended(job, result);
         self.work_jobs(now);
     }
 
@@ -1472,8 +1594,38 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 /// the executor whether it takes work at the start, after every job and,
 /// while it does not, every [`UNAVAILABLE_POLL`] while idle, and reports each
 /// change. It ends when the runtime closes the queue or drops `done`.
+/// The executor, called on the runtime's thread.
+trait InlineRun: Send {
+    /// Runs `job`, unless the worker holds the executor now (`None`); with
+    /// whether the executor takes work after it (`false` after a panic).
+    fn try_run(
+        &self,
+        job: &JobToRun,
+    ) -> Option<(std::thread::Result<Result<JobOutputs, JobFailure>>, bool)>;
+}
+
+impl<E: Executor> InlineRun for Arc<Mutex<E>> {
+    fn try_run(
+        &self,
+        job: &JobToRun,
+    ) -> Option<(std::thread::Result<Result<JobOutputs, JobFailure>>, bool)> {
+        // Never waits for the worker: a poisoned lock (a panic in a run)
+        // counts as held, and the job goes to the queue, which fails it.
+        let mut executor = self.try_lock().ok()?;
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.run(job)));
+        let accepting = ran.is_ok() && executor.accepting_jobs();
+        Some((ran, accepting))
+    }
+}
+
+/// The executor, for the worker: a panic on the runtime's thread leaves
+/// the lock poisoned, and the worker ends at its next look at the queue.
+fn locked<E>(executor: &Mutex<E>) -> MutexGuard<'_, E> {
+    executor.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn spawn_worker<E: Executor>(
-    mut executor: E,
+    executor: Arc<Mutex<E>>,
     work: Arc<WorkQueue>,
     done: ToRuntime,
 ) -> Result<JoinHandle<()>, RuntimeError> {
@@ -1484,10 +1636,10 @@ fn spawn_worker<E: Executor>(
             let report = |executor: &mut E, accepting: &mut bool| {
                 report_accepting(executor, accepting, &done)
             };
-            if !report(&mut executor, &mut accepting) {
+            if !report(&mut locked(&executor), &mut accepting) {
                 return;
             }
-            let most = executor.batch_size().max(1);
+            let most = locked(&executor).batch_size().max(1);
             let mut batch: Vec<Arc<JobToRun>> = Vec::with_capacity(most);
             loop {
                 let wait = if accepting {
@@ -1499,7 +1651,7 @@ fn spawn_worker<E: Executor>(
                 match work.next(wait) {
                     Ok(Some(job)) => batch.push(job),
                     Ok(None) => {
-                        if !report(&mut executor, &mut accepting) {
+                        if !report(&mut locked(&executor), &mut accepting) {
                             return;
                         }
                         continue;
@@ -1519,17 +1671,20 @@ fn spawn_worker<E: Executor>(
                 };
                 match &batch[..] {
                     [] => continue,
-                    [job] => finished(job, executor.run(job)),
+                    [job] => {
+                        let result = locked(&executor).run(job);
+                        finished(job, result);
+                    }
                     jobs => {
                         let refs: Vec<&JobToRun> = jobs.iter().map(|j| &**j).collect();
-                        executor.run_batch(&refs, &mut |i, result| {
+                        locked(&executor).run_batch(&refs, &mut |i, result| {
                             if let Some(job) = refs.get(i) {
                                 finished(job, result);
                             }
                         });
                     }
                 }
-                if gone || !report(&mut executor, &mut accepting) {
+                if gone || !report(&mut locked(&executor), &mut accepting) {
                     return;
                 }
             }
