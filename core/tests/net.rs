@@ -1647,3 +1647,100 @@ fn a_run_that_panics_on_the_runtimes_thread_fails_its_job_and_the_runtime_goes_o
     assert!(handle.join().unwrap().is_finished());
     assert_eq!(threads.lock().unwrap().len(), 1, "the executor ran again");
 }
+
+/// The Vulkan host on the runtime's thread (lavapipe in CI, validation on):
+/// a copy job due soon runs there with the right outputs, and a kernel
+/// that never ends, due as soon, holds the loop only until its deadline:
+/// it fails with `Timeout` and the next job runs.
+#[cfg(feature = "vulkan")]
+#[test]
+fn the_vulkan_host_runs_a_job_due_soon_on_the_runtimes_thread_and_a_hang_ends_at_its_deadline() {
+    use tessera_core::gpu_host::GpuHost;
+    use tessera_core::vulkan::DeviceSelector;
+    use tessera_core::wire::FailReason;
+
+    /// The host, recording each run's thread and what the validation
+    /// layer said.
+    struct Where {
+        gpu: GpuHost,
+        threads: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    }
+    impl tessera_core::net::Executor for Where {
+        fn run(&mut self, job: &JobToRun) -> Result<JobOutputs, tessera_core::net::JobFailure> {
+            let name = thread::current().name().map(str::to_string);
+            self.threads.lock().unwrap().push(name);
+            let r = self.gpu.run(job);
+            let msgs = self.gpu.dispatcher().validation_messages();
+            assert!(msgs.is_empty(), "validation messages: {msgs:#?}");
+            r
+        }
+        fn accepting_jobs(&mut self) -> bool {
+            self.gpu.accepting_jobs()
+        }
+        fn runs_on_any_thread(&self) -> bool {
+            self.gpu.runs_on_any_thread()
+        }
+    }
+
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gpu = GpuHost::open(DeviceSelector::Default, true).expect("a Vulkan device");
+    let mut config = config();
+    config.capabilities = gpu.capabilities().clone();
+    let threads = Arc::default();
+    let ex = Where {
+        gpu,
+        threads: Arc::clone(&threads),
+    };
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    let rt = Runtime::new(config, signer, ex, net).unwrap();
+    let Running { handle, drain, .. } = spawn(rt);
+    let mut s = Session::accept(&listener, &srv.config);
+    let key = s.handshake();
+    let kernel = |name: &str| {
+        std::fs::read(format!("{}/kernels/{name}.spv", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let input: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let copy = JobDescription {
+        kernel: kernel("copy"),
+        entry_point: "main".into(),
+        grid: [1, 1, 1],
+        push_constants: 256u32.to_le_bytes().to_vec(),
+        buffers: vec![(input.clone(), 4096, false), (Vec::new(), 4096, true)],
+        nonce: [0x21; 32],
+        bindings: Vec::new(),
+    };
+    let hang = JobDescription {
+        kernel: kernel("hostile_loop"),
+        entry_point: "main".into(),
+        grid: [65535, 1, 1],
+        push_constants: Vec::new(),
+        buffers: vec![(Vec::new(), 64, true)],
+        nonce: [0x22; 32],
+        bindings: Vec::new(),
+    };
+    // Due in a minute (the pipeline's first build takes its time), then
+    // within 250 ms.
+    let done = (input.clone(), ReceiptStatus::Completed);
+    assert_eq!(run_due(&mut s, &key, &copy, 1, 60_000), done);
+    assert_eq!(run_due(&mut s, &key, &copy, 2, 250), done);
+    let t = std::time::Instant::now();
+    let timeout = ReceiptStatus::Failed(FailReason::Timeout);
+    assert_eq!(run_due(&mut s, &key, &hang, 3, 250), (Vec::new(), timeout));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "the loop was held {took:?}");
+    eprintln!("the hanging job held the loop {took:?}");
+    assert_eq!(run_due(&mut s, &key, &copy, 4, 60_000), done);
+    drain.drain();
+    s.until(|m| matches!(m, Message::Goodbye(_)));
+    assert!(handle.join().unwrap().is_finished());
+    let threads = threads.lock().unwrap().clone();
+    let here: Vec<bool> = threads.iter().map(|t| t.as_deref() != WORKER).collect();
+    assert_eq!(here, [false, true, true, false], "{threads:?}");
+}
