@@ -366,8 +366,11 @@ impl crate::net::Executor for GpuHost {
     }
 
     /// Vulkan objects are not bound to a thread: the dispatcher only needs
-    /// one caller at a time, which the runtime's lock on it gives.
-    fn runs_on_any_thread(&self) -> bool {
-        true
+    /// one caller at a time, which the runtime's lock on it gives. A kernel
+    /// the Khronos validator has not passed yet goes to the worker (the
+    /// validator has its own time limit, not the job's), and so does a
+    /// sealed kernel, whose verdict is never kept.
+    fn may_run_inline(&mut self, job: &crate::net::JobToRun) -> bool {
+        !secret_kernel(&job.spec) && self.dispatcher.kernel_validated(&job.kernel)
     }
 }

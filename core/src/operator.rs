@@ -262,6 +262,11 @@ pub struct TimersSection {
     /// Seconds a drain waits for acknowledgements before stopping anyway (default 60).
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
+    /// A job the agent holds alone and that is due within this many ms runs
+    /// on the runtime's own thread (`NetConfig::inline_deadline`; default
+    /// 250, 0: never).
+    #[serde(default = "default_inline_deadline")]
+    pub inline_deadline_ms: u64,
 }
 
 impl Default for TimersSection {
@@ -271,8 +276,13 @@ impl Default for TimersSection {
             peer_timeout_ms: default_peer_timeout(),
             status_interval_s: default_status(),
             drain_timeout_s: default_drain_timeout(),
+            inline_deadline_ms: default_inline_deadline(),
         }
     }
+}
+
+fn default_inline_deadline() -> u64 {
+    NetConfig::DEFAULT_INLINE_DEADLINE.as_millis() as u64
 }
 
 fn default_drain_timeout() -> u64 {
@@ -294,7 +304,18 @@ fn default_status() -> u64 {
 impl OperatorConfig {
     /// Reads a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, OperatorError> {
-        toml::from_str(text).map_err(|e| OperatorError::Config(e.to_string()))
+        let config: OperatorConfig =
+            toml::from_str(text).map_err(|e| OperatorError::Config(e.to_string()))?;
+        let t = &config.timers;
+        // A run on the runtime's thread holds up its heartbeats.
+        if t.inline_deadline_ms >= t.heartbeat_ms {
+            return Err(OperatorError::Config(format!(
+                "[timers] inline_deadline_ms ({}) must be below heartbeat_ms ({}): \
+                 the loop sends no heartbeat while a job runs on it",
+                t.inline_deadline_ms, t.heartbeat_ms
+            )));
+        }
+        Ok(config)
     }
 
     /// Reads the configuration file at `path`.
@@ -432,6 +453,7 @@ impl OperatorConfig {
         let mut net = NetConfig::new(self.coordinator.clone(), server_name, tls);
         net.store_dir = self.store.as_ref().map(|s| s.dir.clone());
         net.drain_timeout = Duration::from_secs(self.timers.drain_timeout_s);
+        net.inline_deadline = Duration::from_millis(self.timers.inline_deadline_ms);
         Runtime::new(config, signer, wrap(gpu), net).map_err(OperatorError::Runtime)
     }
 }
@@ -633,6 +655,30 @@ mod tests {
             "gg".repeat(32),
         ] {
             assert!(hex32(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_inline_deadline_past_the_heartbeat_interval_is_refused() {
+        let text = |timers: &str| {
+            format!(
+                "coordinator = \"c:1\"\n[tls]\nca_file = \"ca.pem\"\n\
+                 [key]\nfile = \"k\"\n[timers]\n{timers}\n"
+            )
+        };
+        let ok = OperatorConfig::from_toml(&text("")).unwrap();
+        assert_eq!(ok.timers.inline_deadline_ms, 250);
+        let off = OperatorConfig::from_toml(&text("inline_deadline_ms = 0")).unwrap();
+        assert_eq!(off.timers.inline_deadline_ms, 0);
+        for bad in [
+            "inline_deadline_ms = 5000",
+            "heartbeat_ms = 200",
+            "inline_deadline_ms = 18446744073709551615",
+        ] {
+            let Err(OperatorError::Config(e)) = OperatorConfig::from_toml(&text(bad)) else {
+                panic!("{bad}: taken");
+            };
+            assert!(e.contains("inline_deadline_ms"), "{bad}: {e}");
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! A runtime is a provider: it connects to the coordinator over TLS, keeps
 //! the session up (reconnecting with backoff), runs jobs on the GPU through
-//! the Vulkan dispatcher on a worker thread (on a started runtime's own
-//! thread, a job due within 250 ms that it holds alone), stores results until they are
+//! the Vulkan dispatcher on a worker thread (a started runtime runs a job
+//! due within `inline_deadline_ms` that it holds alone on its own thread,
+//! except with a host executor), stores results until they are
 //! acknowledged, and drains on request. Build it from the operator's TOML
 //! file (`tessera_runtime_new_from_toml`, the same file `tessera-agent`
 //! reads) or from a struct (`tessera_runtime_new`), then either give it a
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tessera_core::net::{DrainHandle, NetConfig, Runtime, Status};
+use tessera_core::net::{DrainHandle, Runtime, Status};
 use tessera_core::operator::{
     CapacitySection, DeviceSection, KeySection, OperatorConfig, OperatorError, PricingSection,
     StoreSection, TimersSection, TlsSection,
@@ -70,6 +71,9 @@ pub struct tessera_runtime {
     fd: c_int,
     public_key: [u8; 32],
     shared: Arc<Shared>,
+    /// The configured `inline_deadline_ms`, which `tessera_runtime_start`
+    /// applies (a stepped runtime runs no job inside a step).
+    inline_deadline: Duration,
 }
 
 fn publish(rt: &Runtime<AnySigner>, shared: &Shared) {
@@ -122,7 +126,8 @@ fn step(
 fn wrap(mut rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_result {
     // Stepped from the host's loop (a render engine's frame), a step runs no
     // job: every job goes to the worker thread. `tessera_runtime_start`
-    // lets a job due soon run on the runtime's own thread.
+    // lets a job due soon run on the runtime's own thread, as configured.
+    let inline_deadline = rt.inline_deadline();
     rt.set_inline_deadline(Duration::ZERO);
     #[cfg(unix)]
     let fd = rt.as_raw_fd();
@@ -143,6 +148,7 @@ fn wrap(mut rt: Runtime<AnySigner>, out: *mut *mut tessera_runtime) -> tessera_r
             public_key: rt.agent().public_key(),
             mode: Mutex::new(Mode::Stepped(Box::new(rt))),
             shared,
+            inline_deadline,
         },
         out,
     )
@@ -434,6 +440,10 @@ unsafe fn operator_config(c: &tessera_runtime_config) -> Result<OperatorConfig, 
             heartbeat_ms: c.policy.heartbeat_interval_ms,
             peer_timeout_ms: c.policy.peer_timeout_ms,
             drain_timeout_s: c.drain_timeout_ms.div_ceil(1000),
+            // Below the heartbeat interval, as the TOML path requires.
+            inline_deadline_ms: TimersSection::default()
+                .inline_deadline_ms
+                .min(c.policy.heartbeat_interval_ms / 2),
             ..TimersSection::default()
         },
         // The operator program's listener; a library host exports its own.
@@ -756,7 +766,7 @@ pub unsafe extern "C" fn tessera_runtime_start(runtime: *mut tessera_runtime) ->
             }
         };
         let shared = r.shared.clone();
-        rt.set_inline_deadline(NetConfig::DEFAULT_INLINE_DEADLINE);
+        rt.set_inline_deadline(r.inline_deadline);
         let spawned = std::thread::Builder::new()
             .name("tessera-runtime".into())
             .spawn(move || {

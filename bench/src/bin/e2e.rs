@@ -187,6 +187,10 @@ impl<E: Executor> Executor for Timed<E> {
     fn accepting_jobs(&mut self) -> bool {
         self.inner.accepting_jobs()
     }
+
+    fn may_run_inline(&mut self, job: &JobToRun) -> bool {
+        self.inner.may_run_inline(job)
+    }
 }
 
 /// p50 of one TLS 1.3 round trip of 64 bytes on loopback between two
@@ -257,6 +261,9 @@ fn device_bound_job(iters: u32) -> Submit {
             len: u64::from(FMA_INVOCATIONS) * 4,
             readback: true,
         }],
+        // Its first run builds its pipeline, and its runs take ms: due in
+        // the default 30 s, so that each runs on the agent's worker.
+        deadline_ms: 30_000,
         ..tiny_job()
     }
 }

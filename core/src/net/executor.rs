@@ -118,15 +118,20 @@ pub trait Executor: Send + 'static {
         true
     }
 
-    /// Whether [`Executor::run`] may be called on the runtime's own thread
-    /// as well as on its worker thread (never on both at once). When it
-    /// may, a job the agent holds alone whose deadline is at most
+    /// Whether [`Executor::run`] may run `job` on the runtime's own thread
+    /// rather than on its worker thread (never both at once). The runtime
+    /// asks only for a job the agent holds alone whose deadline is at most
     /// [`NetConfig::inline_deadline`](super::NetConfig::inline_deadline)
-    /// away runs there, without the hand-over to the worker and back
-    /// (two thread wake-ups, the largest cost of a tiny job after the
-    /// network's). The default, `false`, keeps every run on the worker
-    /// thread, for engines bound to the thread they run on.
-    fn runs_on_any_thread(&self) -> bool {
+    /// away; run there, it skips the hand-over to the worker and back (two
+    /// thread wake-ups, the largest cost of a tiny job after the
+    /// network's), and the runtime's loop waits for it. So say yes only
+    /// when the run is bounded by the job's deadline (the Vulkan host: a
+    /// kernel whose validation is cached and that did not come sealed).
+    /// Called on the runtime's thread just before the run; keep it cheap.
+    /// The default, `false`, keeps every run on the worker thread, for
+    /// engines bound to the thread they run on.
+    fn may_run_inline(&mut self, job: &JobToRun) -> bool {
+        let _ = job;
         false
     }
 }

@@ -8,7 +8,9 @@
 //! [`Runtime::run`] owns the thread until the agent has drained and said
 //! goodbye. A host with its own event loop (a render engine) calls
 //! [`Runtime::step`] with a zero timeout whenever the file descriptor from
-//! [`Runtime::as_raw_fd`] is readable, and at least by [`Runtime::next_wakeup`].
+//! [`Runtime::as_raw_fd`] is readable, and at least by [`Runtime::next_wakeup`];
+//! a loop that must not stall sets [`Runtime::set_inline_deadline`] to zero,
+//! so that no job runs inside a step.
 //!
 //! On Linux the agent's timers (a batch of receipts due, a deadline) wake
 //! the poll to the microsecond, through a timerfd registered in it, so that
@@ -89,11 +91,13 @@ pub struct NetConfig {
     /// A job the agent holds alone, whose deadline is at most this far off
     /// when it starts, runs on the runtime's own thread rather than being
     /// handed to the worker thread and back, when the executor allows it
-    /// ([`Executor::runs_on_any_thread`]): a tiny job then skips two thread
+    /// ([`Executor::may_run_inline`]): a tiny job then skips two thread
     /// wake-ups. Meanwhile the loop reads and answers nothing, so this
-    /// bounds how long a job can hold it up (heartbeats are seconds apart;
-    /// a cancel waits for the run to end). Zero runs every job on the
-    /// worker thread. 250 ms unless set.
+    /// bounds how long a job holds it up, plus what the executor does
+    /// after a timeout (the Vulkan host replaces the device: about 90 ms
+    /// on lavapipe); heartbeats are seconds apart, and a cancel waits for
+    /// the run to end. Zero runs every job on the worker thread. 250 ms
+    /// unless set.
     pub inline_deadline: StdDuration,
 }
 
@@ -501,8 +505,8 @@ pub struct Runtime<S: Signer> {
     worker_woke: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
     /// The executor, shared with the worker, which holds the lock only
-    /// while it calls it; `None` when runs stay on the worker thread
-    /// ([`Executor::runs_on_any_thread`]).
+    /// while it calls it; `None` once it is gone (a run panicked, or the
+    /// worker thread ended), so that it is dropped.
     inline: Option<Box<dyn InlineRun>>,
     /// A run on this thread panicked: the executor is given no more jobs.
     executor_gone: bool,
@@ -594,13 +598,8 @@ impl<S: Signer> Runtime<S> {
             waker: waker.clone(),
             woke: worker_woke.clone(),
         };
-        let inline_ok = executor.runs_on_any_thread();
         let executor = Arc::new(Mutex::new(executor));
-        let inline: Option<Box<dyn InlineRun>> = if inline_ok {
-            Some(Box::new(executor.clone()))
-        } else {
-            None
-        };
+        let inline: Option<Box<dyn InlineRun>> = Some(Box::new(executor.clone()));
         let worker = spawn_worker(executor, work.clone(), to_runtime)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1203,9 +1202,14 @@ impl<S: Signer> Runtime<S> {
             cancel: cancel.clone(),
         });
         let alive = !self.executor_gone && self.worker.as_ref().is_some_and(|w| !w.is_finished());
+        if !alive {
+            // The worker's end: the executor goes with this last handle.
+            self.inline = None;
+        }
         if alive && self.may_run_here(deadline) {
-            // `None`: the worker holds the executor (a withdrawn run still
-            // going), and the job waits for it in the queue.
+            // `None`: the executor does not take this job here, or the
+            // worker holds it (a withdrawn run still going), and the job
+            // waits for the worker in the queue.
             if let Some((ran, accepting)) = self.inline.as_ref().and_then(|r| r.try_run(&run)) {
                 self.ran_here(run, ran, accepting);
                 return;
@@ -1242,6 +1246,11 @@ impl<S: Signer> Runtime<S> {
         self.net.inline_deadline = deadline;
     }
 
+    /// [`NetConfig::inline_deadline`] as now set.
+    pub fn inline_deadline(&self) -> StdDuration {
+        self.net.inline_deadline
+    }
+
     /// Whether a job due by `deadline` runs on this thread
     /// ([`NetConfig::inline_deadline`]): the executor allows it, takes work,
     /// and nothing else is in flight, so that the loop has nothing to do
@@ -1265,13 +1274,24 @@ impl<S: Signer> Runtime<S> {
         accepting: bool,
     ) {
         let job = run.id;
+        let now = self.now();
         let result = match ran {
+            // The agent's deadline could not fire while the run held this
+            // thread: a run that ended past it timed out, as on the worker.
+            Ok(Ok(_)) if StdInstant::now() >= run.deadline => {
+                log::info!("job {job}: ended past its deadline");
+                Err(JobFailure::new(FailReason::Timeout, 0))
+            }
             Ok(result) => result,
             Err(_) => {
-                // As when the worker thread dies: no more jobs for it.
+                // As when the worker thread dies: no more jobs for it, and
+                // offers are declined from now on.
                 log::error!("job {job}: the executor panicked; it runs no more jobs");
                 self.executor_gone = true;
+                self.inline = None;
                 self.work.close();
+                self.executor_accepting = false;
+                self.update_availability(now);
                 Err(JobFailure::new(FailReason::Host, 0))
             }
         };
@@ -1283,7 +1303,6 @@ impl<S: Signer> Runtime<S> {
         );
         // The run's plaintext (a sealed job's) is wiped here.
         drop(run);
-        let now = self.now();
         if !accepting && !self.executor_gone {
             // Declined from now on; the worker polls the executor until it
             // takes work again, and says so.
@@ -1589,15 +1608,12 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
 }
 
-/// Runs jobs from `work` one at a time, or in batches of those waiting
-/// when the executor takes batches, and reports each on `done`. It asks
-/// the executor whether it takes work at the start, after every job and,
-/// while it does not, every [`UNAVAILABLE_POLL`] while idle, and reports each
-/// change. It ends when the runtime closes the queue or drops `done`.
 /// The executor, called on the runtime's thread.
 trait InlineRun: Send {
-    /// Runs `job`, unless the worker holds the executor now (`None`); with
-    /// whether the executor takes work after it (`false` after a panic).
+    /// Runs `job` if the executor takes it here
+    /// ([`Executor::may_run_inline`]) and the worker does not hold it now
+    /// (else `None`), with whether the executor takes work after it
+    /// (`false` after a panic).
     fn try_run(
         &self,
         job: &JobToRun,
@@ -1609,21 +1625,39 @@ impl<E: Executor> InlineRun for Arc<Mutex<E>> {
         &self,
         job: &JobToRun,
     ) -> Option<(std::thread::Result<Result<JobOutputs, JobFailure>>, bool)> {
-        // Never waits for the worker: a poisoned lock (a panic in a run)
-        // counts as held, and the job goes to the queue, which fails it.
+        // Never waits for the worker. A lock poisoned by a panic of the
+        // worker's counts as held: the job goes to the queue, and fails
+        // there with the worker gone.
         let mut executor = self.try_lock().ok()?;
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.run(job)));
-        let accepting = ran.is_ok() && executor.accepting_jobs();
-        Some((ran, accepting))
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !executor.may_run_inline(job) {
+                return None;
+            }
+            let result = executor.run(job);
+            Some((result, executor.accepting_jobs()))
+        }));
+        match ran {
+            Ok(None) => None,
+            Ok(Some((result, accepting))) => Some((Ok(result), accepting)),
+            Err(panic) => Some((Err(panic), false)),
+        }
     }
 }
 
-/// The executor, for the worker: a panic on the runtime's thread leaves
-/// the lock poisoned, and the worker ends at its next look at the queue.
+/// The executor, for the worker. A panic on the runtime's thread is caught
+/// inside the lock and leaves it whole; the worker ends then because the
+/// runtime closes the queue.
 fn locked<E>(executor: &Mutex<E>) -> MutexGuard<'_, E> {
     executor.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Starts the worker thread: it takes jobs from `work` (all those waiting,
+/// when the executor takes batches), runs them, and reports each on
+/// `done`. It asks the executor whether it takes work at the start, after
+/// every job and, while the answer is no, every [`UNAVAILABLE_POLL`] while
+/// idle, and when the runtime asks (a run on its thread found the answer
+/// no); it reports each change. It ends when the runtime closes the queue
+/// or drops `done`.
 fn spawn_worker<E: Executor>(
     executor: Arc<Mutex<E>>,
     work: Arc<WorkQueue>,
@@ -1651,6 +1685,10 @@ fn spawn_worker<E: Executor>(
                 match work.next(wait) {
                     Ok(Some(job)) => batch.push(job),
                     Ok(None) => {
+                        // A poll while unavailable, or the runtime asking
+                        // (it counts the device unavailable now): the
+                        // executor's answer goes to it either way.
+                        accepting = false;
                         if !report(&mut locked(&executor), &mut accepting) {
                             return;
                         }

@@ -980,6 +980,18 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Whether `spirv` needs no run of the Khronos validator: its verdict
+    /// is cached, or there is no validator.
+    pub fn kernel_validated(&self, spirv: &[u8]) -> bool {
+        if self.khronos.is_none() {
+            return true;
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, spirv);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        self.verdicts.contains_key(&key)
+    }
+
     /// The Khronos validator's verdict on a kernel (cached by its bytes'
     /// SHA-256, refusals too, when `keep`; a failure of the tool itself is
     /// not cached).
