@@ -2747,7 +2747,8 @@ void tessera_runtime_free(tessera_runtime *runtime);
  * or a job (0: not at all), then does all work that is ready. Call it when
  * the descriptor of `tessera_runtime_fd` is readable or at
  * `tessera_runtime_next_wakeup`, and at least every few hundred
- * milliseconds while jobs run.
+ * milliseconds while jobs run. No job runs inside a step: every job runs
+ * on the runtime's worker thread.
  *
  * # Safety
  * `runtime` a live runtime used by no other thread now.
@@ -2786,7 +2787,10 @@ tessera_result tessera_runtime_fd(const tessera_runtime *runtime,
 #if defined(TESSERA_HOSTED)
 /**
  * Gives the runtime a thread of its own, which steps it until it has
- * drained. Afterwards only the `const` functions, `tessera_runtime_wait`
+ * drained. With the Vulkan executor, a job the runtime holds alone and
+ * that is due within `[timers] inline_deadline_ms` (250 unless set; its
+ * kernel already validated and not sent sealed) runs on that thread, skipping two
+ * thread hand-overs. Afterwards only the `const` functions, `tessera_runtime_wait`
  * and `tessera_runtime_free` apply (the others return `TESSERA_IN_USE`).
  *
  * # Safety
