@@ -9,6 +9,8 @@
 //! dispatch again for each. `vulkan.pipeline_cached` is a job whose
 //! specialized pipeline the dispatcher has built before, beside the floor
 //! dispatching the same specialized pipeline it holds, in the same rounds.
+//! `vulkan.roundtrip_*`'s peer `staged` is the dispatcher with its buffers
+//! staged in host memory (`DispatcherConfig::force_staging`).
 
 use std::time::{Duration, Instant};
 use tessera_bench::floor::Floor;
@@ -94,6 +96,22 @@ fn main() {
     };
     let name = d.capabilities().name.clone();
     eprintln!("device: {name}");
+    // Peer `staged`: the dispatcher with its buffers staged in host memory
+    // (the path of a device without host-visible device memory). On a
+    // discrete GPU, whose host-visible device memory is read across the
+    // PCIe BAR, it says which of the two ways reads back faster.
+    let mut staged = peer(
+        "staged",
+        Dispatcher::new(
+            &instance,
+            DeviceSelector::Default,
+            DispatcherConfig {
+                force_staging: true,
+                ..DispatcherConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string()),
+    );
 
     let mut floor = peer("ash_floor", Floor::new(&name, COPY_SPV));
     // wgpu reports API misuse by panicking; a broken peer must not stop the run.
@@ -137,6 +155,7 @@ fn main() {
     let wgpu_rt = wgpu.as_ref().map(|w| w.prepare_roundtrip(4096));
     let mut out = vec![0u8; 4096];
     let (mut ours, mut floor_t, mut wgpu_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut staged_t = Vec::new();
     let (mut ours_varied, mut floor_varied_t) = (Vec::new(), Vec::new());
     let mut next_varied = 0usize;
     let rounds = 20;
@@ -152,6 +171,20 @@ fn main() {
             let us = t.elapsed().as_secs_f64() * 1e6;
             if round > 0 {
                 ours.push(us);
+            }
+        }
+        if let Some(st) = staged.as_mut() {
+            for _ in 0..per_round {
+                let t = Instant::now();
+                match st.run_into(&job, TIMEOUT, &mut outputs) {
+                    Ok(_) if round > 0 => staged_t.push(t.elapsed().as_secs_f64() * 1e6),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("staged: {e}"),
+                }
+            }
+            if outputs.first() != Some(&input) {
+                eprintln!("the staged dispatcher's round trip returned wrong data");
+                std::process::exit(1);
             }
         }
         if let (Some(f), Some(rt)) = (floor.as_ref(), floor_rt.as_ref()) {
@@ -225,7 +258,11 @@ fn main() {
             metric,
             percentile(&ours, p),
             "us",
-            &[("ash_floor", some(&floor_t, p)), ("wgpu", some(&wgpu_t, p))],
+            &[
+                ("ash_floor", some(&floor_t, p)),
+                ("wgpu", some(&wgpu_t, p)),
+                ("staged", some(&staged_t, p)),
+            ],
         );
     }
     for (metric, p) in [
