@@ -213,6 +213,48 @@ fn runtime_with<E: tessera_core::net::Executor>(
     Runtime::new(config(), signer, executor, net).unwrap()
 }
 
+/// A runtime with `config`, executor `ex` and the network settings
+/// `tweak` leaves, started on a thread of its own, and this test's end of
+/// its connection, past the handshake (with the session key).
+fn connected_with<E: tessera_core::net::Executor>(
+    config: Config,
+    ex: E,
+    tweak: impl FnOnce(&mut NetConfig),
+) -> (Session, [u8; 32], Running) {
+    let srv = server();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
+    let mut net = NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
+    );
+    tweak(&mut net);
+    let running = spawn(Runtime::new(config, signer, ex, net).unwrap());
+    let mut s = Session::accept(&listener, &srv.config);
+    let key = s.handshake();
+    (s, key, running)
+}
+
+/// [`connected_with`] the test configuration and default network settings.
+fn connected<E: tessera_core::net::Executor>(ex: E) -> (Session, [u8; 32], Running) {
+    connected_with(config(), ex, |_| {})
+}
+
+/// Offers job `id`, which the agent must accept, and cancels it.
+fn accepted_then_cancelled(s: &mut Session, j: &JobDescription, id: u64) {
+    let f = s.offer(j, id);
+    assert!(matches!(
+        Message::decode(&f).unwrap(),
+        Message::OfferAccept(_)
+    ));
+    s.send(&Message::Cancel(tessera_core::wire::Cancel {
+        job: id,
+        reason: 1,
+    }));
+}
+
 fn expected() -> Vec<u8> {
     (0..30_000u32).map(|i| (i as u8).wrapping_add(1)).collect()
 }
@@ -449,15 +491,7 @@ fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
     // heartbeat gives the capacity back, and the next offer is taken.
     open.store(true, Ordering::SeqCst);
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    let f = s.offer(&j, 3);
-    assert!(matches!(
-        Message::decode(&f).unwrap(),
-        Message::OfferAccept(_)
-    ));
-    s.send(&Message::Cancel(tessera_core::wire::Cancel {
-        job: 3,
-        reason: 1,
-    }));
+    accepted_then_cancelled(&mut s, &j, 3);
     drain.drain();
     s.until(|m| matches!(m, Message::Goodbye(_)));
     let rt = handle.join().unwrap();
@@ -933,15 +967,7 @@ fn a_host_that_renders_declines_offers_until_it_lets_work_in_again() {
     );
     rendering.store(false, Ordering::SeqCst);
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    let f = s.offer(&j, 2);
-    assert!(matches!(
-        Message::decode(&f).unwrap(),
-        Message::OfferAccept(_)
-    ));
-    s.send(&Message::Cancel(tessera_core::wire::Cancel {
-        job: 2,
-        reason: 1,
-    }));
+    accepted_then_cancelled(&mut s, &j, 2);
     drain.drain();
     s.until(|m| matches!(m, Message::Goodbye(_)));
     let rt = handle.join().unwrap();
@@ -1530,24 +1556,13 @@ fn run_due(
 #[test]
 fn a_job_due_soon_runs_on_the_runtimes_thread_when_nothing_else_is_held() {
     for (anywhere, inline_deadline) in [(true, None), (false, None), (true, Some(Duration::ZERO))] {
-        let srv = server();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let ex = Anywhere::new(anywhere);
         let threads = ex.threads.clone();
-        let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-        let mut net = NetConfig::new(
-            format!("127.0.0.1:{port}"),
-            "localhost",
-            client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-        );
-        if let Some(d) = inline_deadline {
-            net.inline_deadline = d;
-        }
-        let rt = Runtime::new(config(), signer, ex, net).unwrap();
-        let Running { handle, drain, .. } = spawn(rt);
-        let mut s = Session::accept(&listener, &srv.config);
-        let key = s.handshake();
+        let (mut s, key, Running { handle, drain, .. }) = connected_with(config(), ex, |net| {
+            if let Some(d) = inline_deadline {
+                net.inline_deadline = d;
+            }
+        });
         let j = job();
         // Due within 200 ms, then within 60 s.
         assert_eq!(
@@ -1591,22 +1606,10 @@ fn a_job_due_soon_runs_on_the_runtimes_thread_when_nothing_else_is_held() {
 #[test]
 fn a_device_that_a_run_on_the_runtimes_thread_leaves_unavailable_comes_back() {
     use tessera_core::wire::DeclineReason;
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut ex = Anywhere::new(true);
     ex.close = true;
     let (open, threads) = (ex.open.clone(), ex.threads.clone());
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config(), signer, ex, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let key = s.handshake();
+    let (mut s, key, Running { handle, drain, .. }) = connected(ex);
     let j = job();
     assert_eq!(
         run_due(&mut s, &key, &j, 1, 200),
@@ -1623,15 +1626,7 @@ fn a_device_that_a_run_on_the_runtimes_thread_leaves_unavailable_comes_back() {
     );
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    let f = s.offer(&j, 3);
-    assert!(matches!(
-        Message::decode(&f).unwrap(),
-        Message::OfferAccept(_)
-    ));
-    s.send(&Message::Cancel(tessera_core::wire::Cancel {
-        job: 3,
-        reason: 1,
-    }));
+    accepted_then_cancelled(&mut s, &j, 3);
     drain.drain();
     s.until(|m| matches!(m, Message::Goodbye(_)));
     let rt = handle.join().unwrap();
@@ -1644,37 +1639,17 @@ fn a_device_that_a_run_on_the_runtimes_thread_leaves_unavailable_comes_back() {
 /// what it last saw itself, which was no change).
 #[test]
 fn a_device_unavailable_for_an_instant_after_a_run_on_the_runtimes_thread_takes_work_again() {
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut ex = Anywhere::new(true);
     ex.blink = true;
     let threads = ex.threads.clone();
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config(), signer, ex, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let key = s.handshake();
+    let (mut s, key, Running { handle, drain, .. }) = connected(ex);
     let j = job();
     assert_eq!(
         run_due(&mut s, &key, &j, 1, 200),
         (expected(), ReceiptStatus::Completed)
     );
     s.until(|m| matches!(m, Message::Heartbeat(h) if h.capacity > 0));
-    let f = s.offer(&j, 2);
-    assert!(matches!(
-        Message::decode(&f).unwrap(),
-        Message::OfferAccept(_)
-    ));
-    s.send(&Message::Cancel(tessera_core::wire::Cancel {
-        job: 2,
-        reason: 1,
-    }));
+    accepted_then_cancelled(&mut s, &j, 2);
     drain.drain();
     s.until(|m| matches!(m, Message::Goodbye(_)));
     let rt = handle.join().unwrap();
@@ -1687,22 +1662,10 @@ fn a_device_unavailable_for_an_instant_after_a_run_on_the_runtimes_thread_takes_
 /// would have on the worker: no outputs, a `Timeout` receipt.
 #[test]
 fn a_run_on_the_runtimes_thread_that_ends_past_the_deadline_times_out() {
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut ex = Anywhere::new(true);
     ex.sleep = Duration::from_millis(150);
     let threads = ex.threads.clone();
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config(), signer, ex, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let key = s.handshake();
+    let (mut s, key, Running { handle, drain, .. }) = connected(ex);
     let j = job();
     let timeout = ReceiptStatus::Failed(tessera_core::wire::FailReason::Timeout);
     assert_eq!(run_due(&mut s, &key, &j, 1, 100), (Vec::new(), timeout));
@@ -1723,22 +1686,10 @@ fn a_run_on_the_runtimes_thread_that_ends_past_the_deadline_times_out() {
 /// runtime drains.
 #[test]
 fn a_run_that_panics_on_the_runtimes_thread_fails_its_job_and_the_runtime_goes_on() {
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut ex = Anywhere::new(true);
     ex.panic = true;
     let (threads, dropped) = (ex.threads.clone(), ex.dropped.clone());
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config(), signer, ex, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let key = s.handshake();
+    let (mut s, key, Running { handle, drain, .. }) = connected(ex);
     let j = job();
     let host = ReceiptStatus::Failed(tessera_core::wire::FailReason::Host);
     assert_eq!(run_due(&mut s, &key, &j, 1, 200), (Vec::new(), host));
@@ -1804,9 +1755,6 @@ fn the_vulkan_host_runs_a_job_due_soon_on_the_runtimes_thread_and_a_hang_ends_at
         }
     }
 
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let gpu = GpuHost::open(DeviceSelector::Default, true).expect("a Vulkan device");
     let mut config = config();
     config.capabilities = gpu.capabilities().clone();
@@ -1815,16 +1763,7 @@ fn the_vulkan_host_runs_a_job_due_soon_on_the_runtimes_thread_and_a_hang_ends_at
         gpu,
         threads: Arc::clone(&threads),
     };
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
-    let rt = Runtime::new(config, signer, ex, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-    let mut s = Session::accept(&listener, &srv.config);
-    let key = s.handshake();
+    let (mut s, key, Running { handle, drain, .. }) = connected_with(config, ex, |_| {});
     let kernel = |name: &str| {
         std::fs::read(format!("{}/kernels/{name}.spv", env!("CARGO_MANIFEST_DIR"))).unwrap()
     };
