@@ -508,8 +508,6 @@ pub struct Runtime<S: Signer> {
     /// while it calls it; `None` once it is gone (a run panicked, or the
     /// worker thread ended), so that it is dropped.
     inline: Option<Box<dyn InlineRun>>,
-    /// A run on this thread panicked: the executor is given no more jobs.
-    executor_gone: bool,
     /// The jobs' host side: inputs, runs, results, uploads.
     host: JobHost,
     store: Option<FileStore>,
@@ -625,7 +623,6 @@ impl<S: Signer> Runtime<S> {
             worker_woke,
             worker: Some(worker),
             inline,
-            executor_gone: false,
             host: JobHost::new(),
             store,
             backlog,
@@ -1201,7 +1198,9 @@ impl<S: Signer> Runtime<S> {
             deadline,
             cancel: cancel.clone(),
         });
-        let alive = !self.executor_gone && self.worker.as_ref().is_some_and(|w| !w.is_finished());
+        // (`inline` is `None` once a run on this thread panicked: the
+        // executor is given no more jobs.)
+        let alive = self.inline.is_some() && self.worker.as_ref().is_some_and(|w| !w.is_finished());
         if !alive {
             // The worker's end: the executor goes with this last handle.
             self.inline = None;
@@ -1287,7 +1286,6 @@ impl<S: Signer> Runtime<S> {
                 // As when the worker thread dies: no more jobs for it, and
                 // offers are declined from now on.
                 log::error!("job {job}: the executor panicked; it runs no more jobs");
-                self.executor_gone = true;
                 self.inline = None;
                 self.work.close();
                 self.executor_accepting = false;
@@ -1303,7 +1301,7 @@ impl<S: Signer> Runtime<S> {
         );
         // The run's plaintext (a sealed job's) is wiped here.
         drop(run);
-        if !accepting && !self.executor_gone {
+        if !accepting && self.inline.is_some() {
             // Declined from now on; the worker polls the executor until it
             // takes work again, and says so.
             self.executor_accepting = false;
