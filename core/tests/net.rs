@@ -195,6 +195,16 @@ fn runtime(port: u16, trust: Trust, store: Option<std::path::PathBuf>) -> Runtim
     runtime_with(port, trust, store, FnExecutor(increment))
 }
 
+/// Network settings for a coordinator on this machine's `port`, named
+/// "localhost", trusted as `trust` says.
+fn loopback_net(port: u16, trust: &Trust) -> NetConfig {
+    NetConfig::new(
+        format!("127.0.0.1:{port}"),
+        "localhost",
+        client_config(trust).unwrap(),
+    )
+}
+
 fn runtime_with<E: tessera_core::net::Executor>(
     port: u16,
     trust: Trust,
@@ -202,11 +212,7 @@ fn runtime_with<E: tessera_core::net::Executor>(
     executor: E,
 ) -> Runtime<Ed25519Signer> {
     let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let mut net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&trust).unwrap(),
-    );
+    let mut net = loopback_net(port, &trust);
     net.store_dir = store;
     net.reconnect_initial = Duration::from_millis(20);
     net.reconnect_max = Duration::from_millis(200);
@@ -225,11 +231,7 @@ fn connected_with<E: tessera_core::net::Executor>(
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let mut net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
+    let mut net = loopback_net(port, &Trust::PinnedKey(srv.spki));
     tweak(&mut net);
     let running = spawn(Runtime::new(config, signer, ex, net).unwrap());
     let mut s = Session::accept(&listener, &srv.config);
@@ -455,22 +457,9 @@ impl Session {
 fn a_device_that_takes_no_work_declines_offers_until_it_does_again() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tessera_core::wire::DeclineReason;
-    let srv = server();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let open = Arc::new(AtomicBool::new(true));
-    let signer = Ed25519Signer::from_seed(&[5; 32]).unwrap();
-    let net = NetConfig::new(
-        format!("127.0.0.1:{port}"),
-        "localhost",
-        client_config(&Trust::PinnedKey(srv.spki)).unwrap(),
-    );
     let gate = Gate { open: open.clone() };
-    let rt = Runtime::new(config(), signer, gate, net).unwrap();
-    let Running { handle, drain, .. } = spawn(rt);
-
-    let mut s = Session::accept(&listener, &srv.config);
-    s.handshake();
+    let (mut s, _, Running { handle, drain, .. }) = connected(gate);
     let j = job();
     s.send(&Message::JobOffer(j.offer(1, 1_000_000, 60_000)));
     s.assign(&j, 1);
